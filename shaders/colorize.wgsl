@@ -1,0 +1,78 @@
+// Normalization and colormap lookup of pooled pixels: the cheap pass that re-runs when the
+// colormap or normalization changes. Writes packed RGBA8; 0 (alpha 0) marks a bin with no
+// unmasked entry, drawn as background by the compositor.
+
+struct ColorParams {
+    pixels_per_head: u32,
+    total_pixels: u32,
+    // first head of this group in `ranges`
+    first_head: u32,
+    reduce: u32,
+    bad_color: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+const REDUCE_MAX: u32 = 0u;
+const REDUCE_MEAN: u32 = 1u;
+const REDUCE_MIN: u32 = 2u;
+
+@group(0) @binding(0) var<uniform> params: ColorParams;
+@group(0) @binding(1) var<storage, read> accum: array<Accum>;
+// (lo, hi) per head: the value range mapped onto the colormap
+@group(0) @binding(2) var<storage, read> ranges: array<vec2<f32>>;
+@group(0) @binding(3) var<storage, read> lut: array<u32, 256>;
+@group(0) @binding(4) var<storage, read_write> colors: array<u32>;
+
+// matplotlib's Normalize in f32: (v - lo) / (hi - lo), 0 for a constant scope.
+// CPU twin: `normalize` in src/norm.rs.
+fn normalize(v: f32, r: vec2<f32>) -> f32 {
+    let span = r.y - r.x;
+    if span > 0.0 {
+        return (v - r.x) / span;
+    }
+    return 0.0;
+}
+
+// matplotlib's index rule: min(floor(t * 256), 255), under → 0, over → 255.
+// CPU twin: `lut_index` in src/colormap.rs.
+fn lut_index(t: f32) -> u32 {
+    if !(t > 0.0) {
+        return 0u;
+    }
+    if t >= 1.0 {
+        return 255u;
+    }
+    return min(u32(t * 256.0), 255u);
+}
+
+@compute @workgroup_size(256)
+fn colorize(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    let i = flat_index(wg, nwg, li, 256u);
+    if i >= params.total_pixels {
+        return;
+    }
+    let a = accum[i];
+    let count = a.count_bad & COUNT_MASK;
+    if (a.count_bad & BAD_BIT) != 0u {
+        colors[i] = params.bad_color;
+        return;
+    }
+    if count == 0u {
+        colors[i] = 0u;
+        return;
+    }
+    var v = a.max_v;
+    if params.reduce == REDUCE_MEAN {
+        v = a.sum / f32(count);
+    } else if params.reduce == REDUCE_MIN {
+        v = a.min_v;
+    }
+    let head = params.first_head + i / params.pixels_per_head;
+    colors[i] = lut[lut_index(normalize(v, ranges[head]))];
+}

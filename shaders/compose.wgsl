@@ -1,0 +1,79 @@
+// The figure: one instanced draw of axis-aligned quads in target pixels. Each quad is a heatmap
+// cell (pooled colours, nearest-neighbour), a label (glyph coverage), the colorbar (LUT) or a
+// solid fill. Texel lookups use integer pixel indices, so export and the CPU reference agree
+// exactly. Keep `Quad` and the KIND_* ids in sync with src/compose.rs.
+
+struct Quad {
+    // target pixels: x, y, width, height
+    rect: vec4<i32>,
+    kind: u32,
+    // cells: first colour in `colors`; labels: atlas x | (atlas y << 16)
+    src: u32,
+    // cells: pooled width | (pooled height << 16)
+    src_size: u32,
+    // labels and fills: RGBA8 foreground
+    color: u32,
+}
+
+struct View {
+    target_size: vec2<f32>,
+    background: u32,
+    _pad: u32,
+}
+
+const KIND_CELL: u32 = 0u;
+const KIND_LABEL: u32 = 1u;
+const KIND_COLORBAR: u32 = 2u;
+const KIND_FILL: u32 = 3u;
+
+@group(0) @binding(0) var<uniform> view: View;
+@group(0) @binding(1) var<storage, read> quads: array<Quad>;
+@group(0) @binding(2) var<storage, read> colors: array<u32>;
+@group(0) @binding(3) var<storage, read> lut: array<u32, 256>;
+@group(0) @binding(4) var atlas: texture_2d<f32>;
+
+struct VsOut {
+    @builtin(position) pos: vec4<f32>,
+    @location(0) @interpolate(flat) quad: u32,
+}
+
+@vertex
+fn vs_main(@builtin(vertex_index) vi: u32, @builtin(instance_index) ii: u32) -> VsOut {
+    let q = quads[ii];
+    // two triangles: (0,0) (1,0) (0,1) / (0,1) (1,0) (1,1)
+    let corner = vec2<i32>(i32((0x32u >> vi) & 1u), i32((0x2cu >> vi) & 1u));
+    let p = vec2<f32>(q.rect.xy + corner * q.rect.zw);
+    let ndc = vec2<f32>(p.x / view.target_size.x * 2.0 - 1.0, 1.0 - p.y / view.target_size.y * 2.0);
+    var out: VsOut;
+    out.pos = vec4<f32>(ndc, 0.0, 1.0);
+    out.quad = ii;
+    return out;
+}
+
+@fragment
+fn fs_main(in: VsOut) -> @location(0) vec4<f32> {
+    let q = quads[in.quad];
+    // pixel index inside the quad (fragment positions are pixel centres)
+    let p = vec2<i32>(floor(in.pos.xy)) - q.rect.xy;
+    let bg = unpack4x8unorm(view.background);
+    if q.kind == KIND_CELL {
+        let size = vec2<u32>(q.src_size & 0xffffu, q.src_size >> 16u);
+        let t = vec2<u32>(p) * size / vec2<u32>(q.rect.zw);
+        let c = colors[q.src + t.y * size.x + t.x];
+        if c == 0u {
+            return bg;
+        }
+        return unpack4x8unorm(c);
+    }
+    if q.kind == KIND_LABEL {
+        let origin = vec2<i32>(i32(q.src & 0xffffu), i32(q.src >> 16u));
+        let coverage = textureLoad(atlas, origin + p, 0).r;
+        return mix(bg, unpack4x8unorm(q.color), coverage);
+    }
+    if q.kind == KIND_COLORBAR {
+        // top = high end of the colormap
+        let i = 255u - min(u32(p.y) * 256u / u32(q.rect.w), 255u);
+        return unpack4x8unorm(lut[i]);
+    }
+    return unpack4x8unorm(q.color);
+}

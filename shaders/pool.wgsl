@@ -1,0 +1,134 @@
+// Pooling: folds one block of input rows into the pooled accumulators of its head.
+//
+// One invocation owns one pooled pixel (x, y) of the rows this block touches and walks its bin
+// row by row, keys in order, so the float sum is added in exactly the order the CPU reference
+// (src/cpu.rs, `pool_rows`) uses. Blocks arrive in row order in separate dispatches, so a bin
+// split across blocks is resumed from the stored accumulator with the same result.
+
+struct Piece {
+    // first element of this block in `data`, in elements of `dtype`
+    elem_offset: u32,
+    // first head row in the block, and how many rows it holds
+    row_start: u32,
+    row_count: u32,
+    // row length (K)
+    keys: u32,
+    // index of the head's pixel (0, 0) in `accum`
+    accum_base: u32,
+    pooled_w: u32,
+    // first pooled row the block touches
+    y_start: u32,
+    dtype: u32,
+    // FLAG_* below
+    flags: u32,
+    // causal masking: entry (q, k) is masked when k > q + causal_offset
+    causal_offset: i32,
+    _pad0: u32,
+    _pad1: u32,
+}
+
+const DTYPE_F32: u32 = 0u;
+const DTYPE_F16: u32 = 1u;
+const DTYPE_BF16: u32 = 2u;
+const FLAG_ROW_NORM: u32 = 1u;
+const FLAG_CAUSAL: u32 = 2u;
+
+@group(0) @binding(0) var<uniform> piece: Piece;
+@group(0) @binding(1) var<storage, read> data: array<u32>;
+@group(0) @binding(2) var<storage, read> row_edges: array<u32>;
+@group(0) @binding(3) var<storage, read> col_edges: array<u32>;
+@group(0) @binding(4) var<storage, read_write> accum: array<Accum>;
+@group(0) @binding(5) var<storage, read_write> row_max: array<f32>;
+
+// Raw bits of element i widened to f32 bits, plus whether it is finite. Finiteness is read
+// from the exponent bits because WGSL lets compilers assume floats are never NaN or infinite.
+fn load_value(i: u32) -> vec2<u32> {
+    if piece.dtype == DTYPE_F32 {
+        let bits = data[i];
+        return vec2<u32>(bits, u32((bits & 0x7f800000u) != 0x7f800000u));
+    }
+    let word = data[i >> 1u];
+    let h = (word >> ((i & 1u) * 16u)) & 0xffffu;
+    if piece.dtype == DTYPE_F16 {
+        let finite = (h & 0x7c00u) != 0x7c00u;
+        return vec2<u32>(bitcast<u32>(unpack2x16float(h).x), u32(finite));
+    }
+    return vec2<u32>(h << 16u, u32((h & 0x7f80u) != 0x7f80u));
+}
+
+fn masked(q: u32, k: u32) -> bool {
+    return (piece.flags & FLAG_CAUSAL) != 0u && i32(k) > i32(q) + piece.causal_offset;
+}
+
+// Per-row maximum of finite entries, for --norm row. One invocation per row of the block.
+@compute @workgroup_size(64)
+fn row_maxima(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let r = gid.x;
+    if r >= piece.row_count {
+        return;
+    }
+    let q = piece.row_start + r;
+    let base = piece.elem_offset + r * piece.keys;
+    var m = -F32_MAX;
+    for (var k = 0u; k < piece.keys; k++) {
+        let v = load_value(base + k);
+        if v.y != 0u && !masked(q, k) {
+            m = max(m, bitcast<f32>(v.x));
+        }
+    }
+    row_max[r] = m;
+}
+
+@compute @workgroup_size(64)
+fn pool(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let x = gid.x;
+    if x >= piece.pooled_w {
+        return;
+    }
+    let y = piece.y_start + gid.y;
+    let r0 = max(row_edges[y], piece.row_start);
+    let r1 = min(row_edges[y + 1u], piece.row_start + piece.row_count);
+    if r0 >= r1 {
+        return;
+    }
+    let c0 = col_edges[x];
+    let c1 = col_edges[x + 1u];
+    let idx = piece.accum_base + y * piece.pooled_w + x;
+    var a = accum[idx];
+    var count = a.count_bad & COUNT_MASK;
+    var bad = a.count_bad & BAD_BIT;
+    let row_norm = (piece.flags & FLAG_ROW_NORM) != 0u;
+    for (var q = r0; q < r1; q++) {
+        let r = q - piece.row_start;
+        let base = piece.elem_offset + r * piece.keys;
+        var scale = 1.0;
+        var zero_row = false;
+        if row_norm {
+            let m = row_max[r];
+            zero_row = !(m > 0.0);
+            scale = m;
+        }
+        var row_sum = 0.0;
+        for (var k = c0; k < c1; k++) {
+            if masked(q, k) {
+                continue;
+            }
+            let raw = load_value(base + k);
+            if raw.y == 0u {
+                bad = BAD_BIT;
+                continue;
+            }
+            var v = bitcast<f32>(raw.x);
+            if row_norm {
+                v = select(v / scale, 0.0, zero_row);
+            }
+            a.max_v = max(a.max_v, v);
+            a.min_v = min(a.min_v, v);
+            row_sum += v;
+            count += 1u;
+        }
+        a.sum += row_sum;
+    }
+    a.count_bad = count | bad;
+    accum[idx] = a;
+}

@@ -1,0 +1,220 @@
+//! Normalization and colormap lookup on the GPU: pooled accumulators to packed RGBA. This is the
+//! interactive path: a colormap, normalization or reduction change re-runs only this pass over
+//! the resident pooled data, with buffers and bind groups made once.
+
+use bytemuck::{Pod, Zeroable};
+
+use crate::colormap::{pack_rgba, Colormap, BAD_COLOR};
+use crate::error::Result;
+use crate::gpu::{dispatch_1d, Gpu};
+use crate::norm::Reduce;
+use crate::pool::{compute_pipeline, storage_entry, uniform_entry, PooledCells};
+
+const COLORIZE_WGSL: &str = concat!(
+    include_str!("../shaders/common.wgsl"),
+    include_str!("../shaders/colorize.wgsl")
+);
+
+/// Mirrors `ColorParams` in `shaders/colorize.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+struct ColorParams {
+    pixels_per_head: u32,
+    total_pixels: u32,
+    first_head: u32,
+    reduce: u32,
+    bad_color: u32,
+    _pad: [u32; 3],
+}
+
+pub(crate) struct ColorizePipeline {
+    layout: wgpu::BindGroupLayout,
+    pipeline: wgpu::ComputePipeline,
+}
+
+impl ColorizePipeline {
+    pub(crate) fn new(device: &wgpu::Device) -> Self {
+        let c = wgpu::ShaderStages::COMPUTE;
+        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some("attnviz.colorize.layout"),
+            entries: &[
+                uniform_entry(0, false, c),
+                storage_entry(1, true, c),
+                storage_entry(2, true, c),
+                storage_entry(3, true, c),
+                storage_entry(4, false, c),
+            ],
+        });
+        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some("attnviz.colorize.shader"),
+            source: wgpu::ShaderSource::Wgsl(COLORIZE_WGSL.into()),
+        });
+        let pipeline = compute_pipeline(
+            device,
+            "attnviz.colorize.pipeline",
+            &layout,
+            &module,
+            "colorize",
+        );
+        ColorizePipeline { layout, pipeline }
+    }
+}
+
+/// Packed RGBA colours of every pooled pixel, one buffer per accumulator group.
+pub struct ColorizedCells {
+    /// Per group: `cells * pooled_pixels` packed RGBA words; 0 marks "no data" (background).
+    pub colors: Vec<wgpu::Buffer>,
+    /// The colormap as 256 packed words; the compositor draws the colorbar from it.
+    pub lut: wgpu::Buffer,
+    ranges: wgpu::Buffer,
+    params: Vec<wgpu::Buffer>,
+    bind_groups: Vec<wgpu::BindGroup>,
+    /// (workgroups x, y) per group
+    dispatch: Vec<(u32, u32)>,
+    totals: Vec<u32>,
+}
+
+impl ColorizedCells {
+    /// Allocates the colour buffers for `pooled`; [`ColorizedCells::update`] fills them.
+    pub(crate) fn new(gpu: &Gpu, pipe: &ColorizePipeline, pooled: &PooledCells) -> ColorizedCells {
+        let device = &gpu.device;
+        let px = pooled.geometry.pooled_pixels();
+        let buffer = |label: &str, size: u64, usage: wgpu::BufferUsages| {
+            device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: size.max(4),
+                usage,
+                mapped_at_creation: false,
+            })
+        };
+        let lut = buffer(
+            "attnviz.colorize.lut",
+            1024,
+            wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+        );
+        let ranges = buffer(
+            "attnviz.colorize.ranges",
+            (pooled.cells() * 8) as u64,
+            wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+        );
+        let mut out = ColorizedCells {
+            colors: Vec::new(),
+            lut,
+            ranges,
+            params: Vec::new(),
+            bind_groups: Vec::new(),
+            dispatch: Vec::new(),
+            totals: Vec::new(),
+        };
+        for g in &pooled.groups {
+            let total = (g.cells * px) as u32;
+            let colors = buffer(
+                "attnviz.colorize.colors",
+                total as u64 * 4,
+                wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+            );
+            let params = buffer(
+                "attnviz.colorize.params",
+                std::mem::size_of::<ColorParams>() as u64,
+                wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            );
+            let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some("attnviz.colorize.bind_group"),
+                layout: &pipe.layout,
+                entries: &[
+                    wgpu::BindGroupEntry {
+                        binding: 0,
+                        resource: params.as_entire_binding(),
+                    },
+                    wgpu::BindGroupEntry {
+                        binding: 1,
+                        resource: g.accum.as_entire_binding(),
+                    },
+                    wgpu::BindGroupEntry {
+                        binding: 2,
+                        resource: out.ranges.as_entire_binding(),
+                    },
+                    wgpu::BindGroupEntry {
+                        binding: 3,
+                        resource: out.lut.as_entire_binding(),
+                    },
+                    wgpu::BindGroupEntry {
+                        binding: 4,
+                        resource: colors.as_entire_binding(),
+                    },
+                ],
+            });
+            out.dispatch.push(dispatch_1d(
+                total,
+                256,
+                gpu.limits.max_compute_workgroups_per_dimension,
+            ));
+            out.totals.push(total);
+            out.colors.push(colors);
+            out.params.push(params);
+            out.bind_groups.push(bind_group);
+        }
+        out
+    }
+
+    /// Recolours every cell: `ranges` holds each cell's (lo, hi) in cell order.
+    pub(crate) fn update(
+        &self,
+        gpu: &Gpu,
+        pipe: &ColorizePipeline,
+        pooled: &PooledCells,
+        ranges: &[[f32; 2]],
+        reduce: Reduce,
+        colormap: Colormap,
+    ) -> Result<()> {
+        gpu.scoped("colorize", || {
+            let px = pooled.geometry.pooled_pixels() as u32;
+            gpu.queue
+                .write_buffer(&self.lut, 0, bytemuck::cast_slice(&colormap.packed()));
+            gpu.queue
+                .write_buffer(&self.ranges, 0, bytemuck::cast_slice(ranges));
+            for (i, g) in pooled.groups.iter().enumerate() {
+                let params = ColorParams {
+                    pixels_per_head: px,
+                    total_pixels: self.totals[i],
+                    first_head: g.first_cell as u32,
+                    reduce: reduce.shader_id(),
+                    bad_color: pack_rgba(BAD_COLOR),
+                    _pad: [0; 3],
+                };
+                gpu.queue
+                    .write_buffer(&self.params[i], 0, bytemuck::bytes_of(&params));
+            }
+            let mut encoder = gpu
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("attnviz.colorize.encoder"),
+                });
+            {
+                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some("attnviz.colorize.pass"),
+                    timestamp_writes: None,
+                });
+                pass.set_pipeline(&pipe.pipeline);
+                for (bg, &(x, y)) in self.bind_groups.iter().zip(&self.dispatch) {
+                    pass.set_bind_group(0, bg, &[]);
+                    pass.dispatch_workgroups(x, y, 1);
+                }
+            }
+            gpu.queue.submit([encoder.finish()]);
+            Ok(())
+        })
+    }
+
+    /// Reads every cell's packed colours back (for `--tiles` and tests).
+    pub fn read(&self, gpu: &Gpu, pooled: &PooledCells) -> Result<Vec<Vec<u32>>> {
+        let px = pooled.geometry.pooled_pixels();
+        let mut out = Vec::with_capacity(pooled.cells());
+        for (buf, g) in self.colors.iter().zip(&pooled.groups) {
+            let bytes = gpu.read_buffer(buf, 0, (g.cells * px * 4) as u64)?;
+            let words: Vec<u32> = bytemuck::pod_collect_to_vec(&bytes);
+            out.extend(words.chunks(px).map(|c| c.to_vec()));
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,341 @@
+//! The render pass that draws the figure: heatmap cells, labels and colorbar as one instanced
+//! quad draw per accumulator group, into any colour target (an offscreen texture for export, a
+//! surface for the window). The quad list is plain data, also drawn by `cpu::draw_quads`.
+
+use std::ops::Range;
+
+use bytemuck::{Pod, Zeroable};
+
+use crate::colorize::ColorizedCells;
+use crate::colormap::pack_rgba;
+use crate::error::Result;
+use crate::geometry::CellGeometry;
+use crate::gpu::Gpu;
+use crate::layout::Layout;
+use crate::pool::{storage_entry, uniform_entry, PooledCells};
+use crate::text::Atlas;
+
+const COMPOSE_WGSL: &str = include_str!("../shaders/compose.wgsl");
+
+pub const KIND_CELL: u32 = 0;
+pub const KIND_LABEL: u32 = 1;
+pub const KIND_COLORBAR: u32 = 2;
+pub const KIND_FILL: u32 = 3;
+
+/// Mirrors `Quad` in `shaders/compose.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
+pub struct Quad {
+    pub rect: [i32; 4],
+    pub kind: u32,
+    pub src: u32,
+    pub src_size: u32,
+    pub color: u32,
+}
+
+/// Mirrors `View` in `shaders/compose.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+struct ViewUniform {
+    target_size: [f32; 2],
+    background: u32,
+    _pad: u32,
+}
+
+/// The figure as quads, split into one draw per accumulator group (cells of group g read
+/// group g's colour buffer); labels and fills ride in the first draw.
+#[derive(Clone, Debug)]
+pub struct FigureQuads {
+    pub quads: Vec<Quad>,
+    pub draws: Vec<Range<u32>>,
+    pub atlas: Atlas,
+    pub width: u32,
+    pub height: u32,
+    pub background: [u8; 4],
+}
+
+impl FigureQuads {
+    /// Quads for `layout`, whose cells are pooled as `geometry` and stored in `groups`
+    /// (first cell, cell count) of the colour buffers.
+    pub fn new(layout: &Layout, geometry: &CellGeometry, groups: &[(usize, usize)]) -> FigureQuads {
+        let labels: Vec<_> = layout.labels.iter().map(|l| l.label.clone()).collect();
+        let atlas = Atlas::pack(&labels);
+        let px = geometry.pooled_pixels() as u32;
+        let mut quads = Vec::new();
+        let mut draws = Vec::new();
+        for (gi, &(first, count)) in groups.iter().enumerate() {
+            let start = quads.len() as u32;
+            for (local, cell) in layout.cells[first..first + count].iter().enumerate() {
+                quads.push(Quad {
+                    rect: [
+                        cell.x as i32,
+                        cell.y as i32,
+                        cell.width as i32,
+                        cell.height as i32,
+                    ],
+                    kind: KIND_CELL,
+                    src: local as u32 * px,
+                    src_size: geometry.pooled_w | (geometry.pooled_h << 16),
+                    color: 0,
+                });
+            }
+            if gi == 0 {
+                for (placed, &(ax, ay)) in layout.labels.iter().zip(&atlas.origins) {
+                    quads.push(Quad {
+                        rect: [
+                            placed.x as i32,
+                            placed.y as i32,
+                            placed.label.width as i32,
+                            placed.label.height as i32,
+                        ],
+                        kind: KIND_LABEL,
+                        src: ax | (ay << 16),
+                        src_size: 0,
+                        color: pack_rgba(layout.theme.foreground),
+                    });
+                }
+            }
+            draws.push(start..quads.len() as u32);
+        }
+        FigureQuads {
+            quads,
+            draws,
+            atlas,
+            width: layout.width,
+            height: layout.height,
+            background: layout.theme.background,
+        }
+    }
+}
+
+/// Compiled compose pipeline for one target format.
+pub(crate) struct ComposePipeline {
+    layout: wgpu::BindGroupLayout,
+    pipeline: wgpu::RenderPipeline,
+    pub format: wgpu::TextureFormat,
+}
+
+impl ComposePipeline {
+    pub(crate) fn new(device: &wgpu::Device, format: wgpu::TextureFormat) -> Self {
+        let vf = wgpu::ShaderStages::VERTEX_FRAGMENT;
+        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some("attnviz.compose.layout"),
+            entries: &[
+                uniform_entry(0, false, vf),
+                storage_entry(1, true, vf),
+                storage_entry(2, true, wgpu::ShaderStages::FRAGMENT),
+                storage_entry(3, true, wgpu::ShaderStages::FRAGMENT),
+                wgpu::BindGroupLayoutEntry {
+                    binding: 4,
+                    visibility: wgpu::ShaderStages::FRAGMENT,
+                    ty: wgpu::BindingType::Texture {
+                        sample_type: wgpu::TextureSampleType::Float { filterable: false },
+                        view_dimension: wgpu::TextureViewDimension::D2,
+                        multisampled: false,
+                    },
+                    count: None,
+                },
+            ],
+        });
+        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some("attnviz.compose.shader"),
+            source: wgpu::ShaderSource::Wgsl(COMPOSE_WGSL.into()),
+        });
+        let pl = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some("attnviz.compose.pipeline_layout"),
+            bind_group_layouts: &[Some(&layout)],
+            immediate_size: 0,
+        });
+        let pipeline = device.create_render_pipeline(&wgpu::RenderPipelineDescriptor {
+            label: Some("attnviz.compose.pipeline"),
+            layout: Some(&pl),
+            vertex: wgpu::VertexState {
+                module: &module,
+                entry_point: Some("vs_main"),
+                compilation_options: Default::default(),
+                buffers: &[],
+            },
+            primitive: wgpu::PrimitiveState::default(),
+            depth_stencil: None,
+            multisample: wgpu::MultisampleState::default(),
+            fragment: Some(wgpu::FragmentState {
+                module: &module,
+                entry_point: Some("fs_main"),
+                compilation_options: Default::default(),
+                targets: &[Some(wgpu::ColorTargetState {
+                    format,
+                    blend: None,
+                    write_mask: wgpu::ColorWrites::ALL,
+                })],
+            }),
+            multiview_mask: None,
+            cache: None,
+        });
+        ComposePipeline {
+            layout,
+            pipeline,
+            format,
+        }
+    }
+}
+
+/// GPU resources for drawing one figure: quads, atlas and per-group bind groups.
+pub struct Compositor {
+    quads: wgpu::Buffer,
+    view: wgpu::Buffer,
+    bind_groups: Vec<wgpu::BindGroup>,
+    draws: Vec<Range<u32>>,
+    background: [u8; 4],
+    _atlas: wgpu::Texture,
+}
+
+impl Compositor {
+    pub(crate) fn new(
+        gpu: &Gpu,
+        pipe: &ComposePipeline,
+        figure: &FigureQuads,
+        colors: &ColorizedCells,
+        pooled: &PooledCells,
+    ) -> Compositor {
+        use wgpu::util::DeviceExt;
+        let device = &gpu.device;
+        let quads = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("attnviz.compose.quads"),
+            contents: bytemuck::cast_slice(&figure.quads),
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+        });
+        let view = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("attnviz.compose.view"),
+            size: std::mem::size_of::<ViewUniform>() as u64,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let atlas = device.create_texture_with_data(
+            &gpu.queue,
+            &wgpu::TextureDescriptor {
+                label: Some("attnviz.compose.atlas"),
+                size: wgpu::Extent3d {
+                    width: figure.atlas.width,
+                    height: figure.atlas.height,
+                    depth_or_array_layers: 1,
+                },
+                mip_level_count: 1,
+                sample_count: 1,
+                dimension: wgpu::TextureDimension::D2,
+                format: wgpu::TextureFormat::R8Unorm,
+                usage: wgpu::TextureUsages::TEXTURE_BINDING,
+                view_formats: &[],
+            },
+            wgpu::util::TextureDataOrder::LayerMajor,
+            &figure.atlas.coverage,
+        );
+        let atlas_view = atlas.create_view(&Default::default());
+        let bind_groups = pooled
+            .groups
+            .iter()
+            .enumerate()
+            .map(|(g, _)| {
+                device.create_bind_group(&wgpu::BindGroupDescriptor {
+                    label: Some("attnviz.compose.bind_group"),
+                    layout: &pipe.layout,
+                    entries: &[
+                        wgpu::BindGroupEntry {
+                            binding: 0,
+                            resource: view.as_entire_binding(),
+                        },
+                        wgpu::BindGroupEntry {
+                            binding: 1,
+                            resource: quads.as_entire_binding(),
+                        },
+                        wgpu::BindGroupEntry {
+                            binding: 2,
+                            resource: colors.colors[g].as_entire_binding(),
+                        },
+                        wgpu::BindGroupEntry {
+                            binding: 3,
+                            resource: colors.lut.as_entire_binding(),
+                        },
+                        wgpu::BindGroupEntry {
+                            binding: 4,
+                            resource: wgpu::BindingResource::TextureView(&atlas_view),
+                        },
+                    ],
+                })
+            })
+            .collect();
+        Compositor {
+            quads,
+            view,
+            bind_groups,
+            draws: figure.draws.clone(),
+            background: figure.background,
+            _atlas: atlas,
+        }
+    }
+
+    /// Replaces the quads (same count or fewer), e.g. after the viewer pans.
+    pub fn set_quads(&self, gpu: &Gpu, quads: &[Quad]) {
+        gpu.queue
+            .write_buffer(&self.quads, 0, bytemuck::cast_slice(quads));
+    }
+
+    /// Records the figure into `target` (`size` pixels), clearing it to the background first.
+    pub(crate) fn draw(
+        &self,
+        gpu: &Gpu,
+        pipe: &ComposePipeline,
+        encoder: &mut wgpu::CommandEncoder,
+        target: &wgpu::TextureView,
+        size: (u32, u32),
+    ) -> Result<()> {
+        let uniform = ViewUniform {
+            target_size: [size.0 as f32, size.1 as f32],
+            background: pack_rgba(self.background),
+            _pad: 0,
+        };
+        gpu.queue
+            .write_buffer(&self.view, 0, bytemuck::bytes_of(&uniform));
+        let bg = self.background.map(|c| c as f64 / 255.0);
+        let mut pass = encoder.begin_render_pass(&wgpu::RenderPassDescriptor {
+            label: Some("attnviz.compose.pass"),
+            color_attachments: &[Some(wgpu::RenderPassColorAttachment {
+                view: target,
+                depth_slice: None,
+                resolve_target: None,
+                ops: wgpu::Operations {
+                    load: wgpu::LoadOp::Clear(wgpu::Color {
+                        r: bg[0],
+                        g: bg[1],
+                        b: bg[2],
+                        a: bg[3],
+                    }),
+                    store: wgpu::StoreOp::Store,
+                },
+            })],
+            depth_stencil_attachment: None,
+            timestamp_writes: None,
+            occlusion_query_set: None,
+            multiview_mask: None,
+        });
+        pass.set_pipeline(&pipe.pipeline);
+        for (bg, range) in self.bind_groups.iter().zip(&self.draws) {
+            if range.is_empty() {
+                continue;
+            }
+            pass.set_bind_group(0, bg, &[]);
+            pass.draw(0..6, range.clone());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quad_layout_matches_the_shader() {
+        assert_eq!(std::mem::size_of::<Quad>(), 32);
+        assert_eq!(std::mem::size_of::<ViewUniform>(), 16);
+    }
+}

@@ -1,0 +1,107 @@
+//! Cell sizes and pooling bins: which input rows and columns fall into each pooled pixel. Pure
+//! integer math shared by the GPU (as edge tables) and the CPU reference.
+
+use crate::error::{Error, Result};
+
+/// Largest cell side: pooled images and cell quads stay within every adapter's texture limits.
+pub const MAX_CELL: u32 = 8192;
+
+/// How one head is shown: its size on the figure and the resolution it is pooled to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CellGeometry {
+    pub display_w: u32,
+    pub display_h: u32,
+    /// Pooled resolution: the display size, but never more than the native size (larger cells
+    /// are filled by nearest-neighbour magnification, so entries stay crisp squares).
+    pub pooled_w: u32,
+    pub pooled_h: u32,
+}
+
+impl CellGeometry {
+    /// `cell` is the side of the longer axis; `None` means 256, or the native size when smaller.
+    pub fn new(queries: usize, keys: usize, cell: Option<u32>) -> Result<CellGeometry> {
+        let longest = queries.max(keys) as u64;
+        let side = match cell {
+            Some(0) => return Err(Error::BadOption("--cell must be at least 1".into())),
+            Some(c) if c > MAX_CELL => {
+                return Err(Error::BadOption(format!(
+                    "--cell {c} exceeds the maximum of {MAX_CELL}"
+                )))
+            }
+            Some(c) => c as u64,
+            None => longest.min(256),
+        };
+        let scaled = |n: usize| ((n as u64 * side + longest / 2) / longest).max(1) as u32;
+        let (display_w, display_h) = (scaled(keys), scaled(queries));
+        Ok(CellGeometry {
+            display_w,
+            display_h,
+            pooled_w: display_w.min(keys.min(u32::MAX as usize) as u32),
+            pooled_h: display_h.min(queries.min(u32::MAX as usize) as u32),
+        })
+    }
+
+    pub fn pooled_pixels(&self) -> usize {
+        self.pooled_w as usize * self.pooled_h as usize
+    }
+}
+
+/// `bins + 1` edges splitting `0..n` into `bins` non-empty runs: edge i is `floor(i * n / bins)`.
+/// Requires `1 <= bins <= n`.
+pub fn bin_edges(n: usize, bins: u32) -> Vec<u32> {
+    debug_assert!(bins >= 1 && bins as usize <= n);
+    (0..=bins as u64)
+        .map(|i| (i * n as u64 / bins as u64) as u32)
+        .collect()
+}
+
+/// The bin holding index `i` for the edges from [`bin_edges`].
+pub fn bin_of(edges: &[u32], i: u32) -> u32 {
+    (edges.partition_point(|&e| e <= i) - 1) as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_cell_is_256_or_native() {
+        let g = CellGeometry::new(128, 128, None).unwrap();
+        assert_eq!((g.display_w, g.pooled_w), (128, 128));
+        let g = CellGeometry::new(2048, 2048, None).unwrap();
+        assert_eq!(
+            (g.display_w, g.display_h, g.pooled_w, g.pooled_h),
+            (256, 256, 256, 256)
+        );
+    }
+
+    #[test]
+    fn non_square_heads_keep_their_aspect() {
+        let g = CellGeometry::new(100, 400, Some(200)).unwrap();
+        assert_eq!((g.display_w, g.display_h), (200, 50));
+        assert_eq!((g.pooled_w, g.pooled_h), (200, 50));
+        let g = CellGeometry::new(10, 40, Some(400)).unwrap();
+        assert_eq!(
+            (g.display_w, g.display_h, g.pooled_w, g.pooled_h),
+            (400, 100, 40, 10)
+        );
+    }
+
+    #[test]
+    fn bins_cover_every_index_once() {
+        for n in [1usize, 2, 7, 100, 257, 1000] {
+            for bins in [1u32, 2, 3, 7, 64, 256] {
+                if bins as usize > n {
+                    continue;
+                }
+                let e = bin_edges(n, bins);
+                assert_eq!((e[0], *e.last().unwrap()), (0, n as u32));
+                assert!(e.windows(2).all(|w| w[0] < w[1]), "n={n} bins={bins}");
+                for i in 0..n as u32 {
+                    let b = bin_of(&e, i) as usize;
+                    assert!(e[b] <= i && i < e[b + 1]);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,215 @@
+//! The one GPU context: instance, adapter, device, queue and the limits everything else sizes
+//! itself by. Headless by default; the viewer creates it with a compatible surface.
+
+use std::sync::{Arc, Mutex};
+
+use crate::error::{Error, Result};
+
+/// Device, queue and what the adapter can do.
+pub struct Gpu {
+    pub instance: wgpu::Instance,
+    pub adapter: wgpu::Adapter,
+    pub device: wgpu::Device,
+    pub queue: wgpu::Queue,
+    pub limits: wgpu::Limits,
+    pub info: wgpu::AdapterInfo,
+    /// Storage buffers can be mapped for writing: the adapter shares memory with the host
+    /// (integrated or software GPUs), so input is read from disk straight into the buffer the
+    /// shader reads, with no staging copy.
+    pub mappable_storage: bool,
+}
+
+impl Gpu {
+    /// Opens the best adapter: discrete, then integrated, then anything else (a software
+    /// rasterizer such as lavapipe last). `WGPU_BACKEND` narrows the backends.
+    pub fn new() -> Result<Gpu> {
+        pollster::block_on(Self::new_async(None))
+    }
+
+    /// Like [`Gpu::new`], but the adapter must be able to present to `surface`.
+    pub fn for_surface(instance: wgpu::Instance, surface: &wgpu::Surface<'_>) -> Result<Gpu> {
+        pollster::block_on(Self::open(instance, Some(surface)))
+    }
+
+    async fn new_async(surface: Option<&wgpu::Surface<'_>>) -> Result<Gpu> {
+        let instance = Self::instance();
+        Self::open(instance, surface).await
+    }
+
+    /// An instance over the native backends, narrowed by `WGPU_BACKEND` when set.
+    pub fn instance() -> wgpu::Instance {
+        let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
+        if std::env::var_os("WGPU_BACKEND").is_none() {
+            desc.backends = wgpu::Backends::PRIMARY;
+        }
+        wgpu::Instance::new(desc)
+    }
+
+    async fn open(instance: wgpu::Instance, surface: Option<&wgpu::Surface<'_>>) -> Result<Gpu> {
+        let mut adapters = instance.enumerate_adapters(wgpu::Backends::all()).await;
+        if let Some(s) = surface {
+            adapters.retain(|a| a.is_surface_supported(s));
+        }
+        let rank = |t: wgpu::DeviceType| match t {
+            wgpu::DeviceType::DiscreteGpu => 0,
+            wgpu::DeviceType::IntegratedGpu => 1,
+            wgpu::DeviceType::VirtualGpu => 2,
+            wgpu::DeviceType::Other => 3,
+            wgpu::DeviceType::Cpu => 4,
+        };
+        adapters.sort_by_key(|a| rank(a.get_info().device_type));
+        let adapter = adapters.into_iter().next().ok_or_else(|| {
+            Error::NoAdapter(
+                "no Vulkan, Metal or DX12 adapter found (on Linux without a GPU, install \
+                 mesa-vulkan-drivers for lavapipe)"
+                    .into(),
+            )
+        })?;
+        let info = adapter.get_info();
+        // Everything the adapter offers: the defaults are far below what large heads need
+        // (storage bindings, buffer size, texture side).
+        let limits = adapter.limits();
+        let unified = matches!(
+            info.device_type,
+            wgpu::DeviceType::IntegratedGpu | wgpu::DeviceType::Cpu
+        );
+        let mappable_storage = unified
+            && adapter
+                .features()
+                .contains(wgpu::Features::MAPPABLE_PRIMARY_BUFFERS);
+        let features = if mappable_storage {
+            wgpu::Features::MAPPABLE_PRIMARY_BUFFERS
+        } else {
+            wgpu::Features::empty()
+        };
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("attnviz.device"),
+                required_features: features,
+                required_limits: limits.clone(),
+                experimental_features: wgpu::ExperimentalFeatures::disabled(),
+                memory_hints: wgpu::MemoryHints::Performance,
+                trace: wgpu::Trace::Off,
+            })
+            .await
+            .map_err(|e| Error::NoAdapter(format!("{} refused a device: {e}", info.name)))?;
+        // Errors are captured with error scopes around each stage; anything that escapes them
+        // is still reported, not turned into a panic of the library.
+        device.on_uncaptured_error(Arc::new(|e| {
+            eprintln!("attnviz: uncaptured GPU error: {e}")
+        }));
+        Ok(Gpu {
+            instance,
+            adapter,
+            device,
+            queue,
+            limits,
+            info,
+            mappable_storage,
+        })
+    }
+
+    /// One line naming the adapter, for `info`, `--stats` and benchmark reports.
+    pub fn describe(&self) -> String {
+        let i = &self.info;
+        let driver = if i.driver_info.is_empty() {
+            i.driver.clone()
+        } else {
+            format!("{} {}", i.driver, i.driver_info)
+        };
+        format!(
+            "{} ({:?}, {:?}, {driver})",
+            i.name, i.backend, i.device_type
+        )
+    }
+
+    /// Largest buffer that one storage binding may cover, as a byte count.
+    pub fn max_binding(&self) -> u64 {
+        (self.limits.max_storage_buffer_binding_size as u64).min(self.limits.max_buffer_size)
+    }
+
+    /// Runs `f` inside validation and out-of-memory error scopes and turns what they caught
+    /// into [`Error::Gpu`].
+    pub fn scoped<T>(&self, what: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let validation = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let out = f();
+        let v = pollster::block_on(validation.pop());
+        let o = pollster::block_on(oom.pop());
+        if let Some(e) = o {
+            return Err(Error::Gpu(format!("{what}: out of GPU memory: {e}")));
+        }
+        if let Some(e) = v {
+            return Err(Error::Gpu(format!("{what}: {e}")));
+        }
+        out
+    }
+
+    /// Blocks until all submitted work is done.
+    pub fn wait(&self) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map(|_| ())
+            .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))
+    }
+
+    /// Copies `size` bytes at `offset` of `buffer` (COPY_SRC) back to the host.
+    pub fn read_buffer(&self, buffer: &wgpu::Buffer, offset: u64, size: u64) -> Result<Vec<u8>> {
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("attnviz.readback"),
+            size,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let mut encoder = self.device.create_command_encoder(&Default::default());
+        encoder.copy_buffer_to_buffer(buffer, offset, &staging, 0, size);
+        self.queue.submit([encoder.finish()]);
+        let bytes = self.map_read(&staging)?;
+        Ok(bytes)
+    }
+
+    /// Maps a MAP_READ buffer whose writes have been submitted and copies it out.
+    pub fn map_read(&self, buffer: &wgpu::Buffer) -> Result<Vec<u8>> {
+        let done: Arc<Mutex<Option<std::result::Result<(), wgpu::BufferAsyncError>>>> =
+            Arc::default();
+        let flag = done.clone();
+        buffer.map_async(wgpu::MapMode::Read, .., move |r| {
+            *flag.lock().expect("map flag") = Some(r);
+        });
+        self.wait()?;
+        match done.lock().expect("map flag").take() {
+            Some(Ok(())) => {}
+            Some(Err(e)) => return Err(Error::Gpu(format!("mapping a readback buffer: {e}"))),
+            None => return Err(Error::Gpu("readback buffer was never mapped".into())),
+        }
+        let bytes = buffer
+            .get_mapped_range(..)
+            .map_err(|e| Error::Gpu(format!("reading a mapped buffer: {e}")))?
+            .to_vec();
+        buffer.unmap();
+        Ok(bytes)
+    }
+}
+
+/// A storage buffer of `T`s laid out for the shaders, initialised from `data`.
+pub(crate) fn storage_buffer_init(
+    device: &wgpu::Device,
+    label: &str,
+    data: &[u8],
+    extra_usage: wgpu::BufferUsages,
+) -> wgpu::Buffer {
+    use wgpu::util::DeviceExt;
+    device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+        label: Some(label),
+        contents: data,
+        usage: wgpu::BufferUsages::STORAGE | extra_usage,
+    })
+}
+
+/// Dispatch size for `n` invocations of a 1-D job with `size`-wide workgroups, folded into two
+/// dimensions to stay under the per-dimension limit (see `flat_index` in the shaders).
+pub(crate) fn dispatch_1d(n: u32, size: u32, max_per_dim: u32) -> (u32, u32) {
+    let groups = n.div_ceil(size).max(1);
+    let x = groups.min(max_per_dim);
+    (x, groups.div_ceil(x))
+}

@@ -1,0 +1,196 @@
+//! Figure geometry: where each cell, label and gutter goes. Pure integer layout, no GPU, so it is
+//! unit-tested directly and shared by the GPU compositor and the CPU reference.
+
+use crate::geometry::CellGeometry;
+use crate::text::{self, Face, Label};
+
+/// Figure colours.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Theme {
+    pub background: [u8; 4],
+    pub foreground: [u8; 4],
+}
+
+impl Theme {
+    pub const LIGHT: Theme = Theme {
+        background: [255, 255, 255, 255],
+        foreground: [26, 26, 26, 255],
+    };
+}
+
+/// A heatmap cell on the figure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CellPlacement {
+    pub x: u32,
+    pub y: u32,
+    pub width: u32,
+    pub height: u32,
+    /// 0-based layer and head shown.
+    pub layer: usize,
+    pub head: usize,
+}
+
+/// A label and the position of its bitmap's top-left corner.
+#[derive(Clone, Debug)]
+pub struct PlacedLabel {
+    pub label: Label,
+    pub x: u32,
+    pub y: u32,
+}
+
+/// Everything drawn on the figure, in pixels.
+#[derive(Clone, Debug)]
+pub struct Layout {
+    pub width: u32,
+    pub height: u32,
+    /// Row-major: one row per selected layer, one column per selected head.
+    pub cells: Vec<CellPlacement>,
+    pub columns: usize,
+    pub labels: Vec<PlacedLabel>,
+    pub theme: Theme,
+}
+
+/// Sizes derived from the cell: label text scales with the heatmaps, within readable bounds.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Metrics {
+    pub font_px: f32,
+    pub gutter: u32,
+    pub margin: u32,
+}
+
+impl Metrics {
+    pub fn for_cell(cell: &CellGeometry) -> Metrics {
+        let side = cell.display_w.max(cell.display_h) as f32;
+        let font_px = (side * 0.09).round().clamp(12.0, 48.0);
+        Metrics {
+            font_px,
+            gutter: ((side * 0.05).round() as u32).max(4),
+            margin: (font_px * 0.8).round() as u32,
+        }
+    }
+}
+
+fn math_label(var: &str, n: usize, px: f32) -> Label {
+    text::rasterize(
+        &[(var, Face::Math), (&format!(" = {n}"), Face::Regular)],
+        px,
+    )
+}
+
+impl Layout {
+    /// The labelled grid: rows are `layers`, columns are `heads` (0-based), headed `h = N` and
+    /// `l = N` (1-based) as in the seed figure.
+    pub fn grid(layers: &[usize], heads: &[usize], cell: &CellGeometry, theme: Theme) -> Layout {
+        let m = Metrics::for_cell(cell);
+        let col_labels: Vec<Label> = heads
+            .iter()
+            .map(|&h| math_label("h", h + 1, m.font_px))
+            .collect();
+        let row_labels: Vec<Label> = layers
+            .iter()
+            .map(|&l| math_label("l", l + 1, m.font_px))
+            .collect();
+        let header_h = col_labels.iter().map(|l| l.height).max().unwrap_or(0) + m.gutter / 2;
+        let left_w =
+            row_labels.iter().map(|l| l.width).max().unwrap_or(0) + (m.font_px / 2.0) as u32;
+        let (cw, ch) = (cell.display_w, cell.display_h);
+        let grid_x = m.margin + left_w;
+        let grid_y = m.margin + header_h;
+        let cols = heads.len() as u32;
+        let rows = layers.len() as u32;
+        let width = grid_x + cols * cw + cols.saturating_sub(1) * m.gutter + m.margin;
+        let height = grid_y + rows * ch + rows.saturating_sub(1) * m.gutter + m.margin;
+
+        let mut cells = Vec::with_capacity((rows * cols) as usize);
+        for (r, &layer) in layers.iter().enumerate() {
+            for (c, &head) in heads.iter().enumerate() {
+                cells.push(CellPlacement {
+                    x: grid_x + c as u32 * (cw + m.gutter),
+                    y: grid_y + r as u32 * (ch + m.gutter),
+                    width: cw,
+                    height: ch,
+                    layer,
+                    head,
+                });
+            }
+        }
+        let mut labels = Vec::with_capacity(heads.len() + layers.len());
+        for (c, label) in col_labels.into_iter().enumerate() {
+            let cx = grid_x + c as u32 * (cw + m.gutter) + cw / 2;
+            labels.push(PlacedLabel {
+                x: cx.saturating_sub(label.width / 2),
+                y: grid_y - header_h,
+                label,
+            });
+        }
+        for (r, label) in row_labels.into_iter().enumerate() {
+            let cy = grid_y + r as u32 * (ch + m.gutter) + ch / 2;
+            labels.push(PlacedLabel {
+                x: grid_x - (m.font_px / 2.0) as u32 - label.width,
+                y: cy.saturating_sub(label.height / 2),
+                label,
+            });
+        }
+        Layout {
+            width,
+            height,
+            cells,
+            columns: heads.len(),
+            labels,
+            theme,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn overlaps(a: (u32, u32, u32, u32), b: (u32, u32, u32, u32)) -> bool {
+        a.0 < b.0 + b.2 && b.0 < a.0 + a.2 && a.1 < b.1 + b.3 && b.1 < a.1 + a.3
+    }
+
+    #[test]
+    fn grid_is_rows_of_layers_and_columns_of_heads() {
+        let cell = CellGeometry::new(2048, 2048, None).unwrap();
+        let l = Layout::grid(&[0, 7], &(0..8).collect::<Vec<_>>(), &cell, Theme::LIGHT);
+        assert_eq!(l.cells.len(), 16);
+        assert_eq!((l.cells[9].layer, l.cells[9].head), (7, 1));
+        let m = Metrics::for_cell(&cell);
+        // columns are evenly spaced by cell + gutter, rows likewise
+        assert_eq!(l.cells[1].x - l.cells[0].x, 256 + m.gutter);
+        assert_eq!(l.cells[8].y - l.cells[0].y, 256 + m.gutter);
+        // the grid is centred in its margins: same margin right and bottom
+        let last = l.cells[15];
+        assert_eq!(l.width - (last.x + last.width), m.margin);
+        assert_eq!(l.height - (last.y + last.height), m.margin);
+        assert_eq!(l.labels.len(), 10);
+    }
+
+    #[test]
+    fn nothing_overlaps_and_everything_is_inside() {
+        for n in [1usize, 3, 8, 12] {
+            let cell = CellGeometry::new(128, 96, None).unwrap();
+            let l = Layout::grid(&[0, 5], &(0..n).collect::<Vec<_>>(), &cell, Theme::LIGHT);
+            let mut rects: Vec<_> = l
+                .cells
+                .iter()
+                .map(|c| (c.x, c.y, c.width, c.height))
+                .collect();
+            rects.extend(
+                l.labels
+                    .iter()
+                    .map(|p| (p.x, p.y, p.label.width, p.label.height)),
+            );
+            for (i, a) in rects.iter().enumerate() {
+                assert!(
+                    a.0 + a.2 <= l.width && a.1 + a.3 <= l.height,
+                    "{a:?} outside"
+                );
+                for b in &rects[i + 1..] {
+                    assert!(!overlaps(*a, *b), "{a:?} overlaps {b:?}");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,327 @@
+//! The `attnviz` command line: parses options, calls the library, and turns errors into one
+//! line on stderr and an exit code (2: bad input or options, 1: environment).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Context;
+use attnviz::export::{check_writable, write_png};
+use attnviz::source::{self, AttentionSource, DemoModel, OpenOptions};
+use attnviz::{Colormap, Engine, Error, Figure, Gpu, Norm, Reduce, RenderOptions};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(
+    name = "attnviz",
+    version,
+    about = "Transformer attention maps rendered on the GPU"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Render an attention tensor (.npy or .safetensors) as a labelled grid PNG.
+    Render {
+        /// (L,H,Q,K), (H,Q,K) or (Q,K) attention: .npy (<f4, <f2) or .safetensors (F32, F16, BF16).
+        input: PathBuf,
+        /// Tensor to read from a .safetensors file with several.
+        #[arg(long)]
+        tensor: Option<String>,
+        #[command(flatten)]
+        out: Output,
+        #[command(flatten)]
+        style: Style,
+        /// Also write every selected head as DIR/l{l}_h{h}.png at native resolution, unlabelled.
+        #[arg(long, value_name = "DIR")]
+        tiles: Option<PathBuf>,
+    },
+    /// Render the built-in synthetic 8-layer × 8-head model (layers 1 and 8, as in the seed figure).
+    Demo {
+        #[command(flatten)]
+        out: Output,
+        #[command(flatten)]
+        style: Style,
+        /// Tokens per head of the demo model.
+        #[arg(long, default_value_t = 256)]
+        tokens: usize,
+    },
+    /// Print shape, dtype and per-head statistics of an attention tensor.
+    Info {
+        input: PathBuf,
+        #[arg(long)]
+        tensor: Option<String>,
+        #[arg(long, value_enum, default_value_t = Backend::Auto)]
+        backend: Backend,
+    },
+}
+
+#[derive(Args)]
+struct Output {
+    /// Output PNG.
+    #[arg(short, long)]
+    output: PathBuf,
+    /// auto: GPU, falling back to the CPU with a warning when no adapter exists.
+    #[arg(long, value_enum, default_value_t = Backend::Auto)]
+    backend: Backend,
+}
+
+#[derive(Args)]
+struct Style {
+    /// Layers to show, 1-based: lists and ranges such as 1,8 or 1-4 (default: all).
+    #[arg(long)]
+    layers: Option<String>,
+    /// Heads to show, 1-based (default: all).
+    #[arg(long)]
+    heads: Option<String>,
+    #[arg(long, value_enum, default_value_t = NormArg::Head)]
+    norm: NormArg,
+    #[arg(long, value_enum, default_value_t = ColormapArg::Viridis)]
+    colormap: ColormapArg,
+    /// How entries that share a pixel combine: max keeps single-key spikes visible.
+    #[arg(long, value_enum, default_value_t = ReduceArg::Max)]
+    reduce: ReduceArg,
+    /// Cell side in pixels (default 256, or the native size when smaller).
+    #[arg(long)]
+    cell: Option<u32>,
+    /// Leave entries above the causal diagonal out (drawn as background).
+    #[arg(long)]
+    causal: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Backend {
+    Auto,
+    Gpu,
+    Cpu,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum NormArg {
+    Head,
+    Layer,
+    Global,
+    Row,
+    None,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ColormapArg {
+    Viridis,
+    Magma,
+    Inferno,
+    Plasma,
+    Cividis,
+    Turbo,
+    Gray,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ReduceArg {
+    Max,
+    Mean,
+    Min,
+}
+
+impl Style {
+    fn options(&self) -> RenderOptions {
+        let name = |v: &dyn ValueEnumName| v.name();
+        RenderOptions {
+            layers: self.layers.clone(),
+            heads: self.heads.clone(),
+            norm: Norm::from_name(&name(&self.norm)).expect("same names"),
+            colormap: Colormap::from_name(&name(&self.colormap)).expect("same names"),
+            reduce: Reduce::from_name(&name(&self.reduce)).expect("same names"),
+            cell: self.cell,
+            causal: self.causal,
+        }
+    }
+}
+
+trait ValueEnumName {
+    fn name(&self) -> String;
+}
+
+impl<T: ValueEnum> ValueEnumName for T {
+    fn name(&self) -> String {
+        self.to_possible_value()
+            .expect("no skipped variants")
+            .get_name()
+            .to_string()
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let code = match e.downcast_ref::<Error>() {
+                Some(err) if err.is_input_error() => 2,
+                _ => 1,
+            };
+            eprintln!("error: {}", one_line(&e));
+            ExitCode::from(code)
+        }
+    }
+}
+
+/// The error and its causes on one line.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut s = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !s.contains(&c) {
+            s.push_str(": ");
+            s.push_str(&c);
+        }
+    }
+    s.replace('\n', " ")
+}
+
+/// Opens the GPU engine for `backend`: `None` means render on the CPU.
+fn engine(backend: Backend) -> anyhow::Result<Option<Engine>> {
+    match backend {
+        Backend::Cpu => Ok(None),
+        Backend::Gpu => Ok(Some(Engine::new(Gpu::new()?))),
+        Backend::Auto => match Gpu::new() {
+            Ok(gpu) => Ok(Some(Engine::new(gpu))),
+            Err(e) => {
+                eprintln!("warning: {e}; rendering on the CPU");
+                Ok(None)
+            }
+        },
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Render {
+            input,
+            tensor,
+            out,
+            style,
+            tiles,
+        } => {
+            check_writable(&out.output)?;
+            let src = source::open(&input, &OpenOptions { tensor })?;
+            let options = style.options();
+            render_to(&src, &options, &out, tiles.as_deref())
+        }
+        Command::Demo { out, style, tokens } => {
+            check_writable(&out.output)?;
+            let mut options = style.options();
+            if options.layers.is_none() {
+                options.layers = Some("1,8".into());
+            }
+            render_to(
+                &DemoModel::new(tokens.clamp(16, 4096)),
+                &options,
+                &out,
+                None,
+            )
+        }
+        Command::Info {
+            input,
+            tensor,
+            backend,
+        } => {
+            let src = source::open(&input, &OpenOptions { tensor })?;
+            info(&src, backend)
+        }
+    }
+}
+
+fn render_to(
+    src: &dyn AttentionSource,
+    options: &RenderOptions,
+    out: &Output,
+    tiles: Option<&Path>,
+) -> anyhow::Result<()> {
+    let start = Instant::now();
+    let engine = engine(out.backend)?;
+    let figure: Figure = match &engine {
+        Some(e) => e.render(src, options)?,
+        None => attnviz::render_cpu(src, options)?,
+    };
+    write_png(&out.output, figure.width, figure.height, &figure.rgba)?;
+    if let Some(dir) = tiles {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("{}: cannot create the tiles folder", dir.display()))?;
+        let tiles = match &engine {
+            Some(e) => e.tiles(src, &figure, options)?,
+            None => attnviz::tiles_cpu(src, &figure, options)?,
+        };
+        for t in &tiles {
+            let path = dir.join(format!("l{}_h{}.png", t.layer + 1, t.head + 1));
+            write_png(&path, t.width, t.height, &t.rgba)?;
+        }
+    }
+    eprintln!(
+        "wrote {} ({}x{}, {} cells, {}) in {:.2} s",
+        out.output.display(),
+        figure.width,
+        figure.height,
+        figure.plan.cells.len(),
+        engine
+            .as_ref()
+            .map_or("CPU".to_string(), |e| e.gpu.info.name.clone()),
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn info(src: &dyn AttentionSource, backend: Backend) -> anyhow::Result<()> {
+    let s = src.shape();
+    println!("file:    {}", src.name());
+    println!("shape:   {} (layers, heads, queries, keys)", s);
+    println!("dtype:   {}", src.dtype().name());
+    let engine = engine(backend)?;
+    println!(
+        "adapter: {}",
+        engine
+            .as_ref()
+            .map_or("none (CPU reference)".to_string(), |e| e.gpu.describe())
+    );
+    let stats = match &engine {
+        Some(e) => e.stats(src)?,
+        None => {
+            let cells: Vec<_> = (0..s.layers)
+                .flat_map(|l| (0..s.heads).map(move |h| (l, h)))
+                .collect();
+            let g = attnviz::geometry::CellGeometry::new(s.queries, s.keys, Some(64))?;
+            attnviz::cpu::pool_cells(src, &cells, g, Default::default())?
+                .iter()
+                .map(|p| attnviz::cpu::head_stats(&p.accum))
+                .collect()
+        }
+    };
+    println!(
+        "{:>5} {:>5} {:>12} {:>12} {:>12}  note",
+        "layer", "head", "min", "max", "mean"
+    );
+    for (i, st) in stats.iter().enumerate() {
+        let (l, h) = (i / s.heads + 1, i % s.heads + 1);
+        match st.range() {
+            Some((lo, hi)) => {
+                let note = if st.bad_pixels > 0 {
+                    "has non-finite values"
+                } else {
+                    ""
+                };
+                println!(
+                    "{l:>5} {h:>5} {lo:>12.6e} {hi:>12.6e} {:>12.6e}  {note}",
+                    st.mean().unwrap_or(0.0)
+                );
+            }
+            None => println!(
+                "{l:>5} {h:>5} {:>12} {:>12} {:>12}  no finite value: drawn in the bad colour",
+                "-", "-", "-"
+            ),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,284 @@
+//! From a source and options to a finished figure, on the GPU ([`Engine`]) or the CPU
+//! ([`render_cpu`]). Both share the plan (selection, geometry, layout) and the normalization
+//! code, and differ only in who pools, colours and draws.
+
+use crate::colorize::{ColorizePipeline, ColorizedCells};
+use crate::colormap::Colormap;
+use crate::compose::{ComposePipeline, Compositor, FigureQuads};
+use crate::cpu;
+use crate::error::{Error, Result};
+use crate::geometry::CellGeometry;
+use crate::gpu::Gpu;
+use crate::layout::{Layout, Theme};
+use crate::norm::{color_ranges, HeadStats, Norm, Reduce};
+use crate::pool::{pool_cells, PoolOptions, PoolPipelines};
+use crate::select::parse_selection;
+use crate::source::AttentionSource;
+
+/// What to draw and how. Defaults match the CLI's.
+#[derive(Clone, Debug, Default)]
+pub struct RenderOptions {
+    /// 1-based selection such as `1,8` or `1-4`; `None` for all.
+    pub layers: Option<String>,
+    pub heads: Option<String>,
+    pub norm: Norm,
+    pub colormap: Colormap,
+    pub reduce: Reduce,
+    /// Cell side in pixels; `None` for 256 or the native size when smaller.
+    pub cell: Option<u32>,
+    /// Leave out entries above the causal diagonal.
+    pub causal: bool,
+}
+
+/// The resolved plan: which heads go where, at what size.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub layers: Vec<usize>,
+    pub heads: Vec<usize>,
+    /// (layer, head) of each cell, row-major.
+    pub cells: Vec<(usize, usize)>,
+    pub geometry: CellGeometry,
+    pub layout: Layout,
+    pub pool: PoolOptions,
+}
+
+impl Plan {
+    pub fn new(source: &dyn AttentionSource, options: &RenderOptions) -> Result<Plan> {
+        let shape = source.shape();
+        let layers = parse_selection(options.layers.as_deref(), shape.layers, "layer")?;
+        let heads = parse_selection(options.heads.as_deref(), shape.heads, "head")?;
+        let cells = layers
+            .iter()
+            .flat_map(|&l| heads.iter().map(move |&h| (l, h)))
+            .collect();
+        let geometry = CellGeometry::new(shape.queries, shape.keys, options.cell)?;
+        let layout = Layout::grid(&layers, &heads, &geometry, Theme::LIGHT);
+        Ok(Plan {
+            layers,
+            heads,
+            cells,
+            geometry,
+            layout,
+            pool: PoolOptions {
+                row_norm: options.norm == Norm::Row,
+                causal: options.causal,
+            },
+        })
+    }
+}
+
+/// A rendered figure.
+pub struct Figure {
+    pub width: u32,
+    pub height: u32,
+    /// RGBA8, row-major, top row first.
+    pub rgba: Vec<u8>,
+    pub plan: Plan,
+    /// Per cell, in cell order.
+    pub stats: Vec<HeadStats>,
+    /// Per cell: the (lo, hi) mapped onto the colormap.
+    pub ranges: Vec<[f32; 2]>,
+}
+
+/// A native-resolution image of one head: width = K, height = Q, query 0 on top.
+pub struct Tile {
+    pub layer: usize,
+    pub head: usize,
+    pub width: u32,
+    pub height: u32,
+    pub rgba: Vec<u8>,
+}
+
+/// GPU pipelines, compiled once and reused for every figure.
+pub struct Engine {
+    pub gpu: Gpu,
+    pool: PoolPipelines,
+    colorize: ColorizePipeline,
+    compose: ComposePipeline,
+}
+
+impl Engine {
+    pub fn new(gpu: Gpu) -> Engine {
+        let device = &gpu.device;
+        Engine {
+            pool: PoolPipelines::new(device),
+            colorize: ColorizePipeline::new(device),
+            compose: ComposePipeline::new(device, wgpu::TextureFormat::Rgba8Unorm),
+            gpu,
+        }
+    }
+
+    pub fn render(&self, source: &dyn AttentionSource, options: &RenderOptions) -> Result<Figure> {
+        let plan = Plan::new(source, options)?;
+        let gpu = &self.gpu;
+        let pooled = pool_cells(
+            gpu,
+            &self.pool,
+            source,
+            &plan.cells,
+            plan.geometry,
+            plan.pool,
+        )?;
+        let ranges = color_ranges(options.norm, &pooled.stats, plan.heads.len());
+        let colors = ColorizedCells::new(gpu, &self.colorize, &pooled);
+        colors.update(
+            gpu,
+            &self.colorize,
+            &pooled,
+            &ranges,
+            options.reduce,
+            options.colormap,
+        )?;
+        let groups: Vec<_> = pooled
+            .groups
+            .iter()
+            .map(|g| (g.first_cell, g.cells))
+            .collect();
+        let quads = FigureQuads::new(&plan.layout, &plan.geometry, &groups);
+        let compositor = gpu.scoped("preparing the figure", || {
+            Ok(Compositor::new(
+                gpu,
+                &self.compose,
+                &quads,
+                &colors,
+                &pooled,
+            ))
+        })?;
+        let rgba = crate::export::render_rgba(gpu, &self.compose, &compositor, &quads)?;
+        Ok(Figure {
+            width: quads.width,
+            height: quads.height,
+            rgba,
+            stats: pooled.stats,
+            ranges,
+            plan,
+        })
+    }
+
+    /// Per-cell statistics only (for `info`): pools to a small grid, reads nothing else back.
+    pub fn stats(&self, source: &dyn AttentionSource) -> Result<Vec<HeadStats>> {
+        let s = source.shape();
+        let cells: Vec<_> = (0..s.layers)
+            .flat_map(|l| (0..s.heads).map(move |h| (l, h)))
+            .collect();
+        let geometry = CellGeometry::new(s.queries, s.keys, Some(64))?;
+        let pooled = pool_cells(
+            &self.gpu,
+            &self.pool,
+            source,
+            &cells,
+            geometry,
+            PoolOptions::default(),
+        )?;
+        Ok(pooled.stats)
+    }
+
+    /// Native-resolution tiles of every cell of `figure`, coloured with the figure's ranges.
+    /// Reads the input a second time, a batch of heads at a time.
+    pub fn tiles(
+        &self,
+        source: &dyn AttentionSource,
+        figure: &Figure,
+        options: &RenderOptions,
+    ) -> Result<Vec<Tile>> {
+        let s = source.shape();
+        let native = native_geometry(s.queries, s.keys)?;
+        let per_head = native.pooled_pixels() as u64 * 16;
+        let budget = (self.gpu.max_binding() * 2).max(per_head);
+        let batch = (budget / per_head).max(1) as usize;
+        let mut out = Vec::with_capacity(figure.plan.cells.len());
+        for (b, cells) in figure.plan.cells.chunks(batch).enumerate() {
+            let pooled = pool_cells(
+                &self.gpu,
+                &self.pool,
+                source,
+                cells,
+                native,
+                figure.plan.pool,
+            )?;
+            let ranges = &figure.ranges[b * batch..b * batch + cells.len()];
+            let colors = ColorizedCells::new(&self.gpu, &self.colorize, &pooled);
+            colors.update(
+                &self.gpu,
+                &self.colorize,
+                &pooled,
+                ranges,
+                options.reduce,
+                options.colormap,
+            )?;
+            for (&(layer, head), words) in cells.iter().zip(colors.read(&self.gpu, &pooled)?) {
+                out.push(tile_from_words(layer, head, &native, &words));
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn native_geometry(queries: usize, keys: usize) -> Result<CellGeometry> {
+    if queries > u16::MAX as usize || keys > u16::MAX as usize {
+        return Err(Error::BadOption(format!(
+            "--tiles writes heads at native resolution; {queries}x{keys} is too large for one image"
+        )));
+    }
+    Ok(CellGeometry {
+        display_w: keys as u32,
+        display_h: queries as u32,
+        pooled_w: keys as u32,
+        pooled_h: queries as u32,
+    })
+}
+
+fn tile_from_words(layer: usize, head: usize, g: &CellGeometry, words: &[u32]) -> Tile {
+    Tile {
+        layer,
+        head,
+        width: g.pooled_w,
+        height: g.pooled_h,
+        rgba: words.iter().flat_map(|w| w.to_le_bytes()).collect(),
+    }
+}
+
+/// The CPU reference renderer: same plan, same semantics, no GPU.
+pub fn render_cpu(source: &dyn AttentionSource, options: &RenderOptions) -> Result<Figure> {
+    let plan = Plan::new(source, options)?;
+    let pooled = cpu::pool_cells(source, &plan.cells, plan.geometry, plan.pool)?;
+    let stats: Vec<HeadStats> = pooled.iter().map(|p| cpu::head_stats(&p.accum)).collect();
+    let ranges = color_ranges(options.norm, &stats, plan.heads.len());
+    let colors: Vec<u32> = pooled
+        .iter()
+        .zip(&ranges)
+        .flat_map(|(p, &r)| cpu::colorize(&p.accum, r, options.reduce, options.colormap))
+        .collect();
+    let quads = FigureQuads::new(&plan.layout, &plan.geometry, &[(0, plan.cells.len())]);
+    let rgba = cpu::draw_quads(&quads, &[colors], options.colormap);
+    Ok(Figure {
+        width: quads.width,
+        height: quads.height,
+        rgba,
+        stats,
+        ranges,
+        plan,
+    })
+}
+
+/// Native-resolution tiles on the CPU.
+pub fn tiles_cpu(
+    source: &dyn AttentionSource,
+    figure: &Figure,
+    options: &RenderOptions,
+) -> Result<Vec<Tile>> {
+    let s = source.shape();
+    let native = native_geometry(s.queries, s.keys)?;
+    let mut out = Vec::new();
+    for (i, &(layer, head)) in figure.plan.cells.iter().enumerate() {
+        let pooled = cpu::pool_cells(source, &[(layer, head)], native, figure.plan.pool)?;
+        let words = cpu::colorize(
+            &pooled[0].accum,
+            figure.ranges[i],
+            options.reduce,
+            options.colormap,
+        );
+        out.push(tile_from_words(layer, head, &native, &words));
+    }
+    Ok(out)
+}

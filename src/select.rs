@@ -1,0 +1,81 @@
+//! Parsing of 1-based layer/head selections such as `1,8` or `1-4,7`.
+
+use crate::error::{Error, Result};
+
+/// Parses a selection of 1-based indices into sorted-as-given, de-duplicated 0-based indices.
+/// `None` selects everything. `what` names the axis in messages ("layer", "head").
+pub fn parse_selection(spec: Option<&str>, count: usize, what: &str) -> Result<Vec<usize>> {
+    let Some(spec) = spec else {
+        return Ok((0..count).collect());
+    };
+    let bad = |msg: String| Error::BadOption(format!("--{what}s {spec}: {msg}"));
+    let mut out = Vec::new();
+    for part in spec.split(',') {
+        let part = part.trim();
+        if part.is_empty() {
+            return Err(bad("empty item".into()));
+        }
+        let (a, b) = match part.split_once(['-', ':']) {
+            Some((a, b)) => (parse_index(a).map_err(&bad)?, parse_index(b).map_err(&bad)?),
+            None => {
+                let i = parse_index(part).map_err(&bad)?;
+                (i, i)
+            }
+        };
+        if a > b {
+            return Err(bad(format!("range {a}-{b} is reversed")));
+        }
+        if b > count {
+            return Err(bad(format!(
+                "{what} {b} is out of range (the input has {count} {what}s, numbered 1-{count})"
+            )));
+        }
+        for i in a..=b {
+            if !out.contains(&(i - 1)) {
+                out.push(i - 1);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn parse_index(s: &str) -> std::result::Result<usize, String> {
+    let s = s.trim();
+    match s.parse::<usize>() {
+        Ok(0) => Err("indices start at 1".into()),
+        Ok(i) => Ok(i),
+        Err(_) => Err(format!("'{s}' is not a positive integer")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lists_and_ranges() {
+        assert_eq!(
+            parse_selection(Some("1,8"), 8, "layer").unwrap(),
+            vec![0, 7]
+        );
+        assert_eq!(
+            parse_selection(Some("1-3, 5"), 8, "head").unwrap(),
+            vec![0, 1, 2, 4]
+        );
+        assert_eq!(
+            parse_selection(Some("2,2,1"), 3, "head").unwrap(),
+            vec![1, 0]
+        );
+        assert_eq!(parse_selection(None, 3, "head").unwrap(), vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn rejects_bad_specs() {
+        for spec in ["0", "9", "1-", "3-1", "a", "1,,2", "", "-1", "1-99"] {
+            let err = parse_selection(Some(spec), 8, "layer")
+                .unwrap_err()
+                .to_string();
+            assert!(err.starts_with("--layers"), "{spec}: {err}");
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! Where attention comes from. Every source hands out rows of one head as raw little-endian
+//! bytes in its own dtype, so the GPU path can copy them straight into mapped buffers and
+//! convert on the device; nothing here allocates a whole head.
+
+mod demo;
+mod file;
+mod npy;
+mod safetensors;
+
+use std::path::Path;
+
+pub use demo::DemoModel;
+pub use file::FileTensor;
+
+use crate::error::{Error, Result};
+
+/// Element type of the stored attention values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DType {
+    F32,
+    F16,
+    BF16,
+}
+
+impl DType {
+    pub fn size(self) -> usize {
+        match self {
+            DType::F32 => 4,
+            DType::F16 | DType::BF16 => 2,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            DType::F32 => "f32",
+            DType::F16 => "f16",
+            DType::BF16 => "bf16",
+        }
+    }
+
+    /// The id the pooling shader switches on (`DTYPE_*` in `shaders/pool.wgsl`).
+    pub(crate) fn shader_id(self) -> u32 {
+        match self {
+            DType::F32 => 0,
+            DType::F16 => 1,
+            DType::BF16 => 2,
+        }
+    }
+
+    /// Decodes little-endian values; the CPU twin of the shader's `load_value`.
+    pub fn decode(self, bytes: &[u8], out: &mut [f32]) {
+        debug_assert_eq!(bytes.len(), out.len() * self.size());
+        match self {
+            DType::F32 => {
+                for (o, b) in out.iter_mut().zip(bytes.chunks_exact(4)) {
+                    *o = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                }
+            }
+            DType::F16 => {
+                for (o, b) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+                    *o = half::f16::from_le_bytes([b[0], b[1]]).to_f32();
+                }
+            }
+            DType::BF16 => {
+                for (o, b) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+                    *o = half::bf16::from_le_bytes([b[0], b[1]]).to_f32();
+                }
+            }
+        }
+    }
+}
+
+/// Logical shape of an attention tensor: (layers, heads, queries, keys). Lower-rank inputs are
+/// promoted with leading ones, so a single head is (1, 1, Q, K).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shape {
+    pub layers: usize,
+    pub heads: usize,
+    pub queries: usize,
+    pub keys: usize,
+}
+
+impl Shape {
+    /// Promotes a rank-2..4 shape to (L, H, Q, K).
+    pub fn from_dims(dims: &[usize]) -> Option<Shape> {
+        let (l, h, q, k) = match *dims {
+            [q, k] => (1, 1, q, k),
+            [h, q, k] => (1, h, q, k),
+            [l, h, q, k] => (l, h, q, k),
+            _ => return None,
+        };
+        Some(Shape {
+            layers: l,
+            heads: h,
+            queries: q,
+            keys: k,
+        })
+    }
+
+    pub fn head_elements(&self) -> usize {
+        self.queries * self.keys
+    }
+}
+
+impl std::fmt::Display for Shape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "({}, {}, {}, {})",
+            self.layers, self.heads, self.queries, self.keys
+        )
+    }
+}
+
+/// A readable attention tensor.
+pub trait AttentionSource: Send + Sync {
+    /// Name used in messages: the file path, or a description for synthetic sources.
+    fn name(&self) -> &str;
+    fn shape(&self) -> Shape;
+    fn dtype(&self) -> DType;
+    /// Copies rows `row_start..` of head (`layer`, `head`) (0-based) into `dst`, whose length
+    /// is a whole number of rows (`keys * dtype.size()` bytes each).
+    fn read_rows(&self, layer: usize, head: usize, row_start: usize, dst: &mut [u8]) -> Result<()>;
+}
+
+/// Options that pick what to read from a file.
+#[derive(Clone, Debug, Default)]
+pub struct OpenOptions {
+    /// Tensor name inside a `.safetensors` file.
+    pub tensor: Option<String>,
+}
+
+/// Opens `.npy` or `.safetensors` by extension.
+pub fn open(path: &Path, options: &OpenOptions) -> Result<FileTensor> {
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
+    match ext.as_deref() {
+        Some("npy") => {
+            if options.tensor.is_some() {
+                return Err(Error::bad_input(
+                    path,
+                    "--tensor applies to .safetensors files only",
+                ));
+            }
+            npy::open(path)
+        }
+        Some("safetensors") => safetensors::open(path, options.tensor.as_deref()),
+        _ => Err(Error::bad_input(
+            path,
+            "unknown file type (expected .npy or .safetensors)",
+        )),
+    }
+}

@@ -1,0 +1,179 @@
+//! `.safetensors` reader: the header is parsed and validated by the `safetensors` crate (offsets
+//! contiguous, sizes matching shape × dtype, buffer length exact); this module only picks the
+//! tensor(s) that hold attention and maps them to (L, H, Q, K).
+
+use std::fs::File;
+use std::path::Path;
+
+use safetensors::tensor::{Dtype, Metadata, TensorInfo};
+use safetensors::SafeTensors;
+
+use super::{DType, FileTensor, Shape};
+use crate::error::{Error, Result};
+
+/// Largest JSON header we parse; real attention files have a few KiB.
+const MAX_HEADER_LEN: u64 = 16 << 20;
+
+pub(crate) fn open(path: &Path, tensor: Option<&str>) -> Result<FileTensor> {
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let file_len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    let mut len_bytes = [0u8; 8];
+    {
+        use std::io::Read;
+        (&file).read_exact(&mut len_bytes).map_err(|_| {
+            Error::bad_input(
+                path,
+                format!("file is {file_len} bytes: too short for a .safetensors header"),
+            )
+        })?;
+    }
+    let n = u64::from_le_bytes(len_bytes);
+    if n > MAX_HEADER_LEN || n + 8 > file_len {
+        return Err(Error::bad_input(
+            path,
+            format!(
+                "header length {n} does not fit the {file_len}-byte file (limit {MAX_HEADER_LEN})"
+            ),
+        ));
+    }
+    // SAFETY: read-only map; see FileTensor for the truncation caveat.
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+    let (header_len, metadata) = SafeTensors::read_metadata(&map)
+        .map_err(|e| Error::bad_input(path, format!("invalid safetensors file: {e}")))?;
+    drop(map);
+    let data_start = 8 + header_len as u64;
+    let (shape, dtype, offsets) =
+        select(&metadata, tensor).map_err(|m| Error::bad_input(path, m))?;
+    let offsets = offsets.into_iter().map(|o| data_start + o as u64).collect();
+    FileTensor::new(path, &file, shape, dtype, offsets)
+}
+
+fn dtype_of(name: &str, info: &TensorInfo) -> Result<DType, String> {
+    match info.dtype {
+        Dtype::F32 => Ok(DType::F32),
+        Dtype::F16 => Ok(DType::F16),
+        Dtype::BF16 => Ok(DType::BF16),
+        other => Err(format!(
+            "tensor '{name}' has dtype {other:?} (expected F32, F16 or BF16)"
+        )),
+    }
+}
+
+/// Chooses the tensor(s) and returns shape, dtype and each layer's offset in the data section.
+fn select(meta: &Metadata, wanted: Option<&str>) -> Result<(Shape, DType, Vec<usize>), String> {
+    let tensors = meta.tensors();
+    if let Some(name) = wanted {
+        let info = tensors
+            .get(name)
+            .ok_or_else(|| format!("no tensor named '{name}' (it has: {})", list_names(meta)))?;
+        return single(name, info);
+    }
+    if tensors.len() == 1 {
+        let (name, info) = tensors.iter().next().expect("one tensor");
+        return single(name, info);
+    }
+    if tensors.is_empty() {
+        return Err("file holds no tensors".into());
+    }
+    stacked_layers(meta).ok_or_else(|| {
+        format!(
+            "file holds {} tensors ({}); pick one with --tensor NAME",
+            tensors.len(),
+            list_names(meta)
+        )
+    })?
+}
+
+fn single(name: &str, info: &TensorInfo) -> Result<(Shape, DType, Vec<usize>), String> {
+    let dtype = dtype_of(name, info)?;
+    let shape = shape_of(name, &info.shape)?;
+    let layer_bytes = shape.heads * shape.head_elements() * dtype.size();
+    let offsets = (0..shape.layers)
+        .map(|l| info.data_offsets.0 + l * layer_bytes)
+        .collect();
+    Ok((shape, dtype, offsets))
+}
+
+fn shape_of(name: &str, dims: &[usize]) -> Result<Shape, String> {
+    if let Some(i) = dims.iter().position(|&d| d == 0) {
+        return Err(format!(
+            "tensor '{name}': dimension {i} of shape {dims:?} is empty"
+        ));
+    }
+    Shape::from_dims(dims).ok_or_else(|| {
+        format!(
+            "tensor '{name}' has shape {dims:?}: expected 2 to 4 dimensions ((Q,K), (H,Q,K) or (L,H,Q,K))"
+        )
+    })
+}
+
+/// HuggingFace-style per-layer tensors `prefix.0`, `prefix.1`, …: all with one prefix, indices
+/// 0..n, the same dtype and a shape of (H,Q,K) or (1,H,Q,K). `None` when the file is not laid
+/// out like that.
+fn stacked_layers(meta: &Metadata) -> Option<Result<(Shape, DType, Vec<usize>), String>> {
+    let tensors = meta.tensors();
+    let mut layers: Vec<(usize, &str, &TensorInfo)> = Vec::new();
+    let mut prefix: Option<&str> = None;
+    for (name, info) in tensors.iter() {
+        let (head, index) = name.rsplit_once('.')?;
+        let index: usize = index.parse().ok()?;
+        if prefix.is_some_and(|p| p != head) {
+            return None;
+        }
+        prefix = Some(head);
+        layers.push((index, name, info));
+    }
+    layers.sort_by_key(|l| l.0);
+    if layers.iter().enumerate().any(|(i, l)| l.0 != i) {
+        return Some(Err(format!(
+            "per-layer tensors '{}.N' do not number 0..{}",
+            prefix.unwrap_or(""),
+            layers.len()
+        )));
+    }
+    let result = (|| {
+        let (_, first_name, first) = layers[0];
+        let dtype = dtype_of(first_name, first)?;
+        let mut dims = first.shape.clone();
+        if dims.len() == 4 && dims[0] == 1 {
+            dims.remove(0);
+        }
+        if dims.len() != 3 {
+            return Err(format!(
+                "per-layer tensor '{first_name}' has shape {:?}: expected (H,Q,K) or (1,H,Q,K)",
+                first.shape
+            ));
+        }
+        let mut offsets = Vec::with_capacity(layers.len());
+        for &(_, name, info) in &layers {
+            if info.shape != first.shape || info.dtype != first.dtype {
+                return Err(format!(
+                    "per-layer tensor '{name}' has {:?} {:?}, unlike '{first_name}' ({:?} {:?})",
+                    info.dtype, info.shape, first.dtype, first.shape
+                ));
+            }
+            offsets.push(info.data_offsets.0);
+        }
+        let head = shape_of(first_name, &dims)?;
+        Ok((
+            Shape {
+                layers: layers.len(),
+                ..head
+            },
+            dtype,
+            offsets,
+        ))
+    })();
+    Some(result)
+}
+
+fn list_names(meta: &Metadata) -> String {
+    let mut names: Vec<String> = meta.tensors().into_keys().collect();
+    names.sort();
+    if names.len() > 8 {
+        let more = names.len() - 8;
+        names.truncate(8);
+        names.push(format!("… {more} more"));
+    }
+    names.join(", ")
+}
