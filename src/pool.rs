@@ -14,9 +14,9 @@ use crate::gpu::{storage_buffer_init, Gpu};
 use crate::norm::{Accum, HeadStats};
 use crate::source::AttentionSource;
 
-/// Upper bound on one upload chunk: large enough to amortize a submission, small enough that
-/// two of them stay cheap even on the smallest adapters.
-const CHUNK_TARGET: u64 = 64 << 20;
+/// Default upper bound on one upload chunk: large enough to amortize a submission, small enough
+/// that two of them stay cheap even on the smallest adapters.
+pub const CHUNK_TARGET: u64 = 64 << 20;
 /// Pieces (head row ranges) per chunk; bounds the parameter buffer.
 const MAX_PIECES: usize = 256;
 
@@ -347,9 +347,10 @@ pub(crate) fn pool_cells(
     cells: &[(usize, usize)],
     geometry: CellGeometry,
     options: PoolOptions,
+    chunk_target: u64,
 ) -> Result<PooledCells> {
     gpu.scoped("pooling", || {
-        pool_cells_unscoped(gpu, pipes, source, cells, geometry, options)
+        pool_cells_unscoped(gpu, pipes, source, cells, geometry, options, chunk_target)
     })
 }
 
@@ -360,6 +361,7 @@ fn pool_cells_unscoped(
     cells: &[(usize, usize)],
     geometry: CellGeometry,
     options: PoolOptions,
+    chunk_target: u64,
 ) -> Result<PooledCells> {
     let device = &gpu.device;
     let shape = source.shape();
@@ -367,7 +369,7 @@ fn pool_cells_unscoped(
     let (queries, keys) = (shape.queries, shape.keys);
     let row_bytes = keys * dtype.size();
     let max_binding = gpu.max_binding();
-    let chunk_bytes = (max_binding.min(CHUNK_TARGET) / 4 * 4) as usize;
+    let chunk_bytes = (max_binding.min(chunk_target).max(4) / 4 * 4) as usize;
     if row_bytes > chunk_bytes {
         return Err(Error::BadOption(format!(
             "{}: one row of {keys} keys ({row_bytes} bytes) exceeds the GPU's {chunk_bytes}-byte storage binding",
@@ -474,14 +476,13 @@ fn pool_cells_unscoped(
         mapped_at_creation: false,
     });
     // Bind groups for every (slot, group) pair, made once.
-    let bind_groups: Vec<Vec<wgpu::BindGroup>> =
-        (0..slot_count)
-            .map(|s| {
-                let data = device_data.as_ref().unwrap_or(&slots[s].host);
-                groups
-                    .iter()
-                    .map(|g| {
-                        device.create_bind_group(&wgpu::BindGroupDescriptor {
+    let bind_groups: Vec<Vec<wgpu::BindGroup>> = (0..slot_count)
+        .map(|s| {
+            let data = device_data.as_ref().unwrap_or(&slots[s].host);
+            groups
+                .iter()
+                .map(|g| {
+                    device.create_bind_group(&wgpu::BindGroupDescriptor {
                             label: Some("attnviz.pool.bind_group"),
                             layout: &pipes.layout,
                             entries: &[
@@ -517,10 +518,10 @@ fn pool_cells_unscoped(
                                 },
                             ],
                         })
-                    })
-                    .collect()
-            })
-            .collect();
+                })
+                .collect()
+        })
+        .collect();
 
     let group_of = |cell: usize| cell / per_group;
     let mut params = vec![0u8; align * MAX_PIECES];

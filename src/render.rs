@@ -11,7 +11,7 @@ use crate::geometry::CellGeometry;
 use crate::gpu::Gpu;
 use crate::layout::{Layout, Theme};
 use crate::norm::{color_ranges, HeadStats, Norm, Reduce};
-use crate::pool::{pool_cells, PoolOptions, PoolPipelines};
+use crate::pool::{pool_cells, PoolOptions, PoolPipelines, PooledCells};
 use crate::select::parse_selection;
 use crate::source::AttentionSource;
 
@@ -92,6 +92,8 @@ pub struct Tile {
 /// GPU pipelines, compiled once and reused for every figure.
 pub struct Engine {
     pub gpu: Gpu,
+    /// Upload chunk size in bytes (tests shrink it to exercise blocks that split bins).
+    pub chunk_bytes: u64,
     pool: PoolPipelines,
     colorize: ColorizePipeline,
     compose: ComposePipeline,
@@ -104,21 +106,47 @@ impl Engine {
             pool: PoolPipelines::new(device),
             colorize: ColorizePipeline::new(device),
             compose: ComposePipeline::new(device, wgpu::TextureFormat::Rgba8Unorm),
+            chunk_bytes: crate::pool::CHUNK_TARGET,
             gpu,
         }
+    }
+
+    /// Pools `cells` ((layer, head), 0-based) of `source` to `geometry` on the GPU, in one pass.
+    pub fn pool(
+        &self,
+        source: &dyn AttentionSource,
+        cells: &[(usize, usize)],
+        geometry: CellGeometry,
+        options: PoolOptions,
+    ) -> Result<PooledCells> {
+        pool_cells(
+            &self.gpu,
+            &self.pool,
+            source,
+            cells,
+            geometry,
+            options,
+            self.chunk_bytes,
+        )
+    }
+
+    /// Colours pooled cells with per-cell `ranges` and reads the packed RGBA back.
+    pub fn colorize(
+        &self,
+        pooled: &PooledCells,
+        ranges: &[[f32; 2]],
+        reduce: Reduce,
+        colormap: Colormap,
+    ) -> Result<Vec<Vec<u32>>> {
+        let colors = ColorizedCells::new(&self.gpu, &self.colorize, pooled);
+        colors.update(&self.gpu, &self.colorize, pooled, ranges, reduce, colormap)?;
+        colors.read(&self.gpu, pooled)
     }
 
     pub fn render(&self, source: &dyn AttentionSource, options: &RenderOptions) -> Result<Figure> {
         let plan = Plan::new(source, options)?;
         let gpu = &self.gpu;
-        let pooled = pool_cells(
-            gpu,
-            &self.pool,
-            source,
-            &plan.cells,
-            plan.geometry,
-            plan.pool,
-        )?;
+        let pooled = self.pool(source, &plan.cells, plan.geometry, plan.pool)?;
         let ranges = color_ranges(options.norm, &pooled.stats, plan.heads.len());
         let colors = ColorizedCells::new(gpu, &self.colorize, &pooled);
         colors.update(
@@ -162,14 +190,7 @@ impl Engine {
             .flat_map(|l| (0..s.heads).map(move |h| (l, h)))
             .collect();
         let geometry = CellGeometry::new(s.queries, s.keys, Some(64))?;
-        let pooled = pool_cells(
-            &self.gpu,
-            &self.pool,
-            source,
-            &cells,
-            geometry,
-            PoolOptions::default(),
-        )?;
+        let pooled = self.pool(source, &cells, geometry, PoolOptions::default())?;
         Ok(pooled.stats)
     }
 
@@ -188,25 +209,10 @@ impl Engine {
         let batch = (budget / per_head).max(1) as usize;
         let mut out = Vec::with_capacity(figure.plan.cells.len());
         for (b, cells) in figure.plan.cells.chunks(batch).enumerate() {
-            let pooled = pool_cells(
-                &self.gpu,
-                &self.pool,
-                source,
-                cells,
-                native,
-                figure.plan.pool,
-            )?;
+            let pooled = self.pool(source, cells, native, figure.plan.pool)?;
             let ranges = &figure.ranges[b * batch..b * batch + cells.len()];
-            let colors = ColorizedCells::new(&self.gpu, &self.colorize, &pooled);
-            colors.update(
-                &self.gpu,
-                &self.colorize,
-                &pooled,
-                ranges,
-                options.reduce,
-                options.colormap,
-            )?;
-            for (&(layer, head), words) in cells.iter().zip(colors.read(&self.gpu, &pooled)?) {
+            let colors = self.colorize(&pooled, ranges, options.reduce, options.colormap)?;
+            for (&(layer, head), words) in cells.iter().zip(colors) {
                 out.push(tile_from_words(layer, head, &native, &words));
             }
         }

@@ -2,6 +2,7 @@
 //! bytes in its own dtype, so the GPU path can copy them straight into mapped buffers and
 //! convert on the device; nothing here allocates a whole head.
 
+mod array;
 mod demo;
 mod file;
 mod npy;
@@ -9,6 +10,7 @@ mod safetensors;
 
 use std::path::Path;
 
+pub use array::ArraySource;
 pub use demo::DemoModel;
 pub use file::FileTensor;
 

@@ -1,0 +1,69 @@
+//! Shared test helpers.
+#![allow(dead_code)]
+
+use attnviz::{Engine, Gpu};
+use ndarray::Array4;
+
+/// The GPU engine. A missing adapter fails the test: CI has lavapipe. Only an explicit
+/// `ATTNVIZ_ALLOW_NO_GPU=1` (never set in CI) turns it into a skip.
+pub fn engine() -> Option<Engine> {
+    match Gpu::new() {
+        Ok(gpu) => Some(Engine::new(gpu)),
+        Err(e) if std::env::var("ATTNVIZ_ALLOW_NO_GPU").as_deref() == Ok("1") => {
+            eprintln!("skipping GPU test: {e} (ATTNVIZ_ALLOW_NO_GPU=1)");
+            None
+        }
+        Err(e) => panic!("no GPU adapter ({e}); install mesa-vulkan-drivers, or set ATTNVIZ_ALLOW_NO_GPU=1 to skip"),
+    }
+}
+
+/// Deterministic pseudo-random values in [0, 1).
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    pub fn next_f32(&mut self) -> f32 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 >> 40) as f32 / (1u64 << 24) as f32
+    }
+}
+
+/// Random attention-like values: mostly small, a few spikes.
+pub fn random(l: usize, h: usize, q: usize, k: usize, seed: u64) -> Array4<f32> {
+    let mut rng = Rng::new(seed);
+    Array4::from_shape_fn((l, h, q, k), |_| {
+        let v = rng.next_f32();
+        if v > 0.995 {
+            1.0 - v * 0.1
+        } else {
+            v * v * 0.05
+        }
+    })
+}
+
+/// Structured heads: a diagonal, a sink column and vertical stripes, per head a different mix.
+pub fn structured(l: usize, h: usize, q: usize, k: usize) -> Array4<f32> {
+    Array4::from_shape_fn((l, h, q, k), |(li, hi, qi, ki)| {
+        let mut v = 0.001 * ((qi * 7 + ki * 3 + li + hi) % 11) as f32;
+        if ki == 0 {
+            v += 0.6;
+        }
+        if (qi * k) / q == ki {
+            v += 0.3 + 0.1 * hi as f32;
+        }
+        if ki % (5 + hi) == 0 {
+            v += 0.05 * (li + 1) as f32;
+        }
+        v
+    })
+}
+
+/// LUT index of a packed colour, for every index whose colour matches (tables may repeat).
+pub fn indices_of(color: u32, lut: &[u32; 256]) -> Vec<usize> {
+    (0..256).filter(|&i| lut[i] == color).collect()
+}

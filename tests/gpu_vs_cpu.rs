@@ -1,0 +1,299 @@
+//! The GPU pipeline against the CPU reference (`attnviz::cpu`), stage by stage.
+//!
+//! Metrics, as measured on lavapipe:
+//! - pooled accumulators (max, min, count, non-finite flag, and the float sum, which both sides
+//!   add in the same order): exact;
+//! - colours: the LUT index may differ by one step, because WGSL allows 2.5 ULP in division
+//!   (normalization and the mean) where the CPU divides exactly; each test reports how many
+//!   pixels did (0 on lavapipe);
+//! - the composed figure: ±1 per channel against the CPU drawing the same colours, for the
+//!   labels' coverage blend (float to unorm rounding); cells are exact.
+
+mod common;
+
+use attnviz::compose::FigureQuads;
+use attnviz::cpu;
+use attnviz::geometry::CellGeometry;
+use attnviz::norm::color_ranges;
+use attnviz::pool::PoolOptions;
+use attnviz::source::ArraySource;
+use attnviz::{AttentionSource, Colormap, DType, Engine, Norm, Plan, Reduce, RenderOptions};
+use common::{engine, indices_of, random, structured};
+use ndarray::Array4;
+
+/// Pools on both sides, checks accumulators and stats exactly, then colours every
+/// (norm, reduce) combination and checks within one LUT step. Returns the off-by-one count.
+fn check_pooling(
+    e: &Engine,
+    name: &str,
+    src: &dyn AttentionSource,
+    cell: Option<u32>,
+    options: PoolOptions,
+) -> usize {
+    let s = src.shape();
+    let cells: Vec<_> = (0..s.layers)
+        .flat_map(|l| (0..s.heads).map(move |h| (l, h)))
+        .collect();
+    let geometry = CellGeometry::new(s.queries, s.keys, cell).unwrap();
+    let gpu = e.pool(src, &cells, geometry, options).unwrap();
+    let cpu = cpu::pool_cells(src, &cells, geometry, options).unwrap();
+    let gpu_acc = gpu.read_accums(&e.gpu).unwrap();
+    for (c, (g, r)) in gpu_acc.iter().zip(&cpu).enumerate() {
+        for (i, (a, b)) in g.iter().zip(&r.accum).enumerate() {
+            assert_eq!(
+                (
+                    a.max.to_bits(),
+                    a.min.to_bits(),
+                    a.count_bad,
+                    a.sum.to_bits()
+                ),
+                (
+                    b.max.to_bits(),
+                    b.min.to_bits(),
+                    b.count_bad,
+                    b.sum.to_bits()
+                ),
+                "{name}: cell {c} pixel {i}: gpu {a:?} cpu {b:?}"
+            );
+        }
+        let cs = cpu::head_stats(&r.accum);
+        let gs = gpu.stats[c];
+        assert_eq!(
+            (gs.min, gs.max, gs.count, gs.bad_pixels),
+            (cs.min, cs.max, cs.count, cs.bad_pixels),
+            "{name}: stats of cell {c}"
+        );
+    }
+    let mut off_by_one = 0;
+    let norms: &[Norm] = if options.row_norm {
+        &[Norm::Row]
+    } else {
+        &[Norm::Head, Norm::Layer, Norm::Global, Norm::None]
+    };
+    for &norm in norms {
+        let ranges = color_ranges(norm, &gpu.stats, s.heads);
+        for reduce in Reduce::ALL {
+            let cmap = Colormap::Magma;
+            let lut = cmap.packed();
+            let colors = e.colorize(&gpu, &ranges, reduce, cmap).unwrap();
+            for (c, words) in colors.iter().enumerate() {
+                let expected = cpu::colorize(&cpu[c].accum, ranges[c], reduce, cmap);
+                for (i, (&g, &x)) in words.iter().zip(&expected).enumerate() {
+                    if g == x {
+                        continue;
+                    }
+                    let close = indices_of(g, &lut)
+                        .iter()
+                        .any(|&a| indices_of(x, &lut).iter().any(|&b| a.abs_diff(b) <= 1));
+                    assert!(
+                        close,
+                        "{name} {norm:?} {reduce:?}: cell {c} pixel {i}: gpu {g:#x} cpu {x:#x}"
+                    );
+                    off_by_one += 1;
+                }
+            }
+        }
+    }
+    if off_by_one > 0 {
+        eprintln!("{name}: {off_by_one} pixels one LUT step apart");
+    }
+    off_by_one
+}
+
+#[test]
+fn native_resolution_random_q_ne_k() {
+    let Some(e) = engine() else { return };
+    let src = ArraySource::from_f32("random", &random(2, 3, 70, 45, 1));
+    assert_eq!(
+        check_pooling(&e, "native", &src, None, PoolOptions::default()),
+        0
+    );
+}
+
+#[test]
+fn pooled_random_not_multiples_of_the_workgroup() {
+    let Some(e) = engine() else { return };
+    let src = ArraySource::from_f32("random", &random(1, 2, 300, 517, 2));
+    check_pooling(&e, "pooled", &src, Some(64), PoolOptions::default());
+    check_pooling(
+        &e,
+        "pooled-row",
+        &src,
+        Some(64),
+        PoolOptions {
+            row_norm: true,
+            causal: false,
+        },
+    );
+}
+
+#[test]
+fn structured_heads() {
+    let Some(e) = engine() else { return };
+    let src = ArraySource::from_f32("structured", &structured(2, 2, 200, 200));
+    check_pooling(&e, "structured", &src, Some(50), PoolOptions::default());
+}
+
+#[test]
+fn half_precision_inputs_are_widened_on_the_gpu() {
+    let Some(e) = engine() else { return };
+    let data = random(1, 2, 129, 257, 3);
+    for dtype in [DType::F16, DType::BF16] {
+        let src = ArraySource::from_f32_as("half", &data, dtype);
+        check_pooling(&e, dtype.name(), &src, Some(40), PoolOptions::default());
+        check_pooling(&e, dtype.name(), &src, None, PoolOptions::default());
+    }
+}
+
+fn with_non_finite() -> Array4<f32> {
+    let mut a = random(1, 4, 90, 77, 4);
+    a[[0, 0, 3, 4]] = f32::NAN;
+    a[[0, 0, 50, 70]] = f32::INFINITY;
+    a[[0, 0, 89, 0]] = f32::NEG_INFINITY;
+    a.slice_mut(ndarray::s![0, 1, .., ..]).fill(f32::NAN);
+    a.slice_mut(ndarray::s![0, 2, .., ..]).fill(0.25);
+    a.slice_mut(ndarray::s![0, 3, .., ..]).mapv_inplace(|v| -v);
+    a
+}
+
+#[test]
+fn non_finite_constant_and_negative_heads() {
+    let Some(e) = engine() else { return };
+    let data = with_non_finite();
+    for dtype in [DType::F32, DType::F16, DType::BF16] {
+        let src = ArraySource::from_f32_as("nan", &data, dtype);
+        check_pooling(&e, "nan-native", &src, None, PoolOptions::default());
+        check_pooling(&e, "nan-pooled", &src, Some(33), PoolOptions::default());
+    }
+    // Pixel-exact facts: a constant head is one colour (index 0), an all-NaN head all bad colour.
+    let src = ArraySource::from_f32("nan", &data);
+    let fig = e.render(&src, &RenderOptions::default()).unwrap();
+    assert_eq!(fig.stats[1].count, 0);
+    assert_eq!(fig.stats[1].bad_pixels, 90 * 77);
+    let colors = e
+        .colorize(
+            &e.pool(&src, &fig.plan.cells, fig.plan.geometry, fig.plan.pool)
+                .unwrap(),
+            &fig.ranges,
+            Reduce::Max,
+            Colormap::Viridis,
+        )
+        .unwrap();
+    let first = Colormap::Viridis.packed()[0];
+    assert!(
+        colors[2].iter().all(|&c| c == first),
+        "constant head maps to index 0"
+    );
+    let bad = attnviz::colormap::pack_rgba(attnviz::colormap::BAD_COLOR);
+    assert!(
+        colors[1].iter().all(|&c| c == bad),
+        "all-NaN head is all bad colour"
+    );
+    assert_eq!(
+        colors[0].iter().filter(|&&c| c == bad).count(),
+        3,
+        "three non-finite entries"
+    );
+}
+
+#[test]
+fn causal_mask_is_background_and_out_of_the_statistics() {
+    let Some(e) = engine() else { return };
+    let mut data = random(1, 1, 96, 128, 5);
+    // Above the diagonal: huge values that would dominate the scale if they were counted.
+    for q in 0..96 {
+        for k in 0..128 {
+            if k > q + 32 {
+                data[[0, 0, q, k]] = 1000.0;
+            }
+        }
+    }
+    let src = ArraySource::from_f32("causal", &data);
+    let causal = PoolOptions {
+        row_norm: false,
+        causal: true,
+    };
+    check_pooling(&e, "causal", &src, None, causal);
+    check_pooling(&e, "causal-pooled", &src, Some(40), causal);
+    let fig = e
+        .render(
+            &src,
+            &RenderOptions {
+                causal: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert!(
+        fig.stats[0].max < 1.0,
+        "masked entries stay out of the statistics"
+    );
+    let cell = fig.plan.layout.cells[0];
+    let px = |x: u32, y: u32| &fig.rgba[((y * fig.width + x) * 4) as usize..][..4];
+    assert_eq!(
+        px(cell.x + 127, cell.y),
+        &[255, 255, 255, 255],
+        "masked corner is background"
+    );
+}
+
+#[test]
+fn blocks_that_split_bins_resume_exactly() {
+    let Some(mut e) = engine() else { return };
+    // 3000-byte chunks: about 6 rows of 130 f32 keys, so pooled rows (5 input rows each) and
+    // heads straddle chunk boundaries.
+    e.chunk_bytes = 3000;
+    let src = ArraySource::from_f32("chunked", &random(2, 2, 101, 130, 6));
+    check_pooling(&e, "chunked", &src, Some(20), PoolOptions::default());
+    let src = ArraySource::from_f32_as("chunked-f16", &random(1, 3, 101, 131, 7), DType::F16);
+    check_pooling(&e, "chunked-f16", &src, Some(20), PoolOptions::default());
+}
+
+/// The composed figure equals the CPU drawing of the GPU's own colours within ±1 per channel,
+/// and the CPU renderer end to end within one LUT step on cells.
+#[test]
+fn figure_matches_cpu_compositor() {
+    let Some(e) = engine() else { return };
+    let src = ArraySource::from_f32("figure", &structured(2, 3, 64, 96));
+    for norm in [Norm::Head, Norm::Global] {
+        let options = RenderOptions {
+            norm,
+            cell: Some(150),
+            ..Default::default()
+        };
+        let fig = e.render(&src, &options).unwrap();
+        let plan = Plan::new(&src, &options).unwrap();
+        let pooled = e.pool(&src, &plan.cells, plan.geometry, plan.pool).unwrap();
+        let colors: Vec<u32> = e
+            .colorize(&pooled, &fig.ranges, options.reduce, options.colormap)
+            .unwrap()
+            .concat();
+        let quads = FigureQuads::new(&plan.layout, &plan.geometry, &[(0, plan.cells.len())]);
+        let expected = cpu::draw_quads(&quads, &[colors], options.colormap);
+        assert_eq!((fig.width, fig.height), (quads.width, quads.height));
+        let worst = fig
+            .rgba
+            .iter()
+            .zip(&expected)
+            .map(|(a, b)| a.abs_diff(*b))
+            .max()
+            .unwrap();
+        assert!(
+            worst <= 1,
+            "figure differs from the CPU compositor by {worst}"
+        );
+
+        let cpu_fig = attnviz::render_cpu(&src, &options).unwrap();
+        assert_eq!(cpu_fig.rgba.len(), fig.rgba.len());
+        let differing = fig
+            .rgba
+            .chunks(4)
+            .zip(cpu_fig.rgba.chunks(4))
+            .filter(|(a, b)| a.iter().zip(b.iter()).any(|(x, y)| x.abs_diff(*y) > 1))
+            .count();
+        assert_eq!(
+            differing, 0,
+            "GPU and CPU renderers differ in {differing} pixels"
+        );
+    }
+}

@@ -1,0 +1,31 @@
+//! Every shader parses and validates with naga, without a GPU, so a WGSL mistake fails here
+//! rather than at run time on whichever path happens to use it.
+
+fn validate(name: &str, src: &str) {
+    let module = naga::front::wgsl::parse_str(src)
+        .unwrap_or_else(|e| panic!("{name}: {}", e.emit_to_string(src)));
+    naga::valid::Validator::new(
+        naga::valid::ValidationFlags::all(),
+        naga::valid::Capabilities::all(),
+    )
+    .validate(&module)
+    .unwrap_or_else(|e| panic!("{name}: {e:?}"));
+}
+
+#[test]
+fn shaders_validate() {
+    let common = include_str!("../shaders/common.wgsl");
+    validate(
+        "pool",
+        &format!("{common}{}", include_str!("../shaders/pool.wgsl")),
+    );
+    validate(
+        "stats",
+        &format!("{common}{}", include_str!("../shaders/stats.wgsl")),
+    );
+    validate(
+        "colorize",
+        &format!("{common}{}", include_str!("../shaders/colorize.wgsl")),
+    );
+    validate("compose", include_str!("../shaders/compose.wgsl"));
+}
