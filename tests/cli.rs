@@ -1,0 +1,297 @@
+//! The `attnviz` binary end to end: demo, render, tiles, info, and bad input.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use attnviz::source::{self, OpenOptions};
+use attnviz::{Colormap, RenderOptions};
+
+fn attnviz(args: &[&str]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_attnviz"));
+    cmd.args(args);
+    // Mesa's WSI complains on stderr when this is unset; the tests check stderr line by line.
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+        cmd.env("XDG_RUNTIME_DIR", std::env::temp_dir());
+    }
+    if std::env::var("ATTNVIZ_ALLOW_NO_GPU").as_deref() != Ok("1") {
+        // A missing adapter must fail, not fall back silently.
+        if !args.contains(&"--backend") && (args[0] == "render" || args[0] == "demo") {
+            cmd.args(["--backend", "gpu"]);
+        }
+    }
+    cmd.output().expect("run attnviz")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn data(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name)
+}
+
+fn png_size(path: &Path) -> (u32, u32) {
+    let img = image::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    (img.width(), img.height())
+}
+
+fn rgba(path: &Path) -> image::RgbaImage {
+    image::open(path).unwrap().to_rgba8()
+}
+
+#[test]
+fn demo_writes_the_two_by_eight_grid() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("attention.png");
+    let o = attnviz(&["demo", "-o", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (w, h) = png_size(&out);
+    // 8 columns and 2 rows of 256-px cells plus gutters and labels
+    assert!(w > 8 * 256 && w < 8 * 256 + 400, "width {w}");
+    assert!(h > 2 * 256 && h < 2 * 256 + 200, "height {h}");
+    let img = rgba(&out);
+    // Layer 8, head 2 is the broad head: far brighter on average than layer 1, head 2.
+    let layout = attnviz::Plan::new(
+        &attnviz::source::DemoModel::new(256),
+        &RenderOptions {
+            layers: Some("1,8".into()),
+            ..Default::default()
+        },
+    )
+    .unwrap()
+    .layout;
+    let mean_green = |cell: usize| {
+        let c = layout.cells[cell];
+        let mut s = 0u64;
+        for y in c.y..c.y + c.height {
+            for x in c.x..c.x + c.width {
+                s += img.get_pixel(x, y)[1] as u64;
+            }
+        }
+        s as f64 / (c.width * c.height) as f64
+    };
+    assert!(
+        mean_green(9) > 2.0 * mean_green(1),
+        "l=8 h=2 is the broad, bright head"
+    );
+}
+
+#[test]
+fn render_minilm_grid_and_tiles_equal_the_references() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("grid.png");
+    let tiles = dir.path().join("tiles");
+    let input = data("minilm_attn_128.npy");
+    let o = attnviz(&[
+        "render",
+        input.to_str().unwrap(),
+        "--layers",
+        "1,6",
+        "-o",
+        out.to_str().unwrap(),
+        "--tiles",
+        tiles.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (w, h) = png_size(&out);
+    assert!(w > 12 * 128 && h > 2 * 128 && h < 2 * 128 + 100, "{w}x{h}");
+    assert_eq!(std::fs::read_dir(&tiles).unwrap().count(), 24);
+
+    // Every tile equals the CPU reference exactly.
+    let src = source::open(&input, &OpenOptions::default()).unwrap();
+    let options = RenderOptions {
+        layers: Some("1,6".into()),
+        ..Default::default()
+    };
+    let fig = attnviz::render_cpu(&src, &options).unwrap();
+    for t in attnviz::tiles_cpu(&src, &fig, &options).unwrap() {
+        let path = tiles.join(format!("l{}_h{}.png", t.layer + 1, t.head + 1));
+        let got = rgba(&path);
+        assert_eq!((got.width(), got.height()), (128, 128));
+        assert!(
+            got.as_raw() == &t.rgba,
+            "{} differs from the CPU reference",
+            path.display()
+        );
+    }
+    // And matplotlib's viridis(Normalize(head.min(), head.max())(head), bytes=True).
+    for (name, mpl) in [
+        ("l1_h3", "minilm_l1_h3_matplotlib.png"),
+        ("l6_h1", "minilm_l6_h1_matplotlib.png"),
+    ] {
+        let got = rgba(&tiles.join(format!("{name}.png")));
+        let want = rgba(&data(mpl));
+        assert!(got == want, "{name} differs from matplotlib");
+    }
+}
+
+#[test]
+fn cpu_backend_matches_gpu_backend() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = data("minilm_attn_128.npy");
+    let gpu = dir.path().join("gpu.png");
+    let cpu = dir.path().join("cpu.png");
+    for (out, backend) in [(&gpu, "gpu"), (&cpu, "cpu")] {
+        let o = attnviz(&[
+            "render",
+            input.to_str().unwrap(),
+            "--layers",
+            "2",
+            "--heads",
+            "1-4",
+            "--norm",
+            "layer",
+            "--colormap",
+            "inferno",
+            "--cell",
+            "200",
+            "-o",
+            out.to_str().unwrap(),
+            "--backend",
+            backend,
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    let (a, b) = (rgba(&gpu), rgba(&cpu));
+    assert_eq!(a.dimensions(), b.dimensions());
+    let worst = a
+        .as_raw()
+        .iter()
+        .zip(b.as_raw())
+        .map(|(x, y)| x.abs_diff(*y))
+        .max()
+        .unwrap();
+    assert!(worst <= 1, "GPU and CPU figures differ by {worst}");
+    let _ = Colormap::Inferno;
+}
+
+#[test]
+fn info_reports_shape_dtype_stats_and_adapter() {
+    let input = data("minilm_attn_128.npy");
+    let o = attnviz(&["info", input.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("(6, 12, 128, 128)"), "{text}");
+    assert!(text.contains("f32"), "{text}");
+    assert!(text.contains("adapter:"), "{text}");
+    // one row per head
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.trim_start().starts_with(char::is_numeric))
+            .count(),
+        72,
+        "{text}"
+    );
+}
+
+/// Error runs: exit code 2, exactly one `error:` line naming the problem, and the previous
+/// output file untouched.
+fn assert_clean_failure(args: &[&str], out: &Path, needle: &str) {
+    std::fs::write(out, b"previous figure").unwrap();
+    let o = attnviz(args);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+    let lines: Vec<_> = err
+        .lines()
+        .filter(|l| !l.contains("XDG_RUNTIME_DIR"))
+        .collect();
+    assert_eq!(lines.len(), 1, "{args:?}: {err}");
+    assert!(
+        lines[0].starts_with("error: ") && lines[0].contains(needle),
+        "{args:?}: {err}"
+    );
+    assert!(!err.contains("panicked"));
+    assert_eq!(
+        std::fs::read(out).unwrap(),
+        b"previous figure",
+        "{args:?} touched the output"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(out.parent().unwrap())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".attnviz"))
+        .collect();
+    assert!(leftovers.is_empty(), "temp files left: {leftovers:?}");
+}
+
+#[test]
+fn broken_inputs_fail_cleanly_and_leave_the_output_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("OUT.png");
+    let o = out.to_str().unwrap();
+    let full = std::fs::read(data("minilm_attn_128.npy")).unwrap();
+    let truncated = dir.path().join("truncated.npy");
+    std::fs::write(&truncated, &full[..full.len() / 2]).unwrap();
+    assert_clean_failure(
+        &["render", truncated.to_str().unwrap(), "-o", o],
+        &out,
+        "truncated",
+    );
+    let header_only = dir.path().join("header.npy");
+    std::fs::write(&header_only, &full[..60]).unwrap();
+    assert_clean_failure(
+        &["render", header_only.to_str().unwrap(), "-o", o],
+        &out,
+        "header.npy",
+    );
+    let text = dir.path().join("notes.npy");
+    std::fs::write(&text, b"hello").unwrap();
+    assert_clean_failure(
+        &["render", text.to_str().unwrap(), "-o", o],
+        &out,
+        "not an .npy file",
+    );
+    let missing = dir.path().join("missing.npy");
+    assert_clean_failure(
+        &["render", missing.to_str().unwrap(), "-o", o],
+        &out,
+        "missing.npy",
+    );
+    let input = data("minilm_attn_128.npy");
+    assert_clean_failure(
+        &["render", input.to_str().unwrap(), "--layers", "0", "-o", o],
+        &out,
+        "--layers",
+    );
+    assert_clean_failure(
+        &["render", input.to_str().unwrap(), "--heads", "13", "-o", o],
+        &out,
+        "out of range",
+    );
+    let wrong = dir.path().join("attn.txt");
+    std::fs::write(&wrong, b"1 2 3").unwrap();
+    assert_clean_failure(
+        &["render", wrong.to_str().unwrap(), "-o", o],
+        &out,
+        "unknown file type",
+    );
+}
+
+#[test]
+fn bad_arguments_exit_2() {
+    let o = attnviz(&["render", "x.npy", "-o", "y.png", "--norm", "sideways"]);
+    assert_eq!(o.status.code(), Some(2));
+    let o = attnviz(&["render"]);
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn unwritable_output_folder_is_reported_before_rendering() {
+    let input = data("minilm_attn_128.npy");
+    let o = attnviz(&[
+        "render",
+        input.to_str().unwrap(),
+        "-o",
+        "/nonexistent-dir/x.png",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("/nonexistent-dir/x.png: cannot write output"),
+        "{}",
+        stderr(&o)
+    );
+}
