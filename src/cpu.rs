@@ -67,13 +67,14 @@ impl HeadPooler {
                 let a = &mut self.accum[y * w + x];
                 let (mut count, mut bad) = (a.count_bad & !BAD_BIT, a.count_bad & BAD_BIT);
                 let mut row_sum = 0.0f32;
-                for k in self.col_edges[x] as usize..self.col_edges[x + 1] as usize {
+                let (c0, c1) = (self.col_edges[x] as usize, self.col_edges[x + 1] as usize);
+                for (k, &raw) in row.iter().enumerate().take(c1).skip(c0) {
                     // Masked entries are skipped before anything else, even non-finite ones
                     // (a -inf mask fill is not a fault).
                     if masked(k) {
                         continue;
                     }
-                    let mut v = row[k];
+                    let mut v = raw;
                     if !v.is_finite() {
                         bad = BAD_BIT;
                         continue;

@@ -156,7 +156,7 @@ mod tests {
         let short = rasterize(&[("h", Face::Math), (" = 1", Face::Regular)], 20.0);
         let long = rasterize(&[("h", Face::Math), (" = 12", Face::Regular)], 20.0);
         assert!(long.width > short.width);
-        assert!(short.coverage.iter().any(|&c| c == 255));
+        assert!(short.coverage.contains(&255));
         assert_eq!(short.coverage.len() as u32, short.width * short.height);
     }
 

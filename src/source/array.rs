@@ -87,7 +87,7 @@ impl AttentionSource for ArraySource {
         if layer >= s.layers
             || head >= s.heads
             || row_start + rows > s.queries
-            || dst.len() % row_bytes != 0
+            || !dst.len().is_multiple_of(row_bytes)
         {
             return Err(Error::BadOption(format!(
                 "{}: read outside the tensor",

@@ -56,7 +56,7 @@ impl DemoModel {
         if style.block > 0 {
             let (start, end) = block_of(style.seed, q, style.block, n);
             for logit in &mut logits[start..end] {
-                *logit += 3.0;
+                *logit += 4.5;
             }
         }
         let max = logits.iter().cloned().fold(f64::MIN, f64::max);
@@ -83,10 +83,15 @@ impl HeadStyle {
                 p = lerp(0.35, 0.92);
                 boost = lerp(2.5, 3.2);
             }
-            2 => block = ((lerp(0.0, 1.0) * 24.0) as usize).min(n / 4),
+            2 => {
+                // Local clusters grow with depth and outshine the striations.
+                block = ((t * 32.0) as usize).min(n / 4);
+                count = lerp(0.10, 0.03);
+                boost = lerp(2.5, 2.0);
+            }
             5 => {
-                count = lerp(0.10, 0.04);
-                p = lerp(0.35, 0.3);
+                count = lerp(0.10, 0.05);
+                p = lerp(0.35, 0.5);
                 boost = lerp(2.5, 9.0);
             }
             _ => {}
@@ -96,7 +101,7 @@ impl HeadStyle {
         let mut i = 0u64;
         while columns.len() < wanted && i < 64 * n as u64 {
             let k = (unit(seed, 7, i, 3) * n as f32) as usize % n;
-            if head == 1 {
+            if head == 1 && t > 0.5 {
                 // Bands: runs of neighbouring columns.
                 let width = 2 + (unit(seed, 8, i, 3) * 5.0) as usize;
                 for j in k..(k + width).min(n) {
@@ -170,7 +175,7 @@ impl AttentionSource for DemoModel {
     fn read_rows(&self, layer: usize, head: usize, row_start: usize, dst: &mut [u8]) -> Result<()> {
         let n = self.tokens;
         let rows = dst.len() / (n * 4);
-        if layer >= LAYERS || head >= HEADS || row_start + rows > n || dst.len() % (n * 4) != 0 {
+        if layer >= LAYERS || head >= HEADS || row_start + rows > n || !dst.len().is_multiple_of(n * 4) {
             return Err(Error::BadOption(
                 "demo model: read outside the tensor".into(),
             ));

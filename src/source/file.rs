@@ -67,7 +67,7 @@ impl AttentionSource for FileTensor {
         let s = self.shape;
         let es = self.dtype.size();
         let row_bytes = s.keys * es;
-        if layer >= s.layers || head >= s.heads || dst.len() % row_bytes != 0 {
+        if layer >= s.layers || head >= s.heads || !dst.len().is_multiple_of(row_bytes) {
             return Err(Error::BadOption(format!(
                 "{}: read of layer {layer} head {head} outside the tensor",
                 self.name

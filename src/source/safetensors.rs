@@ -11,6 +11,9 @@ use safetensors::SafeTensors;
 use super::{DType, FileTensor, Shape};
 use crate::error::{Error, Result};
 
+/// Shape, dtype and each layer's byte offset in the data section.
+type Selected = (Shape, DType, Vec<usize>);
+
 /// Largest JSON header we parse; real attention files have a few KiB.
 const MAX_HEADER_LEN: u64 = 16 << 20;
 
@@ -60,7 +63,7 @@ fn dtype_of(name: &str, info: &TensorInfo) -> Result<DType, String> {
 }
 
 /// Chooses the tensor(s) and returns shape, dtype and each layer's offset in the data section.
-fn select(meta: &Metadata, wanted: Option<&str>) -> Result<(Shape, DType, Vec<usize>), String> {
+fn select(meta: &Metadata, wanted: Option<&str>) -> Result<Selected, String> {
     let tensors = meta.tensors();
     if let Some(name) = wanted {
         let info = tensors
@@ -84,7 +87,7 @@ fn select(meta: &Metadata, wanted: Option<&str>) -> Result<(Shape, DType, Vec<us
     })?
 }
 
-fn single(name: &str, info: &TensorInfo) -> Result<(Shape, DType, Vec<usize>), String> {
+fn single(name: &str, info: &TensorInfo) -> Result<Selected, String> {
     let dtype = dtype_of(name, info)?;
     let shape = shape_of(name, &info.shape)?;
     let layer_bytes = shape.heads * shape.head_elements() * dtype.size();
@@ -110,7 +113,7 @@ fn shape_of(name: &str, dims: &[usize]) -> Result<Shape, String> {
 /// HuggingFace-style per-layer tensors `prefix.0`, `prefix.1`, …: all with one prefix, indices
 /// 0..n, the same dtype and a shape of (H,Q,K) or (1,H,Q,K). `None` when the file is not laid
 /// out like that.
-fn stacked_layers(meta: &Metadata) -> Option<Result<(Shape, DType, Vec<usize>), String>> {
+fn stacked_layers(meta: &Metadata) -> Option<Result<Selected, String>> {
     let tensors = meta.tensors();
     let mut layers: Vec<(usize, &str, &TensorInfo)> = Vec::new();
     let mut prefix: Option<&str> = None;
