@@ -96,6 +96,11 @@ fn pool(@builtin(global_invocation_id) gid: vec3<u32>) {
     let idx = piece.accum_base + y * piece.pooled_w + x;
     var a = accum[idx];
     var count = a.count_bad & COUNT_MASK;
+    // Accumulators start zeroed (fresh buffers are); no entry yet means no extremes yet.
+    if count == 0u {
+        a.max_v = -F32_MAX;
+        a.min_v = F32_MAX;
+    }
     var bad = a.count_bad & BAD_BIT;
     let row_norm = (piece.flags & FLAG_ROW_NORM) != 0u;
     for (var q = r0; q < r1; q++) {

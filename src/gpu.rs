@@ -125,7 +125,9 @@ impl Gpu {
 
     /// Largest buffer that one storage binding may cover, as a byte count.
     pub fn max_binding(&self) -> u64 {
-        self.limits.max_storage_buffer_binding_size.min(self.limits.max_buffer_size)
+        self.limits
+            .max_storage_buffer_binding_size
+            .min(self.limits.max_buffer_size)
     }
 
     /// Runs `f` inside validation and out-of-memory error scopes and turns what they caught

@@ -393,7 +393,8 @@ fn pool_cells_unscoped(
         )));
     }
     let per_group = ((max_binding / cell_bytes) as usize).max(1);
-    let empty = vec![Accum::EMPTY; px * per_group.min(cells.len())];
+    // Zero-filled by wgpu; the shader treats a zero count as "no extremes yet", so nothing the
+    // size of the output is staged on the host.
     let groups: Vec<CellGroup> = (0..cells.len())
         .step_by(per_group)
         .map(|first| {
@@ -401,16 +402,15 @@ fn pool_cells_unscoped(
             CellGroup {
                 first_cell: first,
                 cells: n,
-                accum: storage_buffer_init(
-                    device,
-                    "attnviz.pool.accum",
-                    bytemuck::cast_slice(&empty[..n * px]),
-                    wgpu::BufferUsages::COPY_SRC,
-                ),
+                accum: device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("attnviz.pool.accum"),
+                    size: n as u64 * cell_bytes,
+                    usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+                    mapped_at_creation: false,
+                }),
             }
         })
         .collect();
-    drop(empty);
 
     let row_edges = bin_edges(queries, geometry.pooled_h);
     let col_edges = bin_edges(keys, geometry.pooled_w);

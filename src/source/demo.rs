@@ -175,7 +175,11 @@ impl AttentionSource for DemoModel {
     fn read_rows(&self, layer: usize, head: usize, row_start: usize, dst: &mut [u8]) -> Result<()> {
         let n = self.tokens;
         let rows = dst.len() / (n * 4);
-        if layer >= LAYERS || head >= HEADS || row_start + rows > n || !dst.len().is_multiple_of(n * 4) {
+        if layer >= LAYERS
+            || head >= HEADS
+            || row_start + rows > n
+            || !dst.len().is_multiple_of(n * 4)
+        {
             return Err(Error::BadOption(
                 "demo model: read outside the tensor".into(),
             ));
