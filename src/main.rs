@@ -77,13 +77,14 @@ struct Style {
     /// Heads to show, 1-based (default: all).
     #[arg(long)]
     heads: Option<String>,
-    #[arg(long, value_enum, default_value_t = NormArg::Head)]
-    norm: NormArg,
-    #[arg(long, value_enum, default_value_t = ColormapArg::Viridis)]
-    colormap: ColormapArg,
+    /// Scale: per head, per layer row, one for the grid, per query row, or none ([0,1] clamped).
+    #[arg(long, default_value = "head", value_parser = names(&Norm::ALL.map(Norm::name), Norm::from_name))]
+    norm: Norm,
+    #[arg(long, default_value = "viridis", value_parser = names(&Colormap::ALL.map(Colormap::name), Colormap::from_name))]
+    colormap: Colormap,
     /// How entries that share a pixel combine: max keeps single-key spikes visible.
-    #[arg(long, value_enum, default_value_t = ReduceArg::Max)]
-    reduce: ReduceArg,
+    #[arg(long, default_value = "max", value_parser = names(&Reduce::ALL.map(Reduce::name), Reduce::from_name))]
+    reduce: Reduce,
     /// Cell side in pixels (default 256, or the native size when smaller).
     #[arg(long)]
     cell: Option<u32>,
@@ -99,58 +100,27 @@ enum Backend {
     Cpu,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum NormArg {
-    Head,
-    Layer,
-    Global,
-    Row,
-    None,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum ColormapArg {
-    Viridis,
-    Magma,
-    Inferno,
-    Plasma,
-    Cividis,
-    Turbo,
-    Gray,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum ReduceArg {
-    Max,
-    Mean,
-    Min,
+/// A clap parser accepting exactly the library's names for an option.
+fn names<T: Clone + Send + Sync + 'static>(
+    all: &[&'static str],
+    from_name: fn(&str) -> Option<T>,
+) -> impl clap::builder::TypedValueParser<Value = T> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(all.to_vec())
+        .map(move |s: String| from_name(&s).expect("clap only passes listed names"))
 }
 
 impl Style {
     fn options(&self) -> RenderOptions {
-        let name = |v: &dyn ValueEnumName| v.name();
         RenderOptions {
             layers: self.layers.clone(),
             heads: self.heads.clone(),
-            norm: Norm::from_name(&name(&self.norm)).expect("same names"),
-            colormap: Colormap::from_name(&name(&self.colormap)).expect("same names"),
-            reduce: Reduce::from_name(&name(&self.reduce)).expect("same names"),
+            norm: self.norm,
+            colormap: self.colormap,
+            reduce: self.reduce,
             cell: self.cell,
             causal: self.causal,
         }
-    }
-}
-
-trait ValueEnumName {
-    fn name(&self) -> String;
-}
-
-impl<T: ValueEnum> ValueEnumName for T {
-    fn name(&self) -> String {
-        self.to_possible_value()
-            .expect("no skipped variants")
-            .get_name()
-            .to_string()
     }
 }
 

@@ -81,20 +81,17 @@ impl AttentionSource for ArraySource {
     }
 
     fn read_rows(&self, layer: usize, head: usize, row_start: usize, dst: &mut [u8]) -> Result<()> {
-        let s = self.shape;
-        let row_bytes = s.keys * self.dtype.size();
-        let rows = dst.len() / row_bytes;
-        if layer >= s.layers
-            || head >= s.heads
-            || row_start + rows > s.queries
-            || !dst.len().is_multiple_of(row_bytes)
-        {
-            return Err(Error::BadOption(format!(
-                "{}: read outside the tensor",
-                self.name
-            )));
-        }
-        let start = ((layer * s.heads + head) * s.queries + row_start) * row_bytes;
+        let within = super::row_range(
+            &self.name,
+            self.shape,
+            self.dtype,
+            layer,
+            head,
+            row_start,
+            dst.len(),
+        )?;
+        let start =
+            layer * self.shape.heads * self.shape.head_elements() * self.dtype.size() + within;
         dst.copy_from_slice(&self.bytes[start..start + dst.len()]);
         Ok(())
     }

@@ -64,25 +64,16 @@ impl AttentionSource for FileTensor {
     }
 
     fn read_rows(&self, layer: usize, head: usize, row_start: usize, dst: &mut [u8]) -> Result<()> {
-        let s = self.shape;
-        let es = self.dtype.size();
-        let row_bytes = s.keys * es;
-        if layer >= s.layers || head >= s.heads || !dst.len().is_multiple_of(row_bytes) {
-            return Err(Error::BadOption(format!(
-                "{}: read of layer {layer} head {head} outside the tensor",
-                self.name
-            )));
-        }
-        let rows = dst.len() / row_bytes;
-        if row_start + rows > s.queries {
-            return Err(Error::BadOption(format!(
-                "{}: rows {row_start}..{} outside 0..{}",
-                self.name,
-                row_start + rows,
-                s.queries
-            )));
-        }
-        let start = self.layer_offsets[layer] as usize + (head * s.queries + row_start) * row_bytes;
+        let within = super::row_range(
+            &self.name,
+            self.shape,
+            self.dtype,
+            layer,
+            head,
+            row_start,
+            dst.len(),
+        )?;
+        let start = self.layer_offsets[layer] as usize + within;
         dst.copy_from_slice(&self.map[start..start + dst.len()]);
         // The rows are consumed: drop them from this process's resident set so memory stays
         // bounded by the chunk size, not the file (the page cache keeps them for the next run).

@@ -125,6 +125,32 @@ pub trait AttentionSource: Send + Sync {
     fn read_rows(&self, layer: usize, head: usize, row_start: usize, dst: &mut [u8]) -> Result<()>;
 }
 
+/// Checks a `read_rows` request against `shape` and returns the byte offset of its first row
+/// inside the head, so every source rejects out-of-range reads the same way.
+pub(crate) fn row_range(
+    name: &str,
+    shape: Shape,
+    dtype: DType,
+    layer: usize,
+    head: usize,
+    row_start: usize,
+    len: usize,
+) -> Result<usize> {
+    let row_bytes = shape.keys * dtype.size();
+    let rows = len / row_bytes;
+    if layer >= shape.layers
+        || head >= shape.heads
+        || !len.is_multiple_of(row_bytes)
+        || row_start + rows > shape.queries
+    {
+        return Err(Error::BadOption(format!(
+            "{name}: read of layer {layer} head {head} rows {row_start}..{} outside {shape}",
+            row_start + rows
+        )));
+    }
+    Ok((head * shape.queries + row_start) * row_bytes)
+}
+
 /// Options that pick what to read from a file.
 #[derive(Clone, Debug, Default)]
 pub struct OpenOptions {
