@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::geometry::{bin_edges, bin_of, CellGeometry};
 use crate::gpu::{storage_buffer_init, Gpu};
 use crate::norm::{Accum, HeadStats};
-use crate::source::AttentionSource;
+use crate::source::{AttentionSource, DType};
 
 /// Default upper bound on one upload chunk: large enough to amortize a submission, small enough
 /// that two of them stay cheap even on the smallest adapters.
@@ -242,44 +242,6 @@ struct Piece {
     offset: usize,
 }
 
-/// Splits the selected heads into chunks of whole rows that fit `chunk_bytes`.
-fn plan_chunks(
-    cells: usize,
-    queries: usize,
-    row_bytes: usize,
-    chunk_bytes: usize,
-) -> Vec<Vec<Piece>> {
-    let mut chunks = Vec::new();
-    let mut current: Vec<Piece> = Vec::new();
-    let mut used = 0usize;
-    for cell in 0..cells {
-        let mut row = 0;
-        while row < queries {
-            let room = (chunk_bytes - used) / row_bytes;
-            if room == 0 || current.len() == MAX_PIECES {
-                chunks.push(std::mem::take(&mut current));
-                used = 0;
-                continue;
-            }
-            let rows = room.min(queries - row);
-            current.push(Piece {
-                cell,
-                row_start: row,
-                rows,
-                offset: used,
-            });
-            // f16 pieces start on 4-byte boundaries too, so every piece's first element is
-            // addressable as a whole word plus a half.
-            used += (rows * row_bytes).next_multiple_of(4);
-            row += rows;
-        }
-    }
-    if !current.is_empty() {
-        chunks.push(current);
-    }
-    chunks
-}
-
 type MapState = Arc<Mutex<Option<std::result::Result<(), wgpu::BufferAsyncError>>>>;
 
 /// A host-writable upload buffer and whether it is currently mapped.
@@ -292,9 +254,9 @@ struct Slot {
 }
 
 impl Slot {
-    fn new(gpu: &Gpu, size: u64, usage: wgpu::BufferUsages, label: &str) -> Slot {
+    fn new(gpu: &Gpu, size: u64, usage: wgpu::BufferUsages) -> Slot {
         let host = gpu.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some(label),
+            label: Some("attnviz.pool.upload"),
             size,
             usage,
             mapped_at_creation: true,
@@ -323,10 +285,7 @@ impl Slot {
                 .poll(poll)
                 .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
         }
-        match self.mapped.lock().expect("map state").clone() {
-            Some(state) => state.map_err(|e| Error::Gpu(format!("mapping an upload buffer: {e}"))),
-            None => Err(Error::Gpu("upload buffer was never mapped back".into())),
-        }
+        Err(Error::Gpu("upload buffer was never mapped back".into()))
     }
 
     fn remap(&mut self, submission: wgpu::SubmissionIndex) {
@@ -339,150 +298,164 @@ impl Slot {
     }
 }
 
-/// Pools `cells` (each a 0-based (layer, head) of `source`) into `geometry`-sized accumulators.
-pub(crate) fn pool_cells(
-    gpu: &Gpu,
-    pipes: &PoolPipelines,
-    source: &dyn AttentionSource,
-    cells: &[(usize, usize)],
-    geometry: CellGeometry,
-    options: PoolOptions,
-    chunk_target: u64,
-) -> Result<PooledCells> {
-    gpu.scoped("pooling", || {
-        pool_cells_unscoped(gpu, pipes, source, cells, geometry, options, chunk_target)
-    })
+/// The open mapping of the slot being filled.
+struct Filling {
+    view: wgpu::BufferViewMut,
+    /// The view's bytes; valid while `view` lives.
+    bytes: *mut u8,
+    len: usize,
 }
 
-fn pool_cells_unscoped(
-    gpu: &Gpu,
-    pipes: &PoolPipelines,
-    source: &dyn AttentionSource,
-    cells: &[(usize, usize)],
+/// Streams rows of any number of cells into pooled accumulators: rows are written into a mapped
+/// upload chunk; a full chunk is unmapped, pooled by the GPU, and mapped again for reuse while
+/// the other chunk fills. Callers push rows in any grouping; each cell's rows should arrive in
+/// increasing order for the mean to be added in the documented order.
+pub(crate) struct Ingest<'g> {
+    gpu: &'g Gpu,
+    pipes: &'g PoolPipelines,
     geometry: CellGeometry,
+    queries: usize,
+    keys: usize,
+    dtype: DType,
     options: PoolOptions,
-    chunk_target: u64,
-) -> Result<PooledCells> {
-    let device = &gpu.device;
-    let shape = source.shape();
-    let dtype = source.dtype();
-    let (queries, keys) = (shape.queries, shape.keys);
-    let row_bytes = keys * dtype.size();
-    let max_binding = gpu.max_binding();
-    let chunk_bytes = (max_binding.min(chunk_target).max(4) / 4 * 4) as usize;
-    if row_bytes > chunk_bytes {
-        return Err(Error::BadOption(format!(
-            "{}: one row of {keys} keys ({row_bytes} bytes) exceeds the GPU's {chunk_bytes}-byte storage binding",
-            source.name()
-        )));
-    }
-    if queries > u32::MAX as usize || keys > u32::MAX as usize {
-        return Err(Error::BadOption(format!(
-            "{}: heads larger than 2^32 rows or keys are not supported",
-            source.name()
-        )));
-    }
+    row_bytes: usize,
+    chunk_bytes: usize,
+    groups: Vec<CellGroup>,
+    per_group: usize,
+    row_edges: Vec<u32>,
+    slots: Vec<Slot>,
+    device_data: Option<wgpu::Buffer>,
+    params_buf: wgpu::Buffer,
+    params: Vec<u8>,
+    align: usize,
+    /// bind_groups[slot][group]
+    bind_groups: Vec<Vec<wgpu::BindGroup>>,
+    active: usize,
+    filling: Option<Filling>,
+    pieces: Vec<Piece>,
+    used: usize,
+    /// Bytes pushed so far, for progress reports.
+    pub consumed: u64,
+}
 
-    // Accumulator groups, each within one storage binding.
-    let px = geometry.pooled_pixels();
-    let cell_bytes = (px * std::mem::size_of::<Accum>()) as u64;
-    if cell_bytes > max_binding {
-        return Err(Error::BadOption(format!(
-            "a {}x{} pooled cell needs {cell_bytes} bytes, over the GPU's {max_binding}-byte storage binding: use a smaller --cell",
-            geometry.pooled_w, geometry.pooled_h
-        )));
-    }
-    let per_group = ((max_binding / cell_bytes) as usize).max(1);
-    // Zero-filled by wgpu; the shader treats a zero count as "no extremes yet", so nothing the
-    // size of the output is staged on the host.
-    let groups: Vec<CellGroup> = (0..cells.len())
-        .step_by(per_group)
-        .map(|first| {
-            let n = per_group.min(cells.len() - first);
-            CellGroup {
-                first_cell: first,
-                cells: n,
-                accum: device.create_buffer(&wgpu::BufferDescriptor {
-                    label: Some("attnviz.pool.accum"),
-                    size: n as u64 * cell_bytes,
-                    usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
-                    mapped_at_creation: false,
-                }),
-            }
-        })
-        .collect();
+impl<'g> Ingest<'g> {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        gpu: &'g Gpu,
+        pipes: &'g PoolPipelines,
+        cells: usize,
+        queries: usize,
+        keys: usize,
+        dtype: DType,
+        geometry: CellGeometry,
+        options: PoolOptions,
+        chunk_target: u64,
+    ) -> Result<Ingest<'g>> {
+        let device = &gpu.device;
+        let row_bytes = keys * dtype.size();
+        let max_binding = gpu.max_binding();
+        let chunk_cap = (max_binding.min(chunk_target).max(4) / 4 * 4) as usize;
+        if row_bytes > chunk_cap {
+            return Err(Error::BadOption(format!(
+                "one row of {keys} keys ({row_bytes} bytes) exceeds the GPU's {chunk_cap}-byte storage binding"
+            )));
+        }
+        if queries > u32::MAX as usize || keys > u32::MAX as usize {
+            return Err(Error::BadOption(
+                "heads of 2^32 or more rows or keys are not supported".into(),
+            ));
+        }
+        // Never larger than the whole input needs.
+        let whole = (cells * queries).saturating_mul(row_bytes.next_multiple_of(4));
+        let chunk_bytes = chunk_cap.min(whole.max(row_bytes.next_multiple_of(4)));
 
-    let row_edges = bin_edges(queries, geometry.pooled_h);
-    let col_edges = bin_edges(keys, geometry.pooled_w);
-    let row_edges_buf = storage_buffer_init(
-        device,
-        "attnviz.pool.row_edges",
-        bytemuck::cast_slice(&row_edges),
-        wgpu::BufferUsages::empty(),
-    );
-    let col_edges_buf = storage_buffer_init(
-        device,
-        "attnviz.pool.col_edges",
-        bytemuck::cast_slice(&col_edges),
-        wgpu::BufferUsages::empty(),
-    );
+        let px = geometry.pooled_pixels();
+        let cell_bytes = (px * std::mem::size_of::<Accum>()) as u64;
+        if cell_bytes > max_binding {
+            return Err(Error::BadOption(format!(
+                "a {}x{} pooled cell needs {cell_bytes} bytes, over the GPU's {max_binding}-byte storage binding: use a smaller --cell",
+                geometry.pooled_w, geometry.pooled_h
+            )));
+        }
+        let per_group = ((max_binding / cell_bytes) as usize).max(1);
+        // Zero-filled by wgpu; the shader treats a zero count as "no extremes yet", so nothing
+        // the size of the output is staged on the host.
+        let groups: Vec<CellGroup> = (0..cells)
+            .step_by(per_group)
+            .map(|first| {
+                let n = per_group.min(cells - first);
+                CellGroup {
+                    first_cell: first,
+                    cells: n,
+                    accum: device.create_buffer(&wgpu::BufferDescriptor {
+                        label: Some("attnviz.pool.accum"),
+                        size: n as u64 * cell_bytes,
+                        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+                        mapped_at_creation: false,
+                    }),
+                }
+            })
+            .collect();
 
-    let chunks = plan_chunks(cells.len(), queries, row_bytes, chunk_bytes);
-    let largest = chunks
-        .iter()
-        .map(|c| {
-            c.last()
-                .map_or(0, |p| p.offset + (p.rows * row_bytes).next_multiple_of(4))
-        })
-        .max()
-        .unwrap_or(4) as u64;
-    let max_rows = chunks.iter().flatten().map(|p| p.rows).max().unwrap_or(1);
-    let row_max_buf = device.create_buffer(&wgpu::BufferDescriptor {
-        label: Some("attnviz.pool.row_max"),
-        size: if options.row_norm {
-            (max_rows * 4) as u64
-        } else {
-            4
-        },
-        usage: wgpu::BufferUsages::STORAGE,
-        mapped_at_creation: false,
-    });
-
-    // Upload slots: mapped storage on unified memory, staging + one storage buffer otherwise.
-    let slots_usage = if gpu.mappable_storage {
-        wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::MAP_WRITE
-    } else {
-        wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::MAP_WRITE
-    };
-    let slot_count = chunks.len().min(2);
-    let mut slots: Vec<Slot> = (0..slot_count)
-        .map(|_| Slot::new(gpu, largest, slots_usage, "attnviz.pool.upload"))
-        .collect();
-    let device_data = (!gpu.mappable_storage).then(|| {
-        device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("attnviz.pool.data"),
-            size: largest,
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+        let row_edges = bin_edges(queries, geometry.pooled_h);
+        let col_edges = bin_edges(keys, geometry.pooled_w);
+        let row_edges_buf = storage_buffer_init(
+            device,
+            "attnviz.pool.row_edges",
+            bytemuck::cast_slice(&row_edges),
+            wgpu::BufferUsages::empty(),
+        );
+        let col_edges_buf = storage_buffer_init(
+            device,
+            "attnviz.pool.col_edges",
+            bytemuck::cast_slice(&col_edges),
+            wgpu::BufferUsages::empty(),
+        );
+        let max_rows = chunk_bytes / row_bytes;
+        let row_max_buf = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("attnviz.pool.row_max"),
+            size: if options.row_norm {
+                (max_rows * 4) as u64
+            } else {
+                4
+            },
+            usage: wgpu::BufferUsages::STORAGE,
             mapped_at_creation: false,
-        })
-    });
+        });
 
-    let align = std::mem::size_of::<PieceParams>()
-        .next_multiple_of(gpu.limits.min_uniform_buffer_offset_alignment as usize);
-    let params_buf = device.create_buffer(&wgpu::BufferDescriptor {
-        label: Some("attnviz.pool.params"),
-        size: (align * MAX_PIECES) as u64,
-        usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-        mapped_at_creation: false,
-    });
-    // Bind groups for every (slot, group) pair, made once.
-    let bind_groups: Vec<Vec<wgpu::BindGroup>> = (0..slot_count)
-        .map(|s| {
-            let data = device_data.as_ref().unwrap_or(&slots[s].host);
-            groups
-                .iter()
-                .map(|g| {
-                    device.create_bind_group(&wgpu::BindGroupDescriptor {
+        // Upload slots: mapped storage on unified memory, staging + one storage buffer otherwise.
+        let slot_usage = if gpu.mappable_storage {
+            wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::MAP_WRITE
+        } else {
+            wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::MAP_WRITE
+        };
+        let slot_count = if whole > chunk_bytes { 2 } else { 1 };
+        let slots: Vec<Slot> = (0..slot_count)
+            .map(|_| Slot::new(gpu, chunk_bytes as u64, slot_usage))
+            .collect();
+        let device_data = (!gpu.mappable_storage).then(|| {
+            device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("attnviz.pool.data"),
+                size: chunk_bytes as u64,
+                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
+        });
+        let align = std::mem::size_of::<PieceParams>()
+            .next_multiple_of(gpu.limits.min_uniform_buffer_offset_alignment as usize);
+        let params_buf = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("attnviz.pool.params"),
+            size: (align * MAX_PIECES) as u64,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let bind_groups = (0..slot_count)
+            .map(|s| {
+                let data = device_data.as_ref().unwrap_or(&slots[s].host);
+                groups
+                    .iter()
+                    .map(|g| {
+                        device.create_bind_group(&wgpu::BindGroupDescriptor {
                             label: Some("attnviz.pool.bind_group"),
                             layout: &pipes.layout,
                             entries: &[
@@ -518,102 +491,246 @@ fn pool_cells_unscoped(
                                 },
                             ],
                         })
-                })
-                .collect()
+                    })
+                    .collect()
+            })
+            .collect();
+        Ok(Ingest {
+            gpu,
+            pipes,
+            geometry,
+            queries,
+            keys,
+            dtype,
+            options,
+            row_bytes,
+            chunk_bytes,
+            groups,
+            per_group,
+            row_edges,
+            slots,
+            device_data,
+            params_buf,
+            params: vec![0u8; align * MAX_PIECES],
+            align,
+            bind_groups,
+            active: 0,
+            filling: None,
+            pieces: Vec::new(),
+            used: 0,
+            consumed: 0,
         })
-        .collect();
+    }
 
-    let group_of = |cell: usize| cell / per_group;
-    let mut params = vec![0u8; align * MAX_PIECES];
-    for (i, chunk) in chunks.iter().enumerate() {
-        let s = i % slot_count;
-        let slot = &mut slots[s];
-        slot.wait_mapped(gpu)?;
-        let bytes = chunk
-            .last()
-            .map_or(0, |p| p.offset + (p.rows * row_bytes).next_multiple_of(4))
-            as u64;
+    /// Rows per call of the `fill` callback at most: one chunk.
+    pub(crate) fn max_rows_per_fill(&self) -> usize {
+        self.chunk_bytes / self.row_bytes
+    }
+
+    /// Adds `rows` rows of `cell` starting at `row_start`; `fill` writes their raw bytes (in the
+    /// ingest's dtype) into the slice it is given, which is mapped GPU memory, possibly several
+    /// times with consecutive sub-ranges when the rows straddle chunks.
+    pub(crate) fn push_with(
+        &mut self,
+        cell: usize,
+        row_start: usize,
+        rows: usize,
+        mut fill: impl FnMut(usize, &mut [u8]) -> Result<()>,
+    ) -> Result<()> {
+        if cell >= self.groups.iter().map(|g| g.cells).sum::<usize>()
+            || row_start + rows > self.queries
         {
-            let mut view = slot
-                .host
-                .get_mapped_range_mut(..bytes)
-                .map_err(|e| Error::Gpu(format!("mapping an upload buffer: {e}")))?;
-            let mut whole = view.slice(..);
-            let ptr = whole.as_raw_ptr();
-            // SAFETY: the mapping is ours alone until unmap and `bytes` long; the source writes
-            // each piece's range exactly once and never reads it back.
-            let dst: &mut [u8] =
-                unsafe { std::slice::from_raw_parts_mut(ptr.as_ptr() as *mut u8, bytes as usize) };
-            for p in chunk {
-                let (layer, head) = cells[p.cell];
-                source.read_rows(
-                    layer,
-                    head,
-                    p.row_start,
-                    &mut dst[p.offset..p.offset + p.rows * row_bytes],
-                )?;
-            }
+            return Err(Error::BadOption(format!(
+                "rows {row_start}..{} of cell {cell} are outside the {} rows of the head",
+                row_start + rows,
+                self.queries
+            )));
         }
-        slot.host.unmap();
+        let mut done = 0;
+        while done < rows {
+            if self.filling.is_none() {
+                self.open()?;
+            }
+            let room = (self.chunk_bytes - self.used) / self.row_bytes;
+            if room == 0 || self.pieces.len() == MAX_PIECES {
+                self.flush()?;
+                continue;
+            }
+            let n = room.min(rows - done);
+            let offset = self.used;
+            let bytes = n * self.row_bytes;
+            let f = self.filling.as_ref().expect("open chunk");
+            debug_assert!(offset + bytes <= f.len);
+            // SAFETY: `f.bytes` points at the `f.len` mapped bytes owned by `f.view`, which
+            // lives until `flush`; pieces never overlap.
+            let dst = unsafe { std::slice::from_raw_parts_mut(f.bytes.add(offset), bytes) };
+            fill(row_start + done, dst)?;
+            self.pieces.push(Piece {
+                cell,
+                row_start: row_start + done,
+                rows: n,
+                offset,
+            });
+            // Every piece starts on a 4-byte boundary, so f16 rows are addressable as
+            // whole words plus a half.
+            self.used += bytes.next_multiple_of(4);
+            self.consumed += bytes as u64;
+            done += n;
+        }
+        Ok(())
+    }
 
-        for (j, p) in chunk.iter().enumerate() {
-            let (g, local) = (group_of(p.cell), p.cell % per_group);
-            let y0 = bin_of(&row_edges, p.row_start as u32);
+    fn open(&mut self) -> Result<()> {
+        let slot = &mut self.slots[self.active];
+        slot.wait_mapped(self.gpu)?;
+        let mut view = slot
+            .host
+            .get_mapped_range_mut(..self.chunk_bytes as u64)
+            .map_err(|e| Error::Gpu(format!("mapping an upload buffer: {e}")))?;
+        let mut whole = view.slice(..);
+        let bytes = whole.as_raw_ptr().as_ptr() as *mut u8;
+        self.filling = Some(Filling {
+            view,
+            bytes,
+            len: self.chunk_bytes,
+        });
+        self.used = 0;
+        Ok(())
+    }
+
+    /// Submits the filled chunk for pooling and switches to the other slot.
+    fn flush(&mut self) -> Result<()> {
+        let Some(filling) = self.filling.take() else {
+            return Ok(());
+        };
+        drop(filling.view);
+        let s = self.active;
+        self.slots[s].host.unmap();
+        let px = self.geometry.pooled_pixels();
+        for (j, p) in self.pieces.iter().enumerate() {
             let piece = PieceParams {
-                elem_offset: (p.offset / dtype.size()) as u32,
+                elem_offset: (p.offset / self.dtype.size()) as u32,
                 row_start: p.row_start as u32,
                 row_count: p.rows as u32,
-                keys: keys as u32,
-                accum_base: (local * px) as u32,
-                pooled_w: geometry.pooled_w,
-                y_start: y0,
-                dtype: dtype.shader_id(),
-                flags: options.flags(),
-                causal_offset: (keys as i64 - queries as i64) as i32,
+                keys: self.keys as u32,
+                accum_base: ((p.cell % self.per_group) * px) as u32,
+                pooled_w: self.geometry.pooled_w,
+                y_start: bin_of(&self.row_edges, p.row_start as u32),
+                dtype: self.dtype.shader_id(),
+                flags: self.options.flags(),
+                causal_offset: (self.keys as i64 - self.queries as i64) as i32,
                 _pad: [0; 2],
             };
-            debug_assert!(g < groups.len());
-            params[j * align..j * align + std::mem::size_of::<PieceParams>()]
+            self.params[j * self.align..j * self.align + std::mem::size_of::<PieceParams>()]
                 .copy_from_slice(bytemuck::bytes_of(&piece));
         }
-        gpu.queue
-            .write_buffer(&params_buf, 0, &params[..chunk.len() * align]);
-
-        let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
-            label: Some("attnviz.pool.encoder"),
-        });
-        if let Some(data) = &device_data {
-            encoder.copy_buffer_to_buffer(&slot.host, 0, data, 0, bytes);
+        let gpu = self.gpu;
+        gpu.queue.write_buffer(
+            &self.params_buf,
+            0,
+            &self.params[..self.pieces.len() * self.align],
+        );
+        let mut encoder = gpu
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("attnviz.pool.encoder"),
+            });
+        if let Some(data) = &self.device_data {
+            encoder.copy_buffer_to_buffer(
+                &self.slots[s].host,
+                0,
+                data,
+                0,
+                self.used.next_multiple_of(4) as u64,
+            );
         }
         {
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: Some("attnviz.pool.pass"),
                 timestamp_writes: None,
             });
-            for (j, p) in chunk.iter().enumerate() {
-                let bg = &bind_groups[s][group_of(p.cell)];
-                let offset = (j * align) as u32;
-                if options.row_norm {
-                    pass.set_pipeline(&pipes.row_maxima);
+            for (j, p) in self.pieces.iter().enumerate() {
+                let bg = &self.bind_groups[s][p.cell / self.per_group];
+                let offset = (j * self.align) as u32;
+                if self.options.row_norm {
+                    pass.set_pipeline(&self.pipes.row_maxima);
                     pass.set_bind_group(0, bg, &[offset]);
                     pass.dispatch_workgroups((p.rows as u32).div_ceil(64), 1, 1);
                 }
-                let y0 = bin_of(&row_edges, p.row_start as u32);
-                let y1 = bin_of(&row_edges, (p.row_start + p.rows - 1) as u32);
-                pass.set_pipeline(&pipes.pool);
+                let y0 = bin_of(&self.row_edges, p.row_start as u32);
+                let y1 = bin_of(&self.row_edges, (p.row_start + p.rows - 1) as u32);
+                pass.set_pipeline(&self.pipes.pool);
                 pass.set_bind_group(0, bg, &[offset]);
-                pass.dispatch_workgroups(geometry.pooled_w.div_ceil(64), y1 - y0 + 1, 1);
+                pass.dispatch_workgroups(self.geometry.pooled_w.div_ceil(64), y1 - y0 + 1, 1);
             }
         }
         let submission = gpu.queue.submit([encoder.finish()]);
-        slot.remap(submission);
+        self.slots[s].remap(submission);
+        self.pieces.clear();
+        self.used = 0;
+        self.active = (s + 1) % self.slots.len();
+        Ok(())
     }
 
-    let stats = head_stats(gpu, pipes, &groups, px)?;
-    Ok(PooledCells {
-        geometry,
-        groups,
-        stats,
+    /// Pools what is left and reduces every cell to its statistics.
+    pub(crate) fn finish(mut self) -> Result<PooledCells> {
+        self.flush()?;
+        let px = self.geometry.pooled_pixels();
+        let stats = head_stats(self.gpu, self.pipes, &self.groups, px)?;
+        Ok(PooledCells {
+            geometry: self.geometry,
+            groups: std::mem::take(&mut self.groups),
+            stats,
+        })
+    }
+}
+
+/// Pools `cells` (each a 0-based (layer, head) of `source`) into `geometry`-sized accumulators,
+/// reading each row block straight into mapped GPU memory. `progress` hears bytes consumed.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn pool_cells(
+    gpu: &Gpu,
+    pipes: &PoolPipelines,
+    source: &dyn AttentionSource,
+    cells: &[(usize, usize)],
+    geometry: CellGeometry,
+    options: PoolOptions,
+    chunk_target: u64,
+    progress: Option<&(dyn Fn(u64, u64) + Send + Sync)>,
+) -> Result<PooledCells> {
+    gpu.scoped("pooling", || {
+        let s = source.shape();
+        let mut ingest = Ingest::new(
+            gpu,
+            pipes,
+            cells.len(),
+            s.queries,
+            s.keys,
+            source.dtype(),
+            geometry,
+            options,
+            chunk_target,
+        )
+        .map_err(|e| match e {
+            Error::BadOption(m) => Error::BadOption(format!("{}: {m}", source.name())),
+            other => other,
+        })?;
+        let total = (cells.len() * s.queries * s.keys * source.dtype().size()) as u64;
+        let step = ingest.max_rows_per_fill();
+        for (i, &(layer, head)) in cells.iter().enumerate() {
+            let mut row = 0;
+            while row < s.queries {
+                let n = step.min(s.queries - row);
+                ingest.push_with(i, row, n, |start, dst| {
+                    source.read_rows(layer, head, start, dst)
+                })?;
+                row += n;
+                if let Some(p) = progress {
+                    p(ingest.consumed, total);
+                }
+            }
+        }
+        ingest.finish()
     })
 }
 
@@ -689,29 +806,6 @@ fn head_stats(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::DType;
-
-    #[test]
-    fn chunks_hold_whole_rows_within_budget() {
-        let chunks = plan_chunks(3, 10, 40, 130);
-        for c in &chunks {
-            let end = c.last().unwrap().offset + c.last().unwrap().rows * 40;
-            assert!(end <= 130);
-        }
-        let mut rows = [0usize; 3];
-        for p in chunks.iter().flatten() {
-            assert_eq!(p.row_start, rows[p.cell]);
-            rows[p.cell] += p.rows;
-        }
-        assert_eq!(rows, [10, 10, 10]);
-    }
-
-    #[test]
-    fn f16_pieces_start_word_aligned() {
-        for p in plan_chunks(4, 3, 6, 64).iter().flatten() {
-            assert_eq!(p.offset % 4, 0);
-        }
-    }
 
     #[test]
     fn dtype_ids_match_the_shader() {

@@ -94,6 +94,8 @@ pub struct Engine {
     pub gpu: Gpu,
     /// Upload chunk size in bytes (tests shrink it to exercise blocks that split bins).
     pub chunk_bytes: u64,
+    /// Called with (bytes consumed, bytes in total) as input is pooled.
+    pub progress: Option<Box<dyn Fn(u64, u64) + Send + Sync>>,
     pool: PoolPipelines,
     colorize: ColorizePipeline,
     compose: ComposePipeline,
@@ -107,6 +109,7 @@ impl Engine {
             colorize: ColorizePipeline::new(device),
             compose: ComposePipeline::new(device, wgpu::TextureFormat::Rgba8Unorm),
             chunk_bytes: crate::pool::CHUNK_TARGET,
+            progress: None,
             gpu,
         }
     }
@@ -127,6 +130,7 @@ impl Engine {
             geometry,
             options,
             self.chunk_bytes,
+            self.progress.as_deref(),
         )
     }
 
