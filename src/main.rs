@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use anyhow::Context;
 use attnviz::export::{check_writable, write_png};
-use attnviz::source::{self, AttentionSource, DemoModel, OpenOptions};
-use attnviz::{Colormap, Engine, Error, Figure, Gpu, Norm, Reduce, RenderOptions};
+use attnviz::source::{self, write_tensor, AttentionSource, DemoModel, OpenOptions, Pattern, Synth, SynthSpec};
+use attnviz::{Colormap, DType, Engine, Error, Figure, Gpu, Norm, Reduce, RenderOptions};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
@@ -31,6 +31,12 @@ enum Command {
         /// Tensor to read from a .safetensors file with several.
         #[arg(long)]
         tensor: Option<String>,
+        /// Read INPUT as a raw dump of this shape (L,H,Q,K, or fewer dimensions) ...
+        #[arg(long, requires = "dtype")]
+        shape: Option<String>,
+        /// ... and element type: f32, f16 or bf16.
+        #[arg(long, requires = "shape", value_parser = ["f32", "f16", "bf16"])]
+        dtype: Option<String>,
         #[command(flatten)]
         out: Output,
         #[command(flatten)]
@@ -48,6 +54,31 @@ enum Command {
         /// Tokens per head of the demo model.
         #[arg(long, default_value_t = 256)]
         tokens: usize,
+    },
+    /// Write synthetic long-context attention (.npy, .safetensors, or raw for other extensions).
+    Synth {
+        /// Output file.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Tokens per head (queries = keys).
+        #[arg(long, default_value_t = 4096)]
+        seq: usize,
+        #[arg(long, default_value_t = 1)]
+        layers: usize,
+        #[arg(long, default_value_t = 1)]
+        heads: usize,
+        #[arg(long, default_value = "f16", value_parser = ["f32", "f16", "bf16"])]
+        dtype: String,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Zero above the diagonal (decoder attention).
+        #[arg(long)]
+        causal: bool,
+        /// attention: sinks, columns, local window, block-sparse blocks; hot: one 1.0 entry in 1e-6 noise.
+        #[arg(long, default_value = "attention", value_parser = ["attention", "hot"])]
+        pattern: String,
+        #[arg(long)]
+        quiet: bool,
     },
     /// Print shape, dtype and per-head statistics of an attention tensor.
     Info {
@@ -67,6 +98,9 @@ struct Output {
     /// auto: GPU, falling back to the CPU with a warning when no adapter exists.
     #[arg(long, value_enum, default_value_t = Backend::Auto)]
     backend: Backend,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
 }
 
 #[derive(Args)]
@@ -169,17 +203,16 @@ fn engine(backend: Backend) -> anyhow::Result<Option<Engine>> {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Render {
-            input,
-            tensor,
-            out,
-            style,
-            tiles,
-        } => {
+        Command::Render { input, tensor, shape, dtype, out, style, tiles } => {
             check_writable(&out.output)?;
-            let src = source::open(&input, &OpenOptions { tensor })?;
-            let options = style.options();
-            render_to(&src, &options, &out, tiles.as_deref())
+            let src = match (shape, dtype) {
+                (Some(shape), Some(dtype)) => {
+                    let dtype = DType::from_name(&dtype).expect("clap checked the name");
+                    source::open_raw(&input, &source::parse_shape(&shape)?, dtype)?
+                }
+                _ => source::open(&input, &OpenOptions { tensor })?,
+            };
+            render_to(&src, &style.options(), &out, tiles.as_deref())
         }
         Command::Demo { out, style, tokens } => {
             check_writable(&out.output)?;
@@ -187,18 +220,27 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if options.layers.is_none() {
                 options.layers = Some("1,8".into());
             }
-            render_to(
-                &DemoModel::new(tokens.clamp(16, 4096)),
-                &options,
-                &out,
-                None,
-            )
+            render_to(&DemoModel::new(tokens.clamp(16, 4096)), &options, &out, None)
         }
-        Command::Info {
-            input,
-            tensor,
-            backend,
-        } => {
+        Command::Synth { output, seq, layers, heads, dtype, seed, causal, pattern, quiet } => {
+            check_writable(&output)?;
+            let spec = SynthSpec {
+                seq,
+                layers,
+                heads,
+                dtype: DType::from_name(&dtype).expect("clap checked the name"),
+                seed,
+                causal,
+                pattern: if pattern == "hot" { Pattern::Hot } else { Pattern::Attention },
+            };
+            let synth = Synth::new(spec)?;
+            let bar = ProgressBar::new(quiet, "writing");
+            write_tensor(&synth, &output, &|done, total| bar.update(done, total))?;
+            bar.finish();
+            eprintln!("wrote {} ({})", output.display(), synth.name());
+            Ok(())
+        }
+        Command::Info { input, tensor, backend } => {
             let src = source::open(&input, &OpenOptions { tensor })?;
             info(&src, backend)
         }
@@ -212,11 +254,17 @@ fn render_to(
     tiles: Option<&Path>,
 ) -> anyhow::Result<()> {
     let start = Instant::now();
-    let engine = engine(out.backend)?;
+    let mut engine = engine(out.backend)?;
+    let bar = std::sync::Arc::new(ProgressBar::new(out.quiet, "pooling"));
+    if let Some(e) = &mut engine {
+        let b = bar.clone();
+        e.progress = Some(Box::new(move |done, total| b.update(done, total)));
+    }
     let figure: Figure = match &engine {
         Some(e) => e.render(src, options)?,
         None => attnviz::render_cpu(src, options)?,
     };
+    bar.finish();
     write_png(&out.output, figure.width, figure.height, &figure.rgba)?;
     if let Some(dir) = tiles {
         std::fs::create_dir_all(dir)
@@ -294,4 +342,50 @@ fn info(src: &dyn AttentionSource, backend: Backend) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// A progress bar on stderr for work longer than about a second, when stderr is a terminal and
+/// `--quiet` is not given; silent otherwise.
+struct ProgressBar {
+    enabled: bool,
+    start: Instant,
+    what: &'static str,
+    bar: std::sync::OnceLock<indicatif::ProgressBar>,
+}
+
+impl ProgressBar {
+    fn new(quiet: bool, what: &'static str) -> ProgressBar {
+        use std::io::IsTerminal;
+        ProgressBar {
+            enabled: !quiet && std::io::stderr().is_terminal(),
+            start: Instant::now(),
+            what,
+            bar: std::sync::OnceLock::new(),
+        }
+    }
+
+    fn update(&self, done: u64, total: u64) {
+        if !self.enabled || (self.bar.get().is_none() && self.start.elapsed().as_secs_f64() < 1.0) {
+            return;
+        }
+        let bar = self.bar.get_or_init(|| {
+            let b = indicatif::ProgressBar::new(total);
+            b.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{msg} [{bar:40}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+                )
+                .expect("valid template")
+                .progress_chars("=> "),
+            );
+            b.set_message(self.what);
+            b
+        });
+        bar.set_position(done);
+    }
+
+    fn finish(&self) {
+        if let Some(b) = self.bar.get() {
+            b.finish_and_clear();
+        }
+    }
 }

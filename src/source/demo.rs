@@ -2,6 +2,7 @@
 //! project (`shared/seed/attention-figure.md`). Rows are generated on demand from a hash of
 //! their coordinates, so the demo needs no file and any row can be read in any order.
 
+use super::synth::unit;
 use super::{AttentionSource, DType, Shape};
 use crate::error::{Error, Result};
 
@@ -139,19 +140,6 @@ fn block_of(seed: u64, q: usize, size: usize, n: usize) -> (usize, usize) {
         start = end;
         i += 1;
     }
-}
-
-/// A deterministic uniform value in [0, 1) from four integers (splitmix64 finalizer).
-fn unit(a: u64, b: u64, c: u64, d: u64) -> f32 {
-    let mut z = a
-        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-        .wrapping_add(b.wrapping_mul(0xBF58_476D_1CE4_E5B9))
-        .wrapping_add(c.wrapping_mul(0x94D0_49BB_1331_11EB))
-        .wrapping_add(d);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^= z >> 31;
-    (z >> 40) as f32 / (1u64 << 24) as f32
 }
 
 impl AttentionSource for DemoModel {

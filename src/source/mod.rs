@@ -7,12 +7,16 @@ mod demo;
 mod file;
 mod npy;
 mod safetensors;
+mod synth;
+mod write;
 
 use std::path::Path;
 
 pub use array::ArraySource;
 pub use demo::DemoModel;
 pub use file::FileTensor;
+pub use synth::{encode, Pattern, Synth, SynthSpec};
+pub use write::write_tensor;
 
 use crate::error::{Error, Result};
 
@@ -179,5 +183,45 @@ pub fn open(path: &Path, options: &OpenOptions) -> Result<FileTensor> {
             path,
             "unknown file type (expected .npy or .safetensors)",
         )),
+    }
+}
+
+/// Opens a raw dump of little-endian values with an explicit shape (rank 2 to 4) and dtype.
+pub fn open_raw(path: &Path, dims: &[usize], dtype: DType) -> Result<FileTensor> {
+    let shape = Shape::from_dims(dims).ok_or_else(|| {
+        Error::BadOption(format!("--shape {dims:?}: expected 2 to 4 dimensions"))
+    })?;
+    if dims.contains(&0) {
+        return Err(Error::BadOption(format!("--shape {dims:?} has an empty dimension")));
+    }
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    let expected = npy::data_bytes(dims, dtype)
+        .ok_or_else(|| Error::BadOption(format!("--shape {dims:?} overflows")))?;
+    if len != expected {
+        return Err(Error::bad_input(
+            path,
+            format!("file is {len} bytes but --shape {dims:?} --dtype {} needs {expected}", dtype.name()),
+        ));
+    }
+    let layer_bytes = (shape.heads * shape.head_elements() * dtype.size()) as u64;
+    let offsets = (0..shape.layers as u64).map(|l| l * layer_bytes).collect();
+    FileTensor::new(path, &file, shape, dtype, offsets)
+}
+
+/// Parses `L,H,Q,K` (or fewer dimensions) as given to `--shape`.
+pub fn parse_shape(spec: &str) -> Result<Vec<usize>> {
+    let dims: Option<Vec<usize>> = spec.split(',').map(|d| d.trim().parse().ok()).collect();
+    match dims {
+        Some(d) if (2..=4).contains(&d.len()) && !d.contains(&0) => Ok(d),
+        _ => Err(Error::BadOption(format!(
+            "--shape {spec}: expected 2 to 4 positive integers such as 8,8,2048,2048"
+        ))),
+    }
+}
+
+impl DType {
+    pub fn from_name(name: &str) -> Option<DType> {
+        [DType::F32, DType::F16, DType::BF16].into_iter().find(|d| d.name() == name)
     }
 }
