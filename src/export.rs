@@ -167,6 +167,14 @@ pub fn write_atomic(
         write(&mut w).map_err(err)?;
         w.flush().map_err(err)?;
     }
+    // Temp files are created private (0600); a figure is an ordinary file.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644))
+            .map_err(err)?;
+    }
     tmp.persist(path).map_err(|e| err(e.error))?;
     Ok(())
 }

@@ -5,6 +5,7 @@
 //! colormap; [`compose`] draws cells and labels into a texture that [`export`] reads back.
 //! [`cpu`] repeats every stage on the CPU as the tests' oracle and the no-adapter fallback.
 
+pub mod accumulator;
 pub mod colorize;
 pub mod colormap;
 mod colormap_tables;
@@ -22,6 +23,7 @@ pub mod select;
 pub mod source;
 pub mod text;
 
+pub use accumulator::{HeadAccumulator, PooledHead};
 pub use colormap::Colormap;
 pub use error::{Error, Result};
 pub use gpu::Gpu;

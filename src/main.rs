@@ -7,7 +7,9 @@ use std::time::Instant;
 
 use anyhow::Context;
 use attnviz::export::{check_writable, write_png};
-use attnviz::source::{self, write_tensor, AttentionSource, DemoModel, OpenOptions, Pattern, Synth, SynthSpec};
+use attnviz::source::{
+    self, write_tensor, AttentionSource, DemoModel, OpenOptions, Pattern, Synth, SynthSpec,
+};
 use attnviz::{Colormap, DType, Engine, Error, Figure, Gpu, Norm, Reduce, RenderOptions};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -203,7 +205,15 @@ fn engine(backend: Backend) -> anyhow::Result<Option<Engine>> {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Render { input, tensor, shape, dtype, out, style, tiles } => {
+        Command::Render {
+            input,
+            tensor,
+            shape,
+            dtype,
+            out,
+            style,
+            tiles,
+        } => {
             check_writable(&out.output)?;
             let src = match (shape, dtype) {
                 (Some(shape), Some(dtype)) => {
@@ -220,9 +230,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if options.layers.is_none() {
                 options.layers = Some("1,8".into());
             }
-            render_to(&DemoModel::new(tokens.clamp(16, 4096)), &options, &out, None)
+            render_to(
+                &DemoModel::new(tokens.clamp(16, 4096)),
+                &options,
+                &out,
+                None,
+            )
         }
-        Command::Synth { output, seq, layers, heads, dtype, seed, causal, pattern, quiet } => {
+        Command::Synth {
+            output,
+            seq,
+            layers,
+            heads,
+            dtype,
+            seed,
+            causal,
+            pattern,
+            quiet,
+        } => {
             check_writable(&output)?;
             let spec = SynthSpec {
                 seq,
@@ -231,7 +256,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 dtype: DType::from_name(&dtype).expect("clap checked the name"),
                 seed,
                 causal,
-                pattern: if pattern == "hot" { Pattern::Hot } else { Pattern::Attention },
+                pattern: if pattern == "hot" {
+                    Pattern::Hot
+                } else {
+                    Pattern::Attention
+                },
             };
             let synth = Synth::new(spec)?;
             let bar = ProgressBar::new(quiet, "writing");
@@ -240,7 +269,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             eprintln!("wrote {} ({})", output.display(), synth.name());
             Ok(())
         }
-        Command::Info { input, tensor, backend } => {
+        Command::Info {
+            input,
+            tensor,
+            backend,
+        } => {
             let src = source::open(&input, &OpenOptions { tensor })?;
             info(&src, backend)
         }

@@ -114,6 +114,10 @@ impl Engine {
         }
     }
 
+    pub(crate) fn parts(&self) -> (&Gpu, &PoolPipelines) {
+        (&self.gpu, &self.pool)
+    }
+
     /// Pools `cells` ((layer, head), 0-based) of `source` to `geometry` on the GPU, in one pass.
     pub fn pool(
         &self,

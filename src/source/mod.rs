@@ -188,11 +188,12 @@ pub fn open(path: &Path, options: &OpenOptions) -> Result<FileTensor> {
 
 /// Opens a raw dump of little-endian values with an explicit shape (rank 2 to 4) and dtype.
 pub fn open_raw(path: &Path, dims: &[usize], dtype: DType) -> Result<FileTensor> {
-    let shape = Shape::from_dims(dims).ok_or_else(|| {
-        Error::BadOption(format!("--shape {dims:?}: expected 2 to 4 dimensions"))
-    })?;
+    let shape = Shape::from_dims(dims)
+        .ok_or_else(|| Error::BadOption(format!("--shape {dims:?}: expected 2 to 4 dimensions")))?;
     if dims.contains(&0) {
-        return Err(Error::BadOption(format!("--shape {dims:?} has an empty dimension")));
+        return Err(Error::BadOption(format!(
+            "--shape {dims:?} has an empty dimension"
+        )));
     }
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
@@ -201,7 +202,10 @@ pub fn open_raw(path: &Path, dims: &[usize], dtype: DType) -> Result<FileTensor>
     if len != expected {
         return Err(Error::bad_input(
             path,
-            format!("file is {len} bytes but --shape {dims:?} --dtype {} needs {expected}", dtype.name()),
+            format!(
+                "file is {len} bytes but --shape {dims:?} --dtype {} needs {expected}",
+                dtype.name()
+            ),
         ));
     }
     let layer_bytes = (shape.heads * shape.head_elements() * dtype.size()) as u64;
@@ -222,6 +226,8 @@ pub fn parse_shape(spec: &str) -> Result<Vec<usize>> {
 
 impl DType {
     pub fn from_name(name: &str) -> Option<DType> {
-        [DType::F32, DType::F16, DType::BF16].into_iter().find(|d| d.name() == name)
+        [DType::F32, DType::F16, DType::BF16]
+            .into_iter()
+            .find(|d| d.name() == name)
     }
 }

@@ -51,18 +51,29 @@ pub struct Synth {
 impl Synth {
     pub fn new(spec: SynthSpec) -> Result<Synth> {
         if spec.seq == 0 || spec.layers == 0 || spec.heads == 0 {
-            return Err(Error::BadOption("synth: --seq, --layers and --heads must be positive".into()));
+            return Err(Error::BadOption(
+                "synth: --seq, --layers and --heads must be positive".into(),
+            ));
         }
         let columns = (0..spec.layers * spec.heads)
             .map(|i| {
                 let n = (spec.seq / 2048).clamp(2, 64);
                 (0..n as u64)
-                    .map(|j| (unit(spec.seed, i as u64, j, 1) * spec.seq as f32) as u32 % spec.seq as u32)
+                    .map(|j| {
+                        (unit(spec.seed, i as u64, j, 1) * spec.seq as f32) as u32 % spec.seq as u32
+                    })
                     .collect()
             })
             .collect();
         Ok(Synth {
-            name: format!("synthetic {}x{}x{}x{} {}", spec.layers, spec.heads, spec.seq, spec.seq, spec.dtype.name()),
+            name: format!(
+                "synthetic {}x{}x{}x{} {}",
+                spec.layers,
+                spec.heads,
+                spec.seq,
+                spec.seq,
+                spec.dtype.name()
+            ),
             spec,
             columns,
         })
@@ -78,7 +89,11 @@ impl Synth {
             Pattern::Hot => {
                 let (hq, hk) = s.hot_entry();
                 for (k, o) in out.iter_mut().enumerate() {
-                    *o = if s.causal && k > q { 0.0 } else { 1e-6 * (0.5 + unit(seed, q as u64, k as u64, 2)) };
+                    *o = if s.causal && k > q {
+                        0.0
+                    } else {
+                        1e-6 * (0.5 + unit(seed, q as u64, k as u64, 2))
+                    };
                 }
                 if q == hq && layer == 0 && head == 0 {
                     out[hk] = 1.0;
@@ -95,20 +110,20 @@ impl Synth {
                 for (k, o) in out.iter_mut().enumerate().take(visible) {
                     let mut logit = unit(seed, q as u64, k as u64, 3);
                     if k < sinks {
-                        logit += if k == 0 { 9.0 } else { 6.0 };
+                        logit += if k == 0 { 4.5 } else { 3.0 };
                     }
                     if q.abs_diff(k) <= window {
-                        logit += 5.0;
+                        logit += 3.5;
                     }
                     if unit(seed, bq as u64, (k / block) as u64, 4) < 0.08 {
-                        logit += 3.5;
+                        logit += 2.0;
                     }
                     *o = logit;
                     max = max.max(logit);
                 }
                 for &c in cols {
                     if (c as usize) < visible {
-                        out[c as usize] += 5.5;
+                        out[c as usize] += 4.0;
                         max = max.max(out[c as usize]);
                     }
                 }
@@ -169,7 +184,12 @@ impl AttentionSource for Synth {
     }
 
     fn shape(&self) -> Shape {
-        Shape { layers: self.spec.layers, heads: self.spec.heads, queries: self.spec.seq, keys: self.spec.seq }
+        Shape {
+            layers: self.spec.layers,
+            heads: self.spec.heads,
+            queries: self.spec.seq,
+            keys: self.spec.seq,
+        }
     }
 
     fn dtype(&self) -> DType {
@@ -177,11 +197,21 @@ impl AttentionSource for Synth {
     }
 
     fn read_rows(&self, layer: usize, head: usize, row_start: usize, dst: &mut [u8]) -> Result<()> {
-        super::row_range(&self.name, self.shape(), self.spec.dtype, layer, head, row_start, dst.len())?;
+        super::row_range(
+            &self.name,
+            self.shape(),
+            self.spec.dtype,
+            layer,
+            head,
+            row_start,
+            dst.len(),
+        )?;
         let row_bytes = self.spec.seq * self.spec.dtype.size();
         let rows = dst.len() / row_bytes;
         // Rows are independent: generate them on every core.
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(rows.max(1));
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(rows.max(1));
         let per = rows.div_ceil(threads);
         std::thread::scope(|scope| {
             for (t, part) in dst.chunks_mut(per * row_bytes).enumerate() {
@@ -203,7 +233,15 @@ mod tests {
     use super::*;
 
     fn spec(pattern: Pattern, causal: bool) -> SynthSpec {
-        SynthSpec { seq: 300, layers: 1, heads: 2, dtype: DType::F32, seed: 7, causal, pattern }
+        SynthSpec {
+            seq: 300,
+            layers: 1,
+            heads: 2,
+            dtype: DType::F32,
+            seed: 7,
+            causal,
+            pattern,
+        }
     }
 
     #[test]

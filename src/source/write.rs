@@ -12,11 +12,18 @@ const BLOCK_BYTES: usize = 16 << 20;
 
 /// Writes every head of `source` to `path`; the format follows the extension (`.npy`,
 /// `.safetensors`, anything else: raw little-endian values). `progress` hears bytes written.
-pub fn write_tensor(source: &dyn AttentionSource, path: &Path, progress: &dyn Fn(u64, u64)) -> Result<()> {
+pub fn write_tensor(
+    source: &dyn AttentionSource,
+    path: &Path,
+    progress: &dyn Fn(u64, u64),
+) -> Result<()> {
     let s = source.shape();
     let dtype = source.dtype();
     let total = (s.layers * s.heads * s.head_elements() * dtype.size()) as u64;
-    let ext = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase);
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase);
     let dims = format!("{}, {}, {}, {}", s.layers, s.heads, s.queries, s.keys);
     let header: Vec<u8> = match ext.as_deref() {
         Some("npy") => {
@@ -29,7 +36,8 @@ pub fn write_tensor(source: &dyn AttentionSource, path: &Path, progress: &dyn Fn
                     ))
                 }
             };
-            let mut dict = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': ({dims}), }}");
+            let mut dict =
+                format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': ({dims}), }}");
             while (10 + dict.len() + 1) % 64 != 0 {
                 dict.push(' ');
             }
@@ -70,7 +78,9 @@ pub fn write_tensor(source: &dyn AttentionSource, path: &Path, progress: &dyn Fn
                 while row < s.queries {
                     let n = block_rows.min(s.queries - row);
                     let bytes = &mut block[..n * row_bytes];
-                    source.read_rows(l, h, row, bytes).map_err(std::io::Error::other)?;
+                    source
+                        .read_rows(l, h, row, bytes)
+                        .map_err(std::io::Error::other)?;
                     w.write_all(bytes)?;
                     written += bytes.len() as u64;
                     progress(written, total);
