@@ -21,9 +21,10 @@ struct Piece {
     dtype: u32,
     // FLAG_* below
     flags: u32,
-    // causal masking: entry (q, k) is masked when k > q + causal_offset
+    // entry (q, k) is above the causal diagonal when k > q + causal_offset
     causal_offset: i32,
-    _pad0: u32,
+    // the head's index in `cell_flags`
+    cell: u32,
     _pad1: u32,
 }
 
@@ -31,7 +32,11 @@ const DTYPE_F32: u32 = 0u;
 const DTYPE_F16: u32 = 1u;
 const DTYPE_BF16: u32 = 2u;
 const FLAG_ROW_NORM: u32 = 1u;
+// mask everything above the diagonal
 const FLAG_CAUSAL: u32 = 2u;
+// set exact zeros above the diagonal aside and note any other value there, so causal
+// masking can be detected in the same pass (see `fold_masked_zeros`)
+const FLAG_AUTO_CAUSAL: u32 = 4u;
 
 @group(0) @binding(0) var<uniform> piece: Piece;
 @group(0) @binding(1) var<storage, read> data: array<u32>;
@@ -39,6 +44,8 @@ const FLAG_CAUSAL: u32 = 2u;
 @group(0) @binding(3) var<storage, read> col_edges: array<u32>;
 @group(0) @binding(4) var<storage, read_write> accum: array<Accum>;
 @group(0) @binding(5) var<storage, read_write> row_max: array<f32>;
+// per head: 1 once a non-zero value was seen above the diagonal
+@group(0) @binding(6) var<storage, read_write> cell_flags: array<atomic<u32>>;
 
 // Raw bits of element i widened to f32 bits, plus whether it is finite. Finiteness is read
 // from the exponent bits because WGSL lets compilers assume floats are never NaN or infinite.
@@ -56,8 +63,12 @@ fn load_value(i: u32) -> vec2<u32> {
     return vec2<u32>(h << 16u, u32((h & 0x7f80u) != 0x7f80u));
 }
 
+fn above(q: u32, k: u32) -> bool {
+    return i32(k) > i32(q) + piece.causal_offset;
+}
+
 fn masked(q: u32, k: u32) -> bool {
-    return (piece.flags & FLAG_CAUSAL) != 0u && i32(k) > i32(q) + piece.causal_offset;
+    return (piece.flags & FLAG_CAUSAL) != 0u && above(q, k);
 }
 
 // Per-row maximum of finite entries, for --norm row. One invocation per row of the block.
@@ -103,6 +114,9 @@ fn pool(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     var bad = a.count_bad & BAD_BIT;
     let row_norm = (piece.flags & FLAG_ROW_NORM) != 0u;
+    let auto_causal = (piece.flags & FLAG_AUTO_CAUSAL) != 0u;
+    var zeros = a.masked_zeros;
+    var saw_upper = false;
     for (var q = r0; q < r1; q++) {
         let r = q - piece.row_start;
         let base = piece.elem_offset + r * piece.keys;
@@ -115,25 +129,72 @@ fn pool(@builtin(global_invocation_id) gid: vec3<u32>) {
         }
         var row_sum = 0.0;
         for (var k = c0; k < c1; k++) {
-            if masked(q, k) {
-                continue;
+            // Skipped: masked entries, and zeros above the diagonal while detecting masking.
+            // Non-finite entries mark the bin bad. Everything else is folded in.
+            var skip = masked(q, k);
+            var raw = vec2<u32>(0u, 1u);
+            if !skip {
+                raw = load_value(base + k);
+                if auto_causal && above(q, k) {
+                    if (raw.x & 0x7fffffffu) == 0u {
+                        zeros += 1u;
+                        skip = true;
+                    } else {
+                        saw_upper = true;
+                    }
+                }
             }
-            let raw = load_value(base + k);
-            if raw.y == 0u {
+            if !skip && raw.y == 0u {
                 bad = BAD_BIT;
-                continue;
+                skip = true;
             }
-            var v = bitcast<f32>(raw.x);
-            if row_norm {
-                v = select(v / scale, 0.0, zero_row);
+            if !skip {
+                var v = bitcast<f32>(raw.x);
+                if row_norm {
+                    v = select(v / scale, 0.0, zero_row);
+                }
+                a.max_v = max(a.max_v, v);
+                a.min_v = min(a.min_v, v);
+                row_sum += v;
+                count += 1u;
             }
-            a.max_v = max(a.max_v, v);
-            a.min_v = min(a.min_v, v);
-            row_sum += v;
-            count += 1u;
         }
         a.sum += row_sum;
     }
     a.count_bad = count | bad;
+    a.masked_zeros = zeros;
     accum[idx] = a;
+    if saw_upper {
+        atomicOr(&cell_flags[piece.cell], 1u);
+    }
+}
+
+// For heads found not to be causal: folds the zeros set aside back in, as if they had been
+// pooled with the rest (adding 0.0 leaves every sum unchanged). `row_count` holds the number of
+// pixels, `accum_base` the first one.
+@compute @workgroup_size(256)
+fn fold_masked_zeros(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    let i = flat_index(wg, nwg, li, 256u);
+    if i >= piece.row_count {
+        return;
+    }
+    var a = accum[piece.accum_base + i];
+    if a.masked_zeros == 0u {
+        return;
+    }
+    let count = a.count_bad & COUNT_MASK;
+    if count == 0u {
+        a.max_v = 0.0;
+        a.min_v = 0.0;
+    } else {
+        a.max_v = max(a.max_v, 0.0);
+        a.min_v = min(a.min_v, 0.0);
+    }
+    a.count_bad = (count + a.masked_zeros) | (a.count_bad & BAD_BIT);
+    a.masked_zeros = 0u;
+    accum[piece.accum_base + i] = a;
 }

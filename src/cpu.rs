@@ -8,7 +8,7 @@ use crate::compose::{FigureQuads, KIND_CELL, KIND_COLORBAR, KIND_LABEL};
 use crate::error::Result;
 use crate::geometry::{bin_edges, bin_of, CellGeometry};
 use crate::norm::{normalize, Accum, HeadStats, Reduce, BAD_BIT};
-use crate::pool::PoolOptions;
+use crate::pool::{has_upper_triangle, Causal, PoolOptions};
 use crate::source::AttentionSource;
 
 /// Rows read per block: bounds memory like the GPU path's chunks do.
@@ -23,6 +23,10 @@ pub struct HeadPooler {
     col_edges: Vec<u32>,
     options: PoolOptions,
     pub accum: Vec<Accum>,
+    /// A value other than zero was seen above the diagonal (`Causal::Auto`).
+    pub saw_upper: bool,
+    /// Entries above the diagonal are left out (asked for, or detected by [`pool_cells`]).
+    pub causal: bool,
 }
 
 impl HeadPooler {
@@ -35,6 +39,8 @@ impl HeadPooler {
             col_edges: bin_edges(keys, geometry.pooled_w),
             options,
             accum: vec![Accum::EMPTY; geometry.pooled_pixels()],
+            saw_upper: false,
+            causal: options.causal == Causal::On,
         }
     }
 
@@ -45,12 +51,13 @@ impl HeadPooler {
         for (r, row) in rows.axis_iter(Axis(0)).enumerate() {
             let q = row_start + r;
             let row = row.as_slice().expect("rows are contiguous");
-            // Entries right of this key are masked (causal, bottom-right aligned when Q < K).
-            let limit = self
-                .options
-                .causal
-                .then(|| q as i64 + self.keys as i64 - self.queries as i64);
-            let masked = |k: usize| limit.is_some_and(|l| k as i64 > l);
+            // Keys right of the diagonal (bottom-right aligned when Q < K).
+            let diagonal = q as i64 + self.keys as i64 - self.queries as i64;
+            let above = |k: usize| k as i64 > diagonal;
+            let causal = self.options.causal;
+            let masked = |k: usize| causal == Causal::On && above(k);
+            let auto = causal == Causal::Auto;
+            let mut saw_upper = false;
             let scale = if self.options.row_norm {
                 let mut m = -f32::MAX;
                 for (k, &v) in row.iter().enumerate() {
@@ -66,6 +73,11 @@ impl HeadPooler {
             for x in 0..w {
                 let a = &mut self.accum[y * w + x];
                 let (mut count, mut bad) = (a.count_bad & !BAD_BIT, a.count_bad & BAD_BIT);
+                if count == 0 {
+                    // as the shader does with its zeroed buffers
+                    a.max = -f32::MAX;
+                    a.min = f32::MAX;
+                }
                 let mut row_sum = 0.0f32;
                 let (c0, c1) = (self.col_edges[x] as usize, self.col_edges[x + 1] as usize);
                 for (k, &raw) in row.iter().enumerate().take(c1).skip(c0) {
@@ -75,6 +87,13 @@ impl HeadPooler {
                         continue;
                     }
                     let mut v = raw;
+                    if auto && above(k) {
+                        if v == 0.0 {
+                            a.masked_zeros += 1;
+                            continue;
+                        }
+                        saw_upper = true;
+                    }
                     if !v.is_finite() {
                         bad = BAD_BIT;
                         continue;
@@ -90,6 +109,7 @@ impl HeadPooler {
                 a.sum += row_sum;
                 a.count_bad = count | bad;
             }
+            self.saw_upper |= saw_upper;
         }
     }
 }
@@ -144,10 +164,27 @@ pub fn pool_cells(
             });
         }
     });
-    results
+    let mut heads: Vec<HeadPooler> = results
         .into_iter()
         .map(|r| r.expect("every cell pooled"))
-        .collect()
+        .collect::<Result<_>>()?;
+    resolve_causal(&mut heads, options, shape.queries, shape.keys);
+    Ok(heads)
+}
+
+/// After `Causal::Auto` pooling: causal when no head had a non-zero value above the diagonal;
+/// otherwise the zeros set aside are folded back in. The CPU twin of `Ingest::finish`.
+pub fn resolve_causal(heads: &mut [HeadPooler], options: PoolOptions, queries: usize, keys: usize) {
+    if options.causal != Causal::Auto {
+        return;
+    }
+    let detected = !heads.iter().any(|h| h.saw_upper) && has_upper_triangle(queries, keys);
+    for h in heads.iter_mut() {
+        h.causal = detected;
+        if !detected {
+            h.accum.iter_mut().for_each(Accum::fold_masked_zeros);
+        }
+    }
 }
 
 fn pool_head(

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use attnviz::export::{check_writable, write_png};
+use attnviz::pool::Causal;
 use attnviz::source::{
     self, write_tensor, AttentionSource, DemoModel, OpenOptions, Pattern, Synth, SynthSpec,
 };
@@ -124,9 +125,11 @@ struct Style {
     /// Cell side in pixels (default 256, or the native size when smaller).
     #[arg(long)]
     cell: Option<u32>,
-    /// Leave entries above the causal diagonal out (drawn as background).
-    #[arg(long)]
-    causal: bool,
+    /// Entries above the diagonal: masked (on: out of the statistics, drawn as background),
+    /// kept (off), or masked when every selected head is exactly zero there (auto).
+    #[arg(long, default_value = "auto", num_args = 0..=1, default_missing_value = "on",
+          value_parser = ["auto", "on", "off"])]
+    causal: String,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -155,7 +158,11 @@ impl Style {
             colormap: self.colormap,
             reduce: self.reduce,
             cell: self.cell,
-            causal: self.causal,
+            causal: match self.causal.as_str() {
+                "on" => Causal::On,
+                "off" => Causal::Off,
+                _ => Causal::Auto,
+            },
         }
     }
 }
@@ -312,11 +319,16 @@ fn render_to(
         }
     }
     eprintln!(
-        "wrote {} ({}x{}, {} cells, {}) in {:.2} s",
+        "wrote {} ({}x{}, {} cells{}, {}) in {:.2} s",
         out.output.display(),
         figure.width,
         figure.height,
         figure.plan.cells.len(),
+        if figure.causal && options.causal == Causal::Auto {
+            ", causal mask detected"
+        } else {
+            ""
+        },
         engine
             .as_ref()
             .map_or("CPU".to_string(), |e| e.gpu.info.name.clone()),

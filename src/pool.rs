@@ -10,7 +10,7 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::error::{Error, Result};
 use crate::geometry::{bin_edges, bin_of, CellGeometry};
-use crate::gpu::{storage_buffer_init, Gpu};
+use crate::gpu::{dispatch_1d, storage_buffer_init, Gpu};
 use crate::norm::{Accum, HeadStats};
 use crate::source::{AttentionSource, DType};
 
@@ -43,11 +43,26 @@ struct PieceParams {
     dtype: u32,
     flags: u32,
     causal_offset: i32,
-    _pad: [u32; 2],
+    cell: u32,
+    _pad: u32,
 }
 
 const FLAG_ROW_NORM: u32 = 1;
 const FLAG_CAUSAL: u32 = 2;
+const FLAG_AUTO_CAUSAL: u32 = 4;
+
+/// Whether entries above the diagonal (bottom-right aligned when Q < K) are attention at all.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Causal {
+    /// Every entry counts.
+    #[default]
+    Off,
+    /// Entries above the diagonal are masked: out of the statistics, drawn as background.
+    On,
+    /// Masked when every selected head is exactly zero above the diagonal, detected in the
+    /// same single pass.
+    Auto,
+}
 
 /// Mirrors `StatsParams` in `shaders/stats.wgsl`.
 #[repr(C)]
@@ -63,14 +78,17 @@ struct StatsParams {
 pub struct PoolOptions {
     /// Divide each query row by its own maximum before pooling (`--norm row`).
     pub row_norm: bool,
-    /// Leave out entries above the causal diagonal (bottom-right aligned when Q < K).
-    pub causal: bool,
+    pub causal: Causal,
 }
 
 impl PoolOptions {
     fn flags(&self) -> u32 {
         (if self.row_norm { FLAG_ROW_NORM } else { 0 })
-            | (if self.causal { FLAG_CAUSAL } else { 0 })
+            | match self.causal {
+                Causal::Off => 0,
+                Causal::On => FLAG_CAUSAL,
+                Causal::Auto => FLAG_AUTO_CAUSAL,
+            }
     }
 }
 
@@ -79,6 +97,7 @@ pub(crate) struct PoolPipelines {
     layout: wgpu::BindGroupLayout,
     pool: wgpu::ComputePipeline,
     row_maxima: wgpu::ComputePipeline,
+    fold: wgpu::ComputePipeline,
     stats_layout: wgpu::BindGroupLayout,
     stats: wgpu::ComputePipeline,
 }
@@ -151,6 +170,7 @@ impl PoolPipelines {
                 storage_entry(3, true, c),
                 storage_entry(4, false, c),
                 storage_entry(5, false, c),
+                storage_entry(6, false, c),
             ],
         });
         let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
@@ -171,6 +191,13 @@ impl PoolPipelines {
         });
         PoolPipelines {
             pool: compute_pipeline(device, "attnviz.pool.pipeline", &layout, &module, "pool"),
+            fold: compute_pipeline(
+                device,
+                "attnviz.pool.fold_masked_zeros",
+                &layout,
+                &module,
+                "fold_masked_zeros",
+            ),
             row_maxima: compute_pipeline(
                 device,
                 "attnviz.pool.row_maxima",
@@ -196,6 +223,8 @@ pub struct CellGroup {
     pub first_cell: usize,
     pub cells: usize,
     pub accum: wgpu::Buffer,
+    /// Per cell: 1 once a non-zero value was seen above the diagonal.
+    flags: wgpu::Buffer,
 }
 
 /// Every selected head pooled to its cell, resident on the GPU, with its statistics.
@@ -204,6 +233,8 @@ pub struct PooledCells {
     pub groups: Vec<CellGroup>,
     /// One per cell, in cell order.
     pub stats: Vec<HeadStats>,
+    /// Entries above the diagonal were left out (asked for, or detected).
+    pub causal: bool,
 }
 
 impl PooledCells {
@@ -230,6 +261,12 @@ impl PooledCells {
         }
         Ok(out)
     }
+}
+
+/// Whether a Q×K head has entries above its (bottom-right aligned) diagonal at all.
+pub fn has_upper_triangle(queries: usize, keys: usize) -> bool {
+    // Row 0 sees keys 0..=K-Q; anything right of that is above the diagonal.
+    keys > 1 && (keys as i64 - queries as i64) < keys as i64 - 1
 }
 
 /// One head's rows inside an upload chunk.
@@ -330,6 +367,8 @@ pub(crate) struct Ingest<'g> {
     align: usize,
     /// bind_groups[slot][group]
     bind_groups: Vec<Vec<wgpu::BindGroup>>,
+    /// per group, for `fold_masked_zeros`
+    fold_bind_groups: Vec<wgpu::BindGroup>,
     active: usize,
     filling: Option<Filling>,
     pieces: Vec<Piece>,
@@ -390,6 +429,12 @@ impl<'g> Ingest<'g> {
                     accum: device.create_buffer(&wgpu::BufferDescriptor {
                         label: Some("attnviz.pool.accum"),
                         size: n as u64 * cell_bytes,
+                        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+                        mapped_at_creation: false,
+                    }),
+                    flags: device.create_buffer(&wgpu::BufferDescriptor {
+                        label: Some("attnviz.pool.cell_flags"),
+                        size: n as u64 * 4,
                         usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
                         mapped_at_creation: false,
                     }),
@@ -489,12 +534,72 @@ impl<'g> Ingest<'g> {
                                     binding: 5,
                                     resource: row_max_buf.as_entire_binding(),
                                 },
+                                wgpu::BindGroupEntry {
+                                    binding: 6,
+                                    resource: g.flags.as_entire_binding(),
+                                },
                             ],
                         })
                     })
                     .collect()
             })
             .collect();
+        // The fold pass runs after the last chunk, when the upload slots are mapped again: it
+        // binds a stand-in for the data it never reads.
+        let dummy = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("attnviz.pool.no_data"),
+            size: 4,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        });
+        let fold_bind_groups: Vec<wgpu::BindGroup> = {
+            let data = &dummy;
+            groups
+                .iter()
+                .map(|g| {
+                    device.create_bind_group(&wgpu::BindGroupDescriptor {
+                            label: Some("attnviz.pool.bind_group"),
+                            layout: &pipes.layout,
+                            entries: &[
+                                wgpu::BindGroupEntry {
+                                    binding: 0,
+                                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                                        buffer: &params_buf,
+                                        offset: 0,
+                                        size: NonZeroU64::new(
+                                            std::mem::size_of::<PieceParams>() as u64
+                                        ),
+                                    }),
+                                },
+                                wgpu::BindGroupEntry {
+                                    binding: 1,
+                                    resource: data.as_entire_binding(),
+                                },
+                                wgpu::BindGroupEntry {
+                                    binding: 2,
+                                    resource: row_edges_buf.as_entire_binding(),
+                                },
+                                wgpu::BindGroupEntry {
+                                    binding: 3,
+                                    resource: col_edges_buf.as_entire_binding(),
+                                },
+                                wgpu::BindGroupEntry {
+                                    binding: 4,
+                                    resource: g.accum.as_entire_binding(),
+                                },
+                                wgpu::BindGroupEntry {
+                                    binding: 5,
+                                    resource: row_max_buf.as_entire_binding(),
+                                },
+                                wgpu::BindGroupEntry {
+                                    binding: 6,
+                                    resource: g.flags.as_entire_binding(),
+                                },
+                            ],
+                        })
+                })
+                .collect()
+        };
         Ok(Ingest {
             gpu,
             pipes,
@@ -514,6 +619,7 @@ impl<'g> Ingest<'g> {
             params: vec![0u8; align * MAX_PIECES],
             align,
             bind_groups,
+            fold_bind_groups,
             active: 0,
             filling: None,
             pieces: Vec::new(),
@@ -619,7 +725,8 @@ impl<'g> Ingest<'g> {
                 dtype: self.dtype.shader_id(),
                 flags: self.options.flags(),
                 causal_offset: (self.keys as i64 - self.queries as i64) as i32,
-                _pad: [0; 2],
+                cell: (p.cell % self.per_group) as u32,
+                _pad: 0,
             };
             self.params[j * self.align..j * self.align + std::mem::size_of::<PieceParams>()]
                 .copy_from_slice(bytemuck::bytes_of(&piece));
@@ -676,12 +783,66 @@ impl<'g> Ingest<'g> {
     pub(crate) fn finish(mut self) -> Result<PooledCells> {
         self.flush()?;
         let px = self.geometry.pooled_pixels();
+        let causal = match self.options.causal {
+            Causal::Off => false,
+            Causal::On => true,
+            Causal::Auto => {
+                let mut upper_seen = false;
+                for g in &self.groups {
+                    let flags: Vec<u32> = bytemuck::pod_collect_to_vec(&self.gpu.read_buffer(
+                        &g.flags,
+                        0,
+                        g.cells as u64 * 4,
+                    )?);
+                    upper_seen |= flags.iter().any(|&f| f != 0);
+                }
+                let detected = !upper_seen && has_upper_triangle(self.queries, self.keys);
+                if !detected {
+                    self.fold_masked_zeros()?;
+                }
+                detected
+            }
+        };
         let stats = head_stats(self.gpu, self.pipes, &self.groups, px)?;
         Ok(PooledCells {
             geometry: self.geometry,
             groups: std::mem::take(&mut self.groups),
             stats,
+            causal,
         })
+    }
+
+    /// Puts the zeros set aside above the diagonal back into every accumulator.
+    fn fold_masked_zeros(&mut self) -> Result<()> {
+        let px = self.geometry.pooled_pixels();
+        let gpu = self.gpu;
+        for (gi, g) in self.groups.iter().enumerate() {
+            let total = (g.cells * px) as u32;
+            let params = PieceParams {
+                row_count: total,
+                ..Zeroable::zeroed()
+            };
+            gpu.queue
+                .write_buffer(&self.params_buf, 0, bytemuck::bytes_of(&params));
+            let mut encoder = gpu
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("attnviz.pool.fold_encoder"),
+                });
+            {
+                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some("attnviz.pool.fold_pass"),
+                    timestamp_writes: None,
+                });
+                pass.set_pipeline(&self.pipes.fold);
+                pass.set_bind_group(0, &self.fold_bind_groups[gi], &[0]);
+                let (x, y) =
+                    dispatch_1d(total, 256, gpu.limits.max_compute_workgroups_per_dimension);
+                pass.dispatch_workgroups(x, y, 1);
+            }
+            gpu.queue.submit([encoder.finish()]);
+        }
+        Ok(())
     }
 }
 
@@ -813,5 +974,8 @@ mod tests {
         assert_eq!(DType::F16.shader_id(), 1);
         assert_eq!(DType::BF16.shader_id(), 2);
         assert_eq!(std::mem::size_of::<PieceParams>(), 48);
+        assert!(has_upper_triangle(4, 4));
+        assert!(!has_upper_triangle(1, 4));
+        assert!(has_upper_triangle(2, 4));
     }
 }

@@ -11,7 +11,7 @@ use crate::geometry::CellGeometry;
 use crate::gpu::Gpu;
 use crate::layout::{Layout, Theme};
 use crate::norm::{color_ranges, HeadStats, Norm, Reduce};
-use crate::pool::{pool_cells, PoolOptions, PoolPipelines, PooledCells};
+use crate::pool::{pool_cells, Causal, PoolOptions, PoolPipelines, PooledCells};
 use crate::select::parse_selection;
 use crate::source::AttentionSource;
 
@@ -26,8 +26,9 @@ pub struct RenderOptions {
     pub reduce: Reduce,
     /// Cell side in pixels; `None` for 256 or the native size when smaller.
     pub cell: Option<u32>,
-    /// Leave out entries above the causal diagonal.
-    pub causal: bool,
+    /// Whether entries above the diagonal are masked. `Auto` (the CLI's default) masks them
+    /// when every selected head is exactly zero there.
+    pub causal: Causal,
 }
 
 /// The resolved plan: which heads go where, at what size.
@@ -78,6 +79,18 @@ pub struct Figure {
     pub stats: Vec<HeadStats>,
     /// Per cell: the (lo, hi) mapped onto the colormap.
     pub ranges: Vec<[f32; 2]>,
+    /// Entries above the diagonal were masked (asked for, or detected).
+    pub causal: bool,
+}
+
+impl Figure {
+    /// Pool options that reproduce this figure's masking without detecting it again.
+    fn resolved_pool(&self) -> PoolOptions {
+        PoolOptions {
+            causal: if self.causal { Causal::On } else { Causal::Off },
+            ..self.plan.pool
+        }
+    }
 }
 
 /// A native-resolution image of one head: width = K, height = Q, query 0 on top.
@@ -185,6 +198,7 @@ impl Engine {
             width: quads.width,
             height: quads.height,
             rgba,
+            causal: pooled.causal,
             stats: pooled.stats,
             ranges,
             plan,
@@ -217,7 +231,7 @@ impl Engine {
         let batch = (budget / per_head).max(1) as usize;
         let mut out = Vec::with_capacity(figure.plan.cells.len());
         for (b, cells) in figure.plan.cells.chunks(batch).enumerate() {
-            let pooled = self.pool(source, cells, native, figure.plan.pool)?;
+            let pooled = self.pool(source, cells, native, figure.resolved_pool())?;
             let ranges = &figure.ranges[b * batch..b * batch + cells.len()];
             let colors = self.colorize(&pooled, ranges, options.reduce, options.colormap)?;
             for (&(layer, head), words) in cells.iter().zip(colors) {
@@ -269,6 +283,7 @@ pub fn render_cpu(source: &dyn AttentionSource, options: &RenderOptions) -> Resu
         width: quads.width,
         height: quads.height,
         rgba,
+        causal: pooled.first().is_some_and(|p| p.causal),
         stats,
         ranges,
         plan,
@@ -285,7 +300,7 @@ pub fn tiles_cpu(
     let native = native_geometry(s.queries, s.keys)?;
     let mut out = Vec::new();
     for (i, &(layer, head)) in figure.plan.cells.iter().enumerate() {
-        let pooled = cpu::pool_cells(source, &[(layer, head)], native, figure.plan.pool)?;
+        let pooled = cpu::pool_cells(source, &[(layer, head)], native, figure.resolved_pool())?;
         let words = cpu::colorize(
             &pooled[0].accum,
             figure.ranges[i],

@@ -15,7 +15,7 @@ use attnviz::compose::FigureQuads;
 use attnviz::cpu;
 use attnviz::geometry::CellGeometry;
 use attnviz::norm::color_ranges;
-use attnviz::pool::PoolOptions;
+use attnviz::pool::{Causal, PoolOptions};
 use attnviz::source::ArraySource;
 use attnviz::{AttentionSource, Colormap, DType, Engine, Norm, Plan, Reduce, RenderOptions};
 use common::{engine, indices_of, random, structured};
@@ -45,17 +45,20 @@ fn check_pooling(
                     a.max.to_bits(),
                     a.min.to_bits(),
                     a.count_bad,
-                    a.sum.to_bits()
+                    a.sum.to_bits(),
+                    a.masked_zeros
                 ),
                 (
                     b.max.to_bits(),
                     b.min.to_bits(),
                     b.count_bad,
-                    b.sum.to_bits()
+                    b.sum.to_bits(),
+                    b.masked_zeros
                 ),
                 "{name}: cell {c} pixel {i}: gpu {a:?} cpu {b:?}"
             );
         }
+        assert_eq!(gpu.causal, r.causal, "{name}: causal detection");
         let cs = cpu::head_stats(&r.accum);
         let gs = gpu.stats[c];
         assert_eq!(
@@ -122,7 +125,7 @@ fn pooled_random_not_multiples_of_the_workgroup() {
         Some(64),
         PoolOptions {
             row_norm: true,
-            causal: false,
+            causal: Causal::Off,
         },
     );
 }
@@ -211,7 +214,7 @@ fn causal_mask_is_background_and_out_of_the_statistics() {
     let src = ArraySource::from_f32("causal", &data);
     let causal = PoolOptions {
         row_norm: false,
-        causal: true,
+        causal: Causal::On,
     };
     check_pooling(&e, "causal", &src, None, causal);
     check_pooling(&e, "causal-pooled", &src, Some(40), causal);
@@ -219,7 +222,7 @@ fn causal_mask_is_background_and_out_of_the_statistics() {
         .render(
             &src,
             &RenderOptions {
-                causal: true,
+                causal: Causal::On,
                 ..Default::default()
             },
         )
@@ -296,4 +299,58 @@ fn figure_matches_cpu_compositor() {
             "GPU and CPU renderers differ in {differing} pixels"
         );
     }
+}
+
+#[test]
+fn causal_masking_is_detected_from_an_all_zero_upper_triangle() {
+    let Some(e) = engine() else { return };
+    let auto = PoolOptions {
+        row_norm: false,
+        causal: Causal::Auto,
+    };
+    let on = PoolOptions {
+        row_norm: false,
+        causal: Causal::On,
+    };
+    let off = PoolOptions::default();
+    let mut data = random(1, 2, 80, 100, 8);
+    // Q < K: the diagonal is bottom-right aligned, row q sees keys 0..=q + 20.
+    for h in 0..2 {
+        for q in 0..80 {
+            for k in q + 21..100 {
+                data[[0, h, q, k]] = 0.0;
+            }
+        }
+    }
+    let src = ArraySource::from_f32("causal", &data);
+    let cells = [(0, 0), (0, 1)];
+    for cell in [None, Some(30)] {
+        check_pooling(&e, "auto-causal", &src, cell, auto);
+        let g = CellGeometry::new(80, 100, cell).unwrap();
+        let detected = e.pool(&src, &cells, g, auto).unwrap();
+        assert!(detected.causal);
+        let masked = e.pool(&src, &cells, g, on).unwrap();
+        assert_eq!(
+            detected.stats, masked.stats,
+            "detected masking equals explicit masking"
+        );
+    }
+    // One non-zero value above the diagonal in one head: not causal, and pooling equals Off.
+    data[[0, 1, 5, 90]] = 1e-9;
+    let src = ArraySource::from_f32("not-causal", &data);
+    for cell in [None, Some(30)] {
+        check_pooling(&e, "auto-not-causal", &src, cell, auto);
+        let g = CellGeometry::new(80, 100, cell).unwrap();
+        let a = e.pool(&src, &cells, g, auto).unwrap();
+        assert!(!a.causal);
+        let b = e.pool(&src, &cells, g, off).unwrap();
+        assert_eq!(
+            a.read_accums(&e.gpu).unwrap(),
+            b.read_accums(&e.gpu).unwrap()
+        );
+        assert_eq!(a.stats, b.stats);
+    }
+    // A single query row has nothing above its diagonal: never detected as causal.
+    let src = ArraySource::from_f32("one-row", &random(1, 1, 1, 50, 9));
+    check_pooling(&e, "one-row", &src, None, auto);
 }
