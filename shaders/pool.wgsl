@@ -18,7 +18,7 @@ struct Piece {
     pooled_w: u32,
     // first pooled row the block touches
     y_start: u32,
-    dtype: u32,
+    _reserved: u32,
     // FLAG_* below
     flags: u32,
     // entry (q, k) is above the causal diagonal when k > q + causal_offset
@@ -31,6 +31,8 @@ struct Piece {
 const DTYPE_F32: u32 = 0u;
 const DTYPE_F16: u32 = 1u;
 const DTYPE_BF16: u32 = 2u;
+// The element type, fixed per pipeline so the inner loops carry no dtype switch.
+override DTYPE: u32 = DTYPE_F32;
 const FLAG_ROW_NORM: u32 = 1u;
 // mask everything above the diagonal
 const FLAG_CAUSAL: u32 = 2u;
@@ -50,13 +52,13 @@ const FLAG_AUTO_CAUSAL: u32 = 4u;
 // Raw bits of element i widened to f32 bits, plus whether it is finite. Finiteness is read
 // from the exponent bits because WGSL lets compilers assume floats are never NaN or infinite.
 fn load_value(i: u32) -> vec2<u32> {
-    if piece.dtype == DTYPE_F32 {
+    if DTYPE == DTYPE_F32 {
         let bits = data[i];
         return vec2<u32>(bits, u32((bits & 0x7f800000u) != 0x7f800000u));
     }
     let word = data[i >> 1u];
     let h = (word >> ((i & 1u) * 16u)) & 0xffffu;
-    if piece.dtype == DTYPE_F16 {
+    if DTYPE == DTYPE_F16 {
         let finite = (h & 0x7c00u) != 0x7c00u;
         return vec2<u32>(bitcast<u32>(unpack2x16float(h).x), u32(finite));
     }
@@ -90,6 +92,33 @@ fn row_maxima(@builtin(global_invocation_id) gid: vec3<u32>) {
     row_max[r] = m;
 }
 
+// The running state of one pooled pixel while its bin is walked.
+struct Running {
+    max_v: f32,
+    min_v: f32,
+    count: u32,
+    bad: u32,
+    zeros: u32,
+    saw_upper: u32,
+}
+
+// Folds entry `raw` (see `load_value`) of a row scaled by `scale` into `run` and returns what
+// it adds to the row's sum.
+fn fold(run: ptr<function, Running>, raw: vec2<u32>, row_norm: bool, scale: f32, zero_row: bool) -> f32 {
+    if raw.y == 0u {
+        (*run).bad = BAD_BIT;
+        return 0.0;
+    }
+    var v = bitcast<f32>(raw.x);
+    if row_norm {
+        v = select(v / scale, 0.0, zero_row);
+    }
+    (*run).max_v = max((*run).max_v, v);
+    (*run).min_v = min((*run).min_v, v);
+    (*run).count += 1u;
+    return v;
+}
+
 @compute @workgroup_size(64)
 fn pool(@builtin(global_invocation_id) gid: vec3<u32>) {
     let x = gid.x;
@@ -106,17 +135,15 @@ fn pool(@builtin(global_invocation_id) gid: vec3<u32>) {
     let c1 = col_edges[x + 1u];
     let idx = piece.accum_base + y * piece.pooled_w + x;
     var a = accum[idx];
-    var count = a.count_bad & COUNT_MASK;
+    var run = Running(a.max_v, a.min_v, a.count_bad & COUNT_MASK, a.count_bad & BAD_BIT, a.masked_zeros, 0u);
     // Accumulators start zeroed (fresh buffers are); no entry yet means no extremes yet.
-    if count == 0u {
-        a.max_v = -F32_MAX;
-        a.min_v = F32_MAX;
+    if run.count == 0u {
+        run.max_v = -F32_MAX;
+        run.min_v = F32_MAX;
     }
-    var bad = a.count_bad & BAD_BIT;
     let row_norm = (piece.flags & FLAG_ROW_NORM) != 0u;
+    let causal = (piece.flags & FLAG_CAUSAL) != 0u;
     let auto_causal = (piece.flags & FLAG_AUTO_CAUSAL) != 0u;
-    var zeros = a.masked_zeros;
-    var saw_upper = false;
     for (var q = r0; q < r1; q++) {
         let r = q - piece.row_start;
         let base = piece.elem_offset + r * piece.keys;
@@ -127,44 +154,34 @@ fn pool(@builtin(global_invocation_id) gid: vec3<u32>) {
             zero_row = !(m > 0.0);
             scale = m;
         }
+        // Keys from `split` on are above the diagonal; the loop below it has no per-entry test.
+        let split = u32(clamp(i32(q) + piece.causal_offset + 1, i32(c0), i32(c1)));
         var row_sum = 0.0;
-        for (var k = c0; k < c1; k++) {
-            // Skipped: masked entries, and zeros above the diagonal while detecting masking.
-            // Non-finite entries mark the bin bad. Everything else is folded in.
-            var skip = masked(q, k);
-            var raw = vec2<u32>(0u, 1u);
-            if !skip {
-                raw = load_value(base + k);
-                if auto_causal && above(q, k) {
+        for (var k = c0; k < split; k++) {
+            row_sum += fold(&run, load_value(base + k), row_norm, scale, zero_row);
+        }
+        if !causal {
+            for (var k = split; k < c1; k++) {
+                let raw = load_value(base + k);
+                if auto_causal {
+                    // Zeros are set aside until we know whether the head is causal.
                     if (raw.x & 0x7fffffffu) == 0u {
-                        zeros += 1u;
-                        skip = true;
-                    } else {
-                        saw_upper = true;
+                        run.zeros += 1u;
+                        continue;
                     }
+                    run.saw_upper = 1u;
                 }
-            }
-            if !skip && raw.y == 0u {
-                bad = BAD_BIT;
-                skip = true;
-            }
-            if !skip {
-                var v = bitcast<f32>(raw.x);
-                if row_norm {
-                    v = select(v / scale, 0.0, zero_row);
-                }
-                a.max_v = max(a.max_v, v);
-                a.min_v = min(a.min_v, v);
-                row_sum += v;
-                count += 1u;
+                row_sum += fold(&run, raw, row_norm, scale, zero_row);
             }
         }
         a.sum += row_sum;
     }
-    a.count_bad = count | bad;
-    a.masked_zeros = zeros;
+    a.max_v = run.max_v;
+    a.min_v = run.min_v;
+    a.count_bad = run.count | run.bad;
+    a.masked_zeros = run.zeros;
     accum[idx] = a;
-    if saw_upper {
+    if run.saw_upper != 0u {
         atomicOr(&cell_flags[piece.cell], 1u);
     }
 }

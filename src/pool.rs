@@ -4,7 +4,7 @@
 //! bounded by the chunk size and the output, never by the input.
 
 use std::num::NonZeroU64;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use bytemuck::{Pod, Zeroable};
 
@@ -40,7 +40,7 @@ struct PieceParams {
     accum_base: u32,
     pooled_w: u32,
     y_start: u32,
-    dtype: u32,
+    _reserved: u32,
     flags: u32,
     causal_offset: i32,
     cell: u32,
@@ -95,8 +95,10 @@ impl PoolOptions {
 /// The compiled pooling and statistics pipelines; built once per engine.
 pub(crate) struct PoolPipelines {
     layout: wgpu::BindGroupLayout,
-    pool: wgpu::ComputePipeline,
-    row_maxima: wgpu::ComputePipeline,
+    module: wgpu::ShaderModule,
+    /// (pool, row_maxima) specialized for each dtype, indexed by `DType::shader_id`, compiled
+    /// on first use so a run pays only for the dtype it reads.
+    by_dtype: [OnceLock<(wgpu::ComputePipeline, wgpu::ComputePipeline)>; 3],
     fold: wgpu::ComputePipeline,
     stats_layout: wgpu::BindGroupLayout,
     stats: wgpu::ComputePipeline,
@@ -143,6 +145,17 @@ pub(crate) fn compute_pipeline(
     module: &wgpu::ShaderModule,
     entry: &str,
 ) -> wgpu::ComputePipeline {
+    specialized_pipeline(device, label, layout, module, entry, &[])
+}
+
+pub(crate) fn specialized_pipeline(
+    device: &wgpu::Device,
+    label: &str,
+    layout: &wgpu::BindGroupLayout,
+    module: &wgpu::ShaderModule,
+    entry: &str,
+    constants: &[(&str, f64)],
+) -> wgpu::ComputePipeline {
     let pl = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
         label: Some(label),
         bind_group_layouts: &[Some(layout)],
@@ -153,7 +166,10 @@ pub(crate) fn compute_pipeline(
         layout: Some(&pl),
         module,
         entry_point: Some(entry),
-        compilation_options: Default::default(),
+        compilation_options: wgpu::PipelineCompilationOptions {
+            constants,
+            ..Default::default()
+        },
         cache: None,
     })
 }
@@ -190,7 +206,6 @@ impl PoolPipelines {
             source: wgpu::ShaderSource::Wgsl(STATS_WGSL.into()),
         });
         PoolPipelines {
-            pool: compute_pipeline(device, "attnviz.pool.pipeline", &layout, &module, "pool"),
             fold: compute_pipeline(
                 device,
                 "attnviz.pool.fold_masked_zeros",
@@ -198,13 +213,7 @@ impl PoolPipelines {
                 &module,
                 "fold_masked_zeros",
             ),
-            row_maxima: compute_pipeline(
-                device,
-                "attnviz.pool.row_maxima",
-                &layout,
-                &module,
-                "row_maxima",
-            ),
+            by_dtype: Default::default(),
             stats: compute_pipeline(
                 device,
                 "attnviz.stats.pipeline",
@@ -213,8 +222,39 @@ impl PoolPipelines {
                 "head_stats",
             ),
             layout,
+            module,
             stats_layout,
         }
+    }
+
+    /// The pool and row-maxima pipelines for `dtype`.
+    fn for_dtype(
+        &self,
+        device: &wgpu::Device,
+        dtype: DType,
+    ) -> &(wgpu::ComputePipeline, wgpu::ComputePipeline) {
+        let id = dtype.shader_id();
+        self.by_dtype[id as usize].get_or_init(|| {
+            let constants = [("DTYPE", id as f64)];
+            (
+                specialized_pipeline(
+                    device,
+                    "attnviz.pool.pipeline",
+                    &self.layout,
+                    &self.module,
+                    "pool",
+                    &constants,
+                ),
+                specialized_pipeline(
+                    device,
+                    "attnviz.pool.row_maxima",
+                    &self.layout,
+                    &self.module,
+                    "row_maxima",
+                    &constants,
+                ),
+            )
+        })
     }
 }
 
@@ -722,7 +762,7 @@ impl<'g> Ingest<'g> {
                 accum_base: ((p.cell % self.per_group) * px) as u32,
                 pooled_w: self.geometry.pooled_w,
                 y_start: bin_of(&self.row_edges, p.row_start as u32),
-                dtype: self.dtype.shader_id(),
+                _reserved: 0,
                 flags: self.options.flags(),
                 causal_offset: (self.keys as i64 - self.queries as i64) as i32,
                 cell: (p.cell % self.per_group) as u32,
@@ -756,17 +796,18 @@ impl<'g> Ingest<'g> {
                 label: Some("attnviz.pool.pass"),
                 timestamp_writes: None,
             });
+            let (pool, row_maxima) = self.pipes.for_dtype(&gpu.device, self.dtype);
             for (j, p) in self.pieces.iter().enumerate() {
                 let bg = &self.bind_groups[s][p.cell / self.per_group];
                 let offset = (j * self.align) as u32;
                 if self.options.row_norm {
-                    pass.set_pipeline(&self.pipes.row_maxima);
+                    pass.set_pipeline(row_maxima);
                     pass.set_bind_group(0, bg, &[offset]);
                     pass.dispatch_workgroups((p.rows as u32).div_ceil(64), 1, 1);
                 }
                 let y0 = bin_of(&self.row_edges, p.row_start as u32);
                 let y1 = bin_of(&self.row_edges, (p.row_start + p.rows - 1) as u32);
-                pass.set_pipeline(&self.pipes.pool);
+                pass.set_pipeline(pool);
                 pass.set_bind_group(0, bg, &[offset]);
                 pass.dispatch_workgroups(self.geometry.pooled_w.div_ceil(64), y1 - y0 + 1, 1);
             }
