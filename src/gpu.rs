@@ -17,6 +17,8 @@ pub struct Gpu {
     /// (integrated or software GPUs), so input is read from disk straight into the buffer the
     /// shader reads, with no staging copy.
     pub mappable_storage: bool,
+    /// Set by wgpu when the device is lost (driver reset, GPU removed).
+    lost: Arc<Mutex<Option<String>>>,
 }
 
 impl Gpu {
@@ -98,6 +100,13 @@ impl Gpu {
         device.on_uncaptured_error(Arc::new(|e| {
             eprintln!("attnviz: uncaptured GPU error: {e}")
         }));
+        let lost: Arc<Mutex<Option<String>>> = Arc::default();
+        let flag = lost.clone();
+        device.set_device_lost_callback(move |reason, message| {
+            if reason != wgpu::DeviceLostReason::Destroyed {
+                *flag.lock().expect("device-lost flag") = Some(format!("{reason:?}: {message}"));
+            }
+        });
         Ok(Gpu {
             instance,
             adapter,
@@ -106,6 +115,7 @@ impl Gpu {
             limits,
             info,
             mappable_storage,
+            lost,
         })
     }
 
@@ -138,6 +148,11 @@ impl Gpu {
         let out = f();
         let v = pollster::block_on(validation.pop());
         let o = pollster::block_on(oom.pop());
+        if let Some(reason) = self.lost.lock().expect("device-lost flag").clone() {
+            return Err(Error::Gpu(format!(
+                "{what}: the GPU device was lost ({reason})"
+            )));
+        }
         if let Some(e) = o {
             return Err(Error::Gpu(format!("{what}: out of GPU memory: {e}")));
         }

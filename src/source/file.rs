@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use memmap2::{Advice, Mmap, UncheckedAdvice};
 
-use super::{AttentionSource, DType, Shape};
+use super::{AttentionSource, DType, Shape, TensorLayout};
 use crate::error::{Error, Result};
 
 /// A validated attention tensor inside a file. The parsers check every declared size against
@@ -22,13 +22,12 @@ pub struct FileTensor {
 
 impl FileTensor {
     /// Maps `file`; `layer_offsets` must already be checked against its length.
-    pub(crate) fn new(
-        path: &Path,
-        file: &File,
-        shape: Shape,
-        dtype: DType,
-        layer_offsets: Vec<u64>,
-    ) -> Result<Self> {
+    pub(crate) fn new(path: &Path, file: &File, layout: TensorLayout) -> Result<Self> {
+        let TensorLayout {
+            shape,
+            dtype,
+            layer_offsets,
+        } = layout;
         debug_assert_eq!(layer_offsets.len(), shape.layers);
         // SAFETY: the map is read-only. A file truncated by another process while we read
         // would fault; that is the documented cost of reading without copying.

@@ -5,8 +5,8 @@
 mod array;
 mod demo;
 mod file;
-mod npy;
-mod safetensors;
+pub mod npy;
+pub mod safetensors;
 mod synth;
 mod write;
 
@@ -155,6 +155,15 @@ pub(crate) fn row_range(
     Ok((head * shape.queries + row_start) * row_bytes)
 }
 
+/// Where a validated tensor lives in its file: what the parsers return.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TensorLayout {
+    pub shape: Shape,
+    pub dtype: DType,
+    /// Byte offset of each layer's first element.
+    pub layer_offsets: Vec<u64>,
+}
+
 /// Options that pick what to read from a file.
 #[derive(Clone, Debug, Default)]
 pub struct OpenOptions {
@@ -209,8 +218,16 @@ pub fn open_raw(path: &Path, dims: &[usize], dtype: DType) -> Result<FileTensor>
         ));
     }
     let layer_bytes = (shape.heads * shape.head_elements() * dtype.size()) as u64;
-    let offsets = (0..shape.layers as u64).map(|l| l * layer_bytes).collect();
-    FileTensor::new(path, &file, shape, dtype, offsets)
+    let layer_offsets = (0..shape.layers as u64).map(|l| l * layer_bytes).collect();
+    FileTensor::new(
+        path,
+        &file,
+        TensorLayout {
+            shape,
+            dtype,
+            layer_offsets,
+        },
+    )
 }
 
 /// Parses `L,H,Q,K` (or fewer dimensions) as given to `--shape`.

@@ -6,7 +6,7 @@ use std::fs::File;
 use std::io::Read;
 use std::path::Path;
 
-use super::{DType, FileTensor, Shape};
+use super::{DType, FileTensor, Shape, TensorLayout};
 use crate::error::{Error, Result};
 
 const MAGIC: &[u8; 6] = b"\x93NUMPY";
@@ -15,7 +15,7 @@ const MAX_HEADER_LEN: usize = 65536;
 
 /// What an `.npy` header declares.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) struct Header {
+pub struct Header {
     pub dtype: DType,
     pub dims: Vec<usize>,
     /// Offset of the first data byte.
@@ -25,52 +25,57 @@ pub(crate) struct Header {
 pub(crate) fn open(path: &Path) -> Result<FileTensor> {
     let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
     let file_len = file.metadata().map_err(|e| Error::io(path, e))?.len();
-    let mut prefix = vec![0u8; (file_len as usize).min(MAX_HEADER_LEN + 12)];
+    // Only the header is read before validation, and never more than its size limit.
+    let mut prefix = vec![0u8; file_len.min(MAX_HEADER_LEN as u64 + 12) as usize];
     file.read_exact(&mut prefix)
         .map_err(|e| Error::io(path, e))?;
-    let header = parse_header(&prefix).map_err(|m| Error::bad_input(path, m))?;
+    let layout = parse(&prefix, file_len).map_err(|m| Error::bad_input(path, m))?;
+    FileTensor::new(path, &file, layout)
+}
+
+/// Validates an `.npy` file from its first bytes (at least the header) and its length.
+pub fn parse(prefix: &[u8], file_len: u64) -> Result<TensorLayout, String> {
+    let header = parse_header(prefix)?;
     let shape = Shape::from_dims(&header.dims).ok_or_else(|| {
-        Error::bad_input(
-            path,
-            format!(
-                "array has {} dimensions (expected 2 to 4: (Q,K), (H,Q,K) or (L,H,Q,K))",
-                header.dims.len()
-            ),
+        format!(
+            "array has {} dimensions (expected 2 to 4: (Q,K), (H,Q,K) or (L,H,Q,K))",
+            header.dims.len()
         )
     })?;
-    let data_len = data_bytes(&header.dims, header.dtype)
-        .ok_or_else(|| Error::bad_input(path, "declared shape overflows"))?;
-    let expected = header.data_offset as u64 + data_len;
+    let data_len = data_bytes(&header.dims, header.dtype).ok_or("declared shape overflows")?;
+    let expected = (header.data_offset as u64)
+        .checked_add(data_len)
+        .ok_or("declared shape overflows")?;
     if file_len != expected {
-        return Err(Error::bad_input(
-            path,
-            format!(
-                "file is {file_len} bytes but its header declares {expected} ({} of shape {:?}){}",
-                header.dtype.name(),
-                header.dims,
-                if file_len < expected {
-                    ": truncated"
-                } else {
-                    ""
-                }
-            ),
+        return Err(format!(
+            "file is {file_len} bytes but its header declares {expected} ({} of shape {:?}){}",
+            header.dtype.name(),
+            header.dims,
+            if file_len < expected {
+                ": truncated"
+            } else {
+                ""
+            }
         ));
     }
     let layer_bytes = (shape.heads * shape.head_elements() * header.dtype.size()) as u64;
-    let offsets = (0..shape.layers as u64)
-        .map(|l| header.data_offset as u64 + l * layer_bytes)
-        .collect();
-    FileTensor::new(path, &file, shape, header.dtype, offsets)
+    Ok(TensorLayout {
+        shape,
+        dtype: header.dtype,
+        layer_offsets: (0..shape.layers as u64)
+            .map(|l| header.data_offset as u64 + l * layer_bytes)
+            .collect(),
+    })
 }
 
 /// Bytes of data for `dims`, rejecting empty dimensions; `None` on overflow.
-pub(crate) fn data_bytes(dims: &[usize], dtype: DType) -> Option<u64> {
+pub fn data_bytes(dims: &[usize], dtype: DType) -> Option<u64> {
     dims.iter()
         .try_fold(dtype.size() as u64, |acc, &d| acc.checked_mul(d as u64))
 }
 
 /// Parses the magic, version, length and dict of an `.npy` header from the first bytes of a file.
-pub(crate) fn parse_header(bytes: &[u8]) -> Result<Header, String> {
+pub fn parse_header(bytes: &[u8]) -> Result<Header, String> {
     if bytes.len() < 10 || &bytes[..6] != MAGIC {
         return Err("not an .npy file (missing \\x93NUMPY magic)".into());
     }

@@ -8,7 +8,7 @@ use std::path::Path;
 use safetensors::tensor::{Dtype, Metadata, TensorInfo};
 use safetensors::SafeTensors;
 
-use super::{DType, FileTensor, Shape};
+use super::{DType, FileTensor, Shape, TensorLayout};
 use crate::error::{Error, Result};
 
 /// Shape, dtype and each layer's byte offset in the data section.
@@ -19,36 +19,46 @@ const MAX_HEADER_LEN: u64 = 16 << 20;
 
 pub(crate) fn open(path: &Path, tensor: Option<&str>) -> Result<FileTensor> {
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
-    let file_len = file.metadata().map_err(|e| Error::io(path, e))?.len();
-    let mut len_bytes = [0u8; 8];
-    {
-        use std::io::Read;
-        (&file).read_exact(&mut len_bytes).map_err(|_| {
-            Error::bad_input(
-                path,
-                format!("file is {file_len} bytes: too short for a .safetensors header"),
-            )
-        })?;
-    }
-    let n = u64::from_le_bytes(len_bytes);
+    // SAFETY: read-only map; see FileTensor for the truncation caveat. Only the pages of the
+    // header are touched before validation.
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+    let layout = parse(&map, tensor).map_err(|m| Error::bad_input(path, m))?;
+    drop(map);
+    FileTensor::new(path, &file, layout)
+}
+
+/// Validates a whole `.safetensors` file and picks its attention tensor(s). The declared header
+/// length is checked against the file and a size limit before anything is parsed.
+pub fn parse(file: &[u8], tensor: Option<&str>) -> Result<TensorLayout, String> {
+    let file_len = file.len() as u64;
+    let Some(len_bytes) = file.get(..8) else {
+        return Err(format!(
+            "file is {file_len} bytes: too short for a .safetensors header"
+        ));
+    };
+    let n = u64::from_le_bytes(len_bytes.try_into().expect("8 bytes"));
     if n > MAX_HEADER_LEN || n + 8 > file_len {
-        return Err(Error::bad_input(
-            path,
-            format!(
-                "header length {n} does not fit the {file_len}-byte file (limit {MAX_HEADER_LEN})"
-            ),
+        return Err(format!(
+            "header length {n} does not fit the {file_len}-byte file (limit {MAX_HEADER_LEN})"
         ));
     }
-    // SAFETY: read-only map; see FileTensor for the truncation caveat.
-    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
-    let (header_len, metadata) = SafeTensors::read_metadata(&map)
-        .map_err(|e| Error::bad_input(path, format!("invalid safetensors file: {e}")))?;
-    drop(map);
+    let (header_len, metadata) = SafeTensors::read_metadata(file).map_err(|e| {
+        let e = e.to_string();
+        // serde lists every known dtype after an unknown one; the name is what matters.
+        let e = e
+            .split(", expected one of")
+            .next()
+            .unwrap_or(&e)
+            .to_string();
+        format!("invalid safetensors file: {e}")
+    })?;
     let data_start = 8 + header_len as u64;
-    let (shape, dtype, offsets) =
-        select(&metadata, tensor).map_err(|m| Error::bad_input(path, m))?;
-    let offsets = offsets.into_iter().map(|o| data_start + o as u64).collect();
-    FileTensor::new(path, &file, shape, dtype, offsets)
+    let (shape, dtype, offsets) = select(&metadata, tensor)?;
+    Ok(TensorLayout {
+        shape,
+        dtype,
+        layer_offsets: offsets.into_iter().map(|o| data_start + o as u64).collect(),
+    })
 }
 
 fn dtype_of(name: &str, info: &TensorInfo) -> Result<DType, String> {
