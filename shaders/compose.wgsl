@@ -34,7 +34,9 @@ const KIND_FILL: u32 = 3u;
 
 struct VsOut {
     @builtin(position) pos: vec4<f32>,
-    @location(0) @interpolate(flat) quad: u32,
+    // the quad, passed flat so fragments read no storage for it
+    @location(0) @interpolate(flat) rect: vec4<i32>,
+    @location(1) @interpolate(flat) info: vec4<u32>,
 }
 
 @vertex
@@ -46,34 +48,35 @@ fn vs_main(@builtin(vertex_index) vi: u32, @builtin(instance_index) ii: u32) -> 
     let ndc = vec2<f32>(p.x / view.target_size.x * 2.0 - 1.0, 1.0 - p.y / view.target_size.y * 2.0);
     var out: VsOut;
     out.pos = vec4<f32>(ndc, 0.0, 1.0);
-    out.quad = ii;
+    out.rect = q.rect;
+    out.info = vec4<u32>(q.kind, q.src, q.src_size, q.color);
     return out;
 }
 
 @fragment
 fn fs_main(in: VsOut) -> @location(0) vec4<f32> {
-    let q = quads[in.quad];
+    let kind = in.info.x;
+    let src = in.info.y;
     // pixel index inside the quad (fragment positions are pixel centres)
-    let p = vec2<i32>(floor(in.pos.xy)) - q.rect.xy;
-    let bg = unpack4x8unorm(view.background);
-    if q.kind == KIND_CELL {
-        let size = vec2<u32>(q.src_size & 0xffffu, q.src_size >> 16u);
-        let t = vec2<u32>(p) * size / vec2<u32>(q.rect.zw);
-        let c = colors[q.src + t.y * size.x + t.x];
+    let p = vec2<i32>(floor(in.pos.xy)) - in.rect.xy;
+    if kind == KIND_CELL {
+        let size = vec2<u32>(in.info.z & 0xffffu, in.info.z >> 16u);
+        let t = vec2<u32>(p) * size / vec2<u32>(in.rect.zw);
+        let c = colors[src + t.y * size.x + t.x];
         if c == 0u {
-            return bg;
+            return unpack4x8unorm(view.background);
         }
         return unpack4x8unorm(c);
     }
-    if q.kind == KIND_LABEL {
-        let origin = vec2<i32>(i32(q.src & 0xffffu), i32(q.src >> 16u));
+    if kind == KIND_LABEL {
+        let origin = vec2<i32>(i32(src & 0xffffu), i32(src >> 16u));
         let coverage = textureLoad(atlas, origin + p, 0).r;
-        return mix(bg, unpack4x8unorm(q.color), coverage);
+        return mix(unpack4x8unorm(view.background), unpack4x8unorm(in.info.w), coverage);
     }
-    if q.kind == KIND_COLORBAR {
+    if kind == KIND_COLORBAR {
         // top = high end of the colormap
-        let i = 255u - min(u32(p.y) * 256u / u32(q.rect.w), 255u);
+        let i = 255u - min(u32(p.y) * 256u / u32(in.rect.w), 255u);
         return unpack4x8unorm(lut[i]);
     }
-    return unpack4x8unorm(q.color);
+    return unpack4x8unorm(in.info.w);
 }

@@ -122,7 +122,7 @@ impl ComposePipeline {
             label: Some("attnviz.compose.layout"),
             entries: &[
                 uniform_entry(0, false, vf),
-                storage_entry(1, true, vf),
+                storage_entry(1, true, wgpu::ShaderStages::VERTEX),
                 storage_entry(2, true, wgpu::ShaderStages::FRAGMENT),
                 storage_entry(3, true, wgpu::ShaderStages::FRAGMENT),
                 wgpu::BindGroupLayoutEntry {

@@ -6,6 +6,7 @@
 //! [`cpu`] repeats every stage on the CPU as the tests' oracle and the no-adapter fallback.
 
 pub mod accumulator;
+pub mod bench;
 pub mod colorize;
 pub mod colormap;
 mod colormap_tables;
@@ -28,5 +29,5 @@ pub use colormap::Colormap;
 pub use error::{Error, Result};
 pub use gpu::Gpu;
 pub use norm::{HeadStats, Norm, Reduce};
-pub use render::{render_cpu, tiles_cpu, Engine, Figure, Plan, RenderOptions, Tile};
+pub use render::{render_cpu, tiles_cpu, Engine, Figure, Plan, RenderOptions, Scene, Tile};
 pub use source::{AttentionSource, DType, Shape};

@@ -68,6 +68,30 @@ impl Plan {
     }
 }
 
+/// A figure resident on the GPU: pooled cells, their colours and the compositor's quads.
+pub struct Scene {
+    pub plan: Plan,
+    pub pooled: PooledCells,
+    /// Per cell: the (lo, hi) currently mapped onto the colormap.
+    pub ranges: Vec<[f32; 2]>,
+    pub norm: Norm,
+    pub reduce: Reduce,
+    pub colormap: Colormap,
+    colors: ColorizedCells,
+    quads: FigureQuads,
+    compositor: Compositor,
+}
+
+impl Scene {
+    pub fn width(&self) -> u32 {
+        self.quads.width
+    }
+
+    pub fn height(&self) -> u32 {
+        self.quads.height
+    }
+}
+
 /// A rendered figure.
 pub struct Figure {
     pub width: u32,
@@ -164,44 +188,76 @@ impl Engine {
         colors.read(&self.gpu, pooled)
     }
 
-    pub fn render(&self, source: &dyn AttentionSource, options: &RenderOptions) -> Result<Figure> {
+    /// Pools, colours and lays out `source`: a figure resident on the GPU, ready to draw into
+    /// any target and to recolour without touching the input again.
+    pub fn scene(&self, source: &dyn AttentionSource, options: &RenderOptions) -> Result<Scene> {
         let plan = Plan::new(source, options)?;
         let gpu = &self.gpu;
         let pooled = self.pool(source, &plan.cells, plan.geometry, plan.pool)?;
-        let ranges = color_ranges(options.norm, &pooled.stats, plan.heads.len());
         let colors = ColorizedCells::new(gpu, &self.colorize, &pooled);
-        colors.update(
-            gpu,
-            &self.colorize,
-            &pooled,
-            &ranges,
-            options.reduce,
-            options.colormap,
-        )?;
-        let groups: Vec<_> = pooled
-            .groups
-            .iter()
-            .map(|g| (g.first_cell, g.cells))
-            .collect();
+        let groups: Vec<_> = pooled.groups.iter().map(|g| (g.first_cell, g.cells)).collect();
         let quads = FigureQuads::new(&plan.layout, &plan.geometry, &groups);
         let compositor = gpu.scoped("preparing the figure", || {
-            Ok(Compositor::new(
-                gpu,
-                &self.compose,
-                &quads,
-                &colors,
-                &pooled,
-            ))
+            Ok(Compositor::new(gpu, &self.compose, &quads, &colors, &pooled))
         })?;
-        let rgba = crate::export::render_rgba(gpu, &self.compose, &compositor, &quads)?;
-        Ok(Figure {
-            width: quads.width,
-            height: quads.height,
-            rgba,
-            causal: pooled.causal,
-            stats: pooled.stats,
-            ranges,
+        let mut scene = Scene {
+            ranges: Vec::new(),
+            norm: options.norm,
+            reduce: options.reduce,
+            colormap: options.colormap,
             plan,
+            pooled,
+            colors,
+            quads,
+            compositor,
+        };
+        self.recolor(&mut scene, options.norm, options.reduce, options.colormap)?;
+        Ok(scene)
+    }
+
+    /// Re-runs only normalization and the colormap on the resident pooled data. `Norm::Row` is
+    /// applied while pooling, so switching to or from it needs a new scene.
+    pub fn recolor(&self, scene: &mut Scene, norm: Norm, reduce: Reduce, colormap: Colormap) -> Result<()> {
+        if (norm == Norm::Row) != (scene.plan.pool.row_norm) {
+            return Err(Error::BadOption(
+                "switching to or from --norm row needs the input pooled again".into(),
+            ));
+        }
+        scene.ranges = color_ranges(norm, &scene.pooled.stats, scene.plan.heads.len());
+        scene.colors.update(&self.gpu, &self.colorize, &scene.pooled, &scene.ranges, reduce, colormap)?;
+        (scene.norm, scene.reduce, scene.colormap) = (norm, reduce, colormap);
+        Ok(())
+    }
+
+    /// Draws the scene into `target` (a texture of the export format, `size` pixels) and
+    /// submits; the figure's pixel (0, 0) lands on the target's.
+    pub fn draw(&self, scene: &Scene, target: &wgpu::TextureView, size: (u32, u32)) -> Result<wgpu::SubmissionIndex> {
+        let gpu = &self.gpu;
+        gpu.scoped("drawing the figure", || {
+            let mut encoder = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("attnviz.draw.encoder"),
+            });
+            scene.compositor.draw(gpu, &self.compose, &mut encoder, target, size)?;
+            Ok(gpu.queue.submit([encoder.finish()]))
+        })
+    }
+
+    /// The scene's figure as RGBA8 rows (tiled past the texture limit).
+    pub fn export(&self, scene: &Scene) -> Result<Vec<u8>> {
+        crate::export::render_rgba(&self.gpu, &self.compose, &scene.compositor, &scene.quads)
+    }
+
+    pub fn render(&self, source: &dyn AttentionSource, options: &RenderOptions) -> Result<Figure> {
+        let scene = self.scene(source, options)?;
+        let rgba = self.export(&scene)?;
+        Ok(Figure {
+            width: scene.quads.width,
+            height: scene.quads.height,
+            rgba,
+            causal: scene.pooled.causal,
+            stats: scene.pooled.stats,
+            ranges: scene.ranges,
+            plan: scene.plan,
         })
     }
 
