@@ -47,16 +47,20 @@ fn lut_index(t: f32) -> u32 {
     return min(u32(t * 256.0), 255u);
 }
 
+// Workgroups: x (and z, past 65535) over a head's pixels, y over the group's heads, so no
+// invocation divides to find its head.
 @compute @workgroup_size(256)
 fn colorize(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) li: u32,
 ) {
-    let i = flat_index(wg, nwg, li, 256u);
-    if i >= params.total_pixels {
+    let p = (wg.z * nwg.x + wg.x) * 256u + li;
+    if p >= params.pixels_per_head {
         return;
     }
+    let i = wg.y * params.pixels_per_head + p;
+    let head = params.first_head + wg.y;
     let a = accum[i];
     let count = a.count_bad & COUNT_MASK;
     if (a.count_bad & BAD_BIT) != 0u {
@@ -73,6 +77,5 @@ fn colorize(
     } else if params.reduce == REDUCE_MIN {
         v = a.min_v;
     }
-    let head = params.first_head + i / params.pixels_per_head;
     colors[i] = lut[lut_index(normalize(v, ranges[head]))];
 }

@@ -61,7 +61,11 @@ fn fs_main(in: VsOut) -> @location(0) vec4<f32> {
     let p = vec2<i32>(floor(in.pos.xy)) - in.rect.xy;
     if kind == KIND_CELL {
         let size = vec2<u32>(in.info.z & 0xffffu, in.info.z >> 16u);
-        let t = vec2<u32>(p) * size / vec2<u32>(in.rect.zw);
+        // nearest texel; integer division only when the cell is magnified
+        var t = vec2<u32>(p);
+        if any(size != vec2<u32>(in.rect.zw)) {
+            t = t * size / vec2<u32>(in.rect.zw);
+        }
         let c = colors[src + t.y * size.x + t.x];
         if c == 0u {
             return unpack4x8unorm(view.background);

@@ -46,7 +46,14 @@ impl Sample {
 }
 
 /// Runs `f` once to warm up, then `runs` times, timing each.
-pub fn measure(name: &str, input_bytes: u64, heads: usize, runs: usize, per_frame: bool, mut f: impl FnMut() -> Result<()>) -> Result<Sample> {
+pub fn measure(
+    name: &str,
+    input_bytes: u64,
+    heads: usize,
+    runs: usize,
+    per_frame: bool,
+    mut f: impl FnMut() -> Result<()>,
+) -> Result<Sample> {
     f()?;
     let mut times = Vec::with_capacity(runs);
     for _ in 0..runs {
@@ -54,7 +61,13 @@ pub fn measure(name: &str, input_bytes: u64, heads: usize, runs: usize, per_fram
         f()?;
         times.push(t.elapsed().as_secs_f64());
     }
-    Ok(Sample { name: name.into(), input_bytes, heads, runs: times, per_frame })
+    Ok(Sample {
+        name: name.into(),
+        input_bytes,
+        heads,
+        runs: times,
+        per_frame,
+    })
 }
 
 /// Host memcpy bandwidth in GB/s (best of a few 256 MiB copies): the physical limit for

@@ -70,7 +70,7 @@ pub struct ColorizedCells {
     params: Vec<wgpu::Buffer>,
     bind_groups: Vec<wgpu::BindGroup>,
     /// (workgroups x, y) per group
-    dispatch: Vec<(u32, u32)>,
+    dispatch: Vec<(u32, u32, u32)>,
     totals: Vec<u32>,
 }
 
@@ -144,11 +144,12 @@ impl ColorizedCells {
                     },
                 ],
             });
-            out.dispatch.push(dispatch_1d(
-                total,
+            let (x, z) = dispatch_1d(
+                px as u32,
                 256,
                 gpu.limits.max_compute_workgroups_per_dimension,
-            ));
+            );
+            out.dispatch.push((x, g.cells as u32, z));
             out.totals.push(total);
             out.colors.push(colors);
             out.params.push(params);
@@ -196,9 +197,9 @@ impl ColorizedCells {
                     timestamp_writes: None,
                 });
                 pass.set_pipeline(&pipe.pipeline);
-                for (bg, &(x, y)) in self.bind_groups.iter().zip(&self.dispatch) {
+                for (bg, &(x, y, z)) in self.bind_groups.iter().zip(&self.dispatch) {
                     pass.set_bind_group(0, bg, &[]);
-                    pass.dispatch_workgroups(x, y, 1);
+                    pass.dispatch_workgroups(x, y, z);
                 }
             }
             gpu.queue.submit([encoder.finish()]);

@@ -477,8 +477,13 @@ fn bench(quick: bool, json: Option<&Path>, data: Option<PathBuf>) -> anyhow::Res
             .unwrap_or_else(std::env::temp_dir)
             .join("attnviz/bench")
     });
-    std::fs::create_dir_all(&dir).with_context(|| format!("{}: cannot create the bench folder", dir.display()))?;
-    let (grid_seq, long_seq, runs, frames) = if quick { (512, 8192, 3, 20) } else { (2048, 32768, 5, 60) };
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("{}: cannot create the bench folder", dir.display()))?;
+    let (grid_seq, long_seq, runs, frames) = if quick {
+        (512, 8192, 3, 20)
+    } else {
+        (2048, 32768, 5, 60)
+    };
     let input = |name: &str, spec: SynthSpec| -> anyhow::Result<PathBuf> {
         let path = dir.join(name);
         if !path.exists() {
@@ -490,9 +495,23 @@ fn bench(quick: bool, json: Option<&Path>, data: Option<PathBuf>) -> anyhow::Res
         }
         Ok(path)
     };
-    let spec = |seq, layers, heads, dtype| SynthSpec { seq, layers, heads, dtype, seed: 1, causal: false, pattern: Pattern::Attention };
-    let grid_path = input(&format!("grid-8x8x{grid_seq}-f32.npy"), spec(grid_seq, 8, 8, DType::F32))?;
-    let long_path = input(&format!("long-{long_seq}-f16.npy"), spec(long_seq, 1, 1, DType::F16))?;
+    let spec = |seq, layers, heads, dtype| SynthSpec {
+        seq,
+        layers,
+        heads,
+        dtype,
+        seed: 1,
+        causal: false,
+        pattern: Pattern::Attention,
+    };
+    let grid_path = input(
+        &format!("grid-8x8x{grid_seq}-f32.npy"),
+        spec(grid_seq, 8, 8, DType::F32),
+    )?;
+    let long_path = input(
+        &format!("long-{long_seq}-f16.npy"),
+        spec(long_seq, 1, 1, DType::F16),
+    )?;
     let grid = source::open(&grid_path, &OpenOptions::default())?;
     let long = source::open(&long_path, &OpenOptions::default())?;
     let len = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
@@ -502,7 +521,10 @@ fn bench(quick: bool, json: Option<&Path>, data: Option<PathBuf>) -> anyhow::Res
     let out = dir.join("bench-out.png");
     let mut rows: Vec<(Sample, Option<f64>)> = Vec::new();
 
-    let cat_grid = { read_seconds(&grid_path)?; read_seconds(&grid_path)? };
+    let cat_grid = {
+        read_seconds(&grid_path)?;
+        read_seconds(&grid_path)?
+    };
     let grid_opts = RenderOptions::default();
     rows.push((
         measure("export-grid", len(&grid_path), 64, runs, false, || {
@@ -511,8 +533,14 @@ fn bench(quick: bool, json: Option<&Path>, data: Option<PathBuf>) -> anyhow::Res
         })?,
         Some(cat_grid),
     ));
-    let cat_long = { read_seconds(&long_path)?; read_seconds(&long_path)? };
-    let long_opts = RenderOptions { cell: Some(1024), ..Default::default() };
+    let cat_long = {
+        read_seconds(&long_path)?;
+        read_seconds(&long_path)?
+    };
+    let long_opts = RenderOptions {
+        cell: Some(1024),
+        ..Default::default()
+    };
     rows.push((
         measure("export-long", len(&long_path), 1, runs, false, || {
             let f = engine.render(&long, &long_opts)?;
@@ -528,14 +556,23 @@ fn bench(quick: bool, json: Option<&Path>, data: Option<PathBuf>) -> anyhow::Res
         measure("recolor", 0, 64, frames, true, || {
             i += 1;
             let norm = [Norm::Head, Norm::Layer, Norm::Global][i % 3];
-            engine.recolor(&mut scene, norm, Reduce::Max, Colormap::ALL[i % Colormap::ALL.len()])?;
+            engine.recolor(
+                &mut scene,
+                norm,
+                Reduce::Max,
+                Colormap::ALL[i % Colormap::ALL.len()],
+            )?;
             Ok(engine.gpu.wait()?)
         })?,
         None,
     ));
     let target = engine.gpu.device.create_texture(&wgpu::TextureDescriptor {
         label: Some("attnviz.bench.frame"),
-        size: wgpu::Extent3d { width: 1920, height: 1080, depth_or_array_layers: 1 },
+        size: wgpu::Extent3d {
+            width: 1920,
+            height: 1080,
+            depth_or_array_layers: 1,
+        },
         mip_level_count: 1,
         sample_count: 1,
         dimension: wgpu::TextureDimension::D2,
@@ -562,21 +599,49 @@ fn bench(quick: bool, json: Option<&Path>, data: Option<PathBuf>) -> anyhow::Res
 
     println!("adapter: {}", engine.gpu.describe());
     println!("memcpy:  {memcpy:.2} GB/s (this machine, measured in this run)");
-    println!("inputs:  {} ({:.2} GiB, cat {:.3} s), {} ({:.2} GiB, cat {:.3} s)",
-        grid_path.display(), len(&grid_path) as f64 / (1u64 << 30) as f64, cat_grid,
-        long_path.display(), len(&long_path) as f64 / (1u64 << 30) as f64, cat_long);
+    println!(
+        "inputs:  {} ({:.2} GiB, cat {:.3} s), {} ({:.2} GiB, cat {:.3} s)",
+        grid_path.display(),
+        len(&grid_path) as f64 / (1u64 << 30) as f64,
+        cat_grid,
+        long_path.display(),
+        len(&long_path) as f64 / (1u64 << 30) as f64,
+        cat_long
+    );
     println!();
-    println!("| scenario | input | median | min | GB/s | of memcpy | heads/s | ms/frame | fps | × cat |");
+    println!(
+        "| scenario | input | median | min | GB/s | of memcpy | heads/s | ms/frame | fps | × cat |"
+    );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut json_rows = Vec::new();
     for (s, cat) in &rows {
         let (med, min) = (s.median(), s.min());
-        let gbps = if s.input_bytes > 0 { format!("{:.2}", s.gbps()) } else { "-".into() };
-        let frac = if s.input_bytes > 0 { format!("{:.0}%", 100.0 * s.gbps() / memcpy) } else { "-".into() };
-        let heads = if s.heads > 0 && !s.per_frame { format!("{:.1}", s.heads as f64 / med) } else { "-".into() };
-        let (ms, fps) = if s.per_frame { (format!("{:.2}", med * 1e3), format!("{:.0}", 1.0 / med)) } else { ("-".into(), "-".into()) };
+        let gbps = if s.input_bytes > 0 {
+            format!("{:.2}", s.gbps())
+        } else {
+            "-".into()
+        };
+        let frac = if s.input_bytes > 0 {
+            format!("{:.0}%", 100.0 * s.gbps() / memcpy)
+        } else {
+            "-".into()
+        };
+        let heads = if s.heads > 0 && !s.per_frame {
+            format!("{:.1}", s.heads as f64 / med)
+        } else {
+            "-".into()
+        };
+        let (ms, fps) = if s.per_frame {
+            (format!("{:.2}", med * 1e3), format!("{:.0}", 1.0 / med))
+        } else {
+            ("-".into(), "-".into())
+        };
         let vs_cat = cat.map_or("-".into(), |c| format!("{:.1}", med / c));
-        let size = if s.input_bytes > 0 { format!("{:.2} GiB", s.input_bytes as f64 / (1u64 << 30) as f64) } else { "-".into() };
+        let size = if s.input_bytes > 0 {
+            format!("{:.2} GiB", s.input_bytes as f64 / (1u64 << 30) as f64)
+        } else {
+            "-".into()
+        };
         println!("| {} | {size} | {:.3} s | {:.3} s | {gbps} | {frac} | {heads} | {ms} | {fps} | {vs_cat} |", s.name, med, min);
         json_rows.push(format!(
             "{{\"scenario\":\"{}\",\"input_bytes\":{},\"median_s\":{med:.6},\"min_s\":{min:.6},\"runs\":{},\"cat_s\":{}}}",

@@ -1005,22 +1005,6 @@ fn head_stats(
     Ok(bytemuck::pod_collect_to_vec(&bytes))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn dtype_ids_match_the_shader() {
-        assert_eq!(DType::F32.shader_id(), 0);
-        assert_eq!(DType::F16.shader_id(), 1);
-        assert_eq!(DType::BF16.shader_id(), 2);
-        assert_eq!(std::mem::size_of::<PieceParams>(), 48);
-        assert!(has_upper_triangle(4, 4));
-        assert!(!has_upper_triangle(1, 4));
-        assert!(has_upper_triangle(2, 4));
-    }
-}
-
 /// Seconds to move `total` bytes from host memory into GPU-visible buffers through the same
 /// double-buffered mapped slots the ingest uses (plus the staging copy on discrete GPUs), with
 /// no pooling: the upload ceiling of the engine on this adapter.
@@ -1031,7 +1015,9 @@ pub fn upload_seconds(gpu: &Gpu, total: u64) -> Result<f64> {
     } else {
         wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::MAP_WRITE
     };
-    let mut slots: Vec<Slot> = (0..2).map(|_| Slot::new(gpu, chunk as u64, usage)).collect();
+    let mut slots: Vec<Slot> = (0..2)
+        .map(|_| Slot::new(gpu, chunk as u64, usage))
+        .collect();
     let device_data = (!gpu.mappable_storage).then(|| {
         gpu.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("attnviz.upload.data"),
@@ -1067,4 +1053,20 @@ pub fn upload_seconds(gpu: &Gpu, total: u64) -> Result<f64> {
     }
     gpu.wait()?;
     Ok(start.elapsed().as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dtype_ids_match_the_shader() {
+        assert_eq!(DType::F32.shader_id(), 0);
+        assert_eq!(DType::F16.shader_id(), 1);
+        assert_eq!(DType::BF16.shader_id(), 2);
+        assert_eq!(std::mem::size_of::<PieceParams>(), 48);
+        assert!(has_upper_triangle(4, 4));
+        assert!(!has_upper_triangle(1, 4));
+        assert!(has_upper_triangle(2, 4));
+    }
 }

@@ -195,10 +195,20 @@ impl Engine {
         let gpu = &self.gpu;
         let pooled = self.pool(source, &plan.cells, plan.geometry, plan.pool)?;
         let colors = ColorizedCells::new(gpu, &self.colorize, &pooled);
-        let groups: Vec<_> = pooled.groups.iter().map(|g| (g.first_cell, g.cells)).collect();
+        let groups: Vec<_> = pooled
+            .groups
+            .iter()
+            .map(|g| (g.first_cell, g.cells))
+            .collect();
         let quads = FigureQuads::new(&plan.layout, &plan.geometry, &groups);
         let compositor = gpu.scoped("preparing the figure", || {
-            Ok(Compositor::new(gpu, &self.compose, &quads, &colors, &pooled))
+            Ok(Compositor::new(
+                gpu,
+                &self.compose,
+                &quads,
+                &colors,
+                &pooled,
+            ))
         })?;
         let mut scene = Scene {
             ranges: Vec::new(),
@@ -217,27 +227,49 @@ impl Engine {
 
     /// Re-runs only normalization and the colormap on the resident pooled data. `Norm::Row` is
     /// applied while pooling, so switching to or from it needs a new scene.
-    pub fn recolor(&self, scene: &mut Scene, norm: Norm, reduce: Reduce, colormap: Colormap) -> Result<()> {
+    pub fn recolor(
+        &self,
+        scene: &mut Scene,
+        norm: Norm,
+        reduce: Reduce,
+        colormap: Colormap,
+    ) -> Result<()> {
         if (norm == Norm::Row) != (scene.plan.pool.row_norm) {
             return Err(Error::BadOption(
                 "switching to or from --norm row needs the input pooled again".into(),
             ));
         }
         scene.ranges = color_ranges(norm, &scene.pooled.stats, scene.plan.heads.len());
-        scene.colors.update(&self.gpu, &self.colorize, &scene.pooled, &scene.ranges, reduce, colormap)?;
+        scene.colors.update(
+            &self.gpu,
+            &self.colorize,
+            &scene.pooled,
+            &scene.ranges,
+            reduce,
+            colormap,
+        )?;
         (scene.norm, scene.reduce, scene.colormap) = (norm, reduce, colormap);
         Ok(())
     }
 
     /// Draws the scene into `target` (a texture of the export format, `size` pixels) and
     /// submits; the figure's pixel (0, 0) lands on the target's.
-    pub fn draw(&self, scene: &Scene, target: &wgpu::TextureView, size: (u32, u32)) -> Result<wgpu::SubmissionIndex> {
+    pub fn draw(
+        &self,
+        scene: &Scene,
+        target: &wgpu::TextureView,
+        size: (u32, u32),
+    ) -> Result<wgpu::SubmissionIndex> {
         let gpu = &self.gpu;
         gpu.scoped("drawing the figure", || {
-            let mut encoder = gpu.device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("attnviz.draw.encoder"),
-            });
-            scene.compositor.draw(gpu, &self.compose, &mut encoder, target, size)?;
+            let mut encoder = gpu
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("attnviz.draw.encoder"),
+                });
+            scene
+                .compositor
+                .draw(gpu, &self.compose, &mut encoder, target, size)?;
             Ok(gpu.queue.submit([encoder.finish()]))
         })
     }
