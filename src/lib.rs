@@ -23,6 +23,7 @@ pub mod render;
 pub mod select;
 pub mod source;
 pub mod text;
+pub mod viewer;
 
 pub use accumulator::{HeadAccumulator, PooledHead};
 pub use colormap::Colormap;

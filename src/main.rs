@@ -48,6 +48,27 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         tiles: Option<PathBuf>,
     },
+    /// Explore an attention tensor in a window: drag to pan, wheel to zoom, c/n/r to recolour,
+    /// 0 to reset, s to save a PNG, q or Esc to quit.
+    View {
+        input: PathBuf,
+        #[arg(long)]
+        tensor: Option<String>,
+        #[command(flatten)]
+        style: Style,
+        /// Close after N frames, drawing continuously until then (scripts, tests, benchmarks).
+        #[arg(long, value_name = "N")]
+        exit_after_frames: Option<u64>,
+        /// Write exactly what is on screen to this PNG after the last frame.
+        #[arg(long)]
+        screenshot: Option<PathBuf>,
+        /// Print frame-time statistics and the adapter on exit.
+        #[arg(long)]
+        stats: bool,
+        /// Window size in pixels, WxH (default: the figure, within 1600x1000).
+        #[arg(long)]
+        size: Option<String>,
+    },
     /// Render the built-in synthetic 8-layer × 8-head model (layers 1 and 8, as in the seed figure).
     Demo {
         #[command(flatten)]
@@ -305,6 +326,44 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             write_tensor(&synth, &output, &|done, total| bar.update(done, total))?;
             bar.finish();
             eprintln!("wrote {} ({})", output.display(), synth.name());
+            Ok(())
+        }
+        Command::View {
+            input,
+            tensor,
+            style,
+            exit_after_frames,
+            screenshot,
+            stats,
+            size,
+        } => {
+            if let Some(path) = &screenshot {
+                check_writable(path)?;
+            }
+            let src = source::open(&input, &OpenOptions { tensor })?;
+            let size = size
+                .map(|s| {
+                    s.split_once(['x', 'X'])
+                        .and_then(|(w, h)| Some((w.parse().ok()?, h.parse().ok()?)))
+                        .filter(|&(w, h): &(u32, u32)| w > 0 && h > 0)
+                        .ok_or_else(|| {
+                            Error::BadOption(format!("--size {s}: expected WxH such as 1280x800"))
+                        })
+                })
+                .transpose()?;
+            let options = attnviz::viewer::ViewerOptions {
+                render: style.options(),
+                exit_after_frames,
+                screenshot,
+                size,
+            };
+            let report = attnviz::viewer::run(&src, options)?;
+            if stats {
+                let (min, median, p99) = report.summary();
+                println!("adapter: {}", report.adapter);
+                println!("frames:  {}", report.frames);
+                println!("frame time: min {min:.2} ms, median {median:.2} ms, p99 {p99:.2} ms");
+            }
             Ok(())
         }
         Command::Bench { quick, json, data } => bench(quick, json.as_deref(), data),

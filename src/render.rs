@@ -78,8 +78,8 @@ pub struct Scene {
     pub reduce: Reduce,
     pub colormap: Colormap,
     colors: ColorizedCells,
-    quads: FigureQuads,
-    compositor: Compositor,
+    pub(crate) quads: FigureQuads,
+    pub(crate) compositor: Compositor,
 }
 
 impl Scene {
@@ -272,6 +272,12 @@ impl Engine {
                 .draw(gpu, &self.compose, &mut encoder, target, size)?;
             Ok(gpu.queue.submit([encoder.finish()]))
         })
+    }
+
+    /// The scene drawn with other quads (a view of it), as RGBA8 rows of `quads`' size.
+    pub(crate) fn export_quads(&self, scene: &Scene, quads: &FigureQuads) -> Result<Vec<u8>> {
+        scene.compositor.set_quads(&self.gpu, &quads.quads);
+        crate::export::render_rgba(&self.gpu, &self.compose, &scene.compositor, quads)
     }
 
     /// The scene's figure as RGBA8 rows (tiled past the texture limit).
