@@ -68,6 +68,9 @@ enum Command {
         /// Window size in pixels, WxH (default: the figure, within 1600x1000).
         #[arg(long)]
         size: Option<String>,
+        /// One token per line, named in the hover readout.
+        #[arg(long)]
+        tokens: Option<PathBuf>,
     },
     /// Render the built-in synthetic 8-layer × 8-head model (layers 1 and 8, as in the seed figure).
     Demo {
@@ -336,6 +339,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             screenshot,
             stats,
             size,
+            tokens,
         } => {
             if let Some(path) = &screenshot {
                 check_writable(path)?;
@@ -356,6 +360,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 exit_after_frames,
                 screenshot,
                 size,
+                tokens: tokens
+                    .map(|p| {
+                        std::fs::read_to_string(&p)
+                            .map(|t| t.lines().map(str::to_string).collect())
+                            .map_err(|e| Error::Io {
+                                path: p.clone(),
+                                source: e,
+                            })
+                    })
+                    .transpose()?,
             };
             let report = attnviz::viewer::run(&src, options)?;
             if stats {

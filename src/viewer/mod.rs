@@ -1,6 +1,7 @@
 //! The real-time viewer: the same scene the exporter draws, on a window surface, with pan, zoom
 //! and recolouring. One engine, two targets: only the final render target differs.
 
+mod inspect;
 mod transform;
 
 use std::path::PathBuf;
@@ -13,6 +14,7 @@ use winit::event_loop::{ActiveEventLoop, ControlFlow, EventLoop};
 use winit::keyboard::{Key, NamedKey};
 use winit::window::{Window, WindowId};
 
+pub use inspect::{bin_at, read_bin, Bin};
 pub use transform::ViewTransform;
 
 use crate::colormap::Colormap;
@@ -33,6 +35,8 @@ pub struct ViewerOptions {
     pub screenshot: Option<PathBuf>,
     /// Initial window size in physical pixels (default: the figure, within 1600×1000).
     pub size: Option<(u32, u32)>,
+    /// One token per line: the hover readout names the query and key tokens.
+    pub tokens: Option<Vec<String>>,
 }
 
 /// What a viewer session measured.
@@ -98,6 +102,13 @@ struct State {
     quads: Vec<Quad>,
     cursor: (f64, f64),
     dragging: Option<(f64, f64)>,
+    /// Where the left button went down, to tell a click from a drag.
+    pressed_at: Option<(f64, f64)>,
+    /// The cell filling the window, in focus mode.
+    focus: Option<usize>,
+    /// The bin under the cursor, as last shown in the readout.
+    hovered: Option<Bin>,
+    title: String,
     frames: u64,
     frame_times: Vec<f64>,
 }
@@ -167,6 +178,10 @@ impl State {
             quads: Vec::new(),
             cursor: (0.0, 0.0),
             dragging: None,
+            pressed_at: None,
+            focus: None,
+            hovered: None,
+            title: format!("attnviz: {}", source.name()),
             frames: 0,
             frame_times: Vec::new(),
         };
@@ -252,12 +267,114 @@ impl State {
         crate::export::write_png(path, w, h, &rgba)
     }
 
+    /// Fills the window with cell `cell` (focus mode), or shows the whole grid for `None`.
+    fn focus_on(&mut self, cell: Option<usize>) {
+        self.focus = cell;
+        let view = match cell.and_then(|c| self.scene.plan.layout.cells.get(c)) {
+            Some(c) => {
+                ViewTransform::fit_rect((c.x, c.y, c.width, c.height), self.window_size(), 8.0)
+            }
+            None => ViewTransform::fit(self.figure(), self.window_size()),
+        };
+        self.set_view(view);
+    }
+
+    /// The cell under the cursor.
+    fn cell_under_cursor(&self) -> Option<usize> {
+        let (x, y) = self.view.to_figure(self.cursor);
+        self.scene.plan.layout.cells.iter().position(|c| {
+            x >= c.x as f64
+                && x < (c.x + c.width) as f64
+                && y >= c.y as f64
+                && y < (c.y + c.height) as f64
+        })
+    }
+
+    /// Updates the readout (in the title bar) when the entry under the cursor changes.
+    fn hover(&mut self, source: &dyn AttentionSource, tokens: Option<&[String]>) -> Result<()> {
+        let s = source.shape();
+        let bin = bin_at(
+            &self.scene.plan.layout,
+            &self.scene.plan.geometry,
+            s.queries,
+            s.keys,
+            self.view.to_figure(self.cursor),
+        );
+        if bin == self.hovered {
+            return Ok(());
+        }
+        let text = match &bin {
+            None => format!("attnviz: {}", source.name()),
+            Some(b) => {
+                let token = |i: usize| {
+                    tokens
+                        .and_then(|t| t.get(i))
+                        .map(|t| format!(" '{t}'"))
+                        .unwrap_or_default()
+                };
+                let at = match read_bin(source, b, self.scene.reduce)? {
+                    None => "no finite value".to_string(),
+                    Some((v, (q, k))) if b.queries.len() * b.keys.len() == 1 => {
+                        format!("q {q}{} k {k}{} = {v:.6e}", token(q), token(k))
+                    }
+                    Some((v, (q, k))) => format!(
+                        "q {}..{} k {}..{}: {} {v:.6e}{}",
+                        b.queries.start,
+                        b.queries.end,
+                        b.keys.start,
+                        b.keys.end,
+                        self.scene.reduce.name(),
+                        if self.scene.reduce == Reduce::Mean {
+                            String::new()
+                        } else {
+                            format!(" at q {q}{} k {k}{}", token(q), token(k))
+                        }
+                    ),
+                };
+                format!("l = {} h = {}  {at}", b.layer + 1, b.head + 1)
+            }
+        };
+        self.hovered = bin;
+        if text != self.title {
+            self.window.set_title(&text);
+            self.title = text;
+        }
+        Ok(())
+    }
+
+    /// Moves the focus by (heads, layers) within the grid.
+    fn step_focus(&mut self, dh: i64, dl: i64) {
+        let Some(cell) = self.focus else { return };
+        let cols = self.scene.plan.heads.len() as i64;
+        let rows = self.scene.plan.layers.len() as i64;
+        let (r, c) = (cell as i64 / cols, cell as i64 % cols);
+        let (r, c) = ((r + dl).clamp(0, rows - 1), (c + dh).clamp(0, cols - 1));
+        self.focus_on(Some((r * cols + c) as usize));
+    }
+
     fn key(&mut self, key: &Key) -> Result<bool> {
+        match key {
+            Key::Named(NamedKey::Escape) if self.focus.is_some() => self.focus_on(None),
+            Key::Named(NamedKey::Escape) => return Ok(true),
+            Key::Named(NamedKey::Enter) => self.focus_on(self.cell_under_cursor().or(Some(0))),
+            Key::Named(NamedKey::ArrowLeft) => self.step_focus(-1, 0),
+            Key::Named(NamedKey::ArrowRight) => self.step_focus(1, 0),
+            Key::Named(NamedKey::ArrowUp) => self.step_focus(0, -1),
+            Key::Named(NamedKey::ArrowDown) => self.step_focus(0, 1),
+            _ => {}
+        }
         let s = &mut self.scene;
         match key {
-            Key::Named(NamedKey::Escape) => return Ok(true),
             Key::Character(c) => match c.as_str() {
                 "q" => return Ok(true),
+                "g" => {
+                    let next = if self.focus.is_some() {
+                        None
+                    } else {
+                        self.cell_under_cursor().or(Some(0))
+                    };
+                    self.focus_on(next);
+                }
                 "c" => {
                     let i = Colormap::ALL
                         .iter()
@@ -280,7 +397,10 @@ impl State {
                     };
                     self.engine.recolor(s, s.norm, next, s.colormap)?;
                 }
-                "0" => self.set_view(ViewTransform::fit(self.figure(), self.window_size())),
+                "0" => {
+                    let focus = self.focus;
+                    self.focus_on(focus);
+                }
                 "s" => {
                     let path = PathBuf::from(format!("attnviz-{}.png", std::process::id()));
                     self.screenshot(&path)?;
@@ -338,6 +458,7 @@ impl ApplicationHandler for App<'_> {
                 }
                 WindowEvent::CursorMoved { position, .. } => {
                     state.cursor = (position.x, position.y);
+                    state.hover(self.source, self.options.tokens.as_deref())?;
                     if let Some(last) = state.dragging {
                         let delta = (position.x - last.0, position.y - last.1);
                         let view = state
@@ -352,7 +473,19 @@ impl ApplicationHandler for App<'_> {
                     button: MouseButton::Left,
                     ..
                 } => {
-                    state.dragging = (s == ElementState::Pressed).then_some(state.cursor);
+                    let pressed = s == ElementState::Pressed;
+                    state.dragging = pressed.then_some(state.cursor);
+                    if pressed {
+                        state.pressed_at = Some(state.cursor);
+                    } else if let Some(at) = state.pressed_at.take() {
+                        let moved = (at.0 - state.cursor.0).abs() + (at.1 - state.cursor.1).abs();
+                        // A click (not a drag) on a cell in grid mode focuses it.
+                        if moved < 4.0 && state.focus.is_none() {
+                            if let Some(cell) = state.cell_under_cursor() {
+                                state.focus_on(Some(cell));
+                            }
+                        }
+                    }
                 }
                 WindowEvent::RedrawRequested => {
                     state.draw()?;

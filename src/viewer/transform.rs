@@ -34,6 +34,24 @@ impl ViewTransform {
         }
     }
 
+    /// Fills `window` with the figure rectangle `rect` (x, y, w, h), centred, keeping
+    /// `margin` pixels free around it; magnifies as needed (focus on one cell).
+    pub fn fit_rect(rect: (u32, u32, u32, u32), window: (u32, u32), margin: f64) -> ViewTransform {
+        let (x, y, w, h) = (rect.0 as f64, rect.1 as f64, rect.2 as f64, rect.3 as f64);
+        let avail = (
+            (window.0 as f64 - 2.0 * margin).max(1.0),
+            (window.1 as f64 - 2.0 * margin).max(1.0),
+        );
+        let scale = (avail.0 / w).min(avail.1 / h).clamp(MIN_SCALE, MAX_SCALE);
+        ViewTransform {
+            scale,
+            offset: (
+                (window.0 as f64 - w * scale) / 2.0 - x * scale,
+                (window.1 as f64 - h * scale) / 2.0 - y * scale,
+            ),
+        }
+    }
+
     pub fn to_window(&self, p: (f64, f64)) -> (f64, f64) {
         (
             p.0 * self.scale + self.offset.0,
@@ -155,6 +173,16 @@ mod tests {
         assert_eq!(far.offset, (-450.0, -350.0));
         let near = t.pan((10.0, -5.0), (500, 400), (800, 600), 50.0);
         assert_eq!(near.offset, (10.0, -5.0));
+    }
+
+    #[test]
+    fn fit_rect_fills_the_window_with_one_cell() {
+        let t = ViewTransform::fit_rect((100, 50, 200, 100), (1000, 800), 10.0);
+        assert_eq!(t.scale, 4.9);
+        let (x0, y0) = t.to_window((100.0, 50.0));
+        let (x1, y1) = t.to_window((300.0, 150.0));
+        assert!(((x0 + x1) / 2.0 - 500.0).abs() < 1e-9 && ((y0 + y1) / 2.0 - 400.0).abs() < 1e-9);
+        assert!((x1 - x0 - 980.0).abs() < 1e-9);
     }
 
     #[test]
