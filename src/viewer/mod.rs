@@ -364,8 +364,8 @@ impl State {
             _ => {}
         }
         let s = &mut self.scene;
-        match key {
-            Key::Character(c) => match c.as_str() {
+        if let Key::Character(c) = key {
+            match c.as_str() {
                 "q" => return Ok(true),
                 "g" => {
                     let next = if self.focus.is_some() {
@@ -407,8 +407,7 @@ impl State {
                     eprintln!("saved {}", path.display());
                 }
                 _ => {}
-            },
-            _ => {}
+            }
         }
         self.window.request_redraw();
         Ok(false)
