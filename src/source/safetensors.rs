@@ -19,8 +19,20 @@ const MAX_HEADER_LEN: u64 = 16 << 20;
 
 pub(crate) fn open(path: &Path, tensor: Option<&str>) -> Result<FileTensor> {
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    // The declared header length is checked against the file before anything is mapped.
+    let file_len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    let mut len_bytes = [0u8; 8];
+    let short = std::io::Read::read_exact(&mut &file, &mut len_bytes).is_err();
+    if short {
+        return Err(Error::bad_input(
+            path,
+            format!("file is {file_len} bytes: too short for a .safetensors header"),
+        ));
+    }
+    check_header_len(u64::from_le_bytes(len_bytes), file_len)
+        .map_err(|m| Error::bad_input(path, m))?;
     // SAFETY: read-only map; see FileTensor for the truncation caveat. Only the pages of the
-    // header are touched before validation.
+    // header are touched before the offsets are validated.
     let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
     let layout = parse(&map, tensor).map_err(|m| Error::bad_input(path, m))?;
     drop(map);
@@ -36,12 +48,10 @@ pub fn parse(file: &[u8], tensor: Option<&str>) -> Result<TensorLayout, String> 
             "file is {file_len} bytes: too short for a .safetensors header"
         ));
     };
-    let n = u64::from_le_bytes(len_bytes.try_into().expect("8 bytes"));
-    if n > MAX_HEADER_LEN || n + 8 > file_len {
-        return Err(format!(
-            "header length {n} does not fit the {file_len}-byte file (limit {MAX_HEADER_LEN})"
-        ));
-    }
+    check_header_len(
+        u64::from_le_bytes(len_bytes.try_into().expect("8 bytes")),
+        file_len,
+    )?;
     let (header_len, metadata) = SafeTensors::read_metadata(file).map_err(|e| {
         let e = e.to_string();
         // serde lists every known dtype after an unknown one; the name is what matters.
@@ -59,6 +69,15 @@ pub fn parse(file: &[u8], tensor: Option<&str>) -> Result<TensorLayout, String> 
         dtype,
         layer_offsets: offsets.into_iter().map(|o| data_start + o as u64).collect(),
     })
+}
+
+fn check_header_len(n: u64, file_len: u64) -> Result<(), String> {
+    if n > MAX_HEADER_LEN || n.saturating_add(8) > file_len {
+        return Err(format!(
+            "header length {n} does not fit the {file_len}-byte file (limit {MAX_HEADER_LEN})"
+        ));
+    }
+    Ok(())
 }
 
 fn dtype_of(name: &str, info: &TensorInfo) -> Result<DType, String> {
