@@ -206,6 +206,12 @@ impl Style {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::View { .. }) && std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+        // Headless commands never talk to a compositor, but Mesa's Wayland support prints
+        // "error: XDG_RUNTIME_DIR is invalid" when the variable is unset (containers, CI, ssh),
+        // which reads like our own one-line error. Nothing else runs yet, so this is race-free.
+        std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir());
+    }
     // A panic is a bug, but it still ends as one line and exit code 1, not a backtrace and 101.
     std::panic::set_hook(Box::new(|info| {
         let msg = info
