@@ -7,12 +7,6 @@ struct Accum {
     sum: f32,
     // bits 0..31: finite, unmasked entries; bit 31: the bin held a non-finite entry
     count_bad: u32,
-    // exact zeros above the diagonal set aside while causal masking is being detected
-    masked_zeros: u32,
-    // pads the stride to 32 bytes: 16-byte aligned accesses on every GPU
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
 }
 
 const BAD_BIT: u32 = 0x80000000u;

@@ -48,6 +48,8 @@ const FLAG_AUTO_CAUSAL: u32 = 4u;
 @group(0) @binding(5) var<storage, read_write> row_max: array<f32>;
 // per head: 1 once a non-zero value was seen above the diagonal
 @group(0) @binding(6) var<storage, read_write> cell_flags: array<atomic<u32>>;
+// per pooled pixel (FLAG_AUTO_CAUSAL only): exact zeros above the diagonal set aside
+@group(0) @binding(7) var<storage, read_write> zeros: array<u32>;
 
 // Raw bits of element i widened to f32 bits, plus whether it is finite. Finiteness is read
 // from the exponent bits because WGSL lets compilers assume floats are never NaN or infinite.
@@ -135,7 +137,12 @@ fn pool(@builtin(global_invocation_id) gid: vec3<u32>) {
     let c1 = col_edges[x + 1u];
     let idx = piece.accum_base + y * piece.pooled_w + x;
     var a = accum[idx];
-    var run = Running(a.max_v, a.min_v, a.count_bad & COUNT_MASK, a.count_bad & BAD_BIT, a.masked_zeros, 0u);
+    let auto_causal = (piece.flags & FLAG_AUTO_CAUSAL) != 0u;
+    var set_aside = 0u;
+    if auto_causal {
+        set_aside = zeros[idx];
+    }
+    var run = Running(a.max_v, a.min_v, a.count_bad & COUNT_MASK, a.count_bad & BAD_BIT, set_aside, 0u);
     // Accumulators start zeroed (fresh buffers are); no entry yet means no extremes yet.
     if run.count == 0u {
         run.max_v = -F32_MAX;
@@ -143,7 +150,6 @@ fn pool(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     let row_norm = (piece.flags & FLAG_ROW_NORM) != 0u;
     let causal = (piece.flags & FLAG_CAUSAL) != 0u;
-    let auto_causal = (piece.flags & FLAG_AUTO_CAUSAL) != 0u;
     for (var q = r0; q < r1; q++) {
         let r = q - piece.row_start;
         let base = piece.elem_offset + r * piece.keys;
@@ -179,8 +185,10 @@ fn pool(@builtin(global_invocation_id) gid: vec3<u32>) {
     a.max_v = run.max_v;
     a.min_v = run.min_v;
     a.count_bad = run.count | run.bad;
-    a.masked_zeros = run.zeros;
     accum[idx] = a;
+    if auto_causal {
+        zeros[idx] = run.zeros;
+    }
     if run.saw_upper != 0u {
         atomicOr(&cell_flags[piece.cell], 1u);
     }
@@ -199,10 +207,11 @@ fn fold_masked_zeros(
     if i >= piece.row_count {
         return;
     }
-    var a = accum[piece.accum_base + i];
-    if a.masked_zeros == 0u {
+    let z = zeros[piece.accum_base + i];
+    if z == 0u {
         return;
     }
+    var a = accum[piece.accum_base + i];
     let count = a.count_bad & COUNT_MASK;
     if count == 0u {
         a.max_v = 0.0;
@@ -211,7 +220,7 @@ fn fold_masked_zeros(
         a.max_v = max(a.max_v, 0.0);
         a.min_v = min(a.min_v, 0.0);
     }
-    a.count_bad = (count + a.masked_zeros) | (a.count_bad & BAD_BIT);
-    a.masked_zeros = 0u;
+    a.count_bad = (count + z) | (a.count_bad & BAD_BIT);
     accum[piece.accum_base + i] = a;
+    zeros[piece.accum_base + i] = 0u;
 }

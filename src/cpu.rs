@@ -23,6 +23,8 @@ pub struct HeadPooler {
     col_edges: Vec<u32>,
     options: PoolOptions,
     pub accum: Vec<Accum>,
+    /// Per pixel (`Causal::Auto` only): exact zeros above the diagonal set aside.
+    pub zeros: Vec<u32>,
     /// A value other than zero was seen above the diagonal (`Causal::Auto`).
     pub saw_upper: bool,
     /// Entries above the diagonal are left out (asked for, or detected by [`pool_cells`]).
@@ -39,6 +41,11 @@ impl HeadPooler {
             col_edges: bin_edges(keys, geometry.pooled_w),
             options,
             accum: vec![Accum::EMPTY; geometry.pooled_pixels()],
+            zeros: if options.causal == Causal::Auto {
+                vec![0; geometry.pooled_pixels()]
+            } else {
+                Vec::new()
+            },
             saw_upper: false,
             causal: options.causal == Causal::On,
         }
@@ -89,7 +96,7 @@ impl HeadPooler {
                     let mut v = raw;
                     if auto && above(k) {
                         if v == 0.0 {
-                            a.masked_zeros += 1;
+                            self.zeros[y * w + x] += 1;
                             continue;
                         }
                         saw_upper = true;
@@ -182,7 +189,9 @@ pub fn resolve_causal(heads: &mut [HeadPooler], options: PoolOptions, queries: u
     for h in heads.iter_mut() {
         h.causal = detected;
         if !detected {
-            h.accum.iter_mut().for_each(Accum::fold_masked_zeros);
+            for (a, z) in h.accum.iter_mut().zip(h.zeros.iter_mut()) {
+                a.fold_zeros(std::mem::take(z));
+            }
         }
     }
 }

@@ -206,7 +206,8 @@ impl Style {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if !matches!(cli.command, Command::View { .. }) && std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+    if !matches!(cli.command, Command::View { .. }) && std::env::var_os("XDG_RUNTIME_DIR").is_none()
+    {
         // Headless commands never talk to a compositor, but Mesa's Wayland support prints
         // "error: XDG_RUNTIME_DIR is invalid" when the variable is unset (containers, CI, ssh),
         // which reads like our own one-line error. Nothing else runs yet, so this is race-free.

@@ -84,10 +84,6 @@ pub struct Accum {
     pub sum: f32,
     /// Bits 0..31: number of finite, unmasked entries; bit 31: the bin held a non-finite entry.
     pub count_bad: u32,
-    /// Exact zeros above the diagonal set aside while causal masking is detected; folded back
-    /// into the counts (and zeroed) when the head turns out not to be causal.
-    pub masked_zeros: u32,
-    pub _pad: [u32; 3],
 }
 
 pub(crate) const BAD_BIT: u32 = 1 << 31;
@@ -100,8 +96,6 @@ impl Accum {
         min: f32::MAX,
         sum: 0.0,
         count_bad: 0,
-        masked_zeros: 0,
-        _pad: [0; 3],
     };
 
     pub fn count(&self) -> u32 {
@@ -112,10 +106,11 @@ impl Accum {
         self.count_bad & BAD_BIT != 0
     }
 
-    /// Folds the zeros set aside for causal detection back in, as if they had been pooled.
-    /// The CPU twin of `fold_masked_zeros` in `shaders/pool.wgsl`.
-    pub fn fold_masked_zeros(&mut self) {
-        if self.masked_zeros == 0 {
+    /// Folds `zeros` entries of exactly 0, set aside while causal masking was being detected,
+    /// back in as if they had been pooled. The CPU twin of `fold_masked_zeros` in
+    /// `shaders/pool.wgsl`.
+    pub fn fold_zeros(&mut self, zeros: u32) {
+        if zeros == 0 {
             return;
         }
         if self.count() == 0 {
@@ -125,8 +120,7 @@ impl Accum {
             self.max = self.max.max(0.0);
             self.min = self.min.min(0.0);
         }
-        self.count_bad = (self.count() + self.masked_zeros) | (self.count_bad & BAD_BIT);
-        self.masked_zeros = 0;
+        self.count_bad = (self.count() + zeros) | (self.count_bad & BAD_BIT);
     }
 
     /// The pooled value, or `None` for a bin with no finite unmasked entry.
@@ -263,7 +257,7 @@ mod tests {
 
     #[test]
     fn layouts_match_the_shaders() {
-        assert_eq!(std::mem::size_of::<Accum>(), 32);
+        assert_eq!(std::mem::size_of::<Accum>(), 16);
         assert_eq!(std::mem::size_of::<HeadStats>(), 32);
     }
 }

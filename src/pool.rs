@@ -187,6 +187,7 @@ impl PoolPipelines {
                 storage_entry(4, false, c),
                 storage_entry(5, false, c),
                 storage_entry(6, false, c),
+                storage_entry(7, false, c),
             ],
         });
         let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
@@ -265,6 +266,9 @@ pub struct CellGroup {
     pub accum: wgpu::Buffer,
     /// Per cell: 1 once a non-zero value was seen above the diagonal.
     flags: wgpu::Buffer,
+    /// Per pooled pixel, with `Causal::Auto`: zeros set aside above the diagonal (a 4-byte
+    /// stand-in otherwise).
+    zeros: wgpu::Buffer,
 }
 
 /// Every selected head pooled to its cell, resident on the GPU, with its statistics.
@@ -478,6 +482,16 @@ impl<'g> Ingest<'g> {
                         usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
                         mapped_at_creation: false,
                     }),
+                    zeros: device.create_buffer(&wgpu::BufferDescriptor {
+                        label: Some("attnviz.pool.zeros"),
+                        size: if options.causal == Causal::Auto {
+                            (n * px * 4) as u64
+                        } else {
+                            4
+                        },
+                        usage: wgpu::BufferUsages::STORAGE,
+                        mapped_at_creation: false,
+                    }),
                 }
             })
             .collect();
@@ -578,6 +592,10 @@ impl<'g> Ingest<'g> {
                                     binding: 6,
                                     resource: g.flags.as_entire_binding(),
                                 },
+                                wgpu::BindGroupEntry {
+                                    binding: 7,
+                                    resource: g.zeros.as_entire_binding(),
+                                },
                             ],
                         })
                     })
@@ -634,6 +652,10 @@ impl<'g> Ingest<'g> {
                                 wgpu::BindGroupEntry {
                                     binding: 6,
                                     resource: g.flags.as_entire_binding(),
+                                },
+                                wgpu::BindGroupEntry {
+                                    binding: 7,
+                                    resource: g.zeros.as_entire_binding(),
                                 },
                             ],
                         })
