@@ -47,29 +47,17 @@ fn lut_index(t: f32) -> u32 {
     return min(u32(t * 256.0), 255u);
 }
 
-// Workgroups: x (and z, past 65535) over a head's pixels, y over the group's heads, so no
-// invocation divides to find its head.
-@compute @workgroup_size(256)
-fn colorize(
-    @builtin(workgroup_id) wg: vec3<u32>,
-    @builtin(num_workgroups) nwg: vec3<u32>,
-    @builtin(local_invocation_index) li: u32,
-) {
-    let p = (wg.z * nwg.x + wg.x) * 256u + li;
-    if p >= params.pixels_per_head {
-        return;
-    }
-    let i = wg.y * params.pixels_per_head + p;
-    let head = params.first_head + wg.y;
-    let a = accum[i];
+// Pixels per invocation: fewer, fuller workgroups (their launch cost dominates on software
+// rasterizers; on GPUs the strided loop keeps accesses coalesced).
+const PER_INVOCATION: u32 = 8u;
+
+fn color_of(a: Accum, range: vec2<f32>) -> u32 {
     let count = a.count_bad & COUNT_MASK;
     if (a.count_bad & BAD_BIT) != 0u {
-        colors[i] = params.bad_color;
-        return;
+        return params.bad_color;
     }
     if count == 0u {
-        colors[i] = 0u;
-        return;
+        return 0u;
     }
     var v = a.max_v;
     if params.reduce == REDUCE_MEAN {
@@ -77,5 +65,25 @@ fn colorize(
     } else if params.reduce == REDUCE_MIN {
         v = a.min_v;
     }
-    colors[i] = lut[lut_index(normalize(v, ranges[head]))];
+    return lut[lut_index(normalize(v, range))];
+}
+
+// Workgroups: x (and z, past 65535) over a head's pixels, 256 x PER_INVOCATION each; y over the
+// group's heads, so no invocation divides to find its head.
+@compute @workgroup_size(256)
+fn colorize(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(num_workgroups) nwg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
+    let first = (wg.z * nwg.x + wg.x) * 256u * PER_INVOCATION + li;
+    let range = ranges[params.first_head + wg.y];
+    let base = wg.y * params.pixels_per_head;
+    for (var j = 0u; j < PER_INVOCATION; j++) {
+        let p = first + j * 256u;
+        if p >= params.pixels_per_head {
+            return;
+        }
+        colors[base + p] = color_of(accum[base + p], range);
+    }
 }

@@ -15,6 +15,9 @@ const COLORIZE_WGSL: &str = concat!(
     include_str!("../shaders/colorize.wgsl")
 );
 
+/// Pixels each invocation colours (`PER_INVOCATION` in `shaders/colorize.wgsl`).
+const PER_INVOCATION: u32 = 8;
+
 /// Mirrors `ColorParams` in `shaders/colorize.wgsl`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
@@ -146,7 +149,7 @@ impl ColorizedCells {
             });
             let (x, z) = dispatch_1d(
                 px as u32,
-                256,
+                256 * PER_INVOCATION,
                 gpu.limits.max_compute_workgroups_per_dimension,
             );
             out.dispatch.push((x, g.cells as u32, z));
