@@ -80,6 +80,24 @@ impl FigureQuads {
                 });
             }
             if gi == 0 {
+                if let Some([x, y, w, h]) = layout.colorbar {
+                    quads.push(Quad {
+                        rect: [x as i32, y as i32, w as i32, h as i32],
+                        kind: KIND_COLORBAR,
+                        src: 0,
+                        src_size: 0,
+                        color: 0,
+                    });
+                }
+                for &[x, y, w, h] in &layout.fills {
+                    quads.push(Quad {
+                        rect: [x as i32, y as i32, w as i32, h as i32],
+                        kind: KIND_FILL,
+                        src: 0,
+                        src_size: 0,
+                        color: pack_rgba(layout.theme.foreground),
+                    });
+                }
                 for (placed, &(ax, ay)) in layout.labels.iter().zip(&atlas.origins) {
                     quads.push(Quad {
                         rect: [

@@ -47,6 +47,10 @@ pub struct Layout {
     pub cells: Vec<CellPlacement>,
     pub columns: usize,
     pub labels: Vec<PlacedLabel>,
+    /// The colorbar's rectangle (x, y, w, h), when there is one.
+    pub colorbar: Option<[u32; 4]>,
+    /// Solid rectangles in the foreground colour (tick marks).
+    pub fills: Vec<[u32; 4]>,
     pub theme: Theme,
 }
 
@@ -137,6 +141,8 @@ impl Layout {
             cells,
             columns: heads.len(),
             labels,
+            colorbar: None,
+            fills: Vec::new(),
             theme,
         }
     }

@@ -7,6 +7,7 @@
 
 pub mod accumulator;
 pub mod bench;
+pub mod colorbar;
 pub mod colorize;
 pub mod colormap;
 mod colormap_tables;

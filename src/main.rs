@@ -162,6 +162,9 @@ struct Style {
     /// Cell side in pixels (default 256, or the native size when smaller).
     #[arg(long)]
     cell: Option<u32>,
+    /// Leave the colorbar out.
+    #[arg(long)]
+    no_colorbar: bool,
     /// Entries above the diagonal: masked (on: out of the statistics, drawn as background),
     /// kept (off), or masked when every selected head is exactly zero there (auto).
     #[arg(long, default_value = "auto", num_args = 0..=1, default_missing_value = "on",
@@ -195,6 +198,7 @@ impl Style {
             colormap: self.colormap,
             reduce: self.reduce,
             cell: self.cell,
+            colorbar: !self.no_colorbar,
             causal: match self.causal.as_str() {
                 "on" => Causal::On,
                 "off" => Causal::Off,

@@ -16,7 +16,7 @@ use crate::select::parse_selection;
 use crate::source::AttentionSource;
 
 /// What to draw and how. Defaults match the CLI's.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct RenderOptions {
     /// 1-based selection such as `1,8` or `1-4`; `None` for all.
     pub layers: Option<String>,
@@ -29,6 +29,23 @@ pub struct RenderOptions {
     /// Whether entries above the diagonal are masked. `Auto` (the CLI's default) masks them
     /// when every selected head is exactly zero there.
     pub causal: Causal,
+    /// Draw a colorbar right of the grid.
+    pub colorbar: bool,
+}
+
+impl Default for RenderOptions {
+    fn default() -> Self {
+        RenderOptions {
+            layers: None,
+            heads: None,
+            norm: Norm::default(),
+            colormap: Colormap::default(),
+            reduce: Reduce::default(),
+            cell: None,
+            causal: Causal::default(),
+            colorbar: true,
+        }
+    }
 }
 
 /// The resolved plan: which heads go where, at what size.
@@ -44,6 +61,13 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// Adds the colorbar for `norm` once the ranges are known (they come from the data).
+    pub fn add_colorbar(&mut self, norm: Norm, ranges: &[[f32; 2]]) {
+        let spec = crate::colorbar::ColorbarSpec::for_norm(norm, ranges);
+        self.layout
+            .add_colorbar(&spec, &crate::layout::Metrics::for_cell(&self.geometry));
+    }
+
     pub fn new(source: &dyn AttentionSource, options: &RenderOptions) -> Result<Plan> {
         let shape = source.shape();
         let layers = parse_selection(options.layers.as_deref(), shape.layers, "layer")?;
@@ -191,9 +215,13 @@ impl Engine {
     /// Pools, colours and lays out `source`: a figure resident on the GPU, ready to draw into
     /// any target and to recolour without touching the input again.
     pub fn scene(&self, source: &dyn AttentionSource, options: &RenderOptions) -> Result<Scene> {
-        let plan = Plan::new(source, options)?;
+        let mut plan = Plan::new(source, options)?;
         let gpu = &self.gpu;
         let pooled = self.pool(source, &plan.cells, plan.geometry, plan.pool)?;
+        if options.colorbar {
+            let ranges = color_ranges(options.norm, &pooled.stats, plan.heads.len());
+            plan.add_colorbar(options.norm, &ranges);
+        }
         let colors = ColorizedCells::new(gpu, &self.colorize, &pooled);
         let groups: Vec<_> = pooled
             .groups
@@ -362,10 +390,13 @@ fn tile_from_words(layer: usize, head: usize, g: &CellGeometry, words: &[u32]) -
 
 /// The CPU reference renderer: same plan, same semantics, no GPU.
 pub fn render_cpu(source: &dyn AttentionSource, options: &RenderOptions) -> Result<Figure> {
-    let plan = Plan::new(source, options)?;
+    let mut plan = Plan::new(source, options)?;
     let pooled = cpu::pool_cells(source, &plan.cells, plan.geometry, plan.pool)?;
     let stats: Vec<HeadStats> = pooled.iter().map(|p| cpu::head_stats(&p.accum)).collect();
     let ranges = color_ranges(options.norm, &stats, plan.heads.len());
+    if options.colorbar {
+        plan.add_colorbar(options.norm, &ranges);
+    }
     let colors: Vec<u32> = pooled
         .iter()
         .zip(&ranges)

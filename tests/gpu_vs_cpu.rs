@@ -17,7 +17,7 @@ use attnviz::geometry::CellGeometry;
 use attnviz::norm::color_ranges;
 use attnviz::pool::{Causal, PoolOptions};
 use attnviz::source::ArraySource;
-use attnviz::{AttentionSource, Colormap, DType, Engine, Norm, Plan, Reduce, RenderOptions};
+use attnviz::{AttentionSource, Colormap, DType, Engine, Norm, Reduce, RenderOptions};
 use common::{engine, indices_of, random, structured};
 use ndarray::Array4;
 
@@ -263,7 +263,8 @@ fn figure_matches_cpu_compositor() {
             ..Default::default()
         };
         let fig = e.render(&src, &options).unwrap();
-        let plan = Plan::new(&src, &options).unwrap();
+        // The figure's own plan: its layout has the colorbar, placed once the ranges were known.
+        let plan = &fig.plan;
         let pooled = e.pool(&src, &plan.cells, plan.geometry, plan.pool).unwrap();
         let colors: Vec<u32> = e
             .colorize(&pooled, &fig.ranges, options.reduce, options.colormap)
