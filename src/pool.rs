@@ -548,120 +548,51 @@ impl<'g> Ingest<'g> {
             usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
+        // One bind group per (data buffer, accumulator group), made once.
+        let bind_group = |data: &wgpu::Buffer, g: &CellGroup| {
+            fn entry(binding: u32, buffer: &wgpu::Buffer) -> wgpu::BindGroupEntry<'_> {
+                wgpu::BindGroupEntry {
+                    binding,
+                    resource: buffer.as_entire_binding(),
+                }
+            }
+            device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some("attnviz.pool.bind_group"),
+                layout: &pipes.layout,
+                entries: &[
+                    wgpu::BindGroupEntry {
+                        binding: 0,
+                        resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                            buffer: &params_buf,
+                            offset: 0,
+                            size: NonZeroU64::new(std::mem::size_of::<PieceParams>() as u64),
+                        }),
+                    },
+                    entry(1, data),
+                    entry(2, &row_edges_buf),
+                    entry(3, &col_edges_buf),
+                    entry(4, &g.accum),
+                    entry(5, &row_max_buf),
+                    entry(6, &g.flags),
+                    entry(7, &g.zeros),
+                ],
+            })
+        };
         let bind_groups = (0..slot_count)
             .map(|s| {
                 let data = device_data.as_ref().unwrap_or(&slots[s].host);
-                groups
-                    .iter()
-                    .map(|g| {
-                        device.create_bind_group(&wgpu::BindGroupDescriptor {
-                            label: Some("attnviz.pool.bind_group"),
-                            layout: &pipes.layout,
-                            entries: &[
-                                wgpu::BindGroupEntry {
-                                    binding: 0,
-                                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                                        buffer: &params_buf,
-                                        offset: 0,
-                                        size: NonZeroU64::new(
-                                            std::mem::size_of::<PieceParams>() as u64
-                                        ),
-                                    }),
-                                },
-                                wgpu::BindGroupEntry {
-                                    binding: 1,
-                                    resource: data.as_entire_binding(),
-                                },
-                                wgpu::BindGroupEntry {
-                                    binding: 2,
-                                    resource: row_edges_buf.as_entire_binding(),
-                                },
-                                wgpu::BindGroupEntry {
-                                    binding: 3,
-                                    resource: col_edges_buf.as_entire_binding(),
-                                },
-                                wgpu::BindGroupEntry {
-                                    binding: 4,
-                                    resource: g.accum.as_entire_binding(),
-                                },
-                                wgpu::BindGroupEntry {
-                                    binding: 5,
-                                    resource: row_max_buf.as_entire_binding(),
-                                },
-                                wgpu::BindGroupEntry {
-                                    binding: 6,
-                                    resource: g.flags.as_entire_binding(),
-                                },
-                                wgpu::BindGroupEntry {
-                                    binding: 7,
-                                    resource: g.zeros.as_entire_binding(),
-                                },
-                            ],
-                        })
-                    })
-                    .collect()
+                groups.iter().map(|g| bind_group(data, g)).collect()
             })
             .collect();
         // The fold pass runs after the last chunk, when the upload slots are mapped again: it
         // binds a stand-in for the data it never reads.
-        let dummy = device.create_buffer(&wgpu::BufferDescriptor {
+        let no_data = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("attnviz.pool.no_data"),
             size: 4,
             usage: wgpu::BufferUsages::STORAGE,
             mapped_at_creation: false,
         });
-        let fold_bind_groups: Vec<wgpu::BindGroup> = {
-            let data = &dummy;
-            groups
-                .iter()
-                .map(|g| {
-                    device.create_bind_group(&wgpu::BindGroupDescriptor {
-                            label: Some("attnviz.pool.bind_group"),
-                            layout: &pipes.layout,
-                            entries: &[
-                                wgpu::BindGroupEntry {
-                                    binding: 0,
-                                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                                        buffer: &params_buf,
-                                        offset: 0,
-                                        size: NonZeroU64::new(
-                                            std::mem::size_of::<PieceParams>() as u64
-                                        ),
-                                    }),
-                                },
-                                wgpu::BindGroupEntry {
-                                    binding: 1,
-                                    resource: data.as_entire_binding(),
-                                },
-                                wgpu::BindGroupEntry {
-                                    binding: 2,
-                                    resource: row_edges_buf.as_entire_binding(),
-                                },
-                                wgpu::BindGroupEntry {
-                                    binding: 3,
-                                    resource: col_edges_buf.as_entire_binding(),
-                                },
-                                wgpu::BindGroupEntry {
-                                    binding: 4,
-                                    resource: g.accum.as_entire_binding(),
-                                },
-                                wgpu::BindGroupEntry {
-                                    binding: 5,
-                                    resource: row_max_buf.as_entire_binding(),
-                                },
-                                wgpu::BindGroupEntry {
-                                    binding: 6,
-                                    resource: g.flags.as_entire_binding(),
-                                },
-                                wgpu::BindGroupEntry {
-                                    binding: 7,
-                                    resource: g.zeros.as_entire_binding(),
-                                },
-                            ],
-                        })
-                })
-                .collect()
-        };
+        let fold_bind_groups = groups.iter().map(|g| bind_group(&no_data, g)).collect();
         Ok(Ingest {
             gpu,
             pipes,
