@@ -4,7 +4,6 @@
 
 struct ColorParams {
     pixels_per_head: u32,
-    total_pixels: u32,
     // first head of this group in `ranges`
     first_head: u32,
     reduce: u32,
@@ -12,6 +11,7 @@ struct ColorParams {
     _pad0: u32,
     _pad1: u32,
     _pad2: u32,
+    _pad3: u32,
 }
 
 const REDUCE_MAX: u32 = 0u;

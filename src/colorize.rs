@@ -23,11 +23,10 @@ const PER_INVOCATION: u32 = 8;
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
 struct ColorParams {
     pixels_per_head: u32,
-    total_pixels: u32,
     first_head: u32,
     reduce: u32,
     bad_color: u32,
-    _pad: [u32; 3],
+    _pad: [u32; 4],
 }
 
 pub(crate) struct ColorizePipeline {
@@ -74,7 +73,6 @@ pub struct ColorizedCells {
     bind_groups: Vec<wgpu::BindGroup>,
     /// (workgroups x, y) per group
     dispatch: Vec<(u32, u32, u32)>,
-    totals: Vec<u32>,
 }
 
 impl ColorizedCells {
@@ -107,7 +105,6 @@ impl ColorizedCells {
             params: Vec::new(),
             bind_groups: Vec::new(),
             dispatch: Vec::new(),
-            totals: Vec::new(),
         };
         for g in &pooled.groups {
             let total = (g.cells * px) as u32;
@@ -153,7 +150,6 @@ impl ColorizedCells {
                 gpu.limits.max_compute_workgroups_per_dimension,
             );
             out.dispatch.push((x, g.cells as u32, z));
-            out.totals.push(total);
             out.colors.push(colors);
             out.params.push(params);
             out.bind_groups.push(bind_group);
@@ -180,11 +176,10 @@ impl ColorizedCells {
             for (i, g) in pooled.groups.iter().enumerate() {
                 let params = ColorParams {
                     pixels_per_head: px,
-                    total_pixels: self.totals[i],
                     first_head: g.first_cell as u32,
                     reduce: reduce.shader_id(),
                     bad_color: pack_rgba(BAD_COLOR),
-                    _pad: [0; 3],
+                    _pad: [0; 4],
                 };
                 gpu.queue
                     .write_buffer(&self.params[i], 0, bytemuck::bytes_of(&params));

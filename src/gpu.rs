@@ -25,17 +25,12 @@ impl Gpu {
     /// Opens the best adapter: discrete, then integrated, then anything else (a software
     /// rasterizer such as lavapipe last). `WGPU_BACKEND` narrows the backends.
     pub fn new() -> Result<Gpu> {
-        pollster::block_on(Self::new_async(None))
+        pollster::block_on(Self::open(Self::instance(), None))
     }
 
     /// Like [`Gpu::new`], but the adapter must be able to present to `surface`.
     pub fn for_surface(instance: wgpu::Instance, surface: &wgpu::Surface<'_>) -> Result<Gpu> {
         pollster::block_on(Self::open(instance, Some(surface)))
-    }
-
-    async fn new_async(surface: Option<&wgpu::Surface<'_>>) -> Result<Gpu> {
-        let instance = Self::instance();
-        Self::open(instance, surface).await
     }
 
     /// An instance over the native backends, narrowed by `WGPU_BACKEND` when set.
