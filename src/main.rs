@@ -8,6 +8,8 @@ use std::time::Instant;
 use anyhow::Context;
 use attnviz::export::{check_writable, write_png};
 use attnviz::pool::Causal;
+use attnviz::qk::synth::QkSpec;
+use attnviz::qk::{parse_queries, GpuRows, QkOptions, QkSource};
 use attnviz::source::{
     self, write_tensor, AttentionSource, DemoModel, OpenOptions, Pattern, Synth, SynthSpec,
 };
@@ -27,10 +29,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Render an attention tensor (.npy or .safetensors) as a labelled grid PNG.
+    /// Render an attention tensor (.npy or .safetensors), or attention recomputed from queries
+    /// and keys (--q, --k), as a labelled grid PNG.
     Render {
         /// (L,H,Q,K), (H,Q,K) or (Q,K) attention: .npy (<f4, <f2) or .safetensors (F32, F16, BF16).
-        input: PathBuf,
+        #[arg(required_unless_present = "q", conflicts_with = "q")]
+        input: Option<PathBuf>,
+        #[command(flatten)]
+        qk: QkArgs,
         /// Tensor to read from a .safetensors file with several.
         #[arg(long)]
         tensor: Option<String>,
@@ -51,7 +57,10 @@ enum Command {
     /// Explore an attention tensor in a window: drag to pan, wheel to zoom, c/n/r to recolour,
     /// 0 to reset, s to save a PNG, q or Esc to quit.
     View {
-        input: PathBuf,
+        #[arg(required_unless_present = "q", conflicts_with = "q")]
+        input: Option<PathBuf>,
+        #[command(flatten)]
+        qk: QkArgs,
         #[arg(long)]
         tensor: Option<String>,
         #[command(flatten)]
@@ -107,6 +116,42 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
+    /// Write synthetic queries and keys (tensors `q` and `k` in one .safetensors file) whose
+    /// attention has a sink, sparse sink-like columns and a local window.
+    SynthQk {
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Tokens (queries = keys).
+        #[arg(long, default_value_t = 4096)]
+        seq: usize,
+        /// Head dimension.
+        #[arg(long, default_value_t = 64)]
+        dim: usize,
+        #[arg(long, default_value_t = 1)]
+        layers: usize,
+        #[arg(long, default_value_t = 1)]
+        heads: usize,
+        /// Key heads (fewer than --heads: grouped-query attention); default: --heads.
+        #[arg(long)]
+        kv_heads: Option<usize>,
+        #[arg(long, default_value = "f16", value_parser = ["f32", "f16", "bf16"])]
+        dtype: String,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+    /// Compute the attention probabilities of queries and keys (on the GPU, as render pools
+    /// them) and write them as a tensor (.npy, .safetensors or raw), block by block.
+    Attention {
+        #[command(flatten)]
+        qk: QkArgs,
+        /// Mask keys after each query.
+        #[arg(long)]
+        causal: bool,
+        #[arg(short, long)]
+        output: PathBuf,
+        #[arg(long, value_enum, default_value_t = Backend::Auto)]
+        backend: Backend,
+    },
     /// Measure render throughput on synthetic data (generated once, cached), next to the
     /// machine's memcpy and file-read limits.
     Bench {
@@ -128,6 +173,38 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Backend::Auto)]
         backend: Backend,
     },
+}
+
+/// Attention recomputed from queries and keys instead of read from a file.
+#[derive(Args)]
+struct QkArgs {
+    /// Queries, (L,H,N,d), (H,N,d) or (N,d), .npy or .safetensors: the attention softmax(QKᵀ·scale)
+    /// is recomputed on the GPU at the resolution drawn, never stored.
+    #[arg(long, value_name = "FILE")]
+    q: Option<PathBuf>,
+    /// Keys, with as many heads as Q or fewer (grouped-query attention). Omit when --q is a
+    /// .safetensors file holding tensors `q` and `k`.
+    #[arg(long, value_name = "FILE", requires = "q")]
+    k: Option<PathBuf>,
+    /// Score scale before the softmax (default 1/√d).
+    #[arg(long, requires = "q")]
+    softmax_scale: Option<f32>,
+    /// Query rows to compute, 0-based, end excluded: A..B, A.. or ..B.
+    #[arg(long, requires = "q", value_name = "A..B")]
+    queries: Option<String>,
+}
+
+impl QkArgs {
+    /// The Q/K source, when --q was given.
+    fn open(&self, causal: bool) -> anyhow::Result<Option<QkSource>> {
+        let Some(q) = &self.q else { return Ok(None) };
+        let options = QkOptions {
+            causal,
+            softmax_scale: self.softmax_scale,
+            queries: self.queries.as_deref().map(parse_queries).transpose()?,
+        };
+        Ok(Some(QkSource::open(q, self.k.as_deref(), &options)?))
+    }
 }
 
 #[derive(Args)]
@@ -280,6 +357,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Render {
             input,
+            qk,
             tensor,
             shape,
             dtype,
@@ -288,14 +366,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             tiles,
         } => {
             check_writable(&out.output)?;
-            let src = match (shape, dtype) {
-                (Some(shape), Some(dtype)) => {
-                    let dtype = DType::from_name(&dtype).expect("clap checked the name");
-                    source::open_raw(&input, &source::parse_shape(&shape)?, dtype)?
-                }
-                _ => source::open(&input, &OpenOptions { tensor })?,
-            };
-            render_to(&src, &style.options(), &out, tiles.as_deref())
+            let options = style.options();
+            let src: Box<dyn AttentionSource> =
+                match (qk.open(options.causal == Causal::On)?, input) {
+                    (Some(qk), _) => Box::new(qk),
+                    (None, Some(input)) => match (shape, dtype) {
+                        (Some(shape), Some(dtype)) => {
+                            let dtype = DType::from_name(&dtype).expect("clap checked the name");
+                            Box::new(source::open_raw(
+                                &input,
+                                &source::parse_shape(&shape)?,
+                                dtype,
+                            )?)
+                        }
+                        _ => Box::new(source::open(&input, &OpenOptions { tensor })?),
+                    },
+                    (None, None) => unreachable!("clap requires INPUT or --q"),
+                };
+            render_to(src.as_ref(), &options, &out, tiles.as_deref())
         }
         Command::Demo { out, style, tokens } => {
             check_writable(&out.output)?;
@@ -344,6 +432,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::View {
             input,
+            qk,
             tensor,
             style,
             exit_after_frames,
@@ -355,7 +444,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(path) = &screenshot {
                 check_writable(path)?;
             }
-            let src = source::open(&input, &OpenOptions { tensor })?;
+            let render = style.options();
+            let src: Box<dyn AttentionSource> = match (qk.open(render.causal == Causal::On)?, input)
+            {
+                (Some(qk), _) => Box::new(qk),
+                (None, Some(input)) => Box::new(source::open(&input, &OpenOptions { tensor })?),
+                (None, None) => unreachable!("clap requires INPUT or --q"),
+            };
             let size = size
                 .map(|s| {
                     s.split_once(['x', 'X'])
@@ -367,7 +462,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 })
                 .transpose()?;
             let options = attnviz::viewer::ViewerOptions {
-                render: style.options(),
+                render,
                 exit_after_frames,
                 screenshot,
                 size,
@@ -382,13 +477,62 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     })
                     .transpose()?,
             };
-            let report = attnviz::viewer::run(&src, options)?;
+            let report = attnviz::viewer::run(src.as_ref(), options)?;
             if stats {
                 let (min, median, p99) = report.summary();
                 println!("adapter: {}", report.adapter);
                 println!("frames:  {}", report.frames);
                 println!("frame time: min {min:.2} ms, median {median:.2} ms, p99 {p99:.2} ms");
             }
+            Ok(())
+        }
+        Command::SynthQk {
+            output,
+            seq,
+            dim,
+            layers,
+            heads,
+            kv_heads,
+            dtype,
+            seed,
+        } => {
+            check_writable(&output)?;
+            let spec = QkSpec {
+                layers,
+                heads,
+                kv_heads: kv_heads.unwrap_or(heads),
+                seq,
+                dim,
+                seed,
+            };
+            spec.write(
+                &output,
+                DType::from_name(&dtype).expect("clap checked the name"),
+            )?;
+            eprintln!(
+                "wrote {} (q: {layers}x{heads}x{seq}x{dim}, k: {layers}x{}x{seq}x{dim}, {dtype})",
+                output.display(),
+                spec.kv_heads
+            );
+            Ok(())
+        }
+        Command::Attention {
+            qk,
+            causal,
+            output,
+            backend,
+        } => {
+            check_writable(&output)?;
+            let src = qk.open(causal)?.expect("clap requires --q");
+            let engine = engine(backend)?;
+            let bar = ProgressBar::new(false, "computing");
+            let progress = |done, total| bar.update(done, total);
+            match &engine {
+                Some(e) => write_tensor(&GpuRows::new(e, &src), &output, &progress)?,
+                None => write_tensor(&src, &output, &progress)?,
+            }
+            bar.finish();
+            eprintln!("wrote {} ({})", output.display(), src.shape());
             Ok(())
         }
         Command::Bench { quick, json, data } => bench(quick, json.as_deref(), data),
