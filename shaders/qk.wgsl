@@ -6,8 +6,14 @@
 //                  pass (pool.wgsl) reads its input.
 // Scores are kept in base 2 (`scale` already holds log2(e)), so each entry costs one exp2.
 //
-// D4 (the head dimension in vec4s, zero padded) is substituted when the module is built, so a
-// query or key row lives in registers as a fixed-size array.
+// D4 (the head dimension in vec4s, zero padded) is substituted when the module is built, and
+// the comment lines `row: ...` are expanded (src/qk/gpu.rs, `kernel_source`) so a row is held in
+// D4 named vec4 variables, which every compiler keeps in registers, rather than in an indexed
+// private array, which some spill to memory:
+//   row: var             declares row0 .. row{D4-1}
+//   row: load BUF[BASE]  rowI = BUF[BASE + I]
+//   row: dot S BUF[BASE] var S = dot(row0, BUF[BASE + 0]) + dot(row1, BUF[BASE + 1]) + ...
+//                        (summed left to right, in dimension order)
 
 const D4: u32 = 16u;
 // Rows of the other operand held in workgroup memory at once: 16 KiB, the smallest limit any
@@ -55,11 +61,9 @@ fn row_stats(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
     let first = params.row_start + wg.x * WG;
     let r = first + li;
     let has_row = r < params.row_start + params.rows;
-    var qv: array<vec4<f32>, D4>;
+    // row: var
     if has_row {
-        for (var i = 0u; i < D4; i++) {
-            qv[i] = q[r * D4 + i];
-        }
+        // row: load q[r * D4]
     }
     let limit = visible(r);
     // The workgroup's last row sees the most keys; the loop runs to it (uniform control flow).
@@ -76,10 +80,7 @@ fn row_stats(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
         if has_row {
             let m_keys = min(n, max(limit, t) - t);
             for (var j = 0u; j < m_keys; j++) {
-                var s = 0.0;
-                for (var i = 0u; i < D4; i++) {
-                    s += dot(qv[i], tile[j * D4 + i]);
-                }
+                // row: dot s tile[j * D4]
                 s *= params.scale;
                 if s > m {
                     // (l is 0 before the first key, when m - s may not be finite)
@@ -103,11 +104,9 @@ fn row_stats(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
 fn probabilities(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
     let key = wg.x * WG + li;
     let has_key = key < params.keys;
-    var kv: array<vec4<f32>, D4>;
+    // row: var
     if has_key {
-        for (var i = 0u; i < D4; i++) {
-            kv[i] = k[key * D4 + i];
-        }
+        // row: load k[key * D4]
     }
     let r_begin = wg.y * WG;
     let r_end = min(r_begin + WG, params.rows);
@@ -124,10 +123,7 @@ fn probabilities(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
                 let r = params.row_start + b;
                 var p = 0.0;
                 if key < visible(r) {
-                    var s = 0.0;
-                    for (var i = 0u; i < D4; i++) {
-                        s += dot(kv[i], tile[j * D4 + i]);
-                    }
+                    // row: dot s tile[j * D4]
                     p = exp2(s * params.scale - lse[r]);
                 }
                 out[params.out_offset + b * params.keys + key] = p;

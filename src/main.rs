@@ -823,6 +823,72 @@ fn bench(quick: bool, json: Option<&Path>, data: Option<PathBuf>) -> anyhow::Res
         })?,
         None,
     ));
+    // The grid's pooling alone, on data already in device memory: what the GPU sustains
+    // without the host-to-device copy (the same as export-grid on unified memory).
+    let grid_bytes = len(&grid_path);
+    rows.push((
+        measure("pool-resident", grid_bytes, 64, runs, false, || {
+            engine
+                .resident_pool_seconds(64, grid_seq, grid_seq, 256)
+                .map(|_| ())
+        })?,
+        None,
+    ));
+    // Attention recomputed from Q and K: compute-bound, so reported in GFLOP/s as well.
+    let qk_seq = if quick { 2048 } else { 32768 };
+    let qk_spec = |seq| QkSpec {
+        layers: 1,
+        heads: 1,
+        kv_heads: 1,
+        seq,
+        dim: 64,
+        seed: 1,
+    };
+    let qk_source = |seq| -> anyhow::Result<QkSource> {
+        let (q, k) = qk_spec(seq).generate()?;
+        let shape = attnviz::Shape {
+            layers: 1,
+            heads: 1,
+            queries: seq,
+            keys: 64,
+        };
+        let tensor = |name: &str, v: Vec<f32>| -> anyhow::Result<Box<dyn AttentionSource>> {
+            let bytes = bytemuck::cast_slice(&v).to_vec();
+            Ok(Box::new(source::ArraySource::new(
+                name,
+                shape,
+                DType::F32,
+                bytes,
+            )?))
+        };
+        Ok(QkSource::new(
+            tensor("q", q)?,
+            tensor("k", k)?,
+            &QkOptions::default(),
+        )?)
+    };
+    // Warm the pipelines on a small head, then time whole renders until three runs or a
+    // minute, whichever comes first (a software adapter takes minutes per run).
+    engine.render(&qk_source(256)?, &long_opts)?;
+    let qk = qk_source(qk_seq)?;
+    let mut qk_runs = Vec::new();
+    let qk_start = Instant::now();
+    while qk_runs.len() < 3 && (qk_runs.is_empty() || qk_start.elapsed().as_secs() < 60) {
+        let t = Instant::now();
+        let f = engine.render(&qk, &long_opts)?;
+        write_png(&out, f.width, f.height, &f.rgba)?;
+        qk_runs.push(t.elapsed().as_secs_f64());
+    }
+    let qk_sample = Sample {
+        name: "qk-long".into(),
+        input_bytes: 0,
+        heads: 1,
+        runs: qk_runs,
+        per_frame: false,
+    };
+    let qk_flops = 2.0 * 4.0 * (qk_seq as f64).powi(2) * 64.0;
+    let qk_gflops = qk_flops / qk_sample.median() / 1e9;
+    rows.push((qk_sample, None));
     let _ = std::fs::remove_file(&out);
 
     println!("adapter: {}", engine.gpu.describe());
@@ -878,11 +944,16 @@ fn bench(quick: bool, json: Option<&Path>, data: Option<PathBuf>) -> anyhow::Res
     }
     if let Some(path) = json {
         let body = format!(
-            "{{\"adapter\":{:?},\"memcpy_gbps\":{memcpy:.3},\"quick\":{quick},\"scenarios\":[{}]}}\n",
+            "{{\"adapter\":{:?},\"memcpy_gbps\":{memcpy:.3},\"quick\":{quick},\"qk_long_gflops\":{qk_gflops:.3},\"scenarios\":[{}]}}\n",
             engine.gpu.describe(),
             json_rows.join(",")
         );
         attnviz::export::write_atomic(path, |w| std::io::Write::write_all(w, body.as_bytes()))?;
     }
+    println!();
+    println!(
+        "qk-long: {qk_seq} tokens, d = 64, one head to a 1024-px cell: {qk_gflops:.1} GFLOP/s \
+         (4·N²·d flops per pass, two passes: row statistics, then probabilities)"
+    );
     Ok(())
 }

@@ -1081,6 +1081,41 @@ pub fn upload_seconds(gpu: &Gpu, total: u64) -> Result<f64> {
     Ok(start.elapsed().as_secs_f64())
 }
 
+/// Seconds to pool `cells` heads of `queries` × `keys` f32 entries that are already in device
+/// memory (one device chunk, pooled again for every block): the GPU-side pooling throughput,
+/// without the host-to-device copy that bounds [`pool_cells`] on discrete GPUs.
+pub(crate) fn resident_pool_seconds(
+    gpu: &Gpu,
+    pipes: &PoolPipelines,
+    cells: usize,
+    queries: usize,
+    keys: usize,
+    geometry: CellGeometry,
+) -> Result<f64> {
+    let mut ingest = Ingest::new(
+        gpu,
+        pipes,
+        cells,
+        queries,
+        keys,
+        DType::F32,
+        geometry,
+        PoolOptions::default(),
+        CHUNK_TARGET,
+        Feed::Device,
+    )?;
+    let step = ingest.max_rows_per_fill();
+    gpu.wait()?;
+    let start = std::time::Instant::now();
+    for cell in 0..cells {
+        for row in (0..queries).step_by(step) {
+            ingest.pool_resident(cell, row, step.min(queries - row), |_| {})?;
+        }
+    }
+    gpu.wait()?;
+    Ok(start.elapsed().as_secs_f64())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -215,6 +215,19 @@ impl Engine {
         )
     }
 
+    /// Seconds to pool `cells` resident heads of `queries` × `keys` f32 to `cell` pixels on the
+    /// device alone (benchmarks: the GPU-side share of a render).
+    pub fn resident_pool_seconds(
+        &self,
+        cells: usize,
+        queries: usize,
+        keys: usize,
+        cell: u32,
+    ) -> Result<f64> {
+        let geometry = CellGeometry::new(queries, keys, Some(cell))?;
+        crate::pool::resident_pool_seconds(&self.gpu, &self.pool, cells, queries, keys, geometry)
+    }
+
     /// Rows `rows` (0-based among the computed rows) of head (`layer`, `head`) of `qk` as the
     /// GPU computes them before pooling: its materialized attention.
     pub fn qk_probabilities(

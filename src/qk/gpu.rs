@@ -73,11 +73,7 @@ impl QkPipelines {
         let mut map = self.by_dim.lock().expect("qk pipelines");
         map.entry(d4)
             .or_insert_with(|| {
-                let source = QK_WGSL.replacen(
-                    "const D4: u32 = 16u;",
-                    &format!("const D4: u32 = {d4}u;"),
-                    1,
-                );
+                let source = kernel_source(d4);
                 let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
                     label: Some("attnviz.qk.shader"),
                     source: wgpu::ShaderSource::Wgsl(source.into()),
@@ -101,6 +97,57 @@ impl QkPipelines {
             })
             .clone()
     }
+}
+
+/// The Q/K shader for head dimension `4 * d4`, with its `row:` lines expanded (see the
+/// comment at the top of shaders/qk.wgsl).
+pub fn kernel_source(d4: u32) -> String {
+    let mut out = String::with_capacity(QK_WGSL.len() + 64 * d4 as usize);
+    for line in QK_WGSL.lines() {
+        let indent = &line[..line.len() - line.trim_start().len()];
+        let Some(cmd) = line.trim_start().strip_prefix("// row: ") else {
+            if line.starts_with("const D4: u32") {
+                out.push_str(&format!("const D4: u32 = {d4}u;\n"));
+            } else {
+                out.push_str(line);
+                out.push('\n');
+            }
+            continue;
+        };
+        let words: Vec<&str> = cmd.split_whitespace().collect();
+        // BUF[BASE] split at the first '[' (BASE may hold spaces).
+        let indexed = |from: usize| {
+            let rest = words[from..].join(" ");
+            let (buf, base) = rest.split_once('[').expect("BUF[BASE]");
+            (buf.to_string(), base.trim_end_matches(']').to_string())
+        };
+        match words[0] {
+            "var" => {
+                for i in 0..d4 {
+                    out.push_str(&format!("{indent}var row{i} = vec4<f32>();\n"));
+                }
+            }
+            "load" => {
+                let (buf, base) = indexed(1);
+                for i in 0..d4 {
+                    out.push_str(&format!("{indent}row{i} = {buf}[{base} + {i}u];\n"));
+                }
+            }
+            "dot" => {
+                let (buf, base) = indexed(2);
+                let terms: Vec<String> = (0..d4)
+                    .map(|i| format!("dot(row{i}, {buf}[{base} + {i}u])"))
+                    .collect();
+                out.push_str(&format!(
+                    "{indent}var {} = {};\n",
+                    words[1],
+                    terms.join(" + ")
+                ));
+            }
+            other => panic!("shaders/qk.wgsl: unknown row command {other}"),
+        }
+    }
+    out
 }
 
 /// Q and K of one head at a time on the device, and the passes that turn a block of its rows
