@@ -38,7 +38,9 @@ struct QkParams {
     diagonal: i32,
     scale: f32,
     out_offset: u32,
-    _pad: u32,
+    key_start: u32,
+    out_keys: u32,
+    _pad: [u32; 3],
 }
 
 const FLAG_CAUSAL: u32 = 1;
@@ -161,7 +163,9 @@ struct HeadPasses<'a> {
     kernels: Arc<Kernels>,
     d4: usize,
     rows: usize,
+    /// Keys in K, and the keys written out.
     keys: usize,
+    out_keys: usize,
     q: wgpu::Buffer,
     k: wgpu::Buffer,
     params: wgpu::Buffer,
@@ -183,7 +187,7 @@ impl<'a> HeadPasses<'a> {
         let device = &gpu.device;
         let d4 = src.dim().div_ceil(4);
         let rows = src.rows().len();
-        let keys = src.shape().keys;
+        let keys = src.all_keys();
         let max_binding = gpu.max_binding();
         let max_groups = gpu.limits.max_compute_workgroups_per_dimension as usize;
         for (what, n) in [("query rows", rows), ("keys", keys)] {
@@ -249,6 +253,7 @@ impl<'a> HeadPasses<'a> {
             d4,
             rows,
             keys,
+            out_keys: src.out_keys().len(),
             q,
             k,
             params,
@@ -258,10 +263,12 @@ impl<'a> HeadPasses<'a> {
                 row_start: 0,
                 keys: keys as u32,
                 flags: if src.causal() { FLAG_CAUSAL } else { 0 },
-                diagonal: src.diagonal() as i32,
+                diagonal: src.key_diagonal() as i32,
                 scale: src.scale() * std::f32::consts::LOG2_E,
                 out_offset: 0,
-                _pad: 0,
+                key_start: src.out_keys().start as u32,
+                out_keys: src.out_keys().len() as u32,
+                _pad: [0; 3],
             },
             loaded_q: None,
             loaded_k: None,
@@ -361,7 +368,7 @@ impl<'a> HeadPasses<'a> {
         pass.set_bind_group(0, &self.bind_group, &[]);
         pass.set_pipeline(&self.kernels.probabilities);
         pass.dispatch_workgroups(
-            (self.keys as u32).div_ceil(WG),
+            (self.out_keys as u32).div_ceil(WG),
             (rows.len() as u32).div_ceil(WG),
             1,
         );
