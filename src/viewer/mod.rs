@@ -138,6 +138,9 @@ struct DetailLayer {
     compositor: Compositor,
 }
 
+/// How long the view must be still before its detail is pooled.
+const SETTLE: std::time::Duration = std::time::Duration::from_millis(120);
+
 struct State {
     window: Arc<Window>,
     surface: wgpu::Surface<'static>,
@@ -164,6 +167,8 @@ struct State {
     jobs: Option<Sender<detail::Job>>,
     /// The detail asked for last, and when.
     wanted: Option<(Region, Instant)>,
+    /// The detail the current view needs, and when the view last changed.
+    pending: Option<(Region, PoolOptions, Instant)>,
     detail: Option<DetailLayer>,
     details: u64,
     last_detail: Option<f64>,
@@ -251,6 +256,7 @@ impl State {
             first_frame: None,
             jobs: None,
             wanted: None,
+            pending: None,
             detail: None,
             details: 0,
             last_detail: None,
@@ -291,6 +297,7 @@ impl State {
         match region {
             None => {
                 self.wanted = None;
+                self.pending = None;
                 self.detail = None;
             }
             Some(r) => {
@@ -307,22 +314,41 @@ impl State {
                     },
                     ..self.scene.plan.pool
                 };
-                self.send(detail::Job::Detail(r.clone(), options));
-                self.wanted = Some((r, Instant::now()));
+                // Sent once the view has settled (see `flush_detail`): while it moves, the
+                // resident pooling is shown and the GPU stays free for frames.
+                self.pending = Some((r, options, Instant::now()));
             }
         }
         self.place_detail();
     }
 
+    /// Sends the pending detail request once the view has been still for `SETTLE` (or at
+    /// once with `now`); otherwise returns when to look again.
+    fn flush_detail(&mut self, now: bool) -> Option<Instant> {
+        let (_, _, changed) = self.pending.as_ref()?;
+        let due = *changed + SETTLE;
+        if !now && Instant::now() < due {
+            return Some(due);
+        }
+        let (region, options, _) = self.pending.take()?;
+        self.send(detail::Job::Detail(region.clone(), options));
+        self.wanted = Some((region, Instant::now()));
+        None
+    }
+
     /// A pooled region arrived: colour it like its cell and draw it from the next frame on.
     fn show_detail(&mut self, region: Region, pooled: PooledCells) -> Result<()> {
+        // A region asked for before the latest still shows the right entries in the right
+        // place (it is placed by its own rectangle), so it is drawn while the view moves on.
         let Some((wanted, asked)) = &self.wanted else {
             return Ok(());
         };
-        if *wanted != region {
+        if wanted.cell != region.cell {
             return Ok(());
         }
-        self.last_detail = Some(asked.elapsed().as_secs_f64());
+        if *wanted == region {
+            self.last_detail = Some(asked.elapsed().as_secs_f64());
+        }
         self.details += 1;
         let gpu = &self.engine.gpu;
         let pipe = self.engine.colorize_pipeline();
@@ -631,6 +657,20 @@ impl State {
 }
 
 impl ApplicationHandler<()> for App<'_> {
+    fn about_to_wait(&mut self, event_loop: &ActiveEventLoop) {
+        let Some(state) = self.state.as_mut() else {
+            return;
+        };
+        let scripted = self.options.exit_after_frames.is_some();
+        match state.flush_detail(false) {
+            Some(due) if !scripted => {
+                event_loop.set_control_flow(ControlFlow::WaitUntil(due));
+            }
+            _ if !scripted => event_loop.set_control_flow(ControlFlow::Wait),
+            _ => {}
+        }
+    }
+
     /// The worker finished something: take every reply waiting.
     fn user_event(&mut self, event_loop: &ActiveEventLoop, _: ()) {
         let Some(state) = self.state.as_mut() else {
@@ -773,6 +813,7 @@ impl ApplicationHandler<()> for App<'_> {
                 // A scripted run waits for the detail it asked for, so its screenshot shows
                 // what a user would see a moment later, every time.
                 if self.options.exit_after_frames.is_some() {
+                    state.flush_detail(true);
                     while state.wanted.is_some()
                         && state.detail.as_ref().map(|d| &d.region)
                             != state.wanted.as_ref().map(|w| &w.0)
