@@ -16,9 +16,10 @@ pub(crate) fn render_rgba(
     pipe: &ComposePipeline,
     compositor: &Compositor,
     figure: &FigureQuads,
+    tile_limit: u32,
 ) -> Result<Vec<u8>> {
     let (w, h) = (figure.width, figure.height);
-    let max = gpu.limits.max_texture_dimension_2d.min(8192);
+    let max = gpu.limits.max_texture_dimension_2d.min(tile_limit).max(1);
     let (tw, th) = (w.min(max), h.min(max));
     let mut out = vec![0u8; w as usize * h as usize * 4];
     let texture = gpu.device.create_texture(&wgpu::TextureDescriptor {
