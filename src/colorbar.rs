@@ -36,7 +36,7 @@ impl ColorbarSpec {
             lo
         };
         let (mut lo, mut hi) = (lo as f64, hi as f64);
-        if !(hi > lo) {
+        if hi.is_nan() || hi <= lo {
             hi = lo + 1.0;
         }
         let mut parts: Vec<String> = Vec::new();

@@ -132,16 +132,16 @@ impl ColorScale {
 
     /// Checks the options against each other; the input's size is checked by the plan.
     pub fn validate(&self) -> Result<()> {
-        if let (Some(lo), Some(hi)) = (self.vmin, self.vmax) {
-            if !(hi > lo) {
-                return Err(Error::BadOption(format!(
-                    "--vmin {lo} must be below --vmax {hi}"
-                )));
-            }
-        }
         for (name, v) in [("--vmin", self.vmin), ("--vmax", self.vmax)] {
             if v.is_some_and(|v| !v.is_finite()) {
                 return Err(Error::BadOption(format!("{name} must be a finite number")));
+            }
+        }
+        if let (Some(lo), Some(hi)) = (self.vmin, self.vmax) {
+            if hi <= lo {
+                return Err(Error::BadOption(format!(
+                    "--vmin {lo} must be below --vmax {hi}"
+                )));
             }
         }
         if let Some(f) = self.log_floor {
@@ -189,7 +189,7 @@ impl ColorScale {
             Scale::Log => norm(v.max(r[2]).log2()),
             Scale::Sqrt | Scale::Gamma(_) => {
                 let t = norm(v);
-                if !(t > 0.0) {
+                if t.is_nan() || t <= 0.0 {
                     0.0
                 } else if t >= 1.0 {
                     1.0

@@ -27,5 +27,9 @@ fn shaders_validate() {
         "colorize",
         &format!("{common}{}", include_str!("../shaders/colorize.wgsl")),
     );
+    validate(
+        "limits",
+        &format!("{common}{}", include_str!("../shaders/limits.wgsl")),
+    );
     validate("compose", include_str!("../shaders/compose.wgsl"));
 }
