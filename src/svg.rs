@@ -1,6 +1,7 @@
 //! Vector export: the same layout as the PNG, with labels, ticks and the colorbar as SVG
-//! elements and each cell as an embedded PNG at its pooled resolution (drawn pixelated, so
-//! entries stay crisp squares at any zoom). Text uses DejaVu Sans, the face the PNG is
+//! elements and each cell as an embedded PNG at its pixel size on the figure: the pooled image,
+//! magnified nearest-neighbour as the compositor does when the cell is larger, because several
+//! SVG renderers (librsvg among them) ignore `image-rendering` and would blur small images. Text uses DejaVu Sans, the face the PNG is
 //! rasterized with, so the figure keeps its proportions where the font is installed.
 
 use std::fmt::Write as _;
@@ -56,7 +57,7 @@ pub fn svg_string(figure: &Figure, colormap: Colormap) -> Result<String> {
     }
     let _ = writeln!(s, r#"<g id="cells">"#);
     for (cell, colors) in layout.cells.iter().zip(cells) {
-        let png = cell_png(colors, g.pooled_w, g.pooled_h)?;
+        let png = cell_png(colors, (g.pooled_w, g.pooled_h), (cell.width, cell.height))?;
         let _ = writeln!(
             s,
             r#"<image x="{}" y="{}" width="{}" height="{}" preserveAspectRatio="none" style="image-rendering:pixelated;image-rendering:crisp-edges" xlink:href="data:image/png;base64,{}"><title>l = {}, h = {}</title></image>"#,
@@ -142,9 +143,18 @@ fn label(s: &mut String, p: &PlacedLabel) {
     let _ = writeln!(s, "</text>");
 }
 
-/// One cell's pooled colours as a PNG; "no data" pixels are transparent.
-fn cell_png(colors: &[u32], w: u32, h: u32) -> Result<Vec<u8>> {
-    let rgba: Vec<u8> = colors.iter().flat_map(|c| c.to_le_bytes()).collect();
+/// One cell's pooled colours (`src` pixels) as a `dst`-pixel PNG, nearest-neighbour with the
+/// compositor's arithmetic; "no data" pixels are transparent.
+fn cell_png(colors: &[u32], src: (u32, u32), dst: (u32, u32)) -> Result<Vec<u8>> {
+    let ((sw, sh), (w, h)) = (src, dst);
+    let mut rgba = Vec::with_capacity((w * h * 4) as usize);
+    for y in 0..h {
+        let sy = (y as u64 * sh as u64 / h as u64) as usize;
+        for x in 0..w {
+            let sx = (x as u64 * sw as u64 / w as u64) as usize;
+            rgba.extend_from_slice(&colors[sy * sw as usize + sx].to_le_bytes());
+        }
+    }
     let mut out = Vec::new();
     let encoder = image::codecs::png::PngEncoder::new(&mut out);
     image::ImageEncoder::write_image(encoder, &rgba, w, h, image::ExtendedColorType::Rgba8)
