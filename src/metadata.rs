@@ -29,6 +29,9 @@ pub fn layout_json(figure: &Figure, options: &RenderOptions) -> Value {
                 "pooled_width": figure.plan.geometry.pooled_w,
                 "pooled_height": figure.plan.geometry.pooled_h,
                 "range": figure.ranges.get(i),
+                "log_floor": (scale.scale == Scale::Log)
+                    .then(|| figure.ranges.get(i).map(|r| scale.floor_for(r[1])))
+                    .flatten(),
                 "data_min": st.and_then(|s| s.range()).map(|r| r.0),
                 "data_max": st.and_then(|s| s.range()).map(|r| r.1),
             })
