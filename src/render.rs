@@ -127,8 +127,16 @@ impl Plan {
         let geometry = if f == 1.0 {
             base
         } else {
-            let side = (base.display_w.max(base.display_h) as f32 * f).round();
-            CellGeometry::new(shape.queries, shape.keys, Some(side.max(1.0) as u32))?
+            let side = (base.display_w.max(base.display_h) as f32 * f)
+                .round()
+                .max(1.0);
+            if side > crate::geometry::MAX_CELL as f32 {
+                return Err(Error::BadOption(format!(
+                    "--scale-factor {f} makes cells of {side} px, past the maximum of {} (the figure may be any size)",
+                    crate::geometry::MAX_CELL
+                )));
+            }
+            CellGeometry::new(shape.queries, shape.keys, Some(side as u32))?
         };
         let metrics = Metrics::for_cell(&base).scaled(f);
         let exclude = options.scale.exclude_keys;
@@ -369,9 +377,9 @@ impl Engine {
         let mut plan = Plan::new(source, options)?;
         let gpu = &self.gpu;
         let pooled = self.pool(source, &plan.cells, plan.geometry, plan.pool)?;
+        let ranges =
+            self.resolve_ranges(&pooled, &plan, options.norm, options.reduce, &options.scale)?;
         if options.colorbar {
-            let ranges =
-                self.resolve_ranges(&pooled, &plan, options.norm, options.reduce, &options.scale)?;
             plan.add_colorbar(options.norm, &ranges, &options.scale);
         }
         let colors = ColorizedCells::new(gpu, &self.colorize, &pooled);
@@ -390,8 +398,8 @@ impl Engine {
                 &pooled,
             ))
         })?;
-        let mut scene = Scene {
-            ranges: Vec::new(),
+        let scene = Scene {
+            ranges,
             norm: options.norm,
             reduce: options.reduce,
             colormap: options.colormap,
@@ -402,8 +410,21 @@ impl Engine {
             quads,
             compositor,
         };
-        self.recolor(&mut scene, options.norm, options.reduce, options.colormap)?;
+        self.apply_colors(&scene, options.reduce, options.colormap)?;
         Ok(scene)
+    }
+
+    /// Runs the colour pass with the scene's ranges and scale.
+    fn apply_colors(&self, scene: &Scene, reduce: Reduce, colormap: Colormap) -> Result<()> {
+        scene.colors.update(
+            &self.gpu,
+            &self.colorize,
+            &scene.pooled,
+            &scene.ranges,
+            &scene.scale,
+            reduce,
+            colormap,
+        )
     }
 
     /// Re-runs only normalization and the colormap on the resident pooled data. `Norm::Row` is
@@ -422,15 +443,7 @@ impl Engine {
         }
         scene.ranges =
             self.resolve_ranges(&scene.pooled, &scene.plan, norm, reduce, &scene.scale)?;
-        scene.colors.update(
-            &self.gpu,
-            &self.colorize,
-            &scene.pooled,
-            &scene.ranges,
-            &scene.scale,
-            reduce,
-            colormap,
-        )?;
+        self.apply_colors(scene, reduce, colormap)?;
         (scene.norm, scene.reduce, scene.colormap) = (norm, reduce, colormap);
         Ok(())
     }
