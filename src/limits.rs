@@ -32,10 +32,32 @@ struct LimitParams {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
 struct CellRange {
-    min: f32,
-    max: f32,
+    max_key: u32,
+    min_key_inv: u32,
     count: u32,
     _pad: u32,
+}
+
+/// Pixels each invocation reads (`PER_INVOCATION` in `shaders/limits.wgsl`).
+const PER_INVOCATION: u32 = 16;
+
+/// f32 to a u32 that orders like the float; the twin of `key` in the shader.
+fn float_key(v: f32) -> u32 {
+    let b = v.to_bits();
+    if b & 0x8000_0000 != 0 {
+        !b
+    } else {
+        b | 0x8000_0000
+    }
+}
+
+/// The inverse of [`float_key`].
+fn key_float(k: u32) -> f32 {
+    f32::from_bits(if k & 0x8000_0000 != 0 {
+        k & 0x7fff_ffff
+    } else {
+        !k
+    })
 }
 
 pub(crate) struct LimitsPipeline {
@@ -174,20 +196,17 @@ fn run(
                     label: Some("attnviz.limits.pass"),
                     timestamp_writes: None,
                 });
-                match job {
-                    Job::Ranges => {
-                        pass.set_pipeline(&pipe.range);
-                        pass.set_bind_group(0, &bg, &[]);
-                        pass.dispatch_workgroups(g.cells as u32, 1, 1);
-                    }
-                    Job::Histograms(_) => {
-                        let (x, z) =
-                            dispatch_1d(px, 256, gpu.limits.max_compute_workgroups_per_dimension);
-                        pass.set_pipeline(&pipe.histogram);
-                        pass.set_bind_group(0, &bg, &[]);
-                        pass.dispatch_workgroups(x, g.cells as u32, z);
-                    }
-                }
+                let (x, z) = dispatch_1d(
+                    px,
+                    256 * PER_INVOCATION,
+                    gpu.limits.max_compute_workgroups_per_dimension,
+                );
+                pass.set_pipeline(match job {
+                    Job::Ranges => &pipe.range,
+                    Job::Histograms(_) => &pipe.histogram,
+                });
+                pass.set_bind_group(0, &bg, &[]);
+                pass.dispatch_workgroups(x, g.cells as u32, z);
             }
             keep.push(params);
         }
@@ -209,11 +228,16 @@ pub(crate) fn cell_ranges(
     Ok(ranges
         .iter()
         .take(pooled.cells())
-        .map(|r| HeadStats {
-            min: r.min,
-            max: r.max,
-            count: r.count,
-            ..HeadStats::EMPTY
+        .map(|r| {
+            if r.count == 0 {
+                return HeadStats::EMPTY;
+            }
+            HeadStats {
+                min: key_float(!r.min_key_inv),
+                max: key_float(r.max_key),
+                count: r.count,
+                ..HeadStats::EMPTY
+            }
         })
         .collect())
 }
@@ -251,6 +275,27 @@ pub(crate) fn histograms(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn float_keys_order_like_floats() {
+        let v = [
+            -f32::MAX,
+            -2.5,
+            -1e-30,
+            -0.0,
+            0.0,
+            1e-30,
+            0.5,
+            3.0,
+            f32::MAX,
+        ];
+        for w in v.windows(2) {
+            assert!(float_key(w[0]) <= float_key(w[1]), "{w:?}");
+        }
+        for x in v {
+            assert_eq!(key_float(float_key(x)).to_bits(), x.to_bits());
+        }
+    }
 
     #[test]
     fn layouts_match_the_shader() {
