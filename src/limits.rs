@@ -41,7 +41,9 @@ struct CellRange {
 /// Pixels each invocation reads (`PER_INVOCATION` in `shaders/limits.wgsl`).
 const PER_INVOCATION: u32 = 16;
 
-/// f32 to a u32 that orders like the float; the twin of `key` in the shader.
+/// f32 to a u32 that orders like the float; the twin of `key` in the shader (the tests check
+/// that [`key_float`] inverts it).
+#[cfg(test)]
 fn float_key(v: f32) -> u32 {
     let b = v.to_bits();
     if b & 0x8000_0000 != 0 {
