@@ -16,6 +16,8 @@ pub struct ColorbarSpec {
     pub scale: Scale,
     /// The ticks' values are the data's (one range for every cell), not normalized.
     pub data_units: bool,
+    /// Log scale per head or layer: tick values are fractions of each scope's max.
+    pub relative: bool,
     pub caption: String,
 }
 
@@ -74,11 +76,26 @@ impl ColorbarSpec {
         }
         let mut caption = parts.join(", ");
         let mut curve = scale.scale;
-        if !data_units {
+        let mut relative = false;
+        if !data_units && curve == Scale::Log {
+            // Every scope spanning the same decades (the default floor, 1e-6 of each max, does
+            // that whenever it binds) shares one bar in fractions of its own max.
+            let span = |&[lo, hi]: &[f32; 2]| {
+                let f = scale.floor_for(hi);
+                (hi.max(f) as f64 / lo.max(f) as f64).log10()
+            };
+            let d = ranges.first().map(span).unwrap_or(0.0);
+            if d > 0.0 && ranges.iter().all(|r| (span(r) - d).abs() <= 1e-3 * d) {
+                relative = true;
+                (lo, hi) = (10f64.powf(-d), 1.0);
+                caption.push_str(" (× each scope's max)");
+            }
+        }
+        if !data_units && !relative {
             caption.push_str(" (normalized)");
             (lo, hi) = (0.0, 1.0);
             if curve == Scale::Log {
-                // each scope has its own decades: ticks are positions in its log range
+                // scopes span different decades: ticks are positions in each one's log range
                 curve = Scale::Linear;
             }
         }
@@ -87,6 +104,7 @@ impl ColorbarSpec {
             hi,
             scale: curve,
             data_units,
+            relative,
             caption,
         }
     }
@@ -346,7 +364,13 @@ mod tests {
         assert_eq!(g.caption, "log10, global [5e-7, 0.5], clipped at p99.5");
         assert_eq!(g.ticks(), vec![1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1]);
         assert!((g.position(1e-3) - (1e-3f64 / 5e-7).log10() / 1e6f64.log10()).abs() < 1e-6);
-        let h = ColorbarSpec::new(Norm::Head, &r, &log);
+        let h = ColorbarSpec::new(Norm::Head, &[[0.0, 0.5], [1e-9, 0.2]], &log);
+        assert_eq!(
+            h.caption,
+            "log10, per-head, clipped at p99.5 (× each scope's max)"
+        );
+        assert_eq!(h.ticks(), vec![1e-6, 1e-4, 1e-2, 1.0]);
+        let h = ColorbarSpec::new(Norm::Head, &[[0.1, 0.5], [1e-9, 0.2]], &log);
         assert_eq!(h.caption, "log10, per-head, clipped at p99.5 (normalized)");
         assert_eq!(h.ticks(), vec![0.0, 0.25, 0.5, 0.75, 1.0]);
         let sqrt = ColorScale {

@@ -50,6 +50,7 @@ pub fn layout_json(figure: &Figure, options: &RenderOptions) -> Value {
                 "x": x, "y": y, "width": w, "height": h,
                 "lo": spec.lo, "hi": spec.hi,
                 "data_units": spec.data_units,
+                "relative_to_max": spec.relative,
                 "scale": scale_name(spec.scale),
                 "caption": spec.caption,
                 "ticks": ticks,

@@ -283,6 +283,18 @@ fn colorbar_ticks_label_the_colours_cells_get() {
                 let expected = if spec.data_units {
                     let r = options.scale.shader_range(fig.ranges[0]);
                     lut_index(options.scale.position(t as f32, r))
+                } else if spec.relative {
+                    // a fraction of every cell's max: check each cell
+                    let all: Vec<usize> = fig
+                        .ranges
+                        .iter()
+                        .map(|&range| {
+                            let r = options.scale.shader_range(range);
+                            lut_index(options.scale.position(t as f32 * range[1], r))
+                        })
+                        .collect();
+                    assert!(all.windows(2).all(|w| w[0].abs_diff(w[1]) <= 1), "{all:?}");
+                    all[0]
                 } else {
                     let s = ColorScale {
                         scale: spec.scale,
