@@ -29,7 +29,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Render an attention tensor (.npy or .safetensors) as a labelled grid PNG.
+    /// Render an attention tensor (.npy or .safetensors) as a labelled grid, PNG or SVG.
     Render {
         /// (L,H,Q,K), (H,Q,K) or (Q,K) attention: .npy (<f4, <f2) or .safetensors (F32, F16, BF16).
         input: PathBuf,
