@@ -8,20 +8,27 @@ struct ColorParams {
     first_head: u32,
     reduce: u32,
     bad_color: u32,
+    scale: u32,
+    gamma: f32,
     _pad0: u32,
     _pad1: u32,
-    _pad2: u32,
-    _pad3: u32,
 }
 
 const REDUCE_MAX: u32 = 0u;
 const REDUCE_MEAN: u32 = 1u;
 const REDUCE_MIN: u32 = 2u;
 
+// Keep in sync with `Scale::shader_id` in src/scale.rs.
+const SCALE_LINEAR: u32 = 0u;
+const SCALE_LOG: u32 = 1u;
+const SCALE_SQRT: u32 = 2u;
+const SCALE_GAMMA: u32 = 3u;
+
 @group(0) @binding(0) var<uniform> params: ColorParams;
 @group(0) @binding(1) var<storage, read> accum: array<Accum>;
-// (lo, hi) per head: the value range mapped onto the colormap
-@group(0) @binding(2) var<storage, read> ranges: array<vec2<f32>>;
+// per head: (lo, hi) mapped onto the colormap, in the scale's domain (log2 for log), and the
+// log floor
+@group(0) @binding(2) var<storage, read> ranges: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> lut: array<u32, 256>;
 @group(0) @binding(4) var<storage, read_write> colors: array<u32>;
 
@@ -33,6 +40,28 @@ fn normalize(v: f32, r: vec2<f32>) -> f32 {
         return (v - r.x) / span;
     }
     return 0.0;
+}
+
+// Colormap position: normalize, then the scale's curve (PowerNorm for sqrt and gamma, LogNorm
+// with a floor for log). CPU twin: `ColorScale::position` in src/scale.rs.
+fn scaled(v: f32, r: vec4<f32>) -> f32 {
+    if params.scale == SCALE_LOG {
+        return normalize(log2(max(v, r.z)), r.xy);
+    }
+    let t = normalize(v, r.xy);
+    if params.scale == SCALE_LINEAR {
+        return t;
+    }
+    if !(t > 0.0) {
+        return 0.0;
+    }
+    if t >= 1.0 {
+        return 1.0;
+    }
+    if params.scale == SCALE_SQRT {
+        return sqrt(t);
+    }
+    return pow(t, params.gamma);
 }
 
 // matplotlib's index rule: min(floor(t * 256), 255), under → 0, over → 255.
@@ -51,7 +80,7 @@ fn lut_index(t: f32) -> u32 {
 // rasterizers; on GPUs the strided loop keeps accesses coalesced).
 const PER_INVOCATION: u32 = 8u;
 
-fn color_of(a: Accum, range: vec2<f32>) -> u32 {
+fn color_of(a: Accum, range: vec4<f32>) -> u32 {
     let count = a.count_bad & COUNT_MASK;
     if (a.count_bad & BAD_BIT) != 0u {
         return params.bad_color;
@@ -65,7 +94,7 @@ fn color_of(a: Accum, range: vec2<f32>) -> u32 {
     } else if params.reduce == REDUCE_MIN {
         v = a.min_v;
     }
-    return lut[lut_index(normalize(v, range))];
+    return lut[lut_index(scaled(v, range))];
 }
 
 // Workgroups: x (and z, past 65535) over a head's pixels, 256 x PER_INVOCATION each; y over the

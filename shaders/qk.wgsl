@@ -27,6 +27,7 @@ struct QkParams {
     // rows of this dispatch, and the first of them (indices into `q`)
     rows: u32,
     row_start: u32,
+    // keys in `k`: the softmax runs over all of them
     keys: u32,
     flags: u32,
     // key k is hidden from row r (index into `q`) when k > r + diagonal
@@ -35,7 +36,13 @@ struct QkParams {
     scale: f32,
     // where row `row_start`'s first probability goes in `out`, in elements
     out_offset: u32,
-    _pad: u32,
+    // the keys written to `out` (a zoomed view needs only some): first, and how many (the
+    // row pitch of `out`)
+    key_start: u32,
+    out_keys: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: QkParams;
@@ -102,8 +109,8 @@ fn row_stats(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
 // writes each row's probabilities for its WG keys contiguously.
 @compute @workgroup_size(WG)
 fn probabilities(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-    let key = wg.x * WG + li;
-    let has_key = key < params.keys;
+    let key = params.key_start + wg.x * WG + li;
+    let has_key = key < params.key_start + params.out_keys;
     // row: var
     if has_key {
         // row: load k[key * D4]
@@ -126,7 +133,7 @@ fn probabilities(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
                     // row: dot s tile[j * D4]
                     p = exp2(s * params.scale - lse[r]);
                 }
-                out[params.out_offset + b * params.keys + key] = p;
+                out[params.out_offset + b * params.out_keys + key - params.key_start] = p;
             }
         }
     }

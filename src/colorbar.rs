@@ -2,44 +2,166 @@
 //! is actually applied (data units for one shared scale, normalized units when every head or
 //! layer has its own), and a caption says which.
 
-use crate::layout::{Layout, Metrics, PlacedLabel};
+use crate::layout::{Layout, Metrics, PlacedLabel, Text};
 use crate::norm::Norm;
-use crate::text::{self, Face, Label};
+use crate::scale::{ColorScale, Scale};
 
 /// What the bar spans and how it is described.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ColorbarSpec {
-    /// Value at the bottom and at the top of the bar.
+    /// Value at the bottom and at the top of the bar, in the units of the tick labels.
     pub lo: f64,
     pub hi: f64,
+    /// The curve between them: where a tick value sits on the bar.
+    pub scale: Scale,
+    /// The ticks' values are the data's (one range for every cell), not normalized.
+    pub data_units: bool,
+    /// Log scale per head or layer: tick values are fractions of each scope's max.
+    pub relative: bool,
     pub caption: String,
 }
 
 impl ColorbarSpec {
-    /// The bar for `norm`, given the ranges of every cell.
+    /// The bar for `norm` on a linear scale, given the ranges of every cell.
     pub fn for_norm(norm: Norm, ranges: &[[f32; 2]]) -> ColorbarSpec {
-        let unit = |caption: &str| ColorbarSpec {
-            lo: 0.0,
-            hi: 1.0,
-            caption: caption.into(),
+        ColorbarSpec::new(norm, ranges, &ColorScale::default())
+    }
+
+    /// The bar for `norm` and `scale`, given every cell's resolved `[lo, hi]` (data units).
+    pub fn new(norm: Norm, ranges: &[[f32; 2]], scale: &ColorScale) -> ColorbarSpec {
+        let fixed = scale.vmin.is_some() && scale.vmax.is_some();
+        let data_units = fixed || matches!(norm, Norm::Global | Norm::Row | Norm::None);
+        let [lo, hi] = ranges.first().copied().unwrap_or([0.0, 1.0]);
+        let lo = if scale.scale == Scale::Log {
+            lo.max(scale.floor_for(hi))
+        } else {
+            lo
         };
-        match norm {
-            Norm::Head => unit("per-head min–max (normalized)"),
-            Norm::Layer => unit("per-layer min–max (normalized)"),
-            Norm::Row => unit("each query row ÷ its max"),
-            Norm::None => unit("values, clamped to [0, 1]"),
-            Norm::Global => {
-                let [lo, hi] = ranges.first().copied().unwrap_or([0.0, 1.0]);
-                let (lo, hi) = (lo as f64, hi as f64);
-                let hi = if hi > lo { hi } else { lo + 1.0 };
-                ColorbarSpec {
-                    lo,
-                    hi,
-                    caption: format!("global [{}, {}]", short(lo), short(hi)),
-                }
+        let (mut lo, mut hi) = (lo as f64, hi as f64);
+        if hi.is_nan() || hi <= lo {
+            hi = lo + 1.0;
+        }
+        let mut parts: Vec<String> = Vec::new();
+        parts.extend(scale.scale.caption());
+        let range = format!("[{}, {}]", short(lo), short(hi));
+        let stated = scale.clip.is_none() && scale.exclude_keys == 0;
+        parts.push(match norm {
+            _ if fixed => format!("fixed {range}"),
+            Norm::Head if stated => "per-head min–max".into(),
+            Norm::Head => "per-head".into(),
+            Norm::Layer if stated => "per-layer min–max".into(),
+            Norm::Layer => "per-layer".into(),
+            Norm::Global => format!("global {range}"),
+            Norm::Row => "each query row ÷ its max".into(),
+            Norm::None if stated && scale.vmin.is_none() && scale.vmax.is_none() => {
+                "values, clamped to [0, 1]".into()
+            }
+            Norm::None => format!("values, clamped to {range}"),
+        });
+        if let Some([a, b]) = scale.clip {
+            parts.push(if a == 0.0 {
+                format!("clipped at p{b}")
+            } else {
+                format!("clipped to p{a}–p{b}")
+            });
+        }
+        if !fixed {
+            parts.extend(scale.vmin.map(|v| format!("vmin {}", short(v as f64))));
+            parts.extend(scale.vmax.map(|v| format!("vmax {}", short(v as f64))));
+        }
+        match scale.exclude_keys {
+            0 => {}
+            1 => parts.push("key 0 left out".into()),
+            k => parts.push(format!("keys 0–{} left out", k - 1)),
+        }
+        let mut caption = parts.join(", ");
+        let mut curve = scale.scale;
+        let mut relative = false;
+        if !data_units && curve == Scale::Log {
+            // Every scope spanning the same decades (the default floor, 1e-6 of each max, does
+            // that whenever it binds) shares one bar in fractions of its own max.
+            let span = |&[lo, hi]: &[f32; 2]| {
+                let f = scale.floor_for(hi);
+                (hi.max(f) as f64 / lo.max(f) as f64).log10()
+            };
+            let d = ranges.first().map(span).unwrap_or(0.0);
+            if d > 0.0 && ranges.iter().all(|r| (span(r) - d).abs() <= 1e-3 * d) {
+                relative = true;
+                (lo, hi) = (10f64.powf(-d), 1.0);
+                caption.push_str(" (× each scope's max)");
             }
         }
+        if !data_units && !relative {
+            caption.push_str(" (normalized)");
+            (lo, hi) = (0.0, 1.0);
+            if curve == Scale::Log {
+                // scopes span different decades: ticks are positions in each one's log range
+                curve = Scale::Linear;
+            }
+        }
+        ColorbarSpec {
+            lo,
+            hi,
+            scale: curve,
+            data_units,
+            relative,
+            caption,
+        }
     }
+
+    /// Where `v` sits on the bar: 0 at the bottom, 1 at the top.
+    pub fn position(&self, v: f64) -> f64 {
+        let t = (v - self.lo) / (self.hi - self.lo);
+        match self.scale {
+            Scale::Linear => t,
+            Scale::Log => (v.log10() - self.lo.log10()) / (self.hi.log10() - self.lo.log10()),
+            Scale::Sqrt => t.max(0.0).sqrt(),
+            Scale::Gamma(g) => t.max(0.0).powf(g as f64),
+        }
+    }
+
+    /// Tick values: nice linear ticks, or powers of ten on a log scale.
+    pub fn ticks(&self) -> Vec<f64> {
+        if self.scale == Scale::Log {
+            if let Some(t) = log_ticks(self.lo, self.hi) {
+                return t;
+            }
+        }
+        ticks(self.lo, self.hi)
+    }
+}
+
+/// `m × 10^e`, as the literal would be read (exact to the last bit, so 1e-6 is 1e-6).
+fn pow10(m: u32, e: i32) -> f64 {
+    format!("{m}e{e}").parse().unwrap_or(0.0)
+}
+
+/// Powers of ten inside [lo, hi] (every n-th decade, at most 6), with 2× and 5× between when
+/// the range spans less than two decades; `None` when that gives fewer than 2 ticks.
+pub fn log_ticks(lo: f64, hi: f64) -> Option<Vec<f64>> {
+    if !(lo > 0.0 && hi > lo) {
+        return None;
+    }
+    let (a, b) = (lo.log10().ceil() as i32, hi.log10().floor() as i32);
+    let decades = (b - a + 1).max(0);
+    let mut t: Vec<f64> = if decades >= 2 {
+        let step = (decades as usize).div_ceil(6).max(1);
+        (a..=b)
+            .rev()
+            .step_by(step)
+            .map(|e| pow10(1, e))
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect()
+    } else {
+        (a - 1..=b)
+            .flat_map(|e| [1, 2, 5].map(|m| pow10(m, e)))
+            .filter(|&v| v >= lo * (1.0 - 1e-9) && v <= hi * (1.0 + 1e-9))
+            .collect()
+    };
+    t.dedup();
+    (t.len() >= 2).then_some(t)
 }
 
 /// 3 to 6 "nice" tick values (1, 2, 2.5 or 5 times a power of ten) inside [lo, hi].
@@ -100,24 +222,6 @@ pub fn short(v: f64) -> String {
     s.to_string()
 }
 
-/// A label rotated a quarter turn counter-clockwise (reads bottom to top).
-fn rotated(label: Label) -> Label {
-    let (w, h) = (label.width, label.height);
-    let mut coverage = vec![0u8; (w * h) as usize];
-    for y in 0..h {
-        for x in 0..w {
-            // (x, y) -> (y, w - 1 - x) in a h-wide, w-tall bitmap
-            coverage[((w - 1 - x) * h + y) as usize] = label.coverage[(y * w + x) as usize];
-        }
-    }
-    Label {
-        width: h,
-        height: w,
-        baseline: 0,
-        coverage,
-    }
-}
-
 impl Layout {
     /// Adds a vertical colorbar right of the grid, its ticks and its caption, widening the
     /// figure. The bar spans the grid's height.
@@ -134,11 +238,21 @@ impl Layout {
         let small = (metrics.font_px * 0.8).round().max(10.0);
         let tick_len = (small / 3.0).round().max(3.0) as u32;
         let mut right = x + bar_w;
-        for t in ticks(spec.lo, spec.hi) {
-            let frac = (t - spec.lo) / (spec.hi - spec.lo);
-            let y = top + ((1.0 - frac) * (h - 1) as f64).round() as u32;
+        let mut last_y: Option<i64> = None;
+        for t in spec.ticks() {
+            let frac = spec.position(t);
+            if !(-1e-9..=1.0 + 1e-9).contains(&frac) {
+                continue;
+            }
+            let y = top + ((1.0 - frac.clamp(0.0, 1.0)) * (h - 1) as f64).round() as u32;
+            // a curved scale can crowd ticks: keep those a label apart
+            if last_y.is_some_and(|p| (p - y as i64).abs() < small as i64) {
+                continue;
+            }
+            last_y = Some(y as i64);
             self.fills.push([x + bar_w, y, tick_len, 1]);
-            let label = text::rasterize(&[(&short(t), Face::Regular)], small);
+            let text = Text::plain(&short(t), small);
+            let label = text.rasterize();
             let ly = (y as i64 - label.baseline as i64 + (small * 0.35) as i64)
                 .clamp(0, (self.height.max(bottom) - label.height) as i64)
                 as u32;
@@ -148,21 +262,50 @@ impl Layout {
                 label,
                 x: lx,
                 y: ly,
+                text,
             });
         }
-        let caption = rotated(text::rasterize(&[(&spec.caption, Face::Regular)], small));
-        let cx = right + metrics.gutter / 2;
-        let cy = top + h.saturating_sub(caption.height) / 2;
-        let grow_y =
-            (cy + caption.height).saturating_sub(self.height.saturating_sub(metrics.margin));
-        right = cx + caption.width;
-        self.labels.push(PlacedLabel {
-            label: caption,
-            x: cx,
-            y: cy.saturating_sub(grow_y),
-        });
+        let mut cx = right + metrics.gutter / 2;
+        for line in wrap(&spec.caption, small, h) {
+            let text = Text::plain(&line, small).rotated();
+            let caption = text.rasterize();
+            let cy = top + h.saturating_sub(caption.height) / 2;
+            let grow_y =
+                (cy + caption.height).saturating_sub(self.height.saturating_sub(metrics.margin));
+            right = cx + caption.width;
+            self.labels.push(PlacedLabel {
+                label: caption,
+                x: cx,
+                y: cy.saturating_sub(grow_y),
+                text,
+            });
+            cx = right;
+        }
         self.width = self.width.max(right + metrics.margin);
     }
+}
+
+/// The caption in lines no longer than `max` pixels, broken after commas where possible.
+fn wrap(caption: &str, px: f32, max: u32) -> Vec<String> {
+    let width = |s: &str| Text::plain(s, px).rasterize().width;
+    if width(caption) <= max {
+        return vec![caption.to_string()];
+    }
+    let mut lines: Vec<String> = Vec::new();
+    let mut cur = String::new();
+    for part in caption.split_inclusive(", ") {
+        let candidate = format!("{cur}{part}");
+        if !cur.is_empty() && width(candidate.trim_end()) > max {
+            lines.push(cur.trim_end().to_string());
+            cur = part.to_string();
+        } else {
+            cur = candidate;
+        }
+    }
+    if !cur.is_empty() {
+        lines.push(cur.trim_end().to_string());
+    }
+    lines
 }
 
 #[cfg(test)]
@@ -207,6 +350,57 @@ mod tests {
         let h = ColorbarSpec::for_norm(Norm::Head, &r);
         assert_eq!((h.lo, h.hi), (0.0, 1.0));
         assert!(h.caption.contains("normalized"));
+    }
+
+    #[test]
+    fn scales_in_ticks_and_captions() {
+        let r = [[0.0f32, 0.5]];
+        let log = ColorScale {
+            scale: Scale::Log,
+            clip: Some([0.0, 99.5]),
+            ..Default::default()
+        };
+        let g = ColorbarSpec::new(Norm::Global, &r, &log);
+        assert_eq!(g.caption, "log10, global [5e-7, 0.5], clipped at p99.5");
+        assert_eq!(g.ticks(), vec![1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1]);
+        assert!((g.position(1e-3) - (1e-3f64 / 5e-7).log10() / 1e6f64.log10()).abs() < 1e-6);
+        let h = ColorbarSpec::new(Norm::Head, &[[0.0, 0.5], [1e-9, 0.2]], &log);
+        assert_eq!(
+            h.caption,
+            "log10, per-head, clipped at p99.5 (× each scope's max)"
+        );
+        assert_eq!(h.ticks(), vec![1e-6, 1e-4, 1e-2, 1.0]);
+        let h = ColorbarSpec::new(Norm::Head, &[[0.1, 0.5], [1e-9, 0.2]], &log);
+        assert_eq!(h.caption, "log10, per-head, clipped at p99.5 (normalized)");
+        assert_eq!(h.ticks(), vec![0.0, 0.25, 0.5, 0.75, 1.0]);
+        let sqrt = ColorScale {
+            scale: Scale::Sqrt,
+            vmin: Some(0.0),
+            vmax: Some(0.4),
+            exclude_keys: 1,
+            ..Default::default()
+        };
+        let s = ColorbarSpec::new(Norm::Head, &[[0.0, 0.4], [0.0, 0.4]], &sqrt);
+        assert_eq!(s.caption, "sqrt, fixed [0, 0.4], key 0 left out");
+        assert_eq!((s.lo, s.hi as f32), (0.0, 0.4));
+        assert!((s.position(0.1) - 0.5).abs() < 1e-6);
+        let gamma = ColorScale {
+            scale: Scale::Gamma(2.0),
+            ..Default::default()
+        };
+        let l = ColorbarSpec::new(Norm::Layer, &r, &gamma);
+        assert_eq!(l.caption, "gamma 2, per-layer min–max (normalized)");
+        assert!((l.position(0.5) - 0.25).abs() < 1e-12);
+    }
+
+    #[test]
+    fn log_ticks_are_decades() {
+        assert_eq!(log_ticks(1e-6, 1.0).unwrap().len(), 4); // every other decade
+        assert_eq!(
+            log_ticks(0.02, 0.5).unwrap(),
+            vec![0.02, 0.05, 0.1, 0.2, 0.5]
+        );
+        assert!(log_ticks(0.0, 1.0).is_none());
     }
 
     #[test]

@@ -9,6 +9,7 @@ use crate::error::Result;
 use crate::gpu::{dispatch_1d, Gpu};
 use crate::norm::Reduce;
 use crate::pool::{compute_pipeline, storage_entry, uniform_entry, PooledCells};
+use crate::scale::ColorScale;
 
 const COLORIZE_WGSL: &str = concat!(
     include_str!("../shaders/common.wgsl"),
@@ -26,7 +27,9 @@ struct ColorParams {
     first_head: u32,
     reduce: u32,
     bad_color: u32,
-    _pad: [u32; 4],
+    scale: u32,
+    gamma: f32,
+    _pad: [u32; 2],
 }
 
 pub(crate) struct ColorizePipeline {
@@ -95,7 +98,7 @@ impl ColorizedCells {
         );
         let ranges = buffer(
             "attnviz.colorize.ranges",
-            (pooled.cells() * 8) as u64,
+            (pooled.cells() * 16) as u64,
             wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
         );
         let mut out = ColorizedCells {
@@ -157,29 +160,35 @@ impl ColorizedCells {
         out
     }
 
-    /// Recolours every cell: `ranges` holds each cell's (lo, hi) in cell order.
+    /// Recolours every cell: `ranges` holds each cell's (lo, hi) in cell order, data units;
+    /// `scale` maps them onto the colormap.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn update(
         &self,
         gpu: &Gpu,
         pipe: &ColorizePipeline,
         pooled: &PooledCells,
         ranges: &[[f32; 2]],
+        scale: &ColorScale,
         reduce: Reduce,
         colormap: Colormap,
     ) -> Result<()> {
+        let shader_ranges: Vec<[f32; 4]> = ranges.iter().map(|&r| scale.shader_range(r)).collect();
         gpu.scoped("colorize", || {
             let px = pooled.geometry.pooled_pixels() as u32;
             gpu.queue
                 .write_buffer(&self.lut, 0, bytemuck::cast_slice(&colormap.packed()));
             gpu.queue
-                .write_buffer(&self.ranges, 0, bytemuck::cast_slice(ranges));
+                .write_buffer(&self.ranges, 0, bytemuck::cast_slice(&shader_ranges));
             for (i, g) in pooled.groups.iter().enumerate() {
                 let params = ColorParams {
                     pixels_per_head: px,
                     first_head: g.first_cell as u32,
                     reduce: reduce.shader_id(),
                     bad_color: pack_rgba(BAD_COLOR),
-                    _pad: [0; 4],
+                    scale: scale.scale.shader_id(),
+                    gamma: scale.scale.gamma(),
+                    _pad: [0; 2],
                 };
                 gpu.queue
                     .write_buffer(&self.params[i], 0, bytemuck::bytes_of(&params));

@@ -7,8 +7,9 @@ use crate::colormap::{lut_index, pack_rgba, Colormap, BAD_COLOR};
 use crate::compose::{FigureQuads, KIND_CELL, KIND_COLORBAR, KIND_LABEL};
 use crate::error::Result;
 use crate::geometry::{bin_edges, bin_of, CellGeometry};
-use crate::norm::{normalize, Accum, HeadStats, Reduce, BAD_BIT};
+use crate::norm::{Accum, HeadStats, Reduce, BAD_BIT};
 use crate::pool::{has_upper_triangle, Causal, PoolOptions};
+use crate::scale::{hist_params, ColorScale, BINS};
 use crate::source::AttentionSource;
 
 /// Rows read per block: bounds memory like the GPU path's chunks do.
@@ -228,9 +229,22 @@ fn pool_head(
     Ok(pooler)
 }
 
-/// Packed colours of one pooled head; the CPU twin of `shaders/colorize.wgsl`.
+/// Packed colours of one pooled head on a linear scale; the CPU twin of
+/// `shaders/colorize.wgsl`.
 pub fn colorize(accum: &[Accum], range: [f32; 2], reduce: Reduce, colormap: Colormap) -> Vec<u32> {
+    colorize_scaled(accum, range, &ColorScale::default(), reduce, colormap)
+}
+
+/// Packed colours of one pooled head with `range` (data units) mapped through `scale`.
+pub fn colorize_scaled(
+    accum: &[Accum],
+    range: [f32; 2],
+    scale: &ColorScale,
+    reduce: Reduce,
+    colormap: Colormap,
+) -> Vec<u32> {
     let lut = colormap.packed();
+    let r = scale.shader_range(range);
     accum
         .iter()
         .map(|a| {
@@ -238,10 +252,46 @@ pub fn colorize(accum: &[Accum], range: [f32; 2], reduce: Reduce, colormap: Colo
                 pack_rgba(BAD_COLOR)
             } else {
                 a.value(reduce)
-                    .map_or(0, |v| lut[lut_index(normalize(v, range))])
+                    .map_or(0, |v| lut[lut_index(scale.position(v, r))])
             }
         })
         .collect()
+}
+
+/// Statistics of one pooled head over the columns from `first_column` on (min, max, count);
+/// the CPU twin of `cell_range` in `shaders/limits.wgsl`.
+pub fn cell_range(accum: &[Accum], pooled_w: u32, first_column: u32) -> HeadStats {
+    let mut s = HeadStats::EMPTY;
+    for (i, a) in accum.iter().enumerate() {
+        if a.count() > 0 && (i as u32 % pooled_w) >= first_column {
+            s.min = s.min.min(a.min);
+            s.max = s.max.max(a.max);
+            s.count += a.count();
+        }
+    }
+    s
+}
+
+/// Counts of one head's reduced pooled values in [`BINS`] bins over `range`; the CPU twin of
+/// `histogram` in `shaders/limits.wgsl`.
+pub fn histogram(
+    accum: &[Accum],
+    pooled_w: u32,
+    first_column: u32,
+    reduce: Reduce,
+    range: [f32; 2],
+) -> Vec<u32> {
+    let params = hist_params(range);
+    let mut counts = vec![0u32; BINS];
+    for (i, a) in accum.iter().enumerate() {
+        if a.is_bad() || (i as u32 % pooled_w) < first_column {
+            continue;
+        }
+        if let Some(v) = a.value(reduce) {
+            counts[crate::scale::bin_of(v, params)] += 1;
+        }
+    }
+    counts
 }
 
 /// Draws the figure's quads: the CPU twin of `shaders/compose.wgsl`. `colors[g]` is group g's

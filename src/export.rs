@@ -16,8 +16,9 @@ pub(crate) fn render_rgba(
     pipe: &ComposePipeline,
     compositor: &Compositor,
     figure: &FigureQuads,
+    tile_limit: u32,
 ) -> Result<Vec<u8>> {
-    render_rgba_over(gpu, pipe, compositor, figure, None)
+    render_rgba_over(gpu, pipe, compositor, figure, tile_limit, None)
 }
 
 /// [`render_rgba`], with `overlay` (the viewer's detail layer, already placed in the figure's
@@ -28,10 +29,11 @@ pub(crate) fn render_rgba_over(
     pipe: &ComposePipeline,
     compositor: &Compositor,
     figure: &FigureQuads,
+    tile_limit: u32,
     overlay: Option<&Compositor>,
 ) -> Result<Vec<u8>> {
     let (w, h) = (figure.width, figure.height);
-    let max = gpu.limits.max_texture_dimension_2d.min(8192);
+    let max = gpu.limits.max_texture_dimension_2d.min(tile_limit).max(1);
     let (tw, th) = (w.min(max), h.min(max));
     let mut out = vec![0u8; w as usize * h as usize * 4];
     let texture = gpu.device.create_texture(&wgpu::TextureDescriptor {

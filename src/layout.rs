@@ -16,6 +16,31 @@ impl Theme {
         background: [255, 255, 255, 255],
         foreground: [26, 26, 26, 255],
     };
+
+    /// For slides and dark pages: near-black ground, light grey text.
+    pub const DARK: Theme = Theme {
+        background: [18, 18, 18, 255],
+        foreground: [230, 230, 230, 255],
+    };
+
+    pub fn from_name(name: &str) -> Option<Theme> {
+        match name {
+            "light" => Some(Theme::LIGHT),
+            "dark" => Some(Theme::DARK),
+            _ => None,
+        }
+    }
+
+    /// The same theme on a transparent ground. The ground takes the text's colour at alpha 0,
+    /// so label edges blended toward it keep the text's colour and fade only in alpha
+    /// (straight-alpha PNG), with no dark or light fringe on any page.
+    pub fn transparent(self) -> Theme {
+        let [r, g, b, _] = self.foreground;
+        Theme {
+            background: [r, g, b, 0],
+            ..self
+        }
+    }
 }
 
 /// A heatmap cell on the figure.
@@ -30,12 +55,57 @@ pub struct CellPlacement {
     pub head: usize,
 }
 
+/// A label's text as written (kept beside its bitmap for vector export).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Text {
+    pub spans: Vec<(String, Face)>,
+    /// Line height in pixels.
+    pub px: f32,
+    /// Reads bottom to top (a quarter turn counter-clockwise).
+    pub rotated: bool,
+}
+
+impl Text {
+    pub fn new(spans: &[(&str, Face)], px: f32) -> Text {
+        Text {
+            spans: spans.iter().map(|&(s, f)| (s.to_string(), f)).collect(),
+            px,
+            rotated: false,
+        }
+    }
+
+    pub fn plain(s: &str, px: f32) -> Text {
+        Text::new(&[(s, Face::Regular)], px)
+    }
+
+    pub fn rotated(mut self) -> Text {
+        self.rotated = true;
+        self
+    }
+
+    /// The whole string.
+    pub fn string(&self) -> String {
+        self.spans.iter().map(|(s, _)| s.as_str()).collect()
+    }
+
+    pub fn rasterize(&self) -> Label {
+        let spans: Vec<(&str, Face)> = self.spans.iter().map(|(s, f)| (s.as_str(), *f)).collect();
+        let label = text::rasterize(&spans, self.px);
+        if self.rotated {
+            text::rotated(label)
+        } else {
+            label
+        }
+    }
+}
+
 /// A label and the position of its bitmap's top-left corner.
 #[derive(Clone, Debug)]
 pub struct PlacedLabel {
     pub label: Label,
     pub x: u32,
     pub y: u32,
+    pub text: Text,
 }
 
 /// Everything drawn on the figure, in pixels.
@@ -72,45 +142,91 @@ impl Metrics {
             margin: (font_px * 0.8).round() as u32,
         }
     }
+
+    /// Everything `factor` times larger (`--scale-factor`): the same figure at a higher
+    /// resolution, not a figure with more room.
+    pub fn scaled(self, factor: f32) -> Metrics {
+        if factor == 1.0 {
+            return self;
+        }
+        Metrics {
+            font_px: (self.font_px * factor).round().max(6.0),
+            gutter: ((self.gutter as f32 * factor).round() as u32).max(1),
+            margin: (self.margin as f32 * factor).round() as u32,
+        }
+    }
 }
 
-fn math_label(var: &str, n: usize, px: f32) -> Label {
-    text::rasterize(
+fn math_label(var: &str, n: usize, px: f32) -> Text {
+    Text::new(
         &[(var, Face::Math), (&format!(" = {n}"), Face::Regular)],
         px,
     )
+}
+
+/// Room around each cell for per-cell axes (token labels): `left` pixels left of every cell,
+/// `bottom` below it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CellPad {
+    pub left: u32,
+    pub bottom: u32,
 }
 
 impl Layout {
     /// The labelled grid: rows are `layers`, columns are `heads` (0-based), headed `h = N` and
     /// `l = N` (1-based) as in the seed figure.
     pub fn grid(layers: &[usize], heads: &[usize], cell: &CellGeometry, theme: Theme) -> Layout {
-        let m = Metrics::for_cell(cell);
-        let col_labels: Vec<Label> = heads
+        Layout::grid_with(
+            layers,
+            heads,
+            cell,
+            theme,
+            &Metrics::for_cell(cell),
+            CellPad::default(),
+            None,
+        )
+    }
+
+    /// The grid with explicit metrics, room for per-cell axes and an optional title above it.
+    pub fn grid_with(
+        layers: &[usize],
+        heads: &[usize],
+        cell: &CellGeometry,
+        theme: Theme,
+        m: &Metrics,
+        pad: CellPad,
+        title: Option<&str>,
+    ) -> Layout {
+        let m = *m;
+        let col_labels: Vec<(Text, Label)> = heads
             .iter()
-            .map(|&h| math_label("h", h + 1, m.font_px))
+            .map(|&h| with_raster(math_label("h", h + 1, m.font_px)))
             .collect();
-        let row_labels: Vec<Label> = layers
+        let row_labels: Vec<(Text, Label)> = layers
             .iter()
-            .map(|&l| math_label("l", l + 1, m.font_px))
+            .map(|&l| with_raster(math_label("l", l + 1, m.font_px)))
             .collect();
-        let header_h = col_labels.iter().map(|l| l.height).max().unwrap_or(0) + m.gutter / 2;
+        let title = title.map(|t| with_raster(Text::plain(t, (m.font_px * 1.2).round())));
+        let title_h = title.as_ref().map_or(0, |(_, l)| l.height + m.gutter);
+        let header_h = col_labels.iter().map(|l| l.1.height).max().unwrap_or(0) + m.gutter / 2;
         let left_w =
-            row_labels.iter().map(|l| l.width).max().unwrap_or(0) + (m.font_px / 2.0) as u32;
+            row_labels.iter().map(|l| l.1.width).max().unwrap_or(0) + (m.font_px / 2.0) as u32;
         let (cw, ch) = (cell.display_w, cell.display_h);
-        let grid_x = m.margin + left_w;
-        let grid_y = m.margin + header_h;
+        let (step_x, step_y) = (cw + m.gutter + pad.left, ch + m.gutter + pad.bottom);
+        let grid_x = m.margin + left_w + pad.left;
+        let grid_y = m.margin + title_h + header_h;
         let cols = heads.len() as u32;
         let rows = layers.len() as u32;
-        let width = grid_x + cols * cw + cols.saturating_sub(1) * m.gutter + m.margin;
-        let height = grid_y + rows * ch + rows.saturating_sub(1) * m.gutter + m.margin;
+        let mut width = grid_x + cols * cw + cols.saturating_sub(1) * (step_x - cw) + m.margin;
+        let height =
+            grid_y + rows * ch + rows.saturating_sub(1) * (step_y - ch) + pad.bottom + m.margin;
 
         let mut cells = Vec::with_capacity((rows * cols) as usize);
         for (r, &layer) in layers.iter().enumerate() {
             for (c, &head) in heads.iter().enumerate() {
                 cells.push(CellPlacement {
-                    x: grid_x + c as u32 * (cw + m.gutter),
-                    y: grid_y + r as u32 * (ch + m.gutter),
+                    x: grid_x + c as u32 * step_x,
+                    y: grid_y + r as u32 * step_y,
                     width: cw,
                     height: ch,
                     layer,
@@ -118,21 +234,37 @@ impl Layout {
                 });
             }
         }
-        let mut labels = Vec::with_capacity(heads.len() + layers.len());
-        for (c, label) in col_labels.into_iter().enumerate() {
-            let cx = grid_x + c as u32 * (cw + m.gutter) + cw / 2;
+        let mut labels = Vec::with_capacity(heads.len() + layers.len() + 1);
+        for (c, (text, label)) in col_labels.into_iter().enumerate() {
+            let cx = grid_x + c as u32 * step_x + cw / 2;
             labels.push(PlacedLabel {
                 x: cx.saturating_sub(label.width / 2),
                 y: grid_y - header_h,
                 label,
+                text,
             });
         }
-        for (r, label) in row_labels.into_iter().enumerate() {
-            let cy = grid_y + r as u32 * (ch + m.gutter) + ch / 2;
+        for (r, (text, label)) in row_labels.into_iter().enumerate() {
+            let cy = grid_y + r as u32 * step_y + ch / 2;
             labels.push(PlacedLabel {
-                x: grid_x - (m.font_px / 2.0) as u32 - label.width,
+                x: grid_x - pad.left - (m.font_px / 2.0) as u32 - label.width,
                 y: cy.saturating_sub(label.height / 2),
                 label,
+                text,
+            });
+        }
+        if let Some((text, label)) = title {
+            width = width.max(label.width + 2 * m.margin);
+            // centred over the cells
+            let grid_w = cols * cw + cols.saturating_sub(1) * (step_x - cw);
+            let cx = grid_x + grid_w / 2;
+            labels.push(PlacedLabel {
+                x: cx
+                    .saturating_sub(label.width / 2)
+                    .clamp(m.margin, width - m.margin - label.width),
+                y: m.margin,
+                label,
+                text,
             });
         }
         Layout {
@@ -146,6 +278,11 @@ impl Layout {
             theme,
         }
     }
+}
+
+fn with_raster(text: Text) -> (Text, Label) {
+    let label = text.rasterize();
+    (text, label)
 }
 
 #[cfg(test)]

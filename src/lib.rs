@@ -6,6 +6,7 @@
 //! [`cpu`] repeats every stage on the CPU as the tests' oracle and the no-adapter fallback.
 
 pub mod accumulator;
+pub mod axes;
 pub mod bench;
 pub mod colorbar;
 pub mod colorize;
@@ -18,12 +19,16 @@ pub mod export;
 pub mod geometry;
 pub mod gpu;
 pub mod layout;
+pub mod limits;
+pub mod metadata;
 pub mod norm;
 pub mod pool;
 pub mod qk;
 pub mod render;
+pub mod scale;
 pub mod select;
 pub mod source;
+pub mod svg;
 pub mod text;
 pub mod viewer;
 

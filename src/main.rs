@@ -7,9 +7,11 @@ use std::time::Instant;
 
 use anyhow::Context;
 use attnviz::export::{check_writable, write_png};
+use attnviz::layout::Theme;
 use attnviz::pool::Causal;
 use attnviz::qk::synth::QkSpec;
 use attnviz::qk::{parse_queries, GpuRows, QkOptions, QkSource};
+use attnviz::scale::{ColorScale, Scale};
 use attnviz::source::{
     self, write_tensor, AttentionSource, DemoModel, OpenOptions, Pattern, Synth, SynthSpec,
 };
@@ -30,7 +32,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Render an attention tensor (.npy or .safetensors), or attention recomputed from queries
-    /// and keys (--q, --k), as a labelled grid PNG.
+    /// and keys (--q, --k), as a labelled grid, PNG or SVG.
     Render {
         /// (L,H,Q,K), (H,Q,K) or (Q,K) attention: .npy (<f4, <f2) or .safetensors (F32, F16, BF16).
         #[arg(required_unless_present = "q", conflicts_with = "q")]
@@ -53,6 +55,9 @@ enum Command {
         /// Also write every selected head as DIR/l{l}_h{h}.png at native resolution, unlabelled.
         #[arg(long, value_name = "DIR")]
         tiles: Option<PathBuf>,
+        /// One token per line (one per key): drawn beside each cell when at most 64, index ticks otherwise.
+        #[arg(long, value_name = "FILE")]
+        tokens: Option<PathBuf>,
     },
     /// Explore an attention tensor in a window: drag to pan, wheel to zoom, c/n/r to recolour,
     /// 0 to reset, s to save a PNG, q or Esc to quit.
@@ -218,9 +223,12 @@ impl QkArgs {
 
 #[derive(Args)]
 struct Output {
-    /// Output PNG.
+    /// Output figure: .png, or .svg (text, ticks and colorbar as vectors, cells as embedded PNGs).
     #[arg(short, long)]
     output: PathBuf,
+    /// Also write each cell's pixel rectangle, layer, head, value range and the colorbar mapping as JSON.
+    #[arg(long, value_name = "FILE")]
+    layout_json: Option<PathBuf>,
     /// auto: GPU, falling back to the CPU with a warning when no adapter exists.
     #[arg(long, value_enum, default_value_t = Backend::Auto)]
     backend: Backend,
@@ -251,6 +259,39 @@ struct Style {
     /// Leave the colorbar out.
     #[arg(long)]
     no_colorbar: bool,
+    /// Curve from normalized value to colour: linear, log, sqrt or gamma:G.
+    #[arg(long, default_value = "linear", value_parser = lib_parser(Scale::parse))]
+    scale: Scale,
+    /// With --scale log: values below this take the bottom colour (default: 1e-6 of each scope's max).
+    #[arg(long, value_name = "V")]
+    log_floor: Option<f32>,
+    /// Limits at these percentiles of each scope's pooled values, e.g. 0,99.5.
+    #[arg(long, value_name = "LOW,HIGH", value_parser = lib_parser(ColorScale::parse_clip))]
+    clip: Option<[f32; 2]>,
+    /// Fixed lower limit (overrides the data's and --clip's).
+    #[arg(long, allow_negative_numbers = true)]
+    vmin: Option<f32>,
+    /// Fixed upper limit.
+    #[arg(long, allow_negative_numbers = true)]
+    vmax: Option<f32>,
+    /// Leave the first K keys (attention sinks) out of the statistics: 0..K. They still render, saturated.
+    #[arg(long, value_name = "0..K", value_parser = lib_parser(ColorScale::parse_exclude))]
+    exclude_keys: Option<usize>,
+    /// A title above the grid.
+    #[arg(long)]
+    title: Option<String>,
+    /// Make the whole figure this many times larger (cells, text, gutters); posters past the
+    /// texture limit are drawn in tiles.
+    #[arg(long, default_value_t = 1.0, conflicts_with = "dpi")]
+    scale_factor: f32,
+    /// Resolution as DPI, with 100 DPI the default size (--dpi 300 = --scale-factor 3).
+    #[arg(long)]
+    dpi: Option<f32>,
+    #[arg(long, default_value = "light", value_parser = ["light", "dark"])]
+    theme: String,
+    /// Transparent background.
+    #[arg(long)]
+    transparent: bool,
     /// Entries above the diagonal: masked (on: out of the statistics, drawn as background),
     /// kept (off), or masked when every selected head is exactly zero there (auto).
     #[arg(long, default_value = "auto", num_args = 0..=1, default_missing_value = "on",
@@ -263,6 +304,13 @@ enum Backend {
     Auto,
     Gpu,
     Cpu,
+}
+
+/// A clap parser from a library parser (its error is the message).
+fn lib_parser<T: Clone + Send + Sync + 'static>(
+    parse: fn(&str) -> attnviz::Result<T>,
+) -> impl Fn(&str) -> Result<T, String> + Clone + Send + Sync + 'static {
+    move |s| parse(s).map_err(|e| e.to_string())
 }
 
 /// A clap parser accepting exactly the library's names for an option.
@@ -290,8 +338,31 @@ impl Style {
                 "off" => Causal::Off,
                 _ => Causal::Auto,
             },
+            scale: ColorScale {
+                scale: self.scale,
+                log_floor: self.log_floor,
+                clip: self.clip,
+                vmin: self.vmin,
+                vmax: self.vmax,
+                exclude_keys: self.exclude_keys.unwrap_or(0),
+            },
+            title: self.title.clone(),
+            tokens: None,
+            scale_factor: self.dpi.map_or(self.scale_factor, |d| d / 100.0),
+            theme: Theme::from_name(&self.theme).expect("clap checked the name"),
+            transparent: self.transparent,
+            cell_colors: false,
         }
     }
+}
+
+/// Reads a token file: one token per line.
+fn read_tokens(path: &Path) -> anyhow::Result<Vec<String>> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::Io {
+        path: path.to_path_buf(),
+        source: e,
+    })?;
+    Ok(text.lines().map(str::to_string).collect())
 }
 
 fn main() -> ExitCode {
@@ -373,9 +444,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             out,
             style,
             tiles,
+            tokens,
         } => {
             check_writable(&out.output)?;
-            let options = style.options();
+            let mut options = style.options();
+            if let Some(path) = &tokens {
+                options.tokens = Some(read_tokens(path)?);
+            }
             let src: Box<dyn AttentionSource> =
                 match (qk.open(options.causal == Causal::On)?, input) {
                     (Some(qk), _) => Box::new(qk),
@@ -392,6 +467,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     },
                     (None, None) => unreachable!("clap requires INPUT or --q"),
                 };
+            if let (Some(path), Some(t)) = (&tokens, &options.tokens) {
+                let s = src.shape();
+                if let Err(e) = attnviz::axes::split_tokens(t, s.queries, s.keys) {
+                    let message = e.to_string().trim_start_matches("--tokens: ").to_string();
+                    return Err(Error::BadInput {
+                        path: path.clone(),
+                        message,
+                    }
+                    .into());
+                }
+            }
             render_to(src.as_ref(), &options, &out, tiles.as_deref())
         }
         Command::Demo { out, style, tokens } => {
@@ -507,16 +593,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 exit_after_frames,
                 screenshot,
                 size,
-                tokens: tokens
-                    .map(|p| {
-                        std::fs::read_to_string(&p)
-                            .map(|t| t.lines().map(str::to_string).collect())
-                            .map_err(|e| Error::Io {
-                                path: p.clone(),
-                                source: e,
-                            })
-                    })
-                    .transpose()?,
+                tokens: tokens.map(|p| read_tokens(&p)).transpose()?,
             };
             let report = attnviz::viewer::run(src.as_ref(), options)?;
             if stats {
@@ -603,6 +680,16 @@ fn render_to(
     tiles: Option<&Path>,
 ) -> anyhow::Result<()> {
     let start = Instant::now();
+    let svg = out
+        .output
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("svg"));
+    let mut options = options.clone();
+    options.cell_colors = svg;
+    let options = &options;
+    if let Some(path) = &out.layout_json {
+        check_writable(path)?;
+    }
     let mut engine = engine(out.backend)?;
     let bar = std::sync::Arc::new(ProgressBar::new(out.quiet, "pooling"));
     if let Some(e) = &mut engine {
@@ -614,7 +701,14 @@ fn render_to(
         None => attnviz::render_cpu(src, options)?,
     };
     bar.finish();
-    write_png(&out.output, figure.width, figure.height, &figure.rgba)?;
+    if svg {
+        attnviz::svg::write_svg(&out.output, &figure, options.colormap)?;
+    } else {
+        write_png(&out.output, figure.width, figure.height, &figure.rgba)?;
+    }
+    if let Some(path) = &out.layout_json {
+        attnviz::metadata::write_layout_json(path, &figure, options)?;
+    }
     if let Some(dir) = tiles {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("{}: cannot create the tiles folder", dir.display()))?;

@@ -2,6 +2,7 @@
 //! ([`render_cpu`]). Both share the plan (selection, geometry, layout) and the normalization
 //! code, and differ only in who pools, colours and draws.
 
+use crate::colorbar::ColorbarSpec;
 use crate::colorize::{ColorizePipeline, ColorizedCells};
 use crate::colormap::Colormap;
 use crate::compose::{ComposePipeline, Compositor, FigureQuads};
@@ -9,9 +10,11 @@ use crate::cpu;
 use crate::error::{Error, Result};
 use crate::geometry::CellGeometry;
 use crate::gpu::Gpu;
-use crate::layout::{Layout, Theme};
-use crate::norm::{color_ranges, HeadStats, Norm, Reduce};
+use crate::layout::{CellPad, Layout, Metrics, Theme};
+use crate::limits::LimitsPipeline;
+use crate::norm::{HeadStats, Norm, Reduce};
 use crate::pool::{pool_cells, Causal, PoolOptions, PoolPipelines, PooledCells};
+use crate::scale::{first_included_column, resolve_ranges, ColorScale};
 use crate::select::parse_selection;
 use crate::source::AttentionSource;
 
@@ -31,6 +34,19 @@ pub struct RenderOptions {
     pub causal: Causal,
     /// Draw a colorbar right of the grid.
     pub colorbar: bool,
+    /// Scale curve, clipping, fixed limits and excluded keys.
+    pub scale: ColorScale,
+    /// A line above the grid.
+    pub title: Option<String>,
+    /// One token per key: written beside each cell when few, index ticks otherwise.
+    pub tokens: Option<Vec<String>>,
+    /// The whole figure this many times larger (cells, text, gutters).
+    pub scale_factor: f32,
+    pub theme: Theme,
+    /// Background at alpha 0 (labels keep their colour).
+    pub transparent: bool,
+    /// Keep each cell's pooled colours in [`Figure::cell_colors`] (for vector export).
+    pub cell_colors: bool,
 }
 
 impl Default for RenderOptions {
@@ -44,6 +60,13 @@ impl Default for RenderOptions {
             cell: None,
             causal: Causal::default(),
             colorbar: true,
+            scale: ColorScale::default(),
+            title: None,
+            tokens: None,
+            scale_factor: 1.0,
+            theme: Theme::LIGHT,
+            transparent: false,
+            cell_colors: false,
         }
     }
 }
@@ -58,26 +81,90 @@ pub struct Plan {
     pub geometry: CellGeometry,
     pub layout: Layout,
     pub pool: PoolOptions,
+    pub metrics: Metrics,
+    /// Pooled columns left of this one hold keys left out of the statistics.
+    pub first_column: u32,
+    /// The colorbar drawn, once the ranges are known.
+    pub colorbar: Option<ColorbarSpec>,
 }
 
 impl Plan {
     /// Adds the colorbar for `norm` once the ranges are known (they come from the data).
-    pub fn add_colorbar(&mut self, norm: Norm, ranges: &[[f32; 2]]) {
-        let spec = crate::colorbar::ColorbarSpec::for_norm(norm, ranges);
-        self.layout
-            .add_colorbar(&spec, &crate::layout::Metrics::for_cell(&self.geometry));
+    pub fn add_colorbar(&mut self, norm: Norm, ranges: &[[f32; 2]], scale: &ColorScale) {
+        let spec = ColorbarSpec::new(norm, ranges, scale);
+        self.layout.add_colorbar(&spec, &self.metrics);
+        self.colorbar = Some(spec);
     }
 
     pub fn new(source: &dyn AttentionSource, options: &RenderOptions) -> Result<Plan> {
         let shape = source.shape();
+        options.scale.validate()?;
+        let f = options.scale_factor;
+        if !(f.is_finite() && f > 0.0) {
+            return Err(Error::BadOption(format!(
+                "--scale-factor {f} must be a positive number"
+            )));
+        }
         let layers = parse_selection(options.layers.as_deref(), shape.layers, "layer")?;
         let heads = parse_selection(options.heads.as_deref(), shape.heads, "head")?;
         let cells = layers
             .iter()
             .flat_map(|&l| heads.iter().map(move |&h| (l, h)))
             .collect();
-        let geometry = CellGeometry::new(shape.queries, shape.keys, options.cell)?;
-        let layout = Layout::grid(&layers, &heads, &geometry, Theme::LIGHT);
+        let tokens = options
+            .tokens
+            .as_deref()
+            .map(|t| crate::axes::split_tokens(t, shape.queries, shape.keys))
+            .transpose()?;
+        let cell = match (options.cell, tokens) {
+            (None, Some(_)) => Some(crate::axes::cell_side_for_tokens(
+                shape.queries.max(shape.keys),
+                shape.queries.max(shape.keys).min(256) as u32,
+            )),
+            (c, _) => c,
+        };
+        let base = CellGeometry::new(shape.queries, shape.keys, cell)?;
+        let geometry = if f == 1.0 {
+            base
+        } else {
+            let side = (base.display_w.max(base.display_h) as f32 * f)
+                .round()
+                .max(1.0);
+            if side > crate::geometry::MAX_CELL as f32 {
+                return Err(Error::BadOption(format!(
+                    "--scale-factor {f} makes cells of {side} px, past the maximum of {} (the figure may be any size)",
+                    crate::geometry::MAX_CELL
+                )));
+            }
+            CellGeometry::new(shape.queries, shape.keys, Some(side as u32))?
+        };
+        let metrics = Metrics::for_cell(&base).scaled(f);
+        let exclude = options.scale.exclude_keys;
+        let first_column = first_included_column(shape.keys, geometry.pooled_w, exclude);
+        if exclude > 0 && first_column >= geometry.pooled_w {
+            return Err(Error::BadOption(format!(
+                "--exclude-keys 0..{exclude} leaves no key in the statistics ({} keys)",
+                shape.keys
+            )));
+        }
+        let theme = if options.transparent {
+            options.theme.transparent()
+        } else {
+            options.theme
+        };
+        let axes = tokens.map(|(q, k)| crate::axes::CellAxes::new(q, k, &geometry, &metrics));
+        let mut layout = Layout::grid_with(
+            &layers,
+            &heads,
+            &geometry,
+            theme,
+            &metrics,
+            axes.as_ref().map_or(CellPad::default(), |a| a.pad),
+            options.title.as_deref(),
+        );
+        if let Some(a) = &axes {
+            layout.add_cell_axes(a);
+        }
         Ok(Plan {
             layers,
             heads,
@@ -89,6 +176,9 @@ impl Plan {
                 causal: options.causal,
                 diagonal: Some(source.diagonal()),
             },
+            metrics,
+            first_column,
+            colorbar: None,
         })
     }
 }
@@ -102,6 +192,7 @@ pub struct Scene {
     pub norm: Norm,
     pub reduce: Reduce,
     pub colormap: Colormap,
+    pub scale: ColorScale,
     colors: ColorizedCells,
     pub(crate) quads: FigureQuads,
     pub(crate) compositor: Compositor,
@@ -130,6 +221,9 @@ pub struct Figure {
     pub ranges: Vec<[f32; 2]>,
     /// Entries above the diagonal were masked (asked for, or detected).
     pub causal: bool,
+    pub scale: ColorScale,
+    /// Each cell's pooled colours (packed RGBA, 0 = background), when asked for.
+    pub cell_colors: Option<Vec<Vec<u32>>>,
 }
 
 impl Figure {
@@ -158,10 +252,13 @@ pub struct Engine {
     pub chunk_bytes: u64,
     /// Called with (bytes consumed, bytes in total) as input is pooled.
     pub progress: Option<Box<dyn Fn(u64, u64) + Send + Sync>>,
+    /// Largest texture side export draws at once (tests shrink it to force tiles).
+    pub tile_limit: u32,
     pool: PoolPipelines,
     qk: crate::qk::gpu::QkPipelines,
     colorize: ColorizePipeline,
     compose: ComposePipeline,
+    limits: LimitsPipeline,
 }
 
 impl Engine {
@@ -172,6 +269,8 @@ impl Engine {
             qk: crate::qk::gpu::QkPipelines::new(device),
             colorize: ColorizePipeline::new(device),
             compose: ComposePipeline::new(device, wgpu::TextureFormat::Rgba8Unorm),
+            limits: LimitsPipeline::new(device),
+            tile_limit: 8192,
             chunk_bytes: crate::pool::CHUNK_TARGET,
             progress: None,
             gpu,
@@ -252,9 +351,69 @@ impl Engine {
         reduce: Reduce,
         colormap: Colormap,
     ) -> Result<Vec<Vec<u32>>> {
+        self.colorize_scaled(pooled, ranges, &ColorScale::default(), reduce, colormap)
+    }
+
+    /// [`Engine::colorize`] with `ranges` (data units) mapped through `scale`.
+    pub fn colorize_scaled(
+        &self,
+        pooled: &PooledCells,
+        ranges: &[[f32; 2]],
+        scale: &ColorScale,
+        reduce: Reduce,
+        colormap: Colormap,
+    ) -> Result<Vec<Vec<u32>>> {
         let colors = ColorizedCells::new(&self.gpu, &self.colorize, pooled);
-        colors.update(&self.gpu, &self.colorize, pooled, ranges, reduce, colormap)?;
+        colors.update(
+            &self.gpu,
+            &self.colorize,
+            pooled,
+            ranges,
+            scale,
+            reduce,
+            colormap,
+        )?;
         colors.read(&self.gpu, pooled)
+    }
+
+    /// Per cell: counts of its reduced pooled values in [`crate::scale::BINS`] bins over
+    /// `ranges[cell]`, pooled columns before `first_column` left out (the GPU histogram behind
+    /// `--clip`).
+    pub fn histograms(
+        &self,
+        pooled: &PooledCells,
+        first_column: u32,
+        reduce: Reduce,
+        ranges: &[[f32; 2]],
+    ) -> Result<Vec<Vec<u32>>> {
+        crate::limits::histograms(
+            &self.gpu,
+            &self.limits,
+            pooled,
+            first_column,
+            reduce,
+            ranges,
+        )
+    }
+
+    /// Each cell's `[lo, hi]` for `norm` and `scale`: statistics restricted to the included
+    /// columns, percentiles from GPU histograms of each scope, fixed limits.
+    pub fn resolve_ranges(
+        &self,
+        pooled: &PooledCells,
+        plan: &Plan,
+        norm: Norm,
+        reduce: Reduce,
+        scale: &ColorScale,
+    ) -> Result<Vec<[f32; 2]>> {
+        let stats = if scale.exclude_keys > 0 {
+            crate::limits::cell_ranges(&self.gpu, &self.limits, pooled, plan.first_column)?
+        } else {
+            pooled.stats.clone()
+        };
+        resolve_ranges(norm, scale, &stats, plan.heads.len(), |r| {
+            self.histograms(pooled, plan.first_column, reduce, r)
+        })
     }
 
     /// Pools, colours and lays out `source`: a figure resident on the GPU, ready to draw into
@@ -263,9 +422,10 @@ impl Engine {
         let mut plan = Plan::new(source, options)?;
         let gpu = &self.gpu;
         let pooled = self.pool(source, &plan.cells, plan.geometry, plan.pool)?;
+        let ranges =
+            self.resolve_ranges(&pooled, &plan, options.norm, options.reduce, &options.scale)?;
         if options.colorbar {
-            let ranges = color_ranges(options.norm, &pooled.stats, plan.heads.len());
-            plan.add_colorbar(options.norm, &ranges);
+            plan.add_colorbar(options.norm, &ranges, &options.scale);
         }
         let colors = ColorizedCells::new(gpu, &self.colorize, &pooled);
         let groups: Vec<_> = pooled
@@ -283,19 +443,33 @@ impl Engine {
                 &pooled,
             ))
         })?;
-        let mut scene = Scene {
-            ranges: Vec::new(),
+        let scene = Scene {
+            ranges,
             norm: options.norm,
             reduce: options.reduce,
             colormap: options.colormap,
+            scale: options.scale.clone(),
             plan,
             pooled,
             colors,
             quads,
             compositor,
         };
-        self.recolor(&mut scene, options.norm, options.reduce, options.colormap)?;
+        self.apply_colors(&scene, options.reduce, options.colormap)?;
         Ok(scene)
+    }
+
+    /// Runs the colour pass with the scene's ranges and scale.
+    fn apply_colors(&self, scene: &Scene, reduce: Reduce, colormap: Colormap) -> Result<()> {
+        scene.colors.update(
+            &self.gpu,
+            &self.colorize,
+            &scene.pooled,
+            &scene.ranges,
+            &scene.scale,
+            reduce,
+            colormap,
+        )
     }
 
     /// Re-runs only normalization and the colormap on the resident pooled data. `Norm::Row` is
@@ -312,15 +486,9 @@ impl Engine {
                 "switching to or from --norm row needs the input pooled again".into(),
             ));
         }
-        scene.ranges = color_ranges(norm, &scene.pooled.stats, scene.plan.heads.len());
-        scene.colors.update(
-            &self.gpu,
-            &self.colorize,
-            &scene.pooled,
-            &scene.ranges,
-            reduce,
-            colormap,
-        )?;
+        scene.ranges =
+            self.resolve_ranges(&scene.pooled, &scene.plan, norm, reduce, &scene.scale)?;
+        self.apply_colors(scene, reduce, colormap)?;
         (scene.norm, scene.reduce, scene.colormap) = (norm, reduce, colormap);
         Ok(())
     }
@@ -355,21 +523,41 @@ impl Engine {
         overlay: Option<&Compositor>,
     ) -> Result<Vec<u8>> {
         scene.compositor.set_quads(&self.gpu, &quads.quads);
-        crate::export::render_rgba_over(&self.gpu, &self.compose, &scene.compositor, quads, overlay)
+        crate::export::render_rgba_over(
+            &self.gpu,
+            &self.compose,
+            &scene.compositor,
+            quads,
+            self.tile_limit,
+            overlay,
+        )
     }
 
     /// The scene's figure as RGBA8 rows (tiled past the texture limit).
     pub fn export(&self, scene: &Scene) -> Result<Vec<u8>> {
-        crate::export::render_rgba(&self.gpu, &self.compose, &scene.compositor, &scene.quads)
+        crate::export::render_rgba(
+            &self.gpu,
+            &self.compose,
+            &scene.compositor,
+            &scene.quads,
+            self.tile_limit,
+        )
     }
 
     pub fn render(&self, source: &dyn AttentionSource, options: &RenderOptions) -> Result<Figure> {
         let scene = self.scene(source, options)?;
         let rgba = self.export(&scene)?;
+        let cell_colors = if options.cell_colors {
+            Some(scene.colors.read(&self.gpu, &scene.pooled)?)
+        } else {
+            None
+        };
         Ok(Figure {
             width: scene.quads.width,
             height: scene.quads.height,
             rgba,
+            cell_colors,
+            scale: scene.scale,
             causal: scene.pooled.causal,
             stats: scene.pooled.stats,
             ranges: scene.ranges,
@@ -405,7 +593,13 @@ impl Engine {
         for (b, cells) in figure.plan.cells.chunks(batch).enumerate() {
             let pooled = self.pool(source, cells, native, figure.resolved_pool())?;
             let ranges = &figure.ranges[b * batch..b * batch + cells.len()];
-            let colors = self.colorize(&pooled, ranges, options.reduce, options.colormap)?;
+            let colors = self.colorize_scaled(
+                &pooled,
+                ranges,
+                &figure.scale,
+                options.reduce,
+                options.colormap,
+            )?;
             for (&(layer, head), words) in cells.iter().zip(colors) {
                 out.push(tile_from_words(layer, head, &native, &words));
             }
@@ -443,25 +637,72 @@ pub fn render_cpu(source: &dyn AttentionSource, options: &RenderOptions) -> Resu
     let mut plan = Plan::new(source, options)?;
     let pooled = cpu::pool_cells(source, &plan.cells, plan.geometry, plan.pool)?;
     let stats: Vec<HeadStats> = pooled.iter().map(|p| cpu::head_stats(&p.accum)).collect();
-    let ranges = color_ranges(options.norm, &stats, plan.heads.len());
+    let ranges = cpu_ranges(
+        &pooled,
+        &stats,
+        &plan,
+        options.norm,
+        options.reduce,
+        &options.scale,
+    )?;
     if options.colorbar {
-        plan.add_colorbar(options.norm, &ranges);
+        plan.add_colorbar(options.norm, &ranges, &options.scale);
     }
-    let colors: Vec<u32> = pooled
+    let cells: Vec<Vec<u32>> = pooled
         .iter()
         .zip(&ranges)
-        .flat_map(|(p, &r)| cpu::colorize(&p.accum, r, options.reduce, options.colormap))
+        .map(|(p, &r)| {
+            cpu::colorize_scaled(
+                &p.accum,
+                r,
+                &options.scale,
+                options.reduce,
+                options.colormap,
+            )
+        })
         .collect();
+    let colors: Vec<u32> = cells.concat();
     let quads = FigureQuads::new(&plan.layout, &plan.geometry, &[(0, plan.cells.len())]);
     let rgba = cpu::draw_quads(&quads, &[colors], options.colormap);
     Ok(Figure {
         width: quads.width,
         height: quads.height,
         rgba,
+        scale: options.scale.clone(),
+        cell_colors: options.cell_colors.then_some(cells),
         causal: pooled.first().is_some_and(|p| p.causal),
         stats,
         ranges,
         plan,
+    })
+}
+
+/// The CPU twin of [`Engine::resolve_ranges`].
+pub fn cpu_ranges(
+    pooled: &[cpu::HeadPooler],
+    stats: &[HeadStats],
+    plan: &Plan,
+    norm: Norm,
+    reduce: Reduce,
+    scale: &ColorScale,
+) -> Result<Vec<[f32; 2]>> {
+    let w = plan.geometry.pooled_w;
+    let restricted: Vec<HeadStats>;
+    let stats = if scale.exclude_keys > 0 {
+        restricted = pooled
+            .iter()
+            .map(|p| cpu::cell_range(&p.accum, w, plan.first_column))
+            .collect();
+        &restricted
+    } else {
+        stats
+    };
+    resolve_ranges(norm, scale, stats, plan.heads.len(), |ranges| {
+        Ok(pooled
+            .iter()
+            .zip(ranges)
+            .map(|(p, &r)| cpu::histogram(&p.accum, w, plan.first_column, reduce, r))
+            .collect())
     })
 }
 
@@ -476,9 +717,10 @@ pub fn tiles_cpu(
     let mut out = Vec::new();
     for (i, &(layer, head)) in figure.plan.cells.iter().enumerate() {
         let pooled = cpu::pool_cells(source, &[(layer, head)], native, figure.resolved_pool())?;
-        let words = cpu::colorize(
+        let words = cpu::colorize_scaled(
             &pooled[0].accum,
             figure.ranges[i],
+            &figure.scale,
             options.reduce,
             options.colormap,
         );

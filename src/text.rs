@@ -103,6 +103,31 @@ pub fn rasterize(spans: &[(&str, Face)], px: f32) -> Label {
     }
 }
 
+/// A label rotated a quarter turn counter-clockwise (reads bottom to top).
+pub fn rotated(label: Label) -> Label {
+    let (w, h) = (label.width, label.height);
+    let mut coverage = vec![0u8; (w * h) as usize];
+    for y in 0..h {
+        for x in 0..w {
+            // (x, y) -> (y, w - 1 - x) in a h-wide, w-tall bitmap
+            coverage[((w - 1 - x) * h + y) as usize] = label.coverage[(y * w + x) as usize];
+        }
+    }
+    Label {
+        width: h,
+        height: w,
+        baseline: 0,
+        coverage,
+    }
+}
+
+/// CSS `font-size` of text rasterized at line height `px` (ab_glyph scales ascent − descent
+/// to `px`; CSS scales the em), for vector export of the same label.
+pub fn css_font_size(px: f32) -> f32 {
+    let f = &fonts().regular;
+    px * f.units_per_em().unwrap_or(2048.0) / f.height_unscaled()
+}
+
 /// Labels packed into one coverage atlas, in shelves.
 #[derive(Clone, Debug)]
 pub struct Atlas {

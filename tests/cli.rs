@@ -295,3 +295,85 @@ fn unwritable_output_folder_is_reported_before_rendering() {
         stderr(&o)
     );
 }
+
+/// The publication options end to end: SVG with one image per cell, layout JSON, tokens,
+/// a transparent ground, and one-line errors (exit 2) for bad values.
+#[test]
+fn publication_options_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = data("minilm_attn_128.npy");
+    let tokens = data("tokens_128.txt");
+    let svg = dir.path().join("fig.svg");
+    let json = dir.path().join("fig.json");
+    let o = attnviz(&[
+        "render",
+        input.to_str().unwrap(),
+        "--layers",
+        "1",
+        "--heads",
+        "1-3",
+        "--tokens",
+        tokens.to_str().unwrap(),
+        "--scale",
+        "log",
+        "--clip",
+        "0,99.5",
+        "--title",
+        "MiniLM",
+        "--layout-json",
+        json.to_str().unwrap(),
+        "-o",
+        svg.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert_eq!(text.matches("<image ").count(), 3);
+    assert!(text.contains(">MiniLM</tspan>") && text.contains("log10"));
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    assert_eq!(v["cells"].as_array().unwrap().len(), 3);
+    assert_eq!(v["scale"], "log");
+
+    let png = dir.path().join("clear.png");
+    let o = attnviz(&[
+        "demo",
+        "--heads",
+        "1",
+        "--transparent",
+        "--theme",
+        "dark",
+        "-o",
+        png.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(rgba(&png).get_pixel(0, 0)[3], 0);
+
+    let out = dir.path().join("OUT.png");
+    let o_ = out.to_str().unwrap();
+    let i = input.to_str().unwrap();
+    assert_clean_failure(
+        &["render", i, "--exclude-keys", "0..128", "-o", o_],
+        &out,
+        "--exclude-keys 0..128",
+    );
+    assert_clean_failure(
+        &["render", i, "--vmin", "1", "--vmax", "0.5", "-o", o_],
+        &out,
+        "--vmin",
+    );
+    let few = dir.path().join("few.txt");
+    std::fs::write(&few, "a\nb\n").unwrap();
+    assert_clean_failure(
+        &["render", i, "--tokens", few.to_str().unwrap(), "-o", o_],
+        &out,
+        "few.txt: 2 tokens",
+    );
+    for bad in [
+        ["--clip", "99,1"],
+        ["--scale", "cubic"],
+        ["--exclude-keys", "3..4"],
+    ] {
+        let o = attnviz(&["render", i, bad[0], bad[1], "-o", o_]);
+        assert_eq!(o.status.code(), Some(2), "{bad:?}");
+        assert!(stderr(&o).contains(bad[0]), "{bad:?}: {}", stderr(&o));
+    }
+}

@@ -27,6 +27,10 @@ fn shaders_validate() {
         "colorize",
         &format!("{common}{}", include_str!("../shaders/colorize.wgsl")),
     );
+    validate(
+        "limits",
+        &format!("{common}{}", include_str!("../shaders/limits.wgsl")),
+    );
     validate("compose", include_str!("../shaders/compose.wgsl"));
     // Expanded for the head dimensions 4 (one vec4), 64 and 256 (the largest).
     for d4 in [1, 16, 64] {

@@ -359,6 +359,7 @@ impl State {
             pipe,
             &pooled,
             &[s.ranges[region.cell]],
+            &s.scale,
             s.reduce,
             s.colormap,
         )?;
@@ -419,6 +420,7 @@ impl State {
             self.engine.colorize_pipeline(),
             &d.pooled,
             &[s.ranges[d.region.cell]],
+            &s.scale,
             s.reduce,
             s.colormap,
         )

@@ -1,0 +1,307 @@
+//! The GPU half of colour limits (`shaders/limits.wgsl`): per-cell ranges that leave excluded
+//! key columns out, and per-cell histograms for percentile clipping, both over the resident
+//! pooled accumulators. The percentiles themselves are read off the counts by
+//! [`crate::scale::percentile_range`], shared with the CPU reference.
+
+use bytemuck::{Pod, Zeroable};
+
+use crate::error::Result;
+use crate::gpu::{dispatch_1d, storage_buffer_init, Gpu};
+use crate::norm::{HeadStats, Reduce};
+use crate::pool::{compute_pipeline, storage_entry, uniform_entry, PooledCells};
+use crate::scale::BINS;
+
+const LIMITS_WGSL: &str = concat!(
+    include_str!("../shaders/common.wgsl"),
+    include_str!("../shaders/limits.wgsl")
+);
+
+/// Mirrors `LimitParams` in `shaders/limits.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+struct LimitParams {
+    pixels_per_head: u32,
+    first_head: u32,
+    pooled_w: u32,
+    first_column: u32,
+    reduce: u32,
+    _pad: [u32; 3],
+}
+
+/// Mirrors `CellRange` in `shaders/limits.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+struct CellRange {
+    max_key: u32,
+    min_key_inv: u32,
+    count: u32,
+    _pad: u32,
+}
+
+/// Pixels each invocation reads (`PER_INVOCATION` in `shaders/limits.wgsl`).
+const PER_INVOCATION: u32 = 16;
+
+/// f32 to a u32 that orders like the float; the twin of `key` in the shader (the tests check
+/// that [`key_float`] inverts it).
+#[cfg(test)]
+fn float_key(v: f32) -> u32 {
+    let b = v.to_bits();
+    if b & 0x8000_0000 != 0 {
+        !b
+    } else {
+        b | 0x8000_0000
+    }
+}
+
+/// The inverse of [`float_key`].
+fn key_float(k: u32) -> f32 {
+    f32::from_bits(if k & 0x8000_0000 != 0 {
+        k & 0x7fff_ffff
+    } else {
+        !k
+    })
+}
+
+pub(crate) struct LimitsPipeline {
+    layout: wgpu::BindGroupLayout,
+    range: wgpu::ComputePipeline,
+    histogram: wgpu::ComputePipeline,
+}
+
+impl LimitsPipeline {
+    pub(crate) fn new(device: &wgpu::Device) -> Self {
+        let c = wgpu::ShaderStages::COMPUTE;
+        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some("attnviz.limits.layout"),
+            entries: &[
+                uniform_entry(0, false, c),
+                storage_entry(1, true, c),
+                storage_entry(2, true, c),
+                storage_entry(3, false, c),
+                storage_entry(4, false, c),
+            ],
+        });
+        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some("attnviz.limits.shader"),
+            source: wgpu::ShaderSource::Wgsl(LIMITS_WGSL.into()),
+        });
+        LimitsPipeline {
+            range: compute_pipeline(
+                device,
+                "attnviz.limits.range",
+                &layout,
+                &module,
+                "cell_range",
+            ),
+            histogram: compute_pipeline(
+                device,
+                "attnviz.limits.histogram",
+                &layout,
+                &module,
+                "histogram",
+            ),
+            layout,
+        }
+    }
+}
+
+/// What to compute: restricted ranges, or histograms binned over `hist_ranges` (one per cell).
+enum Job<'a> {
+    Ranges,
+    Histograms(&'a [[f32; 2]]),
+}
+
+fn run(
+    gpu: &Gpu,
+    pipe: &LimitsPipeline,
+    pooled: &PooledCells,
+    first_column: u32,
+    reduce: Reduce,
+    job: Job<'_>,
+) -> Result<Vec<u8>> {
+    gpu.scoped("colour limits", || {
+        let device = &gpu.device;
+        let cells = pooled.cells().max(1);
+        let px = pooled.geometry.pooled_pixels() as u32;
+        let hist_ranges: Vec<[f32; 2]> = match job {
+            Job::Histograms(r) => r.to_vec(),
+            Job::Ranges => vec![[0.0; 2]; cells],
+        };
+        let hist_ranges = storage_buffer_init(
+            device,
+            "attnviz.limits.hist_ranges",
+            bytemuck::cast_slice(&hist_ranges),
+            wgpu::BufferUsages::empty(),
+        );
+        let out_size = match job {
+            Job::Ranges => (cells * std::mem::size_of::<CellRange>()) as u64,
+            Job::Histograms(_) => (cells * BINS * 4) as u64,
+        };
+        let out = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("attnviz.limits.out"),
+            size: out_size,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+            // zero-initialized by wgpu: the histogram starts empty
+            mapped_at_creation: false,
+        });
+        let stand_in = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("attnviz.limits.unused"),
+            size: 16,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        });
+        let (ranges_out, hist) = match job {
+            Job::Ranges => (&out, &stand_in),
+            Job::Histograms(_) => (&stand_in, &out),
+        };
+        let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+            label: Some("attnviz.limits.encoder"),
+        });
+        let mut keep = Vec::new();
+        for g in &pooled.groups {
+            let params = LimitParams {
+                pixels_per_head: px,
+                first_head: g.first_cell as u32,
+                pooled_w: pooled.geometry.pooled_w,
+                first_column,
+                reduce: reduce.shader_id(),
+                _pad: [0; 3],
+            };
+            let params = storage_buffer_init(
+                device,
+                "attnviz.limits.params",
+                bytemuck::bytes_of(&params),
+                wgpu::BufferUsages::UNIFORM,
+            );
+            let entries = [
+                params.as_entire_binding(),
+                g.accum.as_entire_binding(),
+                hist_ranges.as_entire_binding(),
+                ranges_out.as_entire_binding(),
+                hist.as_entire_binding(),
+            ];
+            let entries: Vec<_> = entries
+                .into_iter()
+                .enumerate()
+                .map(|(i, resource)| wgpu::BindGroupEntry {
+                    binding: i as u32,
+                    resource,
+                })
+                .collect();
+            let bg = device.create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some("attnviz.limits.bind_group"),
+                layout: &pipe.layout,
+                entries: &entries,
+            });
+            {
+                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some("attnviz.limits.pass"),
+                    timestamp_writes: None,
+                });
+                let (x, z) = dispatch_1d(
+                    px,
+                    256 * PER_INVOCATION,
+                    gpu.limits.max_compute_workgroups_per_dimension,
+                );
+                pass.set_pipeline(match job {
+                    Job::Ranges => &pipe.range,
+                    Job::Histograms(_) => &pipe.histogram,
+                });
+                pass.set_bind_group(0, &bg, &[]);
+                pass.dispatch_workgroups(x, g.cells as u32, z);
+            }
+            keep.push(params);
+        }
+        gpu.queue.submit([encoder.finish()]);
+        gpu.read_buffer(&out, 0, out_size)
+    })
+}
+
+/// Each cell's statistics over the pooled columns from `first_column` on (min of the min pool,
+/// max of the max pool, count), as [`HeadStats`] for [`crate::norm::color_ranges`].
+pub(crate) fn cell_ranges(
+    gpu: &Gpu,
+    pipe: &LimitsPipeline,
+    pooled: &PooledCells,
+    first_column: u32,
+) -> Result<Vec<HeadStats>> {
+    let bytes = run(gpu, pipe, pooled, first_column, Reduce::Max, Job::Ranges)?;
+    let ranges: Vec<CellRange> = bytemuck::pod_collect_to_vec(&bytes);
+    Ok(ranges
+        .iter()
+        .take(pooled.cells())
+        .map(|r| {
+            if r.count == 0 {
+                return HeadStats::EMPTY;
+            }
+            HeadStats {
+                min: key_float(!r.min_key_inv),
+                max: key_float(r.max_key),
+                count: r.count,
+                ..HeadStats::EMPTY
+            }
+        })
+        .collect())
+}
+
+/// Per cell: counts of its reduced pooled values in [`BINS`] bins over `ranges[cell]`, columns
+/// before `first_column` left out.
+pub(crate) fn histograms(
+    gpu: &Gpu,
+    pipe: &LimitsPipeline,
+    pooled: &PooledCells,
+    first_column: u32,
+    reduce: Reduce,
+    ranges: &[[f32; 2]],
+) -> Result<Vec<Vec<u32>>> {
+    let params: Vec<[f32; 2]> = ranges
+        .iter()
+        .map(|&r| crate::scale::hist_params(r))
+        .collect();
+    let bytes = run(
+        gpu,
+        pipe,
+        pooled,
+        first_column,
+        reduce,
+        Job::Histograms(&params),
+    )?;
+    let counts: Vec<u32> = bytemuck::pod_collect_to_vec(&bytes);
+    Ok(counts
+        .chunks(BINS)
+        .take(pooled.cells())
+        .map(<[u32]>::to_vec)
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn float_keys_order_like_floats() {
+        let v = [
+            -f32::MAX,
+            -2.5,
+            -1e-30,
+            -0.0,
+            0.0,
+            1e-30,
+            0.5,
+            3.0,
+            f32::MAX,
+        ];
+        for w in v.windows(2) {
+            assert!(float_key(w[0]) <= float_key(w[1]), "{w:?}");
+        }
+        for x in v {
+            assert_eq!(key_float(float_key(x)).to_bits(), x.to_bits());
+        }
+    }
+
+    #[test]
+    fn layouts_match_the_shader() {
+        assert_eq!(std::mem::size_of::<LimitParams>(), 32);
+        assert_eq!(std::mem::size_of::<CellRange>(), 16);
+    }
+}

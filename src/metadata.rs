@@ -1,0 +1,95 @@
+//! `--layout-json`: where everything landed on the figure and what its colours mean, so other
+//! tools can annotate it (highlight a head, mark a token) without re-deriving the layout.
+
+use std::path::Path;
+
+use serde_json::{json, Value};
+
+use crate::error::Result;
+use crate::export::write_atomic;
+use crate::render::{Figure, RenderOptions};
+use crate::scale::Scale;
+
+/// The figure's layout as JSON: each cell's pixel rectangle, 1-based layer and head, the
+/// `[lo, hi]` mapped onto the colormap and the head's data min/max; the colorbar's rectangle,
+/// range, scale, caption and tick positions.
+pub fn layout_json(figure: &Figure, options: &RenderOptions) -> Value {
+    let layout = &figure.plan.layout;
+    let scale = &figure.scale;
+    let cells: Vec<Value> = layout
+        .cells
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let st = figure.stats.get(i);
+            json!({
+                "layer": c.layer + 1,
+                "head": c.head + 1,
+                "x": c.x, "y": c.y, "width": c.width, "height": c.height,
+                "pooled_width": figure.plan.geometry.pooled_w,
+                "pooled_height": figure.plan.geometry.pooled_h,
+                "range": figure.ranges.get(i),
+                "log_floor": (scale.scale == Scale::Log)
+                    .then(|| figure.ranges.get(i).map(|r| scale.floor_for(r[1])))
+                    .flatten(),
+                "data_min": st.and_then(|s| s.range()).map(|r| r.0),
+                "data_max": st.and_then(|s| s.range()).map(|r| r.1),
+            })
+        })
+        .collect();
+    let colorbar = match (layout.colorbar, &figure.plan.colorbar) {
+        (Some([x, y, w, h]), Some(spec)) => {
+            let y_of = |v: f64| y as f64 + (1.0 - spec.position(v)) * (h.max(1) - 1) as f64;
+            let ticks: Vec<Value> = spec
+                .ticks()
+                .into_iter()
+                .filter(|&t| (-1e-9..=1.0 + 1e-9).contains(&spec.position(t)))
+                .map(|t| json!({"value": t, "y": y_of(t)}))
+                .collect();
+            json!({
+                "x": x, "y": y, "width": w, "height": h,
+                "lo": spec.lo, "hi": spec.hi,
+                "data_units": spec.data_units,
+                "relative_to_max": spec.relative,
+                "scale": scale_name(spec.scale),
+                "caption": spec.caption,
+                "ticks": ticks,
+            })
+        }
+        _ => Value::Null,
+    };
+    json!({
+        "width": figure.width,
+        "height": figure.height,
+        "norm": options.norm.name(),
+        "reduce": options.reduce.name(),
+        "colormap": options.colormap.name(),
+        "scale": scale_name(scale.scale),
+        "log_floor": scale.log_floor,
+        "clip": scale.clip,
+        "vmin": scale.vmin,
+        "vmax": scale.vmax,
+        "exclude_keys": scale.exclude_keys,
+        "scale_factor": options.scale_factor,
+        "title": options.title,
+        "causal": figure.causal,
+        "cells": cells,
+        "colorbar": colorbar,
+    })
+}
+
+fn scale_name(s: Scale) -> String {
+    match s {
+        Scale::Linear => "linear".into(),
+        Scale::Log => "log".into(),
+        Scale::Sqrt => "sqrt".into(),
+        Scale::Gamma(g) => format!("gamma:{g}"),
+    }
+}
+
+/// Writes [`layout_json`] to `path`, atomically.
+pub fn write_layout_json(path: &Path, figure: &Figure, options: &RenderOptions) -> Result<()> {
+    let body = serde_json::to_string_pretty(&layout_json(figure, options))
+        .unwrap_or_else(|_| "null".into());
+    write_atomic(path, |w| std::io::Write::write_all(w, body.as_bytes()))
+}
