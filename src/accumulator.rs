@@ -45,6 +45,7 @@ impl Engine {
             geometry,
             options,
             self.chunk_bytes,
+            crate::pool::Feed::Host,
         )?;
         Ok(HeadAccumulator {
             engine: self,

@@ -59,7 +59,11 @@ impl HeadPooler {
             let q = row_start + r;
             let row = row.as_slice().expect("rows are contiguous");
             // Keys right of the diagonal (bottom-right aligned when Q < K).
-            let diagonal = q as i64 + self.keys as i64 - self.queries as i64;
+            let diagonal = q as i64
+                + self
+                    .options
+                    .diagonal
+                    .unwrap_or(self.keys as i64 - self.queries as i64);
             let above = |k: usize| k as i64 > diagonal;
             let causal = self.options.causal;
             let masked = |k: usize| causal == Causal::On && above(k);

@@ -20,6 +20,7 @@ pub mod gpu;
 pub mod layout;
 pub mod norm;
 pub mod pool;
+pub mod qk;
 pub mod render;
 pub mod select;
 pub mod source;

@@ -8,6 +8,8 @@ use std::time::Instant;
 use anyhow::Context;
 use attnviz::export::{check_writable, write_png};
 use attnviz::pool::Causal;
+use attnviz::qk::synth::QkSpec;
+use attnviz::qk::{parse_queries, GpuRows, QkOptions, QkSource};
 use attnviz::source::{
     self, write_tensor, AttentionSource, DemoModel, OpenOptions, Pattern, Synth, SynthSpec,
 };
@@ -27,10 +29,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Render an attention tensor (.npy or .safetensors) as a labelled grid PNG.
+    /// Render an attention tensor (.npy or .safetensors), or attention recomputed from queries
+    /// and keys (--q, --k), as a labelled grid PNG.
     Render {
         /// (L,H,Q,K), (H,Q,K) or (Q,K) attention: .npy (<f4, <f2) or .safetensors (F32, F16, BF16).
-        input: PathBuf,
+        #[arg(required_unless_present = "q", conflicts_with = "q")]
+        input: Option<PathBuf>,
+        #[command(flatten)]
+        qk: QkArgs,
         /// Tensor to read from a .safetensors file with several.
         #[arg(long)]
         tensor: Option<String>,
@@ -51,7 +57,10 @@ enum Command {
     /// Explore an attention tensor in a window: drag to pan, wheel to zoom, c/n/r to recolour,
     /// 0 to reset, s to save a PNG, q or Esc to quit.
     View {
-        input: PathBuf,
+        #[arg(required_unless_present = "q", conflicts_with = "q")]
+        input: Option<PathBuf>,
+        #[command(flatten)]
+        qk: QkArgs,
         #[arg(long)]
         tensor: Option<String>,
         #[command(flatten)]
@@ -107,6 +116,42 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
+    /// Write synthetic queries and keys (tensors `q` and `k` in one .safetensors file) whose
+    /// attention has a sink, sparse sink-like columns and a local window.
+    SynthQk {
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Tokens (queries = keys).
+        #[arg(long, default_value_t = 4096)]
+        seq: usize,
+        /// Head dimension.
+        #[arg(long, default_value_t = 64)]
+        dim: usize,
+        #[arg(long, default_value_t = 1)]
+        layers: usize,
+        #[arg(long, default_value_t = 1)]
+        heads: usize,
+        /// Key heads (fewer than --heads: grouped-query attention); default: --heads.
+        #[arg(long)]
+        kv_heads: Option<usize>,
+        #[arg(long, default_value = "f16", value_parser = ["f32", "f16", "bf16"])]
+        dtype: String,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+    /// Compute the attention probabilities of queries and keys (on the GPU, as render pools
+    /// them) and write them as a tensor (.npy, .safetensors or raw), block by block.
+    Attention {
+        #[command(flatten)]
+        qk: QkArgs,
+        /// Mask keys after each query.
+        #[arg(long)]
+        causal: bool,
+        #[arg(short, long)]
+        output: PathBuf,
+        #[arg(long, value_enum, default_value_t = Backend::Auto)]
+        backend: Backend,
+    },
     /// Measure render throughput on synthetic data (generated once, cached), next to the
     /// machine's memcpy and file-read limits.
     Bench {
@@ -128,6 +173,38 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Backend::Auto)]
         backend: Backend,
     },
+}
+
+/// Attention recomputed from queries and keys instead of read from a file.
+#[derive(Args)]
+struct QkArgs {
+    /// Queries, (L,H,N,d), (H,N,d) or (N,d), .npy or .safetensors: the attention softmax(QKᵀ·scale)
+    /// is recomputed on the GPU at the resolution drawn, never stored.
+    #[arg(long, value_name = "FILE")]
+    q: Option<PathBuf>,
+    /// Keys, with as many heads as Q or fewer (grouped-query attention). Omit when --q is a
+    /// .safetensors file holding tensors `q` and `k`.
+    #[arg(long, value_name = "FILE", requires = "q")]
+    k: Option<PathBuf>,
+    /// Score scale before the softmax (default 1/√d).
+    #[arg(long, requires = "q")]
+    softmax_scale: Option<f32>,
+    /// Query rows to compute, 0-based, end excluded: A..B, A.. or ..B.
+    #[arg(long, requires = "q", value_name = "A..B")]
+    queries: Option<String>,
+}
+
+impl QkArgs {
+    /// The Q/K source, when --q was given.
+    fn open(&self, causal: bool) -> anyhow::Result<Option<QkSource>> {
+        let Some(q) = &self.q else { return Ok(None) };
+        let options = QkOptions {
+            causal,
+            softmax_scale: self.softmax_scale,
+            queries: self.queries.as_deref().map(parse_queries).transpose()?,
+        };
+        Ok(Some(QkSource::open(q, self.k.as_deref(), &options)?))
+    }
 }
 
 #[derive(Args)]
@@ -280,6 +357,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Render {
             input,
+            qk,
             tensor,
             shape,
             dtype,
@@ -288,14 +366,24 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             tiles,
         } => {
             check_writable(&out.output)?;
-            let src = match (shape, dtype) {
-                (Some(shape), Some(dtype)) => {
-                    let dtype = DType::from_name(&dtype).expect("clap checked the name");
-                    source::open_raw(&input, &source::parse_shape(&shape)?, dtype)?
-                }
-                _ => source::open(&input, &OpenOptions { tensor })?,
-            };
-            render_to(&src, &style.options(), &out, tiles.as_deref())
+            let options = style.options();
+            let src: Box<dyn AttentionSource> =
+                match (qk.open(options.causal == Causal::On)?, input) {
+                    (Some(qk), _) => Box::new(qk),
+                    (None, Some(input)) => match (shape, dtype) {
+                        (Some(shape), Some(dtype)) => {
+                            let dtype = DType::from_name(&dtype).expect("clap checked the name");
+                            Box::new(source::open_raw(
+                                &input,
+                                &source::parse_shape(&shape)?,
+                                dtype,
+                            )?)
+                        }
+                        _ => Box::new(source::open(&input, &OpenOptions { tensor })?),
+                    },
+                    (None, None) => unreachable!("clap requires INPUT or --q"),
+                };
+            render_to(src.as_ref(), &options, &out, tiles.as_deref())
         }
         Command::Demo { out, style, tokens } => {
             check_writable(&out.output)?;
@@ -344,6 +432,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::View {
             input,
+            qk,
             tensor,
             style,
             exit_after_frames,
@@ -355,7 +444,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(path) = &screenshot {
                 check_writable(path)?;
             }
-            let src = source::open(&input, &OpenOptions { tensor })?;
+            let render = style.options();
+            let src: Box<dyn AttentionSource> = match (qk.open(render.causal == Causal::On)?, input)
+            {
+                (Some(qk), _) => Box::new(qk),
+                (None, Some(input)) => Box::new(source::open(&input, &OpenOptions { tensor })?),
+                (None, None) => unreachable!("clap requires INPUT or --q"),
+            };
             let size = size
                 .map(|s| {
                     s.split_once(['x', 'X'])
@@ -367,7 +462,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 })
                 .transpose()?;
             let options = attnviz::viewer::ViewerOptions {
-                render: style.options(),
+                render,
                 exit_after_frames,
                 screenshot,
                 size,
@@ -382,13 +477,62 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     })
                     .transpose()?,
             };
-            let report = attnviz::viewer::run(&src, options)?;
+            let report = attnviz::viewer::run(src.as_ref(), options)?;
             if stats {
                 let (min, median, p99) = report.summary();
                 println!("adapter: {}", report.adapter);
                 println!("frames:  {}", report.frames);
                 println!("frame time: min {min:.2} ms, median {median:.2} ms, p99 {p99:.2} ms");
             }
+            Ok(())
+        }
+        Command::SynthQk {
+            output,
+            seq,
+            dim,
+            layers,
+            heads,
+            kv_heads,
+            dtype,
+            seed,
+        } => {
+            check_writable(&output)?;
+            let spec = QkSpec {
+                layers,
+                heads,
+                kv_heads: kv_heads.unwrap_or(heads),
+                seq,
+                dim,
+                seed,
+            };
+            spec.write(
+                &output,
+                DType::from_name(&dtype).expect("clap checked the name"),
+            )?;
+            eprintln!(
+                "wrote {} (q: {layers}x{heads}x{seq}x{dim}, k: {layers}x{}x{seq}x{dim}, {dtype})",
+                output.display(),
+                spec.kv_heads
+            );
+            Ok(())
+        }
+        Command::Attention {
+            qk,
+            causal,
+            output,
+            backend,
+        } => {
+            check_writable(&output)?;
+            let src = qk.open(causal)?.expect("clap requires --q");
+            let engine = engine(backend)?;
+            let bar = ProgressBar::new(false, "computing");
+            let progress = |done, total| bar.update(done, total);
+            match &engine {
+                Some(e) => write_tensor(&GpuRows::new(e, &src), &output, &progress)?,
+                None => write_tensor(&src, &output, &progress)?,
+            }
+            bar.finish();
+            eprintln!("wrote {} ({})", output.display(), src.shape());
             Ok(())
         }
         Command::Bench { quick, json, data } => bench(quick, json.as_deref(), data),
@@ -679,6 +823,72 @@ fn bench(quick: bool, json: Option<&Path>, data: Option<PathBuf>) -> anyhow::Res
         })?,
         None,
     ));
+    // The grid's pooling alone, on data already in device memory: what the GPU sustains
+    // without the host-to-device copy (the same as export-grid on unified memory).
+    let grid_bytes = len(&grid_path);
+    rows.push((
+        measure("pool-resident", grid_bytes, 64, runs, false, || {
+            engine
+                .resident_pool_seconds(64, grid_seq, grid_seq, 256)
+                .map(|_| ())
+        })?,
+        None,
+    ));
+    // Attention recomputed from Q and K: compute-bound, so reported in GFLOP/s as well.
+    let qk_seq = if quick { 2048 } else { 32768 };
+    let qk_spec = |seq| QkSpec {
+        layers: 1,
+        heads: 1,
+        kv_heads: 1,
+        seq,
+        dim: 64,
+        seed: 1,
+    };
+    let qk_source = |seq| -> anyhow::Result<QkSource> {
+        let (q, k) = qk_spec(seq).generate()?;
+        let shape = attnviz::Shape {
+            layers: 1,
+            heads: 1,
+            queries: seq,
+            keys: 64,
+        };
+        let tensor = |name: &str, v: Vec<f32>| -> anyhow::Result<Box<dyn AttentionSource>> {
+            let bytes = bytemuck::cast_slice(&v).to_vec();
+            Ok(Box::new(source::ArraySource::new(
+                name,
+                shape,
+                DType::F32,
+                bytes,
+            )?))
+        };
+        Ok(QkSource::new(
+            tensor("q", q)?,
+            tensor("k", k)?,
+            &QkOptions::default(),
+        )?)
+    };
+    // Warm the pipelines on a small head, then time whole renders until three runs or a
+    // minute, whichever comes first (a software adapter takes minutes per run).
+    engine.render(&qk_source(256)?, &long_opts)?;
+    let qk = qk_source(qk_seq)?;
+    let mut qk_runs = Vec::new();
+    let qk_start = Instant::now();
+    while qk_runs.len() < 3 && (qk_runs.is_empty() || qk_start.elapsed().as_secs() < 60) {
+        let t = Instant::now();
+        let f = engine.render(&qk, &long_opts)?;
+        write_png(&out, f.width, f.height, &f.rgba)?;
+        qk_runs.push(t.elapsed().as_secs_f64());
+    }
+    let qk_sample = Sample {
+        name: "qk-long".into(),
+        input_bytes: 0,
+        heads: 1,
+        runs: qk_runs,
+        per_frame: false,
+    };
+    let qk_flops = 2.0 * 4.0 * (qk_seq as f64).powi(2) * 64.0;
+    let qk_gflops = qk_flops / qk_sample.median() / 1e9;
+    rows.push((qk_sample, None));
     let _ = std::fs::remove_file(&out);
 
     println!("adapter: {}", engine.gpu.describe());
@@ -734,11 +944,16 @@ fn bench(quick: bool, json: Option<&Path>, data: Option<PathBuf>) -> anyhow::Res
     }
     if let Some(path) = json {
         let body = format!(
-            "{{\"adapter\":{:?},\"memcpy_gbps\":{memcpy:.3},\"quick\":{quick},\"scenarios\":[{}]}}\n",
+            "{{\"adapter\":{:?},\"memcpy_gbps\":{memcpy:.3},\"quick\":{quick},\"qk_long_gflops\":{qk_gflops:.3},\"scenarios\":[{}]}}\n",
             engine.gpu.describe(),
             json_rows.join(",")
         );
         attnviz::export::write_atomic(path, |w| std::io::Write::write_all(w, body.as_bytes()))?;
     }
+    println!();
+    println!(
+        "qk-long: {qk_seq} tokens, d = 64, one head to a 1024-px cell: {qk_gflops:.1} GFLOP/s \
+         (4·N²·d flops per pass, two passes: row statistics, then probabilities)"
+    );
     Ok(())
 }

@@ -79,6 +79,9 @@ pub struct PoolOptions {
     /// Divide each query row by its own maximum before pooling (`--norm row`).
     pub row_norm: bool,
     pub causal: Causal,
+    /// Key `k` is above the diagonal in row `q` when `k > q + diagonal`; `None` for bottom-right
+    /// alignment (`keys - queries`), see [`AttentionSource::diagonal`].
+    pub diagonal: Option<i64>,
 }
 
 impl PoolOptions {
@@ -313,6 +316,15 @@ pub fn has_upper_triangle(queries: usize, keys: usize) -> bool {
     keys > 1 && (keys as i64 - queries as i64) < keys as i64 - 1
 }
 
+/// Where the rows an [`Ingest`] pools come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Feed {
+    /// Written by the host into mapped upload chunks ([`Ingest::push_with`]).
+    Host,
+    /// Written by a GPU pass into a device chunk ([`Ingest::pool_resident`]).
+    Device,
+}
+
 /// One head's rows inside an upload chunk.
 #[derive(Clone, Copy, Debug)]
 struct Piece {
@@ -407,6 +419,7 @@ pub(crate) struct Ingest<'g> {
     slots: Vec<Slot>,
     device_data: Option<wgpu::Buffer>,
     params_buf: wgpu::Buffer,
+    /// Host copy of the piece parameters, reused for every chunk.
     params: Vec<u8>,
     align: usize,
     /// bind_groups[slot][group]
@@ -433,6 +446,7 @@ impl<'g> Ingest<'g> {
         geometry: CellGeometry,
         options: PoolOptions,
         chunk_target: u64,
+        feed: Feed,
     ) -> Result<Ingest<'g>> {
         let device = &gpu.device;
         let row_bytes = keys * dtype.size();
@@ -528,11 +542,15 @@ impl<'g> Ingest<'g> {
         } else {
             wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::MAP_WRITE
         };
-        let slot_count = if whole > chunk_bytes { 2 } else { 1 };
+        let slot_count = match feed {
+            Feed::Device => 0,
+            Feed::Host if whole > chunk_bytes => 2,
+            Feed::Host => 1,
+        };
         let slots: Vec<Slot> = (0..slot_count)
             .map(|_| Slot::new(gpu, chunk_bytes as u64, slot_usage))
             .collect();
-        let device_data = (!gpu.mappable_storage).then(|| {
+        let device_data = (feed == Feed::Device || !gpu.mappable_storage).then(|| {
             device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("attnviz.pool.data"),
                 size: chunk_bytes as u64,
@@ -578,9 +596,9 @@ impl<'g> Ingest<'g> {
                 ],
             })
         };
-        let bind_groups = (0..slot_count)
+        let bind_groups = (0..slot_count.max(1))
             .map(|s| {
-                let data = device_data.as_ref().unwrap_or(&slots[s].host);
+                let data = device_data.as_ref().unwrap_or_else(|| &slots[s].host);
                 groups.iter().map(|g| bind_group(data, g)).collect()
             })
             .collect();
@@ -697,6 +715,48 @@ impl<'g> Ingest<'g> {
         Ok(())
     }
 
+    /// The chunk a GPU producer writes rows into ([`Feed::Device`] only).
+    pub(crate) fn device_chunk(&self) -> Option<&wgpu::Buffer> {
+        self.slots
+            .is_empty()
+            .then_some(self.device_data.as_ref())
+            .flatten()
+    }
+
+    /// Pools rows `row_start..row_start + rows` of `cell`, which `produce` writes on the GPU
+    /// into [`Self::device_chunk`] from its first byte, in the same submission as the pooling.
+    pub(crate) fn pool_resident(
+        &mut self,
+        cell: usize,
+        row_start: usize,
+        rows: usize,
+        produce: impl FnOnce(&mut wgpu::CommandEncoder),
+    ) -> Result<()> {
+        if !self.slots.is_empty() || rows == 0 || rows > self.max_rows_per_fill() {
+            return Err(Error::Gpu(format!(
+                "internal: {rows} resident rows do not fit a device-fed chunk"
+            )));
+        }
+        self.pieces.push(Piece {
+            cell,
+            row_start,
+            rows,
+            offset: 0,
+        });
+        let mut encoder = self
+            .gpu
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("attnviz.pool.resident_encoder"),
+            });
+        produce(&mut encoder);
+        self.encode_pool(&mut encoder, 0);
+        self.gpu.queue.submit([encoder.finish()]);
+        self.pieces.clear();
+        self.consumed += (rows * self.row_bytes) as u64;
+        Ok(())
+    }
+
     /// Submits the filled chunk for pooling and switches to the other slot.
     fn flush(&mut self) -> Result<()> {
         let Some(filling) = self.filling.take() else {
@@ -705,31 +765,7 @@ impl<'g> Ingest<'g> {
         drop(filling.view);
         let s = self.active;
         self.slots[s].host.unmap();
-        let px = self.geometry.pooled_pixels();
-        for (j, p) in self.pieces.iter().enumerate() {
-            let piece = PieceParams {
-                elem_offset: (p.offset / self.dtype.size()) as u32,
-                row_start: p.row_start as u32,
-                row_count: p.rows as u32,
-                keys: self.keys as u32,
-                accum_base: ((p.cell % self.per_group) * px) as u32,
-                pooled_w: self.geometry.pooled_w,
-                y_start: bin_of(&self.row_edges, p.row_start as u32),
-                _reserved: 0,
-                flags: self.options.flags(),
-                causal_offset: (self.keys as i64 - self.queries as i64) as i32,
-                cell: (p.cell % self.per_group) as u32,
-                _pad: 0,
-            };
-            self.params[j * self.align..j * self.align + std::mem::size_of::<PieceParams>()]
-                .copy_from_slice(bytemuck::bytes_of(&piece));
-        }
         let gpu = self.gpu;
-        gpu.queue.write_buffer(
-            &self.params_buf,
-            0,
-            &self.params[..self.pieces.len() * self.align],
-        );
         let mut encoder = gpu
             .device
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
@@ -744,6 +780,48 @@ impl<'g> Ingest<'g> {
                 self.used.next_multiple_of(4) as u64,
             );
         }
+        self.encode_pool(&mut encoder, s);
+        let submission = gpu.queue.submit([encoder.finish()]);
+        self.slots[s].remap(submission);
+        self.pieces.clear();
+        self.used = 0;
+        self.active = (s + 1) % self.slots.len();
+        Ok(())
+    }
+
+    /// Writes the parameters of the pending pieces and records their pooling, reading the
+    /// data bound for slot `s`.
+    fn encode_pool(&mut self, encoder: &mut wgpu::CommandEncoder, s: usize) {
+        let px = self.geometry.pooled_pixels();
+        let params = &mut self.params;
+        for (j, p) in self.pieces.iter().enumerate() {
+            let piece = PieceParams {
+                elem_offset: (p.offset / self.dtype.size()) as u32,
+                row_start: p.row_start as u32,
+                row_count: p.rows as u32,
+                keys: self.keys as u32,
+                accum_base: ((p.cell % self.per_group) * px) as u32,
+                pooled_w: self.geometry.pooled_w,
+                y_start: bin_of(&self.row_edges, p.row_start as u32),
+                _reserved: 0,
+                flags: self.options.flags(),
+                causal_offset: self
+                    .options
+                    .diagonal
+                    .unwrap_or(self.keys as i64 - self.queries as i64)
+                    as i32,
+                cell: (p.cell % self.per_group) as u32,
+                _pad: 0,
+            };
+            params[j * self.align..j * self.align + std::mem::size_of::<PieceParams>()]
+                .copy_from_slice(bytemuck::bytes_of(&piece));
+        }
+        let gpu = self.gpu;
+        gpu.queue.write_buffer(
+            &self.params_buf,
+            0,
+            &params[..self.pieces.len() * self.align],
+        );
         {
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: Some("attnviz.pool.pass"),
@@ -765,12 +843,6 @@ impl<'g> Ingest<'g> {
                 pass.dispatch_workgroups(self.geometry.pooled_w.div_ceil(64), y1 - y0 + 1, 1);
             }
         }
-        let submission = gpu.queue.submit([encoder.finish()]);
-        self.slots[s].remap(submission);
-        self.pieces.clear();
-        self.used = 0;
-        self.active = (s + 1) % self.slots.len();
-        Ok(())
     }
 
     /// Pools what is left and reduces every cell to its statistics.
@@ -865,6 +937,7 @@ pub(crate) fn pool_cells(
             geometry,
             options,
             chunk_target,
+            Feed::Host,
         )
         .map_err(|e| match e {
             Error::BadOption(m) => Error::BadOption(format!("{}: {m}", source.name())),
@@ -1003,6 +1076,41 @@ pub fn upload_seconds(gpu: &Gpu, total: u64) -> Result<f64> {
         slot.remap(submission);
         sent += n as u64;
         i += 1;
+    }
+    gpu.wait()?;
+    Ok(start.elapsed().as_secs_f64())
+}
+
+/// Seconds to pool `cells` heads of `queries` × `keys` f32 entries that are already in device
+/// memory (one device chunk, pooled again for every block): the GPU-side pooling throughput,
+/// without the host-to-device copy that bounds [`pool_cells`] on discrete GPUs.
+pub(crate) fn resident_pool_seconds(
+    gpu: &Gpu,
+    pipes: &PoolPipelines,
+    cells: usize,
+    queries: usize,
+    keys: usize,
+    geometry: CellGeometry,
+) -> Result<f64> {
+    let mut ingest = Ingest::new(
+        gpu,
+        pipes,
+        cells,
+        queries,
+        keys,
+        DType::F32,
+        geometry,
+        PoolOptions::default(),
+        CHUNK_TARGET,
+        Feed::Device,
+    )?;
+    let step = ingest.max_rows_per_fill();
+    gpu.wait()?;
+    let start = std::time::Instant::now();
+    for cell in 0..cells {
+        for row in (0..queries).step_by(step) {
+            ingest.pool_resident(cell, row, step.min(queries - row), |_| {})?;
+        }
     }
     gpu.wait()?;
     Ok(start.elapsed().as_secs_f64())

@@ -87,6 +87,7 @@ impl Plan {
             pool: PoolOptions {
                 row_norm: options.norm == Norm::Row,
                 causal: options.causal,
+                diagonal: Some(source.diagonal()),
             },
         })
     }
@@ -158,6 +159,7 @@ pub struct Engine {
     /// Called with (bytes consumed, bytes in total) as input is pooled.
     pub progress: Option<Box<dyn Fn(u64, u64) + Send + Sync>>,
     pool: PoolPipelines,
+    qk: crate::qk::gpu::QkPipelines,
     colorize: ColorizePipeline,
     compose: ComposePipeline,
 }
@@ -167,6 +169,7 @@ impl Engine {
         let device = &gpu.device;
         Engine {
             pool: PoolPipelines::new(device),
+            qk: crate::qk::gpu::QkPipelines::new(device),
             colorize: ColorizePipeline::new(device),
             compose: ComposePipeline::new(device, wgpu::TextureFormat::Rgba8Unorm),
             chunk_bytes: crate::pool::CHUNK_TARGET,
@@ -187,6 +190,19 @@ impl Engine {
         geometry: CellGeometry,
         options: PoolOptions,
     ) -> Result<PooledCells> {
+        if let Some(qk) = source.as_qk() {
+            return crate::qk::gpu::pool_qk(
+                &self.gpu,
+                &self.pool,
+                &self.qk,
+                qk,
+                cells,
+                geometry,
+                options,
+                self.chunk_bytes,
+                self.progress.as_deref(),
+            );
+        }
         pool_cells(
             &self.gpu,
             &self.pool,
@@ -197,6 +213,31 @@ impl Engine {
             self.chunk_bytes,
             self.progress.as_deref(),
         )
+    }
+
+    /// Seconds to pool `cells` resident heads of `queries` × `keys` f32 to `cell` pixels on the
+    /// device alone (benchmarks: the GPU-side share of a render).
+    pub fn resident_pool_seconds(
+        &self,
+        cells: usize,
+        queries: usize,
+        keys: usize,
+        cell: u32,
+    ) -> Result<f64> {
+        let geometry = CellGeometry::new(queries, keys, Some(cell))?;
+        crate::pool::resident_pool_seconds(&self.gpu, &self.pool, cells, queries, keys, geometry)
+    }
+
+    /// Rows `rows` (0-based among the computed rows) of head (`layer`, `head`) of `qk` as the
+    /// GPU computes them before pooling: its materialized attention.
+    pub fn qk_probabilities(
+        &self,
+        qk: &crate::qk::QkSource,
+        layer: usize,
+        head: usize,
+        rows: std::ops::Range<usize>,
+    ) -> Result<Vec<f32>> {
+        crate::qk::gpu::probabilities(&self.gpu, &self.qk, qk, layer, head, rows)
     }
 
     /// Colours pooled cells with per-cell `ranges` and reads the packed RGBA back.

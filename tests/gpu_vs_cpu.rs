@@ -124,6 +124,7 @@ fn pooled_random_not_multiples_of_the_workgroup() {
         PoolOptions {
             row_norm: true,
             causal: Causal::Off,
+            ..Default::default()
         },
     );
 }
@@ -213,6 +214,7 @@ fn causal_mask_is_background_and_out_of_the_statistics() {
     let causal = PoolOptions {
         row_norm: false,
         causal: Causal::On,
+        ..Default::default()
     };
     check_pooling(&e, "causal", &src, None, causal);
     check_pooling(&e, "causal-pooled", &src, Some(40), causal);
@@ -306,10 +308,12 @@ fn causal_masking_is_detected_from_an_all_zero_upper_triangle() {
     let auto = PoolOptions {
         row_norm: false,
         causal: Causal::Auto,
+        ..Default::default()
     };
     let on = PoolOptions {
         row_norm: false,
         causal: Causal::On,
+        ..Default::default()
     };
     let off = PoolOptions::default();
     let mut data = random(1, 2, 80, 100, 8);

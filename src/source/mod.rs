@@ -15,6 +15,7 @@ use std::path::Path;
 pub use array::{ArraySource, SliceSource};
 pub use demo::DemoModel;
 pub use file::FileTensor;
+pub(crate) use synth::unit;
 pub use synth::{encode, Pattern, Synth, SynthSpec};
 pub use write::write_tensor;
 
@@ -127,6 +128,20 @@ pub trait AttentionSource: Send + Sync {
     /// Copies rows `row_start..` of head (`layer`, `head`) (0-based) into `dst`, whose length
     /// is a whole number of rows (`keys * dtype.size()` bytes each).
     fn read_rows(&self, layer: usize, head: usize, row_start: usize, dst: &mut [u8]) -> Result<()>;
+
+    /// Where the causal diagonal lies: key `k` is above it in row `q` when `k > q + diagonal`.
+    /// Bottom-right aligned by default (the last query sees every key), which is right for
+    /// full heads and for the last rows of one (a KV-cache suffix).
+    fn diagonal(&self) -> i64 {
+        let s = self.shape();
+        s.keys as i64 - s.queries as i64
+    }
+
+    /// Attention defined by queries and keys rather than stored: the GPU engine computes its
+    /// rows on the device instead of calling `read_rows`.
+    fn as_qk(&self) -> Option<&crate::qk::QkSource> {
+        None
+    }
 }
 
 /// Checks a `read_rows` request against `shape` and returns the byte offset of its first row

@@ -1,0 +1,133 @@
+// Attention recomputed from Q and K, FlashAttention-style, in two passes that never hold more
+// than a block of probabilities:
+//   row_stats:     per query row, the log-sum-exp of its scores over every visible key
+//                  (online softmax, keys streamed through workgroup memory);
+//   probabilities: a block of rows × all keys, p = exp(score − lse), written where the pooling
+//                  pass (pool.wgsl) reads its input.
+// Scores are kept in base 2 (`scale` already holds log2(e)), so each entry costs one exp2.
+//
+// D4 (the head dimension in vec4s, zero padded) is substituted when the module is built, and
+// the comment lines `row: ...` are expanded (src/qk/gpu.rs, `kernel_source`) so a row is held in
+// D4 named vec4 variables, which every compiler keeps in registers, rather than in an indexed
+// private array, which some spill to memory:
+//   row: var             declares row0 .. row{D4-1}
+//   row: load BUF[BASE]  rowI = BUF[BASE + I]
+//   row: dot S BUF[BASE] var S = dot(row0, BUF[BASE + 0]) + dot(row1, BUF[BASE + 1]) + ...
+//                        (summed left to right, in dimension order)
+
+const D4: u32 = 16u;
+// Rows of the other operand held in workgroup memory at once: 16 KiB, the smallest limit any
+// adapter offers.
+const TILE: u32 = min(64u, 1024u / D4);
+const WG: u32 = 64u;
+const F32_MAX: f32 = 3.40282347e38;
+const FLAG_CAUSAL: u32 = 1u;
+
+struct QkParams {
+    // rows of this dispatch, and the first of them (indices into `q`)
+    rows: u32,
+    row_start: u32,
+    keys: u32,
+    flags: u32,
+    // key k is hidden from row r (index into `q`) when k > r + diagonal
+    diagonal: i32,
+    // softmax scale × log2(e)
+    scale: f32,
+    // where row `row_start`'s first probability goes in `out`, in elements
+    out_offset: u32,
+    _pad: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: QkParams;
+@group(0) @binding(1) var<storage, read> q: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> k: array<vec4<f32>>;
+// per row of `q`
+@group(0) @binding(3) var<storage, read_write> lse: array<f32>;
+@group(0) @binding(4) var<storage, read_write> out: array<f32>;
+
+var<workgroup> tile: array<vec4<f32>, TILE * D4>;
+
+// How many leading keys row `r` sees.
+fn visible(r: u32) -> u32 {
+    if (params.flags & FLAG_CAUSAL) == 0u {
+        return params.keys;
+    }
+    return u32(clamp(i32(r) + params.diagonal + 1, 0, i32(params.keys)));
+}
+
+// One invocation per query row; the workgroup streams keys through `tile`.
+@compute @workgroup_size(WG)
+fn row_stats(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let first = params.row_start + wg.x * WG;
+    let r = first + li;
+    let has_row = r < params.row_start + params.rows;
+    // row: var
+    if has_row {
+        // row: load q[r * D4]
+    }
+    let limit = visible(r);
+    // The workgroup's last row sees the most keys; the loop runs to it (uniform control flow).
+    let wg_limit = visible(min(first + WG, params.row_start + params.rows) - 1u);
+    var m = -F32_MAX;
+    var l = 0.0;
+    for (var t = 0u; t < wg_limit; t += TILE) {
+        let n = min(TILE, wg_limit - t);
+        workgroupBarrier();
+        for (var i = li; i < n * D4; i += WG) {
+            tile[i] = k[t * D4 + i];
+        }
+        workgroupBarrier();
+        if has_row {
+            let m_keys = min(n, max(limit, t) - t);
+            for (var j = 0u; j < m_keys; j++) {
+                // row: dot s tile[j * D4]
+                s *= params.scale;
+                if s > m {
+                    // (l is 0 before the first key, when m - s may not be finite)
+                    l = select(l * exp2(m - s), 0.0, l == 0.0) + 1.0;
+                    m = s;
+                } else {
+                    l += exp2(s - m);
+                }
+            }
+        }
+    }
+    if has_row {
+        // A row that sees no key at all gets probabilities of exactly 0.
+        lse[r] = select(m + log2(l), F32_MAX, l == 0.0);
+    }
+}
+
+// One invocation per key; the workgroup walks up to WG rows of the block, TILE at a time, and
+// writes each row's probabilities for its WG keys contiguously.
+@compute @workgroup_size(WG)
+fn probabilities(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let key = wg.x * WG + li;
+    let has_key = key < params.keys;
+    // row: var
+    if has_key {
+        // row: load k[key * D4]
+    }
+    let r_begin = wg.y * WG;
+    let r_end = min(r_begin + WG, params.rows);
+    for (var t = r_begin; t < r_end; t += TILE) {
+        let n = min(TILE, r_end - t);
+        workgroupBarrier();
+        for (var i = li; i < n * D4; i += WG) {
+            tile[i] = q[(params.row_start + t) * D4 + i];
+        }
+        workgroupBarrier();
+        if has_key {
+            for (var j = 0u; j < n; j++) {
+                let b = t + j;
+                let r = params.row_start + b;
+                var p = 0.0;
+                if key < visible(r) {
+                    // row: dot s tile[j * D4]
+                    p = exp2(s * params.scale - lse[r]);
+                }
+                out[params.out_offset + b * params.keys + key] = p;
+            }
+        }
+    }
+}

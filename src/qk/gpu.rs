@@ -1,0 +1,440 @@
+//! The GPU side of [`QkSource`]: each block of query rows gets its softmax statistics
+//! (`row_stats`) and then its probabilities (`probabilities`, shaders/qk.wgsl), written straight
+//! into the pooling pass's input chunk and pooled in the same submission. Nothing larger than
+//! one chunk of probabilities ever exists; Q and K of one head are the only other inputs.
+
+use std::collections::HashMap;
+use std::num::NonZeroU64;
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
+
+use bytemuck::{Pod, Zeroable};
+
+use super::QkSource;
+use crate::error::{Error, Result};
+use crate::geometry::CellGeometry;
+use crate::gpu::Gpu;
+use crate::pool::{
+    compute_pipeline, storage_entry, uniform_entry, Causal, Feed, Ingest, PoolOptions,
+    PoolPipelines, PooledCells,
+};
+use crate::source::{AttentionSource, DType};
+
+const QK_WGSL: &str = include_str!("../../shaders/qk.wgsl");
+const WG: u32 = 64;
+
+/// Mirrors `QkParams` in `shaders/qk.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+struct QkParams {
+    rows: u32,
+    row_start: u32,
+    keys: u32,
+    flags: u32,
+    diagonal: i32,
+    scale: f32,
+    out_offset: u32,
+    _pad: u32,
+}
+
+const FLAG_CAUSAL: u32 = 1;
+
+struct Kernels {
+    row_stats: wgpu::ComputePipeline,
+    probabilities: wgpu::ComputePipeline,
+}
+
+/// The Q/K kernels, compiled on first use for each head dimension (rounded up to a multiple
+/// of 4), because a row is held in registers as a fixed-size array.
+pub(crate) struct QkPipelines {
+    layout: wgpu::BindGroupLayout,
+    by_dim: Mutex<HashMap<u32, Arc<Kernels>>>,
+}
+
+impl QkPipelines {
+    pub(crate) fn new(device: &wgpu::Device) -> QkPipelines {
+        let c = wgpu::ShaderStages::COMPUTE;
+        QkPipelines {
+            layout: device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                label: Some("attnviz.qk.layout"),
+                entries: &[
+                    uniform_entry(0, false, c),
+                    storage_entry(1, true, c),
+                    storage_entry(2, true, c),
+                    storage_entry(3, false, c),
+                    storage_entry(4, false, c),
+                ],
+            }),
+            by_dim: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn kernels(&self, device: &wgpu::Device, d4: u32) -> Arc<Kernels> {
+        let mut map = self.by_dim.lock().expect("qk pipelines");
+        map.entry(d4)
+            .or_insert_with(|| {
+                let source = kernel_source(d4);
+                let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                    label: Some("attnviz.qk.shader"),
+                    source: wgpu::ShaderSource::Wgsl(source.into()),
+                });
+                Arc::new(Kernels {
+                    row_stats: compute_pipeline(
+                        device,
+                        "attnviz.qk.row_stats",
+                        &self.layout,
+                        &module,
+                        "row_stats",
+                    ),
+                    probabilities: compute_pipeline(
+                        device,
+                        "attnviz.qk.probabilities",
+                        &self.layout,
+                        &module,
+                        "probabilities",
+                    ),
+                })
+            })
+            .clone()
+    }
+}
+
+/// The Q/K shader for head dimension `4 * d4`, with its `row:` lines expanded (see the
+/// comment at the top of shaders/qk.wgsl).
+pub fn kernel_source(d4: u32) -> String {
+    let mut out = String::with_capacity(QK_WGSL.len() + 64 * d4 as usize);
+    for line in QK_WGSL.lines() {
+        let indent = &line[..line.len() - line.trim_start().len()];
+        let Some(cmd) = line.trim_start().strip_prefix("// row: ") else {
+            if line.starts_with("const D4: u32") {
+                out.push_str(&format!("const D4: u32 = {d4}u;\n"));
+            } else {
+                out.push_str(line);
+                out.push('\n');
+            }
+            continue;
+        };
+        let words: Vec<&str> = cmd.split_whitespace().collect();
+        // BUF[BASE] split at the first '[' (BASE may hold spaces).
+        let indexed = |from: usize| {
+            let rest = words[from..].join(" ");
+            let (buf, base) = rest.split_once('[').expect("BUF[BASE]");
+            (buf.to_string(), base.trim_end_matches(']').to_string())
+        };
+        match words[0] {
+            "var" => {
+                for i in 0..d4 {
+                    out.push_str(&format!("{indent}var row{i} = vec4<f32>();\n"));
+                }
+            }
+            "load" => {
+                let (buf, base) = indexed(1);
+                for i in 0..d4 {
+                    out.push_str(&format!("{indent}row{i} = {buf}[{base} + {i}u];\n"));
+                }
+            }
+            "dot" => {
+                let (buf, base) = indexed(2);
+                let terms: Vec<String> = (0..d4)
+                    .map(|i| format!("dot(row{i}, {buf}[{base} + {i}u])"))
+                    .collect();
+                out.push_str(&format!(
+                    "{indent}var {} = {};\n",
+                    words[1],
+                    terms.join(" + ")
+                ));
+            }
+            other => panic!("shaders/qk.wgsl: unknown row command {other}"),
+        }
+    }
+    out
+}
+
+/// Q and K of one head at a time on the device, and the passes that turn a block of its rows
+/// into probabilities in `out`.
+struct HeadPasses<'a> {
+    gpu: &'a Gpu,
+    kernels: Arc<Kernels>,
+    d4: usize,
+    rows: usize,
+    keys: usize,
+    q: wgpu::Buffer,
+    k: wgpu::Buffer,
+    params: wgpu::Buffer,
+    bind_group: wgpu::BindGroup,
+    base: QkParams,
+    loaded_q: Option<(usize, usize)>,
+    loaded_k: Option<(usize, usize)>,
+    /// Host staging for one head's Q or K, reused.
+    scratch: Vec<f32>,
+}
+
+impl<'a> HeadPasses<'a> {
+    fn new(
+        gpu: &'a Gpu,
+        pipes: &QkPipelines,
+        src: &QkSource,
+        out: &wgpu::Buffer,
+    ) -> Result<HeadPasses<'a>> {
+        let device = &gpu.device;
+        let d4 = src.dim().div_ceil(4);
+        let rows = src.rows().len();
+        let keys = src.shape().keys;
+        let max_binding = gpu.max_binding();
+        let max_groups = gpu.limits.max_compute_workgroups_per_dimension as usize;
+        for (what, n) in [("query rows", rows), ("keys", keys)] {
+            let bytes = (n * d4 * 16) as u64;
+            if bytes > max_binding {
+                return Err(Error::BadOption(format!(
+                    "{}: {n} {what} of dimension {} need {bytes} bytes per head, over the GPU's {max_binding}-byte storage binding",
+                    src.name(),
+                    src.dim()
+                )));
+            }
+            if n.div_ceil(WG as usize) > max_groups {
+                return Err(Error::BadOption(format!(
+                    "{}: {n} {what} exceed the GPU's dispatch limit",
+                    src.name()
+                )));
+            }
+        }
+        let storage = |label: &str, size: usize| {
+            device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: size.max(4) as u64,
+                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
+        };
+        let q = storage("attnviz.qk.q", rows * d4 * 16);
+        let k = storage("attnviz.qk.k", keys * d4 * 16);
+        let lse = storage("attnviz.qk.lse", rows * 4);
+        let params = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("attnviz.qk.params"),
+            size: std::mem::size_of::<QkParams>() as u64,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        fn entry(binding: u32, buffer: &wgpu::Buffer) -> wgpu::BindGroupEntry<'_> {
+            wgpu::BindGroupEntry {
+                binding,
+                resource: buffer.as_entire_binding(),
+            }
+        }
+        let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some("attnviz.qk.bind_group"),
+            layout: &pipes.layout,
+            entries: &[
+                wgpu::BindGroupEntry {
+                    binding: 0,
+                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer: &params,
+                        offset: 0,
+                        size: NonZeroU64::new(std::mem::size_of::<QkParams>() as u64),
+                    }),
+                },
+                entry(1, &q),
+                entry(2, &k),
+                entry(3, &lse),
+                entry(4, out),
+            ],
+        });
+        Ok(HeadPasses {
+            gpu,
+            kernels: pipes.kernels(device, d4 as u32),
+            d4,
+            rows,
+            keys,
+            q,
+            k,
+            params,
+            bind_group,
+            base: QkParams {
+                rows: 0,
+                row_start: 0,
+                keys: keys as u32,
+                flags: if src.causal() { FLAG_CAUSAL } else { 0 },
+                diagonal: src.diagonal() as i32,
+                scale: src.scale() * std::f32::consts::LOG2_E,
+                out_offset: 0,
+                _pad: 0,
+            },
+            loaded_q: None,
+            loaded_k: None,
+            scratch: Vec::new(),
+        })
+    }
+
+    /// Uploads Q and K for query head (`layer`, `head`), skipping what is already resident
+    /// (heads of a GQA group share their K).
+    fn load(&mut self, src: &QkSource, layer: usize, head: usize) -> Result<()> {
+        if self.loaded_q != Some((layer, head)) {
+            let rows = src.rows();
+            let values = src.queries_f32(layer, head, rows)?;
+            self.upload(&values, src.dim(), self.rows, true);
+            self.loaded_q = Some((layer, head));
+        }
+        let kv = (layer, src.kv_head(head));
+        if self.loaded_k != Some(kv) {
+            let values = src.keys_f32(layer, head)?;
+            self.upload(&values, src.dim(), self.keys, false);
+            self.loaded_k = Some(kv);
+        }
+        Ok(())
+    }
+
+    /// Writes `n` rows of `d` values, zero-padded to whole vec4s.
+    fn upload(&mut self, values: &[f32], d: usize, n: usize, is_q: bool) {
+        let padded = self.d4 * 4;
+        let data: &[f32] = if padded == d {
+            values
+        } else {
+            self.scratch.clear();
+            self.scratch.resize(n * padded, 0.0);
+            for (dst, src) in self
+                .scratch
+                .chunks_exact_mut(padded)
+                .zip(values.chunks_exact(d))
+            {
+                dst[..d].copy_from_slice(src);
+            }
+            &self.scratch
+        };
+        let target = if is_q { &self.q } else { &self.k };
+        self.gpu
+            .queue
+            .write_buffer(target, 0, bytemuck::cast_slice(data));
+    }
+
+    /// Records both passes for computed rows `rows`, whose probabilities land in `out` from
+    /// element `out_offset` on. The parameters are written now and take effect at the next
+    /// submission, so each block must be submitted before the next is encoded.
+    fn encode_block(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        rows: Range<usize>,
+        out_offset: u32,
+    ) {
+        let params = QkParams {
+            rows: rows.len() as u32,
+            row_start: rows.start as u32,
+            out_offset,
+            ..self.base
+        };
+        self.gpu
+            .queue
+            .write_buffer(&self.params, 0, bytemuck::bytes_of(&params));
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some("attnviz.qk.pass"),
+            timestamp_writes: None,
+        });
+        pass.set_bind_group(0, &self.bind_group, &[]);
+        pass.set_pipeline(&self.kernels.row_stats);
+        pass.dispatch_workgroups((rows.len() as u32).div_ceil(WG), 1, 1);
+        pass.set_pipeline(&self.kernels.probabilities);
+        pass.dispatch_workgroups(
+            (self.keys as u32).div_ceil(WG),
+            (rows.len() as u32).div_ceil(WG),
+            1,
+        );
+    }
+}
+
+/// Recomputes and pools `cells` of `src` on the GPU. Masking follows the source (its
+/// `causal` flag), whatever `options.causal` says, since Q and K carry no mask of their own.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn pool_qk(
+    gpu: &Gpu,
+    pool: &PoolPipelines,
+    pipes: &QkPipelines,
+    src: &QkSource,
+    cells: &[(usize, usize)],
+    geometry: CellGeometry,
+    options: PoolOptions,
+    chunk_target: u64,
+    progress: Option<&(dyn Fn(u64, u64) + Send + Sync)>,
+) -> Result<PooledCells> {
+    gpu.scoped("recomputing attention from Q and K", || {
+        let s = src.shape();
+        let options = PoolOptions {
+            causal: if src.causal() {
+                Causal::On
+            } else {
+                Causal::Off
+            },
+            diagonal: Some(src.diagonal()),
+            ..options
+        };
+        let mut ingest = Ingest::new(
+            gpu,
+            pool,
+            cells.len(),
+            s.queries,
+            s.keys,
+            DType::F32,
+            geometry,
+            options,
+            chunk_target,
+            Feed::Device,
+        )
+        .map_err(|e| match e {
+            Error::BadOption(m) => Error::BadOption(format!("{}: {m}", src.name())),
+            other => other,
+        })?;
+        let chunk = ingest.device_chunk().expect("a device-fed ingest").clone();
+        let mut passes = HeadPasses::new(gpu, pipes, src, &chunk)?;
+        // Blocks of at most WG rows per workgroup column keep every dispatch short.
+        let step = ingest.max_rows_per_fill();
+        let total = (cells.len() * s.queries * s.keys * 4) as u64;
+        for (i, &(layer, head)) in cells.iter().enumerate() {
+            passes.load(src, layer, head)?;
+            let mut row = 0;
+            while row < s.queries {
+                let n = step.min(s.queries - row);
+                ingest.pool_resident(i, row, n, |encoder| {
+                    passes.encode_block(encoder, row..row + n, 0)
+                })?;
+                row += n;
+                if let Some(p) = progress {
+                    p(ingest.consumed, total);
+                }
+            }
+        }
+        ingest.finish()
+    })
+}
+
+/// Computed rows `rows` of head (`layer`, `head`) as probabilities, read back: the GPU's
+/// materialized attention, for comparison with the CPU reference and for writing files.
+pub(crate) fn probabilities(
+    gpu: &Gpu,
+    pipes: &QkPipelines,
+    src: &QkSource,
+    layer: usize,
+    head: usize,
+    rows: Range<usize>,
+) -> Result<Vec<f32>> {
+    gpu.scoped("recomputing attention from Q and K", || {
+        let bytes = (rows.len() * src.shape().keys * 4) as u64;
+        if bytes > gpu.max_binding() || rows.end > src.rows().len() {
+            return Err(Error::BadOption(format!(
+                "{}: rows {rows:?} do not fit one read-back",
+                src.name()
+            )));
+        }
+        let out = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("attnviz.qk.out"),
+            size: bytes.max(4),
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        let mut passes = HeadPasses::new(gpu, pipes, src, &out)?;
+        passes.load(src, layer, head)?;
+        let mut encoder = gpu.device.create_command_encoder(&Default::default());
+        // The block's probabilities start at element 0 of `out`.
+        passes.encode_block(&mut encoder, rows.clone(), 0);
+        gpu.queue.submit([encoder.finish()]);
+        let data = gpu.read_buffer(&out, 0, bytes)?;
+        Ok(bytemuck::pod_collect_to_vec(&data))
+    })
+}

@@ -1,0 +1,449 @@
+//! Attention recomputed from queries and keys instead of read from a stored tensor: a 128k-token
+//! head is 64 GiB as probabilities but 32 MiB as Q and K. [`QkSource`] is an ordinary
+//! [`AttentionSource`] (so planning, layout, the CPU renderer and every option work unchanged),
+//! whose rows are computed on demand; the GPU engine recognises it and computes the rows it
+//! pools on the device instead (see [`gpu`]), never holding more than one upload chunk of them.
+//!
+//! Semantics, shared by both paths: `p[q, k] = softmax_k(scale · Q[q] · K[k])` over the keys the
+//! query may see; with `causal`, key `k` is hidden from absolute query `q` when
+//! `k > q + (N_k − N_q)` (bottom-right aligned, as in decoders and KV-cache suffixes), and its
+//! probability is 0.
+
+pub mod gpu;
+pub mod synth;
+
+use std::ops::Range;
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::source::{self, AttentionSource, DType, OpenOptions, Shape};
+
+/// Largest head dimension the GPU kernels are built for: a query row lives in registers.
+pub const MAX_DIM: usize = 256;
+
+/// How to turn Q and K into attention.
+#[derive(Clone, Debug, Default)]
+pub struct QkOptions {
+    /// Hide keys after each query (see the module docs).
+    pub causal: bool,
+    /// Multiplies every score; `None` for 1/√d.
+    pub softmax_scale: Option<f32>,
+    /// Query rows to compute (0-based, half-open); `None` for all. An end of `usize::MAX`
+    /// means "to the last row".
+    pub queries: Option<Range<usize>>,
+}
+
+/// Queries and keys of every layer and head, and the attention they define.
+pub struct QkSource {
+    name: String,
+    q: Box<dyn AttentionSource>,
+    k: Box<dyn AttentionSource>,
+    layers: usize,
+    heads: usize,
+    /// Query heads per key head (grouped-query attention; 1 for plain multi-head).
+    group: usize,
+    dim: usize,
+    /// Keys per head, and query rows in the file.
+    keys: usize,
+    total_queries: usize,
+    rows: Range<usize>,
+    causal: bool,
+    scale: f32,
+}
+
+impl QkSource {
+    /// Checks that `q` (L, H, N_q, d) and `k` (L, H_kv, N_k, d) belong together. Both are read
+    /// as tensors whose "keys" axis is the head dimension.
+    pub fn new(
+        q: Box<dyn AttentionSource>,
+        k: Box<dyn AttentionSource>,
+        options: &QkOptions,
+    ) -> Result<QkSource> {
+        let (qs, ks) = (q.shape(), k.shape());
+        let mismatch = |what: String| {
+            Err(Error::BadOption(format!(
+                "{} and {}: {what}",
+                q.name(),
+                k.name()
+            )))
+        };
+        if qs.layers != ks.layers {
+            return mismatch(format!("Q has {} layers, K has {}", qs.layers, ks.layers));
+        }
+        if qs.keys != ks.keys {
+            return mismatch(format!(
+                "head dimensions differ (Q: {}, K: {})",
+                qs.keys, ks.keys
+            ));
+        }
+        if ks.heads == 0 || !qs.heads.is_multiple_of(ks.heads) {
+            return mismatch(format!(
+                "Q's {} heads are not a multiple of K's {} (grouped-query attention shares each K head among an equal number of Q heads)",
+                qs.heads, ks.heads
+            ));
+        }
+        let dim = qs.keys;
+        if dim > MAX_DIM {
+            return Err(Error::bad_input(
+                q.name(),
+                format!("head dimension {dim} is over the supported {MAX_DIM}"),
+            ));
+        }
+        let rows = match options.queries.clone() {
+            Some(r) if r.end == usize::MAX => r.start..qs.queries,
+            Some(r) => r,
+            None => 0..qs.queries,
+        };
+        if rows.start >= rows.end || rows.end > qs.queries {
+            return Err(Error::BadOption(format!(
+                "--queries {}..{} is not a non-empty range inside the {} query rows of {}",
+                rows.start,
+                rows.end,
+                qs.queries,
+                q.name()
+            )));
+        }
+        let scale = options.softmax_scale.unwrap_or(1.0 / (dim as f32).sqrt());
+        if !scale.is_finite() {
+            return Err(Error::BadOption(format!(
+                "--softmax-scale {scale} is not a finite number"
+            )));
+        }
+        Ok(QkSource {
+            name: format!("{} × {}", q.name(), k.name()),
+            group: qs.heads / ks.heads,
+            layers: qs.layers,
+            heads: qs.heads,
+            dim,
+            keys: ks.queries,
+            total_queries: qs.queries,
+            rows,
+            causal: options.causal,
+            scale,
+            q,
+            k,
+        })
+    }
+
+    /// Opens Q and K files (.npy or .safetensors). With `k` omitted, `q` must be a
+    /// .safetensors file holding tensors named `q` and `k`.
+    pub fn open(q: &Path, k: Option<&Path>, options: &QkOptions) -> Result<QkSource> {
+        let named = |name: &str| OpenOptions {
+            tensor: Some(name.to_string()),
+        };
+        // A .safetensors file may hold both (or more) tensors: take the one named for its
+        // role when there is one, else the file's only tensor.
+        let pick = |path: &Path, role: &str| {
+            source::open(path, &named(role))
+                .or_else(|_| source::open(path, &OpenOptions::default()))
+        };
+        let is_st = q
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("safetensors"));
+        let (qt, kt) = match k {
+            Some(k) if is_st => (pick(q, "q")?, pick(k, "k")?),
+            Some(k) => (source::open(q, &OpenOptions::default())?, pick(k, "k")?),
+            None => (source::open(q, &named("q"))?, source::open(q, &named("k"))?),
+        };
+        QkSource::new(Box::new(qt), Box::new(kt), options)
+    }
+
+    pub fn dim(&self) -> usize {
+        self.dim
+    }
+
+    pub fn causal(&self) -> bool {
+        self.causal
+    }
+
+    pub fn scale(&self) -> f32 {
+        self.scale
+    }
+
+    /// The query rows computed, as indices into Q.
+    pub fn rows(&self) -> Range<usize> {
+        self.rows.clone()
+    }
+
+    /// Key head used by query head `head`.
+    pub fn kv_head(&self, head: usize) -> usize {
+        head / self.group
+    }
+
+    /// Key `k` is hidden from computed row `r` when `k > r + diagonal()`.
+    pub fn diagonal(&self) -> i64 {
+        self.rows.start as i64 + self.keys as i64 - self.total_queries as i64
+    }
+
+    /// Rows `rows` (indices into Q) of query head (`layer`, `head`), as f32.
+    pub fn queries_f32(&self, layer: usize, head: usize, rows: Range<usize>) -> Result<Vec<f32>> {
+        read_f32(self.q.as_ref(), layer, head, rows)
+    }
+
+    /// Every key of the key head that query head (`layer`, `head`) uses, as f32.
+    pub fn keys_f32(&self, layer: usize, head: usize) -> Result<Vec<f32>> {
+        read_f32(self.k.as_ref(), layer, self.kv_head(head), 0..self.keys)
+    }
+
+    /// Reference probabilities of computed rows `rows` in f64, written as f32 into `out`
+    /// (`rows.len() × keys`). Scores and the softmax are accumulated in f64, so this is the
+    /// yardstick the f32 GPU kernels are measured against.
+    pub fn probabilities_cpu(
+        &self,
+        layer: usize,
+        head: usize,
+        rows: Range<usize>,
+        out: &mut [f32],
+    ) -> Result<()> {
+        let (d, n) = (self.dim, self.keys);
+        assert_eq!(out.len(), rows.len() * n, "output holds the requested rows");
+        let first = self.rows.start + rows.start;
+        let q = self.queries_f32(layer, head, first..first + rows.len())?;
+        let k = self.keys_f32(layer, head)?;
+        let mut scores = vec![0f64; n];
+        for (i, (qrow, orow)) in q.chunks_exact(d).zip(out.chunks_exact_mut(n)).enumerate() {
+            let visible = self.visible_keys(rows.start + i);
+            let mut max = f64::NEG_INFINITY;
+            for (s, krow) in scores[..visible].iter_mut().zip(k.chunks_exact(d)) {
+                let dot: f64 = qrow
+                    .iter()
+                    .zip(krow)
+                    .map(|(&a, &b)| a as f64 * b as f64)
+                    .sum();
+                *s = dot * self.scale as f64;
+                max = max.max(*s);
+            }
+            let total: f64 = scores[..visible].iter().map(|s| (s - max).exp()).sum();
+            for (o, s) in orow.iter_mut().zip(&scores[..visible]) {
+                *o = ((s - max).exp() / total) as f32;
+            }
+            orow[visible..].fill(0.0);
+        }
+        Ok(())
+    }
+
+    /// How many leading keys computed row `r` sees.
+    fn visible_keys(&self, r: usize) -> usize {
+        if self.causal {
+            (r as i64 + self.diagonal() + 1).clamp(0, self.keys as i64) as usize
+        } else {
+            self.keys
+        }
+    }
+}
+
+fn read_f32(
+    src: &dyn AttentionSource,
+    layer: usize,
+    head: usize,
+    rows: Range<usize>,
+) -> Result<Vec<f32>> {
+    let d = src.shape().keys;
+    let dtype = src.dtype();
+    let mut bytes = vec![0u8; rows.len() * d * dtype.size()];
+    src.read_rows(layer, head, rows.start, &mut bytes)?;
+    let mut out = vec![0f32; rows.len() * d];
+    dtype.decode(&bytes, &mut out);
+    Ok(out)
+}
+
+impl AttentionSource for QkSource {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn shape(&self) -> Shape {
+        Shape {
+            layers: self.layers,
+            heads: self.heads,
+            queries: self.rows.len(),
+            keys: self.keys,
+        }
+    }
+
+    fn dtype(&self) -> DType {
+        DType::F32
+    }
+
+    /// The CPU reference rows (f64 arithmetic, rounded to f32).
+    fn read_rows(&self, layer: usize, head: usize, row_start: usize, dst: &mut [u8]) -> Result<()> {
+        let shape = self.shape();
+        source::row_range(
+            &self.name,
+            shape,
+            DType::F32,
+            layer,
+            head,
+            row_start,
+            dst.len(),
+        )?;
+        let rows = dst.len() / (self.keys * 4);
+        let mut values = vec![0f32; rows * self.keys];
+        self.probabilities_cpu(layer, head, row_start..row_start + rows, &mut values)?;
+        dst.copy_from_slice(bytemuck::cast_slice(&values));
+        Ok(())
+    }
+
+    fn diagonal(&self) -> i64 {
+        self.diagonal()
+    }
+
+    fn as_qk(&self) -> Option<&QkSource> {
+        Some(self)
+    }
+}
+
+/// The GPU's probabilities of a [`QkSource`] as an ordinary source: what the engine pools,
+/// materialized block by block (to write it out, or to render it the way a stored file is).
+pub struct GpuRows<'e> {
+    engine: &'e crate::render::Engine,
+    qk: &'e QkSource,
+}
+
+impl<'e> GpuRows<'e> {
+    pub fn new(engine: &'e crate::render::Engine, qk: &'e QkSource) -> Self {
+        GpuRows { engine, qk }
+    }
+}
+
+impl AttentionSource for GpuRows<'_> {
+    fn name(&self) -> &str {
+        self.qk.name()
+    }
+
+    fn shape(&self) -> Shape {
+        self.qk.shape()
+    }
+
+    fn dtype(&self) -> DType {
+        DType::F32
+    }
+
+    fn read_rows(&self, layer: usize, head: usize, row_start: usize, dst: &mut [u8]) -> Result<()> {
+        let shape = self.shape();
+        source::row_range(
+            self.name(),
+            shape,
+            DType::F32,
+            layer,
+            head,
+            row_start,
+            dst.len(),
+        )?;
+        let row_bytes = shape.keys * 4;
+        // Blocks that fit one storage binding.
+        let step = (self.engine.gpu.max_binding() as usize / row_bytes).max(1);
+        for (i, block) in dst.chunks_mut(step * row_bytes).enumerate() {
+            let start = row_start + i * step;
+            let rows = start..start + block.len() / row_bytes;
+            let values = self.engine.qk_probabilities(self.qk, layer, head, rows)?;
+            block.copy_from_slice(bytemuck::cast_slice(&values));
+        }
+        Ok(())
+    }
+
+    fn diagonal(&self) -> i64 {
+        self.qk.diagonal()
+    }
+}
+
+/// Parses `A..B`, `A..` or `..B` (0-based, half-open, like a Python slice) as given to
+/// `--queries`; an open end becomes `usize::MAX` (see [`QkOptions::queries`]).
+pub fn parse_queries(spec: &str) -> Result<Range<usize>> {
+    let bad = || {
+        Error::BadOption(format!(
+            "--queries {spec}: expected A..B, A.. or ..B (0-based, end excluded)"
+        ))
+    };
+    let (a, b) = spec.split_once("..").ok_or_else(bad)?;
+    let num = |s: &str, open: usize| -> Result<usize> {
+        let s = s.trim();
+        if s.is_empty() {
+            Ok(open)
+        } else {
+            s.parse().map_err(|_| bad())
+        }
+    };
+    Ok(num(a, 0)?..num(b, usize::MAX)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::ArraySource;
+
+    fn array(name: &str, l: usize, h: usize, n: usize, d: usize, seed: u64) -> Box<ArraySource> {
+        let a = ndarray::Array4::from_shape_fn((l, h, n, d), |(a, b, c, e)| {
+            crate::source::unit(seed, (a * 31 + b) as u64, c as u64, e as u64) * 2.0 - 1.0
+        });
+        Box::new(ArraySource::from_f32(name, &a))
+    }
+
+    #[test]
+    fn rows_are_distributions_and_causal_rows_see_only_the_past() {
+        let opts = QkOptions {
+            causal: true,
+            ..Default::default()
+        };
+        let s = QkSource::new(array("q", 1, 4, 6, 8, 1), array("k", 1, 2, 6, 8, 2), &opts).unwrap();
+        assert_eq!(s.kv_head(3), 1);
+        let mut out = vec![0f32; 36];
+        s.probabilities_cpu(0, 3, 0..6, &mut out).unwrap();
+        for (r, row) in out.chunks(6).enumerate() {
+            let sum: f32 = row.iter().sum();
+            assert!((sum - 1.0).abs() < 1e-6, "row {r} sums to {sum}");
+            assert!(row[r + 1..].iter().all(|&p| p == 0.0));
+            assert!(row[..=r].iter().all(|&p| p > 0.0));
+        }
+        assert_eq!(out[0], 1.0);
+    }
+
+    #[test]
+    fn a_query_slice_keeps_absolute_positions() {
+        let causal = QkOptions {
+            causal: true,
+            ..Default::default()
+        };
+        let full = QkSource::new(
+            array("q", 1, 1, 8, 4, 3),
+            array("k", 1, 1, 8, 4, 4),
+            &causal,
+        )
+        .unwrap();
+        let part = QkSource::new(
+            array("q", 1, 1, 8, 4, 3),
+            array("k", 1, 1, 8, 4, 4),
+            &QkOptions {
+                queries: Some(5..7),
+                ..causal
+            },
+        )
+        .unwrap();
+        let (mut a, mut b) = (vec![0f32; 64], vec![0f32; 16]);
+        full.probabilities_cpu(0, 0, 0..8, &mut a).unwrap();
+        part.probabilities_cpu(0, 0, 0..2, &mut b).unwrap();
+        assert_eq!(&a[40..56], &b[..]);
+        assert_eq!(part.shape().queries, 2);
+    }
+
+    #[test]
+    fn mismatched_inputs_are_rejected() {
+        let o = QkOptions::default();
+        let e = |q, k| QkSource::new(q, k, &o).err().unwrap().to_string();
+        assert!(e(array("q", 1, 3, 4, 8, 0), array("k", 1, 2, 4, 8, 0)).contains("multiple"));
+        assert!(e(array("q", 1, 2, 4, 8, 0), array("k", 1, 2, 4, 4, 0)).contains("dimensions"));
+        assert!(e(array("q", 2, 2, 4, 8, 0), array("k", 1, 2, 4, 8, 0)).contains("layers"));
+        let r = QkSource::new(
+            array("q", 1, 1, 4, 8, 0),
+            array("k", 1, 1, 4, 8, 0),
+            &QkOptions {
+                queries: Some(3..9),
+                ..Default::default()
+            },
+        );
+        assert!(r.err().unwrap().to_string().contains("--queries 3..9"));
+        assert_eq!(parse_queries("2..").unwrap(), 2..usize::MAX);
+        assert_eq!(parse_queries("..5").unwrap(), 0..5);
+        assert!(parse_queries("5").is_err());
+    }
+}

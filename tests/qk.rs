@@ -1,0 +1,376 @@
+//! Attention recomputed from Q and K: the GPU's probabilities against the f64 CPU reference,
+//! and figures from Q, K against figures from the same attention stored as a tensor.
+
+mod common;
+
+use std::ops::Range;
+use std::path::Path;
+use std::process::Command;
+
+use attnviz::qk::{GpuRows, QkOptions, QkSource};
+use attnviz::source::ArraySource;
+use attnviz::{AttentionSource, Engine, Norm, Reduce, RenderOptions};
+use common::{engine, Rng};
+use ndarray::Array4;
+
+fn tensor(
+    name: &str,
+    l: usize,
+    h: usize,
+    n: usize,
+    d: usize,
+    seed: u64,
+    gain: f32,
+) -> Box<ArraySource> {
+    let mut rng = Rng::new(seed);
+    let a = Array4::from_shape_fn((l, h, n, d), |_| (rng.next_f32() * 2.0 - 1.0) * gain);
+    Box::new(ArraySource::from_f32(name, &a))
+}
+
+struct Case {
+    name: &'static str,
+    heads: usize,
+    kv_heads: usize,
+    nq: usize,
+    nk: usize,
+    d: usize,
+    options: QkOptions,
+}
+
+fn qk(c: &Case) -> QkSource {
+    // Gain 1.5 with d ≤ 64 gives scores spread over several nats: peaked rows and flat ones.
+    let q = tensor("q", 1, c.heads, c.nq, c.d, 11, 1.5);
+    let k = tensor("k", 1, c.kv_heads, c.nk, c.d, 12, 1.5);
+    QkSource::new(q, k, &c.options).unwrap()
+}
+
+fn cases() -> Vec<Case> {
+    let plain = QkOptions::default();
+    let causal = QkOptions {
+        causal: true,
+        ..Default::default()
+    };
+    vec![
+        Case {
+            name: "mha",
+            heads: 2,
+            kv_heads: 2,
+            nq: 1024,
+            nk: 1024,
+            d: 64,
+            options: plain.clone(),
+        },
+        Case {
+            name: "gqa-causal",
+            heads: 4,
+            kv_heads: 2,
+            nq: 300,
+            nk: 300,
+            d: 32,
+            options: causal.clone(),
+        },
+        Case {
+            name: "mqa-odd-dim",
+            heads: 3,
+            kv_heads: 1,
+            nq: 130,
+            nk: 257,
+            d: 30,
+            options: plain.clone(),
+        },
+        Case {
+            name: "slice-causal-scaled",
+            heads: 1,
+            kv_heads: 1,
+            nq: 200,
+            nk: 200,
+            d: 16,
+            options: QkOptions {
+                queries: Some(70..133),
+                softmax_scale: Some(0.4),
+                ..causal.clone()
+            },
+        },
+        // Q shorter than K (a KV-cache suffix): bottom-right aligned diagonal.
+        Case {
+            name: "suffix-causal",
+            heads: 1,
+            kv_heads: 1,
+            nq: 40,
+            nk: 170,
+            d: 8,
+            options: causal,
+        },
+    ]
+}
+
+fn all_rows(src: &dyn AttentionSource) -> Range<usize> {
+    0..src.shape().queries
+}
+
+#[test]
+fn gpu_softmax_equals_the_f64_reference() {
+    let Some(e) = engine() else { return };
+    for c in cases() {
+        let src = qk(&c);
+        let s = src.shape();
+        let mut worst = 0f32;
+        for head in 0..s.heads {
+            let gpu = e.qk_probabilities(&src, 0, head, all_rows(&src)).unwrap();
+            let mut cpu = vec![0f32; s.queries * s.keys];
+            src.probabilities_cpu(0, head, all_rows(&src), &mut cpu)
+                .unwrap();
+            for (i, (g, c)) in gpu.iter().zip(&cpu).enumerate() {
+                // Masked entries are exactly zero on both sides.
+                if *c == 0.0 {
+                    assert_eq!(*g, 0.0, "{}: entry {i} of head {head}", c_name(&src));
+                }
+                worst = worst.max((g - c).abs());
+            }
+            for row in gpu.chunks(s.keys) {
+                let sum: f32 = row.iter().sum();
+                assert!((sum - 1.0).abs() < 1e-4, "{}: a row sums to {sum}", c.name);
+            }
+        }
+        assert!(
+            worst <= 1e-5,
+            "{}: GPU differs from the f64 reference by {worst}",
+            c.name
+        );
+        eprintln!("{}: max |gpu - f64| = {worst:e}", c.name);
+    }
+}
+
+fn c_name(src: &QkSource) -> &str {
+    src.name()
+}
+
+/// A stored tensor of a query slice, with the slice's diagonal (a file cannot say where it is).
+struct Stored(ArraySource, i64);
+
+impl AttentionSource for Stored {
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+    fn shape(&self) -> attnviz::Shape {
+        self.0.shape()
+    }
+    fn dtype(&self) -> attnviz::DType {
+        self.0.dtype()
+    }
+    fn read_rows(&self, l: usize, h: usize, r: usize, dst: &mut [u8]) -> attnviz::Result<()> {
+        self.0.read_rows(l, h, r, dst)
+    }
+    fn diagonal(&self) -> i64 {
+        self.1
+    }
+}
+
+/// The GPU's probabilities of every head, stored as an ordinary in-memory tensor.
+fn materialize(e: &Engine, src: &QkSource) -> Stored {
+    let rows = GpuRows::new(e, src);
+    let s = rows.shape();
+    let mut bytes = vec![0u8; s.layers * s.heads * s.queries * s.keys * 4];
+    for (i, head) in bytes.chunks_mut(s.queries * s.keys * 4).enumerate() {
+        rows.read_rows(i / s.heads, i % s.heads, 0, head).unwrap();
+    }
+    let stored = ArraySource::new("materialized", s, attnviz::DType::F32, bytes).unwrap();
+    Stored(stored, src.diagonal())
+}
+
+#[test]
+fn figures_from_q_and_k_equal_figures_from_the_materialized_attention() {
+    let Some(mut e) = engine() else { return };
+    // Small chunks: several blocks of rows per head, blocks that split pooled bins.
+    e.chunk_bytes = 40_000;
+    for c in cases() {
+        let src = qk(&c);
+        let stored = materialize(&e, &src);
+        for (reduce, norm, cell) in [
+            (Reduce::Max, Norm::Head, Some(64)),
+            (Reduce::Mean, Norm::Global, Some(50)),
+            (Reduce::Max, Norm::Row, None),
+        ] {
+            let options = RenderOptions {
+                reduce,
+                norm,
+                cell,
+                causal: if c.options.causal {
+                    attnviz::pool::Causal::On
+                } else {
+                    attnviz::pool::Causal::Off
+                },
+                ..Default::default()
+            };
+            let from_qk = e.render(&src, &options).unwrap();
+            let from_file = e.render(&stored, &options).unwrap();
+            assert_eq!(from_qk.stats.len(), from_file.stats.len());
+            for (a, b) in from_qk.stats.iter().zip(&from_file.stats) {
+                assert_eq!(a.range(), b.range(), "{}: {reduce:?} {norm:?}", c.name);
+            }
+            assert!(
+                from_qk.rgba == from_file.rgba,
+                "{}: {reduce:?} {norm:?} figure differs",
+                c.name
+            );
+        }
+    }
+}
+
+#[test]
+fn the_cpu_renderer_draws_q_and_k_like_the_gpu() {
+    let Some(e) = engine() else { return };
+    let c = &cases()[1];
+    let src = qk(c);
+    let options = RenderOptions {
+        causal: attnviz::pool::Causal::On,
+        cell: Some(64),
+        ..Default::default()
+    };
+    let gpu = e.render(&src, &options).unwrap();
+    let cpu = attnviz::render_cpu(&src, &options).unwrap();
+    assert_eq!((gpu.width, gpu.height), (cpu.width, cpu.height));
+    // Probabilities differ in the last bits (f32 against f64): allow one LUT step, which is
+    // at most a few units per channel in viridis, and almost never.
+    let mut off = 0;
+    for (a, b) in gpu.rgba.iter().zip(&cpu.rgba) {
+        let d = (*a as i32 - *b as i32).abs();
+        assert!(d <= 8, "channel differs by {d}");
+        off += (d > 0) as usize;
+    }
+    assert!(off * 1000 < gpu.rgba.len(), "{off} channels differ");
+}
+
+fn attnviz_cli(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_attnviz"))
+        .args(args)
+        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+        .output()
+        .unwrap()
+}
+
+fn run_ok(args: &[&str]) {
+    let o = attnviz_cli(args);
+    assert!(
+        o.status.success(),
+        "attnviz {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+#[test]
+fn cli_render_from_q_and_k_equals_render_from_the_written_attention() {
+    let Some(_) = engine() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
+    run_ok(&[
+        "synth-qk",
+        "-o",
+        &p("qk.safetensors"),
+        "--seq",
+        "300",
+        "--heads",
+        "4",
+        "--kv-heads",
+        "2",
+        "--dim",
+        "32",
+    ]);
+    run_ok(&[
+        "render",
+        "--q",
+        &p("qk.safetensors"),
+        "--causal",
+        "-o",
+        &p("qk.png"),
+        "--tiles",
+        &p("qk_tiles"),
+        "--quiet",
+    ]);
+    run_ok(&[
+        "attention",
+        "--q",
+        &p("qk.safetensors"),
+        "--causal",
+        "-o",
+        &p("attn.npy"),
+    ]);
+    run_ok(&[
+        "render",
+        &p("attn.npy"),
+        "--causal",
+        "-o",
+        &p("attn.png"),
+        "--tiles",
+        &p("attn_tiles"),
+        "--quiet",
+    ]);
+    assert_eq!(
+        std::fs::read(p("qk.png")).unwrap(),
+        std::fs::read(p("attn.png")).unwrap()
+    );
+    for h in 1..=4 {
+        let name = format!("l1_h{h}.png");
+        let a = std::fs::read(Path::new(&p("qk_tiles")).join(&name)).unwrap();
+        let b = std::fs::read(Path::new(&p("attn_tiles")).join(&name)).unwrap();
+        assert!(a == b, "tile {name} differs");
+    }
+}
+
+#[test]
+fn mismatched_q_and_k_fail_with_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
+    run_ok(&[
+        "synth-qk",
+        "-o",
+        &p("a.safetensors"),
+        "--seq",
+        "16",
+        "--heads",
+        "3",
+        "--dim",
+        "8",
+        "--dtype",
+        "f32",
+    ]);
+    run_ok(&[
+        "synth-qk",
+        "-o",
+        &p("b.safetensors"),
+        "--seq",
+        "16",
+        "--heads",
+        "2",
+        "--dim",
+        "8",
+        "--dtype",
+        "f32",
+    ]);
+    // Q from one file, K from another whose 2 heads do not divide Q's 3.
+    let o = attnviz_cli(&[
+        "render",
+        "--q",
+        &p("a.safetensors"),
+        "--k",
+        &p("b.safetensors"),
+        "-o",
+        &p("x.png"),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("not a multiple"), "{err}");
+    assert!(!Path::new(&p("x.png")).exists());
+    let o = attnviz_cli(&[
+        "render",
+        "--q",
+        &p("a.safetensors"),
+        "--queries",
+        "9..4",
+        "-o",
+        &p("x.png"),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--queries 9..4"));
+}
