@@ -6,7 +6,8 @@
 
 ``render`` returns the figure as an (H, W, 4) uint8 numpy array (and writes ``out`` as PNG when
 given); ``figure`` returns a :class:`Figure` (``.image``, ``.save(path)``, ``_repr_png_``);
-``view`` opens the interactive window. Options and defaults are the command line's
+``render_qk`` / ``figure_qk`` recompute the attention from queries and keys on the GPU; ``view``
+opens the interactive window. Options and defaults are the command line's
 (``attnviz render --help``).
 
 Inputs are read where they are: a C-contiguous numpy array or CPU torch tensor is never copied
@@ -24,7 +25,7 @@ import numpy as np
 
 from . import _attnviz
 
-__all__ = ["render", "figure", "view", "Figure", "NORMS", "COLORMAPS", "REDUCES"]
+__all__ = ["render", "figure", "render_qk", "figure_qk", "view", "Figure", "NORMS", "COLORMAPS", "REDUCES"]
 __version__ = "0.1.0"
 
 NORMS = tuple(_attnviz.NORMS)
@@ -130,6 +131,62 @@ def figure(
                    batch, backend)
 
 
+def render_qk(
+    q,
+    k,
+    out=None,
+    *,
+    queries=None,
+    softmax_scale=None,
+    layers=None,
+    heads=None,
+    norm="head",
+    colormap="viridis",
+    reduce="max",
+    cell=None,
+    causal="auto",
+    colorbar=True,
+    backend="auto",
+):
+    """Renders the attention ``softmax(softmax_scale · Q Kᵀ)`` recomputed on the GPU from
+    queries and keys, as ``attnviz render --q --k`` does: never stored, so heads far longer than
+    memory would hold as probabilities render. Returns an (H, W, 4) uint8 array.
+
+    q: (L, H, N_q, d), (H, N_q, d) or (N_q, d) float32/float16; k: (L, H_kv, N_k, d) with H a
+        multiple of H_kv (grouped-query attention). Copied once (they are N·d, not N²).
+    queries: the query rows to compute, 0-based, end excluded: ``"A..B"``, ``(A, B)``,
+        ``slice(A, B)`` or ``range(A, B)`` (default all).
+    softmax_scale: default 1/√d.
+    causal: "on"/True hides each query's later keys (bottom-right aligned, as in decoders);
+        "auto" (default) and "off" compute full attention.
+    The other options are :func:`render`'s.
+    """
+    return _render_qk(q, k, out, queries, softmax_scale, layers, heads, norm, colormap, reduce,
+                      cell, causal, colorbar, backend).image
+
+
+def figure_qk(
+    q,
+    k,
+    out=None,
+    *,
+    queries=None,
+    softmax_scale=None,
+    layers=None,
+    heads=None,
+    norm="head",
+    colormap="viridis",
+    reduce="max",
+    cell=None,
+    causal="auto",
+    colorbar=True,
+    backend="auto",
+):
+    """Like :func:`render_qk`, but returns a :class:`Figure`."""
+    return _render_qk(q, k, out, queries, softmax_scale, layers, heads, norm, colormap, reduce,
+                      cell, causal, colorbar, backend)
+
+
 def view(
     attn,
     *,
@@ -174,26 +231,71 @@ def view(
 
 def _render(attn, out, layers, heads, norm, colormap, reduce, cell, causal, colorbar, batch,
             backend):
-    global _warned_cpu
-    if sys.platform.startswith("linux") and "XDG_RUNTIME_DIR" not in os.environ:
-        # As the CLI does for headless commands: Mesa's Wayland code otherwise prints
-        # "error: XDG_RUNTIME_DIR is invalid", which reads like an error of ours.
-        import tempfile
-
-        os.environ["XDG_RUNTIME_DIR"] = tempfile.gettempdir()
+    _headless()
     arrays, stacked, bf16 = _prepare(attn, batch)
     image, causal_applied, adapter, warning, addresses = _attnviz._render(
         arrays, stacked, bf16, "attn", None if out is None else os.fspath(out),
         _selection(layers, "layers"), _selection(heads, "heads"), norm, colormap, reduce,
         None if cell is None else _int(cell, "cell"), _causal(causal), bool(colorbar), backend,
     )
-    if warning is not None and not _warned_cpu:
-        _warned_cpu = True
-        warnings.warn(warning, RuntimeWarning, stacklevel=3)
+    _warn_cpu(warning)
     fig = Figure(image, causal_applied, adapter)
     # Where each layer was read from: the tests check it is the caller's memory.
     fig._source_addresses = addresses
     return fig
+
+
+def _render_qk(q, k, out, queries, softmax_scale, layers, heads, norm, colormap, reduce, cell,
+               causal, colorbar, backend):
+    _headless()
+    qa, q_bf16 = _to_numpy(q, "q")
+    ka, k_bf16 = _to_numpy(k, "k")
+    if softmax_scale is not None:
+        if isinstance(softmax_scale, bool) or not isinstance(softmax_scale, (int, float, np.number)):
+            raise ValueError("softmax_scale: expected a number, not {!r}".format(softmax_scale))
+        softmax_scale = float(softmax_scale)
+    image, causal_applied, adapter, warning, _ = _attnviz._render_qk(
+        _contiguous(qa), _contiguous(ka), (q_bf16, k_bf16),
+        None if out is None else os.fspath(out), _queries(queries), softmax_scale,
+        _selection(layers, "layers"), _selection(heads, "heads"), norm, colormap, reduce,
+        None if cell is None else _int(cell, "cell"), _causal(causal), bool(colorbar), backend,
+    )
+    _warn_cpu(warning)
+    return Figure(image, causal_applied, adapter)
+
+
+def _queries(queries):
+    """``queries`` in the CLI's ``A..B`` syntax."""
+    if queries is None or isinstance(queries, str):
+        return queries
+    if isinstance(queries, (slice, range)):
+        if queries.step not in (None, 1):
+            raise ValueError("queries: a step is not supported")
+        a, b = queries.start, queries.stop
+    elif isinstance(queries, tuple) and len(queries) == 2:
+        a, b = queries
+    else:
+        raise ValueError("queries: expected \"A..B\", (A, B), slice(A, B) or range(A, B), not "
+                         "{!r}".format(queries))
+    return "{}..{}".format("" if a is None else _int(a, "queries"),
+                           "" if b is None else _int(b, "queries"))
+
+
+def _headless():
+    if sys.platform.startswith("linux") and "XDG_RUNTIME_DIR" not in os.environ:
+        # As the CLI does for headless commands: Mesa's Wayland code otherwise prints
+        # "error: XDG_RUNTIME_DIR is invalid", which reads like an error of ours.
+        import tempfile
+
+        os.environ["XDG_RUNTIME_DIR"] = tempfile.gettempdir()
+
+
+def _warn_cpu(warning):
+    """The CPU fallback's warning, once per process (the missing adapter is remembered)."""
+    global _warned_cpu
+    if warning is not None and not _warned_cpu:
+        _warned_cpu = True
+        warnings.warn(warning, RuntimeWarning, stacklevel=4)
 
 
 def _prepare(attn, batch):

@@ -7,8 +7,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use attnviz::pool::Causal;
+use attnviz::qk::{parse_queries, QkOptions, QkSource};
 use attnviz::source::npy::{dtype_from_descr, shape_from_dims};
-use attnviz::source::SliceSource;
+use attnviz::source::{ArraySource, AttentionSource, SliceSource};
 use attnviz::{Colormap, DType, Engine, Error, Figure, Gpu, Norm, Reduce, RenderOptions};
 use half::f16;
 use numpy::ndarray::Array3;
@@ -251,7 +252,7 @@ fn render_options(
 /// Renders on the shared engine (opened on first use), or on the CPU. Returns the figure, the
 /// adapter's name ("CPU" for the reference renderer) and, for `auto` without an adapter, why.
 fn render_figure(
-    source: &SliceSource<'_>,
+    source: &dyn AttentionSource,
     options: &RenderOptions,
     backend: &str,
 ) -> Result<(Figure, String, Option<String>), Error> {
@@ -319,11 +320,7 @@ fn _render<'py>(
     let options = render_options(
         layers, heads, norm, colormap, reduce, cell, causal, colorbar,
     )?;
-    if !matches!(backend, "auto" | "gpu" | "cpu") {
-        return Err(PyValueError::new_err(format!(
-            "invalid value '{backend}' for backend [possible values: auto, gpu, cpu]"
-        )));
-    }
+    check_backend(backend)?;
     let input = Input::new(name, &arrays, stacked, bf16)?;
     let source = input.source()?;
     let addresses = source
@@ -332,23 +329,44 @@ fn _render<'py>(
         .map(|l| l.as_ptr() as usize)
         .collect();
     let (figure, adapter, warning) = py
-        .detach(|| {
-            if let Some(path) = &out {
-                attnviz::export::check_writable(path)?;
-            }
-            let rendered = render_figure(&source, &options, backend)?;
-            if let Some(path) = &out {
-                let f = &rendered.0;
-                attnviz::export::write_png(path, f.width, f.height, &f.rgba)?;
-            }
-            Ok(rendered)
-        })
+        .detach(|| render_and_write(&source, &options, backend, out.as_deref()))
         .map_err(py_err)?;
-    let (w, h) = (figure.width as usize, figure.height as usize);
-    let image = Array3::from_shape_vec((h, w, 4), figure.rgba)
-        .expect("the figure holds width × height RGBA pixels")
-        .into_pyarray(py);
+    let image = into_image(py, figure.width, figure.height, figure.rgba);
     Ok((image, figure.causal, adapter, warning, addresses))
+}
+
+fn check_backend(backend: &str) -> PyResult<()> {
+    match backend {
+        "auto" | "gpu" | "cpu" => Ok(()),
+        other => Err(PyValueError::new_err(format!(
+            "invalid value '{other}' for backend [possible values: auto, gpu, cpu]"
+        ))),
+    }
+}
+
+/// Renders and, like the CLI, checks `out` is writable before any GPU work and writes it after.
+fn render_and_write(
+    source: &dyn AttentionSource,
+    options: &RenderOptions,
+    backend: &str,
+    out: Option<&std::path::Path>,
+) -> Result<(Figure, String, Option<String>), Error> {
+    if let Some(path) = out {
+        attnviz::export::check_writable(path)?;
+    }
+    let rendered = render_figure(source, options, backend)?;
+    if let Some(path) = out {
+        let f = &rendered.0;
+        attnviz::export::write_png(path, f.width, f.height, &f.rgba)?;
+    }
+    Ok(rendered)
+}
+
+/// The figure's pixels as an (H, W, 4) uint8 array, handed to numpy without a copy.
+fn into_image(py: Python<'_>, width: u32, height: u32, rgba: Vec<u8>) -> Bound<'_, PyArray3<u8>> {
+    Array3::from_shape_vec((height as usize, width as usize, 4), rgba)
+        .expect("the figure holds width × height RGBA pixels")
+        .into_pyarray(py)
 }
 
 /// The pixels and size of an H×W×4 uint8 image.
@@ -360,6 +378,57 @@ fn rgba<'a>(image: &'a PyReadonlyArrayDyn<'_, u8>) -> PyResult<(&'a [u8], u32, u
             "image of shape {dims:?}: expected a C-contiguous (H, W, 4) uint8 array"
         ))),
     }
+}
+
+/// Attention recomputed from queries and keys (the CLI's `render --q --k`). `QkSource` owns its
+/// inputs (`'static` sources), so Q and K are copied once into owned buffers: N·d values per
+/// head, not the N² the attention would be.
+#[pyfunction]
+#[pyo3(signature = (q, k, bf16, out, queries, softmax_scale, layers, heads, norm, colormap, reduce, cell, causal, colorbar, backend))]
+#[allow(clippy::too_many_arguments)]
+fn _render_qk<'py>(
+    py: Python<'py>,
+    q: Bound<'py, PyAny>,
+    k: Bound<'py, PyAny>,
+    bf16: (bool, bool),
+    out: Option<PathBuf>,
+    queries: Option<String>,
+    softmax_scale: Option<f32>,
+    layers: Option<String>,
+    heads: Option<String>,
+    norm: &str,
+    colormap: &str,
+    reduce: &str,
+    cell: Option<i64>,
+    causal: &str,
+    colorbar: bool,
+    backend: &str,
+) -> PyResult<Rendered<'py>> {
+    let options = render_options(
+        layers, heads, norm, colormap, reduce, cell, causal, colorbar,
+    )?;
+    check_backend(backend)?;
+    let owned = |name: &str, array: &Bound<'py, PyAny>, bf16| -> PyResult<ArraySource> {
+        let input = Input::new(name, std::slice::from_ref(array), true, bf16)?;
+        let bytes = input.held[0].bytes().to_vec();
+        ArraySource::new(name, input.shape, input.dtype, bytes).map_err(py_err)
+    };
+    let (q, k) = (owned("q", &q, bf16.0)?, owned("k", &k, bf16.1)?);
+    let qk = QkOptions {
+        causal: options.causal == Causal::On,
+        softmax_scale,
+        queries: queries
+            .as_deref()
+            .map(parse_queries)
+            .transpose()
+            .map_err(py_err)?,
+    };
+    let source = QkSource::new(Box::new(q), Box::new(k), &qk).map_err(py_err)?;
+    let (figure, adapter, warning) = py
+        .detach(|| render_and_write(&source, &options, backend, out.as_deref()))
+        .map_err(py_err)?;
+    let image = into_image(py, figure.width, figure.height, figure.rgba);
+    Ok((image, figure.causal, adapter, warning, Vec::new()))
 }
 
 /// PNG bytes of an H×W×4 uint8 image, encoded as the figures are written.
@@ -444,6 +513,7 @@ fn _set_chunk_bytes(bytes: u64) {
 #[pymodule]
 fn _attnviz(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_render, m)?)?;
+    m.add_function(wrap_pyfunction!(_render_qk, m)?)?;
     m.add_function(wrap_pyfunction!(_encode_png, m)?)?;
     m.add_function(wrap_pyfunction!(_write_png, m)?)?;
     m.add_function(wrap_pyfunction!(_view, m)?)?;

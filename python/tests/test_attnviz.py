@@ -149,6 +149,58 @@ def test_cpu_backend_matches_gpu():
     np.testing.assert_array_equal(attnviz.render(a, backend="cpu"), attnviz.render(a))
 
 
+def qk_pair(q_shape, k_shape, seed=5, dtype=np.float32):
+    rng = np.random.default_rng(seed)
+    return (rng.normal(size=q_shape).astype(dtype), rng.normal(size=k_shape).astype(dtype))
+
+
+@pytest.mark.parametrize(
+    "kwargs,args",
+    [
+        ({}, []),
+        (dict(causal=True, softmax_scale=0.5, queries=(8, 40), norm="layer"),
+         ["--causal", "--softmax-scale", "0.5", "--queries", "8..40", "--norm", "layer"]),
+        (dict(queries=slice(16, None), heads="2-3", cell=20), ["--queries", "16..", "--heads", "2-3",
+                                                               "--cell", "20"]),
+    ],
+)
+def test_qk_matches_cli(cli, tmp_path, kwargs, args):
+    """Attention recomputed from Q and K (grouped-query: 4 query heads on 2 key heads)."""
+    q, k = qk_pair((2, 4, 48, 16), (2, 2, 64, 16))
+    np.save(tmp_path / "q.npy", q)
+    np.save(tmp_path / "k.npy", k)
+    png = tmp_path / "cli.png"
+    code, err = run_cli(cli, "render", "--q", tmp_path / "q.npy", "--k", tmp_path / "k.npy", "-o",
+                        png, "--quiet", *args)
+    assert code == 0, err
+    out = tmp_path / "py.png"
+    got = attnviz.render_qk(q, k, out=out, **kwargs)
+    np.testing.assert_array_equal(got, read_png_file(png))
+    assert out.read_bytes() == png.read_bytes()
+
+
+@pytest.mark.parametrize(
+    "q_shape,k_shape,kwargs,args",
+    [
+        ((2, 4, 16, 8), (2, 2, 16, 4), {}, []),
+        ((2, 3, 16, 8), (2, 2, 16, 8), {}, []),
+        ((1, 2, 16, 8), (1, 2, 16, 8), dict(queries="9..3"), ["--queries", "9..3"]),
+        ((1, 2, 16, 8), (1, 2, 16, 8), dict(queries="x"), ["--queries", "x"]),
+    ],
+)
+def test_qk_bad_inputs_raise_the_cli_message(cli, tmp_path, q_shape, k_shape, kwargs, args):
+    q, k = qk_pair(q_shape, k_shape)
+    qp, kp = tmp_path / "q.npy", tmp_path / "k.npy"
+    np.save(qp, q)
+    np.save(kp, k)
+    code, err = run_cli(cli, "render", "--q", qp, "--k", kp, "-o", tmp_path / "x.png", *args)
+    assert code == 2, err
+    want = err.strip()[len("error: "):].replace(str(qp), "q").replace(str(kp), "k")
+    with pytest.raises(ValueError) as e:
+        attnviz.render_qk(q, k, **kwargs)
+    assert str(e.value) == want
+
+
 def cli_error(cli, tmp_path, array, *args):
     npy = tmp_path / "bad.npy"
     np.save(npy, array)
