@@ -3,7 +3,7 @@
 //! picks the batch item; everything here reads those views in place, with the GIL released.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use attnviz::pool::Causal;
@@ -27,6 +27,9 @@ static ENGINE: Mutex<Option<Result<Engine, String>>> = Mutex::new(None);
 /// Upload chunk size for the engine; 0 keeps the library's default (tests shrink it to measure
 /// that the input itself is never copied).
 static CHUNK_BYTES: AtomicU64 = AtomicU64::new(0);
+/// winit creates one event loop per process; a second `view` gets a clear error instead of
+/// winit's.
+static VIEWED: AtomicBool = AtomicBool::new(false);
 
 /// Library errors as Python exceptions: what the user can fix is a `ValueError`, the machine's
 /// problems a `RuntimeError`, both with the CLI's one-line message.
@@ -484,6 +487,12 @@ fn _view<'py>(
             "size: expected (width, height) of at least 1 pixel",
         ));
     }
+    if VIEWED.load(Ordering::SeqCst) {
+        return Err(PyRuntimeError::new_err(
+            "attnviz.view opens one window per process (the windowing library cannot recreate \
+             its event loop): restart the kernel, or call it in a new process",
+        ));
+    }
     let input = Input::new(name, &arrays, stacked, bf16)?;
     let source = input.source()?;
     let options = attnviz::viewer::ViewerOptions {
@@ -498,6 +507,7 @@ fn _view<'py>(
             if let Some(path) = &options.screenshot {
                 attnviz::export::check_writable(path)?;
             }
+            VIEWED.store(true, Ordering::SeqCst);
             attnviz::viewer::run(&source, options)
         })
         .map_err(py_err)?;

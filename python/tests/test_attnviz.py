@@ -361,9 +361,32 @@ VIEW = textwrap.dedent(
     import sys, numpy as np, attnviz
     layers = [np.random.default_rng(s).random((1, 2, 64, 64), dtype=np.float32) for s in range(2)]
     r = attnviz.view(layers, exit_after_frames=3, screenshot=sys.argv[1], size=(320, 240))
+    try:
+        attnviz.view(layers, exit_after_frames=1)
+    except RuntimeError as e:
+        assert "one window per process" in str(e), e
+    else:
+        raise AssertionError("a second view in the process must raise RuntimeError")
     print(r["frames"], r["adapter"])
     """
 )
+
+
+def test_view_off_the_main_thread_is_a_runtime_error():
+    import threading
+
+    errors = []
+
+    def run():
+        try:
+            attnviz.view(np.zeros((8, 8), np.float32), exit_after_frames=1)
+        except RuntimeError as e:
+            errors.append(str(e))
+
+    t = threading.Thread(target=run)
+    t.start()
+    t.join()
+    assert errors == ["attnviz.view must be called from the main thread"]
 
 
 def test_view_opens_the_window(tmp_path):
