@@ -306,6 +306,30 @@ impl Compositor {
         target: &wgpu::TextureView,
         size: (u32, u32),
     ) -> Result<()> {
+        self.record(gpu, pipe, encoder, target, size, true)
+    }
+
+    /// Records the quads over what `target` already holds (the viewer's detail layer).
+    pub(crate) fn draw_over(
+        &self,
+        gpu: &Gpu,
+        pipe: &ComposePipeline,
+        encoder: &mut wgpu::CommandEncoder,
+        target: &wgpu::TextureView,
+        size: (u32, u32),
+    ) -> Result<()> {
+        self.record(gpu, pipe, encoder, target, size, false)
+    }
+
+    fn record(
+        &self,
+        gpu: &Gpu,
+        pipe: &ComposePipeline,
+        encoder: &mut wgpu::CommandEncoder,
+        target: &wgpu::TextureView,
+        size: (u32, u32),
+        clear: bool,
+    ) -> Result<()> {
         let uniform = ViewUniform {
             target_size: [size.0 as f32, size.1 as f32],
             background: pack_rgba(self.background),
@@ -321,12 +345,16 @@ impl Compositor {
                 depth_slice: None,
                 resolve_target: None,
                 ops: wgpu::Operations {
-                    load: wgpu::LoadOp::Clear(wgpu::Color {
-                        r: bg[0],
-                        g: bg[1],
-                        b: bg[2],
-                        a: bg[3],
-                    }),
+                    load: if clear {
+                        wgpu::LoadOp::Clear(wgpu::Color {
+                            r: bg[0],
+                            g: bg[1],
+                            b: bg[2],
+                            a: bg[3],
+                        })
+                    } else {
+                        wgpu::LoadOp::Load
+                    },
                     store: wgpu::StoreOp::Store,
                 },
             })],

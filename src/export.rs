@@ -17,6 +17,19 @@ pub(crate) fn render_rgba(
     compositor: &Compositor,
     figure: &FigureQuads,
 ) -> Result<Vec<u8>> {
+    render_rgba_over(gpu, pipe, compositor, figure, None)
+}
+
+/// [`render_rgba`], with `overlay` (the viewer's detail layer, already placed in the figure's
+/// pixels) drawn on top. The overlay is left out of tiled renders: it only exists for windows,
+/// which fit one texture.
+pub(crate) fn render_rgba_over(
+    gpu: &Gpu,
+    pipe: &ComposePipeline,
+    compositor: &Compositor,
+    figure: &FigureQuads,
+    overlay: Option<&Compositor>,
+) -> Result<Vec<u8>> {
     let (w, h) = (figure.width, figure.height);
     let max = gpu.limits.max_texture_dimension_2d.min(8192);
     let (tw, th) = (w.min(max), h.min(max));
@@ -67,6 +80,9 @@ pub(crate) fn render_rgba(
                             label: Some("attnviz.export.encoder"),
                         });
                 compositor.draw(gpu, pipe, &mut encoder, &view, (tw, th))?;
+                if let Some(o) = overlay.filter(|_| !tiled) {
+                    o.draw_over(gpu, pipe, &mut encoder, &view, (tw, th))?;
+                }
                 encoder.copy_texture_to_buffer(
                     wgpu::TexelCopyTextureInfo {
                         texture: &texture,

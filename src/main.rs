@@ -80,6 +80,15 @@ enum Command {
         /// One token per line, named in the hover readout.
         #[arg(long)]
         tokens: Option<PathBuf>,
+        /// Open in focus mode on this head: L,H (1-based).
+        #[arg(long, value_name = "L,H")]
+        focus: Option<String>,
+        /// Zoom by this factor about the window's centre after opening.
+        #[arg(long)]
+        zoom: Option<f64>,
+        /// Pan by DX,DY window pixels every frame (scripted panning, for measurements).
+        #[arg(long, value_name = "DX,DY", allow_hyphen_values = true)]
+        pan_per_frame: Option<String>,
     },
     /// Render the built-in synthetic 8-layer × 8-head model (layers 1 and 8, as in the seed figure).
     Demo {
@@ -440,6 +449,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             stats,
             size,
             tokens,
+            focus,
+            zoom,
+            pan_per_frame,
         } => {
             if let Some(path) = &screenshot {
                 check_writable(path)?;
@@ -461,7 +473,36 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                         })
                 })
                 .transpose()?;
+            let pair = |opt: &str, v: &str| -> anyhow::Result<(f64, f64)> {
+                v.split_once(',')
+                    .and_then(|(a, b)| Some((a.trim().parse().ok()?, b.trim().parse().ok()?)))
+                    .ok_or_else(|| {
+                        Error::BadOption(format!("{opt} {v}: expected two numbers such as 3,5"))
+                            .into()
+                    })
+            };
+            let focus = focus
+                .map(|f| -> anyhow::Result<(usize, usize)> {
+                    let (l, h) = pair("--focus", &f)?;
+                    if l < 1.0 || h < 1.0 || l.fract() != 0.0 || h.fract() != 0.0 {
+                        return Err(Error::BadOption(format!(
+                            "--focus {f}: layer and head are 1-based integers"
+                        ))
+                        .into());
+                    }
+                    Ok((l as usize - 1, h as usize - 1))
+                })
+                .transpose()?;
+            let pan_per_frame = pan_per_frame
+                .map(|p| pair("--pan-per-frame", &p))
+                .transpose()?;
+            if zoom.is_some_and(|z| !(z.is_finite() && z > 0.0)) {
+                return Err(Error::BadOption("--zoom must be a positive number".into()).into());
+            }
             let options = attnviz::viewer::ViewerOptions {
+                focus,
+                zoom,
+                pan_per_frame,
                 render,
                 exit_after_frames,
                 screenshot,
@@ -483,6 +524,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("adapter: {}", report.adapter);
                 println!("frames:  {}", report.frames);
                 println!("frame time: min {min:.2} ms, median {median:.2} ms, p99 {p99:.2} ms");
+                println!("first frame: {:.3} s after start", report.first_frame);
+                match report.last_detail {
+                    Some(t) => println!(
+                        "detail: {} region(s) pooled from the source, the last {:.3} s after it was asked for",
+                        report.details, t
+                    ),
+                    None => println!("detail: none needed or none arrived"),
+                }
             }
             Ok(())
         }

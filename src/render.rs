@@ -182,6 +182,10 @@ impl Engine {
         (&self.gpu, &self.pool)
     }
 
+    pub(crate) fn colorize_pipeline(&self) -> &ColorizePipeline {
+        &self.colorize
+    }
+
     /// Pools `cells` ((layer, head), 0-based) of `source` to `geometry` on the GPU, in one pass.
     pub fn pool(
         &self,
@@ -344,9 +348,14 @@ impl Engine {
     }
 
     /// The scene drawn with other quads (a view of it), as RGBA8 rows of `quads`' size.
-    pub(crate) fn export_quads(&self, scene: &Scene, quads: &FigureQuads) -> Result<Vec<u8>> {
+    pub(crate) fn export_quads(
+        &self,
+        scene: &Scene,
+        quads: &FigureQuads,
+        overlay: Option<&Compositor>,
+    ) -> Result<Vec<u8>> {
         scene.compositor.set_quads(&self.gpu, &quads.quads);
-        crate::export::render_rgba(&self.gpu, &self.compose, &scene.compositor, quads)
+        crate::export::render_rgba_over(&self.gpu, &self.compose, &scene.compositor, quads, overlay)
     }
 
     /// The scene's figure as RGBA8 rows (tiled past the texture limit).

@@ -21,8 +21,14 @@ use attnviz::{AttentionSource, Colormap, DType, Engine, Norm, Reduce, RenderOpti
 use common::{engine, indices_of, random, structured};
 use ndarray::Array4;
 
-/// Pools on both sides, checks accumulators and stats exactly, then colours every
-/// (norm, reduce) combination and checks within one LUT step. Returns the off-by-one count.
+/// Whether `a` and `b` are within `ulps` units in the last place of the larger (NaN-free).
+fn ulp_close(a: f32, b: f32, ulps: u32) -> bool {
+    a.to_bits() == b.to_bits() || (a - b).abs() <= ulps as f32 * f32::EPSILON * a.abs().max(b.abs())
+}
+
+/// Pools on both sides, checks accumulators and stats exactly (within a few ULP where the
+/// shader divides), then colours every (norm, reduce) combination and checks within one LUT
+/// step. Returns the off-by-one count.
 fn check_pooling(
     e: &Engine,
     name: &str,
@@ -40,6 +46,16 @@ fn check_pooling(
     let gpu_acc = gpu.read_accums(&e.gpu).unwrap();
     for (c, (g, r)) in gpu_acc.iter().zip(&cpu).enumerate() {
         for (i, (a, b)) in g.iter().zip(&r.accum).enumerate() {
+            let what = || format!("{name}: cell {c} pixel {i}: gpu {a:?} cpu {b:?}");
+            if options.row_norm {
+                // Row norm divides, and WGSL division is only accurate to 2.5 ULP (NVIDIA's is
+                // not correctly rounded): equal within a few ULP, counts exact.
+                assert_eq!(a.count_bad, b.count_bad, "{}", what());
+                for (x, y) in [(a.max, b.max), (a.min, b.min), (a.sum, b.sum)] {
+                    assert!(ulp_close(x, y, 8), "{}", what());
+                }
+                continue;
+            }
             assert_eq!(
                 (
                     a.max.to_bits(),
@@ -53,16 +69,22 @@ fn check_pooling(
                     b.count_bad,
                     b.sum.to_bits(),
                 ),
-                "{name}: cell {c} pixel {i}: gpu {a:?} cpu {b:?}"
+                "{}",
+                what()
             );
         }
         assert_eq!(gpu.causal, r.causal, "{name}: causal detection");
         let cs = cpu::head_stats(&r.accum);
         let gs = gpu.stats[c];
         assert_eq!(
-            (gs.min, gs.max, gs.count, gs.bad_pixels),
-            (cs.min, cs.max, cs.count, cs.bad_pixels),
+            (gs.count, gs.bad_pixels),
+            (cs.count, cs.bad_pixels),
             "{name}: stats of cell {c}"
+        );
+        let ulps = if options.row_norm { 8 } else { 0 };
+        assert!(
+            ulp_close(gs.min, cs.min, ulps) && ulp_close(gs.max, cs.max, ulps),
+            "{name}: stats of cell {c}: gpu {gs:?} cpu {cs:?}"
         );
     }
     let mut off_by_one = 0;

@@ -79,3 +79,56 @@ fn window_screenshot_equals_render() {
         .unwrap();
     assert!(worst <= 1, "screenshot differs from render by {worst}");
 }
+
+#[test]
+fn zoomed_focus_shows_exact_entries_pooled_from_the_file() {
+    use attnviz::source::{write_tensor, ArraySource};
+    let dir = tempfile::tempdir().unwrap();
+    // A 1024² checkerboard: pooled to a 256-px cell, every pixel's max is 1 (all yellow); only
+    // the entries themselves show the pattern.
+    let a = ndarray::Array4::from_shape_fn((1, 1, 1024, 1024), |(_, _, q, k)| ((q + k) % 2) as f32);
+    let input = dir.path().join("checker.npy");
+    write_tensor(&ArraySource::from_f32("checker", &a), &input, &|_, _| {}).unwrap();
+    let shot = dir.path().join("zoom.png");
+    let mut cmd = Command::new("xvfb-run");
+    cmd.args(["-a", "-s", "-screen 0 1600x1200x24"]).args([
+        env!("CARGO_BIN_EXE_attnviz"),
+        "view",
+        input.to_str().unwrap(),
+        "--focus",
+        "1,1",
+        "--zoom",
+        "8",
+        "--size",
+        "400x300",
+        "--exit-after-frames",
+        "3",
+        "--stats",
+        "--screenshot",
+        shot.to_str().unwrap(),
+    ]);
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+        cmd.env("XDG_RUNTIME_DIR", std::env::temp_dir());
+    }
+    let o = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(stdout.contains("detail: 1 region(s)"), "{stdout}");
+    let img = image::open(&shot).unwrap().to_rgba8();
+    let lut = attnviz::Colormap::Viridis.packed();
+    let (lo, hi) = (lut[0].to_le_bytes(), lut[255].to_le_bytes());
+    // The window's centre: inside the cell, entries several pixels wide.
+    let (mut dark, mut bright) = (0, 0);
+    for y in 100..200 {
+        for x in 150..250 {
+            let p = img.get_pixel(x, y).0;
+            dark += (p == lo) as u32;
+            bright += (p == hi) as u32;
+        }
+    }
+    assert_eq!(dark + bright, 10_000, "only the two colours of the entries");
+    assert!(
+        dark > 4000 && bright > 4000,
+        "dark {dark}, bright {bright}: no checkerboard"
+    );
+}

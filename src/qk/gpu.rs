@@ -1,7 +1,8 @@
-//! The GPU side of [`QkSource`]: each block of query rows gets its softmax statistics
-//! (`row_stats`) and then its probabilities (`probabilities`, shaders/qk.wgsl), written straight
-//! into the pooling pass's input chunk and pooled in the same submission. Nothing larger than
-//! one chunk of probabilities ever exists; Q and K of one head are the only other inputs.
+//! The GPU side of [`QkSource`]: every query row of a head gets its softmax statistics first
+//! (`row_stats`, shaders/qk.wgsl); then each block of rows gets its probabilities
+//! (`probabilities`), written straight into the pooling pass's input chunk and pooled in the
+//! same submission. Nothing larger than one chunk of probabilities ever exists; Q and K of one
+//! head are the only other inputs.
 
 use std::collections::HashMap;
 use std::num::NonZeroU64;
@@ -22,6 +23,9 @@ use crate::source::{AttentionSource, DType};
 
 const QK_WGSL: &str = include_str!("../../shaders/qk.wgsl");
 const WG: u32 = 64;
+/// Query rows per `row_stats` dispatch: enough workgroups to fill a large GPU, few enough that
+/// one dispatch stays well under a display driver's watchdog on a long head.
+const STATS_ROWS: usize = 16384;
 
 /// Mirrors `QkParams` in `shaders/qk.wgsl`.
 #[repr(C)]
@@ -34,7 +38,9 @@ struct QkParams {
     diagonal: i32,
     scale: f32,
     out_offset: u32,
-    _pad: u32,
+    key_start: u32,
+    out_keys: u32,
+    _pad: [u32; 3],
 }
 
 const FLAG_CAUSAL: u32 = 1;
@@ -157,7 +163,9 @@ struct HeadPasses<'a> {
     kernels: Arc<Kernels>,
     d4: usize,
     rows: usize,
+    /// Keys in K, and the keys written out.
     keys: usize,
+    out_keys: usize,
     q: wgpu::Buffer,
     k: wgpu::Buffer,
     params: wgpu::Buffer,
@@ -179,7 +187,7 @@ impl<'a> HeadPasses<'a> {
         let device = &gpu.device;
         let d4 = src.dim().div_ceil(4);
         let rows = src.rows().len();
-        let keys = src.shape().keys;
+        let keys = src.all_keys();
         let max_binding = gpu.max_binding();
         let max_groups = gpu.limits.max_compute_workgroups_per_dimension as usize;
         for (what, n) in [("query rows", rows), ("keys", keys)] {
@@ -245,6 +253,7 @@ impl<'a> HeadPasses<'a> {
             d4,
             rows,
             keys,
+            out_keys: src.out_keys().len(),
             q,
             k,
             params,
@@ -254,10 +263,12 @@ impl<'a> HeadPasses<'a> {
                 row_start: 0,
                 keys: keys as u32,
                 flags: if src.causal() { FLAG_CAUSAL } else { 0 },
-                diagonal: src.diagonal() as i32,
+                diagonal: src.key_diagonal() as i32,
                 scale: src.scale() * std::f32::consts::LOG2_E,
                 out_offset: 0,
-                _pad: 0,
+                key_start: src.out_keys().start as u32,
+                out_keys: src.out_keys().len() as u32,
+                _pad: [0; 3],
             },
             loaded_q: None,
             loaded_k: None,
@@ -306,15 +317,9 @@ impl<'a> HeadPasses<'a> {
             .write_buffer(target, 0, bytemuck::cast_slice(data));
     }
 
-    /// Records both passes for computed rows `rows`, whose probabilities land in `out` from
-    /// element `out_offset` on. The parameters are written now and take effect at the next
-    /// submission, so each block must be submitted before the next is encoded.
-    fn encode_block(
-        &self,
-        encoder: &mut wgpu::CommandEncoder,
-        rows: Range<usize>,
-        out_offset: u32,
-    ) {
+    /// Writes the parameters for computed rows `rows`; they take effect at the next
+    /// submission, so work encoded with them must be submitted before they are written again.
+    fn set_rows(&self, rows: &Range<usize>, out_offset: u32) {
         let params = QkParams {
             rows: rows.len() as u32,
             row_start: rows.start as u32,
@@ -324,16 +329,46 @@ impl<'a> HeadPasses<'a> {
         self.gpu
             .queue
             .write_buffer(&self.params, 0, bytemuck::bytes_of(&params));
+    }
+
+    /// Computes the softmax statistics of computed rows `rows`, in dispatches over many rows
+    /// at once: one workgroup per 64 rows, so the whole GPU works on them (per block, a long
+    /// head would give it only a couple of workgroups).
+    fn row_stats(&self, rows: Range<usize>) {
+        for start in rows.clone().step_by(STATS_ROWS) {
+            let group = start..rows.end.min(start + STATS_ROWS);
+            self.set_rows(&group, 0);
+            let mut encoder = self.gpu.device.create_command_encoder(&Default::default());
+            {
+                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some("attnviz.qk.row_stats"),
+                    timestamp_writes: None,
+                });
+                pass.set_bind_group(0, &self.bind_group, &[]);
+                pass.set_pipeline(&self.kernels.row_stats);
+                pass.dispatch_workgroups((group.len() as u32).div_ceil(WG), 1, 1);
+            }
+            self.gpu.queue.submit([encoder.finish()]);
+        }
+    }
+
+    /// Records the probabilities of computed rows `rows` (their statistics already computed),
+    /// landing in `out` from element `out_offset` on; submit before the next call.
+    fn encode_block(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        rows: Range<usize>,
+        out_offset: u32,
+    ) {
+        self.set_rows(&rows, out_offset);
         let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-            label: Some("attnviz.qk.pass"),
+            label: Some("attnviz.qk.probabilities"),
             timestamp_writes: None,
         });
         pass.set_bind_group(0, &self.bind_group, &[]);
-        pass.set_pipeline(&self.kernels.row_stats);
-        pass.dispatch_workgroups((rows.len() as u32).div_ceil(WG), 1, 1);
         pass.set_pipeline(&self.kernels.probabilities);
         pass.dispatch_workgroups(
-            (self.keys as u32).div_ceil(WG),
+            (self.out_keys as u32).div_ceil(WG),
             (rows.len() as u32).div_ceil(WG),
             1,
         );
@@ -388,6 +423,7 @@ pub(crate) fn pool_qk(
         let total = (cells.len() * s.queries * s.keys * 4) as u64;
         for (i, &(layer, head)) in cells.iter().enumerate() {
             passes.load(src, layer, head)?;
+            passes.row_stats(0..s.queries);
             let mut row = 0;
             while row < s.queries {
                 let n = step.min(s.queries - row);
@@ -430,6 +466,7 @@ pub(crate) fn probabilities(
         });
         let mut passes = HeadPasses::new(gpu, pipes, src, &out)?;
         passes.load(src, layer, head)?;
+        passes.row_stats(rows.clone());
         let mut encoder = gpu.device.create_command_encoder(&Default::default());
         // The block's probabilities start at element 0 of `out`.
         passes.encode_block(&mut encoder, rows.clone(), 0);

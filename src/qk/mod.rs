@@ -14,6 +14,7 @@ pub mod synth;
 
 use std::ops::Range;
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::source::{self, AttentionSource, DType, OpenOptions, Shape};
@@ -36,8 +37,8 @@ pub struct QkOptions {
 /// Queries and keys of every layer and head, and the attention they define.
 pub struct QkSource {
     name: String,
-    q: Box<dyn AttentionSource>,
-    k: Box<dyn AttentionSource>,
+    q: Arc<dyn AttentionSource>,
+    k: Arc<dyn AttentionSource>,
     layers: usize,
     heads: usize,
     /// Query heads per key head (grouped-query attention; 1 for plain multi-head).
@@ -47,6 +48,8 @@ pub struct QkSource {
     keys: usize,
     total_queries: usize,
     rows: Range<usize>,
+    /// Keys whose probabilities are produced (the softmax still runs over every key).
+    out_keys: Range<usize>,
     causal: bool,
     scale: f32,
 }
@@ -111,6 +114,7 @@ impl QkSource {
         }
         Ok(QkSource {
             name: format!("{} × {}", q.name(), k.name()),
+            out_keys: 0..ks.queries,
             group: qs.heads / ks.heads,
             layers: qs.layers,
             heads: qs.heads,
@@ -120,8 +124,35 @@ impl QkSource {
             rows,
             causal: options.causal,
             scale,
-            q,
-            k,
+            q: Arc::from(q),
+            k: Arc::from(k),
+        })
+    }
+
+    /// The rectangle `rows` × `keys` (indices among this source's rows and keys) as a source
+    /// of its own, sharing Q and K: what the viewer recomputes when it zooms in. Rows keep
+    /// their positions for the mask and keys still normalize over the whole row.
+    pub fn region(&self, rows: Range<usize>, keys: Range<usize>) -> Result<QkSource> {
+        if rows.is_empty()
+            || keys.is_empty()
+            || rows.end > self.rows.len()
+            || keys.end > self.out_keys.len()
+        {
+            return Err(Error::BadOption(format!(
+                "{}: region {rows:?} x {keys:?} outside {}",
+                self.name,
+                self.shape()
+            )));
+        }
+        let first_row = self.rows.start + rows.start;
+        let first_key = self.out_keys.start + keys.start;
+        Ok(QkSource {
+            name: self.name.clone(),
+            q: self.q.clone(),
+            k: self.k.clone(),
+            rows: first_row..first_row + rows.len(),
+            out_keys: first_key..first_key + keys.len(),
+            ..*self
         })
     }
 
@@ -170,9 +201,24 @@ impl QkSource {
         head / self.group
     }
 
-    /// Key `k` is hidden from computed row `r` when `k > r + diagonal()`.
+    /// Output key `k` is hidden from computed row `r` when `k > r + diagonal()`.
     pub fn diagonal(&self) -> i64 {
+        self.key_diagonal() - self.out_keys.start as i64
+    }
+
+    /// Key `k` (an index into K) is hidden from computed row `r` when `k > r + key_diagonal()`.
+    pub fn key_diagonal(&self) -> i64 {
         self.rows.start as i64 + self.keys as i64 - self.total_queries as i64
+    }
+
+    /// Keys whose probabilities are produced, as indices into K.
+    pub fn out_keys(&self) -> Range<usize> {
+        self.out_keys.clone()
+    }
+
+    /// Keys in K (the softmax runs over all of them).
+    pub fn all_keys(&self) -> usize {
+        self.keys
     }
 
     /// Rows `rows` (indices into Q) of query head (`layer`, `head`), as f32.
@@ -186,7 +232,7 @@ impl QkSource {
     }
 
     /// Reference probabilities of computed rows `rows` in f64, written as f32 into `out`
-    /// (`rows.len() × keys`). Scores and the softmax are accumulated in f64, so this is the
+    /// (`rows.len()` rows of the produced keys). Scores and the softmax are accumulated in f64, so this is the
     /// yardstick the f32 GPU kernels are measured against.
     pub fn probabilities_cpu(
         &self,
@@ -196,12 +242,21 @@ impl QkSource {
         out: &mut [f32],
     ) -> Result<()> {
         let (d, n) = (self.dim, self.keys);
-        assert_eq!(out.len(), rows.len() * n, "output holds the requested rows");
+        let width = self.out_keys.len();
+        assert_eq!(
+            out.len(),
+            rows.len() * width,
+            "output holds the requested rows"
+        );
         let first = self.rows.start + rows.start;
         let q = self.queries_f32(layer, head, first..first + rows.len())?;
         let k = self.keys_f32(layer, head)?;
         let mut scores = vec![0f64; n];
-        for (i, (qrow, orow)) in q.chunks_exact(d).zip(out.chunks_exact_mut(n)).enumerate() {
+        for (i, (qrow, orow)) in q
+            .chunks_exact(d)
+            .zip(out.chunks_exact_mut(width))
+            .enumerate()
+        {
             let visible = self.visible_keys(rows.start + i);
             let mut max = f64::NEG_INFINITY;
             for (s, krow) in scores[..visible].iter_mut().zip(k.chunks_exact(d)) {
@@ -214,18 +269,21 @@ impl QkSource {
                 max = max.max(*s);
             }
             let total: f64 = scores[..visible].iter().map(|s| (s - max).exp()).sum();
-            for (o, s) in orow.iter_mut().zip(&scores[..visible]) {
-                *o = ((s - max).exp() / total) as f32;
+            for (o, k) in orow.iter_mut().zip(self.out_keys.clone()) {
+                *o = if k < visible {
+                    ((scores[k] - max).exp() / total) as f32
+                } else {
+                    0.0
+                };
             }
-            orow[visible..].fill(0.0);
         }
         Ok(())
     }
 
-    /// How many leading keys computed row `r` sees.
+    /// How many leading keys of K computed row `r` sees.
     fn visible_keys(&self, r: usize) -> usize {
         if self.causal {
-            (r as i64 + self.diagonal() + 1).clamp(0, self.keys as i64) as usize
+            (r as i64 + self.key_diagonal() + 1).clamp(0, self.keys as i64) as usize
         } else {
             self.keys
         }
@@ -257,7 +315,7 @@ impl AttentionSource for QkSource {
             layers: self.layers,
             heads: self.heads,
             queries: self.rows.len(),
-            keys: self.keys,
+            keys: self.out_keys.len(),
         }
     }
 
@@ -277,8 +335,8 @@ impl AttentionSource for QkSource {
             row_start,
             dst.len(),
         )?;
-        let rows = dst.len() / (self.keys * 4);
-        let mut values = vec![0f32; rows * self.keys];
+        let rows = dst.len() / (self.out_keys.len() * 4);
+        let mut values = vec![0f32; rows * self.out_keys.len()];
         self.probabilities_cpu(layer, head, row_start..row_start + rows, &mut values)?;
         dst.copy_from_slice(bytemuck::cast_slice(&values));
         Ok(())
@@ -424,6 +482,42 @@ mod tests {
         part.probabilities_cpu(0, 0, 0..2, &mut b).unwrap();
         assert_eq!(&a[40..56], &b[..]);
         assert_eq!(part.shape().queries, 2);
+    }
+
+    #[test]
+    fn regions_are_slices_of_the_full_rows() {
+        let causal = QkOptions {
+            causal: true,
+            ..Default::default()
+        };
+        let full = QkSource::new(
+            array("q", 1, 1, 9, 4, 5),
+            array("k", 1, 1, 12, 4, 6),
+            &causal,
+        )
+        .unwrap();
+        let part = full.region(3..7, 5..11).unwrap();
+        assert_eq!(part.shape().queries, 4);
+        assert_eq!(part.shape().keys, 6);
+        let (mut a, mut b) = (vec![0f32; 9 * 12], vec![0f32; 4 * 6]);
+        full.probabilities_cpu(0, 0, 0..9, &mut a).unwrap();
+        part.probabilities_cpu(0, 0, 0..4, &mut b).unwrap();
+        for r in 0..4 {
+            assert_eq!(
+                &b[r * 6..r * 6 + 6],
+                &a[(3 + r) * 12 + 5..(3 + r) * 12 + 11]
+            );
+        }
+        // The mask follows, in the region's own coordinates.
+        for (r, row) in b.chunks(6).enumerate() {
+            for (c, &p) in row.iter().enumerate() {
+                assert_eq!(
+                    p == 0.0,
+                    c as i64 > r as i64 + part.diagonal(),
+                    "({r}, {c})"
+                );
+            }
+        }
     }
 
     #[test]

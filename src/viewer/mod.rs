@@ -1,10 +1,12 @@
 //! The real-time viewer: the same scene the exporter draws, on a window surface, with pan, zoom
 //! and recolouring. One engine, two targets: only the final render target differs.
 
+mod detail;
 mod inspect;
 mod transform;
 
 use std::path::PathBuf;
+use std::sync::mpsc::{channel, Receiver, Sender};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -14,14 +16,17 @@ use winit::event_loop::{ActiveEventLoop, ControlFlow, EventLoop};
 use winit::keyboard::{Key, NamedKey};
 use winit::window::{Window, WindowId};
 
+pub use detail::{readout, visible_region, Region, RegionSource};
 pub use inspect::{bin_at, read_bin, Bin};
 pub use transform::ViewTransform;
 
+use crate::colorize::ColorizedCells;
 use crate::colormap::Colormap;
-use crate::compose::{ComposePipeline, FigureQuads, Quad};
+use crate::compose::{ComposePipeline, Compositor, FigureQuads, Quad, KIND_CELL};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
 use crate::norm::{Norm, Reduce};
+use crate::pool::{Causal, PoolOptions, PooledCells};
 use crate::render::{Engine, RenderOptions, Scene};
 use crate::source::AttentionSource;
 
@@ -37,6 +42,12 @@ pub struct ViewerOptions {
     pub size: Option<(u32, u32)>,
     /// One token per line: the hover readout names the query and key tokens.
     pub tokens: Option<Vec<String>>,
+    /// Start in focus mode on this (layer, head), 0-based.
+    pub focus: Option<(usize, usize)>,
+    /// Then zoom by this factor about the window's centre.
+    pub zoom: Option<f64>,
+    /// Pan by (dx, dy) window pixels every frame (scripted panning, for benchmarks).
+    pub pan_per_frame: Option<(f64, f64)>,
 }
 
 /// What a viewer session measured.
@@ -46,6 +57,12 @@ pub struct ViewerReport {
     pub frames: u64,
     /// Seconds per frame, from acquiring the surface texture to presenting it.
     pub frame_times: Vec<f64>,
+    /// Seconds from `run` to the first frame presented.
+    pub first_frame: f64,
+    /// Detail regions pooled from the source and shown, and the seconds from request to
+    /// arrival of the last one.
+    pub details: u64,
+    pub last_detail: Option<f64>,
 }
 
 impl ViewerReport {
@@ -63,23 +80,43 @@ impl ViewerReport {
 
 /// Opens a window on `source` and runs until it is closed (or `exit_after_frames`).
 pub fn run(source: &dyn AttentionSource, options: ViewerOptions) -> Result<ViewerReport> {
-    let event_loop =
-        EventLoop::new().map_err(|e| Error::NoAdapter(format!("cannot open a window: {e}")))?;
-    let mut app = App {
-        source,
-        options,
-        state: None,
-        error: None,
-        report: None,
-    };
-    event_loop
-        .run_app(&mut app)
-        .map_err(|e| Error::Gpu(format!("window event loop: {e}")))?;
-    if let Some(e) = app.error {
-        return Err(e);
-    }
-    app.report
-        .ok_or_else(|| Error::NoAdapter("the window closed before it was drawn".into()))
+    let started = Instant::now();
+    let event_loop = EventLoop::with_user_event()
+        .build()
+        .map_err(|e| Error::NoAdapter(format!("cannot open a window: {e}")))?;
+    let proxy = event_loop.create_proxy();
+    let (jobs, job_rx) = channel();
+    let (reply_tx, replies) = channel();
+    let tokens = options.tokens.clone();
+    std::thread::scope(|scope| {
+        // Reads for the hover readout and the zoomed detail happen here, never on the
+        // window's thread.
+        scope.spawn(move || {
+            detail::worker(source, tokens.as_deref(), job_rx, reply_tx, || {
+                let _ = proxy.send_event(());
+            })
+        });
+        let mut app = App {
+            source,
+            options,
+            state: None,
+            error: None,
+            report: None,
+            jobs: Some(jobs),
+            replies,
+            started,
+        };
+        let run = event_loop.run_app(&mut app);
+        // Ends the worker, which the scope then joins.
+        app.jobs = None;
+        run.map_err(|e| Error::Gpu(format!("window event loop: {e}")))?;
+        if let Some(e) = app.error {
+            return Err(e);
+        }
+        app.report
+            .take()
+            .ok_or_else(|| Error::NoAdapter("the window closed before it was drawn".into()))
+    })
 }
 
 struct App<'s> {
@@ -88,13 +125,24 @@ struct App<'s> {
     state: Option<State>,
     error: Option<Error>,
     report: Option<ViewerReport>,
+    jobs: Option<Sender<detail::Job>>,
+    replies: Receiver<detail::Reply>,
+    started: Instant,
+}
+
+/// A region of the focused head pooled at screen resolution, drawn over its cell.
+struct DetailLayer {
+    region: Region,
+    pooled: PooledCells,
+    colors: ColorizedCells,
+    compositor: Compositor,
 }
 
 struct State {
     window: Arc<Window>,
     surface: wgpu::Surface<'static>,
     config: wgpu::SurfaceConfiguration,
-    engine: Engine,
+    engine: Arc<Engine>,
     scene: Scene,
     pipe: ComposePipeline,
     view: ViewTransform,
@@ -111,6 +159,18 @@ struct State {
     title: String,
     frames: u64,
     frame_times: Vec<f64>,
+    first_frame: Option<f64>,
+    /// Where the worker's requests go.
+    jobs: Option<Sender<detail::Job>>,
+    /// The detail asked for last, and when.
+    wanted: Option<(Region, Instant)>,
+    detail: Option<DetailLayer>,
+    details: u64,
+    last_detail: Option<f64>,
+    /// Most magnification allowed: an entry of the longest axis spans 64 pixels.
+    max_scale: f64,
+    /// (queries, keys) of every head.
+    source_shape: (usize, usize),
 }
 
 impl State {
@@ -134,7 +194,7 @@ impl State {
             .create_surface(window.clone())
             .map_err(|e| Error::NoAdapter(format!("cannot draw into the window: {e}")))?;
         let gpu = Gpu::for_surface(instance, &surface)?;
-        let engine = Engine::new(gpu);
+        let engine = Arc::new(Engine::new(gpu));
         let scene = engine.scene(source, &options.render)?;
         let figure = (scene.width(), scene.height());
         let size = options
@@ -167,6 +227,10 @@ impl State {
         } else {
             ViewTransform::fit(figure, size)
         };
+        let g = scene.plan.geometry;
+        let s = source.shape();
+        let max_scale =
+            64.0 * (s.keys as f64 / g.display_w as f64).max(s.queries as f64 / g.display_h as f64);
         let mut state = State {
             window,
             surface,
@@ -184,9 +248,154 @@ impl State {
             title: format!("attnviz: {}", source.name()),
             frames: 0,
             frame_times: Vec::new(),
+            first_frame: None,
+            jobs: None,
+            wanted: None,
+            detail: None,
+            details: 0,
+            last_detail: None,
+            max_scale,
+            source_shape: (s.queries, s.keys),
         };
         state.set_view(view);
         Ok(state)
+    }
+
+    fn send(&self, job: detail::Job) {
+        if let Some(jobs) = &self.jobs {
+            let _ = jobs.send(job);
+        }
+    }
+
+    /// Asks the worker for the focused head's visible region at screen resolution when the
+    /// view magnifies it past the resident pooling (not with `--norm row`, which normalizes
+    /// whole rows while pooling).
+    fn request_detail(&mut self) {
+        let region = self.focus.and_then(|cell| {
+            let s = &self.scene;
+            if s.plan.pool.row_norm {
+                return None;
+            }
+            let shape = (s.pooled.geometry, s.plan.layout.cells.get(cell)?);
+            let (queries, keys) = (self.source_shape.0, self.source_shape.1);
+            visible_region(
+                cell,
+                shape.1,
+                &shape.0,
+                queries,
+                keys,
+                &self.view,
+                self.window_size(),
+            )
+        });
+        match region {
+            None => {
+                self.wanted = None;
+                self.detail = None;
+            }
+            Some(r) => {
+                if self.wanted.as_ref().is_some_and(|(w, _)| *w == r)
+                    || self.detail.as_ref().is_some_and(|d| d.region == r)
+                {
+                    return;
+                }
+                let options = PoolOptions {
+                    causal: if self.scene.pooled.causal {
+                        Causal::On
+                    } else {
+                        Causal::Off
+                    },
+                    ..self.scene.plan.pool
+                };
+                self.send(detail::Job::Detail(r.clone(), options));
+                self.wanted = Some((r, Instant::now()));
+            }
+        }
+        self.place_detail();
+    }
+
+    /// A pooled region arrived: colour it like its cell and draw it from the next frame on.
+    fn show_detail(&mut self, region: Region, pooled: PooledCells) -> Result<()> {
+        let Some((wanted, asked)) = &self.wanted else {
+            return Ok(());
+        };
+        if *wanted != region {
+            return Ok(());
+        }
+        self.last_detail = Some(asked.elapsed().as_secs_f64());
+        self.details += 1;
+        let gpu = &self.engine.gpu;
+        let pipe = self.engine.colorize_pipeline();
+        let colors = ColorizedCells::new(gpu, pipe, &pooled);
+        let s = &self.scene;
+        colors.update(
+            gpu,
+            pipe,
+            &pooled,
+            &[s.ranges[region.cell]],
+            s.reduce,
+            s.colormap,
+        )?;
+        let (w, h) = region.size;
+        let quads = FigureQuads {
+            quads: vec![Quad {
+                rect: [0, 0, w as i32, h as i32],
+                kind: KIND_CELL,
+                src: 0,
+                src_size: w | (h << 16),
+                color: 0,
+            }],
+            draws: std::iter::once(0..1).collect(),
+            atlas: crate::text::Atlas::pack(&[]),
+            width: w,
+            height: h,
+            background: s.quads.background,
+        };
+        let compositor = Compositor::new(gpu, &self.pipe, &quads, &colors, &pooled);
+        self.detail = Some(DetailLayer {
+            region,
+            pooled,
+            colors,
+            compositor,
+        });
+        self.place_detail();
+        Ok(())
+    }
+
+    /// Moves the detail layer's quad to where its region is under the current view.
+    fn place_detail(&mut self) {
+        let Some(d) = &self.detail else { return };
+        let (x0, y0, x1, y1) = d.region.figure_rect;
+        let (a, b) = (self.view.to_window((x0, y0)), self.view.to_window((x1, y1)));
+        let (w, h) = d.region.size;
+        let quad = Quad {
+            rect: [
+                a.0.round() as i32,
+                a.1.round() as i32,
+                ((b.0.round() - a.0.round()) as i32).max(1),
+                ((b.1.round() - a.1.round()) as i32).max(1),
+            ],
+            kind: KIND_CELL,
+            src: 0,
+            src_size: w | (h << 16),
+            color: 0,
+        };
+        d.compositor.set_quads(&self.engine.gpu, &[quad]);
+        self.window.request_redraw();
+    }
+
+    /// Recolours the detail layer after the scene was recoloured.
+    fn recolor_detail(&mut self) -> Result<()> {
+        let Some(d) = &self.detail else { return Ok(()) };
+        let s = &self.scene;
+        d.colors.update(
+            &self.engine.gpu,
+            self.engine.colorize_pipeline(),
+            &d.pooled,
+            &[s.ranges[d.region.cell]],
+            s.reduce,
+            s.colormap,
+        )
     }
 
     fn figure(&self) -> (u32, u32) {
@@ -204,6 +413,7 @@ impl State {
             .compositor
             .set_quads(&self.engine.gpu, &self.quads);
         self.window.request_redraw();
+        self.request_detail();
     }
 
     fn resize(&mut self, w: u32, h: u32) {
@@ -215,6 +425,7 @@ impl State {
         self.surface
             .configure(&self.engine.gpu.device, &self.config);
         self.window.request_redraw();
+        self.request_detail();
     }
 
     fn draw(&mut self) -> Result<()> {
@@ -244,6 +455,15 @@ impl State {
                 &target,
                 self.window_size(),
             )?;
+            if let Some(d) = &self.detail {
+                d.compositor.draw_over(
+                    gpu,
+                    &self.pipe,
+                    &mut encoder,
+                    &target,
+                    self.window_size(),
+                )?;
+            }
             gpu.queue.submit([encoder.finish()]);
             Ok(())
         })?;
@@ -263,7 +483,8 @@ impl State {
             height: h,
             ..self.scene.quads.clone()
         };
-        let rgba = self.engine.export_quads(&self.scene, &figure)?;
+        let overlay = self.detail.as_ref().map(|d| &d.compositor);
+        let rgba = self.engine.export_quads(&self.scene, &figure, overlay)?;
         crate::export::write_png(path, w, h, &rgba)
     }
 
@@ -290,56 +511,45 @@ impl State {
         })
     }
 
-    /// Updates the readout (in the title bar) when the entry under the cursor changes.
-    fn hover(&mut self, source: &dyn AttentionSource, tokens: Option<&[String]>) -> Result<()> {
-        let s = source.shape();
+    /// Asks the worker for the readout (shown in the title bar) when the entry under the
+    /// cursor changes; reading the source never happens on this thread.
+    fn hover(&mut self, source: &dyn AttentionSource) {
         let bin = bin_at(
             &self.scene.plan.layout,
             &self.scene.plan.geometry,
-            s.queries,
-            s.keys,
+            self.source_shape.0,
+            self.source_shape.1,
             self.view.to_figure(self.cursor),
         );
         if bin == self.hovered {
-            return Ok(());
+            return;
         }
-        let text = match &bin {
-            None => format!("attnviz: {}", source.name()),
-            Some(b) => {
-                let token = |i: usize| {
-                    tokens
-                        .and_then(|t| t.get(i))
-                        .map(|t| format!(" '{t}'"))
-                        .unwrap_or_default()
-                };
-                let at = match read_bin(source, b, self.scene.reduce)? {
-                    None => "no finite value".to_string(),
-                    Some((v, (q, k))) if b.queries.len() * b.keys.len() == 1 => {
-                        format!("q {q}{} k {k}{} = {v:.6e}", token(q), token(k))
-                    }
-                    Some((v, (q, k))) => format!(
-                        "q {}..{} k {}..{}: {} {v:.6e}{}",
-                        b.queries.start,
-                        b.queries.end,
-                        b.keys.start,
-                        b.keys.end,
-                        self.scene.reduce.name(),
-                        if self.scene.reduce == Reduce::Mean {
-                            String::new()
-                        } else {
-                            format!(" at q {q}{} k {k}{}", token(q), token(k))
-                        }
-                    ),
-                };
-                format!("l = {} h = {}  {at}", b.layer + 1, b.head + 1)
-            }
-        };
+        match &bin {
+            None => self.set_title(format!("attnviz: {}", source.name())),
+            Some(b) => self.send(detail::Job::Hover(b.clone(), self.scene.reduce)),
+        }
         self.hovered = bin;
+    }
+
+    fn set_title(&mut self, text: String) {
         if text != self.title {
             self.window.set_title(&text);
             self.title = text;
         }
-        Ok(())
+    }
+
+    /// Takes what the worker finished.
+    fn receive(&mut self, reply: detail::Reply) -> Result<()> {
+        match reply {
+            detail::Reply::Hover(bin, text) => {
+                if self.hovered.as_ref() == Some(&bin) {
+                    self.set_title(text);
+                }
+                Ok(())
+            }
+            detail::Reply::Detail(region, pooled) => self.show_detail(region, pooled),
+            detail::Reply::Failed(e) => Err(e),
+        }
     }
 
     /// Moves the focus by (heads, layers) within the grid.
@@ -382,12 +592,14 @@ impl State {
                         .unwrap_or(0);
                     let next = Colormap::ALL[(i + 1) % Colormap::ALL.len()];
                     self.engine.recolor(s, s.norm, s.reduce, next)?;
+                    self.recolor_detail()?;
                 }
                 "n" if s.norm != Norm::Row => {
                     let cycle = [Norm::Head, Norm::Layer, Norm::Global, Norm::None];
                     let i = cycle.iter().position(|&n| n == s.norm).unwrap_or(0);
                     self.engine
                         .recolor(s, cycle[(i + 1) % cycle.len()], s.reduce, s.colormap)?;
+                    self.recolor_detail()?;
                 }
                 "r" => {
                     let next = if s.reduce == Reduce::Max {
@@ -396,6 +608,10 @@ impl State {
                         Reduce::Max
                     };
                     self.engine.recolor(s, s.norm, next, s.colormap)?;
+                    // Max and mean pool differently: the detail is pooled anew.
+                    self.detail = None;
+                    self.wanted = None;
+                    self.request_detail();
                 }
                 "0" => {
                     let focus = self.focus;
@@ -414,13 +630,52 @@ impl State {
     }
 }
 
-impl ApplicationHandler for App<'_> {
+impl ApplicationHandler<()> for App<'_> {
+    /// The worker finished something: take every reply waiting.
+    fn user_event(&mut self, event_loop: &ActiveEventLoop, _: ()) {
+        let Some(state) = self.state.as_mut() else {
+            return;
+        };
+        while let Ok(reply) = self.replies.try_recv() {
+            if let Err(e) = state.receive(reply) {
+                self.error = Some(e);
+                event_loop.exit();
+                return;
+            }
+        }
+    }
+
     fn resumed(&mut self, event_loop: &ActiveEventLoop) {
         if self.state.is_some() {
             return;
         }
         match State::new(event_loop, self.source, &self.options) {
-            Ok(s) => self.state = Some(s),
+            Ok(mut s) => {
+                s.jobs = self.jobs.clone();
+                s.send(detail::Job::Start(s.engine.clone()));
+                if let Some((layer, head)) = self.options.focus {
+                    let cell = s.scene.plan.cells.iter().position(|&c| c == (layer, head));
+                    match cell {
+                        Some(c) => s.focus_on(Some(c)),
+                        None => {
+                            self.error = Some(Error::BadOption(format!(
+                                "--focus {},{}: that head is not among the selected cells",
+                                layer + 1,
+                                head + 1
+                            )));
+                            event_loop.exit();
+                        }
+                    }
+                }
+                if let Some(z) = self.options.zoom {
+                    let (w, h) = s.window_size();
+                    let view =
+                        s.view
+                            .zoom_about_within((w as f64 / 2.0, h as f64 / 2.0), z, s.max_scale);
+                    s.set_view(view);
+                }
+                self.state = Some(s);
+            }
             Err(e) => {
                 self.error = Some(e);
                 event_loop.exit();
@@ -452,12 +707,16 @@ impl ApplicationHandler for App<'_> {
                         MouseScrollDelta::LineDelta(_, y) => y as f64,
                         MouseScrollDelta::PixelDelta(p) => p.y / 40.0,
                     };
-                    let view = state.view.zoom_about(state.cursor, 1.2f64.powf(steps));
+                    let view = state.view.zoom_about_within(
+                        state.cursor,
+                        1.2f64.powf(steps),
+                        state.max_scale,
+                    );
                     state.set_view(view);
                 }
                 WindowEvent::CursorMoved { position, .. } => {
                     state.cursor = (position.x, position.y);
-                    state.hover(self.source, self.options.tokens.as_deref())?;
+                    state.hover(self.source);
                     if let Some(last) = state.dragging {
                         let delta = (position.x - last.0, position.y - last.1);
                         let view = state
@@ -488,6 +747,15 @@ impl ApplicationHandler for App<'_> {
                 }
                 WindowEvent::RedrawRequested => {
                     state.draw()?;
+                    if state.first_frame.is_none() {
+                        state.first_frame = Some(self.started.elapsed().as_secs_f64());
+                    }
+                    if let Some(delta) = self.options.pan_per_frame {
+                        let view = state
+                            .view
+                            .pan(delta, state.figure(), state.window_size(), 32.0);
+                        state.set_view(view);
+                    }
                     if let Some(n) = self.options.exit_after_frames {
                         if state.frames >= n {
                             return Ok(true);
@@ -502,6 +770,27 @@ impl ApplicationHandler for App<'_> {
         match result {
             Ok(false) => {}
             Ok(true) => {
+                // A scripted run waits for the detail it asked for, so its screenshot shows
+                // what a user would see a moment later, every time.
+                if self.options.exit_after_frames.is_some() {
+                    while state.wanted.is_some()
+                        && state.detail.as_ref().map(|d| &d.region)
+                            != state.wanted.as_ref().map(|w| &w.0)
+                    {
+                        match self
+                            .replies
+                            .recv_timeout(std::time::Duration::from_secs(120))
+                        {
+                            Ok(reply) => {
+                                if let Err(e) = state.receive(reply) {
+                                    self.error = Some(e);
+                                    break;
+                                }
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                }
                 if let Some(path) = &self.options.screenshot {
                     if let Err(e) = state.screenshot(path) {
                         self.error = Some(e);
@@ -511,6 +800,9 @@ impl ApplicationHandler for App<'_> {
                     adapter: state.engine.gpu.describe(),
                     frames: state.frames,
                     frame_times: std::mem::take(&mut state.frame_times),
+                    first_frame: state.first_frame.unwrap_or(0.0),
+                    details: state.details,
+                    last_detail: state.last_detail,
                 });
                 event_loop.exit();
             }

@@ -68,7 +68,18 @@ impl ViewTransform {
 
     /// Multiplies the zoom by `factor` keeping the figure point under `cursor` fixed.
     pub fn zoom_about(&self, cursor: (f64, f64), factor: f64) -> ViewTransform {
-        let scale = (self.scale * factor).clamp(MIN_SCALE, MAX_SCALE);
+        self.zoom_about_within(cursor, factor, MAX_SCALE)
+    }
+
+    /// [`Self::zoom_about`] up to `max_scale` (at least [`MAX_SCALE`]): long heads need more
+    /// magnification before one entry covers many pixels.
+    pub fn zoom_about_within(
+        &self,
+        cursor: (f64, f64),
+        factor: f64,
+        max_scale: f64,
+    ) -> ViewTransform {
+        let scale = (self.scale * factor).clamp(MIN_SCALE, max_scale.max(MAX_SCALE));
         let anchor = self.to_figure(cursor);
         ViewTransform {
             scale,
