@@ -201,13 +201,16 @@ def view(
     batch=0,
     tokens=None,
     size=None,
+    focus=None,
+    zoom=None,
     exit_after_frames=None,
     screenshot=None,
 ):
     """Opens the interactive viewer on ``attn`` and blocks until its window is closed.
 
     Takes the inputs and options of :func:`render`, plus ``tokens`` (one string per token, named
-    in the hover readout), ``size`` ((width, height) of the window), ``exit_after_frames`` and
+    in the hover readout), ``size`` ((width, height) of the window), ``focus`` ((layer, head),
+    1-based: open on that head), ``zoom`` (then zoom by this factor), ``exit_after_frames`` and
     ``screenshot`` (a PNG of the last frame). Returns ``{"adapter", "frames", "frame_ms"}``
     (frame time min, median, p99).
 
@@ -223,6 +226,8 @@ def view(
         norm, colormap, reduce, cell, _causal(causal), colorbar,
         None if tokens is None else [str(t) for t in tokens],
         None if size is None else (int(size[0]), int(size[1])),
+        None if focus is None else (_int(focus[0], "focus"), _int(focus[1], "focus")),
+        None if zoom is None else float(zoom),
         exit_after_frames,
         None if screenshot is None else os.fspath(screenshot),
     )

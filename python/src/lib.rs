@@ -458,7 +458,7 @@ fn _write_png(py: Python<'_>, path: PathBuf, image: PyReadonlyArrayDyn<'_, u8>) 
 /// Opens the viewer window on the arrays and blocks until it is closed. Returns (adapter,
 /// frames drawn, (min, median, p99) frame time in ms).
 #[pyfunction]
-#[pyo3(signature = (arrays, stacked, bf16, name, layers, heads, norm, colormap, reduce, cell, causal, colorbar, tokens, size, exit_after_frames, screenshot))]
+#[pyo3(signature = (arrays, stacked, bf16, name, layers, heads, norm, colormap, reduce, cell, causal, colorbar, tokens, size, focus, zoom, exit_after_frames, screenshot))]
 #[allow(clippy::too_many_arguments)]
 fn _view<'py>(
     py: Python<'py>,
@@ -476,6 +476,8 @@ fn _view<'py>(
     colorbar: bool,
     tokens: Option<Vec<String>>,
     size: Option<(u32, u32)>,
+    focus: Option<(i64, i64)>,
+    zoom: Option<f64>,
     exit_after_frames: Option<u64>,
     screenshot: Option<PathBuf>,
 ) -> PyResult<(String, u64, (f64, f64, f64))> {
@@ -493,6 +495,18 @@ fn _view<'py>(
              its event loop): restart the kernel, or call it in a new process",
         ));
     }
+    let focus = match focus {
+        None => None,
+        Some((l, h)) if l >= 1 && h >= 1 => Some((l as usize - 1, h as usize - 1)),
+        Some((l, h)) => {
+            return Err(PyValueError::new_err(format!(
+                "focus ({l}, {h}): layer and head are 1-based integers"
+            )))
+        }
+    };
+    if zoom.is_some_and(|z| !(z.is_finite() && z > 0.0)) {
+        return Err(PyValueError::new_err("zoom must be a positive number"));
+    }
     let input = Input::new(name, &arrays, stacked, bf16)?;
     let source = input.source()?;
     let options = attnviz::viewer::ViewerOptions {
@@ -501,6 +515,9 @@ fn _view<'py>(
         screenshot,
         size,
         tokens,
+        focus,
+        zoom,
+        ..Default::default()
     };
     let report = py
         .detach(|| {
