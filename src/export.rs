@@ -149,21 +149,29 @@ fn parent_dir(path: &Path) -> &Path {
 /// Writes RGBA8 pixels as a PNG, atomically: a temp file in the same folder is renamed over
 /// `path` only once complete, and removed on any failure.
 pub fn write_png(path: &Path, width: u32, height: u32, rgba: &[u8]) -> Result<()> {
-    write_atomic(path, |file| {
-        let encoder = image::codecs::png::PngEncoder::new_with_quality(
-            file,
-            image::codecs::png::CompressionType::Fast,
-            image::codecs::png::FilterType::Adaptive,
-        );
-        image::ImageEncoder::write_image(
-            encoder,
-            rgba,
-            width,
-            height,
-            image::ExtendedColorType::Rgba8,
-        )
-        .map_err(std::io::Error::other)
-    })
+    write_atomic(path, |file| encode_png(file, width, height, rgba))
+}
+
+/// Encodes RGBA8 pixels as PNG into any writer (files, and the bytes a notebook shows).
+pub fn encode_png(
+    out: impl std::io::Write,
+    width: u32,
+    height: u32,
+    rgba: &[u8],
+) -> std::io::Result<()> {
+    let encoder = image::codecs::png::PngEncoder::new_with_quality(
+        out,
+        image::codecs::png::CompressionType::Fast,
+        image::codecs::png::FilterType::Adaptive,
+    );
+    image::ImageEncoder::write_image(
+        encoder,
+        rgba,
+        width,
+        height,
+        image::ExtendedColorType::Rgba8,
+    )
+    .map_err(std::io::Error::other)
 }
 
 /// Runs `write` on a temp file beside `path` and renames it into place.

@@ -12,7 +12,7 @@ mod write;
 
 use std::path::Path;
 
-pub use array::ArraySource;
+pub use array::{ArraySource, SliceSource};
 pub use demo::DemoModel;
 pub use file::FileTensor;
 pub(crate) use synth::unit;

@@ -36,12 +36,7 @@ pub(crate) fn open(path: &Path) -> Result<FileTensor> {
 /// Validates an `.npy` file from its first bytes (at least the header) and its length.
 pub fn parse(prefix: &[u8], file_len: u64) -> Result<TensorLayout, String> {
     let header = parse_header(prefix)?;
-    let shape = Shape::from_dims(&header.dims).ok_or_else(|| {
-        format!(
-            "array has {} dimensions (expected 2 to 4: (Q,K), (H,Q,K) or (L,H,Q,K))",
-            header.dims.len()
-        )
-    })?;
+    let shape = shape_from_dims(&header.dims)?;
     let data_len = data_bytes(&header.dims, header.dtype).ok_or("declared shape overflows")?;
     let expected = (header.data_offset as u64)
         .checked_add(data_len)
@@ -72,6 +67,44 @@ pub fn parse(prefix: &[u8], file_len: u64) -> Result<TensorLayout, String> {
 pub fn data_bytes(dims: &[usize], dtype: DType) -> Option<u64> {
     dims.iter()
         .try_fold(dtype.size() as u64, |acc, &d| acc.checked_mul(d as u64))
+}
+
+/// The dtype of a numpy type string such as `<f4`. Public so that arrays handed over in memory
+/// (the Python bindings) are judged, and refused, in the same words as a saved `.npy`.
+pub fn dtype_from_descr(descr: &str) -> Result<DType, String> {
+    match descr {
+        "<f4" => Ok(DType::F32),
+        "<f2" => Ok(DType::F16),
+        ">f4" | ">f2" => Err(format!(
+            "big-endian dtype '{descr}' is not supported (save with arr.astype('<f4'))"
+        )),
+        "<f8" | ">f8" => {
+            Err("dtype float64 ('<f8') is not supported (save with arr.astype('float32'))".into())
+        }
+        other if other.contains('O') => Err("object dtype is not supported".into()),
+        other => Err(format!(
+            "dtype '{other}' is not supported (expected '<f4' float32 or '<f2' float16)"
+        )),
+    }
+}
+
+/// The (L, H, Q, K) shape of an array of `dims`, or why it is not attention; see
+/// [`dtype_from_descr`] for why it is public.
+pub fn shape_from_dims(dims: &[usize]) -> Result<Shape, String> {
+    check_not_empty(dims)?;
+    Shape::from_dims(dims).ok_or_else(|| {
+        format!(
+            "array has {} dimensions (expected 2 to 4: (Q,K), (H,Q,K) or (L,H,Q,K))",
+            dims.len()
+        )
+    })
+}
+
+fn check_not_empty(dims: &[usize]) -> Result<(), String> {
+    match dims.iter().position(|&d| d == 0) {
+        Some(i) => Err(format!("dimension {i} of shape {dims:?} is empty")),
+        None => Ok(()),
+    }
 }
 
 /// Parses the magic, version, length and dict of an `.npy` header from the first bytes of a file.
@@ -132,32 +165,11 @@ pub fn parse_header(bytes: &[u8]) -> Result<Header, String> {
     let descr = descr.ok_or("header has no 'descr'")?;
     let fortran = fortran.ok_or("header has no 'fortran_order'")?;
     let dims = shape.ok_or("header has no 'shape'")?;
-    let dtype = match descr.as_str() {
-        "<f4" => DType::F32,
-        "<f2" => DType::F16,
-        ">f4" | ">f2" => {
-            return Err(format!(
-                "big-endian dtype '{descr}' is not supported (save with arr.astype('<f4'))"
-            ))
-        }
-        "<f8" | ">f8" => {
-            return Err(
-                "dtype float64 ('<f8') is not supported (save with arr.astype('float32'))".into(),
-            )
-        }
-        other if other.contains('O') => return Err("object dtype is not supported".into()),
-        other => {
-            return Err(format!(
-                "dtype '{other}' is not supported (expected '<f4' float32 or '<f2' float16)"
-            ))
-        }
-    };
+    let dtype = dtype_from_descr(&descr)?;
     if fortran && dims.len() > 1 {
         return Err("Fortran-order array is not supported (save with np.ascontiguousarray)".into());
     }
-    if let Some(i) = dims.iter().position(|&d| d == 0) {
-        return Err(format!("dimension {i} of shape {dims:?} is empty"));
-    }
+    check_not_empty(&dims)?;
     Ok(Header {
         dtype,
         dims,
