@@ -18,19 +18,19 @@ pub(crate) fn render_rgba(
     figure: &FigureQuads,
     tile_limit: u32,
 ) -> Result<Vec<u8>> {
-    render_rgba_over(gpu, pipe, compositor, figure, tile_limit, None)
+    render_rgba_over(gpu, pipe, compositor, figure, tile_limit, &[])
 }
 
-/// [`render_rgba`], with `overlay` (the viewer's detail layer, already placed in the figure's
-/// pixels) drawn on top. The overlay is left out of tiled renders: it only exists for windows,
-/// which fit one texture.
+/// [`render_rgba`], with `overlays` (the viewer's detail layer and readout, already placed in
+/// the figure's pixels) drawn on top, in order. Overlays are left out of tiled renders: they
+/// only exist for windows, which fit one texture.
 pub(crate) fn render_rgba_over(
     gpu: &Gpu,
     pipe: &ComposePipeline,
     compositor: &Compositor,
     figure: &FigureQuads,
     tile_limit: u32,
-    overlay: Option<&Compositor>,
+    overlays: &[&Compositor],
 ) -> Result<Vec<u8>> {
     let (w, h) = (figure.width, figure.height);
     let max = gpu.limits.max_texture_dimension_2d.min(tile_limit).max(1);
@@ -82,7 +82,7 @@ pub(crate) fn render_rgba_over(
                             label: Some("attnviz.export.encoder"),
                         });
                 compositor.draw(gpu, pipe, &mut encoder, &view, (tw, th))?;
-                if let Some(o) = overlay.filter(|_| !tiled) {
+                for o in overlays.iter().filter(|_| !tiled) {
                     o.draw_over(gpu, pipe, &mut encoder, &view, (tw, th))?;
                 }
                 encoder.copy_texture_to_buffer(

@@ -94,6 +94,9 @@ enum Command {
         /// Pan by DX,DY window pixels every frame (scripted panning, for measurements).
         #[arg(long, value_name = "DX,DY", allow_hyphen_values = true)]
         pan_per_frame: Option<String>,
+        /// Put the cursor at X,Y (window pixels) after opening: its readout shows (scripts).
+        #[arg(long, value_name = "X,Y")]
+        hover: Option<String>,
     },
     /// Render the built-in synthetic 8-layer × 8-head model (layers 1 and 8, as in the seed figure).
     Demo {
@@ -538,6 +541,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             focus,
             zoom,
             pan_per_frame,
+            hover,
         } => {
             if let Some(path) = &screenshot {
                 check_writable(path)?;
@@ -582,10 +586,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let pan_per_frame = pan_per_frame
                 .map(|p| pair("--pan-per-frame", &p))
                 .transpose()?;
+            let hover = hover.map(|p| pair("--hover", &p)).transpose()?;
             if zoom.is_some_and(|z| !(z.is_finite() && z > 0.0)) {
                 return Err(Error::BadOption("--zoom must be a positive number".into()).into());
             }
             let options = attnviz::viewer::ViewerOptions {
+                hover,
                 focus,
                 zoom,
                 pan_per_frame,

@@ -193,7 +193,7 @@ pub struct Scene {
     pub reduce: Reduce,
     pub colormap: Colormap,
     pub scale: ColorScale,
-    colors: ColorizedCells,
+    pub(crate) colors: ColorizedCells,
     pub(crate) quads: FigureQuads,
     pub(crate) compositor: Compositor,
 }
@@ -520,7 +520,7 @@ impl Engine {
         &self,
         scene: &Scene,
         quads: &FigureQuads,
-        overlay: Option<&Compositor>,
+        overlays: &[&Compositor],
     ) -> Result<Vec<u8>> {
         scene.compositor.set_quads(&self.gpu, &quads.quads);
         crate::export::render_rgba_over(
@@ -529,7 +529,7 @@ impl Engine {
             &scene.compositor,
             quads,
             self.tile_limit,
-            overlay,
+            overlays,
         )
     }
 

@@ -132,3 +132,53 @@ fn zoomed_focus_shows_exact_entries_pooled_from_the_file() {
         "dark {dark}, bright {bright}: no checkerboard"
     );
 }
+
+#[test]
+fn hover_readout_is_drawn_in_the_bottom_left_corner() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = data("minilm_attn_128.npy");
+    let shot = |name: &str, hover: Option<&str>| {
+        let path = dir.path().join(name);
+        let mut cmd = Command::new("xvfb-run");
+        cmd.args(["-a", "-s", "-screen 0 1600x1200x24"]).args([
+            env!("CARGO_BIN_EXE_attnviz"),
+            "view",
+            &input,
+            "--layers",
+            "1",
+            "--heads",
+            "1-2",
+            "--size",
+            "700x400",
+            "--exit-after-frames",
+            "3",
+            "--screenshot",
+            path.to_str().unwrap(),
+        ]);
+        if let Some(h) = hover {
+            cmd.args(["--hover", h, "--tokens", &data("tokens_128.txt")]);
+        }
+        if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+            cmd.env("XDG_RUNTIME_DIR", std::env::temp_dir());
+        }
+        let o = cmd.output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        image::open(&path).unwrap().to_rgba8()
+    };
+    let plain = shot("plain.png", None);
+    let (w, h) = plain.dimensions();
+    // The centre of the window is inside a cell.
+    let hovered = shot("hover.png", Some(&format!("{},{}", w / 2 - 60, h / 2)));
+    let mut changed = 0;
+    for (x, y, p) in hovered.enumerate_pixels() {
+        if *p != *plain.get_pixel(x, y) {
+            changed += 1;
+            assert!(
+                x < w * 3 / 4 && y > h - 60,
+                "pixel ({x}, {y}) changed outside the readout's corner"
+            );
+        }
+    }
+    // Text: a few hundred pixels of ink at least.
+    assert!(changed > 300, "only {changed} pixels of readout");
+}

@@ -48,6 +48,8 @@ pub struct ViewerOptions {
     pub zoom: Option<f64>,
     /// Pan by (dx, dy) window pixels every frame (scripted panning, for benchmarks).
     pub pan_per_frame: Option<(f64, f64)>,
+    /// Put the cursor here (window pixels) after opening: a scripted hover readout.
+    pub hover: Option<(f64, f64)>,
 }
 
 /// What a viewer session measured.
@@ -176,6 +178,8 @@ struct State {
     max_scale: f64,
     /// (queries, keys) of every head.
     source_shape: (usize, usize),
+    /// The hover readout drawn in the window's bottom-left corner, and its quads at (0, 0).
+    readout: Option<(Compositor, [Quad; 2])>,
 }
 
 impl State {
@@ -262,6 +266,7 @@ impl State {
             last_detail: None,
             max_scale,
             source_shape: (s.queries, s.keys),
+            readout: None,
         };
         state.set_view(view);
         Ok(state)
@@ -454,6 +459,7 @@ impl State {
             .configure(&self.engine.gpu.device, &self.config);
         self.window.request_redraw();
         self.request_detail();
+        self.place_readout();
     }
 
     fn draw(&mut self) -> Result<()> {
@@ -492,6 +498,9 @@ impl State {
                     self.window_size(),
                 )?;
             }
+            if let Some((readout, _)) = &self.readout {
+                readout.draw_over(gpu, &self.pipe, &mut encoder, &target, self.window_size())?;
+            }
             gpu.queue.submit([encoder.finish()]);
             Ok(())
         })?;
@@ -511,8 +520,14 @@ impl State {
             height: h,
             ..self.scene.quads.clone()
         };
-        let overlay = self.detail.as_ref().map(|d| &d.compositor);
-        let rgba = self.engine.export_quads(&self.scene, &figure, overlay)?;
+        let overlays: Vec<&Compositor> = self
+            .detail
+            .as_ref()
+            .map(|d| &d.compositor)
+            .into_iter()
+            .chain(self.readout.as_ref().map(|r| &r.0))
+            .collect();
+        let rgba = self.engine.export_quads(&self.scene, &figure, &overlays)?;
         crate::export::write_png(path, w, h, &rgba)
     }
 
@@ -553,7 +568,10 @@ impl State {
             return;
         }
         match &bin {
-            None => self.set_title(format!("attnviz: {}", source.name())),
+            None => {
+                self.set_title(format!("attnviz: {}", source.name()));
+                self.set_readout(None);
+            }
             Some(b) => self.send(detail::Job::Hover(b.clone(), self.scene.reduce)),
         }
         self.hovered = bin;
@@ -566,11 +584,74 @@ impl State {
         }
     }
 
+    /// Shows `text` in a box in the window's bottom-left corner (`None` hides it). Rasterized
+    /// when the readout changes, never per frame.
+    fn set_readout(&mut self, text: Option<&str>) {
+        let Some(text) = text else {
+            self.readout = None;
+            self.window.request_redraw();
+            return;
+        };
+        let theme = self.scene.plan.layout.theme;
+        let px = (15.0 * self.window.scale_factor()).round() as f32;
+        let label = crate::text::rasterize(&[(text, crate::text::Face::Regular)], px);
+        let pad = (px / 3.0).round() as i32;
+        let (w, h) = (label.width as i32, label.height as i32);
+        let quads = [
+            Quad {
+                rect: [0, 0, w + 2 * pad, h + pad],
+                kind: crate::compose::KIND_FILL,
+                src: 0,
+                src_size: 0,
+                color: crate::colormap::pack_rgba(theme.background),
+            },
+            Quad {
+                rect: [pad, pad / 2, w, h],
+                kind: crate::compose::KIND_LABEL,
+                src: 0,
+                src_size: 0,
+                color: crate::colormap::pack_rgba(theme.foreground),
+            },
+        ];
+        let figure = FigureQuads {
+            quads: quads.to_vec(),
+            draws: std::iter::once(0..2).collect(),
+            atlas: crate::text::Atlas::pack(&[label]),
+            width: (w + 2 * pad) as u32,
+            height: (h + pad) as u32,
+            background: theme.background,
+        };
+        let compositor = Compositor::new(
+            &self.engine.gpu,
+            &self.pipe,
+            &figure,
+            &self.scene.colors,
+            &self.scene.pooled,
+        );
+        self.readout = Some((compositor, quads));
+        self.place_readout();
+    }
+
+    /// Keeps the readout in the bottom-left corner as the window changes size.
+    fn place_readout(&mut self) {
+        let Some((compositor, quads)) = &self.readout else {
+            return;
+        };
+        let dy = self.config.height as i32 - quads[0].rect[3] - 8;
+        let placed = quads.map(|q| Quad {
+            rect: [q.rect[0] + 8, q.rect[1] + dy, q.rect[2], q.rect[3]],
+            ..q
+        });
+        compositor.set_quads(&self.engine.gpu, &placed);
+        self.window.request_redraw();
+    }
+
     /// Takes what the worker finished.
     fn receive(&mut self, reply: detail::Reply) -> Result<()> {
         match reply {
             detail::Reply::Hover(bin, text) => {
                 if self.hovered.as_ref() == Some(&bin) {
+                    self.set_readout(Some(&text));
                     self.set_title(text);
                 }
                 Ok(())
@@ -709,6 +790,10 @@ impl ApplicationHandler<()> for App<'_> {
                         }
                     }
                 }
+                if let Some(at) = self.options.hover {
+                    s.cursor = at;
+                    s.hover(self.source);
+                }
                 if let Some(z) = self.options.zoom {
                     let (w, h) = s.window_size();
                     let view =
@@ -816,6 +901,21 @@ impl ApplicationHandler<()> for App<'_> {
                 // what a user would see a moment later, every time.
                 if self.options.exit_after_frames.is_some() {
                     state.flush_detail(true);
+                    // and for the readout of a scripted hover
+                    while state.hovered.is_some() && state.readout.is_none() {
+                        match self
+                            .replies
+                            .recv_timeout(std::time::Duration::from_secs(120))
+                        {
+                            Ok(reply) => {
+                                if let Err(e) = state.receive(reply) {
+                                    self.error = Some(e);
+                                    break;
+                                }
+                            }
+                            Err(_) => break,
+                        }
+                    }
                     while state.wanted.is_some()
                         && state.detail.as_ref().map(|d| &d.region)
                             != state.wanted.as_ref().map(|w| &w.0)
