@@ -249,6 +249,7 @@ fn render_options(
             }
         },
         colorbar,
+        ..Default::default()
     })
 }
 
