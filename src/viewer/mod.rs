@@ -901,36 +901,21 @@ impl ApplicationHandler<()> for App<'_> {
                 // what a user would see a moment later, every time.
                 if self.options.exit_after_frames.is_some() {
                     state.flush_detail(true);
-                    // and for the readout of a scripted hover
-                    while state.hovered.is_some() && state.readout.is_none() {
-                        match self
+                    // and for the readout of a scripted hover.
+                    let settled = |s: &State| {
+                        (s.hovered.is_none() || s.readout.is_some())
+                            && (s.wanted.is_none()
+                                || s.detail.as_ref().map(|d| &d.region)
+                                    == s.wanted.as_ref().map(|w| &w.0))
+                    };
+                    while !settled(state) {
+                        let reply = self
                             .replies
-                            .recv_timeout(std::time::Duration::from_secs(120))
-                        {
-                            Ok(reply) => {
-                                if let Err(e) = state.receive(reply) {
-                                    self.error = Some(e);
-                                    break;
-                                }
-                            }
-                            Err(_) => break,
-                        }
-                    }
-                    while state.wanted.is_some()
-                        && state.detail.as_ref().map(|d| &d.region)
-                            != state.wanted.as_ref().map(|w| &w.0)
-                    {
-                        match self
-                            .replies
-                            .recv_timeout(std::time::Duration::from_secs(120))
-                        {
-                            Ok(reply) => {
-                                if let Err(e) = state.receive(reply) {
-                                    self.error = Some(e);
-                                    break;
-                                }
-                            }
-                            Err(_) => break,
+                            .recv_timeout(std::time::Duration::from_secs(120));
+                        let Ok(reply) = reply else { break };
+                        if let Err(e) = state.receive(reply) {
+                            self.error = Some(e);
+                            break;
                         }
                     }
                 }
