@@ -41,7 +41,7 @@ struct PieceParams {
     pooled_w: u32,
     y_start: u32,
     _reserved: u32,
-    flags: u32,
+    _flags: u32,
     causal_offset: i32,
     cell: u32,
     _pad: u32,
@@ -96,9 +96,10 @@ impl PoolOptions {
 pub(crate) struct PoolPipelines {
     layout: wgpu::BindGroupLayout,
     module: wgpu::ShaderModule,
-    /// (pool, row_maxima) specialized for each dtype, indexed by `DType::shader_id`, compiled
-    /// on first use so a run pays only for the dtype it reads.
-    by_dtype: [OnceLock<(wgpu::ComputePipeline, wgpu::ComputePipeline)>; 3],
+    /// (pool, row_maxima) specialized for each dtype and set of pooling flags, indexed by
+    /// `DType::shader_id` and `PoolOptions::flags`, compiled on first use so a run pays only
+    /// for the mode it uses.
+    specialized: [[OnceLock<(wgpu::ComputePipeline, wgpu::ComputePipeline)>; 8]; 3],
     fold: wgpu::ComputePipeline,
     stats_layout: wgpu::BindGroupLayout,
     stats: wgpu::ComputePipeline,
@@ -214,7 +215,7 @@ impl PoolPipelines {
                 &module,
                 "fold_masked_zeros",
             ),
-            by_dtype: Default::default(),
+            specialized: Default::default(),
             stats: compute_pipeline(
                 device,
                 "attnviz.stats.pipeline",
@@ -228,15 +229,16 @@ impl PoolPipelines {
         }
     }
 
-    /// The pool and row-maxima pipelines for `dtype`.
-    fn for_dtype(
+    /// The pool and row-maxima pipelines for `dtype` and `options`.
+    fn specialized(
         &self,
         device: &wgpu::Device,
         dtype: DType,
+        options: PoolOptions,
     ) -> &(wgpu::ComputePipeline, wgpu::ComputePipeline) {
-        let id = dtype.shader_id();
-        self.by_dtype[id as usize].get_or_init(|| {
-            let constants = [("DTYPE", id as f64)];
+        let (id, flags) = (dtype.shader_id(), options.flags());
+        self.specialized[id as usize][flags as usize].get_or_init(|| {
+            let constants = [("DTYPE", id as f64), ("FLAGS", flags as f64)];
             (
                 specialized_pipeline(
                     device,
@@ -437,7 +439,8 @@ impl<'g> Ingest<'g> {
         let device = &gpu.device;
         let row_bytes = keys * dtype.size();
         let max_binding = gpu.max_binding();
-        let chunk_cap = (max_binding.min(chunk_target).max(4) / 4 * 4) as usize;
+        // The shader reads 16-byte words.
+        let chunk_cap = (max_binding.min(chunk_target).max(16) / 16 * 16) as usize;
         if row_bytes > chunk_cap {
             return Err(Error::BadOption(format!(
                 "one row of {keys} keys ({row_bytes} bytes) exceeds the GPU's {chunk_cap}-byte storage binding"
@@ -450,7 +453,7 @@ impl<'g> Ingest<'g> {
         }
         // Never larger than the whole input needs.
         let whole = (cells * queries).saturating_mul(row_bytes.next_multiple_of(4));
-        let chunk_bytes = chunk_cap.min(whole.max(row_bytes.next_multiple_of(4)));
+        let chunk_bytes = chunk_cap.min(whole.max(row_bytes).next_multiple_of(16));
 
         let px = geometry.pooled_pixels();
         let cell_bytes = (px * std::mem::size_of::<Accum>()) as u64;
@@ -716,7 +719,7 @@ impl<'g> Ingest<'g> {
                 pooled_w: self.geometry.pooled_w,
                 y_start: bin_of(&self.row_edges, p.row_start as u32),
                 _reserved: 0,
-                flags: self.options.flags(),
+                _flags: 0,
                 causal_offset: (self.keys as i64 - self.queries as i64) as i32,
                 cell: (p.cell % self.per_group) as u32,
                 _pad: 0,
@@ -749,7 +752,9 @@ impl<'g> Ingest<'g> {
                 label: Some("attnviz.pool.pass"),
                 timestamp_writes: None,
             });
-            let (pool, row_maxima) = self.pipes.for_dtype(&gpu.device, self.dtype);
+            let (pool, row_maxima) = self
+                .pipes
+                .specialized(&gpu.device, self.dtype, self.options);
             for (j, p) in self.pieces.iter().enumerate() {
                 let bg = &self.bind_groups[s][p.cell / self.per_group];
                 let offset = (j * self.align) as u32;
@@ -887,6 +892,15 @@ pub(crate) fn pool_cells(
         }
         ingest.finish()
     })
+}
+
+impl crate::render::Engine {
+    /// The statistics pass again on resident pooled cells (pooling already ran it once): lets
+    /// benchmarks time the reduction without the input.
+    pub fn pooled_stats(&self, pooled: &PooledCells) -> Result<Vec<HeadStats>> {
+        let (gpu, pipes) = self.parts();
+        head_stats(gpu, pipes, &pooled.groups, pooled.geometry.pooled_pixels())
+    }
 }
 
 /// Reduces every cell's accumulators to its [`HeadStats`] and reads them back.
