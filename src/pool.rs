@@ -103,6 +103,10 @@ pub(crate) struct PoolPipelines {
     fold: wgpu::ComputePipeline,
     stats_layout: wgpu::BindGroupLayout,
     stats: wgpu::ComputePipeline,
+    /// Upload slots of the last ingest, kept for the next one of the same chunk size: fresh
+    /// mapped buffers are zero-filled by wgpu and page-faulted in by the host, which costs as
+    /// much as pooling a small input. At most two chunks stay alive.
+    spare_slots: Mutex<Vec<Slot>>,
 }
 
 pub(crate) fn storage_entry(
@@ -226,7 +230,28 @@ impl PoolPipelines {
             layout,
             module,
             stats_layout,
+            spare_slots: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Up to `n` spare upload slots of exactly `size` bytes.
+    fn take_slots(&self, size: usize, n: usize) -> Vec<Slot> {
+        let mut spare = self.spare_slots.lock().expect("spare slots");
+        let mut out = Vec::new();
+        while out.len() < n {
+            match spare.iter().position(|s| s.host.size() == size as u64) {
+                Some(i) => out.push(spare.swap_remove(i)),
+                None => break,
+            }
+        }
+        out
+    }
+
+    fn keep_slots(&self, slots: Vec<Slot>) {
+        let mut spare = self.spare_slots.lock().expect("spare slots");
+        spare.extend(slots);
+        let excess = spare.len().saturating_sub(2);
+        spare.drain(..excess);
     }
 
     /// The pool and row-maxima pipelines for `dtype` and `options`.
@@ -532,9 +557,10 @@ impl<'g> Ingest<'g> {
             wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::MAP_WRITE
         };
         let slot_count = if whole > chunk_bytes { 2 } else { 1 };
-        let slots: Vec<Slot> = (0..slot_count)
-            .map(|_| Slot::new(gpu, chunk_bytes as u64, slot_usage))
-            .collect();
+        let mut slots = pipes.take_slots(chunk_bytes, slot_count);
+        while slots.len() < slot_count {
+            slots.push(Slot::new(gpu, chunk_bytes as u64, slot_usage));
+        }
         let device_data = (!gpu.mappable_storage).then(|| {
             device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("attnviz.pool.data"),
@@ -803,6 +829,7 @@ impl<'g> Ingest<'g> {
             }
         };
         let stats = head_stats(self.gpu, self.pipes, &self.groups, px)?;
+        self.pipes.keep_slots(std::mem::take(&mut self.slots));
         Ok(PooledCells {
             geometry: self.geometry,
             groups: std::mem::take(&mut self.groups),
