@@ -440,12 +440,53 @@ pub(crate) struct Ingest<'g> {
     bind_groups: Vec<Vec<wgpu::BindGroup>>,
     /// per group, for `fold_masked_zeros`
     fold_bind_groups: Vec<wgpu::BindGroup>,
+    row_edges_buf: wgpu::Buffer,
+    col_edges_buf: wgpu::Buffer,
+    row_max_buf: wgpu::Buffer,
     active: usize,
     filling: Option<Filling>,
     pieces: Vec<Piece>,
     used: usize,
     /// Bytes pushed so far, for progress reports.
     pub consumed: u64,
+}
+
+/// The pool pass's bind group: `buffers` are the parameters, the rows, the row and column bin
+/// edges, and the row maxima; `g` the accumulators written.
+fn pool_bind_group(
+    gpu: &Gpu,
+    pipes: &PoolPipelines,
+    buffers: [&wgpu::Buffer; 5],
+    g: &CellGroup,
+) -> wgpu::BindGroup {
+    fn entry(binding: u32, buffer: &wgpu::Buffer) -> wgpu::BindGroupEntry<'_> {
+        wgpu::BindGroupEntry {
+            binding,
+            resource: buffer.as_entire_binding(),
+        }
+    }
+    let [params, data, row_edges, col_edges, row_max] = buffers;
+    gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
+        label: Some("attnviz.pool.bind_group"),
+        layout: &pipes.layout,
+        entries: &[
+            wgpu::BindGroupEntry {
+                binding: 0,
+                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: params,
+                    offset: 0,
+                    size: NonZeroU64::new(std::mem::size_of::<PieceParams>() as u64),
+                }),
+            },
+            entry(1, data),
+            entry(2, row_edges),
+            entry(3, col_edges),
+            entry(4, &g.accum),
+            entry(5, row_max),
+            entry(6, &g.flags),
+            entry(7, &g.zeros),
+        ],
+    })
 }
 
 impl<'g> Ingest<'g> {
@@ -579,33 +620,18 @@ impl<'g> Ingest<'g> {
         });
         // One bind group per (data buffer, accumulator group), made once.
         let bind_group = |data: &wgpu::Buffer, g: &CellGroup| {
-            fn entry(binding: u32, buffer: &wgpu::Buffer) -> wgpu::BindGroupEntry<'_> {
-                wgpu::BindGroupEntry {
-                    binding,
-                    resource: buffer.as_entire_binding(),
-                }
-            }
-            device.create_bind_group(&wgpu::BindGroupDescriptor {
-                label: Some("attnviz.pool.bind_group"),
-                layout: &pipes.layout,
-                entries: &[
-                    wgpu::BindGroupEntry {
-                        binding: 0,
-                        resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                            buffer: &params_buf,
-                            offset: 0,
-                            size: NonZeroU64::new(std::mem::size_of::<PieceParams>() as u64),
-                        }),
-                    },
-                    entry(1, data),
-                    entry(2, &row_edges_buf),
-                    entry(3, &col_edges_buf),
-                    entry(4, &g.accum),
-                    entry(5, &row_max_buf),
-                    entry(6, &g.flags),
-                    entry(7, &g.zeros),
+            pool_bind_group(
+                gpu,
+                pipes,
+                [
+                    &params_buf,
+                    data,
+                    &row_edges_buf,
+                    &col_edges_buf,
+                    &row_max_buf,
                 ],
-            })
+                g,
+            )
         };
         let bind_groups = (0..slot_count)
             .map(|s| {
@@ -617,7 +643,7 @@ impl<'g> Ingest<'g> {
         // binds a stand-in for the data it never reads.
         let no_data = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("attnviz.pool.no_data"),
-            size: 4,
+            size: 16,
             usage: wgpu::BufferUsages::STORAGE,
             mapped_at_creation: false,
         });
@@ -642,6 +668,9 @@ impl<'g> Ingest<'g> {
             align,
             bind_groups,
             fold_bind_groups,
+            row_edges_buf,
+            col_edges_buf,
+            row_max_buf,
             active: 0,
             filling: None,
             pieces: Vec::new(),
@@ -665,15 +694,7 @@ impl<'g> Ingest<'g> {
         rows: usize,
         mut fill: impl FnMut(usize, &mut [u8]) -> Result<()>,
     ) -> Result<()> {
-        if cell >= self.groups.iter().map(|g| g.cells).sum::<usize>()
-            || row_start + rows > self.queries
-        {
-            return Err(Error::BadOption(format!(
-                "rows {row_start}..{} of cell {cell} are outside the {} rows of the head",
-                row_start + rows,
-                self.queries
-            )));
-        }
+        self.check_rows(cell, row_start, rows)?;
         let mut done = 0;
         while done < rows {
             if self.filling.is_none() {
@@ -708,6 +729,19 @@ impl<'g> Ingest<'g> {
         Ok(())
     }
 
+    fn check_rows(&self, cell: usize, row_start: usize, rows: usize) -> Result<()> {
+        if cell >= self.groups.iter().map(|g| g.cells).sum::<usize>()
+            || row_start + rows > self.queries
+        {
+            return Err(Error::BadOption(format!(
+                "rows {row_start}..{} of cell {cell} are outside the {} rows of the head",
+                row_start + rows,
+                self.queries
+            )));
+        }
+        Ok(())
+    }
+
     fn open(&mut self) -> Result<()> {
         let slot = &mut self.slots[self.active];
         slot.wait_mapped(self.gpu)?;
@@ -734,8 +768,37 @@ impl<'g> Ingest<'g> {
         drop(filling.view);
         let s = self.active;
         self.slots[s].host.unmap();
+        let pieces = std::mem::take(&mut self.pieces);
+        self.write_params(&pieces);
+        let gpu = self.gpu;
+        let mut encoder = gpu
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("attnviz.pool.encoder"),
+            });
+        if let Some(data) = &self.device_data {
+            encoder.copy_buffer_to_buffer(
+                &self.slots[s].host,
+                0,
+                data,
+                0,
+                self.used.next_multiple_of(4) as u64,
+            );
+        }
+        self.record(&mut encoder, &pieces, &self.bind_groups[s]);
+        self.pieces = pieces;
+        let submission = gpu.queue.submit([encoder.finish()]);
+        self.slots[s].remap(submission);
+        self.pieces.clear();
+        self.used = 0;
+        self.active = (s + 1) % self.slots.len();
+        Ok(())
+    }
+
+    /// Uploads the parameters of `pieces`, piece j at slot j of the parameter buffer.
+    fn write_params(&mut self, pieces: &[Piece]) {
         let px = self.geometry.pooled_pixels();
-        for (j, p) in self.pieces.iter().enumerate() {
+        for (j, p) in pieces.iter().enumerate() {
             let piece = PieceParams {
                 elem_offset: (p.offset / self.dtype.size()) as u32,
                 row_start: p.row_start as u32,
@@ -753,54 +816,126 @@ impl<'g> Ingest<'g> {
             self.params[j * self.align..j * self.align + std::mem::size_of::<PieceParams>()]
                 .copy_from_slice(bytemuck::bytes_of(&piece));
         }
-        let gpu = self.gpu;
-        gpu.queue.write_buffer(
+        self.gpu.queue.write_buffer(
             &self.params_buf,
             0,
-            &self.params[..self.pieces.len() * self.align],
+            &self.params[..pieces.len() * self.align],
         );
-        let mut encoder = gpu
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("attnviz.pool.encoder"),
-            });
-        if let Some(data) = &self.device_data {
-            encoder.copy_buffer_to_buffer(
-                &self.slots[s].host,
-                0,
-                data,
-                0,
-                self.used.next_multiple_of(4) as u64,
-            );
-        }
-        {
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some("attnviz.pool.pass"),
-                timestamp_writes: None,
-            });
-            let (pool, row_maxima) = self
-                .pipes
-                .specialized(&gpu.device, self.dtype, self.options);
-            for (j, p) in self.pieces.iter().enumerate() {
-                let bg = &self.bind_groups[s][p.cell / self.per_group];
-                let offset = (j * self.align) as u32;
-                if self.options.row_norm {
-                    pass.set_pipeline(row_maxima);
-                    pass.set_bind_group(0, bg, &[offset]);
-                    pass.dispatch_workgroups((p.rows as u32).div_ceil(64), 1, 1);
-                }
-                let y0 = bin_of(&self.row_edges, p.row_start as u32);
-                let y1 = bin_of(&self.row_edges, (p.row_start + p.rows - 1) as u32);
-                pass.set_pipeline(pool);
+    }
+
+    /// Records the row-maxima and pool dispatches of `pieces` (parameters already written),
+    /// reading rows through `bind_groups`, one per accumulator group.
+    fn record(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        pieces: &[Piece],
+        bind_groups: &[wgpu::BindGroup],
+    ) {
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some("attnviz.pool.pass"),
+            timestamp_writes: None,
+        });
+        let (pool, row_maxima) = self
+            .pipes
+            .specialized(&self.gpu.device, self.dtype, self.options);
+        for (j, p) in pieces.iter().enumerate() {
+            let bg = &bind_groups[p.cell / self.per_group];
+            let offset = (j * self.align) as u32;
+            if self.options.row_norm {
+                pass.set_pipeline(row_maxima);
                 pass.set_bind_group(0, bg, &[offset]);
-                pass.dispatch_workgroups(self.geometry.pooled_w.div_ceil(64), y1 - y0 + 1, 1);
+                pass.dispatch_workgroups((p.rows as u32).div_ceil(64), 1, 1);
+            }
+            let y0 = bin_of(&self.row_edges, p.row_start as u32);
+            let y1 = bin_of(&self.row_edges, (p.row_start + p.rows - 1) as u32);
+            pass.set_pipeline(pool);
+            pass.set_bind_group(0, bg, &[offset]);
+            pass.dispatch_workgroups(self.geometry.pooled_w.div_ceil(64), y1 - y0 + 1, 1);
+        }
+    }
+
+    /// Pools `rows` rows of `cell` from `row_start` that are already on the GPU: `data` holds
+    /// them in the ingest's dtype from byte `offset` (a multiple of 4) on, and must be a
+    /// STORAGE buffer whose size is a multiple of 16 (the shader reads 16-byte words) and fits
+    /// one storage binding. Rows pushed before are pooled first, so each cell's rows still fold
+    /// in order. This is the hook for producers that compute attention on the GPU: no copy, no
+    /// host round trip.
+    pub(crate) fn pool_resident(
+        &mut self,
+        cell: usize,
+        row_start: usize,
+        rows: usize,
+        data: &wgpu::Buffer,
+        offset: u64,
+    ) -> Result<()> {
+        self.check_rows(cell, row_start, rows)?;
+        let bytes = (rows * self.row_bytes) as u64;
+        let size = data.size();
+        let fault = if !data.usage().contains(wgpu::BufferUsages::STORAGE) {
+            Some("is not a STORAGE buffer".to_string())
+        } else if !size.is_multiple_of(16) || size > self.gpu.max_binding() {
+            Some(format!(
+                "is {size} bytes: needs a multiple of 16, at most {}",
+                self.gpu.max_binding()
+            ))
+        } else if !offset.is_multiple_of(4) || offset + bytes > size {
+            Some(format!(
+                "does not hold {bytes} bytes of rows at byte offset {offset} (a multiple of 4)"
+            ))
+        } else {
+            None
+        };
+        if let Some(fault) = fault {
+            return Err(Error::BadOption(format!(
+                "resident rows: the buffer {fault}"
+            )));
+        }
+        self.flush()?;
+        let bind_groups: Vec<wgpu::BindGroup> = self
+            .groups
+            .iter()
+            .map(|g| {
+                pool_bind_group(
+                    self.gpu,
+                    self.pipes,
+                    [
+                        &self.params_buf,
+                        data,
+                        &self.row_edges_buf,
+                        &self.col_edges_buf,
+                        &self.row_max_buf,
+                    ],
+                    g,
+                )
+            })
+            .collect();
+        // Pieces of at most a chunk's rows: the row maxima buffer holds that many.
+        let step = self.max_rows_per_fill();
+        let mut pieces = Vec::new();
+        let mut done = 0;
+        while done < rows {
+            let n = step.min(rows - done);
+            pieces.push(Piece {
+                cell,
+                row_start: row_start + done,
+                rows: n,
+                offset: offset as usize + done * self.row_bytes,
+            });
+            done += n;
+            if pieces.len() == MAX_PIECES || done == rows {
+                self.write_params(&pieces);
+                let mut encoder =
+                    self.gpu
+                        .device
+                        .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                            label: Some("attnviz.pool.resident"),
+                        });
+                self.record(&mut encoder, &pieces, &bind_groups);
+                self.gpu.queue.submit([encoder.finish()]);
+                pieces.clear();
             }
         }
-        let submission = gpu.queue.submit([encoder.finish()]);
-        self.slots[s].remap(submission);
-        self.pieces.clear();
-        self.used = 0;
-        self.active = (s + 1) % self.slots.len();
+        self.consumed += bytes;
         Ok(())
     }
 
