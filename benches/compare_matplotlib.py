@@ -63,7 +63,11 @@ def matplotlib_grid(path, out):
 
 def attnviz_render(binary, path, out):
     t0 = time.perf_counter()
-    subprocess.run([binary, "render", "--quiet", path, "-o", out], check=True)
+    subprocess.run(
+        [binary, "render", "--quiet", path, "-o", out],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     return time.perf_counter() - t0
 
 

@@ -2,8 +2,9 @@
 //
 // One invocation owns one pooled pixel (x, y) of the rows this block touches and walks its bin
 // row by row, keys in order, so the float sum is added in exactly the order the CPU reference
-// (src/cpu.rs, `pool_rows`) uses. Blocks arrive in row order in separate dispatches, so a bin
-// split across blocks is resumed from the stored accumulator with the same result.
+// (src/cpu.rs, `pool_rows`) uses. A head's blocks arrive in row order in separate dispatches
+// (one per upload chunk), so a bin split across blocks is resumed from the stored accumulator
+// with the same result.
 //
 // The input is read 16 bytes at a time (4 f32 or 8 halves), aligned, and each element is
 // tested against the bin's key range, so a bin's segment of a row costs at most one load more
@@ -27,14 +28,16 @@ struct Piece {
     pooled_w: u32,
     // first pooled row the block touches
     y_start: u32,
-    _reserved: u32,
+    // index of the block's first row in `row_max`
+    row_max_base: u32,
     // unused: the FLAG_* bits are the pipeline constant FLAGS
     _flags: u32,
     // entry (q, k) is above the causal diagonal when k > q + causal_offset
     causal_offset: i32,
     // the head's index in `cell_flags`
     cell: u32,
-    _pad1: u32,
+    // one past the last pooled row the block touches
+    y_end: u32,
 }
 
 const DTYPE_F32: u32 = 0u;
@@ -52,7 +55,13 @@ const FLAG_CAUSAL: u32 = 2u;
 // masking can be detected in the same pass (see `fold_masked_zeros`)
 const FLAG_AUTO_CAUSAL: u32 = 4u;
 
-@group(0) @binding(0) var<uniform> piece: Piece;
+// Every block of the chunk; one dispatch pools them all, block `z` in workgroups (_, _, z).
+// Blocks of one dispatch belong to different heads (src/pool.rs keeps it so), so they never
+// touch the same accumulator.
+const MAX_PIECES: u32 = 256u;
+@group(0) @binding(0) var<uniform> pieces: array<Piece, MAX_PIECES>;
+// The block of the current workgroup.
+var<private> piece: Piece;
 // the chunk as aligned 16-byte words; element i of `dtype` is in word i >> elem_shift()
 @group(0) @binding(1) var<storage, read> data: array<vec4<u32>>;
 @group(0) @binding(2) var<storage, read> row_edges: array<u32>;
@@ -128,6 +137,7 @@ fn row_max_pair(st: ptr<function, RowMax>, word: u32, e: u32) {
 // Per-row maximum of finite entries, for --norm row. One invocation per row of the block.
 @compute @workgroup_size(64)
 fn row_maxima(@builtin(global_invocation_id) gid: vec3<u32>) {
+    piece = pieces[gid.z];
     let r = gid.x;
     if r >= piece.row_count {
         return;
@@ -151,7 +161,7 @@ fn row_maxima(@builtin(global_invocation_id) gid: vec3<u32>) {
             row_max_pair(&st, v.w, e + 6u);
         }
     }
-    row_max[r] = st.m;
+    row_max[piece.row_max_base + r] = st.m;
 }
 
 // The running state of one pooled pixel while its bin is walked.
@@ -229,11 +239,15 @@ fn fold_pair(run: ptr<function, Running>, word: u32, e: u32) {
 
 @compute @workgroup_size(64)
 fn pool(@builtin(global_invocation_id) gid: vec3<u32>) {
+    piece = pieces[gid.z];
     let x = gid.x;
     if x >= piece.pooled_w {
         return;
     }
     let y = piece.y_start + gid.y;
+    if y >= piece.y_end {
+        return;
+    }
     let r0 = max(row_edges[y], piece.row_start);
     let r1 = min(row_edges[y + 1u], piece.row_start + piece.row_count);
     if r0 >= r1 {
@@ -270,7 +284,7 @@ fn pool(@builtin(global_invocation_id) gid: vec3<u32>) {
         run.first = row_base + c0;
         run.diagonal = i32(row_base) + i32(q) + piece.causal_offset;
         if (FLAGS & FLAG_ROW_NORM) != 0u {
-            let m = row_max[r];
+            let m = row_max[piece.row_max_base + r];
             run.zero_row = !(m > 0.0);
             run.scale = m;
         }
@@ -294,14 +308,15 @@ fn pool(@builtin(global_invocation_id) gid: vec3<u32>) {
 }
 
 // For heads found not to be causal: folds the zeros set aside back in, as if they had been
-// pooled with the rest (adding 0.0 leaves every sum unchanged). `row_count` holds the number of
-// pixels, `accum_base` the first one.
+// pooled with the rest (adding 0.0 leaves every sum unchanged). Block 0's `row_count` holds the
+// number of pixels, `accum_base` the first one.
 @compute @workgroup_size(256)
 fn fold_masked_zeros(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) li: u32,
 ) {
+    piece = pieces[0];
     let i = flat_index(wg, nwg, li, 256u);
     if i >= piece.row_count {
         return;

@@ -3,7 +3,6 @@
 //! pooled into per-cell accumulators, and reduced to per-head statistics. Memory on both sides is
 //! bounded by the chunk size and the output, never by the input.
 
-use std::num::NonZeroU64;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use bytemuck::{Pod, Zeroable};
@@ -17,7 +16,7 @@ use crate::source::{AttentionSource, DType};
 /// Default upper bound on one upload chunk: large enough to amortize a submission, small enough
 /// that two of them stay cheap even on the smallest adapters.
 pub const CHUNK_TARGET: u64 = 64 << 20;
-/// Pieces (head row ranges) per chunk; bounds the parameter buffer.
+/// Pieces (head row ranges) per chunk; the size of the parameter array in `shaders/pool.wgsl`.
 const MAX_PIECES: usize = 256;
 
 const POOL_WGSL: &str = concat!(
@@ -40,11 +39,11 @@ struct PieceParams {
     accum_base: u32,
     pooled_w: u32,
     y_start: u32,
-    _reserved: u32,
+    row_max_base: u32,
     _flags: u32,
     causal_offset: i32,
     cell: u32,
-    _pad: u32,
+    y_end: u32,
 }
 
 const FLAG_ROW_NORM: u32 = 1;
@@ -185,7 +184,7 @@ impl PoolPipelines {
         let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
             label: Some("attnviz.pool.layout"),
             entries: &[
-                uniform_entry(0, true, c),
+                uniform_entry(0, false, c),
                 storage_entry(1, true, c),
                 storage_entry(2, true, c),
                 storage_entry(3, true, c),
@@ -434,8 +433,7 @@ pub(crate) struct Ingest<'g> {
     slots: Vec<Slot>,
     device_data: Option<wgpu::Buffer>,
     params_buf: wgpu::Buffer,
-    params: Vec<u8>,
-    align: usize,
+    params: Vec<PieceParams>,
     /// bind_groups[slot][group]
     bind_groups: Vec<Vec<wgpu::BindGroup>>,
     /// per group, for `fold_masked_zeros`
@@ -470,14 +468,7 @@ fn pool_bind_group(
         label: Some("attnviz.pool.bind_group"),
         layout: &pipes.layout,
         entries: &[
-            wgpu::BindGroupEntry {
-                binding: 0,
-                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                    buffer: params,
-                    offset: 0,
-                    size: NonZeroU64::new(std::mem::size_of::<PieceParams>() as u64),
-                }),
-            },
+            entry(0, params),
             entry(1, data),
             entry(2, row_edges),
             entry(3, col_edges),
@@ -610,11 +601,9 @@ impl<'g> Ingest<'g> {
                 mapped_at_creation: false,
             })
         });
-        let align = std::mem::size_of::<PieceParams>()
-            .next_multiple_of(gpu.limits.min_uniform_buffer_offset_alignment as usize);
         let params_buf = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("attnviz.pool.params"),
-            size: (align * MAX_PIECES) as u64,
+            size: (std::mem::size_of::<PieceParams>() * MAX_PIECES) as u64,
             usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
@@ -664,8 +653,7 @@ impl<'g> Ingest<'g> {
             slots,
             device_data,
             params_buf,
-            params: vec![0u8; align * MAX_PIECES],
-            align,
+            params: vec![PieceParams::zeroed(); MAX_PIECES],
             bind_groups,
             fold_bind_groups,
             row_edges_buf,
@@ -701,7 +689,19 @@ impl<'g> Ingest<'g> {
                 self.open()?;
             }
             let room = (self.chunk_bytes - self.used) / self.row_bytes;
-            if room == 0 || self.pieces.len() == MAX_PIECES {
+            // The pieces of a chunk are pooled in one dispatch, so they must be of different
+            // cells of one accumulator group; rows that continue the last piece extend it.
+            let extends = self.pieces.last().is_some_and(|p| {
+                p.cell == cell
+                    && p.row_start + p.rows == row_start + done
+                    && p.offset + p.rows * self.row_bytes == self.used
+            });
+            let conflicts = !extends
+                && self
+                    .pieces
+                    .iter()
+                    .any(|p| p.cell == cell || p.cell / self.per_group != cell / self.per_group);
+            if room == 0 || conflicts || (!extends && self.pieces.len() == MAX_PIECES) {
                 self.flush()?;
                 continue;
             }
@@ -714,12 +714,15 @@ impl<'g> Ingest<'g> {
             // lives until `flush`; pieces never overlap.
             let dst = unsafe { std::slice::from_raw_parts_mut(f.bytes.add(offset), bytes) };
             fill(row_start + done, dst)?;
-            self.pieces.push(Piece {
-                cell,
-                row_start: row_start + done,
-                rows: n,
-                offset,
-            });
+            match self.pieces.last_mut() {
+                Some(p) if extends => p.rows += n,
+                _ => self.pieces.push(Piece {
+                    cell,
+                    row_start: row_start + done,
+                    rows: n,
+                    offset,
+                }),
+            }
             // Every piece starts on a 4-byte boundary, so f16 rows are addressable as
             // whole words plus a half.
             self.used += bytes.next_multiple_of(4);
@@ -785,7 +788,13 @@ impl<'g> Ingest<'g> {
                 self.used.next_multiple_of(4) as u64,
             );
         }
-        self.record(&mut encoder, &pieces, &self.bind_groups[s]);
+        if let Some(first) = pieces.first() {
+            self.record(
+                &mut encoder,
+                &pieces,
+                &self.bind_groups[s][first.cell / self.per_group],
+            );
+        }
         self.pieces = pieces;
         let submission = gpu.queue.submit([encoder.finish()]);
         self.slots[s].remap(submission);
@@ -795,11 +804,12 @@ impl<'g> Ingest<'g> {
         Ok(())
     }
 
-    /// Uploads the parameters of `pieces`, piece j at slot j of the parameter buffer.
+    /// Uploads the parameters of `pieces`, piece j at index j of the parameter array.
     fn write_params(&mut self, pieces: &[Piece]) {
         let px = self.geometry.pooled_pixels();
+        let mut row_max_base = 0;
         for (j, p) in pieces.iter().enumerate() {
-            let piece = PieceParams {
+            self.params[j] = PieceParams {
                 elem_offset: (p.offset / self.dtype.size()) as u32,
                 row_start: p.row_start as u32,
                 row_count: p.rows as u32,
@@ -807,30 +817,35 @@ impl<'g> Ingest<'g> {
                 accum_base: ((p.cell % self.per_group) * px) as u32,
                 pooled_w: self.geometry.pooled_w,
                 y_start: bin_of(&self.row_edges, p.row_start as u32),
-                _reserved: 0,
+                row_max_base,
                 _flags: 0,
                 causal_offset: (self.keys as i64 - self.queries as i64) as i32,
                 cell: (p.cell % self.per_group) as u32,
-                _pad: 0,
+                y_end: bin_of(&self.row_edges, (p.row_start + p.rows - 1) as u32) + 1,
             };
-            self.params[j * self.align..j * self.align + std::mem::size_of::<PieceParams>()]
-                .copy_from_slice(bytemuck::bytes_of(&piece));
+            row_max_base += p.rows as u32;
         }
         self.gpu.queue.write_buffer(
             &self.params_buf,
             0,
-            &self.params[..pieces.len() * self.align],
+            bytemuck::cast_slice(&self.params[..pieces.len()]),
         );
     }
 
     /// Records the row-maxima and pool dispatches of `pieces` (parameters already written),
-    /// reading rows through `bind_groups`, one per accumulator group.
+    /// reading rows through `bind_group`. All pieces go in one dispatch, piece j as workgroup
+    /// z = j: they belong to different cells of one accumulator group (`push_with` keeps it
+    /// so), so they never share an accumulator, and one large dispatch keeps a big GPU busy
+    /// where a piece alone would not.
     fn record(
         &self,
         encoder: &mut wgpu::CommandEncoder,
         pieces: &[Piece],
-        bind_groups: &[wgpu::BindGroup],
+        bind_group: &wgpu::BindGroup,
     ) {
+        debug_assert!(pieces
+            .windows(2)
+            .all(|w| w[0].cell / self.per_group == w[1].cell / self.per_group));
         let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
             label: Some("attnviz.pool.pass"),
             timestamp_writes: None,
@@ -838,20 +853,24 @@ impl<'g> Ingest<'g> {
         let (pool, row_maxima) = self
             .pipes
             .specialized(&self.gpu.device, self.dtype, self.options);
-        for (j, p) in pieces.iter().enumerate() {
-            let bg = &bind_groups[p.cell / self.per_group];
-            let offset = (j * self.align) as u32;
-            if self.options.row_norm {
-                pass.set_pipeline(row_maxima);
-                pass.set_bind_group(0, bg, &[offset]);
-                pass.dispatch_workgroups((p.rows as u32).div_ceil(64), 1, 1);
-            }
-            let y0 = bin_of(&self.row_edges, p.row_start as u32);
-            let y1 = bin_of(&self.row_edges, (p.row_start + p.rows - 1) as u32);
-            pass.set_pipeline(pool);
-            pass.set_bind_group(0, bg, &[offset]);
-            pass.dispatch_workgroups(self.geometry.pooled_w.div_ceil(64), y1 - y0 + 1, 1);
+        let n = pieces.len() as u32;
+        pass.set_bind_group(0, bind_group, &[]);
+        if self.options.row_norm {
+            let rows = pieces.iter().map(|p| p.rows).max().unwrap_or(0) as u32;
+            pass.set_pipeline(row_maxima);
+            pass.dispatch_workgroups(rows.div_ceil(64), 1, n);
         }
+        let bins = pieces
+            .iter()
+            .map(|p| {
+                let y0 = bin_of(&self.row_edges, p.row_start as u32);
+                let y1 = bin_of(&self.row_edges, (p.row_start + p.rows - 1) as u32);
+                y1 - y0 + 1
+            })
+            .max()
+            .unwrap_or(0);
+        pass.set_pipeline(pool);
+        pass.dispatch_workgroups(self.geometry.pooled_w.div_ceil(64), bins, n);
     }
 
     /// Pools `rows` rows of `cell` from `row_start` that are already on the GPU: `data` holds
@@ -891,49 +910,40 @@ impl<'g> Ingest<'g> {
             )));
         }
         self.flush()?;
-        let bind_groups: Vec<wgpu::BindGroup> = self
-            .groups
-            .iter()
-            .map(|g| {
-                pool_bind_group(
-                    self.gpu,
-                    self.pipes,
-                    [
-                        &self.params_buf,
-                        data,
-                        &self.row_edges_buf,
-                        &self.col_edges_buf,
-                        &self.row_max_buf,
-                    ],
-                    g,
-                )
-            })
-            .collect();
-        // Pieces of at most a chunk's rows: the row maxima buffer holds that many.
+        let bind_group = pool_bind_group(
+            self.gpu,
+            self.pipes,
+            [
+                &self.params_buf,
+                data,
+                &self.row_edges_buf,
+                &self.col_edges_buf,
+                &self.row_max_buf,
+            ],
+            &self.groups[cell / self.per_group],
+        );
+        // Pieces of at most a chunk's rows (the row maxima buffer holds that many), one per
+        // submission: pieces of one cell must not share a dispatch.
         let step = self.max_rows_per_fill();
-        let mut pieces = Vec::new();
         let mut done = 0;
         while done < rows {
             let n = step.min(rows - done);
-            pieces.push(Piece {
+            let piece = Piece {
                 cell,
                 row_start: row_start + done,
                 rows: n,
                 offset: offset as usize + done * self.row_bytes,
-            });
+            };
             done += n;
-            if pieces.len() == MAX_PIECES || done == rows {
-                self.write_params(&pieces);
-                let mut encoder =
-                    self.gpu
-                        .device
-                        .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                            label: Some("attnviz.pool.resident"),
-                        });
-                self.record(&mut encoder, &pieces, &bind_groups);
-                self.gpu.queue.submit([encoder.finish()]);
-                pieces.clear();
-            }
+            self.write_params(&[piece]);
+            let mut encoder =
+                self.gpu
+                    .device
+                    .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                        label: Some("attnviz.pool.resident"),
+                    });
+            self.record(&mut encoder, &[piece], &bind_group);
+            self.gpu.queue.submit([encoder.finish()]);
         }
         self.consumed += bytes;
         Ok(())
@@ -996,7 +1006,7 @@ impl<'g> Ingest<'g> {
                     timestamp_writes: None,
                 });
                 pass.set_pipeline(&self.pipes.fold);
-                pass.set_bind_group(0, &self.fold_bind_groups[gi], &[0]);
+                pass.set_bind_group(0, &self.fold_bind_groups[gi], &[]);
                 let (x, y) =
                     dispatch_1d(total, 256, gpu.limits.max_compute_workgroups_per_dimension);
                 pass.dispatch_workgroups(x, y, 1);
