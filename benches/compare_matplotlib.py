@@ -63,11 +63,11 @@ def matplotlib_grid(path, out):
 
 def attnviz_render(binary, path, out):
     t0 = time.perf_counter()
-    subprocess.run(
-        [binary, "render", "--quiet", path, "-o", out],
-        check=True,
-        stdout=subprocess.DEVNULL,
+    r = subprocess.run(
+        [binary, "render", "--quiet", path, "-o", out], capture_output=True, text=True
     )
+    if r.returncode != 0:
+        sys.exit(f"{binary} failed: {r.stderr.strip()}")
     return time.perf_counter() - t0
 
 
