@@ -106,6 +106,9 @@ pub(crate) struct PoolPipelines {
     /// mapped buffers are zero-filled by wgpu and page-faulted in by the host, which costs as
     /// much as pooling a small input. At most two chunks stay alive.
     spare_slots: Mutex<Vec<Slot>>,
+    /// Accumulator buffers of dropped results, reused (cleared) by the next ingest of the
+    /// same sizes, for the same reason; at most `SPARE_GROUP_BYTES`.
+    spare_groups: SpareGroups,
 }
 
 pub(crate) fn storage_entry(
@@ -230,6 +233,7 @@ impl PoolPipelines {
             module,
             stats_layout,
             spare_slots: Mutex::new(Vec::new()),
+            spare_groups: SpareGroups::default(),
         }
     }
 
@@ -292,9 +296,89 @@ pub struct CellGroup {
     pub accum: wgpu::Buffer,
     /// Per cell: 1 once a non-zero value was seen above the diagonal.
     flags: wgpu::Buffer,
-    /// Per pooled pixel, with `Causal::Auto`: zeros set aside above the diagonal (a 4-byte
+    /// Per pooled pixel, with `Causal::Auto`: zeros set aside above the diagonal (a 16-byte
     /// stand-in otherwise).
     zeros: wgpu::Buffer,
+    /// Where the buffers go when the group is dropped.
+    spares: Option<SpareGroups>,
+}
+
+/// The buffers of a dropped [`CellGroup`], for the next ingest that needs the same sizes.
+struct GroupBuffers {
+    accum: wgpu::Buffer,
+    flags: wgpu::Buffer,
+    zeros: wgpu::Buffer,
+}
+
+/// Spare accumulator buffers, shared by the pipelines and the groups that return to them.
+type SpareGroups = Arc<Mutex<Vec<GroupBuffers>>>;
+
+/// Bytes of spare accumulator buffers kept at most.
+const SPARE_GROUP_BYTES: u64 = 256 << 20;
+
+impl CellGroup {
+    /// A group of `cells` cells from `first_cell` whose (accum, flags, zeros) buffers have
+    /// `sizes` bytes: recycled from a dropped group when one matches (fresh buffers cost the
+    /// host page faults and zero-filling on unified-memory adapters, every render), else new.
+    fn new(
+        gpu: &Gpu,
+        pipes: &PoolPipelines,
+        first_cell: usize,
+        cells: usize,
+        sizes: [u64; 3],
+    ) -> CellGroup {
+        let spare = {
+            let mut spares = pipes.spare_groups.lock().expect("spare groups");
+            let found = spares
+                .iter()
+                .position(|b| [b.accum.size(), b.flags.size(), b.zeros.size()] == sizes);
+            found.map(|i| spares.swap_remove(i))
+        };
+        let buffers = spare.unwrap_or_else(|| {
+            let buffer = |label, size| {
+                gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some(label),
+                    size,
+                    usage: wgpu::BufferUsages::STORAGE
+                        | wgpu::BufferUsages::COPY_SRC
+                        | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                })
+            };
+            GroupBuffers {
+                accum: buffer("attnviz.pool.accum", sizes[0]),
+                flags: buffer("attnviz.pool.cell_flags", sizes[1]),
+                zeros: buffer("attnviz.pool.zeros", sizes[2]),
+            }
+        });
+        CellGroup {
+            first_cell,
+            cells,
+            accum: buffers.accum,
+            flags: buffers.flags,
+            zeros: buffers.zeros,
+            spares: Some(pipes.spare_groups.clone()),
+        }
+    }
+}
+
+impl Drop for CellGroup {
+    fn drop(&mut self) {
+        let Some(spares) = self.spares.take() else {
+            return;
+        };
+        let mut spares = spares.lock().expect("spare groups");
+        spares.push(GroupBuffers {
+            accum: self.accum.clone(),
+            flags: self.flags.clone(),
+            zeros: self.zeros.clone(),
+        });
+        // Newest last; drop the oldest past the byte budget.
+        let bytes = |b: &GroupBuffers| b.accum.size() + b.flags.size() + b.zeros.size();
+        while spares.iter().map(bytes).sum::<u64>() > SPARE_GROUP_BYTES && !spares.is_empty() {
+            spares.remove(0);
+        }
+    }
 }
 
 /// Every selected head pooled to its cell, resident on the GPU, with its statistics.
@@ -521,40 +605,30 @@ impl<'g> Ingest<'g> {
             )));
         }
         let per_group = ((max_binding / cell_bytes) as usize).max(1);
-        // Zero-filled by wgpu; the shader treats a zero count as "no extremes yet", so nothing
-        // the size of the output is staged on the host.
+        // Cleared on the GPU (recycled buffers too); the shader treats a zero count as "no
+        // extremes yet", so nothing the size of the output is staged on the host.
+        let zeros_per_px = if options.causal == Causal::Auto { 4 } else { 0 };
         let groups: Vec<CellGroup> = (0..cells)
             .step_by(per_group)
             .map(|first| {
                 let n = per_group.min(cells - first);
-                CellGroup {
-                    first_cell: first,
-                    cells: n,
-                    accum: device.create_buffer(&wgpu::BufferDescriptor {
-                        label: Some("attnviz.pool.accum"),
-                        size: n as u64 * cell_bytes,
-                        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
-                        mapped_at_creation: false,
-                    }),
-                    flags: device.create_buffer(&wgpu::BufferDescriptor {
-                        label: Some("attnviz.pool.cell_flags"),
-                        size: n as u64 * 4,
-                        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
-                        mapped_at_creation: false,
-                    }),
-                    zeros: device.create_buffer(&wgpu::BufferDescriptor {
-                        label: Some("attnviz.pool.zeros"),
-                        size: if options.causal == Causal::Auto {
-                            (n * px * 4) as u64
-                        } else {
-                            4
-                        },
-                        usage: wgpu::BufferUsages::STORAGE,
-                        mapped_at_creation: false,
-                    }),
-                }
+                let sizes = [
+                    n as u64 * cell_bytes,
+                    n as u64 * 4,
+                    ((n * px * zeros_per_px) as u64).max(16),
+                ];
+                CellGroup::new(gpu, pipes, first, n, sizes)
             })
             .collect();
+        let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+            label: Some("attnviz.pool.clear"),
+        });
+        for g in &groups {
+            encoder.clear_buffer(&g.accum, 0, None);
+            encoder.clear_buffer(&g.flags, 0, None);
+            encoder.clear_buffer(&g.zeros, 0, None);
+        }
+        gpu.queue.submit([encoder.finish()]);
 
         let row_edges = bin_edges(queries, geometry.pooled_h);
         let col_edges = bin_edges(keys, geometry.pooled_w);
