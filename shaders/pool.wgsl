@@ -2,8 +2,18 @@
 //
 // One invocation owns one pooled pixel (x, y) of the rows this block touches and walks its bin
 // row by row, keys in order, so the float sum is added in exactly the order the CPU reference
-// (src/cpu.rs, `pool_rows`) uses. Blocks arrive in row order in separate dispatches, so a bin
-// split across blocks is resumed from the stored accumulator with the same result.
+// (src/cpu.rs, `pool_rows`) uses. A head's blocks arrive in row order in separate dispatches
+// (one per upload chunk), so a bin split across blocks is resumed from the stored accumulator
+// with the same result.
+//
+// The input is read 16 bytes at a time (4 f32 or 8 halves), aligned, and each element is
+// tested against the bin's key range, so a bin's segment of a row costs at most one load more
+// than its bytes / 16. Adjacent invocations own adjacent segments: on a GPU a warp's loads of a
+// row cover one contiguous span and every fetched sector is used by the same warp (the second
+// load of a segment hits L1), so DRAM traffic is the input once. Per-element work is
+// branch-free selects on pipeline constants, so lanes never diverge inside a bin. This also
+// suits software rasterizers (llvmpipe), which run both sides of every branch and emulate each
+// storage load with a per-lane loop whose cost is per load, not per byte.
 
 struct Piece {
     // first element of this block in `data`, in elements of `dtype`
@@ -18,14 +28,16 @@ struct Piece {
     pooled_w: u32,
     // first pooled row the block touches
     y_start: u32,
-    _reserved: u32,
-    // FLAG_* below
-    flags: u32,
+    // index of the block's first row in `row_max`
+    row_max_base: u32,
+    // unused: the FLAG_* bits are the pipeline constant FLAGS
+    _flags: u32,
     // entry (q, k) is above the causal diagonal when k > q + causal_offset
     causal_offset: i32,
     // the head's index in `cell_flags`
     cell: u32,
-    _pad1: u32,
+    // one past the last pooled row the block touches
+    y_end: u32,
 }
 
 const DTYPE_F32: u32 = 0u;
@@ -33,6 +45,9 @@ const DTYPE_F16: u32 = 1u;
 const DTYPE_BF16: u32 = 2u;
 // The element type, fixed per pipeline so the inner loops carry no dtype switch.
 override DTYPE: u32 = DTYPE_F32;
+// FLAG_* bits, fixed per pipeline too: the per-element code is branch-free selects, which
+// compilers keep only for the modes the pipeline has.
+override FLAGS: u32 = 0u;
 const FLAG_ROW_NORM: u32 = 1u;
 // mask everything above the diagonal
 const FLAG_CAUSAL: u32 = 2u;
@@ -40,8 +55,15 @@ const FLAG_CAUSAL: u32 = 2u;
 // masking can be detected in the same pass (see `fold_masked_zeros`)
 const FLAG_AUTO_CAUSAL: u32 = 4u;
 
-@group(0) @binding(0) var<uniform> piece: Piece;
-@group(0) @binding(1) var<storage, read> data: array<u32>;
+// Every block of the chunk; one dispatch pools them all, block `z` in workgroups (_, _, z).
+// Blocks of one dispatch belong to different heads (src/pool.rs keeps it so), so they never
+// touch the same accumulator.
+const MAX_PIECES: u32 = 256u;
+@group(0) @binding(0) var<uniform> pieces: array<Piece, MAX_PIECES>;
+// The block of the current workgroup.
+var<private> piece: Piece;
+// the chunk as aligned 16-byte words; element i of `dtype` is in word i >> elem_shift()
+@group(0) @binding(1) var<storage, read> data: array<vec4<u32>>;
 @group(0) @binding(2) var<storage, read> row_edges: array<u32>;
 @group(0) @binding(3) var<storage, read> col_edges: array<u32>;
 @group(0) @binding(4) var<storage, read_write> accum: array<Accum>;
@@ -51,47 +73,95 @@ const FLAG_AUTO_CAUSAL: u32 = 4u;
 // per pooled pixel (FLAG_AUTO_CAUSAL only): exact zeros above the diagonal set aside
 @group(0) @binding(7) var<storage, read_write> zeros: array<u32>;
 
-// Raw bits of element i widened to f32 bits, plus whether it is finite. Finiteness is read
-// from the exponent bits because WGSL lets compilers assume floats are never NaN or infinite.
-fn load_value(i: u32) -> vec2<u32> {
-    if DTYPE == DTYPE_F32 {
-        let bits = data[i];
-        return vec2<u32>(bits, u32((bits & 0x7f800000u) != 0x7f800000u));
-    }
-    let word = data[i >> 1u];
-    let h = (word >> ((i & 1u) * 16u)) & 0xffffu;
+// log2 of the elements in one 16-byte word of `data`.
+fn elem_shift() -> u32 {
+    return select(3u, 2u, DTYPE == DTYPE_F32);
+}
+
+// The f32 bits of the two 16-bit elements of `word` (low half first), exactly. f16 is widened
+// with integer operations: software rasterizers expand unpack2x16float lane by lane, and the
+// float route through a denormal f32 would be flushed to zero where denormals are disabled.
+// Infinities and NaNs come out as large finite values; `finite16` flags them.
+fn widen(word: u32) -> vec2<u32> {
+    let h = vec2<u32>(word & 0xffffu, word >> 16u);
     if DTYPE == DTYPE_F16 {
-        let finite = (h & 0x7c00u) != 0x7c00u;
-        return vec2<u32>(bitcast<u32>(unpack2x16float(h).x), u32(finite));
+        let sign = (h & vec2<u32>(0x8000u)) << vec2<u32>(16u);
+        let em = h & vec2<u32>(0x7fffu);
+        // exponent rebased from 15 to 127, mantissa moved to the top
+        let normal = (em << vec2<u32>(13u)) + vec2<u32>(0x38000000u);
+        // zero and subnormal: mantissa * 2^-24, a normal f32
+        let small = bitcast<vec2<u32>>(vec2<f32>(em) * 5.9604644775390625e-8);
+        return sign | select(normal, small, em < vec2<u32>(0x400u));
     }
-    return vec2<u32>(h << 16u, u32((h & 0x7f80u) != 0x7f80u));
+    return h << vec2<u32>(16u);
+}
+
+// Whether the 16-bit element in the low half of `h` is finite (read from the exponent bits,
+// because WGSL lets compilers assume floats are never NaN or infinite).
+fn finite16(h: u32) -> bool {
+    if DTYPE == DTYPE_F16 {
+        return (h & 0x7c00u) != 0x7c00u;
+    }
+    return (h & 0x7f80u) != 0x7f80u;
+}
+
+fn finite32(bits: u32) -> bool {
+    return (bits & 0x7f800000u) != 0x7f800000u;
 }
 
 fn above(q: u32, k: u32) -> bool {
     return i32(k) > i32(q) + piece.causal_offset;
 }
 
-fn masked(q: u32, k: u32) -> bool {
-    return (piece.flags & FLAG_CAUSAL) != 0u && above(q, k);
+// The running maximum of one row's finite, unmasked entries (for --norm row).
+struct RowMax {
+    q: u32,
+    // element index of key 0 of the row
+    row_base: u32,
+    causal: bool,
+    m: f32,
+}
+
+fn row_max_elem(st: ptr<function, RowMax>, bits: u32, finite: bool, e: u32) {
+    let k = e - (*st).row_base;
+    let ok = k < piece.keys && finite && !((*st).causal && above((*st).q, k));
+    (*st).m = select((*st).m, max((*st).m, bitcast<f32>(bits)), ok);
+}
+
+fn row_max_pair(st: ptr<function, RowMax>, word: u32, e: u32) {
+    let f = widen(word);
+    row_max_elem(st, f.x, finite16(word), e);
+    row_max_elem(st, f.y, finite16(word >> 16u), e + 1u);
 }
 
 // Per-row maximum of finite entries, for --norm row. One invocation per row of the block.
 @compute @workgroup_size(64)
 fn row_maxima(@builtin(global_invocation_id) gid: vec3<u32>) {
+    piece = pieces[gid.z];
     let r = gid.x;
     if r >= piece.row_count {
         return;
     }
-    let q = piece.row_start + r;
-    let base = piece.elem_offset + r * piece.keys;
-    var m = -F32_MAX;
-    for (var k = 0u; k < piece.keys; k++) {
-        let v = load_value(base + k);
-        if v.y != 0u && !masked(q, k) {
-            m = max(m, bitcast<f32>(v.x));
+    let shift = elem_shift();
+    let row_base = piece.elem_offset + r * piece.keys;
+    var st = RowMax(piece.row_start + r, row_base, (FLAGS & FLAG_CAUSAL) != 0u, -F32_MAX);
+    let w1 = (row_base + piece.keys - 1u) >> shift;
+    for (var w = row_base >> shift; w <= w1; w++) {
+        let v = data[w];
+        let e = w << shift;
+        if DTYPE == DTYPE_F32 {
+            row_max_elem(&st, v.x, finite32(v.x), e);
+            row_max_elem(&st, v.y, finite32(v.y), e + 1u);
+            row_max_elem(&st, v.z, finite32(v.z), e + 2u);
+            row_max_elem(&st, v.w, finite32(v.w), e + 3u);
+        } else {
+            row_max_pair(&st, v.x, e);
+            row_max_pair(&st, v.y, e + 2u);
+            row_max_pair(&st, v.z, e + 4u);
+            row_max_pair(&st, v.w, e + 6u);
         }
     }
-    row_max[r] = m;
+    row_max[piece.row_max_base + r] = st.m;
 }
 
 // The running state of one pooled pixel while its bin is walked.
@@ -99,35 +169,85 @@ struct Running {
     max_v: f32,
     min_v: f32,
     count: u32,
-    bad: u32,
+    bad: bool,
     zeros: u32,
-    saw_upper: u32,
+    saw_upper: bool,
+    // the current row's sum
+    row_sum: f32,
+    // the current row's bin as element indices of the chunk: its first key, its width, and the
+    // last key below the diagonal (keys past it are above)
+    first: u32,
+    width: u32,
+    diagonal: i32,
+    // --norm row: the row's divisor, or a zero row (maximum not positive: every entry is 0)
+    scale: f32,
+    zero_row: bool,
 }
 
-// Folds entry `raw` (see `load_value`) of a row scaled by `scale` into `run` and returns what
-// it adds to the row's sum.
-fn fold(run: ptr<function, Running>, raw: vec2<u32>, row_norm: bool, scale: f32, zero_row: bool) -> f32 {
-    if raw.y == 0u {
-        (*run).bad = BAD_BIT;
-        return 0.0;
+// Folds element `e` of the chunk (raw f32 bits, finiteness) into `run` when it belongs to the
+// current row's bin, with the semantics of `HeadPooler::push_rows` in src/cpu.rs: masked
+// entries are skipped before anything else, exact zeros above the diagonal are set aside with
+// FLAG_AUTO_CAUSAL, non-finite entries mark the bin, the rest are (scaled and) folded. The mode
+// tests are on pipeline constants, so each pipeline keeps only its own selects.
+fn fold(run: ptr<function, Running>, bits: u32, finite: bool, e: u32) {
+    var counted = (e - (*run).first) < (*run).width;
+    if (FLAGS & (FLAG_CAUSAL | FLAG_AUTO_CAUSAL)) != 0u {
+        let up = i32(e) > (*run).diagonal;
+        if (FLAGS & FLAG_CAUSAL) != 0u {
+            counted = counted && !up;
+        } else {
+            let upper = counted && up;
+            let zero = (bits << 1u) == 0u;
+            (*run).zeros += u32(upper && zero);
+            (*run).saw_upper = (*run).saw_upper || (upper && !zero);
+            counted = counted && !(upper && zero);
+        }
     }
-    var v = bitcast<f32>(raw.x);
-    if row_norm {
-        v = select(v / scale, 0.0, zero_row);
+    (*run).bad = (*run).bad || (counted && !finite);
+    let ok = counted && finite;
+    var v = bitcast<f32>(bits);
+    if (FLAGS & FLAG_ROW_NORM) != 0u {
+        v = select(v / (*run).scale, 0.0, (*run).zero_row);
     }
-    (*run).max_v = max((*run).max_v, v);
-    (*run).min_v = min((*run).min_v, v);
-    (*run).count += 1u;
-    return v;
+    (*run).max_v = select((*run).max_v, max((*run).max_v, v), ok);
+    (*run).min_v = select((*run).min_v, min((*run).min_v, v), ok);
+    (*run).count += u32(ok);
+    (*run).row_sum = select((*run).row_sum, (*run).row_sum + v, ok);
+}
+
+// Folds the elements of word `v`, whose first element is element `e` of the chunk.
+fn fold_word(run: ptr<function, Running>, v: vec4<u32>, e: u32) {
+    if DTYPE == DTYPE_F32 {
+        fold(run, v.x, finite32(v.x), e);
+        fold(run, v.y, finite32(v.y), e + 1u);
+        fold(run, v.z, finite32(v.z), e + 2u);
+        fold(run, v.w, finite32(v.w), e + 3u);
+        return;
+    }
+    fold_pair(run, v.x, e);
+    fold_pair(run, v.y, e + 2u);
+    fold_pair(run, v.z, e + 4u);
+    fold_pair(run, v.w, e + 6u);
+}
+
+// Folds the two 16-bit elements of `word`, the first being element `e`.
+fn fold_pair(run: ptr<function, Running>, word: u32, e: u32) {
+    let f = widen(word);
+    fold(run, f.x, finite16(word), e);
+    fold(run, f.y, finite16(word >> 16u), e + 1u);
 }
 
 @compute @workgroup_size(64)
 fn pool(@builtin(global_invocation_id) gid: vec3<u32>) {
+    piece = pieces[gid.z];
     let x = gid.x;
     if x >= piece.pooled_w {
         return;
     }
     let y = piece.y_start + gid.y;
+    if y >= piece.y_end {
+        return;
+    }
     let r0 = max(row_edges[y], piece.row_start);
     let r1 = min(row_edges[y + 1u], piece.row_start + piece.row_count);
     if r0 >= r1 {
@@ -137,72 +257,66 @@ fn pool(@builtin(global_invocation_id) gid: vec3<u32>) {
     let c1 = col_edges[x + 1u];
     let idx = piece.accum_base + y * piece.pooled_w + x;
     var a = accum[idx];
-    let auto_causal = (piece.flags & FLAG_AUTO_CAUSAL) != 0u;
+    let auto_causal = (FLAGS & FLAG_AUTO_CAUSAL) != 0u;
     var set_aside = 0u;
     if auto_causal {
         set_aside = zeros[idx];
     }
-    var run = Running(a.max_v, a.min_v, a.count_bad & COUNT_MASK, a.count_bad & BAD_BIT, set_aside, 0u);
+    var run: Running;
+    run.max_v = a.max_v;
+    run.min_v = a.min_v;
+    run.count = a.count_bad & COUNT_MASK;
+    run.bad = (a.count_bad & BAD_BIT) != 0u;
+    run.zeros = set_aside;
+    run.saw_upper = false;
+    run.width = c1 - c0;
+    run.scale = 1.0;
+    run.zero_row = false;
     // Accumulators start zeroed (fresh buffers are); no entry yet means no extremes yet.
     if run.count == 0u {
         run.max_v = -F32_MAX;
         run.min_v = F32_MAX;
     }
-    let row_norm = (piece.flags & FLAG_ROW_NORM) != 0u;
-    let causal = (piece.flags & FLAG_CAUSAL) != 0u;
+    let shift = elem_shift();
     for (var q = r0; q < r1; q++) {
         let r = q - piece.row_start;
-        let base = piece.elem_offset + r * piece.keys;
-        var scale = 1.0;
-        var zero_row = false;
-        if row_norm {
-            let m = row_max[r];
-            zero_row = !(m > 0.0);
-            scale = m;
+        let row_base = piece.elem_offset + r * piece.keys;
+        run.first = row_base + c0;
+        run.diagonal = i32(row_base) + i32(q) + piece.causal_offset;
+        if (FLAGS & FLAG_ROW_NORM) != 0u {
+            let m = row_max[piece.row_max_base + r];
+            run.zero_row = !(m > 0.0);
+            run.scale = m;
         }
-        // Keys from `split` on are above the diagonal; the loop below it has no per-entry test.
-        let split = u32(clamp(i32(q) + piece.causal_offset + 1, i32(c0), i32(c1)));
-        var row_sum = 0.0;
-        for (var k = c0; k < split; k++) {
-            row_sum += fold(&run, load_value(base + k), row_norm, scale, zero_row);
+        run.row_sum = 0.0;
+        let w1 = (row_base + c1 - 1u) >> shift;
+        for (var w = run.first >> shift; w <= w1; w++) {
+            fold_word(&run, data[w], w << shift);
         }
-        if !causal {
-            for (var k = split; k < c1; k++) {
-                let raw = load_value(base + k);
-                if auto_causal {
-                    // Zeros are set aside until we know whether the head is causal.
-                    if (raw.x & 0x7fffffffu) == 0u {
-                        run.zeros += 1u;
-                        continue;
-                    }
-                    run.saw_upper = 1u;
-                }
-                row_sum += fold(&run, raw, row_norm, scale, zero_row);
-            }
-        }
-        a.sum += row_sum;
+        a.sum += run.row_sum;
     }
     a.max_v = run.max_v;
     a.min_v = run.min_v;
-    a.count_bad = run.count | run.bad;
+    a.count_bad = run.count | select(0u, BAD_BIT, run.bad);
     accum[idx] = a;
     if auto_causal {
         zeros[idx] = run.zeros;
     }
-    if run.saw_upper != 0u {
+    if run.saw_upper {
         atomicOr(&cell_flags[piece.cell], 1u);
     }
 }
 
 // For heads found not to be causal: folds the zeros set aside back in, as if they had been
-// pooled with the rest (adding 0.0 leaves every sum unchanged). `row_count` holds the number of
-// pixels, `accum_base` the first one.
+// pooled with the rest (adding 0.0 leaves every sum unchanged). Block 0's `row_count` holds the
+// number of pixels, `accum_base` the first one.
 @compute @workgroup_size(256)
 fn fold_masked_zeros(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(num_workgroups) nwg: vec3<u32>,
     @builtin(local_invocation_index) li: u32,
 ) {
+    piece = pieces[0];
     let i = flat_index(wg, nwg, li, 256u);
     if i >= piece.row_count {
         return;

@@ -45,7 +45,6 @@ impl Engine {
             geometry,
             options,
             self.chunk_bytes,
-            crate::pool::Feed::Host,
         )?;
         Ok(HeadAccumulator {
             engine: self,
@@ -77,6 +76,21 @@ impl<'e> HeadAccumulator<'e> {
             }
             Ok(())
         })
+    }
+
+    /// Adds `rows` whole rows of f32 that are already on the GPU, starting at query
+    /// `row_start`: they are read from byte `offset` (a multiple of 4) of `buffer`, a STORAGE
+    /// buffer of this engine's device whose size is a multiple of 16. Pooled in place, with
+    /// the rows pushed before them first; same ordering rule as [`Self::push_rows`].
+    pub fn push_gpu_rows(
+        &mut self,
+        row_start: usize,
+        rows: usize,
+        buffer: &wgpu::Buffer,
+        offset: u64,
+    ) -> Result<()> {
+        self.ingest
+            .pool_resident(0, row_start, rows, buffer, offset)
     }
 
     /// Pools the remaining rows and returns the pooled head.

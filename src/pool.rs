@@ -3,7 +3,6 @@
 //! pooled into per-cell accumulators, and reduced to per-head statistics. Memory on both sides is
 //! bounded by the chunk size and the output, never by the input.
 
-use std::num::NonZeroU64;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use bytemuck::{Pod, Zeroable};
@@ -17,7 +16,7 @@ use crate::source::{AttentionSource, DType};
 /// Default upper bound on one upload chunk: large enough to amortize a submission, small enough
 /// that two of them stay cheap even on the smallest adapters.
 pub const CHUNK_TARGET: u64 = 64 << 20;
-/// Pieces (head row ranges) per chunk; bounds the parameter buffer.
+/// Pieces (head row ranges) per chunk; the size of the parameter array in `shaders/pool.wgsl`.
 const MAX_PIECES: usize = 256;
 
 const POOL_WGSL: &str = concat!(
@@ -40,11 +39,11 @@ struct PieceParams {
     accum_base: u32,
     pooled_w: u32,
     y_start: u32,
-    _reserved: u32,
-    flags: u32,
+    row_max_base: u32,
+    _flags: u32,
     causal_offset: i32,
     cell: u32,
-    _pad: u32,
+    y_end: u32,
 }
 
 const FLAG_ROW_NORM: u32 = 1;
@@ -99,12 +98,20 @@ impl PoolOptions {
 pub(crate) struct PoolPipelines {
     layout: wgpu::BindGroupLayout,
     module: wgpu::ShaderModule,
-    /// (pool, row_maxima) specialized for each dtype, indexed by `DType::shader_id`, compiled
-    /// on first use so a run pays only for the dtype it reads.
-    by_dtype: [OnceLock<(wgpu::ComputePipeline, wgpu::ComputePipeline)>; 3],
+    /// (pool, row_maxima) specialized for each dtype and set of pooling flags, indexed by
+    /// `DType::shader_id` and `PoolOptions::flags`, compiled on first use so a run pays only
+    /// for the mode it uses.
+    specialized: [[OnceLock<(wgpu::ComputePipeline, wgpu::ComputePipeline)>; 8]; 3],
     fold: wgpu::ComputePipeline,
     stats_layout: wgpu::BindGroupLayout,
     stats: wgpu::ComputePipeline,
+    /// Upload slots of the last ingest, kept for the next one of the same chunk size: fresh
+    /// mapped buffers are zero-filled by wgpu and page-faulted in by the host, which costs as
+    /// much as pooling a small input. At most two chunks stay alive.
+    spare_slots: Mutex<Vec<Slot>>,
+    /// Accumulator buffers of dropped results, reused (cleared) by the next ingest of the
+    /// same sizes, for the same reason; at most `SPARE_GROUP_BYTES`.
+    spare_groups: SpareGroups,
 }
 
 pub(crate) fn storage_entry(
@@ -183,7 +190,7 @@ impl PoolPipelines {
         let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
             label: Some("attnviz.pool.layout"),
             entries: &[
-                uniform_entry(0, true, c),
+                uniform_entry(0, false, c),
                 storage_entry(1, true, c),
                 storage_entry(2, true, c),
                 storage_entry(3, true, c),
@@ -217,7 +224,7 @@ impl PoolPipelines {
                 &module,
                 "fold_masked_zeros",
             ),
-            by_dtype: Default::default(),
+            specialized: Default::default(),
             stats: compute_pipeline(
                 device,
                 "attnviz.stats.pipeline",
@@ -228,18 +235,41 @@ impl PoolPipelines {
             layout,
             module,
             stats_layout,
+            spare_slots: Mutex::new(Vec::new()),
+            spare_groups: SpareGroups::default(),
         }
     }
 
-    /// The pool and row-maxima pipelines for `dtype`.
-    fn for_dtype(
+    /// Up to `n` spare upload slots of exactly `size` bytes.
+    fn take_slots(&self, size: usize, n: usize) -> Vec<Slot> {
+        let mut spare = self.spare_slots.lock().expect("spare slots");
+        let mut out = Vec::new();
+        while out.len() < n {
+            match spare.iter().position(|s| s.host.size() == size as u64) {
+                Some(i) => out.push(spare.swap_remove(i)),
+                None => break,
+            }
+        }
+        out
+    }
+
+    fn keep_slots(&self, slots: Vec<Slot>) {
+        let mut spare = self.spare_slots.lock().expect("spare slots");
+        spare.extend(slots);
+        let excess = spare.len().saturating_sub(2);
+        spare.drain(..excess);
+    }
+
+    /// The pool and row-maxima pipelines for `dtype` and `options`.
+    fn specialized(
         &self,
         device: &wgpu::Device,
         dtype: DType,
+        options: PoolOptions,
     ) -> &(wgpu::ComputePipeline, wgpu::ComputePipeline) {
-        let id = dtype.shader_id();
-        self.by_dtype[id as usize].get_or_init(|| {
-            let constants = [("DTYPE", id as f64)];
+        let (id, flags) = (dtype.shader_id(), options.flags());
+        self.specialized[id as usize][flags as usize].get_or_init(|| {
+            let constants = [("DTYPE", id as f64), ("FLAGS", flags as f64)];
             (
                 specialized_pipeline(
                     device,
@@ -269,9 +299,89 @@ pub struct CellGroup {
     pub accum: wgpu::Buffer,
     /// Per cell: 1 once a non-zero value was seen above the diagonal.
     flags: wgpu::Buffer,
-    /// Per pooled pixel, with `Causal::Auto`: zeros set aside above the diagonal (a 4-byte
+    /// Per pooled pixel, with `Causal::Auto`: zeros set aside above the diagonal (a 16-byte
     /// stand-in otherwise).
     zeros: wgpu::Buffer,
+    /// Where the buffers go when the group is dropped.
+    spares: Option<SpareGroups>,
+}
+
+/// The buffers of a dropped [`CellGroup`], for the next ingest that needs the same sizes.
+struct GroupBuffers {
+    accum: wgpu::Buffer,
+    flags: wgpu::Buffer,
+    zeros: wgpu::Buffer,
+}
+
+/// Spare accumulator buffers, shared by the pipelines and the groups that return to them.
+type SpareGroups = Arc<Mutex<Vec<GroupBuffers>>>;
+
+/// Bytes of spare accumulator buffers kept at most.
+const SPARE_GROUP_BYTES: u64 = 256 << 20;
+
+impl CellGroup {
+    /// A group of `cells` cells from `first_cell` whose (accum, flags, zeros) buffers have
+    /// `sizes` bytes: recycled from a dropped group when one matches (fresh buffers cost the
+    /// host page faults and zero-filling on unified-memory adapters, every render), else new.
+    fn new(
+        gpu: &Gpu,
+        pipes: &PoolPipelines,
+        first_cell: usize,
+        cells: usize,
+        sizes: [u64; 3],
+    ) -> CellGroup {
+        let spare = {
+            let mut spares = pipes.spare_groups.lock().expect("spare groups");
+            let found = spares
+                .iter()
+                .position(|b| [b.accum.size(), b.flags.size(), b.zeros.size()] == sizes);
+            found.map(|i| spares.swap_remove(i))
+        };
+        let buffers = spare.unwrap_or_else(|| {
+            let buffer = |label, size| {
+                gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some(label),
+                    size,
+                    usage: wgpu::BufferUsages::STORAGE
+                        | wgpu::BufferUsages::COPY_SRC
+                        | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                })
+            };
+            GroupBuffers {
+                accum: buffer("attnviz.pool.accum", sizes[0]),
+                flags: buffer("attnviz.pool.cell_flags", sizes[1]),
+                zeros: buffer("attnviz.pool.zeros", sizes[2]),
+            }
+        });
+        CellGroup {
+            first_cell,
+            cells,
+            accum: buffers.accum,
+            flags: buffers.flags,
+            zeros: buffers.zeros,
+            spares: Some(pipes.spare_groups.clone()),
+        }
+    }
+}
+
+impl Drop for CellGroup {
+    fn drop(&mut self) {
+        let Some(spares) = self.spares.take() else {
+            return;
+        };
+        let mut spares = spares.lock().expect("spare groups");
+        spares.push(GroupBuffers {
+            accum: self.accum.clone(),
+            flags: self.flags.clone(),
+            zeros: self.zeros.clone(),
+        });
+        // Newest last; drop the oldest past the byte budget.
+        let bytes = |b: &GroupBuffers| b.accum.size() + b.flags.size() + b.zeros.size();
+        while spares.iter().map(bytes).sum::<u64>() > SPARE_GROUP_BYTES && !spares.is_empty() {
+            spares.remove(0);
+        }
+    }
 }
 
 /// Every selected head pooled to its cell, resident on the GPU, with its statistics.
@@ -314,15 +424,6 @@ impl PooledCells {
 pub fn has_upper_triangle(queries: usize, keys: usize) -> bool {
     // Row 0 sees keys 0..=K-Q; anything right of that is above the diagonal.
     keys > 1 && (keys as i64 - queries as i64) < keys as i64 - 1
-}
-
-/// Where the rows an [`Ingest`] pools come from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Feed {
-    /// Written by the host into mapped upload chunks ([`Ingest::push_with`]).
-    Host,
-    /// Written by a GPU pass into a device chunk ([`Ingest::pool_resident`]).
-    Device,
 }
 
 /// One head's rows inside an upload chunk.
@@ -419,19 +520,51 @@ pub(crate) struct Ingest<'g> {
     slots: Vec<Slot>,
     device_data: Option<wgpu::Buffer>,
     params_buf: wgpu::Buffer,
-    /// Host copy of the piece parameters, reused for every chunk.
-    params: Vec<u8>,
-    align: usize,
+    params: Vec<PieceParams>,
     /// bind_groups[slot][group]
     bind_groups: Vec<Vec<wgpu::BindGroup>>,
     /// per group, for `fold_masked_zeros`
     fold_bind_groups: Vec<wgpu::BindGroup>,
+    row_edges_buf: wgpu::Buffer,
+    col_edges_buf: wgpu::Buffer,
+    row_max_buf: wgpu::Buffer,
     active: usize,
     filling: Option<Filling>,
     pieces: Vec<Piece>,
     used: usize,
     /// Bytes pushed so far, for progress reports.
     pub consumed: u64,
+}
+
+/// The pool pass's bind group: `buffers` are the parameters, the rows, the row and column bin
+/// edges, and the row maxima; `g` the accumulators written.
+fn pool_bind_group(
+    gpu: &Gpu,
+    pipes: &PoolPipelines,
+    buffers: [&wgpu::Buffer; 5],
+    g: &CellGroup,
+) -> wgpu::BindGroup {
+    fn entry(binding: u32, buffer: &wgpu::Buffer) -> wgpu::BindGroupEntry<'_> {
+        wgpu::BindGroupEntry {
+            binding,
+            resource: buffer.as_entire_binding(),
+        }
+    }
+    let [params, data, row_edges, col_edges, row_max] = buffers;
+    gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
+        label: Some("attnviz.pool.bind_group"),
+        layout: &pipes.layout,
+        entries: &[
+            entry(0, params),
+            entry(1, data),
+            entry(2, row_edges),
+            entry(3, col_edges),
+            entry(4, &g.accum),
+            entry(5, row_max),
+            entry(6, &g.flags),
+            entry(7, &g.zeros),
+        ],
+    })
 }
 
 impl<'g> Ingest<'g> {
@@ -446,12 +579,12 @@ impl<'g> Ingest<'g> {
         geometry: CellGeometry,
         options: PoolOptions,
         chunk_target: u64,
-        feed: Feed,
     ) -> Result<Ingest<'g>> {
         let device = &gpu.device;
         let row_bytes = keys * dtype.size();
         let max_binding = gpu.max_binding();
-        let chunk_cap = (max_binding.min(chunk_target).max(4) / 4 * 4) as usize;
+        // The shader reads 16-byte words.
+        let chunk_cap = (max_binding.min(chunk_target).max(16) / 16 * 16) as usize;
         if row_bytes > chunk_cap {
             return Err(Error::BadOption(format!(
                 "one row of {keys} keys ({row_bytes} bytes) exceeds the GPU's {chunk_cap}-byte storage binding"
@@ -464,7 +597,7 @@ impl<'g> Ingest<'g> {
         }
         // Never larger than the whole input needs.
         let whole = (cells * queries).saturating_mul(row_bytes.next_multiple_of(4));
-        let chunk_bytes = chunk_cap.min(whole.max(row_bytes.next_multiple_of(4)));
+        let chunk_bytes = chunk_cap.min(whole.max(row_bytes).next_multiple_of(16));
 
         let px = geometry.pooled_pixels();
         let cell_bytes = (px * std::mem::size_of::<Accum>()) as u64;
@@ -475,40 +608,30 @@ impl<'g> Ingest<'g> {
             )));
         }
         let per_group = ((max_binding / cell_bytes) as usize).max(1);
-        // Zero-filled by wgpu; the shader treats a zero count as "no extremes yet", so nothing
-        // the size of the output is staged on the host.
+        // Cleared on the GPU (recycled buffers too); the shader treats a zero count as "no
+        // extremes yet", so nothing the size of the output is staged on the host.
+        let zeros_per_px = if options.causal == Causal::Auto { 4 } else { 0 };
         let groups: Vec<CellGroup> = (0..cells)
             .step_by(per_group)
             .map(|first| {
                 let n = per_group.min(cells - first);
-                CellGroup {
-                    first_cell: first,
-                    cells: n,
-                    accum: device.create_buffer(&wgpu::BufferDescriptor {
-                        label: Some("attnviz.pool.accum"),
-                        size: n as u64 * cell_bytes,
-                        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
-                        mapped_at_creation: false,
-                    }),
-                    flags: device.create_buffer(&wgpu::BufferDescriptor {
-                        label: Some("attnviz.pool.cell_flags"),
-                        size: n as u64 * 4,
-                        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
-                        mapped_at_creation: false,
-                    }),
-                    zeros: device.create_buffer(&wgpu::BufferDescriptor {
-                        label: Some("attnviz.pool.zeros"),
-                        size: if options.causal == Causal::Auto {
-                            (n * px * 4) as u64
-                        } else {
-                            4
-                        },
-                        usage: wgpu::BufferUsages::STORAGE,
-                        mapped_at_creation: false,
-                    }),
-                }
+                let sizes = [
+                    n as u64 * cell_bytes,
+                    n as u64 * 4,
+                    ((n * px * zeros_per_px) as u64).max(16),
+                ];
+                CellGroup::new(gpu, pipes, first, n, sizes)
             })
             .collect();
+        let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+            label: Some("attnviz.pool.clear"),
+        });
+        for g in &groups {
+            encoder.clear_buffer(&g.accum, 0, None);
+            encoder.clear_buffer(&g.flags, 0, None);
+            encoder.clear_buffer(&g.zeros, 0, None);
+        }
+        gpu.queue.submit([encoder.finish()]);
 
         let row_edges = bin_edges(queries, geometry.pooled_h);
         let col_edges = bin_edges(keys, geometry.pooled_w);
@@ -542,15 +665,12 @@ impl<'g> Ingest<'g> {
         } else {
             wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::MAP_WRITE
         };
-        let slot_count = match feed {
-            Feed::Device => 0,
-            Feed::Host if whole > chunk_bytes => 2,
-            Feed::Host => 1,
-        };
-        let slots: Vec<Slot> = (0..slot_count)
-            .map(|_| Slot::new(gpu, chunk_bytes as u64, slot_usage))
-            .collect();
-        let device_data = (feed == Feed::Device || !gpu.mappable_storage).then(|| {
+        let slot_count = if whole > chunk_bytes { 2 } else { 1 };
+        let mut slots = pipes.take_slots(chunk_bytes, slot_count);
+        while slots.len() < slot_count {
+            slots.push(Slot::new(gpu, chunk_bytes as u64, slot_usage));
+        }
+        let device_data = (!gpu.mappable_storage).then(|| {
             device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("attnviz.pool.data"),
                 size: chunk_bytes as u64,
@@ -558,47 +678,30 @@ impl<'g> Ingest<'g> {
                 mapped_at_creation: false,
             })
         });
-        let align = std::mem::size_of::<PieceParams>()
-            .next_multiple_of(gpu.limits.min_uniform_buffer_offset_alignment as usize);
         let params_buf = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("attnviz.pool.params"),
-            size: (align * MAX_PIECES) as u64,
+            size: (std::mem::size_of::<PieceParams>() * MAX_PIECES) as u64,
             usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
         // One bind group per (data buffer, accumulator group), made once.
         let bind_group = |data: &wgpu::Buffer, g: &CellGroup| {
-            fn entry(binding: u32, buffer: &wgpu::Buffer) -> wgpu::BindGroupEntry<'_> {
-                wgpu::BindGroupEntry {
-                    binding,
-                    resource: buffer.as_entire_binding(),
-                }
-            }
-            device.create_bind_group(&wgpu::BindGroupDescriptor {
-                label: Some("attnviz.pool.bind_group"),
-                layout: &pipes.layout,
-                entries: &[
-                    wgpu::BindGroupEntry {
-                        binding: 0,
-                        resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                            buffer: &params_buf,
-                            offset: 0,
-                            size: NonZeroU64::new(std::mem::size_of::<PieceParams>() as u64),
-                        }),
-                    },
-                    entry(1, data),
-                    entry(2, &row_edges_buf),
-                    entry(3, &col_edges_buf),
-                    entry(4, &g.accum),
-                    entry(5, &row_max_buf),
-                    entry(6, &g.flags),
-                    entry(7, &g.zeros),
+            pool_bind_group(
+                gpu,
+                pipes,
+                [
+                    &params_buf,
+                    data,
+                    &row_edges_buf,
+                    &col_edges_buf,
+                    &row_max_buf,
                 ],
-            })
+                g,
+            )
         };
-        let bind_groups = (0..slot_count.max(1))
+        let bind_groups = (0..slot_count)
             .map(|s| {
-                let data = device_data.as_ref().unwrap_or_else(|| &slots[s].host);
+                let data = device_data.as_ref().unwrap_or(&slots[s].host);
                 groups.iter().map(|g| bind_group(data, g)).collect()
             })
             .collect();
@@ -606,7 +709,7 @@ impl<'g> Ingest<'g> {
         // binds a stand-in for the data it never reads.
         let no_data = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("attnviz.pool.no_data"),
-            size: 4,
+            size: 16,
             usage: wgpu::BufferUsages::STORAGE,
             mapped_at_creation: false,
         });
@@ -627,10 +730,12 @@ impl<'g> Ingest<'g> {
             slots,
             device_data,
             params_buf,
-            params: vec![0u8; align * MAX_PIECES],
-            align,
+            params: vec![PieceParams::zeroed(); MAX_PIECES],
             bind_groups,
             fold_bind_groups,
+            row_edges_buf,
+            col_edges_buf,
+            row_max_buf,
             active: 0,
             filling: None,
             pieces: Vec::new(),
@@ -654,22 +759,26 @@ impl<'g> Ingest<'g> {
         rows: usize,
         mut fill: impl FnMut(usize, &mut [u8]) -> Result<()>,
     ) -> Result<()> {
-        if cell >= self.groups.iter().map(|g| g.cells).sum::<usize>()
-            || row_start + rows > self.queries
-        {
-            return Err(Error::BadOption(format!(
-                "rows {row_start}..{} of cell {cell} are outside the {} rows of the head",
-                row_start + rows,
-                self.queries
-            )));
-        }
+        self.check_rows(cell, row_start, rows)?;
         let mut done = 0;
         while done < rows {
             if self.filling.is_none() {
                 self.open()?;
             }
             let room = (self.chunk_bytes - self.used) / self.row_bytes;
-            if room == 0 || self.pieces.len() == MAX_PIECES {
+            // The pieces of a chunk are pooled in one dispatch, so they must be of different
+            // cells of one accumulator group; rows that continue the last piece extend it.
+            let extends = self.pieces.last().is_some_and(|p| {
+                p.cell == cell
+                    && p.row_start + p.rows == row_start + done
+                    && p.offset + p.rows * self.row_bytes == self.used
+            });
+            let conflicts = !extends
+                && self
+                    .pieces
+                    .iter()
+                    .any(|p| p.cell == cell || p.cell / self.per_group != cell / self.per_group);
+            if room == 0 || conflicts || (!extends && self.pieces.len() == MAX_PIECES) {
                 self.flush()?;
                 continue;
             }
@@ -682,17 +791,33 @@ impl<'g> Ingest<'g> {
             // lives until `flush`; pieces never overlap.
             let dst = unsafe { std::slice::from_raw_parts_mut(f.bytes.add(offset), bytes) };
             fill(row_start + done, dst)?;
-            self.pieces.push(Piece {
-                cell,
-                row_start: row_start + done,
-                rows: n,
-                offset,
-            });
+            match self.pieces.last_mut() {
+                Some(p) if extends => p.rows += n,
+                _ => self.pieces.push(Piece {
+                    cell,
+                    row_start: row_start + done,
+                    rows: n,
+                    offset,
+                }),
+            }
             // Every piece starts on a 4-byte boundary, so f16 rows are addressable as
             // whole words plus a half.
             self.used += bytes.next_multiple_of(4);
             self.consumed += bytes as u64;
             done += n;
+        }
+        Ok(())
+    }
+
+    fn check_rows(&self, cell: usize, row_start: usize, rows: usize) -> Result<()> {
+        if cell >= self.groups.iter().map(|g| g.cells).sum::<usize>()
+            || row_start + rows > self.queries
+        {
+            return Err(Error::BadOption(format!(
+                "rows {row_start}..{} of cell {cell} are outside the {} rows of the head",
+                row_start + rows,
+                self.queries
+            )));
         }
         Ok(())
     }
@@ -715,48 +840,6 @@ impl<'g> Ingest<'g> {
         Ok(())
     }
 
-    /// The chunk a GPU producer writes rows into ([`Feed::Device`] only).
-    pub(crate) fn device_chunk(&self) -> Option<&wgpu::Buffer> {
-        self.slots
-            .is_empty()
-            .then_some(self.device_data.as_ref())
-            .flatten()
-    }
-
-    /// Pools rows `row_start..row_start + rows` of `cell`, which `produce` writes on the GPU
-    /// into [`Self::device_chunk`] from its first byte, in the same submission as the pooling.
-    pub(crate) fn pool_resident(
-        &mut self,
-        cell: usize,
-        row_start: usize,
-        rows: usize,
-        produce: impl FnOnce(&mut wgpu::CommandEncoder),
-    ) -> Result<()> {
-        if !self.slots.is_empty() || rows == 0 || rows > self.max_rows_per_fill() {
-            return Err(Error::Gpu(format!(
-                "internal: {rows} resident rows do not fit a device-fed chunk"
-            )));
-        }
-        self.pieces.push(Piece {
-            cell,
-            row_start,
-            rows,
-            offset: 0,
-        });
-        let mut encoder = self
-            .gpu
-            .device
-            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("attnviz.pool.resident_encoder"),
-            });
-        produce(&mut encoder);
-        self.encode_pool(&mut encoder, 0);
-        self.gpu.queue.submit([encoder.finish()]);
-        self.pieces.clear();
-        self.consumed += (rows * self.row_bytes) as u64;
-        Ok(())
-    }
-
     /// Submits the filled chunk for pooling and switches to the other slot.
     fn flush(&mut self) -> Result<()> {
         let Some(filling) = self.filling.take() else {
@@ -765,6 +848,8 @@ impl<'g> Ingest<'g> {
         drop(filling.view);
         let s = self.active;
         self.slots[s].host.unmap();
+        let pieces = std::mem::take(&mut self.pieces);
+        self.write_params(&pieces);
         let gpu = self.gpu;
         let mut encoder = gpu
             .device
@@ -780,7 +865,14 @@ impl<'g> Ingest<'g> {
                 self.used.next_multiple_of(4) as u64,
             );
         }
-        self.encode_pool(&mut encoder, s);
+        if let Some(first) = pieces.first() {
+            self.record(
+                &mut encoder,
+                &pieces,
+                &self.bind_groups[s][first.cell / self.per_group],
+            );
+        }
+        self.pieces = pieces;
         let submission = gpu.queue.submit([encoder.finish()]);
         self.slots[s].remap(submission);
         self.pieces.clear();
@@ -789,13 +881,12 @@ impl<'g> Ingest<'g> {
         Ok(())
     }
 
-    /// Writes the parameters of the pending pieces and records their pooling, reading the
-    /// data bound for slot `s`.
-    fn encode_pool(&mut self, encoder: &mut wgpu::CommandEncoder, s: usize) {
+    /// Uploads the parameters of `pieces`, piece j at index j of the parameter array.
+    fn write_params(&mut self, pieces: &[Piece]) {
         let px = self.geometry.pooled_pixels();
-        let params = &mut self.params;
-        for (j, p) in self.pieces.iter().enumerate() {
-            let piece = PieceParams {
+        let mut row_max_base = 0;
+        for (j, p) in pieces.iter().enumerate() {
+            self.params[j] = PieceParams {
                 elem_offset: (p.offset / self.dtype.size()) as u32,
                 row_start: p.row_start as u32,
                 row_count: p.rows as u32,
@@ -803,46 +894,140 @@ impl<'g> Ingest<'g> {
                 accum_base: ((p.cell % self.per_group) * px) as u32,
                 pooled_w: self.geometry.pooled_w,
                 y_start: bin_of(&self.row_edges, p.row_start as u32),
-                _reserved: 0,
-                flags: self.options.flags(),
+                row_max_base,
+                _flags: 0,
                 causal_offset: self
                     .options
                     .diagonal
                     .unwrap_or(self.keys as i64 - self.queries as i64)
                     as i32,
                 cell: (p.cell % self.per_group) as u32,
-                _pad: 0,
+                y_end: bin_of(&self.row_edges, (p.row_start + p.rows - 1) as u32) + 1,
             };
-            params[j * self.align..j * self.align + std::mem::size_of::<PieceParams>()]
-                .copy_from_slice(bytemuck::bytes_of(&piece));
+            row_max_base += p.rows as u32;
         }
-        let gpu = self.gpu;
-        gpu.queue.write_buffer(
+        self.gpu.queue.write_buffer(
             &self.params_buf,
             0,
-            &params[..self.pieces.len() * self.align],
+            bytemuck::cast_slice(&self.params[..pieces.len()]),
         );
-        {
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some("attnviz.pool.pass"),
-                timestamp_writes: None,
-            });
-            let (pool, row_maxima) = self.pipes.for_dtype(&gpu.device, self.dtype);
-            for (j, p) in self.pieces.iter().enumerate() {
-                let bg = &self.bind_groups[s][p.cell / self.per_group];
-                let offset = (j * self.align) as u32;
-                if self.options.row_norm {
-                    pass.set_pipeline(row_maxima);
-                    pass.set_bind_group(0, bg, &[offset]);
-                    pass.dispatch_workgroups((p.rows as u32).div_ceil(64), 1, 1);
-                }
+    }
+
+    /// Records the row-maxima and pool dispatches of `pieces` (parameters already written),
+    /// reading rows through `bind_group`. All pieces go in one dispatch, piece j as workgroup
+    /// z = j: they belong to different cells of one accumulator group (`push_with` keeps it
+    /// so), so they never share an accumulator, and one large dispatch keeps a big GPU busy
+    /// where a piece alone would not.
+    fn record(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        pieces: &[Piece],
+        bind_group: &wgpu::BindGroup,
+    ) {
+        debug_assert!(pieces
+            .windows(2)
+            .all(|w| w[0].cell / self.per_group == w[1].cell / self.per_group));
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some("attnviz.pool.pass"),
+            timestamp_writes: None,
+        });
+        let (pool, row_maxima) = self
+            .pipes
+            .specialized(&self.gpu.device, self.dtype, self.options);
+        let n = pieces.len() as u32;
+        pass.set_bind_group(0, bind_group, &[]);
+        if self.options.row_norm {
+            let rows = pieces.iter().map(|p| p.rows).max().unwrap_or(0) as u32;
+            pass.set_pipeline(row_maxima);
+            pass.dispatch_workgroups(rows.div_ceil(64), 1, n);
+        }
+        let bins = pieces
+            .iter()
+            .map(|p| {
                 let y0 = bin_of(&self.row_edges, p.row_start as u32);
                 let y1 = bin_of(&self.row_edges, (p.row_start + p.rows - 1) as u32);
-                pass.set_pipeline(pool);
-                pass.set_bind_group(0, bg, &[offset]);
-                pass.dispatch_workgroups(self.geometry.pooled_w.div_ceil(64), y1 - y0 + 1, 1);
-            }
+                y1 - y0 + 1
+            })
+            .max()
+            .unwrap_or(0);
+        pass.set_pipeline(pool);
+        pass.dispatch_workgroups(self.geometry.pooled_w.div_ceil(64), bins, n);
+    }
+
+    /// Pools `rows` rows of `cell` from `row_start` that are already on the GPU: `data` holds
+    /// them in the ingest's dtype from byte `offset` (a multiple of 4) on, and must be a
+    /// STORAGE buffer whose size is a multiple of 16 (the shader reads 16-byte words) and fits
+    /// one storage binding. Rows pushed before are pooled first, so each cell's rows still fold
+    /// in order. This is the hook for producers that compute attention on the GPU: no copy, no
+    /// host round trip.
+    pub(crate) fn pool_resident(
+        &mut self,
+        cell: usize,
+        row_start: usize,
+        rows: usize,
+        data: &wgpu::Buffer,
+        offset: u64,
+    ) -> Result<()> {
+        self.check_rows(cell, row_start, rows)?;
+        let bytes = (rows * self.row_bytes) as u64;
+        let size = data.size();
+        let fault = if !data.usage().contains(wgpu::BufferUsages::STORAGE) {
+            Some("is not a STORAGE buffer".to_string())
+        } else if !size.is_multiple_of(16) || size > self.gpu.max_binding() {
+            Some(format!(
+                "is {size} bytes: needs a multiple of 16, at most {}",
+                self.gpu.max_binding()
+            ))
+        } else if !offset.is_multiple_of(4) || offset + bytes > size {
+            Some(format!(
+                "does not hold {bytes} bytes of rows at byte offset {offset} (a multiple of 4)"
+            ))
+        } else {
+            None
+        };
+        if let Some(fault) = fault {
+            return Err(Error::BadOption(format!(
+                "resident rows: the buffer {fault}"
+            )));
         }
+        self.flush()?;
+        let bind_group = pool_bind_group(
+            self.gpu,
+            self.pipes,
+            [
+                &self.params_buf,
+                data,
+                &self.row_edges_buf,
+                &self.col_edges_buf,
+                &self.row_max_buf,
+            ],
+            &self.groups[cell / self.per_group],
+        );
+        // Pieces of at most a chunk's rows (the row maxima buffer holds that many), one per
+        // submission: pieces of one cell must not share a dispatch.
+        let step = self.max_rows_per_fill();
+        let mut done = 0;
+        while done < rows {
+            let n = step.min(rows - done);
+            let piece = Piece {
+                cell,
+                row_start: row_start + done,
+                rows: n,
+                offset: offset as usize + done * self.row_bytes,
+            };
+            done += n;
+            self.write_params(&[piece]);
+            let mut encoder =
+                self.gpu
+                    .device
+                    .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                        label: Some("attnviz.pool.resident"),
+                    });
+            self.record(&mut encoder, &[piece], &bind_group);
+            self.gpu.queue.submit([encoder.finish()]);
+        }
+        self.consumed += bytes;
+        Ok(())
     }
 
     /// Pools what is left and reduces every cell to its statistics.
@@ -870,6 +1055,7 @@ impl<'g> Ingest<'g> {
             }
         };
         let stats = head_stats(self.gpu, self.pipes, &self.groups, px)?;
+        self.pipes.keep_slots(std::mem::take(&mut self.slots));
         Ok(PooledCells {
             geometry: self.geometry,
             groups: std::mem::take(&mut self.groups),
@@ -901,7 +1087,7 @@ impl<'g> Ingest<'g> {
                     timestamp_writes: None,
                 });
                 pass.set_pipeline(&self.pipes.fold);
-                pass.set_bind_group(0, &self.fold_bind_groups[gi], &[0]);
+                pass.set_bind_group(0, &self.fold_bind_groups[gi], &[]);
                 let (x, y) =
                     dispatch_1d(total, 256, gpu.limits.max_compute_workgroups_per_dimension);
                 pass.dispatch_workgroups(x, y, 1);
@@ -937,7 +1123,6 @@ pub(crate) fn pool_cells(
             geometry,
             options,
             chunk_target,
-            Feed::Host,
         )
         .map_err(|e| match e {
             Error::BadOption(m) => Error::BadOption(format!("{}: {m}", source.name())),
@@ -960,6 +1145,15 @@ pub(crate) fn pool_cells(
         }
         ingest.finish()
     })
+}
+
+impl crate::render::Engine {
+    /// The statistics pass again on resident pooled cells (pooling already ran it once): lets
+    /// benchmarks time the reduction without the input.
+    pub fn pooled_stats(&self, pooled: &PooledCells) -> Result<Vec<HeadStats>> {
+        let (gpu, pipes) = self.parts();
+        head_stats(gpu, pipes, &pooled.groups, pooled.geometry.pooled_pixels())
+    }
 }
 
 /// Reduces every cell's accumulators to its [`HeadStats`] and reads them back.
@@ -1082,8 +1276,8 @@ pub fn upload_seconds(gpu: &Gpu, total: u64) -> Result<f64> {
 }
 
 /// Seconds to pool `cells` heads of `queries` × `keys` f32 entries that are already in device
-/// memory (one device chunk, pooled again for every block): the GPU-side pooling throughput,
-/// without the host-to-device copy that bounds [`pool_cells`] on discrete GPUs.
+/// memory (one buffer of a chunk's rows, pooled again for every block): the GPU-side pooling
+/// throughput, without the host-to-device copy that bounds [`pool_cells`] on discrete GPUs.
 pub(crate) fn resident_pool_seconds(
     gpu: &Gpu,
     pipes: &PoolPipelines,
@@ -1102,14 +1296,19 @@ pub(crate) fn resident_pool_seconds(
         geometry,
         PoolOptions::default(),
         CHUNK_TARGET,
-        Feed::Device,
     )?;
     let step = ingest.max_rows_per_fill();
+    let data = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("attnviz.bench.resident_rows"),
+        size: ((step * keys * 4) as u64).next_multiple_of(16),
+        usage: wgpu::BufferUsages::STORAGE,
+        mapped_at_creation: false,
+    });
     gpu.wait()?;
     let start = std::time::Instant::now();
     for cell in 0..cells {
         for row in (0..queries).step_by(step) {
-            ingest.pool_resident(cell, row, step.min(queries - row), |_| {})?;
+            ingest.pool_resident(cell, row, step.min(queries - row), &data, 0)?;
         }
     }
     gpu.wait()?;

@@ -379,3 +379,36 @@ fn causal_masking_is_detected_from_an_all_zero_upper_triangle() {
     let src = ArraySource::from_f32("one-row", &random(1, 1, 1, 50, 9));
     check_pooling(&e, "one-row", &src, None, auto);
 }
+
+/// The pool shader reads 16-byte words (4 f32 or 8 halves) and picks each bin's keys out of
+/// them: rows of odd length in small chunks start at every alignment inside a word, bins are
+/// narrower and wider than a word, and every pooling mode is specialized into its own pipeline.
+#[test]
+fn every_mode_at_every_word_alignment() {
+    let Some(mut e) = engine() else { return };
+    e.chunk_bytes = 1000;
+    let mut data = random(1, 2, 37, 53, 10);
+    // Head 0 causal (exact zeros above the diagonal) with a non-finite entry below it.
+    for q in 0..37 {
+        for k in q + 17..53 {
+            data[[0, 0, q, k]] = 0.0;
+        }
+    }
+    data[[0, 0, 20, 3]] = f32::NAN;
+    for dtype in [DType::F32, DType::F16, DType::BF16] {
+        let src = ArraySource::from_f32_as("words", &data, dtype);
+        for row_norm in [false, true] {
+            for causal in [Causal::Off, Causal::On, Causal::Auto] {
+                let options = PoolOptions {
+                    row_norm,
+                    causal,
+                    diagonal: None,
+                };
+                for cell in [None, Some(7), Some(24)] {
+                    let name = format!("words-{}-{row_norm}-{causal:?}-{cell:?}", dtype.name());
+                    check_pooling(&e, &name, &src, cell, options);
+                }
+            }
+        }
+    }
+}

@@ -8,7 +8,7 @@ use std::process::Command;
 
 use attnviz::cpu::HeadPooler;
 use attnviz::geometry::{bin_edges, bin_of, CellGeometry};
-use attnviz::pool::PoolOptions;
+use attnviz::pool::{Causal, PoolOptions};
 use attnviz::source::{self, ArraySource, OpenOptions, Pattern, Synth, SynthSpec};
 use attnviz::{AttentionSource, Colormap, DType, Norm, Reduce, RenderOptions};
 use common::{engine, random};
@@ -255,4 +255,86 @@ fn synth_files_and_raw_dumps_round_trip() {
         .unwrap()
         .to_string();
     assert!(err.contains("needs"), "{err}");
+}
+
+/// Rows already on the GPU (a producer's output buffer) pool exactly like rows pushed from the
+/// host, interleaved with host rows and at any row offset inside the buffer, in every mode.
+#[test]
+fn gpu_resident_rows_pool_like_host_rows() {
+    use wgpu::util::DeviceExt;
+    let Some(mut e) = engine() else { return };
+    // Small chunks so host rows are flushed in several pieces around the resident ones.
+    e.chunk_bytes = 4096;
+    let (q, k) = (150usize, 131usize);
+    let mut data = random(1, 1, q, k, 22);
+    for r in 0..q {
+        for c in r + 1..k {
+            data[[0, 0, r, c]] = 0.0;
+        }
+    }
+    data[[0, 0, 77, 5]] = f32::NAN;
+    let flat: Vec<f32> = data.iter().copied().collect();
+    // Three floats of padding in front, and the size rounded up to 16 bytes.
+    let mut padded = vec![0f32; 3];
+    padded.extend_from_slice(&flat);
+    padded.resize(padded.len().next_multiple_of(4), 0.0);
+    let buffer = e
+        .gpu
+        .device
+        .create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some("test.producer_rows"),
+            contents: bytemuck::cast_slice(&padded),
+            usage: wgpu::BufferUsages::STORAGE,
+        });
+    let geometry = CellGeometry::new(q, k, Some(40)).unwrap();
+    let src = ArraySource::from_f32("resident", &data);
+    for row_norm in [false, true] {
+        for causal in [Causal::Off, Causal::On, Causal::Auto] {
+            let options = PoolOptions {
+                row_norm,
+                causal,
+                diagonal: None,
+            };
+            let mut acc = e.head_accumulator(q, k, Some(40), options).unwrap();
+            // rows 0..37 from the host, 37..120 resident, 120..150 from the host
+            acc.push_rows(0, &flat[..37 * k]).unwrap();
+            acc.push_gpu_rows(37, 83, &buffer, (3 + 37 * k as u64) * 4)
+                .unwrap();
+            acc.push_rows(120, &flat[120 * k..]).unwrap();
+            let head = acc.finish().unwrap();
+            let got = head.accum().unwrap();
+            let reference = attnviz::cpu::pool_cells(&src, &[(0, 0)], geometry, options)
+                .unwrap()
+                .remove(0);
+            for (i, (a, b)) in got.iter().zip(&reference.accum).enumerate() {
+                assert_eq!(
+                    (
+                        a.max.to_bits(),
+                        a.min.to_bits(),
+                        a.sum.to_bits(),
+                        a.count_bad
+                    ),
+                    (
+                        b.max.to_bits(),
+                        b.min.to_bits(),
+                        b.sum.to_bits(),
+                        b.count_bad
+                    ),
+                    "{options:?} pixel {i}"
+                );
+            }
+        }
+    }
+    // A buffer the shader cannot read whole is refused with a clear error.
+    let odd = e.gpu.device.create_buffer(&wgpu::BufferDescriptor {
+        label: None,
+        size: 20,
+        usage: wgpu::BufferUsages::STORAGE,
+        mapped_at_creation: false,
+    });
+    let mut acc = e
+        .head_accumulator(q, k, None, PoolOptions::default())
+        .unwrap();
+    let err = acc.push_gpu_rows(0, 1, &odd, 0).unwrap_err().to_string();
+    assert!(err.contains("multiple of 16"), "{err}");
 }

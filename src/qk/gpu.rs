@@ -1,7 +1,7 @@
 //! The GPU side of [`QkSource`]: every query row of a head gets its softmax statistics first
 //! (`row_stats`, shaders/qk.wgsl); then each block of rows gets its probabilities
-//! (`probabilities`), written straight into the pooling pass's input chunk and pooled in the
-//! same submission. Nothing larger than one chunk of probabilities ever exists; Q and K of one
+//! (`probabilities`), written into a chunk-sized device buffer that the pooling pass reads in
+//! the next submission. Nothing larger than one chunk of probabilities ever exists; Q and K of one
 //! head are the only other inputs.
 
 use std::collections::HashMap;
@@ -16,8 +16,8 @@ use crate::error::{Error, Result};
 use crate::geometry::CellGeometry;
 use crate::gpu::Gpu;
 use crate::pool::{
-    compute_pipeline, storage_entry, uniform_entry, Causal, Feed, Ingest, PoolOptions,
-    PoolPipelines, PooledCells,
+    compute_pipeline, storage_entry, uniform_entry, Causal, Ingest, PoolOptions, PoolPipelines,
+    PooledCells,
 };
 use crate::source::{AttentionSource, DType};
 
@@ -410,16 +410,21 @@ pub(crate) fn pool_qk(
             geometry,
             options,
             chunk_target,
-            Feed::Device,
         )
         .map_err(|e| match e {
             Error::BadOption(m) => Error::BadOption(format!("{}: {m}", src.name())),
             other => other,
         })?;
-        let chunk = ingest.device_chunk().expect("a device-fed ingest").clone();
-        let mut passes = HeadPasses::new(gpu, pipes, src, &chunk)?;
-        // Blocks of at most WG rows per workgroup column keep every dispatch short.
+        // Each block's probabilities land here and are pooled from here, in queue order: the
+        // next block's pass is submitted after the pooling that reads this one.
         let step = ingest.max_rows_per_fill();
+        let chunk = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("attnviz.qk.chunk"),
+            size: ((step * s.keys * 4) as u64).next_multiple_of(16),
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        });
+        let mut passes = HeadPasses::new(gpu, pipes, src, &chunk)?;
         let total = (cells.len() * s.queries * s.keys * 4) as u64;
         for (i, &(layer, head)) in cells.iter().enumerate() {
             passes.load(src, layer, head)?;
@@ -427,9 +432,10 @@ pub(crate) fn pool_qk(
             let mut row = 0;
             while row < s.queries {
                 let n = step.min(s.queries - row);
-                ingest.pool_resident(i, row, n, |encoder| {
-                    passes.encode_block(encoder, row..row + n, 0)
-                })?;
+                let mut encoder = gpu.device.create_command_encoder(&Default::default());
+                passes.encode_block(&mut encoder, row..row + n, 0);
+                gpu.queue.submit([encoder.finish()]);
+                ingest.pool_resident(i, row, n, &chunk, 0)?;
                 row += n;
                 if let Some(p) = progress {
                     p(ingest.consumed, total);
