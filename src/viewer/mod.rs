@@ -680,6 +680,17 @@ impl State {
             Key::Named(NamedKey::ArrowRight) => self.step_focus(1, 0),
             Key::Named(NamedKey::ArrowUp) => self.step_focus(0, -1),
             Key::Named(NamedKey::ArrowDown) => self.step_focus(0, 1),
+            // Grids taller than the window: page through the layers a window at a time.
+            Key::Named(NamedKey::PageDown) | Key::Named(NamedKey::PageUp) => {
+                let (w, h) = self.window_size();
+                let dy = if matches!(key, Key::Named(NamedKey::PageDown)) {
+                    -(h as f64) * 0.9
+                } else {
+                    h as f64 * 0.9
+                };
+                let view = self.view.pan((0.0, dy), self.figure(), (w, h), 32.0);
+                self.set_view(view);
+            }
             _ => {}
         }
         let s = &mut self.scene;
@@ -820,6 +831,19 @@ impl ApplicationHandler<()> for App<'_> {
         let Some(state) = self.state.as_mut() else {
             return;
         };
+        // A scripted run (--exit-after-frames) is driven by its options alone: the pointer of
+        // whatever display it runs on must not change what it draws or saves.
+        let scripted = self.options.exit_after_frames.is_some();
+        if scripted
+            && matches!(
+                event,
+                WindowEvent::CursorMoved { .. }
+                    | WindowEvent::MouseInput { .. }
+                    | WindowEvent::MouseWheel { .. }
+            )
+        {
+            return;
+        }
         let result: Result<bool> = (|| {
             match event {
                 WindowEvent::CloseRequested => return Ok(true),
