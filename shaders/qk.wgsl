@@ -1,9 +1,12 @@
 // Attention recomputed from Q and K, FlashAttention-style, in two passes that never hold more
 // than a block of probabilities:
-//   row_stats:     per query row, the log-sum-exp of its scores over every visible key
-//                  (online softmax, keys streamed through workgroup memory);
+//   row_stats:     per query row, the running max and sum of its scores over every visible
+//                  key (online softmax, keys streamed through workgroup memory), one segment
+//                  of keys per dispatch, resumed from the stored state;
 //   probabilities: a block of rows × all keys, p = exp(score − lse), written where the pooling
 //                  pass (pool.wgsl) reads its input.
+// Segments keep every dispatch short: a display driver's watchdog never sees a long one, and
+// software rasterizers that cap a shader's loop iterations (llvmpipe stops at 65535) finish.
 // Scores are kept in base 2 (`scale` already holds log2(e)), so each entry costs one exp2.
 //
 // D4 (the head dimension in vec4s, zero padded) is substituted when the module is built, and
@@ -40,16 +43,17 @@ struct QkParams {
     // row pitch of `out`)
     key_start: u32,
     out_keys: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
+    // row_stats: the keys this dispatch adds, [seg_start, seg_end)
+    seg_start: u32,
+    seg_end: u32,
+    _pad: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: QkParams;
 @group(0) @binding(1) var<storage, read> q: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> k: array<vec4<f32>>;
-// per row of `q`
-@group(0) @binding(3) var<storage, read_write> lse: array<f32>;
+// per row of `q`: the running (max, sum) of the online softmax, base 2
+@group(0) @binding(3) var<storage, read_write> stats: array<vec2<f32>>;
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
 
 var<workgroup> tile: array<vec4<f32>, TILE * D4>;
@@ -74,10 +78,18 @@ fn row_stats(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
     }
     let limit = visible(r);
     // The workgroup's last row sees the most keys; the loop runs to it (uniform control flow).
-    let wg_limit = visible(min(first + WG, params.row_start + params.rows) - 1u);
+    let wg_limit = min(
+        visible(min(first + WG, params.row_start + params.rows) - 1u),
+        params.seg_end,
+    );
     var m = -F32_MAX;
     var l = 0.0;
-    for (var t = 0u; t < wg_limit; t += TILE) {
+    if has_row && params.seg_start > 0u {
+        let state = stats[r];
+        m = state.x;
+        l = state.y;
+    }
+    for (var t = params.seg_start; t < wg_limit; t += TILE) {
         let n = min(TILE, wg_limit - t);
         workgroupBarrier();
         for (var i = li; i < n * D4; i += WG) {
@@ -86,23 +98,35 @@ fn row_stats(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
         workgroupBarrier();
         if has_row {
             let m_keys = min(n, max(limit, t) - t);
+            // The tile's terms are summed apart and added to the row's sum once, so a long row
+            // is not a hundred thousand small additions to one large f32.
+            var lt = 0.0;
             for (var j = 0u; j < m_keys; j++) {
                 // row: dot s tile[j * D4]
                 s *= params.scale;
                 if s > m {
-                    // (l is 0 before the first key, when m - s may not be finite)
-                    l = select(l * exp2(m - s), 0.0, l == 0.0) + 1.0;
+                    // (both sums are 0 before the first key, when m - s may not be finite)
+                    let f = select(exp2(m - s), 0.0, m == -F32_MAX);
+                    l *= f;
+                    lt = lt * f + 1.0;
                     m = s;
                 } else {
-                    l += exp2(s - m);
+                    lt += exp2(s - m);
                 }
             }
+            l += lt;
         }
     }
     if has_row {
-        // A row that sees no key at all gets probabilities of exactly 0.
-        lse[r] = select(m + log2(l), F32_MAX, l == 0.0);
+        stats[r] = vec2<f32>(m, l);
     }
+}
+
+// log2 of the row's softmax denominator, scores in base 2. A row that sees no key at all gets
+// probabilities of exactly 0.
+fn lse(r: u32) -> f32 {
+    let state = stats[r];
+    return select(state.x + log2(state.y), F32_MAX, state.y == 0.0);
 }
 
 // One invocation per key; the workgroup walks up to WG rows of the block, TILE at a time, and
@@ -131,7 +155,7 @@ fn probabilities(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
                 var p = 0.0;
                 if key < visible(r) {
                     // row: dot s tile[j * D4]
-                    p = exp2(s * params.scale - lse[r]);
+                    p = exp2(s * params.scale - lse(r));
                 }
                 out[params.out_offset + b * params.out_keys + key - params.key_start] = p;
             }

@@ -374,3 +374,38 @@ fn mismatched_q_and_k_fail_with_one_line() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("--queries 9..4"));
 }
+
+#[test]
+fn rows_of_a_hundred_thousand_keys_keep_their_mass() {
+    let Some(e) = engine() else { return };
+    // Long rows: the statistics run in key segments (software rasterizers cap a shader's loop
+    // iterations; a single loop over 100k keys used to stop at about half of them) and sum
+    // each tile apart (one running f32 sum lost mass to rounding).
+    for causal in [false, true] {
+        let src = QkSource::new(
+            tensor("q", 1, 1, 3, 8, 21, 0.5),
+            tensor("k", 1, 1, 100_000, 8, 22, 0.5),
+            &QkOptions {
+                causal,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let gpu = e.qk_probabilities(&src, 0, 0, 0..3).unwrap();
+        let mut cpu = vec![0f32; 3 * 100_000];
+        src.probabilities_cpu(0, 0, 0..3, &mut cpu).unwrap();
+        let worst = gpu
+            .iter()
+            .zip(&cpu)
+            .map(|(g, c)| (g - c).abs())
+            .fold(0f32, f32::max);
+        assert!(worst < 1e-7, "causal {causal}: worst {worst}");
+        for row in gpu.chunks(100_000) {
+            let sum: f64 = row.iter().map(|&p| p as f64).sum();
+            assert!(
+                (sum - 1.0).abs() < 1e-4,
+                "causal {causal}: a row sums to {sum}"
+            );
+        }
+    }
+}

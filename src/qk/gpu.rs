@@ -26,6 +26,9 @@ const WG: u32 = 64;
 /// Query rows per `row_stats` dispatch: enough workgroups to fill a large GPU, few enough that
 /// one dispatch stays well under a display driver's watchdog on a long head.
 const STATS_ROWS: usize = 16384;
+/// Keys added to the row statistics per dispatch: bounds each invocation's loop (llvmpipe stops
+/// a shader's loops after 65535 iterations; a display driver's watchdog stops long dispatches).
+const STATS_KEYS: usize = 8192;
 
 /// Mirrors `QkParams` in `shaders/qk.wgsl`.
 #[repr(C)]
@@ -40,7 +43,9 @@ struct QkParams {
     out_offset: u32,
     key_start: u32,
     out_keys: u32,
-    _pad: [u32; 3],
+    seg_start: u32,
+    seg_end: u32,
+    _pad: u32,
 }
 
 const FLAG_CAUSAL: u32 = 1;
@@ -216,7 +221,7 @@ impl<'a> HeadPasses<'a> {
         };
         let q = storage("attnviz.qk.q", rows * d4 * 16);
         let k = storage("attnviz.qk.k", keys * d4 * 16);
-        let lse = storage("attnviz.qk.lse", rows * 4);
+        let stats = storage("attnviz.qk.row_stats", rows * 8);
         let params = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("attnviz.qk.params"),
             size: std::mem::size_of::<QkParams>() as u64,
@@ -243,7 +248,7 @@ impl<'a> HeadPasses<'a> {
                 },
                 entry(1, &q),
                 entry(2, &k),
-                entry(3, &lse),
+                entry(3, &stats),
                 entry(4, out),
             ],
         });
@@ -268,7 +273,9 @@ impl<'a> HeadPasses<'a> {
                 out_offset: 0,
                 key_start: src.out_keys().start as u32,
                 out_keys: src.out_keys().len() as u32,
-                _pad: [0; 3],
+                seg_start: 0,
+                seg_end: 0,
+                _pad: 0,
             },
             loaded_q: None,
             loaded_k: None,
@@ -332,23 +339,42 @@ impl<'a> HeadPasses<'a> {
     }
 
     /// Computes the softmax statistics of computed rows `rows`, in dispatches over many rows
-    /// at once: one workgroup per 64 rows, so the whole GPU works on them (per block, a long
-    /// head would give it only a couple of workgroups).
+    /// at once (one workgroup per 64 rows, so the whole GPU works on them; per block, a long
+    /// head would give it only a couple of workgroups) and a bounded segment of keys each,
+    /// the online state carried from one segment to the next in the statistics buffer.
     fn row_stats(&self, rows: Range<usize>) {
         for start in rows.clone().step_by(STATS_ROWS) {
             let group = start..rows.end.min(start + STATS_ROWS);
-            self.set_rows(&group, 0);
-            let mut encoder = self.gpu.device.create_command_encoder(&Default::default());
-            {
-                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                    label: Some("attnviz.qk.row_stats"),
-                    timestamp_writes: None,
-                });
-                pass.set_bind_group(0, &self.bind_group, &[]);
-                pass.set_pipeline(&self.kernels.row_stats);
-                pass.dispatch_workgroups((group.len() as u32).div_ceil(WG), 1, 1);
+            // Keys the group's last row sees (the most of any of its rows); at least one
+            // dispatch, which also initializes rows that see none.
+            let seen = if self.base.flags & FLAG_CAUSAL != 0 {
+                (group.end as i64 + self.base.diagonal as i64).clamp(0, self.keys as i64) as usize
+            } else {
+                self.keys
+            };
+            for seg in (0..seen.max(1)).step_by(STATS_KEYS) {
+                let params = QkParams {
+                    rows: group.len() as u32,
+                    row_start: group.start as u32,
+                    seg_start: seg as u32,
+                    seg_end: (seg + STATS_KEYS).min(self.keys) as u32,
+                    ..self.base
+                };
+                self.gpu
+                    .queue
+                    .write_buffer(&self.params, 0, bytemuck::bytes_of(&params));
+                let mut encoder = self.gpu.device.create_command_encoder(&Default::default());
+                {
+                    let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                        label: Some("attnviz.qk.row_stats"),
+                        timestamp_writes: None,
+                    });
+                    pass.set_bind_group(0, &self.bind_group, &[]);
+                    pass.set_pipeline(&self.kernels.row_stats);
+                    pass.dispatch_workgroups((group.len() as u32).div_ceil(WG), 1, 1);
+                }
+                self.gpu.queue.submit([encoder.finish()]);
             }
-            self.gpu.queue.submit([encoder.finish()]);
         }
     }
 
