@@ -16,6 +16,10 @@ use crate::source::{AttentionSource, DType};
 /// Default upper bound on one upload chunk: large enough to amortize a submission, small enough
 /// that two of them stay cheap even on the smallest adapters.
 pub const CHUNK_TARGET: u64 = 64 << 20;
+/// Iterations one pool invocation may loop through in one dispatch (rows of its bin in the
+/// piece × 16-byte words per bin row): bounded so a dispatch stays short on every driver
+/// (llvmpipe stops a shader's loops after 65535 iterations; display drivers have watchdogs).
+const LOOP_BUDGET: usize = 16384;
 /// Pieces (head row ranges) per chunk; the size of the parameter array in `shaders/pool.wgsl`.
 const MAX_PIECES: usize = 256;
 
@@ -513,6 +517,8 @@ pub(crate) struct Ingest<'g> {
     dtype: DType,
     options: PoolOptions,
     row_bytes: usize,
+    /// Rows of one cell per dispatch at most (see [`LOOP_BUDGET`]).
+    piece_rows: usize,
     chunk_bytes: usize,
     groups: Vec<CellGroup>,
     per_group: usize,
@@ -598,6 +604,17 @@ impl<'g> Ingest<'g> {
         // Never larger than the whole input needs.
         let whole = (cells * queries).saturating_mul(row_bytes.next_multiple_of(4));
         let chunk_bytes = chunk_cap.min(whole.max(row_bytes).next_multiple_of(16));
+        // An invocation walks the rows of its bin inside the piece, a 16-byte word at a time.
+        let words = keys
+            .div_ceil(geometry.pooled_w as usize)
+            .div_ceil(16 / dtype.size())
+            + 1;
+        let bin_rows = queries.div_ceil(geometry.pooled_h as usize);
+        let piece_rows = if bin_rows * words <= LOOP_BUDGET {
+            chunk_bytes / row_bytes
+        } else {
+            (LOOP_BUDGET / words).clamp(1, chunk_bytes / row_bytes)
+        };
 
         let px = geometry.pooled_pixels();
         let cell_bytes = (px * std::mem::size_of::<Accum>()) as u64;
@@ -723,6 +740,7 @@ impl<'g> Ingest<'g> {
             dtype,
             options,
             row_bytes,
+            piece_rows,
             chunk_bytes,
             groups,
             per_group,
@@ -746,7 +764,7 @@ impl<'g> Ingest<'g> {
 
     /// Rows per call of the `fill` callback at most: one chunk.
     pub(crate) fn max_rows_per_fill(&self) -> usize {
-        self.chunk_bytes / self.row_bytes
+        self.piece_rows
     }
 
     /// Adds `rows` rows of `cell` starting at `row_start`; `fill` writes their raw bytes (in the
@@ -779,6 +797,17 @@ impl<'g> Ingest<'g> {
                     .iter()
                     .any(|p| p.cell == cell || p.cell / self.per_group != cell / self.per_group);
             if room == 0 || conflicts || (!extends && self.pieces.len() == MAX_PIECES) {
+                self.flush()?;
+                continue;
+            }
+            // One piece (one cell's rows in this chunk) stays within the loop budget.
+            let in_piece = if extends {
+                self.pieces.last().map_or(0, |p| p.rows)
+            } else {
+                0
+            };
+            let room = room.min(self.piece_rows.saturating_sub(in_piece));
+            if room == 0 {
                 self.flush()?;
                 continue;
             }

@@ -412,3 +412,28 @@ fn every_mode_at_every_word_alignment() {
         }
     }
 }
+
+#[test]
+fn huge_bins_pool_every_entry() {
+    let Some(e) = engine() else { return };
+    // 256 rows × 65536 keys into one 8×1 pixel strip: each bin is 256 rows × 8192 keys, far
+    // more loop iterations than one invocation may run in one dispatch (llvmpipe stops at
+    // 65535), so pieces are cut to fit. Exact against the CPU.
+    let data = random(1, 1, 256, 65536, 77);
+    let src = ArraySource::from_f32_as("huge-bins", &data, DType::F16);
+    let s = src.shape();
+    let geometry = CellGeometry::new(s.queries, s.keys, Some(8)).unwrap();
+    assert!(geometry.pooled_w <= 8 && geometry.pooled_h <= 8);
+    let options = PoolOptions::default();
+    let gpu = e.pool(&src, &[(0, 0)], geometry, options).unwrap();
+    let cpu = cpu::pool_cells(&src, &[(0, 0)], geometry, options).unwrap();
+    let g = &gpu.read_accums(&e.gpu).unwrap()[0];
+    for (i, (a, b)) in g.iter().zip(&cpu[0].accum).enumerate() {
+        assert_eq!(a.count_bad, b.count_bad, "pixel {i}: {a:?} vs {b:?}");
+        assert_eq!(
+            (a.max.to_bits(), a.min.to_bits(), a.sum.to_bits()),
+            (b.max.to_bits(), b.min.to_bits(), b.sum.to_bits()),
+            "pixel {i}"
+        );
+    }
+}
