@@ -15,9 +15,10 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 @pytest.fixture(scope="session")
 def cli():
-    """The release CLI (`cargo build --release`), or $ATTNVIZ_CLI. Missing is a failure: these
-    tests exist to compare the package with it."""
-    path = Path(os.environ.get("ATTNVIZ_CLI", ROOT / "target" / "release" / "attnviz"))
+    """The release CLI (`cargo build --release`, in $CARGO_TARGET_DIR when set), or
+    $ATTNVIZ_CLI. Missing is a failure: these tests exist to compare the package with it."""
+    target = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
+    path = Path(os.environ.get("ATTNVIZ_CLI", target / "release" / "attnviz"))
     if not path.is_file():
         pytest.fail("{} not found: run `cargo build --release` first (or set ATTNVIZ_CLI)".format(path))
     return path
