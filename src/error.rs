@@ -28,6 +28,10 @@ pub enum Error {
     #[error("no GPU adapter: {0}")]
     NoAdapter(String),
 
+    /// No window could be opened or drawn into (no display, no surface for the adapter).
+    #[error("{0}")]
+    Window(String),
+
     /// The GPU reported a validation, out-of-memory or device-lost error.
     #[error("GPU error: {0}")]
     Gpu(String),
@@ -66,7 +70,7 @@ impl Error {
                 source.kind(),
                 std::io::ErrorKind::NotFound | std::io::ErrorKind::UnexpectedEof
             ),
-            Error::NoAdapter(_) | Error::Gpu(_) | Error::Output { .. } => false,
+            Error::NoAdapter(_) | Error::Window(_) | Error::Gpu(_) | Error::Output { .. } => false,
         }
     }
 }

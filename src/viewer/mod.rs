@@ -85,7 +85,7 @@ pub fn run(source: &dyn AttentionSource, options: ViewerOptions) -> Result<Viewe
     let started = Instant::now();
     let event_loop = EventLoop::with_user_event()
         .build()
-        .map_err(|e| Error::NoAdapter(format!("cannot open a window: {e}")))?;
+        .map_err(|e| Error::Window(format!("cannot open a window: {e}")))?;
     let proxy = event_loop.create_proxy();
     let (jobs, job_rx) = channel();
     let (reply_tx, replies) = channel();
@@ -117,7 +117,7 @@ pub fn run(source: &dyn AttentionSource, options: ViewerOptions) -> Result<Viewe
         }
         app.report
             .take()
-            .ok_or_else(|| Error::NoAdapter("the window closed before it was drawn".into()))
+            .ok_or_else(|| Error::Window("the window closed before it was drawn".into()))
     })
 }
 
@@ -197,11 +197,11 @@ impl State {
         let window = Arc::new(
             event_loop
                 .create_window(attributes)
-                .map_err(|e| Error::NoAdapter(format!("cannot open a window: {e}")))?,
+                .map_err(|e| Error::Window(format!("cannot open a window: {e}")))?,
         );
         let surface = instance
             .create_surface(window.clone())
-            .map_err(|e| Error::NoAdapter(format!("cannot draw into the window: {e}")))?;
+            .map_err(|e| Error::Window(format!("cannot draw into the window: {e}")))?;
         let gpu = Gpu::for_surface(instance, &surface)?;
         let engine = Arc::new(Engine::new(gpu));
         let scene = engine.scene(source, &options.render)?;
