@@ -608,12 +608,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("frames:  {}", report.frames);
                 println!("frame time: min {min:.2} ms, median {median:.2} ms, p99 {p99:.2} ms");
                 println!("first frame: {:.3} s after start", report.first_frame);
+                match report.resident {
+                    Some(t) => println!("figure read and shown: {t:.3} s after start"),
+                    None => println!("figure read and shown: not before the window closed"),
+                }
                 match report.last_detail {
                     Some(t) => println!(
                         "detail: {} region(s) pooled from the source, the last {:.3} s after it was asked for",
                         report.details, t
                     ),
                     None => println!("detail: none needed or none arrived"),
+                }
+                if let Some(t) = report.first_detail {
+                    println!("first detail shown: {t:.3} s after start");
                 }
             }
             Ok(())

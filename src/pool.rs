@@ -1127,6 +1127,38 @@ impl<'g> Ingest<'g> {
     }
 }
 
+/// Accumulators for `cells` heads with nothing pooled into them: every pixel empty (drawn as
+/// background), every head without statistics. What a window shows before the input is read.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn unpooled_cells(
+    gpu: &Gpu,
+    pipes: &PoolPipelines,
+    cells: usize,
+    queries: usize,
+    keys: usize,
+    dtype: DType,
+    geometry: CellGeometry,
+    options: PoolOptions,
+    chunk_target: u64,
+) -> Result<PooledCells> {
+    let options = PoolOptions {
+        causal: Causal::Off,
+        ..options
+    };
+    Ingest::new(
+        gpu,
+        pipes,
+        cells,
+        queries,
+        keys,
+        dtype,
+        geometry,
+        options,
+        chunk_target,
+    )?
+    .finish()
+}
+
 /// Pools `cells` (each a 0-based (layer, head) of `source`) into `geometry`-sized accumulators,
 /// reading each row block straight into mapped GPU memory. `progress` hears bytes consumed.
 #[allow(clippy::too_many_arguments)]

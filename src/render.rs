@@ -419,9 +419,43 @@ impl Engine {
     /// Pools, colours and lays out `source`: a figure resident on the GPU, ready to draw into
     /// any target and to recolour without touching the input again.
     pub fn scene(&self, source: &dyn AttentionSource, options: &RenderOptions) -> Result<Scene> {
+        self.scene_with(source, options, true)
+    }
+
+    /// The scene's layout with nothing read yet: labels, colorbar and empty (background) cells,
+    /// at once, whatever the input's size. The viewer shows it while [`Engine::scene`] reads.
+    pub fn empty_scene(
+        &self,
+        source: &dyn AttentionSource,
+        options: &RenderOptions,
+    ) -> Result<Scene> {
+        self.scene_with(source, options, false)
+    }
+
+    fn scene_with(
+        &self,
+        source: &dyn AttentionSource,
+        options: &RenderOptions,
+        read: bool,
+    ) -> Result<Scene> {
         let mut plan = Plan::new(source, options)?;
         let gpu = &self.gpu;
-        let pooled = self.pool(source, &plan.cells, plan.geometry, plan.pool)?;
+        let pooled = if read {
+            self.pool(source, &plan.cells, plan.geometry, plan.pool)?
+        } else {
+            let s = source.shape();
+            crate::pool::unpooled_cells(
+                gpu,
+                &self.pool,
+                plan.cells.len(),
+                s.queries,
+                s.keys,
+                source.dtype(),
+                plan.geometry,
+                plan.pool,
+                self.chunk_bytes,
+            )?
+        };
         let ranges =
             self.resolve_ranges(&pooled, &plan, options.norm, options.reduce, &options.scale)?;
         if options.colorbar {

@@ -114,6 +114,9 @@ fn zoomed_focus_shows_exact_entries_pooled_from_the_file() {
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(stdout.contains("detail: 1 region(s)"), "{stdout}");
+    // The window opens on the layout, shows the zoomed entries, and reads the rest behind them.
+    assert!(stdout.contains("first detail shown:"), "{stdout}");
+    assert!(stdout.contains("figure read and shown:"), "{stdout}");
     let img = image::open(&shot).unwrap().to_rgba8();
     let lut = attnviz::Colormap::Viridis.packed();
     let (lo, hi) = (lut[0].to_le_bytes(), lut[255].to_le_bytes());

@@ -15,7 +15,7 @@ use crate::geometry::CellGeometry;
 use crate::layout::CellPlacement as Cell;
 use crate::norm::Reduce;
 use crate::pool::{PoolOptions, PooledCells};
-use crate::render::Engine;
+use crate::render::{Engine, RenderOptions, Scene};
 use crate::source::{row_range, AttentionSource, DType, Shape};
 
 /// A rectangle of one head's entries, and the pixels it is shown at.
@@ -172,11 +172,14 @@ pub(crate) enum Job {
     Start(Arc<Engine>),
     Detail(Region, PoolOptions),
     Hover(Bin, Reduce),
+    /// The whole figure, read from the source (the window opens on an empty one).
+    Scene(Box<RenderOptions>),
 }
 
 pub(crate) enum Reply {
     Detail(Region, PooledCells),
     Hover(Bin, String),
+    Scene(Box<Scene>),
     Failed(Error),
 }
 
@@ -191,10 +194,10 @@ pub(crate) fn worker(
     let Ok(Job::Start(engine)) = jobs.recv() else {
         return;
     };
-    let (mut detail, mut hover) = (None, None);
+    let (mut detail, mut hover, mut scene) = (None, None, None);
     loop {
         // Block for one job, then take everything queued behind it, keeping the newest.
-        let first = if detail.is_none() && hover.is_none() {
+        let first = if detail.is_none() && hover.is_none() && scene.is_none() {
             match jobs.recv() {
                 Ok(j) => Some(j),
                 Err(_) => return,
@@ -206,6 +209,7 @@ pub(crate) fn worker(
             match job {
                 Job::Detail(r, o) => detail = Some((r, o)),
                 Job::Hover(b, r) => hover = Some((b, r)),
+                Job::Scene(o) => scene = Some(o),
                 Job::Start(_) => {}
             }
         }
@@ -221,9 +225,21 @@ pub(crate) fn worker(
             wake();
             continue;
         }
+        // Then what is on screen, which reads only the visible rows; the whole figure last.
         if let Some((region, options)) = detail.take() {
             let reply = match pool_region(&engine, source, &region, options) {
                 Ok(pooled) => Reply::Detail(region, pooled),
+                Err(e) => Reply::Failed(e),
+            };
+            if replies.send(reply).is_err() {
+                return;
+            }
+            wake();
+            continue;
+        }
+        if let Some(options) = scene.take() {
+            let reply = match engine.scene(source, &options) {
+                Ok(s) => Reply::Scene(Box::new(s)),
                 Err(e) => Reply::Failed(e),
             };
             if replies.send(reply).is_err() {

@@ -61,6 +61,11 @@ pub struct ViewerReport {
     pub frame_times: Vec<f64>,
     /// Seconds from `run` to the first frame presented.
     pub first_frame: f64,
+    /// Seconds from `run` until the whole figure was read and shown (the first frames show
+    /// its layout, and any zoomed detail, while it is read); `None` if the window closed first.
+    pub resident: Option<f64>,
+    /// Seconds from `run` until the first exact detail of a zoomed view was on screen.
+    pub first_detail: Option<f64>,
     /// Detail regions pooled from the source and shown, and the seconds from request to
     /// arrival of the last one.
     pub details: u64,
@@ -178,6 +183,10 @@ struct State {
     max_scale: f64,
     /// (queries, keys) of every head.
     source_shape: (usize, usize),
+    /// Seconds from start until the figure was read and shown; `None` while it is read.
+    resident: Option<f64>,
+    /// Seconds from start until the first detail region was shown.
+    first_detail: Option<f64>,
     /// The hover readout drawn in the window's bottom-left corner, and its quads at (0, 0).
     readout: Option<(Compositor, [Quad; 2])>,
 }
@@ -204,7 +213,8 @@ impl State {
             .map_err(|e| Error::Window(format!("cannot draw into the window: {e}")))?;
         let gpu = Gpu::for_surface(instance, &surface)?;
         let engine = Arc::new(Engine::new(gpu));
-        let scene = engine.scene(source, &options.render)?;
+        // Opens on the layout with empty cells; the worker reads the input (see `Job::Scene`).
+        let scene = engine.empty_scene(source, &options.render)?;
         let figure = (scene.width(), scene.height());
         let size = options
             .size
@@ -266,6 +276,8 @@ impl State {
             last_detail: None,
             max_scale,
             source_shape: (s.queries, s.keys),
+            resident: None,
+            first_detail: None,
             readout: None,
         };
         state.set_view(view);
@@ -363,7 +375,7 @@ impl State {
             gpu,
             pipe,
             &pooled,
-            &[s.ranges[region.cell]],
+            &[self.detail_range(&region, &pooled)],
             &s.scale,
             s.reduce,
             s.colormap,
@@ -416,6 +428,31 @@ impl State {
         self.window.request_redraw();
     }
 
+    /// The range a detail region is coloured with: its cell's, once the figure is read; until
+    /// then its own (provisional: the window has nothing else to go by yet).
+    fn detail_range(&self, region: &Region, pooled: &PooledCells) -> [f32; 2] {
+        if self.resident.is_some() {
+            return self.scene.ranges[region.cell];
+        }
+        pooled.stats[0]
+            .range()
+            .map_or([0.0, 1.0], |(lo, hi)| [lo, hi])
+    }
+
+    /// The figure was read: it replaces the empty one, keeping the view and the colouring
+    /// chosen meanwhile.
+    fn show_scene(&mut self, mut scene: Scene, started: Instant) -> Result<()> {
+        let (norm, reduce, colormap) = (self.scene.norm, self.scene.reduce, self.scene.colormap);
+        if (norm, reduce, colormap) != (scene.norm, scene.reduce, scene.colormap) {
+            self.engine.recolor(&mut scene, norm, reduce, colormap)?;
+        }
+        self.scene = scene;
+        self.resident = Some(started.elapsed().as_secs_f64());
+        let view = self.view;
+        self.set_view(view);
+        self.recolor_detail()
+    }
+
     /// Recolours the detail layer after the scene was recoloured.
     fn recolor_detail(&mut self) -> Result<()> {
         let Some(d) = &self.detail else { return Ok(()) };
@@ -424,7 +461,7 @@ impl State {
             &self.engine.gpu,
             self.engine.colorize_pipeline(),
             &d.pooled,
-            &[s.ranges[d.region.cell]],
+            &[self.detail_range(&d.region, &d.pooled)],
             &s.scale,
             s.reduce,
             s.colormap,
@@ -647,8 +684,9 @@ impl State {
     }
 
     /// Takes what the worker finished.
-    fn receive(&mut self, reply: detail::Reply) -> Result<()> {
+    fn receive(&mut self, reply: detail::Reply, started: Instant) -> Result<()> {
         match reply {
+            detail::Reply::Scene(scene) => self.show_scene(*scene, started),
             detail::Reply::Hover(bin, text) => {
                 if self.hovered.as_ref() == Some(&bin) {
                     self.set_readout(Some(&text));
@@ -656,7 +694,13 @@ impl State {
                 }
                 Ok(())
             }
-            detail::Reply::Detail(region, pooled) => self.show_detail(region, pooled),
+            detail::Reply::Detail(region, pooled) => {
+                self.show_detail(region, pooled)?;
+                if self.detail.is_some() && self.first_detail.is_none() {
+                    self.first_detail = Some(started.elapsed().as_secs_f64());
+                }
+                Ok(())
+            }
             detail::Reply::Failed(e) => Err(e),
         }
     }
@@ -771,7 +815,7 @@ impl ApplicationHandler<()> for App<'_> {
             return;
         };
         while let Ok(reply) = self.replies.try_recv() {
-            if let Err(e) = state.receive(reply) {
+            if let Err(e) = state.receive(reply, self.started) {
                 self.error = Some(e);
                 event_loop.exit();
                 return;
@@ -812,6 +856,9 @@ impl ApplicationHandler<()> for App<'_> {
                             .zoom_about_within((w as f64 / 2.0, h as f64 / 2.0), z, s.max_scale);
                     s.set_view(view);
                 }
+                // What the opening view shows first, then the whole figure.
+                s.flush_detail(true);
+                s.send(detail::Job::Scene(Box::new(self.options.render.clone())));
                 self.state = Some(s);
             }
             Err(e) => {
@@ -927,7 +974,8 @@ impl ApplicationHandler<()> for App<'_> {
                     state.flush_detail(true);
                     // and for the readout of a scripted hover.
                     let settled = |s: &State| {
-                        (s.hovered.is_none() || s.readout.is_some())
+                        s.resident.is_some()
+                            && (s.hovered.is_none() || s.readout.is_some())
                             && (s.wanted.is_none()
                                 || s.detail.as_ref().map(|d| &d.region)
                                     == s.wanted.as_ref().map(|w| &w.0))
@@ -937,7 +985,7 @@ impl ApplicationHandler<()> for App<'_> {
                             .replies
                             .recv_timeout(std::time::Duration::from_secs(120));
                         let Ok(reply) = reply else { break };
-                        if let Err(e) = state.receive(reply) {
+                        if let Err(e) = state.receive(reply, self.started) {
                             self.error = Some(e);
                             break;
                         }
@@ -953,6 +1001,8 @@ impl ApplicationHandler<()> for App<'_> {
                     frames: state.frames,
                     frame_times: std::mem::take(&mut state.frame_times),
                     first_frame: state.first_frame.unwrap_or(0.0),
+                    resident: state.resident,
+                    first_detail: state.first_detail,
                     details: state.details,
                     last_detail: state.last_detail,
                 });
