@@ -60,6 +60,15 @@ impl Error {
         }
     }
 
+    /// An option error that only makes sense next to the input it is about, prefixed with its
+    /// name; other errors already say where they come from.
+    pub(crate) fn about(self, name: &str) -> Self {
+        match self {
+            Error::BadOption(m) => Error::BadOption(format!("{name}: {m}")),
+            other => other,
+        }
+    }
+
     /// True when the user can fix the error by changing the input or the options; false for
     /// problems of the environment (no adapter, GPU faults, unwritable output).
     pub fn is_input_error(&self) -> bool {

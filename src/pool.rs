@@ -523,11 +523,14 @@ pub(crate) struct Ingest<'g> {
     groups: Vec<CellGroup>,
     per_group: usize,
     row_edges: Vec<u32>,
+    /// Host upload slots (and, on discrete GPUs, the device buffer they are copied into),
+    /// made on the first host push: producers that only pool resident rows never need them.
     slots: Vec<Slot>,
+    slot_count: usize,
     device_data: Option<wgpu::Buffer>,
     params_buf: wgpu::Buffer,
     params: Vec<PieceParams>,
-    /// bind_groups[slot][group]
+    /// bind_groups[slot][group], made with the slots.
     bind_groups: Vec<Vec<wgpu::BindGroup>>,
     /// per group, for `fold_masked_zeros`
     fold_bind_groups: Vec<wgpu::BindGroup>,
@@ -676,52 +679,13 @@ impl<'g> Ingest<'g> {
             mapped_at_creation: false,
         });
 
-        // Upload slots: mapped storage on unified memory, staging + one storage buffer otherwise.
-        let slot_usage = if gpu.mappable_storage {
-            wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::MAP_WRITE
-        } else {
-            wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::MAP_WRITE
-        };
         let slot_count = if whole > chunk_bytes { 2 } else { 1 };
-        let mut slots = pipes.take_slots(chunk_bytes, slot_count);
-        while slots.len() < slot_count {
-            slots.push(Slot::new(gpu, chunk_bytes as u64, slot_usage));
-        }
-        let device_data = (!gpu.mappable_storage).then(|| {
-            device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("attnviz.pool.data"),
-                size: chunk_bytes as u64,
-                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
-                mapped_at_creation: false,
-            })
-        });
         let params_buf = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("attnviz.pool.params"),
             size: (std::mem::size_of::<PieceParams>() * MAX_PIECES) as u64,
             usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        // One bind group per (data buffer, accumulator group), made once.
-        let bind_group = |data: &wgpu::Buffer, g: &CellGroup| {
-            pool_bind_group(
-                gpu,
-                pipes,
-                [
-                    &params_buf,
-                    data,
-                    &row_edges_buf,
-                    &col_edges_buf,
-                    &row_max_buf,
-                ],
-                g,
-            )
-        };
-        let bind_groups = (0..slot_count)
-            .map(|s| {
-                let data = device_data.as_ref().unwrap_or(&slots[s].host);
-                groups.iter().map(|g| bind_group(data, g)).collect()
-            })
-            .collect();
         // The fold pass runs after the last chunk, when the upload slots are mapped again: it
         // binds a stand-in for the data it never reads.
         let no_data = device.create_buffer(&wgpu::BufferDescriptor {
@@ -730,7 +694,23 @@ impl<'g> Ingest<'g> {
             usage: wgpu::BufferUsages::STORAGE,
             mapped_at_creation: false,
         });
-        let fold_bind_groups = groups.iter().map(|g| bind_group(&no_data, g)).collect();
+        let fold_bind_groups = groups
+            .iter()
+            .map(|g| {
+                pool_bind_group(
+                    gpu,
+                    pipes,
+                    [
+                        &params_buf,
+                        &no_data,
+                        &row_edges_buf,
+                        &col_edges_buf,
+                        &row_max_buf,
+                    ],
+                    g,
+                )
+            })
+            .collect();
         Ok(Ingest {
             gpu,
             pipes,
@@ -745,11 +725,12 @@ impl<'g> Ingest<'g> {
             groups,
             per_group,
             row_edges,
-            slots,
-            device_data,
+            slots: Vec::new(),
+            slot_count,
+            device_data: None,
             params_buf,
             params: vec![PieceParams::zeroed(); MAX_PIECES],
-            bind_groups,
+            bind_groups: Vec::new(),
             fold_bind_groups,
             row_edges_buf,
             col_edges_buf,
@@ -851,7 +832,61 @@ impl<'g> Ingest<'g> {
         Ok(())
     }
 
+    /// The pool pass's bind group reading `data` into group `g`'s accumulators.
+    fn bind_group(&self, data: &wgpu::Buffer, g: &CellGroup) -> wgpu::BindGroup {
+        pool_bind_group(
+            self.gpu,
+            self.pipes,
+            [
+                &self.params_buf,
+                data,
+                &self.row_edges_buf,
+                &self.col_edges_buf,
+                &self.row_max_buf,
+            ],
+            g,
+        )
+    }
+
+    /// Makes the host upload slots (reusing the engine's spares) and their bind groups, once.
+    /// Mapped storage on unified memory; staging plus one device buffer otherwise.
+    fn ensure_slots(&mut self) {
+        if !self.slots.is_empty() {
+            return;
+        }
+        let gpu = self.gpu;
+        let usage = if gpu.mappable_storage {
+            wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::MAP_WRITE
+        } else {
+            wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::MAP_WRITE
+        };
+        let mut slots = self.pipes.take_slots(self.chunk_bytes, self.slot_count);
+        while slots.len() < self.slot_count {
+            slots.push(Slot::new(gpu, self.chunk_bytes as u64, usage));
+        }
+        self.device_data = (!gpu.mappable_storage).then(|| {
+            gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("attnviz.pool.data"),
+                size: self.chunk_bytes as u64,
+                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
+        });
+        self.bind_groups = slots
+            .iter()
+            .map(|slot| {
+                let data = self.device_data.as_ref().unwrap_or(&slot.host);
+                self.groups
+                    .iter()
+                    .map(|g| self.bind_group(data, g))
+                    .collect()
+            })
+            .collect();
+        self.slots = slots;
+    }
+
     fn open(&mut self) -> Result<()> {
+        self.ensure_slots();
         let slot = &mut self.slots[self.active];
         slot.wait_mapped(self.gpu)?;
         let mut view = slot
@@ -1020,18 +1055,7 @@ impl<'g> Ingest<'g> {
             )));
         }
         self.flush()?;
-        let bind_group = pool_bind_group(
-            self.gpu,
-            self.pipes,
-            [
-                &self.params_buf,
-                data,
-                &self.row_edges_buf,
-                &self.col_edges_buf,
-                &self.row_max_buf,
-            ],
-            &self.groups[cell / self.per_group],
-        );
+        let bind_group = self.bind_group(data, &self.groups[cell / self.per_group]);
         // Pieces of at most a chunk's rows (the row maxima buffer holds that many), one per
         // submission: pieces of one cell must not share a dispatch.
         let step = self.max_rows_per_fill();
@@ -1185,10 +1209,7 @@ pub(crate) fn pool_cells(
             options,
             chunk_target,
         )
-        .map_err(|e| match e {
-            Error::BadOption(m) => Error::BadOption(format!("{}: {m}", source.name())),
-            other => other,
-        })?;
+        .map_err(|e| e.about(source.name()))?;
         let total = (cells.len() * s.queries * s.keys * source.dtype().size()) as u64;
         let step = ingest.max_rows_per_fill();
         for (i, &(layer, head)) in cells.iter().enumerate() {

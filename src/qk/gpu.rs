@@ -437,10 +437,7 @@ pub(crate) fn pool_qk(
             options,
             chunk_target,
         )
-        .map_err(|e| match e {
-            Error::BadOption(m) => Error::BadOption(format!("{}: {m}", src.name())),
-            other => other,
-        })?;
+        .map_err(|e| e.about(src.name()))?;
         // Each block's probabilities land here and are pooled from here, in queue order: the
         // next block's pass is submitted after the pooling that reads this one.
         let step = ingest.max_rows_per_fill();
@@ -496,12 +493,14 @@ pub(crate) fn probabilities(
             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
             mapped_at_creation: false,
         });
-        let mut passes = HeadPasses::new(gpu, pipes, src, &out)?;
-        passes.load(src, layer, head)?;
-        passes.row_stats(rows.clone());
+        // Only the requested rows of Q are uploaded (and keep their positions for the mask).
+        let block = src.region(rows.clone(), 0..src.shape().keys)?;
+        let mut passes = HeadPasses::new(gpu, pipes, &block, &out)?;
+        passes.load(&block, layer, head)?;
+        passes.row_stats(0..rows.len());
         let mut encoder = gpu.device.create_command_encoder(&Default::default());
         // The block's probabilities start at element 0 of `out`.
-        passes.encode_block(&mut encoder, rows.clone(), 0);
+        passes.encode_block(&mut encoder, 0..rows.len(), 0);
         gpu.queue.submit([encoder.finish()]);
         let data = gpu.read_buffer(&out, 0, bytes)?;
         Ok(bytemuck::pod_collect_to_vec(&data))
