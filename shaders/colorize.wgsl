@@ -6,12 +6,8 @@ struct ColorParams {
     pixels_per_head: u32,
     // first head of this group in `ranges`
     first_head: u32,
-    reduce: u32,
     bad_color: u32,
-    scale: u32,
     gamma: f32,
-    _pad0: u32,
-    _pad1: u32,
 }
 
 const REDUCE_MAX: u32 = 0u;
@@ -23,6 +19,12 @@ const SCALE_LINEAR: u32 = 0u;
 const SCALE_LOG: u32 = 1u;
 const SCALE_SQRT: u32 = 2u;
 const SCALE_GAMMA: u32 = 3u;
+
+// The reduction and the scale are pipeline constants (src/colorize.rs compiles one pipeline per
+// pair on first use): the per-pixel code then holds only its own curve. Software rasterizers
+// run both sides of every branch, so a uniform switch would cost every pixel a log2 and a pow.
+override REDUCE: u32 = REDUCE_MAX;
+override SCALE: u32 = SCALE_LINEAR;
 
 @group(0) @binding(0) var<uniform> params: ColorParams;
 @group(0) @binding(1) var<storage, read> accum: array<Accum>;
@@ -36,65 +38,53 @@ const SCALE_GAMMA: u32 = 3u;
 // CPU twin: `normalize` in src/norm.rs.
 fn normalize(v: f32, r: vec2<f32>) -> f32 {
     let span = r.y - r.x;
-    if span > 0.0 {
-        return (v - r.x) / span;
-    }
-    return 0.0;
+    return select(0.0, (v - r.x) / span, span > 0.0);
 }
 
 // Colormap position: normalize, then the scale's curve (PowerNorm for sqrt and gamma, LogNorm
 // with a floor for log). CPU twin: `ColorScale::position` in src/scale.rs.
 fn scaled(v: f32, r: vec4<f32>) -> f32 {
-    if params.scale == SCALE_LOG {
+    if SCALE == SCALE_LOG {
         return normalize(log2(max(v, r.z)), r.xy);
     }
     let t = normalize(v, r.xy);
-    if params.scale == SCALE_LINEAR {
+    if SCALE == SCALE_LINEAR {
         return t;
     }
-    if !(t > 0.0) {
-        return 0.0;
+    var curved: f32;
+    if SCALE == SCALE_SQRT {
+        curved = sqrt(t);
+    } else {
+        curved = pow(t, params.gamma);
     }
-    if t >= 1.0 {
-        return 1.0;
-    }
-    if params.scale == SCALE_SQRT {
-        return sqrt(t);
-    }
-    return pow(t, params.gamma);
+    return select(select(curved, 1.0, t >= 1.0), 0.0, !(t > 0.0));
 }
 
 // matplotlib's index rule: min(floor(t * 256), 255), under → 0, over → 255.
 // CPU twin: `lut_index` in src/colormap.rs.
 fn lut_index(t: f32) -> u32 {
-    if !(t > 0.0) {
-        return 0u;
-    }
-    if t >= 1.0 {
-        return 255u;
-    }
-    return min(u32(t * 256.0), 255u);
+    let inside = min(u32(t * 256.0), 255u);
+    return select(select(inside, 255u, t >= 1.0), 0u, !(t > 0.0));
 }
 
 // Pixels per invocation: fewer, fuller workgroups (their launch cost dominates on software
 // rasterizers; on GPUs the strided loop keeps accesses coalesced).
 const PER_INVOCATION: u32 = 8u;
 
-fn color_of(a: Accum, range: vec4<f32>) -> u32 {
-    let count = a.count_bad & COUNT_MASK;
-    if (a.count_bad & BAD_BIT) != 0u {
-        return params.bad_color;
+// The colour of pooled pixel `i`: only the fields the reduction needs are read.
+fn color_of(i: u32, range: vec4<f32>) -> u32 {
+    let count_bad = accum[i].count_bad;
+    let count = count_bad & COUNT_MASK;
+    var v: f32;
+    if REDUCE == REDUCE_MEAN {
+        v = accum[i].sum / f32(count);
+    } else if REDUCE == REDUCE_MIN {
+        v = accum[i].min_v;
+    } else {
+        v = accum[i].max_v;
     }
-    if count == 0u {
-        return 0u;
-    }
-    var v = a.max_v;
-    if params.reduce == REDUCE_MEAN {
-        v = a.sum / f32(count);
-    } else if params.reduce == REDUCE_MIN {
-        v = a.min_v;
-    }
-    return lut[lut_index(scaled(v, range))];
+    let color = lut[lut_index(scaled(v, range))];
+    return select(select(color, 0u, count == 0u), params.bad_color, (count_bad & BAD_BIT) != 0u);
 }
 
 // Workgroups: x (and z, past 65535) over a head's pixels, 256 x PER_INVOCATION each; y over the
@@ -113,6 +103,6 @@ fn colorize(
         if p >= params.pixels_per_head {
             return;
         }
-        colors[base + p] = color_of(accum[base + p], range);
+        colors[base + p] = color_of(base + p, range);
     }
 }

@@ -8,7 +8,9 @@ use crate::colormap::{pack_rgba, Colormap, BAD_COLOR};
 use crate::error::Result;
 use crate::gpu::{dispatch_1d, Gpu};
 use crate::norm::Reduce;
-use crate::pool::{compute_pipeline, storage_entry, uniform_entry, PooledCells};
+use std::sync::OnceLock;
+
+use crate::pool::{specialized_pipeline, storage_entry, uniform_entry, PooledCells};
 use crate::scale::ColorScale;
 
 const COLORIZE_WGSL: &str = concat!(
@@ -25,16 +27,20 @@ const PER_INVOCATION: u32 = 8;
 struct ColorParams {
     pixels_per_head: u32,
     first_head: u32,
-    reduce: u32,
     bad_color: u32,
-    scale: u32,
     gamma: f32,
-    _pad: [u32; 2],
 }
+
+/// Reductions and scales the shader is specialized for (`REDUCE`, `SCALE`).
+const REDUCES: usize = 3;
+const SCALES: usize = 4;
 
 pub(crate) struct ColorizePipeline {
     layout: wgpu::BindGroupLayout,
-    pipeline: wgpu::ComputePipeline,
+    module: wgpu::ShaderModule,
+    /// One pipeline per (reduce, scale), compiled on first use: a figure needs one, and a
+    /// software adapter spends tens of milliseconds compiling each.
+    pipelines: [[OnceLock<wgpu::ComputePipeline>; SCALES]; REDUCES],
 }
 
 impl ColorizePipeline {
@@ -54,14 +60,30 @@ impl ColorizePipeline {
             label: Some("attnviz.colorize.shader"),
             source: wgpu::ShaderSource::Wgsl(COLORIZE_WGSL.into()),
         });
-        let pipeline = compute_pipeline(
-            device,
-            "attnviz.colorize.pipeline",
-            &layout,
-            &module,
-            "colorize",
-        );
-        ColorizePipeline { layout, pipeline }
+        ColorizePipeline {
+            layout,
+            module,
+            pipelines: Default::default(),
+        }
+    }
+
+    fn pipeline(
+        &self,
+        device: &wgpu::Device,
+        reduce: Reduce,
+        scale: &ColorScale,
+    ) -> &wgpu::ComputePipeline {
+        let (r, s) = (reduce.shader_id(), scale.scale.shader_id());
+        self.pipelines[r as usize][s as usize].get_or_init(|| {
+            specialized_pipeline(
+                device,
+                "attnviz.colorize.pipeline",
+                &self.layout,
+                &self.module,
+                "colorize",
+                &[("REDUCE", r as f64), ("SCALE", s as f64)],
+            )
+        })
     }
 }
 
@@ -184,11 +206,8 @@ impl ColorizedCells {
                 let params = ColorParams {
                     pixels_per_head: px,
                     first_head: g.first_cell as u32,
-                    reduce: reduce.shader_id(),
                     bad_color: pack_rgba(BAD_COLOR),
-                    scale: scale.scale.shader_id(),
                     gamma: scale.scale.gamma(),
-                    _pad: [0; 2],
                 };
                 gpu.queue
                     .write_buffer(&self.params[i], 0, bytemuck::bytes_of(&params));
@@ -203,7 +222,7 @@ impl ColorizedCells {
                     label: Some("attnviz.colorize.pass"),
                     timestamp_writes: None,
                 });
-                pass.set_pipeline(&pipe.pipeline);
+                pass.set_pipeline(pipe.pipeline(&gpu.device, reduce, scale));
                 for (bg, &(x, y, z)) in self.bind_groups.iter().zip(&self.dispatch) {
                     pass.set_bind_group(0, bg, &[]);
                     pass.dispatch_workgroups(x, y, z);

@@ -181,6 +181,9 @@ enum Command {
         /// Where the synthetic inputs are cached (default: $XDG_CACHE_HOME or ~/.cache, attnviz/bench).
         #[arg(long)]
         data: Option<PathBuf>,
+        /// Run only these scenarios (comma-separated), e.g. `--only export-grid,recolor`.
+        #[arg(long, value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(BENCH_SCENARIOS))]
+        only: Vec<String>,
     },
     /// Print shape, dtype and per-head statistics of an attention tensor.
     Info {
@@ -674,7 +677,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             eprintln!("wrote {} ({})", output.display(), src.shape());
             Ok(())
         }
-        Command::Bench { quick, json, data } => bench(quick, json.as_deref(), data),
+        Command::Bench {
+            quick,
+            json,
+            data,
+            only,
+        } => bench(quick, json.as_deref(), data, &only),
         Command::Info {
             input,
             tensor,
@@ -851,9 +859,27 @@ impl ProgressBar {
     }
 }
 
+use attnviz::bench::{measure, memcpy_gbps, read_seconds, Sample};
+
+/// The scenarios of `attnviz bench`, in the order they run.
+const BENCH_SCENARIOS: [&str; 7] = [
+    "export-grid",
+    "export-long",
+    "recolor",
+    "frame",
+    "upload",
+    "pool-resident",
+    "qk-long",
+];
+
 /// `attnviz bench`: fixed scenarios, warm-up then several runs each, one table row per scenario.
-fn bench(quick: bool, json: Option<&Path>, data: Option<PathBuf>) -> anyhow::Result<()> {
-    use attnviz::bench::{measure, memcpy_gbps, read_seconds, Sample};
+fn bench(
+    quick: bool,
+    json: Option<&Path>,
+    data: Option<PathBuf>,
+    only: &[String],
+) -> anyhow::Result<()> {
+    let want = |name: &str| only.is_empty() || only.iter().any(|o| o == name);
     let dir = data.unwrap_or_else(|| {
         std::env::var_os("XDG_CACHE_HOME")
             .map(PathBuf::from)
@@ -905,158 +931,103 @@ fn bench(quick: bool, json: Option<&Path>, data: Option<PathBuf>) -> anyhow::Res
     let out = dir.join("bench-out.png");
     let mut rows: Vec<(Sample, Option<f64>)> = Vec::new();
 
-    let cat_grid = {
-        read_seconds(&grid_path)?;
-        read_seconds(&grid_path)?
-    };
     let grid_opts = RenderOptions::default();
-    rows.push((
-        measure("export-grid", len(&grid_path), 64, runs, false, || {
-            let f = engine.render(&grid, &grid_opts)?;
-            write_png(&out, f.width, f.height, &f.rgba)
-        })?,
-        Some(cat_grid),
-    ));
-    let cat_long = {
-        read_seconds(&long_path)?;
-        read_seconds(&long_path)?
-    };
     let long_opts = RenderOptions {
         cell: Some(1024),
         ..Default::default()
     };
-    rows.push((
-        measure("export-long", len(&long_path), 1, runs, false, || {
-            let f = engine.render(&long, &long_opts)?;
-            write_png(&out, f.width, f.height, &f.rgba)
-        })?,
-        Some(cat_long),
-    ));
-
-    // The interactive paths, on resident pooled data of the grid.
-    let mut scene = engine.scene(&grid, &grid_opts)?;
-    let mut i = 0usize;
-    rows.push((
-        measure("recolor", 0, 64, frames, true, || {
-            i += 1;
-            let norm = [Norm::Head, Norm::Layer, Norm::Global][i % 3];
-            engine.recolor(
-                &mut scene,
-                norm,
-                Reduce::Max,
-                Colormap::ALL[i % Colormap::ALL.len()],
-            )?;
-            engine.gpu.wait()
-        })?,
-        None,
-    ));
-    let target = engine.gpu.device.create_texture(&wgpu::TextureDescriptor {
-        label: Some("attnviz.bench.frame"),
-        size: wgpu::Extent3d {
-            width: 1920,
-            height: 1080,
-            depth_or_array_layers: 1,
-        },
-        mip_level_count: 1,
-        sample_count: 1,
-        dimension: wgpu::TextureDimension::D2,
-        format: wgpu::TextureFormat::Rgba8Unorm,
-        usage: wgpu::TextureUsages::RENDER_ATTACHMENT,
-        view_formats: &[],
-    });
-    let view = target.create_view(&Default::default());
-    rows.push((
-        measure("frame", 0, 64, frames, true, || {
-            engine.draw(&scene, &view, (1920, 1080))?;
-            engine.gpu.wait()
-        })?,
-        None,
-    ));
-    let upload_bytes: u64 = if quick { 256 << 20 } else { 1 << 30 };
-    rows.push((
-        measure("upload", upload_bytes, 0, runs, false, || {
-            attnviz::pool::upload_seconds(&engine.gpu, upload_bytes).map(|_| ())
-        })?,
-        None,
-    ));
-    // The grid's pooling alone, on data already in device memory: what the GPU sustains
-    // without the host-to-device copy (the same as export-grid on unified memory).
-    let grid_bytes = len(&grid_path);
-    rows.push((
-        measure("pool-resident", grid_bytes, 64, runs, false, || {
-            engine
-                .resident_pool_seconds(64, grid_seq, grid_seq, 256)
-                .map(|_| ())
-        })?,
-        None,
-    ));
-    // Attention recomputed from Q and K: compute-bound, so reported in GFLOP/s as well.
-    let qk_seq = if quick { 2048 } else { 32768 };
-    let qk_spec = |seq| QkSpec {
-        layers: 1,
-        heads: 1,
-        kv_heads: 1,
-        seq,
-        dim: 64,
-        seed: 1,
-    };
-    let qk_source = |seq| -> anyhow::Result<QkSource> {
-        let (q, k) = qk_spec(seq).generate()?;
-        let shape = attnviz::Shape {
-            layers: 1,
-            heads: 1,
-            queries: seq,
-            keys: 64,
-        };
-        let tensor = |name: &str, v: Vec<f32>| -> anyhow::Result<Box<dyn AttentionSource>> {
-            let bytes = bytemuck::cast_slice(&v).to_vec();
-            Ok(Box::new(source::ArraySource::new(
-                name,
-                shape,
-                DType::F32,
-                bytes,
-            )?))
-        };
-        Ok(QkSource::new(
-            tensor("q", q)?,
-            tensor("k", k)?,
-            &QkOptions::default(),
-        )?)
-    };
-    // Warm the pipelines on a small head, then time whole renders until three runs or a
-    // minute, whichever comes first (a software adapter takes minutes per run).
-    engine.render(&qk_source(256)?, &long_opts)?;
-    let qk = qk_source(qk_seq)?;
-    let mut qk_runs = Vec::new();
-    let qk_start = Instant::now();
-    while qk_runs.len() < 3 && (qk_runs.is_empty() || qk_start.elapsed().as_secs() < 60) {
-        let t = Instant::now();
-        let f = engine.render(&qk, &long_opts)?;
-        write_png(&out, f.width, f.height, &f.rgba)?;
-        qk_runs.push(t.elapsed().as_secs_f64());
+    let mut cat_grid = None;
+    if want("export-grid") {
+        read_seconds(&grid_path)?;
+        let cat = read_seconds(&grid_path)?;
+        cat_grid = Some(cat);
+        rows.push((
+            measure("export-grid", len(&grid_path), 64, runs, false, || {
+                let f = engine.render(&grid, &grid_opts)?;
+                write_png(&out, f.width, f.height, &f.rgba)
+            })?,
+            Some(cat),
+        ));
     }
-    let qk_sample = Sample {
-        name: "qk-long".into(),
-        input_bytes: 0,
-        heads: 1,
-        runs: qk_runs,
-        per_frame: false,
-    };
-    let qk_flops = 2.0 * 4.0 * (qk_seq as f64).powi(2) * 64.0;
-    let qk_gflops = qk_flops / qk_sample.median() / 1e9;
-    rows.push((qk_sample, None));
+    let mut cat_long = None;
+    if want("export-long") {
+        read_seconds(&long_path)?;
+        let cat = read_seconds(&long_path)?;
+        cat_long = Some(cat);
+        rows.push((
+            measure("export-long", len(&long_path), 1, runs, false, || {
+                let f = engine.render(&long, &long_opts)?;
+                write_png(&out, f.width, f.height, &f.rgba)
+            })?,
+            Some(cat),
+        ));
+    }
+    if want("recolor") || want("frame") {
+        // The interactive paths, on resident pooled data of the grid.
+        let mut scene = engine.scene(&grid, &grid_opts)?;
+        if want("recolor") {
+            let mut i = 0usize;
+            rows.push((
+                measure("recolor", 0, 64, frames, true, || {
+                    i += 1;
+                    let norm = [Norm::Head, Norm::Layer, Norm::Global][i % 3];
+                    engine.recolor(
+                        &mut scene,
+                        norm,
+                        Reduce::Max,
+                        Colormap::ALL[i % Colormap::ALL.len()],
+                    )?;
+                    engine.gpu.wait()
+                })?,
+                None,
+            ));
+        }
+        if want("frame") {
+            rows.push((bench_frame(&engine, &scene, frames)?, None));
+        }
+    }
+    if want("upload") {
+        let upload_bytes: u64 = if quick { 256 << 20 } else { 1 << 30 };
+        rows.push((
+            measure("upload", upload_bytes, 0, runs, false, || {
+                attnviz::pool::upload_seconds(&engine.gpu, upload_bytes).map(|_| ())
+            })?,
+            None,
+        ));
+    }
+    if want("pool-resident") {
+        // The grid's pooling alone, on data already in device memory: what the GPU sustains
+        // without the host-to-device copy (the same as export-grid on unified memory).
+        rows.push((
+            measure("pool-resident", len(&grid_path), 64, runs, false, || {
+                engine
+                    .resident_pool_seconds(64, grid_seq, grid_seq, 256)
+                    .map(|_| ())
+            })?,
+            None,
+        ));
+    }
+    let qk_seq = if quick { 2048 } else { 32768 };
+    let mut qk_gflops = None;
+    if want("qk-long") {
+        let sample = bench_qk(&engine, qk_seq, &long_opts, &out)?;
+        let flops = 2.0 * 4.0 * (qk_seq as f64).powi(2) * 64.0;
+        qk_gflops = Some(flops / sample.median() / 1e9);
+        rows.push((sample, None));
+    }
     let _ = std::fs::remove_file(&out);
 
     println!("adapter: {}", engine.gpu.describe());
     println!("memcpy:  {memcpy:.2} GB/s (this machine, measured in this run)");
+    let input_line = |path: &Path, cat: Option<f64>| {
+        let cat = cat.map_or(String::new(), |c| format!(", cat {c:.3} s"));
+        let gib = len(path) as f64 / (1u64 << 30) as f64;
+        format!("{} ({gib:.2} GiB{cat})", path.display())
+    };
     println!(
-        "inputs:  {} ({:.2} GiB, cat {:.3} s), {} ({:.2} GiB, cat {:.3} s)",
-        grid_path.display(),
-        len(&grid_path) as f64 / (1u64 << 30) as f64,
-        cat_grid,
-        long_path.display(),
-        len(&long_path) as f64 / (1u64 << 30) as f64,
-        cat_long
+        "inputs:  {}, {}",
+        input_line(&grid_path, cat_grid),
+        input_line(&long_path, cat_long)
     );
     println!();
     println!(
@@ -1100,16 +1071,101 @@ fn bench(quick: bool, json: Option<&Path>, data: Option<PathBuf>) -> anyhow::Res
     }
     if let Some(path) = json {
         let body = format!(
-            "{{\"adapter\":{:?},\"memcpy_gbps\":{memcpy:.3},\"quick\":{quick},\"qk_long_gflops\":{qk_gflops:.3},\"scenarios\":[{}]}}\n",
+            "{{\"adapter\":{:?},\"memcpy_gbps\":{memcpy:.3},\"quick\":{quick},\"qk_long_gflops\":{},\"scenarios\":[{}]}}\n",
             engine.gpu.describe(),
+            qk_gflops.map_or("null".into(), |g| format!("{g:.3}")),
             json_rows.join(",")
         );
         attnviz::export::write_atomic(path, |w| std::io::Write::write_all(w, body.as_bytes()))?;
     }
-    println!();
-    println!(
-        "qk-long: {qk_seq} tokens, d = 64, one head to a 1024-px cell: {qk_gflops:.1} GFLOP/s \
-         (4·N²·d flops per pass, two passes: row statistics, then probabilities)"
-    );
+    if let Some(gflops) = qk_gflops {
+        println!();
+        println!(
+            "qk-long: {qk_seq} tokens, d = 64, one head to a 1024-px cell: {gflops:.1} GFLOP/s \
+             (4·N²·d flops per pass, two passes: row statistics, then probabilities)"
+        );
+    }
     Ok(())
+}
+
+/// The `frame` scenario: the grid's scene drawn into a 1920×1080 target, per frame.
+fn bench_frame(engine: &Engine, scene: &attnviz::Scene, frames: usize) -> anyhow::Result<Sample> {
+    let target = engine.gpu.device.create_texture(&wgpu::TextureDescriptor {
+        label: Some("attnviz.bench.frame"),
+        size: wgpu::Extent3d {
+            width: 1920,
+            height: 1080,
+            depth_or_array_layers: 1,
+        },
+        mip_level_count: 1,
+        sample_count: 1,
+        dimension: wgpu::TextureDimension::D2,
+        format: wgpu::TextureFormat::Rgba8Unorm,
+        usage: wgpu::TextureUsages::RENDER_ATTACHMENT,
+        view_formats: &[],
+    });
+    let view = target.create_view(&Default::default());
+    Ok(measure("frame", 0, 64, frames, true, || {
+        engine.draw(scene, &view, (1920, 1080))?;
+        engine.gpu.wait()
+    })?)
+}
+
+/// The `qk-long` scenario: whole renders of one head recomputed from Q and K, until three
+/// runs or a minute, whichever comes first (a software adapter takes minutes per run).
+fn bench_qk(
+    engine: &Engine,
+    seq: usize,
+    options: &RenderOptions,
+    out: &Path,
+) -> anyhow::Result<Sample> {
+    let source = |seq| -> anyhow::Result<QkSource> {
+        let spec = QkSpec {
+            layers: 1,
+            heads: 1,
+            kv_heads: 1,
+            seq,
+            dim: 64,
+            seed: 1,
+        };
+        let (q, k) = spec.generate()?;
+        let shape = attnviz::Shape {
+            layers: 1,
+            heads: 1,
+            queries: seq,
+            keys: 64,
+        };
+        let tensor = |name: &str, v: Vec<f32>| -> anyhow::Result<Box<dyn AttentionSource>> {
+            let bytes = bytemuck::cast_slice(&v).to_vec();
+            Ok(Box::new(source::ArraySource::new(
+                name,
+                shape,
+                DType::F32,
+                bytes,
+            )?))
+        };
+        Ok(QkSource::new(
+            tensor("q", q)?,
+            tensor("k", k)?,
+            &QkOptions::default(),
+        )?)
+    };
+    // Warm the pipelines on a small head first.
+    engine.render(&source(256)?, options)?;
+    let qk = source(seq)?;
+    let mut runs = Vec::new();
+    let start = Instant::now();
+    while runs.len() < 3 && (runs.is_empty() || start.elapsed().as_secs() < 60) {
+        let t = Instant::now();
+        let f = engine.render(&qk, options)?;
+        write_png(out, f.width, f.height, &f.rgba)?;
+        runs.push(t.elapsed().as_secs_f64());
+    }
+    Ok(Sample {
+        name: "qk-long".into(),
+        input_bytes: 0,
+        heads: 1,
+        runs,
+        per_frame: false,
+    })
 }
