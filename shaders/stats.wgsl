@@ -1,6 +1,16 @@
 // Per-head statistics by parallel reduction over the pooled accumulators: the min of the min
 // pool and the max of the max pool are the head's exact extremes, so the input is never read
-// twice. One workgroup per head. Keep `HeadStats` in sync with src/norm.rs.
+// twice. Keep `HeadStats` in sync with src/norm.rs.
+//
+// Two passes, so that every head is spread over many workgroups. `block_stats` reduces each
+// block of BLOCK consecutive pixels of a head in one workgroup, each invocation a run of
+// PER_INVOCATION consecutive pixels; `head_stats` then reduces each head's block results.
+//
+// Why runs rather than the grid-stride loop GPUs usually get: the data is output-sized (a few
+// bytes per pooled pixel), so on a GPU the run's cache lines are simply reused from L1 over its
+// iterations, while software rasterizers, which emulate each storage load lane by lane, run a
+// run 3x faster than the same reads strided across lanes (lavapipe, 64 heads of 256² pixels:
+// 17 ms against 51 ms for the former one-workgroup-per-head, grid-stride pass).
 
 struct HeadStats {
     min_v: f32,
@@ -17,46 +27,59 @@ struct StatsParams {
     pixels_per_head: u32,
     // first head of this group in `stats`
     first_head: u32,
+    // blocks of BLOCK pixels per head: ceil(pixels_per_head / BLOCK)
+    blocks_per_head: u32,
     _pad0: u32,
-    _pad1: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: StatsParams;
 @group(0) @binding(1) var<storage, read> accum: array<Accum>;
 @group(0) @binding(2) var<storage, read_write> stats: array<HeadStats>;
+// per head of the group, per block: the block's statistics
+@group(0) @binding(3) var<storage, read_write> partials: array<HeadStats>;
 
-const WG: u32 = 256u;
+const WG: u32 = 64u;
+const PER_INVOCATION: u32 = 128u;
+// Keep in sync with `STATS_BLOCK` in src/pool.rs.
+const BLOCK: u32 = WG * PER_INVOCATION;
 var<workgroup> s_min: array<f32, WG>;
 var<workgroup> s_max: array<f32, WG>;
 var<workgroup> s_sum: array<f32, WG>;
 var<workgroup> s_count: array<u32, WG>;
 var<workgroup> s_bad: array<u32, WG>;
 
-@compute @workgroup_size(256)
-fn head_stats(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-    let head = wg.x;
-    let base = head * params.pixels_per_head;
-    var mn = F32_MAX;
-    var mx = -F32_MAX;
-    var sum = 0.0;
-    var count = 0u;
-    var bad = 0u;
-    for (var i = li; i < params.pixels_per_head; i += WG) {
-        let a = accum[base + i];
-        let c = a.count_bad & COUNT_MASK;
-        if c > 0u {
-            mn = min(mn, a.min_v);
-            mx = max(mx, a.max_v);
-            sum += a.sum;
-            count += c;
-        }
-        bad += u32((a.count_bad & BAD_BIT) != 0u);
+const EMPTY = HeadStats(F32_MAX, -F32_MAX, 0.0, 0u, 0u, 0u, 0u, 0u);
+
+fn merge(a: HeadStats, b: HeadStats) -> HeadStats {
+    return HeadStats(
+        min(a.min_v, b.min_v),
+        max(a.max_v, b.max_v),
+        a.sum + b.sum,
+        a.count + b.count,
+        a.bad_pixels + b.bad_pixels,
+        0u,
+        0u,
+        0u,
+    );
+}
+
+// The statistics of one pooled pixel: empty bins (count 0) leave the extremes alone.
+fn of_pixel(a: Accum) -> HeadStats {
+    let c = a.count_bad & COUNT_MASK;
+    let bad = a.count_bad >> 31u;
+    if c == 0u {
+        return HeadStats(F32_MAX, -F32_MAX, 0.0, 0u, bad, 0u, 0u, 0u);
     }
-    s_min[li] = mn;
-    s_max[li] = mx;
-    s_sum[li] = sum;
-    s_count[li] = count;
-    s_bad[li] = bad;
+    return HeadStats(a.min_v, a.max_v, a.sum, c, bad, 0u, 0u, 0u);
+}
+
+// Tree reduction of every invocation's `mine`; the result is valid in invocation 0.
+fn reduce_workgroup(li: u32, mine: HeadStats) -> HeadStats {
+    s_min[li] = mine.min_v;
+    s_max[li] = mine.max_v;
+    s_sum[li] = mine.sum;
+    s_count[li] = mine.count;
+    s_bad[li] = mine.bad_pixels;
     workgroupBarrier();
     for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
         if li < stride {
@@ -68,7 +91,37 @@ fn head_stats(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_in
         }
         workgroupBarrier();
     }
+    return HeadStats(s_min[0], s_max[0], s_sum[0], s_count[0], s_bad[0], 0u, 0u, 0u);
+}
+
+// Workgroup (block, head): pixels [block * BLOCK, (block + 1) * BLOCK) of the group's head.
+@compute @workgroup_size(64)
+fn block_stats(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let head = wg.y;
+    let base = head * params.pixels_per_head;
+    let first = wg.x * BLOCK + li * PER_INVOCATION;
+    let end = min(first + PER_INVOCATION, params.pixels_per_head);
+    var s = EMPTY;
+    for (var i = first; i < end; i++) {
+        s = merge(s, of_pixel(accum[base + i]));
+    }
+    let total = reduce_workgroup(li, s);
     if li == 0u {
-        stats[params.first_head + head] = HeadStats(s_min[0], s_max[0], s_sum[0], s_count[0], s_bad[0], 0u, 0u, 0u);
+        partials[head * params.blocks_per_head + wg.x] = total;
+    }
+}
+
+// Workgroup (head): the head's block results reduced to its statistics.
+@compute @workgroup_size(64)
+fn head_stats(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let head = wg.x;
+    let base = head * params.blocks_per_head;
+    var s = EMPTY;
+    for (var b = li; b < params.blocks_per_head; b += WG) {
+        s = merge(s, partials[base + b]);
+    }
+    let total = reduce_workgroup(li, s);
+    if li == 0u {
+        stats[params.first_head + head] = total;
     }
 }

@@ -73,8 +73,12 @@ pub enum Causal {
 struct StatsParams {
     pixels_per_head: u32,
     first_head: u32,
-    _pad: [u32; 2],
+    blocks_per_head: u32,
+    _pad: u32,
 }
+
+/// Pixels one `block_stats` workgroup reduces (`BLOCK` in `shaders/stats.wgsl`).
+const STATS_BLOCK: usize = 8192;
 
 /// What pooling does besides reducing: options that change which entries count and how.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -108,6 +112,7 @@ pub(crate) struct PoolPipelines {
     specialized: [[OnceLock<(wgpu::ComputePipeline, wgpu::ComputePipeline)>; 8]; 3],
     fold: wgpu::ComputePipeline,
     stats_layout: wgpu::BindGroupLayout,
+    block_stats: wgpu::ComputePipeline,
     stats: wgpu::ComputePipeline,
     /// Upload slots of the last ingest, kept for the next one of the same chunk size: fresh
     /// mapped buffers are zero-filled by wgpu and page-faulted in by the host, which costs as
@@ -214,6 +219,7 @@ impl PoolPipelines {
                 uniform_entry(0, false, c),
                 storage_entry(1, true, c),
                 storage_entry(2, false, c),
+                storage_entry(3, false, c),
             ],
         });
         let stats_module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
@@ -229,9 +235,16 @@ impl PoolPipelines {
                 "fold_masked_zeros",
             ),
             specialized: Default::default(),
+            block_stats: compute_pipeline(
+                device,
+                "attnviz.stats.block_stats",
+                &stats_layout,
+                &stats_module,
+                "block_stats",
+            ),
             stats: compute_pipeline(
                 device,
-                "attnviz.stats.pipeline",
+                "attnviz.stats.head_stats",
                 &stats_layout,
                 &stats_module,
                 "head_stats",
@@ -1253,6 +1266,14 @@ fn head_stats(
         usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
         mapped_at_creation: false,
     });
+    let blocks = px.div_ceil(STATS_BLOCK);
+    let max_cells = groups.iter().map(|g| g.cells).max().unwrap_or(1);
+    let partials = device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("attnviz.stats.partials"),
+        size: (max_cells.max(1) * blocks.max(1) * std::mem::size_of::<HeadStats>()) as u64,
+        usage: wgpu::BufferUsages::STORAGE,
+        mapped_at_creation: false,
+    });
     let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
         label: Some("attnviz.stats.encoder"),
     });
@@ -1261,7 +1282,8 @@ fn head_stats(
         let params = StatsParams {
             pixels_per_head: px as u32,
             first_head: g.first_cell as u32,
-            _pad: [0; 2],
+            blocks_per_head: blocks as u32,
+            _pad: 0,
         };
         let params_buf = storage_buffer_init(
             device,
@@ -1285,6 +1307,10 @@ fn head_stats(
                     binding: 2,
                     resource: stats_buf.as_entire_binding(),
                 },
+                wgpu::BindGroupEntry {
+                    binding: 3,
+                    resource: partials.as_entire_binding(),
+                },
             ],
         });
         {
@@ -1292,8 +1318,10 @@ fn head_stats(
                 label: Some("attnviz.stats.pass"),
                 timestamp_writes: None,
             });
-            pass.set_pipeline(&pipes.stats);
             pass.set_bind_group(0, &bg, &[]);
+            pass.set_pipeline(&pipes.block_stats);
+            pass.dispatch_workgroups(blocks as u32, g.cells as u32, 1);
+            pass.set_pipeline(&pipes.stats);
             pass.dispatch_workgroups(g.cells as u32, 1, 1);
         }
         keep.push(params_buf);

@@ -151,6 +151,36 @@ fn pooled_random_not_multiples_of_the_workgroup() {
     );
 }
 
+/// Heads of more pixels than one statistics block (8192) and not a multiple of it, with a
+/// non-finite entry and a masked (empty) triangle in the last, partial block: the two-pass
+/// reduction must see every block once.
+#[test]
+fn statistics_span_several_blocks() {
+    let Some(e) = engine() else { return };
+    let mut a = random(2, 3, 131, 131, 7);
+    a[[1, 2, 130, 129]] = f32::NAN;
+    a[[0, 1, 120, 3]] = 7.5;
+    a[[1, 0, 2, 1]] = -3.0;
+    let src = ArraySource::from_f32("blocks", &a);
+    let causal = PoolOptions {
+        causal: Causal::On,
+        ..Default::default()
+    };
+    assert_eq!(check_pooling(&e, "blocks", &src, None, causal), 0);
+    let s = src.shape();
+    let cells: Vec<_> = (0..s.layers)
+        .flat_map(|l| (0..s.heads).map(move |h| (l, h)))
+        .collect();
+    let geometry = CellGeometry::new(131, 131, None).unwrap();
+    let stats = e.pool(&src, &cells, geometry, causal).unwrap().stats;
+    assert_eq!(stats[1].max, 7.5);
+    assert_eq!(stats[3].min, -3.0);
+    assert_eq!(stats[5].bad_pixels, 1);
+    // 131 rows of a causal square keep 131·132/2 entries, less the bad one's bin
+    assert_eq!(stats[0].count, 131 * 132 / 2);
+    assert_eq!(stats[5].count, 131 * 132 / 2 - 1);
+}
+
 #[test]
 fn structured_heads() {
     let Some(e) = engine() else { return };

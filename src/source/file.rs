@@ -1,9 +1,7 @@
-//! A tensor stored in a file: one memory map, plus where each layer's data starts.
+//! A tensor stored in a file: the open file, plus where each layer's data starts.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-
-use memmap2::{Advice, Mmap, UncheckedAdvice};
 
 use super::{AttentionSource, DType, Shape, TensorLayout};
 use crate::error::{Error, Result};
@@ -13,7 +11,10 @@ use crate::error::{Error, Result};
 pub struct FileTensor {
     path: PathBuf,
     name: String,
-    map: Mmap,
+    /// Read with positional reads straight into the caller's buffer (a mapped upload slot):
+    /// one copy from the page cache, no page faults on a mapping, and nothing of the file
+    /// left in this process's resident set.
+    file: File,
     shape: Shape,
     dtype: DType,
     /// Byte offset of each layer's first element (layers may be separate tensors).
@@ -21,23 +22,18 @@ pub struct FileTensor {
 }
 
 impl FileTensor {
-    /// Maps `file`; `layer_offsets` must already be checked against its length.
-    pub(crate) fn new(path: &Path, file: &File, layout: TensorLayout) -> Result<Self> {
+    /// Reads from `file`; `layer_offsets` must already be checked against its length.
+    pub(crate) fn new(path: &Path, file: File, layout: TensorLayout) -> Result<Self> {
         let TensorLayout {
             shape,
             dtype,
             layer_offsets,
         } = layout;
         debug_assert_eq!(layer_offsets.len(), shape.layers);
-        // SAFETY: the map is read-only. A file truncated by another process while we read
-        // would fault; that is the documented cost of reading without copying.
-        let map = unsafe { Mmap::map(file) }.map_err(|e| Error::io(path, e))?;
-        // Rows are read front to back: let the kernel read ahead.
-        let _ = map.advise(Advice::Sequential);
         Ok(FileTensor {
             path: path.to_path_buf(),
             name: path.display().to_string(),
-            map,
+            file,
             shape,
             dtype,
             layer_offsets,
@@ -72,21 +68,28 @@ impl AttentionSource for FileTensor {
             row_start,
             dst.len(),
         )?;
-        let start = self.layer_offsets[layer] as usize + within;
-        dst.copy_from_slice(&self.map[start..start + dst.len()]);
-        // The rows are consumed: drop them from this process's resident set so memory stays
-        // bounded by the chunk size, not the file (the page cache keeps them for the next run).
-        let page = 4096;
-        let first = start.div_ceil(page) * page;
-        let end = (start + dst.len()) / page * page;
-        if end > first {
-            // SAFETY: the mapping is private and read-only; DONTNEED only drops our page
-            // table entries, and a later read faults the file's pages back in.
-            let _ = unsafe {
-                self.map
-                    .unchecked_advise_range(UncheckedAdvice::DontNeed, first, end - first)
-            };
-        }
-        Ok(())
+        let start = self.layer_offsets[layer] + within as u64;
+        read_exact_at(&self.file, dst, start).map_err(|e| Error::io(&self.path, e))
     }
+}
+
+#[cfg(unix)]
+fn read_exact_at(file: &File, dst: &mut [u8], offset: u64) -> std::io::Result<()> {
+    std::os::unix::fs::FileExt::read_exact_at(file, dst, offset)
+}
+
+#[cfg(windows)]
+fn read_exact_at(file: &File, mut dst: &mut [u8], mut offset: u64) -> std::io::Result<()> {
+    while !dst.is_empty() {
+        match std::os::windows::fs::FileExt::seek_read(file, dst, offset) {
+            Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => {
+                dst = &mut dst[n..];
+                offset += n as u64;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }

@@ -236,7 +236,7 @@ pub fn open_raw(path: &Path, dims: &[usize], dtype: DType) -> Result<FileTensor>
     let layer_offsets = (0..shape.layers as u64).map(|l| l * layer_bytes).collect();
     FileTensor::new(
         path,
-        &file,
+        file,
         TensorLayout {
             shape,
             dtype,
