@@ -26,6 +26,12 @@ const KIND_LABEL: u32 = 1u;
 const KIND_COLORBAR: u32 = 2u;
 const KIND_FILL: u32 = 3u;
 
+// The kind of every quad a pipeline draws: src/compose.rs draws each run of same-kind quads
+// with the pipeline made for it, so a fragment executes only its own kind's code. (On GPUs the
+// per-quad branch is uniform and nearly free; software rasterizers execute every branch's
+// loads for every fragment.)
+override KIND: u32 = KIND_CELL;
+
 @group(0) @binding(0) var<uniform> view: View;
 @group(0) @binding(1) var<storage, read> quads: array<Quad>;
 @group(0) @binding(2) var<storage, read> colors: array<u32>;
@@ -55,7 +61,7 @@ fn vs_main(@builtin(vertex_index) vi: u32, @builtin(instance_index) ii: u32) -> 
 
 @fragment
 fn fs_main(in: VsOut) -> @location(0) vec4<f32> {
-    let kind = in.info.x;
+    let kind = KIND;
     let src = in.info.y;
     // pixel index inside the quad (fragment positions are pixel centres)
     let p = vec2<i32>(floor(in.pos.xy)) - in.rect.xy;

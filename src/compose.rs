@@ -129,7 +129,8 @@ impl FigureQuads {
 /// Compiled compose pipeline for one target format.
 pub(crate) struct ComposePipeline {
     layout: wgpu::BindGroupLayout,
-    pipeline: wgpu::RenderPipeline,
+    /// One per quad kind (`KIND` in the shader), indexed by kind.
+    pipelines: Vec<wgpu::RenderPipeline>,
     pub format: wgpu::TextureFormat,
 }
 
@@ -164,34 +165,41 @@ impl ComposePipeline {
             bind_group_layouts: &[Some(&layout)],
             immediate_size: 0,
         });
-        let pipeline = device.create_render_pipeline(&wgpu::RenderPipelineDescriptor {
-            label: Some("attnviz.compose.pipeline"),
-            layout: Some(&pl),
-            vertex: wgpu::VertexState {
-                module: &module,
-                entry_point: Some("vs_main"),
-                compilation_options: Default::default(),
-                buffers: &[],
-            },
-            primitive: wgpu::PrimitiveState::default(),
-            depth_stencil: None,
-            multisample: wgpu::MultisampleState::default(),
-            fragment: Some(wgpu::FragmentState {
-                module: &module,
-                entry_point: Some("fs_main"),
-                compilation_options: Default::default(),
-                targets: &[Some(wgpu::ColorTargetState {
-                    format,
-                    blend: None,
-                    write_mask: wgpu::ColorWrites::ALL,
-                })],
-            }),
-            multiview_mask: None,
-            cache: None,
-        });
+        let pipelines = (0..KINDS)
+            .map(|kind| {
+                device.create_render_pipeline(&wgpu::RenderPipelineDescriptor {
+                    label: Some("attnviz.compose.pipeline"),
+                    layout: Some(&pl),
+                    vertex: wgpu::VertexState {
+                        module: &module,
+                        entry_point: Some("vs_main"),
+                        compilation_options: Default::default(),
+                        buffers: &[],
+                    },
+                    primitive: wgpu::PrimitiveState::default(),
+                    depth_stencil: None,
+                    multisample: wgpu::MultisampleState::default(),
+                    fragment: Some(wgpu::FragmentState {
+                        module: &module,
+                        entry_point: Some("fs_main"),
+                        compilation_options: wgpu::PipelineCompilationOptions {
+                            constants: &[("KIND", kind as f64)],
+                            ..Default::default()
+                        },
+                        targets: &[Some(wgpu::ColorTargetState {
+                            format,
+                            blend: None,
+                            write_mask: wgpu::ColorWrites::ALL,
+                        })],
+                    }),
+                    multiview_mask: None,
+                    cache: None,
+                })
+            })
+            .collect();
         ComposePipeline {
             layout,
-            pipeline,
+            pipelines,
             format,
         }
     }
@@ -202,7 +210,8 @@ pub struct Compositor {
     quads: wgpu::Buffer,
     view: wgpu::Buffer,
     bind_groups: Vec<wgpu::BindGroup>,
-    draws: Vec<Range<u32>>,
+    /// (group, kind, instances): the figure's draws split into runs of one quad kind.
+    runs: Vec<(usize, u32, Range<u32>)>,
     background: [u8; 4],
     _atlas: wgpu::Texture,
 }
@@ -285,7 +294,7 @@ impl Compositor {
             quads,
             view,
             bind_groups,
-            draws: figure.draws.clone(),
+            runs: kind_runs(&figure.quads, &figure.draws),
             background: figure.background,
             _atlas: atlas,
         }
@@ -363,21 +372,69 @@ impl Compositor {
             occlusion_query_set: None,
             multiview_mask: None,
         });
-        pass.set_pipeline(&pipe.pipeline);
-        for (bg, range) in self.bind_groups.iter().zip(&self.draws) {
-            if range.is_empty() {
-                continue;
+        let (mut group, mut kind) = (None, None);
+        for (g, k, range) in &self.runs {
+            if kind != Some(*k) {
+                pass.set_pipeline(&pipe.pipelines[*k as usize]);
+                kind = Some(*k);
             }
-            pass.set_bind_group(0, bg, &[]);
+            if group != Some(*g) {
+                pass.set_bind_group(0, &self.bind_groups[*g], &[]);
+                group = Some(*g);
+            }
             pass.draw(0..6, range.clone());
         }
         Ok(())
     }
 }
 
+/// Number of quad kinds (`KIND_*`).
+const KINDS: u32 = 4;
+
+/// Each group's draw range cut where the quad kind changes, in draw order (so overlapping
+/// quads still land in the order they were listed).
+fn kind_runs(quads: &[Quad], draws: &[Range<u32>]) -> Vec<(usize, u32, Range<u32>)> {
+    let mut runs = Vec::new();
+    for (g, range) in draws.iter().enumerate() {
+        let mut start = range.start;
+        for i in range.clone() {
+            let next = i + 1;
+            let kind = quads[i as usize].kind;
+            if next == range.end || quads[next as usize].kind != kind {
+                runs.push((g, kind, start..next));
+                start = next;
+            }
+        }
+    }
+    runs
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn runs_split_at_kind_changes_within_each_group() {
+        let quad = |kind| Quad {
+            rect: [0; 4],
+            kind,
+            src: 0,
+            src_size: 0,
+            color: 0,
+        };
+        let quads: Vec<Quad> = [0, 0, 2, 3, 3, 1, 0, 0].into_iter().map(quad).collect();
+        let runs = kind_runs(&quads, &[0..6, 6..6, 6..8]);
+        assert_eq!(
+            runs,
+            vec![
+                (0, 0, 0..2),
+                (0, 2, 2..3),
+                (0, 3, 3..5),
+                (0, 1, 5..6),
+                (2, 0, 6..8)
+            ]
+        );
+    }
 
     #[test]
     fn quad_layout_matches_the_shader() {
