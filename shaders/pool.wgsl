@@ -134,6 +134,21 @@ fn row_max_pair(st: ptr<function, RowMax>, word: u32, e: u32) {
     row_max_elem(st, f.y, finite16(word >> 16u), e + 1u);
 }
 
+// Folds the elements of word `v`, whose first element is element `e` of the chunk.
+fn row_max_word(st: ptr<function, RowMax>, v: vec4<u32>, e: u32) {
+    if DTYPE == DTYPE_F32 {
+        row_max_elem(st, v.x, finite32(v.x), e);
+        row_max_elem(st, v.y, finite32(v.y), e + 1u);
+        row_max_elem(st, v.z, finite32(v.z), e + 2u);
+        row_max_elem(st, v.w, finite32(v.w), e + 3u);
+    } else {
+        row_max_pair(st, v.x, e);
+        row_max_pair(st, v.y, e + 2u);
+        row_max_pair(st, v.z, e + 4u);
+        row_max_pair(st, v.w, e + 6u);
+    }
+}
+
 // Per-row maximum of finite entries, for --norm row. One invocation per row of the block.
 @compute @workgroup_size(64)
 fn row_maxima(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -147,21 +162,45 @@ fn row_maxima(@builtin(global_invocation_id) gid: vec3<u32>) {
     var st = RowMax(piece.row_start + r, row_base, (FLAGS & FLAG_CAUSAL) != 0u, -F32_MAX);
     let w1 = (row_base + piece.keys - 1u) >> shift;
     for (var w = row_base >> shift; w <= w1; w++) {
-        let v = data[w];
-        let e = w << shift;
-        if DTYPE == DTYPE_F32 {
-            row_max_elem(&st, v.x, finite32(v.x), e);
-            row_max_elem(&st, v.y, finite32(v.y), e + 1u);
-            row_max_elem(&st, v.z, finite32(v.z), e + 2u);
-            row_max_elem(&st, v.w, finite32(v.w), e + 3u);
-        } else {
-            row_max_pair(&st, v.x, e);
-            row_max_pair(&st, v.y, e + 2u);
-            row_max_pair(&st, v.z, e + 4u);
-            row_max_pair(&st, v.w, e + 6u);
-        }
+        row_max_word(&st, data[w], w << shift);
     }
     row_max[piece.row_max_base + r] = st.m;
+}
+
+// Threads of `row_maxima_wide`.
+const WIDE: u32 = 256u;
+var<workgroup> wide_max: array<f32, WIDE>;
+
+// `row_maxima` for rows too long for one invocation to walk (llvmpipe stops any loop after
+// 65535 iterations; on GPUs a row of 64k+ keys is also too much for one thread): one
+// workgroup per row of the block, its invocations striding over the row's words, then a tree
+// reduction. Workgroup (r, _, z) takes row r of block z.
+@compute @workgroup_size(256)
+fn row_maxima_wide(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let p = pieces[wg.z];
+    piece = p;
+    let r = wg.x;
+    if r >= p.row_count {
+        return;
+    }
+    let shift = elem_shift();
+    let row_base = p.elem_offset + r * p.keys;
+    var st = RowMax(p.row_start + r, row_base, (FLAGS & FLAG_CAUSAL) != 0u, -F32_MAX);
+    let w1 = (row_base + p.keys - 1u) >> shift;
+    for (var w = (row_base >> shift) + li; w <= w1; w += WIDE) {
+        row_max_word(&st, data[w], w << shift);
+    }
+    wide_max[li] = st.m;
+    workgroupBarrier();
+    for (var stride = WIDE / 2u; stride > 0u; stride >>= 1u) {
+        if li < stride {
+            wide_max[li] = max(wide_max[li], wide_max[li + stride]);
+        }
+        workgroupBarrier();
+    }
+    if li == 0u {
+        row_max[p.row_max_base + r] = wide_max[0];
+    }
 }
 
 // The running state of one pooled pixel while its bin is walked.

@@ -102,14 +102,22 @@ impl PoolOptions {
     }
 }
 
+/// The pooling pipelines of one dtype and set of flags.
+struct Specialized {
+    pool: wgpu::ComputePipeline,
+    /// `--norm row` only: the row maxima, one invocation per row (`row_maxima`) or one
+    /// workgroup per row (`row_maxima_wide`, rows past [`LOOP_BUDGET`] words).
+    row_maxima: Option<(wgpu::ComputePipeline, wgpu::ComputePipeline)>,
+}
+
 /// The compiled pooling and statistics pipelines; built once per engine.
 pub(crate) struct PoolPipelines {
     layout: wgpu::BindGroupLayout,
     module: wgpu::ShaderModule,
-    /// (pool, row_maxima) specialized for each dtype and set of pooling flags, indexed by
+    /// The pipelines specialized for each dtype and set of pooling flags, indexed by
     /// `DType::shader_id` and `PoolOptions::flags`, compiled on first use so a run pays only
     /// for the mode it uses.
-    specialized: [[OnceLock<(wgpu::ComputePipeline, wgpu::ComputePipeline)>; 8]; 3],
+    specialized: [[OnceLock<Specialized>; 8]; 3],
     fold: wgpu::ComputePipeline,
     stats_layout: wgpu::BindGroupLayout,
     block_stats: wgpu::ComputePipeline,
@@ -277,34 +285,28 @@ impl PoolPipelines {
         spare.drain(..excess);
     }
 
-    /// The pool and row-maxima pipelines for `dtype` and `options`.
+    /// The pool (and row-maxima) pipelines for `dtype` and `options`.
     fn specialized(
         &self,
         device: &wgpu::Device,
         dtype: DType,
         options: PoolOptions,
-    ) -> &(wgpu::ComputePipeline, wgpu::ComputePipeline) {
+    ) -> &Specialized {
         let (id, flags) = (dtype.shader_id(), options.flags());
         self.specialized[id as usize][flags as usize].get_or_init(|| {
             let constants = [("DTYPE", id as f64), ("FLAGS", flags as f64)];
-            (
-                specialized_pipeline(
-                    device,
-                    "attnviz.pool.pipeline",
-                    &self.layout,
-                    &self.module,
-                    "pool",
-                    &constants,
-                ),
-                specialized_pipeline(
-                    device,
-                    "attnviz.pool.row_maxima",
-                    &self.layout,
-                    &self.module,
-                    "row_maxima",
-                    &constants,
-                ),
-            )
+            let pipeline = |label: &str, entry: &str| {
+                specialized_pipeline(device, label, &self.layout, &self.module, entry, &constants)
+            };
+            Specialized {
+                pool: pipeline("attnviz.pool.pipeline", "pool"),
+                row_maxima: options.row_norm.then(|| {
+                    (
+                        pipeline("attnviz.pool.row_maxima", "row_maxima"),
+                        pipeline("attnviz.pool.row_maxima_wide", "row_maxima_wide"),
+                    )
+                }),
+            }
         })
     }
 }
@@ -1008,15 +1010,22 @@ impl<'g> Ingest<'g> {
             label: Some("attnviz.pool.pass"),
             timestamp_writes: None,
         });
-        let (pool, row_maxima) = self
+        let pipes = self
             .pipes
             .specialized(&self.gpu.device, self.dtype, self.options);
         let n = pieces.len() as u32;
         pass.set_bind_group(0, bind_group, &[]);
-        if self.options.row_norm {
+        if let Some((narrow, wide)) = &pipes.row_maxima {
             let rows = pieces.iter().map(|p| p.rows).max().unwrap_or(0) as u32;
-            pass.set_pipeline(row_maxima);
-            pass.dispatch_workgroups(rows.div_ceil(64), 1, n);
+            // One invocation walks a row while that stays within the loop budget; longer rows
+            // (few per chunk) get a workgroup each.
+            if self.keys.div_ceil(16 / self.dtype.size()) <= LOOP_BUDGET {
+                pass.set_pipeline(narrow);
+                pass.dispatch_workgroups(rows.div_ceil(64), 1, n);
+            } else {
+                pass.set_pipeline(wide);
+                pass.dispatch_workgroups(rows, 1, n);
+            }
         }
         let bins = pieces
             .iter()
@@ -1027,7 +1036,7 @@ impl<'g> Ingest<'g> {
             })
             .max()
             .unwrap_or(0);
-        pass.set_pipeline(pool);
+        pass.set_pipeline(&pipes.pool);
         pass.dispatch_workgroups(self.geometry.pooled_w.div_ceil(64), bins, n);
     }
 

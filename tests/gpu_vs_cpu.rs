@@ -181,6 +181,52 @@ fn statistics_span_several_blocks() {
     assert_eq!(stats[5].count, 131 * 132 / 2 - 1);
 }
 
+/// `--norm row` on rows longer than one invocation may walk (llvmpipe stops a loop after 65535
+/// iterations: 262140 f32 keys): each row's maximum, found past that point, must still divide
+/// the row. Rows of 300000 keys go to one workgroup per row.
+#[test]
+fn row_norm_on_rows_past_the_loop_budget() {
+    let Some(e) = engine() else { return };
+    let mut a = random(1, 2, 3, 300_000, 11);
+    a[[0, 0, 0, 299_999]] = 40.0;
+    a[[0, 0, 1, 280_001]] = 9.0;
+    a[[0, 1, 2, 150_000]] = f32::INFINITY;
+    a[[0, 1, 2, 290_000]] = 3.0;
+    let src = ArraySource::from_f32("wide", &a);
+    for causal in [Causal::Off, Causal::On] {
+        let options = PoolOptions {
+            row_norm: true,
+            causal,
+            ..Default::default()
+        };
+        check_pooling(&e, "wide rows", &src, Some(64), options);
+    }
+    // Each row's maximum is its own 1.0 after normalization, wherever it sits: with one row per
+    // head, the last bin holds 1.0 exactly when the row's maximum is in it.
+    let mut rows = random(1, 3, 1, 300_000, 12);
+    rows[[0, 0, 0, 299_999]] = 40.0;
+    rows[[0, 1, 0, 280_001]] = 9.0;
+    rows[[0, 2, 0, 150_000]] = f32::INFINITY;
+    rows[[0, 2, 0, 299_000]] = 3.0;
+    let src = ArraySource::from_f32("rows", &rows);
+    let geometry = CellGeometry::new(1, 300_000, Some(64)).unwrap();
+    let row_norm = PoolOptions {
+        row_norm: true,
+        ..Default::default()
+    };
+    let cells = [(0, 0), (0, 1), (0, 2)];
+    let pooled = e.pool(&src, &cells, geometry, row_norm).unwrap();
+    let last_bin: Vec<f32> = pooled
+        .read_accums(&e.gpu)
+        .unwrap()
+        .iter()
+        .map(|a| a[geometry.pooled_w as usize - 1].max)
+        .collect();
+    assert_eq!(last_bin[0], 1.0);
+    assert!(last_bin[1] < 1.0, "head 1's maximum is in an earlier bin");
+    assert_eq!(last_bin[2], 1.0);
+}
+
 #[test]
 fn structured_heads() {
     let Some(e) = engine() else { return };
