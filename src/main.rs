@@ -914,16 +914,30 @@ fn bench(
         causal: false,
         pattern: Pattern::Attention,
     };
-    let grid_path = input(
-        &format!("grid-8x8x{grid_seq}-f32.npy"),
-        spec(grid_seq, 8, 8, DType::F32),
-    )?;
-    let long_path = input(
-        &format!("long-{long_seq}-f16.npy"),
-        spec(long_seq, 1, 1, DType::F16),
-    )?;
-    let grid = source::open(&grid_path, &OpenOptions::default())?;
-    let long = source::open(&long_path, &OpenOptions::default())?;
+    // Inputs are generated (once) only for the scenarios that read them.
+    let grid_path = if want("export-grid") || want("recolor") || want("frame") {
+        Some(input(
+            &format!("grid-8x8x{grid_seq}-f32.npy"),
+            spec(grid_seq, 8, 8, DType::F32),
+        )?)
+    } else {
+        None
+    };
+    let long_path = if want("export-long") {
+        Some(input(
+            &format!("long-{long_seq}-f16.npy"),
+            spec(long_seq, 1, 1, DType::F16),
+        )?)
+    } else {
+        None
+    };
+    let open = |p: &Option<PathBuf>| -> anyhow::Result<Option<Box<dyn AttentionSource>>> {
+        Ok(match p {
+            Some(p) => Some(Box::new(source::open(p, &OpenOptions::default())?)),
+            None => None,
+        })
+    };
+    let (grid, long) = (open(&grid_path)?, open(&long_path)?);
     let len = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
 
     let engine = Engine::new(Gpu::new()?);
@@ -937,34 +951,34 @@ fn bench(
         ..Default::default()
     };
     let mut cat_grid = None;
-    if want("export-grid") {
-        read_seconds(&grid_path)?;
-        let cat = read_seconds(&grid_path)?;
+    if let (true, Some(grid_path), Some(grid)) = (want("export-grid"), &grid_path, &grid) {
+        read_seconds(grid_path)?;
+        let cat = read_seconds(grid_path)?;
         cat_grid = Some(cat);
         rows.push((
-            measure("export-grid", len(&grid_path), 64, runs, false, || {
-                let f = engine.render(&grid, &grid_opts)?;
+            measure("export-grid", len(grid_path), 64, runs, false, || {
+                let f = engine.render(grid.as_ref(), &grid_opts)?;
                 write_png(&out, f.width, f.height, &f.rgba)
             })?,
             Some(cat),
         ));
     }
     let mut cat_long = None;
-    if want("export-long") {
-        read_seconds(&long_path)?;
-        let cat = read_seconds(&long_path)?;
+    if let (Some(long_path), Some(long)) = (&long_path, &long) {
+        read_seconds(long_path)?;
+        let cat = read_seconds(long_path)?;
         cat_long = Some(cat);
         rows.push((
-            measure("export-long", len(&long_path), 1, runs, false, || {
-                let f = engine.render(&long, &long_opts)?;
+            measure("export-long", len(long_path), 1, runs, false, || {
+                let f = engine.render(long.as_ref(), &long_opts)?;
                 write_png(&out, f.width, f.height, &f.rgba)
             })?,
             Some(cat),
         ));
     }
-    if want("recolor") || want("frame") {
+    if let (true, Some(grid)) = (want("recolor") || want("frame"), &grid) {
         // The interactive paths, on resident pooled data of the grid.
-        let mut scene = engine.scene(&grid, &grid_opts)?;
+        let mut scene = engine.scene(grid.as_ref(), &grid_opts)?;
         if want("recolor") {
             let mut i = 0usize;
             rows.push((
@@ -988,9 +1002,10 @@ fn bench(
     }
     if want("upload") {
         let upload_bytes: u64 = if quick { 256 << 20 } else { 1 << 30 };
+        let mut upload = attnviz::pool::UploadBench::new(&engine.gpu);
         rows.push((
             measure("upload", upload_bytes, 0, runs, false, || {
-                attnviz::pool::upload_seconds(&engine.gpu, upload_bytes).map(|_| ())
+                upload.run(&engine.gpu, upload_bytes)
             })?,
             None,
         ));
@@ -999,11 +1014,18 @@ fn bench(
         // The grid's pooling alone, on data already in device memory: what the GPU sustains
         // without the host-to-device copy (the same as export-grid on unified memory).
         rows.push((
-            measure("pool-resident", len(&grid_path), 64, runs, false, || {
-                engine
-                    .resident_pool_seconds(64, grid_seq, grid_seq, 256)
-                    .map(|_| ())
-            })?,
+            measure(
+                "pool-resident",
+                (64 * grid_seq * grid_seq * 4) as u64,
+                64,
+                runs,
+                false,
+                || {
+                    engine
+                        .resident_pool_seconds(64, grid_seq, grid_seq, 256)
+                        .map(|_| ())
+                },
+            )?,
             None,
         ));
     }
@@ -1019,16 +1041,18 @@ fn bench(
 
     println!("adapter: {}", engine.gpu.describe());
     println!("memcpy:  {memcpy:.2} GB/s (this machine, measured in this run)");
-    let input_line = |path: &Path, cat: Option<f64>| {
-        let cat = cat.map_or(String::new(), |c| format!(", cat {c:.3} s"));
-        let gib = len(path) as f64 / (1u64 << 30) as f64;
-        format!("{} ({gib:.2} GiB{cat})", path.display())
-    };
-    println!(
-        "inputs:  {}, {}",
-        input_line(&grid_path, cat_grid),
-        input_line(&long_path, cat_long)
-    );
+    let inputs: Vec<String> = [(&grid_path, cat_grid), (&long_path, cat_long)]
+        .into_iter()
+        .filter_map(|(path, cat)| {
+            let path = path.as_ref()?;
+            let cat = cat.map_or(String::new(), |c| format!(", cat {c:.3} s"));
+            let gib = len(path) as f64 / (1u64 << 30) as f64;
+            Some(format!("{} ({gib:.2} GiB{cat})", path.display()))
+        })
+        .collect();
+    if !inputs.is_empty() {
+        println!("inputs:  {}", inputs.join(", "));
+    }
     println!();
     println!(
         "| scenario | input | median | min | GB/s | of memcpy | heads/s | ms/frame | fps | × cat |"

@@ -1344,54 +1344,69 @@ fn head_stats(
     Ok(bytemuck::pod_collect_to_vec(&bytes))
 }
 
-/// Seconds to move `total` bytes from host memory into GPU-visible buffers through the same
-/// double-buffered mapped slots the ingest uses (plus the staging copy on discrete GPUs), with
-/// no pooling: the upload ceiling of the engine on this adapter.
-pub fn upload_seconds(gpu: &Gpu, total: u64) -> Result<f64> {
-    let chunk = gpu.max_binding().min(CHUNK_TARGET) as usize / 4 * 4;
-    let usage = if gpu.mappable_storage {
-        wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::MAP_WRITE
-    } else {
-        wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::MAP_WRITE
-    };
-    let mut slots: Vec<Slot> = (0..2)
-        .map(|_| Slot::new(gpu, chunk as u64, usage))
-        .collect();
-    let device_data = (!gpu.mappable_storage).then(|| {
-        gpu.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("attnviz.upload.data"),
-            size: chunk as u64,
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        })
-    });
-    let host = vec![0x3cu8; chunk];
-    let start = std::time::Instant::now();
-    let mut sent = 0u64;
-    let mut i = 0;
-    while sent < total {
-        let slot = &mut slots[i % 2];
-        slot.wait_mapped(gpu)?;
-        let n = chunk.min((total - sent) as usize);
-        {
-            let mut view = slot
-                .host
-                .get_mapped_range_mut(..n as u64)
-                .map_err(|e| Error::Gpu(format!("mapping an upload buffer: {e}")))?;
-            view.slice(..).copy_from_slice(&host[..n]);
+/// Moves bytes from host memory into GPU-visible buffers through the same double-buffered
+/// mapped slots the ingest uses (plus the staging copy on discrete GPUs), with no pooling: the
+/// upload ceiling of the engine on this adapter. The slots are made once, as an ingest reuses
+/// them, so a run times the steady state rather than the first map's zero-fill.
+pub struct UploadBench {
+    chunk: usize,
+    slots: Vec<Slot>,
+    device_data: Option<wgpu::Buffer>,
+    host: Vec<u8>,
+}
+
+impl UploadBench {
+    pub fn new(gpu: &Gpu) -> UploadBench {
+        let chunk = gpu.max_binding().min(CHUNK_TARGET) as usize / 4 * 4;
+        let usage = if gpu.mappable_storage {
+            wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::MAP_WRITE
+        } else {
+            wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::MAP_WRITE
+        };
+        UploadBench {
+            chunk,
+            slots: (0..2)
+                .map(|_| Slot::new(gpu, chunk as u64, usage))
+                .collect(),
+            device_data: (!gpu.mappable_storage).then(|| {
+                gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("attnviz.upload.data"),
+                    size: chunk as u64,
+                    usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                })
+            }),
+            host: vec![0x3c; chunk],
         }
-        slot.host.unmap();
-        let mut encoder = gpu.device.create_command_encoder(&Default::default());
-        if let Some(data) = &device_data {
-            encoder.copy_buffer_to_buffer(&slot.host, 0, data, 0, n as u64);
-        }
-        let submission = gpu.queue.submit([encoder.finish()]);
-        slot.remap(submission);
-        sent += n as u64;
-        i += 1;
     }
-    gpu.wait()?;
-    Ok(start.elapsed().as_secs_f64())
+
+    /// Uploads `total` bytes and waits for the GPU.
+    pub fn run(&mut self, gpu: &Gpu, total: u64) -> Result<()> {
+        let mut sent = 0u64;
+        let mut i = 0;
+        while sent < total {
+            let slot = &mut self.slots[i % 2];
+            slot.wait_mapped(gpu)?;
+            let n = self.chunk.min((total - sent) as usize);
+            {
+                let mut view = slot
+                    .host
+                    .get_mapped_range_mut(..n as u64)
+                    .map_err(|e| Error::Gpu(format!("mapping an upload buffer: {e}")))?;
+                view.slice(..).copy_from_slice(&self.host[..n]);
+            }
+            slot.host.unmap();
+            let mut encoder = gpu.device.create_command_encoder(&Default::default());
+            if let Some(data) = &self.device_data {
+                encoder.copy_buffer_to_buffer(&slot.host, 0, data, 0, n as u64);
+            }
+            let submission = gpu.queue.submit([encoder.finish()]);
+            slot.remap(submission);
+            sent += n as u64;
+            i += 1;
+        }
+        gpu.wait()
+    }
 }
 
 /// Seconds to pool `cells` heads of `queries` × `keys` f32 entries that are already in device

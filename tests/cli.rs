@@ -377,3 +377,39 @@ fn publication_options_end_to_end() {
         assert!(stderr(&o).contains(bad[0]), "{bad:?}: {}", stderr(&o));
     }
 }
+
+/// `bench --only` runs just the chosen scenarios, generates no input they do not read, and
+/// writes its table and JSON.
+#[test]
+fn bench_runs_only_the_chosen_scenarios() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("bench.json");
+    let o = attnviz(&[
+        "bench",
+        "--quick",
+        "--only",
+        "upload",
+        "--data",
+        dir.path().to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let table = String::from_utf8_lossy(&o.stdout);
+    assert!(table.contains("| upload | 0.25 GiB |"), "{table}");
+    assert!(!table.contains("export-grid"), "{table}");
+    let body = std::fs::read_to_string(&json).unwrap();
+    assert!(
+        body.contains(r#""scenario":"upload","input_bytes":268435456"#),
+        "{body}"
+    );
+    assert!(body.contains(r#""qk_long_gflops":null"#), "{body}");
+    let files: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(files, vec![std::ffi::OsString::from("bench.json")]);
+
+    let o = attnviz(&["bench", "--only", "nonsense"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}
