@@ -21,8 +21,9 @@ struct LimitParams {
 struct CellRange {
     max_key: atomic<u32>,
     min_key_inv: atomic<u32>,
-    count: atomic<u32>,
-    _pad: u32,
+    // the count of entries as 64 bits (low, high): a long head holds 2^32 and more
+    count_lo: atomic<u32>,
+    count_hi: atomic<u32>,
 }
 
 const BINS: u32 = 4096u;
@@ -68,7 +69,8 @@ fn cell_range(
     let base = wg.y * params.pixels_per_head;
     var mn = F32_MAX;
     var mx = -F32_MAX;
-    var count = 0u;
+    // (low, high) 64-bit sum: PER_INVOCATION bins of up to 2^31 entries each
+    var count = vec2<u32>(0u);
     for (var j = 0u; j < PER_INVOCATION; j++) {
         let i = first + j * WG;
         if i >= params.pixels_per_head {
@@ -79,14 +81,20 @@ fn cell_range(
         if c > 0u && included(i) {
             mn = min(mn, a.min_v);
             mx = max(mx, a.max_v);
-            count += c;
+            let lo = count.x + c;
+            count = vec2<u32>(lo, count.y + u32(lo < c));
         }
     }
-    if count > 0u {
+    if any(count != vec2<u32>(0u)) {
         let cell = params.first_head + wg.y;
         atomicMax(&ranges_out[cell].max_key, key(mx));
         atomicMax(&ranges_out[cell].min_key_inv, ~key(mn));
-        atomicAdd(&ranges_out[cell].count, count);
+        // the carry out of the low word goes into the high word
+        let old = atomicAdd(&ranges_out[cell].count_lo, count.x);
+        let carry = u32(old + count.x < old);
+        if count.y + carry != 0u {
+            atomicAdd(&ranges_out[cell].count_hi, count.y + carry);
+        }
     }
 }
 

@@ -16,11 +16,11 @@ struct HeadStats {
     min_v: f32,
     max_v: f32,
     sum: f32,
-    count: u32,
-    bad_pixels: u32,
     _pad0: u32,
+    // the count of finite entries as a 64-bit (low, high) pair: a 65536-token head holds 2^32
+    count: vec2<u32>,
+    bad_pixels: u32,
     _pad1: u32,
-    _pad2: u32,
 }
 
 struct StatsParams {
@@ -45,20 +45,25 @@ const BLOCK: u32 = WG * PER_INVOCATION;
 var<workgroup> s_min: array<f32, WG>;
 var<workgroup> s_max: array<f32, WG>;
 var<workgroup> s_sum: array<f32, WG>;
-var<workgroup> s_count: array<u32, WG>;
+var<workgroup> s_count: array<vec2<u32>, WG>;
 var<workgroup> s_bad: array<u32, WG>;
 
-const EMPTY = HeadStats(F32_MAX, -F32_MAX, 0.0, 0u, 0u, 0u, 0u, 0u);
+const EMPTY = HeadStats(F32_MAX, -F32_MAX, 0.0, 0u, vec2<u32>(0u), 0u, 0u);
+
+// 64-bit addition of (low, high) pairs.
+fn add64(a: vec2<u32>, b: vec2<u32>) -> vec2<u32> {
+    let lo = a.x + b.x;
+    return vec2<u32>(lo, a.y + b.y + u32(lo < a.x));
+}
 
 fn merge(a: HeadStats, b: HeadStats) -> HeadStats {
     return HeadStats(
         min(a.min_v, b.min_v),
         max(a.max_v, b.max_v),
         a.sum + b.sum,
-        a.count + b.count,
+        0u,
+        add64(a.count, b.count),
         a.bad_pixels + b.bad_pixels,
-        0u,
-        0u,
         0u,
     );
 }
@@ -68,9 +73,9 @@ fn of_pixel(a: Accum) -> HeadStats {
     let c = a.count_bad & COUNT_MASK;
     let bad = a.count_bad >> 31u;
     if c == 0u {
-        return HeadStats(F32_MAX, -F32_MAX, 0.0, 0u, bad, 0u, 0u, 0u);
+        return HeadStats(F32_MAX, -F32_MAX, 0.0, 0u, vec2<u32>(0u), bad, 0u);
     }
-    return HeadStats(a.min_v, a.max_v, a.sum, c, bad, 0u, 0u, 0u);
+    return HeadStats(a.min_v, a.max_v, a.sum, 0u, vec2<u32>(c, 0u), bad, 0u);
 }
 
 // Tree reduction of every invocation's `mine`; the result is valid in invocation 0.
@@ -86,12 +91,12 @@ fn reduce_workgroup(li: u32, mine: HeadStats) -> HeadStats {
             s_min[li] = min(s_min[li], s_min[li + stride]);
             s_max[li] = max(s_max[li], s_max[li + stride]);
             s_sum[li] += s_sum[li + stride];
-            s_count[li] += s_count[li + stride];
+            s_count[li] = add64(s_count[li], s_count[li + stride]);
             s_bad[li] += s_bad[li + stride];
         }
         workgroupBarrier();
     }
-    return HeadStats(s_min[0], s_max[0], s_sum[0], s_count[0], s_bad[0], 0u, 0u, 0u);
+    return HeadStats(s_min[0], s_max[0], s_sum[0], 0u, s_count[0], s_bad[0], 0u);
 }
 
 // Workgroup (block, head): pixels [block * BLOCK, (block + 1) * BLOCK) of the group's head.

@@ -135,7 +135,7 @@ pub fn head_stats(accum: &[Accum]) -> HeadStats {
             s.min = s.min.min(a.min);
             s.max = s.max.max(a.max);
             s.sum += a.sum;
-            s.count += a.count();
+            s.count += a.count() as u64;
         }
         s.bad_pixels += a.is_bad() as u32;
     }
@@ -266,7 +266,7 @@ pub fn cell_range(accum: &[Accum], pooled_w: u32, first_column: u32) -> HeadStat
         if a.count() > 0 && (i as u32 % pooled_w) >= first_column {
             s.min = s.min.min(a.min);
             s.max = s.max.max(a.max);
-            s.count += a.count();
+            s.count += a.count() as u64;
         }
     }
     s

@@ -17,6 +17,9 @@ pub struct CellGeometry {
     pub pooled_h: u32,
 }
 
+/// Entries one pooled pixel can count (`COUNT_MASK` in shaders/common.wgsl).
+pub const MAX_BIN_ENTRIES: u64 = (1 << 31) - 1;
+
 impl CellGeometry {
     /// `cell` is the side of the longer axis; `None` means 256, or the native size when smaller.
     pub fn new(queries: usize, keys: usize, cell: Option<u32>) -> Result<CellGeometry> {
@@ -33,12 +36,22 @@ impl CellGeometry {
         };
         let scaled = |n: usize| ((n as u64 * side + longest / 2) / longest).max(1) as u32;
         let (display_w, display_h) = (scaled(keys), scaled(queries));
-        Ok(CellGeometry {
+        let geometry = CellGeometry {
             display_w,
             display_h,
             pooled_w: display_w.min(keys.min(u32::MAX as usize) as u32),
             pooled_h: display_h.min(queries.min(u32::MAX as usize) as u32),
-        })
+        };
+        // A pooled pixel counts its entries in 31 bits (the 32nd flags non-finite values).
+        let bin = queries.div_ceil(geometry.pooled_h as usize) as u64
+            * keys.div_ceil(geometry.pooled_w as usize) as u64;
+        if bin > MAX_BIN_ENTRIES {
+            return Err(Error::BadOption(format!(
+                "--cell {side} pools {bin} entries of this {queries}x{keys} head into one pixel, \
+                 over the {MAX_BIN_ENTRIES} a pixel can count: use a larger --cell"
+            )));
+        }
+        Ok(geometry)
     }
 
     pub fn pooled_pixels(&self) -> usize {
@@ -63,6 +76,17 @@ pub fn bin_of(edges: &[u32], i: u32) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bins_past_what_a_pixel_counts_are_refused() {
+        // 65536² into one pixel: a bin of 2^32 entries
+        let e = CellGeometry::new(65536, 65536, Some(1)).unwrap_err();
+        assert!(e.to_string().contains("use a larger --cell"), "{e}");
+        // 2^31 - 1 fits; 46341² does not
+        assert!(CellGeometry::new(46340, 46340, Some(1)).is_ok());
+        assert!(CellGeometry::new(46341, 46341, Some(1)).is_err());
+        assert!(CellGeometry::new(65536, 65536, Some(256)).is_ok());
+    }
 
     #[test]
     fn default_cell_is_256_or_native() {

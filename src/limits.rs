@@ -34,8 +34,8 @@ struct LimitParams {
 struct CellRange {
     max_key: u32,
     min_key_inv: u32,
-    count: u32,
-    _pad: u32,
+    count_lo: u32,
+    count_hi: u32,
 }
 
 /// Pixels each invocation reads (`PER_INVOCATION` in `shaders/limits.wgsl`).
@@ -231,13 +231,14 @@ pub(crate) fn cell_ranges(
         .iter()
         .take(pooled.cells())
         .map(|r| {
-            if r.count == 0 {
+            let count = r.count_lo as u64 | (r.count_hi as u64) << 32;
+            if count == 0 {
                 return HeadStats::EMPTY;
             }
             HeadStats {
                 min: key_float(!r.min_key_inv),
                 max: key_float(r.max_key),
-                count: r.count,
+                count,
                 ..HeadStats::EMPTY
             }
         })

@@ -136,28 +136,35 @@ impl Accum {
     }
 }
 
-/// Statistics of one head over its finite entries. Mirrors `HeadStats` in `shaders/stats.wgsl`.
+/// Statistics of one head over its finite entries. Mirrors `HeadStats` in `shaders/stats.wgsl`
+/// (which keeps the count as two little-endian u32 halves).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Pod, Zeroable)]
 pub struct HeadStats {
     pub min: f32,
     pub max: f32,
     pub sum: f32,
-    /// Finite, unmasked entries.
-    pub count: u32,
+    pub _pad0: u32,
+    /// Finite, unmasked entries: 64 bits, because one 65536-token head already holds 2^32.
+    pub count: u64,
     /// Pooled pixels whose bin held a non-finite entry.
     pub bad_pixels: u32,
-    pub _pad: [u32; 3],
+    pub _pad1: u32,
 }
+
+// The shader writes the count's low half first.
+#[cfg(not(target_endian = "little"))]
+compile_error!("HeadStats mirrors a GPU struct whose 64-bit count is little-endian");
 
 impl HeadStats {
     pub const EMPTY: HeadStats = HeadStats {
         min: f32::MAX,
         max: -f32::MAX,
         sum: 0.0,
+        _pad0: 0,
         count: 0,
         bad_pixels: 0,
-        _pad: [0; 3],
+        _pad1: 0,
     };
 
     pub fn merge(&self, o: &HeadStats) -> HeadStats {
@@ -167,7 +174,7 @@ impl HeadStats {
             sum: self.sum + o.sum,
             count: self.count.saturating_add(o.count),
             bad_pixels: self.bad_pixels.saturating_add(o.bad_pixels),
-            _pad: [0; 3],
+            ..HeadStats::EMPTY
         }
     }
 

@@ -427,6 +427,18 @@ impl PooledCells {
     }
 
     /// Copies every cell's accumulators back (tests and the CPU comparison).
+    /// Replaces every cell's accumulators (cell order, `pooled_pixels` each): lets tests put
+    /// states into the reductions that no test-sized input reaches, e.g. counts past 2^32.
+    #[doc(hidden)]
+    pub fn overwrite_accums(&self, gpu: &Gpu, accums: &[Vec<Accum>]) {
+        let mut cells = accums.iter();
+        for g in &self.groups {
+            let words: Vec<Accum> = cells.by_ref().take(g.cells).flatten().copied().collect();
+            gpu.queue
+                .write_buffer(&g.accum, 0, bytemuck::cast_slice(&words));
+        }
+    }
+
     pub fn read_accums(&self, gpu: &Gpu) -> Result<Vec<Vec<Accum>>> {
         let px = self.geometry.pooled_pixels();
         let mut out = Vec::with_capacity(self.cells());

@@ -376,6 +376,12 @@ impl Engine {
         colors.read(&self.gpu, pooled)
     }
 
+    /// Each cell's (min, max, count) over the pooled columns from `first_column` on: the GPU
+    /// pass behind `--exclude-keys`.
+    pub fn cell_ranges(&self, pooled: &PooledCells, first_column: u32) -> Result<Vec<HeadStats>> {
+        crate::limits::cell_ranges(&self.gpu, &self.limits, pooled, first_column)
+    }
+
     /// Per cell: counts of its reduced pooled values in [`crate::scale::BINS`] bins over
     /// `ranges[cell]`, pooled columns before `first_column` left out (the GPU histogram behind
     /// `--clip`).
@@ -407,7 +413,7 @@ impl Engine {
         scale: &ColorScale,
     ) -> Result<Vec<[f32; 2]>> {
         let stats = if scale.exclude_keys > 0 {
-            crate::limits::cell_ranges(&self.gpu, &self.limits, pooled, plan.first_column)?
+            self.cell_ranges(pooled, plan.first_column)?
         } else {
             pooled.stats.clone()
         };

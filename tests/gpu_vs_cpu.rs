@@ -227,6 +227,46 @@ fn row_norm_on_rows_past_the_loop_budget() {
     assert_eq!(last_bin[2], 1.0);
 }
 
+/// A head's entry count passes 2^32 at 65536 tokens (exactly 2^32 there: a 32-bit count would
+/// read 0, "no finite value", and draw the head blank). Both reductions count in 64 bits.
+#[test]
+fn head_counts_past_two_to_the_32() {
+    let Some(e) = engine() else { return };
+    let src = ArraySource::from_f32("counts", &random(1, 2, 4, 4, 3));
+    let geometry = CellGeometry::new(4, 4, Some(2)).unwrap();
+    let pooled = e
+        .pool(&src, &[(0, 0), (0, 1)], geometry, PoolOptions::default())
+        .unwrap();
+    let full = (1u32 << 31) - 1;
+    let px = |v: f32, count: u32| attnviz::norm::Accum {
+        max: v,
+        min: v,
+        sum: v,
+        count_bad: count,
+    };
+    // head 0: four full bins, 4 * (2^31 - 1) entries; head 1: 2^32 exactly, one bin empty
+    let accums = vec![
+        vec![
+            px(0.5, full),
+            px(0.25, full),
+            px(0.75, full),
+            px(0.125, full),
+        ],
+        vec![px(0.5, full), px(0.5, full), px(0.0, 0), px(0.5, 2)],
+    ];
+    pooled.overwrite_accums(&e.gpu, &accums);
+    let want = [4 * full as u64, 1u64 << 32];
+    let stats = e.pooled_stats(&pooled).unwrap();
+    assert_eq!([stats[0].count, stats[1].count], want);
+    assert_eq!((stats[0].min, stats[0].max), (0.125, 0.75));
+    assert!(stats[1].range().is_some());
+    let ranges = e.cell_ranges(&pooled, 0).unwrap();
+    assert_eq!([ranges[0].count, ranges[1].count], want);
+    for (cell, a) in accums.iter().enumerate() {
+        assert_eq!(cpu::head_stats(a).count, want[cell]);
+    }
+}
+
 #[test]
 fn structured_heads() {
     let Some(e) = engine() else { return };
