@@ -570,6 +570,8 @@ pub(crate) struct Ingest<'g> {
     used: usize,
     /// Bytes pushed so far, for progress reports.
     pub consumed: u64,
+    /// Whether any row was pushed: the statistics of accumulators nothing reached are known.
+    pushed: bool,
 }
 
 /// The pool pass's bind group: `buffers` are the parameters, the rows, the row and column bin
@@ -763,6 +765,7 @@ impl<'g> Ingest<'g> {
             col_edges_buf,
             row_max_buf,
             active: 0,
+            pushed: false,
             filling: None,
             pieces: Vec::new(),
             used: 0,
@@ -786,6 +789,7 @@ impl<'g> Ingest<'g> {
         mut fill: impl FnMut(usize, &mut [u8]) -> Result<()>,
     ) -> Result<()> {
         self.check_rows(cell, row_start, rows)?;
+        self.pushed = true;
         let mut done = 0;
         while done < rows {
             if self.filling.is_none() {
@@ -1067,6 +1071,7 @@ impl<'g> Ingest<'g> {
         offset: u64,
     ) -> Result<()> {
         self.check_rows(cell, row_start, rows)?;
+        self.pushed = true;
         let bytes = (rows * self.row_bytes) as u64;
         let size = data.size();
         let fault = if !data.usage().contains(wgpu::BufferUsages::STORAGE) {
@@ -1141,7 +1146,11 @@ impl<'g> Ingest<'g> {
                 detected
             }
         };
-        let stats = head_stats(self.gpu, self.pipes, &self.groups, px)?;
+        let stats = if self.pushed {
+            head_stats(self.gpu, self.pipes, &self.groups, px)?
+        } else {
+            vec![HeadStats::EMPTY; self.groups.iter().map(|g| g.cells).sum()]
+        };
         self.pipes.keep_slots(std::mem::take(&mut self.slots));
         Ok(PooledCells {
             geometry: self.geometry,
