@@ -149,6 +149,12 @@ fn row_max_word(st: ptr<function, RowMax>, v: vec4<u32>, e: u32) {
     }
 }
 
+// The state of row `r` of the current block before any of its entries.
+fn row_start_state(r: u32) -> RowMax {
+    let row_base = piece.elem_offset + r * piece.keys;
+    return RowMax(piece.row_start + r, row_base, (FLAGS & FLAG_CAUSAL) != 0u, -F32_MAX);
+}
+
 // Per-row maximum of finite entries, for --norm row. One invocation per row of the block.
 @compute @workgroup_size(64)
 fn row_maxima(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -158,10 +164,9 @@ fn row_maxima(@builtin(global_invocation_id) gid: vec3<u32>) {
         return;
     }
     let shift = elem_shift();
-    let row_base = piece.elem_offset + r * piece.keys;
-    var st = RowMax(piece.row_start + r, row_base, (FLAGS & FLAG_CAUSAL) != 0u, -F32_MAX);
-    let w1 = (row_base + piece.keys - 1u) >> shift;
-    for (var w = row_base >> shift; w <= w1; w++) {
+    var st = row_start_state(r);
+    let w1 = (st.row_base + piece.keys - 1u) >> shift;
+    for (var w = st.row_base >> shift; w <= w1; w++) {
         row_max_word(&st, data[w], w << shift);
     }
     row_max[piece.row_max_base + r] = st.m;
@@ -184,10 +189,9 @@ fn row_maxima_wide(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocati
         return;
     }
     let shift = elem_shift();
-    let row_base = p.elem_offset + r * p.keys;
-    var st = RowMax(p.row_start + r, row_base, (FLAGS & FLAG_CAUSAL) != 0u, -F32_MAX);
-    let w1 = (row_base + p.keys - 1u) >> shift;
-    for (var w = (row_base >> shift) + li; w <= w1; w += WIDE) {
+    var st = row_start_state(r);
+    let w1 = (st.row_base + p.keys - 1u) >> shift;
+    for (var w = (st.row_base >> shift) + li; w <= w1; w += WIDE) {
         row_max_word(&st, data[w], w << shift);
     }
     wide_max[li] = st.m;

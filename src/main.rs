@@ -950,29 +950,31 @@ fn bench(
         cell: Some(1024),
         ..Default::default()
     };
+    // One figure from a file to a PNG per run, next to reading the file once.
+    let export = |name: &str,
+                  path: &Path,
+                  src: &dyn AttentionSource,
+                  options: &RenderOptions,
+                  heads: usize|
+     -> anyhow::Result<(Sample, f64)> {
+        let cat = cat_seconds(path)?;
+        let sample = measure(name, len(path), heads, runs, false, || {
+            let f = engine.render(src, options)?;
+            write_png(&out, f.width, f.height, &f.rgba)
+        })?;
+        Ok((sample, cat))
+    };
     let mut cat_grid = None;
-    if let (true, Some(grid_path), Some(grid)) = (want("export-grid"), &grid_path, &grid) {
-        let cat = cat_seconds(grid_path)?;
+    if let (true, Some(path), Some(grid)) = (want("export-grid"), &grid_path, &grid) {
+        let (sample, cat) = export("export-grid", path, grid.as_ref(), &grid_opts, 64)?;
         cat_grid = Some(cat);
-        rows.push((
-            measure("export-grid", len(grid_path), 64, runs, false, || {
-                let f = engine.render(grid.as_ref(), &grid_opts)?;
-                write_png(&out, f.width, f.height, &f.rgba)
-            })?,
-            Some(cat),
-        ));
+        rows.push((sample, Some(cat)));
     }
     let mut cat_long = None;
-    if let (Some(long_path), Some(long)) = (&long_path, &long) {
-        let cat = cat_seconds(long_path)?;
+    if let (Some(path), Some(long)) = (&long_path, &long) {
+        let (sample, cat) = export("export-long", path, long.as_ref(), &long_opts, 1)?;
         cat_long = Some(cat);
-        rows.push((
-            measure("export-long", len(long_path), 1, runs, false, || {
-                let f = engine.render(long.as_ref(), &long_opts)?;
-                write_png(&out, f.width, f.height, &f.rgba)
-            })?,
-            Some(cat),
-        ));
+        rows.push((sample, Some(cat)));
     }
     if let (true, Some(grid)) = (want("recolor") || want("frame"), &grid) {
         // The interactive paths, on resident pooled data of the grid.
