@@ -656,7 +656,9 @@ impl<'g> Ingest<'g> {
                 geometry.pooled_w, geometry.pooled_h
             )));
         }
-        let per_group = ((max_binding / cell_bytes) as usize).max(1);
+        // A group's cells are one dispatch dimension of the statistics and colour passes.
+        let per_group = ((max_binding / cell_bytes) as usize)
+            .clamp(1, gpu.limits.max_compute_workgroups_per_dimension as usize);
         // Cleared on the GPU (recycled buffers too); the shader treats a zero count as "no
         // extremes yet", so nothing the size of the output is staged on the host.
         let zeros_per_px = if options.causal == Causal::Auto { 4 } else { 0 };

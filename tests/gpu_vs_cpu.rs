@@ -201,6 +201,13 @@ fn row_norm_on_rows_past_the_loop_budget() {
         };
         check_pooling(&e, "wide rows", &src, Some(64), options);
     }
+    // Half precision packs twice the keys in a word: past 131072 keys a row is wide too.
+    let half = ArraySource::from_f32_as("wide f16", &a, DType::F16);
+    let row_norm = PoolOptions {
+        row_norm: true,
+        ..Default::default()
+    };
+    check_pooling(&e, "wide f16 rows", &half, Some(64), row_norm);
     // Each row's maximum is its own 1.0 after normalization, wherever it sits: with one row per
     // head, the last bin holds 1.0 exactly when the row's maximum is in it.
     let mut rows = random(1, 3, 1, 300_000, 12);
