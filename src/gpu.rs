@@ -182,10 +182,19 @@ impl Gpu {
 
     /// Maps a MAP_READ buffer whose writes have been submitted and copies it out.
     pub fn map_read(&self, buffer: &wgpu::Buffer) -> Result<Vec<u8>> {
+        let mut bytes = vec![0u8; buffer.size() as usize];
+        self.map_read_into(buffer, &mut bytes)?;
+        Ok(bytes)
+    }
+
+    /// Maps the first `dst.len()` bytes of `buffer` (MAP_READ, its copies submitted), copies
+    /// them into `dst` and unmaps: a readback buffer reused from one read to the next.
+    pub fn map_read_into(&self, buffer: &wgpu::Buffer, dst: &mut [u8]) -> Result<()> {
         let done: Arc<Mutex<Option<std::result::Result<(), wgpu::BufferAsyncError>>>> =
             Arc::default();
         let flag = done.clone();
-        buffer.map_async(wgpu::MapMode::Read, .., move |r| {
+        let range = ..dst.len() as u64;
+        buffer.map_async(wgpu::MapMode::Read, range, move |r| {
             *flag.lock().expect("map flag") = Some(r);
         });
         self.wait()?;
@@ -194,12 +203,13 @@ impl Gpu {
             Some(Err(e)) => return Err(Error::Gpu(format!("mapping a readback buffer: {e}"))),
             None => return Err(Error::Gpu("readback buffer was never mapped".into())),
         }
-        let bytes = buffer
-            .get_mapped_range(..)
-            .map_err(|e| Error::Gpu(format!("reading a mapped buffer: {e}")))?
-            .to_vec();
+        dst.copy_from_slice(
+            &buffer
+                .get_mapped_range(range)
+                .map_err(|e| Error::Gpu(format!("reading a mapped buffer: {e}")))?,
+        );
         buffer.unmap();
-        Ok(bytes)
+        Ok(())
     }
 }
 

@@ -331,6 +331,14 @@ impl Engine {
         crate::pool::resident_pool_seconds(&self.gpu, &self.pool, cells, queries, keys, geometry)
     }
 
+    /// A reader of `qk`'s probabilities that keeps its buffers from one block to the next.
+    pub(crate) fn qk_reader<'e>(
+        &'e self,
+        qk: &crate::qk::QkSource,
+    ) -> Result<crate::qk::gpu::QkReader<'e>> {
+        crate::qk::gpu::QkReader::new(&self.gpu, &self.qk, qk)
+    }
+
     /// Rows `rows` (0-based among the computed rows) of head (`layer`, `head`) of `qk` as the
     /// GPU computes them before pooling: its materialized attention.
     pub fn qk_probabilities(

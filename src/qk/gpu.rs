@@ -469,8 +469,85 @@ pub(crate) fn pool_qk(
     })
 }
 
-/// Computed rows `rows` of head (`layer`, `head`) as probabilities, read back: the GPU's
-/// materialized attention, for comparison with the CPU reference and for writing files.
+/// Reads a [`QkSource`]'s probabilities back block after block with everything made once:
+/// the head's Q and K stay on the device while its blocks are read (K across a GQA group
+/// too), and the output and its readback buffer are reused. Writing a long head out would
+/// otherwise re-upload K and allocate (and zero) two block-sized buffers per block.
+pub(crate) struct QkReader<'a> {
+    gpu: &'a Gpu,
+    passes: HeadPasses<'a>,
+    out: wgpu::Buffer,
+    readback: wgpu::Buffer,
+    max_rows: usize,
+}
+
+impl<'a> QkReader<'a> {
+    pub(crate) fn new(gpu: &'a Gpu, pipes: &QkPipelines, src: &QkSource) -> Result<Self> {
+        let row_bytes = src.out_keys().len().max(1) * 4;
+        let max_rows = (gpu.max_binding() as usize / row_bytes).clamp(1, src.rows().len().max(1));
+        let buffer = |label, usage| {
+            gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: ((max_rows * row_bytes) as u64).next_multiple_of(16),
+                usage,
+                mapped_at_creation: false,
+            })
+        };
+        let out = buffer(
+            "attnviz.qk.out",
+            wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+        );
+        let readback = buffer(
+            "attnviz.qk.readback",
+            wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        );
+        let passes = HeadPasses::new(gpu, pipes, src, &out)?;
+        Ok(QkReader {
+            gpu,
+            passes,
+            out,
+            readback,
+            max_rows,
+        })
+    }
+
+    /// Rows one [`QkReader::read`] takes at most.
+    pub(crate) fn max_rows(&self) -> usize {
+        self.max_rows
+    }
+
+    /// Computed rows `rows` (at most [`QkReader::max_rows`]) of head (`layer`, `head`) of
+    /// `src` (the source the reader was made for) as f32 probabilities into `dst`.
+    pub(crate) fn read(
+        &mut self,
+        src: &QkSource,
+        layer: usize,
+        head: usize,
+        rows: Range<usize>,
+        dst: &mut [u8],
+    ) -> Result<()> {
+        let bytes = rows.len() * src.out_keys().len() * 4;
+        if rows.len() > self.max_rows || rows.end > src.rows().len() || dst.len() != bytes {
+            return Err(Error::BadOption(format!(
+                "{}: rows {rows:?} do not fit one read-back",
+                src.name()
+            )));
+        }
+        let gpu = self.gpu;
+        gpu.scoped("recomputing attention from Q and K", || {
+            self.passes.load(src, layer, head)?;
+            self.passes.row_stats(rows.clone());
+            let mut encoder = gpu.device.create_command_encoder(&Default::default());
+            self.passes.encode_block(&mut encoder, rows.clone(), 0);
+            encoder.copy_buffer_to_buffer(&self.out, 0, &self.readback, 0, bytes as u64);
+            gpu.queue.submit([encoder.finish()]);
+            gpu.map_read_into(&self.readback, dst)
+        })
+    }
+}
+
+/// Computed rows `rows` of head (`layer`, `head`) as probabilities, read back at once: the
+/// GPU's materialized attention, for comparison with the CPU reference.
 pub(crate) fn probabilities(
     gpu: &Gpu,
     pipes: &QkPipelines,
@@ -479,30 +556,16 @@ pub(crate) fn probabilities(
     head: usize,
     rows: Range<usize>,
 ) -> Result<Vec<f32>> {
-    gpu.scoped("recomputing attention from Q and K", || {
-        let bytes = (rows.len() * src.shape().keys * 4) as u64;
-        if bytes > gpu.max_binding() || rows.end > src.rows().len() {
-            return Err(Error::BadOption(format!(
-                "{}: rows {rows:?} do not fit one read-back",
-                src.name()
-            )));
-        }
-        let out = gpu.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("attnviz.qk.out"),
-            size: bytes.max(4),
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
-            mapped_at_creation: false,
-        });
-        // Only the requested rows of Q are uploaded (and keep their positions for the mask).
-        let block = src.region(rows.clone(), 0..src.shape().keys)?;
-        let mut passes = HeadPasses::new(gpu, pipes, &block, &out)?;
-        passes.load(&block, layer, head)?;
-        passes.row_stats(0..rows.len());
-        let mut encoder = gpu.device.create_command_encoder(&Default::default());
-        // The block's probabilities start at element 0 of `out`.
-        passes.encode_block(&mut encoder, 0..rows.len(), 0);
-        gpu.queue.submit([encoder.finish()]);
-        let data = gpu.read_buffer(&out, 0, bytes)?;
-        Ok(bytemuck::pod_collect_to_vec(&data))
-    })
+    if rows.end > src.rows().len() {
+        return Err(Error::BadOption(format!(
+            "{}: rows {rows:?} do not fit one read-back",
+            src.name()
+        )));
+    }
+    // Only the requested rows of Q are uploaded (and keep their positions for the mask).
+    let block = src.region(rows.clone(), 0..src.shape().keys)?;
+    let mut reader = QkReader::new(gpu, pipes, &block)?;
+    let mut bytes = vec![0u8; rows.len() * block.out_keys().len() * 4];
+    reader.read(&block, layer, head, 0..rows.len(), &mut bytes)?;
+    Ok(bytemuck::pod_collect_to_vec(&bytes))
 }

@@ -356,11 +356,18 @@ impl AttentionSource for QkSource {
 pub struct GpuRows<'e> {
     engine: &'e crate::render::Engine,
     qk: &'e QkSource,
+    /// Made on the first read and kept: the head's Q and K and the block buffers stay on the
+    /// device from one read to the next.
+    reader: std::sync::Mutex<Option<gpu::QkReader<'e>>>,
 }
 
 impl<'e> GpuRows<'e> {
     pub fn new(engine: &'e crate::render::Engine, qk: &'e QkSource) -> Self {
-        GpuRows { engine, qk }
+        GpuRows {
+            engine,
+            qk,
+            reader: Default::default(),
+        }
     }
 }
 
@@ -388,14 +395,16 @@ impl AttentionSource for GpuRows<'_> {
             row_start,
             dst.len(),
         )?;
+        let mut reader = self.reader.lock().expect("GpuRows reader");
+        if reader.is_none() {
+            *reader = Some(self.engine.qk_reader(self.qk)?);
+        }
+        let reader = reader.as_mut().expect("made above");
         let row_bytes = shape.keys * 4;
-        // Blocks that fit one storage binding.
-        let step = (self.engine.gpu.max_binding() as usize / row_bytes).max(1);
-        for (i, block) in dst.chunks_mut(step * row_bytes).enumerate() {
-            let start = row_start + i * step;
+        for (i, block) in dst.chunks_mut(reader.max_rows() * row_bytes).enumerate() {
+            let start = row_start + i * reader.max_rows();
             let rows = start..start + block.len() / row_bytes;
-            let values = self.engine.qk_probabilities(self.qk, layer, head, rows)?;
-            block.copy_from_slice(bytemuck::cast_slice(&values));
+            reader.read(self.qk, layer, head, rows, block)?;
         }
         Ok(())
     }
