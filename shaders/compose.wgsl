@@ -42,7 +42,8 @@ struct VsOut {
     @builtin(position) pos: vec4<f32>,
     // the quad, passed flat so fragments read no storage for it
     @location(0) @interpolate(flat) rect: vec4<i32>,
-    @location(1) @interpolate(flat) info: vec4<u32>,
+    // src, src_size and color of the quad (its kind is the pipeline's)
+    @location(1) @interpolate(flat) info: vec3<u32>,
 }
 
 @vertex
@@ -55,18 +56,17 @@ fn vs_main(@builtin(vertex_index) vi: u32, @builtin(instance_index) ii: u32) -> 
     var out: VsOut;
     out.pos = vec4<f32>(ndc, 0.0, 1.0);
     out.rect = q.rect;
-    out.info = vec4<u32>(q.kind, q.src, q.src_size, q.color);
+    out.info = vec3<u32>(q.src, q.src_size, q.color);
     return out;
 }
 
 @fragment
 fn fs_main(in: VsOut) -> @location(0) vec4<f32> {
-    let kind = KIND;
-    let src = in.info.y;
+    let src = in.info.x;
     // pixel index inside the quad (fragment positions are pixel centres)
     let p = vec2<i32>(floor(in.pos.xy)) - in.rect.xy;
-    if kind == KIND_CELL {
-        let size = vec2<u32>(in.info.z & 0xffffu, in.info.z >> 16u);
+    if KIND == KIND_CELL {
+        let size = vec2<u32>(in.info.y & 0xffffu, in.info.y >> 16u);
         // nearest texel; integer division only when the cell is magnified
         var t = vec2<u32>(p);
         if any(size != vec2<u32>(in.rect.zw)) {
@@ -78,15 +78,15 @@ fn fs_main(in: VsOut) -> @location(0) vec4<f32> {
         }
         return unpack4x8unorm(c);
     }
-    if kind == KIND_LABEL {
+    if KIND == KIND_LABEL {
         let origin = vec2<i32>(i32(src & 0xffffu), i32(src >> 16u));
         let coverage = textureLoad(atlas, origin + p, 0).r;
-        return mix(unpack4x8unorm(view.background), unpack4x8unorm(in.info.w), coverage);
+        return mix(unpack4x8unorm(view.background), unpack4x8unorm(in.info.z), coverage);
     }
-    if kind == KIND_COLORBAR {
+    if KIND == KIND_COLORBAR {
         // top = high end of the colormap
         let i = 255u - min(u32(p.y) * 256u / u32(in.rect.w), 255u);
         return unpack4x8unorm(lut[i]);
     }
-    return unpack4x8unorm(in.info.w);
+    return unpack4x8unorm(in.info.z);
 }

@@ -149,10 +149,18 @@ fn row_max_word(st: ptr<function, RowMax>, v: vec4<u32>, e: u32) {
     }
 }
 
-// The state of row `r` of the current block before any of its entries.
-fn row_start_state(r: u32) -> RowMax {
+// The maximum over the words `first`, `first + step`, ... of row `r` of the current block
+// (counted from the row's first word): the whole row with (0, 1), one invocation's share of
+// it in `row_maxima_wide`.
+fn row_max_strided(r: u32, first: u32, step: u32) -> f32 {
+    let shift = elem_shift();
     let row_base = piece.elem_offset + r * piece.keys;
-    return RowMax(piece.row_start + r, row_base, (FLAGS & FLAG_CAUSAL) != 0u, -F32_MAX);
+    var st = RowMax(piece.row_start + r, row_base, (FLAGS & FLAG_CAUSAL) != 0u, -F32_MAX);
+    let w1 = (row_base + piece.keys - 1u) >> shift;
+    for (var w = (row_base >> shift) + first; w <= w1; w += step) {
+        row_max_word(&st, data[w], w << shift);
+    }
+    return st.m;
 }
 
 // Per-row maximum of finite entries, for --norm row. One invocation per row of the block.
@@ -163,13 +171,7 @@ fn row_maxima(@builtin(global_invocation_id) gid: vec3<u32>) {
     if r >= piece.row_count {
         return;
     }
-    let shift = elem_shift();
-    var st = row_start_state(r);
-    let w1 = (st.row_base + piece.keys - 1u) >> shift;
-    for (var w = st.row_base >> shift; w <= w1; w++) {
-        row_max_word(&st, data[w], w << shift);
-    }
-    row_max[piece.row_max_base + r] = st.m;
+    row_max[piece.row_max_base + r] = row_max_strided(r, 0u, 1u);
 }
 
 // Threads of `row_maxima_wide`.
@@ -188,13 +190,7 @@ fn row_maxima_wide(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocati
     if r >= p.row_count {
         return;
     }
-    let shift = elem_shift();
-    var st = row_start_state(r);
-    let w1 = (st.row_base + p.keys - 1u) >> shift;
-    for (var w = (st.row_base >> shift) + li; w <= w1; w += WIDE) {
-        row_max_word(&st, data[w], w << shift);
-    }
-    wide_max[li] = st.m;
+    wide_max[li] = row_max_strided(r, li, WIDE);
     workgroupBarrier();
     for (var stride = WIDE / 2u; stride > 0u; stride >>= 1u) {
         if li < stride {

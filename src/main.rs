@@ -915,22 +915,22 @@ fn bench(
         pattern: Pattern::Attention,
     };
     // Inputs are generated (once) only for the scenarios that read them.
-    let grid_path = if want("export-grid") || want("recolor") || want("frame") {
-        Some(input(
-            &format!("grid-8x8x{grid_seq}-f32.npy"),
-            spec(grid_seq, 8, 8, DType::F32),
-        )?)
-    } else {
-        None
-    };
-    let long_path = if want("export-long") {
-        Some(input(
-            &format!("long-{long_seq}-f16.npy"),
-            spec(long_seq, 1, 1, DType::F16),
-        )?)
-    } else {
-        None
-    };
+    let grid_path = (want("export-grid") || want("recolor") || want("frame"))
+        .then(|| {
+            input(
+                &format!("grid-8x8x{grid_seq}-f32.npy"),
+                spec(grid_seq, 8, 8, DType::F32),
+            )
+        })
+        .transpose()?;
+    let long_path = want("export-long")
+        .then(|| {
+            input(
+                &format!("long-{long_seq}-f16.npy"),
+                spec(long_seq, 1, 1, DType::F16),
+            )
+        })
+        .transpose()?;
     let open = |p: &Option<PathBuf>| -> anyhow::Result<Option<Box<dyn AttentionSource>>> {
         Ok(match p {
             Some(p) => Some(Box::new(source::open(p, &OpenOptions::default())?)),

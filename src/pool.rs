@@ -426,7 +426,6 @@ impl PooledCells {
         (g, cell - self.groups[g].first_cell)
     }
 
-    /// Copies every cell's accumulators back (tests and the CPU comparison).
     /// Replaces every cell's accumulators (cell order, `pooled_pixels` each): lets tests put
     /// states into the reductions that no test-sized input reaches, e.g. counts past 2^32.
     #[doc(hidden)]
@@ -439,6 +438,7 @@ impl PooledCells {
         }
     }
 
+    /// Copies every cell's accumulators back (tests and the CPU comparison).
     pub fn read_accums(&self, gpu: &Gpu) -> Result<Vec<Vec<Accum>>> {
         let px = self.geometry.pooled_pixels();
         let mut out = Vec::with_capacity(self.cells());
@@ -476,6 +476,28 @@ struct Slot {
     host: wgpu::Buffer,
     mapped: MapState,
     submission: Option<wgpu::SubmissionIndex>,
+}
+
+/// Usage of a host upload slot: mapped storage the shaders read directly on unified memory,
+/// a staging buffer copied into [`device_copy`] otherwise.
+fn slot_usage(gpu: &Gpu) -> wgpu::BufferUsages {
+    if gpu.mappable_storage {
+        wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::MAP_WRITE
+    } else {
+        wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::MAP_WRITE
+    }
+}
+
+/// The device buffer the upload slots are copied into, where slots cannot be bound directly.
+fn device_copy(gpu: &Gpu, size: u64) -> Option<wgpu::Buffer> {
+    (!gpu.mappable_storage).then(|| {
+        gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("attnviz.pool.data"),
+            size,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        })
+    })
 }
 
 impl Slot {
@@ -546,6 +568,8 @@ pub(crate) struct Ingest<'g> {
     row_bytes: usize,
     /// Rows of one cell per dispatch at most (see [`LOOP_BUDGET`]).
     piece_rows: usize,
+    /// Rows too long for one invocation's row maxima (see [`LOOP_BUDGET`]).
+    wide_rows: bool,
     chunk_bytes: usize,
     groups: Vec<CellGroup>,
     per_group: usize,
@@ -637,10 +661,14 @@ impl<'g> Ingest<'g> {
         let whole = (cells * queries).saturating_mul(row_bytes.next_multiple_of(4));
         let chunk_bytes = chunk_cap.min(whole.max(row_bytes).next_multiple_of(16));
         // An invocation walks the rows of its bin inside the piece, a 16-byte word at a time.
+        let elems_per_word = 16 / dtype.size();
         let words = keys
             .div_ceil(geometry.pooled_w as usize)
-            .div_ceil(16 / dtype.size())
+            .div_ceil(elems_per_word)
             + 1;
+        // `--norm row`: one invocation walks a whole row while that stays within the loop
+        // budget; longer rows (few per chunk) get a workgroup each.
+        let wide_rows = keys.div_ceil(elems_per_word) > LOOP_BUDGET;
         let bin_rows = queries.div_ceil(geometry.pooled_h as usize);
         let piece_rows = if bin_rows * words <= LOOP_BUDGET {
             chunk_bytes / row_bytes
@@ -752,6 +780,7 @@ impl<'g> Ingest<'g> {
             options,
             row_bytes,
             piece_rows,
+            wide_rows,
             chunk_bytes,
             groups,
             per_group,
@@ -888,23 +917,11 @@ impl<'g> Ingest<'g> {
             return;
         }
         let gpu = self.gpu;
-        let usage = if gpu.mappable_storage {
-            wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::MAP_WRITE
-        } else {
-            wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::MAP_WRITE
-        };
         let mut slots = self.pipes.take_slots(self.chunk_bytes, self.slot_count);
         while slots.len() < self.slot_count {
-            slots.push(Slot::new(gpu, self.chunk_bytes as u64, usage));
+            slots.push(Slot::new(gpu, self.chunk_bytes as u64, slot_usage(gpu)));
         }
-        self.device_data = (!gpu.mappable_storage).then(|| {
-            gpu.device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("attnviz.pool.data"),
-                size: self.chunk_bytes as u64,
-                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
-                mapped_at_creation: false,
-            })
-        });
+        self.device_data = device_copy(gpu, self.chunk_bytes as u64);
         self.bind_groups = slots
             .iter()
             .map(|slot| {
@@ -1035,14 +1052,12 @@ impl<'g> Ingest<'g> {
         pass.set_bind_group(0, bind_group, &[]);
         if let Some((narrow, wide)) = &pipes.row_maxima {
             let rows = pieces.iter().map(|p| p.rows).max().unwrap_or(0) as u32;
-            // One invocation walks a row while that stays within the loop budget; longer rows
-            // (few per chunk) get a workgroup each.
-            if self.keys.div_ceil(16 / self.dtype.size()) <= LOOP_BUDGET {
-                pass.set_pipeline(narrow);
-                pass.dispatch_workgroups(rows.div_ceil(64), 1, n);
-            } else {
+            if self.wide_rows {
                 pass.set_pipeline(wide);
                 pass.dispatch_workgroups(rows, 1, n);
+            } else {
+                pass.set_pipeline(narrow);
+                pass.dispatch_workgroups(rows.div_ceil(64), 1, n);
             }
         }
         let bins = pieces
@@ -1381,24 +1396,12 @@ pub struct UploadBench {
 impl UploadBench {
     pub fn new(gpu: &Gpu) -> UploadBench {
         let chunk = gpu.max_binding().min(CHUNK_TARGET) as usize / 4 * 4;
-        let usage = if gpu.mappable_storage {
-            wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::MAP_WRITE
-        } else {
-            wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::MAP_WRITE
-        };
         UploadBench {
             chunk,
             slots: (0..2)
-                .map(|_| Slot::new(gpu, chunk as u64, usage))
+                .map(|_| Slot::new(gpu, chunk as u64, slot_usage(gpu)))
                 .collect(),
-            device_data: (!gpu.mappable_storage).then(|| {
-                gpu.device.create_buffer(&wgpu::BufferDescriptor {
-                    label: Some("attnviz.upload.data"),
-                    size: chunk as u64,
-                    usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
-                    mapped_at_creation: false,
-                })
-            }),
+            device_data: device_copy(gpu, chunk as u64),
             host: vec![0x3c; chunk],
         }
     }

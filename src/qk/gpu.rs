@@ -562,6 +562,9 @@ pub(crate) fn probabilities(
             src.name()
         )));
     }
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
     // Only the requested rows of Q are uploaded (and keep their positions for the mask).
     let block = src.region(rows.clone(), 0..src.shape().keys)?;
     let mut reader = QkReader::new(gpu, pipes, &block)?;

@@ -23,21 +23,21 @@ pub struct FileTensor {
 
 impl FileTensor {
     /// Reads from `file`; `layer_offsets` must already be checked against its length.
-    pub(crate) fn new(path: &Path, file: File, layout: TensorLayout) -> Result<Self> {
+    pub(crate) fn new(path: &Path, file: File, layout: TensorLayout) -> Self {
         let TensorLayout {
             shape,
             dtype,
             layer_offsets,
         } = layout;
         debug_assert_eq!(layer_offsets.len(), shape.layers);
-        Ok(FileTensor {
+        FileTensor {
             path: path.to_path_buf(),
             name: path.display().to_string(),
             file,
             shape,
             dtype,
             layer_offsets,
-        })
+        }
     }
 
     pub fn path(&self) -> &Path {

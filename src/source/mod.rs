@@ -234,7 +234,7 @@ pub fn open_raw(path: &Path, dims: &[usize], dtype: DType) -> Result<FileTensor>
     }
     let layer_bytes = (shape.heads * shape.head_elements() * dtype.size()) as u64;
     let layer_offsets = (0..shape.layers as u64).map(|l| l * layer_bytes).collect();
-    FileTensor::new(
+    Ok(FileTensor::new(
         path,
         file,
         TensorLayout {
@@ -242,7 +242,7 @@ pub fn open_raw(path: &Path, dims: &[usize], dtype: DType) -> Result<FileTensor>
             dtype,
             layer_offsets,
         },
-    )
+    ))
 }
 
 /// Parses `L,H,Q,K` (or fewer dimensions) as given to `--shape`.

@@ -30,7 +30,7 @@ pub(crate) fn open(path: &Path) -> Result<FileTensor> {
     file.read_exact(&mut prefix)
         .map_err(|e| Error::io(path, e))?;
     let layout = parse(&prefix, file_len).map_err(|m| Error::bad_input(path, m))?;
-    FileTensor::new(path, file, layout)
+    Ok(FileTensor::new(path, file, layout))
 }
 
 /// Validates an `.npy` file from its first bytes (at least the header) and its length.

@@ -36,7 +36,7 @@ pub(crate) fn open(path: &Path, tensor: Option<&str>) -> Result<FileTensor> {
     let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
     let layout = parse(&map, tensor).map_err(|m| Error::bad_input(path, m))?;
     drop(map);
-    FileTensor::new(path, file, layout)
+    Ok(FileTensor::new(path, file, layout))
 }
 
 /// Validates a whole `.safetensors` file and picks its attention tensor(s). The declared header
