@@ -8,7 +8,7 @@
 //! - `stats`: the statistics reduction alone, on resident pooled cells;
 //! - `colorize`: normalization + colormap of resident pooled cells (the recolor path).
 
-use attnviz::geometry::CellGeometry;
+use attnviz::pool::geometry::CellGeometry;
 use attnviz::pool::{Causal, PoolOptions};
 use attnviz::source::ArraySource;
 use attnviz::{AttentionSource, Colormap, DType, Engine, Gpu, Norm, Reduce, RenderOptions};

@@ -2,7 +2,7 @@
 //!
 //! cargo run --release --example seed_figure -- seed.png
 
-use attnviz::export::write_png;
+use attnviz::files::write_png;
 use attnviz::source::DemoModel;
 use attnviz::{Engine, Gpu, RenderOptions};
 

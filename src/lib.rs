@@ -1,41 +1,36 @@
 //! attnviz: transformer attention maps rendered on the GPU.
 //!
-//! Data flows one way: a [`source`] yields row blocks of each head; [`pool`] folds them into
-//! per-cell accumulators and statistics on the GPU; [`colorize`] normalizes and applies the
-//! colormap; [`compose`] draws cells and labels into a texture that [`export`] reads back.
-//! [`cpu`] repeats every stage on the CPU as the tests' oracle and the no-adapter fallback.
+//! Data flows one way, one folder per stage (`ARCHITECTURE.md` has the map):
+//! a [`source`] yields row blocks of each head; [`pool`] folds them into per-cell accumulators
+//! and statistics on the GPU (and recomputes attention from Q and K); [`color`] resolves colour
+//! ranges and applies the colormap; [`figure`] lays out cells, labels and colorbar as plain
+//! data; [`compose`] draws them into a texture or a window surface. The [`engine`] is the only
+//! place that combines the stages, for both targets; the [`viewer`] draws through it. [`cpu`]
+//! repeats every stage on the CPU as the tests' oracle and the no-adapter fallback.
+//!
+//! Imports run one way, down this list: viewer, engine, cpu, compose, figure, color, pool,
+//! source, then gpu, files and error (`tests/layering.rs` keeps it so).
 
-pub mod accumulator;
-pub mod axes;
 pub mod bench;
-pub mod colorbar;
-pub mod colorize;
-pub mod colormap;
-mod colormap_tables;
+pub mod color;
 pub mod compose;
 pub mod cpu;
+pub mod engine;
 pub mod error;
-pub mod export;
-pub mod geometry;
+pub mod figure;
+pub mod files;
 pub mod gpu;
-pub mod layout;
-pub mod limits;
-pub mod metadata;
-pub mod norm;
 pub mod pool;
-pub mod qk;
-pub mod render;
-pub mod scale;
-pub mod select;
 pub mod source;
-pub mod svg;
-pub mod text;
 pub mod viewer;
 
-pub use accumulator::{HeadAccumulator, PooledHead};
-pub use colormap::Colormap;
+pub use color::norm::Norm;
+pub use color::Colormap;
+pub use cpu::{render_cpu, tiles_cpu};
+pub use engine::accumulator::{HeadAccumulator, PooledHead};
+pub use engine::{Engine, Scene};
 pub use error::{Error, Result};
+pub use figure::plan::{Figure, Plan, RenderOptions, Tile};
 pub use gpu::Gpu;
-pub use norm::{HeadStats, Norm, Reduce};
-pub use render::{render_cpu, tiles_cpu, Engine, Figure, Plan, RenderOptions, Scene, Tile};
+pub use pool::accum::{HeadStats, Reduce};
 pub use source::{AttentionSource, DType, Shape};

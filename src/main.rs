@@ -6,12 +6,13 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::Context;
-use attnviz::export::{check_writable, write_png};
-use attnviz::layout::Theme;
+use attnviz::color::scale::{ColorScale, Scale};
+use attnviz::engine::qk_rows::GpuRows;
+use attnviz::figure::layout::Theme;
+use attnviz::files::{check_writable, write_png};
 use attnviz::pool::Causal;
-use attnviz::qk::synth::QkSpec;
-use attnviz::qk::{parse_queries, GpuRows, QkOptions, QkSource};
-use attnviz::scale::{ColorScale, Scale};
+use attnviz::source::qk::{parse_queries, QkOptions, QkSource};
+use attnviz::source::qk_synth::QkSpec;
 use attnviz::source::{
     self, write_tensor, AttentionSource, DemoModel, OpenOptions, Pattern, Synth, SynthSpec,
 };
@@ -475,7 +476,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 };
             if let (Some(path), Some(t)) = (&tokens, &options.tokens) {
                 let s = src.shape();
-                if let Err(e) = attnviz::axes::split_tokens(t, s.queries, s.keys) {
+                if let Err(e) = attnviz::figure::axes::split_tokens(t, s.queries, s.keys) {
                     let message = e.to_string().trim_start_matches("--tokens: ").to_string();
                     return Err(Error::BadInput {
                         path: path.clone(),
@@ -723,12 +724,12 @@ fn render_to(
     };
     bar.finish();
     if svg {
-        attnviz::svg::write_svg(&out.output, &figure, options.colormap)?;
+        attnviz::figure::svg::write_svg(&out.output, &figure, options.colormap)?;
     } else {
         write_png(&out.output, figure.width, figure.height, &figure.rgba)?;
     }
     if let Some(path) = &out.layout_json {
-        attnviz::metadata::write_layout_json(path, &figure, options)?;
+        attnviz::figure::layout_json::write_layout_json(path, &figure, options)?;
     }
     if let Some(dir) = tiles {
         std::fs::create_dir_all(dir)
@@ -779,7 +780,7 @@ fn info(src: &dyn AttentionSource, backend: Backend) -> anyhow::Result<()> {
             let cells: Vec<_> = (0..s.layers)
                 .flat_map(|l| (0..s.heads).map(move |h| (l, h)))
                 .collect();
-            let g = attnviz::geometry::CellGeometry::new(s.queries, s.keys, Some(64))?;
+            let g = attnviz::pool::geometry::CellGeometry::new(s.queries, s.keys, Some(64))?;
             attnviz::cpu::pool_cells(src, &cells, g, Default::default())?
                 .iter()
                 .map(|p| attnviz::cpu::head_stats(&p.accum))
@@ -1100,7 +1101,7 @@ fn bench(
             qk_gflops.map_or("null".into(), |g| format!("{g:.3}")),
             json_rows.join(",")
         );
-        attnviz::export::write_atomic(path, |w| std::io::Write::write_all(w, body.as_bytes()))?;
+        attnviz::files::write_atomic(path, |w| std::io::Write::write_all(w, body.as_bytes()))?;
     }
     if let Some(gflops) = qk_gflops {
         println!();

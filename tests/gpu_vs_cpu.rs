@@ -11,10 +11,10 @@
 
 mod common;
 
-use attnviz::compose::FigureQuads;
+use attnviz::color::norm::color_ranges;
 use attnviz::cpu;
-use attnviz::geometry::CellGeometry;
-use attnviz::norm::color_ranges;
+use attnviz::figure::quads::FigureQuads;
+use attnviz::pool::geometry::CellGeometry;
 use attnviz::pool::{Causal, PoolOptions};
 use attnviz::source::ArraySource;
 use attnviz::{AttentionSource, Colormap, DType, Engine, Norm, Reduce, RenderOptions};
@@ -245,7 +245,7 @@ fn head_counts_past_two_to_the_32() {
         .pool(&src, &[(0, 0), (0, 1)], geometry, PoolOptions::default())
         .unwrap();
     let full = (1u32 << 31) - 1;
-    let px = |v: f32, count: u32| attnviz::norm::Accum {
+    let px = |v: f32, count: u32| attnviz::pool::accum::Accum {
         max: v,
         min: v,
         sum: v,
@@ -331,7 +331,7 @@ fn non_finite_constant_and_negative_heads() {
         colors[2].iter().all(|&c| c == first),
         "constant head maps to index 0"
     );
-    let bad = attnviz::colormap::pack_rgba(attnviz::colormap::BAD_COLOR);
+    let bad = attnviz::color::colormap::pack_rgba(attnviz::color::colormap::BAD_COLOR);
     assert!(
         colors[1].iter().all(|&c| c == bad),
         "all-NaN head is all bad colour"

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Command;
 
 use attnviz::cpu::HeadPooler;
-use attnviz::geometry::{bin_edges, bin_of, CellGeometry};
+use attnviz::pool::geometry::{bin_edges, bin_of, CellGeometry};
 use attnviz::pool::{Causal, PoolOptions};
 use attnviz::source::{self, ArraySource, OpenOptions, Pattern, Synth, SynthSpec};
 use attnviz::{AttentionSource, Colormap, DType, Norm, Reduce, RenderOptions};
@@ -63,7 +63,7 @@ fn single_hot_entry_in_a_16k_head_is_one_top_pixel() {
     let pooled = e
         .pool(&src, &[(0, 0)], geometry, PoolOptions::default())
         .unwrap();
-    let ranges = attnviz::norm::color_ranges(Norm::Head, &pooled.stats, 1);
+    let ranges = attnviz::color::norm::color_ranges(Norm::Head, &pooled.stats, 1);
     let lut = Colormap::Viridis.packed();
     let max = e
         .colorize(&pooled, &ranges, Reduce::Max, Colormap::Viridis)

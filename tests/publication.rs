@@ -12,12 +12,12 @@
 
 mod common;
 
-use attnviz::colorbar::ColorbarSpec;
-use attnviz::colormap::lut_index;
+use attnviz::color::colormap::lut_index;
+use attnviz::color::scale::{ColorScale, Scale};
 use attnviz::cpu;
-use attnviz::layout::Theme;
-use attnviz::render::cpu_ranges;
-use attnviz::scale::{ColorScale, Scale};
+use attnviz::cpu::cpu_ranges;
+use attnviz::figure::colorbar::ColorbarSpec;
+use attnviz::figure::layout::Theme;
 use attnviz::source::ArraySource;
 use attnviz::{AttentionSource, Colormap, Norm, Plan, Reduce, RenderOptions};
 use common::{engine, indices_of, random, structured};
@@ -69,7 +69,7 @@ fn clip_equals_the_cpu_reference_on_random_data() {
                 let cpu = cpu::pool_cells(&src, &plan.cells, plan.geometry, plan.pool).unwrap();
                 let stats: Vec<_> = cpu.iter().map(|p| cpu::head_stats(&p.accum)).collect();
                 // the histograms themselves, over each cell's own range
-                let ranges = attnviz::norm::color_ranges(norm, &stats, plan.heads.len());
+                let ranges = attnviz::color::norm::color_ranges(norm, &stats, plan.heads.len());
                 let gh = e
                     .histograms(&gpu, plan.first_column, reduce, &ranges)
                     .unwrap();
@@ -88,7 +88,7 @@ fn clip_equals_the_cpu_reference_on_random_data() {
                 let c = cpu_ranges(&cpu, &stats, &plan, norm, reduce, &scale).unwrap();
                 assert_eq!(g, c, "{norm:?} {clip:?} exclude {exclude}: clipped limits");
                 // clipping narrows the range
-                let full = attnviz::norm::color_ranges(norm, &stats, plan.heads.len());
+                let full = attnviz::color::norm::color_ranges(norm, &stats, plan.heads.len());
                 for (a, b) in g.iter().zip(&full) {
                     assert!(a[0] >= b[0] && a[1] <= b[1], "{a:?} inside {b:?}");
                 }
@@ -389,7 +389,7 @@ fn svg_has_an_image_per_cell_and_every_label_as_text() {
         ..Default::default()
     };
     let fig = attnviz::render_cpu(&src, &options).unwrap();
-    let svg = attnviz::svg::svg_string(&fig, options.colormap).unwrap();
+    let svg = attnviz::figure::svg::svg_string(&fig, options.colormap).unwrap();
     let doc = roxmltree::Document::parse(&svg).expect("SVG parses");
     let images: Vec<_> = doc
         .descendants()
@@ -502,7 +502,7 @@ fn layout_json_describes_the_figure() {
         ..Default::default()
     };
     let fig = attnviz::render_cpu(&src, &options).unwrap();
-    let v = attnviz::metadata::layout_json(&fig, &options);
+    let v = attnviz::figure::layout_json::layout_json(&fig, &options);
     assert_eq!(v["width"], fig.width);
     let cells = v["cells"].as_array().unwrap();
     assert_eq!(cells.len(), 4);

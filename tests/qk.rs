@@ -7,7 +7,8 @@ use std::ops::Range;
 use std::path::Path;
 use std::process::Command;
 
-use attnviz::qk::{GpuRows, QkOptions, QkSource};
+use attnviz::engine::qk_rows::GpuRows;
+use attnviz::source::qk::{QkOptions, QkSource};
 use attnviz::source::ArraySource;
 use attnviz::{AttentionSource, Engine, Norm, Reduce, RenderOptions};
 use common::{engine, Rng};

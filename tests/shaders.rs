@@ -34,6 +34,6 @@ fn shaders_validate() {
     validate("compose", include_str!("../shaders/compose.wgsl"));
     // Expanded for the head dimensions 4 (one vec4), 64 and 256 (the largest).
     for d4 in [1, 16, 64] {
-        validate("qk", &attnviz::qk::gpu::kernel_source(d4));
+        validate("qk", &attnviz::pool::qk::kernel_source(d4));
     }
 }

@@ -5,7 +5,7 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
     let count = text.len() % 97;
-    if let Ok(sel) = attnviz::select::parse_selection(Some(text), count, "layer") {
+    if let Ok(sel) = attnviz::figure::select::parse_selection(Some(text), count, "layer") {
         assert!(sel.iter().all(|&i| i < count));
     }
     if let Ok(dims) = attnviz::source::parse_shape(text) {

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use attnviz::pool::Causal;
-use attnviz::qk::{parse_queries, QkOptions, QkSource};
+use attnviz::source::qk::{parse_queries, QkOptions, QkSource};
 use attnviz::source::npy::{dtype_from_descr, shape_from_dims};
 use attnviz::source::{ArraySource, AttentionSource, SliceSource};
 use attnviz::{Colormap, DType, Engine, Error, Figure, Gpu, Norm, Reduce, RenderOptions};
@@ -356,12 +356,12 @@ fn render_and_write(
     out: Option<&std::path::Path>,
 ) -> Result<(Figure, String, Option<String>), Error> {
     if let Some(path) = out {
-        attnviz::export::check_writable(path)?;
+        attnviz::files::check_writable(path)?;
     }
     let rendered = render_figure(source, options, backend)?;
     if let Some(path) = out {
         let f = &rendered.0;
-        attnviz::export::write_png(path, f.width, f.height, &f.rgba)?;
+        attnviz::files::write_png(path, f.width, f.height, &f.rgba)?;
     }
     Ok(rendered)
 }
@@ -443,7 +443,7 @@ fn _encode_png<'py>(
 ) -> PyResult<Bound<'py, PyBytes>> {
     let (pixels, w, h) = rgba(&image)?;
     let mut png = Vec::new();
-    py.detach(|| attnviz::export::encode_png(&mut png, w, h, pixels))
+    py.detach(|| attnviz::files::encode_png(&mut png, w, h, pixels))
         .map_err(|e| PyRuntimeError::new_err(format!("cannot encode PNG: {e}")))?;
     Ok(PyBytes::new(py, &png))
 }
@@ -452,7 +452,7 @@ fn _encode_png<'py>(
 #[pyfunction]
 fn _write_png(py: Python<'_>, path: PathBuf, image: PyReadonlyArrayDyn<'_, u8>) -> PyResult<()> {
     let (pixels, w, h) = rgba(&image)?;
-    py.detach(|| attnviz::export::write_png(&path, w, h, pixels))
+    py.detach(|| attnviz::files::write_png(&path, w, h, pixels))
         .map_err(py_err)
 }
 
@@ -523,7 +523,7 @@ fn _view<'py>(
     let report = py
         .detach(|| {
             if let Some(path) = &options.screenshot {
-                attnviz::export::check_writable(path)?;
+                attnviz::files::check_writable(path)?;
             }
             VIEWED.store(true, Ordering::SeqCst);
             attnviz::viewer::run(&source, options)

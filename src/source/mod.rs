@@ -6,6 +6,8 @@ mod array;
 mod demo;
 mod file;
 pub mod npy;
+pub mod qk;
+pub mod qk_synth;
 pub mod safetensors;
 mod synth;
 mod write;
@@ -139,7 +141,7 @@ pub trait AttentionSource: Send + Sync {
 
     /// Attention defined by queries and keys rather than stored: the GPU engine computes its
     /// rows on the device instead of calling `read_rows`.
-    fn as_qk(&self) -> Option<&crate::qk::QkSource> {
+    fn as_qk(&self) -> Option<&crate::source::qk::QkSource> {
         None
     }
 }

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use super::{AttentionSource, DType};
 use crate::error::{Error, Result};
-use crate::export::write_atomic;
+use crate::files::write_atomic;
 
 const BLOCK_BYTES: usize = 16 << 20;
 

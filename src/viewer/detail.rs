@@ -10,12 +10,13 @@ use std::sync::Arc;
 
 use super::inspect::{read_bin, Bin};
 use super::transform::ViewTransform;
+use crate::engine::{Engine, Scene};
 use crate::error::{Error, Result};
-use crate::geometry::CellGeometry;
-use crate::layout::CellPlacement as Cell;
-use crate::norm::Reduce;
+use crate::figure::layout::CellPlacement as Cell;
+use crate::figure::plan::RenderOptions;
+use crate::pool::accum::Reduce;
+use crate::pool::geometry::CellGeometry;
 use crate::pool::{PoolOptions, PooledCells};
-use crate::render::{Engine, RenderOptions, Scene};
 use crate::source::{row_range, AttentionSource, DType, Shape};
 
 /// A rectangle of one head's entries, and the pixels it is shown at.

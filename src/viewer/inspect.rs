@@ -5,9 +5,9 @@
 use std::ops::Range;
 
 use crate::error::Result;
-use crate::geometry::{bin_edges, CellGeometry};
-use crate::layout::Layout;
-use crate::norm::Reduce;
+use crate::figure::layout::Layout;
+use crate::pool::accum::Reduce;
+use crate::pool::geometry::{bin_edges, CellGeometry};
 use crate::source::AttentionSource;
 
 /// The entries behind one pooled pixel.
@@ -93,7 +93,7 @@ pub fn read_bin(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::layout::Theme;
+    use crate::figure::layout::Theme;
     use crate::source::ArraySource;
 
     #[test]

@@ -20,14 +20,17 @@ pub use detail::{readout, visible_region, Region, RegionSource};
 pub use inspect::{bin_at, read_bin, Bin};
 pub use transform::ViewTransform;
 
-use crate::colorize::ColorizedCells;
-use crate::colormap::Colormap;
-use crate::compose::{ComposePipeline, Compositor, FigureQuads, Quad, KIND_CELL};
+use crate::color::colorize::ColorizedCells;
+use crate::color::colormap::Colormap;
+use crate::color::norm::Norm;
+use crate::compose::{ComposePipeline, Compositor};
+use crate::engine::{Engine, Scene};
 use crate::error::{Error, Result};
+use crate::figure::plan::RenderOptions;
+use crate::figure::quads::{FigureQuads, Quad, KIND_CELL};
 use crate::gpu::Gpu;
-use crate::norm::{Norm, Reduce};
+use crate::pool::accum::Reduce;
 use crate::pool::{Causal, PoolOptions, PooledCells};
-use crate::render::{Engine, RenderOptions, Scene};
 use crate::source::AttentionSource;
 
 /// How the viewer starts and, for scripts and tests, when it stops.
@@ -390,7 +393,7 @@ impl State {
                 color: 0,
             }],
             draws: std::iter::once(0..1).collect(),
-            atlas: crate::text::Atlas::pack(&[]),
+            atlas: crate::figure::text::Atlas::pack(&[]),
             width: w,
             height: h,
             background: s.quads.background,
@@ -565,7 +568,7 @@ impl State {
             .chain(self.readout.as_ref().map(|r| &r.0))
             .collect();
         let rgba = self.engine.export_quads(&self.scene, &figure, &overlays)?;
-        crate::export::write_png(path, w, h, &rgba)
+        crate::files::write_png(path, w, h, &rgba)
     }
 
     /// Fills the window with cell `cell` (focus mode), or shows the whole grid for `None`.
@@ -631,29 +634,30 @@ impl State {
         };
         let theme = self.scene.plan.layout.theme;
         let px = (15.0 * self.window.scale_factor()).round() as f32;
-        let label = crate::text::rasterize(&[(text, crate::text::Face::Regular)], px);
+        let label =
+            crate::figure::text::rasterize(&[(text, crate::figure::text::Face::Regular)], px);
         let pad = (px / 3.0).round() as i32;
         let (w, h) = (label.width as i32, label.height as i32);
         let quads = [
             Quad {
                 rect: [0, 0, w + 2 * pad, h + pad],
-                kind: crate::compose::KIND_FILL,
+                kind: crate::figure::quads::KIND_FILL,
                 src: 0,
                 src_size: 0,
-                color: crate::colormap::pack_rgba(theme.background),
+                color: crate::color::colormap::pack_rgba(theme.background),
             },
             Quad {
                 rect: [pad, pad / 2, w, h],
-                kind: crate::compose::KIND_LABEL,
+                kind: crate::figure::quads::KIND_LABEL,
                 src: 0,
                 src_size: 0,
-                color: crate::colormap::pack_rgba(theme.foreground),
+                color: crate::color::colormap::pack_rgba(theme.foreground),
             },
         ];
         let figure = FigureQuads {
             quads: quads.to_vec(),
             draws: std::iter::once(0..2).collect(),
-            atlas: crate::text::Atlas::pack(&[label]),
+            atlas: crate::figure::text::Atlas::pack(&[label]),
             width: (w + 2 * pad) as u32,
             height: (h + pad) as u32,
             background: theme.background,

@@ -1,7 +1,7 @@
 //! The viewer's view transform: figure pixels to window pixels by a uniform zoom and an offset.
 //! Pure math, tested without a window.
 
-use crate::compose::{Quad, KIND_CELL, KIND_COLORBAR};
+use crate::figure::quads::{Quad, KIND_CELL, KIND_COLORBAR};
 
 /// `window = figure * scale + offset`.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -216,7 +216,7 @@ mod tests {
             },
             Quad {
                 rect: [1, 2, 7, 9],
-                kind: crate::compose::KIND_LABEL,
+                kind: crate::figure::quads::KIND_LABEL,
                 src: 0,
                 src_size: 0,
                 color: 0,

@@ -1,12 +1,9 @@
-//! Getting pixels out: offscreen rendering with 256-byte-aligned readback, tiled when the figure
-//! exceeds the texture limit, and PNG files replaced atomically (written beside the target, then
-//! renamed), so a failed run never leaves a partial or truncated figure.
+//! The offscreen target: the figure drawn into a texture and read back as RGBA8 rows, with
+//! 256-byte-aligned readback, tiled when the figure exceeds the texture limit.
 
-use std::io::Write;
-use std::path::Path;
-
-use crate::compose::{ComposePipeline, Compositor, FigureQuads, Quad};
-use crate::error::{Error, Result};
+use crate::compose::{ComposePipeline, Compositor};
+use crate::error::Result;
+use crate::figure::quads::{FigureQuads, Quad};
 use crate::gpu::Gpu;
 
 /// Renders `figure` offscreen and returns its RGBA8 rows. Figures wider or taller than the
@@ -122,85 +119,4 @@ pub(crate) fn render_rgba_over(
         compositor.set_quads(gpu, &figure.quads);
     }
     Ok(out)
-}
-
-/// Fails early, before any GPU work, when `path` cannot be written: its folder is missing or
-/// read-only.
-pub fn check_writable(path: &Path) -> Result<()> {
-    let dir = parent_dir(path);
-    let probe = tempfile::Builder::new()
-        .prefix(".attnviz-probe-")
-        .tempfile_in(dir)
-        .map_err(|e| Error::Output {
-            path: path.to_path_buf(),
-            source: e,
-        })?;
-    drop(probe);
-    Ok(())
-}
-
-fn parent_dir(path: &Path) -> &Path {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    }
-}
-
-/// Writes RGBA8 pixels as a PNG, atomically: a temp file in the same folder is renamed over
-/// `path` only once complete, and removed on any failure.
-pub fn write_png(path: &Path, width: u32, height: u32, rgba: &[u8]) -> Result<()> {
-    write_atomic(path, |file| encode_png(file, width, height, rgba))
-}
-
-/// Encodes RGBA8 pixels as PNG into any writer (files, and the bytes a notebook shows).
-pub fn encode_png(
-    out: impl std::io::Write,
-    width: u32,
-    height: u32,
-    rgba: &[u8],
-) -> std::io::Result<()> {
-    let encoder = image::codecs::png::PngEncoder::new_with_quality(
-        out,
-        image::codecs::png::CompressionType::Fast,
-        image::codecs::png::FilterType::Adaptive,
-    );
-    image::ImageEncoder::write_image(
-        encoder,
-        rgba,
-        width,
-        height,
-        image::ExtendedColorType::Rgba8,
-    )
-    .map_err(std::io::Error::other)
-}
-
-/// Runs `write` on a temp file beside `path` and renames it into place.
-pub fn write_atomic(
-    path: &Path,
-    write: impl FnOnce(&mut std::io::BufWriter<&mut std::fs::File>) -> std::io::Result<()>,
-) -> Result<()> {
-    let err = |e| Error::Output {
-        path: path.to_path_buf(),
-        source: e,
-    };
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".attnviz-")
-        .suffix(".tmp")
-        .tempfile_in(parent_dir(path))
-        .map_err(err)?;
-    {
-        let mut w = std::io::BufWriter::new(tmp.as_file_mut());
-        write(&mut w).map_err(err)?;
-        w.flush().map_err(err)?;
-    }
-    // Temp files are created private (0600); a figure is an ordinary file.
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        tmp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(0o644))
-            .map_err(err)?;
-    }
-    tmp.persist(path).map_err(|e| err(e.error))?;
-    Ok(())
 }

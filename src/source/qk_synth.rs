@@ -11,7 +11,7 @@
 use std::path::Path;
 
 use crate::error::{Error, Result};
-use crate::export::write_atomic;
+use crate::files::write_atomic;
 use crate::source::{unit, DType};
 
 /// What to generate.
@@ -38,11 +38,11 @@ impl QkSpec {
                 "synth-qk: every size must be positive".into(),
             ));
         }
-        if self.dim < 8 || self.dim > super::MAX_DIM {
+        if self.dim < 8 || self.dim > super::qk::MAX_DIM {
             return Err(Error::BadOption(format!(
                 "synth-qk: --dim {} is outside 8..={}",
                 self.dim,
-                super::MAX_DIM
+                super::qk::MAX_DIM
             )));
         }
         if !self.heads.is_multiple_of(self.kv_heads) {

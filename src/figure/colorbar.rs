@@ -2,9 +2,9 @@
 //! is actually applied (data units for one shared scale, normalized units when every head or
 //! layer has its own), and a caption says which.
 
-use crate::layout::{Layout, Metrics, PlacedLabel, Text};
-use crate::norm::Norm;
-use crate::scale::{ColorScale, Scale};
+use crate::color::norm::Norm;
+use crate::color::scale::{ColorScale, Scale};
+use crate::figure::layout::{Layout, Metrics, PlacedLabel, Text};
 
 /// What the bar spans and how it is described.
 #[derive(Clone, Debug, PartialEq)]

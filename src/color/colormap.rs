@@ -1,7 +1,7 @@
 //! Colormaps: matplotlib's 256-entry tables, byte for byte. The GPU reads the same table from a
 //! storage buffer, so there is exactly one source of colour truth.
 
-use crate::colormap_tables as t;
+use super::tables as t;
 
 /// A named 256-entry colormap. The order is the cycle order of the viewer's `c` key.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]

@@ -9,12 +9,12 @@ use std::path::Path;
 
 use base64::Engine as _;
 
-use crate::colormap::Colormap;
+use crate::color::colormap::Colormap;
 use crate::error::{Error, Result};
-use crate::export::write_atomic;
-use crate::layout::PlacedLabel;
-use crate::render::Figure;
-use crate::text::{css_font_size, Face};
+use crate::figure::layout::PlacedLabel;
+use crate::figure::plan::Figure;
+use crate::figure::text::{css_font_size, Face};
+use crate::files::write_atomic;
 
 /// Writes `figure` (rendered with `RenderOptions::cell_colors`) as SVG, atomically.
 pub fn write_svg(path: &Path, figure: &Figure, colormap: Colormap) -> Result<()> {
@@ -112,7 +112,7 @@ pub fn svg_string(figure: &Figure, colormap: Colormap) -> Result<String> {
 fn label(s: &mut String, p: &PlacedLabel) {
     let t = &p.text;
     let size = css_font_size(t.px);
-    let upright = crate::layout::Text {
+    let upright = crate::figure::layout::Text {
         rotated: false,
         ..t.clone()
     };

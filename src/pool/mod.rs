@@ -3,14 +3,18 @@
 //! pooled into per-cell accumulators, and reduced to per-head statistics. Memory on both sides is
 //! bounded by the chunk size and the output, never by the input.
 
+pub mod accum;
+pub mod geometry;
+pub mod qk;
+
 use std::sync::{Arc, Mutex, OnceLock};
 
 use bytemuck::{Pod, Zeroable};
 
 use crate::error::{Error, Result};
-use crate::geometry::{bin_edges, bin_of, CellGeometry};
 use crate::gpu::{dispatch_1d, storage_buffer_init, Gpu};
-use crate::norm::{Accum, HeadStats};
+use crate::pool::accum::{Accum, HeadStats};
+use crate::pool::geometry::{bin_edges, bin_of, CellGeometry};
 use crate::source::{AttentionSource, DType};
 
 /// Default upper bound on one upload chunk: large enough to amortize a submission, small enough
@@ -24,12 +28,12 @@ const LOOP_BUDGET: usize = 16384;
 const MAX_PIECES: usize = 256;
 
 const POOL_WGSL: &str = concat!(
-    include_str!("../shaders/common.wgsl"),
-    include_str!("../shaders/pool.wgsl")
+    include_str!("../../shaders/common.wgsl"),
+    include_str!("../../shaders/pool.wgsl")
 );
 const STATS_WGSL: &str = concat!(
-    include_str!("../shaders/common.wgsl"),
-    include_str!("../shaders/stats.wgsl")
+    include_str!("../../shaders/common.wgsl"),
+    include_str!("../../shaders/stats.wgsl")
 );
 
 /// Mirrors `Piece` in `shaders/pool.wgsl`.
@@ -1289,7 +1293,7 @@ pub(crate) fn pool_cells(
     })
 }
 
-impl crate::render::Engine {
+impl crate::engine::Engine {
     /// The statistics pass again on resident pooled cells (pooling already ran it once): lets
     /// benchmarks time the reduction without the input.
     pub fn pooled_stats(&self, pooled: &PooledCells) -> Result<Vec<HeadStats>> {

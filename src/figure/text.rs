@@ -7,8 +7,8 @@ use std::sync::OnceLock;
 
 use ab_glyph::{point, Font, FontRef, PxScale, ScaleFont};
 
-static REGULAR_TTF: &[u8] = include_bytes!("../assets/fonts/DejaVuSans.ttf");
-static ITALIC_TTF: &[u8] = include_bytes!("../assets/fonts/DejaVuSans-Oblique-ascii.ttf");
+static REGULAR_TTF: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
+static ITALIC_TTF: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans-Oblique-ascii.ttf");
 
 struct Fonts {
     regular: FontRef<'static>,

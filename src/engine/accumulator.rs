@@ -3,12 +3,13 @@
 //! back. It is the same ingest the file paths use, so memory is bounded by two upload chunks and
 //! the pooled output.
 
-use crate::colormap::Colormap;
+use crate::color::colormap::Colormap;
+use crate::color::norm::{color_ranges, Norm};
+use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::geometry::CellGeometry;
-use crate::norm::{color_ranges, Accum, HeadStats, Norm, Reduce};
+use crate::pool::accum::{Accum, HeadStats, Reduce};
+use crate::pool::geometry::CellGeometry;
 use crate::pool::{Ingest, PoolOptions, PooledCells};
-use crate::render::Engine;
 use crate::source::DType;
 
 /// Pools one `queries` × `keys` head fed row by row.

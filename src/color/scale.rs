@@ -7,8 +7,9 @@
 //! clip it to percentiles of the scope's pooled values, override with fixed limits, then map
 //! `scale(normalize(v))` onto the colormap.
 
+use crate::color::norm::{color_ranges, Norm};
 use crate::error::{Error, Result};
-use crate::norm::{color_ranges, HeadStats, Norm};
+use crate::pool::accum::HeadStats;
 
 /// Histogram bins per scope (`BINS` in `shaders/limits.wgsl`): percentiles are exact to
 /// 1/4096 of the scope's range.
@@ -183,7 +184,7 @@ impl ColorScale {
     /// Colormap position of `v` (before the LUT index rule); the CPU twin of `scaled` in
     /// `shaders/colorize.wgsl`.
     pub fn position(&self, v: f32, r: [f32; 4]) -> f32 {
-        let norm = |v: f32| crate::norm::normalize(v, [r[0], r[1]]);
+        let norm = |v: f32| crate::color::norm::normalize(v, [r[0], r[1]]);
         match self.scale {
             Scale::Linear => norm(v),
             Scale::Log => norm(v.max(r[2]).log2()),
@@ -220,7 +221,7 @@ pub fn first_included_column(keys: usize, pooled_w: u32, exclude: usize) -> u32 
     if exclude == 0 {
         return 0;
     }
-    let edges = crate::geometry::bin_edges(keys, pooled_w);
+    let edges = crate::pool::geometry::bin_edges(keys, pooled_w);
     edges[..pooled_w as usize].partition_point(|&e| (e as usize) < exclude) as u32
 }
 

@@ -2,11 +2,11 @@
 //! (rotated, ending at the cell) when they are few enough to read, index ticks otherwise. Built
 //! once relative to a cell, then stamped next to every cell of the grid.
 
-use crate::colorbar::ticks;
 use crate::error::{Error, Result};
-use crate::geometry::CellGeometry;
-use crate::layout::{CellPad, Layout, Metrics, PlacedLabel, Text};
-use crate::text::Label;
+use crate::figure::colorbar::ticks;
+use crate::figure::layout::{CellPad, Layout, Metrics, PlacedLabel, Text};
+use crate::figure::text::Label;
+use crate::pool::geometry::CellGeometry;
 
 /// Up to this many tokens per axis are written out; beyond, index ticks.
 pub const MAX_TOKEN_LABELS: usize = 64;
@@ -141,7 +141,7 @@ fn display(tok: &str) -> String {
 }
 
 mod text {
-    use crate::layout::Text;
+    use crate::figure::layout::Text;
 
     /// Column of a rotated label's bitmap where its baseline runs.
     pub fn rotated_baseline(text: &Text) -> i32 {

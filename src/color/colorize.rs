@@ -4,18 +4,18 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::colormap::{pack_rgba, Colormap, BAD_COLOR};
+use crate::color::colormap::{pack_rgba, Colormap, BAD_COLOR};
 use crate::error::Result;
 use crate::gpu::{dispatch_1d, Gpu};
-use crate::norm::Reduce;
+use crate::pool::accum::Reduce;
 use std::sync::OnceLock;
 
+use crate::color::scale::ColorScale;
 use crate::pool::{specialized_pipeline, storage_entry, uniform_entry, PooledCells};
-use crate::scale::ColorScale;
 
 const COLORIZE_WGSL: &str = concat!(
-    include_str!("../shaders/common.wgsl"),
-    include_str!("../shaders/colorize.wgsl")
+    include_str!("../../shaders/common.wgsl"),
+    include_str!("../../shaders/colorize.wgsl")
 );
 
 /// Pixels each invocation colours (`PER_INVOCATION` in `shaders/colorize.wgsl`).

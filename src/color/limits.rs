@@ -1,19 +1,19 @@
 //! The GPU half of colour limits (`shaders/limits.wgsl`): per-cell ranges that leave excluded
 //! key columns out, and per-cell histograms for percentile clipping, both over the resident
 //! pooled accumulators. The percentiles themselves are read off the counts by
-//! [`crate::scale::percentile_range`], shared with the CPU reference.
+//! [`crate::color::scale::percentile_range`], shared with the CPU reference.
 
 use bytemuck::{Pod, Zeroable};
 
+use crate::color::scale::BINS;
 use crate::error::Result;
 use crate::gpu::{dispatch_1d, storage_buffer_init, Gpu};
-use crate::norm::{HeadStats, Reduce};
+use crate::pool::accum::{HeadStats, Reduce};
 use crate::pool::{compute_pipeline, storage_entry, uniform_entry, PooledCells};
-use crate::scale::BINS;
 
 const LIMITS_WGSL: &str = concat!(
-    include_str!("../shaders/common.wgsl"),
-    include_str!("../shaders/limits.wgsl")
+    include_str!("../../shaders/common.wgsl"),
+    include_str!("../../shaders/limits.wgsl")
 );
 
 /// Mirrors `LimitParams` in `shaders/limits.wgsl`.
@@ -218,7 +218,7 @@ fn run(
 }
 
 /// Each cell's statistics over the pooled columns from `first_column` on (min of the min pool,
-/// max of the max pool, count), as [`HeadStats`] for [`crate::norm::color_ranges`].
+/// max of the max pool, count), as [`HeadStats`] for [`crate::color::norm::color_ranges`].
 pub(crate) fn cell_ranges(
     gpu: &Gpu,
     pipe: &LimitsPipeline,
@@ -257,7 +257,7 @@ pub(crate) fn histograms(
 ) -> Result<Vec<Vec<u32>>> {
     let params: Vec<[f32; 2]> = ranges
         .iter()
-        .map(|&r| crate::scale::hist_params(r))
+        .map(|&r| crate::color::scale::hist_params(r))
         .collect();
     let bytes = run(
         gpu,

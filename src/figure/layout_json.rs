@@ -5,10 +5,10 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 
+use crate::color::scale::Scale;
 use crate::error::Result;
-use crate::export::write_atomic;
-use crate::render::{Figure, RenderOptions};
-use crate::scale::Scale;
+use crate::figure::plan::{Figure, RenderOptions};
+use crate::files::write_atomic;
 
 /// The figure's layout as JSON: each cell's pixel rectangle, 1-based layer and head, the
 /// `[lo, hi]` mapped onto the colormap and the head's data min/max; the colorbar's rectangle,

@@ -9,9 +9,6 @@
 //! `k > q + (N_k − N_q)` (bottom-right aligned, as in decoders and KV-cache suffixes), and its
 //! probability is 0.
 
-pub mod gpu;
-pub mod synth;
-
 use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
@@ -348,69 +345,6 @@ impl AttentionSource for QkSource {
 
     fn as_qk(&self) -> Option<&QkSource> {
         Some(self)
-    }
-}
-
-/// The GPU's probabilities of a [`QkSource`] as an ordinary source: what the engine pools,
-/// materialized block by block (to write it out, or to render it the way a stored file is).
-pub struct GpuRows<'e> {
-    engine: &'e crate::render::Engine,
-    qk: &'e QkSource,
-    /// Made on the first read and kept: the head's Q and K and the block buffers stay on the
-    /// device from one read to the next.
-    reader: std::sync::Mutex<Option<gpu::QkReader<'e>>>,
-}
-
-impl<'e> GpuRows<'e> {
-    pub fn new(engine: &'e crate::render::Engine, qk: &'e QkSource) -> Self {
-        GpuRows {
-            engine,
-            qk,
-            reader: Default::default(),
-        }
-    }
-}
-
-impl AttentionSource for GpuRows<'_> {
-    fn name(&self) -> &str {
-        self.qk.name()
-    }
-
-    fn shape(&self) -> Shape {
-        self.qk.shape()
-    }
-
-    fn dtype(&self) -> DType {
-        DType::F32
-    }
-
-    fn read_rows(&self, layer: usize, head: usize, row_start: usize, dst: &mut [u8]) -> Result<()> {
-        let shape = self.shape();
-        source::row_range(
-            self.name(),
-            shape,
-            DType::F32,
-            layer,
-            head,
-            row_start,
-            dst.len(),
-        )?;
-        let mut reader = self.reader.lock().expect("GpuRows reader");
-        if reader.is_none() {
-            *reader = Some(self.engine.qk_reader(self.qk)?);
-        }
-        let reader = reader.as_mut().expect("made above");
-        let row_bytes = shape.keys * 4;
-        for (i, block) in dst.chunks_mut(reader.max_rows() * row_bytes).enumerate() {
-            let start = row_start + i * reader.max_rows();
-            let rows = start..start + block.len() / row_bytes;
-            reader.read(self.qk, layer, head, rows, block)?;
-        }
-        Ok(())
-    }
-
-    fn diagonal(&self) -> i64 {
-        self.qk.diagonal()
     }
 }
 

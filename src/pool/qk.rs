@@ -11,14 +11,14 @@ use std::sync::{Arc, Mutex};
 
 use bytemuck::{Pod, Zeroable};
 
-use super::QkSource;
 use crate::error::{Error, Result};
-use crate::geometry::CellGeometry;
 use crate::gpu::Gpu;
+use crate::pool::geometry::CellGeometry;
 use crate::pool::{
     compute_pipeline, storage_entry, uniform_entry, Causal, Ingest, PoolOptions, PoolPipelines,
     PooledCells,
 };
+use crate::source::qk::QkSource;
 use crate::source::{AttentionSource, DType};
 
 const QK_WGSL: &str = include_str!("../../shaders/qk.wgsl");

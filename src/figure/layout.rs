@@ -1,8 +1,8 @@
 //! Figure geometry: where each cell, label and gutter goes. Pure integer layout, no GPU, so it is
 //! unit-tested directly and shared by the GPU compositor and the CPU reference.
 
-use crate::geometry::CellGeometry;
-use crate::text::{self, Face, Label};
+use crate::figure::text::{self, Face, Label};
+use crate::pool::geometry::CellGeometry;
 
 /// Figure colours.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,15 +1,19 @@
 //! The CPU reference: every GPU stage again in plain Rust with the same arithmetic in the same
 //! order. Tests use it as the oracle; `--backend cpu` uses it when there is no adapter.
 
+mod render;
+
+pub use render::{cpu_ranges, render_cpu, tiles_cpu};
+
 use ndarray::{ArrayView2, Axis};
 
-use crate::colormap::{lut_index, pack_rgba, Colormap, BAD_COLOR};
-use crate::compose::{FigureQuads, KIND_CELL, KIND_COLORBAR, KIND_LABEL};
+use crate::color::colormap::{lut_index, pack_rgba, Colormap, BAD_COLOR};
+use crate::color::scale::{hist_params, ColorScale, BINS};
 use crate::error::Result;
-use crate::geometry::{bin_edges, bin_of, CellGeometry};
-use crate::norm::{Accum, HeadStats, Reduce, BAD_BIT};
+use crate::figure::quads::{FigureQuads, KIND_CELL, KIND_COLORBAR, KIND_LABEL};
+use crate::pool::accum::{Accum, HeadStats, Reduce, BAD_BIT};
+use crate::pool::geometry::{bin_edges, bin_of, CellGeometry};
 use crate::pool::{has_upper_triangle, Causal, PoolOptions};
-use crate::scale::{hist_params, ColorScale, BINS};
 use crate::source::AttentionSource;
 
 /// Rows read per block: bounds memory like the GPU path's chunks do.
@@ -288,7 +292,7 @@ pub fn histogram(
             continue;
         }
         if let Some(v) = a.value(reduce) {
-            counts[crate::scale::bin_of(v, params)] += 1;
+            counts[crate::color::scale::bin_of(v, params)] += 1;
         }
     }
     counts

@@ -1,187 +1,25 @@
-//! From a source and options to a finished figure, on the GPU ([`Engine`]) or the CPU
-//! ([`render_cpu`]). Both share the plan (selection, geometry, layout) and the normalization
-//! code, and differ only in who pools, colours and draws.
+//! The engine: the only place that combines the stages. It pools a source ([`crate::pool`]),
+//! resolves colour ranges and colours the cells ([`crate::color`]), lays out the figure
+//! ([`crate::figure`]) and draws it ([`crate::compose`]) into any target: an offscreen texture
+//! for export, or a window surface for the viewer.
 
-use crate::colorbar::ColorbarSpec;
-use crate::colorize::{ColorizePipeline, ColorizedCells};
-use crate::colormap::Colormap;
-use crate::compose::{ComposePipeline, Compositor, FigureQuads};
-use crate::cpu;
+pub mod accumulator;
+pub mod qk_rows;
+
+use crate::color::colorize::{ColorizePipeline, ColorizedCells};
+use crate::color::colormap::Colormap;
+use crate::color::limits::LimitsPipeline;
+use crate::color::norm::Norm;
+use crate::color::scale::{resolve_ranges, ColorScale};
+use crate::compose::{ComposePipeline, Compositor};
 use crate::error::{Error, Result};
-use crate::geometry::CellGeometry;
+use crate::figure::plan::{native_geometry, tile_from_words, Figure, Plan, RenderOptions, Tile};
+use crate::figure::quads::FigureQuads;
 use crate::gpu::Gpu;
-use crate::layout::{CellPad, Layout, Metrics, Theme};
-use crate::limits::LimitsPipeline;
-use crate::norm::{HeadStats, Norm, Reduce};
-use crate::pool::{pool_cells, Causal, PoolOptions, PoolPipelines, PooledCells};
-use crate::scale::{first_included_column, resolve_ranges, ColorScale};
-use crate::select::parse_selection;
+use crate::pool::accum::{HeadStats, Reduce};
+use crate::pool::geometry::CellGeometry;
+use crate::pool::{pool_cells, PoolOptions, PoolPipelines, PooledCells};
 use crate::source::AttentionSource;
-
-/// What to draw and how. Defaults match the CLI's.
-#[derive(Clone, Debug)]
-pub struct RenderOptions {
-    /// 1-based selection such as `1,8` or `1-4`; `None` for all.
-    pub layers: Option<String>,
-    pub heads: Option<String>,
-    pub norm: Norm,
-    pub colormap: Colormap,
-    pub reduce: Reduce,
-    /// Cell side in pixels; `None` for 256 or the native size when smaller.
-    pub cell: Option<u32>,
-    /// Whether entries above the diagonal are masked. `Auto` (the CLI's default) masks them
-    /// when every selected head is exactly zero there.
-    pub causal: Causal,
-    /// Draw a colorbar right of the grid.
-    pub colorbar: bool,
-    /// Scale curve, clipping, fixed limits and excluded keys.
-    pub scale: ColorScale,
-    /// A line above the grid.
-    pub title: Option<String>,
-    /// One token per key: written beside each cell when few, index ticks otherwise.
-    pub tokens: Option<Vec<String>>,
-    /// The whole figure this many times larger (cells, text, gutters).
-    pub scale_factor: f32,
-    pub theme: Theme,
-    /// Background at alpha 0 (labels keep their colour).
-    pub transparent: bool,
-    /// Keep each cell's pooled colours in [`Figure::cell_colors`] (for vector export).
-    pub cell_colors: bool,
-}
-
-impl Default for RenderOptions {
-    fn default() -> Self {
-        RenderOptions {
-            layers: None,
-            heads: None,
-            norm: Norm::default(),
-            colormap: Colormap::default(),
-            reduce: Reduce::default(),
-            cell: None,
-            causal: Causal::default(),
-            colorbar: true,
-            scale: ColorScale::default(),
-            title: None,
-            tokens: None,
-            scale_factor: 1.0,
-            theme: Theme::LIGHT,
-            transparent: false,
-            cell_colors: false,
-        }
-    }
-}
-
-/// The resolved plan: which heads go where, at what size.
-#[derive(Clone, Debug)]
-pub struct Plan {
-    pub layers: Vec<usize>,
-    pub heads: Vec<usize>,
-    /// (layer, head) of each cell, row-major.
-    pub cells: Vec<(usize, usize)>,
-    pub geometry: CellGeometry,
-    pub layout: Layout,
-    pub pool: PoolOptions,
-    pub metrics: Metrics,
-    /// Pooled columns left of this one hold keys left out of the statistics.
-    pub first_column: u32,
-    /// The colorbar drawn, once the ranges are known.
-    pub colorbar: Option<ColorbarSpec>,
-}
-
-impl Plan {
-    /// Adds the colorbar for `norm` once the ranges are known (they come from the data).
-    pub fn add_colorbar(&mut self, norm: Norm, ranges: &[[f32; 2]], scale: &ColorScale) {
-        let spec = ColorbarSpec::new(norm, ranges, scale);
-        self.layout.add_colorbar(&spec, &self.metrics);
-        self.colorbar = Some(spec);
-    }
-
-    pub fn new(source: &dyn AttentionSource, options: &RenderOptions) -> Result<Plan> {
-        let shape = source.shape();
-        options.scale.validate()?;
-        let f = options.scale_factor;
-        if !(f.is_finite() && f > 0.0) {
-            return Err(Error::BadOption(format!(
-                "--scale-factor {f} must be a positive number"
-            )));
-        }
-        let layers = parse_selection(options.layers.as_deref(), shape.layers, "layer")?;
-        let heads = parse_selection(options.heads.as_deref(), shape.heads, "head")?;
-        let cells = layers
-            .iter()
-            .flat_map(|&l| heads.iter().map(move |&h| (l, h)))
-            .collect();
-        let tokens = options
-            .tokens
-            .as_deref()
-            .map(|t| crate::axes::split_tokens(t, shape.queries, shape.keys))
-            .transpose()?;
-        let cell = match (options.cell, tokens) {
-            (None, Some(_)) => Some(crate::axes::cell_side_for_tokens(
-                shape.queries.max(shape.keys),
-                shape.queries.max(shape.keys).min(256) as u32,
-            )),
-            (c, _) => c,
-        };
-        let base = CellGeometry::new(shape.queries, shape.keys, cell)?;
-        let geometry = if f == 1.0 {
-            base
-        } else {
-            let side = (base.display_w.max(base.display_h) as f32 * f)
-                .round()
-                .max(1.0);
-            if side > crate::geometry::MAX_CELL as f32 {
-                return Err(Error::BadOption(format!(
-                    "--scale-factor {f} makes cells of {side} px, past the maximum of {} (the figure may be any size)",
-                    crate::geometry::MAX_CELL
-                )));
-            }
-            CellGeometry::new(shape.queries, shape.keys, Some(side as u32))?
-        };
-        let metrics = Metrics::for_cell(&base).scaled(f);
-        let exclude = options.scale.exclude_keys;
-        let first_column = first_included_column(shape.keys, geometry.pooled_w, exclude);
-        if exclude > 0 && first_column >= geometry.pooled_w {
-            return Err(Error::BadOption(format!(
-                "--exclude-keys 0..{exclude} leaves no key in the statistics ({} keys)",
-                shape.keys
-            )));
-        }
-        let theme = if options.transparent {
-            options.theme.transparent()
-        } else {
-            options.theme
-        };
-        let axes = tokens.map(|(q, k)| crate::axes::CellAxes::new(q, k, &geometry, &metrics));
-        let mut layout = Layout::grid_with(
-            &layers,
-            &heads,
-            &geometry,
-            theme,
-            &metrics,
-            axes.as_ref().map_or(CellPad::default(), |a| a.pad),
-            options.title.as_deref(),
-        );
-        if let Some(a) = &axes {
-            layout.add_cell_axes(a);
-        }
-        Ok(Plan {
-            layers,
-            heads,
-            cells,
-            geometry,
-            layout,
-            pool: PoolOptions {
-                row_norm: options.norm == Norm::Row,
-                causal: options.causal,
-                diagonal: Some(source.diagonal()),
-            },
-            metrics,
-            first_column,
-            colorbar: None,
-        })
-    }
-}
 
 /// A figure resident on the GPU: pooled cells, their colours and the compositor's quads.
 pub struct Scene {
@@ -208,43 +46,6 @@ impl Scene {
     }
 }
 
-/// A rendered figure.
-pub struct Figure {
-    pub width: u32,
-    pub height: u32,
-    /// RGBA8, row-major, top row first.
-    pub rgba: Vec<u8>,
-    pub plan: Plan,
-    /// Per cell, in cell order.
-    pub stats: Vec<HeadStats>,
-    /// Per cell: the (lo, hi) mapped onto the colormap.
-    pub ranges: Vec<[f32; 2]>,
-    /// Entries above the diagonal were masked (asked for, or detected).
-    pub causal: bool,
-    pub scale: ColorScale,
-    /// Each cell's pooled colours (packed RGBA, 0 = background), when asked for.
-    pub cell_colors: Option<Vec<Vec<u32>>>,
-}
-
-impl Figure {
-    /// Pool options that reproduce this figure's masking without detecting it again.
-    fn resolved_pool(&self) -> PoolOptions {
-        PoolOptions {
-            causal: if self.causal { Causal::On } else { Causal::Off },
-            ..self.plan.pool
-        }
-    }
-}
-
-/// A native-resolution image of one head: width = K, height = Q, query 0 on top.
-pub struct Tile {
-    pub layer: usize,
-    pub head: usize,
-    pub width: u32,
-    pub height: u32,
-    pub rgba: Vec<u8>,
-}
-
 /// GPU pipelines, compiled once and reused for every figure.
 pub struct Engine {
     pub gpu: Gpu,
@@ -255,7 +56,7 @@ pub struct Engine {
     /// Largest texture side export draws at once (tests shrink it to force tiles).
     pub tile_limit: u32,
     pool: PoolPipelines,
-    qk: crate::qk::gpu::QkPipelines,
+    qk: crate::pool::qk::QkPipelines,
     colorize: ColorizePipeline,
     compose: ComposePipeline,
     limits: LimitsPipeline,
@@ -266,7 +67,7 @@ impl Engine {
         let device = &gpu.device;
         Engine {
             pool: PoolPipelines::new(device),
-            qk: crate::qk::gpu::QkPipelines::new(device),
+            qk: crate::pool::qk::QkPipelines::new(device),
             colorize: ColorizePipeline::new(device),
             compose: ComposePipeline::new(device, wgpu::TextureFormat::Rgba8Unorm),
             limits: LimitsPipeline::new(device),
@@ -294,7 +95,7 @@ impl Engine {
         options: PoolOptions,
     ) -> Result<PooledCells> {
         if let Some(qk) = source.as_qk() {
-            return crate::qk::gpu::pool_qk(
+            return crate::pool::qk::pool_qk(
                 &self.gpu,
                 &self.pool,
                 &self.qk,
@@ -334,21 +135,21 @@ impl Engine {
     /// A reader of `qk`'s probabilities that keeps its buffers from one block to the next.
     pub(crate) fn qk_reader<'e>(
         &'e self,
-        qk: &crate::qk::QkSource,
-    ) -> Result<crate::qk::gpu::QkReader<'e>> {
-        crate::qk::gpu::QkReader::new(&self.gpu, &self.qk, qk)
+        qk: &crate::source::qk::QkSource,
+    ) -> Result<crate::pool::qk::QkReader<'e>> {
+        crate::pool::qk::QkReader::new(&self.gpu, &self.qk, qk)
     }
 
     /// Rows `rows` (0-based among the computed rows) of head (`layer`, `head`) of `qk` as the
     /// GPU computes them before pooling: its materialized attention.
     pub fn qk_probabilities(
         &self,
-        qk: &crate::qk::QkSource,
+        qk: &crate::source::qk::QkSource,
         layer: usize,
         head: usize,
         rows: std::ops::Range<usize>,
     ) -> Result<Vec<f32>> {
-        crate::qk::gpu::probabilities(&self.gpu, &self.qk, qk, layer, head, rows)
+        crate::pool::qk::probabilities(&self.gpu, &self.qk, qk, layer, head, rows)
     }
 
     /// Colours pooled cells with per-cell `ranges` and reads the packed RGBA back.
@@ -387,10 +188,10 @@ impl Engine {
     /// Each cell's (min, max, count) over the pooled columns from `first_column` on: the GPU
     /// pass behind `--exclude-keys`.
     pub fn cell_ranges(&self, pooled: &PooledCells, first_column: u32) -> Result<Vec<HeadStats>> {
-        crate::limits::cell_ranges(&self.gpu, &self.limits, pooled, first_column)
+        crate::color::limits::cell_ranges(&self.gpu, &self.limits, pooled, first_column)
     }
 
-    /// Per cell: counts of its reduced pooled values in [`crate::scale::BINS`] bins over
+    /// Per cell: counts of its reduced pooled values in [`crate::color::scale::BINS`] bins over
     /// `ranges[cell]`, pooled columns before `first_column` left out (the GPU histogram behind
     /// `--clip`).
     pub fn histograms(
@@ -400,7 +201,7 @@ impl Engine {
         reduce: Reduce,
         ranges: &[[f32; 2]],
     ) -> Result<Vec<Vec<u32>>> {
-        crate::limits::histograms(
+        crate::color::limits::histograms(
             &self.gpu,
             &self.limits,
             pooled,
@@ -571,7 +372,7 @@ impl Engine {
         overlays: &[&Compositor],
     ) -> Result<Vec<u8>> {
         scene.compositor.set_quads(&self.gpu, &quads.quads);
-        crate::export::render_rgba_over(
+        crate::compose::target::render_rgba_over(
             &self.gpu,
             &self.compose,
             &scene.compositor,
@@ -583,7 +384,7 @@ impl Engine {
 
     /// The scene's figure as RGBA8 rows (tiled past the texture limit).
     pub fn export(&self, scene: &Scene) -> Result<Vec<u8>> {
-        crate::export::render_rgba(
+        crate::compose::target::render_rgba(
             &self.gpu,
             &self.compose,
             &scene.compositor,
@@ -654,125 +455,4 @@ impl Engine {
         }
         Ok(out)
     }
-}
-
-fn native_geometry(queries: usize, keys: usize) -> Result<CellGeometry> {
-    if queries > u16::MAX as usize || keys > u16::MAX as usize {
-        return Err(Error::BadOption(format!(
-            "--tiles writes heads at native resolution; {queries}x{keys} is too large for one image"
-        )));
-    }
-    Ok(CellGeometry {
-        display_w: keys as u32,
-        display_h: queries as u32,
-        pooled_w: keys as u32,
-        pooled_h: queries as u32,
-    })
-}
-
-fn tile_from_words(layer: usize, head: usize, g: &CellGeometry, words: &[u32]) -> Tile {
-    Tile {
-        layer,
-        head,
-        width: g.pooled_w,
-        height: g.pooled_h,
-        rgba: words.iter().flat_map(|w| w.to_le_bytes()).collect(),
-    }
-}
-
-/// The CPU reference renderer: same plan, same semantics, no GPU.
-pub fn render_cpu(source: &dyn AttentionSource, options: &RenderOptions) -> Result<Figure> {
-    let mut plan = Plan::new(source, options)?;
-    let pooled = cpu::pool_cells(source, &plan.cells, plan.geometry, plan.pool)?;
-    let stats: Vec<HeadStats> = pooled.iter().map(|p| cpu::head_stats(&p.accum)).collect();
-    let ranges = cpu_ranges(
-        &pooled,
-        &stats,
-        &plan,
-        options.norm,
-        options.reduce,
-        &options.scale,
-    )?;
-    if options.colorbar {
-        plan.add_colorbar(options.norm, &ranges, &options.scale);
-    }
-    let cells: Vec<Vec<u32>> = pooled
-        .iter()
-        .zip(&ranges)
-        .map(|(p, &r)| {
-            cpu::colorize_scaled(
-                &p.accum,
-                r,
-                &options.scale,
-                options.reduce,
-                options.colormap,
-            )
-        })
-        .collect();
-    let colors: Vec<u32> = cells.concat();
-    let quads = FigureQuads::new(&plan.layout, &plan.geometry, &[(0, plan.cells.len())]);
-    let rgba = cpu::draw_quads(&quads, &[colors], options.colormap);
-    Ok(Figure {
-        width: quads.width,
-        height: quads.height,
-        rgba,
-        scale: options.scale.clone(),
-        cell_colors: options.cell_colors.then_some(cells),
-        causal: pooled.first().is_some_and(|p| p.causal),
-        stats,
-        ranges,
-        plan,
-    })
-}
-
-/// The CPU twin of [`Engine::resolve_ranges`].
-pub fn cpu_ranges(
-    pooled: &[cpu::HeadPooler],
-    stats: &[HeadStats],
-    plan: &Plan,
-    norm: Norm,
-    reduce: Reduce,
-    scale: &ColorScale,
-) -> Result<Vec<[f32; 2]>> {
-    let w = plan.geometry.pooled_w;
-    let restricted: Vec<HeadStats>;
-    let stats = if scale.exclude_keys > 0 {
-        restricted = pooled
-            .iter()
-            .map(|p| cpu::cell_range(&p.accum, w, plan.first_column))
-            .collect();
-        &restricted
-    } else {
-        stats
-    };
-    resolve_ranges(norm, scale, stats, plan.heads.len(), |ranges| {
-        Ok(pooled
-            .iter()
-            .zip(ranges)
-            .map(|(p, &r)| cpu::histogram(&p.accum, w, plan.first_column, reduce, r))
-            .collect())
-    })
-}
-
-/// Native-resolution tiles on the CPU.
-pub fn tiles_cpu(
-    source: &dyn AttentionSource,
-    figure: &Figure,
-    options: &RenderOptions,
-) -> Result<Vec<Tile>> {
-    let s = source.shape();
-    let native = native_geometry(s.queries, s.keys)?;
-    let mut out = Vec::new();
-    for (i, &(layer, head)) in figure.plan.cells.iter().enumerate() {
-        let pooled = cpu::pool_cells(source, &[(layer, head)], native, figure.resolved_pool())?;
-        let words = cpu::colorize_scaled(
-            &pooled[0].accum,
-            figure.ranges[i],
-            &figure.scale,
-            options.reduce,
-            options.colormap,
-        );
-        out.push(tile_from_words(layer, head, &native, &words));
-    }
-    Ok(out)
 }

@@ -1,0 +1,12 @@
+//! The figure as plain data, no GPU: the plan (selection, geometry, layout), text, axes,
+//! colorbar, the quads the compose pass draws, and the vector (SVG) and layout-JSON exports.
+
+pub mod axes;
+pub mod colorbar;
+pub mod layout;
+pub mod layout_json;
+pub mod plan;
+pub mod quads;
+pub mod select;
+pub mod svg;
+pub mod text;

@@ -1,0 +1,242 @@
+//! The plan of a figure, shared by the GPU engine and the CPU renderer: what to draw and how
+//! ([`RenderOptions`]), which heads go where at what size ([`Plan`]), and what comes out
+//! ([`Figure`], [`Tile`]).
+
+use crate::color::colormap::Colormap;
+use crate::color::norm::Norm;
+use crate::color::scale::{first_included_column, ColorScale};
+use crate::error::{Error, Result};
+use crate::figure::colorbar::ColorbarSpec;
+use crate::figure::layout::{CellPad, Layout, Metrics, Theme};
+use crate::figure::select::parse_selection;
+use crate::pool::accum::{HeadStats, Reduce};
+use crate::pool::geometry::CellGeometry;
+use crate::pool::{Causal, PoolOptions};
+use crate::source::AttentionSource;
+
+/// What to draw and how. Defaults match the CLI's.
+#[derive(Clone, Debug)]
+pub struct RenderOptions {
+    /// 1-based selection such as `1,8` or `1-4`; `None` for all.
+    pub layers: Option<String>,
+    pub heads: Option<String>,
+    pub norm: Norm,
+    pub colormap: Colormap,
+    pub reduce: Reduce,
+    /// Cell side in pixels; `None` for 256 or the native size when smaller.
+    pub cell: Option<u32>,
+    /// Whether entries above the diagonal are masked. `Auto` (the CLI's default) masks them
+    /// when every selected head is exactly zero there.
+    pub causal: Causal,
+    /// Draw a colorbar right of the grid.
+    pub colorbar: bool,
+    /// Scale curve, clipping, fixed limits and excluded keys.
+    pub scale: ColorScale,
+    /// A line above the grid.
+    pub title: Option<String>,
+    /// One token per key: written beside each cell when few, index ticks otherwise.
+    pub tokens: Option<Vec<String>>,
+    /// The whole figure this many times larger (cells, text, gutters).
+    pub scale_factor: f32,
+    pub theme: Theme,
+    /// Background at alpha 0 (labels keep their colour).
+    pub transparent: bool,
+    /// Keep each cell's pooled colours in [`Figure::cell_colors`] (for vector export).
+    pub cell_colors: bool,
+}
+
+impl Default for RenderOptions {
+    fn default() -> Self {
+        RenderOptions {
+            layers: None,
+            heads: None,
+            norm: Norm::default(),
+            colormap: Colormap::default(),
+            reduce: Reduce::default(),
+            cell: None,
+            causal: Causal::default(),
+            colorbar: true,
+            scale: ColorScale::default(),
+            title: None,
+            tokens: None,
+            scale_factor: 1.0,
+            theme: Theme::LIGHT,
+            transparent: false,
+            cell_colors: false,
+        }
+    }
+}
+
+/// The resolved plan: which heads go where, at what size.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub layers: Vec<usize>,
+    pub heads: Vec<usize>,
+    /// (layer, head) of each cell, row-major.
+    pub cells: Vec<(usize, usize)>,
+    pub geometry: CellGeometry,
+    pub layout: Layout,
+    pub pool: PoolOptions,
+    pub metrics: Metrics,
+    /// Pooled columns left of this one hold keys left out of the statistics.
+    pub first_column: u32,
+    /// The colorbar drawn, once the ranges are known.
+    pub colorbar: Option<ColorbarSpec>,
+}
+
+impl Plan {
+    /// Adds the colorbar for `norm` once the ranges are known (they come from the data).
+    pub fn add_colorbar(&mut self, norm: Norm, ranges: &[[f32; 2]], scale: &ColorScale) {
+        let spec = ColorbarSpec::new(norm, ranges, scale);
+        self.layout.add_colorbar(&spec, &self.metrics);
+        self.colorbar = Some(spec);
+    }
+
+    pub fn new(source: &dyn AttentionSource, options: &RenderOptions) -> Result<Plan> {
+        let shape = source.shape();
+        options.scale.validate()?;
+        let f = options.scale_factor;
+        if !(f.is_finite() && f > 0.0) {
+            return Err(Error::BadOption(format!(
+                "--scale-factor {f} must be a positive number"
+            )));
+        }
+        let layers = parse_selection(options.layers.as_deref(), shape.layers, "layer")?;
+        let heads = parse_selection(options.heads.as_deref(), shape.heads, "head")?;
+        let cells = layers
+            .iter()
+            .flat_map(|&l| heads.iter().map(move |&h| (l, h)))
+            .collect();
+        let tokens = options
+            .tokens
+            .as_deref()
+            .map(|t| crate::figure::axes::split_tokens(t, shape.queries, shape.keys))
+            .transpose()?;
+        let cell = match (options.cell, tokens) {
+            (None, Some(_)) => Some(crate::figure::axes::cell_side_for_tokens(
+                shape.queries.max(shape.keys),
+                shape.queries.max(shape.keys).min(256) as u32,
+            )),
+            (c, _) => c,
+        };
+        let base = CellGeometry::new(shape.queries, shape.keys, cell)?;
+        let geometry = if f == 1.0 {
+            base
+        } else {
+            let side = (base.display_w.max(base.display_h) as f32 * f)
+                .round()
+                .max(1.0);
+            if side > crate::pool::geometry::MAX_CELL as f32 {
+                return Err(Error::BadOption(format!(
+                    "--scale-factor {f} makes cells of {side} px, past the maximum of {} (the figure may be any size)",
+                    crate::pool::geometry::MAX_CELL
+                )));
+            }
+            CellGeometry::new(shape.queries, shape.keys, Some(side as u32))?
+        };
+        let metrics = Metrics::for_cell(&base).scaled(f);
+        let exclude = options.scale.exclude_keys;
+        let first_column = first_included_column(shape.keys, geometry.pooled_w, exclude);
+        if exclude > 0 && first_column >= geometry.pooled_w {
+            return Err(Error::BadOption(format!(
+                "--exclude-keys 0..{exclude} leaves no key in the statistics ({} keys)",
+                shape.keys
+            )));
+        }
+        let theme = if options.transparent {
+            options.theme.transparent()
+        } else {
+            options.theme
+        };
+        let axes =
+            tokens.map(|(q, k)| crate::figure::axes::CellAxes::new(q, k, &geometry, &metrics));
+        let mut layout = Layout::grid_with(
+            &layers,
+            &heads,
+            &geometry,
+            theme,
+            &metrics,
+            axes.as_ref().map_or(CellPad::default(), |a| a.pad),
+            options.title.as_deref(),
+        );
+        if let Some(a) = &axes {
+            layout.add_cell_axes(a);
+        }
+        Ok(Plan {
+            layers,
+            heads,
+            cells,
+            geometry,
+            layout,
+            pool: PoolOptions {
+                row_norm: options.norm == Norm::Row,
+                causal: options.causal,
+                diagonal: Some(source.diagonal()),
+            },
+            metrics,
+            first_column,
+            colorbar: None,
+        })
+    }
+}
+
+/// A rendered figure.
+pub struct Figure {
+    pub width: u32,
+    pub height: u32,
+    /// RGBA8, row-major, top row first.
+    pub rgba: Vec<u8>,
+    pub plan: Plan,
+    /// Per cell, in cell order.
+    pub stats: Vec<HeadStats>,
+    /// Per cell: the (lo, hi) mapped onto the colormap.
+    pub ranges: Vec<[f32; 2]>,
+    /// Entries above the diagonal were masked (asked for, or detected).
+    pub causal: bool,
+    pub scale: ColorScale,
+    /// Each cell's pooled colours (packed RGBA, 0 = background), when asked for.
+    pub cell_colors: Option<Vec<Vec<u32>>>,
+}
+
+impl Figure {
+    /// Pool options that reproduce this figure's masking without detecting it again.
+    pub(crate) fn resolved_pool(&self) -> PoolOptions {
+        PoolOptions {
+            causal: if self.causal { Causal::On } else { Causal::Off },
+            ..self.plan.pool
+        }
+    }
+}
+
+/// A native-resolution image of one head: width = K, height = Q, query 0 on top.
+pub struct Tile {
+    pub layer: usize,
+    pub head: usize,
+    pub width: u32,
+    pub height: u32,
+    pub rgba: Vec<u8>,
+}
+
+pub(crate) fn native_geometry(queries: usize, keys: usize) -> Result<CellGeometry> {
+    if queries > u16::MAX as usize || keys > u16::MAX as usize {
+        return Err(Error::BadOption(format!(
+            "--tiles writes heads at native resolution; {queries}x{keys} is too large for one image"
+        )));
+    }
+    Ok(CellGeometry {
+        display_w: keys as u32,
+        display_h: queries as u32,
+        pooled_w: keys as u32,
+        pooled_h: queries as u32,
+    })
+}
+
+pub(crate) fn tile_from_words(layer: usize, head: usize, g: &CellGeometry, words: &[u32]) -> Tile {
+    Tile {
+        layer,
+        head,
+        width: g.pooled_w,
+        height: g.pooled_h,
+        rgba: words.iter().flat_map(|w| w.to_le_bytes()).collect(),
+    }
+}
