@@ -35,10 +35,9 @@ impl Engine {
             ));
         }
         let geometry = CellGeometry::new(queries, keys, cell)?;
-        let (gpu, pipes) = self.parts();
         let ingest = Ingest::new(
-            gpu,
-            pipes,
+            &self.gpu,
+            &self.pool,
             1,
             queries,
             keys,

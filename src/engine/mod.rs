@@ -78,8 +78,15 @@ impl Engine {
         }
     }
 
-    pub(crate) fn parts(&self) -> (&Gpu, &PoolPipelines) {
-        (&self.gpu, &self.pool)
+    /// The statistics pass again on resident pooled cells (pooling already ran it once): lets
+    /// benchmarks time the reduction without the input.
+    pub fn pooled_stats(&self, pooled: &PooledCells) -> Result<Vec<HeadStats>> {
+        crate::pool::head_stats(
+            &self.gpu,
+            &self.pool,
+            &pooled.groups,
+            pooled.geometry.pooled_pixels(),
+        )
     }
 
     pub(crate) fn colorize_pipeline(&self) -> &ColorizePipeline {

@@ -1293,17 +1293,8 @@ pub(crate) fn pool_cells(
     })
 }
 
-impl crate::engine::Engine {
-    /// The statistics pass again on resident pooled cells (pooling already ran it once): lets
-    /// benchmarks time the reduction without the input.
-    pub fn pooled_stats(&self, pooled: &PooledCells) -> Result<Vec<HeadStats>> {
-        let (gpu, pipes) = self.parts();
-        head_stats(gpu, pipes, &pooled.groups, pooled.geometry.pooled_pixels())
-    }
-}
-
 /// Reduces every cell's accumulators to its [`HeadStats`] and reads them back.
-fn head_stats(
+pub(crate) fn head_stats(
     gpu: &Gpu,
     pipes: &PoolPipelines,
     groups: &[CellGroup],
