@@ -14,24 +14,10 @@ fn validate(name: &str, src: &str) {
 
 #[test]
 fn shaders_validate() {
-    let common = include_str!("../shaders/common.wgsl");
-    validate(
-        "pool",
-        &format!("{common}{}", include_str!("../shaders/pool.wgsl")),
-    );
-    validate(
-        "stats",
-        &format!("{common}{}", include_str!("../shaders/stats.wgsl")),
-    );
-    validate(
-        "colorize",
-        &format!("{common}{}", include_str!("../shaders/colorize.wgsl")),
-    );
-    validate(
-        "limits",
-        &format!("{common}{}", include_str!("../shaders/limits.wgsl")),
-    );
-    validate("compose", include_str!("../shaders/compose.wgsl"));
+    // The same assembled text the stages compile (`src/gpu/shaders.rs`).
+    for (name, src) in attnviz::gpu::shaders::ALL {
+        validate(name, src);
+    }
     // Expanded for the head dimensions 4 (one vec4), 64 and 256 (the largest).
     for d4 in [1, 16, 64] {
         validate("qk", &attnviz::pool::qk::kernel_source(d4));

@@ -11,12 +11,9 @@ use crate::pool::accum::Reduce;
 use std::sync::OnceLock;
 
 use crate::color::scale::ColorScale;
-use crate::pool::{specialized_pipeline, storage_entry, uniform_entry, PooledCells};
-
-const COLORIZE_WGSL: &str = concat!(
-    include_str!("../../shaders/common.wgsl"),
-    include_str!("../../shaders/colorize.wgsl")
-);
+use crate::gpu::kernel::{Binding, Kernel};
+use crate::gpu::shaders;
+use crate::pool::PooledCells;
 
 /// Pixels each invocation colours (`PER_INVOCATION` in `shaders/colorize.wgsl`).
 const PER_INVOCATION: u32 = 8;
@@ -36,8 +33,7 @@ const REDUCES: usize = 3;
 const SCALES: usize = 4;
 
 pub(crate) struct ColorizePipeline {
-    layout: wgpu::BindGroupLayout,
-    module: wgpu::ShaderModule,
+    kernel: Kernel,
     /// One pipeline per (reduce, scale), compiled on first use: a figure needs one, and a
     /// software adapter spends tens of milliseconds compiling each.
     pipelines: [[OnceLock<wgpu::ComputePipeline>; SCALES]; REDUCES],
@@ -45,24 +41,15 @@ pub(crate) struct ColorizePipeline {
 
 impl ColorizePipeline {
     pub(crate) fn new(device: &wgpu::Device) -> Self {
-        let c = wgpu::ShaderStages::COMPUTE;
-        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-            label: Some("attnviz.colorize.layout"),
-            entries: &[
-                uniform_entry(0, false, c),
-                storage_entry(1, true, c),
-                storage_entry(2, true, c),
-                storage_entry(3, true, c),
-                storage_entry(4, false, c),
-            ],
-        });
-        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some("attnviz.colorize.shader"),
-            source: wgpu::ShaderSource::Wgsl(COLORIZE_WGSL.into()),
-        });
+        use Binding::*;
+        let kernel = Kernel::compute(
+            device,
+            "attnviz.colorize",
+            shaders::COLORIZE,
+            &[Uniform, BufReadOnly, BufReadOnly, BufReadOnly, Buffer],
+        );
         ColorizePipeline {
-            layout,
-            module,
+            kernel,
             pipelines: Default::default(),
         }
     }
@@ -75,11 +62,8 @@ impl ColorizePipeline {
     ) -> &wgpu::ComputePipeline {
         let (r, s) = (reduce.shader_id(), scale.scale.shader_id());
         self.pipelines[r as usize][s as usize].get_or_init(|| {
-            specialized_pipeline(
+            self.kernel.specialized(
                 device,
-                "attnviz.colorize.pipeline",
-                &self.layout,
-                &self.module,
                 "colorize",
                 &[("REDUCE", r as f64), ("SCALE", s as f64)],
             )
@@ -143,32 +127,16 @@ impl ColorizedCells {
                 std::mem::size_of::<ColorParams>() as u64,
                 wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
             );
-            let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
-                label: Some("attnviz.colorize.bind_group"),
-                layout: &pipe.layout,
-                entries: &[
-                    wgpu::BindGroupEntry {
-                        binding: 0,
-                        resource: params.as_entire_binding(),
-                    },
-                    wgpu::BindGroupEntry {
-                        binding: 1,
-                        resource: g.accum.as_entire_binding(),
-                    },
-                    wgpu::BindGroupEntry {
-                        binding: 2,
-                        resource: out.ranges.as_entire_binding(),
-                    },
-                    wgpu::BindGroupEntry {
-                        binding: 3,
-                        resource: out.lut.as_entire_binding(),
-                    },
-                    wgpu::BindGroupEntry {
-                        binding: 4,
-                        resource: colors.as_entire_binding(),
-                    },
+            let bind_group = pipe.kernel.bind_group(
+                device,
+                &[
+                    params.as_entire_binding(),
+                    g.accum.as_entire_binding(),
+                    out.ranges.as_entire_binding(),
+                    out.lut.as_entire_binding(),
+                    colors.as_entire_binding(),
                 ],
-            });
+            );
             let (x, z) = dispatch_1d(
                 px as u32,
                 256 * PER_INVOCATION,

@@ -7,14 +7,11 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::color::scale::BINS;
 use crate::error::Result;
+use crate::gpu::kernel::{Binding, Kernel};
+use crate::gpu::shaders;
 use crate::gpu::{dispatch_1d, storage_buffer_init, Gpu};
 use crate::pool::accum::{HeadStats, Reduce};
-use crate::pool::{compute_pipeline, storage_entry, uniform_entry, PooledCells};
-
-const LIMITS_WGSL: &str = concat!(
-    include_str!("../../shaders/common.wgsl"),
-    include_str!("../../shaders/limits.wgsl")
-);
+use crate::pool::PooledCells;
 
 /// Mirrors `LimitParams` in `shaders/limits.wgsl`.
 #[repr(C)]
@@ -63,44 +60,24 @@ fn key_float(k: u32) -> f32 {
 }
 
 pub(crate) struct LimitsPipeline {
-    layout: wgpu::BindGroupLayout,
+    kernel: Kernel,
     range: wgpu::ComputePipeline,
     histogram: wgpu::ComputePipeline,
 }
 
 impl LimitsPipeline {
     pub(crate) fn new(device: &wgpu::Device) -> Self {
-        let c = wgpu::ShaderStages::COMPUTE;
-        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-            label: Some("attnviz.limits.layout"),
-            entries: &[
-                uniform_entry(0, false, c),
-                storage_entry(1, true, c),
-                storage_entry(2, true, c),
-                storage_entry(3, false, c),
-                storage_entry(4, false, c),
-            ],
-        });
-        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some("attnviz.limits.shader"),
-            source: wgpu::ShaderSource::Wgsl(LIMITS_WGSL.into()),
-        });
+        use Binding::*;
+        let kernel = Kernel::compute(
+            device,
+            "attnviz.limits",
+            shaders::LIMITS,
+            &[Uniform, BufReadOnly, BufReadOnly, Buffer, Buffer],
+        );
         LimitsPipeline {
-            range: compute_pipeline(
-                device,
-                "attnviz.limits.range",
-                &layout,
-                &module,
-                "cell_range",
-            ),
-            histogram: compute_pipeline(
-                device,
-                "attnviz.limits.histogram",
-                &layout,
-                &module,
-                "histogram",
-            ),
-            layout,
+            range: kernel.pipeline(device, "cell_range"),
+            histogram: kernel.pipeline(device, "histogram"),
+            kernel,
         }
     }
 }
@@ -180,19 +157,7 @@ fn run(
                 ranges_out.as_entire_binding(),
                 hist.as_entire_binding(),
             ];
-            let entries: Vec<_> = entries
-                .into_iter()
-                .enumerate()
-                .map(|(i, resource)| wgpu::BindGroupEntry {
-                    binding: i as u32,
-                    resource,
-                })
-                .collect();
-            let bg = device.create_bind_group(&wgpu::BindGroupDescriptor {
-                label: Some("attnviz.limits.bind_group"),
-                layout: &pipe.layout,
-                entries: &entries,
-            });
+            let bg = pipe.kernel.bind_group(device, &entries);
             {
                 let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
                     label: Some("attnviz.limits.pass"),

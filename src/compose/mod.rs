@@ -10,12 +10,12 @@ use crate::color::colorize::ColorizedCells;
 use crate::color::colormap::pack_rgba;
 use crate::error::Result;
 use crate::figure::quads::{FigureQuads, Quad};
+use crate::gpu::kernel::{Binding, Kernel};
+use crate::gpu::shaders;
 use crate::gpu::Gpu;
-use crate::pool::{storage_entry, uniform_entry, PooledCells};
+use crate::pool::PooledCells;
 
 pub mod target;
-
-const COMPOSE_WGSL: &str = include_str!("../../shaders/compose.wgsl");
 
 /// Mirrors `View` in `shaders/compose.wgsl`.
 #[repr(C)]
@@ -27,7 +27,7 @@ struct ViewUniform {
 }
 /// Compiled compose pipeline for one target format.
 pub(crate) struct ComposePipeline {
-    layout: wgpu::BindGroupLayout,
+    kernel: Kernel,
     /// One per quad kind (`KIND` in the shader), indexed by kind.
     pipelines: Vec<wgpu::RenderPipeline>,
     pub format: wgpu::TextureFormat,
@@ -35,42 +35,22 @@ pub(crate) struct ComposePipeline {
 
 impl ComposePipeline {
     pub(crate) fn new(device: &wgpu::Device, format: wgpu::TextureFormat) -> Self {
-        let vf = wgpu::ShaderStages::VERTEX_FRAGMENT;
-        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-            label: Some("attnviz.compose.layout"),
-            entries: &[
-                uniform_entry(0, false, vf),
-                storage_entry(1, true, wgpu::ShaderStages::VERTEX),
-                storage_entry(2, true, wgpu::ShaderStages::FRAGMENT),
-                storage_entry(3, true, wgpu::ShaderStages::FRAGMENT),
-                wgpu::BindGroupLayoutEntry {
-                    binding: 4,
-                    visibility: wgpu::ShaderStages::FRAGMENT,
-                    ty: wgpu::BindingType::Texture {
-                        sample_type: wgpu::TextureSampleType::Float { filterable: false },
-                        view_dimension: wgpu::TextureViewDimension::D2,
-                        multisampled: false,
-                    },
-                    count: None,
-                },
-            ],
-        });
-        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some("attnviz.compose.shader"),
-            source: wgpu::ShaderSource::Wgsl(COMPOSE_WGSL.into()),
-        });
-        let pl = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-            label: Some("attnviz.compose.pipeline_layout"),
-            bind_group_layouts: &[Some(&layout)],
-            immediate_size: 0,
-        });
+        use Binding::*;
+        let kernel = Kernel::new(
+            device,
+            "attnviz.compose",
+            shaders::COMPOSE,
+            &[Uniform, BufReadOnly, BufReadOnly, BufReadOnly, Texture],
+            wgpu::ShaderStages::VERTEX_FRAGMENT,
+        );
+        let pl = kernel.pipeline_layout(device);
         let pipelines = (0..KINDS)
             .map(|kind| {
                 device.create_render_pipeline(&wgpu::RenderPipelineDescriptor {
                     label: Some("attnviz.compose.pipeline"),
                     layout: Some(&pl),
                     vertex: wgpu::VertexState {
-                        module: &module,
+                        module: &kernel.module,
                         entry_point: Some("vs_main"),
                         compilation_options: Default::default(),
                         buffers: &[],
@@ -79,7 +59,7 @@ impl ComposePipeline {
                     depth_stencil: None,
                     multisample: wgpu::MultisampleState::default(),
                     fragment: Some(wgpu::FragmentState {
-                        module: &module,
+                        module: &kernel.module,
                         entry_point: Some("fs_main"),
                         compilation_options: wgpu::PipelineCompilationOptions {
                             constants: &[("KIND", kind as f64)],
@@ -97,7 +77,7 @@ impl ComposePipeline {
             })
             .collect();
         ComposePipeline {
-            layout,
+            kernel,
             pipelines,
             format,
         }
@@ -161,32 +141,16 @@ impl Compositor {
             .iter()
             .enumerate()
             .map(|(g, _)| {
-                device.create_bind_group(&wgpu::BindGroupDescriptor {
-                    label: Some("attnviz.compose.bind_group"),
-                    layout: &pipe.layout,
-                    entries: &[
-                        wgpu::BindGroupEntry {
-                            binding: 0,
-                            resource: view.as_entire_binding(),
-                        },
-                        wgpu::BindGroupEntry {
-                            binding: 1,
-                            resource: quads.as_entire_binding(),
-                        },
-                        wgpu::BindGroupEntry {
-                            binding: 2,
-                            resource: colors.colors[g].as_entire_binding(),
-                        },
-                        wgpu::BindGroupEntry {
-                            binding: 3,
-                            resource: colors.lut.as_entire_binding(),
-                        },
-                        wgpu::BindGroupEntry {
-                            binding: 4,
-                            resource: wgpu::BindingResource::TextureView(&atlas_view),
-                        },
+                pipe.kernel.bind_group(
+                    device,
+                    &[
+                        view.as_entire_binding(),
+                        quads.as_entire_binding(),
+                        colors.colors[g].as_entire_binding(),
+                        colors.lut.as_entire_binding(),
+                        wgpu::BindingResource::TextureView(&atlas_view),
                     ],
-                })
+                )
             })
             .collect();
         Compositor {

@@ -67,7 +67,7 @@ impl Engine {
         let device = &gpu.device;
         Engine {
             pool: PoolPipelines::new(device),
-            qk: crate::pool::qk::QkPipelines::new(device),
+            qk: crate::pool::qk::QkPipelines::default(),
             colorize: ColorizePipeline::new(device),
             compose: ComposePipeline::new(device, wgpu::TextureFormat::Rgba8Unorm),
             limits: LimitsPipeline::new(device),

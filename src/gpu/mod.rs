@@ -1,6 +1,9 @@
 //! The one GPU context: instance, adapter, device, queue and the limits everything else sizes
 //! itself by. Headless by default; the viewer creates it with a compatible surface.
 
+pub mod kernel;
+pub mod shaders;
+
 use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};

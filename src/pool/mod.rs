@@ -12,6 +12,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use bytemuck::{Pod, Zeroable};
 
 use crate::error::{Error, Result};
+use crate::gpu::kernel::{Binding, Kernel};
+use crate::gpu::shaders;
 use crate::gpu::{dispatch_1d, storage_buffer_init, Gpu};
 use crate::pool::accum::{Accum, HeadStats};
 use crate::pool::geometry::{bin_edges, bin_of, CellGeometry};
@@ -26,15 +28,6 @@ pub const CHUNK_TARGET: u64 = 64 << 20;
 const LOOP_BUDGET: usize = 16384;
 /// Pieces (head row ranges) per chunk; the size of the parameter array in `shaders/pool.wgsl`.
 const MAX_PIECES: usize = 256;
-
-const POOL_WGSL: &str = concat!(
-    include_str!("../../shaders/common.wgsl"),
-    include_str!("../../shaders/pool.wgsl")
-);
-const STATS_WGSL: &str = concat!(
-    include_str!("../../shaders/common.wgsl"),
-    include_str!("../../shaders/stats.wgsl")
-);
 
 /// Mirrors `Piece` in `shaders/pool.wgsl`.
 #[repr(C)]
@@ -116,16 +109,15 @@ struct Specialized {
 
 /// The compiled pooling and statistics pipelines; built once per engine.
 pub(crate) struct PoolPipelines {
-    layout: wgpu::BindGroupLayout,
-    module: wgpu::ShaderModule,
+    kernel: Kernel,
     /// The pipelines specialized for each dtype and set of pooling flags, indexed by
     /// `DType::shader_id` and `PoolOptions::flags`, compiled on first use so a run pays only
     /// for the mode it uses.
     specialized: [[OnceLock<Specialized>; 8]; 3],
     fold: wgpu::ComputePipeline,
-    stats_layout: wgpu::BindGroupLayout,
+    stats_kernel: Kernel,
     block_stats: wgpu::ComputePipeline,
-    stats: wgpu::ComputePipeline,
+    head_stats: wgpu::ComputePipeline,
     /// Upload slots of the last ingest, kept for the next one of the same chunk size: fresh
     /// mapped buffers are zero-filled by wgpu and page-faulted in by the host, which costs as
     /// much as pooling a small input. At most two chunks stay alive.
@@ -135,135 +127,39 @@ pub(crate) struct PoolPipelines {
     spare_groups: SpareGroups,
 }
 
-pub(crate) fn storage_entry(
-    binding: u32,
-    read_only: bool,
-    vis: wgpu::ShaderStages,
-) -> wgpu::BindGroupLayoutEntry {
-    wgpu::BindGroupLayoutEntry {
-        binding,
-        visibility: vis,
-        ty: wgpu::BindingType::Buffer {
-            ty: wgpu::BufferBindingType::Storage { read_only },
-            has_dynamic_offset: false,
-            min_binding_size: None,
-        },
-        count: None,
-    }
-}
-
-pub(crate) fn uniform_entry(
-    binding: u32,
-    dynamic: bool,
-    vis: wgpu::ShaderStages,
-) -> wgpu::BindGroupLayoutEntry {
-    wgpu::BindGroupLayoutEntry {
-        binding,
-        visibility: vis,
-        ty: wgpu::BindingType::Buffer {
-            ty: wgpu::BufferBindingType::Uniform,
-            has_dynamic_offset: dynamic,
-            min_binding_size: None,
-        },
-        count: None,
-    }
-}
-
-pub(crate) fn compute_pipeline(
-    device: &wgpu::Device,
-    label: &str,
-    layout: &wgpu::BindGroupLayout,
-    module: &wgpu::ShaderModule,
-    entry: &str,
-) -> wgpu::ComputePipeline {
-    specialized_pipeline(device, label, layout, module, entry, &[])
-}
-
-pub(crate) fn specialized_pipeline(
-    device: &wgpu::Device,
-    label: &str,
-    layout: &wgpu::BindGroupLayout,
-    module: &wgpu::ShaderModule,
-    entry: &str,
-    constants: &[(&str, f64)],
-) -> wgpu::ComputePipeline {
-    let pl = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-        label: Some(label),
-        bind_group_layouts: &[Some(layout)],
-        immediate_size: 0,
-    });
-    device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-        label: Some(label),
-        layout: Some(&pl),
-        module,
-        entry_point: Some(entry),
-        compilation_options: wgpu::PipelineCompilationOptions {
-            constants,
-            ..Default::default()
-        },
-        cache: None,
-    })
-}
-
 impl PoolPipelines {
     pub(crate) fn new(device: &wgpu::Device) -> PoolPipelines {
-        let c = wgpu::ShaderStages::COMPUTE;
-        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-            label: Some("attnviz.pool.layout"),
-            entries: &[
-                uniform_entry(0, false, c),
-                storage_entry(1, true, c),
-                storage_entry(2, true, c),
-                storage_entry(3, true, c),
-                storage_entry(4, false, c),
-                storage_entry(5, false, c),
-                storage_entry(6, false, c),
-                storage_entry(7, false, c),
+        use Binding::*;
+        // params, rows, row edges, column edges, accumulators, row maxima, cell flags, zeros
+        let kernel = Kernel::compute(
+            device,
+            "attnviz.pool",
+            shaders::POOL,
+            &[
+                Uniform,
+                BufReadOnly,
+                BufReadOnly,
+                BufReadOnly,
+                Buffer,
+                Buffer,
+                Buffer,
+                Buffer,
             ],
-        });
-        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some("attnviz.pool.shader"),
-            source: wgpu::ShaderSource::Wgsl(POOL_WGSL.into()),
-        });
-        let stats_layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-            label: Some("attnviz.stats.layout"),
-            entries: &[
-                uniform_entry(0, false, c),
-                storage_entry(1, true, c),
-                storage_entry(2, false, c),
-                storage_entry(3, false, c),
-            ],
-        });
-        let stats_module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-            label: Some("attnviz.stats.shader"),
-            source: wgpu::ShaderSource::Wgsl(STATS_WGSL.into()),
-        });
+        );
+        // params, accumulators, statistics out, per-block partials
+        let stats_kernel = Kernel::compute(
+            device,
+            "attnviz.stats",
+            shaders::STATS,
+            &[Uniform, BufReadOnly, Buffer, Buffer],
+        );
         PoolPipelines {
-            fold: compute_pipeline(
-                device,
-                "attnviz.pool.fold_masked_zeros",
-                &layout,
-                &module,
-                "fold_masked_zeros",
-            ),
+            fold: kernel.pipeline(device, "fold_masked_zeros"),
             specialized: Default::default(),
-            block_stats: compute_pipeline(
-                device,
-                "attnviz.stats.block_stats",
-                &stats_layout,
-                &stats_module,
-                "block_stats",
-            ),
-            stats: compute_pipeline(
-                device,
-                "attnviz.stats.head_stats",
-                &stats_layout,
-                &stats_module,
-                "head_stats",
-            ),
-            layout,
-            module,
-            stats_layout,
+            block_stats: stats_kernel.pipeline(device, "block_stats"),
+            head_stats: stats_kernel.pipeline(device, "head_stats"),
+            kernel,
+            stats_kernel,
             spare_slots: Mutex::new(Vec::new()),
             spare_groups: SpareGroups::default(),
         }
@@ -299,17 +195,12 @@ impl PoolPipelines {
         let (id, flags) = (dtype.shader_id(), options.flags());
         self.specialized[id as usize][flags as usize].get_or_init(|| {
             let constants = [("DTYPE", id as f64), ("FLAGS", flags as f64)];
-            let pipeline = |label: &str, entry: &str| {
-                specialized_pipeline(device, label, &self.layout, &self.module, entry, &constants)
-            };
+            let pipeline = |entry: &str| self.kernel.specialized(device, entry, &constants);
             Specialized {
-                pool: pipeline("attnviz.pool.pipeline", "pool"),
-                row_maxima: options.row_norm.then(|| {
-                    (
-                        pipeline("attnviz.pool.row_maxima", "row_maxima"),
-                        pipeline("attnviz.pool.row_maxima_wide", "row_maxima_wide"),
-                    )
-                }),
+                pool: pipeline("pool"),
+                row_maxima: options
+                    .row_norm
+                    .then(|| (pipeline("row_maxima"), pipeline("row_maxima_wide"))),
             }
         })
     }
@@ -610,27 +501,13 @@ fn pool_bind_group(
     buffers: [&wgpu::Buffer; 5],
     g: &CellGroup,
 ) -> wgpu::BindGroup {
-    fn entry(binding: u32, buffer: &wgpu::Buffer) -> wgpu::BindGroupEntry<'_> {
-        wgpu::BindGroupEntry {
-            binding,
-            resource: buffer.as_entire_binding(),
-        }
-    }
     let [params, data, row_edges, col_edges, row_max] = buffers;
-    gpu.device.create_bind_group(&wgpu::BindGroupDescriptor {
-        label: Some("attnviz.pool.bind_group"),
-        layout: &pipes.layout,
-        entries: &[
-            entry(0, params),
-            entry(1, data),
-            entry(2, row_edges),
-            entry(3, col_edges),
-            entry(4, &g.accum),
-            entry(5, row_max),
-            entry(6, &g.flags),
-            entry(7, &g.zeros),
-        ],
-    })
+    let buffers = [
+        params, data, row_edges, col_edges, &g.accum, row_max, &g.flags, &g.zeros,
+    ];
+    pipes
+        .kernel
+        .bind_group(&gpu.device, &buffers.map(|b| b.as_entire_binding()))
 }
 
 impl<'g> Ingest<'g> {
@@ -1333,28 +1210,15 @@ pub(crate) fn head_stats(
             bytemuck::bytes_of(&params),
             wgpu::BufferUsages::UNIFORM,
         );
-        let bg = device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some("attnviz.stats.bind_group"),
-            layout: &pipes.stats_layout,
-            entries: &[
-                wgpu::BindGroupEntry {
-                    binding: 0,
-                    resource: params_buf.as_entire_binding(),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 1,
-                    resource: g.accum.as_entire_binding(),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 2,
-                    resource: stats_buf.as_entire_binding(),
-                },
-                wgpu::BindGroupEntry {
-                    binding: 3,
-                    resource: partials.as_entire_binding(),
-                },
+        let bg = pipes.stats_kernel.bind_group(
+            device,
+            &[
+                params_buf.as_entire_binding(),
+                g.accum.as_entire_binding(),
+                stats_buf.as_entire_binding(),
+                partials.as_entire_binding(),
             ],
-        });
+        );
         {
             let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
                 label: Some("attnviz.stats.pass"),
@@ -1363,7 +1227,7 @@ pub(crate) fn head_stats(
             pass.set_bind_group(0, &bg, &[]);
             pass.set_pipeline(&pipes.block_stats);
             pass.dispatch_workgroups(blocks as u32, g.cells as u32, 1);
-            pass.set_pipeline(&pipes.stats);
+            pass.set_pipeline(&pipes.head_stats);
             pass.dispatch_workgroups(g.cells as u32, 1, 1);
         }
         keep.push(params_buf);

@@ -12,16 +12,14 @@ use std::sync::{Arc, Mutex};
 use bytemuck::{Pod, Zeroable};
 
 use crate::error::{Error, Result};
+use crate::gpu::kernel::{Binding, Kernel};
+use crate::gpu::shaders;
 use crate::gpu::Gpu;
 use crate::pool::geometry::CellGeometry;
-use crate::pool::{
-    compute_pipeline, storage_entry, uniform_entry, Causal, Ingest, PoolOptions, PoolPipelines,
-    PooledCells,
-};
+use crate::pool::{Causal, Ingest, PoolOptions, PoolPipelines, PooledCells};
 use crate::source::qk::QkSource;
 use crate::source::{AttentionSource, DType};
 
-const QK_WGSL: &str = include_str!("../../shaders/qk.wgsl");
 const WG: u32 = 64;
 /// Query rows per `row_stats` dispatch: enough workgroups to fill a large GPU, few enough that
 /// one dispatch stays well under a display driver's watchdog on a long head.
@@ -51,59 +49,35 @@ struct QkParams {
 const FLAG_CAUSAL: u32 = 1;
 
 struct Kernels {
+    kernel: Kernel,
     row_stats: wgpu::ComputePipeline,
     probabilities: wgpu::ComputePipeline,
 }
 
 /// The Q/K kernels, compiled on first use for each head dimension (rounded up to a multiple
 /// of 4), because a row is held in registers as a fixed-size array.
+#[derive(Default)]
 pub(crate) struct QkPipelines {
-    layout: wgpu::BindGroupLayout,
     by_dim: Mutex<HashMap<u32, Arc<Kernels>>>,
 }
 
 impl QkPipelines {
-    pub(crate) fn new(device: &wgpu::Device) -> QkPipelines {
-        let c = wgpu::ShaderStages::COMPUTE;
-        QkPipelines {
-            layout: device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-                label: Some("attnviz.qk.layout"),
-                entries: &[
-                    uniform_entry(0, false, c),
-                    storage_entry(1, true, c),
-                    storage_entry(2, true, c),
-                    storage_entry(3, false, c),
-                    storage_entry(4, false, c),
-                ],
-            }),
-            by_dim: Mutex::new(HashMap::new()),
-        }
-    }
-
     fn kernels(&self, device: &wgpu::Device, d4: u32) -> Arc<Kernels> {
         let mut map = self.by_dim.lock().expect("qk pipelines");
         map.entry(d4)
             .or_insert_with(|| {
-                let source = kernel_source(d4);
-                let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                    label: Some("attnviz.qk.shader"),
-                    source: wgpu::ShaderSource::Wgsl(source.into()),
-                });
+                use Binding::*;
+                // params, Q, K, row statistics, probabilities out
+                let kernel = Kernel::compute(
+                    device,
+                    "attnviz.qk",
+                    &kernel_source(d4),
+                    &[Uniform, BufReadOnly, BufReadOnly, Buffer, Buffer],
+                );
                 Arc::new(Kernels {
-                    row_stats: compute_pipeline(
-                        device,
-                        "attnviz.qk.row_stats",
-                        &self.layout,
-                        &module,
-                        "row_stats",
-                    ),
-                    probabilities: compute_pipeline(
-                        device,
-                        "attnviz.qk.probabilities",
-                        &self.layout,
-                        &module,
-                        "probabilities",
-                    ),
+                    row_stats: kernel.pipeline(device, "row_stats"),
+                    probabilities: kernel.pipeline(device, "probabilities"),
+                    kernel,
                 })
             })
             .clone()
@@ -113,8 +87,8 @@ impl QkPipelines {
 /// The Q/K shader for head dimension `4 * d4`, with its `row:` lines expanded (see the
 /// comment at the top of shaders/qk.wgsl).
 pub fn kernel_source(d4: u32) -> String {
-    let mut out = String::with_capacity(QK_WGSL.len() + 64 * d4 as usize);
-    for line in QK_WGSL.lines() {
+    let mut out = String::with_capacity(shaders::QK_TEMPLATE.len() + 64 * d4 as usize);
+    for line in shaders::QK_TEMPLATE.lines() {
         let indent = &line[..line.len() - line.trim_start().len()];
         let Some(cmd) = line.trim_start().strip_prefix("// row: ") else {
             if line.starts_with("const D4: u32") {
@@ -228,33 +202,24 @@ impl<'a> HeadPasses<'a> {
             usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        fn entry(binding: u32, buffer: &wgpu::Buffer) -> wgpu::BindGroupEntry<'_> {
-            wgpu::BindGroupEntry {
-                binding,
-                resource: buffer.as_entire_binding(),
-            }
-        }
-        let bind_group = device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some("attnviz.qk.bind_group"),
-            layout: &pipes.layout,
-            entries: &[
-                wgpu::BindGroupEntry {
-                    binding: 0,
-                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                        buffer: &params,
-                        offset: 0,
-                        size: NonZeroU64::new(std::mem::size_of::<QkParams>() as u64),
-                    }),
-                },
-                entry(1, &q),
-                entry(2, &k),
-                entry(3, &stats),
-                entry(4, out),
+        let kernels = pipes.kernels(device, d4 as u32);
+        let bind_group = kernels.kernel.bind_group(
+            device,
+            &[
+                wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: &params,
+                    offset: 0,
+                    size: NonZeroU64::new(std::mem::size_of::<QkParams>() as u64),
+                }),
+                q.as_entire_binding(),
+                k.as_entire_binding(),
+                stats.as_entire_binding(),
+                out.as_entire_binding(),
             ],
-        });
+        );
         Ok(HeadPasses {
             gpu,
-            kernels: pipes.kernels(device, d4 as u32),
+            kernels,
             d4,
             rows,
             keys,

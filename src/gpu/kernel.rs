@@ -1,0 +1,154 @@
+//! The one place shader modules, bind-group layouts and pipelines are made. Each stage declares
+//! its kernel once, as a list of binding kinds in binding order (vello's `shaders.rs` does the
+//! same), and gets its layout, its pipelines and its bind groups from it: no stage builds a
+//! layout entry by hand, so a binding's kind cannot drift between the layout and the shader.
+
+/// What one binding of a kernel is, in `@binding` order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Binding {
+    /// `var<uniform>`.
+    Uniform,
+    /// `var<storage, read>`.
+    BufReadOnly,
+    /// `var<storage, read_write>`.
+    Buffer,
+    /// `texture_2d<f32>`, read with `textureLoad` (no sampler).
+    Texture,
+}
+
+impl Binding {
+    fn entry(self, binding: u32, visibility: wgpu::ShaderStages) -> wgpu::BindGroupLayoutEntry {
+        let buffer = |ty| wgpu::BindingType::Buffer {
+            ty,
+            has_dynamic_offset: false,
+            min_binding_size: None,
+        };
+        let ty = match self {
+            Binding::Uniform => buffer(wgpu::BufferBindingType::Uniform),
+            Binding::BufReadOnly => buffer(wgpu::BufferBindingType::Storage { read_only: true }),
+            Binding::Buffer => buffer(wgpu::BufferBindingType::Storage { read_only: false }),
+            Binding::Texture => wgpu::BindingType::Texture {
+                sample_type: wgpu::TextureSampleType::Float { filterable: false },
+                view_dimension: wgpu::TextureViewDimension::D2,
+                multisampled: false,
+            },
+        };
+        wgpu::BindGroupLayoutEntry {
+            binding,
+            visibility,
+            ty,
+            count: None,
+        }
+    }
+}
+
+/// A shader module with the bind-group layout its bindings declare (group 0).
+pub struct Kernel {
+    pub module: wgpu::ShaderModule,
+    pub layout: wgpu::BindGroupLayout,
+    bindings: usize,
+    /// `attnviz.<stage>`: the prefix of every object made from this kernel.
+    label: &'static str,
+}
+
+impl Kernel {
+    /// A compute kernel: `bindings` in `@binding` order, visible to compute.
+    pub fn compute(
+        device: &wgpu::Device,
+        label: &'static str,
+        source: &str,
+        bindings: &[Binding],
+    ) -> Kernel {
+        Kernel::new(device, label, source, bindings, wgpu::ShaderStages::COMPUTE)
+    }
+
+    /// A kernel whose bindings are visible to `visibility` (render pipelines use
+    /// `VERTEX_FRAGMENT`).
+    pub fn new(
+        device: &wgpu::Device,
+        label: &'static str,
+        source: &str,
+        bindings: &[Binding],
+        visibility: wgpu::ShaderStages,
+    ) -> Kernel {
+        let entries: Vec<_> = (0u32..)
+            .zip(bindings)
+            .map(|(i, b)| b.entry(i, visibility))
+            .collect();
+        let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some(&format!("{label}.layout")),
+            entries: &entries,
+        });
+        let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some(&format!("{label}.shader")),
+            source: wgpu::ShaderSource::Wgsl(source.into()),
+        });
+        Kernel {
+            module,
+            layout,
+            bindings: bindings.len(),
+            label,
+        }
+    }
+
+    /// The pipeline layout over this kernel's one bind group.
+    pub fn pipeline_layout(&self, device: &wgpu::Device) -> wgpu::PipelineLayout {
+        device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some(&format!("{}.pipeline_layout", self.label)),
+            bind_group_layouts: &[Some(&self.layout)],
+            immediate_size: 0,
+        })
+    }
+
+    /// The compute pipeline of entry point `entry`.
+    pub fn pipeline(&self, device: &wgpu::Device, entry: &str) -> wgpu::ComputePipeline {
+        self.specialized(device, entry, &[])
+    }
+
+    /// The compute pipeline of `entry` with its pipeline-overridable constants set: one
+    /// pipeline per mode, so a shader never branches on what a dispatch cannot change.
+    pub fn specialized(
+        &self,
+        device: &wgpu::Device,
+        entry: &str,
+        constants: &[(&str, f64)],
+    ) -> wgpu::ComputePipeline {
+        device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(&format!("{}.{entry}", self.label)),
+            layout: Some(&self.pipeline_layout(device)),
+            module: &self.module,
+            entry_point: Some(entry),
+            compilation_options: wgpu::PipelineCompilationOptions {
+                constants,
+                ..Default::default()
+            },
+            cache: None,
+        })
+    }
+
+    /// A bind group of `resources`, one per declared binding, in binding order.
+    pub fn bind_group(
+        &self,
+        device: &wgpu::Device,
+        resources: &[wgpu::BindingResource<'_>],
+    ) -> wgpu::BindGroup {
+        assert_eq!(
+            resources.len(),
+            self.bindings,
+            "{}: a bind group needs one resource per binding",
+            self.label
+        );
+        let entries: Vec<_> = (0u32..)
+            .zip(resources)
+            .map(|(binding, resource)| wgpu::BindGroupEntry {
+                binding,
+                resource: resource.clone(),
+            })
+            .collect();
+        device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(&format!("{}.bind_group", self.label)),
+            layout: &self.layout,
+            entries: &entries,
+        })
+    }
+}

@@ -1,0 +1,34 @@
+//! Every WGSL source, assembled in one place: shared pieces (`shaders/common.wgsl`) are
+//! prepended here, so the stages and `tests/shaders.rs` compile exactly the same text.
+
+macro_rules! with_common {
+    ($file:literal) => {
+        concat!(
+            include_str!("../../shaders/common.wgsl"),
+            include_str!(concat!("../../shaders/", $file))
+        )
+    };
+}
+
+/// Ingest and pooling (`pool`, `row_maxima`, `fold_masked_zeros`).
+pub const POOL: &str = with_common!("pool.wgsl");
+/// Per-head statistics of pooled cells.
+pub const STATS: &str = with_common!("stats.wgsl");
+/// Normalization and colormap lookup.
+pub const COLORIZE: &str = with_common!("colorize.wgsl");
+/// Restricted ranges and histograms (`--exclude-keys`, `--clip`).
+pub const LIMITS: &str = with_common!("limits.wgsl");
+/// The render pass that draws the figure.
+pub const COMPOSE: &str = include_str!("../../shaders/compose.wgsl");
+/// Attention from Q and K; a template expanded per head dimension by `pool::qk`.
+pub const QK_TEMPLATE: &str = include_str!("../../shaders/qk.wgsl");
+
+/// Every fixed shader as (name, source), for validation without a GPU. The Q/K template is
+/// validated through its expansions.
+pub const ALL: [(&str, &str); 5] = [
+    ("pool", POOL),
+    ("stats", STATS),
+    ("colorize", COLORIZE),
+    ("limits", LIMITS),
+    ("compose", COMPOSE),
+];
