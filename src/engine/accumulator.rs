@@ -9,7 +9,7 @@ use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::pool::accum::{Accum, HeadStats, Reduce};
 use crate::pool::geometry::CellGeometry;
-use crate::pool::{Ingest, PoolOptions, PooledCells};
+use crate::pool::{Ingest, IngestShape, PoolOptions, PooledCells};
 use crate::source::DType;
 
 /// Pools one `queries` × `keys` head fed row by row.
@@ -38,13 +38,15 @@ impl Engine {
         let ingest = Ingest::new(
             &self.gpu,
             &self.pool,
-            1,
-            queries,
-            keys,
-            DType::F32,
-            geometry,
-            options,
-            self.chunk_bytes,
+            IngestShape {
+                cells: 1,
+                queries,
+                keys,
+                dtype: DType::F32,
+                geometry,
+                options,
+                chunk_target: self.chunk_bytes,
+            },
         )?;
         Ok(HeadAccumulator {
             engine: self,

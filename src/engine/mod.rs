@@ -18,7 +18,7 @@ use crate::figure::quads::FigureQuads;
 use crate::gpu::Gpu;
 use crate::pool::accum::{HeadStats, Reduce};
 use crate::pool::geometry::CellGeometry;
-use crate::pool::{pool_cells, PoolOptions, PoolPipelines, PooledCells};
+use crate::pool::{pool_cells, IngestShape, PoolOptions, PoolPipelines, PoolRun, PooledCells};
 use crate::source::AttentionSource;
 
 /// A figure resident on the GPU: pooled cells, their colours and the compositor's quads.
@@ -101,29 +101,17 @@ impl Engine {
         geometry: CellGeometry,
         options: PoolOptions,
     ) -> Result<PooledCells> {
-        if let Some(qk) = source.as_qk() {
-            return crate::pool::qk::pool_qk(
-                &self.gpu,
-                &self.pool,
-                &self.qk,
-                qk,
-                cells,
-                geometry,
-                options,
-                self.chunk_bytes,
-                self.progress.as_deref(),
-            );
-        }
-        pool_cells(
-            &self.gpu,
-            &self.pool,
-            source,
+        let run = PoolRun {
             cells,
             geometry,
             options,
-            self.chunk_bytes,
-            self.progress.as_deref(),
-        )
+            chunk_bytes: self.chunk_bytes,
+            progress: self.progress.as_deref(),
+        };
+        match source.as_qk() {
+            Some(qk) => crate::pool::qk::pool_qk(&self.gpu, &self.pool, &self.qk, qk, &run),
+            None => pool_cells(&self.gpu, &self.pool, source, &run),
+        }
     }
 
     /// Seconds to pool `cells` resident heads of `queries` × `keys` f32 to `cell` pixels on the
@@ -266,17 +254,16 @@ impl Engine {
             self.pool(source, &plan.cells, plan.geometry, plan.pool)?
         } else {
             let s = source.shape();
-            crate::pool::unpooled_cells(
-                gpu,
-                &self.pool,
-                plan.cells.len(),
-                s.queries,
-                s.keys,
-                source.dtype(),
-                plan.geometry,
-                plan.pool,
-                self.chunk_bytes,
-            )?
+            let shape = IngestShape {
+                cells: plan.cells.len(),
+                queries: s.queries,
+                keys: s.keys,
+                dtype: source.dtype(),
+                geometry: plan.geometry,
+                options: plan.pool,
+                chunk_target: self.chunk_bytes,
+            };
+            crate::pool::unpooled_cells(gpu, &self.pool, shape)?
         };
         let ranges =
             self.resolve_ranges(&pooled, &plan, options.norm, options.reduce, &options.scale)?;

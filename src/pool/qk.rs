@@ -15,8 +15,7 @@ use crate::error::{Error, Result};
 use crate::gpu::kernel::{Binding, Kernel};
 use crate::gpu::shaders;
 use crate::gpu::Gpu;
-use crate::pool::geometry::CellGeometry;
-use crate::pool::{Causal, Ingest, PoolOptions, PoolPipelines, PooledCells};
+use crate::pool::{Causal, Ingest, IngestShape, PoolOptions, PoolPipelines, PoolRun, PooledCells};
 use crate::source::qk::QkSource;
 use crate::source::{AttentionSource, DType};
 
@@ -374,12 +373,9 @@ pub(crate) fn pool_qk(
     pool: &PoolPipelines,
     pipes: &QkPipelines,
     src: &QkSource,
-    cells: &[(usize, usize)],
-    geometry: CellGeometry,
-    options: PoolOptions,
-    chunk_target: u64,
-    progress: Option<&(dyn Fn(u64, u64) + Send + Sync)>,
+    run: &PoolRun<'_>,
 ) -> Result<PooledCells> {
+    let (cells, geometry, progress) = (run.cells, run.geometry, run.progress);
     gpu.scoped("recomputing attention from Q and K", || {
         let s = src.shape();
         let options = PoolOptions {
@@ -389,18 +385,20 @@ pub(crate) fn pool_qk(
                 Causal::Off
             },
             diagonal: Some(src.diagonal()),
-            ..options
+            ..run.options
         };
         let mut ingest = Ingest::new(
             gpu,
             pool,
-            cells.len(),
-            s.queries,
-            s.keys,
-            DType::F32,
-            geometry,
-            options,
-            chunk_target,
+            IngestShape {
+                cells: cells.len(),
+                queries: s.queries,
+                keys: s.keys,
+                dtype: DType::F32,
+                geometry,
+                options,
+                chunk_target: run.chunk_bytes,
+            },
         )
         .map_err(|e| e.about(src.name()))?;
         // Each block's probabilities land here and are pooled from here, in queue order: the

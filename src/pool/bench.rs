@@ -1,0 +1,107 @@
+//! Probes for `attnviz bench`: the upload ceiling and the GPU-side pooling throughput, each
+//! measured with the ingest's own machinery.
+
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::pool::geometry::CellGeometry;
+use crate::pool::ingest::{Ingest, IngestShape};
+use crate::pool::options::PoolOptions;
+use crate::pool::pipelines::PoolPipelines;
+use crate::pool::slots::{device_copy, slot_usage, Slot};
+use crate::pool::CHUNK_TARGET;
+use crate::source::DType;
+
+/// Moves bytes from host memory into GPU-visible buffers through the same double-buffered
+/// mapped slots the ingest uses (plus the staging copy on discrete GPUs), with no pooling: the
+/// upload ceiling of the engine on this adapter. The slots are made once, as an ingest reuses
+/// them, so a run times the steady state rather than the first map's zero-fill.
+pub struct UploadBench {
+    pub(super) chunk: usize,
+    pub(super) slots: Vec<Slot>,
+    pub(super) device_data: Option<wgpu::Buffer>,
+    pub(super) host: Vec<u8>,
+}
+
+impl UploadBench {
+    pub fn new(gpu: &Gpu) -> UploadBench {
+        let chunk = gpu.max_binding().min(CHUNK_TARGET) as usize / 4 * 4;
+        UploadBench {
+            chunk,
+            slots: (0..2)
+                .map(|_| Slot::new(gpu, chunk as u64, slot_usage(gpu)))
+                .collect(),
+            device_data: device_copy(gpu, chunk as u64),
+            host: vec![0x3c; chunk],
+        }
+    }
+
+    /// Uploads `total` bytes and waits for the GPU.
+    pub fn run(&mut self, gpu: &Gpu, total: u64) -> Result<()> {
+        let mut sent = 0u64;
+        let mut i = 0;
+        while sent < total {
+            let slot = &mut self.slots[i % 2];
+            slot.wait_mapped(gpu)?;
+            let n = self.chunk.min((total - sent) as usize);
+            {
+                let mut view = slot
+                    .host
+                    .get_mapped_range_mut(..n as u64)
+                    .map_err(|e| Error::Gpu(format!("mapping an upload buffer: {e}")))?;
+                view.slice(..).copy_from_slice(&self.host[..n]);
+            }
+            slot.host.unmap();
+            let mut encoder = gpu.device.create_command_encoder(&Default::default());
+            if let Some(data) = &self.device_data {
+                encoder.copy_buffer_to_buffer(&slot.host, 0, data, 0, n as u64);
+            }
+            let submission = gpu.queue.submit([encoder.finish()]);
+            slot.remap(submission);
+            sent += n as u64;
+            i += 1;
+        }
+        gpu.wait()
+    }
+}
+
+/// Seconds to pool `cells` heads of `queries` × `keys` f32 entries that are already in device
+/// memory (one buffer of a chunk's rows, pooled again for every block): the GPU-side pooling
+/// throughput, without the host-to-device copy that bounds [`pool_cells`] on discrete GPUs.
+pub(crate) fn resident_pool_seconds(
+    gpu: &Gpu,
+    pipes: &PoolPipelines,
+    cells: usize,
+    queries: usize,
+    keys: usize,
+    geometry: CellGeometry,
+) -> Result<f64> {
+    let mut ingest = Ingest::new(
+        gpu,
+        pipes,
+        IngestShape {
+            cells,
+            queries,
+            keys,
+            dtype: DType::F32,
+            geometry,
+            options: PoolOptions::default(),
+            chunk_target: CHUNK_TARGET,
+        },
+    )?;
+    let step = ingest.max_rows_per_fill();
+    let data = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("attnviz.bench.resident_rows"),
+        size: ((step * keys * 4) as u64).next_multiple_of(16),
+        usage: wgpu::BufferUsages::STORAGE,
+        mapped_at_creation: false,
+    });
+    gpu.wait()?;
+    let start = std::time::Instant::now();
+    for cell in 0..cells {
+        for row in (0..queries).step_by(step) {
+            ingest.pool_resident(cell, row, step.min(queries - row), &data, 0)?;
+        }
+    }
+    gpu.wait()?;
+    Ok(start.elapsed().as_secs_f64())
+}

@@ -1,0 +1,223 @@
+//! The pool pass's dispatches: piece parameters, bind groups, the row-maxima and pool passes,
+//! rows already resident on the GPU, and the fold of masked zeros.
+
+use bytemuck::Zeroable;
+
+use crate::error::{Error, Result};
+use crate::gpu::{dispatch_1d, Gpu};
+use crate::pool::geometry::bin_of;
+use crate::pool::groups::CellGroup;
+use crate::pool::ingest::{Ingest, Piece};
+use crate::pool::pipelines::{PieceParams, PoolPipelines};
+
+/// The pool pass's bind group: `buffers` are the parameters, the rows, the row and column bin
+/// edges, and the row maxima; `g` the accumulators written.
+pub(super) fn pool_bind_group(
+    gpu: &Gpu,
+    pipes: &PoolPipelines,
+    buffers: [&wgpu::Buffer; 5],
+    g: &CellGroup,
+) -> wgpu::BindGroup {
+    let [params, data, row_edges, col_edges, row_max] = buffers;
+    let buffers = [
+        params, data, row_edges, col_edges, &g.accum, row_max, &g.flags, &g.zeros,
+    ];
+    pipes
+        .kernel
+        .bind_group(&gpu.device, &buffers.map(|b| b.as_entire_binding()))
+}
+
+impl Ingest<'_> {
+    /// The pool pass's bind group reading `data` into group `g`'s accumulators.
+    pub(super) fn bind_group(&self, data: &wgpu::Buffer, g: &CellGroup) -> wgpu::BindGroup {
+        pool_bind_group(
+            self.gpu,
+            self.pipes,
+            [
+                &self.params_buf,
+                data,
+                &self.row_edges_buf,
+                &self.col_edges_buf,
+                &self.row_max_buf,
+            ],
+            g,
+        )
+    }
+
+    /// Uploads the parameters of `pieces`, piece j at index j of the parameter array.
+    pub(super) fn write_params(&mut self, pieces: &[Piece]) {
+        let px = self.geometry.pooled_pixels();
+        let mut row_max_base = 0;
+        for (j, p) in pieces.iter().enumerate() {
+            self.params[j] = PieceParams {
+                elem_offset: (p.offset / self.dtype.size()) as u32,
+                row_start: p.row_start as u32,
+                row_count: p.rows as u32,
+                keys: self.keys as u32,
+                accum_base: ((p.cell % self.per_group) * px) as u32,
+                pooled_w: self.geometry.pooled_w,
+                y_start: bin_of(&self.row_edges, p.row_start as u32),
+                row_max_base,
+                _flags: 0,
+                causal_offset: self
+                    .options
+                    .diagonal
+                    .unwrap_or(self.keys as i64 - self.queries as i64)
+                    as i32,
+                cell: (p.cell % self.per_group) as u32,
+                y_end: bin_of(&self.row_edges, (p.row_start + p.rows - 1) as u32) + 1,
+            };
+            row_max_base += p.rows as u32;
+        }
+        self.gpu.queue.write_buffer(
+            &self.params_buf,
+            0,
+            bytemuck::cast_slice(&self.params[..pieces.len()]),
+        );
+    }
+
+    /// Records the row-maxima and pool dispatches of `pieces` (parameters already written),
+    /// reading rows through `bind_group`. All pieces go in one dispatch, piece j as workgroup
+    /// z = j: they belong to different cells of one accumulator group (`push_with` keeps it
+    /// so), so they never share an accumulator, and one large dispatch keeps a big GPU busy
+    /// where a piece alone would not.
+    pub(super) fn record(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        pieces: &[Piece],
+        bind_group: &wgpu::BindGroup,
+    ) {
+        debug_assert!(pieces
+            .windows(2)
+            .all(|w| w[0].cell / self.per_group == w[1].cell / self.per_group));
+        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+            label: Some("attnviz.pool.pass"),
+            timestamp_writes: None,
+        });
+        let pipes = self
+            .pipes
+            .specialized(&self.gpu.device, self.dtype, self.options);
+        let n = pieces.len() as u32;
+        pass.set_bind_group(0, bind_group, &[]);
+        if let Some((narrow, wide)) = &pipes.row_maxima {
+            let rows = pieces.iter().map(|p| p.rows).max().unwrap_or(0) as u32;
+            if self.wide_rows {
+                pass.set_pipeline(wide);
+                pass.dispatch_workgroups(rows, 1, n);
+            } else {
+                pass.set_pipeline(narrow);
+                pass.dispatch_workgroups(rows.div_ceil(64), 1, n);
+            }
+        }
+        let bins = pieces
+            .iter()
+            .map(|p| {
+                let y0 = bin_of(&self.row_edges, p.row_start as u32);
+                let y1 = bin_of(&self.row_edges, (p.row_start + p.rows - 1) as u32);
+                y1 - y0 + 1
+            })
+            .max()
+            .unwrap_or(0);
+        pass.set_pipeline(&pipes.pool);
+        pass.dispatch_workgroups(self.geometry.pooled_w.div_ceil(64), bins, n);
+    }
+
+    /// Pools `rows` rows of `cell` from `row_start` that are already on the GPU: `data` holds
+    /// them in the ingest's dtype from byte `offset` (a multiple of 4) on, and must be a
+    /// STORAGE buffer whose size is a multiple of 16 (the shader reads 16-byte words) and fits
+    /// one storage binding. Rows pushed before are pooled first, so each cell's rows still fold
+    /// in order. This is the hook for producers that compute attention on the GPU: no copy, no
+    /// host round trip.
+    pub(crate) fn pool_resident(
+        &mut self,
+        cell: usize,
+        row_start: usize,
+        rows: usize,
+        data: &wgpu::Buffer,
+        offset: u64,
+    ) -> Result<()> {
+        self.check_rows(cell, row_start, rows)?;
+        self.pushed = true;
+        let bytes = (rows * self.row_bytes) as u64;
+        let size = data.size();
+        let fault = if !data.usage().contains(wgpu::BufferUsages::STORAGE) {
+            Some("is not a STORAGE buffer".to_string())
+        } else if !size.is_multiple_of(16) || size > self.gpu.max_binding() {
+            Some(format!(
+                "is {size} bytes: needs a multiple of 16, at most {}",
+                self.gpu.max_binding()
+            ))
+        } else if !offset.is_multiple_of(4) || offset + bytes > size {
+            Some(format!(
+                "does not hold {bytes} bytes of rows at byte offset {offset} (a multiple of 4)"
+            ))
+        } else {
+            None
+        };
+        if let Some(fault) = fault {
+            return Err(Error::BadOption(format!(
+                "resident rows: the buffer {fault}"
+            )));
+        }
+        self.flush()?;
+        let bind_group = self.bind_group(data, &self.groups[cell / self.per_group]);
+        // Pieces of at most a chunk's rows (the row maxima buffer holds that many), one per
+        // submission: pieces of one cell must not share a dispatch.
+        let step = self.max_rows_per_fill();
+        let mut done = 0;
+        while done < rows {
+            let n = step.min(rows - done);
+            let piece = Piece {
+                cell,
+                row_start: row_start + done,
+                rows: n,
+                offset: offset as usize + done * self.row_bytes,
+            };
+            done += n;
+            self.write_params(&[piece]);
+            let mut encoder =
+                self.gpu
+                    .device
+                    .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                        label: Some("attnviz.pool.resident"),
+                    });
+            self.record(&mut encoder, &[piece], &bind_group);
+            self.gpu.queue.submit([encoder.finish()]);
+        }
+        self.consumed += bytes;
+        Ok(())
+    }
+
+    /// Puts the zeros set aside above the diagonal back into every accumulator.
+    pub(super) fn fold_masked_zeros(&mut self) -> Result<()> {
+        let px = self.geometry.pooled_pixels();
+        let gpu = self.gpu;
+        for (gi, g) in self.groups.iter().enumerate() {
+            let total = (g.cells * px) as u32;
+            let params = PieceParams {
+                row_count: total,
+                ..Zeroable::zeroed()
+            };
+            gpu.queue
+                .write_buffer(&self.params_buf, 0, bytemuck::bytes_of(&params));
+            let mut encoder = gpu
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("attnviz.pool.fold_encoder"),
+                });
+            {
+                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: Some("attnviz.pool.fold_pass"),
+                    timestamp_writes: None,
+                });
+                pass.set_pipeline(&self.pipes.fold);
+                pass.set_bind_group(0, &self.fold_bind_groups[gi], &[]);
+                let (x, y) =
+                    dispatch_1d(total, 256, gpu.limits.max_compute_workgroups_per_dimension);
+                pass.dispatch_workgroups(x, y, 1);
+            }
+            gpu.queue.submit([encoder.finish()]);
+        }
+        Ok(())
+    }
+}

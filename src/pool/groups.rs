@@ -1,0 +1,156 @@
+//! Where pooled cells live: accumulator buffers for runs of consecutive cells, each fitting one
+//! storage binding, recycled between renders; and the finished result, [`PooledCells`].
+
+use std::sync::{Arc, Mutex};
+
+use crate::error::Result;
+use crate::gpu::Gpu;
+use crate::pool::accum::{Accum, HeadStats};
+use crate::pool::geometry::CellGeometry;
+use crate::pool::pipelines::PoolPipelines;
+
+/// Accumulators of a run of consecutive cells, in one buffer that fits a storage binding.
+pub struct CellGroup {
+    pub first_cell: usize,
+    pub cells: usize,
+    pub accum: wgpu::Buffer,
+    /// Per cell: 1 once a non-zero value was seen above the diagonal.
+    pub(super) flags: wgpu::Buffer,
+    /// Per pooled pixel, with `Causal::Auto`: zeros set aside above the diagonal (a 16-byte
+    /// stand-in otherwise).
+    pub(super) zeros: wgpu::Buffer,
+    /// Where the buffers go when the group is dropped.
+    pub(super) spares: Option<SpareGroups>,
+}
+
+/// The buffers of a dropped [`CellGroup`], for the next ingest that needs the same sizes.
+pub(super) struct GroupBuffers {
+    pub(super) accum: wgpu::Buffer,
+    pub(super) flags: wgpu::Buffer,
+    pub(super) zeros: wgpu::Buffer,
+}
+
+/// Spare accumulator buffers, shared by the pipelines and the groups that return to them.
+pub(super) type SpareGroups = Arc<Mutex<Vec<GroupBuffers>>>;
+
+/// Bytes of spare accumulator buffers kept at most.
+pub(super) const SPARE_GROUP_BYTES: u64 = 256 << 20;
+
+impl CellGroup {
+    /// A group of `cells` cells from `first_cell` whose (accum, flags, zeros) buffers have
+    /// `sizes` bytes: recycled from a dropped group when one matches (fresh buffers cost the
+    /// host page faults and zero-filling on unified-memory adapters, every render), else new.
+    pub(super) fn new(
+        gpu: &Gpu,
+        pipes: &PoolPipelines,
+        first_cell: usize,
+        cells: usize,
+        sizes: [u64; 3],
+    ) -> CellGroup {
+        let spare = {
+            let mut spares = pipes.spare_groups.lock().expect("spare groups");
+            let found = spares
+                .iter()
+                .position(|b| [b.accum.size(), b.flags.size(), b.zeros.size()] == sizes);
+            found.map(|i| spares.swap_remove(i))
+        };
+        let buffers = spare.unwrap_or_else(|| {
+            let buffer = |label, size| {
+                gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some(label),
+                    size,
+                    usage: wgpu::BufferUsages::STORAGE
+                        | wgpu::BufferUsages::COPY_SRC
+                        | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                })
+            };
+            GroupBuffers {
+                accum: buffer("attnviz.pool.accum", sizes[0]),
+                flags: buffer("attnviz.pool.cell_flags", sizes[1]),
+                zeros: buffer("attnviz.pool.zeros", sizes[2]),
+            }
+        });
+        CellGroup {
+            first_cell,
+            cells,
+            accum: buffers.accum,
+            flags: buffers.flags,
+            zeros: buffers.zeros,
+            spares: Some(pipes.spare_groups.clone()),
+        }
+    }
+}
+
+impl Drop for CellGroup {
+    fn drop(&mut self) {
+        let Some(spares) = self.spares.take() else {
+            return;
+        };
+        let mut spares = spares.lock().expect("spare groups");
+        spares.push(GroupBuffers {
+            accum: self.accum.clone(),
+            flags: self.flags.clone(),
+            zeros: self.zeros.clone(),
+        });
+        // Newest last; drop the oldest past the byte budget.
+        let bytes = |b: &GroupBuffers| b.accum.size() + b.flags.size() + b.zeros.size();
+        while spares.iter().map(bytes).sum::<u64>() > SPARE_GROUP_BYTES && !spares.is_empty() {
+            spares.remove(0);
+        }
+    }
+}
+
+/// Every selected head pooled to its cell, resident on the GPU, with its statistics.
+pub struct PooledCells {
+    pub geometry: CellGeometry,
+    pub groups: Vec<CellGroup>,
+    /// One per cell, in cell order.
+    pub stats: Vec<HeadStats>,
+    /// Entries above the diagonal were left out (asked for, or detected).
+    pub causal: bool,
+}
+
+impl PooledCells {
+    pub fn cells(&self) -> usize {
+        self.stats.len()
+    }
+
+    /// Group holding `cell`, and the cell's index inside it.
+    pub fn locate(&self, cell: usize) -> (usize, usize) {
+        let g = self
+            .groups
+            .partition_point(|g| g.first_cell + g.cells <= cell);
+        (g, cell - self.groups[g].first_cell)
+    }
+
+    /// Replaces every cell's accumulators (cell order, `pooled_pixels` each): lets tests put
+    /// states into the reductions that no test-sized input reaches, e.g. counts past 2^32.
+    #[doc(hidden)]
+    pub fn overwrite_accums(&self, gpu: &Gpu, accums: &[Vec<Accum>]) {
+        let mut cells = accums.iter();
+        for g in &self.groups {
+            let words: Vec<Accum> = cells.by_ref().take(g.cells).flatten().copied().collect();
+            gpu.queue
+                .write_buffer(&g.accum, 0, bytemuck::cast_slice(&words));
+        }
+    }
+
+    /// Copies every cell's accumulators back (tests and the CPU comparison).
+    pub fn read_accums(&self, gpu: &Gpu) -> Result<Vec<Vec<Accum>>> {
+        let px = self.geometry.pooled_pixels();
+        let mut out = Vec::with_capacity(self.cells());
+        for g in &self.groups {
+            let bytes = gpu.read_buffer(&g.accum, 0, (g.cells * px * 16) as u64)?;
+            let all: Vec<Accum> = bytemuck::pod_collect_to_vec(&bytes);
+            out.extend(all.chunks(px).map(|c| c.to_vec()));
+        }
+        Ok(out)
+    }
+}
+
+/// Whether a Q×K head has entries above its (bottom-right aligned) diagonal at all.
+pub fn has_upper_triangle(queries: usize, keys: usize) -> bool {
+    // Row 0 sees keys 0..=K-Q; anything right of that is above the diagonal.
+    keys > 1 && (keys as i64 - queries as i64) < keys as i64 - 1
+}

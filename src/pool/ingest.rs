@@ -1,0 +1,476 @@
+//! The ingest: rows of any number of cells streamed through the upload slots into pooled
+//! accumulators, one chunk at a time.
+
+use bytemuck::Zeroable;
+
+use crate::error::{Error, Result};
+use crate::gpu::{storage_buffer_init, Gpu};
+use crate::pool::accum::{Accum, HeadStats};
+use crate::pool::dispatch::pool_bind_group;
+use crate::pool::geometry::{bin_edges, CellGeometry};
+use crate::pool::groups::{has_upper_triangle, CellGroup, PooledCells};
+use crate::pool::options::{Causal, PoolOptions};
+use crate::pool::pipelines::{PieceParams, PoolPipelines};
+use crate::pool::slots::{device_copy, slot_usage, Filling, Slot};
+use crate::pool::stats::head_stats;
+use crate::pool::{LOOP_BUDGET, MAX_PIECES};
+use crate::source::DType;
+
+/// One head's rows inside an upload chunk.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Piece {
+    pub(super) cell: usize,
+    pub(super) row_start: usize,
+    pub(super) rows: usize,
+    /// Byte offset inside the chunk.
+    pub(super) offset: usize,
+}
+
+/// What an ingest pools: `cells` heads of `queries` × `keys` entries of `dtype`, each into a
+/// `geometry`-sized cell, uploaded in chunks of at most `chunk_target` bytes.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct IngestShape {
+    pub cells: usize,
+    pub queries: usize,
+    pub keys: usize,
+    pub dtype: DType,
+    pub geometry: CellGeometry,
+    pub options: PoolOptions,
+    pub chunk_target: u64,
+}
+
+/// Streams rows of any number of cells into pooled accumulators: rows are written into a mapped
+/// upload chunk; a full chunk is unmapped, pooled by the GPU, and mapped again for reuse while
+/// the other chunk fills. Callers push rows in any grouping; each cell's rows should arrive in
+/// increasing order for the mean to be added in the documented order.
+pub(crate) struct Ingest<'g> {
+    pub(super) gpu: &'g Gpu,
+    pub(super) pipes: &'g PoolPipelines,
+    pub(super) geometry: CellGeometry,
+    pub(super) queries: usize,
+    pub(super) keys: usize,
+    pub(super) dtype: DType,
+    pub(super) options: PoolOptions,
+    pub(super) row_bytes: usize,
+    /// Rows of one cell per dispatch at most (see [`LOOP_BUDGET`]).
+    pub(super) piece_rows: usize,
+    /// Rows too long for one invocation's row maxima (see [`LOOP_BUDGET`]).
+    pub(super) wide_rows: bool,
+    pub(super) chunk_bytes: usize,
+    pub(super) groups: Vec<CellGroup>,
+    pub(super) per_group: usize,
+    pub(super) row_edges: Vec<u32>,
+    /// Host upload slots (and, on discrete GPUs, the device buffer they are copied into),
+    /// made on the first host push: producers that only pool resident rows never need them.
+    pub(super) slots: Vec<Slot>,
+    pub(super) slot_count: usize,
+    pub(super) device_data: Option<wgpu::Buffer>,
+    pub(super) params_buf: wgpu::Buffer,
+    pub(super) params: Vec<PieceParams>,
+    /// bind_groups[slot][group], made with the slots.
+    pub(super) bind_groups: Vec<Vec<wgpu::BindGroup>>,
+    /// per group, for `fold_masked_zeros`
+    pub(super) fold_bind_groups: Vec<wgpu::BindGroup>,
+    pub(super) row_edges_buf: wgpu::Buffer,
+    pub(super) col_edges_buf: wgpu::Buffer,
+    pub(super) row_max_buf: wgpu::Buffer,
+    pub(super) active: usize,
+    pub(super) filling: Option<Filling>,
+    pub(super) pieces: Vec<Piece>,
+    pub(super) used: usize,
+    /// Bytes pushed so far, for progress reports.
+    pub consumed: u64,
+    /// Whether any row was pushed: the statistics of accumulators nothing reached are known.
+    pub(super) pushed: bool,
+}
+
+impl<'g> Ingest<'g> {
+    pub(crate) fn new(
+        gpu: &'g Gpu,
+        pipes: &'g PoolPipelines,
+        shape: IngestShape,
+    ) -> Result<Ingest<'g>> {
+        let IngestShape {
+            cells,
+            queries,
+            keys,
+            dtype,
+            geometry,
+            options,
+            chunk_target,
+        } = shape;
+        let device = &gpu.device;
+        let row_bytes = keys * dtype.size();
+        let max_binding = gpu.max_binding();
+        // The shader reads 16-byte words.
+        let chunk_cap = (max_binding.min(chunk_target).max(16) / 16 * 16) as usize;
+        if row_bytes > chunk_cap {
+            return Err(Error::BadOption(format!(
+                "one row of {keys} keys ({row_bytes} bytes) exceeds the GPU's {chunk_cap}-byte storage binding"
+            )));
+        }
+        if queries > u32::MAX as usize || keys > u32::MAX as usize {
+            return Err(Error::BadOption(
+                "heads of 2^32 or more rows or keys are not supported".into(),
+            ));
+        }
+        // Never larger than the whole input needs.
+        let whole = (cells * queries).saturating_mul(row_bytes.next_multiple_of(4));
+        let chunk_bytes = chunk_cap.min(whole.max(row_bytes).next_multiple_of(16));
+        // An invocation walks the rows of its bin inside the piece, a 16-byte word at a time.
+        let elems_per_word = 16 / dtype.size();
+        let words = keys
+            .div_ceil(geometry.pooled_w as usize)
+            .div_ceil(elems_per_word)
+            + 1;
+        // `--norm row`: one invocation walks a whole row while that stays within the loop
+        // budget; longer rows (few per chunk) get a workgroup each.
+        let wide_rows = keys.div_ceil(elems_per_word) > LOOP_BUDGET;
+        let bin_rows = queries.div_ceil(geometry.pooled_h as usize);
+        let piece_rows = if bin_rows * words <= LOOP_BUDGET {
+            chunk_bytes / row_bytes
+        } else {
+            (LOOP_BUDGET / words).clamp(1, chunk_bytes / row_bytes)
+        };
+
+        let px = geometry.pooled_pixels();
+        let cell_bytes = (px * std::mem::size_of::<Accum>()) as u64;
+        if cell_bytes > max_binding {
+            return Err(Error::BadOption(format!(
+                "a {}x{} pooled cell needs {cell_bytes} bytes, over the GPU's {max_binding}-byte storage binding: use a smaller --cell",
+                geometry.pooled_w, geometry.pooled_h
+            )));
+        }
+        // A group's cells are one dispatch dimension of the statistics and colour passes.
+        let per_group = ((max_binding / cell_bytes) as usize)
+            .clamp(1, gpu.limits.max_compute_workgroups_per_dimension as usize);
+        // Cleared on the GPU (recycled buffers too); the shader treats a zero count as "no
+        // extremes yet", so nothing the size of the output is staged on the host.
+        let zeros_per_px = if options.causal == Causal::Auto { 4 } else { 0 };
+        let groups: Vec<CellGroup> = (0..cells)
+            .step_by(per_group)
+            .map(|first| {
+                let n = per_group.min(cells - first);
+                let sizes = [
+                    n as u64 * cell_bytes,
+                    n as u64 * 4,
+                    ((n * px * zeros_per_px) as u64).max(16),
+                ];
+                CellGroup::new(gpu, pipes, first, n, sizes)
+            })
+            .collect();
+        let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+            label: Some("attnviz.pool.clear"),
+        });
+        for g in &groups {
+            encoder.clear_buffer(&g.accum, 0, None);
+            encoder.clear_buffer(&g.flags, 0, None);
+            encoder.clear_buffer(&g.zeros, 0, None);
+        }
+        gpu.queue.submit([encoder.finish()]);
+
+        let row_edges = bin_edges(queries, geometry.pooled_h);
+        let col_edges = bin_edges(keys, geometry.pooled_w);
+        let row_edges_buf = storage_buffer_init(
+            device,
+            "attnviz.pool.row_edges",
+            bytemuck::cast_slice(&row_edges),
+            wgpu::BufferUsages::empty(),
+        );
+        let col_edges_buf = storage_buffer_init(
+            device,
+            "attnviz.pool.col_edges",
+            bytemuck::cast_slice(&col_edges),
+            wgpu::BufferUsages::empty(),
+        );
+        let max_rows = chunk_bytes / row_bytes;
+        let row_max_buf = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("attnviz.pool.row_max"),
+            size: if options.row_norm {
+                (max_rows * 4) as u64
+            } else {
+                4
+            },
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        });
+
+        let slot_count = if whole > chunk_bytes { 2 } else { 1 };
+        let params_buf = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("attnviz.pool.params"),
+            size: (std::mem::size_of::<PieceParams>() * MAX_PIECES) as u64,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        // The fold pass runs after the last chunk, when the upload slots are mapped again: it
+        // binds a stand-in for the data it never reads.
+        let no_data = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("attnviz.pool.no_data"),
+            size: 16,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        });
+        let fold_bind_groups = groups
+            .iter()
+            .map(|g| {
+                pool_bind_group(
+                    gpu,
+                    pipes,
+                    [
+                        &params_buf,
+                        &no_data,
+                        &row_edges_buf,
+                        &col_edges_buf,
+                        &row_max_buf,
+                    ],
+                    g,
+                )
+            })
+            .collect();
+        Ok(Ingest {
+            gpu,
+            pipes,
+            geometry,
+            queries,
+            keys,
+            dtype,
+            options,
+            row_bytes,
+            piece_rows,
+            wide_rows,
+            chunk_bytes,
+            groups,
+            per_group,
+            row_edges,
+            slots: Vec::new(),
+            slot_count,
+            device_data: None,
+            params_buf,
+            params: vec![PieceParams::zeroed(); MAX_PIECES],
+            bind_groups: Vec::new(),
+            fold_bind_groups,
+            row_edges_buf,
+            col_edges_buf,
+            row_max_buf,
+            active: 0,
+            pushed: false,
+            filling: None,
+            pieces: Vec::new(),
+            used: 0,
+            consumed: 0,
+        })
+    }
+
+    /// Rows per call of the `fill` callback at most: one chunk.
+    pub(crate) fn max_rows_per_fill(&self) -> usize {
+        self.piece_rows
+    }
+
+    /// Adds `rows` rows of `cell` starting at `row_start`; `fill` writes their raw bytes (in the
+    /// ingest's dtype) into the slice it is given, which is mapped GPU memory, possibly several
+    /// times with consecutive sub-ranges when the rows straddle chunks.
+    pub(crate) fn push_with(
+        &mut self,
+        cell: usize,
+        row_start: usize,
+        rows: usize,
+        mut fill: impl FnMut(usize, &mut [u8]) -> Result<()>,
+    ) -> Result<()> {
+        self.check_rows(cell, row_start, rows)?;
+        self.pushed = true;
+        let mut done = 0;
+        while done < rows {
+            if self.filling.is_none() {
+                self.open()?;
+            }
+            let room = (self.chunk_bytes - self.used) / self.row_bytes;
+            // The pieces of a chunk are pooled in one dispatch, so they must be of different
+            // cells of one accumulator group; rows that continue the last piece extend it.
+            let extends = self.pieces.last().is_some_and(|p| {
+                p.cell == cell
+                    && p.row_start + p.rows == row_start + done
+                    && p.offset + p.rows * self.row_bytes == self.used
+            });
+            let conflicts = !extends
+                && self
+                    .pieces
+                    .iter()
+                    .any(|p| p.cell == cell || p.cell / self.per_group != cell / self.per_group);
+            if room == 0 || conflicts || (!extends && self.pieces.len() == MAX_PIECES) {
+                self.flush()?;
+                continue;
+            }
+            // One piece (one cell's rows in this chunk) stays within the loop budget.
+            let in_piece = if extends {
+                self.pieces.last().map_or(0, |p| p.rows)
+            } else {
+                0
+            };
+            let room = room.min(self.piece_rows.saturating_sub(in_piece));
+            if room == 0 {
+                self.flush()?;
+                continue;
+            }
+            let n = room.min(rows - done);
+            let offset = self.used;
+            let bytes = n * self.row_bytes;
+            let f = self.filling.as_ref().expect("open chunk");
+            debug_assert!(offset + bytes <= f.len);
+            // SAFETY: `f.bytes` points at the `f.len` mapped bytes owned by `f.view`, which
+            // lives until `flush`; pieces never overlap.
+            let dst = unsafe { std::slice::from_raw_parts_mut(f.bytes.add(offset), bytes) };
+            fill(row_start + done, dst)?;
+            match self.pieces.last_mut() {
+                Some(p) if extends => p.rows += n,
+                _ => self.pieces.push(Piece {
+                    cell,
+                    row_start: row_start + done,
+                    rows: n,
+                    offset,
+                }),
+            }
+            // Every piece starts on a 4-byte boundary, so f16 rows are addressable as
+            // whole words plus a half.
+            self.used += bytes.next_multiple_of(4);
+            self.consumed += bytes as u64;
+            done += n;
+        }
+        Ok(())
+    }
+
+    pub(super) fn check_rows(&self, cell: usize, row_start: usize, rows: usize) -> Result<()> {
+        if cell >= self.groups.iter().map(|g| g.cells).sum::<usize>()
+            || row_start + rows > self.queries
+        {
+            return Err(Error::BadOption(format!(
+                "rows {row_start}..{} of cell {cell} are outside the {} rows of the head",
+                row_start + rows,
+                self.queries
+            )));
+        }
+        Ok(())
+    }
+
+    /// Makes the host upload slots (reusing the engine's spares) and their bind groups, once.
+    /// Mapped storage on unified memory; staging plus one device buffer otherwise.
+    pub(super) fn ensure_slots(&mut self) {
+        if !self.slots.is_empty() {
+            return;
+        }
+        let gpu = self.gpu;
+        let mut slots = self.pipes.take_slots(self.chunk_bytes, self.slot_count);
+        while slots.len() < self.slot_count {
+            slots.push(Slot::new(gpu, self.chunk_bytes as u64, slot_usage(gpu)));
+        }
+        self.device_data = device_copy(gpu, self.chunk_bytes as u64);
+        self.bind_groups = slots
+            .iter()
+            .map(|slot| {
+                let data = self.device_data.as_ref().unwrap_or(&slot.host);
+                self.groups
+                    .iter()
+                    .map(|g| self.bind_group(data, g))
+                    .collect()
+            })
+            .collect();
+        self.slots = slots;
+    }
+
+    pub(super) fn open(&mut self) -> Result<()> {
+        self.ensure_slots();
+        let slot = &mut self.slots[self.active];
+        slot.wait_mapped(self.gpu)?;
+        let mut view = slot
+            .host
+            .get_mapped_range_mut(..self.chunk_bytes as u64)
+            .map_err(|e| Error::Gpu(format!("mapping an upload buffer: {e}")))?;
+        let mut whole = view.slice(..);
+        let bytes = whole.as_raw_ptr().as_ptr() as *mut u8;
+        self.filling = Some(Filling {
+            view,
+            bytes,
+            len: self.chunk_bytes,
+        });
+        self.used = 0;
+        Ok(())
+    }
+
+    /// Submits the filled chunk for pooling and switches to the other slot.
+    pub(super) fn flush(&mut self) -> Result<()> {
+        let Some(filling) = self.filling.take() else {
+            return Ok(());
+        };
+        drop(filling.view);
+        let s = self.active;
+        self.slots[s].host.unmap();
+        let pieces = std::mem::take(&mut self.pieces);
+        self.write_params(&pieces);
+        let gpu = self.gpu;
+        let mut encoder = gpu
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("attnviz.pool.encoder"),
+            });
+        if let Some(data) = &self.device_data {
+            encoder.copy_buffer_to_buffer(
+                &self.slots[s].host,
+                0,
+                data,
+                0,
+                self.used.next_multiple_of(4) as u64,
+            );
+        }
+        if let Some(first) = pieces.first() {
+            self.record(
+                &mut encoder,
+                &pieces,
+                &self.bind_groups[s][first.cell / self.per_group],
+            );
+        }
+        self.pieces = pieces;
+        let submission = gpu.queue.submit([encoder.finish()]);
+        self.slots[s].remap(submission);
+        self.pieces.clear();
+        self.used = 0;
+        self.active = (s + 1) % self.slots.len();
+        Ok(())
+    }
+
+    /// Pools what is left and reduces every cell to its statistics.
+    pub(crate) fn finish(mut self) -> Result<PooledCells> {
+        self.flush()?;
+        let px = self.geometry.pooled_pixels();
+        let causal = match self.options.causal {
+            Causal::Off => false,
+            Causal::On => true,
+            Causal::Auto => {
+                let mut upper_seen = false;
+                for g in &self.groups {
+                    let flags: Vec<u32> = bytemuck::pod_collect_to_vec(&self.gpu.read_buffer(
+                        &g.flags,
+                        0,
+                        g.cells as u64 * 4,
+                    )?);
+                    upper_seen |= flags.iter().any(|&f| f != 0);
+                }
+                let detected = !upper_seen && has_upper_triangle(self.queries, self.keys);
+                if !detected {
+                    self.fold_masked_zeros()?;
+                }
+                detected
+            }
+        };
+        let stats = if self.pushed {
+            head_stats(self.gpu, self.pipes, &self.groups, px)?
+        } else {
+            vec![HeadStats::EMPTY; self.groups.iter().map(|g| g.cells).sum()]
+        };
+        self.pipes.keep_slots(std::mem::take(&mut self.slots));
+        Ok(PooledCells {
+            geometry: self.geometry,
+            groups: std::mem::take(&mut self.groups),
+            stats,
+            causal,
+        })
+    }
+}

@@ -1,0 +1,41 @@
+//! What pooling does besides reducing: row normalization and the causal mask, and the flags
+//! they become in the pool shader.
+
+pub(super) const FLAG_ROW_NORM: u32 = 1;
+pub(super) const FLAG_CAUSAL: u32 = 2;
+pub(super) const FLAG_AUTO_CAUSAL: u32 = 4;
+
+/// Whether entries above the diagonal (bottom-right aligned when Q < K) are attention at all.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Causal {
+    /// Every entry counts.
+    #[default]
+    Off,
+    /// Entries above the diagonal are masked: out of the statistics, drawn as background.
+    On,
+    /// Masked when every selected head is exactly zero above the diagonal, detected in the
+    /// same single pass.
+    Auto,
+}
+
+/// What pooling does besides reducing: options that change which entries count and how.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PoolOptions {
+    /// Divide each query row by its own maximum before pooling (`--norm row`).
+    pub row_norm: bool,
+    pub causal: Causal,
+    /// Key `k` is above the diagonal in row `q` when `k > q + diagonal`; `None` for bottom-right
+    /// alignment (`keys - queries`), see [`crate::source::AttentionSource::diagonal`].
+    pub diagonal: Option<i64>,
+}
+
+impl PoolOptions {
+    pub(super) fn flags(&self) -> u32 {
+        (if self.row_norm { FLAG_ROW_NORM } else { 0 })
+            | match self.causal {
+                Causal::Off => 0,
+                Causal::On => FLAG_CAUSAL,
+                Causal::Auto => FLAG_AUTO_CAUSAL,
+            }
+    }
+}

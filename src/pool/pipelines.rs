@@ -1,0 +1,155 @@
+//! The compiled pooling and statistics pipelines, built once per engine, with the spare upload
+//! slots and accumulator buffers they keep between ingests.
+
+use std::sync::{Mutex, OnceLock};
+
+use bytemuck::{Pod, Zeroable};
+
+use crate::gpu::kernel::{Binding, Kernel};
+use crate::gpu::shaders;
+use crate::pool::groups::SpareGroups;
+use crate::pool::options::PoolOptions;
+use crate::pool::slots::Slot;
+use crate::source::DType;
+
+/// Mirrors `Piece` in `shaders/pool.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+pub(super) struct PieceParams {
+    pub(super) elem_offset: u32,
+    pub(super) row_start: u32,
+    pub(super) row_count: u32,
+    pub(super) keys: u32,
+    pub(super) accum_base: u32,
+    pub(super) pooled_w: u32,
+    pub(super) y_start: u32,
+    pub(super) row_max_base: u32,
+    pub(super) _flags: u32,
+    pub(super) causal_offset: i32,
+    pub(super) cell: u32,
+    pub(super) y_end: u32,
+}
+
+/// The pooling pipelines of one dtype and set of flags.
+pub(super) struct Specialized {
+    pub(super) pool: wgpu::ComputePipeline,
+    /// `--norm row` only: the row maxima, one invocation per row (`row_maxima`) or one
+    /// workgroup per row (`row_maxima_wide`, rows past [`LOOP_BUDGET`] words).
+    pub(super) row_maxima: Option<(wgpu::ComputePipeline, wgpu::ComputePipeline)>,
+}
+
+/// The compiled pooling and statistics pipelines; built once per engine.
+pub(crate) struct PoolPipelines {
+    pub(super) kernel: Kernel,
+    /// The pipelines specialized for each dtype and set of pooling flags, indexed by
+    /// `DType::shader_id` and `PoolOptions::flags`, compiled on first use so a run pays only
+    /// for the mode it uses.
+    pub(super) specialized: [[OnceLock<Specialized>; 8]; 3],
+    pub(super) fold: wgpu::ComputePipeline,
+    pub(super) stats_kernel: Kernel,
+    pub(super) block_stats: wgpu::ComputePipeline,
+    pub(super) head_stats: wgpu::ComputePipeline,
+    /// Upload slots of the last ingest, kept for the next one of the same chunk size: fresh
+    /// mapped buffers are zero-filled by wgpu and page-faulted in by the host, which costs as
+    /// much as pooling a small input. At most two chunks stay alive.
+    pub(super) spare_slots: Mutex<Vec<Slot>>,
+    /// Accumulator buffers of dropped results, reused (cleared) by the next ingest of the
+    /// same sizes, for the same reason; at most `SPARE_GROUP_BYTES`.
+    pub(super) spare_groups: SpareGroups,
+}
+
+impl PoolPipelines {
+    pub(crate) fn new(device: &wgpu::Device) -> PoolPipelines {
+        use Binding::*;
+        // params, rows, row edges, column edges, accumulators, row maxima, cell flags, zeros
+        let kernel = Kernel::compute(
+            device,
+            "attnviz.pool",
+            shaders::POOL,
+            &[
+                Uniform,
+                BufReadOnly,
+                BufReadOnly,
+                BufReadOnly,
+                Buffer,
+                Buffer,
+                Buffer,
+                Buffer,
+            ],
+        );
+        // params, accumulators, statistics out, per-block partials
+        let stats_kernel = Kernel::compute(
+            device,
+            "attnviz.stats",
+            shaders::STATS,
+            &[Uniform, BufReadOnly, Buffer, Buffer],
+        );
+        PoolPipelines {
+            fold: kernel.pipeline(device, "fold_masked_zeros"),
+            specialized: Default::default(),
+            block_stats: stats_kernel.pipeline(device, "block_stats"),
+            head_stats: stats_kernel.pipeline(device, "head_stats"),
+            kernel,
+            stats_kernel,
+            spare_slots: Mutex::new(Vec::new()),
+            spare_groups: SpareGroups::default(),
+        }
+    }
+
+    /// Up to `n` spare upload slots of exactly `size` bytes.
+    pub(super) fn take_slots(&self, size: usize, n: usize) -> Vec<Slot> {
+        let mut spare = self.spare_slots.lock().expect("spare slots");
+        let mut out = Vec::new();
+        while out.len() < n {
+            match spare.iter().position(|s| s.host.size() == size as u64) {
+                Some(i) => out.push(spare.swap_remove(i)),
+                None => break,
+            }
+        }
+        out
+    }
+
+    pub(super) fn keep_slots(&self, slots: Vec<Slot>) {
+        let mut spare = self.spare_slots.lock().expect("spare slots");
+        spare.extend(slots);
+        let excess = spare.len().saturating_sub(2);
+        spare.drain(..excess);
+    }
+
+    /// The pool (and row-maxima) pipelines for `dtype` and `options`.
+    pub(super) fn specialized(
+        &self,
+        device: &wgpu::Device,
+        dtype: DType,
+        options: PoolOptions,
+    ) -> &Specialized {
+        let (id, flags) = (dtype.shader_id(), options.flags());
+        self.specialized[id as usize][flags as usize].get_or_init(|| {
+            let constants = [("DTYPE", id as f64), ("FLAGS", flags as f64)];
+            let pipeline = |entry: &str| self.kernel.specialized(device, entry, &constants);
+            Specialized {
+                pool: pipeline("pool"),
+                row_maxima: options
+                    .row_norm
+                    .then(|| (pipeline("row_maxima"), pipeline("row_maxima_wide"))),
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pool::has_upper_triangle;
+
+    #[test]
+    pub(super) fn dtype_ids_match_the_shader() {
+        assert_eq!(DType::F32.shader_id(), 0);
+        assert_eq!(DType::F16.shader_id(), 1);
+        assert_eq!(DType::BF16.shader_id(), 2);
+        assert_eq!(std::mem::size_of::<PieceParams>(), 48);
+        assert!(has_upper_triangle(4, 4));
+        assert!(!has_upper_triangle(1, 4));
+        assert!(has_upper_triangle(2, 4));
+    }
+}

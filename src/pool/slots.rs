@@ -1,0 +1,93 @@
+//! Host upload slots: mapped buffers the ingest reads rows straight into, double-buffered so
+//! the next chunk is read while the GPU pools the last.
+
+use std::sync::{Arc, Mutex};
+
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+
+pub(super) type MapState = Arc<Mutex<Option<std::result::Result<(), wgpu::BufferAsyncError>>>>;
+
+/// A host-writable upload buffer and whether it is currently mapped.
+pub(super) struct Slot {
+    /// Mapped for writing by the host: the bound storage buffer itself on unified-memory
+    /// adapters, a staging buffer otherwise.
+    pub(super) host: wgpu::Buffer,
+    pub(super) mapped: MapState,
+    pub(super) submission: Option<wgpu::SubmissionIndex>,
+}
+
+/// Usage of a host upload slot: mapped storage the shaders read directly on unified memory,
+/// a staging buffer copied into [`device_copy`] otherwise.
+pub(super) fn slot_usage(gpu: &Gpu) -> wgpu::BufferUsages {
+    if gpu.mappable_storage {
+        wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::MAP_WRITE
+    } else {
+        wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::MAP_WRITE
+    }
+}
+
+/// The device buffer the upload slots are copied into, where slots cannot be bound directly.
+pub(super) fn device_copy(gpu: &Gpu, size: u64) -> Option<wgpu::Buffer> {
+    (!gpu.mappable_storage).then(|| {
+        gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("attnviz.pool.data"),
+            size,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        })
+    })
+}
+
+impl Slot {
+    pub(super) fn new(gpu: &Gpu, size: u64, usage: wgpu::BufferUsages) -> Slot {
+        let host = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("attnviz.pool.upload"),
+            size,
+            usage,
+            mapped_at_creation: true,
+        });
+        Slot {
+            host,
+            mapped: Arc::new(Mutex::new(Some(Ok(())))),
+            submission: None,
+        }
+    }
+
+    /// Waits until the GPU is done with this slot's last chunk and the buffer is mapped.
+    pub(super) fn wait_mapped(&mut self, gpu: &Gpu) -> Result<()> {
+        for attempt in 0..2 {
+            if let Some(state) = self.mapped.lock().expect("map state").clone() {
+                return state.map_err(|e| Error::Gpu(format!("mapping an upload buffer: {e}")));
+            }
+            let poll = match (&self.submission, attempt) {
+                (Some(s), 0) => wgpu::PollType::Wait {
+                    submission_index: Some(s.clone()),
+                    timeout: None,
+                },
+                _ => wgpu::PollType::wait_indefinitely(),
+            };
+            gpu.device
+                .poll(poll)
+                .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
+        }
+        Err(Error::Gpu("upload buffer was never mapped back".into()))
+    }
+
+    pub(super) fn remap(&mut self, submission: wgpu::SubmissionIndex) {
+        *self.mapped.lock().expect("map state") = None;
+        let flag = self.mapped.clone();
+        self.host.map_async(wgpu::MapMode::Write, .., move |r| {
+            *flag.lock().expect("map state") = Some(r);
+        });
+        self.submission = Some(submission);
+    }
+}
+
+/// The open mapping of the slot being filled.
+pub(super) struct Filling {
+    pub(super) view: wgpu::BufferViewMut,
+    /// The view's bytes; valid while `view` lives.
+    pub(super) bytes: *mut u8,
+    pub(super) len: usize,
+}
