@@ -7,41 +7,37 @@ use crate::error::{Error, Result};
 use crate::gpu::{dispatch_1d, Gpu};
 use crate::pool::geometry::bin_of;
 use crate::pool::groups::CellGroup;
-use crate::pool::ingest::{Ingest, Piece};
+use crate::pool::ingest::{Ingest, PassBuffers, Piece};
 use crate::pool::pipelines::{PieceParams, PoolPipelines};
 
-/// The pool pass's bind group: `buffers` are the parameters, the rows, the row and column bin
-/// edges, and the row maxima; `g` the accumulators written.
+/// The pool pass's bind group: rows read from `data` into group `g`'s accumulators, with the
+/// ingest's parameters, bin edges and row maxima.
 pub(super) fn pool_bind_group(
     gpu: &Gpu,
     pipes: &PoolPipelines,
-    buffers: [&wgpu::Buffer; 5],
+    buffers: &PassBuffers,
+    data: &wgpu::Buffer,
     g: &CellGroup,
 ) -> wgpu::BindGroup {
-    let [params, data, row_edges, col_edges, row_max] = buffers;
-    let buffers = [
-        params, data, row_edges, col_edges, &g.accum, row_max, &g.flags, &g.zeros,
+    let bound = [
+        &buffers.params,
+        data,
+        &buffers.row_edges,
+        &buffers.col_edges,
+        &g.accum,
+        &buffers.row_max,
+        &g.flags,
+        &g.zeros,
     ];
     pipes
         .kernel
-        .bind_group(&gpu.device, &buffers.map(|b| b.as_entire_binding()))
+        .bind_group(&gpu.device, &bound.map(|b| b.as_entire_binding()))
 }
 
 impl Ingest<'_> {
     /// The pool pass's bind group reading `data` into group `g`'s accumulators.
     pub(super) fn bind_group(&self, data: &wgpu::Buffer, g: &CellGroup) -> wgpu::BindGroup {
-        pool_bind_group(
-            self.gpu,
-            self.pipes,
-            [
-                &self.params_buf,
-                data,
-                &self.row_edges_buf,
-                &self.col_edges_buf,
-                &self.row_max_buf,
-            ],
-            g,
-        )
+        pool_bind_group(self.gpu, self.pipes, &self.buffers, data, g)
     }
 
     /// Uploads the parameters of `pieces`, piece j at index j of the parameter array.
@@ -70,7 +66,7 @@ impl Ingest<'_> {
             row_max_base += p.rows as u32;
         }
         self.gpu.queue.write_buffer(
-            &self.params_buf,
+            &self.buffers.params,
             0,
             bytemuck::cast_slice(&self.params[..pieces.len()]),
         );
@@ -199,7 +195,7 @@ impl Ingest<'_> {
                 ..Zeroable::zeroed()
             };
             gpu.queue
-                .write_buffer(&self.params_buf, 0, bytemuck::bytes_of(&params));
+                .write_buffer(&self.buffers.params, 0, bytemuck::bytes_of(&params));
             let mut encoder = gpu
                 .device
                 .create_command_encoder(&wgpu::CommandEncoderDescriptor {

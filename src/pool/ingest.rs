@@ -65,15 +65,13 @@ pub(crate) struct Ingest<'g> {
     pub(super) slots: Vec<Slot>,
     pub(super) slot_count: usize,
     pub(super) device_data: Option<wgpu::Buffer>,
-    pub(super) params_buf: wgpu::Buffer,
     pub(super) params: Vec<PieceParams>,
     /// bind_groups[slot][group], made with the slots.
     pub(super) bind_groups: Vec<Vec<wgpu::BindGroup>>,
     /// per group, for `fold_masked_zeros`
     pub(super) fold_bind_groups: Vec<wgpu::BindGroup>,
-    pub(super) row_edges_buf: wgpu::Buffer,
-    pub(super) col_edges_buf: wgpu::Buffer,
-    pub(super) row_max_buf: wgpu::Buffer,
+    /// Parameters, bin edges and row maxima, bound by every pool dispatch.
+    pub(super) buffers: PassBuffers,
     pub(super) active: usize,
     pub(super) filling: Option<Filling>,
     pub(super) pieces: Vec<Piece>,
@@ -84,22 +82,33 @@ pub(crate) struct Ingest<'g> {
     pub(super) pushed: bool,
 }
 
-impl<'g> Ingest<'g> {
-    pub(crate) fn new(
-        gpu: &'g Gpu,
-        pipes: &'g PoolPipelines,
-        shape: IngestShape,
-    ) -> Result<Ingest<'g>> {
+/// How an ingest cuts its work, derived once from its shape and the adapter's limits.
+struct Sizing {
+    row_bytes: usize,
+    /// Bytes of one upload chunk (a multiple of 16: the shader reads 16-byte words).
+    chunk_bytes: usize,
+    /// Bytes of the whole input, rows padded to 4 bytes.
+    whole: usize,
+    /// Rows of one cell per dispatch at most (see [`LOOP_BUDGET`]).
+    piece_rows: usize,
+    /// Rows too long for one invocation's row maxima (see [`LOOP_BUDGET`]).
+    wide_rows: bool,
+    /// Bytes of one cell's accumulators, and cells per accumulator group.
+    cell_bytes: u64,
+    per_group: usize,
+}
+
+impl Sizing {
+    fn new(gpu: &Gpu, shape: &IngestShape) -> Result<Sizing> {
         let IngestShape {
             cells,
             queries,
             keys,
             dtype,
             geometry,
-            options,
             chunk_target,
-        } = shape;
-        let device = &gpu.device;
+            ..
+        } = *shape;
         let row_bytes = keys * dtype.size();
         let max_binding = gpu.max_binding();
         // The shader reads 16-byte words.
@@ -123,88 +132,142 @@ impl<'g> Ingest<'g> {
             .div_ceil(geometry.pooled_w as usize)
             .div_ceil(elems_per_word)
             + 1;
-        // `--norm row`: one invocation walks a whole row while that stays within the loop
-        // budget; longer rows (few per chunk) get a workgroup each.
-        let wide_rows = keys.div_ceil(elems_per_word) > LOOP_BUDGET;
         let bin_rows = queries.div_ceil(geometry.pooled_h as usize);
         let piece_rows = if bin_rows * words <= LOOP_BUDGET {
             chunk_bytes / row_bytes
         } else {
             (LOOP_BUDGET / words).clamp(1, chunk_bytes / row_bytes)
         };
-
-        let px = geometry.pooled_pixels();
-        let cell_bytes = (px * std::mem::size_of::<Accum>()) as u64;
+        let cell_bytes = (geometry.pooled_pixels() * std::mem::size_of::<Accum>()) as u64;
         if cell_bytes > max_binding {
             return Err(Error::BadOption(format!(
                 "a {}x{} pooled cell needs {cell_bytes} bytes, over the GPU's {max_binding}-byte storage binding: use a smaller --cell",
                 geometry.pooled_w, geometry.pooled_h
             )));
         }
-        // A group's cells are one dispatch dimension of the statistics and colour passes.
-        let per_group = ((max_binding / cell_bytes) as usize)
-            .clamp(1, gpu.limits.max_compute_workgroups_per_dimension as usize);
-        // Cleared on the GPU (recycled buffers too); the shader treats a zero count as "no
-        // extremes yet", so nothing the size of the output is staged on the host.
-        let zeros_per_px = if options.causal == Causal::Auto { 4 } else { 0 };
-        let groups: Vec<CellGroup> = (0..cells)
-            .step_by(per_group)
-            .map(|first| {
-                let n = per_group.min(cells - first);
-                let sizes = [
-                    n as u64 * cell_bytes,
-                    n as u64 * 4,
-                    ((n * px * zeros_per_px) as u64).max(16),
-                ];
-                CellGroup::new(gpu, pipes, first, n, sizes)
-            })
-            .collect();
-        let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+        Ok(Sizing {
+            row_bytes,
+            chunk_bytes,
+            whole,
+            piece_rows,
+            // `--norm row`: one invocation walks a whole row while that stays within the loop
+            // budget; longer rows (few per chunk) get a workgroup each.
+            wide_rows: keys.div_ceil(elems_per_word) > LOOP_BUDGET,
+            cell_bytes,
+            // A group's cells are one dispatch dimension of the statistics and colour passes.
+            per_group: ((max_binding / cell_bytes) as usize)
+                .clamp(1, gpu.limits.max_compute_workgroups_per_dimension as usize),
+        })
+    }
+}
+
+/// The accumulator groups of `shape.cells` cells, cleared on the GPU (recycled buffers too): the
+/// shader treats a zero count as "no extremes yet", so nothing the size of the output is staged
+/// on the host.
+fn cleared_groups(
+    gpu: &Gpu,
+    pipes: &PoolPipelines,
+    shape: &IngestShape,
+    sizing: &Sizing,
+) -> Vec<CellGroup> {
+    let (cells, per_group) = (shape.cells, sizing.per_group);
+    let px = shape.geometry.pooled_pixels();
+    let zeros_per_px = if shape.options.causal == Causal::Auto {
+        4
+    } else {
+        0
+    };
+    let groups: Vec<CellGroup> = (0..cells)
+        .step_by(per_group)
+        .map(|first| {
+            let n = per_group.min(cells - first);
+            let sizes = [
+                n as u64 * sizing.cell_bytes,
+                n as u64 * 4,
+                ((n * px * zeros_per_px) as u64).max(16),
+            ];
+            CellGroup::new(gpu, pipes, first, n, sizes)
+        })
+        .collect();
+    let mut encoder = gpu
+        .device
+        .create_command_encoder(&wgpu::CommandEncoderDescriptor {
             label: Some("attnviz.pool.clear"),
         });
-        for g in &groups {
-            encoder.clear_buffer(&g.accum, 0, None);
-            encoder.clear_buffer(&g.flags, 0, None);
-            encoder.clear_buffer(&g.zeros, 0, None);
+    for g in &groups {
+        encoder.clear_buffer(&g.accum, 0, None);
+        encoder.clear_buffer(&g.flags, 0, None);
+        encoder.clear_buffer(&g.zeros, 0, None);
+    }
+    gpu.queue.submit([encoder.finish()]);
+    groups
+}
+
+/// The small buffers every pool dispatch binds besides rows and accumulators.
+pub(super) struct PassBuffers {
+    pub(super) params: wgpu::Buffer,
+    pub(super) row_edges: wgpu::Buffer,
+    pub(super) col_edges: wgpu::Buffer,
+    pub(super) row_max: wgpu::Buffer,
+}
+
+impl PassBuffers {
+    fn new(gpu: &Gpu, shape: &IngestShape, sizing: &Sizing, row_edges: &[u32]) -> PassBuffers {
+        let device = &gpu.device;
+        let col_edges = bin_edges(shape.keys, shape.geometry.pooled_w);
+        let max_rows = sizing.chunk_bytes / sizing.row_bytes;
+        let buffer = |label, size, usage| {
+            device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size,
+                usage,
+                mapped_at_creation: false,
+            })
+        };
+        PassBuffers {
+            params: buffer(
+                "attnviz.pool.params",
+                (std::mem::size_of::<PieceParams>() * MAX_PIECES) as u64,
+                wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            ),
+            row_edges: storage_buffer_init(
+                device,
+                "attnviz.pool.row_edges",
+                bytemuck::cast_slice(row_edges),
+                wgpu::BufferUsages::empty(),
+            ),
+            col_edges: storage_buffer_init(
+                device,
+                "attnviz.pool.col_edges",
+                bytemuck::cast_slice(&col_edges),
+                wgpu::BufferUsages::empty(),
+            ),
+            row_max: buffer(
+                "attnviz.pool.row_max",
+                if shape.options.row_norm {
+                    (max_rows * 4) as u64
+                } else {
+                    4
+                },
+                wgpu::BufferUsages::STORAGE,
+            ),
         }
-        gpu.queue.submit([encoder.finish()]);
+    }
+}
 
-        let row_edges = bin_edges(queries, geometry.pooled_h);
-        let col_edges = bin_edges(keys, geometry.pooled_w);
-        let row_edges_buf = storage_buffer_init(
-            device,
-            "attnviz.pool.row_edges",
-            bytemuck::cast_slice(&row_edges),
-            wgpu::BufferUsages::empty(),
-        );
-        let col_edges_buf = storage_buffer_init(
-            device,
-            "attnviz.pool.col_edges",
-            bytemuck::cast_slice(&col_edges),
-            wgpu::BufferUsages::empty(),
-        );
-        let max_rows = chunk_bytes / row_bytes;
-        let row_max_buf = device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("attnviz.pool.row_max"),
-            size: if options.row_norm {
-                (max_rows * 4) as u64
-            } else {
-                4
-            },
-            usage: wgpu::BufferUsages::STORAGE,
-            mapped_at_creation: false,
-        });
-
-        let slot_count = if whole > chunk_bytes { 2 } else { 1 };
-        let params_buf = device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("attnviz.pool.params"),
-            size: (std::mem::size_of::<PieceParams>() * MAX_PIECES) as u64,
-            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
+impl<'g> Ingest<'g> {
+    pub(crate) fn new(
+        gpu: &'g Gpu,
+        pipes: &'g PoolPipelines,
+        shape: IngestShape,
+    ) -> Result<Ingest<'g>> {
+        let sizing = Sizing::new(gpu, &shape)?;
+        let groups = cleared_groups(gpu, pipes, &shape, &sizing);
+        let row_edges = bin_edges(shape.queries, shape.geometry.pooled_h);
+        let buffers = PassBuffers::new(gpu, &shape, &sizing, &row_edges);
         // The fold pass runs after the last chunk, when the upload slots are mapped again: it
         // binds a stand-in for the data it never reads.
-        let no_data = device.create_buffer(&wgpu::BufferDescriptor {
+        let no_data = gpu.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("attnviz.pool.no_data"),
             size: 16,
             usage: wgpu::BufferUsages::STORAGE,
@@ -212,46 +275,34 @@ impl<'g> Ingest<'g> {
         });
         let fold_bind_groups = groups
             .iter()
-            .map(|g| {
-                pool_bind_group(
-                    gpu,
-                    pipes,
-                    [
-                        &params_buf,
-                        &no_data,
-                        &row_edges_buf,
-                        &col_edges_buf,
-                        &row_max_buf,
-                    ],
-                    g,
-                )
-            })
+            .map(|g| pool_bind_group(gpu, pipes, &buffers, &no_data, g))
             .collect();
         Ok(Ingest {
             gpu,
             pipes,
-            geometry,
-            queries,
-            keys,
-            dtype,
-            options,
-            row_bytes,
-            piece_rows,
-            wide_rows,
-            chunk_bytes,
+            geometry: shape.geometry,
+            queries: shape.queries,
+            keys: shape.keys,
+            dtype: shape.dtype,
+            options: shape.options,
+            row_bytes: sizing.row_bytes,
+            piece_rows: sizing.piece_rows,
+            wide_rows: sizing.wide_rows,
+            chunk_bytes: sizing.chunk_bytes,
             groups,
-            per_group,
+            per_group: sizing.per_group,
             row_edges,
             slots: Vec::new(),
-            slot_count,
+            slot_count: if sizing.whole > sizing.chunk_bytes {
+                2
+            } else {
+                1
+            },
             device_data: None,
-            params_buf,
             params: vec![PieceParams::zeroed(); MAX_PIECES],
             bind_groups: Vec::new(),
             fold_bind_groups,
-            row_edges_buf,
-            col_edges_buf,
-            row_max_buf,
+            buffers,
             active: 0,
             pushed: false,
             filling: None,
