@@ -9,7 +9,7 @@
 //! repeats every stage on the CPU as the tests' oracle and the no-adapter fallback.
 //!
 //! Imports run one way, down this list: viewer, engine, cpu, compose, figure, color, pool,
-//! source, then gpu, files and error (`tests/layering.rs` keeps it so).
+//! source, then gpu and files, then error (`tests/layering.rs` keeps it so).
 
 pub mod bench;
 pub mod color;
