@@ -88,6 +88,61 @@ enum Job<'a> {
     Histograms(&'a [[f32; 2]]),
 }
 
+/// The buffers one limits job binds besides the accumulators: its output, and the histogram
+/// ranges (a stand-in takes the place of whichever output the job does not write).
+struct JobBuffers {
+    hist_ranges: wgpu::Buffer,
+    out: wgpu::Buffer,
+    out_size: u64,
+    stand_in: wgpu::Buffer,
+}
+
+impl JobBuffers {
+    fn new(gpu: &Gpu, cells: usize, job: &Job<'_>) -> JobBuffers {
+        let device = &gpu.device;
+        let hist_ranges: Vec<[f32; 2]> = match job {
+            Job::Histograms(r) => r.to_vec(),
+            Job::Ranges => vec![[0.0; 2]; cells],
+        };
+        let out_size = match job {
+            Job::Ranges => (cells * std::mem::size_of::<CellRange>()) as u64,
+            Job::Histograms(_) => (cells * BINS * 4) as u64,
+        };
+        let buffer = |label, size, usage| {
+            device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size,
+                usage,
+                // zero-initialized by wgpu: the histogram starts empty
+                mapped_at_creation: false,
+            })
+        };
+        JobBuffers {
+            hist_ranges: storage_buffer_init(
+                device,
+                "attnviz.limits.hist_ranges",
+                bytemuck::cast_slice(&hist_ranges),
+                wgpu::BufferUsages::empty(),
+            ),
+            out: buffer(
+                "attnviz.limits.out",
+                out_size,
+                wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+            ),
+            out_size,
+            stand_in: buffer("attnviz.limits.unused", 16, wgpu::BufferUsages::STORAGE),
+        }
+    }
+
+    /// (ranges out, histograms out) as `job` binds them.
+    fn outputs(&self, job: &Job<'_>) -> (&wgpu::Buffer, &wgpu::Buffer) {
+        match job {
+            Job::Ranges => (&self.out, &self.stand_in),
+            Job::Histograms(_) => (&self.stand_in, &self.out),
+        }
+    }
+}
+
 fn run(
     gpu: &Gpu,
     pipe: &LimitsPipeline,
@@ -98,38 +153,12 @@ fn run(
 ) -> Result<Vec<u8>> {
     gpu.scoped("colour limits", || {
         let device = &gpu.device;
-        let cells = pooled.cells().max(1);
         let px = pooled.geometry.pooled_pixels() as u32;
-        let hist_ranges: Vec<[f32; 2]> = match job {
-            Job::Histograms(r) => r.to_vec(),
-            Job::Ranges => vec![[0.0; 2]; cells],
-        };
-        let hist_ranges = storage_buffer_init(
-            device,
-            "attnviz.limits.hist_ranges",
-            bytemuck::cast_slice(&hist_ranges),
-            wgpu::BufferUsages::empty(),
-        );
-        let out_size = match job {
-            Job::Ranges => (cells * std::mem::size_of::<CellRange>()) as u64,
-            Job::Histograms(_) => (cells * BINS * 4) as u64,
-        };
-        let out = device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("attnviz.limits.out"),
-            size: out_size,
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
-            // zero-initialized by wgpu: the histogram starts empty
-            mapped_at_creation: false,
-        });
-        let stand_in = device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("attnviz.limits.unused"),
-            size: 16,
-            usage: wgpu::BufferUsages::STORAGE,
-            mapped_at_creation: false,
-        });
-        let (ranges_out, hist) = match job {
-            Job::Ranges => (&out, &stand_in),
-            Job::Histograms(_) => (&stand_in, &out),
+        let buffers = JobBuffers::new(gpu, pooled.cells().max(1), &job);
+        let (ranges_out, hist) = buffers.outputs(&job);
+        let pipeline = match job {
+            Job::Ranges => &pipe.range,
+            Job::Histograms(_) => &pipe.histogram,
         };
         let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
             label: Some("attnviz.limits.encoder"),
@@ -150,35 +179,27 @@ fn run(
                 bytemuck::bytes_of(&params),
                 wgpu::BufferUsages::UNIFORM,
             );
-            let entries = [
-                params.as_entire_binding(),
-                g.accum.as_entire_binding(),
-                hist_ranges.as_entire_binding(),
-                ranges_out.as_entire_binding(),
-                hist.as_entire_binding(),
-            ];
-            let bg = pipe.kernel.bind_group(device, &entries);
-            {
-                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                    label: Some("attnviz.limits.pass"),
-                    timestamp_writes: None,
-                });
-                let (x, z) = dispatch_1d(
-                    px,
-                    256 * PER_INVOCATION,
-                    gpu.limits.max_compute_workgroups_per_dimension,
-                );
-                pass.set_pipeline(match job {
-                    Job::Ranges => &pipe.range,
-                    Job::Histograms(_) => &pipe.histogram,
-                });
-                pass.set_bind_group(0, &bg, &[]);
-                pass.dispatch_workgroups(x, g.cells as u32, z);
-            }
+            let bound = [&params, &g.accum, &buffers.hist_ranges, ranges_out, hist];
+            let bg = pipe
+                .kernel
+                .bind_group(device, &bound.map(|b| b.as_entire_binding()));
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("attnviz.limits.pass"),
+                timestamp_writes: None,
+            });
+            let (x, z) = dispatch_1d(
+                px,
+                256 * PER_INVOCATION,
+                gpu.limits.max_compute_workgroups_per_dimension,
+            );
+            pass.set_pipeline(pipeline);
+            pass.set_bind_group(0, &bg, &[]);
+            pass.dispatch_workgroups(x, g.cells as u32, z);
+            drop(pass);
             keep.push(params);
         }
         gpu.queue.submit([encoder.finish()]);
-        gpu.read_buffer(&out, 0, out_size)
+        gpu.read_buffer(&buffers.out, 0, buffers.out_size)
     })
 }
 

@@ -231,8 +231,9 @@ pub fn hist_params([lo, hi]: [f32; 2]) -> [f32; 2] {
     [lo, if span > 0.0 { BINS as f32 / span } else { 0.0 }]
 }
 
-/// The bin of `v`; the CPU twin of the shader's binning.
-pub fn bin_of(v: f32, [lo, k]: [f32; 2]) -> usize {
+/// The histogram bin of value `v` (not a pooled pixel's bin: see `pool::geometry::bin_of`); the
+/// CPU twin of the limits shader's binning.
+pub fn histogram_bin(v: f32, [lo, k]: [f32; 2]) -> usize {
     (((v - lo) * k).max(0.0) as u32).min(BINS as u32 - 1) as usize
 }
 

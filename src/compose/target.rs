@@ -18,6 +18,110 @@ pub(crate) fn render_rgba(
     render_rgba_over(gpu, pipe, compositor, figure, tile_limit, &[])
 }
 
+/// An offscreen texture of one tile's size and the buffer its rows are read back through,
+/// padded to the 256-byte row alignment copies need.
+struct OffscreenTarget {
+    texture: wgpu::Texture,
+    view: wgpu::TextureView,
+    readback: wgpu::Buffer,
+    size: (u32, u32),
+    /// Bytes per row in `readback`.
+    padded: u32,
+}
+
+impl OffscreenTarget {
+    fn new(gpu: &Gpu, format: wgpu::TextureFormat, (w, h): (u32, u32)) -> OffscreenTarget {
+        let texture = gpu.device.create_texture(&wgpu::TextureDescriptor {
+            label: Some("attnviz.export.target"),
+            size: wgpu::Extent3d {
+                width: w,
+                height: h,
+                depth_or_array_layers: 1,
+            },
+            mip_level_count: 1,
+            sample_count: 1,
+            dimension: wgpu::TextureDimension::D2,
+            format,
+            usage: wgpu::TextureUsages::RENDER_ATTACHMENT | wgpu::TextureUsages::COPY_SRC,
+            view_formats: &[],
+        });
+        let padded = (w * 4).next_multiple_of(wgpu::COPY_BYTES_PER_ROW_ALIGNMENT);
+        let readback = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("attnviz.export.readback"),
+            size: padded as u64 * h as u64,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        OffscreenTarget {
+            view: texture.create_view(&Default::default()),
+            texture,
+            readback,
+            size: (w, h),
+            padded,
+        }
+    }
+
+    /// Records the copy of the texture into the read-back buffer.
+    fn copy_out(&self, encoder: &mut wgpu::CommandEncoder) {
+        let (w, h) = self.size;
+        encoder.copy_texture_to_buffer(
+            wgpu::TexelCopyTextureInfo {
+                texture: &self.texture,
+                mip_level: 0,
+                origin: wgpu::Origin3d::ZERO,
+                aspect: wgpu::TextureAspect::All,
+            },
+            wgpu::TexelCopyBufferInfo {
+                buffer: &self.readback,
+                layout: wgpu::TexelCopyBufferLayout {
+                    offset: 0,
+                    bytes_per_row: Some(self.padded),
+                    rows_per_image: Some(h),
+                },
+            },
+            wgpu::Extent3d {
+                width: w,
+                height: h,
+                depth_or_array_layers: 1,
+            },
+        );
+    }
+
+    /// Reads the tile back into `out` (RGBA8 rows of a `width`-pixel figure) at `(x, y)`,
+    /// clipped to the figure's `height`.
+    fn read_into(
+        &self,
+        gpu: &Gpu,
+        out: &mut [u8],
+        (width, height): (u32, u32),
+        (x, y): (u32, u32),
+    ) -> Result<()> {
+        let bytes = gpu.map_read(&self.readback)?;
+        let (tw, th) = self.size;
+        let cw = (width - x).min(tw) as usize;
+        for row in 0..(height - y).min(th) as usize {
+            let src = row * self.padded as usize;
+            let dst = ((y as usize + row) * width as usize + x as usize) * 4;
+            out[dst..dst + cw * 4].copy_from_slice(&bytes[src..src + cw * 4]);
+        }
+        Ok(())
+    }
+}
+
+/// `quads` moved by (-x, -y): the figure as seen by the tile whose corner is at (x, y).
+fn shifted(quads: &[Quad], (x, y): (u32, u32), out: &mut Vec<Quad>) {
+    out.clear();
+    out.extend(quads.iter().map(|q| Quad {
+        rect: [
+            q.rect[0] - x as i32,
+            q.rect[1] - y as i32,
+            q.rect[2],
+            q.rect[3],
+        ],
+        ..*q
+    }));
+}
+
 /// [`render_rgba`], with `overlays` (the viewer's detail layer and readout, already placed in
 /// the figure's pixels) drawn on top, in order. Overlays are left out of tiled renders: they
 /// only exist for windows, which fit one texture.
@@ -33,44 +137,14 @@ pub(crate) fn render_rgba_over(
     let max = gpu.limits.max_texture_dimension_2d.min(tile_limit).max(1);
     let (tw, th) = (w.min(max), h.min(max));
     let mut out = vec![0u8; w as usize * h as usize * 4];
-    let texture = gpu.device.create_texture(&wgpu::TextureDescriptor {
-        label: Some("attnviz.export.target"),
-        size: wgpu::Extent3d {
-            width: tw,
-            height: th,
-            depth_or_array_layers: 1,
-        },
-        mip_level_count: 1,
-        sample_count: 1,
-        dimension: wgpu::TextureDimension::D2,
-        format: pipe.format,
-        usage: wgpu::TextureUsages::RENDER_ATTACHMENT | wgpu::TextureUsages::COPY_SRC,
-        view_formats: &[],
-    });
-    let view = texture.create_view(&Default::default());
-    let padded = (tw * 4).next_multiple_of(wgpu::COPY_BYTES_PER_ROW_ALIGNMENT);
-    let readback = gpu.device.create_buffer(&wgpu::BufferDescriptor {
-        label: Some("attnviz.export.readback"),
-        size: padded as u64 * th as u64,
-        usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-        mapped_at_creation: false,
-    });
+    let target = OffscreenTarget::new(gpu, pipe.format, (tw, th));
     let tiled = tw < w || th < h;
-    let mut shifted: Vec<Quad> = Vec::new();
+    let mut moved: Vec<Quad> = Vec::new();
     for ty in (0..h).step_by(th as usize) {
         for tx in (0..w).step_by(tw as usize) {
             if tiled {
-                shifted.clear();
-                shifted.extend(figure.quads.iter().map(|q| Quad {
-                    rect: [
-                        q.rect[0] - tx as i32,
-                        q.rect[1] - ty as i32,
-                        q.rect[2],
-                        q.rect[3],
-                    ],
-                    ..*q
-                }));
-                compositor.set_quads(gpu, &shifted);
+                shifted(&figure.quads, (tx, ty), &mut moved);
+                compositor.set_quads(gpu, &moved);
             }
             gpu.scoped("drawing the figure", || {
                 let mut encoder =
@@ -78,41 +152,15 @@ pub(crate) fn render_rgba_over(
                         .create_command_encoder(&wgpu::CommandEncoderDescriptor {
                             label: Some("attnviz.export.encoder"),
                         });
-                compositor.draw(gpu, pipe, &mut encoder, &view, (tw, th))?;
+                compositor.draw(gpu, pipe, &mut encoder, &target.view, (tw, th))?;
                 for o in overlays.iter().filter(|_| !tiled) {
-                    o.draw_over(gpu, pipe, &mut encoder, &view, (tw, th))?;
+                    o.draw_over(gpu, pipe, &mut encoder, &target.view, (tw, th))?;
                 }
-                encoder.copy_texture_to_buffer(
-                    wgpu::TexelCopyTextureInfo {
-                        texture: &texture,
-                        mip_level: 0,
-                        origin: wgpu::Origin3d::ZERO,
-                        aspect: wgpu::TextureAspect::All,
-                    },
-                    wgpu::TexelCopyBufferInfo {
-                        buffer: &readback,
-                        layout: wgpu::TexelCopyBufferLayout {
-                            offset: 0,
-                            bytes_per_row: Some(padded),
-                            rows_per_image: Some(th),
-                        },
-                    },
-                    wgpu::Extent3d {
-                        width: tw,
-                        height: th,
-                        depth_or_array_layers: 1,
-                    },
-                );
+                target.copy_out(&mut encoder);
                 gpu.queue.submit([encoder.finish()]);
                 Ok(())
             })?;
-            let bytes = gpu.map_read(&readback)?;
-            let cw = (w - tx).min(tw) as usize;
-            for row in 0..(h - ty).min(th) as usize {
-                let src = row * padded as usize;
-                let dst = ((ty as usize + row) * w as usize + tx as usize) * 4;
-                out[dst..dst + cw * 4].copy_from_slice(&bytes[src..src + cw * 4]);
-            }
+            target.read_into(gpu, &mut out, (w, h), (tx, ty))?;
         }
     }
     if tiled {

@@ -292,7 +292,7 @@ pub fn histogram(
             continue;
         }
         if let Some(v) = a.value(reduce) {
-            counts[crate::color::scale::bin_of(v, params)] += 1;
+            counts[crate::color::scale::histogram_bin(v, params)] += 1;
         }
     }
     counts

@@ -221,22 +221,16 @@ impl Layout {
         let height =
             grid_y + rows * ch + rows.saturating_sub(1) * (step_y - ch) + pad.bottom + m.margin;
 
-        let mut cells = Vec::with_capacity((rows * cols) as usize);
-        for (r, &layer) in layers.iter().enumerate() {
-            for (c, &head) in heads.iter().enumerate() {
-                cells.push(CellPlacement {
-                    x: grid_x + c as u32 * step_x,
-                    y: grid_y + r as u32 * step_y,
-                    width: cw,
-                    height: ch,
-                    layer,
-                    head,
-                });
-            }
-        }
+        let frame = GridFrame {
+            x: grid_x,
+            y: grid_y,
+            step: (step_x, step_y),
+            cell: (cw, ch),
+        };
+        let cells = frame.cells(layers, heads);
         let mut labels = Vec::with_capacity(heads.len() + layers.len() + 1);
         for (c, (text, label)) in col_labels.into_iter().enumerate() {
-            let cx = grid_x + c as u32 * step_x + cw / 2;
+            let (cx, _) = frame.centre(0, c);
             labels.push(PlacedLabel {
                 x: cx.saturating_sub(label.width / 2),
                 y: grid_y - header_h,
@@ -245,7 +239,7 @@ impl Layout {
             });
         }
         for (r, (text, label)) in row_labels.into_iter().enumerate() {
-            let cy = grid_y + r as u32 * step_y + ch / 2;
+            let (_, cy) = frame.centre(r, 0);
             labels.push(PlacedLabel {
                 x: grid_x - pad.left - (m.font_px / 2.0) as u32 - label.width,
                 y: cy.saturating_sub(label.height / 2),
@@ -277,6 +271,42 @@ impl Layout {
             fills: Vec::new(),
             theme,
         }
+    }
+}
+
+/// Where the grid's cells sit: the first cell's corner, the pitch between cells and their size.
+struct GridFrame {
+    x: u32,
+    y: u32,
+    step: (u32, u32),
+    cell: (u32, u32),
+}
+
+impl GridFrame {
+    /// One placement per (layer, head), rows = layers, in row-major order.
+    fn cells(&self, layers: &[usize], heads: &[usize]) -> Vec<CellPlacement> {
+        let mut cells = Vec::with_capacity(layers.len() * heads.len());
+        for (r, &layer) in layers.iter().enumerate() {
+            for (c, &head) in heads.iter().enumerate() {
+                cells.push(CellPlacement {
+                    x: self.x + c as u32 * self.step.0,
+                    y: self.y + r as u32 * self.step.1,
+                    width: self.cell.0,
+                    height: self.cell.1,
+                    layer,
+                    head,
+                });
+            }
+        }
+        cells
+    }
+
+    /// The centre of the cell in grid row `r`, column `c`.
+    fn centre(&self, r: usize, c: usize) -> (u32, u32) {
+        (
+            self.x + c as u32 * self.step.0 + self.cell.0 / 2,
+            self.y + r as u32 * self.step.1 + self.cell.1 / 2,
+        )
     }
 }
 

@@ -120,20 +120,7 @@ impl Plan {
             (c, _) => c,
         };
         let base = CellGeometry::new(shape.queries, shape.keys, cell)?;
-        let geometry = if f == 1.0 {
-            base
-        } else {
-            let side = (base.display_w.max(base.display_h) as f32 * f)
-                .round()
-                .max(1.0);
-            if side > crate::pool::geometry::MAX_CELL as f32 {
-                return Err(Error::BadOption(format!(
-                    "--scale-factor {f} makes cells of {side} px, past the maximum of {} (the figure may be any size)",
-                    crate::pool::geometry::MAX_CELL
-                )));
-            }
-            CellGeometry::new(shape.queries, shape.keys, Some(side as u32))?
-        };
+        let geometry = scaled_geometry(&base, shape.queries, shape.keys, f)?;
         let metrics = Metrics::for_cell(&base).scaled(f);
         let exclude = options.scale.exclude_keys;
         let first_column = first_included_column(shape.keys, geometry.pooled_w, exclude);
@@ -215,6 +202,29 @@ pub struct Tile {
     pub width: u32,
     pub height: u32,
     pub rgba: Vec<u8>,
+}
+
+/// `base` with its cells `f` times larger (the figure's `--scale-factor`), within the largest
+/// cell the pooling stage draws.
+fn scaled_geometry(
+    base: &CellGeometry,
+    queries: usize,
+    keys: usize,
+    f: f32,
+) -> Result<CellGeometry> {
+    if f == 1.0 {
+        return Ok(*base);
+    }
+    let side = (base.display_w.max(base.display_h) as f32 * f)
+        .round()
+        .max(1.0);
+    if side > crate::pool::geometry::MAX_CELL as f32 {
+        return Err(Error::BadOption(format!(
+            "--scale-factor {f} makes cells of {side} px, past the maximum of {} (the figure may be any size)",
+            crate::pool::geometry::MAX_CELL
+        )));
+    }
+    CellGeometry::new(queries, keys, Some(side as u32))
 }
 
 pub(crate) fn native_geometry(queries: usize, keys: usize) -> Result<CellGeometry> {

@@ -1,6 +1,6 @@
 //! The built-in demo model: synthetic softmax attention shaped like the figure that started the
-//! project (`shared/seed/attention-figure.md`). Rows are generated on demand from a hash of
-//! their coordinates, so the demo needs no file and any row can be read in any order.
+//! project (8 layers × 8 heads; the README's first figure). Rows are generated on demand from a
+//! hash of their coordinates, so the demo needs no file and any row can be read in any order.
 
 use super::synth::unit;
 use super::{AttentionSource, DType, Shape};

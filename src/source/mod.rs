@@ -56,7 +56,8 @@ impl DType {
         }
     }
 
-    /// Decodes little-endian values; the CPU twin of the shader's `load_value`.
+    /// Decodes little-endian values: the CPU twin of `widen` in `shaders/pool.wgsl`, which
+    /// turns f16 and bf16 bits into f32 exactly.
     pub fn decode(self, bytes: &[u8], out: &mut [f32]) {
         debug_assert_eq!(bytes.len(), out.len() * self.size());
         match self {
