@@ -9,7 +9,7 @@ use crate::color::scale::BINS;
 use crate::error::Result;
 use crate::gpu::kernel::{Binding, Kernel};
 use crate::gpu::shaders;
-use crate::gpu::{dispatch_1d, storage_buffer_init, Gpu};
+use crate::gpu::{buffer, dispatch_1d, storage_buffer_init, Gpu};
 use crate::pool::accum::{HeadStats, Reduce};
 use crate::pool::PooledCells;
 
@@ -108,15 +108,6 @@ impl JobBuffers {
             Job::Ranges => (cells * std::mem::size_of::<CellRange>()) as u64,
             Job::Histograms(_) => (cells * BINS * 4) as u64,
         };
-        let buffer = |label, size, usage| {
-            device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some(label),
-                size,
-                usage,
-                // zero-initialized by wgpu: the histogram starts empty
-                mapped_at_creation: false,
-            })
-        };
         JobBuffers {
             hist_ranges: storage_buffer_init(
                 device,
@@ -124,13 +115,20 @@ impl JobBuffers {
                 bytemuck::cast_slice(&hist_ranges),
                 wgpu::BufferUsages::empty(),
             ),
+            // zero-filled by wgpu: the histogram starts empty
             out: buffer(
+                device,
                 "attnviz.limits.out",
                 out_size,
                 wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
             ),
             out_size,
-            stand_in: buffer("attnviz.limits.unused", 16, wgpu::BufferUsages::STORAGE),
+            stand_in: buffer(
+                device,
+                "attnviz.limits.unused",
+                16,
+                wgpu::BufferUsages::STORAGE,
+            ),
         }
     }
 

@@ -216,6 +216,21 @@ impl Gpu {
     }
 }
 
+/// An unmapped buffer of `size` bytes, zero-filled by wgpu on first use.
+pub(crate) fn buffer(
+    device: &wgpu::Device,
+    label: &str,
+    size: u64,
+    usage: wgpu::BufferUsages,
+) -> wgpu::Buffer {
+    device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some(label),
+        size,
+        usage,
+        mapped_at_creation: false,
+    })
+}
+
 /// A storage buffer of `T`s laid out for the shaders, initialised from `data`.
 pub(crate) fn storage_buffer_init(
     device: &wgpu::Device,

@@ -4,7 +4,7 @@
 use bytemuck::Zeroable;
 
 use crate::error::{Error, Result};
-use crate::gpu::{storage_buffer_init, Gpu};
+use crate::gpu::{buffer, storage_buffer_init, Gpu};
 use crate::pool::accum::{Accum, HeadStats};
 use crate::pool::dispatch::pool_bind_group;
 use crate::pool::geometry::{bin_edges, CellGeometry};
@@ -216,16 +216,9 @@ impl PassBuffers {
         let device = &gpu.device;
         let col_edges = bin_edges(shape.keys, shape.geometry.pooled_w);
         let max_rows = sizing.chunk_bytes / sizing.row_bytes;
-        let buffer = |label, size, usage| {
-            device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some(label),
-                size,
-                usage,
-                mapped_at_creation: false,
-            })
-        };
         PassBuffers {
             params: buffer(
+                device,
                 "attnviz.pool.params",
                 (std::mem::size_of::<PieceParams>() * MAX_PIECES) as u64,
                 wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
@@ -243,6 +236,7 @@ impl PassBuffers {
                 wgpu::BufferUsages::empty(),
             ),
             row_max: buffer(
+                device,
                 "attnviz.pool.row_max",
                 if shape.options.row_norm {
                     (max_rows * 4) as u64
