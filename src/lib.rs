@@ -11,7 +11,6 @@
 //! Imports run one way, down this list: viewer, engine, cpu, compose, figure, color, pool,
 //! source, then gpu and files, then error (`tests/layering.rs` keeps it so).
 
-pub mod bench;
 pub mod color;
 pub mod compose;
 pub mod cpu;

@@ -1,12 +1,12 @@
-//! Measurement helpers for `attnviz bench`: the machine's own limits (memcpy, reading a cached
-//! file) measured in the same run as the engine, so every throughput is shown as a fraction of
-//! what the hardware allows.
+//! Timing for `attnviz bench`: runs of a scenario, and the machine's own limits (memcpy,
+//! reading a cached file) measured in the same run as the engine, so every throughput is shown
+//! as a fraction of what the hardware allows.
 
 use std::io::Read;
 use std::path::Path;
 use std::time::Instant;
 
-use crate::error::{Error, Result};
+use attnviz::{Error, Result};
 
 /// Timings of one scenario.
 #[derive(Clone, Debug)]
@@ -88,14 +88,33 @@ pub fn memcpy_gbps() -> f64 {
 
 /// Seconds to read `path` once through the page cache, like `cat FILE >/dev/null`.
 pub fn read_seconds(path: &Path) -> Result<f64> {
-    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut file = std::fs::File::open(path).map_err(|e| io_error(path, e))?;
     let mut buf = vec![0u8; 1 << 20];
     let t = Instant::now();
     loop {
-        let n = file.read(&mut buf).map_err(|e| Error::io(path, e))?;
+        let n = file.read(&mut buf).map_err(|e| io_error(path, e))?;
         if n == 0 {
             break;
         }
     }
     Ok(t.elapsed().as_secs_f64())
+}
+
+/// The `cat FILE >/dev/null` baseline: the fastest of three reads after a warming one (a
+/// single read varies by tens of percent on a shared machine).
+pub fn cat_seconds(path: &Path) -> Result<f64> {
+    read_seconds(path)?;
+    let mut best = f64::INFINITY;
+    for _ in 0..3 {
+        best = best.min(read_seconds(path)?);
+    }
+    Ok(best)
+}
+
+/// A read error naming the file, as the library reports its own.
+fn io_error(path: &Path, source: std::io::Error) -> Error {
+    Error::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }

@@ -1,0 +1,337 @@
+//! The clap schema: every subcommand, flag and help line of `attnviz`. Only declarations live
+//! here, so `attnviz --help` can be read off one file; turning the values into library options
+//! is [`super::options`]'s job.
+
+use std::path::PathBuf;
+
+use attnviz::color::scale::{ColorScale, Scale};
+use attnviz::{Colormap, Norm, Reduce};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use super::bench::SCENARIOS;
+
+#[derive(Parser)]
+#[command(
+    name = "attnviz",
+    version,
+    about = "Transformer attention maps rendered on the GPU"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Each variant's doc comment is its line in `attnviz --help` (and the head of its own help).
+#[derive(Subcommand)]
+pub enum Command {
+    /// Render an attention tensor (.npy or .safetensors), or attention recomputed from queries
+    /// and keys (--q, --k), as a labelled grid, PNG or SVG.
+    Render(RenderArgs),
+    /// Explore an attention tensor in a window: drag to pan, wheel to zoom, c/n/r to recolour,
+    /// 0 to reset, s to save a PNG, q or Esc to quit.
+    View(ViewArgs),
+    /// Render the built-in synthetic 8-layer × 8-head model (layers 1 and 8, as in the seed figure).
+    Demo(DemoArgs),
+    /// Write synthetic long-context attention (.npy, .safetensors, or raw for other extensions).
+    Synth(SynthArgs),
+    /// Write synthetic queries and keys (tensors `q` and `k` in one .safetensors file) whose
+    /// attention has a sink, sparse sink-like columns and a local window.
+    SynthQk(SynthQkArgs),
+    /// Compute the attention probabilities of queries and keys (on the GPU, as render pools
+    /// them) and write them as a tensor (.npy, .safetensors or raw), block by block.
+    Attention(AttentionArgs),
+    /// Measure render throughput on synthetic data (generated once, cached), next to the
+    /// machine's memcpy and file-read limits.
+    Bench(BenchArgs),
+    /// Print shape, dtype and per-head statistics of an attention tensor.
+    Info(InfoArgs),
+}
+
+// The argument structs below carry no doc comment of their own: clap would read one as the
+// subcommand's description, which the variant's doc comment above already gives.
+
+#[derive(Args)]
+pub struct RenderArgs {
+    /// (L,H,Q,K), (H,Q,K) or (Q,K) attention: .npy (<f4, <f2) or .safetensors (F32, F16, BF16).
+    #[arg(required_unless_present = "q", conflicts_with = "q")]
+    pub input: Option<PathBuf>,
+    #[command(flatten)]
+    pub qk: QkArgs,
+    /// Tensor to read from a .safetensors file with several.
+    #[arg(long)]
+    pub tensor: Option<String>,
+    /// Read INPUT as a raw dump of this shape (L,H,Q,K, or fewer dimensions) ...
+    #[arg(long, requires = "dtype")]
+    pub shape: Option<String>,
+    /// ... and element type: f32, f16 or bf16.
+    #[arg(long, requires = "shape", value_parser = ["f32", "f16", "bf16"])]
+    pub dtype: Option<String>,
+    #[command(flatten)]
+    pub out: Output,
+    #[command(flatten)]
+    pub style: Style,
+    /// Also write every selected head as DIR/l{l}_h{h}.png at native resolution, unlabelled.
+    #[arg(long, value_name = "DIR")]
+    pub tiles: Option<PathBuf>,
+    /// One token per line (one per key): drawn beside each cell when at most 64, index ticks otherwise.
+    #[arg(long, value_name = "FILE")]
+    pub tokens: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct ViewArgs {
+    #[arg(required_unless_present = "q", conflicts_with = "q")]
+    pub input: Option<PathBuf>,
+    #[command(flatten)]
+    pub qk: QkArgs,
+    #[arg(long)]
+    pub tensor: Option<String>,
+    #[command(flatten)]
+    pub style: Style,
+    /// Close after N frames, drawing continuously until then (scripts, tests, benchmarks).
+    #[arg(long, value_name = "N")]
+    pub exit_after_frames: Option<u64>,
+    /// Write exactly what is on screen to this PNG after the last frame.
+    #[arg(long)]
+    pub screenshot: Option<PathBuf>,
+    /// Print frame-time statistics and the adapter on exit.
+    #[arg(long)]
+    pub stats: bool,
+    /// Window size in pixels, WxH (default: the figure, within 1600x1000).
+    #[arg(long)]
+    pub size: Option<String>,
+    /// One token per line, named in the hover readout.
+    #[arg(long)]
+    pub tokens: Option<PathBuf>,
+    /// Open in focus mode on this head: L,H (1-based).
+    #[arg(long, value_name = "L,H")]
+    pub focus: Option<String>,
+    /// Zoom by this factor about the window's centre after opening.
+    #[arg(long)]
+    pub zoom: Option<f64>,
+    /// Pan by DX,DY window pixels every frame (scripted panning, for measurements).
+    #[arg(long, value_name = "DX,DY", allow_hyphen_values = true)]
+    pub pan_per_frame: Option<String>,
+    /// Put the cursor at X,Y (window pixels) after opening: its readout shows (scripts).
+    #[arg(long, value_name = "X,Y")]
+    pub hover: Option<String>,
+}
+
+#[derive(Args)]
+pub struct DemoArgs {
+    #[command(flatten)]
+    pub out: Output,
+    #[command(flatten)]
+    pub style: Style,
+    /// Tokens per head of the demo model.
+    #[arg(long, default_value_t = 256)]
+    pub tokens: usize,
+}
+
+#[derive(Args)]
+pub struct SynthArgs {
+    /// Output file.
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// Tokens per head (queries = keys).
+    #[arg(long, default_value_t = 4096)]
+    pub seq: usize,
+    #[arg(long, default_value_t = 1)]
+    pub layers: usize,
+    #[arg(long, default_value_t = 1)]
+    pub heads: usize,
+    #[arg(long, default_value = "f16", value_parser = ["f32", "f16", "bf16"])]
+    pub dtype: String,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Zero above the diagonal (decoder attention).
+    #[arg(long)]
+    pub causal: bool,
+    /// attention: sinks, columns, local window, block-sparse blocks; hot: one 1.0 entry in 1e-6 noise.
+    #[arg(long, default_value = "attention", value_parser = ["attention", "hot"])]
+    pub pattern: String,
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Args)]
+pub struct SynthQkArgs {
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// Tokens (queries = keys).
+    #[arg(long, default_value_t = 4096)]
+    pub seq: usize,
+    /// Head dimension.
+    #[arg(long, default_value_t = 64)]
+    pub dim: usize,
+    #[arg(long, default_value_t = 1)]
+    pub layers: usize,
+    #[arg(long, default_value_t = 1)]
+    pub heads: usize,
+    /// Key heads (fewer than --heads: grouped-query attention); default: --heads.
+    #[arg(long)]
+    pub kv_heads: Option<usize>,
+    #[arg(long, default_value = "f16", value_parser = ["f32", "f16", "bf16"])]
+    pub dtype: String,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+#[derive(Args)]
+pub struct AttentionArgs {
+    #[command(flatten)]
+    pub qk: QkArgs,
+    /// Mask keys after each query.
+    #[arg(long)]
+    pub causal: bool,
+    #[arg(short, long)]
+    pub output: PathBuf,
+    #[arg(long, value_enum, default_value_t = Backend::Auto)]
+    pub backend: Backend,
+}
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Small inputs, fewer runs: a smoke test of the benchmark itself.
+    #[arg(long)]
+    pub quick: bool,
+    /// Also write the results as JSON.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Where the synthetic inputs are cached (default: $XDG_CACHE_HOME or ~/.cache, attnviz/bench).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Run only these scenarios (comma-separated), e.g. `--only export-grid,recolor`.
+    #[arg(long, value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(SCENARIOS))]
+    pub only: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct InfoArgs {
+    pub input: PathBuf,
+    #[arg(long)]
+    pub tensor: Option<String>,
+    #[arg(long, value_enum, default_value_t = Backend::Auto)]
+    pub backend: Backend,
+}
+
+/// Attention recomputed from queries and keys instead of read from a file.
+#[derive(Args)]
+pub struct QkArgs {
+    /// Queries, (L,H,N,d), (H,N,d) or (N,d), .npy or .safetensors: the attention softmax(QKᵀ·scale)
+    /// is recomputed on the GPU at the resolution drawn, never stored.
+    #[arg(long, value_name = "FILE")]
+    pub q: Option<PathBuf>,
+    /// Keys, with as many heads as Q or fewer (grouped-query attention). Omit when --q is a
+    /// .safetensors file holding tensors `q` and `k`.
+    #[arg(long, value_name = "FILE", requires = "q")]
+    pub k: Option<PathBuf>,
+    /// Score scale before the softmax (default 1/√d).
+    #[arg(long, requires = "q")]
+    pub softmax_scale: Option<f32>,
+    /// Query rows to compute, 0-based, end excluded: A..B, A.. or ..B.
+    #[arg(long, requires = "q", value_name = "A..B")]
+    pub queries: Option<String>,
+}
+
+#[derive(Args)]
+pub struct Output {
+    /// Output figure: .png, or .svg (text, ticks and colorbar as vectors, cells as embedded PNGs).
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// Also write each cell's pixel rectangle, layer, head, value range and the colorbar mapping as JSON.
+    #[arg(long, value_name = "FILE")]
+    pub layout_json: Option<PathBuf>,
+    /// auto: GPU, falling back to the CPU with a warning when no adapter exists.
+    #[arg(long, value_enum, default_value_t = Backend::Auto)]
+    pub backend: Backend,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Args)]
+pub struct Style {
+    /// Layers to show, 1-based: lists and ranges such as 1,8 or 1-4 (default: all).
+    #[arg(long)]
+    pub layers: Option<String>,
+    /// Heads to show, 1-based (default: all).
+    #[arg(long)]
+    pub heads: Option<String>,
+    /// Scale: per head, per layer row, one for the grid, per query row, or none ([0,1] clamped).
+    #[arg(long, default_value = "head", value_parser = names(&Norm::ALL.map(Norm::name), Norm::from_name))]
+    pub norm: Norm,
+    #[arg(long, default_value = "viridis", value_parser = names(&Colormap::ALL.map(Colormap::name), Colormap::from_name))]
+    pub colormap: Colormap,
+    /// How entries that share a pixel combine: max keeps single-key spikes visible.
+    #[arg(long, default_value = "max", value_parser = names(&Reduce::ALL.map(Reduce::name), Reduce::from_name))]
+    pub reduce: Reduce,
+    /// Cell side in pixels (default 256, or the native size when smaller).
+    #[arg(long)]
+    pub cell: Option<u32>,
+    /// Leave the colorbar out.
+    #[arg(long)]
+    pub no_colorbar: bool,
+    /// Curve from normalized value to colour: linear, log, sqrt or gamma:G.
+    #[arg(long, default_value = "linear", value_parser = lib_parser(Scale::parse))]
+    pub scale: Scale,
+    /// With --scale log: values below this take the bottom colour (default: 1e-6 of each scope's max).
+    #[arg(long, value_name = "V")]
+    pub log_floor: Option<f32>,
+    /// Limits at these percentiles of each scope's pooled values, e.g. 0,99.5.
+    #[arg(long, value_name = "LOW,HIGH", value_parser = lib_parser(ColorScale::parse_clip))]
+    pub clip: Option<[f32; 2]>,
+    /// Fixed lower limit (overrides the data's and --clip's).
+    #[arg(long, allow_negative_numbers = true)]
+    pub vmin: Option<f32>,
+    /// Fixed upper limit.
+    #[arg(long, allow_negative_numbers = true)]
+    pub vmax: Option<f32>,
+    /// Leave the first K keys (attention sinks) out of the statistics: 0..K. They still render, saturated.
+    #[arg(long, value_name = "0..K", value_parser = lib_parser(ColorScale::parse_exclude))]
+    pub exclude_keys: Option<usize>,
+    /// A title above the grid.
+    #[arg(long)]
+    pub title: Option<String>,
+    /// Make the whole figure this many times larger (cells, text, gutters); posters past the
+    /// texture limit are drawn in tiles.
+    #[arg(long, default_value_t = 1.0, conflicts_with = "dpi")]
+    pub scale_factor: f32,
+    /// Resolution as DPI, with 100 DPI the default size (--dpi 300 = --scale-factor 3).
+    #[arg(long)]
+    pub dpi: Option<f32>,
+    #[arg(long, default_value = "light", value_parser = ["light", "dark"])]
+    pub theme: String,
+    /// Transparent background.
+    #[arg(long)]
+    pub transparent: bool,
+    /// Entries above the diagonal: masked (on: out of the statistics, drawn as background),
+    /// kept (off), or masked when every selected head is exactly zero there (auto).
+    #[arg(long, default_value = "auto", num_args = 0..=1, default_missing_value = "on",
+          value_parser = ["auto", "on", "off"])]
+    pub causal: String,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Backend {
+    Auto,
+    Gpu,
+    Cpu,
+}
+
+/// A clap parser from a library parser (its error is the message).
+fn lib_parser<T: Clone + Send + Sync + 'static>(
+    parse: fn(&str) -> attnviz::Result<T>,
+) -> impl Fn(&str) -> Result<T, String> + Clone + Send + Sync + 'static {
+    move |s| parse(s).map_err(|e| e.to_string())
+}
+
+/// A clap parser accepting exactly the library's names for an option.
+fn names<T: Clone + Send + Sync + 'static>(
+    all: &[&'static str],
+    from_name: fn(&str) -> Option<T>,
+) -> impl clap::builder::TypedValueParser<Value = T> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(all.to_vec())
+        .map(move |s: String| from_name(&s).expect("clap only passes listed names"))
+}

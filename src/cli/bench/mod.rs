@@ -1,0 +1,96 @@
+//! `attnviz bench`: fixed scenarios on synthetic inputs, each warmed up then timed over several
+//! runs, reported as one table row (and JSON) next to the machine's memcpy and `cat` limits.
+//!
+//! - [`inputs`]: the synthetic tensors, generated once into a cache folder;
+//! - [`scenarios`]: what each scenario times, in the order they run;
+//! - [`measure`]: timing, and the memcpy and file-read baselines;
+//! - [`report`]: the table, the JSON file and the qk-long line.
+
+mod inputs;
+mod measure;
+mod report;
+mod scenarios;
+
+use attnviz::{Engine, Gpu};
+
+use super::args::BenchArgs;
+use inputs::Inputs;
+use measure::memcpy_gbps;
+use report::Report;
+use scenarios::{Bench, Selection};
+
+pub use scenarios::SCENARIOS;
+
+/// Input sizes and run counts. `--quick` is a smoke test of the harness itself (seconds, on a
+/// software adapter), not a measurement.
+#[derive(Clone, Copy)]
+pub struct Sizes {
+    /// Tokens per head of the 8×8-head grid (export-grid, recolor, frame, pool-resident).
+    pub grid_seq: usize,
+    /// Tokens of the one-head long input (export-long).
+    pub long_seq: usize,
+    /// Tokens of the one-head Q/K input (qk-long).
+    pub qk_seq: usize,
+    /// Bytes copied per upload run.
+    pub upload_bytes: u64,
+    /// Timed runs of each whole-figure scenario.
+    pub runs: usize,
+    /// Timed frames of each interactive scenario.
+    pub frames: usize,
+}
+
+impl Sizes {
+    fn new(quick: bool) -> Sizes {
+        if quick {
+            Sizes {
+                grid_seq: 512,
+                long_seq: 8192,
+                qk_seq: 2048,
+                upload_bytes: 256 << 20,
+                runs: 3,
+                frames: 20,
+            }
+        } else {
+            Sizes {
+                grid_seq: 2048,
+                long_seq: 32768,
+                qk_seq: 32768,
+                upload_bytes: 1 << 30,
+                runs: 5,
+                frames: 60,
+            }
+        }
+    }
+}
+
+/// `attnviz bench`: inputs first (so generating them is never timed), then the engine, the
+/// memcpy baseline and the chosen scenarios, then the report.
+pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
+    let want = Selection(&args.only);
+    let sizes = Sizes::new(args.quick);
+    let dir = inputs::cache_dir(args.data.clone())?;
+    let inputs = Inputs::prepare(&dir, &sizes, &want)?;
+    let bench = Bench {
+        engine: Engine::new(Gpu::new()?),
+        sizes,
+        out: dir.join("bench-out.png"),
+    };
+    let memcpy = memcpy_gbps();
+    let results = bench.run(&inputs, &want)?;
+    let _ = std::fs::remove_file(&bench.out);
+
+    let report = Report {
+        adapter: bench.engine.gpu.describe(),
+        memcpy,
+        quick: args.quick,
+        qk_seq: sizes.qk_seq,
+        inputs: inputs.with_cat(&results),
+        results,
+    };
+    report.print_table();
+    if let Some(path) = &args.json {
+        report.write_json(path)?;
+    }
+    report.print_qk_long();
+    Ok(())
+}

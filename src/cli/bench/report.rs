@@ -1,0 +1,126 @@
+//! The output of `attnviz bench`: a header naming the machine and inputs, a Markdown table
+//! (pasted into the README as is), optional JSON for scripts, and qk-long's GFLOP/s.
+
+use std::path::Path;
+
+use super::inputs::file_len;
+use super::scenarios::{Results, Row};
+
+/// What one bench run measured, and how to show it.
+pub struct Report<'a> {
+    pub adapter: String,
+    /// Host memcpy GB/s, the reference for every throughput.
+    pub memcpy: f64,
+    pub quick: bool,
+    pub qk_seq: usize,
+    /// Each input read, with its `cat` time when an export scenario measured one.
+    pub inputs: Vec<(&'a Path, Option<f64>)>,
+    pub results: Results,
+}
+
+impl Report<'_> {
+    /// The header lines and one table row per scenario, on stdout.
+    pub fn print_table(&self) {
+        println!("adapter: {}", self.adapter);
+        println!(
+            "memcpy:  {:.2} GB/s (this machine, measured in this run)",
+            self.memcpy
+        );
+        let inputs: Vec<String> = self
+            .inputs
+            .iter()
+            .map(|(path, cat)| {
+                let cat = cat.map_or(String::new(), |c| format!(", cat {c:.3} s"));
+                let gib = gib(file_len(path));
+                format!("{} ({gib:.2} GiB{cat})", path.display())
+            })
+            .collect();
+        if !inputs.is_empty() {
+            println!("inputs:  {}", inputs.join(", "));
+        }
+        println!();
+        println!(
+            "| scenario | input | median | min | GB/s | of memcpy | heads/s | ms/frame | fps | × cat |"
+        );
+        println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        for row in &self.results.rows {
+            println!("{}", table_row(row, self.memcpy));
+        }
+    }
+
+    /// The same numbers as JSON (raw seconds rather than rates), written atomically to `path`.
+    pub fn write_json(&self, path: &Path) -> anyhow::Result<()> {
+        let rows: Vec<String> = self.results.rows.iter().map(json_row).collect();
+        let body = format!(
+            "{{\"adapter\":{:?},\"memcpy_gbps\":{:.3},\"quick\":{},\"qk_long_gflops\":{},\"scenarios\":[{}]}}\n",
+            self.adapter,
+            self.memcpy,
+            self.quick,
+            self.results
+                .qk_gflops
+                .map_or("null".into(), |g| format!("{g:.3}")),
+            rows.join(",")
+        );
+        attnviz::files::write_atomic(path, |w| std::io::Write::write_all(w, body.as_bytes()))?;
+        Ok(())
+    }
+
+    /// qk-long's line under the table, when it ran: its rate in arithmetic rather than bytes.
+    pub fn print_qk_long(&self) {
+        if let Some(gflops) = self.results.qk_gflops {
+            println!();
+            println!(
+                "qk-long: {} tokens, d = 64, one head to a 1024-px cell: {gflops:.1} GFLOP/s \
+                 (4·N²·d flops per pass, two passes: row statistics, then probabilities)",
+                self.qk_seq
+            );
+        }
+    }
+}
+
+/// A Markdown table row; a column that does not apply to the scenario shows `-`.
+fn table_row(row: &Row, memcpy: f64) -> String {
+    let s = &row.sample;
+    let (med, min) = (s.median(), s.min());
+    let reads = s.input_bytes > 0;
+    let size = or_dash(reads, || format!("{:.2} GiB", gib(s.input_bytes)));
+    let gbps = or_dash(reads, || format!("{:.2}", s.gbps()));
+    let frac = or_dash(reads, || format!("{:.0}%", 100.0 * s.gbps() / memcpy));
+    let heads = or_dash(s.heads > 0 && !s.per_frame, || {
+        format!("{:.1}", s.heads as f64 / med)
+    });
+    let ms = or_dash(s.per_frame, || format!("{:.2}", med * 1e3));
+    let fps = or_dash(s.per_frame, || format!("{:.0}", 1.0 / med));
+    let vs_cat = row.cat.map_or("-".into(), |c| format!("{:.1}", med / c));
+    format!(
+        "| {} | {size} | {med:.3} s | {min:.3} s | {gbps} | {frac} | {heads} | {ms} | {fps} | {vs_cat} |",
+        s.name
+    )
+}
+
+/// One scenario as a JSON object.
+fn json_row(row: &Row) -> String {
+    let s = &row.sample;
+    format!(
+        "{{\"scenario\":\"{}\",\"input_bytes\":{},\"median_s\":{:.6},\"min_s\":{:.6},\"runs\":{},\"cat_s\":{}}}",
+        s.name,
+        s.input_bytes,
+        s.median(),
+        s.min(),
+        s.runs.len(),
+        row.cat.map_or("null".into(), |c| format!("{c:.6}"))
+    )
+}
+
+/// `cell()` where the column applies, else `-`.
+fn or_dash(applies: bool, cell: impl FnOnce() -> String) -> String {
+    if applies {
+        cell()
+    } else {
+        "-".into()
+    }
+}
+
+fn gib(bytes: u64) -> f64 {
+    bytes as f64 / (1u64 << 30) as f64
+}

@@ -1,0 +1,254 @@
+//! What each `attnviz bench` scenario times. Every scenario is a method of [`Bench`], which
+//! holds what they share (engine, sizes, the scratch PNG), and yields one [`Row`].
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use attnviz::files::write_png;
+use attnviz::source::qk::{QkOptions, QkSource};
+use attnviz::source::qk_synth::QkSpec;
+use attnviz::source::ArraySource;
+use attnviz::{AttentionSource, Colormap, DType, Engine, Norm, Reduce, RenderOptions, Scene};
+
+use super::inputs::{file_len, Input, Inputs};
+use super::measure::{cat_seconds, measure, Sample};
+use super::Sizes;
+
+/// The scenarios of `attnviz bench`, in the order they run.
+pub const SCENARIOS: [&str; 7] = [
+    "export-grid",
+    "export-long",
+    "recolor",
+    "frame",
+    "upload",
+    "pool-resident",
+    "qk-long",
+];
+
+/// The scenarios `--only` chose: all of them when it is empty.
+pub struct Selection<'a>(pub &'a [String]);
+
+impl Selection<'_> {
+    pub fn wants(&self, name: &str) -> bool {
+        self.0.is_empty() || self.0.iter().any(|o| o == name)
+    }
+}
+
+/// One table row: the timings, and the `cat` baseline for scenarios that read a file.
+pub struct Row {
+    pub sample: Sample,
+    pub cat: Option<f64>,
+}
+
+impl From<Sample> for Row {
+    fn from(sample: Sample) -> Row {
+        Row { sample, cat: None }
+    }
+}
+
+/// Everything the chosen scenarios measured.
+#[derive(Default)]
+pub struct Results {
+    pub rows: Vec<Row>,
+    /// The `cat` time of each input, when its export scenario ran.
+    pub grid_cat: Option<f64>,
+    pub long_cat: Option<f64>,
+    /// qk-long's arithmetic throughput, when it ran.
+    pub qk_gflops: Option<f64>,
+}
+
+/// What every scenario shares.
+pub struct Bench {
+    pub engine: Engine,
+    pub sizes: Sizes,
+    /// Where renders are written (each run overwrites it; removed at the end).
+    pub out: PathBuf,
+}
+
+/// The long scenarios draw their one head into a 1024-px cell.
+fn long_options() -> RenderOptions {
+    RenderOptions {
+        cell: Some(1024),
+        ..Default::default()
+    }
+}
+
+impl Bench {
+    /// Runs the chosen scenarios in the order of [`SCENARIOS`]; `inputs` holds what they read.
+    pub fn run(&self, inputs: &Inputs, want: &Selection) -> anyhow::Result<Results> {
+        let mut results = Results::default();
+        if let (true, Some(grid)) = (want.wants("export-grid"), &inputs.grid) {
+            let row = self.export("export-grid", grid, &RenderOptions::default(), 64)?;
+            results.grid_cat = row.cat;
+            results.rows.push(row);
+        }
+        if let Some(long) = &inputs.long {
+            let row = self.export("export-long", long, &long_options(), 1)?;
+            results.long_cat = row.cat;
+            results.rows.push(row);
+        }
+        if let (true, Some(grid)) = (want.wants("recolor") || want.wants("frame"), &inputs.grid) {
+            // The interactive paths, on resident pooled data of the grid.
+            let mut scene = self
+                .engine
+                .scene(grid.source.as_ref(), &RenderOptions::default())?;
+            if want.wants("recolor") {
+                results.rows.push(self.recolor(&mut scene)?);
+            }
+            if want.wants("frame") {
+                results.rows.push(self.frame(&scene)?);
+            }
+        }
+        if want.wants("upload") {
+            results.rows.push(self.upload()?);
+        }
+        if want.wants("pool-resident") {
+            results.rows.push(self.pool_resident()?);
+        }
+        if want.wants("qk-long") {
+            let sample = self.qk_long()?;
+            let flops = 2.0 * 4.0 * (self.sizes.qk_seq as f64).powi(2) * 64.0;
+            results.qk_gflops = Some(flops / sample.median() / 1e9);
+            results.rows.push(sample.into());
+        }
+        Ok(results)
+    }
+
+    /// export-grid and export-long: one figure from a file to a PNG per run, next to reading
+    /// the file once.
+    fn export(
+        &self,
+        name: &str,
+        input: &Input,
+        options: &RenderOptions,
+        heads: usize,
+    ) -> anyhow::Result<Row> {
+        let cat = cat_seconds(&input.path)?;
+        let bytes = file_len(&input.path);
+        let sample = measure(name, bytes, heads, self.sizes.runs, false, || {
+            let f = self.engine.render(input.source.as_ref(), options)?;
+            write_png(&self.out, f.width, f.height, &f.rgba)
+        })?;
+        Ok(Row {
+            sample,
+            cat: Some(cat),
+        })
+    }
+
+    /// recolor: a new norm and colormap on the grid's resident scene, per frame.
+    fn recolor(&self, scene: &mut Scene) -> anyhow::Result<Row> {
+        let mut i = 0usize;
+        let sample = measure("recolor", 0, 64, self.sizes.frames, true, || {
+            i += 1;
+            let norm = [Norm::Head, Norm::Layer, Norm::Global][i % 3];
+            let colormap = Colormap::ALL[i % Colormap::ALL.len()];
+            self.engine.recolor(scene, norm, Reduce::Max, colormap)?;
+            self.engine.gpu.wait()
+        })?;
+        Ok(sample.into())
+    }
+
+    /// frame: the grid's scene drawn into a 1920×1080 target, per frame.
+    fn frame(&self, scene: &Scene) -> anyhow::Result<Row> {
+        let target = self
+            .engine
+            .gpu
+            .device
+            .create_texture(&wgpu::TextureDescriptor {
+                label: Some("attnviz.bench.frame"),
+                size: wgpu::Extent3d {
+                    width: 1920,
+                    height: 1080,
+                    depth_or_array_layers: 1,
+                },
+                mip_level_count: 1,
+                sample_count: 1,
+                dimension: wgpu::TextureDimension::D2,
+                format: wgpu::TextureFormat::Rgba8Unorm,
+                usage: wgpu::TextureUsages::RENDER_ATTACHMENT,
+                view_formats: &[],
+            });
+        let view = target.create_view(&Default::default());
+        let sample = measure("frame", 0, 64, self.sizes.frames, true, || {
+            self.engine.draw(scene, &view, (1920, 1080))?;
+            self.engine.gpu.wait()
+        })?;
+        Ok(sample.into())
+    }
+
+    /// upload: host-to-device copies alone, the ceiling for any scenario that reads a file.
+    fn upload(&self) -> anyhow::Result<Row> {
+        let bytes = self.sizes.upload_bytes;
+        let mut upload = attnviz::pool::UploadBench::new(&self.engine.gpu);
+        let sample = measure("upload", bytes, 0, self.sizes.runs, false, || {
+            upload.run(&self.engine.gpu, bytes)
+        })?;
+        Ok(sample.into())
+    }
+
+    /// pool-resident: the grid's pooling alone, on data already in device memory: what the GPU
+    /// sustains without the host-to-device copy (the same as export-grid on unified memory).
+    fn pool_resident(&self) -> anyhow::Result<Row> {
+        let seq = self.sizes.grid_seq;
+        let bytes = (64 * seq * seq * 4) as u64;
+        let sample = measure("pool-resident", bytes, 64, self.sizes.runs, false, || {
+            self.engine
+                .resident_pool_seconds(64, seq, seq, 256)
+                .map(|_| ())
+        })?;
+        Ok(sample.into())
+    }
+
+    /// qk-long: whole renders of one head recomputed from Q and K, until three runs or a
+    /// minute, whichever comes first (a software adapter takes minutes per run).
+    fn qk_long(&self) -> anyhow::Result<Sample> {
+        let options = long_options();
+        // Warm the pipelines on a small head first.
+        self.engine.render(&qk_source(256)?, &options)?;
+        let qk = qk_source(self.sizes.qk_seq)?;
+        let mut runs = Vec::new();
+        let start = Instant::now();
+        while runs.len() < 3 && (runs.is_empty() || start.elapsed().as_secs() < 60) {
+            let t = Instant::now();
+            let f = self.engine.render(&qk, &options)?;
+            write_png(&self.out, f.width, f.height, &f.rgba)?;
+            runs.push(t.elapsed().as_secs_f64());
+        }
+        Ok(Sample {
+            name: "qk-long".into(),
+            input_bytes: 0,
+            heads: 1,
+            runs,
+            per_frame: false,
+        })
+    }
+}
+
+/// One head of `seq` synthetic queries and keys (d = 64), held in memory so that qk-long
+/// times the recomputation, not a file read.
+fn qk_source(seq: usize) -> anyhow::Result<QkSource> {
+    let spec = QkSpec {
+        layers: 1,
+        heads: 1,
+        kv_heads: 1,
+        seq,
+        dim: 64,
+        seed: 1,
+    };
+    let (q, k) = spec.generate()?;
+    let shape = attnviz::Shape {
+        layers: 1,
+        heads: 1,
+        queries: seq,
+        keys: 64,
+    };
+    let tensor = |name: &str, v: Vec<f32>| -> anyhow::Result<Box<dyn AttentionSource>> {
+        let bytes = bytemuck::cast_slice(&v).to_vec();
+        Ok(Box::new(ArraySource::new(name, shape, DType::F32, bytes)?))
+    };
+    Ok(QkSource::new(
+        tensor("q", q)?,
+        tensor("k", k)?,
+        &QkOptions::default(),
+    )?)
+}

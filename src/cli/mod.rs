@@ -1,0 +1,23 @@
+//! The `attnviz` command line, on top of the library.
+//!
+//! - [`args`]: the clap schema (every flag and help line);
+//! - [`options`]: parsed flags turned into library values (render options, sources, engine);
+//! - [`run`]: dispatch, one subcommand to one module: [`render`] (render, demo), [`view`],
+//!   [`synth`] (synth, synth-qk, attention), [`info`] and [`bench`];
+//! - [`progress`]: the stderr progress bar the streaming commands share.
+//!
+//! Everything here returns `anyhow` errors: the library's [`attnviz::Error`] inside them is
+//! what `main` reads to choose the exit code.
+
+mod args;
+mod bench;
+mod info;
+mod options;
+mod progress;
+mod render;
+mod run;
+mod synth;
+mod view;
+
+pub use args::{Cli, Command};
+pub use run::run;

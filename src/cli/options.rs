@@ -1,0 +1,102 @@
+//! From parsed arguments to library values: render options, the attention source, the engine.
+//! Kept apart from the schema so that what a flag means is decided in one place for every
+//! command that takes it.
+
+use std::path::Path;
+
+use attnviz::color::scale::ColorScale;
+use attnviz::figure::layout::Theme;
+use attnviz::pool::Causal;
+use attnviz::source::qk::{parse_queries, QkOptions, QkSource};
+use attnviz::{AttentionSource, Engine, Error, Gpu, RenderOptions};
+
+use super::args::{Backend, QkArgs, Style};
+
+impl Style {
+    /// The library's render options for these flags (`tokens` is left to the command, which
+    /// reads its own `--tokens` file).
+    pub fn options(&self) -> RenderOptions {
+        RenderOptions {
+            layers: self.layers.clone(),
+            heads: self.heads.clone(),
+            norm: self.norm,
+            colormap: self.colormap,
+            reduce: self.reduce,
+            cell: self.cell,
+            colorbar: !self.no_colorbar,
+            causal: match self.causal.as_str() {
+                "on" => Causal::On,
+                "off" => Causal::Off,
+                _ => Causal::Auto,
+            },
+            scale: ColorScale {
+                scale: self.scale,
+                log_floor: self.log_floor,
+                clip: self.clip,
+                vmin: self.vmin,
+                vmax: self.vmax,
+                exclude_keys: self.exclude_keys.unwrap_or(0),
+            },
+            title: self.title.clone(),
+            tokens: None,
+            scale_factor: self.dpi.map_or(self.scale_factor, |d| d / 100.0),
+            theme: Theme::from_name(&self.theme).expect("clap checked the name"),
+            transparent: self.transparent,
+            cell_colors: false,
+        }
+    }
+}
+
+impl QkArgs {
+    /// The Q/K source, when --q was given.
+    pub fn open(&self, causal: bool) -> anyhow::Result<Option<QkSource>> {
+        let Some(q) = &self.q else { return Ok(None) };
+        let options = QkOptions {
+            causal,
+            softmax_scale: self.softmax_scale,
+            queries: self.queries.as_deref().map(parse_queries).transpose()?,
+        };
+        Ok(Some(QkSource::open(q, self.k.as_deref(), &options)?))
+    }
+}
+
+/// What `render` and `view` draw: attention recomputed from `--q`/`--k` when given, else the
+/// INPUT file opened by `open_file` (clap guarantees exactly one of the two).
+pub fn attention_source(
+    qk: &QkArgs,
+    causal: bool,
+    input: Option<&Path>,
+    open_file: impl FnOnce(&Path) -> anyhow::Result<Box<dyn AttentionSource>>,
+) -> anyhow::Result<Box<dyn AttentionSource>> {
+    match (qk.open(causal)?, input) {
+        (Some(qk), _) => Ok(Box::new(qk)),
+        (None, Some(input)) => open_file(input),
+        (None, None) => unreachable!("clap requires INPUT or --q"),
+    }
+}
+
+impl Backend {
+    /// Opens the GPU engine for this backend: `None` means render on the CPU.
+    pub fn engine(self) -> anyhow::Result<Option<Engine>> {
+        match self {
+            Backend::Cpu => Ok(None),
+            Backend::Gpu => Ok(Some(Engine::new(Gpu::new()?))),
+            Backend::Auto => match Gpu::new() {
+                Ok(gpu) => Ok(Some(Engine::new(gpu))),
+                Err(e) => {
+                    eprintln!("warning: {e}; rendering on the CPU");
+                    Ok(None)
+                }
+            },
+        }
+    }
+}
+
+/// Reads a token file: one token per line.
+pub fn read_tokens(path: &Path) -> anyhow::Result<Vec<String>> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::Io {
+        path: path.to_path_buf(),
+        source: e,
+    })?;
+    Ok(text.lines().map(str::to_string).collect())
+}

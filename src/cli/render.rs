@@ -1,0 +1,195 @@
+//! `attnviz render` and `attnviz demo`: one figure (PNG or SVG) from a source, with its optional
+//! layout JSON and per-head tiles. Both commands end in [`render_to`], so the demo exercises
+//! exactly the path real tensors take.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use attnviz::files::{check_writable, write_png};
+use attnviz::pool::Causal;
+use attnviz::source::{self, DemoModel, OpenOptions};
+use attnviz::{AttentionSource, DType, Engine, Error, Figure, RenderOptions, Shape};
+
+use super::args::{DemoArgs, Output, RenderArgs};
+use super::options::{attention_source, read_tokens};
+use super::progress::ProgressBar;
+
+/// `attnviz render`: a tensor file, a raw dump, or attention recomputed from Q and K.
+pub fn render(args: &RenderArgs) -> anyhow::Result<()> {
+    check_writable(&args.out.output)?;
+    let mut options = args.style.options();
+    if let Some(path) = &args.tokens {
+        options.tokens = Some(read_tokens(path)?);
+    }
+    let causal = options.causal == Causal::On;
+    let src = attention_source(&args.qk, causal, args.input.as_deref(), |input| {
+        open_file(args, input)
+    })?;
+    if let (Some(path), Some(tokens)) = (&args.tokens, &options.tokens) {
+        check_tokens(path, tokens, src.shape())?;
+    }
+    render_to(src.as_ref(), &options, &args.out, args.tiles.as_deref())
+}
+
+/// INPUT as a raw dump when `--shape` and `--dtype` describe it, else as a tensor file.
+fn open_file(args: &RenderArgs, input: &Path) -> anyhow::Result<Box<dyn AttentionSource>> {
+    Ok(match (&args.shape, &args.dtype) {
+        (Some(shape), Some(dtype)) => {
+            let dtype = DType::from_name(dtype).expect("clap checked the name");
+            Box::new(source::open_raw(
+                input,
+                &source::parse_shape(shape)?,
+                dtype,
+            )?)
+        }
+        _ => Box::new(source::open(
+            input,
+            &OpenOptions {
+                tensor: args.tensor.clone(),
+            },
+        )?),
+    })
+}
+
+/// A token file that does not fit the input is the file's fault: it is named by its path and
+/// ends in exit code 2, like any other bad input.
+fn check_tokens(path: &Path, tokens: &[String], shape: Shape) -> anyhow::Result<()> {
+    if let Err(e) = attnviz::figure::axes::split_tokens(tokens, shape.queries, shape.keys) {
+        let message = e.to_string().trim_start_matches("--tokens: ").to_string();
+        return Err(Error::BadInput {
+            path: path.to_path_buf(),
+            message,
+        }
+        .into());
+    }
+    Ok(())
+}
+
+/// `attnviz demo`: the built-in model, layers 1 and 8 unless `--layers` says otherwise.
+pub fn demo(args: &DemoArgs) -> anyhow::Result<()> {
+    check_writable(&args.out.output)?;
+    let mut options = args.style.options();
+    if options.layers.is_none() {
+        options.layers = Some("1,8".into());
+    }
+    render_to(
+        &DemoModel::new(args.tokens.clamp(16, 4096)),
+        &options,
+        &args.out,
+        None,
+    )
+}
+
+/// Renders `src` to `out` (PNG, or SVG by extension), then the layout JSON and tiles when
+/// asked, and reports the figure on stderr.
+pub fn render_to(
+    src: &dyn AttentionSource,
+    options: &RenderOptions,
+    out: &Output,
+    tiles: Option<&Path>,
+) -> anyhow::Result<()> {
+    let start = Instant::now();
+    let svg = out
+        .output
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("svg"));
+    let options = RenderOptions {
+        cell_colors: svg,
+        ..options.clone()
+    };
+    if let Some(path) = &out.layout_json {
+        check_writable(path)?;
+    }
+    let job = Job::new(src, options, out)?;
+    let figure = job.figure()?;
+    if svg {
+        attnviz::figure::svg::write_svg(&out.output, &figure, job.options.colormap)?;
+    } else {
+        write_png(&out.output, figure.width, figure.height, &figure.rgba)?;
+    }
+    if let Some(path) = &out.layout_json {
+        attnviz::figure::layout_json::write_layout_json(path, &figure, &job.options)?;
+    }
+    if let Some(dir) = tiles {
+        job.write_tiles(&figure, dir)?;
+    }
+    eprintln!("{}", job.summary(&out.output, &figure, start));
+    Ok(())
+}
+
+/// One render: the source, its options and the backend that draws every output of it (the
+/// figure, then the tiles), with the progress bar the GPU engine reports to.
+struct Job<'a> {
+    src: &'a dyn AttentionSource,
+    options: RenderOptions,
+    /// `None`: the CPU renders.
+    engine: Option<Engine>,
+    bar: Arc<ProgressBar>,
+}
+
+impl<'a> Job<'a> {
+    fn new(
+        src: &'a dyn AttentionSource,
+        options: RenderOptions,
+        out: &Output,
+    ) -> anyhow::Result<Job<'a>> {
+        let mut engine = out.backend.engine()?;
+        let bar = Arc::new(ProgressBar::new(out.quiet, "pooling"));
+        if let Some(e) = &mut engine {
+            let b = bar.clone();
+            e.progress = Some(Box::new(move |done, total| b.update(done, total)));
+        }
+        Ok(Job {
+            src,
+            options,
+            engine,
+            bar,
+        })
+    }
+
+    fn figure(&self) -> anyhow::Result<Figure> {
+        let figure = match &self.engine {
+            Some(e) => e.render(self.src, &self.options)?,
+            None => attnviz::render_cpu(self.src, &self.options)?,
+        };
+        self.bar.finish();
+        Ok(figure)
+    }
+
+    /// Every head of `figure` as `dir/l{l}_h{h}.png` at native resolution.
+    fn write_tiles(&self, figure: &Figure, dir: &Path) -> anyhow::Result<()> {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("{}: cannot create the tiles folder", dir.display()))?;
+        let tiles = match &self.engine {
+            Some(e) => e.tiles(self.src, figure, &self.options)?,
+            None => attnviz::tiles_cpu(self.src, figure, &self.options)?,
+        };
+        for t in &tiles {
+            let path = dir.join(format!("l{}_h{}.png", t.layer + 1, t.head + 1));
+            write_png(&path, t.width, t.height, &t.rgba)?;
+        }
+        Ok(())
+    }
+
+    /// The `wrote …` line: size, cells, a detected causal mask, the adapter and the time.
+    fn summary(&self, output: &Path, figure: &Figure, start: Instant) -> String {
+        format!(
+            "wrote {} ({}x{}, {} cells{}, {}) in {:.2} s",
+            output.display(),
+            figure.width,
+            figure.height,
+            figure.plan.cells.len(),
+            if figure.causal && self.options.causal == Causal::Auto {
+                ", causal mask detected"
+            } else {
+                ""
+            },
+            self.engine
+                .as_ref()
+                .map_or("CPU".to_string(), |e| e.gpu.info.name.clone()),
+            start.elapsed().as_secs_f64()
+        )
+    }
+}

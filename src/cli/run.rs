@@ -1,0 +1,19 @@
+//! Dispatch: each subcommand to the module that carries it out.
+
+use super::args::{Cli, Command};
+use super::{bench, info, render, synth, view};
+
+/// Runs the parsed command line. Errors come back to `main`, which prints them on one line
+/// and picks the exit code.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match &cli.command {
+        Command::Render(args) => render::render(args),
+        Command::View(args) => view::view(args),
+        Command::Demo(args) => render::demo(args),
+        Command::Synth(args) => synth::synth(args),
+        Command::SynthQk(args) => synth::synth_qk(args),
+        Command::Attention(args) => synth::attention(args),
+        Command::Bench(args) => bench::bench(args),
+        Command::Info(args) => info::info(args),
+    }
+}
