@@ -1,4 +1,4 @@
-//! The window under Xvfb (installed by `.ci/run`): it opens, draws frames through the same scene
+//! The window under Xvfb (installed by `./test`): it opens, draws frames through the same scene
 //! as export, and its screenshot equals `render` for the same settings and size.
 
 use std::path::Path;

@@ -13,6 +13,24 @@ ROOT = Path(__file__).resolve().parents[2]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def gpu():
+    """A missing adapter fails every test, as it does the Rust tests: the package would otherwise
+    fall back to the CPU with a warning and the tests would pass without a GPU. Only an explicit
+    ATTNVIZ_ALLOW_NO_GPU=1 (never set by ./test or CI) lets them run on the fallback."""
+    if os.environ.get("ATTNVIZ_ALLOW_NO_GPU") == "1":
+        return
+    import attnviz
+
+    try:
+        attnviz.render(np.zeros((2, 2), np.float32), backend="gpu")
+    except Exception as e:  # the adapter's error, whatever its type
+        pytest.fail("{}\nInstall a Vulkan driver (Mesa's lavapipe without a GPU): apt-get install -y "
+                    "mesa-vulkan-drivers libvulkan1, or run ./test, which installs it. "
+                    "ATTNVIZ_ALLOW_NO_GPU=1 runs the tests on the CPU fallback instead.".format(e),
+                    pytrace=False)
+
+
 @pytest.fixture(scope="session")
 def cli():
     """The release CLI (`cargo build --release`, in $CARGO_TARGET_DIR when set), or

@@ -60,8 +60,8 @@ impl Gpu {
         adapters.sort_by_key(|a| rank(a.get_info().device_type));
         let adapter = adapters.into_iter().next().ok_or_else(|| {
             Error::NoAdapter(
-                "no Vulkan, Metal or DX12 adapter found (on Linux without a GPU, install \
-                 mesa-vulkan-drivers for lavapipe)"
+                "no Vulkan, Metal or DX12 adapter found (on Linux without a GPU, Mesa's lavapipe: \
+                 apt-get install -y mesa-vulkan-drivers libvulkan1)"
                     .into(),
             )
         })?;

@@ -4,8 +4,9 @@
 use attnviz::{Engine, Gpu};
 use ndarray::Array4;
 
-/// The GPU engine. A missing adapter fails the test: CI has lavapipe. Only an explicit
-/// `ATTNVIZ_ALLOW_NO_GPU=1` (never set in CI) turns it into a skip.
+/// The GPU engine. A missing adapter fails the test, naming the command that installs lavapipe
+/// (`./test` installs it itself). Only an explicit `ATTNVIZ_ALLOW_NO_GPU=1` (never set by
+/// `./test` or CI) turns it into a skip.
 pub fn engine() -> Option<Engine> {
     match Gpu::new() {
         Ok(gpu) => Some(Engine::new(gpu)),
@@ -13,7 +14,11 @@ pub fn engine() -> Option<Engine> {
             eprintln!("skipping GPU test: {e} (ATTNVIZ_ALLOW_NO_GPU=1)");
             None
         }
-        Err(e) => panic!("no GPU adapter ({e}); install mesa-vulkan-drivers, or set ATTNVIZ_ALLOW_NO_GPU=1 to skip"),
+        Err(e) => panic!(
+            "{e}\nInstall a Vulkan driver (Mesa's lavapipe without a GPU): \
+             apt-get install -y mesa-vulkan-drivers libvulkan1, or run ./test, which installs it. \
+             ATTNVIZ_ALLOW_NO_GPU=1 skips the GPU tests instead."
+        ),
     }
 }
 
