@@ -4,7 +4,7 @@ use crate::color::norm::Norm;
 use crate::color::scale::{resolve_ranges, ColorScale};
 use crate::cpu;
 use crate::error::Result;
-use crate::figure::plan::{native_geometry, tile_from_words, Figure, Plan, RenderOptions, Tile};
+use crate::figure::plan::{native_tiles, Figure, Plan, RenderOptions, Tile};
 use crate::figure::quads::FigureQuads;
 use crate::pool::accum::{HeadStats, Reduce};
 use crate::source::AttentionSource;
@@ -83,25 +83,31 @@ pub fn cpu_ranges(
     })
 }
 
-/// Native-resolution tiles on the CPU.
+/// Native-resolution tiles on the CPU, a head at a time.
 pub fn tiles_cpu(
     source: &dyn AttentionSource,
     figure: &Figure,
     options: &RenderOptions,
 ) -> Result<Vec<Tile>> {
-    let s = source.shape();
-    let native = native_geometry(s.queries, s.keys)?;
-    let mut out = Vec::new();
-    for (i, &(layer, head)) in figure.plan.cells.iter().enumerate() {
-        let pooled = cpu::pool_cells(source, &[(layer, head)], native, figure.resolved_pool())?;
-        let words = cpu::colorize_scaled(
-            &pooled[0].accum,
-            figure.ranges[i],
-            &figure.scale,
-            options.reduce,
-            options.colormap,
-        );
-        out.push(tile_from_words(layer, head, &native, &words));
-    }
-    Ok(out)
+    native_tiles(
+        source,
+        figure,
+        |_| 1,
+        |cells, ranges, native| {
+            let pooled = cpu::pool_cells(source, cells, native, figure.resolved_pool())?;
+            Ok(pooled
+                .iter()
+                .zip(ranges)
+                .map(|(p, &r)| {
+                    cpu::colorize_scaled(
+                        &p.accum,
+                        r,
+                        &figure.scale,
+                        options.reduce,
+                        options.colormap,
+                    )
+                })
+                .collect())
+        },
+    )
 }

@@ -37,7 +37,7 @@ impl Engine {
         let geometry = CellGeometry::new(queries, keys, cell)?;
         let ingest = Ingest::new(
             &self.gpu,
-            &self.pool,
+            &self.pool_pipes,
             IngestShape {
                 cells: 1,
                 queries,

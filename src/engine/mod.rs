@@ -1,19 +1,22 @@
 //! The engine: the only place that combines the stages. It pools a source ([`crate::pool`]),
 //! resolves colour ranges and colours the cells ([`crate::color`]), lays out the figure
 //! ([`crate::figure`]) and draws it ([`crate::compose`]) into any target: an offscreen texture
-//! for export, or a window surface for the viewer.
+//! for export, or a window surface for the viewer, with the viewer's overlays (`draw`).
 
 pub mod accumulator;
+mod draw;
 pub mod qk_rows;
+
+pub use draw::Overlay;
 
 use crate::color::colorize::{ColorizePipeline, ColorizedCells};
 use crate::color::colormap::Colormap;
 use crate::color::limits::LimitsPipeline;
 use crate::color::norm::Norm;
 use crate::color::scale::{resolve_ranges, ColorScale};
-use crate::compose::{ComposePipeline, Compositor};
+use crate::compose::Compositor;
 use crate::error::{Error, Result};
-use crate::figure::plan::{native_geometry, tile_from_words, Figure, Plan, RenderOptions, Tile};
+use crate::figure::plan::{native_tiles, Figure, Plan, RenderOptions, Tile};
 use crate::figure::quads::FigureQuads;
 use crate::gpu::Gpu;
 use crate::pool::accum::{HeadStats, Reduce};
@@ -55,21 +58,33 @@ pub struct Engine {
     pub progress: Option<Box<dyn Fn(u64, u64) + Send + Sync>>,
     /// Largest texture side export draws at once (tests shrink it to force tiles).
     pub tile_limit: u32,
-    pool: PoolPipelines,
+    /// The pooling kernels (named apart from [`Engine::pool`], which runs them, and from
+    /// [`Plan::pool`], the options they run with).
+    pool_pipes: PoolPipelines,
     qk: crate::pool::qk::QkPipelines,
     colorize: ColorizePipeline,
-    compose: ComposePipeline,
+    /// One per target format: the export texture's, and a window surface's once drawn.
+    compose: draw::ComposePipelines,
     limits: LimitsPipeline,
+}
+
+/// What a new scene's cells hold.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Contents {
+    /// The source, pooled: the figure itself.
+    Read,
+    /// Nothing read yet (background): the layout at once, whatever the input's size.
+    Empty,
 }
 
 impl Engine {
     pub fn new(gpu: Gpu) -> Engine {
         let device = &gpu.device;
         Engine {
-            pool: PoolPipelines::new(device),
+            pool_pipes: PoolPipelines::new(device),
             qk: crate::pool::qk::QkPipelines::default(),
             colorize: ColorizePipeline::new(device),
-            compose: ComposePipeline::new(device, wgpu::TextureFormat::Rgba8Unorm),
+            compose: draw::ComposePipelines::new(device),
             limits: LimitsPipeline::new(device),
             tile_limit: 8192,
             chunk_bytes: crate::pool::CHUNK_TARGET,
@@ -83,14 +98,10 @@ impl Engine {
     pub fn pooled_stats(&self, pooled: &PooledCells) -> Result<Vec<HeadStats>> {
         crate::pool::head_stats(
             &self.gpu,
-            &self.pool,
+            &self.pool_pipes,
             &pooled.groups,
             pooled.geometry.pooled_pixels(),
         )
-    }
-
-    pub(crate) fn colorize_pipeline(&self) -> &ColorizePipeline {
-        &self.colorize
     }
 
     /// Pools `cells` ((layer, head), 0-based) of `source` to `geometry` on the GPU, in one pass.
@@ -109,8 +120,8 @@ impl Engine {
             progress: self.progress.as_deref(),
         };
         match source.as_qk() {
-            Some(qk) => crate::pool::qk::pool_qk(&self.gpu, &self.pool, &self.qk, qk, &run),
-            None => pool_cells(&self.gpu, &self.pool, source, &run),
+            Some(qk) => crate::pool::qk::pool_qk(&self.gpu, &self.pool_pipes, &self.qk, qk, &run),
+            None => pool_cells(&self.gpu, &self.pool_pipes, source, &run),
         }
     }
 
@@ -124,7 +135,14 @@ impl Engine {
         cell: u32,
     ) -> Result<f64> {
         let geometry = CellGeometry::new(queries, keys, Some(cell))?;
-        crate::pool::resident_pool_seconds(&self.gpu, &self.pool, cells, queries, keys, geometry)
+        crate::pool::resident_pool_seconds(
+            &self.gpu,
+            &self.pool_pipes,
+            cells,
+            queries,
+            keys,
+            geometry,
+        )
     }
 
     /// A reader of `qk`'s probabilities that keeps its buffers from one block to the next.
@@ -168,15 +186,7 @@ impl Engine {
         colormap: Colormap,
     ) -> Result<Vec<Vec<u32>>> {
         let colors = ColorizedCells::new(&self.gpu, &self.colorize, pooled);
-        colors.update(
-            &self.gpu,
-            &self.colorize,
-            pooled,
-            ranges,
-            scale,
-            reduce,
-            colormap,
-        )?;
+        self.apply_colors(&colors, pooled, ranges, scale, reduce, colormap)?;
         colors.read(&self.gpu, pooled)
     }
 
@@ -229,7 +239,7 @@ impl Engine {
     /// Pools, colours and lays out `source`: a figure resident on the GPU, ready to draw into
     /// any target and to recolour without touching the input again.
     pub fn scene(&self, source: &dyn AttentionSource, options: &RenderOptions) -> Result<Scene> {
-        self.scene_with(source, options, true)
+        self.build_scene(source, options, Contents::Read)
     }
 
     /// The scene's layout with nothing read yet: labels, colorbar and empty (background) cells,
@@ -239,52 +249,31 @@ impl Engine {
         source: &dyn AttentionSource,
         options: &RenderOptions,
     ) -> Result<Scene> {
-        self.scene_with(source, options, false)
+        self.build_scene(source, options, Contents::Empty)
     }
 
-    fn scene_with(
+    fn build_scene(
         &self,
         source: &dyn AttentionSource,
         options: &RenderOptions,
-        read: bool,
+        contents: Contents,
     ) -> Result<Scene> {
         let mut plan = Plan::new(source, options)?;
-        let gpu = &self.gpu;
-        let pooled = if read {
-            self.pool(source, &plan.cells, plan.geometry, plan.pool)?
-        } else {
-            let s = source.shape();
-            let shape = IngestShape {
-                cells: plan.cells.len(),
-                queries: s.queries,
-                keys: s.keys,
-                dtype: source.dtype(),
-                geometry: plan.geometry,
-                options: plan.pool,
-                chunk_target: self.chunk_bytes,
-            };
-            crate::pool::unpooled_cells(gpu, &self.pool, shape)?
-        };
+        let pooled = self.pool_contents(source, &plan, contents)?;
         let ranges =
             self.resolve_ranges(&pooled, &plan, options.norm, options.reduce, &options.scale)?;
         if options.colorbar {
             plan.add_colorbar(options.norm, &ranges, &options.scale);
         }
-        let colors = ColorizedCells::new(gpu, &self.colorize, &pooled);
+        let colors = ColorizedCells::new(&self.gpu, &self.colorize, &pooled);
         let groups: Vec<_> = pooled
             .groups
             .iter()
             .map(|g| (g.first_cell, g.cells))
             .collect();
         let quads = FigureQuads::new(&plan.layout, &plan.geometry, &groups);
-        let compositor = gpu.scoped("preparing the figure", || {
-            Ok(Compositor::new(
-                gpu,
-                &self.compose,
-                &quads,
-                &colors,
-                &pooled,
-            ))
+        let compositor = self.gpu.scoped("preparing the figure", || {
+            Ok(self.compositor(&quads, &colors, &pooled))
         })?;
         let scene = Scene {
             ranges,
@@ -298,18 +287,57 @@ impl Engine {
             quads,
             compositor,
         };
-        self.apply_colors(&scene, options.reduce, options.colormap)?;
-        Ok(scene)
-    }
-
-    /// Runs the colour pass with the scene's ranges and scale.
-    fn apply_colors(&self, scene: &Scene, reduce: Reduce, colormap: Colormap) -> Result<()> {
-        scene.colors.update(
-            &self.gpu,
-            &self.colorize,
+        self.apply_colors(
+            &scene.colors,
             &scene.pooled,
             &scene.ranges,
             &scene.scale,
+            scene.reduce,
+            scene.colormap,
+        )?;
+        Ok(scene)
+    }
+
+    /// The plan's cells pooled from `source`, or allocated empty for [`Contents::Empty`].
+    fn pool_contents(
+        &self,
+        source: &dyn AttentionSource,
+        plan: &Plan,
+        contents: Contents,
+    ) -> Result<PooledCells> {
+        if contents == Contents::Read {
+            return self.pool(source, &plan.cells, plan.geometry, plan.pool);
+        }
+        let s = source.shape();
+        let shape = IngestShape {
+            cells: plan.cells.len(),
+            queries: s.queries,
+            keys: s.keys,
+            dtype: source.dtype(),
+            geometry: plan.geometry,
+            options: plan.pool,
+            chunk_target: self.chunk_bytes,
+        };
+        crate::pool::unpooled_cells(&self.gpu, &self.pool_pipes, shape)
+    }
+
+    /// The colour pass: `colors` of `pooled` from its values, per-cell `ranges` (data units)
+    /// mapped through `scale`. Every colouring (scene, recolour, overlay, export) runs it.
+    fn apply_colors(
+        &self,
+        colors: &ColorizedCells,
+        pooled: &PooledCells,
+        ranges: &[[f32; 2]],
+        scale: &ColorScale,
+        reduce: Reduce,
+        colormap: Colormap,
+    ) -> Result<()> {
+        colors.update(
+            &self.gpu,
+            &self.colorize,
+            pooled,
+            ranges,
+            scale,
             reduce,
             colormap,
         )
@@ -331,60 +359,10 @@ impl Engine {
         }
         scene.ranges =
             self.resolve_ranges(&scene.pooled, &scene.plan, norm, reduce, &scene.scale)?;
-        self.apply_colors(scene, reduce, colormap)?;
+        let s = &*scene;
+        self.apply_colors(&s.colors, &s.pooled, &s.ranges, &s.scale, reduce, colormap)?;
         (scene.norm, scene.reduce, scene.colormap) = (norm, reduce, colormap);
         Ok(())
-    }
-
-    /// Draws the scene into `target` (a texture of the export format, `size` pixels) and
-    /// submits; the figure's pixel (0, 0) lands on the target's.
-    pub fn draw(
-        &self,
-        scene: &Scene,
-        target: &wgpu::TextureView,
-        size: (u32, u32),
-    ) -> Result<wgpu::SubmissionIndex> {
-        let gpu = &self.gpu;
-        gpu.scoped("drawing the figure", || {
-            let mut encoder = gpu
-                .device
-                .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                    label: Some("attnviz.draw.encoder"),
-                });
-            scene
-                .compositor
-                .draw(gpu, &self.compose, &mut encoder, target, size)?;
-            Ok(gpu.queue.submit([encoder.finish()]))
-        })
-    }
-
-    /// The scene drawn with other quads (a view of it), as RGBA8 rows of `quads`' size.
-    pub(crate) fn export_quads(
-        &self,
-        scene: &Scene,
-        quads: &FigureQuads,
-        overlays: &[&Compositor],
-    ) -> Result<Vec<u8>> {
-        scene.compositor.set_quads(&self.gpu, &quads.quads);
-        crate::compose::target::render_rgba_over(
-            &self.gpu,
-            &self.compose,
-            &scene.compositor,
-            quads,
-            self.tile_limit,
-            overlays,
-        )
-    }
-
-    /// The scene's figure as RGBA8 rows (tiled past the texture limit).
-    pub fn export(&self, scene: &Scene) -> Result<Vec<u8>> {
-        crate::compose::target::render_rgba(
-            &self.gpu,
-            &self.compose,
-            &scene.compositor,
-            &scene.quads,
-            self.tile_limit,
-        )
     }
 
     pub fn render(&self, source: &dyn AttentionSource, options: &RenderOptions) -> Result<Figure> {
@@ -420,33 +398,28 @@ impl Engine {
     }
 
     /// Native-resolution tiles of every cell of `figure`, coloured with the figure's ranges.
-    /// Reads the input a second time, a batch of heads at a time.
+    /// Reads the input a second time, a batch of heads at a time (as many as twice the largest
+    /// binding holds at 16 bytes a pixel).
     pub fn tiles(
         &self,
         source: &dyn AttentionSource,
         figure: &Figure,
         options: &RenderOptions,
     ) -> Result<Vec<Tile>> {
-        let s = source.shape();
-        let native = native_geometry(s.queries, s.keys)?;
-        let per_head = native.pooled_pixels() as u64 * 16;
-        let budget = (self.gpu.max_binding() * 2).max(per_head);
-        let batch = (budget / per_head).max(1) as usize;
-        let mut out = Vec::with_capacity(figure.plan.cells.len());
-        for (b, cells) in figure.plan.cells.chunks(batch).enumerate() {
+        let batch = |native: &CellGeometry| {
+            let per_head = native.pooled_pixels() as u64 * 16;
+            let budget = (self.gpu.max_binding() * 2).max(per_head);
+            (budget / per_head) as usize
+        };
+        native_tiles(source, figure, batch, |cells, ranges, native| {
             let pooled = self.pool(source, cells, native, figure.resolved_pool())?;
-            let ranges = &figure.ranges[b * batch..b * batch + cells.len()];
-            let colors = self.colorize_scaled(
+            self.colorize_scaled(
                 &pooled,
                 ranges,
                 &figure.scale,
                 options.reduce,
                 options.colormap,
-            )?;
-            for (&(layer, head), words) in cells.iter().zip(colors) {
-                out.push(tile_from_words(layer, head, &native, &words));
-            }
-        }
-        Ok(out)
+            )
+        })
     }
 }

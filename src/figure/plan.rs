@@ -241,6 +241,29 @@ pub(crate) fn native_geometry(queries: usize, keys: usize) -> Result<CellGeometr
     })
 }
 
+/// Native-resolution tiles of every cell of `figure`, `batch(native)` cells at a time (at
+/// least one): `colour(cells, ranges, native)` pools a batch of (layer, head) cells at the
+/// native geometry and colours each with its range, returning each cell's packed RGBA. The
+/// engine and the CPU renderer differ only in that closure and the batch size.
+pub(crate) fn native_tiles(
+    source: &dyn AttentionSource,
+    figure: &Figure,
+    batch: impl FnOnce(&CellGeometry) -> usize,
+    mut colour: impl FnMut(&[(usize, usize)], &[[f32; 2]], CellGeometry) -> Result<Vec<Vec<u32>>>,
+) -> Result<Vec<Tile>> {
+    let s = source.shape();
+    let native = native_geometry(s.queries, s.keys)?;
+    let batch = batch(&native).max(1);
+    let mut out = Vec::with_capacity(figure.plan.cells.len());
+    let ranges = figure.ranges.chunks(batch);
+    for (cells, ranges) in figure.plan.cells.chunks(batch).zip(ranges) {
+        for (&(layer, head), words) in cells.iter().zip(colour(cells, ranges, native)?) {
+            out.push(tile_from_words(layer, head, &native, &words));
+        }
+    }
+    Ok(out)
+}
+
 pub(crate) fn tile_from_words(layer: usize, head: usize, g: &CellGeometry, words: &[u32]) -> Tile {
     Tile {
         layer,

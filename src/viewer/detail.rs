@@ -12,7 +12,7 @@ use super::inspect::{read_bin, Bin};
 use super::transform::ViewTransform;
 use crate::engine::{Engine, Scene};
 use crate::error::{Error, Result};
-use crate::figure::layout::CellPlacement as Cell;
+use crate::figure::layout::CellPlacement;
 use crate::figure::plan::RenderOptions;
 use crate::pool::accum::Reduce;
 use crate::pool::geometry::CellGeometry;
@@ -33,12 +33,12 @@ pub struct Region {
     pub figure_rect: (f64, f64, f64, f64),
 }
 
-/// The region of `cell` (a head of `queries` × `keys`, pooled as `geometry`) visible in a
-/// `window` under `view`, when the view shows it finer than the resident pooling does; `None`
-/// when the resident cell is already as sharp as the screen.
+/// The region of `cell` (placed at `placement` in the figure; a head of `queries` × `keys`,
+/// pooled as `geometry`) visible in a `window` under `view`, when the view shows it finer than
+/// the resident pooling does; `None` when the resident cell is already as sharp as the screen.
 pub fn visible_region(
-    cell_index: usize,
-    cell: &Cell,
+    cell: usize,
+    placement: &CellPlacement,
     geometry: &CellGeometry,
     queries: usize,
     keys: usize,
@@ -47,8 +47,8 @@ pub fn visible_region(
 ) -> Option<Region> {
     let (wx0, wy0) = view.to_figure((0.0, 0.0));
     let (wx1, wy1) = view.to_figure((window.0 as f64, window.1 as f64));
-    let (cx0, cy0) = (cell.x as f64, cell.y as f64);
-    let (cx1, cy1) = (cx0 + cell.width as f64, cy0 + cell.height as f64);
+    let (cx0, cy0) = (placement.x as f64, placement.y as f64);
+    let (cx1, cy1) = (cx0 + placement.width as f64, cy0 + placement.height as f64);
     let (fx0, fy0, fx1, fy1) = (wx0.max(cx0), wy0.max(cy0), wx1.min(cx1), wy1.min(cy1));
     if fx0 >= fx1 || fy0 >= fy1 {
         return None;
@@ -57,18 +57,18 @@ pub fn visible_region(
     let to_entry = |f: f64, c0: f64, extent: f64, n: usize| {
         ((f - c0) / extent * n as f64).clamp(0.0, n as f64)
     };
-    let k0 = to_entry(fx0, cx0, cell.width as f64, keys).floor() as usize;
-    let k1 = to_entry(fx1, cx0, cell.width as f64, keys).ceil() as usize;
-    let r0 = to_entry(fy0, cy0, cell.height as f64, queries).floor() as usize;
-    let r1 = to_entry(fy1, cy0, cell.height as f64, queries).ceil() as usize;
+    let k0 = to_entry(fx0, cx0, placement.width as f64, keys).floor() as usize;
+    let k1 = to_entry(fx1, cx0, placement.width as f64, keys).ceil() as usize;
+    let r0 = to_entry(fy0, cy0, placement.height as f64, queries).floor() as usize;
+    let r1 = to_entry(fy1, cy0, placement.height as f64, queries).ceil() as usize;
     if k0 >= k1 || r0 >= r1 {
         return None;
     }
     let figure_rect = (
-        cx0 + k0 as f64 / keys as f64 * cell.width as f64,
-        cy0 + r0 as f64 / queries as f64 * cell.height as f64,
-        cx0 + k1 as f64 / keys as f64 * cell.width as f64,
-        cy0 + r1 as f64 / queries as f64 * cell.height as f64,
+        cx0 + k0 as f64 / keys as f64 * placement.width as f64,
+        cy0 + r0 as f64 / queries as f64 * placement.height as f64,
+        cx0 + k1 as f64 / keys as f64 * placement.width as f64,
+        cy0 + r1 as f64 / queries as f64 * placement.height as f64,
     );
     let on_screen = (
         ((figure_rect.2 - figure_rect.0) * view.scale)
@@ -86,9 +86,9 @@ pub fn visible_region(
     );
     let sharper = size.0 as f64 > resident.0 * 1.25 || size.1 as f64 > resident.1 * 1.25;
     sharper.then_some(Region {
-        cell: cell_index,
-        layer: cell.layer,
-        head: cell.head,
+        cell,
+        layer: placement.layer,
+        head: placement.head,
         rows: r0..r1,
         keys: k0..k1,
         size: (size.0 as u32, size.1 as u32),
@@ -324,8 +324,8 @@ mod tests {
     use super::*;
     use crate::source::ArraySource;
 
-    fn cell() -> Cell {
-        Cell {
+    fn cell() -> CellPlacement {
+        CellPlacement {
             x: 100,
             y: 50,
             width: 256,

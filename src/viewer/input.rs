@@ -1,0 +1,167 @@
+//! Keys and pointer: what each does to the view state. The window's event plumbing
+//! (`super::app`) only routes events here.
+
+use std::path::PathBuf;
+
+use winit::event::MouseScrollDelta;
+use winit::keyboard::{Key, NamedKey};
+
+use super::state::State;
+use crate::color::colormap::Colormap;
+use crate::color::norm::Norm;
+use crate::error::Result;
+use crate::pool::accum::Reduce;
+
+/// Pixels of the figure kept in the window when panning past its edge.
+const PAN_KEEP: f64 = 32.0;
+
+/// Clicks move the pointer less than this (window pixels, x plus y) between press and release.
+const CLICK_SLOP: f64 = 4.0;
+
+impl State {
+    /// Handles a pressed key; true when it asks to close the window.
+    pub(super) fn key(&mut self, key: &Key) -> Result<bool> {
+        let close = match key {
+            Key::Named(named) => self.named_key(*named),
+            Key::Character(c) => self.character_key(c.as_str())?,
+            _ => false,
+        };
+        if !close {
+            self.surface.window.request_redraw();
+        }
+        Ok(close)
+    }
+
+    fn named_key(&mut self, key: NamedKey) -> bool {
+        match key {
+            NamedKey::Escape if self.focus.is_some() => self.focus_on(None),
+            NamedKey::Escape => return true,
+            NamedKey::Enter => self.focus_on(self.cell_under_cursor().or(Some(0))),
+            NamedKey::ArrowLeft => self.step_focus(-1, 0),
+            NamedKey::ArrowRight => self.step_focus(1, 0),
+            NamedKey::ArrowUp => self.step_focus(0, -1),
+            NamedKey::ArrowDown => self.step_focus(0, 1),
+            // Grids taller than the window: page through the layers a window at a time.
+            NamedKey::PageDown => self.page(-0.9),
+            NamedKey::PageUp => self.page(0.9),
+            _ => {}
+        }
+        false
+    }
+
+    fn character_key(&mut self, c: &str) -> Result<bool> {
+        match c {
+            "q" => return Ok(true),
+            "g" => {
+                let next = if self.focus.is_some() {
+                    None
+                } else {
+                    self.cell_under_cursor().or(Some(0))
+                };
+                self.focus_on(next);
+            }
+            "c" => self.next_colormap()?,
+            "n" if self.scene.norm != Norm::Row => self.next_norm()?,
+            "r" => self.toggle_reduce()?,
+            "0" => self.focus_on(self.focus),
+            "s" => {
+                let path = PathBuf::from(format!("attnviz-{}.png", std::process::id()));
+                self.screenshot(&path)?;
+                eprintln!("saved {}", path.display());
+            }
+            _ => {}
+        }
+        Ok(false)
+    }
+
+    /// Pans by `windows` window heights (positive: up the figure).
+    fn page(&mut self, windows: f64) {
+        let (w, h) = self.window_size();
+        let view = self
+            .view
+            .pan((0.0, h as f64 * windows), self.figure(), (w, h), PAN_KEEP);
+        self.set_view(view);
+    }
+
+    fn next_colormap(&mut self) -> Result<()> {
+        let s = &mut self.scene;
+        let i = Colormap::ALL
+            .iter()
+            .position(|&m| m == s.colormap)
+            .unwrap_or(0);
+        let next = Colormap::ALL[(i + 1) % Colormap::ALL.len()];
+        self.engine.recolor(s, s.norm, s.reduce, next)?;
+        self.recolor_detail()
+    }
+
+    /// The next of the normalizations a recolour can reach (`--norm row` needs the input
+    /// pooled again).
+    fn next_norm(&mut self) -> Result<()> {
+        let s = &mut self.scene;
+        let cycle = [Norm::Head, Norm::Layer, Norm::Global, Norm::None];
+        let i = cycle.iter().position(|&n| n == s.norm).unwrap_or(0);
+        self.engine
+            .recolor(s, cycle[(i + 1) % cycle.len()], s.reduce, s.colormap)?;
+        self.recolor_detail()
+    }
+
+    fn toggle_reduce(&mut self) -> Result<()> {
+        let s = &mut self.scene;
+        let next = if s.reduce == Reduce::Max {
+            Reduce::Mean
+        } else {
+            Reduce::Max
+        };
+        self.engine.recolor(s, s.norm, next, s.colormap)?;
+        // Max and mean pool differently: the detail is pooled anew.
+        self.detail = None;
+        self.wanted = None;
+        self.request_detail();
+        Ok(())
+    }
+
+    /// Zooms about the cursor, a step of 1.2× per wheel line.
+    pub(super) fn wheel(&mut self, delta: MouseScrollDelta) {
+        let steps = match delta {
+            MouseScrollDelta::LineDelta(_, y) => y as f64,
+            MouseScrollDelta::PixelDelta(p) => p.y / 40.0,
+        };
+        let view = self
+            .view
+            .zoom_about_within(self.cursor, 1.2f64.powf(steps), self.max_scale);
+        self.set_view(view);
+    }
+
+    /// Follows the pointer: the readout, and the drag in progress.
+    pub(super) fn cursor_moved(&mut self, at: (f64, f64)) {
+        self.cursor = at;
+        self.hover();
+        if let Some(last) = self.dragging {
+            self.pan_by((at.0 - last.0, at.1 - last.1));
+            self.dragging = Some(self.cursor);
+        }
+    }
+
+    /// Pans by `delta` window pixels.
+    pub(super) fn pan_by(&mut self, delta: (f64, f64)) {
+        let view = self
+            .view
+            .pan(delta, self.figure(), self.window_size(), PAN_KEEP);
+        self.set_view(view);
+    }
+
+    /// The left button: drags pan; a click (not a drag) on a cell in grid mode focuses it.
+    pub(super) fn left_button(&mut self, pressed: bool) {
+        self.dragging = pressed.then_some(self.cursor);
+        if pressed {
+            self.pressed_at = Some(self.cursor);
+        } else if let Some(at) = self.pressed_at.take() {
+            let moved = (at.0 - self.cursor.0).abs() + (at.1 - self.cursor.1).abs();
+            if moved < CLICK_SLOP && self.focus.is_none() {
+                if let Some(cell) = self.cell_under_cursor() {
+                    self.focus_on(Some(cell));
+                }
+            }
+        }
+    }
+}
