@@ -14,13 +14,13 @@ const REDUCE_MAX: u32 = 0u;
 const REDUCE_MEAN: u32 = 1u;
 const REDUCE_MIN: u32 = 2u;
 
-// Keep in sync with `Scale::shader_id` in src/scale.rs.
+// Keep in sync with `Scale::shader_id` in src/color/scale.rs.
 const SCALE_LINEAR: u32 = 0u;
 const SCALE_LOG: u32 = 1u;
 const SCALE_SQRT: u32 = 2u;
 const SCALE_GAMMA: u32 = 3u;
 
-// The reduction and the scale are pipeline constants (src/colorize.rs compiles one pipeline per
+// The reduction and the scale are pipeline constants (src/color/colorize.rs compiles one pipeline per
 // pair on first use): the per-pixel code then holds only its own curve. Software rasterizers
 // run both sides of every branch, so a uniform switch would cost every pixel a log2 and a pow.
 override REDUCE: u32 = REDUCE_MAX;
@@ -35,14 +35,14 @@ override SCALE: u32 = SCALE_LINEAR;
 @group(0) @binding(4) var<storage, read_write> colors: array<u32>;
 
 // matplotlib's Normalize in f32: (v - lo) / (hi - lo), 0 for a constant scope.
-// CPU twin: `normalize` in src/norm.rs.
+// CPU twin: `normalize` in src/color/norm.rs.
 fn normalize(v: f32, r: vec2<f32>) -> f32 {
     let span = r.y - r.x;
     return select(0.0, (v - r.x) / span, span > 0.0);
 }
 
 // Colormap position: normalize, then the scale's curve (PowerNorm for sqrt and gamma, LogNorm
-// with a floor for log). CPU twin: `ColorScale::position` in src/scale.rs.
+// with a floor for log). CPU twin: `ColorScale::position` in src/color/scale.rs.
 fn scaled(v: f32, r: vec4<f32>) -> f32 {
     if SCALE == SCALE_LOG {
         return normalize(log2(max(v, r.z)), r.xy);
@@ -61,7 +61,7 @@ fn scaled(v: f32, r: vec4<f32>) -> f32 {
 }
 
 // matplotlib's index rule: min(floor(t * 256), 255), under → 0, over → 255.
-// CPU twin: `lut_index` in src/colormap.rs.
+// CPU twin: `lut_index` in src/color/colormap.rs.
 fn lut_index(t: f32) -> u32 {
     let inside = min(u32(t * 256.0), 255u);
     return select(select(inside, 255u, t >= 1.0), 0u, !(t > 0.0));

@@ -1,5 +1,5 @@
 // Shared by pool.wgsl, stats.wgsl and colorize.wgsl (prepended with concat!).
-// Keep in sync with `Accum` in src/norm.rs.
+// Keep in sync with `Accum` in src/pool/accum.rs.
 
 struct Accum {
     max_v: f32,

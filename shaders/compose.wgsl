@@ -1,7 +1,7 @@
 // The figure: one instanced draw of axis-aligned quads in target pixels. Each quad is a heatmap
 // cell (pooled colours, nearest-neighbour), a label (glyph coverage), the colorbar (LUT) or a
 // solid fill. Texel lookups use integer pixel indices, so export and the CPU reference agree
-// exactly. Keep `Quad` and the KIND_* ids in sync with src/compose.rs.
+// exactly. Keep `Quad` and the KIND_* ids in sync with src/compose/mod.rs.
 
 struct Quad {
     // target pixels: x, y, width, height
@@ -26,7 +26,7 @@ const KIND_LABEL: u32 = 1u;
 const KIND_COLORBAR: u32 = 2u;
 const KIND_FILL: u32 = 3u;
 
-// The kind of every quad a pipeline draws: src/compose.rs draws each run of same-kind quads
+// The kind of every quad a pipeline draws: src/compose/mod.rs draws each run of same-kind quads
 // with the pipeline made for it, so a fragment executes only its own kind's code. (On GPUs the
 // per-quad branch is uniform and nearly free; software rasterizers execute every branch's
 // loads for every fragment.)

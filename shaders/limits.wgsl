@@ -43,7 +43,7 @@ fn included(i: u32) -> bool {
 }
 
 // f32 bits to a u32 that orders like the float (finite values). CPU twin: `float_key` in
-// src/limits.rs.
+// src/color/limits.rs.
 fn key(v: f32) -> u32 {
     let b = bitcast<u32>(v);
     if (b & 0x80000000u) != 0u {

@@ -2,7 +2,7 @@
 //
 // One invocation owns one pooled pixel (x, y) of the rows this block touches and walks its bin
 // row by row, keys in order, so the float sum is added in exactly the order the CPU reference
-// (src/cpu.rs, `pool_rows`) uses. A head's blocks arrive in row order in separate dispatches
+// (src/cpu/mod.rs, `HeadPooler::push_rows`) uses. A head's blocks arrive in row order in separate dispatches
 // (one per upload chunk), so a bin split across blocks is resumed from the stored accumulator
 // with the same result.
 //
@@ -56,7 +56,7 @@ const FLAG_CAUSAL: u32 = 2u;
 const FLAG_AUTO_CAUSAL: u32 = 4u;
 
 // Every block of the chunk; one dispatch pools them all, block `z` in workgroups (_, _, z).
-// Blocks of one dispatch belong to different heads (src/pool.rs keeps it so), so they never
+// Blocks of one dispatch belong to different heads (src/pool/ingest.rs keeps it so), so they never
 // touch the same accumulator.
 const MAX_PIECES: u32 = 256u;
 @group(0) @binding(0) var<uniform> pieces: array<Piece, MAX_PIECES>;
@@ -224,7 +224,7 @@ struct Running {
 }
 
 // Folds element `e` of the chunk (raw f32 bits, finiteness) into `run` when it belongs to the
-// current row's bin, with the semantics of `HeadPooler::push_rows` in src/cpu.rs: masked
+// current row's bin, with the semantics of `HeadPooler::push_rows` in src/cpu/mod.rs: masked
 // entries are skipped before anything else, exact zeros above the diagonal are set aside with
 // FLAG_AUTO_CAUSAL, non-finite entries mark the bin, the rest are (scaled and) folded. The mode
 // tests are on pipeline constants, so each pipeline keeps only its own selects.

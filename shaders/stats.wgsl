@@ -1,6 +1,6 @@
 // Per-head statistics by parallel reduction over the pooled accumulators: the min of the min
 // pool and the max of the max pool are the head's exact extremes, so the input is never read
-// twice. Keep `HeadStats` in sync with src/norm.rs.
+// twice. Keep `HeadStats` in sync with src/pool/accum.rs.
 //
 // Two passes, so that every head is spread over many workgroups. `block_stats` reduces each
 // block of BLOCK consecutive pixels of a head in one workgroup, each invocation a run of
@@ -40,7 +40,7 @@ struct StatsParams {
 
 const WG: u32 = 64u;
 const PER_INVOCATION: u32 = 128u;
-// Keep in sync with `STATS_BLOCK` in src/pool.rs.
+// Keep in sync with `STATS_BLOCK` in src/pool/stats.rs.
 const BLOCK: u32 = WG * PER_INVOCATION;
 var<workgroup> s_min: array<f32, WG>;
 var<workgroup> s_max: array<f32, WG>;

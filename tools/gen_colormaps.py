@@ -1,6 +1,6 @@
-"""Regenerates src/colormap_tables.rs from matplotlib's colormap bytes.
+"""Regenerates src/color/tables.rs from matplotlib's colormap bytes.
 
-Usage: python3 tools/gen_colormaps.py tests/data/matplotlib-colormaps.json > src/colormap_tables.rs
+Usage: python3 tools/gen_colormaps.py tests/data/matplotlib-colormaps.json > src/color/tables.rs
 The JSON holds `cmap(np.arange(256), bytes=True)[:, :3]` for each map; the test
 `colormap_tables_equal_matplotlib` checks the Rust tables against it byte for byte.
 """
