@@ -862,7 +862,7 @@ impl ProgressBar {
 use attnviz::bench::{measure, memcpy_gbps, read_seconds, Sample};
 
 /// The scenarios of `attnviz bench`, in the order they run.
-const BENCH_SCENARIOS: [&str; 7] = [
+const BENCH_SCENARIOS: [&str; 8] = [
     "export-grid",
     "export-long",
     "recolor",
@@ -870,6 +870,7 @@ const BENCH_SCENARIOS: [&str; 7] = [
     "upload",
     "pool-resident",
     "qk-long",
+    "qk-model",
 ];
 
 /// `attnviz bench`: fixed scenarios, warm-up then several runs each, one table row per scenario.
@@ -1037,6 +1038,12 @@ fn bench(
         qk_gflops = Some(flops / sample.median() / 1e9);
         rows.push((sample, None));
     }
+    let mut qk_model = None;
+    if want("qk-model") {
+        let (sample, line) = bench_qk_model(&engine, quick, &out)?;
+        qk_model = Some(line);
+        rows.push((sample, None));
+    }
     let _ = std::fs::remove_file(&out);
 
     println!("adapter: {}", engine.gpu.describe());
@@ -1106,10 +1113,82 @@ fn bench(
         println!();
         println!(
             "qk-long: {qk_seq} tokens, d = 64, one head to a 1024-px cell: {gflops:.1} GFLOP/s \
-             (4·N²·d flops per pass, two passes: row statistics, then probabilities)"
+             (nominal: 4·N²·d flops per pass, two passes, as counted before the one-pass path; \
+             it computes each score once, 2·N²·d)"
         );
     }
+    if let Some(line) = qk_model {
+        println!("{line}");
+    }
     Ok(())
+}
+
+/// The `qk-model` scenario: whole figures of a model's layers recomputed from Q and K (GQA
+/// 4:1, causal, d = 128; `--quick`: one layer of 2048 tokens), until three runs or a minute.
+/// Returns the sample and its GFLOP/s line (2·d flops per visible score, counted once).
+fn bench_qk_model(
+    engine: &Engine,
+    quick: bool,
+    out: &Path,
+) -> anyhow::Result<(Sample, String)> {
+    let (layers, seq) = if quick { (1, 2048) } else { (4, 8192) };
+    let (heads, kv_heads, dim) = (8, 2, 128);
+    let spec = QkSpec {
+        layers,
+        heads,
+        kv_heads,
+        seq,
+        dim,
+        seed: 1,
+    };
+    let (q, k) = spec.generate()?;
+    let tensor = |name: &str, h: usize, v: Vec<f32>| -> anyhow::Result<Box<dyn AttentionSource>> {
+        let shape = attnviz::Shape {
+            layers,
+            heads: h,
+            queries: seq,
+            keys: dim,
+        };
+        let bytes = bytemuck::cast_slice(&v).to_vec();
+        Ok(Box::new(source::ArraySource::new(name, shape, DType::F32, bytes)?))
+    };
+    let qk = QkSource::new(
+        tensor("q", heads, q)?,
+        tensor("k", kv_heads, k)?,
+        &QkOptions {
+            causal: true,
+            ..Default::default()
+        },
+    )?;
+    let options = RenderOptions {
+        cell: Some(256),
+        causal: Causal::On,
+        ..Default::default()
+    };
+    let mut runs = Vec::new();
+    let start = Instant::now();
+    while runs.len() < 3 && (runs.is_empty() || start.elapsed().as_secs() < 60) {
+        let t = Instant::now();
+        let f = engine.render(&qk, &options)?;
+        write_png(out, f.width, f.height, &f.rgba)?;
+        runs.push(t.elapsed().as_secs_f64());
+    }
+    let n = (layers * heads) as f64;
+    let sample = Sample {
+        name: "qk-model".into(),
+        input_bytes: 0,
+        heads: layers * heads,
+        runs,
+        per_frame: false,
+    };
+    let visible = seq as f64 * (seq as f64 + 1.0) / 2.0;
+    let gflops = n * visible * 2.0 * dim as f64 / sample.median() / 1e9;
+    let line = format!(
+        "qk-model: {layers} layers x {heads} heads ({kv_heads} KV heads), {seq} tokens, d = {dim}, \
+         causal, 256-px cells: {gflops:.1} GFLOP/s, {:.2} heads/s (2·d flops per visible score)",
+        n / sample.median()
+    );
+    Ok((sample, line))
 }
 
 /// The `cat FILE >/dev/null` baseline: the fastest of three reads after a warming one (a

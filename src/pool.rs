@@ -1073,6 +1073,15 @@ impl<'g> Ingest<'g> {
         pass.dispatch_workgroups(self.geometry.pooled_w.div_ceil(64), bins, n);
     }
 
+    /// The accumulator buffer holding `cell`'s pooled pixels, and the cell's index in it, for
+    /// producers that fold into the accumulators themselves (src/qk/tiled.rs); the cell then
+    /// counts as pooled.
+    pub(crate) fn resident_accum(&mut self, cell: usize) -> (wgpu::Buffer, usize) {
+        self.pushed = true;
+        let g = &self.groups[cell / self.per_group];
+        (g.accum.clone(), cell % self.per_group)
+    }
+
     /// Pools `rows` rows of `cell` from `row_start` that are already on the GPU: `data` holds
     /// them in the ingest's dtype from byte `offset` (a multiple of 4) on, and must be a
     /// STORAGE buffer whose size is a multiple of 16 (the shader reads 16-byte words) and fits

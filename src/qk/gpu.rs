@@ -60,6 +60,8 @@ struct Kernels {
 pub(crate) struct QkPipelines {
     layout: wgpu::BindGroupLayout,
     by_dim: Mutex<HashMap<u32, Arc<Kernels>>>,
+    /// The one-pass pooled path (src/qk/tiled.rs).
+    tiled: super::tiled::TiledPipelines,
 }
 
 impl QkPipelines {
@@ -77,6 +79,7 @@ impl QkPipelines {
                 ],
             }),
             by_dim: Mutex::new(HashMap::new()),
+            tiled: super::tiled::TiledPipelines::new(device),
         }
     }
 
@@ -438,6 +441,20 @@ pub(crate) fn pool_qk(
             chunk_target,
         )
         .map_err(|e| e.about(src.name()))?;
+        if super::tiled::applies(gpu, src, geometry) {
+            super::tiled::pool_into(
+                gpu,
+                &pipes.tiled,
+                src,
+                cells,
+                geometry,
+                options.row_norm,
+                chunk_target,
+                &mut ingest,
+                progress,
+            )?;
+            return ingest.finish();
+        }
         // Each block's probabilities land here and are pooled from here, in queue order: the
         // next block's pass is submitted after the pooling that reads this one.
         let step = ingest.max_rows_per_fill();

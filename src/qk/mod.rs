@@ -11,6 +11,7 @@
 
 pub mod gpu;
 pub mod synth;
+pub mod tiled;
 
 use std::ops::Range;
 use std::path::Path;
