@@ -23,10 +23,11 @@
 
 const D4: u32 = 16u;
 const SLICE: u32 = 8u;
-// Query rows and keys of a tile, invocations of a workgroup (each a 4 × 4 block of scores).
+// Query rows and keys of a tile, invocations of a workgroup (each an 8 × 8 block of scores:
+// rows tr + 8·a, keys 8·tc + b).
 const TQ: u32 = 64u;
 const TK: u32 = 64u;
-const WG: u32 = 256u;
+const WG: u32 = 64u;
 const FLAG_CAUSAL: u32 = 1u;
 const FLAG_ROW_NORM: u32 = 2u;
 
@@ -74,9 +75,10 @@ struct Params {
 @group(0) @binding(8) var<storage, read_write> row_lse: array<vec2<f32>>;
 @group(0) @binding(9) var<storage, read_write> accum: array<Accum>;
 
-// Staging for the Q and K slices (Q: [0, TQ·SLICE), vec4 v of row i at v·TQ + i; K after it,
-// the same way), then the tile's scores (row i, key j: float j % 4 of vec4 i·TK/4 + j/4).
-// 16 KiB, the least any adapter offers.
+// Staging for the Q and K slices, then the tile's scores (row i, key j: float j % 4 of vec4
+// i·TK/4 + j/4). Q: vec4 v of row i at v·TQ + i. K after it: vec4 v of key j at
+// TQ·SLICE + v·TK + (j % 8)·8 + j / 8, so that the invocations of a row of blocks read
+// consecutive vec4s. 16 KiB, the least any adapter offers.
 var<workgroup> smem: array<vec4<f32>, 1024>;
 
 // How many leading keys row `r` sees.
@@ -91,7 +93,7 @@ fn score(i: u32, j: u32) -> f32 {
     return smem[i * (TK / 4u) + (j >> 2u)][j & 3u];
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(64)
 fn pool_scores(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
     let z = wg.z;
     let i0 = wg.x * TQ;
@@ -102,17 +104,28 @@ fn pool_scores(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
     let n_rows = min(TQ, params.rows - i0);
     // The workgroup's last row sees the most keys: tiles past them are skipped (causal).
     let wg_end = min(visible(r0 + n_rows - 1u), params.seg_end);
-    let tr = li / 16u;
-    let tc = li % 16u;
+    let tr = li / 8u;
+    let tc = li % 8u;
     let q_base = (z * params.q_rows + r0) * D4;
     let k_base = heads[z].x * params.keys * D4;
     let inter_base = z * params.inter_rows + i0;
     for (var t0 = params.seg_start; t0 < wg_end; t0 += TK) {
-        // Scores of rows tr + 16·a, keys tc + 16·b: acc_a[b].
-        var acc0 = vec4<f32>();
-        var acc1 = vec4<f32>();
-        var acc2 = vec4<f32>();
-        var acc3 = vec4<f32>();
+        var acc0l = vec4<f32>();
+        var acc0h = vec4<f32>();
+        var acc1l = vec4<f32>();
+        var acc1h = vec4<f32>();
+        var acc2l = vec4<f32>();
+        var acc2h = vec4<f32>();
+        var acc3l = vec4<f32>();
+        var acc3h = vec4<f32>();
+        var acc4l = vec4<f32>();
+        var acc4h = vec4<f32>();
+        var acc5l = vec4<f32>();
+        var acc5h = vec4<f32>();
+        var acc6l = vec4<f32>();
+        var acc6h = vec4<f32>();
+        var acc7l = vec4<f32>();
+        var acc7h = vec4<f32>();
         for (var s = 0u; s < D4; s += SLICE) {
             workgroupBarrier();
             for (var e = li; e < TQ * SLICE; e += WG) {
@@ -127,37 +140,65 @@ fn pool_scores(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
                 if t0 + i < wg_end {
                     y = k[k_base + (t0 + i) * D4 + s + v];
                 }
-                smem[TQ * SLICE + v * TK + i] = y;
+                smem[TQ * SLICE + v * TK + (i % 8u) * 8u + i / 8u] = y;
             }
             workgroupBarrier();
             // Each score adds its vec4 dot products in dimension order, like qk.wgsl's.
             for (var v = 0u; v < SLICE; v++) {
-                let a0 = smem[v * TQ + tr];
-                let a1 = smem[v * TQ + tr + 16u];
-                let a2 = smem[v * TQ + tr + 32u];
-                let a3 = smem[v * TQ + tr + 48u];
                 let kb = TQ * SLICE + v * TK + tc;
-                let b0 = smem[kb];
-                let b1 = smem[kb + 16u];
-                let b2 = smem[kb + 32u];
-                let b3 = smem[kb + 48u];
-                acc0 += vec4<f32>(dot(a0, b0), dot(a0, b1), dot(a0, b2), dot(a0, b3));
-                acc1 += vec4<f32>(dot(a1, b0), dot(a1, b1), dot(a1, b2), dot(a1, b3));
-                acc2 += vec4<f32>(dot(a2, b0), dot(a2, b1), dot(a2, b2), dot(a2, b3));
-                acc3 += vec4<f32>(dot(a3, b0), dot(a3, b1), dot(a3, b2), dot(a3, b3));
+                let qb = v * TQ + tr;
+                let b0 = smem[kb + 0u];
+                let b1 = smem[kb + 8u];
+                let b2 = smem[kb + 16u];
+                let b3 = smem[kb + 24u];
+                let b4 = smem[kb + 32u];
+                let b5 = smem[kb + 40u];
+                let b6 = smem[kb + 48u];
+                let b7 = smem[kb + 56u];
+                let a0 = smem[qb + 0u];
+                acc0l += vec4<f32>(dot(a0, b0), dot(a0, b1), dot(a0, b2), dot(a0, b3));
+                acc0h += vec4<f32>(dot(a0, b4), dot(a0, b5), dot(a0, b6), dot(a0, b7));
+                let a1 = smem[qb + 8u];
+                acc1l += vec4<f32>(dot(a1, b0), dot(a1, b1), dot(a1, b2), dot(a1, b3));
+                acc1h += vec4<f32>(dot(a1, b4), dot(a1, b5), dot(a1, b6), dot(a1, b7));
+                let a2 = smem[qb + 16u];
+                acc2l += vec4<f32>(dot(a2, b0), dot(a2, b1), dot(a2, b2), dot(a2, b3));
+                acc2h += vec4<f32>(dot(a2, b4), dot(a2, b5), dot(a2, b6), dot(a2, b7));
+                let a3 = smem[qb + 24u];
+                acc3l += vec4<f32>(dot(a3, b0), dot(a3, b1), dot(a3, b2), dot(a3, b3));
+                acc3h += vec4<f32>(dot(a3, b4), dot(a3, b5), dot(a3, b6), dot(a3, b7));
+                let a4 = smem[qb + 32u];
+                acc4l += vec4<f32>(dot(a4, b0), dot(a4, b1), dot(a4, b2), dot(a4, b3));
+                acc4h += vec4<f32>(dot(a4, b4), dot(a4, b5), dot(a4, b6), dot(a4, b7));
+                let a5 = smem[qb + 40u];
+                acc5l += vec4<f32>(dot(a5, b0), dot(a5, b1), dot(a5, b2), dot(a5, b3));
+                acc5h += vec4<f32>(dot(a5, b4), dot(a5, b5), dot(a5, b6), dot(a5, b7));
+                let a6 = smem[qb + 48u];
+                acc6l += vec4<f32>(dot(a6, b0), dot(a6, b1), dot(a6, b2), dot(a6, b3));
+                acc6h += vec4<f32>(dot(a6, b4), dot(a6, b5), dot(a6, b6), dot(a6, b7));
+                let a7 = smem[qb + 56u];
+                acc7l += vec4<f32>(dot(a7, b0), dot(a7, b1), dot(a7, b2), dot(a7, b3));
+                acc7h += vec4<f32>(dot(a7, b4), dot(a7, b5), dot(a7, b6), dot(a7, b7));
             }
         }
         workgroupBarrier();
         let sc = params.scale;
-        for (var b = 0u; b < 4u; b++) {
-            let j = tc + 16u * b;
-            let w = j >> 2u;
-            let c = j & 3u;
-            smem[tr * (TK / 4u) + w][c] = acc0[b] * sc;
-            smem[(tr + 16u) * (TK / 4u) + w][c] = acc1[b] * sc;
-            smem[(tr + 32u) * (TK / 4u) + w][c] = acc2[b] * sc;
-            smem[(tr + 48u) * (TK / 4u) + w][c] = acc3[b] * sc;
-        }
+        smem[(tr + 0u) * (TK / 4u) + 2u * tc] = acc0l * sc;
+        smem[(tr + 0u) * (TK / 4u) + 2u * tc + 1u] = acc0h * sc;
+        smem[(tr + 8u) * (TK / 4u) + 2u * tc] = acc1l * sc;
+        smem[(tr + 8u) * (TK / 4u) + 2u * tc + 1u] = acc1h * sc;
+        smem[(tr + 16u) * (TK / 4u) + 2u * tc] = acc2l * sc;
+        smem[(tr + 16u) * (TK / 4u) + 2u * tc + 1u] = acc2h * sc;
+        smem[(tr + 24u) * (TK / 4u) + 2u * tc] = acc3l * sc;
+        smem[(tr + 24u) * (TK / 4u) + 2u * tc + 1u] = acc3h * sc;
+        smem[(tr + 32u) * (TK / 4u) + 2u * tc] = acc4l * sc;
+        smem[(tr + 32u) * (TK / 4u) + 2u * tc + 1u] = acc4h * sc;
+        smem[(tr + 40u) * (TK / 4u) + 2u * tc] = acc5l * sc;
+        smem[(tr + 40u) * (TK / 4u) + 2u * tc + 1u] = acc5h * sc;
+        smem[(tr + 48u) * (TK / 4u) + 2u * tc] = acc6l * sc;
+        smem[(tr + 48u) * (TK / 4u) + 2u * tc + 1u] = acc6h * sc;
+        smem[(tr + 56u) * (TK / 4u) + 2u * tc] = acc7l * sc;
+        smem[(tr + 56u) * (TK / 4u) + 2u * tc + 1u] = acc7h * sc;
         workgroupBarrier();
         // Fold the tile into the states of the (row, pooled column) pairs it touches; each pair
         // is one item, owned by one invocation.

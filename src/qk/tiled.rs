@@ -87,7 +87,11 @@ fn padded(dim: usize) -> (u32, u32) {
 
 /// The one-pass shader for `d4` vec4s of head dimension staged `slice` at a time.
 pub fn kernel_source(d4: u32, slice: u32) -> String {
-    WGSL.replace("const D4: u32 = 16u;", &format!("const D4: u32 = {d4}u;"))
+    let wgsl = match std::env::var("ATTNVIZ_EXPERIMENT_WGSL") {
+        Ok(p) => std::fs::read_to_string(p).expect("experiment wgsl"),
+        Err(_) => WGSL.to_string(),
+    };
+    wgsl.replace("const D4: u32 = 16u;", &format!("const D4: u32 = {d4}u;"))
         .replace(
             "const SLICE: u32 = 8u;",
             &format!("const SLICE: u32 = {slice}u;"),
