@@ -154,6 +154,7 @@ def main():
     p.add_argument("--cell", type=int, default=1024, help="pooled cell size (px)")
     p.add_argument("--runs", type=int, default=3, help="attnviz runs (median is reported)")
     p.add_argument("--np-runs", type=int, default=3, help="numpy runs (median)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed attnviz runs first")
     p.add_argument("--masks", default="off,causal", help="off, causal or both (comma-separated)")
     p.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "attnviz-qk-bench"))
     args = p.parse_args()
@@ -176,7 +177,8 @@ def main():
             lay = os.path.join(args.workdir, "qk.json")
             cmd = [args.attnviz, "render", "--quiet", "--q", qk, *flags, "-o", png,
                    "--layout-json", lay]
-            run(cmd)  # warm-up (page cache, pipeline caches)
+            for _ in range(args.warmup):  # page cache, pipeline caches
+                run(cmd)
             avz = [run(cmd) for _ in range(args.runs)]
             nps = []
             for _ in range(args.np_runs):

@@ -2,7 +2,7 @@
 // probability anywhere:
 //   pool_scores: a workgroup owns TQ query rows of one head and walks the keys of a segment
 //                TK at a time; each tile of TQ × TK scores is a small GEMM (Q and K slices
-//                staged in workgroup memory, a 4 × 4 register block per invocation); the tile's
+//                staged in workgroup memory, an 8 × 8 register block per invocation); the tile's
 //                scores then go to workgroup memory and every (row, key bin) it touches folds
 //                them into its running state in `inter`: the max and min of the raw scores and
 //                Σ exp2(s − max) (rescaled online when a later tile raises the max);

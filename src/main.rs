@@ -1126,11 +1126,7 @@ fn bench(
 /// The `qk-model` scenario: whole figures of a model's layers recomputed from Q and K (GQA
 /// 4:1, causal, d = 128; `--quick`: one layer of 2048 tokens), until three runs or a minute.
 /// Returns the sample and its GFLOP/s line (2·d flops per visible score, counted once).
-fn bench_qk_model(
-    engine: &Engine,
-    quick: bool,
-    out: &Path,
-) -> anyhow::Result<(Sample, String)> {
+fn bench_qk_model(engine: &Engine, quick: bool, out: &Path) -> anyhow::Result<(Sample, String)> {
     let (layers, seq) = if quick { (1, 2048) } else { (4, 8192) };
     let (heads, kv_heads, dim) = (8, 2, 128);
     let spec = QkSpec {
@@ -1150,7 +1146,12 @@ fn bench_qk_model(
             keys: dim,
         };
         let bytes = bytemuck::cast_slice(&v).to_vec();
-        Ok(Box::new(source::ArraySource::new(name, shape, DType::F32, bytes)?))
+        Ok(Box::new(source::ArraySource::new(
+            name,
+            shape,
+            DType::F32,
+            bytes,
+        )?))
     };
     let qk = QkSource::new(
         tensor("q", heads, q)?,

@@ -225,7 +225,11 @@ fn figures_from_q_and_k_equal_figures_from_the_materialized_attention() {
             let mut off = 0;
             for (p, q) in from_qk.rgba.chunks(4).zip(from_file.rgba.chunks(4)) {
                 let d = p.iter().zip(q).map(|(x, y)| x.abs_diff(*y)).max().unwrap();
-                assert!(d <= 8, "{}: {reduce:?} {norm:?}: a channel differs by {d}", c.name);
+                assert!(
+                    d <= 8,
+                    "{}: {reduce:?} {norm:?}: a channel differs by {d}",
+                    c.name
+                );
                 off += (d > 0) as usize;
             }
             assert!(
@@ -346,7 +350,12 @@ fn assert_images_close(a: &str, b: &str) {
     assert_eq!(x.dimensions(), y.dimensions(), "{a} vs {b}");
     let mut off = 0;
     for (p, q) in x.pixels().zip(y.pixels()) {
-        let d = p.0.iter().zip(q.0).map(|(u, v)| u.abs_diff(v)).max().unwrap();
+        let d =
+            p.0.iter()
+                .zip(q.0)
+                .map(|(u, v)| u.abs_diff(v))
+                .max()
+                .unwrap();
         assert!(d <= 8, "{a} vs {b}: a channel differs by {d}");
         off += (d > 0) as usize;
     }

@@ -205,7 +205,12 @@ fn one_pass_pooling_equals_the_stored_block_path_and_the_f64_reference() {
             if chunk == 64 << 20 {
                 let cpu = attnviz::cpu::pool_cells(&src, &cells, geometry, options).unwrap();
                 let cpu: Vec<Vec<Accum>> = cpu.into_iter().map(|p| p.accum).collect();
-                compare(&format!("{what} vs f64"), &one_pass, &cpu, [0.0, 1e-5, 0.0, 1e-5]);
+                compare(
+                    &format!("{what} vs f64"),
+                    &one_pass,
+                    &cpu,
+                    [0.0, 1e-5, 0.0, 1e-5],
+                );
             }
         }
     }

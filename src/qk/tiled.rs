@@ -1,6 +1,7 @@
 //! Pooled attention from Q and K in one pass over the scores, with no probability ever stored
-//! (shaders/qk_pool.wgsl): scores are computed a 64 × 64 tile at a time like a GEMM, each
-//! tile is folded into per-(row, pooled column) states (max and min score, Σ exp2(s − max)),
+//! (shaders/qk_pool.wgsl): scores are computed a 64 × 64 tile at a time like a GEMM (Q and K
+//! staged in workgroup memory 32 dimensions at a time, each of 64 invocations an 8 × 8 block
+//! of scores in registers, so each loaded vec4 feeds 8 dot products), each tile is folded into per-(row, pooled column) states (max and min score, Σ exp2(s − max)),
 //! and once a block of rows has seen all its keys, every row's log-sum-exp follows from its
 //! states and every output pixel folds its rows into the pooled accumulators. Since
 //! p = exp(s − lse) is monotone in s, a bin's largest and smallest probability are those of its
@@ -30,7 +31,7 @@ const WGSL: &str = concat!(
 /// Query rows per workgroup (`TQ` in the shader).
 const TQ: usize = 64;
 /// Invocations per `pool_scores` workgroup, and the workgroup memory it uses.
-const WG: u32 = 256;
+const WG: u32 = 64;
 const WG_BYTES: u32 = 16384;
 /// Keys per `pool_scores` dispatch: bounds each workgroup's loop (llvmpipe stops a shader's
 /// loops after 65535 iterations; display drivers' watchdogs stop long dispatches).
@@ -87,11 +88,7 @@ fn padded(dim: usize) -> (u32, u32) {
 
 /// The one-pass shader for `d4` vec4s of head dimension staged `slice` at a time.
 pub fn kernel_source(d4: u32, slice: u32) -> String {
-    let wgsl = match std::env::var("ATTNVIZ_EXPERIMENT_WGSL") {
-        Ok(p) => std::fs::read_to_string(p).expect("experiment wgsl"),
-        Err(_) => WGSL.to_string(),
-    };
-    wgsl.replace("const D4: u32 = 16u;", &format!("const D4: u32 = {d4}u;"))
+    WGSL.replace("const D4: u32 = 16u;", &format!("const D4: u32 = {d4}u;"))
         .replace(
             "const SLICE: u32 = 8u;",
             &format!("const SLICE: u32 = {slice}u;"),
@@ -121,9 +118,8 @@ impl TiledPipelines {
                     label: Some("attnviz.qk_pool.shader"),
                     source: wgpu::ShaderSource::Wgsl(kernel_source(d4, slice).into()),
                 });
-                let pipeline = |label, entry| {
-                    compute_pipeline(device, label, &self.layout, &module, entry)
-                };
+                let pipeline =
+                    |label, entry| compute_pipeline(device, label, &self.layout, &module, entry);
                 Arc::new(Kernels {
                     scores: pipeline("attnviz.qk_pool.scores", "pool_scores"),
                     lse: pipeline("attnviz.qk_pool.lse", "pool_lse"),
@@ -213,9 +209,7 @@ pub(crate) fn pool_into(
     let row_lse = buffer("attnviz.qk_pool.row_lse", (batch * chunk_rows * 8) as u64);
     let col_edges = bin_edges(keys, geometry.pooled_w);
     let row_edges = bin_edges(rows, geometry.pooled_h);
-    let key_bin: Vec<u32> = (0..keys as u32)
-        .map(|k| bin_of(&col_edges, k))
-        .collect();
+    let key_bin: Vec<u32> = (0..keys as u32).map(|k| bin_of(&col_edges, k)).collect();
     let init = |label: &str, data: &[u32]| {
         storage_buffer_init(
             device,
@@ -259,7 +253,10 @@ pub(crate) fn pool_into(
         } else {
             scratch.clear();
             scratch.resize(values.len() / d * padded_d, 0.0);
-            for (dst, v) in scratch.chunks_exact_mut(padded_d).zip(values.chunks_exact(d)) {
+            for (dst, v) in scratch
+                .chunks_exact_mut(padded_d)
+                .zip(values.chunks_exact(d))
+            {
                 dst[..d].copy_from_slice(v);
             }
             &scratch
