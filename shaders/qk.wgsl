@@ -10,7 +10,7 @@
 // Scores are kept in base 2 (`scale` already holds log2(e)), so each entry costs one exp2.
 //
 // D4 (the head dimension in vec4s, zero padded) is substituted when the module is built, and
-// the comment lines `row: ...` are expanded (src/qk/gpu.rs, `kernel_source`) so a row is held in
+// the comment lines `row: ...` are expanded (src/pool/qk/mod.rs, `kernel_source`) so a row is held in
 // D4 named vec4 variables, which every compiler keeps in registers, rather than in an indexed
 // private array, which some spill to memory:
 //   row: var             declares row0 .. row{D4-1}

@@ -206,12 +206,36 @@ fn figures_from_q_and_k_equal_figures_from_the_materialized_attention() {
             let from_qk = e.render(&src, &options).unwrap();
             let from_file = e.render(&stored, &options).unwrap();
             assert_eq!(from_qk.stats.len(), from_file.stats.len());
+            // The figure from Q and K pools in one pass (src/pool/qk/tiled.rs): a bin's extremes are
+            // exp2(score - lse) with the same scores but an lse summed in another order, its
+            // mean the same sum in another order, so values may differ from the stored
+            // probabilities in the last bits (tests/qk_tiled.rs bounds them). A pixel on a
+            // colormap step may then take the neighbouring entry: at most one LUT step (a few
+            // units per channel), in at most 0.1% of the pixels.
             for (a, b) in from_qk.stats.iter().zip(&from_file.stats) {
-                assert_eq!(a.range(), b.range(), "{}: {reduce:?} {norm:?}", c.name);
+                let (a, b) = (a.range().unwrap(), b.range().unwrap());
+                for (x, y) in [(a.0, b.0), (a.1, b.1)] {
+                    assert!(
+                        (x - y).abs() <= 1e-5 * y.abs(),
+                        "{}: {reduce:?} {norm:?}: range {a:?} vs {b:?}",
+                        c.name
+                    );
+                }
+            }
+            assert_eq!(from_qk.rgba.len(), from_file.rgba.len());
+            let mut off = 0;
+            for (p, q) in from_qk.rgba.chunks(4).zip(from_file.rgba.chunks(4)) {
+                let d = p.iter().zip(q).map(|(x, y)| x.abs_diff(*y)).max().unwrap();
+                assert!(
+                    d <= 8,
+                    "{}: {reduce:?} {norm:?}: a channel differs by {d}",
+                    c.name
+                );
+                off += (d > 0) as usize;
             }
             assert!(
-                from_qk.rgba == from_file.rgba,
-                "{}: {reduce:?} {norm:?} figure differs",
+                off * 1000 <= from_qk.rgba.len() / 4,
+                "{}: {reduce:?} {norm:?}: {off} pixels differ",
                 c.name
             );
         }
@@ -306,16 +330,40 @@ fn cli_render_from_q_and_k_equals_render_from_the_written_attention() {
         &p("attn_tiles"),
         "--quiet",
     ]);
-    assert_eq!(
-        std::fs::read(p("qk.png")).unwrap(),
-        std::fs::read(p("attn.png")).unwrap()
-    );
+    // Within one LUT step in at most 0.1% of the pixels: the figure from Q and K pools in one
+    // pass, whose values may differ from the stored probabilities' in the last bits (see
+    // `figures_from_q_and_k_equal_figures_from_the_materialized_attention`).
+    assert_images_close(&p("qk.png"), &p("attn.png"));
     for h in 1..=4 {
         let name = format!("l1_h{h}.png");
-        let a = std::fs::read(Path::new(&p("qk_tiles")).join(&name)).unwrap();
-        let b = std::fs::read(Path::new(&p("attn_tiles")).join(&name)).unwrap();
-        assert!(a == b, "tile {name} differs");
+        assert_images_close(
+            Path::new(&p("qk_tiles")).join(&name).to_str().unwrap(),
+            Path::new(&p("attn_tiles")).join(&name).to_str().unwrap(),
+        );
     }
+}
+
+fn assert_images_close(a: &str, b: &str) {
+    let (x, y) = (
+        image::open(a).unwrap().to_rgba8(),
+        image::open(b).unwrap().to_rgba8(),
+    );
+    assert_eq!(x.dimensions(), y.dimensions(), "{a} vs {b}");
+    let mut off = 0;
+    for (p, q) in x.pixels().zip(y.pixels()) {
+        let d =
+            p.0.iter()
+                .zip(q.0)
+                .map(|(u, v)| u.abs_diff(v))
+                .max()
+                .unwrap();
+        assert!(d <= 8, "{a} vs {b}: a channel differs by {d}");
+        off += (d > 0) as usize;
+    }
+    assert!(
+        off * 1000 <= x.pixels().len(),
+        "{a} vs {b}: {off} pixels differ"
+    );
 }
 
 #[test]

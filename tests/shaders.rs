@@ -22,4 +22,11 @@ fn shaders_validate() {
     for d4 in [1, 16, 64] {
         validate("qk", &attnviz::pool::qk::kernel_source(d4));
     }
+    // The one-pass pooled kernel, for each way it stages the head dimension.
+    for (d4, slice) in [(4, 4), (8, 8), (20, 4), (64, 8)] {
+        validate(
+            "qk_pool",
+            &attnviz::pool::qk::pooled_kernel_source(d4, slice),
+        );
+    }
 }

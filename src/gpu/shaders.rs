@@ -23,6 +23,10 @@ pub const COMPOSE: &str = include_str!("../../shaders/compose.wgsl");
 /// Attention from Q and K; a template expanded per head dimension by `pool::qk`.
 pub const QK_TEMPLATE: &str = include_str!("../../shaders/qk.wgsl");
 
+/// Attention from Q and K pooled in one pass; a template expanded per head dimension by
+/// `pool::qk` (common.wgsl for the accumulator layout).
+pub const QK_POOL_TEMPLATE: &str = with_common!("qk_pool.wgsl");
+
 /// Every fixed shader as (name, source), for validation without a GPU. The Q/K template is
 /// validated through its expansions.
 pub const ALL: [(&str, &str); 5] = [

@@ -306,6 +306,15 @@ impl<'g> Ingest<'g> {
         })
     }
 
+    /// The accumulator buffer holding `cell`'s pooled pixels, and the cell's index in it, for
+    /// producers that fold into the accumulators themselves (the one-pass Q/K path,
+    /// `pool::qk::tiled`); the cell then counts as pooled.
+    pub(crate) fn resident_accum(&mut self, cell: usize) -> (wgpu::Buffer, usize) {
+        self.pushed = true;
+        let g = &self.groups[cell / self.per_group];
+        (g.accum.clone(), cell % self.per_group)
+    }
+
     /// Rows per call of the `fill` callback at most: one chunk.
     pub(crate) fn max_rows_per_fill(&self) -> usize {
         self.piece_rows

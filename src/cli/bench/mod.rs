@@ -3,11 +3,13 @@
 //!
 //! - [`inputs`]: the synthetic tensors, generated once into a cache folder;
 //! - [`scenarios`]: what each scenario times, in the order they run;
+//! - [`qk`]: the Q/K scenarios (one long head; whole GQA layers);
 //! - [`measure`]: timing, and the memcpy and file-read baselines;
 //! - [`report`]: the table, the JSON file and the qk-long line.
 
 mod inputs;
 mod measure;
+mod qk;
 mod report;
 mod scenarios;
 
@@ -31,6 +33,8 @@ pub struct Sizes {
     pub long_seq: usize,
     /// Tokens of the one-head Q/K input (qk-long).
     pub qk_seq: usize,
+    /// `--quick`: qk-model runs one layer of 2048 tokens instead of four of 8192.
+    pub quick: bool,
     /// Bytes copied per upload run.
     pub upload_bytes: u64,
     /// Timed runs of each whole-figure scenario.
@@ -46,6 +50,7 @@ impl Sizes {
                 grid_seq: 512,
                 long_seq: 8192,
                 qk_seq: 2048,
+                quick: true,
                 upload_bytes: 256 << 20,
                 runs: 3,
                 frames: 20,
@@ -55,6 +60,7 @@ impl Sizes {
                 grid_seq: 2048,
                 long_seq: 32768,
                 qk_seq: 32768,
+                quick: false,
                 upload_bytes: 1 << 30,
                 runs: 5,
                 frames: 60,

@@ -71,9 +71,13 @@ impl Report<'_> {
             println!();
             println!(
                 "qk-long: {} tokens, d = 64, one head to a 1024-px cell: {gflops:.1} GFLOP/s \
-                 (4·N²·d flops per pass, two passes: row statistics, then probabilities)",
+                 (nominal: 4·N²·d flops per pass, two passes, as counted before the one-pass \
+                 path, which computes each score once, 2·N²·d)",
                 self.qk_seq
             );
+        }
+        if let Some(line) = &self.results.qk_model {
+            println!("{line}");
         }
     }
 }

@@ -2,20 +2,16 @@
 //! holds what they share (engine, sizes, the scratch PNG), and yields one [`Row`].
 
 use std::path::PathBuf;
-use std::time::Instant;
 
 use attnviz::files::write_png;
-use attnviz::source::qk::{QkOptions, QkSource};
-use attnviz::source::qk_synth::QkSpec;
-use attnviz::source::ArraySource;
-use attnviz::{AttentionSource, Colormap, DType, Engine, Norm, Reduce, RenderOptions, Scene};
+use attnviz::{Colormap, Engine, Norm, Reduce, RenderOptions, Scene};
 
 use super::inputs::{file_len, Input, Inputs};
 use super::measure::{cat_seconds, measure, Sample};
 use super::Sizes;
 
 /// The scenarios of `attnviz bench`, in the order they run.
-pub const SCENARIOS: [&str; 7] = [
+pub const SCENARIOS: [&str; 8] = [
     "export-grid",
     "export-long",
     "recolor",
@@ -23,6 +19,7 @@ pub const SCENARIOS: [&str; 7] = [
     "upload",
     "pool-resident",
     "qk-long",
+    "qk-model",
 ];
 
 /// The scenarios `--only` chose: all of them when it is empty.
@@ -55,6 +52,8 @@ pub struct Results {
     pub long_cat: Option<f64>,
     /// qk-long's arithmetic throughput, when it ran.
     pub qk_gflops: Option<f64>,
+    /// qk-model's line under the table (GFLOP/s and heads/s), when it ran.
+    pub qk_model: Option<String>,
 }
 
 /// What every scenario shares.
@@ -66,7 +65,7 @@ pub struct Bench {
 }
 
 /// The long scenarios draw their one head into a 1024-px cell.
-fn long_options() -> RenderOptions {
+pub(super) fn long_options() -> RenderOptions {
     RenderOptions {
         cell: Some(1024),
         ..Default::default()
@@ -109,6 +108,11 @@ impl Bench {
             let sample = self.qk_long()?;
             let flops = 2.0 * 4.0 * (self.sizes.qk_seq as f64).powi(2) * 64.0;
             results.qk_gflops = Some(flops / sample.median() / 1e9);
+            results.rows.push(sample.into());
+        }
+        if want.wants("qk-model") {
+            let (sample, line) = self.qk_model()?;
+            results.qk_model = Some(line);
             results.rows.push(sample.into());
         }
         Ok(results)
@@ -198,57 +202,4 @@ impl Bench {
         })?;
         Ok(sample.into())
     }
-
-    /// qk-long: whole renders of one head recomputed from Q and K, until three runs or a
-    /// minute, whichever comes first (a software adapter takes minutes per run).
-    fn qk_long(&self) -> anyhow::Result<Sample> {
-        let options = long_options();
-        // Warm the pipelines on a small head first.
-        self.engine.render(&qk_source(256)?, &options)?;
-        let qk = qk_source(self.sizes.qk_seq)?;
-        let mut runs = Vec::new();
-        let start = Instant::now();
-        while runs.len() < 3 && (runs.is_empty() || start.elapsed().as_secs() < 60) {
-            let t = Instant::now();
-            let f = self.engine.render(&qk, &options)?;
-            write_png(&self.out, f.width, f.height, &f.rgba)?;
-            runs.push(t.elapsed().as_secs_f64());
-        }
-        Ok(Sample {
-            name: "qk-long".into(),
-            input_bytes: 0,
-            heads: 1,
-            runs,
-            per_frame: false,
-        })
-    }
-}
-
-/// One head of `seq` synthetic queries and keys (d = 64), held in memory so that qk-long
-/// times the recomputation, not a file read.
-fn qk_source(seq: usize) -> anyhow::Result<QkSource> {
-    let spec = QkSpec {
-        layers: 1,
-        heads: 1,
-        kv_heads: 1,
-        seq,
-        dim: 64,
-        seed: 1,
-    };
-    let (q, k) = spec.generate()?;
-    let shape = attnviz::Shape {
-        layers: 1,
-        heads: 1,
-        queries: seq,
-        keys: 64,
-    };
-    let tensor = |name: &str, v: Vec<f32>| -> anyhow::Result<Box<dyn AttentionSource>> {
-        let bytes = bytemuck::cast_slice(&v).to_vec();
-        Ok(Box::new(ArraySource::new(name, shape, DType::F32, bytes)?))
-    };
-    Ok(QkSource::new(
-        tensor("q", q)?,
-        tensor("k", k)?,
-        &QkOptions::default(),
-    )?)
 }

@@ -4,6 +4,10 @@
 //! the next submission. Nothing larger than one chunk of probabilities ever exists; Q and K of one
 //! head are the only other inputs.
 
+mod tiled;
+
+pub use tiled::kernel_source as pooled_kernel_source;
+
 use std::collections::HashMap;
 use std::num::NonZeroU64;
 use std::ops::Range;
@@ -58,6 +62,8 @@ struct Kernels {
 #[derive(Default)]
 pub(crate) struct QkPipelines {
     by_dim: Mutex<HashMap<u32, Arc<Kernels>>>,
+    /// The one-pass pooled path ([`tiled`]).
+    tiled: tiled::TiledPipelines,
 }
 
 impl QkPipelines {
@@ -401,6 +407,11 @@ pub(crate) fn pool_qk(
             },
         )
         .map_err(|e| e.about(src.name()))?;
+        if tiled::applies(gpu, src, geometry) {
+            let run = PoolRun { options, ..*run };
+            tiled::pool_into(gpu, &pipes.tiled, src, &run, &mut ingest)?;
+            return ingest.finish();
+        }
         // Each block's probabilities land here and are pooled from here, in queue order: the
         // next block's pass is submitted after the pooling that reads this one.
         let step = ingest.max_rows_per_fill();

@@ -1,0 +1,315 @@
+// Attention from Q and K pooled in one pass over the scores (src/pool/qk/tiled.rs), never holding a
+// probability anywhere:
+//   pool_scores: a workgroup owns TQ query rows of one head and walks the keys of a segment
+//                TK at a time; each tile of TQ × TK scores is a small GEMM (Q and K slices
+//                staged in workgroup memory, an 8 × 8 register block per invocation); the tile's
+//                scores then go to workgroup memory and every (row, key bin) it touches folds
+//                them into its running state in `inter`: the max and min of the raw scores and
+//                Σ exp2(s − max) (rescaled online when a later tile raises the max);
+//   pool_lse:    per row, the log-sum-exp from its bins' states (max over bins, Σ of the
+//                rescaled sums), and the row's largest probability (for --norm row);
+//   pool_fold:   per output pixel, its rows in order: p = exp2(s − lse) is monotone in s, so the
+//                bin's largest and smallest probabilities are exp2(max − lse) and
+//                exp2(min − lse), its sum exp2(max − lse) · Σ exp2(s − max); folded into the
+//                pooled accumulators with the semantics of pool.wgsl (count of unmasked
+//                entries, row order, --norm row dividing by the row's maximum).
+// Scores are in base 2 (`scale` holds log2(e)). Every loop is bounded (keys in segments of a
+// few thousand per dispatch: llvmpipe stops a shader's loops after 65535 iterations and
+// display drivers' watchdogs stop long dispatches).
+//
+// D4 (head dimension in vec4s, zero padded to a multiple of SLICE) and SLICE (vec4s of it
+// staged per step) are substituted when the module is built (src/pool/qk/tiled.rs). Accum,
+// F32_MAX, COUNT_MASK and BAD_BIT come from common.wgsl, prepended.
+
+const D4: u32 = 16u;
+const SLICE: u32 = 8u;
+// Query rows and keys of a tile, invocations of a workgroup (each an 8 × 8 block of scores:
+// rows tr + 8·a, keys 8·tc + b).
+const TQ: u32 = 64u;
+const TK: u32 = 64u;
+const WG: u32 = 64u;
+const FLAG_CAUSAL: u32 = 1u;
+const FLAG_ROW_NORM: u32 = 2u;
+
+struct Params {
+    // rows of this chunk, and the first of them (among the computed rows: index into a head's
+    // rows in `q`)
+    rows: u32,
+    row_start: u32,
+    // rows per head in `q`
+    q_rows: u32,
+    // keys in `k` per head
+    keys: u32,
+    flags: u32,
+    // key k is hidden from row r when k > r + diagonal
+    diagonal: i32,
+    // softmax scale × log2(e)
+    scale: f32,
+    // pool_scores: the keys this dispatch adds, [seg_start, seg_end)
+    seg_start: u32,
+    seg_end: u32,
+    pooled_w: u32,
+    // pool_fold: first pooled row of the chunk
+    y_start: u32,
+    // pixels per cell
+    px: u32,
+    // rows per head in `inter` and `row_lse`
+    inter_rows: u32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> q: array<vec4<f32>>;
+@group(0) @binding(2) var<storage, read> k: array<vec4<f32>>;
+// per head of the batch (workgroup z): its key head's slot in `k`, its cell's index in `accum`
+@group(0) @binding(3) var<storage, read> heads: array<vec2<u32>>;
+// per key: its pooled column
+@group(0) @binding(4) var<storage, read> key_bin: array<u32>;
+@group(0) @binding(5) var<storage, read> col_edges: array<u32>;
+@group(0) @binding(6) var<storage, read> row_edges: array<u32>;
+// per head, row of the chunk and pooled column: (max score, min score, Σ exp2(s − max), 0)
+@group(0) @binding(7) var<storage, read_write> inter: array<vec4<f32>>;
+// per head and row of the chunk: (lse, the row's largest probability)
+@group(0) @binding(8) var<storage, read_write> row_lse: array<vec2<f32>>;
+@group(0) @binding(9) var<storage, read_write> accum: array<Accum>;
+
+// Staging for the Q and K slices, then the tile's scores (row i, key j: float j % 4 of vec4
+// i·TK/4 + j/4). Q: vec4 v of row i at v·TQ + i. K after it: vec4 v of key j at
+// TQ·SLICE + v·TK + (j % 8)·8 + j / 8, so that the invocations of a row of blocks read
+// consecutive vec4s. 16 KiB, the least any adapter offers.
+var<workgroup> smem: array<vec4<f32>, 1024>;
+
+// How many leading keys row `r` sees.
+fn visible(r: u32) -> u32 {
+    if (params.flags & FLAG_CAUSAL) == 0u {
+        return params.keys;
+    }
+    return u32(clamp(i32(r) + params.diagonal + 1, 0, i32(params.keys)));
+}
+
+fn score(i: u32, j: u32) -> f32 {
+    return smem[i * (TK / 4u) + (j >> 2u)][j & 3u];
+}
+
+@compute @workgroup_size(64)
+fn pool_scores(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let z = wg.z;
+    let i0 = wg.x * TQ;
+    if i0 >= params.rows {
+        return;
+    }
+    let r0 = params.row_start + i0;
+    let n_rows = min(TQ, params.rows - i0);
+    // The workgroup's last row sees the most keys: tiles past them are skipped (causal).
+    let wg_end = min(visible(r0 + n_rows - 1u), params.seg_end);
+    let tr = li / 8u;
+    let tc = li % 8u;
+    let q_base = (z * params.q_rows + r0) * D4;
+    let k_base = heads[z].x * params.keys * D4;
+    let inter_base = z * params.inter_rows + i0;
+    for (var t0 = params.seg_start; t0 < wg_end; t0 += TK) {
+        var acc0l = vec4<f32>();
+        var acc0h = vec4<f32>();
+        var acc1l = vec4<f32>();
+        var acc1h = vec4<f32>();
+        var acc2l = vec4<f32>();
+        var acc2h = vec4<f32>();
+        var acc3l = vec4<f32>();
+        var acc3h = vec4<f32>();
+        var acc4l = vec4<f32>();
+        var acc4h = vec4<f32>();
+        var acc5l = vec4<f32>();
+        var acc5h = vec4<f32>();
+        var acc6l = vec4<f32>();
+        var acc6h = vec4<f32>();
+        var acc7l = vec4<f32>();
+        var acc7h = vec4<f32>();
+        for (var s = 0u; s < D4; s += SLICE) {
+            workgroupBarrier();
+            for (var e = li; e < TQ * SLICE; e += WG) {
+                let i = e / SLICE;
+                let v = e % SLICE;
+                var x = vec4<f32>();
+                if i < n_rows {
+                    x = q[q_base + i * D4 + s + v];
+                }
+                smem[v * TQ + i] = x;
+                var y = vec4<f32>();
+                if t0 + i < wg_end {
+                    y = k[k_base + (t0 + i) * D4 + s + v];
+                }
+                smem[TQ * SLICE + v * TK + (i % 8u) * 8u + i / 8u] = y;
+            }
+            workgroupBarrier();
+            // Each score adds its vec4 dot products in dimension order, like qk.wgsl's.
+            for (var v = 0u; v < SLICE; v++) {
+                let kb = TQ * SLICE + v * TK + tc;
+                let qb = v * TQ + tr;
+                let b0 = smem[kb + 0u];
+                let b1 = smem[kb + 8u];
+                let b2 = smem[kb + 16u];
+                let b3 = smem[kb + 24u];
+                let b4 = smem[kb + 32u];
+                let b5 = smem[kb + 40u];
+                let b6 = smem[kb + 48u];
+                let b7 = smem[kb + 56u];
+                let a0 = smem[qb + 0u];
+                acc0l += vec4<f32>(dot(a0, b0), dot(a0, b1), dot(a0, b2), dot(a0, b3));
+                acc0h += vec4<f32>(dot(a0, b4), dot(a0, b5), dot(a0, b6), dot(a0, b7));
+                let a1 = smem[qb + 8u];
+                acc1l += vec4<f32>(dot(a1, b0), dot(a1, b1), dot(a1, b2), dot(a1, b3));
+                acc1h += vec4<f32>(dot(a1, b4), dot(a1, b5), dot(a1, b6), dot(a1, b7));
+                let a2 = smem[qb + 16u];
+                acc2l += vec4<f32>(dot(a2, b0), dot(a2, b1), dot(a2, b2), dot(a2, b3));
+                acc2h += vec4<f32>(dot(a2, b4), dot(a2, b5), dot(a2, b6), dot(a2, b7));
+                let a3 = smem[qb + 24u];
+                acc3l += vec4<f32>(dot(a3, b0), dot(a3, b1), dot(a3, b2), dot(a3, b3));
+                acc3h += vec4<f32>(dot(a3, b4), dot(a3, b5), dot(a3, b6), dot(a3, b7));
+                let a4 = smem[qb + 32u];
+                acc4l += vec4<f32>(dot(a4, b0), dot(a4, b1), dot(a4, b2), dot(a4, b3));
+                acc4h += vec4<f32>(dot(a4, b4), dot(a4, b5), dot(a4, b6), dot(a4, b7));
+                let a5 = smem[qb + 40u];
+                acc5l += vec4<f32>(dot(a5, b0), dot(a5, b1), dot(a5, b2), dot(a5, b3));
+                acc5h += vec4<f32>(dot(a5, b4), dot(a5, b5), dot(a5, b6), dot(a5, b7));
+                let a6 = smem[qb + 48u];
+                acc6l += vec4<f32>(dot(a6, b0), dot(a6, b1), dot(a6, b2), dot(a6, b3));
+                acc6h += vec4<f32>(dot(a6, b4), dot(a6, b5), dot(a6, b6), dot(a6, b7));
+                let a7 = smem[qb + 56u];
+                acc7l += vec4<f32>(dot(a7, b0), dot(a7, b1), dot(a7, b2), dot(a7, b3));
+                acc7h += vec4<f32>(dot(a7, b4), dot(a7, b5), dot(a7, b6), dot(a7, b7));
+            }
+        }
+        workgroupBarrier();
+        let sc = params.scale;
+        smem[(tr + 0u) * (TK / 4u) + 2u * tc] = acc0l * sc;
+        smem[(tr + 0u) * (TK / 4u) + 2u * tc + 1u] = acc0h * sc;
+        smem[(tr + 8u) * (TK / 4u) + 2u * tc] = acc1l * sc;
+        smem[(tr + 8u) * (TK / 4u) + 2u * tc + 1u] = acc1h * sc;
+        smem[(tr + 16u) * (TK / 4u) + 2u * tc] = acc2l * sc;
+        smem[(tr + 16u) * (TK / 4u) + 2u * tc + 1u] = acc2h * sc;
+        smem[(tr + 24u) * (TK / 4u) + 2u * tc] = acc3l * sc;
+        smem[(tr + 24u) * (TK / 4u) + 2u * tc + 1u] = acc3h * sc;
+        smem[(tr + 32u) * (TK / 4u) + 2u * tc] = acc4l * sc;
+        smem[(tr + 32u) * (TK / 4u) + 2u * tc + 1u] = acc4h * sc;
+        smem[(tr + 40u) * (TK / 4u) + 2u * tc] = acc5l * sc;
+        smem[(tr + 40u) * (TK / 4u) + 2u * tc + 1u] = acc5h * sc;
+        smem[(tr + 48u) * (TK / 4u) + 2u * tc] = acc6l * sc;
+        smem[(tr + 48u) * (TK / 4u) + 2u * tc + 1u] = acc6h * sc;
+        smem[(tr + 56u) * (TK / 4u) + 2u * tc] = acc7l * sc;
+        smem[(tr + 56u) * (TK / 4u) + 2u * tc + 1u] = acc7h * sc;
+        workgroupBarrier();
+        // Fold the tile into the states of the (row, pooled column) pairs it touches; each pair
+        // is one item, owned by one invocation.
+        let t1 = min(t0 + TK, wg_end);
+        let b_first = key_bin[t0];
+        let n_bins = key_bin[t1 - 1u] - b_first + 1u;
+        for (var item = li; item < TQ * n_bins; item += WG) {
+            let i = item % TQ;
+            let bin = b_first + item / TQ;
+            if i < n_rows {
+                let c0 = col_edges[bin];
+                let lo = max(c0, t0);
+                let hi = min(min(col_edges[bin + 1u], t1), visible(r0 + i));
+                var m = -F32_MAX;
+                var mn = F32_MAX;
+                for (var j = lo; j < hi; j++) {
+                    let s = score(i, j - t0);
+                    m = max(m, s);
+                    mn = min(mn, s);
+                }
+                var l = 0.0;
+                for (var j = lo; j < hi; j++) {
+                    l += exp2(score(i, j - t0) - m);
+                }
+                let idx = (inter_base + i) * params.pooled_w + bin;
+                if c0 >= t0 {
+                    // the column starts in this tile: a fresh state (empty when the row sees
+                    // none of it; pool_fold counts its entries from the mask and skips it)
+                    inter[idx] = vec4<f32>(m, mn, l, 0.0);
+                } else if hi > lo {
+                    let st = inter[idx];
+                    let nm = max(st.x, m);
+                    inter[idx] = vec4<f32>(nm, min(st.y, mn), st.z * exp2(st.x - nm) + l * exp2(m - nm), 0.0);
+                }
+            }
+        }
+        // The next tile's items may belong to other invocations.
+        storageBarrier();
+    }
+}
+
+// One invocation per (row of the chunk, head of the batch).
+@compute @workgroup_size(64)
+fn pool_lse(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let i = gid.x;
+    if i >= params.rows {
+        return;
+    }
+    let vis = visible(params.row_start + i);
+    if vis == 0u {
+        return;
+    }
+    let n_bins = key_bin[vis - 1u] + 1u;
+    let base = (gid.z * params.inter_rows + i) * params.pooled_w;
+    var m = -F32_MAX;
+    for (var b = 0u; b < n_bins; b++) {
+        m = max(m, inter[base + b].x);
+    }
+    var l = 0.0;
+    for (var b = 0u; b < n_bins; b++) {
+        let st = inter[base + b];
+        l += st.z * exp2(st.x - m);
+    }
+    let lse = m + log2(l);
+    row_lse[gid.z * params.inter_rows + i] = vec2<f32>(lse, exp2(m - lse));
+}
+
+// One invocation per pooled pixel of the chunk's pooled rows, per head of the batch.
+@compute @workgroup_size(64)
+fn pool_fold(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let x = gid.x;
+    if x >= params.pooled_w {
+        return;
+    }
+    let y = params.y_start + gid.y;
+    let r_lo = max(row_edges[y], params.row_start);
+    let r_hi = min(row_edges[y + 1u], params.row_start + params.rows);
+    if r_lo >= r_hi {
+        return;
+    }
+    let c0 = col_edges[x];
+    let c1 = col_edges[x + 1u];
+    let z = gid.z;
+    let idx = heads[z].y * params.px + y * params.pooled_w + x;
+    var a = accum[idx];
+    var count = a.count_bad & COUNT_MASK;
+    if count == 0u {
+        a.max_v = -F32_MAX;
+        a.min_v = F32_MAX;
+    }
+    let row_norm = (params.flags & FLAG_ROW_NORM) != 0u;
+    for (var r = r_lo; r < r_hi; r++) {
+        let n = i32(min(c1, visible(r))) - i32(c0);
+        if n > 0 {
+            let i = z * params.inter_rows + r - params.row_start;
+            let st = inter[i * params.pooled_w + x];
+            let rl = row_lse[i];
+            var hi = exp2(st.x - rl.x);
+            var lo = exp2(st.y - rl.x);
+            var sum = st.z * hi;
+            if row_norm {
+                hi /= rl.y;
+                lo /= rl.y;
+                sum /= rl.y;
+            }
+            a.max_v = max(a.max_v, hi);
+            a.min_v = min(a.min_v, lo);
+            a.sum += sum;
+            count += u32(n);
+        }
+    }
+    a.count_bad = count | (a.count_bad & BAD_BIT);
+    accum[idx] = a;
+}

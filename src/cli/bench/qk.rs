@@ -1,0 +1,122 @@
+//! The Q/K scenarios of `attnviz bench`: attention recomputed from queries and keys held in
+//! memory, so they time the recomputation, not a file read. `qk-long` is one long head;
+//! `qk-model` whole layers of a GQA model, causal.
+
+use std::time::Instant;
+
+use attnviz::files::write_png;
+use attnviz::pool::Causal;
+use attnviz::source::qk::{QkOptions, QkSource};
+use attnviz::source::qk_synth::QkSpec;
+use attnviz::source::ArraySource;
+use attnviz::{AttentionSource, DType, RenderOptions};
+
+use super::measure::Sample;
+use super::scenarios::{long_options, Bench};
+
+impl Bench {
+    /// qk-long: whole renders of one head recomputed from Q and K, until three runs or a
+    /// minute, whichever comes first (a software adapter takes minutes per run).
+    pub(super) fn qk_long(&self) -> anyhow::Result<Sample> {
+        let options = long_options();
+        // Warm the pipelines on a small head first.
+        let one_head = |seq| QkSpec {
+            layers: 1,
+            heads: 1,
+            kv_heads: 1,
+            seq,
+            dim: 64,
+            seed: 1,
+        };
+        self.engine
+            .render(&qk_source(&one_head(256), false)?, &options)?;
+        let qk = qk_source(&one_head(self.sizes.qk_seq), false)?;
+        self.qk_runs("qk-long", &qk, &options, 1)
+    }
+
+    /// qk-model: whole figures of a model's layers recomputed from Q and K (GQA 4:1, causal,
+    /// d = 128, 256-px cells; `--quick`: one layer of 2048 tokens). Returns the sample and its
+    /// line: 2·d flops per visible score, each counted once.
+    pub(super) fn qk_model(&self) -> anyhow::Result<(Sample, String)> {
+        let (layers, seq) = if self.sizes.quick {
+            (1, 2048)
+        } else {
+            (4, 8192)
+        };
+        let spec = QkSpec {
+            layers,
+            heads: 8,
+            kv_heads: 2,
+            seq,
+            dim: 128,
+            seed: 1,
+        };
+        let qk = qk_source(&spec, true)?;
+        let options = RenderOptions {
+            cell: Some(256),
+            causal: Causal::On,
+            ..Default::default()
+        };
+        let sample = self.qk_runs("qk-model", &qk, &options, layers * spec.heads)?;
+        let n = (layers * spec.heads) as f64;
+        let visible = seq as f64 * (seq as f64 + 1.0) / 2.0;
+        let gflops = n * visible * 2.0 * spec.dim as f64 / sample.median() / 1e9;
+        let line = format!(
+            "qk-model: {layers} layers x {} heads ({} KV heads), {seq} tokens, d = {}, causal, \
+             256-px cells: {gflops:.1} GFLOP/s, {:.2} heads/s (2·d flops per visible score)",
+            spec.heads,
+            spec.kv_heads,
+            spec.dim,
+            n / sample.median()
+        );
+        Ok((sample, line))
+    }
+
+    /// Renders `qk` to a PNG until three runs or a minute, whichever comes first.
+    fn qk_runs(
+        &self,
+        name: &str,
+        qk: &QkSource,
+        options: &RenderOptions,
+        heads: usize,
+    ) -> anyhow::Result<Sample> {
+        let mut runs = Vec::new();
+        let start = Instant::now();
+        while runs.len() < 3 && (runs.is_empty() || start.elapsed().as_secs() < 60) {
+            let t = Instant::now();
+            let f = self.engine.render(qk, options)?;
+            write_png(&self.out, f.width, f.height, &f.rgba)?;
+            runs.push(t.elapsed().as_secs_f64());
+        }
+        Ok(Sample {
+            name: name.into(),
+            input_bytes: 0,
+            heads,
+            runs,
+            per_frame: false,
+        })
+    }
+}
+
+/// The synthetic queries and keys of `spec`, held in memory.
+fn qk_source(spec: &QkSpec, causal: bool) -> anyhow::Result<QkSource> {
+    let (q, k) = spec.generate()?;
+    let tensor = |name: &str, heads, v: Vec<f32>| -> anyhow::Result<Box<dyn AttentionSource>> {
+        let shape = attnviz::Shape {
+            layers: spec.layers,
+            heads,
+            queries: spec.seq,
+            keys: spec.dim,
+        };
+        let bytes = bytemuck::cast_slice(&v).to_vec();
+        Ok(Box::new(ArraySource::new(name, shape, DType::F32, bytes)?))
+    };
+    Ok(QkSource::new(
+        tensor("q", spec.heads, q)?,
+        tensor("k", spec.kv_heads, k)?,
+        &QkOptions {
+            causal,
+            ..Default::default()
+        },
+    )?)
+}

@@ -1,0 +1,241 @@
+//! The one-pass pooled path from Q and K (src/pool/qk/tiled.rs, shaders/qk_pool.wgsl) against the
+//! two-pass path that stores each block of probabilities and pools it (the same attention,
+//! materialized by `GpuRows`, pooled as a stored tensor), and against the f64 CPU reference.
+//!
+//! Tolerances, and why: the one-pass path gets a bin's largest and smallest probability as
+//! exp2(max score − lse) and exp2(min score − lse), with the same scores but an lse summed in
+//! another order, so they may differ from the stored path in the last bits of exp (allowed:
+//! 4e-6 relative); the bin's sum is exp2(max − lse) · Σ exp2(s − max), the same sum in another
+//! order (allowed: 1e-5 relative). Counts (which entries are masked) are exact. Against the f64
+//! reference: 1e-5 per probability, as for the materialized probabilities.
+
+mod common;
+
+use attnviz::engine::qk_rows::GpuRows;
+use attnviz::pool::accum::Accum;
+use attnviz::pool::geometry::CellGeometry;
+use attnviz::pool::{Causal, PoolOptions};
+use attnviz::source::qk::{QkOptions, QkSource};
+use attnviz::source::ArraySource;
+use attnviz::{AttentionSource, DType, Engine};
+use common::{engine, Rng};
+use ndarray::Array4;
+
+fn tensor(name: &str, h: usize, n: usize, d: usize, seed: u64, dtype: DType) -> Box<ArraySource> {
+    let mut rng = Rng::new(seed);
+    // Gain 1.5·√(64/d): scores spread over several nats whatever d, peaked rows and flat ones.
+    let gain = 1.5 * (64.0 / d as f32).sqrt().sqrt();
+    let a = Array4::from_shape_fn((1, h, n, d), |_| (rng.next_f32() * 2.0 - 1.0) * gain);
+    Box::new(ArraySource::from_f32_as(name, &a, dtype))
+}
+
+struct Case {
+    name: &'static str,
+    heads: usize,
+    kv_heads: usize,
+    nq: usize,
+    nk: usize,
+    d: usize,
+    dtype: DType,
+    causal: bool,
+    queries: Option<std::ops::Range<usize>>,
+    cell: u32,
+    row_norm: bool,
+}
+
+fn case(name: &'static str, nq: usize, nk: usize, d: usize, causal: bool, cell: u32) -> Case {
+    Case {
+        name,
+        heads: 2,
+        kv_heads: 1,
+        nq,
+        nk,
+        d,
+        dtype: DType::F32,
+        causal,
+        queries: None,
+        cell,
+        row_norm: false,
+    }
+}
+
+fn source(c: &Case) -> QkSource {
+    QkSource::new(
+        tensor("q", c.heads, c.nq, c.d, 31 + c.d as u64, c.dtype),
+        tensor("k", c.kv_heads, c.nk, c.d, 32 + c.d as u64, c.dtype),
+        &QkOptions {
+            causal: c.causal,
+            queries: c.queries.clone(),
+            ..Default::default()
+        },
+    )
+    .unwrap()
+}
+
+fn cases() -> Vec<Case> {
+    let mut v = vec![
+        // Head lengths that are not multiples of the 64 × 64 tile, every supported kind of
+        // head dimension (staged 8 or 4 vec4s at a time, padded), bins of 4 or uneven bins.
+        case("d32", 200, 200, 32, false, 50),
+        case("d64-causal", 200, 200, 64, true, 50),
+        case("d80-causal-uneven-bins", 200, 200, 80, true, 23),
+        case("d128", 130, 130, 128, false, 40),
+        case("d256-causal", 130, 130, 256, true, 64),
+        case("d30-padded", 70, 90, 30, false, 16),
+        // Q shorter than K (a KV-cache suffix): tiles crossing a bottom-right diagonal, rows
+        // that see all keys of early tiles and none of late ones.
+        case("suffix-causal", 150, 330, 64, true, 64),
+        // One pixel per entry.
+        case("native-causal", 100, 100, 16, true, 100),
+        // Several key segments (8192 keys per dispatch), their states carried over.
+        case("long-keys-causal", 70, 9000, 8, true, 64),
+        case("long-keys", 3, 9000, 8, false, 64),
+    ];
+    v.push(Case {
+        name: "gqa-8-to-1-causal",
+        heads: 8,
+        kv_heads: 1,
+        ..case("", 130, 130, 64, true, 32)
+    });
+    v.push(Case {
+        name: "query-slice-causal",
+        queries: Some(70..190),
+        ..case("", 260, 260, 32, true, 30)
+    });
+    v.push(Case {
+        name: "f16-row-norm",
+        dtype: DType::F16,
+        row_norm: true,
+        ..case("", 150, 150, 64, true, 50)
+    });
+    v.push(Case {
+        name: "bf16",
+        dtype: DType::BF16,
+        ..case("", 150, 150, 64, false, 50)
+    });
+    v.push(Case {
+        name: "row-norm",
+        row_norm: true,
+        ..case("", 200, 200, 32, false, 50)
+    });
+    v
+}
+
+/// A stored tensor with the diagonal of the Q/K source it came from.
+struct Stored(ArraySource, i64);
+
+impl AttentionSource for Stored {
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+    fn shape(&self) -> attnviz::Shape {
+        self.0.shape()
+    }
+    fn dtype(&self) -> DType {
+        self.0.dtype()
+    }
+    fn read_rows(&self, l: usize, h: usize, r: usize, dst: &mut [u8]) -> attnviz::Result<()> {
+        self.0.read_rows(l, h, r, dst)
+    }
+    fn diagonal(&self) -> i64 {
+        self.1
+    }
+}
+
+fn materialize(e: &Engine, src: &QkSource) -> Stored {
+    let rows = GpuRows::new(e, src);
+    let s = rows.shape();
+    let mut bytes = vec![0u8; s.layers * s.heads * s.queries * s.keys * 4];
+    for (i, head) in bytes.chunks_mut(s.queries * s.keys * 4).enumerate() {
+        rows.read_rows(i / s.heads, i % s.heads, 0, head).unwrap();
+    }
+    let stored = ArraySource::new("materialized", s, DType::F32, bytes).unwrap();
+    Stored(stored, src.diagonal())
+}
+
+fn close(a: f32, b: f32, rel: f32, abs: f32) -> bool {
+    (a - b).abs() <= rel * a.abs().max(b.abs()) + abs
+}
+
+/// Compares accumulators pixel by pixel; `rel`/`abs` for the extremes, `sum_rel`/`sum_abs` per
+/// counted entry for the sums.
+fn compare(what: &str, a: &[Vec<Accum>], b: &[Vec<Accum>], tol: [f32; 4]) {
+    let [rel, abs, sum_rel, sum_abs] = tol;
+    assert_eq!(a.len(), b.len(), "{what}: cells");
+    for (cell, (x, y)) in a.iter().zip(b).enumerate() {
+        for (i, (p, q)) in x.iter().zip(y).enumerate() {
+            assert_eq!(p.count(), q.count(), "{what}: cell {cell} pixel {i} count");
+            assert!(!p.is_bad(), "{what}: cell {cell} pixel {i} bad");
+            if p.count() == 0 {
+                continue;
+            }
+            let ok = close(p.max, q.max, rel, abs)
+                && close(p.min, q.min, rel, abs)
+                && close(p.sum, q.sum, sum_rel, sum_abs * p.count() as f32);
+            assert!(ok, "{what}: cell {cell} pixel {i}: {p:?} vs {q:?}");
+        }
+    }
+}
+
+#[test]
+fn one_pass_pooling_equals_the_stored_block_path_and_the_f64_reference() {
+    let Some(mut e) = engine() else { return };
+    for chunk in [64 << 20, 160_000] {
+        // 160 kB: row blocks of 64 rows and batches of a few heads.
+        e.chunk_bytes = chunk;
+        for c in cases() {
+            if chunk != 64 << 20 && c.nk > 1000 {
+                continue;
+            }
+            let src = source(&c);
+            let s = src.shape();
+            let cells: Vec<(usize, usize)> = (0..s.heads).map(|h| (0, h)).collect();
+            let geometry = CellGeometry::new(s.queries, s.keys, Some(c.cell)).unwrap();
+            let options = PoolOptions {
+                row_norm: c.row_norm,
+                causal: if c.causal { Causal::On } else { Causal::Off },
+                diagonal: Some(src.diagonal()),
+            };
+            let one_pass = e.pool(&src, &cells, geometry, options).unwrap();
+            let one_pass = one_pass.read_accums(&e.gpu).unwrap();
+            let stored = materialize(&e, &src);
+            let two_pass = e.pool(&stored, &cells, geometry, options).unwrap();
+            let two_pass = two_pass.read_accums(&e.gpu).unwrap();
+            let what = format!("{} (chunk {chunk})", c.name);
+            compare(&what, &one_pass, &two_pass, [4e-6, 1e-30, 1e-5, 1e-30]);
+            if chunk == 64 << 20 {
+                let cpu = attnviz::cpu::pool_cells(&src, &cells, geometry, options).unwrap();
+                let cpu: Vec<Vec<Accum>> = cpu.into_iter().map(|p| p.accum).collect();
+                compare(
+                    &format!("{what} vs f64"),
+                    &one_pass,
+                    &cpu,
+                    [0.0, 1e-5, 0.0, 1e-5],
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn causal_pixels_above_the_diagonal_stay_empty() {
+    let Some(e) = engine() else { return };
+    let c = case("causal", 256, 256, 32, true, 64);
+    let src = source(&c);
+    let geometry = CellGeometry::new(256, 256, Some(64)).unwrap();
+    let options = PoolOptions {
+        causal: Causal::On,
+        diagonal: Some(0),
+        ..Default::default()
+    };
+    let pooled = e.pool(&src, &[(0, 0)], geometry, options).unwrap();
+    let accums = pooled.read_accums(&e.gpu).unwrap();
+    for (i, a) in accums[0].iter().enumerate() {
+        let (y, x) = (i / 64, i % 64);
+        // Bin (y, x) holds rows 4y..4y+4 and keys 4x..4x+4: row q sees keys 0..=q.
+        let expected: u32 = (4 * y..4 * y + 4)
+            .map(|q| (4 * x..4 * x + 4).filter(|&k| k <= q).count() as u32)
+            .sum();
+        assert_eq!(a.count(), expected, "pixel ({y}, {x})");
+    }
+}
