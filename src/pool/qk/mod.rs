@@ -161,6 +161,30 @@ struct HeadPasses<'a> {
     scratch: Vec<f32>,
 }
 
+/// Fails, naming `src`, when one head's Q or K (`d4` vec4s a row) would not fit a storage
+/// binding or its rows a dispatch.
+fn check_fits(gpu: &Gpu, src: &QkSource, d4: usize) -> Result<()> {
+    let max_binding = gpu.max_binding();
+    let max_groups = gpu.limits.max_compute_workgroups_per_dimension as usize;
+    for (what, n) in [("query rows", src.rows().len()), ("keys", src.all_keys())] {
+        let bytes = (n * d4 * 16) as u64;
+        if bytes > max_binding {
+            return Err(Error::BadOption(format!(
+                "{}: {n} {what} of dimension {} need {bytes} bytes per head, over the GPU's {max_binding}-byte storage binding",
+                src.name(),
+                src.dim()
+            )));
+        }
+        if n.div_ceil(WG as usize) > max_groups {
+            return Err(Error::BadOption(format!(
+                "{}: {n} {what} exceed the GPU's dispatch limit",
+                src.name()
+            )));
+        }
+    }
+    Ok(())
+}
+
 impl<'a> HeadPasses<'a> {
     fn new(
         gpu: &'a Gpu,
@@ -172,41 +196,24 @@ impl<'a> HeadPasses<'a> {
         let d4 = src.dim().div_ceil(4);
         let rows = src.rows().len();
         let keys = src.all_keys();
-        let max_binding = gpu.max_binding();
-        let max_groups = gpu.limits.max_compute_workgroups_per_dimension as usize;
-        for (what, n) in [("query rows", rows), ("keys", keys)] {
-            let bytes = (n * d4 * 16) as u64;
-            if bytes > max_binding {
-                return Err(Error::BadOption(format!(
-                    "{}: {n} {what} of dimension {} need {bytes} bytes per head, over the GPU's {max_binding}-byte storage binding",
-                    src.name(),
-                    src.dim()
-                )));
-            }
-            if n.div_ceil(WG as usize) > max_groups {
-                return Err(Error::BadOption(format!(
-                    "{}: {n} {what} exceed the GPU's dispatch limit",
-                    src.name()
-                )));
-            }
-        }
+        check_fits(gpu, src, d4)?;
         let storage = |label: &str, size: usize| {
-            device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some(label),
-                size: size.max(4) as u64,
-                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
-                mapped_at_creation: false,
-            })
+            crate::gpu::buffer(
+                device,
+                label,
+                size.max(4) as u64,
+                wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+            )
         };
         let q = storage("attnviz.qk.q", rows * d4 * 16);
         let k = storage("attnviz.qk.k", keys * d4 * 16);
         let stats = storage("attnviz.qk.row_stats", rows * 8);
-        let params = device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("attnviz.qk.params"),
-            size: std::mem::size_of::<QkParams>() as u64,
-            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
+        let params = crate::gpu::buffer(
+            device,
+            "attnviz.qk.params",
+            std::mem::size_of::<QkParams>() as u64,
+            wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+        );
         let kernels = pipes.kernels(device, d4 as u32);
         let bind_group = kernels.kernel.bind_group(
             device,

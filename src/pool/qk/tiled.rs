@@ -155,8 +155,356 @@ struct Member {
     accum: u32,
 }
 
-/// Pools `cells` of `src` into `ingest`'s accumulators (see the module docs); `ingest` must
-/// have been made for `src`'s shape, `geometry` and these cells. Masking follows the source.
+/// Consecutive cells of one layer whose accumulators are consecutive in one buffer, pooled by
+/// one set of dispatches (workgroup z = member); each key head is uploaded once.
+struct Batch {
+    layer: usize,
+    members: Vec<Member>,
+    kv_heads: Vec<usize>,
+    accum: wgpu::Buffer,
+}
+
+/// How the one-pass path cuts its work: heads per batch and query rows per chunk, so that a
+/// batch's Q and K and a chunk's (row, pooled column) states each fit one binding and at most
+/// an upload chunk's bytes.
+#[derive(Clone, Copy)]
+struct Cuts {
+    d4: u32,
+    slice: u32,
+    /// Bytes of one head's padded Q and K.
+    head_q: u64,
+    head_k: u64,
+    batch: usize,
+    chunk_rows: usize,
+}
+
+impl Cuts {
+    fn new(gpu: &Gpu, src: &QkSource, run: &PoolRun<'_>) -> Cuts {
+        let (d4, slice) = padded(src.dim());
+        let rows = src.rows().len();
+        let pooled_w = run.geometry.pooled_w as usize;
+        let max_binding = gpu.max_binding();
+        let head_q = (rows * d4 as usize * 16) as u64;
+        let head_k = (src.all_keys() * d4 as usize * 16) as u64;
+        // The per-(row, pooled column) states take at most an upload chunk's bytes (but always
+        // one workgroup's rows of one head).
+        let inter_cap = run
+            .chunk_bytes
+            .min(max_binding)
+            .max((TQ * pooled_w * 16) as u64);
+        let batch = MAX_BATCH
+            .min(run.cells.len())
+            .min((max_binding / head_q) as usize)
+            .min((max_binding / head_k) as usize)
+            .min((inter_cap / (TQ * pooled_w * 16) as u64) as usize)
+            .max(1);
+        let chunk_rows = ((inter_cap / (batch * pooled_w * 16) as u64) as usize / TQ * TQ)
+            .clamp(TQ, rows.next_multiple_of(TQ));
+        Cuts {
+            d4,
+            slice,
+            head_q,
+            head_k,
+            batch,
+            chunk_rows,
+        }
+    }
+}
+
+/// The buffers of one pooling run, made once and reused by every batch.
+struct RunBuffers {
+    params: wgpu::Buffer,
+    q: wgpu::Buffer,
+    k: wgpu::Buffer,
+    /// Per member: (key head slot, accumulator index).
+    heads: wgpu::Buffer,
+    key_bin: wgpu::Buffer,
+    col_edges: wgpu::Buffer,
+    row_edges: wgpu::Buffer,
+    /// Per (row, pooled column) of a chunk: max and min score, Σ exp2(s − max), count.
+    inter: wgpu::Buffer,
+    row_lse: wgpu::Buffer,
+}
+
+impl RunBuffers {
+    fn new(
+        gpu: &Gpu,
+        src: &QkSource,
+        geometry: CellGeometry,
+        cuts: &Cuts,
+        row_edges: &[u32],
+    ) -> Self {
+        let device = &gpu.device;
+        let keys = src.all_keys();
+        let (batch, rows) = (cuts.batch as u64, cuts.chunk_rows as u64);
+        let buffer = |label: &str, size: u64| {
+            crate::gpu::buffer(
+                device,
+                label,
+                size.max(16).next_multiple_of(16),
+                wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+            )
+        };
+        let init = |label: &str, data: &[u32]| {
+            storage_buffer_init(
+                device,
+                label,
+                bytemuck::cast_slice(data),
+                wgpu::BufferUsages::empty(),
+            )
+        };
+        let col_edges = bin_edges(keys, geometry.pooled_w);
+        let key_bin: Vec<u32> = (0..keys as u32).map(|k| bin_of(&col_edges, k)).collect();
+        RunBuffers {
+            params: crate::gpu::buffer(
+                device,
+                "attnviz.qk_pool.params",
+                std::mem::size_of::<Params>() as u64,
+                wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            ),
+            q: buffer("attnviz.qk_pool.q", batch * cuts.head_q),
+            k: buffer("attnviz.qk_pool.k", batch * cuts.head_k),
+            heads: buffer("attnviz.qk_pool.heads", batch * 8),
+            key_bin: init("attnviz.qk_pool.key_bin", &key_bin),
+            col_edges: init("attnviz.qk_pool.col_edges", &col_edges),
+            row_edges: init("attnviz.qk_pool.row_edges", row_edges),
+            inter: buffer(
+                "attnviz.qk_pool.inter",
+                batch * rows * geometry.pooled_w as u64 * 16,
+            ),
+            row_lse: buffer("attnviz.qk_pool.row_lse", batch * rows * 8),
+        }
+    }
+}
+
+/// One pooling run of the one-pass path: what every batch shares.
+struct OnePass<'a> {
+    gpu: &'a Gpu,
+    src: &'a QkSource,
+    geometry: CellGeometry,
+    kernels: Arc<Kernels>,
+    cuts: Cuts,
+    buffers: RunBuffers,
+    row_edges: Vec<u32>,
+    /// The parameters every dispatch starts from.
+    base: Params,
+    /// Host staging for heads whose dimension is padded, reused.
+    scratch: Vec<f32>,
+}
+
+impl<'a> OnePass<'a> {
+    fn new(gpu: &'a Gpu, pipes: &TiledPipelines, src: &'a QkSource, run: &PoolRun<'_>) -> Self {
+        let geometry = run.geometry;
+        let cuts = Cuts::new(gpu, src, run);
+        let rows = src.rows().len();
+        let row_edges = bin_edges(rows, geometry.pooled_h);
+        OnePass {
+            gpu,
+            src,
+            geometry,
+            kernels: pipes.kernels(&gpu.device, cuts.d4, cuts.slice),
+            buffers: RunBuffers::new(gpu, src, geometry, &cuts, &row_edges),
+            row_edges,
+            base: Params {
+                q_rows: rows as u32,
+                keys: src.all_keys() as u32,
+                flags: if src.causal() { FLAG_CAUSAL } else { 0 }
+                    | if run.options.row_norm {
+                        FLAG_ROW_NORM
+                    } else {
+                        0
+                    },
+                diagonal: src.key_diagonal() as i32,
+                scale: src.scale() * std::f32::consts::LOG2_E,
+                pooled_w: geometry.pooled_w,
+                px: geometry.pooled_pixels() as u32,
+                inter_rows: cuts.chunk_rows as u32,
+                ..Default::default()
+            },
+            cuts,
+            scratch: Vec::new(),
+        }
+    }
+
+    /// The batch starting at cell `first`, and the cell after it.
+    fn next_batch(
+        &self,
+        cells: &[(usize, usize)],
+        first: usize,
+        ingest: &mut Ingest,
+    ) -> (Batch, usize) {
+        let layer = cells[first].0;
+        let (accum, accum0) = ingest.resident_accum(first);
+        let mut batch = Batch {
+            layer,
+            members: Vec::new(),
+            kv_heads: Vec::new(),
+            accum,
+        };
+        let mut end = first;
+        while end < cells.len() && batch.members.len() < self.cuts.batch && cells[end].0 == layer {
+            let (_, idx) = ingest.resident_accum(end);
+            if idx != accum0 + (end - first) {
+                break;
+            }
+            let kv = self.src.kv_head(cells[end].1);
+            let slot = match batch.kv_heads.iter().position(|&h| h == kv) {
+                Some(s) => s,
+                None => {
+                    batch.kv_heads.push(kv);
+                    batch.kv_heads.len() - 1
+                }
+            };
+            batch.members.push(Member {
+                head: cells[end].1,
+                kv_slot: slot as u32,
+                accum: idx as u32,
+            });
+            end += 1;
+        }
+        (batch, end)
+    }
+
+    /// Writes `values` (rows of the head dimension) at `offset` of `target`, each row padded
+    /// to the shader's vec4 count.
+    fn upload(&mut self, target: &wgpu::Buffer, offset: u64, values: &[f32]) {
+        let d = self.src.dim();
+        let padded_d = self.cuts.d4 as usize * 4;
+        let data: &[f32] = if padded_d == d {
+            values
+        } else {
+            self.scratch.clear();
+            self.scratch.resize(values.len() / d * padded_d, 0.0);
+            for (dst, v) in self
+                .scratch
+                .chunks_exact_mut(padded_d)
+                .zip(values.chunks_exact(d))
+            {
+                dst[..d].copy_from_slice(v);
+            }
+            &self.scratch
+        };
+        self.gpu
+            .queue
+            .write_buffer(target, offset, bytemuck::cast_slice(data));
+    }
+
+    /// Uploads the batch's query heads, its key heads once each, and its head table.
+    fn upload_batch(&mut self, batch: &Batch) -> Result<()> {
+        let (src, layer) = (self.src, batch.layer);
+        let (q, k) = (self.buffers.q.clone(), self.buffers.k.clone());
+        for (z, m) in batch.members.iter().enumerate() {
+            let values = src.queries_f32(layer, m.head, src.rows())?;
+            self.upload(&q, z as u64 * self.cuts.head_q, &values);
+        }
+        for (slot, &kv) in batch.kv_heads.iter().enumerate() {
+            // Any query head of the group names its key head.
+            let head = batch
+                .members
+                .iter()
+                .find(|m| m.kv_slot as usize == slot)
+                .map_or(0, |m| m.head);
+            debug_assert_eq!(src.kv_head(head), kv);
+            let values = src.keys_f32(layer, head)?;
+            self.upload(&k, slot as u64 * self.cuts.head_k, &values);
+        }
+        let table: Vec<[u32; 2]> = batch.members.iter().map(|m| [m.kv_slot, m.accum]).collect();
+        self.gpu
+            .queue
+            .write_buffer(&self.buffers.heads, 0, bytemuck::cast_slice(&table));
+        Ok(())
+    }
+
+    fn bind_group(&self, accum: &wgpu::Buffer) -> wgpu::BindGroup {
+        let b = &self.buffers;
+        self.kernels.kernel.bind_group(
+            &self.gpu.device,
+            &[
+                wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: &b.params,
+                    offset: 0,
+                    size: NonZeroU64::new(std::mem::size_of::<Params>() as u64),
+                }),
+                b.q.as_entire_binding(),
+                b.k.as_entire_binding(),
+                b.heads.as_entire_binding(),
+                b.key_bin.as_entire_binding(),
+                b.col_edges.as_entire_binding(),
+                b.row_edges.as_entire_binding(),
+                b.inter.as_entire_binding(),
+                b.row_lse.as_entire_binding(),
+                accum.as_entire_binding(),
+            ],
+        )
+    }
+
+    /// One submission of `record` with `params` written first.
+    fn dispatch(
+        &self,
+        bind_group: &wgpu::BindGroup,
+        params: &Params,
+        record: impl FnOnce(&mut wgpu::ComputePass),
+    ) {
+        let gpu = self.gpu;
+        gpu.queue
+            .write_buffer(&self.buffers.params, 0, bytemuck::bytes_of(params));
+        let mut encoder = gpu.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("attnviz.qk_pool"),
+                timestamp_writes: None,
+            });
+            pass.set_bind_group(0, bind_group, &[]);
+            record(&mut pass);
+        }
+        gpu.queue.submit([encoder.finish()]);
+    }
+
+    /// The scores, lse and fold passes of rows `start..start + len` for every member: keys in
+    /// segments of [`SEG_KEYS`] (short dispatches), only as far as the chunk's last row sees.
+    fn pool_chunk(&self, bind_group: &wgpu::BindGroup, members: u32, start: usize, len: usize) {
+        let (src, keys) = (self.src, self.src.all_keys());
+        let chunk = Params {
+            rows: len as u32,
+            row_start: start as u32,
+            ..self.base
+        };
+        // Keys the chunk's last row sees, the most of any of its rows.
+        let seen = if src.causal() {
+            ((start + len) as i64 + src.key_diagonal()).clamp(0, keys as i64) as usize
+        } else {
+            keys
+        };
+        let groups = len.div_ceil(TQ) as u32;
+        for seg in (0..seen).step_by(SEG_KEYS) {
+            let p = Params {
+                seg_start: seg as u32,
+                seg_end: (seg + SEG_KEYS).min(keys) as u32,
+                ..chunk
+            };
+            self.dispatch(bind_group, &p, |pass| {
+                pass.set_pipeline(&self.kernels.scores);
+                pass.dispatch_workgroups(groups, 1, members);
+            });
+        }
+        let y0 = bin_of(&self.row_edges, start as u32);
+        let y1 = bin_of(&self.row_edges, (start + len - 1) as u32);
+        let p = Params {
+            y_start: y0,
+            ..chunk
+        };
+        self.dispatch(bind_group, &p, |pass| {
+            pass.set_pipeline(&self.kernels.lse);
+            pass.dispatch_workgroups(groups, 1, members);
+            pass.set_pipeline(&self.kernels.fold);
+            pass.dispatch_workgroups(self.geometry.pooled_w.div_ceil(64), y1 - y0 + 1, members);
+        });
+    }
+}
+
+/// Pools `run.cells` of `src` into `ingest`'s accumulators (see the module docs); `ingest`
+/// must have been made for `src`'s shape, `run.geometry` and these cells. Masking follows the
+/// source.
 pub(crate) fn pool_into(
     gpu: &Gpu,
     pipes: &TiledPipelines,
@@ -164,223 +512,21 @@ pub(crate) fn pool_into(
     run: &PoolRun<'_>,
     ingest: &mut Ingest,
 ) -> Result<()> {
-    let (cells, geometry, progress) = (run.cells, run.geometry, run.progress);
-    let (row_norm, chunk_target) = (run.options.row_norm, run.chunk_bytes);
-    let device = &gpu.device;
-    let (d4, slice) = padded(src.dim());
-    let kernels = pipes.kernels(device, d4, slice);
-    let rows = src.rows().len();
-    let keys = src.all_keys();
-    let pooled_w = geometry.pooled_w as usize;
-    let max_binding = gpu.max_binding();
-    let head_q = (rows * d4 as usize * 16) as u64;
-    let head_k = (keys * d4 as usize * 16) as u64;
-    // The per-(row, pooled column) states take at most an upload chunk's bytes (but always
-    // one workgroup's rows of one head).
-    let inter_cap = chunk_target
-        .min(max_binding)
-        .max((TQ * pooled_w * 16) as u64);
-    let batch = MAX_BATCH
-        .min(cells.len())
-        .min((max_binding / head_q) as usize)
-        .min((max_binding / head_k) as usize)
-        .min((inter_cap / (TQ * pooled_w * 16) as u64) as usize)
-        .max(1);
-    let chunk_rows = ((inter_cap / (batch * pooled_w * 16) as u64) as usize / TQ * TQ)
-        .clamp(TQ, rows.next_multiple_of(TQ));
-
-    let buffer = |label: &str, size: u64| {
-        device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some(label),
-            size: size.max(16).next_multiple_of(16),
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        })
-    };
-    let q_buf = buffer("attnviz.qk_pool.q", batch as u64 * head_q);
-    let k_buf = buffer("attnviz.qk_pool.k", batch as u64 * head_k);
-    let heads_buf = buffer("attnviz.qk_pool.heads", batch as u64 * 8);
-    let inter = buffer(
-        "attnviz.qk_pool.inter",
-        (batch * chunk_rows * pooled_w * 16) as u64,
-    );
-    let row_lse = buffer("attnviz.qk_pool.row_lse", (batch * chunk_rows * 8) as u64);
-    let col_edges = bin_edges(keys, geometry.pooled_w);
-    let row_edges = bin_edges(rows, geometry.pooled_h);
-    let key_bin: Vec<u32> = (0..keys as u32).map(|k| bin_of(&col_edges, k)).collect();
-    let init = |label: &str, data: &[u32]| {
-        storage_buffer_init(
-            device,
-            label,
-            bytemuck::cast_slice(data),
-            wgpu::BufferUsages::empty(),
-        )
-    };
-    let key_bin_buf = init("attnviz.qk_pool.key_bin", &key_bin);
-    let col_buf = init("attnviz.qk_pool.col_edges", &col_edges);
-    let row_buf = init("attnviz.qk_pool.row_edges", &row_edges);
-    let params_buf = device.create_buffer(&wgpu::BufferDescriptor {
-        label: Some("attnviz.qk_pool.params"),
-        size: std::mem::size_of::<Params>() as u64,
-        usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-        mapped_at_creation: false,
-    });
-    let base = Params {
-        q_rows: rows as u32,
-        keys: keys as u32,
-        flags: if src.causal() { FLAG_CAUSAL } else { 0 }
-            | if row_norm { FLAG_ROW_NORM } else { 0 },
-        diagonal: src.key_diagonal() as i32,
-        scale: src.scale() * std::f32::consts::LOG2_E,
-        pooled_w: geometry.pooled_w,
-        px: geometry.pooled_pixels() as u32,
-        inter_rows: chunk_rows as u32,
-        ..Default::default()
-    };
-    let write_params = |p: &Params| {
-        gpu.queue
-            .write_buffer(&params_buf, 0, bytemuck::bytes_of(p));
-    };
+    let cells = run.cells;
+    let (rows, keys) = (src.rows().len(), src.all_keys());
+    let mut pass = OnePass::new(gpu, pipes, src, run);
     let total = (cells.len() * rows * keys * 4) as u64;
-    let mut scratch: Vec<f32> = Vec::new();
-    let mut upload = |target: &wgpu::Buffer, offset: u64, values: &[f32]| {
-        let d = src.dim();
-        let padded_d = d4 as usize * 4;
-        let data: &[f32] = if padded_d == d {
-            values
-        } else {
-            scratch.clear();
-            scratch.resize(values.len() / d * padded_d, 0.0);
-            for (dst, v) in scratch
-                .chunks_exact_mut(padded_d)
-                .zip(values.chunks_exact(d))
-            {
-                dst[..d].copy_from_slice(v);
-            }
-            &scratch
-        };
-        gpu.queue
-            .write_buffer(target, offset, bytemuck::cast_slice(data));
-    };
-
     let mut first = 0;
     while first < cells.len() {
-        // A batch: consecutive cells of one layer whose accumulators are consecutive in one
-        // buffer, each key head uploaded once.
-        let layer = cells[first].0;
-        let (accum, accum0) = ingest.resident_accum(first);
-        let mut members: Vec<Member> = Vec::new();
-        let mut kv_heads: Vec<usize> = Vec::new();
-        let mut end = first;
-        while end < cells.len() && members.len() < batch && cells[end].0 == layer {
-            let (_, idx) = ingest.resident_accum(end);
-            if idx != accum0 + (end - first) {
-                break;
-            }
-            let kv = src.kv_head(cells[end].1);
-            let slot = match kv_heads.iter().position(|&h| h == kv) {
-                Some(s) => s,
-                None => {
-                    kv_heads.push(kv);
-                    kv_heads.len() - 1
-                }
-            };
-            members.push(Member {
-                head: cells[end].1,
-                kv_slot: slot as u32,
-                accum: idx as u32,
-            });
-            end += 1;
-        }
-        for (z, m) in members.iter().enumerate() {
-            let values = src.queries_f32(layer, m.head, src.rows())?;
-            upload(&q_buf, z as u64 * head_q, &values);
-        }
-        for (slot, &kv) in kv_heads.iter().enumerate() {
-            // Any query head of the group names its key head.
-            let head = members
-                .iter()
-                .find(|m| m.kv_slot as usize == slot)
-                .map_or(0, |m| m.head);
-            debug_assert_eq!(src.kv_head(head), kv);
-            let values = src.keys_f32(layer, head)?;
-            upload(&k_buf, slot as u64 * head_k, &values);
-        }
-        let table: Vec<[u32; 2]> = members.iter().map(|m| [m.kv_slot, m.accum]).collect();
-        gpu.queue
-            .write_buffer(&heads_buf, 0, bytemuck::cast_slice(&table));
-        let bind_group = kernels.kernel.bind_group(
-            device,
-            &[
-                wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                    buffer: &params_buf,
-                    offset: 0,
-                    size: NonZeroU64::new(std::mem::size_of::<Params>() as u64),
-                }),
-                q_buf.as_entire_binding(),
-                k_buf.as_entire_binding(),
-                heads_buf.as_entire_binding(),
-                key_bin_buf.as_entire_binding(),
-                col_buf.as_entire_binding(),
-                row_buf.as_entire_binding(),
-                inter.as_entire_binding(),
-                row_lse.as_entire_binding(),
-                accum.as_entire_binding(),
-            ],
-        );
-        let n = members.len() as u32;
-        let dispatch = |params: &Params, f: &dyn Fn(&mut wgpu::ComputePass)| {
-            write_params(params);
-            let mut encoder = device.create_command_encoder(&Default::default());
-            {
-                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                    label: Some("attnviz.qk_pool"),
-                    timestamp_writes: None,
-                });
-                pass.set_bind_group(0, &bind_group, &[]);
-                f(&mut pass);
-            }
-            gpu.queue.submit([encoder.finish()]);
-        };
-        for start in (0..rows).step_by(chunk_rows) {
-            let len = chunk_rows.min(rows - start);
-            let chunk = Params {
-                rows: len as u32,
-                row_start: start as u32,
-                ..base
-            };
-            // Keys the chunk's last row sees, the most of any of its rows.
-            let seen = if src.causal() {
-                ((start + len) as i64 + src.key_diagonal()).clamp(0, keys as i64) as usize
-            } else {
-                keys
-            };
-            let groups = len.div_ceil(TQ) as u32;
-            for seg in (0..seen).step_by(SEG_KEYS) {
-                let p = Params {
-                    seg_start: seg as u32,
-                    seg_end: (seg + SEG_KEYS).min(keys) as u32,
-                    ..chunk
-                };
-                dispatch(&p, &|pass| {
-                    pass.set_pipeline(&kernels.scores);
-                    pass.dispatch_workgroups(groups, 1, n);
-                });
-            }
-            let y0 = bin_of(&row_edges, start as u32);
-            let y1 = bin_of(&row_edges, (start + len - 1) as u32);
-            let p = Params {
-                y_start: y0,
-                ..chunk
-            };
-            dispatch(&p, &|pass| {
-                pass.set_pipeline(&kernels.lse);
-                pass.dispatch_workgroups(groups, 1, n);
-                pass.set_pipeline(&kernels.fold);
-                pass.dispatch_workgroups(geometry.pooled_w.div_ceil(64), y1 - y0 + 1, n);
-            });
-            ingest.consumed += (members.len() * len * keys * 4) as u64;
-            if let Some(p) = progress {
+        let (batch, end) = pass.next_batch(cells, first, ingest);
+        pass.upload_batch(&batch)?;
+        let bind_group = pass.bind_group(&batch.accum);
+        let members = batch.members.len();
+        for start in (0..rows).step_by(pass.cuts.chunk_rows) {
+            let len = pass.cuts.chunk_rows.min(rows - start);
+            pass.pool_chunk(&bind_group, members as u32, start, len);
+            ingest.consumed += (members * len * keys * 4) as u64;
+            if let Some(p) = run.progress {
                 p(ingest.consumed, total);
             }
         }
