@@ -239,3 +239,35 @@ fn causal_pixels_above_the_diagonal_stay_empty() {
         assert_eq!(a.count(), expected, "pixel ({y}, {x})");
     }
 }
+
+#[test]
+fn non_finite_queries_and_keys_pool_as_the_cpu_reference_does() {
+    // The one-pass fold has no NaN rows: a non-finite Q or K sends the render down the
+    // two-pass path, whose NaN probabilities flag their pixels as the CPU reference does.
+    let Some(e) = engine() else { return };
+    for (what, in_k) in [("a NaN query row", false), ("a NaN key", true)] {
+        let c = case("nan", 96, 96, 32, false, 32);
+        let mut q = tensor("q", 1, 96, 32, 7, DType::F32);
+        let mut k = tensor("k", 1, 96, 32, 8, DType::F32);
+        let target = if in_k { &mut k } else { &mut q };
+        let shape = target.shape();
+        let mut row = vec![0u8; shape.keys * 4];
+        target.read_rows(0, 0, 40, &mut row).unwrap();
+        row[..4].copy_from_slice(&f32::NAN.to_le_bytes());
+        let mut all = vec![0u8; shape.queries * shape.keys * 4];
+        target.read_rows(0, 0, 0, &mut all).unwrap();
+        all[40 * shape.keys * 4..41 * shape.keys * 4].copy_from_slice(&row);
+        *target = Box::new(ArraySource::new("patched", shape, DType::F32, all).unwrap());
+        let src = QkSource::new(q, k, &QkOptions::default()).unwrap();
+        let geometry = CellGeometry::new(c.nq, c.nk, Some(c.cell)).unwrap();
+        let gpu = e
+            .pool(&src, &[(0, 0)], geometry, PoolOptions::default())
+            .unwrap();
+        let gpu = gpu.read_accums(&e.gpu).unwrap();
+        let cpu =
+            attnviz::cpu::pool_cells(&src, &[(0, 0)], geometry, PoolOptions::default()).unwrap();
+        let bad = |a: &[Accum]| a.iter().map(|p| p.is_bad()).collect::<Vec<_>>();
+        assert_eq!(bad(&gpu[0]), bad(&cpu[0].accum), "{what}: flagged pixels");
+        assert!(gpu[0].iter().any(|p| p.is_bad()), "{what}: nothing flagged");
+    }
+}

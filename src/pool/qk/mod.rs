@@ -380,7 +380,6 @@ impl<'a> HeadPasses<'a> {
 
 /// Recomputes and pools `cells` of `src` on the GPU. Masking follows the source (its
 /// `causal` flag), whatever `options.causal` says, since Q and K carry no mask of their own.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn pool_qk(
     gpu: &Gpu,
     pool: &PoolPipelines,
@@ -400,24 +399,25 @@ pub(crate) fn pool_qk(
             diagonal: Some(src.diagonal()),
             ..run.options
         };
-        let mut ingest = Ingest::new(
-            gpu,
-            pool,
-            IngestShape {
-                cells: cells.len(),
-                queries: s.queries,
-                keys: s.keys,
-                dtype: DType::F32,
-                geometry,
-                options,
-                chunk_target: run.chunk_bytes,
-            },
-        )
-        .map_err(|e| e.about(src.name()))?;
+        let shape = IngestShape {
+            cells: cells.len(),
+            queries: s.queries,
+            keys: s.keys,
+            dtype: DType::F32,
+            geometry,
+            options,
+            chunk_target: run.chunk_bytes,
+        };
+        let new_ingest = || Ingest::new(gpu, pool, shape).map_err(|e| e.about(src.name()));
+        let mut ingest = new_ingest()?;
         if tiled::applies(gpu, src, geometry) {
             let run = PoolRun { options, ..*run };
-            tiled::pool_into(gpu, &pipes.tiled, src, &run, &mut ingest)?;
-            return ingest.finish();
+            if tiled::pool_into(gpu, &pipes.tiled, src, &run, &mut ingest)? {
+                return ingest.finish();
+            }
+            // Non-finite Q or K: the two-pass path below gives the probabilities they make
+            // (NaN rows, flagged in the accumulators) the CPU reference's semantics.
+            ingest = new_ingest()?;
         }
         // Each block's probabilities land here and are pooled from here, in queue order: the
         // next block's pass is submitted after the pooling that reads this one.

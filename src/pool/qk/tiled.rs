@@ -389,12 +389,16 @@ impl<'a> OnePass<'a> {
             .write_buffer(target, offset, bytemuck::cast_slice(data));
     }
 
-    /// Uploads the batch's query heads, its key heads once each, and its head table.
-    fn upload_batch(&mut self, batch: &Batch) -> Result<()> {
+    /// Uploads the batch's query heads, its key heads once each, and its head table; false,
+    /// with nothing pooled, when a value is not finite (the one-pass fold has no NaN rows).
+    fn upload_batch(&mut self, batch: &Batch) -> Result<bool> {
         let (src, layer) = (self.src, batch.layer);
         let (q, k) = (self.buffers.q.clone(), self.buffers.k.clone());
         for (z, m) in batch.members.iter().enumerate() {
             let values = src.queries_f32(layer, m.head, src.rows())?;
+            if !values.iter().all(|v| v.is_finite()) {
+                return Ok(false);
+            }
             self.upload(&q, z as u64 * self.cuts.head_q, &values);
         }
         for (slot, &kv) in batch.kv_heads.iter().enumerate() {
@@ -406,13 +410,16 @@ impl<'a> OnePass<'a> {
                 .map_or(0, |m| m.head);
             debug_assert_eq!(src.kv_head(head), kv);
             let values = src.keys_f32(layer, head)?;
+            if !values.iter().all(|v| v.is_finite()) {
+                return Ok(false);
+            }
             self.upload(&k, slot as u64 * self.cuts.head_k, &values);
         }
         let table: Vec<[u32; 2]> = batch.members.iter().map(|m| [m.kv_slot, m.accum]).collect();
         self.gpu
             .queue
             .write_buffer(&self.buffers.heads, 0, bytemuck::cast_slice(&table));
-        Ok(())
+        Ok(true)
     }
 
     fn bind_group(&self, accum: &wgpu::Buffer) -> wgpu::BindGroup {
@@ -504,14 +511,15 @@ impl<'a> OnePass<'a> {
 
 /// Pools `run.cells` of `src` into `ingest`'s accumulators (see the module docs); `ingest`
 /// must have been made for `src`'s shape, `run.geometry` and these cells. Masking follows the
-/// source.
+/// source. False when Q or K holds a non-finite value: the accumulators are then incomplete,
+/// and the caller takes the two-pass path instead.
 pub(crate) fn pool_into(
     gpu: &Gpu,
     pipes: &TiledPipelines,
     src: &QkSource,
     run: &PoolRun<'_>,
     ingest: &mut Ingest,
-) -> Result<()> {
+) -> Result<bool> {
     let cells = run.cells;
     let (rows, keys) = (src.rows().len(), src.all_keys());
     let mut pass = OnePass::new(gpu, pipes, src, run);
@@ -519,7 +527,9 @@ pub(crate) fn pool_into(
     let mut first = 0;
     while first < cells.len() {
         let (batch, end) = pass.next_batch(cells, first, ingest);
-        pass.upload_batch(&batch)?;
+        if !pass.upload_batch(&batch)? {
+            return Ok(false);
+        }
         let bind_group = pass.bind_group(&batch.accum);
         let members = batch.members.len();
         for start in (0..rows).step_by(pass.cuts.chunk_rows) {
@@ -532,5 +542,5 @@ pub(crate) fn pool_into(
         }
         first = end;
     }
-    Ok(())
+    Ok(true)
 }
