@@ -21,6 +21,7 @@ use crate::figure::quads::FigureQuads;
 use crate::gpu::Gpu;
 use crate::pool::accum::{HeadStats, Reduce};
 use crate::pool::geometry::CellGeometry;
+use crate::pool::pattern::PatternOptions;
 use crate::pool::{pool_cells, IngestShape, PoolOptions, PoolPipelines, PoolRun, PooledCells};
 use crate::source::AttentionSource;
 
@@ -112,16 +113,48 @@ impl Engine {
         geometry: CellGeometry,
         options: PoolOptions,
     ) -> Result<PooledCells> {
+        self.pool_with(source, cells, geometry, options, None)
+    }
+
+    /// [`Engine::pool`], also accumulating the pattern statistics of every cell in the same
+    /// pass when `patterns` is given (`PooledCells::patterns`). Q/K sources with statistics
+    /// are materialized block by block through [`qk_rows::GpuRows`] into the stored-attention
+    /// ingest, until the Q/K kernels grow the statistics themselves.
+    pub fn pool_with(
+        &self,
+        source: &dyn AttentionSource,
+        cells: &[(usize, usize)],
+        geometry: CellGeometry,
+        options: PoolOptions,
+        patterns: Option<PatternOptions>,
+    ) -> Result<PooledCells> {
         let run = PoolRun {
             cells,
             geometry,
             options,
             chunk_bytes: self.chunk_bytes,
             progress: self.progress.as_deref(),
+            patterns,
         };
-        match source.as_qk() {
-            Some(qk) => crate::pool::qk::pool_qk(&self.gpu, &self.pool_pipes, &self.qk, qk, &run),
-            None => pool_cells(&self.gpu, &self.pool_pipes, source, &run),
+        match (source.as_qk(), patterns) {
+            (Some(qk), None) => {
+                crate::pool::qk::pool_qk(&self.gpu, &self.pool_pipes, &self.qk, qk, &run)
+            }
+            (Some(qk), Some(_)) => {
+                let rows = qk_rows::GpuRows::new(self, qk);
+                let options = PoolOptions {
+                    causal: if qk.causal() {
+                        crate::pool::Causal::On
+                    } else {
+                        options.causal
+                    },
+                    diagonal: Some(qk.diagonal()),
+                    ..options
+                };
+                let run = PoolRun { options, ..run };
+                pool_cells(&self.gpu, &self.pool_pipes, &rows, &run)
+            }
+            (None, _) => pool_cells(&self.gpu, &self.pool_pipes, source, &run),
         }
     }
 
