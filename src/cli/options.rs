@@ -6,11 +6,12 @@ use std::path::Path;
 
 use attnviz::color::scale::ColorScale;
 use attnviz::figure::layout::Theme;
+use attnviz::pool::pattern::PatternOptions;
 use attnviz::pool::Causal;
 use attnviz::source::qk::{parse_queries, QkOptions, QkSource};
 use attnviz::{AttentionSource, Engine, Error, Gpu, RenderOptions};
 
-use super::args::{Backend, QkArgs, Style};
+use super::args::{Backend, PatternArgs, QkArgs, Style};
 
 impl Style {
     /// The library's render options for these flags (`tokens` is left to the command, which
@@ -43,6 +44,17 @@ impl Style {
             theme: Theme::from_name(&self.theme).expect("clap checked the name"),
             transparent: self.transparent,
             cell_colors: false,
+            patterns: None,
+        }
+    }
+}
+
+impl PatternArgs {
+    /// The library's pattern options for `--sink-keys` and `--window`.
+    pub fn options(&self) -> PatternOptions {
+        PatternOptions {
+            sink_keys: self.sink_keys,
+            window: self.window,
         }
     }
 }

@@ -4,7 +4,8 @@
 use ndarray::{ArrayView2, Axis};
 
 use crate::error::Result;
-use crate::pool::pattern::{PatternOptions, PatternSums};
+use crate::figure::plan::{Plan, RenderOptions};
+use crate::pool::pattern::{HeadPattern, PatternOptions, PatternSums};
 use crate::pool::{Causal, PoolOptions};
 use crate::source::AttentionSource;
 
@@ -105,4 +106,15 @@ pub fn pattern_cells(
         out.push(acc.sums);
     }
     Ok(out)
+}
+
+/// The CPU twin of `Engine::head_patterns`: the heads `options` selects, in plan order.
+pub fn head_patterns_cpu(
+    source: &dyn AttentionSource,
+    options: &RenderOptions,
+    patterns: PatternOptions,
+) -> Result<(Vec<(usize, usize)>, Vec<HeadPattern>)> {
+    let plan = Plan::new(source, options)?;
+    let sums = pattern_cells(source, &plan.cells, patterns, plan.pool)?;
+    Ok((plan.cells, sums.iter().map(PatternSums::finish).collect()))
 }

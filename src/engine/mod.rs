@@ -21,7 +21,7 @@ use crate::figure::quads::FigureQuads;
 use crate::gpu::Gpu;
 use crate::pool::accum::{HeadStats, Reduce};
 use crate::pool::geometry::CellGeometry;
-use crate::pool::pattern::PatternOptions;
+use crate::pool::pattern::{HeadPattern, PatternOptions};
 use crate::pool::{pool_cells, IngestShape, PoolOptions, PoolPipelines, PoolRun, PooledCells};
 use crate::source::AttentionSource;
 
@@ -339,7 +339,8 @@ impl Engine {
         contents: Contents,
     ) -> Result<PooledCells> {
         if contents == Contents::Read {
-            return self.pool(source, &plan.cells, plan.geometry, plan.pool);
+            let patterns = plan.patterns;
+            return self.pool_with(source, &plan.cells, plan.geometry, plan.pool, patterns);
         }
         let s = source.shape();
         let shape = IngestShape {
@@ -413,10 +414,27 @@ impl Engine {
             cell_colors,
             scale: scene.scale,
             causal: scene.pooled.causal,
+            patterns: scene.pooled.patterns.iter().map(|p| p.finish()).collect(),
             stats: scene.pooled.stats,
             ranges: scene.ranges,
             plan: scene.plan,
         })
+    }
+
+    /// Pattern statistics of the heads `options` selects, in the plan's cell order, from one
+    /// pass that pools them to a 16-pixel cell (the pooled cells are not used): `attnviz heads`.
+    pub fn head_patterns(
+        &self,
+        source: &dyn AttentionSource,
+        options: &RenderOptions,
+        patterns: PatternOptions,
+    ) -> Result<(Vec<(usize, usize)>, Vec<HeadPattern>)> {
+        let plan = Plan::new(source, options)?;
+        let s = source.shape();
+        let geometry = CellGeometry::new(s.queries, s.keys, Some(16))?;
+        let pooled = self.pool_with(source, &plan.cells, geometry, plan.pool, Some(patterns))?;
+        let stats = pooled.patterns.iter().map(|p| p.finish()).collect();
+        Ok((plan.cells, stats))
     }
 
     /// Per-cell statistics only (for `info`): pools to a small grid, reads nothing else back.
