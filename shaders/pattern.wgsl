@@ -151,9 +151,11 @@ fn beats(va: f32, ka: u32, vb: f32, kb: u32) -> bool {
 // Workgroup (r, _, z): row r of piece z.
 @compute @workgroup_size(64)
 fn pattern_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-    piece = pieces[wg.z];
+    // `p` (not the private `piece`) decides the control flow around barriers: uniform.
+    let p = pieces[wg.z];
+    piece = p;
     let r = wg.x;
-    if r >= piece.row_count {
+    if r >= p.row_count {
         return;
     }
     let q = piece.row_start + r;
@@ -252,10 +254,11 @@ var<workgroup> w_block: array<f32, WG>;
 // row's share to the block's mass.
 @compute @workgroup_size(64)
 fn pattern_columns(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-    piece = pieces[wg.z];
-    let head = piece.cell * params.stride;
+    let p = pieces[wg.z];
+    piece = p;
+    let head = p.cell * params.stride;
     let blocks = head + params.keys + params.queries + params.keys - 1u;
-    let r1 = piece.row_count;
+    let r1 = p.row_count;
     for (var j = 0u; j < params.block / WG; j++) {
         let k = wg.x * params.block + j * WG + li;
         let inside = k < params.keys;
@@ -263,8 +266,8 @@ fn pattern_columns(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocati
         var r = 0u;
         while r < r1 {
             // rows of one block row: [r, end)
-            let q0 = piece.row_start + r;
-            let end = min(r1, (q0 / params.block + 1u) * params.block - piece.row_start);
+            let q0 = p.row_start + r;
+            let end = min(r1, (q0 / params.block + 1u) * params.block - p.row_start);
             var part = 0.0;
             for (var i = r; i < end; i++) {
                 let q = piece.row_start + i;

@@ -71,7 +71,12 @@ fn compare(e: &Engine, name: &str, src: &dyn AttentionSource, pool: PoolOptions)
 fn gpu_matches_the_cpu_twin() {
     let Some(mut e) = engine() else { return };
     let a = random(2, 2, 50, 70, 7);
-    compare(&e, "random", &ArraySource::from_f32("r", &a), PoolOptions::default());
+    compare(
+        &e,
+        "random",
+        &ArraySource::from_f32("r", &a),
+        PoolOptions::default(),
+    );
     // Q != K, causal, f16, and heads spanning several upload chunks.
     e.chunk_bytes = 1024;
     let b = random(1, 3, 40, 100, 11);
@@ -87,7 +92,12 @@ fn gpu_matches_the_cpu_twin() {
     n[[0, 0, 3, 4]] = f32::NAN;
     n[[0, 1, 29, 0]] = f32::INFINITY;
     n[[0, 1, 0, 129]] = f32::NEG_INFINITY;
-    compare(&e, "nan", &ArraySource::from_f32("n", &n), PoolOptions::default());
+    compare(
+        &e,
+        "nan",
+        &ArraySource::from_f32("n", &n),
+        PoolOptions::default(),
+    );
     // Q > K: positions a = q + K - Q go negative.
     let w = random(1, 1, 90, 20, 5);
     compare(&e, "tall", &ArraySource::from_f32("t", &w), causal);
@@ -112,7 +122,9 @@ fn label(e: &Engine, a: &Array4<f32>) -> (&'static str, Vec<usize>) {
     let geometry = CellGeometry::new(s.queries, s.keys, Some(16)).unwrap();
     let o = PatternOptions::default();
     let pool = PoolOptions::default();
-    let gpu = e.pool_with(&src, &[(0, 0)], geometry, pool, Some(o)).unwrap();
+    let gpu = e
+        .pool_with(&src, &[(0, 0)], geometry, pool, Some(o))
+        .unwrap();
     let cpu = pattern_cells(&src, &[(0, 0)], o, pool).unwrap();
     let (g, c) = (gpu.patterns[0].finish(), cpu[0].finish());
     assert_eq!(g.pattern, c.pattern);
@@ -127,11 +139,18 @@ fn planted_patterns_are_named() {
     let sink = head(n, n, |q, k| noise(q, k) + if k == 0 { 5.0 } else { 0.0 });
     assert_eq!(label(&e, &sink), ("sink", label(&e, &sink).1));
     assert_eq!(label(&e, &sink).1[0], 0);
-    let local = head(n, n, |q, k| noise(q, k) + if q.abs_diff(k) < 4 { 1.0 } else { 0.0 });
+    let local = head(n, n, |q, k| {
+        noise(q, k) + if q.abs_diff(k) < 4 { 1.0 } else { 0.0 }
+    });
     assert_eq!(label(&e, &local).0, "local");
     let cols = [37usize, 101, 170, 222];
     let vs = head(n, n, |q, k| {
-        noise(q, k) + if cols.contains(&k) || q.abs_diff(k) == 60 { 1.0 } else { 0.0 }
+        noise(q, k)
+            + if cols.contains(&k) || q.abs_diff(k) == 60 {
+                1.0
+            } else {
+                0.0
+            }
     });
     let (name, top) = label(&e, &vs);
     assert_eq!(name, "vertical-slash");
@@ -140,7 +159,12 @@ fn planted_patterns_are_named() {
     }
     let blocks = [(0usize, 3usize), (1, 1), (2, 0), (3, 2)];
     let bs = head(n, n, |q, k| {
-        noise(q, k) + if blocks.contains(&(q / 64, k / 64)) { 1.0 } else { 0.0 }
+        noise(q, k)
+            + if blocks.contains(&(q / 64, k / 64)) {
+                1.0
+            } else {
+                0.0
+            }
     });
     assert_eq!(label(&e, &bs).0, "block-sparse");
     let flat = head(n, n, |_, _| 1.0);
@@ -173,7 +197,10 @@ fn synth_columns_and_sinks_are_found() {
         // key 0 is the strongest sink of every synthetic head; the planted columns follow
         assert!(top.contains(&0), "head {h}: sink 0 in {top:?}");
         for &c in src.planted_columns(0, h) {
-            assert!(top.contains(&(c as usize)), "head {h}: column {c} in {top:?}");
+            assert!(
+                top.contains(&(c as usize)),
+                "head {h}: column {c} in {top:?}"
+            );
         }
         // the local window puts the heaviest diagonals next to offset 0
         assert!(p.top_offsets.iter().any(|t| t.0 == 0), "head {h}: {p:?}");

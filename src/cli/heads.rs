@@ -6,9 +6,7 @@ use std::io::Write;
 use std::path::Path;
 
 use attnviz::files::{check_writable, write_atomic};
-use attnviz::pool::pattern::{
-    HeadPattern, PatternOptions, RECALL_THRESHOLD, SIMPLER_MARGIN, TOP,
-};
+use attnviz::pool::pattern::{HeadPattern, PatternOptions, RECALL_THRESHOLD, SIMPLER_MARGIN, TOP};
 use attnviz::pool::Causal;
 use attnviz::Error;
 use serde_json::{json, Value};
@@ -83,7 +81,11 @@ pub(super) fn write_json(
     patterns: PatternOptions,
     causal: Causal,
 ) -> anyhow::Result<()> {
-    let heads: Vec<Value> = cells.iter().zip(stats).map(|(c, p)| head_json(c, p)).collect();
+    let heads: Vec<Value> = cells
+        .iter()
+        .zip(stats)
+        .map(|(c, p)| head_json(c, p))
+        .collect();
     let doc = json!({
         "heads": heads,
         "options": {
@@ -153,7 +155,16 @@ fn write_csv(path: &Path, cells: &[(usize, usize)], stats: &[HeadPattern]) -> an
 fn print_table(cells: &[(usize, usize)], stats: &[HeadPattern]) {
     println!(
         "{:>5} {:>4} {:>9} {:>9} {:>9} {:>10} {:>9} {:>13} {:>8} {}",
-        "layer", "head", "sink", "local", "entropy", "distance", "max", "argmax", "rowsum", "pattern"
+        "layer",
+        "head",
+        "sink",
+        "local",
+        "entropy",
+        "distance",
+        "max",
+        "argmax",
+        "rowsum",
+        "pattern"
     );
     for (&(l, h), p) in cells.iter().zip(stats) {
         let argmax = p.argmax.map_or("-".into(), |[q, k]| format!("[{q},{k}]"));

@@ -163,9 +163,10 @@ impl Ingest<'_> {
         self.flush()?;
         let g = cell / self.per_group;
         let bind_group = self.bind_group(data, &self.groups[g]);
-        let pattern = self.pattern.as_ref().map(|p| {
-            p.bind_group(self.gpu, &self.pipes.pattern, &self.buffers.params, data, g)
-        });
+        let pattern = self
+            .pattern
+            .as_ref()
+            .map(|p| p.bind_group(self.gpu, &self.pipes.pattern, &self.buffers.params, data, g));
         // Pieces of at most a chunk's rows (the row maxima buffer holds that many), one per
         // submission: pieces of one cell must not share a dispatch.
         let step = self.max_rows_per_fill();

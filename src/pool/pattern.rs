@@ -244,7 +244,11 @@ mod tests {
         assert_eq!(block_side(100, 100), 64);
         assert_eq!(block_side(16384, 16384), 64);
         assert_eq!(block_side(65536, 65536), 256);
-        assert!(65536usize.div_ceil(block_side(65536, 1 << 20)) * (1usize << 20).div_ceil(block_side(65536, 1 << 20)) <= MAX_BLOCKS);
+        assert!(
+            65536usize.div_ceil(block_side(65536, 1 << 20))
+                * (1usize << 20).div_ceil(block_side(65536, 1 << 20))
+                <= MAX_BLOCKS
+        );
     }
 
     #[test]

@@ -84,8 +84,13 @@ impl PatternPipelines {
         self.per_dtype[id as usize].get_or_init(|| {
             let constants = [("DTYPE", id as f64)];
             let kernel = self.kernel(device);
-            ["pattern_rows", "pattern_fold", "pattern_columns", "pattern_diagonals"]
-                .map(|entry| kernel.specialized(device, entry, &constants))
+            [
+                "pattern_rows",
+                "pattern_fold",
+                "pattern_columns",
+                "pattern_diagonals",
+            ]
+            .map(|entry| kernel.specialized(device, entry, &constants))
         })
     }
 }
