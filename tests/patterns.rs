@@ -157,8 +157,18 @@ fn planted_patterns_are_named() {
     for c in cols {
         assert!(top.contains(&c), "planted column {c} in {top:?}");
     }
-    let blocks = [(0usize, 3usize), (1, 1), (2, 0), (3, 2)];
-    let bs = head(n, n, |q, k| {
+    // One 64 × 64 block per block row of a 512 × 512 head: the heaviest eighth of its blocks.
+    let blocks = [
+        (0usize, 3usize),
+        (1, 5),
+        (2, 0),
+        (3, 6),
+        (4, 1),
+        (5, 7),
+        (6, 2),
+        (7, 4),
+    ];
+    let bs = head(2 * n, 2 * n, |q, k| {
         noise(q, k)
             + if blocks.contains(&(q / 64, k / 64)) {
                 1.0

@@ -94,7 +94,7 @@ pub(super) fn write_json(
             "causal": causal_name(causal),
             "top": TOP,
             "pattern_rule": {
-                "budget": "m = ceil(K/16) columns and diagonals; 1/8 of the blocks",
+                "budget": "m = ceil(K/16): A-shape the first m keys and |a - k| < m, vertical-slash the m heaviest columns and diagonals, block-sparse the heaviest 1/8 of the blocks",
                 "recall_threshold": RECALL_THRESHOLD,
                 "simpler_margin": SIMPLER_MARGIN,
             },

@@ -78,7 +78,7 @@ pub struct PatternSums {
 /// How much of a head's mass each candidate mask of the same budget recalls (0..1).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Recalls {
-    /// The first `m` keys plus the diagonals at offsets `0..m` (`m = ceil(K / 16)`).
+    /// The first `m` keys plus the diagonals with `|a − k| < m` (`m = ceil(K / 16)`).
     pub a_shape: f64,
     /// The `m` heaviest columns plus the `m` heaviest diagonals.
     pub vertical_slash: f64,
@@ -188,6 +188,17 @@ impl PatternSums {
         self.keys.div_ceil(16).max(1)
     }
 
+    /// The A-shape's two parts: the mass of the first `m` keys, and of the diagonals with
+    /// `|a − k| < m` (for causal heads only the side at or before the query holds mass).
+    fn a_shape_parts(&self) -> (f64, f64) {
+        let m = self.budget();
+        let first: f64 = self.columns.iter().take(m).sum();
+        let lo = self.queries.saturating_sub(m);
+        let hi = (self.queries + m - 1).min(self.diagonals.len());
+        let band: f64 = self.diagonals.get(lo..hi).map_or(0.0, |d| d.iter().sum());
+        (first, band)
+    }
+
     /// Mass recalled by each candidate mask, over the head's total mass. Column and diagonal
     /// masks add their masses without subtracting the entries where a chosen column crosses a
     /// chosen diagonal (at most one entry per pair), so both are capped at 1.
@@ -197,10 +208,8 @@ impl PatternSums {
             return Recalls::default();
         }
         let m = self.budget();
-        let offset0 = self.queries.saturating_sub(1);
         let sum_at = |v: &[f64], idx: &[usize]| idx.iter().map(|&i| v[i]).sum::<f64>();
-        let first: f64 = self.columns.iter().take(m).sum();
-        let band: f64 = self.diagonals.iter().skip(offset0).take(m).sum();
+        let (first, band) = self.a_shape_parts();
         let cols = sum_at(&self.columns, &top_indices(&self.columns, m));
         let diags = sum_at(&self.diagonals, &top_indices(&self.diagonals, m));
         let nb = self.blocks.len().div_ceil(8).max(1);
@@ -222,10 +231,7 @@ impl PatternSums {
             return "mixed";
         }
         if r.a_shape >= best - SIMPLER_MARGIN {
-            let m = self.budget();
-            let first: f64 = self.columns.iter().take(m).sum();
-            let offset0 = self.queries.saturating_sub(1);
-            let band: f64 = self.diagonals.iter().skip(offset0).take(m).sum();
+            let (first, band) = self.a_shape_parts();
             return if first >= band { "sink" } else { "local" };
         }
         if r.vertical_slash >= best - SIMPLER_MARGIN {
