@@ -89,11 +89,9 @@ fn heads_json_csv_and_render_stats_agree() {
             assert_eq!(h["argmax"], other["argmax"]);
             assert_eq!(h["pattern"], other["pattern"]);
         }
-        close(
-            &h["row_sum_mean"],
-            &Value::from(1.0),
-            "softmax rows sum to 1",
-        );
+        // softmax rows, stored in f16 by synth
+        let row_sum = h["row_sum_mean"].as_f64().unwrap();
+        assert!((row_sum - 1.0).abs() < 1e-3, "row_sum_mean {row_sum}");
     }
     let csv = std::fs::read_to_string(&csv).unwrap();
     assert_eq!(csv.lines().count(), 3);
