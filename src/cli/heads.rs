@@ -154,17 +154,8 @@ fn write_csv(path: &Path, cells: &[(usize, usize)], stats: &[HeadPattern]) -> an
 /// The scalar statistics, one line per head.
 fn print_table(cells: &[(usize, usize)], stats: &[HeadPattern]) {
     println!(
-        "{:>5} {:>4} {:>9} {:>9} {:>9} {:>10} {:>9} {:>13} {:>8} {}",
-        "layer",
-        "head",
-        "sink",
-        "local",
-        "entropy",
-        "distance",
-        "max",
-        "argmax",
-        "rowsum",
-        "pattern"
+        "{:>5} {:>4} {:>9} {:>9} {:>9} {:>10} {:>9} {:>13} {:>8} pattern",
+        "layer", "head", "sink", "local", "entropy", "distance", "max", "argmax", "rowsum",
     );
     for (&(l, h), p) in cells.iter().zip(stats) {
         let argmax = p.argmax.map_or("-".into(), |[q, k]| format!("[{q},{k}]"));

@@ -5,7 +5,7 @@ use ndarray::{ArrayView2, Axis};
 
 use crate::error::Result;
 use crate::figure::plan::{Plan, RenderOptions};
-use crate::pool::pattern::{HeadPattern, PatternOptions, PatternSums};
+use crate::pool::pattern::{CellPatterns, PatternOptions, PatternSums};
 use crate::pool::{Causal, PoolOptions};
 use crate::source::AttentionSource;
 
@@ -113,7 +113,7 @@ pub fn head_patterns_cpu(
     source: &dyn AttentionSource,
     options: &RenderOptions,
     patterns: PatternOptions,
-) -> Result<(Vec<(usize, usize)>, Vec<HeadPattern>)> {
+) -> Result<CellPatterns> {
     let plan = Plan::new(source, options)?;
     let sums = pattern_cells(source, &plan.cells, patterns, plan.pool)?;
     Ok((plan.cells, sums.iter().map(PatternSums::finish).collect()))

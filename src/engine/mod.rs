@@ -21,7 +21,7 @@ use crate::figure::quads::FigureQuads;
 use crate::gpu::Gpu;
 use crate::pool::accum::{HeadStats, Reduce};
 use crate::pool::geometry::CellGeometry;
-use crate::pool::pattern::{HeadPattern, PatternOptions};
+use crate::pool::pattern::{CellPatterns, PatternOptions};
 use crate::pool::{pool_cells, IngestShape, PoolOptions, PoolPipelines, PoolRun, PooledCells};
 use crate::source::AttentionSource;
 
@@ -428,7 +428,7 @@ impl Engine {
         source: &dyn AttentionSource,
         options: &RenderOptions,
         patterns: PatternOptions,
-    ) -> Result<(Vec<(usize, usize)>, Vec<HeadPattern>)> {
+    ) -> Result<CellPatterns> {
         let plan = Plan::new(source, options)?;
         let s = source.shape();
         let geometry = CellGeometry::new(s.queries, s.keys, Some(16))?;

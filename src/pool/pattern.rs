@@ -107,6 +107,9 @@ pub struct HeadPattern {
     pub pattern: &'static str,
 }
 
+/// Selected cells ((layer, head), 0-based) and their statistics, in the same order.
+pub type CellPatterns = (Vec<(usize, usize)>, Vec<HeadPattern>);
+
 /// The scalar statistics a grid can be sorted by (`--sort-by`).
 pub const METRICS: [&str; 6] = [
     "sink_mass",
