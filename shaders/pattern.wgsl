@@ -5,7 +5,9 @@
 //
 // Four entry points per chunk, each piece (one head's rows) in workgroups (_, _, z):
 //   pattern_rows       one workgroup per row: the row's sums (mass, sink, local, entropy,
-//                      distance), its largest entry and its non-finite count, into `rows`;
+//                      distance), its largest entry and its non-finite count, into `rows`
+//                      (`pattern_rows_narrow`, one invocation per row, when a row fits the
+//                      loop budget);
 //   pattern_fold       one invocation per piece: the piece's rows added to the head's scalars
 //                      in row order, with Kahan compensation (heads reach 2^16+ rows of ~1);
 //   pattern_columns    one invocation per key: column masses, and block masses by a workgroup
@@ -213,6 +215,76 @@ fn pattern_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_
             w_sum[0], w_sink[0], w_local[0], w_ent[0], w_dist[0], w_max[0], w_arg[0], w_bad[0],
         );
     }
+}
+
+// Folds element `e` of the chunk (raw f32 bits, finiteness) into row `q`'s sums when it is one
+// of the row's keys (`row_base` is the row's key 0) and not masked.
+fn row_elem(s: ptr<function, RowSums>, bits: u32, finite: bool, e: u32, row_base: u32, q: u32) {
+    let k = e - row_base;
+    if k >= params.keys || masked(q, k) {
+        return;
+    }
+    if !finite {
+        (*s).bad += 1u;
+        return;
+    }
+    let p = bitcast<f32>(bits);
+    let dist = abs(position(q) - i32(k));
+    (*s).sum += p;
+    (*s).sink += select(0.0, p, k < params.sink_keys);
+    (*s).local += select(0.0, p, u32(dist) < params.window);
+    (*s).distance += p * f32(dist);
+    (*s).entropy += select(0.0, -p * log(max(p, 1e-38)), p > 0.0);
+    if beats(p, k, (*s).max_v, (*s).arg_k) {
+        (*s).max_v = p;
+        (*s).arg_k = k;
+    }
+}
+
+fn row_pair(s: ptr<function, RowSums>, word: u32, e: u32, row_base: u32, q: u32) {
+    let lo = word & 0xffffu;
+    let hi = word >> 16u;
+    row_elem(s, widen1(lo), finite_half(lo), e, row_base, q);
+    row_elem(s, widen1(hi), finite_half(hi), e + 1u, row_base, q);
+}
+
+fn finite_half(h: u32) -> bool {
+    if DTYPE == DTYPE_F16 {
+        return (h & 0x7c00u) != 0x7c00u;
+    }
+    return (h & 0x7f80u) != 0x7f80u;
+}
+
+// `pattern_rows` for rows within the loop budget (as `row_maxima` in shaders/pool.wgsl): one
+// invocation per row walks it a 16-byte word at a time, no barriers. Software rasterizers run
+// this several times faster than a workgroup per row.
+@compute @workgroup_size(64)
+fn pattern_rows_narrow(@builtin(global_invocation_id) gid: vec3<u32>) {
+    piece = pieces[gid.z];
+    let r = gid.x;
+    if r >= piece.row_count {
+        return;
+    }
+    let q = piece.row_start + r;
+    let row_base = piece.elem_offset + r * params.keys;
+    let shift = elem_shift();
+    var s = RowSums(0.0, 0.0, 0.0, 0.0, 0.0, -F32_MAX, NONE, 0u);
+    let w1 = (row_base + params.keys - 1u) >> shift;
+    for (var w = row_base >> shift; w <= w1; w++) {
+        let v = data[w];
+        let e = w << shift;
+        if DTYPE == DTYPE_F32 {
+            for (var c = 0u; c < 4u; c++) {
+                let b = v[c];
+                row_elem(&s, b, (b & 0x7f800000u) != 0x7f800000u, e + c, row_base, q);
+            }
+        } else {
+            for (var c = 0u; c < 4u; c++) {
+                row_pair(&s, v[c], e + 2u * c, row_base, q);
+            }
+        }
+    }
+    rows[piece.row_max_base + r] = s;
 }
 
 // Kahan addition of `v` into sum i of `h`.

@@ -77,6 +77,10 @@ fn gpu_matches_the_cpu_twin() {
         &ArraySource::from_f32("r", &a),
         PoolOptions::default(),
     );
+    // Rows past the loop budget (16384 words): a workgroup per row instead of an invocation.
+    let wide = random(1, 1, 3, 70_000, 9);
+    let wide = ArraySource::from_f32("w", &wide);
+    compare(&e, "wide rows", &wide, PoolOptions::default());
     // Q != K, causal, f16, and heads spanning several upload chunks.
     e.chunk_bytes = 1024;
     let b = random(1, 3, 40, 100, 11);

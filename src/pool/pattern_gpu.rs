@@ -21,6 +21,7 @@ use crate::gpu::kernel::{Binding, Kernel};
 use crate::gpu::{dispatch_1d, shaders, Gpu};
 use crate::pool::ingest::Piece;
 use crate::pool::pattern::{block_side, PatternOptions, PatternSums};
+use crate::pool::LOOP_BUDGET;
 use crate::source::DType;
 
 /// Rows of one head per dispatch at most when pattern statistics are on: bounds the fold's and
@@ -61,8 +62,9 @@ struct HeadSums {
 #[derive(Default)]
 pub(crate) struct PatternPipelines {
     kernel: OnceLock<Kernel>,
-    /// rows, fold, columns, diagonals; per `DType::shader_id`.
-    per_dtype: [OnceLock<[wgpu::ComputePipeline; 4]>; 3],
+    /// rows (a workgroup per row), fold, columns, diagonals, rows (an invocation per row); per
+    /// `DType::shader_id`.
+    per_dtype: [OnceLock<[wgpu::ComputePipeline; 5]>; 3],
 }
 
 impl PatternPipelines {
@@ -79,7 +81,7 @@ impl PatternPipelines {
         })
     }
 
-    fn pipelines(&self, device: &wgpu::Device, dtype: DType) -> &[wgpu::ComputePipeline; 4] {
+    fn pipelines(&self, device: &wgpu::Device, dtype: DType) -> &[wgpu::ComputePipeline; 5] {
         let id = dtype.shader_id();
         self.per_dtype[id as usize].get_or_init(|| {
             let constants = [("DTYPE", id as f64)];
@@ -89,6 +91,7 @@ impl PatternPipelines {
                 "pattern_fold",
                 "pattern_columns",
                 "pattern_diagonals",
+                "pattern_rows_narrow",
             ]
             .map(|entry| kernel.specialized(device, entry, &constants))
         })
@@ -229,12 +232,19 @@ impl PatternPass {
         pieces: &[Piece],
         bind_group: &wgpu::BindGroup,
     ) {
-        let [rows, fold, columns, diagonals] = pipes.pipelines(&gpu.device, self.dtype);
+        let [rows, fold, columns, diagonals, narrow] = pipes.pipelines(&gpu.device, self.dtype);
         let n = pieces.len() as u32;
         let max_rows = pieces.iter().map(|p| p.rows).max().unwrap_or(0) as u32;
         pass.set_bind_group(0, bind_group, &[]);
-        pass.set_pipeline(rows);
-        pass.dispatch_workgroups(max_rows, 1, n);
+        // A row's words, plus one for a row that starts mid-word.
+        let words = self.keys.div_ceil(16 / self.dtype.size()) + 1;
+        if words <= LOOP_BUDGET {
+            pass.set_pipeline(narrow);
+            pass.dispatch_workgroups(max_rows.div_ceil(64), 1, n);
+        } else {
+            pass.set_pipeline(rows);
+            pass.dispatch_workgroups(max_rows, 1, n);
+        }
         pass.set_pipeline(fold);
         pass.dispatch_workgroups(1, 1, n);
         pass.set_pipeline(columns);
