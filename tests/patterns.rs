@@ -221,3 +221,42 @@ fn synth_columns_and_sinks_are_found() {
         assert!(p.sink_mass > 0.05, "head {h}: {p:?}");
     }
 }
+
+/// The definitions on a head whose answers are known by hand (CPU twin, no GPU): uniform rows
+/// of a causal 4 × 6 head (row q sees keys 0..=q + 2).
+#[test]
+fn definitions_on_a_known_head() {
+    let (q, k) = (4, 6);
+    let a = Array4::from_shape_fn((1, 1, q, k), |(_, _, qi, ki)| {
+        if ki <= qi + 2 {
+            1.0 / (qi + 3) as f32
+        } else {
+            0.0
+        }
+    });
+    let src = ArraySource::from_f32("u", &a);
+    let pool = PoolOptions {
+        causal: Causal::On,
+        ..Default::default()
+    };
+    let o = PatternOptions {
+        sink_keys: 1,
+        window: 2,
+    };
+    let p = pattern_cells(&src, &[(0, 0)], o, pool).unwrap()[0].finish();
+    let rows = [3.0f64, 4.0, 5.0, 6.0];
+    let mean = |f: &dyn Fn(f64) -> f64| rows.iter().map(|&n| f(n)).sum::<f64>() / 4.0;
+    let eps = 1e-6;
+    assert!((p.row_sum_mean - 1.0).abs() < eps);
+    // key 0 holds 1/n of each row
+    assert!((p.sink_mass - mean(&|n| 1.0 / n)).abs() < eps);
+    // |a - k| < 2: the query's own key and the one before
+    assert!((p.local_mass - mean(&|n| 2.0 / n)).abs() < eps);
+    assert!((p.entropy - mean(&|n: f64| n.ln())).abs() < eps);
+    // distances 0..n-1, uniform: (n - 1) / 2
+    assert!((p.mean_distance - mean(&|n| (n - 1.0) / 2.0)).abs() < eps);
+    assert_eq!(p.argmax, Some([0, 0]));
+    assert_eq!(p.top_keys[0].0, 0);
+    assert_eq!(p.top_offsets[0].0, 0);
+    assert_eq!(p.non_finite, 0);
+}
