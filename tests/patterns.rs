@@ -260,3 +260,39 @@ fn definitions_on_a_known_head() {
     assert_eq!(p.top_offsets[0].0, 0);
     assert_eq!(p.non_finite, 0);
 }
+
+/// Q/K inputs: the statistics of the probabilities the GPU materializes (`GpuRows`), fed to the
+/// same ingest, equal the CPU twin's over the same rows; causal masking applies.
+#[test]
+fn qk_statistics_match_the_twin_on_materialized_rows() {
+    use attnviz::engine::qk_rows::GpuRows;
+    use attnviz::source::qk::{QkOptions, QkSource};
+    use attnviz::RenderOptions;
+    let Some(e) = engine() else { return };
+    let mut rng = common::Rng::new(5);
+    let mut tensor = |n: usize| {
+        let a = Array4::from_shape_fn((1, 2, n, 16), |_| rng.next_f32() * 2.0 - 1.0);
+        Box::new(ArraySource::from_f32("t", &a)) as Box<dyn AttentionSource>
+    };
+    let options = QkOptions {
+        causal: true,
+        ..Default::default()
+    };
+    let qk = QkSource::new(tensor(40), tensor(72), &options).unwrap();
+    let o = PatternOptions::default();
+    let (cells, gpu) = e.head_patterns(&qk, &RenderOptions::default(), o).unwrap();
+    assert_eq!(cells, vec![(0, 0), (0, 1)]);
+    let pool = PoolOptions {
+        causal: Causal::On,
+        diagonal: Some(qk.diagonal()),
+        ..Default::default()
+    };
+    let cpu = pattern_cells(&GpuRows::new(&e, &qk), &cells, o, pool).unwrap();
+    for (g, c) in gpu.iter().zip(&cpu) {
+        let c = c.finish();
+        assert!(close(g.entropy, c.entropy), "{g:?} {c:?}");
+        assert!(close(g.row_sum_mean, 1.0), "{g:?}");
+        assert_eq!(g.argmax, c.argmax);
+        assert_eq!(g.pattern, c.pattern);
+    }
+}
