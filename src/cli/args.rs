@@ -124,9 +124,24 @@ pub struct HeadsArgs {
     pub csv: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = Backend::Auto)]
     pub backend: Backend,
-    /// Selection and mask (--layers, --heads, --causal) as for render.
     #[command(flatten)]
-    pub style: Style,
+    pub selection: Selection,
+}
+
+/// Which heads and which entries count: render's --layers, --heads and --causal.
+#[derive(Args)]
+pub struct Selection {
+    /// Layers to report, 1-based: lists and ranges such as 1,8 or 1-4 (default: all).
+    #[arg(long)]
+    pub layers: Option<String>,
+    /// Heads to report, 1-based (default: all).
+    #[arg(long)]
+    pub heads: Option<String>,
+    /// Entries above the diagonal: masked (on: out of the statistics), kept (off), or auto
+    /// (exact zeros there add nothing either way).
+    #[arg(long, default_value = "auto", num_args = 0..=1, default_missing_value = "on",
+          value_parser = ["auto", "on", "off"])]
+    pub causal: String,
 }
 
 #[derive(Args)]

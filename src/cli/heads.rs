@@ -20,7 +20,7 @@ pub fn heads(args: &HeadsArgs) -> anyhow::Result<()> {
     for path in [&args.json, &args.csv].into_iter().flatten() {
         check_writable(path)?;
     }
-    let options = args.style.options();
+    let options = args.selection.options();
     let causal = options.causal == Causal::On;
     let src = attention_source(&args.qk, causal, args.input.as_deref(), |input| {
         open_tensor(input, &args.shape, &args.dtype, &args.tensor)
