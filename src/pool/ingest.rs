@@ -11,7 +11,7 @@ use crate::pool::geometry::{bin_edges, CellGeometry};
 use crate::pool::groups::{has_upper_triangle, CellGroup, PooledCells};
 use crate::pool::options::{Causal, PoolOptions};
 use crate::pool::pattern::{block_side, PatternOptions, BLOCK};
-use crate::pool::pattern_gpu::{head_bytes, PatternPass, PatternShape, PATTERN_ROWS};
+use crate::pool::pattern_gpu::{head_bytes, PatternPass, PATTERN_ROWS};
 use crate::pool::pipelines::{PieceParams, PoolPipelines};
 use crate::pool::slots::{device_copy, slot_usage, Filling, Slot};
 use crate::pool::stats::head_stats;
@@ -284,24 +284,11 @@ impl<'g> Ingest<'g> {
     ) -> Result<Ingest<'g>> {
         let sizing = Sizing::new(gpu, &shape, patterns.is_some())?;
         let groups = cleared_groups(gpu, pipes, &shape, &sizing);
-        let pattern = match patterns {
-            Some(options) => {
-                let group_cells: Vec<usize> = groups.iter().map(|g| g.cells).collect();
-                Some(PatternPass::new(
-                    gpu,
-                    &PatternShape {
-                        options,
-                        queries: shape.queries,
-                        keys: shape.keys,
-                        dtype: shape.dtype,
-                        causal: shape.options.causal == Causal::On,
-                        max_rows: sizing.chunk_bytes / sizing.row_bytes,
-                        group_cells: &group_cells,
-                    },
-                )?)
-            }
-            None => None,
-        };
+        let group_cells: Vec<usize> = groups.iter().map(|g| g.cells).collect();
+        let max_rows = sizing.chunk_bytes / sizing.row_bytes;
+        let pattern = patterns
+            .map(|options| PatternPass::for_ingest(gpu, options, &shape, max_rows, &group_cells))
+            .transpose()?;
         let row_edges = bin_edges(shape.queries, shape.geometry.pooled_h);
         let buffers = PassBuffers::new(gpu, &shape, &sizing, &row_edges);
         // The fold pass runs after the last chunk, when the upload slots are mapped again: it

@@ -19,7 +19,8 @@ use bytemuck::{Pod, Zeroable};
 use crate::error::{Error, Result};
 use crate::gpu::kernel::{Binding, Kernel};
 use crate::gpu::{dispatch_1d, shaders, Gpu};
-use crate::pool::ingest::Piece;
+use crate::pool::ingest::{IngestShape, Piece};
+use crate::pool::options::Causal;
 use crate::pool::pattern::{block_side, PatternOptions, PatternSums};
 use crate::pool::LOOP_BUDGET;
 use crate::source::DType;
@@ -137,6 +138,29 @@ pub(super) struct PatternShape<'a> {
 }
 
 impl PatternPass {
+    /// The pattern pass of an ingest of `shape` whose chunks hold `max_rows` rows at most and
+    /// whose accumulator groups hold `group_cells` cells.
+    pub(super) fn for_ingest(
+        gpu: &Gpu,
+        options: PatternOptions,
+        shape: &IngestShape,
+        max_rows: usize,
+        group_cells: &[usize],
+    ) -> Result<PatternPass> {
+        PatternPass::new(
+            gpu,
+            &PatternShape {
+                options,
+                queries: shape.queries,
+                keys: shape.keys,
+                dtype: shape.dtype,
+                causal: shape.options.causal == Causal::On,
+                max_rows,
+                group_cells,
+            },
+        )
+    }
+
     pub(super) fn new(gpu: &Gpu, shape: &PatternShape<'_>) -> Result<PatternPass> {
         let (queries, keys) = (shape.queries, shape.keys);
         let block = block_side(queries, keys);
