@@ -45,6 +45,9 @@ pub enum Command {
     Bench(BenchArgs),
     /// Print shape, dtype and per-head statistics of an attention tensor.
     Info(InfoArgs),
+    /// Which heads matter: per-head pattern statistics (sink and local mass, entropy, mean
+    /// distance, max, top keys and offsets, a pattern label), in one pass over the input.
+    Heads(HeadsArgs),
 }
 
 // The argument structs below carry no doc comment of their own: clap would read one as the
@@ -76,6 +79,69 @@ pub struct RenderArgs {
     /// One token per line (one per key): drawn beside each cell when at most 64, index ticks otherwise.
     #[arg(long, value_name = "FILE")]
     pub tokens: Option<PathBuf>,
+    /// Also write every drawn head's pattern statistics (as `attnviz heads --json`), computed
+    /// in the same pass as the figure.
+    #[arg(long, value_name = "FILE")]
+    pub stats_json: Option<PathBuf>,
+    #[command(flatten)]
+    pub patterns: PatternArgs,
+}
+
+/// What the pattern statistics measure.
+#[derive(Args)]
+pub struct PatternArgs {
+    /// sink_mass counts the first N keys.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub sink_keys: u32,
+    /// local_mass counts keys within W positions of the query (|a - k| < W).
+    #[arg(long, value_name = "W", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
+    pub window: u32,
+}
+
+#[derive(Args)]
+pub struct HeadsArgs {
+    /// (L,H,Q,K), (H,Q,K) or (Q,K) attention, as for render.
+    #[arg(required_unless_present = "q", conflicts_with = "q")]
+    pub input: Option<PathBuf>,
+    #[command(flatten)]
+    pub qk: QkArgs,
+    /// Tensor to read from a .safetensors file with several.
+    #[arg(long)]
+    pub tensor: Option<String>,
+    /// Read INPUT as a raw dump of this shape (L,H,Q,K, or fewer dimensions) ...
+    #[arg(long, requires = "dtype")]
+    pub shape: Option<String>,
+    /// ... and element type: f32, f16 or bf16.
+    #[arg(long, requires = "shape", value_parser = ["f32", "f16", "bf16"])]
+    pub dtype: Option<String>,
+    #[command(flatten)]
+    pub patterns: PatternArgs,
+    /// Write the statistics as JSON: {"heads": [...], "options": {...}}.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Write the statistics as CSV, one row per head.
+    #[arg(long, value_name = "FILE")]
+    pub csv: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = Backend::Auto)]
+    pub backend: Backend,
+    #[command(flatten)]
+    pub selection: Selection,
+}
+
+/// Which heads and which entries count: render's --layers, --heads and --causal.
+#[derive(Args)]
+pub struct Selection {
+    /// Layers to report, 1-based: lists and ranges such as 1,8 or 1-4 (default: all).
+    #[arg(long)]
+    pub layers: Option<String>,
+    /// Heads to report, 1-based (default: all).
+    #[arg(long)]
+    pub heads: Option<String>,
+    /// Entries above the diagonal: masked (on: out of the statistics), kept (off), or auto
+    /// (exact zeros there add nothing either way).
+    #[arg(long, default_value = "auto", num_args = 0..=1, default_missing_value = "on",
+          value_parser = ["auto", "on", "off"])]
+    pub causal: String,
 }
 
 #[derive(Args)]

@@ -3,7 +3,7 @@
 //! - [`args`]: the clap schema (every flag and help line);
 //! - [`options`]: parsed flags turned into library values (render options, sources, engine);
 //! - [`run`]: dispatch, one subcommand to one module: [`render`] (render, demo), [`view`],
-//!   [`synth`] (synth, synth-qk, attention), [`info`] and [`bench`];
+//!   [`synth`] (synth, synth-qk, attention), [`info`], [`heads`] and [`bench`];
 //! - [`progress`]: the stderr progress bar the streaming commands share.
 //!
 //! Everything here returns `anyhow` errors: the library's [`attnviz::Error`] inside them is
@@ -11,6 +11,7 @@
 
 mod args;
 mod bench;
+mod heads;
 mod info;
 mod options;
 mod progress;

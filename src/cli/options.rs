@@ -6,11 +6,12 @@ use std::path::Path;
 
 use attnviz::color::scale::ColorScale;
 use attnviz::figure::layout::Theme;
+use attnviz::pool::pattern::PatternOptions;
 use attnviz::pool::Causal;
 use attnviz::source::qk::{parse_queries, QkOptions, QkSource};
 use attnviz::{AttentionSource, Engine, Error, Gpu, RenderOptions};
 
-use super::args::{Backend, QkArgs, Style};
+use super::args::{Backend, PatternArgs, QkArgs, Selection, Style};
 
 impl Style {
     /// The library's render options for these flags (`tokens` is left to the command, which
@@ -24,11 +25,7 @@ impl Style {
             reduce: self.reduce,
             cell: self.cell,
             colorbar: !self.no_colorbar,
-            causal: match self.causal.as_str() {
-                "on" => Causal::On,
-                "off" => Causal::Off,
-                _ => Causal::Auto,
-            },
+            causal: causal(&self.causal),
             scale: ColorScale {
                 scale: self.scale,
                 log_floor: self.log_floor,
@@ -43,6 +40,38 @@ impl Style {
             theme: Theme::from_name(&self.theme).expect("clap checked the name"),
             transparent: self.transparent,
             cell_colors: false,
+            patterns: None,
+        }
+    }
+}
+
+/// `--causal`'s value (clap checked it).
+fn causal(value: &str) -> Causal {
+    match value {
+        "on" => Causal::On,
+        "off" => Causal::Off,
+        _ => Causal::Auto,
+    }
+}
+
+impl Selection {
+    /// Render options selecting these heads with this mask, everything else default.
+    pub fn options(&self) -> RenderOptions {
+        RenderOptions {
+            layers: self.layers.clone(),
+            heads: self.heads.clone(),
+            causal: causal(&self.causal),
+            ..Default::default()
+        }
+    }
+}
+
+impl PatternArgs {
+    /// The library's pattern options for `--sink-keys` and `--window`.
+    pub fn options(&self) -> PatternOptions {
+        PatternOptions {
+            sink_keys: self.sink_keys,
+            window: self.window,
         }
     }
 }

@@ -30,12 +30,32 @@ pub fn render(args: &RenderArgs) -> anyhow::Result<()> {
     if let (Some(path), Some(tokens)) = (&args.tokens, &options.tokens) {
         check_tokens(path, tokens, src.shape())?;
     }
-    render_to(src.as_ref(), &options, &args.out, args.tiles.as_deref())
+    if let Some(path) = &args.stats_json {
+        check_writable(path)?;
+        options.patterns = Some(args.patterns.options());
+    }
+    let figure = render_to(src.as_ref(), &options, &args.out, args.tiles.as_deref())?;
+    if let (Some(path), Some(patterns)) = (&args.stats_json, options.patterns) {
+        let cells = &figure.plan.cells;
+        super::heads::write_json(path, cells, &figure.patterns, patterns, options.causal)?;
+    }
+    Ok(())
 }
 
 /// INPUT as a raw dump when `--shape` and `--dtype` describe it, else as a tensor file.
 fn open_file(args: &RenderArgs, input: &Path) -> anyhow::Result<Box<dyn AttentionSource>> {
-    Ok(match (&args.shape, &args.dtype) {
+    open_tensor(input, &args.shape, &args.dtype, &args.tensor)
+}
+
+/// INPUT as a raw dump of `shape` and `dtype` when both are given, else as a tensor file
+/// (`tensor` names one in a .safetensors file): what `render` and `heads` read.
+pub(super) fn open_tensor(
+    input: &Path,
+    shape: &Option<String>,
+    dtype: &Option<String>,
+    tensor: &Option<String>,
+) -> anyhow::Result<Box<dyn AttentionSource>> {
+    Ok(match (shape, dtype) {
         (Some(shape), Some(dtype)) => {
             let dtype = DType::from_name(dtype).expect("clap checked the name");
             Box::new(source::open_raw(
@@ -47,7 +67,7 @@ fn open_file(args: &RenderArgs, input: &Path) -> anyhow::Result<Box<dyn Attentio
         _ => Box::new(source::open(
             input,
             &OpenOptions {
-                tensor: args.tensor.clone(),
+                tensor: tensor.clone(),
             },
         )?),
     })
@@ -79,17 +99,18 @@ pub fn demo(args: &DemoArgs) -> anyhow::Result<()> {
         &options,
         &args.out,
         None,
-    )
+    )?;
+    Ok(())
 }
 
 /// Renders `src` to `out` (PNG, or SVG by extension), then the layout JSON and tiles when
-/// asked, and reports the figure on stderr.
+/// asked, and reports the figure on stderr. Returns the figure (its statistics).
 pub fn render_to(
     src: &dyn AttentionSource,
     options: &RenderOptions,
     out: &Output,
     tiles: Option<&Path>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Figure> {
     let start = Instant::now();
     let svg = out
         .output
@@ -116,7 +137,7 @@ pub fn render_to(
         job.write_tiles(&figure, dir)?;
     }
     eprintln!("{}", job.summary(&out.output, &figure, start));
-    Ok(())
+    Ok(figure)
 }
 
 /// One render: the source, its options and the backend that draws every output of it (the

@@ -1,7 +1,7 @@
 //! Dispatch: each subcommand to the module that carries it out.
 
 use super::args::{Cli, Command};
-use super::{bench, info, render, synth, view};
+use super::{bench, heads, info, render, synth, view};
 
 /// Runs the parsed command line. Errors come back to `main`, which prints them on one line
 /// and picks the exit code.
@@ -15,5 +15,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Attention(args) => synth::attention(args),
         Command::Bench(args) => bench::bench(args),
         Command::Info(args) => info::info(args),
+        Command::Heads(args) => heads::heads(args),
     }
 }

@@ -1,6 +1,7 @@
 //! The CPU reference: every GPU stage again in plain Rust with the same arithmetic in the same
 //! order. Tests use it as the oracle; `--backend cpu` uses it when there is no adapter.
 
+pub mod pattern;
 mod render;
 
 pub use render::{cpu_ranges, render_cpu, tiles_cpu};

@@ -21,6 +21,7 @@ use crate::figure::quads::FigureQuads;
 use crate::gpu::Gpu;
 use crate::pool::accum::{HeadStats, Reduce};
 use crate::pool::geometry::CellGeometry;
+use crate::pool::pattern::{CellPatterns, PatternOptions};
 use crate::pool::{pool_cells, IngestShape, PoolOptions, PoolPipelines, PoolRun, PooledCells};
 use crate::source::AttentionSource;
 
@@ -112,16 +113,48 @@ impl Engine {
         geometry: CellGeometry,
         options: PoolOptions,
     ) -> Result<PooledCells> {
+        self.pool_with(source, cells, geometry, options, None)
+    }
+
+    /// [`Engine::pool`], also accumulating the pattern statistics of every cell in the same
+    /// pass when `patterns` is given (`PooledCells::patterns`). Q/K sources with statistics
+    /// are materialized block by block through [`qk_rows::GpuRows`] into the stored-attention
+    /// ingest, until the Q/K kernels grow the statistics themselves.
+    pub fn pool_with(
+        &self,
+        source: &dyn AttentionSource,
+        cells: &[(usize, usize)],
+        geometry: CellGeometry,
+        options: PoolOptions,
+        patterns: Option<PatternOptions>,
+    ) -> Result<PooledCells> {
         let run = PoolRun {
             cells,
             geometry,
             options,
             chunk_bytes: self.chunk_bytes,
             progress: self.progress.as_deref(),
+            patterns,
         };
-        match source.as_qk() {
-            Some(qk) => crate::pool::qk::pool_qk(&self.gpu, &self.pool_pipes, &self.qk, qk, &run),
-            None => pool_cells(&self.gpu, &self.pool_pipes, source, &run),
+        match (source.as_qk(), patterns) {
+            (Some(qk), None) => {
+                crate::pool::qk::pool_qk(&self.gpu, &self.pool_pipes, &self.qk, qk, &run)
+            }
+            (Some(qk), Some(_)) => {
+                let rows = qk_rows::GpuRows::new(self, qk);
+                let options = PoolOptions {
+                    causal: if qk.causal() {
+                        crate::pool::Causal::On
+                    } else {
+                        options.causal
+                    },
+                    diagonal: Some(qk.diagonal()),
+                    ..options
+                };
+                let run = PoolRun { options, ..run };
+                pool_cells(&self.gpu, &self.pool_pipes, &rows, &run)
+            }
+            (None, _) => pool_cells(&self.gpu, &self.pool_pipes, source, &run),
         }
     }
 
@@ -306,7 +339,8 @@ impl Engine {
         contents: Contents,
     ) -> Result<PooledCells> {
         if contents == Contents::Read {
-            return self.pool(source, &plan.cells, plan.geometry, plan.pool);
+            let patterns = plan.patterns;
+            return self.pool_with(source, &plan.cells, plan.geometry, plan.pool, patterns);
         }
         let s = source.shape();
         let shape = IngestShape {
@@ -380,10 +414,27 @@ impl Engine {
             cell_colors,
             scale: scene.scale,
             causal: scene.pooled.causal,
+            patterns: scene.pooled.patterns.iter().map(|p| p.finish()).collect(),
             stats: scene.pooled.stats,
             ranges: scene.ranges,
             plan: scene.plan,
         })
+    }
+
+    /// Pattern statistics of the heads `options` selects, in the plan's cell order, from one
+    /// pass that pools them to a 16-pixel cell (the pooled cells are not used): `attnviz heads`.
+    pub fn head_patterns(
+        &self,
+        source: &dyn AttentionSource,
+        options: &RenderOptions,
+        patterns: PatternOptions,
+    ) -> Result<CellPatterns> {
+        let plan = Plan::new(source, options)?;
+        let s = source.shape();
+        let geometry = CellGeometry::new(s.queries, s.keys, Some(16))?;
+        let pooled = self.pool_with(source, &plan.cells, geometry, plan.pool, Some(patterns))?;
+        let stats = pooled.patterns.iter().map(|p| p.finish()).collect();
+        Ok((plan.cells, stats))
     }
 
     /// Per-cell statistics only (for `info`): pools to a small grid, reads nothing else back.

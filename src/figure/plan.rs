@@ -11,6 +11,7 @@ use crate::figure::layout::{CellPad, Layout, Metrics, Theme};
 use crate::figure::select::parse_selection;
 use crate::pool::accum::{HeadStats, Reduce};
 use crate::pool::geometry::CellGeometry;
+use crate::pool::pattern::{HeadPattern, PatternOptions};
 use crate::pool::{Causal, PoolOptions};
 use crate::source::AttentionSource;
 
@@ -43,6 +44,9 @@ pub struct RenderOptions {
     pub transparent: bool,
     /// Keep each cell's pooled colours in [`Figure::cell_colors`] (for vector export).
     pub cell_colors: bool,
+    /// Also compute every cell's pattern statistics in the same pass
+    /// ([`Figure::patterns`], `render --stats-json`).
+    pub patterns: Option<PatternOptions>,
 }
 
 impl Default for RenderOptions {
@@ -63,6 +67,7 @@ impl Default for RenderOptions {
             theme: Theme::LIGHT,
             transparent: false,
             cell_colors: false,
+            patterns: None,
         }
     }
 }
@@ -77,6 +82,8 @@ pub struct Plan {
     pub geometry: CellGeometry,
     pub layout: Layout,
     pub pool: PoolOptions,
+    /// Pattern statistics to accumulate while pooling ([`RenderOptions::patterns`]).
+    pub patterns: Option<PatternOptions>,
     pub metrics: Metrics,
     /// Pooled columns left of this one hold keys left out of the statistics.
     pub first_column: u32,
@@ -160,6 +167,7 @@ impl Plan {
                 causal: options.causal,
                 diagonal: Some(source.diagonal()),
             },
+            patterns: options.patterns,
             metrics,
             first_column,
             colorbar: None,
@@ -183,6 +191,8 @@ pub struct Figure {
     pub scale: ColorScale,
     /// Each cell's pooled colours (packed RGBA, 0 = background), when asked for.
     pub cell_colors: Option<Vec<Vec<u32>>>,
+    /// Per cell, when [`RenderOptions::patterns`] asked for them: pattern statistics.
+    pub patterns: Vec<HeadPattern>,
 }
 
 impl Figure {

@@ -14,6 +14,8 @@ macro_rules! with_common {
 pub const POOL: &str = with_common!("pool.wgsl");
 /// Per-head statistics of pooled cells.
 pub const STATS: &str = with_common!("stats.wgsl");
+/// Per-head pattern statistics, on the pool pass's chunks.
+pub const PATTERN: &str = with_common!("pattern.wgsl");
 /// Normalization and colormap lookup.
 pub const COLORIZE: &str = with_common!("colorize.wgsl");
 /// Restricted ranges and histograms (`--exclude-keys`, `--clip`).
@@ -29,9 +31,10 @@ pub const QK_POOL_TEMPLATE: &str = with_common!("qk_pool.wgsl");
 
 /// Every fixed shader as (name, source), for validation without a GPU. The Q/K template is
 /// validated through its expansions.
-pub const ALL: [(&str, &str); 5] = [
+pub const ALL: [(&str, &str); 6] = [
     ("pool", POOL),
     ("stats", STATS),
+    ("pattern", PATTERN),
     ("colorize", COLORIZE),
     ("limits", LIMITS),
     ("compose", COMPOSE),

@@ -82,6 +82,7 @@ impl Ingest<'_> {
         encoder: &mut wgpu::CommandEncoder,
         pieces: &[Piece],
         bind_group: &wgpu::BindGroup,
+        pattern: Option<&wgpu::BindGroup>,
     ) {
         debug_assert!(pieces
             .windows(2)
@@ -116,6 +117,10 @@ impl Ingest<'_> {
             .unwrap_or(0);
         pass.set_pipeline(&pipes.pool);
         pass.dispatch_workgroups(self.geometry.pooled_w.div_ceil(64), bins, n);
+        // The pattern statistics read the same bound rows, right after the pool pass.
+        if let (Some(stats), Some(bg)) = (&self.pattern, pattern) {
+            stats.record(self.gpu, &self.pipes.pattern, &mut pass, pieces, bg);
+        }
     }
 
     /// Pools `rows` rows of `cell` from `row_start` that are already on the GPU: `data` holds
@@ -156,7 +161,12 @@ impl Ingest<'_> {
             )));
         }
         self.flush()?;
-        let bind_group = self.bind_group(data, &self.groups[cell / self.per_group]);
+        let g = cell / self.per_group;
+        let bind_group = self.bind_group(data, &self.groups[g]);
+        let pattern = self
+            .pattern
+            .as_ref()
+            .map(|p| p.bind_group(self.gpu, &self.pipes.pattern, &self.buffers.params, data, g));
         // Pieces of at most a chunk's rows (the row maxima buffer holds that many), one per
         // submission: pieces of one cell must not share a dispatch.
         let step = self.max_rows_per_fill();
@@ -177,7 +187,7 @@ impl Ingest<'_> {
                     .create_command_encoder(&wgpu::CommandEncoderDescriptor {
                         label: Some("attnviz.pool.resident"),
                     });
-            self.record(&mut encoder, &[piece], &bind_group);
+            self.record(&mut encoder, &[piece], &bind_group, pattern.as_ref());
             self.gpu.queue.submit([encoder.finish()]);
         }
         self.consumed += bytes;

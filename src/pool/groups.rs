@@ -7,6 +7,7 @@ use crate::error::Result;
 use crate::gpu::Gpu;
 use crate::pool::accum::{Accum, HeadStats};
 use crate::pool::geometry::CellGeometry;
+use crate::pool::pattern::PatternSums;
 use crate::pool::pipelines::PoolPipelines;
 
 /// Accumulators of a run of consecutive cells, in one buffer that fits a storage binding.
@@ -109,6 +110,8 @@ pub struct PooledCells {
     pub stats: Vec<HeadStats>,
     /// Entries above the diagonal were left out (asked for, or detected).
     pub causal: bool,
+    /// Per cell, when asked for: the pattern statistics' sums (empty otherwise).
+    pub patterns: Vec<PatternSums>,
 }
 
 impl PooledCells {

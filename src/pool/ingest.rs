@@ -10,6 +10,8 @@ use crate::pool::dispatch::pool_bind_group;
 use crate::pool::geometry::{bin_edges, CellGeometry};
 use crate::pool::groups::{has_upper_triangle, CellGroup, PooledCells};
 use crate::pool::options::{Causal, PoolOptions};
+use crate::pool::pattern::{block_side, PatternOptions, BLOCK};
+use crate::pool::pattern_gpu::{head_bytes, PatternPass, PATTERN_ROWS};
 use crate::pool::pipelines::{PieceParams, PoolPipelines};
 use crate::pool::slots::{device_copy, slot_usage, Filling, Slot};
 use crate::pool::stats::head_stats;
@@ -80,6 +82,9 @@ pub(crate) struct Ingest<'g> {
     pub consumed: u64,
     /// Whether any row was pushed: the statistics of accumulators nothing reached are known.
     pub(super) pushed: bool,
+    /// Pattern statistics, when asked for, with their bind groups per [slot][group].
+    pub(super) pattern: Option<PatternPass>,
+    pub(super) pattern_bind_groups: Vec<Vec<wgpu::BindGroup>>,
 }
 
 /// How an ingest cuts its work, derived once from its shape and the adapter's limits.
@@ -99,7 +104,7 @@ struct Sizing {
 }
 
 impl Sizing {
-    fn new(gpu: &Gpu, shape: &IngestShape) -> Result<Sizing> {
+    fn new(gpu: &Gpu, shape: &IngestShape, patterns: bool) -> Result<Sizing> {
         let IngestShape {
             cells,
             queries,
@@ -133,12 +138,20 @@ impl Sizing {
             .div_ceil(elems_per_word)
             + 1;
         let bin_rows = queries.div_ceil(geometry.pooled_h as usize);
-        let piece_rows = if bin_rows * words <= LOOP_BUDGET {
+        let mut piece_rows = if bin_rows * words <= LOOP_BUDGET {
             chunk_bytes / row_bytes
         } else {
             (LOOP_BUDGET / words).clamp(1, chunk_bytes / row_bytes)
         };
-        let cell_bytes = (geometry.pooled_pixels() * std::mem::size_of::<Accum>()) as u64;
+        // The pattern pass loops over a piece's rows (times the keys of a block per invocation
+        // in `pattern_columns`).
+        let mut group_bytes = cell_bytes_of(geometry);
+        if patterns {
+            let per_invocation = block_side(queries, keys) / BLOCK;
+            piece_rows = piece_rows.min((PATTERN_ROWS / per_invocation).max(1));
+            group_bytes = group_bytes.max(head_bytes(queries, keys));
+        }
+        let cell_bytes = cell_bytes_of(geometry);
         if cell_bytes > max_binding {
             return Err(Error::BadOption(format!(
                 "a {}x{} pooled cell needs {cell_bytes} bytes, over the GPU's {max_binding}-byte storage binding: use a smaller --cell",
@@ -155,10 +168,14 @@ impl Sizing {
             wide_rows: keys.div_ceil(elems_per_word) > LOOP_BUDGET,
             cell_bytes,
             // A group's cells are one dispatch dimension of the statistics and colour passes.
-            per_group: ((max_binding / cell_bytes) as usize)
+            per_group: ((max_binding / group_bytes) as usize)
                 .clamp(1, gpu.limits.max_compute_workgroups_per_dimension as usize),
         })
     }
+}
+
+fn cell_bytes_of(geometry: CellGeometry) -> u64 {
+    (geometry.pooled_pixels() * std::mem::size_of::<Accum>()) as u64
 }
 
 /// The accumulator groups of `shape.cells` cells, cleared on the GPU (recycled buffers too): the
@@ -255,8 +272,23 @@ impl<'g> Ingest<'g> {
         pipes: &'g PoolPipelines,
         shape: IngestShape,
     ) -> Result<Ingest<'g>> {
-        let sizing = Sizing::new(gpu, &shape)?;
+        Ingest::with_patterns(gpu, pipes, shape, None)
+    }
+
+    /// An ingest that also accumulates pattern statistics with `patterns`, in the same pass.
+    pub(crate) fn with_patterns(
+        gpu: &'g Gpu,
+        pipes: &'g PoolPipelines,
+        shape: IngestShape,
+        patterns: Option<PatternOptions>,
+    ) -> Result<Ingest<'g>> {
+        let sizing = Sizing::new(gpu, &shape, patterns.is_some())?;
         let groups = cleared_groups(gpu, pipes, &shape, &sizing);
+        let group_cells: Vec<usize> = groups.iter().map(|g| g.cells).collect();
+        let max_rows = sizing.chunk_bytes / sizing.row_bytes;
+        let pattern = patterns
+            .map(|options| PatternPass::for_ingest(gpu, options, &shape, max_rows, &group_cells))
+            .transpose()?;
         let row_edges = bin_edges(shape.queries, shape.geometry.pooled_h);
         let buffers = PassBuffers::new(gpu, &shape, &sizing, &row_edges);
         // The fold pass runs after the last chunk, when the upload slots are mapped again: it
@@ -303,6 +335,8 @@ impl<'g> Ingest<'g> {
             pieces: Vec::new(),
             used: 0,
             consumed: 0,
+            pattern,
+            pattern_bind_groups: Vec::new(),
         })
     }
 
@@ -417,6 +451,20 @@ impl<'g> Ingest<'g> {
             slots.push(Slot::new(gpu, self.chunk_bytes as u64, slot_usage(gpu)));
         }
         self.device_data = device_copy(gpu, self.chunk_bytes as u64);
+        if let Some(pattern) = &self.pattern {
+            self.pattern_bind_groups = slots
+                .iter()
+                .map(|slot| {
+                    let data = self.device_data.as_ref().unwrap_or(&slot.host);
+                    (0..self.groups.len())
+                        .map(|g| {
+                            let pieces = &self.buffers.params;
+                            pattern.bind_group(gpu, &self.pipes.pattern, pieces, data, g)
+                        })
+                        .collect()
+                })
+                .collect();
+        }
         self.bind_groups = slots
             .iter()
             .map(|slot| {
@@ -475,11 +523,9 @@ impl<'g> Ingest<'g> {
             );
         }
         if let Some(first) = pieces.first() {
-            self.record(
-                &mut encoder,
-                &pieces,
-                &self.bind_groups[s][first.cell / self.per_group],
-            );
+            let g = first.cell / self.per_group;
+            let pattern = self.pattern_bind_groups.get(s).map(|b| &b[g]);
+            self.record(&mut encoder, &pieces, &self.bind_groups[s][g], pattern);
         }
         self.pieces = pieces;
         let submission = gpu.queue.submit([encoder.finish()]);
@@ -514,6 +560,11 @@ impl<'g> Ingest<'g> {
                 detected
             }
         };
+        let group_cells: Vec<usize> = self.groups.iter().map(|g| g.cells).collect();
+        let patterns = match &self.pattern {
+            Some(p) => p.read(self.gpu, &group_cells)?,
+            None => Vec::new(),
+        };
         let stats = if self.pushed {
             head_stats(self.gpu, self.pipes, &self.groups, px)?
         } else {
@@ -525,6 +576,7 @@ impl<'g> Ingest<'g> {
             groups: std::mem::take(&mut self.groups),
             stats,
             causal,
+            patterns,
         })
     }
 }

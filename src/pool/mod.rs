@@ -10,6 +10,8 @@ pub mod geometry;
 mod groups;
 mod ingest;
 mod options;
+pub mod pattern;
+mod pattern_gpu;
 mod pipelines;
 pub mod qk;
 mod slots;
@@ -26,6 +28,7 @@ pub(crate) use stats::head_stats;
 use crate::error::Result;
 use crate::gpu::Gpu;
 use crate::pool::geometry::CellGeometry;
+use crate::pool::pattern::PatternOptions;
 use crate::source::AttentionSource;
 
 /// Default upper bound on one upload chunk: large enough to amortize a submission, small enough
@@ -50,6 +53,9 @@ pub(crate) struct PoolRun<'a> {
     pub chunk_bytes: u64,
     /// Hears (bytes consumed, bytes in total) as input is pooled.
     pub progress: Option<&'a (dyn Fn(u64, u64) + Send + Sync)>,
+    /// Pattern statistics to accumulate in the same pass (stored attention only; `None` for
+    /// plain renders, which then pay nothing).
+    pub patterns: Option<PatternOptions>,
 }
 
 /// Accumulators for `shape.cells` heads with nothing pooled into them: every pixel empty (drawn
@@ -86,7 +92,8 @@ pub(crate) fn pool_cells(
             options: run.options,
             chunk_target: run.chunk_bytes,
         };
-        let mut ingest = Ingest::new(gpu, pipes, shape).map_err(|e| e.about(source.name()))?;
+        let mut ingest = Ingest::with_patterns(gpu, pipes, shape, run.patterns)
+            .map_err(|e| e.about(source.name()))?;
         let total = (cells.len() * s.queries * s.keys * source.dtype().size()) as u64;
         let step = ingest.max_rows_per_fill();
         for (i, &(layer, head)) in cells.iter().enumerate() {

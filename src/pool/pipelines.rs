@@ -9,6 +9,7 @@ use crate::gpu::kernel::{Binding, Kernel};
 use crate::gpu::shaders;
 use crate::pool::groups::SpareGroups;
 use crate::pool::options::PoolOptions;
+use crate::pool::pattern_gpu::PatternPipelines;
 use crate::pool::slots::Slot;
 use crate::source::DType;
 
@@ -56,6 +57,8 @@ pub(crate) struct PoolPipelines {
     /// Accumulator buffers of dropped results, reused (cleared) by the next ingest of the
     /// same sizes, for the same reason; at most `SPARE_GROUP_BYTES`.
     pub(super) spare_groups: SpareGroups,
+    /// The pattern statistics' pipelines, compiled on first use.
+    pub(super) pattern: PatternPipelines,
 }
 
 impl PoolPipelines {
@@ -93,6 +96,7 @@ impl PoolPipelines {
             stats_kernel,
             spare_slots: Mutex::new(Vec::new()),
             spare_groups: SpareGroups::default(),
+            pattern: PatternPipelines::default(),
         }
     }
 

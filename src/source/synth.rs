@@ -79,6 +79,12 @@ impl Synth {
         })
     }
 
+    /// The key columns planted in head (`layer`, `head`) (`Pattern::Attention`): what pattern
+    /// statistics must find.
+    pub fn planted_columns(&self, layer: usize, head: usize) -> &[u32] {
+        &self.columns[layer * self.spec.heads + head]
+    }
+
     /// One row of head (`layer`, `head`) as f32.
     pub fn row(&self, layer: usize, head: usize, q: usize, out: &mut [f32]) {
         let s = &self.spec;

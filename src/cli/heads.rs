@@ -1,0 +1,176 @@
+//! `attnviz heads`: which heads matter. Per-head pattern statistics from one pass over the
+//! input, printed as a table and written as JSON or CSV; `render --stats-json` writes the same
+//! JSON from the pass that draws the figure.
+
+use std::io::Write;
+use std::path::Path;
+
+use attnviz::files::{check_writable, write_atomic};
+use attnviz::pool::pattern::{HeadPattern, PatternOptions, RECALL_THRESHOLD, SIMPLER_MARGIN, TOP};
+use attnviz::pool::Causal;
+use attnviz::Error;
+use serde_json::{json, Value};
+
+use super::args::HeadsArgs;
+use super::options::attention_source;
+use super::render::open_tensor;
+
+/// `attnviz heads`: the table on stdout, then the JSON and CSV files asked for.
+pub fn heads(args: &HeadsArgs) -> anyhow::Result<()> {
+    for path in [&args.json, &args.csv].into_iter().flatten() {
+        check_writable(path)?;
+    }
+    let options = args.selection.options();
+    let causal = options.causal == Causal::On;
+    let src = attention_source(&args.qk, causal, args.input.as_deref(), |input| {
+        open_tensor(input, &args.shape, &args.dtype, &args.tensor)
+    })?;
+    let patterns = args.patterns.options();
+    let engine = args.backend.engine()?;
+    let (cells, stats) = match &engine {
+        Some(e) => e.head_patterns(src.as_ref(), &options, patterns)?,
+        None => attnviz::cpu::pattern::head_patterns_cpu(src.as_ref(), &options, patterns)?,
+    };
+    print_table(&cells, &stats);
+    if let Some(path) = &args.json {
+        write_json(path, &cells, &stats, patterns, options.causal)?;
+    }
+    if let Some(path) = &args.csv {
+        write_csv(path, &cells, &stats)?;
+    }
+    Ok(())
+}
+
+fn causal_name(causal: Causal) -> &'static str {
+    match causal {
+        Causal::On => "on",
+        Causal::Off => "off",
+        Causal::Auto => "auto",
+    }
+}
+
+/// One head as JSON (layer and head 1-based).
+fn head_json(&(layer, head): &(usize, usize), p: &HeadPattern) -> Value {
+    json!({
+        "layer": layer + 1,
+        "head": head + 1,
+        "sink_mass": p.sink_mass,
+        "local_mass": p.local_mass,
+        "entropy": p.entropy,
+        "mean_distance": p.mean_distance,
+        "max": p.max,
+        "argmax": p.argmax,
+        "top_keys": p.top_keys.iter().map(|&(k, m)| json!([k, m])).collect::<Vec<_>>(),
+        "top_offsets": p.top_offsets.iter().map(|&(d, m)| json!([d, m])).collect::<Vec<_>>(),
+        "row_sum_mean": p.row_sum_mean,
+        "pattern": p.pattern,
+        "recalls": {
+            "a_shape": p.recalls.a_shape,
+            "vertical_slash": p.recalls.vertical_slash,
+            "block_sparse": p.recalls.block_sparse,
+        },
+        "non_finite": p.non_finite,
+    })
+}
+
+/// `{"heads": [...], "options": {...}}`, replaced atomically.
+pub(super) fn write_json(
+    path: &Path,
+    cells: &[(usize, usize)],
+    stats: &[HeadPattern],
+    patterns: PatternOptions,
+    causal: Causal,
+) -> anyhow::Result<()> {
+    let heads: Vec<Value> = cells
+        .iter()
+        .zip(stats)
+        .map(|(c, p)| head_json(c, p))
+        .collect();
+    let doc = json!({
+        "heads": heads,
+        "options": {
+            "sink_keys": patterns.sink_keys,
+            "window": patterns.window,
+            "causal": causal_name(causal),
+            "top": TOP,
+            "pattern_rule": {
+                "budget": "m = ceil(K/16): A-shape the first m keys and |a - k| < m, vertical-slash the m heaviest columns and diagonals, block-sparse the heaviest 1/8 of the blocks",
+                "recall_threshold": RECALL_THRESHOLD,
+                "simpler_margin": SIMPLER_MARGIN,
+            },
+        },
+    });
+    write_atomic(path, |w| {
+        serde_json::to_writer_pretty(&mut *w, &doc)?;
+        writeln!(w)
+    })?;
+    Ok(())
+}
+
+/// `(index, mass)` pairs as `index:mass;…`, one CSV field.
+fn pairs<T: std::fmt::Display>(v: &[(T, f64)]) -> String {
+    let items: Vec<String> = v.iter().map(|(i, m)| format!("{i}:{m:.6e}")).collect();
+    items.join(";")
+}
+
+/// One row per head, the same fields flat.
+fn write_csv(path: &Path, cells: &[(usize, usize)], stats: &[HeadPattern]) -> anyhow::Result<()> {
+    write_atomic(path, |w| {
+        writeln!(
+            w,
+            "layer,head,sink_mass,local_mass,entropy,mean_distance,max,argmax_q,argmax_k,\
+             row_sum_mean,pattern,recall_a_shape,recall_vertical_slash,recall_block_sparse,\
+             non_finite,top_keys,top_offsets"
+        )?;
+        for (&(l, h), p) in cells.iter().zip(stats) {
+            let opt = |v: Option<String>| v.unwrap_or_default();
+            writeln!(
+                w,
+                "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+                l + 1,
+                h + 1,
+                p.sink_mass,
+                p.local_mass,
+                p.entropy,
+                p.mean_distance,
+                opt(p.max.map(|m| m.to_string())),
+                opt(p.argmax.map(|a| a[0].to_string())),
+                opt(p.argmax.map(|a| a[1].to_string())),
+                p.row_sum_mean,
+                p.pattern,
+                p.recalls.a_shape,
+                p.recalls.vertical_slash,
+                p.recalls.block_sparse,
+                p.non_finite,
+                pairs(&p.top_keys),
+                pairs(&p.top_offsets),
+            )?;
+        }
+        Ok(())
+    })
+    .map_err(|e: Error| e.into())
+}
+
+/// The scalar statistics, one line per head.
+fn print_table(cells: &[(usize, usize)], stats: &[HeadPattern]) {
+    println!(
+        "{:>5} {:>4} {:>9} {:>9} {:>9} {:>10} {:>9} {:>13} {:>8} pattern",
+        "layer", "head", "sink", "local", "entropy", "distance", "max", "argmax", "rowsum",
+    );
+    for (&(l, h), p) in cells.iter().zip(stats) {
+        let argmax = p.argmax.map_or("-".into(), |[q, k]| format!("[{q},{k}]"));
+        println!(
+            "{:>5} {:>4} {:>9.4} {:>9.4} {:>9.4} {:>10.2} {:>9.4} {:>13} {:>8.4} {}",
+            l + 1,
+            h + 1,
+            p.sink_mass,
+            p.local_mass,
+            p.entropy,
+            p.mean_distance,
+            p.max.unwrap_or(f32::NAN),
+            argmax,
+            p.row_sum_mean,
+            p.pattern
+        );
+    }
+}

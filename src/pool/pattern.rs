@@ -1,0 +1,267 @@
+//! Per-head pattern statistics ("which heads matter"): plain data shared by the GPU pass
+//! (`shaders/pattern.wgsl`, [`super::pattern_gpu`]) and its CPU twin (`cpu::pattern`). Both
+//! produce the same raw sums ([`PatternSums`]); [`PatternSums::finish`] turns them into the
+//! reported [`HeadPattern`] and its label, so the two paths differ only in how they add.
+//!
+//! Row `q` of a head of Q rows and K keys sits at absolute position `a = q + K − Q`. Masked
+//! entries (above the causal diagonal when the mask is on) and non-finite entries are left out;
+//! the latter are counted. Values are used as given (`--norm row` does not apply).
+
+/// Keys and offsets listed in `top_keys` and `top_offsets`.
+pub const TOP: usize = 8;
+/// Side of the blocks whose masses feed the block-sparse recall, until a head would need more
+/// than [`MAX_BLOCKS`] of them; then the side doubles until it fits.
+pub const BLOCK: usize = 64;
+/// Blocks kept per head at most (256 KiB of f32): bounds the block masses by a constant per
+/// head whatever the sequence length (a 16k × 16k head still has 64-token blocks).
+pub const MAX_BLOCKS: usize = 1 << 16;
+/// The best recall must reach this for a head to get a pattern label; below it, `mixed`.
+pub const RECALL_THRESHOLD: f64 = 0.6;
+/// A simpler mask wins over the best one when its recall is within this margin: the
+/// vertical-slash mask contains the A-shape's columns and diagonals as candidates, so it almost
+/// always recalls a little more.
+pub const SIMPLER_MARGIN: f64 = 0.05;
+
+/// What the pattern statistics measure: `--sink-keys` and `--window`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PatternOptions {
+    /// `sink_mass` counts keys `k < sink_keys`.
+    pub sink_keys: u32,
+    /// `local_mass` counts keys with `|a − k| < window`.
+    pub window: u32,
+}
+
+impl Default for PatternOptions {
+    fn default() -> Self {
+        PatternOptions {
+            sink_keys: 1,
+            window: 32,
+        }
+    }
+}
+
+/// Block side for a `queries` × `keys` head: [`BLOCK`], doubled until at most [`MAX_BLOCKS`]
+/// blocks cover the head.
+pub fn block_side(queries: usize, keys: usize) -> usize {
+    let mut side = BLOCK;
+    while queries.div_ceil(side) * keys.div_ceil(side) > MAX_BLOCKS {
+        side *= 2;
+    }
+    side
+}
+
+/// The raw sums of one head, over all its rows: what both the GPU pass and the CPU twin
+/// accumulate. Masses are sums over rows (divide by `queries` for means).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PatternSums {
+    pub queries: usize,
+    pub keys: usize,
+    /// Side of the blocks of `blocks`.
+    pub block: usize,
+    pub row_sum: f64,
+    pub sink: f64,
+    pub local: f64,
+    pub entropy: f64,
+    pub distance: f64,
+    /// The largest entry and where it sits (first in row-major order on ties).
+    pub max: Option<(f32, usize, usize)>,
+    /// Non-finite, unmasked entries, left out of everything else.
+    pub non_finite: u64,
+    /// Column masses Σ_q p[q, k], K of them.
+    pub columns: Vec<f64>,
+    /// Diagonal masses by offset `a − k`, index `offset + Q − 1` (offsets 1 − Q ..= K − 1).
+    pub diagonals: Vec<f64>,
+    /// Block masses, row-major, `ceil(K / block)` per block row.
+    pub blocks: Vec<f64>,
+}
+
+/// How much of a head's mass each candidate mask of the same budget recalls (0..1).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Recalls {
+    /// The first `m` keys plus the diagonals with `|a − k| < m` (`m = ceil(K / 16)`).
+    pub a_shape: f64,
+    /// The `m` heaviest columns plus the `m` heaviest diagonals.
+    pub vertical_slash: f64,
+    /// The heaviest eighth of the blocks.
+    pub block_sparse: f64,
+}
+
+/// One head's pattern statistics, as `attnviz heads` reports them.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct HeadPattern {
+    pub sink_mass: f64,
+    pub local_mass: f64,
+    pub entropy: f64,
+    pub mean_distance: f64,
+    pub row_sum_mean: f64,
+    /// `None` when the head has no finite, unmasked entry.
+    pub max: Option<f32>,
+    /// `[q, k]`, 0-based.
+    pub argmax: Option<[usize; 2]>,
+    /// `(key, column mass / Q)`, heaviest first.
+    pub top_keys: Vec<(usize, f64)>,
+    /// `(offset a − k, diagonal mass / Q)`, heaviest first.
+    pub top_offsets: Vec<(i64, f64)>,
+    pub non_finite: u64,
+    pub recalls: Recalls,
+    pub pattern: &'static str,
+}
+
+/// Selected cells ((layer, head), 0-based) and their statistics, in the same order.
+pub type CellPatterns = (Vec<(usize, usize)>, Vec<HeadPattern>);
+
+/// The scalar statistics a grid can be sorted by (`--sort-by`).
+pub const METRICS: [&str; 6] = [
+    "sink_mass",
+    "local_mass",
+    "entropy",
+    "mean_distance",
+    "max",
+    "row_sum_mean",
+];
+
+impl HeadPattern {
+    /// The scalar statistic named `name` (one of [`METRICS`]).
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        Some(match name {
+            "sink_mass" => self.sink_mass,
+            "local_mass" => self.local_mass,
+            "entropy" => self.entropy,
+            "mean_distance" => self.mean_distance,
+            "max" => self.max.map_or(f64::NAN, f64::from),
+            "row_sum_mean" => self.row_sum_mean,
+            _ => return None,
+        })
+    }
+}
+
+/// Indices of the `n` largest values, largest first, lower index first on ties.
+fn top_indices(values: &[f64], n: usize) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..values.len()).collect();
+    idx.sort_by(|&a, &b| values[b].total_cmp(&values[a]).then(a.cmp(&b)));
+    idx.truncate(n);
+    idx
+}
+
+impl PatternSums {
+    /// Empty sums of a `queries` × `keys` head.
+    pub fn new(queries: usize, keys: usize) -> PatternSums {
+        let block = block_side(queries, keys);
+        PatternSums {
+            queries,
+            keys,
+            block,
+            columns: vec![0.0; keys],
+            diagonals: vec![0.0; (queries + keys).saturating_sub(1)],
+            blocks: vec![0.0; queries.div_ceil(block) * keys.div_ceil(block)],
+            ..Default::default()
+        }
+    }
+
+    /// The reported statistics: means over rows, the top keys and offsets, the recalls of each
+    /// candidate mask and the label they give.
+    pub fn finish(&self) -> HeadPattern {
+        let q = self.queries.max(1) as f64;
+        let offset0 = self.queries as i64 - 1;
+        let recalls = self.recalls();
+        HeadPattern {
+            sink_mass: self.sink / q,
+            local_mass: self.local / q,
+            entropy: self.entropy / q,
+            mean_distance: self.distance / q,
+            row_sum_mean: self.row_sum / q,
+            max: self.max.map(|m| m.0),
+            argmax: self.max.map(|m| [m.1, m.2]),
+            top_keys: top_indices(&self.columns, TOP)
+                .into_iter()
+                .map(|k| (k, self.columns[k] / q))
+                .collect(),
+            top_offsets: top_indices(&self.diagonals, TOP)
+                .into_iter()
+                .map(|j| (j as i64 - offset0, self.diagonals[j] / q))
+                .collect(),
+            non_finite: self.non_finite,
+            pattern: self.label(&recalls),
+            recalls,
+        }
+    }
+
+    /// Columns (and diagonals) in the A-shape and vertical-slash budgets.
+    fn budget(&self) -> usize {
+        self.keys.div_ceil(16).max(1)
+    }
+
+    /// The A-shape's two parts: the mass of the first `m` keys, and of the diagonals with
+    /// `|a − k| < m` (for causal heads only the side at or before the query holds mass).
+    fn a_shape_parts(&self) -> (f64, f64) {
+        let m = self.budget();
+        let first: f64 = self.columns.iter().take(m).sum();
+        let lo = self.queries.saturating_sub(m);
+        let hi = (self.queries + m - 1).min(self.diagonals.len());
+        let band: f64 = self.diagonals.get(lo..hi).map_or(0.0, |d| d.iter().sum());
+        (first, band)
+    }
+
+    /// Mass recalled by each candidate mask, over the head's total mass. Column and diagonal
+    /// masks add their masses without subtracting the entries where a chosen column crosses a
+    /// chosen diagonal (at most one entry per pair), so both are capped at 1.
+    pub fn recalls(&self) -> Recalls {
+        let total: f64 = self.columns.iter().sum();
+        if total <= 0.0 {
+            return Recalls::default();
+        }
+        let m = self.budget();
+        let sum_at = |v: &[f64], idx: &[usize]| idx.iter().map(|&i| v[i]).sum::<f64>();
+        let (first, band) = self.a_shape_parts();
+        let cols = sum_at(&self.columns, &top_indices(&self.columns, m));
+        let diags = sum_at(&self.diagonals, &top_indices(&self.diagonals, m));
+        let nb = self.blocks.len().div_ceil(8).max(1);
+        let blocks = sum_at(&self.blocks, &top_indices(&self.blocks, nb));
+        Recalls {
+            a_shape: ((first + band) / total).min(1.0),
+            vertical_slash: ((cols + diags) / total).min(1.0),
+            block_sparse: (blocks / total).min(1.0),
+        }
+    }
+
+    /// The label: `mixed` when no mask recalls [`RECALL_THRESHOLD`]; else the simplest mask
+    /// (A-shape, then vertical-slash, then block-sparse) within [`SIMPLER_MARGIN`] of the best.
+    /// An A-shape head is `sink` when its first keys hold more than its local band, else
+    /// `local`.
+    fn label(&self, r: &Recalls) -> &'static str {
+        let best = r.a_shape.max(r.vertical_slash).max(r.block_sparse);
+        if best < RECALL_THRESHOLD {
+            return "mixed";
+        }
+        if r.a_shape >= best - SIMPLER_MARGIN {
+            let (first, band) = self.a_shape_parts();
+            return if first >= band { "sink" } else { "local" };
+        }
+        if r.vertical_slash >= best - SIMPLER_MARGIN {
+            return "vertical-slash";
+        }
+        "block-sparse"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn block_side_bounds_the_blocks() {
+        assert_eq!(block_side(100, 100), 64);
+        assert_eq!(block_side(16384, 16384), 64);
+        assert_eq!(block_side(65536, 65536), 256);
+        assert!(
+            65536usize.div_ceil(block_side(65536, 1 << 20))
+                * (1usize << 20).div_ceil(block_side(65536, 1 << 20))
+                <= MAX_BLOCKS
+        );
+    }
+
+    #[test]
+    fn top_indices_break_ties_by_index() {
+        assert_eq!(top_indices(&[1.0, 3.0, 3.0, 0.5], 3), vec![1, 2, 0]);
+    }
+}

@@ -1,0 +1,110 @@
+//! `attnviz heads` and `render --stats-json` end to end: the JSON and CSV, GPU against CPU,
+//! the render's statistics equal to the command's, and bad input failing in one line.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn attnviz(args: &[&str]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_attnviz"));
+    cmd.args(args);
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+        cmd.env("XDG_RUNTIME_DIR", std::env::temp_dir());
+    }
+    cmd.output().expect("run attnviz")
+}
+
+fn ok(o: &Output) {
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+fn json(path: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn close(a: &Value, b: &Value, what: &str) {
+    let (x, y) = (a.as_f64().unwrap(), b.as_f64().unwrap());
+    assert!(
+        (x - y).abs() <= 1e-5 * x.abs().max(y.abs()) + 1e-6,
+        "{what}: {x} vs {y}"
+    );
+}
+
+#[test]
+fn heads_json_csv_and_render_stats_agree() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
+    let input = p("a.npy");
+    ok(&attnviz(&[
+        "synth", "-o", &input, "--seq", "96", "--layers", "2", "--heads", "2",
+    ]));
+    let (gpu, cpu, csv, fig, stats) = (
+        p("g.json"),
+        p("c.json"),
+        p("h.csv"),
+        p("f.png"),
+        p("s.json"),
+    );
+    let sel = ["--layers", "2", "--sink-keys", "2", "--window", "8"];
+    let run = |backend: &str, out: &str, extra: &[&str]| {
+        let mut args = vec!["heads", input.as_str(), "--backend", backend, "--json", out];
+        args.extend(sel);
+        args.extend(extra);
+        attnviz(&args)
+    };
+    let o = run("gpu", &gpu, &["--csv", &csv]);
+    ok(&o);
+    let table = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(table.lines().count(), 3, "{table}");
+    ok(&run("cpu", &cpu, &[]));
+    let mut args = vec!["render", input.as_str(), "-o", &fig, "--stats-json", &stats];
+    args.extend(sel);
+    ok(&attnviz(&args));
+    let (g, c, r) = (
+        json(Path::new(&gpu)),
+        json(Path::new(&cpu)),
+        json(Path::new(&stats)),
+    );
+    assert_eq!(g["options"]["sink_keys"], 2);
+    assert_eq!(g["options"]["window"], 8);
+    let heads = g["heads"].as_array().unwrap();
+    assert_eq!(heads.len(), 2);
+    for (i, h) in heads.iter().enumerate() {
+        assert_eq!(h["layer"], 2);
+        assert_eq!(h["head"], i + 1);
+        assert_eq!(h["top_keys"].as_array().unwrap().len(), 8);
+        assert_eq!(h["top_offsets"].as_array().unwrap().len(), 8);
+        assert!(h["pattern"].is_string());
+        for other in [&c["heads"][i], &r["heads"][i]] {
+            for key in [
+                "sink_mass",
+                "local_mass",
+                "entropy",
+                "mean_distance",
+                "row_sum_mean",
+            ] {
+                close(&h[key], &other[key], key);
+            }
+            assert_eq!(h["argmax"], other["argmax"]);
+            assert_eq!(h["pattern"], other["pattern"]);
+        }
+        // softmax rows, stored in f16 by synth
+        let row_sum = h["row_sum_mean"].as_f64().unwrap();
+        assert!((row_sum - 1.0).abs() < 1e-3, "row_sum_mean {row_sum}");
+    }
+    let csv = std::fs::read_to_string(&csv).unwrap();
+    assert_eq!(csv.lines().count(), 3);
+    assert!(csv.starts_with("layer,head,sink_mass,"));
+}
+
+#[test]
+fn heads_bad_input_fails_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.npy");
+    let o = attnviz(&["heads", missing.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(String::from_utf8_lossy(&o.stderr).trim().lines().count(), 1);
+    let o = attnviz(&["heads", missing.to_str().unwrap(), "--sink-keys", "0"]);
+    assert_eq!(o.status.code(), Some(2));
+}

@@ -1,0 +1,298 @@
+//! Pattern statistics (`attnviz heads`): the GPU pass against its f64 CPU twin, and planted
+//! patterns found by name.
+//!
+//! Tolerance: the GPU adds in f32 (row partials, Kahan across rows; profiles per piece), the
+//! twin in f64. Scalars and profiles agree within 1e-5 relative (plus 1e-6 absolute for
+//! masses near zero); max, argmax and the non-finite count exactly.
+
+mod common;
+
+use attnviz::cpu::pattern::pattern_cells;
+use attnviz::pool::geometry::CellGeometry;
+use attnviz::pool::pattern::{PatternOptions, PatternSums};
+use attnviz::pool::{Causal, PoolOptions};
+use attnviz::source::ArraySource;
+use attnviz::{AttentionSource, DType, Engine};
+use common::{engine, random};
+use ndarray::Array4;
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-5 * a.abs().max(b.abs()) + 1e-6
+}
+
+fn check_vec(what: &str, g: &[f64], c: &[f64]) {
+    assert_eq!(g.len(), c.len(), "{what}: lengths");
+    for (i, (a, b)) in g.iter().zip(c).enumerate() {
+        assert!(close(*a, *b), "{what}[{i}]: gpu {a} cpu {b}");
+    }
+}
+
+fn check_sums(name: &str, g: &PatternSums, c: &PatternSums) {
+    let scalars = [
+        ("row_sum", g.row_sum, c.row_sum),
+        ("sink", g.sink, c.sink),
+        ("local", g.local, c.local),
+        ("entropy", g.entropy, c.entropy),
+        ("distance", g.distance, c.distance),
+    ];
+    for (what, a, b) in scalars {
+        assert!(close(a, b), "{name}: {what}: gpu {a} cpu {b}");
+    }
+    assert_eq!(g.max, c.max, "{name}: max");
+    assert_eq!(g.non_finite, c.non_finite, "{name}: non-finite");
+    check_vec(&format!("{name}: columns"), &g.columns, &c.columns);
+    check_vec(&format!("{name}: diagonals"), &g.diagonals, &c.diagonals);
+    check_vec(&format!("{name}: blocks"), &g.blocks, &c.blocks);
+    assert_eq!(g.finish().pattern, c.finish().pattern, "{name}: label");
+}
+
+/// Every head of `src` on both sides, compared.
+fn compare(e: &Engine, name: &str, src: &dyn AttentionSource, pool: PoolOptions) {
+    let s = src.shape();
+    let cells: Vec<_> = (0..s.layers)
+        .flat_map(|l| (0..s.heads).map(move |h| (l, h)))
+        .collect();
+    let options = PatternOptions {
+        sink_keys: 3,
+        window: 5,
+    };
+    let geometry = CellGeometry::new(s.queries, s.keys, Some(16)).unwrap();
+    let gpu = e
+        .pool_with(src, &cells, geometry, pool, Some(options))
+        .unwrap();
+    let cpu = pattern_cells(src, &cells, options, pool).unwrap();
+    assert_eq!(gpu.patterns.len(), cells.len(), "{name}: one per cell");
+    for (i, (g, c)) in gpu.patterns.iter().zip(&cpu).enumerate() {
+        check_sums(&format!("{name} cell {i}"), g, c);
+    }
+}
+
+#[test]
+fn gpu_matches_the_cpu_twin() {
+    let Some(mut e) = engine() else { return };
+    let a = random(2, 2, 50, 70, 7);
+    compare(
+        &e,
+        "random",
+        &ArraySource::from_f32("r", &a),
+        PoolOptions::default(),
+    );
+    // Rows past the loop budget (16384 words): a workgroup per row instead of an invocation.
+    let wide = random(1, 1, 3, 70_000, 9);
+    let wide = ArraySource::from_f32("w", &wide);
+    compare(&e, "wide rows", &wide, PoolOptions::default());
+    // Q != K, causal, f16, and heads spanning several upload chunks.
+    e.chunk_bytes = 1024;
+    let b = random(1, 3, 40, 100, 11);
+    let causal = PoolOptions {
+        causal: Causal::On,
+        ..Default::default()
+    };
+    compare(&e, "causal", &ArraySource::from_f32("c", &b), causal);
+    let f16 = ArraySource::from_f32_as("h", &b, DType::F16);
+    compare(&e, "f16 chunks", &f16, PoolOptions::default());
+    // Non-finite entries are excluded and counted.
+    let mut n = random(1, 2, 30, 130, 3);
+    n[[0, 0, 3, 4]] = f32::NAN;
+    n[[0, 1, 29, 0]] = f32::INFINITY;
+    n[[0, 1, 0, 129]] = f32::NEG_INFINITY;
+    compare(
+        &e,
+        "nan",
+        &ArraySource::from_f32("n", &n),
+        PoolOptions::default(),
+    );
+    // Q > K: positions a = q + K - Q go negative.
+    let w = random(1, 1, 90, 20, 5);
+    compare(&e, "tall", &ArraySource::from_f32("t", &w), causal);
+}
+
+/// One head of `q` × `k` built by `f(q, k)`, rows normalized to sum 1.
+fn head(q: usize, k: usize, f: impl Fn(usize, usize) -> f32) -> Array4<f32> {
+    let mut a = Array4::from_shape_fn((1, 1, q, k), |(_, _, qi, ki)| f(qi, ki));
+    for qi in 0..q {
+        let s: f32 = (0..k).map(|ki| a[[0, 0, qi, ki]]).sum();
+        for ki in 0..k {
+            a[[0, 0, qi, ki]] /= s;
+        }
+    }
+    a
+}
+
+/// The label each side gives one head, which must agree.
+fn label(e: &Engine, a: &Array4<f32>) -> (&'static str, Vec<usize>) {
+    let src = ArraySource::from_f32("p", a);
+    let s = src.shape();
+    let geometry = CellGeometry::new(s.queries, s.keys, Some(16)).unwrap();
+    let o = PatternOptions::default();
+    let pool = PoolOptions::default();
+    let gpu = e
+        .pool_with(&src, &[(0, 0)], geometry, pool, Some(o))
+        .unwrap();
+    let cpu = pattern_cells(&src, &[(0, 0)], o, pool).unwrap();
+    let (g, c) = (gpu.patterns[0].finish(), cpu[0].finish());
+    assert_eq!(g.pattern, c.pattern);
+    (g.pattern, g.top_keys.iter().map(|t| t.0).collect())
+}
+
+#[test]
+fn planted_patterns_are_named() {
+    let Some(e) = engine() else { return };
+    let n = 256;
+    let noise = |q: usize, k: usize| 0.001 + 0.001 * ((q * 31 + k * 17) % 7) as f32;
+    let sink = head(n, n, |q, k| noise(q, k) + if k == 0 { 5.0 } else { 0.0 });
+    assert_eq!(label(&e, &sink), ("sink", label(&e, &sink).1));
+    assert_eq!(label(&e, &sink).1[0], 0);
+    let local = head(n, n, |q, k| {
+        noise(q, k) + if q.abs_diff(k) < 4 { 1.0 } else { 0.0 }
+    });
+    assert_eq!(label(&e, &local).0, "local");
+    let cols = [37usize, 101, 170, 222];
+    let vs = head(n, n, |q, k| {
+        noise(q, k)
+            + if cols.contains(&k) || q.abs_diff(k) == 60 {
+                1.0
+            } else {
+                0.0
+            }
+    });
+    let (name, top) = label(&e, &vs);
+    assert_eq!(name, "vertical-slash");
+    for c in cols {
+        assert!(top.contains(&c), "planted column {c} in {top:?}");
+    }
+    // One 64 × 64 block per block row of a 512 × 512 head: the heaviest eighth of its blocks.
+    let blocks = [
+        (0usize, 3usize),
+        (1, 5),
+        (2, 0),
+        (3, 6),
+        (4, 1),
+        (5, 7),
+        (6, 2),
+        (7, 4),
+    ];
+    let bs = head(2 * n, 2 * n, |q, k| {
+        noise(q, k)
+            + if blocks.contains(&(q / 64, k / 64)) {
+                1.0
+            } else {
+                0.0
+            }
+    });
+    assert_eq!(label(&e, &bs).0, "block-sparse");
+    let flat = head(n, n, |_, _| 1.0);
+    assert_eq!(label(&e, &flat).0, "mixed");
+}
+
+#[test]
+fn synth_columns_and_sinks_are_found() {
+    use attnviz::source::{Pattern, Synth, SynthSpec};
+    let Some(e) = engine() else { return };
+    let spec = SynthSpec {
+        seq: 256,
+        layers: 1,
+        heads: 2,
+        dtype: DType::F32,
+        seed: 3,
+        causal: false,
+        pattern: Pattern::Attention,
+    };
+    let src = Synth::new(spec).unwrap();
+    let geometry = CellGeometry::new(256, 256, Some(16)).unwrap();
+    let pool = PoolOptions::default();
+    let o = PatternOptions::default();
+    let gpu = e
+        .pool_with(&src, &[(0, 0), (0, 1)], geometry, pool, Some(o))
+        .unwrap();
+    for (h, sums) in gpu.patterns.iter().enumerate() {
+        let p = sums.finish();
+        let top: Vec<usize> = p.top_keys.iter().map(|t| t.0).collect();
+        // key 0 is the strongest sink of every synthetic head; the planted columns follow
+        assert!(top.contains(&0), "head {h}: sink 0 in {top:?}");
+        for &c in src.planted_columns(0, h) {
+            assert!(
+                top.contains(&(c as usize)),
+                "head {h}: column {c} in {top:?}"
+            );
+        }
+        // the local window puts the heaviest diagonals next to offset 0
+        assert!(p.top_offsets.iter().any(|t| t.0 == 0), "head {h}: {p:?}");
+        assert!(p.sink_mass > 0.05, "head {h}: {p:?}");
+    }
+}
+
+/// The definitions on a head whose answers are known by hand (CPU twin, no GPU): uniform rows
+/// of a causal 4 × 6 head (row q sees keys 0..=q + 2).
+#[test]
+fn definitions_on_a_known_head() {
+    let (q, k) = (4, 6);
+    let a = Array4::from_shape_fn((1, 1, q, k), |(_, _, qi, ki)| {
+        if ki <= qi + 2 {
+            1.0 / (qi + 3) as f32
+        } else {
+            0.0
+        }
+    });
+    let src = ArraySource::from_f32("u", &a);
+    let pool = PoolOptions {
+        causal: Causal::On,
+        ..Default::default()
+    };
+    let o = PatternOptions {
+        sink_keys: 1,
+        window: 2,
+    };
+    let p = pattern_cells(&src, &[(0, 0)], o, pool).unwrap()[0].finish();
+    let rows = [3.0f64, 4.0, 5.0, 6.0];
+    let mean = |f: &dyn Fn(f64) -> f64| rows.iter().map(|&n| f(n)).sum::<f64>() / 4.0;
+    let eps = 1e-6;
+    assert!((p.row_sum_mean - 1.0).abs() < eps);
+    // key 0 holds 1/n of each row
+    assert!((p.sink_mass - mean(&|n| 1.0 / n)).abs() < eps);
+    // |a - k| < 2: the query's own key and the one before
+    assert!((p.local_mass - mean(&|n| 2.0 / n)).abs() < eps);
+    assert!((p.entropy - mean(&|n: f64| n.ln())).abs() < eps);
+    // distances 0..n-1, uniform: (n - 1) / 2
+    assert!((p.mean_distance - mean(&|n| (n - 1.0) / 2.0)).abs() < eps);
+    assert_eq!(p.argmax, Some([0, 0]));
+    assert_eq!(p.top_keys[0].0, 0);
+    assert_eq!(p.top_offsets[0].0, 0);
+    assert_eq!(p.non_finite, 0);
+}
+
+/// Q/K inputs: the statistics of the probabilities the GPU materializes (`GpuRows`), fed to the
+/// same ingest, equal the CPU twin's over the same rows; causal masking applies.
+#[test]
+fn qk_statistics_match_the_twin_on_materialized_rows() {
+    use attnviz::engine::qk_rows::GpuRows;
+    use attnviz::source::qk::{QkOptions, QkSource};
+    use attnviz::RenderOptions;
+    let Some(e) = engine() else { return };
+    let mut rng = common::Rng::new(5);
+    let mut tensor = |n: usize| {
+        let a = Array4::from_shape_fn((1, 2, n, 16), |_| rng.next_f32() * 2.0 - 1.0);
+        Box::new(ArraySource::from_f32("t", &a)) as Box<dyn AttentionSource>
+    };
+    let options = QkOptions {
+        causal: true,
+        ..Default::default()
+    };
+    let qk = QkSource::new(tensor(40), tensor(72), &options).unwrap();
+    let o = PatternOptions::default();
+    let (cells, gpu) = e.head_patterns(&qk, &RenderOptions::default(), o).unwrap();
+    assert_eq!(cells, vec![(0, 0), (0, 1)]);
+    let pool = PoolOptions {
+        causal: Causal::On,
+        diagonal: Some(qk.diagonal()),
+        ..Default::default()
+    };
+    let cpu = pattern_cells(&GpuRows::new(&e, &qk), &cells, o, pool).unwrap();
+    for (g, c) in gpu.iter().zip(&cpu) {
+        let c = c.finish();
+        assert!(close(g.entropy, c.entropy), "{g:?} {c:?}");
+        assert!(close(g.row_sum_mean, 1.0), "{g:?}");
+        assert_eq!(g.argmax, c.argmax);
+        assert_eq!(g.pattern, c.pattern);
+    }
+}
