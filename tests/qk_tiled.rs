@@ -257,7 +257,7 @@ fn non_finite_queries_and_keys_pool_as_the_cpu_reference_does() {
         let mut all = vec![0u8; shape.queries * shape.keys * 4];
         target.read_rows(0, 0, 0, &mut all).unwrap();
         all[40 * shape.keys * 4..41 * shape.keys * 4].copy_from_slice(&row);
-        *target = Box::new(ArraySource::new("patched", shape, DType::F32, all).unwrap());
+        **target = ArraySource::new("patched", shape, DType::F32, all).unwrap();
         let src = QkSource::new(q, k, &QkOptions::default()).unwrap();
         let geometry = CellGeometry::new(c.nq, c.nk, Some(c.cell)).unwrap();
         let gpu = e

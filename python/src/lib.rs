@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use attnviz::pool::Causal;
-use attnviz::source::qk::{parse_queries, QkOptions, QkSource};
 use attnviz::source::npy::{dtype_from_descr, shape_from_dims};
+use attnviz::source::qk::{parse_queries, QkOptions, QkSource};
 use attnviz::source::{ArraySource, AttentionSource, SliceSource};
 use attnviz::{Colormap, DType, Engine, Error, Figure, Gpu, Norm, Reduce, RenderOptions};
 use half::f16;
