@@ -71,7 +71,7 @@ pub fn layout_json(figure: &Figure, options: &RenderOptions) -> Value {
         "vmax": scale.vmax,
         "exclude_keys": scale.exclude_keys,
         "scale_factor": options.scale_factor,
-        "title": options.title,
+        "title": figure.plan.title,
         "causal": figure.causal,
         "cells": cells,
         "colorbar": colorbar,

@@ -7,6 +7,7 @@ mod demo;
 mod file;
 pub mod npy;
 pub mod qk;
+pub mod qk_meta;
 pub mod qk_synth;
 pub mod safetensors;
 mod synth;
