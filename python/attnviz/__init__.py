@@ -44,13 +44,18 @@ class Figure:
 
     Attributes: ``image`` (H, W, 4) uint8 RGBA, top row first; ``width``, ``height``;
     ``causal`` (entries above the diagonal were masked, asked for or detected); ``adapter``
-    (the GPU that drew it, or ``"CPU"`` for the reference renderer).
+    (the GPU that drew it, or ``"CPU"`` for the reference renderer); ``layout`` (a dict: where
+    each cell landed, its layer, head and colour range, and the colorbar, as ``attnviz render
+    --layout-json`` writes it); ``svg`` (the SVG document when ``out`` ended in ``.svg``, else
+    None).
     """
 
-    def __init__(self, image, causal, adapter):
+    def __init__(self, image, causal, adapter, layout=None, svg=None):
         self.image = image
         self.causal = causal
         self.adapter = adapter
+        self._layout = layout
+        self.svg = svg
 
     @property
     def width(self):
@@ -59,6 +64,11 @@ class Figure:
     @property
     def height(self):
         return self.image.shape[0]
+
+    @property
+    def layout(self):
+        """The layout as a dict (a new one on each access)."""
+        return None if self._layout is None else json.loads(self._layout)
 
     def to_png(self):
         """The figure as PNG bytes."""
@@ -71,10 +81,53 @@ class Figure:
     def _repr_png_(self):
         return self.to_png()
 
+    def _repr_svg_(self):
+        # None (no SVG representation) unless SVG was asked for: notebooks then show the PNG.
+        return self.svg
+
     def __repr__(self):
         return "<attnviz.Figure {}x{}{} ({})>".format(
             self.width, self.height, ", causal" if self.causal else "", self.adapter
         )
+
+
+# The keywords every render function takes, after the input; their meaning is the CLI's
+# `attnviz render` option of the same name (RENDER_OPTIONS maps each flag to its keyword).
+_OPTION_DOC = """
+    out: also write the figure to this file: PNG, or SVG when it ends in ``.svg`` (text, ticks
+        and colorbar as vectors; ``Figure.svg`` holds the document and notebooks show it).
+    layers, heads: 1-based selection, ``"1,8"``, ``"1-4"``, an int or a list of ints (default
+        all).
+    norm: "head" (default), "layer", "global", "row" or "none".
+    colormap: "viridis" (default), "magma", "inferno", "plasma", "cividis", "turbo", "gray".
+    reduce: how entries sharing a pixel combine: "max" (default), "mean" or "min".
+    cell: cell side in pixels (default 256; a shorter head is magnified by the largest integer
+        factor that fits, so entries stay crisp squares). Given, it is used as is.
+    causal: "auto" (mask above the diagonal when every head is zero there), "on"/True,
+        "off"/False.
+    colorbar: draw the colorbar right of the grid.
+    scale: curve from normalized value to colour: "linear" (default), "log", "sqrt" or
+        "gamma:G".
+    log_floor: with ``scale="log"``, values below this take the bottom colour (default 1e-6
+        of each scope's max).
+    clip: limits at these percentiles of each scope's pooled values: (LOW, HIGH) or
+        ``"LOW,HIGH"``, e.g. (0, 99.5).
+    vmin, vmax: fixed limits (override the data's and ``clip``'s).
+    exclude_keys: leave the first K keys (attention sinks) out of the statistics: K,
+        ``range(0, K)`` or ``"0..K"``. They still render, saturated.
+    title: a line above the grid.
+    tokens: one string per key, drawn beside each cell when at most 64, index ticks otherwise.
+    scale_factor: make the whole figure this many times larger; dpi: the same as DPI, 100 the
+        default size (give one of the two).
+    theme: "light" (default) or "dark"; transparent: a transparent background.
+    tiles: also write every selected head as ``tiles/l{l}_h{h}.png`` at native resolution.
+    stats_json: also write every drawn head's pattern statistics to this JSON file (as
+        ``attnviz heads --json``), computed in the same pass; sink_keys (sink mass counts the
+        first N keys, default 1) and window (local mass counts |q - k| < W, default 32) tune
+        them.
+    backend: "auto" (GPU, the CPU renderer with a warning when there is no adapter), "gpu" or
+        "cpu".
+"""
 
 
 def render(
@@ -89,6 +142,22 @@ def render(
     cell=None,
     causal="auto",
     colorbar=True,
+    scale="linear",
+    log_floor=None,
+    clip=None,
+    vmin=None,
+    vmax=None,
+    exclude_keys=None,
+    title=None,
+    tokens=None,
+    scale_factor=1.0,
+    dpi=None,
+    theme="light",
+    transparent=False,
+    tiles=None,
+    stats_json=None,
+    sink_keys=1,
+    window=32,
     batch=0,
     backend="auto",
 ):
@@ -97,22 +166,9 @@ def render(
     attn: (L, H, Q, K), (H, Q, K) or (Q, K) float32/float16 (numpy array, CPU torch tensor, or
         anything ``np.asarray`` reads), or a list/tuple with one (batch, H, Q, K) or (H, Q, K)
         tensor per layer, as HuggingFace returns ``outputs.attentions``.
-    out: also write the figure to this PNG file.
-    layers, heads: 1-based selection, ``"1,8"``, ``"1-4"``, an int or a list of ints (default
-        all).
-    norm: "head" (default), "layer", "global", "row" or "none".
-    colormap: "viridis" (default), "magma", "inferno", "plasma", "cividis", "turbo", "gray".
-    reduce: how entries sharing a pixel combine: "max" (default), "mean" or "min".
-    cell: cell side in pixels (default 256, or the native size when smaller).
-    causal: "auto" (mask above the diagonal when every head is zero there), "on"/True,
-        "off"/False.
-    colorbar: draw the colorbar right of the grid.
     batch: the batch item to show from per-layer (batch, H, Q, K) tensors.
-    backend: "auto" (GPU, the CPU renderer with a warning when there is no adapter), "gpu" or
-        "cpu".
     """
-    return _render(attn, out, layers, heads, norm, colormap, reduce, cell, causal, colorbar,
-                   batch, backend).image
+    return _render(attn, batch, _options(locals())).image
 
 
 def figure(
@@ -127,12 +183,27 @@ def figure(
     cell=None,
     causal="auto",
     colorbar=True,
+    scale="linear",
+    log_floor=None,
+    clip=None,
+    vmin=None,
+    vmax=None,
+    exclude_keys=None,
+    title=None,
+    tokens=None,
+    scale_factor=1.0,
+    dpi=None,
+    theme="light",
+    transparent=False,
+    tiles=None,
+    stats_json=None,
+    sink_keys=1,
+    window=32,
     batch=0,
     backend="auto",
 ):
     """Like :func:`render`, but returns a :class:`Figure`, which a notebook shows inline."""
-    return _render(attn, out, layers, heads, norm, colormap, reduce, cell, causal, colorbar,
-                   batch, backend)
+    return _render(attn, batch, _options(locals()))
 
 
 def render_qk(
@@ -143,6 +214,8 @@ def render_qk(
     tokens=None,
     queries=None,
     softmax_scale=None,
+    sliding_window=None,
+    softcap=None,
     layers=None,
     heads=None,
     norm="head",
@@ -151,6 +224,21 @@ def render_qk(
     cell=None,
     causal="auto",
     colorbar=True,
+    scale="linear",
+    log_floor=None,
+    clip=None,
+    vmin=None,
+    vmax=None,
+    exclude_keys=None,
+    title=None,
+    scale_factor=1.0,
+    dpi=None,
+    theme="light",
+    transparent=False,
+    tiles=None,
+    stats_json=None,
+    sink_keys=1,
+    window=32,
     backend="auto",
 ):
     """Renders the attention ``softmax(softmax_scale · Q Kᵀ)`` recomputed on the GPU from
@@ -161,16 +249,19 @@ def render_qk(
         with H a multiple of H_kv (grouped-query attention). Copied once (they are N·d, not N²).
         Or q is an :class:`attnviz.Capture` and k is omitted: its layers' scales, sliding
         windows, softcaps, causality and sink logits apply, as they do from its file.
-    tokens: one string per position, to label the axes (with a capture).
+    tokens: one string per position, to label the axes (a capture's own when omitted).
     queries: the query rows to compute, 0-based, end excluded: ``"A..B"``, ``(A, B)``,
         ``slice(A, B)`` or ``range(A, B)`` (default all).
-    softmax_scale: default 1/√d.
+    softmax_scale: default 1/√d (or the capture's per-layer scale).
+    sliding_window: hide keys N or more positions older than each query, in every layer
+        (default: the capture's per-layer windows, else none).
+    softcap: scores become C·tanh(s/C) before the softmax, in every layer (default: the
+        capture's).
     causal: "on"/True hides each query's later keys (bottom-right aligned, as in decoders);
         "auto" (default) and "off" compute full attention.
     The other options are :func:`render`'s.
     """
-    return _render_qk(q, k, out, queries, softmax_scale, layers, heads, norm, colormap, reduce,
-                      cell, causal, colorbar, backend, tokens).image
+    return _render_qk(q, k, _qk_options(locals()), _options(locals())).image
 
 
 def figure_qk(
@@ -181,6 +272,8 @@ def figure_qk(
     tokens=None,
     queries=None,
     softmax_scale=None,
+    sliding_window=None,
+    softcap=None,
     layers=None,
     heads=None,
     norm="head",
@@ -189,11 +282,29 @@ def figure_qk(
     cell=None,
     causal="auto",
     colorbar=True,
+    scale="linear",
+    log_floor=None,
+    clip=None,
+    vmin=None,
+    vmax=None,
+    exclude_keys=None,
+    title=None,
+    scale_factor=1.0,
+    dpi=None,
+    theme="light",
+    transparent=False,
+    tiles=None,
+    stats_json=None,
+    sink_keys=1,
+    window=32,
     backend="auto",
 ):
     """Like :func:`render_qk`, but returns a :class:`Figure`."""
-    return _render_qk(q, k, out, queries, softmax_scale, layers, heads, norm, colormap, reduce,
-                      cell, causal, colorbar, backend, tokens)
+    return _render_qk(q, k, _qk_options(locals()), _options(locals()))
+
+
+render.__doc__ += _OPTION_DOC
+figure.__doc__ += _OPTION_DOC
 
 
 def view(
@@ -230,63 +341,106 @@ def view(
     if threading.current_thread() is not threading.main_thread():
         raise RuntimeError("attnviz.view must be called from the main thread")
     arrays, stacked, bf16 = _prepare(attn, batch)
-    adapter, frames, frame_ms = _attnviz._view(
-        arrays, stacked, bf16, "attn", _selection(layers, "layers"), _selection(heads, "heads"),
-        norm, colormap, reduce, cell, _causal(causal), colorbar,
-        None if tokens is None else [str(t) for t in tokens],
-        None if size is None else (int(size[0]), int(size[1])),
-        None if focus is None else (_int(focus[0], "focus"), _int(focus[1], "focus")),
-        None if zoom is None else float(zoom),
-        exit_after_frames,
-        None if screenshot is None else os.fspath(screenshot),
-    )
+    options = _options(dict(layers=layers, heads=heads, norm=norm, colormap=colormap,
+                            reduce=reduce, cell=cell, causal=causal, colorbar=colorbar,
+                            tokens=tokens))
+    adapter, frames, frame_ms = _attnviz._view(arrays, stacked, bf16, options, {
+        "size": None if size is None else (int(size[0]), int(size[1])),
+        "focus": None if focus is None else (_int(focus[0], "focus"), _int(focus[1], "focus")),
+        "zoom": None if zoom is None else float(zoom),
+        "exit_after_frames": exit_after_frames,
+        "screenshot": None if screenshot is None else os.fspath(screenshot),
+    })
     return {"adapter": adapter, "frames": frames, "frame_ms": frame_ms}
 
 
-def _render(attn, out, layers, heads, norm, colormap, reduce, cell, causal, colorbar, batch,
-            backend):
+# Each keyword's default where a caller (``view``) leaves it out: the CLI's.
+_DEFAULTS = dict(out=None, layers=None, heads=None, norm="head", colormap="viridis", reduce="max",
+                 cell=None, causal="auto", colorbar=True, scale="linear", log_floor=None,
+                 clip=None, vmin=None, vmax=None, exclude_keys=None, title=None, tokens=None,
+                 scale_factor=1.0, dpi=None, theme="light", transparent=False, tiles=None,
+                 stats_json=None, sink_keys=1, window=32, backend="auto")
+
+
+def _options(kw):
+    """The dict of render keywords the extension reads (``PyOptions``), checked and in the
+    CLI's syntax, from a function's ``locals()``."""
+    o = dict(_DEFAULTS)
+    o.update((k, v) for k, v in kw.items() if k in _DEFAULTS)
+    return {
+        "out": _path(o["out"]),
+        "layers": _selection(o["layers"], "layers"),
+        "heads": _selection(o["heads"], "heads"),
+        "norm": _str(o["norm"], "norm"),
+        "colormap": _str(o["colormap"], "colormap"),
+        "reduce": _str(o["reduce"], "reduce"),
+        "cell": None if o["cell"] is None else _int(o["cell"], "cell"),
+        "causal": _causal(o["causal"]),
+        "colorbar": bool(o["colorbar"]),
+        "scale": _str(o["scale"], "scale"),
+        "log_floor": _float(o["log_floor"], "log_floor"),
+        "clip": _clip(o["clip"]),
+        "vmin": _float(o["vmin"], "vmin"),
+        "vmax": _float(o["vmax"], "vmax"),
+        "exclude_keys": _exclude(o["exclude_keys"]),
+        "title": None if o["title"] is None else str(o["title"]),
+        "tokens": _tokens(o["tokens"]),
+        "scale_factor": _float(o["scale_factor"], "scale_factor"),
+        "dpi": _float(o["dpi"], "dpi"),
+        "theme": _str(o["theme"], "theme"),
+        "transparent": bool(o["transparent"]),
+        "tiles": _path(o["tiles"]),
+        "stats_json": _path(o["stats_json"]),
+        "sink_keys": _int(o["sink_keys"], "sink_keys"),
+        "window": _int(o["window"], "window"),
+        "backend": _str(o["backend"], "backend"),
+    }
+
+
+def _qk_options(kw):
+    """The dict of Q/K keywords the extension reads (``PyQkOptions``); ``meta`` is filled in by
+    ``_render_qk``."""
+    softcap = _float(kw["softcap"], "softcap")
+    window = kw["sliding_window"]
+    return {
+        "queries": _queries(kw["queries"]),
+        "softmax_scale": _float(kw["softmax_scale"], "softmax_scale"),
+        "sliding_window": None if window is None else _int(window, "sliding_window"),
+        "softcap": softcap,
+        "meta": None,
+    }
+
+
+def _render(attn, batch, options):
     _headless()
     arrays, stacked, bf16 = _prepare(attn, batch)
-    image, causal_applied, adapter, warning, addresses = _attnviz._render(
-        arrays, stacked, bf16, "attn", None if out is None else os.fspath(out),
-        _selection(layers, "layers"), _selection(heads, "heads"), norm, colormap, reduce,
-        None if cell is None else _int(cell, "cell"), _causal(causal), bool(colorbar), backend,
-    )
+    image, causal_applied, adapter, warning, addresses, layout, svg = _attnviz._render(
+        arrays, stacked, bf16, "attn", options)
     _warn_cpu(warning)
-    fig = Figure(image, causal_applied, adapter)
+    fig = Figure(image, causal_applied, adapter, layout, svg)
     # Where each layer was read from: the tests check it is the caller's memory.
     fig._source_addresses = addresses
     return fig
 
 
-def _render_qk(q, k, out, queries, softmax_scale, layers, heads, norm, colormap, reduce, cell,
-               causal, colorbar, backend, tokens=None):
+def _render_qk(q, k, qk, options):
     _headless()
-    meta = None
     if isinstance(q, Capture):
         if k is not None:
             raise ValueError("k: a capture holds its own keys; pass the capture alone")
-        meta = q.metadata(tokens)
+        # A capture's tokens travel in its metadata, which drops them when they do not fit
+        # (a `queries` slice), as a capture file's do.
+        qk["meta"] = q.metadata(options["tokens"])
+        options["tokens"] = None
         q, k = q.tensors()
     elif k is None:
         raise ValueError("k: missing (or pass an attnviz.Capture as q)")
-    elif tokens is not None:
-        meta = '{{"tokens": {}}}'.format(json.dumps([str(t) for t in tokens]))
     qa, q_bf16 = _to_numpy(q, "q")
     ka, k_bf16 = _to_numpy(k, "k")
-    if softmax_scale is not None:
-        if isinstance(softmax_scale, bool) or not isinstance(softmax_scale, (int, float, np.number)):
-            raise ValueError("softmax_scale: expected a number, not {!r}".format(softmax_scale))
-        softmax_scale = float(softmax_scale)
-    image, causal_applied, adapter, warning, _ = _attnviz._render_qk(
-        _contiguous(qa), _contiguous(ka), (q_bf16, k_bf16),
-        None if out is None else os.fspath(out), _queries(queries), softmax_scale,
-        _selection(layers, "layers"), _selection(heads, "heads"), norm, colormap, reduce,
-        None if cell is None else _int(cell, "cell"), _causal(causal), bool(colorbar), backend,
-        meta,
-    )
+    image, causal_applied, adapter, warning, _, layout, svg = _attnviz._render_qk(
+        _contiguous(qa), _contiguous(ka), (q_bf16, k_bf16), options, qk)
     _warn_cpu(warning)
-    return Figure(image, causal_applied, adapter)
+    return Figure(image, causal_applied, adapter, layout, svg)
 
 
 def _queries(queries):
@@ -405,3 +559,57 @@ def _int(v, what):
     if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
         raise ValueError("{}: expected an integer, not {!r}".format(what, v))
     return int(v)
+
+
+def _float(v, what):
+    """A number (int, float, numpy scalar) as a float, None as None."""
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.number)):
+        raise ValueError("{}: expected a number, not {!r}".format(what, v))
+    return float(v)
+
+
+def _str(v, what):
+    if not isinstance(v, str):
+        raise ValueError("{}: expected a string, not {!r}".format(what, v))
+    return v
+
+
+def _path(p):
+    return None if p is None else os.fspath(p)
+
+
+def _clip(clip):
+    """``clip`` in the CLI's ``LOW,HIGH`` syntax."""
+    if clip is None or isinstance(clip, str):
+        return clip
+    try:
+        lo, hi = clip
+    except (TypeError, ValueError):
+        raise ValueError("clip: expected (LOW, HIGH) percentiles or \"LOW,HIGH\", not "
+                         "{!r}".format(clip)) from None
+    return "{},{}".format(_float(lo, "clip"), _float(hi, "clip"))
+
+
+def _exclude(keys):
+    """``exclude_keys`` in the CLI's ``0..K`` syntax."""
+    if keys is None or isinstance(keys, str):
+        return keys
+    if isinstance(keys, range):
+        if keys.start != 0 or keys.step != 1:
+            raise ValueError("exclude_keys: expected range(0, K), not {!r}".format(keys))
+        return "0..{}".format(keys.stop)
+    k = _int(keys, "exclude_keys")
+    if k < 0:
+        raise ValueError("exclude_keys: {} is negative".format(k))
+    return "0..{}".format(k)
+
+
+def _tokens(tokens):
+    if tokens is None:
+        return None
+    if isinstance(tokens, str):
+        raise ValueError("tokens: expected a list of strings (one per key), not a string")
+    return [str(t) for t in tokens]
+

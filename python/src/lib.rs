@@ -2,16 +2,19 @@
 //! half (`attnviz/__init__.py`) turns torch tensors and HuggingFace tuples into numpy views and
 //! picks the batch item; everything here reads those views in place, with the GIL released.
 
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Mutex;
+mod options;
+mod render;
 
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use attnviz::figure::options::{PyBinding, RENDER_OPTIONS};
 use attnviz::pool::Causal;
 use attnviz::source::npy::{dtype_from_descr, shape_from_dims};
 use attnviz::source::qk::{parse_queries, QkOptions, QkSource};
 use attnviz::source::qk_meta::CaptureMeta;
-use attnviz::source::{ArraySource, AttentionSource, SliceSource};
-use attnviz::{Colormap, DType, Engine, Error, Figure, Gpu, Norm, Reduce, RenderOptions};
+use attnviz::source::{ArraySource, SliceSource};
+use attnviz::{Colormap, DType, Norm, Reduce};
 use half::f16;
 use numpy::ndarray::Array3;
 use numpy::{
@@ -22,30 +25,12 @@ use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
-/// One GPU engine per process: opening an adapter and compiling the pipelines costs far more
-/// than a figure, and a notebook renders many. `Err` remembers why there is none.
-static ENGINE: Mutex<Option<Result<Engine, String>>> = Mutex::new(None);
-/// Upload chunk size for the engine; 0 keeps the library's default (tests shrink it to measure
-/// that the input itself is never copied).
-static CHUNK_BYTES: AtomicU64 = AtomicU64::new(0);
+use options::{bad, py_err, PyOptions, PyQkOptions, PyViewOptions};
+use render::{render_and_write, Drawn, CHUNK_BYTES};
+
 /// winit creates one event loop per process; a second `view` gets a clear error instead of
 /// winit's.
 static VIEWED: AtomicBool = AtomicBool::new(false);
-
-/// Library errors as Python exceptions: what the user can fix is a `ValueError`, the machine's
-/// problems a `RuntimeError`, both with the CLI's one-line message.
-fn py_err(e: Error) -> PyErr {
-    let msg = e.to_string().replace('\n', " ");
-    if e.is_input_error() {
-        PyValueError::new_err(msg)
-    } else {
-        PyRuntimeError::new_err(msg)
-    }
-}
-
-fn bad(name: &str, message: impl std::fmt::Display) -> PyErr {
-    PyValueError::new_err(format!("{name}: {message}"))
-}
 
 /// An array held for reading, borrowed through rust-numpy so nothing in Rust writes it meanwhile.
 enum Held<'py> {
@@ -200,132 +185,46 @@ impl<'py> Input<'py> {
     }
 }
 
-fn option<T>(what: &str, value: &str, all: &[&str], parse: fn(&str) -> Option<T>) -> PyResult<T> {
-    parse(value).ok_or_else(|| {
-        PyValueError::new_err(format!(
-            "invalid value '{value}' for {what} [possible values: {}]",
-            all.join(", ")
-        ))
-    })
-}
-
-#[allow(clippy::too_many_arguments)]
-fn render_options(
-    layers: Option<String>,
-    heads: Option<String>,
-    norm: &str,
-    colormap: &str,
-    reduce: &str,
-    cell: Option<i64>,
-    causal: &str,
-    colorbar: bool,
-) -> PyResult<RenderOptions> {
-    // Out-of-range sizes get the library's own message.
-    let cell = cell.map(|c| u32::try_from(c.max(0)).unwrap_or(u32::MAX));
-    Ok(RenderOptions {
-        layers,
-        heads,
-        norm: option("norm", norm, &Norm::ALL.map(Norm::name), Norm::from_name)?,
-        colormap: option(
-            "colormap",
-            colormap,
-            &Colormap::ALL.map(Colormap::name),
-            Colormap::from_name,
-        )?,
-        reduce: option(
-            "reduce",
-            reduce,
-            &Reduce::ALL.map(Reduce::name),
-            Reduce::from_name,
-        )?,
-        cell,
-        causal: match causal {
-            "auto" => Causal::Auto,
-            "on" => Causal::On,
-            "off" => Causal::Off,
-            other => {
-                return Err(PyValueError::new_err(format!(
-                    "invalid value '{other}' for causal [possible values: auto, on, off]"
-                )))
-            }
-        },
-        colorbar,
-        ..Default::default()
-    })
-}
-
-/// Renders on the shared engine (opened on first use), or on the CPU. Returns the figure, the
-/// adapter's name ("CPU" for the reference renderer) and, for `auto` without an adapter, why.
-fn render_figure(
-    source: &dyn AttentionSource,
-    options: &RenderOptions,
-    backend: &str,
-) -> Result<(Figure, String, Option<String>), Error> {
-    if backend == "cpu" {
-        return Ok((attnviz::render_cpu(source, options)?, "CPU".into(), None));
-    }
-    let mut guard = ENGINE.lock().unwrap_or_else(|p| p.into_inner());
-    let engine =
-        guard.get_or_insert_with(|| Gpu::new().map(Engine::new).map_err(|e| e.to_string()));
-    match engine {
-        Ok(engine) => {
-            let chunk = CHUNK_BYTES.load(Ordering::Relaxed);
-            engine.chunk_bytes = if chunk > 0 {
-                chunk
-            } else {
-                attnviz::pool::CHUNK_TARGET
-            };
-            let figure = engine.render(source, options)?;
-            Ok((figure, engine.gpu.info.name.clone(), None))
-        }
-        Err(why) if backend == "auto" => {
-            let why = format!("{why}; rendering on the CPU");
-            Ok((
-                attnviz::render_cpu(source, options)?,
-                "CPU".into(),
-                Some(why),
-            ))
-        }
-        Err(why) => Err(Error::NoAdapter(
-            why.trim_start_matches("no GPU adapter: ").to_string(),
-        )),
-    }
-}
-
 /// The figure as the Python side needs it: (image H×W×4 uint8, causal mask applied, adapter,
-/// fallback warning or None, addresses of the memory each layer was read from).
+/// fallback warning or None, addresses of the memory each layer was read from, layout JSON,
+/// SVG text or None).
 type Rendered<'py> = (
     Bound<'py, PyArray3<u8>>,
     bool,
     String,
     Option<String>,
     Vec<usize>,
+    String,
+    Option<String>,
 );
 
+fn rendered(py: Python<'_>, drawn: Drawn, addresses: Vec<usize>) -> Rendered<'_> {
+    let f = drawn.figure;
+    let image = into_image(py, f.width, f.height, f.rgba);
+    let (adapter, warning) = (drawn.adapter, drawn.warning);
+    (
+        image,
+        f.causal,
+        adapter,
+        warning,
+        addresses,
+        drawn.layout,
+        drawn.svg,
+    )
+}
+
+/// Attention given as arrays: one stacked array, or one (H, Q, K) array per layer. `options`
+/// holds every keyword ([`PyOptions`]).
 #[pyfunction]
-#[pyo3(signature = (arrays, stacked, bf16, name, out, layers, heads, norm, colormap, reduce, cell, causal, colorbar, backend))]
-#[allow(clippy::too_many_arguments)]
 fn _render<'py>(
     py: Python<'py>,
     arrays: Vec<Bound<'py, PyAny>>,
     stacked: bool,
     bf16: bool,
     name: &str,
-    out: Option<PathBuf>,
-    layers: Option<String>,
-    heads: Option<String>,
-    norm: &str,
-    colormap: &str,
-    reduce: &str,
-    cell: Option<i64>,
-    causal: &str,
-    colorbar: bool,
-    backend: &str,
+    options: PyOptions,
 ) -> PyResult<Rendered<'py>> {
-    let options = render_options(
-        layers, heads, norm, colormap, reduce, cell, causal, colorbar,
-    )?;
-    check_backend(backend)?;
+    let render = options.render_options()?;
     let input = Input::new(name, &arrays, stacked, bf16)?;
     let source = input.source()?;
     let addresses = source
@@ -333,38 +232,60 @@ fn _render<'py>(
         .iter()
         .map(|l| l.as_ptr() as usize)
         .collect();
-    let (figure, adapter, warning) = py
-        .detach(|| render_and_write(&source, &options, backend, out.as_deref()))
+    let drawn = py
+        .detach(|| render_and_write(&source, &render, &options))
         .map_err(py_err)?;
-    let image = into_image(py, figure.width, figure.height, figure.rgba);
-    Ok((image, figure.causal, adapter, warning, addresses))
+    Ok(rendered(py, drawn, addresses))
 }
 
-fn check_backend(backend: &str) -> PyResult<()> {
-    match backend {
-        "auto" | "gpu" | "cpu" => Ok(()),
-        other => Err(PyValueError::new_err(format!(
-            "invalid value '{other}' for backend [possible values: auto, gpu, cpu]"
-        ))),
-    }
-}
-
-/// Renders and, like the CLI, checks `out` is writable before any GPU work and writes it after.
-fn render_and_write(
-    source: &dyn AttentionSource,
-    options: &RenderOptions,
-    backend: &str,
-    out: Option<&std::path::Path>,
-) -> Result<(Figure, String, Option<String>), Error> {
-    if let Some(path) = out {
-        attnviz::files::check_writable(path)?;
-    }
-    let rendered = render_figure(source, options, backend)?;
-    if let Some(path) = out {
-        let f = &rendered.0;
-        attnviz::files::write_png(path, f.width, f.height, &f.rgba)?;
-    }
-    Ok(rendered)
+/// Attention recomputed from queries and keys (the CLI's `render --q --k`). `QkSource` owns its
+/// inputs (`'static` sources), so Q and K are copied once into owned buffers: N·d values per
+/// head, not the N² the attention would be.
+#[pyfunction]
+fn _render_qk<'py>(
+    py: Python<'py>,
+    q: Bound<'py, PyAny>,
+    k: Bound<'py, PyAny>,
+    bf16: (bool, bool),
+    options: PyOptions,
+    qk: PyQkOptions,
+) -> PyResult<Rendered<'py>> {
+    let render = options.render_options()?;
+    // A capture's settings, in the JSON its file would hold: one parser for both.
+    let meta = qk
+        .meta
+        .as_deref()
+        .map(CaptureMeta::parse)
+        .transpose()
+        .map_err(|e| bad("capture", e))?;
+    let sliding_window = qk
+        .sliding_window
+        .map(|w| usize::try_from(w).map_err(|_| bad("sliding_window", format!("{w} is negative"))))
+        .transpose()?;
+    let owned = |name: &str, array: &Bound<'py, PyAny>, bf16| -> PyResult<ArraySource> {
+        let input = Input::new(name, std::slice::from_ref(array), true, bf16)?;
+        let bytes = input.held[0].bytes().to_vec();
+        ArraySource::new(name, input.shape, input.dtype, bytes).map_err(py_err)
+    };
+    let (q, k) = (owned("q", &q, bf16.0)?, owned("k", &k, bf16.1)?);
+    let qk = QkOptions {
+        causal: render.causal == Causal::On,
+        softmax_scale: qk.softmax_scale,
+        sliding_window,
+        softcap: qk.softcap,
+        queries: qk
+            .queries
+            .as_deref()
+            .map(parse_queries)
+            .transpose()
+            .map_err(py_err)?,
+        meta,
+    };
+    let source = QkSource::new(Box::new(q), Box::new(k), &qk).map_err(py_err)?;
+    let drawn = py
+        .detach(|| render_and_write(&source, &render, &options))
+        .map_err(py_err)?;
+    Ok(rendered(py, drawn, Vec::new()))
 }
 
 /// The figure's pixels as an (H, W, 4) uint8 array, handed to numpy without a copy.
@@ -383,66 +304,6 @@ fn rgba<'a>(image: &'a PyReadonlyArrayDyn<'_, u8>) -> PyResult<(&'a [u8], u32, u
             "image of shape {dims:?}: expected a C-contiguous (H, W, 4) uint8 array"
         ))),
     }
-}
-
-/// Attention recomputed from queries and keys (the CLI's `render --q --k`). `QkSource` owns its
-/// inputs (`'static` sources), so Q and K are copied once into owned buffers: N·d values per
-/// head, not the N² the attention would be.
-#[pyfunction]
-#[pyo3(signature = (q, k, bf16, out, queries, softmax_scale, layers, heads, norm, colormap, reduce, cell, causal, colorbar, backend, meta))]
-#[allow(clippy::too_many_arguments)]
-fn _render_qk<'py>(
-    py: Python<'py>,
-    q: Bound<'py, PyAny>,
-    k: Bound<'py, PyAny>,
-    bf16: (bool, bool),
-    out: Option<PathBuf>,
-    queries: Option<String>,
-    softmax_scale: Option<f32>,
-    layers: Option<String>,
-    heads: Option<String>,
-    norm: &str,
-    colormap: &str,
-    reduce: &str,
-    cell: Option<i64>,
-    causal: &str,
-    colorbar: bool,
-    backend: &str,
-    meta: Option<String>,
-) -> PyResult<Rendered<'py>> {
-    let options = render_options(
-        layers, heads, norm, colormap, reduce, cell, causal, colorbar,
-    )?;
-    check_backend(backend)?;
-    // A capture's settings, in the JSON its file would hold: one parser for both.
-    let meta = meta
-        .as_deref()
-        .map(CaptureMeta::parse)
-        .transpose()
-        .map_err(|e| bad("capture", e))?;
-    let owned = |name: &str, array: &Bound<'py, PyAny>, bf16| -> PyResult<ArraySource> {
-        let input = Input::new(name, std::slice::from_ref(array), true, bf16)?;
-        let bytes = input.held[0].bytes().to_vec();
-        ArraySource::new(name, input.shape, input.dtype, bytes).map_err(py_err)
-    };
-    let (q, k) = (owned("q", &q, bf16.0)?, owned("k", &k, bf16.1)?);
-    let qk = QkOptions {
-        causal: options.causal == Causal::On,
-        softmax_scale,
-        queries: queries
-            .as_deref()
-            .map(parse_queries)
-            .transpose()
-            .map_err(py_err)?,
-        meta,
-        ..Default::default()
-    };
-    let source = QkSource::new(Box::new(q), Box::new(k), &qk).map_err(py_err)?;
-    let (figure, adapter, warning) = py
-        .detach(|| render_and_write(&source, &options, backend, out.as_deref()))
-        .map_err(py_err)?;
-    let image = into_image(py, figure.width, figure.height, figure.rgba);
-    Ok((image, figure.causal, adapter, warning, Vec::new()))
 }
 
 /// PNG bytes of an H×W×4 uint8 image, encoded as the figures are written.
@@ -466,36 +327,22 @@ fn _write_png(py: Python<'_>, path: PathBuf, image: PyReadonlyArrayDyn<'_, u8>) 
         .map_err(py_err)
 }
 
-/// Opens the viewer window on the arrays and blocks until it is closed. Returns (adapter,
-/// frames drawn, (min, median, p99) frame time in ms).
+/// Opens the viewer window on the arrays and blocks until it is closed. `options` holds the
+/// render keywords ([`PyOptions`]), `view` the window's own. Returns (adapter, frames drawn,
+/// (min, median, p99) frame time in ms).
 #[pyfunction]
-#[pyo3(signature = (arrays, stacked, bf16, name, layers, heads, norm, colormap, reduce, cell, causal, colorbar, tokens, size, focus, zoom, exit_after_frames, screenshot))]
-#[allow(clippy::too_many_arguments)]
 fn _view<'py>(
     py: Python<'py>,
     arrays: Vec<Bound<'py, PyAny>>,
     stacked: bool,
     bf16: bool,
-    name: &str,
-    layers: Option<String>,
-    heads: Option<String>,
-    norm: &str,
-    colormap: &str,
-    reduce: &str,
-    cell: Option<i64>,
-    causal: &str,
-    colorbar: bool,
-    tokens: Option<Vec<String>>,
-    size: Option<(u32, u32)>,
-    focus: Option<(i64, i64)>,
-    zoom: Option<f64>,
-    exit_after_frames: Option<u64>,
-    screenshot: Option<PathBuf>,
+    options: PyOptions,
+    view: PyViewOptions,
 ) -> PyResult<(String, u64, (f64, f64, f64))> {
-    let render = render_options(
-        layers, heads, norm, colormap, reduce, cell, causal, colorbar,
-    )?;
-    if size.is_some_and(|(w, h)| w == 0 || h == 0) {
+    let mut render = options.render_options()?;
+    // The hover readout names tokens; the figure of a window draws no token axes.
+    let tokens = render.tokens.take();
+    if view.size.is_some_and(|(w, h)| w == 0 || h == 0) {
         return Err(PyValueError::new_err(
             "size: expected (width, height) of at least 1 pixel",
         ));
@@ -506,7 +353,7 @@ fn _view<'py>(
              its event loop): restart the kernel, or call it in a new process",
         ));
     }
-    let focus = match focus {
+    let focus = match view.focus {
         None => None,
         Some((l, h)) if l >= 1 && h >= 1 => Some((l as usize - 1, h as usize - 1)),
         Some((l, h)) => {
@@ -515,19 +362,19 @@ fn _view<'py>(
             )))
         }
     };
-    if zoom.is_some_and(|z| !(z.is_finite() && z > 0.0)) {
+    if view.zoom.is_some_and(|z| !(z.is_finite() && z > 0.0)) {
         return Err(PyValueError::new_err("zoom must be a positive number"));
     }
-    let input = Input::new(name, &arrays, stacked, bf16)?;
+    let input = Input::new("attn", &arrays, stacked, bf16)?;
     let source = input.source()?;
     let options = attnviz::viewer::ViewerOptions {
         render,
-        exit_after_frames,
-        screenshot,
-        size,
+        exit_after_frames: view.exit_after_frames,
+        screenshot: view.screenshot,
+        size: view.size,
         tokens,
         focus,
-        zoom,
+        zoom: view.zoom,
         ..Default::default()
     };
     let report = py
@@ -542,10 +389,33 @@ fn _view<'py>(
     Ok((report.adapter.clone(), report.frames, report.summary()))
 }
 
+/// A library message with its flags named as Python keywords (`--layers 9` → `layers=9`), for
+/// the tests that compare the package's errors with the CLI's.
+#[pyfunction]
+fn _python_message(message: &str) -> String {
+    attnviz::figure::options::python_message(message)
+}
+
 /// Sets the engine's upload chunk in bytes (0: the library default). For tests.
 #[pyfunction]
 fn _set_chunk_bytes(bytes: u64) {
     CHUNK_BYTES.store(bytes, Ordering::Relaxed);
+}
+
+/// `RENDER_OPTIONS` for Python: (flag, kind, keyword or reason, scope) per option of `attnviz
+/// render`, kind one of "keyword", "attribute", "cli-only". The parity test reads it.
+fn render_options_table() -> Vec<(&'static str, &'static str, &'static str, &'static str)> {
+    RENDER_OPTIONS
+        .iter()
+        .map(|o| {
+            let (kind, name) = match o.python {
+                PyBinding::Keyword(k) => ("keyword", k),
+                PyBinding::Attribute(a) => ("attribute", a),
+                PyBinding::CliOnly(why) => ("cli-only", why),
+            };
+            (o.flag, kind, name, o.scope.name())
+        })
+        .collect()
 }
 
 #[pymodule]
@@ -556,8 +426,10 @@ fn _attnviz(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_write_png, m)?)?;
     m.add_function(wrap_pyfunction!(_view, m)?)?;
     m.add_function(wrap_pyfunction!(_set_chunk_bytes, m)?)?;
+    m.add_function(wrap_pyfunction!(_python_message, m)?)?;
     m.add("NORMS", Norm::ALL.map(Norm::name).to_vec())?;
     m.add("COLORMAPS", Colormap::ALL.map(Colormap::name).to_vec())?;
     m.add("REDUCES", Reduce::ALL.map(Reduce::name).to_vec())?;
+    m.add("RENDER_OPTIONS", render_options_table())?;
     Ok(())
 }

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import attnviz
+from attnviz import _attnviz
 from conftest import PNG_SIGNATURE, read_png, read_png_file, run_cli
 
 
@@ -196,6 +197,7 @@ def test_qk_bad_inputs_raise_the_cli_message(cli, tmp_path, q_shape, k_shape, kw
     code, err = run_cli(cli, "render", "--q", qp, "--k", kp, "-o", tmp_path / "x.png", *args)
     assert code == 2, err
     want = err.strip()[len("error: "):].replace(str(qp), "q").replace(str(kp), "k")
+    want = _attnviz._python_message(want)
     with pytest.raises(ValueError) as e:
         attnviz.render_qk(q, k, **kwargs)
     assert str(e.value) == want
@@ -242,11 +244,14 @@ def test_bad_arrays_raise_the_cli_message(cli, tmp_path, name):
     ],
 )
 def test_bad_options_raise_the_cli_message(cli, tmp_path, kwargs, args):
+    """The CLI's message, its flag named as the keyword the caller passed."""
     a = attention((2, 2, 16, 16))
     want = cli_error(cli, tmp_path, a, *args)
+    assert args[0] in want
     with pytest.raises(ValueError) as e:
         attnviz.render(a, **kwargs)
-    assert str(e.value) == want
+    assert str(e.value) == _attnviz._python_message(want)
+    assert args[0] not in str(e.value) and next(iter(kwargs)) in str(e.value)
 
 
 @pytest.mark.parametrize(

@@ -339,7 +339,8 @@ pub struct Style {
     /// How entries that share a pixel combine: max keeps single-key spikes visible.
     #[arg(long, default_value = "max", value_parser = names(&Reduce::ALL.map(Reduce::name), Reduce::from_name))]
     pub reduce: Reduce,
-    /// Cell side in pixels (default 256, or the native size when smaller).
+    /// Cell side in pixels (default 256; a shorter head is magnified by the largest integer
+    /// factor that fits, so entries stay crisp squares).
     #[arg(long)]
     pub cell: Option<u32>,
     /// Leave the colorbar out.
@@ -407,4 +408,56 @@ fn names<T: Clone + Send + Sync + 'static>(
     use clap::builder::TypedValueParser;
     clap::builder::PossibleValuesParser::new(all.to_vec())
         .map(move |s: String| from_name(&s).expect("clap only passes listed names"))
+}
+
+#[cfg(test)]
+mod tests {
+    use attnviz::figure::options::{PyBinding, RENDER_OPTIONS};
+    use clap::CommandFactory;
+
+    use super::Cli;
+
+    /// Every argument of `attnviz render`, as the table writes it: `--long` or the positional
+    /// argument's value name.
+    fn render_flags() -> Vec<String> {
+        let cli = Cli::command();
+        let render = cli
+            .find_subcommand("render")
+            .expect("render is a subcommand");
+        render
+            .get_arguments()
+            .filter(|a| !matches!(a.get_id().as_str(), "help" | "version"))
+            .map(|a| match a.get_long() {
+                Some(long) => format!("--{long}"),
+                None => a.get_id().as_str().to_uppercase(),
+            })
+            .collect()
+    }
+
+    /// The single list of render options (`attnviz::figure::options::RENDER_OPTIONS`) names
+    /// every flag clap has, so a new flag cannot ship without a Python keyword or a reason.
+    #[test]
+    fn every_render_flag_has_a_python_keyword_or_a_reason() {
+        let flags = render_flags();
+        assert!(flags.len() > 30, "{flags:?}");
+        let missing: Vec<&String> = flags
+            .iter()
+            .filter(|f| RENDER_OPTIONS.iter().all(|o| o.flag != f.as_str()))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "render flags missing from RENDER_OPTIONS (src/figure/options.rs): {missing:?}"
+        );
+        let stale: Vec<&str> = RENDER_OPTIONS
+            .iter()
+            .map(|o| o.flag)
+            .filter(|f| !flags.iter().any(|g| g == f))
+            .collect();
+        assert!(stale.is_empty(), "not flags of render: {stale:?}");
+        for o in RENDER_OPTIONS {
+            if let PyBinding::CliOnly(why) = o.python {
+                assert!(why.len() > 10, "{}: say why it is CLI-only", o.flag);
+            }
+        }
+    }
 }

@@ -5,11 +5,11 @@
 use std::io::Write;
 use std::path::Path;
 
+use attnviz::figure::stats_json::write_stats_json;
 use attnviz::files::{check_writable, write_atomic};
-use attnviz::pool::pattern::{HeadPattern, PatternOptions, RECALL_THRESHOLD, SIMPLER_MARGIN, TOP};
+use attnviz::pool::pattern::HeadPattern;
 use attnviz::pool::Causal;
 use attnviz::Error;
-use serde_json::{json, Value};
 
 use super::args::HeadsArgs;
 use super::options::attention_source;
@@ -33,77 +33,11 @@ pub fn heads(args: &HeadsArgs) -> anyhow::Result<()> {
     };
     print_table(&cells, &stats);
     if let Some(path) = &args.json {
-        write_json(path, &cells, &stats, patterns, options.causal)?;
+        write_stats_json(path, &cells, &stats, patterns, options.causal)?;
     }
     if let Some(path) = &args.csv {
         write_csv(path, &cells, &stats)?;
     }
-    Ok(())
-}
-
-fn causal_name(causal: Causal) -> &'static str {
-    match causal {
-        Causal::On => "on",
-        Causal::Off => "off",
-        Causal::Auto => "auto",
-    }
-}
-
-/// One head as JSON (layer and head 1-based).
-fn head_json(&(layer, head): &(usize, usize), p: &HeadPattern) -> Value {
-    json!({
-        "layer": layer + 1,
-        "head": head + 1,
-        "sink_mass": p.sink_mass,
-        "local_mass": p.local_mass,
-        "entropy": p.entropy,
-        "mean_distance": p.mean_distance,
-        "max": p.max,
-        "argmax": p.argmax,
-        "top_keys": p.top_keys.iter().map(|&(k, m)| json!([k, m])).collect::<Vec<_>>(),
-        "top_offsets": p.top_offsets.iter().map(|&(d, m)| json!([d, m])).collect::<Vec<_>>(),
-        "row_sum_mean": p.row_sum_mean,
-        "pattern": p.pattern,
-        "recalls": {
-            "a_shape": p.recalls.a_shape,
-            "vertical_slash": p.recalls.vertical_slash,
-            "block_sparse": p.recalls.block_sparse,
-        },
-        "non_finite": p.non_finite,
-    })
-}
-
-/// `{"heads": [...], "options": {...}}`, replaced atomically.
-pub(super) fn write_json(
-    path: &Path,
-    cells: &[(usize, usize)],
-    stats: &[HeadPattern],
-    patterns: PatternOptions,
-    causal: Causal,
-) -> anyhow::Result<()> {
-    let heads: Vec<Value> = cells
-        .iter()
-        .zip(stats)
-        .map(|(c, p)| head_json(c, p))
-        .collect();
-    let doc = json!({
-        "heads": heads,
-        "options": {
-            "sink_keys": patterns.sink_keys,
-            "window": patterns.window,
-            "causal": causal_name(causal),
-            "top": TOP,
-            "pattern_rule": {
-                "budget": "m = ceil(K/16): A-shape the first m keys and |a - k| < m, vertical-slash the m heaviest columns and diagonals, block-sparse the heaviest 1/8 of the blocks",
-                "recall_threshold": RECALL_THRESHOLD,
-                "simpler_margin": SIMPLER_MARGIN,
-            },
-        },
-    });
-    write_atomic(path, |w| {
-        serde_json::to_writer_pretty(&mut *w, &doc)?;
-        writeln!(w)
-    })?;
     Ok(())
 }
 

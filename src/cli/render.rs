@@ -37,7 +37,13 @@ pub fn render(args: &RenderArgs) -> anyhow::Result<()> {
     let figure = render_to(src.as_ref(), &options, &args.out, args.tiles.as_deref())?;
     if let (Some(path), Some(patterns)) = (&args.stats_json, options.patterns) {
         let cells = &figure.plan.cells;
-        super::heads::write_json(path, cells, &figure.patterns, patterns, options.causal)?;
+        attnviz::figure::stats_json::write_stats_json(
+            path,
+            cells,
+            &figure.patterns,
+            patterns,
+            options.causal,
+        )?;
     }
     Ok(())
 }

@@ -24,7 +24,8 @@ pub struct RenderOptions {
     pub norm: Norm,
     pub colormap: Colormap,
     pub reduce: Reduce,
-    /// Cell side in pixels; `None` for 256 or the native size when smaller.
+    /// Cell side in pixels; `None` for 256, or a shorter head magnified by an integer factor
+    /// up to it ([`crate::pool::geometry::default_side`]).
     pub cell: Option<u32>,
     /// Whether entries above the diagonal are masked. `Auto` (the CLI's default) masks them
     /// when every selected head is exactly zero there.
@@ -144,7 +145,7 @@ impl Plan {
         let cell = match (options.cell, tokens) {
             (None, Some(_)) => Some(crate::figure::axes::cell_side_for_tokens(
                 shape.queries.max(shape.keys),
-                shape.queries.max(shape.keys).min(256) as u32,
+                crate::pool::geometry::default_side(shape.queries.max(shape.keys)),
             )),
             (c, _) => c,
         };

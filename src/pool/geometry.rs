@@ -17,11 +17,28 @@ pub struct CellGeometry {
     pub pooled_h: u32,
 }
 
+/// The cell side when none is asked for. Longer heads are pooled down to it.
+pub const DEFAULT_CELL: u32 = 256;
+
+/// The default side of a cell whose longer axis has `longest` entries: [`DEFAULT_CELL`] for
+/// long heads, and short heads magnified by the largest integer factor that fits in it, so a
+/// 59-token head is drawn at 4 px per entry (236 px) instead of an unreadable 59 px, and every
+/// entry stays a crisp square of whole pixels.
+pub fn default_side(longest: usize) -> u32 {
+    let cell = DEFAULT_CELL as usize;
+    if longest >= cell {
+        DEFAULT_CELL
+    } else {
+        (longest.max(1) * (cell / longest.max(1))) as u32
+    }
+}
+
 /// Entries one pooled pixel can count (`COUNT_MASK` in shaders/common.wgsl).
 pub const MAX_BIN_ENTRIES: u64 = (1 << 31) - 1;
 
 impl CellGeometry {
-    /// `cell` is the side of the longer axis; `None` means 256, or the native size when smaller.
+    /// `cell` is the side of the longer axis; `None` means [`default_side`]: 256, or a head
+    /// shorter than that magnified by an integer factor. An explicit `cell` is taken as given.
     pub fn new(queries: usize, keys: usize, cell: Option<u32>) -> Result<CellGeometry> {
         let longest = queries.max(keys) as u64;
         let side = match cell {
@@ -32,7 +49,7 @@ impl CellGeometry {
                 )))
             }
             Some(c) => c as u64,
-            None => longest.min(256),
+            None => default_side(longest as usize) as u64,
         };
         let scaled = |n: usize| ((n as u64 * side + longest / 2) / longest).max(1) as u32;
         let (display_w, display_h) = (scaled(keys), scaled(queries));
@@ -89,9 +106,24 @@ mod tests {
     }
 
     #[test]
-    fn default_cell_is_256_or_native() {
+    fn default_cell_is_256_or_an_integer_magnification() {
         let g = CellGeometry::new(128, 128, None).unwrap();
-        assert_eq!((g.display_w, g.pooled_w), (128, 128));
+        assert_eq!((g.display_w, g.pooled_w), (256, 128));
+        // 59 tokens (MiniLM on a sentence): 4 px per entry, not 59-px cells
+        let g = CellGeometry::new(59, 59, None).unwrap();
+        assert_eq!((g.display_w, g.display_h, g.pooled_w), (236, 236, 59));
+        assert_eq!(g.display_w % g.pooled_w, 0);
+        // non-square: the longer axis sets the factor, both axes take it
+        let g = CellGeometry::new(50, 100, None).unwrap();
+        assert_eq!((g.display_w, g.display_h), (200, 100));
+        // 129..255 entries fit once
+        assert_eq!(default_side(200), 200);
+        assert_eq!(default_side(1), 256);
+        assert_eq!(default_side(256), 256);
+        assert_eq!(default_side(5000), 256);
+        // an explicit cell wins
+        let g = CellGeometry::new(59, 59, Some(59)).unwrap();
+        assert_eq!(g.display_w, 59);
         let g = CellGeometry::new(2048, 2048, None).unwrap();
         assert_eq!(
             (g.display_w, g.display_h, g.pooled_w, g.pooled_h),

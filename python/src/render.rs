@@ -1,0 +1,140 @@
+//! One render from Python, as `attnviz render` does it: the figure on the shared engine (or the
+//! CPU), then every output asked for (PNG or SVG `out`, `tiles`, `stats_json`), and what the
+//! `Figure` object keeps in memory (pixels, layout JSON, SVG text).
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use attnviz::figure::layout_json::layout_json;
+use attnviz::files::{check_writable, write_png};
+use attnviz::{AttentionSource, Engine, Error, Figure, Gpu, RenderOptions, Tile};
+
+use crate::options::PyOptions;
+
+/// One GPU engine per process: opening an adapter and compiling the pipelines costs far more
+/// than a figure, and a notebook renders many. `Err` remembers why there is none.
+static ENGINE: Mutex<Option<Result<Engine, String>>> = Mutex::new(None);
+/// Upload chunk size for the engine; 0 keeps the library's default (tests shrink it to measure
+/// that the input itself is never copied).
+pub static CHUNK_BYTES: AtomicU64 = AtomicU64::new(0);
+
+/// What one render hands back to Python besides the pixels.
+pub struct Drawn {
+    pub figure: Figure,
+    /// The adapter's name, "CPU" for the reference renderer.
+    pub adapter: String,
+    /// For `backend="auto"` without an adapter: why, for a warning.
+    pub warning: Option<String>,
+    /// `--layout-json`'s document, for `Figure.layout`.
+    pub layout: String,
+    /// The SVG document when `out` ends in `.svg`.
+    pub svg: Option<String>,
+}
+
+/// Renders on the shared engine (opened on first use), or on the CPU, with the native tiles
+/// when `tiles` asks for them (drawn by the same backend as the figure, as the CLI does).
+fn draw(
+    source: &dyn AttentionSource,
+    options: &RenderOptions,
+    backend: &str,
+    tiles: bool,
+) -> Result<(Figure, Vec<Tile>, String, Option<String>), Error> {
+    let cpu = |warning| -> Result<_, Error> {
+        let figure = attnviz::render_cpu(source, options)?;
+        let tiles = match tiles {
+            true => attnviz::tiles_cpu(source, &figure, options)?,
+            false => Vec::new(),
+        };
+        Ok((figure, tiles, "CPU".to_string(), warning))
+    };
+    if backend == "cpu" {
+        return cpu(None);
+    }
+    let mut guard = ENGINE.lock().unwrap_or_else(|p| p.into_inner());
+    let engine =
+        guard.get_or_insert_with(|| Gpu::new().map(Engine::new).map_err(|e| e.to_string()));
+    match engine {
+        Ok(engine) => {
+            let chunk = CHUNK_BYTES.load(Ordering::Relaxed);
+            engine.chunk_bytes = if chunk > 0 {
+                chunk
+            } else {
+                attnviz::pool::CHUNK_TARGET
+            };
+            let figure = engine.render(source, options)?;
+            let tiles = match tiles {
+                true => engine.tiles(source, &figure, options)?,
+                false => Vec::new(),
+            };
+            Ok((figure, tiles, engine.gpu.info.name.clone(), None))
+        }
+        Err(why) if backend == "auto" => cpu(Some(format!("{why}; rendering on the CPU"))),
+        Err(why) => Err(Error::NoAdapter(
+            why.trim_start_matches("no GPU adapter: ").to_string(),
+        )),
+    }
+}
+
+/// Renders and writes every output asked for. Like the CLI, checks the files are writable
+/// before any GPU work, and writes each atomically after.
+pub fn render_and_write(
+    source: &dyn AttentionSource,
+    options: &RenderOptions,
+    py: &PyOptions,
+) -> Result<Drawn, Error> {
+    for path in [&py.out, &py.stats_json].into_iter().flatten() {
+        check_writable(path)?;
+    }
+    let (figure, tiles, adapter, warning) = draw(source, options, &py.backend, py.tiles.is_some())?;
+    let svg = match py.svg() {
+        true => Some(attnviz::figure::svg::svg_string(&figure, options.colormap)?),
+        false => None,
+    };
+    match (&py.out, &svg) {
+        (Some(path), Some(svg)) => {
+            attnviz::files::write_atomic(path, |w| std::io::Write::write_all(w, svg.as_bytes()))?
+        }
+        (Some(path), None) => write_png(path, figure.width, figure.height, &figure.rgba)?,
+        (None, _) => {}
+    }
+    if let Some(dir) = &py.tiles {
+        write_tiles(dir, &tiles)?;
+    }
+    if let (Some(path), Some(patterns)) = (&py.stats_json, options.patterns) {
+        let cells = &figure.plan.cells;
+        attnviz::figure::stats_json::write_stats_json(
+            path,
+            cells,
+            &figure.patterns,
+            patterns,
+            options.causal,
+        )?;
+    }
+    let layout = serde_json_string(&figure, options);
+    Ok(Drawn {
+        figure,
+        adapter,
+        warning,
+        layout,
+        svg,
+    })
+}
+
+/// `dir/l{l}_h{h}.png` for every tile, as `render --tiles` names them.
+fn write_tiles(dir: &Path, tiles: &[Tile]) -> Result<(), Error> {
+    std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    for t in tiles {
+        let path = dir.join(format!("l{}_h{}.png", t.layer + 1, t.head + 1));
+        write_png(&path, t.width, t.height, &t.rgba)?;
+    }
+    Ok(())
+}
+
+/// The layout document as the CLI's `--layout-json` writes it.
+fn serde_json_string(figure: &Figure, options: &RenderOptions) -> String {
+    layout_json(figure, options).to_string()
+}

@@ -1,0 +1,218 @@
+"""Python at parity with `attnviz render`: every flag has a keyword (or a reason it has none),
+the same options give the CLI's bytes, errors name keywords, small heads are magnified, and a
+Figure shows itself in a notebook."""
+
+import inspect
+import json
+
+import numpy as np
+import pytest
+
+import attnviz
+from attnviz import _attnviz
+from conftest import PNG_SIGNATURE, read_png, read_png_file, run_cli
+from test_attnviz import attention, qk_pair
+
+FUNCTIONS = {
+    "all": (attnviz.render, attnviz.figure, attnviz.render_qk, attnviz.figure_qk),
+    "attention": (attnviz.render, attnviz.figure),
+    "qk": (attnviz.render_qk, attnviz.figure_qk),
+}
+
+
+def test_every_option_of_the_table_is_a_keyword():
+    """The table is the one list of render's flags (a Rust test checks it against clap): each
+    keyword it names is in the signatures, each attribute on a Figure."""
+    table = _attnviz.RENDER_OPTIONS
+    assert len(table) > 30
+    flags = [row[0] for row in table]
+    assert {"--layers", "--scale", "--clip", "--tokens", "--tiles", "--output"} <= set(flags)
+    fig = attnviz.figure(attention((1, 1, 8, 8)))
+    missing = []
+    for flag, kind, name, scope in table:
+        if kind == "keyword":
+            for f in FUNCTIONS[scope]:
+                if name not in inspect.signature(f).parameters:
+                    missing.append("{} ({}) in {}".format(name, flag, f.__name__))
+        elif kind == "attribute":
+            if not hasattr(fig, name):
+                missing.append("Figure.{} ({})".format(name, flag))
+        else:
+            assert kind == "cli-only" and len(name) > 10, (flag, name)
+    assert not missing, missing
+
+
+def test_render_and_figure_share_their_keywords():
+    def keywords(f):
+        return [p for p in inspect.signature(f).parameters.values()
+                if p.kind == p.KEYWORD_ONLY]
+
+    assert keywords(attnviz.render) == keywords(attnviz.figure)
+    assert keywords(attnviz.render_qk) == keywords(attnviz.figure_qk)
+
+
+def cli_render(cli, tmp_path, array, out_name, *args):
+    npy, out = tmp_path / "cli.npy", tmp_path / out_name
+    np.save(npy, array)
+    code, err = run_cli(cli, "render", npy, "-o", out, "--quiet", *args)
+    assert code == 0, err
+    return out
+
+
+TOKENS = ["<s>", "the", "cat", "sat", "on", "a", "mat", "."]
+
+PARITY = [
+    (dict(tokens=TOKENS), ["--tokens", "TOKENS"]),
+    (dict(scale="log"), ["--scale", "log"]),
+    (dict(scale="log", log_floor=1e-3), ["--scale", "log", "--log-floor", "0.001"]),
+    (dict(clip=(0, 99.5)), ["--clip", "0,99.5"]),
+    (dict(clip="1,90", exclude_keys=1), ["--clip", "1,90", "--exclude-keys", "0..1"]),
+    (dict(vmin=0.0, vmax=0.5, scale="sqrt"), ["--vmin", "0", "--vmax", "0.5", "--scale", "sqrt"]),
+    (dict(title="MiniLM", theme="dark", transparent=True),
+     ["--title", "MiniLM", "--theme", "dark", "--transparent"]),
+    (dict(scale_factor=2, cell=16), ["--scale-factor", "2", "--cell", "16"]),
+    (dict(dpi=150, cell=16), ["--dpi", "150", "--cell", "16"]),
+    (dict(exclude_keys=range(0, 2), scale="gamma:0.5"), ["--exclude-keys", "0..2", "--scale",
+                                                         "gamma:0.5"]),
+]
+
+
+def with_tokens(tmp_path, args):
+    path = tmp_path / "tokens.txt"
+    path.write_text("\n".join(TOKENS) + "\n")
+    return [str(path) if a == "TOKENS" else a for a in args]
+
+
+@pytest.mark.parametrize("ext", ["png", "svg"])
+@pytest.mark.parametrize("kwargs,args", PARITY)
+def test_options_match_cli_byte_for_byte(cli, tmp_path, kwargs, args, ext):
+    a = attention((2, 2, 8, 8), seed=3)
+    want = cli_render(cli, tmp_path, a, "cli." + ext, *with_tokens(tmp_path, args))
+    out = tmp_path / ("py." + ext)
+    fig = attnviz.figure(a, out=out, **kwargs)
+    assert out.read_bytes() == want.read_bytes()
+    if ext == "svg":
+        assert fig._repr_svg_() == want.read_text()
+    else:
+        np.testing.assert_array_equal(fig.image, read_png_file(want))
+        assert fig._repr_svg_() is None
+
+
+def test_svg_figure_keeps_its_pixels_too(tmp_path):
+    fig = attnviz.figure(attention((1, 2, 8, 8)), out=tmp_path / "f.svg", tokens=TOKENS)
+    assert fig.svg.lstrip().startswith("<svg") or fig.svg.lstrip().startswith("<?xml")
+    assert fig._repr_png_().startswith(PNG_SIGNATURE)
+    np.testing.assert_array_equal(read_png(fig._repr_png_()), fig.image)
+
+
+def test_layout_is_the_clis_layout_json(cli, tmp_path):
+    a = attention((2, 3, 16, 24))
+    npy, json_path = tmp_path / "a.npy", tmp_path / "layout.json"
+    np.save(npy, a)
+    code, err = run_cli(cli, "render", npy, "-o", tmp_path / "c.png", "--quiet", "--layers", "2",
+                        "--scale", "log", "--layout-json", json_path)
+    assert code == 0, err
+    fig = attnviz.figure(a, layers=2, scale="log")
+    assert fig.layout == json.loads(json_path.read_text())
+    assert len(fig.layout["cells"]) == 3
+    fig.layout["cells"].clear()  # a new dict on each access
+    assert len(fig.layout["cells"]) == 3
+
+
+def test_tiles_and_stats_json_match_cli(cli, tmp_path):
+    a = attention((2, 2, 12, 12), seed=5)
+    npy = tmp_path / "a.npy"
+    np.save(npy, a)
+    code, err = run_cli(cli, "render", npy, "-o", tmp_path / "c.png", "--quiet", "--tiles",
+                        tmp_path / "cli_tiles", "--stats-json", tmp_path / "cli.json",
+                        "--sink-keys", "2", "--window", "4")
+    assert code == 0, err
+    attnviz.render(a, tiles=tmp_path / "py_tiles", stats_json=tmp_path / "py.json", sink_keys=2,
+                   window=4)
+    names = sorted(p.name for p in (tmp_path / "cli_tiles").iterdir())
+    assert names == ["l1_h1.png", "l1_h2.png", "l2_h1.png", "l2_h2.png"]
+    assert sorted(p.name for p in (tmp_path / "py_tiles").iterdir()) == names
+    for n in names:
+        assert (tmp_path / "py_tiles" / n).read_bytes() == (tmp_path / "cli_tiles" / n).read_bytes()
+    assert (tmp_path / "py.json").read_bytes() == (tmp_path / "cli.json").read_bytes()
+
+
+def test_qk_options_match_cli(cli, tmp_path):
+    q, k = qk_pair((1, 2, 24, 16), (1, 2, 24, 16))
+    np.save(tmp_path / "q.npy", q)
+    np.save(tmp_path / "k.npy", k)
+    svg = tmp_path / "cli.svg"
+    code, err = run_cli(cli, "render", "--q", tmp_path / "q.npy", "--k", tmp_path / "k.npy", "-o",
+                        svg, "--quiet", "--sliding-window", "6", "--softcap", "5", "--scale",
+                        "log", "--clip", "0,99", "--title", "qk")
+    assert code == 0, err
+    out = tmp_path / "py.svg"
+    fig = attnviz.figure_qk(q, k, out=out, sliding_window=6, softcap=5, scale="log",
+                            clip=(0, 99), title="qk")
+    assert out.read_bytes() == svg.read_bytes()
+    assert fig.svg == svg.read_text()
+
+
+@pytest.mark.parametrize(
+    "kwargs,keyword",
+    [
+        (dict(layers="9"), "layers=9"),
+        (dict(heads=5), "heads=5"),
+        (dict(cell=0), "cell"),
+        (dict(scale="cubic"), "scale=cubic"),
+        (dict(clip=(50, 10)), "clip=50.0,10.0"),
+        (dict(vmin=1, vmax=0), "vmin=1 must be below vmax=0"),
+        (dict(log_floor=-1.0, scale="log"), "log_floor=-1"),
+        (dict(exclude_keys=8), "exclude_keys=0..8"),
+        (dict(scale_factor=0), "scale_factor=0"),
+        (dict(tokens=["a", "b"]), "tokens:"),
+    ],
+)
+def test_errors_name_the_keyword(kwargs, keyword):
+    """A Python caller passed `layers=`, not `--layers`: the message says so."""
+    with pytest.raises(ValueError) as e:
+        attnviz.figure(attention((2, 2, 8, 8)), **kwargs)
+    message = str(e.value)
+    assert keyword in message, message
+    assert "--" not in message, message
+
+
+def test_bad_python_values():
+    a = attention((1, 1, 8, 8))
+    for kwargs, fragment in [
+        (dict(clip=(1, 2, 3)), "clip: expected (LOW, HIGH)"),
+        (dict(exclude_keys=-1), "exclude_keys: -1 is negative"),
+        (dict(tokens="abc"), "tokens: expected a list of strings"),
+        (dict(vmin="0"), "vmin: expected a number"),
+        (dict(scale_factor=2, dpi=300), "scale_factor and dpi"),
+        (dict(theme="sepia"), "invalid value 'sepia' for theme"),
+        (dict(stats_json="x.json", window=0), "window: 0 must be a positive integer"),
+    ]:
+        with pytest.raises(ValueError, match=None) as e:
+            attnviz.render(a, **kwargs)
+        assert fragment in str(e.value), (kwargs, str(e.value))
+
+
+def test_small_heads_are_magnified_by_default():
+    """59 tokens (MiniLM on a sentence): 4 px an entry, not 59-px cells; crisp squares; an
+    explicit cell wins."""
+    a = attention((1, 1, 59, 59), seed=1)
+    fig = attnviz.figure(a, colorbar=False)
+    cell = fig.layout["cells"][0]
+    assert (cell["width"], cell["height"]) == (236, 236)
+    assert (cell["pooled_width"], cell["pooled_height"]) == (59, 59)
+    x, y = cell["x"], cell["y"]
+    block = fig.image[y:y + 236, x:x + 236, :3].astype(int)
+    # every entry is a 4x4 square of one colour
+    squares = block.reshape(59, 4, 59, 4, 3)
+    assert (squares == squares[:, :1, :, :1, :]).all()
+    explicit = attnviz.figure(a, colorbar=False, cell=59).layout["cells"][0]
+    assert (explicit["width"], explicit["height"]) == (59, 59)
+    # 256 and longer keep the 256-px cell
+    assert attnviz.figure(attention((1, 1, 300, 300))).layout["cells"][0]["width"] == 256
+
+
+def test_small_heads_magnified_as_the_cli_does(cli, tmp_path):
+    a = attention((1, 2, 59, 59), seed=2)
+    want = cli_render(cli, tmp_path, a, "cli.png")
+    np.testing.assert_array_equal(attnviz.render(a), read_png_file(want))

@@ -1,0 +1,77 @@
+//! `render --stats-json` and `attnviz heads --json`: every drawn head's pattern statistics as
+//! JSON. In the library so the CLI and the Python package (`stats_json=`) write the same file.
+
+use std::io::Write;
+use std::path::Path;
+
+use serde_json::{json, Value};
+
+use crate::error::Result;
+use crate::files::write_atomic;
+use crate::pool::pattern::{HeadPattern, PatternOptions, RECALL_THRESHOLD, SIMPLER_MARGIN, TOP};
+use crate::pool::Causal;
+
+fn causal_name(causal: Causal) -> &'static str {
+    match causal {
+        Causal::On => "on",
+        Causal::Off => "off",
+        Causal::Auto => "auto",
+    }
+}
+
+/// One head as JSON (layer and head 1-based).
+fn head_json(&(layer, head): &(usize, usize), p: &HeadPattern) -> Value {
+    json!({
+        "layer": layer + 1,
+        "head": head + 1,
+        "sink_mass": p.sink_mass,
+        "local_mass": p.local_mass,
+        "entropy": p.entropy,
+        "mean_distance": p.mean_distance,
+        "max": p.max,
+        "argmax": p.argmax,
+        "top_keys": p.top_keys.iter().map(|&(k, m)| json!([k, m])).collect::<Vec<_>>(),
+        "top_offsets": p.top_offsets.iter().map(|&(d, m)| json!([d, m])).collect::<Vec<_>>(),
+        "row_sum_mean": p.row_sum_mean,
+        "pattern": p.pattern,
+        "recalls": {
+            "a_shape": p.recalls.a_shape,
+            "vertical_slash": p.recalls.vertical_slash,
+            "block_sparse": p.recalls.block_sparse,
+        },
+        "non_finite": p.non_finite,
+    })
+}
+
+/// `{"heads": [...], "options": {...}}`, replaced atomically.
+pub fn write_stats_json(
+    path: &Path,
+    cells: &[(usize, usize)],
+    stats: &[HeadPattern],
+    patterns: PatternOptions,
+    causal: Causal,
+) -> Result<()> {
+    let heads: Vec<Value> = cells
+        .iter()
+        .zip(stats)
+        .map(|(c, p)| head_json(c, p))
+        .collect();
+    let doc = json!({
+        "heads": heads,
+        "options": {
+            "sink_keys": patterns.sink_keys,
+            "window": patterns.window,
+            "causal": causal_name(causal),
+            "top": TOP,
+            "pattern_rule": {
+                "budget": "m = ceil(K/16): A-shape the first m keys and |a - k| < m, vertical-slash the m heaviest columns and diagonals, block-sparse the heaviest 1/8 of the blocks",
+                "recall_threshold": RECALL_THRESHOLD,
+                "simpler_margin": SIMPLER_MARGIN,
+            },
+        },
+    });
+    write_atomic(path, |w| {
+        serde_json::to_writer_pretty(&mut *w, &doc)?;
+        writeln!(w)
+    })
+}
