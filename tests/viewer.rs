@@ -151,6 +151,10 @@ fn hover_readout_is_drawn_in_the_bottom_left_corner() {
             "1",
             "--heads",
             "1-2",
+            // native 128-px cells (not the default magnification): the window's centre falls
+            // inside a cell
+            "--cell",
+            "128",
             "--size",
             "700x400",
             "--exit-after-frames",

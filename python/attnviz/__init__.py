@@ -4,11 +4,12 @@
     out = model(**inputs, output_attentions=True)
     attnviz.figure(out.attentions)            # a notebook cell shows the grid inline
 
-``render`` returns the figure as an (H, W, 4) uint8 numpy array (and writes ``out`` as PNG when
-given); ``figure`` returns a :class:`Figure` (``.image``, ``.save(path)``, ``_repr_png_``);
-``render_qk`` / ``figure_qk`` recompute the attention from queries and keys on the GPU; ``view``
-opens the interactive window. Options and defaults are the command line's
-(``attnviz render --help``).
+``render`` returns the figure as an (H, W, 4) uint8 numpy array (and writes ``out``, PNG or
+SVG, when given); ``figure`` returns a :class:`Figure` (``.image``, ``.layout``, ``.svg``,
+``.save(path)``, shown inline by notebooks); ``render_qk`` / ``figure_qk`` recompute the attention
+from queries and keys on the GPU; ``view`` opens the interactive window. Every option of
+``attnviz render`` is a keyword, with its defaults (``RENDER_OPTIONS`` lists each flag and its
+keyword, or why it has none).
 
 Inputs are read where they are: a C-contiguous numpy array or CPU torch tensor is never copied
 (anything else is copied once), the per-layer tensors of ``outputs.attentions`` are never
@@ -29,12 +30,16 @@ from . import _attnviz
 from .capture import Capture, capture
 
 __all__ = ["render", "figure", "render_qk", "figure_qk", "view", "capture", "Capture", "Figure",
-           "NORMS", "COLORMAPS", "REDUCES"]
+           "NORMS", "COLORMAPS", "REDUCES", "RENDER_OPTIONS"]
 __version__ = "0.1.0"
 
 NORMS = tuple(_attnviz.NORMS)
 COLORMAPS = tuple(_attnviz.COLORMAPS)
 REDUCES = tuple(_attnviz.REDUCES)
+# (flag, kind, keyword or reason, scope) for every option of `attnviz render`: kind "keyword"
+# (of the functions in scope: "all", "attention" for render/figure, "qk" for render_qk/figure_qk),
+# "attribute" (of Figure) or "cli-only" (with the reason). One table in the Rust library.
+RENDER_OPTIONS = tuple(tuple(row) for row in _attnviz.RENDER_OPTIONS)
 
 _warned_cpu = False
 

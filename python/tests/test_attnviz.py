@@ -132,9 +132,8 @@ def test_bfloat16_bits_match_cli(cli, tmp_path):
     bits.tofile(raw)
     code, err = run_cli(cli, "render", raw, "--shape", "2,32,40", "--dtype", "bf16", "-o", png)
     assert code == 0, err
-    image = attnviz._attnviz._render(
-        [bits], True, True, "attn", None, None, None, "head", "viridis", "max", None, "auto",
-        True, "auto")[0]
+    # every keyword at its default
+    image = attnviz._attnviz._render([bits], True, True, "attn", attnviz._options({}))[0]
     np.testing.assert_array_equal(image, read_png_file(png))
 
 

@@ -141,14 +141,18 @@ def test_qk_options_match_cli(cli, tmp_path):
     q, k = qk_pair((1, 2, 24, 16), (1, 2, 24, 16))
     np.save(tmp_path / "q.npy", q)
     np.save(tmp_path / "k.npy", k)
+    tokens = ["t{}".format(i) for i in range(24)]
+    (tmp_path / "tokens.txt").write_text("\n".join(tokens) + "\n")
     svg = tmp_path / "cli.svg"
     code, err = run_cli(cli, "render", "--q", tmp_path / "q.npy", "--k", tmp_path / "k.npy", "-o",
                         svg, "--quiet", "--sliding-window", "6", "--softcap", "5", "--scale",
-                        "log", "--clip", "0,99", "--title", "qk")
+                        "log", "--clip", "0,99", "--title", "qk", "--tokens",
+                        tmp_path / "tokens.txt")
     assert code == 0, err
     out = tmp_path / "py.svg"
     fig = attnviz.figure_qk(q, k, out=out, sliding_window=6, softcap=5, scale="log",
-                            clip=(0, 99), title="qk")
+                            clip=(0, 99), title="qk", tokens=tokens)
+    assert ">t23<" in fig.svg
     assert out.read_bytes() == svg.read_bytes()
     assert fig.svg == svg.read_text()
 
