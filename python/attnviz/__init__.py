@@ -142,6 +142,7 @@ def render_qk(
     *,
     tokens=None,
     queries=None,
+    values="probs",
     softmax_scale=None,
     layers=None,
     heads=None,
@@ -162,6 +163,8 @@ def render_qk(
         Or q is an :class:`attnviz.Capture` and k is omitted: its layers' scales, sliding
         windows, softcaps, causality and sink logits apply, as they do from its file.
     tokens: one string per position, to label the axes (with a capture).
+    values: "probs" (default), or "logits": the pre-softmax scores ``scale · q·k`` (softcapped
+        where the layer is), in logit units, hidden entries masked.
     queries: the query rows to compute, 0-based, end excluded: ``"A..B"``, ``(A, B)``,
         ``slice(A, B)`` or ``range(A, B)`` (default all).
     softmax_scale: default 1/√d.
@@ -170,7 +173,7 @@ def render_qk(
     The other options are :func:`render`'s.
     """
     return _render_qk(q, k, out, queries, softmax_scale, layers, heads, norm, colormap, reduce,
-                      cell, causal, colorbar, backend, tokens).image
+                      cell, causal, colorbar, backend, tokens, values).image
 
 
 def figure_qk(
@@ -180,6 +183,7 @@ def figure_qk(
     *,
     tokens=None,
     queries=None,
+    values="probs",
     softmax_scale=None,
     layers=None,
     heads=None,
@@ -193,7 +197,7 @@ def figure_qk(
 ):
     """Like :func:`render_qk`, but returns a :class:`Figure`."""
     return _render_qk(q, k, out, queries, softmax_scale, layers, heads, norm, colormap, reduce,
-                      cell, causal, colorbar, backend, tokens)
+                      cell, causal, colorbar, backend, tokens, values)
 
 
 def view(
@@ -260,7 +264,7 @@ def _render(attn, out, layers, heads, norm, colormap, reduce, cell, causal, colo
 
 
 def _render_qk(q, k, out, queries, softmax_scale, layers, heads, norm, colormap, reduce, cell,
-               causal, colorbar, backend, tokens=None):
+               causal, colorbar, backend, tokens=None, values="probs"):
     _headless()
     meta = None
     if isinstance(q, Capture):
@@ -283,7 +287,7 @@ def _render_qk(q, k, out, queries, softmax_scale, layers, heads, norm, colormap,
         None if out is None else os.fspath(out), _queries(queries), softmax_scale,
         _selection(layers, "layers"), _selection(heads, "heads"), norm, colormap, reduce,
         None if cell is None else _int(cell, "cell"), _causal(causal), bool(colorbar), backend,
-        meta,
+        meta, values,
     )
     _warn_cpu(warning)
     return Figure(image, causal_applied, adapter)

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 
 use attnviz::pool::Causal;
 use attnviz::source::npy::{dtype_from_descr, shape_from_dims};
-use attnviz::source::qk::{parse_queries, QkOptions, QkSource};
+use attnviz::source::qk::{parse_queries, QkOptions, QkSource, Values};
 use attnviz::source::qk_meta::CaptureMeta;
 use attnviz::source::{ArraySource, AttentionSource, SliceSource};
 use attnviz::{Colormap, DType, Engine, Error, Figure, Gpu, Norm, Reduce, RenderOptions};
@@ -389,7 +389,7 @@ fn rgba<'a>(image: &'a PyReadonlyArrayDyn<'_, u8>) -> PyResult<(&'a [u8], u32, u
 /// inputs (`'static` sources), so Q and K are copied once into owned buffers: N·d values per
 /// head, not the N² the attention would be.
 #[pyfunction]
-#[pyo3(signature = (q, k, bf16, out, queries, softmax_scale, layers, heads, norm, colormap, reduce, cell, causal, colorbar, backend, meta))]
+#[pyo3(signature = (q, k, bf16, out, queries, softmax_scale, layers, heads, norm, colormap, reduce, cell, causal, colorbar, backend, meta, values))]
 #[allow(clippy::too_many_arguments)]
 fn _render_qk<'py>(
     py: Python<'py>,
@@ -409,7 +409,9 @@ fn _render_qk<'py>(
     colorbar: bool,
     backend: &str,
     meta: Option<String>,
+    values: &str,
 ) -> PyResult<Rendered<'py>> {
+    let values = option("values", values, &Values::ALL.map(Values::name), Values::from_name)?;
     let options = render_options(
         layers, heads, norm, colormap, reduce, cell, causal, colorbar,
     )?;
@@ -435,6 +437,7 @@ fn _render_qk<'py>(
             .transpose()
             .map_err(py_err)?,
         meta,
+        values,
         ..Default::default()
     };
     let source = QkSource::new(Box::new(q), Box::new(k), &qk).map_err(py_err)?;

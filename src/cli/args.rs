@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use attnviz::color::scale::{ColorScale, Scale};
+use attnviz::source::qk::Values;
 use attnviz::{Colormap, Norm, Reduce};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -302,6 +303,10 @@ pub struct QkArgs {
     /// Scores become C·tanh(s/C) before the softmax, in every layer (default: the capture's).
     #[arg(long, requires = "q", value_name = "C")]
     pub softcap: Option<f32>,
+    /// Draw the softmax probabilities, or the pre-softmax logits scale·q·k (softcapped where
+    /// the layer is), in logit units; hidden entries are masked.
+    #[arg(long, requires = "q", default_value = "probs", value_parser = names(&Values::ALL.map(Values::name), Values::from_name))]
+    pub values: Values,
     /// Query rows to compute, 0-based, end excluded: A..B, A.. or ..B.
     #[arg(long, requires = "q", value_name = "A..B")]
     pub queries: Option<String>,

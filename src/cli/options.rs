@@ -86,6 +86,7 @@ impl QkArgs {
             sliding_window: self.sliding_window,
             softcap: self.softcap,
             meta: None,
+            values: self.values,
             queries: self.queries.as_deref().map(parse_queries).transpose()?,
         };
         Ok(Some(QkSource::open(q, self.k.as_deref(), &options)?))

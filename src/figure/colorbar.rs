@@ -30,7 +30,10 @@ impl ColorbarSpec {
     /// The bar for `norm` and `scale`, given every cell's resolved `[lo, hi]` (data units).
     pub fn new(norm: Norm, ranges: &[[f32; 2]], scale: &ColorScale) -> ColorbarSpec {
         let fixed = scale.vmin.is_some() && scale.vmax.is_some();
-        let data_units = fixed || matches!(norm, Norm::Global | Norm::Row | Norm::None);
+        // One cell's own scale is one scale for the whole figure: its ticks can say what the
+        // values are (logits above 1 and below 0 included).
+        let data_units =
+            fixed || ranges.len() == 1 || matches!(norm, Norm::Global | Norm::Row | Norm::None);
         let [lo, hi] = ranges.first().copied().unwrap_or([0.0, 1.0]);
         let lo = if scale.scale == Scale::Log {
             lo.max(scale.floor_for(hi))

@@ -117,6 +117,18 @@ impl Plan {
             .flat_map(|&l| heads.iter().map(move |&h| (l, h)))
             .collect();
         let qk = source.as_qk();
+        if qk.is_some_and(|q| q.values() == crate::source::qk::Values::Logits) {
+            if options.norm == Norm::Row {
+                return Err(Error::BadOption(
+                    "--norm row divides each row by its largest probability; with --values logits use head, layer, global or none".into(),
+                ));
+            }
+            if options.patterns.is_some() {
+                return Err(Error::BadOption(
+                    "the head statistics are defined on probabilities: drop --values logits or --stats-json".into(),
+                ));
+            }
+        }
         // A capture's own tokens label its axes unless --tokens gave others; they are dropped
         // when they do not fit (a --queries slice that is not the last rows).
         let captured = qk

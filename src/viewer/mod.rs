@@ -81,6 +81,14 @@ impl ViewerReport {
 }
 
 /// Opens a window on `source` and runs until it is closed (or `exit_after_frames`).
+/// The tokens the hover readout names: --tokens, else a capture file's own.
+fn readout_tokens(source: &dyn AttentionSource, options: &ViewerOptions) -> Option<Vec<String>> {
+    options.tokens.clone().or_else(|| {
+        let meta = source.as_qk()?.meta()?;
+        meta.tokens.clone()
+    })
+}
+
 pub fn run(source: &dyn AttentionSource, options: ViewerOptions) -> Result<ViewerReport> {
     let started = Instant::now();
     let event_loop = EventLoop::with_user_event()
@@ -89,11 +97,7 @@ pub fn run(source: &dyn AttentionSource, options: ViewerOptions) -> Result<Viewe
     let proxy = event_loop.create_proxy();
     let (jobs, job_rx) = channel();
     let (reply_tx, replies) = channel();
-    // A capture file's own tokens name the hovered query and key unless --tokens gave others.
-    let tokens = options.tokens.clone().or_else(|| {
-        let meta = source.as_qk()?.meta()?;
-        meta.tokens.clone()
-    });
+    let tokens = readout_tokens(source, &options);
     std::thread::scope(|scope| {
         // Reads for the hover readout and the zoomed detail happen here, never on the
         // window's thread.
@@ -115,4 +119,34 @@ pub fn run(source: &dyn AttentionSource, options: ViewerOptions) -> Result<Viewe
             .take()
             .ok_or_else(|| Error::Window("the window closed before it was drawn".into()))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::qk::{QkOptions, QkSource};
+    use crate::source::qk_meta::CaptureMeta;
+    use crate::source::ArraySource;
+
+    #[test]
+    fn the_readout_names_a_captures_tokens_unless_tokens_are_given() {
+        let a = ndarray::Array4::<f32>::zeros((1, 1, 3, 4));
+        let meta = CaptureMeta {
+            tokens: Some(vec!["a".into(), "b".into(), "c".into()]),
+            ..Default::default()
+        };
+        let src = QkSource::new(
+            Box::new(ArraySource::from_f32("q", &a)),
+            Box::new(ArraySource::from_f32("k", &a)),
+            &QkOptions {
+                meta: Some(meta),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let mut options = ViewerOptions::default();
+        assert_eq!(readout_tokens(&src, &options).unwrap()[2], "c");
+        options.tokens = Some(vec!["x".into(); 3]);
+        assert_eq!(readout_tokens(&src, &options).unwrap()[2], "x");
+    }
 }
