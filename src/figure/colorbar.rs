@@ -391,9 +391,13 @@ mod tests {
             scale: Scale::Gamma(2.0),
             ..Default::default()
         };
-        let l = ColorbarSpec::new(Norm::Layer, &r, &gamma);
+        let l = ColorbarSpec::new(Norm::Layer, &[r[0], [0.0, 2.0]], &gamma);
         assert_eq!(l.caption, "gamma 2, per-layer min–max (normalized)");
         assert!((l.position(0.5) - 0.25).abs() < 1e-12);
+        // One cell's scale is the figure's: its ticks are in data units (logits above 1).
+        let one = ColorbarSpec::new(Norm::Head, &[[-6.0, 23.0]], &ColorScale::default());
+        assert_eq!(one.caption, "per-head min–max");
+        assert!(one.data_units && one.lo == -6.0 && one.hi == 23.0);
     }
 
     #[test]
