@@ -327,11 +327,13 @@ pub struct Style {
     /// Scale: per head, per layer row, one for the grid, per query row, or none ([0,1] clamped).
     #[arg(long, default_value = "head", value_parser = names(&Norm::ALL.map(Norm::name), Norm::from_name))]
     pub norm: Norm,
-    #[arg(long, default_value = "viridis", value_parser = names(&Colormap::ALL.map(Colormap::name), Colormap::from_name))]
-    pub colormap: Colormap,
-    /// How entries that share a pixel combine: max keeps single-key spikes visible.
-    #[arg(long, default_value = "max", value_parser = names(&Reduce::ALL.map(Reduce::name), Reduce::from_name))]
-    pub reduce: Reduce,
+    /// matplotlib's colormap [default: viridis; RdBu_r for diff].
+    #[arg(long, value_parser = names(&Colormap::ALL.map(Colormap::name), Colormap::from_name))]
+    pub colormap: Option<Colormap>,
+    /// How entries that share a pixel combine: max keeps single-key spikes visible, extreme
+    /// keeps the signed value of largest magnitude [default: max; extreme for diff].
+    #[arg(long, value_parser = names(&Reduce::ALL.map(Reduce::name), Reduce::from_name))]
+    pub reduce: Option<Reduce>,
     /// Cell side in pixels (default 256, or the native size when smaller).
     #[arg(long)]
     pub cell: Option<u32>,
@@ -353,6 +355,18 @@ pub struct Style {
     /// Fixed upper limit.
     #[arg(long, allow_negative_numbers = true)]
     pub vmax: Option<f32>,
+    /// Map V to the middle of the colormap, each side of it linear (matplotlib's TwoSlopeNorm);
+    /// with --symmetric, the centre of the symmetric range.
+    #[arg(long, value_name = "V", allow_negative_numbers = true)]
+    pub center: Option<f32>,
+    /// Limits at centre ± max |v − centre| per --norm scope (matplotlib's CenteredNorm; centre
+    /// 0 unless --center is given). Always on for diff.
+    #[arg(long)]
+    pub symmetric: bool,
+    /// Position ticks on the outer cells (left column, bottom row) [default: on for one cell,
+    /// off for grids].
+    #[arg(long, value_parser = ["on", "off"])]
+    pub axes: Option<String>,
     /// Leave the first K keys (attention sinks) out of the statistics: 0..K. They still render, saturated.
     #[arg(long, value_name = "0..K", value_parser = lib_parser(ColorScale::parse_exclude))]
     pub exclude_keys: Option<usize>,

@@ -18,6 +18,9 @@ pub struct ColorbarSpec {
     pub data_units: bool,
     /// Log scale per head or layer: tick values are fractions of each scope's max.
     pub relative: bool,
+    /// The value at the middle of the bar (`--center`, `--symmetric`), always a tick; each
+    /// half of the bar is linear on its own side of it.
+    pub center: Option<f64>,
     pub caption: String,
 }
 
@@ -42,9 +45,13 @@ impl ColorbarSpec {
             hi = lo + 1.0;
         }
         let mut parts: Vec<String> = Vec::new();
+        parts.extend(scale.label.clone());
         parts.extend(scale.scale.caption());
         let range = format!("[{}, {}]", short(lo), short(hi));
-        let stated = scale.clip.is_none() && scale.exclude_keys == 0;
+        let stated = scale.clip.is_none()
+            && scale.exclude_keys == 0
+            && scale.center.is_none()
+            && !scale.symmetric;
         parts.push(match norm {
             _ if fixed => format!("fixed {range}"),
             Norm::Head if stated => "per-head min–max".into(),
@@ -69,6 +76,12 @@ impl ColorbarSpec {
             parts.extend(scale.vmin.map(|v| format!("vmin {}", short(v as f64))));
             parts.extend(scale.vmax.map(|v| format!("vmax {}", short(v as f64))));
         }
+        let c = scale.center.unwrap_or(0.0);
+        if scale.symmetric {
+            parts.push(format!("symmetric about {}", short(c as f64)));
+        } else if scale.center.is_some() {
+            parts.push(format!("centred at {}", short(c as f64)));
+        }
         match scale.exclude_keys {
             0 => {}
             1 => parts.push("key 0 left out".into()),
@@ -91,9 +104,19 @@ impl ColorbarSpec {
                 caption.push_str(" (× each scope's max)");
             }
         }
-        if !data_units && !relative {
+        let mut center = (scale.symmetric || scale.center.is_some()).then_some(c as f64);
+        if !data_units && scale.symmetric {
+            // each scope spans c ± its own half-range: one bar in units of it
+            caption.push_str(if c == 0.0 {
+                " (÷ each scope's max |v|)"
+            } else {
+                " ((v − centre) ÷ each scope's max |v − centre|)"
+            });
+            (lo, hi, center) = (-1.0, 1.0, Some(0.0));
+        } else if !data_units && !relative {
             caption.push_str(" (normalized)");
             (lo, hi) = (0.0, 1.0);
+            center = center.map(|_| 0.5);
             if curve == Scale::Log {
                 // scopes span different decades: ticks are positions in each one's log range
                 curve = Scale::Linear;
@@ -105,12 +128,21 @@ impl ColorbarSpec {
             scale: curve,
             data_units,
             relative,
+            center,
             caption,
         }
     }
 
     /// Where `v` sits on the bar: 0 at the bottom, 1 at the top.
     pub fn position(&self, v: f64) -> f64 {
+        if let Some(c) = self.center {
+            // TwoSlopeNorm's interpolation: each side of the centre gets half the bar
+            return if v < c {
+                0.5 * (v - self.lo) / (c - self.lo)
+            } else {
+                0.5 + 0.5 * (v - c) / (self.hi - c)
+            };
+        }
         let t = (v - self.lo) / (self.hi - self.lo);
         match self.scale {
             Scale::Linear => t,
@@ -122,6 +154,9 @@ impl ColorbarSpec {
 
     /// Tick values: nice linear ticks, or powers of ten on a log scale.
     pub fn ticks(&self) -> Vec<f64> {
+        if let Some(c) = self.center {
+            return centred_ticks(self.lo, c, self.hi);
+        }
         if self.scale == Scale::Log {
             if let Some(t) = log_ticks(self.lo, self.hi) {
                 return t;
@@ -129,6 +164,31 @@ impl ColorbarSpec {
         }
         ticks(self.lo, self.hi)
     }
+}
+
+/// Nice ticks on each side of the centre `c` (one step for both, from the longer side), with
+/// `c` itself always among them: where the bar changes slope is the tick a reader looks for.
+fn centred_ticks(lo: f64, c: f64, hi: f64) -> Vec<f64> {
+    let (below, above) = (c - lo, hi - c);
+    let long = below.max(above);
+    if !(long > 0.0) || !long.is_finite() {
+        return vec![c];
+    }
+    let t = ticks(c - long, c + long);
+    let step = if t.len() >= 2 { t[1] - t[0] } else { long };
+    // multiples of the step counted from the centre, so the centre is exact
+    let n_lo = (below / step + 1e-9).floor() as i64;
+    let n_hi = (above / step + 1e-9).floor() as i64;
+    let value = |k: i64| {
+        let v = c + k as f64 * step;
+        // 0.1 * 3 reads 0.30000000000000004; rounding to the step's digits gives 0.3
+        let digits = (-step.log10().floor() + 3.0).clamp(0.0, 15.0) as i32;
+        let f = 10f64.powi(digits);
+        (v * f).round() / f
+    };
+    (-n_lo..=n_hi)
+        .map(|k| if k == 0 { c } else { value(k) })
+        .collect()
 }
 
 /// `m × 10^e`, as the literal would be read (exact to the last bit, so 1e-6 is 1e-6).
@@ -350,6 +410,33 @@ mod tests {
         let h = ColorbarSpec::for_norm(Norm::Head, &r);
         assert_eq!((h.lo, h.hi), (0.0, 1.0));
         assert!(h.caption.contains("normalized"));
+    }
+
+    #[test]
+    fn centred_bars_tick_the_centre() {
+        let sym = ColorScale {
+            symmetric: true,
+            label: Some("A − B".into()),
+            ..Default::default()
+        };
+        let h = ColorbarSpec::new(Norm::Head, &[[-0.3, 0.3], [-2.0, 2.0]], &sym);
+        assert_eq!(
+            h.caption,
+            "A − B, per-head, symmetric about 0 (÷ each scope's max |v|)"
+        );
+        assert_eq!((h.lo, h.hi, h.center), (-1.0, 1.0, Some(0.0)));
+        assert_eq!(h.ticks(), vec![-1.0, -0.5, 0.0, 0.5, 1.0]);
+        assert_eq!(h.position(0.0), 0.5);
+        let two = ColorScale {
+            center: Some(0.25),
+            ..Default::default()
+        };
+        let g = ColorbarSpec::new(Norm::Global, &[[-1.0, 4.0]], &two);
+        assert_eq!(g.caption, "global [-1, 4], centred at 0.25");
+        assert!(g.ticks().contains(&0.25), "{:?}", g.ticks());
+        assert_eq!(g.position(0.25), 0.5);
+        assert_eq!(g.position(-1.0), 0.0);
+        assert_eq!(g.position(4.0), 1.0);
     }
 
     #[test]

@@ -52,6 +52,7 @@ pub fn layout_json(figure: &Figure, options: &RenderOptions) -> Value {
                 "data_units": spec.data_units,
                 "relative_to_max": spec.relative,
                 "scale": scale_name(spec.scale),
+                "center": spec.center,
                 "caption": spec.caption,
                 "ticks": ticks,
             })
@@ -70,6 +71,8 @@ pub fn layout_json(figure: &Figure, options: &RenderOptions) -> Value {
         "vmin": scale.vmin,
         "vmax": scale.vmax,
         "exclude_keys": scale.exclude_keys,
+        "center": scale.center,
+        "symmetric": scale.symmetric,
         "scale_factor": options.scale_factor,
         "title": options.title,
         "causal": figure.causal,

@@ -47,6 +47,9 @@ pub struct RenderOptions {
     /// Also compute every cell's pattern statistics in the same pass
     /// ([`Figure::patterns`], `render --stats-json`).
     pub patterns: Option<PatternOptions>,
+    /// Position ticks on the outer cells; `None`: on for a figure of one cell, off for grids
+    /// (whose cells share the positions, as the seed figure shows them).
+    pub axes: Option<bool>,
 }
 
 impl Default for RenderOptions {
@@ -68,6 +71,7 @@ impl Default for RenderOptions {
             transparent: false,
             cell_colors: false,
             patterns: None,
+            axes: None,
         }
     }
 }
