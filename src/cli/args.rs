@@ -27,6 +27,9 @@ pub enum Command {
     /// Render an attention tensor (.npy or .safetensors), or attention recomputed from queries
     /// and keys (--q, --k), as a labelled grid, PNG or SVG.
     Render(RenderArgs),
+    /// Render the difference A − B of two inputs of the same shape, computed on the GPU as
+    /// the inputs stream: RdBu_r, symmetric about 0 per head, signed-extreme pooling by default.
+    Diff(DiffArgs),
     /// Explore an attention tensor in a window: drag to pan, wheel to zoom, c/n/r to recolour,
     /// 0 to reset, s to save a PNG, q or Esc to quit.
     View(ViewArgs),
@@ -85,6 +88,27 @@ pub struct RenderArgs {
     pub stats_json: Option<PathBuf>,
     #[command(flatten)]
     pub patterns: PatternArgs,
+}
+
+#[derive(Args)]
+pub struct DiffArgs {
+    /// A: (L,H,Q,K), (H,Q,K) or (Q,K) attention, .npy or .safetensors, as for render.
+    pub a: PathBuf,
+    /// B, of the same shape (any dtype); each entry drawn is A − B.
+    pub b: PathBuf,
+    /// Tensor to read from .safetensors files with several (the same name in both).
+    #[arg(long)]
+    pub tensor: Option<String>,
+    #[command(flatten)]
+    pub out: Output,
+    #[command(flatten)]
+    pub style: Style,
+    /// Also write every selected head's difference as DIR/l{l}_h{h}.png at native resolution.
+    #[arg(long, value_name = "DIR")]
+    pub tiles: Option<PathBuf>,
+    /// One token per line (one per key), as for render.
+    #[arg(long, value_name = "FILE")]
+    pub tokens: Option<PathBuf>,
 }
 
 /// What the pattern statistics measure.

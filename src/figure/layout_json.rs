@@ -7,12 +7,14 @@ use serde_json::{json, Value};
 
 use crate::color::scale::Scale;
 use crate::error::Result;
+use crate::figure::layout::Axis;
 use crate::figure::plan::{Figure, RenderOptions};
 use crate::files::write_atomic;
 
 /// The figure's layout as JSON: each cell's pixel rectangle, 1-based layer and head, the
 /// `[lo, hi]` mapped onto the colormap and the head's data min/max; the colorbar's rectangle,
-/// range, scale, caption and tick positions.
+/// range, scale, caption and tick positions; and where each position tick of the cell axes
+/// touches its cell (`axis_ticks`: cell index, `query` or `key`, 0-based position, pixel).
 pub fn layout_json(figure: &Figure, options: &RenderOptions) -> Value {
     let layout = &figure.plan.layout;
     let scale = &figure.scale;
@@ -34,6 +36,23 @@ pub fn layout_json(figure: &Figure, options: &RenderOptions) -> Value {
                     .flatten(),
                 "data_min": st.and_then(|s| s.range()).map(|r| r.0),
                 "data_max": st.and_then(|s| s.range()).map(|r| r.1),
+            })
+        })
+        .collect();
+    // Position ticks of the cell axes: where each mark touches its cell
+    let axis_ticks: Vec<Value> = layout
+        .axis_ticks
+        .iter()
+        .map(|t| {
+            json!({
+                "cell": t.cell,
+                "axis": match t.axis {
+                    Axis::Query => "query",
+                    Axis::Key => "key",
+                },
+                "position": t.position,
+                "x": t.x,
+                "y": t.y,
             })
         })
         .collect();
@@ -77,6 +96,7 @@ pub fn layout_json(figure: &Figure, options: &RenderOptions) -> Value {
         "title": options.title,
         "causal": figure.causal,
         "cells": cells,
+        "axis_ticks": axis_ticks,
         "colorbar": colorbar,
     })
 }

@@ -55,7 +55,7 @@ struct Block {
 }
 
 impl Block {
-    fn new(gpu: &Gpu, pipe: &DiffPipeline, elems: usize, diff: &DiffSource) -> Block {
+    fn new(gpu: &Gpu, pipe: &DiffPipeline, elems: usize, diff: &DiffSource<'_>) -> Block {
         let device = &gpu.device;
         let storage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST;
         // bound sizes: whole 16-byte words (the pool pass reads `out` 16 bytes at a time)
@@ -93,7 +93,7 @@ impl Block {
 pub(crate) fn pool_diff(
     gpu: &Gpu,
     pipes: &PoolPipelines,
-    diff: &DiffSource,
+    diff: &DiffSource<'_>,
     run: &PoolRun<'_>,
 ) -> Result<PooledCells> {
     gpu.scoped("pooling a difference", || {

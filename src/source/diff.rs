@@ -7,16 +7,20 @@
 use crate::error::{Error, Result};
 use crate::source::{row_range, AttentionSource, DType, Shape};
 
-/// `A − B` of two sources of one shape (each in its own dtype).
-pub struct DiffSource {
-    a: Box<dyn AttentionSource>,
-    b: Box<dyn AttentionSource>,
+/// `A − B` of two sources of one shape (each in its own dtype). The sources may borrow (numpy
+/// arrays read in place by the Python bindings).
+pub struct DiffSource<'s> {
+    a: Box<dyn AttentionSource + 's>,
+    b: Box<dyn AttentionSource + 's>,
     name: String,
 }
 
-impl DiffSource {
+impl<'s> DiffSource<'s> {
     /// Pairs two sources; their shapes must be equal ([`Error::ShapeMismatch`] names both).
-    pub fn new(a: Box<dyn AttentionSource>, b: Box<dyn AttentionSource>) -> Result<DiffSource> {
+    pub fn new(
+        a: Box<dyn AttentionSource + 's>,
+        b: Box<dyn AttentionSource + 's>,
+    ) -> Result<DiffSource<'s>> {
         let (sa, sb) = (a.shape(), b.shape());
         if sa != sb {
             return Err(Error::ShapeMismatch {
@@ -51,7 +55,7 @@ pub fn subtract(a: &[f32], b: &[f32], out: &mut [f32]) {
     }
 }
 
-impl AttentionSource for DiffSource {
+impl AttentionSource for DiffSource<'_> {
     fn name(&self) -> &str {
         &self.name
     }
@@ -96,7 +100,7 @@ impl AttentionSource for DiffSource {
         self.a.diagonal()
     }
 
-    fn as_diff(&self) -> Option<&DiffSource> {
+    fn as_diff(&self) -> Option<&DiffSource<'_>> {
         Some(self)
     }
 }

@@ -150,7 +150,7 @@ pub trait AttentionSource: Send + Sync {
 
     /// The difference of two sources: the GPU engine subtracts on the device (`pool::diff`)
     /// instead of calling `read_rows`.
-    fn as_diff(&self) -> Option<&DiffSource> {
+    fn as_diff(&self) -> Option<&DiffSource<'_>> {
         None
     }
 }
