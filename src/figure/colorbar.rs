@@ -137,10 +137,11 @@ impl ColorbarSpec {
     pub fn position(&self, v: f64) -> f64 {
         if let Some(c) = self.center {
             // TwoSlopeNorm's interpolation: each side of the centre gets half the bar
-            return if v < c {
-                0.5 * (v - self.lo) / (c - self.lo)
-            } else {
-                0.5 + 0.5 * (v - c) / (self.hi - c)
+            return match (v < c, c - self.lo, self.hi - c) {
+                (true, below, _) if below > 0.0 => 0.5 * (v - self.lo) / below,
+                (false, _, above) if above > 0.0 => 0.5 + 0.5 * (v - c) / above,
+                (true, ..) => 0.0,
+                (false, ..) => 0.5,
             };
         }
         let t = (v - self.lo) / (self.hi - self.lo);
@@ -155,7 +156,7 @@ impl ColorbarSpec {
     /// Tick values: nice linear ticks, or powers of ten on a log scale.
     pub fn ticks(&self) -> Vec<f64> {
         if let Some(c) = self.center {
-            return centred_ticks(self.lo, c, self.hi);
+            return centred_ticks(self, c);
         }
         if self.scale == Scale::Log {
             if let Some(t) = log_ticks(self.lo, self.hi) {
@@ -166,29 +167,16 @@ impl ColorbarSpec {
     }
 }
 
-/// Nice ticks on each side of the centre `c` (one step for both, from the longer side), with
-/// `c` itself always among them: where the bar changes slope is the tick a reader looks for.
-fn centred_ticks(lo: f64, c: f64, hi: f64) -> Vec<f64> {
-    let (below, above) = (c - lo, hi - c);
-    let long = below.max(above);
-    if !(long > 0.0) || !long.is_finite() {
-        return vec![c];
-    }
-    let t = ticks(c - long, c + long);
-    let step = if t.len() >= 2 { t[1] - t[0] } else { long };
-    // multiples of the step counted from the centre, so the centre is exact
-    let n_lo = (below / step + 1e-9).floor() as i64;
-    let n_hi = (above / step + 1e-9).floor() as i64;
-    let value = |k: i64| {
-        let v = c + k as f64 * step;
-        // 0.1 * 3 reads 0.30000000000000004; rounding to the step's digits gives 0.3
-        let digits = (-step.log10().floor() + 3.0).clamp(0.0, 15.0) as i32;
-        let f = 10f64.powi(digits);
-        (v * f).round() / f
-    };
-    (-n_lo..=n_hi)
-        .map(|k| if k == 0 { c } else { value(k) })
-        .collect()
+/// Nice ticks over [lo, hi] with the centre `c` always among them (where the bar changes
+/// slope is the tick a reader looks for); ticks that would crowd it are left out.
+fn centred_ticks(spec: &ColorbarSpec, c: f64) -> Vec<f64> {
+    let mut t: Vec<f64> = ticks(spec.lo, spec.hi)
+        .into_iter()
+        .filter(|&v| (spec.position(v) - spec.position(c)).abs() >= 0.08)
+        .collect();
+    t.push(c);
+    t.sort_by(f64::total_cmp);
+    t
 }
 
 /// `m × 10^e`, as the literal would be read (exact to the last bit, so 1e-6 is 1e-6).
