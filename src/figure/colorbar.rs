@@ -107,10 +107,15 @@ impl ColorbarSpec {
         let mut center = (scale.symmetric || scale.center.is_some()).then_some(c as f64);
         if !data_units && scale.symmetric {
             // each scope spans c ± its own half-range: one bar in units of it
-            caption.push_str(if c == 0.0 {
-                " (÷ each scope's max |v|)"
+            // its own comma-separated part, so a narrow bar wraps the caption there
+            let scope = match norm {
+                Norm::Layer => "layer",
+                _ => "head",
+            };
+            caption.push_str(&if c == 0.0 {
+                format!(", ÷ max |v| per {scope}")
             } else {
-                " ((v − centre) ÷ each scope's max |v − centre|)"
+                format!(", (v − centre) ÷ max |v − centre| per {scope}")
             });
             (lo, hi, center) = (-1.0, 1.0, Some(0.0));
         } else if !data_units && !relative {
@@ -410,7 +415,7 @@ mod tests {
         let h = ColorbarSpec::new(Norm::Head, &[[-0.3, 0.3], [-2.0, 2.0]], &sym);
         assert_eq!(
             h.caption,
-            "A − B, per-head, symmetric about 0 (÷ each scope's max |v|)"
+            "A − B, per-head, symmetric about 0, ÷ max |v| per head"
         );
         assert_eq!((h.lo, h.hi, h.center), (-1.0, 1.0, Some(0.0)));
         assert_eq!(h.ticks(), vec![-1.0, -0.5, 0.0, 0.5, 1.0]);
