@@ -486,11 +486,8 @@ fn _diff<'py>(
     check_backend(&call.backend)?;
     let input_a = Input::new("a", &a.arrays, a.stacked, a.bf16)?;
     let input_b = Input::new("b", &b.arrays, b.stacked, b.bf16)?;
-    let source = DiffSource::new(
-        Box::new(input_a.source()?),
-        Box::new(input_b.source()?),
-    )
-    .map_err(py_err)?;
+    let source = DiffSource::new(Box::new(input_a.source()?), Box::new(input_b.source()?))
+        .map_err(py_err)?;
     let (figure, adapter, warning) = py
         .detach(|| render_and_write(&source, &options, &call.backend, call.out.as_deref()))
         .map_err(py_err)?;
