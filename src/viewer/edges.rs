@@ -38,6 +38,8 @@ pub struct EdgeMark {
     pub at: f64,
     /// Its token, or its position as the figure's ticks write it.
     pub text: String,
+    /// Whether `text` is a token (key tokens are drawn rotated, one per column).
+    pub token: bool,
 }
 
 /// The marks for `view` of `layout` in a `window`, heads of `shape` (queries, keys);
@@ -98,21 +100,22 @@ fn axis_marks(
         return Vec::new();
     }
     let last = last as usize;
-    let mark = |p: usize, text: String| EdgeMark {
+    let mark = |p: usize, text: String, token: bool| EdgeMark {
         axis,
         position: p,
         at: at(p),
         text,
+        token,
     };
     match tokens {
         Some(t) if pitch >= TOKEN_PITCH && t.len() == n => (first..=last)
             .take(MAX_MARKS)
-            .map(|p| mark(p, t[p].clone()))
+            .map(|p| mark(p, t[p].clone(), true))
             .collect(),
         _ => ticks(first as f64, last as f64)
             .into_iter()
             .filter(|t| t.fract() == 0.0 && *t >= first as f64 && *t <= last as f64)
-            .map(|t| mark(t as usize, position_label(t as u64)))
+            .map(|t| mark(t as usize, position_label(t as u64), false))
             .collect(),
     }
 }
@@ -151,22 +154,47 @@ impl State {
 }
 
 /// The marks as quads in window pixels: each label on a box of the theme's background, key
-/// labels along the bottom edge (tokens rotated, reading upwards), query labels along the left.
+/// labels along the bottom edge (tokens rotated, reading upwards), query labels along the left;
+/// where the two strips meet, in the bottom-left corner, neither is drawn.
 fn edge_quads(marks: &EdgeMarks, window: (u32, u32), px: f32, theme: Theme) -> FigureQuads {
     let pad = (px / 4.0).round().max(1.0) as i32;
+    let rasterized: Vec<(&EdgeMark, Label)> = marks
+        .marks
+        .iter()
+        .map(|m| {
+            let text = Text::plain(&m.text, px);
+            let rotated = m.axis == Axis::Key && m.token;
+            (m, if rotated { text.rotated() } else { text }.rasterize())
+        })
+        .collect();
+    let strip = |axis: Axis, size: fn(&Label) -> u32| {
+        rasterized
+            .iter()
+            .filter(|(m, _)| m.axis == axis)
+            .map(|(_, l)| size(l) as i32 + 2 * pad)
+            .max()
+            .unwrap_or(0)
+    };
+    let (bottom, left) = (
+        strip(Axis::Key, |l| l.height),
+        strip(Axis::Query, |l| l.width),
+    );
     let mut labels: Vec<Label> = Vec::new();
     let mut rects: Vec<[i32; 4]> = Vec::new();
-    for m in &marks.marks {
-        let rotated = m.axis == Axis::Key && m.text.chars().count() > 6;
-        let text = Text::plain(&m.text, px);
-        let label = if rotated { text.rotated() } else { text }.rasterize();
+    for (m, label) in rasterized {
         let (w, h) = (label.width as i32, label.height as i32);
         let (x, y) = match m.axis {
             Axis::Key => (m.at.round() as i32 - w / 2, window.1 as i32 - h - pad),
             Axis::Query => (pad, m.at.round() as i32 - h / 2),
         };
-        rects.push([x, y, w, h]);
-        labels.push(label);
+        let clear = match m.axis {
+            Axis::Key => x >= left,
+            Axis::Query => y + h <= window.1 as i32 - bottom,
+        };
+        if clear {
+            rects.push([x, y, w, h]);
+            labels.push(label);
+        }
     }
     let atlas = Atlas::pack(&labels);
     let mut quads = Vec::with_capacity(2 * labels.len());
@@ -203,7 +231,7 @@ mod tests {
     use crate::pool::geometry::CellGeometry;
 
     fn one_cell() -> Layout {
-        let g = CellGeometry::new(1000, 131072, Some(256)).unwrap();
+        let g = CellGeometry::new(131072, 131072, Some(256)).unwrap();
         Layout::grid(&[0], &[0], &g, Theme::LIGHT)
     }
 
@@ -216,7 +244,7 @@ mod tests {
                 &layout,
                 &view,
                 (layout.width, layout.height),
-                (1000, 131072),
+                (131072, 131072),
                 None
             ),
             None
@@ -230,7 +258,7 @@ mod tests {
         let window = (400, 300);
         let view = ViewTransform::fit_rect((c.x, c.y, c.width, c.height), window, 8.0)
             .zoom_about((200.0, 150.0), 16.0);
-        let m = edge_marks(&layout, &view, window, (1000, 131072), None).unwrap();
+        let m = edge_marks(&layout, &view, window, (131072, 131072), None).unwrap();
         let keys: Vec<&EdgeMark> = m.marks.iter().filter(|m| m.axis == Axis::Key).collect();
         assert!(keys.len() >= 3, "{keys:?}");
         for k in &keys {
@@ -244,7 +272,7 @@ mod tests {
             offset: (view.offset.0 - 100.0, view.offset.1),
             ..view
         };
-        let p = edge_marks(&layout, &panned, window, (1000, 131072), None).unwrap();
+        let p = edge_marks(&layout, &panned, window, (131072, 131072), None).unwrap();
         let first = |m: &EdgeMarks| {
             m.marks
                 .iter()
