@@ -436,8 +436,9 @@ fn _render_qk<'py>(
 }
 
 /// One side of `attnviz.diff`, as `_prepare` hands it over: the arrays, whether they are one
-/// stacked array, and whether they hold bfloat16 bits.
+/// stacked array, and whether they hold bfloat16 bits (a dict with these keys).
 #[derive(FromPyObject)]
+#[pyo3(from_item_all)]
 struct DiffInput<'py> {
     arrays: Vec<Bound<'py, PyAny>>,
     stacked: bool,
