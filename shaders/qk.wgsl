@@ -8,6 +8,9 @@
 // Segments keep every dispatch short: a display driver's watchdog never sees a long one, and
 // software rasterizers that cap a shader's loop iterations (llvmpipe stops at 65535) finish.
 // Scores are kept in base 2 (`scale` already holds log2(e)), so each entry costs one exp2.
+// A capture's layer settings (src/source/qk_meta.rs) apply here as in the CPU reference: keys
+// older than a sliding window are hidden (probability 0), a softcap bends each score, and a
+// sink logit joins each row's denominator.
 //
 // D4 (the head dimension in vec4s, zero padded) is substituted when the module is built, and
 // the comment lines `row: ...` are expanded (src/pool/qk/mod.rs, `kernel_source`) so a row is held in
@@ -25,6 +28,10 @@ const TILE: u32 = min(64u, 1024u / D4);
 const WG: u32 = 64u;
 const F32_MAX: f32 = 3.40282347e38;
 const FLAG_CAUSAL: u32 = 1u;
+// row_stats: the dispatch continues the state the previous segment stored
+const FLAG_RESUME: u32 = 2u;
+// `sink` holds the head's sink logit
+const FLAG_SINK: u32 = 4u;
 
 struct QkParams {
     // rows of this dispatch, and the first of them (indices into `q`)
@@ -46,7 +53,15 @@ struct QkParams {
     // row_stats: the keys this dispatch adds, [seg_start, seg_end)
     seg_start: u32,
     seg_end: u32,
-    _pad: u32,
+    // keys this many positions older than the query or more are hidden; 0: no window
+    window: u32,
+    // softcap × log2(e): scores become softcap · tanh(s / softcap); 0: none
+    softcap: f32,
+    // the head's sink logit × log2(e) (FLAG_SINK)
+    sink: f32,
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: QkParams;
@@ -66,6 +81,23 @@ fn visible(r: u32) -> u32 {
     return u32(clamp(i32(r) + params.diagonal + 1, 0, i32(params.keys)));
 }
 
+// The first key row `r` sees (the sliding window's oldest), at most visible(r).
+fn first_visible(r: u32) -> u32 {
+    if params.window == 0u {
+        return 0u;
+    }
+    return u32(clamp(i32(r) + params.diagonal - i32(params.window) + 1, 0, i32(visible(r))));
+}
+
+// The base-2 logit of a dot product: scaled, then softcapped.
+fn logit(dot: f32) -> f32 {
+    let s = dot * params.scale;
+    if params.softcap > 0.0 {
+        return params.softcap * tanh(s / params.softcap);
+    }
+    return s;
+}
+
 // One invocation per query row; the workgroup streams keys through `tile`.
 @compute @workgroup_size(WG)
 fn row_stats(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
@@ -82,14 +114,16 @@ fn row_stats(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
         visible(min(first + WG, params.row_start + params.rows) - 1u),
         params.seg_end,
     );
+    let lo = first_visible(r);
     var m = -F32_MAX;
     var l = 0.0;
-    if has_row && params.seg_start > 0u {
+    if has_row && (params.flags & FLAG_RESUME) != 0u {
         let state = stats[r];
         m = state.x;
         l = state.y;
     }
-    for (var t = params.seg_start; t < wg_limit; t += TILE) {
+    // The workgroup's first row sees the oldest keys: tiles before them are skipped (window).
+    for (var t = max(params.seg_start, first_visible(first)); t < wg_limit; t += TILE) {
         let n = min(TILE, wg_limit - t);
         workgroupBarrier();
         for (var i = li; i < n * D4; i += WG) {
@@ -98,12 +132,13 @@ fn row_stats(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
         workgroupBarrier();
         if has_row {
             let m_keys = min(n, max(limit, t) - t);
+            let j0 = min(max(lo, t) - t, m_keys);
             // The tile's terms are summed apart and added to the row's sum once, so a long row
             // is not a hundred thousand small additions to one large f32.
             var lt = 0.0;
-            for (var j = 0u; j < m_keys; j++) {
+            for (var j = j0; j < m_keys; j++) {
                 // row: dot s tile[j * D4]
-                s *= params.scale;
+                s = logit(s);
                 if s > m {
                     // (both sums are 0 before the first key, when m - s may not be finite)
                     let f = select(exp2(m - s), 0.0, m == -F32_MAX);
@@ -125,7 +160,11 @@ fn row_stats(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
 // log2 of the row's softmax denominator, scores in base 2. A row that sees no key at all gets
 // probabilities of exactly 0.
 fn lse(r: u32) -> f32 {
-    let state = stats[r];
+    var state = stats[r];
+    if (params.flags & FLAG_SINK) != 0u {
+        let m = max(state.x, params.sink);
+        state = vec2<f32>(m, state.y * exp2(state.x - m) + exp2(params.sink - m));
+    }
     return select(state.x + log2(state.y), F32_MAX, state.y == 0.0);
 }
 
@@ -153,9 +192,9 @@ fn probabilities(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
                 let b = t + j;
                 let r = params.row_start + b;
                 var p = 0.0;
-                if key < visible(r) {
+                if key < visible(r) && key >= first_visible(r) {
                     // row: dot s tile[j * D4]
-                    p = exp2(s * params.scale - lse(r));
+                    p = exp2(logit(s) - lse(r));
                 }
                 out[params.out_offset + b * params.out_keys + key - params.key_start] = p;
             }

@@ -13,7 +13,10 @@
 //                exp2(min − lse), its sum exp2(max − lse) · Σ exp2(s − max); folded into the
 //                pooled accumulators with the semantics of pool.wgsl (count of unmasked
 //                entries, row order, --norm row dividing by the row's maximum).
-// Scores are in base 2 (`scale` holds log2(e)). Every loop is bounded (keys in segments of a
+// A capture's layer settings (src/source/qk_meta.rs) apply as in the CPU reference: keys
+// older than a sliding window have probability 0 (counted as entries, like the two-pass path's
+// zeros) and their tiles are skipped, a softcap bends each score, a sink logit joins each
+// row's log-sum-exp. Scores are in base 2 (`scale` holds log2(e)). Every loop is bounded (keys in segments of a
 // few thousand per dispatch: llvmpipe stops a shader's loops after 65535 iterations and
 // display drivers' watchdogs stop long dispatches).
 //
@@ -55,16 +58,19 @@ struct Params {
     px: u32,
     // rows per head in `inter` and `row_lse`
     inter_rows: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
+    // keys this many positions older than the query or more are hidden; 0: no window
+    window: u32,
+    // softcap × log2(e): scores become softcap · tanh(s / softcap); 0: none
+    softcap: f32,
+    _pad: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
 @group(0) @binding(1) var<storage, read> q: array<vec4<f32>>;
 @group(0) @binding(2) var<storage, read> k: array<vec4<f32>>;
-// per head of the batch (workgroup z): its key head's slot in `k`, its cell's index in `accum`
-@group(0) @binding(3) var<storage, read> heads: array<vec2<u32>>;
+// per head of the batch (workgroup z): its key head's slot in `k`, its cell's index in `accum`,
+// its sink logit × log2(e) as f32 bits (-F32_MAX: none), unused
+@group(0) @binding(3) var<storage, read> heads: array<vec4<u32>>;
 // per key: its pooled column
 @group(0) @binding(4) var<storage, read> key_bin: array<u32>;
 @group(0) @binding(5) var<storage, read> col_edges: array<u32>;
@@ -89,6 +95,19 @@ fn visible(r: u32) -> u32 {
     return u32(clamp(i32(r) + params.diagonal + 1, 0, i32(params.keys)));
 }
 
+// The first key row `r` sees (the sliding window's oldest), at most visible(r).
+fn first_visible(r: u32) -> u32 {
+    if params.window == 0u {
+        return 0u;
+    }
+    return u32(clamp(i32(r) + params.diagonal - i32(params.window) + 1, 0, i32(visible(r))));
+}
+
+// Softcaps four base-2 scores (params.softcap > 0).
+fn capped4(s: vec4<f32>) -> vec4<f32> {
+    return params.softcap * tanh(s / params.softcap);
+}
+
 fn score(i: u32, j: u32) -> f32 {
     return smem[i * (TK / 4u) + (j >> 2u)][j & 3u];
 }
@@ -109,7 +128,10 @@ fn pool_scores(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
     let q_base = (z * params.q_rows + r0) * D4;
     let k_base = heads[z].x * params.keys * D4;
     let inter_base = z * params.inter_rows + i0;
-    for (var t0 = params.seg_start; t0 < wg_end; t0 += TK) {
+    // The workgroup's first row sees the oldest keys (sliding window): tiles before its tile
+    // are skipped, and the states of columns that start before it are begun there.
+    let t_first = first_visible(r0) / TK * TK;
+    for (var t0 = max(params.seg_start, t_first); t0 < wg_end; t0 += TK) {
         var acc0l = vec4<f32>();
         var acc0h = vec4<f32>();
         var acc1l = vec4<f32>();
@@ -182,7 +204,26 @@ fn pool_scores(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
             }
         }
         workgroupBarrier();
-        let sc = params.scale;
+        var sc = params.scale;
+        if params.softcap > 0.0 {
+            acc0l = capped4(acc0l * sc);
+            acc0h = capped4(acc0h * sc);
+            acc1l = capped4(acc1l * sc);
+            acc1h = capped4(acc1h * sc);
+            acc2l = capped4(acc2l * sc);
+            acc2h = capped4(acc2h * sc);
+            acc3l = capped4(acc3l * sc);
+            acc3h = capped4(acc3h * sc);
+            acc4l = capped4(acc4l * sc);
+            acc4h = capped4(acc4h * sc);
+            acc5l = capped4(acc5l * sc);
+            acc5h = capped4(acc5h * sc);
+            acc6l = capped4(acc6l * sc);
+            acc6h = capped4(acc6h * sc);
+            acc7l = capped4(acc7l * sc);
+            acc7h = capped4(acc7h * sc);
+            sc = 1.0;
+        }
         smem[(tr + 0u) * (TK / 4u) + 2u * tc] = acc0l * sc;
         smem[(tr + 0u) * (TK / 4u) + 2u * tc + 1u] = acc0h * sc;
         smem[(tr + 8u) * (TK / 4u) + 2u * tc] = acc1l * sc;
@@ -210,8 +251,8 @@ fn pool_scores(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
             let bin = b_first + item / TQ;
             if i < n_rows {
                 let c0 = col_edges[bin];
-                let lo = max(c0, t0);
-                let hi = min(min(col_edges[bin + 1u], t1), visible(r0 + i));
+                let lo = max(max(c0, t0), first_visible(r0 + i));
+                let hi = max(min(min(col_edges[bin + 1u], t1), visible(r0 + i)), lo);
                 var m = -F32_MAX;
                 var mn = F32_MAX;
                 for (var j = lo; j < hi; j++) {
@@ -224,7 +265,7 @@ fn pool_scores(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
                     l += exp2(score(i, j - t0) - m);
                 }
                 let idx = (inter_base + i) * params.pooled_w + bin;
-                if c0 >= t0 {
+                if c0 >= t0 || t0 == t_first {
                     // the column starts in this tile: a fresh state (empty when the row sees
                     // none of it; pool_fold counts its entries from the mask and skips it)
                     inter[idx] = vec4<f32>(m, mn, l, 0.0);
@@ -247,22 +288,27 @@ fn pool_lse(@builtin(global_invocation_id) gid: vec3<u32>) {
     if i >= params.rows {
         return;
     }
-    let vis = visible(params.row_start + i);
-    if vis == 0u {
+    let r = params.row_start + i;
+    let vis = visible(r);
+    let first = first_visible(r);
+    if vis == first {
         return;
     }
-    let n_bins = key_bin[vis - 1u] + 1u;
+    let b_end = key_bin[vis - 1u] + 1u;
     let base = (gid.z * params.inter_rows + i) * params.pooled_w;
     var m = -F32_MAX;
-    for (var b = 0u; b < n_bins; b++) {
+    for (var b = key_bin[first]; b < b_end; b++) {
         m = max(m, inter[base + b].x);
     }
-    var l = 0.0;
-    for (var b = 0u; b < n_bins; b++) {
+    // the sink joins the denominator, not the row's largest probability
+    let sink = bitcast<f32>(heads[gid.z].z);
+    let ms = max(m, sink);
+    var l = exp2(sink - ms);
+    for (var b = key_bin[first]; b < b_end; b++) {
         let st = inter[base + b];
-        l += st.z * exp2(st.x - m);
+        l += st.z * exp2(st.x - ms);
     }
-    let lse = m + log2(l);
+    let lse = ms + log2(l);
     row_lse[gid.z * params.inter_rows + i] = vec2<f32>(lse, exp2(m - lse));
 }
 
@@ -291,18 +337,26 @@ fn pool_fold(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     let row_norm = (params.flags & FLAG_ROW_NORM) != 0u;
     for (var r = r_lo; r < r_hi; r++) {
-        let n = i32(min(c1, visible(r))) - i32(c0);
+        let vis = visible(r);
+        let n = i32(min(c1, vis)) - i32(c0);
         if n > 0 {
             let i = z * params.inter_rows + r - params.row_start;
-            let st = inter[i * params.pooled_w + x];
+            // keys of the bin the row sees; the rest of its n entries are window zeros
+            let v0 = max(c0, first_visible(r));
+            var hi = 0.0;
+            var lo = 0.0;
+            var sum = 0.0;
             let rl = row_lse[i];
-            var hi = exp2(st.x - rl.x);
-            var lo = exp2(st.y - rl.x);
-            var sum = st.z * hi;
-            if row_norm {
-                hi /= rl.y;
-                lo /= rl.y;
-                sum /= rl.y;
+            if min(c1, vis) > v0 {
+                let st = inter[i * params.pooled_w + x];
+                hi = exp2(st.x - rl.x);
+                lo = select(exp2(st.y - rl.x), 0.0, v0 > c0);
+                sum = st.z * hi;
+                if row_norm {
+                    hi /= rl.y;
+                    lo /= rl.y;
+                    sum /= rl.y;
+                }
             }
             a.max_v = max(a.max_v, hi);
             a.min_v = min(a.min_v, lo);

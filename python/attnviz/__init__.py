@@ -16,6 +16,7 @@ stacked, and the GIL is released while the GPU works. Bad input raises ``ValueEr
 command line's one-line message; GPU and environment problems raise ``RuntimeError``.
 """
 
+import json
 import os
 import sys
 import threading
@@ -25,7 +26,10 @@ import numpy as np
 
 from . import _attnviz
 
-__all__ = ["render", "figure", "render_qk", "figure_qk", "diff", "view", "Figure", "NORMS", "COLORMAPS", "REDUCES"]
+from .capture import Capture, capture
+
+__all__ = ["render", "figure", "render_qk", "figure_qk", "diff", "view", "capture", "Capture",
+           "Figure", "NORMS", "COLORMAPS", "REDUCES"]
 __version__ = "0.1.0"
 
 NORMS = tuple(_attnviz.NORMS)
@@ -133,9 +137,10 @@ def figure(
 
 def render_qk(
     q,
-    k,
+    k=None,
     out=None,
     *,
+    tokens=None,
     queries=None,
     softmax_scale=None,
     layers=None,
@@ -152,8 +157,11 @@ def render_qk(
     queries and keys, as ``attnviz render --q --k`` does: never stored, so heads far longer than
     memory would hold as probabilities render. Returns an (H, W, 4) uint8 array.
 
-    q: (L, H, N_q, d), (H, N_q, d) or (N_q, d) float32/float16; k: (L, H_kv, N_k, d) with H a
-        multiple of H_kv (grouped-query attention). Copied once (they are N·d, not N²).
+    q: (L, H, N_q, d), (H, N_q, d) or (N_q, d) float32/float16/bfloat16; k: (L, H_kv, N_k, d)
+        with H a multiple of H_kv (grouped-query attention). Copied once (they are N·d, not N²).
+        Or q is an :class:`attnviz.Capture` and k is omitted: its layers' scales, sliding
+        windows, softcaps, causality and sink logits apply, as they do from its file.
+    tokens: one string per position, to label the axes (with a capture).
     queries: the query rows to compute, 0-based, end excluded: ``"A..B"``, ``(A, B)``,
         ``slice(A, B)`` or ``range(A, B)`` (default all).
     softmax_scale: default 1/√d.
@@ -162,14 +170,15 @@ def render_qk(
     The other options are :func:`render`'s.
     """
     return _render_qk(q, k, out, queries, softmax_scale, layers, heads, norm, colormap, reduce,
-                      cell, causal, colorbar, backend).image
+                      cell, causal, colorbar, backend, tokens).image
 
 
 def figure_qk(
     q,
-    k,
+    k=None,
     out=None,
     *,
+    tokens=None,
     queries=None,
     softmax_scale=None,
     layers=None,
@@ -184,7 +193,7 @@ def figure_qk(
 ):
     """Like :func:`render_qk`, but returns a :class:`Figure`."""
     return _render_qk(q, k, out, queries, softmax_scale, layers, heads, norm, colormap, reduce,
-                      cell, causal, colorbar, backend)
+                      cell, causal, colorbar, backend, tokens)
 
 
 def diff(
@@ -309,8 +318,18 @@ def _render(attn, out, layers, heads, norm, colormap, reduce, cell, causal, colo
 
 
 def _render_qk(q, k, out, queries, softmax_scale, layers, heads, norm, colormap, reduce, cell,
-               causal, colorbar, backend):
+               causal, colorbar, backend, tokens=None):
     _headless()
+    meta = None
+    if isinstance(q, Capture):
+        if k is not None:
+            raise ValueError("k: a capture holds its own keys; pass the capture alone")
+        meta = q.metadata(tokens)
+        q, k = q.tensors()
+    elif k is None:
+        raise ValueError("k: missing (or pass an attnviz.Capture as q)")
+    elif tokens is not None:
+        meta = '{{"tokens": {}}}'.format(json.dumps([str(t) for t in tokens]))
     qa, q_bf16 = _to_numpy(q, "q")
     ka, k_bf16 = _to_numpy(k, "k")
     if softmax_scale is not None:
@@ -322,6 +341,7 @@ def _render_qk(q, k, out, queries, softmax_scale, layers, heads, norm, colormap,
         None if out is None else os.fspath(out), _queries(queries), softmax_scale,
         _selection(layers, "layers"), _selection(heads, "heads"), norm, colormap, reduce,
         None if cell is None else _int(cell, "cell"), _causal(causal), bool(colorbar), backend,
+        meta,
     )
     _warn_cpu(warning)
     return Figure(image, causal_applied, adapter)

@@ -9,6 +9,7 @@ use std::sync::Mutex;
 use attnviz::pool::Causal;
 use attnviz::source::npy::{dtype_from_descr, shape_from_dims};
 use attnviz::source::qk::{parse_queries, QkOptions, QkSource};
+use attnviz::source::qk_meta::CaptureMeta;
 use attnviz::source::{ArraySource, AttentionSource, DiffSource, SliceSource};
 use attnviz::{Colormap, DType, Engine, Error, Figure, Gpu, Norm, Reduce, RenderOptions};
 use half::f16;
@@ -388,7 +389,7 @@ fn rgba<'a>(image: &'a PyReadonlyArrayDyn<'_, u8>) -> PyResult<(&'a [u8], u32, u
 /// inputs (`'static` sources), so Q and K are copied once into owned buffers: N·d values per
 /// head, not the N² the attention would be.
 #[pyfunction]
-#[pyo3(signature = (q, k, bf16, out, queries, softmax_scale, layers, heads, norm, colormap, reduce, cell, causal, colorbar, backend))]
+#[pyo3(signature = (q, k, bf16, out, queries, softmax_scale, layers, heads, norm, colormap, reduce, cell, causal, colorbar, backend, meta))]
 #[allow(clippy::too_many_arguments)]
 fn _render_qk<'py>(
     py: Python<'py>,
@@ -407,11 +408,18 @@ fn _render_qk<'py>(
     causal: &str,
     colorbar: bool,
     backend: &str,
+    meta: Option<String>,
 ) -> PyResult<Rendered<'py>> {
     let options = render_options(
         layers, heads, norm, colormap, reduce, cell, causal, colorbar,
     )?;
     check_backend(backend)?;
+    // A capture's settings, in the JSON its file would hold: one parser for both.
+    let meta = meta
+        .as_deref()
+        .map(CaptureMeta::parse)
+        .transpose()
+        .map_err(|e| bad("capture", e))?;
     let owned = |name: &str, array: &Bound<'py, PyAny>, bf16| -> PyResult<ArraySource> {
         let input = Input::new(name, std::slice::from_ref(array), true, bf16)?;
         let bytes = input.held[0].bytes().to_vec();
@@ -426,6 +434,8 @@ fn _render_qk<'py>(
             .map(parse_queries)
             .transpose()
             .map_err(py_err)?,
+        meta,
+        ..Default::default()
     };
     let source = QkSource::new(Box::new(q), Box::new(k), &qk).map_err(py_err)?;
     let (figure, adapter, warning) = py

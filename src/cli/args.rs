@@ -316,9 +316,16 @@ pub struct QkArgs {
     /// .safetensors file holding tensors `q` and `k`.
     #[arg(long, value_name = "FILE", requires = "q")]
     pub k: Option<PathBuf>,
-    /// Score scale before the softmax (default 1/√d).
+    /// Score scale before the softmax (default: the capture's per-layer scale, else 1/√d).
     #[arg(long, requires = "q")]
     pub softmax_scale: Option<f32>,
+    /// Hide keys N or more positions older than each query, in every layer (default: the
+    /// capture's per-layer windows, else none).
+    #[arg(long, requires = "q", value_name = "N")]
+    pub sliding_window: Option<usize>,
+    /// Scores become C·tanh(s/C) before the softmax, in every layer (default: the capture's).
+    #[arg(long, requires = "q", value_name = "C")]
+    pub softcap: Option<f32>,
     /// Query rows to compute, 0-based, end excluded: A..B, A.. or ..B.
     #[arg(long, requires = "q", value_name = "A..B")]
     pub queries: Option<String>,

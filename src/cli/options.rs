@@ -87,6 +87,9 @@ impl QkArgs {
         let options = QkOptions {
             causal,
             softmax_scale: self.softmax_scale,
+            sliding_window: self.sliding_window,
+            softcap: self.softcap,
+            meta: None,
             queries: self.queries.as_deref().map(parse_queries).transpose()?,
         };
         Ok(Some(QkSource::open(q, self.k.as_deref(), &options)?))

@@ -93,7 +93,7 @@ pub fn layout_json(figure: &Figure, options: &RenderOptions) -> Value {
         "center": scale.center,
         "symmetric": scale.symmetric,
         "scale_factor": options.scale_factor,
-        "title": options.title,
+        "title": figure.plan.title,
         "causal": figure.causal,
         "cells": cells,
         "axis_ticks": axis_ticks,

@@ -92,6 +92,8 @@ pub struct Plan {
     pub metrics: Metrics,
     /// Pooled columns left of this one hold keys left out of the statistics.
     pub first_column: u32,
+    /// The caption drawn: `--title`, with what a capture changed about the scores.
+    pub title: Option<String>,
     /// The colorbar drawn, once the ranges are known.
     pub colorbar: Option<ColorbarSpec>,
 }
@@ -119,11 +121,31 @@ impl Plan {
             .iter()
             .flat_map(|&l| heads.iter().map(move |&h| (l, h)))
             .collect();
+        let qk = source.as_qk();
+        // A capture's own tokens label its axes unless --tokens gave others; they are dropped
+        // when they do not fit (a --queries slice that is not the last rows).
+        let captured = qk
+            .and_then(|q| q.meta())
+            .and_then(|m| m.tokens.as_deref())
+            .filter(|t| {
+                options.tokens.is_none()
+                    && qk.is_some_and(|q| {
+                        q.rows().end == q.all_keys() && q.out_keys().len() == q.all_keys()
+                    })
+                    && crate::figure::axes::split_tokens(t, shape.queries, shape.keys).is_ok()
+            });
         let tokens = options
             .tokens
             .as_deref()
+            .or(captured)
             .map(|t| crate::figure::axes::split_tokens(t, shape.queries, shape.keys))
             .transpose()?;
+        // What a capture changed about the scores is said in the caption.
+        let title = match (options.title.as_deref(), qk.and_then(|q| q.applied())) {
+            (Some(t), Some(note)) => Some(format!("{t} ({note})")),
+            (None, Some(note)) => Some(note),
+            (t, None) => t.map(str::to_string),
+        };
         let cell = match (options.cell, tokens) {
             (None, Some(_)) => Some(crate::figure::axes::cell_side_for_tokens(
                 shape.queries.max(shape.keys),
@@ -164,7 +186,7 @@ impl Plan {
             theme,
             &metrics,
             axes.as_ref().map_or(CellPad::default(), |a| a.pad),
-            options.title.as_deref(),
+            title.as_deref(),
         );
         if let Some(a) = &axes {
             layout.add_cell_axes(a);
@@ -183,6 +205,7 @@ impl Plan {
             patterns: options.patterns,
             metrics,
             first_column,
+            title,
             colorbar: None,
         })
     }

@@ -8,6 +8,7 @@ mod diff;
 mod file;
 pub mod npy;
 pub mod qk;
+pub mod qk_meta;
 pub mod qk_synth;
 pub mod safetensors;
 mod synth;

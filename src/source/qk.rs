@@ -7,13 +7,16 @@
 //! Semantics, shared by both paths: `p[q, k] = softmax_k(scale · Q[q] · K[k])` over the keys the
 //! query may see; with `causal`, key `k` is hidden from absolute query `q` when
 //! `k > q + (N_k − N_q)` (bottom-right aligned, as in decoders and KV-cache suffixes), and its
-//! probability is 0.
+//! probability is 0. A capture's per-layer settings (a scale, a sliding window, a logit softcap,
+//! sink logits: [`qk_meta`](super::qk_meta)) change the scores and the visible keys of every
+//! path alike: [`QkSource::visible`] and [`QkSource::logit`] are their definition.
 
 use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
+use crate::source::qk_meta::CaptureMeta;
 use crate::source::{self, AttentionSource, DType, OpenOptions, Shape};
 
 /// Largest head dimension the GPU kernels are built for: a query row lives in registers.
@@ -22,10 +25,19 @@ pub const MAX_DIM: usize = 256;
 /// How to turn Q and K into attention.
 #[derive(Clone, Debug, Default)]
 pub struct QkOptions {
-    /// Hide keys after each query (see the module docs).
+    /// Hide keys after each query (see the module docs); a capture's metadata can also ask
+    /// for it.
     pub causal: bool,
-    /// Multiplies every score; `None` for 1/√d.
+    /// Multiplies every score; `None` for the capture's per-layer scale, else 1/√d.
     pub softmax_scale: Option<f32>,
+    /// Hides keys `W` or more positions older than the query, in every layer; `None` for the
+    /// capture's per-layer windows.
+    pub sliding_window: Option<usize>,
+    /// Scores become `c · tanh(s / c)`, in every layer; `None` for the capture's.
+    pub softcap: Option<f32>,
+    /// What the capture says about each layer (read from the file by [`QkSource::open`]);
+    /// the options above win over it.
+    pub meta: Option<CaptureMeta>,
     /// Query rows to compute (0-based, half-open); `None` for all. An end of `usize::MAX`
     /// means "to the last row".
     pub queries: Option<Range<usize>>,
@@ -48,7 +60,27 @@ pub struct QkSource {
     /// Keys whose probabilities are produced (the softmax still runs over every key).
     out_keys: Range<usize>,
     causal: bool,
-    scale: f32,
+    /// Per layer of Q.
+    layer_params: Arc<[LayerParams]>,
+    meta: Option<Arc<CaptureMeta>>,
+}
+
+/// One layer's settings, resolved: the command line first, then the capture's metadata, then
+/// the defaults (1/√d, no window, no softcap, no sinks).
+#[derive(Clone, Debug, PartialEq)]
+pub struct LayerParams {
+    pub scale: f32,
+    pub window: Option<usize>,
+    pub softcap: Option<f32>,
+    /// Empty, or one logit per query head.
+    pub sinks: Vec<f32>,
+}
+
+impl LayerParams {
+    /// The sink logit of query head `head`, if the layer has sinks.
+    pub fn sink(&self, head: usize) -> Option<f32> {
+        self.sinks.get(head).copied()
+    }
 }
 
 impl QkSource {
@@ -103,12 +135,50 @@ impl QkSource {
                 q.name()
             )));
         }
-        let scale = options.softmax_scale.unwrap_or(1.0 / (dim as f32).sqrt());
-        if !scale.is_finite() {
+        if let Some(scale) = options.softmax_scale.filter(|s| !s.is_finite()) {
             return Err(Error::BadOption(format!(
                 "--softmax-scale {scale} is not a finite number"
             )));
         }
+        if let Some(c) = options.softcap.filter(|c| !(c.is_finite() && *c > 0.0)) {
+            return Err(Error::BadOption(format!(
+                "--softcap {c} is not a positive number"
+            )));
+        }
+        if options.sliding_window == Some(0) {
+            return Err(Error::BadOption(
+                "--sliding-window 0 would hide every key".into(),
+            ));
+        }
+        let meta = options.meta.clone();
+        if let Some(m) = &meta {
+            m.check(qs.layers, qs.heads, ks.queries)
+                .map_err(|e| Error::bad_input(q.name(), e))?;
+        }
+        let causal_meta: Vec<bool> = meta
+            .iter()
+            .flat_map(|m| m.layers.iter().filter_map(|l| l.causal))
+            .collect();
+        if causal_meta.iter().any(|&c| c != causal_meta[0]) {
+            return Err(Error::bad_input(
+                q.name(),
+                "capture metadata mixes causal and bidirectional layers; render them apart with --layers",
+            ));
+        }
+        let layer_params = (0..qs.layers)
+            .map(|l| {
+                let m = meta.as_ref().and_then(|m| m.layers.get(l));
+                LayerParams {
+                    scale: options
+                        .softmax_scale
+                        .or(m.and_then(|m| m.scale))
+                        .unwrap_or(1.0 / (dim as f32).sqrt()),
+                    window: options.sliding_window.or(m.and_then(|m| m.sliding_window)),
+                    softcap: options.softcap.or(m.and_then(|m| m.softcap)),
+                    sinks: m.and_then(|m| m.sinks.clone()).unwrap_or_default(),
+                }
+            })
+            .collect();
         Ok(QkSource {
             name: format!("{} × {}", q.name(), k.name()),
             out_keys: 0..ks.queries,
@@ -119,8 +189,9 @@ impl QkSource {
             keys: ks.queries,
             total_queries: qs.queries,
             rows,
-            causal: options.causal,
-            scale,
+            causal: options.causal || causal_meta.first() == Some(&true),
+            layer_params,
+            meta: meta.map(Arc::new),
             q: Arc::from(q),
             k: Arc::from(k),
         })
@@ -149,6 +220,8 @@ impl QkSource {
             k: self.k.clone(),
             rows: first_row..first_row + rows.len(),
             out_keys: first_key..first_key + keys.len(),
+            layer_params: self.layer_params.clone(),
+            meta: self.meta.clone(),
             ..*self
         })
     }
@@ -173,7 +246,11 @@ impl QkSource {
             Some(k) => (source::open(q, &OpenOptions::default())?, pick(k, "k")?),
             None => (source::open(q, &named("q"))?, source::open(q, &named("k"))?),
         };
-        QkSource::new(Box::new(qt), Box::new(kt), options)
+        let mut options = options.clone();
+        if is_st && options.meta.is_none() {
+            options.meta = source::safetensors::capture_meta(q)?;
+        }
+        QkSource::new(Box::new(qt), Box::new(kt), &options)
     }
 
     pub fn dim(&self) -> usize {
@@ -184,8 +261,79 @@ impl QkSource {
         self.causal
     }
 
-    pub fn scale(&self) -> f32 {
-        self.scale
+    /// Layer `layer`'s scale, window, softcap and sinks.
+    pub fn layer(&self, layer: usize) -> &LayerParams {
+        &self.layer_params[layer]
+    }
+
+    /// What the capture file (or the caller) said about the model, if anything.
+    pub fn meta(&self) -> Option<&CaptureMeta> {
+        self.meta.as_deref()
+    }
+
+    /// A short note of what changes the scores beyond `softmax(scale · q·k)`, for the
+    /// figure's caption: "sliding window 4096 in layers 1, 3; softcap 50"; `None` when nothing
+    /// does.
+    pub fn applied(&self) -> Option<String> {
+        let layers_with = |f: &dyn Fn(&LayerParams) -> bool| -> Vec<usize> {
+            (0..self.layers).filter(|&l| f(self.layer(l))).collect()
+        };
+        let which = |ls: &[usize]| {
+            if ls.len() == self.layers {
+                String::new()
+            } else {
+                let names: Vec<String> = ls.iter().map(|l| (l + 1).to_string()).collect();
+                format!(
+                    " in layer{} {}",
+                    if ls.len() > 1 { "s" } else { "" },
+                    names.join(", ")
+                )
+            }
+        };
+        let mut parts = Vec::new();
+        let mut windows: Vec<usize> = self.layer_params.iter().filter_map(|p| p.window).collect();
+        windows.sort_unstable();
+        windows.dedup();
+        for w in windows {
+            let ls = layers_with(&|p| p.window == Some(w));
+            parts.push(format!("sliding window {w}{}", which(&ls)));
+        }
+        let caps = layers_with(&|p| p.softcap.is_some());
+        if let Some(&l) = caps.first() {
+            let c = self.layer(l).softcap.unwrap_or_default();
+            parts.push(format!("softcap {c}{}", which(&caps)));
+        }
+        let sinks = layers_with(&|p| !p.sinks.is_empty());
+        if !sinks.is_empty() {
+            parts.push(format!("sink logits{}", which(&sinks)));
+        }
+        (!parts.is_empty()).then(|| parts.join("; "))
+    }
+
+    /// The keys of K computed row `r` of layer `layer` sees: up to the causal diagonal, and
+    /// from the sliding window's oldest key.
+    pub fn visible(&self, layer: usize, r: usize) -> Range<usize> {
+        let a = r as i64 + self.key_diagonal();
+        let hi = if self.causal {
+            (a + 1).clamp(0, self.keys as i64) as usize
+        } else {
+            self.keys
+        };
+        let lo = match self.layer(layer).window {
+            Some(w) => (a - w as i64 + 1).clamp(0, hi as i64) as usize,
+            None => 0,
+        };
+        lo..hi
+    }
+
+    /// The logit of a dot product `q·k` in layer `layer`: scaled, then softcapped.
+    pub fn logit(&self, layer: usize, dot: f64) -> f64 {
+        let p = self.layer(layer);
+        let s = dot * p.scale as f64;
+        match p.softcap {
+            Some(c) => c as f64 * (s / c as f64).tanh(),
+            None => s,
+        }
     }
 
     /// The query rows computed, as indices into Q.
@@ -248,26 +396,32 @@ impl QkSource {
         let first = self.rows.start + rows.start;
         let q = self.queries_f32(layer, head, first..first + rows.len())?;
         let k = self.keys_f32(layer, head)?;
+        let sink = self.layer(layer).sink(head).map(f64::from);
         let mut scores = vec![0f64; n];
         for (i, (qrow, orow)) in q
             .chunks_exact(d)
             .zip(out.chunks_exact_mut(width))
             .enumerate()
         {
-            let visible = self.visible_keys(rows.start + i);
-            let mut max = f64::NEG_INFINITY;
-            for (s, krow) in scores[..visible].iter_mut().zip(k.chunks_exact(d)) {
+            let visible = self.visible(layer, rows.start + i);
+            let mut max = sink.unwrap_or(f64::NEG_INFINITY);
+            for kk in visible.clone() {
+                let krow = &k[kk * d..(kk + 1) * d];
                 let dot: f64 = qrow
                     .iter()
                     .zip(krow)
                     .map(|(&a, &b)| a as f64 * b as f64)
                     .sum();
-                *s = dot * self.scale as f64;
-                max = max.max(*s);
+                scores[kk] = self.logit(layer, dot);
+                max = max.max(scores[kk]);
             }
-            let total: f64 = scores[..visible].iter().map(|s| (s - max).exp()).sum();
+            let total: f64 = scores[visible.clone()]
+                .iter()
+                .map(|s| (s - max).exp())
+                .sum::<f64>()
+                + sink.map_or(0.0, |s| (s - max).exp());
             for (o, k) in orow.iter_mut().zip(self.out_keys.clone()) {
-                *o = if k < visible {
+                *o = if visible.contains(&k) {
                     ((scores[k] - max).exp() / total) as f32
                 } else {
                     0.0
@@ -275,15 +429,6 @@ impl QkSource {
             }
         }
         Ok(())
-    }
-
-    /// How many leading keys of K computed row `r` sees.
-    fn visible_keys(&self, r: usize) -> usize {
-        if self.causal {
-            (r as i64 + self.key_diagonal() + 1).clamp(0, self.keys as i64) as usize
-        } else {
-            self.keys
-        }
     }
 }
 

@@ -8,6 +8,7 @@ use std::path::Path;
 use safetensors::tensor::{Dtype, Metadata, TensorInfo};
 use safetensors::SafeTensors;
 
+use super::qk_meta::{CaptureMeta, METADATA_KEY};
 use super::{DType, FileTensor, Shape, TensorLayout};
 use crate::error::{Error, Result};
 
@@ -37,6 +38,36 @@ pub(crate) fn open(path: &Path, tensor: Option<&str>) -> Result<FileTensor> {
     let layout = parse(&map, tensor).map_err(|m| Error::bad_input(path, m))?;
     drop(map);
     Ok(FileTensor::new(path, file, layout))
+}
+
+/// The capture metadata (`attnviz.capture`'s JSON, see [`qk_meta`](super::qk_meta)) in the
+/// header of the `.safetensors` file at `path`; `None` when the file has none. Only the header
+/// is read, after its declared length is checked against the file.
+pub fn capture_meta(path: &Path) -> Result<Option<CaptureMeta>> {
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let file_len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    // SAFETY: read-only map, as in `open`; only the header's pages are touched.
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+    let bad = |m: String| Error::bad_input(path, m);
+    let len = map
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+        .ok_or_else(|| {
+            bad(format!(
+                "file is {file_len} bytes: too short for a .safetensors header"
+            ))
+        })?;
+    check_header_len(len, file_len).map_err(bad)?;
+    let (_, metadata) = SafeTensors::read_metadata(&map)
+        .map_err(|e| bad(format!("invalid safetensors file: {e}")))?;
+    let Some(json) = metadata
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get(METADATA_KEY))
+    else {
+        return Ok(None);
+    };
+    CaptureMeta::parse(json).map(Some).map_err(bad)
 }
 
 /// Validates a whole `.safetensors` file and picks its attention tensor(s). The declared header

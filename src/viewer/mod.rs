@@ -92,7 +92,11 @@ pub fn run(source: &dyn AttentionSource, options: ViewerOptions) -> Result<Viewe
     let proxy = event_loop.create_proxy();
     let (jobs, job_rx) = channel();
     let (reply_tx, replies) = channel();
-    let tokens = options.tokens.clone();
+    // A capture file's own tokens name the hovered query and key unless --tokens gave others.
+    let tokens = options.tokens.clone().or_else(|| {
+        let meta = source.as_qk()?.meta()?;
+        meta.tokens.clone()
+    });
     std::thread::scope(|scope| {
         // Reads for the hover readout and the zoomed detail happen here, never on the
         // window's thread.

@@ -46,10 +46,30 @@ struct QkParams {
     out_keys: u32,
     seg_start: u32,
     seg_end: u32,
-    _pad: u32,
+    window: u32,
+    softcap: f32,
+    sink: f32,
+    _pad: [u32; 3],
 }
 
 const FLAG_CAUSAL: u32 = 1;
+const FLAG_RESUME: u32 = 2;
+const FLAG_SINK: u32 = 4;
+
+/// The parameters of query head (`layer`, `head`) that come from its layer's settings: base-2
+/// scale, window, softcap and sink (see `shaders/qk.wgsl`).
+fn layer_params(src: &QkSource, layer: usize, head: usize, base: QkParams) -> QkParams {
+    use std::f32::consts::LOG2_E;
+    let p = src.layer(layer);
+    QkParams {
+        flags: (base.flags & FLAG_CAUSAL) | if p.sink(head).is_some() { FLAG_SINK } else { 0 },
+        scale: p.scale * LOG2_E,
+        window: p.window.map_or(0, |w| w.min(u32::MAX as usize) as u32),
+        softcap: p.softcap.map_or(0.0, |c| c * LOG2_E),
+        sink: p.sink(head).map_or(0.0, |s| s * LOG2_E),
+        ..base
+    }
+}
 
 struct Kernels {
     kernel: Kernel,
@@ -246,13 +266,16 @@ impl<'a> HeadPasses<'a> {
                 keys: keys as u32,
                 flags: if src.causal() { FLAG_CAUSAL } else { 0 },
                 diagonal: src.key_diagonal() as i32,
-                scale: src.scale() * std::f32::consts::LOG2_E,
+                scale: 0.0,
                 out_offset: 0,
                 key_start: src.out_keys().start as u32,
                 out_keys: src.out_keys().len() as u32,
                 seg_start: 0,
                 seg_end: 0,
-                _pad: 0,
+                window: 0,
+                softcap: 0.0,
+                sink: 0.0,
+                _pad: [0; 3],
             },
             loaded_q: None,
             loaded_k: None,
@@ -263,6 +286,7 @@ impl<'a> HeadPasses<'a> {
     /// Uploads Q and K for query head (`layer`, `head`), skipping what is already resident
     /// (heads of a GQA group share their K).
     fn load(&mut self, src: &QkSource, layer: usize, head: usize) -> Result<()> {
+        self.base = layer_params(src, layer, head, self.base);
         if self.loaded_q != Some((layer, head)) {
             let rows = src.rows();
             let values = src.queries_f32(layer, head, rows)?;
@@ -329,12 +353,21 @@ impl<'a> HeadPasses<'a> {
             } else {
                 self.keys
             };
-            for seg in (0..seen.max(1)).step_by(STATS_KEYS) {
+            // Keys the group's first row sees from (the oldest of any of its rows, with a
+            // sliding window): segments before it are skipped.
+            let oldest = match self.base.window {
+                0 => 0,
+                w => (group.start as i64 + self.base.diagonal as i64 - w as i64 + 1)
+                    .clamp(0, seen as i64) as usize,
+            };
+            for seg in (oldest..seen.max(oldest + 1)).step_by(STATS_KEYS) {
+                let resume = if seg > oldest { FLAG_RESUME } else { 0 };
                 let params = QkParams {
                     rows: group.len() as u32,
                     row_start: group.start as u32,
                     seg_start: seg as u32,
                     seg_end: (seg + STATS_KEYS).min(self.keys) as u32,
+                    flags: self.base.flags | resume,
                     ..self.base
                 };
                 self.gpu

