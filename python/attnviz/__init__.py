@@ -28,8 +28,8 @@ from . import _attnviz
 
 from .capture import Capture, capture
 
-__all__ = ["render", "figure", "render_qk", "figure_qk", "view", "capture", "Capture", "Figure",
-           "NORMS", "COLORMAPS", "REDUCES"]
+__all__ = ["render", "figure", "render_qk", "figure_qk", "diff", "view", "capture", "Capture",
+           "Figure", "NORMS", "COLORMAPS", "REDUCES"]
 __version__ = "0.1.0"
 
 NORMS = tuple(_attnviz.NORMS)
@@ -198,6 +198,64 @@ def figure_qk(
     """Like :func:`render_qk`, but returns a :class:`Figure`."""
     return _render_qk(q, k, out, queries, softmax_scale, layers, heads, norm, colormap, reduce,
                       cell, causal, colorbar, backend, tokens, values)
+
+
+def diff(
+    a,
+    b,
+    out=None,
+    *,
+    layers=None,
+    heads=None,
+    norm="head",
+    colormap="RdBu_r",
+    reduce="extreme",
+    cell=None,
+    causal="auto",
+    colorbar=True,
+    center=None,
+    batch=0,
+    backend="auto",
+):
+    """Renders the difference ``a − b`` of two attention inputs of the same shape (two prompts,
+    two checkpoints, before and after fine-tuning), as ``attnviz diff A B`` does, and returns a
+    :class:`Figure`. The subtraction runs on the GPU as both inputs stream; neither is copied.
+
+    a, b: as :func:`render`'s ``attn`` (each may be a per-layer list); any float dtypes.
+    reduce: "extreme" (default: the signed value of largest magnitude in each pixel), "mean",
+        "max" or "min".
+    colormap: "RdBu_r" (default) or any of ``COLORMAPS``.
+    center: the value drawn white; limits are symmetric about it (default 0) per ``norm`` scope,
+        as matplotlib's ``CenteredNorm``.
+    causal: as :func:`render`'s; "auto" masks above the diagonal where every head of the
+        difference is exactly zero there (two causal models).
+    The other options are :func:`render`'s. A shape mismatch raises ``ValueError`` naming both.
+    """
+    _headless()
+    sides = []
+    for x in (a, b):
+        arrays, stacked, bf16 = _prepare(x, batch)
+        sides.append({"arrays": arrays, "stacked": stacked, "bf16": bf16})
+    if center is not None:
+        if isinstance(center, bool) or not isinstance(center, (int, float, np.number)):
+            raise ValueError("center: expected a number, not {!r}".format(center))
+        center = float(center)
+    call = {
+        "out": None if out is None else os.fspath(out),
+        "layers": _selection(layers, "layers"),
+        "heads": _selection(heads, "heads"),
+        "norm": norm,
+        "colormap": colormap,
+        "reduce": reduce,
+        "cell": None if cell is None else _int(cell, "cell"),
+        "causal": _causal(causal),
+        "colorbar": bool(colorbar),
+        "center": center,
+        "backend": backend,
+    }
+    image, causal_applied, adapter, warning, _ = _attnviz._diff(sides[0], sides[1], call)
+    _warn_cpu(warning)
+    return Figure(image, causal_applied, adapter)
 
 
 def view(

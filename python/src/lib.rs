@@ -10,7 +10,7 @@ use attnviz::pool::Causal;
 use attnviz::source::npy::{dtype_from_descr, shape_from_dims};
 use attnviz::source::qk::{parse_queries, QkOptions, QkSource, Values};
 use attnviz::source::qk_meta::CaptureMeta;
-use attnviz::source::{ArraySource, AttentionSource, SliceSource};
+use attnviz::source::{ArraySource, AttentionSource, DiffSource, SliceSource};
 use attnviz::{Colormap, DType, Engine, Error, Figure, Gpu, Norm, Reduce, RenderOptions};
 use half::f16;
 use numpy::ndarray::Array3;
@@ -448,6 +448,67 @@ fn _render_qk<'py>(
     Ok((image, figure.causal, adapter, warning, Vec::new()))
 }
 
+/// One side of `attnviz.diff`, as `_prepare` hands it over: the arrays, whether they are one
+/// stacked array, and whether they hold bfloat16 bits (a dict with these keys).
+#[derive(FromPyObject)]
+#[pyo3(from_item_all)]
+struct DiffInput<'py> {
+    arrays: Vec<Bound<'py, PyAny>>,
+    stacked: bool,
+    bf16: bool,
+}
+
+/// The options of `attnviz.diff`, passed as one dict (keys as in `attnviz/__init__.py`).
+#[derive(FromPyObject)]
+#[pyo3(from_item_all)]
+struct DiffCall {
+    out: Option<PathBuf>,
+    layers: Option<String>,
+    heads: Option<String>,
+    norm: String,
+    colormap: String,
+    reduce: String,
+    cell: Option<i64>,
+    causal: String,
+    colorbar: bool,
+    center: Option<f32>,
+    backend: String,
+}
+
+/// `A − B` of two inputs of one shape (the CLI's `attnviz diff`): symmetric about `center`
+/// (default 0) per norm scope, captioned "A − B"; both inputs are read in place.
+#[pyfunction]
+fn _diff<'py>(
+    py: Python<'py>,
+    a: DiffInput<'py>,
+    b: DiffInput<'py>,
+    call: DiffCall,
+) -> PyResult<Rendered<'py>> {
+    let mut options = render_options(
+        call.layers,
+        call.heads,
+        &call.norm,
+        &call.colormap,
+        &call.reduce,
+        call.cell,
+        &call.causal,
+        call.colorbar,
+    )?;
+    options.scale.symmetric = true;
+    options.scale.center = call.center;
+    options.scale.label = Some("A − B".into());
+    check_backend(&call.backend)?;
+    let input_a = Input::new("a", &a.arrays, a.stacked, a.bf16)?;
+    let input_b = Input::new("b", &b.arrays, b.stacked, b.bf16)?;
+    let source = DiffSource::new(Box::new(input_a.source()?), Box::new(input_b.source()?))
+        .map_err(py_err)?;
+    let (figure, adapter, warning) = py
+        .detach(|| render_and_write(&source, &options, &call.backend, call.out.as_deref()))
+        .map_err(py_err)?;
+    let image = into_image(py, figure.width, figure.height, figure.rgba);
+    Ok((image, figure.causal, adapter, warning, Vec::new()))
+}
+
 /// PNG bytes of an H×W×4 uint8 image, encoded as the figures are written.
 #[pyfunction]
 fn _encode_png<'py>(
@@ -555,6 +616,7 @@ fn _set_chunk_bytes(bytes: u64) {
 fn _attnviz(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_render, m)?)?;
     m.add_function(wrap_pyfunction!(_render_qk, m)?)?;
+    m.add_function(wrap_pyfunction!(_diff, m)?)?;
     m.add_function(wrap_pyfunction!(_encode_png, m)?)?;
     m.add_function(wrap_pyfunction!(_write_png, m)?)?;
     m.add_function(wrap_pyfunction!(_view, m)?)?;

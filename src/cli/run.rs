@@ -8,6 +8,7 @@ use super::{bench, heads, info, render, synth, view};
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match &cli.command {
         Command::Render(args) => render::render(args),
+        Command::Diff(args) => render::diff(args),
         Command::View(args) => view::view(args),
         Command::Demo(args) => render::demo(args),
         Command::Synth(args) => synth::synth(args),

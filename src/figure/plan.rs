@@ -6,6 +6,7 @@ use crate::color::colormap::Colormap;
 use crate::color::norm::Norm;
 use crate::color::scale::{first_included_column, ColorScale};
 use crate::error::{Error, Result};
+use crate::figure::axes::CellAxes;
 use crate::figure::colorbar::ColorbarSpec;
 use crate::figure::layout::{CellPad, Layout, Metrics, Theme};
 use crate::figure::select::parse_selection;
@@ -47,6 +48,9 @@ pub struct RenderOptions {
     /// Also compute every cell's pattern statistics in the same pass
     /// ([`Figure::patterns`], `render --stats-json`).
     pub patterns: Option<PatternOptions>,
+    /// Position ticks on the outer cells; `None`: on for a figure of one cell, off for grids
+    /// (whose cells share the positions, as the seed figure shows them).
+    pub axes: Option<bool>,
 }
 
 impl Default for RenderOptions {
@@ -68,6 +72,7 @@ impl Default for RenderOptions {
             transparent: false,
             cell_colors: false,
             patterns: None,
+            axes: None,
         }
     }
 }
@@ -176,8 +181,16 @@ impl Plan {
         } else {
             options.theme
         };
-        let axes =
-            tokens.map(|(q, k)| crate::figure::axes::CellAxes::new(q, k, &geometry, &metrics));
+        // Tokens label every cell, as they always have; position axes go on the outer cells,
+        // by default only when there is one cell (the seed-style grid stays bare).
+        let positions = options.axes.unwrap_or(layers.len() * heads.len() == 1);
+        let axes = match tokens {
+            Some((q, k)) => Some(CellAxes::new(q, k, &geometry, &metrics)),
+            None if positions => {
+                Some(CellAxes::positions(shape.queries, shape.keys, &geometry, &metrics).shared())
+            }
+            None => None,
+        };
         let mut layout = Layout::grid_with(
             &layers,
             &heads,

@@ -7,6 +7,7 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::gpu::kernel::{Binding, Kernel};
 use crate::gpu::shaders;
+use crate::pool::diff::DiffPipeline;
 use crate::pool::groups::SpareGroups;
 use crate::pool::options::{PoolOptions, FLAG_WINDOW};
 use crate::pool::pattern_gpu::PatternPipelines;
@@ -59,6 +60,8 @@ pub(crate) struct PoolPipelines {
     pub(super) spare_groups: SpareGroups,
     /// The pattern statistics' pipelines, compiled on first use.
     pub(super) pattern: PatternPipelines,
+    /// `attnviz diff`'s subtraction, compiled on first use.
+    diff: OnceLock<DiffPipeline>,
 }
 
 impl PoolPipelines {
@@ -97,7 +100,12 @@ impl PoolPipelines {
             spare_slots: Mutex::new(Vec::new()),
             spare_groups: SpareGroups::default(),
             pattern: PatternPipelines::default(),
+            diff: OnceLock::new(),
         }
+    }
+
+    pub(super) fn diff(&self, device: &wgpu::Device) -> &DiffPipeline {
+        self.diff.get_or_init(|| DiffPipeline::new(device))
     }
 
     /// Up to `n` spare upload slots of exactly `size` bytes.

@@ -4,6 +4,7 @@
 
 mod array;
 mod demo;
+mod diff;
 mod file;
 pub mod npy;
 pub mod qk;
@@ -17,6 +18,7 @@ use std::path::Path;
 
 pub use array::{ArraySource, SliceSource};
 pub use demo::DemoModel;
+pub use diff::{subtract, DiffSource};
 pub use file::FileTensor;
 pub(crate) use synth::unit;
 pub use synth::{encode, Pattern, Synth, SynthSpec};
@@ -144,6 +146,12 @@ pub trait AttentionSource: Send + Sync {
     /// Attention defined by queries and keys rather than stored: the GPU engine computes its
     /// rows on the device instead of calling `read_rows`.
     fn as_qk(&self) -> Option<&crate::source::qk::QkSource> {
+        None
+    }
+
+    /// The difference of two sources: the GPU engine subtracts on the device (`pool::diff`)
+    /// instead of calling `read_rows`.
+    fn as_diff(&self) -> Option<&DiffSource<'_>> {
         None
     }
 }

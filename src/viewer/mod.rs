@@ -4,6 +4,7 @@
 mod app;
 mod detail;
 mod detail_layer;
+mod edges;
 mod input;
 mod inspect;
 mod readout;
@@ -18,6 +19,7 @@ use std::time::Instant;
 use winit::event_loop::EventLoop;
 
 pub use detail::{readout, visible_region, Region, RegionSource};
+pub use edges::{edge_marks, EdgeMark, EdgeMarks};
 pub use inspect::{bin_at, read_bin, Bin};
 pub use transform::ViewTransform;
 
@@ -35,7 +37,8 @@ pub struct ViewerOptions {
     pub screenshot: Option<PathBuf>,
     /// Initial window size in physical pixels (default: the figure, within 1600×1000).
     pub size: Option<(u32, u32)>,
-    /// One token per line: the hover readout names the query and key tokens.
+    /// One token per line: the hover readout names the query and key tokens, and the edges of
+    /// a magnified view show them where they fit.
     pub tokens: Option<Vec<String>>,
     /// Start in focus mode on this (layer, head), 0-based.
     pub focus: Option<(usize, usize)>,
