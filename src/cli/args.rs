@@ -93,7 +93,8 @@ pub struct RenderArgs {
 
 #[derive(Args)]
 pub struct DiffArgs {
-    /// A: (L,H,Q,K), (H,Q,K) or (Q,K) attention, .npy or .safetensors, as for render.
+    /// A: (L,H,Q,K), (H,Q,K) or (Q,K) attention, .npy or .safetensors, as for render; or a
+    /// Q/K capture (.safetensors with tensors q and k), whose attention is recomputed.
     pub a: PathBuf,
     /// B, of the same shape (any dtype); each entry drawn is A − B.
     pub b: PathBuf,

@@ -9,12 +9,10 @@ use std::time::Instant;
 use anyhow::Context;
 use attnviz::files::{check_writable, write_png};
 use attnviz::pool::Causal;
-use attnviz::source::{self, DemoModel, DiffSource, OpenOptions};
-use attnviz::{
-    AttentionSource, Colormap, DType, Engine, Error, Figure, Reduce, RenderOptions, Shape,
-};
+use attnviz::source::{self, DemoModel, OpenOptions};
+use attnviz::{AttentionSource, DType, Engine, Error, Figure, RenderOptions, Shape};
 
-use super::args::{DemoArgs, DiffArgs, Output, RenderArgs};
+use super::args::{DemoArgs, Output, RenderArgs};
 use super::options::{attention_source, read_tokens};
 use super::progress::ProgressBar;
 
@@ -42,36 +40,6 @@ pub fn render(args: &RenderArgs) -> anyhow::Result<()> {
         super::heads::write_json(path, cells, &figure.patterns, patterns, options.causal)?;
     }
     Ok(())
-}
-
-/// `attnviz diff A B`: the difference of two inputs of one shape, with diff's defaults (RdBu_r,
-/// signed-extreme pooling, symmetric about `--center` or 0 per `--norm` scope) and every
-/// render option.
-pub fn diff(args: &DiffArgs) -> anyhow::Result<()> {
-    check_writable(&args.out.output)?;
-    let mut options = diff_options(&args.style);
-    if let Some(path) = &args.tokens {
-        options.tokens = Some(read_tokens(path)?);
-    }
-    let open = |path: &Path| -> anyhow::Result<Box<dyn AttentionSource>> {
-        open_tensor(path, &None, &None, &args.tensor)
-    };
-    let src = DiffSource::new(open(&args.a)?, open(&args.b)?)?;
-    if let (Some(path), Some(tokens)) = (&args.tokens, &options.tokens) {
-        check_tokens(path, tokens, src.shape())?;
-    }
-    render_to(&src, &options, &args.out, args.tiles.as_deref())?;
-    Ok(())
-}
-
-/// Render options with `diff`'s defaults where the flags leave them open.
-fn diff_options(style: &super::args::Style) -> RenderOptions {
-    let mut options = style.options();
-    options.colormap = style.colormap.unwrap_or(Colormap::RdBuR);
-    options.reduce = style.reduce.unwrap_or(Reduce::Extreme);
-    options.scale.symmetric = true;
-    options.scale.label = Some("A − B".into());
-    options
 }
 
 /// INPUT as a raw dump when `--shape` and `--dtype` describe it, else as a tensor file.
@@ -107,7 +75,7 @@ pub(super) fn open_tensor(
 
 /// A token file that does not fit the input is the file's fault: it is named by its path and
 /// ends in exit code 2, like any other bad input.
-fn check_tokens(path: &Path, tokens: &[String], shape: Shape) -> anyhow::Result<()> {
+pub(super) fn check_tokens(path: &Path, tokens: &[String], shape: Shape) -> anyhow::Result<()> {
     if let Err(e) = attnviz::figure::axes::split_tokens(tokens, shape.queries, shape.keys) {
         let message = e.to_string().trim_start_matches("--tokens: ").to_string();
         return Err(Error::BadInput {

@@ -156,6 +156,38 @@ pub trait AttentionSource: Send + Sync {
     }
 }
 
+/// A borrowed source is a source: what lets a caller pair sources it keeps (a `DiffSource` of a
+/// file and of Q/K recomputed on the GPU) without giving them up.
+impl<T: AttentionSource + ?Sized> AttentionSource for &T {
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+
+    fn shape(&self) -> Shape {
+        (**self).shape()
+    }
+
+    fn dtype(&self) -> DType {
+        (**self).dtype()
+    }
+
+    fn read_rows(&self, layer: usize, head: usize, row_start: usize, dst: &mut [u8]) -> Result<()> {
+        (**self).read_rows(layer, head, row_start, dst)
+    }
+
+    fn diagonal(&self) -> i64 {
+        (**self).diagonal()
+    }
+
+    fn as_qk(&self) -> Option<&crate::source::qk::QkSource> {
+        (**self).as_qk()
+    }
+
+    fn as_diff(&self) -> Option<&DiffSource<'_>> {
+        (**self).as_diff()
+    }
+}
+
 /// Checks a `read_rows` request against `shape` and returns the byte offset of its first row
 /// inside the head, so every source rejects out-of-range reads the same way.
 pub(crate) fn row_range(
