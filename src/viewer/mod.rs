@@ -84,7 +84,7 @@ impl ViewerReport {
 }
 
 /// Opens a window on `source` and runs until it is closed (or `exit_after_frames`).
-/// The tokens the hover readout names: --tokens, else a capture file's own.
+/// The tokens the hover readout and the edge labels name: --tokens, else a capture file's own.
 fn readout_tokens(source: &dyn AttentionSource, options: &ViewerOptions) -> Option<Vec<String>> {
     options.tokens.clone().or_else(|| {
         let meta = source.as_qk()?.meta()?;
@@ -92,7 +92,7 @@ fn readout_tokens(source: &dyn AttentionSource, options: &ViewerOptions) -> Opti
     })
 }
 
-pub fn run(source: &dyn AttentionSource, options: ViewerOptions) -> Result<ViewerReport> {
+pub fn run(source: &dyn AttentionSource, mut options: ViewerOptions) -> Result<ViewerReport> {
     let started = Instant::now();
     let event_loop = EventLoop::with_user_event()
         .build()
@@ -100,7 +100,9 @@ pub fn run(source: &dyn AttentionSource, options: ViewerOptions) -> Result<Viewe
     let proxy = event_loop.create_proxy();
     let (jobs, job_rx) = channel();
     let (reply_tx, replies) = channel();
-    let tokens = readout_tokens(source, &options);
+    // The readout and the edge labels name a capture's own tokens too.
+    options.tokens = readout_tokens(source, &options);
+    let tokens = options.tokens.clone();
     std::thread::scope(|scope| {
         // Reads for the hover readout and the zoomed detail happen here, never on the
         // window's thread.
