@@ -13,12 +13,15 @@ struct ColorParams {
 const REDUCE_MAX: u32 = 0u;
 const REDUCE_MEAN: u32 = 1u;
 const REDUCE_MIN: u32 = 2u;
+const REDUCE_EXTREME: u32 = 3u;
 
 // Keep in sync with `Scale::shader_id` in src/color/scale.rs.
 const SCALE_LINEAR: u32 = 0u;
 const SCALE_LOG: u32 = 1u;
 const SCALE_SQRT: u32 = 2u;
 const SCALE_GAMMA: u32 = 3u;
+// linear, bent at the centre (--center): `ColorScale::shader_id`
+const SCALE_TWO_SLOPE: u32 = 4u;
 
 // The reduction and the scale are pipeline constants (src/color/colorize.rs compiles one pipeline per
 // pair on first use): the per-pixel code then holds only its own curve. Software rasterizers
@@ -28,8 +31,8 @@ override SCALE: u32 = SCALE_LINEAR;
 
 @group(0) @binding(0) var<uniform> params: ColorParams;
 @group(0) @binding(1) var<storage, read> accum: array<Accum>;
-// per head: (lo, hi) mapped onto the colormap, in the scale's domain (log2 for log), and the
-// log floor
+// per head: (lo, hi) mapped onto the colormap, in the scale's domain (log2 for log), the log
+// floor, and the centre of a two-slope scale
 @group(0) @binding(2) var<storage, read> ranges: array<vec4<f32>>;
 @group(0) @binding(3) var<storage, read> lut: array<u32, 256>;
 @group(0) @binding(4) var<storage, read_write> colors: array<u32>;
@@ -44,6 +47,9 @@ fn normalize(v: f32, r: vec2<f32>) -> f32 {
 // Colormap position: normalize, then the scale's curve (PowerNorm for sqrt and gamma, LogNorm
 // with a floor for log). CPU twin: `ColorScale::position` in src/color/scale.rs.
 fn scaled(v: f32, r: vec4<f32>) -> f32 {
+    if SCALE == SCALE_TWO_SLOPE {
+        return two_slope(v, r);
+    }
     if SCALE == SCALE_LOG {
         return normalize(log2(max(v, r.z)), r.xy);
     }
@@ -58,6 +64,17 @@ fn scaled(v: f32, r: vec4<f32>) -> f32 {
         curved = pow(t, params.gamma);
     }
     return select(select(curved, 1.0, t >= 1.0), 0.0, !(t > 0.0));
+}
+
+// matplotlib's TwoSlopeNorm, interp(v, [lo, c, hi], [0, 0.5, 1]) in f32; r is (lo, hi, _, c).
+// CPU twin: `two_slope` in src/color/scale.rs.
+fn two_slope(v: f32, r: vec4<f32>) -> f32 {
+    let below = r.w - r.x;
+    let above = r.y - r.w;
+    if v < r.w {
+        return select(0.0, 0.5 * ((v - r.x) / below), below > 0.0);
+    }
+    return select(0.5, 0.5 + 0.5 * ((v - r.w) / above), above > 0.0);
 }
 
 // matplotlib's index rule: min(floor(t * 256), 255), under → 0, over → 255.
@@ -80,6 +97,8 @@ fn color_of(i: u32, range: vec4<f32>) -> u32 {
         v = accum[i].sum / f32(count);
     } else if REDUCE == REDUCE_MIN {
         v = accum[i].min_v;
+    } else if REDUCE == REDUCE_EXTREME {
+        v = signed_extreme(accum[i].max_v, accum[i].min_v);
     } else {
         v = accum[i].max_v;
     }

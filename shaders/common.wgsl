@@ -18,3 +18,9 @@ const F32_MAX: f32 = 3.40282347e38;
 fn flat_index(wg: vec3<u32>, nwg: vec3<u32>, local: u32, size: u32) -> u32 {
     return (wg.y * nwg.x + wg.x) * size + local;
 }
+
+// The one of a bin's max and min with the larger magnitude, the max on a tie (`--reduce
+// extreme`, the default of `diff`). CPU twin: `signed_extreme` in src/pool/accum.rs.
+fn signed_extreme(max_v: f32, min_v: f32) -> f32 {
+    return select(min_v, max_v, abs(max_v) >= abs(min_v));
+}

@@ -128,6 +128,8 @@ fn histogram(
             v = a.sum / f32(count);
         } else if params.reduce == 2u {
             v = a.min_v;
+        } else if params.reduce == 3u {
+            v = signed_extreme(a.max_v, a.min_v);
         }
         let b = min(u32(max((v - r.x) * r.y, 0.0)), BINS - 1u);
         if run > 0u && b != run_bin {

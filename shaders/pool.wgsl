@@ -30,8 +30,9 @@ struct Piece {
     y_start: u32,
     // index of the block's first row in `row_max`
     row_max_base: u32,
-    // unused: the FLAG_* bits are the pipeline constant FLAGS
-    _flags: u32,
+    // FLAG_WINDOW: entry (q, k) is masked when k < q + causal_offset - window + 1 (keys older
+    // than a sliding window: logits recomputed from Q and K)
+    window: u32,
     // entry (q, k) is above the causal diagonal when k > q + causal_offset
     causal_offset: i32,
     // the head's index in `cell_flags`
@@ -54,6 +55,8 @@ const FLAG_CAUSAL: u32 = 2u;
 // set exact zeros above the diagonal aside and note any other value there, so causal
 // masking can be detected in the same pass (see `fold_masked_zeros`)
 const FLAG_AUTO_CAUSAL: u32 = 4u;
+// mask keys older than each piece's sliding window
+const FLAG_WINDOW: u32 = 8u;
 
 // Every block of the chunk; one dispatch pools them all, block `z` in workgroups (_, _, z).
 // Blocks of one dispatch belong to different heads (src/pool/ingest.rs keeps it so), so they never
@@ -218,6 +221,8 @@ struct Running {
     first: u32,
     width: u32,
     diagonal: i32,
+    // FLAG_WINDOW: the first key of the window (keys before it are masked)
+    low: i32,
     // --norm row: the row's divisor, or a zero row (maximum not positive: every entry is 0)
     scale: f32,
     zero_row: bool,
@@ -230,6 +235,9 @@ struct Running {
 // tests are on pipeline constants, so each pipeline keeps only its own selects.
 fn fold(run: ptr<function, Running>, bits: u32, finite: bool, e: u32) {
     var counted = (e - (*run).first) < (*run).width;
+    if (FLAGS & FLAG_WINDOW) != 0u {
+        counted = counted && i32(e) >= (*run).low;
+    }
     if (FLAGS & (FLAG_CAUSAL | FLAG_AUTO_CAUSAL)) != 0u {
         let up = i32(e) > (*run).diagonal;
         if (FLAGS & FLAG_CAUSAL) != 0u {
@@ -322,6 +330,8 @@ fn pool(@builtin(global_invocation_id) gid: vec3<u32>) {
         let row_base = piece.elem_offset + r * piece.keys;
         run.first = row_base + c0;
         run.diagonal = i32(row_base) + i32(q) + piece.causal_offset;
+        // (a piece without a window masks nothing)
+        run.low = select(-2147483647 - 1, run.diagonal - i32(piece.window) + 1, piece.window > 0u);
         if (FLAGS & FLAG_ROW_NORM) != 0u {
             let m = row_max[piece.row_max_base + r];
             run.zero_row = !(m > 0.0);

@@ -32,6 +32,9 @@ const FLAG_CAUSAL: u32 = 1u;
 const FLAG_RESUME: u32 = 2u;
 // `sink` holds the head's sink logit
 const FLAG_SINK: u32 = 4u;
+// probabilities writes each visible entry's logit (natural units) instead of its probability
+const FLAG_LOGITS: u32 = 8u;
+const LN2: f32 = 0.6931471805599453;
 
 struct QkParams {
     // rows of this dispatch, and the first of them (indices into `q`)
@@ -194,7 +197,11 @@ fn probabilities(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
                 var p = 0.0;
                 if key < visible(r) && key >= first_visible(r) {
                     // row: dot s tile[j * D4]
-                    p = exp2(logit(s) - lse(r));
+                    if (params.flags & FLAG_LOGITS) != 0u {
+                        p = logit(s) * LN2;
+                    } else {
+                        p = exp2(logit(s) - lse(r));
+                    }
                 }
                 out[params.out_offset + b * params.out_keys + key - params.key_start] = p;
             }

@@ -33,6 +33,9 @@ const TK: u32 = 64u;
 const WG: u32 = 64u;
 const FLAG_CAUSAL: u32 = 1u;
 const FLAG_ROW_NORM: u32 = 2u;
+// pool_fold folds the logits (natural units) of the keys each row sees, not probabilities
+const FLAG_LOGITS: u32 = 4u;
+const LN2: f32 = 0.6931471805599453;
 
 struct Params {
     // rows of this chunk, and the first of them (among the computed rows: index into a head's
@@ -75,7 +78,7 @@ struct Params {
 @group(0) @binding(4) var<storage, read> key_bin: array<u32>;
 @group(0) @binding(5) var<storage, read> col_edges: array<u32>;
 @group(0) @binding(6) var<storage, read> row_edges: array<u32>;
-// per head, row of the chunk and pooled column: (max score, min score, Σ exp2(s − max), 0)
+// per head, row of the chunk and pooled column: (max score, min score, Σ exp2(s − max), Σ s)
 @group(0) @binding(7) var<storage, read_write> inter: array<vec4<f32>>;
 // per head and row of the chunk: (lse, the row's largest probability)
 @group(0) @binding(8) var<storage, read_write> row_lse: array<vec2<f32>>;
@@ -261,18 +264,26 @@ fn pool_scores(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
                     mn = min(mn, s);
                 }
                 var l = 0.0;
+                var sum = 0.0;
                 for (var j = lo; j < hi; j++) {
-                    l += exp2(score(i, j - t0) - m);
+                    let s = score(i, j - t0);
+                    l += exp2(s - m);
+                    sum += s;
                 }
                 let idx = (inter_base + i) * params.pooled_w + bin;
                 if c0 >= t0 || t0 == t_first {
                     // the column starts in this tile: a fresh state (empty when the row sees
                     // none of it; pool_fold counts its entries from the mask and skips it)
-                    inter[idx] = vec4<f32>(m, mn, l, 0.0);
+                    inter[idx] = vec4<f32>(m, mn, l, sum);
                 } else if hi > lo {
                     let st = inter[idx];
                     let nm = max(st.x, m);
-                    inter[idx] = vec4<f32>(nm, min(st.y, mn), st.z * exp2(st.x - nm) + l * exp2(m - nm), 0.0);
+                    inter[idx] = vec4<f32>(
+                        nm,
+                        min(st.y, mn),
+                        st.z * exp2(st.x - nm) + l * exp2(m - nm),
+                        st.w + sum,
+                    );
                 }
             }
         }
@@ -338,8 +349,18 @@ fn pool_fold(@builtin(global_invocation_id) gid: vec3<u32>) {
     let row_norm = (params.flags & FLAG_ROW_NORM) != 0u;
     for (var r = r_lo; r < r_hi; r++) {
         let vis = visible(r);
-        let n = i32(min(c1, vis)) - i32(c0);
-        if n > 0 {
+        let logits = (params.flags & FLAG_LOGITS) != 0u;
+        // Logits count only the keys the row sees; probabilities count the window's zeros too.
+        let c_first = select(c0, max(c0, first_visible(r)), logits);
+        let n = i32(min(c1, vis)) - i32(c_first);
+        if n > 0 && logits {
+            let i = z * params.inter_rows + r - params.row_start;
+            let st = inter[i * params.pooled_w + x];
+            a.max_v = max(a.max_v, st.x * LN2);
+            a.min_v = min(a.min_v, st.y * LN2);
+            a.sum += st.w * LN2;
+            count += u32(n);
+        } else if n > 0 {
             let i = z * params.inter_rows + r - params.row_start;
             // keys of the bin the row sees; the rest of its n entries are window zeros
             let v0 = max(c0, first_visible(r));

@@ -20,6 +20,15 @@ pub enum Error {
     #[error("{}: {message}", path.display())]
     BadInput { path: PathBuf, message: String },
 
+    /// The two inputs of a difference are not of one shape.
+    #[error("{a} has shape {a_shape} but {b} has {b_shape}: a difference needs two inputs of the same shape")]
+    ShapeMismatch {
+        a: String,
+        a_shape: String,
+        b: String,
+        b_shape: String,
+    },
+
     /// An option value is out of range or does not fit the input (selection, cell size, ...).
     #[error("{0}")]
     BadOption(String),
@@ -73,7 +82,7 @@ impl Error {
     /// problems of the environment (no adapter, GPU faults, unwritable output).
     pub fn is_input_error(&self) -> bool {
         match self {
-            Error::BadInput { .. } | Error::BadOption(_) => true,
+            Error::BadInput { .. } | Error::BadOption(_) | Error::ShapeMismatch { .. } => true,
             // A missing input file is the user's to fix as well.
             Error::Io { source, .. } => matches!(
                 source.kind(),

@@ -347,3 +347,53 @@ fn capture_files_carry_their_metadata_and_bad_metadata_is_one_line() {
         assert!(!fig.exists(), "{name}: partial output");
     }
 }
+
+#[test]
+fn diff_of_two_captures_equals_diff_of_their_attention_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let cli = env!("CARGO_BIN_EXE_attnviz");
+    let json = r#"{"layers": [{"causal": true, "sliding_window": 5}, {"causal": true}]}"#;
+    let (a, b) = (
+        dir.path().join("a.safetensors"),
+        dir.path().join("b.safetensors"),
+    );
+    write_capture(&a, &values(2, 2, 12, 8, 1), &values(2, 1, 12, 8, 2), json);
+    write_capture(&b, &values(2, 2, 12, 8, 3), &values(2, 1, 12, 8, 4), json);
+    let run = |args: &[&std::ffi::OsStr]| {
+        let out = Command::new(cli).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let p = |name: &str| dir.path().join(name).into_os_string();
+    for side in ["a", "b"] {
+        run(&[
+            "attention".as_ref(),
+            "--q".as_ref(),
+            &p(&format!("{side}.safetensors")),
+            "-o".as_ref(),
+            &p(&format!("{side}.npy")),
+        ]);
+    }
+    for (from, a, b) in [
+        ("qk", "a.safetensors", "b.safetensors"),
+        ("npy", "a.npy", "b.npy"),
+    ] {
+        run(&[
+            "diff".as_ref(),
+            &p(a),
+            &p(b),
+            "--quiet".as_ref(),
+            "-o".as_ref(),
+            &p(&format!("{from}.png")),
+            "--tiles".as_ref(),
+            &p(from),
+        ]);
+    }
+    for tile in ["l1_h1.png", "l1_h2.png", "l2_h1.png", "l2_h2.png"] {
+        let read = |d: &str| std::fs::read(dir.path().join(d).join(tile)).unwrap();
+        assert_eq!(read("qk"), read("npy"), "{tile}");
+    }
+}

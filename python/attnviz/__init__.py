@@ -29,8 +29,8 @@ from . import _attnviz
 
 from .capture import Capture, capture
 
-__all__ = ["render", "figure", "render_qk", "figure_qk", "view", "capture", "Capture", "Figure",
-           "NORMS", "COLORMAPS", "REDUCES", "RENDER_OPTIONS"]
+__all__ = ["render", "figure", "render_qk", "figure_qk", "diff", "view", "capture", "Capture",
+           "Figure", "NORMS", "COLORMAPS", "REDUCES", "RENDER_OPTIONS"]
 __version__ = "0.1.0"
 
 NORMS = tuple(_attnviz.NORMS)
@@ -118,6 +118,12 @@ _OPTION_DOC = """
     clip: limits at these percentiles of each scope's pooled values: (LOW, HIGH) or
         ``"LOW,HIGH"``, e.g. (0, 99.5).
     vmin, vmax: fixed limits (override the data's and ``clip``'s).
+    center: map this value to the middle of the colormap, each side linear (matplotlib's
+        TwoSlopeNorm); with ``symmetric``, the centre of the symmetric range.
+    symmetric: limits at centre ± max |v − centre| per ``norm`` scope (matplotlib's
+        CenteredNorm; centre 0 unless ``center`` is given).
+    axes: position ticks on the outer cells: True/"on", False/"off" (default: on for one cell,
+        off for grids).
     exclude_keys: leave the first K keys (attention sinks) out of the statistics: K,
         ``range(0, K)`` or ``"0..K"``. They still render, saturated.
     title: a line above the grid.
@@ -152,6 +158,9 @@ def render(
     clip=None,
     vmin=None,
     vmax=None,
+    center=None,
+    symmetric=False,
+    axes=None,
     exclude_keys=None,
     title=None,
     tokens=None,
@@ -193,6 +202,9 @@ def figure(
     clip=None,
     vmin=None,
     vmax=None,
+    center=None,
+    symmetric=False,
+    axes=None,
     exclude_keys=None,
     title=None,
     tokens=None,
@@ -218,6 +230,7 @@ def render_qk(
     *,
     tokens=None,
     queries=None,
+    values="probs",
     softmax_scale=None,
     sliding_window=None,
     softcap=None,
@@ -234,6 +247,9 @@ def render_qk(
     clip=None,
     vmin=None,
     vmax=None,
+    center=None,
+    symmetric=False,
+    axes=None,
     exclude_keys=None,
     title=None,
     scale_factor=1.0,
@@ -255,6 +271,8 @@ def render_qk(
         Or q is an :class:`attnviz.Capture` and k is omitted: its layers' scales, sliding
         windows, softcaps, causality and sink logits apply, as they do from its file.
     tokens: one string per position, to label the axes (a capture's own when omitted).
+    values: "probs" (default), or "logits": the pre-softmax scores ``scale · q·k`` (softcapped
+        where the layer is), in logit units, hidden entries masked.
     queries: the query rows to compute, 0-based, end excluded: ``"A..B"``, ``(A, B)``,
         ``slice(A, B)`` or ``range(A, B)`` (default all).
     softmax_scale: default 1/√d (or the capture's per-layer scale).
@@ -276,6 +294,7 @@ def figure_qk(
     *,
     tokens=None,
     queries=None,
+    values="probs",
     softmax_scale=None,
     sliding_window=None,
     softcap=None,
@@ -292,6 +311,9 @@ def figure_qk(
     clip=None,
     vmin=None,
     vmax=None,
+    center=None,
+    symmetric=False,
+    axes=None,
     exclude_keys=None,
     title=None,
     scale_factor=1.0,
@@ -310,6 +332,51 @@ def figure_qk(
 
 render.__doc__ += _OPTION_DOC
 figure.__doc__ += _OPTION_DOC
+
+
+def diff(
+    a,
+    b,
+    out=None,
+    *,
+    layers=None,
+    heads=None,
+    norm="head",
+    colormap="RdBu_r",
+    reduce="extreme",
+    cell=None,
+    causal="auto",
+    colorbar=True,
+    center=None,
+    batch=0,
+    backend="auto",
+):
+    """Renders the difference ``a − b`` of two attention inputs of the same shape (two prompts,
+    two checkpoints, before and after fine-tuning), as ``attnviz diff A B`` does, and returns a
+    :class:`Figure`. The subtraction runs on the GPU as both inputs stream; neither is copied.
+
+    a, b: as :func:`render`'s ``attn`` (each may be a per-layer list); any float dtypes.
+    reduce: "extreme" (default: the signed value of largest magnitude in each pixel), "mean",
+        "max" or "min".
+    colormap: "RdBu_r" (default) or any of ``COLORMAPS``.
+    center: the value drawn white; limits are symmetric about it (default 0) per ``norm`` scope,
+        as matplotlib's ``CenteredNorm``.
+    causal: as :func:`render`'s; "auto" masks above the diagonal where every head of the
+        difference is exactly zero there (two causal models).
+    The other options are :func:`render`'s. A shape mismatch raises ``ValueError`` naming both.
+    """
+    _headless()
+    sides = []
+    for x in (a, b):
+        arrays, stacked, bf16 = _prepare(x, batch)
+        sides.append({"arrays": arrays, "stacked": stacked, "bf16": bf16})
+    call = _options(dict(out=out, layers=layers, heads=heads, norm=norm, colormap=colormap,
+                         reduce=reduce, cell=cell, causal=causal, colorbar=colorbar,
+                         center=center, backend=backend))
+    image, causal_applied, adapter, warning, _, layout, svg = _attnviz._diff(sides[0], sides[1],
+                                                                             call)
+    _warn_cpu(warning)
+    return Figure(image, causal_applied, adapter, layout, svg)
 
 
 def view(
@@ -362,7 +429,8 @@ def view(
 # Each keyword's default where a caller (``view``) leaves it out: the CLI's.
 _DEFAULTS = dict(out=None, layers=None, heads=None, norm="head", colormap="viridis", reduce="max",
                  cell=None, causal="auto", colorbar=True, scale="linear", log_floor=None,
-                 clip=None, vmin=None, vmax=None, exclude_keys=None, title=None, tokens=None,
+                 clip=None, vmin=None, vmax=None, center=None, symmetric=False, axes=None,
+                 exclude_keys=None, title=None, tokens=None,
                  scale_factor=1.0, dpi=None, theme="light", transparent=False, tiles=None,
                  stats_json=None, sink_keys=1, window=32, backend="auto")
 
@@ -387,6 +455,9 @@ def _options(kw):
         "clip": _clip(o["clip"]),
         "vmin": _float(o["vmin"], "vmin"),
         "vmax": _float(o["vmax"], "vmax"),
+        "center": _float(o["center"], "center"),
+        "symmetric": bool(o["symmetric"]),
+        "axes": _axes(o["axes"]),
         "exclude_keys": _exclude(o["exclude_keys"]),
         "title": None if o["title"] is None else str(o["title"]),
         "tokens": _tokens(o["tokens"]),
@@ -412,6 +483,7 @@ def _qk_options(kw):
         "softmax_scale": _float(kw["softmax_scale"], "softmax_scale"),
         "sliding_window": None if window is None else _int(window, "sliding_window"),
         "softcap": softcap,
+        "values": _str(kw["values"], "values"),
         "meta": None,
     }
 
@@ -618,3 +690,12 @@ def _tokens(tokens):
         raise ValueError("tokens: expected a list of strings (one per key), not a string")
     return [str(t) for t in tokens]
 
+
+def _axes(axes):
+    """``axes`` as the CLI's ``on``/``off``, None for the default."""
+    if axes is None or axes in ("on", "off"):
+        return axes
+    if isinstance(axes, bool):
+        return "on" if axes else "off"
+    raise ValueError("invalid value {!r} for axes [possible values: on, off, True, False]".format(
+        axes))

@@ -11,9 +11,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use attnviz::figure::options::{PyBinding, RENDER_OPTIONS};
 use attnviz::pool::Causal;
 use attnviz::source::npy::{dtype_from_descr, shape_from_dims};
-use attnviz::source::qk::{parse_queries, QkOptions, QkSource};
+use attnviz::source::qk::{parse_queries, QkOptions, QkSource, Values};
 use attnviz::source::qk_meta::CaptureMeta;
-use attnviz::source::{ArraySource, SliceSource};
+use attnviz::source::{ArraySource, DiffSource, SliceSource};
 use attnviz::{Colormap, DType, Norm, Reduce};
 use half::f16;
 use numpy::ndarray::Array3;
@@ -280,6 +280,7 @@ fn _render_qk<'py>(
             .transpose()
             .map_err(py_err)?,
         meta,
+        values: choice_values(&qk.values)?,
     };
     let source = QkSource::new(Box::new(q), Box::new(k), &qk).map_err(py_err)?;
     let drawn = py
@@ -304,6 +305,49 @@ fn rgba<'a>(image: &'a PyReadonlyArrayDyn<'_, u8>) -> PyResult<(&'a [u8], u32, u
             "image of shape {dims:?}: expected a C-contiguous (H, W, 4) uint8 array"
         ))),
     }
+}
+
+/// One side of `attnviz.diff`, as `_prepare` hands it over: the arrays, whether they are one
+/// stacked array, and whether they hold bfloat16 bits (a dict with these keys).
+#[derive(FromPyObject)]
+#[pyo3(from_item_all)]
+struct DiffInput<'py> {
+    arrays: Vec<Bound<'py, PyAny>>,
+    stacked: bool,
+    bf16: bool,
+}
+
+/// `A − B` of two inputs of one shape (the CLI's `attnviz diff`): symmetric about `center`
+/// (default 0) per norm scope, captioned "A − B"; both inputs are read in place. `options`
+/// holds the render keywords ([`PyOptions`]) with `diff`'s own defaults.
+#[pyfunction]
+fn _diff<'py>(
+    py: Python<'py>,
+    a: DiffInput<'py>,
+    b: DiffInput<'py>,
+    options: PyOptions,
+) -> PyResult<Rendered<'py>> {
+    let mut render = options.render_options()?;
+    render.scale.symmetric = true;
+    render.scale.label = Some("A − B".into());
+    let input_a = Input::new("a", &a.arrays, a.stacked, a.bf16)?;
+    let input_b = Input::new("b", &b.arrays, b.stacked, b.bf16)?;
+    let source = DiffSource::new(Box::new(input_a.source()?), Box::new(input_b.source()?))
+        .map_err(py_err)?;
+    let drawn = py
+        .detach(|| render_and_write(&source, &render, &options))
+        .map_err(py_err)?;
+    Ok(rendered(py, drawn, Vec::new()))
+}
+
+/// `values=`: "probs" or "logits".
+fn choice_values(name: &str) -> PyResult<Values> {
+    Values::from_name(name).ok_or_else(|| {
+        PyValueError::new_err(format!(
+            "invalid value '{name}' for values [possible values: {}]",
+            Values::ALL.map(Values::name).join(", ")
+        ))
+    })
 }
 
 /// PNG bytes of an H×W×4 uint8 image, encoded as the figures are written.
@@ -422,6 +466,7 @@ fn render_options_table() -> Vec<(&'static str, &'static str, &'static str, &'st
 fn _attnviz(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_render, m)?)?;
     m.add_function(wrap_pyfunction!(_render_qk, m)?)?;
+    m.add_function(wrap_pyfunction!(_diff, m)?)?;
     m.add_function(wrap_pyfunction!(_encode_png, m)?)?;
     m.add_function(wrap_pyfunction!(_write_png, m)?)?;
     m.add_function(wrap_pyfunction!(_view, m)?)?;

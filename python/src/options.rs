@@ -50,6 +50,10 @@ pub struct PyOptions {
     pub clip: Option<String>,
     pub vmin: Option<f32>,
     pub vmax: Option<f32>,
+    pub center: Option<f32>,
+    pub symmetric: bool,
+    /// `"on"`, `"off"` or None (the default: on for one cell).
+    pub axes: Option<String>,
     /// `"0..K"`, the CLI's syntax (the Python side formats an int K).
     pub exclude_keys: Option<String>,
     pub title: Option<String>,
@@ -102,6 +106,9 @@ impl PyOptions {
                 .transpose()
                 .map_err(py_err)?
                 .unwrap_or(0),
+            center: self.center,
+            symmetric: self.symmetric,
+            label: None,
         };
         let scale_factor = match self.dpi {
             Some(_) if self.scale_factor != 1.0 => {
@@ -161,6 +168,14 @@ impl PyOptions {
             transparent: self.transparent,
             cell_colors: self.svg(),
             patterns,
+            axes: match self.axes.as_deref() {
+                None => None,
+                Some(a) => Some(choice("axes", a, &["on", "off"], |s| match s {
+                    "on" => Some(true),
+                    "off" => Some(false),
+                    _ => None,
+                })?),
+            },
         })
     }
 }
@@ -194,6 +209,8 @@ pub struct PyQkOptions {
     pub softmax_scale: Option<f32>,
     pub sliding_window: Option<i64>,
     pub softcap: Option<f32>,
+    /// `"probs"` or `"logits"`.
+    pub values: String,
     /// A capture's settings, in the JSON its file would hold.
     pub meta: Option<String>,
 }

@@ -402,3 +402,27 @@ def test_view_opens_the_window(tmp_path):
     assert p.returncode == 0, p.stderr
     assert p.stdout.split()[0] == "3"
     assert read_png_file(shot).shape == (240, 320, 4)
+
+
+def test_diff_matches_cli(cli, tmp_path):
+    """`attnviz.diff(a, b)` draws what `attnviz diff A B` draws (A − B on the GPU, RdBu_r,
+    signed-extreme pooling, symmetric about 0 per head), reading both arrays in place."""
+    a = attention((2, 3, 40, 56), seed=3)
+    b = attention((2, 3, 40, 56), seed=4, dtype=np.float16)
+    pa, pb, png = tmp_path / "a.npy", tmp_path / "b.npy", tmp_path / "d.png"
+    np.save(pa, a)
+    np.save(pb, b)
+    for kwargs, args in [({}, []), (dict(cell=24, norm="global", reduce="mean", center=0.01),
+                                    ["--cell", "24", "--norm", "global", "--reduce", "mean",
+                                     "--center", "0.01"])]:
+        code, err = run_cli(cli, "diff", pa, pb, "-o", png, "--quiet", *args)
+        assert code == 0, err
+        fig = attnviz.diff(a, b, out=tmp_path / "py.png", **kwargs)
+        np.testing.assert_array_equal(fig.image, read_png_file(png))
+        assert (tmp_path / "py.png").read_bytes() == png.read_bytes()
+
+
+def test_diff_shape_mismatch_is_a_value_error():
+    a = attention((2, 40, 56))
+    with pytest.raises(ValueError, match=r"a has shape .* but b has"):
+        attnviz.diff(a, attention((2, 56, 40)))

@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use attnviz::color::scale::{ColorScale, Scale};
+use attnviz::source::qk::Values;
 use attnviz::{Colormap, Norm, Reduce};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -27,6 +28,9 @@ pub enum Command {
     /// Render an attention tensor (.npy or .safetensors), or attention recomputed from queries
     /// and keys (--q, --k), as a labelled grid, PNG or SVG.
     Render(RenderArgs),
+    /// Render the difference A − B of two inputs of the same shape, computed on the GPU as
+    /// the inputs stream: RdBu_r, symmetric about 0 per head, signed-extreme pooling by default.
+    Diff(DiffArgs),
     /// Explore an attention tensor in a window: drag to pan, wheel to zoom, c/n/r to recolour,
     /// 0 to reset, s to save a PNG, q or Esc to quit.
     View(ViewArgs),
@@ -85,6 +89,28 @@ pub struct RenderArgs {
     pub stats_json: Option<PathBuf>,
     #[command(flatten)]
     pub patterns: PatternArgs,
+}
+
+#[derive(Args)]
+pub struct DiffArgs {
+    /// A: (L,H,Q,K), (H,Q,K) or (Q,K) attention, .npy or .safetensors, as for render; or a
+    /// Q/K capture (.safetensors with tensors q and k), whose attention is recomputed.
+    pub a: PathBuf,
+    /// B, of the same shape (any dtype); each entry drawn is A − B.
+    pub b: PathBuf,
+    /// Tensor to read from .safetensors files with several (the same name in both).
+    #[arg(long)]
+    pub tensor: Option<String>,
+    #[command(flatten)]
+    pub out: Output,
+    #[command(flatten)]
+    pub style: Style,
+    /// Also write every selected head's difference as DIR/l{l}_h{h}.png at native resolution.
+    #[arg(long, value_name = "DIR")]
+    pub tiles: Option<PathBuf>,
+    /// One token per line (one per key), as for render.
+    #[arg(long, value_name = "FILE")]
+    pub tokens: Option<PathBuf>,
 }
 
 /// What the pattern statistics measure.
@@ -302,6 +328,10 @@ pub struct QkArgs {
     /// Scores become C·tanh(s/C) before the softmax, in every layer (default: the capture's).
     #[arg(long, requires = "q", value_name = "C")]
     pub softcap: Option<f32>,
+    /// Draw the softmax probabilities, or the pre-softmax logits scale·q·k (softcapped where
+    /// the layer is), in logit units; hidden entries are masked.
+    #[arg(long, requires = "q", default_value = "probs", value_parser = names(&Values::ALL.map(Values::name), Values::from_name))]
+    pub values: Values,
     /// Query rows to compute, 0-based, end excluded: A..B, A.. or ..B.
     #[arg(long, requires = "q", value_name = "A..B")]
     pub queries: Option<String>,
@@ -334,11 +364,13 @@ pub struct Style {
     /// Scale: per head, per layer row, one for the grid, per query row, or none ([0,1] clamped).
     #[arg(long, default_value = "head", value_parser = names(&Norm::ALL.map(Norm::name), Norm::from_name))]
     pub norm: Norm,
-    #[arg(long, default_value = "viridis", value_parser = names(&Colormap::ALL.map(Colormap::name), Colormap::from_name))]
-    pub colormap: Colormap,
-    /// How entries that share a pixel combine: max keeps single-key spikes visible.
-    #[arg(long, default_value = "max", value_parser = names(&Reduce::ALL.map(Reduce::name), Reduce::from_name))]
-    pub reduce: Reduce,
+    /// matplotlib's colormap [default: viridis; RdBu_r for diff].
+    #[arg(long, value_parser = names(&Colormap::ALL.map(Colormap::name), Colormap::from_name))]
+    pub colormap: Option<Colormap>,
+    /// How entries that share a pixel combine: max keeps single-key spikes visible, extreme
+    /// keeps the signed value of largest magnitude [default: max; extreme for diff].
+    #[arg(long, value_parser = names(&Reduce::ALL.map(Reduce::name), Reduce::from_name))]
+    pub reduce: Option<Reduce>,
     /// Cell side in pixels (default 256; a shorter head is magnified by the largest integer
     /// factor that fits, so entries stay crisp squares).
     #[arg(long)]
@@ -361,6 +393,18 @@ pub struct Style {
     /// Fixed upper limit.
     #[arg(long, allow_negative_numbers = true)]
     pub vmax: Option<f32>,
+    /// Map V to the middle of the colormap, each side of it linear (matplotlib's TwoSlopeNorm);
+    /// with --symmetric, the centre of the symmetric range.
+    #[arg(long, value_name = "V", allow_negative_numbers = true)]
+    pub center: Option<f32>,
+    /// Limits at centre ± max |v − centre| per --norm scope (matplotlib's CenteredNorm; centre
+    /// 0 unless --center is given). Always on for diff.
+    #[arg(long)]
+    pub symmetric: bool,
+    /// Position ticks on the outer cells (left column, bottom row) [default: on for one cell,
+    /// off for grids].
+    #[arg(long, value_parser = ["on", "off"])]
+    pub axes: Option<String>,
     /// Leave the first K keys (attention sinks) out of the statistics: 0..K. They still render, saturated.
     #[arg(long, value_name = "0..K", value_parser = lib_parser(ColorScale::parse_exclude))]
     pub exclude_keys: Option<usize>,

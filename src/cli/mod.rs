@@ -11,6 +11,7 @@
 
 mod args;
 mod bench;
+mod diff;
 mod heads;
 mod info;
 mod options;

@@ -81,7 +81,7 @@ pub(super) fn open_tensor(
 
 /// A token file that does not fit the input is the file's fault: it is named by its path and
 /// ends in exit code 2, like any other bad input.
-fn check_tokens(path: &Path, tokens: &[String], shape: Shape) -> anyhow::Result<()> {
+pub(super) fn check_tokens(path: &Path, tokens: &[String], shape: Shape) -> anyhow::Result<()> {
     if let Err(e) = attnviz::figure::axes::split_tokens(tokens, shape.queries, shape.keys) {
         let message = e.to_string().trim_start_matches("--tokens: ").to_string();
         return Err(Error::BadInput {

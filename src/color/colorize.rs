@@ -29,8 +29,8 @@ struct ColorParams {
 }
 
 /// Reductions and scales the shader is specialized for (`REDUCE`, `SCALE`).
-const REDUCES: usize = 3;
-const SCALES: usize = 4;
+const REDUCES: usize = 4;
+const SCALES: usize = 5;
 
 pub(crate) struct ColorizePipeline {
     kernel: Kernel,
@@ -60,7 +60,7 @@ impl ColorizePipeline {
         reduce: Reduce,
         scale: &ColorScale,
     ) -> &wgpu::ComputePipeline {
-        let (r, s) = (reduce.shader_id(), scale.scale.shader_id());
+        let (r, s) = (reduce.shader_id(), scale.shader_id());
         self.pipelines[r as usize][s as usize].get_or_init(|| {
             self.kernel.specialized(
                 device,

@@ -14,10 +14,18 @@ pub enum Colormap {
     Cividis,
     Turbo,
     Gray,
+    /// Diverging maps, for signed values such as differences: centre them with `--center` or
+    /// `--symmetric` so that white (or grey) marks the centre value.
+    RdBuR,
+    RdBu,
+    Coolwarm,
+    Bwr,
+    Seismic,
+    PiYG,
 }
 
 impl Colormap {
-    pub const ALL: [Colormap; 7] = [
+    pub const ALL: [Colormap; 13] = [
         Colormap::Viridis,
         Colormap::Magma,
         Colormap::Inferno,
@@ -25,6 +33,12 @@ impl Colormap {
         Colormap::Cividis,
         Colormap::Turbo,
         Colormap::Gray,
+        Colormap::RdBuR,
+        Colormap::RdBu,
+        Colormap::Coolwarm,
+        Colormap::Bwr,
+        Colormap::Seismic,
+        Colormap::PiYG,
     ];
 
     pub fn name(self) -> &'static str {
@@ -36,11 +50,30 @@ impl Colormap {
             Colormap::Cividis => "cividis",
             Colormap::Turbo => "turbo",
             Colormap::Gray => "gray",
+            Colormap::RdBuR => "RdBu_r",
+            Colormap::RdBu => "RdBu",
+            Colormap::Coolwarm => "coolwarm",
+            Colormap::Bwr => "bwr",
+            Colormap::Seismic => "seismic",
+            Colormap::PiYG => "PiYG",
         }
     }
 
     pub fn from_name(name: &str) -> Option<Colormap> {
         Colormap::ALL.into_iter().find(|c| c.name() == name)
+    }
+
+    /// Whether the map is diverging (made for signed values around a centre).
+    pub fn is_diverging(self) -> bool {
+        matches!(
+            self,
+            Colormap::RdBuR
+                | Colormap::RdBu
+                | Colormap::Coolwarm
+                | Colormap::Bwr
+                | Colormap::Seismic
+                | Colormap::PiYG
+        )
     }
 
     /// matplotlib's `cmap(np.arange(256), bytes=True)[:, :3]`.
@@ -53,6 +86,12 @@ impl Colormap {
             Colormap::Cividis => &t::CIVIDIS,
             Colormap::Turbo => &t::TURBO,
             Colormap::Gray => &t::GRAY,
+            Colormap::RdBuR => &t::RDBU_R,
+            Colormap::RdBu => &t::RDBU,
+            Colormap::Coolwarm => &t::COOLWARM,
+            Colormap::Bwr => &t::BWR,
+            Colormap::Seismic => &t::SEISMIC,
+            Colormap::PiYG => &t::PIYG,
         }
     }
 

@@ -89,7 +89,19 @@ pub struct ColorScale {
     /// The first K keys stay out of the statistics (attention sinks); they still render,
     /// saturated.
     pub exclude_keys: usize,
+    /// `--center V`: V maps to the middle of the colormap, as matplotlib's
+    /// `TwoSlopeNorm(vcenter=V, vmin, vmax)` does: each side of it gets half the colours.
+    pub center: Option<f32>,
+    /// `--symmetric`: the range becomes `center ± max |v − center|` (matplotlib's
+    /// `CenteredNorm`; centre 0 unless `center` is given), so equal distances from the centre
+    /// get equal colour steps on both sides.
+    pub symmetric: bool,
+    /// What the values are, named first in the colorbar caption (`A − B` for `diff`).
+    pub label: Option<String>,
 }
+
+/// `SCALE_TWO_SLOPE` in `shaders/colorize.wgsl`: a linear scale bent at the centre.
+const SCALE_TWO_SLOPE: u32 = 4;
 
 impl ColorScale {
     /// Parses `--clip LOW,HIGH`.
@@ -145,6 +157,15 @@ impl ColorScale {
                 )));
             }
         }
+        if self.center.is_some_and(|c| !c.is_finite()) {
+            return Err(Error::BadOption("--center must be a finite number".into()));
+        }
+        if (self.center.is_some() || self.symmetric) && self.scale != Scale::Linear {
+            return Err(Error::BadOption(format!(
+                "--center and --symmetric need a linear --scale, not {}",
+                self.scale.caption().unwrap_or_default()
+            )));
+        }
         if let Some(f) = self.log_floor {
             if !(f > 0.0 && f.is_finite()) {
                 return Err(Error::BadOption(format!(
@@ -170,13 +191,51 @@ impl ColorScale {
         }
     }
 
-    /// What the shader needs per cell: the range in the scale's domain and the log floor.
+    /// Whether the centre bends the scale (`--center` without `--symmetric`): a symmetric range
+    /// is already centred, and stays on the plain linear path, which is matplotlib's
+    /// `CenteredNorm` arithmetic to the bit.
+    pub fn two_slope(&self) -> bool {
+        self.center.is_some() && !self.symmetric
+    }
+
+    /// The `SCALE` pipeline constant of `shaders/colorize.wgsl`.
+    pub(crate) fn shader_id(&self) -> u32 {
+        if self.two_slope() {
+            SCALE_TWO_SLOPE
+        } else {
+            self.scale.shader_id()
+        }
+    }
+
+    /// A scope's `[lo, hi]` centred as asked, after every other limit (so the centring combines
+    /// with `--clip` and `--vmin/--vmax`): symmetric about the centre, or, for a two-slope
+    /// scale, extended past the centre as matplotlib's `TwoSlopeNorm.autoscale_None` does when
+    /// the centre lies outside.
+    pub fn centred(&self, [lo, hi]: [f32; 2]) -> [f32; 2] {
+        if self.symmetric {
+            let c = self.center.unwrap_or(0.0);
+            let h = (c - lo).max(hi - c).abs();
+            return [c - h, c + h];
+        }
+        match self.center {
+            Some(c) => {
+                let lo = if lo >= c { 2.0 * c - hi } else { lo };
+                let hi = if hi <= c { 2.0 * c - lo } else { hi };
+                [lo, hi]
+            }
+            None => [lo, hi],
+        }
+    }
+
+    /// What the shader needs per cell: the range in the scale's domain, the log floor, and the
+    /// centre of a two-slope scale.
     pub fn shader_range(&self, [lo, hi]: [f32; 2]) -> [f32; 4] {
         match self.scale {
             Scale::Log => {
                 let f = self.floor_for(hi);
                 [lo.max(f).log2(), hi.max(f).log2(), f, 0.0]
             }
+            _ if self.two_slope() => [lo, hi, 0.0, self.center.unwrap_or(0.0)],
             _ => [lo, hi, 0.0, 0.0],
         }
     }
@@ -185,6 +244,9 @@ impl ColorScale {
     /// `shaders/colorize.wgsl`.
     pub fn position(&self, v: f32, r: [f32; 4]) -> f32 {
         let norm = |v: f32| crate::color::norm::normalize(v, [r[0], r[1]]);
+        if self.two_slope() {
+            return two_slope(v, r);
+        }
         match self.scale {
             Scale::Linear => norm(v),
             Scale::Log => norm(v.max(r[2]).log2()),
@@ -200,6 +262,28 @@ impl ColorScale {
                     t.powf(self.scale.gamma())
                 }
             }
+        }
+    }
+}
+
+/// matplotlib's `TwoSlopeNorm`: `interp(v, [lo, c, hi], [0, 0.5, 1])`, in f32 (matplotlib
+/// interpolates in f64, so a value on a LUT boundary may land one step away). The CPU twin of
+/// `two_slope` in `shaders/colorize.wgsl`; `r` is `[lo, hi, _, c]`.
+pub fn two_slope(v: f32, r: [f32; 4]) -> f32 {
+    let (lo, hi, c) = (r[0], r[1], r[3]);
+    if v < c {
+        let span = c - lo;
+        if span > 0.0 {
+            0.5 * ((v - lo) / span)
+        } else {
+            0.0
+        }
+    } else {
+        let span = hi - c;
+        if span > 0.0 {
+            0.5 + 0.5 * ((v - c) / span)
+        } else {
+            0.5
         }
     }
 }
@@ -312,6 +396,7 @@ pub fn resolve_ranges(
         if let Some(v) = scale.vmax {
             r[1] = v;
         }
+        *r = scale.centred(*r);
     }
     Ok(ranges)
 }
@@ -369,5 +454,41 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(sqrt.position(0.25, sqrt.shader_range([0.0, 1.0])), 0.5);
+    }
+
+    #[test]
+    fn centring_follows_matplotlib() {
+        let sym = ColorScale {
+            symmetric: true,
+            ..Default::default()
+        };
+        assert_eq!(sym.centred([-0.2, 0.5]), [-0.5, 0.5]);
+        assert_eq!(sym.centred([0.1, 0.3]), [-0.3, 0.3]);
+        let sym1 = ColorScale {
+            center: Some(1.0),
+            ..sym
+        };
+        assert_eq!(sym1.centred([0.0, 4.0]), [-2.0, 4.0]);
+        assert!(!sym1.two_slope());
+        let two = ColorScale {
+            center: Some(0.0),
+            ..Default::default()
+        };
+        assert!(two.two_slope());
+        // TwoSlopeNorm.autoscale_None: a centre outside the range extends it
+        assert_eq!(two.centred([0.5, 2.0]), [-2.0, 2.0]);
+        assert_eq!(two.centred([-3.0, -1.0]), [-3.0, 3.0]);
+        assert_eq!(two.centred([-1.0, 4.0]), [-1.0, 4.0]);
+        let r = two.shader_range([-1.0, 4.0]);
+        assert_eq!(two.position(-1.0, r), 0.0);
+        assert_eq!(two.position(-0.5, r), 0.25);
+        assert_eq!(two.position(0.0, r), 0.5);
+        assert_eq!(two.position(2.0, r), 0.75);
+        assert_eq!(two.position(4.0, r), 1.0);
+        let log = ColorScale {
+            scale: Scale::Log,
+            ..two
+        };
+        assert!(log.validate().is_err());
     }
 }

@@ -35,6 +35,9 @@ pub struct HeadPooler {
     pub saw_upper: bool,
     /// Entries above the diagonal are left out (asked for, or detected by [`pool_cells`]).
     pub causal: bool,
+    /// Keys this many positions older than the diagonal's or more are left out too (logits
+    /// from Q and K under a sliding window, see `QkSource::mask_window`).
+    pub window: Option<usize>,
 }
 
 impl HeadPooler {
@@ -54,6 +57,7 @@ impl HeadPooler {
             },
             saw_upper: false,
             causal: options.causal == Causal::On,
+            window: None,
         }
     }
 
@@ -72,7 +76,8 @@ impl HeadPooler {
                     .unwrap_or(self.keys as i64 - self.queries as i64);
             let above = |k: usize| k as i64 > diagonal;
             let causal = self.options.causal;
-            let masked = |k: usize| causal == Causal::On && above(k);
+            let low = self.window.map_or(i64::MIN, |w| diagonal - w as i64 + 1);
+            let masked = |k: usize| (causal == Causal::On && above(k)) || (k as i64) < low;
             let auto = causal == Causal::Auto;
             let mut saw_upper = false;
             let scale = if self.options.row_norm {
@@ -221,6 +226,7 @@ fn pool_head(
     let mut bytes = vec![0u8; block_rows * row_bytes];
     let mut values = vec![0f32; block_rows * keys];
     let mut pooler = HeadPooler::new(queries, keys, geometry, options);
+    pooler.window = source.as_qk().and_then(|qk| qk.mask_window(layer));
     let mut row = 0;
     while row < queries {
         let rows = block_rows.min(queries - row);

@@ -18,6 +18,9 @@ pub struct ColorbarSpec {
     pub data_units: bool,
     /// Log scale per head or layer: tick values are fractions of each scope's max.
     pub relative: bool,
+    /// The value at the middle of the bar (`--center`, `--symmetric`), always a tick; each
+    /// half of the bar is linear on its own side of it.
+    pub center: Option<f64>,
     pub caption: String,
 }
 
@@ -30,7 +33,10 @@ impl ColorbarSpec {
     /// The bar for `norm` and `scale`, given every cell's resolved `[lo, hi]` (data units).
     pub fn new(norm: Norm, ranges: &[[f32; 2]], scale: &ColorScale) -> ColorbarSpec {
         let fixed = scale.vmin.is_some() && scale.vmax.is_some();
-        let data_units = fixed || matches!(norm, Norm::Global | Norm::Row | Norm::None);
+        // One cell's own scale is one scale for the whole figure: its ticks can say what the
+        // values are (logits above 1 and below 0 included).
+        let data_units =
+            fixed || ranges.len() == 1 || matches!(norm, Norm::Global | Norm::Row | Norm::None);
         let [lo, hi] = ranges.first().copied().unwrap_or([0.0, 1.0]);
         let lo = if scale.scale == Scale::Log {
             lo.max(scale.floor_for(hi))
@@ -42,9 +48,13 @@ impl ColorbarSpec {
             hi = lo + 1.0;
         }
         let mut parts: Vec<String> = Vec::new();
+        parts.extend(scale.label.clone());
         parts.extend(scale.scale.caption());
         let range = format!("[{}, {}]", short(lo), short(hi));
-        let stated = scale.clip.is_none() && scale.exclude_keys == 0;
+        let stated = scale.clip.is_none()
+            && scale.exclude_keys == 0
+            && scale.center.is_none()
+            && !scale.symmetric;
         parts.push(match norm {
             _ if fixed => format!("fixed {range}"),
             Norm::Head if stated => "per-head min–max".into(),
@@ -69,6 +79,12 @@ impl ColorbarSpec {
             parts.extend(scale.vmin.map(|v| format!("vmin {}", short(v as f64))));
             parts.extend(scale.vmax.map(|v| format!("vmax {}", short(v as f64))));
         }
+        let c = scale.center.unwrap_or(0.0);
+        if scale.symmetric {
+            parts.push(format!("symmetric about {}", short(c as f64)));
+        } else if scale.center.is_some() {
+            parts.push(format!("centred at {}", short(c as f64)));
+        }
         match scale.exclude_keys {
             0 => {}
             1 => parts.push("key 0 left out".into()),
@@ -91,9 +107,24 @@ impl ColorbarSpec {
                 caption.push_str(" (× each scope's max)");
             }
         }
-        if !data_units && !relative {
+        let mut center = (scale.symmetric || scale.center.is_some()).then_some(c as f64);
+        if !data_units && scale.symmetric {
+            // each scope spans c ± its own half-range: one bar in units of it
+            // its own comma-separated part, so a narrow bar wraps the caption there
+            let scope = match norm {
+                Norm::Layer => "layer",
+                _ => "head",
+            };
+            caption.push_str(&if c == 0.0 {
+                format!(", ÷ max |v| per {scope}")
+            } else {
+                format!(", (v − centre) ÷ max |v − centre| per {scope}")
+            });
+            (lo, hi, center) = (-1.0, 1.0, Some(0.0));
+        } else if !data_units && !relative {
             caption.push_str(" (normalized)");
             (lo, hi) = (0.0, 1.0);
+            center = center.map(|_| 0.5);
             if curve == Scale::Log {
                 // scopes span different decades: ticks are positions in each one's log range
                 curve = Scale::Linear;
@@ -105,12 +136,22 @@ impl ColorbarSpec {
             scale: curve,
             data_units,
             relative,
+            center,
             caption,
         }
     }
 
     /// Where `v` sits on the bar: 0 at the bottom, 1 at the top.
     pub fn position(&self, v: f64) -> f64 {
+        if let Some(c) = self.center {
+            // TwoSlopeNorm's interpolation: each side of the centre gets half the bar
+            return match (v < c, c - self.lo, self.hi - c) {
+                (true, below, _) if below > 0.0 => 0.5 * (v - self.lo) / below,
+                (false, _, above) if above > 0.0 => 0.5 + 0.5 * (v - c) / above,
+                (true, ..) => 0.0,
+                (false, ..) => 0.5,
+            };
+        }
         let t = (v - self.lo) / (self.hi - self.lo);
         match self.scale {
             Scale::Linear => t,
@@ -122,6 +163,9 @@ impl ColorbarSpec {
 
     /// Tick values: nice linear ticks, or powers of ten on a log scale.
     pub fn ticks(&self) -> Vec<f64> {
+        if let Some(c) = self.center {
+            return centred_ticks(self, c);
+        }
         if self.scale == Scale::Log {
             if let Some(t) = log_ticks(self.lo, self.hi) {
                 return t;
@@ -129,6 +173,18 @@ impl ColorbarSpec {
         }
         ticks(self.lo, self.hi)
     }
+}
+
+/// Nice ticks over [lo, hi] with the centre `c` always among them (where the bar changes
+/// slope is the tick a reader looks for); ticks that would crowd it are left out.
+fn centred_ticks(spec: &ColorbarSpec, c: f64) -> Vec<f64> {
+    let mut t: Vec<f64> = ticks(spec.lo, spec.hi)
+        .into_iter()
+        .filter(|&v| (spec.position(v) - spec.position(c)).abs() >= 0.08)
+        .collect();
+    t.push(c);
+    t.sort_by(f64::total_cmp);
+    t
 }
 
 /// `m × 10^e`, as the literal would be read (exact to the last bit, so 1e-6 is 1e-6).
@@ -353,6 +409,33 @@ mod tests {
     }
 
     #[test]
+    fn centred_bars_tick_the_centre() {
+        let sym = ColorScale {
+            symmetric: true,
+            label: Some("A − B".into()),
+            ..Default::default()
+        };
+        let h = ColorbarSpec::new(Norm::Head, &[[-0.3, 0.3], [-2.0, 2.0]], &sym);
+        assert_eq!(
+            h.caption,
+            "A − B, per-head, symmetric about 0, ÷ max |v| per head"
+        );
+        assert_eq!((h.lo, h.hi, h.center), (-1.0, 1.0, Some(0.0)));
+        assert_eq!(h.ticks(), vec![-1.0, -0.5, 0.0, 0.5, 1.0]);
+        assert_eq!(h.position(0.0), 0.5);
+        let two = ColorScale {
+            center: Some(0.25),
+            ..Default::default()
+        };
+        let g = ColorbarSpec::new(Norm::Global, &[[-1.0, 4.0]], &two);
+        assert_eq!(g.caption, "global [-1, 4], centred at 0.25");
+        assert!(g.ticks().contains(&0.25), "{:?}", g.ticks());
+        assert_eq!(g.position(0.25), 0.5);
+        assert_eq!(g.position(-1.0), 0.0);
+        assert_eq!(g.position(4.0), 1.0);
+    }
+
+    #[test]
     fn scales_in_ticks_and_captions() {
         let r = [[0.0f32, 0.5]];
         let log = ColorScale {
@@ -388,9 +471,13 @@ mod tests {
             scale: Scale::Gamma(2.0),
             ..Default::default()
         };
-        let l = ColorbarSpec::new(Norm::Layer, &r, &gamma);
+        let l = ColorbarSpec::new(Norm::Layer, &[r[0], [0.0, 2.0]], &gamma);
         assert_eq!(l.caption, "gamma 2, per-layer min–max (normalized)");
         assert!((l.position(0.5) - 0.25).abs() < 1e-12);
+        // One cell's scale is the figure's: its ticks are in data units (logits above 1).
+        let one = ColorbarSpec::new(Norm::Head, &[[-6.0, 23.0]], &ColorScale::default());
+        assert_eq!(one.caption, "per-head min–max");
+        assert!(one.data_units && one.lo == -6.0 && one.hi == 23.0);
     }
 
     #[test]

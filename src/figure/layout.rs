@@ -121,7 +121,30 @@ pub struct Layout {
     pub colorbar: Option<[u32; 4]>,
     /// Solid rectangles in the foreground colour (tick marks).
     pub fills: Vec<[u32; 4]>,
+    /// Where each position tick of the cell axes meets its cell (for the layout JSON).
+    pub axis_ticks: Vec<AxisTick>,
     pub theme: Theme,
+}
+
+/// One index tick of a cell's axis: `position` (a query row or a key, 0-based) and the figure
+/// pixel where its mark touches the cell's edge (left of the cell for queries, below it for keys).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AxisTick {
+    /// Index into [`Layout::cells`].
+    pub cell: usize,
+    pub axis: Axis,
+    pub position: u64,
+    pub x: u32,
+    pub y: u32,
+}
+
+/// The two axes of a cell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Axis {
+    /// Rows, labelled left of the cell.
+    Query,
+    /// Columns, labelled below the cell.
+    Key,
 }
 
 /// Sizes derived from the cell: label text scales with the heatmaps, within readable bounds.
@@ -165,11 +188,13 @@ fn math_label(var: &str, n: usize, px: f32) -> Text {
 }
 
 /// Room around each cell for per-cell axes (token labels): `left` pixels left of every cell,
-/// `bottom` below it.
+/// `bottom` below it; with `shared`, only left of the first column and below the last row (axes
+/// on the outer cells, as shared subplot axes are drawn).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CellPad {
     pub left: u32,
     pub bottom: u32,
+    pub shared: bool,
 }
 
 impl Layout {
@@ -212,7 +237,8 @@ impl Layout {
         let left_w =
             row_labels.iter().map(|l| l.1.width).max().unwrap_or(0) + (m.font_px / 2.0) as u32;
         let (cw, ch) = (cell.display_w, cell.display_h);
-        let (step_x, step_y) = (cw + m.gutter + pad.left, ch + m.gutter + pad.bottom);
+        let between = if pad.shared { CellPad::default() } else { pad };
+        let (step_x, step_y) = (cw + m.gutter + between.left, ch + m.gutter + between.bottom);
         let grid_x = m.margin + left_w + pad.left;
         let grid_y = m.margin + title_h + header_h;
         let cols = heads.len() as u32;
@@ -269,6 +295,7 @@ impl Layout {
             labels,
             colorbar: None,
             fills: Vec::new(),
+            axis_ticks: Vec::new(),
             theme,
         }
     }

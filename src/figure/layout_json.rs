@@ -7,12 +7,14 @@ use serde_json::{json, Value};
 
 use crate::color::scale::Scale;
 use crate::error::Result;
+use crate::figure::layout::Axis;
 use crate::figure::plan::{Figure, RenderOptions};
 use crate::files::write_atomic;
 
 /// The figure's layout as JSON: each cell's pixel rectangle, 1-based layer and head, the
 /// `[lo, hi]` mapped onto the colormap and the head's data min/max; the colorbar's rectangle,
-/// range, scale, caption and tick positions.
+/// range, scale, caption and tick positions; and where each position tick of the cell axes
+/// touches its cell (`axis_ticks`: cell index, `query` or `key`, 0-based position, pixel).
 pub fn layout_json(figure: &Figure, options: &RenderOptions) -> Value {
     let layout = &figure.plan.layout;
     let scale = &figure.scale;
@@ -37,6 +39,23 @@ pub fn layout_json(figure: &Figure, options: &RenderOptions) -> Value {
             })
         })
         .collect();
+    // Position ticks of the cell axes: where each mark touches its cell
+    let axis_ticks: Vec<Value> = layout
+        .axis_ticks
+        .iter()
+        .map(|t| {
+            json!({
+                "cell": t.cell,
+                "axis": match t.axis {
+                    Axis::Query => "query",
+                    Axis::Key => "key",
+                },
+                "position": t.position,
+                "x": t.x,
+                "y": t.y,
+            })
+        })
+        .collect();
     let colorbar = match (layout.colorbar, &figure.plan.colorbar) {
         (Some([x, y, w, h]), Some(spec)) => {
             let y_of = |v: f64| y as f64 + (1.0 - spec.position(v)) * (h.max(1) - 1) as f64;
@@ -52,6 +71,7 @@ pub fn layout_json(figure: &Figure, options: &RenderOptions) -> Value {
                 "data_units": spec.data_units,
                 "relative_to_max": spec.relative,
                 "scale": scale_name(spec.scale),
+                "center": spec.center,
                 "caption": spec.caption,
                 "ticks": ticks,
             })
@@ -70,10 +90,13 @@ pub fn layout_json(figure: &Figure, options: &RenderOptions) -> Value {
         "vmin": scale.vmin,
         "vmax": scale.vmax,
         "exclude_keys": scale.exclude_keys,
+        "center": scale.center,
+        "symmetric": scale.symmetric,
         "scale_factor": options.scale_factor,
         "title": figure.plan.title,
         "causal": figure.causal,
         "cells": cells,
+        "axis_ticks": axis_ticks,
         "colorbar": colorbar,
     })
 }

@@ -6,6 +6,7 @@ use crate::color::colormap::Colormap;
 use crate::color::norm::Norm;
 use crate::color::scale::{first_included_column, ColorScale};
 use crate::error::{Error, Result};
+use crate::figure::axes::CellAxes;
 use crate::figure::colorbar::ColorbarSpec;
 use crate::figure::layout::{CellPad, Layout, Metrics, Theme};
 use crate::figure::select::parse_selection;
@@ -48,6 +49,9 @@ pub struct RenderOptions {
     /// Also compute every cell's pattern statistics in the same pass
     /// ([`Figure::patterns`], `render --stats-json`).
     pub patterns: Option<PatternOptions>,
+    /// Position ticks on the outer cells; `None`: on for a figure of one cell, off for grids
+    /// (whose cells share the positions, as the seed figure shows them).
+    pub axes: Option<bool>,
 }
 
 impl Default for RenderOptions {
@@ -69,6 +73,7 @@ impl Default for RenderOptions {
             transparent: false,
             cell_colors: false,
             patterns: None,
+            axes: None,
         }
     }
 }
@@ -118,6 +123,18 @@ impl Plan {
             .flat_map(|&l| heads.iter().map(move |&h| (l, h)))
             .collect();
         let qk = source.as_qk();
+        if qk.is_some_and(|q| q.values() == crate::source::qk::Values::Logits) {
+            if options.norm == Norm::Row {
+                return Err(Error::BadOption(
+                    "--norm row divides each row by its largest probability; with --values logits use head, layer, global or none".into(),
+                ));
+            }
+            if options.patterns.is_some() {
+                return Err(Error::BadOption(
+                    "the head statistics are defined on probabilities: drop --values logits or --stats-json".into(),
+                ));
+            }
+        }
         // A capture's own tokens label its axes unless --tokens gave others; they are dropped
         // when they do not fit (a --queries slice that is not the last rows).
         let captured = qk
@@ -165,8 +182,16 @@ impl Plan {
         } else {
             options.theme
         };
-        let axes =
-            tokens.map(|(q, k)| crate::figure::axes::CellAxes::new(q, k, &geometry, &metrics));
+        // Tokens label every cell, as they always have; position axes go on the outer cells,
+        // by default only when there is one cell (the seed-style grid stays bare).
+        let positions = options.axes.unwrap_or(layers.len() * heads.len() == 1);
+        let axes = match tokens {
+            Some((q, k)) => Some(CellAxes::new(q, k, &geometry, &metrics)),
+            None if positions => {
+                Some(CellAxes::positions(shape.queries, shape.keys, &geometry, &metrics).shared())
+            }
+            None => None,
+        };
         let mut layout = Layout::grid_with(
             &layers,
             &heads,

@@ -18,6 +18,8 @@ pub const STATS: &str = with_common!("stats.wgsl");
 pub const PATTERN: &str = with_common!("pattern.wgsl");
 /// Normalization and colormap lookup.
 pub const COLORIZE: &str = with_common!("colorize.wgsl");
+/// `A − B` of two blocks of rows (`attnviz diff`).
+pub const DIFF: &str = with_common!("diff.wgsl");
 /// Restricted ranges and histograms (`--exclude-keys`, `--clip`).
 pub const LIMITS: &str = with_common!("limits.wgsl");
 /// The render pass that draws the figure.
@@ -31,11 +33,12 @@ pub const QK_POOL_TEMPLATE: &str = with_common!("qk_pool.wgsl");
 
 /// Every fixed shader as (name, source), for validation without a GPU. The Q/K template is
 /// validated through its expansions.
-pub const ALL: [(&str, &str); 6] = [
+pub const ALL: [(&str, &str); 7] = [
     ("pool", POOL),
     ("stats", STATS),
     ("pattern", PATTERN),
     ("colorize", COLORIZE),
     ("limits", LIMITS),
+    ("diff", DIFF),
     ("compose", COMPOSE),
 ];

@@ -12,16 +12,21 @@ pub enum Reduce {
     Max,
     Mean,
     Min,
+    /// The signed value of largest magnitude (positive on a tie): the default of `diff`, where
+    /// a bin's strongest change matters whichever its sign. Read from the max and min already
+    /// pooled, so it costs the pool pass nothing.
+    Extreme,
 }
 
 impl Reduce {
-    pub const ALL: [Reduce; 3] = [Reduce::Max, Reduce::Mean, Reduce::Min];
+    pub const ALL: [Reduce; 4] = [Reduce::Max, Reduce::Mean, Reduce::Min, Reduce::Extreme];
 
     pub fn name(self) -> &'static str {
         match self {
             Reduce::Max => "max",
             Reduce::Mean => "mean",
             Reduce::Min => "min",
+            Reduce::Extreme => "extreme",
         }
     }
 
@@ -35,6 +40,7 @@ impl Reduce {
             Reduce::Max => 0,
             Reduce::Mean => 1,
             Reduce::Min => 2,
+            Reduce::Extreme => 3,
         }
     }
 }
@@ -98,7 +104,18 @@ impl Accum {
             Reduce::Max => self.max,
             Reduce::Min => self.min,
             Reduce::Mean => self.sum / self.count() as f32,
+            Reduce::Extreme => signed_extreme(self.max, self.min),
         })
+    }
+}
+
+/// The one of a bin's max and min with the larger magnitude, the max on a tie: the CPU twin of
+/// `signed_extreme` in `shaders/common.wgsl`.
+pub fn signed_extreme(max: f32, min: f32) -> f32 {
+    if max.abs() >= min.abs() {
+        max
+    } else {
+        min
     }
 }
 
@@ -162,5 +179,14 @@ mod tests {
     fn layouts_match_the_shaders() {
         assert_eq!(std::mem::size_of::<Accum>(), 16);
         assert_eq!(std::mem::size_of::<HeadStats>(), 32);
+    }
+
+    #[test]
+    fn signed_extreme_keeps_the_sign() {
+        assert_eq!(signed_extreme(0.5, -2.0), -2.0);
+        assert_eq!(signed_extreme(3.0, -2.0), 3.0);
+        assert_eq!(signed_extreme(2.0, -2.0), 2.0);
+        assert_eq!(signed_extreme(-1.0, -3.0), -3.0);
+        assert_eq!(Reduce::from_name("extreme"), Some(Reduce::Extreme));
     }
 }

@@ -54,7 +54,7 @@ impl Ingest<'_> {
                 pooled_w: self.geometry.pooled_w,
                 y_start: bin_of(&self.row_edges, p.row_start as u32),
                 row_max_base,
-                _flags: 0,
+                window: self.windows.get(p.cell).copied().unwrap_or(0),
                 causal_offset: self
                     .options
                     .diagonal
@@ -91,9 +91,12 @@ impl Ingest<'_> {
             label: Some("attnviz.pool.pass"),
             timestamp_writes: None,
         });
-        let pipes = self
-            .pipes
-            .specialized(&self.gpu.device, self.dtype, self.options);
+        let pipes = self.pipes.specialized(
+            &self.gpu.device,
+            self.dtype,
+            self.options,
+            !self.windows.is_empty(),
+        );
         let n = pieces.len() as u32;
         pass.set_bind_group(0, bind_group, &[]);
         if let Some((narrow, wide)) = &pipes.row_maxima {

@@ -68,6 +68,9 @@ pub(crate) struct Ingest<'g> {
     pub(super) slot_count: usize,
     pub(super) device_data: Option<wgpu::Buffer>,
     pub(super) params: Vec<PieceParams>,
+    /// Per cell, the sliding window whose older keys are masked (0: none); empty for no
+    /// windows at all. Set by the Q/K paths for logits ([`Ingest::set_windows`]).
+    pub(super) windows: Vec<u32>,
     /// bind_groups[slot][group], made with the slots.
     pub(super) bind_groups: Vec<Vec<wgpu::BindGroup>>,
     /// per group, for `fold_masked_zeros`
@@ -326,6 +329,7 @@ impl<'g> Ingest<'g> {
             },
             device_data: None,
             params: vec![PieceParams::zeroed(); MAX_PIECES],
+            windows: Vec::new(),
             bind_groups: Vec::new(),
             fold_bind_groups,
             buffers,
@@ -338,6 +342,16 @@ impl<'g> Ingest<'g> {
             pattern,
             pattern_bind_groups: Vec::new(),
         })
+    }
+
+    /// Masks keys older than `windows[cell]` (0: none) in each cell's rows, below the diagonal
+    /// of the ingest's options: pooled logits from Q and K, whose hidden entries have no value.
+    pub(crate) fn set_windows(&mut self, windows: Vec<u32>) {
+        self.windows = if windows.iter().any(|&w| w > 0) {
+            windows
+        } else {
+            Vec::new()
+        };
     }
 
     /// The accumulator buffer holding `cell`'s pooled pixels, and the cell's index in it, for

@@ -5,6 +5,7 @@
 
 pub mod accum;
 mod bench;
+mod diff;
 mod dispatch;
 pub mod geometry;
 mod groups;
@@ -80,6 +81,9 @@ pub(crate) fn pool_cells(
     source: &dyn AttentionSource,
     run: &PoolRun<'_>,
 ) -> Result<PooledCells> {
+    if let Some(diff) = source.as_diff() {
+        return diff::pool_diff(gpu, pipes, diff, run).map_err(|e| e.about(source.name()));
+    }
     let cells = run.cells;
     gpu.scoped("pooling", || {
         let s = source.shape();

@@ -7,8 +7,9 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::gpu::kernel::{Binding, Kernel};
 use crate::gpu::shaders;
+use crate::pool::diff::DiffPipeline;
 use crate::pool::groups::SpareGroups;
-use crate::pool::options::PoolOptions;
+use crate::pool::options::{PoolOptions, FLAG_WINDOW};
 use crate::pool::pattern_gpu::PatternPipelines;
 use crate::pool::slots::Slot;
 use crate::source::DType;
@@ -25,7 +26,7 @@ pub(super) struct PieceParams {
     pub(super) pooled_w: u32,
     pub(super) y_start: u32,
     pub(super) row_max_base: u32,
-    pub(super) _flags: u32,
+    pub(super) window: u32,
     pub(super) causal_offset: i32,
     pub(super) cell: u32,
     pub(super) y_end: u32,
@@ -45,7 +46,7 @@ pub(crate) struct PoolPipelines {
     /// The pipelines specialized for each dtype and set of pooling flags, indexed by
     /// `DType::shader_id` and `PoolOptions::flags`, compiled on first use so a run pays only
     /// for the mode it uses.
-    pub(super) specialized: [[OnceLock<Specialized>; 8]; 3],
+    pub(super) specialized: [[OnceLock<Specialized>; 16]; 3],
     pub(super) fold: wgpu::ComputePipeline,
     pub(super) stats_kernel: Kernel,
     pub(super) block_stats: wgpu::ComputePipeline,
@@ -59,6 +60,8 @@ pub(crate) struct PoolPipelines {
     pub(super) spare_groups: SpareGroups,
     /// The pattern statistics' pipelines, compiled on first use.
     pub(super) pattern: PatternPipelines,
+    /// `attnviz diff`'s subtraction, compiled on first use.
+    diff: OnceLock<DiffPipeline>,
 }
 
 impl PoolPipelines {
@@ -97,7 +100,12 @@ impl PoolPipelines {
             spare_slots: Mutex::new(Vec::new()),
             spare_groups: SpareGroups::default(),
             pattern: PatternPipelines::default(),
+            diff: OnceLock::new(),
         }
+    }
+
+    pub(super) fn diff(&self, device: &wgpu::Device) -> &DiffPipeline {
+        self.diff.get_or_init(|| DiffPipeline::new(device))
     }
 
     /// Up to `n` spare upload slots of exactly `size` bytes.
@@ -120,14 +128,17 @@ impl PoolPipelines {
         spare.drain(..excess);
     }
 
-    /// The pool (and row-maxima) pipelines for `dtype` and `options`.
+    /// The pool (and row-maxima) pipelines for `dtype` and `options`, masking each piece's
+    /// sliding window when `window`.
     pub(super) fn specialized(
         &self,
         device: &wgpu::Device,
         dtype: DType,
         options: PoolOptions,
+        window: bool,
     ) -> &Specialized {
-        let (id, flags) = (dtype.shader_id(), options.flags());
+        let flags = options.flags() | if window { FLAG_WINDOW } else { 0 };
+        let id = dtype.shader_id();
         self.specialized[id as usize][flags as usize].get_or_init(|| {
             let constants = [("DTYPE", id as f64), ("FLAGS", flags as f64)];
             let pipeline = |entry: &str| self.kernel.specialized(device, entry, &constants);

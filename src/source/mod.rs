@@ -4,6 +4,7 @@
 
 mod array;
 mod demo;
+mod diff;
 mod file;
 pub mod npy;
 pub mod qk;
@@ -17,6 +18,7 @@ use std::path::Path;
 
 pub use array::{ArraySource, SliceSource};
 pub use demo::DemoModel;
+pub use diff::{subtract, DiffSource};
 pub use file::FileTensor;
 pub(crate) use synth::unit;
 pub use synth::{encode, Pattern, Synth, SynthSpec};
@@ -145,6 +147,44 @@ pub trait AttentionSource: Send + Sync {
     /// rows on the device instead of calling `read_rows`.
     fn as_qk(&self) -> Option<&crate::source::qk::QkSource> {
         None
+    }
+
+    /// The difference of two sources: the GPU engine subtracts on the device (`pool::diff`)
+    /// instead of calling `read_rows`.
+    fn as_diff(&self) -> Option<&DiffSource<'_>> {
+        None
+    }
+}
+
+/// A borrowed source is a source: what lets a caller pair sources it keeps (a `DiffSource` of a
+/// file and of Q/K recomputed on the GPU) without giving them up.
+impl<T: AttentionSource + ?Sized> AttentionSource for &T {
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+
+    fn shape(&self) -> Shape {
+        (**self).shape()
+    }
+
+    fn dtype(&self) -> DType {
+        (**self).dtype()
+    }
+
+    fn read_rows(&self, layer: usize, head: usize, row_start: usize, dst: &mut [u8]) -> Result<()> {
+        (**self).read_rows(layer, head, row_start, dst)
+    }
+
+    fn diagonal(&self) -> i64 {
+        (**self).diagonal()
+    }
+
+    fn as_qk(&self) -> Option<&crate::source::qk::QkSource> {
+        (**self).as_qk()
+    }
+
+    fn as_diff(&self) -> Option<&DiffSource<'_>> {
+        (**self).as_diff()
     }
 }
 

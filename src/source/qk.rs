@@ -22,6 +22,33 @@ use crate::source::{self, AttentionSource, DType, OpenOptions, Shape};
 /// Largest head dimension the GPU kernels are built for: a query row lives in registers.
 pub const MAX_DIM: usize = 256;
 
+/// What a Q/K figure draws.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Values {
+    /// The softmax probabilities.
+    #[default]
+    Probs,
+    /// The pre-softmax scores `scale · q·k`, softcapped where the layer is: values a colour bar
+    /// can show above 1 and below 0. Every hidden entry (causal, or older than a sliding
+    /// window) is masked, since no logit stands for "hidden" the way a probability of 0 does.
+    Logits,
+}
+
+impl Values {
+    pub const ALL: [Values; 2] = [Values::Probs, Values::Logits];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Values::Probs => "probs",
+            Values::Logits => "logits",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Values> {
+        Values::ALL.into_iter().find(|v| v.name() == name)
+    }
+}
+
 /// How to turn Q and K into attention.
 #[derive(Clone, Debug, Default)]
 pub struct QkOptions {
@@ -38,6 +65,8 @@ pub struct QkOptions {
     /// What the capture says about each layer (read from the file by [`QkSource::open`]);
     /// the options above win over it.
     pub meta: Option<CaptureMeta>,
+    /// Probabilities (the default) or logits.
+    pub values: Values,
     /// Query rows to compute (0-based, half-open); `None` for all. An end of `usize::MAX`
     /// means "to the last row".
     pub queries: Option<Range<usize>>,
@@ -60,6 +89,7 @@ pub struct QkSource {
     /// Keys whose probabilities are produced (the softmax still runs over every key).
     out_keys: Range<usize>,
     causal: bool,
+    values: Values,
     /// Per layer of Q.
     layer_params: Arc<[LayerParams]>,
     meta: Option<Arc<CaptureMeta>>,
@@ -190,6 +220,7 @@ impl QkSource {
             total_queries: qs.queries,
             rows,
             causal: options.causal || causal_meta.first() == Some(&true),
+            values: options.values,
             layer_params,
             meta: meta.map(Arc::new),
             q: Arc::from(q),
@@ -261,6 +292,21 @@ impl QkSource {
         self.causal
     }
 
+    /// Probabilities or logits.
+    pub fn values(&self) -> Values {
+        self.values
+    }
+
+    /// The sliding window pooling masks in layer `layer`: with logits only, since a hidden
+    /// probability is an ordinary 0 (as the model's own attention has it) but a hidden logit
+    /// has no value at all.
+    pub fn mask_window(&self, layer: usize) -> Option<usize> {
+        match self.values {
+            Values::Probs => None,
+            Values::Logits => self.layer(layer).window,
+        }
+    }
+
     /// Layer `layer`'s scale, window, softcap and sinks.
     pub fn layer(&self, layer: usize) -> &LayerParams {
         &self.layer_params[layer]
@@ -291,6 +337,9 @@ impl QkSource {
             }
         };
         let mut parts = Vec::new();
+        if self.values == Values::Logits {
+            parts.push("logits".to_string());
+        }
         let mut windows: Vec<usize> = self.layer_params.iter().filter_map(|p| p.window).collect();
         windows.sort_unstable();
         windows.dedup();
@@ -376,7 +425,8 @@ impl QkSource {
         read_f32(self.k.as_ref(), layer, self.kv_head(head), 0..self.keys)
     }
 
-    /// Reference probabilities of computed rows `rows` in f64, written as f32 into `out`
+    /// Reference probabilities (or logits, see [`Values`]) of computed rows `rows` in f64,
+    /// written as f32 into `out`
     /// (`rows.len()` rows of the produced keys). Scores and the softmax are accumulated in f64, so this is the
     /// yardstick the f32 GPU kernels are measured against.
     pub fn probabilities_cpu(
@@ -414,6 +464,16 @@ impl QkSource {
                     .sum();
                 scores[kk] = self.logit(layer, dot);
                 max = max.max(scores[kk]);
+            }
+            if self.values == Values::Logits {
+                for (o, k) in orow.iter_mut().zip(self.out_keys.clone()) {
+                    *o = if visible.contains(&k) {
+                        scores[k] as f32
+                    } else {
+                        0.0
+                    };
+                }
+                continue;
             }
             let total: f64 = scores[visible.clone()]
                 .iter()

@@ -77,6 +77,10 @@ pub fn read_bin(
             let better = match (best, reduce) {
                 (None, _) => true,
                 (Some((b, _)), Reduce::Min) => v < b,
+                // larger magnitude, the positive one on a tie (`signed_extreme`)
+                (Some((b, _)), Reduce::Extreme) => {
+                    v.abs() > b.abs() || (v.abs() == b.abs() && v > b)
+                }
                 (Some((b, _)), _) => v > b,
             };
             if better {

@@ -4,6 +4,7 @@
 mod app;
 mod detail;
 mod detail_layer;
+mod edges;
 mod input;
 mod inspect;
 mod readout;
@@ -18,6 +19,7 @@ use std::time::Instant;
 use winit::event_loop::EventLoop;
 
 pub use detail::{readout, visible_region, Region, RegionSource};
+pub use edges::{edge_marks, EdgeMark, EdgeMarks};
 pub use inspect::{bin_at, read_bin, Bin};
 pub use transform::ViewTransform;
 
@@ -35,7 +37,8 @@ pub struct ViewerOptions {
     pub screenshot: Option<PathBuf>,
     /// Initial window size in physical pixels (default: the figure, within 1600×1000).
     pub size: Option<(u32, u32)>,
-    /// One token per line: the hover readout names the query and key tokens.
+    /// One token per line: the hover readout names the query and key tokens, and the edges of
+    /// a magnified view show them where they fit.
     pub tokens: Option<Vec<String>>,
     /// Start in focus mode on this (layer, head), 0-based.
     pub focus: Option<(usize, usize)>,
@@ -81,7 +84,15 @@ impl ViewerReport {
 }
 
 /// Opens a window on `source` and runs until it is closed (or `exit_after_frames`).
-pub fn run(source: &dyn AttentionSource, options: ViewerOptions) -> Result<ViewerReport> {
+/// The tokens the hover readout and the edge labels name: --tokens, else a capture file's own.
+fn readout_tokens(source: &dyn AttentionSource, options: &ViewerOptions) -> Option<Vec<String>> {
+    options.tokens.clone().or_else(|| {
+        let meta = source.as_qk()?.meta()?;
+        meta.tokens.clone()
+    })
+}
+
+pub fn run(source: &dyn AttentionSource, mut options: ViewerOptions) -> Result<ViewerReport> {
     let started = Instant::now();
     let event_loop = EventLoop::with_user_event()
         .build()
@@ -89,11 +100,9 @@ pub fn run(source: &dyn AttentionSource, options: ViewerOptions) -> Result<Viewe
     let proxy = event_loop.create_proxy();
     let (jobs, job_rx) = channel();
     let (reply_tx, replies) = channel();
-    // A capture file's own tokens name the hovered query and key unless --tokens gave others.
-    let tokens = options.tokens.clone().or_else(|| {
-        let meta = source.as_qk()?.meta()?;
-        meta.tokens.clone()
-    });
+    // The readout and the edge labels name a capture's own tokens too.
+    options.tokens = readout_tokens(source, &options);
+    let tokens = options.tokens.clone();
     std::thread::scope(|scope| {
         // Reads for the hover readout and the zoomed detail happen here, never on the
         // window's thread.
@@ -115,4 +124,34 @@ pub fn run(source: &dyn AttentionSource, options: ViewerOptions) -> Result<Viewe
             .take()
             .ok_or_else(|| Error::Window("the window closed before it was drawn".into()))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::qk::{QkOptions, QkSource};
+    use crate::source::qk_meta::CaptureMeta;
+    use crate::source::ArraySource;
+
+    #[test]
+    fn the_readout_names_a_captures_tokens_unless_tokens_are_given() {
+        let a = ndarray::Array4::<f32>::zeros((1, 1, 3, 4));
+        let meta = CaptureMeta {
+            tokens: Some(vec!["a".into(), "b".into(), "c".into()]),
+            ..Default::default()
+        };
+        let src = QkSource::new(
+            Box::new(ArraySource::from_f32("q", &a)),
+            Box::new(ArraySource::from_f32("k", &a)),
+            &QkOptions {
+                meta: Some(meta),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let mut options = ViewerOptions::default();
+        assert_eq!(readout_tokens(&src, &options).unwrap()[2], "c");
+        options.tokens = Some(vec!["x".into(); 3]);
+        assert_eq!(readout_tokens(&src, &options).unwrap()[2], "x");
+    }
 }

@@ -10,6 +10,7 @@ use winit::event_loop::ActiveEventLoop;
 
 use super::detail::{self, Region};
 use super::detail_layer::DetailLayer;
+use super::edges::EdgeLabels;
 use super::inspect::Bin;
 use super::readout::Readout;
 use super::surface::Surface;
@@ -66,6 +67,10 @@ pub(super) struct State {
     pub(super) source_shape: (usize, usize),
     /// The hover readout drawn in the window's bottom-left corner.
     pub(super) readout: Option<Readout>,
+    /// Tokens or positions on the window's edges while a cell is magnified.
+    pub(super) edges: Option<EdgeLabels>,
+    /// `--tokens`, for the edge labels.
+    pub(super) tokens: Option<Vec<String>>,
     pub(super) timings: Timings,
 }
 
@@ -115,6 +120,8 @@ impl State {
             max_scale,
             source_shape: (s.queries, s.keys),
             readout: None,
+            edges: None,
+            tokens: options.tokens.clone(),
             timings: Timings::default(),
         };
         state.set_view(view);
@@ -141,6 +148,7 @@ impl State {
         self.scene.set_quads(&self.engine.gpu, &self.quads);
         self.surface.window.request_redraw();
         self.request_detail();
+        self.update_edges();
     }
 
     pub(super) fn resize(&mut self, w: u32, h: u32) {
@@ -150,13 +158,16 @@ impl State {
         self.surface.window.request_redraw();
         self.request_detail();
         self.place_readout();
+        self.update_edges();
     }
 
-    /// What is drawn over the scene, in order: the detail layer, then the readout.
+    /// What is drawn over the scene, in order: the detail layer, the edge labels, then the
+    /// readout.
     fn overlays(&self) -> impl Iterator<Item = &Overlay> {
         let detail = self.detail.as_ref().map(|d| &d.overlay);
         detail
             .into_iter()
+            .chain(self.edges.as_ref().map(|e| &e.overlay))
             .chain(self.readout.as_ref().map(|r| &r.overlay))
     }
 

@@ -20,7 +20,7 @@ use crate::gpu::kernel::{Binding, Kernel};
 use crate::gpu::shaders;
 use crate::gpu::Gpu;
 use crate::pool::{Causal, Ingest, IngestShape, PoolOptions, PoolPipelines, PoolRun, PooledCells};
-use crate::source::qk::QkSource;
+use crate::source::qk::{QkSource, Values};
 use crate::source::{AttentionSource, DType};
 
 const WG: u32 = 64;
@@ -55,6 +55,7 @@ struct QkParams {
 const FLAG_CAUSAL: u32 = 1;
 const FLAG_RESUME: u32 = 2;
 const FLAG_SINK: u32 = 4;
+const FLAG_LOGITS: u32 = 8;
 
 /// The parameters of query head (`layer`, `head`) that come from its layer's settings: base-2
 /// scale, window, softcap and sink (see `shaders/qk.wgsl`).
@@ -62,7 +63,8 @@ fn layer_params(src: &QkSource, layer: usize, head: usize, base: QkParams) -> Qk
     use std::f32::consts::LOG2_E;
     let p = src.layer(layer);
     QkParams {
-        flags: (base.flags & FLAG_CAUSAL) | if p.sink(head).is_some() { FLAG_SINK } else { 0 },
+        flags: (base.flags & (FLAG_CAUSAL | FLAG_LOGITS))
+            | if p.sink(head).is_some() { FLAG_SINK } else { 0 },
         scale: p.scale * LOG2_E,
         window: p.window.map_or(0, |w| w.min(u32::MAX as usize) as u32),
         softcap: p.softcap.map_or(0.0, |c| c * LOG2_E),
@@ -264,7 +266,12 @@ impl<'a> HeadPasses<'a> {
                 rows: 0,
                 row_start: 0,
                 keys: keys as u32,
-                flags: if src.causal() { FLAG_CAUSAL } else { 0 },
+                flags: if src.causal() { FLAG_CAUSAL } else { 0 }
+                    | if src.values() == Values::Logits {
+                        FLAG_LOGITS
+                    } else {
+                        0
+                    },
                 diagonal: src.key_diagonal() as i32,
                 scale: 0.0,
                 out_offset: 0,
@@ -344,6 +351,10 @@ impl<'a> HeadPasses<'a> {
     /// head would give it only a couple of workgroups) and a bounded segment of keys each,
     /// the online state carried from one segment to the next in the statistics buffer.
     fn row_stats(&self, rows: Range<usize>) {
+        if self.base.flags & FLAG_LOGITS != 0 {
+            // Logits need no softmax denominator.
+            return;
+        }
         for start in rows.clone().step_by(STATS_ROWS) {
             let group = start..rows.end.min(start + STATS_ROWS);
             // Keys the group's last row sees (the most of any of its rows); at least one
@@ -441,7 +452,20 @@ pub(crate) fn pool_qk(
             options,
             chunk_target: run.chunk_bytes,
         };
-        let new_ingest = || Ingest::new(gpu, pool, shape).map_err(|e| e.about(src.name()));
+        // Logits mask the keys a sliding window hides (the one-pass path counts only what a
+        // row sees; the two-pass path's pool pass masks them).
+        let windows: Vec<u32> = cells
+            .iter()
+            .map(|&(l, _)| {
+                src.mask_window(l)
+                    .map_or(0, |w| w.min(u32::MAX as usize) as u32)
+            })
+            .collect();
+        let new_ingest = || {
+            let mut ingest = Ingest::new(gpu, pool, shape).map_err(|e| e.about(src.name()))?;
+            ingest.set_windows(windows.clone());
+            Ok::<_, Error>(ingest)
+        };
         let mut ingest = new_ingest()?;
         if tiled::applies(gpu, src, geometry) {
             let run = PoolRun { options, ..*run };

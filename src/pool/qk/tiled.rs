@@ -24,7 +24,7 @@ use crate::gpu::shaders;
 use crate::gpu::{storage_buffer_init, Gpu};
 use crate::pool::geometry::{bin_edges, bin_of, CellGeometry};
 use crate::pool::{Ingest, PoolRun};
-use crate::source::qk::QkSource;
+use crate::source::qk::{QkSource, Values};
 
 /// Query rows and keys per workgroup tile (`TQ`, `TK` in the shader).
 const TQ: usize = 64;
@@ -42,6 +42,7 @@ const MAX_POOLED_W: u32 = 8192;
 
 const FLAG_CAUSAL: u32 = 1;
 const FLAG_ROW_NORM: u32 = 2;
+const FLAG_LOGITS: u32 = 4;
 
 /// Mirrors `Params` in `shaders/qk_pool.wgsl`.
 #[repr(C)]
@@ -316,6 +317,11 @@ impl<'a> OnePass<'a> {
                         FLAG_ROW_NORM
                     } else {
                         0
+                    }
+                    | if src.values() == Values::Logits {
+                        FLAG_LOGITS
+                    } else {
+                        0
                     },
                 diagonal: src.key_diagonal() as i32,
                 pooled_w: geometry.pooled_w,
@@ -528,9 +534,13 @@ impl<'a> OnePass<'a> {
             y_start: y0,
             ..chunk
         };
+        let logits = self.base.flags & FLAG_LOGITS != 0;
         self.dispatch(bind_group, &p, |pass| {
-            pass.set_pipeline(&self.kernels.lse);
-            pass.dispatch_workgroups(groups, 1, members);
+            if !logits {
+                // (logits need no softmax denominator)
+                pass.set_pipeline(&self.kernels.lse);
+                pass.dispatch_workgroups(groups, 1, members);
+            }
             pass.set_pipeline(&self.kernels.fold);
             pass.dispatch_workgroups(self.geometry.pooled_w.div_ceil(64), y1 - y0 + 1, members);
         });
