@@ -72,6 +72,10 @@ PARITY = [
      ["--title", "MiniLM", "--theme", "dark", "--transparent"]),
     (dict(scale_factor=2, cell=16), ["--scale-factor", "2", "--cell", "16"]),
     (dict(dpi=150, cell=16), ["--dpi", "150", "--cell", "16"]),
+    (dict(center=0.05, symmetric=True, colormap="RdBu_r", axes=True),
+     ["--center", "0.05", "--symmetric", "--colormap", "RdBu_r", "--axes", "on"]),
+    (dict(center=0.1, reduce="extreme", axes="off", layers=1, heads=1),
+     ["--center", "0.1", "--reduce", "extreme", "--axes", "off", "--layers", "1", "--heads", "1"]),
     (dict(exclude_keys=range(0, 2), scale="gamma:0.5"), ["--exclude-keys", "0..2", "--scale",
                                                          "gamma:0.5"]),
 ]
@@ -147,11 +151,11 @@ def test_qk_options_match_cli(cli, tmp_path):
     code, err = run_cli(cli, "render", "--q", tmp_path / "q.npy", "--k", tmp_path / "k.npy", "-o",
                         svg, "--quiet", "--sliding-window", "6", "--softcap", "5", "--scale",
                         "log", "--clip", "0,99", "--title", "qk", "--tokens",
-                        tmp_path / "tokens.txt")
+                        tmp_path / "tokens.txt", "--values", "logits")
     assert code == 0, err
     out = tmp_path / "py.svg"
     fig = attnviz.figure_qk(q, k, out=out, sliding_window=6, softcap=5, scale="log",
-                            clip=(0, 99), title="qk", tokens=tokens)
+                            clip=(0, 99), title="qk", tokens=tokens, values="logits")
     assert ">t23<" in fig.svg
     assert out.read_bytes() == svg.read_bytes()
     assert fig.svg == svg.read_text()
@@ -170,6 +174,7 @@ def test_qk_options_match_cli(cli, tmp_path):
         (dict(exclude_keys=8), "exclude_keys=0..8"),
         (dict(scale_factor=0), "scale_factor=0"),
         (dict(tokens=["a", "b"]), "tokens:"),
+        (dict(axes="maybe"), "axes"),
     ],
 )
 def test_errors_name_the_keyword(kwargs, keyword):
