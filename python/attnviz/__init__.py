@@ -29,8 +29,8 @@ from . import _attnviz
 
 from .capture import Capture, capture
 
-__all__ = ["render", "figure", "render_qk", "figure_qk", "diff", "view", "capture", "Capture",
-           "Figure", "NORMS", "COLORMAPS", "REDUCES", "RENDER_OPTIONS"]
+__all__ = ["render", "figure", "render_qk", "figure_qk", "diff", "heads", "view", "capture",
+           "Capture", "Figure", "NORMS", "COLORMAPS", "REDUCES", "RENDER_OPTIONS"]
 __version__ = "0.1.0"
 
 NORMS = tuple(_attnviz.NORMS)
@@ -332,6 +332,57 @@ def figure_qk(
 
 render.__doc__ += _OPTION_DOC
 figure.__doc__ += _OPTION_DOC
+
+
+def heads(
+    attn,
+    k=None,
+    *,
+    layers=None,
+    heads=None,
+    causal="auto",
+    sink_keys=1,
+    window=32,
+    batch=0,
+    queries=None,
+    softmax_scale=None,
+    sliding_window=None,
+    softcap=None,
+    backend="auto",
+):
+    """Which heads matter: every selected head's pattern statistics, as ``attnviz heads --json``
+    computes them in one pass over the input, returned as a list of dicts (layer and head
+    1-based): ``sink_mass``, ``local_mass``, ``entropy``, ``mean_distance``, ``max``,
+    ``argmax`` [q, k], ``top_keys`` and ``top_offsets`` ([[index, mass], ...]),
+    ``row_sum_mean``, ``pattern`` (sink, local, vertical-slash, block-sparse or mixed),
+    ``recalls`` and ``non_finite``. Sort them as you like:
+    ``sorted(attnviz.heads(out.attentions), key=lambda h: -h["sink_mass"])[:10]``.
+
+    attn: what :func:`render` takes (arrays, HF ``outputs.attentions``); or queries with ``k``
+        the keys, or an :class:`attnviz.Capture` (its windows, softcaps and sinks apply), whose
+        attention is recomputed, never stored.
+    sink_keys: ``sink_mass`` counts the first N keys. window: ``local_mass`` counts keys with
+        ``|a − k| < window``. The other options are :func:`render`'s and :func:`render_qk`'s.
+    """
+    _headless()
+    options = _options(dict(layers=layers, heads=heads, causal=causal, sink_keys=sink_keys,
+                            window=window, backend=backend))
+    if isinstance(attn, Capture) or k is not None:
+        qk = _qk_options(dict(queries=queries, softmax_scale=softmax_scale,
+                              sliding_window=sliding_window, softcap=softcap, values="probs"))
+        q = attn
+        if isinstance(q, Capture):
+            qk["meta"] = q.metadata()
+            q, k = q.tensors()
+        qa, q_bf16 = _to_numpy(q, "q")
+        ka, k_bf16 = _to_numpy(k, "k")
+        doc, warning = _attnviz._heads_qk(_contiguous(qa), _contiguous(ka), (q_bf16, k_bf16),
+                                          options, qk)
+    else:
+        arrays, stacked, bf16 = _prepare(attn, batch)
+        doc, warning = _attnviz._heads(arrays, stacked, bf16, options)
+    _warn_cpu(warning)
+    return json.loads(doc)["heads"]
 
 
 def diff(

@@ -14,7 +14,7 @@ use attnviz::source::npy::{dtype_from_descr, shape_from_dims};
 use attnviz::source::qk::{parse_queries, QkOptions, QkSource, Values};
 use attnviz::source::qk_meta::CaptureMeta;
 use attnviz::source::{ArraySource, DiffSource, SliceSource};
-use attnviz::{Colormap, DType, Norm, Reduce};
+use attnviz::{Colormap, DType, Norm, Reduce, RenderOptions};
 use half::f16;
 use numpy::ndarray::Array3;
 use numpy::{
@@ -26,7 +26,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use options::{bad, py_err, PyOptions, PyQkOptions, PyViewOptions};
-use render::{render_and_write, Drawn, CHUNK_BYTES};
+use render::{head_stats, render_and_write, Drawn, CHUNK_BYTES};
 
 /// winit creates one event loop per process; a second `view` gets a clear error instead of
 /// winit's.
@@ -238,9 +238,7 @@ fn _render<'py>(
     Ok(rendered(py, drawn, addresses))
 }
 
-/// Attention recomputed from queries and keys (the CLI's `render --q --k`). `QkSource` owns its
-/// inputs (`'static` sources), so Q and K are copied once into owned buffers: N·d values per
-/// head, not the N² the attention would be.
+/// Attention recomputed from queries and keys (the CLI's `render --q --k`).
 #[pyfunction]
 fn _render_qk<'py>(
     py: Python<'py>,
@@ -251,6 +249,23 @@ fn _render_qk<'py>(
     qk: PyQkOptions,
 ) -> PyResult<Rendered<'py>> {
     let render = options.render_options()?;
+    let source = qk_source(&q, &k, bf16, &render, qk)?;
+    let drawn = py
+        .detach(|| render_and_write(&source, &render, &options))
+        .map_err(py_err)?;
+    Ok(rendered(py, drawn, Vec::new()))
+}
+
+/// The Q/K source of `render_qk`'s arguments. `QkSource` owns its inputs (`'static` sources),
+/// so Q and K are copied once into owned buffers: N·d values per head, not the N² the attention
+/// would be.
+fn qk_source<'py>(
+    q: &Bound<'py, PyAny>,
+    k: &Bound<'py, PyAny>,
+    bf16: (bool, bool),
+    render: &RenderOptions,
+    qk: PyQkOptions,
+) -> PyResult<QkSource> {
     // A capture's settings, in the JSON its file would hold: one parser for both.
     let meta = qk
         .meta
@@ -267,7 +282,7 @@ fn _render_qk<'py>(
         let bytes = input.held[0].bytes().to_vec();
         ArraySource::new(name, input.shape, input.dtype, bytes).map_err(py_err)
     };
-    let (q, k) = (owned("q", &q, bf16.0)?, owned("k", &k, bf16.1)?);
+    let (q, k) = (owned("q", q, bf16.0)?, owned("k", k, bf16.1)?);
     let qk = QkOptions {
         causal: render.causal == Causal::On,
         softmax_scale: qk.softmax_scale,
@@ -282,11 +297,41 @@ fn _render_qk<'py>(
         meta,
         values: choice_values(&qk.values)?,
     };
-    let source = QkSource::new(Box::new(q), Box::new(k), &qk).map_err(py_err)?;
-    let drawn = py
-        .detach(|| render_and_write(&source, &render, &options))
-        .map_err(py_err)?;
-    Ok(rendered(py, drawn, Vec::new()))
+    QkSource::new(Box::new(q), Box::new(k), &qk).map_err(py_err)
+}
+
+/// `attnviz.heads` on arrays: the statistics JSON and the CPU fallback's warning.
+#[pyfunction]
+fn _heads(
+    py: Python<'_>,
+    arrays: Vec<Bound<'_, PyAny>>,
+    stacked: bool,
+    bf16: bool,
+    options: PyOptions,
+) -> PyResult<(String, Option<String>)> {
+    let render = options.render_options()?;
+    let patterns = options.patterns()?;
+    let input = Input::new("attn", &arrays, stacked, bf16)?;
+    let source = input.source()?;
+    py.detach(|| head_stats(&source, &render, patterns, &options.backend))
+        .map_err(py_err)
+}
+
+/// `attnviz.heads` on Q and K (or a capture).
+#[pyfunction]
+fn _heads_qk(
+    py: Python<'_>,
+    q: Bound<'_, PyAny>,
+    k: Bound<'_, PyAny>,
+    bf16: (bool, bool),
+    options: PyOptions,
+    qk: PyQkOptions,
+) -> PyResult<(String, Option<String>)> {
+    let render = options.render_options()?;
+    let patterns = options.patterns()?;
+    let source = qk_source(&q, &k, bf16, &render, qk)?;
+    py.detach(|| head_stats(&source, &render, patterns, &options.backend))
+        .map_err(py_err)
 }
 
 /// The figure's pixels as an (H, W, 4) uint8 array, handed to numpy without a copy.
@@ -467,6 +512,8 @@ fn _attnviz(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_render, m)?)?;
     m.add_function(wrap_pyfunction!(_render_qk, m)?)?;
     m.add_function(wrap_pyfunction!(_diff, m)?)?;
+    m.add_function(wrap_pyfunction!(_heads, m)?)?;
+    m.add_function(wrap_pyfunction!(_heads_qk, m)?)?;
     m.add_function(wrap_pyfunction!(_encode_png, m)?)?;
     m.add_function(wrap_pyfunction!(_write_png, m)?)?;
     m.add_function(wrap_pyfunction!(_view, m)?)?;

@@ -70,6 +70,14 @@ pub struct PyOptions {
 }
 
 impl PyOptions {
+    /// What the pattern statistics measure (`sink_keys`, `window`).
+    pub fn patterns(&self) -> PyResult<PatternOptions> {
+        Ok(PatternOptions {
+            sink_keys: positive("sink_keys", self.sink_keys)?,
+            window: positive("window", self.window)?,
+        })
+    }
+
     /// Whether `out` asks for SVG (by its extension, as the CLI decides).
     pub fn svg(&self) -> bool {
         self.out
@@ -121,10 +129,7 @@ impl PyOptions {
         };
         let patterns = match self.stats_json {
             None => None,
-            Some(_) => Some(PatternOptions {
-                sink_keys: positive("sink_keys", self.sink_keys)?,
-                window: positive("window", self.window)?,
-            }),
+            Some(_) => Some(self.patterns()?),
         };
         Ok(RenderOptions {
             layers: self.layers.clone(),

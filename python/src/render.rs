@@ -8,6 +8,7 @@ use std::sync::Mutex;
 
 use attnviz::figure::layout_json::layout_json;
 use attnviz::files::{check_writable, write_png};
+use attnviz::pool::pattern::PatternOptions;
 use attnviz::{AttentionSource, Engine, Error, Figure, Gpu, RenderOptions, Tile};
 
 use crate::options::PyOptions;
@@ -32,24 +33,16 @@ pub struct Drawn {
     pub svg: Option<String>,
 }
 
-/// Renders on the shared engine (opened on first use), or on the CPU, with the native tiles
-/// when `tiles` asks for them (drawn by the same backend as the figure, as the CLI does).
-fn draw(
-    source: &dyn AttentionSource,
-    options: &RenderOptions,
+/// Runs `gpu` on the shared engine (opened on first use), or `cpu` when `backend` is "cpu" or,
+/// for "auto", when there is no adapter; with the adapter's name ("CPU" for the reference) and,
+/// for that fallback, the warning to give.
+pub fn on_backend<T>(
     backend: &str,
-    tiles: bool,
-) -> Result<(Figure, Vec<Tile>, String, Option<String>), Error> {
-    let cpu = |warning| -> Result<_, Error> {
-        let figure = attnviz::render_cpu(source, options)?;
-        let tiles = match tiles {
-            true => attnviz::tiles_cpu(source, &figure, options)?,
-            false => Vec::new(),
-        };
-        Ok((figure, tiles, "CPU".to_string(), warning))
-    };
+    gpu: impl FnOnce(&Engine) -> Result<T, Error>,
+    cpu: impl FnOnce() -> Result<T, Error>,
+) -> Result<(T, String, Option<String>), Error> {
     if backend == "cpu" {
-        return cpu(None);
+        return Ok((cpu()?, "CPU".to_string(), None));
     }
     let mut guard = ENGINE.lock().unwrap_or_else(|p| p.into_inner());
     let engine =
@@ -62,18 +55,64 @@ fn draw(
             } else {
                 attnviz::pool::CHUNK_TARGET
             };
+            Ok((gpu(engine)?, engine.gpu.info.name.clone(), None))
+        }
+        Err(why) if backend == "auto" => Ok((
+            cpu()?,
+            "CPU".to_string(),
+            Some(format!("{why}; rendering on the CPU")),
+        )),
+        Err(why) => Err(Error::NoAdapter(
+            why.trim_start_matches("no GPU adapter: ").to_string(),
+        )),
+    }
+}
+
+/// Renders on the shared engine or the CPU (see [`on_backend`]), with the native tiles when
+/// `tiles` asks for them (drawn by the same backend as the figure, as the CLI does).
+fn draw(
+    source: &dyn AttentionSource,
+    options: &RenderOptions,
+    backend: &str,
+    tiles: bool,
+) -> Result<(Figure, Vec<Tile>, String, Option<String>), Error> {
+    let ((figure, tiles), adapter, warning) = on_backend(
+        backend,
+        |engine| {
             let figure = engine.render(source, options)?;
             let tiles = match tiles {
                 true => engine.tiles(source, &figure, options)?,
                 false => Vec::new(),
             };
-            Ok((figure, tiles, engine.gpu.info.name.clone(), None))
-        }
-        Err(why) if backend == "auto" => cpu(Some(format!("{why}; rendering on the CPU"))),
-        Err(why) => Err(Error::NoAdapter(
-            why.trim_start_matches("no GPU adapter: ").to_string(),
-        )),
-    }
+            Ok((figure, tiles))
+        },
+        || {
+            let figure = attnviz::render_cpu(source, options)?;
+            let tiles = match tiles {
+                true => attnviz::tiles_cpu(source, &figure, options)?,
+                false => Vec::new(),
+            };
+            Ok((figure, tiles))
+        },
+    )?;
+    Ok((figure, tiles, adapter, warning))
+}
+
+/// `attnviz.heads`: every selected head's pattern statistics, as the JSON document `attnviz
+/// heads --json` writes, with the CPU fallback's warning if there was one.
+pub fn head_stats(
+    source: &dyn AttentionSource,
+    options: &RenderOptions,
+    patterns: PatternOptions,
+    backend: &str,
+) -> Result<(String, Option<String>), Error> {
+    let ((cells, stats), _, warning) = on_backend(
+        backend,
+        |engine| engine.head_patterns(source, options, patterns),
+        || attnviz::cpu::pattern::head_patterns_cpu(source, options, patterns),
+    )?;
+    let doc = attnviz::figure::stats_json::stats_doc(&cells, &stats, patterns, options.causal);
+    Ok((doc.to_string(), warning))
 }
 
 /// Renders and writes every output asked for. Like the CLI, checks the files are writable

@@ -236,3 +236,17 @@ def test_real_minilm_capture_equals_eager(tmp_path, cli):
     assert worst <= 1e-5, "MiniLM: attnviz differs from eager by {}".format(worst)
     print("MiniLM, {} tokens: max |attnviz - eager| = {:.2e}".format(n, worst))
     assert all(l["causal"] is False for l in cap.layers)
+
+
+def test_heads_of_a_capture_equal_the_cli_on_its_file(tmp_path, cli):
+    model = _tiny("mistral-window")
+    with torch.no_grad(), attnviz.capture(model) as cap:
+        model(_inputs())
+    records = attnviz.heads(cap)
+    path = tmp_path / "cap.safetensors"
+    cap.save(path)
+    out = tmp_path / "heads.json"
+    subprocess.run([str(cli), "heads", "--q", str(path), "--json", str(out)], check=True,
+                   capture_output=True)
+    assert records == json.loads(out.read_text())["heads"]
+    assert len(records) == 2 * 4

@@ -51,12 +51,26 @@ pub fn write_stats_json(
     patterns: PatternOptions,
     causal: Causal,
 ) -> Result<()> {
+    let doc = stats_doc(cells, stats, patterns, causal);
+    write_atomic(path, |w| {
+        serde_json::to_writer_pretty(&mut *w, &doc)?;
+        writeln!(w)
+    })
+}
+
+/// The document [`write_stats_json`] writes (what Python's `attnviz.heads` returns).
+pub fn stats_doc(
+    cells: &[(usize, usize)],
+    stats: &[HeadPattern],
+    patterns: PatternOptions,
+    causal: Causal,
+) -> Value {
     let heads: Vec<Value> = cells
         .iter()
         .zip(stats)
         .map(|(c, p)| head_json(c, p))
         .collect();
-    let doc = json!({
+    json!({
         "heads": heads,
         "options": {
             "sink_keys": patterns.sink_keys,
@@ -69,9 +83,5 @@ pub fn write_stats_json(
                 "simpler_margin": SIMPLER_MARGIN,
             },
         },
-    });
-    write_atomic(path, |w| {
-        serde_json::to_writer_pretty(&mut *w, &doc)?;
-        writeln!(w)
     })
 }
