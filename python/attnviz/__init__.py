@@ -124,6 +124,9 @@ _OPTION_DOC = """
         CenteredNorm; centre 0 unless ``center`` is given).
     axes: position ticks on the outer cells: True/"on", False/"off" (default: on for one cell,
         off for grids).
+    sort_by: draw the heads in the order of a statistic of :func:`heads` ("sink_mass",
+        "local_mass", "entropy", "mean_distance", "max", "row_sum_mean"), highest first, each
+        labelled with its layer and head; top: keep only the N highest.
     exclude_keys: leave the first K keys (attention sinks) out of the statistics: K,
         ``range(0, K)`` or ``"0..K"``. They still render, saturated.
     title: a line above the grid.
@@ -161,6 +164,8 @@ def render(
     center=None,
     symmetric=False,
     axes=None,
+    sort_by=None,
+    top=None,
     exclude_keys=None,
     title=None,
     tokens=None,
@@ -205,6 +210,8 @@ def figure(
     center=None,
     symmetric=False,
     axes=None,
+    sort_by=None,
+    top=None,
     exclude_keys=None,
     title=None,
     tokens=None,
@@ -250,6 +257,8 @@ def render_qk(
     center=None,
     symmetric=False,
     axes=None,
+    sort_by=None,
+    top=None,
     exclude_keys=None,
     title=None,
     scale_factor=1.0,
@@ -314,6 +323,8 @@ def figure_qk(
     center=None,
     symmetric=False,
     axes=None,
+    sort_by=None,
+    top=None,
     exclude_keys=None,
     title=None,
     scale_factor=1.0,
@@ -481,6 +492,7 @@ def view(
 _DEFAULTS = dict(out=None, layers=None, heads=None, norm="head", colormap="viridis", reduce="max",
                  cell=None, causal="auto", colorbar=True, scale="linear", log_floor=None,
                  clip=None, vmin=None, vmax=None, center=None, symmetric=False, axes=None,
+                 sort_by=None, top=None,
                  exclude_keys=None, title=None, tokens=None,
                  scale_factor=1.0, dpi=None, theme="light", transparent=False, tiles=None,
                  stats_json=None, sink_keys=1, window=32, backend="auto")
@@ -509,6 +521,8 @@ def _options(kw):
         "center": _float(o["center"], "center"),
         "symmetric": bool(o["symmetric"]),
         "axes": _axes(o["axes"]),
+        "sort_by": None if o["sort_by"] is None else _str(o["sort_by"], "sort_by"),
+        "top": None if o["top"] is None else _int(o["top"], "top"),
         "exclude_keys": _exclude(o["exclude_keys"]),
         "title": None if o["title"] is None else str(o["title"]),
         "tokens": _tokens(o["tokens"]),

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use attnviz::color::scale::{ColorScale, Scale};
 use attnviz::figure::layout::Theme;
 use attnviz::figure::options::python_message;
+use attnviz::figure::rank::SortKey;
 use attnviz::pool::pattern::PatternOptions;
 use attnviz::pool::Causal;
 use attnviz::{Colormap, Error, Norm, Reduce, RenderOptions};
@@ -54,6 +55,9 @@ pub struct PyOptions {
     pub symmetric: bool,
     /// `"on"`, `"off"` or None (the default: on for one cell).
     pub axes: Option<String>,
+    /// A statistic's name (`SortKey`), and how many of the highest heads to keep.
+    pub sort_by: Option<String>,
+    pub top: Option<i64>,
     /// `"0..K"`, the CLI's syntax (the Python side formats an int K).
     pub exclude_keys: Option<String>,
     pub title: Option<String>,
@@ -181,6 +185,22 @@ impl PyOptions {
                     _ => None,
                 })?),
             },
+            sort_by: self
+                .sort_by
+                .as_deref()
+                .map(|s| {
+                    choice(
+                        "sort_by",
+                        s,
+                        &SortKey::ALL.map(SortKey::name),
+                        SortKey::from_name,
+                    )
+                })
+                .transpose()?,
+            top: self
+                .top
+                .map(|n| usize::try_from(n).map_err(|_| bad("top", format!("{n} is negative"))))
+                .transpose()?,
         })
     }
 }

@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 use attnviz::color::scale::{ColorScale, Scale};
+use attnviz::figure::rank::SortKey;
 use attnviz::source::qk::Values;
 use attnviz::{Colormap, Norm, Reduce};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -405,6 +406,13 @@ pub struct Style {
     /// off for grids].
     #[arg(long, value_parser = ["on", "off"])]
     pub axes: Option<String>,
+    /// Draw the heads in the order of a statistic (attnviz heads'), highest first, each
+    /// labelled with its layer and head; the statistics come from the same pass.
+    #[arg(long, value_name = "METRIC", value_parser = names(&SortKey::ALL.map(SortKey::name), SortKey::from_name))]
+    pub sort_by: Option<SortKey>,
+    /// With --sort-by: keep the N highest heads.
+    #[arg(long, value_name = "N")]
+    pub top: Option<usize>,
     /// Leave the first K keys (attention sinks) out of the statistics: 0..K. They still render, saturated.
     #[arg(long, value_name = "0..K", value_parser = lib_parser(ColorScale::parse_exclude))]
     pub exclude_keys: Option<usize>,

@@ -38,6 +38,8 @@ impl Style {
                 label: None,
             },
             axes: self.axes.as_deref().map(|a| a == "on"),
+            sort_by: self.sort_by,
+            top: self.top,
             title: self.title.clone(),
             tokens: None,
             scale_factor: self.dpi.map_or(self.scale_factor, |d| d / 100.0),

@@ -22,6 +22,16 @@ pub fn render_cpu(source: &dyn AttentionSource, options: &RenderOptions) -> Resu
         options.reduce,
         &options.scale,
     )?;
+    // The CPU path reads the selected heads once more for the statistics (the GPU path folds
+    // them into its single pass).
+    let patterns: Vec<_> = match plan.patterns {
+        Some(o) => cpu::pattern::pattern_cells(source, &plan.cells, o, plan.pool)?
+            .iter()
+            .map(|s| s.finish())
+            .collect(),
+        None => Vec::new(),
+    };
+    plan.arrange(&patterns, options);
     if options.colorbar {
         plan.add_colorbar(options.norm, &ranges, &options.scale);
     }
@@ -41,15 +51,6 @@ pub fn render_cpu(source: &dyn AttentionSource, options: &RenderOptions) -> Resu
     let colors: Vec<u32> = cells.concat();
     let quads = FigureQuads::new(&plan.layout, &plan.geometry, &[(0, plan.cells.len())]);
     let rgba = cpu::draw_quads(&quads, &[colors], options.colormap);
-    // The CPU path reads the selected heads once more for the statistics (the GPU path folds
-    // them into its single pass).
-    let patterns = match options.patterns {
-        Some(o) => cpu::pattern::pattern_cells(source, &plan.cells, o, plan.pool)?
-            .iter()
-            .map(|s| s.finish())
-            .collect(),
-        None => Vec::new(),
-    };
     Ok(Figure {
         patterns,
         width: quads.width,

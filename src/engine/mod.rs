@@ -293,6 +293,10 @@ impl Engine {
     ) -> Result<Scene> {
         let mut plan = Plan::new(source, options)?;
         let pooled = self.pool_contents(source, &plan, contents)?;
+        if options.sort_by.is_some() && contents == Contents::Read {
+            let patterns: Vec<_> = pooled.patterns.iter().map(|p| p.finish()).collect();
+            plan.arrange(&patterns, options);
+        }
         let ranges =
             self.resolve_ranges(&pooled, &plan, options.norm, options.reduce, &options.scale)?;
         if options.colorbar {

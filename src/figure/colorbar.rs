@@ -282,11 +282,15 @@ impl Layout {
     /// Adds a vertical colorbar right of the grid, its ticks and its caption, widening the
     /// figure. The bar spans the grid's height.
     pub fn add_colorbar(&mut self, spec: &ColorbarSpec, metrics: &Metrics) {
-        let (Some(first), Some(last)) = (self.cells.first(), self.cells.last()) else {
+        // (cells ranked out by --top have no rectangle)
+        let drawn = || self.cells.iter().filter(|c| c.width > 0);
+        let (Some(top), Some(bottom)) = (
+            drawn().map(|c| c.y).min(),
+            drawn().map(|c| c.y + c.height).max(),
+        ) else {
             return;
         };
-        let grid_right = self.cells.iter().map(|c| c.x + c.width).max().unwrap_or(0);
-        let (top, bottom) = (first.y, last.y + last.height);
+        let grid_right = drawn().map(|c| c.x + c.width).max().unwrap_or(0);
         let bar_w = (metrics.font_px * 0.9).round().max(10.0) as u32;
         let x = grid_right + metrics.gutter * 2;
         let h = bottom - top;

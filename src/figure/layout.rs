@@ -301,6 +301,97 @@ impl Layout {
     }
 }
 
+impl Layout {
+    /// The cells in rank order (`order[i]` is the cell drawn i-th, an index into `cells`),
+    /// `columns` to a row, each labelled above with the layer and head it really is
+    /// (`l = 3, h = 5`): `--sort-by`. Cells left out of `order` (`--top`) get an empty
+    /// rectangle and are not drawn.
+    pub fn ranked(
+        cells: &[(usize, usize)],
+        order: &[usize],
+        columns: usize,
+        cell: &CellGeometry,
+        theme: Theme,
+        m: &Metrics,
+        title: Option<&str>,
+    ) -> Layout {
+        let m = *m;
+        let px = (m.font_px * 0.8).round();
+        let label = |(l, h): (usize, usize)| {
+            with_raster(Text::new(
+                &[
+                    ("l", Face::Math),
+                    (&format!(" = {}, ", l + 1), Face::Regular),
+                    ("h", Face::Math),
+                    (&format!(" = {}", h + 1), Face::Regular),
+                ],
+                px,
+            ))
+        };
+        let labels_above: Vec<(Text, Label)> = order.iter().map(|&i| label(cells[i])).collect();
+        let label_h = labels_above.iter().map(|l| l.1.height).max().unwrap_or(0) + m.gutter / 2;
+        let title = title.map(|t| with_raster(Text::plain(t, (m.font_px * 1.2).round())));
+        let title_h = title.as_ref().map_or(0, |(_, l)| l.height + m.gutter);
+        let (cw, ch) = (cell.display_w, cell.display_h);
+        let columns = columns.clamp(1, order.len().max(1));
+        let rows = order.len().div_ceil(columns).max(1) as u32;
+        let cols = columns as u32;
+        let (step_x, step_y) = (cw + m.gutter, ch + m.gutter + label_h);
+        let (grid_x, grid_y) = (m.margin, m.margin + title_h + label_h);
+        let mut width = grid_x + cols * cw + (cols - 1) * m.gutter + m.margin;
+        let height = grid_y + rows * ch + (rows - 1) * (step_y - ch) + m.margin;
+        let mut placed: Vec<CellPlacement> = cells
+            .iter()
+            .map(|&(layer, head)| CellPlacement {
+                x: 0,
+                y: 0,
+                width: 0,
+                height: 0,
+                layer,
+                head,
+            })
+            .collect();
+        let mut labels = Vec::with_capacity(order.len() + 1);
+        for (rank, (&i, (text, label))) in order.iter().zip(labels_above).enumerate() {
+            let (r, c) = ((rank / columns) as u32, (rank % columns) as u32);
+            let (x, y) = (grid_x + c * step_x, grid_y + r * step_y);
+            placed[i] = CellPlacement {
+                x,
+                y,
+                width: cw,
+                height: ch,
+                ..placed[i]
+            };
+            labels.push(PlacedLabel {
+                x: (x + cw / 2).saturating_sub(label.width / 2),
+                y: y - label_h,
+                label,
+                text,
+            });
+        }
+        if let Some((text, label)) = title {
+            width = width.max(label.width + 2 * m.margin);
+            labels.push(PlacedLabel {
+                x: (width / 2).saturating_sub(label.width / 2).max(m.margin),
+                y: m.margin,
+                label,
+                text,
+            });
+        }
+        Layout {
+            width,
+            height,
+            cells: placed,
+            columns,
+            labels,
+            colorbar: None,
+            fills: Vec::new(),
+            axis_ticks: Vec::new(),
+            theme,
+        }
+    }
+}
+
 /// Where the grid's cells sit: the first cell's corner, the pitch between cells and their size.
 struct GridFrame {
     x: u32,

@@ -8,6 +8,7 @@ pub mod layout_json;
 pub mod options;
 pub mod plan;
 pub mod quads;
+pub mod rank;
 pub mod select;
 pub mod stats_json;
 pub mod svg;

@@ -114,6 +114,8 @@ pub const RENDER_OPTIONS: &[RenderOption] = &[
     kw("--center", "center"),
     kw("--symmetric", "symmetric"),
     kw("--axes", "axes"),
+    kw("--sort-by", "sort_by"),
+    kw("--top", "top"),
     kw("--exclude-keys", "exclude_keys"),
     kw("--title", "title"),
     kw("--scale-factor", "scale_factor"),

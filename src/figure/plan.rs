@@ -9,6 +9,7 @@ use crate::error::{Error, Result};
 use crate::figure::axes::CellAxes;
 use crate::figure::colorbar::ColorbarSpec;
 use crate::figure::layout::{CellPad, Layout, Metrics, Theme};
+use crate::figure::rank::SortKey;
 use crate::figure::select::parse_selection;
 use crate::pool::accum::{HeadStats, Reduce};
 use crate::pool::geometry::CellGeometry;
@@ -52,6 +53,11 @@ pub struct RenderOptions {
     /// Position ticks on the outer cells; `None`: on for a figure of one cell, off for grids
     /// (whose cells share the positions, as the seed figure shows them).
     pub axes: Option<bool>,
+    /// Draw the heads in the order of this statistic, highest first, each labelled with its
+    /// layer and head (the statistics come from the same pass).
+    pub sort_by: Option<SortKey>,
+    /// With `sort_by`: only the first N heads.
+    pub top: Option<usize>,
 }
 
 impl Default for RenderOptions {
@@ -73,6 +79,8 @@ impl Default for RenderOptions {
             transparent: false,
             cell_colors: false,
             patterns: None,
+            sort_by: None,
+            top: None,
             axes: None,
         }
     }
@@ -100,6 +108,24 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// With `--sort-by`, lays the cells out in the order of their statistics (`patterns`, one
+    /// per cell, from the pass that pooled them), as many to a row as the grid had heads;
+    /// without, leaves the grid as it is. Call before [`Plan::add_colorbar`].
+    pub fn arrange(&mut self, patterns: &[HeadPattern], options: &RenderOptions) {
+        let Some(key) = options.sort_by else { return };
+        let order = crate::figure::rank::order(patterns, key, options.top);
+        let theme = self.layout.theme;
+        self.layout = Layout::ranked(
+            &self.cells,
+            &order,
+            self.heads.len(),
+            &self.geometry,
+            theme,
+            &self.metrics,
+            self.title.as_deref(),
+        );
+    }
+
     /// Adds the colorbar for `norm` once the ranges are known (they come from the data).
     pub fn add_colorbar(&mut self, norm: Norm, ranges: &[[f32; 2]], scale: &ColorScale) {
         let spec = ColorbarSpec::new(norm, ranges, scale);
@@ -122,6 +148,7 @@ impl Plan {
             .iter()
             .flat_map(|&l| heads.iter().map(move |&h| (l, h)))
             .collect();
+        crate::figure::rank::check(options.sort_by, options.top)?;
         let qk = source.as_qk();
         if qk.is_some_and(|q| q.values() == crate::source::qk::Values::Logits) {
             if options.norm == Norm::Row {
@@ -129,7 +156,7 @@ impl Plan {
                     "--norm row divides each row by its largest probability; with --values logits use head, layer, global or none".into(),
                 ));
             }
-            if options.patterns.is_some() {
+            if options.patterns.is_some() || options.sort_by.is_some() {
                 return Err(Error::BadOption(
                     "the head statistics are defined on probabilities: drop --values logits or --stats-json".into(),
                 ));
@@ -215,7 +242,11 @@ impl Plan {
                 causal: options.causal,
                 diagonal: Some(source.diagonal()),
             },
-            patterns: options.patterns,
+            // Sorting needs the statistics: they come from the pass that pools.
+            patterns: match options.sort_by {
+                Some(_) => Some(options.patterns.unwrap_or_default()),
+                None => options.patterns,
+            },
             metrics,
             first_column,
             title,

@@ -56,7 +56,8 @@ pub fn svg_string(figure: &Figure, colormap: Colormap) -> Result<String> {
         );
     }
     let _ = writeln!(s, r#"<g id="cells">"#);
-    for (cell, colors) in layout.cells.iter().zip(cells) {
+    // (cells ranked out by --top have no rectangle)
+    for (cell, colors) in layout.cells.iter().zip(cells).filter(|(c, _)| c.width > 0) {
         let png = cell_png(colors, (g.pooled_w, g.pooled_h), (cell.width, cell.height))?;
         let _ = writeln!(
             s,
