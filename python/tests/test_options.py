@@ -78,6 +78,8 @@ PARITY = [
      ["--center", "0.1", "--reduce", "extreme", "--axes", "off", "--layers", "1", "--heads", "1"]),
     (dict(exclude_keys=range(0, 2), scale="gamma:0.5"), ["--exclude-keys", "0..2", "--scale",
                                                          "gamma:0.5"]),
+    (dict(sort_by="entropy", top=3, cell=16), ["--sort-by", "entropy", "--top", "3",
+                                               "--cell", "16"]),
 ]
 
 
