@@ -140,15 +140,8 @@ pub fn render_and_write(
     if let Some(dir) = &py.tiles {
         write_tiles(dir, &tiles)?;
     }
-    if let (Some(path), Some(patterns)) = (&py.stats_json, options.patterns) {
-        let cells = &figure.plan.cells;
-        attnviz::figure::stats_json::write_stats_json(
-            path,
-            cells,
-            &figure.patterns,
-            patterns,
-            options.causal,
-        )?;
+    if let Some(path) = &py.stats_json {
+        attnviz::figure::stats_json::write_figure_stats(path, &figure, options)?;
     }
     let layout = serde_json_string(&figure, options);
     Ok(Drawn {

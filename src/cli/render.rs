@@ -35,15 +35,8 @@ pub fn render(args: &RenderArgs) -> anyhow::Result<()> {
         options.patterns = Some(args.patterns.options());
     }
     let figure = render_to(src.as_ref(), &options, &args.out, args.tiles.as_deref())?;
-    if let (Some(path), Some(patterns)) = (&args.stats_json, options.patterns) {
-        let cells = &figure.plan.cells;
-        attnviz::figure::stats_json::write_stats_json(
-            path,
-            cells,
-            &figure.patterns,
-            patterns,
-            options.causal,
-        )?;
+    if let Some(path) = &args.stats_json {
+        attnviz::figure::stats_json::write_figure_stats(path, &figure, &options)?;
     }
     Ok(())
 }

@@ -7,6 +7,7 @@ use std::path::Path;
 use serde_json::{json, Value};
 
 use crate::error::Result;
+use crate::figure::plan::{Figure, RenderOptions};
 use crate::files::write_atomic;
 use crate::pool::pattern::{HeadPattern, PatternOptions, RECALL_THRESHOLD, SIMPLER_MARGIN, TOP};
 use crate::pool::Causal;
@@ -56,6 +57,21 @@ pub fn write_stats_json(
         serde_json::to_writer_pretty(&mut *w, &doc)?;
         writeln!(w)
     })
+}
+
+/// `--stats-json` of a rendered figure: its heads' statistics from the pass that drew it
+/// (nothing is written when `options` asked for none).
+pub fn write_figure_stats(path: &Path, figure: &Figure, options: &RenderOptions) -> Result<()> {
+    match options.patterns {
+        Some(patterns) => write_stats_json(
+            path,
+            &figure.plan.cells,
+            &figure.patterns,
+            patterns,
+            options.causal,
+        ),
+        None => Ok(()),
+    }
 }
 
 /// The document [`write_stats_json`] writes (what Python's `attnviz.heads` returns).
