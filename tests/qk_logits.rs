@@ -6,8 +6,9 @@
 //! Tolerances, and why: a logit is an f32 dot product of d terms (d = 32 here, |q|, |k| ≤ 1.5)
 //! times the scale, so it is within about 1e-5 of the f64 value (1e-5 allowed on extremes, and
 //! per entry on sums); counts are exact, hidden entries (causal, or older than a sliding
-//! window) are masked in every path. A tile may differ from the LUT index of the f64 value by
-//! one step where the normalized value sits within that rounding of a step boundary.
+//! window) are masked in every path. A tile may differ from the colour of the f64 value by one
+//! LUT step where the normalized value sits within that rounding of a step boundary (at most
+//! 1% of the entries allowed; 0 seen on lavapipe).
 
 mod common;
 
@@ -202,13 +203,14 @@ fn a_logits_tile_equals_min_max_viridis_of_the_f64_logits() {
             // matplotlib: Colormap(x) for float x takes index int(x · N), N − 1 at x = 1.
             let x01 = (v - lo) / (hi - lo);
             let want = ((x01 * 256.0) as usize).min(255);
-            let got = lut.iter().position(|c| c[..] == p.0[..3]);
-            let got = got.unwrap_or_else(|| panic!("({qi}, {ki}): {p:?} is not a viridis colour"));
+            // Colours, not indices: viridis' bytes repeat (entries 104 and 105, 137 and 138
+            // are the same RGB), so an index found from a colour can be the twin's.
+            let near = |i: usize| lut[i.min(255)][..] == p.0[..3];
             assert!(
-                got.abs_diff(want) <= 1,
-                "({qi}, {ki}): index {got}, matplotlib's {want}"
+                near(want) || near(want + 1) || near(want.saturating_sub(1)),
+                "({qi}, {ki}): {p:?} is not matplotlib's colour {want} or a neighbour"
             );
-            off_by_one += (got != want) as usize;
+            off_by_one += !near(want) as usize;
         }
         eprintln!(
             "head {h}: {off_by_one} of {} entries one LUT step off",
