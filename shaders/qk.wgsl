@@ -76,20 +76,14 @@ struct QkParams {
 
 var<workgroup> tile: array<vec4<f32>, TILE * D4>;
 
-// How many leading keys row `r` sees.
+// How many leading keys row `r` sees (qk_mask.wgsl).
 fn visible(r: u32) -> u32 {
-    if (params.flags & FLAG_CAUSAL) == 0u {
-        return params.keys;
-    }
-    return u32(clamp(i32(r) + params.diagonal + 1, 0, i32(params.keys)));
+    return mask_end(r, (params.flags & FLAG_CAUSAL) != 0u, params.diagonal, params.keys);
 }
 
 // The first key row `r` sees (the sliding window's oldest), at most visible(r).
 fn first_visible(r: u32) -> u32 {
-    if params.window == 0u {
-        return 0u;
-    }
-    return u32(clamp(i32(r) + params.diagonal - i32(params.window) + 1, 0, i32(visible(r))));
+    return mask_start(r, visible(r), params.diagonal, params.window);
 }
 
 // The base-2 logit of a dot product: scaled, then softcapped.

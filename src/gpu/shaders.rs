@@ -24,12 +24,20 @@ pub const DIFF: &str = with_common!("diff.wgsl");
 pub const LIMITS: &str = with_common!("limits.wgsl");
 /// The render pass that draws the figure.
 pub const COMPOSE: &str = include_str!("../../shaders/compose.wgsl");
-/// Attention from Q and K; a template expanded per head dimension by `pool::qk`.
-pub const QK_TEMPLATE: &str = include_str!("../../shaders/qk.wgsl");
+/// Attention from Q and K; a template expanded per head dimension by `pool::qk`. Both Q/K
+/// shaders get their key mask from `shaders/qk_mask.wgsl`.
+pub const QK_TEMPLATE: &str = concat!(
+    include_str!("../../shaders/qk_mask.wgsl"),
+    include_str!("../../shaders/qk.wgsl")
+);
 
 /// Attention from Q and K pooled in one pass; a template expanded per head dimension by
 /// `pool::qk` (common.wgsl for the accumulator layout).
-pub const QK_POOL_TEMPLATE: &str = with_common!("qk_pool.wgsl");
+pub const QK_POOL_TEMPLATE: &str = concat!(
+    include_str!("../../shaders/common.wgsl"),
+    include_str!("../../shaders/qk_mask.wgsl"),
+    include_str!("../../shaders/qk_pool.wgsl")
+);
 
 /// Every fixed shader as (name, source), for validation without a GPU. The Q/K template is
 /// validated through its expansions.

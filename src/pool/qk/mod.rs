@@ -57,18 +57,38 @@ const FLAG_RESUME: u32 = 2;
 const FLAG_SINK: u32 = 4;
 const FLAG_LOGITS: u32 = 8;
 
+/// A layer's settings in the units both Q/K shaders take: scores in base 2 (scale and softcap
+/// times log2(e); softcap 0: none), the window in keys (0: none).
+struct KernelLayer {
+    scale: f32,
+    window: u32,
+    softcap: f32,
+}
+
+impl KernelLayer {
+    fn of(src: &QkSource, layer: usize) -> KernelLayer {
+        use std::f32::consts::LOG2_E;
+        let p = src.layer(layer);
+        KernelLayer {
+            scale: p.scale * LOG2_E,
+            window: p.window.map_or(0, |w| w.min(u32::MAX as usize) as u32),
+            softcap: p.softcap.map_or(0.0, |c| c * LOG2_E),
+        }
+    }
+}
+
 /// The parameters of query head (`layer`, `head`) that come from its layer's settings: base-2
 /// scale, window, softcap and sink (see `shaders/qk.wgsl`).
 fn layer_params(src: &QkSource, layer: usize, head: usize, base: QkParams) -> QkParams {
-    use std::f32::consts::LOG2_E;
-    let p = src.layer(layer);
+    let sink = src.layer(layer).sink(head);
+    let k = KernelLayer::of(src, layer);
     QkParams {
         flags: (base.flags & (FLAG_CAUSAL | FLAG_LOGITS))
-            | if p.sink(head).is_some() { FLAG_SINK } else { 0 },
-        scale: p.scale * LOG2_E,
-        window: p.window.map_or(0, |w| w.min(u32::MAX as usize) as u32),
-        softcap: p.softcap.map_or(0.0, |c| c * LOG2_E),
-        sink: p.sink(head).map_or(0.0, |s| s * LOG2_E),
+            | if sink.is_some() { FLAG_SINK } else { 0 },
+        scale: k.scale,
+        window: k.window,
+        softcap: k.softcap,
+        sink: sink.map_or(0.0, |s| s * std::f32::consts::LOG2_E),
         ..base
     }
 }
@@ -350,7 +370,7 @@ impl<'a> HeadPasses<'a> {
     /// at once (one workgroup per 64 rows, so the whole GPU works on them; per block, a long
     /// head would give it only a couple of workgroups) and a bounded segment of keys each,
     /// the online state carried from one segment to the next in the statistics buffer.
-    fn row_stats(&self, rows: Range<usize>) {
+    fn row_stats(&self, src: &QkSource, layer: usize, rows: Range<usize>) {
         if self.base.flags & FLAG_LOGITS != 0 {
             // Logits need no softmax denominator.
             return;
@@ -359,18 +379,10 @@ impl<'a> HeadPasses<'a> {
             let group = start..rows.end.min(start + STATS_ROWS);
             // Keys the group's last row sees (the most of any of its rows); at least one
             // dispatch, which also initializes rows that see none.
-            let seen = if self.base.flags & FLAG_CAUSAL != 0 {
-                (group.end as i64 + self.base.diagonal as i64).clamp(0, self.keys as i64) as usize
-            } else {
-                self.keys
-            };
+            let seen = src.visible(layer, group.end - 1).end;
             // Keys the group's first row sees from (the oldest of any of its rows, with a
             // sliding window): segments before it are skipped.
-            let oldest = match self.base.window {
-                0 => 0,
-                w => (group.start as i64 + self.base.diagonal as i64 - w as i64 + 1)
-                    .clamp(0, seen as i64) as usize,
-            };
+            let oldest = src.visible(layer, group.start).start;
             for seg in (oldest..seen.max(oldest + 1)).step_by(STATS_KEYS) {
                 let resume = if seg > oldest { FLAG_RESUME } else { 0 };
                 let params = QkParams {
@@ -489,7 +501,7 @@ pub(crate) fn pool_qk(
         let total = (cells.len() * s.queries * s.keys * 4) as u64;
         for (i, &(layer, head)) in cells.iter().enumerate() {
             passes.load(src, layer, head)?;
-            passes.row_stats(0..s.queries);
+            passes.row_stats(src, layer, 0..s.queries);
             let mut row = 0;
             while row < s.queries {
                 let n = step.min(s.queries - row);
@@ -574,7 +586,7 @@ impl<'a> QkReader<'a> {
         let gpu = self.gpu;
         gpu.scoped("recomputing attention from Q and K", || {
             self.passes.load(src, layer, head)?;
-            self.passes.row_stats(rows.clone());
+            self.passes.row_stats(src, layer, rows.clone());
             let mut encoder = gpu.device.create_command_encoder(&Default::default());
             self.passes.encode_block(&mut encoder, rows.clone(), 0);
             encoder.copy_buffer_to_buffer(&self.out, 0, &self.readback, 0, bytes as u64);

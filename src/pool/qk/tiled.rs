@@ -496,26 +496,21 @@ impl<'a> OnePass<'a> {
         start: usize,
         len: usize,
     ) {
-        use std::f32::consts::LOG2_E;
         let (src, keys) = (self.src, self.src.all_keys());
-        let lp = src.layer(layer);
+        let k = super::KernelLayer::of(src, layer);
         let chunk = Params {
             rows: len as u32,
             row_start: start as u32,
-            scale: lp.scale * LOG2_E,
-            window: lp.window.map_or(0, |w| w.min(u32::MAX as usize) as u32),
-            softcap: lp.softcap.map_or(0.0, |c| c * LOG2_E),
+            scale: k.scale,
+            window: k.window,
+            softcap: k.softcap,
             ..self.base
         };
         // The oldest key the chunk's first row sees (a sliding window), on the tile grid:
         // segments before it are skipped.
         let oldest = src.visible(layer, start).start / TK * TK;
         // Keys the chunk's last row sees, the most of any of its rows.
-        let seen = if src.causal() {
-            ((start + len) as i64 + src.key_diagonal()).clamp(0, keys as i64) as usize
-        } else {
-            keys
-        };
+        let seen = src.visible(layer, start + len - 1).end;
         let groups = len.div_ceil(TQ) as u32;
         for seg in (oldest..seen).step_by(SEG_KEYS) {
             let p = Params {
