@@ -1,32 +1,43 @@
 //! The winit application: event plumbing only, in the manner of wgpu's examples framework.
-//! Each event is routed to a handler of the view state ([`State`]); what the events do lives
-//! there (`input`, `readout`, `detail_layer`), what is drawn comes from the engine.
+//! Each window event is translated into a [`session::Event`](Event) of the one [`Session`]
+//! the notebook widget drives too; the window only presents the session's frames to its
+//! surface and follows its title.
 
+use std::sync::atomic::AtomicU64;
 use std::sync::mpsc::{Receiver, Sender};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use winit::application::ApplicationHandler;
-use winit::event::{ElementState, MouseButton, WindowEvent};
+use winit::event::{ElementState, MouseButton, MouseScrollDelta, WindowEvent};
 use winit::event_loop::{ActiveEventLoop, ControlFlow};
+use winit::keyboard::Key;
 use winit::window::WindowId;
 
 use super::detail::{Job, Reply};
-use super::state::State;
+use super::session::{Channels, Event, Session};
+use super::surface::Surface;
 use super::{ViewerOptions, ViewerReport};
+use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::source::AttentionSource;
 
 /// How long a scripted run waits for the worker before taking its screenshot anyway.
 const SCRIPTED_WAIT: Duration = Duration::from_secs(120);
 
+/// Window pixels of a wheel's pixel delta per line.
+const PIXELS_PER_LINE: f64 = 40.0;
+
 pub(super) struct App<'s> {
     source: &'s dyn AttentionSource,
     options: ViewerOptions,
-    state: Option<State>,
+    window: Option<(Surface, Session)>,
+    /// The title the window shows now.
+    title: String,
     pub(super) error: Option<Error>,
     pub(super) report: Option<ViewerReport>,
-    pub(super) jobs: Option<Sender<Job>>,
-    replies: Receiver<Reply>,
+    /// The worker's channels, until the session takes them.
+    pub(super) channels: Option<Channels>,
     started: Instant,
 }
 
@@ -36,16 +47,21 @@ impl<'s> App<'s> {
         options: ViewerOptions,
         jobs: Sender<Job>,
         replies: Receiver<Reply>,
+        reads: Arc<AtomicU64>,
         started: Instant,
     ) -> App<'s> {
         App {
             source,
             options,
-            state: None,
+            window: None,
+            title: String::new(),
             error: None,
             report: None,
-            jobs: Some(jobs),
-            replies,
+            channels: Some(Channels {
+                jobs,
+                replies,
+                reads,
+            }),
             started,
         }
     }
@@ -61,156 +77,200 @@ impl<'s> App<'s> {
         event_loop.exit();
     }
 
-    /// The window's state, with the worker started and the scripted opening view (focus,
-    /// hover, zoom) applied; the whole figure is asked for last.
-    fn open(&self, event_loop: &ActiveEventLoop) -> Result<State> {
-        let options = &self.options;
-        let mut s = State::new(event_loop, self.source, options)?;
-        s.jobs = self.jobs.clone();
-        s.send(Job::Start(s.engine.clone()));
-        if let Some((layer, head)) = options.focus {
-            let Some(cell) = s.scene.plan.cells.iter().position(|&c| c == (layer, head)) else {
-                return Err(Error::BadOption(format!(
-                    "--focus {},{}: that head is not among the selected cells",
-                    layer + 1,
-                    head + 1
-                )));
-            };
-            s.focus_on(Some(cell));
-        }
-        if let Some(at) = options.hover {
-            s.cursor = at;
-            s.hover();
-        }
-        if let Some(z) = options.zoom {
-            let (w, h) = s.window_size();
-            let centre = (w as f64 / 2.0, h as f64 / 2.0);
-            let view = s.view.zoom_about_within(centre, z, s.max_scale);
-            s.set_view(view);
-        }
-        // What the opening view shows first, then the whole figure.
-        s.flush_detail(true);
-        s.send(Job::Scene(Box::new(options.render.clone())));
-        Ok(s)
+    /// The window, sized by the session, and the session with the worker started and the
+    /// scripted opening view (focus, hover, zoom) applied.
+    fn open(&mut self, event_loop: &ActiveEventLoop) -> Result<(Surface, Session)> {
+        let title = format!("attnviz: {}", self.source.name());
+        let (opened, gpu) = Surface::open(event_loop, &title)?;
+        let scale = opened.scale_factor();
+        let engine = Arc::new(Engine::new(gpu));
+        let channels = self
+            .channels
+            .take()
+            .ok_or_else(|| Error::Window("the window was opened twice".into()))?;
+        let session = Session::open(
+            engine.clone(),
+            self.source,
+            &self.options,
+            scale,
+            channels,
+            self.started,
+        )?;
+        let surface = Surface::configure(opened, &engine.gpu, session.size());
+        Ok((surface, session))
     }
 
     /// Routes one window event; true when the window should close.
     fn handle(&mut self, event: WindowEvent) -> Result<bool> {
-        let Some(state) = self.state.as_mut() else {
+        if event == WindowEvent::RedrawRequested {
+            return self.redraw();
+        }
+        let Some((surface, session)) = self.window.as_mut() else {
             return Ok(false);
         };
-        match event {
-            WindowEvent::CloseRequested => return Ok(true),
-            WindowEvent::Resized(size) => state.resize(size.width, size.height),
+        let cursor = session.state.cursor;
+        let close = match event {
+            WindowEvent::CloseRequested => true,
+            WindowEvent::Resized(size) => {
+                surface.resize(&session.state.engine.gpu, size.width, size.height);
+                let scale = surface.window.scale_factor();
+                session.handle(Event::Resize {
+                    width: size.width,
+                    height: size.height,
+                    scale,
+                })?
+            }
+            WindowEvent::ScaleFactorChanged { scale_factor, .. } => {
+                let (width, height) = surface.size();
+                session.handle(Event::Resize {
+                    width,
+                    height,
+                    scale: scale_factor,
+                })?
+            }
             WindowEvent::KeyboardInput { event, .. } if event.state == ElementState::Pressed => {
-                return state.key(&event.logical_key);
+                match &event.logical_key {
+                    // winit's named keys are the web's key names.
+                    Key::Named(named) => session.handle(Event::Key(&format!("{named:?}")))?,
+                    Key::Character(c) => session.handle(Event::Key(c.as_str()))?,
+                    _ => false,
+                }
             }
-            WindowEvent::MouseWheel { delta, .. } => state.wheel(delta),
-            WindowEvent::CursorMoved { position, .. } => {
-                state.cursor_moved((position.x, position.y));
+            WindowEvent::MouseWheel { delta, .. } => {
+                let lines = match delta {
+                    MouseScrollDelta::LineDelta(_, y) => y as f64,
+                    MouseScrollDelta::PixelDelta(p) => p.y / PIXELS_PER_LINE,
+                };
+                session.handle(Event::Wheel {
+                    x: cursor.0,
+                    y: cursor.1,
+                    lines,
+                })?
             }
+            WindowEvent::CursorMoved { position, .. } => session.handle(Event::PointerMove {
+                x: position.x,
+                y: position.y,
+            })?,
             WindowEvent::MouseInput {
                 state: pressed,
-                button: MouseButton::Left,
+                button,
                 ..
-            } => state.left_button(pressed == ElementState::Pressed),
-            WindowEvent::RedrawRequested => return self.redraw(),
-            _ => {}
-        }
-        Ok(false)
-    }
-
-    /// Draws a frame, then moves a scripted run on; true once its frames are done.
-    fn redraw(&mut self) -> Result<bool> {
-        let Some(state) = self.state.as_mut() else {
-            return Ok(false);
-        };
-        state.draw()?;
-        if state.timings.first_frame.is_none() {
-            state.timings.first_frame = Some(self.started.elapsed().as_secs_f64());
-        }
-        if let Some(delta) = self.options.pan_per_frame {
-            state.pan_by(delta);
-        }
-        if let Some(n) = self.options.exit_after_frames {
-            if state.timings.frames >= n {
-                return Ok(true);
+            } => {
+                let (x, y, primary) = (cursor.0, cursor.1, button == MouseButton::Left);
+                session.handle(if pressed == ElementState::Pressed {
+                    Event::PointerDown { x, y, primary }
+                } else {
+                    Event::PointerUp { x, y, primary }
+                })?
             }
-            state.surface.window.request_redraw();
-        }
-        Ok(false)
-    }
-
-    /// Closes the window: a scripted run first waits for what it asked for, then the
-    /// screenshot is taken and the report kept.
-    fn close(&mut self, event_loop: &ActiveEventLoop) {
-        if self.scripted() {
-            self.settle();
-        }
-        let Some(state) = self.state.as_mut() else {
-            return event_loop.exit();
+            _ => false,
         };
-        if let Some(path) = &self.options.screenshot {
-            if let Err(e) = state.screenshot(path) {
-                self.error = Some(e);
-            }
-        }
-        self.report = Some(state.report());
-        event_loop.exit();
+        self.follow();
+        Ok(close)
     }
 
-    /// Waits for the detail a scripted run asked for, and the readout of its hover, so its
-    /// screenshot shows what a user would see a moment later, every time.
-    fn settle(&mut self) {
-        let Some(state) = self.state.as_mut() else {
+    /// Asks for a frame when the session changed, and shows its title.
+    fn follow(&mut self) {
+        let Some((surface, session)) = self.window.as_ref() else {
             return;
         };
-        state.flush_detail(true);
-        while !state.settled() {
-            let Ok(reply) = self.replies.recv_timeout(SCRIPTED_WAIT) else {
-                break;
-            };
-            if let Err(e) = state.receive(reply, self.started) {
+        if session.dirty() {
+            surface.window.request_redraw();
+        }
+        if session.title() != self.title {
+            self.title = session.title().to_string();
+            surface.window.set_title(&self.title);
+        }
+    }
+
+    /// Draws a frame into the surface and presents it, then moves a scripted run on; true once
+    /// its frames are done.
+    fn redraw(&mut self) -> Result<bool> {
+        let Some((surface, session)) = self.window.as_mut() else {
+            return Ok(false);
+        };
+        let start = Instant::now();
+        let engine = session.state.engine.clone();
+        let gpu = &engine.gpu;
+        if let Some(frame) = surface.frame(gpu) {
+            let target = frame.texture.create_view(&Default::default());
+            session.state.draw_into(&target)?;
+            gpu.queue.present(frame);
+            gpu.wait()?;
+            session.count_frame(start.elapsed().as_secs_f64());
+        }
+        if let Some(delta) = self.options.pan_per_frame {
+            session.state.pan_by(delta);
+        }
+        if let Some(n) = self.options.exit_after_frames {
+            if session.state.timings.frames >= n {
+                return Ok(true);
+            }
+            surface.window.request_redraw();
+        }
+        Ok(false)
+    }
+
+    /// Closes the window: a scripted run first waits for what it asked for (the detail and
+    /// the readout of its hover, so its screenshot shows what a user would see a moment later,
+    /// every time), then the screenshot is taken and the report kept.
+    fn close(&mut self, event_loop: &ActiveEventLoop) {
+        let scripted = self.scripted();
+        let Some((_, session)) = self.window.as_mut() else {
+            return event_loop.exit();
+        };
+        if scripted {
+            if let Err(e) = session.settle(SCRIPTED_WAIT) {
                 self.error = Some(e);
-                break;
             }
         }
+        if let Some(path) = &self.options.screenshot {
+            if let Err(e) = session.save(path) {
+                self.error.get_or_insert(e);
+            }
+        }
+        self.report = Some(session.report());
+        event_loop.exit();
     }
 }
 
 impl ApplicationHandler<()> for App<'_> {
     fn about_to_wait(&mut self, event_loop: &ActiveEventLoop) {
         let scripted = self.scripted();
-        let Some(state) = self.state.as_mut() else {
+        let Some((_, session)) = self.window.as_mut() else {
             return;
         };
-        match state.flush_detail(false) {
-            Some(due) if !scripted => {
+        match session.update() {
+            Ok(Some(due)) if !scripted => {
                 event_loop.set_control_flow(ControlFlow::WaitUntil(due));
             }
-            _ if !scripted => event_loop.set_control_flow(ControlFlow::Wait),
-            _ => {}
+            Ok(_) if !scripted => event_loop.set_control_flow(ControlFlow::Wait),
+            Ok(_) => {}
+            Err(e) => return self.fail(event_loop, e),
         }
+        self.follow();
     }
 
     /// The worker finished something: take every reply waiting.
     fn user_event(&mut self, event_loop: &ActiveEventLoop, _: ()) {
-        let Some(state) = self.state.as_mut() else {
+        let Some((_, session)) = self.window.as_mut() else {
             return;
         };
-        while let Ok(reply) = self.replies.try_recv() {
-            if let Err(e) = state.receive(reply, self.started) {
-                return self.fail(event_loop, e);
-            }
+        if let Err(e) = session.update() {
+            return self.fail(event_loop, e);
         }
+        self.follow();
     }
 
     fn resumed(&mut self, event_loop: &ActiveEventLoop) {
-        if self.state.is_some() {
+        if self.window.is_some() {
             return;
         }
         match self.open(event_loop) {
-            Ok(state) => self.state = Some(state),
+            Ok(window) => {
+                self.window = Some(window);
+                self.follow();
+            }
             Err(e) => self.fail(event_loop, e),
         }
         event_loop.set_control_flow(if self.scripted() {
@@ -229,7 +289,7 @@ impl ApplicationHandler<()> for App<'_> {
                 | WindowEvent::MouseInput { .. }
                 | WindowEvent::MouseWheel { .. }
         );
-        if self.state.is_none() || (self.scripted() && pointer) {
+        if self.window.is_none() || (self.scripted() && pointer) {
             return;
         }
         match self.handle(event) {

@@ -115,7 +115,7 @@ impl State {
             ((b.1.round() - a.1.round()) as i32).max(1),
         ];
         d.overlay.place_cell(&self.engine.gpu, rect);
-        self.surface.window.request_redraw();
+        self.dirty = true;
     }
 
     /// The range a detail region is coloured with: its cell's, once the figure is read; until

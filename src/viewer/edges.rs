@@ -144,12 +144,12 @@ impl State {
             return;
         }
         self.edges = marks.map(|marks| {
-            let px = (12.0 * self.surface.window.scale_factor()).round() as f32;
+            let px = (12.0 * self.scale_factor).round() as f32;
             let figure = edge_quads(&marks, self.window_size(), px, layout.theme);
             let overlay = self.engine.overlay(&self.scene, &figure);
             EdgeLabels { overlay, marks }
         });
-        self.surface.window.request_redraw();
+        self.dirty = true;
     }
 }
 

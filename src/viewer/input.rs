@@ -1,10 +1,9 @@
-//! Keys and pointer: what each does to the view state. The window's event plumbing
-//! (`super::app`) only routes events here.
+//! Keys and pointer: what each does to the view state. Keys are named as the web names them
+//! (`KeyboardEvent.key`: "Escape", "ArrowLeft", "c"), which winit's named keys follow too; the
+//! window (`super::app`) and the notebook widget only translate their events into these calls
+//! (see [`super::session::Event`]).
 
 use std::path::PathBuf;
-
-use winit::event::MouseScrollDelta;
-use winit::keyboard::{Key, NamedKey};
 
 use super::state::State;
 use crate::color::colormap::Colormap;
@@ -19,34 +18,35 @@ const PAN_KEEP: f64 = 32.0;
 const CLICK_SLOP: f64 = 4.0;
 
 impl State {
-    /// Handles a pressed key; true when it asks to close the window.
-    pub(super) fn key(&mut self, key: &Key) -> Result<bool> {
-        let close = match key {
-            Key::Named(named) => self.named_key(*named),
-            Key::Character(c) => self.character_key(c.as_str())?,
-            _ => false,
+    /// Handles a pressed key, named as `KeyboardEvent.key` names it; true when it asks to
+    /// close the window.
+    pub(super) fn key(&mut self, key: &str) -> Result<bool> {
+        let close = match self.named_key(key) {
+            Some(close) => close,
+            None => self.character_key(key)?,
         };
         if !close {
-            self.surface.window.request_redraw();
+            self.dirty = true;
         }
         Ok(close)
     }
 
-    fn named_key(&mut self, key: NamedKey) -> bool {
+    /// A named key's action; `None` for a key that is not one of them.
+    fn named_key(&mut self, key: &str) -> Option<bool> {
         match key {
-            NamedKey::Escape if self.focus.is_some() => self.focus_on(None),
-            NamedKey::Escape => return true,
-            NamedKey::Enter => self.focus_on(self.cell_under_cursor().or(Some(0))),
-            NamedKey::ArrowLeft => self.step_focus(-1, 0),
-            NamedKey::ArrowRight => self.step_focus(1, 0),
-            NamedKey::ArrowUp => self.step_focus(0, -1),
-            NamedKey::ArrowDown => self.step_focus(0, 1),
+            "Escape" if self.focus.is_some() => self.focus_on(None),
+            "Escape" => return Some(true),
+            "Enter" => self.focus_on(self.cell_under_cursor().or(Some(0))),
+            "ArrowLeft" => self.step_focus(-1, 0),
+            "ArrowRight" => self.step_focus(1, 0),
+            "ArrowUp" => self.step_focus(0, -1),
+            "ArrowDown" => self.step_focus(0, 1),
             // Grids taller than the window: page through the layers a window at a time.
-            NamedKey::PageDown => self.page(-0.9),
-            NamedKey::PageUp => self.page(0.9),
-            _ => {}
+            "PageDown" => self.page(-0.9),
+            "PageUp" => self.page(0.9),
+            _ => return None,
         }
-        false
+        Some(false)
     }
 
     fn character_key(&mut self, c: &str) -> Result<bool> {
@@ -120,12 +120,8 @@ impl State {
         Ok(())
     }
 
-    /// Zooms about the cursor, a step of 1.2× per wheel line.
-    pub(super) fn wheel(&mut self, delta: MouseScrollDelta) {
-        let steps = match delta {
-            MouseScrollDelta::LineDelta(_, y) => y as f64,
-            MouseScrollDelta::PixelDelta(p) => p.y / 40.0,
-        };
+    /// Zooms about the cursor, a step of 1.2× per wheel line (positive: in).
+    pub(super) fn wheel(&mut self, steps: f64) {
         let view = self
             .view
             .zoom_about_within(self.cursor, 1.2f64.powf(steps), self.max_scale);
@@ -135,6 +131,7 @@ impl State {
     /// Follows the pointer: the readout, and the drag in progress.
     pub(super) fn cursor_moved(&mut self, at: (f64, f64)) {
         self.cursor = at;
+        self.pointer_seen = true;
         self.hover();
         if let Some(last) = self.dragging {
             self.pan_by((at.0 - last.0, at.1 - last.1));

@@ -1,5 +1,6 @@
-//! The real-time viewer: the same scene the exporter draws, on a window surface, with pan, zoom
-//! and recolouring. One engine, two targets: only the final render target differs.
+//! The real-time viewer: the same scene the exporter draws, on a window surface or offscreen
+//! for the notebook widget, with pan, zoom and recolouring. One engine, two targets: only the
+//! final render target differs; one [`Session`] holds the behaviour for both.
 
 mod app;
 mod detail;
@@ -8,12 +9,15 @@ mod edges;
 mod input;
 mod inspect;
 mod readout;
+pub mod session;
 mod state;
 mod surface;
 mod transform;
 
 use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
 use std::sync::mpsc::channel;
+use std::sync::Arc;
 use std::time::Instant;
 
 use winit::event_loop::EventLoop;
@@ -21,6 +25,7 @@ use winit::event_loop::EventLoop;
 pub use detail::{readout, visible_region, Region, RegionSource};
 pub use edges::{edge_marks, EdgeMark, EdgeMarks};
 pub use inspect::{bin_at, read_bin, Bin};
+pub use session::{Event, Frame, Session};
 pub use transform::ViewTransform;
 
 use crate::error::{Error, Result};
@@ -100,22 +105,25 @@ pub fn run(source: &dyn AttentionSource, mut options: ViewerOptions) -> Result<V
     let proxy = event_loop.create_proxy();
     let (jobs, job_rx) = channel();
     let (reply_tx, replies) = channel();
+    let reads = Arc::new(AtomicU64::new(0));
     // The readout and the edge labels name a capture's own tokens too.
     options.tokens = readout_tokens(source, &options);
     let tokens = options.tokens.clone();
+    let worker_reads = reads.clone();
     std::thread::scope(|scope| {
         // Reads for the hover readout and the zoomed detail happen here, never on the
         // window's thread.
         scope.spawn(move || {
-            detail::worker(source, tokens.as_deref(), job_rx, reply_tx, || {
+            let counted = session::Counted::new(source, worker_reads);
+            detail::worker(&counted, tokens.as_deref(), job_rx, reply_tx, || {
                 let _ = proxy.send_event(());
             })
         });
-        let mut app = app::App::new(source, options, jobs, replies, started);
+        let mut app = app::App::new(source, options, jobs, replies, reads, started);
         let run = event_loop.run_app(&mut app);
-        // The worker ends once every sender is gone: this one now, the state's with `app` at
-        // the end of this closure; the scope then joins it.
-        app.jobs = None;
+        // The worker ends once every sender is gone: the session's with `app` at the end of
+        // this closure (or the unused channels now); the scope then joins it.
+        app.channels = None;
         run.map_err(|e| Error::Gpu(format!("window event loop: {e}")))?;
         if let Some(e) = app.error {
             return Err(e);

@@ -1,5 +1,5 @@
 //! The hover readout: what is under the cursor, read by the worker (never on the window's
-//! thread) and shown in the title bar and in a box in the window's bottom-left corner, an
+//! thread) and shown in the title (the window's title bar) and in a box in the bottom-left corner, an
 //! engine overlay rasterized when the text changes, never per frame.
 
 use super::detail::Job;
@@ -36,6 +36,7 @@ impl State {
             None => {
                 self.set_title(self.plain_title.clone());
                 self.set_readout(None);
+                self.readout_bin = None;
             }
             Some(b) => self.send(Job::Hover(b.clone(), self.scene.reduce)),
         }
@@ -47,12 +48,12 @@ impl State {
         if self.hovered.as_ref() == Some(bin) {
             self.set_readout(Some(text));
             self.set_title(text.to_string());
+            self.readout_bin = Some(bin.clone());
         }
     }
 
     fn set_title(&mut self, text: String) {
         if text != self.title {
-            self.surface.window.set_title(&text);
             self.title = text;
         }
     }
@@ -61,10 +62,10 @@ impl State {
     fn set_readout(&mut self, text: Option<&str>) {
         let Some(text) = text else {
             self.readout = None;
-            self.surface.window.request_redraw();
+            self.dirty = true;
             return;
         };
-        let px = (15.0 * self.surface.window.scale_factor()).round() as f32;
+        let px = (15.0 * self.scale_factor).round() as f32;
         let (figure, quads) = self.readout_quads(text, px);
         let overlay = self.engine.overlay(&self.scene, &figure);
         self.readout = Some(Readout { overlay, quads });
@@ -115,6 +116,6 @@ impl State {
             ..q
         });
         r.overlay.set_quads(&self.engine.gpu, &placed);
-        self.surface.window.request_redraw();
+        self.dirty = true;
     }
 }

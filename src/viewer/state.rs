@@ -1,19 +1,17 @@
 //! The view state: the scene on screen, how it is transformed, what is focused and hovered,
 //! and what the worker was asked for. Every frame and every screenshot is drawn by the
-//! engine from this state; the window only decides when.
+//! engine from this state; no window is involved (see [`super::session`]): the window and the
+//! notebook widget only decide when, and where the frame goes.
 
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::Instant;
-
-use winit::event_loop::ActiveEventLoop;
 
 use super::detail::{self, Region};
 use super::detail_layer::DetailLayer;
 use super::edges::EdgeLabels;
 use super::inspect::Bin;
 use super::readout::Readout;
-use super::surface::Surface;
 use super::transform::ViewTransform;
 use super::{ViewerOptions, ViewerReport};
 use crate::engine::{Engine, Overlay, Scene};
@@ -37,7 +35,13 @@ pub(super) struct Timings {
 }
 
 pub(super) struct State {
-    pub(super) surface: Surface,
+    /// The target's size in physical pixels, and its pixels per logical pixel (text sizes).
+    pub(super) size: (u32, u32),
+    pub(super) scale_factor: f64,
+    /// Something changed since the last frame was drawn.
+    pub(super) dirty: bool,
+    /// Whether a pointer position is known (the readout follows it as the view changes).
+    pub(super) pointer_seen: bool,
     pub(super) engine: Arc<Engine>,
     pub(super) scene: Scene,
     pub(super) view: ViewTransform,
@@ -67,6 +71,8 @@ pub(super) struct State {
     pub(super) source_shape: (usize, usize),
     /// The hover readout drawn in the window's bottom-left corner.
     pub(super) readout: Option<Readout>,
+    /// The bin the readout on screen names.
+    pub(super) readout_bin: Option<Bin>,
     /// Tokens or positions on the window's edges while a cell is magnified.
     pub(super) edges: Option<EdgeLabels>,
     /// `--tokens`, for the edge labels.
@@ -75,22 +81,20 @@ pub(super) struct State {
 }
 
 impl State {
-    /// Opens the window on the figure's layout with empty cells (the worker reads the input,
-    /// see `Job::Scene`), sized to the figure unless `options` say otherwise.
+    /// The figure's layout with empty cells (the worker reads the input, see `Job::Scene`),
+    /// on a target sized to the figure unless `options` say otherwise.
     pub(super) fn new(
-        event_loop: &ActiveEventLoop,
+        engine: Arc<Engine>,
         source: &dyn AttentionSource,
         options: &ViewerOptions,
+        scale_factor: f64,
     ) -> Result<State> {
         let title = format!("attnviz: {}", source.name());
-        let (opened, gpu) = Surface::open(event_loop, &title)?;
-        let engine = Arc::new(Engine::new(gpu));
         let scene = engine.empty_scene(source, &options.render)?;
         let figure = (scene.width(), scene.height());
         let size = options
             .size
             .unwrap_or((figure.0.min(1600), figure.1.min(1000)));
-        let surface = Surface::configure(opened, &engine.gpu, size);
         let view = if options.size == Some(figure) {
             ViewTransform::IDENTITY
         } else {
@@ -101,7 +105,10 @@ impl State {
         let max_scale =
             64.0 * (s.keys as f64 / g.display_w as f64).max(s.queries as f64 / g.display_h as f64);
         let mut state = State {
-            surface,
+            size,
+            scale_factor,
+            dirty: true,
+            pointer_seen: false,
             engine,
             scene,
             view,
@@ -120,6 +127,7 @@ impl State {
             max_scale,
             source_shape: (s.queries, s.keys),
             readout: None,
+            readout_bin: None,
             edges: None,
             tokens: options.tokens.clone(),
             timings: Timings::default(),
@@ -139,23 +147,31 @@ impl State {
     }
 
     pub(super) fn window_size(&self) -> (u32, u32) {
-        self.surface.size()
+        self.size
     }
 
+    /// Shows the figure under `view`; the readout follows to whatever is now under the
+    /// pointer.
     pub(super) fn set_view(&mut self, view: ViewTransform) {
         self.view = view;
         view.apply(&self.scene.quads.quads, &mut self.quads);
         self.scene.set_quads(&self.engine.gpu, &self.quads);
-        self.surface.window.request_redraw();
+        self.dirty = true;
         self.request_detail();
         self.update_edges();
+        if self.pointer_seen {
+            self.hover();
+        }
     }
 
-    pub(super) fn resize(&mut self, w: u32, h: u32) {
-        if !self.surface.resize(&self.engine.gpu, w, h) {
+    /// Follows the target to `w` × `h` pixels at `scale_factor`; an empty size changes nothing.
+    pub(super) fn resize(&mut self, w: u32, h: u32, scale_factor: f64) {
+        if w == 0 || h == 0 || ((w, h) == self.size && scale_factor == self.scale_factor) {
             return;
         }
-        self.surface.window.request_redraw();
+        self.size = (w, h);
+        self.scale_factor = scale_factor;
+        self.dirty = true;
         self.request_detail();
         self.place_readout();
         self.update_edges();
@@ -171,27 +187,18 @@ impl State {
             .chain(self.readout.as_ref().map(|r| &r.overlay))
     }
 
-    /// Draws a frame through the engine and presents it.
-    pub(super) fn draw(&mut self) -> Result<()> {
-        let start = Instant::now();
-        let gpu = &self.engine.gpu;
-        let Some(frame) = self.surface.frame(gpu) else {
-            return Ok(());
-        };
-        let target = frame.texture.create_view(&Default::default());
+    /// Draws the frame through the engine into `target` (a window's surface texture) and
+    /// submits it.
+    pub(super) fn draw_into(&mut self, target: &wgpu::TextureView) -> Result<()> {
+        self.dirty = false;
         self.engine
-            .draw_with(&self.scene, self.overlays(), &target, self.window_size())?;
-        gpu.queue.present(frame);
-        gpu.wait()?;
-        let t = &mut self.timings;
-        t.frame_times.push(start.elapsed().as_secs_f64());
-        t.frames += 1;
+            .draw_with(&self.scene, self.overlays(), target, self.window_size())?;
         Ok(())
     }
 
-    /// Renders exactly what is on screen into a PNG: the same scene, view and overlays,
-    /// drawn by the engine into its export target.
-    pub(super) fn screenshot(&self, path: &std::path::Path) -> Result<()> {
+    /// Exactly what is on screen as RGBA8 rows of the target's size: the same scene, view and
+    /// overlays, drawn by the engine into its export target.
+    pub(super) fn rgba(&self) -> Result<Vec<u8>> {
         let (w, h) = self.window_size();
         let figure = FigureQuads {
             quads: self.quads.clone(),
@@ -200,8 +207,13 @@ impl State {
             ..self.scene.quads.clone()
         };
         let overlays: Vec<&Overlay> = self.overlays().collect();
-        let rgba = self.engine.export_quads(&self.scene, &figure, &overlays)?;
-        crate::files::write_png(path, w, h, &rgba)
+        self.engine.export_quads(&self.scene, &figure, &overlays)
+    }
+
+    /// Writes exactly what is on screen to a PNG.
+    pub(super) fn screenshot(&self, path: &std::path::Path) -> Result<()> {
+        let (w, h) = self.window_size();
+        crate::files::write_png(path, w, h, &self.rgba()?)
     }
 
     /// Fills the window with cell `cell` (focus mode), or shows the whole grid for `None`.
@@ -274,7 +286,7 @@ impl State {
     /// whole figure, the readout of a hovered bin, and the detail last asked for.
     pub(super) fn settled(&self) -> bool {
         self.timings.resident.is_some()
-            && (self.hovered.is_none() || self.readout.is_some())
+            && (self.hovered.is_none() || self.readout_bin == self.hovered)
             && (self.wanted.is_none()
                 || self.detail.as_ref().map(|d| &d.region) == self.wanted.as_ref().map(|w| &w.0))
     }

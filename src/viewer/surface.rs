@@ -22,6 +22,13 @@ pub(super) struct Opened {
     surface: wgpu::Surface<'static>,
 }
 
+impl Opened {
+    /// The window's physical pixels per logical pixel.
+    pub(super) fn scale_factor(&self) -> f64 {
+        self.window.scale_factor()
+    }
+}
+
 impl Surface {
     /// Opens a window titled `title` and picks the adapter that can present to it. The figure
     /// is laid out before the surface is configured, so its size can pick the window's.

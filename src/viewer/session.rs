@@ -1,0 +1,400 @@
+//! A viewer session with no window: the view state, the scene, the worker that reads the source
+//! (exact detail, hover readout, the whole figure) and the readout, driven by plain events and
+//! drawn offscreen. The window (`super::app`) and the notebook widget (`attnviz.Viewer`, through
+//! the Python package) are both thin shells around one `Session`, so what a key or a drag does
+//! cannot differ between them: the window presents the frame to its surface, the widget reads
+//! it back as RGBA bytes, only when something changed.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::detail::{self, Job, Reply};
+use super::state::State;
+use super::{readout_tokens, ViewerOptions, ViewerReport};
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::gpu::Gpu;
+use crate::source::qk::QkSource;
+use crate::source::DiffSource;
+use crate::source::{AttentionSource, DType, Shape};
+
+/// What the user did, in target pixels (physical: logical position × scale factor). Keys are
+/// named as the web's `KeyboardEvent.key` names them ("Escape", "ArrowLeft", "c").
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Event<'a> {
+    /// A button went down; `primary` for the left one (drag to pan, click to focus).
+    PointerDown {
+        x: f64,
+        y: f64,
+        primary: bool,
+    },
+    PointerMove {
+        x: f64,
+        y: f64,
+    },
+    PointerUp {
+        x: f64,
+        y: f64,
+        primary: bool,
+    },
+    /// Wheel lines at (x, y); positive zooms in, 1.2× a line.
+    Wheel {
+        x: f64,
+        y: f64,
+        lines: f64,
+    },
+    Key(&'a str),
+    /// The target's new size in physical pixels, and its physical pixels per logical one.
+    Resize {
+        width: u32,
+        height: u32,
+        scale: f64,
+    },
+}
+
+/// A frame: RGBA8 rows, `width` × `height`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Frame {
+    pub width: u32,
+    pub height: u32,
+    pub rgba: Vec<u8>,
+}
+
+/// One viewer session: see the module's documentation.
+pub struct Session {
+    pub(super) state: State,
+    replies: Receiver<Reply>,
+    started: Instant,
+    reads: Arc<AtomicU64>,
+    /// The worker of a session that started its own (dropping the session ends it: the job
+    /// sender goes with the state).
+    _worker: Option<JoinHandle<()>>,
+}
+
+impl Session {
+    /// A session on `source`, on the best adapter, with a worker thread of its own; opened as
+    /// `options` say (size, focus, zoom, hover).
+    pub fn new(source: Arc<dyn AttentionSource>, mut options: ViewerOptions) -> Result<Session> {
+        let engine = Arc::new(Engine::new(Gpu::new()?));
+        options.tokens = readout_tokens(source.as_ref(), &options);
+        let (jobs, job_rx) = channel();
+        let (reply_tx, replies) = channel();
+        let reads = Arc::new(AtomicU64::new(0));
+        let (worker_source, worker_reads) = (source.clone(), reads.clone());
+        let tokens = options.tokens.clone();
+        let worker = std::thread::Builder::new()
+            .name("attnviz-viewer".into())
+            .spawn(move || {
+                let counted = Counted::new(worker_source.as_ref(), worker_reads);
+                detail::worker(&counted, tokens.as_deref(), job_rx, reply_tx, || {});
+            })
+            .map_err(|e| Error::Gpu(format!("cannot start the viewer's worker: {e}")))?;
+        let channels = Channels {
+            jobs,
+            replies,
+            reads,
+        };
+        let mut session = Session::open(
+            engine,
+            source.as_ref(),
+            &options,
+            1.0,
+            channels,
+            Instant::now(),
+        )?;
+        session._worker = Some(worker);
+        Ok(session)
+    }
+
+    /// A session whose worker the caller runs (the window's, on a scoped thread: its source is
+    /// borrowed). The worker is started, the opening view applied (focus, hover, zoom), and the
+    /// whole figure asked for last.
+    pub(super) fn open(
+        engine: Arc<Engine>,
+        source: &dyn AttentionSource,
+        options: &ViewerOptions,
+        scale_factor: f64,
+        channels: Channels,
+        started: Instant,
+    ) -> Result<Session> {
+        let mut s = State::new(engine, source, options, scale_factor)?;
+        s.jobs = Some(channels.jobs);
+        s.send(Job::Start(s.engine.clone()));
+        if let Some((layer, head)) = options.focus {
+            let Some(cell) = s.scene.plan.cells.iter().position(|&c| c == (layer, head)) else {
+                return Err(Error::BadOption(format!(
+                    "--focus {},{}: that head is not among the selected cells",
+                    layer + 1,
+                    head + 1
+                )));
+            };
+            s.focus_on(Some(cell));
+        }
+        if let Some(at) = options.hover {
+            s.cursor_moved(at);
+        }
+        if let Some(z) = options.zoom {
+            let (w, h) = s.window_size();
+            let centre = (w as f64 / 2.0, h as f64 / 2.0);
+            let view = s.view.zoom_about_within(centre, z, s.max_scale);
+            s.set_view(view);
+        }
+        // What the opening view shows first, then the whole figure.
+        s.flush_detail(true);
+        s.send(Job::Scene(Box::new(options.render.clone())));
+        Ok(Session {
+            state: s,
+            replies: channels.replies,
+            started,
+            reads: channels.reads,
+            _worker: None,
+        })
+    }
+
+    /// Applies one event; true when it asks to close (`q`, or Escape in grid mode), which a
+    /// widget may ignore.
+    pub fn handle(&mut self, event: Event<'_>) -> Result<bool> {
+        let s = &mut self.state;
+        let move_to = |s: &mut State, x: f64, y: f64| {
+            if !s.pointer_seen || s.cursor != (x, y) {
+                s.cursor_moved((x, y));
+            }
+        };
+        match event {
+            Event::PointerMove { x, y } => move_to(s, x, y),
+            Event::PointerDown { x, y, primary } => {
+                move_to(s, x, y);
+                if primary {
+                    s.left_button(true);
+                }
+            }
+            Event::PointerUp { x, y, primary } => {
+                move_to(s, x, y);
+                if primary {
+                    s.left_button(false);
+                }
+            }
+            Event::Wheel { x, y, lines } => {
+                move_to(s, x, y);
+                s.wheel(lines);
+            }
+            Event::Key(name) => return s.key(name),
+            Event::Resize {
+                width,
+                height,
+                scale,
+            } => s.resize(width, height, scale),
+        }
+        Ok(false)
+    }
+
+    /// Takes what the worker finished and sends the detail the view waits for once it has
+    /// been still long enough; returns when to call again for that (`None`: nothing is due).
+    pub fn update(&mut self) -> Result<Option<Instant>> {
+        while let Ok(reply) = self.replies.try_recv() {
+            self.state.receive(reply, self.started)?;
+        }
+        Ok(self.state.flush_detail(false))
+    }
+
+    /// Waits (at most `timeout`) until what the view asked for is shown: the whole figure,
+    /// the readout of the hovered entry and the exact detail of a zoomed view. False on
+    /// timeout. Scripts and tests call it before they look at a frame.
+    pub fn settle(&mut self, timeout: Duration) -> Result<bool> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.update()?;
+            self.state.flush_detail(true);
+            if self.state.settled() {
+                return Ok(true);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.replies.recv_timeout(left) {
+                Ok(reply) => self.state.receive(reply, self.started)?,
+                Err(RecvTimeoutError::Timeout) => return Ok(false),
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err(Error::Gpu("the viewer's worker stopped".into()))
+                }
+            }
+        }
+    }
+
+    /// Whether the view still waits for the worker (or for the view to settle before asking).
+    pub fn busy(&self) -> bool {
+        !self.state.settled() || self.state.pending.is_some()
+    }
+
+    /// Whether something changed since the last frame.
+    pub fn dirty(&self) -> bool {
+        self.state.dirty
+    }
+
+    /// The frame, when something changed since the last one (else `None`).
+    pub fn frame(&mut self) -> Result<Option<Frame>> {
+        if !self.state.dirty {
+            return Ok(None);
+        }
+        self.render().map(Some)
+    }
+
+    /// The frame now, drawn offscreen by the engine: the scene, the detail layer, the edge
+    /// labels and the readout, exactly as the window shows them.
+    pub fn render(&mut self) -> Result<Frame> {
+        self.state.dirty = false;
+        let (width, height) = self.state.window_size();
+        Ok(Frame {
+            width,
+            height,
+            rgba: self.state.rgba()?,
+        })
+    }
+
+    /// Writes the frame now to a PNG.
+    pub fn save(&self, path: &std::path::Path) -> Result<()> {
+        self.state.screenshot(path)
+    }
+
+    /// The target's size in physical pixels.
+    pub fn size(&self) -> (u32, u32) {
+        self.state.window_size()
+    }
+
+    /// The title: the source's name, or the readout while an entry is hovered.
+    pub fn title(&self) -> &str {
+        &self.state.title
+    }
+
+    /// The hover readout shown, if any: layer, head, q, k, tokens and value (the bin's
+    /// reduction and argmax when pooled).
+    pub fn readout(&self) -> Option<&str> {
+        self.state
+            .readout
+            .as_ref()
+            .map(|_| self.state.title.as_str())
+    }
+
+    /// The focused (layer, head), 0-based, in focus mode.
+    pub fn focus(&self) -> Option<(usize, usize)> {
+        let cell = self.state.focus?;
+        self.state.scene.plan.cells.get(cell).copied()
+    }
+
+    /// How many times the worker read rows of the source: recolouring reads none. (Q/K
+    /// sources are recomputed on the device from Q and K, which are not counted here.)
+    pub fn reads(&self) -> u64 {
+        self.reads.load(Ordering::Relaxed)
+    }
+
+    /// The adapter drawing the frames.
+    pub fn adapter(&self) -> String {
+        self.state.engine.gpu.describe()
+    }
+
+    /// Counts a frame the window presented, taking `seconds`.
+    pub(super) fn count_frame(&mut self, seconds: f64) {
+        let t = &mut self.state.timings;
+        t.frame_times.push(seconds);
+        t.frames += 1;
+        if t.first_frame.is_none() {
+            t.first_frame = Some(self.started.elapsed().as_secs_f64());
+        }
+    }
+
+    pub(super) fn report(&mut self) -> ViewerReport {
+        self.state.report()
+    }
+}
+
+/// The two ends a session keeps of its worker, and the worker's read counter.
+pub(super) struct Channels {
+    pub(super) jobs: Sender<Job>,
+    pub(super) replies: Receiver<Reply>,
+    pub(super) reads: Arc<AtomicU64>,
+}
+
+/// A source that counts the calls reading its rows.
+pub(super) struct Counted<'s> {
+    inner: &'s dyn AttentionSource,
+    reads: Arc<AtomicU64>,
+}
+
+impl<'s> Counted<'s> {
+    pub(super) fn new(inner: &'s dyn AttentionSource, reads: Arc<AtomicU64>) -> Counted<'s> {
+        Counted { inner, reads }
+    }
+}
+
+impl AttentionSource for Counted<'_> {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    fn shape(&self) -> Shape {
+        self.inner.shape()
+    }
+    fn dtype(&self) -> DType {
+        self.inner.dtype()
+    }
+    fn read_rows(&self, layer: usize, head: usize, row_start: usize, dst: &mut [u8]) -> Result<()> {
+        self.reads.fetch_add(1, Ordering::Relaxed);
+        self.inner.read_rows(layer, head, row_start, dst)
+    }
+    fn diagonal(&self) -> i64 {
+        self.inner.diagonal()
+    }
+    fn as_qk(&self) -> Option<&QkSource> {
+        self.inner.as_qk()
+    }
+    fn as_diff(&self) -> Option<&DiffSource<'_>> {
+        self.inner.as_diff()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::ArraySource;
+
+    fn source() -> Arc<dyn AttentionSource> {
+        let a = ndarray::Array4::from_shape_fn((2, 2, 64, 64), |(l, h, q, k)| {
+            ((l * 7 + h * 3 + q * 5 + k) % 17) as f32 / 17.0
+        });
+        Arc::new(ArraySource::from_f32("a", &a))
+    }
+
+    #[test]
+    fn frames_come_only_when_something_changed_and_recolouring_reads_nothing() {
+        let mut s = Session::new(source(), ViewerOptions::default()).unwrap();
+        assert!(s.settle(Duration::from_secs(60)).unwrap());
+        let first = s.frame().unwrap().expect("the first frame");
+        assert_eq!((first.width, first.height), s.size());
+        assert_eq!(s.frame().unwrap(), None, "nothing changed");
+        let reads = s.reads();
+        assert!(reads > 0);
+        s.handle(Event::Key("c")).unwrap();
+        let recoloured = s.frame().unwrap().expect("a recoloured frame");
+        assert_ne!(recoloured.rgba, first.rgba);
+        assert_eq!(s.reads(), reads, "recolouring read the source");
+        // A click on the first cell focuses it; Escape returns to the grid.
+        let c = s.state.scene.plan.layout.cells[0].clone();
+        let at = s.state.view.to_window((c.x as f64 + 2.0, c.y as f64 + 2.0));
+        s.handle(Event::PointerDown {
+            x: at.0,
+            y: at.1,
+            primary: true,
+        })
+        .unwrap();
+        s.handle(Event::PointerUp {
+            x: at.0,
+            y: at.1,
+            primary: true,
+        })
+        .unwrap();
+        assert_eq!(s.focus(), Some((0, 0)));
+        assert!(!s.handle(Event::Key("Escape")).unwrap());
+        assert_eq!(s.focus(), None);
+        assert!(s.handle(Event::Key("Escape")).unwrap(), "asks to close");
+    }
+}
