@@ -7,7 +7,8 @@
 ``render`` returns the figure as an (H, W, 4) uint8 numpy array (and writes ``out``, PNG or
 SVG, when given); ``figure`` returns a :class:`Figure` (``.image``, ``.layout``, ``.svg``,
 ``.save(path)``, shown inline by notebooks); ``render_qk`` / ``figure_qk`` recompute the attention
-from queries and keys on the GPU; ``view`` opens the interactive window. Every option of
+from queries and keys on the GPU; ``view`` opens the interactive window, and ``Viewer`` is the
+same viewer as a Jupyter widget (with jupyter_rfb installed). Every option of
 ``attnviz render`` is a keyword, with its defaults (``RENDER_OPTIONS`` lists each flag and its
 keyword, or why it has none).
 
@@ -28,6 +29,17 @@ import numpy as np
 from . import _attnviz
 
 from .capture import Capture, capture
+
+
+def __getattr__(name):
+    # The notebook widget needs jupyter_rfb (``pip install jupyter_rfb``): imported on first use,
+    # so the rest of the package works without it.
+    if name == "Viewer":
+        from .widget import Viewer
+
+        return Viewer
+    raise AttributeError("module 'attnviz' has no attribute {!r}".format(name))
+
 
 __all__ = ["render", "figure", "render_qk", "figure_qk", "diff", "heads", "view", "capture",
            "Capture", "Figure", "NORMS", "COLORMAPS", "REDUCES", "RENDER_OPTIONS"]

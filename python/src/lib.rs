@@ -4,6 +4,7 @@
 
 mod options;
 mod render;
+mod viewer;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -519,6 +520,7 @@ fn _attnviz(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_view, m)?)?;
     m.add_function(wrap_pyfunction!(_set_chunk_bytes, m)?)?;
     m.add_function(wrap_pyfunction!(_python_message, m)?)?;
+    m.add_class::<viewer::_Session>()?;
     m.add("NORMS", Norm::ALL.map(Norm::name).to_vec())?;
     m.add("COLORMAPS", Colormap::ALL.map(Colormap::name).to_vec())?;
     m.add("REDUCES", Reduce::ALL.map(Reduce::name).to_vec())?;

@@ -1,0 +1,250 @@
+//! `attnviz.Viewer`'s native half: a [`Session`] (the viewer's behaviour, the same one the
+//! window runs) held by Python, fed the widget's events and read back as frames. The widget
+//! class itself (`attnviz/widget.py`) only translates jupyter_rfb's event dicts.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use attnviz::source::{self, ArraySource, AttentionSource, OpenOptions};
+use attnviz::viewer::{Event, Frame, Session, ViewerOptions};
+use numpy::PyArray3;
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::prelude::*;
+
+use crate::options::{py_err, PyOptions, PyQkOptions};
+use crate::{into_image, qk_source, Input};
+
+/// The opening view of a widget (the keywords of `attnviz.Viewer` beyond `render`'s).
+#[derive(FromPyObject)]
+#[pyo3(from_item_all)]
+pub struct PyOpening {
+    pub size: Option<(u32, u32)>,
+    /// (layer, head), 1-based.
+    pub focus: Option<(i64, i64)>,
+    pub zoom: Option<f64>,
+}
+
+/// A viewer session without a window (see `attnviz::viewer::Session`).
+#[pyclass(module = "attnviz._attnviz")]
+pub struct _Session {
+    inner: Mutex<Session>,
+}
+
+impl _Session {
+    fn open(
+        py: Python<'_>,
+        source: Arc<dyn AttentionSource>,
+        options: &PyOptions,
+        opening: PyOpening,
+    ) -> PyResult<Self> {
+        let mut render = options.render_options()?;
+        // The readout names the tokens; the view draws no token axes.
+        let tokens = render.tokens.take();
+        if opening.size.is_some_and(|(w, h)| w == 0 || h == 0) {
+            return Err(PyValueError::new_err(
+                "size: expected (width, height) of at least 1 pixel",
+            ));
+        }
+        let focus = match opening.focus {
+            None => None,
+            Some((l, h)) if l >= 1 && h >= 1 => Some((l as usize - 1, h as usize - 1)),
+            Some((l, h)) => {
+                return Err(PyValueError::new_err(format!(
+                    "focus ({l}, {h}): layer and head are 1-based integers"
+                )))
+            }
+        };
+        if opening.zoom.is_some_and(|z| !(z.is_finite() && z > 0.0)) {
+            return Err(PyValueError::new_err("zoom must be a positive number"));
+        }
+        let options = ViewerOptions {
+            render,
+            size: opening.size,
+            tokens,
+            focus,
+            zoom: opening.zoom,
+            ..Default::default()
+        };
+        let session = py
+            .detach(|| Session::new(source, options))
+            .map_err(py_err)?;
+        Ok(_Session {
+            inner: Mutex::new(session),
+        })
+    }
+
+    fn lock(&self) -> PyResult<MutexGuard<'_, Session>> {
+        self.inner.lock().map_err(|_| {
+            PyRuntimeError::new_err("the viewer failed earlier (its lock is poisoned)")
+        })
+    }
+
+    /// Runs `f` on the session with the GIL released (it may draw labels or pool on the
+    /// device), taking the session's lock only then: a thread holding the GIL never waits for
+    /// the lock.
+    fn with<T: Send>(
+        &self,
+        py: Python<'_>,
+        f: impl FnOnce(&mut Session) -> attnviz::Result<T> + Send,
+    ) -> PyResult<T> {
+        py.detach(|| {
+            let mut s = self.lock()?;
+            f(&mut s).map_err(py_err)
+        })
+    }
+
+    fn apply(&self, py: Python<'_>, event: Event<'_>) -> PyResult<bool> {
+        self.with(py, |s| s.handle(event))
+    }
+}
+
+fn image<'py>(py: Python<'py>, frame: Frame) -> Bound<'py, PyArray3<u8>> {
+    into_image(py, frame.width, frame.height, frame.rgba)
+}
+
+#[pymethods]
+impl _Session {
+    /// A session on arrays (as `render` takes them), copied once into memory the session owns.
+    #[staticmethod]
+    fn from_arrays(
+        py: Python<'_>,
+        arrays: Vec<Bound<'_, PyAny>>,
+        stacked: bool,
+        bf16: bool,
+        options: PyOptions,
+        opening: PyOpening,
+    ) -> PyResult<Self> {
+        let input = Input::new("attn", &arrays, stacked, bf16)?;
+        let bytes: Vec<u8> = input.held.iter().flat_map(|h| h.bytes()).copied().collect();
+        let source = ArraySource::new("attn", input.shape, input.dtype, bytes).map_err(py_err)?;
+        Self::open(py, Arc::new(source), &options, opening)
+    }
+
+    /// A session on a file `attnviz view` reads (`.npy`, `.safetensors` with `tensor`, a raw
+    /// dump), read in place.
+    #[staticmethod]
+    #[pyo3(signature = (path, tensor, options, opening))]
+    fn from_file(
+        py: Python<'_>,
+        path: PathBuf,
+        tensor: Option<String>,
+        options: PyOptions,
+        opening: PyOpening,
+    ) -> PyResult<Self> {
+        let source = source::open(&path, &OpenOptions { tensor }).map_err(py_err)?;
+        Self::open(py, Arc::new(source), &options, opening)
+    }
+
+    /// A session recomputing attention from queries and keys (`render_qk`'s inputs).
+    #[staticmethod]
+    fn from_qk(
+        py: Python<'_>,
+        q: Bound<'_, PyAny>,
+        k: Bound<'_, PyAny>,
+        bf16: (bool, bool),
+        options: PyOptions,
+        qk: PyQkOptions,
+        opening: PyOpening,
+    ) -> PyResult<Self> {
+        let render = options.render_options()?;
+        let source = qk_source(&q, &k, bf16, &render, qk)?;
+        Self::open(py, Arc::new(source), &options, opening)
+    }
+
+    /// Positions in physical pixels of the frame; `primary` for the left button.
+    fn pointer_down(&self, py: Python<'_>, x: f64, y: f64, primary: bool) -> PyResult<bool> {
+        self.apply(py, Event::PointerDown { x, y, primary })
+    }
+
+    fn pointer_move(&self, py: Python<'_>, x: f64, y: f64) -> PyResult<bool> {
+        self.apply(py, Event::PointerMove { x, y })
+    }
+
+    fn pointer_up(&self, py: Python<'_>, x: f64, y: f64, primary: bool) -> PyResult<bool> {
+        self.apply(py, Event::PointerUp { x, y, primary })
+    }
+
+    /// `lines` of wheel at (x, y): positive zooms in, 1.2× a line.
+    fn wheel(&self, py: Python<'_>, x: f64, y: f64, lines: f64) -> PyResult<bool> {
+        self.apply(py, Event::Wheel { x, y, lines })
+    }
+
+    /// A key named as `KeyboardEvent.key` names it; true when it asks to close.
+    fn key(&self, py: Python<'_>, name: &str) -> PyResult<bool> {
+        self.apply(py, Event::Key(name))
+    }
+
+    fn resize(&self, py: Python<'_>, width: u32, height: u32, scale: f64) -> PyResult<bool> {
+        self.apply(
+            py,
+            Event::Resize {
+                width,
+                height,
+                scale,
+            },
+        )
+    }
+
+    /// Takes the worker's replies; true when the frame changed.
+    fn update(&self, py: Python<'_>) -> PyResult<bool> {
+        self.with(py, |s| s.update().map(|_| s.dirty()))
+    }
+
+    /// Waits at most `timeout` seconds for what the view asked for; false on timeout.
+    fn settle(&self, py: Python<'_>, timeout: f64) -> PyResult<bool> {
+        let timeout = Duration::from_secs_f64(timeout.max(0.0));
+        self.with(py, |s| s.settle(timeout))
+    }
+
+    fn busy(&self) -> PyResult<bool> {
+        Ok(self.lock()?.busy())
+    }
+
+    fn dirty(&self) -> PyResult<bool> {
+        Ok(self.lock()?.dirty())
+    }
+
+    /// The frame when something changed since the last one, else None: (H, W, 4) uint8.
+    fn frame<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyArray3<u8>>>> {
+        let frame = self.with(py, |s| s.frame())?;
+        Ok(frame.map(|f| image(py, f)))
+    }
+
+    /// The frame now: (H, W, 4) uint8.
+    fn render<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyArray3<u8>>> {
+        let frame = self.with(py, |s| s.render())?;
+        Ok(image(py, frame))
+    }
+
+    #[getter]
+    fn size(&self) -> PyResult<(u32, u32)> {
+        Ok(self.lock()?.size())
+    }
+
+    #[getter]
+    fn title(&self) -> PyResult<String> {
+        Ok(self.lock()?.title().to_string())
+    }
+
+    #[getter]
+    fn readout(&self) -> PyResult<Option<String>> {
+        Ok(self.lock()?.readout().map(str::to_string))
+    }
+
+    /// The focused (layer, head), 1-based, or None in grid mode.
+    #[getter]
+    fn focus(&self) -> PyResult<Option<(usize, usize)>> {
+        Ok(self.lock()?.focus().map(|(l, h)| (l + 1, h + 1)))
+    }
+
+    #[getter]
+    fn reads(&self) -> PyResult<u64> {
+        Ok(self.lock()?.reads())
+    }
+
+    #[getter]
+    fn adapter(&self) -> PyResult<String> {
+        Ok(self.lock()?.adapter())
+    }
+}

@@ -1,0 +1,152 @@
+"""attnviz.Viewer, the notebook widget, driven as jupyter_rfb drives it: event dicts into
+``handle_event``, frames out of ``get_frame``. Its behaviour is the native viewer's (one Rust
+session serves both), so after the same focus, zoom, pan and hover its frame equals the
+window's screenshot exactly."""
+
+import re
+
+import numpy as np
+import pytest
+
+import attnviz
+from conftest import ROOT, read_png, run_cli
+
+DATA = ROOT / "tests" / "data" / "minilm_attn_128.npy"
+SIZE = (640, 480)
+
+
+def ev(kind, **fields):
+    """An event dict as jupyter_rfb (1.x) hands it to ``handle_event``: the new keys and the
+    old ones (``event_type``, ``time_stamp``) both."""
+    event = {"type": kind, "event_type": kind, "timestamp": 0.0, "time_stamp": 0.0}
+    if kind.startswith("pointer") or kind == "wheel":
+        event.update(buttons=(), modifiers=(), ntouches=0, touches={})
+    if kind == "key_down":
+        event.update(modifiers=())
+    event.update(fields)
+    return event
+
+
+def resize(w, h, ratio=1.0):
+    return ev("resize", width=w / ratio, height=h / ratio, pwidth=w, pheight=h, ratio=ratio,
+              pixel_ratio=ratio)
+
+
+def click(widget, x, y):
+    widget.handle_event(ev("pointer_move", x=x, y=y))
+    widget.handle_event(ev("pointer_down", x=x, y=y, button=1, buttons=(1,)))
+    widget.handle_event(ev("pointer_up", x=x, y=y, button=1, buttons=()))
+
+
+def drag(widget, start, end):
+    widget.handle_event(ev("pointer_down", x=start[0], y=start[1], button=1, buttons=(1,)))
+    widget.handle_event(ev("pointer_move", x=end[0], y=end[1], button=0, buttons=(1,)))
+    widget.handle_event(ev("pointer_up", x=end[0], y=end[1], button=1, buttons=()))
+
+
+def test_focus_zoom_pan_and_hover_equal_the_native_viewers_screenshot(cli, tmp_path):
+    w = attnviz.Viewer(str(DATA), size=SIZE)
+    w.handle_event(resize(*SIZE))
+    assert w.settle(120)
+    centre = (SIZE[0] / 2, SIZE[1] / 2)
+    # A click on the grid focuses the head under it.
+    click(w, *centre)
+    focused = w.focused
+    assert focused is not None
+    # Three wheel notches up (a notch is 100 logical pixels of deltaY): 1.2³ about the centre.
+    w.handle_event(ev("wheel", x=centre[0], y=centre[1], dx=0.0, dy=-300.0))
+    drag(w, centre, (centre[0] + 40, centre[1] + 25))
+    hover = (200, 150)
+    w.handle_event(ev("pointer_move", x=hover[0], y=hover[1]))
+    assert w.settle(120)
+    frame = w.get_frame()
+    assert frame.shape == (SIZE[1], SIZE[0], 4) and frame.dtype == np.uint8
+
+    png = tmp_path / "native.png"
+    code, err = run_cli(
+        cli, "view", DATA, "--size", "{}x{}".format(*SIZE),
+        "--focus", "{},{}".format(*focused), "--zoom", repr(1.2 ** 3),
+        "--pan-per-frame", "40,25", "--hover", "{},{}".format(*hover),
+        "--exit-after-frames", "1", "--screenshot", png)
+    assert code == 0, err
+    native = read_png(png.read_bytes())
+    assert native.shape == frame.shape
+    differ = np.any(native != frame, axis=2)
+    assert not differ.any(), "{} pixels differ, first at {}".format(
+        differ.sum(), np.argwhere(differ)[0])
+
+    # The readout names the entry under the pointer with the value in the file.
+    m = re.fullmatch(r"l = (\d+) h = (\d+)  q (\d+) k (\d+) = (\S+)", w.readout)
+    assert m, w.readout
+    layer, head, q, k = (int(g) for g in m.groups()[:4])
+    assert (layer, head) == focused
+    a = np.load(DATA)
+    # Six decimals of the mantissa, as the CLI's readout prints it.
+    assert float(m.group(5)) == pytest.approx(float(a[layer - 1, head - 1, q, k]), rel=1e-6)
+
+    # save writes exactly the frame shown.
+    saved = tmp_path / "shown.png"
+    w.save(saved)
+    assert np.array_equal(read_png(saved.read_bytes()), frame)
+
+
+def test_recolour_keys_change_the_frame_without_reading_the_input():
+    # Cells of 64 pixels pool 2×2 entries, so max and mean (r) differ.
+    w = attnviz.Viewer(str(DATA), size=SIZE, cell=64)
+    w.handle_event(resize(*SIZE))
+    assert w.settle(120)
+    frame = w.get_frame()
+    reads = w.reads
+    assert reads > 0
+    assert w._session.frame() is None, "a frame with nothing changed"
+    for key in ["c", "n", "r"]:
+        w.handle_event(ev("key_down", key=key))
+        assert w._session.dirty(), key
+        new = w.get_frame()
+        assert not np.array_equal(new, frame), "{} left the frame as it was".format(key)
+        assert w.reads == reads, "{} read the input again".format(key)
+        frame = new
+
+
+def test_escape_and_arrows_step_and_leave_the_focus():
+    w = attnviz.Viewer(str(DATA), size=SIZE, focus=(2, 3))
+    assert w.focused == (2, 3)
+    w.handle_event(ev("key_down", key="ArrowRight"))
+    w.handle_event(ev("key_down", key="ArrowDown"))
+    assert w.focused == (3, 4)
+    w.handle_event(ev("key_down", key="Escape"))
+    assert w.focused is None
+
+
+def test_every_input_render_takes_shows_the_same_grid():
+    a = np.load(DATA)
+    file = attnviz.Viewer(str(DATA), size=SIZE)
+    stacked = attnviz.Viewer(a, size=SIZE)
+    per_layer = attnviz.Viewer([layer[None] for layer in a], size=SIZE)  # outputs.attentions
+    frames = []
+    for w in (file, stacked, per_layer):
+        assert w.settle(120)
+        frames.append(w.get_frame())
+    assert np.array_equal(frames[0], frames[1])
+    assert np.array_equal(frames[0], frames[2])
+
+
+def test_queries_and_keys_and_a_scaled_display():
+    rng = np.random.default_rng(0)
+    q = rng.standard_normal((2, 2, 48, 16)).astype(np.float32)
+    k = rng.standard_normal((2, 2, 48, 16)).astype(np.float32)
+    w = attnviz.Viewer(q, k, size=(300, 200))
+    # A display of 2 physical pixels per logical one: the frame follows the physical size.
+    w.handle_event(resize(400, 300, ratio=2.0))
+    assert w.settle(120)
+    assert w.get_frame().shape == (300, 400, 4)
+    w.handle_event(ev("pointer_move", x=100, y=75))
+    assert w.settle(120)
+    assert w.readout is None or w.readout.startswith("l = ")
+
+
+def test_bad_input_is_a_value_error_naming_the_keyword():
+    with pytest.raises(ValueError, match="focus"):
+        attnviz.Viewer(str(DATA), focus=(0, 1))
+    with pytest.raises(ValueError, match="missing.npy"):
+        attnviz.Viewer(str(DATA.with_name("missing.npy")))
