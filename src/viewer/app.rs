@@ -88,7 +88,7 @@ impl<'s> App<'s> {
             .channels
             .take()
             .ok_or_else(|| Error::Window("the window was opened twice".into()))?;
-        let session = Session::open(
+        let mut session = Session::open(
             engine.clone(),
             self.source,
             &self.options,
@@ -97,6 +97,7 @@ impl<'s> App<'s> {
             self.started,
         )?;
         let surface = Surface::configure(opened, &engine.gpu, session.size());
+        session.start(&self.options)?;
         Ok((surface, session))
     }
 

@@ -106,12 +106,13 @@ impl Session {
             Instant::now(),
         )?;
         session._worker = Some(worker);
+        session.start(&options)?;
         Ok(session)
     }
 
     /// A session whose worker the caller runs (the window's, on a scoped thread: its source is
-    /// borrowed). The worker is started, the opening view applied (focus, hover, zoom), and the
-    /// whole figure asked for last.
+    /// borrowed), on the figure's layout; nothing is asked of the worker until [`Session::start`]
+    /// (a window configures its surface first: wgpu refuses to while another thread submits).
     pub(super) fn open(
         engine: Arc<Engine>,
         source: &dyn AttentionSource,
@@ -120,8 +121,21 @@ impl Session {
         channels: Channels,
         started: Instant,
     ) -> Result<Session> {
-        let mut s = State::new(engine, source, options, scale_factor)?;
-        s.jobs = Some(channels.jobs);
+        let mut state = State::new(engine, source, options, scale_factor)?;
+        state.jobs = Some(channels.jobs);
+        Ok(Session {
+            state,
+            replies: channels.replies,
+            started,
+            reads: channels.reads,
+            _worker: None,
+        })
+    }
+
+    /// Starts the worker and applies the opening view of `options` (focus, hover, zoom); the
+    /// whole figure is asked for last.
+    pub(super) fn start(&mut self, options: &ViewerOptions) -> Result<()> {
+        let s = &mut self.state;
         s.send(Job::Start(s.engine.clone()));
         if let Some((layer, head)) = options.focus {
             let Some(cell) = s.scene.plan.cells.iter().position(|&c| c == (layer, head)) else {
@@ -145,13 +159,7 @@ impl Session {
         // What the opening view shows first, then the whole figure.
         s.flush_detail(true);
         s.send(Job::Scene(Box::new(options.render.clone())));
-        Ok(Session {
-            state: s,
-            replies: channels.replies,
-            started,
-            reads: channels.reads,
-            _worker: None,
-        })
+        Ok(())
     }
 
     /// Applies one event; true when it asks to close (`q`, or Escape in grid mode), which a

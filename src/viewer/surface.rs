@@ -85,9 +85,11 @@ impl Surface {
         (self.config.width, self.config.height)
     }
 
-    /// Follows the window to `w` × `h` pixels; false (and nothing changes) for an empty one.
+    /// Follows the window to `w` × `h` pixels; false (and nothing changes) for an empty one or
+    /// the size it has (configuring waits for the device to idle, and fails while the viewer's
+    /// worker submits).
     pub(super) fn resize(&mut self, gpu: &Gpu, w: u32, h: u32) -> bool {
-        if w == 0 || h == 0 {
+        if w == 0 || h == 0 || (w, h) == self.size() {
             return false;
         }
         self.config.width = w;
