@@ -98,6 +98,8 @@ class Viewer(RemoteFrameBuffer):
         widget_kwargs.setdefault("css_width", "{}px".format(width))
         widget_kwargs.setdefault("css_height", "{}px".format(height))
         widget_kwargs.setdefault("resizable", True)
+        # The title bar shows the readout, as the native window's does.
+        widget_kwargs.setdefault("has_titlebar", True)
         super().__init__(**widget_kwargs)
         self._session = session
         self._ratio = 1.0
@@ -185,6 +187,9 @@ class Viewer(RemoteFrameBuffer):
         while it reads (on the kernel's event loop; without one, ``settle`` does that)."""
         if self._session.dirty():
             self.request_draw()
+        title = self._session.title
+        if self.title != title:
+            self.title = title
         if self._poll is None and self._session.busy():
             try:
                 loop = asyncio.get_running_loop()

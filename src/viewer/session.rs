@@ -386,7 +386,7 @@ mod tests {
         assert_ne!(recoloured.rgba, first.rgba);
         assert_eq!(s.reads(), reads, "recolouring read the source");
         // A click on the first cell focuses it; Escape returns to the grid.
-        let c = s.state.scene.plan.layout.cells[0].clone();
+        let c = s.state.scene.plan.layout.cells[0];
         let at = s.state.view.to_window((c.x as f64 + 2.0, c.y as f64 + 2.0));
         s.handle(Event::PointerDown {
             x: at.0,
