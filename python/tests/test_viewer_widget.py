@@ -150,3 +150,21 @@ def test_bad_input_is_a_value_error_naming_the_keyword():
         attnviz.Viewer(str(DATA), focus=(0, 1))
     with pytest.raises(ValueError, match="missing.npy"):
         attnviz.Viewer(str(DATA.with_name("missing.npy")))
+
+
+def test_a_capture_is_viewed_with_its_tokens():
+    import torch
+
+    from test_capture import _inputs, _tiny
+
+    model = _tiny("llama-gqa")
+    with torch.no_grad(), attnviz.capture(model) as cap:
+        model(_inputs())
+    n = cap.q[0].shape[1]
+    tokens = ["t{}".format(i) for i in range(n)]
+    w = attnviz.Viewer(cap, tokens=tokens, size=(320, 240), focus=(1, 1))
+    w.handle_event(ev("pointer_move", x=160, y=120))
+    assert w.settle(120)
+    assert w.get_frame().shape == (240, 320, 4)
+    # The readout names the capture's tokens (the view is magnified: one entry under the pointer).
+    assert re.fullmatch(r"l = 1 h = 1  q (\d+) 't\1' k (\d+) 't\2' = \S+", w.readout), w.readout
