@@ -132,12 +132,18 @@ class Viewer(RemoteFrameBuffer):
             s.wheel(event["x"] * r, event["y"] * r, -event["dy"] / WHEEL_PIXELS_PER_LINE)
         elif kind == "key_down":
             s.key(event["key"])
+        elif kind == "close":
+            # The browser closed the widget: the worker and the GPU resources go with the session.
+            self._session = None
+            return
         else:
             return
         self._follow()
 
     def get_frame(self):
         """The frame now, (H, W, 4) uint8, drawn by the engine offscreen; kept for ``save``."""
+        if self._session is None:
+            return None
         self._session.update()
         self._shown = self._session.render()
         return self._shown
@@ -199,5 +205,6 @@ class Viewer(RemoteFrameBuffer):
 
     def _on_poll(self):
         self._poll = None
-        self._session.update()
-        self._follow()
+        if self._session is not None:
+            self._session.update()
+            self._follow()
