@@ -32,11 +32,13 @@ pub const QK_TEMPLATE: &str = concat!(
 );
 
 /// Attention from Q and K pooled in one pass; a template expanded per head dimension by
-/// `pool::qk` (common.wgsl for the accumulator layout).
+/// `pool::qk` (common.wgsl for the accumulator layout): the tiled score kernel, the
+/// row-per-invocation one (`qk_pool_rows.wgsl`) and the passes they share.
 pub const QK_POOL_TEMPLATE: &str = concat!(
     include_str!("../../shaders/common.wgsl"),
     include_str!("../../shaders/qk_mask.wgsl"),
-    include_str!("../../shaders/qk_pool.wgsl")
+    include_str!("../../shaders/qk_pool.wgsl"),
+    include_str!("../../shaders/qk_pool_rows.wgsl")
 );
 
 /// Every fixed shader as (name, source), for validation without a GPU. The Q/K template is
