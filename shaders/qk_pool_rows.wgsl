@@ -100,10 +100,22 @@ fn pool_rows(
     var row_m = -F32_MAX;
     var row_l = 0.0;
     let b_end = key_bin[hi_wg - 1u] + 1u;
-    for (var b = key_bin[lo_wg]; b < b_end; b++) {
-        let c0 = col_edges[b];
+    // Column edges follow from the first (bin_edges in src/pool/geometry.rs: edge b is
+    // ⌊b·keys / pooled_w⌋, so each column is keys / pooled_w keys wide, one more whenever the
+    // running remainder wraps): no load per column.
+    let b_first = key_bin[lo_wg];
+    let width = params.keys / params.pooled_w;
+    let extra = params.keys % params.pooled_w;
+    var frac = (b_first * extra) % params.pooled_w;
+    var c1 = col_edges[b_first];
+    for (var b = b_first; b < b_end; b++) {
+        let c0 = c1;
+        frac += extra;
+        let wrap = frac >= params.pooled_w;
+        c1 = c0 + width + select(0u, 1u, wrap);
+        frac -= select(0u, params.pooled_w, wrap);
         let kl = max(c0, lo_wg);
-        let kh = min(col_edges[b + 1u], hi_wg);
+        let kh = min(c1, hi_wg);
         // the keys of this column and window that this row sees
         let rl = max(kl, fv);
         let rh = min(kh, vis);
