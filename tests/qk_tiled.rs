@@ -305,6 +305,10 @@ fn the_subgroup_step_and_the_plain_step_give_the_same_bits() {
                 .map(|p| [p.max.to_bits(), p.min.to_bits(), p.sum.to_bits(), p.count()])
                 .collect()
         };
-        assert!(bits(&with) == bits(&without), "{}: the two steps differ", c.name);
+        assert!(
+            bits(&with) == bits(&without),
+            "{}: the two steps differ",
+            c.name
+        );
     }
 }

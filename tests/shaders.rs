@@ -25,7 +25,13 @@ fn shaders_validate() {
     // The one-pass pooled kernel, for each way it stages the head dimension, with the row
     // kernel's window as a 64 KiB uniform binding gives it (16 keys where it is not used),
     // without subgroups and sharing 4 or 8 keys through them.
-    for (d4, slice, window) in [(4, 4, 1024), (8, 8, 512), (20, 4, 192), (32, 8, 128), (64, 8, 16)] {
+    for (d4, slice, window) in [
+        (4, 4, 1024),
+        (8, 8, 512),
+        (20, 4, 192),
+        (32, 8, 128),
+        (64, 8, 16),
+    ] {
         for shared in [0, 4, 8] {
             validate(
                 "qk_pool",

@@ -164,7 +164,12 @@ pub fn kernel_source(d4: u32, slice: u32, window: u32, shared: u32) -> String {
     // yet; the device must have `Features::SUBGROUP`)
     let (shared_fn, lane_arg, step, kstep) = if shared > 0 {
         let folds: String = (0..shared / 4)
-            .map(|p| format!("fold4(&st, sc[{p}], seen4(j + {}u, rl, rh));\n            ", 4 * p))
+            .map(|p| {
+                format!(
+                    "fold4(&st, sc[{p}], seen4(j + {}u, rl, rh));\n            ",
+                    4 * p
+                )
+            })
             .collect();
         (
             shared_scores(d4, shared),
@@ -190,7 +195,10 @@ pub fn kernel_source(d4: u32, slice: u32, window: u32, shared: u32) -> String {
             "const KWD4: u32 = 4096u;",
             &format!("const KWD4: u32 = {}u;", window * d4),
         )
-        .replace("const KSTEP: u32 = 4u;", &format!("const KSTEP: u32 = {kstep}u;"))
+        .replace(
+            "const KSTEP: u32 = 4u;",
+            &format!("const KSTEP: u32 = {kstep}u;"),
+        )
         .replace("// @QLOAD", &qload)
         .replace("// @SCORE4", &score4)
         .replace("/* @LANE_ARG */", lane_arg)
@@ -315,7 +323,7 @@ struct Cuts {
 impl Cuts {
     fn new(gpu: &Gpu, src: &QkSource, run: &PoolRun<'_>) -> Cuts {
         let (d4, slice) = padded(src.dim());
-        let window = window_keys(d4, u64::from(gpu.limits.max_uniform_buffer_binding_size));
+        let window = window_keys(d4, gpu.limits.max_uniform_buffer_binding_size);
         let rows = src.rows().len();
         let pooled_w = run.geometry.pooled_w as usize;
         let max_binding = gpu.max_binding();
@@ -665,9 +673,9 @@ impl<'a> OnePass<'a> {
         let seen = src.visible(layer, start + len - 1).end;
         let groups = len.div_ceil(TQ) as u32;
         let window = self.cuts.window as usize;
-        if window > 0 {
+        if let Some(first) = oldest.checked_div(window) {
             let key_bytes = 16 * u64::from(self.cuts.d4);
-            for ws in (oldest / window * window..seen).step_by(window) {
+            for ws in (first * window..seen).step_by(window) {
                 for (slot, member0, count) in batch.groups() {
                     let p = Params {
                         seg_start: ws as u32,
