@@ -117,9 +117,9 @@ pub struct FmaProbe {
 }
 
 /// Rounds of the probe's loop per invocation: far from llvmpipe's 65535-iteration stop.
-const FMA_ROUNDS: u32 = 4096;
-/// Scalar FMAs per round (8 vec4 chains).
-const FMAS_PER_ROUND: u64 = 32;
+const FMA_ROUNDS: u32 = 2048;
+/// Scalar FMAs per round (3 vec4 chains, 8 steps).
+const FMAS_PER_ROUND: u64 = 96;
 
 impl FmaProbe {
     pub fn new(gpu: &Gpu) -> FmaProbe {
