@@ -65,7 +65,8 @@ struct Params {
     window: u32,
     // softcap × log2(e): scores become softcap · tanh(s / softcap); 0: none
     softcap: f32,
-    _pad: u32,
+    // pool_rows: the first head of the batch (workgroup z = 0) this dispatch takes
+    member0: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;

@@ -271,3 +271,44 @@ fn non_finite_queries_and_keys_pool_as_the_cpu_reference_does() {
         assert!(gpu[0].iter().any(|p| p.is_bad()), "{what}: nothing flagged");
     }
 }
+
+#[test]
+fn the_subgroup_step_and_the_plain_step_give_the_same_bits() {
+    // The row kernel shares each step's keys through subgroupBroadcast where the adapter has
+    // subgroups, and loads every key in every lane where it has not: the same products added
+    // in the same order, so the accumulators agree exactly, not within a tolerance.
+    let Some(mut e) = engine() else { return };
+    let shared = e.gpu.subgroup_keys;
+    if shared == 0 {
+        eprintln!("the adapter has no subgroups: only the plain step runs here");
+        return;
+    }
+    for c in cases().into_iter().filter(|c| c.d <= 128) {
+        let src = source(&c);
+        let s = src.shape();
+        let cells: Vec<(usize, usize)> = (0..s.heads).map(|h| (0, h)).collect();
+        let geometry = CellGeometry::new(s.queries, s.keys, Some(c.cell)).unwrap();
+        let options = PoolOptions {
+            row_norm: c.row_norm,
+            causal: if c.causal { Causal::On } else { Causal::Off },
+            diagonal: Some(src.diagonal()),
+        };
+        let mut run = |keys: u32| {
+            e.gpu.subgroup_keys = keys;
+            let pooled = e.pool(&src, &cells, geometry, options).unwrap();
+            pooled.read_accums(&e.gpu).unwrap()
+        };
+        let (with, without) = (run(shared), run(0));
+        let bits = |a: &[Vec<Accum>]| -> Vec<[u32; 4]> {
+            a.iter()
+                .flatten()
+                .map(|p| [p.max.to_bits(), p.min.to_bits(), p.sum.to_bits(), p.count()])
+                .collect()
+        };
+        assert!(
+            bits(&with) == bits(&without),
+            "{}: the two steps differ",
+            c.name
+        );
+    }
+}

@@ -22,11 +22,21 @@ fn shaders_validate() {
     for d4 in [1, 16, 64] {
         validate("qk", &attnviz::pool::qk::kernel_source(d4));
     }
-    // The one-pass pooled kernel, for each way it stages the head dimension.
-    for (d4, slice) in [(4, 4), (8, 8), (20, 4), (64, 8)] {
-        validate(
-            "qk_pool",
-            &attnviz::pool::qk::pooled_kernel_source(d4, slice),
-        );
+    // The one-pass pooled kernel, for each way it stages the head dimension, with the row
+    // kernel's window as a 64 KiB uniform binding gives it (16 keys where it is not used),
+    // without subgroups and sharing 4 or 8 keys through them.
+    for (d4, slice, window) in [
+        (4, 4, 1024),
+        (8, 8, 512),
+        (20, 4, 192),
+        (32, 8, 128),
+        (64, 8, 16),
+    ] {
+        for shared in [0, 4, 8] {
+            validate(
+                "qk_pool",
+                &attnviz::pool::qk::pooled_kernel_source(d4, slice, window, shared),
+            );
+        }
     }
 }

@@ -8,6 +8,9 @@
 pub enum Binding {
     /// `var<uniform>`.
     Uniform,
+    /// `var<uniform>` bound at a dynamic offset: one bind group serves every window of a
+    /// buffer that a kernel reads a window at a time (`set_bind_group`'s offsets pick it).
+    UniformWindow,
     /// `var<storage, read>`.
     BufReadOnly,
     /// `var<storage, read_write>`.
@@ -18,15 +21,17 @@ pub enum Binding {
 
 impl Binding {
     fn entry(self, binding: u32, visibility: wgpu::ShaderStages) -> wgpu::BindGroupLayoutEntry {
-        let buffer = |ty| wgpu::BindingType::Buffer {
+        let buffer = |ty, has_dynamic_offset| wgpu::BindingType::Buffer {
             ty,
-            has_dynamic_offset: false,
+            has_dynamic_offset,
             min_binding_size: None,
         };
+        use wgpu::BufferBindingType::{Storage, Uniform};
         let ty = match self {
-            Binding::Uniform => buffer(wgpu::BufferBindingType::Uniform),
-            Binding::BufReadOnly => buffer(wgpu::BufferBindingType::Storage { read_only: true }),
-            Binding::Buffer => buffer(wgpu::BufferBindingType::Storage { read_only: false }),
+            Binding::Uniform => buffer(Uniform, false),
+            Binding::UniformWindow => buffer(Uniform, true),
+            Binding::BufReadOnly => buffer(Storage { read_only: true }, false),
+            Binding::Buffer => buffer(Storage { read_only: false }, false),
             Binding::Texture => wgpu::BindingType::Texture {
                 sample_type: wgpu::TextureSampleType::Float { filterable: false },
                 view_dimension: wgpu::TextureViewDimension::D2,

@@ -20,6 +20,11 @@ pub struct Gpu {
     /// (integrated or software GPUs), so input is read from disk straight into the buffer the
     /// shader reads, with no staging copy.
     pub mappable_storage: bool,
+    /// Keys that a subgroup shares per step in the one-pass Q/K row kernel (4 or 8: each of that
+    /// many lanes loads one key, `subgroupBroadcast` hands them to all); 0 without subgroup
+    /// operations, or to keep the kernel that loads every key in every lane (tests set it to
+    /// compare both).
+    pub subgroup_keys: u32,
     /// Set by wgpu when the device is lost (driver reset, GPU removed).
     lost: Arc<Mutex<Option<String>>>,
 }
@@ -77,10 +82,19 @@ impl Gpu {
             && adapter
                 .features()
                 .contains(wgpu::Features::MAPPABLE_PRIMARY_BUFFERS);
-        let features = if mappable_storage {
+        let mut features = if mappable_storage {
             wgpu::Features::MAPPABLE_PRIMARY_BUFFERS
         } else {
             wgpu::Features::empty()
+        };
+        // Subgroups no narrower than 4 lanes: the row kernel shares 4 or 8 keys per step.
+        let subgroup_keys = if adapter.features().contains(wgpu::Features::SUBGROUP)
+            && info.subgroup_min_size >= 4
+        {
+            features |= wgpu::Features::SUBGROUP;
+            info.subgroup_min_size.min(8)
+        } else {
+            0
         };
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
@@ -113,6 +127,7 @@ impl Gpu {
             limits,
             info,
             mappable_storage,
+            subgroup_keys,
             lost,
         })
     }

@@ -22,6 +22,8 @@ pub const COLORIZE: &str = with_common!("colorize.wgsl");
 pub const DIFF: &str = with_common!("diff.wgsl");
 /// Restricted ranges and histograms (`--exclude-keys`, `--clip`).
 pub const LIMITS: &str = with_common!("limits.wgsl");
+/// The f32 FMA rate probe of `attnviz bench`.
+pub const FMA_PROBE: &str = include_str!("../../shaders/fma_probe.wgsl");
 /// The render pass that draws the figure.
 pub const COMPOSE: &str = include_str!("../../shaders/compose.wgsl");
 /// Attention from Q and K; a template expanded per head dimension by `pool::qk`. Both Q/K
@@ -32,16 +34,18 @@ pub const QK_TEMPLATE: &str = concat!(
 );
 
 /// Attention from Q and K pooled in one pass; a template expanded per head dimension by
-/// `pool::qk` (common.wgsl for the accumulator layout).
+/// `pool::qk` (common.wgsl for the accumulator layout): the tiled score kernel, the
+/// row-per-invocation one (`qk_pool_rows.wgsl`) and the passes they share.
 pub const QK_POOL_TEMPLATE: &str = concat!(
     include_str!("../../shaders/common.wgsl"),
     include_str!("../../shaders/qk_mask.wgsl"),
-    include_str!("../../shaders/qk_pool.wgsl")
+    include_str!("../../shaders/qk_pool.wgsl"),
+    include_str!("../../shaders/qk_pool_rows.wgsl")
 );
 
 /// Every fixed shader as (name, source), for validation without a GPU. The Q/K template is
 /// validated through its expansions.
-pub const ALL: [(&str, &str); 7] = [
+pub const ALL: [(&str, &str); 8] = [
     ("pool", POOL),
     ("stats", STATS),
     ("pattern", PATTERN),
@@ -49,4 +53,5 @@ pub const ALL: [(&str, &str); 7] = [
     ("limits", LIMITS),
     ("diff", DIFF),
     ("compose", COMPOSE),
+    ("fma_probe", FMA_PROBE),
 ];

@@ -1,5 +1,6 @@
 //! Probes for `attnviz bench`: the upload ceiling and the GPU-side pooling throughput, each
-//! measured with the ingest's own machinery.
+//! measured with the ingest's own machinery, and the adapter's f32 FMA rate, the ceiling of the
+//! Q/K kernels.
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
@@ -104,4 +105,88 @@ pub(crate) fn resident_pool_seconds(
     }
     gpu.wait()?;
     Ok(start.elapsed().as_secs_f64())
+}
+
+/// The adapter's f32 FMA rate (shaders/fma_probe.wgsl): dispatches of independent FMA chains,
+/// grown until one takes a quarter of a second, so a software adapter and an H200 are both
+/// measured at full occupancy and in a few seconds.
+pub struct FmaProbe {
+    kernel: crate::gpu::kernel::Kernel,
+    pipeline: wgpu::ComputePipeline,
+    params: wgpu::Buffer,
+}
+
+/// Rounds of the probe's loop per invocation: far from llvmpipe's 65535-iteration stop.
+const FMA_ROUNDS: u32 = 2048;
+/// Scalar FMAs per round (3 vec4 chains, 8 steps).
+const FMAS_PER_ROUND: u64 = 96;
+
+impl FmaProbe {
+    pub fn new(gpu: &Gpu) -> FmaProbe {
+        use crate::gpu::kernel::{Binding, Kernel};
+        let kernel = Kernel::compute(
+            &gpu.device,
+            "attnviz.fma_probe",
+            crate::gpu::shaders::FMA_PROBE,
+            &[Binding::Uniform, Binding::Buffer],
+        );
+        let params = crate::gpu::buffer(
+            &gpu.device,
+            "attnviz.fma_probe.params",
+            16,
+            wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+        );
+        gpu.queue
+            .write_buffer(&params, 0, bytemuck::cast_slice(&[FMA_ROUNDS, 0, 0, 0]));
+        FmaProbe {
+            pipeline: kernel.pipeline(&gpu.device, "fma_probe"),
+            kernel,
+            params,
+        }
+    }
+
+    /// Seconds of one dispatch of `groups` workgroups (x by y), waited for.
+    fn time(&self, gpu: &Gpu, groups: (u32, u32), sink: &wgpu::Buffer) -> Result<f64> {
+        let bind = self.kernel.bind_group(
+            &gpu.device,
+            &[self.params.as_entire_binding(), sink.as_entire_binding()],
+        );
+        let mut encoder = gpu.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = encoder.begin_compute_pass(&Default::default());
+            pass.set_pipeline(&self.pipeline);
+            pass.set_bind_group(0, &bind, &[]);
+            pass.dispatch_workgroups(groups.0, groups.1, 1);
+        }
+        let start = std::time::Instant::now();
+        gpu.queue.submit([encoder.finish()]);
+        gpu.wait()?;
+        Ok(start.elapsed().as_secs_f64())
+    }
+
+    /// The best FMA rate of a few dispatches, in GFLOP/s (2 flops per FMA).
+    pub fn gflops(&self, gpu: &Gpu) -> Result<f64> {
+        let max_x = gpu.limits.max_compute_workgroups_per_dimension;
+        let mut groups: u64 = 16;
+        loop {
+            let (x, y) = crate::gpu::dispatch_1d(groups as u32 * 64, 64, max_x);
+            let invocations = u64::from(x) * u64::from(y) * 64;
+            let sink = crate::gpu::buffer(
+                &gpu.device,
+                "attnviz.fma_probe.sink",
+                invocations * 4,
+                wgpu::BufferUsages::STORAGE,
+            );
+            let t = self.time(gpu, (x, y), &sink)?;
+            let limit = gpu.max_binding() / 4 / 64 / 2;
+            if t >= 0.25 || groups * 2 > limit {
+                let best = (0..2).try_fold(t, |best, _| {
+                    self.time(gpu, (x, y), &sink).map(|t| best.min(t))
+                })?;
+                let fmas = invocations * u64::from(FMA_ROUNDS) * FMAS_PER_ROUND;
+                return Ok(2.0 * fmas as f64 / best / 1e9);
+            }
+            groups *= 2;
+        }
+    }
 }

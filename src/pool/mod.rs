@@ -19,7 +19,7 @@ mod slots;
 mod stats;
 
 pub(crate) use bench::resident_pool_seconds;
-pub use bench::UploadBench;
+pub use bench::{FmaProbe, UploadBench};
 pub use groups::{has_upper_triangle, CellGroup, PooledCells};
 pub(crate) use ingest::{Ingest, IngestShape};
 pub use options::{Causal, PoolOptions};

@@ -36,8 +36,8 @@ impl Bench {
 
     /// qk-model: whole figures of a model's layers recomputed from Q and K (GQA 4:1, causal,
     /// d = 128, 256-px cells; `--quick`: one layer of 2048 tokens). Returns the sample and its
-    /// line: 2·d flops per visible score, each counted once.
-    pub(super) fn qk_model(&self) -> anyhow::Result<(Sample, String)> {
+    /// GFLOP/s and its line: 2·d flops per visible score, each counted once.
+    pub(super) fn qk_model(&self) -> anyhow::Result<(Sample, f64, String)> {
         let (layers, seq) = if self.sizes.quick {
             (1, 2048)
         } else {
@@ -69,7 +69,7 @@ impl Bench {
             spec.dim,
             n / sample.median()
         );
-        Ok((sample, line))
+        Ok((sample, gflops, line))
     }
 
     /// Renders `qk` to a PNG until three runs or a minute, whichever comes first.

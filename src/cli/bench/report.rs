@@ -52,12 +52,15 @@ impl Report<'_> {
     pub fn write_json(&self, path: &Path) -> anyhow::Result<()> {
         let rows: Vec<String> = self.results.rows.iter().map(json_row).collect();
         let body = format!(
-            "{{\"adapter\":{:?},\"memcpy_gbps\":{:.3},\"quick\":{},\"qk_long_gflops\":{},\"scenarios\":[{}]}}\n",
+            "{{\"adapter\":{:?},\"memcpy_gbps\":{:.3},\"quick\":{},\"qk_long_gflops\":{},\"fma_gflops\":{},\"scenarios\":[{}]}}\n",
             self.adapter,
             self.memcpy,
             self.quick,
             self.results
                 .qk_gflops
+                .map_or("null".into(), |g| format!("{g:.3}")),
+            self.results
+                .fma_gflops
                 .map_or("null".into(), |g| format!("{g:.3}")),
             rows.join(",")
         );
@@ -65,14 +68,24 @@ impl Report<'_> {
         Ok(())
     }
 
-    /// qk-long's line under the table, when it ran: its rate in arithmetic rather than bytes.
+    /// The Q/K lines under the table, when they ran: rates in arithmetic rather than bytes,
+    /// against the adapter's FMA rate measured in the same run.
     pub fn print_qk_long(&self) {
-        if let Some(gflops) = self.results.qk_gflops {
+        if let Some(fma) = self.results.fma_gflops {
             println!();
             println!(
+                "fma probe: {fma:.1} GFLOP/s, this adapter's f32 FMA rate (shaders/fma_probe.wgsl, \
+                 this run): the limit of the Q/K rows"
+            );
+        }
+        if let Some(gflops) = self.results.qk_gflops {
+            let of_fma = self.results.fma_gflops.map_or(String::new(), |f| {
+                format!(", {:.1}% of the FMA rate", 100.0 * gflops / f)
+            });
+            println!(
                 "qk-long: {} tokens, d = 64, one head to a 1024-px cell: {gflops:.1} GFLOP/s \
-                 (nominal: 4·N²·d flops per pass, two passes, as counted before the one-pass \
-                 path, which computes each score once, 2·N²·d)",
+                 (2·N²·d flops: each score once, as the one-pass path computes it; until \
+                 2026-12-03 this line counted 4·N²·d per pass and two passes, 4× more){of_fma}",
                 self.qk_seq
             );
         }

@@ -52,6 +52,9 @@ pub struct Results {
     pub long_cat: Option<f64>,
     /// qk-long's arithmetic throughput, when it ran.
     pub qk_gflops: Option<f64>,
+    /// The adapter's f32 FMA rate in GFLOP/s (the probe kernel), when a Q/K scenario ran: the
+    /// limit their GFLOP/s are a fraction of.
+    pub fma_gflops: Option<f64>,
     /// qk-model's line under the table (GFLOP/s and heads/s), when it ran.
     pub qk_model: Option<String>,
 }
@@ -104,15 +107,23 @@ impl Bench {
         if want.wants("pool-resident") {
             results.rows.push(self.pool_resident()?);
         }
+        if want.wants("qk-long") || want.wants("qk-model") {
+            let probe = attnviz::pool::FmaProbe::new(&self.engine.gpu);
+            results.fma_gflops = Some(probe.gflops(&self.engine.gpu)?);
+        }
         if want.wants("qk-long") {
             let sample = self.qk_long()?;
-            let flops = 2.0 * 4.0 * (self.sizes.qk_seq as f64).powi(2) * 64.0;
+            // each score once (the one-pass path): 2·d flops per score
+            let flops = 2.0 * (self.sizes.qk_seq as f64).powi(2) * 64.0;
             results.qk_gflops = Some(flops / sample.median() / 1e9);
             results.rows.push(sample.into());
         }
         if want.wants("qk-model") {
-            let (sample, line) = self.qk_model()?;
-            results.qk_model = Some(line);
+            let (sample, gflops, line) = self.qk_model()?;
+            let of_fma = results.fma_gflops.map_or(String::new(), |f| {
+                format!(", {:.1}% of the FMA rate", 100.0 * gflops / f)
+            });
+            results.qk_model = Some(format!("{line}{of_fma}"));
             results.rows.push(sample.into());
         }
         Ok(results)

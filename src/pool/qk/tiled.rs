@@ -37,6 +37,13 @@ const WG_BYTES: u32 = 16384;
 const SEG_KEYS: usize = 8192;
 /// Heads per dispatch at most.
 const MAX_BATCH: usize = 8;
+/// Widest head (in vec4s) the row kernel takes: its query row lives in registers, 32 vec4s
+/// (128 dimensions) at most; wider heads go to the tiled kernel, whose register block does not
+/// grow with the head dimension.
+const MAX_ROWS_D4: u32 = 32;
+/// The row kernel's key window, at most: 64 KiB is the uniform (constant) buffer size every
+/// desktop driver offers, and what the constant caches are built around.
+const MAX_WINDOW_BYTES: u64 = 65536;
 /// Widest pooled cell this path takes: `pool_lse` walks a row's pooled columns in one loop.
 const MAX_POOLED_W: u32 = 8192;
 
@@ -63,20 +70,22 @@ struct Params {
     inter_rows: u32,
     window: u32,
     softcap: f32,
-    _pad: u32,
+    member0: u32,
 }
 
 struct Kernels {
     kernel: Kernel,
     scores: wgpu::ComputePipeline,
+    rows: wgpu::ComputePipeline,
     lse: wgpu::ComputePipeline,
+    row_lse: wgpu::ComputePipeline,
     fold: wgpu::ComputePipeline,
 }
 
 /// The one-pass kernels, compiled on first use for each padded head dimension.
 #[derive(Default)]
 pub(crate) struct TiledPipelines {
-    by_dim: Mutex<HashMap<u32, Arc<Kernels>>>,
+    by_dim: Mutex<HashMap<(u32, u32), Arc<Kernels>>>,
 }
 
 /// The head dimension in vec4s, padded for the shader, and the vec4s staged per step.
@@ -89,28 +98,134 @@ fn padded(dim: usize) -> (u32, u32) {
     }
 }
 
-/// The one-pass shader for `d4` vec4s of head dimension staged `slice` at a time.
-pub fn kernel_source(d4: u32, slice: u32) -> String {
-    shaders::QK_POOL_TEMPLATE
+/// Keys per window of the row kernel for `d4` vec4s of head dimension on an adapter whose
+/// uniform bindings hold `max_uniform` bytes: a multiple of 16 keys, so that every window's
+/// offset (a multiple of 256·d4 bytes) meets any adapter's offset alignment (at most 256).
+/// 0 when the row kernel does not apply (wide heads, small uniform bindings).
+fn window_keys(d4: u32, max_uniform: u64) -> u32 {
+    let keys = (max_uniform.min(MAX_WINDOW_BYTES) / (u64::from(d4) * 16)) as u32 / 16 * 16;
+    if d4 > MAX_ROWS_D4 {
+        0
+    } else {
+        keys
+    }
+}
+
+/// The row kernel's step over `shared` keys (4 or 8) handed out by subgroupBroadcast: each of
+/// `shared` lanes loads one key's vec4s, every lane takes all of them; the products of each
+/// score are added in the same order as `score4`'s.
+fn shared_scores(d4: u32, shared: u32) -> String {
+    let parts = shared / 4;
+    let mut f = format!("fn score_shared(o: u32) -> array<vec4<f32>, {parts}> {{\n");
+    for p in 0..parts {
+        f += &format!("    var a{p} = vec4<f32>();\n");
+    }
+    for v in 0..d4 {
+        f += &format!("    {{\n        let kv = kwin[o + {v}u];\n        let qv = qrow[{v}u];\n");
+        for p in 0..parts {
+            let b: Vec<String> = (0..4)
+                .map(|t| format!("dot(qv, subgroupBroadcast(kv, {}u))", 4 * p + t))
+                .collect();
+            f += &format!("        a{p} += vec4<f32>({});\n", b.join(", "));
+        }
+        f += "    }\n";
+    }
+    let all: Vec<String> = (0..parts).map(|p| format!("a{p}")).collect();
+    f + &format!(
+        "    return array<vec4<f32>, {parts}>({});\n}}\n",
+        all.join(", ")
+    )
+}
+
+/// The one-pass shader for `d4` vec4s of head dimension, staged `slice` at a time by the tiled
+/// kernel and read `window` keys at a time by the row kernel (at least 16; a row kernel that
+/// no dispatch uses is still built with one), `shared` keys per step shared through subgroups
+/// (0: no subgroup operations; 4 keys per step, each lane loading them all).
+pub fn kernel_source(d4: u32, slice: u32, window: u32, shared: u32) -> String {
+    let window = window.max(16);
+    // The row kernel's unrolled loops: constant indices keep the query row in registers on
+    // every compiler, with no reliance on a driver's loop unrolling.
+    let qload: String = (0..d4)
+        .map(|v| format!("qrow[{v}u] = q[q_base + {v}u];\n    "))
+        .collect();
+    let score4: String = (0..d4)
+        .map(|v| {
+            let k = |t: u32| format!("dot(qrow[{v}u], kwin[o + {}u])", t * d4 + v);
+            format!(
+                "s += vec4<f32>({}, {}, {}, {});\n    ",
+                k(0),
+                k(1),
+                k(2),
+                k(3)
+            )
+        })
+        .collect();
+    // (naga takes subgroup builtins without WGSL's `enable subgroups;`, which it does not parse
+    // yet; the device must have `Features::SUBGROUP`)
+    let (shared_fn, lane_arg, step, kstep) = if shared > 0 {
+        let folds: String = (0..shared / 4)
+            .map(|p| {
+                format!(
+                    "fold4(&st, sc[{p}], seen4(j + {}u, rl, rh));\n            ",
+                    4 * p
+                )
+            })
+            .collect();
+        (
+            shared_scores(d4, shared),
+            "@builtin(subgroup_invocation_id) sg_lane: u32,",
+            format!("let sc = score_shared(o + (sg_lane % KSTEP) * D4);\n            {folds}"),
+            shared,
+        )
+    } else {
+        (
+            String::new(),
+            "",
+            "fold4(&st, score4(o), seen4(j, rl, rh));".to_string(),
+            4,
+        )
+    };
+    let source = shaders::QK_POOL_TEMPLATE
         .replace("const D4: u32 = 16u;", &format!("const D4: u32 = {d4}u;"))
         .replace(
             "const SLICE: u32 = 8u;",
             &format!("const SLICE: u32 = {slice}u;"),
         )
+        .replace(
+            "const KWD4: u32 = 4096u;",
+            &format!("const KWD4: u32 = {}u;", window * d4),
+        )
+        .replace(
+            "const KSTEP: u32 = 4u;",
+            &format!("const KSTEP: u32 = {kstep}u;"),
+        )
+        .replace("// @QLOAD", &qload)
+        .replace("// @SCORE4", &score4)
+        .replace("/* @LANE_ARG */", lane_arg)
+        .replace("// @STEP", &step);
+    source + &shared_fn
 }
 
 impl TiledPipelines {
-    fn kernels(&self, device: &wgpu::Device, d4: u32, slice: u32) -> Arc<Kernels> {
+    fn kernels(&self, device: &wgpu::Device, cuts: &Cuts) -> Arc<Kernels> {
+        let Cuts {
+            d4,
+            slice,
+            window,
+            shared,
+            ..
+        } = *cuts;
         let mut map = self.by_dim.lock().expect("qk_pool pipelines");
-        map.entry(d4)
+        map.entry((d4, shared))
             .or_insert_with(|| {
                 use Binding::*;
                 // params, Q, K, head table, key bins, column edges, row edges; then the
-                // (row, pooled column) states, row lse and the accumulators written
+                // (row, pooled column) states, row lse and the accumulators written; then
+                // the row kernel's window of K
                 let kernel = Kernel::compute(
                     device,
                     "attnviz.qk_pool",
-                    &kernel_source(d4, slice),
+                    &kernel_source(d4, slice, window, shared),
                     &[
                         Uniform,
                         BufReadOnly,
@@ -122,11 +237,14 @@ impl TiledPipelines {
                         Buffer,
                         Buffer,
                         Buffer,
+                        UniformWindow,
                     ],
                 );
                 Arc::new(Kernels {
                     scores: kernel.pipeline(device, "pool_scores"),
+                    rows: kernel.pipeline(device, "pool_rows"),
                     lse: kernel.pipeline(device, "pool_lse"),
+                    row_lse: kernel.pipeline(device, "pool_row_lse"),
                     fold: kernel.pipeline(device, "pool_fold"),
                     kernel,
                 })
@@ -163,9 +281,24 @@ struct Member {
 /// one set of dispatches (workgroup z = member); each key head is uploaded once.
 struct Batch {
     layer: usize,
+    /// Ordered by key head, so that the members of a GQA group are consecutive (one row-kernel
+    /// dispatch each, over the group's key head).
     members: Vec<Member>,
     kv_heads: Vec<usize>,
     accum: wgpu::Buffer,
+}
+
+impl Batch {
+    /// Per key-head slot: its first member and how many members read it.
+    fn groups(&self) -> impl Iterator<Item = (u32, u32, u32)> + '_ {
+        self.members
+            .chunk_by(|a, b| a.kv_slot == b.kv_slot)
+            .scan(0u32, |first, group| {
+                let z0 = *first;
+                *first += group.len() as u32;
+                Some((group[0].kv_slot, z0, group.len() as u32))
+            })
+    }
 }
 
 /// How the one-pass path cuts its work: heads per batch and query rows per chunk, so that a
@@ -175,7 +308,12 @@ struct Batch {
 struct Cuts {
     d4: u32,
     slice: u32,
-    /// Bytes of one head's padded Q and K.
+    /// Keys per window of the row kernel; 0: the tiled kernel computes the scores.
+    window: u32,
+    /// Keys per step of the row kernel shared through subgroups; 0: none.
+    shared: u32,
+    /// Bytes of one head's padded Q, and between two key heads' starts in the K buffer (a
+    /// whole number of row-kernel windows).
     head_q: u64,
     head_k: u64,
     batch: usize,
@@ -185,11 +323,14 @@ struct Cuts {
 impl Cuts {
     fn new(gpu: &Gpu, src: &QkSource, run: &PoolRun<'_>) -> Cuts {
         let (d4, slice) = padded(src.dim());
+        let window = window_keys(d4, gpu.limits.max_uniform_buffer_binding_size);
         let rows = src.rows().len();
         let pooled_w = run.geometry.pooled_w as usize;
         let max_binding = gpu.max_binding();
         let head_q = (rows * d4 as usize * 16) as u64;
-        let head_k = (src.all_keys() * d4 as usize * 16) as u64;
+        // (at least the 16 keys the row kernel's binding declares when it is not used)
+        let k_rows = src.all_keys().next_multiple_of(window.max(16) as usize);
+        let head_k = (k_rows * d4 as usize * 16) as u64;
         // The per-(row, pooled column) states take at most an upload chunk's bytes (but always
         // one workgroup's rows of one head).
         let inter_cap = run
@@ -207,6 +348,8 @@ impl Cuts {
         Cuts {
             d4,
             slice,
+            window,
+            shared: if window > 0 { gpu.subgroup_keys } else { 0 },
             head_q,
             head_k,
             batch,
@@ -267,7 +410,15 @@ impl RunBuffers {
                 wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
             ),
             q: buffer("attnviz.qk_pool.q", batch * cuts.head_q),
-            k: buffer("attnviz.qk_pool.k", batch * cuts.head_k),
+            // read whole by the tiled kernel, a window at a time by the row kernel
+            k: crate::gpu::buffer(
+                device,
+                "attnviz.qk_pool.k",
+                batch * cuts.head_k,
+                wgpu::BufferUsages::STORAGE
+                    | wgpu::BufferUsages::UNIFORM
+                    | wgpu::BufferUsages::COPY_DST,
+            ),
             heads: buffer("attnviz.qk_pool.heads", batch * 16),
             key_bin: init("attnviz.qk_pool.key_bin", &key_bin),
             col_edges: init("attnviz.qk_pool.col_edges", &col_edges),
@@ -306,7 +457,7 @@ impl<'a> OnePass<'a> {
             gpu,
             src,
             geometry,
-            kernels: pipes.kernels(&gpu.device, cuts.d4, cuts.slice),
+            kernels: pipes.kernels(&gpu.device, &cuts),
             buffers: RunBuffers::new(gpu, src, geometry, &cuts, &row_edges),
             row_edges,
             base: Params {
@@ -370,6 +521,7 @@ impl<'a> OnePass<'a> {
             });
             end += 1;
         }
+        batch.members.sort_by_key(|m| m.kv_slot);
         (batch, end)
     }
 
@@ -460,15 +612,28 @@ impl<'a> OnePass<'a> {
                 b.inter.as_entire_binding(),
                 b.row_lse.as_entire_binding(),
                 accum.as_entire_binding(),
+                wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: &b.k,
+                    offset: 0,
+                    size: NonZeroU64::new(self.window_bytes()),
+                }),
             ],
         )
     }
 
-    /// One submission of `record` with `params` written first.
+    /// Bytes of the row kernel's window binding (one window of the tiled kernel's `head_k`
+    /// when the tiled kernel computes the scores: the binding is then never read).
+    fn window_bytes(&self) -> u64 {
+        u64::from(self.cuts.window.max(16)) * 16 * u64::from(self.cuts.d4)
+    }
+
+    /// One submission of `record` with `params` written first and the row kernel's window at
+    /// byte `window` of the K buffer.
     fn dispatch(
         &self,
         bind_group: &wgpu::BindGroup,
         params: &Params,
+        window: u32,
         record: impl FnOnce(&mut wgpu::ComputePass),
     ) {
         let gpu = self.gpu;
@@ -480,22 +645,17 @@ impl<'a> OnePass<'a> {
                 label: Some("attnviz.qk_pool"),
                 timestamp_writes: None,
             });
-            pass.set_bind_group(0, bind_group, &[]);
+            pass.set_bind_group(0, bind_group, &[window]);
             record(&mut pass);
         }
         gpu.queue.submit([encoder.finish()]);
     }
 
     /// The scores, lse and fold passes of rows `start..start + len` for every member: keys in
-    /// segments of [`SEG_KEYS`] (short dispatches), only as far as the chunk's last row sees.
-    fn pool_chunk(
-        &self,
-        bind_group: &wgpu::BindGroup,
-        layer: usize,
-        members: u32,
-        start: usize,
-        len: usize,
-    ) {
+    /// segments of [`SEG_KEYS`] (short dispatches) or windows of the row kernel, only as far as
+    /// the chunk's last row sees.
+    fn pool_chunk(&self, bind_group: &wgpu::BindGroup, batch: &Batch, start: usize, len: usize) {
+        let (layer, members) = (batch.layer, batch.members.len() as u32);
         let (src, keys) = (self.src, self.src.all_keys());
         let k = super::KernelLayer::of(src, layer);
         let chunk = Params {
@@ -508,20 +668,40 @@ impl<'a> OnePass<'a> {
         };
         // The oldest key the chunk's first row sees (a sliding window), on the tile grid:
         // segments before it are skipped.
-        let oldest = src.visible(layer, start).start / TK * TK;
+        let oldest = src.visible(layer, start).start;
         // Keys the chunk's last row sees, the most of any of its rows.
         let seen = src.visible(layer, start + len - 1).end;
         let groups = len.div_ceil(TQ) as u32;
-        for seg in (oldest..seen).step_by(SEG_KEYS) {
-            let p = Params {
-                seg_start: seg as u32,
-                seg_end: (seg + SEG_KEYS).min(keys) as u32,
-                ..chunk
-            };
-            self.dispatch(bind_group, &p, |pass| {
-                pass.set_pipeline(&self.kernels.scores);
-                pass.dispatch_workgroups(groups, 1, members);
-            });
+        let window = self.cuts.window as usize;
+        if let Some(first) = oldest.checked_div(window) {
+            let key_bytes = 16 * u64::from(self.cuts.d4);
+            for ws in (first * window..seen).step_by(window) {
+                for (slot, member0, count) in batch.groups() {
+                    let p = Params {
+                        seg_start: ws as u32,
+                        seg_end: (ws + window).min(keys) as u32,
+                        member0,
+                        ..chunk
+                    };
+                    let offset = u64::from(slot) * self.cuts.head_k + ws as u64 * key_bytes;
+                    self.dispatch(bind_group, &p, offset as u32, |pass| {
+                        pass.set_pipeline(&self.kernels.rows);
+                        pass.dispatch_workgroups(groups, 1, count);
+                    });
+                }
+            }
+        } else {
+            for seg in (oldest / TK * TK..seen).step_by(SEG_KEYS) {
+                let p = Params {
+                    seg_start: seg as u32,
+                    seg_end: (seg + SEG_KEYS).min(keys) as u32,
+                    ..chunk
+                };
+                self.dispatch(bind_group, &p, 0, |pass| {
+                    pass.set_pipeline(&self.kernels.scores);
+                    pass.dispatch_workgroups(groups, 1, members);
+                });
+            }
         }
         let y0 = bin_of(&self.row_edges, start as u32);
         let y1 = bin_of(&self.row_edges, (start + len - 1) as u32);
@@ -530,10 +710,15 @@ impl<'a> OnePass<'a> {
             ..chunk
         };
         let logits = self.base.flags & FLAG_LOGITS != 0;
-        self.dispatch(bind_group, &p, |pass| {
+        self.dispatch(bind_group, &p, 0, |pass| {
             if !logits {
-                // (logits need no softmax denominator)
-                pass.set_pipeline(&self.kernels.lse);
+                // (logits need no softmax denominator; the row kernel kept each row's running
+                // sum, the tiled one left it in the columns' states)
+                pass.set_pipeline(if window > 0 {
+                    &self.kernels.row_lse
+                } else {
+                    &self.kernels.lse
+                });
                 pass.dispatch_workgroups(groups, 1, members);
             }
             pass.set_pipeline(&self.kernels.fold);
@@ -567,7 +752,7 @@ pub(crate) fn pool_into(
         let members = batch.members.len();
         for start in (0..rows).step_by(pass.cuts.chunk_rows) {
             let len = pass.cuts.chunk_rows.min(rows - start);
-            pass.pool_chunk(&bind_group, batch.layer, members as u32, start, len);
+            pass.pool_chunk(&bind_group, &batch, start, len);
             ingest.consumed += (members * len * keys * 4) as u64;
             if let Some(p) = run.progress {
                 p(ingest.consumed, total);
