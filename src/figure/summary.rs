@@ -9,7 +9,7 @@
 use crate::color::norm::Norm;
 use crate::color::scale::ColorScale;
 use crate::error::{Error, Result};
-use crate::figure::colorbar::ColorbarSpec;
+use crate::figure::colorbar::{short, ColorbarSpec};
 use crate::figure::layout::{math_label, with_raster, CellPlacement, Layout, Metrics, PlacedLabel};
 use crate::figure::layout::{Text, Theme};
 use crate::figure::plan::RenderOptions;
@@ -101,11 +101,28 @@ pub fn summary_options(summary: Summary) -> RenderOptions {
     }
 }
 
+/// What stands right of a summary cell once its range is known.
+#[derive(Clone, Debug, PartialEq)]
+pub enum CellBar {
+    /// Its colorbar, in the statistic's units.
+    Bar(ColorbarSpec),
+    /// No bar: every head has this value (a bar over no range would say nothing), which the
+    /// cell's title states instead, e.g. `max = 1 in every head`.
+    Constant(f64),
+}
+
 /// The colorbar of each cell: its own range, in data units.
-pub fn cell_bars(ranges: &[[f32; 2]], scale: &ColorScale) -> Vec<ColorbarSpec> {
+pub fn cell_bars(ranges: &[[f32; 2]], scale: &ColorScale) -> Vec<CellBar> {
     ranges
         .iter()
-        .map(|r| ColorbarSpec::new(Norm::Head, std::slice::from_ref(r), scale))
+        .map(|r| match r {
+            [lo, hi] if lo == hi => CellBar::Constant(*lo as f64),
+            r => CellBar::Bar(ColorbarSpec::new(
+                Norm::Head,
+                std::slice::from_ref(r),
+                scale,
+            )),
+        })
         .collect()
 }
 
@@ -141,7 +158,7 @@ impl Layout {
         theme: Theme,
         m: &Metrics,
         title: Option<&str>,
-        bars: Option<&[ColorbarSpec]>,
+        bars: Option<&[CellBar]>,
     ) -> Layout {
         let (cw, ch) = (cell.display_w, cell.display_h);
         let small = (m.font_px * 0.7).round().max(8.0);
@@ -168,7 +185,17 @@ impl Layout {
         let titles: Vec<(Text, Label)> = summary
             .titles
             .iter()
-            .map(|t| with_raster(Text::plain(t, m.font_px)))
+            .enumerate()
+            .map(|(i, t)| match bars.and_then(|b| b.get(i)) {
+                Some(CellBar::Constant(v)) => {
+                    let name = t.split(" (").next().unwrap_or(t);
+                    with_raster(Text::plain(
+                        &format!("{name} = {} in every head", short(*v)),
+                        m.font_px,
+                    ))
+                }
+                _ => with_raster(Text::plain(t, m.font_px)),
+            })
             .collect();
         let heading = title.map(|t| with_raster(Text::plain(t, (m.font_px * 1.2).round())));
         let heading_h = heading.as_ref().map_or(0, |(_, l)| l.height + m.gutter);
@@ -232,7 +259,7 @@ impl Layout {
                     text: text.clone(),
                 });
             }
-            if let Some(spec) = bars.and_then(|b| b.get(i)) {
+            if let Some(CellBar::Bar(spec)) = bars.and_then(|b| b.get(i)) {
                 let (rect, bar_right) =
                     layout.place_colorbar(spec, m, x + cw + m.gutter, y, ch, false);
                 layout.cell_colorbars.push(rect);
@@ -293,6 +320,15 @@ mod tests {
         let bars = cell_bars(&[[0.0, 1.0]; 6], &options.scale);
         let l = Layout::summary(&summary, &g, Theme::LIGHT, &m, None, Some(&bars));
         assert_eq!((l.cells.len(), l.cell_colorbars.len()), (6, 6));
+        let mut ranges = [[0.0, 1.0]; 6];
+        ranges[4] = [1.0, 1.0];
+        let bars = cell_bars(&ranges, &options.scale);
+        let one = Layout::summary(&summary, &g, Theme::LIGHT, &m, None, Some(&bars));
+        assert_eq!(one.cell_colorbars.len(), 5);
+        assert!(one
+            .labels
+            .iter()
+            .any(|p| p.text.string() == "max = 1 in every head"));
         let texts: Vec<String> = l.labels.iter().map(|p| p.text.string()).collect();
         assert!(texts.contains(&"l = 6".to_string()), "{texts:?}");
         assert!(texts.contains(&"h = 12".to_string()), "{texts:?}");
