@@ -314,8 +314,16 @@ fn _heads(
     let patterns = options.patterns()?;
     let input = Input::new("attn", &arrays, stacked, bf16)?;
     let source = input.source()?;
-    py.detach(|| head_stats(&source, &render, patterns, &options.backend, figure.as_deref()))
-        .map_err(py_err)
+    py.detach(|| {
+        head_stats(
+            &source,
+            &render,
+            patterns,
+            &options.backend,
+            figure.as_deref(),
+        )
+    })
+    .map_err(py_err)
 }
 
 /// `attnviz.heads` on Q and K (or a capture).
@@ -332,8 +340,16 @@ fn _heads_qk(
     let render = options.render_options()?;
     let patterns = options.patterns()?;
     let source = qk_source(&q, &k, bf16, &render, qk)?;
-    py.detach(|| head_stats(&source, &render, patterns, &options.backend, figure.as_deref()))
-        .map_err(py_err)
+    py.detach(|| {
+        head_stats(
+            &source,
+            &render,
+            patterns,
+            &options.backend,
+            figure.as_deref(),
+        )
+    })
+    .map_err(py_err)
 }
 
 /// The figure's pixels as an (H, W, 4) uint8 array, handed to numpy without a copy.

@@ -114,7 +114,8 @@ pub fn head_stats(
         check_writable(path)?;
     }
     let summary = |cells: &[(usize, usize)], stats: &[_]| {
-        let svg = figure.is_some_and(|p| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("svg")));
+        let svg =
+            figure.is_some_and(|p| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("svg")));
         let (input, summary) = summary_input(cells, stats)?;
         let options = RenderOptions {
             cell_colors: svg,
