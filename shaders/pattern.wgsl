@@ -83,7 +83,10 @@ override DTYPE: u32 = DTYPE_F32;
 const MAX_PIECES: u32 = 256u;
 
 @group(0) @binding(0) var<uniform> pieces: array<Piece, MAX_PIECES>;
-@group(0) @binding(1) var<storage, read> data: array<vec4<u32>>;
+// The chunk as 32-bit words (the pool pass reads it as vec4 words): the per-element loads of
+// the columns and diagonals read one word, not four (llvmpipe loads every 32-bit component of
+// a storage load lane by lane, so a vec4 costs four words' time).
+@group(0) @binding(1) var<storage, read> data: array<u32>;
 @group(0) @binding(2) var<uniform> params: PatternParams;
 @group(0) @binding(3) var<storage, read_write> rows: array<RowSums>;
 @group(0) @binding(4) var<storage, read_write> heads: array<HeadSums>;
@@ -92,6 +95,7 @@ const MAX_PIECES: u32 = 256u;
 var<private> piece: Piece;
 
 // The element decoding of shaders/pool.wgsl (`widen`, `finite16`), one element at a time.
+// log2 of the elements in 16 bytes.
 fn elem_shift() -> u32 {
     return select(3u, 2u, DTYPE == DTYPE_F32);
 }
@@ -109,12 +113,11 @@ fn widen1(h: u32) -> u32 {
 
 // Element `e` of the chunk as (f32 bits, 1 when finite).
 fn load(e: u32) -> vec2<u32> {
-    let w = data[e >> elem_shift()];
     if DTYPE == DTYPE_F32 {
-        let b = w[e & 3u];
+        let b = data[e];
         return vec2<u32>(b, u32((b & 0x7f800000u) != 0x7f800000u));
     }
-    let word = w[(e >> 1u) & 3u];
+    let word = data[e >> 1u];
     let h = select(word & 0xffffu, word >> 16u, (e & 1u) == 1u);
     var finite = (h & 0x7f80u) != 0x7f80u;
     if DTYPE == DTYPE_F16 {
@@ -271,7 +274,7 @@ fn pattern_rows_narrow(@builtin(global_invocation_id) gid: vec3<u32>) {
     var s = RowSums(0.0, 0.0, 0.0, 0.0, 0.0, -F32_MAX, NONE, 0u);
     let w1 = (row_base + params.keys - 1u) >> shift;
     for (var w = row_base >> shift; w <= w1; w++) {
-        let v = data[w];
+        let v = vec4<u32>(data[4u * w], data[4u * w + 1u], data[4u * w + 2u], data[4u * w + 3u]);
         let e = w << shift;
         if DTYPE == DTYPE_F32 {
             for (var c = 0u; c < 4u; c++) {
@@ -384,14 +387,23 @@ fn pattern_diagonals(
         return;
     }
     let d = i32(j) - i32(params.queries - 1u);
+    // The mask depends on the offset alone (k > q + causal_offset is K − Q − d > causal_offset):
+    // a masked diagonal reads nothing.
+    if params.causal != 0u && i32(params.keys) - i32(params.queries) - d > piece.causal_offset {
+        return;
+    }
+    // Only the piece's rows where 0 ≤ k < K: q in [d + Q − K, d + Q). The loop visits them alone
+    // (a diagonal crosses at most min(Q, K) rows; walking all of the piece's rows for each of
+    // the Q + K − 1 diagonals cost twice the iterations of the loads).
+    let r0 = i32(piece.row_start);
+    let lo = max(0, d + i32(params.queries) - i32(params.keys) - r0);
+    let hi = min(i32(piece.row_count), d + i32(params.queries) - r0);
     var sum = 0.0;
-    for (var i = 0u; i < piece.row_count; i++) {
-        let q = piece.row_start + i;
-        let k = position(q) - d;
-        if k >= 0 && k < i32(params.keys) && !masked(q, u32(k)) {
-            let v = load(piece.elem_offset + i * params.keys + u32(k));
-            sum += select(0.0, bitcast<f32>(v.x), v.y != 0u);
-        }
+    for (var i = lo; i < hi; i++) {
+        let q = piece.row_start + u32(i);
+        let k = u32(position(q) - d);
+        let v = load(piece.elem_offset + u32(i) * params.keys + k);
+        sum += select(0.0, bitcast<f32>(v.x), v.y != 0u);
     }
     profiles[piece.cell * params.stride + params.keys + j] += sum;
 }

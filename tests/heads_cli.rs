@@ -108,3 +108,85 @@ fn heads_bad_input_fails_in_one_line() {
     let o = attnviz(&["heads", missing.to_str().unwrap(), "--sink-keys", "0"]);
     assert_eq!(o.status.code(), Some(2));
 }
+
+/// `attnviz synth --pattern kinds` plants one kind per head, in turn along the heads and
+/// shifted by one each layer; `attnviz heads` names each. `--figure` draws the summary on
+/// both backends, the same pixels (±1 per channel) and size, and as SVG.
+#[test]
+fn synth_kinds_named_by_heads_and_summary_figures() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
+    let input = p("kinds.npy");
+    ok(&attnviz(&[
+        "synth",
+        "-o",
+        &input,
+        "--seq",
+        "1024",
+        "--layers",
+        "2",
+        "--heads",
+        "5",
+        "--pattern",
+        "kinds",
+        "--quiet",
+    ]));
+    let kinds = ["sink", "local", "vertical-slash", "block-sparse", "mixed"];
+    let (json_path, gpu_png, cpu_png, svg) = (p("k.json"), p("g.png"), p("c.png"), p("s.svg"));
+    ok(&attnviz(&[
+        "heads",
+        &input,
+        "--json",
+        &json_path,
+        "--figure",
+        &gpu_png,
+        "--backend",
+        "gpu",
+    ]));
+    let doc = json(Path::new(&json_path));
+    for h in doc["heads"].as_array().unwrap() {
+        let (l, hd) = (h["layer"].as_u64().unwrap(), h["head"].as_u64().unwrap());
+        let want = kinds[(l - 1 + hd - 1) as usize % 5];
+        assert_eq!(h["pattern"], want, "l{l} h{hd}: {h}");
+    }
+    let o = attnviz(&["heads", &input, "--figure", &cpu_png, "--backend", "cpu"]);
+    ok(&o);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("6 statistics of 10 heads"));
+    let (g, c) = (
+        image::open(&gpu_png).unwrap().to_rgba8(),
+        image::open(&cpu_png).unwrap().to_rgba8(),
+    );
+    assert_eq!(g.dimensions(), c.dimensions());
+    // Each backend computes its own statistics (f32 sums against f64): equal within 1e-6
+    // relative, which moves no colour except in the last panel, row_sum_mean, whose spread
+    // over these f16 softmax rows (1e-5) is itself at that precision. The figures drawn from
+    // the same statistics are compared pixel for pixel in tests/summary.rs.
+    let width = g.width();
+    for (x, y, p) in g.enumerate_pixels() {
+        let q = c.get_pixel(x, y);
+        let worst =
+            p.0.iter()
+                .zip(q.0)
+                .map(|(a, b)| a.abs_diff(b))
+                .max()
+                .unwrap();
+        assert!(
+            worst <= 1 || x > width * 4 / 5,
+            "GPU and CPU summaries differ by {worst} at ({x}, {y})"
+        );
+    }
+    ok(&attnviz(&[
+        "heads",
+        &input,
+        "--layers",
+        "2",
+        "--figure",
+        &svg,
+        "--title",
+        "kinds",
+        "--backend",
+        "cpu",
+    ]));
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert!(text.contains("<title>sink_mass</title>") && text.contains(">kinds<"));
+}

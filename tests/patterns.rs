@@ -222,6 +222,85 @@ fn synth_columns_and_sinks_are_found() {
     }
 }
 
+/// `attnviz synth --pattern kinds` knows what it planted in each head, and both sides find it:
+/// `pattern` names the kind, `top_keys` holds the sinks and the planted columns, `top_offsets`
+/// the planted slash diagonals or the local band, the planted blocks are what the block-sparse
+/// mask recalls. Causal and not, 1024 tokens (the A-shape's band, 64, holds the widest window).
+#[test]
+fn synth_kinds_are_named_as_planted() {
+    use attnviz::cpu::pattern::head_patterns_cpu;
+    use attnviz::source::{Pattern, Planted, Synth, SynthSpec};
+    use attnviz::RenderOptions;
+    let Some(e) = engine() else { return };
+    for causal in [false, true] {
+        let spec = SynthSpec {
+            seq: 1024,
+            layers: 2,
+            heads: 5,
+            dtype: DType::F32,
+            seed: 11,
+            causal,
+            pattern: Pattern::Kinds,
+        };
+        let src = Synth::new(spec).unwrap();
+        let options = RenderOptions {
+            causal: if causal { Causal::On } else { Causal::Off },
+            ..Default::default()
+        };
+        let o = PatternOptions::default();
+        let (cells, gpu) = e.head_patterns(&src, &options, o).unwrap();
+        let (_, cpu) = head_patterns_cpu(&src, &options, o).unwrap();
+        let mut kinds = Vec::new();
+        for ((&(l, h), g), c) in cells.iter().zip(&gpu).zip(&cpu) {
+            let planted = src.planted(l, h);
+            kinds.push(planted);
+            let name = format!("causal {causal}, l{l} h{h}, {planted:?}");
+            assert_eq!(g.pattern, planted.label(), "{name}: {g:?}");
+            assert_eq!(c.pattern, planted.label(), "{name}: cpu");
+            let keys: Vec<usize> = g.top_keys.iter().map(|t| t.0).collect();
+            let offsets: Vec<i64> = g.top_offsets.iter().map(|t| t.0).collect();
+            match planted {
+                Planted::Sink => {
+                    assert_eq!(keys[0], 0, "{name}: {keys:?}");
+                    assert!(g.sink_mass > 0.5, "{name}: {g:?}");
+                }
+                Planted::Local => {
+                    assert!(offsets.contains(&0), "{name}: {offsets:?}");
+                    assert!(g.local_mass > 0.5, "{name}: {g:?}");
+                }
+                Planted::VerticalSlash => {
+                    for &k in src.planted_columns(l, h) {
+                        assert!(
+                            keys.contains(&(k as usize)),
+                            "{name}: column {k} in {keys:?}"
+                        );
+                    }
+                    for d in src.planted_offsets() {
+                        assert!(
+                            offsets.contains(&(d as i64)),
+                            "{name}: offset {d} in {offsets:?}"
+                        );
+                    }
+                }
+                Planted::BlockSparse => {
+                    assert!(g.recalls.block_sparse > 0.9, "{name}: {:?}", g.recalls)
+                }
+                Planted::Diffuse => {}
+            }
+        }
+        // every kind is in the grid
+        for k in [
+            Planted::Sink,
+            Planted::Local,
+            Planted::VerticalSlash,
+            Planted::BlockSparse,
+            Planted::Diffuse,
+        ] {
+            assert!(kinds.contains(&k), "{k:?}");
+        }
+    }
+}
+
 /// The definitions on a head whose answers are known by hand (CPU twin, no GPU): uniform rows
 /// of a causal 4 × 6 head (row q sees keys 0..=q + 2).
 #[test]

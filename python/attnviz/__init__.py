@@ -372,6 +372,7 @@ def heads(
     sliding_window=None,
     softcap=None,
     backend="auto",
+    figure=None,
 ):
     """Which heads matter: every selected head's pattern statistics, as ``attnviz heads --json``
     computes them in one pass over the input, returned as a list of dicts (layer and head
@@ -386,10 +387,14 @@ def heads(
         attention is recomputed, never stored.
     sink_keys: ``sink_mass`` counts the first N keys. window: ``local_mass`` counts keys with
         ``|a − k| < window``. The other options are :func:`render`'s and :func:`render_qk`'s.
+    figure: also write the summary figure ``attnviz heads --figure`` draws to this file (PNG,
+        or SVG when it ends in ``.svg``): one layer × head heatmap per statistic (sink_mass,
+        local_mass, entropy, mean_distance, max, row_sum_mean), each with its colorbar.
     """
     _headless()
     options = _options(dict(layers=layers, heads=heads, causal=causal, sink_keys=sink_keys,
                             window=window, backend=backend))
+    figure = _path(figure)
     if isinstance(attn, Capture) or k is not None:
         qk = _qk_options(dict(queries=queries, softmax_scale=softmax_scale,
                               sliding_window=sliding_window, softcap=softcap, values="probs"))
@@ -400,10 +405,10 @@ def heads(
         qa, q_bf16 = _to_numpy(q, "q")
         ka, k_bf16 = _to_numpy(k, "k")
         doc, warning = _attnviz._heads_qk(_contiguous(qa), _contiguous(ka), (q_bf16, k_bf16),
-                                          options, qk)
+                                          options, qk, figure)
     else:
         arrays, stacked, bf16 = _prepare(attn, batch)
-        doc, warning = _attnviz._heads(arrays, stacked, bf16, options)
+        doc, warning = _attnviz._heads(arrays, stacked, bf16, options, figure)
     _warn_cpu(warning)
     return json.loads(doc)["heads"]
 

@@ -309,13 +309,22 @@ fn _heads(
     stacked: bool,
     bf16: bool,
     options: PyOptions,
+    figure: Option<PathBuf>,
 ) -> PyResult<(String, Option<String>)> {
     let render = options.render_options()?;
     let patterns = options.patterns()?;
     let input = Input::new("attn", &arrays, stacked, bf16)?;
     let source = input.source()?;
-    py.detach(|| head_stats(&source, &render, patterns, &options.backend))
-        .map_err(py_err)
+    py.detach(|| {
+        head_stats(
+            &source,
+            &render,
+            patterns,
+            &options.backend,
+            figure.as_deref(),
+        )
+    })
+    .map_err(py_err)
 }
 
 /// `attnviz.heads` on Q and K (or a capture).
@@ -327,12 +336,21 @@ fn _heads_qk(
     bf16: (bool, bool),
     options: PyOptions,
     qk: PyQkOptions,
+    figure: Option<PathBuf>,
 ) -> PyResult<(String, Option<String>)> {
     let render = options.render_options()?;
     let patterns = options.patterns()?;
     let source = qk_source(&q, &k, bf16, &render, qk)?;
-    py.detach(|| head_stats(&source, &render, patterns, &options.backend))
-        .map_err(py_err)
+    py.detach(|| {
+        head_stats(
+            &source,
+            &render,
+            patterns,
+            &options.backend,
+            figure.as_deref(),
+        )
+    })
+    .map_err(py_err)
 }
 
 /// The figure's pixels as an (H, W, 4) uint8 array, handed to numpy without a copy.

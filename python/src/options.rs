@@ -201,6 +201,7 @@ impl PyOptions {
                 .top
                 .map(|n| usize::try_from(n).map_err(|_| bad("top", format!("{n} is negative"))))
                 .transpose()?,
+            summary: None,
         })
     }
 }

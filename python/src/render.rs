@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use attnviz::figure::layout_json::layout_json;
+use attnviz::figure::summary::{summary_input, summary_options};
 use attnviz::files::{check_writable, write_png};
 use attnviz::pool::pattern::PatternOptions;
 use attnviz::{AttentionSource, Engine, Error, Figure, Gpu, RenderOptions, Tile};
@@ -99,18 +100,61 @@ fn draw(
 }
 
 /// `attnviz.heads`: every selected head's pattern statistics, as the JSON document `attnviz
-/// heads --json` writes, with the CPU fallback's warning if there was one.
+/// heads --json` writes, with the CPU fallback's warning if there was one; with `figure`, also
+/// the summary figure `attnviz heads --figure` draws (PNG, or SVG by extension), by the same
+/// backend.
 pub fn head_stats(
     source: &dyn AttentionSource,
     options: &RenderOptions,
     patterns: PatternOptions,
     backend: &str,
+    figure: Option<&Path>,
 ) -> Result<(String, Option<String>), Error> {
-    let ((cells, stats), _, warning) = on_backend(
+    if let Some(path) = figure {
+        check_writable(path)?;
+    }
+    let summary = |cells: &[(usize, usize)], stats: &[_]| {
+        let svg =
+            figure.is_some_and(|p| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("svg")));
+        let (input, summary) = summary_input(cells, stats)?;
+        let options = RenderOptions {
+            cell_colors: svg,
+            ..summary_options(summary)
+        };
+        Ok::<_, Error>((input, options))
+    };
+    let ((cells, stats, drawn), _, warning) = on_backend(
         backend,
-        |engine| engine.head_patterns(source, options, patterns),
-        || attnviz::cpu::pattern::head_patterns_cpu(source, options, patterns),
+        |engine| {
+            let (cells, stats) = engine.head_patterns(source, options, patterns)?;
+            let drawn = match figure {
+                Some(_) => {
+                    let (input, o) = summary(&cells, &stats)?;
+                    Some((engine.render(&input, &o)?, o))
+                }
+                None => None,
+            };
+            Ok((cells, stats, drawn))
+        },
+        || {
+            let (cells, stats) =
+                attnviz::cpu::pattern::head_patterns_cpu(source, options, patterns)?;
+            let drawn = match figure {
+                Some(_) => {
+                    let (input, o) = summary(&cells, &stats)?;
+                    Some((attnviz::render_cpu(&input, &o)?, o))
+                }
+                None => None,
+            };
+            Ok((cells, stats, drawn))
+        },
     )?;
+    if let (Some(path), Some((fig, o))) = (figure, drawn) {
+        match o.cell_colors {
+            true => attnviz::figure::svg::write_svg(path, &fig, o.colormap)?,
+            false => write_png(path, fig.width, fig.height, &fig.rgba)?,
+        }
+    }
     let doc = attnviz::figure::stats_json::stats_doc(&cells, &stats, patterns, options.causal);
     Ok((doc.to_string(), warning))
 }

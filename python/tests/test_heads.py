@@ -53,3 +53,15 @@ def test_heads_errors_name_keywords():
         attnviz.heads(attn, layers="9")
     with pytest.raises(ValueError, match="window"):
         attnviz.heads(attn, window=0)
+
+
+def test_heads_figure_equals_the_cli(cli, tmp_path):
+    """``figure=`` writes the summary ``attnviz heads --figure`` draws, byte for byte."""
+    path = DATA / "minilm_attn_128.npy"
+    records = attnviz.heads(np.load(path), heads="1-6", figure=tmp_path / "py.png")
+    assert len(records) == 36
+    code, err = run_cli(cli, "heads", path, "--heads", "1-6", "--figure", tmp_path / "cli.png")
+    assert code == 0, err
+    assert (tmp_path / "py.png").read_bytes() == (tmp_path / "cli.png").read_bytes()
+    attnviz.heads(np.load(path), layers=1, figure=tmp_path / "s.svg")
+    assert "<title>entropy (nats)</title>" in (tmp_path / "s.svg").read_text()

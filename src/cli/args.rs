@@ -149,6 +149,13 @@ pub struct HeadsArgs {
     /// Write the statistics as CSV, one row per head.
     #[arg(long, value_name = "FILE")]
     pub csv: Option<PathBuf>,
+    /// Draw a summary figure (.png, or .svg): one layer × head heatmap per statistic
+    /// (sink_mass, local_mass, entropy, mean_distance, max, row_sum_mean), each with its colorbar.
+    #[arg(long, value_name = "FILE")]
+    pub figure: Option<PathBuf>,
+    /// A line above the summary figure.
+    #[arg(long, requires = "figure")]
+    pub title: Option<String>,
     #[arg(long, value_enum, default_value_t = Backend::Auto)]
     pub backend: Backend,
     #[command(flatten)]
@@ -240,8 +247,10 @@ pub struct SynthArgs {
     /// Zero above the diagonal (decoder attention).
     #[arg(long)]
     pub causal: bool,
-    /// attention: sinks, columns, local window, block-sparse blocks; hot: one 1.0 entry in 1e-6 noise.
-    #[arg(long, default_value = "attention", value_parser = ["attention", "hot"])]
+    /// attention: sinks, columns, local window, block-sparse blocks in every head; kinds: one
+    /// of them per head (sink, local, vertical-slash, block-sparse, diffuse, in turn along the
+    /// heads, shifted by one each layer); hot: one 1.0 entry in 1e-6 noise.
+    #[arg(long, default_value = "attention", value_parser = ["attention", "kinds", "hot"])]
     pub pattern: String,
     #[arg(long)]
     pub quiet: bool,

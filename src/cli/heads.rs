@@ -1,15 +1,17 @@
 //! `attnviz heads`: which heads matter. Per-head pattern statistics from one pass over the
 //! input, printed as a table and written as JSON or CSV; `render --stats-json` writes the same
-//! JSON from the pass that draws the figure.
+//! JSON from the pass that draws the figure; `--figure` draws them as a summary figure.
 
 use std::io::Write;
 use std::path::Path;
 
 use attnviz::figure::stats_json::write_stats_json;
-use attnviz::files::{check_writable, write_atomic};
+use attnviz::figure::summary::{summary_input, summary_options};
+use attnviz::figure::svg::write_svg;
+use attnviz::files::{check_writable, write_atomic, write_png};
 use attnviz::pool::pattern::HeadPattern;
 use attnviz::pool::Causal;
-use attnviz::Error;
+use attnviz::{Engine, Error, RenderOptions};
 
 use super::args::HeadsArgs;
 use super::options::attention_source;
@@ -17,7 +19,7 @@ use super::render::open_tensor;
 
 /// `attnviz heads`: the table on stdout, then the JSON and CSV files asked for.
 pub fn heads(args: &HeadsArgs) -> anyhow::Result<()> {
-    for path in [&args.json, &args.csv].into_iter().flatten() {
+    for path in [&args.json, &args.csv, &args.figure].into_iter().flatten() {
         check_writable(path)?;
     }
     let options = args.selection.options();
@@ -38,6 +40,47 @@ pub fn heads(args: &HeadsArgs) -> anyhow::Result<()> {
     if let Some(path) = &args.csv {
         write_csv(path, &cells, &stats)?;
     }
+    if let Some(path) = &args.figure {
+        write_summary(path, &cells, &stats, args.title.as_deref(), engine.as_ref())?;
+    }
+    Ok(())
+}
+
+/// `--figure`: the summary, one layer × head heatmap per statistic, drawn by the same backend
+/// (PNG, or SVG by extension).
+fn write_summary(
+    path: &Path,
+    cells: &[(usize, usize)],
+    stats: &[HeadPattern],
+    title: Option<&str>,
+    engine: Option<&Engine>,
+) -> anyhow::Result<()> {
+    let svg = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("svg"));
+    let (src, summary) = summary_input(cells, stats)?;
+    let options = RenderOptions {
+        title: title.map(str::to_string),
+        cell_colors: svg,
+        ..summary_options(summary)
+    };
+    let figure = match engine {
+        Some(e) => e.render(&src, &options)?,
+        None => attnviz::render_cpu(&src, &options)?,
+    };
+    if svg {
+        write_svg(path, &figure, options.colormap)?;
+    } else {
+        write_png(path, figure.width, figure.height, &figure.rgba)?;
+    }
+    eprintln!(
+        "wrote {} ({}x{}, {} statistics of {} heads)",
+        path.display(),
+        figure.width,
+        figure.height,
+        figure.plan.cells.len(),
+        cells.len()
+    );
     Ok(())
 }
 

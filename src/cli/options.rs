@@ -47,6 +47,7 @@ impl Style {
             transparent: self.transparent,
             cell_colors: false,
             patterns: None,
+            summary: None,
         }
     }
 }

@@ -21,10 +21,10 @@ pub fn synth(args: &SynthArgs) -> anyhow::Result<()> {
         dtype: DType::from_name(&args.dtype).expect("clap checked the name"),
         seed: args.seed,
         causal: args.causal,
-        pattern: if args.pattern == "hot" {
-            Pattern::Hot
-        } else {
-            Pattern::Attention
+        pattern: match args.pattern.as_str() {
+            "hot" => Pattern::Hot,
+            "kinds" => Pattern::Kinds,
+            _ => Pattern::Attention,
         },
     };
     let synth = Synth::new(spec)?;

@@ -260,20 +260,38 @@ pub fn ticks(lo: f64, hi: f64) -> Vec<f64> {
     vec![lo, hi]
 }
 
-/// A compact label for a tick value: up to 4 significant digits, scientific when tiny or huge.
+/// A compact label for a tick value: up to 4 decimals, scientific when tiny or huge.
 pub fn short(v: f64) -> String {
+    short_with(v, 4)
+}
+
+/// Labels for `ticks` as [`short`] writes them, with more decimals when that leaves two alike
+/// (a bar over a range narrower than its labels' precision, such as row sums of 1 ± 1e-5).
+pub fn tick_labels(ticks: &[f64]) -> Vec<String> {
+    let mut labels = Vec::new();
+    for decimals in 4..=12 {
+        labels = ticks.iter().map(|&t| short_with(t, decimals)).collect();
+        if labels.windows(2).all(|w| w[0] != w[1]) {
+            break;
+        }
+    }
+    labels
+}
+
+/// [`short`] with `decimals` decimals (`decimals − 2` in the mantissa when scientific).
+fn short_with(v: f64, decimals: usize) -> String {
     if v == 0.0 {
         return "0".into();
     }
     let a = v.abs();
     if !(1e-3..1e5).contains(&a) {
-        let s = format!("{v:.2e}");
+        let s = format!("{v:.*e}", decimals - 2);
         // 1.50e-4 -> 1.5e-4
         let (m, e) = s.split_once('e').unwrap_or((&s, "0"));
         let m = m.trim_end_matches('0').trim_end_matches('.');
         return format!("{m}e{e}");
     }
-    let s = format!("{v:.4}");
+    let s = format!("{v:.decimals$}");
     let s = s.trim_end_matches('0').trim_end_matches('.');
     s.to_string()
 }
@@ -291,15 +309,32 @@ impl Layout {
             return;
         };
         let grid_right = drawn().map(|c| c.x + c.width).max().unwrap_or(0);
-        let bar_w = (metrics.font_px * 0.9).round().max(10.0) as u32;
         let x = grid_right + metrics.gutter * 2;
-        let h = bottom - top;
-        self.colorbar = Some([x, top, bar_w, h]);
+        let (rect, right) = self.place_colorbar(spec, metrics, x, top, bottom - top, true);
+        self.colorbar = Some(rect);
+        self.width = self.width.max(right + metrics.margin);
+    }
+
+    /// A bar at `x`, from `top` down `h` pixels, with its ticks (and its caption, when
+    /// `caption`) as labels and fills: the bar's rectangle and the right edge of what was
+    /// placed. The rectangle is the caller's to record (`colorbar` or `cell_colorbars`).
+    pub(crate) fn place_colorbar(
+        &mut self,
+        spec: &ColorbarSpec,
+        metrics: &Metrics,
+        x: u32,
+        top: u32,
+        h: u32,
+        caption: bool,
+    ) -> ([u32; 4], u32) {
+        let bottom = top + h;
+        let bar_w = (metrics.font_px * 0.9).round().max(10.0) as u32;
         let small = (metrics.font_px * 0.8).round().max(10.0);
         let tick_len = (small / 3.0).round().max(3.0) as u32;
         let mut right = x + bar_w;
         let mut last_y: Option<i64> = None;
-        for t in spec.ticks() {
+        let ticks = spec.ticks();
+        for (t, text) in ticks.iter().copied().zip(tick_labels(&ticks)) {
             let frac = spec.position(t);
             if !(-1e-9..=1.0 + 1e-9).contains(&frac) {
                 continue;
@@ -311,7 +346,7 @@ impl Layout {
             }
             last_y = Some(y as i64);
             self.fills.push([x + bar_w, y, tick_len, 1]);
-            let text = Text::plain(&short(t), small);
+            let text = Text::plain(&text, small);
             let label = text.rasterize();
             let ly = (y as i64 - label.baseline as i64 + (small * 0.35) as i64)
                 .clamp(0, (self.height.max(bottom) - label.height) as i64)
@@ -324,6 +359,9 @@ impl Layout {
                 y: ly,
                 text,
             });
+        }
+        if !caption {
+            return ([x, top, bar_w, h], right);
         }
         let mut cx = right + metrics.gutter / 2;
         for line in wrap(&spec.caption, small, h) {
@@ -341,7 +379,7 @@ impl Layout {
             });
             cx = right;
         }
-        self.width = self.width.max(right + metrics.margin);
+        ([x, top, bar_w, h], right)
     }
 }
 
@@ -500,5 +538,10 @@ mod tests {
         assert_eq!(short(1.0), "1");
         assert_eq!(short(0.00015), "1.5e-4");
         assert_eq!(short(250000.0), "2.5e5");
+        assert_eq!(
+            tick_labels(&[0.999996, 0.999998, 1.0, 1.000002]),
+            ["0.999996", "0.999998", "1", "1.000002"]
+        );
+        assert_eq!(tick_labels(&[0.0, 0.25, 0.5]), ["0", "0.25", "0.5"]);
     }
 }

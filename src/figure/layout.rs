@@ -119,6 +119,9 @@ pub struct Layout {
     pub labels: Vec<PlacedLabel>,
     /// The colorbar's rectangle (x, y, w, h), when there is one.
     pub colorbar: Option<[u32; 4]>,
+    /// Bars of their own beside single cells (the `attnviz heads --figure` summary, where
+    /// every cell is a different statistic in its own units); drawn like `colorbar`.
+    pub cell_colorbars: Vec<[u32; 4]>,
     /// Solid rectangles in the foreground colour (tick marks).
     pub fills: Vec<[u32; 4]>,
     /// Where each position tick of the cell axes meets its cell (for the layout JSON).
@@ -180,7 +183,7 @@ impl Metrics {
     }
 }
 
-fn math_label(var: &str, n: usize, px: f32) -> Text {
+pub(crate) fn math_label(var: &str, n: usize, px: f32) -> Text {
     Text::new(
         &[(var, Face::Math), (&format!(" = {n}"), Face::Regular)],
         px,
@@ -294,6 +297,7 @@ impl Layout {
             columns: heads.len(),
             labels,
             colorbar: None,
+            cell_colorbars: Vec::new(),
             fills: Vec::new(),
             axis_ticks: Vec::new(),
             theme,
@@ -385,6 +389,7 @@ impl Layout {
             columns,
             labels,
             colorbar: None,
+            cell_colorbars: Vec::new(),
             fills: Vec::new(),
             axis_ticks: Vec::new(),
             theme,
@@ -428,7 +433,7 @@ impl GridFrame {
     }
 }
 
-fn with_raster(text: Text) -> (Text, Label) {
+pub(crate) fn with_raster(text: Text) -> (Text, Label) {
     let label = text.rasterize();
     (text, label)
 }

@@ -11,5 +11,6 @@ pub mod quads;
 pub mod rank;
 pub mod select;
 pub mod stats_json;
+pub mod summary;
 pub mod svg;
 pub mod text;

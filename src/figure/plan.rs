@@ -11,6 +11,7 @@ use crate::figure::colorbar::ColorbarSpec;
 use crate::figure::layout::{CellPad, Layout, Metrics, Theme};
 use crate::figure::rank::SortKey;
 use crate::figure::select::parse_selection;
+use crate::figure::summary::Summary;
 use crate::pool::accum::{HeadStats, Reduce};
 use crate::pool::geometry::CellGeometry;
 use crate::pool::pattern::{HeadPattern, PatternOptions};
@@ -58,6 +59,9 @@ pub struct RenderOptions {
     pub sort_by: Option<SortKey>,
     /// With `sort_by`: only the first N heads.
     pub top: Option<usize>,
+    /// Lay the cells out as `attnviz heads --figure`'s summary (one statistic per cell, each
+    /// with its own colorbar): see [`crate::figure::summary`].
+    pub summary: Option<Summary>,
 }
 
 impl Default for RenderOptions {
@@ -82,6 +86,7 @@ impl Default for RenderOptions {
             sort_by: None,
             top: None,
             axes: None,
+            summary: None,
         }
     }
 }
@@ -105,6 +110,8 @@ pub struct Plan {
     pub title: Option<String>,
     /// The colorbar drawn, once the ranges are known.
     pub colorbar: Option<ColorbarSpec>,
+    /// The summary figure's cells ([`RenderOptions::summary`]).
+    pub summary: Option<Summary>,
 }
 
 impl Plan {
@@ -128,6 +135,20 @@ impl Plan {
 
     /// Adds the colorbar for `norm` once the ranges are known (they come from the data).
     pub fn add_colorbar(&mut self, norm: Norm, ranges: &[[f32; 2]], scale: &ColorScale) {
+        if let Some(summary) = &self.summary {
+            // a bar per cell, each in its statistic's units: the cells move apart to fit them
+            let bars = crate::figure::summary::cell_bars(ranges, scale);
+            let theme = self.layout.theme;
+            self.layout = Layout::summary(
+                summary,
+                &self.geometry,
+                theme,
+                &self.metrics,
+                self.title.as_deref(),
+                Some(&bars),
+            );
+            return;
+        }
         let spec = ColorbarSpec::new(norm, ranges, scale);
         self.layout.add_colorbar(&spec, &self.metrics);
         self.colorbar = Some(spec);
@@ -231,6 +252,9 @@ impl Plan {
         if let Some(a) = &axes {
             layout.add_cell_axes(a);
         }
+        if let Some(summary) = &options.summary {
+            layout = Layout::summary(summary, &geometry, theme, &metrics, title.as_deref(), None);
+        }
         Ok(Plan {
             layers,
             heads,
@@ -251,6 +275,7 @@ impl Plan {
             first_column,
             title,
             colorbar: None,
+            summary: options.summary.clone(),
         })
     }
 }

@@ -65,7 +65,7 @@ impl FigureQuads {
                 });
             }
             if gi == 0 {
-                if let Some([x, y, w, h]) = layout.colorbar {
+                for &[x, y, w, h] in layout.colorbar.iter().chain(&layout.cell_colorbars) {
                     quads.push(Quad {
                         rect: [x as i32, y as i32, w as i32, h as i32],
                         kind: KIND_COLORBAR,

@@ -59,20 +59,30 @@ pub fn svg_string(figure: &Figure, colormap: Colormap) -> Result<String> {
     // (cells ranked out by --top have no rectangle)
     for (cell, colors) in layout.cells.iter().zip(cells).filter(|(c, _)| c.width > 0) {
         let png = cell_png(colors, (g.pooled_w, g.pooled_h), (cell.width, cell.height))?;
+        // the summary's cells are statistics, not heads
+        let name = match &figure.plan.summary {
+            Some(summary) => summary.titles[cell.head].clone(),
+            None => format!("l = {}, h = {}", cell.layer + 1, cell.head + 1),
+        };
         let _ = writeln!(
             s,
-            r#"<image x="{}" y="{}" width="{}" height="{}" preserveAspectRatio="none" style="image-rendering:pixelated;image-rendering:crisp-edges" xlink:href="data:image/png;base64,{}"><title>l = {}, h = {}</title></image>"#,
+            r#"<image x="{}" y="{}" width="{}" height="{}" preserveAspectRatio="none" style="image-rendering:pixelated;image-rendering:crisp-edges" xlink:href="data:image/png;base64,{}"><title>{}</title></image>"#,
             cell.x,
             cell.y,
             cell.width,
             cell.height,
             base64::engine::general_purpose::STANDARD.encode(png),
-            cell.layer + 1,
-            cell.head + 1
+            escape(&name)
         );
     }
     let _ = writeln!(s, "</g>");
-    if let Some([x, y, bw, bh]) = layout.colorbar {
+    let bars: Vec<[u32; 4]> = layout
+        .colorbar
+        .iter()
+        .chain(&layout.cell_colorbars)
+        .copied()
+        .collect();
+    if !bars.is_empty() {
         // stops at the centre of each LUT entry, top = high end
         let lut = colormap.packed();
         let _ = writeln!(
@@ -88,9 +98,16 @@ pub fn svg_string(figure: &Figure, colormap: Colormap) -> Result<String> {
             );
         }
         let _ = writeln!(s, "</linearGradient></defs>");
+    }
+    for (i, [x, y, bw, bh]) in bars.into_iter().enumerate() {
+        // the one bar keeps its id; the summary's bars are numbered after it
+        let id = match i {
+            0 => "colorbar-bar".to_string(),
+            i => format!("colorbar-bar-{i}"),
+        };
         let _ = writeln!(
             s,
-            r#"<rect id="colorbar-bar" x="{x}" y="{y}" width="{bw}" height="{bh}" fill="url(#colorbar)"/>"#
+            r#"<rect id="{id}" x="{x}" y="{y}" width="{bw}" height="{bh}" fill="url(#colorbar)"/>"#
         );
     }
     let fg = hex(theme.foreground);

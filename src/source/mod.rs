@@ -21,7 +21,7 @@ pub use demo::DemoModel;
 pub use diff::{subtract, DiffSource};
 pub use file::FileTensor;
 pub(crate) use synth::unit;
-pub use synth::{encode, Pattern, Synth, SynthSpec};
+pub use synth::{encode, Pattern, Planted, Synth, SynthSpec};
 pub use write::write_tensor;
 
 use crate::error::{Error, Result};

@@ -1,6 +1,7 @@
 //! Synthetic long-context attention, generated row by row from a seed: attention sinks, vertical
-//! columns, a local window (slash diagonal), block-sparse blocks and optional causal masking; or a
-//! single hot entry in faint noise, the hardest case for downsampling. Any size, any row in any
+//! columns, a local window (slash diagonal), block-sparse blocks and optional causal masking,
+//! all in every head or one kind per head (`--pattern kinds`, [`Planted`]); or a single hot entry
+//! in faint noise, the hardest case for downsampling. Any size, any row in any
 //! order, in memory bounded by one row, so it feeds tests, benchmarks and `attnviz synth`.
 
 use super::{AttentionSource, DType, Shape};
@@ -13,7 +14,41 @@ pub enum Pattern {
     Attention,
     /// 1e-6-scale noise with one entry of exactly 1.0 at [`SynthSpec::hot_entry`].
     Hot,
+    /// Softmax attention where each head carries one planted kind ([`Synth::planted`]), as a
+    /// model's heads differ: what `attnviz heads` must tell apart.
+    Kinds,
 }
+
+/// The one pattern a [`Pattern::Kinds`] head carries, named as `attnviz heads` labels it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Planted {
+    /// Key 0 (and keys 1, 2 for some heads) hold most of every row.
+    Sink,
+    /// A band of keys around the query's own position.
+    Local,
+    /// The planted columns ([`Synth::planted_columns`]) and two slash diagonals.
+    VerticalSlash,
+    /// A few 64 × 64 blocks per block row ([`Synth::planted_blocks`]).
+    BlockSparse,
+    /// Nothing planted: noise only, no mask recalls most of it.
+    Diffuse,
+}
+
+impl Planted {
+    /// The `pattern` label `attnviz heads` must give the head.
+    pub fn label(self) -> &'static str {
+        match self {
+            Planted::Sink => "sink",
+            Planted::Local => "local",
+            Planted::VerticalSlash => "vertical-slash",
+            Planted::BlockSparse => "block-sparse",
+            Planted::Diffuse => "mixed",
+        }
+    }
+}
+
+/// Side of the blocks [`Pattern::Kinds`] plants: the statistics' block size.
+const KIND_BLOCK: usize = 64;
 
 /// Parameters of a synthetic tensor.
 #[derive(Clone, Debug)]
@@ -85,6 +120,42 @@ impl Synth {
         &self.columns[layer * self.spec.heads + head]
     }
 
+    /// What head (`layer`, `head`) carries under [`Pattern::Kinds`]: the kinds in turn along
+    /// the heads, shifted by one each layer, so every kind appears in every layer and column
+    /// of a large enough grid.
+    pub fn planted(&self, layer: usize, head: usize) -> Planted {
+        const KINDS: [Planted; 5] = [
+            Planted::Sink,
+            Planted::Local,
+            Planted::VerticalSlash,
+            Planted::BlockSparse,
+            Planted::Diffuse,
+        ];
+        KINDS[(layer + head) % KINDS.len()]
+    }
+
+    /// The slash diagonals a [`Planted::VerticalSlash`] head carries: offsets `a − k` (a
+    /// quarter and a half of the sequence, past the A-shape's band).
+    pub fn planted_offsets(&self) -> [usize; 2] {
+        [self.spec.seq / 4, self.spec.seq / 2]
+    }
+
+    /// The 64 × 64 blocks a [`Planted::BlockSparse`] head carries in block row `bq`: two key
+    /// blocks (one when both draws agree; causal heads choose at or left of the diagonal), so
+    /// they fit the block-sparse mask's budget of an eighth of the blocks from 1024 tokens on.
+    pub fn planted_blocks(&self, layer: usize, head: usize, bq: usize) -> Vec<usize> {
+        let id = (layer * self.spec.heads + head) as u64;
+        let blocks = self.spec.seq.div_ceil(KIND_BLOCK);
+        let choices = if self.spec.causal { bq + 1 } else { blocks };
+        let mut out: Vec<usize> = (0..2u64)
+            .map(|j| (unit(self.spec.seed, id, bq as u64, 16 + j) * choices as f32) as usize)
+            .map(|b| b.min(choices - 1))
+            .collect();
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
     /// One row of head (`layer`, `head`) as f32.
     pub fn row(&self, layer: usize, head: usize, q: usize, out: &mut [f32]) {
         let s = &self.spec;
@@ -146,6 +217,68 @@ impl Synth {
                     *o = 0.0;
                 }
             }
+            Pattern::Kinds => self.kind_row(layer, head, q, seed, out),
+        }
+    }
+
+    /// A [`Pattern::Kinds`] row: noise logits in [0, 1), the head's planted kind raised well
+    /// above them, softmax over the visible keys.
+    fn kind_row(&self, layer: usize, head: usize, q: usize, seed: u64, out: &mut [f32]) {
+        let s = &self.spec;
+        let n = s.seq;
+        let visible = if s.causal { q + 1 } else { n };
+        for (k, o) in out.iter_mut().enumerate().take(visible) {
+            *o = unit(seed, q as u64, k as u64, 5);
+        }
+        let id = layer * s.heads + head;
+        match self.planted(layer, head) {
+            Planted::Sink => {
+                let sinks = (1 + id % 3).min(visible);
+                for (k, o) in out[..sinks].iter_mut().enumerate() {
+                    *o += if k == 0 { 10.0 } else { 8.0 };
+                }
+            }
+            Planted::Local => {
+                let w = 8 + 8 * (id % 3);
+                let lo = q.saturating_sub(w - 1);
+                for o in &mut out[lo..visible.min(q + w)] {
+                    *o += 6.0;
+                }
+            }
+            Planted::VerticalSlash => {
+                for &c in self.planted_columns(layer, head) {
+                    if (c as usize) < visible {
+                        out[c as usize] += 8.0;
+                    }
+                }
+                for d in self.planted_offsets() {
+                    if let Some(k) = q.checked_sub(d) {
+                        out[k] += 8.0;
+                    }
+                }
+            }
+            Planted::BlockSparse => {
+                for b in self.planted_blocks(layer, head, q / KIND_BLOCK) {
+                    let keys = b * KIND_BLOCK..((b + 1) * KIND_BLOCK).min(visible);
+                    for o in &mut out[keys] {
+                        *o += 6.0;
+                    }
+                }
+            }
+            Planted::Diffuse => {}
+        }
+        let max = out[..visible].iter().copied().fold(f32::MIN, f32::max);
+        let mut sum = 0.0f64;
+        for o in out.iter_mut().take(visible) {
+            *o = (*o - max).exp();
+            sum += *o as f64;
+        }
+        let inv = (1.0 / sum) as f32;
+        for o in out.iter_mut().take(visible) {
+            *o *= inv;
+        }
+        for o in out.iter_mut().skip(visible) {
+            *o = 0.0;
         }
     }
 }

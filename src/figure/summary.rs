@@ -1,0 +1,362 @@
+//! `attnviz heads --figure`: the summary figure, one layer × head heatmap per scalar head
+//! statistic (the "which heads are streaming heads" picture of DuoAttention), drawn by the same
+//! engine as every figure. The statistics become a small in-memory source whose heads are the
+//! L × H matrices ([`summary_input`]); [`summary_options`] renders it as one row of cells, each
+//! normalized on its own (`--norm head`) and given its own colorbar in the statistic's units,
+//! titled with the statistic's name and ticked `l = …` down its rows and `h = …` along its
+//! columns (1-based, the heads' true numbers when a selection was given).
+
+use crate::color::norm::Norm;
+use crate::color::scale::ColorScale;
+use crate::error::{Error, Result};
+use crate::figure::colorbar::{short, ColorbarSpec};
+use crate::figure::layout::{math_label, with_raster, CellPlacement, Layout, Metrics, PlacedLabel};
+use crate::figure::layout::{Text, Theme};
+use crate::figure::plan::RenderOptions;
+use crate::figure::rank::SortKey;
+use crate::figure::text::Label;
+use crate::pool::geometry::CellGeometry;
+use crate::pool::pattern::HeadPattern;
+use crate::pool::Causal;
+use crate::source::ArraySource;
+use crate::source::{DType, Shape};
+
+/// The statistics drawn, left to right: every scalar one (those `--sort-by` knows).
+pub const STATISTICS: [SortKey; 6] = SortKey::ALL;
+
+/// What the summary's cells show: the selected layers (rows) and heads (columns), 0-based,
+/// and one title per cell.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Summary {
+    pub layers: Vec<usize>,
+    pub heads: Vec<usize>,
+    pub titles: Vec<String>,
+}
+
+/// A statistic's title: its key in `attnviz heads --json`, with its unit when it has one.
+pub fn title(key: SortKey) -> String {
+    match key {
+        SortKey::Entropy => "entropy (nats)".into(),
+        SortKey::MeanDistance => "mean_distance (tokens)".into(),
+        k => k.name().into(),
+    }
+}
+
+/// The statistics of `cells` (row-major (layer, head) pairs of a layers × heads selection, as
+/// `attnviz heads` reports them) as a source of one layer whose heads are the [`STATISTICS`],
+/// each a layers × heads matrix of f32 (`max` is NaN where a head had no finite entry).
+pub fn summary_input(
+    cells: &[(usize, usize)],
+    stats: &[HeadPattern],
+) -> Result<(ArraySource, Summary)> {
+    let mut layers: Vec<usize> = Vec::new();
+    for &(l, _) in cells {
+        if !layers.contains(&l) {
+            layers.push(l);
+        }
+    }
+    let heads: Vec<usize> = cells
+        .iter()
+        .filter(|c| Some(&c.0) == layers.first())
+        .map(|c| c.1)
+        .collect();
+    if cells.is_empty() || cells.len() != layers.len() * heads.len() || cells.len() != stats.len() {
+        return Err(Error::BadOption(format!(
+            "the summary figure needs a full layers × heads grid of statistics ({} cells, {} statistics)",
+            cells.len(),
+            stats.len()
+        )));
+    }
+    let bytes = STATISTICS
+        .iter()
+        .flat_map(|&key| stats.iter().map(move |p| key.value(p) as f32))
+        .flat_map(f32::to_le_bytes)
+        .collect();
+    let shape = Shape {
+        layers: 1,
+        heads: STATISTICS.len(),
+        queries: layers.len(),
+        keys: heads.len(),
+    };
+    let source = ArraySource::new("head statistics", shape, DType::F32, bytes)?;
+    let titles = STATISTICS.iter().map(|&k| title(k)).collect();
+    Ok((
+        source,
+        Summary {
+            layers,
+            heads,
+            titles,
+        },
+    ))
+}
+
+/// Render options that draw [`summary_input`]'s source as the summary: every cell its own
+/// min–max and colorbar, nothing masked.
+pub fn summary_options(summary: Summary) -> RenderOptions {
+    RenderOptions {
+        norm: Norm::Head,
+        causal: Causal::Off,
+        summary: Some(summary),
+        ..Default::default()
+    }
+}
+
+/// What stands right of a summary cell once its range is known.
+#[derive(Clone, Debug, PartialEq)]
+pub enum CellBar {
+    /// Its colorbar, in the statistic's units.
+    Bar(ColorbarSpec),
+    /// No bar: every head has this value (a bar over no range would say nothing), which the
+    /// cell's title states instead, e.g. `max = 1 in every head`.
+    Constant(f64),
+}
+
+/// The colorbar of each cell: its own range, in data units.
+pub fn cell_bars(ranges: &[[f32; 2]], scale: &ColorScale) -> Vec<CellBar> {
+    ranges
+        .iter()
+        .map(|r| match r {
+            [lo, hi] if lo == hi => CellBar::Constant(*lo as f64),
+            r => CellBar::Bar(ColorbarSpec::new(
+                Norm::Head,
+                std::slice::from_ref(r),
+                scale,
+            )),
+        })
+        .collect()
+}
+
+/// Of `n` rows (or columns) `pitch` pixels apart, the ones to label so that labels `need`
+/// pixels long stay apart: the first, then every `step`-th (1-based multiples of a round step).
+fn labelled(n: usize, pitch: f32, need: f32) -> Vec<usize> {
+    let step = [
+        1usize, 2, 4, 5, 8, 10, 16, 20, 25, 32, 50, 64, 100, 128, 250, 500, 1000,
+    ]
+    .into_iter()
+    .find(|&s| s as f32 * pitch >= need)
+    .unwrap_or(n.max(1));
+    let mut out = Vec::new();
+    let mut last: Option<f32> = None;
+    for i in (0..n).filter(|&i| i == 0 || (i + 1) % step == 0) {
+        let at = i as f32 * pitch;
+        if last.is_none_or(|l| at - l >= need) {
+            out.push(i);
+            last = Some(at);
+        }
+    }
+    out
+}
+
+impl Layout {
+    /// The summary: one cell per statistic in a row, each titled above, its rows ticked
+    /// `l = …` (left of the first cell, as shared axes) and its columns `h = …` (below every
+    /// cell, rotated), and, once the ranges are known, its own colorbar right of it (`bars`,
+    /// one per cell; without, the cells stand a gutter apart).
+    pub fn summary(
+        summary: &Summary,
+        cell: &CellGeometry,
+        theme: Theme,
+        m: &Metrics,
+        title: Option<&str>,
+        bars: Option<&[CellBar]>,
+    ) -> Layout {
+        let (cw, ch) = (cell.display_w, cell.display_h);
+        let small = (m.font_px * 0.7).round().max(8.0);
+        let tick = (small / 3.0).round().max(3.0) as u32;
+        let gap = (m.font_px * 0.25).round().max(2.0) as u32;
+        let (nl, nh) = (summary.layers.len().max(1), summary.heads.len().max(1));
+        let (row_pitch, col_pitch) = (ch as f32 / nl as f32, cw as f32 / nh as f32);
+        let label_h = with_raster(math_label("l", 1, small)).1.height as f32;
+        let rows: Vec<(u32, Text, Label)> = labelled(nl, row_pitch, label_h * 1.1)
+            .into_iter()
+            .map(|i| {
+                let (text, label) = with_raster(math_label("l", summary.layers[i] + 1, small));
+                (((i as f32 + 0.5) * row_pitch) as u32, text, label)
+            })
+            .collect();
+        let cols: Vec<(u32, Text, Label)> = labelled(nh, col_pitch, label_h * 1.1)
+            .into_iter()
+            .map(|i| {
+                let text = math_label("h", summary.heads[i] + 1, small).rotated();
+                let label = text.rasterize();
+                (((i as f32 + 0.5) * col_pitch) as u32, text, label)
+            })
+            .collect();
+        let titles: Vec<(Text, Label)> = summary
+            .titles
+            .iter()
+            .enumerate()
+            .map(|(i, t)| match bars.and_then(|b| b.get(i)) {
+                Some(CellBar::Constant(v)) => {
+                    let name = t.split(" (").next().unwrap_or(t);
+                    with_raster(Text::plain(
+                        &format!("{name} = {} in every head", short(*v)),
+                        m.font_px,
+                    ))
+                }
+                _ => with_raster(Text::plain(t, m.font_px)),
+            })
+            .collect();
+        let heading = title.map(|t| with_raster(Text::plain(t, (m.font_px * 1.2).round())));
+        let heading_h = heading.as_ref().map_or(0, |(_, l)| l.height + m.gutter);
+        let titles_h = titles.iter().map(|t| t.1.height).max().unwrap_or(0) + m.gutter / 2;
+        let left_w = rows.iter().map(|r| r.2.width).max().unwrap_or(0) + tick + gap;
+        let bottom_h = cols.iter().map(|c| c.2.height).max().unwrap_or(0) + tick + gap;
+        let y = m.margin + heading_h + titles_h;
+        let mut layout = Layout {
+            width: 0,
+            height: y + ch + bottom_h + m.margin,
+            cells: Vec::new(),
+            columns: titles.len(),
+            labels: Vec::new(),
+            colorbar: None,
+            cell_colorbars: Vec::new(),
+            fills: Vec::new(),
+            axis_ticks: Vec::new(),
+            theme,
+        };
+        // each panel (cell, its bar and ticks) starts right of the previous one's end, and
+        // far enough right that its title, centred over the cell, clears it too
+        let mut end = m.margin + left_w;
+        for (i, (text, label)) in titles.into_iter().enumerate() {
+            let space = if i == 0 { 0 } else { 3 * m.gutter };
+            let x = (end + space).max((end + m.gutter + label.width / 2).saturating_sub(cw / 2));
+            layout.cells.push(CellPlacement {
+                x,
+                y,
+                width: cw,
+                height: ch,
+                layer: 0,
+                head: i,
+            });
+            let mut right = x + cw;
+            let title_x = (x + cw / 2).saturating_sub(label.width / 2);
+            right = right.max(title_x + label.width);
+            layout.labels.push(PlacedLabel {
+                x: title_x,
+                y: y - titles_h,
+                label,
+                text,
+            });
+            if i == 0 {
+                for (at, text, label) in &rows {
+                    layout.fills.push([x - tick, y + at, tick, 1]);
+                    let ly = (y + at).saturating_sub(label.height / 2);
+                    layout.labels.push(PlacedLabel {
+                        x: x - tick - gap - label.width,
+                        y: ly,
+                        label: label.clone(),
+                        text: text.clone(),
+                    });
+                }
+            }
+            for (at, text, label) in &cols {
+                layout.fills.push([x + at, y + ch, 1, tick]);
+                layout.labels.push(PlacedLabel {
+                    x: (x + at).saturating_sub(label.width / 2),
+                    y: y + ch + tick + gap,
+                    label: label.clone(),
+                    text: text.clone(),
+                });
+            }
+            if let Some(CellBar::Bar(spec)) = bars.and_then(|b| b.get(i)) {
+                let (rect, bar_right) =
+                    layout.place_colorbar(spec, m, x + cw + m.gutter, y, ch, false);
+                layout.cell_colorbars.push(rect);
+                right = right.max(bar_right);
+            }
+            end = right;
+        }
+        layout.width = end + m.margin;
+        if let Some((text, label)) = heading {
+            layout.width = layout.width.max(label.width + 2 * m.margin);
+            layout.labels.push(PlacedLabel {
+                x: (layout.width / 2)
+                    .saturating_sub(label.width / 2)
+                    .max(m.margin),
+                y: m.margin,
+                label,
+                text,
+            });
+        }
+        layout
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_thin_out_to_round_steps() {
+        assert_eq!(labelled(6, 21.0, 18.0), vec![0, 1, 2, 3, 4, 5]);
+        assert_eq!(
+            labelled(32, 8.0, 18.0),
+            vec![0, 3, 7, 11, 15, 19, 23, 27, 31]
+        );
+        assert_eq!(labelled(1, 256.0, 18.0), vec![0]);
+    }
+
+    #[test]
+    fn a_panel_per_statistic_nothing_overlapping() {
+        let cells: Vec<(usize, usize)> = [0, 2, 5]
+            .iter()
+            .flat_map(|&l| (0..12).map(move |h| (l, h)))
+            .collect();
+        let stats: Vec<HeadPattern> = (0..cells.len())
+            .map(|i| HeadPattern {
+                sink_mass: i as f64 / 36.0,
+                ..Default::default()
+            })
+            .collect();
+        let (src, summary) = summary_input(&cells, &stats).unwrap();
+        assert_eq!(summary.layers, vec![0, 2, 5]);
+        assert_eq!(summary.heads.len(), 12);
+        let s = crate::source::AttentionSource::shape(&src);
+        assert_eq!((s.layers, s.heads, s.queries, s.keys), (1, 6, 3, 12));
+        let g = CellGeometry::new(3, 12, None).unwrap();
+        let m = Metrics::for_cell(&g);
+        let options = summary_options(summary.clone());
+        let bars = cell_bars(&[[0.0, 1.0]; 6], &options.scale);
+        let l = Layout::summary(&summary, &g, Theme::LIGHT, &m, None, Some(&bars));
+        assert_eq!((l.cells.len(), l.cell_colorbars.len()), (6, 6));
+        let mut ranges = [[0.0, 1.0]; 6];
+        ranges[4] = [1.0, 1.0];
+        let bars = cell_bars(&ranges, &options.scale);
+        let one = Layout::summary(&summary, &g, Theme::LIGHT, &m, None, Some(&bars));
+        assert_eq!(one.cell_colorbars.len(), 5);
+        assert!(one
+            .labels
+            .iter()
+            .any(|p| p.text.string() == "max = 1 in every head"));
+        let texts: Vec<String> = l.labels.iter().map(|p| p.text.string()).collect();
+        assert!(texts.contains(&"l = 6".to_string()), "{texts:?}");
+        assert!(texts.contains(&"h = 12".to_string()), "{texts:?}");
+        assert!(texts.contains(&"entropy (nats)".to_string()), "{texts:?}");
+        let mut rects: Vec<[u32; 4]> = l
+            .cells
+            .iter()
+            .map(|c| [c.x, c.y, c.width, c.height])
+            .collect();
+        rects.extend(&l.cell_colorbars);
+        rects.extend(
+            l.labels
+                .iter()
+                .map(|p| [p.x, p.y, p.label.width, p.label.height]),
+        );
+        for (i, a) in rects.iter().enumerate() {
+            assert!(
+                a[0] + a[2] <= l.width && a[1] + a[3] <= l.height,
+                "{a:?} outside"
+            );
+            for b in &rects[i + 1..] {
+                let apart = a[0] + a[2] <= b[0]
+                    || b[0] + b[2] <= a[0]
+                    || a[1] + a[3] <= b[1]
+                    || b[1] + b[3] <= a[1];
+                assert!(apart, "{a:?} overlaps {b:?}");
+            }
+        }
+        assert!(summary_input(&cells[1..], &stats[1..]).is_err());
+    }
+}
