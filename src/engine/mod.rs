@@ -86,7 +86,7 @@ impl Engine {
             qk: crate::pool::qk::QkPipelines::default(),
             colorize: ColorizePipeline::new(device),
             compose: draw::ComposePipelines::new(device),
-            limits: LimitsPipeline::new(device),
+            limits: LimitsPipeline::default(),
             tile_limit: 8192,
             chunk_bytes: crate::pool::CHUNK_TARGET,
             progress: None,
