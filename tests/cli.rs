@@ -411,6 +411,29 @@ fn bench_runs_only_the_chosen_scenarios() {
         .collect();
     assert_eq!(files, vec![std::ffi::OsString::from("bench.json")]);
 
+    // export-grid-cli: fresh `attnviz render` processes alternating with in-process renders,
+    // and the ratio of their medians under the table and in the JSON.
+    let o = attnviz(&[
+        "bench",
+        "--quick",
+        "--only",
+        "export-grid-cli",
+        "--data",
+        dir.path().to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let table = String::from_utf8_lossy(&o.stdout);
+    assert!(table.contains("| export-grid-cli | 0.06 GiB |"), "{table}");
+    assert!(
+        table.contains("export-grid-cli: a fresh `attnviz render` process"),
+        "{table}"
+    );
+    let body = std::fs::read_to_string(&json).unwrap();
+    assert!(body.contains(r#""export_grid_cli_ratio":"#), "{body}");
+    assert!(!body.contains(r#""export_grid_cli_ratio":null"#), "{body}");
+
     let o = attnviz(&["bench", "--only", "nonsense"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }

@@ -397,6 +397,17 @@ fn blocks_that_split_bins_resume_exactly() {
     check_pooling(&e, "chunked-f16", &src, Some(20), PoolOptions::default());
 }
 
+/// A chunk target below one row still takes a row per chunk (the binding allows it): rows
+/// longer than the target pool exactly, as they did when the target was larger.
+#[test]
+fn rows_longer_than_the_chunk_target_pool() {
+    let Some(mut e) = engine() else { return };
+    // 300 f32 keys: 1200-byte rows against a 256-byte target.
+    e.chunk_bytes = 256;
+    let src = ArraySource::from_f32("long-rows", &random(1, 2, 9, 300, 11));
+    check_pooling(&e, "long-rows", &src, Some(4), PoolOptions::default());
+}
+
 /// The composed figure equals the CPU drawing of the GPU's own colours within ±1 per channel,
 /// and the CPU renderer end to end within one LUT step on cells.
 #[test]

@@ -3,6 +3,8 @@
 //! pooled accumulators. The percentiles themselves are read off the counts by
 //! [`crate::color::scale::percentile_range`], shared with the CPU reference.
 
+use std::sync::OnceLock;
+
 use bytemuck::{Pod, Zeroable};
 
 use crate::color::scale::BINS;
@@ -59,26 +61,35 @@ fn key_float(k: u32) -> f32 {
     })
 }
 
+/// The limits pipelines, compiled on first use: only `--exclude-keys` and `--clip` run them,
+/// so a plain render never pays for their shader.
+#[derive(Default)]
 pub(crate) struct LimitsPipeline {
+    built: OnceLock<Compiled>,
+}
+
+struct Compiled {
     kernel: Kernel,
     range: wgpu::ComputePipeline,
     histogram: wgpu::ComputePipeline,
 }
 
 impl LimitsPipeline {
-    pub(crate) fn new(device: &wgpu::Device) -> Self {
-        use Binding::*;
-        let kernel = Kernel::compute(
-            device,
-            "attnviz.limits",
-            shaders::LIMITS,
-            &[Uniform, BufReadOnly, BufReadOnly, Buffer, Buffer],
-        );
-        LimitsPipeline {
-            range: kernel.pipeline(device, "cell_range"),
-            histogram: kernel.pipeline(device, "histogram"),
-            kernel,
-        }
+    fn get(&self, device: &wgpu::Device) -> &Compiled {
+        self.built.get_or_init(|| {
+            use Binding::*;
+            let kernel = Kernel::compute(
+                device,
+                "attnviz.limits",
+                shaders::LIMITS,
+                &[Uniform, BufReadOnly, BufReadOnly, Buffer, Buffer],
+            );
+            Compiled {
+                range: kernel.pipeline(device, "cell_range"),
+                histogram: kernel.pipeline(device, "histogram"),
+                kernel,
+            }
+        })
     }
 }
 
@@ -151,6 +162,7 @@ fn run(
 ) -> Result<Vec<u8>> {
     gpu.scoped("colour limits", || {
         let device = &gpu.device;
+        let pipe = pipe.get(device);
         let px = pooled.geometry.pooled_pixels() as u32;
         let buffers = JobBuffers::new(gpu, pooled.cells().max(1), &job);
         let (ranges_out, hist) = buffers.outputs(&job);

@@ -96,15 +96,16 @@ impl OffscreenTarget {
         (width, height): (u32, u32),
         (x, y): (u32, u32),
     ) -> Result<()> {
-        let bytes = gpu.map_read(&self.readback)?;
         let (tw, th) = self.size;
         let cw = (width - x).min(tw) as usize;
-        for row in 0..(height - y).min(th) as usize {
-            let src = row * self.padded as usize;
-            let dst = ((y as usize + row) * width as usize + x as usize) * 4;
-            out[dst..dst + cw * 4].copy_from_slice(&bytes[src..src + cw * 4]);
-        }
-        Ok(())
+        // Rows are copied out of the mapping into the figure: one copy, no tile-sized buffer.
+        gpu.map_read_with(&self.readback, self.readback.size(), |bytes| {
+            for row in 0..(height - y).min(th) as usize {
+                let src = row * self.padded as usize;
+                let dst = ((y as usize + row) * width as usize + x as usize) * 4;
+                out[dst..dst + cw * 4].copy_from_slice(&bytes[src..src + cw * 4]);
+            }
+        })
     }
 }
 

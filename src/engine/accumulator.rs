@@ -45,7 +45,7 @@ impl Engine {
                 dtype: DType::F32,
                 geometry,
                 options,
-                chunk_target: self.chunk_bytes,
+                chunk_target: self.chunk_bytes.min(crate::pool::UPLOAD_CHUNK_TARGET),
             },
         )?;
         Ok(HeadAccumulator {

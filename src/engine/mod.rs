@@ -86,7 +86,7 @@ impl Engine {
             qk: crate::pool::qk::QkPipelines::default(),
             colorize: ColorizePipeline::new(device),
             compose: draw::ComposePipelines::new(device),
-            limits: LimitsPipeline::new(device),
+            limits: LimitsPipeline::default(),
             tile_limit: 8192,
             chunk_bytes: crate::pool::CHUNK_TARGET,
             progress: None,
@@ -154,7 +154,15 @@ impl Engine {
                 let run = PoolRun { options, ..run };
                 pool_cells(&self.gpu, &self.pool_pipes, &rows, &run)
             }
-            (None, _) => pool_cells(&self.gpu, &self.pool_pipes, source, &run),
+            (None, _) => {
+                // Stored attention streams through host upload slots: capped so that a fresh
+                // process has little new memory to fault in (see UPLOAD_CHUNK_TARGET).
+                let run = PoolRun {
+                    chunk_bytes: run.chunk_bytes.min(crate::pool::UPLOAD_CHUNK_TARGET),
+                    ..run
+                };
+                pool_cells(&self.gpu, &self.pool_pipes, source, &run)
+            }
         }
     }
 

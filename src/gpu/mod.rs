@@ -200,18 +200,28 @@ impl Gpu {
 
     /// Maps a MAP_READ buffer whose writes have been submitted and copies it out.
     pub fn map_read(&self, buffer: &wgpu::Buffer) -> Result<Vec<u8>> {
-        let mut bytes = vec![0u8; buffer.size() as usize];
-        self.map_read_into(buffer, &mut bytes)?;
-        Ok(bytes)
+        self.map_read_with(buffer, buffer.size(), <[u8]>::to_vec)
     }
 
     /// Maps the first `dst.len()` bytes of `buffer` (MAP_READ, its copies submitted), copies
     /// them into `dst` and unmaps: a readback buffer reused from one read to the next.
     pub fn map_read_into(&self, buffer: &wgpu::Buffer, dst: &mut [u8]) -> Result<()> {
+        self.map_read_with(buffer, dst.len() as u64, |bytes| dst.copy_from_slice(bytes))
+    }
+
+    /// Maps the first `len` bytes of `buffer` (MAP_READ, its copies submitted), hands them to
+    /// `read` and unmaps: callers copy straight out of the mapping to where the bytes go, with
+    /// no intermediate buffer (a fresh one costs a process its page faults).
+    pub fn map_read_with<T>(
+        &self,
+        buffer: &wgpu::Buffer,
+        len: u64,
+        read: impl FnOnce(&[u8]) -> T,
+    ) -> Result<T> {
         let done: Arc<Mutex<Option<std::result::Result<(), wgpu::BufferAsyncError>>>> =
             Arc::default();
         let flag = done.clone();
-        let range = ..dst.len() as u64;
+        let range = ..len;
         buffer.map_async(wgpu::MapMode::Read, range, move |r| {
             *flag.lock().expect("map flag") = Some(r);
         });
@@ -221,13 +231,13 @@ impl Gpu {
             Some(Err(e)) => return Err(Error::Gpu(format!("mapping a readback buffer: {e}"))),
             None => return Err(Error::Gpu("readback buffer was never mapped".into())),
         }
-        dst.copy_from_slice(
+        let out = read(
             &buffer
                 .get_mapped_range(range)
                 .map_err(|e| Error::Gpu(format!("reading a mapped buffer: {e}")))?,
         );
         buffer.unmap();
-        Ok(())
+        Ok(out)
     }
 }
 

@@ -9,7 +9,7 @@ use crate::pool::ingest::{Ingest, IngestShape};
 use crate::pool::options::PoolOptions;
 use crate::pool::pipelines::PoolPipelines;
 use crate::pool::slots::{device_copy, slot_usage, Slot};
-use crate::pool::CHUNK_TARGET;
+use crate::pool::{CHUNK_TARGET, UPLOAD_CHUNK_TARGET};
 use crate::source::DType;
 
 /// Moves bytes from host memory into GPU-visible buffers through the same double-buffered
@@ -25,7 +25,7 @@ pub struct UploadBench {
 
 impl UploadBench {
     pub fn new(gpu: &Gpu) -> UploadBench {
-        let chunk = gpu.max_binding().min(CHUNK_TARGET) as usize / 4 * 4;
+        let chunk = gpu.max_binding().min(UPLOAD_CHUNK_TARGET) as usize / 4 * 4;
         UploadBench {
             chunk,
             slots: (0..2)

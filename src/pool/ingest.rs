@@ -119,8 +119,10 @@ impl Sizing {
         } = *shape;
         let row_bytes = keys * dtype.size();
         let max_binding = gpu.max_binding();
-        // The shader reads 16-byte words.
-        let chunk_cap = (max_binding.min(chunk_target).max(16) / 16 * 16) as usize;
+        // The shader reads 16-byte words. A chunk holds one row at least, whatever the target,
+        // as long as the binding allows.
+        let one_row = (row_bytes as u64).next_multiple_of(16);
+        let chunk_cap = (max_binding.min(chunk_target.max(one_row)).max(16) / 16 * 16) as usize;
         if row_bytes > chunk_cap {
             return Err(Error::BadOption(format!(
                 "one row of {keys} keys ({row_bytes} bytes) exceeds the GPU's {chunk_cap}-byte storage binding"

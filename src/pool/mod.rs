@@ -33,8 +33,18 @@ use crate::pool::pattern::PatternOptions;
 use crate::source::AttentionSource;
 
 /// Default upper bound on one upload chunk: large enough to amortize a submission, small enough
-/// that two of them stay cheap even on the smallest adapters.
+/// that two of them stay cheap even on the smallest adapters. The Q/K paths size their blocks
+/// and intermediates by it; stored attention read from the host is further capped by
+/// [`UPLOAD_CHUNK_TARGET`].
 pub const CHUNK_TARGET: u64 = 64 << 20;
+/// Upper bound on one host upload chunk of stored attention (rows read into mapped slots, two
+/// of them): large enough to amortize a submission (a 1 GiB input is 64 of them), small enough
+/// that a fresh process pays little for its slots (new mapped memory is zero-filled by wgpu and
+/// page-faulted in by the host, about 1 ms per MiB on a 2-core host), that the GPU starts on
+/// the first chunk soon after the read does, and that it has little left to pool after the
+/// last read. Chunking never changes a result: each cell's rows fold in row order whatever the
+/// chunk boundaries.
+pub const UPLOAD_CHUNK_TARGET: u64 = 16 << 20;
 /// Iterations one pool invocation may loop through in one dispatch (rows of its bin in the
 /// piece × 16-byte words per bin row): bounded so a dispatch stays short on every driver
 /// (llvmpipe stops a shader's loops after 65535 iterations; display drivers have watchdogs).

@@ -20,7 +20,7 @@ pub struct Input {
 
 /// The inputs the chosen scenarios read; `None` where no chosen scenario reads it.
 pub struct Inputs {
-    /// 8 layers × 8 heads, f32 (export-grid, recolor, frame).
+    /// 8 layers × 8 heads, f32 (export-grid, export-grid-cli, recolor, frame).
     pub grid: Option<Input>,
     /// One long head, f16 (export-long).
     pub long: Option<Input>,
@@ -31,7 +31,9 @@ impl Inputs {
     /// is a gigabyte), then opens them.
     pub fn prepare(dir: &Path, sizes: &Sizes, want: &Selection) -> anyhow::Result<Inputs> {
         let grid_seq = sizes.grid_seq;
-        let grid = (want.wants("export-grid") || want.wants("recolor") || want.wants("frame"))
+        let grid = ["export-grid", "export-grid-cli", "recolor", "frame"]
+            .into_iter()
+            .any(|s| want.wants(s))
             .then(|| {
                 generated(
                     dir,

@@ -97,6 +97,7 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     if let Some(path) = &args.json {
         report.write_json(path)?;
     }
+    report.print_export_cli();
     report.print_qk_long();
     Ok(())
 }

@@ -52,7 +52,7 @@ impl Report<'_> {
     pub fn write_json(&self, path: &Path) -> anyhow::Result<()> {
         let rows: Vec<String> = self.results.rows.iter().map(json_row).collect();
         let body = format!(
-            "{{\"adapter\":{:?},\"memcpy_gbps\":{:.3},\"quick\":{},\"qk_long_gflops\":{},\"fma_gflops\":{},\"scenarios\":[{}]}}\n",
+            "{{\"adapter\":{:?},\"memcpy_gbps\":{:.3},\"quick\":{},\"qk_long_gflops\":{},\"fma_gflops\":{},\"export_grid_cli_ratio\":{},\"scenarios\":[{}]}}\n",
             self.adapter,
             self.memcpy,
             self.quick,
@@ -62,10 +62,29 @@ impl Report<'_> {
             self.results
                 .fma_gflops
                 .map_or("null".into(), |g| format!("{g:.3}")),
+            self.results
+                .export_cli
+                .map_or("null".into(), |(fresh, in_process)| format!(
+                    "{:.4}",
+                    fresh / in_process
+                )),
             rows.join(",")
         );
         attnviz::files::write_atomic(path, |w| std::io::Write::write_all(w, body.as_bytes()))?;
         Ok(())
+    }
+
+    /// export-grid-cli's line under the table, when it ran: the fresh process against the
+    /// in-process renders it alternated with (the issue's target is at most 1.25×).
+    pub fn print_export_cli(&self) {
+        if let Some((fresh, in_process)) = self.results.export_cli {
+            println!();
+            println!(
+                "export-grid-cli: a fresh `attnviz render` process {fresh:.3} s, in-process \
+                 {in_process:.3} s (medians of alternating runs): {:.2}x",
+                fresh / in_process
+            );
+        }
     }
 
     /// The Q/K lines under the table, when they ran: rates in arithmetic rather than bytes,

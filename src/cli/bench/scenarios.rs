@@ -2,6 +2,10 @@
 //! holds what they share (engine, sizes, the scratch PNG), and yields one [`Row`].
 
 use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use anyhow::{bail, Context};
 
 use attnviz::files::write_png;
 use attnviz::{Colormap, Engine, Norm, Reduce, RenderOptions, Scene};
@@ -11,8 +15,9 @@ use super::measure::{cat_seconds, measure, Sample};
 use super::Sizes;
 
 /// The scenarios of `attnviz bench`, in the order they run.
-pub const SCENARIOS: [&str; 8] = [
+pub const SCENARIOS: [&str; 9] = [
     "export-grid",
+    "export-grid-cli",
     "export-long",
     "recolor",
     "frame",
@@ -57,6 +62,9 @@ pub struct Results {
     pub fma_gflops: Option<f64>,
     /// qk-model's line under the table (GFLOP/s and heads/s), when it ran.
     pub qk_model: Option<String>,
+    /// export-grid-cli: the median of the fresh processes and of the in-process renders they
+    /// alternated with.
+    pub export_cli: Option<(f64, f64)>,
 }
 
 /// What every scenario shares.
@@ -83,6 +91,11 @@ impl Bench {
             let row = self.export("export-grid", grid, &RenderOptions::default(), 64)?;
             results.grid_cat = row.cat;
             results.rows.push(row);
+        }
+        if let (true, Some(grid)) = (want.wants("export-grid-cli"), &inputs.grid) {
+            let (fresh, in_process) = self.export_cli(grid, &RenderOptions::default(), 64)?;
+            results.export_cli = Some((fresh.median(), in_process.median()));
+            results.rows.push(fresh.into());
         }
         if let Some(long) = &inputs.long {
             let row = self.export("export-long", long, &long_options(), 1)?;
@@ -148,6 +161,64 @@ impl Bench {
             sample,
             cat: Some(cat),
         })
+    }
+
+    /// export-grid-cli: export-grid as the command a user runs, one fresh `attnviz render`
+    /// process per run, which also pays what a process pays once (Vulkan start-up, shader
+    /// cache look-ups, the first use of its buffers). Its runs alternate with in-process
+    /// renders of the same file and options (the second sample), so the ratio of the two
+    /// compares runs made together on a host whose speed drifts.
+    fn export_cli(
+        &self,
+        input: &Input,
+        options: &RenderOptions,
+        heads: usize,
+    ) -> anyhow::Result<(Sample, Sample)> {
+        let exe = std::env::current_exe().context("finding the attnviz binary")?;
+        let fresh = || -> anyhow::Result<f64> {
+            let t = Instant::now();
+            let o = Command::new(&exe)
+                .arg("render")
+                .arg("--quiet")
+                .arg(&input.path)
+                .arg("-o")
+                .arg(&self.out)
+                .stdin(Stdio::null())
+                .output()
+                .with_context(|| format!("running {}", exe.display()))?;
+            let seconds = t.elapsed().as_secs_f64();
+            if !o.status.success() {
+                bail!(
+                    "{} render failed: {}",
+                    exe.display(),
+                    String::from_utf8_lossy(&o.stderr).trim()
+                );
+            }
+            Ok(seconds)
+        };
+        let in_process = || -> anyhow::Result<f64> {
+            let t = Instant::now();
+            let f = self.engine.render(input.source.as_ref(), options)?;
+            write_png(&self.out, f.width, f.height, &f.rgba)?;
+            Ok(t.elapsed().as_secs_f64())
+        };
+        // One warm-up of each: the page cache, the driver's shader cache, the engine's spares.
+        fresh()?;
+        in_process()?;
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for _ in 0..self.sizes.runs {
+            a.push(fresh()?);
+            b.push(in_process()?);
+        }
+        let bytes = file_len(&input.path);
+        let sample = |name: &str, runs| Sample {
+            name: name.into(),
+            input_bytes: bytes,
+            heads,
+            runs,
+            per_frame: false,
+        };
+        Ok((sample("export-grid-cli", a), sample("export-grid", b)))
     }
 
     /// recolor: a new norm and colormap on the grid's resident scene, per frame.
