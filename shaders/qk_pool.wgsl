@@ -106,6 +106,13 @@ fn capped4(s: vec4<f32>) -> vec4<f32> {
     return params.softcap * tanh(s / params.softcap);
 }
 
+// Two states of one (row, pooled column) pair over disjoint keys, as one: (max, min,
+// Σ exp2(s − max), Σ s), the sums rescaled to the larger max. Both score kernels merge with it.
+fn merged(a: vec4<f32>, b: vec4<f32>) -> vec4<f32> {
+    let m = max(a.x, b.x);
+    return vec4<f32>(m, min(a.y, b.y), a.z * exp2(a.x - m) + b.z * exp2(b.x - m), a.w + b.w);
+}
+
 fn score(i: u32, j: u32) -> f32 {
     return smem[i * (TK / 4u) + (j >> 2u)][j & 3u];
 }
@@ -271,14 +278,7 @@ fn pool_scores(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
                     // none of it; pool_fold counts its entries from the mask and skips it)
                     inter[idx] = vec4<f32>(m, mn, l, sum);
                 } else if hi > lo {
-                    let st = inter[idx];
-                    let nm = max(st.x, m);
-                    inter[idx] = vec4<f32>(
-                        nm,
-                        min(st.y, mn),
-                        st.z * exp2(st.x - nm) + l * exp2(m - nm),
-                        st.w + sum,
-                    );
+                    inter[idx] = merged(inter[idx], vec4<f32>(m, mn, l, sum));
                 }
             }
         }

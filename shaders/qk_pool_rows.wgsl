@@ -137,14 +137,7 @@ fn pool_rows(
                 // the row's first key of this column is in this window: a fresh state
                 inter[idx] = vec4<f32>(m, mn, l, sum);
             } else {
-                let st = inter[idx];
-                let nm = max(st.x, m);
-                inter[idx] = vec4<f32>(
-                    nm,
-                    min(st.y, mn),
-                    st.z * exp2(st.x - nm) + l * exp2(m - nm),
-                    st.w + sum,
-                );
+                inter[idx] = merged(inter[idx], vec4<f32>(m, mn, l, sum));
             }
         }
     }

@@ -450,28 +450,12 @@ fn _view<'py>(
     let mut render = options.render_options()?;
     // The hover readout names tokens; the figure of a window draws no token axes.
     let tokens = render.tokens.take();
-    if view.size.is_some_and(|(w, h)| w == 0 || h == 0) {
-        return Err(PyValueError::new_err(
-            "size: expected (width, height) of at least 1 pixel",
-        ));
-    }
+    let focus = viewer::opening_view(view.size, view.focus, view.zoom)?;
     if VIEWED.load(Ordering::SeqCst) {
         return Err(PyRuntimeError::new_err(
             "attnviz.view opens one window per process (the windowing library cannot recreate \
              its event loop): restart the kernel, or call it in a new process",
         ));
-    }
-    let focus = match view.focus {
-        None => None,
-        Some((l, h)) if l >= 1 && h >= 1 => Some((l as usize - 1, h as usize - 1)),
-        Some((l, h)) => {
-            return Err(PyValueError::new_err(format!(
-                "focus ({l}, {h}): layer and head are 1-based integers"
-            )))
-        }
-    };
-    if view.zoom.is_some_and(|z| !(z.is_finite() && z > 0.0)) {
-        return Err(PyValueError::new_err("zoom must be a positive number"));
     }
     let input = Input::new("attn", &arrays, stacked, bf16)?;
     let source = input.source()?;

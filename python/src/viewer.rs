@@ -25,6 +25,30 @@ pub struct PyOpening {
     pub zoom: Option<f64>,
 }
 
+/// Checks the opening view that `attnviz.view` and `attnviz.Viewer` share (`size`, `focus`,
+/// `zoom`) and returns the focus 0-based.
+pub fn opening_view(
+    size: Option<(u32, u32)>,
+    focus: Option<(i64, i64)>,
+    zoom: Option<f64>,
+) -> PyResult<Option<(usize, usize)>> {
+    if size.is_some_and(|(w, h)| w == 0 || h == 0) {
+        return Err(PyValueError::new_err(
+            "size: expected (width, height) of at least 1 pixel",
+        ));
+    }
+    if zoom.is_some_and(|z| !(z.is_finite() && z > 0.0)) {
+        return Err(PyValueError::new_err("zoom must be a positive number"));
+    }
+    match focus {
+        None => Ok(None),
+        Some((l, h)) if l >= 1 && h >= 1 => Ok(Some((l as usize - 1, h as usize - 1))),
+        Some((l, h)) => Err(PyValueError::new_err(format!(
+            "focus ({l}, {h}): layer and head are 1-based integers"
+        ))),
+    }
+}
+
 /// A viewer session without a window (see `attnviz::viewer::Session`).
 #[pyclass(module = "attnviz._attnviz")]
 pub struct _Session {
@@ -41,23 +65,7 @@ impl _Session {
         let mut render = options.render_options()?;
         // The readout names the tokens; the view draws no token axes.
         let tokens = render.tokens.take();
-        if opening.size.is_some_and(|(w, h)| w == 0 || h == 0) {
-            return Err(PyValueError::new_err(
-                "size: expected (width, height) of at least 1 pixel",
-            ));
-        }
-        let focus = match opening.focus {
-            None => None,
-            Some((l, h)) if l >= 1 && h >= 1 => Some((l as usize - 1, h as usize - 1)),
-            Some((l, h)) => {
-                return Err(PyValueError::new_err(format!(
-                    "focus ({l}, {h}): layer and head are 1-based integers"
-                )))
-            }
-        };
-        if opening.zoom.is_some_and(|z| !(z.is_finite() && z > 0.0)) {
-            return Err(PyValueError::new_err("zoom must be a positive number"));
-        }
+        let focus = opening_view(opening.size, opening.focus, opening.zoom)?;
         let options = ViewerOptions {
             render,
             size: opening.size,
