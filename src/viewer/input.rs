@@ -5,10 +5,12 @@
 
 use std::path::PathBuf;
 
+use super::detail::Job;
 use super::state::State;
 use crate::color::colormap::Colormap;
 use crate::color::norm::Norm;
 use crate::error::Result;
+use crate::figure::rank::SortKey;
 use crate::pool::accum::Reduce;
 
 /// Pixels of the figure kept in the window when panning past its edge.
@@ -64,6 +66,7 @@ impl State {
             "n" if self.scene.norm != Norm::Row => self.next_norm()?,
             "r" => self.toggle_reduce()?,
             "0" => self.focus_on(self.focus),
+            "o" => self.next_sort(),
             "s" => {
                 let path = PathBuf::from(format!("attnviz-{}.png", std::process::id()));
                 self.screenshot(&path)?;
@@ -72,6 +75,35 @@ impl State {
             _ => {}
         }
         Ok(false)
+    }
+
+    /// Orders the grid by the next statistic (`--sort-by`'s, then the grid's own order again,
+    /// unless `--top` asked for a ranking): the worker pools the figure again with the
+    /// statistics, from the same single read, and the sorted figure replaces this one when it is
+    /// resident; the view, the focus and the colouring stay.
+    fn next_sort(&mut self) {
+        let mut cycle: Vec<Option<SortKey>> = SortKey::ALL.iter().copied().map(Some).collect();
+        if self.render.top.is_none() {
+            cycle.push(None);
+        }
+        let i = cycle
+            .iter()
+            .position(|&k| k == self.render.sort_by)
+            .map_or(0, |i| (i + 1) % cycle.len());
+        self.render.sort_by = cycle[i];
+        self.render.patterns = Some(self.render.patterns.unwrap_or_default());
+        let name = self.render.sort_by.map_or("layer and head", SortKey::name);
+        let base = self
+            .plain_title
+            .split(" — ordered by ")
+            .next()
+            .unwrap_or_default();
+        self.plain_title = format!("{base} — ordered by {name}");
+        if self.hovered.is_none() {
+            self.title = self.plain_title.clone();
+        }
+        self.timings.resident = None;
+        self.send(Job::Scene(Box::new(self.render.clone())));
     }
 
     /// Pans by `windows` window heights (positive: up the figure).

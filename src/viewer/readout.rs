@@ -9,6 +9,7 @@ use crate::color::colormap::pack_rgba;
 use crate::engine::Overlay;
 use crate::figure::quads::{FigureQuads, Quad, KIND_FILL, KIND_LABEL};
 use crate::figure::text::{rasterize, Atlas, Face};
+use crate::pool::pattern::HeadPattern;
 
 /// Gap between the readout's box and the window's edges, in pixels.
 const MARGIN: i32 = 8;
@@ -17,6 +18,15 @@ const MARGIN: i32 = 8;
 pub(super) struct Readout {
     pub(super) overlay: Overlay,
     quads: [Quad; 2],
+}
+
+/// The hovered head's statistics, as `attnviz heads` names them, for the readout: shown when the
+/// figure was pooled with them (`--sort-by`, or after the sort key).
+fn head_statistics(p: &HeadPattern) -> String {
+    format!(
+        "sink {:.3}  local {:.3}  entropy {:.2}  distance {:.1}  {}",
+        p.sink_mass, p.local_mass, p.entropy, p.mean_distance, p.pattern
+    )
 }
 
 impl State {
@@ -46,8 +56,12 @@ impl State {
     /// The worker's readout of `bin` arrived: shown if the cursor is still on it.
     pub(super) fn show_readout(&mut self, bin: &Bin, text: &str) {
         if self.hovered.as_ref() == Some(bin) {
-            self.set_readout(Some(text));
-            self.set_title(text.to_string());
+            let text = match self.patterns.get(bin.cell) {
+                Some(p) => format!("{text}   {}", head_statistics(p)),
+                None => text.to_string(),
+            };
+            self.set_readout(Some(&text));
+            self.set_title(text);
             self.readout_bin = Some(bin.clone());
         }
     }

@@ -405,4 +405,48 @@ mod tests {
         assert_eq!(s.focus(), None);
         assert!(s.handle(Event::Key("Escape")).unwrap(), "asks to close");
     }
+
+    #[test]
+    fn the_sort_key_orders_the_grid_by_each_statistic_and_the_readout_shows_them() {
+        use crate::engine::Scene;
+        use crate::figure::plan::RenderOptions;
+        use crate::figure::rank::SortKey;
+        let src = source();
+        let mut s = Session::new(src.clone(), ViewerOptions::default()).unwrap();
+        assert!(s.settle(Duration::from_secs(60)).unwrap());
+        assert!(
+            s.state.patterns.is_empty(),
+            "a plain view pools no statistics"
+        );
+        let placed = |scene: &Scene| -> Vec<(u32, u32, u32, usize, usize)> {
+            let cells = &scene.plan.layout.cells;
+            cells
+                .iter()
+                .map(|c| (c.x, c.y, c.width, c.layer, c.head))
+                .collect()
+        };
+        for key in [SortKey::SinkMass, SortKey::LocalMass] {
+            s.handle(Event::Key("o")).unwrap();
+            assert!(s.settle(Duration::from_secs(60)).unwrap());
+            let options = RenderOptions {
+                sort_by: Some(key),
+                ..Default::default()
+            };
+            let want = s.state.engine.scene(src.as_ref(), &options).unwrap();
+            assert_eq!(placed(&s.state.scene), placed(&want), "ordered by {key:?}");
+            assert!(s.title().ends_with(&format!("ordered by {}", key.name())));
+        }
+        // The hovered head's statistics join the readout.
+        assert_eq!(s.state.patterns.len(), 4);
+        let c = s.state.scene.plan.layout.cells[2];
+        let at = s.state.view.to_window((c.x as f64 + 2.0, c.y as f64 + 2.0));
+        s.handle(Event::PointerMove { x: at.0, y: at.1 }).unwrap();
+        assert!(s.settle(Duration::from_secs(60)).unwrap());
+        let p = &s.state.patterns[2];
+        let readout = s.readout().expect("a readout").to_string();
+        assert!(
+            readout.contains(&format!("sink {:.3}", p.sink_mass)) && readout.contains(p.pattern),
+            "{readout}"
+        );
+    }
 }

@@ -16,7 +16,9 @@ use super::transform::ViewTransform;
 use super::{ViewerOptions, ViewerReport};
 use crate::engine::{Engine, Overlay, Scene};
 use crate::error::Result;
+use crate::figure::plan::RenderOptions;
 use crate::figure::quads::{FigureQuads, Quad};
+use crate::pool::pattern::HeadPattern;
 use crate::pool::PoolOptions;
 use crate::source::AttentionSource;
 
@@ -77,6 +79,11 @@ pub(super) struct State {
     pub(super) edges: Option<EdgeLabels>,
     /// `--tokens`, for the edge labels.
     pub(super) tokens: Option<Vec<String>>,
+    /// The options of the figure last asked of the worker (the sort key cycles them).
+    pub(super) render: RenderOptions,
+    /// Per cell, the head's statistics when the figure was pooled with them (`--sort-by`, or
+    /// after the sort key): the readout shows the hovered head's.
+    pub(super) patterns: Vec<HeadPattern>,
     pub(super) timings: Timings,
 }
 
@@ -130,6 +137,8 @@ impl State {
             readout_bin: None,
             edges: None,
             tokens: options.tokens.clone(),
+            render: options.render.clone(),
+            patterns: Vec::new(),
             timings: Timings::default(),
         };
         state.set_view(view);
@@ -275,6 +284,7 @@ impl State {
         if (norm, reduce, colormap) != (scene.norm, scene.reduce, scene.colormap) {
             self.engine.recolor(&mut scene, norm, reduce, colormap)?;
         }
+        self.patterns = scene.pooled.patterns.iter().map(|p| p.finish()).collect();
         self.scene = scene;
         self.timings.resident = Some(started.elapsed().as_secs_f64());
         let view = self.view;
