@@ -398,14 +398,8 @@ def heads(
     if isinstance(attn, Capture) or k is not None:
         qk = _qk_options(dict(queries=queries, softmax_scale=softmax_scale,
                               sliding_window=sliding_window, softcap=softcap, values="probs"))
-        q = attn
-        if isinstance(q, Capture):
-            qk["meta"] = q.metadata()
-            q, k = q.tensors()
-        qa, q_bf16 = _to_numpy(q, "q")
-        ka, k_bf16 = _to_numpy(k, "k")
-        doc, warning = _attnviz._heads_qk(_contiguous(qa), _contiguous(ka), (q_bf16, k_bf16),
-                                          options, qk, figure)
+        qa, ka, bf16 = _qk_inputs(attn, k, qk, options)
+        doc, warning = _attnviz._heads_qk(qa, ka, bf16, options, qk, figure)
     else:
         arrays, stacked, bf16 = _prepare(attn, batch)
         doc, warning = _attnviz._heads(arrays, stacked, bf16, options, figure)
@@ -496,9 +490,7 @@ def view(
                             reduce=reduce, cell=cell, causal=causal, colorbar=colorbar,
                             tokens=tokens))
     adapter, frames, frame_ms = _attnviz._view(arrays, stacked, bf16, options, {
-        "size": None if size is None else (int(size[0]), int(size[1])),
-        "focus": None if focus is None else (_int(focus[0], "focus"), _int(focus[1], "focus")),
-        "zoom": None if zoom is None else float(zoom),
+        **_opening(size, focus, zoom),
         "exit_after_frames": exit_after_frames,
         "screenshot": None if screenshot is None else os.fspath(screenshot),
     })
@@ -582,22 +574,40 @@ def _render(attn, batch, options):
     return fig
 
 
-def _render_qk(q, k, qk, options):
-    _headless()
+def _qk_inputs(q, k, qk, options):
+    """Queries and keys as the extension takes them (two contiguous arrays and their bf16
+    flags), from ``q`` and ``k`` or from an :class:`attnviz.Capture` in ``q``, whose settings go
+    into ``qk["meta"]``. Shared by render_qk, figure_qk, heads and Viewer."""
     if isinstance(q, Capture):
         if k is not None:
             raise ValueError("k: a capture holds its own keys; pass the capture alone")
         # A capture's tokens travel in its metadata, which drops them when they do not fit
         # (a `queries` slice), as a capture file's do.
-        qk["meta"] = q.metadata(options["tokens"])
+        qk["meta"] = q.metadata(options.get("tokens"))
         options["tokens"] = None
         q, k = q.tensors()
     elif k is None:
         raise ValueError("k: missing (or pass an attnviz.Capture as q)")
     qa, q_bf16 = _to_numpy(q, "q")
     ka, k_bf16 = _to_numpy(k, "k")
+    return _contiguous(qa), _contiguous(ka), (q_bf16, k_bf16)
+
+
+def _opening(size, focus, zoom):
+    """The opening view ``view`` and ``Viewer`` share, checked: (width, height), the 1-based
+    (layer, head) to focus, a zoom factor."""
+    return {
+        "size": None if size is None else (_int(size[0], "size"), _int(size[1], "size")),
+        "focus": None if focus is None else (_int(focus[0], "focus"), _int(focus[1], "focus")),
+        "zoom": None if zoom is None else _float(zoom, "zoom"),
+    }
+
+
+def _render_qk(q, k, qk, options):
+    _headless()
+    qa, ka, bf16 = _qk_inputs(q, k, qk, options)
     image, causal_applied, adapter, warning, _, layout, svg = _attnviz._render_qk(
-        _contiguous(qa), _contiguous(ka), (q_bf16, k_bf16), options, qk)
+        qa, ka, bf16, options, qk)
     _warn_cpu(warning)
     return Figure(image, causal_applied, adapter, layout, svg)
 

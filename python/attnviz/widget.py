@@ -68,27 +68,12 @@ class Viewer(RemoteFrameBuffer):
         options = _a._options(dict(layers=layers, heads=heads, norm=norm, colormap=colormap,
                                    reduce=reduce, cell=cell, causal=causal, colorbar=colorbar,
                                    tokens=tokens))
-        opening = {
-            "size": None if size is None else (_a._int(size[0], "size"), _a._int(size[1], "size")),
-            "focus": None if focus is None else (_a._int(focus[0], "focus"),
-                                                 _a._int(focus[1], "focus")),
-            "zoom": None if zoom is None else _a._float(zoom, "zoom"),
-        }
+        opening = _a._opening(size, focus, zoom)
         if isinstance(attn, _a.Capture) or k is not None:
             qk = _a._qk_options(dict(queries=queries, values=values, softmax_scale=softmax_scale,
                                      sliding_window=sliding_window, softcap=softcap))
-            if isinstance(attn, _a.Capture):
-                if k is not None:
-                    raise ValueError("k: a capture holds its own keys; pass the capture alone")
-                qk["meta"] = attn.metadata(options["tokens"])
-                options["tokens"] = None
-                q, k = attn.tensors()
-            else:
-                q = attn
-            qa, q_bf16 = _a._to_numpy(q, "q")
-            ka, k_bf16 = _a._to_numpy(k, "k")
-            session = _attnviz._Session.from_qk(_a._contiguous(qa), _a._contiguous(ka),
-                                                (q_bf16, k_bf16), options, qk, opening)
+            qa, ka, bf16 = _a._qk_inputs(attn, k, qk, options)
+            session = _attnviz._Session.from_qk(qa, ka, bf16, options, qk, opening)
         elif isinstance(attn, (str, os.PathLike)):
             session = _attnviz._Session.from_file(os.fspath(attn), tensor, options, opening)
         else:

@@ -16,6 +16,7 @@ use crate::figure::layout::CellPlacement;
 use crate::figure::plan::RenderOptions;
 use crate::pool::accum::Reduce;
 use crate::pool::geometry::CellGeometry;
+use crate::pool::pattern::HeadPattern;
 use crate::pool::{PoolOptions, PooledCells};
 use crate::source::{row_range, AttentionSource, DType, Shape};
 
@@ -180,7 +181,9 @@ pub(crate) enum Job {
 pub(crate) enum Reply {
     Detail(Region, PooledCells),
     Hover(Bin, String),
-    Scene(Box<Scene>),
+    /// The whole figure, with each cell's head statistics when it was pooled with them (finished
+    /// here, off the window's thread).
+    Scene(Box<Scene>, Vec<HeadPattern>),
     Failed(Error),
 }
 
@@ -240,7 +243,10 @@ pub(crate) fn worker(
         }
         if let Some(options) = scene.take() {
             let reply = match engine.scene(source, &options) {
-                Ok(s) => Reply::Scene(Box::new(s)),
+                Ok(s) => {
+                    let patterns = s.pooled.patterns.iter().map(|p| p.finish()).collect();
+                    Reply::Scene(Box::new(s), patterns)
+                }
                 Err(e) => Reply::Failed(e),
             };
             if replies.send(reply).is_err() {

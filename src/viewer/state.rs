@@ -261,7 +261,7 @@ impl State {
     /// Takes what the worker finished.
     pub(super) fn receive(&mut self, reply: detail::Reply, started: Instant) -> Result<()> {
         match reply {
-            detail::Reply::Scene(scene) => self.show_scene(*scene, started),
+            detail::Reply::Scene(scene, patterns) => self.show_scene(*scene, patterns, started),
             detail::Reply::Hover(bin, text) => {
                 self.show_readout(&bin, &text);
                 Ok(())
@@ -279,12 +279,17 @@ impl State {
 
     /// The figure was read: it replaces the empty one, keeping the view and the colouring
     /// chosen meanwhile.
-    fn show_scene(&mut self, mut scene: Scene, started: Instant) -> Result<()> {
+    fn show_scene(
+        &mut self,
+        mut scene: Scene,
+        patterns: Vec<HeadPattern>,
+        started: Instant,
+    ) -> Result<()> {
         let (norm, reduce, colormap) = (self.scene.norm, self.scene.reduce, self.scene.colormap);
         if (norm, reduce, colormap) != (scene.norm, scene.reduce, scene.colormap) {
             self.engine.recolor(&mut scene, norm, reduce, colormap)?;
         }
-        self.patterns = scene.pooled.patterns.iter().map(|p| p.finish()).collect();
+        self.patterns = patterns;
         self.scene = scene;
         self.timings.resident = Some(started.elapsed().as_secs_f64());
         let view = self.view;
