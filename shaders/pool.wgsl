@@ -12,11 +12,11 @@
 // row cover one contiguous span and every fetched sector is used by the same warp (the second
 // load of a segment hits L1), so DRAM traffic is the input once. Per-element work is
 // branch-free selects on pipeline constants, so lanes never diverge inside a bin. This also
-// suits software rasterizers (llvmpipe), which run both sides of every branch and emulate each
-// storage load with a per-lane loop whose cost is per load, not per byte.
+// suits software rasterizers (llvmpipe), which run both sides of every branch. The words are
+// texel fetches from the chunk texture (src/pool/chunk.rs), which every driver makes fast.
 
 struct Piece {
-    // first element of this block in `data`, in elements of `dtype`
+    // first element of this block of the chunk, in elements of `dtype`
     elem_offset: u32,
     // first head row in the block, and how many rows it holds
     row_start: u32,
@@ -65,8 +65,10 @@ const MAX_PIECES: u32 = 256u;
 @group(0) @binding(0) var<uniform> pieces: array<Piece, MAX_PIECES>;
 // The block of the current workgroup.
 var<private> piece: Piece;
-// the chunk as aligned 16-byte words; element i of `dtype` is in word i >> elem_shift()
-@group(0) @binding(1) var<storage, read> data: array<vec4<u32>>;
+// the chunk as aligned 16-byte words, CHUNK_W to a texture row (src/pool/chunk.rs says why a
+// texture); element i of `dtype` is in word i >> elem_shift()
+@group(0) @binding(1) var chunk: texture_2d<u32>;
+const CHUNK_W: u32 = 4096u;
 @group(0) @binding(2) var<storage, read> row_edges: array<u32>;
 @group(0) @binding(3) var<storage, read> col_edges: array<u32>;
 @group(0) @binding(4) var<storage, read_write> accum: array<Accum>;
@@ -76,7 +78,12 @@ var<private> piece: Piece;
 // per pooled pixel (FLAG_AUTO_CAUSAL only): exact zeros above the diagonal set aside
 @group(0) @binding(7) var<storage, read_write> zeros: array<u32>;
 
-// log2 of the elements in one 16-byte word of `data`.
+// Word `w` of the chunk.
+fn word(w: u32) -> vec4<u32> {
+    return textureLoad(chunk, vec2<u32>(w % CHUNK_W, w / CHUNK_W), 0);
+}
+
+// log2 of the elements in one 16-byte word of the chunk.
 fn elem_shift() -> u32 {
     return select(3u, 2u, DTYPE == DTYPE_F32);
 }
@@ -161,7 +168,7 @@ fn row_max_strided(r: u32, first: u32, step: u32) -> f32 {
     var st = RowMax(piece.row_start + r, row_base, (FLAGS & FLAG_CAUSAL) != 0u, -F32_MAX);
     let w1 = (row_base + piece.keys - 1u) >> shift;
     for (var w = (row_base >> shift) + first; w <= w1; w += step) {
-        row_max_word(&st, data[w], w << shift);
+        row_max_word(&st, word(w), w << shift);
     }
     return st.m;
 }
@@ -340,7 +347,7 @@ fn pool(@builtin(global_invocation_id) gid: vec3<u32>) {
         run.row_sum = 0.0;
         let w1 = (row_base + c1 - 1u) >> shift;
         for (var w = run.first >> shift; w <= w1; w++) {
-            fold_word(&run, data[w], w << shift);
+            fold_word(&run, word(w), w << shift);
         }
         a.sum += run.row_sum;
     }

@@ -32,9 +32,15 @@ const TQ: u32 = 64u;
 const TK: u32 = 64u;
 const WG: u32 = 64u;
 const FLAG_CAUSAL: u32 = 1u;
-const FLAG_ROW_NORM: u32 = 2u;
-// pool_fold folds the logits (natural units) of the keys each row sees, not probabilities
-const FLAG_LOGITS: u32 = 4u;
+// The modes of a run, fixed per pipeline rather than read from `params`: software
+// rasterizers run both sides of every branch, so a runtime test leaves, for example, the
+// softcap's tanh on every score of every model (10% of the row kernel on llvmpipe), and GPUs
+// drop the dead code too. SOFTCAP: scores pass through softcap · tanh(s / softcap) (the layer
+// has one); LOGITS: pool_fold folds the logits (natural units) of the keys each row sees, not
+// probabilities; ROW_NORM: --norm row.
+override SOFTCAP: bool = false;
+override LOGITS: bool = false;
+override ROW_NORM: bool = false;
 const LN2: f32 = 0.6931471805599453;
 
 struct Params {
@@ -101,7 +107,7 @@ fn first_visible(r: u32) -> u32 {
     return mask_start(r, visible(r), params.diagonal, params.window);
 }
 
-// Softcaps four base-2 scores (params.softcap > 0).
+// Softcaps four base-2 scores (SOFTCAP).
 fn capped4(s: vec4<f32>) -> vec4<f32> {
     return params.softcap * tanh(s / params.softcap);
 }
@@ -210,7 +216,7 @@ fn pool_scores(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
         }
         workgroupBarrier();
         var sc = params.scale;
-        if params.softcap > 0.0 {
+        if SOFTCAP {
             acc0l = capped4(acc0l * sc);
             acc0h = capped4(acc0h * sc);
             acc1l = capped4(acc1l * sc);
@@ -341,14 +347,12 @@ fn pool_fold(@builtin(global_invocation_id) gid: vec3<u32>) {
         a.max_v = -F32_MAX;
         a.min_v = F32_MAX;
     }
-    let row_norm = (params.flags & FLAG_ROW_NORM) != 0u;
     for (var r = r_lo; r < r_hi; r++) {
         let vis = visible(r);
-        let logits = (params.flags & FLAG_LOGITS) != 0u;
         // Logits count only the keys the row sees; probabilities count the window's zeros too.
-        let c_first = select(c0, max(c0, first_visible(r)), logits);
+        let c_first = select(c0, max(c0, first_visible(r)), LOGITS);
         let n = i32(min(c1, vis)) - i32(c_first);
-        if n > 0 && logits {
+        if n > 0 && LOGITS {
             let i = z * params.inter_rows + r - params.row_start;
             let st = inter[i * params.pooled_w + x];
             a.max_v = max(a.max_v, st.x * LN2);
@@ -368,7 +372,7 @@ fn pool_fold(@builtin(global_invocation_id) gid: vec3<u32>) {
                 hi = exp2(st.x - rl.x);
                 lo = select(exp2(st.y - rl.x), 0.0, v0 > c0);
                 sum = st.z * hi;
-                if row_norm {
+                if ROW_NORM {
                     hi /= rl.y;
                     lo /= rl.y;
                     sum /= rl.y;

@@ -40,7 +40,7 @@ fn score4(o: u32) -> vec4<f32> {
 
 // The base-2 scores of four keys from their raw dot products, softcapped where the layer is.
 fn scaled4(raw: vec4<f32>) -> vec4<f32> {
-    if params.softcap > 0.0 {
+    if SOFTCAP {
         return capped4(raw * params.scale);
     }
     return raw * params.scale;
@@ -61,12 +61,17 @@ fn fold4(st: ptr<function, vec4<f32>>, raw: vec4<f32>, seen: vec4<bool>) {
     let lo4 = select(vec4<f32>(F32_MAX), s, seen);
     let nm = max(m, max(max(hi4.x, hi4.y), max(hi4.z, hi4.w)));
     let e = select(vec4<f32>(), exp2(s - nm), seen);
-    let sv = select(vec4<f32>(), s, seen);
+    // Σ s: only logits are pooled from it
+    var w = (*st).w;
+    if LOGITS {
+        let sv = select(vec4<f32>(), s, seen);
+        w += (sv.x + sv.y) + (sv.z + sv.w);
+    }
     *st = vec4<f32>(
         nm,
         min((*st).y, min(min(lo4.x, lo4.y), min(lo4.z, lo4.w))),
         (*st).z * exp2(m - nm) + ((e.x + e.y) + (e.z + e.w)),
-        (*st).w + ((sv.x + sv.y) + (sv.z + sv.w)),
+        w,
     );
 }
 
@@ -108,6 +113,18 @@ fn pool_rows(
     let extra = params.keys % params.pooled_w;
     var frac = (b_first * extra) % params.pooled_w;
     var c1 = col_edges[b_first];
+    // The window's first column may have begun in an earlier window, whose keys this row then
+    // left in `inter`: that state is read once here and merged after the loop, so that the
+    // loop's store is unconditional (software rasterizers run both sides of a branch: a merge
+    // inside the loop cost a load and a merge for every column).
+    let idx_first = inter_row + b_first;
+    let cont = max(c1, fv) < params.seg_start && in_chunk;
+    var prev = vec4<f32>(-F32_MAX, F32_MAX, 0.0, 0.0);
+    if cont {
+        prev = inter[idx_first];
+    }
+    var first_st = prev;
+    var first_seen = false;
     for (var b = b_first; b < b_end; b++) {
         let c0 = c1;
         frac += extra;
@@ -125,21 +142,20 @@ fn pool_rows(
             // @STEP
         }
         let m = st.x;
-        let mn = st.y;
         let l = st.z;
-        let sum = st.w;
         let row_nm = max(row_m, m);
         row_l = row_l * exp2(row_m - row_nm) + l * exp2(m - row_nm);
         row_m = row_nm;
-        if in_chunk && rh > rl {
-            let idx = inter_row + b;
-            if max(c0, fv) >= params.seg_start {
-                // the row's first key of this column is in this window: a fresh state
-                inter[idx] = vec4<f32>(m, mn, l, sum);
-            } else {
-                inter[idx] = merged(inter[idx], vec4<f32>(m, mn, l, sum));
-            }
+        let seen = in_chunk && rh > rl;
+        if seen {
+            inter[inter_row + b] = st;
         }
+        let first = b == b_first;
+        first_st = select(first_st, st, first);
+        first_seen = select(first_seen, seen, first);
+    }
+    if cont && first_seen {
+        inter[idx_first] = merged(prev, first_st);
     }
     if in_chunk && max(lo_wg, fv) < min(hi_wg, vis) {
         let idx = z * params.inter_rows + i;

@@ -284,7 +284,7 @@ fn gpu_resident_rows_pool_like_host_rows() {
         .create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some("test.producer_rows"),
             contents: bytemuck::cast_slice(&padded),
-            usage: wgpu::BufferUsages::STORAGE,
+            usage: wgpu::BufferUsages::COPY_SRC,
         });
     let geometry = CellGeometry::new(q, k, Some(40)).unwrap();
     let src = ArraySource::from_f32("resident", &data);
@@ -325,16 +325,21 @@ fn gpu_resident_rows_pool_like_host_rows() {
             }
         }
     }
-    // A buffer the shader cannot read whole is refused with a clear error.
-    let odd = e.gpu.device.create_buffer(&wgpu::BufferDescriptor {
-        label: None,
-        size: 20,
-        usage: wgpu::BufferUsages::STORAGE,
-        mapped_at_creation: false,
-    });
-    let mut acc = e
-        .head_accumulator(q, k, None, PoolOptions::default())
-        .unwrap();
-    let err = acc.push_gpu_rows(0, 1, &odd, 0).unwrap_err().to_string();
+    // Buffers the pool pass cannot copy whole are refused with a clear error.
+    let refused = |size: u64, usage: wgpu::BufferUsages| {
+        let buffer = e.gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: None,
+            size,
+            usage,
+            mapped_at_creation: false,
+        });
+        let mut acc = e
+            .head_accumulator(q, k, None, PoolOptions::default())
+            .unwrap();
+        acc.push_gpu_rows(0, 1, &buffer, 0).unwrap_err().to_string()
+    };
+    let err = refused(20, wgpu::BufferUsages::COPY_SRC);
     assert!(err.contains("multiple of 16"), "{err}");
+    let err = refused(k as u64 * 4, wgpu::BufferUsages::STORAGE);
+    assert!(err.contains("COPY_SRC"), "{err}");
 }

@@ -81,8 +81,9 @@ impl<'e> HeadAccumulator<'e> {
     }
 
     /// Adds `rows` whole rows of f32 that are already on the GPU, starting at query
-    /// `row_start`: they are read from byte `offset` (a multiple of 4) of `buffer`, a STORAGE
-    /// buffer of this engine's device whose size is a multiple of 16. Pooled in place, with
+    /// `row_start`: they are read from byte `offset` (a multiple of 4) of `buffer`, a buffer of
+    /// this engine's device that allows `COPY_SRC` (it is copied on the device into the texture
+    /// the pool pass reads) and whose size is a multiple of 16. Pooled in place, with
     /// the rows pushed before them first; same ordering rule as [`Self::push_rows`].
     pub fn push_gpu_rows(
         &mut self,

@@ -17,6 +17,8 @@ pub enum Binding {
     Buffer,
     /// `texture_2d<f32>`, read with `textureLoad` (no sampler).
     Texture,
+    /// `texture_2d<u32>`, read with `textureLoad`.
+    UintTexture,
 }
 
 impl Binding {
@@ -34,6 +36,11 @@ impl Binding {
             Binding::Buffer => buffer(Storage { read_only: false }, false),
             Binding::Texture => wgpu::BindingType::Texture {
                 sample_type: wgpu::TextureSampleType::Float { filterable: false },
+                view_dimension: wgpu::TextureViewDimension::D2,
+                multisampled: false,
+            },
+            Binding::UintTexture => wgpu::BindingType::Texture {
+                sample_type: wgpu::TextureSampleType::Uint,
                 view_dimension: wgpu::TextureViewDimension::D2,
                 multisampled: false,
             },

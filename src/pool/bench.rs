@@ -4,34 +4,35 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
+use crate::pool::chunk::ChunkTexture;
 use crate::pool::geometry::CellGeometry;
 use crate::pool::ingest::{Ingest, IngestShape};
 use crate::pool::options::PoolOptions;
 use crate::pool::pipelines::PoolPipelines;
-use crate::pool::slots::{device_copy, slot_usage, Slot};
+use crate::pool::slots::{slot_usage, Slot};
 use crate::pool::{CHUNK_TARGET, UPLOAD_CHUNK_TARGET};
 use crate::source::DType;
 
-/// Moves bytes from host memory into GPU-visible buffers through the same double-buffered
-/// mapped slots the ingest uses (plus the staging copy on discrete GPUs), with no pooling: the
+/// Moves bytes from host memory into the chunk texture the pool pass reads, through the same
+/// double-buffered mapped slots and device-side copy the ingest uses, with no pooling: the
 /// upload ceiling of the engine on this adapter. The slots are made once, as an ingest reuses
 /// them, so a run times the steady state rather than the first map's zero-fill.
 pub struct UploadBench {
     pub(super) chunk: usize,
     pub(super) slots: Vec<Slot>,
-    pub(super) device_data: Option<wgpu::Buffer>,
+    pub(super) texture: ChunkTexture,
     pub(super) host: Vec<u8>,
 }
 
 impl UploadBench {
     pub fn new(gpu: &Gpu) -> UploadBench {
-        let chunk = gpu.max_binding().min(UPLOAD_CHUNK_TARGET) as usize / 4 * 4;
+        let chunk = gpu.max_binding().min(UPLOAD_CHUNK_TARGET) as usize / 16 * 16;
         UploadBench {
             chunk,
             slots: (0..2)
                 .map(|_| Slot::new(gpu, chunk as u64, slot_usage(gpu)))
                 .collect(),
-            device_data: device_copy(gpu, chunk as u64),
+            texture: ChunkTexture::new(gpu, chunk as u64),
             host: vec![0x3c; chunk],
         }
     }
@@ -53,9 +54,8 @@ impl UploadBench {
             }
             slot.host.unmap();
             let mut encoder = gpu.device.create_command_encoder(&Default::default());
-            if let Some(data) = &self.device_data {
-                encoder.copy_buffer_to_buffer(&slot.host, 0, data, 0, n as u64);
-            }
+            self.texture
+                .copy_from(&mut encoder, &slot.host, 0, n.next_multiple_of(16) as u64);
             let submission = gpu.queue.submit([encoder.finish()]);
             slot.remap(submission);
             sent += n as u64;
@@ -93,7 +93,7 @@ pub(crate) fn resident_pool_seconds(
     let data = gpu.device.create_buffer(&wgpu::BufferDescriptor {
         label: Some("attnviz.bench.resident_rows"),
         size: ((step * keys * 4) as u64).next_multiple_of(16),
-        usage: wgpu::BufferUsages::STORAGE,
+        usage: wgpu::BufferUsages::COPY_SRC,
         mapped_at_creation: false,
     });
     gpu.wait()?;

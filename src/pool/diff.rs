@@ -58,7 +58,7 @@ impl Block {
     fn new(gpu: &Gpu, pipe: &DiffPipeline, elems: usize, diff: &DiffSource<'_>) -> Block {
         let device = &gpu.device;
         let storage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST;
-        // bound sizes: whole 16-byte words (the pool pass reads `out` 16 bytes at a time)
+        // bound sizes: whole 16-byte words (the pool pass reads its copy of `out` 16 bytes at a time)
         let bytes = |d: DType| ((elems * d.size()).next_multiple_of(16)) as u64;
         let params = buffer(
             device,
@@ -72,7 +72,7 @@ impl Block {
             device,
             "attnviz.diff.out",
             bytes(DType::F32),
-            wgpu::BufferUsages::STORAGE,
+            wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
         );
         let bind_group = pipe.kernel.bind_group(
             device,

@@ -10,34 +10,34 @@ use crate::pool::groups::CellGroup;
 use crate::pool::ingest::{Ingest, PassBuffers, Piece};
 use crate::pool::pipelines::{PieceParams, PoolPipelines};
 
-/// The pool pass's bind group: rows read from `data` into group `g`'s accumulators, with the
-/// ingest's parameters, bin edges and row maxima.
+/// The pool pass's bind group: rows read from the chunk texture `chunk` into group `g`'s
+/// accumulators, with the ingest's parameters, bin edges and row maxima.
 pub(super) fn pool_bind_group(
     gpu: &Gpu,
     pipes: &PoolPipelines,
     buffers: &PassBuffers,
-    data: &wgpu::Buffer,
+    chunk: &wgpu::TextureView,
     g: &CellGroup,
 ) -> wgpu::BindGroup {
-    let bound = [
-        &buffers.params,
-        data,
-        &buffers.row_edges,
-        &buffers.col_edges,
-        &g.accum,
-        &buffers.row_max,
-        &g.flags,
-        &g.zeros,
-    ];
-    pipes
-        .kernel
-        .bind_group(&gpu.device, &bound.map(|b| b.as_entire_binding()))
+    pipes.kernel.bind_group(
+        &gpu.device,
+        &[
+            buffers.params.as_entire_binding(),
+            wgpu::BindingResource::TextureView(chunk),
+            buffers.row_edges.as_entire_binding(),
+            buffers.col_edges.as_entire_binding(),
+            g.accum.as_entire_binding(),
+            buffers.row_max.as_entire_binding(),
+            g.flags.as_entire_binding(),
+            g.zeros.as_entire_binding(),
+        ],
+    )
 }
 
 impl Ingest<'_> {
-    /// The pool pass's bind group reading `data` into group `g`'s accumulators.
-    pub(super) fn bind_group(&self, data: &wgpu::Buffer, g: &CellGroup) -> wgpu::BindGroup {
-        pool_bind_group(self.gpu, self.pipes, &self.buffers, data, g)
+    /// The pool pass's bind group reading the chunk texture into group `g`'s accumulators.
+    pub(super) fn bind_group(&self, g: &CellGroup) -> wgpu::BindGroup {
+        pool_bind_group(self.gpu, self.pipes, &self.buffers, &self.chunk.view, g)
     }
 
     /// Uploads the parameters of `pieces`, piece j at index j of the parameter array.
@@ -127,11 +127,12 @@ impl Ingest<'_> {
     }
 
     /// Pools `rows` rows of `cell` from `row_start` that are already on the GPU: `data` holds
-    /// them in the ingest's dtype from byte `offset` (a multiple of 4) on, and must be a
-    /// STORAGE buffer whose size is a multiple of 16 (the shader reads 16-byte words) and fits
-    /// one storage binding. Rows pushed before are pooled first, so each cell's rows still fold
-    /// in order. This is the hook for producers that compute attention on the GPU: no copy, no
-    /// host round trip.
+    /// them in the ingest's dtype from byte `offset` (a multiple of 4) on, must allow
+    /// `COPY_SRC` (each piece is copied on the device into the chunk texture the pool pass
+    /// reads, and for pattern statistics into a storage buffer), and its size must be a
+    /// multiple of 16. Rows pushed before are pooled first, so each cell's rows still fold in
+    /// order. This is the hook for producers that compute attention on the GPU: no host round
+    /// trip.
     pub(crate) fn pool_resident(
         &mut self,
         cell: usize,
@@ -144,13 +145,10 @@ impl Ingest<'_> {
         self.pushed = true;
         let bytes = (rows * self.row_bytes) as u64;
         let size = data.size();
-        let fault = if !data.usage().contains(wgpu::BufferUsages::STORAGE) {
-            Some("is not a STORAGE buffer".to_string())
-        } else if !size.is_multiple_of(16) || size > self.gpu.max_binding() {
-            Some(format!(
-                "is {size} bytes: needs a multiple of 16, at most {}",
-                self.gpu.max_binding()
-            ))
+        let fault = if !data.usage().contains(wgpu::BufferUsages::COPY_SRC) {
+            Some("does not allow COPY_SRC".to_string())
+        } else if !size.is_multiple_of(16) {
+            Some(format!("is {size} bytes: needs a multiple of 16"))
         } else if !offset.is_multiple_of(4) || offset + bytes > size {
             Some(format!(
                 "does not hold {bytes} bytes of rows at byte offset {offset} (a multiple of 4)"
@@ -165,22 +163,39 @@ impl Ingest<'_> {
         }
         self.flush()?;
         let g = cell / self.per_group;
-        let bind_group = self.bind_group(data, &self.groups[g]);
-        let pattern = self
-            .pattern
-            .as_ref()
-            .map(|p| p.bind_group(self.gpu, &self.pipes.pattern, &self.buffers.params, data, g));
+        let bind_group = self.bind_group(&self.groups[g]);
+        // Pattern statistics read a storage copy of each piece, laid out as the texture's.
+        let copy = self.pattern.as_ref().map(|p| {
+            let buffer = crate::gpu::buffer(
+                &self.gpu.device,
+                "attnviz.pool.resident_copy",
+                self.chunk.capacity(),
+                wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+            );
+            let bg = p.bind_group(
+                self.gpu,
+                &self.pipes.pattern,
+                &self.buffers.params,
+                &buffer,
+                g,
+            );
+            (buffer, bg)
+        });
         // Pieces of at most a chunk's rows (the row maxima buffer holds that many), one per
         // submission: pieces of one cell must not share a dispatch.
         let step = self.max_rows_per_fill();
         let mut done = 0;
         while done < rows {
             let n = step.min(rows - done);
+            let start = offset + (done * self.row_bytes) as u64;
+            // Copies start at the 16-byte word holding the piece's first byte.
+            let word = start / 16 * 16;
+            let len = (start + (n * self.row_bytes) as u64).next_multiple_of(16) - word;
             let piece = Piece {
                 cell,
                 row_start: row_start + done,
                 rows: n,
-                offset: offset as usize + done * self.row_bytes,
+                offset: (start - word) as usize,
             };
             done += n;
             self.write_params(&[piece]);
@@ -190,7 +205,12 @@ impl Ingest<'_> {
                     .create_command_encoder(&wgpu::CommandEncoderDescriptor {
                         label: Some("attnviz.pool.resident"),
                     });
-            self.record(&mut encoder, &[piece], &bind_group, pattern.as_ref());
+            self.chunk.copy_from(&mut encoder, data, word, len);
+            if let Some((buffer, _)) = &copy {
+                encoder.copy_buffer_to_buffer(data, word, buffer, 0, len);
+            }
+            let pattern = copy.as_ref().map(|(_, bg)| bg);
+            self.record(&mut encoder, &[piece], &bind_group, pattern);
             self.gpu.queue.submit([encoder.finish()]);
         }
         self.consumed += bytes;
@@ -220,7 +240,7 @@ impl Ingest<'_> {
                     timestamp_writes: None,
                 });
                 pass.set_pipeline(&self.pipes.fold);
-                pass.set_bind_group(0, &self.fold_bind_groups[gi], &[]);
+                pass.set_bind_group(0, &self.bind_groups[gi], &[]);
                 let (x, y) =
                     dispatch_1d(total, 256, gpu.limits.max_compute_workgroups_per_dimension);
                 pass.dispatch_workgroups(x, y, 1);

@@ -6,6 +6,7 @@ use bytemuck::Zeroable;
 use crate::error::{Error, Result};
 use crate::gpu::{buffer, storage_buffer_init, Gpu};
 use crate::pool::accum::{Accum, HeadStats};
+use crate::pool::chunk::{max_chunk_bytes, ChunkTexture};
 use crate::pool::dispatch::pool_bind_group;
 use crate::pool::geometry::{bin_edges, CellGeometry};
 use crate::pool::groups::{has_upper_triangle, CellGroup, PooledCells};
@@ -62,19 +63,21 @@ pub(crate) struct Ingest<'g> {
     pub(super) groups: Vec<CellGroup>,
     pub(super) per_group: usize,
     pub(super) row_edges: Vec<u32>,
-    /// Host upload slots (and, on discrete GPUs, the device buffer they are copied into),
-    /// made on the first host push: producers that only pool resident rows never need them.
+    /// Host upload slots, made on the first host push: producers that only pool resident
+    /// rows never need them. Each chunk is copied from its slot into `chunk`, the texture the
+    /// pool pass reads.
     pub(super) slots: Vec<Slot>,
     pub(super) slot_count: usize,
+    pub(super) chunk: ChunkTexture,
+    /// On discrete GPUs with pattern statistics: the storage buffer the slots are copied into
+    /// for the pattern passes, which read buffers.
     pub(super) device_data: Option<wgpu::Buffer>,
     pub(super) params: Vec<PieceParams>,
     /// Per cell, the sliding window whose older keys are masked (0: none); empty for no
     /// windows at all. Set by the Q/K paths for logits ([`Ingest::set_windows`]).
     pub(super) windows: Vec<u32>,
-    /// bind_groups[slot][group], made with the slots.
-    pub(super) bind_groups: Vec<Vec<wgpu::BindGroup>>,
-    /// per group, for `fold_masked_zeros`
-    pub(super) fold_bind_groups: Vec<wgpu::BindGroup>,
+    /// The pool pass's bind group per accumulator group (also `fold_masked_zeros`').
+    pub(super) bind_groups: Vec<wgpu::BindGroup>,
     /// Parameters, bin edges and row maxima, bound by every pool dispatch.
     pub(super) buffers: PassBuffers,
     pub(super) active: usize,
@@ -121,11 +124,13 @@ impl Sizing {
         let max_binding = gpu.max_binding();
         // The shader reads 16-byte words. A chunk holds one row at least, whatever the target,
         // as long as the binding allows.
+        // (a chunk fits one storage binding, for the pattern passes, and the chunk texture)
         let one_row = (row_bytes as u64).next_multiple_of(16);
-        let chunk_cap = (max_binding.min(chunk_target.max(one_row)).max(16) / 16 * 16) as usize;
+        let limit = max_binding.min(max_chunk_bytes(gpu));
+        let chunk_cap = (limit.min(chunk_target.max(one_row)).max(16) / 16 * 16) as usize;
         if row_bytes > chunk_cap {
             return Err(Error::BadOption(format!(
-                "one row of {keys} keys ({row_bytes} bytes) exceeds the GPU's {chunk_cap}-byte storage binding"
+                "one row of {keys} keys ({row_bytes} bytes) exceeds the GPU's {chunk_cap}-byte chunk (storage binding and texture limits)"
             )));
         }
         if queries > u32::MAX as usize || keys > u32::MAX as usize {
@@ -296,17 +301,10 @@ impl<'g> Ingest<'g> {
             .transpose()?;
         let row_edges = bin_edges(shape.queries, shape.geometry.pooled_h);
         let buffers = PassBuffers::new(gpu, &shape, &sizing, &row_edges);
-        // The fold pass runs after the last chunk, when the upload slots are mapped again: it
-        // binds a stand-in for the data it never reads.
-        let no_data = gpu.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("attnviz.pool.no_data"),
-            size: 16,
-            usage: wgpu::BufferUsages::STORAGE,
-            mapped_at_creation: false,
-        });
-        let fold_bind_groups = groups
+        let chunk = pipes.take_chunk(gpu, sizing.chunk_bytes as u64);
+        let bind_groups = groups
             .iter()
-            .map(|g| pool_bind_group(gpu, pipes, &buffers, &no_data, g))
+            .map(|g| pool_bind_group(gpu, pipes, &buffers, &chunk.view, g))
             .collect();
         Ok(Ingest {
             gpu,
@@ -332,8 +330,8 @@ impl<'g> Ingest<'g> {
             device_data: None,
             params: vec![PieceParams::zeroed(); MAX_PIECES],
             windows: Vec::new(),
-            bind_groups: Vec::new(),
-            fold_bind_groups,
+            bind_groups,
+            chunk,
             buffers,
             active: 0,
             pushed: false,
@@ -466,7 +464,9 @@ impl<'g> Ingest<'g> {
         while slots.len() < self.slot_count {
             slots.push(Slot::new(gpu, self.chunk_bytes as u64, slot_usage(gpu)));
         }
-        self.device_data = device_copy(gpu, self.chunk_bytes as u64);
+        if self.pattern.is_some() {
+            self.device_data = device_copy(gpu, self.chunk_bytes as u64);
+        }
         if let Some(pattern) = &self.pattern {
             self.pattern_bind_groups = slots
                 .iter()
@@ -481,16 +481,6 @@ impl<'g> Ingest<'g> {
                 })
                 .collect();
         }
-        self.bind_groups = slots
-            .iter()
-            .map(|slot| {
-                let data = self.device_data.as_ref().unwrap_or(&slot.host);
-                self.groups
-                    .iter()
-                    .map(|g| self.bind_group(data, g))
-                    .collect()
-            })
-            .collect();
         self.slots = slots;
     }
 
@@ -529,19 +519,16 @@ impl<'g> Ingest<'g> {
             .create_command_encoder(&wgpu::CommandEncoderDescriptor {
                 label: Some("attnviz.pool.encoder"),
             });
+        let host = &self.slots[s].host;
+        self.chunk
+            .copy_from(&mut encoder, host, 0, self.used.next_multiple_of(16) as u64);
         if let Some(data) = &self.device_data {
-            encoder.copy_buffer_to_buffer(
-                &self.slots[s].host,
-                0,
-                data,
-                0,
-                self.used.next_multiple_of(4) as u64,
-            );
+            encoder.copy_buffer_to_buffer(host, 0, data, 0, self.used.next_multiple_of(4) as u64);
         }
         if let Some(first) = pieces.first() {
             let g = first.cell / self.per_group;
             let pattern = self.pattern_bind_groups.get(s).map(|b| &b[g]);
-            self.record(&mut encoder, &pieces, &self.bind_groups[s][g], pattern);
+            self.record(&mut encoder, &pieces, &self.bind_groups[g], pattern);
         }
         self.pieces = pieces;
         let submission = gpu.queue.submit([encoder.finish()]);
@@ -587,12 +574,14 @@ impl<'g> Ingest<'g> {
             vec![HeadStats::EMPTY; self.groups.iter().map(|g| g.cells).sum()]
         };
         self.pipes.keep_slots(std::mem::take(&mut self.slots));
-        Ok(PooledCells {
+        let pooled = PooledCells {
             geometry: self.geometry,
             groups: std::mem::take(&mut self.groups),
             stats,
             causal,
             patterns,
-        })
+        };
+        self.pipes.keep_chunk(self.chunk);
+        Ok(pooled)
     }
 }

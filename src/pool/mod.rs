@@ -5,6 +5,7 @@
 
 pub mod accum;
 mod bench;
+mod chunk;
 mod diff;
 mod dispatch;
 pub mod geometry;

@@ -7,6 +7,8 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::gpu::kernel::{Binding, Kernel};
 use crate::gpu::shaders;
+use crate::gpu::Gpu;
+use crate::pool::chunk::ChunkTexture;
 use crate::pool::diff::DiffPipeline;
 use crate::pool::groups::SpareGroups;
 use crate::pool::options::{PoolOptions, FLAG_WINDOW};
@@ -55,6 +57,8 @@ pub(crate) struct PoolPipelines {
     /// mapped buffers are zero-filled by wgpu and page-faulted in by the host, which costs as
     /// much as pooling a small input. At most two chunks stay alive.
     pub(super) spare_slots: Mutex<Vec<Slot>>,
+    /// The chunk texture of the last ingest, reused by the next one of the same size.
+    spare_chunk: Mutex<Option<ChunkTexture>>,
     /// Accumulator buffers of dropped results, reused (cleared) by the next ingest of the
     /// same sizes, for the same reason; at most `SPARE_GROUP_BYTES`.
     pub(super) spare_groups: SpareGroups,
@@ -67,14 +71,15 @@ pub(crate) struct PoolPipelines {
 impl PoolPipelines {
     pub(crate) fn new(device: &wgpu::Device) -> PoolPipelines {
         use Binding::*;
-        // params, rows, row edges, column edges, accumulators, row maxima, cell flags, zeros
+        // params, the chunk texture, row edges, column edges, accumulators, row maxima, cell
+        // flags, zeros
         let kernel = Kernel::compute(
             device,
             "attnviz.pool",
             shaders::POOL,
             &[
                 Uniform,
-                BufReadOnly,
+                UintTexture,
                 BufReadOnly,
                 BufReadOnly,
                 Buffer,
@@ -98,6 +103,7 @@ impl PoolPipelines {
             kernel,
             stats_kernel,
             spare_slots: Mutex::new(Vec::new()),
+            spare_chunk: Mutex::new(None),
             spare_groups: SpareGroups::default(),
             pattern: PatternPipelines::default(),
             diff: OnceLock::new(),
@@ -126,6 +132,19 @@ impl PoolPipelines {
         spare.extend(slots);
         let excess = spare.len().saturating_sub(2);
         spare.drain(..excess);
+    }
+
+    /// A chunk texture holding `bytes` bytes: the spare one when it is large enough.
+    pub(super) fn take_chunk(&self, gpu: &Gpu, bytes: u64) -> ChunkTexture {
+        let spare = self.spare_chunk.lock().expect("spare chunk").take();
+        match spare {
+            Some(c) if c.capacity() >= bytes + 16 && c.capacity() <= 2 * bytes + (64 << 10) => c,
+            _ => ChunkTexture::new(gpu, bytes),
+        }
+    }
+
+    pub(super) fn keep_chunk(&self, chunk: ChunkTexture) {
+        *self.spare_chunk.lock().expect("spare chunk") = Some(chunk);
     }
 
     /// The pool (and row-maxima) pipelines for `dtype` and `options`, masking each piece's

@@ -17,11 +17,12 @@ pub(super) struct Slot {
     pub(super) submission: Option<wgpu::SubmissionIndex>,
 }
 
-/// Usage of a host upload slot: mapped storage the shaders read directly on unified memory,
-/// a staging buffer copied into [`device_copy`] otherwise.
+/// Usage of a host upload slot: copied into the chunk texture the pool pass reads; on
+/// unified memory also storage the pattern passes read directly, on discrete GPUs a staging
+/// buffer also copied into [`device_copy`] for them.
 pub(super) fn slot_usage(gpu: &Gpu) -> wgpu::BufferUsages {
     if gpu.mappable_storage {
-        wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::MAP_WRITE
+        wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::MAP_WRITE | wgpu::BufferUsages::COPY_SRC
     } else {
         wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::MAP_WRITE
     }

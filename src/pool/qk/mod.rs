@@ -494,7 +494,8 @@ pub(crate) fn pool_qk(
         let chunk = gpu.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("attnviz.qk.chunk"),
             size: ((step * s.keys * 4) as u64).next_multiple_of(16),
-            usage: wgpu::BufferUsages::STORAGE,
+            // written by the probability pass, copied into the pool pass's chunk texture
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
             mapped_at_creation: false,
         });
         let mut passes = HeadPasses::new(gpu, pipes, src, &chunk)?;

@@ -48,8 +48,6 @@ const MAX_WINDOW_BYTES: u64 = 65536;
 const MAX_POOLED_W: u32 = 8192;
 
 const FLAG_CAUSAL: u32 = 1;
-const FLAG_ROW_NORM: u32 = 2;
-const FLAG_LOGITS: u32 = 4;
 
 /// Mirrors `Params` in `shaders/qk_pool.wgsl`.
 #[repr(C)]
@@ -73,13 +71,54 @@ struct Params {
     member0: u32,
 }
 
-struct Kernels {
-    kernel: Kernel,
+/// The modes fixed per pipeline (`SOFTCAP`, `LOGITS`, `ROW_NORM` in the shader): a layer's
+/// softcap, and the run's values and normalization.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct Mode {
+    softcap: bool,
+    logits: bool,
+    row_norm: bool,
+}
+
+/// The five pipelines of one [`Mode`].
+struct Pipes {
     scores: wgpu::ComputePipeline,
     rows: wgpu::ComputePipeline,
     lse: wgpu::ComputePipeline,
     row_lse: wgpu::ComputePipeline,
     fold: wgpu::ComputePipeline,
+}
+
+/// One shader module (a head dimension, a subgroup step) and its pipelines, per mode, made on
+/// first use.
+struct Kernels {
+    kernel: Kernel,
+    by_mode: Mutex<HashMap<Mode, Arc<Pipes>>>,
+}
+
+impl Kernels {
+    fn pipes(&self, device: &wgpu::Device, mode: Mode) -> Arc<Pipes> {
+        let mut map = self.by_mode.lock().expect("qk_pool pipelines");
+        map.entry(mode)
+            .or_insert_with(|| {
+                let flag = |on: bool| if on { 1.0 } else { 0.0 };
+                let constants = [
+                    ("SOFTCAP", flag(mode.softcap)),
+                    ("LOGITS", flag(mode.logits)),
+                    ("ROW_NORM", flag(mode.row_norm)),
+                ];
+                let k = &self.kernel;
+                let p = |entry| k.specialized(device, entry, &constants);
+                Arc::new(Pipes {
+                    scores: p("pool_scores"),
+                    rows: p("pool_rows"),
+                    lse: p("pool_lse"),
+                    row_lse: p("pool_row_lse"),
+                    fold: p("pool_fold"),
+                })
+            })
+            .clone()
+    }
 }
 
 /// The one-pass kernels, compiled on first use for each padded head dimension.
@@ -241,12 +280,8 @@ impl TiledPipelines {
                     ],
                 );
                 Arc::new(Kernels {
-                    scores: kernel.pipeline(device, "pool_scores"),
-                    rows: kernel.pipeline(device, "pool_rows"),
-                    lse: kernel.pipeline(device, "pool_lse"),
-                    row_lse: kernel.pipeline(device, "pool_row_lse"),
-                    fold: kernel.pipeline(device, "pool_fold"),
                     kernel,
+                    by_mode: Mutex::default(),
                 })
             })
             .clone()
@@ -438,6 +473,9 @@ struct OnePass<'a> {
     src: &'a QkSource,
     geometry: CellGeometry,
     kernels: Arc<Kernels>,
+    /// The run's values are logits (no softmax), and rows are normalized (--norm row).
+    logits: bool,
+    row_norm: bool,
     cuts: Cuts,
     buffers: RunBuffers,
     row_edges: Vec<u32>,
@@ -458,22 +496,14 @@ impl<'a> OnePass<'a> {
             src,
             geometry,
             kernels: pipes.kernels(&gpu.device, &cuts),
+            logits: src.values() == Values::Logits,
+            row_norm: run.options.row_norm,
             buffers: RunBuffers::new(gpu, src, geometry, &cuts, &row_edges),
             row_edges,
             base: Params {
                 q_rows: rows as u32,
                 keys: src.all_keys() as u32,
-                flags: if src.causal() { FLAG_CAUSAL } else { 0 }
-                    | if run.options.row_norm {
-                        FLAG_ROW_NORM
-                    } else {
-                        0
-                    }
-                    | if src.values() == Values::Logits {
-                        FLAG_LOGITS
-                    } else {
-                        0
-                    },
+                flags: if src.causal() { FLAG_CAUSAL } else { 0 },
                 diagonal: src.key_diagonal() as i32,
                 pooled_w: geometry.pooled_w,
                 px: geometry.pooled_pixels() as u32,
@@ -666,6 +696,14 @@ impl<'a> OnePass<'a> {
             softcap: k.softcap,
             ..self.base
         };
+        let pipes = self.kernels.pipes(
+            &self.gpu.device,
+            Mode {
+                softcap: k.softcap > 0.0,
+                logits: self.logits,
+                row_norm: self.row_norm,
+            },
+        );
         // The oldest key the chunk's first row sees (a sliding window), on the tile grid:
         // segments before it are skipped.
         let oldest = src.visible(layer, start).start;
@@ -685,7 +723,7 @@ impl<'a> OnePass<'a> {
                     };
                     let offset = u64::from(slot) * self.cuts.head_k + ws as u64 * key_bytes;
                     self.dispatch(bind_group, &p, offset as u32, |pass| {
-                        pass.set_pipeline(&self.kernels.rows);
+                        pass.set_pipeline(&pipes.rows);
                         pass.dispatch_workgroups(groups, 1, count);
                     });
                 }
@@ -698,7 +736,7 @@ impl<'a> OnePass<'a> {
                     ..chunk
                 };
                 self.dispatch(bind_group, &p, 0, |pass| {
-                    pass.set_pipeline(&self.kernels.scores);
+                    pass.set_pipeline(&pipes.scores);
                     pass.dispatch_workgroups(groups, 1, members);
                 });
             }
@@ -709,19 +747,18 @@ impl<'a> OnePass<'a> {
             y_start: y0,
             ..chunk
         };
-        let logits = self.base.flags & FLAG_LOGITS != 0;
         self.dispatch(bind_group, &p, 0, |pass| {
-            if !logits {
+            if !self.logits {
                 // (logits need no softmax denominator; the row kernel kept each row's running
                 // sum, the tiled one left it in the columns' states)
                 pass.set_pipeline(if window > 0 {
-                    &self.kernels.row_lse
+                    &pipes.row_lse
                 } else {
-                    &self.kernels.lse
+                    &pipes.lse
                 });
                 pass.dispatch_workgroups(groups, 1, members);
             }
-            pass.set_pipeline(&self.kernels.fold);
+            pass.set_pipeline(&pipes.fold);
             pass.dispatch_workgroups(self.geometry.pooled_w.div_ceil(64), y1 - y0 + 1, members);
         });
     }
