@@ -90,6 +90,23 @@ struct Params {
 // per head and row of the chunk: (lse, the row's largest probability)
 @group(0) @binding(8) var<storage, read_write> row_lse: array<vec2<f32>>;
 @group(0) @binding(9) var<storage, read_write> accum: array<Accum>;
+// pool_fold reads `inter` and `row_lse` from copies in textures, 16-byte words CHUNK_W to a
+// row (src/pool/chunk.rs says why a texture): binding 10 is the row kernel's window of K.
+@group(0) @binding(11) var inter_tex: texture_2d<u32>;
+@group(0) @binding(12) var lse_tex: texture_2d<u32>;
+const CHUNK_W: u32 = 4096u;
+
+// State i of `inter`, from its texture copy.
+fn inter_state(i: u32) -> vec4<f32> {
+    return bitcast<vec4<f32>>(textureLoad(inter_tex, vec2<u32>(i % CHUNK_W, i / CHUNK_W), 0));
+}
+
+// Entry i of `row_lse`, from its texture copy (two entries to a word).
+fn row_lse_of(i: u32) -> vec2<f32> {
+    let w = i / 2u;
+    let word = textureLoad(lse_tex, vec2<u32>(w % CHUNK_W, w / CHUNK_W), 0);
+    return bitcast<vec2<f32>>(select(word.xy, word.zw, (i & 1u) == 1u));
+}
 
 // Staging for the Q and K slices, then the tile's scores (row i, key j: float j % 4 of vec4
 // i·TK/4 + j/4). Q: vec4 v of row i at v·TQ + i. K after it: vec4 v of key j at
@@ -354,7 +371,7 @@ fn pool_fold(@builtin(global_invocation_id) gid: vec3<u32>) {
         let n = i32(min(c1, vis)) - i32(c_first);
         if n > 0 && LOGITS {
             let i = z * params.inter_rows + r - params.row_start;
-            let st = inter[i * params.pooled_w + x];
+            let st = inter_state(i * params.pooled_w + x);
             a.max_v = max(a.max_v, st.x * LN2);
             a.min_v = min(a.min_v, st.y * LN2);
             a.sum += st.w * LN2;
@@ -366,9 +383,9 @@ fn pool_fold(@builtin(global_invocation_id) gid: vec3<u32>) {
             var hi = 0.0;
             var lo = 0.0;
             var sum = 0.0;
-            let rl = row_lse[i];
+            let rl = row_lse_of(i);
             if min(c1, vis) > v0 {
-                let st = inter[i * params.pooled_w + x];
+                let st = inter_state(i * params.pooled_w + x);
                 hi = exp2(st.x - rl.x);
                 lo = select(exp2(st.y - rl.x), 0.0, v0 > c0);
                 sum = st.z * hi;

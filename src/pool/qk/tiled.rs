@@ -22,6 +22,7 @@ use crate::error::Result;
 use crate::gpu::kernel::{Binding, Kernel};
 use crate::gpu::shaders;
 use crate::gpu::{storage_buffer_init, Gpu};
+use crate::pool::chunk::ChunkTexture;
 use crate::pool::geometry::{bin_edges, bin_of, CellGeometry};
 use crate::pool::{Ingest, PoolRun};
 use crate::source::qk::{QkSource, Values};
@@ -260,7 +261,7 @@ impl TiledPipelines {
                 use Binding::*;
                 // params, Q, K, head table, key bins, column edges, row edges; then the
                 // (row, pooled column) states, row lse and the accumulators written; then
-                // the row kernel's window of K
+                // the row kernel's window of K, and the fold's copies of the states and lse
                 let kernel = Kernel::compute(
                     device,
                     "attnviz.qk_pool",
@@ -277,6 +278,8 @@ impl TiledPipelines {
                         Buffer,
                         Buffer,
                         UniformWindow,
+                        UintTexture,
+                        UintTexture,
                     ],
                 );
                 Arc::new(Kernels {
@@ -406,6 +409,9 @@ struct RunBuffers {
     /// Per (row, pooled column) of a chunk: max and min score, Σ exp2(s − max), count.
     inter: wgpu::Buffer,
     row_lse: wgpu::Buffer,
+    /// Copies of `inter` and `row_lse` that `pool_fold` reads (see `pool::chunk`).
+    inter_tex: ChunkTexture,
+    lse_tex: ChunkTexture,
 }
 
 impl RunBuffers {
@@ -424,7 +430,9 @@ impl RunBuffers {
                 device,
                 label,
                 size.max(16).next_multiple_of(16),
-                wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+                wgpu::BufferUsages::STORAGE
+                    | wgpu::BufferUsages::COPY_DST
+                    | wgpu::BufferUsages::COPY_SRC,
             )
         };
         let init = |label: &str, data: &[u32]| {
@@ -435,6 +443,8 @@ impl RunBuffers {
                 wgpu::BufferUsages::empty(),
             )
         };
+        let inter_bytes = (batch * rows * geometry.pooled_w as u64 * 16).max(16);
+        let lse_bytes = (batch * rows * 8).next_multiple_of(16);
         let col_edges = bin_edges(keys, geometry.pooled_w);
         let key_bin: Vec<u32> = (0..keys as u32).map(|k| bin_of(&col_edges, k)).collect();
         RunBuffers {
@@ -458,11 +468,10 @@ impl RunBuffers {
             key_bin: init("attnviz.qk_pool.key_bin", &key_bin),
             col_edges: init("attnviz.qk_pool.col_edges", &col_edges),
             row_edges: init("attnviz.qk_pool.row_edges", row_edges),
-            inter: buffer(
-                "attnviz.qk_pool.inter",
-                batch * rows * geometry.pooled_w as u64 * 16,
-            ),
-            row_lse: buffer("attnviz.qk_pool.row_lse", batch * rows * 8),
+            inter: buffer("attnviz.qk_pool.inter", inter_bytes),
+            row_lse: buffer("attnviz.qk_pool.row_lse", lse_bytes),
+            inter_tex: ChunkTexture::new(gpu, inter_bytes),
+            lse_tex: ChunkTexture::new(gpu, lse_bytes),
         }
     }
 }
@@ -647,6 +656,8 @@ impl<'a> OnePass<'a> {
                     offset: 0,
                     size: NonZeroU64::new(self.window_bytes()),
                 }),
+                wgpu::BindingResource::TextureView(&b.inter_tex.view),
+                wgpu::BindingResource::TextureView(&b.lse_tex.view),
             ],
         )
     }
@@ -747,21 +758,53 @@ impl<'a> OnePass<'a> {
             y_start: y0,
             ..chunk
         };
-        self.dispatch(bind_group, &p, 0, |pass| {
-            if !self.logits {
-                // (logits need no softmax denominator; the row kernel kept each row's running
-                // sum, the tiled one left it in the columns' states)
-                pass.set_pipeline(if window > 0 {
-                    &pipes.row_lse
-                } else {
-                    &pipes.lse
-                });
-                pass.dispatch_workgroups(groups, 1, members);
-            }
+        let gpu = self.gpu;
+        gpu.queue
+            .write_buffer(&self.buffers.params, 0, bytemuck::bytes_of(&p));
+        let mut encoder = gpu.device.create_command_encoder(&Default::default());
+        if !self.logits {
+            // (logits need no softmax denominator; the row kernel kept each row's running
+            // sum, the tiled one left it in the columns' states)
+            let mut pass = compute_pass(&mut encoder, bind_group);
+            pass.set_pipeline(if window > 0 {
+                &pipes.row_lse
+            } else {
+                &pipes.lse
+            });
+            pass.dispatch_workgroups(groups, 1, members);
+        }
+        // The fold reads the chunk's states and row lse through texture copies.
+        let b = &self.buffers;
+        let states = u64::from(members) * u64::from(self.base.inter_rows);
+        let pooled_w = u64::from(self.geometry.pooled_w);
+        b.inter_tex
+            .copy_from(&mut encoder, &b.inter, 0, states * pooled_w * 16);
+        b.lse_tex.copy_from(
+            &mut encoder,
+            &b.row_lse,
+            0,
+            (states * 8).next_multiple_of(16),
+        );
+        {
+            let mut pass = compute_pass(&mut encoder, bind_group);
             pass.set_pipeline(&pipes.fold);
             pass.dispatch_workgroups(self.geometry.pooled_w.div_ceil(64), y1 - y0 + 1, members);
-        });
+        }
+        gpu.queue.submit([encoder.finish()]);
     }
+}
+
+/// A compute pass with the one-pass bind group set (the row kernel's window at offset 0).
+fn compute_pass<'e>(
+    encoder: &'e mut wgpu::CommandEncoder,
+    bind_group: &wgpu::BindGroup,
+) -> wgpu::ComputePass<'e> {
+    let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+        label: Some("attnviz.qk_pool"),
+        timestamp_writes: None,
+    });
+    pass.set_bind_group(0, bind_group, &[0]);
+    pass
 }
 
 /// Pools `run.cells` of `src` into `ingest`'s accumulators (see the module docs); `ingest`
