@@ -186,7 +186,7 @@ pub fn kernel_source(d4: u32, slice: u32, window: u32, shared: u32) -> String {
     // The row kernel's unrolled loops: constant indices keep the query row in registers on
     // every compiler, with no reliance on a driver's loop unrolling.
     let qload: String = (0..d4)
-        .map(|v| format!("qrow[{v}u] = q[q_base + {v}u];\n    "))
+        .map(|v| format!("qrow[{v}u] = q_word(q_base + {v}u);\n    "))
         .collect();
     let score4: String = (0..d4)
         .map(|v| {
@@ -261,7 +261,8 @@ impl TiledPipelines {
                 use Binding::*;
                 // params, Q, K, head table, key bins, column edges, row edges; then the
                 // (row, pooled column) states, row lse and the accumulators written; then
-                // the row kernel's window of K, and the fold's copies of the states and lse
+                // the row kernel's window of K, the fold's copies of the states and lse, the
+                // row kernel's copy of Q
                 let kernel = Kernel::compute(
                     device,
                     "attnviz.qk_pool",
@@ -278,6 +279,7 @@ impl TiledPipelines {
                         Buffer,
                         Buffer,
                         UniformWindow,
+                        UintTexture,
                         UintTexture,
                         UintTexture,
                     ],
@@ -412,6 +414,8 @@ struct RunBuffers {
     /// Copies of `inter` and `row_lse` that `pool_fold` reads (see `pool::chunk`).
     inter_tex: ChunkTexture,
     lse_tex: ChunkTexture,
+    /// The copy of `q` the row kernel reads.
+    q_tex: ChunkTexture,
 }
 
 impl RunBuffers {
@@ -472,6 +476,7 @@ impl RunBuffers {
             row_lse: buffer("attnviz.qk_pool.row_lse", lse_bytes),
             inter_tex: ChunkTexture::new(gpu, inter_bytes),
             lse_tex: ChunkTexture::new(gpu, lse_bytes),
+            q_tex: ChunkTexture::new(gpu, batch * cuts.head_q),
         }
     }
 }
@@ -600,6 +605,11 @@ impl<'a> OnePass<'a> {
             }
             self.upload(&q, z as u64 * self.cuts.head_q, &values);
         }
+        // (the row kernel reads Q through its texture copy)
+        let mut encoder = self.gpu.device.create_command_encoder(&Default::default());
+        let bytes = batch.members.len() as u64 * self.cuts.head_q;
+        self.buffers.q_tex.copy_from(&mut encoder, &q, 0, bytes);
+        self.gpu.queue.submit([encoder.finish()]);
         for (slot, &kv) in batch.kv_heads.iter().enumerate() {
             // Any query head of the group names its key head.
             let head = batch
@@ -658,6 +668,7 @@ impl<'a> OnePass<'a> {
                 }),
                 wgpu::BindingResource::TextureView(&b.inter_tex.view),
                 wgpu::BindingResource::TextureView(&b.lse_tex.view),
+                wgpu::BindingResource::TextureView(&b.q_tex.view),
             ],
         )
     }
