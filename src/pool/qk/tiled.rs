@@ -268,7 +268,7 @@ impl TiledPipelines {
                     "attnviz.qk_pool",
                     &kernel_source(d4, slice, window, shared),
                     &[
-                        Uniform,
+                        UniformWindow,
                         BufReadOnly,
                         BufReadOnly,
                         BufReadOnly,
@@ -400,7 +400,9 @@ impl Cuts {
 
 /// The buffers of one pooling run, made once and reused by every batch.
 struct RunBuffers {
+    /// The parameters of every dispatch of a chunk, one per `params_stride` bytes.
     params: wgpu::Buffer,
+    params_stride: u64,
     q: wgpu::Buffer,
     k: wgpu::Buffer,
     /// Per member: (key head slot, accumulator index).
@@ -447,6 +449,16 @@ impl RunBuffers {
                 wgpu::BufferUsages::empty(),
             )
         };
+        // The most dispatches a chunk records: a window (or segment) per key head of the batch
+        // over every key, and the lse and fold passes.
+        let per_step = if cuts.window > 0 {
+            cuts.window as usize
+        } else {
+            SEG_KEYS
+        };
+        let steps = ((keys.div_ceil(per_step) + 2) * cuts.batch + 1) as u64;
+        let params_stride = (std::mem::size_of::<Params>() as u64)
+            .next_multiple_of(u64::from(gpu.limits.min_uniform_buffer_offset_alignment));
         let inter_bytes = (batch * rows * geometry.pooled_w as u64 * 16).max(16);
         let lse_bytes = (batch * rows * 8).next_multiple_of(16);
         let col_edges = bin_edges(keys, geometry.pooled_w);
@@ -455,9 +467,10 @@ impl RunBuffers {
             params: crate::gpu::buffer(
                 device,
                 "attnviz.qk_pool.params",
-                std::mem::size_of::<Params>() as u64,
+                params_stride * steps,
                 wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
             ),
+            params_stride,
             q: buffer("attnviz.qk_pool.q", batch * cuts.head_q),
             // read whole by the tiled kernel, a window at a time by the row kernel
             k: crate::gpu::buffer(
@@ -679,33 +692,11 @@ impl<'a> OnePass<'a> {
         u64::from(self.cuts.window.max(16)) * 16 * u64::from(self.cuts.d4)
     }
 
-    /// One submission of `record` with `params` written first and the row kernel's window at
-    /// byte `window` of the K buffer.
-    fn dispatch(
-        &self,
-        bind_group: &wgpu::BindGroup,
-        params: &Params,
-        window: u32,
-        record: impl FnOnce(&mut wgpu::ComputePass),
-    ) {
-        let gpu = self.gpu;
-        gpu.queue
-            .write_buffer(&self.buffers.params, 0, bytemuck::bytes_of(params));
-        let mut encoder = gpu.device.create_command_encoder(&Default::default());
-        {
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some("attnviz.qk_pool"),
-                timestamp_writes: None,
-            });
-            pass.set_bind_group(0, bind_group, &[window]);
-            record(&mut pass);
-        }
-        gpu.queue.submit([encoder.finish()]);
-    }
-
-    /// The scores, lse and fold passes of rows `start..start + len` for every member: keys in
-    /// segments of [`SEG_KEYS`] (short dispatches) or windows of the row kernel, only as far as
-    /// the chunk's last row sees.
+    /// The scores, lse and fold passes of rows `start..start + len` for every member, in one
+    /// submission: keys in segments of [`SEG_KEYS`] (short dispatches) or windows of the row
+    /// kernel, only as far as the chunk's last row sees. Each dispatch reads its own
+    /// parameters at a dynamic offset of one buffer written once: a submission per window cost
+    /// the queue about a millisecond each on llvmpipe, with both workers idle.
     fn pool_chunk(&self, bind_group: &wgpu::BindGroup, batch: &Batch, start: usize, len: usize) {
         let (layer, members) = (batch.layer, batch.members.len() as u32);
         let (src, keys) = (self.src, self.src.all_keys());
@@ -733,6 +724,9 @@ impl<'a> OnePass<'a> {
         let seen = src.visible(layer, start + len - 1).end;
         let groups = len.div_ceil(TQ) as u32;
         let window = self.cuts.window as usize;
+        // Each score dispatch: its parameters, the byte of K its window starts at, and the
+        // heads it takes.
+        let mut steps: Vec<(Params, u32, u32)> = Vec::new();
         if let Some(first) = oldest.checked_div(window) {
             let key_bytes = 16 * u64::from(self.cuts.d4);
             for ws in (first * window..seen).step_by(window) {
@@ -744,10 +738,7 @@ impl<'a> OnePass<'a> {
                         ..chunk
                     };
                     let offset = u64::from(slot) * self.cuts.head_k + ws as u64 * key_bytes;
-                    self.dispatch(bind_group, &p, offset as u32, |pass| {
-                        pass.set_pipeline(&pipes.rows);
-                        pass.dispatch_workgroups(groups, 1, count);
-                    });
+                    steps.push((p, offset as u32, count));
                 }
             }
         } else {
@@ -757,26 +748,43 @@ impl<'a> OnePass<'a> {
                     seg_end: (seg + SEG_KEYS).min(keys) as u32,
                     ..chunk
                 };
-                self.dispatch(bind_group, &p, 0, |pass| {
-                    pass.set_pipeline(&pipes.scores);
-                    pass.dispatch_workgroups(groups, 1, members);
-                });
+                steps.push((p, 0, members));
             }
         }
         let y0 = bin_of(&self.row_edges, start as u32);
         let y1 = bin_of(&self.row_edges, (start + len - 1) as u32);
-        let p = Params {
+        let last = Params {
             y_start: y0,
             ..chunk
         };
+        // Every dispatch's parameters, one per `params_stride` bytes, the lse and fold's last.
+        let stride = self.buffers.params_stride as usize;
+        let mut bytes = vec![0u8; (steps.len() + 1) * stride];
+        for (i, p) in steps.iter().map(|s| &s.0).chain([&last]).enumerate() {
+            bytes[i * stride..][..std::mem::size_of::<Params>()]
+                .copy_from_slice(bytemuck::bytes_of(p));
+        }
         let gpu = self.gpu;
-        gpu.queue
-            .write_buffer(&self.buffers.params, 0, bytemuck::bytes_of(&p));
+        gpu.queue.write_buffer(&self.buffers.params, 0, &bytes);
         let mut encoder = gpu.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = compute_pass(&mut encoder);
+            pass.set_pipeline(if window > 0 {
+                &pipes.rows
+            } else {
+                &pipes.scores
+            });
+            for (i, (_, offset, count)) in steps.iter().enumerate() {
+                pass.set_bind_group(0, bind_group, &[(i * stride) as u32, *offset]);
+                pass.dispatch_workgroups(groups, 1, *count);
+            }
+        }
+        let offsets = [(steps.len() * stride) as u32, 0];
         if !self.logits {
             // (logits need no softmax denominator; the row kernel kept each row's running
             // sum, the tiled one left it in the columns' states)
-            let mut pass = compute_pass(&mut encoder, bind_group);
+            let mut pass = compute_pass(&mut encoder);
+            pass.set_bind_group(0, bind_group, &offsets);
             pass.set_pipeline(if window > 0 {
                 &pipes.row_lse
             } else {
@@ -797,7 +805,8 @@ impl<'a> OnePass<'a> {
             (states * 8).next_multiple_of(16),
         );
         {
-            let mut pass = compute_pass(&mut encoder, bind_group);
+            let mut pass = compute_pass(&mut encoder);
+            pass.set_bind_group(0, bind_group, &offsets);
             pass.set_pipeline(&pipes.fold);
             pass.dispatch_workgroups(self.geometry.pooled_w.div_ceil(64), y1 - y0 + 1, members);
         }
@@ -805,17 +814,11 @@ impl<'a> OnePass<'a> {
     }
 }
 
-/// A compute pass with the one-pass bind group set (the row kernel's window at offset 0).
-fn compute_pass<'e>(
-    encoder: &'e mut wgpu::CommandEncoder,
-    bind_group: &wgpu::BindGroup,
-) -> wgpu::ComputePass<'e> {
-    let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+fn compute_pass(encoder: &mut wgpu::CommandEncoder) -> wgpu::ComputePass<'_> {
+    encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
         label: Some("attnviz.qk_pool"),
         timestamp_writes: None,
-    });
-    pass.set_bind_group(0, bind_group, &[0]);
-    pass
+    })
 }
 
 /// Pools `run.cells` of `src` into `ingest`'s accumulators (see the module docs); `ingest`
