@@ -22,7 +22,7 @@ use crate::error::Result;
 use crate::gpu::kernel::{Binding, Kernel};
 use crate::gpu::shaders;
 use crate::gpu::{storage_buffer_init, Gpu};
-use crate::pool::chunk::ChunkTexture;
+use crate::pool::chunk::{max_chunk_bytes, ChunkTexture};
 use crate::pool::geometry::{bin_edges, bin_of, CellGeometry};
 use crate::pool::{Ingest, PoolRun};
 use crate::source::qk::{QkSource, Values};
@@ -300,7 +300,8 @@ impl TiledPipelines {
 pub(crate) fn applies(gpu: &Gpu, src: &QkSource, geometry: CellGeometry) -> bool {
     let l = &gpu.limits;
     let (d4, _) = padded(src.dim());
-    let head = |n: usize| (n * d4 as usize * 16) as u64 <= gpu.max_binding();
+    let head =
+        |n: usize| (n * d4 as usize * 16) as u64 <= gpu.max_binding().min(max_chunk_bytes(gpu));
     src.out_keys() == (0..src.all_keys())
         && geometry.pooled_w <= MAX_POOLED_W
         && head(src.rows().len())
@@ -366,7 +367,9 @@ impl Cuts {
         let window = window_keys(d4, gpu.limits.max_uniform_buffer_binding_size);
         let rows = src.rows().len();
         let pooled_w = run.geometry.pooled_w as usize;
-        let max_binding = gpu.max_binding();
+        // (Q, the states and the row lse are also read through textures: one of those holds
+        // at most `max_chunk_bytes`)
+        let max_binding = gpu.max_binding().min(max_chunk_bytes(gpu));
         let head_q = (rows * d4 as usize * 16) as u64;
         // (at least the 16 keys the row kernel's binding declares when it is not used)
         let k_rows = src.all_keys().next_multiple_of(window.max(16) as usize);
