@@ -20,10 +20,11 @@
 //   row: load BUF[BASE]  rowI = BUF[BASE + I]
 //   row: dot S BUF[BASE] var S = dot(row0, BUF[BASE + 0]) + dot(row1, BUF[BASE + 1]) + ...
 //                        (summed left to right, in dimension order)
+//   row: dot S F(BASE)   the same with F(BASE + I), a function reading vec4 I of a row
 
 const D4: u32 = 16u;
-// Rows of the other operand held in workgroup memory at once: 16 KiB, the smallest limit any
-// adapter offers.
+// Keys whose terms row_stats sums apart before adding them to a row's running sum (the tile
+// of keys once staged in 16 KiB of workgroup memory; the grouping, and so the sums, kept).
 const TILE: u32 = min(64u, 1024u / D4);
 const WG: u32 = 64u;
 const F32_MAX: f32 = 3.40282347e38;
@@ -73,8 +74,32 @@ struct QkParams {
 // per row of `q`: the running (max, sum) of the online softmax, base 2
 @group(0) @binding(3) var<storage, read_write> stats: array<vec2<f32>>;
 @group(0) @binding(4) var<storage, read_write> out: array<f32>;
+// Copies of Q, K and `stats` that the passes read (16-byte words, CHUNK_W to a texture row):
+// each row of the other operand is a texel fetch that every lane shares, not a tile staged in
+// workgroup memory (src/pool/chunk.rs says why a texture; llvmpipe emulates workgroup and
+// storage loads lane by lane).
+@group(0) @binding(5) var q_tex: texture_2d<u32>;
+@group(0) @binding(6) var k_tex: texture_2d<u32>;
+@group(0) @binding(7) var stats_tex: texture_2d<u32>;
+const CHUNK_W: u32 = 4096u;
 
-var<workgroup> tile: array<vec4<f32>, TILE * D4>;
+fn texel(t: texture_2d<u32>, i: u32) -> vec4<u32> {
+    return textureLoad(t, vec2<u32>(i % CHUNK_W, i / CHUNK_W), 0);
+}
+
+fn q_at(i: u32) -> vec4<f32> {
+    return bitcast<vec4<f32>>(texel(q_tex, i));
+}
+
+fn k_at(i: u32) -> vec4<f32> {
+    return bitcast<vec4<f32>>(texel(k_tex, i));
+}
+
+// Row r's (max, sum) from the copy of `stats` (two rows to a word).
+fn stats_at(r: u32) -> vec2<f32> {
+    let word = texel(stats_tex, r / 2u);
+    return bitcast<vec2<f32>>(select(word.xy, word.zw, (r & 1u) == 1u));
+}
 
 // How many leading keys row `r` sees (qk_mask.wgsl).
 fn visible(r: u32) -> u32 {
@@ -95,7 +120,7 @@ fn logit(dot: f32) -> f32 {
     return s;
 }
 
-// One invocation per query row; the workgroup streams keys through `tile`.
+// One invocation per query row; every lane of the workgroup reads the same key at a time.
 @compute @workgroup_size(WG)
 fn row_stats(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
     let first = params.row_start + wg.x * WG;
@@ -122,11 +147,6 @@ fn row_stats(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
     // The workgroup's first row sees the oldest keys: tiles before them are skipped (window).
     for (var t = max(params.seg_start, first_visible(first)); t < wg_limit; t += TILE) {
         let n = min(TILE, wg_limit - t);
-        workgroupBarrier();
-        for (var i = li; i < n * D4; i += WG) {
-            tile[i] = k[t * D4 + i];
-        }
-        workgroupBarrier();
         if has_row {
             let m_keys = min(n, max(limit, t) - t);
             let j0 = min(max(lo, t) - t, m_keys);
@@ -134,7 +154,7 @@ fn row_stats(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
             // is not a hundred thousand small additions to one large f32.
             var lt = 0.0;
             for (var j = j0; j < m_keys; j++) {
-                // row: dot s tile[j * D4]
+                // row: dot s k_at((t + j) * D4)
                 s = logit(s);
                 if s > m {
                     // (both sums are 0 before the first key, when m - s may not be finite)
@@ -157,7 +177,7 @@ fn row_stats(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
 // log2 of the row's softmax denominator, scores in base 2. A row that sees no key at all gets
 // probabilities of exactly 0.
 fn lse(r: u32) -> f32 {
-    var state = stats[r];
+    var state = stats_at(r);
     if (params.flags & FLAG_SINK) != 0u {
         let m = max(state.x, params.sink);
         state = vec2<f32>(m, state.y * exp2(state.x - m) + exp2(params.sink - m));
@@ -165,8 +185,9 @@ fn lse(r: u32) -> f32 {
     return select(state.x + log2(state.y), F32_MAX, state.y == 0.0);
 }
 
-// One invocation per key; the workgroup walks up to WG rows of the block, TILE at a time, and
-// writes each row's probabilities for its WG keys contiguously.
+// One invocation per key; the workgroup walks up to WG rows of the block, every lane reading
+// the same query row at a time, and writes each row's probabilities for its WG keys
+// contiguously.
 @compute @workgroup_size(WG)
 fn probabilities(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
     let key = params.key_start + wg.x * WG + li;
@@ -177,28 +198,19 @@ fn probabilities(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
     }
     let r_begin = wg.y * WG;
     let r_end = min(r_begin + WG, params.rows);
-    for (var t = r_begin; t < r_end; t += TILE) {
-        let n = min(TILE, r_end - t);
-        workgroupBarrier();
-        for (var i = li; i < n * D4; i += WG) {
-            tile[i] = q[(params.row_start + t) * D4 + i];
-        }
-        workgroupBarrier();
-        if has_key {
-            for (var j = 0u; j < n; j++) {
-                let b = t + j;
-                let r = params.row_start + b;
-                var p = 0.0;
-                if key < visible(r) && key >= first_visible(r) {
-                    // row: dot s tile[j * D4]
-                    if (params.flags & FLAG_LOGITS) != 0u {
-                        p = logit(s) * LN2;
-                    } else {
-                        p = exp2(logit(s) - lse(r));
-                    }
+    if has_key {
+        for (var b = r_begin; b < r_end; b++) {
+            let r = params.row_start + b;
+            var p = 0.0;
+            if key < visible(r) && key >= first_visible(r) {
+                // row: dot s q_at(r * D4)
+                if (params.flags & FLAG_LOGITS) != 0u {
+                    p = logit(s) * LN2;
+                } else {
+                    p = exp2(logit(s) - lse(r));
                 }
-                out[params.out_offset + b * params.out_keys + key - params.key_start] = p;
             }
+            out[params.out_offset + b * params.out_keys + key - params.key_start] = p;
         }
     }
 }

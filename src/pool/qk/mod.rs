@@ -19,6 +19,7 @@ use crate::error::{Error, Result};
 use crate::gpu::kernel::{Binding, Kernel};
 use crate::gpu::shaders;
 use crate::gpu::Gpu;
+use crate::pool::chunk::{max_chunk_bytes, ChunkTexture};
 use crate::pool::{Causal, Ingest, IngestShape, PoolOptions, PoolPipelines, PoolRun, PooledCells};
 use crate::source::qk::{QkSource, Values};
 use crate::source::{AttentionSource, DType};
@@ -114,12 +115,22 @@ impl QkPipelines {
         map.entry(d4)
             .or_insert_with(|| {
                 use Binding::*;
-                // params, Q, K, row statistics, probabilities out
+                // params, Q, K, row statistics, probabilities out; the texture copies of Q,
+                // K and the statistics the passes read
                 let kernel = Kernel::compute(
                     device,
                     "attnviz.qk",
                     &kernel_source(d4),
-                    &[Uniform, BufReadOnly, BufReadOnly, Buffer, Buffer],
+                    &[
+                        Uniform,
+                        BufReadOnly,
+                        BufReadOnly,
+                        Buffer,
+                        Buffer,
+                        UintTexture,
+                        UintTexture,
+                        UintTexture,
+                    ],
                 );
                 Arc::new(Kernels {
                     row_stats: kernel.pipeline(device, "row_stats"),
@@ -166,10 +177,20 @@ pub fn kernel_source(d4: u32) -> String {
                 }
             }
             "dot" => {
-                let (buf, base) = indexed(2);
-                let terms: Vec<String> = (0..d4)
-                    .map(|i| format!("dot(row{i}, {buf}[{base} + {i}u])"))
-                    .collect();
+                let rest = words[2..].join(" ");
+                let terms: Vec<String> =
+                    if let Some((f, base)) = rest.split_once('(').filter(|_| !rest.contains('[')) {
+                        // F(BASE): a function reading vec4 BASE + I
+                        let base = base.strip_suffix(')').expect("F(BASE)");
+                        (0..d4)
+                            .map(|i| format!("dot(row{i}, {f}({base} + {i}u))"))
+                            .collect()
+                    } else {
+                        let (buf, base) = indexed(2);
+                        (0..d4)
+                            .map(|i| format!("dot(row{i}, {buf}[{base} + {i}u])"))
+                            .collect()
+                    };
                 out.push_str(&format!(
                     "{indent}var {} = {};\n",
                     words[1],
@@ -194,6 +215,11 @@ struct HeadPasses<'a> {
     out_keys: usize,
     q: wgpu::Buffer,
     k: wgpu::Buffer,
+    stats: wgpu::Buffer,
+    /// Copies of `q`, `k` and `stats` the passes read (see `pool::chunk`).
+    q_tex: ChunkTexture,
+    k_tex: ChunkTexture,
+    stats_tex: ChunkTexture,
     params: wgpu::Buffer,
     bind_group: wgpu::BindGroup,
     base: QkParams,
@@ -206,7 +232,8 @@ struct HeadPasses<'a> {
 /// Fails, naming `src`, when one head's Q or K (`d4` vec4s a row) would not fit a storage
 /// binding or its rows a dispatch.
 fn check_fits(gpu: &Gpu, src: &QkSource, d4: usize) -> Result<()> {
-    let max_binding = gpu.max_binding();
+    // (the passes read Q and K through texture copies too)
+    let max_binding = gpu.max_binding().min(max_chunk_bytes(gpu));
     let max_groups = gpu.limits.max_compute_workgroups_per_dimension as usize;
     for (what, n) in [("query rows", src.rows().len()), ("keys", src.all_keys())] {
         let bytes = (n * d4 * 16) as u64;
@@ -244,12 +271,17 @@ impl<'a> HeadPasses<'a> {
                 device,
                 label,
                 size.max(4) as u64,
-                wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
+                wgpu::BufferUsages::STORAGE
+                    | wgpu::BufferUsages::COPY_DST
+                    | wgpu::BufferUsages::COPY_SRC,
             )
         };
         let q = storage("attnviz.qk.q", rows * d4 * 16);
         let k = storage("attnviz.qk.k", keys * d4 * 16);
-        let stats = storage("attnviz.qk.row_stats", rows * 8);
+        let stats = storage("attnviz.qk.row_stats", (rows * 8).next_multiple_of(16));
+        let q_tex = ChunkTexture::new(gpu, q.size());
+        let k_tex = ChunkTexture::new(gpu, k.size());
+        let stats_tex = ChunkTexture::new(gpu, stats.size());
         let params = crate::gpu::buffer(
             device,
             "attnviz.qk.params",
@@ -269,6 +301,9 @@ impl<'a> HeadPasses<'a> {
                 k.as_entire_binding(),
                 stats.as_entire_binding(),
                 out.as_entire_binding(),
+                wgpu::BindingResource::TextureView(&q_tex.view),
+                wgpu::BindingResource::TextureView(&k_tex.view),
+                wgpu::BindingResource::TextureView(&stats_tex.view),
             ],
         );
         Ok(HeadPasses {
@@ -280,6 +315,10 @@ impl<'a> HeadPasses<'a> {
             out_keys: src.out_keys().len(),
             q,
             k,
+            stats,
+            q_tex,
+            k_tex,
+            stats_tex,
             params,
             bind_group,
             base: QkParams {
@@ -346,10 +385,17 @@ impl<'a> HeadPasses<'a> {
             }
             &self.scratch
         };
-        let target = if is_q { &self.q } else { &self.k };
-        self.gpu
-            .queue
+        let (target, tex) = if is_q {
+            (&self.q, &self.q_tex)
+        } else {
+            (&self.k, &self.k_tex)
+        };
+        let gpu = self.gpu;
+        gpu.queue
             .write_buffer(target, 0, bytemuck::cast_slice(data));
+        let mut encoder = gpu.device.create_command_encoder(&Default::default());
+        tex.copy_from(&mut encoder, target, 0, (n * padded * 4) as u64);
+        gpu.queue.submit([encoder.finish()]);
     }
 
     /// Writes the parameters for computed rows `rows`; they take effect at the next
@@ -409,6 +455,11 @@ impl<'a> HeadPasses<'a> {
                 self.gpu.queue.submit([encoder.finish()]);
             }
         }
+        // The probabilities read the statistics through their texture copy.
+        let mut encoder = self.gpu.device.create_command_encoder(&Default::default());
+        self.stats_tex
+            .copy_from(&mut encoder, &self.stats, 0, self.stats.size());
+        self.gpu.queue.submit([encoder.finish()]);
     }
 
     /// Records the probabilities of computed rows `rows` (their statistics already computed),
