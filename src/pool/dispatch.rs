@@ -11,14 +11,17 @@ use crate::pool::ingest::{Ingest, PassBuffers, Piece};
 use crate::pool::pipelines::{PieceParams, PoolPipelines};
 
 /// The pool pass's bind group: rows read from `data` into group `g`'s accumulators, with the
-/// ingest's parameters, bin edges and row maxima.
+/// ingest's parameters, bin edges and row maxima, and the pattern statistics' pixels' sums when
+/// the ingest has them (`PatternPass::pixels`; a stand-in otherwise).
 pub(super) fn pool_bind_group(
     gpu: &Gpu,
     pipes: &PoolPipelines,
     buffers: &PassBuffers,
     data: &wgpu::Buffer,
     g: &CellGroup,
+    pattern: Option<&wgpu::Buffer>,
 ) -> wgpu::BindGroup {
+    let pattern_px = pattern.unwrap_or(&buffers.no_pattern_px);
     let bound = [
         &buffers.params,
         data,
@@ -28,6 +31,7 @@ pub(super) fn pool_bind_group(
         &buffers.row_max,
         &g.flags,
         &g.zeros,
+        pattern_px,
     ];
     pipes
         .kernel
@@ -36,8 +40,16 @@ pub(super) fn pool_bind_group(
 
 impl Ingest<'_> {
     /// The pool pass's bind group reading `data` into group `g`'s accumulators.
-    pub(super) fn bind_group(&self, data: &wgpu::Buffer, g: &CellGroup) -> wgpu::BindGroup {
-        pool_bind_group(self.gpu, self.pipes, &self.buffers, data, g)
+    pub(super) fn bind_group(&self, data: &wgpu::Buffer, g: usize) -> wgpu::BindGroup {
+        let pattern = self.pattern.as_ref().map(|p| p.pixels(g));
+        pool_bind_group(
+            self.gpu,
+            self.pipes,
+            &self.buffers,
+            data,
+            &self.groups[g],
+            pattern,
+        )
     }
 
     /// Uploads the parameters of `pieces`, piece j at index j of the parameter array.
@@ -96,6 +108,7 @@ impl Ingest<'_> {
             self.dtype,
             self.options,
             !self.windows.is_empty(),
+            self.pattern.is_some(),
         );
         let n = pieces.len() as u32;
         pass.set_bind_group(0, bind_group, &[]);
@@ -165,7 +178,7 @@ impl Ingest<'_> {
         }
         self.flush()?;
         let g = cell / self.per_group;
-        let bind_group = self.bind_group(data, &self.groups[g]);
+        let bind_group = self.bind_group(data, g);
         let pattern = self
             .pattern
             .as_ref()
