@@ -349,7 +349,8 @@ fn pool(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     var run: Running;
     let pattern = (FLAGS & FLAG_PATTERN) != 0u;
-    if pattern {
+    // (a bin that starts in this block starts from zero: `run` is)
+    if pattern && r0 > row_edges[y] {
         run.px = pattern_px[idx];
     }
     run.max_v = a.max_v;
