@@ -1,15 +1,19 @@
 // Per-head pattern statistics (`attnviz heads`, `render --stats-json`). The CPU twin is
 // src/cpu/pattern.rs; src/pool/pattern.rs turns the sums into the reported statistics.
 //
-// The scalar statistics (sums, maximum, non-finite count) are folded by the pool pass itself
-// into each pooled pixel's `PixelSums` (FLAG_PATTERN in shaders/pool.wgsl): no read of their
-// own. The profiles need keys and offsets apart, so two entry points run on the same resident
-// chunk right after each pool dispatch, each piece (one head's rows) in workgroups (_, _, z):
-//   pattern_columns    one invocation per key: column masses, and block masses by a workgroup
-//                      reduction at every block-row boundary (a workgroup spans one block of keys);
-//   pattern_diagonals  one invocation per offset a − k: diagonal masses.
-// Their loops run over the piece's rows (at most `PATTERN_ROWS` in src/pool/pattern_gpu.rs
-// times the keys per invocation, within the loop budget).
+// The entropy, maximum and non-finite count need every entry apart: the pool pass folds them
+// into each pooled pixel's `PixelSums` (FLAG_PATTERN in shaders/pool.wgsl), no read of their
+// own. The profiles need keys and offsets apart; on software rasterizers every load costs about
+// as much as the pool pass's own (loads are emulated lane by lane), so they read the chunk once
+// more, all three from the same loads, right after each pool dispatch, each piece (one head's
+// rows) in workgroups (_, _, z):
+//   pattern_profiles   one invocation per GROUP_KEYS keys walking the piece's rows: column
+//                      masses, and block rows' and diagonals' shares into `scratch`;
+//   pattern_blocks     one invocation per block the piece touches: its shares added up;
+//   pattern_diagonals  one invocation per offset a − k: its shares added up.
+// Their loops run over the piece's rows (at most `PATTERN_ROWS` in src/pool/pattern_gpu.rs, or
+// those / 16), or a block's key groups. The other scalars (row sums, sink, local and distance
+// masses) are sums of the profiles (src/pool/pattern_gpu.rs).
 // Once the last chunk is pooled, two more reduce the pixels' sums per head:
 //   pattern_pixels     workgroup (x, _, z): pixels [x * PIXEL_CHUNK, (x + 1) * PIXEL_CHUNK) of
 //                      head z, each invocation a run of PIXEL_RUN, then a tree, into `partials`;

@@ -1,21 +1,25 @@
-//! The pattern statistics on the GPU. The scalar statistics are folded by the pool pass into
-//! each pooled pixel's share (`FLAG_PATTERN` in `shaders/pool.wgsl`, [`PatternPass::pixels`]),
-//! from the same loads that pool; the column, diagonal and block masses are recorded right after
-//! each pool dispatch on the same bound chunk (`shaders/pattern.wgsl`), and the pixels' shares
-//! are reduced per head once the last chunk is pooled ([`PatternPass::read`]). An ingest without
-//! statistics records nothing and builds no pipeline.
+//! The pattern statistics on the GPU. The entropy, maximum and non-finite count are folded by
+//! the pool pass into each pooled pixel's share (`FLAG_PATTERN` in `shaders/pool.wgsl`,
+//! [`PatternPass::pixels`]), from the same loads that pool, and reduced per head once the last
+//! chunk is pooled ([`PatternPass::read`]); the column, diagonal and block masses are recorded
+//! right after each pool dispatch on the same bound chunk (`shaders/pattern.wgsl`: one read of
+//! it for all three); the row sums and the sink, local and distance masses are sums of the
+//! profiles ([`PatternPass::read`]). An ingest without statistics records nothing and builds no
+//! pipeline.
 //!
 //! Memory per head: K column masses, Q + K − 1 diagonal masses and at most
-//! [`super::pattern::MAX_BLOCKS`] block masses (f32), 36 bytes per pooled pixel, and 64 bytes
-//! of scalars per [`PIXEL_CHUNK`] pixels.
+//! [`super::pattern::MAX_BLOCKS`] block masses (f32), 20 bytes per pooled pixel, and 32 bytes
+//! of scalars per [`PIXEL_CHUNK`] pixels; a scratch of 8 bytes per row of a chunk and
+//! [`GROUP_KEYS`] keys.
 //!
-//! Precision: each pixel adds its bin's entries row by row in f32 (a row's share of the bin,
-//! then into the pixel's sums), the pixels are added in f32 in runs and a tree per chunk of
+//! Precision: each pixel adds its bin's p ln p row by row in f32 (a row's share of the bin, then
+//! into the pixel's sum), the pixels are added in f32 in runs and a tree per chunk of
 //! [`PIXEL_CHUNK`], and the chunks with Kahan compensation: an error of about (bin width + bin
 //! height + log2 of the pixels)·ε. Column, diagonal and block masses are f32 sums over the rows
-//! of one piece (at most [`PATTERN_ROWS`]) added into f32 totals. Against the f64 CPU twin that
-//! is a relative error of about 1e-6 on the scalars and 1e-5 on the profiles for the sizes the
-//! tests use.
+//! of one piece (at most [`PATTERN_ROWS`]; a diagonal's over at most 16 rows per key group, then
+//! over the groups) added into f32 totals, and the masses summed from them are added in f64.
+//! Against the f64 CPU twin that is a relative error of about 1e-6 on the scalars and 1e-5 on
+//! the profiles for the sizes the tests use.
 
 use std::sync::OnceLock;
 
@@ -30,8 +34,8 @@ use crate::pool::pattern::{block_side, PatternOptions, PatternSums};
 use crate::pool::MAX_PIECES;
 use crate::source::DType;
 
-/// Rows of one head per dispatch at most when pattern statistics are on: bounds the fold's and
-/// the diagonals' loops (and, divided by the keys per invocation, the columns').
+/// Rows of one head per dispatch at most when pattern statistics are on: bounds the profile
+/// kernel's loop over a piece's rows (and, divided by 16, the diagonals').
 pub(super) const PATTERN_ROWS: usize = 4096;
 
 /// Mirrors `PatternParams` in `shaders/pattern_common.wgsl`.
