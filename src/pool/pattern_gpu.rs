@@ -239,8 +239,10 @@ impl PatternPass {
             })
         };
         let max = gpu.max_binding();
-        // block rows' and diagonals' shares per row of a chunk, and the tails of every piece
-        let scratch_words = (2 * shape.max_rows + MAX_PIECES * (GROUP_KEYS - 1)) * groups;
+        // block rows' and diagonals' shares per row of a chunk, and the tails of every piece of
+        // a dispatch (a piece has a row at least)
+        let pieces = MAX_PIECES.min(shape.max_rows);
+        let scratch_words = (2 * shape.max_rows + pieces * (GROUP_KEYS - 1)) * groups;
         let scratch_bytes = (scratch_words * 4) as u64;
         if scratch_bytes > max || scratch_words > u32::MAX as usize {
             return Err(Error::BadOption(format!(
