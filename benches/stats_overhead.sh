@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The cost of `render --stats-json` (issue 17 asks for at most 10%): `attnviz render` of the same
 # input with and without it, alternating, N runs each, wall-clock seconds of each run and the
-# ratio of the medians. The input is the 1 GiB 8 × 8 grid (synthetic, f32, 2048 tokens), written
-# once to $GRID.
+# ratio of the medians; then the same for CPU seconds (user + system), which other processes on
+# a shared machine disturb less (on a software rasterizer the device's work is CPU time too).
+# The input is the 1 GiB 8 × 8 grid (synthetic, f32, 2048 tokens), written once to $GRID.
 #
 #   benches/stats_overhead.sh [N]      # ATTNVIZ=path/to/attnviz, GRID=/tmp/grid.npy
 set -euo pipefail
@@ -18,22 +19,34 @@ fi
 # one untimed run of each: the page cache and the shader cache warm
 "$attnviz" render "$grid" -o "$out/a.png" --quiet 2>/dev/null
 "$attnviz" render "$grid" -o "$out/b.png" --stats-json "$out/s.json" --quiet 2>/dev/null
+# "wall user system" seconds of one run
 seconds() {
-    local t0 t1
-    t0=$(date +%s.%N)
-    "$attnviz" "$@" --quiet 2>/dev/null
-    t1=$(date +%s.%N)
-    echo "$t1 - $t0" | bc
+    local TIMEFORMAT='%R %U %S'
+    { time "$attnviz" "$@" --quiet >/dev/null 2>&1; } 2>&1
 }
 plain=()
 stats=()
+plain_cpu=()
+stats_cpu=()
 for _ in $(seq "$n"); do
-    plain+=("$(seconds render "$grid" -o "$out/a.png")")
-    stats+=("$(seconds render "$grid" -o "$out/b.png" --stats-json "$out/s.json")")
+    read -r w u s < <(seconds render "$grid" -o "$out/a.png")
+    plain+=("$w")
+    plain_cpu+=("$(echo "$u + $s" | bc)")
+    read -r w u s < <(seconds render "$grid" -o "$out/b.png" --stats-json "$out/s.json")
+    stats+=("$w")
+    stats_cpu+=("$(echo "$u + $s" | bc)")
 done
 median() { printf '%s\n' "$@" | sort -g | awk '{v[NR]=$1} END {print (NR % 2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'; }
-mp=$(median "${plain[@]}")
-ms=$(median "${stats[@]}")
-echo "render:               ${plain[*]} s (median $mp)"
-echo "render --stats-json:  ${stats[*]} s (median $ms)"
-echo "ratio of medians: $(echo "scale=2; $ms / $mp" | bc)"
+report() {
+    local what=$1
+    shift
+    local -n a=$1 b=$2
+    local ma mb
+    ma=$(median "${a[@]}")
+    mb=$(median "${b[@]}")
+    echo "$what render:               ${a[*]} s (median $ma)"
+    echo "$what render --stats-json:  ${b[*]} s (median $mb)"
+    echo "$what ratio of medians: $(echo "scale=2; $mb / $ma" | bc)"
+}
+report wall plain stats
+report cpu plain_cpu stats_cpu

@@ -1,20 +1,24 @@
-// Per-head pattern statistics (`attnviz heads`, `render --stats-json`), dispatched on the same
-// resident chunk right after the pool pass and reading the same bound rows, so the input is
-// still read once. The CPU twin is src/cpu/pattern.rs; src/pool/pattern.rs turns the sums into
-// the reported statistics.
+// Per-head pattern statistics (`attnviz heads`, `render --stats-json`). The CPU twin is
+// src/cpu/pattern.rs; src/pool/pattern.rs turns the sums into the reported statistics.
 //
-// Four entry points per chunk, each piece (one head's rows) in workgroups (_, _, z):
-//   pattern_rows       one workgroup per row: the row's sums (mass, sink, local, entropy,
-//                      distance), its largest entry and its non-finite count, into `rows`
-//                      (`pattern_rows_narrow`, one invocation per row, when a row fits the
-//                      loop budget);
-//   pattern_fold       one invocation per piece: the piece's rows added to the head's scalars
-//                      in row order, with Kahan compensation (heads reach 2^16+ rows of ~1);
-//   pattern_columns    one invocation per key: column masses, and block masses by a workgroup
-//                      reduction at every block-row boundary (a workgroup spans one block of keys);
-//   pattern_diagonals  one invocation per offset a − k: diagonal masses.
-// Every loop runs over the piece's rows (at most `PATTERN_ROWS` in src/pool/pattern_gpu.rs
-// times the keys per invocation, within the loop budget) or a row's keys / 64.
+// The entropy, maximum and non-finite count need every entry apart: the pool pass folds them
+// into each pooled pixel's `PixelSums` (FLAG_PATTERN in shaders/pool.wgsl), no read of their
+// own. The profiles need keys and offsets apart; on software rasterizers every load costs about
+// as much as the pool pass's own (loads are emulated lane by lane), so they read the chunk once
+// more, all three from the same loads, right after each pool dispatch, each piece (one head's
+// rows) in workgroups (_, _, z):
+//   pattern_profiles   one invocation per GROUP_KEYS keys walking the piece's rows: column
+//                      masses, and block rows' and diagonals' shares into `scratch`;
+//   pattern_blocks     one invocation per block the piece touches: its shares added up;
+//   pattern_diagonals  one invocation per offset a − k: its shares added up.
+// Their loops run over the piece's rows (at most `PATTERN_ROWS` in src/pool/pattern_gpu.rs, or
+// those / 16), or a block's key groups. The other scalars (row sums, sink, local and distance
+// masses) are sums of the profiles (src/pool/pattern_gpu.rs).
+// Once the last chunk is pooled, two more reduce the pixels' sums per head:
+//   pattern_pixels     workgroup (x, _, z): pixels [x * PIXEL_CHUNK, (x + 1) * PIXEL_CHUNK) of
+//                      head z, each invocation a run of PIXEL_RUN, then a tree, into `partials`;
+//   pattern_heads      one invocation per head: its partials in order, with Kahan
+//                      compensation, into `heads`.
 
 // Keep in sync with `Piece` in shaders/pool.wgsl and `PieceParams` in src/pool/pipelines.rs.
 struct Piece {
@@ -34,39 +38,11 @@ struct Piece {
     y_end: u32,
 }
 
-// Keep in sync with `PatternParams` in src/pool/pattern_gpu.rs.
-struct PatternParams {
-    queries: u32,
-    keys: u32,
-    sink_keys: u32,
-    window: u32,
-    // block side (a multiple of 64) and blocks per block row
-    block: u32,
-    blocks_w: u32,
-    // f32 words per head in `profiles`: keys columns, queries + keys - 1 diagonals, blocks
-    stride: u32,
-    // 1: entries above the causal diagonal are masked
-    causal: u32,
-}
-
-// Keep in sync with `RowSums` in src/pool/pattern_gpu.rs.
-struct RowSums {
-    sum: f32,
-    sink: f32,
-    local: f32,
-    entropy: f32,
-    distance: f32,
-    max_v: f32,
-    // NONE when the row has no finite, unmasked entry
-    arg_k: u32,
-    bad: u32,
-}
-
 // Keep in sync with `HeadSums` in src/pool/pattern_gpu.rs.
 struct HeadSums {
-    // row_sum, sink, local, entropy, distance; then their Kahan compensations
-    sums: array<f32, 5>,
-    comp: array<f32, 5>,
+    // Σ p ln p, and its Kahan compensation
+    p_ln_p: f32,
+    comp: f32,
     max_v: f32,
     arg_q: u32,
     arg_k: u32,
@@ -83,14 +59,21 @@ override DTYPE: u32 = DTYPE_F32;
 const MAX_PIECES: u32 = 256u;
 
 @group(0) @binding(0) var<uniform> pieces: array<Piece, MAX_PIECES>;
-// The chunk as 32-bit words (the pool pass reads it as vec4 words): the per-element loads of
-// the columns and diagonals read one word, not four (llvmpipe loads every 32-bit component of
-// a storage load lane by lane, so a vec4 costs four words' time).
-@group(0) @binding(1) var<storage, read> data: array<u32>;
+// The chunk as aligned 16-byte words, as the pool pass reads it.
+@group(0) @binding(1) var<storage, read> data: array<vec4<u32>>;
 @group(0) @binding(2) var<uniform> params: PatternParams;
-@group(0) @binding(3) var<storage, read_write> rows: array<RowSums>;
+// per head, per chunk of PIXEL_CHUNK pixels: the chunk's sums (`pattern_pixels`)
+@group(0) @binding(3) var<storage, read_write> partials: array<HeadSums>;
 @group(0) @binding(4) var<storage, read_write> heads: array<HeadSums>;
 @group(0) @binding(5) var<storage, read_write> profiles: array<f32>;
+// per pooled pixel of the group's heads: what the pool pass folded (FLAG_PATTERN)
+@group(0) @binding(6) var<storage, read> pixels: array<PixelSums>;
+// Scratch of `pattern_profiles`, per row of the chunk, per group of GROUP_KEYS keys: a block
+// row's share of the group's mass (at the index of the block row's first row in the piece,
+// for `pattern_blocks`), then from `diag_base` on one diagonal's share of it (at the row where
+// the diagonal leaves the group), then GROUP_KEYS − 1 more per piece for the diagonals still in
+// the group after its last row (for `pattern_diagonals`).
+@group(0) @binding(7) var<storage, read_write> scratch: array<f32>;
 
 var<private> piece: Piece;
 
@@ -114,10 +97,10 @@ fn widen1(h: u32) -> u32 {
 // Element `e` of the chunk as (f32 bits, 1 when finite).
 fn load(e: u32) -> vec2<u32> {
     if DTYPE == DTYPE_F32 {
-        let b = data[e];
+        let b = data[e >> 2u][e & 3u];
         return vec2<u32>(b, u32((b & 0x7f800000u) != 0x7f800000u));
     }
-    let word = data[e >> 1u];
+    let word = data[e >> 3u][(e >> 1u) & 3u];
     let h = select(word & 0xffffu, word >> 16u, (e & 1u) == 1u);
     var finite = (h & 0x7f80u) != 0x7f80u;
     if DTYPE == DTYPE_F16 {
@@ -136,245 +119,331 @@ fn position(q: u32) -> i32 {
 }
 
 const WG: u32 = 64u;
-var<workgroup> w_sum: array<f32, WG>;
-var<workgroup> w_sink: array<f32, WG>;
-var<workgroup> w_local: array<f32, WG>;
-var<workgroup> w_ent: array<f32, WG>;
-var<workgroup> w_dist: array<f32, WG>;
-var<workgroup> w_max: array<f32, WG>;
-var<workgroup> w_arg: array<u32, WG>;
-var<workgroup> w_bad: array<u32, WG>;
 
-// (a beats b): larger, or equal and earlier; NONE never wins.
-fn beats(va: f32, ka: u32, vb: f32, kb: u32) -> bool {
-    if ka == NONE {
+// Keep in sync with `PIXEL_RUN` and `PIXEL_CHUNK` in src/pool/pattern_gpu.rs.
+const PIXEL_WG: u32 = 256u;
+const PIXEL_RUN: u32 = 64u;
+const PIXEL_CHUNK: u32 = PIXEL_WG * PIXEL_RUN;
+
+// (a beats b): larger, or equal and earlier in row-major order; an empty one never wins.
+fn beats(a: HeadSums, b: HeadSums) -> bool {
+    if a.seen == 0u {
         return false;
     }
-    return kb == NONE || va > vb || (va == vb && ka < kb);
+    return b.seen == 0u || a.max_v > b.max_v
+        || (a.max_v == b.max_v && (a.arg_q < b.arg_q || (a.arg_q == b.arg_q && a.arg_k < b.arg_k)));
 }
 
-// Workgroup (r, _, z): row r of piece z.
-@compute @workgroup_size(64)
-fn pattern_rows(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-    // `p` (not the private `piece`) decides the control flow around barriers: uniform.
-    let p = pieces[wg.z];
-    piece = p;
-    let r = wg.x;
-    if r >= p.row_count {
-        return;
+fn add64(a: vec2<u32>, b: vec2<u32>) -> vec2<u32> {
+    let lo = a.x + b.x;
+    return vec2<u32>(lo, a.y + b.y + u32(lo < a.x));
+}
+
+const NO_SUMS = HeadSums(0.0, 0.0, 0.0, 0u, 0u, 0u, vec2<u32>(0u));
+
+// `b` added into `a` (a plain f32 sum: the compensation stays 0 until `pattern_heads`).
+fn merge(a: ptr<function, HeadSums>, b: HeadSums) {
+    (*a).p_ln_p += b.p_ln_p;
+    if beats(b, *a) {
+        (*a).max_v = b.max_v;
+        (*a).arg_q = b.arg_q;
+        (*a).arg_k = b.arg_k;
+        (*a).seen = 1u;
     }
-    let q = piece.row_start + r;
-    let a = position(q);
-    let base = piece.elem_offset + r * params.keys;
-    var s = RowSums(0.0, 0.0, 0.0, 0.0, 0.0, -F32_MAX, NONE, 0u);
-    for (var k = li; k < params.keys; k += WG) {
-        if masked(q, k) {
-            continue;
-        }
-        let v = load(base + k);
-        if v.y == 0u {
-            s.bad += 1u;
-            continue;
-        }
-        let p = bitcast<f32>(v.x);
-        let dist = abs(a - i32(k));
-        s.sum += p;
-        s.sink += select(0.0, p, k < params.sink_keys);
-        s.local += select(0.0, p, u32(dist) < params.window);
-        s.distance += p * f32(dist);
-        s.entropy += select(0.0, -p * log(max(p, 1e-38)), p > 0.0);
-        if beats(p, k, s.max_v, s.arg_k) {
-            s.max_v = p;
-            s.arg_k = k;
-        }
+    (*a).bad = add64((*a).bad, b.bad);
+}
+
+fn of_pixel(p: PixelSums) -> HeadSums {
+    var h = NO_SUMS;
+    h.p_ln_p = p.p_ln_p;
+    h.max_v = p.max_v;
+    h.arg_q = p.arg_q1 - 1u;
+    h.arg_k = p.arg_k;
+    h.seen = u32(p.arg_q1 != 0u);
+    h.bad = vec2<u32>(p.bad, 0u);
+    return h;
+}
+
+var<workgroup> w_sums: array<HeadSums, PIXEL_WG>;
+
+// Workgroup (x, _, z): head z's pixels of chunk x; invocation li a run of PIXEL_RUN consecutive
+// pixels (software rasterizers load runs several times faster than strided pixels; see
+// shaders/stats.wgsl), then a tree.
+@compute @workgroup_size(256)
+fn pattern_pixels(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+    let n = params.pixels;
+    let first = wg.x * PIXEL_CHUNK + li * PIXEL_RUN;
+    let last = min(first + PIXEL_RUN, n);
+    var h = NO_SUMS;
+    for (var i = first; i < last; i++) {
+        merge(&h, of_pixel(pixels[wg.z * n + i]));
     }
-    w_sum[li] = s.sum;
-    w_sink[li] = s.sink;
-    w_local[li] = s.local;
-    w_ent[li] = s.entropy;
-    w_dist[li] = s.distance;
-    w_max[li] = s.max_v;
-    w_arg[li] = s.arg_k;
-    w_bad[li] = s.bad;
+    w_sums[li] = h;
     workgroupBarrier();
-    for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
+    for (var stride = PIXEL_WG / 2u; stride > 0u; stride >>= 1u) {
         if li < stride {
-            let o = li + stride;
-            w_sum[li] += w_sum[o];
-            w_sink[li] += w_sink[o];
-            w_local[li] += w_local[o];
-            w_ent[li] += w_ent[o];
-            w_dist[li] += w_dist[o];
-            w_bad[li] += w_bad[o];
-            if beats(w_max[o], w_arg[o], w_max[li], w_arg[li]) {
-                w_max[li] = w_max[o];
-                w_arg[li] = w_arg[o];
-            }
+            var a = w_sums[li];
+            merge(&a, w_sums[li + stride]);
+            w_sums[li] = a;
         }
         workgroupBarrier();
     }
     if li == 0u {
-        rows[piece.row_max_base + r] = RowSums(
-            w_sum[0], w_sink[0], w_local[0], w_ent[0], w_dist[0], w_max[0], w_arg[0], w_bad[0],
-        );
+        partials[wg.z * params.pixel_chunks + wg.x] = w_sums[0];
     }
 }
 
-// Folds element `e` of the chunk (raw f32 bits, finiteness) into row `q`'s sums when it is one
-// of the row's keys (`row_base` is the row's key 0) and not masked.
-fn row_elem(s: ptr<function, RowSums>, bits: u32, finite: bool, e: u32, row_base: u32, q: u32) {
-    let k = e - row_base;
-    if k >= params.keys || masked(q, k) {
-        return;
-    }
-    if !finite {
-        (*s).bad += 1u;
-        return;
-    }
-    let p = bitcast<f32>(bits);
-    let dist = abs(position(q) - i32(k));
-    (*s).sum += p;
-    (*s).sink += select(0.0, p, k < params.sink_keys);
-    (*s).local += select(0.0, p, u32(dist) < params.window);
-    (*s).distance += p * f32(dist);
-    (*s).entropy += select(0.0, -p * log(max(p, 1e-38)), p > 0.0);
-    if beats(p, k, (*s).max_v, (*s).arg_k) {
-        (*s).max_v = p;
-        (*s).arg_k = k;
-    }
+// Kahan addition of `v` into the sum of `h`.
+fn kahan(h: ptr<function, HeadSums>, v: f32) {
+    let y = v - (*h).comp;
+    let t = (*h).p_ln_p + y;
+    (*h).comp = (t - (*h).p_ln_p) - y;
+    (*h).p_ln_p = t;
 }
 
-fn row_pair(s: ptr<function, RowSums>, word: u32, e: u32, row_base: u32, q: u32) {
-    let lo = word & 0xffffu;
-    let hi = word >> 16u;
-    row_elem(s, widen1(lo), finite_half(lo), e, row_base, q);
-    row_elem(s, widen1(hi), finite_half(hi), e + 1u, row_base, q);
-}
-
-fn finite_half(h: u32) -> bool {
-    if DTYPE == DTYPE_F16 {
-        return (h & 0x7c00u) != 0x7c00u;
-    }
-    return (h & 0x7f80u) != 0x7f80u;
-}
-
-// `pattern_rows` for rows within the loop budget (as `row_maxima` in shaders/pool.wgsl): one
-// invocation per row walks it a 16-byte word at a time, no barriers. Software rasterizers run
-// this several times faster than a workgroup per row.
-@compute @workgroup_size(64)
-fn pattern_rows_narrow(@builtin(global_invocation_id) gid: vec3<u32>) {
-    piece = pieces[gid.z];
-    let r = gid.x;
-    if r >= piece.row_count {
-        return;
-    }
-    let q = piece.row_start + r;
-    let row_base = piece.elem_offset + r * params.keys;
-    let shift = elem_shift();
-    var s = RowSums(0.0, 0.0, 0.0, 0.0, 0.0, -F32_MAX, NONE, 0u);
-    let w1 = (row_base + params.keys - 1u) >> shift;
-    for (var w = row_base >> shift; w <= w1; w++) {
-        let v = vec4<u32>(data[4u * w], data[4u * w + 1u], data[4u * w + 2u], data[4u * w + 3u]);
-        let e = w << shift;
-        if DTYPE == DTYPE_F32 {
-            for (var c = 0u; c < 4u; c++) {
-                let b = v[c];
-                row_elem(&s, b, (b & 0x7f800000u) != 0x7f800000u, e + c, row_base, q);
-            }
-        } else {
-            for (var c = 0u; c < 4u; c++) {
-                row_pair(&s, v[c], e + 2u * c, row_base, q);
-            }
-        }
-    }
-    rows[piece.row_max_base + r] = s;
-}
-
-// Kahan addition of `v` into sum i of `h`.
-fn kahan(h: ptr<function, HeadSums>, i: u32, v: f32) {
-    let y = v - (*h).comp[i];
-    let t = (*h).sums[i] + y;
-    (*h).comp[i] = (t - (*h).sums[i]) - y;
-    (*h).sums[i] = t;
-}
-
-// Workgroup (_, _, z): piece z's rows, in order, into its head's scalars.
+// Workgroup (_, _, z): head z's partials, in order, into its scalars.
 @compute @workgroup_size(1)
-fn pattern_fold(@builtin(workgroup_id) wg: vec3<u32>) {
-    piece = pieces[wg.z];
-    var h = heads[piece.cell];
-    for (var r = 0u; r < piece.row_count; r++) {
-        let s = rows[piece.row_max_base + r];
-        kahan(&h, 0u, s.sum);
-        kahan(&h, 1u, s.sink);
-        kahan(&h, 2u, s.local);
-        kahan(&h, 3u, s.entropy);
-        kahan(&h, 4u, s.distance);
-        if s.arg_k != NONE && (h.seen == 0u || s.max_v > h.max_v) {
-            h.max_v = s.max_v;
-            h.arg_q = piece.row_start + r;
-            h.arg_k = s.arg_k;
+fn pattern_heads(@builtin(workgroup_id) wg: vec3<u32>) {
+    let z = wg.z;
+    var h = NO_SUMS;
+    for (var x = 0u; x < params.pixel_chunks; x++) {
+        let p = partials[z * params.pixel_chunks + x];
+        kahan(&h, p.p_ln_p);
+        if beats(p, h) {
+            h.max_v = p.max_v;
+            h.arg_q = p.arg_q;
+            h.arg_k = p.arg_k;
             h.seen = 1u;
         }
-        let lo = h.bad.x + s.bad;
-        h.bad = vec2<u32>(lo, h.bad.y + u32(lo < h.bad.x));
+        h.bad = add64(h.bad, p.bad);
     }
-    heads[piece.cell] = h;
+    heads[z] = h;
 }
 
-var<workgroup> w_block: array<f32, WG>;
 
-// Workgroup (x, _, z): keys [x * block, (x + 1) * block) of piece z, 64 at a time; each
-// invocation sums its key's column over the piece's rows, and the workgroup adds each block
-// row's share to the block's mass.
-@compute @workgroup_size(64)
-fn pattern_columns(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
-    let p = pieces[wg.z];
-    piece = p;
-    let head = p.cell * params.stride;
-    let blocks = head + params.keys + params.queries + params.keys - 1u;
-    let r1 = p.row_count;
-    for (var j = 0u; j < params.block / WG; j++) {
-        let k = wg.x * params.block + j * WG + li;
-        let inside = k < params.keys;
-        var column = 0.0;
-        var r = 0u;
-        while r < r1 {
-            // rows of one block row: [r, end)
-            let q0 = p.row_start + r;
-            let end = min(r1, (q0 / params.block + 1u) * params.block - p.row_start);
-            var part = 0.0;
-            for (var i = r; i < end; i++) {
-                let q = piece.row_start + i;
-                if inside && !masked(q, k) {
-                    let v = load(piece.elem_offset + i * params.keys + k);
-                    part += select(0.0, bitcast<f32>(v.x), v.y != 0u);
-                }
-            }
-            column += part;
-            w_block[li] = part;
-            workgroupBarrier();
-            for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
-                if li < stride {
-                    w_block[li] += w_block[li + stride];
-                }
-                workgroupBarrier();
-            }
-            if li == 0u {
-                let b = blocks + (q0 / params.block) * params.blocks_w + wg.x;
-                profiles[b] += w_block[0];
-            }
-            workgroupBarrier();
-            r = end;
+// Keys per invocation of `pattern_profiles`. Keep in sync with src/pool/pattern_gpu.rs.
+const GROUP_KEYS: u32 = 16u;
+
+// Sixteen values, keys k0 + 0 ..< 16 in order, four per vec4.
+struct Keys16 {
+    a: vec4<f32>,
+    b: vec4<f32>,
+    c: vec4<f32>,
+    d: vec4<f32>,
+}
+
+// The f32 values of four 16-bit elements (the low halves of `h`): `widen1` on each lane.
+fn widen4(h: vec4<u32>) -> vec4<f32> {
+    if DTYPE == DTYPE_F16 {
+        let sign = (h & vec4<u32>(0x8000u)) << vec4<u32>(16u);
+        let em = h & vec4<u32>(0x7fffu);
+        let normal = (em << vec4<u32>(13u)) + vec4<u32>(0x38000000u);
+        let small = bitcast<vec4<u32>>(vec4<f32>(em) * 5.9604644775390625e-8);
+        return bitcast<vec4<f32>>(sign | select(normal, small, em < vec4<u32>(0x400u)));
+    }
+    return bitcast<vec4<f32>>(h << vec4<u32>(16u));
+}
+
+// Four elements from 32-bit words (f32) or the 16-bit halves of two words (`pair`: low, high
+// of x, then of y), finite ones as they are, others 0.
+fn finite_f32(w: vec4<u32>) -> vec4<f32> {
+    let ok = (w & vec4<u32>(0x7f800000u)) != vec4<u32>(0x7f800000u);
+    return select(vec4<f32>(0.0), bitcast<vec4<f32>>(w), ok);
+}
+
+fn finite_pairs(x: u32, y: u32) -> vec4<f32> {
+    let h = vec4<u32>(x & 0xffffu, x >> 16u, y & 0xffffu, y >> 16u);
+    var ok = (h & vec4<u32>(0x7f80u)) != vec4<u32>(0x7f80u);
+    if DTYPE == DTYPE_F16 {
+        ok = (h & vec4<u32>(0x7c00u)) != vec4<u32>(0x7c00u);
+    }
+    return select(vec4<f32>(0.0), widen4(h), ok);
+}
+
+// One element for the unaligned path: its value when finite and one of the keys, else 0.
+fn elem_or_zero(e: u32, k: u32) -> f32 {
+    if k >= params.keys {
+        return 0.0;
+    }
+    let v = load(e);
+    return select(0.0, bitcast<f32>(v.x), v.y != 0u);
+}
+
+// Row i's keys k0 ..< k0 + 16 (element `e` is key k0), non-finite ones and keys past the row
+// as 0. `aligned`: `e` starts a 16-byte word.
+fn keys16(e: u32, k0: u32, aligned: bool) -> Keys16 {
+    if aligned {
+        let w = e >> elem_shift();
+        if DTYPE == DTYPE_F32 {
+            return Keys16(
+                finite_f32(data[w]),
+                finite_f32(data[w + 1u]),
+                finite_f32(data[w + 2u]),
+                finite_f32(data[w + 3u]),
+            );
         }
-        if inside {
-            profiles[head + k] += column;
+        let x = data[w];
+        let y = data[w + 1u];
+        return Keys16(
+            finite_pairs(x.x, x.y),
+            finite_pairs(x.z, x.w),
+            finite_pairs(y.x, y.y),
+            finite_pairs(y.z, y.w),
+        );
+    }
+    var out: Keys16;
+    out.a = vec4<f32>(
+        elem_or_zero(e, k0),
+        elem_or_zero(e + 1u, k0 + 1u),
+        elem_or_zero(e + 2u, k0 + 2u),
+        elem_or_zero(e + 3u, k0 + 3u),
+    );
+    out.b = vec4<f32>(
+        elem_or_zero(e + 4u, k0 + 4u),
+        elem_or_zero(e + 5u, k0 + 5u),
+        elem_or_zero(e + 6u, k0 + 6u),
+        elem_or_zero(e + 7u, k0 + 7u),
+    );
+    out.c = vec4<f32>(
+        elem_or_zero(e + 8u, k0 + 8u),
+        elem_or_zero(e + 9u, k0 + 9u),
+        elem_or_zero(e + 10u, k0 + 10u),
+        elem_or_zero(e + 11u, k0 + 11u),
+    );
+    out.d = vec4<f32>(
+        elem_or_zero(e + 12u, k0 + 12u),
+        elem_or_zero(e + 13u, k0 + 13u),
+        elem_or_zero(e + 14u, k0 + 14u),
+        elem_or_zero(e + 15u, k0 + 15u),
+    );
+    return out;
+}
+
+// Invocation g (x of the global id) of piece z: keys [16 g, 16 g + 16) of each of the piece's
+// rows, read once for all three profiles. Their column masses are summed in registers; each
+// block row's share of them goes to `scratch` for `pattern_blocks`. The diagonals are summed in
+// registers too: the entry (q, k) and (q + 1, k + 1) are on one diagonal, so after each row the
+// sixteen running diagonal sums move one key to the right; the one that leaves the group is
+// complete and goes to `scratch` at that row, and those still in the group after the last row
+// go to the piece's tail slots. `pattern_diagonals` adds them up per diagonal.
+@compute @workgroup_size(64)
+fn pattern_profiles(@builtin(global_invocation_id) gid: vec3<u32>) {
+    piece = pieces[gid.z];
+    let g = gid.x;
+    let k0 = g * GROUP_KEYS;
+    if k0 >= params.keys {
+        return;
+    }
+    let groups = (params.keys + GROUP_KEYS - 1u) / GROUP_KEYS;
+    let aligned = ((params.keys | piece.elem_offset) & ((1u << elem_shift()) - 1u)) == 0u;
+    let causal = params.causal != 0u;
+    let keys_a = vec4<u32>(0u, 1u, 2u, 3u) + vec4<u32>(k0);
+    let keys_b = keys_a + vec4<u32>(4u);
+    let keys_c = keys_a + vec4<u32>(8u);
+    let keys_d = keys_a + vec4<u32>(12u);
+    // keys past the row read the next row's first keys (aligned words): masked
+    let limit = vec4<u32>(params.keys);
+    var column = Keys16(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
+    var diag = column;
+    var part = column;
+    let diag_base = params.diag_base;
+    var e = piece.elem_offset + k0;
+    var i = 0u;
+    var slot = piece.row_max_base * groups + g;
+    // rows [i, end) of the piece are in the current block row
+    while i < piece.row_count {
+        let q0 = piece.row_start + i;
+        let end = min(piece.row_count, (q0 / params.block + 1u) * params.block - piece.row_start);
+        for (; i < end; i++) {
+            var v = keys16(e, k0, aligned);
+            var ok_a = keys_a < limit;
+            var ok_b = keys_b < limit;
+            var ok_c = keys_c < limit;
+            var ok_d = keys_d < limit;
+            if causal {
+                let last = vec4<i32>(i32(piece.row_start + i) + piece.causal_offset);
+                ok_a = ok_a & (vec4<i32>(keys_a) <= last);
+                ok_b = ok_b & (vec4<i32>(keys_b) <= last);
+                ok_c = ok_c & (vec4<i32>(keys_c) <= last);
+                ok_d = ok_d & (vec4<i32>(keys_d) <= last);
+            }
+            v.a = select(vec4<f32>(0.0), v.a, ok_a);
+            v.b = select(vec4<f32>(0.0), v.b, ok_b);
+            v.c = select(vec4<f32>(0.0), v.c, ok_c);
+            v.d = select(vec4<f32>(0.0), v.d, ok_d);
+            part.a += v.a;
+            part.b += v.b;
+            part.c += v.c;
+            part.d += v.d;
+            let da = diag.a + v.a;
+            let db = diag.b + v.b;
+            let dc = diag.c + v.c;
+            let dd = diag.d + v.d;
+            scratch[diag_base + (piece.row_max_base + i) * groups + g] = dd.w;
+            diag = Keys16(
+                vec4<f32>(0.0, da.x, da.y, da.z),
+                vec4<f32>(da.w, db.x, db.y, db.z),
+                vec4<f32>(db.w, dc.x, dc.y, dc.z),
+                vec4<f32>(dc.w, dd.x, dd.y, dd.z),
+            );
+            e += params.keys;
+        }
+        column.a += part.a;
+        column.b += part.b;
+        column.c += part.c;
+        column.d += part.d;
+        let t = (part.a + part.b) + (part.c + part.d);
+        scratch[slot] = (t.x + t.y) + (t.z + t.w);
+        part = Keys16(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
+        slot += groups;
+    }
+    // tails: m = 0 ..< 15, the diagonal that would have left the group m + 1 rows later
+    let tail = diag_base + (params.diag_rows + gid.z * (GROUP_KEYS - 1u)) * groups + g;
+    let left = array<f32, 15>(
+        diag.d.w, diag.d.z, diag.d.y, diag.d.x,
+        diag.c.w, diag.c.z, diag.c.y, diag.c.x,
+        diag.b.w, diag.b.z, diag.b.y, diag.b.x,
+        diag.a.w, diag.a.z, diag.a.y,
+    );
+    for (var m = 0u; m < GROUP_KEYS - 1u; m++) {
+        scratch[tail + m * groups] = left[m];
+    }
+    let head = piece.cell * params.stride;
+    let sums = array<vec4<f32>, 4>(column.a, column.b, column.c, column.d);
+    for (var c = 0u; c < GROUP_KEYS; c++) {
+        if k0 + c < params.keys {
+            profiles[head + k0 + c] += sums[c >> 2u][c & 3u];
         }
     }
+}
+
+// Invocation (bx, br) (x, y of the global id) of piece z: block column bx of the piece's block
+// row br, its key groups' shares from `scratch` added into the block's mass.
+@compute @workgroup_size(64)
+fn pattern_blocks(@builtin(global_invocation_id) gid: vec3<u32>) {
+    piece = pieces[gid.z];
+    let bx = gid.x;
+    let br = gid.y;
+    let first_block_row = piece.row_start / params.block;
+    let last_block_row = (piece.row_start + piece.row_count - 1u) / params.block;
+    if bx >= params.blocks_w || first_block_row + br > last_block_row {
+        return;
+    }
+    let groups = (params.keys + GROUP_KEYS - 1u) / GROUP_KEYS;
+    let per_block = params.block / GROUP_KEYS;
+    let base = (piece.row_max_base + br) * groups;
+    var sum = 0.0;
+    for (var g = bx * per_block; g < min((bx + 1u) * per_block, groups); g++) {
+        sum += scratch[base + g];
+    }
+    let blocks = piece.cell * params.stride + params.keys + params.queries + params.keys - 1u;
+    profiles[blocks + (first_block_row + br) * params.blocks_w + bx] += sum;
 }
 
 // Invocation j (flat over workgroups (x, y)) of piece z: the diagonal at offset
-// a − k = j − (queries − 1).
+// d = a − k = j − (queries − 1), its shares from every key group it crosses in the piece. It
+// leaves group g (`pattern_profiles`) after piece row i = d + 16 g + 15 − a0 (a0 the position
+// of the piece's first row): a row of the piece, or one of the 15 tail slots after it.
 @compute @workgroup_size(64)
 fn pattern_diagonals(
     @builtin(workgroup_id) wg: vec3<u32>,
@@ -387,23 +456,30 @@ fn pattern_diagonals(
         return;
     }
     let d = i32(j) - i32(params.queries - 1u);
-    // The mask depends on the offset alone (k > q + causal_offset is K − Q − d > causal_offset):
-    // a masked diagonal reads nothing.
-    if params.causal != 0u && i32(params.keys) - i32(params.queries) - d > piece.causal_offset {
-        return;
-    }
-    // Only the piece's rows where 0 ≤ k < K: q in [d + Q − K, d + Q). The loop visits them alone
-    // (a diagonal crosses at most min(Q, K) rows; walking all of the piece's rows for each of
-    // the Q + K − 1 diagonals cost twice the iterations of the loads).
-    let r0 = i32(piece.row_start);
-    let lo = max(0, d + i32(params.queries) - i32(params.keys) - r0);
-    let hi = min(i32(piece.row_count), d + i32(params.queries) - r0);
+    let groups = i32((params.keys + GROUP_KEYS - 1u) / GROUP_KEYS);
+    let rows = i32(piece.row_count);
+    let a0 = position(piece.row_start);
+    // i = d + 16 g + 15 − a0 in [0, rows + 15)
+    let g0 = max(0, div_ceil(a0 - d - 15, 16));
+    let g1 = min(groups - 1, div_floor(rows + a0 - d - 1, 16));
+    let gs = u32(groups);
     var sum = 0.0;
-    for (var i = lo; i < hi; i++) {
-        let q = piece.row_start + u32(i);
-        let k = u32(position(q) - d);
-        let v = load(piece.elem_offset + u32(i) * params.keys + k);
-        sum += select(0.0, bitcast<f32>(v.x), v.y != 0u);
+    for (var g = g0; g <= g1; g++) {
+        let i = d + 16 * g + 15 - a0;
+        var at = (piece.row_max_base + u32(i)) * gs;
+        if i >= rows {
+            at = (params.diag_rows + wg.z * (GROUP_KEYS - 1u) + u32(i - rows)) * gs;
+        }
+        sum += scratch[params.diag_base + at + u32(g)];
     }
     profiles[piece.cell * params.stride + params.keys + j] += sum;
+}
+
+// Floor and ceiling of a / b for b > 0.
+fn div_floor(a: i32, b: i32) -> i32 {
+    return select(a / b, -((-a + b - 1) / b), a < 0);
+}
+
+fn div_ceil(a: i32, b: i32) -> i32 {
+    return -div_floor(-a, b);
 }

@@ -1,9 +1,10 @@
 //! Pattern statistics (`attnviz heads`): the GPU pass against its f64 CPU twin, and planted
 //! patterns found by name.
 //!
-//! Tolerance: the GPU adds in f32 (row partials, Kahan across rows; profiles per piece), the
-//! twin in f64. Scalars and profiles agree within 1e-5 relative (plus 1e-6 absolute for
-//! masses near zero); max, argmax and the non-finite count exactly.
+//! Tolerance: the GPU adds in f32 (the entropy per pooled pixel, row by row, then pixels in runs
+//! and trees, Kahan across chunks of pixels; profiles per piece, and the other masses as sums of
+//! the profiles in f64), the twin in f64. Scalars and profiles agree within 1e-5 relative (plus
+//! 1e-6 absolute for masses near zero); max, argmax and the non-finite count exactly.
 
 mod common;
 
@@ -105,6 +106,22 @@ fn gpu_matches_the_cpu_twin() {
     // Q > K: positions a = q + K - Q go negative.
     let w = random(1, 1, 90, 20, 5);
     compare(&e, "tall", &ArraySource::from_f32("t", &w), causal);
+    // 16-bit rows that start on 16-byte words (keys a multiple of 8: the profiles' aligned
+    // loads), a last key group cut short (40 = 2 · 16 + 8), several heads per chunk.
+    let h = random(2, 2, 33, 40, 17);
+    for dtype in [DType::F16, DType::BF16] {
+        let src = ArraySource::from_f32_as("a", &h, dtype);
+        compare(&e, &format!("{dtype:?} aligned"), &src, causal);
+        compare(
+            &e,
+            &format!("{dtype:?} aligned"),
+            &src,
+            PoolOptions::default(),
+        );
+    }
+    // Equal maxima in every pixel and chunk: the first in row-major order wins.
+    let flat = Array4::from_elem((1, 2, 30, 40), 0.025f32);
+    compare(&e, "ties", &ArraySource::from_f32("f", &flat), causal);
 }
 
 /// One head of `q` × `k` built by `f(q, k)`, rows normalized to sum 1.

@@ -8,14 +8,22 @@ macro_rules! with_common {
             include_str!(concat!("../../shaders/", $file))
         )
     };
+    ($file:literal, $shared:literal) => {
+        concat!(
+            include_str!("../../shaders/common.wgsl"),
+            include_str!(concat!("../../shaders/", $shared)),
+            include_str!(concat!("../../shaders/", $file))
+        )
+    };
 }
 
-/// Ingest and pooling (`pool`, `row_maxima`, `fold_masked_zeros`).
-pub const POOL: &str = with_common!("pool.wgsl");
+/// Ingest and pooling (`pool`, `row_maxima`, `fold_masked_zeros`), with the pattern
+/// statistics' shared definitions (`FLAG_PATTERN`).
+pub const POOL: &str = with_common!("pool.wgsl", "pattern_common.wgsl");
 /// Per-head statistics of pooled cells.
 pub const STATS: &str = with_common!("stats.wgsl");
 /// Per-head pattern statistics, on the pool pass's chunks.
-pub const PATTERN: &str = with_common!("pattern.wgsl");
+pub const PATTERN: &str = with_common!("pattern.wgsl", "pattern_common.wgsl");
 /// Normalization and colormap lookup.
 pub const COLORIZE: &str = with_common!("colorize.wgsl");
 /// `A − B` of two blocks of rows (`attnviz diff`).

@@ -11,14 +11,18 @@ use crate::pool::ingest::{Ingest, PassBuffers, Piece};
 use crate::pool::pipelines::{PieceParams, PoolPipelines};
 
 /// The pool pass's bind group: rows read from the chunk texture `chunk` into group `g`'s
-/// accumulators, with the ingest's parameters, bin edges and row maxima.
+/// accumulators, with the ingest's parameters, bin edges and row maxima, and the pattern
+/// statistics' pixels' sums when the ingest has them (`PatternPass::pixels`; a stand-in
+/// otherwise).
 pub(super) fn pool_bind_group(
     gpu: &Gpu,
     pipes: &PoolPipelines,
     buffers: &PassBuffers,
     chunk: &wgpu::TextureView,
     g: &CellGroup,
+    pattern: Option<&wgpu::Buffer>,
 ) -> wgpu::BindGroup {
+    let pattern_px = pattern.unwrap_or(&buffers.no_pattern_px);
     pipes.kernel.bind_group(
         &gpu.device,
         &[
@@ -30,14 +34,23 @@ pub(super) fn pool_bind_group(
             buffers.row_max.as_entire_binding(),
             g.flags.as_entire_binding(),
             g.zeros.as_entire_binding(),
+            pattern_px.as_entire_binding(),
         ],
     )
 }
 
 impl Ingest<'_> {
     /// The pool pass's bind group reading the chunk texture into group `g`'s accumulators.
-    pub(super) fn bind_group(&self, g: &CellGroup) -> wgpu::BindGroup {
-        pool_bind_group(self.gpu, self.pipes, &self.buffers, &self.chunk.view, g)
+    pub(super) fn bind_group(&self, g: usize) -> wgpu::BindGroup {
+        let pattern = self.pattern.as_ref().map(|p| p.pixels(g));
+        pool_bind_group(
+            self.gpu,
+            self.pipes,
+            &self.buffers,
+            &self.chunk.view,
+            &self.groups[g],
+            pattern,
+        )
     }
 
     /// Uploads the parameters of `pieces`, piece j at index j of the parameter array.
@@ -96,6 +109,7 @@ impl Ingest<'_> {
             self.dtype,
             self.options,
             !self.windows.is_empty(),
+            self.pattern.is_some(),
         );
         let n = pieces.len() as u32;
         pass.set_bind_group(0, bind_group, &[]);
@@ -163,7 +177,7 @@ impl Ingest<'_> {
         }
         self.flush()?;
         let g = cell / self.per_group;
-        let bind_group = self.bind_group(&self.groups[g]);
+        let bind_group = self.bind_group(g);
         // Pattern statistics read a storage copy of each piece, laid out as the texture's.
         let copy = self.pattern.as_ref().map(|p| {
             let buffer = crate::gpu::buffer(

@@ -11,8 +11,8 @@ use crate::pool::dispatch::pool_bind_group;
 use crate::pool::geometry::{bin_edges, CellGeometry};
 use crate::pool::groups::{has_upper_triangle, CellGroup, PooledCells};
 use crate::pool::options::{Causal, PoolOptions};
-use crate::pool::pattern::{block_side, PatternOptions, BLOCK};
-use crate::pool::pattern_gpu::{head_bytes, PatternPass, PATTERN_ROWS};
+use crate::pool::pattern::PatternOptions;
+use crate::pool::pattern_gpu::{head_bytes, PatternPass, PATTERN_ROWS, PIXEL_SUMS_BYTES};
 use crate::pool::pipelines::{PieceParams, PoolPipelines};
 use crate::pool::slots::{device_copy, slot_usage, Filling, Slot};
 use crate::pool::stats::head_stats;
@@ -153,13 +153,11 @@ impl Sizing {
         } else {
             (LOOP_BUDGET / words).clamp(1, chunk_bytes / row_bytes)
         };
-        // The pattern pass loops over a piece's rows (times the keys of a block per invocation
-        // in `pattern_columns`).
+        // The pattern pass's columns and diagonals loop over a piece's rows.
         let mut group_bytes = cell_bytes_of(geometry);
         if patterns {
-            let per_invocation = block_side(queries, keys) / BLOCK;
-            piece_rows = piece_rows.min((PATTERN_ROWS / per_invocation).max(1));
-            group_bytes = group_bytes.max(head_bytes(queries, keys));
+            piece_rows = piece_rows.min(PATTERN_ROWS);
+            group_bytes = group_bytes.max(head_bytes(queries, keys, geometry.pooled_pixels()));
         }
         let cell_bytes = cell_bytes_of(geometry);
         if cell_bytes > max_binding {
@@ -236,6 +234,9 @@ pub(super) struct PassBuffers {
     pub(super) row_edges: wgpu::Buffer,
     pub(super) col_edges: wgpu::Buffer,
     pub(super) row_max: wgpu::Buffer,
+    /// A stand-in for the pattern statistics' pixels' sums, bound when the ingest has none
+    /// (the pool pipeline without `FLAG_PATTERN` never reads it).
+    pub(super) no_pattern_px: wgpu::Buffer,
 }
 
 impl PassBuffers {
@@ -272,6 +273,12 @@ impl PassBuffers {
                 },
                 wgpu::BufferUsages::STORAGE,
             ),
+            no_pattern_px: buffer(
+                device,
+                "attnviz.pool.no_pattern_px",
+                PIXEL_SUMS_BYTES,
+                wgpu::BufferUsages::STORAGE,
+            ),
         }
     }
 }
@@ -295,16 +302,22 @@ impl<'g> Ingest<'g> {
         let sizing = Sizing::new(gpu, &shape, patterns.is_some())?;
         let groups = cleared_groups(gpu, pipes, &shape, &sizing);
         let group_cells: Vec<usize> = groups.iter().map(|g| g.cells).collect();
-        let max_rows = sizing.chunk_bytes / sizing.row_bytes;
         let pattern = patterns
-            .map(|options| PatternPass::for_ingest(gpu, options, &shape, max_rows, &group_cells))
+            .map(|options| {
+                let max_rows = sizing.chunk_bytes / sizing.row_bytes;
+                PatternPass::for_ingest(gpu, options, &shape, max_rows, &group_cells)
+            })
             .transpose()?;
         let row_edges = bin_edges(shape.queries, shape.geometry.pooled_h);
         let buffers = PassBuffers::new(gpu, &shape, &sizing, &row_edges);
         let chunk = pipes.take_chunk(gpu, sizing.chunk_bytes as u64);
         let bind_groups = groups
             .iter()
-            .map(|g| pool_bind_group(gpu, pipes, &buffers, &chunk.view, g))
+            .enumerate()
+            .map(|(i, g)| {
+                let pattern = pattern.as_ref().map(|p| p.pixels(i));
+                pool_bind_group(gpu, pipes, &buffers, &chunk.view, g, pattern)
+            })
             .collect();
         Ok(Ingest {
             gpu,
@@ -565,7 +578,12 @@ impl<'g> Ingest<'g> {
         };
         let group_cells: Vec<usize> = self.groups.iter().map(|g| g.cells).collect();
         let patterns = match &self.pattern {
-            Some(p) => p.read(self.gpu, &group_cells)?,
+            Some(p) => p.read(
+                self.gpu,
+                &self.pipes.pattern,
+                &self.buffers.params,
+                &group_cells,
+            )?,
             None => Vec::new(),
         };
         let stats = if self.pushed {

@@ -1,16 +1,25 @@
-//! The pattern statistics on the GPU (`shaders/pattern.wgsl`): recorded right after each pool
-//! dispatch on the same bound chunk, so asking for them adds GPU work but no read of the input;
-//! an ingest without them records nothing and builds no pipeline.
+//! The pattern statistics on the GPU. The entropy, maximum and non-finite count are folded by
+//! the pool pass into each pooled pixel's share (`FLAG_PATTERN` in `shaders/pool.wgsl`,
+//! [`PatternPass::pixels`]), from the same loads that pool, and reduced per head once the last
+//! chunk is pooled ([`PatternPass::read`]); the column, diagonal and block masses are recorded
+//! right after each pool dispatch on the same bound chunk (`shaders/pattern.wgsl`: one read of
+//! it for all three); the row sums and the sink, local and distance masses are sums of the
+//! profiles ([`PatternPass::read`]). An ingest without statistics records nothing and builds no
+//! pipeline.
 //!
 //! Memory per head: K column masses, Q + K − 1 diagonal masses and at most
-//! [`super::pattern::MAX_BLOCKS`] block masses (f32), plus 64 bytes of scalars; a scratch of
-//! 32 bytes per row of one chunk.
+//! [`super::pattern::MAX_BLOCKS`] block masses (f32), 20 bytes per pooled pixel, and 32 bytes
+//! of scalars per [`PIXEL_CHUNK`] pixels; a scratch of 8 bytes per row of a chunk and
+//! [`GROUP_KEYS`] keys.
 //!
-//! Precision: row sums are f32 over one row (64 strided partials, then a tree), added into each
-//! head's scalars with Kahan compensation; column, diagonal and block masses are f32 sums over
-//! the rows of one piece (at most [`PATTERN_ROWS`]) added into f32 totals. Against the f64 CPU
-//! twin that is a relative error of about 1e-6 on the scalars and 1e-5 on the profiles for the
-//! sizes the tests use (n·ε with n the rows of a head).
+//! Precision: each pixel adds its bin's p ln p row by row in f32 (a row's share of the bin, then
+//! into the pixel's sum), the pixels are added in f32 in runs and a tree per chunk of
+//! [`PIXEL_CHUNK`], and the chunks with Kahan compensation: an error of about (bin width + bin
+//! height + log2 of the pixels)·ε. Column, diagonal and block masses are f32 sums over the rows
+//! of one piece (at most [`PATTERN_ROWS`]; a diagonal's over at most 16 rows per key group, then
+//! over the groups) added into f32 totals, and the masses summed from them are added in f64.
+//! Against the f64 CPU twin that is a relative error of about 1e-6 on the scalars and 1e-5 on
+//! the profiles for the sizes the tests use.
 
 use std::sync::OnceLock;
 
@@ -22,14 +31,14 @@ use crate::gpu::{dispatch_1d, shaders, Gpu};
 use crate::pool::ingest::{IngestShape, Piece};
 use crate::pool::options::Causal;
 use crate::pool::pattern::{block_side, PatternOptions, PatternSums};
-use crate::pool::LOOP_BUDGET;
+use crate::pool::MAX_PIECES;
 use crate::source::DType;
 
-/// Rows of one head per dispatch at most when pattern statistics are on: bounds the fold's and
-/// the diagonals' loops (and, divided by the keys per invocation, the columns').
+/// Rows of one head per dispatch at most when pattern statistics are on: bounds the profile
+/// kernel's loop over a piece's rows (and, divided by 16, the diagonals').
 pub(super) const PATTERN_ROWS: usize = 4096;
 
-/// Mirrors `PatternParams` in `shaders/pattern.wgsl`.
+/// Mirrors `PatternParams` in `shaders/pattern_common.wgsl`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
 struct PatternParams {
@@ -41,17 +50,30 @@ struct PatternParams {
     blocks_w: u32,
     stride: u32,
     causal: u32,
+    pixels: u32,
+    pixel_chunks: u32,
+    diag_rows: u32,
+    diag_base: u32,
 }
 
-/// Mirrors `RowSums` in `shaders/pattern.wgsl`.
-const ROW_SUMS_BYTES: u64 = 32;
+/// Mirrors `PixelSums` in `shaders/pattern_common.wgsl`: 5 words per pooled pixel.
+pub(super) const PIXEL_SUMS_BYTES: u64 = 20;
+
+/// Keys per invocation of `pattern_profiles`: mirrors `GROUP_KEYS` in `shaders/pattern.wgsl`.
+const GROUP_KEYS: usize = 16;
+
+/// Pixels per invocation of `pattern_pixels`, and per workgroup (256 invocations): mirrors
+/// `PIXEL_RUN` and `PIXEL_CHUNK` in `shaders/pattern.wgsl`.
+pub(super) const PIXEL_RUN: usize = 64;
+pub(super) const PIXEL_CHUNK: usize = 256 * PIXEL_RUN;
 
 /// Mirrors `HeadSums` in `shaders/pattern.wgsl`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
 struct HeadSums {
-    sums: [f32; 5],
-    comp: [f32; 5],
+    /// Σ p ln p and its Kahan compensation.
+    p_ln_p: f32,
+    comp: f32,
     max_v: f32,
     arg_q: u32,
     arg_k: u32,
@@ -63,38 +85,50 @@ struct HeadSums {
 #[derive(Default)]
 pub(crate) struct PatternPipelines {
     kernel: OnceLock<Kernel>,
-    /// rows (a workgroup per row), fold, columns, diagonals, rows (an invocation per row); per
-    /// `DType::shader_id`.
-    per_dtype: [OnceLock<[wgpu::ComputePipeline; 5]>; 3],
+    /// profiles, blocks, diagonals; per `DType::shader_id`.
+    per_dtype: [OnceLock<[wgpu::ComputePipeline; 3]>; 3],
+    /// pixels, heads: the reduction of the pixels' sums.
+    reduce: OnceLock<[wgpu::ComputePipeline; 2]>,
 }
 
 impl PatternPipelines {
     fn kernel(&self, device: &wgpu::Device) -> &Kernel {
         use Binding::*;
-        // pieces, rows of the chunk, params, row scratch, head scalars, profiles
+        // pieces, rows of the chunk, params, per-chunk partials, head scalars, profiles, the
+        // pixels' sums, scratch
         self.kernel.get_or_init(|| {
             Kernel::compute(
                 device,
                 "attnviz.pattern",
                 shaders::PATTERN,
-                &[Uniform, BufReadOnly, Uniform, Buffer, Buffer, Buffer],
+                &[
+                    Uniform,
+                    BufReadOnly,
+                    Uniform,
+                    Buffer,
+                    Buffer,
+                    Buffer,
+                    BufReadOnly,
+                    Buffer,
+                ],
             )
         })
     }
 
-    fn pipelines(&self, device: &wgpu::Device, dtype: DType) -> &[wgpu::ComputePipeline; 5] {
+    fn pipelines(&self, device: &wgpu::Device, dtype: DType) -> &[wgpu::ComputePipeline; 3] {
         let id = dtype.shader_id();
         self.per_dtype[id as usize].get_or_init(|| {
             let constants = [("DTYPE", id as f64)];
             let kernel = self.kernel(device);
-            [
-                "pattern_rows",
-                "pattern_fold",
-                "pattern_columns",
-                "pattern_diagonals",
-                "pattern_rows_narrow",
-            ]
-            .map(|entry| kernel.specialized(device, entry, &constants))
+            ["pattern_profiles", "pattern_blocks", "pattern_diagonals"]
+                .map(|entry| kernel.specialized(device, entry, &constants))
+        })
+    }
+
+    fn reduce(&self, device: &wgpu::Device) -> &[wgpu::ComputePipeline; 2] {
+        self.reduce.get_or_init(|| {
+            let kernel = self.kernel(device);
+            ["pattern_pixels", "pattern_heads"].map(|entry| kernel.pipeline(device, entry))
         })
     }
 }
@@ -105,18 +139,27 @@ pub(super) fn profile_words(queries: usize, keys: usize) -> usize {
     keys + queries + keys - 1 + queries.div_ceil(block) * keys.div_ceil(block)
 }
 
-/// Bytes of one head's pattern buffers, for sizing accumulator groups.
-pub(super) fn head_bytes(queries: usize, keys: usize) -> u64 {
-    (profile_words(queries, keys) * 4) as u64
+/// Bytes of one head's largest pattern buffer (its profiles or its pixels' sums), for sizing
+/// accumulator groups.
+pub(super) fn head_bytes(queries: usize, keys: usize, pixels: usize) -> u64 {
+    ((profile_words(queries, keys) * 4) as u64).max(pixels as u64 * PIXEL_SUMS_BYTES)
 }
 
-/// One ingest's pattern buffers: the parameters, the row scratch, and per accumulator group
-/// the head scalars and profiles (cleared on creation).
+/// One ingest's pattern buffers: the parameters, and per accumulator group the pixels' sums,
+/// the per-chunk partials, the head scalars and the profiles (cleared on creation).
 pub(super) struct PatternPass {
     params: wgpu::Buffer,
-    rows: wgpu::Buffer,
+    pixels: Vec<wgpu::Buffer>,
+    partials: Vec<wgpu::Buffer>,
     heads: Vec<wgpu::Buffer>,
     profiles: Vec<wgpu::Buffer>,
+    /// Per row of a chunk, per group of [`GROUP_KEYS`] keys: block rows' and diagonals' shares
+    /// of the group's mass (`scratch` in `shaders/pattern.wgsl`).
+    scratch: wgpu::Buffer,
+    /// Bound as the chunk by the reduction, which reads none.
+    no_data: wgpu::Buffer,
+    pixel_chunks: usize,
+    options: PatternOptions,
     queries: usize,
     keys: usize,
     block: usize,
@@ -131,6 +174,8 @@ pub(super) struct PatternShape<'a> {
     pub(super) dtype: DType,
     /// Entries above the diagonal are masked (the piece's diagonal, as the pool pass's).
     pub(super) causal: bool,
+    /// Pooled pixels per head.
+    pub(super) pixels: usize,
     /// Rows of one chunk at most.
     pub(super) max_rows: usize,
     /// Cells of each accumulator group.
@@ -138,8 +183,8 @@ pub(super) struct PatternShape<'a> {
 }
 
 impl PatternPass {
-    /// The pattern pass of an ingest of `shape` whose chunks hold `max_rows` rows at most and
-    /// whose accumulator groups hold `group_cells` cells.
+    /// The pattern pass of an ingest of `shape` whose accumulator groups hold `group_cells`
+    /// cells.
     pub(super) fn for_ingest(
         gpu: &Gpu,
         options: PatternOptions,
@@ -155,6 +200,7 @@ impl PatternPass {
                 keys: shape.keys,
                 dtype: shape.dtype,
                 causal: shape.options.causal == Causal::On,
+                pixels: shape.geometry.pooled_pixels(),
                 max_rows,
                 group_cells,
             },
@@ -165,6 +211,8 @@ impl PatternPass {
         let (queries, keys) = (shape.queries, shape.keys);
         let block = block_side(queries, keys);
         let words = profile_words(queries, keys);
+        let groups = keys.div_ceil(GROUP_KEYS);
+        let pixel_chunks = shape.pixels.div_ceil(PIXEL_CHUNK).max(1);
         let params = PatternParams {
             queries: queries as u32,
             keys: keys as u32,
@@ -174,6 +222,10 @@ impl PatternPass {
             blocks_w: keys.div_ceil(block) as u32,
             stride: words as u32,
             causal: shape.causal as u32,
+            pixels: shape.pixels as u32,
+            pixel_chunks: pixel_chunks as u32,
+            diag_rows: shape.max_rows as u32,
+            diag_base: (shape.max_rows * groups) as u32,
         };
         let device = &gpu.device;
         let storage = |label, size: u64| {
@@ -187,24 +239,37 @@ impl PatternPass {
             })
         };
         let max = gpu.max_binding();
-        let rows_bytes = shape.max_rows as u64 * ROW_SUMS_BYTES;
-        let mut heads = Vec::new();
-        let mut profiles = Vec::new();
+        // block rows' and diagonals' shares per row of a chunk, and the tails of every piece of
+        // a dispatch (a piece has a row at least)
+        let pieces = MAX_PIECES.min(shape.max_rows);
+        let scratch_words = (2 * shape.max_rows + pieces * (GROUP_KEYS - 1)) * groups;
+        let scratch_bytes = (scratch_words * 4) as u64;
+        if scratch_bytes > max || scratch_words > u32::MAX as usize {
+            return Err(Error::BadOption(format!(
+                "pattern statistics need {scratch_bytes} bytes of scratch, over the GPU's {max}-byte storage binding"
+            )));
+        }
+        let head_sums = std::mem::size_of::<HeadSums>();
+        let (mut pixels, mut partials, mut heads, mut profiles) = (vec![], vec![], vec![], vec![]);
         for &cells in shape.group_cells {
             let bytes = (cells * words * 4) as u64;
-            if bytes > max || rows_bytes > max {
+            let pixel_bytes = cells as u64 * shape.pixels as u64 * PIXEL_SUMS_BYTES;
+            let need = bytes.max(pixel_bytes);
+            if need > max {
                 return Err(Error::BadOption(format!(
-                    "pattern statistics of {cells} heads need {bytes} bytes, over the GPU's {max}-byte storage binding: select fewer heads"
+                    "pattern statistics of {cells} heads need {need} bytes, over the GPU's {max}-byte storage binding: select fewer heads"
                 )));
             }
-            heads.push(storage(
-                "attnviz.pattern.heads",
-                (cells * std::mem::size_of::<HeadSums>()) as u64,
+            pixels.push(storage("attnviz.pattern.pixels", pixel_bytes));
+            partials.push(storage(
+                "attnviz.pattern.partials",
+                (cells * pixel_chunks * head_sums) as u64,
             ));
+            heads.push(storage("attnviz.pattern.heads", (cells * head_sums) as u64));
             profiles.push(storage("attnviz.pattern.profiles", bytes));
         }
         let mut encoder = device.create_command_encoder(&Default::default());
-        for b in heads.iter().chain(&profiles) {
+        for b in pixels.iter().chain(&profiles) {
             encoder.clear_buffer(b, 0, None);
         }
         gpu.queue.submit([encoder.finish()]);
@@ -215,14 +280,25 @@ impl PatternPass {
                 bytemuck::bytes_of(&params),
                 wgpu::BufferUsages::UNIFORM,
             ),
-            rows: storage("attnviz.pattern.rows", rows_bytes),
+            pixels,
+            partials,
             heads,
             profiles,
+            scratch: storage("attnviz.pattern.scratch", scratch_bytes),
+            no_data: storage("attnviz.pattern.no_data", 16),
+            pixel_chunks,
+            options: shape.options,
             queries,
             keys,
             block,
             dtype: shape.dtype,
         })
+    }
+
+    /// What the pool pass binds to fold group `g`'s entropy, maximum and non-finite count
+    /// (`FLAG_PATTERN`): the group's pixels' sums.
+    pub(super) fn pixels(&self, g: usize) -> &wgpu::Buffer {
+        &self.pixels[g]
     }
 
     /// The bind group reading rows from `data` (pieces described by `pieces`) into group `g`.
@@ -238,16 +314,18 @@ impl PatternPass {
             pieces,
             data,
             &self.params,
-            &self.rows,
+            &self.partials[g],
             &self.heads[g],
             &self.profiles[g],
+            &self.pixels[g],
+            &self.scratch,
         ];
         pipes
             .kernel(&gpu.device)
             .bind_group(&gpu.device, &bound.map(|b| b.as_entire_binding()))
     }
 
-    /// Records the four pattern dispatches of `pieces` (their parameters already written).
+    /// Records the profile dispatches of `pieces` (their parameters already written).
     pub(super) fn record(
         &self,
         gpu: &Gpu,
@@ -256,31 +334,56 @@ impl PatternPass {
         pieces: &[Piece],
         bind_group: &wgpu::BindGroup,
     ) {
-        let [rows, fold, columns, diagonals, narrow] = pipes.pipelines(&gpu.device, self.dtype);
+        let [profiles, blocks, diagonals] = pipes.pipelines(&gpu.device, self.dtype);
         let n = pieces.len() as u32;
-        let max_rows = pieces.iter().map(|p| p.rows).max().unwrap_or(0) as u32;
         pass.set_bind_group(0, bind_group, &[]);
-        // A row's words, plus one for a row that starts mid-word.
-        let words = self.keys.div_ceil(16 / self.dtype.size()) + 1;
-        if words <= LOOP_BUDGET {
-            pass.set_pipeline(narrow);
-            pass.dispatch_workgroups(max_rows.div_ceil(64), 1, n);
-        } else {
-            pass.set_pipeline(rows);
-            pass.dispatch_workgroups(max_rows, 1, n);
-        }
-        pass.set_pipeline(fold);
-        pass.dispatch_workgroups(1, 1, n);
-        pass.set_pipeline(columns);
-        pass.dispatch_workgroups(self.keys.div_ceil(self.block) as u32, 1, n);
+        let groups = self.keys.div_ceil(GROUP_KEYS) as u32;
+        pass.set_pipeline(profiles);
+        pass.dispatch_workgroups(groups.div_ceil(64), 1, n);
+        let block_rows = pieces
+            .iter()
+            .map(|p| (p.row_start + p.rows - 1) / self.block - p.row_start / self.block + 1)
+            .max()
+            .unwrap_or(0) as u32;
+        pass.set_pipeline(blocks);
+        pass.dispatch_workgroups(
+            self.keys.div_ceil(self.block).div_ceil(64) as u32,
+            block_rows,
+            n,
+        );
         let diags = (self.queries + self.keys - 1) as u32;
         let (x, y) = dispatch_1d(diags, 64, gpu.limits.max_compute_workgroups_per_dimension);
         pass.set_pipeline(diagonals);
         pass.dispatch_workgroups(x, y, n);
     }
 
-    /// Every head's sums, in cell order.
-    pub(super) fn read(&self, gpu: &Gpu, group_cells: &[usize]) -> Result<Vec<PatternSums>> {
+    /// Every head's sums, in cell order, once every chunk is pooled: the pixels' sums reduced
+    /// per head, then read back with the profiles. `pieces` is the pool pass's parameter
+    /// buffer (bound, not read).
+    pub(super) fn read(
+        &self,
+        gpu: &Gpu,
+        pipes: &PatternPipelines,
+        pieces: &wgpu::Buffer,
+        group_cells: &[usize],
+    ) -> Result<Vec<PatternSums>> {
+        let [pixels, heads] = pipes.reduce(&gpu.device);
+        let mut encoder = gpu.device.create_command_encoder(&Default::default());
+        {
+            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                label: Some("attnviz.pattern.reduce"),
+                timestamp_writes: None,
+            });
+            for (g, &cells) in group_cells.iter().enumerate() {
+                let bind_group = self.bind_group(gpu, pipes, pieces, &self.no_data, g);
+                pass.set_bind_group(0, &bind_group, &[]);
+                pass.set_pipeline(pixels);
+                pass.dispatch_workgroups(self.pixel_chunks as u32, 1, cells as u32);
+                pass.set_pipeline(heads);
+                pass.dispatch_workgroups(1, 1, cells as u32);
+            }
+        }
+        gpu.queue.submit([encoder.finish()]);
         let words = profile_words(self.queries, self.keys);
         let mut out = Vec::new();
         for (g, &cells) in group_cells.iter().enumerate() {
@@ -296,14 +399,14 @@ impl PatternPass {
         Ok(out)
     }
 
+    /// A head's sums from its reduced scalars and its profiles. The masses that are sums of
+    /// a profile are taken from it, in f64: Σ p is every column's mass, the sink mass the first
+    /// `sink_keys` columns', the local mass the diagonals' with |a − k| < window, and Σ p·|a − k|
+    /// the diagonals' weighted by |a − k| (each entry is in one column and one diagonal, so these
+    /// are the same sums the CPU twin adds entry by entry, grouped differently).
     fn sums(&self, h: &HeadSums, profile: &[f32]) -> PatternSums {
         let mut s = PatternSums::new(self.queries, self.keys);
-        let total = |i: usize| h.sums[i] as f64 - h.comp[i] as f64;
-        s.row_sum = total(0);
-        s.sink = total(1);
-        s.local = total(2);
-        s.entropy = total(3);
-        s.distance = total(4);
+        s.entropy = -(h.p_ln_p as f64 - h.comp as f64);
         s.max = (h.seen != 0).then_some((h.max_v, h.arg_q as usize, h.arg_k as usize));
         s.non_finite = h.bad[0] as u64 | (h.bad[1] as u64) << 32;
         let (k, d) = (self.keys, self.queries + self.keys - 1);
@@ -311,6 +414,19 @@ impl PatternPass {
         s.columns = wide(&profile[..k]);
         s.diagonals = wide(&profile[k..k + d]);
         s.blocks = wide(&profile[k + d..]);
+        s.row_sum = s.columns.iter().sum();
+        s.sink = s.columns[..(self.options.sink_keys as usize).min(k)]
+            .iter()
+            .sum();
+        let window = self.options.window as i64;
+        for (i, &m) in s.diagonals.iter().enumerate() {
+            // index i is offset a − k = i − (Q − 1)
+            let offset = (i as i64 - (self.queries as i64 - 1)).abs();
+            if offset < window {
+                s.local += m;
+            }
+            s.distance += m * offset as f64;
+        }
         s
     }
 }
