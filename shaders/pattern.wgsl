@@ -59,8 +59,14 @@ override DTYPE: u32 = DTYPE_F32;
 const MAX_PIECES: u32 = 256u;
 
 @group(0) @binding(0) var<uniform> pieces: array<Piece, MAX_PIECES>;
-// The chunk as aligned 16-byte words, as the pool pass reads it.
-@group(0) @binding(1) var<storage, read> data: array<vec4<u32>>;
+// The chunk as aligned 16-byte words: the pool pass's chunk texture (src/pool/chunk.rs).
+@group(0) @binding(1) var chunk: texture_2d<u32>;
+const CHUNK_W: u32 = 4096u;
+
+// Word `w` of the chunk.
+fn word(w: u32) -> vec4<u32> {
+    return textureLoad(chunk, vec2<u32>(w % CHUNK_W, w / CHUNK_W), 0);
+}
 @group(0) @binding(2) var<uniform> params: PatternParams;
 // per head, per chunk of PIXEL_CHUNK pixels: the chunk's sums (`pattern_pixels`)
 @group(0) @binding(3) var<storage, read_write> partials: array<HeadSums>;
@@ -97,11 +103,11 @@ fn widen1(h: u32) -> u32 {
 // Element `e` of the chunk as (f32 bits, 1 when finite).
 fn load(e: u32) -> vec2<u32> {
     if DTYPE == DTYPE_F32 {
-        let b = data[e >> 2u][e & 3u];
+        let b = word(e >> 2u)[e & 3u];
         return vec2<u32>(b, u32((b & 0x7f800000u) != 0x7f800000u));
     }
-    let word = data[e >> 3u][(e >> 1u) & 3u];
-    let h = select(word & 0xffffu, word >> 16u, (e & 1u) == 1u);
+    let half = word(e >> 3u)[(e >> 1u) & 3u];
+    let h = select(half & 0xffffu, half >> 16u, (e & 1u) == 1u);
     var finite = (h & 0x7f80u) != 0x7f80u;
     if DTYPE == DTYPE_F16 {
         finite = (h & 0x7c00u) != 0x7c00u;
@@ -276,14 +282,14 @@ fn keys16(e: u32, k0: u32, aligned: bool) -> Keys16 {
         let w = e >> elem_shift();
         if DTYPE == DTYPE_F32 {
             return Keys16(
-                finite_f32(data[w]),
-                finite_f32(data[w + 1u]),
-                finite_f32(data[w + 2u]),
-                finite_f32(data[w + 3u]),
+                finite_f32(word(w)),
+                finite_f32(word(w + 1u)),
+                finite_f32(word(w + 2u)),
+                finite_f32(word(w + 3u)),
             );
         }
-        let x = data[w];
-        let y = data[w + 1u];
+        let x = word(w);
+        let y = word(w + 1u);
         return Keys16(
             finite_pairs(x.x, x.y),
             finite_pairs(x.z, x.w),

@@ -143,8 +143,7 @@ impl Ingest<'_> {
     /// Pools `rows` rows of `cell` from `row_start` that are already on the GPU: `data` holds
     /// them in the ingest's dtype from byte `offset` (a multiple of 4) on, must allow
     /// `COPY_SRC` (each piece is copied on the device into the chunk texture the pool pass
-    /// reads, and for pattern statistics into a storage buffer), and its size must be a
-    /// multiple of 16. Rows pushed before are pooled first, so each cell's rows still fold in
+    /// and the pattern statistics read), and its size must be a multiple of 16. Rows pushed before are pooled first, so each cell's rows still fold in
     /// order. This is the hook for producers that compute attention on the GPU: no host round
     /// trip.
     pub(crate) fn pool_resident(
@@ -178,23 +177,7 @@ impl Ingest<'_> {
         self.flush()?;
         let g = cell / self.per_group;
         let bind_group = self.bind_group(g);
-        // Pattern statistics read a storage copy of each piece, laid out as the texture's.
-        let copy = self.pattern.as_ref().map(|p| {
-            let buffer = crate::gpu::buffer(
-                &self.gpu.device,
-                "attnviz.pool.resident_copy",
-                self.chunk.capacity(),
-                wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
-            );
-            let bg = p.bind_group(
-                self.gpu,
-                &self.pipes.pattern,
-                &self.buffers.params,
-                &buffer,
-                g,
-            );
-            (buffer, bg)
-        });
+        let pattern = self.pattern_bind_groups.get(g).cloned();
         // Pieces of at most a chunk's rows (the row maxima buffer holds that many), one per
         // submission: pieces of one cell must not share a dispatch.
         let step = self.max_rows_per_fill();
@@ -220,11 +203,7 @@ impl Ingest<'_> {
                         label: Some("attnviz.pool.resident"),
                     });
             self.chunk.copy_from(&mut encoder, data, word, len);
-            if let Some((buffer, _)) = &copy {
-                encoder.copy_buffer_to_buffer(data, word, buffer, 0, len);
-            }
-            let pattern = copy.as_ref().map(|(_, bg)| bg);
-            self.record(&mut encoder, &[piece], &bind_group, pattern);
+            self.record(&mut encoder, &[piece], &bind_group, pattern.as_ref());
             self.gpu.queue.submit([encoder.finish()]);
         }
         self.consumed += bytes;

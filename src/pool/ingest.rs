@@ -14,7 +14,7 @@ use crate::pool::options::{Causal, PoolOptions};
 use crate::pool::pattern::PatternOptions;
 use crate::pool::pattern_gpu::{head_bytes, PatternPass, PATTERN_ROWS, PIXEL_SUMS_BYTES};
 use crate::pool::pipelines::{PieceParams, PoolPipelines};
-use crate::pool::slots::{device_copy, slot_usage, Filling, Slot};
+use crate::pool::slots::{slot_usage, Filling, Slot};
 use crate::pool::stats::head_stats;
 use crate::pool::{LOOP_BUDGET, MAX_PIECES};
 use crate::source::DType;
@@ -69,9 +69,6 @@ pub(crate) struct Ingest<'g> {
     pub(super) slots: Vec<Slot>,
     pub(super) slot_count: usize,
     pub(super) chunk: ChunkTexture,
-    /// On discrete GPUs with pattern statistics: the storage buffer the slots are copied into
-    /// for the pattern passes, which read buffers.
-    pub(super) device_data: Option<wgpu::Buffer>,
     pub(super) params: Vec<PieceParams>,
     /// Per cell, the sliding window whose older keys are masked (0: none); empty for no
     /// windows at all. Set by the Q/K paths for logits ([`Ingest::set_windows`]).
@@ -88,9 +85,10 @@ pub(crate) struct Ingest<'g> {
     pub consumed: u64,
     /// Whether any row was pushed: the statistics of accumulators nothing reached are known.
     pub(super) pushed: bool,
-    /// Pattern statistics, when asked for, with their bind groups per [slot][group].
+    /// Pattern statistics, when asked for, with their bind groups per group (reading the
+    /// chunk texture, as the pool pass does).
     pub(super) pattern: Option<PatternPass>,
-    pub(super) pattern_bind_groups: Vec<Vec<wgpu::BindGroup>>,
+    pub(super) pattern_bind_groups: Vec<wgpu::BindGroup>,
 }
 
 /// How an ingest cuts its work, derived once from its shape and the adapter's limits.
@@ -319,6 +317,12 @@ impl<'g> Ingest<'g> {
                 pool_bind_group(gpu, pipes, &buffers, &chunk.view, g, pattern)
             })
             .collect();
+        let pattern_bind_groups = match &pattern {
+            Some(p) => (0..groups.len())
+                .map(|g| p.bind_group(gpu, &pipes.pattern, &buffers.params, &chunk.view, g))
+                .collect(),
+            None => Vec::new(),
+        };
         Ok(Ingest {
             gpu,
             pipes,
@@ -340,7 +344,6 @@ impl<'g> Ingest<'g> {
             } else {
                 1
             },
-            device_data: None,
             params: vec![PieceParams::zeroed(); MAX_PIECES],
             windows: Vec::new(),
             bind_groups,
@@ -353,7 +356,7 @@ impl<'g> Ingest<'g> {
             used: 0,
             consumed: 0,
             pattern,
-            pattern_bind_groups: Vec::new(),
+            pattern_bind_groups,
         })
     }
 
@@ -477,23 +480,6 @@ impl<'g> Ingest<'g> {
         while slots.len() < self.slot_count {
             slots.push(Slot::new(gpu, self.chunk_bytes as u64, slot_usage(gpu)));
         }
-        if self.pattern.is_some() {
-            self.device_data = device_copy(gpu, self.chunk_bytes as u64);
-        }
-        if let Some(pattern) = &self.pattern {
-            self.pattern_bind_groups = slots
-                .iter()
-                .map(|slot| {
-                    let data = self.device_data.as_ref().unwrap_or(&slot.host);
-                    (0..self.groups.len())
-                        .map(|g| {
-                            let pieces = &self.buffers.params;
-                            pattern.bind_group(gpu, &self.pipes.pattern, pieces, data, g)
-                        })
-                        .collect()
-                })
-                .collect();
-        }
         self.slots = slots;
     }
 
@@ -535,12 +521,9 @@ impl<'g> Ingest<'g> {
         let host = &self.slots[s].host;
         self.chunk
             .copy_from(&mut encoder, host, 0, self.used.next_multiple_of(16) as u64);
-        if let Some(data) = &self.device_data {
-            encoder.copy_buffer_to_buffer(host, 0, data, 0, self.used.next_multiple_of(4) as u64);
-        }
         if let Some(first) = pieces.first() {
             let g = first.cell / self.per_group;
-            let pattern = self.pattern_bind_groups.get(s).map(|b| &b[g]);
+            let pattern = self.pattern_bind_groups.get(g);
             self.record(&mut encoder, &pieces, &self.bind_groups[g], pattern);
         }
         self.pieces = pieces;
@@ -581,7 +564,7 @@ impl<'g> Ingest<'g> {
             Some(p) => p.read(
                 self.gpu,
                 &self.pipes.pattern,
-                &self.buffers.params,
+                &self.pattern_bind_groups,
                 &group_cells,
             )?,
             None => Vec::new(),

@@ -103,7 +103,7 @@ impl PatternPipelines {
                 shaders::PATTERN,
                 &[
                     Uniform,
-                    BufReadOnly,
+                    UintTexture,
                     Uniform,
                     Buffer,
                     Buffer,
@@ -156,8 +156,6 @@ pub(super) struct PatternPass {
     /// Per row of a chunk, per group of [`GROUP_KEYS`] keys: block rows' and diagonals' shares
     /// of the group's mass (`scratch` in `shaders/pattern.wgsl`).
     scratch: wgpu::Buffer,
-    /// Bound as the chunk by the reduction, which reads none.
-    no_data: wgpu::Buffer,
     pixel_chunks: usize,
     options: PatternOptions,
     queries: usize,
@@ -285,7 +283,6 @@ impl PatternPass {
             heads,
             profiles,
             scratch: storage("attnviz.pattern.scratch", scratch_bytes),
-            no_data: storage("attnviz.pattern.no_data", 16),
             pixel_chunks,
             options: shape.options,
             queries,
@@ -307,22 +304,22 @@ impl PatternPass {
         gpu: &Gpu,
         pipes: &PatternPipelines,
         pieces: &wgpu::Buffer,
-        data: &wgpu::Buffer,
+        chunk: &wgpu::TextureView,
         g: usize,
     ) -> wgpu::BindGroup {
-        let bound = [
-            pieces,
-            data,
-            &self.params,
-            &self.partials[g],
-            &self.heads[g],
-            &self.profiles[g],
-            &self.pixels[g],
-            &self.scratch,
-        ];
-        pipes
-            .kernel(&gpu.device)
-            .bind_group(&gpu.device, &bound.map(|b| b.as_entire_binding()))
+        pipes.kernel(&gpu.device).bind_group(
+            &gpu.device,
+            &[
+                pieces.as_entire_binding(),
+                wgpu::BindingResource::TextureView(chunk),
+                self.params.as_entire_binding(),
+                self.partials[g].as_entire_binding(),
+                self.heads[g].as_entire_binding(),
+                self.profiles[g].as_entire_binding(),
+                self.pixels[g].as_entire_binding(),
+                self.scratch.as_entire_binding(),
+            ],
+        )
     }
 
     /// Records the profile dispatches of `pieces` (their parameters already written).
@@ -358,13 +355,12 @@ impl PatternPass {
     }
 
     /// Every head's sums, in cell order, once every chunk is pooled: the pixels' sums reduced
-    /// per head, then read back with the profiles. `pieces` is the pool pass's parameter
-    /// buffer (bound, not read).
+    /// per head, then read back with the profiles. `bind_groups`: the ingest's, per group.
     pub(super) fn read(
         &self,
         gpu: &Gpu,
         pipes: &PatternPipelines,
-        pieces: &wgpu::Buffer,
+        bind_groups: &[wgpu::BindGroup],
         group_cells: &[usize],
     ) -> Result<Vec<PatternSums>> {
         let [pixels, heads] = pipes.reduce(&gpu.device);
@@ -375,8 +371,7 @@ impl PatternPass {
                 timestamp_writes: None,
             });
             for (g, &cells) in group_cells.iter().enumerate() {
-                let bind_group = self.bind_group(gpu, pipes, pieces, &self.no_data, g);
-                pass.set_bind_group(0, &bind_group, &[]);
+                pass.set_bind_group(0, &bind_groups[g], &[]);
                 pass.set_pipeline(pixels);
                 pass.dispatch_workgroups(self.pixel_chunks as u32, 1, cells as u32);
                 pass.set_pipeline(heads);

@@ -17,27 +17,10 @@ pub(super) struct Slot {
     pub(super) submission: Option<wgpu::SubmissionIndex>,
 }
 
-/// Usage of a host upload slot: copied into the chunk texture the pool pass reads; on
-/// unified memory also storage the pattern passes read directly, on discrete GPUs a staging
-/// buffer also copied into [`device_copy`] for them.
-pub(super) fn slot_usage(gpu: &Gpu) -> wgpu::BufferUsages {
-    if gpu.mappable_storage {
-        wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::MAP_WRITE | wgpu::BufferUsages::COPY_SRC
-    } else {
-        wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::MAP_WRITE
-    }
-}
-
-/// The device buffer the upload slots are copied into, where slots cannot be bound directly.
-pub(super) fn device_copy(gpu: &Gpu, size: u64) -> Option<wgpu::Buffer> {
-    (!gpu.mappable_storage).then(|| {
-        gpu.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("attnviz.pool.data"),
-            size,
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        })
-    })
+/// Usage of a host upload slot: a mapped staging buffer, copied on the device into the chunk
+/// texture the pool pass and the pattern statistics read.
+pub(super) fn slot_usage(_gpu: &Gpu) -> wgpu::BufferUsages {
+    wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::MAP_WRITE
 }
 
 impl Slot {
