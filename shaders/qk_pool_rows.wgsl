@@ -190,3 +190,65 @@ fn pool_row_lse(@builtin(global_invocation_id) gid: vec3<u32>) {
     let lse = ms + log2(st.y * exp2(st.x - ms) + exp2(sink - ms));
     row_lse[idx] = vec2<f32>(lse, exp2(st.x - lse));
 }
+
+// Every probability of a chunk's rows for one window of keys, for the consumers that need each
+// entry (the pattern statistics: a key's column mass sums its probabilities over rows, which
+// needs every row's normalizer first): the scores of pool_rows, step for step, turned into
+// p = exp2(s − lse) with the lse pool_row_lse left in `row_lse` (LOGITS: the logit, natural
+// units). Keys a row does not see get 0, as in the two-pass path; the host clears `probs`
+// before the chunk, so windows and keys no row of a workgroup sees are never visited. Row i of
+// the chunk starts at `probs[i * keys]`.
+@group(0) @binding(14) var<storage, read_write> probs: array<f32>;
+
+// Four keys' probabilities (or logits) from their raw dot products; 0 where not seen.
+fn prob4(raw: vec4<f32>, seen: vec4<bool>, lse: f32) -> vec4<f32> {
+    let s = scaled4(raw);
+    var p = exp2(s - lse);
+    if LOGITS {
+        p = s * LN2;
+    }
+    return select(vec4<f32>(), p, seen);
+}
+
+// Keys j..j + 3 of the row starting at `base`, those before `end` (the next window's, or the
+// next row's, are not this step's).
+fn store4(base: u32, j: u32, end: u32, p: vec4<f32>) {
+    for (var t = 0u; t < 4u; t++) {
+        if j + t < end {
+            probs[base + j + t] = p[t];
+        }
+    }
+}
+
+@compute @workgroup_size(64)
+fn prob_rows(
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+    /* @LANE_ARG */
+) {
+    let z = params.member0 + wg.z;
+    let i0 = wg.x * WG;
+    if i0 >= params.rows {
+        return;
+    }
+    let r_first = params.row_start + i0;
+    let r_last = r_first + min(WG, params.rows - i0) - 1u;
+    let lo_wg = max(params.seg_start, first_visible(r_first));
+    let hi_wg = min(params.seg_end, visible(r_last));
+    if lo_wg >= hi_wg {
+        return;
+    }
+    let i = i0 + li;
+    let in_chunk = i < params.rows;
+    let r = params.row_start + min(i, params.rows - 1u);
+    let q_base = (z * params.q_rows + r) * D4;
+    // @QLOAD
+    let lse = row_lse[z * params.inter_rows + i].x;
+    let rl = max(lo_wg, first_visible(r));
+    let rh = min(hi_wg, visible(r));
+    let base = i * params.keys;
+    for (var j = lo_wg; j < hi_wg; j += KSTEP) {
+        let o = (j - params.seg_start) * D4;
+        // @PSTEP
+    }
+}

@@ -392,3 +392,94 @@ fn qk_statistics_match_the_twin_on_materialized_rows() {
         assert_eq!(g.pattern, c.pattern);
     }
 }
+
+/// Q/K statistics from the probabilities the row kernel stores a chunk at a time
+/// (`pool::qk::tiled::pool_materialized`), against the twin over the f64 reference
+/// (`QkSource`'s own rows): a capture with a sliding window in one layer and a softcap and
+/// sinks in the other, GQA 2:1, 64 dimensions, keys over one row-kernel window and not a
+/// multiple of four, the last 200 of 300 rows (causal, diagonal offset), chunks of 64 rows
+/// (a small `chunk_bytes`); then a NaN in Q, which sends the head down the two-pass path.
+/// Tolerance as above, and for the largest entry, whose row normalizer the GPU sums in
+/// another order than the reference: 1e-5 relative (the argmax exactly).
+#[test]
+fn qk_statistics_from_stored_chunks_match_the_reference() {
+    use attnviz::source::qk::{QkOptions, QkSource};
+    use attnviz::source::qk_meta::{CaptureMeta, LayerAttention};
+    let Some(mut e) = engine() else { return };
+    e.chunk_bytes = 20_000;
+    let (heads, kv_heads, n, d) = (4, 2, 301, 64);
+    let mut rng = common::Rng::new(9);
+    let mut tensor = |h: usize, nan: bool| {
+        let mut a = Array4::from_shape_fn((2, h, n, d), |_| rng.next_f32() * 2.0 - 1.0);
+        if nan {
+            a[[1, 2, 250, 7]] = f32::NAN;
+        }
+        Box::new(ArraySource::from_f32("t", &a)) as Box<dyn AttentionSource>
+    };
+    let meta = CaptureMeta {
+        layers: vec![
+            LayerAttention {
+                index: Some(0),
+                causal: Some(true),
+                sliding_window: Some(50),
+                ..Default::default()
+            },
+            LayerAttention {
+                index: Some(1),
+                causal: Some(true),
+                softcap: Some(2.5),
+                sinks: Some((0..heads).map(|h| 1.5 - h as f32).collect()),
+                ..Default::default()
+            },
+        ],
+        ..Default::default()
+    };
+    let o = PatternOptions {
+        sink_keys: 3,
+        window: 5,
+    };
+    for nan in [false, true] {
+        let options = QkOptions {
+            meta: Some(meta.clone()),
+            queries: Some(101..usize::MAX),
+            ..Default::default()
+        };
+        let qk = QkSource::new(tensor(heads, nan), tensor(kv_heads, false), &options).unwrap();
+        let cells: Vec<_> = (0..2)
+            .flat_map(|l| (0..heads).map(move |h| (l, h)))
+            .collect();
+        let s = qk.shape();
+        let geometry = CellGeometry::new(s.queries, s.keys, Some(16)).unwrap();
+        let pool = PoolOptions {
+            causal: Causal::On,
+            diagonal: Some(qk.diagonal()),
+            ..Default::default()
+        };
+        let gpu = e.pool_with(&qk, &cells, geometry, pool, Some(o)).unwrap();
+        let cpu = pattern_cells(&qk, &cells, o, pool).unwrap();
+        for (i, (g, c)) in gpu.patterns.iter().zip(&cpu).enumerate() {
+            let name = format!("nan {nan} cell {i}");
+            let scalars = [
+                ("row_sum", g.row_sum, c.row_sum),
+                ("sink", g.sink, c.sink),
+                ("local", g.local, c.local),
+                ("entropy", g.entropy, c.entropy),
+                ("distance", g.distance, c.distance),
+                ("max", f64::from(g.max.unwrap().0), f64::from(c.max.unwrap().0)),
+            ];
+            for (what, a, b) in scalars {
+                assert!(close(a, b), "{name}: {what}: gpu {a} cpu {b}");
+            }
+            assert_eq!(g.non_finite, c.non_finite, "{name}: non-finite");
+            check_vec(&format!("{name}: columns"), &g.columns, &c.columns);
+            check_vec(&format!("{name}: diagonals"), &g.diagonals, &c.diagonals);
+            check_vec(&format!("{name}: blocks"), &g.blocks, &c.blocks);
+            let (gf, cf) = (g.finish(), c.finish());
+            assert_eq!(gf.argmax, cf.argmax, "{name}: argmax");
+            assert_eq!(gf.pattern, cf.pattern, "{name}: label");
+        }
+        // the NaN row is counted, in its head only
+        let bad: Vec<u64> = gpu.patterns.iter().map(|p| p.non_finite).collect();
+        assert_eq!(bad.iter().filter(|&&b| b > 0).count(), usize::from(nan), "{bad:?}");
+    }
+}

@@ -118,8 +118,8 @@ impl Engine {
 
     /// [`Engine::pool`], also accumulating the pattern statistics of every cell in the same
     /// pass when `patterns` is given (`PooledCells::patterns`). Q/K sources with statistics
-    /// are materialized block by block through [`qk_rows::GpuRows`] into the stored-attention
-    /// ingest, until the Q/K kernels grow the statistics themselves.
+    /// take the two-pass path: each block of probabilities is pooled, statistics included,
+    /// where it was computed, on the device.
     pub fn pool_with(
         &self,
         source: &dyn AttentionSource,
@@ -136,25 +136,9 @@ impl Engine {
             progress: self.progress.as_deref(),
             patterns,
         };
-        match (source.as_qk(), patterns) {
-            (Some(qk), None) => {
-                crate::pool::qk::pool_qk(&self.gpu, &self.pool_pipes, &self.qk, qk, &run)
-            }
-            (Some(qk), Some(_)) => {
-                let rows = qk_rows::GpuRows::new(self, qk);
-                let options = PoolOptions {
-                    causal: if qk.causal() {
-                        crate::pool::Causal::On
-                    } else {
-                        options.causal
-                    },
-                    diagonal: Some(qk.diagonal()),
-                    ..options
-                };
-                let run = PoolRun { options, ..run };
-                pool_cells(&self.gpu, &self.pool_pipes, &rows, &run)
-            }
-            (None, _) => {
+        match source.as_qk() {
+            Some(qk) => crate::pool::qk::pool_qk(&self.gpu, &self.pool_pipes, &self.qk, qk, &run),
+            None => {
                 // Stored attention streams through host upload slots: capped so that a fresh
                 // process has little new memory to fault in (see UPLOAD_CHUNK_TARGET).
                 let run = PoolRun {

@@ -525,14 +525,28 @@ pub(crate) fn pool_qk(
             })
             .collect();
         let new_ingest = || {
-            let mut ingest = Ingest::new(gpu, pool, shape).map_err(|e| e.about(src.name()))?;
+            let mut ingest = Ingest::with_patterns(gpu, pool, shape, run.patterns)
+                .map_err(|e| e.about(src.name()))?;
             ingest.set_windows(windows.clone());
             Ok::<_, Error>(ingest)
         };
         let mut ingest = new_ingest()?;
-        if tiled::applies(gpu, src, geometry) {
+        // Pattern statistics need every probability (column and diagonal masses sum each
+        // entry over rows, after its row's normalizer is known): the row kernel stores them a
+        // chunk at a time where it can, for the pool pass to read on the device with the
+        // statistics folded in; the two-pass path below otherwise.
+        let one_pass = match run.patterns {
+            None => tiled::applies(gpu, src, geometry),
+            Some(_) => tiled::materializes(gpu, src, geometry),
+        };
+        if one_pass {
             let run = PoolRun { options, ..*run };
-            if tiled::pool_into(gpu, &pipes.tiled, src, &run, &mut ingest)? {
+            let pooled = if run.patterns.is_none() {
+                tiled::pool_into(gpu, &pipes.tiled, src, &run, &mut ingest)?
+            } else {
+                tiled::pool_materialized(gpu, &pipes.tiled, src, &run, &mut ingest)?
+            };
+            if pooled {
                 return ingest.finish();
             }
             // Non-finite Q or K: the two-pass path below gives the probabilities they make

@@ -49,6 +49,8 @@ const MAX_WINDOW_BYTES: u64 = 65536;
 const MAX_POOLED_W: u32 = 8192;
 
 const FLAG_CAUSAL: u32 = 1;
+/// Storage buffers the one-pass module binds.
+const STORAGE_BINDINGS: u32 = 10;
 
 /// Mirrors `Params` in `shaders/qk_pool.wgsl`.
 #[repr(C)]
@@ -79,15 +81,19 @@ struct Mode {
     softcap: bool,
     logits: bool,
     row_norm: bool,
+    /// The run stores every probability (`prob_rows`, [`pool_materialized`]).
+    materialize: bool,
 }
 
-/// The five pipelines of one [`Mode`].
+/// The pipelines of one [`Mode`].
 struct Pipes {
     scores: wgpu::ComputePipeline,
     rows: wgpu::ComputePipeline,
     lse: wgpu::ComputePipeline,
     row_lse: wgpu::ComputePipeline,
     fold: wgpu::ComputePipeline,
+    /// Only where the mode materializes (a pipeline more to compile is start-up time).
+    probs: Option<wgpu::ComputePipeline>,
 }
 
 /// One shader module (a head dimension, a subgroup step) and its pipelines, per mode, made on
@@ -116,6 +122,7 @@ impl Kernels {
                     lse: p("pool_lse"),
                     row_lse: p("pool_row_lse"),
                     fold: p("pool_fold"),
+                    probs: mode.materialize.then(|| p("prob_rows")),
                 })
             })
             .clone()
@@ -202,7 +209,13 @@ pub fn kernel_source(d4: u32, slice: u32, window: u32, shared: u32) -> String {
         .collect();
     // (naga takes subgroup builtins without WGSL's `enable subgroups;`, which it does not parse
     // yet; the device must have `Features::SUBGROUP`)
-    let (shared_fn, lane_arg, step, kstep) = if shared > 0 {
+    // prob_rows' step: the same scores, each four keys' probabilities stored
+    let prob = |raw: &str, at: u32| {
+        format!(
+            "if in_chunk {{\n            store4(base, j + {at}u, hi_wg, prob4({raw}, seen4(j + {at}u, rl, rh), lse));\n        }}\n        "
+        )
+    };
+    let (shared_fn, lane_arg, step, pstep, kstep) = if shared > 0 {
         let folds: String = (0..shared / 4)
             .map(|p| {
                 format!(
@@ -211,10 +224,15 @@ pub fn kernel_source(d4: u32, slice: u32, window: u32, shared: u32) -> String {
                 )
             })
             .collect();
+        let stores: String = (0..shared / 4)
+            .map(|p| prob(&format!("sc[{p}]"), 4 * p))
+            .collect();
+        let load = "let sc = score_shared(o + (sg_lane % KSTEP) * D4);";
         (
             shared_scores(d4, shared),
             "@builtin(subgroup_invocation_id) sg_lane: u32,",
-            format!("let sc = score_shared(o + (sg_lane % KSTEP) * D4);\n            {folds}"),
+            format!("{load}\n            {folds}"),
+            format!("{load}\n        {stores}"),
             shared,
         )
     } else {
@@ -222,6 +240,7 @@ pub fn kernel_source(d4: u32, slice: u32, window: u32, shared: u32) -> String {
             String::new(),
             "",
             "fold4(&st, score4(o), seen4(j, rl, rh));".to_string(),
+            format!("let sc = score4(o);\n        {}", prob("sc", 0)),
             4,
         )
     };
@@ -242,7 +261,8 @@ pub fn kernel_source(d4: u32, slice: u32, window: u32, shared: u32) -> String {
         .replace("// @QLOAD", &qload)
         .replace("// @SCORE4", &score4)
         .replace("/* @LANE_ARG */", lane_arg)
-        .replace("// @STEP", &step);
+        .replace("// @STEP", &step)
+        .replace("// @PSTEP", &pstep);
     source + &shared_fn
 }
 
@@ -262,7 +282,7 @@ impl TiledPipelines {
                 // params, Q, K, head table, key bins, column edges, row edges; then the
                 // (row, pooled column) states, row lse and the accumulators written; then
                 // the row kernel's window of K, the fold's copies of the states and lse, the
-                // row kernel's copy of Q
+                // row kernel's copy of Q; the probabilities prob_rows stores
                 let kernel = Kernel::compute(
                     device,
                     "attnviz.qk_pool",
@@ -282,6 +302,7 @@ impl TiledPipelines {
                         UintTexture,
                         UintTexture,
                         UintTexture,
+                        Buffer,
                     ],
                 );
                 Arc::new(Kernels {
@@ -306,6 +327,7 @@ pub(crate) fn applies(gpu: &Gpu, src: &QkSource, geometry: CellGeometry) -> bool
         && geometry.pooled_w <= MAX_POOLED_W
         && head(src.rows().len())
         && head(src.all_keys())
+        && l.max_storage_buffers_per_shader_stage >= STORAGE_BINDINGS
         && l.max_compute_workgroup_storage_size >= WG_BYTES
         && l.max_compute_invocations_per_workgroup >= WG
         && l.max_compute_workgroup_size_x >= WG
@@ -359,10 +381,19 @@ struct Cuts {
     head_k: u64,
     batch: usize,
     chunk_rows: usize,
+    /// Every probability of a chunk is stored (one head per batch, a chunk's probabilities
+    /// within one binding).
+    materialize: bool,
+}
+
+/// Rows of `keys` f32 probabilities one binding holds, whole workgroups of rows (0: not one).
+fn probability_rows(gpu: &Gpu, keys: usize) -> usize {
+    let max_binding = gpu.max_binding().min(max_chunk_bytes(gpu)) as usize;
+    max_binding / (keys.max(1) * 4) / TQ * TQ
 }
 
 impl Cuts {
-    fn new(gpu: &Gpu, src: &QkSource, run: &PoolRun<'_>) -> Cuts {
+    fn new(gpu: &Gpu, src: &QkSource, run: &PoolRun<'_>, materialize: bool) -> Cuts {
         let (d4, slice) = padded(src.dim());
         let window = window_keys(d4, gpu.limits.max_uniform_buffer_binding_size);
         let rows = src.rows().len();
@@ -380,14 +411,17 @@ impl Cuts {
             .chunk_bytes
             .min(max_binding)
             .max((TQ * pooled_w * 16) as u64);
-        let batch = MAX_BATCH
+        let batch = if materialize { 1 } else { MAX_BATCH }
             .min(run.cells.len())
             .min((max_binding / head_q) as usize)
             .min((max_binding / head_k) as usize)
             .min((inter_cap / (TQ * pooled_w * 16) as u64) as usize)
             .max(1);
-        let chunk_rows = ((inter_cap / (batch * pooled_w * 16) as u64) as usize / TQ * TQ)
+        let mut chunk_rows = ((inter_cap / (batch * pooled_w * 16) as u64) as usize / TQ * TQ)
             .clamp(TQ, rows.next_multiple_of(TQ));
+        if materialize {
+            chunk_rows = chunk_rows.min(probability_rows(gpu, src.all_keys()).max(TQ));
+        }
         Cuts {
             d4,
             slice,
@@ -397,6 +431,7 @@ impl Cuts {
             head_k,
             batch,
             chunk_rows,
+            materialize,
         }
     }
 }
@@ -421,6 +456,8 @@ struct RunBuffers {
     lse_tex: ChunkTexture,
     /// The copy of `q` the row kernel reads.
     q_tex: ChunkTexture,
+    /// A chunk's probabilities, rows of every key ([`Cuts::materialize`]; else a stub).
+    probs: wgpu::Buffer,
 }
 
 impl RunBuffers {
@@ -493,6 +530,19 @@ impl RunBuffers {
             inter_tex: ChunkTexture::new(gpu, inter_bytes),
             lse_tex: ChunkTexture::new(gpu, lse_bytes),
             q_tex: ChunkTexture::new(gpu, batch * cuts.head_q),
+            probs: crate::gpu::buffer(
+                device,
+                "attnviz.qk_pool.probs",
+                if cuts.materialize {
+                    (rows * keys as u64 * 4).next_multiple_of(16)
+                } else {
+                    16
+                },
+                // cleared before each chunk, read by the pool pass through its chunk texture
+                wgpu::BufferUsages::STORAGE
+                    | wgpu::BufferUsages::COPY_DST
+                    | wgpu::BufferUsages::COPY_SRC,
+            ),
         }
     }
 }
@@ -516,9 +566,15 @@ struct OnePass<'a> {
 }
 
 impl<'a> OnePass<'a> {
-    fn new(gpu: &'a Gpu, pipes: &TiledPipelines, src: &'a QkSource, run: &PoolRun<'_>) -> Self {
+    fn new(
+        gpu: &'a Gpu,
+        pipes: &TiledPipelines,
+        src: &'a QkSource,
+        run: &PoolRun<'_>,
+        materialize: bool,
+    ) -> Self {
         let geometry = run.geometry;
-        let cuts = Cuts::new(gpu, src, run);
+        let cuts = Cuts::new(gpu, src, run, materialize);
         let rows = src.rows().len();
         let row_edges = bin_edges(rows, geometry.pooled_h);
         OnePass {
@@ -685,6 +741,7 @@ impl<'a> OnePass<'a> {
                 wgpu::BindingResource::TextureView(&b.inter_tex.view),
                 wgpu::BindingResource::TextureView(&b.lse_tex.view),
                 wgpu::BindingResource::TextureView(&b.q_tex.view),
+                b.probs.as_entire_binding(),
             ],
         )
     }
@@ -717,7 +774,9 @@ impl<'a> OnePass<'a> {
             Mode {
                 softcap: k.softcap > 0.0,
                 logits: self.logits,
-                row_norm: self.row_norm,
+                // (stored probabilities are normalized by the pool pass that reads them)
+                row_norm: self.row_norm && !self.cuts.materialize,
+                materialize: self.cuts.materialize,
             },
         );
         // The oldest key the chunk's first row sees (a sliding window), on the tile grid:
@@ -795,8 +854,21 @@ impl<'a> OnePass<'a> {
             });
             pass.dispatch_workgroups(groups, 1, members);
         }
-        // The fold reads the chunk's states and row lse through texture copies.
         let b = &self.buffers;
+        if let Some(probs) = &pipes.probs {
+            // Every probability instead of the fold: the same windows, the same parameters.
+            encoder.clear_buffer(&b.probs, 0, None);
+            let mut pass = compute_pass(&mut encoder);
+            pass.set_pipeline(probs);
+            for (i, (_, offset, count)) in steps.iter().enumerate() {
+                pass.set_bind_group(0, bind_group, &[(i * stride) as u32, *offset]);
+                pass.dispatch_workgroups(groups, 1, *count);
+            }
+            drop(pass);
+            gpu.queue.submit([encoder.finish()]);
+            return;
+        }
+        // The fold reads the chunk's states and row lse through texture copies.
         let states = u64::from(members) * u64::from(self.base.inter_rows);
         let pooled_w = u64::from(self.geometry.pooled_w);
         b.inter_tex
@@ -837,7 +909,7 @@ pub(crate) fn pool_into(
 ) -> Result<bool> {
     let cells = run.cells;
     let (rows, keys) = (src.rows().len(), src.all_keys());
-    let mut pass = OnePass::new(gpu, pipes, src, run);
+    let mut pass = OnePass::new(gpu, pipes, src, run, false);
     let total = (cells.len() * rows * keys * 4) as u64;
     let mut first = 0;
     while first < cells.len() {
@@ -856,6 +928,51 @@ pub(crate) fn pool_into(
             }
         }
         first = end;
+    }
+    Ok(true)
+}
+
+/// Whether [`pool_materialized`] takes `src` into `geometry` on `gpu`: where [`applies`] holds,
+/// the row kernel computes the scores, and a workgroup's rows of probabilities fit a binding.
+pub(crate) fn materializes(gpu: &Gpu, src: &QkSource, geometry: CellGeometry) -> bool {
+    let (d4, _) = padded(src.dim());
+    applies(gpu, src, geometry)
+        && window_keys(d4, gpu.limits.max_uniform_buffer_binding_size) > 0
+        && probability_rows(gpu, src.all_keys()) >= TQ
+}
+
+/// Pools `run.cells` of `src` through `ingest` from every probability, for runs that need each
+/// entry (pattern statistics): per chunk of rows, the row kernel's scores give each row's lse
+/// as in [`pool_into`], `prob_rows` stores the chunk's probabilities on the device, and the
+/// ingest's pool pass reads them from there, statistics and all. One score pass more than
+/// [`pool_into`], no fold, and nothing read back to the host; the two-pass path's kernels
+/// compute the same probabilities several times slower. False, as [`pool_into`], for a
+/// non-finite Q or K; call only where [`materializes`] holds.
+pub(crate) fn pool_materialized(
+    gpu: &Gpu,
+    pipes: &TiledPipelines,
+    src: &QkSource,
+    run: &PoolRun<'_>,
+    ingest: &mut Ingest,
+) -> Result<bool> {
+    let cells = run.cells;
+    let (rows, keys) = (src.rows().len(), src.all_keys());
+    let mut pass = OnePass::new(gpu, pipes, src, run, true);
+    let total = (cells.len() * rows * keys * 4) as u64;
+    for cell in 0..cells.len() {
+        let (batch, _) = pass.next_batch(cells, cell, ingest);
+        if !pass.upload_batch(&batch)? {
+            return Ok(false);
+        }
+        let bind_group = pass.bind_group(&batch.accum);
+        for start in (0..rows).step_by(pass.cuts.chunk_rows) {
+            let len = pass.cuts.chunk_rows.min(rows - start);
+            pass.pool_chunk(&bind_group, &batch, start, len);
+            ingest.pool_resident(cell, start, len, &pass.buffers.probs, 0)?;
+            if let Some(p) = run.progress {
+                p(ingest.consumed, total);
+            }
+        }
     }
     Ok(true)
 }
