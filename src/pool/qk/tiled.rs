@@ -957,7 +957,13 @@ pub(crate) fn pool_materialized(
 ) -> Result<bool> {
     let cells = run.cells;
     let (rows, keys) = (src.rows().len(), src.all_keys());
-    let mut pass = OnePass::new(gpu, pipes, src, run, true);
+    // The row kernel is run for the rows' lse only: one pooled column, so its per-column
+    // states cost nothing (narrow columns cost it half its time).
+    let geometry = CellGeometry {
+        pooled_w: 1,
+        ..run.geometry
+    };
+    let mut pass = OnePass::new(gpu, pipes, src, &PoolRun { geometry, ..*run }, true);
     let total = (cells.len() * rows * keys * 4) as u64;
     for cell in 0..cells.len() {
         let (batch, _) = pass.next_batch(cells, cell, ingest);
