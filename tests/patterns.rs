@@ -465,7 +465,11 @@ fn qk_statistics_from_stored_chunks_match_the_reference() {
                 ("local", g.local, c.local),
                 ("entropy", g.entropy, c.entropy),
                 ("distance", g.distance, c.distance),
-                ("max", f64::from(g.max.unwrap().0), f64::from(c.max.unwrap().0)),
+                (
+                    "max",
+                    f64::from(g.max.unwrap().0),
+                    f64::from(c.max.unwrap().0),
+                ),
             ];
             for (what, a, b) in scalars {
                 assert!(close(a, b), "{name}: {what}: gpu {a} cpu {b}");
@@ -480,6 +484,10 @@ fn qk_statistics_from_stored_chunks_match_the_reference() {
         }
         // the NaN row is counted, in its head only
         let bad: Vec<u64> = gpu.patterns.iter().map(|p| p.non_finite).collect();
-        assert_eq!(bad.iter().filter(|&&b| b > 0).count(), usize::from(nan), "{bad:?}");
+        assert_eq!(
+            bad.iter().filter(|&&b| b > 0).count(),
+            usize::from(nan),
+            "{bad:?}"
+        );
     }
 }

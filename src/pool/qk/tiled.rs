@@ -11,6 +11,10 @@
 //!
 //! Several heads go in each dispatch (workgroup z), sharing one upload of each key head among
 //! the query heads of its GQA group. Tiles above a causal diagonal are never computed.
+//!
+//! Runs that need every probability (pattern statistics) use the same row kernel twice per
+//! chunk instead ([`pool_materialized`]): once for the rows' lse, once to store the chunk's
+//! probabilities (`prob_rows`) for the ingest's pool pass, one chunk of rows at a time.
 
 use std::collections::HashMap;
 use std::num::NonZeroU64;
