@@ -393,8 +393,20 @@ fn pool(@builtin(global_invocation_id) gid: vec3<u32>) {
             run.key0 = row_base;
             run.q1 = q + 1u;
         }
-        let w1 = (row_base + c1 - 1u) >> shift;
-        for (var w = run.first >> shift; w <= w1; w++) {
+        var w0 = run.first >> shift;
+        var w1 = (row_base + c1 - 1u) >> shift;
+        if (FLAGS & FLAG_CAUSAL) != 0u {
+            // Keys past the diagonal are masked: their words are not read, and a bin wholly
+            // above it reads nothing (half of a causal head; `fold` masks the rest of the
+            // diagonal's word).
+            if run.diagonal < i32(run.first) {
+                w0 = 1u;
+                w1 = 0u;
+            } else {
+                w1 = min(w1, u32(run.diagonal) >> shift);
+            }
+        }
+        for (var w = w0; w <= w1; w++) {
             fold_word(&run, word(w), w << shift);
         }
         a.sum += run.row_sum;
