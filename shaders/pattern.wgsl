@@ -356,10 +356,20 @@ fn pattern_profiles(@builtin(global_invocation_id) gid: vec3<u32>) {
     var e = piece.elem_offset + k0;
     var i = 0u;
     var slot = piece.row_max_base * groups + g;
+    // Causal: the piece's first `hidden` rows see none of the group's keys. They are not read:
+    // every sum stays 0 through them, so only their diagonal shares are written (as 0).
+    var hidden = 0u;
+    if causal {
+        hidden = u32(clamp(i32(k0) - piece.causal_offset - i32(piece.row_start), 0, i32(piece.row_count)));
+    }
     // rows [i, end) of the piece are in the current block row
     while i < piece.row_count {
         let q0 = piece.row_start + i;
         let end = min(piece.row_count, (q0 / params.block + 1u) * params.block - piece.row_start);
+        for (; i < min(end, hidden); i++) {
+            scratch[diag_base + (piece.row_max_base + i) * groups + g] = 0.0;
+            e += params.keys;
+        }
         for (; i < end; i++) {
             var v = keys16(e, k0, aligned);
             var ok_a = keys_a < limit;
