@@ -195,9 +195,10 @@ fn pool_row_lse(@builtin(global_invocation_id) gid: vec3<u32>) {
 // entry (the pattern statistics: a key's column mass sums its probabilities over rows, which
 // needs every row's normalizer first): the scores of pool_rows, step for step, turned into
 // p = exp2(s − lse) with the lse pool_row_lse left in `row_lse` (LOGITS: the logit, natural
-// units). Keys a row does not see get 0, as in the two-pass path; the host clears `probs`
-// before the chunk, so windows and keys no row of a workgroup sees are never visited. Row i of
-// the chunk starts at `probs[i * keys]`.
+// units). Keys a row does not see get 0, as in the two-pass path, except those no row of the
+// workgroup sees, which are never visited: keys past the diagonal, which every pass reading
+// the chunk masks, and keys before a sliding window, for which the host clears `probs` before
+// the chunk. Row i of the chunk starts at `probs[i * keys]`.
 @group(0) @binding(14) var<storage, read_write> probs: array<f32>;
 
 // Four keys' probabilities (or logits) from their raw dot products; 0 where not seen.

@@ -542,7 +542,7 @@ impl RunBuffers {
                 } else {
                     16
                 },
-                // cleared before each chunk, read by the pool pass through its chunk texture
+                // cleared before a chunk with a sliding window, read by the pool pass through its chunk texture
                 wgpu::BufferUsages::STORAGE
                     | wgpu::BufferUsages::COPY_DST
                     | wgpu::BufferUsages::COPY_SRC,
@@ -861,7 +861,12 @@ impl<'a> OnePass<'a> {
         let b = &self.buffers;
         if let Some(probs) = &pipes.probs {
             // Every probability instead of the fold: the same windows, the same parameters.
-            encoder.clear_buffer(&b.probs, 0, None);
+            // Keys a workgroup's rows do not see are not written: past the diagonal they are
+            // masked by every pass that reads the chunk (stale values included), but keys
+            // before a sliding window must read 0 (the statistics count them as entries).
+            if k.window > 0 {
+                encoder.clear_buffer(&b.probs, 0, None);
+            }
             let mut pass = compute_pass(&mut encoder);
             pass.set_pipeline(probs);
             for (i, (_, offset, count)) in steps.iter().enumerate() {
