@@ -132,6 +132,20 @@ fn gpu_softmax_equals_the_f64_reference() {
                 let sum: f32 = row.iter().sum();
                 assert!((sum - 1.0).abs() < 1e-4, "{}: a row sums to {sum}", c.name);
             }
+            // All keys of a row come from the row kernel's stored chunks; a range of keys (a
+            // zoomed view) from the two-pass kernels: both against the reference.
+            let region = src.region(all_rows(&src), 1..s.keys).unwrap();
+            let part = e
+                .qk_probabilities(&region, 0, head, all_rows(&region))
+                .unwrap();
+            let cpu_part = cpu.chunks(s.keys).flat_map(|row| &row[1..]);
+            for (i, (g, c)) in part.iter().zip(cpu_part).enumerate() {
+                if *c == 0.0 {
+                    assert_eq!(*g, 0.0, "{}: region entry {i} of head {head}", c_name(&src));
+                }
+                worst = worst.max((g - c).abs());
+            }
+            assert_eq!(part.len(), s.queries * (s.keys - 1));
         }
         assert!(
             worst <= 1e-5,

@@ -173,7 +173,7 @@ impl Engine {
     /// A reader of `qk`'s probabilities that keeps its buffers from one block to the next.
     pub(crate) fn qk_reader<'e>(
         &'e self,
-        qk: &crate::source::qk::QkSource,
+        qk: &'e crate::source::qk::QkSource,
     ) -> Result<crate::pool::qk::QkReader<'e>> {
         crate::pool::qk::QkReader::new(&self.gpu, &self.qk, qk)
     }

@@ -591,6 +591,9 @@ pub(crate) fn pool_qk(
 /// otherwise re-upload K and allocate (and zero) two block-sized buffers per block.
 pub(crate) struct QkReader<'a> {
     gpu: &'a Gpu,
+    /// The row kernel's reader, where it takes the source (see [`tiled::RowReader`]); the
+    /// two-pass kernels otherwise, and for heads whose Q or K is not finite.
+    rows: Option<tiled::RowReader<'a>>,
     passes: HeadPasses<'a>,
     out: wgpu::Buffer,
     readback: wgpu::Buffer,
@@ -598,7 +601,7 @@ pub(crate) struct QkReader<'a> {
 }
 
 impl<'a> QkReader<'a> {
-    pub(crate) fn new(gpu: &'a Gpu, pipes: &QkPipelines, src: &QkSource) -> Result<Self> {
+    pub(crate) fn new(gpu: &'a Gpu, pipes: &QkPipelines, src: &'a QkSource) -> Result<Self> {
         let row_bytes = src.out_keys().len().max(1) * 4;
         let max_rows = (gpu.max_binding() as usize / row_bytes).clamp(1, src.rows().len().max(1));
         let buffer = |label, usage| {
@@ -620,6 +623,7 @@ impl<'a> QkReader<'a> {
         let passes = HeadPasses::new(gpu, pipes, src, &out)?;
         Ok(QkReader {
             gpu,
+            rows: tiled::RowReader::new(gpu, &pipes.tiled, src),
             passes,
             out,
             readback,
@@ -651,6 +655,29 @@ impl<'a> QkReader<'a> {
         }
         let gpu = self.gpu;
         gpu.scoped("recomputing attention from Q and K", || {
+            if let Some(reader) = self.rows.as_mut() {
+                let row_bytes = bytes / rows.len().max(1);
+                let mut done = 0;
+                while done < rows.len() {
+                    let n = reader.max_rows().min(rows.len() - done);
+                    if !reader.compute(layer, head, rows.start + done, n)? {
+                        break;
+                    }
+                    let mut encoder = gpu.device.create_command_encoder(&Default::default());
+                    encoder.copy_buffer_to_buffer(
+                        reader.probabilities(),
+                        0,
+                        &self.readback,
+                        (done * row_bytes) as u64,
+                        (n * row_bytes) as u64,
+                    );
+                    gpu.queue.submit([encoder.finish()]);
+                    done += n;
+                }
+                if done == rows.len() {
+                    return gpu.map_read_into(&self.readback, dst);
+                }
+            }
             self.passes.load(src, layer, head)?;
             self.passes.row_stats(src, layer, rows.clone());
             let mut encoder = gpu.device.create_command_encoder(&Default::default());

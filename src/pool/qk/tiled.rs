@@ -385,9 +385,20 @@ struct Cuts {
     head_k: u64,
     batch: usize,
     chunk_rows: usize,
-    /// Every probability of a chunk is stored (one head per batch, a chunk's probabilities
-    /// within one binding).
-    materialize: bool,
+    /// What becomes of a chunk's scores.
+    output: Output,
+}
+
+/// What a run of the row kernel makes of a chunk's scores.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Output {
+    /// Pooled in place, never stored (`pool_fold`).
+    Pooled,
+    /// Every probability stored (one head per batch, a chunk within one binding) for the
+    /// ingest's pool pass, which masks the keys past the diagonal: those are not written.
+    Stored,
+    /// Every probability stored to be read as it is: every entry written, masked ones as 0.
+    Exact,
 }
 
 /// Rows of `keys` f32 probabilities one binding holds, whole workgroups of rows (0: not one).
@@ -397,7 +408,8 @@ fn probability_rows(gpu: &Gpu, keys: usize) -> usize {
 }
 
 impl Cuts {
-    fn new(gpu: &Gpu, src: &QkSource, run: &PoolRun<'_>, materialize: bool) -> Cuts {
+    fn new(gpu: &Gpu, src: &QkSource, run: &PoolRun<'_>, output: Output) -> Cuts {
+        let materialize = output != Output::Pooled;
         let (d4, slice) = padded(src.dim());
         let window = window_keys(d4, gpu.limits.max_uniform_buffer_binding_size);
         let rows = src.rows().len();
@@ -435,7 +447,7 @@ impl Cuts {
             head_k,
             batch,
             chunk_rows,
-            materialize,
+            output,
         }
     }
 }
@@ -537,7 +549,7 @@ impl RunBuffers {
             probs: crate::gpu::buffer(
                 device,
                 "attnviz.qk_pool.probs",
-                if cuts.materialize {
+                if cuts.output != Output::Pooled {
                     (rows * keys as u64 * 4).next_multiple_of(16)
                 } else {
                     16
@@ -575,10 +587,10 @@ impl<'a> OnePass<'a> {
         pipes: &TiledPipelines,
         src: &'a QkSource,
         run: &PoolRun<'_>,
-        materialize: bool,
+        output: Output,
     ) -> Self {
         let geometry = run.geometry;
-        let cuts = Cuts::new(gpu, src, run, materialize);
+        let cuts = Cuts::new(gpu, src, run, output);
         let rows = src.rows().len();
         let row_edges = bin_edges(rows, geometry.pooled_h);
         OnePass {
@@ -602,6 +614,20 @@ impl<'a> OnePass<'a> {
             },
             cuts,
             scratch: Vec::new(),
+        }
+    }
+
+    /// A batch of query head (`layer`, `head`) alone, its accumulators in `accum`.
+    fn single(&self, layer: usize, head: usize, accum: wgpu::Buffer) -> Batch {
+        Batch {
+            layer,
+            members: vec![Member {
+                head,
+                kv_slot: 0,
+                accum: 0,
+            }],
+            kv_heads: vec![self.src.kv_head(head)],
+            accum,
         }
     }
 
@@ -779,8 +805,8 @@ impl<'a> OnePass<'a> {
                 softcap: k.softcap > 0.0,
                 logits: self.logits,
                 // (stored probabilities are normalized by the pool pass that reads them)
-                row_norm: self.row_norm && !self.cuts.materialize,
-                materialize: self.cuts.materialize,
+                row_norm: self.row_norm && self.cuts.output == Output::Pooled,
+                materialize: self.cuts.output != Output::Pooled,
             },
         );
         // The oldest key the chunk's first row sees (a sliding window), on the tile grid:
@@ -863,8 +889,9 @@ impl<'a> OnePass<'a> {
             // Every probability instead of the fold: the same windows, the same parameters.
             // Keys a workgroup's rows do not see are not written: past the diagonal they are
             // masked by every pass that reads the chunk (stale values included), but keys
-            // before a sliding window must read 0 (the statistics count them as entries).
-            if k.window > 0 {
+            // before a sliding window must read 0 (the statistics count them as entries), and
+            // so must every masked entry read as it is.
+            if k.window > 0 || self.cuts.output == Output::Exact {
                 encoder.clear_buffer(&b.probs, 0, None);
             }
             let mut pass = compute_pass(&mut encoder);
@@ -918,7 +945,7 @@ pub(crate) fn pool_into(
 ) -> Result<bool> {
     let cells = run.cells;
     let (rows, keys) = (src.rows().len(), src.all_keys());
-    let mut pass = OnePass::new(gpu, pipes, src, run, false);
+    let mut pass = OnePass::new(gpu, pipes, src, run, Output::Pooled);
     let total = (cells.len() * rows * keys * 4) as u64;
     let mut first = 0;
     while first < cells.len() {
@@ -972,7 +999,13 @@ pub(crate) fn pool_materialized(
         pooled_w: 1,
         ..run.geometry
     };
-    let mut pass = OnePass::new(gpu, pipes, src, &PoolRun { geometry, ..*run }, true);
+    let mut pass = OnePass::new(
+        gpu,
+        pipes,
+        src,
+        &PoolRun { geometry, ..*run },
+        Output::Stored,
+    );
     let total = (cells.len() * rows * keys * 4) as u64;
     for cell in 0..cells.len() {
         let (batch, _) = pass.next_batch(cells, cell, ingest);
@@ -990,4 +1023,96 @@ pub(crate) fn pool_materialized(
         }
     }
     Ok(true)
+}
+
+/// Every probability of a head's rows from the row kernel, for readers of whole blocks
+/// (`attnviz attention`, sources made of Q and K: `pool::qk::QkReader`): per chunk of rows, one
+/// pass over the scores for the rows' lse and one that stores their probabilities, several
+/// times faster than the two-pass kernels (which stay for heads the row kernel does not take,
+/// zoomed key ranges, and non-finite Q or K).
+pub(crate) struct RowReader<'a> {
+    pass: OnePass<'a>,
+    bind_group: wgpu::BindGroup,
+    /// The row kernel's accumulator binding, never written by this run.
+    accum: wgpu::Buffer,
+    /// The query head whose Q and K are on the device, and whether they are finite.
+    loaded: Option<((usize, usize), bool)>,
+}
+
+impl<'a> RowReader<'a> {
+    /// A reader of `src`'s rows, where the row kernel takes `src` on `gpu`.
+    pub(crate) fn new(gpu: &'a Gpu, pipes: &TiledPipelines, src: &'a QkSource) -> Option<Self> {
+        // (one pooled column: the lse pass keeps no column states to speak of)
+        let geometry = CellGeometry {
+            display_w: 1,
+            display_h: 1,
+            pooled_w: 1,
+            pooled_h: 1,
+        };
+        if !materializes(gpu, src, geometry) {
+            return None;
+        }
+        let cells = [(0, 0)];
+        let run = PoolRun {
+            cells: &cells,
+            geometry,
+            options: Default::default(),
+            chunk_bytes: crate::pool::CHUNK_TARGET,
+            progress: None,
+            patterns: None,
+        };
+        let pass = OnePass::new(gpu, pipes, src, &run, Output::Exact);
+        let accum = crate::gpu::buffer(
+            &gpu.device,
+            "attnviz.qk_pool.accum_unused",
+            64,
+            wgpu::BufferUsages::STORAGE,
+        );
+        Some(RowReader {
+            bind_group: pass.bind_group(&accum),
+            accum,
+            pass,
+            loaded: None,
+        })
+    }
+
+    /// Rows one [`RowReader::compute`] takes at most.
+    pub(crate) fn max_rows(&self) -> usize {
+        self.pass.cuts.chunk_rows
+    }
+
+    /// Submits the probabilities of computed rows `start..start + len` (at most
+    /// [`RowReader::max_rows`]) of query head (`layer`, `head`), every key of each row, to
+    /// land in [`RowReader::probabilities`] (copy them out after this, on the same queue).
+    /// False, with nothing submitted, when the head's Q or K holds a non-finite value.
+    pub(crate) fn compute(
+        &mut self,
+        layer: usize,
+        head: usize,
+        start: usize,
+        len: usize,
+    ) -> Result<bool> {
+        let batch = self.pass.single(layer, head, self.accum.clone());
+        match self.loaded {
+            Some((h, finite)) if h == (layer, head) => {
+                if !finite {
+                    return Ok(false);
+                }
+            }
+            _ => {
+                let finite = self.pass.upload_batch(&batch)?;
+                self.loaded = Some(((layer, head), finite));
+                if !finite {
+                    return Ok(false);
+                }
+            }
+        }
+        self.pass.pool_chunk(&self.bind_group, &batch, start, len);
+        Ok(true)
+    }
+
+    /// Where [`RowReader::compute`] leaves its rows, each of every key, from byte 0.
+    pub(crate) fn probabilities(&self) -> &wgpu::Buffer {
+        &self.pass.buffers.probs
+    }
 }
