@@ -3,6 +3,7 @@
 
 use std::io::Write;
 use std::path::Path;
+use std::sync::mpsc;
 
 use super::{AttentionSource, DType};
 use crate::error::{Error, Result};
@@ -68,26 +69,121 @@ pub fn write_tensor(
     };
     let row_bytes = s.keys * dtype.size();
     let block_rows = (BLOCK_BYTES / row_bytes).clamp(1, s.queries);
-    let mut block = vec![0u8; block_rows * row_bytes];
-    write_atomic(path, |w| {
+    // Blocks are read on a thread of their own while the last one is written: a source computed
+    // on the GPU (attention from Q and K) works while the kernel copies the previous block into
+    // the file, instead of each waiting for the other. Two blocks circulate between the two
+    // threads, so memory stays two blocks and nothing is allocated per block.
+    let (full_tx, full_rx) = mpsc::sync_channel::<Result<(Vec<u8>, usize)>>(1);
+    let (free_tx, free_rx) = mpsc::channel::<Vec<u8>>();
+    for _ in 0..2 {
+        free_tx
+            .send(vec![0u8; block_rows * row_bytes])
+            .expect("the receiver is alive");
+    }
+    write_atomic(path, move |w| {
         w.write_all(&header)?;
-        let mut written = 0u64;
-        for l in 0..s.layers {
-            for h in 0..s.heads {
-                let mut row = 0;
-                while row < s.queries {
-                    let n = block_rows.min(s.queries - row);
-                    let bytes = &mut block[..n * row_bytes];
-                    source
-                        .read_rows(l, h, row, bytes)
-                        .map_err(std::io::Error::other)?;
-                    w.write_all(bytes)?;
-                    written += bytes.len() as u64;
-                    progress(written, total);
-                    row += n;
+        std::thread::scope(move |scope| {
+            scope.spawn(move || {
+                for l in 0..s.layers {
+                    for h in 0..s.heads {
+                        let mut row = 0;
+                        while row < s.queries {
+                            // (the writer stopped: nothing more to do)
+                            let Ok(mut block) = free_rx.recv() else {
+                                return;
+                            };
+                            let n = block_rows.min(s.queries - row);
+                            let len = n * row_bytes;
+                            let read = source.read_rows(l, h, row, &mut block[..len]);
+                            let failed = read.is_err();
+                            if full_tx.send(read.map(|()| (block, len))).is_err() || failed {
+                                return;
+                            }
+                            row += n;
+                        }
+                    }
                 }
+            });
+            // (returning drops `full_rx` and `free_tx`, which stops the reader if it is still
+            // going, before the scope waits for it)
+            let mut written = 0u64;
+            for read in full_rx {
+                let (block, len) = read.map_err(std::io::Error::other)?;
+                w.write_all(&block[..len])?;
+                written += len as u64;
+                progress(written, total);
+                let _ = free_tx.send(block);
+            }
+            Ok(())
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::Shape;
+
+    /// Rows of ones, 4 MiB per head; head `fail` fails to read.
+    struct Failing {
+        fail: usize,
+    }
+
+    impl AttentionSource for Failing {
+        fn name(&self) -> &str {
+            "failing"
+        }
+
+        fn shape(&self) -> Shape {
+            Shape {
+                layers: 1,
+                heads: 8,
+                queries: 1024,
+                keys: 1024,
             }
         }
-        Ok(())
-    })
+
+        fn dtype(&self) -> DType {
+            DType::F32
+        }
+
+        fn read_rows(&self, _: usize, head: usize, _: usize, dst: &mut [u8]) -> Result<()> {
+            if head == self.fail {
+                return Err(Error::BadOption(format!("head {head} is unreadable")));
+            }
+            for c in dst.chunks_exact_mut(4) {
+                c.copy_from_slice(&1f32.to_le_bytes());
+            }
+            Ok(())
+        }
+    }
+
+    /// Blocks come from a reading thread: every block lands in order, and a read that fails
+    /// after several blocks were written leaves no file, and says why.
+    #[test]
+    fn blocks_land_in_order_and_a_failed_read_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ok.raw");
+        let seen = std::sync::Mutex::new(Vec::new());
+        write_tensor(&Failing { fail: 99 }, &path, &|w, t| {
+            seen.lock().unwrap().push((w, t))
+        })
+        .unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(bytes.len(), 8 << 22);
+        assert!(bytes.chunks(4).all(|c| c == 1f32.to_le_bytes()));
+        let seen = seen.into_inner().unwrap();
+        assert_eq!(seen.last(), Some(&(8 << 22, 8 << 22)));
+        assert!(seen.windows(2).all(|w| w[0].0 < w[1].0));
+
+        let path = dir.path().join("failed.npy");
+        let err = write_tensor(&Failing { fail: 6 }, &path, &|_, _| {}).unwrap_err();
+        assert!(err.to_string().contains("head 6 is unreadable"), "{err}");
+        assert!(!path.exists());
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temporary left"
+        );
+    }
 }
