@@ -892,7 +892,10 @@ impl<'a> OnePass<'a> {
             // before a sliding window must read 0 (the statistics count them as entries), and
             // so must every masked entry read as it is.
             if k.window > 0 || self.cuts.output == Output::Exact {
-                encoder.clear_buffer(&b.probs, 0, None);
+                // (the chunk's rows only: a reader's blocks are often far smaller than the
+                // buffer)
+                let bytes = (len * keys * 4) as u64;
+                encoder.clear_buffer(&b.probs, 0, Some(bytes));
             }
             let mut pass = compute_pass(&mut encoder);
             pass.set_pipeline(probs);
