@@ -21,13 +21,16 @@ use crate::figure::quads::FigureQuads;
 use crate::gpu::Gpu;
 use crate::pool::accum::{HeadStats, Reduce};
 use crate::pool::geometry::CellGeometry;
-use crate::pool::pattern::{CellPatterns, PatternOptions};
+use crate::pool::pattern::{CellPatterns, HeadPattern, PatternOptions};
 use crate::pool::{pool_cells, IngestShape, PoolOptions, PoolPipelines, PoolRun, PooledCells};
 use crate::source::AttentionSource;
 
 /// A figure resident on the GPU: pooled cells, their colours and the compositor's quads.
 pub struct Scene {
     pub plan: Plan,
+    /// The plan before any ordering by statistics (no colorbar yet): what [`Engine::reorder`]
+    /// lays out again.
+    grid: Plan,
     pub pooled: PooledCells,
     /// Per cell: the (lo, hi) currently mapped onto the colormap.
     pub ranges: Vec<[f32; 2]>,
@@ -48,6 +51,22 @@ impl Scene {
     pub fn height(&self) -> u32 {
         self.quads.height
     }
+}
+
+/// How a scene is coloured.
+struct Look {
+    norm: Norm,
+    reduce: Reduce,
+    colormap: Colormap,
+    scale: ColorScale,
+}
+
+/// A scene's figure as [`Engine::lay_out`] makes it.
+struct Laid {
+    plan: Plan,
+    ranges: Vec<[f32; 2]>,
+    quads: FigureQuads,
+    compositor: Compositor,
 }
 
 /// GPU pipelines, compiled once and reused for every figure.
@@ -284,37 +303,32 @@ impl Engine {
         contents: Contents,
     ) -> Result<Scene> {
         let mut plan = Plan::new(source, options)?;
+        let grid = plan.clone();
         let pooled = self.pool_contents(source, &plan, contents)?;
         if options.sort_by.is_some() && contents == Contents::Read {
             let patterns: Vec<_> = pooled.patterns.iter().map(|p| p.finish()).collect();
             plan.arrange(&patterns, options);
         }
-        let ranges =
-            self.resolve_ranges(&pooled, &plan, options.norm, options.reduce, &options.scale)?;
-        if options.colorbar {
-            plan.add_colorbar(options.norm, &ranges, &options.scale);
-        }
         let colors = ColorizedCells::new(&self.gpu, &self.colorize, &pooled);
-        let groups: Vec<_> = pooled
-            .groups
-            .iter()
-            .map(|g| (g.first_cell, g.cells))
-            .collect();
-        let quads = FigureQuads::new(&plan.layout, &plan.geometry, &groups);
-        let compositor = self.gpu.scoped("preparing the figure", || {
-            Ok(self.compositor(&quads, &colors, &pooled))
-        })?;
-        let scene = Scene {
-            ranges,
+        let look = Look {
             norm: options.norm,
             reduce: options.reduce,
             colormap: options.colormap,
             scale: options.scale.clone(),
-            plan,
+        };
+        let laid = self.lay_out(plan, &pooled, &colors, &look, options.colorbar)?;
+        let scene = Scene {
+            ranges: laid.ranges,
+            norm: look.norm,
+            reduce: look.reduce,
+            colormap: look.colormap,
+            scale: look.scale,
+            plan: laid.plan,
+            grid,
             pooled,
             colors,
-            quads,
-            compositor,
+            quads: laid.quads,
+            compositor: laid.compositor,
         };
         self.apply_colors(
             &scene.colors,
@@ -325,6 +339,72 @@ impl Engine {
             scene.colormap,
         )?;
         Ok(scene)
+    }
+
+    /// Lays `scene` out again in the order `options` asks (`--sort-by` and `--top`; the plain
+    /// grid without them) by the statistics of its cells, `patterns` (in the plan's cell
+    /// order, as the scene that pooled them returned them), keeping its colouring: the
+    /// layout, ranges, colorbar and compose pass are made anew, and nothing is read or pooled
+    /// again (the viewer's `o` key once the figure has statistics).
+    pub fn reorder(
+        &self,
+        scene: &mut Scene,
+        patterns: &[HeadPattern],
+        options: &RenderOptions,
+    ) -> Result<()> {
+        if patterns.len() != scene.grid.cells.len() {
+            return Err(Error::BadOption(format!(
+                "{} statistics for {} cells",
+                patterns.len(),
+                scene.grid.cells.len()
+            )));
+        }
+        let mut plan = scene.grid.clone();
+        plan.arrange(patterns, options);
+        let look = Look {
+            norm: scene.norm,
+            reduce: scene.reduce,
+            colormap: scene.colormap,
+            scale: scene.scale.clone(),
+        };
+        let laid = self.lay_out(plan, &scene.pooled, &scene.colors, &look, options.colorbar)?;
+        (scene.plan, scene.ranges) = (laid.plan, laid.ranges);
+        (scene.quads, scene.compositor) = (laid.quads, laid.compositor);
+        let s = &*scene;
+        self.apply_colors(
+            &s.colors, &s.pooled, &s.ranges, &s.scale, s.reduce, s.colormap,
+        )
+    }
+
+    /// The figure of `pooled` (and its colour textures) laid out by `plan`: the ranges `look`
+    /// maps, the colorbar, the quads and the compose pass.
+    fn lay_out(
+        &self,
+        mut plan: Plan,
+        pooled: &PooledCells,
+        colors: &ColorizedCells,
+        look: &Look,
+        colorbar: bool,
+    ) -> Result<Laid> {
+        let ranges = self.resolve_ranges(pooled, &plan, look.norm, look.reduce, &look.scale)?;
+        if colorbar {
+            plan.add_colorbar(look.norm, &ranges, &look.scale);
+        }
+        let groups: Vec<_> = pooled
+            .groups
+            .iter()
+            .map(|g| (g.first_cell, g.cells))
+            .collect();
+        let quads = FigureQuads::new(&plan.layout, &plan.geometry, &groups);
+        let compositor = self.gpu.scoped("preparing the figure", || {
+            Ok(self.compositor(&quads, colors, pooled))
+        })?;
+        Ok(Laid {
+            plan,
+            ranges,
+            quads,
+            compositor,
+        })
     }
 
     /// The plan's cells pooled from `source`, or allocated empty for [`Contents::Empty`].

@@ -66,7 +66,7 @@ impl State {
             "n" if self.scene.norm != Norm::Row => self.next_norm()?,
             "r" => self.toggle_reduce()?,
             "0" => self.focus_on(self.focus),
-            "o" => self.next_sort(),
+            "o" => self.next_sort()?,
             "s" => {
                 let path = PathBuf::from(format!("attnviz-{}.png", std::process::id()));
                 self.screenshot(&path)?;
@@ -78,10 +78,11 @@ impl State {
     }
 
     /// Orders the grid by the next statistic (`--sort-by`'s, then the grid's own order again,
-    /// unless `--top` asked for a ranking): the worker pools the figure again with the
-    /// statistics, from the same single read, and the sorted figure replaces this one when it is
-    /// resident; the view, the focus and the colouring stay.
-    fn next_sort(&mut self) {
+    /// unless `--top` asked for a ranking). The first time, the worker pools the figure again
+    /// with the statistics, from the same single read, and the sorted figure replaces this one
+    /// when it is resident; once the shown figure has them, it is only laid out again
+    /// (`Engine::reorder`), nothing read. The view, the focus and the colouring stay.
+    fn next_sort(&mut self) -> Result<()> {
         let mut cycle: Vec<Option<SortKey>> = SortKey::ALL.iter().copied().map(Some).collect();
         if self.render.top.is_none() {
             cycle.push(None);
@@ -102,8 +103,16 @@ impl State {
         if self.hovered.is_none() {
             self.title = self.plain_title.clone();
         }
+        if !self.patterns.is_empty() && self.timings.resident.is_some() {
+            self.engine
+                .reorder(&mut self.scene, &self.patterns, &self.render)?;
+            let view = self.view;
+            self.set_view(view);
+            return self.recolor_detail();
+        }
         self.timings.resident = None;
         self.send(Job::Scene(Box::new(self.render.clone())));
+        Ok(())
     }
 
     /// Pans by `windows` window heights (positive: up the figure).

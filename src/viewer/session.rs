@@ -425,17 +425,38 @@ mod tests {
                 .map(|c| (c.x, c.y, c.width, c.layer, c.head))
                 .collect()
         };
-        for key in [SortKey::SinkMass, SortKey::LocalMass] {
+        // The first press pools the statistics (one more read of the input); the next ones
+        // only lay the figure out again: no read, and the same pixels as a scene sorted
+        // directly. After the last statistic the grid's own order comes back.
+        let mut keys: Vec<Option<SortKey>> = SortKey::ALL.iter().copied().map(Some).collect();
+        keys.push(None);
+        let mut reads = None;
+        for key in keys {
             s.handle(Event::Key("o")).unwrap();
             assert!(s.settle(Duration::from_secs(60)).unwrap());
+            match reads {
+                None => reads = Some(s.reads()),
+                Some(n) => assert_eq!(s.reads(), n, "{key:?}: the input was read again"),
+            }
             let options = RenderOptions {
-                sort_by: Some(key),
+                sort_by: key,
                 ..Default::default()
             };
-            let want = s.state.engine.scene(src.as_ref(), &options).unwrap();
+            let e = &s.state.engine;
+            let want = e.scene(src.as_ref(), &options).unwrap();
             assert_eq!(placed(&s.state.scene), placed(&want), "ordered by {key:?}");
-            assert!(s.title().ends_with(&format!("ordered by {}", key.name())));
+            assert_eq!(
+                e.export(&s.state.scene).unwrap(),
+                e.export(&want).unwrap(),
+                "{key:?}: pixels"
+            );
+            let name = key.map_or("layer and head", SortKey::name);
+            assert!(s.title().ends_with(&format!("ordered by {name}")));
         }
+        for _ in 0..2 {
+            s.handle(Event::Key("o")).unwrap();
+        }
+        assert!(s.settle(Duration::from_secs(60)).unwrap());
         // The hovered head's statistics join the readout.
         assert_eq!(s.state.patterns.len(), 4);
         let c = s.state.scene.plan.layout.cells[2];
