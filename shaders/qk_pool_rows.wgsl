@@ -75,28 +75,55 @@ fn fold4(st: ptr<function, vec4<f32>>, raw: vec4<f32>, seen: vec4<bool>) {
     );
 }
 
+// What an invocation of the row kernels (pool_rows, prob_rows) takes of the dispatch: its head
+// of the batch `z`, its row `i` of the chunk (`in_chunk`: a row of it; the last one's index
+// otherwise, so every lane loads a row) and index into `q` `r`, and the keys of the window any
+// row of its workgroup sees, [lo_wg, hi_wg) (uniform: the loops over them stay uniform); `live`
+// false when that is none.
+struct RowSpan {
+    z: u32,
+    i: u32,
+    in_chunk: bool,
+    r: u32,
+    lo_wg: u32,
+    hi_wg: u32,
+    live: bool,
+}
+
+fn row_span(wg: vec3<u32>, li: u32) -> RowSpan {
+    var sp: RowSpan;
+    sp.z = params.member0 + wg.z;
+    let i0 = wg.x * WG;
+    if i0 >= params.rows {
+        return sp;
+    }
+    let r_first = params.row_start + i0;
+    let r_last = r_first + min(WG, params.rows - i0) - 1u;
+    sp.lo_wg = max(params.seg_start, first_visible(r_first));
+    sp.hi_wg = min(params.seg_end, visible(r_last));
+    sp.live = sp.lo_wg < sp.hi_wg;
+    sp.i = i0 + li;
+    sp.in_chunk = sp.i < params.rows;
+    sp.r = params.row_start + min(sp.i, params.rows - 1u);
+    return sp;
+}
+
 @compute @workgroup_size(64)
 fn pool_rows(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(local_invocation_index) li: u32,
     /* @LANE_ARG */
 ) {
-    let z = params.member0 + wg.z;
-    let i0 = wg.x * WG;
-    if i0 >= params.rows {
+    let sp = row_span(wg, li);
+    if !sp.live {
         return;
     }
-    let r_first = params.row_start + i0;
-    let r_last = r_first + min(WG, params.rows - i0) - 1u;
-    // Keys of the window any row of the workgroup sees (uniform: the loops below stay uniform).
-    let lo_wg = max(params.seg_start, first_visible(r_first));
-    let hi_wg = min(params.seg_end, visible(r_last));
-    if lo_wg >= hi_wg {
-        return;
-    }
-    let i = i0 + li;
-    let in_chunk = i < params.rows;
-    let r = params.row_start + min(i, params.rows - 1u);
+    let z = sp.z;
+    let i = sp.i;
+    let in_chunk = sp.in_chunk;
+    let r = sp.r;
+    let lo_wg = sp.lo_wg;
+    let hi_wg = sp.hi_wg;
     let vis = visible(r);
     let fv = first_visible(r);
     let q_base = (z * params.q_rows + r) * D4;
@@ -227,24 +254,18 @@ fn prob_rows(
     @builtin(local_invocation_index) li: u32,
     /* @LANE_ARG */
 ) {
-    let z = params.member0 + wg.z;
-    let i0 = wg.x * WG;
-    if i0 >= params.rows {
+    let sp = row_span(wg, li);
+    if !sp.live {
         return;
     }
-    let r_first = params.row_start + i0;
-    let r_last = r_first + min(WG, params.rows - i0) - 1u;
-    let lo_wg = max(params.seg_start, first_visible(r_first));
-    let hi_wg = min(params.seg_end, visible(r_last));
-    if lo_wg >= hi_wg {
-        return;
-    }
-    let i = i0 + li;
-    let in_chunk = i < params.rows;
-    let r = params.row_start + min(i, params.rows - 1u);
-    let q_base = (z * params.q_rows + r) * D4;
+    let i = sp.i;
+    let in_chunk = sp.in_chunk;
+    let r = sp.r;
+    let lo_wg = sp.lo_wg;
+    let hi_wg = sp.hi_wg;
+    let q_base = (sp.z * params.q_rows + r) * D4;
     // @QLOAD
-    let lse = row_lse[z * params.inter_rows + i].x;
+    let lse = row_lse[sp.z * params.inter_rows + i].x;
     let rl = max(lo_wg, first_visible(r));
     let rh = min(hi_wg, visible(r));
     let base = i * params.keys;

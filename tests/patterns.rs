@@ -28,7 +28,10 @@ fn check_vec(what: &str, g: &[f64], c: &[f64]) {
     }
 }
 
-fn check_sums(name: &str, g: &PatternSums, c: &PatternSums) {
+/// `exact_max`: the largest entry bit for bit (stored attention); else its value within the
+/// tolerance and its place exactly (attention from Q and K, whose row normalizer the GPU sums
+/// in another order than the reference).
+fn check_sums(name: &str, g: &PatternSums, c: &PatternSums, exact_max: bool) {
     let scalars = [
         ("row_sum", g.row_sum, c.row_sum),
         ("sink", g.sink, c.sink),
@@ -39,7 +42,13 @@ fn check_sums(name: &str, g: &PatternSums, c: &PatternSums) {
     for (what, a, b) in scalars {
         assert!(close(a, b), "{name}: {what}: gpu {a} cpu {b}");
     }
-    assert_eq!(g.max, c.max, "{name}: max");
+    if exact_max {
+        assert_eq!(g.max, c.max, "{name}: max");
+    } else {
+        let (gm, cm) = (g.max.expect("a max"), c.max.expect("a max"));
+        assert!(close(gm.0.into(), cm.0.into()), "{name}: max {gm:?} {cm:?}");
+        assert_eq!((gm.1, gm.2), (cm.1, cm.2), "{name}: argmax");
+    }
     assert_eq!(g.non_finite, c.non_finite, "{name}: non-finite");
     check_vec(&format!("{name}: columns"), &g.columns, &c.columns);
     check_vec(&format!("{name}: diagonals"), &g.diagonals, &c.diagonals);
@@ -64,7 +73,7 @@ fn compare(e: &Engine, name: &str, src: &dyn AttentionSource, pool: PoolOptions)
     let cpu = pattern_cells(src, &cells, options, pool).unwrap();
     assert_eq!(gpu.patterns.len(), cells.len(), "{name}: one per cell");
     for (i, (g, c)) in gpu.patterns.iter().zip(&cpu).enumerate() {
-        check_sums(&format!("{name} cell {i}"), g, c);
+        check_sums(&format!("{name} cell {i}"), g, c, true);
     }
 }
 
@@ -399,8 +408,7 @@ fn qk_statistics_match_the_twin_on_materialized_rows() {
 /// sinks in the other, GQA 2:1, 64 dimensions, keys over one row-kernel window and not a
 /// multiple of four, the last 200 of 300 rows (causal, diagonal offset), chunks of 64 rows
 /// (a small `chunk_bytes`); then a NaN in Q, which sends the head down the two-pass path.
-/// Tolerance as above, and for the largest entry, whose row normalizer the GPU sums in
-/// another order than the reference: 1e-5 relative (the argmax exactly).
+/// Tolerance as above, the largest entry's value within it (see `check_sums`).
 #[test]
 fn qk_statistics_from_stored_chunks_match_the_reference() {
     use attnviz::source::qk::{QkOptions, QkSource};
@@ -461,29 +469,7 @@ fn qk_statistics_from_stored_chunks_match_the_reference() {
         let gpu = e.pool_with(&qk, &cells, geometry, pool, Some(o)).unwrap();
         let cpu = pattern_cells(&qk, &cells, o, pool).unwrap();
         for (i, (g, c)) in gpu.patterns.iter().zip(&cpu).enumerate() {
-            let name = format!("nan {nan} cell {i}");
-            let scalars = [
-                ("row_sum", g.row_sum, c.row_sum),
-                ("sink", g.sink, c.sink),
-                ("local", g.local, c.local),
-                ("entropy", g.entropy, c.entropy),
-                ("distance", g.distance, c.distance),
-                (
-                    "max",
-                    f64::from(g.max.unwrap().0),
-                    f64::from(c.max.unwrap().0),
-                ),
-            ];
-            for (what, a, b) in scalars {
-                assert!(close(a, b), "{name}: {what}: gpu {a} cpu {b}");
-            }
-            assert_eq!(g.non_finite, c.non_finite, "{name}: non-finite");
-            check_vec(&format!("{name}: columns"), &g.columns, &c.columns);
-            check_vec(&format!("{name}: diagonals"), &g.diagonals, &c.diagonals);
-            check_vec(&format!("{name}: blocks"), &g.blocks, &c.blocks);
-            let (gf, cf) = (g.finish(), c.finish());
-            assert_eq!(gf.argmax, cf.argmax, "{name}: argmax");
-            assert_eq!(gf.pattern, cf.pattern, "{name}: label");
+            check_sums(&format!("nan {nan} cell {i}"), g, c, false);
         }
         // the NaN row is counted, in its head only
         let bad: Vec<u64> = gpu.patterns.iter().map(|p| p.non_finite).collect();

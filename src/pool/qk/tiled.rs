@@ -946,29 +946,7 @@ pub(crate) fn pool_into(
     run: &PoolRun<'_>,
     ingest: &mut Ingest,
 ) -> Result<bool> {
-    let cells = run.cells;
-    let (rows, keys) = (src.rows().len(), src.all_keys());
-    let mut pass = OnePass::new(gpu, pipes, src, run, Output::Pooled);
-    let total = (cells.len() * rows * keys * 4) as u64;
-    let mut first = 0;
-    while first < cells.len() {
-        let (batch, end) = pass.next_batch(cells, first, ingest);
-        if !pass.upload_batch(&batch)? {
-            return Ok(false);
-        }
-        let bind_group = pass.bind_group(&batch.accum);
-        let members = batch.members.len();
-        for start in (0..rows).step_by(pass.cuts.chunk_rows) {
-            let len = pass.cuts.chunk_rows.min(rows - start);
-            pass.pool_chunk(&bind_group, &batch, start, len);
-            ingest.consumed += (members * len * keys * 4) as u64;
-            if let Some(p) = run.progress {
-                p(ingest.consumed, total);
-            }
-        }
-        first = end;
-    }
-    Ok(true)
+    pool_run(gpu, pipes, src, run, ingest, Output::Pooled)
 }
 
 /// Whether [`pool_materialized`] takes `src` into `geometry` on `gpu`: where [`applies`] holds,
@@ -994,36 +972,52 @@ pub(crate) fn pool_materialized(
     run: &PoolRun<'_>,
     ingest: &mut Ingest,
 ) -> Result<bool> {
-    let cells = run.cells;
-    let (rows, keys) = (src.rows().len(), src.all_keys());
     // The row kernel is run for the rows' lse only: one pooled column, so its per-column
     // states cost nothing (narrow columns cost it half its time).
     let geometry = CellGeometry {
         pooled_w: 1,
         ..run.geometry
     };
-    let mut pass = OnePass::new(
-        gpu,
-        pipes,
-        src,
-        &PoolRun { geometry, ..*run },
-        Output::Stored,
-    );
+    let run = PoolRun { geometry, ..*run };
+    pool_run(gpu, pipes, src, &run, ingest, Output::Stored)
+}
+
+/// [`pool_into`] and [`pool_materialized`]: batch after batch, chunk after chunk of rows, the
+/// chunk's scores pooled in place or stored for `ingest` to pool.
+fn pool_run(
+    gpu: &Gpu,
+    pipes: &TiledPipelines,
+    src: &QkSource,
+    run: &PoolRun<'_>,
+    ingest: &mut Ingest,
+    output: Output,
+) -> Result<bool> {
+    let cells = run.cells;
+    let (rows, keys) = (src.rows().len(), src.all_keys());
+    let mut pass = OnePass::new(gpu, pipes, src, run, output);
     let total = (cells.len() * rows * keys * 4) as u64;
-    for cell in 0..cells.len() {
-        let (batch, _) = pass.next_batch(cells, cell, ingest);
+    let mut first = 0;
+    while first < cells.len() {
+        let (batch, end) = pass.next_batch(cells, first, ingest);
         if !pass.upload_batch(&batch)? {
             return Ok(false);
         }
         let bind_group = pass.bind_group(&batch.accum);
+        let members = batch.members.len();
         for start in (0..rows).step_by(pass.cuts.chunk_rows) {
             let len = pass.cuts.chunk_rows.min(rows - start);
             pass.pool_chunk(&bind_group, &batch, start, len);
-            ingest.pool_resident(cell, start, len, &pass.buffers.probs, 0)?;
+            if output == Output::Stored {
+                // (one head per batch)
+                ingest.pool_resident(first, start, len, &pass.buffers.probs, 0)?;
+            } else {
+                ingest.consumed += (members * len * keys * 4) as u64;
+            }
             if let Some(p) = run.progress {
                 p(ingest.consumed, total);
             }
         }
+        first = end;
     }
     Ok(true)
 }
