@@ -472,7 +472,8 @@ struct RunBuffers {
     lse_tex: ChunkTexture,
     /// The copy of `q` the row kernel reads.
     q_tex: ChunkTexture,
-    /// A chunk's probabilities, rows of every key ([`Cuts::materialize`]; else a stub).
+    /// A chunk's probabilities, rows of every key (a [`Cuts::output`] that stores them; else a
+    /// stub).
     probs: wgpu::Buffer,
 }
 
@@ -554,7 +555,8 @@ impl RunBuffers {
                 } else {
                     16
                 },
-                // cleared before a chunk with a sliding window, read by the pool pass through its chunk texture
+                // cleared before a chunk with a sliding window (or read as it is), read through
+                // the pool pass's chunk texture or copied out
                 wgpu::BufferUsages::STORAGE
                     | wgpu::BufferUsages::COPY_DST
                     | wgpu::BufferUsages::COPY_SRC,
