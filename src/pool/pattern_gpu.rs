@@ -87,6 +87,11 @@ pub(crate) struct PatternPipelines {
     kernel: OnceLock<Kernel>,
     /// profiles, blocks, diagonals; per `DType::shader_id`.
     per_dtype: [OnceLock<[wgpu::ComputePipeline; 3]>; 3],
+    /// profiles for pieces whose rows all start on 16-byte words (`ALIGNED`), per
+    /// `DType::shader_id`: the other read path is left out of the shader, not skipped at run
+    /// time (llvmpipe runs both sides of a branch it cannot prove uniform: a third of the
+    /// statistics' cost on the 1 GiB grid).
+    aligned_profiles: [OnceLock<wgpu::ComputePipeline>; 3],
     /// pixels, heads: the reduction of the pixels' sums.
     reduce: OnceLock<[wgpu::ComputePipeline; 2]>,
 }
@@ -122,6 +127,15 @@ impl PatternPipelines {
             let kernel = self.kernel(device);
             ["pattern_profiles", "pattern_blocks", "pattern_diagonals"]
                 .map(|entry| kernel.specialized(device, entry, &constants))
+        })
+    }
+
+    fn aligned_profiles(&self, device: &wgpu::Device, dtype: DType) -> &wgpu::ComputePipeline {
+        let id = dtype.shader_id();
+        self.aligned_profiles[id as usize].get_or_init(|| {
+            let constants = [("DTYPE", id as f64), ("ALIGNED", 1.0)];
+            self.kernel(device)
+                .specialized(device, "pattern_profiles", &constants)
         })
     }
 
@@ -332,6 +346,15 @@ impl PatternPass {
         bind_group: &wgpu::BindGroup,
     ) {
         let [profiles, blocks, diagonals] = pipes.pipelines(&gpu.device, self.dtype);
+        // Rows on 16-byte words: every row of a piece starts on one when the row length and
+        // the piece's start do.
+        let aligned = (self.keys * self.dtype.size()).is_multiple_of(16)
+            && pieces.iter().all(|p| p.offset.is_multiple_of(16));
+        let profiles = if aligned {
+            pipes.aligned_profiles(&gpu.device, self.dtype)
+        } else {
+            profiles
+        };
         let n = pieces.len() as u32;
         pass.set_bind_group(0, bind_group, &[]);
         let groups = self.keys.div_ceil(GROUP_KEYS) as u32;
