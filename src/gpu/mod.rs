@@ -183,6 +183,28 @@ impl Gpu {
             .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))
     }
 
+    /// What a mapping callback left in `slot`, once the work it waited for is done (the
+    /// caller polled for it). wgpu runs callbacks on whichever thread polls: while another
+    /// thread (the viewer's window or its worker) is delivering this one, the caller's own
+    /// poll can return before the callback ran, so it is waited for here (polling, and
+    /// sleeping 100 µs between looks) rather than taken for lost. `what` names the buffer in
+    /// the error if it never comes.
+    pub(crate) fn callback<T>(&self, slot: &Mutex<Option<T>>, what: &str) -> Result<T> {
+        let start = std::time::Instant::now();
+        loop {
+            if let Some(v) = slot.lock().expect("callback slot").take() {
+                return Ok(v);
+            }
+            if start.elapsed() > std::time::Duration::from_secs(60) {
+                return Err(Error::Gpu(format!("{what} was never mapped")));
+            }
+            std::thread::sleep(std::time::Duration::from_micros(100));
+            self.device
+                .poll(wgpu::PollType::Poll)
+                .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
+        }
+    }
+
     /// Copies `size` bytes at `offset` of `buffer` (COPY_SRC) back to the host.
     pub fn read_buffer(&self, buffer: &wgpu::Buffer, offset: u64, size: u64) -> Result<Vec<u8>> {
         let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
@@ -226,11 +248,8 @@ impl Gpu {
             *flag.lock().expect("map flag") = Some(r);
         });
         self.wait()?;
-        match done.lock().expect("map flag").take() {
-            Some(Ok(())) => {}
-            Some(Err(e)) => return Err(Error::Gpu(format!("mapping a readback buffer: {e}"))),
-            None => return Err(Error::Gpu("readback buffer was never mapped".into())),
-        }
+        self.callback(&done, "a readback buffer")?
+            .map_err(|e| Error::Gpu(format!("mapping a readback buffer: {e}")))?;
         let out = read(
             &buffer
                 .get_mapped_range(range)

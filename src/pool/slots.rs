@@ -40,22 +40,24 @@ impl Slot {
 
     /// Waits until the GPU is done with this slot's last chunk and the buffer is mapped.
     pub(super) fn wait_mapped(&mut self, gpu: &Gpu) -> Result<()> {
-        for attempt in 0..2 {
-            if let Some(state) = self.mapped.lock().expect("map state").clone() {
-                return state.map_err(|e| Error::Gpu(format!("mapping an upload buffer: {e}")));
-            }
-            let poll = match (&self.submission, attempt) {
-                (Some(s), 0) => wgpu::PollType::Wait {
-                    submission_index: Some(s.clone()),
+        let state = self.mapped.lock().expect("map state").clone();
+        let state = match state {
+            Some(state) => state,
+            None => {
+                let poll = wgpu::PollType::Wait {
+                    submission_index: self.submission.clone(),
                     timeout: None,
-                },
-                _ => wgpu::PollType::wait_indefinitely(),
-            };
-            gpu.device
-                .poll(poll)
-                .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
-        }
-        Err(Error::Gpu("upload buffer was never mapped back".into()))
+                };
+                gpu.device
+                    .poll(poll)
+                    .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
+                let state = gpu.callback(&self.mapped, "an upload buffer")?;
+                // (kept: the slot reads as mapped until it is remapped)
+                *self.mapped.lock().expect("map state") = Some(state.clone());
+                state
+            }
+        };
+        state.map_err(|e| Error::Gpu(format!("mapping an upload buffer: {e}")))
     }
 
     pub(super) fn remap(&mut self, submission: wgpu::SubmissionIndex) {
