@@ -472,3 +472,37 @@ fn rows_of_a_hundred_thousand_keys_keep_their_mass() {
         }
     }
 }
+
+/// A NaN in Q: the row kernel, which reads whole rows for `attnviz attention`, hands the head to
+/// the two-pass kernels (made only then), whose probabilities follow the reference: the NaN's
+/// row is NaN, every other row within 1e-5; the other head, finite, as the reference too.
+#[test]
+fn a_nan_in_q_is_computed_like_the_reference() {
+    let Some(e) = engine() else { return };
+    let mut rng = Rng::new(31);
+    let mut q = Array4::from_shape_fn((1, 2, 50, 16), |_| rng.next_f32() * 2.0 - 1.0);
+    q[[0, 0, 7, 3]] = f32::NAN;
+    let src = QkSource::new(
+        Box::new(ArraySource::from_f32("q", &q)),
+        tensor("k", 1, 2, 50, 16, 32, 1.0),
+        &QkOptions {
+            causal: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    for head in 0..2 {
+        let gpu = e.qk_probabilities(&src, 0, head, 0..50).unwrap();
+        let mut cpu = vec![0f32; 50 * 50];
+        src.probabilities_cpu(0, head, 0..50, &mut cpu).unwrap();
+        for (i, (g, c)) in gpu.iter().zip(&cpu).enumerate() {
+            let row = i / 50;
+            if head == 0 && row == 7 {
+                assert!(g.is_nan() == c.is_nan(), "entry {i}: {g} vs {c}");
+            } else {
+                assert!((g - c).abs() <= 1e-5, "head {head} entry {i}: {g} vs {c}");
+            }
+        }
+        assert_eq!(gpu[7 * 50].is_nan(), head == 0, "head {head}: the NaN row");
+    }
+}

@@ -16,10 +16,6 @@ pub struct Gpu {
     pub queue: wgpu::Queue,
     pub limits: wgpu::Limits,
     pub info: wgpu::AdapterInfo,
-    /// Storage buffers can be mapped for writing: the adapter shares memory with the host
-    /// (integrated or software GPUs), so input is read from disk straight into the buffer the
-    /// shader reads, with no staging copy.
-    pub mappable_storage: bool,
     /// Keys that a subgroup shares per step in the one-pass Q/K row kernel (4 or 8: each of that
     /// many lanes loads one key, `subgroupBroadcast` hands them to all); 0 without subgroup
     /// operations, or to keep the kernel that loads every key in every lane (tests set it to
@@ -74,19 +70,9 @@ impl Gpu {
         // Everything the adapter offers: the defaults are far below what large heads need
         // (storage bindings, buffer size, texture side).
         let limits = adapter.limits();
-        let unified = matches!(
-            info.device_type,
-            wgpu::DeviceType::IntegratedGpu | wgpu::DeviceType::Cpu
-        );
-        let mappable_storage = unified
-            && adapter
-                .features()
-                .contains(wgpu::Features::MAPPABLE_PRIMARY_BUFFERS);
-        let mut features = if mappable_storage {
-            wgpu::Features::MAPPABLE_PRIMARY_BUFFERS
-        } else {
-            wgpu::Features::empty()
-        };
+        // (no mappable storage buffers: every chunk reaches the shaders through a texture
+        // copy, `pool::chunk`, so upload slots are plain staging buffers on every adapter)
+        let mut features = wgpu::Features::empty();
         // Subgroups no narrower than 4 lanes: the row kernel shares 4 or 8 keys per step.
         let subgroup_keys = if adapter.features().contains(wgpu::Features::SUBGROUP)
             && info.subgroup_min_size >= 4
@@ -126,7 +112,6 @@ impl Gpu {
             queue,
             limits,
             info,
-            mappable_storage,
             subgroup_keys,
             lost,
         })

@@ -9,7 +9,7 @@ use crate::pool::geometry::CellGeometry;
 use crate::pool::ingest::{Ingest, IngestShape};
 use crate::pool::options::PoolOptions;
 use crate::pool::pipelines::PoolPipelines;
-use crate::pool::slots::{slot_usage, Slot};
+use crate::pool::slots::{Slot, SLOT_USAGE};
 use crate::pool::{CHUNK_TARGET, UPLOAD_CHUNK_TARGET};
 use crate::source::DType;
 
@@ -30,7 +30,7 @@ impl UploadBench {
         UploadBench {
             chunk,
             slots: (0..2)
-                .map(|_| Slot::new(gpu, chunk as u64, slot_usage(gpu)))
+                .map(|_| Slot::new(gpu, chunk as u64, SLOT_USAGE))
                 .collect(),
             texture: ChunkTexture::new(gpu, chunk as u64),
             host: vec![0x3c; chunk],

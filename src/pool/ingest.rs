@@ -14,7 +14,7 @@ use crate::pool::options::{Causal, PoolOptions};
 use crate::pool::pattern::PatternOptions;
 use crate::pool::pattern_gpu::{head_bytes, PatternPass, PATTERN_ROWS, PIXEL_SUMS_BYTES};
 use crate::pool::pipelines::{PieceParams, PoolPipelines};
-use crate::pool::slots::{slot_usage, Filling, Slot};
+use crate::pool::slots::{Filling, Slot, SLOT_USAGE};
 use crate::pool::stats::head_stats;
 use crate::pool::{LOOP_BUDGET, MAX_PIECES};
 use crate::source::DType;
@@ -478,7 +478,7 @@ impl<'g> Ingest<'g> {
         let gpu = self.gpu;
         let mut slots = self.pipes.take_slots(self.chunk_bytes, self.slot_count);
         while slots.len() < self.slot_count {
-            slots.push(Slot::new(gpu, self.chunk_bytes as u64, slot_usage(gpu)));
+            slots.push(Slot::new(gpu, self.chunk_bytes as u64, SLOT_USAGE));
         }
         self.slots = slots;
     }

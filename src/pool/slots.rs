@@ -19,9 +19,8 @@ pub(super) struct Slot {
 
 /// Usage of a host upload slot: a mapped staging buffer, copied on the device into the chunk
 /// texture the pool pass and the pattern statistics read.
-pub(super) fn slot_usage(_gpu: &Gpu) -> wgpu::BufferUsages {
-    wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::MAP_WRITE
-}
+pub(super) const SLOT_USAGE: wgpu::BufferUsages =
+    wgpu::BufferUsages::COPY_SRC.union(wgpu::BufferUsages::MAP_WRITE);
 
 impl Slot {
     pub(super) fn new(gpu: &Gpu, size: u64, usage: wgpu::BufferUsages) -> Slot {

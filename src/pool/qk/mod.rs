@@ -599,41 +599,64 @@ pub(crate) struct QkReader<'a> {
     /// The row kernel's reader, where it takes the source (see [`tiled::RowReader`]); the
     /// two-pass kernels otherwise, and for heads whose Q or K is not finite.
     rows: Option<tiled::RowReader<'a>>,
-    passes: HeadPasses<'a>,
-    out: wgpu::Buffer,
+    /// The two-pass kernels and the block they write: made with the reader when the row
+    /// kernel does not take the source (so a head too large for them fails at once, as it
+    /// always has), else only when a head needs them (a non-finite Q or K).
+    two_pass: Option<(HeadPasses<'a>, wgpu::Buffer)>,
+    pipes: &'a QkPipelines,
+    src: &'a QkSource,
     readback: wgpu::Buffer,
     max_rows: usize,
 }
 
 impl<'a> QkReader<'a> {
-    pub(crate) fn new(gpu: &'a Gpu, pipes: &QkPipelines, src: &'a QkSource) -> Result<Self> {
-        let row_bytes = src.out_keys().len().max(1) * 4;
-        let max_rows = (gpu.max_binding() as usize / row_bytes).clamp(1, src.rows().len().max(1));
-        let buffer = |label, usage| {
-            gpu.device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some(label),
-                size: ((max_rows * row_bytes) as u64).next_multiple_of(16),
-                usage,
-                mapped_at_creation: false,
-            })
-        };
-        let out = buffer(
-            "attnviz.qk.out",
-            wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
-        );
-        let readback = buffer(
-            "attnviz.qk.readback",
-            wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-        );
-        let passes = HeadPasses::new(gpu, pipes, src, &out)?;
-        Ok(QkReader {
+    pub(crate) fn new(gpu: &'a Gpu, pipes: &'a QkPipelines, src: &'a QkSource) -> Result<Self> {
+        let mut reader = QkReader {
             gpu,
             rows: tiled::RowReader::new(gpu, &pipes.tiled, src),
-            passes,
-            out,
-            readback,
-            max_rows,
+            two_pass: None,
+            pipes,
+            src,
+            readback: Self::block(
+                gpu,
+                src,
+                "attnviz.qk.readback",
+                wgpu::BufferUsages::MAP_READ,
+            ),
+            max_rows: Self::block_rows(gpu, src),
+        };
+        if reader.rows.is_none() {
+            reader.two_pass()?;
+        }
+        Ok(reader)
+    }
+
+    /// Rows of `src` one block buffer holds.
+    fn block_rows(gpu: &Gpu, src: &QkSource) -> usize {
+        let row_bytes = src.out_keys().len().max(1) * 4;
+        (gpu.max_binding() as usize / row_bytes).clamp(1, src.rows().len().max(1))
+    }
+
+    /// A buffer of one block of `src`'s rows, copied into (`usage` and `COPY_DST`) or out of.
+    fn block(gpu: &Gpu, src: &QkSource, label: &str, usage: wgpu::BufferUsages) -> wgpu::Buffer {
+        let bytes = Self::block_rows(gpu, src) * src.out_keys().len().max(1) * 4;
+        gpu.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size: (bytes as u64).next_multiple_of(16),
+            usage: usage | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
         })
+    }
+
+    /// The two-pass kernels and their block, made on first use.
+    fn two_pass(&mut self) -> Result<&mut (HeadPasses<'a>, wgpu::Buffer)> {
+        if self.two_pass.is_none() {
+            let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC;
+            let out = Self::block(self.gpu, self.src, "attnviz.qk.out", usage);
+            let passes = HeadPasses::new(self.gpu, self.pipes, self.src, &out)?;
+            self.two_pass = Some((passes, out));
+        }
+        Ok(self.two_pass.as_mut().expect("made above"))
     }
 
     /// Rows one [`QkReader::read`] takes at most.
@@ -683,11 +706,13 @@ impl<'a> QkReader<'a> {
                     return gpu.map_read_into(&self.readback, dst);
                 }
             }
-            self.passes.load(src, layer, head)?;
-            self.passes.row_stats(src, layer, rows.clone());
+            let readback = self.readback.clone();
+            let (passes, out) = self.two_pass()?;
+            passes.load(src, layer, head)?;
+            passes.row_stats(src, layer, rows.clone());
             let mut encoder = gpu.device.create_command_encoder(&Default::default());
-            self.passes.encode_block(&mut encoder, rows.clone(), 0);
-            encoder.copy_buffer_to_buffer(&self.out, 0, &self.readback, 0, bytes as u64);
+            passes.encode_block(&mut encoder, rows.clone(), 0);
+            encoder.copy_buffer_to_buffer(out, 0, &readback, 0, bytes as u64);
             gpu.queue.submit([encoder.finish()]);
             gpu.map_read_into(&self.readback, dst)
         })
