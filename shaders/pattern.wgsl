@@ -64,11 +64,10 @@ const MAX_PIECES: u32 = 256u;
 @group(0) @binding(0) var<uniform> pieces: array<Piece, MAX_PIECES>;
 // The chunk as aligned 16-byte words: the pool pass's chunk texture (src/pool/chunk.rs).
 @group(0) @binding(1) var chunk: texture_2d<u32>;
-const CHUNK_W: u32 = 4096u;
 
 // Word `w` of the chunk.
 fn word(w: u32) -> vec4<u32> {
-    return textureLoad(chunk, vec2<u32>(w % CHUNK_W, w / CHUNK_W), 0);
+    return chunk_word(chunk, w);
 }
 @group(0) @binding(2) var<uniform> params: PatternParams;
 // per head, per chunk of PIXEL_CHUNK pixels: the chunk's sums (`pattern_pixels`)

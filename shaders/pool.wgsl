@@ -72,7 +72,6 @@ var<private> piece: Piece;
 // the chunk as aligned 16-byte words, CHUNK_W to a texture row (src/pool/chunk.rs says why a
 // texture); element i of `dtype` is in word i >> elem_shift()
 @group(0) @binding(1) var chunk: texture_2d<u32>;
-const CHUNK_W: u32 = 4096u;
 @group(0) @binding(2) var<storage, read> row_edges: array<u32>;
 @group(0) @binding(3) var<storage, read> col_edges: array<u32>;
 @group(0) @binding(4) var<storage, read_write> accum: array<Accum>;
@@ -87,7 +86,7 @@ const CHUNK_W: u32 = 4096u;
 
 // Word `w` of the chunk.
 fn word(w: u32) -> vec4<u32> {
-    return textureLoad(chunk, vec2<u32>(w % CHUNK_W, w / CHUNK_W), 0);
+    return chunk_word(chunk, w);
 }
 
 // log2 of the elements in one 16-byte word of the chunk.

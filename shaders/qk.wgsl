@@ -81,23 +81,17 @@ struct QkParams {
 @group(0) @binding(5) var q_tex: texture_2d<u32>;
 @group(0) @binding(6) var k_tex: texture_2d<u32>;
 @group(0) @binding(7) var stats_tex: texture_2d<u32>;
-const CHUNK_W: u32 = 4096u;
-
-fn texel(t: texture_2d<u32>, i: u32) -> vec4<u32> {
-    return textureLoad(t, vec2<u32>(i % CHUNK_W, i / CHUNK_W), 0);
-}
-
 fn q_at(i: u32) -> vec4<f32> {
-    return bitcast<vec4<f32>>(texel(q_tex, i));
+    return bitcast<vec4<f32>>(chunk_word(q_tex, i));
 }
 
 fn k_at(i: u32) -> vec4<f32> {
-    return bitcast<vec4<f32>>(texel(k_tex, i));
+    return bitcast<vec4<f32>>(chunk_word(k_tex, i));
 }
 
 // Row r's (max, sum) from the copy of `stats` (two rows to a word).
 fn stats_at(r: u32) -> vec2<f32> {
-    let word = texel(stats_tex, r / 2u);
+    let word = chunk_word(stats_tex, r / 2u);
     return bitcast<vec2<f32>>(select(word.xy, word.zw, (r & 1u) == 1u));
 }
 

@@ -96,22 +96,21 @@ struct Params {
 @group(0) @binding(12) var lse_tex: texture_2d<u32>;
 // and the row kernel reads each row of Q from a copy of `q`
 @group(0) @binding(13) var q_tex: texture_2d<u32>;
-const CHUNK_W: u32 = 4096u;
 
 // Vec4 i of `q`, from its texture copy.
 fn q_word(i: u32) -> vec4<f32> {
-    return bitcast<vec4<f32>>(textureLoad(q_tex, vec2<u32>(i % CHUNK_W, i / CHUNK_W), 0));
+    return bitcast<vec4<f32>>(chunk_word(q_tex, i));
 }
 
 // State i of `inter`, from its texture copy.
 fn inter_state(i: u32) -> vec4<f32> {
-    return bitcast<vec4<f32>>(textureLoad(inter_tex, vec2<u32>(i % CHUNK_W, i / CHUNK_W), 0));
+    return bitcast<vec4<f32>>(chunk_word(inter_tex, i));
 }
 
 // Entry i of `row_lse`, from its texture copy (two entries to a word).
 fn row_lse_of(i: u32) -> vec2<f32> {
     let w = i / 2u;
-    let word = textureLoad(lse_tex, vec2<u32>(w % CHUNK_W, w / CHUNK_W), 0);
+    let word = chunk_word(lse_tex, w);
     return bitcast<vec2<f32>>(select(word.xy, word.zw, (i & 1u) == 1u));
 }
 

@@ -8,9 +8,11 @@ macro_rules! with_common {
             include_str!(concat!("../../shaders/", $file))
         )
     };
+    // (shaders that read a chunk texture: its addressing, and `shared`)
     ($file:literal, $shared:literal) => {
         concat!(
             include_str!("../../shaders/common.wgsl"),
+            include_str!("../../shaders/chunk.wgsl"),
             include_str!(concat!("../../shaders/", $shared)),
             include_str!(concat!("../../shaders/", $file))
         )
@@ -37,6 +39,7 @@ pub const COMPOSE: &str = include_str!("../../shaders/compose.wgsl");
 /// Attention from Q and K; a template expanded per head dimension by `pool::qk`. Both Q/K
 /// shaders get their key mask from `shaders/qk_mask.wgsl`.
 pub const QK_TEMPLATE: &str = concat!(
+    include_str!("../../shaders/chunk.wgsl"),
     include_str!("../../shaders/qk_mask.wgsl"),
     include_str!("../../shaders/qk.wgsl")
 );
@@ -46,6 +49,7 @@ pub const QK_TEMPLATE: &str = concat!(
 /// row-per-invocation one (`qk_pool_rows.wgsl`) and the passes they share.
 pub const QK_POOL_TEMPLATE: &str = concat!(
     include_str!("../../shaders/common.wgsl"),
+    include_str!("../../shaders/chunk.wgsl"),
     include_str!("../../shaders/qk_mask.wgsl"),
     include_str!("../../shaders/qk_pool.wgsl"),
     include_str!("../../shaders/qk_pool_rows.wgsl")

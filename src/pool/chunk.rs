@@ -13,7 +13,7 @@
 use crate::gpu::Gpu;
 
 /// Texels per texture row: 64 KiB rows, a multiple of the 256-byte row alignment copies need.
-/// Keep in sync with `CHUNK_W` in shaders/pool.wgsl.
+/// Keep in sync with `CHUNK_W` in shaders/chunk.wgsl.
 pub(crate) const CHUNK_W: u32 = 4096;
 /// Bytes of one texel (an rgba32uint: one 16-byte word of the chunk).
 const TEXEL: u64 = 16;
