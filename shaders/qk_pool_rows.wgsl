@@ -1,39 +1,48 @@
-// The scores of the one-pass Q/K path with one invocation per query row (appended to
+// The scores of the one-pass Q/K path with each invocation owning R query rows (appended to
 // qk_pool.wgsl, whose Params, bindings, masks and pool_lse / pool_fold it shares; chosen by
-// src/pool/qk/tiled.rs for heads of up to 128 dimensions, whose query row fits in registers).
+// src/pool/qk/tiled.rs for heads of up to 128 dimensions, whose query rows fit in registers).
 //
 // Every invocation of a dispatch walks the same keys in the same order: a window of KW keys
 // bound as a uniform buffer (`kwin`, one dynamic offset per window and key head). So each key
 // value is one load for the whole workgroup (a broadcast from the uniform or constant cache;
-// on a CPU driver a scalar load), the query row stays in registers, and every loaded value
-// feeds one FMA per row with no workgroup memory and no barrier. Because rows own their state,
-// a pooled column's running (max, min, Σ exp2(s − max), Σ s) lives in registers while the keys
-// cross it and is written to `inter` once per column and window, merged with what earlier
-// windows left there; and the row's own running (max, Σ exp2(s − max)) goes to `row_lse` once
-// per window, so its log-sum-exp needs no second walk over its columns (pool_row_lse). Keys
-// come four at a time; one rescale per four keys.
+// on a CPU driver a scalar load), the query rows stay in registers, and every loaded value
+// feeds one FMA per row of the invocation with no workgroup memory and no barrier. Because
+// rows own their state, a pooled column's running (max, min, Σ exp2(s − max), Σ s) lives in
+// registers while the keys cross it and is written to `inter` once per column and window,
+// merged with what earlier windows left there; and the row's own running (max, Σ exp2(s − max))
+// goes to `row_lse` once per window, so its log-sum-exp needs no second walk over its columns
+// (pool_row_lse). Keys come four at a time; one rescale per four keys.
 //
 // Where the adapter has subgroups, the keys of a step are shared through them instead: each of
 // KSTEP lanes loads one key's vec4s, and subgroupBroadcast hands every lane all of them, so a
 // load that is not a broadcast on some drivers (a gather per lane on llvmpipe) serves KSTEP
-// keys. Both ways add each score's products in the same order: the same scores, bit for bit.
+// keys. Both ways add each score's products in the same order, and so does every row count R:
+// the same scores, bit for bit.
 //
-// KWD4 (the window in vec4s: KW keys × D4), KSTEP (keys per step: 4, or the subgroup keys), the
-// loads of the query row, the scores of a step, and, with subgroups, the lane builtin
-// and `score_shared` are substituted when the module is built (src/pool/qk/tiled.rs).
+// KWD4 (the window in vec4s: KW keys × D4), KSTEP (keys per step: 4, or the subgroup keys), R
+// and RD4 (rows per invocation, and their query vec4s), the loads of the query rows, the scores
+// of a step, and, with subgroups, the lane builtin and `score_shared` are substituted when the
+// module is built (src/pool/qk/tiled.rs). The per-row loops over R have constant bounds, which
+// every compiler unrolls.
 
 const KWD4: u32 = 4096u;
 const KSTEP: u32 = 4u;
+// Query rows per invocation: each key value loaded (and, with subgroups, handed out) feeds
+// the scores of R rows, rows li, li + WG, ... of the workgroup's WG·R. Chosen by the host so
+// that the R query rows (R·D4 vec4s) still fit in registers.
+const R: u32 = 1u;
+// The R rows' query vec4s, D4 per row (indexed by constants only: registers).
+const RD4: u32 = 16u;
 
 @group(0) @binding(10) var<uniform> kwin: array<vec4<f32>, KWD4>;
 
-// This invocation's query row, D4 vec4s (indexed by constants only: registers).
-var<private> qrow: array<vec4<f32>, D4>;
+// This invocation's query rows, row h at h·D4 (indexed by constants only: registers).
+var<private> qrow: array<vec4<f32>, RD4>;
 
-// The raw scores of the four keys starting at vec4 `o` of the window, each added in dimension
-// order like pool_scores' (so both kernels give the same score).
-fn score4(o: u32) -> vec4<f32> {
-    var s = vec4<f32>();
+// The raw scores of the four keys starting at vec4 `o` of the window for each of the R rows,
+// each added in dimension order like pool_scores' (so both kernels give the same score).
+fn score4(o: u32) -> array<vec4<f32>, R> {
+    var s: array<vec4<f32>, R>;
     // @SCORE4
     return s;
 }
@@ -52,39 +61,40 @@ fn seen4(j: u32, lo: u32, hi: u32) -> vec4<bool> {
     return (jj >= vec4<u32>(lo)) & (jj < vec4<u32>(hi));
 }
 
-// Folds four raw scores into a (row, pooled column) state (max, min, Σ exp2(s − max), Σ s),
-// the keys the row does not see left out; one rescale for the four.
-fn fold4(st: ptr<function, vec4<f32>>, raw: vec4<f32>, seen: vec4<bool>) {
+// A (row, pooled column) state (max, min, Σ exp2(s − max), Σ s) with four raw scores folded
+// in, the keys the row does not see left out; one rescale for the four. (By value: naga 30's
+// SPIR-V writer fails on a pointer to an array element passed to a function.)
+fn fold4(st: vec4<f32>, raw: vec4<f32>, seen: vec4<bool>) -> vec4<f32> {
     let s = scaled4(raw);
-    let m = (*st).x;
+    let m = st.x;
     let hi4 = select(vec4<f32>(-F32_MAX), s, seen);
     let lo4 = select(vec4<f32>(F32_MAX), s, seen);
     let nm = max(m, max(max(hi4.x, hi4.y), max(hi4.z, hi4.w)));
     let e = select(vec4<f32>(), exp2(s - nm), seen);
     // Σ s: only logits are pooled from it
-    var w = (*st).w;
+    var w = st.w;
     if LOGITS {
         let sv = select(vec4<f32>(), s, seen);
         w += (sv.x + sv.y) + (sv.z + sv.w);
     }
-    *st = vec4<f32>(
+    return vec4<f32>(
         nm,
-        min((*st).y, min(min(lo4.x, lo4.y), min(lo4.z, lo4.w))),
-        (*st).z * exp2(m - nm) + ((e.x + e.y) + (e.z + e.w)),
+        min(st.y, min(min(lo4.x, lo4.y), min(lo4.z, lo4.w))),
+        st.z * exp2(m - nm) + ((e.x + e.y) + (e.z + e.w)),
         w,
     );
 }
 
 // What an invocation of the row kernels (pool_rows, prob_rows) takes of the dispatch: its head
-// of the batch `z`, its row `i` of the chunk (`in_chunk`: a row of it; the last one's index
-// otherwise, so every lane loads a row) and index into `q` `r`, and the keys of the window any
-// row of its workgroup sees, [lo_wg, hi_wg) (uniform: the loops over them stay uniform); `live`
-// false when that is none.
+// of the batch `z`; per row h of its R, its row `i[h]` of the chunk (`in_chunk[h]`: a row of
+// it; the last one's index otherwise, so every lane loads a row) and index into `q` `r[h]`;
+// and the keys of the window any row of its workgroup sees, [lo_wg, hi_wg) (uniform: the
+// loops over them stay uniform); `live` false when that is none.
 struct RowSpan {
     z: u32,
-    i: u32,
-    in_chunk: bool,
-    r: u32,
+    i: array<u32, R>,
+    in_chunk: array<bool, R>,
+    r: array<u32, R>,
     lo_wg: u32,
     hi_wg: u32,
     live: bool,
@@ -93,19 +103,38 @@ struct RowSpan {
 fn row_span(wg: vec3<u32>, li: u32) -> RowSpan {
     var sp: RowSpan;
     sp.z = params.member0 + wg.z;
-    let i0 = wg.x * WG;
+    let i0 = wg.x * WG * R;
     if i0 >= params.rows {
         return sp;
     }
     let r_first = params.row_start + i0;
-    let r_last = r_first + min(WG, params.rows - i0) - 1u;
+    let r_last = r_first + min(WG * R, params.rows - i0) - 1u;
     sp.lo_wg = max(params.seg_start, first_visible(r_first));
     sp.hi_wg = min(params.seg_end, visible(r_last));
     sp.live = sp.lo_wg < sp.hi_wg;
-    sp.i = i0 + li;
-    sp.in_chunk = sp.i < params.rows;
-    sp.r = params.row_start + min(sp.i, params.rows - 1u);
+    for (var h = 0u; h < R; h++) {
+        let i = i0 + li + h * WG;
+        sp.i[h] = i;
+        sp.in_chunk[h] = i < params.rows;
+        sp.r[h] = params.row_start + min(i, params.rows - 1u);
+    }
     return sp;
+}
+
+// Per-row state of pool_rows for one of an invocation's R rows.
+struct RowRun {
+    vis: u32,
+    fv: u32,
+    inter_row: u32,
+    // the row's running (max, Σ exp2(s − max)) over the columns walked so far
+    row_m: f32,
+    row_l: f32,
+    // the window's first column when an earlier window left this row's state for it in
+    // `inter` (read once before the loop, merged after it)
+    cont: bool,
+    prev: vec4<f32>,
+    first_st: vec4<f32>,
+    first_seen: bool,
 }
 
 @compute @workgroup_size(64)
@@ -119,18 +148,9 @@ fn pool_rows(
         return;
     }
     let z = sp.z;
-    let i = sp.i;
-    let in_chunk = sp.in_chunk;
-    let r = sp.r;
     let lo_wg = sp.lo_wg;
     let hi_wg = sp.hi_wg;
-    let vis = visible(r);
-    let fv = first_visible(r);
-    let q_base = (z * params.q_rows + r) * D4;
     // @QLOAD
-    let inter_row = (z * params.inter_rows + i) * params.pooled_w;
-    var row_m = -F32_MAX;
-    var row_l = 0.0;
     let b_end = key_bin[hi_wg - 1u] + 1u;
     // Column edges follow from the first (bin_edges in src/pool/geometry.rs: edge b is
     // ⌊b·keys / pooled_w⌋, so each column is keys / pooled_w keys wide, one more whenever the
@@ -144,14 +164,22 @@ fn pool_rows(
     // left in `inter`: that state is read once here and merged after the loop, so that the
     // loop's store is unconditional (software rasterizers run both sides of a branch: a merge
     // inside the loop cost a load and a merge for every column).
-    let idx_first = inter_row + b_first;
-    let cont = max(c1, fv) < params.seg_start && in_chunk;
-    var prev = vec4<f32>(-F32_MAX, F32_MAX, 0.0, 0.0);
-    if cont {
-        prev = inter[idx_first];
+    var rr: array<RowRun, R>;
+    for (var h = 0u; h < R; h++) {
+        let r = sp.r[h];
+        rr[h].vis = visible(r);
+        rr[h].fv = first_visible(r);
+        rr[h].inter_row = (z * params.inter_rows + sp.i[h]) * params.pooled_w;
+        rr[h].row_m = -F32_MAX;
+        rr[h].row_l = 0.0;
+        rr[h].cont = max(c1, rr[h].fv) < params.seg_start && sp.in_chunk[h];
+        rr[h].prev = vec4<f32>(-F32_MAX, F32_MAX, 0.0, 0.0);
+        if rr[h].cont {
+            rr[h].prev = inter[rr[h].inter_row + b_first];
+        }
+        rr[h].first_st = rr[h].prev;
+        rr[h].first_seen = false;
     }
-    var first_st = prev;
-    var first_seen = false;
     for (var b = b_first; b < b_end; b++) {
         let c0 = c1;
         frac += extra;
@@ -160,39 +188,50 @@ fn pool_rows(
         frac -= select(0u, params.pooled_w, wrap);
         let kl = max(c0, lo_wg);
         let kh = min(c1, hi_wg);
-        // the keys of this column and window that this row sees
-        let rl = max(kl, fv);
-        let rh = min(kh, vis);
-        var st = vec4<f32>(-F32_MAX, F32_MAX, 0.0, 0.0);
+        // per row, the keys of this column and window that it sees, and its state
+        var rl: array<u32, R>;
+        var rh: array<u32, R>;
+        var st: array<vec4<f32>, R>;
+        for (var h = 0u; h < R; h++) {
+            rl[h] = max(kl, rr[h].fv);
+            rh[h] = min(kh, rr[h].vis);
+            st[h] = vec4<f32>(-F32_MAX, F32_MAX, 0.0, 0.0);
+        }
         for (var j = kl; j < kh; j += KSTEP) {
             let o = (j - params.seg_start) * D4;
             // @STEP
         }
-        let m = st.x;
-        let l = st.z;
-        let row_nm = max(row_m, m);
-        row_l = row_l * exp2(row_m - row_nm) + l * exp2(m - row_nm);
-        row_m = row_nm;
-        let seen = in_chunk && rh > rl;
-        if seen {
-            inter[inter_row + b] = st;
-        }
         let first = b == b_first;
-        first_st = select(first_st, st, first);
-        first_seen = select(first_seen, seen, first);
+        for (var h = 0u; h < R; h++) {
+            let m = st[h].x;
+            let l = st[h].z;
+            let row_nm = max(rr[h].row_m, m);
+            rr[h].row_l = rr[h].row_l * exp2(rr[h].row_m - row_nm) + l * exp2(m - row_nm);
+            rr[h].row_m = row_nm;
+            let seen = sp.in_chunk[h] && rh[h] > rl[h];
+            if seen {
+                inter[rr[h].inter_row + b] = st[h];
+            }
+            rr[h].first_st = select(rr[h].first_st, st[h], first);
+            rr[h].first_seen = select(rr[h].first_seen, seen, first);
+        }
     }
-    if cont && first_seen {
-        inter[idx_first] = merged(prev, first_st);
-    }
-    if in_chunk && max(lo_wg, fv) < min(hi_wg, vis) {
-        let idx = z * params.inter_rows + i;
-        if fv >= params.seg_start {
-            // the row's first key is in this window
-            row_lse[idx] = vec2<f32>(row_m, row_l);
-        } else {
-            let st = row_lse[idx];
-            let nm = max(st.x, row_m);
-            row_lse[idx] = vec2<f32>(nm, st.y * exp2(st.x - nm) + row_l * exp2(row_m - nm));
+    for (var h = 0u; h < R; h++) {
+        if rr[h].cont && rr[h].first_seen {
+            inter[rr[h].inter_row + b_first] = merged(rr[h].prev, rr[h].first_st);
+        }
+        if sp.in_chunk[h] && max(lo_wg, rr[h].fv) < min(hi_wg, rr[h].vis) {
+            let idx = z * params.inter_rows + sp.i[h];
+            let row_m = rr[h].row_m;
+            let row_l = rr[h].row_l;
+            if rr[h].fv >= params.seg_start {
+                // the row's first key is in this window
+                row_lse[idx] = vec2<f32>(row_m, row_l);
+            } else {
+                let old = row_lse[idx];
+                let nm = max(old.x, row_m);
+                row_lse[idx] = vec2<f32>(nm, old.y * exp2(old.x - nm) + row_l * exp2(row_m - nm));
+            }
         }
     }
 }
@@ -258,17 +297,22 @@ fn prob_rows(
     if !sp.live {
         return;
     }
-    let i = sp.i;
-    let in_chunk = sp.in_chunk;
-    let r = sp.r;
+    let z = sp.z;
     let lo_wg = sp.lo_wg;
     let hi_wg = sp.hi_wg;
-    let q_base = (sp.z * params.q_rows + r) * D4;
     // @QLOAD
-    let lse = row_lse[sp.z * params.inter_rows + i].x;
-    let rl = max(lo_wg, first_visible(r));
-    let rh = min(hi_wg, visible(r));
-    let base = i * params.keys;
+    // per row: its lse, the keys it sees, where its probabilities start
+    var lse: array<f32, R>;
+    var rl: array<u32, R>;
+    var rh: array<u32, R>;
+    var base: array<u32, R>;
+    for (var h = 0u; h < R; h++) {
+        let r = sp.r[h];
+        lse[h] = row_lse[z * params.inter_rows + sp.i[h]].x;
+        rl[h] = max(lo_wg, first_visible(r));
+        rh[h] = min(hi_wg, visible(r));
+        base[h] = sp.i[h] * params.keys;
+    }
     for (var j = lo_wg; j < hi_wg; j += KSTEP) {
         let o = (j - params.seg_start) * D4;
         // @PSTEP

@@ -312,3 +312,58 @@ fn the_subgroup_step_and_the_plain_step_give_the_same_bits() {
         );
     }
 }
+
+#[test]
+fn every_row_count_per_invocation_gives_the_same_bits() {
+    // The row kernel gives each invocation as many query rows as the adapter's budget holds
+    // (`Gpu::row_vec4s`: 1 to 4); each row's products are added in the same order whatever
+    // the count, so pooled accumulators and stored probabilities agree exactly with one row
+    // per invocation. The cases' row counts are not multiples of a workgroup's rows.
+    let Some(mut e) = engine() else { return };
+    let budget = e.gpu.row_vec4s;
+    for c in cases().into_iter().filter(|c| c.d <= 128) {
+        let src = source(&c);
+        let s = src.shape();
+        let d4 = c.d.div_ceil(4) as u32;
+        let cells: Vec<(usize, usize)> = (0..s.heads).map(|h| (0, h)).collect();
+        let geometry = CellGeometry::new(s.queries, s.keys, Some(c.cell)).unwrap();
+        let options = PoolOptions {
+            row_norm: c.row_norm,
+            causal: if c.causal { Causal::On } else { Causal::Off },
+            diagonal: Some(src.diagonal()),
+        };
+        let mut run = |rows: u32| {
+            e.gpu.row_vec4s = rows * d4;
+            let pooled = e.pool(&src, &cells, geometry, options).unwrap();
+            let accums: Vec<[u32; 4]> = pooled
+                .read_accums(&e.gpu)
+                .unwrap()
+                .iter()
+                .flatten()
+                .map(|p| [p.max.to_bits(), p.min.to_bits(), p.sum.to_bits(), p.count()])
+                .collect();
+            (accums, materialize(&e, &src))
+        };
+        let (one, one_stored) = run(1);
+        for rows in [2, 3, 4] {
+            let (more, more_stored) = run(rows);
+            assert!(
+                one == more,
+                "{}: {rows} rows per invocation pool otherwise",
+                c.name
+            );
+            for h in 0..s.heads {
+                let mut a = vec![0u8; s.queries * s.keys * 4];
+                let mut b = a.clone();
+                one_stored.read_rows(0, h, 0, &mut a).unwrap();
+                more_stored.read_rows(0, h, 0, &mut b).unwrap();
+                assert!(
+                    a == b,
+                    "{}: {rows} rows per invocation store otherwise",
+                    c.name
+                );
+            }
+        }
+    }
+    e.gpu.row_vec4s = budget;
+}

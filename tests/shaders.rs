@@ -33,10 +33,12 @@ fn shaders_validate() {
         (64, 8, 16),
     ] {
         for shared in [0, 4, 8] {
-            validate(
-                "qk_pool",
-                &attnviz::pool::qk::pooled_kernel_source(d4, slice, window, shared),
-            );
+            for rows in [1, 2, 4] {
+                validate(
+                    "qk_pool",
+                    &attnviz::pool::qk::pooled_kernel_source(d4, slice, window, rows, shared),
+                );
+            }
         }
     }
 }

@@ -136,7 +136,7 @@ impl Kernels {
 /// The one-pass kernels, compiled on first use for each padded head dimension.
 #[derive(Default)]
 pub(crate) struct TiledPipelines {
-    by_dim: Mutex<HashMap<(u32, u32), Arc<Kernels>>>,
+    by_dim: Mutex<HashMap<(u32, u32, u32), Arc<Kernels>>>,
 }
 
 /// The head dimension in vec4s, padded for the shader, and the vec4s staged per step.
@@ -163,88 +163,124 @@ fn window_keys(d4: u32, max_uniform: u64) -> u32 {
 }
 
 /// The row kernel's step over `shared` keys (4 or 8) handed out by subgroupBroadcast: each of
-/// `shared` lanes loads one key's vec4s, every lane takes all of them; the products of each
-/// score are added in the same order as `score4`'s.
-fn shared_scores(d4: u32, shared: u32) -> String {
+/// `shared` lanes loads one key's vec4s, every lane takes all of them for each of its `rows`
+/// query rows; the products of each score are added in the same order as `score4`'s. Scores
+/// of row h are elements h·(shared / 4).. of the result.
+fn shared_scores(d4: u32, shared: u32, rows: u32) -> String {
     let parts = shared / 4;
-    let mut f = format!("fn score_shared(o: u32) -> array<vec4<f32>, {parts}> {{\n");
-    for p in 0..parts {
-        f += &format!("    var a{p} = vec4<f32>();\n");
+    let n = parts * rows;
+    let mut f = format!("fn score_shared(o: u32) -> array<vec4<f32>, {n}> {{\n");
+    for a in 0..n {
+        f += &format!("    var a{a} = vec4<f32>();\n");
     }
     for v in 0..d4 {
-        f += &format!("    {{\n        let kv = kwin[o + {v}u];\n        let qv = qrow[{v}u];\n");
+        f += &format!("    {{\n        let kv = kwin[o + {v}u];\n");
         for p in 0..parts {
-            let b: Vec<String> = (0..4)
-                .map(|t| format!("dot(qv, subgroupBroadcast(kv, {}u))", 4 * p + t))
+            let keys: Vec<String> = (0..4)
+                .map(|t| format!("subgroupBroadcast(kv, {}u)", 4 * p + t))
                 .collect();
-            f += &format!("        a{p} += vec4<f32>({});\n", b.join(", "));
+            for (t, key) in keys.iter().enumerate() {
+                f += &format!("        let k{p}_{t} = {key};\n");
+            }
+            for h in 0..rows {
+                let qv = format!("qrow[{}u]", h * d4 + v);
+                let b: Vec<String> = (0..4).map(|t| format!("dot({qv}, k{p}_{t})")).collect();
+                f += &format!(
+                    "        a{} += vec4<f32>({});\n",
+                    h * parts + p,
+                    b.join(", ")
+                );
+            }
         }
         f += "    }\n";
     }
-    let all: Vec<String> = (0..parts).map(|p| format!("a{p}")).collect();
+    let all: Vec<String> = (0..n).map(|a| format!("a{a}")).collect();
     f + &format!(
-        "    return array<vec4<f32>, {parts}>({});\n}}\n",
+        "    return array<vec4<f32>, {n}>({});\n}}\n",
         all.join(", ")
     )
 }
 
+/// Query rows per invocation of the row kernel for `d4` vec4s of head dimension on an adapter
+/// that gives them `budget` vec4s ([`Gpu::row_vec4s`]): as many as fit, 1 to 4.
+fn rows_per_invocation(d4: u32, budget: u32) -> u32 {
+    (budget / d4.max(1)).clamp(1, 4)
+}
+
 /// The one-pass shader for `d4` vec4s of head dimension, staged `slice` at a time by the tiled
 /// kernel and read `window` keys at a time by the row kernel (at least 16; a row kernel that
-/// no dispatch uses is still built with one), `shared` keys per step shared through subgroups
-/// (0: no subgroup operations; 4 keys per step, each lane loading them all).
-pub fn kernel_source(d4: u32, slice: u32, window: u32, shared: u32) -> String {
+/// no dispatch uses is still built with one), `rows` query rows per invocation, `shared` keys
+/// per step shared through subgroups (0: no subgroup operations; 4 keys per step, each lane
+/// loading them all).
+pub fn kernel_source(d4: u32, slice: u32, window: u32, rows: u32, shared: u32) -> String {
     let window = window.max(16);
-    // The row kernel's unrolled loops: constant indices keep the query row in registers on
+    // The row kernel's unrolled loops: constant indices keep the query rows in registers on
     // every compiler, with no reliance on a driver's loop unrolling.
-    let qload: String = (0..d4)
-        .map(|v| format!("qrow[{v}u] = q_word(q_base + {v}u);\n    "))
+    let qload: String = (0..rows)
+        .flat_map(|h| {
+            (0..d4).map(move |v| {
+                format!(
+                    "qrow[{}u] = q_word((z * params.q_rows + sp.r[{h}]) * D4 + {v}u);\n    ",
+                    h * d4 + v
+                )
+            })
+        })
         .collect();
-    let score4: String = (0..d4)
-        .map(|v| {
-            let k = |t: u32| format!("dot(qrow[{v}u], kwin[o + {}u])", t * d4 + v);
-            format!(
-                "s += vec4<f32>({}, {}, {}, {});\n    ",
-                k(0),
-                k(1),
-                k(2),
-                k(3)
-            )
+    let score4: String = (0..rows)
+        .flat_map(|h| {
+            (0..d4).map(move |v| {
+                let k = |t: u32| format!("dot(qrow[{}u], kwin[o + {}u])", h * d4 + v, t * d4 + v);
+                format!(
+                    "s[{h}] += vec4<f32>({}, {}, {}, {});\n    ",
+                    k(0),
+                    k(1),
+                    k(2),
+                    k(3)
+                )
+            })
         })
         .collect();
     // (naga takes subgroup builtins without WGSL's `enable subgroups;`, which it does not parse
     // yet; the device must have `Features::SUBGROUP`)
     // prob_rows' step: the same scores, each four keys' probabilities stored
-    let prob = |raw: &str, at: u32| {
+    let prob = |raw: &str, h: u32, at: u32| {
         format!(
-            "if in_chunk {{\n            store4(base, j + {at}u, hi_wg, prob4({raw}, seen4(j + {at}u, rl, rh), lse));\n        }}\n        "
+            "if sp.in_chunk[{h}] {{\n            store4(base[{h}], j + {at}u, hi_wg, prob4({raw}, seen4(j + {at}u, rl[{h}], rh[{h}]), lse[{h}]));\n        }}\n        "
         )
     };
+    let per_row = |parts: u32, each: &dyn Fn(u32, u32, u32) -> String| -> String {
+        (0..rows)
+            .flat_map(|h| (0..parts).map(move |p| (h, p)))
+            .map(|(h, p)| each(h, p, h * parts + p))
+            .collect()
+    };
     let (shared_fn, lane_arg, step, pstep, kstep) = if shared > 0 {
-        let folds: String = (0..shared / 4)
-            .map(|p| {
-                format!(
-                    "fold4(&st, sc[{p}], seen4(j + {}u, rl, rh));\n            ",
-                    4 * p
-                )
-            })
-            .collect();
-        let stores: String = (0..shared / 4)
-            .map(|p| prob(&format!("sc[{p}]"), 4 * p))
-            .collect();
+        let parts = shared / 4;
+        let folds = per_row(parts, &|h, p, a| {
+            format!(
+                "st[{h}] = fold4(st[{h}], sc[{a}], seen4(j + {}u, rl[{h}], rh[{h}]));\n            ",
+                4 * p
+            )
+        });
+        let stores = per_row(parts, &|h, p, a| prob(&format!("sc[{a}]"), h, 4 * p));
         let load = "let sc = score_shared(o + (sg_lane % KSTEP) * D4);";
         (
-            shared_scores(d4, shared),
+            shared_scores(d4, shared, rows),
             "@builtin(subgroup_invocation_id) sg_lane: u32,",
             format!("{load}\n            {folds}"),
             format!("{load}\n        {stores}"),
             shared,
         )
     } else {
+        let folds = per_row(1, &|h, _, _| {
+            format!("st[{h}] = fold4(st[{h}], sc[{h}], seen4(j, rl[{h}], rh[{h}]));\n            ")
+        });
+        let stores = per_row(1, &|h, _, _| prob(&format!("sc[{h}]"), h, 0));
         (
             String::new(),
             "",
-            "fold4(&st, score4(o), seen4(j, rl, rh));".to_string(),
-            format!("let sc = score4(o);\n        {}", prob("sc", 0)),
+            format!("let sc = score4(o);\n            {folds}"),
+            format!("let sc = score4(o);\n        {stores}"),
             4,
         )
     };
@@ -262,6 +298,11 @@ pub fn kernel_source(d4: u32, slice: u32, window: u32, shared: u32) -> String {
             "const KSTEP: u32 = 4u;",
             &format!("const KSTEP: u32 = {kstep}u;"),
         )
+        .replace("const R: u32 = 1u;", &format!("const R: u32 = {rows}u;"))
+        .replace(
+            "const RD4: u32 = 16u;",
+            &format!("const RD4: u32 = {}u;", rows * d4),
+        )
         .replace("// @QLOAD", &qload)
         .replace("// @SCORE4", &score4)
         .replace("/* @LANE_ARG */", lane_arg)
@@ -276,11 +317,12 @@ impl TiledPipelines {
             d4,
             slice,
             window,
+            rows,
             shared,
             ..
         } = *cuts;
         let mut map = self.by_dim.lock().expect("qk_pool pipelines");
-        map.entry((d4, shared))
+        map.entry((d4, rows, shared))
             .or_insert_with(|| {
                 use Binding::*;
                 // params, Q, K, head table, key bins, column edges, row edges; then the
@@ -290,7 +332,7 @@ impl TiledPipelines {
                 let kernel = Kernel::compute(
                     device,
                     "attnviz.qk_pool",
-                    &kernel_source(d4, slice, window, shared),
+                    &kernel_source(d4, slice, window, rows, shared),
                     &[
                         UniformWindow,
                         BufReadOnly,
@@ -377,6 +419,9 @@ struct Cuts {
     slice: u32,
     /// Keys per window of the row kernel; 0: the tiled kernel computes the scores.
     window: u32,
+    /// Query rows per invocation of the row kernel (1 where the tiled kernel computes the
+    /// scores).
+    rows: u32,
     /// Keys per step of the row kernel shared through subgroups; 0: none.
     shared: u32,
     /// Bytes of one head's padded Q, and between two key heads' starts in the K buffer (a
@@ -442,6 +487,11 @@ impl Cuts {
             d4,
             slice,
             window,
+            rows: if window > 0 {
+                rows_per_invocation(d4, gpu.row_vec4s)
+            } else {
+                1
+            },
             shared: if window > 0 { gpu.subgroup_keys } else { 0 },
             head_q,
             head_k,
@@ -817,6 +867,8 @@ impl<'a> OnePass<'a> {
         // Keys the chunk's last row sees, the most of any of its rows.
         let seen = src.visible(layer, start + len - 1).end;
         let groups = len.div_ceil(TQ) as u32;
+        // (the row kernels take `rows` query rows per invocation)
+        let row_groups = len.div_ceil(TQ * self.cuts.rows as usize) as u32;
         let window = self.cuts.window as usize;
         // Each score dispatch: its parameters, the byte of K its window starts at, and the
         // heads it takes.
@@ -868,9 +920,10 @@ impl<'a> OnePass<'a> {
             } else {
                 &pipes.scores
             });
+            let score_groups = if window > 0 { row_groups } else { groups };
             for (i, (_, offset, count)) in steps.iter().enumerate() {
                 pass.set_bind_group(0, bind_group, &[(i * stride) as u32, *offset]);
-                pass.dispatch_workgroups(groups, 1, *count);
+                pass.dispatch_workgroups(score_groups, 1, *count);
             }
         }
         let offsets = [(steps.len() * stride) as u32, 0];
@@ -903,7 +956,7 @@ impl<'a> OnePass<'a> {
             pass.set_pipeline(probs);
             for (i, (_, offset, count)) in steps.iter().enumerate() {
                 pass.set_bind_group(0, bind_group, &[(i * stride) as u32, *offset]);
-                pass.dispatch_workgroups(groups, 1, *count);
+                pass.dispatch_workgroups(row_groups, 1, *count);
             }
             drop(pass);
             gpu.queue.submit([encoder.finish()]);
