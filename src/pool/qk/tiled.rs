@@ -89,12 +89,13 @@ struct Mode {
     materialize: bool,
 }
 
-/// The pipelines of one [`Mode`].
+/// The pipelines of one [`Mode`]: the row kernel's or the tiled kernel's, whichever the
+/// module's head dimension takes (a pipeline never used is no start-up time on any driver).
 struct Pipes {
+    /// `pool_rows` or `pool_scores`.
     scores: wgpu::ComputePipeline,
-    rows: wgpu::ComputePipeline,
+    /// `pool_row_lse` or `pool_lse`.
     lse: wgpu::ComputePipeline,
-    row_lse: wgpu::ComputePipeline,
     fold: wgpu::ComputePipeline,
     /// Only where the mode materializes (a pipeline more to compile is start-up time).
     probs: Option<wgpu::ComputePipeline>,
@@ -104,6 +105,8 @@ struct Pipes {
 /// first use.
 struct Kernels {
     kernel: Kernel,
+    /// The row kernel computes the scores (the head dimension has a window), else the tiled.
+    row_kernel: bool,
     by_mode: Mutex<HashMap<Mode, Arc<Pipes>>>,
 }
 
@@ -120,11 +123,14 @@ impl Kernels {
                 ];
                 let k = &self.kernel;
                 let p = |entry| k.specialized(device, entry, &constants);
+                let (scores, lse) = if self.row_kernel {
+                    ("pool_rows", "pool_row_lse")
+                } else {
+                    ("pool_scores", "pool_lse")
+                };
                 Arc::new(Pipes {
-                    scores: p("pool_scores"),
-                    rows: p("pool_rows"),
-                    lse: p("pool_lse"),
-                    row_lse: p("pool_row_lse"),
+                    scores: p(scores),
+                    lse: p(lse),
                     fold: p("pool_fold"),
                     probs: mode.materialize.then(|| p("prob_rows")),
                 })
@@ -353,6 +359,7 @@ impl TiledPipelines {
                 );
                 Arc::new(Kernels {
                     kernel,
+                    row_kernel: window > 0,
                     by_mode: Mutex::default(),
                 })
             })
@@ -915,11 +922,7 @@ impl<'a> OnePass<'a> {
         let mut encoder = gpu.device.create_command_encoder(&Default::default());
         {
             let mut pass = compute_pass(&mut encoder);
-            pass.set_pipeline(if window > 0 {
-                &pipes.rows
-            } else {
-                &pipes.scores
-            });
+            pass.set_pipeline(&pipes.scores);
             let score_groups = if window > 0 { row_groups } else { groups };
             for (i, (_, offset, count)) in steps.iter().enumerate() {
                 pass.set_bind_group(0, bind_group, &[(i * stride) as u32, *offset]);
@@ -932,11 +935,7 @@ impl<'a> OnePass<'a> {
             // sum, the tiled one left it in the columns' states)
             let mut pass = compute_pass(&mut encoder);
             pass.set_bind_group(0, bind_group, &offsets);
-            pass.set_pipeline(if window > 0 {
-                &pipes.row_lse
-            } else {
-                &pipes.lse
-            });
+            pass.set_pipeline(&pipes.lse);
             pass.dispatch_workgroups(groups, 1, members);
         }
         let b = &self.buffers;
