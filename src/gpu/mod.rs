@@ -24,10 +24,10 @@ pub struct Gpu {
     /// Vec4s of query values one invocation of the Q/K row kernel may hold (its query rows,
     /// `d / 4` each): it takes as many rows as fit, up to 4, and each key it loads then feeds
     /// that many rows' scores. GPUs: 32 (128 floats; past that their register files spill and
-    /// fewer waves fit). CPU adapters: 64, where lanes are SIMD registers whose spills land in
+    /// fewer waves fit). CPU adapters: 128, where lanes are SIMD registers whose spills land in
     /// L1 and each key's load is a per-lane gather plus broadcasts that cost more than the
-    /// arithmetic they feed (measured on llvmpipe, d = 64: 4 rows a lane 20% faster than 2, 27%
-    /// than 1). Tests set it to compare the row counts.
+    /// arithmetic they feed (measured on llvmpipe: d = 64, 4 rows a lane 20% faster than 2 and
+    /// 27% than 1; d = 128, 4 rows 20% faster than 2). Tests set it to compare the row counts.
     pub row_vec4s: u32,
     /// Set by wgpu when the device is lost (driver reset, GPU removed).
     lost: Arc<Mutex<Option<String>>>,
@@ -114,7 +114,7 @@ impl Gpu {
             }
         });
         let row_vec4s = if info.device_type == wgpu::DeviceType::Cpu {
-            64
+            128
         } else {
             32
         };
