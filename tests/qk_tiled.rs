@@ -121,6 +121,47 @@ fn cases() -> Vec<Case> {
     v
 }
 
+/// Every head of a case's layer pooled: the source, its cells, the cell's geometry and the
+/// options of the case's mask and norm.
+struct Pooling {
+    src: QkSource,
+    cells: Vec<(usize, usize)>,
+    geometry: CellGeometry,
+    options: PoolOptions,
+}
+
+impl Pooling {
+    fn of(c: &Case) -> Pooling {
+        let src = source(c);
+        let s = src.shape();
+        let options = PoolOptions {
+            row_norm: c.row_norm,
+            causal: if c.causal { Causal::On } else { Causal::Off },
+            diagonal: Some(src.diagonal()),
+        };
+        Pooling {
+            cells: (0..s.heads).map(|h| (0, h)).collect(),
+            geometry: CellGeometry::new(s.queries, s.keys, Some(c.cell)).unwrap(),
+            options,
+            src,
+        }
+    }
+
+    /// The accumulators `e` pools `source` into (the case's Q/K source, or what it became).
+    fn run(&self, e: &Engine, source: &dyn AttentionSource) -> Vec<Vec<Accum>> {
+        let pooled = e.pool(source, &self.cells, self.geometry, self.options);
+        pooled.unwrap().read_accums(&e.gpu).unwrap()
+    }
+}
+
+/// Every accumulator's bits, for the comparisons that must be exact.
+fn bits(a: &[Vec<Accum>]) -> Vec<[u32; 4]> {
+    a.iter()
+        .flatten()
+        .map(|p| [p.max.to_bits(), p.min.to_bits(), p.sum.to_bits(), p.count()])
+        .collect()
+}
+
 /// A stored tensor with the diagonal of the Q/K source it came from.
 struct Stored(ArraySource, i64);
 
@@ -187,24 +228,14 @@ fn one_pass_pooling_equals_the_stored_block_path_and_the_f64_reference() {
             if chunk != 64 << 20 && c.nk > 1000 {
                 continue;
             }
-            let src = source(&c);
-            let s = src.shape();
-            let cells: Vec<(usize, usize)> = (0..s.heads).map(|h| (0, h)).collect();
-            let geometry = CellGeometry::new(s.queries, s.keys, Some(c.cell)).unwrap();
-            let options = PoolOptions {
-                row_norm: c.row_norm,
-                causal: if c.causal { Causal::On } else { Causal::Off },
-                diagonal: Some(src.diagonal()),
-            };
-            let one_pass = e.pool(&src, &cells, geometry, options).unwrap();
-            let one_pass = one_pass.read_accums(&e.gpu).unwrap();
-            let stored = materialize(&e, &src);
-            let two_pass = e.pool(&stored, &cells, geometry, options).unwrap();
-            let two_pass = two_pass.read_accums(&e.gpu).unwrap();
+            let p = Pooling::of(&c);
+            let one_pass = p.run(&e, &p.src);
+            let two_pass = p.run(&e, &materialize(&e, &p.src));
             let what = format!("{} (chunk {chunk})", c.name);
             compare(&what, &one_pass, &two_pass, [4e-6, 1e-30, 1e-5, 1e-30]);
             if chunk == 64 << 20 {
-                let cpu = attnviz::cpu::pool_cells(&src, &cells, geometry, options).unwrap();
+                let cpu = attnviz::cpu::pool_cells(&p.src, &p.cells, p.geometry, p.options);
+                let cpu = cpu.unwrap();
                 let cpu: Vec<Vec<Accum>> = cpu.into_iter().map(|p| p.accum).collect();
                 compare(
                     &format!("{what} vs f64"),
@@ -284,27 +315,12 @@ fn the_subgroup_step_and_the_plain_step_give_the_same_bits() {
         return;
     }
     for c in cases().into_iter().filter(|c| c.d <= 128) {
-        let src = source(&c);
-        let s = src.shape();
-        let cells: Vec<(usize, usize)> = (0..s.heads).map(|h| (0, h)).collect();
-        let geometry = CellGeometry::new(s.queries, s.keys, Some(c.cell)).unwrap();
-        let options = PoolOptions {
-            row_norm: c.row_norm,
-            causal: if c.causal { Causal::On } else { Causal::Off },
-            diagonal: Some(src.diagonal()),
-        };
+        let p = Pooling::of(&c);
         let mut run = |keys: u32| {
             e.gpu.subgroup_keys = keys;
-            let pooled = e.pool(&src, &cells, geometry, options).unwrap();
-            pooled.read_accums(&e.gpu).unwrap()
+            p.run(&e, &p.src)
         };
         let (with, without) = (run(shared), run(0));
-        let bits = |a: &[Vec<Accum>]| -> Vec<[u32; 4]> {
-            a.iter()
-                .flatten()
-                .map(|p| [p.max.to_bits(), p.min.to_bits(), p.sum.to_bits(), p.count()])
-                .collect()
-        };
         assert!(
             bits(&with) == bits(&without),
             "{}: the two steps differ",
@@ -322,27 +338,12 @@ fn every_row_count_per_invocation_gives_the_same_bits() {
     let Some(mut e) = engine() else { return };
     let budget = e.gpu.row_vec4s;
     for c in cases().into_iter().filter(|c| c.d <= 128) {
-        let src = source(&c);
-        let s = src.shape();
+        let p = Pooling::of(&c);
+        let s = p.src.shape();
         let d4 = c.d.div_ceil(4) as u32;
-        let cells: Vec<(usize, usize)> = (0..s.heads).map(|h| (0, h)).collect();
-        let geometry = CellGeometry::new(s.queries, s.keys, Some(c.cell)).unwrap();
-        let options = PoolOptions {
-            row_norm: c.row_norm,
-            causal: if c.causal { Causal::On } else { Causal::Off },
-            diagonal: Some(src.diagonal()),
-        };
         let mut run = |rows: u32| {
             e.gpu.row_vec4s = rows * d4;
-            let pooled = e.pool(&src, &cells, geometry, options).unwrap();
-            let accums: Vec<[u32; 4]> = pooled
-                .read_accums(&e.gpu)
-                .unwrap()
-                .iter()
-                .flatten()
-                .map(|p| [p.max.to_bits(), p.min.to_bits(), p.sum.to_bits(), p.count()])
-                .collect();
-            (accums, materialize(&e, &src))
+            (bits(&p.run(&e, &p.src)), materialize(&e, &p.src))
         };
         let (one, one_stored) = run(1);
         for rows in [2, 3, 4] {
