@@ -89,7 +89,8 @@ fn fold4(st: vec4<f32>, raw: vec4<f32>, seen: vec4<bool>) -> vec4<f32> {
 // of the batch `z`; per row h of its R, its row `i[h]` of the chunk (`in_chunk[h]`: a row of
 // it; the last one's index otherwise, so every lane loads a row) and index into `q` `r[h]`;
 // and the keys of the window any row of its workgroup sees, [lo_wg, hi_wg) (uniform: the
-// loops over them stay uniform); `live` false when that is none.
+// loops over them stay uniform); `live` false when that is none. When live, the rows' query
+// values are in `qrow`.
 struct RowSpan {
     z: u32,
     i: array<u32, R>,
@@ -117,6 +118,10 @@ fn row_span(wg: vec3<u32>, li: u32) -> RowSpan {
         sp.i[h] = i;
         sp.in_chunk[h] = i < params.rows;
         sp.r[h] = params.row_start + min(i, params.rows - 1u);
+    }
+    if sp.live {
+        let z = sp.z;
+        // @QLOAD
     }
     return sp;
 }
@@ -150,7 +155,6 @@ fn pool_rows(
     let z = sp.z;
     let lo_wg = sp.lo_wg;
     let hi_wg = sp.hi_wg;
-    // @QLOAD
     let b_end = key_bin[hi_wg - 1u] + 1u;
     // Column edges follow from the first (bin_edges in src/pool/geometry.rs: edge b is
     // ⌊b·keys / pooled_w⌋, so each column is keys / pooled_w keys wide, one more whenever the
@@ -300,7 +304,6 @@ fn prob_rows(
     let z = sp.z;
     let lo_wg = sp.lo_wg;
     let hi_wg = sp.hi_wg;
-    // @QLOAD
     // per row: its lse, the keys it sees, where its probabilities start
     var lse: array<f32, R>;
     var rl: array<u32, R>;
