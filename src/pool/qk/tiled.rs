@@ -182,11 +182,11 @@ fn shared_scores(d4: u32, shared: u32, rows: u32) -> String {
     for v in 0..d4 {
         f += &format!("    {{\n        let kv = kwin[o + {v}u];\n");
         for p in 0..parts {
-            let keys: Vec<String> = (0..4)
-                .map(|t| format!("subgroupBroadcast(kv, {}u)", 4 * p + t))
-                .collect();
-            for (t, key) in keys.iter().enumerate() {
-                f += &format!("        let k{p}_{t} = {key};\n");
+            for t in 0..4 {
+                f += &format!(
+                    "        let k{p}_{t} = subgroupBroadcast(kv, {}u);\n",
+                    4 * p + t
+                );
             }
             for h in 0..rows {
                 let qv = format!("qrow[{}u]", h * d4 + v);
