@@ -63,7 +63,7 @@ const MAX_PIECES: u32 = 256u;
 
 @group(0) @binding(0) var<uniform> pieces: array<Piece, MAX_PIECES>;
 // The chunk as aligned 16-byte words: the pool pass's chunk texture (src/pool/chunk.rs).
-@group(0) @binding(1) var chunk: texture_2d<u32>;
+@group(0) @binding(1) var chunk: texture_storage_2d<rgba32uint, read>;
 
 // Word `w` of the chunk.
 fn word(w: u32) -> vec4<u32> {

@@ -71,7 +71,7 @@ const MAX_PIECES: u32 = 256u;
 var<private> piece: Piece;
 // the chunk as aligned 16-byte words, CHUNK_W to a texture row (src/pool/chunk.rs says why a
 // texture); element i of `dtype` is in word i >> elem_shift()
-@group(0) @binding(1) var chunk: texture_2d<u32>;
+@group(0) @binding(1) var chunk: texture_storage_2d<rgba32uint, read>;
 @group(0) @binding(2) var<storage, read> row_edges: array<u32>;
 @group(0) @binding(3) var<storage, read> col_edges: array<u32>;
 @group(0) @binding(4) var<storage, read_write> accum: array<Accum>;

@@ -78,9 +78,9 @@ struct QkParams {
 // each row of the other operand is a texel fetch that every lane shares, not a tile staged in
 // workgroup memory (src/pool/chunk.rs says why a texture; llvmpipe emulates workgroup and
 // storage loads lane by lane).
-@group(0) @binding(5) var q_tex: texture_2d<u32>;
-@group(0) @binding(6) var k_tex: texture_2d<u32>;
-@group(0) @binding(7) var stats_tex: texture_2d<u32>;
+@group(0) @binding(5) var q_tex: texture_storage_2d<rgba32uint, read>;
+@group(0) @binding(6) var k_tex: texture_storage_2d<rgba32uint, read>;
+@group(0) @binding(7) var stats_tex: texture_storage_2d<rgba32uint, read>;
 fn q_at(i: u32) -> vec4<f32> {
     return bitcast<vec4<f32>>(chunk_word(q_tex, i));
 }

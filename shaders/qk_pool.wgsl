@@ -92,10 +92,10 @@ struct Params {
 @group(0) @binding(9) var<storage, read_write> accum: array<Accum>;
 // pool_fold reads `inter` and `row_lse` from copies in textures, 16-byte words CHUNK_W to a
 // row (src/pool/chunk.rs says why a texture; binding 10 is the row kernel's window of K),
-@group(0) @binding(11) var inter_tex: texture_2d<u32>;
-@group(0) @binding(12) var lse_tex: texture_2d<u32>;
+@group(0) @binding(11) var inter_tex: texture_storage_2d<rgba32uint, read>;
+@group(0) @binding(12) var lse_tex: texture_storage_2d<rgba32uint, read>;
 // and the row kernel reads each row of Q from a copy of `q`
-@group(0) @binding(13) var q_tex: texture_2d<u32>;
+@group(0) @binding(13) var q_tex: texture_storage_2d<rgba32uint, read>;
 
 // Vec4 i of `q`, from its texture copy.
 fn q_word(i: u32) -> vec4<f32> {

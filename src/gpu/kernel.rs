@@ -17,8 +17,9 @@ pub enum Binding {
     Buffer,
     /// `texture_2d<f32>`, read with `textureLoad` (no sampler).
     Texture,
-    /// `texture_2d<u32>`, read with `textureLoad`.
-    UintTexture,
+    /// A chunk texture (`pool::chunk`): `texture_storage_2d<rgba32uint, read>`, read with
+    /// `textureLoad`.
+    Chunk,
 }
 
 impl Binding {
@@ -39,10 +40,10 @@ impl Binding {
                 view_dimension: wgpu::TextureViewDimension::D2,
                 multisampled: false,
             },
-            Binding::UintTexture => wgpu::BindingType::Texture {
-                sample_type: wgpu::TextureSampleType::Uint,
+            Binding::Chunk => wgpu::BindingType::StorageTexture {
+                access: wgpu::StorageTextureAccess::ReadOnly,
+                format: wgpu::TextureFormat::Rgba32Uint,
                 view_dimension: wgpu::TextureViewDimension::D2,
-                multisampled: false,
             },
         };
         wgpu::BindGroupLayoutEntry {

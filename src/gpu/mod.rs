@@ -75,6 +75,20 @@ impl Gpu {
             )
         })?;
         let info = adapter.get_info();
+        // Every chunk reaches the shaders as a read-only rgba32uint storage texture
+        // (`pool::chunk`), at most three to a shader: every Vulkan, Metal and DX12 adapter
+        // reads one, so an adapter that cannot is refused here, not at its first render.
+        let chunk = adapter.get_texture_format_features(wgpu::TextureFormat::Rgba32Uint);
+        if !chunk
+            .flags
+            .contains(wgpu::TextureFormatFeatureFlags::STORAGE_READ_ONLY)
+            || adapter.limits().max_storage_textures_per_shader_stage < 3
+        {
+            return Err(Error::NoAdapter(format!(
+                "{} cannot read rgba32uint storage textures in shaders",
+                info.name
+            )));
+        }
         // Everything the adapter offers: the defaults are far below what large heads need
         // (storage bindings, buffer size, texture side).
         let limits = adapter.limits();

@@ -1,14 +1,20 @@
 //! The texture the pool pass reads its rows from: each chunk's bytes are copied into it (one
-//! device-side copy per chunk) and `shaders/pool.wgsl` fetches 16-byte words with
-//! `textureLoad`.
+//! device-side copy per chunk) and `shaders/pool.wgsl` loads 16-byte words with `textureLoad`.
 //!
-//! Why a texture and not the storage buffer the rows arrive in: texel fetches are the read
-//! path every GPU driver makes fast, including software ones, which vectorize them into gathers;
-//! Mesa's llvmpipe (22.x) instead emulates a storage-buffer load lane by lane, one scalar load
-//! and a vector round trip through memory per component. Measured there with a probe kernel
-//! (16M vec4 loads each way, Mesa 22.3): 14 ns per storage load against 1.5–2 ns per texel
-//! fetch, and those loads were the bulk of the pool pass. On GPUs the texture path reads through the texture cache at full
-//! bandwidth, and the copy is a fraction of the upload it follows.
+//! Why a texture and not the storage buffer the rows arrive in: texture reads are the read path
+//! every GPU driver makes fast, including software ones, which vectorize them; Mesa's llvmpipe
+//! (22.x) instead emulates a storage-buffer load lane by lane, one scalar load and a vector
+//! round trip through memory per component. Measured there with a probe kernel (16M vec4 loads
+//! each way, Mesa 22.3): 14 ns per storage load against 1.5–2 ns per texel fetch, and those
+//! loads were the bulk of the pool pass. On GPUs the texture path reads through the texture
+//! cache at full bandwidth, and the copy is a fraction of the upload it follows.
+//!
+//! Why a read-only storage texture and not a sampled one: a sampled texture's `textureLoad`
+//! takes a mip level, and llvmpipe computes each lane's level size and offsets on every fetch
+//! even for level 0; an image load has no levels. Measured on llvmpipe (2026-12-03, alternating
+//! runs): `attnviz bench` pool-resident 0.33–0.37 s → 0.25 s, export-grid 0.40–0.41 s →
+//! 0.33–0.34 s, the same bytes out. rgba32uint storage textures are readable on every Vulkan,
+//! Metal and DX12 adapter; [`Gpu`] checks it when it opens one.
 
 use crate::gpu::Gpu;
 
@@ -47,7 +53,7 @@ impl ChunkTexture {
             sample_count: 1,
             dimension: wgpu::TextureDimension::D2,
             format: wgpu::TextureFormat::Rgba32Uint,
-            usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
+            usage: wgpu::TextureUsages::STORAGE_BINDING | wgpu::TextureUsages::COPY_DST,
             view_formats: &[],
         });
         let view = texture.create_view(&Default::default());

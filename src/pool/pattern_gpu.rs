@@ -108,7 +108,7 @@ impl PatternPipelines {
                 shaders::PATTERN,
                 &[
                     Uniform,
-                    UintTexture,
+                    Chunk,
                     Uniform,
                     Buffer,
                     Buffer,

@@ -79,7 +79,7 @@ impl PoolPipelines {
             shaders::POOL,
             &[
                 Uniform,
-                UintTexture,
+                Chunk,
                 BufReadOnly,
                 BufReadOnly,
                 Buffer,

@@ -132,9 +132,9 @@ impl QkPipelines {
                         BufReadOnly,
                         Buffer,
                         Buffer,
-                        UintTexture,
-                        UintTexture,
-                        UintTexture,
+                        Chunk,
+                        Chunk,
+                        Chunk,
                     ],
                 );
                 Arc::new(Kernels {

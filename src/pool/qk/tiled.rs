@@ -351,9 +351,9 @@ impl TiledPipelines {
                         Buffer,
                         Buffer,
                         UniformWindow,
-                        UintTexture,
-                        UintTexture,
-                        UintTexture,
+                        Chunk,
+                        Chunk,
+                        Chunk,
                         Buffer,
                     ],
                 );
