@@ -33,6 +33,18 @@ pub struct Gpu {
     lost: Arc<Mutex<Option<String>>>,
 }
 
+/// Whether `adapter` reads the chunk textures: every chunk reaches the shaders as a read-only
+/// rgba32uint storage texture (`pool::chunk`), at most three to a shader. Every Vulkan, Metal
+/// and DX12 adapter does; one that does not is passed over when choosing, not failed at its
+/// first render.
+fn reads_chunk_textures(adapter: &wgpu::Adapter) -> bool {
+    let chunk = adapter.get_texture_format_features(wgpu::TextureFormat::Rgba32Uint);
+    chunk
+        .flags
+        .contains(wgpu::TextureFormatFeatureFlags::STORAGE_READ_ONLY)
+        && adapter.limits().max_storage_textures_per_shader_stage >= 3
+}
+
 impl Gpu {
     /// Opens the best adapter: discrete, then integrated, then anything else (a software
     /// rasterizer such as lavapipe last). `WGPU_BACKEND` narrows the backends.
@@ -59,6 +71,8 @@ impl Gpu {
         if let Some(s) = surface {
             adapters.retain(|a| a.is_surface_supported(s));
         }
+        let any = !adapters.is_empty();
+        adapters.retain(reads_chunk_textures);
         let rank = |t: wgpu::DeviceType| match t {
             wgpu::DeviceType::DiscreteGpu => 0,
             wgpu::DeviceType::IntegratedGpu => 1,
@@ -68,27 +82,15 @@ impl Gpu {
         };
         adapters.sort_by_key(|a| rank(a.get_info().device_type));
         let adapter = adapters.into_iter().next().ok_or_else(|| {
-            Error::NoAdapter(
+            Error::NoAdapter(if any {
+                "no adapter reads rgba32uint storage textures in shaders".into()
+            } else {
                 "no Vulkan, Metal or DX12 adapter found (on Linux without a GPU, Mesa's lavapipe: \
                  apt-get install -y mesa-vulkan-drivers libvulkan1)"
-                    .into(),
-            )
+                    .into()
+            })
         })?;
         let info = adapter.get_info();
-        // Every chunk reaches the shaders as a read-only rgba32uint storage texture
-        // (`pool::chunk`), at most three to a shader: every Vulkan, Metal and DX12 adapter
-        // reads one, so an adapter that cannot is refused here, not at its first render.
-        let chunk = adapter.get_texture_format_features(wgpu::TextureFormat::Rgba32Uint);
-        if !chunk
-            .flags
-            .contains(wgpu::TextureFormatFeatureFlags::STORAGE_READ_ONLY)
-            || adapter.limits().max_storage_textures_per_shader_stage < 3
-        {
-            return Err(Error::NoAdapter(format!(
-                "{} cannot read rgba32uint storage textures in shaders",
-                info.name
-            )));
-        }
         // Everything the adapter offers: the defaults are far below what large heads need
         // (storage bindings, buffer size, texture side).
         let limits = adapter.limits();
