@@ -314,27 +314,37 @@ fn the_subgroup_step_and_the_plain_step_give_the_same_bits() {
         eprintln!("the adapter has no subgroups: only the plain step runs here");
         return;
     }
+    // One row per invocation keeps the adapter's widest step (8 keys where its subgroups have
+    // 8 lanes); the adapter's own row budget may take 8 rows and then 4 keys a step.
+    let budget = e.gpu.row_vec4s;
     for c in cases().into_iter().filter(|c| c.d <= 128) {
         let p = Pooling::of(&c);
-        let mut run = |keys: u32| {
-            e.gpu.subgroup_keys = keys;
-            p.run(&e, &p.src)
-        };
-        let (with, without) = (run(shared), run(0));
-        assert!(
-            bits(&with) == bits(&without),
-            "{}: the two steps differ",
-            c.name
-        );
+        let d4 = c.d.div_ceil(4) as u32;
+        for vec4s in [d4, budget] {
+            let mut run = |keys: u32| {
+                e.gpu.subgroup_keys = keys;
+                e.gpu.row_vec4s = vec4s;
+                p.run(&e, &p.src)
+            };
+            let (with, without) = (run(shared), run(0));
+            assert!(
+                bits(&with) == bits(&without),
+                "{}, {vec4s} query vec4s a lane: the two steps differ",
+                c.name
+            );
+        }
     }
+    e.gpu.subgroup_keys = shared;
+    e.gpu.row_vec4s = budget;
 }
 
 #[test]
 fn every_row_count_per_invocation_gives_the_same_bits() {
     // The row kernel gives each invocation as many query rows as the adapter's budget holds
-    // (`Gpu::row_vec4s`: 1 to 4); each row's products are added in the same order whatever
-    // the count, so pooled accumulators and stored probabilities agree exactly with one row
-    // per invocation. The cases' row counts are not multiples of a workgroup's rows.
+    // (`Gpu::row_vec4s`: 1, 2, 4 or 8; with 8, subgroups share 4 keys a step, not 8); each
+    // row's products are added in the same order whatever the count, so pooled accumulators
+    // and stored probabilities agree exactly with one row per invocation. The cases' row
+    // counts are not multiples of a workgroup's rows.
     let Some(mut e) = engine() else { return };
     let budget = e.gpu.row_vec4s;
     for c in cases().into_iter().filter(|c| c.d <= 128) {
@@ -346,7 +356,7 @@ fn every_row_count_per_invocation_gives_the_same_bits() {
             (bits(&p.run(&e, &p.src)), materialize(&e, &p.src))
         };
         let (one, one_stored) = run(1);
-        for rows in [2, 3, 4] {
+        for rows in [2, 4, 8] {
             let (more, more_stored) = run(rows);
             assert!(
                 one == more,

@@ -33,7 +33,7 @@ fn shaders_validate() {
         (64, 8, 16),
     ] {
         for shared in [0, 4, 8] {
-            for rows in [1, 2, 4] {
+            for rows in [1, 2, 4, 8] {
                 validate(
                     "qk_pool",
                     &attnviz::pool::qk::pooled_kernel_source(d4, slice, window, rows, shared),

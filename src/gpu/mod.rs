@@ -16,18 +16,19 @@ pub struct Gpu {
     pub queue: wgpu::Queue,
     pub limits: wgpu::Limits,
     pub info: wgpu::AdapterInfo,
-    /// Keys that a subgroup shares per step in the one-pass Q/K row kernel (4 or 8: each of that
-    /// many lanes loads one key, `subgroupBroadcast` hands them to all); 0 without subgroup
-    /// operations, or to keep the kernel that loads every key in every lane (tests set it to
-    /// compare both).
+    /// Keys that a subgroup can share per step in the one-pass Q/K row kernel (4 or 8: each of
+    /// that many lanes loads one key, `subgroupBroadcast` hands them to all; the kernel takes 4
+    /// when its rows × 8 keys would hold too many scores); 0 without subgroup operations, or
+    /// to keep the kernel that loads every key in every lane (tests set it to compare both).
     pub subgroup_keys: u32,
     /// Vec4s of query values one invocation of the Q/K row kernel may hold (its query rows,
-    /// `d / 4` each): it takes as many rows as fit, up to 4, and each key it loads then feeds
-    /// that many rows' scores. GPUs: 32 (128 floats; past that their register files spill and
-    /// fewer waves fit). CPU adapters: 128, where lanes are SIMD registers whose spills land in
-    /// L1 and each key's load is a per-lane gather plus broadcasts that cost more than the
-    /// arithmetic they feed (measured on llvmpipe: d = 64, 4 rows a lane 20% faster than 2 and
-    /// 27% than 1; d = 128, 4 rows 20% faster than 2). Tests set it to compare the row counts.
+    /// `d / 4` each): it takes as many rows as fit, a power of two up to 8, and each key it
+    /// loads then feeds that many rows' scores. GPUs: 32 (128 floats; past that their register
+    /// files spill and fewer waves fit). CPU adapters: 128, where lanes are SIMD registers whose
+    /// spills land in L1 and each key's load is a per-lane gather plus broadcasts that cost
+    /// more than the arithmetic they feed (measured on llvmpipe: d = 64, 4 rows a lane 20%
+    /// faster than 2 and 27% than 1, 8 rows (4 keys a step) 20% faster than 4 rows (8 keys);
+    /// d = 128, 4 rows 20% faster than 2). Tests set it to compare the row counts.
     pub row_vec4s: u32,
     /// Set by wgpu when the device is lost (driver reset, GPU removed).
     lost: Arc<Mutex<Option<String>>>,

@@ -208,9 +208,29 @@ fn shared_scores(d4: u32, shared: u32, rows: u32) -> String {
 }
 
 /// Query rows per invocation of the row kernel for `d4` vec4s of head dimension on an adapter
-/// that gives them `budget` vec4s ([`Gpu::row_vec4s`]): as many as fit, 1 to 4.
+/// that gives them `budget` vec4s ([`Gpu::row_vec4s`]): as many as fit, 1 to 8, a power of two
+/// (on llvmpipe, d = 64: 6 rows a lane ran 28% slower than 8 and slower than 4).
 fn rows_per_invocation(d4: u32, budget: u32) -> u32 {
-    (budget / d4.max(1)).clamp(1, 4)
+    let fit = (budget / d4.max(1)).clamp(1, 8);
+    1 << fit.ilog2()
+}
+
+/// Scores per lane that a step of the row kernel accumulates (rows × keys): they stay live
+/// across the whole head dimension, so past a register file's worth every product of the step
+/// also pays a spill. On llvmpipe (32 SIMD registers), 4 rows × 8 keys ran 6–12% slower than
+/// 4 rows × 4 keys (d = 64 and 128), and 8 rows × 4 keys 20% faster than 4 × 8 (d = 64).
+const STEP_SCORES: u32 = 16;
+
+/// Keys per step of the row kernel shared through subgroups, for `rows` query rows per
+/// invocation on an adapter whose subgroups share `subgroup_keys` (4 or 8; 0: none): halved to
+/// 4 while the step's scores exceed [`STEP_SCORES`]. Fewer keys per step only means more steps
+/// (each key still feeds every row), and a step of 4 is what every subgroup can share.
+fn keys_per_step(rows: u32, subgroup_keys: u32) -> u32 {
+    if subgroup_keys > 4 && rows * subgroup_keys > STEP_SCORES {
+        4
+    } else {
+        subgroup_keys
+    }
 }
 
 /// The one-pass shader for `d4` vec4s of head dimension, staged `slice` at a time by the tiled
@@ -490,16 +510,21 @@ impl Cuts {
         if materialize {
             chunk_rows = chunk_rows.min(probability_rows(gpu, src.all_keys()).max(TQ));
         }
+        let rows = if window > 0 {
+            rows_per_invocation(d4, gpu.row_vec4s)
+        } else {
+            1
+        };
         Cuts {
             d4,
             slice,
             window,
-            rows: if window > 0 {
-                rows_per_invocation(d4, gpu.row_vec4s)
+            rows,
+            shared: if window > 0 {
+                keys_per_step(rows, gpu.subgroup_keys)
             } else {
-                1
+                0
             },
-            shared: if window > 0 { gpu.subgroup_keys } else { 0 },
             head_q,
             head_k,
             batch,
