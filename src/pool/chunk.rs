@@ -65,6 +65,15 @@ impl ChunkTexture {
         u64::from(self.texture.height()) * ROW_BYTES
     }
 
+    /// Records a one-word copy from `src` (which needs `COPY_SRC`) into the texture, for a
+    /// submission made ahead of the first real one: wgpu zero-fills a texture in full before
+    /// the first copy that covers only part of it (and a chunk texture's last row is never
+    /// covered), so this moves that fill, and the first touch of the texture's memory, to a
+    /// point where the device can do it while the host is still busy (compiling pipelines).
+    pub(crate) fn prime(&self, encoder: &mut wgpu::CommandEncoder, src: &wgpu::Buffer) {
+        self.copy_from(encoder, src, 0, TEXEL);
+    }
+
     /// Records the copy of `bytes` bytes of `src` from byte `offset` (a multiple of 16) into
     /// the texture's first words; `src` needs `COPY_SRC` and must hold the bytes rounded up to
     /// a whole word.

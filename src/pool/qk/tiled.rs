@@ -602,7 +602,7 @@ impl RunBuffers {
         let lse_bytes = (batch * rows * 8).next_multiple_of(16);
         let col_edges = bin_edges(keys, geometry.pooled_w);
         let key_bin: Vec<u32> = (0..keys as u32).map(|k| bin_of(&col_edges, k)).collect();
-        RunBuffers {
+        let buffers = RunBuffers {
             params: crate::gpu::buffer(
                 device,
                 "attnviz.qk_pool.params",
@@ -643,7 +643,23 @@ impl RunBuffers {
                     | wgpu::BufferUsages::COPY_DST
                     | wgpu::BufferUsages::COPY_SRC,
             ),
+        };
+        buffers.initialize(gpu);
+        buffers
+    }
+
+    /// Submits the zero-fill that wgpu would otherwise do in the first chunk's submission
+    /// (storage it cannot prove written before read, textures before their first partial
+    /// copy) now, before the pipelines are compiled: the device fills (and, on a CPU adapter,
+    /// first touches: 64 MiB of states and as much texture) while the host compiles.
+    fn initialize(&self, gpu: &Gpu) {
+        let mut encoder = gpu.device.create_command_encoder(&Default::default());
+        encoder.clear_buffer(&self.inter, 0, None);
+        encoder.clear_buffer(&self.row_lse, 0, None);
+        for t in [&self.inter_tex, &self.lse_tex, &self.q_tex] {
+            t.prime(&mut encoder, &self.inter);
         }
+        gpu.queue.submit([encoder.finish()]);
     }
 }
 
@@ -677,14 +693,16 @@ impl<'a> OnePass<'a> {
         let cuts = Cuts::new(gpu, src, run, output);
         let rows = src.rows().len();
         let row_edges = bin_edges(rows, geometry.pooled_h);
+        // (first: the device initializes them while the host compiles the kernels)
+        let buffers = RunBuffers::new(gpu, src, geometry, &cuts, &row_edges);
         OnePass {
             gpu,
             src,
             geometry,
+            buffers,
             kernels: pipes.kernels(&gpu.device, &cuts),
             logits: src.values() == Values::Logits,
             row_norm: run.options.row_norm,
-            buffers: RunBuffers::new(gpu, src, geometry, &cuts, &row_edges),
             row_edges,
             base: Params {
                 q_rows: rows as u32,
@@ -866,6 +884,21 @@ impl<'a> OnePass<'a> {
         u64::from(self.cuts.window.max(16)) * 16 * u64::from(self.cuts.d4)
     }
 
+    /// The pipelines of `layer`'s heads, compiled on first use.
+    fn pipes(&self, layer: usize) -> Arc<Pipes> {
+        let k = super::KernelLayer::of(self.src, layer);
+        self.kernels.pipes(
+            &self.gpu.device,
+            Mode {
+                softcap: k.softcap > 0.0,
+                logits: self.logits,
+                // (stored probabilities are normalized by the pool pass that reads them)
+                row_norm: self.row_norm && self.cuts.output == Output::Pooled,
+                materialize: self.cuts.output != Output::Pooled,
+            },
+        )
+    }
+
     /// The scores, lse and fold passes of rows `start..start + len` for every member, in one
     /// submission: keys in segments of [`SEG_KEYS`] (short dispatches) or windows of the row
     /// kernel, only as far as the chunk's last row sees. Each dispatch reads its own
@@ -883,16 +916,7 @@ impl<'a> OnePass<'a> {
             softcap: k.softcap,
             ..self.base
         };
-        let pipes = self.kernels.pipes(
-            &self.gpu.device,
-            Mode {
-                softcap: k.softcap > 0.0,
-                logits: self.logits,
-                // (stored probabilities are normalized by the pool pass that reads them)
-                row_norm: self.row_norm && self.cuts.output == Output::Pooled,
-                materialize: self.cuts.output != Output::Pooled,
-            },
-        );
+        let pipes = self.pipes(layer);
         // The oldest key the chunk's first row sees (a sliding window), on the tile grid:
         // segments before it are skipped.
         let oldest = src.visible(layer, start).start;
@@ -1074,6 +1098,11 @@ fn pool_run(
     let cells = run.cells;
     let (rows, keys) = (src.rows().len(), src.all_keys());
     let mut pass = OnePass::new(gpu, pipes, src, run, output);
+    // The first layer's pipelines now, before any upload: the device does the buffers' first
+    // fill meanwhile (a submission waits for the one before it on some drivers, llvmpipe's).
+    if let Some(&(layer, _)) = cells.first() {
+        pass.pipes(layer);
+    }
     let total = (cells.len() * rows * keys * 4) as u64;
     let mut first = 0;
     while first < cells.len() {
