@@ -215,10 +215,11 @@ fn rows_per_invocation(d4: u32, budget: u32) -> u32 {
     1 << fit.ilog2()
 }
 
-/// Scores per lane that a step of the row kernel accumulates (rows × keys): they stay live
-/// across the whole head dimension, so past a register file's worth every product of the step
-/// also pays a spill. On llvmpipe (32 SIMD registers), 4 rows × 8 keys ran 6–12% slower than
-/// 4 rows × 4 keys (d = 64 and 128), and 8 rows × 4 keys 20% faster than 4 × 8 (d = 64).
+/// Scores per lane that a step of the row kernel accumulates (rows × keys), past which it
+/// takes 4 keys a step: the scores stay live across the whole head dimension, and a key value
+/// broadcast to the subgroup feeds every row, so more rows and fewer keys cost fewer
+/// broadcasts per product. On llvmpipe, 4 rows × 8 keys ran 6–12% slower than 4 rows × 4 keys
+/// (d = 64 and 128), and 8 rows × 4 keys 20% faster than 4 × 8 (d = 64).
 const STEP_SCORES: u32 = 16;
 
 /// Keys per step of the row kernel shared through subgroups, for `rows` query rows per
