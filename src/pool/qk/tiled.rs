@@ -209,7 +209,7 @@ fn shared_scores(d4: u32, shared: u32, rows: u32) -> String {
 
 /// Query rows per invocation of the row kernel for `d4` vec4s of head dimension on an adapter
 /// that gives them `budget` vec4s ([`Gpu::row_vec4s`]): as many as fit, 1 to 8, a power of two
-/// (on llvmpipe, d = 64: 6 rows a lane ran 28% slower than 8 and slower than 4).
+/// (on llvmpipe, d = 64: 6 rows a lane ran 28% slower than 8, and slower than 4 rows × 8 keys).
 fn rows_per_invocation(d4: u32, budget: u32) -> u32 {
     let fit = (budget / d4.max(1)).clamp(1, 8);
     1 << fit.ilog2()
