@@ -405,6 +405,7 @@ fn bench_runs_only_the_chosen_scenarios() {
         "{body}"
     );
     assert!(body.contains(r#""qk_long_gflops":null"#), "{body}");
+    assert!(body.contains(r#""row_kernel":null"#), "{body}");
     let files: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name())
@@ -436,4 +437,41 @@ fn bench_runs_only_the_chosen_scenarios() {
 
     let o = attnviz(&["bench", "--only", "nonsense"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}
+
+/// `bench --row-vec4s/--subgroup-keys` set the Q/K row kernel's budgets (for measuring them on
+/// a new device), and the report says which kernel each scenario's head width then took.
+#[test]
+fn bench_takes_and_reports_the_row_kernel_budgets() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("bench.json");
+    let o = attnviz(&[
+        "bench",
+        "--quick",
+        "--only",
+        "qk-long",
+        "--row-vec4s",
+        "32",
+        "--subgroup-keys",
+        "0",
+        "--data",
+        dir.path().to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    let line = "row kernel with --row-vec4s 32 --subgroup-keys 0: d = 64 (qk-long): 2 query rows \
+                a lane, every key loaded by every lane; d = 128 (qk-model): 1 query row a lane, \
+                every key loaded by every lane";
+    assert!(out.contains(line), "{out}");
+    let body = std::fs::read_to_string(&json).unwrap();
+    assert!(
+        body.contains(r#""row_kernel":"--row-vec4s 32 --subgroup-keys 0: d = 64 (qk-long): 2 "#),
+        "{body}"
+    );
+    for bad in [["--subgroup-keys", "3"], ["--row-vec4s", "0"]] {
+        let o = attnviz(&["bench", "--only", "qk-long", bad[0], bad[1]]);
+        assert_eq!(o.status.code(), Some(2), "{bad:?}: {}", stderr(&o));
+    }
 }

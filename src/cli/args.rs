@@ -306,6 +306,15 @@ pub struct BenchArgs {
     /// Run only these scenarios (comma-separated), e.g. `--only export-grid,recolor`.
     #[arg(long, value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(SCENARIOS))]
     pub only: Vec<String>,
+    /// Q/K row kernel: the query vec4s an invocation may hold (its rows × d / 4), instead of
+    /// the adapter's default (32 on GPUs, 128 on CPU adapters): for measuring the row counts
+    /// on a new device.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub row_vec4s: Option<u32>,
+    /// Q/K row kernel: keys a subgroup step shares (4 or 8, at most the adapter's subgroup
+    /// width; 0: every lane loads every key), instead of the adapter's default.
+    #[arg(long, value_parser = ["0", "4", "8"])]
+    pub subgroup_keys: Option<String>,
 }
 
 #[derive(Args)]

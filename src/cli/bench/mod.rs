@@ -77,7 +77,7 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     let dir = inputs::cache_dir(args.data.clone())?;
     let inputs = Inputs::prepare(&dir, &sizes, &want)?;
     let bench = Bench {
-        engine: Engine::new(Gpu::new()?),
+        engine: Engine::new(tuned(Gpu::new()?, args)?),
         sizes,
         out: dir.join("bench-out.png"),
     };
@@ -90,6 +90,8 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         memcpy,
         quick: args.quick,
         qk_seq: sizes.qk_seq,
+        row_kernel: (want.wants("qk-long") || want.wants("qk-model"))
+            .then(|| row_kernel(&bench.engine.gpu)),
         inputs: inputs.with_cat(&results),
         results,
     };
@@ -100,4 +102,43 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     report.print_export_cli();
     report.print_qk_long();
     Ok(())
+}
+
+/// `gpu` with the row kernel's budgets that `--row-vec4s` and `--subgroup-keys` set.
+fn tuned(mut gpu: Gpu, args: &BenchArgs) -> anyhow::Result<Gpu> {
+    if let Some(v) = args.row_vec4s {
+        gpu.row_vec4s = v;
+    }
+    if let Some(k) = &args.subgroup_keys {
+        let k: u32 = k.parse().expect("clap checked the value");
+        if k > gpu.subgroup_keys {
+            return Err(attnviz::Error::BadOption(format!(
+                "--subgroup-keys {k}: this adapter's subgroups share at most {} keys a step",
+                gpu.subgroup_keys
+            ))
+            .into());
+        }
+        gpu.subgroup_keys = k;
+    }
+    Ok(gpu)
+}
+
+/// Which row kernel the Q/K scenarios' head widths take (d = 64: qk-long; d = 128: qk-model),
+/// so that a run on a new device says what it measured.
+fn row_kernel(gpu: &Gpu) -> String {
+    let shapes: Vec<String> = [(64, "qk-long"), (128, "qk-model")]
+        .iter()
+        .map(
+            |&(d, scenario)| match attnviz::pool::qk::row_kernel_shape(gpu, d) {
+                Some(shape) => format!("d = {d} ({scenario}): {shape}"),
+                None => format!("d = {d} ({scenario}): the tiled kernel"),
+            },
+        )
+        .collect();
+    format!(
+        "--row-vec4s {} --subgroup-keys {}: {}",
+        gpu.row_vec4s,
+        gpu.subgroup_keys,
+        shapes.join("; ")
+    )
 }

@@ -13,6 +13,8 @@ pub struct Report<'a> {
     pub memcpy: f64,
     pub quick: bool,
     pub qk_seq: usize,
+    /// The Q/K row kernel's budgets and the shapes they gave, when a Q/K scenario ran.
+    pub row_kernel: Option<String>,
     /// Each input read, with its `cat` time when an export scenario measured one.
     pub inputs: Vec<(&'a Path, Option<f64>)>,
     pub results: Results,
@@ -52,7 +54,7 @@ impl Report<'_> {
     pub fn write_json(&self, path: &Path) -> anyhow::Result<()> {
         let rows: Vec<String> = self.results.rows.iter().map(json_row).collect();
         let body = format!(
-            "{{\"adapter\":{:?},\"memcpy_gbps\":{:.3},\"quick\":{},\"qk_long_gflops\":{},\"fma_gflops\":{},\"export_grid_cli_ratio\":{},\"scenarios\":[{}]}}\n",
+            "{{\"adapter\":{:?},\"memcpy_gbps\":{:.3},\"quick\":{},\"qk_long_gflops\":{},\"fma_gflops\":{},\"export_grid_cli_ratio\":{},\"row_kernel\":{},\"scenarios\":[{}]}}\n",
             self.adapter,
             self.memcpy,
             self.quick,
@@ -68,6 +70,9 @@ impl Report<'_> {
                     "{:.4}",
                     fresh / in_process
                 )),
+            self.row_kernel
+                .as_ref()
+                .map_or("null".into(), |r| format!("{r:?}")),
             rows.join(",")
         );
         attnviz::files::write_atomic(path, |w| std::io::Write::write_all(w, body.as_bytes()))?;
@@ -110,6 +115,9 @@ impl Report<'_> {
         }
         if let Some(line) = &self.results.qk_model {
             println!("{line}");
+        }
+        if let Some(line) = &self.row_kernel {
+            println!("row kernel with {line}");
         }
     }
 }

@@ -12,6 +12,7 @@
 mod tiled;
 
 pub use tiled::kernel_source as pooled_kernel_source;
+pub use tiled::{row_kernel_shape, RowKernelShape};
 
 use std::collections::HashMap;
 use std::num::NonZeroU64;

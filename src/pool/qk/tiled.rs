@@ -234,6 +234,48 @@ fn keys_per_step(rows: u32, subgroup_keys: u32) -> u32 {
     }
 }
 
+/// How the row kernel takes heads of one dimension on an adapter: what [`row_kernel_shape`]
+/// reports, and what a run of those heads compiles.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RowKernelShape {
+    /// Query rows per invocation.
+    pub rows: u32,
+    /// Keys per step shared through subgroups; 0: every lane loads every key, 4 a step.
+    pub shared_keys: u32,
+}
+
+impl RowKernelShape {
+    fn new(gpu: &Gpu, d4: u32) -> RowKernelShape {
+        let rows = rows_per_invocation(d4, gpu.row_vec4s);
+        RowKernelShape {
+            rows,
+            shared_keys: keys_per_step(rows, gpu.subgroup_keys),
+        }
+    }
+}
+
+impl std::fmt::Display for RowKernelShape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let rows = self.rows;
+        let s = if rows == 1 { "" } else { "s" };
+        match self.shared_keys {
+            0 => write!(
+                f,
+                "{rows} query row{s} a lane, every key loaded by every lane"
+            ),
+            k => write!(f, "{rows} query row{s} a lane, {k} keys a subgroup step"),
+        }
+    }
+}
+
+/// The row kernel's shape for heads of `dim` dimensions on `gpu` (from [`Gpu::row_vec4s`] and
+/// [`Gpu::subgroup_keys`]); `None` where those heads take the tiled kernel instead.
+pub fn row_kernel_shape(gpu: &Gpu, dim: usize) -> Option<RowKernelShape> {
+    let (d4, _) = padded(dim);
+    (window_keys(d4, gpu.limits.max_uniform_buffer_binding_size) > 0)
+        .then(|| RowKernelShape::new(gpu, d4))
+}
+
 /// The one-pass shader for `d4` vec4s of head dimension, staged `slice` at a time by the tiled
 /// kernel and read `window` keys at a time by the row kernel (at least 16; a row kernel that
 /// no dispatch uses is still built with one), `rows` query rows per invocation, `shared` keys
@@ -541,21 +583,21 @@ impl Cuts {
         if materialize {
             chunk_rows = chunk_rows.min(probability_rows(gpu, src.all_keys()).max(TQ));
         }
-        let rows = if window > 0 {
-            rows_per_invocation(d4, gpu.row_vec4s)
+        // (the tiled kernel: one row, no subgroup step, in the row kernel it never runs)
+        let shape = if window > 0 {
+            RowKernelShape::new(gpu, d4)
         } else {
-            1
+            RowKernelShape {
+                rows: 1,
+                shared_keys: 0,
+            }
         };
         Cuts {
             d4,
             slice,
             window,
-            rows,
-            shared: if window > 0 {
-                keys_per_step(rows, gpu.subgroup_keys)
-            } else {
-                0
-            },
+            rows: shape.rows,
+            shared: shape.shared_keys,
             head_q,
             head_k,
             batch,
