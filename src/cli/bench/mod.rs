@@ -13,7 +13,7 @@ mod qk;
 mod report;
 mod scenarios;
 
-use attnviz::{Engine, Gpu};
+use attnviz::{Engine, Error, Gpu};
 
 use super::args::BenchArgs;
 use inputs::Inputs;
@@ -112,7 +112,7 @@ fn tuned(mut gpu: Gpu, args: &BenchArgs) -> anyhow::Result<Gpu> {
     if let Some(k) = &args.subgroup_keys {
         let k: u32 = k.parse().expect("clap checked the value");
         if k > gpu.subgroup_keys {
-            return Err(attnviz::Error::BadOption(format!(
+            return Err(Error::BadOption(format!(
                 "--subgroup-keys {k}: this adapter's subgroups share at most {} keys a step",
                 gpu.subgroup_keys
             ))
