@@ -379,22 +379,26 @@ fn publication_options_end_to_end() {
     }
 }
 
+/// `attnviz bench --quick ARGS`, its inputs cached in `data` and its JSON written to `json`.
+fn bench_quick(data: &Path, json: &Path, args: &[&str]) -> Output {
+    let mut all = vec!["bench", "--quick"];
+    all.extend_from_slice(args);
+    all.extend([
+        "--data",
+        data.to_str().unwrap(),
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    attnviz(&all)
+}
+
 /// `bench --only` runs just the chosen scenarios, generates no input they do not read, and
 /// writes its table and JSON.
 #[test]
 fn bench_runs_only_the_chosen_scenarios() {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("bench.json");
-    let o = attnviz(&[
-        "bench",
-        "--quick",
-        "--only",
-        "upload",
-        "--data",
-        dir.path().to_str().unwrap(),
-        "--json",
-        json.to_str().unwrap(),
-    ]);
+    let o = bench_quick(dir.path(), &json, &["--only", "upload"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let table = String::from_utf8_lossy(&o.stdout);
     assert!(table.contains("| upload | 0.25 GiB |"), "{table}");
@@ -414,16 +418,7 @@ fn bench_runs_only_the_chosen_scenarios() {
 
     // export-grid-cli: fresh `attnviz render` processes alternating with in-process renders,
     // and the ratio of their medians under the table and in the JSON.
-    let o = attnviz(&[
-        "bench",
-        "--quick",
-        "--only",
-        "export-grid-cli",
-        "--data",
-        dir.path().to_str().unwrap(),
-        "--json",
-        json.to_str().unwrap(),
-    ]);
+    let o = bench_quick(dir.path(), &json, &["--only", "export-grid-cli"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let table = String::from_utf8_lossy(&o.stdout);
     assert!(table.contains("| export-grid-cli | 0.06 GiB |"), "{table}");
@@ -445,20 +440,18 @@ fn bench_runs_only_the_chosen_scenarios() {
 fn bench_takes_and_reports_the_row_kernel_budgets() {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("bench.json");
-    let o = attnviz(&[
-        "bench",
-        "--quick",
-        "--only",
-        "qk-long",
-        "--row-vec4s",
-        "32",
-        "--subgroup-keys",
-        "0",
-        "--data",
-        dir.path().to_str().unwrap(),
-        "--json",
-        json.to_str().unwrap(),
-    ]);
+    let o = bench_quick(
+        dir.path(),
+        &json,
+        &[
+            "--only",
+            "qk-long",
+            "--row-vec4s",
+            "32",
+            "--subgroup-keys",
+            "0",
+        ],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let out = String::from_utf8_lossy(&o.stdout);
     let line = "row kernel with --row-vec4s 32 --subgroup-keys 0: d = 64 (qk-long): 2 query rows \
