@@ -416,8 +416,11 @@ impl TiledPipelines {
             d4,
             slice,
             window,
-            rows,
-            shared,
+            shape:
+                RowKernelShape {
+                    rows,
+                    shared_keys: shared,
+                },
             ..
         } = *cuts;
         let mut map = self.by_dim.lock().expect("qk_pool pipelines");
@@ -519,11 +522,9 @@ struct Cuts {
     slice: u32,
     /// Keys per window of the row kernel; 0: the tiled kernel computes the scores.
     window: u32,
-    /// Query rows per invocation of the row kernel (1 where the tiled kernel computes the
-    /// scores).
-    rows: u32,
-    /// Keys per step of the row kernel shared through subgroups; 0: none.
-    shared: u32,
+    /// The row kernel's rows per invocation and keys per subgroup step (1 row, no subgroup
+    /// step where the tiled kernel computes the scores).
+    shape: RowKernelShape,
     /// Bytes of one head's padded Q, and between two key heads' starts in the K buffer (a
     /// whole number of row-kernel windows).
     head_q: u64,
@@ -596,8 +597,7 @@ impl Cuts {
             d4,
             slice,
             window,
-            rows: shape.rows,
-            shared: shape.shared_keys,
+            shape,
             head_q,
             head_k,
             batch,
@@ -997,7 +997,7 @@ impl<'a> OnePass<'a> {
         let seen = src.visible(layer, start + len - 1).end;
         let groups = len.div_ceil(TQ) as u32;
         // (the row kernels take `rows` query rows per invocation)
-        let row_groups = len.div_ceil(TQ * self.cuts.rows as usize) as u32;
+        let row_groups = len.div_ceil(TQ * self.cuts.shape.rows as usize) as u32;
         let window = self.cuts.window as usize;
         // Each score dispatch: its parameters, the byte of K its window starts at, and the
         // heads it takes.
