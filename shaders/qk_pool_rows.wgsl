@@ -271,8 +271,11 @@ fn pool_row_lse(@builtin(global_invocation_id) gid: vec3<u32>) {
 // units). Keys a row does not see get 0, as in the two-pass path, except those no row of the
 // workgroup sees, which are never visited: keys past the diagonal, which every pass reading
 // the chunk masks, and keys before a sliding window, for which the host clears `probs` before
-// the chunk. Row i of the chunk starts at `probs[i * keys]`.
-@group(0) @binding(14) var<storage, read_write> probs: array<f32>;
+// the chunk. Row i of the chunk starts at element i * keys.
+//
+// Where they go: `probs` and `store4` below, a storage buffer (read back as it is, or copied
+// into the pool pass's chunk texture); or, substituted for the lines between the @PROBS_OUT
+// markers by src/pool/qk/tiled.rs, shaders/qk_probs_texture.wgsl: the chunk texture itself.
 
 // Four keys' probabilities (or logits) from their raw dot products; 0 where not seen.
 fn prob4(raw: vec4<f32>, seen: vec4<bool>, lse: f32) -> vec4<f32> {
@@ -284,6 +287,9 @@ fn prob4(raw: vec4<f32>, seen: vec4<bool>, lse: f32) -> vec4<f32> {
     return select(vec4<f32>(), p, seen);
 }
 
+// @PROBS_OUT {
+@group(0) @binding(14) var<storage, read_write> probs: array<f32>;
+
 // Keys j..j + 3 of the row starting at `base`, those before `end` (the next window's, or the
 // next row's, are not this step's).
 fn store4(base: u32, j: u32, end: u32, p: vec4<f32>) {
@@ -293,6 +299,7 @@ fn store4(base: u32, j: u32, end: u32, p: vec4<f32>) {
         }
     }
 }
+// @PROBS_OUT }
 
 @compute @workgroup_size(64)
 fn prob_rows(
@@ -319,7 +326,9 @@ fn prob_rows(
         rh[h] = min(hi_wg, visible(r));
         base[h] = sp.i[h] * params.keys;
     }
-    for (var j = lo_wg; j < hi_wg; j += KSTEP) {
+    // (from a multiple of 4: the keys before lo_wg are 0 for every row, seen by none, and a
+    // texel of the chunk texture is 4 keys; windows start on a multiple of 16)
+    for (var j = lo_wg & ~3u; j < hi_wg; j += KSTEP) {
         let o = (j - params.seg_start) * D4;
         // @PSTEP
     }

@@ -408,14 +408,31 @@ fn qk_statistics_match_the_twin_on_materialized_rows() {
 /// sinks in the other, GQA 2:1, 64 dimensions, keys over one row-kernel window and not a
 /// multiple of four, the last 200 of 300 rows (causal, diagonal offset), chunks of 64 rows
 /// (a small `chunk_bytes`); then a NaN in Q, which sends the head down the two-pass path.
-/// Tolerance as above, the largest entry's value within it (see `check_sums`).
+/// Tolerance as above, the largest entry's value within it (see `check_sums`). The row kernel
+/// runs with this adapter's rows per lane, and with one row and the widest subgroup step
+/// where it has subgroups. These chunks go through a buffer copied into the pool pass's chunk
+/// texture.
 #[test]
 fn qk_statistics_from_stored_chunks_match_the_reference() {
+    stored_chunks_match_the_reference(301, Some(50));
+}
+
+/// The same where the row kernel writes the probabilities straight into the chunk texture the
+/// pool pass reads (`shaders/qk_probs_texture.wgsl`: keys a multiple of four, no sliding
+/// window): 324 keys, the last 223 rows (a row ends halfway through an 8-key step, whose
+/// second texel must then not be written: it is the next row's).
+#[test]
+fn qk_statistics_written_into_the_chunk_texture_match_the_reference() {
+    stored_chunks_match_the_reference(324, None);
+}
+
+/// `n` tokens; `window`: layer 0's sliding window.
+fn stored_chunks_match_the_reference(n: usize, window: Option<usize>) {
     use attnviz::source::qk::{QkOptions, QkSource};
     use attnviz::source::qk_meta::{CaptureMeta, LayerAttention};
     let Some(mut e) = engine() else { return };
     e.chunk_bytes = 20_000;
-    let (heads, kv_heads, n, d) = (4, 2, 301, 64);
+    let (heads, kv_heads, d) = (4, 2, 64);
     let mut rng = common::Rng::new(9);
     let mut tensor = |h: usize, nan: bool| {
         let mut a = Array4::from_shape_fn((2, h, n, d), |_| rng.next_f32() * 2.0 - 1.0);
@@ -429,7 +446,7 @@ fn qk_statistics_from_stored_chunks_match_the_reference() {
             LayerAttention {
                 index: Some(0),
                 causal: Some(true),
-                sliding_window: Some(50),
+                sliding_window: window,
                 ..Default::default()
             },
             LayerAttention {
@@ -466,17 +483,28 @@ fn qk_statistics_from_stored_chunks_match_the_reference() {
             diagonal: Some(qk.diagonal()),
             ..Default::default()
         };
-        let gpu = e.pool_with(&qk, &cells, geometry, pool, Some(o)).unwrap();
         let cpu = pattern_cells(&qk, &cells, o, pool).unwrap();
-        for (i, (g, c)) in gpu.patterns.iter().zip(&cpu).enumerate() {
-            check_sums(&format!("nan {nan} cell {i}"), g, c, false);
+        // The row kernel's shape on this adapter, and one row a lane (the widest subgroup step,
+        // 8 keys on 8 lanes, as GPUs take d = 64) where it has subgroups.
+        let (budget, shared) = (e.gpu.row_vec4s, e.gpu.subgroup_keys);
+        let d4 = (d / 4) as u32;
+        for vec4s in [budget, d4]
+            .into_iter()
+            .take(if shared > 0 { 2 } else { 1 })
+        {
+            e.gpu.row_vec4s = vec4s;
+            let gpu = e.pool_with(&qk, &cells, geometry, pool, Some(o)).unwrap();
+            for (i, (g, c)) in gpu.patterns.iter().zip(&cpu).enumerate() {
+                check_sums(&format!("{vec4s} vec4s, nan {nan}, cell {i}"), g, c, false);
+            }
+            // the NaN row is counted, in its head only
+            let bad: Vec<u64> = gpu.patterns.iter().map(|p| p.non_finite).collect();
+            assert_eq!(
+                bad.iter().filter(|&&b| b > 0).count(),
+                usize::from(nan),
+                "{bad:?}"
+            );
         }
-        // the NaN row is counted, in its head only
-        let bad: Vec<u64> = gpu.patterns.iter().map(|p| p.non_finite).collect();
-        assert_eq!(
-            bad.iter().filter(|&&b| b > 0).count(),
-            usize::from(nan),
-            "{bad:?}"
-        );
+        e.gpu.row_vec4s = budget;
     }
 }

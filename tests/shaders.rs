@@ -24,7 +24,8 @@ fn shaders_validate() {
     }
     // The one-pass pooled kernel, for each way it stages the head dimension, with the row
     // kernel's window as a 64 KiB uniform binding gives it (16 keys where it is not used),
-    // without subgroups and sharing 4 or 8 keys through them.
+    // without subgroups and sharing 4 or 8 keys through them; stored probabilities in a buffer
+    // or the chunk texture.
     for (d4, slice, window) in [
         (4, 4, 1024),
         (8, 8, 512),
@@ -34,10 +35,14 @@ fn shaders_validate() {
     ] {
         for shared in [0, 4, 8] {
             for rows in [1, 2, 4, 8] {
-                validate(
-                    "qk_pool",
-                    &attnviz::pool::qk::pooled_kernel_source(d4, slice, window, rows, shared),
-                );
+                for texture in [false, true] {
+                    validate(
+                        "qk_pool",
+                        &attnviz::pool::qk::pooled_kernel_source(
+                            d4, slice, window, rows, shared, texture,
+                        ),
+                    );
+                }
             }
         }
     }

@@ -20,6 +20,8 @@ pub enum Binding {
     /// A chunk texture (`pool::chunk`): `texture_storage_2d<rgba32uint, read>`, read with
     /// `textureLoad`.
     Chunk,
+    /// A chunk texture written with `textureStore`: `texture_storage_2d<rgba32uint, write>`.
+    ChunkWrite,
 }
 
 impl Binding {
@@ -42,6 +44,11 @@ impl Binding {
             },
             Binding::Chunk => wgpu::BindingType::StorageTexture {
                 access: wgpu::StorageTextureAccess::ReadOnly,
+                format: wgpu::TextureFormat::Rgba32Uint,
+                view_dimension: wgpu::TextureViewDimension::D2,
+            },
+            Binding::ChunkWrite => wgpu::BindingType::StorageTexture {
+                access: wgpu::StorageTextureAccess::WriteOnly,
                 format: wgpu::TextureFormat::Rgba32Uint,
                 view_dimension: wgpu::TextureViewDimension::D2,
             },

@@ -55,6 +55,10 @@ pub const QK_POOL_TEMPLATE: &str = concat!(
     include_str!("../../shaders/qk_pool_rows.wgsl")
 );
 
+/// The lines `pool::qk` puts in place of the template's `@PROBS_OUT` section for runs whose
+/// probabilities go straight into the pool pass's chunk texture.
+pub const QK_PROBS_TEXTURE: &str = include_str!("../../shaders/qk_probs_texture.wgsl");
+
 /// Every fixed shader as (name, source), for validation without a GPU. The Q/K template is
 /// validated through its expansions.
 pub const ALL: [(&str, &str); 8] = [

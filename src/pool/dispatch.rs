@@ -5,6 +5,7 @@ use bytemuck::Zeroable;
 
 use crate::error::{Error, Result};
 use crate::gpu::{dispatch_1d, Gpu};
+use crate::pool::chunk::ChunkTexture;
 use crate::pool::geometry::bin_of;
 use crate::pool::groups::CellGroup;
 use crate::pool::ingest::{Ingest, PassBuffers, Piece};
@@ -155,7 +156,6 @@ impl Ingest<'_> {
         offset: u64,
     ) -> Result<()> {
         self.check_rows(cell, row_start, rows)?;
-        self.pushed = true;
         let bytes = (rows * self.row_bytes) as u64;
         let size = data.size();
         let fault = if !data.usage().contains(wgpu::BufferUsages::COPY_SRC) {
@@ -178,21 +178,103 @@ impl Ingest<'_> {
         let g = cell / self.per_group;
         let bind_group = self.bind_group(g);
         let pattern = self.pattern_bind_groups.get(g).cloned();
-        // Pieces of at most a chunk's rows (the row maxima buffer holds that many), one per
-        // submission: pieces of one cell must not share a dispatch.
+        self.pool_pieces(
+            cell,
+            row_start,
+            rows,
+            &bind_group,
+            pattern.as_ref(),
+            |start, n| {
+                // Copies start at the 16-byte word holding the piece's first byte.
+                let start = offset + start;
+                let word = start / 16 * 16;
+                let len = (start + n).next_multiple_of(16) - word;
+                let copy = move |ingest: &Self, encoder: &mut wgpu::CommandEncoder| {
+                    ingest.chunk.copy_from(encoder, data, word, len);
+                };
+                (start - word, Some(copy))
+            },
+        )
+    }
+
+    /// Pools `rows` rows of `cell` from `row_start` that a producer on the GPU wrote into
+    /// `texture` from its first word on, in the ingest's dtype, row after row (see
+    /// `pool::chunk`): the pool pass and the pattern statistics read them where they are, with
+    /// no copy. Rows pushed before are pooled first.
+    pub(crate) fn pool_in_texture(
+        &mut self,
+        cell: usize,
+        row_start: usize,
+        rows: usize,
+        texture: &ChunkTexture,
+    ) -> Result<()> {
+        self.check_rows(cell, row_start, rows)?;
+        let bytes = (rows * self.row_bytes) as u64;
+        if bytes > texture.capacity() {
+            return Err(Error::BadOption(format!(
+                "resident rows: a {}-byte texture does not hold {bytes} bytes of rows",
+                texture.capacity()
+            )));
+        }
+        self.flush()?;
+        let g = cell / self.per_group;
+        let bind_group = pool_bind_group(
+            self.gpu,
+            self.pipes,
+            &self.buffers,
+            &texture.view,
+            &self.groups[g],
+            self.pattern.as_ref().map(|p| p.pixels(g)),
+        );
+        let pattern = self.pattern.as_ref().map(|p| {
+            p.bind_group(
+                self.gpu,
+                &self.pipes.pattern,
+                &self.buffers.params,
+                &texture.view,
+                g,
+            )
+        });
+        self.pool_pieces(
+            cell,
+            row_start,
+            rows,
+            &bind_group,
+            pattern.as_ref(),
+            |start, _| {
+                let no_copy: Option<fn(&Self, &mut wgpu::CommandEncoder)> = None;
+                (start, no_copy)
+            },
+        )
+    }
+
+    /// The dispatches of `rows` rows of `cell` from `row_start` read through `bind_group` (and
+    /// `pattern`), in pieces of at most a chunk's rows (the row maxima buffer holds that many),
+    /// one per submission: pieces of one cell must not share a dispatch. `place` gives each
+    /// piece (its first byte and its bytes, counted from the first row's first byte) the byte
+    /// its rows start at in the bound chunk and what to record before its dispatches (a copy
+    /// into the chunk texture).
+    fn pool_pieces<C: FnOnce(&Self, &mut wgpu::CommandEncoder)>(
+        &mut self,
+        cell: usize,
+        row_start: usize,
+        rows: usize,
+        bind_group: &wgpu::BindGroup,
+        pattern: Option<&wgpu::BindGroup>,
+        mut place: impl FnMut(u64, u64) -> (u64, Option<C>),
+    ) -> Result<()> {
+        self.pushed = true;
         let step = self.max_rows_per_fill();
         let mut done = 0;
         while done < rows {
             let n = step.min(rows - done);
-            let start = offset + (done * self.row_bytes) as u64;
-            // Copies start at the 16-byte word holding the piece's first byte.
-            let word = start / 16 * 16;
-            let len = (start + (n * self.row_bytes) as u64).next_multiple_of(16) - word;
+            let (offset, before) =
+                place((done * self.row_bytes) as u64, (n * self.row_bytes) as u64);
             let piece = Piece {
                 cell,
                 row_start: row_start + done,
                 rows: n,
-                offset: (start - word) as usize,
+                offset: offset as usize,
             };
             done += n;
             self.write_params(&[piece]);
@@ -202,11 +284,13 @@ impl Ingest<'_> {
                     .create_command_encoder(&wgpu::CommandEncoderDescriptor {
                         label: Some("attnviz.pool.resident"),
                     });
-            self.chunk.copy_from(&mut encoder, data, word, len);
-            self.record(&mut encoder, &[piece], &bind_group, pattern.as_ref());
+            if let Some(before) = before {
+                before(self, &mut encoder);
+            }
+            self.record(&mut encoder, &[piece], bind_group, pattern);
             self.gpu.queue.submit([encoder.finish()]);
         }
-        self.consumed += bytes;
+        self.consumed += (rows * self.row_bytes) as u64;
         Ok(())
     }
 

@@ -142,7 +142,7 @@ impl Kernels {
 /// The one-pass kernels, compiled on first use for each padded head dimension.
 #[derive(Default)]
 pub(crate) struct TiledPipelines {
-    by_dim: Mutex<HashMap<(u32, u32, u32), Arc<Kernels>>>,
+    by_dim: Mutex<HashMap<(u32, u32, u32, bool), Arc<Kernels>>>,
 }
 
 /// The head dimension in vec4s, padded for the shader, and the vec4s staged per step.
@@ -280,8 +280,16 @@ pub fn row_kernel_shape(gpu: &Gpu, dim: usize) -> Option<RowKernelShape> {
 /// kernel and read `window` keys at a time by the row kernel (at least 16; a row kernel that
 /// no dispatch uses is still built with one), `rows` query rows per invocation, `shared` keys
 /// per step shared through subgroups (0: no subgroup operations; 4 keys per step, each lane
-/// loading them all).
-pub fn kernel_source(d4: u32, slice: u32, window: u32, rows: u32, shared: u32) -> String {
+/// loading them all); `prob_rows` stores into a chunk texture (`probs_texture`,
+/// `shaders/qk_probs_texture.wgsl`) or a storage buffer.
+pub fn kernel_source(
+    d4: u32,
+    slice: u32,
+    window: u32,
+    rows: u32,
+    shared: u32,
+    probs_texture: bool,
+) -> String {
     let window = window.max(16);
     // The row kernel's unrolled loops: constant indices keep the query rows in registers on
     // every compiler, with no reliance on a driver's loop unrolling.
@@ -377,6 +385,20 @@ pub fn kernel_source(d4: u32, slice: u32, window: u32, rows: u32, shared: u32) -
         .replace("/* @LANE_ARG */", lane_arg)
         .replace("// @STEP", &step)
         .replace("// @PSTEP", &pstep);
+    let source = if probs_texture {
+        let (begin, end) = ("// @PROBS_OUT {", "// @PROBS_OUT }");
+        let (Some(a), Some(b)) = (source.find(begin), source.find(end)) else {
+            panic!("the row kernel's template lost its @PROBS_OUT markers");
+        };
+        format!(
+            "{}{}{}",
+            &source[..a],
+            shaders::QK_PROBS_TEXTURE,
+            &source[b + end.len()..]
+        )
+    } else {
+        source
+    };
     unroll_rows(&(source + &shared_fn), rows)
 }
 
@@ -421,20 +443,22 @@ impl TiledPipelines {
                     rows,
                     shared_keys: shared,
                 },
+            probs_texture,
             ..
         } = *cuts;
         let mut map = self.by_dim.lock().expect("qk_pool pipelines");
-        map.entry((d4, rows, shared))
+        map.entry((d4, rows, shared, probs_texture))
             .or_insert_with(|| {
                 use Binding::*;
                 // params, Q, K, head table, key bins, column edges, row edges; then the
                 // (row, pooled column) states, row lse and the accumulators written; then
                 // the row kernel's window of K, the fold's copies of the states and lse, the
-                // row kernel's copy of Q; the probabilities prob_rows stores
+                // row kernel's copy of Q; the probabilities prob_rows stores (a buffer, or the
+                // chunk texture the pool pass reads)
                 let kernel = Kernel::compute(
                     device,
                     "attnviz.qk_pool",
-                    &kernel_source(d4, slice, window, rows, shared),
+                    &kernel_source(d4, slice, window, rows, shared, probs_texture),
                     &[
                         UniformWindow,
                         BufReadOnly,
@@ -450,7 +474,7 @@ impl TiledPipelines {
                         Chunk,
                         Chunk,
                         Chunk,
-                        Buffer,
+                        if probs_texture { ChunkWrite } else { Buffer },
                     ],
                 );
                 Arc::new(Kernels {
@@ -533,6 +557,9 @@ struct Cuts {
     chunk_rows: usize,
     /// What becomes of a chunk's scores.
     output: Output,
+    /// [`Output::Stored`] probabilities go straight into a chunk texture that the ingest's
+    /// pool pass reads ([`stores_in_texture`]), not into a buffer it copies from.
+    probs_texture: bool,
 }
 
 /// What a run of the row kernel makes of a chunk's scores.
@@ -545,6 +572,19 @@ enum Output {
     Stored,
     /// Every probability stored to be read as it is: every entry written, masked ones as 0.
     Exact,
+}
+
+/// Whether stored probabilities of `cells` can go straight into the pool pass's chunk texture:
+/// every texel then holds keys of one row (a row of keys a multiple of 4 starts on a texel;
+/// prob_rows writes whole texels), and no layer has a sliding window (keys before it, which
+/// no row of a workgroup sees, would keep the texture's last chunk: a buffer is cleared before
+/// each chunk instead). Otherwise the probabilities are copied from a buffer (~10% of a
+/// statistics run on a CPU adapter: a copy of every probability, and the buffer's memory).
+fn stores_in_texture(src: &QkSource, cells: &[(usize, usize)]) -> bool {
+    src.all_keys().is_multiple_of(4)
+        && cells
+            .iter()
+            .all(|&(layer, _)| super::KernelLayer::of(src, layer).window == 0)
 }
 
 /// Rows of `keys` f32 probabilities one binding holds, whole workgroups of rows (0: not one).
@@ -603,6 +643,7 @@ impl Cuts {
             batch,
             chunk_rows,
             output,
+            probs_texture: output == Output::Stored && stores_in_texture(src, run.cells),
         }
     }
 }
@@ -627,9 +668,11 @@ struct RunBuffers {
     lse_tex: ChunkTexture,
     /// The copy of `q` the row kernel reads.
     q_tex: ChunkTexture,
-    /// A chunk's probabilities, rows of every key (a [`Cuts::output`] that stores them; else a
-    /// stub).
+    /// A chunk's probabilities, rows of every key (a [`Cuts::output`] that stores them, not
+    /// into `probs_tex`; else a stub).
     probs: wgpu::Buffer,
+    /// The same, as the chunk texture the ingest's pool pass reads ([`Cuts::probs_texture`]).
+    probs_tex: Option<ChunkTexture>,
 }
 
 impl RunBuffers {
@@ -675,6 +718,8 @@ impl RunBuffers {
         let lse_bytes = (batch * rows * 8).next_multiple_of(16);
         let col_edges = bin_edges(keys, geometry.pooled_w);
         let key_bin: Vec<u32> = (0..keys as u32).map(|k| bin_of(&col_edges, k)).collect();
+        let prob_bytes = (rows * keys as u64 * 4).next_multiple_of(16);
+        let in_buffer = cuts.output != Output::Pooled && !cuts.probs_texture;
         let buffers = RunBuffers {
             params: crate::gpu::buffer(
                 device,
@@ -705,17 +750,16 @@ impl RunBuffers {
             probs: crate::gpu::buffer(
                 device,
                 "attnviz.qk_pool.probs",
-                if cuts.output != Output::Pooled {
-                    (rows * keys as u64 * 4).next_multiple_of(16)
-                } else {
-                    16
-                },
+                if in_buffer { prob_bytes } else { 16 },
                 // cleared before a chunk with a sliding window (or read as it is), read through
                 // the pool pass's chunk texture or copied out
                 wgpu::BufferUsages::STORAGE
                     | wgpu::BufferUsages::COPY_DST
                     | wgpu::BufferUsages::COPY_SRC,
             ),
+            probs_tex: cuts
+                .probs_texture
+                .then(|| ChunkTexture::new(gpu, prob_bytes)),
         };
         buffers.initialize(gpu);
         buffers
@@ -729,7 +773,10 @@ impl RunBuffers {
         let mut encoder = gpu.device.create_command_encoder(&Default::default());
         encoder.clear_buffer(&self.inter, 0, None);
         encoder.clear_buffer(&self.row_lse, 0, None);
-        for t in [&self.inter_tex, &self.lse_tex, &self.q_tex] {
+        for t in [&self.inter_tex, &self.lse_tex, &self.q_tex]
+            .into_iter()
+            .chain(&self.probs_tex)
+        {
             t.prime(&mut encoder, &self.inter);
         }
         gpu.queue.submit([encoder.finish()]);
@@ -946,7 +993,10 @@ impl<'a> OnePass<'a> {
                 wgpu::BindingResource::TextureView(&b.inter_tex.view),
                 wgpu::BindingResource::TextureView(&b.lse_tex.view),
                 wgpu::BindingResource::TextureView(&b.q_tex.view),
-                b.probs.as_entire_binding(),
+                match &b.probs_tex {
+                    Some(t) => wgpu::BindingResource::TextureView(&t.view),
+                    None => b.probs.as_entire_binding(),
+                },
             ],
         )
     }
@@ -1067,6 +1117,8 @@ impl<'a> OnePass<'a> {
             // masked by every pass that reads the chunk (stale values included), but keys
             // before a sliding window must read 0 (the statistics count them as entries), and
             // so must every masked entry read as it is.
+            // (a chunk texture is only written where no layer has a window, see
+            // `stores_in_texture`)
             if k.window > 0 || self.cuts.output == Output::Exact {
                 // (the chunk's rows only: a reader's blocks are often far smaller than the
                 // buffer)
@@ -1188,8 +1240,10 @@ fn pool_run(
         for start in (0..rows).step_by(pass.cuts.chunk_rows) {
             let len = pass.cuts.chunk_rows.min(rows - start);
             pass.pool_chunk(&bind_group, &batch, start, len);
-            if output == Output::Stored {
+            if let Some(tex) = &pass.buffers.probs_tex {
                 // (one head per batch)
+                ingest.pool_in_texture(first, start, len, tex)?;
+            } else if output == Output::Stored {
                 ingest.pool_resident(first, start, len, &pass.buffers.probs, 0)?;
             } else {
                 ingest.consumed += (members * len * keys * 4) as u64;
@@ -1314,9 +1368,20 @@ mod tests {
     #[test]
     fn the_row_kernel_has_no_per_row_loop_left() {
         for rows in [1, 2, 4, 8] {
-            let src = kernel_source(16, 8, 256, rows, 8);
+            let src = kernel_source(16, 8, 256, rows, 8, false);
             assert!(!src.contains("h++"), "{rows} rows: a per-row loop left");
             assert!(src.contains(&format!("let h = {}u;", rows - 1)));
         }
+    }
+
+    #[test]
+    fn stored_probabilities_go_to_a_buffer_or_the_chunk_texture() {
+        let buffer = kernel_source(16, 8, 256, 4, 0, false);
+        let texture = kernel_source(16, 8, 256, 4, 0, true);
+        assert!(buffer.contains("var<storage, read_write> probs: array<f32>;"));
+        assert!(!buffer.contains("probs_out"));
+        assert!(texture.contains("var probs_out: texture_storage_2d<rgba32uint, write>;"));
+        assert!(!texture.contains("var<storage, read_write> probs:"));
+        assert_eq!(texture.matches("fn store4(").count(), 1);
     }
 }
