@@ -139,10 +139,15 @@ impl Kernels {
     }
 }
 
+/// What one shader module of the one-pass path is built for: the padded head dimension in
+/// vec4s, the row kernel's rows per invocation and keys per subgroup step, and whether
+/// `prob_rows` stores into a chunk texture.
+type ModuleKey = (u32, u32, u32, bool);
+
 /// The one-pass kernels, compiled on first use for each padded head dimension.
 #[derive(Default)]
 pub(crate) struct TiledPipelines {
-    by_dim: Mutex<HashMap<(u32, u32, u32, bool), Arc<Kernels>>>,
+    by_dim: Mutex<HashMap<ModuleKey, Arc<Kernels>>>,
 }
 
 /// The head dimension in vec4s, padded for the shader, and the vec4s staged per step.
