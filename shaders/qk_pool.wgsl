@@ -73,6 +73,9 @@ struct Params {
     softcap: f32,
     // pool_rows: the first head of the batch (workgroup z = 0) this dispatch takes
     member0: u32,
+    // pool_rows, prob_rows: workgroup x takes block (x · row_perm) mod blocks of the chunk's
+    // rows (`row_order` in src/pool/qk/tiled.rs says why)
+    row_perm: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;

@@ -107,7 +107,8 @@ struct RowSpan {
 fn row_span(wg: vec3<u32>, li: u32) -> RowSpan {
     var sp: RowSpan;
     sp.z = params.member0 + wg.z;
-    let i0 = wg.x * WG * R;
+    let blocks = (params.rows + WG * R - 1u) / (WG * R);
+    let i0 = ((wg.x * params.row_perm) % blocks) * WG * R;
     if i0 >= params.rows {
         return sp;
     }
