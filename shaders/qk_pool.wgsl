@@ -74,7 +74,7 @@ struct Params {
     // pool_rows: the first head of the batch (workgroup z = 0) this dispatch takes
     member0: u32,
     // pool_rows, prob_rows: workgroup x takes block (x · row_perm) mod blocks of the chunk's
-    // rows (`row_order` in src/pool/qk/tiled.rs says why)
+    // rows (`spread_order` in src/gpu/mod.rs says why)
     row_perm: u32,
 }
 

@@ -306,10 +306,57 @@ pub(crate) fn storage_buffer_init(
     })
 }
 
+/// The order in which a dispatch's workgroups take `blocks` blocks of work whose costs run up
+/// or down with the block (a causal mask's live rows, or keys): workgroup x takes block
+/// (x · m) mod `blocks`, for an m coprime with `blocks` near `blocks` · 0.618 (Fibonacci
+/// hashing), so that any contiguous range of workgroups holds blocks from all over.
+/// Why: llvmpipe hands each worker thread a contiguous range of a dispatch's workgroups
+/// (Mesa's compute thread pool), so blocks in order left the costly ones to one thread while
+/// the other idled (a causal 32768-token Q/K head into a 64-px cell, one chunk of 64 row
+/// blocks: 1.3 cores of 2 busy, 1.98 → 1.59 s spread). GPUs schedule workgroups dynamically
+/// and lose nothing by it; each block's arithmetic is the same wherever it runs.
+pub(crate) fn spread_order(blocks: u32) -> u32 {
+    if blocks <= 2 {
+        return 1;
+    }
+    let gcd = |mut a: u32, mut b: u32| {
+        while b > 0 {
+            (a, b) = (b, a % b);
+        }
+        a
+    };
+    let mut m = (f64::from(blocks) * 0.618_033_988_75).round() as u32;
+    while gcd(m, blocks) != 1 {
+        m += 1;
+    }
+    m
+}
+
 /// Dispatch size for `n` invocations of a 1-D job with `size`-wide workgroups, folded into two
 /// dimensions to stay under the per-dimension limit (see `flat_index` in the shaders).
 pub(crate) fn dispatch_1d(n: u32, size: u32, max_per_dim: u32) -> (u32, u32) {
     let groups = n.div_ceil(size).max(1);
     let x = groups.min(max_per_dim);
     (x, groups.div_ceil(x))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_spread_order_takes_every_block_once_and_spreads_them() {
+        for blocks in 1..300u32 {
+            let m = spread_order(blocks);
+            let mut seen = vec![false; blocks as usize];
+            for x in 0..blocks {
+                seen[(x * m % blocks) as usize] = true;
+            }
+            assert!(seen.iter().all(|&s| s), "{blocks} blocks, m = {m}");
+        }
+        // two workers' halves of 64 blocks: each holds as many of the late half's blocks
+        let m = spread_order(64);
+        let late = |xs: std::ops::Range<u32>| xs.filter(|x| x * m % 64 >= 32).count();
+        assert_eq!((late(0..32), late(32..64)), (16, 16));
+    }
 }

@@ -24,7 +24,7 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::error::Result;
 use crate::gpu::kernel::{Binding, Kernel};
-use crate::gpu::shaders;
+use crate::gpu::{shaders, spread_order};
 use crate::gpu::{storage_buffer_init, Gpu};
 use crate::pool::chunk::{max_chunk_bytes, ChunkTexture};
 use crate::pool::geometry::{bin_edges, bin_of, CellGeometry};
@@ -594,31 +594,6 @@ fn stores_in_texture(src: &QkSource, cells: &[(usize, usize)]) -> bool {
             .all(|&(layer, _)| super::KernelLayer::of(src, layer).window == 0)
 }
 
-/// The row kernel's workgroup order over `blocks` blocks of rows: workgroup x takes block
-/// (x · m) mod `blocks`, for an m coprime with `blocks` near `blocks` · 0.618 (Fibonacci
-/// hashing), so that any contiguous range of workgroups holds blocks from all over the chunk.
-/// Why: llvmpipe hands each worker thread a contiguous range of a dispatch's workgroups, and
-/// in a causal chunk's windows near the diagonal only the late blocks have keys to see; in
-/// order, they were one thread's while the other idled (a causal 32768-token head into a
-/// 64-px cell, one chunk of 64 blocks: 1.3 cores of 2 busy). GPUs schedule workgroups
-/// dynamically and lose nothing by it; each row's arithmetic is the same wherever it runs.
-fn row_order(blocks: u32) -> u32 {
-    if blocks <= 2 {
-        return 1;
-    }
-    let gcd = |mut a: u32, mut b: u32| {
-        while b > 0 {
-            (a, b) = (b, a % b);
-        }
-        a
-    };
-    let mut m = (f64::from(blocks) * 0.618_033_988_75).round() as u32;
-    while gcd(m, blocks) != 1 {
-        m += 1;
-    }
-    m
-}
-
 /// Rows of `keys` f32 probabilities one binding holds, whole workgroups of rows (0: not one).
 fn probability_rows(gpu: &Gpu, keys: usize) -> usize {
     let max_binding = gpu.max_binding().min(max_chunk_bytes(gpu)) as usize;
@@ -1081,7 +1056,7 @@ impl<'a> OnePass<'a> {
         // (the row kernels take `rows` query rows per invocation)
         let row_groups = len.div_ceil(TQ * self.cuts.shape.rows as usize) as u32;
         let chunk = Params {
-            row_perm: row_order(row_groups),
+            row_perm: spread_order(row_groups),
             ..chunk
         };
         let window = self.cuts.window as usize;
@@ -1408,22 +1383,6 @@ mod tests {
             assert!(!src.contains("h++"), "{rows} rows: a per-row loop left");
             assert!(src.contains(&format!("let h = {}u;", rows - 1)));
         }
-    }
-
-    #[test]
-    fn the_row_order_takes_every_block_once_and_spreads_them() {
-        for blocks in 1..300u32 {
-            let m = row_order(blocks);
-            let mut seen = vec![false; blocks as usize];
-            for x in 0..blocks {
-                seen[(x * m % blocks) as usize] = true;
-            }
-            assert!(seen.iter().all(|&s| s), "{blocks} blocks, m = {m}");
-        }
-        // two workers' halves of 64 blocks: each holds as many of the late half's blocks
-        let m = row_order(64);
-        let late = |xs: std::ops::Range<u32>| xs.filter(|x| x * m % 64 >= 32).count();
-        assert_eq!((late(0..32), late(32..64)), (16, 16));
     }
 
     #[test]
