@@ -73,8 +73,8 @@ struct Params {
     softcap: f32,
     // pool_rows: the first head of the batch (workgroup z = 0) this dispatch takes
     member0: u32,
-    // pool_rows, prob_rows: workgroup x takes block (x · row_perm) mod blocks of the chunk's
-    // rows (`spread_order` in src/gpu/mod.rs says why)
+    // pool_rows, prob_rows, pool_scores: workgroup x takes block (x · row_perm) mod blocks of
+    // the chunk's rows (`spread_order` in src/gpu/mod.rs says why)
     row_perm: u32,
 }
 
@@ -152,7 +152,9 @@ fn score(i: u32, j: u32) -> f32 {
 @compute @workgroup_size(64)
 fn pool_scores(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
     let z = wg.z;
-    let i0 = wg.x * TQ;
+    // (blocks of TQ rows in a spread order, as pool_rows takes its blocks)
+    let blocks = (params.rows + TQ - 1u) / TQ;
+    let i0 = ((wg.x * params.row_perm) % blocks) * TQ;
     if i0 >= params.rows {
         return;
     }

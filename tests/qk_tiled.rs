@@ -80,7 +80,7 @@ fn cases() -> Vec<Case> {
         case("d64-causal", 200, 200, 64, true, 50),
         case("d80-causal-uneven-bins", 200, 200, 80, true, 23),
         case("d128", 130, 130, 128, false, 40),
-        case("d256-causal", 130, 130, 256, true, 64),
+        case("d256-causal", 200, 200, 256, true, 64),
         case("d30-padded", 70, 90, 30, false, 16),
         // Q shorter than K (a KV-cache suffix): tiles crossing a bottom-right diagonal, rows
         // that see all keys of early tiles and none of late ones.

@@ -1055,11 +1055,12 @@ impl<'a> OnePass<'a> {
         let groups = len.div_ceil(TQ) as u32;
         // (the row kernels take `rows` query rows per invocation)
         let row_groups = len.div_ceil(TQ * self.cuts.shape.rows as usize) as u32;
+        let window = self.cuts.window as usize;
+        let score_groups = if window > 0 { row_groups } else { groups };
         let chunk = Params {
-            row_perm: spread_order(row_groups),
+            row_perm: spread_order(score_groups),
             ..chunk
         };
-        let window = self.cuts.window as usize;
         // Each score dispatch: its parameters, the byte of K its window starts at, and the
         // heads it takes.
         let mut steps: Vec<(Params, u32, u32)> = Vec::new();
@@ -1106,7 +1107,6 @@ impl<'a> OnePass<'a> {
         {
             let mut pass = compute_pass(&mut encoder);
             pass.set_pipeline(&pipes.scores);
-            let score_groups = if window > 0 { row_groups } else { groups };
             for (i, (_, offset, count)) in steps.iter().enumerate() {
                 pass.set_bind_group(0, bind_group, &[(i * stride) as u32, *offset]);
                 pass.dispatch_workgroups(score_groups, 1, *count);
