@@ -11,6 +11,15 @@ use crate::pool::groups::CellGroup;
 use crate::pool::ingest::{Ingest, PassBuffers, Piece};
 use crate::pool::pipelines::{PieceParams, PoolPipelines};
 
+/// Where rows already on the GPU are ([`Ingest::pool_resident`], [`Ingest::pool_in_texture`]).
+#[derive(Clone, Copy)]
+enum Resident<'a> {
+    /// In a buffer from this byte on: each piece is copied into the ingest's chunk texture.
+    Buffer(&'a wgpu::Buffer, u64),
+    /// In a chunk texture from its first word on, read where it is.
+    Texture(&'a wgpu::TextureView),
+}
+
 /// The pool pass's bind group: rows read from the chunk texture `chunk` into group `g`'s
 /// accumulators, with the ingest's parameters, bin edges and row maxima, and the pattern
 /// statistics' pixels' sums when the ingest has them (`PatternPass::pixels`; a stand-in
@@ -144,9 +153,9 @@ impl Ingest<'_> {
     /// Pools `rows` rows of `cell` from `row_start` that are already on the GPU: `data` holds
     /// them in the ingest's dtype from byte `offset` (a multiple of 4) on, must allow
     /// `COPY_SRC` (each piece is copied on the device into the chunk texture the pool pass
-    /// and the pattern statistics read), and its size must be a multiple of 16. Rows pushed before are pooled first, so each cell's rows still fold in
-    /// order. This is the hook for producers that compute attention on the GPU: no host round
-    /// trip.
+    /// and the pattern statistics read), and its size must be a multiple of 16. Rows pushed
+    /// before are pooled first, so each cell's rows still fold in order. This is the hook for
+    /// producers that compute attention on the GPU: no host round trip.
     pub(crate) fn pool_resident(
         &mut self,
         cell: usize,
@@ -174,27 +183,7 @@ impl Ingest<'_> {
                 "resident rows: the buffer {fault}"
             )));
         }
-        self.flush()?;
-        let g = cell / self.per_group;
-        let bind_group = self.bind_group(g);
-        let pattern = self.pattern_bind_groups.get(g).cloned();
-        self.pool_pieces(
-            cell,
-            row_start,
-            rows,
-            &bind_group,
-            pattern.as_ref(),
-            |start, n| {
-                // Copies start at the 16-byte word holding the piece's first byte.
-                let start = offset + start;
-                let word = start / 16 * 16;
-                let len = (start + n).next_multiple_of(16) - word;
-                let copy = move |ingest: &Self, encoder: &mut wgpu::CommandEncoder| {
-                    ingest.chunk.copy_from(encoder, data, word, len);
-                };
-                (start - word, Some(copy))
-            },
-        )
+        self.pool_pieces(cell, row_start, rows, Resident::Buffer(data, offset))
     }
 
     /// Pools `rows` rows of `cell` from `row_start` that a producer on the GPU wrote into
@@ -216,60 +205,62 @@ impl Ingest<'_> {
                 texture.capacity()
             )));
         }
-        self.flush()?;
-        let g = cell / self.per_group;
-        let bind_group = pool_bind_group(
-            self.gpu,
-            self.pipes,
-            &self.buffers,
-            &texture.view,
-            &self.groups[g],
-            self.pattern.as_ref().map(|p| p.pixels(g)),
-        );
-        let pattern = self.pattern.as_ref().map(|p| {
-            p.bind_group(
-                self.gpu,
-                &self.pipes.pattern,
-                &self.buffers.params,
-                &texture.view,
-                g,
-            )
-        });
-        self.pool_pieces(
-            cell,
-            row_start,
-            rows,
-            &bind_group,
-            pattern.as_ref(),
-            |start, _| {
-                let no_copy: Option<fn(&Self, &mut wgpu::CommandEncoder)> = None;
-                (start, no_copy)
-            },
-        )
+        self.pool_pieces(cell, row_start, rows, Resident::Texture(&texture.view))
     }
 
-    /// The dispatches of `rows` rows of `cell` from `row_start` read through `bind_group` (and
-    /// `pattern`), in pieces of at most a chunk's rows (the row maxima buffer holds that many),
-    /// one per submission: pieces of one cell must not share a dispatch. `place` gives each
-    /// piece (its first byte and its bytes, counted from the first row's first byte) the byte
-    /// its rows start at in the bound chunk and what to record before its dispatches (a copy
-    /// into the chunk texture).
-    fn pool_pieces<C: FnOnce(&Self, &mut wgpu::CommandEncoder)>(
+    /// The dispatches of `rows` rows of `cell` from `row_start` where `from` holds them, once
+    /// the rows pushed before are pooled: pieces of at most a chunk's rows (the row maxima
+    /// buffer holds that many), one per submission (pieces of one cell must not share a
+    /// dispatch).
+    fn pool_pieces(
         &mut self,
         cell: usize,
         row_start: usize,
         rows: usize,
-        bind_group: &wgpu::BindGroup,
-        pattern: Option<&wgpu::BindGroup>,
-        mut place: impl FnMut(u64, u64) -> (u64, Option<C>),
+        from: Resident<'_>,
     ) -> Result<()> {
+        self.flush()?;
         self.pushed = true;
+        let g = cell / self.per_group;
+        let (bind_group, pattern) = match from {
+            Resident::Buffer(..) => (self.bind_group(g), self.pattern_bind_groups.get(g).cloned()),
+            Resident::Texture(view) => (
+                pool_bind_group(
+                    self.gpu,
+                    self.pipes,
+                    &self.buffers,
+                    view,
+                    &self.groups[g],
+                    self.pattern.as_ref().map(|p| p.pixels(g)),
+                ),
+                self.pattern.as_ref().map(|p| {
+                    p.bind_group(self.gpu, &self.pipes.pattern, &self.buffers.params, view, g)
+                }),
+            ),
+        };
         let step = self.max_rows_per_fill();
         let mut done = 0;
         while done < rows {
             let n = step.min(rows - done);
-            let (offset, before) =
-                place((done * self.row_bytes) as u64, (n * self.row_bytes) as u64);
+            let start = (done * self.row_bytes) as u64;
+            let mut encoder =
+                self.gpu
+                    .device
+                    .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                        label: Some("attnviz.pool.resident"),
+                    });
+            // (where the piece's first byte lands in the texture the pool pass reads)
+            let offset = match from {
+                Resident::Buffer(data, offset) => {
+                    // Copies start at the 16-byte word holding the piece's first byte.
+                    let start = offset + start;
+                    let word = start / 16 * 16;
+                    let len = (start + (n * self.row_bytes) as u64).next_multiple_of(16) - word;
+                    self.chunk.copy_from(&mut encoder, data, word, len);
+                    start - word
+                }
+                Resident::Texture(_) => start,
+            };
             let piece = Piece {
                 cell,
                 row_start: row_start + done,
@@ -278,16 +269,7 @@ impl Ingest<'_> {
             };
             done += n;
             self.write_params(&[piece]);
-            let mut encoder =
-                self.gpu
-                    .device
-                    .create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                        label: Some("attnviz.pool.resident"),
-                    });
-            if let Some(before) = before {
-                before(self, &mut encoder);
-            }
-            self.record(&mut encoder, &[piece], bind_group, pattern);
+            self.record(&mut encoder, &[piece], &bind_group, pattern.as_ref());
             self.gpu.queue.submit([encoder.finish()]);
         }
         self.consumed += (rows * self.row_bytes) as u64;
