@@ -1386,6 +1386,40 @@ mod tests {
     }
 
     #[test]
+    fn probabilities_go_into_the_chunk_texture_only_where_each_texel_is_one_rows() {
+        use crate::source::qk::QkOptions;
+        use crate::source::qk_meta::{CaptureMeta, LayerAttention};
+        use crate::source::{ArraySource, AttentionSource};
+        let source = |n: usize, window: Option<usize>| {
+            let tensor = || {
+                let a = ndarray::Array4::<f32>::zeros((2, 1, n, 8));
+                Box::new(ArraySource::from_f32("t", &a)) as Box<dyn AttentionSource>
+            };
+            let layer = |index, sliding_window| LayerAttention {
+                index: Some(index),
+                causal: Some(true),
+                sliding_window,
+                ..Default::default()
+            };
+            let options = QkOptions {
+                meta: Some(CaptureMeta {
+                    layers: vec![layer(0, None), layer(1, window)],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            };
+            QkSource::new(tensor(), tensor(), &options).unwrap()
+        };
+        let both = [(0, 0), (1, 0)];
+        assert!(stores_in_texture(&source(320, None), &both));
+        // a row of 321 keys ends inside a texel
+        assert!(!stores_in_texture(&source(321, None), &both));
+        // keys before layer 1's window are never visited, only cleared in a buffer
+        assert!(!stores_in_texture(&source(320, Some(50)), &both));
+        assert!(stores_in_texture(&source(320, Some(50)), &[(0, 0)]));
+    }
+
+    #[test]
     fn stored_probabilities_go_to_a_buffer_or_the_chunk_texture() {
         let buffer = kernel_source(16, 8, 256, 4, 0, false);
         let texture = kernel_source(16, 8, 256, 4, 0, true);
