@@ -1,14 +1,21 @@
 #!/usr/bin/env bash
 # The one script to run when a task is lent a GPU machine (device time is short: build, test
-# and measure in one go, each step's output kept). Writes into ${OUT:-./device-out}:
-#   build.log, test.log            cargo build / cargo test --release
+# and measure in one go, each step's output kept, the most wanted first). Writes into
+# ${OUT:-./device-out}:
+#   info.txt                       the commit, the GPU, the driver, the adapter wgpu picked
+#   build.log, test.log            cargo build / cargo test --release (or the packed executables)
 #   bench.txt, bench.json          attnviz bench (every scenario)
+#   numpy.txt, matplotlib.txt      benches/compare_numpy_qk.py, benches/compare_matplotlib.py
 #   sweep-<N>.txt, sweep-<N>.json  bench --only qk-long,qk-model --row-vec4s N for N in $SWEEP
 #                                  (the Q/K row kernel's GPU budget, 32 vec4s, is a guess until
 #                                  this sweep has run on a GPU)
-#   info.txt                       the adapter, the driver, the commit
+#   long.txt                       render --q of a 131072-token head, with and without --causal
+# Where the machine has no cargo (a CUDA image), tools/device_pack.sh builds here first and this
+# script unpacks .dev/bins.tar.xz and runs the test executables one by one, from a link at the
+# path they were built in (.dev/built_at); the window tests (viewer) need xvfb-run and are
+# skipped, with a line in test.log, where it is missing.
 # QUICK=1 passes --quick to every bench (a smoke test of this script, not a measurement);
-# SKIP_TESTS=1 skips cargo test. The exit status is the first failing step's.
+# SKIP_TESTS=1 skips the tests. The exit status is the first failing step's.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-./device-out}
@@ -18,29 +25,79 @@ quick=()
 sweep=${SWEEP:-16 32 64}
 status=0
 step() {
-    local name=$1
-    shift
+    local name=$1 limit=$2
+    shift 2
     local t=$SECONDS
-    "$@"
+    timeout "$limit" "$@"
     local rc=$?
     echo "$name: rc $rc, $((SECONDS - t)) s" | tee -a "$out/steps.txt"
     [ $rc -ne 0 ] && [ $status -eq 0 ] && status=$rc
     return 0
 }
 : >"$out/steps.txt"
-{
-    git log -1 --format='commit %H %cd' 2>/dev/null
-    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null
-} >"$out/info.txt"
-step build bash -c "cargo build --release >'$out/build.log' 2>&1"
 bin=${CARGO_TARGET_DIR:-target}/release/attnviz
-if [ "${SKIP_TESTS:-0}" != 1 ]; then
-    step test bash -c "cargo test --release >'$out/test.log' 2>&1"
+if command -v cargo >/dev/null; then
+    step build 1200 bash -c "cargo build --release >'$out/build.log' 2>&1"
+    tests=(cargo test --release)
+else
+    # The packed build: the executables, and the checkout path they were built in.
+    python3 -c "import tarfile; tarfile.open('.dev/bins.tar.xz').extractall('.dev/bin')" || exit 1
+    mkdir -p target/release
+    cp .dev/bin/attnviz "$bin"
+    built_at=$(cat .dev/built_at)
+    if [ "$(cd "$built_at" 2>/dev/null && pwd -P)" != "$(pwd -P)" ]; then
+        [ -e "$built_at" ] && { echo "$built_at exists and is not this tree" >&2; exit 1; }
+        mkdir -p "$(dirname "$built_at")" && ln -s "$(pwd -P)" "$built_at"
+    fi
+    echo "packed build of $(cat .dev/commit 2>/dev/null)" >"$out/build.log"
+    tests=(bash -c '
+        rc=0
+        for t in .dev/bin/tests/*; do
+            case $(basename "$t") in
+            viewer-*) command -v xvfb-run >/dev/null ||
+                { echo "== $t: skipped (no xvfb-run)"; continue; } ;;
+            esac
+            echo "== $t"
+            "$t" || rc=1
+        done
+        exit $rc')
 fi
-step bench bash -c "'$bin' bench ${quick[*]} --json '$out/bench.json' >'$out/bench.txt' 2>&1"
+{
+    cat .dev/commit 2>/dev/null || git log -1 --format='commit %H %cd' 2>/dev/null
+    nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm \
+        --format=csv,noheader 2>/dev/null
+    "$bin" bench --quick --only qk-long 2>&1 | grep -i "adapter\|row kernel" | head -5
+} >"$out/info.txt"
+cat "$out/info.txt"
+step bench 300 bash -c "'$bin' bench ${quick[*]} --json '$out/bench.json' >'$out/bench.txt' 2>&1"
+if [ "${SKIP_TESTS:-0}" != 1 ]; then
+    step test 600 bash -c '"$@" >"'"$out"'/test.log" 2>&1' _ "${tests[@]}"
+    grep -h "^test result\|FAILED\|panicked\|skipped" "$out/test.log" | sort | uniq -c | sort -rn | head -20
+fi
+if [ -z "${QUICK_ONLY:-}" ]; then
+    step numpy 300 bash -c "python3 benches/compare_numpy_qk.py --attnviz '$bin' --runs 3 \
+        --np-runs 2 >'$out/numpy.txt' 2>&1"
+    step matplotlib 300 bash -c "'$bin' synth --seq 2048 --layers 8 --heads 8 --dtype f32 \
+        --seed 1 -o /tmp/grid.npy >/dev/null && python3 benches/compare_matplotlib.py \
+        /tmp/grid.npy --attnviz '$bin' --runs 3 >'$out/matplotlib.txt' 2>&1"
+fi
 for n in $sweep; do
-    step "sweep $n" bash -c "'$bin' bench ${quick[*]} --only qk-long,qk-model --row-vec4s $n \
+    step "sweep $n" 200 bash -c "'$bin' bench ${quick[*]} --only qk-long,qk-model --row-vec4s $n \
         --json '$out/sweep-$n.json' >'$out/sweep-$n.txt' 2>&1"
 done
-grep -h "^row kernel\|^qk-\|^fma" "$out"/sweep-*.txt 2>/dev/null
+if [ -z "${QUICK_ONLY:-}" ]; then
+    step long 300 bash -c "
+        '$bin' synth-qk --seq 131072 --dim 64 --dtype f32 --seed 1 -o /tmp/qk-131k.safetensors
+        for m in '' --causal; do
+            for r in 1 2 3; do
+                TIMEFORMAT=\"131072 tokens \$m: %R s wall\"
+                time '$bin' render --quiet --q /tmp/qk-131k.safetensors --cell 1024 \$m -o /tmp/l.png
+            done
+        done >'$out/long.txt' 2>&1"
+fi
+echo "== summary"
+cat "$out/steps.txt"
+grep -h "fma\|qk-\|export-grid" "$out/bench.txt" 2>/dev/null
+grep -h "^row kernel\|^qk-" "$out"/sweep-*.txt 2>/dev/null
+tail -n 12 "$out/numpy.txt" "$out/matplotlib.txt" "$out/long.txt" 2>/dev/null
 exit $status
