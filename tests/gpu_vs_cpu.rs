@@ -18,13 +18,8 @@ use attnviz::pool::geometry::CellGeometry;
 use attnviz::pool::{Causal, PoolOptions};
 use attnviz::source::ArraySource;
 use attnviz::{AttentionSource, Colormap, DType, Engine, Norm, Reduce, RenderOptions};
-use common::{engine, indices_of, random, structured};
+use common::{engine, indices_of, random, structured, ulp_close};
 use ndarray::Array4;
-
-/// Whether `a` and `b` are within `ulps` units in the last place of the larger (NaN-free).
-fn ulp_close(a: f32, b: f32, ulps: u32) -> bool {
-    a.to_bits() == b.to_bits() || (a - b).abs() <= ulps as f32 * f32::EPSILON * a.abs().max(b.abs())
-}
 
 /// Pools on both sides, checks accumulators and stats exactly (within a few ULP where the
 /// shader divides), then colours every (norm, reduce) combination and checks within one LUT

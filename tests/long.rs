@@ -7,11 +7,12 @@ use std::path::Path;
 use std::process::Command;
 
 use attnviz::cpu::HeadPooler;
+use attnviz::pool::accum::Accum;
 use attnviz::pool::geometry::{bin_edges, bin_of, CellGeometry};
 use attnviz::pool::{Causal, PoolOptions};
 use attnviz::source::{self, ArraySource, OpenOptions, Pattern, Synth, SynthSpec};
 use attnviz::{AttentionSource, Colormap, DType, Norm, Reduce, RenderOptions};
-use common::{engine, random};
+use common::{engine, random, ulp_close};
 
 fn attnviz(args: &[&str]) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_attnviz"));
@@ -303,25 +304,39 @@ fn gpu_resident_rows_pool_like_host_rows() {
             acc.push_rows(120, &flat[120 * k..]).unwrap();
             let head = acc.finish().unwrap();
             let got = head.accum().unwrap();
+            // The same rows all from the host: the same shader on the same values, bit for bit.
+            let mut host = e.head_accumulator(q, k, Some(40), options).unwrap();
+            host.push_rows(0, &flat).unwrap();
+            let host = host.finish().unwrap().accum().unwrap();
+            let bits = |a: &Accum| {
+                (
+                    a.max.to_bits(),
+                    a.min.to_bits(),
+                    a.sum.to_bits(),
+                    a.count_bad,
+                )
+            };
+            for (i, (a, b)) in got.iter().zip(&host).enumerate() {
+                assert_eq!(
+                    bits(a),
+                    bits(b),
+                    "{options:?} pixel {i}: resident against host"
+                );
+            }
+            // And the CPU twin: exact, or within a few ULP where row norm divides (WGSL's
+            // division is accurate to 2.5 ULP; NVIDIA's is not correctly rounded).
             let reference = attnviz::cpu::pool_cells(&src, &[(0, 0)], geometry, options)
                 .unwrap()
                 .remove(0);
             for (i, (a, b)) in got.iter().zip(&reference.accum).enumerate() {
-                assert_eq!(
-                    (
-                        a.max.to_bits(),
-                        a.min.to_bits(),
-                        a.sum.to_bits(),
-                        a.count_bad
-                    ),
-                    (
-                        b.max.to_bits(),
-                        b.min.to_bits(),
-                        b.sum.to_bits(),
-                        b.count_bad
-                    ),
-                    "{options:?} pixel {i}"
-                );
+                if row_norm {
+                    assert_eq!(a.count_bad, b.count_bad, "{options:?} pixel {i}");
+                    for (x, y) in [(a.max, b.max), (a.min, b.min), (a.sum, b.sum)] {
+                        assert!(ulp_close(x, y, 8), "{options:?} pixel {i}: {a:?} {b:?}");
+                    }
+                } else {
+                    assert_eq!(bits(a), bits(b), "{options:?} pixel {i}: against the CPU");
+                }
             }
         }
     }

@@ -72,3 +72,48 @@ pub fn structured(l: usize, h: usize, q: usize, k: usize) -> Array4<f32> {
 pub fn indices_of(color: u32, lut: &[u32; 256]) -> Vec<usize> {
     (0..256).filter(|&i| lut[i] == color).collect()
 }
+
+/// `a` and `b` equal, or within `ulps` units in the last place of the larger.
+pub fn ulp_close(a: f32, b: f32, ulps: u32) -> bool {
+    a.to_bits() == b.to_bits() || (a - b).abs() <= ulps as f32 * f32::EPSILON * a.abs().max(b.abs())
+}
+
+/// Two figures of one plan (GPU and CPU), pixel for pixel: equal, or both colours of
+/// `colormap`'s table one step apart, in at most 1% of the pixels (a bias, not rounding, would
+/// move far more). Why a step: Vulkan lets a shader's division be off by 2.5 ULP (SPIR-V's
+/// precision table); NVIDIA's driver uses that freedom where lavapipe rounds correctly, so a
+/// normalized value within that of a step boundary takes the neighbouring entry (seen on an
+/// H200, 2026-12-04). Labels and ticks are not table colours: they must match exactly.
+/// Returns how many pixels were one step apart.
+pub fn assert_figures_within_a_step(
+    gpu: &[u8],
+    cpu: &[u8],
+    colormap: attnviz::Colormap,
+    what: &str,
+) -> usize {
+    assert_eq!(gpu.len(), cpu.len(), "{what}: figure sizes differ");
+    let lut = colormap.packed();
+    let mut off = 0;
+    for (i, (g, c)) in gpu.chunks_exact(4).zip(cpu.chunks_exact(4)).enumerate() {
+        if g == c {
+            continue;
+        }
+        let word = |p: &[u8]| u32::from_le_bytes([p[0], p[1], p[2], p[3]]);
+        let (gi, ci) = (indices_of(word(g), &lut), indices_of(word(c), &lut));
+        let close = gi.iter().any(|&a| ci.iter().any(|&b| a.abs_diff(b) <= 1));
+        assert!(
+            close,
+            "{what}: pixel {i}: GPU {g:?} and CPU {c:?} are not one {colormap:?} step apart"
+        );
+        off += 1;
+    }
+    let pixels = gpu.len() / 4;
+    assert!(
+        off * 100 <= pixels,
+        "{what}: {off} of {pixels} pixels one step apart (at most 1%)"
+    );
+    if off > 0 {
+        eprintln!("{what}: {off} of {pixels} pixels one LUT step apart");
+    }
+    off
+}
