@@ -432,6 +432,7 @@ fn stored_chunks_match_the_reference(n: usize, window: Option<usize>) {
     use attnviz::source::qk_meta::{CaptureMeta, LayerAttention};
     let Some(mut e) = engine() else { return };
     e.chunk_bytes = 20_000;
+    e.qk_state_bytes = 20_000;
     let (heads, kv_heads, d) = (4, 2, 64);
     let mut rng = common::Rng::new(9);
     let mut tensor = |h: usize, nan: bool| {

@@ -198,6 +198,7 @@ fn figures_from_q_and_k_equal_figures_from_the_materialized_attention() {
     let Some(mut e) = engine() else { return };
     // Small chunks: several blocks of rows per head, blocks that split pooled bins.
     e.chunk_bytes = 40_000;
+    e.qk_state_bytes = 40_000;
     for c in cases() {
         let src = qk(&c);
         let stored = materialize(&e, &src);

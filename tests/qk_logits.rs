@@ -112,6 +112,7 @@ fn the_cpu_twin_draws_scaled_softcapped_logits_and_hides_the_window() {
 fn pooled_logits_from_both_gpu_paths_equal_the_f64_twin() {
     let Some(mut e) = engine() else { return };
     e.chunk_bytes = 30_000;
+    e.qk_state_bytes = 30_000;
     let src = source(Values::Logits);
     let cells = [(0, 0), (0, 1), (1, 0), (1, 1)];
     let options = PoolOptions {

@@ -224,6 +224,7 @@ fn one_pass_pooling_equals_the_stored_block_path_and_the_f64_reference() {
     for chunk in [64 << 20, 160_000] {
         // 160 kB: row blocks of 64 rows and batches of a few heads.
         e.chunk_bytes = chunk;
+        e.qk_state_bytes = chunk;
         for c in cases() {
             if chunk != 64 << 20 && c.nk > 1000 {
                 continue;

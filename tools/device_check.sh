@@ -6,24 +6,27 @@
 #   build.log, test.log            cargo build / cargo test --release (or the packed executables)
 #   bench.txt, bench.json          attnviz bench (every scenario)
 #   numpy.txt, matplotlib.txt      benches/compare_numpy_qk.py, benches/compare_matplotlib.py
-#   sweep-<N>.txt, sweep-<N>.json  bench --only qk-long,qk-model --row-vec4s N for N in $SWEEP
-#                                  (the Q/K row kernel's GPU budget, 32 vec4s, is a guess until
-#                                  this sweep has run on a GPU)
+#   sweep-<i>.txt, sweep-<i>.json  bench --only qk-long,qk-model with the i-th of $SWEEP's
+#                                  ';'-separated argument sets (default: the Q/K budgets around
+#                                  the adapter's defaults: --state-mib, --row-vec4s, 0 being the
+#                                  tiled kernel)
 #   long.txt                       render --q of a 131072-token head, with and without --causal
 # Where the machine has no cargo (a CUDA image), tools/device_pack.sh builds here first and this
 # script unpacks .dev/bins.tar.xz and runs the test executables one by one, from a link at the
 # path they were built in (.dev/built_at); the window tests (viewer) need xvfb-run and are
 # skipped, with a line in test.log, where it is missing.
 # QUICK=1 passes --quick to every bench (a smoke test of this script, not a measurement);
-# SKIP_TESTS=1 skips the tests. The exit status is the first failing step's.
+# SKIP_TESTS=1 skips the tests; SKIP="numpy matplotlib long" skips those steps. The exit status
+# is the first failing step's.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-./device-out}
 mkdir -p "$out"
 quick=()
 [ "${QUICK:-0}" = 1 ] && quick=(--quick)
-sweep=${SWEEP:-16 32 64}
+sweep=${SWEEP:---state-mib 64;--state-mib 2048;--row-vec4s 0;--row-vec4s 16;--row-vec4s 64}
 status=0
+wanted() { [[ " ${SKIP:-} " != *" $1 "* ]] && [ -z "${QUICK_ONLY:-}" ]; }
 step() {
     local name=$1 limit=$2
     shift 2
@@ -70,22 +73,27 @@ fi
 } >"$out/info.txt"
 cat "$out/info.txt"
 step bench 300 bash -c "'$bin' bench ${quick[*]} --json '$out/bench.json' >'$out/bench.txt' 2>&1"
+i=0
+IFS=';' read -ra sets <<<"$sweep"
+for set in "${sets[@]}"; do
+    i=$((i + 1))
+    step "sweep $i ($set)" 200 bash -c "'$bin' bench ${quick[*]} --only qk-long,qk-model $set \
+        --json '$out/sweep-$i.json' >'$out/sweep-$i.txt' 2>&1"
+done
 if [ "${SKIP_TESTS:-0}" != 1 ]; then
     step test 600 bash -c '"$@" >"'"$out"'/test.log" 2>&1' _ "${tests[@]}"
     grep -h "^test result\|FAILED\|panicked\|skipped" "$out/test.log" | sort | uniq -c | sort -rn | head -20
 fi
-if [ -z "${QUICK_ONLY:-}" ]; then
+if wanted numpy; then
     step numpy 300 bash -c "python3 benches/compare_numpy_qk.py --attnviz '$bin' --runs 3 \
         --np-runs 2 >'$out/numpy.txt' 2>&1"
+fi
+if wanted matplotlib; then
     step matplotlib 300 bash -c "'$bin' synth --seq 2048 --layers 8 --heads 8 --dtype f32 \
         --seed 1 -o /tmp/grid.npy >/dev/null && python3 benches/compare_matplotlib.py \
         /tmp/grid.npy --attnviz '$bin' --runs 3 >'$out/matplotlib.txt' 2>&1"
 fi
-for n in $sweep; do
-    step "sweep $n" 200 bash -c "'$bin' bench ${quick[*]} --only qk-long,qk-model --row-vec4s $n \
-        --json '$out/sweep-$n.json' >'$out/sweep-$n.txt' 2>&1"
-done
-if [ -z "${QUICK_ONLY:-}" ]; then
+if wanted long; then
     step long 300 bash -c "
         '$bin' synth-qk --seq 131072 --dim 64 --dtype f32 --seed 1 -o /tmp/qk-131k.safetensors
         for m in '' --causal; do

@@ -51,10 +51,11 @@ pub fn on_backend<T>(
     match engine {
         Ok(engine) => {
             let chunk = CHUNK_BYTES.load(Ordering::Relaxed);
-            engine.chunk_bytes = if chunk > 0 {
-                chunk
+            // (tests shrink both: upload chunks, and the Q/K path's rows per chunk)
+            (engine.chunk_bytes, engine.qk_state_bytes) = if chunk > 0 {
+                (chunk, chunk)
             } else {
-                attnviz::pool::CHUNK_TARGET
+                (attnviz::pool::CHUNK_TARGET, engine.gpu.qk_state_bytes)
             };
             Ok((gpu(engine)?, engine.gpu.info.name.clone(), None))
         }

@@ -308,9 +308,14 @@ pub struct BenchArgs {
     pub only: Vec<String>,
     /// Q/K row kernel: the query vec4s an invocation may hold (its rows × d / 4), instead of
     /// the adapter's default (32 on GPUs, 128 on CPU adapters): for measuring the row counts
-    /// on a new device.
-    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    /// on a new device; 0: no row kernel, the tiled kernel at every head width.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(0..=1024))]
     pub row_vec4s: Option<u32>,
+    /// Q/K one-pass path: MiB of per-(row, pooled column) states per chunk of rows (the rows
+    /// a score dispatch runs in parallel), instead of the adapter's default (512 on GPUs, 64
+    /// on CPU adapters).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=65536))]
+    pub state_mib: Option<u64>,
     /// Q/K row kernel: keys a subgroup step shares (4 or 8, at most the adapter's subgroup
     /// width; 0: every lane loads every key), instead of the adapter's default.
     #[arg(long, value_parser = ["0", "4", "8"])]

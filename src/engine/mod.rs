@@ -74,6 +74,9 @@ pub struct Engine {
     pub gpu: Gpu,
     /// Upload chunk size in bytes (tests shrink it to exercise blocks that split bins).
     pub chunk_bytes: u64,
+    /// Bytes the one-pass Q/K path's states take per chunk of rows: its parallelism on a GPU
+    /// ([`Gpu::qk_state_bytes`], which it starts from; tests shrink it to force row chunks).
+    pub qk_state_bytes: u64,
     /// Called with (bytes consumed, bytes in total) as input is pooled.
     pub progress: Option<Box<dyn Fn(u64, u64) + Send + Sync>>,
     /// Largest texture side export draws at once (tests shrink it to force tiles).
@@ -108,6 +111,7 @@ impl Engine {
             limits: LimitsPipeline::default(),
             tile_limit: 8192,
             chunk_bytes: crate::pool::CHUNK_TARGET,
+            qk_state_bytes: gpu.qk_state_bytes,
             progress: None,
             gpu,
         }
@@ -152,6 +156,7 @@ impl Engine {
             geometry,
             options,
             chunk_bytes: self.chunk_bytes,
+            state_bytes: self.qk_state_bytes,
             progress: self.progress.as_deref(),
             patterns,
         };

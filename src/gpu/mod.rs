@@ -28,11 +28,24 @@ pub struct Gpu {
     /// spills land in L1 and each key's load is a per-lane gather plus broadcasts that cost
     /// more than the arithmetic they feed (measured on llvmpipe: d = 64, 4 rows a lane 20%
     /// faster than 2 and 27% than 1, 8 rows (4 keys a step) 20% faster than 4 rows (8 keys);
-    /// d = 128, 4 rows 20% faster than 2). Tests set it to compare the row counts.
+    /// d = 128, 4 rows 20% faster than 2). Tests set it to compare the row counts; 0 turns the
+    /// row kernel off (the tiled kernel takes every head width).
     pub row_vec4s: u32,
+    /// Bytes the one-pass Q/K path's per-(query row, pooled column) states may take for one
+    /// chunk of rows ([`Engine::qk_state_bytes`](crate::Engine) starts from it). A chunk's rows
+    /// are all a score dispatch runs in parallel (one lane per few rows; the keys are walked
+    /// in order), so on a GPU the states must hold enough rows to fill it: at 64 MiB and
+    /// 1024-px cells a chunk is 4096 rows, 2048 lanes, and one 32k head ran at 0.9% of an H200's
+    /// FMA rate (2026-12-04). GPUs: [`GPU_QK_STATE_BYTES`]; CPU adapters: the upload chunk
+    /// target, where two cores need no more rows and fresh memory costs page faults.
+    pub qk_state_bytes: u64,
     /// Set by wgpu when the device is lost (driver reset, GPU removed).
     lost: Arc<Mutex<Option<String>>>,
 }
+
+/// [`Gpu::qk_state_bytes`] on GPUs: 32768 rows of 1024-px cells (16 bytes per row and column),
+/// a whole 32k head in one chunk. Bounded further by the adapter's storage bindings.
+pub const GPU_QK_STATE_BYTES: u64 = 512 << 20;
 
 /// Whether `adapter` reads the chunk textures: every chunk reaches the shaders as a read-only
 /// rgba32uint storage texture (`pool::chunk`), at most three to a shader. Every Vulkan, Metal
@@ -130,10 +143,12 @@ impl Gpu {
                 *flag.lock().expect("device-lost flag") = Some(format!("{reason:?}: {message}"));
             }
         });
-        let row_vec4s = if info.device_type == wgpu::DeviceType::Cpu {
-            128
+        let cpu = info.device_type == wgpu::DeviceType::Cpu;
+        let row_vec4s = if cpu { 128 } else { 32 };
+        let qk_state_bytes = if cpu {
+            crate::pool::CHUNK_TARGET
         } else {
-            32
+            GPU_QK_STATE_BYTES
         };
         Ok(Gpu {
             instance,
@@ -144,6 +159,7 @@ impl Gpu {
             info,
             subgroup_keys,
             row_vec4s,
+            qk_state_bytes,
             lost,
         })
     }

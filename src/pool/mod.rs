@@ -63,6 +63,9 @@ pub(crate) struct PoolRun<'a> {
     pub options: PoolOptions,
     /// Upload chunk size in bytes at most.
     pub chunk_bytes: u64,
+    /// The one-pass Q/K path's per-(row, column) states per chunk of rows, in bytes at most
+    /// ([`Gpu::qk_state_bytes`](crate::Gpu)).
+    pub state_bytes: u64,
     /// Hears (bytes consumed, bytes in total) as input is pooled.
     pub progress: Option<&'a (dyn Fn(u64, u64) + Send + Sync)>,
     /// Pattern statistics to accumulate in the same pass (stored attention only; `None` for

@@ -104,10 +104,13 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `gpu` with the row kernel's budgets that `--row-vec4s` and `--subgroup-keys` set.
+/// `gpu` with the Q/K budgets that `--row-vec4s`, `--subgroup-keys` and `--state-mib` set.
 fn tuned(mut gpu: Gpu, args: &BenchArgs) -> anyhow::Result<Gpu> {
     if let Some(v) = args.row_vec4s {
         gpu.row_vec4s = v;
+    }
+    if let Some(m) = args.state_mib {
+        gpu.qk_state_bytes = m << 20;
     }
     if let Some(k) = &args.subgroup_keys {
         let k: u32 = k.parse().expect("clap checked the value");
@@ -136,9 +139,10 @@ fn row_kernel(gpu: &Gpu) -> String {
         )
         .collect();
     format!(
-        "--row-vec4s {} --subgroup-keys {}: {}",
+        "--row-vec4s {} --subgroup-keys {} --state-mib {}: {}",
         gpu.row_vec4s,
         gpu.subgroup_keys,
+        gpu.qk_state_bytes >> 20,
         shapes.join("; ")
     )
 }

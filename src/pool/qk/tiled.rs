@@ -165,10 +165,12 @@ fn padded(dim: usize) -> (u32, u32) {
 /// Keys per window of the row kernel for `d4` vec4s of head dimension on an adapter whose
 /// uniform bindings hold `max_uniform` bytes: a multiple of 16 keys, so that every window's
 /// offset (a multiple of 256·d4 bytes) meets any adapter's offset alignment (at most 256).
-/// 0 when the row kernel does not apply (wide heads, small uniform bindings).
-fn window_keys(d4: u32, max_uniform: u64) -> u32 {
+/// 0 when the row kernel does not apply (wide heads, small uniform bindings, or an adapter whose
+/// `row_vec4s` is 0: `attnviz bench --row-vec4s 0` measures the tiled kernel at every width).
+fn window_keys(gpu: &Gpu, d4: u32) -> u32 {
+    let max_uniform = gpu.limits.max_uniform_buffer_binding_size;
     let keys = (max_uniform.min(MAX_WINDOW_BYTES) / (u64::from(d4) * 16)) as u32 / 16 * 16;
-    if d4 > MAX_ROWS_D4 {
+    if d4 > MAX_ROWS_D4 || gpu.row_vec4s == 0 {
         0
     } else {
         keys
@@ -279,8 +281,7 @@ impl std::fmt::Display for RowKernelShape {
 /// [`Gpu::subgroup_keys`]); `None` where those heads take the tiled kernel instead.
 pub fn row_kernel_shape(gpu: &Gpu, dim: usize) -> Option<RowKernelShape> {
     let (d4, _) = padded(dim);
-    (window_keys(d4, gpu.limits.max_uniform_buffer_binding_size) > 0)
-        .then(|| RowKernelShape::new(gpu, d4))
+    (window_keys(gpu, d4) > 0).then(|| RowKernelShape::new(gpu, d4))
 }
 
 /// The one-pass shader for `d4` vec4s of head dimension, staged `slice` at a time by the tiled
@@ -604,7 +605,7 @@ impl Cuts {
     fn new(gpu: &Gpu, src: &QkSource, run: &PoolRun<'_>, output: Output) -> Cuts {
         let materialize = output != Output::Pooled;
         let (d4, slice) = padded(src.dim());
-        let window = window_keys(d4, gpu.limits.max_uniform_buffer_binding_size);
+        let window = window_keys(gpu, d4);
         let rows = src.rows().len();
         let pooled_w = run.geometry.pooled_w as usize;
         // (Q, the states and the row lse are also read through textures: one of those holds
@@ -614,10 +615,10 @@ impl Cuts {
         // (at least the 16 keys the row kernel's binding declares when it is not used)
         let k_rows = src.all_keys().next_multiple_of(window.max(16) as usize);
         let head_k = (k_rows * d4 as usize * 16) as u64;
-        // The per-(row, pooled column) states take at most an upload chunk's bytes (but always
-        // one workgroup's rows of one head).
+        // The per-(row, pooled column) states take at most the run's state bytes (but always
+        // one workgroup's rows of one head): the rows of a chunk are a score dispatch's lanes.
         let inter_cap = run
-            .chunk_bytes
+            .state_bytes
             .min(max_binding)
             .max((TQ * pooled_w * 16) as u64);
         let batch = if materialize { 1 } else { MAX_BATCH }
@@ -1193,7 +1194,7 @@ pub(crate) fn pool_into(
 pub(crate) fn materializes(gpu: &Gpu, src: &QkSource, geometry: CellGeometry) -> bool {
     let (d4, _) = padded(src.dim());
     applies(gpu, src, geometry)
-        && window_keys(d4, gpu.limits.max_uniform_buffer_binding_size) > 0
+        && window_keys(gpu, d4) > 0
         && probability_rows(gpu, src.all_keys()) >= TQ
 }
 
@@ -1301,6 +1302,7 @@ impl<'a> RowReader<'a> {
             geometry,
             options: Default::default(),
             chunk_bytes: crate::pool::CHUNK_TARGET,
+            state_bytes: gpu.qk_state_bytes,
             progress: None,
             patterns: None,
         };
