@@ -447,23 +447,29 @@ fn bench_takes_and_reports_the_row_kernel_budgets() {
             "--only",
             "qk-long",
             "--row-vec4s",
-            "32",
+            "64",
             "--subgroup-keys",
             "0",
+            "--state-mib",
+            "64",
         ],
     );
     assert!(o.status.success(), "{}", stderr(&o));
     let out = String::from_utf8_lossy(&o.stdout);
-    let line = "row kernel with --row-vec4s 32 --subgroup-keys 0: d = 64 (qk-long): 2 query rows \
-                a lane, every key loaded by every lane; d = 128 (qk-model): 1 query row a lane, \
-                every key loaded by every lane";
+    let line = "row kernel with --row-vec4s 64 --subgroup-keys 0 --state-mib 64: d = 64 \
+                (qk-long): 4 query rows a lane, every key loaded by every lane; d = 128 \
+                (qk-model): 2 query rows a lane, every key loaded by every lane";
     assert!(out.contains(line), "{out}");
     let body = std::fs::read_to_string(&json).unwrap();
     assert!(
-        body.contains(r#""row_kernel":"--row-vec4s 32 --subgroup-keys 0: d = 64 (qk-long): 2 "#),
+        body.contains(r#""row_kernel":"--row-vec4s 64 --subgroup-keys 0 --state-mib 64: d = 64"#),
         "{body}"
     );
-    for bad in [["--subgroup-keys", "3"], ["--row-vec4s", "0"]] {
+    for bad in [
+        ["--subgroup-keys", "3"],
+        ["--row-vec4s", "1025"],
+        ["--state-mib", "0"],
+    ] {
         let o = attnviz(&["bench", "--only", "qk-long", bad[0], bad[1]]);
         assert_eq!(o.status.code(), Some(2), "{bad:?}: {}", stderr(&o));
     }

@@ -488,6 +488,7 @@ fn stored_chunks_match_the_reference(n: usize, window: Option<usize>) {
         // The row kernel's shape on this adapter, and one row a lane (the widest subgroup step,
         // 8 keys on 8 lanes, as GPUs take d = 64) where it has subgroups.
         let (budget, shared) = (e.gpu.row_vec4s, e.gpu.subgroup_keys);
+        e.gpu.row_min_rows = 1;
         let d4 = (d / 4) as u32;
         for vec4s in [budget, d4]
             .into_iter()

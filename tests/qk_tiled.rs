@@ -14,6 +14,7 @@ mod common;
 use attnviz::engine::qk_rows::GpuRows;
 use attnviz::pool::accum::Accum;
 use attnviz::pool::geometry::CellGeometry;
+use attnviz::pool::qk::row_kernel_shape;
 use attnviz::pool::{Causal, PoolOptions};
 use attnviz::source::qk::{QkOptions, QkSource};
 use attnviz::source::ArraySource;
@@ -318,6 +319,8 @@ fn the_subgroup_step_and_the_plain_step_give_the_same_bits() {
     // One row per invocation keeps the adapter's widest step (8 keys where its subgroups have
     // 8 lanes); the adapter's own row budget may take 8 rows and then 4 keys a step.
     let budget = e.gpu.row_vec4s;
+    // (one row a lane is the row kernel on every adapter here, not the tiled one)
+    e.gpu.row_min_rows = 1;
     for c in cases().into_iter().filter(|c| c.d <= 128) {
         let p = Pooling::of(&c);
         let d4 = c.d.div_ceil(4) as u32;
@@ -348,6 +351,7 @@ fn every_row_count_per_invocation_gives_the_same_bits() {
     // counts are not multiples of a workgroup's rows.
     let Some(mut e) = engine() else { return };
     let budget = e.gpu.row_vec4s;
+    e.gpu.row_min_rows = 1;
     for c in cases().into_iter().filter(|c| c.d <= 128) {
         let p = Pooling::of(&c);
         let s = p.src.shape();
@@ -378,4 +382,21 @@ fn every_row_count_per_invocation_gives_the_same_bits() {
         }
     }
     e.gpu.row_vec4s = budget;
+}
+
+/// Which kernel a head width takes: the row kernel where a lane holds at least
+/// `Gpu::row_min_rows` query rows of it (GPUs ask for 2: one row a lane lost to the tiled
+/// kernel on an H200), the tiled kernel otherwise and wherever the row budget is 0.
+#[test]
+fn a_lane_of_fewer_rows_than_the_adapter_asks_takes_the_tiled_kernel() {
+    let Some(mut e) = engine() else { return };
+    let gpu = &mut e.gpu;
+    (gpu.row_vec4s, gpu.row_min_rows) = (32, 2);
+    assert_eq!(row_kernel_shape(gpu, 128), None);
+    assert_eq!(row_kernel_shape(gpu, 64).map(|s| s.rows), Some(2));
+    gpu.row_min_rows = 1;
+    assert_eq!(row_kernel_shape(gpu, 128).map(|s| s.rows), Some(1));
+    gpu.row_vec4s = 0;
+    assert_eq!(row_kernel_shape(gpu, 64), None);
+    assert_eq!(row_kernel_shape(gpu, 256), None);
 }

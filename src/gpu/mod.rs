@@ -36,12 +36,24 @@ pub struct Gpu {
     /// are all a score dispatch runs in parallel (one lane per few rows; the keys are walked
     /// in order), so on a GPU the states must hold enough rows to fill it: at 64 MiB and
     /// 1024-px cells a chunk is 4096 rows, 2048 lanes, and one 32k head ran at 0.9% of an H200's
-    /// FMA rate (2026-12-04). GPUs: [`GPU_QK_STATE_BYTES`]; CPU adapters: the upload chunk
-    /// target, where two cores need no more rows and fresh memory costs page faults.
+    /// FMA rate (2026-12-04); at 512 MiB, 2.2%, 2.7x faster. GPUs: [`GPU_QK_STATE_BYTES`];
+    /// CPU adapters: [`CPU_QK_STATE_BYTES`], where a few cores need no more rows and fresh
+    /// memory costs page faults.
     pub qk_state_bytes: u64,
+    /// The fewest query rows a lane of the Q/K row kernel must hold (from
+    /// [`Gpu::row_vec4s`]) for it to take a head width; narrower budgets take the tiled kernel.
+    /// A lane with one row feeds each key it loads to one row's FMAs: on an H200 the tiled
+    /// kernel (8 × 8 register blocks from workgroup memory) ran d = 128 1.6x faster than one
+    /// row a lane (185 against 118 heads/s, qk-model), and d = 64 at 2 rows a lane as fast as
+    /// it (1290 against 1186 GFLOP/s). GPUs: 2; CPU adapters: 1 (their budget holds 4 rows
+    /// at d = 128 anyway). Tests set 1 to reach the one-row kernel on any adapter.
+    pub row_min_rows: u32,
     /// Set by wgpu when the device is lost (driver reset, GPU removed).
     lost: Arc<Mutex<Option<String>>>,
 }
+
+/// [`Gpu::qk_state_bytes`] on CPU adapters: the upload chunk target (`pool::CHUNK_TARGET`).
+pub const CPU_QK_STATE_BYTES: u64 = 64 << 20;
 
 /// [`Gpu::qk_state_bytes`] on GPUs: 32768 rows of 1024-px cells (16 bytes per row and column),
 /// a whole 32k head in one chunk. Bounded further by the adapter's storage bindings.
@@ -145,10 +157,10 @@ impl Gpu {
         });
         let cpu = info.device_type == wgpu::DeviceType::Cpu;
         let row_vec4s = if cpu { 128 } else { 32 };
-        let qk_state_bytes = if cpu {
-            crate::pool::CHUNK_TARGET
+        let (qk_state_bytes, row_min_rows) = if cpu {
+            (CPU_QK_STATE_BYTES, 1)
         } else {
-            GPU_QK_STATE_BYTES
+            (GPU_QK_STATE_BYTES, 2)
         };
         Ok(Gpu {
             instance,
@@ -160,6 +172,7 @@ impl Gpu {
             subgroup_keys,
             row_vec4s,
             qk_state_bytes,
+            row_min_rows,
             lost,
         })
     }

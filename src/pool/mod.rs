@@ -35,8 +35,8 @@ use crate::source::AttentionSource;
 
 /// Default upper bound on one upload chunk: large enough to amortize a submission, small enough
 /// that two of them stay cheap even on the smallest adapters. The Q/K paths size their blocks
-/// and intermediates by it; stored attention read from the host is further capped by
-/// [`UPLOAD_CHUNK_TARGET`].
+/// by it (their one-pass states by `Gpu::qk_state_bytes`, this much on CPU adapters); stored
+/// attention read from the host is further capped by [`UPLOAD_CHUNK_TARGET`].
 pub const CHUNK_TARGET: u64 = 64 << 20;
 /// Upper bound on one host upload chunk of stored attention (rows read into mapped slots, two
 /// of them): large enough to amortize a submission (a 1 GiB input is 64 of them), small enough

@@ -142,9 +142,9 @@ impl Kernels {
 }
 
 /// What one shader module of the one-pass path is built for: the padded head dimension in
-/// vec4s, the row kernel's rows per invocation and keys per subgroup step, and whether
-/// `prob_rows` stores into a chunk texture.
-type ModuleKey = (u32, u32, u32, bool);
+/// vec4s, the row kernel's window of keys (0: the tiled kernel), rows per invocation and keys
+/// per subgroup step, and whether `prob_rows` stores into a chunk texture.
+type ModuleKey = (u32, u32, u32, u32, bool);
 
 /// The one-pass kernels, compiled on first use for each padded head dimension.
 #[derive(Default)]
@@ -165,12 +165,14 @@ fn padded(dim: usize) -> (u32, u32) {
 /// Keys per window of the row kernel for `d4` vec4s of head dimension on an adapter whose
 /// uniform bindings hold `max_uniform` bytes: a multiple of 16 keys, so that every window's
 /// offset (a multiple of 256·d4 bytes) meets any adapter's offset alignment (at most 256).
-/// 0 when the row kernel does not apply (wide heads, small uniform bindings, or an adapter whose
-/// `row_vec4s` is 0: `attnviz bench --row-vec4s 0` measures the tiled kernel at every width).
+/// 0 when the row kernel does not apply: wide heads, small uniform bindings, a lane's rows
+/// ([`rows_per_invocation`]) fewer than [`Gpu::row_min_rows`], or no row budget at all
+/// (`attnviz bench --row-vec4s 0` measures the tiled kernel at every width).
 fn window_keys(gpu: &Gpu, d4: u32) -> u32 {
     let max_uniform = gpu.limits.max_uniform_buffer_binding_size;
     let keys = (max_uniform.min(MAX_WINDOW_BYTES) / (u64::from(d4) * 16)) as u32 / 16 * 16;
-    if d4 > MAX_ROWS_D4 || gpu.row_vec4s == 0 {
+    let rows = rows_per_invocation(d4, gpu.row_vec4s);
+    if d4 > MAX_ROWS_D4 || gpu.row_vec4s == 0 || rows < gpu.row_min_rows {
         0
     } else {
         keys
@@ -455,7 +457,7 @@ impl TiledPipelines {
             ..
         } = *cuts;
         let mut map = self.by_dim.lock().expect("qk_pool pipelines");
-        map.entry((d4, rows, shared, probs_texture))
+        map.entry((d4, window, rows, shared, probs_texture))
             .or_insert_with(|| {
                 use Binding::*;
                 // params, Q, K, head table, key bins, column edges, row edges; then the
