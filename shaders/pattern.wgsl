@@ -36,6 +36,11 @@ struct Piece {
     // the head's index in its group
     cell: u32,
     y_end: u32,
+    // elements from one row's start to the next's in the chunk
+    stride: u32,    // (to 64 bytes: a uniform array's stride is a multiple of 16)
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 // Keep in sync with `HeadSums` in src/pool/pattern_gpu.rs.
@@ -370,7 +375,7 @@ fn pattern_profiles(@builtin(global_invocation_id) gid: vec3<u32>) {
         let end = min(piece.row_count, (q0 / params.block + 1u) * params.block - piece.row_start);
         for (; i < min(end, hidden); i++) {
             scratch[diag_base + (piece.row_max_base + i) * groups + g] = 0.0;
-            e += params.keys;
+            e += piece.stride;
         }
         for (; i < end; i++) {
             var v = keys16(e, k0, aligned);
@@ -404,7 +409,7 @@ fn pattern_profiles(@builtin(global_invocation_id) gid: vec3<u32>) {
                 vec4<f32>(db.w, dc.x, dc.y, dc.z),
                 vec4<f32>(dc.w, dd.x, dd.y, dd.z),
             );
-            e += params.keys;
+            e += piece.stride;
         }
         column.a += part.a;
         column.b += part.b;

@@ -39,6 +39,12 @@ struct Piece {
     cell: u32,
     // one past the last pooled row the block touches
     y_end: u32,
+    // elements from one row's start to the next's: K, or more where a producer pads its rows
+    // (src/pool/dispatch.rs, `Ingest::pool_in_texture`); those past K are never read
+    stride: u32,    // (to 64 bytes: a uniform array's stride is a multiple of 16)
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 
 const DTYPE_F32: u32 = 0u;
@@ -170,7 +176,7 @@ fn row_max_word(st: ptr<function, RowMax>, v: vec4<u32>, e: u32) {
 // it in `row_maxima_wide`.
 fn row_max_strided(r: u32, first: u32, step: u32) -> f32 {
     let shift = elem_shift();
-    let row_base = piece.elem_offset + r * piece.keys;
+    let row_base = piece.elem_offset + r * piece.stride;
     var st = RowMax(piece.row_start + r, row_base, (FLAGS & FLAG_CAUSAL) != 0u, -F32_MAX);
     let w1 = (row_base + piece.keys - 1u) >> shift;
     for (var w = (row_base >> shift) + first; w <= w1; w += step) {
@@ -376,7 +382,7 @@ fn pool(@builtin(global_invocation_id) gid: vec3<u32>) {
     let shift = elem_shift();
     for (var q = r0; q < r1; q++) {
         let r = q - piece.row_start;
-        let row_base = piece.elem_offset + r * piece.keys;
+        let row_base = piece.elem_offset + r * piece.stride;
         run.first = row_base + c0;
         run.diagonal = i32(row_base) + i32(q) + piece.causal_offset;
         // (a piece without a window masks nothing)

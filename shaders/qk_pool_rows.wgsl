@@ -272,7 +272,7 @@ fn pool_row_lse(@builtin(global_invocation_id) gid: vec3<u32>) {
 // units). Keys a row does not see get 0, as in the two-pass path, except those no row of the
 // workgroup sees, which are never visited: keys past the diagonal, which every pass reading
 // the chunk masks, and keys before a sliding window, for which the host clears `probs` before
-// the chunk. Row i of the chunk starts at element i * keys.
+// the chunk. Row i of the chunk starts at element i * prob_stride().
 //
 // Where they go: `probs` and `store4` below, a storage buffer (read back as it is, or copied
 // into the pool pass's chunk texture); or, substituted for the lines between the @PROBS_OUT
@@ -290,6 +290,11 @@ fn prob4(raw: vec4<f32>, seen: vec4<bool>, lse: f32) -> vec4<f32> {
 
 // @PROBS_OUT {
 @group(0) @binding(14) var<storage, read_write> probs: array<f32>;
+
+// Elements from one row's start to the next's: the keys (rows read back as they are).
+fn prob_stride() -> u32 {
+    return params.keys;
+}
 
 // Keys j..j + 3 of the row starting at `base`, those before `end` (the next window's, or the
 // next row's, are not this step's).
@@ -325,7 +330,7 @@ fn prob_rows(
         lse[h] = row_lse[z * params.inter_rows + sp.i[h]].x;
         rl[h] = max(lo_wg, first_visible(r));
         rh[h] = min(hi_wg, visible(r));
-        base[h] = sp.i[h] * params.keys;
+        base[h] = sp.i[h] * prob_stride();
     }
     // (from a multiple of 4: the keys before lo_wg are 0 for every row, seen by none, and a
     // texel of the chunk texture is 4 keys; windows start on a multiple of 16)

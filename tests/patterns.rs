@@ -414,25 +414,30 @@ fn qk_statistics_match_the_twin_on_materialized_rows() {
 /// texture.
 #[test]
 fn qk_statistics_from_stored_chunks_match_the_reference() {
-    stored_chunks_match_the_reference(301, Some(50));
+    stored_chunks_match_the_reference(301, Some(50), false);
+    // (no sliding window, the adapter's way: into a buffer copied into the chunk texture)
+    stored_chunks_match_the_reference(324, None, false);
 }
 
 /// The same where the row kernel writes the probabilities straight into the chunk texture the
-/// pool pass reads (`shaders/qk_probs_texture.wgsl`: keys a multiple of four, no sliding
-/// window): 324 keys, the last 223 rows (a row ends halfway through an 8-key step, whose
-/// second texel must then not be written: it is the next row's).
+/// pool pass reads (`shaders/qk_probs_texture.wgsl`, no sliding window): 324 keys, the last
+/// 223 rows (a row ends halfway through an 8-key step, whose second texel must then not be
+/// written: it is the next row's); and 323 keys, whose rows the texture holds 324 elements
+/// apart (the row's last texel carries one padding element, which no reader takes).
 #[test]
 fn qk_statistics_written_into_the_chunk_texture_match_the_reference() {
-    stored_chunks_match_the_reference(324, None);
+    stored_chunks_match_the_reference(324, None, true);
+    stored_chunks_match_the_reference(323, None, true);
 }
 
-/// `n` tokens; `window`: layer 0's sliding window.
-fn stored_chunks_match_the_reference(n: usize, window: Option<usize>) {
+/// `n` tokens; `window`: layer 0's sliding window; `in_texture`: `Gpu::probs_in_texture`.
+fn stored_chunks_match_the_reference(n: usize, window: Option<usize>, in_texture: bool) {
     use attnviz::source::qk::{QkOptions, QkSource};
     use attnviz::source::qk_meta::{CaptureMeta, LayerAttention};
     let Some(mut e) = engine() else { return };
     e.chunk_bytes = 20_000;
     e.qk_state_bytes = 20_000;
+    e.gpu.probs_in_texture = in_texture;
     let (heads, kv_heads, d) = (4, 2, 64);
     let mut rng = common::Rng::new(9);
     let mut tensor = |h: usize, nan: bool| {

@@ -47,3 +47,23 @@ fn shaders_validate() {
         }
     }
 }
+
+/// The pool and pattern passes read `PieceParams` (src/pool/pipelines.rs, 64 bytes, which its
+/// unit test pins) as `Piece` from a uniform array: a field added on one side only, or a
+/// struct left short of the 16-byte array stride, shifts every piece after the first.
+#[test]
+fn piece_struct_is_the_hosts_64_bytes_in_every_shader() {
+    for (name, src) in attnviz::gpu::shaders::ALL {
+        let module = naga::front::wgsl::parse_str(src).unwrap();
+        let Some((handle, _)) = module
+            .types
+            .iter()
+            .find(|(_, t)| t.name.as_deref() == Some("Piece"))
+        else {
+            continue;
+        };
+        let mut layouter = naga::proc::Layouter::default();
+        layouter.update(module.to_ctx()).unwrap();
+        assert_eq!(layouter[handle].size, 64, "{name}: struct Piece");
+    }
+}

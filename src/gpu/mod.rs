@@ -48,6 +48,13 @@ pub struct Gpu {
     /// it (1290 against 1186 GFLOP/s). GPUs: 2; CPU adapters: 1 (their budget holds 4 rows
     /// at d = 128 anyway). Tests set 1 to reach the one-row kernel on any adapter.
     pub row_min_rows: u32,
+    /// Whether the Q/K statistics' probabilities are written straight into the pool pass's
+    /// chunk texture (a texel of 4 keys per store) rather than into a buffer copied into it.
+    /// Off on every adapter: on llvmpipe the texture's stores gained ~5% of a 32768-token
+    /// statistics run on an AMD EPYC host and lost 24–27% on an Intel Xeon host (2026-12-04:
+    /// 7.45 against 5.70 s causal at 32768 tokens, 3.7 against 2.7 s at 16384), and a GPU's
+    /// copy of the probabilities is cheap either way. Tests turn it on to keep the path right.
+    pub probs_in_texture: bool,
     /// Set by wgpu when the device is lost (driver reset, GPU removed).
     lost: Arc<Mutex<Option<String>>>,
 }
@@ -173,6 +180,7 @@ impl Gpu {
             row_vec4s,
             qk_state_bytes,
             row_min_rows,
+            probs_in_texture: false,
             lost,
         })
     }

@@ -16,8 +16,9 @@ use crate::pool::pipelines::{PieceParams, PoolPipelines};
 enum Resident<'a> {
     /// In a buffer from this byte on: each piece is copied into the ingest's chunk texture.
     Buffer(&'a wgpu::Buffer, u64),
-    /// In a chunk texture from its first word on, read where it is.
-    Texture(&'a wgpu::TextureView),
+    /// In a chunk texture from its first word on, a row every so many elements, read where
+    /// it is.
+    Texture(&'a wgpu::TextureView, usize),
 }
 
 /// The pool pass's bind group: rows read from the chunk texture `chunk` into group `g`'s
@@ -85,6 +86,8 @@ impl Ingest<'_> {
                     as i32,
                 cell: (p.cell % self.per_group) as u32,
                 y_end: bin_of(&self.row_edges, (p.row_start + p.rows - 1) as u32) + 1,
+                stride: p.stride as u32,
+                _pad: [0; 3],
             };
             row_max_base += p.rows as u32;
         }
@@ -187,8 +190,9 @@ impl Ingest<'_> {
     }
 
     /// Pools `rows` rows of `cell` from `row_start` that a producer on the GPU wrote into
-    /// `texture` from its first word on, in the ingest's dtype, row after row (see
-    /// `pool::chunk`): the pool pass and the pattern statistics read them where they are, with
+    /// `texture` from its first word on, in the ingest's dtype, row after row, a row every
+    /// `stride` elements (at least the keys; the elements past them are not read): see
+    /// `pool::chunk`. The pool pass and the pattern statistics read them where they are, with
     /// no copy. Rows pushed before are pooled first.
     pub(crate) fn pool_in_texture(
         &mut self,
@@ -196,16 +200,32 @@ impl Ingest<'_> {
         row_start: usize,
         rows: usize,
         texture: &ChunkTexture,
+        stride: usize,
     ) -> Result<()> {
         self.check_rows(cell, row_start, rows)?;
-        let bytes = (rows * self.row_bytes) as u64;
-        if bytes > texture.capacity() {
-            return Err(Error::BadOption(format!(
-                "resident rows: a {}-byte texture does not hold {bytes} bytes of rows",
+        let bytes = (rows * stride * self.dtype.size()) as u64;
+        let fault = if stride < self.keys {
+            Some(format!(
+                "a row every {stride} elements is shorter than the {} keys",
+                self.keys
+            ))
+        } else if bytes > texture.capacity() {
+            Some(format!(
+                "a {}-byte texture does not hold {bytes} bytes of rows",
                 texture.capacity()
-            )));
+            ))
+        } else {
+            None
+        };
+        if let Some(fault) = fault {
+            return Err(Error::BadOption(format!("resident rows: {fault}")));
         }
-        self.pool_pieces(cell, row_start, rows, Resident::Texture(&texture.view))
+        self.pool_pieces(
+            cell,
+            row_start,
+            rows,
+            Resident::Texture(&texture.view, stride),
+        )
     }
 
     /// The dispatches of `rows` rows of `cell` from `row_start` where `from` holds them, once
@@ -224,7 +244,7 @@ impl Ingest<'_> {
         let g = cell / self.per_group;
         let (bind_group, pattern) = match from {
             Resident::Buffer(..) => (self.bind_group(g), self.pattern_bind_groups.get(g).cloned()),
-            Resident::Texture(view) => (
+            Resident::Texture(view, _) => (
                 pool_bind_group(
                     self.gpu,
                     self.pipes,
@@ -242,7 +262,11 @@ impl Ingest<'_> {
         let mut done = 0;
         while done < rows {
             let n = step.min(rows - done);
-            let start = (done * self.row_bytes) as u64;
+            let stride = match from {
+                Resident::Buffer(..) => self.keys,
+                Resident::Texture(_, stride) => stride,
+            };
+            let start = (done * stride * self.dtype.size()) as u64;
             let mut encoder =
                 self.gpu
                     .device
@@ -259,13 +283,14 @@ impl Ingest<'_> {
                     self.chunk.copy_from(&mut encoder, data, word, len);
                     start - word
                 }
-                Resident::Texture(_) => start,
+                Resident::Texture(..) => start,
             };
             let piece = Piece {
                 cell,
                 row_start: row_start + done,
                 rows: n,
                 offset: offset as usize,
+                stride,
             };
             done += n;
             self.write_params(&[piece]);

@@ -27,6 +27,9 @@ pub(super) struct Piece {
     pub(super) rows: usize,
     /// Byte offset inside the chunk.
     pub(super) offset: usize,
+    /// Elements from one row's start to the next's in the chunk: the keys, or more where a
+    /// producer pads its rows ([`Ingest::pool_in_texture`]).
+    pub(super) stride: usize,
 }
 
 /// What an ingest pools: `cells` heads of `queries` × `keys` entries of `dtype`, each into a
@@ -445,6 +448,7 @@ impl<'g> Ingest<'g> {
                     row_start: row_start + done,
                     rows: n,
                     offset,
+                    stride: self.keys,
                 }),
             }
             // Every piece starts on a 4-byte boundary, so f16 rows are addressable as

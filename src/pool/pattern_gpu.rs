@@ -346,10 +346,11 @@ impl PatternPass {
         bind_group: &wgpu::BindGroup,
     ) {
         let [profiles, blocks, diagonals] = pipes.pipelines(&gpu.device, self.dtype);
-        // Rows on 16-byte words: every row of a piece starts on one when the row length and
+        // Rows on 16-byte words: every row of a piece starts on one when the row stride and
         // the piece's start do.
-        let aligned = (self.keys * self.dtype.size()).is_multiple_of(16)
-            && pieces.iter().all(|p| p.offset.is_multiple_of(16));
+        let aligned = pieces.iter().all(|p| {
+            (p.stride * self.dtype.size()).is_multiple_of(16) && p.offset.is_multiple_of(16)
+        });
         let profiles = if aligned {
             pipes.aligned_profiles(&gpu.device, self.dtype)
         } else {

@@ -32,6 +32,8 @@ pub(super) struct PieceParams {
     pub(super) causal_offset: i32,
     pub(super) cell: u32,
     pub(super) y_end: u32,
+    pub(super) stride: u32,
+    pub(super) _pad: [u32; 3],
 }
 
 /// The pooling pipelines of one dtype and set of flags.
@@ -185,7 +187,7 @@ mod tests {
         assert_eq!(DType::F32.shader_id(), 0);
         assert_eq!(DType::F16.shader_id(), 1);
         assert_eq!(DType::BF16.shader_id(), 2);
-        assert_eq!(std::mem::size_of::<PieceParams>(), 48);
+        assert_eq!(std::mem::size_of::<PieceParams>(), 64);
         assert!(has_upper_triangle(4, 4));
         assert!(!has_upper_triangle(1, 4));
         assert!(has_upper_triangle(2, 4));

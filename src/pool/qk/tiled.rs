@@ -584,23 +584,28 @@ enum Output {
     Exact,
 }
 
-/// Whether stored probabilities of `cells` can go straight into the pool pass's chunk texture:
-/// every texel then holds keys of one row (a row of keys a multiple of 4 starts on a texel;
-/// prob_rows writes whole texels), and no layer has a sliding window (keys before it, which
-/// no row of a workgroup sees, would keep the texture's last chunk: a buffer is cleared before
-/// each chunk instead). Otherwise the probabilities are copied from a buffer (on llvmpipe ~5%
-/// of a 32768-token statistics run: a copy of every probability, and the buffer's memory).
+/// Whether stored probabilities of `cells` can go straight into the pool pass's chunk texture
+/// (rows padded to whole texels, [`texture_stride`]; prob_rows writes whole texels), where the
+/// adapter asks for it ([`Gpu::probs_in_texture`]): where no layer has a sliding window (keys
+/// before it, which no row of a workgroup sees, would keep the texture's last chunk: a buffer
+/// is cleared before each chunk instead). Otherwise the probabilities are copied from a buffer.
 fn stores_in_texture(src: &QkSource, cells: &[(usize, usize)]) -> bool {
-    src.all_keys().is_multiple_of(4)
-        && cells
-            .iter()
-            .all(|&(layer, _)| super::KernelLayer::of(src, layer).window == 0)
+    cells
+        .iter()
+        .all(|&(layer, _)| super::KernelLayer::of(src, layer).window == 0)
 }
 
-/// Rows of `keys` f32 probabilities one binding holds, whole workgroups of rows (0: not one).
+/// Elements from one row's start to the next's in the chunk texture `prob_rows` writes: the
+/// keys rounded up to a whole texel (`prob_stride` in `shaders/qk_probs_texture.wgsl`).
+fn texture_stride(keys: usize) -> usize {
+    keys.next_multiple_of(4)
+}
+
+/// Rows of `keys` f32 probabilities one binding (or chunk texture, its rows padded to a whole
+/// texel) holds, whole workgroups of rows (0: not one).
 fn probability_rows(gpu: &Gpu, keys: usize) -> usize {
     let max_binding = gpu.max_binding().min(max_chunk_bytes(gpu)) as usize;
-    max_binding / (keys.max(1) * 4) / TQ * TQ
+    max_binding / (texture_stride(keys.max(1)) * 4) / TQ * TQ
 }
 
 impl Cuts {
@@ -653,7 +658,9 @@ impl Cuts {
             batch,
             chunk_rows,
             output,
-            probs_texture: output == Output::Stored && stores_in_texture(src, run.cells),
+            probs_texture: output == Output::Stored
+                && gpu.probs_in_texture
+                && stores_in_texture(src, run.cells),
         }
     }
 }
@@ -728,8 +735,13 @@ impl RunBuffers {
         let lse_bytes = (batch * rows * 8).next_multiple_of(16);
         let col_edges = bin_edges(keys, geometry.pooled_w);
         let key_bin: Vec<u32> = (0..keys as u32).map(|k| bin_of(&col_edges, k)).collect();
-        let prob_bytes = (rows * keys as u64 * 4).next_multiple_of(16);
         let in_buffer = cuts.output != Output::Pooled && !cuts.probs_texture;
+        let stride = if in_buffer {
+            keys
+        } else {
+            texture_stride(keys)
+        };
+        let prob_bytes = (rows * stride as u64 * 4).next_multiple_of(16);
         let buffers = RunBuffers {
             params: crate::gpu::buffer(
                 device,
@@ -1256,7 +1268,7 @@ fn pool_run(
             pass.pool_chunk(&bind_group, &batch, start, len);
             if let Some(tex) = &pass.buffers.probs_tex {
                 // (one head per batch)
-                ingest.pool_in_texture(first, start, len, tex)?;
+                ingest.pool_in_texture(first, start, len, tex, texture_stride(keys))?;
             } else if output == Output::Stored {
                 ingest.pool_resident(first, start, len, &pass.buffers.probs, 0)?;
             } else {
@@ -1390,7 +1402,7 @@ mod tests {
     }
 
     #[test]
-    fn probabilities_go_into_the_chunk_texture_only_where_each_texel_is_one_rows() {
+    fn probabilities_go_into_the_chunk_texture_where_no_layer_has_a_window() {
         use crate::source::qk::QkOptions;
         use crate::source::qk_meta::{CaptureMeta, LayerAttention};
         use crate::source::{ArraySource, AttentionSource};
@@ -1415,12 +1427,12 @@ mod tests {
             QkSource::new(tensor(), tensor(), &options).unwrap()
         };
         let both = [(0, 0), (1, 0)];
-        assert!(stores_in_texture(&source(320, None), &both));
-        // a row of 321 keys ends inside a texel
-        assert!(!stores_in_texture(&source(321, None), &both));
+        assert!(stores_in_texture(&source(321, None), &both));
         // keys before layer 1's window are never visited, only cleared in a buffer
         assert!(!stores_in_texture(&source(320, Some(50)), &both));
         assert!(stores_in_texture(&source(320, Some(50)), &[(0, 0)]));
+        // rows of 321 keys start 324 elements apart, on a texel
+        assert_eq!((texture_stride(321), texture_stride(324)), (324, 324));
     }
 
     #[test]
