@@ -38,7 +38,8 @@ pub struct Gpu {
     /// 1024-px cells a chunk is 4096 rows, 2048 lanes, and one 32k head ran at 0.9% of an H200's
     /// FMA rate (2026-12-04); at 512 MiB, 2.2%, 2.7x faster. GPUs: [`GPU_QK_STATE_BYTES`];
     /// CPU adapters: [`CPU_QK_STATE_BYTES`], where a few cores need no more rows and fresh
-    /// memory costs page faults.
+    /// memory costs page faults. Runs that store every probability (statistics, `attnviz
+    /// attention`) keep to the upload chunk's bytes, their probabilities being the larger part.
     pub qk_state_bytes: u64,
     /// The fewest query rows a lane of the Q/K row kernel must hold (from
     /// [`Gpu::row_vec4s`]) for it to take a head width; narrower budgets take the tiled kernel.

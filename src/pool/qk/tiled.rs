@@ -624,8 +624,15 @@ impl Cuts {
         let head_k = (k_rows * d4 as usize * 16) as u64;
         // The per-(row, pooled column) states take at most the run's state bytes (but always
         // one workgroup's rows of one head): the rows of a chunk are a score dispatch's lanes.
-        let inter_cap = run
-            .state_bytes
+        // Runs that store probabilities keep to the upload chunk's bytes as well: their chunk
+        // also holds rows × keys probabilities (twice, with the pool pass's texture copy),
+        // which a GPU's 512 MiB of states would make gigabytes.
+        let state_bytes = if materialize {
+            run.state_bytes.min(run.chunk_bytes)
+        } else {
+            run.state_bytes
+        };
+        let inter_cap = state_bytes
             .min(max_binding)
             .max((TQ * pooled_w * 16) as u64);
         let batch = if materialize { 1 } else { MAX_BATCH }
