@@ -259,13 +259,14 @@ impl Ingest<'_> {
             ),
         };
         let step = self.max_rows_per_fill();
+        // (elements from one row's start to the next's where the rows are)
+        let stride = match from {
+            Resident::Buffer(..) => self.keys,
+            Resident::Texture(_, stride) => stride,
+        };
         let mut done = 0;
         while done < rows {
             let n = step.min(rows - done);
-            let stride = match from {
-                Resident::Buffer(..) => self.keys,
-                Resident::Texture(_, stride) => stride,
-            };
             let start = (done * stride * self.dtype.size()) as u64;
             let mut encoder =
                 self.gpu
