@@ -20,7 +20,7 @@ use attnviz::figure::colorbar::ColorbarSpec;
 use attnviz::figure::layout::Theme;
 use attnviz::source::ArraySource;
 use attnviz::{AttentionSource, Colormap, Norm, Plan, Reduce, RenderOptions};
-use common::{engine, indices_of, random, structured};
+use common::{engine, indices_of, random, structured, within_a_lut_step};
 use ndarray::Array4;
 
 fn lut_steps(a: &[u32], b: &[u32], colormap: Colormap) -> (usize, usize) {
@@ -30,11 +30,7 @@ fn lut_steps(a: &[u32], b: &[u32], colormap: Colormap) -> (usize, usize) {
         if x == y {
             continue;
         }
-        let (ix, iy) = (indices_of(x, &lut), indices_of(y, &lut));
-        let close = ix
-            .iter()
-            .any(|&i| iy.iter().any(|&j| (i as i64 - j as i64).abs() <= 1));
-        if close && !ix.is_empty() {
+        if within_a_lut_step(x, y, &lut) {
             off_by_one += 1;
         } else {
             worse += 1;

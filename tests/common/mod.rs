@@ -73,6 +73,14 @@ pub fn indices_of(color: u32, lut: &[u32; 256]) -> Vec<usize> {
     (0..256).filter(|&i| lut[i] == color).collect()
 }
 
+/// Whether packed colours `a` and `b` are both entries of `lut` at most one index apart.
+pub fn within_a_lut_step(a: u32, b: u32, lut: &[u32; 256]) -> bool {
+    let ib = indices_of(b, lut);
+    indices_of(a, lut)
+        .iter()
+        .any(|&i| ib.iter().any(|&j| i.abs_diff(j) <= 1))
+}
+
 /// `a` and `b` equal, or within `ulps` units in the last place of the larger.
 pub fn ulp_close(a: f32, b: f32, ulps: u32) -> bool {
     a.to_bits() == b.to_bits() || (a - b).abs() <= ulps as f32 * f32::EPSILON * a.abs().max(b.abs())
@@ -100,8 +108,7 @@ pub fn assert_figures_within_a_step(
             continue;
         }
         let word = |p: &[u8]| u32::from_le_bytes([p[0], p[1], p[2], p[3]]);
-        let (gi, ci) = (indices_of(word(g), &lut), indices_of(word(c), &lut));
-        let step = gi.iter().any(|&a| ci.iter().any(|&b| a.abs_diff(b) <= 1));
+        let step = within_a_lut_step(word(g), word(c), &lut);
         let blend = g.iter().zip(c).all(|(a, b)| a.abs_diff(*b) <= 1);
         assert!(
             step || blend,

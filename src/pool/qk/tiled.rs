@@ -743,10 +743,10 @@ impl RunBuffers {
         let col_edges = bin_edges(keys, geometry.pooled_w);
         let key_bin: Vec<u32> = (0..keys as u32).map(|k| bin_of(&col_edges, k)).collect();
         let in_buffer = cuts.output != Output::Pooled && !cuts.probs_texture;
-        let stride = if in_buffer {
-            keys
-        } else {
+        let stride = if cuts.probs_texture {
             texture_stride(keys)
+        } else {
+            keys
         };
         let prob_bytes = (rows * stride as u64 * 4).next_multiple_of(16);
         let buffers = RunBuffers {
