@@ -81,17 +81,18 @@ struct HeadSums {
     bad: [u32; 2],
 }
 
-/// The pattern pipelines: compiled on the first ingest that asks for statistics.
+/// The pattern pipelines: each compiled on the first dispatch that uses it (a pipeline never
+/// used is no start-up time: on lavapipe the profile kernel alone takes about 40 ms).
 #[derive(Default)]
 pub(crate) struct PatternPipelines {
     kernel: OnceLock<Kernel>,
-    /// profiles, blocks, diagonals; per `DType::shader_id`.
-    per_dtype: [OnceLock<[wgpu::ComputePipeline; 3]>; 3],
-    /// profiles for pieces whose rows all start on 16-byte words (`ALIGNED`), per
-    /// `DType::shader_id`: the other read path is left out of the shader, not skipped at run
-    /// time (llvmpipe runs both sides of a branch it cannot prove uniform: a third of the
-    /// statistics' cost on the 1 GiB grid).
-    aligned_profiles: [OnceLock<wgpu::ComputePipeline>; 3],
+    /// blocks, diagonals; per `DType::shader_id`.
+    per_dtype: [OnceLock<[wgpu::ComputePipeline; 2]>; 3],
+    /// profiles, per `DType::shader_id`, and per whether every row of the dispatch's pieces
+    /// starts on a 16-byte word (`ALIGNED`): the other read path is left out of the shader,
+    /// not skipped at run time (llvmpipe runs both sides of a branch it cannot prove uniform:
+    /// a third of the statistics' cost on the 1 GiB grid).
+    profiles: [[OnceLock<wgpu::ComputePipeline>; 2]; 3],
     /// pixels, heads: the reduction of the pixels' sums.
     reduce: OnceLock<[wgpu::ComputePipeline; 2]>,
 }
@@ -120,20 +121,28 @@ impl PatternPipelines {
         })
     }
 
-    fn pipelines(&self, device: &wgpu::Device, dtype: DType) -> &[wgpu::ComputePipeline; 3] {
+    fn pipelines(&self, device: &wgpu::Device, dtype: DType) -> &[wgpu::ComputePipeline; 2] {
         let id = dtype.shader_id();
         self.per_dtype[id as usize].get_or_init(|| {
             let constants = [("DTYPE", id as f64)];
             let kernel = self.kernel(device);
-            ["pattern_profiles", "pattern_blocks", "pattern_diagonals"]
+            ["pattern_blocks", "pattern_diagonals"]
                 .map(|entry| kernel.specialized(device, entry, &constants))
         })
     }
 
-    fn aligned_profiles(&self, device: &wgpu::Device, dtype: DType) -> &wgpu::ComputePipeline {
+    fn profiles(
+        &self,
+        device: &wgpu::Device,
+        dtype: DType,
+        aligned: bool,
+    ) -> &wgpu::ComputePipeline {
         let id = dtype.shader_id();
-        self.aligned_profiles[id as usize].get_or_init(|| {
-            let constants = [("DTYPE", id as f64), ("ALIGNED", 1.0)];
+        self.profiles[id as usize][aligned as usize].get_or_init(|| {
+            let constants = [
+                ("DTYPE", id as f64),
+                ("ALIGNED", f64::from(u8::from(aligned))),
+            ];
             self.kernel(device)
                 .specialized(device, "pattern_profiles", &constants)
         })
@@ -345,17 +354,13 @@ impl PatternPass {
         pieces: &[Piece],
         bind_group: &wgpu::BindGroup,
     ) {
-        let [profiles, blocks, diagonals] = pipes.pipelines(&gpu.device, self.dtype);
         // Rows on 16-byte words: every row of a piece starts on one when the row stride and
         // the piece's start do.
         let aligned = pieces.iter().all(|p| {
             (p.stride * self.dtype.size()).is_multiple_of(16) && p.offset.is_multiple_of(16)
         });
-        let profiles = if aligned {
-            pipes.aligned_profiles(&gpu.device, self.dtype)
-        } else {
-            profiles
-        };
+        let profiles = pipes.profiles(&gpu.device, self.dtype, aligned);
+        let [blocks, diagonals] = pipes.pipelines(&gpu.device, self.dtype);
         let n = pieces.len() as u32;
         pass.set_bind_group(0, bind_group, &[]);
         let groups = self.keys.div_ceil(GROUP_KEYS) as u32;
