@@ -9,7 +9,10 @@ use crate::pool::chunk::ChunkTexture;
 use crate::pool::geometry::bin_of;
 use crate::pool::groups::CellGroup;
 use crate::pool::ingest::{Ingest, PassBuffers, Piece};
+use crate::pool::options::PoolOptions;
+use crate::pool::pattern_gpu::PatternPass;
 use crate::pool::pipelines::{PieceParams, PoolPipelines};
+use crate::source::DType;
 
 /// Where rows already on the GPU are ([`Ingest::pool_resident`], [`Ingest::pool_in_texture`]).
 #[derive(Clone, Copy)]
@@ -96,6 +99,24 @@ impl Ingest<'_> {
             0,
             bytemuck::cast_slice(&self.params[..pieces.len()]),
         );
+    }
+
+    /// What compiles the pipelines the first dispatch of rows with a stride of `stride`
+    /// elements will use (the pool pass's, and the pattern statistics' where the ingest has
+    /// them), for a caller to run on another thread while it compiles its own kernels (a
+    /// driver compiles on the calling thread). Nothing changes if a later dispatch needs
+    /// another variant: that one is compiled when it is recorded.
+    pub(crate) fn pipeline_warmer(&self, stride: usize) -> PipelineWarmer<'_> {
+        PipelineWarmer {
+            gpu: self.gpu,
+            pipes: self.pipes,
+            dtype: self.dtype,
+            options: self.options,
+            window: !self.windows.is_empty(),
+            pattern: self.pattern.as_ref(),
+            // (a dispatch's first piece starts on a word)
+            aligned: (stride * self.dtype.size()).is_multiple_of(16),
+        }
     }
 
     /// Records the row-maxima and pool dispatches of `pieces` (parameters already written),
@@ -333,5 +354,32 @@ impl Ingest<'_> {
             gpu.queue.submit([encoder.finish()]);
         }
         Ok(())
+    }
+}
+
+/// An ingest's pipelines to compile ahead of its first dispatch ([`Ingest::pipeline_warmer`]).
+pub(crate) struct PipelineWarmer<'a> {
+    gpu: &'a Gpu,
+    pipes: &'a PoolPipelines,
+    dtype: DType,
+    options: PoolOptions,
+    window: bool,
+    pattern: Option<&'a PatternPass>,
+    aligned: bool,
+}
+
+impl PipelineWarmer<'_> {
+    pub(crate) fn compile(&self) {
+        let device = &self.gpu.device;
+        self.pipes.specialized(
+            device,
+            self.dtype,
+            self.options,
+            self.window,
+            self.pattern.is_some(),
+        );
+        if let Some(stats) = self.pattern {
+            stats.warm(self.gpu, &self.pipes.pattern, self.aligned);
+        }
     }
 }

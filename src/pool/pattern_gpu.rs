@@ -345,6 +345,12 @@ impl PatternPass {
         )
     }
 
+    /// Compiles the profile pipelines a dispatch of rows (`aligned`: on 16-byte words) uses.
+    pub(super) fn warm(&self, gpu: &Gpu, pipes: &PatternPipelines, aligned: bool) {
+        pipes.profiles(&gpu.device, self.dtype, aligned);
+        pipes.pipelines(&gpu.device, self.dtype);
+    }
+
     /// Records the profile dispatches of `pieces` (their parameters already written).
     pub(super) fn record(
         &self,

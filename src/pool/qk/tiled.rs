@@ -130,11 +130,17 @@ impl Kernels {
                 } else {
                     ("pool_scores", "pool_lse")
                 };
-                Arc::new(Pipes {
-                    scores: p(scores),
-                    lse: p(lse),
-                    fold: p("pool_fold"),
-                    probs: mode.materialize.then(|| p("prob_rows")),
+                // prob_rows beside the others: the two score kernels are most of a fresh
+                // process's compile time, and a driver compiles each on the calling thread.
+                std::thread::scope(|scope| {
+                    let probs = mode.materialize.then(|| scope.spawn(|| p("prob_rows")));
+                    let (scores, lse, fold) = (p(scores), p(lse), p("pool_fold"));
+                    Arc::new(Pipes {
+                        scores,
+                        lse,
+                        fold,
+                        probs: probs.map(|h| h.join().expect("compiling prob_rows")),
+                    })
                 })
             })
             .clone()
@@ -1258,8 +1264,20 @@ fn pool_run(
     let mut pass = OnePass::new(gpu, pipes, src, run, output);
     // The first layer's pipelines now, before any upload: the device does the buffers' first
     // fill meanwhile (a submission waits for the one before it on some drivers, llvmpipe's).
+    // The ingest's pipelines for the stored rows beside them, on another thread.
     if let Some(&(layer, _)) = cells.first() {
-        pass.pipes(layer);
+        let stored = output == Output::Stored;
+        let stride = match &pass.buffers.probs_tex {
+            Some(_) => texture_stride(keys),
+            None => keys,
+        };
+        let warmer = ingest.pipeline_warmer(stride);
+        std::thread::scope(|scope| {
+            if stored {
+                scope.spawn(|| warmer.compile());
+            }
+            pass.pipes(layer);
+        });
     }
     let total = (cells.len() * rows * keys * 4) as u64;
     let mut first = 0;
