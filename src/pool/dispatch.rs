@@ -10,7 +10,6 @@ use crate::pool::geometry::bin_of;
 use crate::pool::groups::CellGroup;
 use crate::pool::ingest::{Ingest, PassBuffers, Piece};
 use crate::pool::options::PoolOptions;
-use crate::pool::pattern_gpu::PatternPass;
 use crate::pool::pipelines::{PieceParams, PoolPipelines};
 use crate::source::DType;
 
@@ -99,24 +98,6 @@ impl Ingest<'_> {
             0,
             bytemuck::cast_slice(&self.params[..pieces.len()]),
         );
-    }
-
-    /// What compiles the pipelines the first dispatch of rows with a stride of `stride`
-    /// elements will use (the pool pass's, and the pattern statistics' where the ingest has
-    /// them), for a caller to run on another thread while it compiles its own kernels (a
-    /// driver compiles on the calling thread). Nothing changes if a later dispatch needs
-    /// another variant: that one is compiled when it is recorded.
-    pub(crate) fn pipeline_warmer(&self, stride: usize) -> PipelineWarmer<'_> {
-        PipelineWarmer {
-            gpu: self.gpu,
-            pipes: self.pipes,
-            dtype: self.dtype,
-            options: self.options,
-            window: !self.windows.is_empty(),
-            pattern: self.pattern.as_ref(),
-            // (a dispatch's first piece starts on a word)
-            aligned: (stride * self.dtype.size()).is_multiple_of(16),
-        }
     }
 
     /// Records the row-maxima and pool dispatches of `pieces` (parameters already written),
@@ -357,6 +338,26 @@ impl Ingest<'_> {
     }
 }
 
+impl<'g> Ingest<'g> {
+    /// What compiles the pipelines the first dispatch of rows with a stride of `stride`
+    /// elements will use (the pool pass's, and the pattern statistics' where the ingest has
+    /// them), for a caller to run on another thread while it compiles its own kernels (a
+    /// driver compiles on the calling thread). Nothing changes if a later dispatch needs
+    /// another variant: that one is compiled when it is recorded.
+    pub(crate) fn pipeline_warmer(&self, stride: usize) -> PipelineWarmer<'g> {
+        PipelineWarmer {
+            gpu: self.gpu,
+            pipes: self.pipes,
+            dtype: self.dtype,
+            options: self.options,
+            window: !self.windows.is_empty(),
+            pattern: self.pattern.is_some(),
+            // (a dispatch's first piece starts on a word)
+            aligned: (stride * self.dtype.size()).is_multiple_of(16),
+        }
+    }
+}
+
 /// An ingest's pipelines to compile ahead of its first dispatch ([`Ingest::pipeline_warmer`]).
 pub(crate) struct PipelineWarmer<'a> {
     gpu: &'a Gpu,
@@ -364,22 +365,19 @@ pub(crate) struct PipelineWarmer<'a> {
     dtype: DType,
     options: PoolOptions,
     window: bool,
-    pattern: Option<&'a PatternPass>,
+    pattern: bool,
     aligned: bool,
 }
 
 impl PipelineWarmer<'_> {
     pub(crate) fn compile(&self) {
         let device = &self.gpu.device;
-        self.pipes.specialized(
-            device,
-            self.dtype,
-            self.options,
-            self.window,
-            self.pattern.is_some(),
-        );
-        if let Some(stats) = self.pattern {
-            stats.warm(self.gpu, &self.pipes.pattern, self.aligned);
+        self.pipes
+            .specialized(device, self.dtype, self.options, self.window, self.pattern);
+        if self.pattern {
+            self.pipes
+                .pattern
+                .warm(&self.gpu.device, self.dtype, self.aligned);
         }
     }
 }

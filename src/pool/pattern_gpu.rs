@@ -148,6 +148,13 @@ impl PatternPipelines {
         })
     }
 
+    /// Compiles the profile pipelines a dispatch of rows of `dtype` (`aligned`: on 16-byte
+    /// words) uses, ahead of it ([`crate::pool::ingest::Ingest::pipeline_warmer`]).
+    pub(super) fn warm(&self, device: &wgpu::Device, dtype: DType, aligned: bool) {
+        self.profiles(device, dtype, aligned);
+        self.pipelines(device, dtype);
+    }
+
     fn reduce(&self, device: &wgpu::Device) -> &[wgpu::ComputePipeline; 2] {
         self.reduce.get_or_init(|| {
             let kernel = self.kernel(device);
@@ -343,12 +350,6 @@ impl PatternPass {
                 self.scratch.as_entire_binding(),
             ],
         )
-    }
-
-    /// Compiles the profile pipelines a dispatch of rows (`aligned`: on 16-byte words) uses.
-    pub(super) fn warm(&self, gpu: &Gpu, pipes: &PatternPipelines, aligned: bool) {
-        pipes.profiles(&gpu.device, self.dtype, aligned);
-        pipes.pipelines(&gpu.device, self.dtype);
     }
 
     /// Records the profile dispatches of `pieces` (their parameters already written).
