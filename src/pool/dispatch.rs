@@ -370,14 +370,14 @@ pub(crate) struct PipelineWarmer<'a> {
 }
 
 impl PipelineWarmer<'_> {
+    /// Compiles them: each at most once per engine (the pipelines are `OnceLock`s, so a
+    /// dispatch that needs one meanwhile waits for it rather than compiling it again).
     pub(crate) fn compile(&self) {
         let device = &self.gpu.device;
         self.pipes
             .specialized(device, self.dtype, self.options, self.window, self.pattern);
         if self.pattern {
-            self.pipes
-                .pattern
-                .warm(&self.gpu.device, self.dtype, self.aligned);
+            self.pipes.pattern.warm(device, self.dtype, self.aligned);
         }
     }
 }

@@ -1266,15 +1266,14 @@ fn pool_run(
     // fill meanwhile (a submission waits for the one before it on some drivers, llvmpipe's).
     // The ingest's pipelines for the stored rows beside them, on another thread.
     if let Some(&(layer, _)) = cells.first() {
-        let stored = output == Output::Stored;
         let stride = match &pass.buffers.probs_tex {
             Some(_) => texture_stride(keys),
             None => keys,
         };
-        let warmer = ingest.pipeline_warmer(stride);
+        let warmer = (output == Output::Stored).then(|| ingest.pipeline_warmer(stride));
         std::thread::scope(|scope| {
-            if stored {
-                scope.spawn(|| warmer.compile());
+            if let Some(w) = &warmer {
+                scope.spawn(|| w.compile());
             }
             pass.pipes(layer);
         });
