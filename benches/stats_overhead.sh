@@ -29,6 +29,8 @@ seconds() {
     local TIMEFORMAT='%R %U %S'
     { time "$attnviz" "$@" --quiet >/dev/null 2>&1; } 2>&1
 }
+# (awk, not bc: a GPU machine's image may lack bc)
+add() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a + b }'; }
 median() { printf '%s\n' "$@" | sort -g | awk '{v[NR]=$1} END {print (NR % 2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'; }
 report() {
     local what=$1
@@ -39,7 +41,7 @@ report() {
     mb=$(median "${b[@]}")
     echo "  $what render:               ${a[*]} s (median $ma)"
     echo "  $what render --stats-json:  ${b[*]} s (median $mb)"
-    echo "  $what ratio of medians: $(echo "scale=2; $mb / $ma" | bc)"
+    echo "  $what ratio of medians: $(awk -v a="$ma" -v b="$mb" 'BEGIN { printf "%.2f", b / a }')"
 }
 # measure NAME RENDER-ARGS...: one untimed run of each (the page cache and the shader cache
 # warm), then N of each, alternating
@@ -52,10 +54,10 @@ measure() {
     for _ in $(seq "$n"); do
         read -r w u s < <(seconds render "$@" -o "$out/a.png")
         plain+=("$w")
-        plain_cpu+=("$(echo "$u + $s" | bc)")
+        plain_cpu+=("$(add "$u" "$s")")
         read -r w u s < <(seconds render "$@" -o "$out/b.png" --stats-json "$out/s.json")
         stats+=("$w")
-        stats_cpu+=("$(echo "$u + $s" | bc)")
+        stats_cpu+=("$(add "$u" "$s")")
     done
     echo "$name"
     report wall plain stats

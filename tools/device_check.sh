@@ -11,12 +11,14 @@
 #                                  the adapter's defaults: --state-mib, --row-vec4s, 0 being the
 #                                  tiled kernel)
 #   long.txt                       render --q of a 131072-token head, with and without --causal
+#   stats.txt                      benches/stats_overhead.sh 3: render with and without
+#                                  --stats-json (issue 17's 10%), the grid and a 32k Q/K head
 # Where the machine has no cargo (a CUDA image), tools/device_pack.sh builds here first and this
 # script unpacks .dev/bins.tar.xz and runs the test executables one by one, from a link at the
 # path they were built in (.dev/built_at); the window tests (viewer) need xvfb-run and are
 # skipped, with a line in test.log, where it is missing.
 # QUICK=1 passes --quick to every bench (a smoke test of this script, not a measurement);
-# SKIP_TESTS=1 skips the tests; SKIP="numpy matplotlib long" skips those steps. The exit status
+# SKIP_TESTS=1 skips the tests; SKIP="numpy matplotlib long stats" skips those steps. The exit status
 # is the first failing step's.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -103,9 +105,13 @@ if wanted long; then
             done
         done >'$out/long.txt' 2>&1"
 fi
+if wanted stats; then
+    step stats 300 bash -c "ATTNVIZ='$bin' GRID=/tmp/grid.npy bash benches/stats_overhead.sh 3 \
+        >'$out/stats.txt' 2>&1"
+fi
 echo "== summary"
 cat "$out/steps.txt"
 grep -h "fma\|qk-\|export-grid" "$out/bench.txt" 2>/dev/null
 grep -h "^row kernel\|^qk-" "$out"/sweep-*.txt 2>/dev/null
-tail -n 12 "$out/numpy.txt" "$out/matplotlib.txt" "$out/long.txt" 2>/dev/null
+tail -n 12 "$out/numpy.txt" "$out/matplotlib.txt" "$out/long.txt" "$out/stats.txt" 2>/dev/null
 exit $status
