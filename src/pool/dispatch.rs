@@ -10,6 +10,7 @@ use crate::pool::geometry::bin_of;
 use crate::pool::groups::CellGroup;
 use crate::pool::ingest::{Ingest, PassBuffers, Piece};
 use crate::pool::options::PoolOptions;
+use crate::pool::pattern_gpu::rows_on_words;
 use crate::pool::pipelines::{PieceParams, PoolPipelines};
 use crate::source::DType;
 
@@ -353,7 +354,7 @@ impl<'g> Ingest<'g> {
             window: !self.windows.is_empty(),
             pattern: self.pattern.is_some(),
             // (a dispatch's first piece starts on a word)
-            aligned: (stride * self.dtype.size()).is_multiple_of(16),
+            aligned: rows_on_words(stride, self.dtype, 0),
         }
     }
 }

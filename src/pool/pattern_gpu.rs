@@ -361,11 +361,9 @@ impl PatternPass {
         pieces: &[Piece],
         bind_group: &wgpu::BindGroup,
     ) {
-        // Rows on 16-byte words: every row of a piece starts on one when the row stride and
-        // the piece's start do.
-        let aligned = pieces.iter().all(|p| {
-            (p.stride * self.dtype.size()).is_multiple_of(16) && p.offset.is_multiple_of(16)
-        });
+        let aligned = pieces
+            .iter()
+            .all(|p| rows_on_words(p.stride, self.dtype, p.offset));
         let profiles = pipes.profiles(&gpu.device, self.dtype, aligned);
         let [blocks, diagonals] = pipes.pipelines(&gpu.device, self.dtype);
         let n = pieces.len() as u32;
@@ -460,4 +458,11 @@ impl PatternPass {
         }
         s
     }
+}
+
+/// Whether every row of a piece starts on a 16-byte word (the profile kernel's `ALIGNED`
+/// variant reads it a word at a time): when the row stride (elements of `dtype`) and the
+/// piece's byte offset in the chunk both keep to words.
+pub(super) fn rows_on_words(stride: usize, dtype: DType, offset: usize) -> bool {
+    (stride * dtype.size()).is_multiple_of(16) && offset.is_multiple_of(16)
 }

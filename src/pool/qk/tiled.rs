@@ -615,6 +615,16 @@ fn probability_rows(gpu: &Gpu, keys: usize) -> usize {
 }
 
 impl Cuts {
+    /// Elements from one stored row's start to the next's in `probs` or `probs_tex`: the keys,
+    /// padded to a whole texel in the texture ([`texture_stride`]).
+    fn prob_stride(&self, keys: usize) -> usize {
+        if self.probs_texture {
+            texture_stride(keys)
+        } else {
+            keys
+        }
+    }
+
     fn new(gpu: &Gpu, src: &QkSource, run: &PoolRun<'_>, output: Output) -> Cuts {
         let materialize = output != Output::Pooled;
         let (d4, slice) = padded(src.dim());
@@ -749,11 +759,7 @@ impl RunBuffers {
         let col_edges = bin_edges(keys, geometry.pooled_w);
         let key_bin: Vec<u32> = (0..keys as u32).map(|k| bin_of(&col_edges, k)).collect();
         let in_buffer = cuts.output != Output::Pooled && !cuts.probs_texture;
-        let stride = if cuts.probs_texture {
-            texture_stride(keys)
-        } else {
-            keys
-        };
+        let stride = cuts.prob_stride(keys);
         let prob_bytes = (rows * stride as u64 * 4).next_multiple_of(16);
         let buffers = RunBuffers {
             params: crate::gpu::buffer(
@@ -1266,10 +1272,7 @@ fn pool_run(
     // fill meanwhile (a submission waits for the one before it on some drivers, llvmpipe's).
     // The ingest's pipelines for the stored rows beside them, on another thread.
     if let Some(&(layer, _)) = cells.first() {
-        let stride = match &pass.buffers.probs_tex {
-            Some(_) => texture_stride(keys),
-            None => keys,
-        };
+        let stride = pass.cuts.prob_stride(keys);
         let warmer = (output == Output::Stored).then(|| ingest.pipeline_warmer(stride));
         std::thread::scope(|scope| {
             if let Some(w) = &warmer {
@@ -1292,7 +1295,7 @@ fn pool_run(
             pass.pool_chunk(&bind_group, &batch, start, len);
             if let Some(tex) = &pass.buffers.probs_tex {
                 // (one head per batch)
-                ingest.pool_in_texture(first, start, len, tex, texture_stride(keys))?;
+                ingest.pool_in_texture(first, start, len, tex, pass.cuts.prob_stride(keys))?;
             } else if output == Output::Stored {
                 ingest.pool_resident(first, start, len, &pass.buffers.probs, 0)?;
             } else {
