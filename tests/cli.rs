@@ -409,6 +409,7 @@ fn bench_runs_only_the_chosen_scenarios() {
         "{body}"
     );
     assert!(body.contains(r#""qk_long_gflops":null"#), "{body}");
+    assert!(body.contains(r#""qk_long_pool_gflops":null"#), "{body}");
     assert!(body.contains(r#""row_kernel":null"#), "{body}");
     let files: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
@@ -460,7 +461,13 @@ fn bench_takes_and_reports_the_row_kernel_budgets() {
                 (qk-long): 4 query rows a lane, every key loaded by every lane; d = 128 \
                 (qk-model): 2 query rows a lane, every key loaded by every lane";
     assert!(out.contains(line), "{out}");
+    // the pooling alone, beside the whole renders
+    assert!(
+        out.contains("qk-long, the pooling alone (no colour, layout, compose, read-back or PNG): "),
+        "{out}"
+    );
     let body = std::fs::read_to_string(&json).unwrap();
+    assert!(!body.contains(r#""qk_long_pool_gflops":null"#), "{body}");
     assert!(
         body.contains(r#""row_kernel":"--row-vec4s 64 --subgroup-keys 0 --state-mib 64: d = 64"#),
         "{body}"

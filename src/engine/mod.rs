@@ -174,6 +174,18 @@ impl Engine {
         }
     }
 
+    /// Only the pooling [`Engine::render`] does for `source` and `options`: no colour, layout,
+    /// compose or read-back of the figure (benchmarks: the Q/K kernels' share of a render).
+    /// Returns once the device is done, as the cells' statistics are read back.
+    pub fn pool_figure(
+        &self,
+        source: &dyn AttentionSource,
+        options: &RenderOptions,
+    ) -> Result<PooledCells> {
+        let plan = Plan::new(source, options)?;
+        self.pool_contents(source, &plan, Contents::Read)
+    }
+
     /// Seconds to pool `cells` resident heads of `queries` × `keys` f32 to `cell` pixels on the
     /// device alone (benchmarks: the GPU-side share of a render).
     pub fn resident_pool_seconds(

@@ -16,8 +16,9 @@ use super::scenarios::{long_options, Bench};
 
 impl Bench {
     /// qk-long: whole renders of one head recomputed from Q and K, until three runs or a
-    /// minute, whichever comes first (a software adapter takes minutes per run).
-    pub(super) fn qk_long(&self) -> anyhow::Result<Sample> {
+    /// minute, whichever comes first (a software adapter takes minutes per run), and the
+    /// pooling's median seconds (see `qk_runs`).
+    pub(super) fn qk_long(&self) -> anyhow::Result<(Sample, f64)> {
         let options = long_options();
         // Warm the pipelines on a small head first.
         let one_head = |seq| QkSpec {
@@ -57,44 +58,61 @@ impl Bench {
             causal: Causal::On,
             ..Default::default()
         };
-        let sample = self.qk_runs("qk-model", &qk, &options, layers * spec.heads)?;
+        let (sample, pooling) = self.qk_runs("qk-model", &qk, &options, layers * spec.heads)?;
         let n = (layers * spec.heads) as f64;
         let visible = seq as f64 * (seq as f64 + 1.0) / 2.0;
-        let gflops = n * visible * 2.0 * spec.dim as f64 / sample.median() / 1e9;
+        let flops = n * visible * 2.0 * spec.dim as f64;
+        let gflops = flops / sample.median() / 1e9;
         let line = format!(
             "qk-model: {layers} layers x {} heads ({} KV heads), {seq} tokens, d = {}, causal, \
-             256-px cells: {gflops:.1} GFLOP/s, {:.2} heads/s (2·d flops per visible score)",
+             256-px cells: {gflops:.1} GFLOP/s, {:.2} heads/s (2·d flops per visible score); \
+             the pooling alone {pooling:.3} s, {:.1} GFLOP/s, {:.2} heads/s",
             spec.heads,
             spec.kv_heads,
             spec.dim,
-            n / sample.median()
+            n / sample.median(),
+            flops / pooling / 1e9,
+            n / pooling,
         );
         Ok((sample, gflops, line))
     }
 
-    /// Renders `qk` to a PNG until three runs or a minute, whichever comes first.
+    /// Renders `qk` to a PNG until three runs or a minute, whichever comes first, each run
+    /// followed by the same pooling alone (`Engine::pool_figure`). Returns the whole renders
+    /// (what a user waits for) and the pooling's median: the kernels' share, which the whole
+    /// render hides on a fast device behind its fixed costs (colour, layout, compose, read-back,
+    /// PNG).
     fn qk_runs(
         &self,
         name: &str,
         qk: &QkSource,
         options: &RenderOptions,
         heads: usize,
-    ) -> anyhow::Result<Sample> {
+    ) -> anyhow::Result<(Sample, f64)> {
         let mut runs = Vec::new();
+        let mut pooling = Vec::new();
         let start = Instant::now();
         while runs.len() < 3 && (runs.is_empty() || start.elapsed().as_secs() < 60) {
             let t = Instant::now();
             let f = self.engine.render(qk, options)?;
             write_png(&self.out, f.width, f.height, &f.rgba)?;
             runs.push(t.elapsed().as_secs_f64());
+            let t = Instant::now();
+            self.engine.pool_figure(qk, options)?;
+            pooling.push(t.elapsed().as_secs_f64());
         }
-        Ok(Sample {
+        let sample = Sample {
             name: name.into(),
             input_bytes: 0,
             heads,
             runs,
             per_frame: false,
-        })
+        };
+        let pooling = Sample {
+            runs: pooling,
+            ..sample.clone()
+        };
+        Ok((sample, pooling.median()))
     }
 }
 

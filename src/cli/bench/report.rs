@@ -54,12 +54,15 @@ impl Report<'_> {
     pub fn write_json(&self, path: &Path) -> anyhow::Result<()> {
         let rows: Vec<String> = self.results.rows.iter().map(json_row).collect();
         let body = format!(
-            "{{\"adapter\":{:?},\"memcpy_gbps\":{:.3},\"quick\":{},\"qk_long_gflops\":{},\"fma_gflops\":{},\"export_grid_cli_ratio\":{},\"row_kernel\":{},\"scenarios\":[{}]}}\n",
+            "{{\"adapter\":{:?},\"memcpy_gbps\":{:.3},\"quick\":{},\"qk_long_gflops\":{},\"qk_long_pool_gflops\":{},\"fma_gflops\":{},\"export_grid_cli_ratio\":{},\"row_kernel\":{},\"scenarios\":[{}]}}\n",
             self.adapter,
             self.memcpy,
             self.quick,
             self.results
                 .qk_gflops
+                .map_or("null".into(), |g| format!("{g:.3}")),
+            self.results
+                .qk_pool_gflops
                 .map_or("null".into(), |g| format!("{g:.3}")),
             self.results
                 .fma_gflops
@@ -102,15 +105,25 @@ impl Report<'_> {
                  this run): the limit of the Q/K rows"
             );
         }
-        if let Some(gflops) = self.results.qk_gflops {
-            let of_fma = self.results.fma_gflops.map_or(String::new(), |f| {
+        let of_fma = |gflops: f64| {
+            self.results.fma_gflops.map_or(String::new(), |f| {
                 format!(", {:.1}% of the FMA rate", 100.0 * gflops / f)
-            });
+            })
+        };
+        if let Some(gflops) = self.results.qk_gflops {
             println!(
                 "qk-long: {} tokens, d = 64, one head to a 1024-px cell: {gflops:.1} GFLOP/s \
                  (2·N²·d flops: each score once, as the one-pass path computes it; until \
-                 2026-12-03 this line counted 4·N²·d per pass and two passes, 4× more){of_fma}",
-                self.qk_seq
+                 2026-12-03 this line counted 4·N²·d per pass and two passes, 4× more){}",
+                self.qk_seq,
+                of_fma(gflops)
+            );
+        }
+        if let Some(gflops) = self.results.qk_pool_gflops {
+            println!(
+                "qk-long, the pooling alone (no colour, layout, compose, read-back or PNG): \
+                 {gflops:.1} GFLOP/s{}",
+                of_fma(gflops)
             );
         }
         if let Some(line) = &self.results.qk_model {

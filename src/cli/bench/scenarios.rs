@@ -55,8 +55,10 @@ pub struct Results {
     /// The `cat` time of each input, when its export scenario ran.
     pub grid_cat: Option<f64>,
     pub long_cat: Option<f64>,
-    /// qk-long's arithmetic throughput, when it ran.
+    /// qk-long's arithmetic throughput, when it ran: whole renders, and the pooling alone
+    /// (the kernels' share, `Engine::pool_figure`).
     pub qk_gflops: Option<f64>,
+    pub qk_pool_gflops: Option<f64>,
     /// The adapter's f32 FMA rate in GFLOP/s (the probe kernel), when a Q/K scenario ran: the
     /// limit their GFLOP/s are a fraction of.
     pub fma_gflops: Option<f64>,
@@ -125,10 +127,11 @@ impl Bench {
             results.fma_gflops = Some(probe.gflops(&self.engine.gpu)?);
         }
         if want.wants("qk-long") {
-            let sample = self.qk_long()?;
+            let (sample, pooling) = self.qk_long()?;
             // each score once (the one-pass path): 2·d flops per score
             let flops = 2.0 * (self.sizes.qk_seq as f64).powi(2) * 64.0;
             results.qk_gflops = Some(flops / sample.median() / 1e9);
+            results.qk_pool_gflops = Some(flops / pooling / 1e9);
             results.rows.push(sample.into());
         }
         if want.wants("qk-model") {
