@@ -410,6 +410,7 @@ fn bench_runs_only_the_chosen_scenarios() {
     );
     assert!(body.contains(r#""qk_long_gflops":null"#), "{body}");
     assert!(body.contains(r#""qk_long_pool_gflops":null"#), "{body}");
+    assert!(body.contains(r#""gpu_times":{},"#), "{body}");
     assert!(body.contains(r#""row_kernel":null"#), "{body}");
     let files: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
@@ -466,8 +467,19 @@ fn bench_takes_and_reports_the_row_kernel_budgets() {
         out.contains("qk-long, the pooling alone (no colour, layout, compose, read-back or PNG): "),
         "{out}"
     );
+    // the device's time per pass of one more render
+    assert!(out.contains("device time by pass"), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("qk-long: ") && l.contains(" qk.scores ")),
+        "{out}"
+    );
     let body = std::fs::read_to_string(&json).unwrap();
     assert!(!body.contains(r#""qk_long_pool_gflops":null"#), "{body}");
+    assert!(
+        body.contains(r#""gpu_times":{"qk-long":{"total":"#),
+        "{body}"
+    );
     assert!(
         body.contains(r#""row_kernel":"--row-vec4s 64 --subgroup-keys 0 --state-mib 64: d = 64"#),
         "{body}"

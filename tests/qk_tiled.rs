@@ -400,3 +400,52 @@ fn a_lane_of_fewer_rows_than_the_adapter_asks_takes_the_tiled_kernel() {
     assert_eq!(row_kernel_shape(gpu, 64), None);
     assert_eq!(row_kernel_shape(gpu, 256), None);
 }
+
+/// Pass timing (`Gpu::time_passes`, for `attnviz bench`): with it on, a render's passes are
+/// stamped and read back per label, each pass once: the one-pass Q/K kernels (scores, lse and
+/// fold of each chunk), the statistics, colour and compose passes; reading clears the record;
+/// with it off nothing is recorded. The seconds are only checked to be finite and not
+/// negative: what they measure is the driver's (lavapipe stamps a compute pass without waiting
+/// for its dispatches, so its figures are not the device's time; GPUs' are).
+#[test]
+fn passes_are_stamped_per_label_while_timing_is_on() {
+    let Some(e) = engine() else { return };
+    assert!(
+        e.gpu.can_time_passes(),
+        "every Vulkan driver the tests run on has timestamp queries"
+    );
+    let q = tensor("q", 1, 96, 64, 7, DType::F32);
+    let k = tensor("k", 1, 96, 64, 8, DType::F32);
+    let src = QkSource::new(q, k, &QkOptions::default()).unwrap();
+    let options = attnviz::RenderOptions {
+        cell: Some(32),
+        ..Default::default()
+    };
+    assert!(e.gpu.time_passes(true));
+    e.render(&src, &options).unwrap();
+    assert!(e.gpu.time_passes(false));
+    let times = e.gpu.pass_times().unwrap();
+    let labels: Vec<&str> = times.labels.iter().map(|t| t.label).collect();
+    for label in [
+        "attnviz.qk.scores",
+        "attnviz.qk.lse",
+        "attnviz.qk.fold",
+        "attnviz.stats.pass",
+        "attnviz.colorize.pass",
+        "attnviz.compose.pass",
+    ] {
+        assert!(labels.contains(&label), "{label} not stamped: {labels:?}");
+    }
+    // one chunk of rows: one pass of each Q/K kernel
+    for t in &times.labels {
+        assert!(t.seconds.is_finite() && t.seconds >= 0.0, "{t:?}");
+        if t.label.starts_with("attnviz.qk.") {
+            assert_eq!(t.passes, 1, "{t:?}");
+        }
+    }
+    assert_eq!(times.untimed, 0);
+    assert!(times.summary().contains("qk.scores"), "{}", times.summary());
+    // read once, then cleared; nothing recorded with timing off
+    e.render(&src, &options).unwrap();
+    assert_eq!(e.gpu.pass_times().unwrap(), Default::default());
+}

@@ -186,10 +186,7 @@ impl ColorizedCells {
                     label: Some("attnviz.colorize.encoder"),
                 });
             {
-                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                    label: Some("attnviz.colorize.pass"),
-                    timestamp_writes: None,
-                });
+                let mut pass = gpu.compute_pass(&mut encoder, "attnviz.colorize.pass");
                 pass.set_pipeline(pipe.pipeline(&gpu.device, reduce, scale));
                 for (bg, &(x, y, z)) in self.bind_groups.iter().zip(&self.dispatch) {
                     pass.set_bind_group(0, bg, &[]);

@@ -193,10 +193,7 @@ fn run(
             let bg = pipe
                 .kernel
                 .bind_group(device, &bound.map(|b| b.as_entire_binding()));
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some("attnviz.limits.pass"),
-                timestamp_writes: None,
-            });
+            let mut pass = gpu.compute_pass(&mut encoder, "attnviz.limits.pass");
             let (x, z) = dispatch_1d(
                 px,
                 256 * PER_INVOCATION,

@@ -231,7 +231,7 @@ impl Compositor {
                 },
             })],
             depth_stencil_attachment: None,
-            timestamp_writes: None,
+            timestamp_writes: gpu.render_timestamps("attnviz.compose.pass"),
             occlusion_query_set: None,
             multiview_mask: None,
         });

@@ -3,8 +3,9 @@
 
 pub mod kernel;
 pub mod shaders;
+pub mod timing;
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::error::{Error, Result};
 
@@ -58,6 +59,8 @@ pub struct Gpu {
     pub probs_in_texture: bool,
     /// Set by wgpu when the device is lost (driver reset, GPU removed).
     lost: Arc<Mutex<Option<String>>>,
+    /// The device's time per pass, once [`Gpu::time_passes`] made it (`timing`).
+    timer: OnceLock<timing::PassTimer>,
 }
 
 /// [`Gpu::qk_state_bytes`] on CPU adapters: the upload chunk target (`pool::CHUNK_TARGET`).
@@ -130,7 +133,9 @@ impl Gpu {
         let limits = adapter.limits();
         // (no mappable storage buffers: every chunk reaches the shaders through a texture
         // copy, `pool::chunk`, so upload slots are plain staging buffers on every adapter)
-        let mut features = wgpu::Features::empty();
+        // Timestamps where the adapter has them: nothing is stamped until asked for
+        // (`Gpu::time_passes`).
+        let mut features = adapter.features() & wgpu::Features::TIMESTAMP_QUERY;
         // Subgroups no narrower than 4 lanes: the row kernel shares 4 or 8 keys per step.
         let subgroup_keys = if adapter.features().contains(wgpu::Features::SUBGROUP)
             && info.subgroup_min_size >= 4
@@ -183,6 +188,7 @@ impl Gpu {
             row_min_rows,
             probs_in_texture: false,
             lost,
+            timer: OnceLock::new(),
         })
     }
 

@@ -161,10 +161,7 @@ fn subtract(gpu: &Gpu, pipe: &DiffPipeline, block: &Block, elems: u32) {
             label: Some("attnviz.diff.encoder"),
         });
     {
-        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-            label: Some("attnviz.diff.pass"),
-            timestamp_writes: None,
-        });
+        let mut pass = gpu.compute_pass(&mut encoder, "attnviz.diff.pass");
         pass.set_pipeline(&pipe.pipeline);
         pass.set_bind_group(0, &block.bind_group, &[]);
         let (x, y) = dispatch_1d(elems, 256, gpu.limits.max_compute_workgroups_per_dimension);

@@ -116,10 +116,7 @@ impl Ingest<'_> {
         debug_assert!(pieces
             .windows(2)
             .all(|w| w[0].cell / self.per_group == w[1].cell / self.per_group));
-        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-            label: Some("attnviz.pool.pass"),
-            timestamp_writes: None,
-        });
+        let mut pass = self.gpu.compute_pass(encoder, "attnviz.pool.pass");
         let pipes = self.pipes.specialized(
             &self.gpu.device,
             self.dtype,
@@ -323,10 +320,7 @@ impl Ingest<'_> {
                     label: Some("attnviz.pool.fold_encoder"),
                 });
             {
-                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                    label: Some("attnviz.pool.fold_pass"),
-                    timestamp_writes: None,
-                });
+                let mut pass = gpu.compute_pass(&mut encoder, "attnviz.pool.fold_pass");
                 pass.set_pipeline(&self.pipes.fold);
                 pass.set_bind_group(0, &self.bind_groups[gi], &[]);
                 let (x, y) =

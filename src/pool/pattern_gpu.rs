@@ -400,10 +400,7 @@ impl PatternPass {
         let [pixels, heads] = pipes.reduce(&gpu.device);
         let mut encoder = gpu.device.create_command_encoder(&Default::default());
         {
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some("attnviz.pattern.reduce"),
-                timestamp_writes: None,
-            });
+            let mut pass = gpu.compute_pass(&mut encoder, "attnviz.pattern.reduce");
             for (g, &cells) in group_cells.iter().enumerate() {
                 pass.set_bind_group(0, &bind_groups[g], &[]);
                 pass.set_pipeline(pixels);

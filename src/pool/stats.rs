@@ -72,10 +72,7 @@ pub(crate) fn head_stats(
             ],
         );
         {
-            let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                label: Some("attnviz.stats.pass"),
-                timestamp_writes: None,
-            });
+            let mut pass = gpu.compute_pass(&mut encoder, "attnviz.stats.pass");
             pass.set_bind_group(0, &bg, &[]);
             pass.set_pipeline(&pipes.block_stats);
             pass.dispatch_workgroups(blocks as u32, g.cells as u32, 1);

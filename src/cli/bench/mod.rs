@@ -101,6 +101,7 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     }
     report.print_export_cli();
     report.print_qk_long();
+    report.print_gpu_times();
     Ok(())
 }
 

@@ -5,6 +5,7 @@
 use std::time::Instant;
 
 use attnviz::files::write_png;
+use attnviz::gpu::timing::PassTimes;
 use attnviz::pool::Causal;
 use attnviz::source::qk::{QkOptions, QkSource};
 use attnviz::source::qk_synth::QkSpec;
@@ -18,7 +19,7 @@ impl Bench {
     /// qk-long: whole renders of one head recomputed from Q and K, until three runs or a
     /// minute, whichever comes first (a software adapter takes minutes per run), and the
     /// pooling's median seconds (see `qk_runs`).
-    pub(super) fn qk_long(&self) -> anyhow::Result<(Sample, f64)> {
+    pub(super) fn qk_long(&self) -> anyhow::Result<(Sample, f64, Option<PassTimes>)> {
         let options = long_options();
         // Warm the pipelines on a small head first.
         let one_head = |seq| QkSpec {
@@ -38,7 +39,7 @@ impl Bench {
     /// qk-model: whole figures of a model's layers recomputed from Q and K (GQA 4:1, causal,
     /// d = 128, 256-px cells; `--quick`: one layer of 2048 tokens). Returns the sample and its
     /// GFLOP/s and its line: 2·d flops per visible score, each counted once.
-    pub(super) fn qk_model(&self) -> anyhow::Result<(Sample, f64, String)> {
+    pub(super) fn qk_model(&self) -> anyhow::Result<(Sample, f64, String, Option<PassTimes>)> {
         let (layers, seq) = if self.sizes.quick {
             (1, 2048)
         } else {
@@ -58,7 +59,8 @@ impl Bench {
             causal: Causal::On,
             ..Default::default()
         };
-        let (sample, pooling) = self.qk_runs("qk-model", &qk, &options, layers * spec.heads)?;
+        let (sample, pooling, times) =
+            self.qk_runs("qk-model", &qk, &options, layers * spec.heads)?;
         let n = (layers * spec.heads) as f64;
         let visible = seq as f64 * (seq as f64 + 1.0) / 2.0;
         let flops = n * visible * 2.0 * spec.dim as f64;
@@ -74,21 +76,21 @@ impl Bench {
             flops / pooling / 1e9,
             n / pooling,
         );
-        Ok((sample, gflops, line))
+        Ok((sample, gflops, line, times))
     }
 
     /// Renders `qk` to a PNG until three runs or a minute, whichever comes first, each run
     /// followed by the same pooling alone (`Engine::pool_figure`). Returns the whole renders
     /// (what a user waits for) and the pooling's median: the kernels' share, which the whole
     /// render hides on a fast device behind its fixed costs (colour, layout, compose, read-back,
-    /// PNG).
+    /// PNG); and the device's time per pass of one more render, where it stamps passes.
     fn qk_runs(
         &self,
         name: &str,
         qk: &QkSource,
         options: &RenderOptions,
         heads: usize,
-    ) -> anyhow::Result<(Sample, f64)> {
+    ) -> anyhow::Result<(Sample, f64, Option<PassTimes>)> {
         let mut runs = Vec::new();
         let mut pooling = Vec::new();
         let start = Instant::now();
@@ -112,7 +114,8 @@ impl Bench {
             runs: pooling,
             ..sample.clone()
         };
-        Ok((sample, pooling.median()))
+        let times = self.timed_render(qk, options)?;
+        Ok((sample, pooling.median(), times))
     }
 }
 

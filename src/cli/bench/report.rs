@@ -3,6 +3,8 @@
 
 use std::path::Path;
 
+use attnviz::gpu::timing::PassTimes;
+
 use super::inputs::file_len;
 use super::scenarios::{Results, Row};
 
@@ -53,8 +55,14 @@ impl Report<'_> {
     /// The same numbers as JSON (raw seconds rather than rates), written atomically to `path`.
     pub fn write_json(&self, path: &Path) -> anyhow::Result<()> {
         let rows: Vec<String> = self.results.rows.iter().map(json_row).collect();
+        let gpu_times: Vec<String> = self
+            .results
+            .gpu_times
+            .iter()
+            .map(|(name, t)| json_pass_times(name, t))
+            .collect();
         let body = format!(
-            "{{\"adapter\":{:?},\"memcpy_gbps\":{:.3},\"quick\":{},\"qk_long_gflops\":{},\"qk_long_pool_gflops\":{},\"fma_gflops\":{},\"export_grid_cli_ratio\":{},\"row_kernel\":{},\"scenarios\":[{}]}}\n",
+            "{{\"adapter\":{:?},\"memcpy_gbps\":{:.3},\"quick\":{},\"qk_long_gflops\":{},\"qk_long_pool_gflops\":{},\"fma_gflops\":{},\"export_grid_cli_ratio\":{},\"row_kernel\":{},\"gpu_times\":{{{}}},\"scenarios\":[{}]}}\n",
             self.adapter,
             self.memcpy,
             self.quick,
@@ -76,6 +84,7 @@ impl Report<'_> {
             self.row_kernel
                 .as_ref()
                 .map_or("null".into(), |r| format!("{r:?}")),
+            gpu_times.join(","),
             rows.join(",")
         );
         attnviz::files::write_atomic(path, |w| std::io::Write::write_all(w, body.as_bytes()))?;
@@ -92,6 +101,19 @@ impl Report<'_> {
                  {in_process:.3} s (medians of alternating runs): {:.2}x",
                 fresh / in_process
             );
+        }
+    }
+
+    /// The device's time per pass, one line per scenario that rendered, where the adapter
+    /// stamps passes: which kernels a render's device time goes to.
+    pub fn print_gpu_times(&self) {
+        if self.results.gpu_times.is_empty() {
+            return;
+        }
+        println!();
+        println!("device time by pass (one more render each, timestamp queries):");
+        for (name, times) in &self.results.gpu_times {
+            println!("{name}: {}", times.summary());
         }
     }
 
@@ -180,4 +202,24 @@ fn or_dash(applies: bool, cell: impl FnOnce() -> String) -> String {
 
 fn gib(bytes: u64) -> f64 {
     bytes as f64 / (1u64 << 30) as f64
+}
+
+/// One scenario's pass times as a JSON member: `"name":{"total":s,"untimed":n,"passes":[…]}`.
+fn json_pass_times(name: &str, t: &PassTimes) -> String {
+    let passes: Vec<String> = t
+        .labels
+        .iter()
+        .map(|p| {
+            format!(
+                "{{\"label\":{:?},\"passes\":{},\"seconds\":{:.6}}}",
+                p.label, p.passes, p.seconds
+            )
+        })
+        .collect();
+    format!(
+        "{name:?}:{{\"total\":{:.6},\"untimed\":{},\"passes\":[{}]}}",
+        t.total(),
+        t.untimed,
+        passes.join(",")
+    )
 }

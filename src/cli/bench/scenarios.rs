@@ -8,7 +8,8 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 
 use attnviz::files::write_png;
-use attnviz::{Colormap, Engine, Norm, Reduce, RenderOptions, Scene};
+use attnviz::gpu::timing::PassTimes;
+use attnviz::{AttentionSource, Colormap, Engine, Norm, Reduce, RenderOptions, Scene};
 
 use super::inputs::{file_len, Input, Inputs};
 use super::measure::{cat_seconds, measure, Sample};
@@ -67,6 +68,9 @@ pub struct Results {
     /// export-grid-cli: the median of the fresh processes and of the in-process renders they
     /// alternated with.
     pub export_cli: Option<(f64, f64)>,
+    /// Per scenario that renders, where the adapter stamps passes: the device time of each of
+    /// its passes in one more render after the timed ones (`Bench::timed_render`).
+    pub gpu_times: Vec<(&'static str, PassTimes)>,
 }
 
 /// What every scenario shares.
@@ -93,6 +97,8 @@ impl Bench {
             let row = self.export("export-grid", grid, &RenderOptions::default(), 64)?;
             results.grid_cat = row.cat;
             results.rows.push(row);
+            let times = self.timed_render(grid.source.as_ref(), &RenderOptions::default())?;
+            results.gpu_times.extend(times.map(|t| ("export-grid", t)));
         }
         if let (true, Some(grid)) = (want.wants("export-grid-cli"), &inputs.grid) {
             let (fresh, in_process) = self.export_cli(grid, &RenderOptions::default(), 64)?;
@@ -103,6 +109,8 @@ impl Bench {
             let row = self.export("export-long", long, &long_options(), 1)?;
             results.long_cat = row.cat;
             results.rows.push(row);
+            let times = self.timed_render(long.source.as_ref(), &long_options())?;
+            results.gpu_times.extend(times.map(|t| ("export-long", t)));
         }
         if let (true, Some(grid)) = (want.wants("recolor") || want.wants("frame"), &inputs.grid) {
             // The interactive paths, on resident pooled data of the grid.
@@ -127,7 +135,8 @@ impl Bench {
             results.fma_gflops = Some(probe.gflops(&self.engine.gpu)?);
         }
         if want.wants("qk-long") {
-            let (sample, pooling) = self.qk_long()?;
+            let (sample, pooling, times) = self.qk_long()?;
+            results.gpu_times.extend(times.map(|t| ("qk-long", t)));
             // each score once (the one-pass path): 2·d flops per score
             let flops = 2.0 * (self.sizes.qk_seq as f64).powi(2) * 64.0;
             results.qk_gflops = Some(flops / sample.median() / 1e9);
@@ -135,7 +144,8 @@ impl Bench {
             results.rows.push(sample.into());
         }
         if want.wants("qk-model") {
-            let (sample, gflops, line) = self.qk_model()?;
+            let (sample, gflops, line, times) = self.qk_model()?;
+            results.gpu_times.extend(times.map(|t| ("qk-model", t)));
             let of_fma = results.fma_gflops.map_or(String::new(), |f| {
                 format!(", {:.1}% of the FMA rate", 100.0 * gflops / f)
             });
@@ -143,6 +153,23 @@ impl Bench {
             results.rows.push(sample.into());
         }
         Ok(results)
+    }
+
+    /// One more render of `source`, its passes stamped by the device, where the adapter can
+    /// (`Gpu::time_passes`); the timed runs before it ran without stamps.
+    pub(super) fn timed_render(
+        &self,
+        source: &dyn AttentionSource,
+        options: &RenderOptions,
+    ) -> anyhow::Result<Option<PassTimes>> {
+        let gpu = &self.engine.gpu;
+        if !gpu.time_passes(true) {
+            return Ok(None);
+        }
+        let rendered = self.engine.render(source, options);
+        gpu.time_passes(false);
+        rendered?;
+        Ok(Some(gpu.pass_times()?))
     }
 
     /// export-grid and export-long: one figure from a file to a PNG per run, next to reading

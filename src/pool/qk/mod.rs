@@ -450,10 +450,7 @@ impl<'a> HeadPasses<'a> {
                     .write_buffer(&self.params, 0, bytemuck::bytes_of(&params));
                 let mut encoder = self.gpu.device.create_command_encoder(&Default::default());
                 {
-                    let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                        label: Some("attnviz.qk.row_stats"),
-                        timestamp_writes: None,
-                    });
+                    let mut pass = self.gpu.compute_pass(&mut encoder, "attnviz.qk.row_stats");
                     pass.set_bind_group(0, &self.bind_group, &[]);
                     pass.set_pipeline(&self.kernels.row_stats);
                     pass.dispatch_workgroups((group.len() as u32).div_ceil(WG), 1, 1);
@@ -477,10 +474,7 @@ impl<'a> HeadPasses<'a> {
         out_offset: u32,
     ) {
         self.set_rows(&rows, out_offset);
-        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-            label: Some("attnviz.qk.probabilities"),
-            timestamp_writes: None,
-        });
+        let mut pass = self.gpu.compute_pass(encoder, "attnviz.qk.probabilities");
         pass.set_bind_group(0, &self.bind_group, &[]);
         pass.set_pipeline(&self.kernels.probabilities);
         pass.dispatch_workgroups(

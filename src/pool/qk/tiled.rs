@@ -1139,7 +1139,7 @@ impl<'a> OnePass<'a> {
         gpu.queue.write_buffer(&self.buffers.params, 0, &bytes);
         let mut encoder = gpu.device.create_command_encoder(&Default::default());
         {
-            let mut pass = compute_pass(&mut encoder);
+            let mut pass = gpu.compute_pass(&mut encoder, "attnviz.qk.scores");
             pass.set_pipeline(&pipes.scores);
             for (i, (_, offset, count)) in steps.iter().enumerate() {
                 pass.set_bind_group(0, bind_group, &[(i * stride) as u32, *offset]);
@@ -1150,7 +1150,7 @@ impl<'a> OnePass<'a> {
         if !self.logits {
             // (logits need no softmax denominator; the row kernel kept each row's running
             // sum, the tiled one left it in the columns' states)
-            let mut pass = compute_pass(&mut encoder);
+            let mut pass = gpu.compute_pass(&mut encoder, "attnviz.qk.lse");
             pass.set_bind_group(0, bind_group, &offsets);
             pass.set_pipeline(&pipes.lse);
             pass.dispatch_workgroups(groups, 1, members);
@@ -1170,7 +1170,7 @@ impl<'a> OnePass<'a> {
                 let bytes = (len * keys * 4) as u64;
                 encoder.clear_buffer(&b.probs, 0, Some(bytes));
             }
-            let mut pass = compute_pass(&mut encoder);
+            let mut pass = gpu.compute_pass(&mut encoder, "attnviz.qk.probs");
             pass.set_pipeline(probs);
             for (i, (_, offset, count)) in steps.iter().enumerate() {
                 pass.set_bind_group(0, bind_group, &[(i * stride) as u32, *offset]);
@@ -1192,20 +1192,13 @@ impl<'a> OnePass<'a> {
             (states * 8).next_multiple_of(16),
         );
         {
-            let mut pass = compute_pass(&mut encoder);
+            let mut pass = gpu.compute_pass(&mut encoder, "attnviz.qk.fold");
             pass.set_bind_group(0, bind_group, &offsets);
             pass.set_pipeline(&pipes.fold);
             pass.dispatch_workgroups(self.geometry.pooled_w.div_ceil(64), y1 - y0 + 1, members);
         }
         gpu.queue.submit([encoder.finish()]);
     }
-}
-
-fn compute_pass(encoder: &mut wgpu::CommandEncoder) -> wgpu::ComputePass<'_> {
-    encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-        label: Some("attnviz.qk_pool"),
-        timestamp_writes: None,
-    })
 }
 
 /// Pools `run.cells` of `src` into `ingest`'s accumulators (see the module docs); `ingest`
