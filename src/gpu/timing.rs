@@ -172,8 +172,11 @@ impl Gpu {
     }
 
     /// The device time of every pass stamped since the last call, summed per label, and the
-    /// record cleared. Call once those passes are submitted: a stamp never written would keep
-    /// the read-back waiting (Vulkan resolves queries with the wait flag).
+    /// record cleared. Call once those passes are submitted: a pass recorded but never
+    /// submitted reads as 0 s or as its slots' stamps from an earlier read (wgpu resolves the
+    /// queries it saw written and clears the others, so the read-back never waits on one).
+    /// The stamps are the driver's: lavapipe's end-of-pass stamp does not wait for the pass's
+    /// last dispatch (a pass of one dispatch reads as almost nothing there).
     pub fn pass_times(&self) -> Result<PassTimes> {
         let Some(timer) = self.timer.get() else {
             return Ok(PassTimes::default());
