@@ -93,29 +93,19 @@ struct Params {
 // per head and row of the chunk: (lse, the row's largest probability)
 @group(0) @binding(8) var<storage, read_write> row_lse: array<vec2<f32>>;
 @group(0) @binding(9) var<storage, read_write> accum: array<Accum>;
-// pool_fold reads `inter` and `row_lse` from copies in textures, 16-byte words CHUNK_W to a
-// row (src/pool/chunk.rs says why a texture; binding 10 is the row kernel's window of K),
-@group(0) @binding(11) var inter_tex: texture_storage_2d<rgba32uint, read>;
-@group(0) @binding(12) var lse_tex: texture_storage_2d<rgba32uint, read>;
-// and the row kernel reads each row of Q from a copy of `q`
-@group(0) @binding(13) var q_tex: texture_storage_2d<rgba32uint, read>;
+// The row kernel reads each row of Q from a copy of `q` in a texture, 16-byte words CHUNK_W to
+// a row (src/pool/chunk.rs says why a texture; binding 10 is the row kernel's window of K).
+// pool_fold reads `inter` and `row_lse` where they are: each of its lanes reads one state a
+// row, consecutive lanes consecutive states, which llvmpipe loads faster than a texture copy
+// of them costs (a 16384-token head 3% faster, unmasked or causal), and a GPU does not need
+// the copy (512 MiB of states a chunk there).
+@group(0) @binding(11) var q_tex: texture_storage_2d<rgba32uint, read>;
 
 // Vec4 i of `q`, from its texture copy.
 fn q_word(i: u32) -> vec4<f32> {
     return bitcast<vec4<f32>>(chunk_word(q_tex, i));
 }
 
-// State i of `inter`, from its texture copy.
-fn inter_state(i: u32) -> vec4<f32> {
-    return bitcast<vec4<f32>>(chunk_word(inter_tex, i));
-}
-
-// Entry i of `row_lse`, from its texture copy (two entries to a word).
-fn row_lse_of(i: u32) -> vec2<f32> {
-    let w = i / 2u;
-    let word = chunk_word(lse_tex, w);
-    return bitcast<vec2<f32>>(select(word.xy, word.zw, (i & 1u) == 1u));
-}
 
 // Staging for the Q and K slices, then the tile's scores (row i, key j: float j % 4 of vec4
 // i·TK/4 + j/4). Q: vec4 v of row i at v·TQ + i. K after it: vec4 v of key j at
@@ -382,7 +372,7 @@ fn pool_fold(@builtin(global_invocation_id) gid: vec3<u32>) {
         let n = i32(min(c1, vis)) - i32(c_first);
         if n > 0 && LOGITS {
             let i = z * params.inter_rows + r - params.row_start;
-            let st = inter_state(i * params.pooled_w + x);
+            let st = inter[i * params.pooled_w + x];
             a.max_v = max(a.max_v, st.x * LN2);
             a.min_v = min(a.min_v, st.y * LN2);
             a.sum += st.w * LN2;
@@ -394,9 +384,9 @@ fn pool_fold(@builtin(global_invocation_id) gid: vec3<u32>) {
             var hi = 0.0;
             var lo = 0.0;
             var sum = 0.0;
-            let rl = row_lse_of(i);
+            let rl = row_lse[i];
             if min(c1, vis) > v0 {
-                let st = inter_state(i * params.pooled_w + x);
+                let st = inter[i * params.pooled_w + x];
                 hi = exp2(st.x - rl.x);
                 lo = select(exp2(st.y - rl.x), 0.0, v0 > c0);
                 sum = st.z * hi;

@@ -289,7 +289,7 @@ fn prob4(raw: vec4<f32>, seen: vec4<bool>, lse: f32) -> vec4<f32> {
 }
 
 // @PROBS_OUT {
-@group(0) @binding(14) var<storage, read_write> probs: array<f32>;
+@group(0) @binding(12) var<storage, read_write> probs: array<f32>;
 
 // Elements from one row's start to the next's: the keys (rows read back as they are).
 fn prob_stride() -> u32 {

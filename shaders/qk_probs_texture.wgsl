@@ -6,7 +6,7 @@
 // them a stride apart, `Piece::stride`, and never reads the padding), and windows of a
 // multiple of 4 keys start on a texel; prob_rows' keys come four at a time from a multiple
 // of 4.
-@group(0) @binding(14) var probs_out: texture_storage_2d<rgba32uint, write>;
+@group(0) @binding(12) var probs_out: texture_storage_2d<rgba32uint, write>;
 
 // Elements from one row's start to the next's: the keys rounded up to a whole texel.
 fn prob_stride() -> u32 {

@@ -468,9 +468,8 @@ impl TiledPipelines {
                 use Binding::*;
                 // params, Q, K, head table, key bins, column edges, row edges; then the
                 // (row, pooled column) states, row lse and the accumulators written; then
-                // the row kernel's window of K, the fold's copies of the states and lse, the
-                // row kernel's copy of Q; the probabilities prob_rows stores (a buffer, or the
-                // chunk texture the pool pass reads)
+                // the row kernel's window of K and its copy of Q; the probabilities prob_rows
+                // stores (a buffer, or the chunk texture the pool pass reads)
                 let kernel = Kernel::compute(
                     device,
                     "attnviz.qk_pool",
@@ -487,8 +486,6 @@ impl TiledPipelines {
                         Buffer,
                         Buffer,
                         UniformWindow,
-                        Chunk,
-                        Chunk,
                         Chunk,
                         if probs_texture { ChunkWrite } else { Buffer },
                     ],
@@ -703,9 +700,6 @@ struct RunBuffers {
     /// Per (row, pooled column) of a chunk: max and min score, Σ exp2(s − max), count.
     inter: wgpu::Buffer,
     row_lse: wgpu::Buffer,
-    /// Copies of `inter` and `row_lse` that `pool_fold` reads (see `pool::chunk`).
-    inter_tex: ChunkTexture,
-    lse_tex: ChunkTexture,
     /// The copy of `q` the row kernel reads.
     q_tex: ChunkTexture,
     /// A chunk's probabilities, rows of every key (a [`Cuts::output`] that stores them, not
@@ -785,8 +779,6 @@ impl RunBuffers {
             row_edges: init("attnviz.qk_pool.row_edges", row_edges),
             inter: buffer("attnviz.qk_pool.inter", inter_bytes),
             row_lse: buffer("attnviz.qk_pool.row_lse", lse_bytes),
-            inter_tex: ChunkTexture::new(gpu, inter_bytes),
-            lse_tex: ChunkTexture::new(gpu, lse_bytes),
             q_tex: ChunkTexture::new(gpu, batch * cuts.head_q),
             probs: crate::gpu::buffer(
                 device,
@@ -809,15 +801,12 @@ impl RunBuffers {
     /// Submits the zero-fill that wgpu would otherwise do in the first chunk's submission
     /// (storage it cannot prove written before read, textures before their first partial
     /// copy) now, before the pipelines are compiled: the device fills (and, on a CPU adapter,
-    /// first touches: 64 MiB of states and as much texture) while the host compiles.
+    /// first touches: 64 MiB of states) while the host compiles.
     fn initialize(&self, gpu: &Gpu) {
         let mut encoder = gpu.device.create_command_encoder(&Default::default());
         encoder.clear_buffer(&self.inter, 0, None);
         encoder.clear_buffer(&self.row_lse, 0, None);
-        for t in [&self.inter_tex, &self.lse_tex, &self.q_tex]
-            .into_iter()
-            .chain(&self.probs_tex)
-        {
+        for t in std::iter::once(&self.q_tex).chain(&self.probs_tex) {
             t.prime(&mut encoder, &self.inter);
         }
         gpu.queue.submit([encoder.finish()]);
@@ -1031,8 +1020,6 @@ impl<'a> OnePass<'a> {
                     offset: 0,
                     size: NonZeroU64::new(self.window_bytes()),
                 }),
-                wgpu::BindingResource::TextureView(&b.inter_tex.view),
-                wgpu::BindingResource::TextureView(&b.lse_tex.view),
                 wgpu::BindingResource::TextureView(&b.q_tex.view),
                 match &b.probs_tex {
                     Some(t) => wgpu::BindingResource::TextureView(&t.view),
@@ -1180,17 +1167,7 @@ impl<'a> OnePass<'a> {
             gpu.queue.submit([encoder.finish()]);
             return;
         }
-        // The fold reads the chunk's states and row lse through texture copies.
-        let states = u64::from(members) * u64::from(self.base.inter_rows);
-        let pooled_w = u64::from(self.geometry.pooled_w);
-        b.inter_tex
-            .copy_from(&mut encoder, &b.inter, 0, states * pooled_w * 16);
-        b.lse_tex.copy_from(
-            &mut encoder,
-            &b.row_lse,
-            0,
-            (states * 8).next_multiple_of(16),
-        );
+        // (the fold reads the states and row lse where they are, shaders/qk_pool.wgsl says why)
         {
             let mut pass = gpu.compute_pass(&mut encoder, "attnviz.qk.fold");
             pass.set_bind_group(0, bind_group, &offsets);
