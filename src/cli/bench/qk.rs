@@ -37,9 +37,14 @@ impl Bench {
     }
 
     /// qk-model: whole figures of a model's layers recomputed from Q and K (GQA 4:1, causal,
-    /// d = 128, 256-px cells; `--quick`: one layer of 2048 tokens). Returns the sample and its
-    /// GFLOP/s and its line: 2·d flops per visible score, each counted once.
-    pub(super) fn qk_model(&self) -> anyhow::Result<(Sample, f64, String, Option<PassTimes>)> {
+    /// d = 128, 256-px cells; `--quick`: one layer of 2048 tokens). Returns the sample, its
+    /// line (GFLOP/s of the whole renders and of the pooling alone, each against `fma`, the
+    /// FMA rate, when measured: 2·d flops per visible score, each counted once) and the
+    /// device's time per pass.
+    pub(super) fn qk_model(
+        &self,
+        fma: Option<f64>,
+    ) -> anyhow::Result<(Sample, String, Option<PassTimes>)> {
         let (layers, seq) = if self.sizes.quick {
             (1, 2048)
         } else {
@@ -64,19 +69,24 @@ impl Bench {
         let n = (layers * spec.heads) as f64;
         let visible = seq as f64 * (seq as f64 + 1.0) / 2.0;
         let flops = n * visible * 2.0 * spec.dim as f64;
-        let gflops = flops / sample.median() / 1e9;
+        let rate = |seconds: f64| {
+            let gflops = flops / seconds / 1e9;
+            let of_fma = fma.map_or(String::new(), |f| {
+                format!(", {:.1}% of the FMA rate", 100.0 * gflops / f)
+            });
+            format!("{gflops:.1} GFLOP/s, {:.2} heads/s{of_fma}", n / seconds)
+        };
         let line = format!(
             "qk-model: {layers} layers x {} heads ({} KV heads), {seq} tokens, d = {}, causal, \
-             256-px cells: {gflops:.1} GFLOP/s, {:.2} heads/s (2·d flops per visible score); \
-             the pooling alone {pooling:.3} s, {:.1} GFLOP/s, {:.2} heads/s",
+             256-px cells: {} (2·d flops per visible score); the pooling alone {pooling:.3} s, \
+             {}",
             spec.heads,
             spec.kv_heads,
             spec.dim,
-            n / sample.median(),
-            flops / pooling / 1e9,
-            n / pooling,
+            rate(sample.median()),
+            rate(pooling),
         );
-        Ok((sample, gflops, line, times))
+        Ok((sample, line, times))
     }
 
     /// Renders `qk` to a PNG until three runs or a minute, whichever comes first, each run

@@ -144,12 +144,9 @@ impl Bench {
             results.rows.push(sample.into());
         }
         if want.wants("qk-model") {
-            let (sample, gflops, line, times) = self.qk_model()?;
+            let (sample, line, times) = self.qk_model(results.fma_gflops)?;
             results.gpu_times.extend(times.map(|t| ("qk-model", t)));
-            let of_fma = results.fma_gflops.map_or(String::new(), |f| {
-                format!(", {:.1}% of the FMA rate", 100.0 * gflops / f)
-            });
-            results.qk_model = Some(format!("{line}{of_fma}"));
+            results.qk_model = Some(line);
             results.rows.push(sample.into());
         }
         Ok(results)
