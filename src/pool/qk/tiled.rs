@@ -98,9 +98,16 @@ struct Pipes {
     scores: wgpu::ComputePipeline,
     /// `pool_row_lse` or `pool_lse`.
     lse: wgpu::ComputePipeline,
-    fold: wgpu::ComputePipeline,
-    /// Only where the mode materializes (a pipeline more to compile is start-up time).
-    probs: Option<wgpu::ComputePipeline>,
+    /// The pass after the lse, the only one of the two a mode compiles (each is start-up time).
+    then: Then,
+}
+
+/// What follows a chunk's lse pass.
+enum Then {
+    /// `pool_fold`: the states folded into the figure's pixels.
+    Fold(wgpu::ComputePipeline),
+    /// `prob_rows`: every probability stored, where the mode materializes.
+    Probs(wgpu::ComputePipeline),
 }
 
 /// One shader module (a head dimension, a subgroup step) and its pipelines, per mode, made on
@@ -134,13 +141,12 @@ impl Kernels {
                 // process's compile time, and a driver compiles each on the calling thread.
                 std::thread::scope(|scope| {
                     let probs = mode.materialize.then(|| scope.spawn(|| p("prob_rows")));
-                    let (scores, lse, fold) = (p(scores), p(lse), p("pool_fold"));
-                    Arc::new(Pipes {
-                        scores,
-                        lse,
-                        fold,
-                        probs: probs.map(|h| h.join().expect("compiling prob_rows")),
-                    })
+                    let (scores, lse) = (p(scores), p(lse));
+                    let then = match probs {
+                        Some(h) => Then::Probs(h.join().expect("compiling prob_rows")),
+                        None => Then::Fold(p("pool_fold")),
+                    };
+                    Arc::new(Pipes { scores, lse, then })
                 })
             })
             .clone()
@@ -1143,35 +1149,38 @@ impl<'a> OnePass<'a> {
             pass.dispatch_workgroups(groups, 1, members);
         }
         let b = &self.buffers;
-        if let Some(probs) = &pipes.probs {
-            // Every probability instead of the fold: the same windows, the same parameters.
-            // Keys a workgroup's rows do not see are not written: past the diagonal they are
-            // masked by every pass that reads the chunk (stale values included), but keys
-            // before a sliding window must read 0 (the statistics count them as entries), and
-            // so must every masked entry read as it is.
-            // (a chunk texture is only written where no layer has a window, see
-            // `stores_in_texture`)
-            if k.window > 0 || self.cuts.output == Output::Exact {
-                // (the chunk's rows only: a reader's blocks are often far smaller than the
-                // buffer)
-                let bytes = (len * keys * 4) as u64;
-                encoder.clear_buffer(&b.probs, 0, Some(bytes));
+        let fold = match &pipes.then {
+            Then::Fold(fold) => fold,
+            Then::Probs(probs) => {
+                // Every probability instead of the fold: the same windows, the same parameters.
+                // Keys a workgroup's rows do not see are not written: past the diagonal they are
+                // masked by every pass that reads the chunk (stale values included), but keys
+                // before a sliding window must read 0 (the statistics count them as entries), and
+                // so must every masked entry read as it is.
+                // (a chunk texture is only written where no layer has a window, see
+                // `stores_in_texture`)
+                if k.window > 0 || self.cuts.output == Output::Exact {
+                    // (the chunk's rows only: a reader's blocks are often far smaller than the
+                    // buffer)
+                    let bytes = (len * keys * 4) as u64;
+                    encoder.clear_buffer(&b.probs, 0, Some(bytes));
+                }
+                let mut pass = gpu.compute_pass(&mut encoder, "attnviz.qk.probs");
+                pass.set_pipeline(probs);
+                for (i, (_, offset, count)) in steps.iter().enumerate() {
+                    pass.set_bind_group(0, bind_group, &[(i * stride) as u32, *offset]);
+                    pass.dispatch_workgroups(row_groups, 1, *count);
+                }
+                drop(pass);
+                gpu.queue.submit([encoder.finish()]);
+                return;
             }
-            let mut pass = gpu.compute_pass(&mut encoder, "attnviz.qk.probs");
-            pass.set_pipeline(probs);
-            for (i, (_, offset, count)) in steps.iter().enumerate() {
-                pass.set_bind_group(0, bind_group, &[(i * stride) as u32, *offset]);
-                pass.dispatch_workgroups(row_groups, 1, *count);
-            }
-            drop(pass);
-            gpu.queue.submit([encoder.finish()]);
-            return;
-        }
+        };
         // (the fold reads the states and row lse where they are, shaders/qk_pool.wgsl says why)
         {
             let mut pass = gpu.compute_pass(&mut encoder, "attnviz.qk.fold");
             pass.set_bind_group(0, bind_group, &offsets);
-            pass.set_pipeline(&pipes.fold);
+            pass.set_pipeline(fold);
             pass.dispatch_workgroups(self.geometry.pooled_w.div_ceil(64), y1 - y0 + 1, members);
         }
         gpu.queue.submit([encoder.finish()]);
