@@ -405,8 +405,8 @@ fn a_lane_of_fewer_rows_than_the_adapter_asks_takes_the_tiled_kernel() {
 /// stamped and read back per label, each pass once: the one-pass Q/K kernels (scores, lse and
 /// fold of each chunk), the statistics, colour and compose passes; reading clears the record;
 /// with it off nothing is recorded. The seconds are only checked to be finite and not
-/// negative: what they measure is the driver's (lavapipe's end-of-pass stamp does not wait for
-/// the pass's last dispatch, so its figures are not the device's time; GPUs' are).
+/// negative: what they measure is the driver's (lavapipe's stamps do not always bracket a
+/// pass's dispatches, so its figures are not reliably the device's time; GPUs' are).
 #[test]
 fn passes_are_stamped_per_label_while_timing_is_on() {
     let Some(e) = engine() else { return };

@@ -175,8 +175,8 @@ impl Gpu {
     /// record cleared. Call once those passes are submitted: a pass recorded but never
     /// submitted reads as 0 s or as its slots' stamps from an earlier read (wgpu resolves the
     /// queries it saw written and clears the others, so the read-back never waits on one).
-    /// The stamps are the driver's: lavapipe's end-of-pass stamp does not wait for the pass's
-    /// last dispatch (a pass of one dispatch reads as almost nothing there).
+    /// The stamps are the driver's: lavapipe's do not always bracket a pass's dispatches (the
+    /// same pool passes read 0.33 s in one process and 10 ms in another there).
     pub fn pass_times(&self) -> Result<PassTimes> {
         let Some(timer) = self.timer.get() else {
             return Ok(PassTimes::default());
