@@ -170,6 +170,55 @@ fn cpu_backend_matches_gpu_backend() {
     let _ = Colormap::Inferno;
 }
 
+/// `--gpu-times` prints the device's time per pass of the figure on stderr: the stored path's
+/// pool, statistics, colour and compose passes; the CPU renderer says it ran none. (The times
+/// themselves are the driver's stamps: only their presence is checked.)
+#[test]
+fn gpu_times_prints_each_pass_of_the_figure() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = data("minilm_attn_128.npy");
+    let out = dir.path().join("out.png");
+    let o = attnviz(&[
+        "render",
+        input.to_str().unwrap(),
+        "--gpu-times",
+        "--quiet",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("GPU time by pass: "))
+        .unwrap_or_else(|| panic!("no pass times: {err}"));
+    for pass in [
+        "pool.pass ",
+        "stats.pass ",
+        "colorize.pass ",
+        "compose.pass ",
+    ] {
+        assert!(line.contains(pass), "{pass} missing: {line}");
+    }
+    assert!(line.contains("; total "), "{line}");
+    let o = attnviz(&[
+        "render",
+        input.to_str().unwrap(),
+        "--gpu-times",
+        "--quiet",
+        "--backend",
+        "cpu",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("GPU time by pass: the CPU renderer ran no GPU pass"),
+        "{}",
+        stderr(&o)
+    );
+}
+
 #[test]
 fn info_reports_shape_dtype_stats_and_adapter() {
     let input = data("minilm_attn_128.npy");

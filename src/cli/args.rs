@@ -375,6 +375,9 @@ pub struct Output {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// Print the device's own time per GPU pass of the figure (timestamp queries) on stderr.
+    #[arg(long)]
+    pub gpu_times: bool,
 }
 
 #[derive(Args)]

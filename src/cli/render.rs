@@ -147,6 +147,8 @@ struct Job<'a> {
     /// `None`: the CPU renders.
     engine: Option<Engine>,
     bar: Arc<ProgressBar>,
+    /// `--gpu-times`: stamp the figure's passes and print their device time.
+    gpu_times: bool,
 }
 
 impl<'a> Job<'a> {
@@ -166,15 +168,32 @@ impl<'a> Job<'a> {
             options,
             engine,
             bar,
+            gpu_times: out.gpu_times,
         })
     }
 
     fn figure(&self) -> anyhow::Result<Figure> {
+        let timed = self.gpu_times
+            && self
+                .engine
+                .as_ref()
+                .is_some_and(|e| e.gpu.time_passes(true));
         let figure = match &self.engine {
             Some(e) => e.render(self.src, &self.options)?,
             None => attnviz::render_cpu(self.src, &self.options)?,
         };
         self.bar.finish();
+        if self.gpu_times {
+            let line = match &self.engine {
+                Some(e) if timed => {
+                    e.gpu.time_passes(false);
+                    e.gpu.pass_times()?.summary()
+                }
+                Some(e) => format!("{} has no timestamp queries", e.gpu.info.name),
+                None => "the CPU renderer ran no GPU pass".to_string(),
+            };
+            eprintln!("GPU time by pass: {line}");
+        }
         Ok(figure)
     }
 

@@ -99,6 +99,10 @@ pub const RENDER_OPTIONS: &[RenderOption] = &[
         "--quiet",
         "Python draws no progress bar, so there is nothing to silence",
     ),
+    cli_only(
+        "--gpu-times",
+        "a diagnostic printed on stderr, as `attnviz bench` prints it per scenario",
+    ),
     kw("--layers", "layers"),
     kw("--heads", "heads"),
     kw("--norm", "norm"),
