@@ -10,9 +10,11 @@
 #                                  ';'-separated argument sets (default: the Q/K budgets around
 #                                  the adapter's defaults: --state-mib, --row-vec4s, 0 being the
 #                                  tiled kernel)
-#   long.txt                       render --q of a 131072-token head, with and without --causal
+#   long.txt                       render --q of a 131072-token head, with and without --causal,
+#                                  then once more each with --gpu-times (the device's time per pass)
 #   stats.txt                      benches/stats_overhead.sh 3: render with and without
-#                                  --stats-json (issue 17's 10%), the grid and a 32k Q/K head
+#                                  --stats-json (issue 17's 10%), the grid and a 32k Q/K head; then
+#                                  each of the four once more with --gpu-times
 # Where the machine has no cargo (a CUDA image), tools/device_pack.sh builds here first and this
 # script unpacks .dev/bins.tar.xz and runs the test executables one by one, from a link at the
 # path they were built in (.dev/built_at); the window tests (viewer) need xvfb-run and are
@@ -103,11 +105,20 @@ if wanted long; then
                 TIMEFORMAT=\"131072 tokens \$m: %R s wall\"
                 time '$bin' render --quiet --q /tmp/qk-131k.safetensors --cell 1024 \$m -o /tmp/l.png
             done
+            '$bin' render --quiet --q /tmp/qk-131k.safetensors --cell 1024 \$m --gpu-times \
+                -o /tmp/l.png
         done >'$out/long.txt' 2>&1"
 fi
 if wanted stats; then
     step stats 300 bash -c "ATTNVIZ='$bin' GRID=/tmp/grid.npy bash benches/stats_overhead.sh 3 \
-        >'$out/stats.txt' 2>&1"
+        >'$out/stats.txt' 2>&1
+        qk='--q /tmp/attnviz-qk-bench/qk-32768-d64-f32.safetensors --cell 1024 --causal'
+        for input in /tmp/grid.npy \"\$qk\"; do
+            for s in '' '--stats-json /tmp/s.json'; do
+                echo \"render \$input \$s:\"
+                '$bin' render --quiet \$input \$s --gpu-times -o /tmp/t.png
+            done
+        done >>'$out/stats.txt' 2>&1"
 fi
 echo "== summary"
 cat "$out/steps.txt"
