@@ -173,25 +173,24 @@ impl<'a> Job<'a> {
     }
 
     fn figure(&self) -> anyhow::Result<Figure> {
-        let timed = self.gpu_times
-            && self
-                .engine
-                .as_ref()
-                .is_some_and(|e| e.gpu.time_passes(true));
-        let figure = match &self.engine {
-            Some(e) => e.render(self.src, &self.options)?,
-            None => attnviz::render_cpu(self.src, &self.options)?,
+        let (figure, line) = match &self.engine {
+            Some(e) if self.gpu_times => {
+                let (figure, times) = e.render_timed(self.src, &self.options)?;
+                let line = times.map_or_else(
+                    || format!("{} has no timestamp queries", e.gpu.info.name),
+                    |t| t.summary(),
+                );
+                (figure, Some(line))
+            }
+            Some(e) => (e.render(self.src, &self.options)?, None),
+            None => (
+                attnviz::render_cpu(self.src, &self.options)?,
+                self.gpu_times
+                    .then(|| "the CPU renderer ran no GPU pass".to_string()),
+            ),
         };
         self.bar.finish();
-        if self.gpu_times {
-            let line = match &self.engine {
-                Some(e) if timed => {
-                    e.gpu.time_passes(false);
-                    e.gpu.pass_times()?.summary()
-                }
-                Some(e) => format!("{} has no timestamp queries", e.gpu.info.name),
-                None => "the CPU renderer ran no GPU pass".to_string(),
-            };
+        if let Some(line) = line {
             eprintln!("GPU time by pass: {line}");
         }
         Ok(figure)

@@ -18,6 +18,7 @@ use crate::compose::Compositor;
 use crate::error::{Error, Result};
 use crate::figure::plan::{native_tiles, Figure, Plan, RenderOptions, Tile};
 use crate::figure::quads::FigureQuads;
+use crate::gpu::timing::PassTimes;
 use crate::gpu::Gpu;
 use crate::pool::accum::{HeadStats, Reduce};
 use crate::pool::geometry::CellGeometry;
@@ -512,6 +513,23 @@ impl Engine {
             ranges: scene.ranges,
             plan: scene.plan,
         })
+    }
+
+    /// [`Engine::render`] with its passes stamped by the device: the figure, and each pass
+    /// label's device time (`Gpu::time_passes`), `None` where the adapter has no timestamp
+    /// queries. Benchmarks and `--gpu-times` call it; a failed render leaves nothing recorded.
+    pub fn render_timed(
+        &self,
+        source: &dyn AttentionSource,
+        options: &RenderOptions,
+    ) -> Result<(Figure, Option<PassTimes>)> {
+        if !self.gpu.time_passes(true) {
+            return Ok((self.render(source, options)?, None));
+        }
+        let figure = self.render(source, options);
+        self.gpu.time_passes(false);
+        let times = self.gpu.pass_times();
+        Ok((figure?, Some(times?)))
     }
 
     /// Pattern statistics of the heads `options` selects, in the plan's cell order, from one

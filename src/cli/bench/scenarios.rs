@@ -153,20 +153,13 @@ impl Bench {
     }
 
     /// One more render of `source`, its passes stamped by the device, where the adapter can
-    /// (`Gpu::time_passes`); the timed runs before it ran without stamps.
+    /// (`Engine::render_timed`); the timed runs before it ran without stamps.
     pub(super) fn timed_render(
         &self,
         source: &dyn AttentionSource,
         options: &RenderOptions,
     ) -> anyhow::Result<Option<PassTimes>> {
-        let gpu = &self.engine.gpu;
-        if !gpu.time_passes(true) {
-            return Ok(None);
-        }
-        let rendered = self.engine.render(source, options);
-        gpu.time_passes(false);
-        rendered?;
-        Ok(Some(gpu.pass_times()?))
+        Ok(self.engine.render_timed(source, options)?.1)
     }
 
     /// export-grid and export-long: one figure from a file to a PNG per run, next to reading
