@@ -40,7 +40,10 @@ pub struct Gpu {
     /// FMA rate (2026-12-04); at 512 MiB, 2.2%, 2.7x faster. GPUs: [`GPU_QK_STATE_BYTES`];
     /// CPU adapters: [`CPU_QK_STATE_BYTES`], where a few cores need no more rows and fresh
     /// memory costs page faults. Runs that store every probability (statistics, `attnviz
-    /// attention`) keep to the upload chunk's bytes, their probabilities being the larger part.
+    /// attention`) keep one pooled column of states, a few bytes a row; their chunks of rows
+    /// are bounded by the probabilities instead: one storage binding or chunk texture of them
+    /// (`tiled::probability_rows`: 128 MiB on lavapipe, 1024 rows at 32768 keys; up to
+    /// `pool::chunk::max_chunk_bytes`, 2 GiB, on NVIDIA, plus the pool pass's texture copy).
     pub qk_state_bytes: u64,
     /// The fewest query rows a lane of the Q/K row kernel must hold (from
     /// [`Gpu::row_vec4s`]) for it to take a head width; narrower budgets take the tiled kernel.

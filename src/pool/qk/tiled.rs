@@ -643,9 +643,10 @@ impl Cuts {
         let head_k = (k_rows * d4 as usize * 16) as u64;
         // The per-(row, pooled column) states take at most the run's state bytes (but always
         // one workgroup's rows of one head): the rows of a chunk are a score dispatch's lanes.
-        // Runs that store probabilities keep to the upload chunk's bytes as well: their chunk
-        // also holds rows × keys probabilities (twice, with the pool pass's texture copy),
-        // which a GPU's 512 MiB of states would make gigabytes.
+        // Runs that store probabilities keep to the upload chunk's bytes as well; they keep one
+        // pooled column, so what bounds their chunk is its rows × keys probabilities, which
+        // fill one binding at most (`probability_rows`, below; twice that with the pool pass's
+        // texture copy).
         let state_bytes = if materialize {
             run.state_bytes.min(run.chunk_bytes)
         } else {
