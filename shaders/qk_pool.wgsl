@@ -106,7 +106,6 @@ fn q_word(i: u32) -> vec4<f32> {
     return bitcast<vec4<f32>>(chunk_word(q_tex, i));
 }
 
-
 // Staging for the Q and K slices, then the tile's scores (row i, key j: float j % 4 of vec4
 // i·TK/4 + j/4). Q: vec4 v of row i at v·TQ + i. K after it: vec4 v of key j at
 // TQ·SLICE + v·TK + (j % 8)·8 + j / 8, so that the invocations of a row of blocks read
