@@ -355,6 +355,12 @@ fn pool_fold(@builtin(global_invocation_id) gid: vec3<u32>) {
         return;
     }
     let c0 = col_edges[x];
+    // A row sees no fewer keys than the rows before it, so a bin past what the chunk's last
+    // row of this pixel sees is masked for all of them (half the pixels of a causal head):
+    // left as it is, its count 0 reads as "no entries yet".
+    if c0 >= visible(r_hi - 1u) {
+        return;
+    }
     let c1 = col_edges[x + 1u];
     let z = gid.z;
     let idx = heads[z].y * params.px + y * params.pooled_w + x;
