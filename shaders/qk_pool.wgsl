@@ -76,6 +76,12 @@ struct Params {
     // pool_rows, prob_rows, pool_scores: workgroup x takes block (x · row_perm) mod blocks of
     // the chunk's rows (`spread_order` in src/gpu/mod.rs says why)
     row_perm: u32,
+    // SPLIT (qk_pool_rows.wgsl): the splits of the keys, `split_cols` pooled columns each
+    // (the last one fewer), and the elements of `row_lse` per split's row states (batch heads ×
+    // inter_rows; the splits' states follow the rows' lse)
+    splits: u32,
+    split_cols: u32,
+    part_stride: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -90,7 +96,8 @@ struct Params {
 @group(0) @binding(6) var<storage, read> row_edges: array<u32>;
 // per head, row of the chunk and pooled column: (max score, min score, Σ exp2(s − max), Σ s)
 @group(0) @binding(7) var<storage, read_write> inter: array<vec4<f32>>;
-// per head and row of the chunk: (lse, the row's largest probability)
+// per head and row of the chunk: (lse, the row's largest probability); with SPLIT, then per
+// split, head and row: the row's (max, Σ exp2(s − max)) over that split's keys
 @group(0) @binding(8) var<storage, read_write> row_lse: array<vec2<f32>>;
 @group(0) @binding(9) var<storage, read_write> accum: array<Accum>;
 // The row kernel reads each row of Q from a copy of `q` in a texture, 16-byte words CHUNK_W to

@@ -29,6 +29,8 @@
 // per-key work is substituted, unrolled, with constant indices.
 
 const KWD4: u32 = 4096u;
+// Keys per window (the window's vec4s over the head dimension's).
+const KW: u32 = KWD4 / D4;
 const KSTEP: u32 = 4u;
 // Query rows per invocation: each key value loaded (and, with subgroups, handed out) feeds
 // the scores of R rows, rows li, li + WG, ... of the workgroup's WG·R. Chosen by the host so
@@ -38,6 +40,39 @@ const R: u32 = 1u;
 const RD4: u32 = 16u;
 
 @group(0) @binding(10) var<uniform> kwin: array<vec4<f32>, KWD4>;
+
+// Split keys (pool_rows and pool_row_lse only; src/pool/qk/tiled.rs, `Cuts::splits`): one
+// dispatch takes every key of the chunk, workgroup y its split of whole pooled columns, read
+// from `k` itself, and each split leaves its rows' (max, Σ exp2(s − max)) apart in `row_lse`
+// for pool_row_lse to merge. Without it a dispatch takes one window of `kwin` and the windows
+// run one after another, each merging into the states the one before left: on a GPU one
+// head's rows are then a few hundred workgroups at a time with a barrier between windows
+// (an H200 ran a 32k head's scores at 2% of its FMA rate so). Bins never straddle a split,
+// so the per-(row, column) states need no merging, and every score is the same sum.
+override SPLIT: bool = false;
+
+// Vec4 `i` of the keys the row kernel reads: of the dispatch's window, or of `k` (SPLIT).
+fn kload(i: u32) -> vec4<f32> {
+    if SPLIT {
+        return k[i];
+    }
+    return kwin[i];
+}
+
+// Where key `j`'s vec4s start for kload: in the window from the dispatch's first key, or in
+// `k` from the workgroup's key head's start `kbase` (SPLIT).
+fn key_vec4(kbase: u32, j: u32) -> u32 {
+    if SPLIT {
+        return kbase + j * D4;
+    }
+    return (j - params.seg_start) * D4;
+}
+
+// The keys of split `s`, [start, end): its columns' keys.
+fn split_keys(s: u32) -> vec2<u32> {
+    let b0 = s * params.split_cols;
+    return vec2<u32>(col_edges[b0], col_edges[min(b0 + params.split_cols, params.pooled_w)]);
+}
 
 // This invocation's query rows, row h at h·D4 (indexed by constants only: registers).
 var<private> qrow: array<vec4<f32>, RD4>;
@@ -96,6 +131,11 @@ fn fold4(st: vec4<f32>, raw: vec4<f32>, seen: vec4<bool>) -> vec4<f32> {
 // values are in `qrow`.
 struct RowSpan {
     z: u32,
+    // the keys of the dispatch (or, SPLIT, of the workgroup's split), and where the key head's
+    // vec4s start in `k` (SPLIT)
+    seg_start: u32,
+    seg_end: u32,
+    kbase: u32,
     i: array<u32, R>,
     in_chunk: array<bool, R>,
     r: array<u32, R>,
@@ -114,8 +154,17 @@ fn row_span(wg: vec3<u32>, li: u32) -> RowSpan {
     }
     let r_first = params.row_start + i0;
     let r_last = r_first + min(WG * R, params.rows - i0) - 1u;
-    sp.lo_wg = max(params.seg_start, first_visible(r_first));
-    sp.hi_wg = min(params.seg_end, visible(r_last));
+    sp.seg_start = params.seg_start;
+    sp.seg_end = params.seg_end;
+    if SPLIT {
+        let seg = split_keys(wg.y);
+        sp.seg_start = seg.x;
+        sp.seg_end = seg.y;
+        // (a key head's keys are padded to whole windows in `k`)
+        sp.kbase = heads[sp.z].x * ((params.keys + KW - 1u) / KW) * KWD4;
+    }
+    sp.lo_wg = max(sp.seg_start, first_visible(r_first));
+    sp.hi_wg = min(sp.seg_end, visible(r_last));
     sp.live = sp.lo_wg < sp.hi_wg;
     for (var h = 0u; h < R; h++) {
         let i = i0 + li + h * WG;
@@ -180,7 +229,7 @@ fn pool_rows(
         rr[h].inter_row = (z * params.inter_rows + sp.i[h]) * params.pooled_w;
         rr[h].row_m = -F32_MAX;
         rr[h].row_l = 0.0;
-        rr[h].cont = max(c1, rr[h].fv) < params.seg_start && sp.in_chunk[h];
+        rr[h].cont = max(c1, rr[h].fv) < sp.seg_start && sp.in_chunk[h];
         rr[h].prev = vec4<f32>(-F32_MAX, F32_MAX, 0.0, 0.0);
         if rr[h].cont {
             rr[h].prev = inter[rr[h].inter_row + b_first];
@@ -206,7 +255,7 @@ fn pool_rows(
             st[h] = vec4<f32>(-F32_MAX, F32_MAX, 0.0, 0.0);
         }
         for (var j = kl; j < kh; j += KSTEP) {
-            let o = (j - params.seg_start) * D4;
+            let o = key_vec4(sp.kbase, j);
             // @STEP
         }
         let first = b == b_first;
@@ -232,7 +281,9 @@ fn pool_rows(
             let idx = z * params.inter_rows + sp.i[h];
             let row_m = rr[h].row_m;
             let row_l = rr[h].row_l;
-            if rr[h].fv >= params.seg_start {
+            if SPLIT {
+                row_lse[params.part_stride * (1u + wg.y) + idx] = vec2<f32>(row_m, row_l);
+            } else if rr[h].fv >= params.seg_start {
                 // the row's first key is in this window
                 row_lse[idx] = vec2<f32>(row_m, row_l);
             } else {
@@ -257,7 +308,23 @@ fn pool_row_lse(@builtin(global_invocation_id) gid: vec3<u32>) {
         return;
     }
     let idx = gid.z * params.inter_rows + i;
-    let st = row_lse[idx];
+    var st: vec2<f32>;
+    if !SPLIT {
+        st = row_lse[idx];
+    } else {
+        // the splits the row sees keys of, in key order (those pool_rows wrote)
+        st = vec2<f32>(-F32_MAX, 0.0);
+        let fv = first_visible(r);
+        let vis = visible(r);
+        for (var s = 0u; s < params.splits; s++) {
+            let seg = split_keys(s);
+            if max(seg.x, fv) < min(seg.y, vis) {
+                let p = row_lse[params.part_stride * (1u + s) + idx];
+                let nm = max(st.x, p.x);
+                st = vec2<f32>(nm, st.y * exp2(st.x - nm) + p.y * exp2(p.x - nm));
+            }
+        }
+    }
     // the sink joins the denominator, not the row's largest probability
     let sink = bitcast<f32>(heads[gid.z].z);
     let ms = max(st.x, sink);
@@ -335,7 +402,7 @@ fn prob_rows(
     // (from a multiple of 4: the keys before lo_wg are 0 for every row, seen by none, and a
     // texel of the chunk texture is 4 keys; windows start on a multiple of 16)
     for (var j = lo_wg & ~3u; j < hi_wg; j += KSTEP) {
-        let o = (j - params.seg_start) * D4;
+        let o = key_vec4(sp.kbase, j);
         // @PSTEP
     }
 }

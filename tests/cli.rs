@@ -485,8 +485,9 @@ fn bench_runs_only_the_chosen_scenarios() {
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }
 
-/// `bench --row-vec4s/--subgroup-keys` set the Q/K row kernel's budgets (for measuring them on
-/// a new device), and the report says which kernel each scenario's head width then took.
+/// `bench --row-vec4s/--subgroup-keys/--state-mib/--split-workgroups` set the Q/K row kernel's
+/// budgets (for measuring them on a new device), and the report says which kernel each
+/// scenario's head width then took.
 #[test]
 fn bench_takes_and_reports_the_row_kernel_budgets() {
     let dir = tempfile::tempdir().unwrap();
@@ -503,11 +504,14 @@ fn bench_takes_and_reports_the_row_kernel_budgets() {
             "0",
             "--state-mib",
             "64",
+            "--split-workgroups",
+            "64",
         ],
     );
     assert!(o.status.success(), "{}", stderr(&o));
     let out = String::from_utf8_lossy(&o.stdout);
-    let line = "row kernel with --row-vec4s 64 --subgroup-keys 0 --state-mib 64: d = 64 \
+    let line = "row kernel with --row-vec4s 64 --subgroup-keys 0 --state-mib 64 \
+                --split-workgroups 64: d = 64 \
                 (qk-long): 4 query rows a lane, every key loaded by every lane; d = 128 \
                 (qk-model): 2 query rows a lane, every key loaded by every lane";
     assert!(out.contains(line), "{out}");
@@ -530,13 +534,16 @@ fn bench_takes_and_reports_the_row_kernel_budgets() {
         "{body}"
     );
     assert!(
-        body.contains(r#""row_kernel":"--row-vec4s 64 --subgroup-keys 0 --state-mib 64: d = 64"#),
+        body.contains(
+            r#""row_kernel":"--row-vec4s 64 --subgroup-keys 0 --state-mib 64 --split-workgroups 64: d = 64"#
+        ),
         "{body}"
     );
     for bad in [
         ["--subgroup-keys", "3"],
         ["--row-vec4s", "1025"],
         ["--state-mib", "0"],
+        ["--split-workgroups", "-1"],
     ] {
         let o = attnviz(&["bench", "--only", "qk-long", bad[0], bad[1]]);
         assert_eq!(o.status.code(), Some(2), "{bad:?}: {}", stderr(&o));

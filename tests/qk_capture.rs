@@ -53,6 +53,7 @@ fn meta(heads: usize, window: usize) -> CaptureMeta {
     }
 }
 
+#[derive(Clone)]
 struct Case {
     name: &'static str,
     heads: usize,
@@ -204,8 +205,14 @@ fn close(a: f32, b: f32, tol: f32) -> bool {
 
 #[test]
 fn one_pass_pooling_equals_the_f64_reference() {
-    let Some(e) = engine() else { return };
-    for c in cases() {
+    let Some(mut e) = engine() else { return };
+    let target = e.gpu.qk_split_workgroups;
+    // (a window of keys per dispatch, and the keys split across workgroups, as on GPUs)
+    for (c, split) in cases()
+        .into_iter()
+        .flat_map(|c| [(c.clone(), 0), (c, 1 << 20)])
+    {
+        e.gpu.qk_split_workgroups = split;
         let src = source(&c);
         let s = src.shape();
         let cells: Vec<(usize, usize)> = (0..2)
@@ -224,7 +231,10 @@ fn one_pass_pooling_equals_the_f64_reference() {
             let cpu: Vec<Vec<Accum>> = cpu.into_iter().map(|p| p.accum).collect();
             for (cell, (x, y)) in gpu.iter().zip(&cpu).enumerate() {
                 for (i, (p, q)) in x.iter().zip(y).enumerate() {
-                    let what = format!("{} row_norm={row_norm} cell {cell} pixel {i}", c.name);
+                    let what = format!(
+                        "{} split {split} row_norm={row_norm} cell {cell} pixel {i}",
+                        c.name
+                    );
                     assert_eq!(p.count(), q.count(), "{what}: count");
                     if p.count() == 0 {
                         continue;
@@ -238,6 +248,7 @@ fn one_pass_pooling_equals_the_f64_reference() {
             }
         }
     }
+    e.gpu.qk_split_workgroups = target;
 }
 
 /// Writes Q and K with a capture's metadata JSON as `attnviz.capture` does.

@@ -8,8 +8,9 @@
 #   numpy.txt, matplotlib.txt      benches/compare_numpy_qk.py, benches/compare_matplotlib.py
 #   sweep-<i>.txt, sweep-<i>.json  bench --only qk-long,qk-model with the i-th of $SWEEP's
 #                                  ';'-separated argument sets (default: the Q/K budgets around
-#                                  the adapter's defaults: --state-mib, --row-vec4s, 0 being the
-#                                  tiled kernel)
+#                                  the adapter's defaults: --split-workgroups, 0 being one
+#                                  window of keys per dispatch, --state-mib, --row-vec4s, 0
+#                                  being the tiled kernel)
 #   long.txt                       render --q of a 131072-token head, with and without --causal,
 #                                  then once more each with --gpu-times (the device's time per pass)
 #   stats.txt                      benches/stats_overhead.sh 3: render with and without
@@ -28,7 +29,7 @@ out=${OUT:-./device-out}
 mkdir -p "$out"
 quick=()
 [ "${QUICK:-0}" = 1 ] && quick=(--quick)
-sweep=${SWEEP:---state-mib 64;--state-mib 2048;--row-vec4s 0;--row-vec4s 16;--row-vec4s 64}
+sweep=${SWEEP:---split-workgroups 0;--split-workgroups 1024;--split-workgroups 16384;--state-mib 64;--row-vec4s 0;--row-vec4s 16;--row-vec4s 64}
 status=0
 wanted() { [[ " ${SKIP:-} " != *" $1 "* ]] && [ -z "${QUICK_ONLY:-}" ]; }
 step() {

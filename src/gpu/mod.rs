@@ -53,6 +53,18 @@ pub struct Gpu {
     /// it (1290 against 1186 GFLOP/s). GPUs: 2; CPU adapters: 1 (their budget holds 4 rows
     /// at d = 128 anyway). Tests set 1 to reach the one-row kernel on any adapter.
     pub row_min_rows: u32,
+    /// Workgroups one dispatch of the Q/K row kernel should reach by splitting the keys among
+    /// them (`pool::qk::tiled`: each workgroup takes its rows over whole pooled columns of keys
+    /// read from the K buffer, and the rows' normalizers are merged per split afterwards); 0:
+    /// no split, each dispatch takes one window of keys from a uniform buffer, a barrier
+    /// between windows. A chunk's rows alone are a few hundred workgroups (a 32k head at 2 rows
+    /// a lane: 256), far below what a GPU runs at once, and an H200 ran that head's scores at
+    /// 2% of its FMA rate in 128 such dispatches (2026-12-04). GPUs: [`GPU_QK_SPLIT_WORKGROUPS`]
+    /// (not yet measured on one: `attnviz bench --split-workgroups` sweeps it). CPU adapters:
+    /// 0, where two cores are filled by any chunk; on llvmpipe (2 cores, 2026-12-04) 512
+    /// rendered a 16k head 6% faster unmasked and 6% slower causal, about even. Tests set it
+    /// to check the split path.
+    pub qk_split_workgroups: u32,
     /// Whether the Q/K statistics' probabilities are written straight into the pool pass's
     /// chunk texture (a texel of 4 keys per store) rather than into a buffer copied into it.
     /// Off on every adapter: on llvmpipe the texture's stores gained ~5% of a 32768-token
@@ -68,6 +80,10 @@ pub struct Gpu {
 
 /// [`Gpu::qk_state_bytes`] on CPU adapters: the upload chunk target (`pool::CHUNK_TARGET`).
 pub const CPU_QK_STATE_BYTES: u64 = 64 << 20;
+
+/// [`Gpu::qk_split_workgroups`] on GPUs: about what an H200 holds at once (132
+/// multiprocessors, 32 resident 64-lane workgroups each), a few waves on smaller GPUs.
+pub const GPU_QK_SPLIT_WORKGROUPS: u32 = 4096;
 
 /// [`Gpu::qk_state_bytes`] on GPUs: 32768 rows of 1024-px cells (16 bytes per row and column),
 /// a whole 32k head in one chunk. Bounded further by the adapter's storage bindings.
@@ -173,10 +189,10 @@ impl Gpu {
         });
         let cpu = info.device_type == wgpu::DeviceType::Cpu;
         let row_vec4s = if cpu { 128 } else { 32 };
-        let (qk_state_bytes, row_min_rows) = if cpu {
-            (CPU_QK_STATE_BYTES, 1)
+        let (qk_state_bytes, row_min_rows, qk_split_workgroups) = if cpu {
+            (CPU_QK_STATE_BYTES, 1, 0)
         } else {
-            (GPU_QK_STATE_BYTES, 2)
+            (GPU_QK_STATE_BYTES, 2, GPU_QK_SPLIT_WORKGROUPS)
         };
         Ok(Gpu {
             instance,
@@ -189,6 +205,7 @@ impl Gpu {
             row_vec4s,
             qk_state_bytes,
             row_min_rows,
+            qk_split_workgroups,
             probs_in_texture: false,
             lost,
             timer: OnceLock::new(),

@@ -105,10 +105,14 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `gpu` with the Q/K budgets that `--row-vec4s`, `--subgroup-keys` and `--state-mib` set.
+/// `gpu` with the Q/K budgets that `--row-vec4s`, `--subgroup-keys`, `--state-mib` and
+/// `--split-workgroups` set.
 fn tuned(mut gpu: Gpu, args: &BenchArgs) -> anyhow::Result<Gpu> {
     if let Some(v) = args.row_vec4s {
         gpu.row_vec4s = v;
+    }
+    if let Some(w) = args.split_workgroups {
+        gpu.qk_split_workgroups = w;
     }
     if let Some(m) = args.state_mib {
         gpu.qk_state_bytes = m << 20;
@@ -140,10 +144,11 @@ fn row_kernel(gpu: &Gpu) -> String {
         )
         .collect();
     format!(
-        "--row-vec4s {} --subgroup-keys {} --state-mib {}: {}",
+        "--row-vec4s {} --subgroup-keys {} --state-mib {} --split-workgroups {}: {}",
         gpu.row_vec4s,
         gpu.subgroup_keys,
         gpu.qk_state_bytes >> 20,
+        gpu.qk_split_workgroups,
         shapes.join("; ")
     )
 }

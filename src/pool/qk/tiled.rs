@@ -10,7 +10,10 @@
 //! time), never N².
 //!
 //! Several heads go in each dispatch (workgroup z), sharing one upload of each key head among
-//! the query heads of its GQA group. Tiles above a causal diagonal are never computed.
+//! the query heads of its GQA group. Tiles above a causal diagonal are never computed. On GPUs
+//! the row kernel also splits the keys among workgroups (workgroup y, whole pooled columns
+//! each, [`split_keys`]), so that one dispatch per chunk fills the device instead of a
+//! dispatch per window of keys, one after another.
 //!
 //! Runs that need every probability (pattern statistics) use the same row kernel twice per
 //! chunk instead ([`pool_materialized`]): once for the rows' lse, once to store the chunk's
@@ -77,7 +80,9 @@ struct Params {
     softcap: f32,
     member0: u32,
     row_perm: u32,
-    _pad: [u32; 3],
+    splits: u32,
+    split_cols: u32,
+    part_stride: u32,
 }
 
 /// The modes fixed per pipeline (`SOFTCAP`, `LOGITS`, `ROW_NORM` in the shader): a layer's
@@ -89,6 +94,9 @@ struct Mode {
     row_norm: bool,
     /// The run stores every probability (`prob_rows`, [`pool_materialized`]).
     materialize: bool,
+    /// The row kernel takes every key in one dispatch, split across workgroups
+    /// ([`Cuts::splits`]).
+    split: bool,
 }
 
 /// The pipelines of one [`Mode`]: the row kernel's or the tiled kernel's, whichever the
@@ -129,6 +137,7 @@ impl Kernels {
                     ("SOFTCAP", flag(mode.softcap)),
                     ("LOGITS", flag(mode.logits)),
                     ("ROW_NORM", flag(mode.row_norm)),
+                    ("SPLIT", flag(mode.split)),
                 ];
                 let k = &self.kernel;
                 let p = |entry| k.specialized(device, entry, &constants);
@@ -203,7 +212,7 @@ fn shared_scores(d4: u32, shared: u32, rows: u32) -> String {
         f += &format!("    var a{a} = vec4<f32>();\n");
     }
     for v in 0..d4 {
-        f += &format!("    {{\n        let kv = kwin[o + {v}u];\n");
+        f += &format!("    {{\n        let kv = kload(o + {v}u);\n");
         for p in 0..parts {
             for t in 0..4 {
                 f += &format!(
@@ -328,7 +337,7 @@ pub fn kernel_source(
     let score4: String = (0..rows)
         .flat_map(|h| {
             (0..d4).map(move |v| {
-                let k = |t: u32| format!("dot(qrow[{}u], kwin[o + {}u])", h * d4 + v, t * d4 + v);
+                let k = |t: u32| format!("dot(qrow[{}u], kload(o + {}u))", h * d4 + v, t * d4 + v);
                 format!(
                     "s[{h}] += vec4<f32>({}, {}, {}, {});\n    ",
                     k(0),
@@ -576,6 +585,11 @@ struct Cuts {
     chunk_rows: usize,
     /// What becomes of a chunk's scores.
     output: Output,
+    /// Splits of the keys that the row kernel's one dispatch per chunk takes side by side
+    /// (workgroup y), `split_cols` pooled columns each ([`split_keys`]); 1: none, the keys go
+    /// a window per dispatch.
+    splits: u32,
+    split_cols: u32,
     /// [`Output::Stored`] probabilities go straight into a chunk texture that the ingest's
     /// pool pass reads ([`stores_in_texture`]), not into a buffer it copies from.
     probs_texture: bool,
@@ -615,6 +629,33 @@ fn texture_stride(keys: usize) -> usize {
 fn probability_rows(gpu: &Gpu, keys: usize) -> usize {
     let max_binding = gpu.max_binding().min(max_chunk_bytes(gpu)) as usize;
     max_binding / (texture_stride(keys.max(1)) * 4) / TQ * TQ
+}
+
+/// Keys a split of the row kernel's keys takes at least ([`split_keys`]): a tile's worth, so
+/// that a workgroup's walk amortizes its start (loading its rows' queries).
+const MIN_SPLIT_KEYS: usize = 64;
+
+/// Splits of `keys` keys for a chunk of the row kernel (`window` keys a window; 0: the tiled
+/// kernel) whose rows are `row_groups` workgroups, and the pooled columns of each (of
+/// `pooled_w`): enough splits to give one dispatch `target` workgroups (the adapter's
+/// [`Gpu::qk_split_workgroups`]), whole columns each (a bin's state is then one workgroup's)
+/// and at least [`MIN_SPLIT_KEYS`] keys each; `(1, pooled_w)`, no split, for the tiled kernel,
+/// runs that store probabilities (their chunks have one pooled column) and a target of 0.
+fn split_keys(
+    target: u32,
+    window: u32,
+    output: Output,
+    row_groups: usize,
+    pooled_w: usize,
+    keys: usize,
+) -> (u32, u32) {
+    let target = target as usize;
+    if window == 0 || output != Output::Pooled || target == 0 {
+        return (1, pooled_w as u32);
+    }
+    let most = (keys / MIN_SPLIT_KEYS).clamp(1, pooled_w);
+    let cols = pooled_w.div_ceil(target.div_ceil(row_groups.max(1)).clamp(1, most));
+    (pooled_w.div_ceil(cols) as u32, cols as u32)
 }
 
 impl Cuts {
@@ -675,6 +716,14 @@ impl Cuts {
                 shared_keys: 0,
             }
         };
+        let (splits, split_cols) = split_keys(
+            gpu.qk_split_workgroups,
+            window,
+            output,
+            chunk_rows.div_ceil(TQ * shape.rows as usize) * batch,
+            pooled_w,
+            src.all_keys(),
+        );
         Cuts {
             d4,
             slice,
@@ -685,6 +734,8 @@ impl Cuts {
             batch,
             chunk_rows,
             output,
+            splits,
+            split_cols,
             probs_texture: output == Output::Stored
                 && gpu.probs_in_texture
                 && stores_in_texture(src, run.cells),
@@ -756,7 +807,13 @@ impl RunBuffers {
         let params_stride = (std::mem::size_of::<Params>() as u64)
             .next_multiple_of(u64::from(gpu.limits.min_uniform_buffer_offset_alignment));
         let inter_bytes = (batch * rows * geometry.pooled_w as u64 * 16).max(16);
-        let lse_bytes = (batch * rows * 8).next_multiple_of(16);
+        // (with split keys, each split's row states after the rows' lse)
+        let parts = if cuts.splits > 1 {
+            1 + u64::from(cuts.splits)
+        } else {
+            1
+        };
+        let lse_bytes = (batch * rows * 8 * parts).next_multiple_of(16);
         let col_edges = bin_edges(keys, geometry.pooled_w);
         let key_bin: Vec<u32> = (0..keys as u32).map(|k| bin_of(&col_edges, k)).collect();
         let in_buffer = cuts.output != Output::Pooled && !cuts.probs_texture;
@@ -832,6 +889,8 @@ struct OnePass<'a> {
     cuts: Cuts,
     buffers: RunBuffers,
     row_edges: Vec<u32>,
+    /// The pooled columns' first keys (and the keys' end).
+    col_edges: Vec<u32>,
     /// The parameters every dispatch starts from.
     base: Params,
     /// Host staging for heads whose dimension is padded, reused.
@@ -861,6 +920,7 @@ impl<'a> OnePass<'a> {
             logits: src.values() == Values::Logits,
             row_norm: run.options.row_norm,
             row_edges,
+            col_edges: bin_edges(src.all_keys(), geometry.pooled_w),
             base: Params {
                 q_rows: rows as u32,
                 keys: src.all_keys() as u32,
@@ -869,6 +929,9 @@ impl<'a> OnePass<'a> {
                 pooled_w: geometry.pooled_w,
                 px: geometry.pooled_pixels() as u32,
                 inter_rows: cuts.chunk_rows as u32,
+                splits: cuts.splits,
+                split_cols: cuts.split_cols,
+                part_stride: (cuts.batch * cuts.chunk_rows) as u32,
                 ..Default::default()
             },
             cuts,
@@ -1053,6 +1116,7 @@ impl<'a> OnePass<'a> {
                 // (stored probabilities are normalized by the pool pass that reads them)
                 row_norm: self.row_norm && self.cuts.output == Output::Pooled,
                 materialize: self.cuts.output != Output::Pooled,
+                split: self.cuts.splits > 1,
             },
         )
     }
@@ -1092,7 +1156,26 @@ impl<'a> OnePass<'a> {
         // Each score dispatch: its parameters, the byte of K its window starts at, and the
         // heads it takes.
         let mut steps: Vec<(Params, u32, u32)> = Vec::new();
-        if let Some(first) = oldest.checked_div(window) {
+        // (split keys: one dispatch per key head over the splits up to the last row's keys;
+        // the workgroups of splits before a sliding window find nothing to do)
+        let split_groups = if self.cuts.splits > 1 {
+            seen.checked_sub(1).map_or(0, |last| {
+                bin_of(&self.col_edges, last as u32) / self.cuts.split_cols + 1
+            })
+        } else {
+            1
+        };
+        if self.cuts.splits > 1 {
+            for (_, member0, count) in batch.groups() {
+                let p = Params {
+                    seg_start: 0,
+                    seg_end: keys as u32,
+                    member0,
+                    ..chunk
+                };
+                steps.push((p, 0, count));
+            }
+        } else if let Some(first) = oldest.checked_div(window) {
             let key_bytes = 16 * u64::from(self.cuts.d4);
             for ws in (first * window..seen).step_by(window) {
                 for (slot, member0, count) in batch.groups() {
@@ -1137,7 +1220,7 @@ impl<'a> OnePass<'a> {
             pass.set_pipeline(&pipes.scores);
             for (i, (_, offset, count)) in steps.iter().enumerate() {
                 pass.set_bind_group(0, bind_group, &[(i * stride) as u32, *offset]);
-                pass.dispatch_workgroups(score_groups, 1, *count);
+                pass.dispatch_workgroups(score_groups, split_groups, *count);
             }
         }
         let offsets = [(steps.len() * stride) as u32, 0];
@@ -1386,6 +1469,33 @@ impl<'a> RowReader<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn split_keys_fill_the_target_with_whole_columns() {
+        let split = |target, row_groups, pooled_w, keys| {
+            split_keys(target, 256, Output::Pooled, row_groups, pooled_w, keys)
+        };
+        // A 32k head at 2 rows a lane (256 workgroups of rows) into a 1024-px cell: 16 splits
+        // of 64 columns, 4096 workgroups.
+        assert_eq!(split(4096, 256, 1024, 32768), (16, 64));
+        // Rows enough already, a target of 0, the tiled kernel, stored probabilities: none.
+        assert_eq!(split(4096, 8192, 1024, 32768), (1, 1024));
+        assert_eq!(split(0, 256, 1024, 32768), (1, 1024));
+        assert_eq!(
+            split_keys(4096, 0, Output::Pooled, 256, 1024, 32768),
+            (1, 1024)
+        );
+        assert_eq!(split_keys(4096, 256, Output::Stored, 256, 1, 32768), (1, 1));
+        // At least 64 keys a split, at most a column each; uneven columns: the last split
+        // takes the rest.
+        assert_eq!(split(1 << 20, 1, 50, 200), (3, 17));
+        assert_eq!(split(1 << 20, 1, 64, 9000), (64, 1));
+        assert_eq!(split(1 << 20, 1, 1024, 63), (1, 1024));
+        for (target, groups, w, keys) in [(4096, 7, 1000, 5000), (100, 3, 23, 200), (9, 1, 7, 7)] {
+            let (s, cols) = split(target, groups, w, keys);
+            assert!(s >= 1 && (s - 1) * cols < w as u32 && s * cols >= w as u32);
+        }
+    }
 
     #[test]
     fn row_loops_are_written_out_with_constant_rows() {
