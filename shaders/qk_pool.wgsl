@@ -161,7 +161,7 @@ fn pool_scores(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
     let tr = li / 8u;
     let tc = li % 8u;
     let q_base = (z * params.q_rows + r0) * D4;
-    let k_base = heads[z].x * params.keys * D4;
+    let k_base = heads[z].x * key_head_vec4s();
     let inter_base = z * params.inter_rows + i0;
     // The workgroup's first row sees the oldest keys (sliding window): tiles before its tile
     // are skipped, and the states of columns that start before it are begun there.

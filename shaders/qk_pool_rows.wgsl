@@ -31,6 +31,13 @@
 const KWD4: u32 = 4096u;
 // Keys per window (the window's vec4s over the head dimension's).
 const KW: u32 = KWD4 / D4;
+
+// Vec4s from one key head's start to the next's in `k`: its keys padded to whole windows (16
+// keys where the row kernel is not built; `Cuts::head_k` in src/pool/qk/tiled.rs). Both
+// kernels read a batch's second and later key heads from there.
+fn key_head_vec4s() -> u32 {
+    return (params.keys + KW - 1u) / KW * KWD4;
+}
 const KSTEP: u32 = 4u;
 // Query rows per invocation: each key value loaded (and, with subgroups, handed out) feeds
 // the scores of R rows, rows li, li + WG, ... of the workgroup's WG·R. Chosen by the host so
@@ -160,8 +167,7 @@ fn row_span(wg: vec3<u32>, li: u32) -> RowSpan {
         let seg = split_keys(wg.y);
         sp.seg_start = seg.x;
         sp.seg_end = seg.y;
-        // (a key head's keys are padded to whole windows in `k`)
-        sp.kbase = heads[sp.z].x * ((params.keys + KW - 1u) / KW) * KWD4;
+        sp.kbase = heads[sp.z].x * key_head_vec4s();
     }
     sp.lo_wg = max(sp.seg_start, first_visible(r_first));
     sp.hi_wg = min(sp.seg_end, visible(r_last));

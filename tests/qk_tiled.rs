@@ -98,6 +98,15 @@ fn cases() -> Vec<Case> {
         kv_heads: 1,
         ..case("", 130, 130, 64, true, 32)
     });
+    // Two key heads in a batch, keys not a multiple of 16: each key head's K starts at its
+    // padded stride (the tiled kernel read the second at an unpadded one until 2026-12-04,
+    // wrong scores for every GQA head of d = 128 on GPUs).
+    v.push(Case {
+        name: "gqa-4-to-2-d128",
+        heads: 4,
+        kv_heads: 2,
+        ..case("", 130, 130, 128, false, 32)
+    });
     v.push(Case {
         name: "query-slice-causal",
         queries: Some(70..190),
@@ -219,10 +228,15 @@ fn compare(what: &str, a: &[Vec<Accum>], b: &[Vec<Accum>], tol: [f32; 4]) {
     }
 }
 
+/// Both score kernels: the adapter's choice per head width (the row kernel up to d = 128 on
+/// CPU adapters) and the tiled kernel at every width (`Gpu::row_vec4s` 0), which GPUs take at
+/// d = 128.
 #[test]
 fn one_pass_pooling_equals_the_stored_block_path_and_the_f64_reference() {
     let Some(mut e) = engine() else { return };
-    for chunk in [64 << 20, 160_000] {
+    let budget = e.gpu.row_vec4s;
+    for (chunk, vec4s) in [(64 << 20, budget), (160_000, budget), (64 << 20, 0)] {
+        e.gpu.row_vec4s = vec4s;
         // 160 kB: row blocks of 64 rows and batches of a few heads.
         e.chunk_bytes = chunk;
         e.qk_state_bytes = chunk;
@@ -233,7 +247,7 @@ fn one_pass_pooling_equals_the_stored_block_path_and_the_f64_reference() {
             let p = Pooling::of(&c);
             let one_pass = p.run(&e, &p.src);
             let two_pass = p.run(&e, &materialize(&e, &p.src));
-            let what = format!("{} (chunk {chunk})", c.name);
+            let what = format!("{} (chunk {chunk}, row vec4s {vec4s})", c.name);
             compare(&what, &one_pass, &two_pass, [4e-6, 1e-30, 1e-5, 1e-30]);
             if chunk == 64 << 20 {
                 let cpu = attnviz::cpu::pool_cells(&p.src, &p.cells, p.geometry, p.options);
@@ -248,6 +262,7 @@ fn one_pass_pooling_equals_the_stored_block_path_and_the_f64_reference() {
             }
         }
     }
+    e.gpu.row_vec4s = budget;
 }
 
 #[test]
