@@ -76,7 +76,7 @@ struct Params {
     // pool_rows, prob_rows, pool_scores: workgroup x takes block (x · row_perm) mod blocks of
     // the chunk's rows (`spread_order` in src/gpu/mod.rs says why)
     row_perm: u32,
-    // SPLIT (qk_pool_rows.wgsl): the splits of the keys, `split_cols` pooled columns each
+    // SPLIT (below): the splits of the keys, `split_cols` pooled columns each
     // (the last one fewer), and the elements of `row_lse` per split's row states (batch heads ×
     // inter_rows; the splits' states follow the rows' lse)
     splits: u32,
@@ -107,6 +107,21 @@ struct Params {
 // of them costs (a 16384-token head 3% faster, unmasked or causal), and a GPU does not need
 // the copy (512 MiB of states a chunk there).
 @group(0) @binding(11) var q_tex: texture_storage_2d<rgba32uint, read>;
+
+// Split keys (src/pool/qk/tiled.rs, `Cuts::splits`): one score dispatch takes every key of
+// the chunk, workgroup y a split of whole pooled columns. Without it a dispatch takes one
+// segment (pool_scores) or window (pool_rows) of keys, and the dispatches run one after
+// another, each carrying on the states the one before left: on a GPU a head's rows are then
+// a few hundred workgroups at a time with a barrier between dispatches (an H200 ran a 32k
+// head's scores at 2% of its FMA rate so). Bins never straddle a split, so each
+// (row, column) state is one workgroup's, and every score is the same sum.
+override SPLIT: bool = false;
+
+// The keys of split `s`, [start, end): its columns' keys.
+fn split_keys(s: u32) -> vec2<u32> {
+    let b0 = s * params.split_cols;
+    return vec2<u32>(col_edges[b0], col_edges[min(b0 + params.split_cols, params.pooled_w)]);
+}
 
 // Vec4 i of `q`, from its texture copy.
 fn q_word(i: u32) -> vec4<f32> {
@@ -156,8 +171,13 @@ fn pool_scores(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
     }
     let r0 = params.row_start + i0;
     let n_rows = min(TQ, params.rows - i0);
+    // The keys of the dispatch's segment, or of the workgroup's split.
+    var seg = vec2<u32>(params.seg_start, params.seg_end);
+    if SPLIT {
+        seg = split_keys(wg.y);
+    }
     // The workgroup's last row sees the most keys: tiles past them are skipped (causal).
-    let wg_end = min(visible(r0 + n_rows - 1u), params.seg_end);
+    let wg_end = min(visible(r0 + n_rows - 1u), seg.y);
     let tr = li / 8u;
     let tc = li % 8u;
     let q_base = (z * params.q_rows + r0) * D4;
@@ -166,7 +186,7 @@ fn pool_scores(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
     // The workgroup's first row sees the oldest keys (sliding window): tiles before its tile
     // are skipped, and the states of columns that start before it are begun there.
     let t_first = first_visible(r0) / TK * TK;
-    for (var t0 = max(params.seg_start, t_first); t0 < wg_end; t0 += TK) {
+    for (var t0 = max(seg.x, t_first); t0 < wg_end; t0 += TK) {
         var acc0l = vec4<f32>();
         var acc0h = vec4<f32>();
         var acc1l = vec4<f32>();

@@ -48,15 +48,10 @@ const RD4: u32 = 16u;
 
 @group(0) @binding(10) var<uniform> kwin: array<vec4<f32>, KWD4>;
 
-// Split keys (pool_rows and pool_row_lse only; src/pool/qk/tiled.rs, `Cuts::splits`): one
-// dispatch takes every key of the chunk, workgroup y its split of whole pooled columns, read
-// from `k` itself, and each split leaves its rows' (max, Σ exp2(s − max)) apart in `row_lse`
-// for pool_row_lse to merge. Without it a dispatch takes one window of `kwin` and the windows
-// run one after another, each merging into the states the one before left: on a GPU one
-// head's rows are then a few hundred workgroups at a time with a barrier between windows
-// (an H200 ran a 32k head's scores at 2% of its FMA rate so). Bins never straddle a split,
-// so the per-(row, column) states need no merging, and every score is the same sum.
-override SPLIT: bool = false;
+// With SPLIT (qk_pool.wgsl) the row kernel reads its split's keys from `k` itself, and each
+// split leaves its rows' (max, Σ exp2(s − max)) apart in `row_lse` for pool_row_lse to merge.
+// Without it a dispatch takes one window of `kwin`, and each window merges its rows' running
+// state into what the windows before it left.
 
 // Vec4 `i` of the keys the row kernel reads: of the dispatch's window, or of `k` (SPLIT).
 fn kload(i: u32) -> vec4<f32> {
@@ -73,12 +68,6 @@ fn key_vec4(kbase: u32, j: u32) -> u32 {
         return kbase + j * D4;
     }
     return (j - params.seg_start) * D4;
-}
-
-// The keys of split `s`, [start, end): its columns' keys.
-fn split_keys(s: u32) -> vec2<u32> {
-    let b0 = s * params.split_cols;
-    return vec2<u32>(col_edges[b0], col_edges[min(b0 + params.split_cols, params.pooled_w)]);
 }
 
 // This invocation's query rows, row h at h·D4 (indexed by constants only: registers).

@@ -206,13 +206,15 @@ fn close(a: f32, b: f32, tol: f32) -> bool {
 #[test]
 fn one_pass_pooling_equals_the_f64_reference() {
     let Some(mut e) = engine() else { return };
-    let target = e.gpu.qk_split_workgroups;
-    // (a window of keys per dispatch, and the keys split across workgroups, as on GPUs)
-    for (c, split) in cases()
+    let (target, budget) = (e.gpu.qk_split_workgroups, e.gpu.row_vec4s);
+    // Both score kernels (the row kernel, and the tiled one that GPUs give d = 128), each with
+    // a window or segment of keys per dispatch and with the keys split across workgroups.
+    let runs = [(0, budget), (1 << 20, budget), (0, 0), (1 << 20, 0)];
+    for (c, (split, vec4s)) in cases()
         .into_iter()
-        .flat_map(|c| [(c.clone(), 0), (c, 1 << 20)])
+        .flat_map(|c| runs.map(|r| (c.clone(), r)))
     {
-        e.gpu.qk_split_workgroups = split;
+        (e.gpu.qk_split_workgroups, e.gpu.row_vec4s) = (split, vec4s);
         let src = source(&c);
         let s = src.shape();
         let cells: Vec<(usize, usize)> = (0..2)
@@ -232,7 +234,7 @@ fn one_pass_pooling_equals_the_f64_reference() {
             for (cell, (x, y)) in gpu.iter().zip(&cpu).enumerate() {
                 for (i, (p, q)) in x.iter().zip(y).enumerate() {
                     let what = format!(
-                        "{} split {split} row_norm={row_norm} cell {cell} pixel {i}",
+                        "{} split {split} row vec4s {vec4s} row_norm={row_norm} cell {cell} pixel {i}",
                         c.name
                     );
                     assert_eq!(p.count(), q.count(), "{what}: count");
@@ -248,7 +250,7 @@ fn one_pass_pooling_equals_the_f64_reference() {
             }
         }
     }
-    e.gpu.qk_split_workgroups = target;
+    (e.gpu.qk_split_workgroups, e.gpu.row_vec4s) = (target, budget);
 }
 
 /// Writes Q and K with a capture's metadata JSON as `attnviz.capture` does.

@@ -120,22 +120,25 @@ fn pooled_logits_from_both_gpu_paths_equal_the_f64_twin() {
         diagonal: Some(src.diagonal()),
         ..Default::default()
     };
-    // (a window of keys per dispatch, and the keys split across workgroups, as on GPUs)
-    let target = e.gpu.qk_split_workgroups;
-    for (cell, split) in [N as u32, 50, 23]
+    // (both score kernels, each with a window or segment of keys per dispatch and with the
+    // keys split across workgroups, as on GPUs)
+    let (target, budget) = (e.gpu.qk_split_workgroups, e.gpu.row_vec4s);
+    let runs = [(0, budget), (1 << 20, budget), (0, 0), (1 << 20, 0)];
+    for (cell, (split, vec4s)) in [N as u32, 50, 23]
         .into_iter()
-        .flat_map(|c| [(c, 0), (c, 1 << 20)])
+        .flat_map(|c| runs.map(|r| (c, r)))
     {
-        e.gpu.qk_split_workgroups = split;
+        (e.gpu.qk_split_workgroups, e.gpu.row_vec4s) = (split, vec4s);
         let geometry = CellGeometry::new(N, N, Some(cell)).unwrap();
         // The one-pass path (every key output).
         let gpu = e.pool(&src, &cells, geometry, options).unwrap();
         let gpu = gpu.read_accums(&e.gpu).unwrap();
         let cpu = attnviz::cpu::pool_cells(&src, &cells, geometry, options).unwrap();
         let cpu: Vec<Vec<Accum>> = cpu.into_iter().map(|p| p.accum).collect();
-        compare(&format!("one-pass, cell {cell}, split {split}"), &gpu, &cpu);
+        let what = format!("one-pass, cell {cell}, split {split}, row vec4s {vec4s}");
+        compare(&what, &gpu, &cpu);
     }
-    e.gpu.qk_split_workgroups = target;
+    (e.gpu.qk_split_workgroups, e.gpu.row_vec4s) = (target, budget);
     // The two-pass path: a region of keys, as the viewer's zoomed detail pools it; the pool
     // pass masks the window.
     let region = src.region(20..140, 5..120).unwrap();

@@ -400,38 +400,49 @@ fn every_row_count_per_invocation_gives_the_same_bits() {
 }
 
 /// Split keys (`Gpu::qk_split_workgroups`, on by default on GPUs): one score dispatch per
-/// chunk whose workgroups each take whole pooled columns of keys from the K buffer, each
-/// split's row normalizers merged afterwards, against one dispatch per window of keys. Every
-/// score is the same sum and every bin's state one workgroup's fold, so the counts are equal;
-/// the extremes and sums may differ in the last bits of the lse, merged per split rather than
-/// per window and column: the one-pass tolerances of the module docs. As many splits as the
-/// heads allow (64 keys each, at most a column each), whole heads and chunks of 64 rows (and
-/// batches of several heads), with and without subgroups.
+/// chunk whose workgroups each take whole pooled columns of keys, against one dispatch per
+/// window (row kernel) or segment (tiled kernel) of keys. Every score is the same sum and
+/// every bin's state one workgroup's fold, so the counts are equal; the extremes and sums may
+/// differ in the last bits of the lse, which the row kernel merges per split rather than per
+/// window and column: the one-pass tolerances of the module docs. Both kernels, as many
+/// splits as the heads allow (64 keys each, at most a column each), whole heads and chunks of
+/// 64 rows (and batches of several heads), with and without subgroups.
 #[test]
 fn split_keys_pool_as_one_window_at_a_time_does() {
     let Some(mut e) = engine() else { return };
-    let (target, shared) = (e.gpu.qk_split_workgroups, e.gpu.subgroup_keys);
+    let (target, shared, budget) = (
+        e.gpu.qk_split_workgroups,
+        e.gpu.subgroup_keys,
+        e.gpu.row_vec4s,
+    );
     e.gpu.row_min_rows = 1;
     for chunk in [64 << 20, 160_000] {
         e.chunk_bytes = chunk;
         e.qk_state_bytes = chunk;
-        for c in cases().into_iter().filter(|c| c.d <= 128) {
+        for c in cases() {
             if chunk != 64 << 20 && c.nk > 1000 {
                 continue;
             }
             let p = Pooling::of(&c);
-            for keys in [shared, 0] {
-                e.gpu.subgroup_keys = keys;
+            for (keys, vec4s) in [(shared, budget), (0, budget), (0, 0)] {
+                (e.gpu.subgroup_keys, e.gpu.row_vec4s) = (keys, vec4s);
                 e.gpu.qk_split_workgroups = 0;
                 let windows = p.run(&e, &p.src);
                 e.gpu.qk_split_workgroups = 1 << 20;
                 let split = p.run(&e, &p.src);
-                let what = format!("{} split (chunk {chunk}, {keys} subgroup keys)", c.name);
+                let what = format!(
+                    "{} split (chunk {chunk}, {keys} subgroup keys, row vec4s {vec4s})",
+                    c.name
+                );
                 compare(&what, &split, &windows, [4e-6, 1e-30, 1e-5, 1e-30]);
             }
         }
     }
-    (e.gpu.qk_split_workgroups, e.gpu.subgroup_keys) = (target, shared);
+    (
+        e.gpu.qk_split_workgroups,
+        e.gpu.subgroup_keys,
+        e.gpu.row_vec4s,
+    ) = (target, shared, budget);
 }
 
 /// Which kernel a head width takes: the row kernel where a lane holds at least

@@ -320,9 +320,9 @@ pub struct BenchArgs {
     /// width; 0: every lane loads every key), instead of the adapter's default.
     #[arg(long, value_parser = ["0", "4", "8"])]
     pub subgroup_keys: Option<String>,
-    /// Q/K row kernel: workgroups one score dispatch should reach by splitting the keys among
-    /// them, instead of the adapter's default (4096 on GPUs, 0 on CPU adapters); 0: no split,
-    /// one window of keys per dispatch.
+    /// Q/K score kernels: workgroups one score dispatch should reach by splitting the keys
+    /// among them, instead of the adapter's default (4096 on GPUs, 0 on CPU adapters); 0: no
+    /// split, one window (or segment) of keys per dispatch.
     #[arg(long, value_parser = clap::value_parser!(u32).range(0..=1 << 24))]
     pub split_workgroups: Option<u32>,
 }

@@ -53,11 +53,12 @@ pub struct Gpu {
     /// it (1290 against 1186 GFLOP/s). GPUs: 2; CPU adapters: 1 (their budget holds 4 rows
     /// at d = 128 anyway). Tests set 1 to reach the one-row kernel on any adapter.
     pub row_min_rows: u32,
-    /// Workgroups one dispatch of the Q/K row kernel should reach by splitting the keys among
-    /// them (`pool::qk::tiled`: each workgroup takes its rows over whole pooled columns of keys
-    /// read from the K buffer, and the rows' normalizers are merged per split afterwards); 0:
-    /// no split, each dispatch takes one window of keys from a uniform buffer, a barrier
-    /// between windows. A chunk's rows alone are a few hundred workgroups (a 32k head at 2 rows
+    /// Workgroups one dispatch of the one-pass Q/K score kernels should reach by splitting the
+    /// keys among them (`pool::qk::tiled`: each workgroup takes its rows over whole pooled
+    /// columns of keys read from the K buffer; the row kernel's row normalizers are merged
+    /// per split afterwards); 0: no split, each dispatch takes one window of keys from a
+    /// uniform buffer (the row kernel) or one segment of 8192 (the tiled kernel), a barrier
+    /// between them. A chunk's rows alone are a few hundred workgroups (a 32k head at 2 rows
     /// a lane: 256), far below what a GPU runs at once, and an H200 ran that head's scores at
     /// 2% of its FMA rate in 128 such dispatches (2026-12-04). GPUs: [`GPU_QK_SPLIT_WORKGROUPS`]
     /// (not yet measured on one: `attnviz bench --split-workgroups` sweeps it). CPU adapters:

@@ -11,9 +11,9 @@
 //!
 //! Several heads go in each dispatch (workgroup z), sharing one upload of each key head among
 //! the query heads of its GQA group. Tiles above a causal diagonal are never computed. On GPUs
-//! the row kernel also splits the keys among workgroups (workgroup y, whole pooled columns
-//! each, [`split_keys`]), so that one dispatch per chunk fills the device instead of a
-//! dispatch per window of keys, one after another.
+//! the keys are also split among workgroups (workgroup y, whole pooled columns each,
+//! [`split_keys`]), so that one dispatch per chunk fills the device instead of a dispatch per
+//! window or segment of keys, one after another.
 //!
 //! Runs that need every probability (pattern statistics) use the same row kernel twice per
 //! chunk instead ([`pool_materialized`]): once for the rows' lse, once to store the chunk's
@@ -639,8 +639,10 @@ const MIN_SPLIT_KEYS: usize = 64;
 /// kernel) whose rows are `row_groups` workgroups, and the pooled columns of each (of
 /// `pooled_w`): enough splits to give one dispatch `target` workgroups (the adapter's
 /// [`Gpu::qk_split_workgroups`]), whole columns each (a bin's state is then one workgroup's)
-/// and at least [`MIN_SPLIT_KEYS`] keys each; `(1, pooled_w)`, no split, for the tiled kernel,
-/// runs that store probabilities (their chunks have one pooled column) and a target of 0.
+/// and at least [`MIN_SPLIT_KEYS`] keys each; for the tiled kernel, which walks a split's keys
+/// as it walks a segment's, at most [`SEG_KEYS`] keys each. `(1, pooled_w)`, no split, for
+/// runs that store probabilities (their chunks have one pooled column), a target of 0, a
+/// single split, and tiled splits that columns wider than a segment allow no other way.
 fn split_keys(
     target: u32,
     window: u32,
@@ -649,13 +651,25 @@ fn split_keys(
     pooled_w: usize,
     keys: usize,
 ) -> (u32, u32) {
+    let none = (1, pooled_w as u32);
     let target = target as usize;
-    if window == 0 || output != Output::Pooled || target == 0 {
-        return (1, pooled_w as u32);
+    if output != Output::Pooled || target == 0 {
+        return none;
     }
+    let least = if window == 0 {
+        keys.div_ceil(SEG_KEYS)
+    } else {
+        1
+    };
     let most = (keys / MIN_SPLIT_KEYS).clamp(1, pooled_w);
-    let cols = pooled_w.div_ceil(target.div_ceil(row_groups.max(1)).clamp(1, most));
-    (pooled_w.div_ceil(cols) as u32, cols as u32)
+    let want = target.div_ceil(row_groups.max(1)).max(least).clamp(1, most);
+    let cols = pooled_w.div_ceil(want);
+    let splits = pooled_w.div_ceil(cols);
+    // (the widest split: `cols` columns of at most ⌈keys / pooled_w⌉ keys)
+    if splits == 1 || (window == 0 && cols * keys.div_ceil(pooled_w) > SEG_KEYS) {
+        return none;
+    }
+    (splits as u32, cols as u32)
 }
 
 impl Cuts {
@@ -1156,8 +1170,8 @@ impl<'a> OnePass<'a> {
         // Each score dispatch: its parameters, the byte of K its window starts at, and the
         // heads it takes.
         let mut steps: Vec<(Params, u32, u32)> = Vec::new();
-        // (split keys: one dispatch per key head over the splits up to the last row's keys;
-        // the workgroups of splits before a sliding window find nothing to do)
+        // (split keys: one dispatch, the splits up to the last row's keys; the workgroups of
+        // splits before a sliding window find nothing to do)
         let split_groups = if self.cuts.splits > 1 {
             seen.checked_sub(1).map_or(0, |last| {
                 bin_of(&self.col_edges, last as u32) / self.cuts.split_cols + 1
@@ -1166,15 +1180,13 @@ impl<'a> OnePass<'a> {
             1
         };
         if self.cuts.splits > 1 {
-            for (_, member0, count) in batch.groups() {
-                let p = Params {
-                    seg_start: 0,
-                    seg_end: keys as u32,
-                    member0,
-                    ..chunk
-                };
-                steps.push((p, 0, count));
-            }
+            // (every head of the batch: each workgroup finds its key head in `k`)
+            let p = Params {
+                seg_start: 0,
+                seg_end: keys as u32,
+                ..chunk
+            };
+            steps.push((p, 0, members));
         } else if let Some(first) = oldest.checked_div(window) {
             let key_bytes = 16 * u64::from(self.cuts.d4);
             for ws in (first * window..seen).step_by(window) {
@@ -1478,14 +1490,20 @@ mod tests {
         // A 32k head at 2 rows a lane (256 workgroups of rows) into a 1024-px cell: 16 splits
         // of 64 columns, 4096 workgroups.
         assert_eq!(split(4096, 256, 1024, 32768), (16, 64));
-        // Rows enough already, a target of 0, the tiled kernel, stored probabilities: none.
+        // Rows enough already, a target of 0, stored probabilities: none.
         assert_eq!(split(4096, 8192, 1024, 32768), (1, 1024));
         assert_eq!(split(0, 256, 1024, 32768), (1, 1024));
-        assert_eq!(
-            split_keys(4096, 0, Output::Pooled, 256, 1024, 32768),
-            (1, 1024)
-        );
         assert_eq!(split_keys(4096, 256, Output::Stored, 256, 1, 32768), (1, 1));
+        // The tiled kernel: 8 heads of 8192 tokens into 256-px cells (qk-model) are 1024
+        // workgroups of 64 rows: 4 splits. At most SEG_KEYS (8192) keys a split: a 32k head
+        // with rows enough for 1 split takes 4; one 32768-key column cannot be split.
+        let tiled = |target, row_groups, pooled_w, keys| {
+            split_keys(target, 0, Output::Pooled, row_groups, pooled_w, keys)
+        };
+        assert_eq!(tiled(4096, 1024, 256, 8192), (4, 64));
+        assert_eq!(tiled(4096, 8192, 1024, 32768), (4, 256));
+        assert_eq!(tiled(4096, 8192, 1, 32768), (1, 1));
+        assert_eq!(tiled(4096, 8192, 3, 32768), (1, 3));
         // At least 64 keys a split, at most a column each; uneven columns: the last split
         // takes the rest.
         assert_eq!(split(1 << 20, 1, 50, 200), (3, 17));
