@@ -79,6 +79,16 @@ pub struct Gpu {
     timer: OnceLock<timing::PassTimer>,
 }
 
+/// Which kind of adapter's Q/K budgets [`Gpu::use_qk_budgets`] sets (each field's docs say
+/// why they differ).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QkBudgets {
+    /// CPU adapters (lavapipe, SwiftShader, WARP): lanes are SIMD registers of a few cores.
+    Cpu,
+    /// Every other adapter.
+    Gpu,
+}
+
 /// [`Gpu::qk_state_bytes`] on CPU adapters: the upload chunk target (`pool::CHUNK_TARGET`).
 pub const CPU_QK_STATE_BYTES: u64 = 64 << 20;
 
@@ -189,13 +199,7 @@ impl Gpu {
             }
         });
         let cpu = info.device_type == wgpu::DeviceType::Cpu;
-        let row_vec4s = if cpu { 128 } else { 32 };
-        let (qk_state_bytes, row_min_rows, qk_split_workgroups) = if cpu {
-            (CPU_QK_STATE_BYTES, 1, 0)
-        } else {
-            (GPU_QK_STATE_BYTES, 2, GPU_QK_SPLIT_WORKGROUPS)
-        };
-        Ok(Gpu {
+        let mut gpu = Gpu {
             instance,
             adapter,
             device,
@@ -203,14 +207,32 @@ impl Gpu {
             limits,
             info,
             subgroup_keys,
-            row_vec4s,
-            qk_state_bytes,
-            row_min_rows,
-            qk_split_workgroups,
+            row_vec4s: 0,
+            qk_state_bytes: 0,
+            row_min_rows: 0,
+            qk_split_workgroups: 0,
             probs_in_texture: false,
             lost,
             timer: OnceLock::new(),
-        })
+        };
+        gpu.use_qk_budgets(if cpu { QkBudgets::Cpu } else { QkBudgets::Gpu });
+        Ok(gpu)
+    }
+
+    /// Sets the Q/K kernels' budgets ([`Gpu::row_vec4s`], [`Gpu::qk_state_bytes`],
+    /// [`Gpu::row_min_rows`], [`Gpu::qk_split_workgroups`]) to those of an adapter kind: a new
+    /// `Gpu` takes its own kind's; tests take the GPUs' on a CPU adapter, to run the
+    /// configuration a GPU runs where no GPU is.
+    pub fn use_qk_budgets(&mut self, kind: QkBudgets) {
+        (
+            self.row_vec4s,
+            self.qk_state_bytes,
+            self.row_min_rows,
+            self.qk_split_workgroups,
+        ) = match kind {
+            QkBudgets::Cpu => (128, CPU_QK_STATE_BYTES, 1, 0),
+            QkBudgets::Gpu => (32, GPU_QK_STATE_BYTES, 2, GPU_QK_SPLIT_WORKGROUPS),
+        };
     }
 
     /// One line naming the adapter, for `info`, `--stats` and benchmark reports.
