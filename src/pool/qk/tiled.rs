@@ -642,12 +642,13 @@ const MIN_SPLIT_KEYS: usize = 64;
 /// and at least [`MIN_SPLIT_KEYS`] keys each; for the tiled kernel, which walks a split's keys
 /// as it walks a segment's, at most [`SEG_KEYS`] keys each. `(1, pooled_w)`, no split, for
 /// runs that store probabilities (their chunks have one pooled column), a target of 0, a
-/// single split, and tiled splits that columns wider than a segment allow no other way.
+/// single split, and tiled splits that columns wider than a segment allow no other way. The
+/// row kernel keeps each split's row states in the lse binding: at most `max_splits` of them.
 fn split_keys(
     target: u32,
     window: u32,
     output: Output,
-    row_groups: usize,
+    (row_groups, max_splits): (usize, usize),
     pooled_w: usize,
     keys: usize,
 ) -> (u32, u32) {
@@ -661,7 +662,7 @@ fn split_keys(
     } else {
         1
     };
-    let most = (keys / MIN_SPLIT_KEYS).clamp(1, pooled_w);
+    let most = (keys / MIN_SPLIT_KEYS).min(max_splits).clamp(1, pooled_w);
     let want = target.div_ceil(row_groups.max(1)).max(least).clamp(1, most);
     let cols = pooled_w.div_ceil(want);
     let splits = pooled_w.div_ceil(cols);
@@ -730,11 +731,21 @@ impl Cuts {
                 shared_keys: 0,
             }
         };
+        // (the row kernel's splits each keep the chunk's row states beside the rows' lse, in
+        // one binding; the tiled kernel's keep nothing apart)
+        let max_splits = if window > 0 {
+            (max_binding / (batch * chunk_rows * 8) as u64).saturating_sub(1) as usize
+        } else {
+            usize::MAX
+        };
         let (splits, split_cols) = split_keys(
             gpu.qk_split_workgroups,
             window,
             output,
-            chunk_rows.div_ceil(TQ * shape.rows as usize) * batch,
+            (
+                chunk_rows.div_ceil(TQ * shape.rows as usize) * batch,
+                max_splits,
+            ),
             pooled_w,
             src.all_keys(),
         );
@@ -1485,7 +1496,14 @@ mod tests {
     #[test]
     fn split_keys_fill_the_target_with_whole_columns() {
         let split = |target, row_groups, pooled_w, keys| {
-            split_keys(target, 256, Output::Pooled, row_groups, pooled_w, keys)
+            split_keys(
+                target,
+                256,
+                Output::Pooled,
+                (row_groups, 1 << 20),
+                pooled_w,
+                keys,
+            )
         };
         // A 32k head at 2 rows a lane (256 workgroups of rows) into a 1024-px cell: 16 splits
         // of 64 columns, 4096 workgroups.
@@ -1493,12 +1511,25 @@ mod tests {
         // Rows enough already, a target of 0, stored probabilities: none.
         assert_eq!(split(4096, 8192, 1024, 32768), (1, 1024));
         assert_eq!(split(0, 256, 1024, 32768), (1, 1024));
-        assert_eq!(split_keys(4096, 256, Output::Stored, 256, 1, 32768), (1, 1));
+        assert_eq!(
+            split_keys(4096, 256, Output::Stored, (256, 1 << 20), 1, 32768),
+            (1, 1)
+        );
+        // The row kernel's splits fit their row states into one binding: 16 wanted, 5 fit.
+        let parts = split_keys(4096, 256, Output::Pooled, (256, 5), 1024, 32768);
+        assert_eq!(parts, (5, 205));
         // The tiled kernel: 8 heads of 8192 tokens into 256-px cells (qk-model) are 1024
         // workgroups of 64 rows: 4 splits. At most SEG_KEYS (8192) keys a split: a 32k head
         // with rows enough for 1 split takes 4; one 32768-key column cannot be split.
         let tiled = |target, row_groups, pooled_w, keys| {
-            split_keys(target, 0, Output::Pooled, row_groups, pooled_w, keys)
+            split_keys(
+                target,
+                0,
+                Output::Pooled,
+                (row_groups, usize::MAX),
+                pooled_w,
+                keys,
+            )
         };
         assert_eq!(tiled(4096, 1024, 256, 8192), (4, 64));
         assert_eq!(tiled(4096, 8192, 1024, 32768), (4, 256));
