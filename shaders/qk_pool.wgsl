@@ -82,6 +82,9 @@ struct Params {
     splits: u32,
     split_cols: u32,
     part_stride: u32,
+    // prob_rows of a run that stores probabilities, with SPLIT: keys per split (a multiple of
+    // 16, whole texels), instead of the columns' splits
+    split_len: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;

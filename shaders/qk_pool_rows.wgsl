@@ -153,7 +153,11 @@ fn row_span(wg: vec3<u32>, li: u32) -> RowSpan {
     sp.seg_start = params.seg_start;
     sp.seg_end = params.seg_end;
     if SPLIT {
-        let seg = split_keys(wg.y);
+        var seg = split_keys(wg.y);
+        if params.split_len > 0u {
+            let s0 = wg.y * params.split_len;
+            seg = vec2<u32>(s0, min(s0 + params.split_len, params.keys));
+        }
         sp.seg_start = seg.x;
         sp.seg_end = seg.y;
         sp.kbase = heads[sp.z].x * key_head_vec4s();
@@ -327,7 +331,8 @@ fn pool_row_lse(@builtin(global_invocation_id) gid: vec3<u32>) {
     row_lse[idx] = vec2<f32>(lse, exp2(st.x - lse));
 }
 
-// Every probability of a chunk's rows for one window of keys, for the consumers that need each
+// Every probability of a chunk's rows for one window of keys (SPLIT: each workgroup its split of
+// `split_len` keys, or of the columns where that is 0), for the consumers that need each
 // entry (the pattern statistics: a key's column mass sums its probabilities over rows, which
 // needs every row's normalizer first): the scores of pool_rows, step for step, turned into
 // p = exp2(s − lse) with the lse pool_row_lse left in `row_lse` (LOGITS: the logit, natural

@@ -492,17 +492,20 @@ fn stored_chunks_match_the_reference(n: usize, window: Option<usize>, in_texture
         let cpu = pattern_cells(&qk, &cells, o, pool).unwrap();
         // The row kernel's shape on this adapter, and one row a lane (the widest subgroup step,
         // 8 keys on 8 lanes, as GPUs take d = 64) where it has subgroups.
+        // Each with a window of keys per dispatch and with the keys split among workgroups
+        // (as GPUs take them: the lse run's columns, and prob_rows' splits of whole texels).
         let (budget, shared) = (e.gpu.row_vec4s, e.gpu.subgroup_keys);
+        let target = e.gpu.qk_split_workgroups;
         e.gpu.row_min_rows = 1;
         let d4 = (d / 4) as u32;
-        for vec4s in [budget, d4]
-            .into_iter()
-            .take(if shared > 0 { 2 } else { 1 })
-        {
-            e.gpu.row_vec4s = vec4s;
+        let budgets = [budget, d4];
+        let budgets = &budgets[..if shared > 0 { 2 } else { 1 }];
+        for (vec4s, split) in budgets.iter().flat_map(|&v| [(v, 0), (v, 1 << 20)]) {
+            (e.gpu.row_vec4s, e.gpu.qk_split_workgroups) = (vec4s, split);
             let gpu = e.pool_with(&qk, &cells, geometry, pool, Some(o)).unwrap();
             for (i, (g, c)) in gpu.patterns.iter().zip(&cpu).enumerate() {
-                check_sums(&format!("{vec4s} vec4s, nan {nan}, cell {i}"), g, c, false);
+                let what = format!("{vec4s} vec4s, split {split}, nan {nan}, cell {i}");
+                check_sums(&what, g, c, false);
             }
             // the NaN row is counted, in its head only
             let bad: Vec<u64> = gpu.patterns.iter().map(|p| p.non_finite).collect();
@@ -512,6 +515,6 @@ fn stored_chunks_match_the_reference(n: usize, window: Option<usize>, in_texture
                 "{bad:?}"
             );
         }
-        e.gpu.row_vec4s = budget;
+        (e.gpu.row_vec4s, e.gpu.qk_split_workgroups) = (budget, target);
     }
 }

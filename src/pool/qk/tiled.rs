@@ -83,6 +83,8 @@ struct Params {
     splits: u32,
     split_cols: u32,
     part_stride: u32,
+    split_len: u32,
+    _pad: [u32; 3],
 }
 
 /// The modes fixed per pipeline (`SOFTCAP`, `LOGITS`, `ROW_NORM` in the shader): a layer's
@@ -585,11 +587,15 @@ struct Cuts {
     chunk_rows: usize,
     /// What becomes of a chunk's scores.
     output: Output,
-    /// Splits of the keys that the row kernel's one dispatch per chunk takes side by side
-    /// (workgroup y), `split_cols` pooled columns each ([`split_keys`]); 1: none, the keys go
-    /// a window per dispatch.
+    /// Splits of the keys that a score dispatch per chunk takes side by side (workgroup y),
+    /// `split_cols` pooled columns each ([`split_keys`]); 1: none, the keys go a window (or
+    /// segment) per dispatch.
     splits: u32,
     split_cols: u32,
+    /// Keys per split of `prob_rows` in a run that stores probabilities (0: the scores'
+    /// splits, or none): a multiple of 16, so that each split's stores (a texel of 4 keys in
+    /// the chunk texture) stay its own, which the lse run's columns do not promise.
+    split_len: u32,
     /// [`Output::Stored`] probabilities go straight into a chunk texture that the ingest's
     /// pool pass reads ([`stores_in_texture`]), not into a buffer it copies from.
     probs_texture: bool,
@@ -654,7 +660,7 @@ fn split_keys(
 ) -> (u32, u32) {
     let none = (1, pooled_w as u32);
     let target = target as usize;
-    if output != Output::Pooled || target == 0 {
+    if output == Output::Exact || target == 0 {
         return none;
     }
     let least = if window == 0 {
@@ -749,6 +755,13 @@ impl Cuts {
             pooled_w,
             src.all_keys(),
         );
+        let split_len = if materialize && splits > 1 {
+            src.all_keys()
+                .div_ceil(splits as usize)
+                .next_multiple_of(16) as u32
+        } else {
+            0
+        };
         Cuts {
             d4,
             slice,
@@ -761,6 +774,7 @@ impl Cuts {
             output,
             splits,
             split_cols,
+            split_len,
             probs_texture: output == Output::Stored
                 && gpu.probs_in_texture
                 && stores_in_texture(src, run.cells),
@@ -822,13 +836,13 @@ impl RunBuffers {
             )
         };
         // The most dispatches a chunk records: a window (or segment) per key head of the batch
-        // over every key, and the lse and fold passes.
+        // over every key, the lse and fold passes, and prob_rows over split keys.
         let per_step = if cuts.window > 0 {
             cuts.window as usize
         } else {
             SEG_KEYS
         };
-        let steps = ((keys.div_ceil(per_step) + 2) * cuts.batch + 1) as u64;
+        let steps = ((keys.div_ceil(per_step) + 2) * cuts.batch + 2) as u64;
         let params_stride = (std::mem::size_of::<Params>() as u64)
             .next_multiple_of(u64::from(gpu.limits.min_uniform_buffer_offset_alignment));
         let inter_bytes = (batch * rows * geometry.pooled_w as u64 * 16).max(16);
@@ -957,6 +971,7 @@ impl<'a> OnePass<'a> {
                 splits: cuts.splits,
                 split_cols: cuts.split_cols,
                 part_stride: (cuts.batch * cuts.chunk_rows) as u32,
+                // (for the scores and the lse; prob_rows takes `Cuts::split_len`)
                 ..Default::default()
             },
             cuts,
@@ -1228,10 +1243,21 @@ impl<'a> OnePass<'a> {
             y_start: y0,
             ..chunk
         };
-        // Every dispatch's parameters, one per `params_stride` bytes, the lse and fold's last.
+        // prob_rows' splits in a stored run: whole texels each (`Cuts::split_len`).
+        let probs = Params {
+            split_len: self.cuts.split_len,
+            ..steps.first().map_or(chunk, |s| s.0)
+        };
+        // Every dispatch's parameters, one per `params_stride` bytes, the lse and fold's next
+        // to last, prob_rows' with split keys last.
         let stride = self.buffers.params_stride as usize;
-        let mut bytes = vec![0u8; (steps.len() + 1) * stride];
-        for (i, p) in steps.iter().map(|s| &s.0).chain([&last]).enumerate() {
+        let mut bytes = vec![0u8; (steps.len() + 2) * stride];
+        for (i, p) in steps
+            .iter()
+            .map(|s| &s.0)
+            .chain([&last, &probs])
+            .enumerate()
+        {
             bytes[i * stride..][..std::mem::size_of::<Params>()]
                 .copy_from_slice(bytemuck::bytes_of(p));
         }
@@ -1274,9 +1300,17 @@ impl<'a> OnePass<'a> {
                 }
                 let mut pass = gpu.compute_pass(&mut encoder, "attnviz.qk.probs");
                 pass.set_pipeline(probs);
-                for (i, (_, offset, count)) in steps.iter().enumerate() {
-                    pass.set_bind_group(0, bind_group, &[(i * stride) as u32, *offset]);
-                    pass.dispatch_workgroups(row_groups, 1, *count);
+                if self.cuts.split_len > 0 {
+                    // (the splits up to the chunk's last row's keys)
+                    let at = ((steps.len() + 1) * stride) as u32;
+                    pass.set_bind_group(0, bind_group, &[at, 0]);
+                    let y = seen.div_ceil(self.cuts.split_len as usize) as u32;
+                    pass.dispatch_workgroups(row_groups, y, members);
+                } else {
+                    for (i, (_, offset, count)) in steps.iter().enumerate() {
+                        pass.set_bind_group(0, bind_group, &[(i * stride) as u32, *offset]);
+                        pass.dispatch_workgroups(row_groups, split_groups, *count);
+                    }
                 }
                 drop(pass);
                 gpu.queue.submit([encoder.finish()]);
@@ -1332,9 +1366,16 @@ pub(crate) fn pool_materialized(
     ingest: &mut Ingest,
 ) -> Result<bool> {
     // The row kernel is run for the rows' lse only: one pooled column, so its per-column
-    // states cost nothing (narrow columns cost it half its time).
+    // states cost nothing (narrow columns cost it half its time); or, where the adapter splits
+    // the keys among workgroups, up to 64 columns of MIN_SPLIT_KEYS keys or more, whole
+    // columns a split.
+    let keys = src.all_keys();
     let geometry = CellGeometry {
-        pooled_w: 1,
+        pooled_w: if gpu.qk_split_workgroups > 0 {
+            (keys / MIN_SPLIT_KEYS).clamp(1, 64) as u32
+        } else {
+            1
+        },
         ..run.geometry
     };
     let run = PoolRun { geometry, ..*run };
