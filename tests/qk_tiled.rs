@@ -132,6 +132,18 @@ fn cases() -> Vec<Case> {
     v
 }
 
+/// `e` chunked at `chunk` bytes (uploads and states), and the cases it then runs: 64 MiB takes
+/// whole heads, 160 kB row blocks of 64 rows and batches of a few heads, and skips the cases
+/// of long keys (whose chunks of 64 rows would be many).
+fn chunked(e: &mut Engine, chunk: u64) -> Vec<Case> {
+    e.chunk_bytes = chunk;
+    e.qk_state_bytes = chunk;
+    cases()
+        .into_iter()
+        .filter(|c| chunk == 64 << 20 || c.nk <= 1000)
+        .collect()
+}
+
 /// Every head of a case's layer pooled: the source, its cells, the cell's geometry and the
 /// options of the case's mask and norm.
 struct Pooling {
@@ -238,13 +250,7 @@ fn one_pass_pooling_equals_the_stored_block_path_and_the_f64_reference() {
     let budget = e.gpu.row_vec4s;
     for (chunk, vec4s) in [(64 << 20, budget), (160_000, budget), (64 << 20, 0)] {
         e.gpu.row_vec4s = vec4s;
-        // 160 kB: row blocks of 64 rows and batches of a few heads.
-        e.chunk_bytes = chunk;
-        e.qk_state_bytes = chunk;
-        for c in cases() {
-            if chunk != 64 << 20 && c.nk > 1000 {
-                continue;
-            }
+        for c in chunked(&mut e, chunk) {
             let p = Pooling::of(&c);
             let one_pass = p.run(&e, &p.src);
             let two_pass = p.run(&e, &materialize(&e, &p.src));
@@ -418,12 +424,7 @@ fn split_keys_pool_as_one_window_at_a_time_does() {
     );
     e.gpu.row_min_rows = 1;
     for chunk in [64 << 20, 160_000] {
-        e.chunk_bytes = chunk;
-        e.qk_state_bytes = chunk;
-        for c in cases() {
-            if chunk != 64 << 20 && c.nk > 1000 {
-                continue;
-            }
+        for c in chunked(&mut e, chunk) {
             let p = Pooling::of(&c);
             for (keys, vec4s) in [(shared, budget), (0, budget), (0, 0)] {
                 (e.gpu.subgroup_keys, e.gpu.row_vec4s) = (keys, vec4s);
