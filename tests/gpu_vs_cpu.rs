@@ -506,6 +506,48 @@ fn causal_masking_is_detected_from_an_all_zero_upper_triangle() {
     check_pooling(&e, "one-row", &src, None, auto);
 }
 
+/// `Causal::Auto` decided on the host: a value above the diagonal in the first row of a push
+/// (`Ingest::upper_seen`) settles it for every head, and later dispatches pool as `Off` does,
+/// while the chunks pooled before it set their zeros aside and `finish` folds them back. Head
+/// 0 causal, head 1 not, with its value in row 0: chunks of a few rows each, so head 0's go
+/// with zeros set aside and head 1's without; every accumulator equals `Off`'s and the CPU
+/// twin's. Then head 1 first (the other order of cells): no chunk sets zeros aside.
+#[test]
+fn an_upper_entry_seen_on_upload_settles_auto_causal_for_every_head() {
+    let Some(mut e) = engine() else { return };
+    e.chunk_bytes = 2000;
+    let auto = PoolOptions {
+        causal: Causal::Auto,
+        ..Default::default()
+    };
+    let mut data = random(1, 2, 80, 100, 8);
+    for h in 0..2 {
+        for q in 0..80 {
+            for k in q + 21..100 {
+                data[[0, h, q, k]] = 0.0;
+            }
+        }
+    }
+    data[[0, 1, 0, 90]] = 1e-3;
+    for dtype in [DType::F32, DType::F16] {
+        let src = ArraySource::from_f32_as("upper-on-upload", &data, dtype);
+        for cells in [[(0, 0), (0, 1)], [(0, 1), (0, 0)]] {
+            for cell in [None, Some(30)] {
+                let g = CellGeometry::new(80, 100, cell).unwrap();
+                let a = e.pool(&src, &cells, g, auto).unwrap();
+                assert!(!a.causal, "{} {cells:?} {cell:?}", dtype.name());
+                let b = e.pool(&src, &cells, g, PoolOptions::default()).unwrap();
+                let cpu = cpu::pool_cells(&src, &cells, g, auto).unwrap();
+                let a = a.read_accums(&e.gpu).unwrap();
+                assert_eq!(a, b.read_accums(&e.gpu).unwrap(), "{cells:?} {cell:?}");
+                for (x, y) in a.iter().zip(&cpu) {
+                    assert_eq!(x, &y.accum, "{cells:?} {cell:?} against the CPU twin");
+                }
+            }
+        }
+    }
+}
+
 /// The pool shader reads 16-byte words (4 f32 or 8 halves) and picks each bin's keys out of
 /// them: rows of odd length in small chunks start at every alignment inside a word, bins are
 /// narrower and wider than a word, and every pooling mode is specialized into its own pipeline.

@@ -9,7 +9,7 @@ use crate::pool::chunk::ChunkTexture;
 use crate::pool::geometry::bin_of;
 use crate::pool::groups::CellGroup;
 use crate::pool::ingest::{Ingest, PassBuffers, Piece};
-use crate::pool::options::PoolOptions;
+use crate::pool::options::{Causal, PoolOptions};
 use crate::pool::pattern_gpu::rows_on_words;
 use crate::pool::pipelines::{PieceParams, PoolPipelines};
 use crate::source::DType;
@@ -117,10 +117,14 @@ impl Ingest<'_> {
             .windows(2)
             .all(|w| w[0].cell / self.per_group == w[1].cell / self.per_group));
         let mut pass = self.gpu.compute_pass(encoder, "attnviz.pool.pass");
+        let options = self.dispatch_options();
+        if options.causal == Causal::Auto {
+            self.auto_dispatched.set(true);
+        }
         let pipes = self.pipes.specialized(
             &self.gpu.device,
             self.dtype,
-            self.options,
+            options,
             !self.windows.is_empty(),
             self.pattern.is_some(),
         );

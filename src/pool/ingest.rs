@@ -88,6 +88,13 @@ pub(crate) struct Ingest<'g> {
     pub consumed: u64,
     /// Whether any row was pushed: the statistics of accumulators nothing reached are known.
     pub(super) pushed: bool,
+    /// `Causal::Auto`: the host saw an entry above the diagonal that is not ±0 in rows it
+    /// pushed ([`upper_entry_in_first_row`]), so no head of the run is causal and later
+    /// dispatches pool every entry as `Causal::Off` does, without setting zeros aside.
+    pub(super) upper_seen: bool,
+    /// Whether any dispatch pooled with `Causal::Auto`'s zeros set aside, which `finish`
+    /// then folds back in for a run found not to be causal.
+    pub(super) auto_dispatched: std::cell::Cell<bool>,
     /// Pattern statistics, when asked for, with their bind groups per group (reading the
     /// chunk texture, as the pool pass does).
     pub(super) pattern: Option<PatternPass>,
@@ -358,6 +365,8 @@ impl<'g> Ingest<'g> {
             pieces: Vec::new(),
             used: 0,
             consumed: 0,
+            upper_seen: false,
+            auto_dispatched: std::cell::Cell::new(false),
             pattern,
             pattern_bind_groups,
         })
@@ -441,6 +450,9 @@ impl<'g> Ingest<'g> {
             // lives until `flush`; pieces never overlap.
             let dst = unsafe { std::slice::from_raw_parts_mut(f.bytes.add(offset), bytes) };
             fill(row_start + done, dst)?;
+            if self.options.causal == Causal::Auto && !self.upper_seen {
+                self.upper_seen = self.upper_entry_in_first_row(row_start + done, dst);
+            }
             match self.pieces.last_mut() {
                 Some(p) if extends => p.rows += n,
                 _ => self.pieces.push(Piece {
@@ -458,6 +470,40 @@ impl<'g> Ingest<'g> {
             done += n;
         }
         Ok(())
+    }
+
+    /// Whether row `q` of a head, the first of the rows in `bytes` (as pushed), holds an entry
+    /// above the diagonal that is not ±0 (NaN included, as the pool pass counts it): then
+    /// `Causal::Auto` has its answer for every head at once (not causal), and the pool pass
+    /// need not test each entry for it. One row's keys past the diagonal at most, read from
+    /// the upload slot just written; a causal run reads that many zeros per push.
+    fn upper_entry_in_first_row(&self, q: usize, bytes: &[u8]) -> bool {
+        let keys = self.keys as i64;
+        let diagonal = self.options.diagonal.unwrap_or(keys - self.queries as i64);
+        let first = (q as i64 + diagonal + 1).clamp(0, keys) as usize;
+        let size = self.dtype.size();
+        let upper = &bytes[first * size..self.keys * size];
+        match size {
+            4 => upper
+                .chunks_exact(4)
+                .any(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]) << 1 != 0),
+            _ => upper
+                .chunks_exact(2)
+                .any(|h| u16::from_le_bytes([h[0], h[1]]) << 1 != 0),
+        }
+    }
+
+    /// The options a dispatch pools with: the ingest's, `Causal::Auto` taken as `Causal::Off`
+    /// once the host has seen the run is not causal ([`Ingest::upper_seen`]).
+    pub(super) fn dispatch_options(&self) -> PoolOptions {
+        if self.upper_seen && self.options.causal == Causal::Auto {
+            PoolOptions {
+                causal: Causal::Off,
+                ..self.options
+            }
+        } else {
+            self.options
+        }
     }
 
     pub(super) fn check_rows(&self, cell: usize, row_start: usize, rows: usize) -> Result<()> {
@@ -547,8 +593,8 @@ impl<'g> Ingest<'g> {
             Causal::Off => false,
             Causal::On => true,
             Causal::Auto => {
-                let mut upper_seen = false;
-                for g in &self.groups {
+                let mut upper_seen = self.upper_seen;
+                for g in self.groups.iter().filter(|_| !self.upper_seen) {
                     let flags: Vec<u32> = bytemuck::pod_collect_to_vec(&self.gpu.read_buffer(
                         &g.flags,
                         0,
@@ -557,7 +603,7 @@ impl<'g> Ingest<'g> {
                     upper_seen |= flags.iter().any(|&f| f != 0);
                 }
                 let detected = !upper_seen && has_upper_triangle(self.queries, self.keys);
-                if !detected {
+                if !detected && self.auto_dispatched.get() {
                     self.fold_masked_zeros()?;
                 }
                 detected
