@@ -101,6 +101,9 @@ pub(crate) struct Ingest<'g> {
     pub(super) pattern_bind_groups: Vec<wgpu::BindGroup>,
 }
 
+/// Keys past the diagonal of a head's row 0 that [`Ingest::upper_entry_in_first_row`] reads.
+const UPPER_PROBE: usize = 256;
+
 /// How an ingest cuts its work, derived once from its shape and the adapter's limits.
 struct Sizing {
     row_bytes: usize,
@@ -450,8 +453,8 @@ impl<'g> Ingest<'g> {
             // lives until `flush`; pieces never overlap.
             let dst = unsafe { std::slice::from_raw_parts_mut(f.bytes.add(offset), bytes) };
             fill(row_start + done, dst)?;
-            if self.options.causal == Causal::Auto && !self.upper_seen {
-                self.upper_seen = self.upper_entry_in_first_row(row_start + done, dst);
+            if self.options.causal == Causal::Auto && !self.upper_seen && row_start + done == 0 {
+                self.upper_seen = self.upper_entry_in_first_row(dst);
             }
             match self.pieces.last_mut() {
                 Some(p) if extends => p.rows += n,
@@ -472,17 +475,20 @@ impl<'g> Ingest<'g> {
         Ok(())
     }
 
-    /// Whether row `q` of a head, the first of the rows in `bytes` (as pushed), holds an entry
-    /// above the diagonal that is not ±0 (NaN included, as the pool pass counts it): then
-    /// `Causal::Auto` has its answer for every head at once (not causal), and the pool pass
-    /// need not test each entry for it. One row's keys past the diagonal at most, read from
-    /// the upload slot just written; a causal run reads that many zeros per push.
-    fn upper_entry_in_first_row(&self, q: usize, bytes: &[u8]) -> bool {
+    /// Whether a head's row 0, the first of the rows in `bytes` (as pushed), holds an entry
+    /// above the diagonal that is not ±0 (NaN included, as the pool pass counts it) among the
+    /// [`UPPER_PROBE`] keys right after it: then `Causal::Auto` has its answer for every head
+    /// at once (not causal), and the pool pass need not test each entry for it. Attention that
+    /// is not causal shows it there (each query's neighbours); where it does not, the pool pass
+    /// still finds out. Read from the upload slot just written, which may be write-combined
+    /// memory on a discrete GPU (slow to read): a few hundred keys a head at most.
+    fn upper_entry_in_first_row(&self, bytes: &[u8]) -> bool {
         let keys = self.keys as i64;
         let diagonal = self.options.diagonal.unwrap_or(keys - self.queries as i64);
-        let first = (q as i64 + diagonal + 1).clamp(0, keys) as usize;
+        let first = (diagonal + 1).clamp(0, keys) as usize;
+        let end = (first + UPPER_PROBE).min(self.keys);
         let size = self.dtype.size();
-        let upper = &bytes[first * size..self.keys * size];
+        let upper = &bytes[first * size..end * size];
         match size {
             4 => upper
                 .chunks_exact(4)

@@ -96,7 +96,7 @@ struct Mode {
     row_norm: bool,
     /// The run stores every probability (`prob_rows`, [`pool_materialized`]).
     materialize: bool,
-    /// The row kernel takes every key in one dispatch, split across workgroups
+    /// The score kernels take every key of a chunk in one dispatch, split among workgroups
     /// ([`Cuts::splits`]).
     split: bool,
 }
@@ -647,9 +647,10 @@ const MIN_SPLIT_KEYS: usize = 64;
 /// [`Gpu::qk_split_workgroups`]), whole columns each (a bin's state is then one workgroup's)
 /// and at least [`MIN_SPLIT_KEYS`] keys each; for the tiled kernel, which walks a split's keys
 /// as it walks a segment's, at most [`SEG_KEYS`] keys each. `(1, pooled_w)`, no split, for
-/// runs that store probabilities (their chunks have one pooled column), a target of 0, a
-/// single split, and tiled splits that columns wider than a segment allow no other way. The
-/// row kernel keeps each split's row states in the lse binding: at most `max_splits` of them.
+/// runs whose probabilities are read as they are (`Output::Exact`: `attnviz attention`), a
+/// target of 0, a single split, and tiled splits that columns wider than a segment allow no
+/// other way. The row kernel keeps each split's row states in the lse binding: at most
+/// `max_splits` of them.
 fn split_keys(
     target: u32,
     window: u32,
@@ -1549,7 +1550,7 @@ mod tests {
         // A 32k head at 2 rows a lane (256 workgroups of rows) into a 1024-px cell: 16 splits
         // of 64 columns, 4096 workgroups.
         assert_eq!(split(4096, 256, 1024, 32768), (16, 64));
-        // Rows enough already, a target of 0, stored probabilities: none.
+        // Rows enough already, a target of 0, a single column: none.
         assert_eq!(split(4096, 8192, 1024, 32768), (1, 1024));
         assert_eq!(split(0, 256, 1024, 32768), (1, 1024));
         assert_eq!(
