@@ -409,9 +409,10 @@ fn qk_statistics_match_the_twin_on_materialized_rows() {
 /// multiple of four, the last 200 of 300 rows (causal, diagonal offset), chunks of 64 rows
 /// (a small `chunk_bytes`); then a NaN in Q, which sends the head down the two-pass path.
 /// Tolerance as above, the largest entry's value within it (see `check_sums`). The row kernel
-/// runs with this adapter's rows per lane, and with one row and the widest subgroup step
-/// where it has subgroups. These chunks go through a buffer copied into the pool pass's chunk
-/// texture.
+/// runs with this adapter's rows per lane, with 2 (as GPUs take d = 64), and with one row and
+/// the widest subgroup step where it has subgroups; each with a window of keys per dispatch and
+/// with the keys split among workgroups. These chunks go through a buffer copied into the pool
+/// pass's chunk texture.
 #[test]
 fn qk_statistics_from_stored_chunks_match_the_reference() {
     stored_chunks_match_the_reference(301, Some(50), false);
@@ -498,8 +499,9 @@ fn stored_chunks_match_the_reference(n: usize, window: Option<usize>, in_texture
         let target = e.gpu.qk_split_workgroups;
         e.gpu.row_min_rows = 1;
         let d4 = (d / 4) as u32;
-        let budgets = [budget, d4];
-        let budgets = &budgets[..if shared > 0 { 2 } else { 1 }];
+        // (and 2 rows a lane, as GPUs take d = 64)
+        let budgets = [budget, 2 * d4, d4];
+        let budgets = &budgets[..if shared > 0 { 3 } else { 2 }];
         for (vec4s, split) in budgets.iter().flat_map(|&v| [(v, 0), (v, 1 << 20)]) {
             (e.gpu.row_vec4s, e.gpu.qk_split_workgroups) = (vec4s, split);
             let gpu = e.pool_with(&qk, &cells, geometry, pool, Some(o)).unwrap();

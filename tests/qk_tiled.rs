@@ -450,9 +450,10 @@ fn split_keys_pool_as_one_window_at_a_time_does() {
 /// The Q/K budgets a GPU runs with (`QkBudgets::Gpu`: 2 query rows a lane at d = 64, the
 /// tiled kernel at d = 128 and wider, 512 MiB of states a chunk, the keys split to reach 4096
 /// workgroups a dispatch), set on the CPU adapter the tests run on, so that the configuration
-/// a GPU runs is checked where there is none: every case against the f64 reference. (Running
-/// the tiled kernel at d = 128 here found it reading a batch's second key head at the wrong
-/// stride.)
+/// a GPU runs is checked where there is none: every case against the f64 reference, pooled in
+/// one pass and from every probability as `attnviz attention` reads them (`GpuRows`: the row
+/// kernel at 2 rows a lane, the two-pass kernels at d = 128). (Running the tiled kernel at
+/// d = 128 here found it reading a batch's second key head at the wrong stride.)
 #[test]
 fn a_gpus_budgets_pool_as_the_f64_reference_does() {
     let Some(mut e) = engine() else { return };
@@ -460,11 +461,15 @@ fn a_gpus_budgets_pool_as_the_f64_reference_does() {
     e.qk_state_bytes = e.gpu.qk_state_bytes;
     for c in cases() {
         let p = Pooling::of(&c);
-        let one_pass = p.run(&e, &p.src);
         let cpu = attnviz::cpu::pool_cells(&p.src, &p.cells, p.geometry, p.options).unwrap();
         let cpu: Vec<Vec<Accum>> = cpu.into_iter().map(|p| p.accum).collect();
-        let what = format!("{} with a GPU's budgets", c.name);
-        compare(&what, &one_pass, &cpu, [0.0, 1e-5, 0.0, 1e-5]);
+        for (how, pooled) in [
+            ("one pass", p.run(&e, &p.src)),
+            ("every probability", p.run(&e, &materialize(&e, &p.src))),
+        ] {
+            let what = format!("{} with a GPU's budgets, {how}", c.name);
+            compare(&what, &pooled, &cpu, [0.0, 1e-5, 0.0, 1e-5]);
+        }
     }
 }
 
