@@ -153,10 +153,11 @@ fn row_span(wg: vec3<u32>, li: u32) -> RowSpan {
     sp.seg_start = params.seg_start;
     sp.seg_end = params.seg_end;
     if SPLIT {
-        var seg = split_keys(wg.y);
-        if params.split_len > 0u {
-            let s0 = wg.y * params.split_len;
-            seg = vec2<u32>(s0, min(s0 + params.split_len, params.keys));
+        // (prob_rows of a stored run: splits of whole texels; else whole columns)
+        let s0 = wg.y * params.split_len;
+        var seg = vec2<u32>(s0, min(s0 + params.split_len, params.keys));
+        if params.split_len == 0u {
+            seg = split_keys(wg.y);
         }
         sp.seg_start = seg.x;
         sp.seg_end = seg.y;

@@ -82,11 +82,7 @@ impl Ingest<'_> {
                 y_start: bin_of(&self.row_edges, p.row_start as u32),
                 row_max_base,
                 window: self.windows.get(p.cell).copied().unwrap_or(0),
-                causal_offset: self
-                    .options
-                    .diagonal
-                    .unwrap_or(self.keys as i64 - self.queries as i64)
-                    as i32,
+                causal_offset: self.diagonal() as i32,
                 cell: (p.cell % self.per_group) as u32,
                 y_end: bin_of(&self.row_edges, (p.row_start + p.rows - 1) as u32) + 1,
                 stride: p.stride as u32,

@@ -483,9 +483,7 @@ impl<'g> Ingest<'g> {
     /// still finds out. Read from the upload slot just written, which may be write-combined
     /// memory on a discrete GPU (slow to read): a few hundred keys a head at most.
     fn upper_entry_in_first_row(&self, bytes: &[u8]) -> bool {
-        let keys = self.keys as i64;
-        let diagonal = self.options.diagonal.unwrap_or(keys - self.queries as i64);
-        let first = (diagonal + 1).clamp(0, keys) as usize;
+        let first = (self.diagonal() + 1).clamp(0, self.keys as i64) as usize;
         let end = (first + UPPER_PROBE).min(self.keys);
         let size = self.dtype.size();
         let upper = &bytes[first * size..end * size];
@@ -497,6 +495,14 @@ impl<'g> Ingest<'g> {
                 .chunks_exact(2)
                 .any(|h| u16::from_le_bytes([h[0], h[1]]) << 1 != 0),
         }
+    }
+
+    /// Key `k` is above the diagonal in row `q` when `k > q + diagonal` (bottom-right aligned
+    /// unless the options say otherwise): the pool pass's `causal_offset` and the host's look.
+    pub(super) fn diagonal(&self) -> i64 {
+        self.options
+            .diagonal
+            .unwrap_or(self.keys as i64 - self.queries as i64)
     }
 
     /// The options a dispatch pools with: the ingest's, `Causal::Auto` taken as `Causal::Off`
@@ -595,26 +601,28 @@ impl<'g> Ingest<'g> {
     pub(crate) fn finish(mut self) -> Result<PooledCells> {
         self.flush()?;
         let px = self.geometry.pooled_pixels();
-        let causal = match self.options.causal {
-            Causal::Off => false,
-            Causal::On => true,
-            Causal::Auto => {
-                let mut upper_seen = self.upper_seen;
-                for g in self.groups.iter().filter(|_| !self.upper_seen) {
-                    let flags: Vec<u32> = bytemuck::pod_collect_to_vec(&self.gpu.read_buffer(
-                        &g.flags,
-                        0,
-                        g.cells as u64 * 4,
-                    )?);
-                    upper_seen |= flags.iter().any(|&f| f != 0);
+        let causal =
+            match self.options.causal {
+                Causal::Off => false,
+                Causal::On => true,
+                Causal::Auto => {
+                    // (the cells' flags only where the host has not seen it already)
+                    let mut upper_seen = self.upper_seen;
+                    if !upper_seen {
+                        for g in &self.groups {
+                            let flags: Vec<u32> = bytemuck::pod_collect_to_vec(
+                                &self.gpu.read_buffer(&g.flags, 0, g.cells as u64 * 4)?,
+                            );
+                            upper_seen |= flags.iter().any(|&f| f != 0);
+                        }
+                    }
+                    let detected = !upper_seen && has_upper_triangle(self.queries, self.keys);
+                    if !detected && self.auto_dispatched.get() {
+                        self.fold_masked_zeros()?;
+                    }
+                    detected
                 }
-                let detected = !upper_seen && has_upper_triangle(self.queries, self.keys);
-                if !detected && self.auto_dispatched.get() {
-                    self.fold_masked_zeros()?;
-                }
-                detected
-            }
-        };
+            };
         let group_cells: Vec<usize> = self.groups.iter().map(|g| g.cells).collect();
         let patterns = match &self.pattern {
             Some(p) => p.read(
