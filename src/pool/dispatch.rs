@@ -241,6 +241,7 @@ impl Ingest<'_> {
     ) -> Result<()> {
         self.flush()?;
         self.pushed = true;
+        self.prepare_zeros();
         let g = cell / self.per_group;
         let (bind_group, pattern) = match from {
             Resident::Buffer(..) => (self.bind_group(g), self.pattern_bind_groups.get(g).cloned()),
@@ -300,6 +301,28 @@ impl Ingest<'_> {
         }
         self.consumed += (rows * self.row_bytes) as u64;
         Ok(())
+    }
+
+    /// Before the first dispatch that sets zeros aside (`Causal::Auto`, not yet settled by
+    /// the host): every group's zeros, cleared in a submission of their own (ahead of the
+    /// dispatch's), and the pool pass's bind groups remade to bind them.
+    pub(super) fn prepare_zeros(&mut self) {
+        if self.zeros_ready || self.dispatch_options().causal != Causal::Auto {
+            return;
+        }
+        let px = self.geometry.pooled_pixels();
+        let gpu = self.gpu;
+        let mut encoder = gpu
+            .device
+            .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                label: Some("attnviz.pool.zeros"),
+            });
+        for g in &mut self.groups {
+            g.set_aside_zeros(gpu, &mut encoder, (g.cells * px * 4) as u64);
+        }
+        gpu.queue.submit([encoder.finish()]);
+        self.bind_groups = (0..self.groups.len()).map(|g| self.bind_group(g)).collect();
+        self.zeros_ready = true;
     }
 
     /// Puts the zeros set aside above the diagonal back into every accumulator.

@@ -17,8 +17,9 @@ pub struct CellGroup {
     pub accum: wgpu::Buffer,
     /// Per cell: 1 once a non-zero value was seen above the diagonal.
     pub(super) flags: wgpu::Buffer,
-    /// Per pooled pixel, with `Causal::Auto`: zeros set aside above the diagonal (a 16-byte
-    /// stand-in otherwise).
+    /// Per pooled pixel, once a `Causal::Auto` dispatch needs them
+    /// ([`CellGroup::set_aside_zeros`]): zeros set aside above the diagonal (a 16-byte stand-in
+    /// until then, or a recycled buffer no dispatch reads).
     pub(super) zeros: wgpu::Buffer,
     /// Where the buffers go when the group is dropped.
     pub(super) spares: Option<SpareGroups>,
@@ -38,21 +39,22 @@ pub(super) type SpareGroups = Arc<Mutex<Vec<GroupBuffers>>>;
 pub(super) const SPARE_GROUP_BYTES: u64 = 256 << 20;
 
 impl CellGroup {
-    /// A group of `cells` cells from `first_cell` whose (accum, flags, zeros) buffers have
-    /// `sizes` bytes: recycled from a dropped group when one matches (fresh buffers cost the
-    /// host page faults and zero-filling on unified-memory adapters, every render), else new.
+    /// A group of `cells` cells from `first_cell` whose (accum, flags) buffers have `sizes`
+    /// bytes: recycled from a dropped group when one matches (fresh buffers cost the host page
+    /// faults and zero-filling on unified-memory adapters, every render), else new. Its zeros
+    /// come when a dispatch needs them ([`CellGroup::set_aside_zeros`]).
     pub(super) fn new(
         gpu: &Gpu,
         pipes: &PoolPipelines,
         first_cell: usize,
         cells: usize,
-        sizes: [u64; 3],
+        sizes: [u64; 2],
     ) -> CellGroup {
         let spare = {
             let mut spares = pipes.spare_groups.lock().expect("spare groups");
             let found = spares
                 .iter()
-                .position(|b| [b.accum.size(), b.flags.size(), b.zeros.size()] == sizes);
+                .position(|b| [b.accum.size(), b.flags.size()] == sizes);
             found.map(|i| spares.swap_remove(i))
         };
         let buffers = spare.unwrap_or_else(|| {
@@ -69,7 +71,7 @@ impl CellGroup {
             GroupBuffers {
                 accum: buffer("attnviz.pool.accum", sizes[0]),
                 flags: buffer("attnviz.pool.cell_flags", sizes[1]),
-                zeros: buffer("attnviz.pool.zeros", sizes[2]),
+                zeros: buffer("attnviz.pool.zeros", 16),
             }
         });
         CellGroup {
@@ -80,6 +82,33 @@ impl CellGroup {
             zeros: buffers.zeros,
             spares: Some(pipes.spare_groups.clone()),
         }
+    }
+}
+
+impl CellGroup {
+    /// Makes `zeros` hold `bytes` of zeros for a `Causal::Auto` dispatch to set zeros aside
+    /// in, by recording its clear in `encoder`: a buffer of that size where the group's is
+    /// smaller (the 16-byte stand-in of a fresh group), else the group's own. Only runs that
+    /// dispatch undecided pay for it: a 1 GiB 8 × 8 grid's 16 MiB are 4096 page faults and a
+    /// fill, about 17 ms of a fresh process on a unified-memory adapter, and any input whose
+    /// first row shows an entry above the diagonal never needs them (`Ingest::upper_seen`).
+    pub(super) fn set_aside_zeros(
+        &mut self,
+        gpu: &Gpu,
+        encoder: &mut wgpu::CommandEncoder,
+        bytes: u64,
+    ) {
+        if self.zeros.size() < bytes {
+            self.zeros = gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("attnviz.pool.zeros"),
+                size: bytes,
+                usage: wgpu::BufferUsages::STORAGE
+                    | wgpu::BufferUsages::COPY_SRC
+                    | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+        }
+        encoder.clear_buffer(&self.zeros, 0, Some(bytes));
     }
 }
 

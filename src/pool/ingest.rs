@@ -95,6 +95,9 @@ pub(crate) struct Ingest<'g> {
     /// Whether any dispatch pooled with `Causal::Auto`'s zeros set aside, which `finish`
     /// then folds back in for a run found not to be causal.
     pub(super) auto_dispatched: std::cell::Cell<bool>,
+    /// Whether every group's zeros are cleared for `Causal::Auto` dispatches to set zeros
+    /// aside in ([`Ingest::prepare_zeros`]).
+    pub(super) zeros_ready: bool,
     /// Pattern statistics, when asked for, with their bind groups per group (reading the
     /// chunk texture, as the pool pass does).
     pub(super) pattern: Option<PatternPass>,
@@ -207,21 +210,11 @@ fn cleared_groups(
     sizing: &Sizing,
 ) -> Vec<CellGroup> {
     let (cells, per_group) = (shape.cells, sizing.per_group);
-    let px = shape.geometry.pooled_pixels();
-    let zeros_per_px = if shape.options.causal == Causal::Auto {
-        4
-    } else {
-        0
-    };
     let groups: Vec<CellGroup> = (0..cells)
         .step_by(per_group)
         .map(|first| {
             let n = per_group.min(cells - first);
-            let sizes = [
-                n as u64 * sizing.cell_bytes,
-                n as u64 * 4,
-                ((n * px * zeros_per_px) as u64).max(16),
-            ];
+            let sizes = [n as u64 * sizing.cell_bytes, n as u64 * 4];
             CellGroup::new(gpu, pipes, first, n, sizes)
         })
         .collect();
@@ -233,7 +226,6 @@ fn cleared_groups(
     for g in &groups {
         encoder.clear_buffer(&g.accum, 0, None);
         encoder.clear_buffer(&g.flags, 0, None);
-        encoder.clear_buffer(&g.zeros, 0, None);
     }
     gpu.queue.submit([encoder.finish()]);
     groups
@@ -370,6 +362,7 @@ impl<'g> Ingest<'g> {
             consumed: 0,
             upper_seen: false,
             auto_dispatched: std::cell::Cell::new(false),
+            zeros_ready: false,
             pattern,
             pattern_bind_groups,
         })
@@ -573,6 +566,7 @@ impl<'g> Ingest<'g> {
         let s = self.active;
         self.slots[s].host.unmap();
         let pieces = std::mem::take(&mut self.pieces);
+        self.prepare_zeros();
         self.write_params(&pieces);
         let gpu = self.gpu;
         let mut encoder = gpu
