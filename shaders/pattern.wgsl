@@ -79,8 +79,9 @@ fn word(w: u32) -> vec4<u32> {
 @group(0) @binding(3) var<storage, read_write> partials: array<HeadSums>;
 @group(0) @binding(4) var<storage, read_write> heads: array<HeadSums>;
 @group(0) @binding(5) var<storage, read_write> profiles: array<f32>;
-// per pooled pixel of the group's heads: what the pool pass folded (FLAG_PATTERN)
-@group(0) @binding(6) var<storage, read> pixels: array<PixelSums>;
+// per pooled pixel of the group's heads: what the pool pass folded (FLAG_PATTERN); for heads
+// from Q and K's scores, per workgroup of pattern_qk (shaders/pattern_qk.wgsl) instead
+@group(0) @binding(6) var<storage, read_write> pixels: array<PixelSums>;
 // Scratch of `pattern_profiles`, per row of the chunk, per group of GROUP_KEYS keys: a block
 // row's share of the group's mass (at the index of the block row's first row in the piece,
 // for `pattern_blocks`), then from `diag_base` on one diagonal's share of it (at the row where

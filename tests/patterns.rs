@@ -496,17 +496,27 @@ fn stored_chunks_match_the_reference(n: usize, window: Option<usize>, in_texture
         // Each with a window of keys per dispatch and with the keys split among workgroups
         // (as GPUs take them: the lse run's columns, and prob_rows' splits of whole texels).
         let (budget, shared) = (e.gpu.row_vec4s, e.gpu.subgroup_keys);
-        let target = e.gpu.qk_split_workgroups;
+        let (target, keys_budget) = (e.gpu.qk_split_workgroups, e.gpu.pattern_key_vec4s);
         e.gpu.row_min_rows = 1;
         let d4 = (d / 4) as u32;
         // (and 2 rows a lane, as GPUs take d = 64)
         let budgets = [budget, 2 * d4, d4];
         let budgets = &budgets[..if shared > 0 { 3 } else { 2 }];
-        for (vec4s, split) in budgets.iter().flat_map(|&v| [(v, 0), (v, 1 << 20)]) {
+        // And each with the statistics taken from the scores (`pool::pattern_qk`, as CPU
+        // adapters take d = 64; not for the texture, which only stored probabilities go to)
+        // and from stored probabilities (as GPUs take them).
+        let fused: &[u32] = if in_texture { &[0] } else { &[0, 256] };
+        let runs = budgets
+            .iter()
+            .flat_map(|&v| [(v, 0), (v, 1 << 20)])
+            .flat_map(|r| fused.iter().map(move |&f| (r, f)));
+        for ((vec4s, split), keys) in runs {
             (e.gpu.row_vec4s, e.gpu.qk_split_workgroups) = (vec4s, split);
+            e.gpu.pattern_key_vec4s = keys;
             let gpu = e.pool_with(&qk, &cells, geometry, pool, Some(o)).unwrap();
             for (i, (g, c)) in gpu.patterns.iter().zip(&cpu).enumerate() {
-                let what = format!("{vec4s} vec4s, split {split}, nan {nan}, cell {i}");
+                let what =
+                    format!("{vec4s} vec4s, split {split}, key vec4s {keys}, nan {nan}, cell {i}");
                 check_sums(&what, g, c, false);
             }
             // the NaN row is counted, in its head only
@@ -518,5 +528,82 @@ fn stored_chunks_match_the_reference(n: usize, window: Option<usize>, in_texture
             );
         }
         (e.gpu.row_vec4s, e.gpu.qk_split_workgroups) = (budget, target);
+        e.gpu.pattern_key_vec4s = keys_budget;
+    }
+}
+
+/// Q/K statistics taken from the scores (`pool::pattern_qk`, `Gpu::pattern_key_vec4s`) over
+/// keys of several of its workgroups (1024 keys each, a pixel of sums each): a causal head
+/// whose first workgroups' keys precede the first rows' diagonal (rows no key of a workgroup
+/// is seen by are skipped, and must be exactly those), the same with a sliding window of 300
+/// (rows whose window has passed a workgroup's keys skip its scores), and a head whose scores
+/// are all equal (Q = 0: every probability ties, so the largest is the first, row 0's key 0,
+/// and the entropy is ln K in every row). 2100 keys, the last 1500 of 2100 rows, d = 16; small
+/// chunks and pieces of the statistics. Against the twin over the f64 reference, tolerance as
+/// above.
+#[test]
+fn qk_statistics_from_the_scores_span_key_workgroups() {
+    use attnviz::source::qk::{QkOptions, QkSource};
+    use attnviz::source::qk_meta::{CaptureMeta, LayerAttention};
+    let Some(mut e) = engine() else { return };
+    e.chunk_bytes = 200_000;
+    e.qk_state_bytes = 400_000;
+    e.gpu.pattern_key_vec4s = 256;
+    let (n, d) = (2100, 16);
+    let mut rng = common::Rng::new(11);
+    let mut tensor = |zero: bool| {
+        let a = Array4::from_shape_fn((2, 1, n, d), |_| {
+            if zero {
+                0.0
+            } else {
+                rng.next_f32() * 2.0 - 1.0
+            }
+        });
+        Box::new(ArraySource::from_f32("t", &a)) as Box<dyn AttentionSource>
+    };
+    let layer = |index, window| LayerAttention {
+        index: Some(index),
+        causal: Some(true),
+        sliding_window: window,
+        ..Default::default()
+    };
+    let o = PatternOptions {
+        sink_keys: 2,
+        window: 7,
+    };
+    let causal = QkOptions {
+        meta: Some(CaptureMeta {
+            layers: vec![layer(0, None), layer(1, Some(300))],
+            ..Default::default()
+        }),
+        queries: Some(600..usize::MAX),
+        ..Default::default()
+    };
+    let ties = QkOptions {
+        queries: Some(600..usize::MAX),
+        ..Default::default()
+    };
+    for (name, options, zero_q) in [("causal", causal, false), ("ties", ties, true)] {
+        let qk = QkSource::new(tensor(zero_q), tensor(false), &options).unwrap();
+        let cells = vec![(0, 0), (1, 0)];
+        let s = qk.shape();
+        let geometry = CellGeometry::new(s.queries, s.keys, Some(16)).unwrap();
+        let pool = PoolOptions {
+            causal: if qk.causal() { Causal::On } else { Causal::Off },
+            diagonal: Some(qk.diagonal()),
+            ..Default::default()
+        };
+        let cpu = pattern_cells(&qk, &cells, o, pool).unwrap();
+        let gpu = e.pool_with(&qk, &cells, geometry, pool, Some(o)).unwrap();
+        for (i, (g, c)) in gpu.patterns.iter().zip(&cpu).enumerate() {
+            check_sums(&format!("{name}, cell {i}"), g, c, false);
+        }
+        if zero_q {
+            for g in &gpu.patterns {
+                let g = g.finish();
+                assert_eq!(g.argmax, Some([0, 0]), "{g:?}");
+                assert!((g.entropy - (n as f64).ln()).abs() < 1e-5, "{g:?}");
+            }
+        }
     }
 }

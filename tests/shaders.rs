@@ -46,6 +46,32 @@ fn shaders_validate() {
             }
         }
     }
+    // The statistics from Q and K's scores: head dimensions 4, 16 and 64, windows of Q as a
+    // 64 KiB uniform binding gives them, without subgroups and sharing 4 or 8 lanes' loads.
+    for (d4, rows) in [(1, 4096), (4, 1024), (16, 256)] {
+        for shared in [0, 4, 8] {
+            validate(
+                "pattern_qk",
+                &attnviz::pool::pattern_qk_source(d4, rows, shared),
+            );
+        }
+    }
+}
+
+/// `pattern_qk` reads its dispatch's `QkPattern` at a dynamic offset: the host's
+/// `QkPatternParams` is 32 bytes (its unit test pins it), and so must the shader's be.
+#[test]
+fn qk_pattern_struct_is_the_hosts_32_bytes() {
+    let src = attnviz::pool::pattern_qk_source(16, 256, 0);
+    let module = naga::front::wgsl::parse_str(&src).unwrap();
+    let (handle, _) = module
+        .types
+        .iter()
+        .find(|(_, t)| t.name.as_deref() == Some("QkPattern"))
+        .expect("struct QkPattern");
+    let mut layouter = naga::proc::Layouter::default();
+    layouter.update(module.to_ctx()).unwrap();
+    assert_eq!(layouter[handle].size, 32);
 }
 
 /// The pool and pattern passes read `PieceParams` (src/pool/pipelines.rs, 64 bytes, which its

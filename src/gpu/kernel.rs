@@ -146,6 +146,35 @@ impl Kernel {
         })
     }
 
+    /// The compute pipeline of `entry` over two bind groups: `first`'s as group 0 and this
+    /// kernel's as group 1. For a kernel that reads another stage's buffers through that
+    /// stage's own bind group and adds bindings of its own (`pool::pattern_qk`: the pattern
+    /// statistics' buffers, then Q and K); its module declares both groups.
+    pub fn pipeline_after(
+        &self,
+        device: &wgpu::Device,
+        first: &Kernel,
+        entry: &str,
+        constants: &[(&str, f64)],
+    ) -> wgpu::ComputePipeline {
+        let layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some(&format!("{}.pipeline_layout", self.label)),
+            bind_group_layouts: &[Some(&first.layout), Some(&self.layout)],
+            immediate_size: 0,
+        });
+        device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(&format!("{}.{entry}", self.label)),
+            layout: Some(&layout),
+            module: &self.module,
+            entry_point: Some(entry),
+            compilation_options: wgpu::PipelineCompilationOptions {
+                constants,
+                ..Default::default()
+            },
+            cache: None,
+        })
+    }
+
     /// A bind group of `resources`, one per declared binding, in binding order.
     pub fn bind_group(
         &self,

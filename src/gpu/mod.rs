@@ -32,6 +32,15 @@ pub struct Gpu {
     /// d = 128, 4 rows 20% faster than 2). Tests set it to compare the row counts; 0 turns the
     /// row kernel off (the tiled kernel takes every head width).
     pub row_vec4s: u32,
+    /// Vec4s of K one invocation of the Q/K statistics' key kernel may hold (`pool::pattern_qk`:
+    /// 16 keys of `d / 4` each): a head whose 16 keys fit takes the statistics straight from
+    /// its scores; otherwise the row kernel stores every probability for the pool pass to read
+    /// with them. CPU adapters: 256 (d ≤ 64), where those vectors live in L1 like the row
+    /// kernel's query rows (on llvmpipe, 2026-12-05: a 32768-token head's render with
+    /// `--stats-json` 43% faster at d = 64; at d = 128 no faster, and its kernel took LLVM 15 s
+    /// to compile); GPUs: 0 (16 keys of d = 64 are 1024 floats, past any register file; there
+    /// the stored probabilities cost a copy at memory speed).
+    pub pattern_key_vec4s: u32,
     /// Bytes the one-pass Q/K path's per-(query row, pooled column) states may take for one
     /// chunk of rows ([`Engine::qk_state_bytes`](crate::Engine) starts from it). A chunk's rows
     /// are all a score dispatch runs in parallel (one lane per few rows; the keys are walked
@@ -208,6 +217,7 @@ impl Gpu {
             info,
             subgroup_keys,
             row_vec4s: 0,
+            pattern_key_vec4s: 0,
             qk_state_bytes: 0,
             row_min_rows: 0,
             qk_split_workgroups: 0,
@@ -219,19 +229,20 @@ impl Gpu {
         Ok(gpu)
     }
 
-    /// Sets the Q/K kernels' budgets ([`Gpu::row_vec4s`], [`Gpu::qk_state_bytes`],
+    /// Sets the Q/K kernels' budgets ([`Gpu::row_vec4s`], [`Gpu::pattern_key_vec4s`], [`Gpu::qk_state_bytes`],
     /// [`Gpu::row_min_rows`], [`Gpu::qk_split_workgroups`]) to those of an adapter kind: a new
     /// `Gpu` takes its own kind's; tests take the GPUs' on a CPU adapter, to run the
     /// configuration a GPU runs where no GPU is.
     pub fn use_qk_budgets(&mut self, kind: QkBudgets) {
         (
             self.row_vec4s,
+            self.pattern_key_vec4s,
             self.qk_state_bytes,
             self.row_min_rows,
             self.qk_split_workgroups,
         ) = match kind {
-            QkBudgets::Cpu => (128, CPU_QK_STATE_BYTES, 1, 0),
-            QkBudgets::Gpu => (32, GPU_QK_STATE_BYTES, 2, GPU_QK_SPLIT_WORKGROUPS),
+            QkBudgets::Cpu => (128, 256, CPU_QK_STATE_BYTES, 1, 0),
+            QkBudgets::Gpu => (32, 0, GPU_QK_STATE_BYTES, 2, GPU_QK_SPLIT_WORKGROUPS),
         };
     }
 

@@ -26,6 +26,16 @@ pub const POOL: &str = with_common!("pool.wgsl", "pattern_common.wgsl");
 pub const STATS: &str = with_common!("stats.wgsl");
 /// Per-head pattern statistics, on the pool pass's chunks.
 pub const PATTERN: &str = with_common!("pattern.wgsl", "pattern_common.wgsl");
+/// The pattern statistics from a Q/K head's scores (`shaders/pattern_qk.wgsl`), appended to
+/// the pattern module whose buffers it fills; a template expanded per head dimension by
+/// `pool::pattern_qk`.
+pub const PATTERN_QK_TEMPLATE: &str = concat!(
+    include_str!("../../shaders/common.wgsl"),
+    include_str!("../../shaders/chunk.wgsl"),
+    include_str!("../../shaders/pattern_common.wgsl"),
+    include_str!("../../shaders/pattern.wgsl"),
+    include_str!("../../shaders/pattern_qk.wgsl")
+);
 /// Normalization and colormap lookup.
 pub const COLORIZE: &str = with_common!("colorize.wgsl");
 /// `A − B` of two blocks of rows (`attnviz diff`).

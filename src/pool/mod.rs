@@ -14,6 +14,7 @@ mod ingest;
 mod options;
 pub mod pattern;
 mod pattern_gpu;
+mod pattern_qk;
 mod pipelines;
 pub mod qk;
 mod slots;
@@ -24,6 +25,7 @@ pub use bench::{FmaProbe, UploadBench};
 pub use groups::{has_upper_triangle, CellGroup, PooledCells};
 pub(crate) use ingest::{Ingest, IngestShape};
 pub use options::{Causal, PoolOptions};
+pub use pattern_qk::source as pattern_qk_source;
 pub(crate) use pipelines::PoolPipelines;
 pub(crate) use stats::head_stats;
 

@@ -5,7 +5,8 @@
 //! right after each pool dispatch on the same bound chunk (`shaders/pattern.wgsl`: one read of
 //! it for all three); the row sums and the sink, local and distance masses are sums of the
 //! profiles ([`PatternPass::read`]). An ingest without statistics records nothing and builds no
-//! pipeline.
+//! pipeline. Heads from Q and K whose figure the one-pass path pools fill the same buffers from
+//! their scores instead (`pool::pattern_qk`), with no chunk to read.
 //!
 //! Memory per head: K column masses, Q + K − 1 diagonal masses and at most
 //! [`super::pattern::MAX_BLOCKS`] block masses (f32), 20 bytes per pooled pixel, and 32 bytes
@@ -95,10 +96,12 @@ pub(crate) struct PatternPipelines {
     profiles: [[OnceLock<wgpu::ComputePipeline>; 2]; 3],
     /// pixels, heads: the reduction of the pixels' sums.
     reduce: OnceLock<[wgpu::ComputePipeline; 2]>,
+    /// The statistics of Q/K heads from their scores (`pool::pattern_qk`).
+    pub(super) qk: crate::pool::pattern_qk::QkPatternKernels,
 }
 
 impl PatternPipelines {
-    fn kernel(&self, device: &wgpu::Device) -> &Kernel {
+    pub(super) fn kernel(&self, device: &wgpu::Device) -> &Kernel {
         use Binding::*;
         // pieces, rows of the chunk, params, per-chunk partials, head scalars, profiles, the
         // pixels' sums, scratch
@@ -108,14 +111,7 @@ impl PatternPipelines {
                 "attnviz.pattern",
                 shaders::PATTERN,
                 &[
-                    Uniform,
-                    Chunk,
-                    Uniform,
-                    Buffer,
-                    Buffer,
-                    Buffer,
-                    BufReadOnly,
-                    Buffer,
+                    Uniform, Chunk, Uniform, Buffer, Buffer, Buffer, Buffer, Buffer,
                 ],
             )
         })
@@ -187,6 +183,10 @@ pub(super) struct PatternPass {
     /// of the group's mass (`scratch` in `shaders/pattern.wgsl`).
     scratch: wgpu::Buffer,
     pixel_chunks: usize,
+    /// Rows of a dispatch at most (pieces together): what `scratch` holds.
+    pub(super) rows: usize,
+    /// Pixels' sums per head.
+    pub(super) pixels_per_head: usize,
     options: PatternOptions,
     queries: usize,
     keys: usize,
@@ -314,6 +314,8 @@ impl PatternPass {
             profiles,
             scratch: storage("attnviz.pattern.scratch", scratch_bytes),
             pixel_chunks,
+            rows: shape.max_rows,
+            pixels_per_head: shape.pixels,
             options: shape.options,
             queries,
             keys,
@@ -365,12 +367,24 @@ impl PatternPass {
             .iter()
             .all(|p| rows_on_words(p.stride, self.dtype, p.offset));
         let profiles = pipes.profiles(&gpu.device, self.dtype, aligned);
-        let [blocks, diagonals] = pipes.pipelines(&gpu.device, self.dtype);
-        let n = pieces.len() as u32;
         pass.set_bind_group(0, bind_group, &[]);
         let groups = self.keys.div_ceil(GROUP_KEYS) as u32;
         pass.set_pipeline(profiles);
-        pass.dispatch_workgroups(groups.div_ceil(64), 1, n);
+        pass.dispatch_workgroups(groups.div_ceil(64), 1, pieces.len() as u32);
+        self.record_sums(gpu, pipes, pass, pieces);
+    }
+
+    /// Records the dispatches that add up what the profile kernel (or `pattern_qk`) left in
+    /// `scratch` for `pieces`: block masses and diagonal masses. The pattern bind group is set.
+    pub(super) fn record_sums(
+        &self,
+        gpu: &Gpu,
+        pipes: &PatternPipelines,
+        pass: &mut wgpu::ComputePass<'_>,
+        pieces: &[Piece],
+    ) {
+        let [blocks, diagonals] = pipes.pipelines(&gpu.device, self.dtype);
+        let n = pieces.len() as u32;
         let block_rows = pieces
             .iter()
             .map(|p| (p.row_start + p.rows - 1) / self.block - p.row_start / self.block + 1)

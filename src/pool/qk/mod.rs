@@ -535,16 +535,25 @@ pub(crate) fn pool_qk(
         // entry over rows, after its row's normalizer is known): the row kernel stores them a
         // chunk at a time where it can, for the pool pass to read on the device with the
         // statistics folded in; the two-pass path below otherwise.
+        // Where the adapter holds 16 keys' K in a lane, the statistics come from the scores
+        // themselves, after the figure's run of the row kernel has left each row's lse
+        // (`pool::pattern_qk`): nothing stored.
+        let fused = run
+            .patterns
+            .and_then(|_| tiled::pattern_rows(gpu, src, geometry, &ingest));
         let one_pass = match run.patterns {
             None => tiled::applies(gpu, src, geometry),
-            Some(_) => tiled::materializes(gpu, src, geometry),
+            Some(_) => fused.is_some() || tiled::materializes(gpu, src, geometry),
         };
         if one_pass {
             let run = PoolRun { options, ..*run };
-            let pooled = if run.patterns.is_none() {
-                tiled::pool_into(gpu, &pipes.tiled, src, &run, &mut ingest)?
-            } else {
-                tiled::pool_materialized(gpu, &pipes.tiled, src, &run, &mut ingest)?
+            let t = &pipes.tiled;
+            let pooled = match (run.patterns, fused) {
+                (None, _) => tiled::pool_into(gpu, t, src, &run, &mut ingest)?,
+                (Some(_), Some(rows)) => {
+                    tiled::pool_with_patterns(gpu, t, src, &run, &mut ingest, rows)?
+                }
+                (Some(_), None) => tiled::pool_materialized(gpu, t, src, &run, &mut ingest)?,
             };
             if pooled {
                 return ingest.finish();

@@ -31,6 +31,7 @@ use crate::gpu::{shaders, spread_order};
 use crate::gpu::{storage_buffer_init, Gpu};
 use crate::pool::chunk::{max_chunk_bytes, ChunkTexture};
 use crate::pool::geometry::{bin_edges, bin_of, CellGeometry};
+use crate::pool::pattern_qk::QkPatternParams;
 use crate::pool::{Ingest, PoolRun};
 use crate::source::qk::{QkSource, Values};
 
@@ -808,12 +809,16 @@ struct RunBuffers {
 }
 
 impl RunBuffers {
+    /// `q_window`: bytes of Q the statistics' key kernel reads at once, where the run has it
+    /// (`pool::pattern_qk`): `q` is then also a uniform buffer, with that much room past its
+    /// last head for a window at its end.
     fn new(
         gpu: &Gpu,
         src: &QkSource,
         geometry: CellGeometry,
         cuts: &Cuts,
         row_edges: &[u32],
+        q_window: u64,
     ) -> Self {
         let device = &gpu.device;
         let keys = src.all_keys();
@@ -867,7 +872,19 @@ impl RunBuffers {
                 wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
             ),
             params_stride,
-            q: buffer("attnviz.qk_pool.q", batch * cuts.head_q),
+            q: crate::gpu::buffer(
+                device,
+                "attnviz.qk_pool.q",
+                (batch * cuts.head_q + q_window).next_multiple_of(16),
+                wgpu::BufferUsages::STORAGE
+                    | wgpu::BufferUsages::COPY_DST
+                    | wgpu::BufferUsages::COPY_SRC
+                    | if q_window > 0 {
+                        wgpu::BufferUsages::UNIFORM
+                    } else {
+                        wgpu::BufferUsages::empty()
+                    },
+            ),
             // read whole by the tiled kernel, a window at a time by the row kernel
             k: crate::gpu::buffer(
                 device,
@@ -944,13 +961,14 @@ impl<'a> OnePass<'a> {
         src: &'a QkSource,
         run: &PoolRun<'_>,
         output: Output,
+        q_window: u64,
     ) -> Self {
         let geometry = run.geometry;
         let cuts = Cuts::new(gpu, src, run, output);
         let rows = src.rows().len();
         let row_edges = bin_edges(rows, geometry.pooled_h);
         // (first: the device initializes them while the host compiles the kernels)
-        let buffers = RunBuffers::new(gpu, src, geometry, &cuts, &row_edges);
+        let buffers = RunBuffers::new(gpu, src, geometry, &cuts, &row_edges, q_window);
         OnePass {
             gpu,
             src,
@@ -1340,7 +1358,53 @@ pub(crate) fn pool_into(
     run: &PoolRun<'_>,
     ingest: &mut Ingest,
 ) -> Result<bool> {
-    pool_run(gpu, pipes, src, run, ingest, Output::Pooled)
+    pool_run(gpu, pipes, src, run, ingest, Output::Pooled, None)
+}
+
+/// Rows of each piece of the statistics from Q and K that [`pool_with_patterns`] takes for
+/// `src` into `ingest` (made for its cells, with pattern statistics) on `gpu`, or `None` where
+/// it does not: where [`pool_into`] takes `src` with the row kernel, its values are
+/// probabilities (not logits), the K vectors of 16 keys fit [`Gpu::pattern_key_vec4s`], each
+/// query head's rows start on a uniform offset of the Q buffer (a window of Q is bound at one)
+/// and the ingest has a piece's rows and pixels for it (`Ingest::qk_pattern_pass`).
+pub(crate) fn pattern_rows(
+    gpu: &Gpu,
+    src: &QkSource,
+    geometry: CellGeometry,
+    ingest: &Ingest,
+) -> Option<usize> {
+    let (d4, _) = padded(src.dim());
+    let head_q = (src.rows().len() * d4 as usize * 16) as u64;
+    let aligned = head_q.is_multiple_of(u64::from(gpu.limits.min_uniform_buffer_offset_alignment))
+        && (16 * d4 as usize * 16)
+            .is_multiple_of(gpu.limits.min_uniform_buffer_offset_alignment as usize);
+    let takes = applies(gpu, src, geometry)
+        && window_keys(gpu, d4) > 0
+        && src.values() == Values::Probs
+        && 16 * d4 <= gpu.pattern_key_vec4s
+        && aligned;
+    if !takes {
+        return None;
+    }
+    ingest.qk_pattern_rows(d4)
+}
+
+/// Pools `run.cells` of `src` into `ingest`'s accumulators as [`pool_into`] does, and their
+/// pattern statistics from the same run: after each chunk of rows is pooled, the statistics'
+/// key kernel computes its scores again with the lse the row kernel left for each row
+/// (`pool::pattern_qk`), pieces of `rows` rows (from [`pattern_rows`]). Two score passes, as
+/// [`pool_materialized`], and no probability stored, copied or read back; the figure is the
+/// one [`pool_into`] makes without the statistics. False, as [`pool_into`], for a non-finite
+/// Q or K.
+pub(crate) fn pool_with_patterns(
+    gpu: &Gpu,
+    pipes: &TiledPipelines,
+    src: &QkSource,
+    run: &PoolRun<'_>,
+    ingest: &mut Ingest,
+    rows: usize,
+) -> Result<bool> {
+    pool_run(gpu, pipes, src, run, ingest, Output::Pooled, Some(rows))
 }
 
 /// Whether [`pool_materialized`] takes `src` into `geometry` on `gpu`: where [`applies`] holds,
@@ -1380,11 +1444,12 @@ pub(crate) fn pool_materialized(
         ..run.geometry
     };
     let run = PoolRun { geometry, ..*run };
-    pool_run(gpu, pipes, src, &run, ingest, Output::Stored)
+    pool_run(gpu, pipes, src, &run, ingest, Output::Stored, None)
 }
 
-/// [`pool_into`] and [`pool_materialized`]: batch after batch, chunk after chunk of rows, the
-/// chunk's scores pooled in place or stored for `ingest` to pool.
+/// [`pool_into`], [`pool_with_patterns`] (`pattern_rows`: its pieces' rows) and
+/// [`pool_materialized`]: batch after batch, chunk after chunk of rows, the chunk's scores
+/// pooled in place (and their statistics taken) or stored for `ingest` to pool.
 fn pool_run(
     gpu: &Gpu,
     pipes: &TiledPipelines,
@@ -1392,23 +1457,40 @@ fn pool_run(
     run: &PoolRun<'_>,
     ingest: &mut Ingest,
     output: Output,
+    pattern_rows: Option<usize>,
 ) -> Result<bool> {
     let cells = run.cells;
     let (rows, keys) = (src.rows().len(), src.all_keys());
-    let mut pass = OnePass::new(gpu, pipes, src, run, output);
+    let (d4, _) = padded(src.dim());
+    let q_window = pattern_rows.map_or(0, |_| {
+        (crate::pool::pattern_qk::window_rows(gpu, d4) * d4 as usize * 16) as u64
+    });
+    let mut pass = OnePass::new(gpu, pipes, src, run, output, q_window);
     // The first layer's pipelines now, before any upload: the device does the buffers' first
     // fill meanwhile (a submission waits for the one before it on some drivers, llvmpipe's).
     // The ingest's pipelines for the stored rows beside them, on another thread.
     if let Some(&(layer, _)) = cells.first() {
         let stride = pass.cuts.prob_stride(keys);
         let warmer = (output == Output::Stored).then(|| ingest.pipeline_warmer(stride));
+        let softcap = super::KernelLayer::of(src, layer).softcap != 0.0;
         std::thread::scope(|scope| {
             if let Some(w) = &warmer {
                 scope.spawn(|| w.compile());
             }
+            // (the statistics' key kernel beside them)
+            if pattern_rows.is_some() {
+                let (g, p) = (ingest.gpu, ingest.pipes);
+                scope.spawn(move || {
+                    p.pattern
+                        .qk
+                        .pass(g, d4, softcap)
+                        .warm(&g.device, &p.pattern)
+                });
+            }
             pass.pipes(layer);
         });
     }
+    let fused = pattern_rows.map(|r| FusedPatterns::new(gpu, &pass, ingest, r));
     let total = (cells.len() * rows * keys * 4) as u64;
     let mut first = 0;
     while first < cells.len() {
@@ -1421,6 +1503,13 @@ fn pool_run(
         for start in (0..rows).step_by(pass.cuts.chunk_rows) {
             let len = pass.cuts.chunk_rows.min(rows - start);
             pass.pool_chunk(&bind_group, &batch, start, len);
+            if let Some(f) = &fused {
+                // (the batch's cells are consecutive from `first`, its members' accumulator
+                // indices from the first's)
+                let accum0 = batch.members.iter().map(|m| m.accum).min().unwrap_or(0);
+                let cell = |m: &Member| first + (m.accum - accum0) as usize;
+                f.chunk(&pass, ingest, &batch, &cell, start, len)?;
+            }
             if let Some(tex) = &pass.buffers.probs_tex {
                 // (one head per batch)
                 ingest.pool_in_texture(first, start, len, tex, pass.cuts.prob_stride(keys))?;
@@ -1436,6 +1525,84 @@ fn pool_run(
         first = end;
     }
     Ok(true)
+}
+
+/// A run's pattern statistics from Q and K (`pool::pattern_qk`): the parameters of a chunk's
+/// `pattern_qk` dispatches, one per member and piece at `stride` bytes, and their group 1.
+struct FusedPatterns {
+    params: wgpu::Buffer,
+    stride: usize,
+    bind_group: wgpu::BindGroup,
+    /// Rows of a piece.
+    rows: usize,
+}
+
+impl FusedPatterns {
+    fn new(gpu: &Gpu, pass: &OnePass<'_>, ingest: &Ingest, rows: usize) -> FusedPatterns {
+        let stride = std::mem::size_of::<QkPatternParams>()
+            .next_multiple_of(gpu.limits.min_uniform_buffer_offset_alignment as usize);
+        let entries = pass.cuts.batch * pass.cuts.chunk_rows.div_ceil(rows);
+        let params = crate::gpu::buffer(
+            &gpu.device,
+            "attnviz.pattern_qk.params",
+            (entries * stride) as u64,
+            wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+        );
+        let b = &pass.buffers;
+        let qp = ingest.qk_pattern_pass(pass.cuts.d4, false);
+        let bind_group = qp.bind_group(&gpu.device, &params, &b.q, &b.k, &b.row_lse, pass.cuts.d4);
+        FusedPatterns {
+            params,
+            stride,
+            bind_group,
+            rows,
+        }
+    }
+
+    /// The statistics of the chunk of `len` rows from `start` of each member of `batch` (the
+    /// chunk pooled: its rows' lse are in `row_lse`), into `ingest`; `cell`: a member's cell.
+    fn chunk(
+        &self,
+        pass: &OnePass<'_>,
+        ingest: &mut Ingest,
+        batch: &Batch,
+        cell: &dyn Fn(&Member) -> usize,
+        start: usize,
+        len: usize,
+    ) -> Result<()> {
+        let (src, cuts) = (pass.src, &pass.cuts);
+        let k = super::KernelLayer::of(src, batch.layer);
+        let qp = ingest.qk_pattern_pass(cuts.d4, k.softcap != 0.0);
+        let pieces = len.div_ceil(self.rows);
+        let mut bytes = vec![0u8; batch.members.len() * pieces * self.stride];
+        let mut calls = Vec::with_capacity(batch.members.len() * pieces);
+        for (z, m) in batch.members.iter().enumerate() {
+            for j in 0..pieces {
+                let e = z * pieces + j;
+                let row0 = start + j * self.rows;
+                let p = QkPatternParams {
+                    scale: k.scale,
+                    softcap: k.softcap,
+                    diagonal: pass.base.diagonal,
+                    causal: u32::from(src.causal()),
+                    window: k.window,
+                    kbase: (u64::from(m.kv_slot) * cuts.head_k / 16) as u32,
+                    lse_row0: (z * cuts.chunk_rows + j * self.rows) as u32,
+                    piece: 0,
+                };
+                bytes[e * self.stride..][..std::mem::size_of::<QkPatternParams>()]
+                    .copy_from_slice(bytemuck::bytes_of(&p));
+                let q = z as u64 * cuts.head_q + (row0 * cuts.d4 as usize * 16) as u64;
+                let n = self.rows.min(start + len - row0);
+                calls.push(([(e * self.stride) as u32, q as u32], (cell(m), row0, n)));
+            }
+        }
+        pass.gpu.queue.write_buffer(&self.params, 0, &bytes);
+        for (offsets, piece) in calls {
+            ingest.pattern_qk(&qp, &self.bind_group, offsets, piece)?;
+        }
+        Ok(())
+    }
 }
 
 /// Every probability of a head's rows from the row kernel, for readers of whole blocks
@@ -1475,7 +1642,7 @@ impl<'a> RowReader<'a> {
             progress: None,
             patterns: None,
         };
-        let pass = OnePass::new(gpu, pipes, src, &run, Output::Exact);
+        let pass = OnePass::new(gpu, pipes, src, &run, Output::Exact, 0);
         let accum = crate::gpu::buffer(
             &gpu.device,
             "attnviz.qk_pool.accum_unused",

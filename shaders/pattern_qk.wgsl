@@ -1,0 +1,294 @@
+// The pattern statistics of a head from Q and K straight from its scores, with no probability
+// stored anywhere (appended to pattern.wgsl by src/pool/pattern_qk.rs, whose pieces, scratch,
+// profiles and pixels' sums it fills as pattern_profiles and the pool pass fill them from a
+// chunk of stored probabilities; pattern_blocks and pattern_diagonals then add them up as
+// they do after pattern_profiles).
+//
+// The column, diagonal and block masses sum each entry over rows, so they need every row's
+// normalizer first: the one-pass path's row kernel leaves each row's log-sum-exp in `lse`
+// (pool_row_lse), and this pass computes the scores again. Each invocation owns GROUP_KEYS
+// consecutive keys of the head, holds their K vectors (loaded once), and walks the piece's rows
+// in order: every row's query vectors are one load for the whole workgroup (a window of Q bound
+// as a uniform buffer: a broadcast, a scalar load on a CPU driver), and each value loaded
+// feeds one FMA per key of the invocation. From the scores, p = exp2(s − lse) (in base 2, as
+// prob_rows computes it: the same p, bit for bit), and then, as pattern_profiles does with a
+// stored row: the column masses in registers, a block row's share of them into `scratch` at
+// each block row's end, and the diagonals' running sums moved one key along per row, the one
+// leaving the group into `scratch`. The entropy (p ln p = p · (s − lse) · ln 2, with no
+// logarithm), the maximum with its place and the non-finite count are the invocation's own;
+// the workgroup adds its invocations' up and folds them into its own pixel's sums (pixel x of
+// the head for workgroup x), which pattern_pixels and pattern_heads reduce at the end.
+//
+// Rows above the whole workgroup's keys (causal) are not computed (their diagonal shares are
+// 0), nor are rows whose sliding window has passed all of them (probability 0: the diagonals
+// only move on). Keys a row does not see are masked as the probabilities prob_rows stores
+// are read: past the diagonal, left out; older than the window, entries of 0.
+//
+// QD4 (the head dimension in vec4s) and QWIN (query rows of a window), the K loads and the
+// scores are substituted when the module is built (src/pool/pattern_qk.rs); the scores are
+// written out with constant indices, so the K vectors stay in registers. Where the adapter has
+// subgroups, a row's query vectors are shared through them: each of W lanes loads every W-th
+// of them and subgroupBroadcast hands them to all (a uniform buffer's load at the same address
+// in every lane is a broadcast on GPUs but a gather per lane on llvmpipe: 8 times the loads).
+
+const QD4: u32 = 16u;
+const QWIN: u32 = 256u;
+// Scores pass through softcap · tanh(s / softcap) (the layer has a softcap).
+override QK_SOFTCAP: bool = false;
+
+// Keep in sync with `QkPatternParams` in src/pool/pattern_qk.rs. One per dispatch, at a
+// dynamic offset.
+struct QkPattern {
+    // softmax scale × log2(e), and softcap × log2(e) (0: none)
+    scale: f32,
+    softcap: f32,
+    // key k is hidden from head row r when k > r + diagonal (causal) or k ≤ r + diagonal −
+    // window (window > 0)
+    diagonal: i32,
+    causal: u32,
+    window: u32,
+    // where the head's keys start in `kvec` (vec4s), and the lse of the piece's first row in
+    // `lse`
+    kbase: u32,
+    lse_row0: u32,
+    // the piece of `pieces` this dispatch takes
+    piece: u32,
+}
+
+@group(1) @binding(0) var<uniform> qk: QkPattern;
+// The piece's query rows from its first: row i at i · QD4.
+@group(1) @binding(1) var<uniform> qwin: array<vec4<f32>, QWIN * QD4>;
+@group(1) @binding(2) var<storage, read> kvec: array<vec4<f32>>;
+// per row: (lse, largest probability), from pool_row_lse
+@group(1) @binding(3) var<storage, read> lse: array<vec2<f32>>;
+
+// One past the last key head row `r` sees, and the first (qk_mask.wgsl's semantics).
+fn qk_end(r: u32) -> u32 {
+    if qk.causal == 0u {
+        return params.keys;
+    }
+    return u32(clamp(i32(r) + qk.diagonal + 1, 0, i32(params.keys)));
+}
+
+fn qk_start(r: u32) -> u32 {
+    if qk.window == 0u {
+        return 0u;
+    }
+    return u32(clamp(i32(r) + qk.diagonal - i32(qk.window) + 1, 0, i32(params.keys)));
+}
+
+fn capped(s: vec4<f32>) -> vec4<f32> {
+    if QK_SOFTCAP {
+        return qk.softcap * tanh(s / qk.softcap);
+    }
+    return s;
+}
+
+// Vec4 v of key k0 + c (keys past the head's last read its last: they are masked).
+fn kload(k0: u32, c: u32, v: u32) -> vec4<f32> {
+    return kvec[qk.kbase + min(k0 + c, params.keys - 1u) * QD4 + v];
+}
+
+fn finite4(v: vec4<f32>) -> vec4<bool> {
+    return (bitcast<vec4<u32>>(v) & vec4<u32>(0x7f800000u)) != vec4<u32>(0x7f800000u);
+}
+
+// Four keys of a row from their raw scores, as the pool pass reads the probabilities prob_rows
+// stores: `inside` (not past the diagonal) and `seen` (not older than the window either). The
+// entry: p = exp2(s − lse) where seen and finite, else 0; its log2 p where it is p, else 0
+// (for p ln p); a candidate for the maximum where inside and finite or not seen (an entry of
+// 0); and whether it is a non-finite entry (inside and seen).
+struct Four {
+    p: vec4<f32>,
+    l: vec4<f32>,
+    candidate: vec4<bool>,
+    bad: vec4<bool>,
+}
+
+fn four(raw: vec4<f32>, lse_r: f32, inside: vec4<bool>, seen: vec4<bool>) -> Four {
+    let l = capped(raw * qk.scale) - vec4<f32>(lse_r);
+    let p = exp2(l);
+    let finite = finite4(p);
+    let ok = seen & finite;
+    return Four(
+        select(vec4<f32>(0.0), p, ok),
+        select(vec4<f32>(0.0), l, ok),
+        inside & (finite | !seen),
+        seen & !finite,
+    );
+}
+
+fn max4(v: vec4<f32>) -> f32 {
+    return max(max(v.x, v.y), max(v.z, v.w));
+}
+
+fn min4u(v: vec4<u32>) -> u32 {
+    return min(min(v.x, v.y), min(v.z, v.w));
+}
+
+var<workgroup> qk_sums: array<HeadSums, WG>;
+
+@compute @workgroup_size(64)
+fn pattern_qk(
+    @builtin(global_invocation_id) gid: vec3<u32>,
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+    /* @LANE_ARG */
+) {
+    piece = pieces[qk.piece];
+    let g = gid.x;
+    let k0 = g * GROUP_KEYS;
+    let groups = (params.keys + GROUP_KEYS - 1u) / GROUP_KEYS;
+    let live = k0 < params.keys;
+    let keys_a = vec4<u32>(0u, 1u, 2u, 3u) + vec4<u32>(k0);
+    let keys_b = keys_a + vec4<u32>(4u);
+    let keys_c = keys_a + vec4<u32>(8u);
+    let keys_d = keys_a + vec4<u32>(12u);
+    // @KLOAD
+    var column = Keys16(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
+    var diag = column;
+    var part = column;
+    var own = NO_SUMS;
+    let diag_base = params.diag_base;
+    // The workgroup's keys [kw0, kw1): rows [i_lo, i_hi) of the piece see some of them.
+    let kw0 = wg.x * WG * GROUP_KEYS;
+    let kw1 = min(kw0 + WG * GROUP_KEYS, params.keys);
+    let rows = piece.row_count;
+    let r0 = piece.row_start;
+    var i_lo = 0u;
+    var i_hi = rows;
+    if qk.causal != 0u {
+        // the first row whose end passes kw0: r + diagonal + 1 > kw0
+        i_lo = u32(clamp(i32(kw0) - qk.diagonal - i32(r0), 0, i32(rows)));
+    }
+    if qk.window != 0u {
+        // the first row whose window starts at kw1 or later: r + diagonal − window + 1 ≥ kw1
+        i_hi = u32(clamp(i32(kw1) + i32(qk.window) - 1 - qk.diagonal - i32(r0), i32(i_lo), i32(rows)));
+    }
+    var i = 0u;
+    var slot = piece.row_max_base * groups + g;
+    // rows [i, end) of the piece are in the current block row
+    while i < rows {
+        let q0 = r0 + i;
+        let end = min(rows, (q0 / params.block + 1u) * params.block - r0);
+        for (; i < min(end, i_lo); i++) {
+            if live {
+                scratch[diag_base + (piece.row_max_base + i) * groups + g] = 0.0;
+            }
+        }
+        for (; i < min(end, i_hi); i++) {
+            let r = r0 + i;
+            let qo = i * QD4;
+            let lse_r = lse[qk.lse_row0 + i].x;
+            // @SCORES
+            let vis = vec4<u32>(qk_end(r));
+            let first = vec4<u32>(qk_start(r));
+            let in_a = keys_a < vis;
+            let in_b = keys_b < vis;
+            let in_c = keys_c < vis;
+            let in_d = keys_d < vis;
+            let fa = four(raw.a, lse_r, in_a, in_a & (keys_a >= first));
+            let fb = four(raw.b, lse_r, in_b, in_b & (keys_b >= first));
+            let fc = four(raw.c, lse_r, in_c, in_c & (keys_c >= first));
+            let fd = four(raw.d, lse_r, in_d, in_d & (keys_d >= first));
+            let v = Keys16(fa.p, fb.p, fc.p, fd.p);
+            let pl = (fa.p * fa.l + fb.p * fb.l) + (fc.p * fc.l + fd.p * fd.l);
+            own.p_ln_p += ((pl.x + pl.y) + (pl.z + pl.w)) * LN2;
+            let bad = (vec4<u32>(fa.bad) + vec4<u32>(fb.bad)) + (vec4<u32>(fc.bad) + vec4<u32>(fd.bad));
+            own.bad.x += (bad.x + bad.y) + (bad.z + bad.w);
+            // the row's largest candidate (probabilities are not negative: -1 is none) at its
+            // first key, replacing the invocation's only when larger (rows come in order)
+            let ma = select(vec4<f32>(-1.0), v.a, fa.candidate);
+            let mb = select(vec4<f32>(-1.0), v.b, fb.candidate);
+            let mc = select(vec4<f32>(-1.0), v.c, fc.candidate);
+            let md = select(vec4<f32>(-1.0), v.d, fd.candidate);
+            let m = max(max(max4(ma), max4(mb)), max(max4(mc), max4(md)));
+            let none = vec4<u32>(NONE);
+            let at = min(
+                min(min4u(select(none, keys_a, ma == vec4<f32>(m))), min4u(select(none, keys_b, mb == vec4<f32>(m)))),
+                min(min4u(select(none, keys_c, mc == vec4<f32>(m))), min4u(select(none, keys_d, md == vec4<f32>(m)))),
+            );
+            let better = m >= 0.0 && (own.seen == 0u || m > own.max_v);
+            own.max_v = select(own.max_v, m, better);
+            own.arg_q = select(own.arg_q, r, better);
+            own.arg_k = select(own.arg_k, at, better);
+            own.seen = select(own.seen, 1u, better);
+            part.a += v.a;
+            part.b += v.b;
+            part.c += v.c;
+            part.d += v.d;
+            let da = diag.a + v.a;
+            let db = diag.b + v.b;
+            let dc = diag.c + v.c;
+            let dd = diag.d + v.d;
+            if live {
+                scratch[diag_base + (piece.row_max_base + i) * groups + g] = dd.w;
+            }
+            diag = Keys16(
+                vec4<f32>(0.0, da.x, da.y, da.z),
+                vec4<f32>(da.w, db.x, db.y, db.z),
+                vec4<f32>(db.w, dc.x, dc.y, dc.z),
+                vec4<f32>(dc.w, dd.x, dd.y, dd.z),
+            );
+        }
+        for (; i < end; i++) {
+            // entries of 0 (older than the window): the diagonals move on
+            if live {
+                scratch[diag_base + (piece.row_max_base + i) * groups + g] = diag.d.w;
+            }
+            diag = Keys16(
+                vec4<f32>(0.0, diag.a.x, diag.a.y, diag.a.z),
+                vec4<f32>(diag.a.w, diag.b.x, diag.b.y, diag.b.z),
+                vec4<f32>(diag.b.w, diag.c.x, diag.c.y, diag.c.z),
+                vec4<f32>(diag.c.w, diag.d.x, diag.d.y, diag.d.z),
+            );
+        }
+        column.a += part.a;
+        column.b += part.b;
+        column.c += part.c;
+        column.d += part.d;
+        let t = (part.a + part.b) + (part.c + part.d);
+        if live {
+            scratch[slot] = (t.x + t.y) + (t.z + t.w);
+        }
+        part = Keys16(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
+        slot += groups;
+    }
+    if live {
+        // tails: m = 0 ..< 15, the diagonal that would have left the group m + 1 rows later
+        let tail = diag_base + (params.diag_rows + qk.piece * (GROUP_KEYS - 1u)) * groups + g;
+        let left = array<f32, 15>(
+            diag.d.w, diag.d.z, diag.d.y, diag.d.x,
+            diag.c.w, diag.c.z, diag.c.y, diag.c.x,
+            diag.b.w, diag.b.z, diag.b.y, diag.b.x,
+            diag.a.w, diag.a.z, diag.a.y,
+        );
+        for (var m = 0u; m < GROUP_KEYS - 1u; m++) {
+            scratch[tail + m * groups] = left[m];
+        }
+        let head = piece.cell * params.stride;
+        let sums = array<vec4<f32>, 4>(column.a, column.b, column.c, column.d);
+        for (var c = 0u; c < GROUP_KEYS; c++) {
+            if k0 + c < params.keys {
+                profiles[head + k0 + c] += sums[c >> 2u][c & 3u];
+            }
+        }
+    }
+    // The workgroup's sums, in a tree, into its pixel: merged after what earlier pieces left.
+    qk_sums[li] = own;
+    workgroupBarrier();
+    for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
+        if li < stride {
+            var a = qk_sums[li];
+            merge(&a, qk_sums[li + stride]);
+            qk_sums[li] = a;
+        }
+        workgroupBarrier();
+    }
+    if li == 0u {
+        let at = piece.cell * params.pixels + wg.x;
+        var h = of_pixel(pixels[at]);
+        merge(&h, qk_sums[0]);
+        pixels[at] = PixelSums(h.p_ln_p, h.max_v, select(0u, h.arg_q + 1u, h.seen != 0u), h.arg_k, h.bad.x);
+    }
+}
