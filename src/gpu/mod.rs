@@ -36,7 +36,7 @@ pub struct Gpu {
     /// 16 keys of `d / 4` each): a head whose 16 keys fit takes the statistics straight from
     /// its scores; otherwise the row kernel stores every probability for the pool pass to read
     /// with them. CPU adapters: 256 (d ≤ 64), where those vectors live in L1 like the row
-    /// kernel's query rows (on llvmpipe, 2026-12-05: a 32768-token head's render with
+    /// kernel's query rows (on llvmpipe, 2026-12-04: a 32768-token head's render with
     /// `--stats-json` 43% faster at d = 64; at d = 128 no faster, and its kernel took LLVM 15 s
     /// to compile); GPUs: 0 (16 keys of d = 64 are 1024 floats, past any register file; there
     /// the stored probabilities cost a copy at memory speed).
