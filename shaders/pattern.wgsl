@@ -1,14 +1,14 @@
 // Per-head pattern statistics (`attnviz heads`, `render --stats-json`). The CPU twin is
 // src/cpu/pattern.rs; src/pool/pattern.rs turns the sums into the reported statistics.
 //
-// The entropy, maximum and non-finite count need every entry apart: the pool pass folds them
-// into each pooled pixel's `PixelSums` (FLAG_PATTERN in shaders/pool.wgsl), no read of their
-// own. The profiles need keys and offsets apart; on software rasterizers every load costs about
-// as much as the pool pass's own (loads are emulated lane by lane), so they read the chunk once
-// more, all three from the same loads, right after each pool dispatch, each piece (one head's
-// rows) in workgroups (_, _, z):
+// The statistics read the chunk once more, everything from the same loads, right after each
+// pool dispatch, each piece (one head's rows) in workgroups (_, _, z):
 //   pattern_profiles   one invocation per GROUP_KEYS keys walking the piece's rows: column
-//                      masses, and block rows' and diagonals' shares into `scratch`;
+//                      masses, and block rows' and diagonals' shares into `scratch`; the
+//                      entropy, maximum and non-finite count, each workgroup's into a pixel's
+//                      `PixelSums` of its own (the pool pass once folded those from its loads
+//                      per pooled pixel: on a software rasterizer that per-entry code cost more
+//                      than the profile kernel's vectors of 16 keys);
 //   pattern_blocks     one invocation per block the piece touches: its shares added up;
 //   pattern_diagonals  one invocation per offset a − k: its shares added up.
 // Their loops run over the piece's rows (at most `PATTERN_ROWS` in src/pool/pattern_gpu.rs, or
@@ -19,6 +19,68 @@
 //                      head z, each invocation a run of PIXEL_RUN, then a tree, into `partials`;
 //   pattern_heads      one invocation per head: its partials in order, with Kahan
 //                      compensation, into `heads`.
+
+// Keep in sync with `PatternParams` in src/pool/pattern_gpu.rs.
+struct PatternParams {
+    queries: u32,
+    keys: u32,
+    sink_keys: u32,
+    window: u32,
+    // block side (a multiple of 64) and blocks per block row
+    block: u32,
+    blocks_w: u32,
+    // f32 words per head in `profiles`: keys columns, queries + keys - 1 diagonals, blocks
+    stride: u32,
+    // 1: entries above the causal diagonal are masked
+    causal: u32,
+    // pixels' sums per head (a workgroup of pattern_profiles' or pattern_qk's keys each), and
+    // chunks of PIXEL_CHUNK of them (`pattern_pixels`)
+    pixels: u32,
+    pixel_chunks: u32,
+    // rows of a chunk at most, and where the diagonals' shares start in `scratch`
+    // (shaders/pattern.wgsl)
+    diag_rows: u32,
+    diag_base: u32,
+}
+
+// One workgroup's share of its head's entropy, maximum and non-finite count, over the entries
+// of its keys, resumed piece after piece (`fold_into_pixel`). (The other scalars are sums of
+// the profiles: src/pool/pattern.rs.) Keep in sync with `PIXEL_SUMS_BYTES` in
+// src/pool/pattern_gpu.rs.
+struct PixelSums {
+    // Σ p ln p over the finite, unmasked entries with p > 0
+    p_ln_p: f32,
+    max_v: f32,
+    // 1 + the row of `max_v` (0: no finite, unmasked entry yet) and its key
+    arg_q1: u32,
+    arg_k: u32,
+    // non-finite, unmasked entries
+    bad: u32,
+}
+
+const LN2: f32 = 0.693147180559945;
+const F32_MIN_NORMAL: f32 = 1.17549435e-38;
+
+// p ln p for four finite entries p, 0 where p ≤ 0: ln p as the exponent times ln 2 plus ln m for
+// m in [√½, √2) by the atanh series 2(s + s³/3 + … + s⁹/9), s = (m − 1)/(m + 1), |s| < 0.172
+// (the next term is below 1e-9), within a few ulp (subnormal p as the smallest normal: |p ln p|
+// is below 1e-36 there). Written out because llvmpipe's `log` costs several times the rest of
+// the profile kernel's per-entry work together, and GPUs run this about as fast as their own.
+fn p_ln_p4(p: vec4<f32>) -> vec4<f32> {
+    let b = bitcast<vec4<u32>>(max(p, vec4<f32>(F32_MIN_NORMAL)));
+    var mb = (b & vec4<u32>(0x007fffffu)) | vec4<u32>(0x3f800000u);
+    var e = vec4<i32>(b >> vec4<u32>(23u)) - vec4<i32>(127);
+    // m above √2: halve it (exponent bits − 1) and count one more power of two
+    let big = mb > vec4<u32>(0x3fb504f3u);
+    mb = select(mb, mb - vec4<u32>(0x00800000u), big);
+    e += select(vec4<i32>(0), vec4<i32>(1), big);
+    let m = bitcast<vec4<f32>>(mb);
+    let s = (m - 1.0) / (m + 1.0);
+    let z = s * s;
+    let series = 2.0 + z * (0.6666667 + z * (0.4 + z * (0.2857143 + z * 0.2222222)));
+    let ln = vec4<f32>(e) * LN2 + s * series;
+    return select(vec4<f32>(0.0), p * ln, p > vec4<f32>(0.0));
+}
 
 // Keep in sync with `Piece` in shaders/pool.wgsl and `PieceParams` in src/pool/pipelines.rs.
 struct Piece {
@@ -79,8 +141,7 @@ fn word(w: u32) -> vec4<u32> {
 @group(0) @binding(3) var<storage, read_write> partials: array<HeadSums>;
 @group(0) @binding(4) var<storage, read_write> heads: array<HeadSums>;
 @group(0) @binding(5) var<storage, read_write> profiles: array<f32>;
-// per pooled pixel of the group's heads: what the pool pass folded (FLAG_PATTERN); for heads
-// from Q and K's scores, per workgroup of pattern_qk (shaders/pattern_qk.wgsl) instead
+// per head of the group, per workgroup of keys: what pattern_profiles (or pattern_qk) folded
 @group(0) @binding(6) var<storage, read_write> pixels: array<PixelSums>;
 // Scratch of `pattern_profiles`, per row of the chunk, per group of GROUP_KEYS keys: a block
 // row's share of the group's mass (at the index of the block row's first row in the piece,
@@ -258,11 +319,15 @@ fn widen4(h: vec4<u32>) -> vec4<f32> {
     return bitcast<vec4<f32>>(h << vec4<u32>(16u));
 }
 
+// A quiet NaN: what the profile kernel's loads give for a non-finite element (an f16's
+// infinity widens to a finite f32 by `widen4`, so its finiteness is decided on its own bits).
+const NAN_BITS: u32 = 0x7fc00000u;
+
 // Four elements from 32-bit words (f32) or the 16-bit halves of two words (`pair`: low, high
-// of x, then of y), finite ones as they are, others 0.
+// of x, then of y), finite ones as they are, others NaN.
 fn finite_f32(w: vec4<u32>) -> vec4<f32> {
     let ok = (w & vec4<u32>(0x7f800000u)) != vec4<u32>(0x7f800000u);
-    return select(vec4<f32>(0.0), bitcast<vec4<f32>>(w), ok);
+    return bitcast<vec4<f32>>(select(vec4<u32>(NAN_BITS), w, ok));
 }
 
 fn finite_pairs(x: u32, y: u32) -> vec4<f32> {
@@ -271,20 +336,20 @@ fn finite_pairs(x: u32, y: u32) -> vec4<f32> {
     if DTYPE == DTYPE_F16 {
         ok = (h & vec4<u32>(0x7c00u)) != vec4<u32>(0x7c00u);
     }
-    return select(vec4<f32>(0.0), widen4(h), ok);
+    return select(bitcast<vec4<f32>>(vec4<u32>(NAN_BITS)), widen4(h), ok);
 }
 
-// One element for the unaligned path: its value when finite and one of the keys, else 0.
+// One element for the unaligned path: 0 past the keys, NaN where not finite.
 fn elem_or_zero(e: u32, k: u32) -> f32 {
     if k >= params.keys {
         return 0.0;
     }
     let v = load(e);
-    return select(0.0, bitcast<f32>(v.x), v.y != 0u);
+    return bitcast<f32>(select(NAN_BITS, v.x, v.y != 0u));
 }
 
-// Row i's keys k0 ..< k0 + 16 (element `e` is key k0), non-finite ones and keys past the row
-// as 0. `aligned`: `e` starts a 16-byte word.
+// Row i's keys k0 ..< k0 + 16 (element `e` is key k0), non-finite ones as NaN (keys past the
+// row are the next row's, or 0: the caller masks them). `aligned`: `e` starts a 16-byte word.
 fn keys16(e: u32, k0: u32, aligned: bool) -> Keys16 {
     if aligned {
         let w = e >> elem_shift();
@@ -333,21 +398,101 @@ fn keys16(e: u32, k0: u32, aligned: bool) -> Keys16 {
     return out;
 }
 
+// The workgroup's sums of its invocations' `own`, in a tree, merged into pixel `x` of head
+// `cell` after what earlier pieces left there: pattern_profiles' and pattern_qk's workgroup x
+// (its 1024 keys) has pixel x of each head (`PatternPass` sizes them so).
+var<workgroup> wg_sums: array<HeadSums, WG>;
+
+fn fold_into_pixel(li: u32, x: u32, cell: u32, own: HeadSums) {
+    wg_sums[li] = own;
+    workgroupBarrier();
+    for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
+        if li < stride {
+            var a = wg_sums[li];
+            merge(&a, wg_sums[li + stride]);
+            wg_sums[li] = a;
+        }
+        workgroupBarrier();
+    }
+    if li == 0u {
+        let at = cell * params.pixels + x;
+        var h = of_pixel(pixels[at]);
+        merge(&h, wg_sums[0]);
+        let q1 = select(0u, h.arg_q + 1u, h.seen != 0u);
+        pixels[at] = PixelSums(h.p_ln_p, h.max_v, q1, h.arg_k, h.bad.x);
+    }
+}
+
+fn finite4(v: vec4<f32>) -> vec4<bool> {
+    return (bitcast<vec4<u32>>(v) & vec4<u32>(0x7f800000u)) != vec4<u32>(0x7f800000u);
+}
+
+const NEG_INF_BITS: u32 = 0xff800000u;
+
+// The largest of a row's 16 entries whose `candidate` is set (keys k0 ..< k0 + 16, head row
+// `r`), at its first key, into `own` when larger than what it holds (rows come in order, so
+// the first of equal maxima in row-major order stays).
+fn take_max(own: ptr<function, HeadSums>, v: Keys16, candidate: array<vec4<bool>, 4>, k0: u32, r: u32) {
+    let none = bitcast<vec4<f32>>(vec4<u32>(NEG_INF_BITS));
+    let ma = select(none, v.a, candidate[0]);
+    let mb = select(none, v.b, candidate[1]);
+    let mc = select(none, v.c, candidate[2]);
+    let md = select(none, v.d, candidate[3]);
+    let m = max(max(max4(ma), max4(mb)), max(max4(mc), max4(md)));
+    let keys_a = vec4<u32>(0u, 1u, 2u, 3u) + vec4<u32>(k0);
+    let far = vec4<u32>(NONE);
+    let at = min(
+        min(min4u(select(far, keys_a, ma == vec4<f32>(m))), min4u(select(far, keys_a + vec4<u32>(4u), mb == vec4<f32>(m)))),
+        min(min4u(select(far, keys_a + vec4<u32>(8u), mc == vec4<f32>(m))), min4u(select(far, keys_a + vec4<u32>(12u), md == vec4<f32>(m)))),
+    );
+    let found = (any(candidate[0]) || any(candidate[1])) || (any(candidate[2]) || any(candidate[3]));
+    let better = found && ((*own).seen == 0u || m > (*own).max_v);
+    (*own).max_v = select((*own).max_v, m, better);
+    (*own).arg_q = select((*own).arg_q, r, better);
+    (*own).arg_k = select((*own).arg_k, at, better);
+    (*own).seen = select((*own).seen, 1u, better);
+}
+
+fn max4(v: vec4<f32>) -> f32 {
+    return max(max(v.x, v.y), max(v.z, v.w));
+}
+
+fn min4u(v: vec4<u32>) -> u32 {
+    return min(min(v.x, v.y), min(v.z, v.w));
+}
+
+fn sum4(v: vec4<f32>) -> f32 {
+    return (v.x + v.y) + (v.z + v.w);
+}
+
 // Invocation g (x of the global id) of piece z: keys [16 g, 16 g + 16) of each of the piece's
-// rows, read once for all three profiles. Their column masses are summed in registers; each
+// rows, read once for every statistic. Their column masses are summed in registers; each
 // block row's share of them goes to `scratch` for `pattern_blocks`. The diagonals are summed in
 // registers too: the entry (q, k) and (q + 1, k + 1) are on one diagonal, so after each row the
 // sixteen running diagonal sums move one key to the right; the one that leaves the group is
 // complete and goes to `scratch` at that row, and those still in the group after the last row
-// go to the piece's tail slots. `pattern_diagonals` adds them up per diagonal.
+// go to the piece's tail slots. `pattern_diagonals` adds them up per diagonal. The entropy
+// (Σ p ln p, a block row at a time), the largest entry with its place and the non-finite
+// count are the invocation's own, folded into the workgroup's pixel at the end
+// (`fold_into_pixel`). Entries are the raw values, non-finite ones and those above the
+// diagonal (`params.causal`) left out: the semantics of src/cpu/pattern.rs.
 @compute @workgroup_size(64)
-fn pattern_profiles(@builtin(global_invocation_id) gid: vec3<u32>) {
+fn pattern_profiles(
+    @builtin(global_invocation_id) gid: vec3<u32>,
+    @builtin(workgroup_id) wg: vec3<u32>,
+    @builtin(local_invocation_index) li: u32,
+) {
     piece = pieces[gid.z];
-    let g = gid.x;
-    let k0 = g * GROUP_KEYS;
-    if k0 >= params.keys {
-        return;
+    var own = NO_SUMS;
+    if gid.x * GROUP_KEYS < params.keys {
+        own = profile_keys(gid.x, gid.z);
     }
+    fold_into_pixel(li, wg.x, piece.cell, own);
+}
+
+// `pattern_profiles`' invocation g of piece z (`piece`): the profiles' shares, and its sums.
+fn profile_keys(g: u32, z: u32) -> HeadSums {
+    let k0 = g * GROUP_KEYS;
     let groups = (params.keys + GROUP_KEYS - 1u) / GROUP_KEYS;
     let aligned = ALIGNED;
     let causal = params.causal != 0u;
@@ -360,6 +505,7 @@ fn pattern_profiles(@builtin(global_invocation_id) gid: vec3<u32>) {
     var column = Keys16(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
     var diag = column;
     var part = column;
+    var own = NO_SUMS;
     let diag_base = params.diag_base;
     var e = piece.elem_offset + k0;
     var i = 0u;
@@ -378,8 +524,9 @@ fn pattern_profiles(@builtin(global_invocation_id) gid: vec3<u32>) {
             scratch[diag_base + (piece.row_max_base + i) * groups + g] = 0.0;
             e += piece.stride;
         }
+        var p_ln_p = vec4<f32>(0.0);
         for (; i < end; i++) {
-            var v = keys16(e, k0, aligned);
+            let raw = keys16(e, k0, aligned);
             var ok_a = keys_a < limit;
             var ok_b = keys_b < limit;
             var ok_c = keys_c < limit;
@@ -391,10 +538,22 @@ fn pattern_profiles(@builtin(global_invocation_id) gid: vec3<u32>) {
                 ok_c = ok_c & (vec4<i32>(keys_c) <= last);
                 ok_d = ok_d & (vec4<i32>(keys_d) <= last);
             }
-            v.a = select(vec4<f32>(0.0), v.a, ok_a);
-            v.b = select(vec4<f32>(0.0), v.b, ok_b);
-            v.c = select(vec4<f32>(0.0), v.c, ok_c);
-            v.d = select(vec4<f32>(0.0), v.d, ok_d);
+            let fa = finite4(raw.a);
+            let fb = finite4(raw.b);
+            let fc = finite4(raw.c);
+            let fd = finite4(raw.d);
+            let cand = array<vec4<bool>, 4>(ok_a & fa, ok_b & fb, ok_c & fc, ok_d & fd);
+            let v = Keys16(
+                select(vec4<f32>(0.0), raw.a, cand[0]),
+                select(vec4<f32>(0.0), raw.b, cand[1]),
+                select(vec4<f32>(0.0), raw.c, cand[2]),
+                select(vec4<f32>(0.0), raw.d, cand[3]),
+            );
+            let bad = (vec4<u32>(ok_a & !fa) + vec4<u32>(ok_b & !fb))
+                + (vec4<u32>(ok_c & !fc) + vec4<u32>(ok_d & !fd));
+            own.bad.x += (bad.x + bad.y) + (bad.z + bad.w);
+            p_ln_p += (p_ln_p4(v.a) + p_ln_p4(v.b)) + (p_ln_p4(v.c) + p_ln_p4(v.d));
+            take_max(&own, v, cand, k0, piece.row_start + i);
             part.a += v.a;
             part.b += v.b;
             part.c += v.c;
@@ -412,17 +571,17 @@ fn pattern_profiles(@builtin(global_invocation_id) gid: vec3<u32>) {
             );
             e += piece.stride;
         }
+        own.p_ln_p += sum4(p_ln_p);
         column.a += part.a;
         column.b += part.b;
         column.c += part.c;
         column.d += part.d;
-        let t = (part.a + part.b) + (part.c + part.d);
-        scratch[slot] = (t.x + t.y) + (t.z + t.w);
+        scratch[slot] = sum4((part.a + part.b) + (part.c + part.d));
         part = Keys16(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
         slot += groups;
     }
     // tails: m = 0 ..< 15, the diagonal that would have left the group m + 1 rows later
-    let tail = diag_base + (params.diag_rows + gid.z * (GROUP_KEYS - 1u)) * groups + g;
+    let tail = diag_base + (params.diag_rows + z * (GROUP_KEYS - 1u)) * groups + g;
     let left = array<f32, 15>(
         diag.d.w, diag.d.z, diag.d.y, diag.d.x,
         diag.c.w, diag.c.z, diag.c.y, diag.c.x,
@@ -439,6 +598,7 @@ fn pattern_profiles(@builtin(global_invocation_id) gid: vec3<u32>) {
             profiles[head + k0 + c] += sums[c >> 2u][c & 3u];
         }
     }
+    return own;
 }
 
 // Invocation (bx, br) (x, y of the global id) of piece z: block column bx of the piece's block

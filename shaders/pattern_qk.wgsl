@@ -89,15 +89,11 @@ fn kload(k0: u32, c: u32, v: u32) -> vec4<f32> {
     return kvec[qk.kbase + min(k0 + c, params.keys - 1u) * QD4 + v];
 }
 
-fn finite4(v: vec4<f32>) -> vec4<bool> {
-    return (bitcast<vec4<u32>>(v) & vec4<u32>(0x7f800000u)) != vec4<u32>(0x7f800000u);
-}
-
-// Four keys of a row from their raw scores, as the pool pass reads the probabilities prob_rows
-// stores: `inside` (not past the diagonal) and `seen` (not older than the window either). The
-// entry: p = exp2(s − lse) where seen and finite, else 0; its log2 p where it is p, else 0
-// (for p ln p); a candidate for the maximum where inside and finite or not seen (an entry of
-// 0); and whether it is a non-finite entry (inside and seen).
+// Four keys of a row from their raw scores, as the profile kernel reads the probabilities
+// prob_rows stores: `inside` (not past the diagonal) and `seen` (not older than the window
+// either). The entry: p = exp2(s − lse) where seen and finite, else 0; its log2 p where it is
+// p, else 0 (for p ln p); a candidate for the maximum where inside and finite or not seen (an
+// entry of 0); and whether it is a non-finite entry (inside and seen).
 struct Four {
     p: vec4<f32>,
     l: vec4<f32>,
@@ -117,16 +113,6 @@ fn four(raw: vec4<f32>, lse_r: f32, inside: vec4<bool>, seen: vec4<bool>) -> Fou
         seen & !finite,
     );
 }
-
-fn max4(v: vec4<f32>) -> f32 {
-    return max(max(v.x, v.y), max(v.z, v.w));
-}
-
-fn min4u(v: vec4<u32>) -> u32 {
-    return min(min(v.x, v.y), min(v.z, v.w));
-}
-
-var<workgroup> qk_sums: array<HeadSums, WG>;
 
 @compute @workgroup_size(64)
 fn pattern_qk(
@@ -176,6 +162,7 @@ fn pattern_qk(
                 scratch[diag_base + (piece.row_max_base + i) * groups + g] = 0.0;
             }
         }
+        var p_ln_p = vec4<f32>(0.0);
         for (; i < min(end, i_hi); i++) {
             let r = r0 + i;
             let qo = i * QD4;
@@ -192,27 +179,10 @@ fn pattern_qk(
             let fc = four(raw.c, lse_r, in_c, in_c & (keys_c >= first));
             let fd = four(raw.d, lse_r, in_d, in_d & (keys_d >= first));
             let v = Keys16(fa.p, fb.p, fc.p, fd.p);
-            let pl = (fa.p * fa.l + fb.p * fb.l) + (fc.p * fc.l + fd.p * fd.l);
-            own.p_ln_p += ((pl.x + pl.y) + (pl.z + pl.w)) * LN2;
+            p_ln_p += (fa.p * fa.l + fb.p * fb.l) + (fc.p * fc.l + fd.p * fd.l);
             let bad = (vec4<u32>(fa.bad) + vec4<u32>(fb.bad)) + (vec4<u32>(fc.bad) + vec4<u32>(fd.bad));
             own.bad.x += (bad.x + bad.y) + (bad.z + bad.w);
-            // the row's largest candidate (probabilities are not negative: -1 is none) at its
-            // first key, replacing the invocation's only when larger (rows come in order)
-            let ma = select(vec4<f32>(-1.0), v.a, fa.candidate);
-            let mb = select(vec4<f32>(-1.0), v.b, fb.candidate);
-            let mc = select(vec4<f32>(-1.0), v.c, fc.candidate);
-            let md = select(vec4<f32>(-1.0), v.d, fd.candidate);
-            let m = max(max(max4(ma), max4(mb)), max(max4(mc), max4(md)));
-            let none = vec4<u32>(NONE);
-            let at = min(
-                min(min4u(select(none, keys_a, ma == vec4<f32>(m))), min4u(select(none, keys_b, mb == vec4<f32>(m)))),
-                min(min4u(select(none, keys_c, mc == vec4<f32>(m))), min4u(select(none, keys_d, md == vec4<f32>(m)))),
-            );
-            let better = m >= 0.0 && (own.seen == 0u || m > own.max_v);
-            own.max_v = select(own.max_v, m, better);
-            own.arg_q = select(own.arg_q, r, better);
-            own.arg_k = select(own.arg_k, at, better);
-            own.seen = select(own.seen, 1u, better);
+            take_max(&own, v, array<vec4<bool>, 4>(fa.candidate, fb.candidate, fc.candidate, fd.candidate), k0, r);
             part.a += v.a;
             part.b += v.b;
             part.c += v.c;
@@ -243,13 +213,13 @@ fn pattern_qk(
                 vec4<f32>(diag.c.w, diag.d.x, diag.d.y, diag.d.z),
             );
         }
+        own.p_ln_p += sum4(p_ln_p) * LN2;
         column.a += part.a;
         column.b += part.b;
         column.c += part.c;
         column.d += part.d;
-        let t = (part.a + part.b) + (part.c + part.d);
         if live {
-            scratch[slot] = (t.x + t.y) + (t.z + t.w);
+            scratch[slot] = sum4((part.a + part.b) + (part.c + part.d));
         }
         part = Keys16(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
         slot += groups;
@@ -274,21 +244,5 @@ fn pattern_qk(
             }
         }
     }
-    // The workgroup's sums, in a tree, into its pixel: merged after what earlier pieces left.
-    qk_sums[li] = own;
-    workgroupBarrier();
-    for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
-        if li < stride {
-            var a = qk_sums[li];
-            merge(&a, qk_sums[li + stride]);
-            qk_sums[li] = a;
-        }
-        workgroupBarrier();
-    }
-    if li == 0u {
-        let at = piece.cell * params.pixels + wg.x;
-        var h = of_pixel(pixels[at]);
-        merge(&h, qk_sums[0]);
-        pixels[at] = PixelSums(h.p_ln_p, h.max_v, select(0u, h.arg_q + 1u, h.seen != 0u), h.arg_k, h.bad.x);
-    }
+    fold_into_pixel(li, wg.x, piece.cell, own);
 }

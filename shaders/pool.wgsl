@@ -63,10 +63,6 @@ const FLAG_CAUSAL: u32 = 2u;
 const FLAG_AUTO_CAUSAL: u32 = 4u;
 // mask keys older than each piece's sliding window
 const FLAG_WINDOW: u32 = 8u;
-// also fold every entry into its pixel's share of the head's entropy, maximum and non-finite
-// count (`pattern_px`, shaders/pattern_common.wgsl): raw values, masked by the causal mask only
-// when FLAG_CAUSAL (the semantics of src/cpu/pattern.rs), so they cost no read of their own
-const FLAG_PATTERN: u32 = 16u;
 
 // Every block of the chunk; one dispatch pools them all, block `z` in workgroups (_, _, z).
 // Blocks of one dispatch belong to different heads (src/pool/ingest.rs keeps it so), so they never
@@ -86,9 +82,6 @@ var<private> piece: Piece;
 @group(0) @binding(6) var<storage, read_write> cell_flags: array<atomic<u32>>;
 // per pooled pixel (FLAG_AUTO_CAUSAL only): exact zeros above the diagonal set aside
 @group(0) @binding(7) var<storage, read_write> zeros: array<u32>;
-// FLAG_PATTERN only (a stand-in otherwise): per pooled pixel, its share of the pattern
-// statistics
-@group(0) @binding(8) var<storage, read_write> pattern_px: array<PixelSums>;
 
 // Word `w` of the chunk.
 fn word(w: u32) -> vec4<u32> {
@@ -245,12 +238,6 @@ struct Running {
     // --norm row: the row's divisor, or a zero row (maximum not positive: every entry is 0)
     scale: f32,
     zero_row: bool,
-    // FLAG_PATTERN: the pixel's statistics so far, the current row's share of Σ p ln p, the
-    // row's key 0 as an element index and 1 + the row's index q
-    px: PixelSums,
-    row_p_ln_p: f32,
-    key0: u32,
-    q1: u32,
 }
 
 // Folds element `e` of the chunk (raw f32 bits, finiteness) into `run` when it belongs to the
@@ -259,11 +246,7 @@ struct Running {
 // FLAG_AUTO_CAUSAL, non-finite entries mark the bin, the rest are (scaled and) folded. The mode
 // tests are on pipeline constants, so each pipeline keeps only its own selects.
 fn fold(run: ptr<function, Running>, bits: u32, finite: bool, e: u32) {
-    let in_bin = (e - (*run).first) < (*run).width;
-    if (FLAGS & FLAG_PATTERN) != 0u {
-        pattern_fold(run, bits, finite, e, in_bin);
-    }
-    var counted = in_bin;
+    var counted = (e - (*run).first) < (*run).width;
     if (FLAGS & FLAG_WINDOW) != 0u {
         counted = counted && i32(e) >= (*run).low;
     }
@@ -289,27 +272,6 @@ fn fold(run: ptr<function, Running>, bits: u32, finite: bool, e: u32) {
     (*run).min_v = select((*run).min_v, min((*run).min_v, v), ok);
     (*run).count += u32(ok);
     (*run).row_sum = select((*run).row_sum, (*run).row_sum + v, ok);
-}
-
-// Folds element `e` into the pixel's pattern statistics (`fold`'s arguments; `in_bin`: it is
-// one of the current row's keys of the bin): the per-entry arithmetic of `push_row` in
-// src/cpu/pattern.rs for the entropy, maximum and non-finite count, in f32, into the row's
-// share (added to the pixel's sum per row).
-fn pattern_fold(run: ptr<function, Running>, bits: u32, finite: bool, e: u32, in_bin: bool) {
-    var inside = in_bin;
-    if (FLAGS & FLAG_CAUSAL) != 0u {
-        inside = inside && i32(e) <= (*run).diagonal;
-    }
-    (*run).px.bad += u32(inside && !finite);
-    let ok = inside && finite;
-    let p = bitcast<f32>(bits);
-    let v = select(0.0, p, ok);
-    (*run).row_p_ln_p += select(0.0, v * ln_positive(v), v > 0.0);
-    // the first of equal maxima in row-major order: the bin is walked in that order
-    let better = ok && ((*run).px.arg_q1 == 0u || p > (*run).px.max_v);
-    (*run).px.max_v = select((*run).px.max_v, p, better);
-    (*run).px.arg_q1 = select((*run).px.arg_q1, (*run).q1, better);
-    (*run).px.arg_k = select((*run).px.arg_k, e - (*run).key0, better);
 }
 
 // Folds the elements of word `v`, whose first element is element `e` of the chunk.
@@ -360,11 +322,6 @@ fn pool(@builtin(global_invocation_id) gid: vec3<u32>) {
         set_aside = zeros[idx];
     }
     var run: Running;
-    let pattern = (FLAGS & FLAG_PATTERN) != 0u;
-    // (a bin that starts in this block starts from zero: `run` is)
-    if pattern && r0 > row_edges[y] {
-        run.px = pattern_px[idx];
-    }
     run.max_v = a.max_v;
     run.min_v = a.min_v;
     run.count = a.count_bad & COUNT_MASK;
@@ -393,11 +350,6 @@ fn pool(@builtin(global_invocation_id) gid: vec3<u32>) {
             run.scale = m;
         }
         run.row_sum = 0.0;
-        if pattern {
-            run.row_p_ln_p = 0.0;
-            run.key0 = row_base;
-            run.q1 = q + 1u;
-        }
         var w0 = run.first >> shift;
         var w1 = (row_base + c1 - 1u) >> shift;
         if (FLAGS & FLAG_CAUSAL) != 0u {
@@ -415,12 +367,6 @@ fn pool(@builtin(global_invocation_id) gid: vec3<u32>) {
             fold_word(&run, word(w), w << shift);
         }
         a.sum += run.row_sum;
-        if pattern {
-            run.px.p_ln_p += run.row_p_ln_p;
-        }
-    }
-    if pattern {
-        pattern_px[idx] = run.px;
     }
     a.max_v = run.max_v;
     a.min_v = run.min_v;

@@ -8,31 +8,28 @@ macro_rules! with_common {
             include_str!(concat!("../../shaders/", $file))
         )
     };
-    // (shaders that read a chunk texture: its addressing, and `shared`)
-    ($file:literal, $shared:literal) => {
+    // (shaders that read a chunk texture: its addressing)
+    (chunk $file:literal) => {
         concat!(
             include_str!("../../shaders/common.wgsl"),
             include_str!("../../shaders/chunk.wgsl"),
-            include_str!(concat!("../../shaders/", $shared)),
             include_str!(concat!("../../shaders/", $file))
         )
     };
 }
 
-/// Ingest and pooling (`pool`, `row_maxima`, `fold_masked_zeros`), with the pattern
-/// statistics' shared definitions (`FLAG_PATTERN`).
-pub const POOL: &str = with_common!("pool.wgsl", "pattern_common.wgsl");
+/// Ingest and pooling (`pool`, `row_maxima`, `fold_masked_zeros`).
+pub const POOL: &str = with_common!(chunk "pool.wgsl");
 /// Per-head statistics of pooled cells.
 pub const STATS: &str = with_common!("stats.wgsl");
 /// Per-head pattern statistics, on the pool pass's chunks.
-pub const PATTERN: &str = with_common!("pattern.wgsl", "pattern_common.wgsl");
+pub const PATTERN: &str = with_common!(chunk "pattern.wgsl");
 /// The pattern statistics from a Q/K head's scores (`shaders/pattern_qk.wgsl`), appended to
 /// the pattern module whose buffers it fills; a template expanded per head dimension by
 /// `pool::pattern_qk`.
 pub const PATTERN_QK_TEMPLATE: &str = concat!(
     include_str!("../../shaders/common.wgsl"),
     include_str!("../../shaders/chunk.wgsl"),
-    include_str!("../../shaders/pattern_common.wgsl"),
     include_str!("../../shaders/pattern.wgsl"),
     include_str!("../../shaders/pattern_qk.wgsl")
 );

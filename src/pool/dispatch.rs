@@ -25,18 +25,14 @@ enum Resident<'a> {
 }
 
 /// The pool pass's bind group: rows read from the chunk texture `chunk` into group `g`'s
-/// accumulators, with the ingest's parameters, bin edges and row maxima, and the pattern
-/// statistics' pixels' sums when the ingest has them (`PatternPass::pixels`; a stand-in
-/// otherwise).
+/// accumulators, with the ingest's parameters, bin edges and row maxima.
 pub(super) fn pool_bind_group(
     gpu: &Gpu,
     pipes: &PoolPipelines,
     buffers: &PassBuffers,
     chunk: &wgpu::TextureView,
     g: &CellGroup,
-    pattern: Option<&wgpu::Buffer>,
 ) -> wgpu::BindGroup {
-    let pattern_px = pattern.unwrap_or(&buffers.no_pattern_px);
     pipes.kernel.bind_group(
         &gpu.device,
         &[
@@ -48,7 +44,6 @@ pub(super) fn pool_bind_group(
             buffers.row_max.as_entire_binding(),
             g.flags.as_entire_binding(),
             g.zeros.as_entire_binding(),
-            pattern_px.as_entire_binding(),
         ],
     )
 }
@@ -56,14 +51,12 @@ pub(super) fn pool_bind_group(
 impl Ingest<'_> {
     /// The pool pass's bind group reading the chunk texture into group `g`'s accumulators.
     pub(super) fn bind_group(&self, g: usize) -> wgpu::BindGroup {
-        let pattern = self.pattern.as_ref().map(|p| p.pixels(g));
         pool_bind_group(
             self.gpu,
             self.pipes,
             &self.buffers,
             &self.chunk.view,
             &self.groups[g],
-            pattern,
         )
     }
 
@@ -122,7 +115,6 @@ impl Ingest<'_> {
             self.dtype,
             options,
             !self.windows.is_empty(),
-            self.pattern.is_some(),
         );
         let n = pieces.len() as u32;
         pass.set_bind_group(0, bind_group, &[]);
@@ -246,14 +238,7 @@ impl Ingest<'_> {
         let (bind_group, pattern) = match from {
             Resident::Buffer(..) => (self.bind_group(g), self.pattern_bind_groups.get(g).cloned()),
             Resident::Texture(view, _) => (
-                pool_bind_group(
-                    self.gpu,
-                    self.pipes,
-                    &self.buffers,
-                    view,
-                    &self.groups[g],
-                    self.pattern.as_ref().map(|p| p.pixels(g)),
-                ),
+                pool_bind_group(self.gpu, self.pipes, &self.buffers, view, &self.groups[g]),
                 self.pattern.as_ref().map(|p| {
                     p.bind_group(self.gpu, &self.pipes.pattern, &self.buffers.params, view, g)
                 }),
@@ -393,7 +378,7 @@ impl PipelineWarmer<'_> {
     pub(crate) fn compile(&self) {
         let device = &self.gpu.device;
         self.pipes
-            .specialized(device, self.dtype, self.options, self.window, self.pattern);
+            .specialized(device, self.dtype, self.options, self.window);
         if self.pattern {
             self.pipes.pattern.warm(device, self.dtype, self.aligned);
         }

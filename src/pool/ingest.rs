@@ -12,7 +12,7 @@ use crate::pool::geometry::{bin_edges, CellGeometry};
 use crate::pool::groups::{has_upper_triangle, CellGroup, PooledCells};
 use crate::pool::options::{Causal, PoolOptions};
 use crate::pool::pattern::PatternOptions;
-use crate::pool::pattern_gpu::{head_bytes, PatternPass, PATTERN_ROWS, PIXEL_SUMS_BYTES};
+use crate::pool::pattern_gpu::{head_bytes, PatternPass, PATTERN_ROWS};
 use crate::pool::pipelines::{PieceParams, PoolPipelines};
 use crate::pool::slots::{Filling, Slot, SLOT_USAGE};
 use crate::pool::stats::head_stats;
@@ -171,7 +171,7 @@ impl Sizing {
         let mut group_bytes = cell_bytes_of(geometry);
         if patterns {
             piece_rows = piece_rows.min(PATTERN_ROWS);
-            group_bytes = group_bytes.max(head_bytes(queries, keys, geometry.pooled_pixels()));
+            group_bytes = group_bytes.max(head_bytes(queries, keys));
         }
         let cell_bytes = cell_bytes_of(geometry);
         if cell_bytes > max_binding {
@@ -237,9 +237,6 @@ pub(super) struct PassBuffers {
     pub(super) row_edges: wgpu::Buffer,
     pub(super) col_edges: wgpu::Buffer,
     pub(super) row_max: wgpu::Buffer,
-    /// A stand-in for the pattern statistics' pixels' sums, bound when the ingest has none
-    /// (the pool pipeline without `FLAG_PATTERN` never reads it).
-    pub(super) no_pattern_px: wgpu::Buffer,
 }
 
 impl PassBuffers {
@@ -276,12 +273,6 @@ impl PassBuffers {
                 },
                 wgpu::BufferUsages::STORAGE,
             ),
-            no_pattern_px: buffer(
-                device,
-                "attnviz.pool.no_pattern_px",
-                PIXEL_SUMS_BYTES,
-                wgpu::BufferUsages::STORAGE,
-            ),
         }
     }
 }
@@ -316,11 +307,7 @@ impl<'g> Ingest<'g> {
         let chunk = pipes.take_chunk(gpu, sizing.chunk_bytes as u64);
         let bind_groups = groups
             .iter()
-            .enumerate()
-            .map(|(i, g)| {
-                let pattern = pattern.as_ref().map(|p| p.pixels(i));
-                pool_bind_group(gpu, pipes, &buffers, &chunk.view, g, pattern)
-            })
+            .map(|g| pool_bind_group(gpu, pipes, &buffers, &chunk.view, g))
             .collect();
         let pattern_bind_groups = match &pattern {
             Some(p) => (0..groups.len())

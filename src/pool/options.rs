@@ -6,9 +6,6 @@ pub(super) const FLAG_CAUSAL: u32 = 2;
 pub(super) const FLAG_AUTO_CAUSAL: u32 = 4;
 /// Set by the ingest when its cells have sliding windows (`Ingest::windows`).
 pub(super) const FLAG_WINDOW: u32 = 8;
-/// Set by the ingest when it accumulates pattern statistics: the pool pass folds their
-/// scalars (`shaders/pattern_common.wgsl`'s `PixelSums`) from its own loads.
-pub(super) const FLAG_PATTERN: u32 = 16;
 
 /// Whether entries above the diagonal (bottom-right aligned when Q < K) are attention at all.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

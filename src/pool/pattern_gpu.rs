@@ -1,22 +1,24 @@
-//! The pattern statistics on the GPU. The entropy, maximum and non-finite count are folded by
-//! the pool pass into each pooled pixel's share (`FLAG_PATTERN` in `shaders/pool.wgsl`,
-//! [`PatternPass::pixels`]), from the same loads that pool, and reduced per head once the last
-//! chunk is pooled ([`PatternPass::read`]); the column, diagonal and block masses are recorded
-//! right after each pool dispatch on the same bound chunk (`shaders/pattern.wgsl`: one read of
-//! it for all three); the row sums and the sink, local and distance masses are sums of the
-//! profiles ([`PatternPass::read`]). An ingest without statistics records nothing and builds no
-//! pipeline. Heads from Q and K whose figure the one-pass path pools fill the same buffers from
-//! their scores instead (`pool::pattern_qk`), with no chunk to read.
+//! The pattern statistics on the GPU. One kernel records right after each pool dispatch, on
+//! the same bound chunk (`pattern_profiles` in `shaders/pattern.wgsl`), and reads it once for
+//! everything: the column, diagonal and block masses, and the entropy, maximum and non-finite
+//! count, which each workgroup (1024 keys) folds into a pixel's sums of its own per head
+//! ([`head_pixels`]); those are reduced per head once the last chunk is pooled
+//! ([`PatternPass::read`]), and the row sums and the sink, local and distance masses are sums
+//! of the profiles. The pool pass knows nothing of them (it once folded the entropy per pooled
+//! pixel from its own loads: per entry, that cost a software rasterizer more than the profile
+//! kernel's vector of 16 keys does). An ingest without statistics records nothing and builds
+//! no pipeline. Heads from Q and K whose figure the one-pass path pools fill the same buffers
+//! from their scores instead (`pool::pattern_qk`), with no chunk to read.
 //!
 //! Memory per head: K column masses, Q + K − 1 diagonal masses and at most
-//! [`super::pattern::MAX_BLOCKS`] block masses (f32), 20 bytes per pooled pixel, and 32 bytes
-//! of scalars per [`PIXEL_CHUNK`] pixels; a scratch of 8 bytes per row of a chunk and
+//! [`super::pattern::MAX_BLOCKS`] block masses (f32), 20 bytes per workgroup of keys, and 32
+//! bytes of scalars per [`PIXEL_CHUNK`] of those; a scratch of 8 bytes per row of a chunk and
 //! [`GROUP_KEYS`] keys.
 //!
-//! Precision: each pixel adds its bin's p ln p row by row in f32 (a row's share of the bin, then
-//! into the pixel's sum), the pixels are added in f32 in runs and a tree per chunk of
-//! [`PIXEL_CHUNK`], and the chunks with Kahan compensation: an error of about (bin width + bin
-//! height + log2 of the pixels)·ε. Column, diagonal and block masses are f32 sums over the rows
+//! Precision: each invocation adds its 16 keys' p ln p in f32 a block row at a time (at most
+//! 64 rows), then the block rows; the workgroup's invocations in a tree, into its pixel piece
+//! after piece; the pixels in runs and a tree per chunk of [`PIXEL_CHUNK`], and the chunks with
+//! Kahan compensation. Column, diagonal and block masses are f32 sums over the rows
 //! of one piece (at most [`PATTERN_ROWS`]; a diagonal's over at most 16 rows per key group, then
 //! over the groups) added into f32 totals, and the masses summed from them are added in f64.
 //! Against the f64 CPU twin that is a relative error of about 1e-6 on the scalars and 1e-5 on
@@ -60,8 +62,17 @@ struct PatternParams {
 /// Mirrors `PixelSums` in `shaders/pattern_common.wgsl`: 5 words per pooled pixel.
 pub(super) const PIXEL_SUMS_BYTES: u64 = 20;
 
-/// Keys per invocation of `pattern_profiles`: mirrors `GROUP_KEYS` in `shaders/pattern.wgsl`.
-const GROUP_KEYS: usize = 16;
+/// Keys per invocation of `pattern_profiles` (and `pattern_qk`): mirrors `GROUP_KEYS` in
+/// `shaders/pattern.wgsl`.
+pub(super) const GROUP_KEYS: usize = 16;
+/// Keys per workgroup of those kernels (64 invocations); each workgroup folds its invocations'
+/// entropy, maximum and non-finite count into a pixel of its own per head.
+pub(super) const WORKGROUP_KEYS: usize = 64 * GROUP_KEYS;
+
+/// Pixels' sums per head for `keys` keys: one per workgroup of keys.
+pub(super) fn head_pixels(keys: usize) -> usize {
+    keys.div_ceil(WORKGROUP_KEYS)
+}
 
 /// Pixels per invocation of `pattern_pixels`, and per workgroup (256 invocations): mirrors
 /// `PIXEL_RUN` and `PIXEL_CHUNK` in `shaders/pattern.wgsl`.
@@ -165,10 +176,9 @@ pub(super) fn profile_words(queries: usize, keys: usize) -> usize {
     keys + queries + keys - 1 + queries.div_ceil(block) * keys.div_ceil(block)
 }
 
-/// Bytes of one head's largest pattern buffer (its profiles or its pixels' sums), for sizing
-/// accumulator groups.
-pub(super) fn head_bytes(queries: usize, keys: usize, pixels: usize) -> u64 {
-    ((profile_words(queries, keys) * 4) as u64).max(pixels as u64 * PIXEL_SUMS_BYTES)
+/// Bytes of one head's largest pattern buffer (its profiles), for sizing accumulator groups.
+pub(super) fn head_bytes(queries: usize, keys: usize) -> u64 {
+    (profile_words(queries, keys) * 4) as u64
 }
 
 /// One ingest's pattern buffers: the parameters, and per accumulator group the pixels' sums,
@@ -185,8 +195,6 @@ pub(super) struct PatternPass {
     pixel_chunks: usize,
     /// Rows of a dispatch at most (pieces together): what `scratch` holds.
     pub(super) rows: usize,
-    /// Pixels' sums per head.
-    pub(super) pixels_per_head: usize,
     options: PatternOptions,
     queries: usize,
     keys: usize,
@@ -202,7 +210,7 @@ pub(super) struct PatternShape<'a> {
     pub(super) dtype: DType,
     /// Entries above the diagonal are masked (the piece's diagonal, as the pool pass's).
     pub(super) causal: bool,
-    /// Pooled pixels per head.
+    /// Pixels' sums per head ([`head_pixels`]).
     pub(super) pixels: usize,
     /// Rows of one chunk at most.
     pub(super) max_rows: usize,
@@ -228,7 +236,7 @@ impl PatternPass {
                 keys: shape.keys,
                 dtype: shape.dtype,
                 causal: shape.options.causal == Causal::On,
-                pixels: shape.geometry.pooled_pixels(),
+                pixels: head_pixels(shape.keys),
                 max_rows,
                 group_cells,
             },
@@ -315,19 +323,12 @@ impl PatternPass {
             scratch: storage("attnviz.pattern.scratch", scratch_bytes),
             pixel_chunks,
             rows: shape.max_rows,
-            pixels_per_head: shape.pixels,
             options: shape.options,
             queries,
             keys,
             block,
             dtype: shape.dtype,
         })
-    }
-
-    /// What the pool pass binds to fold group `g`'s entropy, maximum and non-finite count
-    /// (`FLAG_PATTERN`): the group's pixels' sums.
-    pub(super) fn pixels(&self, g: usize) -> &wgpu::Buffer {
-        &self.pixels[g]
     }
 
     /// The bind group reading rows from `data` (pieces described by `pieces`) into group `g`.

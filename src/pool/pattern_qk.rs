@@ -21,12 +21,7 @@ use crate::error::Result;
 use crate::gpu::kernel::{Binding, Kernel};
 use crate::gpu::{shaders, Gpu};
 use crate::pool::ingest::{Ingest, Piece};
-use crate::pool::pattern_gpu::PatternPipelines;
-
-/// Keys per invocation: `GROUP_KEYS` of `shaders/pattern.wgsl`.
-pub(crate) const GROUP_KEYS: usize = 16;
-/// Keys per workgroup of `pattern_qk` (64 invocations), and so per pixel of its sums.
-pub(crate) const WORKGROUP_KEYS: usize = 64 * GROUP_KEYS;
+use crate::pool::pattern_gpu::{PatternPipelines, GROUP_KEYS, WORKGROUP_KEYS};
 
 /// Rows of Q a `pattern_qk` module reads at once for heads of `d4` vec4s: one uniform binding's
 /// worth, at most 4096 (a piece's rows, the loop `pattern_diagonals` bounds), a multiple of 16.
@@ -229,12 +224,11 @@ impl QkPatternPass {
 impl Ingest<'_> {
     /// Rows of a piece of the statistics from Q and K for heads of `d4` vec4s: a window of Q
     /// ([`window_rows`]) at most, and what the pattern scratch holds, a multiple of 16. `None`
-    /// without statistics, or where a workgroup of `pattern_qk` has no pixel of its own to
-    /// fold its sums into.
+    /// without statistics.
     pub(crate) fn qk_pattern_rows(&self, d4: u32) -> Option<usize> {
         let pattern = self.pattern.as_ref()?;
         let rows = pattern.rows.min(window_rows(self.gpu, d4)) / 16 * 16;
-        (rows > 0 && pattern.pixels_per_head >= self.keys.div_ceil(WORKGROUP_KEYS)).then_some(rows)
+        (rows > 0).then_some(rows)
     }
 
     /// The `pattern_qk` pass for heads of `d4` vec4s, with the softcap or not.

@@ -11,7 +11,7 @@ use crate::gpu::Gpu;
 use crate::pool::chunk::ChunkTexture;
 use crate::pool::diff::DiffPipeline;
 use crate::pool::groups::SpareGroups;
-use crate::pool::options::{PoolOptions, FLAG_PATTERN, FLAG_WINDOW};
+use crate::pool::options::{PoolOptions, FLAG_WINDOW};
 use crate::pool::pattern_gpu::PatternPipelines;
 use crate::pool::slots::Slot;
 use crate::source::DType;
@@ -50,7 +50,7 @@ pub(crate) struct PoolPipelines {
     /// The pipelines specialized for each dtype and set of pooling flags, indexed by
     /// `DType::shader_id` and `PoolOptions::flags`, compiled on first use so a run pays only
     /// for the mode it uses.
-    pub(super) specialized: [[OnceLock<Specialized>; 32]; 3],
+    pub(super) specialized: [[OnceLock<Specialized>; 16]; 3],
     pub(super) fold: wgpu::ComputePipeline,
     pub(super) stats_kernel: Kernel,
     pub(super) block_stats: wgpu::ComputePipeline,
@@ -74,7 +74,7 @@ impl PoolPipelines {
     pub(crate) fn new(device: &wgpu::Device) -> PoolPipelines {
         use Binding::*;
         // params, the chunk texture, row edges, column edges, accumulators, row maxima, cell
-        // flags, zeros, pattern pixels' sums
+        // flags, zeros
         let kernel = Kernel::compute(
             device,
             "attnviz.pool",
@@ -84,7 +84,6 @@ impl PoolPipelines {
                 Chunk,
                 BufReadOnly,
                 BufReadOnly,
-                Buffer,
                 Buffer,
                 Buffer,
                 Buffer,
@@ -151,18 +150,15 @@ impl PoolPipelines {
     }
 
     /// The pool (and row-maxima) pipelines for `dtype` and `options`, masking each piece's
-    /// sliding window when `window`, folding the pattern statistics' scalars when `pattern`.
+    /// sliding window when `window`.
     pub(super) fn specialized(
         &self,
         device: &wgpu::Device,
         dtype: DType,
         options: PoolOptions,
         window: bool,
-        pattern: bool,
     ) -> &Specialized {
-        let flags = options.flags()
-            | if window { FLAG_WINDOW } else { 0 }
-            | if pattern { FLAG_PATTERN } else { 0 };
+        let flags = options.flags() | if window { FLAG_WINDOW } else { 0 };
         let id = dtype.shader_id();
         self.specialized[id as usize][flags as usize].get_or_init(|| {
             let constants = [("DTYPE", id as f64), ("FLAGS", flags as f64)];
