@@ -539,8 +539,9 @@ fn stored_chunks_match_the_reference(n: usize, window: Option<usize>, in_texture
 /// (rows whose window has passed a workgroup's keys skip its scores), and a head whose scores
 /// are all equal (Q = 0: every probability ties, so the largest is the first, row 0's key 0,
 /// and the entropy is ln K in every row). 2100 keys, the last 1500 of 2100 rows, d = 16; small
-/// chunks and pieces of the statistics. Against the twin over the f64 reference, tolerance as
-/// above.
+/// chunks and pieces of the statistics; a row's query vectors shared through subgroups (8 and 4
+/// lanes where the adapter has 8) and loaded by every lane. Against the twin over the f64
+/// reference, tolerance as above.
 #[test]
 fn qk_statistics_from_the_scores_span_key_workgroups() {
     use attnviz::source::qk::{QkOptions, QkSource};
@@ -594,16 +595,27 @@ fn qk_statistics_from_the_scores_span_key_workgroups() {
             ..Default::default()
         };
         let cpu = pattern_cells(&qk, &cells, o, pool).unwrap();
-        let gpu = e.pool_with(&qk, &cells, geometry, pool, Some(o)).unwrap();
-        for (i, (g, c)) in gpu.patterns.iter().zip(&cpu).enumerate() {
-            check_sums(&format!("{name}, cell {i}"), g, c, false);
+        // A row's query vectors shared by the adapter's subgroup lanes, by 4 of them, and
+        // loaded by every lane (no subgroups).
+        let adapter = e.gpu.subgroup_keys;
+        let mut sharing = vec![adapter, 0];
+        if adapter > 4 {
+            sharing.push(4);
         }
-        if zero_q {
-            for g in &gpu.patterns {
-                let g = g.finish();
-                assert_eq!(g.argmax, Some([0, 0]), "{g:?}");
-                assert!((g.entropy - (n as f64).ln()).abs() < 1e-5, "{g:?}");
+        for shared in sharing {
+            e.gpu.subgroup_keys = shared;
+            let gpu = e.pool_with(&qk, &cells, geometry, pool, Some(o)).unwrap();
+            for (i, (g, c)) in gpu.patterns.iter().zip(&cpu).enumerate() {
+                check_sums(&format!("{name}, {shared} lanes, cell {i}"), g, c, false);
+            }
+            if zero_q {
+                for g in &gpu.patterns {
+                    let g = g.finish();
+                    assert_eq!(g.argmax, Some([0, 0]), "{g:?}");
+                    assert!((g.entropy - (n as f64).ln()).abs() < 1e-5, "{g:?}");
+                }
             }
         }
+        e.gpu.subgroup_keys = adapter;
     }
 }
