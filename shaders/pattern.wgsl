@@ -465,6 +465,63 @@ fn sum4(v: vec4<f32>) -> f32 {
     return (v.x + v.y) + (v.z + v.w);
 }
 
+const ZERO16 = Keys16(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
+
+fn add16(a: Keys16, b: Keys16) -> Keys16 {
+    return Keys16(a.a + b.a, a.b + b.b, a.c + b.c, a.d + b.d);
+}
+
+// A key group's 16 running diagonal sums after a row of entries `v`: (q, k) and (q + 1, k + 1)
+// are on one diagonal, so each sum moves one key to the right; the one at the group's last
+// key leaves it (`left`: complete, stored at that row by the caller) and a new one starts at
+// its first.
+struct Moved {
+    diag: Keys16,
+    left: f32,
+}
+
+fn move_diagonals(diag: Keys16, v: Keys16) -> Moved {
+    let d = add16(diag, v);
+    return Moved(
+        Keys16(
+            vec4<f32>(0.0, d.a.x, d.a.y, d.a.z),
+            vec4<f32>(d.a.w, d.b.x, d.b.y, d.b.z),
+            vec4<f32>(d.b.w, d.c.x, d.c.y, d.c.z),
+            vec4<f32>(d.c.w, d.d.x, d.d.y, d.d.z),
+        ),
+        d.d.w,
+    );
+}
+
+// A block row's share of a key group's mass: its entries summed over the rows.
+fn block_share(part: Keys16) -> f32 {
+    return sum4((part.a + part.b) + (part.c + part.d));
+}
+
+// After piece z's last row, key group g (keys k0 ..< k0 + 16): the diagonals still in the group
+// into the piece's 15 tail slots (m = 0 ..< 15: the diagonal that would have left the group m + 1
+// rows later), and its column masses into the head's profile.
+fn finish_group(diag: Keys16, column: Keys16, z: u32, g: u32, k0: u32) {
+    let groups = (params.keys + GROUP_KEYS - 1u) / GROUP_KEYS;
+    let tail = params.diag_base + (params.diag_rows + z * (GROUP_KEYS - 1u)) * groups + g;
+    let left = array<f32, 15>(
+        diag.d.w, diag.d.z, diag.d.y, diag.d.x,
+        diag.c.w, diag.c.z, diag.c.y, diag.c.x,
+        diag.b.w, diag.b.z, diag.b.y, diag.b.x,
+        diag.a.w, diag.a.z, diag.a.y,
+    );
+    for (var m = 0u; m < GROUP_KEYS - 1u; m++) {
+        scratch[tail + m * groups] = left[m];
+    }
+    let head = piece.cell * params.stride;
+    let sums = array<vec4<f32>, 4>(column.a, column.b, column.c, column.d);
+    for (var c = 0u; c < GROUP_KEYS; c++) {
+        if k0 + c < params.keys {
+            profiles[head + k0 + c] += sums[c >> 2u][c & 3u];
+        }
+    }
+}
+
 // Invocation g (x of the global id) of piece z: keys [16 g, 16 g + 16) of each of the piece's
 // rows, read once for every statistic. Their column masses are summed in registers; each
 // block row's share of them goes to `scratch` for `pattern_blocks`. The diagonals are summed in
@@ -502,9 +559,9 @@ fn profile_keys(g: u32, z: u32) -> HeadSums {
     let keys_d = keys_a + vec4<u32>(12u);
     // keys past the row read the next row's first keys (aligned words): masked
     let limit = vec4<u32>(params.keys);
-    var column = Keys16(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
-    var diag = column;
-    var part = column;
+    var column = ZERO16;
+    var diag = ZERO16;
+    var part = ZERO16;
     var own = NO_SUMS;
     let diag_base = params.diag_base;
     var e = piece.elem_offset + k0;
@@ -554,50 +611,19 @@ fn profile_keys(g: u32, z: u32) -> HeadSums {
             own.bad.x += (bad.x + bad.y) + (bad.z + bad.w);
             p_ln_p += (p_ln_p4(v.a) + p_ln_p4(v.b)) + (p_ln_p4(v.c) + p_ln_p4(v.d));
             take_max(&own, v, cand, k0, piece.row_start + i);
-            part.a += v.a;
-            part.b += v.b;
-            part.c += v.c;
-            part.d += v.d;
-            let da = diag.a + v.a;
-            let db = diag.b + v.b;
-            let dc = diag.c + v.c;
-            let dd = diag.d + v.d;
-            scratch[diag_base + (piece.row_max_base + i) * groups + g] = dd.w;
-            diag = Keys16(
-                vec4<f32>(0.0, da.x, da.y, da.z),
-                vec4<f32>(da.w, db.x, db.y, db.z),
-                vec4<f32>(db.w, dc.x, dc.y, dc.z),
-                vec4<f32>(dc.w, dd.x, dd.y, dd.z),
-            );
+            part = add16(part, v);
+            let moved = move_diagonals(diag, v);
+            scratch[diag_base + (piece.row_max_base + i) * groups + g] = moved.left;
+            diag = moved.diag;
             e += piece.stride;
         }
         own.p_ln_p += sum4(p_ln_p);
-        column.a += part.a;
-        column.b += part.b;
-        column.c += part.c;
-        column.d += part.d;
-        scratch[slot] = sum4((part.a + part.b) + (part.c + part.d));
-        part = Keys16(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
+        column = add16(column, part);
+        scratch[slot] = block_share(part);
+        part = ZERO16;
         slot += groups;
     }
-    // tails: m = 0 ..< 15, the diagonal that would have left the group m + 1 rows later
-    let tail = diag_base + (params.diag_rows + z * (GROUP_KEYS - 1u)) * groups + g;
-    let left = array<f32, 15>(
-        diag.d.w, diag.d.z, diag.d.y, diag.d.x,
-        diag.c.w, diag.c.z, diag.c.y, diag.c.x,
-        diag.b.w, diag.b.z, diag.b.y, diag.b.x,
-        diag.a.w, diag.a.z, diag.a.y,
-    );
-    for (var m = 0u; m < GROUP_KEYS - 1u; m++) {
-        scratch[tail + m * groups] = left[m];
-    }
-    let head = piece.cell * params.stride;
-    let sums = array<vec4<f32>, 4>(column.a, column.b, column.c, column.d);
-    for (var c = 0u; c < GROUP_KEYS; c++) {
-        if k0 + c < params.keys {
-            profiles[head + k0 + c] += sums[c >> 2u][c & 3u];
-        }
-    }
+    finish_group(diag, column, z, g, k0);
     return own;
 }
 

@@ -131,9 +131,9 @@ fn pattern_qk(
     let keys_c = keys_a + vec4<u32>(8u);
     let keys_d = keys_a + vec4<u32>(12u);
     // @KLOAD
-    var column = Keys16(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
-    var diag = column;
-    var part = column;
+    var column = ZERO16;
+    var diag = ZERO16;
+    var part = ZERO16;
     var own = NO_SUMS;
     let diag_base = params.diag_base;
     // The workgroup's keys [kw0, kw1): rows [i_lo, i_hi) of the piece see some of them.
@@ -183,66 +183,31 @@ fn pattern_qk(
             let bad = (vec4<u32>(fa.bad) + vec4<u32>(fb.bad)) + (vec4<u32>(fc.bad) + vec4<u32>(fd.bad));
             own.bad.x += (bad.x + bad.y) + (bad.z + bad.w);
             take_max(&own, v, array<vec4<bool>, 4>(fa.candidate, fb.candidate, fc.candidate, fd.candidate), k0, r);
-            part.a += v.a;
-            part.b += v.b;
-            part.c += v.c;
-            part.d += v.d;
-            let da = diag.a + v.a;
-            let db = diag.b + v.b;
-            let dc = diag.c + v.c;
-            let dd = diag.d + v.d;
+            part = add16(part, v);
+            let moved = move_diagonals(diag, v);
             if live {
-                scratch[diag_base + (piece.row_max_base + i) * groups + g] = dd.w;
+                scratch[diag_base + (piece.row_max_base + i) * groups + g] = moved.left;
             }
-            diag = Keys16(
-                vec4<f32>(0.0, da.x, da.y, da.z),
-                vec4<f32>(da.w, db.x, db.y, db.z),
-                vec4<f32>(db.w, dc.x, dc.y, dc.z),
-                vec4<f32>(dc.w, dd.x, dd.y, dd.z),
-            );
+            diag = moved.diag;
         }
         for (; i < end; i++) {
             // entries of 0 (older than the window): the diagonals move on
+            let moved = move_diagonals(diag, ZERO16);
             if live {
-                scratch[diag_base + (piece.row_max_base + i) * groups + g] = diag.d.w;
+                scratch[diag_base + (piece.row_max_base + i) * groups + g] = moved.left;
             }
-            diag = Keys16(
-                vec4<f32>(0.0, diag.a.x, diag.a.y, diag.a.z),
-                vec4<f32>(diag.a.w, diag.b.x, diag.b.y, diag.b.z),
-                vec4<f32>(diag.b.w, diag.c.x, diag.c.y, diag.c.z),
-                vec4<f32>(diag.c.w, diag.d.x, diag.d.y, diag.d.z),
-            );
+            diag = moved.diag;
         }
         own.p_ln_p += sum4(p_ln_p) * LN2;
-        column.a += part.a;
-        column.b += part.b;
-        column.c += part.c;
-        column.d += part.d;
+        column = add16(column, part);
         if live {
-            scratch[slot] = sum4((part.a + part.b) + (part.c + part.d));
+            scratch[slot] = block_share(part);
         }
-        part = Keys16(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
+        part = ZERO16;
         slot += groups;
     }
     if live {
-        // tails: m = 0 ..< 15, the diagonal that would have left the group m + 1 rows later
-        let tail = diag_base + (params.diag_rows + qk.piece * (GROUP_KEYS - 1u)) * groups + g;
-        let left = array<f32, 15>(
-            diag.d.w, diag.d.z, diag.d.y, diag.d.x,
-            diag.c.w, diag.c.z, diag.c.y, diag.c.x,
-            diag.b.w, diag.b.z, diag.b.y, diag.b.x,
-            diag.a.w, diag.a.z, diag.a.y,
-        );
-        for (var m = 0u; m < GROUP_KEYS - 1u; m++) {
-            scratch[tail + m * groups] = left[m];
-        }
-        let head = piece.cell * params.stride;
-        let sums = array<vec4<f32>, 4>(column.a, column.b, column.c, column.d);
-        for (var c = 0u; c < GROUP_KEYS; c++) {
-            if k0 + c < params.keys {
-                profiles[head + k0 + c] += sums[c >> 2u][c & 3u];
-            }
-        }
+        finish_group(diag, column, qk.piece, g, k0);
     }
     fold_into_pixel(li, wg.x, piece.cell, own);
 }

@@ -133,17 +133,7 @@ impl Kernel {
         entry: &str,
         constants: &[(&str, f64)],
     ) -> wgpu::ComputePipeline {
-        device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some(&format!("{}.{entry}", self.label)),
-            layout: Some(&self.pipeline_layout(device)),
-            module: &self.module,
-            entry_point: Some(entry),
-            compilation_options: wgpu::PipelineCompilationOptions {
-                constants,
-                ..Default::default()
-            },
-            cache: None,
-        })
+        self.compute_pipeline(device, &self.pipeline_layout(device), entry, constants)
     }
 
     /// The compute pipeline of `entry` over two bind groups: `first`'s as group 0 and this
@@ -162,9 +152,19 @@ impl Kernel {
             bind_group_layouts: &[Some(&first.layout), Some(&self.layout)],
             immediate_size: 0,
         });
+        self.compute_pipeline(device, &layout, entry, constants)
+    }
+
+    fn compute_pipeline(
+        &self,
+        device: &wgpu::Device,
+        layout: &wgpu::PipelineLayout,
+        entry: &str,
+        constants: &[(&str, f64)],
+    ) -> wgpu::ComputePipeline {
         device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(&format!("{}.{entry}", self.label)),
-            layout: Some(&layout),
+            layout: Some(layout),
             module: &self.module,
             entry_point: Some(entry),
             compilation_options: wgpu::PipelineCompilationOptions {
