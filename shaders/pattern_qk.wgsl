@@ -51,8 +51,7 @@ struct QkPattern {
     // `lse`
     kbase: u32,
     lse_row0: u32,
-    // the piece of `pieces` this dispatch takes
-    piece: u32,
+    _pad: u32,
 }
 
 @group(1) @binding(0) var<uniform> qk: QkPattern;
@@ -121,7 +120,8 @@ fn pattern_qk(
     @builtin(local_invocation_index) li: u32,
     /* @LANE_ARG */
 ) {
-    piece = pieces[qk.piece];
+    // (one piece a dispatch: piece 0 of `pieces`)
+    piece = pieces[0];
     let g = gid.x;
     let k0 = g * GROUP_KEYS;
     let groups = (params.keys + GROUP_KEYS - 1u) / GROUP_KEYS;
@@ -207,7 +207,7 @@ fn pattern_qk(
         slot += groups;
     }
     if live {
-        finish_group(diag, column, qk.piece, g, k0);
+        finish_group(diag, column, 0u, g, k0);
     }
     fold_into_pixel(li, wg.x, piece.cell, own);
 }

@@ -210,8 +210,6 @@ pub(super) struct PatternShape<'a> {
     pub(super) dtype: DType,
     /// Entries above the diagonal are masked (the piece's diagonal, as the pool pass's).
     pub(super) causal: bool,
-    /// Pixels' sums per head ([`head_pixels`]).
-    pub(super) pixels: usize,
     /// Rows of one chunk at most.
     pub(super) max_rows: usize,
     /// Cells of each accumulator group.
@@ -236,7 +234,6 @@ impl PatternPass {
                 keys: shape.keys,
                 dtype: shape.dtype,
                 causal: shape.options.causal == Causal::On,
-                pixels: head_pixels(shape.keys),
                 max_rows,
                 group_cells,
             },
@@ -248,7 +245,8 @@ impl PatternPass {
         let block = block_side(queries, keys);
         let words = profile_words(queries, keys);
         let groups = keys.div_ceil(GROUP_KEYS);
-        let pixel_chunks = shape.pixels.div_ceil(PIXEL_CHUNK).max(1);
+        let head_px = head_pixels(keys);
+        let pixel_chunks = head_px.div_ceil(PIXEL_CHUNK).max(1);
         let params = PatternParams {
             queries: queries as u32,
             keys: keys as u32,
@@ -258,7 +256,7 @@ impl PatternPass {
             blocks_w: keys.div_ceil(block) as u32,
             stride: words as u32,
             causal: shape.causal as u32,
-            pixels: shape.pixels as u32,
+            pixels: head_px as u32,
             pixel_chunks: pixel_chunks as u32,
             diag_rows: shape.max_rows as u32,
             diag_base: (shape.max_rows * groups) as u32,
@@ -289,7 +287,7 @@ impl PatternPass {
         let (mut pixels, mut partials, mut heads, mut profiles) = (vec![], vec![], vec![], vec![]);
         for &cells in shape.group_cells {
             let bytes = (cells * words * 4) as u64;
-            let pixel_bytes = cells as u64 * shape.pixels as u64 * PIXEL_SUMS_BYTES;
+            let pixel_bytes = (cells * head_px) as u64 * PIXEL_SUMS_BYTES;
             let need = bytes.max(pixel_bytes);
             if need > max {
                 return Err(Error::BadOption(format!(

@@ -1,9 +1,10 @@
 //! The pattern statistics of a Q/K head from its scores (`shaders/pattern_qk.wgsl`), for runs
 //! whose figure the one-pass path pools: after each chunk of rows is pooled, `pattern_qk`
 //! computes the chunk's scores again, turns them into probabilities with the lse the row kernel
-//! left for each row, and fills the ingest's pattern buffers as the profile kernel and the pool
-//! pass fill them from stored probabilities; `pattern_blocks` and `pattern_diagonals` add them
-//! up as after the profile kernel. No probability is stored: the path that stores them
+//! left for each row, and fills the ingest's pattern buffers as the profile kernel fills them
+//! from stored probabilities; `pattern_blocks` and `pattern_diagonals` add them up as after the
+//! profile kernel. One piece (a head's rows) per submission: it is piece 0 of the ingest's
+//! parameters. No probability is stored: the path that stores them
 //! (`pool::qk::tiled::pool_materialized`) writes every one into a buffer, copies it into the
 //! pool pass's chunk texture and reads it back, which costs a software rasterizer more than the
 //! scores (a 32768-token causal head: 2 GiB each way).
@@ -40,7 +41,7 @@ pub(crate) struct QkPatternParams {
     pub(crate) window: u32,
     pub(crate) kbase: u32,
     pub(crate) lse_row0: u32,
-    pub(crate) piece: u32,
+    pub(crate) _pad: u32,
 }
 
 /// The `pattern_qk` source for heads of `d4` vec4s, windows of `rows` query rows, and query

@@ -31,7 +31,7 @@ use crate::gpu::{shaders, spread_order};
 use crate::gpu::{storage_buffer_init, Gpu};
 use crate::pool::chunk::{max_chunk_bytes, ChunkTexture};
 use crate::pool::geometry::{bin_edges, bin_of, CellGeometry};
-use crate::pool::pattern_qk::QkPatternParams;
+use crate::pool::pattern_qk::{window_rows, QkPatternParams};
 use crate::pool::{Ingest, PoolRun};
 use crate::source::qk::{QkSource, Values};
 
@@ -1366,7 +1366,7 @@ pub(crate) fn pool_into(
 /// it does not: where [`pool_into`] takes `src` with the row kernel, its values are
 /// probabilities (not logits), the K vectors of 16 keys fit [`Gpu::pattern_key_vec4s`], each
 /// query head's rows start on a uniform offset of the Q buffer (a window of Q is bound at one)
-/// and the ingest has a piece's rows and pixels for it (`Ingest::qk_pattern_pass`).
+/// and the ingest has statistics (`Ingest::qk_pattern_rows`).
 pub(crate) fn pattern_rows(
     gpu: &Gpu,
     src: &QkSource,
@@ -1462,9 +1462,7 @@ fn pool_run(
     let cells = run.cells;
     let (rows, keys) = (src.rows().len(), src.all_keys());
     let (d4, _) = padded(src.dim());
-    let q_window = pattern_rows.map_or(0, |_| {
-        (crate::pool::pattern_qk::window_rows(gpu, d4) * d4 as usize * 16) as u64
-    });
+    let q_window = pattern_rows.map_or(0, |_| (window_rows(gpu, d4) * d4 as usize * 16) as u64);
     let mut pass = OnePass::new(gpu, pipes, src, run, output, q_window);
     // The first layer's pipelines now, before any upload: the device does the buffers' first
     // fill meanwhile (a submission waits for the one before it on some drivers, llvmpipe's).
@@ -1588,7 +1586,7 @@ impl FusedPatterns {
                     window: k.window,
                     kbase: (u64::from(m.kv_slot) * cuts.head_k / 16) as u32,
                     lse_row0: (z * cuts.chunk_rows + j * self.rows) as u32,
-                    piece: 0,
+                    _pad: 0,
                 };
                 bytes[e * self.stride..][..std::mem::size_of::<QkPatternParams>()]
                     .copy_from_slice(bytemuck::bytes_of(&p));
