@@ -241,6 +241,20 @@ fn of_pixel(p: PixelSums) -> HeadSums {
 
 var<workgroup> w_sums: array<HeadSums, PIXEL_WG>;
 
+// The sums in w_sums[0 ..< n] (n a power of two up to PIXEL_WG: the workgroup's invocations,
+// each having stored its own at w_sums[li]) into w_sums[0], in a tree.
+fn reduce_w_sums(li: u32, n: u32) {
+    workgroupBarrier();
+    for (var stride = n / 2u; stride > 0u; stride >>= 1u) {
+        if li < stride {
+            var a = w_sums[li];
+            merge(&a, w_sums[li + stride]);
+            w_sums[li] = a;
+        }
+        workgroupBarrier();
+    }
+}
+
 // Workgroup (x, _, z): head z's pixels of chunk x; invocation li a run of PIXEL_RUN consecutive
 // pixels (software rasterizers load runs several times faster than strided pixels; see
 // shaders/stats.wgsl), then a tree.
@@ -254,15 +268,7 @@ fn pattern_pixels(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocatio
         merge(&h, of_pixel(pixels[wg.z * n + i]));
     }
     w_sums[li] = h;
-    workgroupBarrier();
-    for (var stride = PIXEL_WG / 2u; stride > 0u; stride >>= 1u) {
-        if li < stride {
-            var a = w_sums[li];
-            merge(&a, w_sums[li + stride]);
-            w_sums[li] = a;
-        }
-        workgroupBarrier();
-    }
+    reduce_w_sums(li, PIXEL_WG);
     if li == 0u {
         partials[wg.z * params.pixel_chunks + wg.x] = w_sums[0];
     }
@@ -401,23 +407,13 @@ fn keys16(e: u32, k0: u32, aligned: bool) -> Keys16 {
 // The workgroup's sums of its invocations' `own`, in a tree, merged into pixel `x` of head
 // `cell` after what earlier pieces left there: pattern_profiles' and pattern_qk's workgroup x
 // (its 1024 keys) has pixel x of each head (`PatternPass` sizes them so).
-var<workgroup> wg_sums: array<HeadSums, WG>;
-
 fn fold_into_pixel(li: u32, x: u32, cell: u32, own: HeadSums) {
-    wg_sums[li] = own;
-    workgroupBarrier();
-    for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
-        if li < stride {
-            var a = wg_sums[li];
-            merge(&a, wg_sums[li + stride]);
-            wg_sums[li] = a;
-        }
-        workgroupBarrier();
-    }
+    w_sums[li] = own;
+    reduce_w_sums(li, WG);
     if li == 0u {
         let at = cell * params.pixels + x;
         var h = of_pixel(pixels[at]);
-        merge(&h, wg_sums[0]);
+        merge(&h, w_sums[0]);
         let q1 = select(0u, h.arg_q + 1u, h.seen != 0u);
         pixels[at] = PixelSums(h.p_ln_p, h.max_v, q1, h.arg_k, h.bad.x);
     }
