@@ -1,20 +1,20 @@
 // The pattern statistics of a head from Q and K straight from its scores, with no probability
 // stored anywhere (appended to pattern.wgsl by src/pool/pattern_qk.rs, whose pieces, scratch,
-// profiles and pixels' sums it fills as pattern_profiles and the pool pass fill them from a
-// chunk of stored probabilities; pattern_blocks and pattern_diagonals then add them up as
-// they do after pattern_profiles).
+// profiles and pixels' sums it fills as pattern_profiles fills them from a chunk of stored
+// probabilities; pattern_blocks and pattern_diagonals then add them up as they do after
+// pattern_profiles).
 //
 // The column, diagonal and block masses sum each entry over rows, so they need every row's
 // normalizer first: the one-pass path's row kernel leaves each row's log-sum-exp in `lse`
 // (pool_row_lse), and this pass computes the scores again. Each invocation owns GROUP_KEYS
 // consecutive keys of the head, holds their K vectors (loaded once), and walks the piece's rows
-// in order: every row's query vectors are one load for the whole workgroup (a window of Q bound
-// as a uniform buffer: a broadcast, a scalar load on a CPU driver), and each value loaded
-// feeds one FMA per key of the invocation. From the scores, p = exp2(s − lse) (in base 2, as
-// prob_rows computes it: the same p, bit for bit), and then, as pattern_profiles does with a
-// stored row: the column masses in registers, a block row's share of them into `scratch` at
-// each block row's end, and the diagonals' running sums moved one key along per row, the one
-// leaving the group into `scratch`. The entropy (p ln p = p · (s − lse) · ln 2, with no
+// in order: every row's query vectors are the same for the whole workgroup (a window of Q bound
+// as a uniform buffer, its loads shared through subgroups where the adapter has them, below),
+// and each value loaded feeds one FMA per key of the invocation. From the scores (each the sum
+// prob_rows adds, in its order), p = exp2(s − lse) in base 2, and then, as pattern_profiles
+// does with a stored row: the column masses in registers, a block row's share of them into
+// `scratch` at each block row's end, and the diagonals' running sums moved one key along per
+// row, the one leaving the group into `scratch`. The entropy (p ln p = p · (s − lse) · ln 2, with no
 // logarithm), the maximum with its place and the non-finite count are the invocation's own;
 // the workgroup adds its invocations' up and folds them into its own pixel's sums (pixel x of
 // the head for workgroup x), which pattern_pixels and pattern_heads reduce at the end.
