@@ -619,3 +619,51 @@ fn qk_statistics_from_the_scores_span_key_workgroups() {
         e.gpu.subgroup_keys = adapter;
     }
 }
+
+/// `attnviz heads` on stored attention reads the rows for the statistics alone (no pool pass:
+/// `Ingest::statistics_only`): the same statistics, bit for bit, as a run that pools the same
+/// 16-pixel cells with them, whatever the causal option (`Auto` detects nothing then, and the
+/// statistics never depended on it). Two layers of two heads, head 0 causal with a NaN below
+/// the diagonal, f32 and f16, several chunks.
+#[test]
+fn statistics_alone_equal_those_of_a_pooling_run() {
+    use attnviz::{Plan, RenderOptions};
+    let Some(mut e) = engine() else { return };
+    e.chunk_bytes = 6000;
+    let mut data = random(2, 2, 70, 90, 21);
+    for q in 0..70 {
+        for k in q + 21..90 {
+            data[[0, 0, q, k]] = 0.0;
+        }
+    }
+    data[[0, 0, 40, 3]] = f32::NAN;
+    let o = PatternOptions {
+        sink_keys: 2,
+        window: 4,
+    };
+    for dtype in [DType::F32, DType::F16] {
+        let src = ArraySource::from_f32_as("alone", &data, dtype);
+        for causal in [Causal::Off, Causal::On, Causal::Auto] {
+            let options = RenderOptions {
+                causal,
+                ..Default::default()
+            };
+            let (cells, alone) = e.head_patterns(&src, &options, o).unwrap();
+            let plan = Plan::new(&src, &options).unwrap();
+            let geometry = CellGeometry::new(70, 90, Some(16)).unwrap();
+            let pooled = e
+                .pool_with(&src, &cells, geometry, plan.pool, Some(o))
+                .unwrap();
+            let with: Vec<_> = pooled.patterns.iter().map(|p| p.finish()).collect();
+            assert_eq!(alone.len(), 4);
+            for (a, b) in alone.iter().zip(&with) {
+                assert_eq!(
+                    format!("{a:?}"),
+                    format!("{b:?}"),
+                    "{} {causal:?}",
+                    dtype.name()
+                );
+            }
+        }
+    }
+}

@@ -152,15 +152,22 @@ impl Engine {
         options: PoolOptions,
         patterns: Option<PatternOptions>,
     ) -> Result<PooledCells> {
-        let run = PoolRun {
-            cells,
-            geometry,
-            options,
-            chunk_bytes: self.chunk_bytes,
-            state_bytes: self.qk_state_bytes,
-            progress: self.progress.as_deref(),
-            patterns,
-        };
+        self.run_pool(
+            PoolRun {
+                cells,
+                geometry,
+                options,
+                chunk_bytes: self.chunk_bytes,
+                state_bytes: self.qk_state_bytes,
+                progress: self.progress.as_deref(),
+                patterns,
+                pooled: true,
+            },
+            source,
+        )
+    }
+
+    fn run_pool(&self, run: PoolRun<'_>, source: &dyn AttentionSource) -> Result<PooledCells> {
         match source.as_qk() {
             Some(qk) => crate::pool::qk::pool_qk(&self.gpu, &self.pool_pipes, &self.qk, qk, &run),
             None => {
@@ -533,7 +540,8 @@ impl Engine {
     }
 
     /// Pattern statistics of the heads `options` selects, in the plan's cell order, from one
-    /// pass that pools them to a 16-pixel cell (the pooled cells are not used): `attnviz heads`.
+    /// read of them (stored attention: the statistics alone, no pool pass; Q/K: the row
+    /// kernel's run pools a 16-pixel cell, which is not used): `attnviz heads`.
     pub fn head_patterns(
         &self,
         source: &dyn AttentionSource,
@@ -543,7 +551,18 @@ impl Engine {
         let plan = Plan::new(source, options)?;
         let s = source.shape();
         let geometry = CellGeometry::new(s.queries, s.keys, Some(16))?;
-        let pooled = self.pool_with(source, &plan.cells, geometry, plan.pool, Some(patterns))?;
+        // (the pooled cells are not read: stored attention goes to the statistics alone)
+        let run = PoolRun {
+            cells: &plan.cells,
+            geometry,
+            options: plan.pool,
+            chunk_bytes: self.chunk_bytes,
+            state_bytes: self.qk_state_bytes,
+            progress: self.progress.as_deref(),
+            patterns: Some(patterns),
+            pooled: false,
+        };
+        let pooled = self.run_pool(run, source)?;
         let stats = pooled.patterns.iter().map(|p| p.finish()).collect();
         Ok((plan.cells, stats))
     }

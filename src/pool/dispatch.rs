@@ -106,6 +106,12 @@ impl Ingest<'_> {
             .windows(2)
             .all(|w| w[0].cell / self.per_group == w[1].cell / self.per_group));
         let mut pass = self.gpu.compute_pass(encoder, "attnviz.pool.pass");
+        if self.statistics_only {
+            if let (Some(stats), Some(bg)) = (&self.pattern, pattern) {
+                stats.record(self.gpu, &self.pipes.pattern, &mut pass, pieces, bg);
+            }
+            return;
+        }
         let options = self.dispatch_options();
         if options.causal == Causal::Auto {
             self.auto_dispatched.set(true);

@@ -98,6 +98,9 @@ pub(crate) struct Ingest<'g> {
     /// Whether every group's zeros are cleared for `Causal::Auto` dispatches to set zeros
     /// aside in ([`Ingest::prepare_zeros`]).
     pub(super) zeros_ready: bool,
+    /// Only the pattern statistics are wanted (`attnviz heads`): no pool pass is dispatched,
+    /// and the accumulators stay empty ([`Ingest::statistics_only`]).
+    pub(super) statistics_only: bool,
     /// Pattern statistics, when asked for, with their bind groups per group (reading the
     /// chunk texture, as the pool pass does).
     pub(super) pattern: Option<PatternPass>,
@@ -350,6 +353,7 @@ impl<'g> Ingest<'g> {
             upper_seen: false,
             auto_dispatched: std::cell::Cell::new(false),
             zeros_ready: false,
+            statistics_only: false,
             pattern,
             pattern_bind_groups,
         })
@@ -372,6 +376,14 @@ impl<'g> Ingest<'g> {
         self.pushed = true;
         let g = &self.groups[cell / self.per_group];
         (g.accum.clone(), cell % self.per_group)
+    }
+
+    /// Makes this ingest read its rows for the pattern statistics only: each chunk goes to
+    /// the profile kernel and not to the pool pass, whose pooled cells the caller never reads
+    /// (on a CPU driver that pass costs about as much as the statistics). The result's
+    /// accumulators stay empty and its `causal` is the options' (nothing is detected).
+    pub(crate) fn statistics_only(&mut self) {
+        self.statistics_only = self.pattern.is_some();
     }
 
     /// Rows per call of the `fill` callback at most: one chunk.
@@ -586,6 +598,7 @@ impl<'g> Ingest<'g> {
             match self.options.causal {
                 Causal::Off => false,
                 Causal::On => true,
+                Causal::Auto if self.statistics_only => false,
                 Causal::Auto => {
                     // (the cells' flags only where the host has not seen it already)
                     let mut upper_seen = self.upper_seen;

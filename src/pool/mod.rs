@@ -73,6 +73,9 @@ pub(crate) struct PoolRun<'a> {
     /// Pattern statistics to accumulate in the same pass (stored attention only; `None` for
     /// plain renders, which then pay nothing).
     pub patterns: Option<PatternOptions>,
+    /// Whether the pooled cells are wanted; false (with `patterns`): only the statistics are
+    /// (`attnviz heads`), and stored attention skips the pool pass.
+    pub pooled: bool,
 }
 
 /// Accumulators for `shape.cells` heads with nothing pooled into them: every pixel empty (drawn
@@ -114,6 +117,9 @@ pub(crate) fn pool_cells(
         };
         let mut ingest = Ingest::with_patterns(gpu, pipes, shape, run.patterns)
             .map_err(|e| e.about(source.name()))?;
+        if !run.pooled {
+            ingest.statistics_only();
+        }
         let total = (cells.len() * s.queries * s.keys * source.dtype().size()) as u64;
         let step = ingest.max_rows_per_fill();
         for (i, &(layer, head)) in cells.iter().enumerate() {

@@ -1639,6 +1639,7 @@ impl<'a> RowReader<'a> {
             state_bytes: gpu.qk_state_bytes,
             progress: None,
             patterns: None,
+            pooled: true,
         };
         let pass = OnePass::new(gpu, pipes, src, &run, Output::Exact, 0);
         let accum = crate::gpu::buffer(
