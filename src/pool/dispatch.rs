@@ -298,7 +298,10 @@ impl Ingest<'_> {
     /// the host): every group's zeros, cleared in a submission of their own (ahead of the
     /// dispatch's), and the pool pass's bind groups remade to bind them.
     pub(super) fn prepare_zeros(&mut self) {
-        if self.zeros_ready || self.dispatch_options().causal != Causal::Auto {
+        if self.zeros_ready
+            || self.statistics_only
+            || self.dispatch_options().causal != Causal::Auto
+        {
             return;
         }
         let px = self.geometry.pooled_pixels();
