@@ -57,22 +57,10 @@ impl CellGroup {
                 .position(|b| [b.accum.size(), b.flags.size()] == sizes);
             found.map(|i| spares.swap_remove(i))
         };
-        let buffers = spare.unwrap_or_else(|| {
-            let buffer = |label, size| {
-                gpu.device.create_buffer(&wgpu::BufferDescriptor {
-                    label: Some(label),
-                    size,
-                    usage: wgpu::BufferUsages::STORAGE
-                        | wgpu::BufferUsages::COPY_SRC
-                        | wgpu::BufferUsages::COPY_DST,
-                    mapped_at_creation: false,
-                })
-            };
-            GroupBuffers {
-                accum: buffer("attnviz.pool.accum", sizes[0]),
-                flags: buffer("attnviz.pool.cell_flags", sizes[1]),
-                zeros: buffer("attnviz.pool.zeros", 16),
-            }
+        let buffers = spare.unwrap_or_else(|| GroupBuffers {
+            accum: group_buffer(gpu, "attnviz.pool.accum", sizes[0]),
+            flags: group_buffer(gpu, "attnviz.pool.cell_flags", sizes[1]),
+            zeros: group_buffer(gpu, "attnviz.pool.zeros", 16),
         });
         CellGroup {
             first_cell,
@@ -99,17 +87,20 @@ impl CellGroup {
         bytes: u64,
     ) {
         if self.zeros.size() < bytes {
-            self.zeros = gpu.device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("attnviz.pool.zeros"),
-                size: bytes,
-                usage: wgpu::BufferUsages::STORAGE
-                    | wgpu::BufferUsages::COPY_SRC
-                    | wgpu::BufferUsages::COPY_DST,
-                mapped_at_creation: false,
-            });
+            self.zeros = group_buffer(gpu, "attnviz.pool.zeros", bytes);
         }
         encoder.clear_buffer(&self.zeros, 0, Some(bytes));
     }
+}
+
+/// One of a group's buffers: written by the pool pass, cleared and read back by copies.
+fn group_buffer(gpu: &Gpu, label: &str, size: u64) -> wgpu::Buffer {
+    crate::gpu::buffer(
+        &gpu.device,
+        label,
+        size,
+        wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+    )
 }
 
 impl Drop for CellGroup {

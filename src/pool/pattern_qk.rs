@@ -18,7 +18,6 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use bytemuck::{Pod, Zeroable};
 
-use crate::error::Result;
 use crate::gpu::kernel::{Binding, Kernel};
 use crate::gpu::{shaders, Gpu};
 use crate::pool::ingest::{Ingest, Piece};
@@ -131,8 +130,8 @@ pub(crate) struct QkPatternKernels {
 pub(crate) struct QkPatternPass {
     kernel: Arc<QkPatternKernel>,
     softcap: bool,
-    /// Rows of Q bound at once ([`window_rows`]): a piece's rows at most.
-    window: usize,
+    /// Bytes of Q bound at once: [`window_rows`] rows (a piece's rows at most).
+    window_bytes: u64,
 }
 
 impl QkPatternKernels {
@@ -163,7 +162,7 @@ impl QkPatternKernels {
         QkPatternPass {
             kernel,
             softcap,
-            window: rows,
+            window_bytes: (rows * d4 as usize * 16) as u64,
         }
     }
 }
@@ -201,7 +200,6 @@ impl QkPatternPass {
         q: &wgpu::Buffer,
         k: &wgpu::Buffer,
         lse: &wgpu::Buffer,
-        d4: u32,
     ) -> wgpu::BindGroup {
         let window = |buffer, size: u64| {
             wgpu::BindingResource::Buffer(wgpu::BufferBinding {
@@ -214,7 +212,7 @@ impl QkPatternPass {
             device,
             &[
                 window(params, std::mem::size_of::<QkPatternParams>() as u64),
-                window(q, self.window as u64 * u64::from(d4) * 16),
+                window(q, self.window_bytes),
                 k.as_entire_binding(),
                 lse.as_entire_binding(),
             ],
@@ -240,17 +238,15 @@ impl Ingest<'_> {
     /// The pattern statistics of `rows` rows of `cell` from `row_start` (at most
     /// [`Ingest::qk_pattern_rows`]) from Q and K: `pattern_qk` over group 1 `bind_group` at
     /// `offsets` (the dispatch's parameters, its window of Q), then the sums of what it left,
-    /// in a submission of their own (the piece's parameters are the ingest's one set).
+    /// in a submission of their own (the piece's parameters are the ingest's one set). Only for
+    /// an ingest with statistics (`qk_pattern_rows` said so): without them, nothing.
     pub(crate) fn pattern_qk(
         &mut self,
         pass: &QkPatternPass,
         bind_group: &wgpu::BindGroup,
         offsets: [u32; 2],
         (cell, row_start, rows): (usize, usize, usize),
-    ) -> Result<()> {
-        if self.pattern.is_none() {
-            return Ok(());
-        }
+    ) {
         let piece = Piece {
             cell,
             row_start,
@@ -260,7 +256,7 @@ impl Ingest<'_> {
         };
         self.write_params(&[piece]);
         let Some(pattern) = &self.pattern else {
-            return Ok(());
+            return;
         };
         let gpu = self.gpu;
         let g = cell / self.per_group;
@@ -275,7 +271,6 @@ impl Ingest<'_> {
             pattern.record_sums(gpu, pipes, &mut p, &[piece]);
         }
         gpu.queue.submit([encoder.finish()]);
-        Ok(())
     }
 }
 

@@ -1502,11 +1502,7 @@ fn pool_run(
             let len = pass.cuts.chunk_rows.min(rows - start);
             pass.pool_chunk(&bind_group, &batch, start, len);
             if let Some(f) = &fused {
-                // (the batch's cells are consecutive from `first`, its members' accumulator
-                // indices from the first's)
-                let accum0 = batch.members.iter().map(|m| m.accum).min().unwrap_or(0);
-                let cell = |m: &Member| first + (m.accum - accum0) as usize;
-                f.chunk(&pass, ingest, &batch, &cell, start, len)?;
+                f.chunk(&pass, ingest, &batch, first, start, len);
             }
             if let Some(tex) = &pass.buffers.probs_tex {
                 // (one head per batch)
@@ -1548,7 +1544,7 @@ impl FusedPatterns {
         );
         let b = &pass.buffers;
         let qp = ingest.qk_pattern_pass(pass.cuts.d4, false);
-        let bind_group = qp.bind_group(&gpu.device, &params, &b.q, &b.k, &b.row_lse, pass.cuts.d4);
+        let bind_group = qp.bind_group(&gpu.device, &params, &b.q, &b.k, &b.row_lse);
         FusedPatterns {
             params,
             stride,
@@ -1557,17 +1553,21 @@ impl FusedPatterns {
         }
     }
 
-    /// The statistics of the chunk of `len` rows from `start` of each member of `batch` (the
-    /// chunk pooled: its rows' lse are in `row_lse`), into `ingest`; `cell`: a member's cell.
+    /// The statistics of the chunk of `len` rows from `start` of each member of `batch`, whose
+    /// cells are consecutive from `first` (the chunk pooled: its rows' lse are in `row_lse`),
+    /// into `ingest`.
     fn chunk(
         &self,
         pass: &OnePass<'_>,
         ingest: &mut Ingest,
         batch: &Batch,
-        cell: &dyn Fn(&Member) -> usize,
+        first: usize,
         start: usize,
         len: usize,
-    ) -> Result<()> {
+    ) {
+        // (members' accumulator indices are consecutive from the first cell's)
+        let accum0 = batch.members.iter().map(|m| m.accum).min().unwrap_or(0);
+        let cell = |m: &Member| first + (m.accum - accum0) as usize;
         let (src, cuts) = (pass.src, &pass.cuts);
         let k = super::KernelLayer::of(src, batch.layer);
         let qp = ingest.qk_pattern_pass(cuts.d4, k.softcap != 0.0);
@@ -1597,9 +1597,8 @@ impl FusedPatterns {
         }
         pass.gpu.queue.write_buffer(&self.params, 0, &bytes);
         for (offsets, piece) in calls {
-            ingest.pattern_qk(&qp, &self.bind_group, offsets, piece)?;
+            ingest.pattern_qk(&qp, &self.bind_group, offsets, piece);
         }
-        Ok(())
     }
 }
 
