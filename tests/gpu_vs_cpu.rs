@@ -581,6 +581,49 @@ fn every_mode_at_every_word_alignment() {
     }
 }
 
+/// Bins of 1, 2 and 4 whole 16-byte words take the pool kernel's lane variants
+/// (`pool_lanes1`, `2`, `4`: several pixels an invocation, every word read once): the same
+/// accumulators, bit for bit, as the CPU (and so as the general kernel), in every mode and
+/// dtype, with Q ≠ K, a causal head and a NaN, rows split across chunks and bins across pieces.
+#[test]
+fn bins_of_whole_words_pool_exactly() {
+    let Some(mut e) = engine() else { return };
+    for dtype in [DType::F32, DType::F16, DType::BF16] {
+        // one 16-byte word is 4 f32 keys or 8 halves
+        let keys = 64 * 4 / dtype.size();
+        let mut data = random(1, 2, 37, keys, 11);
+        for q in 0..37 {
+            for k in q + keys - 37 + 1..keys {
+                data[[0, 0, q, k]] = 0.0;
+            }
+        }
+        data[[0, 1, 30, 9]] = f32::NAN;
+        let src = ArraySource::from_f32_as("lanes", &data, dtype);
+        // rows on words, a few rows a chunk
+        e.chunk_bytes = (keys * dtype.size() * 5) as u64;
+        for (cell, words) in [(16, 1), (8, 2), (4, 4)] {
+            let geometry = CellGeometry::new(37, keys, Some(cell)).unwrap();
+            assert_eq!(
+                attnviz::pool::lane_bin_words(keys, geometry.pooled_w, dtype),
+                words,
+                "{} keys into {cell} px",
+                keys
+            );
+            for row_norm in [false, true] {
+                for causal in [Causal::Off, Causal::On, Causal::Auto] {
+                    let options = PoolOptions {
+                        row_norm,
+                        causal,
+                        diagonal: None,
+                    };
+                    let name = format!("lanes-{}-{words}-{row_norm}-{causal:?}", dtype.name());
+                    check_pooling(&e, &name, &src, Some(cell), options);
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn huge_bins_pool_every_entry() {
     let Some(e) = engine() else { return };

@@ -26,6 +26,7 @@ pub use groups::{has_upper_triangle, CellGroup, PooledCells};
 pub(crate) use ingest::{Ingest, IngestShape};
 pub use options::{Causal, PoolOptions};
 pub use pattern_qk::source as pattern_qk_source;
+pub use pipelines::lane_bin_words;
 pub(crate) use pipelines::PoolPipelines;
 pub(crate) use stats::head_stats;
 
