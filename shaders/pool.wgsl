@@ -395,25 +395,42 @@ fn pool(@builtin(global_invocation_id) gid: vec3<u32>) {
                 w1 = min(w1, u32(run.diagonal) >> shift);
             }
         }
-        for (var w = w0; w <= w1; w++) {
-            fold_word(&run, word(w), w << shift);
+        if FIXED_WORDS == 0u {
+            for (var w = w0; w <= w1; w++) {
+                fold_word(&run, word(w), w << shift);
+            }
+        } else if w0 <= w1 {
+            // Bins no wider than FIXED_WORDS words from any start: that many words, whatever
+            // this row's bin needs; `fold` leaves out the keys outside it (and past the
+            // diagonal). Words past the chunk read as anything, and are left out too.
+            for (var j = 0u; j < FIXED_WORDS; j++) {
+                fold_word(&run, word(w0 + j), (w0 + j) << shift);
+            }
         }
         run.sum += run.row_sum;
     }
     close_bin(run);
 }
 
-// Where every bin is the same whole number of 16-byte words of every row (uniform bins from
-// key 0, rows on words; src/pool/pipelines.rs, `lane_bin_words`, decides), `pool_lanes1`, `2`
-// and `4` take bins of 1, 2 and 4 words: an invocation takes the LANE_WORDS / words adjacent
-// pixels of one row of words (x * n ..< x * n + n), reads those words once each with no bin
-// bounds to walk, and folds each word into its own pixel. On llvmpipe the general loop's
-// per-row cost exceeded its loads for narrow bins: the 1 GiB grid's pool passes (256-px cells
-// of 2048 keys, 2-word bins) 0.29 -> 0.17 s. Each pixel still folds its row's keys in order and
-// its rows in order, so every sum is the general path's. One entry point per width, each with
-// only its own code: a driver compiles a pipeline's NIR in every process. The host dispatches
-// these only when the pooled width is a multiple of n.
+// How an invocation walks its bin's words (src/pool/pool_kernel.rs chooses). On llvmpipe the
+// general loop's per-row cost (a loop whose length each lane works out for itself) exceeded its
+// loads for narrow bins, so:
+// - `pool` with FIXED_WORDS = 1 to 4, for bins no wider than that many words from any start:
+//   that many words a row, unrolled (a 2000-token grid's pool passes 0.35 -> 0.29 s);
+// - `pool_lanes1`, `2` and `4`, where every bin is the same 1, 2 or 4 whole 16-byte words of
+//   every row (uniform bins from key 0, rows on words): an invocation takes the LANE_WORDS /
+//   words adjacent pixels of one row of words (x * n ..< x * n + n), reads those words once
+//   each with no bin bounds to walk, and folds each word into its own pixel (the 1 GiB grid's
+//   pool passes, 256-px cells of 2048 keys: 0.29 -> 0.17 s). One entry point per width, each
+//   with only its own code: a driver compiles a pipeline's NIR in every process. The host
+//   dispatches these only when the pooled width is a multiple of n.
+// Each pixel still folds its row's keys in order and its rows in order, so every sum is the
+// same whichever walks it.
 const LANE_WORDS: u32 = 4u;
+
+// `pool`'s words a bin row: 0, as many as each row's bin spans, in a loop; 1 to 4, that many
+// from the bin's first word, unrolled.
+override FIXED_WORDS: u32 = 0u;
 
 @compute @workgroup_size(64)
 fn pool_lanes1(@builtin(global_invocation_id) gid: vec3<u32>) {

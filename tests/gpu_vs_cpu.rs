@@ -15,7 +15,7 @@ use attnviz::color::norm::color_ranges;
 use attnviz::cpu;
 use attnviz::figure::quads::FigureQuads;
 use attnviz::pool::geometry::CellGeometry;
-use attnviz::pool::{Causal, PoolOptions};
+use attnviz::pool::{Causal, PoolKernel, PoolOptions};
 use attnviz::source::ArraySource;
 use attnviz::{AttentionSource, Colormap, DType, Engine, Norm, Reduce, RenderOptions};
 use common::{engine, random, structured, ulp_close, within_a_lut_step};
@@ -550,7 +550,8 @@ fn an_upper_entry_seen_on_upload_settles_auto_causal_for_every_head() {
 
 /// The pool shader reads 16-byte words (4 f32 or 8 halves) and picks each bin's keys out of
 /// them: rows of odd length in small chunks start at every alignment inside a word, bins are
-/// narrower and wider than a word, and every pooling mode is specialized into its own pipeline.
+/// narrower and wider than a word (read 1 to 4 words a row, unrolled: `PoolKernel::Fixed`),
+/// and every pooling mode is specialized into its own pipeline.
 #[test]
 fn every_mode_at_every_word_alignment() {
     let Some(mut e) = engine() else { return };
@@ -563,6 +564,27 @@ fn every_mode_at_every_word_alignment() {
         }
     }
     data[[0, 0, 20, 3]] = f32::NAN;
+    // (53-key rows are off words: every cell takes `pool`, with each fixed width and the loop)
+    let mut widths: Vec<_> = [DType::F32, DType::F16]
+        .into_iter()
+        .flat_map(|d| {
+            [None, Some(7), Some(24), Some(5), Some(3)].map(|cell| {
+                let w = CellGeometry::new(37, 53, cell).unwrap().pooled_w;
+                PoolKernel::choose(53, w, d, false)
+            })
+        })
+        .collect();
+    widths.sort_by_key(|k| format!("{k:?}"));
+    widths.dedup();
+    assert_eq!(
+        widths,
+        [1, 2, 3, 4]
+            .map(PoolKernel::Fixed)
+            .into_iter()
+            .chain([PoolKernel::Loop])
+            .collect::<Vec<_>>(),
+        "the cells cover every width of `pool`"
+    );
     for dtype in [DType::F32, DType::F16, DType::BF16] {
         let src = ArraySource::from_f32_as("words", &data, dtype);
         for row_norm in [false, true] {
@@ -572,7 +594,7 @@ fn every_mode_at_every_word_alignment() {
                     causal,
                     diagonal: None,
                 };
-                for cell in [None, Some(7), Some(24)] {
+                for cell in [None, Some(7), Some(24), Some(5), Some(3)] {
                     let name = format!("words-{}-{row_norm}-{causal:?}-{cell:?}", dtype.name());
                     check_pooling(&e, &name, &src, cell, options);
                 }
@@ -604,10 +626,9 @@ fn bins_of_whole_words_pool_exactly() {
         for (cell, words) in [(16, 1), (8, 2), (4, 4)] {
             let geometry = CellGeometry::new(37, keys, Some(cell)).unwrap();
             assert_eq!(
-                attnviz::pool::lane_bin_words(keys, geometry.pooled_w, dtype),
-                words,
-                "{} keys into {cell} px",
-                keys
+                PoolKernel::choose(keys, geometry.pooled_w, dtype, true),
+                PoolKernel::Lanes(words),
+                "{keys} keys into {cell} px"
             );
             for row_norm in [false, true] {
                 for causal in [Causal::Off, Causal::On, Causal::Auto] {
@@ -635,6 +656,10 @@ fn huge_bins_pool_every_entry() {
     let s = src.shape();
     let geometry = CellGeometry::new(s.queries, s.keys, Some(8)).unwrap();
     assert!(geometry.pooled_w <= 8 && geometry.pooled_h <= 8);
+    assert_eq!(
+        PoolKernel::choose(s.keys, geometry.pooled_w, DType::F16, false),
+        PoolKernel::Loop
+    );
     let options = PoolOptions::default();
     let gpu = e.pool(&src, &[(0, 0)], geometry, options).unwrap();
     let cpu = cpu::pool_cells(&src, &[(0, 0)], geometry, options).unwrap();

@@ -11,7 +11,8 @@ use crate::pool::groups::CellGroup;
 use crate::pool::ingest::{Ingest, PassBuffers, Piece};
 use crate::pool::options::{Causal, PoolOptions};
 use crate::pool::pattern_gpu::rows_on_words;
-use crate::pool::pipelines::{lane_bin_words, pixels_per_lane, PieceParams, PoolPipelines};
+use crate::pool::pipelines::{PieceParams, PoolPipelines};
+use crate::pool::pool_kernel::PoolKernel;
 use crate::source::DType;
 
 /// Where rows already on the GPU are ([`Ingest::pool_resident`], [`Ingest::pool_in_texture`]).
@@ -143,18 +144,16 @@ impl Ingest<'_> {
             })
             .max()
             .unwrap_or(0);
-        // Bins of whole words take the lane kernel where every row starts on a word.
-        let bin_words = if pieces
+        let on_words = pieces
             .iter()
-            .all(|p| rows_on_words(p.stride, self.dtype, p.offset))
-        {
-            lane_bin_words(self.keys, self.geometry.pooled_w, self.dtype)
-        } else {
-            0
-        };
-        pass.set_pipeline(pipes.pool(&self.gpu.device, &self.pipes.kernel, bin_words));
-        let lanes = self.geometry.pooled_w.div_ceil(pixels_per_lane(bin_words));
-        pass.dispatch_workgroups(lanes.div_ceil(64), bins, n);
+            .all(|p| rows_on_words(p.stride, self.dtype, p.offset));
+        let kernel = PoolKernel::choose(self.keys, self.geometry.pooled_w, self.dtype, on_words);
+        pass.set_pipeline(pipes.pool(&self.gpu.device, &self.pipes.kernel, kernel));
+        let invocations = self
+            .geometry
+            .pooled_w
+            .div_ceil(kernel.pixels_per_invocation());
+        pass.dispatch_workgroups(invocations.div_ceil(64), bins, n);
         // The pattern statistics read the same bound rows, right after the pool pass.
         if let (Some(stats), Some(bg)) = (&self.pattern, pattern) {
             stats.record(self.gpu, &self.pipes.pattern, &mut pass, pieces, bg);
@@ -400,14 +399,10 @@ impl PipelineWarmer<'_> {
     /// dispatch that needs one meanwhile waits for it rather than compiling it again).
     pub(crate) fn compile(&self) {
         let device = &self.gpu.device;
-        let bin_words = if self.aligned {
-            lane_bin_words(self.keys, self.pooled_w, self.dtype)
-        } else {
-            0
-        };
+        let kernel = PoolKernel::choose(self.keys, self.pooled_w, self.dtype, self.aligned);
         self.pipes
             .specialized(device, self.dtype, self.options, self.window)
-            .pool(device, &self.pipes.kernel, bin_words);
+            .pool(device, &self.pipes.kernel, kernel);
         if self.pattern {
             self.pipes.pattern.warm(device, self.dtype, self.aligned);
         }

@@ -16,6 +16,7 @@ pub mod pattern;
 mod pattern_gpu;
 mod pattern_qk;
 mod pipelines;
+mod pool_kernel;
 pub mod qk;
 mod slots;
 mod stats;
@@ -26,8 +27,8 @@ pub use groups::{has_upper_triangle, CellGroup, PooledCells};
 pub(crate) use ingest::{Ingest, IngestShape};
 pub use options::{Causal, PoolOptions};
 pub use pattern_qk::source as pattern_qk_source;
-pub use pipelines::lane_bin_words;
 pub(crate) use pipelines::PoolPipelines;
+pub use pool_kernel::PoolKernel;
 pub(crate) use stats::head_stats;
 
 use crate::error::Result;

@@ -13,6 +13,7 @@ use crate::pool::diff::DiffPipeline;
 use crate::pool::groups::SpareGroups;
 use crate::pool::options::{PoolOptions, FLAG_WINDOW};
 use crate::pool::pattern_gpu::PatternPipelines;
+use crate::pool::pool_kernel::{PoolKernel, POOL_KERNELS};
 use crate::pool::slots::Slot;
 use crate::source::DType;
 
@@ -38,10 +39,10 @@ pub(super) struct PieceParams {
 
 /// The pooling pipelines of one dtype and set of flags.
 pub(super) struct Specialized {
-    /// `pool`, and `pool_lanes1`, `2` and `4` (shaders/pool.wgsl: bins of 1, 2 and 4 whole
-    /// words, several a lane), each compiled on first use: a driver compiles in every process
-    /// (Mesa's disk cache skips only LLVM), and a run needs one of them.
-    pool: [OnceLock<wgpu::ComputePipeline>; 4],
+    /// The pool pipeline of each [`PoolKernel`] (by `PoolKernel::slot`), compiled on first
+    /// use: a driver compiles in every process (Mesa's disk cache skips only LLVM), and a run
+    /// needs one of them.
+    pool: [OnceLock<wgpu::ComputePipeline>; POOL_KERNELS],
     constants: [(&'static str, f64); 2],
     /// `--norm row` only: the row maxima, one invocation per row (`row_maxima`) or one
     /// workgroup per row (`row_maxima_wide`, rows past [`LOOP_BUDGET`] words).
@@ -179,59 +180,20 @@ impl PoolPipelines {
 }
 
 impl Specialized {
-    /// The pool pipeline for bins of `bin_words` whole words ([`lane_bin_words`]; 0: the
-    /// general kernel).
+    /// The pool pipeline of `kernel`, compiled on first use.
     pub(super) fn pool(
         &self,
         device: &wgpu::Device,
-        kernel: &Kernel,
-        bin_words: u32,
+        shader: &Kernel,
+        kernel: PoolKernel,
     ) -> &wgpu::ComputePipeline {
-        let (slot, entry) = match bin_words {
-            0 => (0, "pool"),
-            1 => (1, "pool_lanes1"),
-            2 => (2, "pool_lanes2"),
-            4 => (3, "pool_lanes4"),
-            _ => unreachable!("bins of {bin_words} words"),
-        };
-        self.pool[slot].get_or_init(|| kernel.specialized(device, entry, &self.constants))
+        self.pool[kernel.slot()].get_or_init(|| {
+            let (entry, fixed) = kernel.entry();
+            let [dtype, flags] = self.constants;
+            let constants = [dtype, flags, ("FIXED_WORDS", f64::from(fixed))];
+            shader.specialized(device, entry, &constants)
+        })
     }
-}
-
-/// Words of a row one invocation of a `pool_lanes` entry point reads (`LANE_WORDS` in
-/// shaders/pool.wgsl).
-const LANE_WORDS: u32 = 4;
-
-/// Which pool entry point pools `keys` keys of `dtype` into `pooled_w` columns: the 16-byte
-/// words each bin spans (1, 2 or 4: `pool_lanes1`, `2`, `4`) when every bin is the same whole
-/// number of words and the pooled width a multiple of the pixels an invocation takes; 0 (the
-/// general `pool`) otherwise. Uniform bins from key 0 are what [`bin_edges`] makes when the
-/// width divides the keys, so the lane kernels compute them instead of reading `col_edges`.
-/// The rows must also start on words (`rows_on_words`), which the dispatch checks.
-///
-/// [`bin_edges`]: crate::pool::geometry::bin_edges
-pub fn lane_bin_words(keys: usize, pooled_w: u32, dtype: DType) -> u32 {
-    let w = pooled_w as usize;
-    if w == 0 || !keys.is_multiple_of(w) {
-        return 0;
-    }
-    let bytes = keys / w * dtype.size();
-    let words = match bytes {
-        16 => 1,
-        32 => 2,
-        64 => 4,
-        _ => return 0,
-    };
-    if pooled_w.is_multiple_of(LANE_WORDS / words) {
-        words
-    } else {
-        0
-    }
-}
-
-/// Pixels of a pooled row one invocation of the pool kernel takes.
-pub(super) fn pixels_per_lane(bin_words: u32) -> u32 {
-    LANE_WORDS.checked_div(bin_words).unwrap_or(1)
 }
 
 #[cfg(test)]
@@ -248,25 +210,5 @@ mod tests {
         assert!(has_upper_triangle(4, 4));
         assert!(!has_upper_triangle(1, 4));
         assert!(has_upper_triangle(2, 4));
-    }
-
-    #[test]
-    fn bins_of_whole_words_take_the_lane_kernel() {
-        // a 2048-token head into 256-, 128- and 512-px cells
-        assert_eq!(lane_bin_words(2048, 256, DType::F32), 2);
-        assert_eq!(lane_bin_words(2048, 128, DType::F32), 4);
-        assert_eq!(lane_bin_words(2048, 512, DType::F32), 1);
-        assert_eq!(lane_bin_words(2048, 256, DType::F16), 1);
-        assert_eq!(lane_bin_words(32768, 1024, DType::BF16), 4);
-        // bins of 32 f32 keys (8 words), uneven bins, half-word bins
-        assert_eq!(lane_bin_words(4096, 128, DType::F32), 0);
-        assert_eq!(lane_bin_words(2000, 250, DType::F32), 2);
-        assert_eq!(lane_bin_words(2000, 256, DType::F32), 0);
-        assert_eq!(lane_bin_words(2048, 1024, DType::F32), 0);
-        // 3 pixels of one word: not a multiple of the lane's 4
-        assert_eq!(lane_bin_words(12, 3, DType::F32), 0);
-        assert_eq!(pixels_per_lane(0), 1);
-        assert_eq!(pixels_per_lane(1), 4);
-        assert_eq!(pixels_per_lane(4), 1);
     }
 }
