@@ -415,7 +415,7 @@ fn pool(@builtin(global_invocation_id) gid: vec3<u32>) {
 // How an invocation walks its bin's words (src/pool/pool_kernel.rs chooses). On llvmpipe the
 // general loop's per-row cost (a loop whose length each lane works out for itself) exceeded its
 // loads for narrow bins, so:
-// - `pool` with FIXED_WORDS = 1 to 4, for bins no wider than that many words from any start:
+// - `pool` with FIXED_WORDS = 1 to 8, for bins no wider than that many words from any start:
 //   that many words a row, unrolled (a 2000-token grid's pool passes 0.35 -> 0.29 s);
 // - `pool_lanes1`, `2` and `4`, where every bin is the same 1, 2 or 4 whole 16-byte words of
 //   every row (uniform bins from key 0, rows on words): an invocation takes the LANE_WORDS /
@@ -428,7 +428,7 @@ fn pool(@builtin(global_invocation_id) gid: vec3<u32>) {
 // same whichever walks it.
 const LANE_WORDS: u32 = 4u;
 
-// `pool`'s words a bin row: 0, as many as each row's bin spans, in a loop; 1 to 4, that many
+// `pool`'s words a bin row: 0, as many as each row's bin spans, in a loop; 1 to 8, that many
 // from the bin's first word, unrolled.
 override FIXED_WORDS: u32 = 0u;
 
