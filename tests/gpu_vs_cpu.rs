@@ -602,7 +602,8 @@ fn every_mode_at_every_word_alignment() {
 }
 
 /// Bins of 1, 2 and 4 whole 16-byte words take the pool kernel's lane variants
-/// (`pool_lanes1`, `2`, `4`: several pixels an invocation, every word read once): the same
+/// (`pool_lanes1`, `2`, `4`: several pixels an invocation, every word read once), other bins
+/// on words a fixed number of their own words: the same
 /// accumulators, bit for bit, as the CPU (and so as the general kernel), in every mode and
 /// dtype, with Q ≠ K, a causal head and a NaN, rows split across chunks and bins across pieces.
 #[test]
@@ -621,11 +622,19 @@ fn bins_of_whole_words_pool_exactly() {
         let src = ArraySource::from_f32_as("lanes", &data, dtype);
         // rows on words, a few rows a chunk
         e.chunk_bytes = (keys * dtype.size() * 5) as u64;
-        for (cell, words) in [(16, 1), (8, 2), (4, 4)] {
+        use PoolKernel::{Fixed, Lanes};
+        // and bins of 8 words, and of half a word, read as their own words from theirs
+        for (cell, kernel) in [
+            (16, Lanes(1)),
+            (8, Lanes(2)),
+            (4, Lanes(4)),
+            (2, Fixed(8)),
+            (32, Fixed(1)),
+        ] {
             let geometry = CellGeometry::new(37, keys, Some(cell)).unwrap();
             assert_eq!(
                 PoolKernel::choose(keys, geometry.pooled_w, dtype, true),
-                PoolKernel::Lanes(words),
+                kernel,
                 "{keys} keys into {cell} px"
             );
             for row_norm in [false, true] {
@@ -635,7 +644,7 @@ fn bins_of_whole_words_pool_exactly() {
                         causal,
                         diagonal: None,
                     };
-                    let name = format!("lanes-{}-{words}-{row_norm}-{causal:?}", dtype.name());
+                    let name = format!("{kernel:?}-{}-{row_norm}-{causal:?}", dtype.name());
                     check_pooling(&e, &name, &src, Some(cell), options);
                 }
             }

@@ -40,10 +40,17 @@ impl PoolKernel {
         if rows_on_words && lanes > 0 {
             return PoolKernel::Lanes(lanes);
         }
-        // the widest bin, starting anywhere in a word
         let per_word = 16 / dtype.size();
         let widest = keys.div_ceil(pooled_w.max(1) as usize);
-        let words = (widest + per_word - 1).div_ceil(per_word) as u32;
+        let uniform = pooled_w > 0 && keys.is_multiple_of(pooled_w as usize);
+        let whole = widest.is_multiple_of(per_word) || per_word.is_multiple_of(widest);
+        let words = if rows_on_words && uniform && whole {
+            // no bin straddles more words than its width needs
+            widest.div_ceil(per_word) as u32
+        } else {
+            // the widest bin, starting anywhere in a word
+            (widest + per_word - 1).div_ceil(per_word) as u32
+        };
         if words <= MAX_FIXED_WORDS {
             PoolKernel::Fixed(words)
         } else {
@@ -123,6 +130,10 @@ mod tests {
         assert_eq!(choose(2000, 250, DType::F32), Lanes(2));
         // rows off words: the same bins, read as any bins
         assert_eq!(PoolKernel::choose(2048, 256, DType::F32, false), Fixed(3));
+        // uniform bins of whole words but for the lanes: 3 words, 8 words (32 f32 keys)
+        assert_eq!(choose(1536, 128, DType::F32), Fixed(3));
+        assert_eq!(choose(32768, 1024, DType::F32), Fixed(8));
+        assert_eq!(PoolKernel::choose(32768, 1024, DType::F32, false), Loop);
         // uneven bins of 7 or 8 keys, at most 3 words; of 15 or 16 keys, 5 (f32) or 3 (f16);
         // of 27 or 28 f32 keys, 8; of 31 or 32, 9: the loop
         assert_eq!(choose(2000, 256, DType::F32), Fixed(3));
@@ -130,12 +141,13 @@ mod tests {
         assert_eq!(choose(2000, 128, DType::F16), Fixed(3));
         assert_eq!(choose(2000, 72, DType::F32), Fixed(8));
         assert_eq!(choose(2000, 64, DType::F32), Loop);
-        // bins of 32 f32 keys, one key (native resolution), half-word bins
-        assert_eq!(choose(4096, 128, DType::F32), Loop);
+        // bins of 32 f32 keys, one key (native resolution), half-word bins (on words or not)
+        assert_eq!(choose(4096, 128, DType::F32), Fixed(8));
         assert_eq!(choose(53, 53, DType::F32), Fixed(1));
-        assert_eq!(choose(2048, 1024, DType::F32), Fixed(2));
+        assert_eq!(choose(2048, 1024, DType::F32), Fixed(1));
+        assert_eq!(PoolKernel::choose(2048, 1024, DType::F32, false), Fixed(2));
         // 3 pixels of one word: not a multiple of a lane's 4
-        assert_eq!(choose(12, 3, DType::F32), Fixed(2));
+        assert_eq!(choose(12, 3, DType::F32), Fixed(1));
         let all: Vec<_> = [Loop]
             .into_iter()
             .chain((1..=MAX_FIXED_WORDS).map(Fixed))
