@@ -20,7 +20,8 @@ struct HeadStats {
     // the count of finite entries as a 64-bit (low, high) pair: a 65536-token head holds 2^32
     count: vec2<u32>,
     bad_pixels: u32,
-    _pad1: u32,
+    // pixels with no entry (count 0, no non-finite one)
+    empty: u32,
 }
 
 struct StatsParams {
@@ -47,6 +48,7 @@ var<workgroup> s_max: array<f32, WG>;
 var<workgroup> s_sum: array<f32, WG>;
 var<workgroup> s_count: array<vec2<u32>, WG>;
 var<workgroup> s_bad: array<u32, WG>;
+var<workgroup> s_empty: array<u32, WG>;
 
 const EMPTY = HeadStats(F32_MAX, -F32_MAX, 0.0, 0u, vec2<u32>(0u), 0u, 0u);
 
@@ -64,7 +66,7 @@ fn merge(a: HeadStats, b: HeadStats) -> HeadStats {
         0u,
         add64(a.count, b.count),
         a.bad_pixels + b.bad_pixels,
-        0u,
+        a.empty + b.empty,
     );
 }
 
@@ -73,7 +75,7 @@ fn of_pixel(a: Accum) -> HeadStats {
     let c = a.count_bad & COUNT_MASK;
     let bad = a.count_bad >> 31u;
     if c == 0u {
-        return HeadStats(F32_MAX, -F32_MAX, 0.0, 0u, vec2<u32>(0u), bad, 0u);
+        return HeadStats(F32_MAX, -F32_MAX, 0.0, 0u, vec2<u32>(0u), bad, 1u - bad);
     }
     return HeadStats(a.min_v, a.max_v, a.sum, 0u, vec2<u32>(c, 0u), bad, 0u);
 }
@@ -85,6 +87,7 @@ fn reduce_workgroup(li: u32, mine: HeadStats) -> HeadStats {
     s_sum[li] = mine.sum;
     s_count[li] = mine.count;
     s_bad[li] = mine.bad_pixels;
+    s_empty[li] = mine.empty;
     workgroupBarrier();
     for (var stride = WG / 2u; stride > 0u; stride >>= 1u) {
         if li < stride {
@@ -93,10 +96,11 @@ fn reduce_workgroup(li: u32, mine: HeadStats) -> HeadStats {
             s_sum[li] += s_sum[li + stride];
             s_count[li] = add64(s_count[li], s_count[li + stride]);
             s_bad[li] += s_bad[li + stride];
+            s_empty[li] += s_empty[li + stride];
         }
         workgroupBarrier();
     }
-    return HeadStats(s_min[0], s_max[0], s_sum[0], 0u, s_count[0], s_bad[0], 0u);
+    return HeadStats(s_min[0], s_max[0], s_sum[0], 0u, s_count[0], s_bad[0], s_empty[0]);
 }
 
 // Workgroup (block, head): pixels [block * BLOCK, (block + 1) * BLOCK) of the group's head.

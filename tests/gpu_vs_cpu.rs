@@ -72,8 +72,8 @@ fn check_pooling(
         let cs = cpu::head_stats(&r.accum);
         let gs = gpu.stats[c];
         assert_eq!(
-            (gs.count, gs.bad_pixels),
-            (cs.count, cs.bad_pixels),
+            (gs.count, gs.bad_pixels, gs.empty_pixels),
+            (cs.count, cs.bad_pixels, cs.empty_pixels),
             "{name}: stats of cell {c}"
         );
         let ulps = if options.row_norm { 8 } else { 0 };
@@ -368,6 +368,9 @@ fn causal_mask_is_background_and_out_of_the_statistics() {
         fig.stats[0].max < 1.0,
         "masked entries stay out of the statistics"
     );
+    // 96 rows of 128 keys at native resolution: row q sees keys 0 ..= q + 32
+    let hidden: u32 = (0..96).map(|q| 128 - (q + 33).min(128)).sum();
+    assert_eq!(fig.stats[0].empty_pixels, hidden, "empty pixels");
     let cell = fig.plan.layout.cells[0];
     let px = |x: u32, y: u32| &fig.rgba[((y * fig.width + x) * 4) as usize..][..4];
     assert_eq!(
@@ -398,6 +401,53 @@ fn rows_longer_than_the_chunk_target_pool() {
     e.chunk_bytes = 256;
     let src = ArraySource::from_f32("long-rows", &random(1, 2, 9, 300, 11));
     check_pooling(&e, "long-rows", &src, Some(4), PoolOptions::default());
+}
+
+/// Export copies the cells drawn 1:1 with every pixel coloured straight into its target
+/// (`compose::copy`) rather than drawing them: the same bytes as drawing them. Cases: 128-px
+/// cells (rows of 512 bytes) and native 256-px ones of 256-token heads, one with a NaN (a bad
+/// pixel still has a colour); the same heads causal (empty pixels: drawn); 100-px cells (rows
+/// the copy alignment refuses: drawn).
+#[test]
+fn copied_cells_export_the_bytes_of_drawn_ones() {
+    let Some(mut e) = engine() else { return };
+    let mut data = random(2, 2, 256, 256, 21);
+    data[[1, 0, 7, 9]] = f32::NAN;
+    let mut causal = data.clone();
+    for ((_, _, q, k), v) in causal.indexed_iter_mut() {
+        if k > q {
+            *v = 0.0;
+        }
+    }
+    let cases = [
+        ("dense", &data, Some(128)),
+        ("native", &data, None),
+        ("causal", &causal, Some(128)),
+        ("unaligned", &data, Some(100)),
+    ];
+    for (name, data, cell) in cases {
+        let src = ArraySource::from_f32(name, data);
+        let options = RenderOptions {
+            cell,
+            ..Default::default()
+        };
+        e.copy_cells = true;
+        let copied = e.render(&src, &options).unwrap();
+        e.copy_cells = false;
+        let drawn = e.render(&src, &options).unwrap();
+        assert_eq!(
+            (copied.width, copied.height),
+            (drawn.width, drawn.height),
+            "{name}"
+        );
+        let differing = copied
+            .rgba
+            .chunks(4)
+            .zip(drawn.rgba.chunks(4))
+            .filter(|(a, b)| a != b)
+            .count();
+        assert_eq!(differing, 0, "{name}: pixels differing");
+    }
 }
 
 /// The composed figure equals the CPU drawing of the GPU's own colours within ±1 per channel,

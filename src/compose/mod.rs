@@ -15,6 +15,7 @@ use crate::gpu::shaders;
 use crate::gpu::Gpu;
 use crate::pool::PooledCells;
 
+mod copy;
 pub mod target;
 
 /// Mirrors `View` in `shaders/compose.wgsl`.
@@ -91,6 +92,8 @@ pub struct Compositor {
     bind_groups: Vec<wgpu::BindGroup>,
     /// (group, kind, instances): the figure's draws split into runs of one quad kind.
     runs: Vec<(usize, u32, Range<u32>)>,
+    /// The figure's cells that export copies rather than draws, and the draws of the rest.
+    copies: copy::CellCopies,
     background: [u8; 4],
     _atlas: wgpu::Texture,
 }
@@ -157,7 +160,8 @@ impl Compositor {
             quads,
             view,
             bind_groups,
-            runs: kind_runs(&figure.quads, &figure.draws),
+            runs: kind_runs(&figure.quads, &figure.draws, &[]),
+            copies: copy::CellCopies::new(figure, colors, pooled),
             background: figure.background,
             _atlas: atlas,
         }
@@ -178,7 +182,29 @@ impl Compositor {
         target: &wgpu::TextureView,
         size: (u32, u32),
     ) -> Result<()> {
-        self.record(gpu, pipe, encoder, target, size, true)
+        self.record(gpu, pipe, encoder, target, size, true, &self.runs)
+    }
+
+    /// Whether [`Compositor::draw_copying`] copies any cell into a target of `pipe`'s format.
+    pub(crate) fn copies_cells(&self, pipe: &ComposePipeline) -> bool {
+        pipe.format == wgpu::TextureFormat::Rgba8Unorm && !self.copies.is_empty()
+    }
+
+    /// [`Compositor::draw`] into `texture` (RGBA8, the whole figure), the copyable cells copied
+    /// rather than drawn, to the same bytes: what export records. The quads must be the
+    /// figure's own (as made, or put back with `set_quads`): the draws index them.
+    pub(crate) fn draw_copying(
+        &self,
+        gpu: &Gpu,
+        pipe: &ComposePipeline,
+        encoder: &mut wgpu::CommandEncoder,
+        texture: &wgpu::Texture,
+        view: &wgpu::TextureView,
+        size: (u32, u32),
+    ) -> Result<()> {
+        self.record(gpu, pipe, encoder, view, size, true, &self.copies.runs)?;
+        self.copies.record(encoder, texture);
+        Ok(())
     }
 
     /// Records the quads over what `target` already holds (the viewer's detail layer).
@@ -190,9 +216,10 @@ impl Compositor {
         target: &wgpu::TextureView,
         size: (u32, u32),
     ) -> Result<()> {
-        self.record(gpu, pipe, encoder, target, size, false)
+        self.record(gpu, pipe, encoder, target, size, false, &self.runs)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn record(
         &self,
         gpu: &Gpu,
@@ -201,6 +228,7 @@ impl Compositor {
         target: &wgpu::TextureView,
         size: (u32, u32),
         clear: bool,
+        runs: &[(usize, u32, Range<u32>)],
     ) -> Result<()> {
         let uniform = ViewUniform {
             target_size: [size.0 as f32, size.1 as f32],
@@ -236,7 +264,7 @@ impl Compositor {
             multiview_mask: None,
         });
         let (mut group, mut kind) = (None, None);
-        for (g, k, range) in &self.runs {
+        for (g, k, range) in runs {
             if kind != Some(*k) {
                 pass.set_pipeline(&pipe.pipelines[*k as usize]);
                 kind = Some(*k);
@@ -255,15 +283,25 @@ impl Compositor {
 const KINDS: u32 = 4;
 
 /// Each group's draw range cut where the quad kind changes, in draw order (so overlapping
-/// quads still land in the order they were listed).
-fn kind_runs(quads: &[Quad], draws: &[Range<u32>]) -> Vec<(usize, u32, Range<u32>)> {
+/// quads still land in the order they were listed), leaving out the quads `skipped` marks
+/// (none when it is empty: cells copied instead, `copy::CellCopies`).
+fn kind_runs(
+    quads: &[Quad],
+    draws: &[Range<u32>],
+    skipped: &[bool],
+) -> Vec<(usize, u32, Range<u32>)> {
+    let skip = |i: u32| skipped.get(i as usize).copied().unwrap_or(false);
     let mut runs = Vec::new();
     for (g, range) in draws.iter().enumerate() {
         let mut start = range.start;
         for i in range.clone() {
             let next = i + 1;
+            if skip(i) {
+                start = next;
+                continue;
+            }
             let kind = quads[i as usize].kind;
-            if next == range.end || quads[next as usize].kind != kind {
+            if next == range.end || skip(next) || quads[next as usize].kind != kind {
                 runs.push((g, kind, start..next));
                 start = next;
             }
@@ -286,7 +324,7 @@ mod tests {
             color: 0,
         };
         let quads: Vec<Quad> = [0, 0, 2, 3, 3, 1, 0, 0].into_iter().map(quad).collect();
-        let runs = kind_runs(&quads, &[0..6, 6..6, 6..8]);
+        let runs = kind_runs(&quads, &[0..6, 6..6, 6..8], &[]);
         assert_eq!(
             runs,
             vec![

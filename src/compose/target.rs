@@ -7,15 +7,18 @@ use crate::figure::quads::{FigureQuads, Quad};
 use crate::gpu::Gpu;
 
 /// Renders `figure` offscreen and returns its RGBA8 rows. Figures wider or taller than the
-/// adapter's texture limit are drawn tile by tile with shifted quads and stitched.
+/// adapter's texture limit are drawn tile by tile with shifted quads and stitched. With
+/// `copy_cells`, a figure drawn in one piece has its copyable cells copied into the target
+/// rather than drawn (`Compositor::draw_copying`; the same bytes).
 pub(crate) fn render_rgba(
     gpu: &Gpu,
     pipe: &ComposePipeline,
     compositor: &Compositor,
     figure: &FigureQuads,
     tile_limit: u32,
+    copy_cells: bool,
 ) -> Result<Vec<u8>> {
-    render_rgba_over(gpu, pipe, compositor, figure, tile_limit, &[])
+    render_tiles(gpu, pipe, compositor, figure, tile_limit, &[], copy_cells)
 }
 
 /// An offscreen texture of one tile's size and the buffer its rows are read back through,
@@ -42,7 +45,10 @@ impl OffscreenTarget {
             sample_count: 1,
             dimension: wgpu::TextureDimension::D2,
             format,
-            usage: wgpu::TextureUsages::RENDER_ATTACHMENT | wgpu::TextureUsages::COPY_SRC,
+            // (COPY_DST: cells copied in rather than drawn)
+            usage: wgpu::TextureUsages::RENDER_ATTACHMENT
+                | wgpu::TextureUsages::COPY_SRC
+                | wgpu::TextureUsages::COPY_DST,
             view_formats: &[],
         });
         let padded = (w * 4).next_multiple_of(wgpu::COPY_BYTES_PER_ROW_ALIGNMENT);
@@ -134,12 +140,28 @@ pub(crate) fn render_rgba_over(
     tile_limit: u32,
     overlays: &[&Compositor],
 ) -> Result<Vec<u8>> {
+    render_tiles(gpu, pipe, compositor, figure, tile_limit, overlays, false)
+}
+
+fn render_tiles(
+    gpu: &Gpu,
+    pipe: &ComposePipeline,
+    compositor: &Compositor,
+    figure: &FigureQuads,
+    tile_limit: u32,
+    overlays: &[&Compositor],
+    copy_cells: bool,
+) -> Result<Vec<u8>> {
     let (w, h) = (figure.width, figure.height);
     let max = gpu.limits.max_texture_dimension_2d.min(tile_limit).max(1);
     let (tw, th) = (w.min(max), h.min(max));
     let mut out = vec![0u8; w as usize * h as usize * 4];
     let target = OffscreenTarget::new(gpu, pipe.format, (tw, th));
     let tiled = tw < w || th < h;
+    let copying = copy_cells && !tiled && overlays.is_empty() && compositor.copies_cells(pipe);
+    if copying {
+        compositor.set_quads(gpu, &figure.quads);
+    }
     let mut moved: Vec<Quad> = Vec::new();
     for ty in (0..h).step_by(th as usize) {
         for tx in (0..w).step_by(tw as usize) {
@@ -153,7 +175,18 @@ pub(crate) fn render_rgba_over(
                         .create_command_encoder(&wgpu::CommandEncoderDescriptor {
                             label: Some("attnviz.export.encoder"),
                         });
-                compositor.draw(gpu, pipe, &mut encoder, &target.view, (tw, th))?;
+                if copying {
+                    compositor.draw_copying(
+                        gpu,
+                        pipe,
+                        &mut encoder,
+                        &target.texture,
+                        &target.view,
+                        (tw, th),
+                    )?;
+                } else {
+                    compositor.draw(gpu, pipe, &mut encoder, &target.view, (tw, th))?;
+                }
                 for o in overlays.iter().filter(|_| !tiled) {
                     o.draw_over(gpu, pipe, &mut encoder, &target.view, (tw, th))?;
                 }

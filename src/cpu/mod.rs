@@ -148,6 +148,7 @@ pub fn head_stats(accum: &[Accum]) -> HeadStats {
             s.count += a.count() as u64;
         }
         s.bad_pixels += a.is_bad() as u32;
+        s.empty_pixels += (a.count() == 0 && !a.is_bad()) as u32;
     }
     s
 }

@@ -170,6 +170,7 @@ impl Engine {
             &scene.compositor,
             &scene.quads,
             self.tile_limit,
+            self.copy_cells,
         )
     }
 

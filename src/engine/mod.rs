@@ -82,6 +82,9 @@ pub struct Engine {
     pub progress: Option<Box<dyn Fn(u64, u64) + Send + Sync>>,
     /// Largest texture side export draws at once (tests shrink it to force tiles).
     pub tile_limit: u32,
+    /// Export copies the cells that need no shading into its target (`compose::copy`) rather
+    /// than drawing them; the same bytes either way (tests turn it off to compare).
+    pub copy_cells: bool,
     /// The pooling kernels (named apart from [`Engine::pool`], which runs them, and from
     /// [`Plan::pool`], the options they run with).
     pool_pipes: PoolPipelines,
@@ -111,6 +114,7 @@ impl Engine {
             compose: draw::ComposePipelines::new(device),
             limits: LimitsPipeline::default(),
             tile_limit: 8192,
+            copy_cells: true,
             chunk_bytes: crate::pool::CHUNK_TARGET,
             qk_state_bytes: gpu.qk_state_bytes,
             progress: None,

@@ -132,7 +132,10 @@ pub struct HeadStats {
     pub count: u64,
     /// Pooled pixels whose bin held a non-finite entry.
     pub bad_pixels: u32,
-    pub _pad1: u32,
+    /// Pooled pixels whose bin held no entry at all (every one masked: above a causal diagonal,
+    /// outside a sliding window), drawn as the background. The export copies the colours of a
+    /// cell with none straight into its target (`compose::Compositor`).
+    pub empty_pixels: u32,
 }
 
 // The shader writes the count's low half first.
@@ -147,7 +150,7 @@ impl HeadStats {
         _pad0: 0,
         count: 0,
         bad_pixels: 0,
-        _pad1: 0,
+        empty_pixels: 0,
     };
 
     pub fn merge(&self, o: &HeadStats) -> HeadStats {
@@ -157,6 +160,7 @@ impl HeadStats {
             sum: self.sum + o.sum,
             count: self.count.saturating_add(o.count),
             bad_pixels: self.bad_pixels.saturating_add(o.bad_pixels),
+            empty_pixels: self.empty_pixels.saturating_add(o.empty_pixels),
             ..HeadStats::EMPTY
         }
     }
