@@ -18,7 +18,7 @@ use attnviz::pool::geometry::CellGeometry;
 use attnviz::pool::{Causal, PoolKernel, PoolOptions};
 use attnviz::source::ArraySource;
 use attnviz::{AttentionSource, Colormap, DType, Engine, Norm, Reduce, RenderOptions};
-use common::{engine, random, structured, ulp_close, within_a_lut_step};
+use common::{engine, pool_modes, random, structured, ulp_close, within_a_lut_step};
 use ndarray::Array4;
 
 /// Pools on both sides, checks accumulators and stats exactly (within a few ULP where the
@@ -635,17 +635,10 @@ fn every_mode_at_every_word_alignment() {
     );
     for dtype in [DType::F32, DType::F16, DType::BF16] {
         let src = ArraySource::from_f32_as("words", &data, dtype);
-        for row_norm in [false, true] {
-            for causal in [Causal::Off, Causal::On, Causal::Auto] {
-                let options = PoolOptions {
-                    row_norm,
-                    causal,
-                    diagonal: None,
-                };
-                for cell in cells {
-                    let name = format!("words-{}-{row_norm}-{causal:?}-{cell:?}", dtype.name());
-                    check_pooling(&e, &name, &src, cell, options);
-                }
+        for options in pool_modes() {
+            for cell in cells {
+                let name = format!("words-{}-{options:?}-{cell:?}", dtype.name());
+                check_pooling(&e, &name, &src, cell, options);
             }
         }
     }
@@ -687,16 +680,9 @@ fn bins_of_whole_words_pool_exactly() {
                 kernel,
                 "{keys} keys into {cell} px"
             );
-            for row_norm in [false, true] {
-                for causal in [Causal::Off, Causal::On, Causal::Auto] {
-                    let options = PoolOptions {
-                        row_norm,
-                        causal,
-                        diagonal: None,
-                    };
-                    let name = format!("{kernel:?}-{}-{row_norm}-{causal:?}", dtype.name());
-                    check_pooling(&e, &name, &src, Some(cell), options);
-                }
+            for options in pool_modes() {
+                let name = format!("{kernel:?}-{}-{options:?}", dtype.name());
+                check_pooling(&e, &name, &src, Some(cell), options);
             }
         }
     }

@@ -18,7 +18,7 @@ pub(crate) fn render_rgba(
     tile_limit: u32,
     copy_cells: bool,
 ) -> Result<Vec<u8>> {
-    render_tiles(gpu, pipe, compositor, figure, tile_limit, &[], copy_cells)
+    render_rgba_over(gpu, pipe, compositor, figure, tile_limit, &[], copy_cells)
 }
 
 /// An offscreen texture of one tile's size and the buffer its rows are read back through,
@@ -131,19 +131,8 @@ fn shifted(quads: &[Quad], (x, y): (u32, u32), out: &mut Vec<Quad>) {
 
 /// [`render_rgba`], with `overlays` (the viewer's detail layer and readout, already placed in
 /// the figure's pixels) drawn on top, in order. Overlays are left out of tiled renders: they
-/// only exist for windows, which fit one texture.
+/// only exist for windows, which fit one texture. Cells are copied only with no overlay.
 pub(crate) fn render_rgba_over(
-    gpu: &Gpu,
-    pipe: &ComposePipeline,
-    compositor: &Compositor,
-    figure: &FigureQuads,
-    tile_limit: u32,
-    overlays: &[&Compositor],
-) -> Result<Vec<u8>> {
-    render_tiles(gpu, pipe, compositor, figure, tile_limit, overlays, false)
-}
-
-fn render_tiles(
     gpu: &Gpu,
     pipe: &ComposePipeline,
     compositor: &Compositor,

@@ -159,6 +159,7 @@ impl Engine {
             quads,
             self.tile_limit,
             &overlays,
+            false,
         )
     }
 

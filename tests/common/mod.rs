@@ -1,6 +1,7 @@
 //! Shared test helpers.
 #![allow(dead_code)]
 
+use attnviz::pool::{Causal, PoolOptions};
 use attnviz::{Engine, Gpu};
 use ndarray::Array4;
 
@@ -126,4 +127,18 @@ pub fn assert_figures_within_a_step(
         eprintln!("{what}: {off} of {pixels} pixels one LUT step or one unit apart");
     }
     off
+}
+
+/// Every pooling mode the pool pass specializes a pipeline for: row norm off and on, each
+/// causal option (the diagonal where the head puts it).
+pub fn pool_modes() -> impl Iterator<Item = PoolOptions> {
+    [false, true].into_iter().flat_map(|row_norm| {
+        [Causal::Off, Causal::On, Causal::Auto]
+            .into_iter()
+            .map(move |causal| PoolOptions {
+                row_norm,
+                causal,
+                diagonal: None,
+            })
+    })
 }
