@@ -436,31 +436,24 @@ override FIXED_WORDS: u32 = 0u;
 
 @compute @workgroup_size(64)
 fn pool_lanes1(@builtin(global_invocation_id) gid: vec3<u32>) {
-    piece = pieces[gid.z];
-    let x = gid.x * 4u;
-    let y = piece.y_start + gid.y;
-    let rows = bin_rows(y);
-    if x >= piece.pooled_w || rows.x >= rows.y {
+    let start = lane_start(gid, 4u);
+    if start.z >= start.w {
         return;
     }
     let shift = elem_shift();
     let bin = 1u << shift;
-    var a = open_bin(x, y, bin);
-    var b = open_bin(x + 1u, y, bin);
-    var c = open_bin(x + 2u, y, bin);
-    var d = open_bin(x + 3u, y, bin);
-    for (var q = rows.x; q < rows.y; q++) {
-        let r = q - piece.row_start;
-        let row_base = piece.elem_offset + r * piece.stride;
-        let first = row_base + x * bin;
-        if !lane_row_seen(q, row_base, first) {
-            continue;
+    var a = open_bin(start.x, start.y, bin);
+    var b = open_bin(start.x + 1u, start.y, bin);
+    var c = open_bin(start.x + 2u, start.y, bin);
+    var d = open_bin(start.x + 3u, start.y, bin);
+    for (var q = start.z; q < start.w; q++) {
+        let row = lane_row(q, start.x * bin);
+        if row.seen {
+            fold_lane_pixel(&a, row, 0u, 1u, shift);
+            fold_lane_pixel(&b, row, 1u, 1u, shift);
+            fold_lane_pixel(&c, row, 2u, 1u, shift);
+            fold_lane_pixel(&d, row, 3u, 1u, shift);
         }
-        let w = first >> shift;
-        fold_bin_row(&a, q, r, row_base, first, w, 1u, shift);
-        fold_bin_row(&b, q, r, row_base, first + bin, w + 1u, 1u, shift);
-        fold_bin_row(&c, q, r, row_base, first + 2u * bin, w + 2u, 1u, shift);
-        fold_bin_row(&d, q, r, row_base, first + 3u * bin, w + 3u, 1u, shift);
     }
     close_bin(a);
     close_bin(b);
@@ -470,27 +463,20 @@ fn pool_lanes1(@builtin(global_invocation_id) gid: vec3<u32>) {
 
 @compute @workgroup_size(64)
 fn pool_lanes2(@builtin(global_invocation_id) gid: vec3<u32>) {
-    piece = pieces[gid.z];
-    let x = gid.x * 2u;
-    let y = piece.y_start + gid.y;
-    let rows = bin_rows(y);
-    if x >= piece.pooled_w || rows.x >= rows.y {
+    let start = lane_start(gid, 2u);
+    if start.z >= start.w {
         return;
     }
     let shift = elem_shift();
     let bin = 2u << shift;
-    var a = open_bin(x, y, bin);
-    var b = open_bin(x + 1u, y, bin);
-    for (var q = rows.x; q < rows.y; q++) {
-        let r = q - piece.row_start;
-        let row_base = piece.elem_offset + r * piece.stride;
-        let first = row_base + x * bin;
-        if !lane_row_seen(q, row_base, first) {
-            continue;
+    var a = open_bin(start.x, start.y, bin);
+    var b = open_bin(start.x + 1u, start.y, bin);
+    for (var q = start.z; q < start.w; q++) {
+        let row = lane_row(q, start.x * bin);
+        if row.seen {
+            fold_lane_pixel(&a, row, 0u, 2u, shift);
+            fold_lane_pixel(&b, row, 1u, 2u, shift);
         }
-        let w = first >> shift;
-        fold_bin_row(&a, q, r, row_base, first, w, 2u, shift);
-        fold_bin_row(&b, q, r, row_base, first + bin, w + 2u, 2u, shift);
     }
     close_bin(a);
     close_bin(b);
@@ -498,41 +484,63 @@ fn pool_lanes2(@builtin(global_invocation_id) gid: vec3<u32>) {
 
 @compute @workgroup_size(64)
 fn pool_lanes4(@builtin(global_invocation_id) gid: vec3<u32>) {
-    piece = pieces[gid.z];
-    let x = gid.x;
-    let y = piece.y_start + gid.y;
-    let rows = bin_rows(y);
-    if x >= piece.pooled_w || rows.x >= rows.y {
+    let start = lane_start(gid, 1u);
+    if start.z >= start.w {
         return;
     }
     let shift = elem_shift();
     let bin = 4u << shift;
-    var a = open_bin(x, y, bin);
-    for (var q = rows.x; q < rows.y; q++) {
-        let r = q - piece.row_start;
-        let row_base = piece.elem_offset + r * piece.stride;
-        let first = row_base + x * bin;
-        if !lane_row_seen(q, row_base, first) {
-            continue;
+    var a = open_bin(start.x, start.y, bin);
+    for (var q = start.z; q < start.w; q++) {
+        let row = lane_row(q, start.x * bin);
+        if row.seen {
+            fold_lane_pixel(&a, row, 0u, 4u, shift);
         }
-        fold_bin_row(&a, q, r, row_base, first, first >> shift, 4u, shift);
     }
     close_bin(a);
 }
 
-// Whether row q (chunk element `row_base`) has anything to fold from element `first` on: with
-// FLAG_CAUSAL, not when every key from there is past the diagonal.
-fn lane_row_seen(q: u32, row_base: u32, first: u32) -> bool {
-    if (FLAGS & FLAG_CAUSAL) != 0u {
-        return i32(row_base) + i32(q) + piece.causal_offset >= i32(first);
+// A `pool_lanes` invocation's piece (into `piece`), its first pixel x, pooled row y and bin rows
+// (r0, r1) there: (x, y, r0, r1), the rows empty when the invocation has nothing to pool.
+fn lane_start(gid: vec3<u32>, pixels: u32) -> vec4<u32> {
+    piece = pieces[gid.z];
+    let x = gid.x * pixels;
+    let y = piece.y_start + gid.y;
+    let rows = bin_rows(y);
+    if x >= piece.pooled_w {
+        return vec4<u32>(x, y, 1u, 0u);
     }
-    return true;
+    return vec4<u32>(x, y, rows);
 }
 
-// Folds a bin's share of row q, the `words` words from word w (its first element `first`),
-// into `run`, and the row's sum into the pixel's.
-fn fold_bin_row(run: ptr<function, Running>, q: u32, r: u32, row_base: u32, first: u32, w: u32, words: u32, shift: u32) {
-    begin_row(run, q, r, row_base, first);
+// Head row q as a lane reads it: its piece row, the row's first element in the chunk, the
+// lane's first element (`offset` on), and whether anything there is left to fold (with
+// FLAG_CAUSAL, not when every key from there on is past the diagonal).
+struct LaneRow {
+    q: u32,
+    r: u32,
+    base: u32,
+    first: u32,
+    seen: bool,
+}
+
+fn lane_row(q: u32, offset: u32) -> LaneRow {
+    let r = q - piece.row_start;
+    let base = piece.elem_offset + r * piece.stride;
+    let first = base + offset;
+    var seen = true;
+    if (FLAGS & FLAG_CAUSAL) != 0u {
+        seen = i32(base) + i32(q) + piece.causal_offset >= i32(first);
+    }
+    return LaneRow(q, r, base, first, seen);
+}
+
+// Folds the lane's pixel `b` (bins of `words` words) of `row` into `run`, and the row's sum
+// into the pixel's.
+fn fold_lane_pixel(run: ptr<function, Running>, row: LaneRow, b: u32, words: u32, shift: u32) {
+    let first = row.first + b * (words << shift);
+    begin_row(run, row.q, row.r, row.base, first);
+    let w = first >> shift;
     for (var j = 0u; j < words; j++) {
         fold_word(run, word(w + j), (w + j) << shift);
     }
