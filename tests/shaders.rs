@@ -93,3 +93,37 @@ fn piece_struct_is_the_hosts_64_bytes_in_every_shader() {
         assert_eq!(layouter[handle].size, 64, "{name}: struct Piece");
     }
 }
+
+/// The cooperative-matrix probe (`attnviz bench --only coop`) only runs where an adapter has
+/// wgpu's experimental cooperative matrices, which this machine's may not: its SPIR-V is
+/// written here as wgpu's Vulkan backend writes it (SPIR-V 1.6, as Vulkan 1.3 takes), so a
+/// mistake the validator lets through but the writer refuses (f16 operands into an f32
+/// accumulator, the loads' layout) fails on every machine.
+#[test]
+fn coop_probe_writes_spirv() {
+    let src = attnviz::gpu::shaders::COOP_PROBE;
+    let module =
+        naga::front::wgsl::parse_str(src).unwrap_or_else(|e| panic!("{}", e.emit_to_string(src)));
+    let info = naga::valid::Validator::new(
+        naga::valid::ValidationFlags::all(),
+        naga::valid::Capabilities::all(),
+    )
+    .validate(&module)
+    .unwrap();
+    let options = naga::back::spv::Options {
+        lang_version: (1, 6),
+        ..Default::default()
+    };
+    let pipeline = naga::back::spv::PipelineOptions {
+        shader_stage: naga::ShaderStage::Compute,
+        entry_point: "coop_probe".into(),
+    };
+    let words = naga::back::spv::write_vec(&module, &info, &options, Some(&pipeline))
+        .unwrap_or_else(|e| panic!("coop_probe: {e}"));
+    // the SPIR-V magic number, and the KHR cooperative-matrix capability (6022) declared
+    assert_eq!(words[0], 0x0723_0203);
+    assert!(
+        words.windows(2).any(|w| w == [(2 << 16) | 17, 6022]),
+        "no OpCapability CooperativeMatrixKHR"
+    );
+}

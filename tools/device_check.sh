@@ -5,6 +5,11 @@
 #   info.txt                       the commit, the GPU, the driver, the adapter wgpu picked
 #   build.log, test.log            cargo build / cargo test --release (or the packed executables)
 #   bench.txt, bench.json          attnviz bench (every scenario)
+#   coop.txt, coop.json            attnviz bench --only coop: wgpu's experimental cooperative
+#                                  matrices (16 × 16 × 16, f16 into f32: tensor cores), checked
+#                                  against the exact product, then their rate beside the f32
+#                                  FMA probe's; its own step, so a driver fault there costs
+#                                  nothing else
 #   numpy.txt, matplotlib.txt      benches/compare_numpy_qk.py, benches/compare_matplotlib.py
 #   sweep-<i>.txt, sweep-<i>.json  bench --only qk-long,qk-model with the i-th of $SWEEP's
 #                                  ';'-separated argument sets (default: the Q/K budgets around
@@ -78,6 +83,7 @@ fi
 } >"$out/info.txt"
 cat "$out/info.txt"
 step bench 300 bash -c "'$bin' bench ${quick[*]} --json '$out/bench.json' >'$out/bench.txt' 2>&1"
+step coop 120 bash -c "'$bin' bench --only coop --json '$out/coop.json' >'$out/coop.txt' 2>&1"
 i=0
 IFS=';' read -ra sets <<<"$sweep"
 for set in "${sets[@]}"; do

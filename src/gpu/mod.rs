@@ -1,6 +1,7 @@
 //! The one GPU context: instance, adapter, device, queue and the limits everything else sizes
 //! itself by. Headless by default; the viewer creates it with a compatible surface.
 
+pub mod cooperative;
 pub mod kernel;
 pub mod shaders;
 pub mod timing;

@@ -41,6 +41,9 @@ pub const DIFF: &str = with_common!("diff.wgsl");
 pub const LIMITS: &str = with_common!("limits.wgsl");
 /// The f32 FMA rate probe of `attnviz bench`.
 pub const FMA_PROBE: &str = include_str!("../../shaders/fma_probe.wgsl");
+/// The cooperative-matrix probe of `attnviz bench --only coop` (f16 inputs, f32 accumulators;
+/// only on a device [`crate::gpu::Gpu::with_cooperative_matrices`] opened).
+pub const COOP_PROBE: &str = include_str!("../../shaders/coop_probe.wgsl");
 /// The render pass that draws the figure.
 pub const COMPOSE: &str = include_str!("../../shaders/compose.wgsl");
 /// Attention from Q and K; a template expanded per head dimension by `pool::qk`. Both Q/K
@@ -68,7 +71,7 @@ pub const QK_PROBS_TEXTURE: &str = include_str!("../../shaders/qk_probs_texture.
 
 /// Every fixed shader as (name, source), for validation without a GPU. The Q/K template is
 /// validated through its expansions.
-pub const ALL: [(&str, &str); 8] = [
+pub const ALL: [(&str, &str); 9] = [
     ("pool", POOL),
     ("stats", STATS),
     ("pattern", PATTERN),
@@ -77,4 +80,5 @@ pub const ALL: [(&str, &str); 8] = [
     ("diff", DIFF),
     ("compose", COMPOSE),
     ("fma_probe", FMA_PROBE),
+    ("coop_probe", COOP_PROBE),
 ];

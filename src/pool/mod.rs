@@ -6,6 +6,7 @@
 pub mod accum;
 mod bench;
 mod chunk;
+mod coop_probe;
 mod diff;
 mod dispatch;
 pub mod geometry;
@@ -23,6 +24,7 @@ mod stats;
 
 pub(crate) use bench::resident_pool_seconds;
 pub use bench::{FmaProbe, UploadBench};
+pub use coop_probe::{CoopProbe, CoopRate};
 pub use groups::{has_upper_triangle, CellGroup, PooledCells};
 pub(crate) use ingest::{Ingest, IngestShape};
 pub use options::{Causal, PoolOptions};

@@ -62,7 +62,7 @@ impl Report<'_> {
             .map(|(name, t)| json_pass_times(name, t))
             .collect();
         let body = format!(
-            "{{\"adapter\":{:?},\"memcpy_gbps\":{:.3},\"quick\":{},\"qk_long_gflops\":{},\"qk_long_pool_gflops\":{},\"fma_gflops\":{},\"export_grid_cli_ratio\":{},\"row_kernel\":{},\"gpu_times\":{{{}}},\"scenarios\":[{}]}}\n",
+            "{{\"adapter\":{:?},\"memcpy_gbps\":{:.3},\"quick\":{},\"qk_long_gflops\":{},\"qk_long_pool_gflops\":{},\"fma_gflops\":{},\"export_grid_cli_ratio\":{},\"row_kernel\":{},\"coop\":{},\"gpu_times\":{{{}}},\"scenarios\":[{}]}}\n",
             self.adapter,
             self.memcpy,
             self.quick,
@@ -84,6 +84,10 @@ impl Report<'_> {
             self.row_kernel
                 .as_ref()
                 .map_or("null".into(), |r| format!("{r:?}")),
+            self.results
+                .coop
+                .as_ref()
+                .map_or("null".into(), |c| serde_json::Value::from(c.as_str()).to_string()),
             gpu_times.join(","),
             rows.join(",")
         );
@@ -153,6 +157,9 @@ impl Report<'_> {
         }
         if let Some(line) = &self.row_kernel {
             println!("row kernel with {line}");
+        }
+        if let Some(line) = &self.results.coop {
+            println!("{line}");
         }
     }
 }

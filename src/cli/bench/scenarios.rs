@@ -15,8 +15,10 @@ use super::inputs::{file_len, Input, Inputs};
 use super::measure::{cat_seconds, measure, Sample};
 use super::Sizes;
 
-/// The scenarios of `attnviz bench`, in the order they run.
-pub const SCENARIOS: [&str; 9] = [
+/// The scenarios of `attnviz bench`, in the order they run. The last, `coop`, runs only when
+/// `--only` names it ([`Selection::names`]): it is a probe of an experimental API, which a run of
+/// every scenario should not depend on.
+pub const SCENARIOS: [&str; 10] = [
     "export-grid",
     "export-grid-cli",
     "export-long",
@@ -26,6 +28,7 @@ pub const SCENARIOS: [&str; 9] = [
     "pool-resident",
     "qk-long",
     "qk-model",
+    "coop",
 ];
 
 /// The scenarios `--only` chose: all of them when it is empty.
@@ -33,7 +36,12 @@ pub struct Selection<'a>(pub &'a [String]);
 
 impl Selection<'_> {
     pub fn wants(&self, name: &str) -> bool {
-        self.0.is_empty() || self.0.iter().any(|o| o == name)
+        self.0.is_empty() || self.names(name)
+    }
+
+    /// Whether `--only` named `name` itself.
+    pub fn names(&self, name: &str) -> bool {
+        self.0.iter().any(|o| o == name)
     }
 }
 
@@ -65,6 +73,9 @@ pub struct Results {
     pub fma_gflops: Option<f64>,
     /// qk-model's line under the table (GFLOP/s and heads/s), when it ran.
     pub qk_model: Option<String>,
+    /// coop's line under the table (the cooperative-matrix rate, or why there is none), when
+    /// `--only` named it.
+    pub coop: Option<String>,
     /// export-grid-cli: the median of the fresh processes and of the in-process renders they
     /// alternated with.
     pub export_cli: Option<(f64, f64)>,
@@ -148,6 +159,9 @@ impl Bench {
             results.gpu_times.extend(times.map(|t| ("qk-model", t)));
             results.qk_model = Some(line);
             results.rows.push(sample.into());
+        }
+        if want.names("coop") {
+            results.coop = Some(self.coop()?);
         }
         Ok(results)
     }
@@ -239,6 +253,29 @@ impl Bench {
             per_frame: false,
         };
         Ok((sample("export-grid-cli", a), sample("export-grid", b)))
+    }
+
+    /// coop: the cooperative-matrix probe (`attnviz::pool::CoopProbe`) on a second device of
+    /// the engine's adapter, beside the f32 FMA probe, or the line saying the adapter has none.
+    fn coop(&self) -> anyhow::Result<String> {
+        let gpu = &self.engine.gpu;
+        let Some(coop) = gpu.with_cooperative_matrices()? else {
+            return Ok(format!(
+                "coop: {} has no cooperative matrices of 16 × 16 × 16 f16 into f32 \
+                 (wgpu's EXPERIMENTAL_COOPERATIVE_MATRIX, with SHADER_F16 and SUBGROUP)",
+                gpu.info.name
+            ));
+        };
+        let rate = attnviz::pool::CoopProbe::new(&coop).measure(&coop)?;
+        let fma = attnviz::pool::FmaProbe::new(gpu).gflops(gpu)?;
+        Ok(format!(
+            "coop: 16 × 16 × 16 f16 · f16 + f32 cooperative matrices {:.1} TFLOP/s ({} subgroups \
+             a workgroup, every tile exact), {:.1}x the f32 FMA probe's {:.1} TFLOP/s",
+            rate.tflops,
+            rate.subgroups,
+            rate.tflops * 1e3 / fma,
+            fma / 1e3
+        ))
     }
 
     /// recolor: a new norm and colormap on the grid's resident scene, per frame.
