@@ -31,7 +31,7 @@ pub const SCENARIOS: [&str; 10] = [
     "coop",
 ];
 
-/// The scenarios `--only` chose: all of them when it is empty.
+/// The scenarios `--only` chose: all of them when it is empty (but `coop`, which it must name).
 pub struct Selection<'a>(pub &'a [String]);
 
 impl Selection<'_> {
@@ -161,7 +161,7 @@ impl Bench {
             results.rows.push(sample.into());
         }
         if want.names("coop") {
-            results.coop = Some(self.coop()?);
+            results.coop = Some(self.coop(results.fma_gflops)?);
         }
         Ok(results)
     }
@@ -256,8 +256,9 @@ impl Bench {
     }
 
     /// coop: the cooperative-matrix probe (`attnviz::pool::CoopProbe`) on a second device of
-    /// the engine's adapter, beside the f32 FMA probe, or the line saying the adapter has none.
-    fn coop(&self) -> anyhow::Result<String> {
+    /// the engine's adapter, beside the f32 FMA probe (`fma`, where a Q/K scenario measured it
+    /// in this run), or the line saying the adapter has none.
+    fn coop(&self, fma: Option<f64>) -> anyhow::Result<String> {
         let gpu = &self.engine.gpu;
         let Some(coop) = gpu.with_cooperative_matrices()? else {
             return Ok(format!(
@@ -267,7 +268,10 @@ impl Bench {
             ));
         };
         let rate = attnviz::pool::CoopProbe::new(&coop).measure(&coop)?;
-        let fma = attnviz::pool::FmaProbe::new(gpu).gflops(gpu)?;
+        let fma = match fma {
+            Some(f) => f,
+            None => attnviz::pool::FmaProbe::new(gpu).gflops(gpu)?,
+        };
         Ok(format!(
             "coop: 16 × 16 × 16 f16 · f16 + f32 cooperative matrices {:.1} TFLOP/s ({} subgroups \
              a workgroup, every tile exact), {:.1}x the f32 FMA probe's {:.1} TFLOP/s",
