@@ -42,6 +42,10 @@ impl Report<'_> {
         if !inputs.is_empty() {
             println!("inputs:  {}", inputs.join(", "));
         }
+        if self.results.rows.is_empty() {
+            // (`--only coop`: a line under the table, no row in it)
+            return;
+        }
         println!();
         println!(
             "| scenario | input | median | min | GB/s | of memcpy | heads/s | ms/frame | fps | × cat |"
@@ -122,7 +126,8 @@ impl Report<'_> {
     }
 
     /// The Q/K lines under the table, when they ran: rates in arithmetic rather than bytes,
-    /// against the adapter's FMA rate measured in the same run.
+    /// against the adapter's FMA rate measured in the same run; then the cooperative-matrix
+    /// probe's line, when `--only` named it.
     pub fn print_qk_long(&self) {
         if let Some(fma) = self.results.fma_gflops {
             println!();
@@ -159,6 +164,7 @@ impl Report<'_> {
             println!("row kernel with {line}");
         }
         if let Some(line) = &self.results.coop {
+            println!();
             println!("{line}");
         }
     }
