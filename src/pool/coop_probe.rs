@@ -68,16 +68,13 @@ pub struct CoopRate {
     pub subgroups: u32,
 }
 
-/// The probe's pipeline and the buffers every run shares.
+/// The probe's pipeline, the buffers every run shares and their bind group.
 pub struct CoopProbe {
-    kernel: Kernel,
     pipeline: wgpu::ComputePipeline,
     params: wgpu::Buffer,
-    a: wgpu::Buffer,
-    b: wgpu::Buffer,
-    zeros: wgpu::Buffer,
     tiles: wgpu::Buffer,
     subgroups: wgpu::Buffer,
+    bind_group: wgpu::BindGroup,
 }
 
 impl CoopProbe {
@@ -106,30 +103,44 @@ impl CoopProbe {
         // (the subgroup count of a 64-invocation workgroup is at most 64: tiles for 64 slots
         // of that many subgroups)
         let tiles_bytes = TILE_SLOTS * 64 * TILE_WORDS * 4;
+        let params = crate::gpu::buffer(
+            device,
+            "attnviz.coop_probe.params",
+            std::mem::size_of::<CoopParams>() as u64,
+            wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+        );
+        let a = init("attnviz.coop_probe.a", bytemuck::cast_slice(&halves(&a)));
+        let b = init("attnviz.coop_probe.b", bytemuck::cast_slice(&halves(&b)));
+        let zeros = crate::gpu::buffer(device, "attnviz.coop_probe.zeros", TILE_WORDS * 4, storage);
+        let tiles = crate::gpu::buffer(
+            device,
+            "attnviz.coop_probe.tiles",
+            tiles_bytes,
+            storage | wgpu::BufferUsages::COPY_SRC,
+        );
+        let subgroups = crate::gpu::buffer(
+            device,
+            "attnviz.coop_probe.subgroups",
+            16,
+            storage | wgpu::BufferUsages::COPY_SRC,
+        );
+        let bind_group = kernel.bind_group(
+            device,
+            &[
+                params.as_entire_binding(),
+                a.as_entire_binding(),
+                b.as_entire_binding(),
+                zeros.as_entire_binding(),
+                tiles.as_entire_binding(),
+                subgroups.as_entire_binding(),
+            ],
+        );
         CoopProbe {
             pipeline: kernel.pipeline(device, "coop_probe"),
-            kernel,
-            params: crate::gpu::buffer(
-                device,
-                "attnviz.coop_probe.params",
-                std::mem::size_of::<CoopParams>() as u64,
-                wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
-            ),
-            a: init("attnviz.coop_probe.a", bytemuck::cast_slice(&halves(&a))),
-            b: init("attnviz.coop_probe.b", bytemuck::cast_slice(&halves(&b))),
-            zeros: crate::gpu::buffer(device, "attnviz.coop_probe.zeros", TILE_WORDS * 4, storage),
-            tiles: crate::gpu::buffer(
-                device,
-                "attnviz.coop_probe.tiles",
-                tiles_bytes,
-                storage | wgpu::BufferUsages::COPY_SRC,
-            ),
-            subgroups: crate::gpu::buffer(
-                device,
-                "attnviz.coop_probe.subgroups",
-                16,
-                storage | wgpu::BufferUsages::COPY_SRC,
-            ),
+            params,
+            tiles,
+            subgroups,
+            bind_group,
         }
     }
 
@@ -143,22 +154,11 @@ impl CoopProbe {
         };
         gpu.queue
             .write_buffer(&self.params, 0, bytemuck::bytes_of(&params));
-        let bind = self.kernel.bind_group(
-            &gpu.device,
-            &[
-                self.params.as_entire_binding(),
-                self.a.as_entire_binding(),
-                self.b.as_entire_binding(),
-                self.zeros.as_entire_binding(),
-                self.tiles.as_entire_binding(),
-                self.subgroups.as_entire_binding(),
-            ],
-        );
         let mut encoder = gpu.device.create_command_encoder(&Default::default());
         {
             let mut pass = gpu.compute_pass(&mut encoder, "attnviz.coop_probe");
             pass.set_pipeline(&self.pipeline);
-            pass.set_bind_group(0, &bind, &[]);
+            pass.set_bind_group(0, &self.bind_group, &[]);
             pass.dispatch_workgroups(groups, 1, 1);
         }
         let start = std::time::Instant::now();
