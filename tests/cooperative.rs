@@ -18,9 +18,10 @@ fn the_cooperative_probe_is_exact_where_the_adapter_has_it() {
         Some(coop) => {
             let features = coop.device.features();
             assert!(features.contains(wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX));
-            CoopProbe::new(&coop)
-                .check(&coop)
-                .unwrap_or_else(|e| panic!("{}: {e}", gpu.info.name));
+            coop.scoped("the cooperative-matrix probe", || {
+                CoopProbe::new(&coop).check(&coop)
+            })
+            .unwrap_or_else(|e| panic!("{}: {e}", gpu.info.name));
         }
         None => eprintln!(
             "{} has no 16 × 16 × 16 f16 cooperative matrices: nothing to check",

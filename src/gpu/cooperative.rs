@@ -71,6 +71,14 @@ impl Gpu {
         device.on_uncaptured_error(Arc::new(|e| {
             eprintln!("attnviz: uncaptured GPU error (cooperative matrices): {e}")
         }));
+        // (as `Gpu::open` does: `Gpu::scoped` then names a lost device rather than what it left)
+        let lost: Arc<Mutex<Option<String>>> = Arc::default();
+        let flag = lost.clone();
+        device.set_device_lost_callback(move |reason, message| {
+            if reason != wgpu::DeviceLostReason::Destroyed {
+                *flag.lock().expect("device-lost flag") = Some(format!("{reason:?}: {message}"));
+            }
+        });
         Ok(Some(Gpu {
             instance: self.instance.clone(),
             adapter: self.adapter.clone(),
@@ -85,7 +93,7 @@ impl Gpu {
             row_min_rows: self.row_min_rows,
             qk_split_workgroups: self.qk_split_workgroups,
             probs_in_texture: self.probs_in_texture,
-            lost: Arc::new(Mutex::new(None)),
+            lost,
             timer: OnceLock::new(),
         }))
     }

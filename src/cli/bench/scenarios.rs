@@ -267,7 +267,11 @@ impl Bench {
                 gpu.info.name
             ));
         };
-        let rate = attnviz::pool::CoopProbe::new(&coop).measure(&coop)?;
+        // (in error scopes: a shader the experimental implementation refuses is named as such,
+        // not as the wrong tiles it leaves)
+        let rate = coop.scoped("the cooperative-matrix probe", || {
+            attnviz::pool::CoopProbe::new(&coop).measure(&coop)
+        })?;
         let fma = match fma {
             Some(f) => f,
             None => attnviz::pool::FmaProbe::new(gpu).gflops(gpu)?,
