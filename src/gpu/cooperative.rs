@@ -4,7 +4,7 @@
 //! kernel built on 16 × 16 × 16 multiply-adds of f16 tiles into f32 accumulators could reach,
 //! before any kernel depends on an experimental API. The engine's device never enables it.
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::OnceLock;
 
 use crate::error::{Error, Result};
 
@@ -68,17 +68,7 @@ impl Gpu {
                     self.info.name
                 ))
             })?;
-        device.on_uncaptured_error(Arc::new(|e| {
-            eprintln!("attnviz: uncaptured GPU error (cooperative matrices): {e}")
-        }));
-        // (as `Gpu::open` does: `Gpu::scoped` then names a lost device rather than what it left)
-        let lost: Arc<Mutex<Option<String>>> = Arc::default();
-        let flag = lost.clone();
-        device.set_device_lost_callback(move |reason, message| {
-            if reason != wgpu::DeviceLostReason::Destroyed {
-                *flag.lock().expect("device-lost flag") = Some(format!("{reason:?}: {message}"));
-            }
-        });
+        let lost = super::watch(&device, " (cooperative matrices)");
         Ok(Some(Gpu {
             instance: self.instance.clone(),
             adapter: self.adapter.clone(),

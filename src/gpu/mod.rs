@@ -196,18 +196,7 @@ impl Gpu {
             })
             .await
             .map_err(|e| Error::NoAdapter(format!("{} refused a device: {e}", info.name)))?;
-        // Errors are captured with error scopes around each stage; anything that escapes them
-        // is still reported, not turned into a panic of the library.
-        device.on_uncaptured_error(Arc::new(|e| {
-            eprintln!("attnviz: uncaptured GPU error: {e}")
-        }));
-        let lost: Arc<Mutex<Option<String>>> = Arc::default();
-        let flag = lost.clone();
-        device.set_device_lost_callback(move |reason, message| {
-            if reason != wgpu::DeviceLostReason::Destroyed {
-                *flag.lock().expect("device-lost flag") = Some(format!("{reason:?}: {message}"));
-            }
-        });
+        let lost = watch(&device, "");
         let cpu = info.device_type == wgpu::DeviceType::Cpu;
         let mut gpu = Gpu {
             instance,
@@ -373,6 +362,24 @@ impl Gpu {
         buffer.unmap();
         Ok(out)
     }
+}
+
+/// Reports what escapes the error scopes, and records a loss of `device` (`note` tells its
+/// devices apart in the report): errors are captured with error scopes around each stage
+/// ([`Gpu::scoped`], which names a lost device), and anything that escapes them is still
+/// reported, not turned into a panic of the library. Returns the loss's flag.
+fn watch(device: &wgpu::Device, note: &'static str) -> Arc<Mutex<Option<String>>> {
+    device.on_uncaptured_error(Arc::new(move |e| {
+        eprintln!("attnviz: uncaptured GPU error{note}: {e}")
+    }));
+    let lost: Arc<Mutex<Option<String>>> = Arc::default();
+    let flag = lost.clone();
+    device.set_device_lost_callback(move |reason, message| {
+        if reason != wgpu::DeviceLostReason::Destroyed {
+            *flag.lock().expect("device-lost flag") = Some(format!("{reason:?}: {message}"));
+        }
+    });
+    lost
 }
 
 /// An unmapped buffer of `size` bytes, zero-filled by wgpu on first use.
