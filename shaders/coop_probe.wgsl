@@ -6,8 +6,9 @@
 // accumulated in f32 (a product of two f16 is exact in f32).
 //
 // Every subgroup loads the same A and B, multiply-adds them `iterations` times into its own
-// accumulator, which starts as zeros (loaded from `zeros`), and stores it: with small-integer entries every sum is
-// exact in f32, so each stored tile is exactly iterations · A·B, whatever the summation order.
+// accumulator, which starts as zeros (loaded from `zeros`), and stores it: with small-integer
+// entries every sum is exact in f32, so each stored tile is exactly iterations · A·B, whatever
+// the summation order.
 // Subgroups of workgroup x store at tile (x % TILE_SLOTS) · num_subgroups + subgroup_id: tiles
 // shared by several workgroups get the same values.
 

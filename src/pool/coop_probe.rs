@@ -116,13 +116,13 @@ impl CoopProbe {
             device,
             "attnviz.coop_probe.tiles",
             tiles_bytes,
-            storage | wgpu::BufferUsages::COPY_SRC,
+            storage | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
         );
         let subgroups = crate::gpu::buffer(
             device,
             "attnviz.coop_probe.subgroups",
             16,
-            storage | wgpu::BufferUsages::COPY_SRC,
+            storage | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
         );
         let bind_group = kernel.bind_group(
             device,
@@ -154,6 +154,13 @@ impl CoopProbe {
         };
         gpu.queue
             .write_buffer(&self.params, 0, bytemuck::bytes_of(&params));
+        // The last run's tiles and count cleared, in a submission of their own (outside the
+        // timed one): a tile this run fails to store cannot pass for one an earlier run left.
+        let mut clear = gpu.device.create_command_encoder(&Default::default());
+        clear.clear_buffer(&self.tiles, 0, None);
+        clear.clear_buffer(&self.subgroups, 0, None);
+        gpu.queue.submit([clear.finish()]);
+        gpu.wait()?;
         let mut encoder = gpu.device.create_command_encoder(&Default::default());
         {
             let mut pass = gpu.compute_pass(&mut encoder, "attnviz.coop_probe");
