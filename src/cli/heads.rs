@@ -135,16 +135,18 @@ fn print_table(cells: &[(usize, usize)], stats: &[HeadPattern]) {
         "layer", "head", "sink", "local", "entropy", "distance", "max", "argmax", "rowsum",
     );
     for (&(l, h), p) in cells.iter().zip(stats) {
+        // (a head with no finite entry has neither: "-", as the CSV leaves them empty)
         let argmax = p.argmax.map_or("-".into(), |[q, k]| format!("[{q},{k}]"));
+        let max = p.max.map_or("-".into(), |m| format!("{m:.4}"));
         println!(
-            "{:>5} {:>4} {:>9.4} {:>9.4} {:>9.4} {:>10.2} {:>9.4} {:>13} {:>8.4} {}",
+            "{:>5} {:>4} {:>9.4} {:>9.4} {:>9.4} {:>10.2} {:>9} {:>13} {:>8.4} {}",
             l + 1,
             h + 1,
             p.sink_mass,
             p.local_mass,
             p.entropy,
             p.mean_distance,
-            p.max.unwrap_or(f32::NAN),
+            max,
             argmax,
             p.row_sum_mean,
             p.pattern

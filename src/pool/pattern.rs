@@ -98,9 +98,11 @@ pub struct HeadPattern {
     pub max: Option<f32>,
     /// `[q, k]`, 0-based.
     pub argmax: Option<[usize; 2]>,
-    /// `(key, column mass / Q)`, heaviest first.
+    /// `(key, column mass / Q)`, heaviest first; keys with no mass at all (every entry 0,
+    /// masked or not finite) are not listed, so a head with fewer than [`TOP`] such keys lists
+    /// fewer rather than padding the list with empty columns that look like picks.
     pub top_keys: Vec<(usize, f64)>,
-    /// `(offset a − k, diagonal mass / Q)`, heaviest first.
+    /// `(offset a − k, diagonal mass / Q)`, heaviest first; likewise without empty diagonals.
     pub top_offsets: Vec<(i64, f64)>,
     pub non_finite: u64,
     pub recalls: Recalls,
@@ -173,17 +175,20 @@ impl PatternSums {
         HeadPattern {
             sink_mass: self.sink / q,
             local_mass: self.local / q,
-            entropy: self.entropy / q,
+            // (+ 0.0: a head with no p ln p term, one-hot rows or none finite, reads 0, not −0)
+            entropy: self.entropy / q + 0.0,
             mean_distance: self.distance / q,
             row_sum_mean: self.row_sum / q,
             max: self.max.map(|m| m.0),
             argmax: self.max.map(|m| [m.1, m.2]),
             top_keys: top_indices(&self.columns, TOP)
                 .into_iter()
+                .filter(|&k| self.columns[k] != 0.0)
                 .map(|k| (k, self.columns[k] / q))
                 .collect(),
             top_offsets: top_indices(&self.diagonals, TOP)
                 .into_iter()
+                .filter(|&j| self.diagonals[j] != 0.0)
                 .map(|j| (j as i64 - offset0, self.diagonals[j] / q))
                 .collect(),
             non_finite: self.non_finite,
@@ -264,6 +269,29 @@ mod tests {
                 * (1usize << 20).div_ceil(block_side(65536, 1 << 20))
                 <= MAX_BLOCKS
         );
+    }
+
+    #[test]
+    fn empty_columns_are_not_top_picks_and_no_entropy_reads_plus_zero() {
+        // a 2 × 4 head whose rows put all their mass on key 1: one column, one diagonal
+        // (offset a − k = 2 − 1 and 3 − 1), no p ln p term
+        let mut s = PatternSums::new(2, 4);
+        s.columns[1] = 2.0;
+        s.diagonals[1 + 1] = 1.0;
+        s.diagonals[2 + 1] = 1.0;
+        s.row_sum = 2.0;
+        s.entropy = -0.0;
+        let p = s.finish();
+        assert_eq!(p.top_keys, vec![(1, 1.0)]);
+        assert_eq!(p.top_offsets, vec![(1, 0.5), (2, 0.5)]);
+        assert!(
+            p.entropy == 0.0 && p.entropy.is_sign_positive(),
+            "{}",
+            p.entropy
+        );
+        // nothing finite: no picks at all
+        let p = PatternSums::new(2, 4).finish();
+        assert!(p.top_keys.is_empty() && p.top_offsets.is_empty(), "{p:?}");
     }
 
     #[test]
