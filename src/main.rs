@@ -18,6 +18,9 @@ fn main() -> ExitCode {
         // which reads like our own one-line error. Nothing else runs yet, so this is race-free.
         std::env::set_var("XDG_RUNTIME_DIR", std::env::temp_dir());
     }
+    if !matches!(cli.command, cli::Command::View(_)) {
+        quiet_on_closed_pipe();
+    }
     set_panic_hook();
     let result = std::panic::catch_unwind(|| cli::run(cli));
     let Ok(result) = result else {
@@ -35,6 +38,23 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// Output piped into a reader that stops early (`attnviz heads model.npy | head`) ends the
+/// process quietly, killed by SIGPIPE as `cat` or `grep` would be, rather than as Rust leaves
+/// it: the signal ignored, the write failing with EPIPE, and `println!` panicking into "internal
+/// error ... (please report it)". Outputs written to files are unaffected (atomic, not pipes);
+/// the viewer keeps Rust's default (its window system's sockets are none of this).
+#[cfg(unix)]
+fn quiet_on_closed_pipe() {
+    // SAFETY: called first thing on the main thread, before any other thread exists, and
+    // SIG_DFL is a valid disposition for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+#[cfg(not(unix))]
+fn quiet_on_closed_pipe() {}
 
 /// A panic is a bug, but it still ends as one line and exit code 1, not a backtrace and 101.
 fn set_panic_hook() {

@@ -190,3 +190,26 @@ fn synth_kinds_named_by_heads_and_summary_figures() {
     let text = std::fs::read_to_string(&svg).unwrap();
     assert!(text.contains("<title>sink_mass</title>") && text.contains(">kinds<"));
 }
+
+/// `attnviz heads x.npy | head` whose reader has gone: the process ends quietly, killed by
+/// SIGPIPE as `cat` would be, not with a panic's "internal error" on stderr.
+#[cfg(unix)]
+#[test]
+fn a_closed_stdout_pipe_ends_the_table_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Stdio;
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_attnviz"));
+    cmd.args(["heads", "tests/data/minilm_attn_128.npy"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+        cmd.env("XDG_RUNTIME_DIR", std::env::temp_dir());
+    }
+    let mut child = cmd.spawn().expect("run attnviz");
+    // the reader goes before the table is written (it needs the GPU's statistics first)
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("error"), "{stderr}");
+    assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{:?}", out.status);
+}
