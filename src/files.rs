@@ -21,6 +21,56 @@ pub fn check_writable(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// What a figure file holds, decided by its extension: PNG (`.png`, or none) or SVG (`.svg`),
+/// in any case. Any other extension is refused before any work rather than written as PNG
+/// bytes under a name that says otherwise (`figure.jpg` that is a PNG fails a journal's upload
+/// check, or a tool that takes the name at its word).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FigureFormat {
+    Png,
+    Svg,
+}
+
+impl FigureFormat {
+    pub fn of(path: &Path) -> Result<FigureFormat> {
+        let Some(ext) = path.extension() else {
+            return Ok(FigureFormat::Png);
+        };
+        let ext = ext.to_string_lossy();
+        if ext.eq_ignore_ascii_case("png") {
+            Ok(FigureFormat::Png)
+        } else if ext.eq_ignore_ascii_case("svg") {
+            Ok(FigureFormat::Svg)
+        } else {
+            Err(Error::BadInput {
+                path: path.to_path_buf(),
+                message: format!(
+                    "cannot write a .{ext} figure: attnviz writes PNG (.png) or SVG (.svg)"
+                ),
+            })
+        }
+    }
+}
+
+/// [`check_writable`] for a figure, which must also name a format attnviz writes
+/// ([`FigureFormat::of`]): both fail before any GPU work.
+pub fn check_figure_path(path: &Path) -> Result<FigureFormat> {
+    let format = FigureFormat::of(path)?;
+    check_writable(path)?;
+    Ok(format)
+}
+
+/// [`check_figure_path`] for a window's screenshot, which is PNG only.
+pub fn check_screenshot_path(path: &Path) -> Result<()> {
+    if check_figure_path(path)? != FigureFormat::Png {
+        return Err(Error::BadInput {
+            path: path.to_path_buf(),
+            message: "a screenshot is a PNG (.png): SVG figures come from `render`".into(),
+        });
+    }
+    Ok(())
+}
+
 fn parent_dir(path: &Path) -> &Path {
     match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,

@@ -346,6 +346,59 @@ fn unwritable_output_folder_is_reported_before_rendering() {
     );
 }
 
+/// A figure name whose extension attnviz does not write (PNG bytes under `.jpg` would lie) is
+/// refused before rendering, exit 2, for every command that writes a figure; `.PNG`, `.Svg`
+/// and no extension are figures it writes.
+#[test]
+fn figure_names_must_say_png_or_svg() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = data("minilm_attn_128.npy");
+    let input = input.to_str().unwrap();
+    let p = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
+    let refused: [(Vec<String>, &str); 4] = [
+        (
+            vec!["render".into(), input.into(), "-o".into(), p("f.jpg")],
+            "f.jpg",
+        ),
+        (vec!["demo".into(), "-o".into(), p("f.gif")], "f.gif"),
+        (
+            vec![
+                "diff".into(),
+                input.into(),
+                input.into(),
+                "-o".into(),
+                p("f.webp"),
+            ],
+            "f.webp",
+        ),
+        (
+            vec!["heads".into(), input.into(), "--figure".into(), p("f.tiff")],
+            "f.tiff",
+        ),
+    ];
+    for (args, name) in &refused {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let o = attnviz(&args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", stderr(&o));
+        let err = stderr(&o);
+        assert!(
+            err.contains(name) && err.contains("attnviz writes PNG (.png) or SVG (.svg)"),
+            "{err}"
+        );
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    for (name, magic) in [
+        ("f.PNG", &b"\x89PNG"[..]),
+        ("f", b"\x89PNG"),
+        ("f.Svg", b"<?xml"),
+    ] {
+        let o = attnviz(&["render", input, "--layers", "1", "-o", &p(name)]);
+        assert!(o.status.success(), "{name}: {}", stderr(&o));
+        assert!(std::fs::read(p(name)).unwrap().starts_with(magic), "{name}");
+    }
+}
+
 /// The publication options end to end: SVG with one image per cell, layout JSON, tokens,
 /// a transparent ground, and one-line errors (exit 2) for bad values.
 #[test]

@@ -92,8 +92,10 @@ class Figure:
         return _attnviz._encode_png(self.image)
 
     def save(self, path):
-        """Writes the figure as a PNG file (atomically: no partial file on failure)."""
-        _attnviz._write_png(os.fspath(path), self.image)
+        """Writes the figure to ``path`` (atomically: no partial file on failure): PNG, or its
+        SVG document when the name ends in ``.svg`` and the figure has one (``out`` ended in
+        ``.svg``). Other extensions raise ValueError."""
+        _attnviz._save_figure(os.fspath(path), self.image, self.svg)
 
     def _repr_png_(self):
         return self.to_png()

@@ -152,7 +152,7 @@ class Viewer(RemoteFrameBuffer):
         """Writes the frame shown (the last one sent to the browser, else the frame now) to a
         PNG, exactly."""
         frame = self._shown if self._shown is not None else self._session.render()
-        _attnviz._write_png(os.fspath(path), frame)
+        _attnviz._save_figure(os.fspath(path), frame)
 
     @property
     def readout(self):

@@ -427,12 +427,35 @@ fn _encode_png<'py>(
     Ok(PyBytes::new(py, &png))
 }
 
-/// Writes an H×W×4 uint8 image as a PNG file, atomically, as `render` writes `out`.
+/// `Figure.save` and `Viewer.save`: an H×W×4 uint8 image as a PNG file, or, for a `.svg` name,
+/// the figure's SVG document where it has one; atomically, as `render` writes `out`. Names of
+/// other formats are refused as the CLI refuses them (`files::FigureFormat`), never written as
+/// PNG bytes under a name that says otherwise.
 #[pyfunction]
-fn _write_png(py: Python<'_>, path: PathBuf, image: PyReadonlyArrayDyn<'_, u8>) -> PyResult<()> {
-    let (pixels, w, h) = rgba(&image)?;
-    py.detach(|| attnviz::files::write_png(&path, w, h, pixels))
-        .map_err(py_err)
+#[pyo3(signature = (path, image, svg=None))]
+fn _save_figure(
+    py: Python<'_>,
+    path: PathBuf,
+    image: PyReadonlyArrayDyn<'_, u8>,
+    svg: Option<String>,
+) -> PyResult<()> {
+    use attnviz::files::FigureFormat;
+    match (FigureFormat::of(&path).map_err(py_err)?, svg) {
+        (FigureFormat::Png, _) => {
+            let (pixels, w, h) = rgba(&image)?;
+            py.detach(|| attnviz::files::write_png(&path, w, h, pixels))
+                .map_err(py_err)
+        }
+        (FigureFormat::Svg, Some(svg)) => py
+            .detach(|| {
+                attnviz::files::write_atomic(&path, |w| std::io::Write::write_all(w, svg.as_bytes()))
+            })
+            .map_err(py_err),
+        (FigureFormat::Svg, None) => Err(bad(
+            &path.display().to_string(),
+            "this figure holds no SVG (render or figure with out='….svg' make one): save it as .png",
+        )),
+    }
 }
 
 /// Opens the viewer window on the arrays and blocks until it is closed. `options` holds the
@@ -472,7 +495,7 @@ fn _view<'py>(
     let report = py
         .detach(|| {
             if let Some(path) = &options.screenshot {
-                attnviz::files::check_writable(path)?;
+                attnviz::files::check_screenshot_path(path)?;
             }
             VIEWED.store(true, Ordering::SeqCst);
             attnviz::viewer::run(&source, options)
@@ -518,7 +541,7 @@ fn _attnviz(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_heads, m)?)?;
     m.add_function(wrap_pyfunction!(_heads_qk, m)?)?;
     m.add_function(wrap_pyfunction!(_encode_png, m)?)?;
-    m.add_function(wrap_pyfunction!(_write_png, m)?)?;
+    m.add_function(wrap_pyfunction!(_save_figure, m)?)?;
     m.add_function(wrap_pyfunction!(_view, m)?)?;
     m.add_function(wrap_pyfunction!(_set_chunk_bytes, m)?)?;
     m.add_function(wrap_pyfunction!(_python_message, m)?)?;

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 
 use attnviz::figure::layout_json::layout_json;
 use attnviz::figure::summary::{summary_input, summary_options};
-use attnviz::files::{check_writable, write_png};
+use attnviz::files::{check_figure_path, check_writable, write_png};
 use attnviz::pool::pattern::PatternOptions;
 use attnviz::{AttentionSource, Engine, Error, Figure, Gpu, RenderOptions, Tile};
 
@@ -112,7 +112,7 @@ pub fn head_stats(
     figure: Option<&Path>,
 ) -> Result<(String, Option<String>), Error> {
     if let Some(path) = figure {
-        check_writable(path)?;
+        check_figure_path(path)?;
     }
     let summary = |cells: &[(usize, usize)], stats: &[_]| {
         let svg =
@@ -167,7 +167,10 @@ pub fn render_and_write(
     options: &RenderOptions,
     py: &PyOptions,
 ) -> Result<Drawn, Error> {
-    for path in [&py.out, &py.stats_json].into_iter().flatten() {
+    if let Some(path) = &py.out {
+        check_figure_path(path)?;
+    }
+    if let Some(path) = &py.stats_json {
         check_writable(path)?;
     }
     let (figure, tiles, adapter, warning) = draw(source, options, &py.backend, py.tiles.is_some())?;

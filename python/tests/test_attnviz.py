@@ -285,6 +285,25 @@ def test_unwritable_output_is_a_runtime_error(tmp_path):
     assert not out.exists()
 
 
+def test_figure_names_must_say_png_or_svg(tmp_path):
+    # PNG bytes under a .jpg name would lie: refused before rendering, as the CLI refuses it
+    out = tmp_path / "g.jpg"
+    with pytest.raises(ValueError, match=r"g\.jpg: cannot write a \.jpg figure"):
+        attnviz.render(np.zeros((8, 8), np.float32), out=out)
+    with pytest.raises(ValueError, match="cannot write a .tiff figure"):
+        attnviz.heads(np.zeros((8, 8), np.float32), figure=tmp_path / "h.tiff")
+    fig = attnviz.figure(np.zeros((8, 8), np.float32))
+    with pytest.raises(ValueError, match="cannot write a .jpg figure"):
+        fig.save(tmp_path / "f.jpg")
+    with pytest.raises(ValueError, match="this figure holds no SVG"):
+        fig.save(tmp_path / "f.svg")
+    assert list(tmp_path.iterdir()) == []
+    # a figure rendered to SVG saves its document under another .svg name
+    fig = attnviz.figure(np.zeros((8, 8), np.float32), out=tmp_path / "a.svg")
+    fig.save(tmp_path / "b.svg")
+    assert (tmp_path / "b.svg").read_text() == fig.svg
+
+
 def test_repr_png_and_save(tmp_path):
     fig = attnviz.figure(attention((2, 2, 32, 32)))
     png = fig._repr_png_()

@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use attnviz::engine::qk_rows::GpuRows;
-use attnviz::files::check_writable;
+use attnviz::files::check_figure_path;
 use attnviz::source::qk::{QkOptions, QkSource};
 use attnviz::source::{self, DiffSource, OpenOptions};
 use attnviz::{AttentionSource, Colormap, Engine, Reduce, RenderOptions};
@@ -23,7 +23,7 @@ enum Input {
 }
 
 pub fn diff(args: &DiffArgs) -> anyhow::Result<()> {
-    check_writable(&args.out.output)?;
+    check_figure_path(&args.out.output)?;
     let mut options = diff_options(&args.style);
     if let Some(path) = &args.tokens {
         options.tokens = Some(read_tokens(path)?);

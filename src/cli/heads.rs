@@ -8,7 +8,7 @@ use std::path::Path;
 use attnviz::figure::stats_json::write_stats_json;
 use attnviz::figure::summary::{summary_input, summary_options};
 use attnviz::figure::svg::write_svg;
-use attnviz::files::{check_writable, write_atomic, write_png};
+use attnviz::files::{check_figure_path, check_writable, write_atomic, write_png, FigureFormat};
 use attnviz::pool::pattern::HeadPattern;
 use attnviz::pool::Causal;
 use attnviz::{Engine, Error, RenderOptions};
@@ -19,8 +19,11 @@ use super::render::open_tensor;
 
 /// `attnviz heads`: the table on stdout, then the JSON and CSV files asked for.
 pub fn heads(args: &HeadsArgs) -> anyhow::Result<()> {
-    for path in [&args.json, &args.csv, &args.figure].into_iter().flatten() {
+    for path in [&args.json, &args.csv].into_iter().flatten() {
         check_writable(path)?;
+    }
+    if let Some(path) = &args.figure {
+        check_figure_path(path)?;
     }
     let options = args.selection.options();
     let causal = options.causal == Causal::On;
@@ -55,9 +58,7 @@ fn write_summary(
     title: Option<&str>,
     engine: Option<&Engine>,
 ) -> anyhow::Result<()> {
-    let svg = path
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("svg"));
+    let svg = FigureFormat::of(path)? == FigureFormat::Svg;
     let (src, summary) = summary_input(cells, stats)?;
     let options = RenderOptions {
         title: title.map(str::to_string),

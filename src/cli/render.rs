@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
-use attnviz::files::{check_writable, write_png};
+use attnviz::files::{check_figure_path, check_writable, write_png, FigureFormat};
 use attnviz::pool::Causal;
 use attnviz::source::{self, DemoModel, OpenOptions};
 use attnviz::{AttentionSource, DType, Engine, Error, Figure, RenderOptions, Shape};
@@ -18,7 +18,7 @@ use super::progress::ProgressBar;
 
 /// `attnviz render`: a tensor file, a raw dump, or attention recomputed from Q and K.
 pub fn render(args: &RenderArgs) -> anyhow::Result<()> {
-    check_writable(&args.out.output)?;
+    check_figure_path(&args.out.output)?;
     let mut options = args.style.options();
     if let Some(path) = &args.tokens {
         options.tokens = Some(read_tokens(path)?);
@@ -88,7 +88,7 @@ pub(super) fn check_tokens(path: &Path, tokens: &[String], shape: Shape) -> anyh
 
 /// `attnviz demo`: the built-in model, layers 1 and 8 unless `--layers` says otherwise.
 pub fn demo(args: &DemoArgs) -> anyhow::Result<()> {
-    check_writable(&args.out.output)?;
+    check_figure_path(&args.out.output)?;
     let mut options = args.style.options();
     if options.layers.is_none() {
         options.layers = Some("1,8".into());
@@ -111,10 +111,7 @@ pub fn render_to(
     tiles: Option<&Path>,
 ) -> anyhow::Result<Figure> {
     let start = Instant::now();
-    let svg = out
-        .output
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("svg"));
+    let svg = FigureFormat::of(&out.output)? == FigureFormat::Svg;
     let options = RenderOptions {
         cell_colors: svg,
         ..options.clone()

@@ -2,7 +2,7 @@
 //! hover) are checked here, before a window opens, so a typo fails as an option error (exit 2)
 //! rather than as a window that shows the wrong thing.
 
-use attnviz::files::check_writable;
+use attnviz::files::check_screenshot_path;
 use attnviz::pool::Causal;
 use attnviz::source::{self, OpenOptions};
 use attnviz::viewer::{ViewerOptions, ViewerReport};
@@ -14,7 +14,7 @@ use super::options::{attention_source, read_tokens};
 /// `attnviz view`: opens the window, then prints the frame statistics when `--stats` asks.
 pub fn view(args: &ViewArgs) -> anyhow::Result<()> {
     if let Some(path) = &args.screenshot {
-        check_writable(path)?;
+        check_screenshot_path(path)?;
     }
     let render = args.style.options();
     let causal = render.causal == Causal::On;
