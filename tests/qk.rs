@@ -437,6 +437,23 @@ fn mismatched_q_and_k_fail_with_one_line() {
     ]);
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("--queries 9..4"));
+    // The capture given as attention (no --q): said so, rather than "pick a tensor", which
+    // would draw the queries themselves as attention.
+    let (capture, png) = (p("a.safetensors"), p("x.png"));
+    for cmd in ["render", "heads", "info"] {
+        let mut args = vec![cmd, capture.as_str()];
+        if cmd == "render" {
+            args.extend(["-o", png.as_str()]);
+        }
+        let o = attnviz_cli(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{cmd}: {err}");
+        assert!(
+            err.contains("holds queries and keys") && err.contains("--q FILE"),
+            "{cmd}: {err}"
+        );
+    }
+    assert!(!Path::new(&p("x.png")).exists());
 }
 
 #[test]

@@ -138,6 +138,15 @@ fn select(meta: &Metadata, wanted: Option<&str>) -> Result<Selected, String> {
     if tensors.is_empty() {
         return Err("file holds no tensors".into());
     }
+    if tensors.contains_key("q") && tensors.contains_key("k") {
+        // A capture (`attnviz.capture`, `attnviz synth-qk`): picking q or k with --tensor would
+        // draw the queries themselves as if they were attention.
+        return Err(
+            "file holds queries and keys (tensors q and k), not attention: \
+                    recompute its attention with --q FILE"
+                .into(),
+        );
+    }
     stacked_layers(meta).ok_or_else(|| {
         format!(
             "file holds {} tensors ({}); pick one with --tensor NAME",
