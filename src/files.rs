@@ -81,6 +81,7 @@ fn parent_dir(path: &Path) -> &Path {
 /// Writes RGBA8 pixels as a PNG, atomically: a temp file in the same folder is renamed over
 /// `path` only once complete, and removed on any failure.
 pub fn write_png(path: &Path, width: u32, height: u32, rgba: &[u8]) -> Result<()> {
+    let _span = tracing::info_span!("write.png").entered();
     write_atomic(path, |file| encode_png(file, width, height, rgba))
 }
 

@@ -346,6 +346,80 @@ fn unwritable_output_folder_is_reported_before_rendering() {
     );
 }
 
+/// `--timings`: the host's phases as an indented tree on stderr, each with its milliseconds
+/// (calls where more than one), nested phases under their callers; the figure unchanged.
+#[test]
+fn timings_print_the_host_phases_as_a_tree() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = data("minilm_attn_128.npy");
+    let input = input.to_str().unwrap();
+    let (plain, timed) = (dir.path().join("a.png"), dir.path().join("b.png"));
+    let o = attnviz(&[
+        "render",
+        input,
+        "--layers",
+        "1,2",
+        "-o",
+        plain.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let args = [
+        "render",
+        input,
+        "--layers",
+        "1,2",
+        "-o",
+        timed.to_str().unwrap(),
+    ];
+    let o = attnviz(&[&args[..], &["--timings", "--quiet"]].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        std::fs::read(&plain).unwrap(),
+        std::fs::read(&timed).unwrap()
+    );
+    let err = stderr(&o);
+    // after the `wrote …` line
+    let mut lines = err
+        .lines()
+        .skip_while(|l| !l.starts_with("host time by phase (--timings): "));
+    assert!(lines.next().is_some(), "{err}");
+    // "    12.3 ms  <indent><phase>[ (n×)]" → (indent, phase, ms)
+    let phases: Vec<(usize, String, f64)> = lines
+        .map(|l| {
+            let (ms, rest) = l.trim_start().split_once(" ms  ").expect(l);
+            let name = rest.trim_start();
+            let indent = rest.len() - name.len();
+            (indent, name.to_string(), ms.parse::<f64>().expect(l))
+        })
+        .collect();
+    let find = |name: &str| {
+        phases
+            .iter()
+            .position(|p| p.1 == name || p.1.starts_with(&format!("{name} (")))
+            .unwrap_or_else(|| panic!("no {name} in {err}"))
+    };
+    for name in [
+        "gpu.instance",
+        "gpu.device",
+        "engine.new",
+        "export",
+        "write.png",
+    ] {
+        assert_eq!(phases[find(name)].0, 0, "{name} is a root: {err}");
+    }
+    // the reads are the pool phase's, shown under it, and take part of its time
+    let (pool, read) = (find("pool"), find("ingest.read"));
+    assert!(read > pool && phases[read].0 > phases[pool].0, "{err}");
+    assert!(phases[read].2 <= phases[pool].2, "{err}");
+    assert!(phases[find("export.readback")].0 > 0, "{err}");
+    assert!(
+        phases
+            .iter()
+            .any(|p| p.1.starts_with("pipeline attnviz.pool.")),
+        "{err}"
+    );
+}
+
 /// A figure name whose extension attnviz does not write (PNG bytes under `.jpg` would lie) is
 /// refused before rendering, exit 2, for every command that writes a figure; `.PNG`, `.Svg`
 /// and no extension are figures it writes.

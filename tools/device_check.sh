@@ -10,6 +10,11 @@
 #                                  against the exact product, then their rate beside the f32
 #                                  FMA probe's; its own step, so a driver fault there costs
 #                                  nothing else
+#   timings.txt                    fresh `render --timings --gpu-times` processes of the 1 GiB
+#                                  grid and of a 16384-token Q/K head (plain and causal), twice
+#                                  each: where a fresh process's wall-clock time goes on the host
+#                                  (start-up, shaders and pipelines, reads, waits, read-back,
+#                                  PNG) beside the device's time per pass (issue 15's 1.25×)
 #   numpy.txt, matplotlib.txt      benches/compare_numpy_qk.py, benches/compare_matplotlib.py
 #   sweep-<i>.txt, sweep-<i>.json  bench --only qk-long,qk-model with the i-th of $SWEEP's
 #                                  ';'-separated argument sets (default: the Q/K budgets around
@@ -26,7 +31,7 @@
 # path they were built in (.dev/built_at); the window tests (viewer) need xvfb-run and are
 # skipped, with a line in test.log, where it is missing.
 # QUICK=1 passes --quick to every bench (a smoke test of this script, not a measurement);
-# SKIP_TESTS=1 skips the tests; SKIP="numpy matplotlib long stats" skips those steps. The exit status
+# SKIP_TESTS=1 skips the tests; SKIP="timings numpy matplotlib long stats" skips those steps. The exit status
 # is the first failing step's.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -91,6 +96,24 @@ for set in "${sets[@]}"; do
     step "sweep $i ($set)" 200 bash -c "'$bin' bench ${quick[*]} --only qk-long,qk-model $set \
         --json '$out/sweep-$i.json' >'$out/sweep-$i.txt' 2>&1"
 done
+if wanted timings; then
+    step timings 200 bash -c "
+        grid=\${XDG_CACHE_HOME:-\$HOME/.cache}/attnviz/bench/grid-8x8x2048-f32.npy
+        if [ ! -f \"\$grid\" ]; then
+            grid=/tmp/grid.npy
+            [ -f \$grid ] || '$bin' synth --seq 2048 --layers 8 --heads 8 --dtype f32 --seed 1 \
+                -o \$grid >/dev/null 2>&1
+        fi
+        '$bin' synth-qk --seq 16384 --dim 64 --dtype f32 --seed 1 \
+            -o /tmp/qk-16k.safetensors >/dev/null 2>&1
+        qk='--q /tmp/qk-16k.safetensors --cell 1024'
+        for input in \"\$grid\" \"\$qk\" \"\$qk --causal\"; do
+            for r in 1 2; do
+                echo \"== render \$input (a fresh process, run \$r)\"
+                '$bin' render --quiet \$input --timings --gpu-times -o /tmp/t.png
+            done
+        done >'$out/timings.txt' 2>&1"
+fi
 if [ "${SKIP_TESTS:-0}" != 1 ]; then
     step test 600 bash -c '"$@" >"'"$out"'/test.log" 2>&1' _ "${tests[@]}"
     grep -h "^test result\|FAILED\|panicked\|skipped" "$out/test.log" | sort | uniq -c | sort -rn | head -20

@@ -158,6 +158,11 @@ pub struct HeadsArgs {
     pub title: Option<String>,
     #[arg(long, value_enum, default_value_t = Backend::Auto)]
     pub backend: Backend,
+    /// Print where the command's wall-clock time went on the host, phase by phase (GPU start-up,
+    /// shaders parsed and pipelines compiled, reading, waiting on the device, read-back,
+    /// encoding), on stderr when it is done.
+    #[arg(long)]
+    pub timings: bool,
     #[command(flatten)]
     pub selection: Selection,
 }
@@ -383,6 +388,11 @@ pub struct Output {
     /// Print the device's own time per GPU pass of the figure (timestamp queries) on stderr.
     #[arg(long)]
     pub gpu_times: bool,
+    /// Print where the command's wall-clock time went on the host, phase by phase (GPU start-up,
+    /// shaders parsed and pipelines compiled, reading, waiting on the device, read-back,
+    /// encoding), on stderr when it is done.
+    #[arg(long)]
+    pub timings: bool,
 }
 
 #[derive(Args)]

@@ -1,11 +1,29 @@
 //! Dispatch: each subcommand to the module that carries it out.
 
 use super::args::{Cli, Command};
+use super::timings::Timings;
 use super::{bench, diff, heads, info, render, synth, view};
 
 /// Runs the parsed command line. Errors come back to `main`, which prints them on one line
 /// and picks the exit code.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    let timings = match &cli.command {
+        Command::Render(a) => a.out.timings,
+        Command::Demo(a) => a.out.timings,
+        Command::Diff(a) => a.out.timings,
+        Command::Heads(a) => a.timings,
+        _ => false,
+    }
+    .then(Timings::install)
+    .flatten();
+    let result = command(&cli);
+    if let Some(t) = timings {
+        eprint!("{}", t.report());
+    }
+    result
+}
+
+fn command(cli: &Cli) -> anyhow::Result<()> {
     match &cli.command {
         Command::Render(args) => render::render(args),
         Command::Diff(args) => diff::diff(args),

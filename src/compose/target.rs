@@ -145,7 +145,8 @@ pub(crate) fn render_rgba_over(
     let max = gpu.limits.max_texture_dimension_2d.min(tile_limit).max(1);
     let (tw, th) = (w.min(max), h.min(max));
     let mut out = vec![0u8; w as usize * h as usize * 4];
-    let target = OffscreenTarget::new(gpu, pipe.format, (tw, th));
+    let target = tracing::info_span!("export.target")
+        .in_scope(|| OffscreenTarget::new(gpu, pipe.format, (tw, th)));
     let tiled = tw < w || th < h;
     let copying = copy_cells && !tiled && overlays.is_empty() && compositor.copies_cells(pipe);
     if copying {
@@ -183,7 +184,8 @@ pub(crate) fn render_rgba_over(
                 gpu.queue.submit([encoder.finish()]);
                 Ok(())
             })?;
-            target.read_into(gpu, &mut out, (w, h), (tx, ty))?;
+            tracing::info_span!("export.readback")
+                .in_scope(|| target.read_into(gpu, &mut out, (w, h), (tx, ty)))?;
         }
     }
     if tiled {

@@ -106,6 +106,7 @@ enum Contents {
 
 impl Engine {
     pub fn new(gpu: Gpu) -> Engine {
+        let _span = tracing::info_span!("engine.new").entered();
         let device = &gpu.device;
         Engine {
             pool_pipes: PoolPipelines::new(device),
@@ -172,6 +173,7 @@ impl Engine {
     }
 
     fn run_pool(&self, run: PoolRun<'_>, source: &dyn AttentionSource) -> Result<PooledCells> {
+        let _span = tracing::info_span!("pool").entered();
         match source.as_qk() {
             Some(qk) => crate::pool::qk::pool_qk(&self.gpu, &self.pool_pipes, &self.qk, qk, &run),
             None => {
@@ -338,6 +340,7 @@ impl Engine {
             let patterns: Vec<_> = pooled.patterns.iter().map(|p| p.finish()).collect();
             plan.arrange(&patterns, options);
         }
+        let _span = tracing::info_span!("layout.colour").entered();
         let colors = ColorizedCells::new(&self.gpu, &self.colorize, &pooled);
         let look = Look {
             norm: options.norm,
@@ -506,7 +509,7 @@ impl Engine {
 
     pub fn render(&self, source: &dyn AttentionSource, options: &RenderOptions) -> Result<Figure> {
         let scene = self.scene(source, options)?;
-        let rgba = self.export(&scene)?;
+        let rgba = tracing::info_span!("export").in_scope(|| self.export(&scene))?;
         let cell_colors = if options.cell_colors {
             Some(scene.colors.read(&self.gpu, &scene.pooled)?)
         } else {

@@ -103,6 +103,11 @@ pub const RENDER_OPTIONS: &[RenderOption] = &[
         "--gpu-times",
         "a diagnostic printed on stderr, as `attnviz bench` prints it per scenario",
     ),
+    cli_only(
+        "--timings",
+        "a diagnostic of the process printed on stderr: its start-up is the CLI's, not the \
+         Python session's",
+    ),
     kw("--layers", "layers"),
     kw("--heads", "heads"),
     kw("--norm", "norm"),

@@ -99,6 +99,7 @@ impl Kernel {
             label: Some(&format!("{label}.layout")),
             entries: &entries,
         });
+        let _span = tracing::info_span!("shader", label = %label).entered();
         let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
             label: Some(&format!("{label}.shader")),
             source: wgpu::ShaderSource::Wgsl(source.into()),
@@ -162,8 +163,10 @@ impl Kernel {
         entry: &str,
         constants: &[(&str, f64)],
     ) -> wgpu::ComputePipeline {
+        let label = format!("{}.{entry}", self.label);
+        let _span = tracing::info_span!("pipeline", label = %label).entered();
         device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some(&format!("{}.{entry}", self.label)),
+            label: Some(&label),
             layout: Some(layout),
             module: &self.module,
             entry_point: Some(entry),

@@ -136,6 +136,7 @@ impl Gpu {
 
     /// An instance over the native backends, narrowed by `WGPU_BACKEND` when set.
     pub fn instance() -> wgpu::Instance {
+        let _span = tracing::info_span!("gpu.instance").entered();
         let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
         if std::env::var_os("WGPU_BACKEND").is_none() {
             desc.backends = wgpu::Backends::PRIMARY;
@@ -144,6 +145,7 @@ impl Gpu {
     }
 
     async fn open(instance: wgpu::Instance, surface: Option<&wgpu::Surface<'_>>) -> Result<Gpu> {
+        let span = tracing::info_span!("gpu.adapter").entered();
         let mut adapters = instance.enumerate_adapters(wgpu::Backends::all()).await;
         if let Some(s) = surface {
             adapters.retain(|a| a.is_surface_supported(s));
@@ -185,6 +187,8 @@ impl Gpu {
         } else {
             0
         };
+        drop(span);
+        let span = tracing::info_span!("gpu.device").entered();
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("attnviz.device"),
@@ -196,6 +200,7 @@ impl Gpu {
             })
             .await
             .map_err(|e| Error::NoAdapter(format!("{} refused a device: {e}", info.name)))?;
+        drop(span);
         let lost = watch(&device, "");
         let cpu = info.device_type == wgpu::DeviceType::Cpu;
         let mut gpu = Gpu {

@@ -538,6 +538,7 @@ impl<'g> Ingest<'g> {
     }
 
     pub(super) fn open(&mut self) -> Result<()> {
+        let _span = tracing::info_span!("ingest.open").entered();
         self.ensure_slots();
         let slot = &mut self.slots[self.active];
         slot.wait_mapped(self.gpu)?;
@@ -561,6 +562,7 @@ impl<'g> Ingest<'g> {
         let Some(filling) = self.filling.take() else {
             return Ok(());
         };
+        let _span = tracing::info_span!("ingest.submit").entered();
         drop(filling.view);
         let s = self.active;
         self.slots[s].host.unmap();
@@ -582,7 +584,8 @@ impl<'g> Ingest<'g> {
             self.record(&mut encoder, &pieces, &self.bind_groups[g], pattern);
         }
         self.pieces = pieces;
-        let submission = gpu.queue.submit([encoder.finish()]);
+        let submission =
+            tracing::info_span!("queue.submit").in_scope(|| gpu.queue.submit([encoder.finish()]));
         self.slots[s].remap(submission);
         self.pieces.clear();
         self.used = 0;
@@ -592,6 +595,7 @@ impl<'g> Ingest<'g> {
 
     /// Pools what is left and reduces every cell to its statistics.
     pub(crate) fn finish(mut self) -> Result<PooledCells> {
+        let _span = tracing::info_span!("ingest.finish").entered();
         self.flush()?;
         let px = self.geometry.pooled_pixels();
         let causal =

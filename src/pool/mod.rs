@@ -131,6 +131,7 @@ pub(crate) fn pool_cells(
             while row < s.queries {
                 let n = step.min(s.queries - row);
                 ingest.push_with(i, row, n, |start, dst| {
+                    let _span = tracing::info_span!("ingest.read").entered();
                     source.read_rows(layer, head, start, dst)
                 })?;
                 row += n;

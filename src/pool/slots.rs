@@ -43,6 +43,7 @@ impl Slot {
         let state = match state {
             Some(state) => state,
             None => {
+                let _span = tracing::info_span!("ingest.wait").entered();
                 let poll = wgpu::PollType::Wait {
                     submission_index: self.submission.clone(),
                     timeout: None,

@@ -930,7 +930,7 @@ impl RunBuffers {
         for t in std::iter::once(&self.q_tex).chain(&self.probs_tex) {
             t.prime(&mut encoder, &self.inter);
         }
-        gpu.queue.submit([encoder.finish()]);
+        tracing::info_span!("queue.submit").in_scope(|| gpu.queue.submit([encoder.finish()]));
     }
 }
 
@@ -1079,6 +1079,7 @@ impl<'a> OnePass<'a> {
     /// Uploads the batch's query heads, its key heads once each, and its head table; false,
     /// with nothing pooled, when a value is not finite (the one-pass fold has no NaN rows).
     fn upload_batch(&mut self, batch: &Batch) -> Result<bool> {
+        let _span = tracing::info_span!("qk.upload").entered();
         let (src, layer) = (self.src, batch.layer);
         let (q, k) = (self.buffers.q.clone(), self.buffers.k.clone());
         for (z, m) in batch.members.iter().enumerate() {
@@ -1092,7 +1093,7 @@ impl<'a> OnePass<'a> {
         let mut encoder = self.gpu.device.create_command_encoder(&Default::default());
         let bytes = batch.members.len() as u64 * self.cuts.head_q;
         self.buffers.q_tex.copy_from(&mut encoder, &q, 0, bytes);
-        self.gpu.queue.submit([encoder.finish()]);
+        tracing::info_span!("queue.submit").in_scope(|| self.gpu.queue.submit([encoder.finish()]));
         for (slot, &kv) in batch.kv_heads.iter().enumerate() {
             // Any query head of the group names its key head.
             let head = batch
@@ -1332,7 +1333,8 @@ impl<'a> OnePass<'a> {
                     }
                 }
                 drop(pass);
-                gpu.queue.submit([encoder.finish()]);
+                tracing::info_span!("queue.submit")
+                    .in_scope(|| gpu.queue.submit([encoder.finish()]));
                 return;
             }
         };
@@ -1343,7 +1345,7 @@ impl<'a> OnePass<'a> {
             pass.set_pipeline(fold);
             pass.dispatch_workgroups(self.geometry.pooled_w.div_ceil(64), y1 - y0 + 1, members);
         }
-        gpu.queue.submit([encoder.finish()]);
+        tracing::info_span!("queue.submit").in_scope(|| gpu.queue.submit([encoder.finish()]));
     }
 }
 
