@@ -346,6 +346,25 @@ fn unwritable_output_folder_is_reported_before_rendering() {
     );
 }
 
+/// The `wrote …` line counts the cells drawn: `--top 3` of 72 pooled and ranked says so.
+#[test]
+fn the_summary_counts_the_cells_top_draws() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("t.png");
+    let input = data("minilm_attn_128.npy");
+    let args = [
+        "render",
+        input.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--quiet",
+    ];
+    let o = attnviz(&[&args[..], &["--sort-by", "max", "--top", "3"]].concat());
+    assert!(stderr(&o).contains(", 3 of 72 cells, "), "{}", stderr(&o));
+    let o = attnviz(&[&args[..], &["--sort-by", "max"]].concat());
+    assert!(stderr(&o).contains(", 72 cells, "), "{}", stderr(&o));
+}
+
 /// `--timings`: the host's phases as an indented tree on stderr, each with its milliseconds
 /// (calls where more than one), nested phases under their callers; the figure unchanged.
 #[test]

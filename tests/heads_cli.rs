@@ -213,3 +213,62 @@ fn a_closed_stdout_pipe_ends_the_table_quietly() {
     assert!(!stderr.contains("error"), "{stderr}");
     assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{:?}", out.status);
 }
+
+/// `heads --sort-by METRIC --top N`: the table, JSON and CSV list the N highest heads, highest
+/// first, each with the statistics the unsorted run gives it; the JSON says what it lists.
+#[test]
+fn sorted_and_topped_lists_are_the_highest_heads_of_the_full_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
+    let input = "tests/data/minilm_attn_128.npy";
+    ok(&attnviz(&["heads", input, "--json", &p("all.json")]));
+    let o = attnviz(&[
+        "heads",
+        input,
+        "--sort-by",
+        "entropy",
+        "--top",
+        "4",
+        "--json",
+        &p("top.json"),
+        "--csv",
+        &p("top.csv"),
+    ]);
+    ok(&o);
+    let (all, top) = (
+        json(Path::new(&p("all.json"))),
+        json(Path::new(&p("top.json"))),
+    );
+    let mut want: Vec<&Value> = all["heads"].as_array().unwrap().iter().collect();
+    // highest first; equal values keep layer and head order (a stable sort)
+    want.sort_by(|a, b| {
+        let (x, y) = (
+            a["entropy"].as_f64().unwrap(),
+            b["entropy"].as_f64().unwrap(),
+        );
+        y.total_cmp(&x)
+    });
+    let got = top["heads"].as_array().unwrap();
+    assert_eq!(got.len(), 4);
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!(*g, **w);
+    }
+    assert_eq!(top["options"]["sort_by"], "entropy");
+    assert_eq!(top["options"]["heads_listed"], 4);
+    assert_eq!(top["options"]["heads_computed"], 72);
+    let csv = std::fs::read_to_string(p("top.csv")).unwrap();
+    let rows: Vec<&str> = csv.lines().skip(1).collect();
+    assert_eq!(rows.len(), 4);
+    for (row, w) in rows.iter().zip(&want) {
+        assert!(
+            row.starts_with(&format!("{},{},", w["layer"], w["head"])),
+            "{row}"
+        );
+    }
+    let table = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(table.lines().count(), 5, "{table}");
+    // --top needs --sort-by
+    let o = attnviz(&["heads", input, "--top", "4"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--sort-by"));
+}

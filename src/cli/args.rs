@@ -156,6 +156,13 @@ pub struct HeadsArgs {
     /// A line above the summary figure.
     #[arg(long, requires = "figure")]
     pub title: Option<String>,
+    /// List the heads (table, --json, --csv) highest first by this statistic rather than in
+    /// layer and head order; the summary figure keeps every head in its place.
+    #[arg(long, value_name = "METRIC", value_parser = names(&SortKey::ALL.map(SortKey::name), SortKey::from_name))]
+    pub sort_by: Option<SortKey>,
+    /// With --sort-by: list only the N highest heads.
+    #[arg(long, value_name = "N")]
+    pub top: Option<usize>,
     #[arg(long, value_enum, default_value_t = Backend::Auto)]
     pub backend: Backend,
     /// Print where the command's wall-clock time went on the host, phase by phase (GPU start-up,

@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use attnviz::figure::stats_json::write_stats_json;
+use attnviz::figure::stats_json::{stats_doc, write_doc};
 use attnviz::figure::summary::{summary_input, summary_options};
 use attnviz::figure::svg::write_svg;
 use attnviz::files::{check_figure_path, check_writable, write_atomic, write_png, FigureFormat};
@@ -25,6 +25,7 @@ pub fn heads(args: &HeadsArgs) -> anyhow::Result<()> {
     if let Some(path) = &args.figure {
         check_figure_path(path)?;
     }
+    attnviz::figure::rank::check(args.sort_by, args.top)?;
     let options = args.selection.options();
     let causal = options.causal == Causal::On;
     let src = attention_source(&args.qk, causal, args.input.as_deref(), |input| {
@@ -36,12 +37,27 @@ pub fn heads(args: &HeadsArgs) -> anyhow::Result<()> {
         Some(e) => e.head_patterns(src.as_ref(), &options, patterns)?,
         None => attnviz::cpu::pattern::head_patterns_cpu(src.as_ref(), &options, patterns)?,
     };
-    print_table(&cells, &stats);
+    // (the lists in the order asked for; the summary figure below has every head in its place)
+    let (listed_cells, listed) = match args.sort_by {
+        Some(key) => attnviz::figure::rank::order(&stats, key, args.top)
+            .into_iter()
+            .map(|i| (cells[i], stats[i].clone()))
+            .unzip(),
+        None => (cells.clone(), stats.clone()),
+    };
+    print_table(&listed_cells, &listed);
     if let Some(path) = &args.json {
-        write_stats_json(path, &cells, &stats, patterns, options.causal)?;
+        let mut doc = stats_doc(&listed_cells, &listed, patterns, options.causal);
+        if let Some(key) = args.sort_by {
+            // (a file that lists some heads, in another order, says so)
+            doc["options"]["sort_by"] = key.name().into();
+            doc["options"]["heads_listed"] = listed.len().into();
+            doc["options"]["heads_computed"] = stats.len().into();
+        }
+        write_doc(path, &doc)?;
     }
     if let Some(path) = &args.csv {
-        write_csv(path, &cells, &stats)?;
+        write_csv(path, &listed_cells, &listed)?;
     }
     if let Some(path) = &args.figure {
         write_summary(path, &cells, &stats, args.title.as_deref(), engine.as_ref())?;

@@ -210,12 +210,25 @@ impl<'a> Job<'a> {
 
     /// The `wrote …` line: size, cells, a detected causal mask, the adapter and the time.
     fn summary(&self, output: &Path, figure: &Figure, start: Instant) -> String {
+        // (`--top` draws some of the cells it pooled and ranked: the others are placed empty)
+        let pooled = figure.plan.cells.len();
+        let drawn = figure
+            .plan
+            .layout
+            .cells
+            .iter()
+            .filter(|c| c.width > 0)
+            .count();
+        let cells = if drawn < pooled {
+            format!("{drawn} of {pooled} cells")
+        } else {
+            format!("{pooled} cells")
+        };
         format!(
-            "wrote {} ({}x{}, {} cells{}, {}) in {:.2} s",
+            "wrote {} ({}x{}, {cells}{}, {}) in {:.2} s",
             output.display(),
             figure.width,
             figure.height,
-            figure.plan.cells.len(),
             if figure.causal && self.options.causal == Causal::Auto {
                 ", causal mask detected"
             } else {

@@ -52,9 +52,14 @@ pub fn write_stats_json(
     patterns: PatternOptions,
     causal: Causal,
 ) -> Result<()> {
-    let doc = stats_doc(cells, stats, patterns, causal);
+    write_doc(path, &stats_doc(cells, stats, patterns, causal))
+}
+
+/// A statistics document (as [`stats_doc`] makes it, perhaps with more options), pretty,
+/// replaced atomically.
+pub fn write_doc(path: &Path, doc: &Value) -> Result<()> {
     write_atomic(path, |w| {
-        serde_json::to_writer_pretty(&mut *w, &doc)?;
+        serde_json::to_writer_pretty(&mut *w, doc)?;
         writeln!(w)
     })
 }
