@@ -14,7 +14,9 @@
 #                                  grid and of a 16384-token Q/K head (plain and causal), twice
 #                                  each: where a fresh process's wall-clock time goes on the host
 #                                  (start-up, shaders and pipelines, reads, waits, read-back,
-#                                  PNG) beside the device's time per pass (issue 15's 1.25×)
+#                                  PNG) beside the device's time per pass (issue 15's 1.25×);
+#                                  then bench --only qk-long and qk-model with --timings: what
+#                                  an in-process render spends besides the kernels
 #   numpy.txt, matplotlib.txt      benches/compare_numpy_qk.py, benches/compare_matplotlib.py
 #   sweep-<i>.txt, sweep-<i>.json  bench --only qk-long,qk-model with the i-th of $SWEEP's
 #                                  ';'-separated argument sets (default: the Q/K budgets around
@@ -112,7 +114,11 @@ if wanted timings; then
                 echo \"== render \$input (a fresh process, run \$r)\"
                 '$bin' render --quiet \$input --timings --gpu-times -o /tmp/t.png
             done
-        done >'$out/timings.txt' 2>&1"
+        done >'$out/timings.txt' 2>&1
+        for s in qk-long qk-model; do
+            echo \"== bench --only \$s --timings (in process: every run summed)\"
+            '$bin' bench ${quick[*]} --only \$s --timings
+        done >>'$out/timings.txt' 2>&1"
 fi
 if [ "${SKIP_TESTS:-0}" != 1 ]; then
     step test 600 bash -c '"$@" >"'"$out"'/test.log" 2>&1' _ "${tests[@]}"

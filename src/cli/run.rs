@@ -12,6 +12,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo(a) => a.out.timings,
         Command::Diff(a) => a.out.timings,
         Command::Heads(a) => a.timings,
+        Command::Bench(a) => a.timings,
         _ => false,
     }
     .then(Timings::install)
