@@ -425,6 +425,32 @@ impl QkSource {
         read_f32(self.k.as_ref(), layer, self.kv_head(head), 0..self.keys)
     }
 
+    /// [`QkSource::queries_f32`] into `out`, through `raw` (the stored bytes where they are not
+    /// f32): both kept by the caller across heads, so a model's uploads allocate (and fault in)
+    /// their buffers once rather than twice a head.
+    pub fn queries_f32_into(
+        &self,
+        layer: usize,
+        head: usize,
+        rows: Range<usize>,
+        raw: &mut Vec<u8>,
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
+        read_f32_into(self.q.as_ref(), layer, head, rows, raw, out)
+    }
+
+    /// [`QkSource::keys_f32`] into `out`, as [`QkSource::queries_f32_into`].
+    pub fn keys_f32_into(
+        &self,
+        layer: usize,
+        head: usize,
+        raw: &mut Vec<u8>,
+        out: &mut Vec<f32>,
+    ) -> Result<()> {
+        let kv = self.kv_head(head);
+        read_f32_into(self.k.as_ref(), layer, kv, 0..self.keys, raw, out)
+    }
+
     /// Reference probabilities (or logits, see [`Values`]) of computed rows `rows` in f64,
     /// written as f32 into `out`
     /// (`rows.len()` rows of the produced keys). Scores and the softmax are accumulated in f64, so this is the
@@ -498,13 +524,32 @@ fn read_f32(
     head: usize,
     rows: Range<usize>,
 ) -> Result<Vec<f32>> {
+    let mut out = Vec::new();
+    read_f32_into(src, layer, head, rows, &mut Vec::new(), &mut out)?;
+    Ok(out)
+}
+
+/// Rows of one head of `src` as f32 into `out` (its length set to theirs). f32 rows are read
+/// straight into `out` on little-endian machines (their stored order); others through `raw`
+/// and decoded.
+fn read_f32_into(
+    src: &dyn AttentionSource,
+    layer: usize,
+    head: usize,
+    rows: Range<usize>,
+    raw: &mut Vec<u8>,
+    out: &mut Vec<f32>,
+) -> Result<()> {
     let d = src.shape().keys;
     let dtype = src.dtype();
-    let mut bytes = vec![0u8; rows.len() * d * dtype.size()];
-    src.read_rows(layer, head, rows.start, &mut bytes)?;
-    let mut out = vec![0f32; rows.len() * d];
-    dtype.decode(&bytes, &mut out);
-    Ok(out)
+    out.resize(rows.len() * d, 0.0);
+    if dtype == DType::F32 && cfg!(target_endian = "little") {
+        return src.read_rows(layer, head, rows.start, bytemuck::cast_slice_mut(out));
+    }
+    raw.resize(rows.len() * d * dtype.size(), 0);
+    src.read_rows(layer, head, rows.start, raw)?;
+    dtype.decode(raw, out);
+    Ok(())
 }
 
 impl AttentionSource for QkSource {

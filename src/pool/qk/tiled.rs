@@ -952,6 +952,11 @@ struct OnePass<'a> {
     base: Params,
     /// Host staging for heads whose dimension is padded, reused.
     scratch: Vec<f32>,
+    /// A head's Q or K as read (`raw`, where not f32) and as f32 (`values`), reused by every
+    /// upload: two fresh buffers a head, each faulted in, cost a fresh process more than the
+    /// copies themselves.
+    raw: Vec<u8>,
+    values: Vec<f32>,
 }
 
 impl<'a> OnePass<'a> {
@@ -995,6 +1000,8 @@ impl<'a> OnePass<'a> {
             },
             cuts,
             scratch: Vec::new(),
+            raw: Vec::new(),
+            values: Vec::new(),
         }
     }
 
@@ -1082,8 +1089,12 @@ impl<'a> OnePass<'a> {
         let _span = tracing::info_span!("qk.upload").entered();
         let (src, layer) = (self.src, batch.layer);
         let (q, k) = (self.buffers.q.clone(), self.buffers.k.clone());
+        let (mut raw, mut values) = (
+            std::mem::take(&mut self.raw),
+            std::mem::take(&mut self.values),
+        );
         for (z, m) in batch.members.iter().enumerate() {
-            let values = src.queries_f32(layer, m.head, src.rows())?;
+            src.queries_f32_into(layer, m.head, src.rows(), &mut raw, &mut values)?;
             if !values.iter().all(|v| v.is_finite()) {
                 return Ok(false);
             }
@@ -1102,12 +1113,13 @@ impl<'a> OnePass<'a> {
                 .find(|m| m.kv_slot as usize == slot)
                 .map_or(0, |m| m.head);
             debug_assert_eq!(src.kv_head(head), kv);
-            let values = src.keys_f32(layer, head)?;
+            src.keys_f32_into(layer, head, &mut raw, &mut values)?;
             if !values.iter().all(|v| v.is_finite()) {
                 return Ok(false);
             }
             self.upload(&k, slot as u64 * self.cuts.head_k, &values);
         }
+        (self.raw, self.values) = (raw, values);
         // Sink logits in base 2; -f32::MAX (none) adds exp2(-MAX) = 0 to the denominator.
         let params = src.layer(layer);
         let table: Vec<[u32; 4]> = batch
