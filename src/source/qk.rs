@@ -425,30 +425,31 @@ impl QkSource {
         read_f32(self.k.as_ref(), layer, self.kv_head(head), 0..self.keys)
     }
 
-    /// [`QkSource::queries_f32`] into `out`, through `raw` (the stored bytes where they are not
-    /// f32): both kept by the caller across heads, so a model's uploads allocate (and fault in)
-    /// their buffers once rather than twice a head.
-    pub fn queries_f32_into(
+    /// [`QkSource::queries_f32`] into `buf`, which the caller keeps across heads.
+    pub fn queries_into<'b>(
         &self,
         layer: usize,
         head: usize,
         rows: Range<usize>,
-        raw: &mut Vec<u8>,
-        out: &mut Vec<f32>,
-    ) -> Result<()> {
-        read_f32_into(self.q.as_ref(), layer, head, rows, raw, out)
+        buf: &'b mut F32Rows,
+    ) -> Result<&'b [f32]> {
+        read_f32_into(self.q.as_ref(), layer, head, rows, buf)
     }
 
-    /// [`QkSource::keys_f32`] into `out`, as [`QkSource::queries_f32_into`].
-    pub fn keys_f32_into(
+    /// [`QkSource::keys_f32`] into `buf`, which the caller keeps across heads.
+    pub fn keys_into<'b>(
         &self,
         layer: usize,
         head: usize,
-        raw: &mut Vec<u8>,
-        out: &mut Vec<f32>,
-    ) -> Result<()> {
-        let kv = self.kv_head(head);
-        read_f32_into(self.k.as_ref(), layer, kv, 0..self.keys, raw, out)
+        buf: &'b mut F32Rows,
+    ) -> Result<&'b [f32]> {
+        read_f32_into(
+            self.k.as_ref(),
+            layer,
+            self.kv_head(head),
+            0..self.keys,
+            buf,
+        )
     }
 
     /// Reference probabilities (or logits, see [`Values`]) of computed rows `rows` in f64,
@@ -524,32 +525,42 @@ fn read_f32(
     head: usize,
     rows: Range<usize>,
 ) -> Result<Vec<f32>> {
-    let mut out = Vec::new();
-    read_f32_into(src, layer, head, rows, &mut Vec::new(), &mut out)?;
-    Ok(out)
+    let mut buf = F32Rows::default();
+    read_f32_into(src, layer, head, rows, &mut buf)?;
+    Ok(buf.values)
 }
 
-/// Rows of one head of `src` as f32 into `out` (its length set to theirs). f32 rows are read
-/// straight into `out` on little-endian machines (their stored order); others through `raw`
-/// and decoded.
-fn read_f32_into(
+/// Host buffers for reading heads of Q or K as f32 ([`QkSource::queries_into`]), kept by the
+/// caller across heads: a model's uploads allocate (and fault in) them once rather than twice
+/// a head.
+#[derive(Default)]
+pub struct F32Rows {
+    /// The stored bytes, where they are not f32.
+    raw: Vec<u8>,
+    values: Vec<f32>,
+}
+
+/// Rows of one head of `src` as f32 in `buf`. f32 rows are read straight into its values on
+/// little-endian machines (their stored order); others through its bytes and decoded.
+fn read_f32_into<'b>(
     src: &dyn AttentionSource,
     layer: usize,
     head: usize,
     rows: Range<usize>,
-    raw: &mut Vec<u8>,
-    out: &mut Vec<f32>,
-) -> Result<()> {
+    buf: &'b mut F32Rows,
+) -> Result<&'b [f32]> {
     let d = src.shape().keys;
     let dtype = src.dtype();
+    let out = &mut buf.values;
     out.resize(rows.len() * d, 0.0);
     if dtype == DType::F32 && cfg!(target_endian = "little") {
-        return src.read_rows(layer, head, rows.start, bytemuck::cast_slice_mut(out));
+        src.read_rows(layer, head, rows.start, bytemuck::cast_slice_mut(out))?;
+        return Ok(out);
     }
-    raw.resize(rows.len() * d * dtype.size(), 0);
-    src.read_rows(layer, head, rows.start, raw)?;
-    dtype.decode(raw, out);
-    Ok(())
+    buf.raw.resize(rows.len() * d * dtype.size(), 0);
+    src.read_rows(layer, head, rows.start, &mut buf.raw)?;
+    dtype.decode(&buf.raw, out);
+    Ok(out)
 }
 
 impl AttentionSource for QkSource {

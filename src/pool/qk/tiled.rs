@@ -33,7 +33,7 @@ use crate::pool::chunk::{max_chunk_bytes, ChunkTexture};
 use crate::pool::geometry::{bin_edges, bin_of, CellGeometry};
 use crate::pool::pattern_qk::{window_rows, QkPatternParams};
 use crate::pool::{Ingest, PoolRun};
-use crate::source::qk::{QkSource, Values};
+use crate::source::qk::{F32Rows, QkSource, Values};
 
 /// Query rows and keys per workgroup tile (`TQ`, `TK` in the shader).
 const TQ: usize = 64;
@@ -952,11 +952,9 @@ struct OnePass<'a> {
     base: Params,
     /// Host staging for heads whose dimension is padded, reused.
     scratch: Vec<f32>,
-    /// A head's Q or K as read (`raw`, where not f32) and as f32 (`values`), reused by every
-    /// upload: two fresh buffers a head, each faulted in, cost a fresh process more than the
-    /// copies themselves.
-    raw: Vec<u8>,
-    values: Vec<f32>,
+    /// A head's Q or K as read and as f32, reused by every upload: two fresh buffers a head,
+    /// each faulted in, cost a fresh process more than the copies themselves.
+    head_f32: F32Rows,
 }
 
 impl<'a> OnePass<'a> {
@@ -1000,8 +998,7 @@ impl<'a> OnePass<'a> {
             },
             cuts,
             scratch: Vec::new(),
-            raw: Vec::new(),
-            values: Vec::new(),
+            head_f32: F32Rows::default(),
         }
     }
 
@@ -1089,16 +1086,13 @@ impl<'a> OnePass<'a> {
         let _span = tracing::info_span!("qk.upload").entered();
         let (src, layer) = (self.src, batch.layer);
         let (q, k) = (self.buffers.q.clone(), self.buffers.k.clone());
-        let (mut raw, mut values) = (
-            std::mem::take(&mut self.raw),
-            std::mem::take(&mut self.values),
-        );
+        let mut buf = std::mem::take(&mut self.head_f32);
         for (z, m) in batch.members.iter().enumerate() {
-            src.queries_f32_into(layer, m.head, src.rows(), &mut raw, &mut values)?;
+            let values = src.queries_into(layer, m.head, src.rows(), &mut buf)?;
             if !values.iter().all(|v| v.is_finite()) {
                 return Ok(false);
             }
-            self.upload(&q, z as u64 * self.cuts.head_q, &values);
+            self.upload(&q, z as u64 * self.cuts.head_q, values);
         }
         // (the row kernel reads Q through its texture copy)
         let mut encoder = self.gpu.device.create_command_encoder(&Default::default());
@@ -1113,13 +1107,13 @@ impl<'a> OnePass<'a> {
                 .find(|m| m.kv_slot as usize == slot)
                 .map_or(0, |m| m.head);
             debug_assert_eq!(src.kv_head(head), kv);
-            src.keys_f32_into(layer, head, &mut raw, &mut values)?;
+            let values = src.keys_into(layer, head, &mut buf)?;
             if !values.iter().all(|v| v.is_finite()) {
                 return Ok(false);
             }
-            self.upload(&k, slot as u64 * self.cuts.head_k, &values);
+            self.upload(&k, slot as u64 * self.cuts.head_k, values);
         }
-        (self.raw, self.values) = (raw, values);
+        self.head_f32 = buf;
         // Sink logits in base 2; -f32::MAX (none) adds exp2(-MAX) = 0 to the denominator.
         let params = src.layer(layer);
         let table: Vec<[u32; 4]> = batch
