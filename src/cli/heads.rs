@@ -2,6 +2,7 @@
 //! input, printed as a table and written as JSON or CSV; `render --stats-json` writes the same
 //! JSON from the pass that draws the figure; `--figure` draws them as a summary figure.
 
+use std::borrow::Cow;
 use std::io::Write;
 use std::path::Path;
 
@@ -38,12 +39,15 @@ pub fn heads(args: &HeadsArgs) -> anyhow::Result<()> {
         None => attnviz::cpu::pattern::head_patterns_cpu(src.as_ref(), &options, patterns)?,
     };
     // (the lists in the order asked for; the summary figure below has every head in its place)
-    let (listed_cells, listed) = match args.sort_by {
-        Some(key) => attnviz::figure::rank::order(&stats, key, args.top)
-            .into_iter()
-            .map(|i| (cells[i], stats[i].clone()))
-            .unzip(),
-        None => (cells.clone(), stats.clone()),
+    let (listed_cells, listed): (Cow<[_]>, Cow<[_]>) = match args.sort_by {
+        Some(key) => {
+            let (c, s): (Vec<_>, Vec<_>) = attnviz::figure::rank::order(&stats, key, args.top)
+                .into_iter()
+                .map(|i| (cells[i], stats[i].clone()))
+                .unzip();
+            (c.into(), s.into())
+        }
+        None => (cells.as_slice().into(), stats.as_slice().into()),
     };
     print_table(&listed_cells, &listed);
     if let Some(path) = &args.json {

@@ -28,7 +28,7 @@ struct Phase {
 
 type Phases = Arc<Mutex<Vec<Phase>>>;
 
-/// The installed collector; [`Timings::print`] writes the tree on stderr.
+/// The installed collector; [`Timings::report`] is the tree it has gathered.
 pub struct Timings {
     phases: Phases,
     start: Instant,

@@ -193,7 +193,7 @@ impl ColorizedCells {
                     pass.dispatch_workgroups(x, y, z);
                 }
             }
-            gpu.queue.submit([encoder.finish()]);
+            gpu.submit([encoder.finish()]);
             Ok(())
         })
     }

@@ -205,7 +205,7 @@ fn run(
             drop(pass);
             keep.push(params);
         }
-        gpu.queue.submit([encoder.finish()]);
+        gpu.submit([encoder.finish()]);
         gpu.read_buffer(&buffers.out, 0, buffers.out_size)
     })
 }

@@ -181,7 +181,7 @@ pub(crate) fn render_rgba_over(
                     o.draw_over(gpu, pipe, &mut encoder, &target.view, (tw, th))?;
                 }
                 target.copy_out(&mut encoder);
-                gpu.queue.submit([encoder.finish()]);
+                gpu.submit([encoder.finish()]);
                 Ok(())
             })?;
             tracing::info_span!("export.readback")

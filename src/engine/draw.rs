@@ -138,7 +138,7 @@ impl Engine {
                 o.compositor
                     .draw_over(gpu, &pipe, &mut encoder, target, size)?;
             }
-            Ok(gpu.queue.submit([encoder.finish()]))
+            Ok(gpu.submit([encoder.finish()]))
         })
     }
 

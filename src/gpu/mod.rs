@@ -314,6 +314,17 @@ impl Gpu {
         }
     }
 
+    /// Submits command buffers to the queue, in a `queue.submit` span (`--timings`): some
+    /// drivers' submit waits for the submission before it (lavapipe's), which then shows as
+    /// the calling phase's time there rather than nowhere.
+    pub fn submit<I: IntoIterator<Item = wgpu::CommandBuffer>>(
+        &self,
+        commands: I,
+    ) -> wgpu::SubmissionIndex {
+        let _span = tracing::info_span!("queue.submit").entered();
+        self.queue.submit(commands)
+    }
+
     /// Copies `size` bytes at `offset` of `buffer` (COPY_SRC) back to the host.
     pub fn read_buffer(&self, buffer: &wgpu::Buffer, offset: u64, size: u64) -> Result<Vec<u8>> {
         let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
@@ -324,7 +335,7 @@ impl Gpu {
         });
         let mut encoder = self.device.create_command_encoder(&Default::default());
         encoder.copy_buffer_to_buffer(buffer, offset, &staging, 0, size);
-        self.queue.submit([encoder.finish()]);
+        self.submit([encoder.finish()]);
         let bytes = self.map_read(&staging)?;
         Ok(bytes)
     }

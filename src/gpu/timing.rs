@@ -194,7 +194,7 @@ impl Gpu {
         let mut encoder = self.device.create_command_encoder(&Default::default());
         encoder.resolve_query_set(&timer.set, 0..queries, &timer.resolve, 0);
         encoder.copy_buffer_to_buffer(&timer.resolve, 0, &timer.read, 0, bytes);
-        self.queue.submit([encoder.finish()]);
+        self.submit([encoder.finish()]);
         let stamps: Vec<u64> = self.map_read_with(&timer.read, bytes, |b| {
             bytemuck::pod_collect_to_vec::<u8, u64>(b)
         })?;

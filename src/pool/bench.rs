@@ -56,7 +56,7 @@ impl UploadBench {
             let mut encoder = gpu.device.create_command_encoder(&Default::default());
             self.texture
                 .copy_from(&mut encoder, &slot.host, 0, n.next_multiple_of(16) as u64);
-            let submission = gpu.queue.submit([encoder.finish()]);
+            let submission = gpu.submit([encoder.finish()]);
             slot.remap(submission);
             sent += n as u64;
             i += 1;
@@ -159,7 +159,7 @@ impl FmaProbe {
             pass.dispatch_workgroups(groups.0, groups.1, 1);
         }
         let start = std::time::Instant::now();
-        gpu.queue.submit([encoder.finish()]);
+        gpu.submit([encoder.finish()]);
         gpu.wait()?;
         Ok(start.elapsed().as_secs_f64())
     }

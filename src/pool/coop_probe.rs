@@ -159,7 +159,7 @@ impl CoopProbe {
         let mut clear = gpu.device.create_command_encoder(&Default::default());
         clear.clear_buffer(&self.tiles, 0, None);
         clear.clear_buffer(&self.subgroups, 0, None);
-        gpu.queue.submit([clear.finish()]);
+        gpu.submit([clear.finish()]);
         gpu.wait()?;
         let mut encoder = gpu.device.create_command_encoder(&Default::default());
         {
@@ -169,7 +169,7 @@ impl CoopProbe {
             pass.dispatch_workgroups(groups, 1, 1);
         }
         let start = std::time::Instant::now();
-        gpu.queue.submit([encoder.finish()]);
+        gpu.submit([encoder.finish()]);
         gpu.wait()?;
         let seconds = start.elapsed().as_secs_f64();
         let subgroups = gpu.read_buffer(&self.subgroups, 0, 4)?;

@@ -167,5 +167,5 @@ fn subtract(gpu: &Gpu, pipe: &DiffPipeline, block: &Block, elems: u32) {
         let (x, y) = dispatch_1d(elems, 256, gpu.limits.max_compute_workgroups_per_dimension);
         pass.dispatch_workgroups(x, y, 1);
     }
-    gpu.queue.submit([encoder.finish()]);
+    gpu.submit([encoder.finish()]);
 }

@@ -297,7 +297,7 @@ impl Ingest<'_> {
             done += n;
             self.write_params(&[piece]);
             self.record(&mut encoder, &[piece], &bind_group, pattern.as_ref());
-            self.gpu.queue.submit([encoder.finish()]);
+            self.gpu.submit([encoder.finish()]);
         }
         self.consumed += (rows * self.row_bytes) as u64;
         Ok(())
@@ -323,7 +323,7 @@ impl Ingest<'_> {
         for g in &mut self.groups {
             g.set_aside_zeros(gpu, &mut encoder, (g.cells * px * 4) as u64);
         }
-        gpu.queue.submit([encoder.finish()]);
+        gpu.submit([encoder.finish()]);
         self.bind_groups = (0..self.groups.len()).map(|g| self.bind_group(g)).collect();
         self.zeros_ready = true;
     }
@@ -353,7 +353,7 @@ impl Ingest<'_> {
                     dispatch_1d(total, 256, gpu.limits.max_compute_workgroups_per_dimension);
                 pass.dispatch_workgroups(x, y, 1);
             }
-            gpu.queue.submit([encoder.finish()]);
+            gpu.submit([encoder.finish()]);
         }
         Ok(())
     }

@@ -230,7 +230,7 @@ fn cleared_groups(
         encoder.clear_buffer(&g.accum, 0, None);
         encoder.clear_buffer(&g.flags, 0, None);
     }
-    gpu.queue.submit([encoder.finish()]);
+    gpu.submit([encoder.finish()]);
     groups
 }
 
@@ -584,8 +584,7 @@ impl<'g> Ingest<'g> {
             self.record(&mut encoder, &pieces, &self.bind_groups[g], pattern);
         }
         self.pieces = pieces;
-        let submission =
-            tracing::info_span!("queue.submit").in_scope(|| gpu.queue.submit([encoder.finish()]));
+        let submission = gpu.submit([encoder.finish()]);
         self.slots[s].remap(submission);
         self.pieces.clear();
         self.used = 0;

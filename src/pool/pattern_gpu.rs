@@ -306,7 +306,7 @@ impl PatternPass {
         for b in pixels.iter().chain(&profiles) {
             encoder.clear_buffer(b, 0, None);
         }
-        gpu.queue.submit([encoder.finish()]);
+        gpu.submit([encoder.finish()]);
         Ok(PatternPass {
             params: crate::gpu::storage_buffer_init(
                 device,
@@ -422,7 +422,7 @@ impl PatternPass {
                 pass.dispatch_workgroups(1, 1, cells as u32);
             }
         }
-        gpu.queue.submit([encoder.finish()]);
+        gpu.submit([encoder.finish()]);
         let words = profile_words(self.queries, self.keys);
         let mut out = Vec::new();
         for (g, &cells) in group_cells.iter().enumerate() {

@@ -270,7 +270,7 @@ impl Ingest<'_> {
             p.dispatch_workgroups(self.keys.div_ceil(WORKGROUP_KEYS) as u32, 1, 1);
             pattern.record_sums(gpu, pipes, &mut p, &[piece]);
         }
-        gpu.queue.submit([encoder.finish()]);
+        gpu.submit([encoder.finish()]);
     }
 }
 

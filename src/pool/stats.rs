@@ -81,7 +81,7 @@ pub(crate) fn head_stats(
         }
         keep.push(params_buf);
     }
-    gpu.queue.submit([encoder.finish()]);
+    gpu.submit([encoder.finish()]);
     let bytes = gpu.read_buffer(
         &stats_buf,
         0,

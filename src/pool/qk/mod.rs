@@ -401,7 +401,7 @@ impl<'a> HeadPasses<'a> {
             .write_buffer(target, 0, bytemuck::cast_slice(data));
         let mut encoder = gpu.device.create_command_encoder(&Default::default());
         tex.copy_from(&mut encoder, target, 0, (n * padded * 4) as u64);
-        gpu.queue.submit([encoder.finish()]);
+        gpu.submit([encoder.finish()]);
     }
 
     /// Writes the parameters for computed rows `rows`; they take effect at the next
@@ -455,14 +455,14 @@ impl<'a> HeadPasses<'a> {
                     pass.set_pipeline(&self.kernels.row_stats);
                     pass.dispatch_workgroups((group.len() as u32).div_ceil(WG), 1, 1);
                 }
-                self.gpu.queue.submit([encoder.finish()]);
+                self.gpu.submit([encoder.finish()]);
             }
         }
         // The probabilities read the statistics through their texture copy.
         let mut encoder = self.gpu.device.create_command_encoder(&Default::default());
         self.stats_tex
             .copy_from(&mut encoder, &self.stats, 0, self.stats.size());
-        self.gpu.queue.submit([encoder.finish()]);
+        self.gpu.submit([encoder.finish()]);
     }
 
     /// Records the probabilities of computed rows `rows` (their statistics already computed),
@@ -582,7 +582,7 @@ pub(crate) fn pool_qk(
                 let n = step.min(s.queries - row);
                 let mut encoder = gpu.device.create_command_encoder(&Default::default());
                 passes.encode_block(&mut encoder, row..row + n, 0);
-                gpu.queue.submit([encoder.finish()]);
+                gpu.submit([encoder.finish()]);
                 ingest.pool_resident(i, row, n, &chunk, 0)?;
                 row += n;
                 if let Some(p) = progress {
@@ -703,7 +703,7 @@ impl<'a> QkReader<'a> {
                         (done * row_bytes) as u64,
                         (n * row_bytes) as u64,
                     );
-                    gpu.queue.submit([encoder.finish()]);
+                    gpu.submit([encoder.finish()]);
                     done += n;
                 }
                 if done == rows.len() {
@@ -717,7 +717,7 @@ impl<'a> QkReader<'a> {
             let mut encoder = gpu.device.create_command_encoder(&Default::default());
             passes.encode_block(&mut encoder, rows.clone(), 0);
             encoder.copy_buffer_to_buffer(out, 0, &readback, 0, bytes as u64);
-            gpu.queue.submit([encoder.finish()]);
+            gpu.submit([encoder.finish()]);
             gpu.map_read_into(&self.readback, dst)
         })
     }

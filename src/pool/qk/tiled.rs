@@ -930,7 +930,7 @@ impl RunBuffers {
         for t in std::iter::once(&self.q_tex).chain(&self.probs_tex) {
             t.prime(&mut encoder, &self.inter);
         }
-        tracing::info_span!("queue.submit").in_scope(|| gpu.queue.submit([encoder.finish()]));
+        gpu.submit([encoder.finish()]);
     }
 }
 
@@ -1098,7 +1098,7 @@ impl<'a> OnePass<'a> {
         let mut encoder = self.gpu.device.create_command_encoder(&Default::default());
         let bytes = batch.members.len() as u64 * self.cuts.head_q;
         self.buffers.q_tex.copy_from(&mut encoder, &q, 0, bytes);
-        tracing::info_span!("queue.submit").in_scope(|| self.gpu.queue.submit([encoder.finish()]));
+        self.gpu.submit([encoder.finish()]);
         for (slot, &kv) in batch.kv_heads.iter().enumerate() {
             // Any query head of the group names its key head.
             let head = batch
@@ -1339,8 +1339,7 @@ impl<'a> OnePass<'a> {
                     }
                 }
                 drop(pass);
-                tracing::info_span!("queue.submit")
-                    .in_scope(|| gpu.queue.submit([encoder.finish()]));
+                gpu.submit([encoder.finish()]);
                 return;
             }
         };
@@ -1351,7 +1350,7 @@ impl<'a> OnePass<'a> {
             pass.set_pipeline(fold);
             pass.dispatch_workgroups(self.geometry.pooled_w.div_ceil(64), y1 - y0 + 1, members);
         }
-        tracing::info_span!("queue.submit").in_scope(|| gpu.queue.submit([encoder.finish()]));
+        gpu.submit([encoder.finish()]);
     }
 }
 
