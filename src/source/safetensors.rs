@@ -142,8 +142,8 @@ fn select(meta: &Metadata, wanted: Option<&str>) -> Result<Selected, String> {
         // A capture (`attnviz.capture`, `attnviz synth-qk`): picking q or k with --tensor would
         // draw the queries themselves as if they were attention.
         return Err(
-            "file holds queries and keys (tensors q and k), not attention: \
-                    recompute its attention with --q FILE"
+            "file holds queries and keys (tensors q and k), not attention: give it \
+                    as --q FILE (render, view, heads, attention), or as an input of diff"
                 .into(),
         );
     }
