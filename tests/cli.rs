@@ -492,6 +492,45 @@ fn figure_names_must_say_png_or_svg() {
     }
 }
 
+/// The tensor writers refuse names that would lie about what the file holds: `synth` and
+/// `attention` write raw values under any name but `.npy`/`.safetensors`, but not under a
+/// figure's (`.png`: most likely `render`'s `-o`); `synth-qk` writes safetensors only, so its
+/// name must say so. Exit 2, one line, nothing written; `.bin` stays raw values.
+#[test]
+fn tensor_outputs_refuse_names_of_other_formats() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
+    let qk = p("qk.safetensors");
+    let o = attnviz(&["synth-qk", "--seq", "16", "--dim", "8", "-o", &qk]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let refused: [(Vec<&str>, &str, &str); 3] = [
+        (
+            vec!["synth", "--seq", "16"],
+            "s.PNG",
+            "not as .png (figures come from render)",
+        ),
+        (vec!["attention", "--q", &qk], "a.svg", "not as .svg"),
+        (
+            vec!["synth-qk", "--seq", "16", "--dim", "8"],
+            "q.npy",
+            "name it .safetensors",
+        ),
+    ];
+    for (args, name, says) in refused {
+        let out = p(name);
+        let o = attnviz(&[&args[..], &["-o", &out]].concat());
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(name) && err.contains(says), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(!Path::new(&out).exists(), "{out}");
+    }
+    let raw = p("a.bin");
+    let o = attnviz(&["attention", "--q", &qk, "-o", &raw]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::metadata(&raw).unwrap().len(), 16 * 16 * 4);
+}
+
 /// The publication options end to end: SVG with one image per cell, layout JSON, tokens,
 /// a transparent ground, and one-line errors (exit 2) for bad values.
 #[test]

@@ -272,3 +272,21 @@ fn sorted_and_topped_lists_are_the_highest_heads_of_the_full_run() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("--sort-by"));
 }
+
+/// The statistics are of probabilities: `heads --values logits` is refused as `render
+/// --values logits --stats-json` is, on both backends, rather than reporting "masses" and an
+/// "entropy" of logits.
+#[test]
+fn heads_of_logits_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let qk = dir.path().join("qk.safetensors");
+    let qk = qk.to_str().unwrap();
+    ok(&attnviz(&["synth-qk", "--seq", "16", "--dim", "8", "-o", qk]));
+    for backend in ["auto", "cpu"] {
+        let o = attnviz(&["heads", "--q", qk, "--values", "logits", "--backend", backend]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{backend}: {err}");
+        assert!(err.contains("defined on probabilities"), "{err}");
+        assert!(o.stdout.is_empty());
+    }
+}

@@ -5,7 +5,9 @@
 use attnviz::engine::qk_rows::GpuRows;
 use attnviz::files::check_writable;
 use attnviz::source::qk_synth::QkSpec;
-use attnviz::source::{write_tensor, AttentionSource, Pattern, Synth, SynthSpec};
+use attnviz::source::{
+    check_tensor_path, write_tensor, AttentionSource, Pattern, Synth, SynthSpec,
+};
 use attnviz::DType;
 
 use super::args::{AttentionArgs, SynthArgs, SynthQkArgs};
@@ -13,7 +15,7 @@ use super::progress::ProgressBar;
 
 /// `attnviz synth`.
 pub fn synth(args: &SynthArgs) -> anyhow::Result<()> {
-    check_writable(&args.output)?;
+    check_tensor_path(&args.output)?;
     let spec = SynthSpec {
         seq: args.seq,
         layers: args.layers,
@@ -70,7 +72,7 @@ pub fn synth_qk(args: &SynthQkArgs) -> anyhow::Result<()> {
 /// `attnviz attention`: the probabilities render would pool, on the GPU unless `--backend cpu`
 /// (or no adapter) leaves the CPU reference to compute them.
 pub fn attention(args: &AttentionArgs) -> anyhow::Result<()> {
-    check_writable(&args.output)?;
+    check_tensor_path(&args.output)?;
     let src = args.qk.open(args.causal)?.expect("clap requires --q");
     let engine = args.backend.engine()?;
     let bar = ProgressBar::new(false, "computing");

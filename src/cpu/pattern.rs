@@ -114,7 +114,7 @@ pub fn head_patterns_cpu(
     options: &RenderOptions,
     patterns: PatternOptions,
 ) -> Result<CellPatterns> {
-    let plan = Plan::new(source, options)?;
+    let plan = Plan::new(source, &options.with_patterns(patterns))?;
     let sums = pattern_cells(source, &plan.cells, patterns, plan.pool)?;
     Ok((plan.cells, sums.iter().map(PatternSums::finish).collect()))
 }

@@ -555,7 +555,7 @@ impl Engine {
         options: &RenderOptions,
         patterns: PatternOptions,
     ) -> Result<CellPatterns> {
-        let plan = Plan::new(source, options)?;
+        let plan = Plan::new(source, &options.with_patterns(patterns))?;
         let s = source.shape();
         let geometry = CellGeometry::new(s.queries, s.keys, Some(16))?;
         // (the pooled cells are not read: stored attention goes to the statistics alone)

@@ -91,6 +91,17 @@ impl Default for RenderOptions {
     }
 }
 
+impl RenderOptions {
+    /// These options with the head statistics `patterns` asked for: what `attnviz heads` plans
+    /// with, so that it is checked as `--stats-json` is (never on logits).
+    pub fn with_patterns(&self, patterns: PatternOptions) -> RenderOptions {
+        RenderOptions {
+            patterns: Some(patterns),
+            ..self.clone()
+        }
+    }
+}
+
 /// The resolved plan: which heads go where, at what size.
 #[derive(Clone, Debug)]
 pub struct Plan {
@@ -179,7 +190,7 @@ impl Plan {
             }
             if options.patterns.is_some() || options.sort_by.is_some() {
                 return Err(Error::BadOption(
-                    "the head statistics are defined on probabilities: drop --values logits or --stats-json".into(),
+                    "the head statistics (attnviz heads, --stats-json, --sort-by) are defined on probabilities: drop --values logits".into(),
                 ));
             }
         }

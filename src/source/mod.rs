@@ -22,7 +22,7 @@ pub use diff::{subtract, DiffSource};
 pub use file::FileTensor;
 pub(crate) use synth::unit;
 pub use synth::{encode, Pattern, Planted, Synth, SynthSpec};
-pub use write::write_tensor;
+pub use write::{check_tensor_path, write_tensor};
 
 use crate::error::{Error, Result};
 

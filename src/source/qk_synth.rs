@@ -122,7 +122,20 @@ impl QkSpec {
     }
 
     /// Writes tensors `q` and `k` into one .safetensors file (F32, F16 or BF16), atomically.
+    /// The name must say `.safetensors`: the readers go by it (safetensors bytes named `.npy`
+    /// would be read as a broken `.npy`).
     pub fn write(&self, path: &Path, dtype: DType) -> Result<()> {
+        let safetensors = path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("safetensors"));
+        if !safetensors {
+            return Err(Error::BadInput {
+                path: path.to_path_buf(),
+                message: "queries and keys are written as one .safetensors file (tensors q and \
+                          k): name it .safetensors"
+                    .into(),
+            });
+        }
         let (q, k) = self.generate()?;
         let shape = |heads| vec![self.layers, heads, self.seq, self.dim];
         let encode = |v: &[f32]| -> Vec<u8> {

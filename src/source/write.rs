@@ -11,6 +11,31 @@ use crate::files::write_atomic;
 
 const BLOCK_BYTES: usize = 16 << 20;
 
+/// Extensions of figure formats, which a tensor is never written under.
+const FIGURE_EXTENSIONS: [&str; 11] = [
+    "png", "svg", "jpg", "jpeg", "gif", "webp", "tif", "tiff", "bmp", "pdf", "eps",
+];
+
+/// Fails, before any work, where `path` is not writable or names a figure format (`.png`,
+/// `.svg`, `.jpg`, …): [`write_tensor`] writes raw values under any name but `.npy` and
+/// `.safetensors`, and raw values under an image's name lie about what the file holds (most
+/// likely, `render`'s `-o` given to `synth` or `attention`).
+pub fn check_tensor_path(path: &Path) -> Result<()> {
+    let ext = path
+        .extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase());
+    if let Some(ext) = ext.filter(|e| FIGURE_EXTENSIONS.contains(&e.as_str())) {
+        return Err(Error::BadInput {
+            path: path.to_path_buf(),
+            message: format!(
+                "a tensor is written as .npy, .safetensors or raw values, not as .{ext} (figures \
+                 come from render)"
+            ),
+        });
+    }
+    crate::files::check_writable(path)
+}
+
 /// Writes every head of `source` to `path`; the format follows the extension (`.npy`,
 /// `.safetensors`, anything else: raw little-endian values). `progress` hears bytes written.
 pub fn write_tensor(
