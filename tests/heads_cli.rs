@@ -281,9 +281,19 @@ fn heads_of_logits_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let qk = dir.path().join("qk.safetensors");
     let qk = qk.to_str().unwrap();
-    ok(&attnviz(&["synth-qk", "--seq", "16", "--dim", "8", "-o", qk]));
+    ok(&attnviz(&[
+        "synth-qk", "--seq", "16", "--dim", "8", "-o", qk,
+    ]));
     for backend in ["auto", "cpu"] {
-        let o = attnviz(&["heads", "--q", qk, "--values", "logits", "--backend", backend]);
+        let o = attnviz(&[
+            "heads",
+            "--q",
+            qk,
+            "--values",
+            "logits",
+            "--backend",
+            backend,
+        ]);
         let err = String::from_utf8_lossy(&o.stderr);
         assert_eq!(o.status.code(), Some(2), "{backend}: {err}");
         assert!(err.contains("defined on probabilities"), "{err}");

@@ -438,9 +438,10 @@ fn mismatched_q_and_k_fail_with_one_line() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("--queries 9..4"));
     // The capture given as attention (no --q): said so, rather than "pick a tensor", which
-    // would draw the queries themselves as attention.
+    // would draw the queries themselves as attention (`info` describes a capture instead:
+    // tests/qk_capture.rs).
     let (capture, png) = (p("a.safetensors"), p("x.png"));
-    for cmd in ["render", "heads", "info"] {
+    for cmd in ["render", "heads"] {
         let mut args = vec![cmd, capture.as_str()];
         if cmd == "render" {
             args.extend(["-o", png.as_str()]);

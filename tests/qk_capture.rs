@@ -315,6 +315,21 @@ fn capture_files_carry_their_metadata_and_bad_metadata_is_one_line() {
         json.contains("sliding window 4 in layer 1"),
         "caption: {json}"
     );
+    // `info` describes a capture rather than refusing it (it holds no attention to sum up)
+    let o = Command::new(cli).arg("info").arg(&good).output().unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for line in [
+        "shape:   2 layers, 2 query heads, 1 key heads, 12 queries, 12 keys, head dimension 8",
+        "model:   M",
+        "tokens:  12",
+        "mask:    causal, as the capture says",
+        "also:    sliding window 4 in layer 1; softcap 3 in layer 2; sink logits in layer 2",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line:?} in {text}");
+    }
+    assert!(text.contains("holds:   queries and keys (a capture)"), "{text}");
+    assert!(text.contains("scale:   0.2, "), "{text}");
 
     for (name, json, want) in [
         (

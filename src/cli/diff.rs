@@ -9,11 +9,11 @@ use std::path::Path;
 use attnviz::engine::qk_rows::GpuRows;
 use attnviz::files::check_figure_path;
 use attnviz::source::qk::{QkOptions, QkSource};
-use attnviz::source::{self, DiffSource, OpenOptions};
+use attnviz::source::DiffSource;
 use attnviz::{AttentionSource, Colormap, Engine, Reduce, RenderOptions};
 
 use super::args::{DiffArgs, Style};
-use super::options::read_tokens;
+use super::options::{is_capture, read_tokens};
 use super::render::{check_tokens, open_tensor, render_to};
 
 /// One side of the difference as opened.
@@ -48,19 +48,7 @@ pub fn diff(args: &DiffArgs) -> anyhow::Result<()> {
 /// A capture when the file is a `.safetensors` holding tensors `q` and `k` (and no --tensor
 /// was asked for), else an attention tensor as `render` reads it.
 fn open(path: &Path, args: &DiffArgs) -> anyhow::Result<Input> {
-    let st = path
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("safetensors"));
-    let named = |name: &str| {
-        source::open(
-            path,
-            &OpenOptions {
-                tensor: Some(name.into()),
-            },
-        )
-        .is_ok()
-    };
-    if st && args.tensor.is_none() && named("q") && named("k") {
+    if args.tensor.is_none() && is_capture(path) {
         return Ok(Input::Qk(QkSource::open(
             path,
             None,

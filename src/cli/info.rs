@@ -1,14 +1,22 @@
 //! `attnviz info`: what a tensor file holds and per-head statistics, computed the way render
 //! pools it, so the numbers match the figure's colour limits.
 
+use std::path::Path;
+
 use attnviz::pool::geometry::CellGeometry;
+use attnviz::source::qk::{QkOptions, QkSource};
 use attnviz::source::{self, OpenOptions};
 use attnviz::{AttentionSource, Engine, HeadStats};
 
 use super::args::InfoArgs;
+use super::options::is_capture;
 
-/// `attnviz info`: the header lines, then one table row per head.
+/// `attnviz info`: the header lines, then one table row per head; for a Q/K capture, what it
+/// holds and how its attention would be recomputed (its statistics would need that done).
 pub fn info(args: &InfoArgs) -> anyhow::Result<()> {
+    if args.tensor.is_none() && is_capture(&args.input) {
+        return capture_info(&args.input);
+    }
     let options = OpenOptions {
         tensor: args.tensor.clone(),
     };
@@ -26,6 +34,57 @@ pub fn info(args: &InfoArgs) -> anyhow::Result<()> {
     );
     let stats = head_stats(&src, engine.as_ref())?;
     print_table(&stats, s.heads);
+    Ok(())
+}
+
+/// A capture's shapes, model, tokens and per-layer settings, as `render --q` would resolve them.
+fn capture_info(path: &Path) -> anyhow::Result<()> {
+    let src = QkSource::open(path, None, &QkOptions::default())?;
+    let s = src.shape();
+    let kv_heads = (0..s.heads)
+        .map(|h| src.kv_head(h))
+        .max()
+        .map_or(0, |h| h + 1);
+    println!("file:    {}", path.display());
+    println!(
+        "holds:   queries and keys (a capture): render, view, heads and attention recompute its \
+         attention with --q FILE, diff takes it as an input"
+    );
+    println!(
+        "shape:   {} layers, {} query heads, {kv_heads} key heads, {} queries, {} keys, head \
+         dimension {}",
+        s.layers,
+        s.heads,
+        s.queries,
+        src.all_keys(),
+        src.dim()
+    );
+    if let Some(meta) = src.meta() {
+        if let Some(model) = &meta.model {
+            println!("model:   {model}");
+        }
+        if let Some(tokens) = &meta.tokens {
+            println!("tokens:  {}", tokens.len());
+        }
+    }
+    // (the capture's own word on it, as `render --q` takes it)
+    let mask = if src.causal() {
+        "causal, as the capture says"
+    } else {
+        "none unless --causal is given"
+    };
+    println!("mask:    {mask}");
+    let scales: Vec<String> = (0..s.layers)
+        .map(|l| format!("{}", src.layer(l).scale))
+        .collect();
+    let same = scales.windows(2).all(|w| w[0] == w[1]);
+    match (same, scales.first()) {
+        (true, Some(scale)) => println!("scale:   {scale} in every layer"),
+        _ => println!("scale:   {} (layers 1-{})", scales.join(", "), s.layers),
+    }
+    if let Some(applied) = src.applied() {
+        println!("also:    {applied}");
+    }
     Ok(())
 }
 

@@ -133,6 +133,20 @@ impl Backend {
 }
 
 /// Reads a token file: one token per line.
+/// Whether `path` is a Q/K capture: a `.safetensors` file holding tensors `q` and `k`, as
+/// `attnviz.capture` and `attnviz synth-qk` write them (`diff` recomputes its attention, `info`
+/// describes it).
+pub fn is_capture(path: &Path) -> bool {
+    let st = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("safetensors"));
+    let named = |name: &str| {
+        let tensor = Some(name.into());
+        attnviz::source::open(path, &attnviz::source::OpenOptions { tensor }).is_ok()
+    };
+    st && named("q") && named("k")
+}
+
 pub fn read_tokens(path: &Path) -> anyhow::Result<Vec<String>> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::Io {
         path: path.to_path_buf(),
