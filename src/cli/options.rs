@@ -132,7 +132,6 @@ impl Backend {
     }
 }
 
-/// Reads a token file: one token per line.
 /// Whether `path` is a Q/K capture: a `.safetensors` file holding tensors `q` and `k`, as
 /// `attnviz.capture` and `attnviz synth-qk` write them (`diff` recomputes its attention, `info`
 /// describes it).
@@ -147,6 +146,7 @@ pub fn is_capture(path: &Path) -> bool {
     st && named("q") && named("k")
 }
 
+/// Reads a token file: one token per line.
 pub fn read_tokens(path: &Path) -> anyhow::Result<Vec<String>> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::Io {
         path: path.to_path_buf(),
