@@ -328,7 +328,10 @@ fn capture_files_carry_their_metadata_and_bad_metadata_is_one_line() {
     ] {
         assert!(text.lines().any(|l| l == line), "{line:?} in {text}");
     }
-    assert!(text.contains("holds:   queries and keys (a capture)"), "{text}");
+    assert!(
+        text.contains("holds:   queries and keys (a capture)"),
+        "{text}"
+    );
     assert!(text.contains("scale:   0.2, "), "{text}");
 
     for (name, json, want) in [
