@@ -136,14 +136,11 @@ impl Backend {
 /// `attnviz.capture` and `attnviz synth-qk` write them (`diff` recomputes its attention, `info`
 /// describes it).
 pub fn is_capture(path: &Path) -> bool {
-    let st = path
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("safetensors"));
     let named = |name: &str| {
         let tensor = Some(name.into());
         attnviz::source::open(path, &attnviz::source::OpenOptions { tensor }).is_ok()
     };
-    st && named("q") && named("k")
+    attnviz::source::safetensors::is_safetensors(path) && named("q") && named("k")
 }
 
 /// Reads a token file: one token per line.

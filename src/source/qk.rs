@@ -269,9 +269,7 @@ impl QkSource {
             source::open(path, &named(role))
                 .or_else(|_| source::open(path, &OpenOptions::default()))
         };
-        let is_st = q
-            .extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("safetensors"));
+        let is_st = source::safetensors::is_safetensors(q);
         let (qt, kt) = match k {
             Some(k) if is_st => (pick(q, "q")?, pick(k, "k")?),
             Some(k) => (source::open(q, &OpenOptions::default())?, pick(k, "k")?),

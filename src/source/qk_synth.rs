@@ -125,10 +125,7 @@ impl QkSpec {
     /// The name must say `.safetensors`: the readers go by it (safetensors bytes named `.npy`
     /// would be read as a broken `.npy`).
     pub fn write(&self, path: &Path, dtype: DType) -> Result<()> {
-        let safetensors = path
-            .extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("safetensors"));
-        if !safetensors {
+        if !crate::source::safetensors::is_safetensors(path) {
             return Err(Error::BadInput {
                 path: path.to_path_buf(),
                 message: "queries and keys are written as one .safetensors file (tensors q and \

@@ -40,6 +40,13 @@ pub(crate) fn open(path: &Path, tensor: Option<&str>) -> Result<FileTensor> {
     Ok(FileTensor::new(path, file, layout))
 }
 
+/// Whether `path` is named as a `.safetensors` file (in any case): what the readers and the
+/// Q/K writer go by.
+pub fn is_safetensors(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("safetensors"))
+}
+
 /// The capture metadata (`attnviz.capture`'s JSON, see [`qk_meta`](super::qk_meta)) in the
 /// header of the `.safetensors` file at `path`; `None` when the file has none. Only the header
 /// is read, after its declared length is checked against the file.
