@@ -375,14 +375,18 @@ def heads(
     softcap=None,
     backend="auto",
     figure=None,
+    sort_by=None,
+    top=None,
+    as_array=False,
 ):
     """Which heads matter: every selected head's pattern statistics, as ``attnviz heads --json``
     computes them in one pass over the input, returned as a list of dicts (layer and head
     1-based): ``sink_mass``, ``local_mass``, ``entropy``, ``mean_distance``, ``max``,
     ``argmax`` [q, k], ``top_keys`` and ``top_offsets`` ([[index, mass], ...]),
     ``row_sum_mean``, ``pattern`` (sink, local, vertical-slash, block-sparse or mixed),
-    ``recalls`` and ``non_finite``. Sort them as you like:
-    ``sorted(attnviz.heads(out.attentions), key=lambda h: -h["sink_mass"])[:10]``.
+    ``recalls`` and ``non_finite``; or, with ``as_array=True``, as a numpy structured array with
+    one record per head (see below). ``attnviz.heads(out.attentions, sort_by="sink_mass",
+    top=10)`` lists the ten heads with the most sink mass, highest first.
 
     attn: what :func:`render` takes (arrays, HF ``outputs.attentions``); or queries with ``k``
         the keys, or an :class:`attnviz.Capture` (its windows, softcaps and sinks apply), whose
@@ -392,10 +396,25 @@ def heads(
     figure: also write the summary figure ``attnviz heads --figure`` draws to this file (PNG,
         or SVG when it ends in ``.svg``): one layer × head heatmap per statistic (sink_mass,
         local_mass, entropy, mean_distance, max, row_sum_mean), each with its colorbar.
+        It keeps every head in its place, whatever ``sort_by`` and ``top`` list.
+    sort_by: list the heads highest first by one of ``sink_mass``, ``local_mass``,
+        ``entropy``, ``mean_distance``, ``max`` or ``row_sum_mean`` (ties and NaN keep layer
+        and head order, NaN last), as ``attnviz heads --sort-by`` does. top: with ``sort_by``,
+        only the N highest.
+    as_array: return a numpy structured array, one record per head, with the fields of
+        ``attnviz heads --csv`` (``layer``, ``head``, the scalar statistics, ``argmax`` as two
+        ints, ``pattern``, ``recall_a_shape``, ``recall_vertical_slash``,
+        ``recall_block_sparse``, ``non_finite``) and the top lists as fixed-size fields:
+        ``top_keys`` and ``top_offsets`` (int64, 8 each) with their masses in ``top_keys_mass``
+        and ``top_offsets_mass`` (float64). A head with fewer than 8 columns or diagonals with
+        mass pads its lists with index 0 and mass NaN; a head with no finite entry has ``max``
+        NaN and ``argmax`` (-1, -1). Filter and sort with numpy:
+        ``h = attnviz.heads(attn, as_array=True); h[h["sink_mass"] > 0.5]``,
+        ``np.sort(h, order="entropy")``.
     """
     _headless()
     options = _options(dict(layers=layers, heads=heads, causal=causal, sink_keys=sink_keys,
-                            window=window, backend=backend))
+                            window=window, backend=backend, sort_by=sort_by, top=top))
     figure = _path(figure)
     if isinstance(attn, Capture) or k is not None:
         qk = _qk_options(dict(queries=queries, softmax_scale=softmax_scale,
@@ -406,7 +425,48 @@ def heads(
         arrays, stacked, bf16 = _prepare(attn, batch)
         doc, warning = _attnviz._heads(arrays, stacked, bf16, options, figure)
     _warn_cpu(warning)
-    return json.loads(doc)["heads"]
+    doc = json.loads(doc)
+    if as_array:
+        return _heads_array(doc["heads"], doc["options"]["top"])
+    return doc["heads"]
+
+
+# The record of attnviz.heads(as_array=True): attnviz heads --csv's columns, in its order, with
+# the top lists as fixed-size fields (the longest pattern label is "vertical-slash").
+_HEAD_SCALARS = ("sink_mass", "local_mass", "entropy", "mean_distance", "max")
+_RECALLS = ("a_shape", "vertical_slash", "block_sparse")
+
+
+def _heads_array(records, top):
+    """The statistics' records as a numpy structured array (see :func:`heads`)."""
+    dtype = np.dtype(
+        [("layer", "i4"), ("head", "i4")]
+        + [(name, "f8") for name in _HEAD_SCALARS]
+        + [("argmax", "i8", (2,)), ("row_sum_mean", "f8"), ("pattern", "U14")]
+        + [("recall_" + name, "f8") for name in _RECALLS]
+        + [("non_finite", "i8")]
+        + [(field + suffix, kind, (top,)) for field in ("top_keys", "top_offsets")
+           for suffix, kind in (("", "i8"), ("_mass", "f8"))]
+    )
+    out = np.zeros(len(records), dtype=dtype)
+    for i, r in enumerate(records):
+        row = out[i]
+        for name in ("layer", "head", "pattern", "non_finite"):
+            row[name] = r[name]
+        # (JSON has no NaN: a statistic that is none, such as the max of a head with no finite
+        # entry, comes as null)
+        for name in _HEAD_SCALARS + ("row_sum_mean",):
+            row[name] = np.nan if r[name] is None else r[name]
+        row["argmax"] = (-1, -1) if r["argmax"] is None else r["argmax"]
+        for name in _RECALLS:
+            value = r["recalls"][name]
+            row["recall_" + name] = np.nan if value is None else value
+        for field in ("top_keys", "top_offsets"):
+            pairs = r[field]
+            row[field + "_mass"] = np.nan
+            row[field][: len(pairs)] = [index for index, _ in pairs]
+            row[field + "_mass"][: len(pairs)] = [mass for _, mass in pairs]
+    return out
 
 
 def diff(

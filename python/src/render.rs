@@ -101,9 +101,9 @@ fn draw(
 }
 
 /// `attnviz.heads`: every selected head's pattern statistics, as the JSON document `attnviz
-/// heads --json` writes, with the CPU fallback's warning if there was one; with `figure`, also
-/// the summary figure `attnviz heads --figure` draws (PNG, or SVG by extension), by the same
-/// backend.
+/// heads --json` writes (listed as `options.sort_by` and `options.top` ask), with the CPU
+/// fallback's warning if there was one; with `figure`, also the summary figure `attnviz heads
+/// --figure` draws (PNG, or SVG by extension), by the same backend.
 pub fn head_stats(
     source: &dyn AttentionSource,
     options: &RenderOptions,
@@ -156,7 +156,17 @@ pub fn head_stats(
             false => write_png(path, fig.width, fig.height, &fig.rgba)?,
         }
     }
-    let doc = attnviz::figure::stats_json::stats_doc(&cells, &stats, patterns, options.causal);
+    // (listed as `attnviz heads` lists them; the summary figure above has every head in its place)
+    let (listed_cells, listed) =
+        attnviz::figure::rank::listed(&cells, &stats, options.sort_by, options.top);
+    let doc = attnviz::figure::stats_json::heads_doc(
+        &listed_cells,
+        &listed,
+        patterns,
+        options.causal,
+        options.sort_by,
+        stats.len(),
+    );
     Ok((doc.to_string(), warning))
 }
 

@@ -65,3 +65,56 @@ def test_heads_figure_equals_the_cli(cli, tmp_path):
     assert (tmp_path / "py.png").read_bytes() == (tmp_path / "cli.png").read_bytes()
     attnviz.heads(np.load(path), layers=1, figure=tmp_path / "s.svg")
     assert "<title>entropy (nats)</title>" in (tmp_path / "s.svg").read_text()
+
+
+def test_sorted_and_topped_heads_equal_the_cli(cli, tmp_path):
+    """``sort_by=``/``top=`` list what ``attnviz heads --sort-by --top`` lists, in its order,
+    and leave the summary figure whole."""
+    path = DATA / "minilm_attn_128.npy"
+    attn = np.load(path)
+    records = attnviz.heads(attn, sort_by="sink_mass", top=5, figure=tmp_path / "py.png")
+    out = tmp_path / "cli.json"
+    code, err = run_cli(cli, "heads", path, "--sort-by", "sink_mass", "--top", "5",
+                        "--json", out, "--figure", tmp_path / "cli.png")
+    assert code == 0, err
+    doc = json.loads(out.read_text())
+    assert records == doc["heads"]
+    assert (doc["options"]["heads_listed"], doc["options"]["heads_computed"]) == (5, 72)
+    every = attnviz.heads(attn)
+    assert records == sorted(every, key=lambda h: -h["sink_mass"])[:5]
+    assert (tmp_path / "py.png").read_bytes() == (tmp_path / "cli.png").read_bytes()
+    with pytest.raises(ValueError, match="sort_by"):
+        attnviz.heads(attn, top=3)
+    with pytest.raises(ValueError, match="invalid value 'sinks' for sort_by"):
+        attnviz.heads(attn, sort_by="sinks")
+
+
+def test_heads_as_a_structured_array_hold_the_records():
+    attn = np.load(DATA / "minilm_attn_128.npy")[:2, :3]
+    # a head with one NaN entry, and one with no finite entry at all
+    attn[1, 1, 5, 7] = np.nan
+    attn[1, 2] = np.nan
+    records = attnviz.heads(attn)
+    h = attnviz.heads(attn, as_array=True)
+    assert h.shape == (6,)
+    assert list(h.dtype.names[:4]) == ["layer", "head", "sink_mass", "local_mass"]
+    for row, r in zip(h, records):
+        assert (row["layer"], row["head"], row["pattern"]) == (r["layer"], r["head"], r["pattern"])
+        for name in ("sink_mass", "local_mass", "entropy", "mean_distance", "row_sum_mean"):
+            assert row[name] == r[name]
+        assert row["non_finite"] == r["non_finite"]
+        assert row["recall_vertical_slash"] == r["recalls"]["vertical_slash"]
+        n = len(r["top_keys"])
+        assert row["top_keys"][:n].tolist() == [k for k, _ in r["top_keys"]]
+        assert row["top_keys_mass"][:n].tolist() == [m for _, m in r["top_keys"]]
+        assert np.isnan(row["top_keys_mass"][n:]).all()
+        assert row["top_offsets"][: len(r["top_offsets"])].tolist() == [
+            d for d, _ in r["top_offsets"]]
+    assert h["non_finite"][4] == 1 and h["argmax"][4].tolist() == records[4]["argmax"]
+    assert records[5]["max"] is None and np.isnan(h["max"][5])
+    assert h["argmax"][5].tolist() == [-1, -1]
+    assert len(records[5]["top_keys"]) == 0 and np.isnan(h["top_keys_mass"][5]).all()
+    # numpy does the rest: the heads with the most sink mass, highest first
+    ranked = np.sort(h, order="sink_mass")[::-1]
+    assert [(r["layer"], r["head"]) for r in ranked[:2]] == [
+        (r["layer"], r["head"]) for r in attnviz.heads(attn, sort_by="sink_mass", top=2)]

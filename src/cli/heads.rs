@@ -2,11 +2,10 @@
 //! input, printed as a table and written as JSON or CSV; `render --stats-json` writes the same
 //! JSON from the pass that draws the figure; `--figure` draws them as a summary figure.
 
-use std::borrow::Cow;
 use std::io::Write;
 use std::path::Path;
 
-use attnviz::figure::stats_json::{stats_doc, write_doc};
+use attnviz::figure::stats_json::{heads_doc, write_doc};
 use attnviz::figure::summary::{summary_input, summary_options};
 use attnviz::figure::svg::write_svg;
 use attnviz::files::{check_figure_path, check_writable, write_atomic, write_png, FigureFormat};
@@ -39,25 +38,18 @@ pub fn heads(args: &HeadsArgs) -> anyhow::Result<()> {
         None => attnviz::cpu::pattern::head_patterns_cpu(src.as_ref(), &options, patterns)?,
     };
     // (the lists in the order asked for; the summary figure below has every head in its place)
-    let (listed_cells, listed): (Cow<[_]>, Cow<[_]>) = match args.sort_by {
-        Some(key) => {
-            let (c, s): (Vec<_>, Vec<_>) = attnviz::figure::rank::order(&stats, key, args.top)
-                .into_iter()
-                .map(|i| (cells[i], stats[i].clone()))
-                .unzip();
-            (c.into(), s.into())
-        }
-        None => (cells.as_slice().into(), stats.as_slice().into()),
-    };
+    let (listed_cells, listed) =
+        attnviz::figure::rank::listed(&cells, &stats, args.sort_by, args.top);
     print_table(&listed_cells, &listed);
     if let Some(path) = &args.json {
-        let mut doc = stats_doc(&listed_cells, &listed, patterns, options.causal);
-        if let Some(key) = args.sort_by {
-            // (a file that lists some heads, in another order, says so)
-            doc["options"]["sort_by"] = key.name().into();
-            doc["options"]["heads_listed"] = listed.len().into();
-            doc["options"]["heads_computed"] = stats.len().into();
-        }
+        let doc = heads_doc(
+            &listed_cells,
+            &listed,
+            patterns,
+            options.causal,
+            args.sort_by,
+            stats.len(),
+        );
         write_doc(path, &doc)?;
     }
     if let Some(path) = &args.csv {

@@ -2,6 +2,8 @@
 //! matter in a 1024-head model come first. The statistics come from the pass that pools the
 //! figure (`RenderOptions::patterns` is turned on), so sorting costs no second read.
 
+use std::borrow::Cow;
+
 use crate::error::{Error, Result};
 use crate::pool::pattern::HeadPattern;
 
@@ -79,6 +81,29 @@ pub fn order(stats: &[HeadPattern], key: SortKey, top: Option<usize>) -> Vec<usi
     order.sort_by(|&a, &b| v(b).total_cmp(&v(a)));
     order.truncate(top.unwrap_or(usize::MAX));
     order
+}
+
+/// Heads as listed: their (layer, head) cells and their statistics, in the same order.
+pub type Listed<'a> = (Cow<'a, [(usize, usize)]>, Cow<'a, [HeadPattern]>);
+
+/// The heads as `attnviz heads` (and Python's `attnviz.heads`) lists them: in layer and head
+/// order (borrowed), or with `sort_by` highest first, at most `top` of them.
+pub fn listed<'a>(
+    cells: &'a [(usize, usize)],
+    stats: &'a [HeadPattern],
+    sort_by: Option<SortKey>,
+    top: Option<usize>,
+) -> Listed<'a> {
+    match sort_by {
+        Some(key) => {
+            let (c, s): (Vec<_>, Vec<_>) = order(stats, key, top)
+                .into_iter()
+                .map(|i| (cells[i], stats[i].clone()))
+                .unzip();
+            (c.into(), s.into())
+        }
+        None => (cells.into(), stats.into()),
+    }
 }
 
 #[cfg(test)]
