@@ -1,4 +1,4 @@
-// Attention from Q and K pooled in one pass over the scores (src/pool/qk/tiled.rs), never holding a
+// Attention from Q and K pooled in one pass over the scores (src/pool/qk/tiled/), never holding a
 // probability anywhere:
 //   pool_scores: a workgroup owns TQ query rows of one head and walks the keys of a segment
 //                TK at a time; each tile of TQ × TK scores is a small GEMM (Q and K slices
@@ -21,7 +21,7 @@
 // display drivers' watchdogs stop long dispatches).
 //
 // D4 (head dimension in vec4s, zero padded to a multiple of SLICE) and SLICE (vec4s of it
-// staged per step) are substituted when the module is built (src/pool/qk/tiled.rs). Accum,
+// staged per step) are substituted when the module is built (src/pool/qk/tiled/source.rs). Accum,
 // F32_MAX, COUNT_MASK and BAD_BIT come from common.wgsl, prepended.
 
 const D4: u32 = 16u;
@@ -111,7 +111,7 @@ struct Params {
 // the copy (512 MiB of states a chunk there).
 @group(0) @binding(11) var q_tex: texture_storage_2d<rgba32uint, read>;
 
-// Split keys (src/pool/qk/tiled.rs, `Cuts::splits`): one score dispatch takes every key of
+// Split keys (src/pool/qk/tiled/cuts.rs, `Cuts::splits`): one score dispatch takes every key of
 // the chunk, workgroup y a split of whole pooled columns. Without it a dispatch takes one
 // segment (pool_scores) or window (pool_rows) of keys, and the dispatches run one after
 // another, each carrying on the states the one before left: on a GPU a head's rows are then

@@ -1,6 +1,6 @@
 // The scores of the one-pass Q/K path with each invocation owning R query rows (appended to
 // qk_pool.wgsl, whose Params, bindings, masks and pool_lse / pool_fold it shares; chosen by
-// src/pool/qk/tiled.rs for heads of up to 128 dimensions, whose query rows fit in registers).
+// src/pool/qk/tiled/shape.rs for heads of up to 128 dimensions, whose query rows fit in registers).
 //
 // Every invocation of a dispatch walks the same keys in the same order: a window of KW keys
 // bound as a uniform buffer (`kwin`, one dynamic offset per window and key head). So each key
@@ -22,7 +22,7 @@
 // KWD4 (the window in vec4s: KW keys × D4), KSTEP (keys per step: 4, or the subgroup keys), R
 // and RD4 (rows per invocation, and their query vec4s), the loads of the query rows, the scores
 // of a step, and, with subgroups, the lane builtin and `score_shared` are substituted when the
-// module is built (src/pool/qk/tiled.rs). The per-row bookkeeping loops over h (their header
+// module is built (src/pool/qk/tiled/source.rs). The per-row bookkeeping loops over h (their header
 // spelled exactly as below: `unroll_rows` finds them by it) are written out there too, one
 // block per row with `h` a constant (a driver left to unroll them spends start-up time on it:
 // lavapipe's NIR passes took 114 ms over the 8-row kernel with the loops, 47 ms without); the
@@ -33,7 +33,7 @@ const KWD4: u32 = 4096u;
 const KW: u32 = KWD4 / D4;
 
 // Vec4s from one key head's start to the next's in `k`: its keys padded to whole windows (16
-// keys where the row kernel is not built; `Cuts::head_k` in src/pool/qk/tiled.rs). Both
+// keys where the row kernel is not built; `Cuts::head_k` in src/pool/qk/tiled/cuts.rs). Both
 // kernels read a batch's second and later key heads from there.
 fn key_head_vec4s() -> u32 {
     return (params.keys + KW - 1u) / KW * KWD4;
@@ -344,7 +344,7 @@ fn pool_row_lse(@builtin(global_invocation_id) gid: vec3<u32>) {
 //
 // Where they go: `probs` and `store4` below, a storage buffer (read back as it is, or copied
 // into the pool pass's chunk texture); or, substituted for the lines between the @PROBS_OUT
-// markers by src/pool/qk/tiled.rs, shaders/qk_probs_texture.wgsl: the chunk texture itself.
+// markers by src/pool/qk/tiled/source.rs, shaders/qk_probs_texture.wgsl: the chunk texture itself.
 
 // Four keys' probabilities (or logits) from their raw dot products; 0 where not seen.
 fn prob4(raw: vec4<f32>, seen: vec4<bool>, lse: f32) -> vec4<f32> {

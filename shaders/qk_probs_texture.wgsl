@@ -1,4 +1,4 @@
-// prob_rows' output when the pool pass reads it straight away (src/pool/qk/tiled.rs puts these
+// prob_rows' output when the pool pass reads it straight away (src/pool/qk/tiled/source.rs puts these
 // lines in place of the @PROBS_OUT section of qk_pool_rows.wgsl): the chunk texture that the
 // pool pass and the pattern statistics then read (`chunk_word` in shaders/chunk.wgsl), written
 // here a texel of four keys at a time, so that no copy of every probability follows. Every

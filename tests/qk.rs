@@ -221,7 +221,7 @@ fn figures_from_q_and_k_equal_figures_from_the_materialized_attention() {
             let from_qk = e.render(&src, &options).unwrap();
             let from_file = e.render(&stored, &options).unwrap();
             assert_eq!(from_qk.stats.len(), from_file.stats.len());
-            // The figure from Q and K pools in one pass (src/pool/qk/tiled.rs): a bin's extremes are
+            // The figure from Q and K pools in one pass (src/pool/qk/tiled/): a bin's extremes are
             // exp2(score - lse) with the same scores but an lse summed in another order, its
             // mean the same sum in another order, so values may differ from the stored
             // probabilities in the last bits (tests/qk_tiled.rs bounds them). A pixel on a

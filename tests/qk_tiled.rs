@@ -1,4 +1,4 @@
-//! The one-pass pooled path from Q and K (src/pool/qk/tiled.rs, shaders/qk_pool.wgsl) against the
+//! The one-pass pooled path from Q and K (src/pool/qk/tiled/, shaders/qk_pool.wgsl) against the
 //! two-pass path that stores each block of probabilities and pools it (the same attention,
 //! materialized by `GpuRows`, pooled as a stored tensor), and against the f64 CPU reference.
 //!

@@ -52,7 +52,7 @@ pub struct Gpu {
     /// memory costs page faults. Runs that store every probability (statistics, `attnviz
     /// attention`) keep one pooled column of states, a few bytes a row; their chunks of rows
     /// are bounded by the probabilities instead: one storage binding or chunk texture of them
-    /// (`tiled::probability_rows`: 128 MiB on lavapipe, 1024 rows at 32768 keys; up to
+    /// (`tiled::cuts::probability_rows`: 128 MiB on lavapipe, 1024 rows at 32768 keys; up to
     /// `pool::chunk::max_chunk_bytes`, 2 GiB, on NVIDIA, plus the pool pass's texture copy).
     pub qk_state_bytes: u64,
     /// The fewest query rows a lane of the Q/K row kernel must hold (from
