@@ -4,6 +4,7 @@
 
 use crate::gpu::Gpu;
 use crate::pool::chunk::max_chunk_bytes;
+use crate::pool::qk::KernelLayer;
 use crate::pool::PoolRun;
 use crate::source::qk::QkSource;
 
@@ -98,7 +99,7 @@ pub(super) enum Output {
 fn stores_in_texture(src: &QkSource, cells: &[(usize, usize)]) -> bool {
     cells
         .iter()
-        .all(|&(layer, _)| super::KernelLayer::of(src, layer).window == 0)
+        .all(|&(layer, _)| KernelLayer::of(src, layer).window == 0)
 }
 
 /// Elements from one row's start to the next's in the chunk texture `prob_rows` writes: the

@@ -43,7 +43,6 @@ use crate::pool::pattern_qk::window_rows;
 use crate::pool::{Ingest, PoolRun};
 use crate::source::qk::{QkSource, Values};
 
-// (for the submodules' `super::KernelLayer`)
 use super::KernelLayer;
 use cuts::{probability_rows, Output, MIN_SPLIT_KEYS};
 use one_pass::OnePass;
@@ -248,7 +247,7 @@ fn pool_run(
     if let Some(&(layer, _)) = cells.first() {
         let stride = pass.cuts.prob_stride(keys);
         let warmer = (output == Output::Stored).then(|| ingest.pipeline_warmer(stride));
-        let softcap = super::KernelLayer::of(src, layer).softcap != 0.0;
+        let softcap = KernelLayer::of(src, layer).softcap != 0.0;
         std::thread::scope(|scope| {
             if let Some(w) = &warmer {
                 scope.spawn(|| w.compile());

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use crate::error::Result;
 use crate::gpu::{spread_order, Gpu};
 use crate::pool::geometry::{bin_edges, bin_of, CellGeometry};
+use crate::pool::qk::KernelLayer;
 use crate::pool::{Ingest, PoolRun};
 use crate::source::qk::{F32Rows, QkSource, Values};
 
@@ -257,7 +258,7 @@ impl<'a> OnePass<'a> {
 
     /// The pipelines of `layer`'s heads, compiled on first use.
     pub(super) fn pipes(&self, layer: usize) -> Arc<Pipes> {
-        let k = super::KernelLayer::of(self.src, layer);
+        let k = KernelLayer::of(self.src, layer);
         self.kernels.pipes(
             &self.gpu.device,
             Mode {
@@ -285,7 +286,7 @@ impl<'a> OnePass<'a> {
     ) {
         let (layer, members) = (batch.layer, batch.members.len() as u32);
         let (src, keys) = (self.src, self.src.all_keys());
-        let k = super::KernelLayer::of(src, layer);
+        let k = KernelLayer::of(src, layer);
         let chunk = Params {
             rows: len as u32,
             row_start: start as u32,

@@ -4,6 +4,7 @@
 
 use crate::gpu::Gpu;
 use crate::pool::pattern_qk::QkPatternParams;
+use crate::pool::qk::KernelLayer;
 use crate::pool::Ingest;
 
 use super::cuts::{Batch, Member};
@@ -62,7 +63,7 @@ impl FusedPatterns {
         let accum0 = batch.members.iter().map(|m| m.accum).min().unwrap_or(0);
         let cell = |m: &Member| first + (m.accum - accum0) as usize;
         let (src, cuts) = (pass.src, &pass.cuts);
-        let k = super::KernelLayer::of(src, batch.layer);
+        let k = KernelLayer::of(src, batch.layer);
         let qp = ingest.qk_pattern_pass(cuts.d4, k.softcap != 0.0);
         let pieces = len.div_ceil(self.rows);
         let mut bytes = vec![0u8; batch.members.len() * pieces * self.stride];
