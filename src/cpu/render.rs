@@ -65,7 +65,7 @@ pub fn render_cpu(source: &dyn AttentionSource, options: &RenderOptions) -> Resu
     })
 }
 
-/// The CPU twin of [`Engine::resolve_ranges`].
+/// The CPU twin of `Engine::resolve_ranges`.
 pub fn cpu_ranges(
     pooled: &[cpu::HeadPooler],
     stats: &[HeadStats],

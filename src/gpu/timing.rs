@@ -4,7 +4,7 @@
 //! the PNG, the driver's submissions), so a kernel's share cannot be read off it; the device
 //! stamps the beginning and end of each pass it runs instead. Off until [`Gpu::time_passes`]
 //! turns it on (benchmarks do, for one run after the timed ones): every pass begun with
-//! [`Gpu::compute_pass`] or given [`Gpu::render_timestamps`] then writes its two stamps into
+//! `Gpu::compute_pass` or given `Gpu::render_timestamps` then writes its two stamps into
 //! one query set, and [`Gpu::pass_times`] reads them back, summed per pass label. Adapters
 //! without `Features::TIMESTAMP_QUERY` time nothing.
 

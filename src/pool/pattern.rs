@@ -1,5 +1,5 @@
 //! Per-head pattern statistics ("which heads matter"): plain data shared by the GPU pass
-//! (`shaders/pattern.wgsl`, [`super::pattern_gpu`]) and its CPU twin (`cpu::pattern`). Both
+//! (`shaders/pattern.wgsl`, `pool::pattern_gpu`) and its CPU twin (`cpu::pattern`). Both
 //! produce the same raw sums ([`PatternSums`]); [`PatternSums::finish`] turns them into the
 //! reported [`HeadPattern`] and its label, so the two paths differ only in how they add.
 //!

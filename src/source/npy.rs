@@ -1,6 +1,6 @@
 //! Strict `.npy` reader. The header is a Python dict literal; it is tokenized, never evaluated,
 //! and bounded in size before anything is read, so a hostile header costs at most
-//! [`MAX_HEADER_LEN`] bytes.
+//! `MAX_HEADER_LEN` bytes.
 
 use std::fs::File;
 use std::io::Read;

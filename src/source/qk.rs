@@ -2,7 +2,7 @@
 //! head is 64 GiB as probabilities but 32 MiB as Q and K. [`QkSource`] is an ordinary
 //! [`AttentionSource`] (so planning, layout, the CPU renderer and every option work unchanged),
 //! whose rows are computed on demand; the GPU engine recognises it and computes the rows it
-//! pools on the device instead (see [`gpu`]), never holding more than one upload chunk of them.
+//! pools on the device instead (see `pool::qk`), never holding more than one upload chunk of them.
 //!
 //! Semantics, shared by both paths: `p[q, k] = softmax_k(scale · Q[q] · K[k])` over the keys the
 //! query may see; with `causal`, key `k` is hidden from absolute query `q` when

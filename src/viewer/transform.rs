@@ -71,7 +71,7 @@ impl ViewTransform {
         self.zoom_about_within(cursor, factor, MAX_SCALE)
     }
 
-    /// [`Self::zoom_about`] up to `max_scale` (at least [`MAX_SCALE`]): long heads need more
+    /// [`Self::zoom_about`] up to `max_scale` (at least `MAX_SCALE`): long heads need more
     /// magnification before one entry covers many pixels.
     pub fn zoom_about_within(
         &self,

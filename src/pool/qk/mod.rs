@@ -1,6 +1,6 @@
-//! The GPU side of [`QkSource`]. Figures take the one-pass path of [`tiled`] (scores pooled
+//! The GPU side of [`QkSource`]. Figures take the one-pass path of `tiled` (scores pooled
 //! where they are computed), or, when every probability is needed (pattern statistics, a
-//! reader of whole blocks: [`QkReader`]), its row kernel run twice per chunk of rows, once for
+//! reader of whole blocks: `QkReader`), its row kernel run twice per chunk of rows, once for
 //! the rows' lse and once to store their probabilities. The two-pass kernels here take what the
 //! row kernel does not (zoomed key ranges, heads over 128 dimensions, non-finite Q or K):
 //! every query row of a head gets its softmax statistics first (`row_stats`,
