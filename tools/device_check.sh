@@ -17,6 +17,9 @@
 #                                  PNG) beside the device's time per pass (issue 15's 1.25×);
 #                                  then bench --only qk-long and qk-model with --timings: what
 #                                  an in-process render spends besides the kernels
+#   backends.txt                   tools/sweep_backends.py: random inputs and options drawn on
+#                                  the GPU and by the CPU renderer, compared (failing cases'
+#                                  inputs in backends-failed/)
 #   numpy.txt, matplotlib.txt      benches/compare_numpy_qk.py, benches/compare_matplotlib.py
 #   sweep-<i>.txt, sweep-<i>.json  bench --only qk-long,qk-model with the i-th of $SWEEP's
 #                                  ';'-separated argument sets (default: the Q/K budgets around
@@ -33,7 +36,7 @@
 # path they were built in (.dev/built_at); the window tests (viewer) need xvfb-run and are
 # skipped, with a line in test.log, where it is missing.
 # QUICK=1 passes --quick to every bench (a smoke test of this script, not a measurement);
-# SKIP_TESTS=1 skips the tests; SKIP="timings numpy matplotlib long stats" skips those steps. The exit status
+# SKIP_TESTS=1 skips the tests; SKIP="timings backends numpy matplotlib long stats" skips those steps. The exit status
 # is the first failing step's.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -123,6 +126,12 @@ fi
 if [ "${SKIP_TESTS:-0}" != 1 ]; then
     step test 600 bash -c '"$@" >"'"$out"'/test.log" 2>&1' _ "${tests[@]}"
     grep -h "^test result\|FAILED\|panicked\|skipped" "$out/test.log" | sort | uniq -c | sort -rn | head -20
+fi
+if wanted backends; then
+    # (random inputs and options on the GPU and the CPU renderer: where this driver rounds
+    # differently from lavapipe, the failing cases are kept)
+    step backends 240 bash -c "python3 tools/sweep_backends.py --attnviz '$bin' --runs 60 \
+        --seed 1 --keep '$out/backends-failed' >'$out/backends.txt' 2>&1"
 fi
 if wanted numpy; then
     step numpy 300 bash -c "python3 benches/compare_numpy_qk.py --attnviz '$bin' --runs 3 \

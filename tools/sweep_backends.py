@@ -1,0 +1,235 @@
+#!/usr/bin/env python3
+"""Random inputs and options, drawn on the GPU and by the CPU renderer, compared.
+
+The tests compare the two backends on inputs chosen by hand; this sweep draws them at random
+(shapes with Q ≠ K, f32 and f16, NaN entries, causal heads, every norm, reduction, scale, limit
+and colormap; Q and K with GQA, windows, softcaps, logits and query slices; `heads`; `diff`), so
+a driver that rounds differently (a GPU's division, its exp) or a corner no test names shows up
+as a line naming the input and the options. Nothing here is timed. Run on every new device
+(tools/device_check.sh does) and after changing a kernel:
+
+    python3 tools/sweep_backends.py --runs 100 --seed 1            # every kind, 100 each
+    python3 tools/sweep_backends.py --kinds qk --runs 300 --keep   # keep the failing inputs
+
+A case fails when the exit codes differ, when one backend panics, when more than 0.1% of the
+figure's pixels differ by more than 8 in a channel (one or two LUT steps of viridis; the tests'
+tolerance for GPUs that round a division differently), or when a statistic differs by more
+than 1e-5 relative (the statistics' stated tolerance; `pattern`, `argmax` and `non_finite`
+exactly). Exit status 1 when any case failed. Needs numpy and Pillow.
+"""
+
+import argparse
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+from PIL import Image
+
+STATS = ("sink_mass", "local_mass", "entropy", "mean_distance", "row_sum_mean", "max")
+EXACT = ("pattern", "non_finite", "argmax")
+
+
+def run(binary, args):
+    r = subprocess.run([binary] + [str(a) for a in args], capture_output=True, text=True)
+    return r.returncode, r.stderr.strip()
+
+
+def figures_differ(a, b):
+    x = np.asarray(Image.open(a).convert("RGBA"), np.int16)
+    y = np.asarray(Image.open(b).convert("RGBA"), np.int16)
+    if x.shape != y.shape:
+        return f"figure sizes {x.shape[1]}x{x.shape[0]} and {y.shape[1]}x{y.shape[0]}"
+    d = np.abs(x - y).max(-1)
+    off = float((d > 8).mean())
+    return f"{off:.3%} of the pixels differ (at most {d.max()})" if off > 0.001 else None
+
+
+def stats_differ(a, b):
+    ha, hb = json.load(open(a))["heads"], json.load(open(b))["heads"]
+    if len(ha) != len(hb):
+        return f"{len(ha)} heads against {len(hb)}"
+    for x, y in zip(ha, hb):
+        where = f"l = {x['layer']}, h = {x['head']}"
+        for k in STATS:
+            u, v = x[k], y[k]
+            if (u is None) != (v is None) or (
+                    u is not None and abs(u - v) > 1e-5 * max(1.0, abs(u), abs(v))):
+                return f"{where}: {k} {u} against {v}"
+        for k in EXACT:
+            if x[k] != y[k]:
+                return f"{where}: {k} {x[k]} against {y[k]}"
+    return None
+
+
+def both(binary, args, outputs):
+    """Runs `args` once per backend, each writing its own `outputs` (name → suffix); returns
+    the first difference, or None."""
+    done = {}
+    for backend in ("gpu", "cpu"):
+        extra = []
+        for flag, path in outputs.items():
+            extra += [flag, f"{path}.{backend}{os.path.splitext(path)[1] or ''}"]
+        done[backend] = run(binary, args + ["--backend", backend] + extra)
+    (cg, eg), (cc, ec) = done["gpu"], done["cpu"]
+    for code, err in done.values():
+        if "panicked" in err or "internal error" in err:
+            return "panic: " + err[:300]
+    if cg != cc:
+        return f"exit {cg} (gpu) against {cc} (cpu): {eg[:200]} | {ec[:200]}"
+    if cg != 0:
+        return None if eg == ec else f"messages differ: {eg[:200]} | {ec[:200]}"
+    for flag, path in outputs.items():
+        ext = os.path.splitext(path)[1]
+        g, c = f"{path}.gpu{ext}", f"{path}.cpu{ext}"
+        diff = figures_differ(g, c) if ext == ".png" else stats_differ(g, c)
+        if diff:
+            return diff
+    return None
+
+
+def probabilities(rng, shape, causal):
+    x = rng.standard_normal(shape).astype(np.float32) * random.choice([1.0, 4.0])
+    if causal:
+        q, k = shape[-2:]
+        x = np.where(np.tril(np.ones((q, k), bool), k - q), x, -np.inf)
+    x = np.exp(x - x.max(-1, keepdims=True))
+    return x / x.sum(-1, keepdims=True)
+
+
+def maybe(p, *values):
+    return list(values) if random.random() < p else []
+
+
+def one_of(p, flag, choices):
+    return [flag, random.choice(choices)] if random.random() < p else []
+
+
+def case_render(binary, rng, d):
+    layers, heads = random.choice([1, 2]), random.choice([1, 3])
+    q = random.choice([1, 2, 7, 31, 64, 100, 257, 300])
+    k = random.choice([q, q, random.choice([1, 5, 33, 128, 200, 513])])
+    kind = random.choice(["softmax", "softmax", "signed", "causal"])
+    if kind == "signed":
+        x = rng.standard_normal((layers, heads, q, k)).astype(np.float32)
+    else:
+        x = probabilities(rng, (layers, heads, q, k), kind == "causal")
+    if random.random() < 0.2:
+        x.flat[rng.integers(0, x.size)] = np.nan
+    if random.random() < 0.3:
+        x = x.astype(np.float16)
+    np.save(f"{d}/attn.npy", x)
+    o = (one_of(0.5, "--norm", ["head", "layer", "global", "row", "none"])
+         + one_of(0.5, "--reduce", ["max", "mean", "min", "extreme"])
+         + one_of(0.5, "--cell", ["8", "16", "50", "64", "100", "128", "256", "300"])
+         + one_of(0.4, "--causal", ["auto", "on", "off"])
+         + one_of(0.3, "--scale", ["linear", "log", "sqrt", "gamma:0.5"])
+         + one_of(0.2, "--clip", ["1,99", "0,99.5", "5,50"])
+         + maybe(0.15, "--vmin", "0.001") + maybe(0.15, "--vmax", "0.5")
+         + one_of(0.2, "--exclude-keys", ["0..1", "0..2"])
+         + maybe(0.15, "--center", "0.01") + maybe(0.15, "--symmetric")
+         + one_of(0.2, "--colormap", ["magma", "RdBu_r", "gray", "turbo"])
+         + one_of(0.2, "--axes", ["on", "off"])
+         + maybe(0.1, "--no-colorbar") + maybe(0.1, "--theme", "dark"))
+    outputs = {"-o": f"{d}/fig.png"}
+    if random.random() < 0.15:
+        o += ["--sort-by", random.choice(["sink_mass", "entropy", "max"]), "--top", "2"]
+    elif random.random() < 0.3:
+        outputs["--stats-json"] = f"{d}/stats.json"
+    what = f"render {x.shape} {x.dtype} {kind} {' '.join(o)}"
+    return what, both(binary, ["render", f"{d}/attn.npy", "--quiet"] + o, outputs)
+
+
+def case_qk(binary, rng, d):
+    layers, kv = random.choice([1, 2]), random.choice([1, 2])
+    heads = kv * random.choice([1, 2])
+    dim = random.choice([4, 16, 64, 72, 128, 160])
+    nk = random.choice([1, 17, 64, 200, 333, 700])
+    nq = random.choice([nk, nk, max(1, nk // 3)])
+    q = (rng.standard_normal((layers, heads, nq, dim)) * random.choice([0.5, 1, 3])).astype(
+        np.float32)
+    k = rng.standard_normal((layers, kv, nk, dim)).astype(np.float32)
+    if random.random() < 0.3:
+        q, k = q.astype(np.float16), k.astype(np.float16)
+    if random.random() < 0.08:
+        q.flat[rng.integers(0, q.size)] = np.nan
+    np.save(f"{d}/q.npy", q)
+    np.save(f"{d}/k.npy", k)
+    logits = random.random() < 0.2
+    o = (one_of(0.5, "--causal", ["on", "off", "auto"])
+         + one_of(0.3, "--sliding-window", ["1", "8", "50"])
+         + maybe(0.2, "--softcap", "5") + maybe(0.2, "--softmax-scale", "0.3")
+         + (["--values", "logits"] if logits else [])
+         + (["--queries", f"{nq // 4}..{nq // 2}"] if nq > 4 and random.random() < 0.2 else [])
+         + one_of(0.5, "--cell", ["16", "64", "100", "256"])
+         + one_of(0.4, "--reduce", ["max", "mean", "min"])
+         + ([] if logits else one_of(0.3, "--norm", ["row", "global", "layer"])))
+    outputs = {"-o": f"{d}/fig.png"}
+    if not logits and random.random() < 0.4:
+        outputs["--stats-json"] = f"{d}/stats.json"
+    what = f"render --q {q.shape} {q.dtype} --k {k.shape} {' '.join(o)}"
+    args = ["render", "--q", f"{d}/q.npy", "--k", f"{d}/k.npy", "--quiet"] + o
+    return what, both(binary, args, outputs)
+
+
+def case_heads_diff(binary, rng, d):
+    layers, heads = random.choice([1, 2]), random.choice([1, 2, 4])
+    k = random.choice([3, 40, 130, 257, 600])
+    q = random.choice([k, k, max(1, k // 2)])
+    causal = random.random() < 0.4
+    arrays = [probabilities(rng, (layers, heads, q, k), causal) for _ in range(2)]
+    if random.random() < 0.15:
+        arrays[0].flat[rng.integers(0, arrays[0].size)] = np.nan
+    if random.random() < 0.3:
+        arrays = [a.astype(np.float16) for a in arrays]
+    for name, a in zip("ab", arrays):
+        np.save(f"{d}/{name}.npy", a)
+    o = (one_of(0.5, "--causal", ["on", "off", "auto"])
+         + one_of(0.3, "--sink-keys", ["1", "4"]) + one_of(0.3, "--window", ["1", "5", "64"]))
+    what = f"heads {arrays[0].shape} {arrays[0].dtype} {'causal ' if causal else ''}{' '.join(o)}"
+    found = both(binary, ["heads", f"{d}/a.npy"] + o, {"--json": f"{d}/heads.json"})
+    if found:
+        return what, found
+    o = (one_of(0.5, "--cell", ["16", "100", "256"])
+         + one_of(0.4, "--reduce", ["extreme", "mean", "max"])
+         + one_of(0.3, "--norm", ["global", "layer", "head"]) + maybe(0.2, "--clip", "1,99"))
+    what = f"diff {arrays[0].shape} {arrays[0].dtype} {' '.join(o)}"
+    args = ["diff", f"{d}/a.npy", f"{d}/b.npy", "--quiet"] + o
+    return what, both(binary, args, {"-o": f"{d}/diff.png"})
+
+
+KINDS = {"render": case_render, "qk": case_qk, "heads": case_heads_diff}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--attnviz", default="target/release/attnviz", help="the binary")
+    p.add_argument("--kinds", default="render,qk,heads", help="render, qk, heads (also diff)")
+    p.add_argument("--runs", type=int, default=50, help="cases of each kind")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--keep", help="copy each failing case's inputs into this folder")
+    args = p.parse_args()
+    rng = np.random.default_rng(args.seed)
+    random.seed(args.seed)
+    failed = 0
+    for kind in args.kinds.split(","):
+        for i in range(args.runs):
+            with tempfile.TemporaryDirectory(prefix="attnviz-sweep-") as d:
+                what, found = KINDS[kind](args.attnviz, rng, d)
+                if found:
+                    failed += 1
+                    print(f"FAIL {kind} #{i}: {what}: {found}", flush=True)
+                    if args.keep:
+                        dest = os.path.join(args.keep, f"{kind}-{i}")
+                        shutil.copytree(d, dest, dirs_exist_ok=True)
+        print(f"{kind}: {args.runs} cases, seed {args.seed}", flush=True)
+    print(f"{failed} failed")
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
