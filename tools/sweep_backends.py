@@ -97,8 +97,10 @@ def probabilities(rng, shape, causal):
     if causal:
         q, k = shape[-2:]
         x = np.where(np.tril(np.ones((q, k), bool), k - q), x, -np.inf)
-    x = np.exp(x - x.max(-1, keepdims=True))
-    return x / x.sum(-1, keepdims=True)
+    # (a row with no visible key, a query before every key, becomes NaN: an input as any other)
+    with np.errstate(invalid="ignore"):
+        x = np.exp(x - x.max(-1, keepdims=True))
+        return x / x.sum(-1, keepdims=True)
 
 
 def maybe(p, *values):
