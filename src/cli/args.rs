@@ -48,7 +48,8 @@ pub enum Command {
     /// Measure render throughput on synthetic data (generated once, cached), next to the
     /// machine's memcpy and file-read limits.
     Bench(BenchArgs),
-    /// Print shape, dtype and per-head statistics of an attention tensor.
+    /// Print shape, dtype and per-head statistics of an attention tensor, or what a Q/K capture
+    /// holds (shapes, model, tokens, mask, per-layer scale and windows).
     Info(InfoArgs),
     /// Which heads matter: per-head pattern statistics (sink and local mass, entropy, mean
     /// distance, max, top keys and offsets, a pattern label), in one pass over the input.
@@ -163,6 +164,7 @@ pub struct HeadsArgs {
     /// With --sort-by: list only the N highest heads.
     #[arg(long, value_name = "N")]
     pub top: Option<usize>,
+    /// auto: GPU, falling back to the CPU with a warning when no adapter exists.
     #[arg(long, value_enum, default_value_t = Backend::Auto)]
     pub backend: Backend,
     /// Print where the command's wall-clock time went on the host, phase by phase (GPU start-up,
@@ -300,6 +302,7 @@ pub struct AttentionArgs {
     pub causal: bool,
     #[arg(short, long)]
     pub output: PathBuf,
+    /// auto: GPU, falling back to the CPU with a warning when no adapter exists.
     #[arg(long, value_enum, default_value_t = Backend::Auto)]
     pub backend: Backend,
 }
@@ -346,9 +349,12 @@ pub struct BenchArgs {
 
 #[derive(Args)]
 pub struct InfoArgs {
+    /// Attention (.npy, .safetensors, as for render) or a Q/K capture (.safetensors)
     pub input: PathBuf,
+    /// Tensor to read from a .safetensors file with several
     #[arg(long)]
     pub tensor: Option<String>,
+    /// auto: GPU, falling back to the CPU with a warning when no adapter exists.
     #[arg(long, value_enum, default_value_t = Backend::Auto)]
     pub backend: Backend,
 }
