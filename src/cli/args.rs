@@ -250,12 +250,16 @@ pub struct SynthArgs {
     /// Tokens per head (queries = keys).
     #[arg(long, default_value_t = 4096)]
     pub seq: usize,
+    /// Layers of the model.
     #[arg(long, default_value_t = 1)]
     pub layers: usize,
+    /// Heads of each layer.
     #[arg(long, default_value_t = 1)]
     pub heads: usize,
+    /// Element type written (.npy has no bf16: write it as .safetensors or raw).
     #[arg(long, default_value = "f16", value_parser = ["f32", "f16", "bf16"])]
     pub dtype: String,
+    /// Random seed: the same seed writes the same bytes.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Zero above the diagonal (decoder attention).
@@ -266,12 +270,14 @@ pub struct SynthArgs {
     /// heads, shifted by one each layer); hot: one 1.0 entry in 1e-6 noise.
     #[arg(long, default_value = "attention", value_parser = ["attention", "kinds", "hot"])]
     pub pattern: String,
+    /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
 }
 
 #[derive(Args)]
 pub struct SynthQkArgs {
+    /// Output file (.safetensors, tensors `q` and `k`).
     #[arg(short, long)]
     pub output: PathBuf,
     /// Tokens (queries = keys).
@@ -280,15 +286,19 @@ pub struct SynthQkArgs {
     /// Head dimension.
     #[arg(long, default_value_t = 64)]
     pub dim: usize,
+    /// Layers of the model.
     #[arg(long, default_value_t = 1)]
     pub layers: usize,
+    /// Query heads of each layer.
     #[arg(long, default_value_t = 1)]
     pub heads: usize,
     /// Key heads (fewer than --heads: grouped-query attention); default: --heads.
     #[arg(long)]
     pub kv_heads: Option<usize>,
+    /// Element type written.
     #[arg(long, default_value = "f16", value_parser = ["f32", "f16", "bf16"])]
     pub dtype: String,
+    /// Random seed: the same seed writes the same bytes.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
 }
@@ -300,6 +310,7 @@ pub struct AttentionArgs {
     /// Mask keys after each query.
     #[arg(long)]
     pub causal: bool,
+    /// Output tensor: .npy, .safetensors, or raw values for other names.
     #[arg(short, long)]
     pub output: PathBuf,
     /// auto: GPU, falling back to the CPU with a warning when no adapter exists.
