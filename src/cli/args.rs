@@ -360,9 +360,9 @@ pub struct BenchArgs {
 
 #[derive(Args)]
 pub struct InfoArgs {
-    /// Attention (.npy, .safetensors, as for render) or a Q/K capture (.safetensors)
+    /// Attention (.npy, .safetensors, as for render) or a Q/K capture (.safetensors).
     pub input: PathBuf,
-    /// Tensor to read from a .safetensors file with several
+    /// Tensor to read from a .safetensors file with several.
     #[arg(long)]
     pub tensor: Option<String>,
     /// auto: GPU, falling back to the CPU with a warning when no adapter exists.
