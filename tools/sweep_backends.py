@@ -3,19 +3,21 @@
 
 The tests compare the two backends on inputs chosen by hand; this sweep draws them at random
 (shapes with Q ≠ K, f32 and f16, NaN entries, causal heads, every norm, reduction, scale, limit
-and colormap; Q and K with GQA, windows, softcaps, logits and query slices; `heads`; `diff`), so
-a driver that rounds differently (a GPU's division, its exp) or a corner no test names shows up
-as a line naming the input and the options. Nothing here is timed. Run on every new device
-(tools/device_check.sh does) and after changing a kernel:
+and colormap; Q and K with GQA, windows, softcaps, logits and query slices; `heads`; `diff`;
+`attention`'s every probability), so a driver that rounds differently (a GPU's division, its
+exp) or a corner no test names shows up as a line naming the input and the options. Nothing
+here is timed. Run on every new device (tools/device_check.sh does) and after changing a
+kernel:
 
-    python3 tools/sweep_backends.py --runs 100 --seed 1            # every kind, 100 each
-    python3 tools/sweep_backends.py --kinds qk --runs 300 --keep   # keep the failing inputs
+    python3 tools/sweep_backends.py --runs 100 --seed 1                    # 100 of each kind
+    python3 tools/sweep_backends.py --kinds qk --runs 300 --keep failed/   # keep failing inputs
 
 A case fails when the exit codes differ, when one backend panics, when more than 0.1% of the
 figure's pixels differ by more than 8 in a channel (one or two LUT steps of viridis; the tests'
-tolerance for GPUs that round a division differently), or when a statistic differs by more
-than 1e-5 relative (the statistics' stated tolerance; `pattern`, `argmax` and `non_finite`
-exactly). Exit status 1 when any case failed. Needs numpy and Pillow.
+tolerance for GPUs that round a division differently), when a statistic differs by more than
+1e-5 relative (the statistics' stated tolerance; `pattern`, `argmax` and `non_finite` exactly),
+or when an entry `attention` writes differs by more than 1e-5 (relative for logits above 1).
+Exit status 1 when any case failed. Needs numpy and Pillow.
 """
 
 import argparse
@@ -66,6 +68,18 @@ def stats_differ(a, b):
     return None
 
 
+def arrays_differ(a, b):
+    x, y = np.load(a), np.load(b)
+    if x.shape != y.shape:
+        return f"shapes {x.shape} and {y.shape}"
+    # (masked logits are -inf on both sides; inf - inf would read as a difference)
+    same = (x == y) | (np.isnan(x) & np.isnan(y))
+    with np.errstate(invalid="ignore"):
+        err = np.abs(x - y) / np.maximum(1.0, np.abs(x))
+    worst = float(np.max(np.where(same, 0.0, err), initial=0.0))
+    return f"entries differ by up to {worst:.3g}" if not worst <= 1e-5 else None
+
+
 def both(binary, args, outputs):
     """Runs `args` once per backend, each writing its own `outputs` (name → suffix); returns
     the first difference, or None."""
@@ -86,7 +100,8 @@ def both(binary, args, outputs):
     for flag, path in outputs.items():
         ext = os.path.splitext(path)[1]
         g, c = f"{path}.gpu{ext}", f"{path}.cpu{ext}"
-        diff = figures_differ(g, c) if ext == ".png" else stats_differ(g, c)
+        differ = {".png": figures_differ, ".json": stats_differ, ".npy": arrays_differ}[ext]
+        diff = differ(g, c)
         if diff:
             return diff
     return None
@@ -204,13 +219,36 @@ def case_heads_diff(binary, rng, d):
     return what, both(binary, args, {"-o": f"{d}/diff.png"})
 
 
-KINDS = {"render": case_render, "qk": case_qk, "heads": case_heads_diff}
+def case_attention(binary, rng, d):
+    """`attnviz attention`: every probability (or logit) of random Q and K, both backends,
+    within 1e-5 absolute (the Q/K tests' tolerance against the f64 reference)."""
+    kv = random.choice([1, 2])
+    heads = kv * random.choice([1, 2])
+    dim = random.choice([8, 64, 96, 128, 200])
+    nk = random.choice([1, 33, 130, 400])
+    nq = random.choice([nk, max(1, nk // 2)])
+    q = rng.standard_normal((heads, nq, dim)).astype(np.float32) * random.choice([0.3, 1.0, 2.0])
+    k = rng.standard_normal((kv, nk, dim)).astype(np.float32)
+    np.save(f"{d}/q.npy", q)
+    np.save(f"{d}/k.npy", k)
+    o = (maybe(0.5, "--causal") + one_of(0.3, "--sliding-window", ["1", "16", "100"])
+         + maybe(0.2, "--softcap", "3") + one_of(0.2, "--values", ["logits"])
+         + (["--queries", f"..{nq // 2}"] if nq > 2 and random.random() < 0.2 else []))
+    what = f"attention --q {q.shape} --k {k.shape} {' '.join(o)}"
+    found = both(binary, ["attention", "--q", f"{d}/q.npy", "--k", f"{d}/k.npy"] + o,
+                 {"-o": f"{d}/attn.npy"})
+    return what, found
+
+
+KINDS = {"render": case_render, "qk": case_qk, "heads": case_heads_diff,
+         "attention": case_attention}
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--attnviz", default="target/release/attnviz", help="the binary")
-    p.add_argument("--kinds", default="render,qk,heads", help="render, qk, heads (also diff)")
+    p.add_argument("--kinds", default="render,qk,heads,attention",
+                   help="render, qk, heads (with diff), attention")
     p.add_argument("--runs", type=int, default=50, help="cases of each kind")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--keep", help="copy each failing case's inputs into this folder")
