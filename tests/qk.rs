@@ -455,6 +455,18 @@ fn mismatched_q_and_k_fail_with_one_line() {
         );
     }
     assert!(!Path::new(&p("x.png")).exists());
+    // Queries in a .npy without --k: the keys are missing (it used to read "--tensor applies to
+    // .safetensors files only", a flag the user never gave).
+    run_ok(&["synth", "-o", &p("q.npy"), "--seq", "16", "--dtype", "f32"]);
+    let o = attnviz_cli(&["render", "--q", &p("q.npy"), "-o", &p("x.png")]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("q.npy: no keys") && err.contains("--k FILE"),
+        "{err}"
+    );
+    assert!(!Path::new(&p("x.png")).exists());
 }
 
 #[test]

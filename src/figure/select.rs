@@ -26,8 +26,12 @@ pub fn parse_selection(spec: Option<&str>, count: usize, what: &str) -> Result<V
             return Err(bad(format!("range {a}-{b} is reversed")));
         }
         if b > count {
+            let has = match count {
+                1 => format!("1 {what}, numbered 1"),
+                _ => format!("{count} {what}s, numbered 1-{count}"),
+            };
             return Err(bad(format!(
-                "{what} {b} is out of range (the input has {count} {what}s, numbered 1-{count})"
+                "{what} {b} is out of range (the input has {has})"
             )));
         }
         for i in a..=b {
@@ -77,5 +81,19 @@ mod tests {
                 .to_string();
             assert!(err.starts_with("--layers"), "{spec}: {err}");
         }
+        let err = parse_selection(Some("2"), 1, "layer")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.ends_with("(the input has 1 layer, numbered 1)"),
+            "{err}"
+        );
+        let err = parse_selection(Some("9"), 8, "head")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.ends_with("(the input has 8 heads, numbered 1-8)"),
+            "{err}"
+        );
     }
 }

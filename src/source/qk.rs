@@ -273,7 +273,13 @@ impl QkSource {
         let (qt, kt) = match k {
             Some(k) if is_st => (pick(q, "q")?, pick(k, "k")?),
             Some(k) => (source::open(q, &OpenOptions::default())?, pick(k, "k")?),
-            None => (source::open(q, &named("q"))?, source::open(q, &named("k"))?),
+            None if is_st => (source::open(q, &named("q"))?, source::open(q, &named("k"))?),
+            None => {
+                return Err(Error::bad_input(
+                    q,
+                    "no keys: give them with --k FILE (only a .safetensors file can hold both, as tensors `q` and `k`)",
+                ))
+            }
         };
         let mut options = options.clone();
         if is_st && options.meta.is_none() {
