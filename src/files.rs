@@ -10,12 +10,24 @@ use crate::error::{Error, Result};
 /// read-only.
 pub fn check_writable(path: &Path) -> Result<()> {
     let dir = parent_dir(path);
+    // (said in the folder's terms: the probe file's own name, which the I/O error carries,
+    // means nothing to the user)
+    let fail = |why: String| Error::Output {
+        path: path.to_path_buf(),
+        source: std::io::Error::other(why),
+    };
+    if !dir.is_dir() {
+        return Err(fail(format!("its folder {} does not exist", dir.display())));
+    }
     let probe = tempfile::Builder::new()
         .prefix(".attnviz-probe-")
         .tempfile_in(dir)
-        .map_err(|e| Error::Output {
-            path: path.to_path_buf(),
-            source: e,
+        .map_err(|e| {
+            fail(format!(
+                "its folder {} cannot be written to ({})",
+                dir.display(),
+                e.kind()
+            ))
         })?;
     drop(probe);
     Ok(())

@@ -339,10 +339,10 @@ fn unwritable_output_folder_is_reported_before_rendering() {
         "/nonexistent-dir/x.png",
     ]);
     assert_eq!(o.status.code(), Some(1));
-    assert!(
-        stderr(&o).contains("/nonexistent-dir/x.png: cannot write output"),
-        "{}",
-        stderr(&o)
+    // (in the folder's terms, one line, not the probe file's name)
+    assert_eq!(
+        stderr(&o).trim(),
+        "error: /nonexistent-dir/x.png: cannot write output: its folder /nonexistent-dir does not exist"
     );
 }
 
@@ -733,4 +733,27 @@ fn bench_takes_and_reports_the_row_kernel_budgets() {
         let o = attnviz(&["bench", "--only", "qk-long", bad[0], bad[1]]);
         assert_eq!(o.status.code(), Some(2), "{bad:?}: {}", stderr(&o));
     }
+}
+
+/// `attnviz view` where there is no display (a server, a container, an SSH session): one line
+/// saying so and what to use instead, not the windowing library's source location.
+#[cfg(all(unix, not(target_os = "macos")))]
+#[test]
+fn the_viewer_without_a_display_says_so_in_one_line() {
+    let input = data("minilm_attn_128.npy");
+    let o = Command::new(env!("CARGO_BIN_EXE_attnviz"))
+        .args(["view", input.to_str().unwrap()])
+        .env_remove("DISPLAY")
+        .env_remove("WAYLAND_DISPLAY")
+        .env_remove("WAYLAND_SOCKET")
+        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("there is no display") && err.contains("attnviz render"),
+        "{err}"
+    );
 }

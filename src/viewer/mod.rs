@@ -97,11 +97,29 @@ fn readout_tokens(source: &dyn AttentionSource, options: &ViewerOptions) -> Opti
     })
 }
 
+/// Why no window opened, in one line: with no display to open it on (a server, a container,
+/// an SSH session), what to use instead; otherwise the windowing library's reason without the
+/// source location it prefixes (`os error at …/mod.rs:765: …`).
+pub(crate) fn window_error(e: impl std::fmt::Display) -> Error {
+    let display = ["DISPLAY", "WAYLAND_DISPLAY", "WAYLAND_SOCKET"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty()));
+    if cfg!(all(unix, not(target_os = "macos"))) && !display {
+        return Error::Window(
+            "cannot open a window: there is no display (neither DISPLAY nor WAYLAND_DISPLAY is set); `attnviz render` writes the figure to a file, and attnviz.Viewer shows this viewer in a notebook".into(),
+        );
+    }
+    let why = e.to_string();
+    let why = why
+        .strip_prefix("os error at ")
+        .and_then(|rest| rest.split_once(": "))
+        .map_or(why.as_str(), |(_, why)| why);
+    Error::Window(format!("cannot open a window: {why}"))
+}
+
 pub fn run(source: &dyn AttentionSource, mut options: ViewerOptions) -> Result<ViewerReport> {
     let started = Instant::now();
-    let event_loop = EventLoop::with_user_event()
-        .build()
-        .map_err(|e| Error::Window(format!("cannot open a window: {e}")))?;
+    let event_loop = EventLoop::with_user_event().build().map_err(window_error)?;
     let proxy = event_loop.create_proxy();
     let (jobs, job_rx) = channel();
     let (reply_tx, replies) = channel();

@@ -40,7 +40,7 @@ impl Surface {
         let window = Arc::new(
             event_loop
                 .create_window(attributes)
-                .map_err(|e| Error::Window(format!("cannot open a window: {e}")))?,
+                .map_err(super::window_error)?,
         );
         let surface = instance
             .create_surface(window.clone())
