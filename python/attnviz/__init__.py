@@ -743,6 +743,12 @@ def _to_numpy(x, name):
     holds bfloat16 bits (as uint16: numpy has no bfloat16)."""
     if isinstance(x, np.ndarray):
         return x, False
+    if isinstance(x, (str, bytes, os.PathLike)):
+        # (numpy would take a name for a 0-d string array and fail on its dtype)
+        raise ValueError(
+            "{}: {!r} is a file name, and this function takes arrays: np.load(path, "
+            "mmap_mode='r') reads a .npy in place (attnviz.Viewer also opens files, and the CLI "
+            "reads them: attnviz render FILE)".format(name, os.fsdecode(x)))
     if hasattr(x, "detach") and hasattr(x, "cpu") and hasattr(x, "numpy"):  # torch.Tensor
         t = x.detach()
         if t.device.type != "cpu":

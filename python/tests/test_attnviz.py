@@ -447,3 +447,13 @@ def test_diff_shape_mismatch_is_a_value_error():
     a = attention((2, 40, 56))
     with pytest.raises(ValueError, match=r"a has shape .* but b has"):
         attnviz.diff(a, attention((2, 56, 40)))
+
+
+def test_a_file_name_is_refused_with_what_to_do():
+    """A path where an array belongs is named as a file name, not read as a string array
+    ("dtype '<U8' is not supported"), for every function that takes arrays."""
+    for call in (lambda p: attnviz.render(p), lambda p: attnviz.heads(p),
+                 lambda p: attnviz.diff(p, p), lambda p: attnviz.render_qk(p, p)):
+        for path in ("attn.npy", Path("attn.npy")):
+            with pytest.raises(ValueError, match=r"'attn.npy' is a file name.*mmap_mode"):
+                call(path)
