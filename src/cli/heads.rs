@@ -87,12 +87,13 @@ fn write_summary(
         write_png(path, figure.width, figure.height, &figure.rgba)?;
     }
     eprintln!(
-        "wrote {} ({}x{}, {} statistics of {} heads)",
+        "wrote {} ({}x{}, {} statistics of {} head{})",
         path.display(),
         figure.width,
         figure.height,
         figure.plan.cells.len(),
-        cells.len()
+        cells.len(),
+        if cells.len() == 1 { "" } else { "s" }
     );
     Ok(())
 }

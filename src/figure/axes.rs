@@ -34,9 +34,13 @@ pub fn split_tokens(
     keys: usize,
 ) -> Result<(&[String], &[String])> {
     if tokens.len() != keys || queries > keys {
+        let n =
+            |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
         return Err(Error::BadOption(format!(
-            "--tokens: {} tokens, but the input has {queries} queries and {keys} keys (one token per key expected)",
-            tokens.len()
+            "--tokens: {}, but the input has {} and {} (one token per key expected)",
+            n(tokens.len(), "token", "tokens"),
+            n(queries, "query", "queries"),
+            n(keys, "key", "keys"),
         )));
     }
     Ok((&tokens[keys - queries..], tokens))
