@@ -757,3 +757,28 @@ fn the_viewer_without_a_display_says_so_in_one_line() {
         "{err}"
     );
 }
+
+/// `--title ""` (a script's unset variable) draws no title, not a blank line above the grid.
+#[test]
+fn an_empty_title_is_no_title() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = data("minilm_attn_128.npy");
+    let mut figures = Vec::new();
+    for title in [None, Some(""), Some("  ")] {
+        let out = dir.path().join(format!("t{}.png", figures.len()));
+        let mut args = vec![
+            "render",
+            input.to_str().unwrap(),
+            "--layers",
+            "1",
+            "--heads",
+            "1",
+        ];
+        args.extend(title.map(|t| ["--title", t]).into_iter().flatten());
+        args.extend(["-o", out.to_str().unwrap()]);
+        let o = attnviz(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        figures.push(std::fs::read(&out).unwrap());
+    }
+    assert!(figures[1] == figures[0] && figures[2] == figures[0]);
+}

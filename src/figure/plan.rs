@@ -212,8 +212,10 @@ impl Plan {
             .or(captured)
             .map(|t| crate::figure::axes::split_tokens(t, shape.queries, shape.keys))
             .transpose()?;
-        // What a capture changed about the scores is said in the caption.
-        let title = match (options.title.as_deref(), qk.and_then(|q| q.applied())) {
+        // What a capture changed about the scores is said in the caption. An empty title
+        // (`--title ""`, a script's unset variable) is none: no blank line above the grid.
+        let given = options.title.as_deref().filter(|t| !t.trim().is_empty());
+        let title = match (given, qk.and_then(|q| q.applied())) {
             (Some(t), Some(note)) => Some(format!("{t} ({note})")),
             (None, Some(note)) => Some(note),
             (t, None) => t.map(str::to_string),
