@@ -87,13 +87,12 @@ fn write_summary(
         write_png(path, figure.width, figure.height, &figure.rgba)?;
     }
     eprintln!(
-        "wrote {} ({}x{}, {} statistics of {} head{})",
+        "wrote {} ({}x{}, {} statistics of {})",
         path.display(),
         figure.width,
         figure.height,
         figure.plan.cells.len(),
-        cells.len(),
-        if cells.len() == 1 { "" } else { "s" }
+        attnviz::figure::counted(cells.len(), "head", "heads")
     );
     Ok(())
 }

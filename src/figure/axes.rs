@@ -5,6 +5,7 @@
 
 use crate::error::{Error, Result};
 use crate::figure::colorbar::ticks;
+use crate::figure::counted;
 use crate::figure::layout::{Axis, AxisTick, CellPad, Layout, Metrics, PlacedLabel, Text};
 use crate::figure::text::Label;
 use crate::pool::geometry::CellGeometry;
@@ -34,13 +35,11 @@ pub fn split_tokens(
     keys: usize,
 ) -> Result<(&[String], &[String])> {
     if tokens.len() != keys || queries > keys {
-        let n =
-            |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
         return Err(Error::BadOption(format!(
             "--tokens: {}, but the input has {} and {} (one token per key expected)",
-            n(tokens.len(), "token", "tokens"),
-            n(queries, "query", "queries"),
-            n(keys, "key", "keys"),
+            counted(tokens.len(), "token", "tokens"),
+            counted(queries, "query", "queries"),
+            counted(keys, "key", "keys"),
         )));
     }
     Ok((&tokens[keys - queries..], tokens))

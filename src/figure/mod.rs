@@ -14,3 +14,8 @@ pub mod stats_json;
 pub mod summary;
 pub mod svg;
 pub mod text;
+
+/// `n` with its noun, singular for one: messages say "1 layer", not "1 layers".
+pub fn counted(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
