@@ -432,17 +432,19 @@ def heads(
 
 
 # The record of attnviz.heads(as_array=True): attnviz heads --csv's columns, in its order, with
-# the top lists as fixed-size fields (the longest pattern label is "vertical-slash").
+# the top lists as fixed-size fields.
 _HEAD_SCALARS = ("sink_mass", "local_mass", "entropy", "mean_distance", "max")
 _RECALLS = ("a_shape", "vertical_slash", "block_sparse")
 
 
 def _heads_array(records, top):
     """The statistics' records as a numpy structured array (see :func:`heads`)."""
+    # (the labels' field as wide as the longest label, so that none is cut)
+    label = max((len(r["pattern"]) for r in records), default=1)
     dtype = np.dtype(
         [("layer", "i4"), ("head", "i4")]
         + [(name, "f8") for name in _HEAD_SCALARS]
-        + [("argmax", "i8", (2,)), ("row_sum_mean", "f8"), ("pattern", "U14")]
+        + [("argmax", "i8", (2,)), ("row_sum_mean", "f8"), ("pattern", "U{}".format(label))]
         + [("recall_" + name, "f8") for name in _RECALLS]
         + [("non_finite", "i8")]
         + [(field + suffix, kind, (top,)) for field in ("top_keys", "top_offsets")
