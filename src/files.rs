@@ -16,8 +16,11 @@ pub fn check_writable(path: &Path) -> Result<()> {
         path: path.to_path_buf(),
         source: std::io::Error::other(why),
     };
-    if !dir.is_dir() {
+    if !dir.exists() {
         return Err(fail(format!("its folder {} does not exist", dir.display())));
+    }
+    if !dir.is_dir() {
+        return Err(fail(format!("{} is not a folder", dir.display())));
     }
     let probe = tempfile::Builder::new()
         .prefix(".attnviz-probe-")
