@@ -748,7 +748,7 @@ def _to_numpy(x, name):
     if isinstance(x, (str, bytes, os.PathLike)):
         # (numpy would take a name for a 0-d string array and fail on its dtype)
         raise ValueError(
-            "{}: {!r} is a file name, and this function takes arrays: np.load(path, "
+            "{}: got the string {!r}, and this function takes arrays: for a file, np.load(path, "
             "mmap_mode='r') reads a .npy in place (attnviz.Viewer also opens files, and the CLI "
             "reads them: attnviz render FILE)".format(name, os.fsdecode(x)))
     if hasattr(x, "detach") and hasattr(x, "cpu") and hasattr(x, "numpy"):  # torch.Tensor

@@ -268,7 +268,7 @@ def test_bad_options_raise_the_cli_message(cli, tmp_path, kwargs, args):
         (np.zeros((8, 8), np.float32), dict(causal="maybe"), "invalid value 'maybe' for causal"),
         (np.zeros((8, 8), np.float32), dict(backend="tpu"), "invalid value 'tpu' for backend"),
         (np.zeros((8, 8), np.float32), dict(layers=[1.5]), "layers: expected an integer"),
-        ("not attention", {}, "attn: dtype '<U13' is not supported"),
+        ("not attention", {}, "attn: got the string 'not attention', and this function takes arrays"),
     ],
 )
 def test_bad_python_inputs_raise_value_error(attn, kwargs, fragment):
@@ -450,10 +450,11 @@ def test_diff_shape_mismatch_is_a_value_error():
 
 
 def test_a_file_name_is_refused_with_what_to_do():
-    """A path where an array belongs is named as a file name, not read as a string array
-    ("dtype '<U8' is not supported"), for every function that takes arrays."""
+    """A path where an array belongs is said to be one, with how to read the file, rather than
+    read as a string array ("dtype '<U8' is not supported"), by every function that takes
+    arrays."""
     for call in (lambda p: attnviz.render(p), lambda p: attnviz.heads(p),
                  lambda p: attnviz.diff(p, p), lambda p: attnviz.render_qk(p, p)):
         for path in ("attn.npy", Path("attn.npy")):
-            with pytest.raises(ValueError, match=r"'attn.npy' is a file name.*mmap_mode"):
+            with pytest.raises(ValueError, match=r"got the string 'attn.npy'.*mmap_mode"):
                 call(path)
