@@ -190,7 +190,7 @@ impl Plan {
             }
             if options.patterns.is_some() || options.sort_by.is_some() {
                 return Err(Error::BadOption(
-                    "the head statistics (attnviz heads, --stats-json, --sort-by) are defined on probabilities: drop --values logits".into(),
+                    "the head statistics (attnviz heads, --stats-json, --sort-by) are defined on probabilities, not logits: leave --values at probs".into(),
                 ));
             }
         }
