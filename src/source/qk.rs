@@ -210,7 +210,11 @@ impl QkSource {
             })
             .collect();
         Ok(QkSource {
-            name: format!("{} × {}", q.name(), k.name()),
+            // (a capture holds both: its one file names it)
+            name: match q.name() == k.name() {
+                true => q.name().to_string(),
+                false => format!("{} × {}", q.name(), k.name()),
+            },
             out_keys: 0..ks.queries,
             group: qs.heads / ks.heads,
             layers: qs.layers,
