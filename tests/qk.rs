@@ -455,6 +455,18 @@ fn mismatched_q_and_k_fail_with_one_line() {
         );
     }
     assert!(!Path::new(&p("x.png")).exists());
+    // Two captures that differ in shape: each named by its one file (not "a × a").
+    let o = attnviz_cli(&[
+        "diff",
+        &p("a.safetensors"),
+        &p("b.safetensors"),
+        "-o",
+        &p("x.png"),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    let named = format!("error: {} has shape", p("a.safetensors"));
+    assert!(err.starts_with(&named) && !err.contains('×'), "{err}");
     // Queries in a .npy without --k: the keys are missing (it used to read "--tensor applies to
     // .safetensors files only", a flag the user never gave).
     run_ok(&["synth", "-o", &p("q.npy"), "--seq", "16", "--dtype", "f32"]);
