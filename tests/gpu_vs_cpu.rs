@@ -450,6 +450,34 @@ fn copied_cells_export_the_bytes_of_drawn_ones() {
     }
 }
 
+/// A figure past the texture limit copies its cells tile by tile: each copy clipped to the
+/// tile it meets (97-pixel tiles cut every 128-pixel cell somewhere, rows and columns), with
+/// the same bytes as the figure drawn in one piece with no copy.
+#[test]
+fn tiled_exports_copy_cells_to_the_bytes_of_drawn_ones() {
+    let Some(mut e) = engine() else { return };
+    let src = ArraySource::from_f32("tiles", &structured(2, 3, 128, 128));
+    let options = RenderOptions {
+        cell: Some(128),
+        title: Some("Tiles".into()),
+        ..Default::default()
+    };
+    e.copy_cells = false;
+    let drawn = e.render(&src, &options).unwrap();
+    e.copy_cells = true;
+    e.tile_limit = 97;
+    let tiled = e.render(&src, &options).unwrap();
+    assert!(drawn.width > 97 * 3 && drawn.height > 97 * 2);
+    assert_eq!((tiled.width, tiled.height), (drawn.width, drawn.height));
+    let differing = tiled
+        .rgba
+        .chunks(4)
+        .zip(drawn.rgba.chunks(4))
+        .filter(|(a, b)| a != b)
+        .count();
+    assert_eq!(differing, 0, "pixels differing");
+}
+
 /// The composed figure equals the CPU drawing of the GPU's own colours within ±1 per channel,
 /// and the CPU renderer end to end within one LUT step on cells.
 #[test]

@@ -65,15 +65,28 @@ impl CellCopies {
         self.copies.is_empty()
     }
 
-    /// Records every copy into `target` (RGBA8, the figure's size).
-    pub(super) fn record(&self, encoder: &mut wgpu::CommandEncoder, target: &wgpu::Texture) {
+    /// Records every copy into `target`, an RGBA8 tile of `size` pixels whose corner is at
+    /// `origin` in the figure (the whole figure: (0, 0) and its size), each clipped to it: a
+    /// clipped copy starts at the cell's first pixel inside the tile and keeps the cell's row
+    /// pitch, so its rows stay copy-aligned and its bytes are the ones a whole copy writes.
+    pub(super) fn record(
+        &self,
+        encoder: &mut wgpu::CommandEncoder,
+        target: &wgpu::Texture,
+        origin: (u32, u32),
+        size: (u32, u32),
+    ) {
         for c in &self.copies {
-            let [x, y, w, h] = c.rect;
+            let Some((from, to, extent)) = clip(c.rect, origin, size) else {
+                continue;
+            };
+            let [_, _, w, h] = c.rect;
             encoder.copy_buffer_to_texture(
                 wgpu::TexelCopyBufferInfo {
                     buffer: &self.colors[c.group],
                     layout: wgpu::TexelCopyBufferLayout {
-                        offset: c.offset,
+                        offset: c.offset
+                            + (u64::from(from.1) * u64::from(w) + u64::from(from.0)) * 4,
                         bytes_per_row: Some(w * 4),
                         rows_per_image: Some(h),
                     },
@@ -81,17 +94,44 @@ impl CellCopies {
                 wgpu::TexelCopyTextureInfo {
                     texture: target,
                     mip_level: 0,
-                    origin: wgpu::Origin3d { x, y, z: 0 },
+                    origin: wgpu::Origin3d {
+                        x: to.0,
+                        y: to.1,
+                        z: 0,
+                    },
                     aspect: wgpu::TextureAspect::All,
                 },
                 wgpu::Extent3d {
-                    width: w,
-                    height: h,
+                    width: extent.0,
+                    height: extent.1,
                     depth_or_array_layers: 1,
                 },
             );
         }
     }
+}
+
+/// The part of a cell at `rect` (x, y, width, height, in figure pixels) inside the tile of
+/// `size` at `origin`: its first pixel in the cell, where that pixel goes in the tile, and
+/// the part's size; `None` where the two do not meet.
+fn clip(
+    rect: [u32; 4],
+    origin: (u32, u32),
+    size: (u32, u32),
+) -> Option<((u32, u32), (u32, u32), (u32, u32))> {
+    let [x, y, w, h] = rect;
+    let (x0, y0) = (x.max(origin.0), y.max(origin.1));
+    let (x1, y1) = (
+        (x + w).min(origin.0 + size.0),
+        (y + h).min(origin.1 + size.1),
+    );
+    (x0 < x1 && y0 < y1).then(|| {
+        (
+            (x0 - x, y0 - y),
+            (x0 - origin.0, y0 - origin.1),
+            (x1 - x0, y1 - y0),
+        )
+    })
 }
 
 /// Per quad of `figure`, whether it is a cell to copy: drawn at its pooled size `(w, h)` (`px`
@@ -141,6 +181,31 @@ mod tests {
     use super::*;
     use crate::figure::quads::{KIND_FILL, KIND_LABEL};
     use crate::figure::text::Atlas;
+
+    #[test]
+    fn copies_are_clipped_to_the_tile() {
+        // a 64 × 32 cell at (90, 10), tiles of 100 × 20
+        let cell = [90, 10, 64, 32];
+        assert_eq!(
+            clip(cell, (0, 0), (100, 20)),
+            Some(((0, 0), (90, 10), (10, 10)))
+        );
+        assert_eq!(
+            clip(cell, (100, 20), (100, 20)),
+            Some(((10, 10), (0, 0), (54, 20)))
+        );
+        assert_eq!(
+            clip(cell, (100, 40), (100, 20)),
+            Some(((10, 30), (0, 0), (54, 2)))
+        );
+        assert_eq!(clip(cell, (200, 0), (100, 20)), None);
+        assert_eq!(clip(cell, (0, 42), (100, 20)), None);
+        // the whole figure as one tile: the whole cell
+        assert_eq!(
+            clip(cell, (0, 0), (300, 300)),
+            Some(((0, 0), (90, 10), (64, 32)))
+        );
+    }
 
     #[test]
     fn cells_drawn_one_to_one_with_every_pixel_coloured_are_copied() {

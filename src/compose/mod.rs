@@ -190,9 +190,12 @@ impl Compositor {
         pipe.format == wgpu::TextureFormat::Rgba8Unorm && !self.copies.is_empty()
     }
 
-    /// [`Compositor::draw`] into `texture` (RGBA8, the whole figure), the copyable cells copied
-    /// rather than drawn, to the same bytes: what export records. The quads must be the
-    /// figure's own (as made, or put back with `set_quads`): the draws index them.
+    /// [`Compositor::draw`] into `texture` (RGBA8, `size` pixels: the tile of the figure whose
+    /// corner is at `origin`, or the whole figure at (0, 0)), the copyable cells copied rather
+    /// than drawn, to the same bytes: what export records. The quads must be the figure's own
+    /// moved by `-origin` (as made, or set with `set_quads`): the draws index them, and the
+    /// copies are clipped to the tile.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn draw_copying(
         &self,
         gpu: &Gpu,
@@ -201,9 +204,10 @@ impl Compositor {
         texture: &wgpu::Texture,
         view: &wgpu::TextureView,
         size: (u32, u32),
+        origin: (u32, u32),
     ) -> Result<()> {
         self.record(gpu, pipe, encoder, view, size, true, &self.copies.runs)?;
-        self.copies.record(encoder, texture);
+        self.copies.record(encoder, texture, origin, size);
         Ok(())
     }
 

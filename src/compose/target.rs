@@ -8,8 +8,9 @@ use crate::gpu::Gpu;
 
 /// Renders `figure` offscreen and returns its RGBA8 rows. Figures wider or taller than the
 /// adapter's texture limit are drawn tile by tile with shifted quads and stitched. With
-/// `copy_cells`, a figure drawn in one piece has its copyable cells copied into the target
-/// rather than drawn (`Compositor::draw_copying`; the same bytes).
+/// `copy_cells`, the copyable cells are copied into the target rather than drawn, each clipped
+/// to the tile (`Compositor::draw_copying`; the same bytes): a whole model's 1024 cells shaded
+/// once per tile were most of a tiled export's time.
 pub(crate) fn render_rgba(
     gpu: &Gpu,
     pipe: &ComposePipeline,
@@ -142,13 +143,17 @@ pub(crate) fn render_rgba_over(
     copy_cells: bool,
 ) -> Result<Vec<u8>> {
     let (w, h) = (figure.width, figure.height);
+    // Tiles of even size: the target, its clear and its read-back are a tile's size, so an
+    // 8821-pixel-wide figure takes two of 4411 rather than 8192 and a sliver of 629 drawn into
+    // a texture of 8192.
     let max = gpu.limits.max_texture_dimension_2d.min(tile_limit).max(1);
-    let (tw, th) = (w.min(max), h.min(max));
+    let even = |n: u32| n.div_ceil(n.div_ceil(max)).max(1);
+    let (tw, th) = (even(w), even(h));
     let mut out = vec![0u8; w as usize * h as usize * 4];
     let target = tracing::info_span!("export.target")
         .in_scope(|| OffscreenTarget::new(gpu, pipe.format, (tw, th)));
     let tiled = tw < w || th < h;
-    let copying = copy_cells && !tiled && overlays.is_empty() && compositor.copies_cells(pipe);
+    let copying = copy_cells && overlays.is_empty() && compositor.copies_cells(pipe);
     if copying {
         compositor.set_quads(gpu, &figure.quads);
     }
@@ -173,6 +178,7 @@ pub(crate) fn render_rgba_over(
                         &target.texture,
                         &target.view,
                         (tw, th),
+                        (tx, ty),
                     )?;
                 } else {
                     compositor.draw(gpu, pipe, &mut encoder, &target.view, (tw, th))?;
