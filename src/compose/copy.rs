@@ -111,14 +111,13 @@ impl CellCopies {
     }
 }
 
+/// A pair of pixel coordinates or sizes.
+type Pair = (u32, u32);
+
 /// The part of a cell at `rect` (x, y, width, height, in figure pixels) inside the tile of
 /// `size` at `origin`: its first pixel in the cell, where that pixel goes in the tile, and
 /// the part's size; `None` where the two do not meet.
-fn clip(
-    rect: [u32; 4],
-    origin: (u32, u32),
-    size: (u32, u32),
-) -> Option<((u32, u32), (u32, u32), (u32, u32))> {
+fn clip(rect: [u32; 4], origin: Pair, size: Pair) -> Option<(Pair, Pair, Pair)> {
     let [x, y, w, h] = rect;
     let (x0, y0) = (x.max(origin.0), y.max(origin.1));
     let (x1, y1) = (
