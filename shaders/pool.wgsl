@@ -299,20 +299,30 @@ fn fold_pair(run: ptr<function, Running>, word: u32, e: u32) {
     fold(run, f.y, finite16(word >> 16u), e + 1u);
 }
 
-// Pixel (x, y)'s running state, resumed from its accumulator (and, with FLAG_AUTO_CAUSAL, the
-// zeros set aside before), for a bin `width` elements wide.
-fn open_bin(x: u32, y: u32, width: u32) -> Running {
+// Pixel (x, y)'s running state for a bin `width` elements wide: empty where its bin starts in
+// this piece (`rows.fresh`: no earlier piece reached it), else resumed from its accumulator (and,
+// with FLAG_AUTO_CAUSAL, the zeros set aside before). A fresh bin reads nothing: where bins are
+// narrow (a pixel a key and a row: whole models at short context) the accumulator's load was
+// most of a pixel's cost on llvmpipe, which loads a storage buffer lane by lane.
+fn open_bin(x: u32, y: u32, width: u32, rows: BinRows) -> Running {
     var run: Running;
     run.idx = piece.accum_base + y * piece.pooled_w + x;
-    let a = accum[run.idx];
-    run.max_v = a.max_v;
-    run.min_v = a.min_v;
-    run.sum = a.sum;
-    run.count = a.count_bad & COUNT_MASK;
-    run.bad = (a.count_bad & BAD_BIT) != 0u;
+    run.max_v = 0.0;
+    run.min_v = 0.0;
+    run.sum = 0.0;
+    run.count = 0u;
+    run.bad = false;
     run.zeros = 0u;
-    if (FLAGS & FLAG_AUTO_CAUSAL) != 0u {
-        run.zeros = zeros[run.idx];
+    if !rows.fresh {
+        let a = accum[run.idx];
+        run.max_v = a.max_v;
+        run.min_v = a.min_v;
+        run.sum = a.sum;
+        run.count = a.count_bad & COUNT_MASK;
+        run.bad = (a.count_bad & BAD_BIT) != 0u;
+        if (FLAGS & FLAG_AUTO_CAUSAL) != 0u {
+            run.zeros = zeros[run.idx];
+        }
     }
     run.saw_upper = false;
     run.width = width;
@@ -352,14 +362,23 @@ fn begin_row(run: ptr<function, Running>, q: u32, r: u32, row_base: u32, first: 
     (*run).row_sum = 0.0;
 }
 
-// The bin rows (r0, r1) of pooled row y in this piece; empty when the piece has none.
-fn bin_rows(y: u32) -> vec2<u32> {
+// The bin rows [r0, r1) of a pooled row in this piece (empty when the piece has none), and
+// whether the bin starts in it (its accumulator holds nothing yet: a head's pieces arrive in
+// row order).
+struct BinRows {
+    r0: u32,
+    r1: u32,
+    fresh: bool,
+}
+
+fn bin_rows(y: u32) -> BinRows {
     if y >= piece.y_end {
-        return vec2<u32>(1u, 0u);
+        return BinRows(1u, 0u, false);
     }
-    let r0 = max(row_edges[y], piece.row_start);
+    let first = row_edges[y];
+    let r0 = max(first, piece.row_start);
     let r1 = min(row_edges[y + 1u], piece.row_start + piece.row_count);
-    return vec2<u32>(r0, r1);
+    return BinRows(r0, r1, first >= piece.row_start);
 }
 
 @compute @workgroup_size(64)
@@ -371,14 +390,14 @@ fn pool(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     let y = piece.y_start + gid.y;
     let rows = bin_rows(y);
-    if rows.x >= rows.y {
+    if rows.r0 >= rows.r1 {
         return;
     }
     let c0 = col_edges[x];
     let c1 = col_edges[x + 1u];
-    var run = open_bin(x, y, c1 - c0);
+    var run = open_bin(x, y, c1 - c0, rows);
     let shift = elem_shift();
-    for (var q = rows.x; q < rows.y; q++) {
+    for (var q = rows.r0; q < rows.r1; q++) {
         let r = q - piece.row_start;
         let row_base = piece.elem_offset + r * piece.stride;
         begin_row(&run, q, r, row_base, row_base + c0);
@@ -437,16 +456,16 @@ override FIXED_WORDS: u32 = 0u;
 @compute @workgroup_size(64)
 fn pool_lanes1(@builtin(global_invocation_id) gid: vec3<u32>) {
     let start = lane_start(gid, 4u);
-    if start.z >= start.w {
+    if start.rows.r0 >= start.rows.r1 {
         return;
     }
     let shift = elem_shift();
     let bin = 1u << shift;
-    var a = open_bin(start.x, start.y, bin);
-    var b = open_bin(start.x + 1u, start.y, bin);
-    var c = open_bin(start.x + 2u, start.y, bin);
-    var d = open_bin(start.x + 3u, start.y, bin);
-    for (var q = start.z; q < start.w; q++) {
+    var a = open_bin(start.x, start.y, bin, start.rows);
+    var b = open_bin(start.x + 1u, start.y, bin, start.rows);
+    var c = open_bin(start.x + 2u, start.y, bin, start.rows);
+    var d = open_bin(start.x + 3u, start.y, bin, start.rows);
+    for (var q = start.rows.r0; q < start.rows.r1; q++) {
         let row = lane_row(q, start.x * bin);
         if row.seen {
             fold_lane_pixel(&a, row, 0u, 1u, shift);
@@ -464,14 +483,14 @@ fn pool_lanes1(@builtin(global_invocation_id) gid: vec3<u32>) {
 @compute @workgroup_size(64)
 fn pool_lanes2(@builtin(global_invocation_id) gid: vec3<u32>) {
     let start = lane_start(gid, 2u);
-    if start.z >= start.w {
+    if start.rows.r0 >= start.rows.r1 {
         return;
     }
     let shift = elem_shift();
     let bin = 2u << shift;
-    var a = open_bin(start.x, start.y, bin);
-    var b = open_bin(start.x + 1u, start.y, bin);
-    for (var q = start.z; q < start.w; q++) {
+    var a = open_bin(start.x, start.y, bin, start.rows);
+    var b = open_bin(start.x + 1u, start.y, bin, start.rows);
+    for (var q = start.rows.r0; q < start.rows.r1; q++) {
         let row = lane_row(q, start.x * bin);
         if row.seen {
             fold_lane_pixel(&a, row, 0u, 2u, shift);
@@ -485,13 +504,13 @@ fn pool_lanes2(@builtin(global_invocation_id) gid: vec3<u32>) {
 @compute @workgroup_size(64)
 fn pool_lanes4(@builtin(global_invocation_id) gid: vec3<u32>) {
     let start = lane_start(gid, 1u);
-    if start.z >= start.w {
+    if start.rows.r0 >= start.rows.r1 {
         return;
     }
     let shift = elem_shift();
     let bin = 4u << shift;
-    var a = open_bin(start.x, start.y, bin);
-    for (var q = start.z; q < start.w; q++) {
+    var a = open_bin(start.x, start.y, bin, start.rows);
+    for (var q = start.rows.r0; q < start.rows.r1; q++) {
         let row = lane_row(q, start.x * bin);
         if row.seen {
             fold_lane_pixel(&a, row, 0u, 4u, shift);
@@ -500,17 +519,75 @@ fn pool_lanes4(@builtin(global_invocation_id) gid: vec3<u32>) {
     close_bin(a);
 }
 
+// `pool_keys`, where every bin is one key (pooled_w = K: a head drawn at its own width, as a
+// whole model's short heads are) and every row starts on a word: an invocation takes the 4 (f32)
+// or 8 (16-bit) pixels of one word, reads it once a row and folds each element into its own
+// pixel, where `pool` with FIXED_WORDS = 1 read that word once per pixel and folded all of it
+// (8 times the work, and 8 times the invocations). Pixels past the head's last key (a row
+// padded to a word) are neither folded into nor stored.
+const KEYS_MAX: u32 = 8u;
+
+@compute @workgroup_size(64)
+fn pool_keys(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let shift = elem_shift();
+    let n = 1u << shift;
+    let start = lane_start(gid, n);
+    if start.rows.r0 >= start.rows.r1 {
+        return;
+    }
+    var runs: array<Running, KEYS_MAX>;
+    for (var j = 0u; j < n; j++) {
+        runs[j] = open_bin(start.x + j, start.y, 1u, start.rows);
+    }
+    for (var q = start.rows.r0; q < start.rows.r1; q++) {
+        let row = lane_row(q, start.x);
+        if row.seen {
+            let v = word(row.first >> shift);
+            for (var j = 0u; j < n; j++) {
+                // (a pointer into `runs` at a dynamic index trips naga's SPIR-V writer)
+                var run = runs[j];
+                begin_row(&run, row.q, row.r, row.base, row.first + j);
+                let e = element_of(v, j);
+                fold(&run, e.x, e.y != 0u, row.first + j);
+                run.sum += run.row_sum;
+                runs[j] = run;
+            }
+        }
+    }
+    for (var j = 0u; j < n; j++) {
+        if start.x + j < piece.pooled_w {
+            close_bin(runs[j]);
+        }
+    }
+}
+
+// Element j of word `v`: its f32 bits (16-bit elements widened) and whether it is finite.
+fn element_of(v: vec4<u32>, j: u32) -> vec2<u32> {
+    if DTYPE == DTYPE_F32 {
+        let bits = v[j];
+        return vec2<u32>(bits, u32(finite32(bits)));
+    }
+    let half = v[j >> 1u] >> ((j & 1u) * 16u);
+    return vec2<u32>(widen(half).x, u32(finite16(half)));
+}
+
 // A `pool_lanes` invocation's piece (into `piece`), its first pixel x, pooled row y and bin rows
-// (r0, r1) there: (x, y, r0, r1), the rows empty when the invocation has nothing to pool.
-fn lane_start(gid: vec3<u32>, pixels: u32) -> vec4<u32> {
+// there, the rows empty when the invocation has nothing to pool.
+struct LaneStart {
+    x: u32,
+    y: u32,
+    rows: BinRows,
+}
+
+fn lane_start(gid: vec3<u32>, pixels: u32) -> LaneStart {
     piece = pieces[gid.z];
     let x = gid.x * pixels;
     let y = piece.y_start + gid.y;
-    let rows = bin_rows(y);
+    var rows = bin_rows(y);
     if x >= piece.pooled_w {
-        return vec4<u32>(x, y, 1u, 0u);
+        rows = BinRows(1u, 0u, false);
     }
-    return vec4<u32>(x, y, rows);
+    return LaneStart(x, y, rows);
 }
 
 // Head row q as a lane reads it: its piece row, the row's first element in the chunk, the

@@ -32,10 +32,22 @@ fn check_pooling(
     options: PoolOptions,
 ) -> usize {
     let s = src.shape();
+    let geometry = CellGeometry::new(s.queries, s.keys, cell).unwrap();
+    check_pooling_into(e, name, src, geometry, options)
+}
+
+/// [`check_pooling`] into a given geometry.
+fn check_pooling_into(
+    e: &Engine,
+    name: &str,
+    src: &dyn AttentionSource,
+    geometry: CellGeometry,
+    options: PoolOptions,
+) -> usize {
+    let s = src.shape();
     let cells: Vec<_> = (0..s.layers)
         .flat_map(|l| (0..s.heads).map(move |h| (l, h)))
         .collect();
-    let geometry = CellGeometry::new(s.queries, s.keys, cell).unwrap();
     let gpu = e.pool(src, &cells, geometry, options).unwrap();
     let cpu = cpu::pool_cells(src, &cells, geometry, options).unwrap();
     let gpu_acc = gpu.read_accums(&e.gpu).unwrap();
@@ -693,14 +705,17 @@ fn bins_of_whole_words_pool_exactly() {
         let src = ArraySource::from_f32_as("lanes", &data, dtype);
         // rows on words, a few rows a chunk
         e.chunk_bytes = (keys * dtype.size() * 5) as u64;
-        use PoolKernel::{Fixed, Lanes};
-        // and bins of 8 words, and of half a word, read as their own words from theirs
+        use PoolKernel::{Fixed, Keys, Lanes};
+        // and bins of 8 words, and of half a word, read as their own words from theirs; and
+        // bins of one key (the head at its own width: `pool_keys`, the pixels of a word an
+        // invocation)
         for (cell, kernel) in [
             (16, Lanes(1)),
             (8, Lanes(2)),
             (4, Lanes(4)),
             (2, Fixed(8)),
             (32, Fixed(1)),
+            (keys as u32, Keys),
         ] {
             let geometry = CellGeometry::new(37, keys, Some(cell)).unwrap();
             assert_eq!(
@@ -712,6 +727,38 @@ fn bins_of_whole_words_pool_exactly() {
                 let name = format!("{kernel:?}-{}-{options:?}", dtype.name());
                 check_pooling(&e, &name, &src, Some(cell), options);
             }
+        }
+    }
+}
+
+/// Bins of one key and several rows (`pool_keys` into a geometry of the head's own width and
+/// a third of its rows, as a region the viewer pools may be), chunks of 7 rows so that most
+/// bins of 9 or 10 rows span two pieces (resumed from the accumulator, not started afresh), a
+/// NaN and an infinity: the same accumulators, bit for bit, as the CPU, in every mode and
+/// dtype.
+#[test]
+fn bins_of_one_key_pool_exactly() {
+    let Some(mut e) = engine() else { return };
+    for dtype in [DType::F32, DType::F16, DType::BF16] {
+        let keys = 128 / dtype.size();
+        let mut data = random(1, 2, 301, keys, 19);
+        data[[0, 0, 200, 5]] = f32::NAN;
+        data[[0, 1, 17, keys - 1]] = f32::INFINITY;
+        let src = ArraySource::from_f32_as("keys", &data, dtype);
+        e.chunk_bytes = (keys * dtype.size() * 7) as u64;
+        let geometry = CellGeometry {
+            display_w: keys as u32,
+            display_h: 32,
+            pooled_w: keys as u32,
+            pooled_h: 32,
+        };
+        assert_eq!(
+            PoolKernel::choose(keys, geometry.pooled_w, dtype, true),
+            PoolKernel::Keys
+        );
+        for options in pool_modes() {
+            let name = format!("keys-{}-{options:?}", dtype.name());
+            check_pooling_into(&e, &name, &src, geometry, options);
         }
     }
 }

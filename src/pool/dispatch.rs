@@ -152,7 +152,7 @@ impl Ingest<'_> {
         let invocations = self
             .geometry
             .pooled_w
-            .div_ceil(kernel.pixels_per_invocation());
+            .div_ceil(kernel.pixels_per_invocation(self.dtype));
         pass.dispatch_workgroups(invocations.div_ceil(64), bins, n);
         // The pattern statistics read the same bound rows, right after the pool pass.
         if let (Some(stats), Some(bg)) = (&self.pattern, pattern) {

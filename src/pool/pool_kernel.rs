@@ -2,8 +2,8 @@
 //! folded in the same order by all of them, so every accumulator is the same, bit for bit; they
 //! differ in how an invocation walks a row's 16-byte words. On llvmpipe the general loop's
 //! per-row cost exceeded its loads for narrow bins (a loop whose length each lane works out
-//! for itself), so narrow bins read a fixed number of words, and bins of whole words several
-//! pixels at a time.
+//! for itself), so narrow bins read a fixed number of words, bins of whole words several
+//! pixels at a time, and bins of one key the pixels of a word at a time.
 
 use crate::source::DType;
 
@@ -28,6 +28,9 @@ pub enum PoolKernel {
     /// `pool_lanes{n}` (n = 1, 2, 4): every bin is n whole words of every row; an invocation
     /// takes the 4 / n adjacent pixels of 4 words and reads each word once.
     Lanes(u32),
+    /// `pool_keys`: every bin is one key (a head at its own width); an invocation takes the
+    /// pixels of one word, reads it once a row and folds each element into its own pixel.
+    Keys,
 }
 
 impl PoolKernel {
@@ -36,6 +39,9 @@ impl PoolKernel {
     ///
     /// [`bin_edges`]: crate::pool::geometry::bin_edges
     pub fn choose(keys: usize, pooled_w: u32, dtype: DType, rows_on_words: bool) -> PoolKernel {
+        if rows_on_words && pooled_w as usize == keys {
+            return PoolKernel::Keys;
+        }
         let lanes = lane_bin_words(keys, pooled_w, dtype);
         if rows_on_words && lanes > 0 {
             return PoolKernel::Lanes(lanes);
@@ -67,6 +73,7 @@ impl PoolKernel {
             PoolKernel::Lanes(2) => ("pool_lanes2", 0),
             PoolKernel::Lanes(4) => ("pool_lanes4", 0),
             PoolKernel::Lanes(n) => unreachable!("bins of {n} words"),
+            PoolKernel::Keys => ("pool_keys", 0),
         }
     }
 
@@ -76,20 +83,23 @@ impl PoolKernel {
             PoolKernel::Loop => 0,
             PoolKernel::Fixed(n) => n as usize,
             PoolKernel::Lanes(n) => MAX_FIXED_WORDS as usize + 1 + n.trailing_zeros() as usize,
+            PoolKernel::Keys => MAX_FIXED_WORDS as usize + 4,
         }
     }
 
-    /// Pixels of a pooled row one invocation takes.
-    pub(super) fn pixels_per_invocation(self) -> u32 {
+    /// Pixels of a pooled row one invocation takes, for elements of `dtype`.
+    pub(super) fn pixels_per_invocation(self, dtype: DType) -> u32 {
         match self {
             PoolKernel::Lanes(n) => LANE_WORDS / n,
+            PoolKernel::Keys => 16 / dtype.size() as u32,
             _ => 1,
         }
     }
 }
 
-/// Pipelines a dtype and set of flags may have: the loop, each fixed width, 3 lane widths.
-pub(super) const POOL_KERNELS: usize = MAX_FIXED_WORDS as usize + 4;
+/// Pipelines a dtype and set of flags may have: the loop, each fixed width, 3 lane widths, one
+/// key a bin.
+pub(super) const POOL_KERNELS: usize = MAX_FIXED_WORDS as usize + 5;
 
 /// The words each bin spans (1, 2 or 4) when every bin is the same whole number of 16-byte
 /// words and the pooled width a multiple of the pixels an invocation of `pool_lanes` takes; 0
@@ -143,7 +153,9 @@ mod tests {
         assert_eq!(choose(2000, 64, DType::F32), Loop);
         // bins of 32 f32 keys, one key (native resolution), half-word bins (on words or not)
         assert_eq!(choose(4096, 128, DType::F32), Fixed(8));
-        assert_eq!(choose(53, 53, DType::F32), Fixed(1));
+        assert_eq!(choose(53, 53, DType::F32), Keys);
+        assert_eq!(PoolKernel::choose(53, 53, DType::F32, false), Fixed(1));
+        assert_eq!(choose(256, 256, DType::F16), Keys);
         assert_eq!(choose(2048, 1024, DType::F32), Fixed(1));
         assert_eq!(PoolKernel::choose(2048, 1024, DType::F32, false), Fixed(2));
         // 3 pixels of one word: not a multiple of a lane's 4
@@ -151,14 +163,16 @@ mod tests {
         let all: Vec<_> = [Loop]
             .into_iter()
             .chain((1..=MAX_FIXED_WORDS).map(Fixed))
-            .chain([Lanes(1), Lanes(2), Lanes(4)])
+            .chain([Lanes(1), Lanes(2), Lanes(4), Keys])
             .collect();
         for (i, k) in all.iter().enumerate() {
             assert_eq!(k.slot(), i, "{k:?}");
         }
         assert_eq!(all.len(), POOL_KERNELS);
-        assert_eq!(Lanes(1).pixels_per_invocation(), 4);
-        assert_eq!(Lanes(4).pixels_per_invocation(), 1);
-        assert_eq!(Fixed(3).pixels_per_invocation(), 1);
+        assert_eq!(Lanes(1).pixels_per_invocation(DType::F32), 4);
+        assert_eq!(Lanes(4).pixels_per_invocation(DType::F16), 1);
+        assert_eq!(Fixed(3).pixels_per_invocation(DType::F32), 1);
+        assert_eq!(Keys.pixels_per_invocation(DType::F32), 4);
+        assert_eq!(Keys.pixels_per_invocation(DType::BF16), 8);
     }
 }
