@@ -20,8 +20,17 @@ use attnviz::pool::{Causal, PoolOptions};
 use attnviz::source::qk::{QkOptions, QkSource};
 use attnviz::source::ArraySource;
 use attnviz::{AttentionSource, DType, Engine};
-use common::{engine, Rng};
+use common::Rng;
 use ndarray::Array4;
+
+/// The engine these tests need: the one pass at every pooled width. (Columns of one or two
+/// keys are otherwise pooled from stored probabilities, `Gpu::qk_store_keys`; that path has
+/// its own test, `narrow_columns_pool_from_stored_probabilities_as_the_one_pass_does`.)
+fn engine() -> Option<Engine> {
+    let mut e = common::engine()?;
+    e.gpu.qk_store_keys = 0;
+    Some(e)
+}
 
 fn tensor(name: &str, h: usize, n: usize, d: usize, seed: u64, dtype: DType) -> Box<ArraySource> {
     let mut rng = Rng::new(seed);
@@ -270,6 +279,74 @@ fn one_pass_pooling_equals_the_stored_block_path_and_the_f64_reference() {
         }
     }
     e.gpu.row_vec4s = budget;
+}
+
+/// Figures whose pooled columns are one or two keys wide (a short head at its own width or
+/// half of it: a whole model at short context) are pooled from stored probabilities
+/// (`Gpu::qk_store_keys`, the adapter's default): the stored path ran (its pass stores the
+/// probabilities, and no fold ran), and its accumulators are the one pass's within the
+/// tolerance above and the f64 reference's within 1e-5. Both kernels' widths, causal, GQA, a
+/// query slice, a column of four keys (the one pass's again).
+#[test]
+fn narrow_columns_pool_from_stored_probabilities_as_the_one_pass_does() {
+    let Some(mut e) = common::engine() else {
+        return;
+    };
+    let default = e.gpu.qk_store_keys;
+    assert_eq!(default, attnviz::gpu::QK_STORE_KEYS);
+    let mut narrow = vec![
+        (case("native", 100, 100, 16, false, 100), true),
+        (case("native-causal-d128", 90, 90, 128, true, 90), true),
+        (case("two-keys-causal", 200, 200, 64, true, 100), true),
+        (case("four-keys", 200, 200, 64, false, 50), false),
+    ];
+    narrow.push((
+        Case {
+            name: "native-gqa-slice",
+            heads: 4,
+            kv_heads: 2,
+            queries: Some(40..120),
+            ..case("", 120, 120, 32, true, 120)
+        },
+        true,
+    ));
+    assert!(e.gpu.time_passes(true));
+    for (c, stored) in narrow {
+        let p = Pooling::of(&c);
+        e.gpu.qk_store_keys = default;
+        e.gpu.pass_times().unwrap();
+        let narrow = p.run(&e, &p.src);
+        let labels: Vec<&str> = e
+            .gpu
+            .pass_times()
+            .unwrap()
+            .labels
+            .iter()
+            .map(|t| t.label)
+            .collect();
+        assert_eq!(
+            (
+                labels.contains(&"attnviz.qk.probs"),
+                labels.contains(&"attnviz.qk.fold")
+            ),
+            (stored, !stored),
+            "{}: the passes that ran: {labels:?}",
+            c.name
+        );
+        e.gpu.qk_store_keys = 0;
+        let one_pass = p.run(&e, &p.src);
+        compare(c.name, &narrow, &one_pass, [4e-6, 1e-30, 1e-5, 1e-30]);
+        let cpu = attnviz::cpu::pool_cells(&p.src, &p.cells, p.geometry, p.options).unwrap();
+        let cpu: Vec<Vec<Accum>> = cpu.into_iter().map(|p| p.accum).collect();
+        compare(
+            &format!("{} vs f64", c.name),
+            &narrow,
+            &cpu,
+            [0.0, 1e-5, 0.0, 1e-5],
+        );
+    }
+    e.gpu.time_passes(false);
+    e.gpu.qk_store_keys = default;
 }
 
 #[test]

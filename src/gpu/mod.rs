@@ -83,6 +83,16 @@ pub struct Gpu {
     /// 7.45 against 5.70 s causal at 32768 tokens, 3.7 against 2.7 s at 16384), and a GPU's
     /// copy of the probabilities is cheap either way. Tests turn it on to keep the path right.
     pub probs_in_texture: bool,
+    /// Figures from Q and K whose pooled columns are at most this many keys wide store each
+    /// chunk's probabilities for the pool pass (`pool::qk::tiled::pool_materialized`: the row
+    /// kernel once for the rows' lse, once for the probabilities) rather than keep a state per
+    /// (row, pooled column) (`pool_into`): a state is 16 bytes, so where it stands for one or
+    /// two probabilities the one pass writes and folds back more than the probabilities
+    /// themselves, and updates one per score. On llvmpipe (2026-12-06): a 32-layer × 32-head
+    /// model at 256 tokens drawn at its own width (one key a column) 6.4 → 4.9 s; 8 × 8 heads
+    /// of 512 tokens into 256 px (two) 0.80 → 0.66 s; of 1024 (four) 0.84 → 1.02 s, slower.
+    /// Every adapter: 2 (unmeasured on a GPU). Tests set 0 to keep the one pass at any width.
+    pub qk_store_keys: u32,
     /// Set by wgpu when the device is lost (driver reset, GPU removed).
     lost: Arc<Mutex<Option<String>>>,
     /// The device's time per pass, once [`Gpu::time_passes`] made it (`timing`).
@@ -105,6 +115,9 @@ pub const CPU_QK_STATE_BYTES: u64 = 64 << 20;
 /// [`Gpu::qk_split_workgroups`] on GPUs: about what an H200 holds at once (132
 /// multiprocessors, 32 resident 64-lane workgroups each), a few waves on smaller GPUs.
 pub const GPU_QK_SPLIT_WORKGROUPS: u32 = 4096;
+
+/// [`Gpu::qk_store_keys`] on every adapter.
+pub const QK_STORE_KEYS: u32 = 2;
 
 /// [`Gpu::qk_state_bytes`] on GPUs: 32768 rows of 1024-px cells (16 bytes per row and column),
 /// a whole 32k head in one chunk. Bounded further by the adapter's storage bindings.
@@ -217,6 +230,7 @@ impl Gpu {
             row_min_rows: 0,
             qk_split_workgroups: 0,
             probs_in_texture: false,
+            qk_store_keys: QK_STORE_KEYS,
             lost,
             timer: OnceLock::new(),
         };

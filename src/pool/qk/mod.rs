@@ -549,6 +549,9 @@ pub(crate) fn pool_qk(
             let run = PoolRun { options, ..*run };
             let t = &pipes.tiled;
             let pooled = match (run.patterns, fused) {
+                (None, _) if tiled::stores_narrow_columns(gpu, src, geometry) => {
+                    tiled::pool_materialized(gpu, t, src, &run, &mut ingest)?
+                }
                 (None, _) => tiled::pool_into(gpu, t, src, &run, &mut ingest)?,
                 (Some(_), Some(rows)) => {
                     tiled::pool_with_patterns(gpu, t, src, &run, &mut ingest, rows)?

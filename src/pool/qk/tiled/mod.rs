@@ -15,9 +15,11 @@
 //! [`cuts::split_keys`]), so that one dispatch per chunk fills the device instead of a dispatch per
 //! window or segment of keys, one after another.
 //!
-//! Runs that need every probability (pattern statistics) use the same row kernel twice per
-//! chunk instead ([`pool_materialized`]): once for the rows' lse, once to store the chunk's
-//! probabilities (`prob_rows`) for the ingest's pool pass, one chunk of rows at a time.
+//! Runs that need every probability (pattern statistics), and figures whose pooled columns are
+//! so narrow that a state would stand for one or two probabilities ([`stores_narrow_columns`]),
+//! use the same row kernel twice per chunk instead ([`pool_materialized`]): once for the rows'
+//! lse, once to store the chunk's probabilities (`prob_rows`) for the ingest's pool pass, one
+//! chunk of rows at a time.
 
 mod buffers;
 mod cuts;
@@ -193,8 +195,18 @@ pub(crate) fn materializes(gpu: &Gpu, src: &QkSource, geometry: CellGeometry) ->
         && probability_rows(gpu, src.all_keys()) >= TQ
 }
 
+/// Whether a figure of `src` into `geometry` is pooled from stored probabilities
+/// ([`pool_materialized`]) rather than in one pass ([`pool_into`]): where its pooled columns
+/// are at most [`Gpu::qk_store_keys`] keys wide, so that a (row, column) state would stand for
+/// one or two probabilities (a whole model at short context, drawn at its own width), and
+/// [`materializes`] holds.
+pub(crate) fn stores_narrow_columns(gpu: &Gpu, src: &QkSource, geometry: CellGeometry) -> bool {
+    let widest = src.all_keys().div_ceil(geometry.pooled_w.max(1) as usize);
+    widest <= gpu.qk_store_keys as usize && materializes(gpu, src, geometry)
+}
+
 /// Pools `run.cells` of `src` through `ingest` from every probability, for runs that need each
-/// entry (pattern statistics): per chunk of rows, the row kernel's scores give each row's lse
+/// entry (pattern statistics) and figures of narrow columns ([`stores_narrow_columns`]): per chunk of rows, the row kernel's scores give each row's lse
 /// as in [`pool_into`], `prob_rows` stores the chunk's probabilities on the device, and the
 /// ingest's pool pass reads them from there, statistics and all. One score pass more than
 /// [`pool_into`], no fold, and nothing read back to the host; the two-pass path's kernels
