@@ -398,7 +398,8 @@ fn prob_rows(
         lse[h] = row_lse[z * params.inter_rows + sp.i[h]].x;
         rl[h] = max(lo_wg, first_visible(r));
         rh[h] = min(hi_wg, visible(r));
-        base[h] = sp.i[h] * prob_stride();
+        // (the batch's heads side by side, a chunk's rows each)
+        base[h] = (z * params.inter_rows + sp.i[h]) * prob_stride();
     }
     // (from a multiple of 4: the keys before lo_wg are 0 for every row, seen by none, and a
     // texel of the chunk texture is 4 keys; windows start on a multiple of 16)

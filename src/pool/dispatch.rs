@@ -174,6 +174,34 @@ impl Ingest<'_> {
         data: &wgpu::Buffer,
         offset: u64,
     ) -> Result<()> {
+        self.resident(None, cell, row_start, rows, data, offset)
+    }
+
+    /// [`Ingest::pool_resident`] with the producer's commands that write the rows (`before`,
+    /// not yet submitted) in the submission of the first piece, ahead of its copy and
+    /// dispatch: one submission where there were two (llvmpipe spends about a millisecond on
+    /// each, which a whole model of short heads paid once a head).
+    pub(crate) fn pool_resident_after(
+        &mut self,
+        before: wgpu::CommandEncoder,
+        cell: usize,
+        row_start: usize,
+        rows: usize,
+        data: &wgpu::Buffer,
+        offset: u64,
+    ) -> Result<()> {
+        self.resident(Some(before), cell, row_start, rows, data, offset)
+    }
+
+    fn resident(
+        &mut self,
+        before: Option<wgpu::CommandEncoder>,
+        cell: usize,
+        row_start: usize,
+        rows: usize,
+        data: &wgpu::Buffer,
+        offset: u64,
+    ) -> Result<()> {
         self.check_rows(cell, row_start, rows)?;
         let bytes = (rows * self.row_bytes) as u64;
         let size = data.size();
@@ -193,16 +221,25 @@ impl Ingest<'_> {
                 "resident rows: the buffer {fault}"
             )));
         }
-        self.pool_pieces(cell, row_start, rows, Resident::Buffer(data, offset))
+        self.pool_pieces(
+            cell,
+            row_start,
+            rows,
+            Resident::Buffer(data, offset),
+            before,
+        )
     }
 
     /// Pools `rows` rows of `cell` from `row_start` that a producer on the GPU wrote into
     /// `texture` from its first word on, in the ingest's dtype, row after row, a row every
     /// `stride` elements (at least the keys; the elements past them are not read): see
     /// `pool::chunk`. The pool pass and the pattern statistics read them where they are, with
-    /// no copy. Rows pushed before are pooled first.
+    /// no copy. Rows pushed before are pooled first. `before`, the producer's commands that
+    /// write them (not yet submitted), go in the first piece's submission, as in
+    /// [`Ingest::pool_resident_after`].
     pub(crate) fn pool_in_texture(
         &mut self,
+        before: wgpu::CommandEncoder,
         cell: usize,
         row_start: usize,
         rows: usize,
@@ -232,19 +269,21 @@ impl Ingest<'_> {
             row_start,
             rows,
             Resident::Texture(&texture.view, stride),
+            Some(before),
         )
     }
 
     /// The dispatches of `rows` rows of `cell` from `row_start` where `from` holds them, once
     /// the rows pushed before are pooled: pieces of at most a chunk's rows (the row maxima
     /// buffer holds that many), one per submission (pieces of one cell must not share a
-    /// dispatch).
+    /// dispatch), the first recorded after `before` where there is one.
     fn pool_pieces(
         &mut self,
         cell: usize,
         row_start: usize,
         rows: usize,
         from: Resident<'_>,
+        mut before: Option<wgpu::CommandEncoder>,
     ) -> Result<()> {
         self.flush()?;
         self.pushed = true;
@@ -269,12 +308,13 @@ impl Ingest<'_> {
         while done < rows {
             let n = step.min(rows - done);
             let start = (done * stride * self.dtype.size()) as u64;
-            let mut encoder =
+            let mut encoder = before.take().unwrap_or_else(|| {
                 self.gpu
                     .device
                     .create_command_encoder(&wgpu::CommandEncoderDescriptor {
                         label: Some("attnviz.pool.resident"),
-                    });
+                    })
+            });
             // (where the piece's first byte lands in the texture the pool pass reads)
             let offset = match from {
                 Resident::Buffer(data, offset) => {
@@ -297,6 +337,10 @@ impl Ingest<'_> {
             done += n;
             self.write_params(&[piece]);
             self.record(&mut encoder, &[piece], &bind_group, pattern.as_ref());
+            self.gpu.submit([encoder.finish()]);
+        }
+        if let Some(encoder) = before {
+            // (no rows to pool: the producer's commands alone)
             self.gpu.submit([encoder.finish()]);
         }
         self.consumed += (rows * self.row_bytes) as u64;

@@ -89,7 +89,7 @@ impl RunBuffers {
         let key_bin: Vec<u32> = (0..keys as u32).map(|k| bin_of(&col_edges, k)).collect();
         let in_buffer = cuts.output != Output::Pooled && !cuts.probs_texture;
         let stride = cuts.prob_stride(keys);
-        let prob_bytes = (rows * stride as u64 * 4).next_multiple_of(16);
+        let prob_bytes = (batch * rows * stride as u64 * 4).next_multiple_of(16);
         let buffers = RunBuffers {
             params: crate::gpu::buffer(
                 device,

@@ -196,7 +196,20 @@ impl Cuts {
         let inter_cap = state_bytes
             .min(max_binding)
             .max((TQ * pooled_w * 16) as u64);
-        let batch = if materialize { 1 } else { MAX_BATCH }
+        // Stored probabilities: heads of a batch side by side in `probs` (each a chunk's rows),
+        // as many as one binding holds whole (short heads: a whole model at short context,
+        // where one head's rows are a fraction of one workgroup's lanes); one where they go
+        // into a chunk texture or are read as they are.
+        let probs_texture =
+            output == Output::Stored && gpu.probs_in_texture && stores_in_texture(src, run.cells);
+        let most = match output {
+            Output::Pooled => MAX_BATCH,
+            Output::Stored if !probs_texture => (probability_rows(gpu, src.all_keys())
+                / rows.next_multiple_of(TQ))
+            .clamp(1, MAX_BATCH),
+            _ => 1,
+        };
+        let batch = most
             .min(run.cells.len())
             .min((max_binding / head_q) as usize)
             .min((max_binding / head_k) as usize)
@@ -205,7 +218,7 @@ impl Cuts {
         let mut chunk_rows = ((inter_cap / (batch * pooled_w * 16) as u64) as usize / TQ * TQ)
             .clamp(TQ, rows.next_multiple_of(TQ));
         if materialize {
-            chunk_rows = chunk_rows.min(probability_rows(gpu, src.all_keys()).max(TQ));
+            chunk_rows = chunk_rows.min((probability_rows(gpu, src.all_keys()) / batch).max(TQ));
         }
         // (the tiled kernel: one row, no subgroup step, in the row kernel it never runs)
         let shape = if window > 0 {
@@ -254,9 +267,7 @@ impl Cuts {
             splits,
             split_cols,
             split_len,
-            probs_texture: output == Output::Stored
-                && gpu.probs_in_texture
-                && stores_in_texture(src, run.cells),
+            probs_texture,
         }
     }
 }

@@ -289,16 +289,35 @@ fn pool_run(
         let members = batch.members.len();
         for start in (0..rows).step_by(pass.cuts.chunk_rows) {
             let len = pass.cuts.chunk_rows.min(rows - start);
-            pass.pool_chunk(&bind_group, &batch, start, len);
-            if let Some(f) = &fused {
-                f.chunk(&pass, ingest, &batch, first, start, len);
-            }
+            let encoder = pass.pool_chunk(&bind_group, &batch, start, len);
+            // (the stored probabilities' pool pass in the chunk's submission)
             if let Some(tex) = &pass.buffers.probs_tex {
                 // (one head per batch)
-                ingest.pool_in_texture(first, start, len, tex, pass.cuts.prob_stride(keys))?;
+                let stride = pass.cuts.prob_stride(keys);
+                ingest.pool_in_texture(encoder, first, start, len, tex, stride)?;
             } else if output == Output::Stored {
-                ingest.pool_resident(first, start, len, &pass.buffers.probs, 0)?;
+                // Member z's rows start at row z · chunk_rows of `probs`; its accumulators, and
+                // so its cell, are the batch's first's plus its place among them (members are
+                // ordered by key head).
+                let accum0 = batch.members.iter().map(|m| m.accum).min().unwrap_or(0);
+                let row_bytes = (keys * 4) as u64;
+                let mut before = Some(encoder);
+                for (z, m) in batch.members.iter().enumerate() {
+                    let cell = first + (m.accum - accum0) as usize;
+                    let offset = (z * pass.cuts.chunk_rows) as u64 * row_bytes;
+                    let probs = &pass.buffers.probs;
+                    match before.take() {
+                        Some(e) => {
+                            ingest.pool_resident_after(e, cell, start, len, probs, offset)?
+                        }
+                        None => ingest.pool_resident(cell, start, len, probs, offset)?,
+                    }
+                }
             } else {
+                gpu.submit([encoder.finish()]);
+                if let Some(f) = &fused {
+                    f.chunk(&pass, ingest, &batch, first, start, len);
+                }
                 ingest.consumed += (members * len * keys * 4) as u64;
             }
             if let Some(p) = run.progress {

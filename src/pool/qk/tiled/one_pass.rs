@@ -40,6 +40,10 @@ pub(super) struct OnePass<'a> {
     /// A head's Q or K as read and as f32, reused by every upload: two fresh buffers a head,
     /// each faulted in, cost a fresh process more than the copies themselves.
     head_f32: F32Rows,
+    /// Bytes of the batch's Q uploaded and not yet copied into the row kernel's texture: the
+    /// copy goes into the batch's first chunk's submission (each submission costs llvmpipe
+    /// about a millisecond, which a whole model at short context paid once a head).
+    q_pending: u64,
 }
 
 impl<'a> OnePass<'a> {
@@ -84,6 +88,7 @@ impl<'a> OnePass<'a> {
             cuts,
             scratch: Vec::new(),
             head_f32: F32Rows::default(),
+            q_pending: 0,
         }
     }
 
@@ -179,11 +184,9 @@ impl<'a> OnePass<'a> {
             }
             self.upload(&q, z as u64 * self.cuts.head_q, values);
         }
-        // (the row kernel reads Q through its texture copy)
-        let mut encoder = self.gpu.device.create_command_encoder(&Default::default());
-        let bytes = batch.members.len() as u64 * self.cuts.head_q;
-        self.buffers.q_tex.copy_from(&mut encoder, &q, 0, bytes);
-        self.gpu.submit([encoder.finish()]);
+        // (the row kernel reads Q through its texture copy, made by the first chunk's
+        // submission)
+        self.q_pending = batch.members.len() as u64 * self.cuts.head_q;
         for (slot, &kv) in batch.kv_heads.iter().enumerate() {
             // Any query head of the group names its key head.
             let head = batch
@@ -272,18 +275,21 @@ impl<'a> OnePass<'a> {
         )
     }
 
-    /// The scores, lse and fold passes of rows `start..start + len` for every member, in one
-    /// submission: keys in segments of [`SEG_KEYS`] (short dispatches) or windows of the row
-    /// kernel, only as far as the chunk's last row sees. Each dispatch reads its own
-    /// parameters at a dynamic offset of one buffer written once: a submission per window cost
-    /// the queue about a millisecond each on llvmpipe, with both workers idle.
+    /// The scores, lse and fold (or probability) passes of rows `start..start + len` for every
+    /// member, recorded into one encoder for the caller to submit (with the pool pass of the
+    /// stored probabilities after them, where there are some): keys in segments of
+    /// [`SEG_KEYS`] (short dispatches) or windows of the row kernel, only as far as the chunk's
+    /// last row sees. Each dispatch reads its own parameters at a dynamic offset of one buffer
+    /// written once: a submission per window cost the queue about a millisecond each on
+    /// llvmpipe, with both workers idle.
+    #[must_use = "the chunk's passes run only once the encoder is submitted"]
     pub(super) fn pool_chunk(
-        &self,
+        &mut self,
         bind_group: &wgpu::BindGroup,
         batch: &Batch,
         start: usize,
         len: usize,
-    ) {
+    ) -> wgpu::CommandEncoder {
         let (layer, members) = (batch.layer, batch.members.len() as u32);
         let (src, keys) = (self.src, self.src.all_keys());
         let k = KernelLayer::of(src, layer);
@@ -381,6 +387,13 @@ impl<'a> OnePass<'a> {
         let gpu = self.gpu;
         gpu.queue.write_buffer(&self.buffers.params, 0, &bytes);
         let mut encoder = gpu.device.create_command_encoder(&Default::default());
+        if self.q_pending > 0 {
+            let q = &self.buffers.q;
+            self.buffers
+                .q_tex
+                .copy_from(&mut encoder, q, 0, self.q_pending);
+            self.q_pending = 0;
+        }
         {
             let mut pass = gpu.compute_pass(&mut encoder, "attnviz.qk.scores");
             pass.set_pipeline(&pipes.scores);
@@ -410,9 +423,10 @@ impl<'a> OnePass<'a> {
                 // (a chunk texture is only written where no layer has a window, see
                 // `stores_in_texture`)
                 if k.window > 0 || self.cuts.output == Output::Exact {
-                    // (the chunk's rows only: a reader's blocks are often far smaller than the
-                    // buffer)
-                    let bytes = (len * keys * 4) as u64;
+                    // (the chunk's rows only, of each head of the batch: a reader's blocks are
+                    // often far smaller than the buffer)
+                    let rows = (members as usize - 1) * self.cuts.chunk_rows + len;
+                    let bytes = (rows * keys * 4) as u64;
                     encoder.clear_buffer(&b.probs, 0, Some(bytes));
                 }
                 let mut pass = gpu.compute_pass(&mut encoder, "attnviz.qk.probs");
@@ -430,8 +444,7 @@ impl<'a> OnePass<'a> {
                     }
                 }
                 drop(pass);
-                gpu.submit([encoder.finish()]);
-                return;
+                return encoder;
             }
         };
         // (the fold reads the states and row lse where they are, shaders/qk_pool.wgsl says why)
@@ -441,6 +454,6 @@ impl<'a> OnePass<'a> {
             pass.set_pipeline(fold);
             pass.dispatch_workgroups(self.geometry.pooled_w.div_ceil(64), y1 - y0 + 1, members);
         }
-        gpu.submit([encoder.finish()]);
+        encoder
     }
 }

@@ -97,7 +97,8 @@ impl<'a> RowReader<'a> {
                 }
             }
         }
-        self.pass.pool_chunk(&self.bind_group, &batch, start, len);
+        let encoder = self.pass.pool_chunk(&self.bind_group, &batch, start, len);
+        self.pass.gpu.submit([encoder.finish()]);
         Ok(true)
     }
 
