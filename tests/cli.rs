@@ -626,6 +626,30 @@ fn bench_quick(data: &Path, json: &Path, args: &[&str]) -> Output {
     attnviz(&all)
 }
 
+/// The whole-model scenarios (`--quick`: 8 × 8 heads of 256 tokens, each drawn at its own
+/// width): export-model from a cached file, qk-short from Q and K, with its line of heads and
+/// pixels per second under the table, and both in the JSON.
+#[test]
+fn bench_draws_whole_models_at_short_context() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("bench.json");
+    let o = bench_quick(dir.path(), &json, &["--only", "export-model,qk-short"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let table = String::from_utf8_lossy(&o.stdout);
+    assert!(table.contains("| export-model | 0.01 GiB |"), "{table}");
+    assert!(table.contains("| qk-short | - |"), "{table}");
+    assert!(
+        table.contains("qk-short: 8 layers x 8 heads (2 KV heads), 256 tokens, d = 64, causal"),
+        "{table}"
+    );
+    assert!(table.contains(" Mpx/s; the pooling alone "), "{table}");
+    let body = std::fs::read_to_string(&json).unwrap();
+    for name in ["export-model", "qk-short"] {
+        assert!(body.contains(&format!(r#""scenario":"{name}""#)), "{body}");
+    }
+    assert!(dir.path().join("model-8x8x256-f16.npy").exists());
+}
+
 /// `bench --only` runs just the chosen scenarios, generates no input they do not read, and
 /// writes its table and JSON.
 #[test]

@@ -24,6 +24,9 @@ pub struct Inputs {
     pub grid: Option<Input>,
     /// One long head, f16 (export-long).
     pub long: Option<Input>,
+    /// A whole model at short context, f16: 32 layers × 32 heads of 256 tokens (export-model;
+    /// `--quick`: 8 × 8).
+    pub model: Option<Input>,
 }
 
 impl Inputs {
@@ -53,9 +56,21 @@ impl Inputs {
                 )
             })
             .transpose()?;
+        let side = if sizes.quick { 8 } else { 32 };
+        let model = want
+            .wants("export-model")
+            .then(|| {
+                generated(
+                    dir,
+                    &format!("model-{side}x{side}x{MODEL_SEQ}-f16.npy"),
+                    spec(MODEL_SEQ, side, side, DType::F16),
+                )
+            })
+            .transpose()?;
         Ok(Inputs {
             grid: grid.map(open).transpose()?,
             long: long.map(open).transpose()?,
+            model: model.map(open).transpose()?,
         })
     }
 
@@ -65,12 +80,17 @@ impl Inputs {
         [
             (&self.grid, results.grid_cat),
             (&self.long, results.long_cat),
+            (&self.model, results.model_cat),
         ]
         .into_iter()
         .filter_map(|(input, cat)| Some((input.as_ref()?.path.as_path(), cat)))
         .collect()
     }
 }
+
+/// Tokens of export-model's and qk-short's heads: a short prompt, each head drawn at its own
+/// width (the default cell), a pixel a score.
+pub const MODEL_SEQ: usize = 256;
 
 /// The cache folder, created: `--data`, else `$XDG_CACHE_HOME` or `~/.cache` (the temporary
 /// folder without either), then `attnviz/bench`.

@@ -13,6 +13,7 @@ use attnviz::source::ArraySource;
 use attnviz::{AttentionSource, DType, RenderOptions};
 
 use super::measure::Sample;
+use super::inputs::MODEL_SEQ;
 use super::scenarios::{long_options, Bench};
 
 impl Bench {
@@ -83,6 +84,45 @@ impl Bench {
             spec.heads,
             spec.kv_heads,
             spec.dim,
+            rate(sample.median()),
+            rate(pooling),
+        );
+        Ok((sample, line, times))
+    }
+
+    /// qk-short: a whole model at short context from Q and K (32 layers × 32 heads, 8 KV
+    /// heads, 256 tokens, d = 64, causal, each head at its own width: `--quick`, 8 × 8 with 2);
+    /// its cost is per pixel (a score a pixel), not per FLOP. Returns the sample, its line
+    /// (heads/s and million pixels/s of the whole renders and of the pooling alone) and the
+    /// device's time per pass.
+    pub(super) fn qk_short(&self) -> anyhow::Result<(Sample, String, Option<PassTimes>)> {
+        let (side, kv) = if self.sizes.quick { (8, 2) } else { (32, 8) };
+        let spec = QkSpec {
+            layers: side,
+            heads: side,
+            kv_heads: kv,
+            seq: MODEL_SEQ,
+            dim: 64,
+            seed: 1,
+        };
+        let qk = qk_source(&spec, true)?;
+        let options = RenderOptions {
+            causal: Causal::On,
+            ..Default::default()
+        };
+        let n = side * side;
+        let (sample, pooling, times) = self.qk_runs("qk-short", &qk, &options, n)?;
+        let pixels = (n * MODEL_SEQ * MODEL_SEQ) as f64;
+        let rate = |seconds: f64| {
+            format!(
+                "{:.1} heads/s, {:.0} Mpx/s",
+                n as f64 / seconds,
+                pixels / seconds / 1e6
+            )
+        };
+        let line = format!(
+            "qk-short: {side} layers x {side} heads ({kv} KV heads), {MODEL_SEQ} tokens, d = 64, \
+             causal, each head at its own width: {}; the pooling alone {pooling:.3} s, {}",
             rate(sample.median()),
             rate(pooling),
         );

@@ -157,7 +157,10 @@ impl Report<'_> {
                 of_fma(gflops)
             );
         }
-        if let Some(line) = &self.results.qk_model {
+        for line in [&self.results.qk_model, &self.results.qk_short]
+            .into_iter()
+            .flatten()
+        {
             println!("{line}");
         }
         if let Some(line) = &self.row_kernel {

@@ -18,16 +18,18 @@ use super::Sizes;
 /// The scenarios of `attnviz bench`, in the order they run. The last, `coop`, runs only when
 /// `--only` names it ([`Selection::names`]): it is a probe of an experimental API, which a run of
 /// every scenario should not depend on.
-pub const SCENARIOS: [&str; 10] = [
+pub const SCENARIOS: [&str; 12] = [
     "export-grid",
     "export-grid-cli",
     "export-long",
+    "export-model",
     "recolor",
     "frame",
     "upload",
     "pool-resident",
     "qk-long",
     "qk-model",
+    "qk-short",
     "coop",
 ];
 
@@ -64,6 +66,7 @@ pub struct Results {
     /// The `cat` time of each input, when its export scenario ran.
     pub grid_cat: Option<f64>,
     pub long_cat: Option<f64>,
+    pub model_cat: Option<f64>,
     /// qk-long's arithmetic throughput, when it ran: whole renders, and the pooling alone
     /// (the kernels' share, `Engine::pool_figure`).
     pub qk_gflops: Option<f64>,
@@ -73,6 +76,8 @@ pub struct Results {
     pub fma_gflops: Option<f64>,
     /// qk-model's line under the table (GFLOP/s and heads/s), when it ran.
     pub qk_model: Option<String>,
+    /// qk-short's line under the table (heads/s and pixels/s), when it ran.
+    pub qk_short: Option<String>,
     /// coop's line under the table (the cooperative-matrix rate, or why there is none), when
     /// `--only` named it.
     pub coop: Option<String>,
@@ -123,6 +128,15 @@ impl Bench {
             let times = self.timed_render(long.source.as_ref(), &long_options())?;
             results.gpu_times.extend(times.map(|t| ("export-long", t)));
         }
+        if let Some(model) = &inputs.model {
+            // (every head at its own width: a pixel a score)
+            let heads = model.source.shape().layers * model.source.shape().heads;
+            let row = self.export("export-model", model, &RenderOptions::default(), heads)?;
+            results.model_cat = row.cat;
+            results.rows.push(row);
+            let times = self.timed_render(model.source.as_ref(), &RenderOptions::default())?;
+            results.gpu_times.extend(times.map(|t| ("export-model", t)));
+        }
         if let (true, Some(grid)) = (want.wants("recolor") || want.wants("frame"), &inputs.grid) {
             // The interactive paths, on resident pooled data of the grid.
             let mut scene = self
@@ -158,6 +172,12 @@ impl Bench {
             let (sample, line, times) = self.qk_model(results.fma_gflops)?;
             results.gpu_times.extend(times.map(|t| ("qk-model", t)));
             results.qk_model = Some(line);
+            results.rows.push(sample.into());
+        }
+        if want.wants("qk-short") {
+            let (sample, line, times) = self.qk_short()?;
+            results.gpu_times.extend(times.map(|t| ("qk-short", t)));
+            results.qk_short = Some(line);
             results.rows.push(sample.into());
         }
         if want.names("coop") {
