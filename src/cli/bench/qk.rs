@@ -12,8 +12,8 @@ use attnviz::source::qk_synth::QkSpec;
 use attnviz::source::ArraySource;
 use attnviz::{AttentionSource, DType, RenderOptions};
 
-use super::measure::Sample;
 use super::inputs::MODEL_SEQ;
+use super::measure::Sample;
 use super::scenarios::{long_options, Bench};
 
 impl Bench {
