@@ -167,7 +167,7 @@ if wanted stats; then
 fi
 echo "== summary"
 cat "$out/steps.txt"
-grep -h "fma\|qk-\|export-grid" "$out/bench.txt" 2>/dev/null
+grep -h "fma\|qk-\|export-grid\|export-model" "$out/bench.txt" 2>/dev/null
 grep -h "^row kernel\|^qk-" "$out"/sweep-*.txt 2>/dev/null
 tail -n 12 "$out/numpy.txt" "$out/matplotlib.txt" "$out/long.txt" "$out/stats.txt" 2>/dev/null
 exit $status
