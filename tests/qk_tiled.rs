@@ -17,7 +17,7 @@ use attnviz::pool::accum::Accum;
 use attnviz::pool::geometry::CellGeometry;
 use attnviz::pool::qk::row_kernel_shape;
 use attnviz::pool::{Causal, PoolOptions};
-use attnviz::source::qk::{QkOptions, QkSource};
+use attnviz::source::qk::{QkOptions, QkSource, Values};
 use attnviz::source::ArraySource;
 use attnviz::{AttentionSource, DType, Engine};
 use common::Rng;
@@ -286,7 +286,8 @@ fn one_pass_pooling_equals_the_stored_block_path_and_the_f64_reference() {
 /// (`Gpu::qk_store_keys`, the adapter's default): the stored path ran (its pass stores the
 /// probabilities, and no fold ran), and its accumulators are the one pass's within the
 /// tolerance above and the f64 reference's within 1e-5. Both kernels' widths, causal, GQA, a
-/// query slice, a column of four keys (the one pass's again).
+/// query slice, a sliding window with probabilities and with logits, a column of four keys
+/// (the one pass's again).
 #[test]
 fn narrow_columns_pool_from_stored_probabilities_as_the_one_pass_does() {
     let Some(mut e) = common::engine() else {
@@ -294,25 +295,57 @@ fn narrow_columns_pool_from_stored_probabilities_as_the_one_pass_does() {
     };
     let default = e.gpu.qk_store_keys;
     assert_eq!(default, attnviz::gpu::QK_STORE_KEYS);
-    let mut narrow = vec![
+    let mut narrow: Vec<(String, Pooling, bool)> = [
         (case("native", 100, 100, 16, false, 100), true),
         (case("native-causal-d128", 90, 90, 128, true, 90), true),
         (case("two-keys-causal", 200, 200, 64, true, 100), true),
         (case("four-keys", 200, 200, 64, false, 50), false),
-    ];
-    narrow.push((
-        Case {
-            name: "native-gqa-slice",
-            heads: 4,
-            kv_heads: 2,
-            queries: Some(40..120),
-            ..case("", 120, 120, 32, true, 120)
-        },
-        true,
-    ));
+        (
+            Case {
+                name: "native-gqa-slice",
+                heads: 4,
+                kv_heads: 2,
+                queries: Some(40..120),
+                ..case("", 120, 120, 32, true, 120)
+            },
+            true,
+        ),
+    ]
+    .into_iter()
+    .map(|(c, stored)| (c.name.to_string(), Pooling::of(&c), stored))
+    .collect();
+    // A sliding window (keys before it stored as 0, the chunk's rows of each head cleared
+    // first), and logits in it (every hidden entry masked).
+    for (name, values) in [
+        ("native-window", Values::Probs),
+        ("native-window-logits", Values::Logits),
+    ] {
+        let options = QkOptions {
+            causal: true,
+            sliding_window: Some(25),
+            values,
+            ..Default::default()
+        };
+        let src = QkSource::new(
+            tensor("q", 4, 110, 32, 41, DType::F32),
+            tensor("k", 2, 110, 32, 42, DType::F32),
+            &options,
+        )
+        .unwrap();
+        let pooling = Pooling {
+            cells: (0..4).map(|h| (0, h)).collect(),
+            geometry: CellGeometry::new(110, 110, Some(110)).unwrap(),
+            options: PoolOptions {
+                causal: Causal::On,
+                diagonal: Some(src.diagonal()),
+                ..Default::default()
+            },
+            src,
+        };
+        narrow.push((name.to_string(), pooling, true));
+    }
     assert!(e.gpu.time_passes(true));
-    for (c, stored) in narrow {
-        let p = Pooling::of(&c);
+    for (name, p, stored) in &narrow {
         e.gpu.qk_store_keys = default;
         e.gpu.pass_times().unwrap();
         let narrow = p.run(&e, &p.src);
@@ -329,17 +362,16 @@ fn narrow_columns_pool_from_stored_probabilities_as_the_one_pass_does() {
                 labels.contains(&"attnviz.qk.probs"),
                 labels.contains(&"attnviz.qk.fold")
             ),
-            (stored, !stored),
-            "{}: the passes that ran: {labels:?}",
-            c.name
+            (*stored, !stored),
+            "{name}: the passes that ran: {labels:?}"
         );
         e.gpu.qk_store_keys = 0;
         let one_pass = p.run(&e, &p.src);
-        compare(c.name, &narrow, &one_pass, [4e-6, 1e-30, 1e-5, 1e-30]);
+        compare(name, &narrow, &one_pass, [4e-6, 1e-30, 1e-5, 1e-30]);
         let cpu = attnviz::cpu::pool_cells(&p.src, &p.cells, p.geometry, p.options).unwrap();
         let cpu: Vec<Vec<Accum>> = cpu.into_iter().map(|p| p.accum).collect();
         compare(
-            &format!("{} vs f64", c.name),
+            &format!("{name} vs f64"),
             &narrow,
             &cpu,
             [0.0, 1e-5, 0.0, 1e-5],
