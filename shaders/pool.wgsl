@@ -301,9 +301,9 @@ fn fold_pair(run: ptr<function, Running>, word: u32, e: u32) {
 
 // Pixel (x, y)'s running state for a bin `width` elements wide: empty where its bin starts in
 // this piece (`rows.fresh`: no earlier piece reached it), else resumed from its accumulator (and,
-// with FLAG_AUTO_CAUSAL, the zeros set aside before). A fresh bin reads nothing: where bins are
-// narrow (a pixel a key and a row: whole models at short context) the accumulator's load was
-// most of a pixel's cost on llvmpipe, which loads a storage buffer lane by lane.
+// with FLAG_AUTO_CAUSAL, the zeros set aside before). A fresh bin reads nothing it does not
+// need: one 16-byte load a pixel less where bins are a key and a row (whole models at short
+// context), though on llvmpipe that measured within the noise (2026-12-06).
 fn open_bin(x: u32, y: u32, width: u32, rows: BinRows) -> Running {
     var run: Running;
     run.idx = piece.accum_base + y * piece.pooled_w + x;
@@ -524,7 +524,7 @@ fn pool_lanes4(@builtin(global_invocation_id) gid: vec3<u32>) {
 // or 8 (16-bit) pixels of one word, reads it once a row and folds each element into its own
 // pixel, where `pool` with FIXED_WORDS = 1 read that word once per pixel and folded all of it
 // (8 times the work, and 8 times the invocations). Pixels past the head's last key (a row
-// padded to a word) are neither folded into nor stored.
+// padded to a word) are folded into but never stored.
 const KEYS_MAX: u32 = 8u;
 
 @compute @workgroup_size(64)

@@ -89,8 +89,9 @@ pub struct Gpu {
     /// (row, pooled column) (`pool_into`): a state is 16 bytes, so where it stands for one or
     /// two probabilities the one pass writes and folds back more than the probabilities
     /// themselves, and updates one per score. On llvmpipe (2026-12-06): a 32-layer × 32-head
-    /// model at 256 tokens drawn at its own width (one key a column) 6.4 → 4.9 s; 8 × 8 heads
-    /// of 512 tokens into 256 px (two) 0.80 → 0.66 s; of 1024 (four) 0.84 → 1.02 s, slower.
+    /// model at 256 tokens drawn at its own width (one key a column) 6.4 → 4.9 s (3.3–3.6 s
+    /// once the stored path took batches of heads); 8 × 8 heads of 512 tokens into 256 px
+    /// (two) 0.80 → 0.66 s; of 1024 (four) 0.84 → 1.02 s, slower.
     /// Every adapter: 2 (unmeasured on a GPU). Tests set 0 to keep the one pass at any width.
     pub qk_store_keys: u32,
     /// Set by wgpu when the device is lost (driver reset, GPU removed).

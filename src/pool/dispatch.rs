@@ -179,8 +179,9 @@ impl Ingest<'_> {
 
     /// [`Ingest::pool_resident`] with the producer's commands that write the rows (`before`,
     /// not yet submitted) in the submission of the first piece, ahead of its copy and
-    /// dispatch: one submission where there were two (llvmpipe spends about a millisecond on
-    /// each, which a whole model of short heads paid once a head).
+    /// dispatch: one submission where there were two, a chunk of a whole model's short heads
+    /// at a time. (On lavapipe, whose submission runs the work, that measured the same; it is
+    /// for drivers where a submission costs the host time of its own.)
     pub(crate) fn pool_resident_after(
         &mut self,
         before: wgpu::CommandEncoder,

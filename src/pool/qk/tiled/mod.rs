@@ -206,12 +206,13 @@ pub(crate) fn stores_narrow_columns(gpu: &Gpu, src: &QkSource, geometry: CellGeo
 }
 
 /// Pools `run.cells` of `src` through `ingest` from every probability, for runs that need each
-/// entry (pattern statistics) and figures of narrow columns ([`stores_narrow_columns`]): per chunk of rows, the row kernel's scores give each row's lse
-/// as in [`pool_into`], `prob_rows` stores the chunk's probabilities on the device, and the
-/// ingest's pool pass reads them from there, statistics and all. One score pass more than
-/// [`pool_into`], no fold, and nothing read back to the host; the two-pass path's kernels
-/// compute the same probabilities several times slower. False, as [`pool_into`], for a
-/// non-finite Q or K; call only where [`materializes`] holds.
+/// entry (pattern statistics) and figures of narrow columns ([`stores_narrow_columns`]): per
+/// chunk of rows, the row kernel's scores give each row's lse as in [`pool_into`],
+/// `prob_rows` stores the chunk's probabilities on the device (a batch of short heads side by
+/// side), and the ingest's pool pass reads them from there, statistics and all. One score
+/// pass more than [`pool_into`], no fold, and nothing read back to the host; the two-pass
+/// path's kernels compute the same probabilities several times slower. False, as
+/// [`pool_into`], for a non-finite Q or K; call only where [`materializes`] holds.
 pub(crate) fn pool_materialized(
     gpu: &Gpu,
     pipes: &TiledPipelines,

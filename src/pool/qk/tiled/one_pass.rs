@@ -41,8 +41,8 @@ pub(super) struct OnePass<'a> {
     /// each faulted in, cost a fresh process more than the copies themselves.
     head_f32: F32Rows,
     /// Bytes of the batch's Q uploaded and not yet copied into the row kernel's texture: the
-    /// copy goes into the batch's first chunk's submission (each submission costs llvmpipe
-    /// about a millisecond, which a whole model at short context paid once a head).
+    /// copy goes into the batch's first chunk's submission rather than one of its own (a
+    /// whole model at short context made one a batch).
     q_pending: u64,
 }
 
