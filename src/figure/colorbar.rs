@@ -161,6 +161,25 @@ impl ColorbarSpec {
         }
     }
 
+    /// Where tick `v` sits on the bar (0 at the bottom, 1 at the top), held to the bar; `None`
+    /// where it lies off the bar by more than f32 rounding ([`TICK_SLACK`]). The bar's ends
+    /// are taken as the ticks they are within rounding of, so a maximum of 0.99999988 places
+    /// every tick where a maximum of 1 does: to the pixel, not only to a millionth of one
+    /// (the 0.5 tick of a 410-px bar sits at 204.5 px, and 204.49998 rounds the other way).
+    pub fn tick_position(&self, v: f64) -> Option<f64> {
+        let ticks = self.ticks();
+        let snap = |end: f64| {
+            let near = |t: &&f64| (**t - end).abs() <= TICK_SLACK * t.abs().max(self.hi - self.lo);
+            ticks.iter().find(near).copied().unwrap_or(end)
+        };
+        let mut ends = self.clone();
+        (ends.lo, ends.hi) = (snap(self.lo), snap(self.hi));
+        let p = ends.position(v);
+        (-TICK_SLACK..=1.0 + TICK_SLACK)
+            .contains(&p)
+            .then(|| p.clamp(0.0, 1.0))
+    }
+
     /// Tick values: nice linear ticks, or powers of ten on a log scale.
     pub fn ticks(&self) -> Vec<f64> {
         if let Some(c) = self.center {
@@ -193,12 +212,16 @@ fn pow10(m: u32, e: i32) -> f64 {
 }
 
 /// Powers of ten inside [lo, hi] (every n-th decade, at most 6), with 2× and 5× between when
-/// the range spans less than two decades; `None` when that gives fewer than 2 ticks.
+/// the range spans less than two decades; `None` when that gives fewer than 2 ticks. Inside
+/// within [`TICK_SLACK`] of a decade, or relatively, as [`ticks`] is within it of a step.
 pub fn log_ticks(lo: f64, hi: f64) -> Option<Vec<f64>> {
     if !(lo > 0.0 && hi > lo) {
         return None;
     }
-    let (a, b) = (lo.log10().ceil() as i32, hi.log10().floor() as i32);
+    let (a, b) = (
+        (lo.log10() - TICK_SLACK).ceil() as i32,
+        (hi.log10() + TICK_SLACK).floor() as i32,
+    );
     let decades = (b - a + 1).max(0);
     let mut t: Vec<f64> = if decades >= 2 {
         let step = (decades as usize).div_ceil(6).max(1);
@@ -213,14 +236,21 @@ pub fn log_ticks(lo: f64, hi: f64) -> Option<Vec<f64>> {
     } else {
         (a - 1..=b)
             .flat_map(|e| [1, 2, 5].map(|m| pow10(m, e)))
-            .filter(|&v| v >= lo * (1.0 - 1e-9) && v <= hi * (1.0 + 1e-9))
+            .filter(|&v| v >= lo * (1.0 - TICK_SLACK) && v <= hi * (1.0 + TICK_SLACK))
             .collect()
     };
     t.dedup();
     (t.len() >= 2).then_some(t)
 }
 
-/// 3 to 6 "nice" tick values (1, 2, 2.5 or 5 times a power of ten) inside [lo, hi].
+/// How far past either end of the range (in steps) a tick may be and still count as inside:
+/// ranges come from f32 data, and a maximum that rounding left a few ULPs short of a nice
+/// value (0.99999988 for 1.0) must get that value's ticks, or a GPU's and a CPU's figures whose
+/// sums differ in the last bit get different bars, labels and widths.
+const TICK_SLACK: f64 = 1e-6;
+
+/// 3 to 6 "nice" tick values (1, 2, 2.5 or 5 times a power of ten) inside [lo, hi] (within
+/// [`TICK_SLACK`] of a step).
 pub fn ticks(lo: f64, hi: f64) -> Vec<f64> {
     if hi.partial_cmp(&lo) != Some(std::cmp::Ordering::Greater)
         || !lo.is_finite()
@@ -235,8 +265,8 @@ pub fn ticks(lo: f64, hi: f64) -> Vec<f64> {
         let mag = 10f64.powf(raw.log10().floor());
         for m in [1.0, 2.0, 2.5, 5.0, 10.0] {
             let step = m * mag;
-            let first = (lo / step).ceil();
-            let last = (hi / step).floor();
+            let first = (lo / step - TICK_SLACK).ceil();
+            let last = (hi / step + TICK_SLACK).floor();
             let n = (last - first) as i64 + 1;
             if (3..=6).contains(&n) {
                 // k * m / 10^d rather than k * step, so 3 x 0.2 is 0.6, not 0.6000000000000001.
@@ -335,11 +365,10 @@ impl Layout {
         let mut last_y: Option<i64> = None;
         let ticks = spec.ticks();
         for (t, text) in ticks.iter().copied().zip(tick_labels(&ticks)) {
-            let frac = spec.position(t);
-            if !(-1e-9..=1.0 + 1e-9).contains(&frac) {
+            let Some(frac) = spec.tick_position(t) else {
                 continue;
-            }
-            let y = top + ((1.0 - frac.clamp(0.0, 1.0)) * (h - 1) as f64).round() as u32;
+            };
+            let y = top + ((1.0 - frac) * (h - 1) as f64).round() as u32;
             // a curved scale can crowd ticks: keep those a label apart
             if last_y.is_some_and(|p| (p - y as i64).abs() < small as i64) {
                 continue;
@@ -422,11 +451,12 @@ mod tests {
         ] {
             let t = ticks(lo, hi);
             assert!((3..=6).contains(&t.len()), "{lo}..{hi}: {t:?}");
+            let step = t[1] - t[0];
+            let slack = TICK_SLACK * step;
             assert!(
-                t.iter().all(|&v| v >= lo - 1e-12 && v <= hi + 1e-12),
+                t.iter().all(|&v| v >= lo - slack && v <= hi + slack),
                 "{lo}..{hi}: {t:?}"
             );
-            let step = t[1] - t[0];
             let mantissa = step / 10f64.powf(step.log10().floor());
             assert!(
                 [1.0, 2.0, 2.5, 5.0]
@@ -437,6 +467,13 @@ mod tests {
         }
         assert_eq!(ticks(0.0, 1.0), vec![0.0, 0.25, 0.5, 0.75, 1.0]);
         assert_eq!(ticks(0.0, 0.83), vec![0.0, 0.2, 0.4, 0.6, 0.8]);
+        // f32 rounding a few ULPs short of 1 (or past 0) ticks as 1 (and 0) does: a GPU range
+        // of [0, 1] and a CPU one of [0, 0.99999988] drew 0.25-steps and 0.2-steps, 7 px apart
+        let below_one = f64::from(1.0f32 - f32::EPSILON / 2.0);
+        assert_eq!(ticks(0.0, below_one), ticks(0.0, 1.0));
+        assert_eq!(ticks(1e-7, 1.0), ticks(0.0, 1.0));
+        // but a range short of a tick by more than rounding does not reach it
+        assert_eq!(ticks(0.0, 0.9999), vec![0.0, 0.2, 0.4, 0.6, 0.8]);
     }
 
     #[test]
@@ -530,6 +567,21 @@ mod tests {
             vec![0.02, 0.05, 0.1, 0.2, 0.5]
         );
         assert!(log_ticks(0.0, 1.0).is_none());
+        // a maximum f32 rounding left short of 1 keeps the decade of 1
+        let below_one = f64::from(1.0f32 - f32::EPSILON / 2.0);
+        assert_eq!(log_ticks(1e-6, below_one), log_ticks(1e-6, 1.0));
+        assert_eq!(log_ticks(0.02, below_one), log_ticks(0.02, 1.0));
+    }
+
+    #[test]
+    fn ticks_a_rounding_past_the_ends_sit_on_them() {
+        let below_one = 1.0f32 - f32::EPSILON / 2.0;
+        let g = ColorbarSpec::for_norm(Norm::Global, &[[0.0, below_one]]);
+        assert_eq!(g.ticks(), vec![0.0, 0.25, 0.5, 0.75, 1.0]);
+        assert_eq!(g.tick_position(1.0), Some(1.0));
+        assert_eq!(g.tick_position(0.5), Some(0.5));
+        assert_eq!(g.tick_position(0.0), Some(0.0));
+        assert_eq!(g.tick_position(1.001), None);
     }
 
     #[test]

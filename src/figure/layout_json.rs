@@ -58,12 +58,11 @@ pub fn layout_json(figure: &Figure, options: &RenderOptions) -> Value {
         .collect();
     let colorbar = match (layout.colorbar, &figure.plan.colorbar) {
         (Some([x, y, w, h]), Some(spec)) => {
-            let y_of = |v: f64| y as f64 + (1.0 - spec.position(v)) * (h.max(1) - 1) as f64;
+            let y_of = |p: f64| y as f64 + (1.0 - p) * (h.max(1) - 1) as f64;
             let ticks: Vec<Value> = spec
                 .ticks()
                 .into_iter()
-                .filter(|&t| (-1e-9..=1.0 + 1e-9).contains(&spec.position(t)))
-                .map(|t| json!({"value": t, "y": y_of(t)}))
+                .filter_map(|t| Some(json!({"value": t, "y": y_of(spec.tick_position(t)?)})))
                 .collect();
             json!({
                 "x": x, "y": y, "width": w, "height": h,
