@@ -628,7 +628,8 @@ fn bench_quick(data: &Path, json: &Path, args: &[&str]) -> Output {
 
 /// The whole-model scenarios (`--quick`: 8 × 8 heads of 256 tokens, each drawn at its own
 /// width): export-model from a cached file, qk-short from Q and K, with its line of heads and
-/// pixels per second under the table, and both in the JSON.
+/// pixels per second under the table (saying which path `--store-keys` chose), and both in
+/// the JSON.
 #[test]
 fn bench_draws_whole_models_at_short_context() {
     let dir = tempfile::tempdir().unwrap();
@@ -639,7 +640,10 @@ fn bench_draws_whole_models_at_short_context() {
     assert!(table.contains("| export-model | 0.01 GiB |"), "{table}");
     assert!(table.contains("| qk-short | - |"), "{table}");
     assert!(
-        table.contains("qk-short: 8 layers x 8 heads (2 KV heads), 256 tokens, d = 64, causal"),
+        table.contains(
+            "qk-short: 8 layers x 8 heads (2 KV heads), 256 tokens, d = 64, causal, each head at \
+             its own width (--store-keys 2: columns of one key from stored probabilities)"
+        ),
         "{table}"
     );
     assert!(table.contains(" Mpx/s; the pooling alone "), "{table}");
@@ -647,6 +651,18 @@ fn bench_draws_whole_models_at_short_context() {
     for name in ["export-model", "qk-short"] {
         assert!(body.contains(&format!(r#""scenario":"{name}""#)), "{body}");
     }
+    // --store-keys 0: the one pass at every width, and the line says so
+    let o = bench_quick(
+        dir.path(),
+        &json,
+        &["--only", "qk-short", "--store-keys", "0"],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let table = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        table.contains("(--store-keys 0: columns of one key in one pass)"),
+        "{table}"
+    );
     assert!(dir.path().join("model-8x8x256-f16.npy").exists());
 }
 

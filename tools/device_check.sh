@@ -26,6 +26,9 @@
 #                                  the adapter's defaults: --split-workgroups, 0 being one
 #                                  window of keys per dispatch, --state-mib, --row-vec4s, 0
 #                                  being the tiled kernel)
+#   store.txt, store.json          bench --only qk-short --store-keys 0: a whole model of short
+#                                  heads from Q and K in one pass, against bench.txt's qk-short
+#                                  (stored probabilities, the default: Gpu::qk_store_keys)
 #   long.txt                       render --q of a 131072-token head, with and without --causal,
 #                                  then once more each with --gpu-times (the device's time per pass)
 #   stats.txt                      benches/stats_overhead.sh 3: render with and without
@@ -101,6 +104,10 @@ for set in "${sets[@]}"; do
     step "sweep $i ($set)" 200 bash -c "'$bin' bench ${quick[*]} --only qk-long,qk-model $set \
         --json '$out/sweep-$i.json' >'$out/sweep-$i.txt' 2>&1"
 done
+# qk-short (a whole model of 256-token heads, one key a pooled column) in one pass, against the
+# default (stored probabilities) in bench.txt: is Gpu::qk_store_keys right on this device?
+step store 200 bash -c "'$bin' bench ${quick[*]} --only qk-short --store-keys 0 \
+    --json '$out/store.json' >'$out/store.txt' 2>&1"
 if wanted timings; then
     step timings 200 bash -c "
         grid=\${XDG_CACHE_HOME:-\$HOME/.cache}/attnviz/bench/grid-8x8x2048-f32.npy

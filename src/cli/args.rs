@@ -351,6 +351,11 @@ pub struct BenchArgs {
     /// split, one window (or segment) of keys per dispatch.
     #[arg(long, value_parser = clap::value_parser!(u32).range(0..=1 << 24))]
     pub split_workgroups: Option<u32>,
+    /// Q/K figures: pooled columns at most this many keys wide are pooled from stored
+    /// probabilities rather than in one pass, instead of the default (2); 0: the one pass at
+    /// every width (qk-short draws one key a column).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(0..=1 << 20))]
+    pub store_keys: Option<u32>,
     /// Print the host's time per phase (as `render --timings`), summed over every run of every
     /// scenario, warm-ups included: with one scenario (`--only qk-long`), what an in-process
     /// render spends besides the device's passes.

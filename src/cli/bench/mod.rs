@@ -105,9 +105,12 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `gpu` with the Q/K budgets that `--row-vec4s`, `--subgroup-keys`, `--state-mib` and
-/// `--split-workgroups` set.
+/// `gpu` with the Q/K budgets that `--row-vec4s`, `--subgroup-keys`, `--state-mib`,
+/// `--split-workgroups` and `--store-keys` set.
 fn tuned(mut gpu: Gpu, args: &BenchArgs) -> anyhow::Result<Gpu> {
+    if let Some(k) = args.store_keys {
+        gpu.qk_store_keys = k;
+    }
     if let Some(v) = args.row_vec4s {
         gpu.row_vec4s = v;
     }

@@ -120,9 +120,16 @@ impl Bench {
                 pixels / seconds / 1e6
             )
         };
+        let store = self.engine.gpu.qk_store_keys;
         let line = format!(
             "qk-short: {side} layers x {side} heads ({kv} KV heads), {MODEL_SEQ} tokens, d = 64, \
-             causal, each head at its own width: {}; the pooling alone {pooling:.3} s, {}",
+             causal, each head at its own width (--store-keys {store}: columns of one key {}): \
+             {}; the pooling alone {pooling:.3} s, {}",
+            if store >= 1 {
+                "from stored probabilities"
+            } else {
+                "in one pass"
+            },
             rate(sample.median()),
             rate(pooling),
         );
