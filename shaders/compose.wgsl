@@ -25,6 +25,11 @@ const KIND_CELL: u32 = 0u;
 const KIND_LABEL: u32 = 1u;
 const KIND_COLORBAR: u32 = 2u;
 const KIND_FILL: u32 = 3u;
+// Not a kind of figure quad: the background under a copied cell's empty pixels (src/compose/
+// copy.rs). Its pipeline blends with the source weighted by one minus the target's alpha, so a
+// coloured pixel (alpha 1) keeps its bytes and an empty one (0, as the cell's colour buffer
+// holds it) becomes the background: what the cell's own fragment draws there.
+const KIND_UNDER: u32 = 4u;
 
 // The kind of every quad a pipeline draws: src/compose/mod.rs draws each run of same-kind quads
 // with the pipeline made for it, so a fragment executes only its own kind's code. (On GPUs the
@@ -77,6 +82,9 @@ fn fs_main(in: VsOut) -> @location(0) vec4<f32> {
             return unpack4x8unorm(view.background);
         }
         return unpack4x8unorm(c);
+    }
+    if KIND == KIND_UNDER {
+        return unpack4x8unorm(view.background);
     }
     if KIND == KIND_LABEL {
         let origin = vec2<i32>(i32(src & 0xffffu), i32(src >> 16u));

@@ -415,11 +415,11 @@ fn rows_longer_than_the_chunk_target_pool() {
     check_pooling(&e, "long-rows", &src, Some(4), PoolOptions::default());
 }
 
-/// Export copies the cells drawn 1:1 with every pixel coloured straight into its target
-/// (`compose::copy`) rather than drawing them: the same bytes as drawing them. Cases: 128-px
-/// cells (rows of 512 bytes) and native 256-px ones of 256-token heads, one with a NaN (a bad
-/// pixel still has a colour); the same heads causal (empty pixels: drawn); 100-px cells (rows
-/// the copy alignment refuses: drawn).
+/// Export copies the cells drawn 1:1 straight into its target (`compose::copy`) rather than
+/// drawing them: the same bytes as drawing them. Cases: 128-px cells (rows of 512 bytes) and
+/// native 256-px ones of 256-token heads, one with a NaN (a bad pixel still has a colour); the
+/// same heads causal, at both sizes (empty pixels, which the copy leaves transparent and the
+/// background drawn under it fills); 100-px cells (rows the copy alignment refuses: drawn).
 #[test]
 fn copied_cells_export_the_bytes_of_drawn_ones() {
     let Some(mut e) = engine() else { return };
@@ -432,19 +432,27 @@ fn copied_cells_export_the_bytes_of_drawn_ones() {
         }
     }
     let cases = [
-        ("dense", &data, Some(128)),
-        ("native", &data, None),
-        ("causal", &causal, Some(128)),
-        ("unaligned", &data, Some(100)),
+        ("dense", &data, Some(128), Causal::Auto),
+        ("native", &data, None, Causal::Auto),
+        ("causal", &causal, Some(128), Causal::On),
+        ("native-causal", &causal, None, Causal::On),
+        ("unaligned", &data, Some(100), Causal::Auto),
     ];
-    for (name, data, cell) in cases {
+    for (name, data, cell, causal) in cases {
         let src = ArraySource::from_f32(name, data);
         let options = RenderOptions {
             cell,
+            causal,
             ..Default::default()
         };
         e.copy_cells = true;
         let copied = e.render(&src, &options).unwrap();
+        let empty = copied.stats.iter().all(|s| s.empty_pixels > 0);
+        assert_eq!(
+            empty,
+            causal == Causal::On,
+            "{name}: empty pixels in every cell"
+        );
         e.copy_cells = false;
         let drawn = e.render(&src, &options).unwrap();
         assert_eq!(
@@ -463,31 +471,53 @@ fn copied_cells_export_the_bytes_of_drawn_ones() {
 }
 
 /// A figure past the texture limit copies its cells tile by tile: each copy clipped to the
-/// tile it meets (97-pixel tiles cut every 128-pixel cell somewhere, rows and columns), with
-/// the same bytes as the figure drawn in one piece with no copy.
+/// tile it meets (97-pixel tiles cut every 128-pixel cell somewhere, rows and columns), and a
+/// causal head's empty pixels given the background under the copy, with the same bytes as the
+/// figure drawn in one piece with no copy.
 #[test]
 fn tiled_exports_copy_cells_to_the_bytes_of_drawn_ones() {
     let Some(mut e) = engine() else { return };
-    let src = ArraySource::from_f32("tiles", &structured(2, 3, 128, 128));
-    let options = RenderOptions {
-        cell: Some(128),
-        title: Some("Tiles".into()),
-        ..Default::default()
-    };
-    e.copy_cells = false;
-    let drawn = e.render(&src, &options).unwrap();
-    e.copy_cells = true;
-    e.tile_limit = 97;
-    let tiled = e.render(&src, &options).unwrap();
-    assert!(drawn.width > 97 * 3 && drawn.height > 97 * 2);
-    assert_eq!((tiled.width, tiled.height), (drawn.width, drawn.height));
-    let differing = tiled
-        .rgba
-        .chunks(4)
-        .zip(drawn.rgba.chunks(4))
-        .filter(|(a, b)| a != b)
-        .count();
-    assert_eq!(differing, 0, "pixels differing");
+    let mut causal = structured(2, 3, 128, 128);
+    for ((_, _, q, k), v) in causal.indexed_iter_mut() {
+        if k > q {
+            *v = 0.0;
+        }
+    }
+    for (name, data) in [("tiles", structured(2, 3, 128, 128)), ("causal", causal)] {
+        let src = ArraySource::from_f32(name, &data);
+        let options = RenderOptions {
+            cell: Some(128),
+            title: Some("Tiles".into()),
+            theme: attnviz::figure::layout::Theme::DARK,
+            causal: if name == "causal" {
+                Causal::On
+            } else {
+                Causal::Off
+            },
+            ..Default::default()
+        };
+        e.copy_cells = false;
+        e.tile_limit = 8192;
+        let drawn = e.render(&src, &options).unwrap();
+        let empty = drawn.stats.iter().all(|s| s.empty_pixels > 0);
+        assert_eq!(
+            empty,
+            name == "causal",
+            "{name}: empty pixels in every cell"
+        );
+        e.copy_cells = true;
+        e.tile_limit = 97;
+        let tiled = e.render(&src, &options).unwrap();
+        assert!(drawn.width > 97 * 3 && drawn.height > 97 * 2);
+        assert_eq!((tiled.width, tiled.height), (drawn.width, drawn.height));
+        let differing = tiled
+            .rgba
+            .chunks(4)
+            .zip(drawn.rgba.chunks(4))
+            .filter(|(a, b)| a != b)
+            .count();
+        assert_eq!(differing, 0, "{name}: pixels differing");
+    }
 }
 
 /// The composed figure equals the CPU drawing of the GPU's own colours within ±1 per channel,

@@ -1,15 +1,17 @@
-//! Cells the export copies into its target instead of drawing. A cell drawn 1:1 whose every
-//! pooled pixel holds a colour (no empty bin, so nothing shows the background) is its colour
-//! buffer's rows, byte for byte, in an RGBA8 target: one buffer-to-texture copy in place of a
-//! fragment per pixel. On lavapipe shading the 1 GiB grid's 64 cells of 256² took ~25 ms of the
-//! compose pass's ~30; the copies take a few. Cells with empty pixels (causal heads, sliding
-//! windows), magnified or shrunk ones, rows the copy alignment does not allow, and cells that
-//! another quad overlaps are drawn as before.
+//! Cells the export copies into its target instead of drawing. A cell drawn 1:1 is its colour
+//! buffer's rows, byte for byte, in an RGBA8 target, but for its empty bins (causal heads,
+//! sliding windows), which the buffer holds as 0 and the cell's fragment draws as the
+//! background: one buffer-to-texture copy in place of a fragment per pixel, and, for a cell
+//! with empty pixels, the background drawn under it afterwards (`KIND_UNDER`, blended so that
+//! only the pixels the copy left transparent take it). On lavapipe shading the 1 GiB grid's 64
+//! cells of 256² took ~25 ms of the compose pass's ~30; the copies take a few. Magnified or
+//! shrunk cells, rows the copy alignment does not allow, and cells that another quad overlaps
+//! are drawn as before.
 
 use std::ops::Range;
 
 use crate::color::colorize::ColorizedCells;
-use crate::figure::quads::{FigureQuads, Quad, KIND_CELL};
+use crate::figure::quads::{FigureQuads, Quad, KIND_CELL, KIND_UNDER};
 use crate::pool::PooledCells;
 
 /// One cell's copy: its group's colour buffer from `offset` (bytes) into the target at
@@ -20,10 +22,12 @@ struct CellCopy {
     rect: [u32; 4],
 }
 
-/// The copies of a figure's copyable cells, and the draws (kind runs) of every other quad.
+/// The copies of a figure's copyable cells, the draws (kind runs) of every other quad, and
+/// the background's draws under the copied cells that have empty pixels.
 pub(super) struct CellCopies {
     copies: Vec<CellCopy>,
     pub(super) runs: Vec<(usize, u32, Range<u32>)>,
+    pub(super) under: Vec<(usize, u32, Range<u32>)>,
     colors: Vec<wgpu::Buffer>,
 }
 
@@ -36,14 +40,10 @@ impl CellCopies {
         let g = pooled.geometry;
         let first_cells: Vec<usize> = pooled.groups.iter().map(|g| g.first_cell).collect();
         let empty: Vec<u32> = pooled.stats.iter().map(|s| s.empty_pixels).collect();
-        let copied = copyable(
-            figure,
-            (g.pooled_w, g.pooled_h),
-            g.pooled_pixels() as u32,
-            &first_cells,
-            &empty,
-        );
+        let px = g.pooled_pixels() as u32;
+        let copied = copyable(figure, (g.pooled_w, g.pooled_h), &first_cells);
         let mut copies = Vec::new();
+        let mut under: Vec<(usize, u32, Range<u32>)> = Vec::new();
         for (group, range) in figure.draws.iter().enumerate() {
             for i in range.clone().filter(|&i| copied[i as usize]) {
                 let q = &figure.quads[i as usize];
@@ -52,11 +52,19 @@ impl CellCopies {
                     offset: u64::from(q.src) * 4,
                     rect: q.rect.map(|v| v as u32),
                 });
+                let cell = first_cells[group] + (q.src / px) as usize;
+                if empty.get(cell).is_some_and(|&e| e > 0) {
+                    match under.last_mut() {
+                        Some((g, _, r)) if *g == group && r.end == i => r.end = i + 1,
+                        _ => under.push((group, KIND_UNDER, i..i + 1)),
+                    }
+                }
             }
         }
         CellCopies {
             copies,
             runs: super::kind_runs(&figure.quads, &figure.draws, &copied),
+            under,
             colors: colors.colors.clone(),
         }
     }
@@ -133,16 +141,10 @@ fn clip(rect: [u32; 4], origin: Pair, size: Pair) -> Option<(Pair, Pair, Pair)> 
     })
 }
 
-/// Per quad of `figure`, whether it is a cell to copy: drawn at its pooled size `(w, h)` (`px`
-/// pixels) inside the figure, rows of whole copy-aligned bytes, no empty pixel (`empty`, per
-/// cell; `first_cells`, each draw group's first cell), and no other quad over it.
-fn copyable(
-    figure: &FigureQuads,
-    (w, h): (u32, u32),
-    px: u32,
-    first_cells: &[usize],
-    empty: &[u32],
-) -> Vec<bool> {
+/// Per quad of `figure`, whether it is a cell to copy: drawn at its pooled size `(w, h)` inside
+/// the figure, rows of whole copy-aligned bytes, and no other quad over it (`first_cells`, each
+/// draw group's first cell, bounds the groups).
+fn copyable(figure: &FigureQuads, (w, h): (u32, u32), first_cells: &[usize]) -> Vec<bool> {
     let mut copied = vec![false; figure.quads.len()];
     if !(w * 4).is_multiple_of(wgpu::COPY_BYTES_PER_ROW_ALIGNMENT) {
         return copied;
@@ -158,13 +160,11 @@ fn copyable(
     let overlap = |a: &[i32; 4], b: &[i32; 4]| {
         a[0] < b[0] + b[2] && b[0] < a[0] + a[2] && a[1] < b[1] + b[3] && b[1] < a[1] + a[3]
     };
-    for (range, &first) in figure.draws.iter().zip(first_cells) {
+    for (range, _) in figure.draws.iter().zip(first_cells) {
         for i in range.clone() {
             let q = &figure.quads[i as usize];
-            let cell = first + (q.src / px) as usize;
             copied[i as usize] = q.kind == KIND_CELL
                 && inside(q)
-                && empty.get(cell) == Some(&0)
                 && figure
                     .quads
                     .iter()
@@ -207,7 +207,7 @@ mod tests {
     }
 
     #[test]
-    fn cells_drawn_one_to_one_with_every_pixel_coloured_are_copied() {
+    fn cells_drawn_one_to_one_under_no_other_quad_are_copied() {
         let cell = |x, y, w, h, src| Quad {
             rect: [x, y, w, h],
             kind: KIND_CELL,
@@ -228,8 +228,8 @@ mod tests {
                 kind: KIND_FILL,
                 ..cell(130, 30, 10, 10, 0)
             },
-            // group 1: cell 2, magnified; cell 3, with an empty pixel; cell 4, past the edge;
-            // cell 5, copied
+            // group 1: cell 2, magnified; cell 3, with an empty pixel (copied, the background
+            // drawn under it afterwards); cell 4, past the edge; cell 5, copied
             cell(0, 50, 128, 64, 0),
             cell(140, 50, 64, 32, px),
             cell(210, 0, 64, 32, 2 * px),
@@ -243,16 +243,13 @@ mod tests {
             height: 130,
             background: [255; 4],
         };
-        let empty = [0, 0, 0, 1, 0, 0];
-        let copied = copyable(&figure, (64, 32), px, &[0, 2], &empty);
+        let copied = copyable(&figure, (64, 32), &[0, 2]);
         assert_eq!(
             copied,
-            [true, false, false, false, false, false, false, true]
+            [true, false, false, false, false, true, false, true]
         );
         // rows of 60 pixels (240 bytes) cannot be copied
-        assert!(!copyable(&figure, (60, 32), px, &[0, 2], &empty)
-            .iter()
-            .any(|&c| c));
+        assert!(!copyable(&figure, (60, 32), &[0, 2]).iter().any(|&c| c));
         // the copied quads leave the draws; runs break where they were
         let runs = crate::compose::kind_runs(&figure.quads, &figure.draws, &copied);
         assert_eq!(
@@ -261,7 +258,8 @@ mod tests {
                 (0, KIND_CELL, 1..2),
                 (0, KIND_LABEL, 2..3),
                 (0, KIND_FILL, 3..4),
-                (1, KIND_CELL, 4..7),
+                (1, KIND_CELL, 4..5),
+                (1, KIND_CELL, 6..7),
             ]
         );
     }

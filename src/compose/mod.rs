@@ -9,7 +9,7 @@ use bytemuck::{Pod, Zeroable};
 use crate::color::colorize::ColorizedCells;
 use crate::color::colormap::pack_rgba;
 use crate::error::Result;
-use crate::figure::quads::{FigureQuads, Quad};
+use crate::figure::quads::{FigureQuads, Quad, KIND_UNDER};
 use crate::gpu::kernel::{Binding, Kernel};
 use crate::gpu::shaders;
 use crate::gpu::Gpu;
@@ -29,7 +29,7 @@ struct ViewUniform {
 /// Compiled compose pipeline for one target format.
 pub(crate) struct ComposePipeline {
     kernel: Kernel,
-    /// One per quad kind (`KIND` in the shader), indexed by kind.
+    /// One per quad kind (`KIND` in the shader), indexed by kind, and last `KIND_UNDER`'s.
     pipelines: Vec<wgpu::RenderPipeline>,
     pub format: wgpu::TextureFormat,
 }
@@ -45,8 +45,19 @@ impl ComposePipeline {
             wgpu::ShaderStages::VERTEX_FRAGMENT,
         );
         let pl = kernel.pipeline_layout(device);
-        let pipelines = (0..KINDS)
+        let pipelines = (0..=KIND_UNDER)
             .map(|kind| {
+                // (KIND_UNDER: source × (1 − target alpha) + target, exact in 8-bit unorm for
+                // a target alpha of 0 or 1, the only ones a copied cell leaves)
+                let under = wgpu::BlendComponent {
+                    src_factor: wgpu::BlendFactor::OneMinusDstAlpha,
+                    dst_factor: wgpu::BlendFactor::One,
+                    operation: wgpu::BlendOperation::Add,
+                };
+                let blend = (kind == KIND_UNDER).then_some(wgpu::BlendState {
+                    color: under,
+                    alpha: under,
+                });
                 device.create_render_pipeline(&wgpu::RenderPipelineDescriptor {
                     label: Some("attnviz.compose.pipeline"),
                     layout: Some(&pl),
@@ -68,7 +79,7 @@ impl ComposePipeline {
                         },
                         targets: &[Some(wgpu::ColorTargetState {
                             format,
-                            blend: None,
+                            blend,
                             write_mask: wgpu::ColorWrites::ALL,
                         })],
                     }),
@@ -208,6 +219,10 @@ impl Compositor {
     ) -> Result<()> {
         self.record(gpu, pipe, encoder, view, size, true, &self.copies.runs)?;
         self.copies.record(encoder, texture, origin, size);
+        if !self.copies.under.is_empty() {
+            // (the background under the copied cells' empty pixels, over what the copies left)
+            self.record(gpu, pipe, encoder, view, size, false, &self.copies.under)?;
+        }
         Ok(())
     }
 
@@ -282,9 +297,6 @@ impl Compositor {
         Ok(())
     }
 }
-
-/// Number of quad kinds (`KIND_*`).
-const KINDS: u32 = 4;
 
 /// Each group's draw range cut where the quad kind changes, in draw order (so overlapping
 /// quads still land in the order they were listed), leaving out the quads `skipped` marks

@@ -15,6 +15,9 @@ pub const KIND_CELL: u32 = 0;
 pub const KIND_LABEL: u32 = 1;
 pub const KIND_COLORBAR: u32 = 2;
 pub const KIND_FILL: u32 = 3;
+/// Not a kind of figure quad: the background drawn under the empty pixels of a cell export
+/// copied rather than drew (`compose::copy`), blended so that coloured pixels keep theirs.
+pub const KIND_UNDER: u32 = 4;
 
 /// Mirrors `Quad` in `shaders/compose.wgsl`.
 #[repr(C)]
