@@ -455,18 +455,7 @@ fn copied_cells_export_the_bytes_of_drawn_ones() {
         );
         e.copy_cells = false;
         let drawn = e.render(&src, &options).unwrap();
-        assert_eq!(
-            (copied.width, copied.height),
-            (drawn.width, drawn.height),
-            "{name}"
-        );
-        let differing = copied
-            .rgba
-            .chunks(4)
-            .zip(drawn.rgba.chunks(4))
-            .filter(|(a, b)| a != b)
-            .count();
-        assert_eq!(differing, 0, "{name}: pixels differing");
+        assert_same_figure(name, &copied, &drawn);
     }
 }
 
@@ -509,15 +498,20 @@ fn tiled_exports_copy_cells_to_the_bytes_of_drawn_ones() {
         e.tile_limit = 97;
         let tiled = e.render(&src, &options).unwrap();
         assert!(drawn.width > 97 * 3 && drawn.height > 97 * 2);
-        assert_eq!((tiled.width, tiled.height), (drawn.width, drawn.height));
-        let differing = tiled
-            .rgba
-            .chunks(4)
-            .zip(drawn.rgba.chunks(4))
-            .filter(|(a, b)| a != b)
-            .count();
-        assert_eq!(differing, 0, "{name}: pixels differing");
+        assert_same_figure(name, &tiled, &drawn);
     }
+}
+
+/// Two exports of one figure, byte for byte: their sizes, then how many pixels differ.
+fn assert_same_figure(name: &str, a: &attnviz::Figure, b: &attnviz::Figure) {
+    assert_eq!((a.width, a.height), (b.width, b.height), "{name}: sizes");
+    let differing = a
+        .rgba
+        .chunks(4)
+        .zip(b.rgba.chunks(4))
+        .filter(|(x, y)| x != y)
+        .count();
+    assert_eq!(differing, 0, "{name}: pixels differing");
 }
 
 /// The composed figure equals the CPU drawing of the GPU's own colours within ±1 per channel,
