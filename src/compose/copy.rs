@@ -41,7 +41,7 @@ impl CellCopies {
         let first_cells: Vec<usize> = pooled.groups.iter().map(|g| g.first_cell).collect();
         let empty: Vec<u32> = pooled.stats.iter().map(|s| s.empty_pixels).collect();
         let px = g.pooled_pixels() as u32;
-        let copied = copyable(figure, (g.pooled_w, g.pooled_h), &first_cells);
+        let copied = copyable(figure, (g.pooled_w, g.pooled_h));
         let mut copies = Vec::new();
         let mut under: Vec<(usize, u32, Range<u32>)> = Vec::new();
         for (group, range) in figure.draws.iter().enumerate() {
@@ -142,9 +142,8 @@ fn clip(rect: [u32; 4], origin: Pair, size: Pair) -> Option<(Pair, Pair, Pair)> 
 }
 
 /// Per quad of `figure`, whether it is a cell to copy: drawn at its pooled size `(w, h)` inside
-/// the figure, rows of whole copy-aligned bytes, and no other quad over it (`first_cells`, each
-/// draw group's first cell, bounds the groups).
-fn copyable(figure: &FigureQuads, (w, h): (u32, u32), first_cells: &[usize]) -> Vec<bool> {
+/// the figure, rows of whole copy-aligned bytes, and no other quad over it.
+fn copyable(figure: &FigureQuads, (w, h): (u32, u32)) -> Vec<bool> {
     let mut copied = vec![false; figure.quads.len()];
     if !(w * 4).is_multiple_of(wgpu::COPY_BYTES_PER_ROW_ALIGNMENT) {
         return copied;
@@ -160,7 +159,7 @@ fn copyable(figure: &FigureQuads, (w, h): (u32, u32), first_cells: &[usize]) -> 
     let overlap = |a: &[i32; 4], b: &[i32; 4]| {
         a[0] < b[0] + b[2] && b[0] < a[0] + a[2] && a[1] < b[1] + b[3] && b[1] < a[1] + a[3]
     };
-    for (range, _) in figure.draws.iter().zip(first_cells) {
+    for range in &figure.draws {
         for i in range.clone() {
             let q = &figure.quads[i as usize];
             copied[i as usize] = q.kind == KIND_CELL
@@ -243,13 +242,13 @@ mod tests {
             height: 130,
             background: [255; 4],
         };
-        let copied = copyable(&figure, (64, 32), &[0, 2]);
+        let copied = copyable(&figure, (64, 32));
         assert_eq!(
             copied,
             [true, false, false, false, false, true, false, true]
         );
         // rows of 60 pixels (240 bytes) cannot be copied
-        assert!(!copyable(&figure, (60, 32), &[0, 2]).iter().any(|&c| c));
+        assert!(!copyable(&figure, (60, 32)).iter().any(|&c| c));
         // the copied quads leave the draws; runs break where they were
         let runs = crate::compose::kind_runs(&figure.quads, &figure.draws, &copied);
         assert_eq!(
