@@ -247,7 +247,7 @@ pub fn log_ticks(lo: f64, hi: f64) -> Option<Vec<f64>> {
 /// ranges come from f32 data, and a maximum that rounding left a few ULPs short of a nice
 /// value (0.99999988 for 1.0) must get that value's ticks, or a GPU's and a CPU's figures whose
 /// sums differ in the last bit get different bars, labels and widths.
-const TICK_SLACK: f64 = 1e-6;
+pub const TICK_SLACK: f64 = 1e-6;
 
 /// 3 to 6 "nice" tick values (1, 2, 2.5 or 5 times a power of ten) inside [lo, hi] (within
 /// [`TICK_SLACK`] of a step).
