@@ -9,6 +9,10 @@ use crate::error::{Error, Result};
 /// Fails early, before any GPU work, when `path` cannot be written: its folder is missing or
 /// read-only.
 pub fn check_writable(path: &Path) -> Result<()> {
+    if is_special(path) {
+        // (written straight into: opening a FIFO here would wait for its reader)
+        return Ok(());
+    }
     let dir = parent_dir(path);
     // (said in the folder's terms: the probe file's own name, which the I/O error carries,
     // means nothing to the user)
@@ -122,7 +126,17 @@ pub fn encode_png(
     .map_err(std::io::Error::other)
 }
 
-/// Runs `write` on a temp file beside `path` and renames it into place.
+/// Whether `path` is something other than a regular file or a folder that exists already: a
+/// device (`/dev/null`, `/dev/stdout`), a FIFO, a socket. Output goes straight into it, since
+/// a temp file renamed over it would replace the node itself with a regular file (run as root,
+/// `--stats-json /dev/null` once replaced the machine's /dev/null, 2026-12-06, and every later
+/// redirection to it filled a file that programs then read as their empty input).
+fn is_special(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir())
+}
+
+/// Runs `write` on a temp file beside `path` and renames it into place; into `path` itself
+/// where that is a device, FIFO or socket (`is_special`).
 pub fn write_atomic(
     path: &Path,
     write: impl FnOnce(&mut std::io::BufWriter<&mut std::fs::File>) -> std::io::Result<()>,
@@ -131,6 +145,15 @@ pub fn write_atomic(
         path: path.to_path_buf(),
         source: e,
     };
+    if is_special(path) {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(err)?;
+        let mut w = std::io::BufWriter::new(&mut file);
+        write(&mut w).map_err(err)?;
+        return w.flush().map_err(err);
+    }
     let mut tmp = tempfile::Builder::new()
         .prefix(".attnviz-")
         .suffix(".tmp")
@@ -151,4 +174,38 @@ pub fn write_atomic(
     }
     tmp.persist(path).map_err(|e| err(e.error))?;
     Ok(())
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::os::unix::fs::FileTypeExt;
+
+    /// Output to a FIFO (as to /dev/null or /dev/stdout) goes into it and leaves it a FIFO:
+    /// a temp file renamed over it would have replaced it with a regular file.
+    #[test]
+    fn special_files_are_written_into_not_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("out.png");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        assert!(made.is_ok_and(|s| s.success()), "mkfifo");
+        let reader = {
+            let fifo = fifo.clone();
+            std::thread::spawn(move || {
+                let mut got = Vec::new();
+                std::fs::File::open(fifo)
+                    .unwrap()
+                    .read_to_end(&mut got)
+                    .unwrap();
+                got
+            })
+        };
+        check_writable(&fifo).unwrap();
+        write_atomic(&fifo, |w| std::io::Write::write_all(w, b"figure")).unwrap();
+        // (before joining: a reader left waiting on a replaced FIFO would never return)
+        let kind = std::fs::symlink_metadata(&fifo).unwrap().file_type();
+        assert!(kind.is_fifo(), "the FIFO became {kind:?}");
+        assert_eq!(reader.join().unwrap(), b"figure");
+    }
 }
