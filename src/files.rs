@@ -145,25 +145,25 @@ pub fn write_atomic(
         path: path.to_path_buf(),
         source: e,
     };
+    // (`write` into a file, buffered, the buffer flushed)
+    let fill = |file: &mut std::fs::File| {
+        let mut w = std::io::BufWriter::new(file);
+        write(&mut w)?;
+        w.flush()
+    };
     if is_special(path) {
         let mut file = std::fs::OpenOptions::new()
             .write(true)
             .open(path)
             .map_err(err)?;
-        let mut w = std::io::BufWriter::new(&mut file);
-        write(&mut w).map_err(err)?;
-        return w.flush().map_err(err);
+        return fill(&mut file).map_err(err);
     }
     let mut tmp = tempfile::Builder::new()
         .prefix(".attnviz-")
         .suffix(".tmp")
         .tempfile_in(parent_dir(path))
         .map_err(err)?;
-    {
-        let mut w = std::io::BufWriter::new(tmp.as_file_mut());
-        write(&mut w).map_err(err)?;
-        w.flush().map_err(err)?;
-    }
+    fill(tmp.as_file_mut()).map_err(err)?;
     // Temp files are created private (0600); a figure is an ordinary file.
     #[cfg(unix)]
     {
