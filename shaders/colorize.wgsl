@@ -30,7 +30,8 @@ override REDUCE: u32 = REDUCE_MAX;
 override SCALE: u32 = SCALE_LINEAR;
 
 @group(0) @binding(0) var<uniform> params: ColorParams;
-@group(0) @binding(1) var<storage, read> accum: array<Accum>;
+// pooled pixels, as `accum.wgsl` lays them out
+@group(0) @binding(1) var<storage, read> accum: array<u32>;
 // per head: (lo, hi) mapped onto the colormap, in the scale's domain (log2 for log), the log
 // floor, and the centre of a two-slope scale
 @group(0) @binding(2) var<storage, read> ranges: array<vec4<f32>>;
@@ -90,17 +91,18 @@ const PER_INVOCATION: u32 = 8u;
 
 // The colour of pooled pixel `i`: only the fields the reduction needs are read.
 fn color_of(i: u32, range: vec4<f32>) -> u32 {
-    let count_bad = accum[i].count_bad;
+    let a = load_accum(i);
+    let count_bad = a.count_bad;
     let count = count_bad & COUNT_MASK;
     var v: f32;
     if REDUCE == REDUCE_MEAN {
-        v = accum[i].sum / f32(count);
+        v = a.sum / f32(count);
     } else if REDUCE == REDUCE_MIN {
-        v = accum[i].min_v;
+        v = a.min_v;
     } else if REDUCE == REDUCE_EXTREME {
-        v = signed_extreme(accum[i].max_v, accum[i].min_v);
+        v = signed_extreme(a.max_v, a.min_v);
     } else {
-        v = accum[i].max_v;
+        v = a.max_v;
     }
     let color = lut[lut_index(scaled(v, range))];
     return select(select(color, 0u, count == 0u), params.bad_color, (count_bad & BAD_BIT) != 0u);

@@ -32,7 +32,8 @@ const WG: u32 = 256u;
 const PER_INVOCATION: u32 = 16u;
 
 @group(0) @binding(0) var<uniform> params: LimitParams;
-@group(0) @binding(1) var<storage, read> accum: array<Accum>;
+// pooled pixels, as `accum.wgsl` lays them out
+@group(0) @binding(1) var<storage, read> accum: array<u32>;
 // per cell: (lo, BINS / (hi - lo)) of its scope; 0 when the scope is constant
 @group(0) @binding(2) var<storage, read> hist_ranges: array<vec2<f32>>;
 @group(0) @binding(3) var<storage, read_write> ranges_out: array<CellRange>;
@@ -76,7 +77,7 @@ fn cell_range(
         if i >= params.pixels_per_head {
             break;
         }
-        let a = accum[base + i];
+        let a = load_accum(base + i);
         let c = a.count_bad & COUNT_MASK;
         if c > 0u && included(i) {
             mn = min(mn, a.min_v);
@@ -118,7 +119,7 @@ fn histogram(
         if p >= params.pixels_per_head {
             break;
         }
-        let a = accum[wg.y * params.pixels_per_head + p];
+        let a = load_accum(wg.y * params.pixels_per_head + p);
         let count = a.count_bad & COUNT_MASK;
         if count == 0u || (a.count_bad & BAD_BIT) != 0u || !included(p) {
             continue;

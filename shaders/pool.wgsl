@@ -76,7 +76,8 @@ var<private> piece: Piece;
 @group(0) @binding(1) var chunk: texture_storage_2d<rgba32uint, read>;
 @group(0) @binding(2) var<storage, read> row_edges: array<u32>;
 @group(0) @binding(3) var<storage, read> col_edges: array<u32>;
-@group(0) @binding(4) var<storage, read_write> accum: array<Accum>;
+// pooled pixels, as `accum.wgsl` lays them out
+@group(0) @binding(4) var<storage, read_write> accum: array<u32>;
 @group(0) @binding(5) var<storage, read_write> row_max: array<f32>;
 // per head: 1 once a non-zero value was seen above the diagonal
 @group(0) @binding(6) var<storage, read_write> cell_flags: array<atomic<u32>>;
@@ -314,7 +315,7 @@ fn open_bin(x: u32, y: u32, width: u32, rows: BinRows) -> Running {
     run.bad = false;
     run.zeros = 0u;
     if !rows.fresh {
-        let a = accum[run.idx];
+        let a = load_accum(run.idx);
         run.max_v = a.max_v;
         run.min_v = a.min_v;
         run.sum = a.sum;
@@ -338,7 +339,7 @@ fn open_bin(x: u32, y: u32, width: u32, rows: BinRows) -> Running {
 
 // Stores what `run` folded into its pixel.
 fn close_bin(run: Running) {
-    accum[run.idx] = Accum(run.max_v, run.min_v, run.sum, run.count | select(0u, BAD_BIT, run.bad));
+    store_accum(run.idx, Accum(run.max_v, run.min_v, run.sum, run.count | select(0u, BAD_BIT, run.bad)));
     if (FLAGS & FLAG_AUTO_CAUSAL) != 0u {
         zeros[run.idx] = run.zeros;
     }
@@ -642,7 +643,7 @@ fn fold_masked_zeros(
     if z == 0u {
         return;
     }
-    var a = accum[piece.accum_base + i];
+    var a = load_accum(piece.accum_base + i);
     let count = a.count_bad & COUNT_MASK;
     if count == 0u {
         a.max_v = 0.0;
@@ -652,6 +653,6 @@ fn fold_masked_zeros(
         a.min_v = min(a.min_v, 0.0);
     }
     a.count_bad = (count + z) | (a.count_bad & BAD_BIT);
-    accum[piece.accum_base + i] = a;
+    store_accum(piece.accum_base + i, a);
     zeros[piece.accum_base + i] = 0u;
 }

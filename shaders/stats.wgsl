@@ -34,7 +34,8 @@ struct StatsParams {
 }
 
 @group(0) @binding(0) var<uniform> params: StatsParams;
-@group(0) @binding(1) var<storage, read> accum: array<Accum>;
+// pooled pixels, as `accum.wgsl` lays them out
+@group(0) @binding(1) var<storage, read> accum: array<u32>;
 @group(0) @binding(2) var<storage, read_write> stats: array<HeadStats>;
 // per head of the group, per block: the block's statistics
 @group(0) @binding(3) var<storage, read_write> partials: array<HeadStats>;
@@ -112,7 +113,7 @@ fn block_stats(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_i
     let end = min(first + PER_INVOCATION, params.pixels_per_head);
     var s = EMPTY;
     for (var i = first; i < end; i++) {
-        s = merge(s, of_pixel(accum[base + i]));
+        s = merge(s, of_pixel(load_accum(base + i)));
     }
     let total = reduce_workgroup(li, s);
     if li == 0u {

@@ -347,6 +347,122 @@ fn non_finite_constant_and_negative_heads() {
     );
 }
 
+/// Heads pooled at their own size keep one word a pixel (`AccumLayout::Single`: the
+/// whole-model regime, a quarter of the accumulators' memory) and read back, reduce to
+/// statistics, colour and clip exactly as the 16-byte layout's pixels do: every value a word
+/// must carry (NaN, ±inf, -0.0, ±f32::MAX, a subnormal, masked entries and zeros set aside
+/// above the diagonal, then folded back in when a later row shows the head is not causal), in
+/// f32, f16 and bf16, in every causal mode and with row norm. Pooled 2:1, the same heads keep
+/// `Full`.
+#[test]
+fn bins_of_one_entry_keep_one_word_a_pixel() {
+    use attnviz::pool::accum::AccumLayout;
+    let Some(e) = engine() else { return };
+    let (q, k) = (37, 53);
+    let mut a = random(2, 2, q, k, 21);
+    a[[0, 0, 0, 0]] = f32::NAN;
+    a[[0, 0, 1, 2]] = f32::INFINITY;
+    a[[0, 0, 2, 3]] = f32::NEG_INFINITY;
+    a[[0, 1, 5, 7]] = -0.0;
+    a[[0, 1, 6, 7]] = f32::MAX;
+    a[[0, 1, 7, 7]] = -f32::MAX;
+    a[[1, 0, 3, 3]] = f32::MIN_POSITIVE / 4.0;
+    a[[1, 0, 4, 4]] = -1.5;
+    // every head: zeros above the diagonal (row r sees keys up to r + K - Q) but one, in a late
+    // row of the last head: `Causal::Auto` sets the zeros aside, then folds them back in
+    let diagonal = k - q;
+    for ((_, _, r, c), v) in a.indexed_iter_mut() {
+        if c > r + diagonal {
+            *v = 0.0;
+        }
+    }
+    a[[1, 1, 30, 50]] = 0.5;
+    let cells: Vec<_> = (0..2).flat_map(|l| (0..2).map(move |h| (l, h))).collect();
+    let native = CellGeometry::new(q, k, None).unwrap();
+    let halved = CellGeometry::new(q, k, Some(26)).unwrap();
+    for dtype in [DType::F32, DType::F16, DType::BF16] {
+        let src = ArraySource::from_f32_as("single", &a, dtype);
+        for (what, options) in [
+            ("auto", PoolOptions::default()),
+            (
+                "on",
+                PoolOptions {
+                    causal: Causal::On,
+                    ..Default::default()
+                },
+            ),
+            (
+                "off",
+                PoolOptions {
+                    causal: Causal::Off,
+                    ..Default::default()
+                },
+            ),
+            (
+                "row",
+                PoolOptions {
+                    row_norm: true,
+                    causal: Causal::Off,
+                    ..Default::default()
+                },
+            ),
+        ] {
+            let name = format!("single {} {what}", dtype.name());
+            let pooled = e.pool(&src, &cells, native, options).unwrap();
+            assert_eq!(pooled.layout(), AccumLayout::Single, "{name}");
+            if what == "auto" {
+                assert!(!pooled.causal, "{name}: the late upper entry");
+            }
+            assert_eq!(check_pooling_into(&e, &name, &src, native, options), 0);
+            let pooled = e.pool(&src, &cells, halved, options).unwrap();
+            assert_eq!(pooled.layout(), AccumLayout::Full, "{name} pooled 2:1");
+        }
+    }
+    // --clip and --exclude-keys read the words too: histograms and clipped limits, GPU
+    // against CPU (on the random values alone: ±f32::MAX would make every range infinite)
+    let src = ArraySource::from_f32("single-clip", &random(2, 2, q, k, 22));
+    for (clip, exclude) in [([1.0, 99.0], 0), ([5.0, 95.0], 3)] {
+        let scale = attnviz::color::scale::ColorScale {
+            clip: Some(clip),
+            exclude_keys: exclude,
+            ..Default::default()
+        };
+        let options = RenderOptions {
+            scale: scale.clone(),
+            ..Default::default()
+        };
+        let plan = attnviz::figure::plan::Plan::new(&src, &options).unwrap();
+        let gpu = e.pool(&src, &plan.cells, plan.geometry, plan.pool).unwrap();
+        assert_eq!(gpu.layout(), AccumLayout::Single);
+        let cpu = cpu::pool_cells(&src, &plan.cells, plan.geometry, plan.pool).unwrap();
+        let stats: Vec<_> = cpu.iter().map(|p| cpu::head_stats(&p.accum)).collect();
+        let ranges = color_ranges(Norm::Head, &stats, plan.heads.len());
+        let gh = e
+            .histograms(&gpu, plan.first_column, Reduce::Max, &ranges)
+            .unwrap();
+        for (c, (p, r)) in cpu.iter().zip(&ranges).enumerate() {
+            let ch = cpu::histogram(
+                &p.accum,
+                plan.geometry.pooled_w,
+                plan.first_column,
+                Reduce::Max,
+                *r,
+            );
+            assert_eq!(gh[c], ch, "single clip {clip:?}: histogram of cell {c}");
+            assert!(ch.iter().sum::<u32>() > 0);
+        }
+        let g = e
+            .resolve_ranges(&gpu, &plan, Norm::Head, Reduce::Max, &scale)
+            .unwrap();
+        let c = cpu::cpu_ranges(&cpu, &stats, &plan, Norm::Head, Reduce::Max, &scale).unwrap();
+        assert_eq!(
+            g, c,
+            "single clip {clip:?} exclude {exclude}: clipped limits"
+        );
+        assert_ne!(g, ranges, "clipping moves the limits");
+    }
+}
+
 #[test]
 fn causal_mask_is_background_and_out_of_the_statistics() {
     let Some(e) = engine() else { return };

@@ -7,7 +7,7 @@ use bytemuck::{Pod, Zeroable};
 use crate::color::colormap::{pack_rgba, Colormap, BAD_COLOR};
 use crate::error::Result;
 use crate::gpu::{dispatch_1d, Gpu};
-use crate::pool::accum::Reduce;
+use crate::pool::accum::{AccumLayout, Reduce};
 use std::sync::OnceLock;
 
 use crate::color::scale::ColorScale;
@@ -34,9 +34,9 @@ const SCALES: usize = 5;
 
 pub(crate) struct ColorizePipeline {
     kernel: Kernel,
-    /// One pipeline per (reduce, scale), compiled on first use: a figure needs one, and a
-    /// software adapter spends tens of milliseconds compiling each.
-    pipelines: [[OnceLock<wgpu::ComputePipeline>; SCALES]; REDUCES],
+    /// One pipeline per (reduce, scale, accumulator layout), compiled on first use: a figure
+    /// needs one, and a software adapter spends tens of milliseconds compiling each.
+    pipelines: [[[OnceLock<wgpu::ComputePipeline>; 2]; SCALES]; REDUCES],
 }
 
 impl ColorizePipeline {
@@ -59,13 +59,15 @@ impl ColorizePipeline {
         device: &wgpu::Device,
         reduce: Reduce,
         scale: &ColorScale,
+        layout: AccumLayout,
     ) -> &wgpu::ComputePipeline {
         let (r, s) = (reduce.shader_id(), scale.shader_id());
-        self.pipelines[r as usize][s as usize].get_or_init(|| {
+        let l = usize::from(layout == AccumLayout::Single);
+        self.pipelines[r as usize][s as usize][l].get_or_init(|| {
             self.kernel.specialized(
                 device,
                 "colorize",
-                &[("REDUCE", r as f64), ("SCALE", s as f64)],
+                &[("REDUCE", r as f64), ("SCALE", s as f64), layout.constant()],
             )
         })
     }
@@ -187,7 +189,7 @@ impl ColorizedCells {
                 });
             {
                 let mut pass = gpu.compute_pass(&mut encoder, "attnviz.colorize.pass");
-                pass.set_pipeline(pipe.pipeline(&gpu.device, reduce, scale));
+                pass.set_pipeline(pipe.pipeline(&gpu.device, reduce, scale, pooled.layout()));
                 for (bg, &(x, y, z)) in self.bind_groups.iter().zip(&self.dispatch) {
                     pass.set_bind_group(0, bg, &[]);
                     pass.dispatch_workgroups(x, y, z);

@@ -12,7 +12,7 @@ use crate::error::Result;
 use crate::gpu::kernel::{Binding, Kernel};
 use crate::gpu::shaders;
 use crate::gpu::{buffer, dispatch_1d, storage_buffer_init, Gpu};
-use crate::pool::accum::{HeadStats, Reduce};
+use crate::pool::accum::{AccumLayout, HeadStats, Reduce};
 use crate::pool::PooledCells;
 
 /// Mirrors `LimitParams` in `shaders/limits.wgsl`.
@@ -70,8 +70,26 @@ pub(crate) struct LimitsPipeline {
 
 struct Compiled {
     kernel: Kernel,
-    range: wgpu::ComputePipeline,
-    histogram: wgpu::ComputePipeline,
+    /// `cell_range` and `histogram` for each accumulator layout (`Full`, `Single`), compiled
+    /// on first use.
+    range: [OnceLock<wgpu::ComputePipeline>; 2],
+    histogram: [OnceLock<wgpu::ComputePipeline>; 2],
+}
+
+impl Compiled {
+    fn pipeline(
+        &self,
+        device: &wgpu::Device,
+        job: &Job<'_>,
+        layout: AccumLayout,
+    ) -> &wgpu::ComputePipeline {
+        let (entry, slots) = match job {
+            Job::Ranges => ("cell_range", &self.range),
+            Job::Histograms(_) => ("histogram", &self.histogram),
+        };
+        slots[usize::from(layout == AccumLayout::Single)]
+            .get_or_init(|| self.kernel.specialized(device, entry, &[layout.constant()]))
+    }
 }
 
 impl LimitsPipeline {
@@ -85,8 +103,8 @@ impl LimitsPipeline {
                 &[Uniform, BufReadOnly, BufReadOnly, Buffer, Buffer],
             );
             Compiled {
-                range: kernel.pipeline(device, "cell_range"),
-                histogram: kernel.pipeline(device, "histogram"),
+                range: Default::default(),
+                histogram: Default::default(),
                 kernel,
             }
         })
@@ -166,10 +184,7 @@ fn run(
         let px = pooled.geometry.pooled_pixels() as u32;
         let buffers = JobBuffers::new(gpu, pooled.cells().max(1), &job);
         let (ranges_out, hist) = buffers.outputs(&job);
-        let pipeline = match job {
-            Job::Ranges => &pipe.range,
-            Job::Histograms(_) => &pipe.histogram,
-        };
+        let pipeline = pipe.pipeline(device, &job, pooled.layout());
         let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
             label: Some("attnviz.limits.encoder"),
         });

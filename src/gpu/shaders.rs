@@ -16,12 +16,26 @@ macro_rules! with_common {
             include_str!(concat!("../../shaders/", $file))
         )
     };
+    // (shaders that read pooled accumulators: their layouts)
+    (accum $file:literal) => {
+        concat!(
+            include_str!("../../shaders/common.wgsl"),
+            include_str!("../../shaders/accum.wgsl"),
+            include_str!(concat!("../../shaders/", $file))
+        )
+    };
 }
 
 /// Ingest and pooling (`pool`, `row_maxima`, `fold_masked_zeros`).
-pub const POOL: &str = with_common!(chunk "pool.wgsl");
+pub const POOL: &str = concat!(
+    include_str!("../../shaders/common.wgsl"),
+    include_str!("../../shaders/chunk.wgsl"),
+    include_str!("../../shaders/accum.wgsl"),
+    include_str!("../../shaders/accum_store.wgsl"),
+    include_str!("../../shaders/pool.wgsl")
+);
 /// Per-head statistics of pooled cells.
-pub const STATS: &str = with_common!("stats.wgsl");
+pub const STATS: &str = with_common!(accum "stats.wgsl");
 /// Per-head pattern statistics, on the pool pass's chunks.
 pub const PATTERN: &str = with_common!(chunk "pattern.wgsl");
 /// The pattern statistics from a Q/K head's scores (`shaders/pattern_qk.wgsl`), appended to
@@ -34,11 +48,11 @@ pub const PATTERN_QK_TEMPLATE: &str = concat!(
     include_str!("../../shaders/pattern_qk.wgsl")
 );
 /// Normalization and colormap lookup.
-pub const COLORIZE: &str = with_common!("colorize.wgsl");
+pub const COLORIZE: &str = with_common!(accum "colorize.wgsl");
 /// `A − B` of two blocks of rows (`attnviz diff`).
 pub const DIFF: &str = with_common!("diff.wgsl");
 /// Restricted ranges and histograms (`--exclude-keys`, `--clip`).
-pub const LIMITS: &str = with_common!("limits.wgsl");
+pub const LIMITS: &str = with_common!(accum "limits.wgsl");
 /// The f32 FMA rate probe of `attnviz bench`.
 pub const FMA_PROBE: &str = include_str!("../../shaders/fma_probe.wgsl");
 /// The cooperative-matrix probe of `attnviz bench --only coop` (f16 inputs, f32 accumulators;

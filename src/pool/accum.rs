@@ -4,6 +4,8 @@
 
 use bytemuck::{Pod, Zeroable};
 
+use crate::pool::geometry::CellGeometry;
+
 /// How the entries of one pooled pixel's bin are combined.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Reduce {
@@ -109,6 +111,98 @@ impl Accum {
     }
 }
 
+/// How the pooled pixels of a run lie in GPU memory: `shaders/accum.wgsl`, which says why.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AccumLayout {
+    /// An [`Accum`] a pixel, 16 bytes: bins of any number of entries.
+    #[default]
+    Full,
+    /// One word a pixel, 4 bytes, where every bin is one entry (a head pooled at its own
+    /// size): the entry's value, or a marker for none and for a non-finite one.
+    Single,
+}
+
+/// `SINGLE_EMPTY`, `SINGLE_BAD` and `SINGLE_FLIP` in `shaders/accum.wgsl`.
+const SINGLE_EMPTY: u32 = 0;
+const SINGLE_BAD: u32 = 1;
+const SINGLE_FLIP: u32 = 0x7fff_ffff;
+
+impl AccumLayout {
+    /// [`AccumLayout::Single`] where every bin of a `queries` × `keys` head pooled into
+    /// `geometry` is one entry, else [`AccumLayout::Full`].
+    pub fn for_bins(queries: usize, keys: usize, geometry: CellGeometry) -> AccumLayout {
+        if geometry.pooled_w as usize == keys && geometry.pooled_h as usize == queries {
+            AccumLayout::Single
+        } else {
+            AccumLayout::Full
+        }
+    }
+
+    pub fn pixel_bytes(self) -> u64 {
+        match self {
+            AccumLayout::Full => std::mem::size_of::<Accum>() as u64,
+            AccumLayout::Single => 4,
+        }
+    }
+
+    /// The pipeline constant of the shaders that read or write accumulators.
+    pub(crate) fn constant(self) -> (&'static str, f64) {
+        ("SINGLE", f64::from(u8::from(self == AccumLayout::Single)))
+    }
+
+    /// Pixels as stored in this layout: the host side of `load_accum` in
+    /// `shaders/accum.wgsl`.
+    pub fn decode(self, bytes: &[u8]) -> Vec<Accum> {
+        match self {
+            AccumLayout::Full => bytemuck::pod_collect_to_vec(bytes),
+            AccumLayout::Single => bytes
+                .chunks_exact(4)
+                .map(|w| {
+                    let w = u32::from_le_bytes(w.try_into().expect("4 bytes"));
+                    match w {
+                        SINGLE_EMPTY => Accum::EMPTY,
+                        SINGLE_BAD => Accum {
+                            count_bad: BAD_BIT,
+                            ..Accum::EMPTY
+                        },
+                        _ => {
+                            let v = f32::from_bits(w ^ SINGLE_FLIP);
+                            Accum {
+                                max: v,
+                                min: v,
+                                // (as the pool pass adds it: +0.0 for -0.0)
+                                sum: 0.0 + v,
+                                count_bad: 1,
+                            }
+                        }
+                    }
+                })
+                .collect(),
+        }
+    }
+
+    /// `accums` in this layout: the host side of `store_accum` in `shaders/accum_store.wgsl`.
+    /// `Single` keeps each pixel's maximum, so it holds pixels of one entry at most.
+    pub fn encode(self, accums: &[Accum]) -> Vec<u8> {
+        match self {
+            AccumLayout::Full => bytemuck::cast_slice(accums).to_vec(),
+            AccumLayout::Single => accums
+                .iter()
+                .flat_map(|a| {
+                    let w = if a.is_bad() {
+                        SINGLE_BAD
+                    } else if a.count() == 0 {
+                        SINGLE_EMPTY
+                    } else {
+                        a.max.to_bits() ^ SINGLE_FLIP
+                    };
+                    w.to_le_bytes()
+                })
+                .collect(),
+        }
+    }
+}
+
 /// The one of a bin's max and min with the larger magnitude, the max on a tie: the CPU twin of
 /// `signed_extreme` in `shaders/common.wgsl`.
 pub fn signed_extreme(max: f32, min: f32) -> f32 {
@@ -183,6 +277,60 @@ mod tests {
     fn layouts_match_the_shaders() {
         assert_eq!(std::mem::size_of::<Accum>(), 16);
         assert_eq!(std::mem::size_of::<HeadStats>(), 32);
+    }
+
+    /// Pixels of one entry survive the one-word layout bit for bit (the sum as the pool pass
+    /// adds it), no value reads as a marker, and zeroed memory reads as no entry.
+    #[test]
+    fn one_word_pixels_round_trip() {
+        let one = |v: f32| Accum {
+            max: v,
+            min: v,
+            sum: 0.0 + v,
+            count_bad: 1,
+        };
+        let bad = Accum {
+            count_bad: BAD_BIT,
+            ..Accum::EMPTY
+        };
+        let mut pixels = vec![Accum::EMPTY, bad];
+        for v in [
+            0.0,
+            -0.0,
+            1.0,
+            -2.5,
+            f32::MAX,
+            -f32::MAX,
+            f32::MIN_POSITIVE / 8.0,
+        ] {
+            pixels.push(one(v));
+        }
+        let words = AccumLayout::Single.encode(&pixels);
+        assert_eq!(words.len(), 4 * pixels.len());
+        let back = AccumLayout::Single.decode(&words);
+        let bits = |a: &Accum| {
+            (
+                a.max.to_bits(),
+                a.min.to_bits(),
+                a.sum.to_bits(),
+                a.count_bad,
+            )
+        };
+        for (a, b) in pixels.iter().zip(&back) {
+            assert_eq!(bits(a), bits(b), "{a:?}");
+        }
+        assert_eq!(AccumLayout::Single.decode(&[0; 4]), [Accum::EMPTY]);
+        let full = AccumLayout::Full.encode(&pixels);
+        assert_eq!(AccumLayout::Full.decode(&full), pixels);
+        // every bin one entry, or not
+        let g = CellGeometry::new(30, 40, None).unwrap();
+        assert_eq!(AccumLayout::for_bins(30, 40, g), AccumLayout::Single);
+        let g = CellGeometry::new(300, 400, None).unwrap();
+        assert_eq!(AccumLayout::for_bins(300, 400, g), AccumLayout::Full);
+        assert_eq!(
+            AccumLayout::Single.pixel_bytes() * 4,
+            AccumLayout::Full.pixel_bytes()
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@ use bytemuck::Zeroable;
 
 use crate::error::{Error, Result};
 use crate::gpu::{dispatch_1d, Gpu};
+use crate::pool::accum::AccumLayout;
 use crate::pool::chunk::ChunkTexture;
 use crate::pool::geometry::bin_of;
 use crate::pool::groups::CellGroup;
@@ -122,6 +123,7 @@ impl Ingest<'_> {
             self.dtype,
             options,
             !self.windows.is_empty(),
+            self.layout,
         );
         let n = pieces.len() as u32;
         pass.set_bind_group(0, bind_group, &[]);
@@ -392,7 +394,7 @@ impl Ingest<'_> {
                 });
             {
                 let mut pass = gpu.compute_pass(&mut encoder, "attnviz.pool.fold_pass");
-                pass.set_pipeline(&self.pipes.fold);
+                pass.set_pipeline(self.pipes.fold(&gpu.device, self.layout));
                 pass.set_bind_group(0, &self.bind_groups[gi], &[]);
                 let (x, y) =
                     dispatch_1d(total, 256, gpu.limits.max_compute_workgroups_per_dimension);
@@ -417,6 +419,7 @@ impl<'g> Ingest<'g> {
             dtype: self.dtype,
             options: self.options,
             window: !self.windows.is_empty(),
+            layout: self.layout,
             pattern: self.pattern.is_some(),
             // (a dispatch's first piece starts on a word)
             aligned: rows_on_words(stride, self.dtype, 0),
@@ -433,6 +436,7 @@ pub(crate) struct PipelineWarmer<'a> {
     dtype: DType,
     options: PoolOptions,
     window: bool,
+    layout: AccumLayout,
     pattern: bool,
     aligned: bool,
     keys: usize,
@@ -446,7 +450,7 @@ impl PipelineWarmer<'_> {
         let device = &self.gpu.device;
         let kernel = PoolKernel::choose(self.keys, self.pooled_w, self.dtype, self.aligned);
         self.pipes
-            .specialized(device, self.dtype, self.options, self.window)
+            .specialized(device, self.dtype, self.options, self.window, self.layout)
             .pool(device, &self.pipes.kernel, kernel);
         if self.pattern {
             self.pipes.pattern.warm(device, self.dtype, self.aligned);

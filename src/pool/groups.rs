@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::error::Result;
 use crate::gpu::Gpu;
-use crate::pool::accum::{Accum, HeadStats};
+use crate::pool::accum::{Accum, AccumLayout, HeadStats};
 use crate::pool::geometry::CellGeometry;
 use crate::pool::pattern::PatternSums;
 use crate::pool::pipelines::PoolPipelines;
@@ -15,6 +15,8 @@ pub struct CellGroup {
     pub first_cell: usize,
     pub cells: usize,
     pub accum: wgpu::Buffer,
+    /// How `accum` holds each pixel: every shader that reads it is specialized for it.
+    pub layout: AccumLayout,
     /// Per cell: 1 once a non-zero value was seen above the diagonal.
     pub(super) flags: wgpu::Buffer,
     /// Per pooled pixel, once a `Causal::Auto` dispatch needs them
@@ -40,7 +42,7 @@ pub(super) const SPARE_GROUP_BYTES: u64 = 256 << 20;
 
 impl CellGroup {
     /// A group of `cells` cells from `first_cell` whose (accum, flags) buffers have `sizes`
-    /// bytes: recycled from a dropped group when one matches (fresh buffers cost the host page
+    /// bytes, its pixels in `layout`: recycled from a dropped group when one matches (fresh buffers cost the host page
     /// faults and zero-filling on unified-memory adapters, every render), else new. Its zeros
     /// come when a dispatch needs them ([`CellGroup::set_aside_zeros`]).
     pub(super) fn new(
@@ -48,6 +50,7 @@ impl CellGroup {
         pipes: &PoolPipelines,
         first_cell: usize,
         cells: usize,
+        layout: AccumLayout,
         sizes: [u64; 2],
     ) -> CellGroup {
         let spare = {
@@ -66,6 +69,7 @@ impl CellGroup {
             first_cell,
             cells,
             accum: buffers.accum,
+            layout,
             flags: buffers.flags,
             zeros: buffers.zeros,
             spares: Some(pipes.spare_groups.clone()),
@@ -139,6 +143,11 @@ impl PooledCells {
         self.stats.len()
     }
 
+    /// How the cells' pixels lie in their buffers: one layout for every group of a run.
+    pub fn layout(&self) -> AccumLayout {
+        self.groups.first().map_or(AccumLayout::Full, |g| g.layout)
+    }
+
     /// Group holding `cell`, and the cell's index inside it.
     pub fn locate(&self, cell: usize) -> (usize, usize) {
         let g = self
@@ -155,7 +164,7 @@ impl PooledCells {
         for g in &self.groups {
             let words: Vec<Accum> = cells.by_ref().take(g.cells).flatten().copied().collect();
             gpu.queue
-                .write_buffer(&g.accum, 0, bytemuck::cast_slice(&words));
+                .write_buffer(&g.accum, 0, &g.layout.encode(&words));
         }
     }
 
@@ -164,8 +173,8 @@ impl PooledCells {
         let px = self.geometry.pooled_pixels();
         let mut out = Vec::with_capacity(self.cells());
         for g in &self.groups {
-            let bytes = gpu.read_buffer(&g.accum, 0, (g.cells * px * 16) as u64)?;
-            let all: Vec<Accum> = bytemuck::pod_collect_to_vec(&bytes);
+            let bytes = (g.cells * px) as u64 * g.layout.pixel_bytes();
+            let all = g.layout.decode(&gpu.read_buffer(&g.accum, 0, bytes)?);
             out.extend(all.chunks(px).map(|c| c.to_vec()));
         }
         Ok(out)

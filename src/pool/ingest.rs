@@ -5,7 +5,7 @@ use bytemuck::Zeroable;
 
 use crate::error::{Error, Result};
 use crate::gpu::{buffer, storage_buffer_init, Gpu};
-use crate::pool::accum::{Accum, HeadStats};
+use crate::pool::accum::{AccumLayout, HeadStats};
 use crate::pool::chunk::{max_chunk_bytes, ChunkTexture};
 use crate::pool::dispatch::pool_bind_group;
 use crate::pool::geometry::{bin_edges, CellGeometry};
@@ -64,6 +64,8 @@ pub(crate) struct Ingest<'g> {
     pub(super) wide_rows: bool,
     pub(super) chunk_bytes: usize,
     pub(super) groups: Vec<CellGroup>,
+    /// How `groups` hold their pixels.
+    pub(super) layout: AccumLayout,
     pub(super) per_group: usize,
     pub(super) row_edges: Vec<u32>,
     /// Host upload slots, made on the first host push: producers that only pool resident
@@ -127,7 +129,7 @@ struct Sizing {
 }
 
 impl Sizing {
-    fn new(gpu: &Gpu, shape: &IngestShape, patterns: bool) -> Result<Sizing> {
+    fn new(gpu: &Gpu, shape: &IngestShape, patterns: bool, layout: AccumLayout) -> Result<Sizing> {
         let IngestShape {
             cells,
             queries,
@@ -171,12 +173,12 @@ impl Sizing {
             (LOOP_BUDGET / words).clamp(1, chunk_bytes / row_bytes)
         };
         // The pattern pass's columns and diagonals loop over a piece's rows.
-        let mut group_bytes = cell_bytes_of(geometry);
+        let cell_bytes = geometry.pooled_pixels() as u64 * layout.pixel_bytes();
+        let mut group_bytes = cell_bytes;
         if patterns {
             piece_rows = piece_rows.min(PATTERN_ROWS);
             group_bytes = group_bytes.max(head_bytes(queries, keys));
         }
-        let cell_bytes = cell_bytes_of(geometry);
         if cell_bytes > max_binding {
             return Err(Error::BadOption(format!(
                 "a {}x{} pooled cell needs {cell_bytes} bytes, over the GPU's {max_binding}-byte storage binding: use a smaller --cell",
@@ -199,10 +201,6 @@ impl Sizing {
     }
 }
 
-fn cell_bytes_of(geometry: CellGeometry) -> u64 {
-    (geometry.pooled_pixels() * std::mem::size_of::<Accum>()) as u64
-}
-
 /// The accumulator groups of `shape.cells` cells, cleared on the GPU (recycled buffers too): the
 /// shader treats a zero count as "no extremes yet", so nothing the size of the output is staged
 /// on the host.
@@ -211,6 +209,7 @@ fn cleared_groups(
     pipes: &PoolPipelines,
     shape: &IngestShape,
     sizing: &Sizing,
+    layout: AccumLayout,
 ) -> Vec<CellGroup> {
     let (cells, per_group) = (shape.cells, sizing.per_group);
     let groups: Vec<CellGroup> = (0..cells)
@@ -218,7 +217,7 @@ fn cleared_groups(
         .map(|first| {
             let n = per_group.min(cells - first);
             let sizes = [n as u64 * sizing.cell_bytes, n as u64 * 4];
-            CellGroup::new(gpu, pipes, first, n, sizes)
+            CellGroup::new(gpu, pipes, first, n, layout, sizes)
         })
         .collect();
     let mut encoder = gpu
@@ -296,8 +295,21 @@ impl<'g> Ingest<'g> {
         shape: IngestShape,
         patterns: Option<PatternOptions>,
     ) -> Result<Ingest<'g>> {
-        let sizing = Sizing::new(gpu, &shape, patterns.is_some())?;
-        let groups = cleared_groups(gpu, pipes, &shape, &sizing);
+        let layout = AccumLayout::for_bins(shape.queries, shape.keys, shape.geometry);
+        Ingest::with_layout(gpu, pipes, shape, patterns, layout)
+    }
+
+    /// An ingest whose accumulators are in `layout`: producers that fold into them with
+    /// shaders of their own (the one-pass Q/K path) ask for [`AccumLayout::Full`].
+    pub(crate) fn with_layout(
+        gpu: &'g Gpu,
+        pipes: &'g PoolPipelines,
+        shape: IngestShape,
+        patterns: Option<PatternOptions>,
+        layout: AccumLayout,
+    ) -> Result<Ingest<'g>> {
+        let sizing = Sizing::new(gpu, &shape, patterns.is_some(), layout)?;
+        let groups = cleared_groups(gpu, pipes, &shape, &sizing, layout);
         let group_cells: Vec<usize> = groups.iter().map(|g| g.cells).collect();
         let pattern = patterns
             .map(|options| {
@@ -331,6 +343,7 @@ impl<'g> Ingest<'g> {
             wide_rows: sizing.wide_rows,
             chunk_bytes: sizing.chunk_bytes,
             groups,
+            layout,
             per_group: sizing.per_group,
             row_edges,
             slots: Vec::new(),

@@ -8,6 +8,7 @@ use bytemuck::{Pod, Zeroable};
 use crate::gpu::kernel::{Binding, Kernel};
 use crate::gpu::shaders;
 use crate::gpu::Gpu;
+use crate::pool::accum::AccumLayout;
 use crate::pool::chunk::ChunkTexture;
 use crate::pool::diff::DiffPipeline;
 use crate::pool::groups::SpareGroups;
@@ -43,7 +44,7 @@ pub(super) struct Specialized {
     /// use: a driver compiles in every process (Mesa's disk cache skips only LLVM), and a run
     /// needs one of them.
     pool: [OnceLock<wgpu::ComputePipeline>; POOL_KERNELS],
-    constants: [(&'static str, f64); 2],
+    constants: [(&'static str, f64); 3],
     /// `--norm row` only: the row maxima, one invocation per row (`row_maxima`) or one
     /// workgroup per row (`row_maxima_wide`, rows past [`LOOP_BUDGET`] words).
     pub(super) row_maxima: Option<(wgpu::ComputePipeline, wgpu::ComputePipeline)>,
@@ -52,13 +53,15 @@ pub(super) struct Specialized {
 /// The compiled pooling and statistics pipelines; built once per engine.
 pub(crate) struct PoolPipelines {
     pub(super) kernel: Kernel,
-    /// The pipelines specialized for each dtype and set of pooling flags, indexed by
-    /// `DType::shader_id` and `PoolOptions::flags`, compiled on first use so a run pays only
-    /// for the mode it uses.
-    pub(super) specialized: [[OnceLock<Specialized>; 16]; 3],
-    pub(super) fold: wgpu::ComputePipeline,
+    /// The pipelines specialized for each dtype, set of pooling flags and accumulator
+    /// layout, indexed by `DType::shader_id` and `PoolOptions::flags` (plus 16 for
+    /// [`AccumLayout::Single`]), compiled on first use so a run pays only for the mode it uses.
+    pub(super) specialized: [[OnceLock<Specialized>; 32]; 3],
+    /// `fold_masked_zeros` and the statistics' `block_stats` of each layout (`Full`, then
+    /// `Single`), the second compiled on first use.
+    fold: [OnceLock<wgpu::ComputePipeline>; 2],
     pub(super) stats_kernel: Kernel,
-    pub(super) block_stats: wgpu::ComputePipeline,
+    block_stats: [OnceLock<wgpu::ComputePipeline>; 2],
     pub(super) head_stats: wgpu::ComputePipeline,
     /// Upload slots of the last ingest, kept for the next one of the same chunk size: fresh
     /// mapped buffers are zero-filled by wgpu and page-faulted in by the host, which costs as
@@ -103,9 +106,15 @@ impl PoolPipelines {
             &[Uniform, BufReadOnly, Buffer, Buffer],
         );
         PoolPipelines {
-            fold: kernel.pipeline(device, "fold_masked_zeros"),
+            fold: [
+                kernel.pipeline(device, "fold_masked_zeros").into(),
+                OnceLock::new(),
+            ],
             specialized: Default::default(),
-            block_stats: stats_kernel.pipeline(device, "block_stats"),
+            block_stats: [
+                stats_kernel.pipeline(device, "block_stats").into(),
+                OnceLock::new(),
+            ],
             head_stats: stats_kernel.pipeline(device, "head_stats"),
             kernel,
             stats_kernel,
@@ -119,6 +128,32 @@ impl PoolPipelines {
 
     pub(super) fn diff(&self, device: &wgpu::Device) -> &DiffPipeline {
         self.diff.get_or_init(|| DiffPipeline::new(device))
+    }
+
+    /// `fold_masked_zeros` for accumulators in `layout`.
+    pub(super) fn fold(
+        &self,
+        device: &wgpu::Device,
+        layout: AccumLayout,
+    ) -> &wgpu::ComputePipeline {
+        let single = layout == AccumLayout::Single;
+        self.fold[usize::from(single)].get_or_init(|| {
+            self.kernel
+                .specialized(device, "fold_masked_zeros", &[layout.constant()])
+        })
+    }
+
+    /// The statistics' `block_stats` for accumulators in `layout`.
+    pub(super) fn block_stats(
+        &self,
+        device: &wgpu::Device,
+        layout: AccumLayout,
+    ) -> &wgpu::ComputePipeline {
+        let single = layout == AccumLayout::Single;
+        self.block_stats[usize::from(single)].get_or_init(|| {
+            self.stats_kernel
+                .specialized(device, "block_stats", &[layout.constant()])
+        })
     }
 
     /// Up to `n` spare upload slots of exactly `size` bytes.
@@ -155,18 +190,24 @@ impl PoolPipelines {
     }
 
     /// The pool (and row-maxima) pipelines for `dtype` and `options`, masking each piece's
-    /// sliding window when `window`.
+    /// sliding window when `window`, into accumulators in `layout`.
     pub(super) fn specialized(
         &self,
         device: &wgpu::Device,
         dtype: DType,
         options: PoolOptions,
         window: bool,
+        layout: AccumLayout,
     ) -> &Specialized {
         let flags = options.flags() | if window { FLAG_WINDOW } else { 0 };
         let id = dtype.shader_id();
-        self.specialized[id as usize][flags as usize].get_or_init(|| {
-            let constants = [("DTYPE", id as f64), ("FLAGS", flags as f64)];
+        let slot = flags as usize + if layout == AccumLayout::Single { 16 } else { 0 };
+        self.specialized[id as usize][slot].get_or_init(|| {
+            let constants = [
+                ("DTYPE", id as f64),
+                ("FLAGS", flags as f64),
+                layout.constant(),
+            ];
             let pipeline = |entry: &str| self.kernel.specialized(device, entry, &constants);
             Specialized {
                 pool: Default::default(),
@@ -189,8 +230,8 @@ impl Specialized {
     ) -> &wgpu::ComputePipeline {
         self.pool[kernel.slot()].get_or_init(|| {
             let (entry, fixed) = kernel.entry();
-            let [dtype, flags] = self.constants;
-            let constants = [dtype, flags, ("FIXED_WORDS", f64::from(fixed))];
+            let [dtype, flags, layout] = self.constants;
+            let constants = [dtype, flags, layout, ("FIXED_WORDS", f64::from(fixed))];
             shader.specialized(device, entry, &constants)
         })
     }

@@ -25,6 +25,7 @@ use crate::error::{Error, Result};
 use crate::gpu::kernel::{Binding, Kernel};
 use crate::gpu::shaders;
 use crate::gpu::Gpu;
+use crate::pool::accum::AccumLayout;
 use crate::pool::chunk::{max_chunk_bytes, ChunkTexture};
 use crate::pool::{Causal, Ingest, IngestShape, PoolOptions, PoolPipelines, PoolRun, PooledCells};
 use crate::source::qk::{QkSource, Values};
@@ -524,8 +525,17 @@ pub(crate) fn pool_qk(
                     .map_or(0, |w| w.min(u32::MAX as usize) as u32)
             })
             .collect();
+        // The one-pass fold (`shaders/qk_pool.wgsl`) writes whole `Accum`s; the pool pass,
+        // which every other path here feeds, also writes bins of one entry as one word.
+        let folds = tiled::applies(gpu, src, geometry)
+            && (run.patterns.is_some() || !tiled::stores_narrow_columns(gpu, src, geometry));
+        let layout = if folds {
+            AccumLayout::Full
+        } else {
+            AccumLayout::for_bins(s.queries, s.keys, geometry)
+        };
         let new_ingest = || {
-            let mut ingest = Ingest::with_patterns(gpu, pool, shape, run.patterns)
+            let mut ingest = Ingest::with_layout(gpu, pool, shape, run.patterns, layout)
                 .map_err(|e| e.about(src.name()))?;
             ingest.set_windows(windows.clone());
             Ok::<_, Error>(ingest)
