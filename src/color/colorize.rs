@@ -62,8 +62,7 @@ impl ColorizePipeline {
         layout: AccumLayout,
     ) -> &wgpu::ComputePipeline {
         let (r, s) = (reduce.shader_id(), scale.shader_id());
-        let l = usize::from(layout == AccumLayout::Single);
-        self.pipelines[r as usize][s as usize][l].get_or_init(|| {
+        self.pipelines[r as usize][s as usize][layout.index()].get_or_init(|| {
             self.kernel.specialized(
                 device,
                 "colorize",

@@ -87,8 +87,7 @@ impl Compiled {
             Job::Ranges => ("cell_range", &self.range),
             Job::Histograms(_) => ("histogram", &self.histogram),
         };
-        slots[usize::from(layout == AccumLayout::Single)]
-            .get_or_init(|| self.kernel.specialized(device, entry, &[layout.constant()]))
+        layout.pipeline(slots, &self.kernel, device, entry)
     }
 }
 

@@ -4,6 +4,9 @@
 
 use bytemuck::{Pod, Zeroable};
 
+use std::sync::OnceLock;
+
+use crate::gpu::kernel::Kernel;
 use crate::pool::geometry::CellGeometry;
 
 /// How the entries of one pooled pixel's bin are combined.
@@ -148,6 +151,23 @@ impl AccumLayout {
     /// The pipeline constant of the shaders that read or write accumulators.
     pub(crate) fn constant(self) -> (&'static str, f64) {
         ("SINGLE", f64::from(u8::from(self == AccumLayout::Single)))
+    }
+
+    /// This layout's index in per-layout tables (`Full` 0, `Single` 1).
+    pub(crate) fn index(self) -> usize {
+        usize::from(self == AccumLayout::Single)
+    }
+
+    /// `entry` of `kernel` specialized for this layout, compiled into its slot of `slots`
+    /// (one per layout, by [`AccumLayout::index`]) on first use.
+    pub(crate) fn pipeline<'a>(
+        self,
+        slots: &'a [OnceLock<wgpu::ComputePipeline>; 2],
+        kernel: &Kernel,
+        device: &wgpu::Device,
+        entry: &str,
+    ) -> &'a wgpu::ComputePipeline {
+        slots[self.index()].get_or_init(|| kernel.specialized(device, entry, &[self.constant()]))
     }
 
     /// Pixels as stored in this layout: the host side of `load_accum` in

@@ -136,11 +136,7 @@ impl PoolPipelines {
         device: &wgpu::Device,
         layout: AccumLayout,
     ) -> &wgpu::ComputePipeline {
-        let single = layout == AccumLayout::Single;
-        self.fold[usize::from(single)].get_or_init(|| {
-            self.kernel
-                .specialized(device, "fold_masked_zeros", &[layout.constant()])
-        })
+        layout.pipeline(&self.fold, &self.kernel, device, "fold_masked_zeros")
     }
 
     /// The statistics' `block_stats` for accumulators in `layout`.
@@ -149,11 +145,7 @@ impl PoolPipelines {
         device: &wgpu::Device,
         layout: AccumLayout,
     ) -> &wgpu::ComputePipeline {
-        let single = layout == AccumLayout::Single;
-        self.block_stats[usize::from(single)].get_or_init(|| {
-            self.stats_kernel
-                .specialized(device, "block_stats", &[layout.constant()])
-        })
+        layout.pipeline(&self.block_stats, &self.stats_kernel, device, "block_stats")
     }
 
     /// Up to `n` spare upload slots of exactly `size` bytes.
@@ -201,7 +193,7 @@ impl PoolPipelines {
     ) -> &Specialized {
         let flags = options.flags() | if window { FLAG_WINDOW } else { 0 };
         let id = dtype.shader_id();
-        let slot = flags as usize + if layout == AccumLayout::Single { 16 } else { 0 };
+        let slot = flags as usize + 16 * layout.index();
         self.specialized[id as usize][slot].get_or_init(|| {
             let constants = [
                 ("DTYPE", id as f64),
