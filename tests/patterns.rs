@@ -532,6 +532,81 @@ fn stored_chunks_match_the_reference(n: usize, window: Option<usize>, in_texture
     }
 }
 
+/// A whole model at short context with statistics (`render --q --stats-json` drawn at its own
+/// size): its columns of one key are pooled from stored probabilities, statistics and all, as
+/// the figure alone is (`qk.probs` runs; neither the one pass's fold nor the statistics' second
+/// score pass, `pattern.qk`, whose figure would come from the fold); the statistics equal the
+/// twin's within the tolerance above, the accumulators the f64 reference's within 1e-5, and
+/// they keep one word a pixel. Causal and not, GQA 2:1, d = 16 and 64.
+#[test]
+fn narrow_columns_with_statistics_pool_from_stored_probabilities() {
+    use attnviz::pool::accum::AccumLayout;
+    use attnviz::source::qk::{QkOptions, QkSource};
+    let Some(e) = engine() else { return };
+    let mut rng = common::Rng::new(13);
+    let o = PatternOptions::default();
+    assert!(e.gpu.time_passes(true));
+    for (n, d, causal) in [(96, 16, true), (70, 64, false)] {
+        let mut tensor = |h: usize| {
+            let a = Array4::from_shape_fn((2, h, n, d), |_| rng.next_f32() * 2.0 - 1.0);
+            Box::new(ArraySource::from_f32("t", &a)) as Box<dyn AttentionSource>
+        };
+        let options = QkOptions {
+            causal,
+            ..Default::default()
+        };
+        let qk = QkSource::new(tensor(4), tensor(2), &options).unwrap();
+        let cells: Vec<_> = (0..2).flat_map(|l| (0..4).map(move |h| (l, h))).collect();
+        let geometry = CellGeometry::new(n, n, None).unwrap();
+        let pool = PoolOptions {
+            causal: if causal { Causal::On } else { Causal::Off },
+            diagonal: Some(qk.diagonal()),
+            ..Default::default()
+        };
+        let name = format!("{n} tokens, d = {d}, causal {causal}");
+        e.gpu.pass_times().unwrap();
+        let gpu = e.pool_with(&qk, &cells, geometry, pool, Some(o)).unwrap();
+        let labels: Vec<&str> = e
+            .gpu
+            .pass_times()
+            .unwrap()
+            .labels
+            .iter()
+            .map(|t| t.label)
+            .collect();
+        assert!(labels.contains(&"attnviz.qk.probs"), "{name}: {labels:?}");
+        assert!(!labels.contains(&"attnviz.qk.fold"), "{name}: {labels:?}");
+        assert!(
+            !labels.contains(&"attnviz.pattern.qk"),
+            "{name}: {labels:?}"
+        );
+        assert_eq!(gpu.layout(), AccumLayout::Single, "{name}");
+        let cpu = pattern_cells(&qk, &cells, o, pool).unwrap();
+        for (i, (g, c)) in gpu.patterns.iter().zip(&cpu).enumerate() {
+            check_sums(&format!("{name}, cell {i}"), g, c, false);
+        }
+        let reference = attnviz::cpu::pool_cells(&qk, &cells, geometry, pool).unwrap();
+        for (c, (g, r)) in gpu
+            .read_accums(&e.gpu)
+            .unwrap()
+            .iter()
+            .zip(&reference)
+            .enumerate()
+        {
+            for (i, (a, b)) in g.iter().zip(&r.accum).enumerate() {
+                assert_eq!(a.count_bad, b.count_bad, "{name}: cell {c} pixel {i}");
+                for (x, y) in [(a.max, b.max), (a.min, b.min), (a.sum, b.sum)] {
+                    assert!(
+                        (x - y).abs() <= 1e-5,
+                        "{name}: cell {c} pixel {i}: {a:?} {b:?}"
+                    );
+                }
+            }
+        }
+    }
+    e.gpu.time_passes(false);
+}
+
 /// Q/K statistics taken from the scores (`pool::pattern_qk`, `Gpu::pattern_key_vec4s`) over
 /// keys of several of its workgroups (1024 keys each, a pixel of sums each): a causal head
 /// whose first workgroups' keys precede the first rows' diagonal (rows no key of a workgroup

@@ -525,10 +525,11 @@ pub(crate) fn pool_qk(
                     .map_or(0, |w| w.min(u32::MAX as usize) as u32)
             })
             .collect();
+        // Narrow columns are pooled from stored probabilities, with or without statistics.
+        let narrow = tiled::stores_narrow_columns(gpu, src, geometry);
         // The one-pass fold (`shaders/qk_pool.wgsl`) writes whole `Accum`s; the pool pass,
         // which every other path here feeds, also writes bins of one entry as one word.
-        let folds = tiled::applies(gpu, src, geometry)
-            && (run.patterns.is_some() || !tiled::stores_narrow_columns(gpu, src, geometry));
+        let folds = tiled::applies(gpu, src, geometry) && !narrow;
         let layout = if folds {
             AccumLayout::Full
         } else {
@@ -559,9 +560,9 @@ pub(crate) fn pool_qk(
             let run = PoolRun { options, ..*run };
             let t = &pipes.tiled;
             let pooled = match (run.patterns, fused) {
-                (None, _) if tiled::stores_narrow_columns(gpu, src, geometry) => {
-                    tiled::pool_materialized(gpu, t, src, &run, &mut ingest)?
-                }
+                // (with statistics too: the fused pass pools the figure in one pass, whose
+                // state per score costs more than a stored probability here)
+                _ if narrow => tiled::pool_materialized(gpu, t, src, &run, &mut ingest)?,
                 (None, _) => tiled::pool_into(gpu, t, src, &run, &mut ingest)?,
                 (Some(_), Some(rows)) => {
                     tiled::pool_with_patterns(gpu, t, src, &run, &mut ingest, rows)?
