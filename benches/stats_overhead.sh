@@ -5,10 +5,14 @@
 # a shared machine disturb less (on a software rasterizer the device's work is CPU time too).
 # The inputs are the two the issue names: the 1 GiB 8 × 8 grid (synthetic, f32, 2048 tokens),
 # written once to $GRID, and one causal 32768-token head from Q and K (d = 64, f32, pooled into
-# 1024 px; the input benches/compare_numpy_qk.py uses), written once to $QK.
+# 1024 px; the input benches/compare_numpy_qk.py uses), written once to $QK; then a whole model
+# at short context, drawn at its own size, where pooling is per pixel rather than per entry:
+# 32 layers × 32 heads of 256 tokens stored (f16, $MODEL) and from Q and K (8 KV heads, d = 64,
+# $MODEL_QK).
 #
 #   benches/stats_overhead.sh [N]      # ATTNVIZ=path/to/attnviz, GRID=/tmp/grid.npy,
-#                                      # QK=/tmp/attnviz-qk-bench/qk-32768-d64-f32.safetensors
+#                                      # QK=/tmp/attnviz-qk-bench/qk-32768-d64-f32.safetensors,
+#                                      # MODEL=/tmp/m32.npy, MODEL_QK=/tmp/c32.safetensors
 set -euo pipefail
 cd "$(dirname "$0")/.."
 attnviz=${ATTNVIZ:-${CARGO_TARGET_DIR:-target}/release/attnviz}
@@ -17,12 +21,20 @@ n=${1:-5}
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 qk=${QK:-/tmp/attnviz-qk-bench/qk-32768-d64-f32.safetensors}
+model=${MODEL:-/tmp/m32.npy}
+model_qk=${MODEL_QK:-/tmp/c32.safetensors}
 if [ ! -f "$grid" ]; then
     "$attnviz" synth --seq 2048 --layers 8 --heads 8 --dtype f32 --seed 1 --quiet -o "$grid"
 fi
 if [ ! -f "$qk" ]; then
     mkdir -p "$(dirname "$qk")"
     "$attnviz" synth-qk --seq 32768 --dim 64 --dtype f32 --seed 1 -o "$qk" >/dev/null
+fi
+if [ ! -f "$model" ]; then
+    "$attnviz" synth --seq 256 --layers 32 --heads 32 --seed 1 --quiet -o "$model"
+fi
+if [ ! -f "$model_qk" ]; then
+    "$attnviz" synth-qk --seq 256 --layers 32 --heads 32 --kv-heads 8 --seed 1 -o "$model_qk" >/dev/null
 fi
 # "wall user system" seconds of one run
 seconds() {
@@ -65,3 +77,5 @@ measure() {
 }
 measure "1 GiB 8x8 grid ($grid)" "$grid"
 measure "32k causal head from Q/K ($qk, 1024 px)" --q "$qk" --cell 1024 --causal
+measure "32 x 32 model of 256 tokens ($model)" "$model"
+measure "the same model's Q and K ($model_qk)" --q "$model_qk"
