@@ -20,7 +20,7 @@ use crate::figure::plan::{native_tiles, Figure, Plan, RenderOptions, Tile};
 use crate::figure::quads::FigureQuads;
 use crate::gpu::timing::PassTimes;
 use crate::gpu::Gpu;
-use crate::pool::accum::{HeadStats, Reduce};
+use crate::pool::accum::{AccumLayout, HeadStats, Reduce};
 use crate::pool::geometry::CellGeometry;
 use crate::pool::pattern::{CellPatterns, HeadPattern, PatternOptions};
 use crate::pool::{pool_cells, IngestShape, PoolOptions, PoolPipelines, PoolRun, PooledCells};
@@ -587,7 +587,8 @@ impl Engine {
 
     /// Native-resolution tiles of every cell of `figure`, coloured with the figure's ranges.
     /// Reads the input a second time, a batch of heads at a time (as many as twice the largest
-    /// binding holds at 16 bytes a pixel).
+    /// binding holds at one word a pixel: a native cell's bins are one entry each,
+    /// `AccumLayout::Single`).
     pub fn tiles(
         &self,
         source: &dyn AttentionSource,
@@ -595,7 +596,7 @@ impl Engine {
         options: &RenderOptions,
     ) -> Result<Vec<Tile>> {
         let batch = |native: &CellGeometry| {
-            let per_head = native.pooled_pixels() as u64 * 16;
+            let per_head = native.pooled_pixels() as u64 * AccumLayout::Single.pixel_bytes();
             let budget = (self.gpu.max_binding() * 2).max(per_head);
             (budget / per_head) as usize
         };
