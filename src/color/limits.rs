@@ -13,7 +13,7 @@ use crate::gpu::kernel::{Binding, Kernel};
 use crate::gpu::shaders;
 use crate::gpu::{buffer, dispatch_1d, storage_buffer_init, Gpu};
 use crate::pool::accum::{AccumLayout, HeadStats, Reduce};
-use crate::pool::PooledCells;
+use crate::pool::{layout_pipeline, PooledCells};
 
 /// Mirrors `LimitParams` in `shaders/limits.wgsl`.
 #[repr(C)]
@@ -87,7 +87,7 @@ impl Compiled {
             Job::Ranges => ("cell_range", &self.range),
             Job::Histograms(_) => ("histogram", &self.histogram),
         };
-        layout.pipeline(slots, &self.kernel, device, entry)
+        layout_pipeline(slots, &self.kernel, device, entry, layout)
     }
 }
 

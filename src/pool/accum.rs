@@ -1,12 +1,9 @@
 //! Pooling reductions and their running state: what one pooled pixel keeps (max, min, sum,
-//! count) so max, mean and min all come out of one pass, and the per-head statistics built
-//! from it.
+//! count) so max, mean and min all come out of one pass, how it lies in GPU memory (16 bytes,
+//! or one word where every bin is one entry), and the per-head statistics built from it.
 
 use bytemuck::{Pod, Zeroable};
 
-use std::sync::OnceLock;
-
-use crate::gpu::kernel::Kernel;
 use crate::pool::geometry::CellGeometry;
 
 /// How the entries of one pooled pixel's bin are combined.
@@ -156,18 +153,6 @@ impl AccumLayout {
     /// This layout's index in per-layout tables (`Full` 0, `Single` 1).
     pub(crate) fn index(self) -> usize {
         usize::from(self == AccumLayout::Single)
-    }
-
-    /// `entry` of `kernel` specialized for this layout, compiled into its slot of `slots`
-    /// (one per layout, by [`AccumLayout::index`]) on first use.
-    pub(crate) fn pipeline<'a>(
-        self,
-        slots: &'a [OnceLock<wgpu::ComputePipeline>; 2],
-        kernel: &Kernel,
-        device: &wgpu::Device,
-        entry: &str,
-    ) -> &'a wgpu::ComputePipeline {
-        slots[self.index()].get_or_init(|| kernel.specialized(device, entry, &[self.constant()]))
     }
 
     /// Pixels as stored in this layout: the host side of `load_accum` in

@@ -18,6 +18,18 @@ use crate::pool::pool_kernel::{PoolKernel, POOL_KERNELS};
 use crate::pool::slots::Slot;
 use crate::source::DType;
 
+/// `entry` of `kernel` specialized for accumulators in `layout`, compiled into its slot of
+/// `slots` (one per layout, by [`AccumLayout::index`]) on first use.
+pub(crate) fn layout_pipeline<'a>(
+    slots: &'a [OnceLock<wgpu::ComputePipeline>; 2],
+    kernel: &Kernel,
+    device: &wgpu::Device,
+    entry: &str,
+    layout: AccumLayout,
+) -> &'a wgpu::ComputePipeline {
+    slots[layout.index()].get_or_init(|| kernel.specialized(device, entry, &[layout.constant()]))
+}
+
 /// Mirrors `Piece` in `shaders/pool.wgsl`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
@@ -136,7 +148,13 @@ impl PoolPipelines {
         device: &wgpu::Device,
         layout: AccumLayout,
     ) -> &wgpu::ComputePipeline {
-        layout.pipeline(&self.fold, &self.kernel, device, "fold_masked_zeros")
+        layout_pipeline(
+            &self.fold,
+            &self.kernel,
+            device,
+            "fold_masked_zeros",
+            layout,
+        )
     }
 
     /// The statistics' `block_stats` for accumulators in `layout`.
@@ -145,7 +163,13 @@ impl PoolPipelines {
         device: &wgpu::Device,
         layout: AccumLayout,
     ) -> &wgpu::ComputePipeline {
-        layout.pipeline(&self.block_stats, &self.stats_kernel, device, "block_stats")
+        layout_pipeline(
+            &self.block_stats,
+            &self.stats_kernel,
+            device,
+            "block_stats",
+            layout,
+        )
     }
 
     /// Up to `n` spare upload slots of exactly `size` bytes.
