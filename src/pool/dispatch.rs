@@ -26,6 +26,39 @@ enum Resident<'a> {
     Texture(&'a wgpu::TextureView, usize),
 }
 
+/// Rows of one cell a producer left in a buffer: [`Ingest::pool_resident_members`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ResidentRows {
+    pub(crate) cell: usize,
+    pub(crate) row_start: usize,
+    pub(crate) rows: usize,
+    /// Where the first row starts in the buffer, in bytes (a multiple of 4).
+    pub(crate) offset: u64,
+}
+
+/// Whether `data` can hand the pool pass `bytes` of rows from byte `offset` (a copy source,
+/// whole 16-byte words, the rows inside it).
+fn check_resident(data: &wgpu::Buffer, offset: u64, bytes: u64) -> Result<()> {
+    let size = data.size();
+    let fault = if !data.usage().contains(wgpu::BufferUsages::COPY_SRC) {
+        Some("does not allow COPY_SRC".to_string())
+    } else if !size.is_multiple_of(16) {
+        Some(format!("is {size} bytes: needs a multiple of 16"))
+    } else if !offset.is_multiple_of(4) || offset + bytes > size {
+        Some(format!(
+            "does not hold {bytes} bytes of rows at byte offset {offset} (a multiple of 4)"
+        ))
+    } else {
+        None
+    };
+    match fault {
+        Some(fault) => Err(Error::BadOption(format!(
+            "resident rows: the buffer {fault}"
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// The pool pass's bind group: rows read from the chunk texture `chunk` into group `g`'s
 /// accumulators, with the ingest's parameters, bin edges and row maxima.
 pub(super) fn pool_bind_group(
@@ -179,21 +212,77 @@ impl Ingest<'_> {
         self.resident(None, cell, row_start, rows, data, offset)
     }
 
-    /// [`Ingest::pool_resident`] with the producer's commands that write the rows (`before`,
-    /// not yet submitted) in the submission of the first piece, ahead of its copy and
-    /// dispatch: one submission where there were two, a chunk of a whole model's short heads
-    /// at a time. (On lavapipe, whose submission runs the work, that measured the same; it is
-    /// for drivers where a submission costs the host time of its own.)
-    pub(crate) fn pool_resident_after(
+    /// [`Ingest::pool_resident`] for rows of several cells in one buffer (a batch of heads side
+    /// by side), each at its own byte offset, with the producer's commands that write them
+    /// (`before`, not yet submitted) in the same submission, ahead of the copy and dispatch.
+    /// Where the cells share an accumulator group, each cell's rows fit one piece and the span
+    /// of them fits the chunk texture: one copy, one dispatch and one submission for all of
+    /// them (a whole model's short heads took one each, 1,024 for a 32 × 32 model); otherwise
+    /// one cell after another.
+    pub(crate) fn pool_resident_members(
         &mut self,
         before: wgpu::CommandEncoder,
-        cell: usize,
-        row_start: usize,
-        rows: usize,
+        members: &[ResidentRows],
         data: &wgpu::Buffer,
-        offset: u64,
     ) -> Result<()> {
-        self.resident(Some(before), cell, row_start, rows, data, offset)
+        for m in members {
+            self.check_rows(m.cell, m.row_start, m.rows)?;
+            check_resident(data, m.offset, (m.rows * self.row_bytes) as u64)?;
+        }
+        let Some(first) = members.first() else {
+            self.gpu.submit([before.finish()]);
+            return Ok(());
+        };
+        let word = members.iter().map(|m| m.offset).min().unwrap_or(0) / 16 * 16;
+        let end = members
+            .iter()
+            .map(|m| m.offset + (m.rows * self.row_bytes) as u64)
+            .max()
+            .unwrap_or(0)
+            .next_multiple_of(16);
+        let g = first.cell / self.per_group;
+        // (the row maxima of `--norm row` hold a chunk's rows)
+        let rows: usize = members.iter().map(|m| m.rows).sum();
+        let together = members.len() <= super::MAX_PIECES
+            && members.iter().all(|m| m.cell / self.per_group == g)
+            && members.iter().all(|m| m.rows <= self.max_rows_per_fill())
+            && rows <= self.chunk_bytes / self.row_bytes
+            && end - word <= self.chunk.capacity();
+        if !together {
+            let mut before = Some(before);
+            for m in members {
+                let (cell, rows) = (m.cell, m.rows);
+                match before.take() {
+                    Some(e) => self.resident(Some(e), cell, m.row_start, rows, data, m.offset)?,
+                    None => self.resident(None, cell, m.row_start, rows, data, m.offset)?,
+                }
+            }
+            return Ok(());
+        }
+        self.flush()?;
+        self.pushed = true;
+        self.prepare_zeros();
+        let mut encoder = before;
+        self.chunk.copy_from(&mut encoder, data, word, end - word);
+        let pieces: Vec<Piece> = members
+            .iter()
+            .map(|m| Piece {
+                cell: m.cell,
+                row_start: m.row_start,
+                rows: m.rows,
+                offset: (m.offset - word) as usize,
+                stride: self.keys,
+            })
+            .collect();
+        let (bind_group, pattern) = (self.bind_group(g), self.pattern_bind_groups.get(g).cloned());
+        self.write_params(&pieces);
+        self.record(&mut encoder, &pieces, &bind_group, pattern.as_ref());
+        self.gpu.submit([encoder.finish()]);
+        self.consumed += members
+            .iter()
+            .map(|m| (m.rows * self.row_bytes) as u64)
+            .sum::<u64>();
+        Ok(())
     }
 
     fn resident(
@@ -206,24 +295,7 @@ impl Ingest<'_> {
         offset: u64,
     ) -> Result<()> {
         self.check_rows(cell, row_start, rows)?;
-        let bytes = (rows * self.row_bytes) as u64;
-        let size = data.size();
-        let fault = if !data.usage().contains(wgpu::BufferUsages::COPY_SRC) {
-            Some("does not allow COPY_SRC".to_string())
-        } else if !size.is_multiple_of(16) {
-            Some(format!("is {size} bytes: needs a multiple of 16"))
-        } else if !offset.is_multiple_of(4) || offset + bytes > size {
-            Some(format!(
-                "does not hold {bytes} bytes of rows at byte offset {offset} (a multiple of 4)"
-            ))
-        } else {
-            None
-        };
-        if let Some(fault) = fault {
-            return Err(Error::BadOption(format!(
-                "resident rows: the buffer {fault}"
-            )));
-        }
+        check_resident(data, offset, (rows * self.row_bytes) as u64)?;
         self.pool_pieces(
             cell,
             row_start,
@@ -239,7 +311,7 @@ impl Ingest<'_> {
     /// `pool::chunk`. The pool pass and the pattern statistics read them where they are, with
     /// no copy. Rows pushed before are pooled first. `before`, the producer's commands that
     /// write them (not yet submitted), go in the first piece's submission, as in
-    /// [`Ingest::pool_resident_after`].
+    /// [`Ingest::pool_resident_members`].
     pub(crate) fn pool_in_texture(
         &mut self,
         before: wgpu::CommandEncoder,

@@ -9,6 +9,7 @@ mod chunk;
 mod coop_probe;
 mod diff;
 mod dispatch;
+pub(crate) use dispatch::ResidentRows;
 pub mod geometry;
 mod groups;
 mod ingest;

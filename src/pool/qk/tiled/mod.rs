@@ -42,7 +42,7 @@ use crate::gpu::Gpu;
 use crate::pool::chunk::max_chunk_bytes;
 use crate::pool::geometry::CellGeometry;
 use crate::pool::pattern_qk::window_rows;
-use crate::pool::{Ingest, PoolRun};
+use crate::pool::{Ingest, PoolRun, ResidentRows};
 use crate::source::qk::{QkSource, Values};
 
 use super::KernelLayer;
@@ -302,18 +302,18 @@ fn pool_run(
                 // ordered by key head).
                 let accum0 = batch.members.iter().map(|m| m.accum).min().unwrap_or(0);
                 let row_bytes = (keys * 4) as u64;
-                let mut before = Some(encoder);
-                for (z, m) in batch.members.iter().enumerate() {
-                    let cell = first + (m.accum - accum0) as usize;
-                    let offset = (z * pass.cuts.chunk_rows) as u64 * row_bytes;
-                    let probs = &pass.buffers.probs;
-                    match before.take() {
-                        Some(e) => {
-                            ingest.pool_resident_after(e, cell, start, len, probs, offset)?
-                        }
-                        None => ingest.pool_resident(cell, start, len, probs, offset)?,
-                    }
-                }
+                let rows: Vec<ResidentRows> = batch
+                    .members
+                    .iter()
+                    .enumerate()
+                    .map(|(z, m)| ResidentRows {
+                        cell: first + (m.accum - accum0) as usize,
+                        row_start: start,
+                        rows: len,
+                        offset: (z * pass.cuts.chunk_rows) as u64 * row_bytes,
+                    })
+                    .collect();
+                ingest.pool_resident_members(encoder, &rows, &pass.buffers.probs)?;
             } else {
                 gpu.submit([encoder.finish()]);
                 if let Some(f) = &fused {
