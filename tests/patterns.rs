@@ -439,6 +439,8 @@ fn stored_chunks_match_the_reference(n: usize, window: Option<usize>, in_texture
     e.chunk_bytes = 20_000;
     e.qk_state_bytes = 20_000;
     e.gpu.probs_in_texture = in_texture;
+    // (heads of a few hundred keys through the key kernel too, where `fused` asks for it)
+    e.gpu.pattern_qk_min_keys = 0;
     let (heads, kv_heads, d) = (4, 2, 64);
     let mut rng = common::Rng::new(9);
     let mut tensor = |h: usize, nan: bool| {
@@ -602,6 +604,65 @@ fn narrow_columns_with_statistics_pool_from_stored_probabilities() {
                     );
                 }
             }
+        }
+    }
+    e.gpu.time_passes(false);
+}
+
+/// Heads shorter than a workgroup of the statistics' key kernel (`Gpu::pattern_qk_min_keys`,
+/// 1024 keys) take their statistics from stored probabilities, a batch of heads a dispatch,
+/// even where that kernel could hold their keys (`attnviz heads --q` of a whole model: 16 × 16
+/// pixels a head, so not narrow columns); with the minimum at 0 they take the key kernel
+/// (`pattern.qk`), where the adapter's budget holds 16 keys (CPU adapters). Both equal the twin
+/// within the tolerance above.
+#[test]
+fn short_heads_take_statistics_from_stored_probabilities() {
+    use attnviz::source::qk::{QkOptions, QkSource};
+    let Some(mut e) = engine() else { return };
+    let mut rng = common::Rng::new(17);
+    let (n, d) = (300, 16);
+    let mut tensor = |h: usize| {
+        let a = Array4::from_shape_fn((1, h, n, d), |_| rng.next_f32() * 2.0 - 1.0);
+        Box::new(ArraySource::from_f32("t", &a)) as Box<dyn AttentionSource>
+    };
+    let options = QkOptions {
+        causal: true,
+        ..Default::default()
+    };
+    let qk = QkSource::new(tensor(4), tensor(2), &options).unwrap();
+    let cells: Vec<_> = (0..4).map(|h| (0, h)).collect();
+    let geometry = CellGeometry::new(n, n, Some(16)).unwrap();
+    let pool = PoolOptions {
+        causal: Causal::On,
+        diagonal: Some(qk.diagonal()),
+        ..Default::default()
+    };
+    let o = PatternOptions::default();
+    let cpu = pattern_cells(&qk, &cells, o, pool).unwrap();
+    let fits = e.gpu.pattern_key_vec4s >= 16 * (d as u32 / 4);
+    assert!(e.gpu.time_passes(true));
+    for (min_keys, fused) in [(attnviz::gpu::PATTERN_QK_MIN_KEYS, false), (0, fits)] {
+        e.gpu.pattern_qk_min_keys = min_keys;
+        e.gpu.pass_times().unwrap();
+        let gpu = e.pool_with(&qk, &cells, geometry, pool, Some(o)).unwrap();
+        let labels: Vec<&str> = e
+            .gpu
+            .pass_times()
+            .unwrap()
+            .labels
+            .iter()
+            .map(|t| t.label)
+            .collect();
+        assert_eq!(
+            (
+                labels.contains(&"attnviz.pattern.qk"),
+                labels.contains(&"attnviz.qk.probs")
+            ),
+            (fused, !fused),
+            "minimum {min_keys}: {labels:?}"
+        );
+        for (i, (g, c)) in gpu.patterns.iter().zip(&cpu).enumerate() {
+            check_sums(&format!("minimum {min_keys}, cell {i}"), g, c, false);
         }
     }
     e.gpu.time_passes(false);

@@ -84,6 +84,7 @@ impl Gpu {
             qk_split_workgroups: self.qk_split_workgroups,
             probs_in_texture: self.probs_in_texture,
             qk_store_keys: self.qk_store_keys,
+            pattern_qk_min_keys: self.pattern_qk_min_keys,
             lost,
             timer: OnceLock::new(),
         }))

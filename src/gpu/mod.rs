@@ -42,6 +42,16 @@ pub struct Gpu {
     /// to compile); GPUs: 0 (16 keys of d = 64 are 1024 floats, past any register file; there
     /// the stored probabilities cost a copy at memory speed).
     pub pattern_key_vec4s: u32,
+    /// Keys a Q/K head needs for that key kernel (`pattern_key_vec4s`) to take its statistics:
+    /// shorter heads store their probabilities instead. The kernel's workgroup takes 1024 keys
+    /// (64 lanes of 16), and each head goes alone, a submission a chunk, so a head of 256 keys
+    /// fills a quarter of one workgroup, while stored probabilities are pooled a batch of heads
+    /// a dispatch. On llvmpipe (2026-12-06, `attnviz heads --q`, alternating): 1024 heads of 256
+    /// tokens 2.73 s fused against 1.33–1.53 s stored, 256 heads of 512 tokens 1.52 against
+    /// 0.92–1.04 s, 32 heads of 256 tokens 0.37 against 0.32 s; 32 heads of 1024 tokens 0.58
+    /// against 0.66 s and of 4096 tokens 3.1 against 4.9–5.5 s, fused faster. Every adapter:
+    /// [`PATTERN_QK_MIN_KEYS`]. Tests set 0 to take short heads through the key kernel.
+    pub pattern_qk_min_keys: u32,
     /// Bytes the one-pass Q/K path's per-(query row, pooled column) states may take for one
     /// chunk of rows ([`Engine::qk_state_bytes`](crate::Engine) starts from it). A chunk's rows
     /// are all a score dispatch runs in parallel (one lane per few rows; the keys are walked
@@ -119,6 +129,10 @@ pub const GPU_QK_SPLIT_WORKGROUPS: u32 = 4096;
 
 /// [`Gpu::qk_store_keys`] on every adapter.
 pub const QK_STORE_KEYS: u32 = 2;
+
+/// [`Gpu::pattern_qk_min_keys`] on every adapter: one workgroup's keys of the statistics' key
+/// kernel (`WORKGROUP_KEYS` in `pool::pattern_gpu`).
+pub const PATTERN_QK_MIN_KEYS: u32 = 1024;
 
 /// [`Gpu::qk_state_bytes`] on GPUs: 32768 rows of 1024-px cells (16 bytes per row and column),
 /// a whole 32k head in one chunk. Bounded further by the adapter's storage bindings.
@@ -232,6 +246,7 @@ impl Gpu {
             qk_split_workgroups: 0,
             probs_in_texture: false,
             qk_store_keys: QK_STORE_KEYS,
+            pattern_qk_min_keys: PATTERN_QK_MIN_KEYS,
             lost,
             timer: OnceLock::new(),
         };

@@ -68,6 +68,7 @@ pub(super) const GROUP_KEYS: usize = 16;
 /// Keys per workgroup of those kernels (64 invocations); each workgroup folds its invocations'
 /// entropy, maximum and non-finite count into a pixel of its own per head.
 pub(super) const WORKGROUP_KEYS: usize = 64 * GROUP_KEYS;
+const _: () = assert!(WORKGROUP_KEYS == crate::gpu::PATTERN_QK_MIN_KEYS as usize);
 
 /// Pixels' sums per head for `keys` keys: one per workgroup of keys.
 pub(super) fn head_pixels(keys: usize) -> usize {

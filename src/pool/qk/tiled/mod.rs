@@ -143,7 +143,8 @@ pub(crate) fn pool_into(
 /// Rows of each piece of the statistics from Q and K that [`pool_with_patterns`] takes for
 /// `src` into `ingest` (made for its cells, with pattern statistics) on `gpu`, or `None` where
 /// it does not: where [`pool_into`] takes `src` with the row kernel, its values are
-/// probabilities (not logits), the K vectors of 16 keys fit [`Gpu::pattern_key_vec4s`], each
+/// probabilities (not logits), the head has [`Gpu::pattern_qk_min_keys`] keys at least (a
+/// workgroup's worth), the K vectors of 16 keys fit [`Gpu::pattern_key_vec4s`], each
 /// query head's rows start on a uniform offset of the Q buffer (a window of Q is bound at one)
 /// and the ingest has statistics (`Ingest::qk_pattern_rows`).
 pub(crate) fn pattern_rows(
@@ -158,6 +159,7 @@ pub(crate) fn pattern_rows(
         && (16 * d4 as usize * 16)
             .is_multiple_of(gpu.limits.min_uniform_buffer_offset_alignment as usize);
     let takes = applies(gpu, src, geometry)
+        && src.all_keys() >= gpu.pattern_qk_min_keys as usize
         && window_keys(gpu, d4) > 0
         && src.values() == Values::Probs
         && 16 * d4 <= gpu.pattern_key_vec4s
