@@ -568,14 +568,7 @@ fn narrow_columns_with_statistics_pool_from_stored_probabilities() {
         let name = format!("{n} tokens, d = {d}, causal {causal}");
         e.gpu.pass_times().unwrap();
         let gpu = e.pool_with(&qk, &cells, geometry, pool, Some(o)).unwrap();
-        let labels: Vec<&str> = e
-            .gpu
-            .pass_times()
-            .unwrap()
-            .labels
-            .iter()
-            .map(|t| t.label)
-            .collect();
+        let labels = common::passes_run(&e.gpu);
         assert!(labels.contains(&"attnviz.qk.probs"), "{name}: {labels:?}");
         assert!(!labels.contains(&"attnviz.qk.fold"), "{name}: {labels:?}");
         assert!(
@@ -645,14 +638,7 @@ fn short_heads_take_statistics_from_stored_probabilities() {
         e.gpu.pattern_qk_min_keys = min_keys;
         e.gpu.pass_times().unwrap();
         let gpu = e.pool_with(&qk, &cells, geometry, pool, Some(o)).unwrap();
-        let labels: Vec<&str> = e
-            .gpu
-            .pass_times()
-            .unwrap()
-            .labels
-            .iter()
-            .map(|t| t.label)
-            .collect();
+        let labels = common::passes_run(&e.gpu);
         assert_eq!(
             (
                 labels.contains(&"attnviz.pattern.qk"),

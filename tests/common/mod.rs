@@ -8,6 +8,17 @@ use ndarray::Array4;
 /// The GPU engine. A missing adapter fails the test, naming the command that installs lavapipe
 /// (`./test` installs it itself). Only an explicit `ATTNVIZ_ALLOW_NO_GPU=1` (never set by
 /// `./test` or CI) turns it into a skip.
+/// The labels of the passes `gpu` ran since its pass times were last read (with
+/// `Gpu::time_passes` on), in the order they first ran: which path a run took.
+pub fn passes_run(gpu: &Gpu) -> Vec<&'static str> {
+    gpu.pass_times()
+        .unwrap()
+        .labels
+        .iter()
+        .map(|t| t.label)
+        .collect()
+}
+
 pub fn engine() -> Option<Engine> {
     match Gpu::new() {
         Ok(gpu) => Some(Engine::new(gpu)),
