@@ -5,9 +5,6 @@ use attnviz::pool::{Causal, PoolOptions};
 use attnviz::{Engine, Gpu};
 use ndarray::Array4;
 
-/// The GPU engine. A missing adapter fails the test, naming the command that installs lavapipe
-/// (`./test` installs it itself). Only an explicit `ATTNVIZ_ALLOW_NO_GPU=1` (never set by
-/// `./test` or CI) turns it into a skip.
 /// The labels of the passes `gpu` ran since its pass times were last read (with
 /// `Gpu::time_passes` on), in the order they first ran: which path a run took.
 pub fn passes_run(gpu: &Gpu) -> Vec<&'static str> {
@@ -19,6 +16,9 @@ pub fn passes_run(gpu: &Gpu) -> Vec<&'static str> {
         .collect()
 }
 
+/// The GPU engine. A missing adapter fails the test, naming the command that installs lavapipe
+/// (`./test` installs it itself). Only an explicit `ATTNVIZ_ALLOW_NO_GPU=1` (never set by
+/// `./test` or CI) turns it into a skip.
 pub fn engine() -> Option<Engine> {
     match Gpu::new() {
         Ok(gpu) => Some(Engine::new(gpu)),
