@@ -13,7 +13,7 @@ use crate::gpu::kernel::{Binding, Kernel};
 use crate::gpu::shaders;
 use crate::gpu::{buffer, dispatch_1d, storage_buffer_init, Gpu};
 use crate::pool::accum::{AccumLayout, HeadStats, Reduce};
-use crate::pool::{layout_pipeline, PooledCells};
+use crate::pool::{PerLayout, PooledCells};
 
 /// Mirrors `LimitParams` in `shaders/limits.wgsl`.
 #[repr(C)]
@@ -70,10 +70,9 @@ pub(crate) struct LimitsPipeline {
 
 struct Compiled {
     kernel: Kernel,
-    /// `cell_range` and `histogram` for each accumulator layout (`Full`, `Single`), compiled
-    /// on first use.
-    range: [OnceLock<wgpu::ComputePipeline>; 2],
-    histogram: [OnceLock<wgpu::ComputePipeline>; 2],
+    /// `cell_range` and `histogram`, for each accumulator layout.
+    range: PerLayout,
+    histogram: PerLayout,
 }
 
 impl Compiled {
@@ -83,11 +82,11 @@ impl Compiled {
         job: &Job<'_>,
         layout: AccumLayout,
     ) -> &wgpu::ComputePipeline {
-        let (entry, slots) = match job {
-            Job::Ranges => ("cell_range", &self.range),
-            Job::Histograms(_) => ("histogram", &self.histogram),
+        let entry = match job {
+            Job::Ranges => &self.range,
+            Job::Histograms(_) => &self.histogram,
         };
-        layout_pipeline(slots, &self.kernel, device, entry, layout)
+        entry.get(&self.kernel, device, layout)
     }
 }
 
@@ -102,8 +101,8 @@ impl LimitsPipeline {
                 &[Uniform, BufReadOnly, BufReadOnly, Buffer, Buffer],
             );
             Compiled {
-                range: Default::default(),
-                histogram: Default::default(),
+                range: PerLayout::new("cell_range"),
+                histogram: PerLayout::new("histogram"),
                 kernel,
             }
         })

@@ -167,14 +167,31 @@ impl ColorbarSpec {
     /// every tick where a maximum of 1 does: to the pixel, not only to a millionth of one
     /// (the 0.5 tick of a 410-px bar sits at 204.5 px, and 204.49998 rounds the other way).
     pub fn tick_position(&self, v: f64) -> Option<f64> {
+        self.snapped_to(&self.ticks()).on_bar(v)
+    }
+
+    /// Every tick of [`ColorbarSpec::ticks`] with [`ColorbarSpec::tick_position`]'s place for
+    /// it: the ticks and the bar's snapped ends worked out once for the whole bar.
+    pub fn tick_positions(&self) -> Vec<(f64, Option<f64>)> {
         let ticks = self.ticks();
+        let bar = self.snapped_to(&ticks);
+        ticks.into_iter().map(|t| (t, bar.on_bar(t))).collect()
+    }
+
+    /// This bar with each end moved onto the tick of `ticks` it is within rounding of.
+    fn snapped_to(&self, ticks: &[f64]) -> ColorbarSpec {
         let snap = |end: f64| {
             let near = |t: &&f64| (**t - end).abs() <= TICK_SLACK * t.abs().max(self.hi - self.lo);
             ticks.iter().find(near).copied().unwrap_or(end)
         };
-        let mut ends = self.clone();
-        (ends.lo, ends.hi) = (snap(self.lo), snap(self.hi));
-        let p = ends.position(v);
+        let mut bar = self.clone();
+        (bar.lo, bar.hi) = (snap(self.lo), snap(self.hi));
+        bar
+    }
+
+    /// `v`'s place on this bar, held to it; `None` past it by more than rounding.
+    fn on_bar(&self, v: f64) -> Option<f64> {
+        let p = self.position(v);
         (-TICK_SLACK..=1.0 + TICK_SLACK)
             .contains(&p)
             .then(|| p.clamp(0.0, 1.0))
@@ -363,9 +380,10 @@ impl Layout {
         let tick_len = (small / 3.0).round().max(3.0) as u32;
         let mut right = x + bar_w;
         let mut last_y: Option<i64> = None;
-        let ticks = spec.ticks();
-        for (t, text) in ticks.iter().copied().zip(tick_labels(&ticks)) {
-            let Some(frac) = spec.tick_position(t) else {
+        let placed = spec.tick_positions();
+        let ticks: Vec<f64> = placed.iter().map(|&(t, _)| t).collect();
+        for (&(_, frac), text) in placed.iter().zip(tick_labels(&ticks)) {
+            let Some(frac) = frac else {
                 continue;
             };
             let y = top + ((1.0 - frac) * (h - 1) as f64).round() as u32;

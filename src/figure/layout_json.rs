@@ -60,9 +60,9 @@ pub fn layout_json(figure: &Figure, options: &RenderOptions) -> Value {
         (Some([x, y, w, h]), Some(spec)) => {
             let y_of = |p: f64| y as f64 + (1.0 - p) * (h.max(1) - 1) as f64;
             let ticks: Vec<Value> = spec
-                .ticks()
+                .tick_positions()
                 .into_iter()
-                .filter_map(|t| Some(json!({"value": t, "y": y_of(spec.tick_position(t)?)})))
+                .filter_map(|(t, p)| Some(json!({"value": t, "y": y_of(p?)})))
                 .collect();
             json!({
                 "x": x, "y": y, "width": w, "height": h,

@@ -249,13 +249,11 @@ impl Ingest<'_> {
             && rows <= self.chunk_bytes / self.row_bytes
             && end - word <= self.chunk.capacity();
         if !together {
+            // (one cell after another, `before` with the first; every member checked above)
             let mut before = Some(before);
             for m in members {
-                let (cell, rows) = (m.cell, m.rows);
-                match before.take() {
-                    Some(e) => self.resident(Some(e), cell, m.row_start, rows, data, m.offset)?,
-                    None => self.resident(None, cell, m.row_start, rows, data, m.offset)?,
-                }
+                let from = Resident::Buffer(data, m.offset);
+                self.pool_pieces(m.cell, m.row_start, m.rows, from, before.take())?;
             }
             return Ok(());
         }
@@ -466,7 +464,11 @@ impl Ingest<'_> {
                 });
             {
                 let mut pass = gpu.compute_pass(&mut encoder, "attnviz.pool.fold_pass");
-                pass.set_pipeline(self.pipes.fold(&gpu.device, self.layout));
+                pass.set_pipeline(self.pipes.fold.get(
+                    &self.pipes.kernel,
+                    &gpu.device,
+                    self.layout,
+                ));
                 pass.set_bind_group(0, &self.bind_groups[gi], &[]);
                 let (x, y) =
                     dispatch_1d(total, 256, gpu.limits.max_compute_workgroups_per_dimension);

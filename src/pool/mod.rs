@@ -30,7 +30,7 @@ pub use groups::{has_upper_triangle, CellGroup, PooledCells};
 pub(crate) use ingest::{Ingest, IngestShape};
 pub use options::{Causal, PoolOptions};
 pub use pattern_qk::source as pattern_qk_source;
-pub(crate) use pipelines::{layout_pipeline, PoolPipelines};
+pub(crate) use pipelines::{PerLayout, PoolPipelines};
 pub use pool_kernel::PoolKernel;
 pub(crate) use stats::head_stats;
 

@@ -18,16 +18,31 @@ use crate::pool::pool_kernel::{PoolKernel, POOL_KERNELS};
 use crate::pool::slots::Slot;
 use crate::source::DType;
 
-/// `entry` of `kernel` specialized for accumulators in `layout`, compiled into its slot of
-/// `slots` (one per layout, by [`AccumLayout::index`]) on first use.
-pub(crate) fn layout_pipeline<'a>(
-    slots: &'a [OnceLock<wgpu::ComputePipeline>; 2],
-    kernel: &Kernel,
-    device: &wgpu::Device,
-    entry: &str,
-    layout: AccumLayout,
-) -> &'a wgpu::ComputePipeline {
-    slots[layout.index()].get_or_init(|| kernel.specialized(device, entry, &[layout.constant()]))
+/// One entry point of a kernel that reads or writes accumulators, a pipeline per
+/// [`AccumLayout`] (by [`AccumLayout::index`]), each compiled on first use.
+pub(crate) struct PerLayout {
+    entry: &'static str,
+    slots: [OnceLock<wgpu::ComputePipeline>; 2],
+}
+
+impl PerLayout {
+    pub(crate) fn new(entry: &'static str) -> PerLayout {
+        PerLayout {
+            entry,
+            slots: Default::default(),
+        }
+    }
+
+    /// The entry point of `kernel` specialized for accumulators in `layout`.
+    pub(crate) fn get(
+        &self,
+        kernel: &Kernel,
+        device: &wgpu::Device,
+        layout: AccumLayout,
+    ) -> &wgpu::ComputePipeline {
+        self.slots[layout.index()]
+            .get_or_init(|| kernel.specialized(device, self.entry, &[layout.constant()]))
+    }
 }
 
 /// Mirrors `Piece` in `shaders/pool.wgsl`.
@@ -69,11 +84,11 @@ pub(crate) struct PoolPipelines {
     /// layout, indexed by `DType::shader_id` and `PoolOptions::flags` (plus 16 for
     /// [`AccumLayout::Single`]), compiled on first use so a run pays only for the mode it uses.
     pub(super) specialized: [[OnceLock<Specialized>; 32]; 3],
-    /// `fold_masked_zeros` and the statistics' `block_stats` of each layout (`Full`, then
-    /// `Single`), the second compiled on first use.
-    fold: [OnceLock<wgpu::ComputePipeline>; 2],
+    /// `fold_masked_zeros` (of `kernel`) and the statistics' `block_stats` (of
+    /// `stats_kernel`), for each accumulator layout.
+    pub(super) fold: PerLayout,
     pub(super) stats_kernel: Kernel,
-    block_stats: [OnceLock<wgpu::ComputePipeline>; 2],
+    pub(super) block_stats: PerLayout,
     pub(super) head_stats: wgpu::ComputePipeline,
     /// Upload slots of the last ingest, kept for the next one of the same chunk size: fresh
     /// mapped buffers are zero-filled by wgpu and page-faulted in by the host, which costs as
@@ -118,15 +133,9 @@ impl PoolPipelines {
             &[Uniform, BufReadOnly, Buffer, Buffer],
         );
         PoolPipelines {
-            fold: [
-                kernel.pipeline(device, "fold_masked_zeros").into(),
-                OnceLock::new(),
-            ],
+            fold: PerLayout::new("fold_masked_zeros"),
             specialized: Default::default(),
-            block_stats: [
-                stats_kernel.pipeline(device, "block_stats").into(),
-                OnceLock::new(),
-            ],
+            block_stats: PerLayout::new("block_stats"),
             head_stats: stats_kernel.pipeline(device, "head_stats"),
             kernel,
             stats_kernel,
@@ -140,36 +149,6 @@ impl PoolPipelines {
 
     pub(super) fn diff(&self, device: &wgpu::Device) -> &DiffPipeline {
         self.diff.get_or_init(|| DiffPipeline::new(device))
-    }
-
-    /// `fold_masked_zeros` for accumulators in `layout`.
-    pub(super) fn fold(
-        &self,
-        device: &wgpu::Device,
-        layout: AccumLayout,
-    ) -> &wgpu::ComputePipeline {
-        layout_pipeline(
-            &self.fold,
-            &self.kernel,
-            device,
-            "fold_masked_zeros",
-            layout,
-        )
-    }
-
-    /// The statistics' `block_stats` for accumulators in `layout`.
-    pub(super) fn block_stats(
-        &self,
-        device: &wgpu::Device,
-        layout: AccumLayout,
-    ) -> &wgpu::ComputePipeline {
-        layout_pipeline(
-            &self.block_stats,
-            &self.stats_kernel,
-            device,
-            "block_stats",
-            layout,
-        )
     }
 
     /// Up to `n` spare upload slots of exactly `size` bytes.

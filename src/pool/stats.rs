@@ -74,7 +74,11 @@ pub(crate) fn head_stats(
         {
             let mut pass = gpu.compute_pass(&mut encoder, "attnviz.stats.pass");
             pass.set_bind_group(0, &bg, &[]);
-            pass.set_pipeline(pipes.block_stats(&gpu.device, g.layout));
+            pass.set_pipeline(
+                pipes
+                    .block_stats
+                    .get(&pipes.stats_kernel, &gpu.device, g.layout),
+            );
             pass.dispatch_workgroups(blocks as u32, g.cells as u32, 1);
             pass.set_pipeline(&pipes.head_stats);
             pass.dispatch_workgroups(g.cells as u32, 1, 1);
