@@ -601,13 +601,53 @@ fn a_lane_of_fewer_rows_than_the_adapter_asks_takes_the_tiled_kernel() {
     let Some(mut e) = engine() else { return };
     let gpu = &mut e.gpu;
     (gpu.row_vec4s, gpu.row_min_rows) = (32, 2);
-    assert_eq!(row_kernel_shape(gpu, 128), None);
-    assert_eq!(row_kernel_shape(gpu, 64).map(|s| s.rows), Some(2));
+    assert_eq!(row_kernel_shape(gpu, 128, 32768), None);
+    assert_eq!(row_kernel_shape(gpu, 64, 32768).map(|s| s.rows), Some(2));
     gpu.row_min_rows = 1;
-    assert_eq!(row_kernel_shape(gpu, 128).map(|s| s.rows), Some(1));
+    assert_eq!(row_kernel_shape(gpu, 128, 32768).map(|s| s.rows), Some(1));
     gpu.row_vec4s = 0;
-    assert_eq!(row_kernel_shape(gpu, 64), None);
-    assert_eq!(row_kernel_shape(gpu, 256), None);
+    assert_eq!(row_kernel_shape(gpu, 64, 32768), None);
+    assert_eq!(row_kernel_shape(gpu, 256, 32768), None);
+}
+
+/// How many query rows a lane of the row kernel takes: what its budget holds
+/// (`Gpu::row_vec4s`, 8 at most), and with `Gpu::fit_rows_to_heads` (the default; `engine()`
+/// turns it off for the other tests) no more than fill a workgroup of 64 lanes with a head's
+/// rows, though never fewer than `Gpu::row_min_rows`. The kernel choice stays the budget's.
+#[test]
+fn short_heads_take_fewer_rows_a_lane() {
+    let Some(mut e) = engine() else { return };
+    let gpu = &mut e.gpu;
+    let rows = |gpu: &attnviz::Gpu, d: usize, queries: usize| {
+        row_kernel_shape(gpu, d, queries).map(|s| s.rows)
+    };
+    // CPU adapters' budgets: 8 rows at d = 64 and 128
+    (gpu.row_vec4s, gpu.row_min_rows, gpu.fit_rows_to_heads) = (256, 1, true);
+    for d in [64, 128] {
+        for (queries, want) in [
+            (32768, 8),
+            (512, 8),
+            (511, 4),
+            (256, 4),
+            (128, 2),
+            (127, 1),
+            (1, 1),
+        ] {
+            assert_eq!(rows(gpu, d, queries), Some(want), "d = {d}, {queries} rows");
+        }
+    }
+    // the budget caps it first (d = 128 in 128 vec4s: 4 rows)
+    gpu.row_vec4s = 128;
+    assert_eq!(rows(gpu, 128, 32768), Some(4));
+    assert_eq!(rows(gpu, 64, 32768), Some(8));
+    gpu.fit_rows_to_heads = false;
+    assert_eq!(rows(gpu, 64, 100), Some(8));
+    // GPUs' budgets: their floor of 2 rows a lane is their budget at d = 64, and d = 128 stays
+    // with the tiled kernel however long the head
+    (gpu.row_vec4s, gpu.row_min_rows, gpu.fit_rows_to_heads) = (32, 2, true);
+    assert_eq!(rows(gpu, 64, 64), Some(2));
+    assert_eq!(rows(gpu, 64, 32768), Some(2));
+    assert_eq!(rows(gpu, 128, 32768), None);
 }
 
 /// Pass timing (`Gpu::time_passes`, for `attnviz bench`): with it on, a render's passes are

@@ -81,6 +81,7 @@ impl Gpu {
             pattern_key_vec4s: self.pattern_key_vec4s,
             qk_state_bytes: self.qk_state_bytes,
             row_min_rows: self.row_min_rows,
+            fit_rows_to_heads: self.fit_rows_to_heads,
             qk_split_workgroups: self.qk_split_workgroups,
             probs_in_texture: self.probs_in_texture,
             qk_store_keys: self.qk_store_keys,

@@ -19,9 +19,17 @@ pub fn passes_run(gpu: &Gpu) -> Vec<&'static str> {
 /// The GPU engine. A missing adapter fails the test, naming the command that installs lavapipe
 /// (`./test` installs it itself). Only an explicit `ATTNVIZ_ALLOW_NO_GPU=1` (never set by
 /// `./test` or CI) turns it into a skip.
+///
+/// Its Q/K row kernel takes the rows a lane its budget holds whatever the head's length
+/// (`Gpu::fit_rows_to_heads` off): the tests' heads are short, and those that compare budgets
+/// would otherwise all run one row a lane. `qk_tiled::short_heads_take_fewer_rows_a_lane`
+/// checks the default; every row count gives the same bits.
 pub fn engine() -> Option<Engine> {
     match Gpu::new() {
-        Ok(gpu) => Some(Engine::new(gpu)),
+        Ok(mut gpu) => {
+            gpu.fit_rows_to_heads = false;
+            Some(Engine::new(gpu))
+        }
         Err(e) if std::env::var("ATTNVIZ_ALLOW_NO_GPU").as_deref() == Ok("1") => {
             eprintln!("skipping GPU test: {e} (ATTNVIZ_ALLOW_NO_GPU=1)");
             None

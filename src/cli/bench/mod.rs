@@ -137,10 +137,10 @@ fn tuned(mut gpu: Gpu, args: &BenchArgs) -> anyhow::Result<Gpu> {
 /// Which row kernel the Q/K scenarios' head widths take (d = 64: qk-long; d = 128: qk-model),
 /// so that a run on a new device says what it measured.
 fn row_kernel(gpu: &Gpu) -> String {
-    let shapes: Vec<String> = [(64, "qk-long"), (128, "qk-model")]
+    let shapes: Vec<String> = [(64, "qk-long", 32768), (128, "qk-model", 8192)]
         .iter()
         .map(
-            |&(d, scenario)| match attnviz::pool::qk::row_kernel_shape(gpu, d) {
+            |&(d, scenario, queries)| match attnviz::pool::qk::row_kernel_shape(gpu, d, queries) {
                 Some(shape) => format!("d = {d} ({scenario}): {shape}"),
                 None => format!("d = {d} ({scenario}): the tiled kernel"),
             },

@@ -222,7 +222,7 @@ impl Cuts {
         }
         // (the tiled kernel: one row, no subgroup step, in the row kernel it never runs)
         let shape = if window > 0 {
-            RowKernelShape::new(gpu, d4)
+            RowKernelShape::new(gpu, d4, rows)
         } else {
             RowKernelShape {
                 rows: 1,

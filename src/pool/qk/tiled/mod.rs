@@ -52,7 +52,7 @@ use patterns::FusedPatterns;
 use shape::{padded, window_keys};
 
 /// Query rows and keys per workgroup tile (`TQ`, `TK` in the shader).
-const TQ: usize = 64;
+pub(super) const TQ: usize = 64;
 const TK: usize = 64;
 /// Invocations per `pool_scores` workgroup, and the workgroup memory it uses.
 const WG: u32 = 64;

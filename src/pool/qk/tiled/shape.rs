@@ -5,6 +5,8 @@
 
 use crate::gpu::Gpu;
 
+use super::TQ;
+
 /// Widest head (in vec4s) the row kernel takes: its query row lives in registers, 32 vec4s
 /// (128 dimensions) at most; wider heads go to the tiled kernel, whose register block does not
 /// grow with the head dimension.
@@ -27,12 +29,12 @@ pub(super) fn padded(dim: usize) -> (u32, u32) {
 /// uniform bindings hold `max_uniform` bytes: a multiple of 16 keys, so that every window's
 /// offset (a multiple of 256·d4 bytes) meets any adapter's offset alignment (at most 256).
 /// 0 when the row kernel does not apply: wide heads, small uniform bindings, a lane's rows
-/// ([`rows_per_invocation`]) fewer than [`Gpu::row_min_rows`], or no row budget at all
-/// (`attnviz bench --row-vec4s 0` measures the tiled kernel at every width).
+/// within the budget ([`budget_rows`]) fewer than [`Gpu::row_min_rows`], or no row budget at
+/// all (`attnviz bench --row-vec4s 0` measures the tiled kernel at every width).
 pub(super) fn window_keys(gpu: &Gpu, d4: u32) -> u32 {
     let max_uniform = gpu.limits.max_uniform_buffer_binding_size;
     let keys = (max_uniform.min(MAX_WINDOW_BYTES) / (u64::from(d4) * 16)) as u32 / 16 * 16;
-    let rows = rows_per_invocation(d4, gpu.row_vec4s);
+    let rows = budget_rows(d4, gpu.row_vec4s);
     if d4 > MAX_ROWS_D4 || gpu.row_vec4s == 0 || rows < gpu.row_min_rows {
         0
     } else {
@@ -40,12 +42,26 @@ pub(super) fn window_keys(gpu: &Gpu, d4: u32) -> u32 {
     }
 }
 
-/// Query rows per invocation of the row kernel for `d4` vec4s of head dimension on an adapter
+/// Query rows a lane of the row kernel holds for `d4` vec4s of head dimension on an adapter
 /// that gives them `budget` vec4s ([`Gpu::row_vec4s`]): as many as fit, 1 to 8, a power of two
 /// (on llvmpipe, d = 64: 6 rows a lane ran 28% slower than 8, and slower than 4 rows × 8 keys).
-fn rows_per_invocation(d4: u32, budget: u32) -> u32 {
+fn budget_rows(d4: u32, budget: u32) -> u32 {
     let fit = (budget / d4.max(1)).clamp(1, 8);
     1 << fit.ilog2()
+}
+
+/// Query rows per invocation for heads of `queries` query rows: the budget's
+/// ([`budget_rows`]), fewer where a workgroup's rows would exceed the head's
+/// ([`Gpu::fit_rows_to_heads`]), but never fewer than [`Gpu::row_min_rows`] (the fewest for
+/// which the row kernel pays).
+fn rows_per_invocation(gpu: &Gpu, d4: u32, queries: usize) -> u32 {
+    let budget = budget_rows(d4, gpu.row_vec4s);
+    if !gpu.fit_rows_to_heads {
+        return budget;
+    }
+    let fit = (queries / TQ).clamp(1, 8) as u32;
+    let rows = budget.min(fit.max(gpu.row_min_rows));
+    1 << rows.ilog2()
 }
 
 /// Scores per lane that a step of the row kernel accumulates (rows × keys), past which it
@@ -78,8 +94,9 @@ pub struct RowKernelShape {
 }
 
 impl RowKernelShape {
-    pub(super) fn new(gpu: &Gpu, d4: u32) -> RowKernelShape {
-        let rows = rows_per_invocation(d4, gpu.row_vec4s);
+    /// The shape for heads of `queries` query rows.
+    pub(super) fn new(gpu: &Gpu, d4: u32, queries: usize) -> RowKernelShape {
+        let rows = rows_per_invocation(gpu, d4, queries);
         RowKernelShape {
             rows,
             shared_keys: keys_per_step(rows, gpu.subgroup_keys),
@@ -101,9 +118,10 @@ impl std::fmt::Display for RowKernelShape {
     }
 }
 
-/// The row kernel's shape for heads of `dim` dimensions on `gpu` (from [`Gpu::row_vec4s`] and
-/// [`Gpu::subgroup_keys`]); `None` where those heads take the tiled kernel instead.
-pub fn row_kernel_shape(gpu: &Gpu, dim: usize) -> Option<RowKernelShape> {
+/// The row kernel's shape for heads of `dim` dimensions and `queries` query rows on `gpu`
+/// (from [`Gpu::row_vec4s`], [`Gpu::fit_rows_to_heads`] and [`Gpu::subgroup_keys`]); `None`
+/// where those heads take the tiled kernel instead.
+pub fn row_kernel_shape(gpu: &Gpu, dim: usize, queries: usize) -> Option<RowKernelShape> {
     let (d4, _) = padded(dim);
-    (window_keys(gpu, d4) > 0).then(|| RowKernelShape::new(gpu, d4))
+    (window_keys(gpu, d4) > 0).then(|| RowKernelShape::new(gpu, d4, queries))
 }
