@@ -822,3 +822,39 @@ fn an_empty_title_is_no_title() {
     }
     assert!(figures[1] == figures[0] && figures[2] == figures[0]);
 }
+
+/// `WGPU_BACKEND` set but blank (`WGPU_BACKEND= attnviz …`) means unset: the adapter is chosen
+/// as usual. One that names no backend wgpu knows is named in the error, rather than taken for
+/// a machine without a GPU (wgpu ignores unknown names, which left no backend at all).
+#[test]
+fn a_blank_wgpu_backend_is_unset_and_a_misspelt_one_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("b.png");
+    let run = |value: &str| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_attnviz"));
+        let input = data("minilm_attn_128.npy");
+        cmd.args(["render", input.to_str().unwrap(), "--backend", "gpu", "-o"])
+            .arg(&out)
+            .env("WGPU_BACKEND", value);
+        if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+            cmd.env("XDG_RUNTIME_DIR", std::env::temp_dir());
+        }
+        cmd.output().expect("run attnviz")
+    };
+    if common::engine().is_some() {
+        let o = run(" ");
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(
+            !stderr(&o).contains("rendering on the CPU"),
+            "{}",
+            stderr(&o)
+        );
+    }
+    let o = run("vulcan");
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("WGPU_BACKEND=vulcan names no backend wgpu knows"),
+        "{err}"
+    );
+}

@@ -133,6 +133,14 @@ pub enum QkBudgets {
     Gpu,
 }
 
+/// The backends `WGPU_BACKEND` names, as set (trimmed); `None` where it is unset or blank.
+fn backend_override() -> Option<String> {
+    std::env::var("WGPU_BACKEND")
+        .ok()
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+}
+
 /// [`Gpu::qk_state_bytes`] on CPU adapters: the upload chunk target (`pool::CHUNK_TARGET`).
 pub const CPU_QK_STATE_BYTES: u64 = 64 << 20;
 
@@ -175,11 +183,12 @@ impl Gpu {
         pollster::block_on(Self::open(instance, Some(surface)))
     }
 
-    /// An instance over the native backends, narrowed by `WGPU_BACKEND` when set.
+    /// An instance over the native backends, narrowed by `WGPU_BACKEND` when it names some
+    /// ([`backend_override`]; set but blank counts as unset, as `WGPU_BACKEND= attnviz …` means).
     pub fn instance() -> wgpu::Instance {
         let _span = tracing::info_span!("gpu.instance").entered();
         let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
-        if std::env::var_os("WGPU_BACKEND").is_none() {
+        if backend_override().is_none() {
             desc.backends = wgpu::Backends::PRIMARY;
         }
         wgpu::Instance::new(desc)
@@ -204,6 +213,20 @@ impl Gpu {
         let adapter = adapters.into_iter().next().ok_or_else(|| {
             Error::NoAdapter(if any {
                 "no adapter reads rgba32uint storage textures in shaders".into()
+            } else if let Some(names) = backend_override() {
+                // (wgpu ignores the names it does not know: a typo leaves no backend at all)
+                let known = wgpu::Backends::from_comma_list(&names);
+                if known.is_empty() {
+                    format!(
+                        "WGPU_BACKEND={names} names no backend wgpu knows (vulkan, metal, dx12, \
+                         gl); unset it to let attnviz choose"
+                    )
+                } else {
+                    format!(
+                        "no adapter of the backends WGPU_BACKEND={names} allows; unset it to \
+                         let attnviz choose"
+                    )
+                }
             } else {
                 "no Vulkan, Metal or DX12 adapter found (on Linux without a GPU, Mesa's lavapipe: \
                  apt-get install -y mesa-vulkan-drivers libvulkan1)"
