@@ -184,7 +184,7 @@ impl Gpu {
     }
 
     /// An instance over the native backends, narrowed by `WGPU_BACKEND` when it names some
-    /// ([`backend_override`]; set but blank counts as unset, as `WGPU_BACKEND= attnviz …` means).
+    /// (`backend_override`: set but blank counts as unset, as `WGPU_BACKEND= attnviz …` means).
     pub fn instance() -> wgpu::Instance {
         let _span = tracing::info_span!("gpu.instance").entered();
         let mut desc = wgpu::InstanceDescriptor::new_without_display_handle_from_env();
