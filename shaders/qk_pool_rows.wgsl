@@ -40,8 +40,10 @@ fn key_head_vec4s() -> u32 {
 }
 const KSTEP: u32 = 4u;
 // Query rows per invocation: each key value loaded (and, with subgroups, handed out) feeds
-// the scores of R rows, rows li, li + WG, ... of the workgroup's WG·R. Chosen by the host so
-// that the R query rows (R·D4 vec4s) still fit in registers.
+// the scores of R rows, rows li·R ..< li·R + R of the workgroup's WG·R (consecutive, so that a
+// subgroup's rows are a short run of the head's and a causal one walks few keys its rows do
+// not see: `RowSpan::hi`). Chosen by the host so that the R query rows (R·D4 vec4s) still fit
+// in registers.
 const R: u32 = 1u;
 // The R rows' query vec4s, D4 per row (indexed by constants only: registers).
 const RD4: u32 = 16u;
@@ -122,8 +124,11 @@ fn fold4(st: vec4<f32>, raw: vec4<f32>, seen: vec4<bool>) -> vec4<f32> {
 // What an invocation of the row kernels (pool_rows, prob_rows) takes of the dispatch: its head
 // of the batch `z`; per row h of its R, its row `i[h]` of the chunk (`in_chunk[h]`: a row of
 // it; the last one's index otherwise, so every lane loads a row) and index into `q` `r[h]`;
-// and the keys of the window any row of its workgroup sees, [lo_wg, hi_wg) (uniform: the
-// loops over them stay uniform); `live` false when that is none. When live, the rows' query
+// and the keys of the window its rows see, [lo_wg, hi): from the oldest key any row of the
+// workgroup sees (uniform) to the last any row of the invocation's subgroup sees (uniform
+// in the subgroup, whose lanes hand each other keys; each invocation its own without
+// subgroups), so that on a causal head a subgroup stops at its own rows' diagonal rather than
+// the workgroup's last row's; `live` false when that is none. When live, the rows' query
 // values are in `qrow`.
 struct RowSpan {
     z: u32,
@@ -136,7 +141,7 @@ struct RowSpan {
     in_chunk: array<bool, R>,
     r: array<u32, R>,
     lo_wg: u32,
-    hi_wg: u32,
+    hi: u32,
     live: bool,
 }
 
@@ -164,14 +169,19 @@ fn row_span(wg: vec3<u32>, li: u32) -> RowSpan {
         sp.kbase = heads[sp.z].x * key_head_vec4s();
     }
     sp.lo_wg = max(sp.seg_start, first_visible(r_first));
-    sp.hi_wg = min(sp.seg_end, visible(r_last));
-    sp.live = sp.lo_wg < sp.hi_wg;
+    // (the workgroup's bound: every lane's rows are in [r_first, r_last])
+    var hi = min(sp.seg_end, visible(r_last));
+    var own = 0u;
     for (var h = 0u; h < R; h++) {
-        let i = i0 + li + h * WG;
+        let i = i0 + li * R + h;
         sp.i[h] = i;
         sp.in_chunk[h] = i < params.rows;
         sp.r[h] = params.row_start + min(i, params.rows - 1u);
+        own = max(own, visible(sp.r[h]));
     }
+    // @SUBGROUP_HI
+    sp.hi = min(hi, own);
+    sp.live = sp.lo_wg < sp.hi;
     if sp.live {
         let z = sp.z;
         // @QLOAD
@@ -207,8 +217,8 @@ fn pool_rows(
     }
     let z = sp.z;
     let lo_wg = sp.lo_wg;
-    let hi_wg = sp.hi_wg;
-    let b_end = key_bin[hi_wg - 1u] + 1u;
+    let hi = sp.hi;
+    let b_end = key_bin[hi - 1u] + 1u;
     // Column edges follow from the first (bin_edges in src/pool/geometry.rs: edge b is
     // ⌊b·keys / pooled_w⌋, so each column is keys / pooled_w keys wide, one more whenever the
     // running remainder wraps): no load per column.
@@ -244,7 +254,7 @@ fn pool_rows(
         c1 = c0 + width + select(0u, 1u, wrap);
         frac -= select(0u, params.pooled_w, wrap);
         let kl = max(c0, lo_wg);
-        let kh = min(c1, hi_wg);
+        let kh = min(c1, hi);
         // per row, the keys of this column and window that it sees, and its state
         var rl: array<u32, R>;
         var rh: array<u32, R>;
@@ -277,7 +287,7 @@ fn pool_rows(
         if rr[h].cont && rr[h].first_seen {
             inter[rr[h].inter_row + b_first] = merged(rr[h].prev, rr[h].first_st);
         }
-        if sp.in_chunk[h] && max(lo_wg, rr[h].fv) < min(hi_wg, rr[h].vis) {
+        if sp.in_chunk[h] && max(lo_wg, rr[h].fv) < min(hi, rr[h].vis) {
             let idx = z * params.inter_rows + sp.i[h];
             let row_m = rr[h].row_m;
             let row_l = rr[h].row_l;
@@ -387,7 +397,7 @@ fn prob_rows(
     }
     let z = sp.z;
     let lo_wg = sp.lo_wg;
-    let hi_wg = sp.hi_wg;
+    let hi = sp.hi;
     // per row: its lse, the keys it sees, where its probabilities start
     var lse: array<f32, R>;
     var rl: array<u32, R>;
@@ -397,13 +407,13 @@ fn prob_rows(
         let r = sp.r[h];
         lse[h] = row_lse[z * params.inter_rows + sp.i[h]].x;
         rl[h] = max(lo_wg, first_visible(r));
-        rh[h] = min(hi_wg, visible(r));
+        rh[h] = min(hi, visible(r));
         // (the batch's heads side by side, a chunk's rows each)
         base[h] = (z * params.inter_rows + sp.i[h]) * prob_stride();
     }
     // (from a multiple of 4: the keys before lo_wg are 0 for every row, seen by none, and a
     // texel of the chunk texture is 4 keys; windows start on a multiple of 16)
-    for (var j = lo_wg & ~3u; j < hi_wg; j += KSTEP) {
+    for (var j = lo_wg & ~3u; j < hi; j += KSTEP) {
         let o = key_vec4(sp.kbase, j);
         // @PSTEP
     }

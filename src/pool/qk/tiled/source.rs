@@ -89,7 +89,7 @@ pub fn kernel_source(
     // prob_rows' step: the same scores, each four keys' probabilities stored
     let prob = |raw: &str, h: u32, at: u32| {
         format!(
-            "if sp.in_chunk[{h}] {{\n            store4(base[{h}], j + {at}u, hi_wg, prob4({raw}, seen4(j + {at}u, rl[{h}], rh[{h}]), lse[{h}]));\n        }}\n        "
+            "if sp.in_chunk[{h}] {{\n            store4(base[{h}], j + {at}u, hi, prob4({raw}, seen4(j + {at}u, rl[{h}], rh[{h}]), lse[{h}]));\n        }}\n        "
         )
     };
     let per_row = |parts: u32, each: &dyn Fn(u32, u32, u32) -> String| -> String {
@@ -150,6 +150,16 @@ pub fn kernel_source(
         .replace("// @QLOAD", &qload)
         .replace("// @SCORE4", &score4)
         .replace("/* @LANE_ARG */", lane_arg)
+        // (the keys a subgroup walks: the last any of its lanes' rows sees, so that every lane
+        // takes every step of the keys it hands round)
+        .replace(
+            "// @SUBGROUP_HI",
+            if shared > 0 {
+                "own = subgroupMax(own);"
+            } else {
+                ""
+            },
+        )
         .replace("// @STEP", &step)
         .replace("// @PSTEP", &pstep);
     let source = if probs_texture {
