@@ -549,3 +549,42 @@ fn a_nan_in_q_is_computed_like_the_reference() {
         assert_eq!(gpu[7 * 50].is_nan(), head == 0, "head {head}: the NaN row");
     }
 }
+
+/// A sliding window far shorter than a causal head of 1024 rows: the row kernel's workgroups
+/// (512 rows at 8 rows a lane) and subgroups each walk the keys their own rows see, from the
+/// window's oldest to the diagonal; every probability equals the f64 reference's, and hidden
+/// entries are exactly 0.
+#[test]
+fn a_short_sliding_window_on_a_long_head_equals_the_f64_reference() {
+    let Some(e) = engine() else { return };
+    let c = Case {
+        name: "window-causal",
+        heads: 1,
+        kv_heads: 1,
+        nq: 1024,
+        nk: 1024,
+        d: 16,
+        options: QkOptions {
+            causal: true,
+            sliding_window: Some(100),
+            ..Default::default()
+        },
+    };
+    let src = qk(&c);
+    let s = src.shape();
+    let gpu = e.qk_probabilities(&src, 0, 0, all_rows(&src)).unwrap();
+    let mut cpu = vec![0f32; s.queries * s.keys];
+    src.probabilities_cpu(0, 0, all_rows(&src), &mut cpu)
+        .unwrap();
+    let mut worst = 0f32;
+    for (i, (g, c)) in gpu.iter().zip(&cpu).enumerate() {
+        if *c == 0.0 {
+            assert_eq!(*g, 0.0, "entry {i}");
+        }
+        worst = worst.max((g - c).abs());
+    }
+    assert!(
+        worst <= 1e-5,
+        "GPU differs from the f64 reference by {worst}"
+    );
+}
