@@ -170,7 +170,7 @@ fn row_span(wg: vec3<u32>, li: u32) -> RowSpan {
     }
     sp.lo_wg = max(sp.seg_start, first_visible(r_first));
     // (the workgroup's bound: every lane's rows are in [r_first, r_last])
-    var hi = min(sp.seg_end, visible(r_last));
+    let hi = min(sp.seg_end, visible(r_last));
     var own = 0u;
     for (var h = 0u; h < R; h++) {
         let i = i0 + li * R + h;

@@ -23,28 +23,27 @@ pub struct Gpu {
     /// when its rows × 8 keys would hold too many scores); 0 without subgroup operations, or
     /// to keep the kernel that loads every key in every lane (tests set it to compare both).
     pub subgroup_keys: u32,
-    /// Vec4s of query values one invocation of the Q/K row kernel may hold (its query rows,
-    /// `d / 4` each): it takes as many rows as fit, a power of two up to 8, and each key it
-    /// loads then feeds that many rows' scores (short heads take fewer: [`Gpu::fit_rows_to_heads`]).
-    /// GPUs: 32 (128 floats; past that their register files spill and fewer waves fit). CPU
-    /// adapters: 256 (8 rows at d = 128), where lanes are SIMD registers whose spills land in
-    /// L1 and each key's load is a per-lane gather plus broadcasts that cost more than the
-    /// arithmetic they feed (measured on llvmpipe: d = 64, 4 rows a lane 20% faster than 2 and
-    /// 27% than 1, 8 rows (4 keys a step) 20% faster than 4 rows (8 keys); d = 128, 4 rows 20%
-    /// faster than 2, and 8 rows 16% faster than 4 (2026-12-06, `attnviz bench --only
-    /// qk-model`, medians of five alternating pairs: 22.9% of the FMA probe against 19.7%)).
-    /// Tests set it to compare the row counts; 0 turns the row kernel off (the tiled kernel
-    /// takes every head width).
+    /// Vec4s of query values one invocation of the Q/K row kernel may hold (its query rows, `d / 4`
+    /// each): it takes as many rows as fit, a power of two up to 8, and each key it loads then
+    /// feeds that many rows' scores (short heads take fewer: [`Gpu::fit_rows_to_heads`]). GPUs: 32
+    /// (128 floats; past that their register files spill and fewer waves fit). CPU adapters: 256 (8
+    /// rows at d = 128), where lanes are SIMD registers whose spills land in L1 and each key's load
+    /// is a per-lane gather plus broadcasts that cost more than the arithmetic they feed (measured
+    /// on llvmpipe: d = 64, 4 rows a lane 20% faster than 2 and 27% than 1, 8 rows (4 keys a step)
+    /// 20% faster than 4 rows (8 keys); d = 128, 4 rows 20% faster than 2, and 8 rows 16% faster
+    /// than 4 (2026-12-06, `attnviz bench --only qk-model`, medians of five alternating pairs:
+    /// 22.9% of the FMA probe against 19.7%)). Tests set it to compare the row counts; 0 turns the
+    /// row kernel off (the tiled kernel takes every head width).
     pub row_vec4s: u32,
     /// Whether the Q/K row kernel takes fewer query rows a lane than [`Gpu::row_vec4s`] holds
     /// for heads too short to fill a workgroup with them (64 lanes × rows a lane), though
     /// never fewer than [`Gpu::row_min_rows`]: a workgroup's rows past its head's are idle
     /// lanes. On llvmpipe (2026-12-06, `bench --only qk-short`, 1024 causal heads of 256
     /// tokens, d = 64): 8 rows a lane (512 a workgroup) spent 0.48–0.55 s of device time
-    /// scoring, 4 rows 0.33–0.43 s, 1 or 2 rows 0.29–0.34 s; a whole model of 256 tokens at d = 64 rendered
-    /// in 2.25–2.33 s against 2.46–2.83 s. On by default; on GPUs, whose budget holds 2 rows
-    /// at d = 64 and whose floor is 2, it changes nothing. Tests turn it off to take the rows
-    /// their budgets ask for on their short heads.
+    /// scoring, 4 rows 0.33–0.43 s, 1 or 2 rows 0.29–0.34 s; `render --q` of that model took
+    /// 2.07–2.18 s at 4 rows a lane against 2.62–2.90 s at 8. On by default; on GPUs, whose
+    /// budget holds 2 rows at d = 64 and whose floor is 2, it changes nothing. Tests turn it
+    /// off to take the rows their budgets ask for on their short heads.
     pub fit_rows_to_heads: bool,
     /// Vec4s of K one invocation of the Q/K statistics' key kernel may hold (`pool::pattern_qk`:
     /// 16 keys of `d / 4` each): a head whose 16 keys fit takes the statistics straight from
