@@ -154,7 +154,6 @@ fn row_span(wg: vec3<u32>, li: u32) -> RowSpan {
         return sp;
     }
     let r_first = params.row_start + i0;
-    let r_last = r_first + min(WG * R, params.rows - i0) - 1u;
     sp.seg_start = params.seg_start;
     sp.seg_end = params.seg_end;
     if SPLIT {
@@ -169,8 +168,7 @@ fn row_span(wg: vec3<u32>, li: u32) -> RowSpan {
         sp.kbase = heads[sp.z].x * key_head_vec4s();
     }
     sp.lo_wg = max(sp.seg_start, first_visible(r_first));
-    // (the workgroup's bound: every lane's rows are in [r_first, r_last])
-    let hi = min(sp.seg_end, visible(r_last));
+    // (the last key any of the lanes' rows sees: at most the workgroup's last row's)
     var own = 0u;
     for (var h = 0u; h < R; h++) {
         let i = i0 + li * R + h;
@@ -180,7 +178,7 @@ fn row_span(wg: vec3<u32>, li: u32) -> RowSpan {
         own = max(own, visible(sp.r[h]));
     }
     // @SUBGROUP_HI
-    sp.hi = min(hi, own);
+    sp.hi = min(sp.seg_end, own);
     sp.live = sp.lo_wg < sp.hi;
     if sp.live {
         let z = sp.z;

@@ -276,10 +276,7 @@ impl Ingest<'_> {
         self.write_params(&pieces);
         self.record(&mut encoder, &pieces, &bind_group, pattern.as_ref());
         self.gpu.submit([encoder.finish()]);
-        self.consumed += members
-            .iter()
-            .map(|m| (m.rows * self.row_bytes) as u64)
-            .sum::<u64>();
+        self.consumed += (rows * self.row_bytes) as u64;
         Ok(())
     }
 

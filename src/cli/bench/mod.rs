@@ -44,6 +44,15 @@ pub struct Sizes {
 }
 
 impl Sizes {
+    /// qk-model's layers and tokens.
+    pub fn qk_model(&self) -> (usize, usize) {
+        if self.quick {
+            (1, 2048)
+        } else {
+            (4, 8192)
+        }
+    }
+
     fn new(quick: bool) -> Sizes {
         if quick {
             Sizes {
@@ -91,7 +100,7 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         quick: args.quick,
         qk_seq: sizes.qk_seq,
         row_kernel: (want.wants("qk-long") || want.wants("qk-model"))
-            .then(|| row_kernel(&bench.engine.gpu)),
+            .then(|| row_kernel(&bench.engine.gpu, &bench.sizes)),
         inputs: inputs.with_cat(&results),
         results,
     };
@@ -134,18 +143,21 @@ fn tuned(mut gpu: Gpu, args: &BenchArgs) -> anyhow::Result<Gpu> {
     Ok(gpu)
 }
 
-/// Which row kernel the Q/K scenarios' head widths take (d = 64: qk-long; d = 128: qk-model),
-/// so that a run on a new device says what it measured.
-fn row_kernel(gpu: &Gpu) -> String {
-    let shapes: Vec<String> = [(64, "qk-long", 32768), (128, "qk-model", 8192)]
-        .iter()
-        .map(
-            |&(d, scenario, queries)| match attnviz::pool::qk::row_kernel_shape(gpu, d, queries) {
-                Some(shape) => format!("d = {d} ({scenario}): {shape}"),
-                None => format!("d = {d} ({scenario}): the tiled kernel"),
-            },
-        )
-        .collect();
+/// Which row kernel the Q/K scenarios' heads take (d = 64: qk-long; d = 128: qk-model), so
+/// that a run on a new device says what it measured.
+fn row_kernel(gpu: &Gpu, sizes: &Sizes) -> String {
+    let shapes: Vec<String> = [
+        (64, "qk-long", sizes.qk_seq),
+        (128, "qk-model", sizes.qk_model().1),
+    ]
+    .iter()
+    .map(
+        |&(d, scenario, queries)| match attnviz::pool::qk::row_kernel_shape(gpu, d, queries) {
+            Some(shape) => format!("d = {d} ({scenario}): {shape}"),
+            None => format!("d = {d} ({scenario}): the tiled kernel"),
+        },
+    )
+    .collect();
     format!(
         "--row-vec4s {} --subgroup-keys {} --state-mib {} --split-workgroups {}: {}",
         gpu.row_vec4s,

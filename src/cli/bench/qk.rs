@@ -46,11 +46,7 @@ impl Bench {
         &self,
         fma: Option<f64>,
     ) -> anyhow::Result<(Sample, String, Option<PassTimes>)> {
-        let (layers, seq) = if self.sizes.quick {
-            (1, 2048)
-        } else {
-            (4, 8192)
-        };
+        let (layers, seq) = self.sizes.qk_model();
         let spec = QkSpec {
             layers,
             heads: 8,

@@ -98,7 +98,9 @@ pub fn kernel_source(
             .map(|(h, p)| each(h, p, h * parts + p))
             .collect()
     };
-    let (shared_fn, lane_arg, step, pstep, kstep) = if shared > 0 {
+    // (with subgroups, a subgroup walks keys as far as the last any of its lanes' rows sees,
+    // so that every lane takes every step of the keys it hands round)
+    let (shared_fn, lane_arg, subgroup_hi, step, pstep, kstep) = if shared > 0 {
         let parts = shared / 4;
         let folds = per_row(parts, &|h, p, a| {
             format!(
@@ -111,6 +113,7 @@ pub fn kernel_source(
         (
             shared_scores(d4, shared, rows),
             "@builtin(subgroup_invocation_id) sg_lane: u32,",
+            "own = subgroupMax(own);",
             format!("{load}\n            {folds}"),
             format!("{load}\n        {stores}"),
             shared,
@@ -122,6 +125,7 @@ pub fn kernel_source(
         let stores = per_row(1, &|h, _, _| prob(&format!("sc[{h}]"), h, 0));
         (
             String::new(),
+            "",
             "",
             format!("let sc = score4(o);\n            {folds}"),
             format!("let sc = score4(o);\n        {stores}"),
@@ -150,16 +154,7 @@ pub fn kernel_source(
         .replace("// @QLOAD", &qload)
         .replace("// @SCORE4", &score4)
         .replace("/* @LANE_ARG */", lane_arg)
-        // (the keys a subgroup walks: the last any of its lanes' rows sees, so that every lane
-        // takes every step of the keys it hands round)
-        .replace(
-            "// @SUBGROUP_HI",
-            if shared > 0 {
-                "own = subgroupMax(own);"
-            } else {
-                ""
-            },
-        )
+        .replace("// @SUBGROUP_HI", subgroup_hi)
         .replace("// @STEP", &step)
         .replace("// @PSTEP", &pstep);
     let source = if probs_texture {
