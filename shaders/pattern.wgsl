@@ -93,7 +93,8 @@ struct Piece {
     y_start: u32,
     // index of the piece's first row in `rows`
     row_max_base: u32,
-    _flags: u32,
+    // the sliding window (the pool pass's masks; shaders/pool_fold.wgsl)
+    window: u32,
     causal_offset: i32,
     // the head's index in its group
     cell: u32,
@@ -546,81 +547,125 @@ fn pattern_profiles(
 // `pattern_profiles`' invocation g of piece z (`piece`): the profiles' shares, and its sums.
 fn profile_keys(g: u32, z: u32) -> HeadSums {
     let k0 = g * GROUP_KEYS;
-    let groups = (params.keys + GROUP_KEYS - 1u) / GROUP_KEYS;
     let aligned = ALIGNED;
-    let causal = params.causal != 0u;
+    var pr = open_profile(g);
+    var e = piece.elem_offset + k0;
+    var i = 0u;
+    // Causal: the piece's first `hidden` rows see none of the group's keys. They are not read:
+    // every sum stays 0 through them, so only their diagonal shares are written (as 0).
+    let hidden = hidden_rows(k0);
+    // rows [i, end) of the piece are in the current block row
+    while i < piece.row_count {
+        let end = block_row_end(i);
+        for (; i < min(end, hidden); i++) {
+            skip_row(&pr, i);
+            e += piece.stride;
+        }
+        for (; i < end; i++) {
+            profile_row(&pr, keys16(e, k0, aligned), i);
+            e += piece.stride;
+        }
+        end_block_row(&pr);
+    }
+    finish_group(pr.diag, pr.column, z, g, k0);
+    return pr.own;
+}
+
+// An invocation's running profile of its 16 keys (`profile_row` a row at a time): the column
+// masses, the diagonals' running sums, the current block row's share, the entropy of the block
+// row so far, and its own maximum and non-finite count.
+struct Profile {
+    g: u32,
+    k0: u32,
+    groups: u32,
+    // where the current block row's share goes in `scratch`
+    slot: u32,
+    column: Keys16,
+    diag: Keys16,
+    part: Keys16,
+    p_ln_p: vec4<f32>,
+    own: HeadSums,
+}
+
+fn open_profile(g: u32) -> Profile {
+    let groups = (params.keys + GROUP_KEYS - 1u) / GROUP_KEYS;
+    return Profile(g, g * GROUP_KEYS, groups, piece.row_max_base * groups + g, ZERO16, ZERO16,
+        ZERO16, vec4<f32>(0.0), NO_SUMS);
+}
+
+// Rows of the piece before the first that sees key k0 (causal; 0 otherwise).
+fn hidden_rows(k0: u32) -> u32 {
+    if params.causal == 0u {
+        return 0u;
+    }
+    return u32(clamp(i32(k0) - piece.causal_offset - i32(piece.row_start), 0, i32(piece.row_count)));
+}
+
+// One past the last piece row of the block row that piece row i is in.
+fn block_row_end(i: u32) -> u32 {
+    let q0 = piece.row_start + i;
+    return min(piece.row_count, (q0 / params.block + 1u) * params.block - piece.row_start);
+}
+
+// Piece row i, which sees none of the group's keys: its diagonal share is 0.
+fn skip_row(pr: ptr<function, Profile>, i: u32) {
+    scratch[params.diag_base + (piece.row_max_base + i) * (*pr).groups + (*pr).g] = 0.0;
+}
+
+// Piece row i's entries of the group's keys, `raw` (non-finite ones NaN), into the profile.
+fn profile_row(pr: ptr<function, Profile>, raw: Keys16, i: u32) {
+    let k0 = (*pr).k0;
     let keys_a = vec4<u32>(0u, 1u, 2u, 3u) + vec4<u32>(k0);
     let keys_b = keys_a + vec4<u32>(4u);
     let keys_c = keys_a + vec4<u32>(8u);
     let keys_d = keys_a + vec4<u32>(12u);
     // keys past the row read the next row's first keys (aligned words): masked
     let limit = vec4<u32>(params.keys);
-    var column = ZERO16;
-    var diag = ZERO16;
-    var part = ZERO16;
-    var own = NO_SUMS;
-    let diag_base = params.diag_base;
-    var e = piece.elem_offset + k0;
-    var i = 0u;
-    var slot = piece.row_max_base * groups + g;
-    // Causal: the piece's first `hidden` rows see none of the group's keys. They are not read:
-    // every sum stays 0 through them, so only their diagonal shares are written (as 0).
-    var hidden = 0u;
-    if causal {
-        hidden = u32(clamp(i32(k0) - piece.causal_offset - i32(piece.row_start), 0, i32(piece.row_count)));
+    var ok_a = keys_a < limit;
+    var ok_b = keys_b < limit;
+    var ok_c = keys_c < limit;
+    var ok_d = keys_d < limit;
+    if params.causal != 0u {
+        let last = vec4<i32>(i32(piece.row_start + i) + piece.causal_offset);
+        ok_a = ok_a & (vec4<i32>(keys_a) <= last);
+        ok_b = ok_b & (vec4<i32>(keys_b) <= last);
+        ok_c = ok_c & (vec4<i32>(keys_c) <= last);
+        ok_d = ok_d & (vec4<i32>(keys_d) <= last);
     }
-    // rows [i, end) of the piece are in the current block row
-    while i < piece.row_count {
-        let q0 = piece.row_start + i;
-        let end = min(piece.row_count, (q0 / params.block + 1u) * params.block - piece.row_start);
-        for (; i < min(end, hidden); i++) {
-            scratch[diag_base + (piece.row_max_base + i) * groups + g] = 0.0;
-            e += piece.stride;
-        }
-        var p_ln_p = vec4<f32>(0.0);
-        for (; i < end; i++) {
-            let raw = keys16(e, k0, aligned);
-            var ok_a = keys_a < limit;
-            var ok_b = keys_b < limit;
-            var ok_c = keys_c < limit;
-            var ok_d = keys_d < limit;
-            if causal {
-                let last = vec4<i32>(i32(piece.row_start + i) + piece.causal_offset);
-                ok_a = ok_a & (vec4<i32>(keys_a) <= last);
-                ok_b = ok_b & (vec4<i32>(keys_b) <= last);
-                ok_c = ok_c & (vec4<i32>(keys_c) <= last);
-                ok_d = ok_d & (vec4<i32>(keys_d) <= last);
-            }
-            let fa = finite4(raw.a);
-            let fb = finite4(raw.b);
-            let fc = finite4(raw.c);
-            let fd = finite4(raw.d);
-            let cand = array<vec4<bool>, 4>(ok_a & fa, ok_b & fb, ok_c & fc, ok_d & fd);
-            let v = Keys16(
-                select(vec4<f32>(0.0), raw.a, cand[0]),
-                select(vec4<f32>(0.0), raw.b, cand[1]),
-                select(vec4<f32>(0.0), raw.c, cand[2]),
-                select(vec4<f32>(0.0), raw.d, cand[3]),
-            );
-            let bad = (vec4<u32>(ok_a & !fa) + vec4<u32>(ok_b & !fb))
-                + (vec4<u32>(ok_c & !fc) + vec4<u32>(ok_d & !fd));
-            own.bad.x += (bad.x + bad.y) + (bad.z + bad.w);
-            p_ln_p += (p_ln_p4(v.a) + p_ln_p4(v.b)) + (p_ln_p4(v.c) + p_ln_p4(v.d));
-            take_max(&own, v, cand, k0, piece.row_start + i);
-            part = add16(part, v);
-            let moved = move_diagonals(diag, v);
-            scratch[diag_base + (piece.row_max_base + i) * groups + g] = moved.left;
-            diag = moved.diag;
-            e += piece.stride;
-        }
-        own.p_ln_p += sum4(p_ln_p);
-        column = add16(column, part);
-        scratch[slot] = block_share(part);
-        part = ZERO16;
-        slot += groups;
-    }
-    finish_group(diag, column, z, g, k0);
-    return own;
+    let fa = finite4(raw.a);
+    let fb = finite4(raw.b);
+    let fc = finite4(raw.c);
+    let fd = finite4(raw.d);
+    let cand = array<vec4<bool>, 4>(ok_a & fa, ok_b & fb, ok_c & fc, ok_d & fd);
+    let v = Keys16(
+        select(vec4<f32>(0.0), raw.a, cand[0]),
+        select(vec4<f32>(0.0), raw.b, cand[1]),
+        select(vec4<f32>(0.0), raw.c, cand[2]),
+        select(vec4<f32>(0.0), raw.d, cand[3]),
+    );
+    let bad = (vec4<u32>(ok_a & !fa) + vec4<u32>(ok_b & !fb))
+        + (vec4<u32>(ok_c & !fc) + vec4<u32>(ok_d & !fd));
+    (*pr).own.bad.x += (bad.x + bad.y) + (bad.z + bad.w);
+    (*pr).p_ln_p += (p_ln_p4(v.a) + p_ln_p4(v.b)) + (p_ln_p4(v.c) + p_ln_p4(v.d));
+    // (a pointer into the struct behind `pr` trips naga's SPIR-V writer)
+    var own = (*pr).own;
+    take_max(&own, v, cand, k0, piece.row_start + i);
+    (*pr).own = own;
+    (*pr).part = add16((*pr).part, v);
+    let moved = move_diagonals((*pr).diag, v);
+    scratch[params.diag_base + (piece.row_max_base + i) * (*pr).groups + (*pr).g] = moved.left;
+    (*pr).diag = moved.diag;
+}
+
+// The end of a block row: its entropy into the invocation's, its share of the group's mass
+// into `scratch` (for `pattern_blocks`), its masses into the columns'.
+fn end_block_row(pr: ptr<function, Profile>) {
+    (*pr).own.p_ln_p += sum4((*pr).p_ln_p);
+    (*pr).p_ln_p = vec4<f32>(0.0);
+    (*pr).column = add16((*pr).column, (*pr).part);
+    scratch[(*pr).slot] = block_share((*pr).part);
+    (*pr).part = ZERO16;
+    (*pr).slot += (*pr).groups;
 }
 
 // Invocation (bx, br) (x, y of the global id) of piece z: block column bx of the piece's block

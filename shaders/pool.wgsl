@@ -50,19 +50,9 @@ struct Piece {
 const DTYPE_F32: u32 = 0u;
 const DTYPE_F16: u32 = 1u;
 const DTYPE_BF16: u32 = 2u;
-// The element type, fixed per pipeline so the inner loops carry no dtype switch.
+// The element type, fixed per pipeline so the inner loops carry no dtype switch (and the
+// FLAGS of shaders/pool_fold.wgsl, appended, likewise).
 override DTYPE: u32 = DTYPE_F32;
-// FLAG_* bits, fixed per pipeline too: the per-element code is branch-free selects, which
-// compilers keep only for the modes the pipeline has.
-override FLAGS: u32 = 0u;
-const FLAG_ROW_NORM: u32 = 1u;
-// mask everything above the diagonal
-const FLAG_CAUSAL: u32 = 2u;
-// set exact zeros above the diagonal aside and note any other value there, so causal
-// masking can be detected in the same pass (see `fold_masked_zeros`)
-const FLAG_AUTO_CAUSAL: u32 = 4u;
-// mask keys older than each piece's sliding window
-const FLAG_WINDOW: u32 = 8u;
 
 // Every block of the chunk; one dispatch pools them all, block `z` in workgroups (_, _, z).
 // Blocks of one dispatch belong to different heads (src/pool/ingest.rs keeps it so), so they never
@@ -92,37 +82,6 @@ fn word(w: u32) -> vec4<u32> {
 // log2 of the elements in one 16-byte word of the chunk.
 fn elem_shift() -> u32 {
     return select(3u, 2u, DTYPE == DTYPE_F32);
-}
-
-// The f32 bits of the two 16-bit elements of `word` (low half first), exactly. f16 is widened
-// with integer operations: software rasterizers expand unpack2x16float lane by lane, and the
-// float route through a denormal f32 would be flushed to zero where denormals are disabled.
-// Infinities and NaNs come out as large finite values; `finite16` flags them.
-fn widen(word: u32) -> vec2<u32> {
-    let h = vec2<u32>(word & 0xffffu, word >> 16u);
-    if DTYPE == DTYPE_F16 {
-        let sign = (h & vec2<u32>(0x8000u)) << vec2<u32>(16u);
-        let em = h & vec2<u32>(0x7fffu);
-        // exponent rebased from 15 to 127, mantissa moved to the top
-        let normal = (em << vec2<u32>(13u)) + vec2<u32>(0x38000000u);
-        // zero and subnormal: mantissa * 2^-24, a normal f32
-        let small = bitcast<vec2<u32>>(vec2<f32>(em) * 5.9604644775390625e-8);
-        return sign | select(normal, small, em < vec2<u32>(0x400u));
-    }
-    return h << vec2<u32>(16u);
-}
-
-// Whether the 16-bit element in the low half of `h` is finite (read from the exponent bits,
-// because WGSL lets compilers assume floats are never NaN or infinite).
-fn finite16(h: u32) -> bool {
-    if DTYPE == DTYPE_F16 {
-        return (h & 0x7c00u) != 0x7c00u;
-    }
-    return (h & 0x7f80u) != 0x7f80u;
-}
-
-fn finite32(bits: u32) -> bool {
-    return (bits & 0x7f800000u) != 0x7f800000u;
 }
 
 fn above(q: u32, k: u32) -> bool {
@@ -217,169 +176,6 @@ fn row_maxima_wide(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocati
     if li == 0u {
         row_max[p.row_max_base + r] = wide_max[0];
     }
-}
-
-// The running state of one pooled pixel while its bin is walked.
-struct Running {
-    max_v: f32,
-    min_v: f32,
-    count: u32,
-    bad: bool,
-    zeros: u32,
-    saw_upper: bool,
-    // the pixel's sum so far, and its index in `accum`
-    sum: f32,
-    idx: u32,
-    // the current row's sum
-    row_sum: f32,
-    // the current row's bin as element indices of the chunk: its first key, its width, and the
-    // last key below the diagonal (keys past it are above)
-    first: u32,
-    width: u32,
-    diagonal: i32,
-    // FLAG_WINDOW: the first key of the window (keys before it are masked)
-    low: i32,
-    // --norm row: the row's divisor, or a zero row (maximum not positive: every entry is 0)
-    scale: f32,
-    zero_row: bool,
-}
-
-// Folds element `e` of the chunk (raw f32 bits, finiteness) into `run` when it belongs to the
-// current row's bin, with the semantics of `HeadPooler::push_rows` in src/cpu/mod.rs: masked
-// entries are skipped before anything else, exact zeros above the diagonal are set aside with
-// FLAG_AUTO_CAUSAL, non-finite entries mark the bin, the rest are (scaled and) folded. The mode
-// tests are on pipeline constants, so each pipeline keeps only its own selects.
-fn fold(run: ptr<function, Running>, bits: u32, finite: bool, e: u32) {
-    var counted = (e - (*run).first) < (*run).width;
-    if (FLAGS & FLAG_WINDOW) != 0u {
-        counted = counted && i32(e) >= (*run).low;
-    }
-    if (FLAGS & (FLAG_CAUSAL | FLAG_AUTO_CAUSAL)) != 0u {
-        let up = i32(e) > (*run).diagonal;
-        if (FLAGS & FLAG_CAUSAL) != 0u {
-            counted = counted && !up;
-        } else {
-            let upper = counted && up;
-            let zero = (bits << 1u) == 0u;
-            (*run).zeros += u32(upper && zero);
-            (*run).saw_upper = (*run).saw_upper || (upper && !zero);
-            counted = counted && !(upper && zero);
-        }
-    }
-    (*run).bad = (*run).bad || (counted && !finite);
-    let ok = counted && finite;
-    var v = bitcast<f32>(bits);
-    if (FLAGS & FLAG_ROW_NORM) != 0u {
-        v = select(v / (*run).scale, 0.0, (*run).zero_row);
-    }
-    (*run).max_v = select((*run).max_v, max((*run).max_v, v), ok);
-    (*run).min_v = select((*run).min_v, min((*run).min_v, v), ok);
-    (*run).count += u32(ok);
-    (*run).row_sum = select((*run).row_sum, (*run).row_sum + v, ok);
-}
-
-// Folds the elements of word `v`, whose first element is element `e` of the chunk.
-fn fold_word(run: ptr<function, Running>, v: vec4<u32>, e: u32) {
-    if DTYPE == DTYPE_F32 {
-        fold(run, v.x, finite32(v.x), e);
-        fold(run, v.y, finite32(v.y), e + 1u);
-        fold(run, v.z, finite32(v.z), e + 2u);
-        fold(run, v.w, finite32(v.w), e + 3u);
-        return;
-    }
-    fold_pair(run, v.x, e);
-    fold_pair(run, v.y, e + 2u);
-    fold_pair(run, v.z, e + 4u);
-    fold_pair(run, v.w, e + 6u);
-}
-
-// Folds the two 16-bit elements of `word`, the first being element `e`.
-fn fold_pair(run: ptr<function, Running>, word: u32, e: u32) {
-    let f = widen(word);
-    fold(run, f.x, finite16(word), e);
-    fold(run, f.y, finite16(word >> 16u), e + 1u);
-}
-
-// Pixel (x, y)'s running state for a bin `width` elements wide: empty where its bin starts in
-// this piece (`rows.fresh`: no earlier piece reached it), else resumed from its accumulator (and,
-// with FLAG_AUTO_CAUSAL, the zeros set aside before). A fresh bin reads nothing it does not
-// need: one 16-byte load a pixel less where bins are a key and a row (whole models at short
-// context), though on llvmpipe that measured within the noise (2026-12-06).
-fn open_bin(x: u32, y: u32, width: u32, rows: BinRows) -> Running {
-    var run: Running;
-    run.idx = piece.accum_base + y * piece.pooled_w + x;
-    run.max_v = 0.0;
-    run.min_v = 0.0;
-    run.sum = 0.0;
-    run.count = 0u;
-    run.bad = false;
-    run.zeros = 0u;
-    if !rows.fresh {
-        let a = load_accum(run.idx);
-        run.max_v = a.max_v;
-        run.min_v = a.min_v;
-        run.sum = a.sum;
-        run.count = a.count_bad & COUNT_MASK;
-        run.bad = (a.count_bad & BAD_BIT) != 0u;
-        if (FLAGS & FLAG_AUTO_CAUSAL) != 0u {
-            run.zeros = zeros[run.idx];
-        }
-    }
-    run.saw_upper = false;
-    run.width = width;
-    run.scale = 1.0;
-    run.zero_row = false;
-    // Accumulators start zeroed (fresh buffers are); no entry yet means no extremes yet.
-    if run.count == 0u {
-        run.max_v = -F32_MAX;
-        run.min_v = F32_MAX;
-    }
-    return run;
-}
-
-// Stores what `run` folded into its pixel.
-fn close_bin(run: Running) {
-    store_accum(run.idx, Accum(run.max_v, run.min_v, run.sum, run.count | select(0u, BAD_BIT, run.bad)));
-    if (FLAGS & FLAG_AUTO_CAUSAL) != 0u {
-        zeros[run.idx] = run.zeros;
-    }
-    if run.saw_upper {
-        atomicOr(&cell_flags[piece.cell], 1u);
-    }
-}
-
-// Sets `run` up for head row q (piece row r, element `row_base` of the chunk): its bin starts
-// at element `first`; the row's diagonal, window and --norm row divisor.
-fn begin_row(run: ptr<function, Running>, q: u32, r: u32, row_base: u32, first: u32) {
-    (*run).first = first;
-    (*run).diagonal = i32(row_base) + i32(q) + piece.causal_offset;
-    // (a piece without a window masks nothing)
-    (*run).low = select(-2147483647 - 1, (*run).diagonal - i32(piece.window) + 1, piece.window > 0u);
-    if (FLAGS & FLAG_ROW_NORM) != 0u {
-        let m = row_max[piece.row_max_base + r];
-        (*run).zero_row = !(m > 0.0);
-        (*run).scale = m;
-    }
-    (*run).row_sum = 0.0;
-}
-
-// The bin rows [r0, r1) of a pooled row in this piece (empty when the piece has none), and
-// whether the bin starts in it (its accumulator holds nothing yet: a head's pieces arrive in
-// row order).
-struct BinRows {
-    r0: u32,
-    r1: u32,
-    fresh: bool,
-}
-
-fn bin_rows(y: u32) -> BinRows {
-    if y >= piece.y_end {
-        return BinRows(1u, 0u, false);
-    }
-    let first = row_edges[y];
-    let r0 = max(first, piece.row_start);
-    let r1 = min(row_edges[y + 1u], piece.row_start + piece.row_count);
-    return BinRows(r0, r1, first >= piece.row_start);
 }
 
 @compute @workgroup_size(64)

@@ -789,3 +789,60 @@ fn statistics_alone_equal_those_of_a_pooling_run() {
         }
     }
 }
+
+/// The profile kernel that pools as well (`Gpu::pool_with_profiles`,
+/// `shaders/pattern_pool.wgsl`) against the pool pass and the profile kernel apart: the same
+/// accumulators and the same statistics, bit for bit, for bins of 4, 8 and 16 keys (f32) and of
+/// 8 and 16 (16-bit), rows pooled unevenly (50 rows into 13 or fewer), heads over several upload
+/// chunks, causal, detected causal (zeros above the diagonal) and non-finite entries; and the
+/// statistics against the f64 twin.
+#[test]
+fn the_profile_kernel_pools_as_the_pool_pass_does() {
+    let Some(mut e) = engine() else { return };
+    e.chunk_bytes = 4096;
+    let mut data = random(1, 3, 50, 64, 31);
+    for q in 0..50 {
+        for k in q + 15..64 {
+            data[[0, 1, q, k]] = 0.0;
+        }
+    }
+    data[[0, 2, 7, 9]] = f32::NAN;
+    data[[0, 0, 49, 63]] = f32::INFINITY;
+    let o = PatternOptions {
+        sink_keys: 2,
+        window: 4,
+    };
+    let cells = [(0, 0), (0, 1), (0, 2)];
+    for dtype in [DType::F32, DType::F16] {
+        let src = ArraySource::from_f32_as("fused", &data, dtype);
+        for cell in [16, 8, 4] {
+            for causal in [Causal::Off, Causal::On, Causal::Auto] {
+                let pool = PoolOptions {
+                    causal,
+                    ..Default::default()
+                };
+                let geometry = CellGeometry::new(50, 64, Some(cell)).unwrap();
+                let name = format!("{} cell {cell} {causal:?}", dtype.name());
+                let mut run = |fused: bool| {
+                    e.gpu.pool_with_profiles = fused;
+                    let p = e.pool_with(&src, &cells, geometry, pool, Some(o)).unwrap();
+                    let accums = p.read_accums(&e.gpu).unwrap();
+                    (format!("{accums:?} {:?}", p.stats), p.causal, p.patterns)
+                };
+                let (apart, apart_causal, apart_sums) = run(false);
+                let (fused, fused_causal, fused_sums) = run(true);
+                assert_eq!(apart, fused, "{name}: accumulators");
+                assert_eq!(apart_causal, fused_causal, "{name}: causal");
+                assert_eq!(
+                    format!("{apart_sums:?}"),
+                    format!("{fused_sums:?}"),
+                    "{name}: statistics"
+                );
+                let twin = pattern_cells(&src, &cells, o, pool).unwrap();
+                for (i, (g, c)) in fused_sums.iter().zip(&twin).enumerate() {
+                    check_sums(&format!("{name} cell {i}"), g, c, true);
+                }
+            }
+        }
+    }
+}

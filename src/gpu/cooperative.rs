@@ -82,6 +82,7 @@ impl Gpu {
             qk_state_bytes: self.qk_state_bytes,
             row_min_rows: self.row_min_rows,
             fit_rows_to_heads: self.fit_rows_to_heads,
+            pool_with_profiles: self.pool_with_profiles,
             qk_split_workgroups: self.qk_split_workgroups,
             probs_in_texture: self.probs_in_texture,
             qk_store_keys: self.qk_store_keys,

@@ -45,6 +45,18 @@ pub struct Gpu {
     /// budget holds 2 rows at d = 64 and whose floor is 2, it changes nothing. Tests turn it
     /// off to take the rows their budgets ask for on their short heads.
     pub fit_rows_to_heads: bool,
+    /// Whether a chunk whose bins are 4, 8 or 16 keys of whole 16-byte words is pooled, where
+    /// pattern statistics are asked for, by their profile kernel from the loads it makes anyway
+    /// (`shaders/pattern_pool.wgsl`) instead of by the pool pass and then read again. The figure
+    /// and the statistics are the same to the bit either way (tests turn it on to compare).
+    /// Off by default: on llvmpipe a chunk's texel loads cost about as much as the whole pool
+    /// pass, but the pixels' states carried through the profile kernel's walk down the rows
+    /// cost as much again (the 1 GiB grid with `--stats-json`, 2026-12-06: pool and profile
+    /// passes 0.40–0.43 s of device time separately, 0.41–0.46 s this way; the first version,
+    /// whose row loop stored and opened pixels in its body, 0.54–0.59 s). Unmeasured on GPUs,
+    /// where the chunk's second read may hit L2, and where the profile kernel's few long-walking
+    /// invocations fill a device worse than the pool pass's many short ones.
+    pub pool_with_profiles: bool,
     /// Vec4s of K one invocation of the Q/K statistics' key kernel may hold (`pool::pattern_qk`:
     /// 16 keys of `d / 4` each): a head whose 16 keys fit takes the statistics straight from
     /// its scores; otherwise the row kernel stores every probability for the pool pass to read
@@ -279,6 +291,7 @@ impl Gpu {
             qk_state_bytes: 0,
             row_min_rows: 0,
             fit_rows_to_heads: true,
+            pool_with_profiles: false,
             qk_split_workgroups: 0,
             probs_in_texture: false,
             qk_store_keys: QK_STORE_KEYS,

@@ -32,12 +32,25 @@ pub const POOL: &str = concat!(
     include_str!("../../shaders/chunk.wgsl"),
     include_str!("../../shaders/accum.wgsl"),
     include_str!("../../shaders/accum_store.wgsl"),
-    include_str!("../../shaders/pool.wgsl")
+    include_str!("../../shaders/pool.wgsl"),
+    include_str!("../../shaders/pool_fold.wgsl")
 );
 /// Per-head statistics of pooled cells.
 pub const STATS: &str = with_common!(accum "stats.wgsl");
 /// Per-head pattern statistics, on the pool pass's chunks.
 pub const PATTERN: &str = with_common!(chunk "pattern.wgsl");
+/// The pool pass and the pattern statistics' profiles from the same loads
+/// (`shaders/pattern_pool.wgsl`): the pattern module with the pool pass's fold and its
+/// accumulator layouts.
+pub const PATTERN_POOL: &str = concat!(
+    include_str!("../../shaders/common.wgsl"),
+    include_str!("../../shaders/chunk.wgsl"),
+    include_str!("../../shaders/accum.wgsl"),
+    include_str!("../../shaders/accum_store.wgsl"),
+    include_str!("../../shaders/pattern.wgsl"),
+    include_str!("../../shaders/pool_fold.wgsl"),
+    include_str!("../../shaders/pattern_pool.wgsl")
+);
 /// The pattern statistics from a Q/K head's scores (`shaders/pattern_qk.wgsl`), appended to
 /// the pattern module whose buffers it fills; a template expanded per head dimension by
 /// `pool::pattern_qk`.
@@ -85,10 +98,11 @@ pub const QK_PROBS_TEXTURE: &str = include_str!("../../shaders/qk_probs_texture.
 
 /// Every fixed shader as (name, source), for validation without a GPU. The Q/K template is
 /// validated through its expansions.
-pub const ALL: [(&str, &str); 9] = [
+pub const ALL: [(&str, &str); 10] = [
     ("pool", POOL),
     ("stats", STATS),
     ("pattern", PATTERN),
+    ("pattern_pool", PATTERN_POOL),
     ("colorize", COLORIZE),
     ("limits", LIMITS),
     ("diff", DIFF),

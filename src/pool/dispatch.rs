@@ -10,8 +10,8 @@ use crate::pool::chunk::ChunkTexture;
 use crate::pool::geometry::bin_of;
 use crate::pool::groups::CellGroup;
 use crate::pool::ingest::{Ingest, PassBuffers, Piece};
-use crate::pool::options::{Causal, PoolOptions};
-use crate::pool::pattern_gpu::rows_on_words;
+use crate::pool::options::{Causal, PoolOptions, FLAG_WINDOW};
+use crate::pool::pattern_gpu::{rows_on_words, PoolWithProfiles};
 use crate::pool::pipelines::{PieceParams, PoolPipelines};
 use crate::pool::pool_kernel::PoolKernel;
 use crate::source::DType;
@@ -57,6 +57,27 @@ fn check_resident(data: &wgpu::Buffer, offset: u64, bytes: u64) -> Result<()> {
         ))),
         None => Ok(()),
     }
+}
+
+/// The bind group of the pool pass's buffers for group `g` as the profile kernel that pools
+/// reads them (`PatternPipelines::pooling_kernel`'s layout): no chunk, no parameters (the
+/// pattern's bind group has both).
+pub(super) fn pooling_bind_group(
+    gpu: &Gpu,
+    pipes: &PoolPipelines,
+    buffers: &PassBuffers,
+    g: &CellGroup,
+) -> wgpu::BindGroup {
+    pipes.pattern.pooling_kernel(&gpu.device).bind_group(
+        &gpu.device,
+        &[
+            buffers.row_edges.as_entire_binding(),
+            g.accum.as_entire_binding(),
+            buffers.row_max.as_entire_binding(),
+            g.flags.as_entire_binding(),
+            g.zeros.as_entire_binding(),
+        ],
+    )
 }
 
 /// The pool pass's bind group: rows read from the chunk texture `chunk` into group `g`'s
@@ -183,6 +204,22 @@ impl Ingest<'_> {
             .iter()
             .all(|p| rows_on_words(p.stride, self.dtype, p.offset));
         let kernel = PoolKernel::choose(self.keys, self.geometry.pooled_w, self.dtype, on_words);
+        // Where the profile kernel reads exactly the words the pool pass would, it pools them.
+        if let (Some(stats), Some(bg), Some(pool)) =
+            (&self.pattern, pattern, self.pool_with_profiles(kernel))
+        {
+            let g = pieces[0].cell / self.per_group;
+            let pooling = &self.pooling_bind_groups[g];
+            stats.record_pooling(
+                self.gpu,
+                &self.pipes.pattern,
+                &mut pass,
+                pieces,
+                [bg, pooling],
+                pool,
+            );
+            return;
+        }
         pass.set_pipeline(pipes.pool(&self.gpu.device, &self.pipes.kernel, kernel));
         let invocations = self
             .geometry
@@ -193,6 +230,22 @@ impl Ingest<'_> {
         if let (Some(stats), Some(bg)) = (&self.pattern, pattern) {
             stats.record(self.gpu, &self.pipes.pattern, &mut pass, pieces, bg);
         }
+    }
+
+    /// How the profile kernel pools this ingest's chunks, where the pool pass would take
+    /// `kernel` and it can ([`PoolWithProfiles::choose`]; never with `Gpu::pool_with_profiles`
+    /// off, or with no statistics).
+    fn pool_with_profiles(&self, kernel: PoolKernel) -> Option<PoolWithProfiles> {
+        if !self.gpu.pool_with_profiles || self.pattern.is_none() {
+            return None;
+        }
+        let flags = self.dispatch_options().flags()
+            | if self.windows.is_empty() {
+                0
+            } else {
+                FLAG_WINDOW
+            };
+        PoolWithProfiles::choose(self.keys, self.dtype, kernel, flags)
     }
 
     /// Pools `rows` rows of `cell` from `row_start` that are already on the GPU: `data` holds

@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{buffer, storage_buffer_init, Gpu};
 use crate::pool::accum::{AccumLayout, HeadStats};
 use crate::pool::chunk::{max_chunk_bytes, ChunkTexture};
-use crate::pool::dispatch::pool_bind_group;
+use crate::pool::dispatch::{pool_bind_group, pooling_bind_group};
 use crate::pool::geometry::{bin_edges, CellGeometry};
 use crate::pool::groups::{has_upper_triangle, CellGroup, PooledCells};
 use crate::pool::options::{Causal, PoolOptions};
@@ -107,6 +107,9 @@ pub(crate) struct Ingest<'g> {
     /// chunk texture, as the pool pass does).
     pub(super) pattern: Option<PatternPass>,
     pub(super) pattern_bind_groups: Vec<wgpu::BindGroup>,
+    /// Per accumulator group, the pool pass's buffers as the profile kernel that pools reads
+    /// them (`dispatch::pooling_bind_group`; empty without statistics).
+    pub(super) pooling_bind_groups: Vec<wgpu::BindGroup>,
 }
 
 /// Keys past the diagonal of a head's row 0 that [`Ingest::upper_entry_in_first_row`] reads.
@@ -324,11 +327,17 @@ impl<'g> Ingest<'g> {
             .iter()
             .map(|g| pool_bind_group(gpu, pipes, &buffers, &chunk.view, g))
             .collect();
-        let pattern_bind_groups = match &pattern {
-            Some(p) => (0..groups.len())
-                .map(|g| p.bind_group(gpu, &pipes.pattern, &buffers.params, &chunk.view, g))
-                .collect(),
-            None => Vec::new(),
+        let (pattern_bind_groups, pooling_bind_groups) = match &pattern {
+            Some(p) => (
+                (0..groups.len())
+                    .map(|g| p.bind_group(gpu, &pipes.pattern, &buffers.params, &chunk.view, g))
+                    .collect(),
+                groups
+                    .iter()
+                    .map(|g| pooling_bind_group(gpu, pipes, &buffers, g))
+                    .collect(),
+            ),
+            None => (Vec::new(), Vec::new()),
         };
         Ok(Ingest {
             gpu,
@@ -369,6 +378,7 @@ impl<'g> Ingest<'g> {
             statistics_only: false,
             pattern,
             pattern_bind_groups,
+            pooling_bind_groups,
         })
     }
 

@@ -31,9 +31,11 @@ use bytemuck::{Pod, Zeroable};
 use crate::error::{Error, Result};
 use crate::gpu::kernel::{Binding, Kernel};
 use crate::gpu::{dispatch_1d, shaders, Gpu};
+use crate::pool::accum::AccumLayout;
 use crate::pool::ingest::{IngestShape, Piece};
-use crate::pool::options::Causal;
+use crate::pool::options::{Causal, FLAG_ROW_NORM};
 use crate::pool::pattern::{block_side, PatternOptions, PatternSums};
+use crate::pool::pool_kernel::PoolKernel;
 use crate::pool::MAX_PIECES;
 use crate::source::DType;
 
@@ -110,6 +112,11 @@ pub(crate) struct PatternPipelines {
     reduce: OnceLock<[wgpu::ComputePipeline; 2]>,
     /// The statistics of Q/K heads from their scores (`pool::pattern_qk`).
     pub(super) qk: crate::pool::pattern_qk::QkPatternKernels,
+    /// The profile kernel that pools as well (`shaders/pattern_pool.wgsl`): its module with
+    /// the pool pass's bindings as group 1, and its pipelines per (`DType::shader_id`, pool
+    /// flags, pixels an invocation: 1, 2 or 4 as index 0, 1, 2).
+    pooling_kernel: OnceLock<Kernel>,
+    pooling: [[[OnceLock<wgpu::ComputePipeline>; 3]; 16]; 3],
 }
 
 impl PatternPipelines {
@@ -156,6 +163,45 @@ impl PatternPipelines {
         })
     }
 
+    /// The module of the profile kernel that pools as well, and the layout of its group 1: the
+    /// pool pass's bin edges, accumulators, row maxima, flags and set-aside zeros.
+    pub(super) fn pooling_kernel(&self, device: &wgpu::Device) -> &Kernel {
+        use Binding::*;
+        self.pooling_kernel.get_or_init(|| {
+            Kernel::compute(
+                device,
+                "attnviz.pattern_pool",
+                shaders::PATTERN_POOL,
+                &[BufReadOnly, Buffer, Buffer, Buffer, Buffer],
+            )
+        })
+    }
+
+    fn pooling(
+        &self,
+        device: &wgpu::Device,
+        dtype: DType,
+        pool: PoolWithProfiles,
+    ) -> &wgpu::ComputePipeline {
+        let id = dtype.shader_id();
+        let px = pool.pixels.trailing_zeros() as usize;
+        self.pooling[id as usize][pool.flags as usize][px].get_or_init(|| {
+            let constants = [
+                ("DTYPE", id as f64),
+                ("ALIGNED", 1.0),
+                ("FLAGS", f64::from(pool.flags)),
+                ("LANE_PIXELS", f64::from(pool.pixels)),
+                AccumLayout::Full.constant(),
+            ];
+            self.pooling_kernel(device).pipeline_after(
+                device,
+                self.kernel(device),
+                "pattern_pool",
+                &constants,
+            )
+        })
+    }
+
     /// Compiles the profile pipelines a dispatch of rows of `dtype` (`aligned`: on 16-byte
     /// words) uses, ahead of it ([`crate::pool::ingest::Ingest::pipeline_warmer`]).
     pub(super) fn warm(&self, device: &wgpu::Device, dtype: DType, aligned: bool) {
@@ -167,6 +213,39 @@ impl PatternPipelines {
         self.reduce.get_or_init(|| {
             let kernel = self.kernel(device);
             ["pattern_pixels", "pattern_heads"].map(|entry| kernel.pipeline(device, entry))
+        })
+    }
+}
+
+/// How the profile kernel pools a chunk where it can (`shaders/pattern_pool.wgsl`): the pool
+/// pass's flags and the pixels in an invocation's [`GROUP_KEYS`] keys.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct PoolWithProfiles {
+    pub flags: u32,
+    pub pixels: u32,
+}
+
+impl PoolWithProfiles {
+    /// Whether the chunks of a head of `keys` keys, whose pool pass takes `kernel`, can be
+    /// pooled by the profile kernel: bins of whole words from key 0 (`PoolKernel::Lanes`, rows
+    /// on words) that divide its 16 keys, which divide the row, and no `--norm row` (its row
+    /// maxima come from a pass over the rows first). `flags` are the pool pass's.
+    pub(super) fn choose(
+        keys: usize,
+        dtype: DType,
+        kernel: PoolKernel,
+        flags: u32,
+    ) -> Option<PoolWithProfiles> {
+        let PoolKernel::Lanes(words) = kernel else {
+            return None;
+        };
+        let bin = words as usize * 16 / dtype.size();
+        if flags & FLAG_ROW_NORM != 0 || !keys.is_multiple_of(GROUP_KEYS) || bin > GROUP_KEYS {
+            return None;
+        }
+        Some(PoolWithProfiles {
+            flags,
+            pixels: (GROUP_KEYS / bin) as u32,
         })
     }
 }
@@ -370,6 +449,27 @@ impl PatternPass {
         pass.set_bind_group(0, bind_group, &[]);
         let groups = self.keys.div_ceil(GROUP_KEYS) as u32;
         pass.set_pipeline(profiles);
+        pass.dispatch_workgroups(groups.div_ceil(64), 1, pieces.len() as u32);
+        self.record_sums(gpu, pipes, pass, pieces);
+    }
+
+    /// Records the dispatches of `pieces` (their parameters already written) that pool them as
+    /// `pool` says and profile them from the same loads, through `bind_groups`: the pattern's,
+    /// then the pool pass's buffers for the pieces' accumulator group
+    /// ([`PatternPipelines::pooling_kernel`]'s layout).
+    pub(super) fn record_pooling(
+        &self,
+        gpu: &Gpu,
+        pipes: &PatternPipelines,
+        pass: &mut wgpu::ComputePass<'_>,
+        pieces: &[Piece],
+        bind_groups: [&wgpu::BindGroup; 2],
+        pool: PoolWithProfiles,
+    ) {
+        pass.set_pipeline(pipes.pooling(&gpu.device, self.dtype, pool));
+        pass.set_bind_group(0, bind_groups[0], &[]);
+        pass.set_bind_group(1, bind_groups[1], &[]);
+        let groups = self.keys.div_ceil(GROUP_KEYS) as u32;
         pass.dispatch_workgroups(groups.div_ceil(64), 1, pieces.len() as u32);
         self.record_sums(gpu, pipes, pass, pieces);
     }
