@@ -705,6 +705,30 @@ fn bench_runs_only_the_chosen_scenarios() {
     let body = std::fs::read_to_string(&json).unwrap();
     assert!(body.contains(r#""export_grid_cli_ratio":"#), "{body}");
     assert!(!body.contains(r#""export_grid_cli_ratio":null"#), "{body}");
+    assert!(body.contains(r#""stats_grid_ratio":null"#), "{body}");
+
+    // stats-grid: renders with pattern statistics alternating with renders without, the ratio
+    // under the table and in the JSON; with --pool-with-profiles the line says so.
+    for (args, pooled) in [
+        (&["--only", "stats-grid"][..], false),
+        (&["--only", "stats-grid", "--pool-with-profiles"][..], true),
+    ] {
+        let o = bench_quick(dir.path(), &json, args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let table = String::from_utf8_lossy(&o.stdout);
+        assert!(table.contains("| stats-grid | 0.06 GiB |"), "{table}");
+        assert!(
+            table.contains("stats-grid: with pattern statistics "),
+            "{table}"
+        );
+        assert_eq!(
+            table.contains("(--pool-with-profiles: chunks whose bins allow it pooled"),
+            pooled,
+            "{table}"
+        );
+        let body = std::fs::read_to_string(&json).unwrap();
+        assert!(!body.contains(r#""stats_grid_ratio":null"#), "{body}");
+    }
 
     let o = attnviz(&["bench", "--only", "nonsense"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));

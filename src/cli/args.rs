@@ -356,6 +356,11 @@ pub struct BenchArgs {
     /// every width (qk-short draws one key a column).
     #[arg(long, value_parser = clap::value_parser!(u32).range(0..=1 << 20))]
     pub store_keys: Option<u32>,
+    /// Pattern statistics (stats-grid): pool a chunk from the statistics' profile kernel's loads
+    /// where its bins allow, instead of the pool pass and a second read (`Gpu::pool_with_profiles`,
+    /// off by default): the same figure and statistics, for measuring the two on a new device.
+    #[arg(long)]
+    pub pool_with_profiles: bool,
     /// Print the host's time per phase (as `render --timings`), summed over every run of every
     /// scenario, warm-ups included: with one scenario (`--only qk-long`), what an in-process
     /// render spends besides the device's passes.

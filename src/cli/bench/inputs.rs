@@ -20,7 +20,7 @@ pub struct Input {
 
 /// The inputs the chosen scenarios read; `None` where no chosen scenario reads it.
 pub struct Inputs {
-    /// 8 layers × 8 heads, f32 (export-grid, export-grid-cli, recolor, frame).
+    /// 8 layers × 8 heads, f32 (export-grid, export-grid-cli, stats-grid, recolor, frame).
     pub grid: Option<Input>,
     /// One long head, f16 (export-long).
     pub long: Option<Input>,
@@ -34,17 +34,23 @@ impl Inputs {
     /// is a gigabyte), then opens them.
     pub fn prepare(dir: &Path, sizes: &Sizes, want: &Selection) -> anyhow::Result<Inputs> {
         let grid_seq = sizes.grid_seq;
-        let grid = ["export-grid", "export-grid-cli", "recolor", "frame"]
-            .into_iter()
-            .any(|s| want.wants(s))
-            .then(|| {
-                generated(
-                    dir,
-                    &format!("grid-8x8x{grid_seq}-f32.npy"),
-                    spec(grid_seq, 8, 8, DType::F32),
-                )
-            })
-            .transpose()?;
+        let grid = [
+            "export-grid",
+            "export-grid-cli",
+            "stats-grid",
+            "recolor",
+            "frame",
+        ]
+        .into_iter()
+        .any(|s| want.wants(s))
+        .then(|| {
+            generated(
+                dir,
+                &format!("grid-8x8x{grid_seq}-f32.npy"),
+                spec(grid_seq, 8, 8, DType::F32),
+            )
+        })
+        .transpose()?;
         let long_seq = sizes.long_seq;
         let long = want
             .wants("export-long")

@@ -27,7 +27,8 @@ pub use scenarios::SCENARIOS;
 /// software adapter), not a measurement.
 #[derive(Clone, Copy)]
 pub struct Sizes {
-    /// Tokens per head of the 8×8-head grid (export-grid, recolor, frame, pool-resident).
+    /// Tokens per head of the 8×8-head grid (export-grid, stats-grid, recolor, frame,
+    /// pool-resident).
     pub grid_seq: usize,
     /// Tokens of the one-head long input (export-long).
     pub long_seq: usize,
@@ -109,14 +110,17 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         report.write_json(path)?;
     }
     report.print_export_cli();
+    report.print_stats_grid(bench.engine.gpu.pool_with_profiles);
     report.print_qk_long();
     report.print_gpu_times();
     Ok(())
 }
 
 /// `gpu` with the Q/K budgets that `--row-vec4s`, `--subgroup-keys`, `--state-mib`,
-/// `--split-workgroups` and `--store-keys` set.
+/// `--split-workgroups` and `--store-keys` set, and the statistics' pooling that
+/// `--pool-with-profiles` asks for.
 fn tuned(mut gpu: Gpu, args: &BenchArgs) -> anyhow::Result<Gpu> {
+    gpu.pool_with_profiles |= args.pool_with_profiles;
     if let Some(k) = args.store_keys {
         gpu.qk_store_keys = k;
     }

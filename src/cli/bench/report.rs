@@ -66,7 +66,7 @@ impl Report<'_> {
             .map(|(name, t)| json_pass_times(name, t))
             .collect();
         let body = format!(
-            "{{\"adapter\":{:?},\"memcpy_gbps\":{:.3},\"quick\":{},\"qk_long_gflops\":{},\"qk_long_pool_gflops\":{},\"fma_gflops\":{},\"export_grid_cli_ratio\":{},\"row_kernel\":{},\"coop\":{},\"gpu_times\":{{{}}},\"scenarios\":[{}]}}\n",
+            "{{\"adapter\":{:?},\"memcpy_gbps\":{:.3},\"quick\":{},\"qk_long_gflops\":{},\"qk_long_pool_gflops\":{},\"fma_gflops\":{},\"export_grid_cli_ratio\":{},\"stats_grid_ratio\":{},\"row_kernel\":{},\"coop\":{},\"gpu_times\":{{{}}},\"scenarios\":[{}]}}\n",
             self.adapter,
             self.memcpy,
             self.quick,
@@ -85,6 +85,9 @@ impl Report<'_> {
                     "{:.4}",
                     fresh / in_process
                 )),
+            self.results
+                .stats_grid
+                .map_or("null".into(), |(stats, plain)| format!("{:.4}", stats / plain)),
             self.row_kernel
                 .as_ref()
                 .map_or("null".into(), |r| format!("{r:?}")),
@@ -108,6 +111,24 @@ impl Report<'_> {
                 "export-grid-cli: a fresh `attnviz render` process {fresh:.3} s, in-process \
                  {in_process:.3} s (medians of alternating runs): {:.2}x",
                 fresh / in_process
+            );
+        }
+    }
+
+    /// stats-grid's line under the table, when it ran: the renders with statistics against
+    /// those without, and whether the profile kernel was let pool (`--pool-with-profiles`).
+    pub fn print_stats_grid(&self, pool_with_profiles: bool) {
+        if let Some((stats, plain)) = self.results.stats_grid {
+            println!();
+            println!(
+                "stats-grid: with pattern statistics {stats:.3} s, without {plain:.3} s (medians \
+                 of alternating in-process runs): {:.2}x{}",
+                stats / plain,
+                if pool_with_profiles {
+                    " (--pool-with-profiles: chunks whose bins allow it pooled by the profile kernel)"
+                } else {
+                    ""
+                }
             );
         }
     }

@@ -18,9 +18,10 @@ use super::Sizes;
 /// The scenarios of `attnviz bench`, in the order they run. The last, `coop`, runs only when
 /// `--only` names it ([`Selection::names`]): it is a probe of an experimental API, which a run of
 /// every scenario should not depend on.
-pub const SCENARIOS: [&str; 12] = [
+pub const SCENARIOS: [&str; 13] = [
     "export-grid",
     "export-grid-cli",
+    "stats-grid",
     "export-long",
     "export-model",
     "recolor",
@@ -84,6 +85,9 @@ pub struct Results {
     /// export-grid-cli: the median of the fresh processes and of the in-process renders they
     /// alternated with.
     pub export_cli: Option<(f64, f64)>,
+    /// stats-grid: the medians of the renders with pattern statistics and of those without
+    /// that they alternated with.
+    pub stats_grid: Option<(f64, f64)>,
     /// Per scenario that renders, where the adapter stamps passes: the device time of each of
     /// its passes in one more render after the timed ones (`Bench::timed_render`).
     pub gpu_times: Vec<(&'static str, PassTimes)>,
@@ -95,6 +99,14 @@ pub struct Bench {
     pub sizes: Sizes,
     /// Where renders are written (each run overwrites it; removed at the end).
     pub out: PathBuf,
+}
+
+/// stats-grid's renders: the default figure with every head's pattern statistics.
+fn stats_options() -> RenderOptions {
+    RenderOptions {
+        patterns: Some(attnviz::pool::pattern::PatternOptions::default()),
+        ..Default::default()
+    }
 }
 
 /// The long scenarios draw their one head into a 1024-px cell.
@@ -120,6 +132,13 @@ impl Bench {
             let (fresh, in_process) = self.export_cli(grid, &RenderOptions::default(), 64)?;
             results.export_cli = Some((fresh.median(), in_process.median()));
             results.rows.push(fresh.into());
+        }
+        if let (true, Some(grid)) = (want.wants("stats-grid"), &inputs.grid) {
+            let (stats, plain) = self.stats_grid(grid, 64)?;
+            results.stats_grid = Some((stats.median(), plain.median()));
+            results.rows.push(stats.into());
+            let times = self.timed_render(grid.source.as_ref(), &stats_options())?;
+            results.gpu_times.extend(times.map(|t| ("stats-grid", t)));
         }
         if let Some(long) = &inputs.long {
             let row = self.export("export-long", long, &long_options(), 1)?;
@@ -273,6 +292,36 @@ impl Bench {
             per_frame: false,
         };
         Ok((sample("export-grid-cli", a), sample("export-grid", b)))
+    }
+
+    /// stats-grid: export-grid with the pattern statistics of every head (`render
+    /// --stats-json`'s pass, their JSON left out), its runs alternating with export-grid's
+    /// (the second sample), so that the ratio (issue 17 asks for at most 1.10) compares runs
+    /// made together on a host whose speed drifts.
+    fn stats_grid(&self, input: &Input, heads: usize) -> anyhow::Result<(Sample, Sample)> {
+        let render = |options: &RenderOptions| -> anyhow::Result<f64> {
+            let t = Instant::now();
+            let f = self.engine.render(input.source.as_ref(), options)?;
+            write_png(&self.out, f.width, f.height, &f.rgba)?;
+            Ok(t.elapsed().as_secs_f64())
+        };
+        let (plain, stats) = (RenderOptions::default(), stats_options());
+        render(&stats)?;
+        render(&plain)?;
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for _ in 0..self.sizes.runs {
+            a.push(render(&stats)?);
+            b.push(render(&plain)?);
+        }
+        let bytes = file_len(&input.path);
+        let sample = |name: &str, runs| Sample {
+            name: name.into(),
+            input_bytes: bytes,
+            heads,
+            runs,
+            per_frame: false,
+        };
+        Ok((sample("stats-grid", a), sample("export-grid", b)))
     }
 
     /// coop: the cooperative-matrix probe (`attnviz::pool::CoopProbe`) on a second device of
