@@ -269,19 +269,39 @@ impl Bench {
             }
             Ok(seconds)
         };
-        let in_process = || -> anyhow::Result<f64> {
-            let t = Instant::now();
-            let f = self.engine.render(input.source.as_ref(), options)?;
-            write_png(&self.out, f.width, f.height, &f.rgba)?;
-            Ok(t.elapsed().as_secs_f64())
-        };
-        // One warm-up of each: the page cache, the driver's shader cache, the engine's spares.
-        fresh()?;
-        in_process()?;
+        // (the warm-up: the page cache, the driver's shader cache, the engine's spares)
+        self.alternating(
+            input,
+            heads,
+            ("export-grid-cli", fresh),
+            ("export-grid", || self.render_seconds(input, options)),
+        )
+    }
+
+    /// Seconds of one in-process render of `input` to the scratch PNG.
+    fn render_seconds(&self, input: &Input, options: &RenderOptions) -> anyhow::Result<f64> {
+        let t = Instant::now();
+        let f = self.engine.render(input.source.as_ref(), options)?;
+        write_png(&self.out, f.width, f.height, &f.rgba)?;
+        Ok(t.elapsed().as_secs_f64())
+    }
+
+    /// Two ways of rendering `input`, one warm-up of each, then `runs` of each alternating:
+    /// the samples of both, so that their ratio compares runs made together on a host whose
+    /// speed drifts.
+    fn alternating(
+        &self,
+        input: &Input,
+        heads: usize,
+        first: (&str, impl Fn() -> anyhow::Result<f64>),
+        second: (&str, impl Fn() -> anyhow::Result<f64>),
+    ) -> anyhow::Result<(Sample, Sample)> {
+        first.1()?;
+        second.1()?;
         let (mut a, mut b) = (Vec::new(), Vec::new());
         for _ in 0..self.sizes.runs {
-            a.push(fresh()?);
-            b.push(in_process()?);
+            a.push(first.1()?);
+            b.push(second.1()?);
         }
         let bytes = file_len(&input.path);
         let sample = |name: &str, runs| Sample {
@@ -291,7 +311,7 @@ impl Bench {
             runs,
             per_frame: false,
         };
-        Ok((sample("export-grid-cli", a), sample("export-grid", b)))
+        Ok((sample(first.0, a), sample(second.0, b)))
     }
 
     /// stats-grid: export-grid with the pattern statistics of every head (`render
@@ -299,29 +319,13 @@ impl Bench {
     /// (the second sample), so that the ratio (issue 17 asks for at most 1.10) compares runs
     /// made together on a host whose speed drifts.
     fn stats_grid(&self, input: &Input, heads: usize) -> anyhow::Result<(Sample, Sample)> {
-        let render = |options: &RenderOptions| -> anyhow::Result<f64> {
-            let t = Instant::now();
-            let f = self.engine.render(input.source.as_ref(), options)?;
-            write_png(&self.out, f.width, f.height, &f.rgba)?;
-            Ok(t.elapsed().as_secs_f64())
-        };
         let (plain, stats) = (RenderOptions::default(), stats_options());
-        render(&stats)?;
-        render(&plain)?;
-        let (mut a, mut b) = (Vec::new(), Vec::new());
-        for _ in 0..self.sizes.runs {
-            a.push(render(&stats)?);
-            b.push(render(&plain)?);
-        }
-        let bytes = file_len(&input.path);
-        let sample = |name: &str, runs| Sample {
-            name: name.into(),
-            input_bytes: bytes,
+        self.alternating(
+            input,
             heads,
-            runs,
-            per_frame: false,
-        };
-        Ok((sample("stats-grid", a), sample("export-grid", b)))
+            ("stats-grid", || self.render_seconds(input, &stats)),
+            ("export-grid", || self.render_seconds(input, &plain)),
+        )
     }
 
     /// coop: the cooperative-matrix probe (`attnviz::pool::CoopProbe`) on a second device of
