@@ -41,6 +41,12 @@ struct PatternParams {
     // (shaders/pattern.wgsl)
     diag_rows: u32,
     diag_base: u32,
+    // slices a piece has at most (`Piece::slice_rows`): per head, that many pixels' sums per
+    // workgroup of keys; and where the slices' column masses start in `scratch` (`slot_of`)
+    slices: u32,
+    col_base: u32,
+    _pad0: u32,
+    _pad1: u32,
 }
 
 // One workgroup's share of its head's entropy, maximum and non-finite count, over the entries
@@ -101,7 +107,12 @@ struct Piece {
     y_end: u32,
     // elements from one row's start to the next's in the chunk
     stride: u32,    // (to 64 bytes: a uniform array's stride is a multiple of 16)
-    _pad0: u32,
+    // The profile kernel's rows an invocation walks (a multiple of the block side, slices
+    // aligned to multiples of it in head rows: `piece_slice`), so that a piece's rows are
+    // walked by that many more workgroups at once (a GPU needs them: 2048 keys are 128
+    // invocations); 0: the whole piece (CPU adapters, `pattern_qk`, the pooling profile
+    // kernel). Written for every dispatch: src/pool/dispatch.rs, `write_params`.
+    slice_rows: u32,
     _pad1: u32,
     _pad2: u32,
 }
@@ -495,12 +506,13 @@ fn block_share(part: Keys16) -> f32 {
     return sum4((part.a + part.b) + (part.c + part.d));
 }
 
-// After piece z's last row, key group g (keys k0 ..< k0 + 16): the diagonals still in the group
-// into the piece's 15 tail slots (m = 0 ..< 15: the diagonal that would have left the group m + 1
-// rows later), and its column masses into the head's profile.
-fn finish_group(diag: Keys16, column: Keys16, z: u32, g: u32, k0: u32) {
+// After slice s of piece z's last row, key group g (keys k0 ..< k0 + 16): the diagonals still in
+// the group into the slice's 15 tail slots (m = 0 ..< 15: the diagonal that would have left the
+// group m + 1 rows later), and its column masses into the head's profile (a piece in slices:
+// into the slice's own, which `pattern_columns` adds up in order).
+fn finish_group(diag: Keys16, column: Keys16, z: u32, s: u32, g: u32, k0: u32) {
     let groups = (params.keys + GROUP_KEYS - 1u) / GROUP_KEYS;
-    let tail = params.diag_base + (params.diag_rows + z * (GROUP_KEYS - 1u)) * groups + g;
+    let tail = params.diag_base + tail_row(z, s) * groups + g;
     let left = array<f32, 15>(
         diag.d.w, diag.d.z, diag.d.y, diag.d.x,
         diag.c.w, diag.c.z, diag.c.y, diag.c.x,
@@ -510,13 +522,83 @@ fn finish_group(diag: Keys16, column: Keys16, z: u32, g: u32, k0: u32) {
     for (var m = 0u; m < GROUP_KEYS - 1u; m++) {
         scratch[tail + m * groups] = left[m];
     }
-    let head = piece.cell * params.stride;
     let sums = array<vec4<f32>, 4>(column.a, column.b, column.c, column.d);
+    if piece.slice_rows != 0u {
+        let own = params.col_base + (slot_of(z) + s) * params.keys;
+        for (var c = 0u; c < GROUP_KEYS; c++) {
+            if k0 + c < params.keys {
+                scratch[own + k0 + c] = sums[c >> 2u][c & 3u];
+            }
+        }
+        return;
+    }
+    let head = piece.cell * params.stride;
     for (var c = 0u; c < GROUP_KEYS; c++) {
         if k0 + c < params.keys {
             profiles[head + k0 + c] += sums[c >> 2u][c & 3u];
         }
     }
+}
+
+// The first of slice s of piece z's 15 tail rows in `scratch` (from `diag_base`).
+fn tail_row(z: u32, s: u32) -> u32 {
+    return params.diag_rows + (slot_of(z) + s) * (GROUP_KEYS - 1u);
+}
+
+// Piece z's first slot of tail rows and column masses: its slices take that one and the next.
+// In slices, the pieces before it hold `row_max_base` rows, of which a piece of r rows takes
+// at most r / slice_rows + 2 slots (⌈(r + its first row's offset in a slice) / slice_rows⌉),
+// so the slots of a dispatch are at most its rows / slice_rows + 2 per piece
+// (`PatternPass::new` sizes `scratch` so).
+fn slot_of(z: u32) -> u32 {
+    if piece.slice_rows == 0u {
+        return z;
+    }
+    return piece.row_max_base / piece.slice_rows + 2u * z;
+}
+
+// Slice s of the current piece: its piece rows [x, y) (empty past the piece's last slice).
+// Slices are the piece's rows cut at multiples of `slice_rows` in head rows, so that a block
+// row lies in one slice.
+fn piece_slice(s: u32) -> vec2<u32> {
+    if piece.slice_rows == 0u {
+        return vec2<u32>(0u, select(0u, piece.row_count, s == 0u));
+    }
+    let first = piece.row_start / piece.slice_rows * piece.slice_rows;
+    let lo = max(piece.row_start, first + s * piece.slice_rows);
+    let hi = min(piece.row_start + piece.row_count, first + (s + 1u) * piece.slice_rows);
+    return vec2<u32>(lo, max(lo, hi)) - vec2<u32>(piece.row_start);
+}
+
+// Slices of the current piece.
+fn piece_slices() -> u32 {
+    if piece.slice_rows == 0u {
+        return 1u;
+    }
+    let first = piece.row_start / piece.slice_rows * piece.slice_rows;
+    return (piece.row_start + piece.row_count - first + piece.slice_rows - 1u) / piece.slice_rows;
+}
+
+// The pixels' sums of one slice of a head: one per workgroup of keys.
+fn slice_pixels() -> u32 {
+    return (params.keys + WG * GROUP_KEYS - 1u) / (WG * GROUP_KEYS);
+}
+
+// Invocation (k, _, z): key k's column masses of piece z's slices, in slice order, into the
+// head's profile (only for pieces in slices; `finish_group` adds the others' itself).
+@compute @workgroup_size(64)
+fn pattern_columns(@builtin(global_invocation_id) gid: vec3<u32>) {
+    piece = pieces[gid.z];
+    let k = gid.x;
+    if piece.slice_rows == 0u || k >= params.keys {
+        return;
+    }
+    let n = piece_slices();
+    var sum = 0.0;
+    for (var s = 0u; s < n; s++) {
+        sum += scratch[params.col_base + (slot_of(gid.z) + s) * params.keys + k];
+    }
+    profiles[piece.cell * params.stride + k] += sum;
 }
 
 // Invocation g (x of the global id) of piece z: keys [16 g, 16 g + 16) of each of the piece's
@@ -536,26 +618,32 @@ fn pattern_profiles(
     @builtin(workgroup_id) wg: vec3<u32>,
     @builtin(local_invocation_index) li: u32,
 ) {
-    piece = pieces[gid.z];
+    piece = pieces[wg.z];
+    // (workgroup y: slice y of the piece; one past its last, nothing to do)
+    let rows = piece_slice(wg.y);
+    if rows.x >= rows.y {
+        return;
+    }
     var own = NO_SUMS;
     if gid.x * GROUP_KEYS < params.keys {
-        own = profile_keys(gid.x, gid.z);
+        own = profile_keys(gid.x, wg.z, wg.y, rows);
     }
-    fold_into_pixel(li, wg.x, piece.cell, own);
+    fold_into_pixel(li, wg.y * slice_pixels() + wg.x, piece.cell, own);
 }
 
-// `pattern_profiles`' invocation g of piece z (`piece`): the profiles' shares, and its sums.
-fn profile_keys(g: u32, z: u32) -> HeadSums {
+// `pattern_profiles`' invocation g of slice s of piece z (`piece`), its rows [rows.x, rows.y):
+// the profiles' shares, and its sums.
+fn profile_keys(g: u32, z: u32, s: u32, rows: vec2<u32>) -> HeadSums {
     let k0 = g * GROUP_KEYS;
     let aligned = ALIGNED;
-    var pr = open_profile(g);
-    var e = piece.elem_offset + k0;
-    var i = 0u;
+    var pr = open_profile(g, rows.x);
+    var e = piece.elem_offset + rows.x * piece.stride + k0;
+    var i = rows.x;
     // Causal: the piece's first `hidden` rows see none of the group's keys. They are not read:
     // every sum stays 0 through them, so only their diagonal shares are written (as 0).
     let hidden = hidden_rows(k0);
     // rows [i, end) of the piece are in the current block row
-    while i < piece.row_count {
+    while i < rows.y {
         let end = block_row_end(i);
         for (; i < min(end, hidden); i++) {
             skip_row(&pr, i);
@@ -567,7 +655,7 @@ fn profile_keys(g: u32, z: u32) -> HeadSums {
         }
         end_block_row(&pr);
     }
-    finish_group(pr.diag, pr.column, z, g, k0);
+    finish_group(pr.diag, pr.column, z, s, g, k0);
     return pr.own;
 }
 
@@ -587,10 +675,13 @@ struct Profile {
     own: HeadSums,
 }
 
-fn open_profile(g: u32) -> Profile {
+// The profile of group g from piece row `first` on (the first of a slice: a block row's first
+// row, or the piece's), its block rows' shares from that row's block row on.
+fn open_profile(g: u32, first: u32) -> Profile {
     let groups = (params.keys + GROUP_KEYS - 1u) / GROUP_KEYS;
-    return Profile(g, g * GROUP_KEYS, groups, piece.row_max_base * groups + g, ZERO16, ZERO16,
-        ZERO16, vec4<f32>(0.0), NO_SUMS);
+    let block_rows = (piece.row_start + first) / params.block - piece.row_start / params.block;
+    return Profile(g, g * GROUP_KEYS, groups, (piece.row_max_base + block_rows) * groups + g,
+        ZERO16, ZERO16, ZERO16, vec4<f32>(0.0), NO_SUMS);
 }
 
 // Rows of the piece before the first that sees key k0 (causal; 0 otherwise).
@@ -714,14 +805,25 @@ fn pattern_diagonals(
     let g0 = max(0, div_ceil(a0 - d - 15, 16));
     let g1 = min(groups - 1, div_floor(rows + a0 - d - 1, 16));
     let gs = u32(groups);
+    let last = piece_slices() - 1u;
     var sum = 0.0;
     for (var g = g0; g <= g1; g++) {
         let i = d + 16 * g + 15 - a0;
         var at = (piece.row_max_base + u32(i)) * gs;
         if i >= rows {
-            at = (params.diag_rows + wg.z * (GROUP_KEYS - 1u) + u32(i - rows)) * gs;
+            at = (tail_row(wg.z, last) + u32(i - rows)) * gs;
         }
         sum += scratch[params.diag_base + at + u32(g)];
+        // a slice's end e inside the piece with e ≤ i < e + 15: the share of the diagonal's
+        // rows before it is that slice's tail (the next slice's running sums start at 0)
+        if piece.slice_rows != 0u {
+            let q = i32(piece.row_start) + i;
+            let e = q / i32(piece.slice_rows) * i32(piece.slice_rows) - i32(piece.row_start);
+            if e > 0 && e < rows && i - e < 15 {
+                let s = u32(e + i32(piece.row_start % piece.slice_rows)) / piece.slice_rows - 1u;
+                sum += scratch[params.diag_base + (tail_row(wg.z, s) + u32(i - e)) * gs + u32(g)];
+            }
+        }
     }
     profiles[piece.cell * params.stride + params.keys + j] += sum;
 }

@@ -126,7 +126,7 @@ fn pattern_pool(
 
 fn pool_profile_keys(g: u32, z: u32) -> HeadSums {
     let k0 = g * GROUP_KEYS;
-    var pr = open_profile(g);
+    var pr = open_profile(g, 0u);
     var px = open_pixels(g, piece.y_start);
     var e = piece.elem_offset + k0;
     var i = 0u;
@@ -168,7 +168,7 @@ fn pool_profile_keys(g: u32, z: u32) -> HeadSums {
         }
     }
     close_pixels(px);
-    finish_group(pr.diag, pr.column, z, g, k0);
+    finish_group(pr.diag, pr.column, z, 0u, g, k0);
     return pr.own;
 }
 

@@ -207,7 +207,7 @@ fn pattern_qk(
         slot += groups;
     }
     if live {
-        finish_group(diag, column, 0u, g, k0);
+        finish_group(diag, column, 0u, 0u, g, k0);
     }
     fold_into_pixel(li, wg.x, piece.cell, own);
 }

@@ -846,3 +846,64 @@ fn the_profile_kernel_pools_as_the_pool_pass_does() {
         }
     }
 }
+
+/// The profile kernel walking a piece's rows in slices (`Gpu::pattern_slice_rows`, a GPU's
+/// default) against the twin, and against the whole-piece walk within the f32 tolerance (the
+/// column and diagonal masses are added slice by slice, in another order): several slices a
+/// piece, pieces that begin inside a slice (several upload chunks a head), slices shorter than
+/// a diagonal's 16 rows where a piece ends, causal and not, Q ≠ K, f16, non-finite entries,
+/// block sides past 64 (a slice then whole block rows), and heads read for statistics alone
+/// (`attnviz heads` on stored attention).
+#[test]
+fn the_profile_kernel_in_row_slices_matches_the_twin() {
+    let Some(mut e) = engine() else { return };
+    let mut data = random(1, 2, 300, 150, 41);
+    data[[0, 1, 131, 17]] = f32::NAN;
+    data[[0, 0, 299, 0]] = f32::INFINITY;
+    let causal = PoolOptions {
+        causal: Causal::On,
+        ..Default::default()
+    };
+    for (slice, chunk) in [(64, 1 << 20), (64, 7000), (100, 9000), (1, 5000)] {
+        e.gpu.pattern_slice_rows = slice;
+        e.chunk_bytes = chunk;
+        let name = format!("slices of {slice} rows, chunks of {chunk} bytes");
+        for pool in [PoolOptions::default(), causal] {
+            compare(&e, &name, &ArraySource::from_f32("s", &data), pool);
+            let f16 = ArraySource::from_f32_as("s", &data, DType::F16);
+            compare(&e, &format!("{name} f16"), &f16, pool);
+        }
+        // Q ≠ K, and a long head whose blocks are wider than 64 rows
+        let tall = random(1, 1, 200, 40, 43);
+        compare(&e, &name, &ArraySource::from_f32("t", &tall), causal);
+    }
+    let long = random(1, 1, 40, 9000, 47);
+    for slice in [0, 64] {
+        e.gpu.pattern_slice_rows = slice;
+        e.chunk_bytes = 200_000;
+        compare(
+            &e,
+            "long",
+            &ArraySource::from_f32("l", &long),
+            PoolOptions::default(),
+        );
+    }
+    // statistics alone, as `attnviz heads` takes them from stored attention
+    let src = ArraySource::from_f32("alone", &data);
+    let o = PatternOptions {
+        sink_keys: 2,
+        window: 4,
+    };
+    let options = attnviz::RenderOptions::default();
+    let mut labels = Vec::new();
+    for slice in [0, 64] {
+        e.gpu.pattern_slice_rows = slice;
+        e.chunk_bytes = 7000;
+        let (_, alone) = e.head_patterns(&src, &options, o).unwrap();
+        labels.push(format!(
+            "{:?}",
+            alone.iter().map(|p| p.pattern).collect::<Vec<_>>()
+        ));
+    }
+    assert_eq!(labels[0], labels[1]);
+}

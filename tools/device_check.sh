@@ -29,10 +29,14 @@
 #   store.txt, store.json          bench --only qk-short --store-keys 0: a whole model of short
 #                                  heads from Q and K in one pass, against bench.txt's qk-short
 #                                  (stored probabilities, the default: Gpu::qk_store_keys)
-#   pooled.txt, pooled.json        bench --only stats-grid --pool-with-profiles: the grid's
-#                                  statistics with the profile kernel pooling from its own loads,
-#                                  against bench.txt's stats-grid (the pool pass, then the
-#                                  profile kernel: the default, Gpu::pool_with_profiles off)
+#   pooled.txt, pooled.json        bench --only stats-grid --pool-with-profiles
+#                                  --pattern-slice-rows 0: the grid's statistics with the profile
+#                                  kernel pooling from its own loads (whole chunks a walk), against
+#                                  bench.txt's stats-grid (the pool pass, then the profile kernel
+#                                  in slices of 64 rows: the defaults)
+#   unsliced.txt, unsliced.json    bench --only stats-grid --pattern-slice-rows 0: the profile
+#                                  kernel walking whole chunks (128 invocations for 2048 keys),
+#                                  against the default slices (Gpu::pattern_slice_rows)
 #   long.txt                       render --q of a 131072-token head, with and without --causal,
 #                                  then once more each with --gpu-times (the device's time per pass)
 #   stats.txt                      benches/stats_overhead.sh 3: render with and without
@@ -112,11 +116,14 @@ done
 # default (stored probabilities) in bench.txt: is Gpu::qk_store_keys right on this device?
 step store 200 bash -c "'$bin' bench ${quick[*]} --only qk-short --store-keys 0 \
     --json '$out/store.json' >'$out/store.txt' 2>&1"
-# The grid's statistics pooled by the profile kernel from its own loads, against the default
-# (the pool pass, then the profile kernel reading the chunk again) in bench.txt's stats-grid:
-# should Gpu::pool_with_profiles be on on this device?
+# The grid's statistics pooled by the profile kernel from its own loads (it walks whole
+# chunks), and the profile kernel walking whole chunks, against the defaults (the pool pass,
+# then the profile kernel in slices of rows) in bench.txt's stats-grid: should
+# Gpu::pool_with_profiles be on, and Gpu::pattern_slice_rows what it is, on this device?
 step pooled 200 bash -c "'$bin' bench ${quick[*]} --only stats-grid --pool-with-profiles \
-    --json '$out/pooled.json' >'$out/pooled.txt' 2>&1"
+    --pattern-slice-rows 0 --json '$out/pooled.json' >'$out/pooled.txt' 2>&1"
+step unsliced 200 bash -c "'$bin' bench ${quick[*]} --only stats-grid --pattern-slice-rows 0 \
+    --json '$out/unsliced.json' >'$out/unsliced.txt' 2>&1"
 if wanted timings; then
     step timings 200 bash -c "
         grid=\${XDG_CACHE_HOME:-\$HOME/.cache}/attnviz/bench/grid-8x8x2048-f32.npy
@@ -183,7 +190,8 @@ if wanted stats; then
 fi
 echo "== summary"
 cat "$out/steps.txt"
-grep -h "fma\|qk-\|export-grid\|export-model\|stats-grid" "$out/bench.txt" "$out/pooled.txt" 2>/dev/null
+grep -h "fma\|qk-\|export-grid\|export-model\|stats-grid" "$out/bench.txt" "$out/pooled.txt" \
+    "$out/unsliced.txt" 2>/dev/null
 grep -h "^row kernel\|^qk-" "$out"/sweep-*.txt 2>/dev/null
 tail -n 12 "$out/numpy.txt" "$out/matplotlib.txt" "$out/long.txt" "$out/stats.txt" 2>/dev/null
 exit $status

@@ -361,6 +361,11 @@ pub struct BenchArgs {
     /// off by default): the same figure and statistics, for measuring the two on a new device.
     #[arg(long)]
     pub pool_with_profiles: bool,
+    /// Pattern statistics (stats-grid): the rows of a head one invocation of their profile
+    /// kernel walks, instead of the adapter's default (64 on GPUs; 0, the whole chunk, on CPU
+    /// adapters): for measuring them on a new device (`Gpu::pattern_slice_rows`).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(0..=1 << 20))]
+    pub pattern_slice_rows: Option<u32>,
     /// Print the host's time per phase (as `render --timings`), summed over every run of every
     /// scenario, warm-ups included: with one scenario (`--only qk-long`), what an in-process
     /// render spends besides the device's passes.

@@ -83,6 +83,7 @@ impl Gpu {
             row_min_rows: self.row_min_rows,
             fit_rows_to_heads: self.fit_rows_to_heads,
             pool_with_profiles: self.pool_with_profiles,
+            pattern_slice_rows: self.pattern_slice_rows,
             qk_split_workgroups: self.qk_split_workgroups,
             probs_in_texture: self.probs_in_texture,
             qk_store_keys: self.qk_store_keys,

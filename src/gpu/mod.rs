@@ -46,7 +46,8 @@ pub struct Gpu {
     /// off to take the rows their budgets ask for on their short heads.
     pub fit_rows_to_heads: bool,
     /// Whether a chunk whose bins are 4, 8 or 16 keys of whole 16-byte words is pooled, where
-    /// pattern statistics are asked for, by their profile kernel from the loads it makes anyway
+    /// pattern statistics are asked for and their profile kernel walks whole chunks
+    /// ([`Gpu::pattern_slice_rows`] 0), by that kernel from the loads it makes anyway
     /// (`shaders/pattern_pool.wgsl`) instead of by the pool pass and then read again. The figure
     /// and the statistics are the same to the bit either way (tests turn it on to compare).
     /// Off by default: on llvmpipe a chunk's texel loads cost about as much as the whole pool
@@ -57,6 +58,15 @@ pub struct Gpu {
     /// where the chunk's second read may hit L2, and where the profile kernel's few long-walking
     /// invocations fill a device worse than the pool pass's many short ones.
     pub pool_with_profiles: bool,
+    /// Rows of a head one invocation of the pattern statistics' profile kernel walks (rounded
+    /// up to whole 64-row blocks, or the head's block side), so that a chunk's rows are walked by
+    /// that many more workgroups at once: 2048 keys are 128 invocations, two workgroups, where
+    /// a GPU has a hundred processors or more. GPUs: 64 (a 2048-row head's profile in 32
+    /// slices of 64 workgroups; each slice's column masses and diagonal tails are added up in
+    /// order after it, `pattern_columns` and `pattern_diagonals`). CPU adapters: 0, the
+    /// whole piece (no more workgroups than cores are needed, and the statistics' sums stay
+    /// those of one walk). Tests set it to compare.
+    pub pattern_slice_rows: u32,
     /// Vec4s of K one invocation of the Q/K statistics' key kernel may hold (`pool::pattern_qk`:
     /// 16 keys of `d / 4` each): a head whose 16 keys fit takes the statistics straight from
     /// its scores; otherwise the row kernel stores every probability for the pool pass to read
@@ -292,6 +302,7 @@ impl Gpu {
             row_min_rows: 0,
             fit_rows_to_heads: true,
             pool_with_profiles: false,
+            pattern_slice_rows: 0,
             qk_split_workgroups: 0,
             probs_in_texture: false,
             qk_store_keys: QK_STORE_KEYS,
@@ -314,9 +325,10 @@ impl Gpu {
             self.qk_state_bytes,
             self.row_min_rows,
             self.qk_split_workgroups,
+            self.pattern_slice_rows,
         ) = match kind {
-            QkBudgets::Cpu => (256, 256, CPU_QK_STATE_BYTES, 1, 0),
-            QkBudgets::Gpu => (32, 0, GPU_QK_STATE_BYTES, 2, GPU_QK_SPLIT_WORKGROUPS),
+            QkBudgets::Cpu => (256, 256, CPU_QK_STATE_BYTES, 1, 0, 0),
+            QkBudgets::Gpu => (32, 0, GPU_QK_STATE_BYTES, 2, GPU_QK_SPLIT_WORKGROUPS, 64),
         };
     }
 

@@ -116,8 +116,16 @@ impl Ingest<'_> {
         )
     }
 
-    /// Uploads the parameters of `pieces`, piece j at index j of the parameter array.
+    /// Uploads the parameters of `pieces`, piece j at index j of the parameter array, their
+    /// pattern statistics walked in the pattern pass's slices.
     pub(super) fn write_params(&mut self, pieces: &[Piece]) {
+        let slice_rows = self.pattern.as_ref().map_or(0, |p| p.slice_rows);
+        self.write_pieces(pieces, slice_rows);
+    }
+
+    /// [`Ingest::write_params`] with the pattern statistics' slices of `slice_rows` rows (0:
+    /// whole pieces, as `pattern_qk` walks them).
+    pub(super) fn write_pieces(&mut self, pieces: &[Piece], slice_rows: u32) {
         let px = self.geometry.pooled_pixels();
         let mut row_max_base = 0;
         for (j, p) in pieces.iter().enumerate() {
@@ -135,7 +143,8 @@ impl Ingest<'_> {
                 cell: (p.cell % self.per_group) as u32,
                 y_end: bin_of(&self.row_edges, (p.row_start + p.rows - 1) as u32) + 1,
                 stride: p.stride as u32,
-                _pad: [0; 3],
+                slice_rows,
+                _pad: [0; 2],
             };
             row_max_base += p.rows as u32;
         }
@@ -236,7 +245,7 @@ impl Ingest<'_> {
     /// `kernel` and it can ([`PoolWithProfiles::choose`]; never with `Gpu::pool_with_profiles`
     /// off, or with no statistics).
     fn pool_with_profiles(&self, kernel: PoolKernel) -> Option<PoolWithProfiles> {
-        if !self.gpu.pool_with_profiles || self.pattern.is_none() {
+        if !self.gpu.pool_with_profiles || self.pattern.as_ref().is_none_or(|p| p.slice_rows > 0) {
             return None;
         }
         let flags = self.dispatch_options().flags()

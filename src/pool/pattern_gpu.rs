@@ -59,6 +59,9 @@ struct PatternParams {
     pixel_chunks: u32,
     diag_rows: u32,
     diag_base: u32,
+    slices: u32,
+    col_base: u32,
+    _pad: [u32; 2],
 }
 
 /// Mirrors `PixelSums` in `shaders/pattern_common.wgsl`: 5 words per pooled pixel.
@@ -101,8 +104,8 @@ struct HeadSums {
 #[derive(Default)]
 pub(crate) struct PatternPipelines {
     kernel: OnceLock<Kernel>,
-    /// blocks, diagonals; per `DType::shader_id`.
-    per_dtype: [OnceLock<[wgpu::ComputePipeline; 2]>; 3],
+    /// blocks, diagonals, columns (of a piece in slices); per `DType::shader_id`.
+    per_dtype: [OnceLock<[wgpu::ComputePipeline; 3]>; 3],
     /// profiles, per `DType::shader_id`, and per whether every row of the dispatch's pieces
     /// starts on a 16-byte word (`ALIGNED`): the other read path is left out of the shader,
     /// not skipped at run time (llvmpipe runs both sides of a branch it cannot prove uniform:
@@ -136,12 +139,12 @@ impl PatternPipelines {
         })
     }
 
-    fn pipelines(&self, device: &wgpu::Device, dtype: DType) -> &[wgpu::ComputePipeline; 2] {
+    fn pipelines(&self, device: &wgpu::Device, dtype: DType) -> &[wgpu::ComputePipeline; 3] {
         let id = dtype.shader_id();
         self.per_dtype[id as usize].get_or_init(|| {
             let constants = [("DTYPE", id as f64)];
             let kernel = self.kernel(device);
-            ["pattern_blocks", "pattern_diagonals"]
+            ["pattern_blocks", "pattern_diagonals", "pattern_columns"]
                 .map(|entry| kernel.specialized(device, entry, &constants))
         })
     }
@@ -275,6 +278,10 @@ pub(super) struct PatternPass {
     pixel_chunks: usize,
     /// Rows of a dispatch at most (pieces together): what `scratch` holds.
     pub(super) rows: usize,
+    /// Rows a profile invocation walks (`Gpu::pattern_slice_rows` rounded up to whole block
+    /// rows; 0: a whole piece), and the slices a piece has at most.
+    pub(super) slice_rows: u32,
+    slices: usize,
     options: PatternOptions,
     queries: usize,
     keys: usize,
@@ -325,8 +332,48 @@ impl PatternPass {
         let block = block_side(queries, keys);
         let words = profile_words(queries, keys);
         let groups = keys.div_ceil(GROUP_KEYS);
-        let head_px = head_pixels(keys);
+        // (a piece's rows cut in slices of whole block rows, each walked by its own
+        // workgroups; a piece of r rows has at most r / slice_rows + 2 of them)
+        let mut slice_rows = match gpu.pattern_slice_rows as usize {
+            0 => 0,
+            n => n.div_ceil(block) * block,
+        };
+        let pieces = MAX_PIECES.min(shape.max_rows);
+        // Scratch: block rows' and diagonals' shares per row of a chunk, 15 tail rows per slot
+        // (a piece's, or in slices one per slice: `slot_of` in shaders/pattern.wgsl), and in
+        // slices each slot's column masses; where slices would not fit a binding, whole pieces.
+        let scratch_words = |slice_rows: usize| {
+            let slots = match slice_rows {
+                0 => pieces,
+                n => shape.max_rows / n + 2 * pieces,
+            };
+            let col_base = (2 * shape.max_rows + slots * (GROUP_KEYS - 1)) * groups;
+            let columns = if slice_rows > 0 { slots * keys } else { 0 };
+            (col_base, col_base + columns)
+        };
+        let max = gpu.max_binding();
+        if slice_rows > 0 && (scratch_words(slice_rows).1 * 4) as u64 > max {
+            slice_rows = 0;
+        }
+        let (col_base, scratch_words) = scratch_words(slice_rows);
+        let slices = match slice_rows {
+            0 => 1,
+            n => shape.max_rows / n + 2,
+        };
+        let head_px = head_pixels(keys) * slices;
         let pixel_chunks = head_px.div_ceil(PIXEL_CHUNK).max(1);
+        let device = &gpu.device;
+        let storage = |label, size: u64| {
+            device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: size.max(16),
+                usage: wgpu::BufferUsages::STORAGE
+                    | wgpu::BufferUsages::COPY_SRC
+                    | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            })
+        };
+        let scratch_bytes = (scratch_words * 4) as u64;
         let params = PatternParams {
             queries: queries as u32,
             keys: keys as u32,
@@ -340,24 +387,10 @@ impl PatternPass {
             pixel_chunks: pixel_chunks as u32,
             diag_rows: shape.max_rows as u32,
             diag_base: (shape.max_rows * groups) as u32,
+            slices: slices as u32,
+            col_base: col_base as u32,
+            _pad: [0; 2],
         };
-        let device = &gpu.device;
-        let storage = |label, size: u64| {
-            device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some(label),
-                size: size.max(16),
-                usage: wgpu::BufferUsages::STORAGE
-                    | wgpu::BufferUsages::COPY_SRC
-                    | wgpu::BufferUsages::COPY_DST,
-                mapped_at_creation: false,
-            })
-        };
-        let max = gpu.max_binding();
-        // block rows' and diagonals' shares per row of a chunk, and the tails of every piece of
-        // a dispatch (a piece has a row at least)
-        let pieces = MAX_PIECES.min(shape.max_rows);
-        let scratch_words = (2 * shape.max_rows + pieces * (GROUP_KEYS - 1)) * groups;
-        let scratch_bytes = (scratch_words * 4) as u64;
         if scratch_bytes > max || scratch_words > u32::MAX as usize {
             return Err(Error::BadOption(format!(
                 "pattern statistics need {scratch_bytes} bytes of scratch, over the GPU's {max}-byte storage binding"
@@ -401,6 +434,8 @@ impl PatternPass {
             scratch: storage("attnviz.pattern.scratch", scratch_bytes),
             pixel_chunks,
             rows: shape.max_rows,
+            slice_rows: slice_rows as u32,
+            slices,
             options: shape.options,
             queries,
             keys,
@@ -449,7 +484,7 @@ impl PatternPass {
         pass.set_bind_group(0, bind_group, &[]);
         let groups = self.keys.div_ceil(GROUP_KEYS) as u32;
         pass.set_pipeline(profiles);
-        pass.dispatch_workgroups(groups.div_ceil(64), 1, pieces.len() as u32);
+        pass.dispatch_workgroups(groups.div_ceil(64), self.slices as u32, pieces.len() as u32);
         self.record_sums(gpu, pipes, pass, pieces);
     }
 
@@ -483,7 +518,7 @@ impl PatternPass {
         pass: &mut wgpu::ComputePass<'_>,
         pieces: &[Piece],
     ) {
-        let [blocks, diagonals] = pipes.pipelines(&gpu.device, self.dtype);
+        let [blocks, diagonals, columns] = pipes.pipelines(&gpu.device, self.dtype);
         let n = pieces.len() as u32;
         let block_rows = pieces
             .iter()
@@ -500,6 +535,11 @@ impl PatternPass {
         let (x, y) = dispatch_1d(diags, 64, gpu.limits.max_compute_workgroups_per_dimension);
         pass.set_pipeline(diagonals);
         pass.dispatch_workgroups(x, y, n);
+        if self.slice_rows > 0 {
+            // (pieces written unsliced, `pattern_qk`'s, leave at once)
+            pass.set_pipeline(columns);
+            pass.dispatch_workgroups(self.keys.div_ceil(64) as u32, 1, n);
+        }
     }
 
     /// Every head's sums, in cell order, once every chunk is pooled: the pixels' sums reduced

@@ -254,7 +254,8 @@ impl Ingest<'_> {
             offset: 0,
             stride: self.keys,
         };
-        self.write_params(&[piece]);
+        // (the kernel walks the piece's rows itself, unsliced)
+        self.write_pieces(&[piece], 0);
         let Some(pattern) = &self.pattern else {
             return;
         };

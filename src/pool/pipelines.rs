@@ -62,7 +62,10 @@ pub(super) struct PieceParams {
     pub(super) cell: u32,
     pub(super) y_end: u32,
     pub(super) stride: u32,
-    pub(super) _pad: [u32; 3],
+    /// The pattern statistics' rows a profile invocation walks (`Piece::slice_rows` in
+    /// `shaders/pattern.wgsl`; 0: the whole piece); the pool pass reads nothing here.
+    pub(super) slice_rows: u32,
+    pub(super) _pad: [u32; 2],
 }
 
 /// The pooling pipelines of one dtype and set of flags.

@@ -110,17 +110,21 @@ pub fn bench(args: &BenchArgs) -> anyhow::Result<()> {
         report.write_json(path)?;
     }
     report.print_export_cli();
-    report.print_stats_grid(bench.engine.gpu.pool_with_profiles);
+    let gpu = &bench.engine.gpu;
+    report.print_stats_grid(gpu.pool_with_profiles, gpu.pattern_slice_rows);
     report.print_qk_long();
     report.print_gpu_times();
     Ok(())
 }
 
 /// `gpu` with the Q/K budgets that `--row-vec4s`, `--subgroup-keys`, `--state-mib`,
-/// `--split-workgroups` and `--store-keys` set, and the statistics' pooling that
-/// `--pool-with-profiles` asks for.
+/// `--split-workgroups` and `--store-keys` set, and the statistics' that `--pool-with-profiles`
+/// and `--pattern-slice-rows` set.
 fn tuned(mut gpu: Gpu, args: &BenchArgs) -> anyhow::Result<Gpu> {
     gpu.pool_with_profiles |= args.pool_with_profiles;
+    if let Some(n) = args.pattern_slice_rows {
+        gpu.pattern_slice_rows = n;
+    }
     if let Some(k) = args.store_keys {
         gpu.qk_store_keys = k;
     }

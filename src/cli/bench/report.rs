@@ -117,12 +117,12 @@ impl Report<'_> {
 
     /// stats-grid's line under the table, when it ran: the renders with statistics against
     /// those without, and whether the profile kernel was let pool (`--pool-with-profiles`).
-    pub fn print_stats_grid(&self, pool_with_profiles: bool) {
+    pub fn print_stats_grid(&self, pool_with_profiles: bool, slice_rows: u32) {
         if let Some((stats, plain)) = self.results.stats_grid {
             println!();
             println!(
                 "stats-grid: with pattern statistics {stats:.3} s, without {plain:.3} s (medians \
-                 of alternating in-process runs): {:.2}x{}",
+                 of alternating in-process runs): {:.2}x; --pattern-slice-rows {slice_rows}{}",
                 stats / plain,
                 if pool_with_profiles {
                     " (--pool-with-profiles: chunks whose bins allow it pooled by the profile kernel)"
