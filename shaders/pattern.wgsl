@@ -3,14 +3,19 @@
 //
 // The statistics read the chunk once more, everything from the same loads, right after each
 // pool dispatch, each piece (one head's rows) in workgroups (_, _, z):
-//   pattern_profiles   one invocation per GROUP_KEYS keys walking the piece's rows: column
-//                      masses, and block rows' and diagonals' shares into `scratch`; the
-//                      entropy, maximum and non-finite count, each workgroup's into a pixel's
-//                      `PixelSums` of its own (the pool pass once folded those from its loads
-//                      per pooled pixel: on a software rasterizer that per-entry code cost more
-//                      than the profile kernel's vectors of 16 keys);
+//   pattern_profiles   one invocation per GROUP_KEYS keys walking the piece's rows (or, where
+//                      `Piece::slice_rows` asks, a slice of them: workgroups (_, y, z) slice
+//                      y): column masses, and block rows' and diagonals' shares into
+//                      `scratch`; the entropy, maximum and non-finite count, each
+//                      workgroup's into a pixel's `PixelSums` of its own (the pool pass once
+//                      folded those from its loads per pooled pixel: on a software rasterizer
+//                      that per-entry code cost more than the profile kernel's vectors of 16
+//                      keys);
 //   pattern_blocks     one invocation per block the piece touches: its shares added up;
-//   pattern_diagonals  one invocation per offset a − k: its shares added up.
+//   pattern_diagonals  one invocation per offset a − k: its shares added up, the tails left
+//                      at each slice's end included;
+//   pattern_columns    in slices only, one invocation per key: its slices' column masses
+//                      added up in order.
 // Their loops run over the piece's rows (at most `PATTERN_ROWS` in src/pool/pattern_gpu.rs, or
 // those / 16), or a block's key groups. The other scalars (row sums, sink, local and distance
 // masses) are sums of the profiles (src/pool/pattern_gpu.rs).
