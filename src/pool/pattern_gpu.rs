@@ -356,9 +356,10 @@ impl PatternPass {
             slice_rows = 0;
         }
         let (col_base, scratch_words) = scratch_words(slice_rows);
+        // (a piece has at most PATTERN_ROWS rows: the ingest cuts them so with statistics)
         let slices = match slice_rows {
             0 => 1,
-            n => shape.max_rows / n + 2,
+            n => shape.max_rows.min(PATTERN_ROWS) / n + 2,
         };
         let head_px = head_pixels(keys) * slices;
         let pixel_chunks = head_px.div_ceil(PIXEL_CHUNK).max(1);
