@@ -877,6 +877,12 @@ fn the_profile_kernel_in_row_slices_matches_the_twin() {
         let tall = random(1, 1, 200, 40, 43);
         compare(&e, &name, &ArraySource::from_f32("t", &tall), causal);
     }
+    // a narrow head of more rows than a piece holds with statistics (PATTERN_ROWS, 4096) in one
+    // chunk: pieces of a chunk of two heads, slices bounded by a piece's rows
+    e.gpu.pattern_slice_rows = 64;
+    e.chunk_bytes = 1 << 20;
+    let narrow = random(1, 2, 4200, 8, 53);
+    compare(&e, "narrow", &ArraySource::from_f32("n", &narrow), causal);
     let long = random(1, 1, 40, 9000, 47);
     for slice in [0, 64] {
         e.gpu.pattern_slice_rows = slice;
