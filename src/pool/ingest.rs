@@ -108,7 +108,8 @@ pub(crate) struct Ingest<'g> {
     pub(super) pattern: Option<PatternPass>,
     pub(super) pattern_bind_groups: Vec<wgpu::BindGroup>,
     /// Per accumulator group, the pool pass's buffers as the profile kernel that pools reads
-    /// them (`dispatch::pooling_bind_group`; empty without statistics).
+    /// them (`dispatch::pooling_bind_group`; empty where it does not pool: without statistics,
+    /// with `Gpu::pool_with_profiles` off, or in slices).
     pub(super) pooling_bind_groups: Vec<wgpu::BindGroup>,
 }
 
@@ -332,10 +333,15 @@ impl<'g> Ingest<'g> {
                 (0..groups.len())
                     .map(|g| p.bind_group(gpu, &pipes.pattern, &buffers.params, &chunk.view, g))
                     .collect(),
-                groups
-                    .iter()
-                    .map(|g| pooling_bind_group(gpu, pipes, &buffers, g))
-                    .collect(),
+                // (only where the profile kernel may pool: its module is parsed for them)
+                if gpu.pool_with_profiles && p.slice_rows == 0 {
+                    groups
+                        .iter()
+                        .map(|g| pooling_bind_group(gpu, pipes, &buffers, g))
+                        .collect()
+                } else {
+                    Vec::new()
+                },
             ),
             None => (Vec::new(), Vec::new()),
         };

@@ -43,7 +43,7 @@ use crate::source::DType;
 /// kernel's loop over a piece's rows (and, divided by 16, the diagonals').
 pub(super) const PATTERN_ROWS: usize = 4096;
 
-/// Mirrors `PatternParams` in `shaders/pattern_common.wgsl`.
+/// Mirrors `PatternParams` in `shaders/pattern.wgsl`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
 struct PatternParams {
@@ -64,7 +64,7 @@ struct PatternParams {
     _pad: [u32; 2],
 }
 
-/// Mirrors `PixelSums` in `shaders/pattern_common.wgsl`: 5 words per pooled pixel.
+/// Mirrors `PixelSums` in `shaders/pattern.wgsl`: 5 words per pooled pixel.
 pub(super) const PIXEL_SUMS_BYTES: u64 = 20;
 
 /// Keys per invocation of `pattern_profiles` (and `pattern_qk`): mirrors `GROUP_KEYS` in
