@@ -508,17 +508,25 @@ fn stored_chunks_match_the_reference(n: usize, window: Option<usize>, in_texture
         // adapters take d = 64; not for the texture, which only stored probabilities go to)
         // and from stored probabilities (as GPUs take them).
         let fused: &[u32] = if in_texture { &[0] } else { &[0, 256] };
+        // Stored probabilities' statistics also in the profile kernel's row slices, as GPUs
+        // walk them (`Gpu::pattern_slice_rows`).
         let runs = budgets
             .iter()
             .flat_map(|&v| [(v, 0), (v, 1 << 20)])
-            .flat_map(|r| fused.iter().map(move |&f| (r, f)));
-        for ((vec4s, split), keys) in runs {
+            .flat_map(|r| fused.iter().map(move |&f| (r, f)))
+            .flat_map(|(r, f)| {
+                let slices: &[u32] = if f == 0 { &[0, 64] } else { &[0] };
+                slices.iter().map(move |&s| (r, f, s))
+            });
+        for ((vec4s, split), keys, slice) in runs {
             (e.gpu.row_vec4s, e.gpu.qk_split_workgroups) = (vec4s, split);
             e.gpu.pattern_key_vec4s = keys;
+            e.gpu.pattern_slice_rows = slice;
             let gpu = e.pool_with(&qk, &cells, geometry, pool, Some(o)).unwrap();
             for (i, (g, c)) in gpu.patterns.iter().zip(&cpu).enumerate() {
-                let what =
-                    format!("{vec4s} vec4s, split {split}, key vec4s {keys}, nan {nan}, cell {i}");
+                let what = format!(
+                    "{vec4s} vec4s, split {split}, key vec4s {keys}, slices {slice}, nan {nan}, cell {i}"
+                );
                 check_sums(&what, g, c, false);
             }
             // the NaN row is counted, in its head only
@@ -531,6 +539,7 @@ fn stored_chunks_match_the_reference(n: usize, window: Option<usize>, in_texture
         }
         (e.gpu.row_vec4s, e.gpu.qk_split_workgroups) = (budget, target);
         e.gpu.pattern_key_vec4s = keys_budget;
+        e.gpu.pattern_slice_rows = 0;
     }
 }
 
