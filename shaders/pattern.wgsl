@@ -569,10 +569,16 @@ fn piece_slice(s: u32) -> vec2<u32> {
     if piece.slice_rows == 0u {
         return vec2<u32>(0u, select(0u, piece.row_count, s == 0u));
     }
-    let first = piece.row_start / piece.slice_rows * piece.slice_rows;
-    let lo = max(piece.row_start, first + s * piece.slice_rows);
-    let hi = min(piece.row_start + piece.row_count, first + (s + 1u) * piece.slice_rows);
+    let first = slices_origin() + s * piece.slice_rows;
+    let lo = max(piece.row_start, first);
+    let hi = min(piece.row_start + piece.row_count, first + piece.slice_rows);
     return vec2<u32>(lo, max(lo, hi)) - vec2<u32>(piece.row_start);
+}
+
+// The head row where the current piece's slice 0 would begin: the multiple of `slice_rows` at
+// or before its first row.
+fn slices_origin() -> u32 {
+    return piece.row_start / piece.slice_rows * piece.slice_rows;
 }
 
 // Slices of the current piece.
@@ -580,8 +586,8 @@ fn piece_slices() -> u32 {
     if piece.slice_rows == 0u {
         return 1u;
     }
-    let first = piece.row_start / piece.slice_rows * piece.slice_rows;
-    return (piece.row_start + piece.row_count - first + piece.slice_rows - 1u) / piece.slice_rows;
+    let rows = piece.row_start + piece.row_count - slices_origin();
+    return (rows + piece.slice_rows - 1u) / piece.slice_rows;
 }
 
 // The pixels' sums of one slice of a head: one per workgroup of keys.
@@ -825,7 +831,7 @@ fn pattern_diagonals(
             let q = i32(piece.row_start) + i;
             let e = q / i32(piece.slice_rows) * i32(piece.slice_rows) - i32(piece.row_start);
             if e > 0 && e < rows && i - e < 15 {
-                let s = u32(e + i32(piece.row_start % piece.slice_rows)) / piece.slice_rows - 1u;
+                let s = (piece.row_start + u32(e) - slices_origin()) / piece.slice_rows - 1u;
                 sum += scratch[params.diag_base + (tail_row(wg.z, s) + u32(i - e)) * gs + u32(g)];
             }
         }

@@ -142,19 +142,13 @@ fn pool_profile_keys(g: u32, z: u32) -> HeadSums {
         for (; i < min(end, hidden); i++) {
             skip_row(&pr, i);
             if (FLAGS & FLAG_CAUSAL) == 0u {
-                var a = px.a;
-                fold_pixel(&a, piece.row_start + i, i, e, lane_row_words(e), 0u);
-                px.a = a;
-                pool_rest(&px, i, e, lane_row_words(e));
+                fold_pixels(&px, i, e, lane_row_words(e));
             }
             e += piece.stride;
         }
         for (; i < end; i++) {
             let words = lane_row_words(e);
-            var a = px.a;
-            fold_pixel(&a, piece.row_start + i, i, e, words, 0u);
-            px.a = a;
-            pool_rest(&px, i, e, words);
+            fold_pixels(&px, i, e, words);
             profile_row(&pr, profile_values(words), i);
             e += piece.stride;
         }
@@ -172,9 +166,12 @@ fn pool_profile_keys(g: u32, z: u32) -> HeadSums {
     return pr.own;
 }
 
-// Pixels 1 ..< LANE_PIXELS of piece row i (pixel 0 is folded by the caller).
-fn pool_rest(px: ptr<function, LanePixels>, i: u32, e0: u32, words: array<vec4<u32>, 4>) {
+// Piece row i's words (from element e0) into the invocation's pixels.
+fn fold_pixels(px: ptr<function, LanePixels>, i: u32, e0: u32, words: array<vec4<u32>, 4>) {
     let q = piece.row_start + i;
+    var a = (*px).a;
+    fold_pixel(&a, q, i, e0, words, 0u);
+    (*px).a = a;
     if LANE_PIXELS > 1u {
         var b = (*px).b;
         fold_pixel(&b, q, i, e0, words, 1u);

@@ -10,7 +10,7 @@ use crate::pool::chunk::ChunkTexture;
 use crate::pool::geometry::bin_of;
 use crate::pool::groups::CellGroup;
 use crate::pool::ingest::{Ingest, PassBuffers, Piece};
-use crate::pool::options::{Causal, PoolOptions, FLAG_WINDOW};
+use crate::pool::options::{Causal, PoolOptions};
 use crate::pool::pattern_gpu::{rows_on_words, PoolWithProfiles};
 use crate::pool::pipelines::{PieceParams, PoolPipelines};
 use crate::pool::pool_kernel::PoolKernel;
@@ -243,17 +243,13 @@ impl Ingest<'_> {
 
     /// How the profile kernel pools this ingest's chunks, where the pool pass would take
     /// `kernel` and it can ([`PoolWithProfiles::choose`]; never with `Gpu::pool_with_profiles`
-    /// off, or with no statistics).
+    /// off, with no statistics, or in slices).
     fn pool_with_profiles(&self, kernel: PoolKernel) -> Option<PoolWithProfiles> {
-        if !self.gpu.pool_with_profiles || self.pattern.as_ref().is_none_or(|p| p.slice_rows > 0) {
+        // (its bind groups are made only where it may: `Ingest::with_layout`)
+        if self.pooling_bind_groups.is_empty() {
             return None;
         }
-        let flags = self.dispatch_options().flags()
-            | if self.windows.is_empty() {
-                0
-            } else {
-                FLAG_WINDOW
-            };
+        let flags = self.dispatch_options().flags(!self.windows.is_empty());
         PoolWithProfiles::choose(self.keys, self.dtype, kernel, flags)
     }
 

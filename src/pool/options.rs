@@ -32,12 +32,15 @@ pub struct PoolOptions {
 }
 
 impl PoolOptions {
-    pub(super) fn flags(&self) -> u32 {
+    /// The pool pass's `FLAGS` for these options, with `window`: a cell of the run masks keys
+    /// older than a sliding window (`FLAG_WINDOW`).
+    pub(super) fn flags(&self, window: bool) -> u32 {
         (if self.row_norm { FLAG_ROW_NORM } else { 0 })
             | match self.causal {
                 Causal::Off => 0,
                 Causal::On => FLAG_CAUSAL,
                 Causal::Auto => FLAG_AUTO_CAUSAL,
             }
+            | if window { FLAG_WINDOW } else { 0 }
     }
 }

@@ -483,8 +483,20 @@ impl PatternPass {
             .all(|p| rows_on_words(p.stride, self.dtype, p.offset));
         let profiles = pipes.profiles(&gpu.device, self.dtype, aligned);
         pass.set_bind_group(0, bind_group, &[]);
-        let groups = self.keys.div_ceil(GROUP_KEYS) as u32;
         pass.set_pipeline(profiles);
+        self.dispatch_profiles(gpu, pipes, pass, pieces);
+    }
+
+    /// The profile kernel's dispatch of `pieces` (pipeline and bind groups set): a workgroup
+    /// per 64 key groups, slice and piece; then the sums of what it left.
+    fn dispatch_profiles(
+        &self,
+        gpu: &Gpu,
+        pipes: &PatternPipelines,
+        pass: &mut wgpu::ComputePass<'_>,
+        pieces: &[Piece],
+    ) {
+        let groups = self.keys.div_ceil(GROUP_KEYS) as u32;
         pass.dispatch_workgroups(groups.div_ceil(64), self.slices as u32, pieces.len() as u32);
         self.record_sums(gpu, pipes, pass, pieces);
     }
@@ -505,9 +517,8 @@ impl PatternPass {
         pass.set_pipeline(pipes.pooling(&gpu.device, self.dtype, pool));
         pass.set_bind_group(0, bind_groups[0], &[]);
         pass.set_bind_group(1, bind_groups[1], &[]);
-        let groups = self.keys.div_ceil(GROUP_KEYS) as u32;
-        pass.dispatch_workgroups(groups.div_ceil(64), 1, pieces.len() as u32);
-        self.record_sums(gpu, pipes, pass, pieces);
+        // (whole pieces: `Ingest::pool_with_profiles` pools so only where they are unsliced)
+        self.dispatch_profiles(gpu, pipes, pass, pieces);
     }
 
     /// Records the dispatches that add up what the profile kernel (or `pattern_qk`) left in

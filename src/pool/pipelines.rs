@@ -12,7 +12,7 @@ use crate::pool::accum::AccumLayout;
 use crate::pool::chunk::ChunkTexture;
 use crate::pool::diff::DiffPipeline;
 use crate::pool::groups::SpareGroups;
-use crate::pool::options::{PoolOptions, FLAG_WINDOW};
+use crate::pool::options::PoolOptions;
 use crate::pool::pattern_gpu::PatternPipelines;
 use crate::pool::pool_kernel::{PoolKernel, POOL_KERNELS};
 use crate::pool::slots::Slot;
@@ -197,7 +197,7 @@ impl PoolPipelines {
         window: bool,
         layout: AccumLayout,
     ) -> &Specialized {
-        let flags = options.flags() | if window { FLAG_WINDOW } else { 0 };
+        let flags = options.flags(window);
         let id = dtype.shader_id();
         let slot = flags as usize + 16 * layout.index();
         self.specialized[id as usize][slot].get_or_init(|| {
