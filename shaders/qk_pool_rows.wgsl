@@ -270,9 +270,13 @@ fn pool_rows(
         for (var h = 0u; h < R; h++) {
             let m = st[h].x;
             let l = st[h].z;
-            let row_nm = max(rr[h].row_m, m);
-            rr[h].row_l = rr[h].row_l * exp2(rr[h].row_m - row_nm) + l * exp2(m - row_nm);
-            rr[h].row_m = row_nm;
+            // row_l · exp2(row_m − nm) + l · exp2(m − nm) with nm the larger maximum, whose
+            // own factor is exp2(0) = 1: one exp2 a column and row instead of two, the same
+            // bits (m − row_m and row_m − m round alike)
+            let d = m - rr[h].row_m;
+            let e = exp2(-abs(d));
+            rr[h].row_l = select(rr[h].row_l + l * e, rr[h].row_l * e + l, d > 0.0);
+            rr[h].row_m = max(rr[h].row_m, m);
             let seen = sp.in_chunk[h] && rh[h] > rl[h];
             if seen {
                 inter[rr[h].inter_row + b] = st[h];
