@@ -111,19 +111,125 @@ pub fn encode_png(
     height: u32,
     rgba: &[u8],
 ) -> std::io::Result<()> {
-    let encoder = image::codecs::png::PngEncoder::new_with_quality(
-        out,
-        image::codecs::png::CompressionType::Fast,
-        image::codecs::png::FilterType::Adaptive,
-    );
-    image::ImageEncoder::write_image(
-        encoder,
-        rgba,
-        width,
-        height,
-        image::ExtendedColorType::Rgba8,
-    )
-    .map_err(std::io::Error::other)
+    let mut writer = png_encoder(out, width, height)
+        .write_header()
+        .map_err(std::io::Error::other)?;
+    let mut stream = writer
+        .stream_writer_with_size(PNG_CHUNK_BYTES)
+        .map_err(std::io::Error::other)?;
+    for row in rgba.chunks_exact(width as usize * 4) {
+        stream.write_all(row)?;
+    }
+    stream.finish().map_err(std::io::Error::other)
+}
+
+/// The encoder of every PNG attnviz writes, whole ([`encode_png`]) or row by row
+/// ([`PngRows`]), so both write the same bytes: png's fast deflate (fdeflate) and adaptive
+/// filters, what `image`'s encoder at `CompressionType::Fast` asks of it.
+fn png_encoder<W: Write>(out: W, width: u32, height: u32) -> png::Encoder<'static, W> {
+    let mut encoder = png::Encoder::new(out, width, height);
+    encoder.set_color(png::ColorType::Rgba);
+    encoder.set_depth(png::BitDepth::Eight);
+    encoder.set_compression(png::Compression::Fast);
+    encoder.set_filter(png::Filter::Adaptive);
+    encoder
+}
+
+/// The most image data one IDAT chunk holds: few writes into the file for a figure of
+/// hundreds of MB.
+const PNG_CHUNK_BYTES: usize = 1 << 20;
+
+/// Where a figure's RGBA8 rows go as the export reads them back, top row first: told the
+/// figure's size once, before its first row. A PNG written from them (`write_png_streamed`)
+/// never holds the whole figure: a 32 × 32 model's is 300 MB, and a fresh process paid 0.2 s
+/// here for that memory's first touch alone.
+pub trait RowSink {
+    fn begin(&mut self, width: u32, height: u32) -> Result<()>;
+    fn row(&mut self, rgba: &[u8]) -> Result<()>;
+}
+
+/// A PNG encoded row by row, as [`encode_png`] encodes one whole (the same bytes), into a
+/// writer it owns.
+pub struct PngRows<W: Write + 'static> {
+    state: PngState<W>,
+}
+
+enum PngState<W: Write + 'static> {
+    Waiting(W),
+    Writing(Box<png::StreamWriter<'static, W>>),
+    Done,
+}
+
+impl<W: Write + 'static> PngRows<W> {
+    pub fn new(out: W) -> PngRows<W> {
+        PngRows {
+            state: PngState::Waiting(out),
+        }
+    }
+
+    /// Writes the header of a `width` × `height` RGBA8 image.
+    pub fn start(&mut self, width: u32, height: u32) -> std::io::Result<()> {
+        let PngState::Waiting(out) = std::mem::replace(&mut self.state, PngState::Done) else {
+            return Err(std::io::Error::other("a PNG's header written twice"));
+        };
+        let stream = png_encoder(out, width, height)
+            .write_header()
+            .and_then(|w| w.into_stream_writer_with_size(PNG_CHUNK_BYTES))
+            .map_err(std::io::Error::other)?;
+        self.state = PngState::Writing(Box::new(stream));
+        Ok(())
+    }
+
+    /// One row of `width` RGBA8 pixels.
+    pub fn write_row(&mut self, rgba: &[u8]) -> std::io::Result<()> {
+        match &mut self.state {
+            PngState::Writing(stream) => stream.write_all(rgba),
+            _ => Err(std::io::Error::other("a PNG row before its header")),
+        }
+    }
+
+    /// Ends the image: the rows written must have been all of them.
+    pub fn finish(self) -> std::io::Result<()> {
+        match self.state {
+            PngState::Writing(stream) => stream.finish().map_err(std::io::Error::other),
+            _ => Err(std::io::Error::other("a PNG ended before its header")),
+        }
+    }
+}
+
+/// Writes the PNG whose rows `render` streams into the sink it is handed, atomically as
+/// [`write_png`] does: a render that fails leaves no file, and its error is returned as it
+/// was. Returns what `render` returns.
+pub fn write_png_streamed<T>(
+    path: &Path,
+    render: impl FnOnce(&mut dyn RowSink) -> Result<T>,
+) -> Result<T> {
+    struct FileRows<'a> {
+        png: PngRows<std::fs::File>,
+        path: &'a Path,
+    }
+    // (`write.png` spans the encoding, row by row, inside the export that reads the rows back)
+    impl RowSink for FileRows<'_> {
+        fn begin(&mut self, width: u32, height: u32) -> Result<()> {
+            (self.png.start(width, height)).map_err(|e| output_error(self.path, e))
+        }
+        fn row(&mut self, rgba: &[u8]) -> Result<()> {
+            let _span = tracing::info_span!("write.png").entered();
+            (self.png.write_row(rgba)).map_err(|e| output_error(self.path, e))
+        }
+    }
+    write_atomic_with(path, |file| {
+        // (a handle of its own on the same open file: the encoder owns what it writes into;
+        // its IDAT chunks are large, so no buffer is needed between)
+        let file = file.try_clone().map_err(|e| output_error(path, e))?;
+        let mut rows = FileRows {
+            png: PngRows::new(file),
+            path,
+        };
+        let out = render(&mut rows)?;
+        rows.png.finish().map_err(|e| output_error(path, e))?;
+        Ok(out)
+    })
 }
 
 /// Whether `path` is something other than a regular file or a folder that exists already: a
@@ -141,29 +247,41 @@ pub fn write_atomic(
     path: &Path,
     write: impl FnOnce(&mut std::io::BufWriter<&mut std::fs::File>) -> std::io::Result<()>,
 ) -> Result<()> {
-    let err = |e| Error::Output {
-        path: path.to_path_buf(),
-        source: e,
-    };
-    // (`write` into a file, buffered, the buffer flushed)
-    let fill = |file: &mut std::fs::File| {
+    write_atomic_with(path, |file| {
         let mut w = std::io::BufWriter::new(file);
-        write(&mut w)?;
-        w.flush()
-    };
+        write(&mut w)
+            .and_then(|()| w.flush())
+            .map_err(|e| output_error(path, e))
+    })
+}
+
+fn output_error(path: &Path, source: std::io::Error) -> Error {
+    Error::Output {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// [`write_atomic`] with a `write` that may fail with any error (a render streaming its rows
+/// into the file), passed on as it is; the temp file is removed all the same.
+fn write_atomic_with<T>(
+    path: &Path,
+    fill: impl FnOnce(&mut std::fs::File) -> Result<T>,
+) -> Result<T> {
+    let err = |e| output_error(path, e);
     if is_special(path) {
         let mut file = std::fs::OpenOptions::new()
             .write(true)
             .open(path)
             .map_err(err)?;
-        return fill(&mut file).map_err(err);
+        return fill(&mut file);
     }
     let mut tmp = tempfile::Builder::new()
         .prefix(".attnviz-")
         .suffix(".tmp")
         .tempfile_in(parent_dir(path))
         .map_err(err)?;
-    fill(tmp.as_file_mut()).map_err(err)?;
+    let out = fill(tmp.as_file_mut())?;
     // Temp files are created private (0600); a figure is an ordinary file.
     #[cfg(unix)]
     {
@@ -173,7 +291,7 @@ pub fn write_atomic(
             .map_err(err)?;
     }
     tmp.persist(path).map_err(|e| err(e.error))?;
-    Ok(())
+    Ok(out)
 }
 
 #[cfg(all(test, unix))]
@@ -207,5 +325,37 @@ mod tests {
         let kind = std::fs::symlink_metadata(&fifo).unwrap().file_type();
         assert!(kind.is_fifo(), "the FIFO became {kind:?}");
         assert_eq!(reader.join().unwrap(), b"figure");
+    }
+
+    /// A PNG streamed row by row is the PNG encoded whole, byte for byte; a render that fails
+    /// midway leaves no file (nor temp file) and its own error.
+    #[test]
+    fn streamed_pngs_are_whole_ones_and_failures_leave_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let (w, h) = (37u32, 23u32);
+        let rgba: Vec<u8> = (0..w * h * 4).map(|i| (i * 7 % 251) as u8).collect();
+        let mut whole = Vec::new();
+        encode_png(&mut whole, w, h, &rgba).unwrap();
+        let path = dir.path().join("a.png");
+        let n = write_png_streamed(&path, |rows| {
+            rows.begin(w, h)?;
+            for row in rgba.chunks_exact(w as usize * 4) {
+                rows.row(row)?;
+            }
+            Ok(7)
+        })
+        .unwrap();
+        assert_eq!(n, 7);
+        assert_eq!(std::fs::read(&path).unwrap(), whole);
+        let failed = dir.path().join("b.png");
+        let err = write_png_streamed(&failed, |rows| {
+            rows.begin(w, h)?;
+            rows.row(&rgba[..w as usize * 4])?;
+            Err::<(), _>(Error::BadOption("the render failed".into()))
+        })
+        .unwrap_err();
+        assert!(matches!(err, Error::BadOption(_)), "{err}");
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert_eq!(left.len(), 1, "only a.png is left: {left:?}");
     }
 }

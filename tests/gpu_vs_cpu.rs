@@ -615,6 +615,37 @@ fn tiled_exports_copy_cells_to_the_bytes_of_drawn_ones() {
         let tiled = e.render(&src, &options).unwrap();
         assert!(drawn.width > 97 * 3 && drawn.height > 97 * 2);
         assert_same_figure(name, &tiled, &drawn);
+        // Streamed band by band (as `attnviz render` encodes its PNG): the same rows, in order.
+        let mut rows = Rows::default();
+        let mut streamed = e.render_into(&src, &options, &mut rows).unwrap();
+        assert!(streamed.rgba.is_empty());
+        assert_eq!(rows.size, (drawn.width, drawn.height), "{name}: size told");
+        streamed.rgba = rows.rgba;
+        assert_same_figure(name, &streamed, &drawn);
+    }
+}
+
+/// Rows handed over by `Engine::render_into`, gathered.
+#[derive(Default)]
+struct Rows {
+    size: (u32, u32),
+    rgba: Vec<u8>,
+}
+
+impl attnviz::files::RowSink for Rows {
+    fn begin(&mut self, width: u32, height: u32) -> attnviz::Result<()> {
+        self.size = (width, height);
+        Ok(())
+    }
+
+    fn row(&mut self, rgba: &[u8]) -> attnviz::Result<()> {
+        assert_eq!(
+            rgba.len(),
+            self.size.0 as usize * 4,
+            "a row of the figure's width"
+        );
+        self.rgba.extend_from_slice(rgba);
+        Ok(())
     }
 }
 

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
-use attnviz::files::{check_figure_path, check_writable, write_png, FigureFormat};
+use attnviz::files::{
+    check_figure_path, check_writable, write_png, write_png_streamed, FigureFormat, RowSink,
+};
 use attnviz::pool::Causal;
 use attnviz::source::{self, DemoModel, OpenOptions};
 use attnviz::{AttentionSource, DType, Engine, Error, Figure, RenderOptions, Shape};
@@ -120,12 +122,14 @@ pub fn render_to(
         check_writable(path)?;
     }
     let job = Job::new(src, options, out)?;
-    let figure = job.figure()?;
-    if svg {
+    // (a PNG is encoded from the rows as they are read back: no copy of the whole figure)
+    let figure = if svg {
+        let figure = job.figure(None)?;
         attnviz::figure::svg::write_svg(&out.output, &figure, job.options.colormap)?;
+        figure
     } else {
-        write_png(&out.output, figure.width, figure.height, &figure.rgba)?;
-    }
+        write_png_streamed(&out.output, |rows| job.figure(Some(rows)))?
+    };
     if let Some(path) = &out.layout_json {
         attnviz::figure::layout_json::write_layout_json(path, &figure, &job.options)?;
     }
@@ -169,22 +173,39 @@ impl<'a> Job<'a> {
         })
     }
 
-    fn figure(&self) -> anyhow::Result<Figure> {
+    /// The figure, its rows handed to `rows` as they come where given (its `rgba` then empty,
+    /// except from the CPU renderer, which hands them over from it).
+    fn figure(&self, rows: Option<&mut dyn RowSink>) -> attnviz::Result<Figure> {
         let (figure, line) = match &self.engine {
-            Some(e) if self.gpu_times => {
-                let (figure, times) = e.render_timed(self.src, &self.options)?;
-                let line = times.map_or_else(
-                    || format!("{} has no timestamp queries", e.gpu.info.name),
-                    |t| t.summary(),
-                );
-                (figure, Some(line))
+            Some(e) => {
+                let (src, options) = (self.src, &self.options);
+                let (figure, times) = match (rows, self.gpu_times) {
+                    (Some(rows), true) => e.render_timed_into(src, options, rows)?,
+                    (None, true) => e.render_timed(src, options)?,
+                    (Some(rows), false) => (e.render_into(src, options, rows)?, None),
+                    (None, false) => (e.render(src, options)?, None),
+                };
+                let line = self.gpu_times.then(|| {
+                    times.map_or_else(
+                        || format!("{} has no timestamp queries", e.gpu.info.name),
+                        |t| t.summary(),
+                    )
+                });
+                (figure, line)
             }
-            Some(e) => (e.render(self.src, &self.options)?, None),
-            None => (
-                attnviz::render_cpu(self.src, &self.options)?,
-                self.gpu_times
-                    .then(|| "the CPU renderer ran no GPU pass".to_string()),
-            ),
+            None => {
+                let figure = attnviz::render_cpu(self.src, &self.options)?;
+                if let Some(rows) = rows {
+                    rows.begin(figure.width, figure.height)?;
+                    for row in figure.rgba.chunks_exact(figure.width as usize * 4) {
+                        rows.row(row)?;
+                    }
+                }
+                let line = self
+                    .gpu_times
+                    .then(|| "the CPU renderer ran no GPU pass".to_string());
+                (figure, line)
+            }
         };
         self.bar.finish();
         if let Some(line) = line {

@@ -1,16 +1,14 @@
 //! The offscreen target: the figure drawn into a texture and read back as RGBA8 rows, with
-//! 256-byte-aligned readback, tiled when the figure exceeds the texture limit.
+//! 256-byte-aligned readback, tiled when the figure exceeds the texture limit, its rows handed
+//! out band by band in order (a PNG encoded from them holds no copy of the whole figure).
 
 use crate::compose::{ComposePipeline, Compositor};
 use crate::error::Result;
 use crate::figure::quads::{FigureQuads, Quad};
+use crate::files::RowSink;
 use crate::gpu::Gpu;
 
-/// Renders `figure` offscreen and returns its RGBA8 rows. Figures wider or taller than the
-/// adapter's texture limit are drawn tile by tile with shifted quads and stitched. With
-/// `copy_cells`, the copyable cells are copied into the target rather than drawn, each clipped
-/// to the tile (`Compositor::draw_copying`; the same bytes): a whole model's 1024 cells shaded
-/// once per tile were most of a tiled export's time.
+/// Renders `figure` offscreen and returns its RGBA8 rows: [`render_rows`] gathered.
 pub(crate) fn render_rgba(
     gpu: &Gpu,
     pipe: &ComposePipeline,
@@ -19,22 +17,71 @@ pub(crate) fn render_rgba(
     tile_limit: u32,
     copy_cells: bool,
 ) -> Result<Vec<u8>> {
-    render_rgba_over(gpu, pipe, compositor, figure, tile_limit, &[], copy_cells)
+    let mut rows = RgbaRows::default();
+    render_rows(
+        gpu,
+        pipe,
+        compositor,
+        figure,
+        tile_limit,
+        &[],
+        copy_cells,
+        &mut rows,
+    )?;
+    Ok(rows.0)
 }
 
-/// An offscreen texture of one tile's size and the buffer its rows are read back through,
-/// padded to the 256-byte row alignment copies need.
+/// [`render_rgba`] with `overlays` drawn on top (see [`render_rows`]).
+pub(crate) fn render_rgba_over(
+    gpu: &Gpu,
+    pipe: &ComposePipeline,
+    compositor: &Compositor,
+    figure: &FigureQuads,
+    tile_limit: u32,
+    overlays: &[&Compositor],
+) -> Result<Vec<u8>> {
+    let mut rows = RgbaRows::default();
+    let sink = &mut rows;
+    render_rows(
+        gpu, pipe, compositor, figure, tile_limit, overlays, false, sink,
+    )?;
+    Ok(rows.0)
+}
+
+/// Rows gathered into one RGBA8 buffer.
+#[derive(Default)]
+struct RgbaRows(Vec<u8>);
+
+impl RowSink for RgbaRows {
+    fn begin(&mut self, width: u32, height: u32) -> Result<()> {
+        self.0 = Vec::with_capacity(width as usize * height as usize * 4);
+        Ok(())
+    }
+
+    fn row(&mut self, rgba: &[u8]) -> Result<()> {
+        self.0.extend_from_slice(rgba);
+        Ok(())
+    }
+}
+
+/// An offscreen texture of one tile's size, and the buffer a band of tiles (a row of them, the
+/// figure's width) is read back through, its rows padded to the 256-byte alignment copies need.
 struct OffscreenTarget {
     texture: wgpu::Texture,
     view: wgpu::TextureView,
     readback: wgpu::Buffer,
-    size: (u32, u32),
     /// Bytes per row in `readback`.
     padded: u32,
 }
 
 impl OffscreenTarget {
-    fn new(gpu: &Gpu, format: wgpu::TextureFormat, (w, h): (u32, u32)) -> OffscreenTarget {
+    /// A `tile`-sized target whose read-back holds a band `width` pixels wide.
+    fn new(
+        gpu: &Gpu,
+        format: wgpu::TextureFormat,
+        (w, h): (u32, u32),
+        width: u32,
+    ) -> OffscreenTarget {
         let texture = gpu.device.create_texture(&wgpu::TextureDescriptor {
             label: Some("attnviz.export.target"),
             size: wgpu::Extent3d {
@@ -52,7 +99,7 @@ impl OffscreenTarget {
                 | wgpu::TextureUsages::COPY_DST,
             view_formats: &[],
         });
-        let padded = (w * 4).next_multiple_of(wgpu::COPY_BYTES_PER_ROW_ALIGNMENT);
+        let padded = (width * 4).next_multiple_of(wgpu::COPY_BYTES_PER_ROW_ALIGNMENT);
         let readback = gpu.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("attnviz.export.readback"),
             size: padded as u64 * h as u64,
@@ -63,14 +110,13 @@ impl OffscreenTarget {
             view: texture.create_view(&Default::default()),
             texture,
             readback,
-            size: (w, h),
             padded,
         }
     }
 
-    /// Records the copy of the texture into the read-back buffer.
-    fn copy_out(&self, encoder: &mut wgpu::CommandEncoder) {
-        let (w, h) = self.size;
+    /// Records the copy of the tile's `(w, h)` pixels that lie in the figure into the band's
+    /// read-back at column `x`.
+    fn copy_out(&self, encoder: &mut wgpu::CommandEncoder, (w, h): (u32, u32), x: u32) {
         encoder.copy_texture_to_buffer(
             wgpu::TexelCopyTextureInfo {
                 texture: &self.texture,
@@ -81,7 +127,7 @@ impl OffscreenTarget {
             wgpu::TexelCopyBufferInfo {
                 buffer: &self.readback,
                 layout: wgpu::TexelCopyBufferLayout {
-                    offset: 0,
+                    offset: x as u64 * 4,
                     bytes_per_row: Some(self.padded),
                     rows_per_image: Some(h),
                 },
@@ -94,25 +140,16 @@ impl OffscreenTarget {
         );
     }
 
-    /// Reads the tile back into `out` (RGBA8 rows of a `width`-pixel figure) at `(x, y)`,
-    /// clipped to the figure's `height`.
-    fn read_into(
-        &self,
-        gpu: &Gpu,
-        out: &mut [u8],
-        (width, height): (u32, u32),
-        (x, y): (u32, u32),
-    ) -> Result<()> {
-        let (tw, th) = self.size;
-        let cw = (width - x).min(tw) as usize;
-        // Rows are copied out of the mapping into the figure: one copy, no tile-sized buffer.
-        gpu.map_read_with(&self.readback, self.readback.size(), |bytes| {
-            for row in 0..(height - y).min(th) as usize {
-                let src = row * self.padded as usize;
-                let dst = ((y as usize + row) * width as usize + x as usize) * 4;
-                out[dst..dst + cw * 4].copy_from_slice(&bytes[src..src + cw * 4]);
-            }
-        })
+    /// Hands the band's first `rows` rows, `width` pixels each, to `sink`: straight out of the
+    /// mapping, with no copy of the figure.
+    fn read_rows(&self, gpu: &Gpu, sink: &mut dyn RowSink, width: u32, rows: u32) -> Result<()> {
+        let row_bytes = width as usize * 4;
+        let len = (rows - 1) as u64 * self.padded as u64 + row_bytes as u64;
+        gpu.map_read_with(&self.readback, len, |bytes| {
+            bytes
+                .chunks(self.padded as usize)
+                .try_for_each(|row| sink.row(&row[..row_bytes]))
+        })?
     }
 }
 
@@ -130,10 +167,16 @@ fn shifted(quads: &[Quad], (x, y): (u32, u32), out: &mut Vec<Quad>) {
     }));
 }
 
-/// [`render_rgba`], with `overlays` (the viewer's detail layer and readout, already placed in
-/// the figure's pixels) drawn on top, in order. Overlays are left out of tiled renders: they
-/// only exist for windows, which fit one texture. Cells are copied only with no overlay.
-pub(crate) fn render_rgba_over(
+/// Renders `figure` offscreen into `sink`, row by row, with `overlays` (the viewer's detail
+/// layer and readout, already placed in the figure's pixels) drawn on top, in order. Figures
+/// wider or taller than the adapter's texture limit are drawn tile by tile with shifted quads,
+/// each band of tiles read back at once. Overlays are left out of tiled renders: they only
+/// exist for windows, which fit one texture. With `copy_cells`, the copyable cells are copied
+/// into the target rather than drawn, each clipped to the tile (`Compositor::draw_copying`;
+/// the same bytes), and only with no overlay: a whole model's 1024 cells shaded once per tile
+/// were most of a tiled export's time.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn render_rows(
     gpu: &Gpu,
     pipe: &ComposePipeline,
     compositor: &Compositor,
@@ -141,7 +184,8 @@ pub(crate) fn render_rgba_over(
     tile_limit: u32,
     overlays: &[&Compositor],
     copy_cells: bool,
-) -> Result<Vec<u8>> {
+    sink: &mut dyn RowSink,
+) -> Result<()> {
     let (w, h) = (figure.width, figure.height);
     // Tiles of even size: the target, its clear and its read-back are a tile's size, so an
     // 8821-pixel-wide figure takes two of 4411 rather than 8192 and a sliver of 629 drawn into
@@ -149,9 +193,9 @@ pub(crate) fn render_rgba_over(
     let max = gpu.limits.max_texture_dimension_2d.min(tile_limit).max(1);
     let even = |n: u32| n.div_ceil(n.div_ceil(max)).max(1);
     let (tw, th) = (even(w), even(h));
-    let mut out = vec![0u8; w as usize * h as usize * 4];
+    sink.begin(w, h)?;
     let target = tracing::info_span!("export.target")
-        .in_scope(|| OffscreenTarget::new(gpu, pipe.format, (tw, th)));
+        .in_scope(|| OffscreenTarget::new(gpu, pipe.format, (tw, th), w));
     let tiled = tw < w || th < h;
     let copying = copy_cells && overlays.is_empty() && compositor.copies_cells(pipe);
     if copying {
@@ -159,6 +203,7 @@ pub(crate) fn render_rgba_over(
     }
     let mut moved: Vec<Quad> = Vec::new();
     for ty in (0..h).step_by(th as usize) {
+        let band = th.min(h - ty);
         for tx in (0..w).step_by(tw as usize) {
             if tiled {
                 shifted(&figure.quads, (tx, ty), &mut moved);
@@ -186,16 +231,15 @@ pub(crate) fn render_rgba_over(
                 for o in overlays.iter().filter(|_| !tiled) {
                     o.draw_over(gpu, pipe, &mut encoder, &target.view, (tw, th))?;
                 }
-                target.copy_out(&mut encoder);
+                target.copy_out(&mut encoder, (tw.min(w - tx), band), tx);
                 gpu.submit([encoder.finish()]);
                 Ok(())
             })?;
-            tracing::info_span!("export.readback")
-                .in_scope(|| target.read_into(gpu, &mut out, (w, h), (tx, ty)))?;
         }
+        tracing::info_span!("export.readback").in_scope(|| target.read_rows(gpu, sink, w, band))?;
     }
     if tiled {
         compositor.set_quads(gpu, &figure.quads);
     }
-    Ok(out)
+    Ok(())
 }

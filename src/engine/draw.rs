@@ -10,6 +10,7 @@ use crate::compose::{ComposePipeline, Compositor};
 use crate::error::Result;
 use crate::figure::quads::{FigureQuads, Quad, KIND_CELL};
 use crate::figure::text::Atlas;
+use crate::files::RowSink;
 use crate::gpu::Gpu;
 use crate::pool::PooledCells;
 
@@ -159,7 +160,6 @@ impl Engine {
             quads,
             self.tile_limit,
             &overlays,
-            false,
         )
     }
 
@@ -172,6 +172,21 @@ impl Engine {
             &scene.quads,
             self.tile_limit,
             self.copy_cells,
+        )
+    }
+
+    /// The scene's figure, its rows handed to `sink` as they are read back, top row first,
+    /// with no copy of the whole figure ([`crate::files::write_png_streamed`] encodes them).
+    pub fn export_into(&self, scene: &Scene, sink: &mut dyn RowSink) -> Result<()> {
+        crate::compose::target::render_rows(
+            &self.gpu,
+            &self.compose.get(&self.gpu.device, EXPORT_FORMAT),
+            &scene.compositor,
+            &scene.quads,
+            self.tile_limit,
+            &[],
+            self.copy_cells,
+            sink,
         )
     }
 

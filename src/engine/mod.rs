@@ -18,6 +18,7 @@ use crate::compose::Compositor;
 use crate::error::{Error, Result};
 use crate::figure::plan::{native_tiles, Figure, Plan, RenderOptions, Tile};
 use crate::figure::quads::FigureQuads;
+use crate::files::RowSink;
 use crate::gpu::timing::PassTimes;
 use crate::gpu::Gpu;
 use crate::pool::accum::{AccumLayout, HeadStats, Reduce};
@@ -508,8 +509,32 @@ impl Engine {
     }
 
     pub fn render(&self, source: &dyn AttentionSource, options: &RenderOptions) -> Result<Figure> {
+        self.render_with(source, options, None)
+    }
+
+    /// [`Engine::render`] with the figure's rows handed to `sink` as the export reads them back
+    /// ([`Engine::export_into`]) instead of gathered: the [`Figure`]'s `rgba` is left empty.
+    /// `attnviz render` encodes its PNG so, never holding the whole figure.
+    pub fn render_into(
+        &self,
+        source: &dyn AttentionSource,
+        options: &RenderOptions,
+        sink: &mut dyn RowSink,
+    ) -> Result<Figure> {
+        self.render_with(source, options, Some(sink))
+    }
+
+    fn render_with(
+        &self,
+        source: &dyn AttentionSource,
+        options: &RenderOptions,
+        sink: Option<&mut dyn RowSink>,
+    ) -> Result<Figure> {
         let scene = self.scene(source, options)?;
-        let rgba = tracing::info_span!("export").in_scope(|| self.export(&scene))?;
+        let rgba = tracing::info_span!("export").in_scope(|| match sink {
+            Some(sink) => self.export_into(&scene, sink).map(|()| Vec::new()),
+            None => self.export(&scene),
+        })?;
         let cell_colors = if options.cell_colors {
             Some(scene.colors.read(&self.gpu, &scene.pooled)?)
         } else {
@@ -537,10 +562,29 @@ impl Engine {
         source: &dyn AttentionSource,
         options: &RenderOptions,
     ) -> Result<(Figure, Option<PassTimes>)> {
+        self.render_timed_with(source, options, None)
+    }
+
+    /// [`Engine::render_timed`] with the rows handed to `sink` ([`Engine::render_into`]).
+    pub fn render_timed_into(
+        &self,
+        source: &dyn AttentionSource,
+        options: &RenderOptions,
+        sink: &mut dyn RowSink,
+    ) -> Result<(Figure, Option<PassTimes>)> {
+        self.render_timed_with(source, options, Some(sink))
+    }
+
+    fn render_timed_with(
+        &self,
+        source: &dyn AttentionSource,
+        options: &RenderOptions,
+        sink: Option<&mut dyn RowSink>,
+    ) -> Result<(Figure, Option<PassTimes>)> {
         if !self.gpu.time_passes(true) {
-            return Ok((self.render(source, options)?, None));
+            return Ok((self.render_with(source, options, sink)?, None));
         }
-        let figure = self.render(source, options);
+        let figure = self.render_with(source, options, sink);
         self.gpu.time_passes(false);
         let times = self.gpu.pass_times();
         Ok((figure?, Some(times?)))

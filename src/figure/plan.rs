@@ -297,7 +297,8 @@ impl Plan {
 pub struct Figure {
     pub width: u32,
     pub height: u32,
-    /// RGBA8, row-major, top row first.
+    /// RGBA8, row-major, top row first; empty where the rows went elsewhere as they were read
+    /// back (`Engine::render_into`: a PNG encoded from them).
     pub rgba: Vec<u8>,
     pub plan: Plan,
     /// Per cell, in cell order.
