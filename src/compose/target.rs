@@ -8,49 +8,28 @@ use crate::figure::quads::{FigureQuads, Quad};
 use crate::files::RowSink;
 use crate::gpu::Gpu;
 
-/// Renders `figure` offscreen and returns its RGBA8 rows: [`render_rows`] gathered.
+/// Renders `figure` offscreen, `overlays` on top, and returns its RGBA8 rows: [`render_rows`]
+/// gathered.
 pub(crate) fn render_rgba(
     gpu: &Gpu,
     pipe: &ComposePipeline,
     compositor: &Compositor,
     figure: &FigureQuads,
     tile_limit: u32,
-    copy_cells: bool,
-) -> Result<Vec<u8>> {
-    let mut rows = RgbaRows::default();
-    render_rows(
-        gpu,
-        pipe,
-        compositor,
-        figure,
-        tile_limit,
-        &[],
-        copy_cells,
-        &mut rows,
-    )?;
-    Ok(rows.0)
-}
-
-/// [`render_rgba`] with `overlays` drawn on top (see [`render_rows`]).
-pub(crate) fn render_rgba_over(
-    gpu: &Gpu,
-    pipe: &ComposePipeline,
-    compositor: &Compositor,
-    figure: &FigureQuads,
-    tile_limit: u32,
     overlays: &[&Compositor],
+    copy_cells: bool,
 ) -> Result<Vec<u8>> {
     let mut rows = RgbaRows::default();
     let sink = &mut rows;
     render_rows(
-        gpu, pipe, compositor, figure, tile_limit, overlays, false, sink,
+        gpu, pipe, compositor, figure, tile_limit, overlays, copy_cells, sink,
     )?;
     Ok(rows.0)
 }
 
 /// Rows gathered into one RGBA8 buffer.
 #[derive(Default)]
-struct RgbaRows(Vec<u8>);
+pub(crate) struct RgbaRows(pub(crate) Vec<u8>);
 
 impl RowSink for RgbaRows {
     fn begin(&mut self, width: u32, height: u32) -> Result<()> {

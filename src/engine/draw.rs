@@ -153,26 +153,22 @@ impl Engine {
     ) -> Result<Vec<u8>> {
         scene.compositor.set_quads(&self.gpu, &quads.quads);
         let overlays: Vec<&Compositor> = overlays.iter().map(|o| &o.compositor).collect();
-        crate::compose::target::render_rgba_over(
+        crate::compose::target::render_rgba(
             &self.gpu,
             &self.compose.get(&self.gpu.device, EXPORT_FORMAT),
             &scene.compositor,
             quads,
             self.tile_limit,
             &overlays,
+            false,
         )
     }
 
     /// The scene's figure as RGBA8 rows (tiled past the texture limit).
     pub fn export(&self, scene: &Scene) -> Result<Vec<u8>> {
-        crate::compose::target::render_rgba(
-            &self.gpu,
-            &self.compose.get(&self.gpu.device, EXPORT_FORMAT),
-            &scene.compositor,
-            &scene.quads,
-            self.tile_limit,
-            self.copy_cells,
-        )
+        let mut rows = crate::compose::target::RgbaRows::default();
+        self.export_into(scene, &mut rows)?;
+        Ok(rows.0)
     }
 
     /// The scene's figure, its rows handed to `sink` as they are read back, top row first,
