@@ -165,7 +165,9 @@ step tests 60 180 bash -c '"$@" >>"'"$out"'/tests.txt" 2>&1' _ "${tests[@]}"
 # (QUICK: small heads, and no stats_overhead.sh, whose inputs are fixed at their full size)
 seqs=16384,32768 grid=/tmp/grid.npy grid_seq=2048 qseq=16384 long=131072
 [ "${QUICK:-0}" = 1 ] && seqs=2048 grid=/tmp/grid-quick.npy grid_seq=256 qseq=2048 long=4096
-step compare 60 150 bash -c "
+# (the steps of several commands go on past a failing one, and fail at the end: `track`)
+track="set -o pipefail; rc=0; trap 'rc=1' ERR;"
+step compare 60 150 bash -c "$track
     echo '== benches/compare_numpy_qk.py'
     '$python' benches/compare_numpy_qk.py --attnviz '$bin' --seqs $seqs --runs 3 --np-runs 1
     if [ -z '$qopt' ]; then
@@ -176,10 +178,14 @@ step compare 60 150 bash -c "
     [ -f '$grid' ] || '$bin' synth --seq $grid_seq --layers 8 --heads 8 --dtype f32 --seed 1 \
         --quiet -o '$grid'
     '$python' benches/compare_matplotlib.py '$grid' --attnviz '$bin' --runs 3
+    exit \$rc
 " >"$out/compare.txt" 2>&1
 
 # -- the knobs, around the GPU defaults
 tune() {
+    set -o pipefail
+    local rc=0
+    trap 'rc=1' ERR
     echo "== stats-grid --pattern-slice-rows 0 (whole chunks a walk) and 256, then pooled by the profile kernel"
     local a set
     for a in "--pattern-slice-rows 0" "--pattern-slice-rows 256" "--pool-with-profiles --pattern-slice-rows 0"; do
@@ -193,13 +199,14 @@ tune() {
         echo "== qk-long,qk-model $set"
         "$bin" bench $qopt --only qk-long,qk-model $set 2>&1 | grep "^| qk\|^row kernel\|^qk-"
     done
+    return $rc
 }
 export -f tune
 export bin sweep qopt
 step tuning 45 90 bash -c tune >"$out/tuning.txt" 2>&1
 step bench2 30 90 bash -c "'$bin' bench $qopt --only export-long,export-model,recolor,frame,upload,pool-resident,qk-short \
     >>'$out/bench.txt' 2>&1"
-step timings 30 90 bash -c "
+step timings 30 90 bash -c "$track
     [ -f '$grid' ] || '$bin' synth --seq $grid_seq --layers 8 --heads 8 --dtype f32 --seed 1 \
         --quiet -o '$grid'
     '$bin' synth-qk --seq $qseq --dim 64 --dtype f32 --seed 1 -o /tmp/qk-16k.safetensors >/dev/null
@@ -216,6 +223,7 @@ step timings 30 90 bash -c "
         done
         '$bin' render --quiet --q /tmp/qk-long.safetensors --cell 1024 \$m --gpu-times -o /tmp/l.png
     done
+    exit \$rc
 " >"$out/timings.txt" 2>&1
 step coop 20 60 bash -c "'$bin' bench --only coop >'$out/coop.txt' 2>&1"
 summarize
