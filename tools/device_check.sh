@@ -38,9 +38,10 @@
 # Where there is cargo, the release build is made first, on the clock.
 #
 # QUICK=1 passes --quick to every bench, makes the comparisons small and accepts any adapter (a
-# smoke test of this script, lavapipe's too, not a measurement); SKIP="bench tests compare tuning bench2 timings coop" skips those
-# steps; SWEEP is ';'-separated bench arguments for tuning. The exit status is the first failing
-# step's (124: a step ran out of its time).
+# smoke test of this script, lavapipe's too, not a measurement: CI runs it so);
+# SKIP="bench tests compare tuning bench2 timings coop" skips those steps; SWEEP is
+# ';'-separated bench arguments for tuning; PYTHON an interpreter with numpy and matplotlib.
+# The exit status is the first failing step's (124: a step ran out of its time).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 start=$SECONDS
