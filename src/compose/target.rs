@@ -54,7 +54,7 @@ struct OffscreenTarget {
 }
 
 impl OffscreenTarget {
-    /// A `tile`-sized target whose read-back holds a band `width` pixels wide.
+    /// A target of one `(w, h)` tile whose read-back holds a band of tiles `width` pixels wide.
     fn new(
         gpu: &Gpu,
         format: wgpu::TextureFormat,
