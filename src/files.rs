@@ -125,7 +125,8 @@ pub fn encode_png(
 
 /// The encoder of every PNG attnviz writes, whole ([`encode_png`]) or row by row
 /// ([`PngRows`]), so both write the same bytes: png's fast deflate (fdeflate) and adaptive
-/// filters, what `image`'s encoder at `CompressionType::Fast` asks of it.
+/// filters, the settings attnviz's PNGs had when they went through `image`'s encoder at
+/// `CompressionType::Fast`.
 fn png_encoder<W: Write>(out: W, width: u32, height: u32) -> png::Encoder<'static, W> {
     let mut encoder = png::Encoder::new(out, width, height);
     encoder.set_color(png::ColorType::Rgba);

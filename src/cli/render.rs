@@ -179,11 +179,13 @@ impl<'a> Job<'a> {
         let (figure, line) = match &self.engine {
             Some(e) => {
                 let (src, options) = (self.src, &self.options);
-                let (figure, times) = match (rows, self.gpu_times) {
-                    (Some(rows), true) => e.render_timed_into(src, options, rows)?,
-                    (None, true) => e.render_timed(src, options)?,
-                    (Some(rows), false) => (e.render_into(src, options, rows)?, None),
-                    (None, false) => (e.render(src, options)?, None),
+                let render = || match rows {
+                    Some(rows) => e.render_into(src, options, rows),
+                    None => e.render(src, options),
+                };
+                let (figure, times) = match self.gpu_times {
+                    true => e.timed(render)?,
+                    false => (render()?, None),
                 };
                 let line = self.gpu_times.then(|| {
                     times.map_or_else(

@@ -562,32 +562,21 @@ impl Engine {
         source: &dyn AttentionSource,
         options: &RenderOptions,
     ) -> Result<(Figure, Option<PassTimes>)> {
-        self.render_timed_with(source, options, None)
+        self.timed(|| self.render(source, options))
     }
 
-    /// [`Engine::render_timed`] with the rows handed to `sink` ([`Engine::render_into`]).
-    pub fn render_timed_into(
-        &self,
-        source: &dyn AttentionSource,
-        options: &RenderOptions,
-        sink: &mut dyn RowSink,
-    ) -> Result<(Figure, Option<PassTimes>)> {
-        self.render_timed_with(source, options, Some(sink))
-    }
-
-    fn render_timed_with(
-        &self,
-        source: &dyn AttentionSource,
-        options: &RenderOptions,
-        sink: Option<&mut dyn RowSink>,
-    ) -> Result<(Figure, Option<PassTimes>)> {
+    /// What `render` returns, with the device's time per pass label of the passes it recorded
+    /// (`Gpu::time_passes`), `None` where the adapter has no timestamp queries: any of the
+    /// engine's renders stamped ([`Engine::render_timed`]; `--gpu-times` of a render whose rows
+    /// go straight into its PNG, [`Engine::render_into`]).
+    pub fn timed<T>(&self, render: impl FnOnce() -> Result<T>) -> Result<(T, Option<PassTimes>)> {
         if !self.gpu.time_passes(true) {
-            return Ok((self.render_with(source, options, sink)?, None));
+            return Ok((render()?, None));
         }
-        let figure = self.render_with(source, options, sink);
+        let out = render();
         self.gpu.time_passes(false);
         let times = self.gpu.pass_times();
-        Ok((figure?, Some(times?)))
+        Ok((out?, Some(times?)))
     }
 
     /// Pattern statistics of the heads `options` selects, in the plan's cell order, from one

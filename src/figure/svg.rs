@@ -174,8 +174,7 @@ fn cell_png(colors: &[u32], src: (u32, u32), dst: (u32, u32)) -> Result<Vec<u8>>
         }
     }
     let mut out = Vec::new();
-    let encoder = image::codecs::png::PngEncoder::new(&mut out);
-    image::ImageEncoder::write_image(encoder, &rgba, w, h, image::ExtendedColorType::Rgba8)
+    crate::files::encode_png(&mut out, w, h, &rgba)
         .map_err(|e| Error::Gpu(format!("encoding a cell as PNG: {e}")))?;
     Ok(out)
 }

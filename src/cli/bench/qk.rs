@@ -4,7 +4,6 @@
 
 use std::time::Instant;
 
-use attnviz::files::write_png;
 use attnviz::gpu::timing::PassTimes;
 use attnviz::pool::Causal;
 use attnviz::source::qk::{QkOptions, QkSource};
@@ -149,8 +148,7 @@ impl Bench {
         let start = Instant::now();
         while runs.len() < 3 && (runs.is_empty() || start.elapsed().as_secs() < 60) {
             let t = Instant::now();
-            let f = self.engine.render(qk, options)?;
-            write_png(&self.out, f.width, f.height, &f.rgba)?;
+            self.render_png(qk, options)?;
             runs.push(t.elapsed().as_secs_f64());
             let t = Instant::now();
             self.engine.pool_figure(qk, options)?;

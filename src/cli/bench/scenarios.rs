@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context};
 
-use attnviz::files::write_png;
+use attnviz::files::write_png_streamed;
 use attnviz::gpu::timing::PassTimes;
 use attnviz::{AttentionSource, Colormap, Engine, Norm, Reduce, RenderOptions, Scene};
 
@@ -227,8 +227,7 @@ impl Bench {
         let cat = cat_seconds(&input.path)?;
         let bytes = file_len(&input.path);
         let sample = measure(name, bytes, heads, self.sizes.runs, false, || {
-            let f = self.engine.render(input.source.as_ref(), options)?;
-            write_png(&self.out, f.width, f.height, &f.rgba)
+            self.render_png(input.source.as_ref(), options)
         })?;
         Ok(Row {
             sample,
@@ -281,9 +280,21 @@ impl Bench {
     /// Seconds of one in-process render of `input` to the scratch PNG.
     fn render_seconds(&self, input: &Input, options: &RenderOptions) -> anyhow::Result<f64> {
         let t = Instant::now();
-        let f = self.engine.render(input.source.as_ref(), options)?;
-        write_png(&self.out, f.width, f.height, &f.rgba)?;
+        self.render_png(input.source.as_ref(), options)?;
         Ok(t.elapsed().as_secs_f64())
+    }
+
+    /// One in-process render of `source` into the scratch PNG, as `attnviz render` writes
+    /// it (the rows encoded as they are read back), so that the in-process figures and the
+    /// fresh processes they are compared with do the same work.
+    pub(super) fn render_png(
+        &self,
+        source: &dyn AttentionSource,
+        options: &RenderOptions,
+    ) -> attnviz::Result<()> {
+        write_png_streamed(&self.out, |rows| {
+            self.engine.render_into(source, options, rows).map(drop)
+        })
     }
 
     /// Two ways of rendering `input`, one warm-up of each, then `runs` of each alternating:
