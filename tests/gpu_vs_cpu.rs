@@ -711,6 +711,41 @@ fn figure_matches_cpu_compositor() {
     }
 }
 
+/// A figure of several read-back bands (8 MiB each: `BAND_BYTES` in src/compose/target.rs) at
+/// the default tile limit: each band is drawn and copied while the one before is handed out,
+/// and the third band reuses the first one's read-back. The rows equal the CPU compositor's.
+#[test]
+fn figures_of_several_read_back_bands_match_the_cpu_compositor() {
+    let Some(e) = engine() else { return };
+    let src = ArraySource::from_f32("bands", &structured(2, 2, 64, 96));
+    let options = RenderOptions {
+        cell: Some(1100),
+        ..Default::default()
+    };
+    let fig = e.render(&src, &options).unwrap();
+    let padded = (fig.width as usize * 4).next_multiple_of(256);
+    let bands = (fig.height as usize).div_ceil((8 << 20) / padded);
+    assert!(
+        bands >= 3,
+        "{bands} bands of a {}x{} figure",
+        fig.width,
+        fig.height
+    );
+    let mut rows = Rows::default();
+    let mut streamed = e.render_into(&src, &options, &mut rows).unwrap();
+    streamed.rgba = rows.rgba;
+    assert_same_figure("bands", &streamed, &fig);
+    let cpu_fig = attnviz::render_cpu(&src, &options).unwrap();
+    assert_eq!(cpu_fig.rgba.len(), fig.rgba.len());
+    let differing = fig
+        .rgba
+        .chunks(4)
+        .zip(cpu_fig.rgba.chunks(4))
+        .filter(|(a, b)| a.iter().zip(b.iter()).any(|(x, y)| x.abs_diff(*y) > 1))
+        .count();
+    assert_eq!(differing, 0, "GPU and CPU differ in {differing} pixels");
+}
+
 #[test]
 fn causal_masking_is_detected_from_an_all_zero_upper_triangle() {
     let Some(e) = engine() else { return };

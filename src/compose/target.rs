@@ -6,7 +6,7 @@ use crate::compose::{ComposePipeline, Compositor};
 use crate::error::Result;
 use crate::figure::quads::{FigureQuads, Quad};
 use crate::files::RowSink;
-use crate::gpu::Gpu;
+use crate::gpu::{Gpu, MapRead};
 
 /// Renders `figure` offscreen, `overlays` on top, and returns its RGBA8 rows: [`render_rows`]
 /// gathered.
@@ -43,23 +43,38 @@ impl RowSink for RgbaRows {
     }
 }
 
-/// An offscreen texture of one tile's size, and the buffer a band of tiles (a row of them, the
-/// figure's width) is read back through, its rows padded to the 256-byte alignment copies need.
+/// The most bytes a band's read-back holds: figures taller than that are drawn and read back
+/// in bands of rows, so the export's memory besides the accumulators does not grow with the
+/// figure (a 32 × 32 model's 8821 × 8661 figure read back whole took 305 MB), and two
+/// read-backs alternate, so one band is encoded while the next is drawn and copied.
+const BAND_BYTES: u64 = 8 << 20;
+
+/// Bytes a read-back row of `width` pixels takes: padded to the alignment copies need.
+fn padded_row(width: u32) -> u32 {
+    (width * 4).next_multiple_of(wgpu::COPY_BYTES_PER_ROW_ALIGNMENT)
+}
+
+/// An offscreen texture of one tile's size, and the buffers a band of tiles (a row of them,
+/// the figure's width) is read back through, alternately, its rows padded to the 256-byte
+/// alignment copies need.
 struct OffscreenTarget {
     texture: wgpu::Texture,
     view: wgpu::TextureView,
-    readback: wgpu::Buffer,
+    /// One buffer where the figure is one band, two otherwise.
+    readback: Vec<wgpu::Buffer>,
     /// Bytes per row in `readback`.
     padded: u32,
 }
 
 impl OffscreenTarget {
-    /// A target of one `(w, h)` tile whose read-back holds a band of tiles `width` pixels wide.
+    /// A target of one `(w, h)` tile whose read-backs hold a band of tiles `width` pixels wide,
+    /// `bands` of them in the figure.
     fn new(
         gpu: &Gpu,
         format: wgpu::TextureFormat,
         (w, h): (u32, u32),
         width: u32,
+        bands: u32,
     ) -> OffscreenTarget {
         let texture = gpu.device.create_texture(&wgpu::TextureDescriptor {
             label: Some("attnviz.export.target"),
@@ -78,13 +93,17 @@ impl OffscreenTarget {
                 | wgpu::TextureUsages::COPY_DST,
             view_formats: &[],
         });
-        let padded = (width * 4).next_multiple_of(wgpu::COPY_BYTES_PER_ROW_ALIGNMENT);
-        let readback = gpu.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("attnviz.export.readback"),
-            size: padded as u64 * h as u64,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
+        let padded = padded_row(width);
+        let readback = (0..bands.min(2))
+            .map(|_| {
+                gpu.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("attnviz.export.readback"),
+                    size: padded as u64 * h as u64,
+                    usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                })
+            })
+            .collect();
         OffscreenTarget {
             view: texture.create_view(&Default::default()),
             texture,
@@ -93,9 +112,9 @@ impl OffscreenTarget {
         }
     }
 
-    /// Records the copy of the tile's `(w, h)` pixels that lie in the figure into the band's
-    /// read-back at column `x`.
-    fn copy_out(&self, encoder: &mut wgpu::CommandEncoder, (w, h): (u32, u32), x: u32) {
+    /// Records the copy of the tile's `(w, h)` pixels that lie in the figure into read-back
+    /// `b` at column `x`.
+    fn copy_out(&self, encoder: &mut wgpu::CommandEncoder, b: usize, (w, h): (u32, u32), x: u32) {
         encoder.copy_texture_to_buffer(
             wgpu::TexelCopyTextureInfo {
                 texture: &self.texture,
@@ -104,7 +123,7 @@ impl OffscreenTarget {
                 aspect: wgpu::TextureAspect::All,
             },
             wgpu::TexelCopyBufferInfo {
-                buffer: &self.readback,
+                buffer: &self.readback[b],
                 layout: wgpu::TexelCopyBufferLayout {
                     offset: x as u64 * 4,
                     bytes_per_row: Some(self.padded),
@@ -118,15 +137,26 @@ impl OffscreenTarget {
             },
         );
     }
+}
 
-    /// Hands the band's first `rows` rows, `width` pixels each, to `sink`: straight out of the
-    /// mapping, with no copy of the figure.
-    fn read_rows(&self, gpu: &Gpu, sink: &mut dyn RowSink, width: u32, rows: u32) -> Result<()> {
+/// A band copied into a read-back whose mapping was asked for, not yet handed out.
+struct PendingBand<'t> {
+    map: MapRead<'t>,
+    submission: wgpu::SubmissionIndex,
+    rows: u32,
+}
+
+impl PendingBand<'_> {
+    /// Hands the band's rows, `width` pixels each, to `sink` once its copy is done: straight
+    /// out of the mapping, with no copy of the figure.
+    fn deliver(self, gpu: &Gpu, sink: &mut dyn RowSink, width: u32, padded: u32) -> Result<()> {
+        let _span = tracing::info_span!("export.readback").entered();
         let row_bytes = width as usize * 4;
-        let len = (rows - 1) as u64 * self.padded as u64 + row_bytes as u64;
-        gpu.map_read_with(&self.readback, len, |bytes| {
+        let rows = self.rows;
+        self.map.read(gpu, Some(self.submission), |bytes| {
             bytes
-                .chunks(self.padded as usize)
+                .chunks(padded as usize)
+                .take(rows as usize)
                 .try_for_each(|row| sink.row(&row[..row_bytes]))
         })?
     }
@@ -168,27 +198,36 @@ pub(crate) fn render_rows(
     let (w, h) = (figure.width, figure.height);
     // Tiles of even size: the target, its clear and its read-back are a tile's size, so an
     // 8821-pixel-wide figure takes two of 4411 rather than 8192 and a sliver of 629 drawn into
-    // a texture of 8192.
+    // a texture of 8192. Bands of rows keep each read-back within `BAND_BYTES` (overlays
+    // only exist for windows, which are drawn whole).
     let max = gpu.limits.max_texture_dimension_2d.min(tile_limit).max(1);
-    let even = |n: u32| n.div_ceil(n.div_ceil(max)).max(1);
-    let (tw, th) = (even(w), even(h));
+    let even = |n: u32, max: u32| n.div_ceil(n.div_ceil(max)).max(1);
+    let tw = even(w, max);
+    let band_rows = match overlays.is_empty() {
+        true => (BAND_BYTES / padded_row(w) as u64).clamp(1, max as u64) as u32,
+        false => max,
+    };
+    let th = even(h, band_rows);
     sink.begin(w, h)?;
     let target = tracing::info_span!("export.target")
-        .in_scope(|| OffscreenTarget::new(gpu, pipe.format, (tw, th), w));
+        .in_scope(|| OffscreenTarget::new(gpu, pipe.format, (tw, th), w, h.div_ceil(th)));
     let tiled = tw < w || th < h;
     let copying = copy_cells && overlays.is_empty() && compositor.copies_cells(pipe);
     if copying {
         compositor.set_quads(gpu, &figure.quads);
     }
     let mut moved: Vec<Quad> = Vec::new();
-    for ty in (0..h).step_by(th as usize) {
+    let mut pending: Option<PendingBand<'_>> = None;
+    for (i, ty) in (0..h).step_by(th as usize).enumerate() {
         let band = th.min(h - ty);
+        let b = i % target.readback.len();
+        let mut submission = None;
         for tx in (0..w).step_by(tw as usize) {
             if tiled {
                 shifted(&figure.quads, (tx, ty), &mut moved);
                 compositor.set_quads(gpu, &moved);
             }
-            gpu.scoped("drawing the figure", || {
+            submission = Some(gpu.scoped("drawing the figure", || {
                 let mut encoder =
                     gpu.device
                         .create_command_encoder(&wgpu::CommandEncoderDescriptor {
@@ -210,12 +249,25 @@ pub(crate) fn render_rows(
                 for o in overlays.iter().filter(|_| !tiled) {
                     o.draw_over(gpu, pipe, &mut encoder, &target.view, (tw, th))?;
                 }
-                target.copy_out(&mut encoder, (tw.min(w - tx), band), tx);
-                gpu.submit([encoder.finish()]);
-                Ok(())
-            })?;
+                target.copy_out(&mut encoder, b, (tw.min(w - tx), band), tx);
+                Ok(gpu.submit([encoder.finish()]))
+            })?);
         }
-        tracing::info_span!("export.readback").in_scope(|| target.read_rows(gpu, sink, w, band))?;
+        let len = (band - 1) as u64 * target.padded as u64 + w as u64 * 4;
+        let map = gpu.map_read_request(&target.readback[b], len);
+        // The band before is handed out while this one is drawn and copied; its read-back
+        // is free again before the band after this one is copied into it.
+        if let Some(p) = pending.take() {
+            p.deliver(gpu, sink, w, target.padded)?;
+        }
+        pending = Some(PendingBand {
+            map,
+            submission: submission.expect("a band has a tile"),
+            rows: band,
+        });
+    }
+    if let Some(p) = pending {
+        p.deliver(gpu, sink, w, target.padded)?;
     }
     if tiled {
         compositor.set_quads(gpu, &figure.quads);

@@ -451,22 +451,57 @@ impl Gpu {
         len: u64,
         read: impl FnOnce(&[u8]) -> T,
     ) -> Result<T> {
-        let done: Arc<Mutex<Option<std::result::Result<(), wgpu::BufferAsyncError>>>> =
-            Arc::default();
+        self.map_read_request(buffer, len).read(self, None, read)
+    }
+
+    /// Asks for the first `len` bytes of `buffer` to be mapped for reading once the work
+    /// submitted so far is done; [`MapRead::read`] waits for it. Between the two the caller
+    /// may submit more work (the next band of a figure) that the wait need not cover.
+    pub(crate) fn map_read_request<'b>(&self, buffer: &'b wgpu::Buffer, len: u64) -> MapRead<'b> {
+        let done: MapFlag = Arc::default();
         let flag = done.clone();
-        let range = ..len;
-        buffer.map_async(wgpu::MapMode::Read, range, move |r| {
+        buffer.map_async(wgpu::MapMode::Read, ..len, move |r| {
             *flag.lock().expect("map flag") = Some(r);
         });
-        self.wait()?;
-        self.callback(&done, "a readback buffer")?
+        MapRead { buffer, len, done }
+    }
+}
+
+/// Where a mapping callback leaves its result.
+type MapFlag = Arc<Mutex<Option<std::result::Result<(), wgpu::BufferAsyncError>>>>;
+
+/// A read-back buffer whose mapping was asked for ([`Gpu::map_read_request`]).
+pub(crate) struct MapRead<'b> {
+    buffer: &'b wgpu::Buffer,
+    len: u64,
+    done: MapFlag,
+}
+
+impl MapRead<'_> {
+    /// Waits for the mapping (for submission `after` and those before it to finish, or for
+    /// all submitted work where `None`), hands its bytes to `read`, and unmaps the buffer.
+    pub(crate) fn read<T>(
+        self,
+        gpu: &Gpu,
+        after: Option<wgpu::SubmissionIndex>,
+        read: impl FnOnce(&[u8]) -> T,
+    ) -> Result<T> {
+        let poll = wgpu::PollType::Wait {
+            submission_index: after,
+            timeout: None,
+        };
+        gpu.device
+            .poll(poll)
+            .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
+        gpu.callback(&self.done, "a readback buffer")?
             .map_err(|e| Error::Gpu(format!("mapping a readback buffer: {e}")))?;
         let out = read(
-            &buffer
-                .get_mapped_range(range)
+            &self
+                .buffer
+                .get_mapped_range(..self.len)
                 .map_err(|e| Error::Gpu(format!("reading a mapped buffer: {e}")))?,
         );
-        buffer.unmap();
+        self.buffer.unmap();
         Ok(out)
     }
 }
