@@ -696,19 +696,29 @@ fn figure_matches_cpu_compositor() {
             "figure differs from the CPU compositor by {worst}"
         );
 
-        let cpu_fig = attnviz::render_cpu(&src, &options).unwrap();
-        assert_eq!(cpu_fig.rgba.len(), fig.rgba.len());
-        let differing = fig
-            .rgba
-            .chunks(4)
-            .zip(cpu_fig.rgba.chunks(4))
-            .filter(|(a, b)| a.iter().zip(b.iter()).any(|(x, y)| x.abs_diff(*y) > 1))
-            .count();
-        assert_eq!(
-            differing, 0,
-            "GPU and CPU renderers differ in {differing} pixels"
-        );
+        assert_matches_the_cpu_renderer(&src, &options, &fig);
     }
+}
+
+/// `fig` (the GPU's) equals the CPU renderer's figure of `src` within 1 in every channel: the
+/// two round the colormap's lookup apart by at most that.
+fn assert_matches_the_cpu_renderer(
+    src: &ArraySource,
+    options: &RenderOptions,
+    fig: &attnviz::Figure,
+) {
+    let cpu_fig = attnviz::render_cpu(src, options).unwrap();
+    assert_eq!(cpu_fig.rgba.len(), fig.rgba.len());
+    let differing = fig
+        .rgba
+        .chunks(4)
+        .zip(cpu_fig.rgba.chunks(4))
+        .filter(|(a, b)| a.iter().zip(b.iter()).any(|(x, y)| x.abs_diff(*y) > 1))
+        .count();
+    assert_eq!(
+        differing, 0,
+        "GPU and CPU renderers differ in {differing} pixels"
+    );
 }
 
 /// A figure of several read-back bands (8 MiB each: `BAND_BYTES` in src/compose/target.rs) at
@@ -735,15 +745,7 @@ fn figures_of_several_read_back_bands_match_the_cpu_compositor() {
     let mut streamed = e.render_into(&src, &options, &mut rows).unwrap();
     streamed.rgba = rows.rgba;
     assert_same_figure("bands", &streamed, &fig);
-    let cpu_fig = attnviz::render_cpu(&src, &options).unwrap();
-    assert_eq!(cpu_fig.rgba.len(), fig.rgba.len());
-    let differing = fig
-        .rgba
-        .chunks(4)
-        .zip(cpu_fig.rgba.chunks(4))
-        .filter(|(a, b)| a.iter().zip(b.iter()).any(|(x, y)| x.abs_diff(*y) > 1))
-        .count();
-    assert_eq!(differing, 0, "GPU and CPU differ in {differing} pixels");
+    assert_matches_the_cpu_renderer(&src, &options, &fig);
 }
 
 #[test]
