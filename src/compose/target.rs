@@ -204,7 +204,7 @@ pub(crate) fn render_rows(
     let even = |n: u32, max: u32| n.div_ceil(n.div_ceil(max)).max(1);
     let tw = even(w, max);
     let band_rows = match overlays.is_empty() {
-        true => (BAND_BYTES / padded_row(w) as u64).clamp(1, max as u64) as u32,
+        true => (BAND_BYTES / u64::from(padded_row(w).max(1))).clamp(1, max as u64) as u32,
         false => max,
     };
     let th = even(h, band_rows);
