@@ -147,6 +147,13 @@ const PNG_CHUNK_BYTES: usize = 1 << 20;
 pub trait RowSink {
     fn begin(&mut self, width: u32, height: u32) -> Result<()>;
     fn row(&mut self, rgba: &[u8]) -> Result<()>;
+
+    /// A whole `width` × `height` figure's RGBA8 rows at once (the CPU renderer's).
+    fn whole(&mut self, width: u32, height: u32, rgba: &[u8]) -> Result<()> {
+        self.begin(width, height)?;
+        rgba.chunks_exact(width as usize * 4)
+            .try_for_each(|row| self.row(row))
+    }
 }
 
 /// A PNG encoded row by row, as [`encode_png`] encodes one whole (the same bytes), into a

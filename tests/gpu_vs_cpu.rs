@@ -616,13 +616,19 @@ fn tiled_exports_copy_cells_to_the_bytes_of_drawn_ones() {
         assert!(drawn.width > 97 * 3 && drawn.height > 97 * 2);
         assert_same_figure(name, &tiled, &drawn);
         // Streamed band by band (as `attnviz render` encodes its PNG): the same rows, in order.
-        let mut rows = Rows::default();
-        let mut streamed = e.render_into(&src, &options, &mut rows).unwrap();
-        assert!(streamed.rgba.is_empty());
-        assert_eq!(rows.size, (drawn.width, drawn.height), "{name}: size told");
-        streamed.rgba = rows.rgba;
-        assert_same_figure(name, &streamed, &drawn);
+        assert_same_figure(name, &streamed(&e, &src, &options), &drawn);
     }
+}
+
+/// `Engine::render_into`'s figure with the rows it handed over put back in place, once it is
+/// checked that none were in the figure and that the size was told first.
+fn streamed(e: &Engine, src: &ArraySource, options: &RenderOptions) -> attnviz::Figure {
+    let mut rows = Rows::default();
+    let mut figure = e.render_into(src, options, &mut rows).unwrap();
+    assert!(figure.rgba.is_empty());
+    assert_eq!(rows.size, (figure.width, figure.height), "size told");
+    figure.rgba = rows.rgba;
+    figure
 }
 
 /// Rows handed over by `Engine::render_into`, gathered.
@@ -741,10 +747,7 @@ fn figures_of_several_read_back_bands_match_the_cpu_compositor() {
         fig.width,
         fig.height
     );
-    let mut rows = Rows::default();
-    let mut streamed = e.render_into(&src, &options, &mut rows).unwrap();
-    streamed.rgba = rows.rgba;
-    assert_same_figure("bands", &streamed, &fig);
+    assert_same_figure("bands", &streamed(&e, &src, &options), &fig);
     assert_matches_the_cpu_renderer(&src, &options, &fig);
 }
 

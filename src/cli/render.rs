@@ -198,10 +198,7 @@ impl<'a> Job<'a> {
             None => {
                 let figure = attnviz::render_cpu(self.src, &self.options)?;
                 if let Some(rows) = rows {
-                    rows.begin(figure.width, figure.height)?;
-                    for row in figure.rgba.chunks_exact(figure.width as usize * 4) {
-                        rows.row(row)?;
-                    }
+                    rows.whole(figure.width, figure.height, &figure.rgba)?;
                 }
                 let line = self
                     .gpu_times

@@ -19,17 +19,25 @@ pub(crate) fn render_rgba(
     overlays: &[&Compositor],
     copy_cells: bool,
 ) -> Result<Vec<u8>> {
-    let mut rows = RgbaRows::default();
-    let sink = &mut rows;
-    render_rows(
-        gpu, pipe, compositor, figure, tile_limit, overlays, copy_cells, sink,
-    )?;
-    Ok(rows.0)
+    RgbaRows::gather(|sink| {
+        render_rows(
+            gpu, pipe, compositor, figure, tile_limit, overlays, copy_cells, sink,
+        )
+    })
 }
 
 /// Rows gathered into one RGBA8 buffer.
 #[derive(Default)]
-pub(crate) struct RgbaRows(pub(crate) Vec<u8>);
+pub(crate) struct RgbaRows(Vec<u8>);
+
+impl RgbaRows {
+    /// The rows `produce` hands its sink, gathered.
+    pub(crate) fn gather(produce: impl FnOnce(&mut dyn RowSink) -> Result<()>) -> Result<Vec<u8>> {
+        let mut rows = RgbaRows::default();
+        produce(&mut rows)?;
+        Ok(rows.0)
+    }
+}
 
 impl RowSink for RgbaRows {
     fn begin(&mut self, width: u32, height: u32) -> Result<()> {
@@ -143,20 +151,42 @@ impl OffscreenTarget {
 struct PendingBand<'t> {
     map: MapRead<'t>,
     submission: wgpu::SubmissionIndex,
-    rows: u32,
+    /// Bytes of a figure's row, and of a read-back row.
+    row_bytes: usize,
+    padded: usize,
+}
+
+impl OffscreenTarget {
+    /// Asks for read-back `b`, into which `submission` copied a band of `rows` rows `width`
+    /// pixels wide, to be mapped.
+    fn pending(
+        &self,
+        gpu: &Gpu,
+        b: usize,
+        submission: wgpu::SubmissionIndex,
+        (width, rows): (u32, u32),
+    ) -> PendingBand<'_> {
+        let row_bytes = width as usize * 4;
+        let padded = self.padded as usize;
+        let len = (rows as usize - 1) * padded + row_bytes;
+        PendingBand {
+            map: gpu.map_read_request(&self.readback[b], len as u64),
+            submission,
+            row_bytes,
+            padded,
+        }
+    }
 }
 
 impl PendingBand<'_> {
-    /// Hands the band's rows, `width` pixels each, to `sink` once its copy is done: straight
-    /// out of the mapping, with no copy of the figure.
-    fn deliver(self, gpu: &Gpu, sink: &mut dyn RowSink, width: u32, padded: u32) -> Result<()> {
+    /// Hands the band's rows to `sink` once its copy is done: straight out of the mapping,
+    /// with no copy of the figure.
+    fn deliver(self, gpu: &Gpu, sink: &mut dyn RowSink) -> Result<()> {
         let _span = tracing::info_span!("export.readback").entered();
-        let row_bytes = width as usize * 4;
-        let rows = self.rows;
+        let (row_bytes, padded) = (self.row_bytes, self.padded);
         self.map.read(gpu, Some(self.submission), |bytes| {
             bytes
-                .chunks(padded as usize)
-                .take(rows as usize)
+                .chunks(padded)
                 .try_for_each(|row| sink.row(&row[..row_bytes]))
         })?
     }
@@ -253,21 +283,16 @@ pub(crate) fn render_rows(
                 Ok(gpu.submit([encoder.finish()]))
             })?);
         }
-        let len = (band - 1) as u64 * target.padded as u64 + w as u64 * 4;
-        let map = gpu.map_read_request(&target.readback[b], len);
+        let submission = submission.expect("a band has a tile");
+        let this = target.pending(gpu, b, submission, (w, band));
         // The band before is handed out while this one is drawn and copied; its read-back
         // is free again before the band after this one is copied into it.
-        if let Some(p) = pending.take() {
-            p.deliver(gpu, sink, w, target.padded)?;
+        if let Some(p) = pending.replace(this) {
+            p.deliver(gpu, sink)?;
         }
-        pending = Some(PendingBand {
-            map,
-            submission: submission.expect("a band has a tile"),
-            rows: band,
-        });
     }
     if let Some(p) = pending {
-        p.deliver(gpu, sink, w, target.padded)?;
+        p.deliver(gpu, sink)?;
     }
     if tiled {
         compositor.set_quads(gpu, &figure.quads);

@@ -166,9 +166,7 @@ impl Engine {
 
     /// The scene's figure as RGBA8 rows (tiled past the texture limit).
     pub fn export(&self, scene: &Scene) -> Result<Vec<u8>> {
-        let mut rows = crate::compose::target::RgbaRows::default();
-        self.export_into(scene, &mut rows)?;
-        Ok(rows.0)
+        crate::compose::target::RgbaRows::gather(|rows| self.export_into(scene, rows))
     }
 
     /// The scene's figure, its rows handed to `sink` as they are read back, top row first,
