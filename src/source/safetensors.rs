@@ -6,7 +6,7 @@ use std::fs::File;
 use std::path::Path;
 
 use safetensors::tensor::{Dtype, Metadata, TensorInfo};
-use safetensors::SafeTensors;
+use safetensors::{SafeTensorError, SafeTensors};
 
 use super::qk_meta::{CaptureMeta, METADATA_KEY};
 use super::{DType, FileTensor, Shape, TensorLayout};
@@ -65,8 +65,7 @@ pub fn capture_meta(path: &Path) -> Result<Option<CaptureMeta>> {
             ))
         })?;
     check_header_len(len, file_len).map_err(bad)?;
-    let (_, metadata) = SafeTensors::read_metadata(&map)
-        .map_err(|e| bad(format!("invalid safetensors file: {e}")))?;
+    let (_, metadata) = SafeTensors::read_metadata(&map).map_err(|e| bad(invalid(&map, e)))?;
     let Some(json) = metadata
         .metadata()
         .as_ref()
@@ -90,16 +89,7 @@ pub fn parse(file: &[u8], tensor: Option<&str>) -> Result<TensorLayout, String> 
         u64::from_le_bytes(len_bytes.try_into().expect("8 bytes")),
         file_len,
     )?;
-    let (header_len, metadata) = SafeTensors::read_metadata(file).map_err(|e| {
-        let e = e.to_string();
-        // serde lists every known dtype after an unknown one; the name is what matters.
-        let e = e
-            .split(", expected one of")
-            .next()
-            .unwrap_or(&e)
-            .to_string();
-        format!("invalid safetensors file: {e}")
-    })?;
+    let (header_len, metadata) = SafeTensors::read_metadata(file).map_err(|e| invalid(file, e))?;
     let data_start = 8 + header_len as u64;
     let (shape, dtype, offsets) = select(&metadata, tensor)?;
     Ok(TensorLayout {
@@ -107,6 +97,103 @@ pub fn parse(file: &[u8], tensor: Option<&str>) -> Result<TensorLayout, String> 
         dtype,
         layer_offsets: offsets.into_iter().map(|o| data_start + o as u64).collect(),
     })
+}
+
+/// The message for a file the `safetensors` crate refused (its header length already checked
+/// by [`check_header_len`]). Where the header parsed but its tensors do not fit their data
+/// (a truncated or padded file, a shape that disagrees with its byte range, ranges that
+/// overlap or leave gaps), the crate says only which rule failed; [`layout_problem`] names
+/// the tensor and the numbers, which is what someone fixing a capture writer needs.
+fn invalid(file: &[u8], e: SafeTensorError) -> String {
+    let layout = matches!(
+        e,
+        SafeTensorError::TensorInvalidInfo
+            | SafeTensorError::InvalidOffset(_)
+            | SafeTensorError::MetadataIncompleteBuffer
+            | SafeTensorError::ValidationOverflow
+            | SafeTensorError::MisalignedSlice
+    );
+    if let Some(problem) = layout.then(|| layout_problem(file)).flatten() {
+        return format!("invalid safetensors file: {problem}");
+    }
+    let e = e.to_string();
+    // serde lists every known dtype after an unknown one; the name is what matters.
+    let e = e.split(", expected one of").next().unwrap_or(&e);
+    format!("invalid safetensors file: {e}")
+}
+
+/// The first tensor whose data does not lie where the crate's rules want it, in the order of
+/// the data section: each tensor's byte range as long as its shape and dtype make it, each
+/// starting where the one before it ends, and the last ending at the end of the file. `None`
+/// when the header does not parse into tensors (the crate's message then stands). The header
+/// is at most [`MAX_HEADER_LEN`] bytes and inside the file (checked before the crate ran).
+fn layout_problem(file: &[u8]) -> Option<String> {
+    let n = u64::from_le_bytes(file.get(..8)?.try_into().ok()?) as usize;
+    let header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(file.get(8..8 + n)?).ok()?;
+    let mut tensors: Vec<(String, TensorInfo)> = header
+        .into_iter()
+        .filter(|(name, _)| name != "__metadata__")
+        .map(|(name, v)| serde_json::from_value(v).ok().map(|info| (name, info)))
+        .collect::<Option<_>>()?;
+    tensors.sort_by_key(|(_, info)| info.data_offsets);
+    let data = file.len() - 8 - n;
+    let mut end = 0usize;
+    let mut before: Option<&str> = None;
+    for (name, info) in &tensors {
+        let (start, stop) = info.data_offsets;
+        let bytes = info
+            .shape
+            .iter()
+            .try_fold(info.dtype.bitsize(), |b, &d| b.checked_mul(d))
+            .filter(|bits| bits % 8 == 0)
+            .map(|bits| bits / 8);
+        let Some(bytes) = bytes else {
+            return Some(format!(
+                "tensor `{name}`: shape {:?} of {:?} is no whole number of bytes that fits \
+                 a byte count",
+                info.shape, info.dtype
+            ));
+        };
+        if stop < start || stop - start != bytes {
+            return Some(format!(
+                "tensor `{name}`: shape {:?} of {:?} is {bytes} bytes, but its data_offsets \
+                 [{start}, {stop}] hold {}",
+                info.shape,
+                info.dtype,
+                stop.saturating_sub(start)
+            ));
+        }
+        if start != end {
+            let after = before.map_or("the data section's start".to_string(), |b| {
+                format!("the end of tensor `{b}`")
+            });
+            let how = if start < end {
+                "overlaps"
+            } else {
+                "leaves a gap after"
+            };
+            return Some(format!(
+                "tensor `{name}`'s data starts at byte {start} of the data section and {how} \
+                 {after} (byte {end})"
+            ));
+        }
+        end = stop;
+        before = Some(name);
+    }
+    match end.cmp(&data) {
+        std::cmp::Ordering::Greater => Some(format!(
+            "its tensors need {end} bytes of data after the header, but the file holds {data}: \
+             truncated ({} bytes missing)",
+            end - data
+        )),
+        std::cmp::Ordering::Less => Some(format!(
+            "its tensors need {end} bytes of data after the header, but the file holds {data}: \
+             {} bytes that no tensor names at its end",
+            data - end
+        )),
+        std::cmp::Ordering::Equal => None,
+    }
 }
 
 fn check_header_len(n: u64, file_len: u64) -> Result<(), String> {
