@@ -1,6 +1,7 @@
 """Mutation fuzzing of the command line, end to end: valid attention files, Q/K captures (with
 their capture metadata) and option values are mutated at random, and each case runs one of
-`attnviz render`, `heads`, `info` or `attention` as a user would. Every case must end with exit
+`attnviz render`, `heads`, `info`, `diff` (against a second drawn file) or `attention` as a
+user would. Every case must end with exit
 code 0, or with exit code 2 and one `error:` line that names the file (or the flag) at fault,
 with no output file and no temp file left behind; never a panic, another exit code or a hang.
 
@@ -179,15 +180,28 @@ class Case:
         return b"\x93NUMPY\x01\x00" + struct.pack("<H", len(hb)) + hb + data
 
     def draw(self):
-        """(suffix, file bytes, command, is the file Q/K)."""
+        """(suffix, file bytes, command, whether the file is Q/K, options); diff's B in
+        `self.other` (suffix, bytes)."""
         rng = self.rng
         kind = rng.choice(["capture", "capture", "st", "npy"])
         blob = {"capture": self.capture, "st": self.attention_st, "npy": self.attention_npy}[kind]()
         suffix = ".npy" if kind == "npy" else ".safetensors"
         qk = kind == "capture"
-        command = rng.choice(["render", "render", "heads", "info"] + (["attention"] if qk else []))
+        command = rng.choice(["render", "render", "heads", "info", "diff"]
+                             + (["attention"] if qk else []))
+        # diff's B: the same file (a difference of 0), or another drawn file, of the same
+        # kind or not, mutated or whole
+        self.other = None
+        if command == "diff" and rng.random() < 0.4:
+            self.other = (suffix, blob)
+        elif command == "diff":
+            other = Case(rng)
+            kind_b = rng.choice([kind, "capture", "st", "npy"])
+            blob_b = {"capture": other.capture, "st": other.attention_st,
+                      "npy": other.attention_npy}[kind_b]()
+            self.other = (".npy" if kind_b == "npy" else ".safetensors", blob_b)
         options = []
-        if command in ("render", "heads") and rng.random() < 0.3:
+        if command in ("render", "heads", "diff") and rng.random() < 0.3:
             for _ in range(rng.randint(1, 3)):
                 if rng.random() < 0.7:
                     options += [rng.choice(VALUE_OPTIONS), rng.choice(ODD_OPTION_VALUES)]
@@ -197,15 +211,24 @@ class Case:
 
 
 def run(attnviz, work, rng):
-    suffix, blob, command, qk, options = Case(rng).draw()
+    case = Case(rng)
+    suffix, blob, command, qk, options = case.draw()
     path = os.path.join(work, f"case{suffix}")
     with open(path, "wb") as f:
         f.write(blob)
+    other = None
+    if case.other is not None:
+        other = os.path.join(work, f"other{case.other[0]}")
+        with open(other, "wb") as f:
+            f.write(case.other[1])
     out_dir = os.path.join(work, "out")
     shutil.rmtree(out_dir, ignore_errors=True)
     os.mkdir(out_dir)
-    args = [attnviz, command] + (["--q", path] if qk and command != "info" else [path])
-    if command == "render":
+    if command == "diff":
+        args = [attnviz, command, path, other]
+    else:
+        args = [attnviz, command] + (["--q", path] if qk and command != "info" else [path])
+    if command in ("render", "diff"):
         args += ["-o", os.path.join(out_dir, "figure.png"), "--quiet"]
     elif command == "attention":
         args += ["-o", os.path.join(out_dir, "attention.npy")]
@@ -227,7 +250,8 @@ def run(attnviz, work, rng):
             problem = "no `error:` line"
         elif not usage and len(lines) != 1:
             problem = f"{len(lines)} lines"
-        elif not usage and path not in lines[0] and "--" not in lines[0] and "'" not in lines[0]:
+        elif not usage and path not in lines[0] and (other is None or other not in lines[0]) \
+                and "--" not in lines[0] and "'" not in lines[0]:
             problem = "the message names neither the file nor an option"
         elif os.listdir(out_dir):
             problem = f"left behind: {os.listdir(out_dir)}"
@@ -255,6 +279,9 @@ def main():
             failures += 1
             kept = os.path.join(keep, f"case{i}{os.path.splitext(path)[1]}")
             shutil.copy(path, kept)
+            b = next((a for a in cmd[3:4] if a.startswith(os.path.join(work, "other"))), None)
+            if b:
+                shutil.copy(b, os.path.join(keep, f"case{i}-b{os.path.splitext(b)[1]}"))
             shown = " ".join(os.path.basename(a) if a.startswith(work) else a for a in cmd[1:])
             print(f"case {i}: {problem}: attnviz {shown} (input kept as {kept})")
             print("  " + err.strip().replace("\n", "\n  ")[:2000])
