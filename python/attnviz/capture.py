@@ -16,6 +16,7 @@ layer by layer as they come, in their own dtype.
 
 import json
 import os
+import struct
 import sys
 
 __all__ = ["capture", "Capture"]
@@ -157,17 +158,43 @@ class Capture:
     def save(self, path, tokens=None):
         """Writes ``q``, ``k`` and the metadata (and ``tokens``, one per position) to one
         ``.safetensors`` file that ``attnviz render --q PATH`` and ``attnviz view --q PATH`` read
-        with no other flag. Written atomically: no partial file on failure."""
-        from safetensors.torch import save_file
+        with no other flag. Written atomically: no partial file on failure.
 
+        The file is written layer by layer, so saving takes one layer's worth of host memory
+        beyond the capture itself: stacking the layers first, as ``tensors()`` does, would
+        hold the whole capture twice (20 GiB for the Q and K of a 32-layer model at 32k
+        tokens)."""
         path = os.fspath(path)
-        q, k = self.tensors()
-        if tokens is not None and len(tokens) != k.shape[2]:
-            raise ValueError("tokens: {} tokens for {} positions".format(len(tokens), k.shape[2]))
+        records = self._ordered()
+        qs, ks = [r[0] for r in records], [r[1] for r in records]
+        if tokens is not None and len(tokens) != ks[0].shape[1]:
+            raise ValueError("tokens: {} tokens for {} positions".format(len(tokens), ks[0].shape[1]))
+        tensors = {"q": qs, "k": ks}
+        header = {"__metadata__": {"attnviz": self.metadata(tokens)}}
+        end = 0
+        for name, layers in tensors.items():
+            dtype, shape = _layer_layout(name, layers)
+            size = len(layers) * layers[0].numel() * layers[0].element_size()
+            header[name] = {"dtype": dtype, "shape": [len(layers), *shape],
+                            "data_offsets": [end, end + size]}
+            end += size
+        # The safetensors layout, written here because the safetensors package writes whole
+        # tensors only: an 8-byte little-endian header length, the JSON header padded with
+        # spaces to 8 bytes, then each tensor's bytes in the order of their offsets (q's
+        # layers, then k's), little-endian and C-ordered.
+        text = json.dumps(header, separators=(",", ":")).encode()
+        text += b" " * (-len(text) % 8)
         tmp = path + ".tmp"
         try:
-            save_file({"q": q.contiguous(), "k": k.contiguous()}, tmp,
-                      metadata={"attnviz": self.metadata(tokens)})
+            with open(tmp, "wb") as f:
+                f.write(struct.pack("<Q", len(text)))
+                f.write(text)
+                for layers in tensors.values():
+                    for t in layers:
+                        f.write(_le_bytes(t))
+                if f.tell() != 8 + len(text) + end:
+                    raise AssertionError("capture file: wrote {} bytes, header says {}".format(
+                        f.tell(), 8 + len(text) + end))
             os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):
@@ -245,3 +272,35 @@ def _set_implementation(model, name):
 def _restore_implementation(model, saved):
     for c, impl in saved or []:
         c._attn_implementation = impl
+
+
+# The safetensors names of the dtypes a capture may hold.
+_SAFETENSORS_DTYPES = {"torch.float32": "F32", "torch.float16": "F16", "torch.bfloat16": "BF16",
+                       "torch.float64": "F64"}
+
+
+def _layer_layout(name, layers):
+    """The safetensors dtype and per-layer shape every layer of ``name`` shares."""
+    first = layers[0]
+    dtype = _SAFETENSORS_DTYPES.get(str(first.dtype))
+    if dtype is None:
+        raise ValueError("{}: dtype {} is not one a capture file holds ({})".format(
+            name, first.dtype, ", ".join(sorted(_SAFETENSORS_DTYPES))))
+    for i, t in enumerate(layers):
+        if t.shape != first.shape or t.dtype != first.dtype:
+            raise ValueError("{}: layer {} is {} {}, unlike layer 0 ({} {})".format(
+                name, i, t.dtype, tuple(t.shape), first.dtype, tuple(first.shape)))
+    return dtype, list(first.shape)
+
+
+def _le_bytes(t):
+    """A tensor's elements as little-endian, C-ordered bytes, copied to the host (one layer at
+    a time) where they are not there already."""
+    import numpy as np
+    import torch
+
+    t = t.detach().to("cpu").contiguous()
+    flat = t.reshape(-1).view(torch.uint8).numpy()
+    if sys.byteorder != "little" and t.element_size() > 1:
+        flat = np.ascontiguousarray(flat.reshape(-1, t.element_size())[:, ::-1])
+    return memoryview(flat).cast("B")

@@ -155,6 +155,40 @@ def test_capture_keeps_dtype_subsets_layers_and_restores_sdpa():
     assert image.shape[2] == 4
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_a_saved_capture_is_written_layer_by_layer_and_loads_as_its_tensors(dtype, tmp_path, cli,
+                                                                           monkeypatch):
+    model = _tiny("llama-gqa").to(dtype)
+    with torch.no_grad(), attnviz.capture(model) as cap:
+        model(_inputs())
+    q, k = cap.tensors()
+    tokens = ["t{}".format(i) for i in range(N)]
+
+    # Saving never stacks the layers (which would hold the capture twice in host memory).
+    def refuse(*args, **kwargs):
+        raise AssertionError("save stacked the layers")
+
+    with monkeypatch.context() as m:
+        m.setattr(torch, "stack", refuse)
+        m.setattr(torch, "cat", refuse)
+        cap.save(tmp_path / "cap.safetensors", tokens=tokens)
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    saved = load_file(tmp_path / "cap.safetensors")
+    assert set(saved) == {"q", "k"}
+    assert saved["q"].dtype == dtype and torch.equal(saved["q"], q)
+    assert saved["k"].dtype == dtype and torch.equal(saved["k"], k)
+    with safe_open(tmp_path / "cap.safetensors", "pt") as f:
+        assert f.metadata() == {"attnviz": cap.metadata(tokens)}
+    # ...and attnviz reads it as the capture it is.
+    info = subprocess.run([str(cli), "info", str(tmp_path / "cap.safetensors")], check=True,
+                          capture_output=True, text=True).stdout
+    assert "2 layers, 4 query heads, 2 key heads, 48 queries, 48 keys, head dimension 16" in info
+    assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
+
+
 def test_models_that_bypass_the_interface_and_bad_capture_files_are_value_errors(tmp_path, cli):
     class Plain(torch.nn.Module):
         def forward(self, x):
