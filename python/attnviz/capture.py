@@ -168,7 +168,8 @@ class Capture:
         records = self._ordered()
         qs, ks = [r[0] for r in records], [r[1] for r in records]
         if tokens is not None and len(tokens) != ks[0].shape[1]:
-            raise ValueError("tokens: {} tokens for {} positions".format(len(tokens), ks[0].shape[1]))
+            raise ValueError("tokens: {} tokens for {} positions".format(
+                len(tokens), ks[0].shape[1]))
         tensors = {"q": qs, "k": ks}
         header = {"__metadata__": {"attnviz": self.metadata(tokens)}}
         end = 0
