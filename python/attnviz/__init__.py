@@ -639,9 +639,10 @@ def _render(attn, batch, options):
 
 
 def _qk_inputs(q, k, qk, options):
-    """Queries and keys as the extension takes them (two contiguous arrays and their bf16
-    flags), from ``q`` and ``k`` or from an :class:`attnviz.Capture` in ``q``, whose settings go
-    into ``qk["meta"]``. Shared by render_qk, figure_qk, heads and Viewer."""
+    """Queries and keys as the extension takes them (two contiguous arrays, or for an
+    :class:`attnviz.Capture` two lists of one array per layer, and their bf16 flags), from
+    ``q`` and ``k`` or from a capture in ``q``, whose settings go into ``qk["meta"]``. Shared by
+    render_qk, figure_qk, heads and Viewer."""
     if isinstance(q, Capture):
         if k is not None:
             raise ValueError("k: a capture holds its own keys; pass the capture alone")
@@ -649,7 +650,12 @@ def _qk_inputs(q, k, qk, options):
         # (a `queries` slice), as a capture file's do.
         qk["meta"] = q.metadata(options.get("tokens"))
         options["tokens"] = None
-        q, k = q.tensors()
+        # One array per layer, as the capture holds them: the extension copies them once, side
+        # by side (stacking them here first, as ``tensors()`` does, would hold them once more).
+        qs = [_to_numpy(t, "q[{}]".format(i)) for i, t in enumerate(q.q)]
+        ks = [_to_numpy(t, "k[{}]".format(i)) for i, t in enumerate(q.k)]
+        return ([_contiguous(a) for a, _ in qs], [_contiguous(a) for a, _ in ks],
+                (qs[0][1], ks[0][1]))
     elif k is None:
         raise ValueError("k: missing (or pass an attnviz.Capture as q)")
     qa, q_bf16 = _to_numpy(q, "q")

@@ -24,7 +24,7 @@ use numpy::{
 };
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
+use pyo3::types::{PyBytes, PyList};
 
 use options::{bad, py_err, PyOptions, PyQkOptions, PyViewOptions};
 use render::{head_stats, render_and_write, Drawn, CHUNK_BYTES};
@@ -257,9 +257,11 @@ fn _render_qk<'py>(
     Ok(rendered(py, drawn, Vec::new()))
 }
 
-/// The Q/K source of `render_qk`'s arguments. `QkSource` owns its inputs (`'static` sources),
-/// so Q and K are copied once into owned buffers: N·d values per head, not the N² the attention
-/// would be.
+/// The Q/K source of `render_qk`'s arguments: each of `q` and `k` one array, or a list of one
+/// (H, N, d) array per layer (an `attnviz.Capture`'s layers, as it recorded them: stacking them
+/// first would hold the capture once more). `QkSource` owns its inputs (`'static` sources),
+/// so Q and K are copied once into owned buffers, a list's layers side by side: N·d values per
+/// head, not the N² the attention would be.
 fn qk_source<'py>(
     q: &Bound<'py, PyAny>,
     k: &Bound<'py, PyAny>,
@@ -279,8 +281,14 @@ fn qk_source<'py>(
         .map(|w| usize::try_from(w).map_err(|_| bad("sliding_window", format!("{w} is negative"))))
         .transpose()?;
     let owned = |name: &str, array: &Bound<'py, PyAny>, bf16| -> PyResult<ArraySource> {
-        let input = Input::new(name, std::slice::from_ref(array), true, bf16)?;
-        let bytes = input.held[0].bytes().to_vec();
+        let input = match array.cast::<PyList>() {
+            Ok(layers) => Input::new(name, &layers.iter().collect::<Vec<_>>(), false, bf16)?,
+            Err(_) => Input::new(name, std::slice::from_ref(array), true, bf16)?,
+        };
+        let mut bytes = Vec::with_capacity(input.held.iter().map(|h| h.bytes().len()).sum());
+        for layer in &input.held {
+            bytes.extend_from_slice(layer.bytes());
+        }
         ArraySource::new(name, input.shape, input.dtype, bytes).map_err(py_err)
     };
     let (q, k) = (owned("q", q, bf16.0)?, owned("k", k, bf16.1)?);

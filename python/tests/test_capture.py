@@ -156,8 +156,7 @@ def test_capture_keeps_dtype_subsets_layers_and_restores_sdpa():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_a_saved_capture_is_written_layer_by_layer_and_loads_as_its_tensors(dtype, tmp_path, cli,
-                                                                           monkeypatch):
+def test_a_capture_is_saved_and_rendered_layer_by_layer(dtype, tmp_path, cli, monkeypatch):
     model = _tiny("llama-gqa").to(dtype)
     with torch.no_grad(), attnviz.capture(model) as cap:
         model(_inputs())
@@ -187,6 +186,16 @@ def test_a_saved_capture_is_written_layer_by_layer_and_loads_as_its_tensors(dtyp
                           capture_output=True, text=True).stdout
     assert "2 layers, 4 query heads, 2 key heads, 48 queries, 48 keys, head dimension 16" in info
     assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
+
+    # In process, the capture's layers go to the extension as they are (never stacked), and
+    # draw what the CLI draws from the file.
+    with monkeypatch.context() as m:
+        m.setattr(torch, "stack", refuse)
+        m.setattr(torch, "cat", refuse)
+        image = attnviz.render_qk(cap, cell=N, tokens=tokens)
+    subprocess.run([str(cli), "render", "--q", str(tmp_path / "cap.safetensors"), "--cell", str(N),
+                    "--quiet", "-o", str(tmp_path / "cli.png")], check=True, capture_output=True)
+    assert np.array_equal(image, read_png_file(tmp_path / "cli.png"))
 
 
 def test_models_that_bypass_the_interface_and_bad_capture_files_are_value_errors(tmp_path, cli):
