@@ -291,6 +291,8 @@ def render_qk(
 
     q: (L, H, N_q, d), (H, N_q, d) or (N_q, d) float32/float16/bfloat16; k: (L, H_kv, N_k, d)
         with H a multiple of H_kv (grouped-query attention). Copied once (they are N·d, not N²).
+        Or both lists of one (H, N, d) array per layer, as hooks collect them (never stacked:
+        the layers are copied side by side).
         Or q is an :class:`attnviz.Capture` and k is omitted: its layers' scales, sliding
         windows, softcaps, causality and sink logits apply, as they do from its file.
     tokens: one string per position, to label the axes (a capture's own when omitted).
@@ -389,8 +391,9 @@ def heads(
     top=10)`` lists the ten heads with the most sink mass, highest first.
 
     attn: what :func:`render` takes (arrays, HF ``outputs.attentions``); or queries with ``k``
-        the keys, or an :class:`attnviz.Capture` (its windows, softcaps and sinks apply), whose
-        attention is recomputed, never stored.
+        the keys (as :func:`render_qk` takes them: arrays, or lists of per-layer arrays), or an
+        :class:`attnviz.Capture` (its windows, softcaps and sinks apply), whose attention is
+        recomputed, never stored.
     sink_keys: ``sink_mass`` counts the first N keys. window: ``local_mass`` counts keys with
         ``|a − k| < window``. The other options are :func:`render`'s and :func:`render_qk`'s.
     figure: also write the summary figure ``attnviz heads --figure`` draws to this file (PNG,
@@ -639,10 +642,10 @@ def _render(attn, batch, options):
 
 
 def _qk_inputs(q, k, qk, options):
-    """Queries and keys as the extension takes them (two contiguous arrays, or for an
-    :class:`attnviz.Capture` two lists of one array per layer, and their bf16 flags), from
-    ``q`` and ``k`` or from a capture in ``q``, whose settings go into ``qk["meta"]``. Shared by
-    render_qk, figure_qk, heads and Viewer."""
+    """Queries and keys as the extension takes them (two contiguous arrays, or two lists of one
+    array per layer, and their bf16 flags), from ``q`` and ``k`` (arrays, or lists of layers)
+    or from an :class:`attnviz.Capture` in ``q`` (its layers), whose settings go into
+    ``qk["meta"]``. Shared by render_qk, figure_qk, heads and Viewer."""
     if isinstance(q, Capture):
         if k is not None:
             raise ValueError("k: a capture holds its own keys; pass the capture alone")
@@ -652,15 +655,40 @@ def _qk_inputs(q, k, qk, options):
         options["tokens"] = None
         # One array per layer, as the capture holds them: the extension copies them once, side
         # by side (stacking them here first, as ``tensors()`` does, would hold them once more).
-        qs = [_to_numpy(t, "q[{}]".format(i)) for i, t in enumerate(q.q)]
-        ks = [_to_numpy(t, "k[{}]".format(i)) for i, t in enumerate(q.k)]
-        return ([_contiguous(a) for a, _ in qs], [_contiguous(a) for a, _ in ks],
-                (qs[0][1], ks[0][1]))
+        (qa, q_bf16), (ka, k_bf16) = _layer_arrays(q.q, "q"), _layer_arrays(q.k, "k")
+        return qa, ka, (q_bf16, k_bf16)
     elif k is None:
         raise ValueError("k: missing (or pass an attnviz.Capture as q)")
+    lists = [isinstance(x, (list, tuple)) for x in (q, k)]
+    if any(lists):
+        if not all(lists):
+            raise ValueError("{}: a list of layers, and {} one array: give both as lists of one "
+                             "(H, N, d) array per layer, or both as arrays".format(
+                                 *(("q", "k") if lists[0] else ("k", "q"))))
+        qa, q_bf16 = _layer_arrays(q, "q")
+        ka, k_bf16 = _layer_arrays(k, "k")
+        return qa, ka, (q_bf16, k_bf16)
     qa, q_bf16 = _to_numpy(q, "q")
     ka, k_bf16 = _to_numpy(k, "k")
     return _contiguous(qa), _contiguous(ka), (q_bf16, k_bf16)
+
+
+def _layer_arrays(layers, name):
+    """A list of per-layer arrays as the extension takes it (one contiguous array each, and
+    whether they hold bfloat16 bits), checked to be non-empty and all of one kind; the
+    extension checks their shapes."""
+    if len(layers) == 0:
+        raise ValueError("{}: holds no layers".format(name))
+    arrays, kinds = [], []
+    for i, layer in enumerate(layers):
+        a, bf16 = _to_numpy(layer, "{}[{}]".format(name, i))
+        arrays.append(_contiguous(a))
+        kinds.append(bf16)
+    if any(kinds) and not all(kinds):
+        i = kinds.index(not kinds[0])
+        raise ValueError("{}[{}]: {} unlike {}[0] ({})".format(
+            name, i, _kind(kinds[i]), name, _kind(kinds[0])))
+    return arrays, kinds[0]
 
 
 def _opening(size, focus, zoom):

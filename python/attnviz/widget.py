@@ -30,7 +30,8 @@ class Viewer(RemoteFrameBuffer):
 
     ``attn`` is anything :func:`attnviz.render` takes (a numpy array or torch tensor, HF
     ``outputs.attentions``), a file path (``.npy``, ``.safetensors`` with ``tensor=``, read in
-    place), queries with ``k=`` keys, or an :class:`attnviz.Capture`. Arrays are copied once into
+    place), queries with ``k=`` keys (arrays, or lists of one (H, N, d) array per layer), or an
+    :class:`attnviz.Capture`. Arrays are copied once into
     memory the viewer owns (pass a file for inputs too large for that). ``size`` is the frame in
     pixels (default: the figure, within 1600×1000), ``focus`` a 1-based (layer, head) to open on,
     ``zoom`` a factor about the centre after that. Other keywords are :func:`attnviz.view`'s.

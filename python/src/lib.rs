@@ -124,6 +124,18 @@ impl<'py> Input<'py> {
     /// `stacked`: one array of 2 to 4 dimensions. Otherwise one (H, Q, K) array per layer, all
     /// alike, named `name[i]` in messages.
     fn new(name: &str, arrays: &[Bound<'py, PyAny>], stacked: bool, bf16: bool) -> PyResult<Self> {
+        Self::with_layers(name, arrays, stacked, bf16, "(batch, H, Q, K) or (H, Q, K)")
+    }
+
+    /// [`Input::new`], a layer's expected dimensions named `per_layer` in messages (Q and K's
+    /// layers are (H, N, d)).
+    fn with_layers(
+        name: &str,
+        arrays: &[Bound<'py, PyAny>],
+        stacked: bool,
+        bf16: bool,
+        per_layer: &str,
+    ) -> PyResult<Self> {
         if stacked {
             let (held, dtype, dims) = take(name, &arrays[0], bf16)?;
             let shape = shape_from_dims(&dims).map_err(|m| bad(name, m))?;
@@ -145,7 +157,10 @@ impl<'py> Input<'py> {
             if dims.len() != 3 {
                 return Err(bad(
                     &layer,
-                    format!("array has {} dimensions (expected (batch, H, Q, K) or (H, Q, K) per layer)", dims.len()),
+                    format!(
+                        "array has {} dimensions (expected {per_layer} per layer)",
+                        dims.len()
+                    ),
                 ));
             }
             match &first {
@@ -282,7 +297,10 @@ fn qk_source<'py>(
         .transpose()?;
     let owned = |name: &str, array: &Bound<'py, PyAny>, bf16| -> PyResult<ArraySource> {
         let input = match array.cast::<PyList>() {
-            Ok(layers) => Input::new(name, &layers.iter().collect::<Vec<_>>(), false, bf16)?,
+            Ok(layers) => {
+                let layers: Vec<_> = layers.iter().collect();
+                Input::with_layers(name, &layers, false, bf16, "(H, N, d)")?
+            }
             Err(_) => Input::new(name, std::slice::from_ref(array), true, bf16)?,
         };
         let mut bytes = Vec::with_capacity(input.held.iter().map(|h| h.bytes().len()).sum());

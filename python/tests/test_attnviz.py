@@ -179,6 +179,40 @@ def test_qk_matches_cli(cli, tmp_path, kwargs, args):
     assert out.read_bytes() == png.read_bytes()
 
 
+def test_qk_lists_of_layers_render_as_the_stacked_arrays():
+    """Per-layer Q and K, as hooks collect them, draw what the stacked arrays draw (the layers
+    copied side by side, never stacked in Python); bf16 torch layers too."""
+    q, k = qk_pair((3, 4, 40, 16), (3, 2, 40, 16))
+    want = attnviz.render_qk(q, k, causal=True)
+    got = attnviz.render_qk(list(q), tuple(k), causal=True)
+    np.testing.assert_array_equal(got, want)
+    assert attnviz.heads(list(q), k=list(k)) == attnviz.heads(q, k=k)
+    torch = pytest.importorskip("torch")
+    qt, kt = torch.from_numpy(q).bfloat16(), torch.from_numpy(k).bfloat16()
+    np.testing.assert_array_equal(attnviz.render_qk(list(qt), list(kt)),
+                                  attnviz.render_qk(qt, kt))
+
+
+@pytest.mark.parametrize(
+    "q,k,fragment",
+    [
+        ("list", "array", "q: a list of layers, and k one array"),
+        ("array", "list", "k: a list of layers, and q one array"),
+        ("empty", "list", "q: holds no layers"),
+        ("unlike", "list", "q[1]: "),
+        ("2d", "list", "q[0]: array has 2 dimensions (expected (H, N, d) per layer)"),
+    ],
+)
+def test_qk_lists_of_layers_are_checked(q, k, fragment):
+    qs, ks = qk_pair((2, 4, 16, 8), (2, 2, 16, 8))
+    inputs = {"list": list(qs), "array": qs, "empty": [], "unlike": [qs[0], qs[1, :2]],
+              "2d": [qs[0, 0], qs[1, 0]]}
+    kin = {"list": list(ks), "array": ks}[k]
+    with pytest.raises(ValueError) as e:
+        attnviz.render_qk(inputs[q], kin)
+    assert fragment in str(e.value)
+
+
 @pytest.mark.parametrize(
     "q_shape,k_shape,kwargs,args",
     [
