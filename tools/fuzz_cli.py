@@ -52,31 +52,21 @@ class Case:
     def mutate_json(self, o):
         """One change somewhere in `o`: a value replaced, a key or item dropped or added."""
         rng = self.rng
-        if isinstance(o, dict) and o:
-            k = rng.choice(list(o))
-            r = rng.random()
-            if r < 0.3:
-                o[k] = self.odd()
-            elif r < 0.4:
-                del o[k]
-            elif r < 0.5:
-                o[rng.choice(["extra", k + "x"])] = self.odd()
-            else:
-                o[k] = self.mutate_json(o[k])
-            return o
-        if isinstance(o, list) and o:
-            i = rng.randrange(len(o))
-            r = rng.random()
-            if r < 0.3:
-                o[i] = self.odd()
-            elif r < 0.4:
-                o.pop(i)
-            elif r < 0.5:
-                o.append(self.odd())
-            else:
-                o[i] = self.mutate_json(o[i])
-            return o
-        return self.odd()
+        if not isinstance(o, (dict, list)) or not o:
+            return self.odd()
+        slot = rng.choice(list(o)) if isinstance(o, dict) else rng.randrange(len(o))
+        r = rng.random()
+        if r < 0.3:
+            o[slot] = self.odd()
+        elif r < 0.4:
+            del o[slot]
+        elif r < 0.5 and isinstance(o, dict):
+            o[rng.choice(["extra", slot + "x"])] = self.odd()
+        elif r < 0.5:
+            o.append(self.odd())
+        else:
+            o[slot] = self.mutate_json(o[slot])
+        return o
 
     def values(self, count, size):
         """Small finite values as little-endian floats of `size` bytes (bf16: f32's high half)."""
