@@ -305,13 +305,14 @@ pub(super) struct PatternShape<'a> {
 
 impl PatternPass {
     /// The pattern pass of an ingest of `shape` whose accumulator groups hold `group_cells`
-    /// cells.
+    /// cells, the clearing of its sums recorded into `clear`.
     pub(super) fn for_ingest(
         gpu: &Gpu,
         options: PatternOptions,
         shape: &IngestShape,
         max_rows: usize,
         group_cells: &[usize],
+        clear: &mut wgpu::CommandEncoder,
     ) -> Result<PatternPass> {
         PatternPass::new(
             gpu,
@@ -324,10 +325,18 @@ impl PatternPass {
                 max_rows,
                 group_cells,
             },
+            clear,
         )
     }
 
-    pub(super) fn new(gpu: &Gpu, shape: &PatternShape<'_>) -> Result<PatternPass> {
+    /// The buffers of the pattern pass of `shape`, the clearing of the pixels' sums and the
+    /// profiles recorded into `clear` (for the caller to submit with the other buffers it
+    /// clears).
+    pub(super) fn new(
+        gpu: &Gpu,
+        shape: &PatternShape<'_>,
+        clear: &mut wgpu::CommandEncoder,
+    ) -> Result<PatternPass> {
         let (queries, keys) = (shape.queries, shape.keys);
         let block = block_side(queries, keys);
         let words = profile_words(queries, keys);
@@ -416,11 +425,9 @@ impl PatternPass {
             heads.push(storage("attnviz.pattern.heads", (cells * head_sums) as u64));
             profiles.push(storage("attnviz.pattern.profiles", bytes));
         }
-        let mut encoder = device.create_command_encoder(&Default::default());
         for b in pixels.iter().chain(&profiles) {
-            encoder.clear_buffer(b, 0, None);
+            clear.clear_buffer(b, 0, None);
         }
-        gpu.submit([encoder.finish()]);
         Ok(PatternPass {
             params: crate::gpu::storage_buffer_init(
                 device,
