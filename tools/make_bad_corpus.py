@@ -84,6 +84,7 @@ put("st_offsets_out_of_range.safetensors", st({"a": t("F32", [2, 2], 0, 16)}, b"
 put("st_shape_mismatch.safetensors", st({"a": t("F32", [4, 4], 0, 16)}, b"\0" * 16), "tensor `a`: shape [4, 4] of F32 is 64 bytes, but its data_offsets [0, 16] hold 16")
 put("st_gap.safetensors", st({"a": t("F32", [2, 2], 0, 16), "b": t("F32", [2, 2], 24, 40)}, b"\0" * 40), "tensor `b`'s data starts at byte 24 of the data section and leaves a gap after the end of tensor `a` (byte 16)")
 put("st_trailing_bytes.safetensors", st({"a": t("F32", [2, 2], 0, 16)}, b"\0" * 20), "need 16 bytes of data after the header, but the file holds 20: 4 bytes that no tensor names at its end")
+put("st_overflow_shape.safetensors", st({"a": t("F32", [1 << 40, 1 << 40], 0, 16)}, b"\0" * 16), "tensor `a`: shape [1099511627776, 1099511627776] of F32 overflows a byte count")
 put("st_truncated_capture.safetensors", st({"k": t("F16", [1, 1, 4, 4], 0, 32), "q": t("F16", [1, 1, 4, 4], 32, 64)}, b"\0" * 50), "truncated (14 bytes missing)")
 put("st_unknown_dtype.safetensors", st({"a": t("Q4", [2, 2], 0, 2)}, b"\0" * 2), "unknown variant `Q4`")
 put("st_int64.safetensors", st({"a": t("I64", [2, 2], 0, 32)}, b"\0" * 32), "has dtype I64")

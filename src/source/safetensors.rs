@@ -128,9 +128,9 @@ fn invalid(file: &[u8], e: SafeTensorError) -> String {
 /// when the header does not parse into tensors (the crate's message then stands). The header
 /// is at most [`MAX_HEADER_LEN`] bytes and inside the file (checked before the crate ran).
 fn layout_problem(file: &[u8]) -> Option<String> {
-    let n = u64::from_le_bytes(file.get(..8)?.try_into().ok()?) as usize;
+    let n = usize::try_from(u64::from_le_bytes(file.get(..8)?.try_into().ok()?)).ok()?;
     let header: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_slice(file.get(8..8 + n)?).ok()?;
+        serde_json::from_slice(file.get(8..8usize.checked_add(n)?)?).ok()?;
     let mut tensors: Vec<(String, TensorInfo)> = header
         .into_iter()
         .filter(|(name, _)| name != "__metadata__")
@@ -142,18 +142,24 @@ fn layout_problem(file: &[u8]) -> Option<String> {
     let mut before: Option<&str> = None;
     for (name, info) in &tensors {
         let (start, stop) = info.data_offsets;
-        let bytes = info
+        let bits = info
             .shape
             .iter()
-            .try_fold(info.dtype.bitsize(), |b, &d| b.checked_mul(d))
-            .filter(|bits| bits % 8 == 0)
-            .map(|bits| bits / 8);
-        let Some(bytes) = bytes else {
-            return Some(format!(
-                "tensor `{name}`: shape {:?} of {:?} is no whole number of bytes that fits \
-                 a byte count",
-                info.shape, info.dtype
-            ));
+            .try_fold(info.dtype.bitsize(), |b, &d| b.checked_mul(d));
+        let bytes = match bits {
+            None => {
+                return Some(format!(
+                    "tensor `{name}`: shape {:?} of {:?} overflows a byte count",
+                    info.shape, info.dtype
+                ))
+            }
+            Some(bits) if bits % 8 != 0 => {
+                return Some(format!(
+                    "tensor `{name}`: shape {:?} of {:?} is not a whole number of bytes",
+                    info.shape, info.dtype
+                ))
+            }
+            Some(bits) => bits / 8,
         };
         if stop < start || stop - start != bytes {
             return Some(format!(
