@@ -129,3 +129,26 @@ fn grids_are_bare_by_default_and_share_outer_axes_when_asked() {
     }
     check_ticks(&f, &options, q, k);
 }
+
+/// Token labels on a figure scaled far down (`--dpi 3`, `--scale-factor 0.01`): the labels'
+/// size keeps its floor even where the figure's font is below it, rather than asking
+/// `f32::clamp` for a floor above its ceiling (a panic `tools/fuzz_cli.py` found). The layout
+/// is the CPU renderer's too, so no adapter is needed.
+#[test]
+fn token_labels_of_a_figure_scaled_far_down_keep_their_floor() {
+    for (tokens, scale) in [(8, 0.03), (40, 0.01), (8, 0.2), (40, 0.5)] {
+        let src = long_head(1, 1, tokens, tokens);
+        let options = RenderOptions {
+            tokens: Some((0..tokens).map(|i| format!("tok{i}")).collect()),
+            scale_factor: scale,
+            ..Default::default()
+        };
+        let f = attnviz::render_cpu(&src, &options)
+            .unwrap_or_else(|e| panic!("{tokens} tokens at scale {scale}: {e}"));
+        assert!(
+            f.width > 0 && f.height > 0,
+            "{tokens} tokens at scale {scale}"
+        );
+        assert_eq!(f.rgba.len(), (f.width * f.height * 4) as usize);
+    }
+}

@@ -94,8 +94,11 @@ impl CellAxes {
         let gap = gap(m);
         let mut out = CellAxes::empty();
         if nq.max(nk) <= MAX_TOKEN_LABELS {
+            // (as large as a row or column allows, no larger than the figure's text, and never
+            // below the floor: a figure scaled far down has its text below it too)
             let px = ((ch / nq as f32).min(cw / nk as f32) * 0.8)
-                .clamp(MIN_FONT_PX, m.font_px * 0.8)
+                .min(m.font_px * 0.8)
+                .max(MIN_FONT_PX)
                 .round();
             for (q, tok) in q_tokens.iter().enumerate() {
                 let text = Text::plain(&display(tok), px);

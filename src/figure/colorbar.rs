@@ -395,9 +395,10 @@ impl Layout {
             self.fills.push([x + bar_w, y, tick_len, 1]);
             let text = Text::plain(&text, small);
             let label = text.rasterize();
-            let ly = (y as i64 - label.baseline as i64 + (small * 0.35) as i64)
-                .clamp(0, (self.height.max(bottom) - label.height) as i64)
-                as u32;
+            let ly = (y as i64 - label.baseline as i64 + (small * 0.35) as i64).clamp(
+                0,
+                self.height.max(bottom).saturating_sub(label.height) as i64,
+            ) as u32;
             let lx = x + bar_w + tick_len + 2;
             right = right.max(lx + label.width);
             self.labels.push(PlacedLabel {

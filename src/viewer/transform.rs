@@ -98,7 +98,10 @@ impl ViewTransform {
         let clamp_axis = |offset: f64, fig: u32, win: u32| {
             let size = fig as f64 * self.scale;
             let m = margin.min(size);
-            offset.clamp(m - size, win as f64 - m)
+            // (a window narrower than the margin, a minimized one for instance: the figure's
+            // edge at the window's, rather than bounds the wrong way round)
+            let lo = m - size;
+            offset.clamp(lo, (win as f64 - m).max(lo))
         };
         ViewTransform {
             scale: self.scale,
@@ -184,6 +187,9 @@ mod tests {
         assert_eq!(far.offset, (-450.0, -350.0));
         let near = t.pan((10.0, -5.0), (500, 400), (800, 600), 50.0);
         assert_eq!(near.offset, (10.0, -5.0));
+        // a figure smaller than the margin in a window of nothing (minimized)
+        let tiny = t.pan((3.0, -4.0), (8, 6), (0, 0), 50.0);
+        assert_eq!(tiny.offset, (0.0, 0.0));
     }
 
     #[test]
