@@ -673,15 +673,18 @@ def _qk_inputs(q, k, qk, options):
     return _contiguous(qa), _contiguous(ka), (q_bf16, k_bf16)
 
 
-def _layer_arrays(layers, name):
-    """A list of per-layer arrays as the extension takes it (one contiguous array each, and
-    whether they hold bfloat16 bits), checked to be non-empty and all of one kind; the
-    extension checks their shapes."""
+def _layer_arrays(layers, name, pick=None):
+    """A list of per-layer arrays as the extension takes it (one contiguous array each, after
+    ``pick(array, its name)`` where given, and whether they hold bfloat16 bits), checked to be
+    non-empty and all of one kind; the extension checks their shapes."""
     if len(layers) == 0:
         raise ValueError("{}: holds no layers".format(name))
     arrays, kinds = [], []
     for i, layer in enumerate(layers):
-        a, bf16 = _to_numpy(layer, "{}[{}]".format(name, i))
+        layer_name = "{}[{}]".format(name, i)
+        a, bf16 = _to_numpy(layer, layer_name)
+        if pick is not None:
+            a = pick(a, layer_name)
         arrays.append(_contiguous(a))
         kinds.append(bf16)
     if any(kinds) and not all(kinds):
@@ -747,25 +750,18 @@ def _warn_cpu(warning):
 def _prepare(attn, batch):
     """(arrays, stacked, bf16): C-contiguous numpy views of the input, one per layer for lists."""
     if isinstance(attn, (list, tuple)):
-        if len(attn) == 0:
-            raise ValueError("attn: holds no layers")
-        batch = _int(batch, "batch")
-        arrays, kinds = [], []
-        for i, layer in enumerate(attn):
-            name = "attn[{}]".format(i)
-            a, bf16 = _to_numpy(layer, name)
+        batch = _int(batch, "batch") if len(attn) else batch
+
+        def pick(a, name):
             if a.ndim == 4:
                 if not 0 <= batch < a.shape[0]:
                     raise ValueError("{}: batch {} is out of range for shape {}".format(
                         name, batch, tuple(a.shape)))
-                a = a[batch]
-            arrays.append(_contiguous(a))
-            kinds.append(bf16)
-        if any(kinds) and not all(kinds):
-            i = kinds.index(not kinds[0])
-            raise ValueError("attn[{}]: {} unlike attn[0] ({})".format(
-                i, _kind(kinds[i]), _kind(kinds[0])))
-        return arrays, False, kinds[0]
+                return a[batch]
+            return a
+
+        arrays, bf16 = _layer_arrays(attn, "attn", pick)
+        return arrays, False, bf16
     a, bf16 = _to_numpy(attn, "attn")
     return [_contiguous(a)], True, bf16
 

@@ -377,8 +377,18 @@ impl Gpu {
 
     /// Blocks until all submitted work is done.
     pub fn wait(&self) -> Result<()> {
+        self.wait_for(None)
+    }
+
+    /// Blocks until `submission` and those before it are done (all submitted work where
+    /// `None`).
+    pub(crate) fn wait_for(&self, submission: Option<wgpu::SubmissionIndex>) -> Result<()> {
+        let poll = wgpu::PollType::Wait {
+            submission_index: submission,
+            timeout: None,
+        };
         self.device
-            .poll(wgpu::PollType::wait_indefinitely())
+            .poll(poll)
             .map(|_| ())
             .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))
     }
@@ -486,13 +496,7 @@ impl MapRead<'_> {
         after: Option<wgpu::SubmissionIndex>,
         read: impl FnOnce(&[u8]) -> T,
     ) -> Result<T> {
-        let poll = wgpu::PollType::Wait {
-            submission_index: after,
-            timeout: None,
-        };
-        gpu.device
-            .poll(poll)
-            .map_err(|e| Error::Gpu(format!("waiting for the GPU: {e}")))?;
+        gpu.wait_for(after)?;
         gpu.callback(&self.done, "a readback buffer")?
             .map_err(|e| Error::Gpu(format!("mapping a readback buffer: {e}")))?;
         let out = read(
