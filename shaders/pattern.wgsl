@@ -515,33 +515,77 @@ fn block_share(part: Keys16) -> f32 {
 // the group into the slice's 15 tail slots (m = 0 ..< 15: the diagonal that would have left the
 // group m + 1 rows later), and its column masses into the head's profile (a piece in slices:
 // into the slice's own, which `pattern_columns` adds up in order).
+//
+// Written out four keys at a time, no loops over arrays: naga gives a `let` array indexed in a
+// loop to SPIR-V as a function variable, and lavapipe's compiler spent 70 of the 100 ms that
+// `pattern_profiles`' pipeline took to build on these three loops (in every process that
+// draws statistics, before its first profile dispatch).
 fn finish_group(diag: Keys16, column: Keys16, z: u32, s: u32, g: u32, k0: u32) {
     let groups = (params.keys + GROUP_KEYS - 1u) / GROUP_KEYS;
     let tail = params.diag_base + tail_row(z, s) * groups + g;
-    let left = array<f32, 15>(
-        diag.d.w, diag.d.z, diag.d.y, diag.d.x,
-        diag.c.w, diag.c.z, diag.c.y, diag.c.x,
-        diag.b.w, diag.b.z, diag.b.y, diag.b.x,
-        diag.a.w, diag.a.z, diag.a.y,
-    );
-    for (var m = 0u; m < GROUP_KEYS - 1u; m++) {
-        scratch[tail + m * groups] = left[m];
-    }
-    let sums = array<vec4<f32>, 4>(column.a, column.b, column.c, column.d);
+    // (diag.a.x, a diagonal that has just started, holds nothing yet)
+    store_tails4(tail, groups, diag.d);
+    store_tails4(tail + 4u * groups, groups, diag.c);
+    store_tails4(tail + 8u * groups, groups, diag.b);
+    scratch[tail + 12u * groups] = diag.a.w;
+    scratch[tail + 13u * groups] = diag.a.z;
+    scratch[tail + 14u * groups] = diag.a.y;
     if piece.slice_rows != 0u {
-        let own = params.col_base + (slot_of(z) + s) * params.keys;
-        for (var c = 0u; c < GROUP_KEYS; c++) {
-            if k0 + c < params.keys {
-                scratch[own + k0 + c] = sums[c >> 2u][c & 3u];
-            }
-        }
+        let own = params.col_base + (slot_of(z) + s) * params.keys + k0;
+        put_columns4(own, k0, column.a);
+        put_columns4(own + 4u, k0 + 4u, column.b);
+        put_columns4(own + 8u, k0 + 8u, column.c);
+        put_columns4(own + 12u, k0 + 12u, column.d);
         return;
     }
-    let head = piece.cell * params.stride;
-    for (var c = 0u; c < GROUP_KEYS; c++) {
-        if k0 + c < params.keys {
-            profiles[head + k0 + c] += sums[c >> 2u][c & 3u];
-        }
+    let head = piece.cell * params.stride + k0;
+    add_columns4(head, k0, column.a);
+    add_columns4(head + 4u, k0 + 4u, column.b);
+    add_columns4(head + 8u, k0 + 8u, column.c);
+    add_columns4(head + 12u, k0 + 12u, column.d);
+}
+
+// Four diagonals' running sums (keys k ..< k + 4) into tail slots `step` apart from `at`, the
+// one at the last key first: it leaves the group first.
+fn store_tails4(at: u32, step: u32, v: vec4<f32>) {
+    scratch[at] = v.w;
+    scratch[at + step] = v.z;
+    scratch[at + 2u * step] = v.y;
+    scratch[at + 3u * step] = v.x;
+}
+
+// Column masses of keys k ..< k + 4 into `scratch` from `at`, those of keys past the head left
+// out.
+fn put_columns4(at: u32, k: u32, v: vec4<f32>) {
+    let live = vec4<u32>(k) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(params.keys);
+    if live.x {
+        scratch[at] = v.x;
+    }
+    if live.y {
+        scratch[at + 1u] = v.y;
+    }
+    if live.z {
+        scratch[at + 2u] = v.z;
+    }
+    if live.w {
+        scratch[at + 3u] = v.w;
+    }
+}
+
+// Column masses of keys k ..< k + 4 added into the head's profile from `at`.
+fn add_columns4(at: u32, k: u32, v: vec4<f32>) {
+    let live = vec4<u32>(k) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(params.keys);
+    if live.x {
+        profiles[at] += v.x;
+    }
+    if live.y {
+        profiles[at + 1u] += v.y;
+    }
+    if live.z {
+        profiles[at + 2u] += v.z;
+    }
+    if live.w {
+        profiles[at + 3u] += v.w;
     }
 }
 
