@@ -322,8 +322,6 @@ fn pool_lanes4(@builtin(global_invocation_id) gid: vec3<u32>) {
 // pixel, where `pool` with FIXED_WORDS = 1 read that word once per pixel and folded all of it
 // (8 times the work, and 8 times the invocations). Pixels past the head's last key (a row
 // padded to a word) are folded into but never stored.
-const KEYS_MAX: u32 = 8u;
-
 @compute @workgroup_size(64)
 fn pool_keys(@builtin(global_invocation_id) gid: vec3<u32>) {
     let shift = elem_shift();
@@ -332,29 +330,64 @@ fn pool_keys(@builtin(global_invocation_id) gid: vec3<u32>) {
     if start.rows.r0 >= start.rows.r1 {
         return;
     }
-    var runs: array<Running, KEYS_MAX>;
-    for (var j = 0u; j < n; j++) {
-        runs[j] = open_bin(start.x + j, start.y, 1u, start.rows);
+    // A word's keys' states, named rather than an array looped over: the same folds, but an
+    // array of states indexed in loops cost lavapipe's compiler (in every process that pools a
+    // head at its own width) more than the kernel's own code. Keys 4 to 7 only for 16-bit
+    // elements (n = 8), which the compiler keeps only where DTYPE says so.
+    var k0 = open_bin(start.x, start.y, 1u, start.rows);
+    var k1 = open_bin(start.x + 1u, start.y, 1u, start.rows);
+    var k2 = open_bin(start.x + 2u, start.y, 1u, start.rows);
+    var k3 = open_bin(start.x + 3u, start.y, 1u, start.rows);
+    var k4: Running;
+    var k5: Running;
+    var k6: Running;
+    var k7: Running;
+    if n > 4u {
+        k4 = open_bin(start.x + 4u, start.y, 1u, start.rows);
+        k5 = open_bin(start.x + 5u, start.y, 1u, start.rows);
+        k6 = open_bin(start.x + 6u, start.y, 1u, start.rows);
+        k7 = open_bin(start.x + 7u, start.y, 1u, start.rows);
     }
     for (var q = start.rows.r0; q < start.rows.r1; q++) {
         let row = lane_row(q, start.x);
         if row.seen {
             let v = word(row.first >> shift);
-            for (var j = 0u; j < n; j++) {
-                // (a pointer into `runs` at a dynamic index trips naga's SPIR-V writer)
-                var run = runs[j];
-                begin_row(&run, row.q, row.r, row.base, row.first + j);
-                let e = element_of(v, j);
-                fold(&run, e.x, e.y != 0u, row.first + j);
-                run.sum += run.row_sum;
-                runs[j] = run;
+            fold_key(&k0, row, v, 0u);
+            fold_key(&k1, row, v, 1u);
+            fold_key(&k2, row, v, 2u);
+            fold_key(&k3, row, v, 3u);
+            if n > 4u {
+                fold_key(&k4, row, v, 4u);
+                fold_key(&k5, row, v, 5u);
+                fold_key(&k6, row, v, 6u);
+                fold_key(&k7, row, v, 7u);
             }
         }
     }
-    for (var j = 0u; j < n; j++) {
-        if start.x + j < piece.pooled_w {
-            close_bin(runs[j]);
-        }
+    close_key(k0, start.x);
+    close_key(k1, start.x + 1u);
+    close_key(k2, start.x + 2u);
+    close_key(k3, start.x + 3u);
+    if n > 4u {
+        close_key(k4, start.x + 4u);
+        close_key(k5, start.x + 5u);
+        close_key(k6, start.x + 6u);
+        close_key(k7, start.x + 7u);
+    }
+}
+
+// Key j of the word `v` that `row` starts at (element j), into its pixel's `run`.
+fn fold_key(run: ptr<function, Running>, row: LaneRow, v: vec4<u32>, j: u32) {
+    begin_row(run, row.q, row.r, row.base, row.first + j);
+    let e = element_of(v, j);
+    fold(run, e.x, e.y != 0u, row.first + j);
+    (*run).sum += (*run).row_sum;
+}
+
+// Stores pixel x's `run` if x is a pixel of the pooled row.
+fn close_key(run: Running, x: u32) {
+    if x < piece.pooled_w {
+        close_bin(run);
     }
 }
 
