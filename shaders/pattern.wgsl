@@ -299,21 +299,37 @@ fn kahan(h: ptr<function, HeadSums>, v: f32) {
     (*h).p_ln_p = t;
 }
 
-// Workgroup (_, _, z): head z's partials, in order, into its scalars.
+// `p`, a partial (or one run's pixels), added into `h` after the ones before it.
+fn add_partial(h: ptr<function, HeadSums>, p: HeadSums) {
+    kahan(h, p.p_ln_p);
+    if beats(p, *h) {
+        (*h).max_v = p.max_v;
+        (*h).arg_q = p.arg_q;
+        (*h).arg_k = p.arg_k;
+        (*h).seen = 1u;
+    }
+    (*h).bad = add64((*h).bad, p.bad);
+}
+
+// Workgroup (_, _, z): head z's partials, in order, into its scalars. A head of at most
+// PIXEL_RUN pixels' sums (a head of up to 64k keys on a CPU adapter) is one invocation's run of
+// `pattern_pixels`, which the host then skips: its pixels are summed here as that run sums
+// them, the same bits (the run's tree only adds +0.0 to it), with no 256-lane workgroup and
+// its barriers for each of a whole model's heads.
 @compute @workgroup_size(1)
 fn pattern_heads(@builtin(workgroup_id) wg: vec3<u32>) {
     let z = wg.z;
     var h = NO_SUMS;
-    for (var x = 0u; x < params.pixel_chunks; x++) {
-        let p = partials[z * params.pixel_chunks + x];
-        kahan(&h, p.p_ln_p);
-        if beats(p, h) {
-            h.max_v = p.max_v;
-            h.arg_q = p.arg_q;
-            h.arg_k = p.arg_k;
-            h.seen = 1u;
+    if params.pixels <= PIXEL_RUN {
+        var run = NO_SUMS;
+        for (var i = 0u; i < params.pixels; i++) {
+            merge(&run, of_pixel(pixels[z * params.pixels + i]));
         }
-        h.bad = add64(h.bad, p.bad);
+        add_partial(&h, run);
+    } else {
+        for (var x = 0u; x < params.pixel_chunks; x++) {
+            add_partial(&h, partials[z * params.pixel_chunks + x]);
+        }
     }
     heads[z] = h;
 }

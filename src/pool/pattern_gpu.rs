@@ -276,6 +276,8 @@ pub(super) struct PatternPass {
     /// of the group's mass (`scratch` in `shaders/pattern.wgsl`).
     scratch: wgpu::Buffer,
     pixel_chunks: usize,
+    /// Pixels' sums per head (`PatternParams::pixels`).
+    head_pixels: usize,
     /// Rows of a dispatch at most (pieces together): what `scratch` holds.
     pub(super) rows: usize,
     /// Rows a profile invocation walks (`Gpu::pattern_slice_rows` rounded up to whole block
@@ -441,6 +443,7 @@ impl PatternPass {
             profiles,
             scratch: storage("attnviz.pattern.scratch", scratch_bytes),
             pixel_chunks,
+            head_pixels: head_px,
             rows: shape.max_rows,
             slice_rows: slice_rows as u32,
             slices,
@@ -576,8 +579,11 @@ impl PatternPass {
             let mut pass = gpu.compute_pass(&mut encoder, "attnviz.pattern.reduce");
             for (g, &cells) in group_cells.iter().enumerate() {
                 pass.set_bind_group(0, &bind_groups[g], &[]);
-                pass.set_pipeline(pixels);
-                pass.dispatch_workgroups(self.pixel_chunks as u32, 1, cells as u32);
+                // (a head of one run's pixels is summed by `pattern_heads` itself)
+                if self.head_pixels > PIXEL_RUN {
+                    pass.set_pipeline(pixels);
+                    pass.dispatch_workgroups(self.pixel_chunks as u32, 1, cells as u32);
+                }
                 pass.set_pipeline(heads);
                 pass.dispatch_workgroups(1, 1, cells as u32);
             }
