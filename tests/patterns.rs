@@ -400,6 +400,27 @@ fn qk_statistics_match_the_twin_on_materialized_rows() {
         assert_eq!(g.argmax, c.argmax);
         assert_eq!(g.pattern, c.pattern);
     }
+    // `attnviz heads` reads the stored probabilities for the statistics alone (no pool pass),
+    // on the two-pass path too (a NaN in Q): the same statistics as a figure's run with them.
+    let mut q = Array4::from_shape_fn((1, 2, 40, 16), |_| rng.next_f32() * 2.0 - 1.0);
+    q[[0, 1, 7, 3]] = f32::NAN;
+    let k = Array4::from_shape_fn((1, 2, 72, 16), |_| rng.next_f32() * 2.0 - 1.0);
+    for q in [q.mapv(|v| if v.is_nan() { 0.5 } else { v }), q] {
+        let qk = QkSource::new(
+            Box::new(ArraySource::from_f32("q", &q)),
+            Box::new(ArraySource::from_f32("k", &k)),
+            &options,
+        )
+        .unwrap();
+        let (cells, alone) = e.head_patterns(&qk, &RenderOptions::default(), o).unwrap();
+        let geometry = CellGeometry::new(40, 72, Some(16)).unwrap();
+        let figure = e.pool_with(&qk, &cells, geometry, pool, Some(o)).unwrap();
+        for (a, f) in alone.iter().zip(&figure.patterns) {
+            assert_eq!(format!("{a:?}"), format!("{:?}", f.finish()));
+        }
+        let nan = q.iter().any(|v| v.is_nan());
+        assert_eq!(alone[1].non_finite > 0, nan, "{:?}", alone[1]);
+    }
 }
 
 /// Q/K statistics from the probabilities the row kernel stores a chunk at a time

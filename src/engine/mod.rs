@@ -580,8 +580,9 @@ impl Engine {
     }
 
     /// Pattern statistics of the heads `options` selects, in the plan's cell order, from one
-    /// read of them (stored attention: the statistics alone, no pool pass; Q/K: the row
-    /// kernel's run pools a 16-pixel cell, which is not used): `attnviz heads`.
+    /// read of them (stored attention, and probabilities stored from Q and K: the statistics
+    /// alone, no pool pass; statistics from the scores themselves: the row kernel's run, which
+    /// gives the rows' lse, pools a 16-pixel cell that is not used): `attnviz heads`.
     pub fn head_patterns(
         &self,
         source: &dyn AttentionSource,

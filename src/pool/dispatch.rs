@@ -550,6 +550,7 @@ impl<'g> Ingest<'g> {
             window: !self.windows.is_empty(),
             layout: self.layout,
             pattern: self.pattern.is_some(),
+            pool: !self.statistics_only,
             // (a dispatch's first piece starts on a word)
             aligned: rows_on_words(stride, self.dtype, 0),
             keys: self.keys,
@@ -567,6 +568,8 @@ pub(crate) struct PipelineWarmer<'a> {
     window: bool,
     layout: AccumLayout,
     pattern: bool,
+    /// The pool pass runs (not for an ingest of the statistics alone).
+    pool: bool,
     aligned: bool,
     keys: usize,
     pooled_w: u32,
@@ -577,10 +580,12 @@ impl PipelineWarmer<'_> {
     /// dispatch that needs one meanwhile waits for it rather than compiling it again).
     pub(crate) fn compile(&self) {
         let device = &self.gpu.device;
-        let kernel = PoolKernel::choose(self.keys, self.pooled_w, self.dtype, self.aligned);
-        self.pipes
-            .specialized(device, self.dtype, self.options, self.window, self.layout)
-            .pool(device, &self.pipes.kernel, kernel);
+        if self.pool {
+            let kernel = PoolKernel::choose(self.keys, self.pooled_w, self.dtype, self.aligned);
+            self.pipes
+                .specialized(device, self.dtype, self.options, self.window, self.layout)
+                .pool(device, &self.pipes.kernel, kernel);
+        }
         if self.pattern {
             self.pipes.pattern.warm(device, self.dtype, self.aligned);
         }

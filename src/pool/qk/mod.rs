@@ -539,6 +539,12 @@ pub(crate) fn pool_qk(
             let mut ingest = Ingest::with_layout(gpu, pool, shape, run.patterns, layout)
                 .map_err(|e| e.about(src.name()))?;
             ingest.set_windows(windows.clone());
+            // (`attnviz heads`: stored probabilities go to the statistics alone, as a stored
+            // file's rows do; the fused path's figure is the row kernel's, which it needs for
+            // the rows' lse anyway)
+            if !run.pooled {
+                ingest.statistics_only();
+            }
             Ok::<_, Error>(ingest)
         };
         let mut ingest = new_ingest()?;
