@@ -111,8 +111,10 @@ pub(crate) struct PatternPipelines {
     /// not skipped at run time (llvmpipe runs both sides of a branch it cannot prove uniform:
     /// a third of the statistics' cost on the 1 GiB grid).
     profiles: [[OnceLock<wgpu::ComputePipeline>; 2]; 3],
-    /// pixels, heads: the reduction of the pixels' sums.
-    reduce: OnceLock<[wgpu::ComputePipeline; 2]>,
+    /// pixels, heads: the reduction of the pixels' sums (`pattern_pixels` only for heads of
+    /// more than one run of them: `pattern_heads` sums the others itself).
+    pixels: OnceLock<wgpu::ComputePipeline>,
+    heads: OnceLock<wgpu::ComputePipeline>,
     /// The statistics of Q/K heads from their scores (`pool::pattern_qk`).
     pub(super) qk: crate::pool::pattern_qk::QkPatternKernels,
     /// The profile kernel that pools as well (`shaders/pattern_pool.wgsl`): its module with
@@ -212,11 +214,14 @@ impl PatternPipelines {
         self.pipelines(device, dtype);
     }
 
-    fn reduce(&self, device: &wgpu::Device) -> &[wgpu::ComputePipeline; 2] {
-        self.reduce.get_or_init(|| {
-            let kernel = self.kernel(device);
-            ["pattern_pixels", "pattern_heads"].map(|entry| kernel.pipeline(device, entry))
-        })
+    fn pixels(&self, device: &wgpu::Device) -> &wgpu::ComputePipeline {
+        self.pixels
+            .get_or_init(|| self.kernel(device).pipeline(device, "pattern_pixels"))
+    }
+
+    fn heads(&self, device: &wgpu::Device) -> &wgpu::ComputePipeline {
+        self.heads
+            .get_or_init(|| self.kernel(device).pipeline(device, "pattern_heads"))
     }
 }
 
@@ -573,14 +578,15 @@ impl PatternPass {
         bind_groups: &[wgpu::BindGroup],
         group_cells: &[usize],
     ) -> Result<Vec<PatternSums>> {
-        let [pixels, heads] = pipes.reduce(&gpu.device);
+        let pixels = (self.head_pixels > PIXEL_RUN).then(|| pipes.pixels(&gpu.device));
+        let heads = pipes.heads(&gpu.device);
         let mut encoder = gpu.device.create_command_encoder(&Default::default());
         {
             let mut pass = gpu.compute_pass(&mut encoder, "attnviz.pattern.reduce");
             for (g, &cells) in group_cells.iter().enumerate() {
                 pass.set_bind_group(0, &bind_groups[g], &[]);
                 // (a head of one run's pixels is summed by `pattern_heads` itself)
-                if self.head_pixels > PIXEL_RUN {
+                if let Some(pixels) = pixels {
                     pass.set_pipeline(pixels);
                     pass.dispatch_workgroups(self.pixel_chunks as u32, 1, cells as u32);
                 }
