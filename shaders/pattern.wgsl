@@ -236,6 +236,11 @@ const NO_SUMS = HeadSums(0.0, 0.0, 0.0, 0u, 0u, 0u, vec2<u32>(0u));
 // `b` added into `a` (a plain f32 sum: the compensation stays 0 until `pattern_heads`).
 fn merge(a: ptr<function, HeadSums>, b: HeadSums) {
     (*a).p_ln_p += b.p_ln_p;
+    merge_max_bad(a, b);
+}
+
+// `b`'s maximum and non-finite count into `a`'s (its sum is the caller's).
+fn merge_max_bad(a: ptr<function, HeadSums>, b: HeadSums) {
     if beats(b, *a) {
         (*a).max_v = b.max_v;
         (*a).arg_q = b.arg_q;
@@ -302,13 +307,7 @@ fn kahan(h: ptr<function, HeadSums>, v: f32) {
 // `p`, a partial (or one run's pixels), added into `h` after the ones before it.
 fn add_partial(h: ptr<function, HeadSums>, p: HeadSums) {
     kahan(h, p.p_ln_p);
-    if beats(p, *h) {
-        (*h).max_v = p.max_v;
-        (*h).arg_q = p.arg_q;
-        (*h).arg_k = p.arg_k;
-        (*h).seen = 1u;
-    }
-    (*h).bad = add64((*h).bad, p.bad);
+    merge_max_bad(h, p);
 }
 
 // Workgroup (_, _, z): head z's partials, in order, into its scalars. A head of at most
