@@ -569,10 +569,15 @@ fn store_tails4(at: u32, step: u32, v: vec4<f32>) {
     scratch[at + 3u * step] = v.x;
 }
 
+// Which of keys k ..< k + 4 are keys of the head.
+fn keys_in_head4(k: u32) -> vec4<bool> {
+    return vec4<u32>(k) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(params.keys);
+}
+
 // Column masses of keys k ..< k + 4 into `scratch` from `at`, those of keys past the head left
 // out.
 fn put_columns4(at: u32, k: u32, v: vec4<f32>) {
-    let live = vec4<u32>(k) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(params.keys);
+    let live = keys_in_head4(k);
     if live.x {
         scratch[at] = v.x;
     }
@@ -589,7 +594,7 @@ fn put_columns4(at: u32, k: u32, v: vec4<f32>) {
 
 // Column masses of keys k ..< k + 4 added into the head's profile from `at`.
 fn add_columns4(at: u32, k: u32, v: vec4<f32>) {
-    let live = vec4<u32>(k) + vec4<u32>(0u, 1u, 2u, 3u) < vec4<u32>(params.keys);
+    let live = keys_in_head4(k);
     if live.x {
         profiles[at] += v.x;
     }

@@ -773,7 +773,7 @@ fn qk_statistics_from_the_scores_span_key_workgroups() {
 }
 
 /// `attnviz heads` on stored attention reads the rows for the statistics alone (no pool pass:
-/// `Ingest::statistics_only`): the same statistics, bit for bit, as a run that pools the same
+/// `Ingest::set_pooled`): the same statistics, bit for bit, as a run that pools the same
 /// 16-pixel cells with them, whatever the causal option (`Auto` detects nothing then, and the
 /// statistics never depended on it). Two layers of two heads, head 0 causal with a NaN below
 /// the diagonal, f32 and f16, several chunks.

@@ -108,6 +108,7 @@ pub(crate) fn pool_diff(
             chunk_target: run.chunk_bytes,
         };
         let mut ingest = Ingest::with_patterns(gpu, pipes, shape, run.patterns)?;
+        ingest.set_pooled(run.pooled);
         let step = ingest.max_rows_per_fill().min(s.queries).max(1);
         let pipe = pipes.diff(&gpu.device);
         let block = Block::new(gpu, pipe, step * s.keys, diff);

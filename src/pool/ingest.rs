@@ -101,7 +101,7 @@ pub(crate) struct Ingest<'g> {
     /// aside in ([`Ingest::prepare_zeros`]).
     pub(super) zeros_ready: bool,
     /// Only the pattern statistics are wanted (`attnviz heads`): no pool pass is dispatched,
-    /// and the accumulators stay empty ([`Ingest::statistics_only`]).
+    /// and the accumulators stay empty ([`Ingest::set_pooled`]).
     pub(super) statistics_only: bool,
     /// Pattern statistics, when asked for, with their bind groups per group (reading the
     /// chunk texture, as the pool pass does).
@@ -411,12 +411,13 @@ impl<'g> Ingest<'g> {
         (g.accum.clone(), cell % self.per_group)
     }
 
-    /// Makes this ingest read its rows for the pattern statistics only: each chunk goes to
-    /// the profile kernel and not to the pool pass, whose pooled cells the caller never reads
-    /// (on a CPU driver that pass costs about as much as the statistics). The result's
-    /// accumulators stay empty and its `causal` is the options' (nothing is detected).
-    pub(crate) fn statistics_only(&mut self) {
-        self.statistics_only = self.pattern.is_some();
+    /// Whether the caller reads the pooled cells (`PoolRun::pooled`). Where it does not and the
+    /// ingest has statistics, its rows are read for the statistics only: each chunk goes to
+    /// the profile kernel and not to the pool pass (on a CPU driver that pass costs about as
+    /// much as the statistics). The result's accumulators then stay empty and its `causal` is
+    /// the options' (nothing is detected). Every ingest of a run says so, whatever its source.
+    pub(crate) fn set_pooled(&mut self, pooled: bool) {
+        self.statistics_only = !pooled && self.pattern.is_some();
     }
 
     /// Rows per call of the `fill` callback at most: one chunk.

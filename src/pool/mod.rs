@@ -122,9 +122,7 @@ pub(crate) fn pool_cells(
         };
         let mut ingest = Ingest::with_patterns(gpu, pipes, shape, run.patterns)
             .map_err(|e| e.about(source.name()))?;
-        if !run.pooled {
-            ingest.statistics_only();
-        }
+        ingest.set_pooled(run.pooled);
         let total = (cells.len() * s.queries * s.keys * source.dtype().size()) as u64;
         let step = ingest.max_rows_per_fill();
         for (i, &(layer, head)) in cells.iter().enumerate() {

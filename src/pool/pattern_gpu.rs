@@ -85,6 +85,11 @@ pub(super) fn head_pixels(keys: usize) -> usize {
 pub(super) const PIXEL_RUN: usize = 64;
 pub(super) const PIXEL_CHUNK: usize = 256 * PIXEL_RUN;
 
+/// `pattern_pixels`' chunks of a head of `head_pixels` pixels' sums (`PatternParams::pixel_chunks`).
+fn pixel_chunks(head_pixels: usize) -> usize {
+    head_pixels.div_ceil(PIXEL_CHUNK).max(1)
+}
+
 /// Mirrors `HeadSums` in `shaders/pattern.wgsl`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Pod, Zeroable)]
@@ -280,7 +285,6 @@ pub(super) struct PatternPass {
     /// Per row of a chunk, per group of [`GROUP_KEYS`] keys: block rows' and diagonals' shares
     /// of the group's mass (`scratch` in `shaders/pattern.wgsl`).
     scratch: wgpu::Buffer,
-    pixel_chunks: usize,
     /// Pixels' sums per head (`PatternParams::pixels`).
     head_pixels: usize,
     /// Rows of a dispatch at most (pieces together): what `scratch` holds.
@@ -378,7 +382,7 @@ impl PatternPass {
             n => shape.max_rows.min(PATTERN_ROWS) / n + 2,
         };
         let head_px = head_pixels(keys) * slices;
-        let pixel_chunks = head_px.div_ceil(PIXEL_CHUNK).max(1);
+        let pixel_chunks = pixel_chunks(head_px);
         let device = &gpu.device;
         let storage = |label, size: u64| {
             device.create_buffer(&wgpu::BufferDescriptor {
@@ -447,7 +451,6 @@ impl PatternPass {
             heads,
             profiles,
             scratch: storage("attnviz.pattern.scratch", scratch_bytes),
-            pixel_chunks,
             head_pixels: head_px,
             rows: shape.max_rows,
             slice_rows: slice_rows as u32,
@@ -588,7 +591,11 @@ impl PatternPass {
                 // (a head of one run's pixels is summed by `pattern_heads` itself)
                 if let Some(pixels) = pixels {
                     pass.set_pipeline(pixels);
-                    pass.dispatch_workgroups(self.pixel_chunks as u32, 1, cells as u32);
+                    pass.dispatch_workgroups(
+                        pixel_chunks(self.head_pixels) as u32,
+                        1,
+                        cells as u32,
+                    );
                 }
                 pass.set_pipeline(heads);
                 pass.dispatch_workgroups(1, 1, cells as u32);

@@ -542,9 +542,7 @@ pub(crate) fn pool_qk(
             // (`attnviz heads`: stored probabilities go to the statistics alone, as a stored
             // file's rows do; the fused path's figure is the row kernel's, which it needs for
             // the rows' lse anyway)
-            if !run.pooled {
-                ingest.statistics_only();
-            }
+            ingest.set_pooled(run.pooled);
             Ok::<_, Error>(ingest)
         };
         let mut ingest = new_ingest()?;
