@@ -655,8 +655,7 @@ def _qk_inputs(q, k, qk, options):
         options["tokens"] = None
         # One array per layer, as the capture holds them: the extension copies them once, side
         # by side (stacking them here first, as ``tensors()`` does, would hold them once more).
-        (qa, q_bf16), (ka, k_bf16) = _layer_arrays(q.q, "q"), _layer_arrays(q.k, "k")
-        return qa, ka, (q_bf16, k_bf16)
+        q, k = q.q, q.k
     elif k is None:
         raise ValueError("k: missing (or pass an attnviz.Capture as q)")
     lists = [isinstance(x, (list, tuple)) for x in (q, k)]
