@@ -211,6 +211,45 @@ fn planted_patterns_are_named() {
     assert_eq!(label(&e, &flat).0, "mixed");
 }
 
+/// Heads shorter than 8 blocks of 64 take smaller blocks, so the block-sparse mask stays an
+/// eighth of the head: with one 64-token block, a 64-token head's heaviest "eighth" was the
+/// whole head, and every short head (a BERT sentence, a prompt) was labelled block-sparse.
+#[test]
+fn short_heads_are_named_as_planted() {
+    let Some(e) = engine() else { return };
+    let noise = |q: usize, k: usize| 0.001 + 0.001 * ((q * 31 + k * 17) % 7) as f32;
+    for n in [48usize, 64, 100, 128] {
+        let sink = head(n, n, |q, k| noise(q, k) + if k == 0 { 5.0 } else { 0.0 });
+        assert_eq!(label(&e, &sink).0, "sink", "{n} tokens");
+        let local = head(n, n, |q, k| {
+            noise(q, k) + if q.abs_diff(k) < 2 { 1.0 } else { 0.0 }
+        });
+        assert_eq!(label(&e, &local).0, "local", "{n} tokens");
+        let flat = head(n, n, |_, _| 1.0);
+        assert_eq!(label(&e, &flat).0, "mixed", "{n} tokens");
+        // a 16-token block on the diagonal of each block row of 16: an eighth of the blocks
+        // once the head has 8 of them a side
+        if n == 128 {
+            let bs = head(n, n, |q, k| {
+                noise(q, k) + if q / 16 == (k / 16 + 3) % 8 { 1.0 } else { 0.0 }
+            });
+            assert_eq!(label(&e, &bs).0, "block-sparse", "{n} tokens");
+        }
+    }
+    // Fewer than 8 blocks (32 tokens: 2 × 2 of 16): no block mask fits the budget.
+    let flat = head(32, 32, |_, _| 1.0);
+    let src = ArraySource::from_f32("p", &flat);
+    let s = &pattern_cells(
+        &src,
+        &[(0, 0)],
+        PatternOptions::default(),
+        PoolOptions::default(),
+    )
+    .unwrap()[0];
+    assert_eq!((s.block, s.blocks.len()), (16, 4));
+    assert_eq!(s.recalls().block_sparse, 0.0);
+}
+
 #[test]
 fn synth_columns_and_sinks_are_found() {
     use attnviz::source::{Pattern, Synth, SynthSpec};

@@ -121,7 +121,7 @@ pub fn stats_doc(
             "causal": causal_name(causal),
             "top": TOP,
             "pattern_rule": {
-                "budget": "m = ceil(K/16): A-shape the first m keys and |a - k| < m, vertical-slash the m heaviest columns and diagonals, block-sparse the heaviest 1/8 of the blocks",
+                "budget": "m = ceil(K/16): A-shape the first m keys and |a - k| < m, vertical-slash the m heaviest columns and diagonals, block-sparse the heaviest 1/8 of the blocks (rounded down), 64 tokens a side (32 or 16 for heads under 512 tokens, larger past 65536 blocks a head)",
                 "recall_threshold": RECALL_THRESHOLD,
                 "simpler_margin": SIMPLER_MARGIN,
             },

@@ -9,9 +9,18 @@
 
 /// Keys and offsets listed in `top_keys` and `top_offsets`.
 pub const TOP: usize = 8;
-/// Side of the blocks whose masses feed the block-sparse recall, until a head would need more
-/// than [`MAX_BLOCKS`] of them; then the side doubles until it fits.
+/// Side of the blocks whose masses feed the block-sparse recall (MInference's), for heads of
+/// at least 8 such blocks along their longer side; shorter heads take smaller blocks (down to
+/// [`MIN_BLOCK`]), and a head that would need more than [`MAX_BLOCKS`] doubles the side until it
+/// fits ([`block_side`]).
 pub const BLOCK: usize = 64;
+/// The smallest block side: the GPU adds a block's mass from whole groups of 16 keys
+/// (`GROUP_KEYS` in `shaders/pattern.wgsl`), so a side is a multiple of 16.
+pub const MIN_BLOCK: usize = 16;
+/// Blocks along a head's longer side below which the side halves (towards [`MIN_BLOCK`]): with
+/// 64-token blocks a 64-token head would be one block, its heaviest eighth the whole head, and
+/// every such head "block-sparse".
+pub const BLOCKS_PER_SIDE: usize = 8;
 /// Blocks kept per head at most (256 KiB of f32): bounds the block masses by a constant per
 /// head whatever the sequence length (a 16k × 16k head still has 64-token blocks).
 pub const MAX_BLOCKS: usize = 1 << 16;
@@ -40,10 +49,15 @@ impl Default for PatternOptions {
     }
 }
 
-/// Block side for a `queries` × `keys` head: [`BLOCK`], doubled until at most [`MAX_BLOCKS`]
-/// blocks cover the head.
+/// Block side for a `queries` × `keys` head: [`BLOCK`], halved (to [`MIN_BLOCK`] at least) while
+/// the longer side holds fewer than [`BLOCKS_PER_SIDE`] blocks, then doubled until at most
+/// [`MAX_BLOCKS`] blocks cover the head. Always a multiple of [`MIN_BLOCK`].
 pub fn block_side(queries: usize, keys: usize) -> usize {
+    let longer = queries.max(keys);
     let mut side = BLOCK;
+    while side > MIN_BLOCK && longer < BLOCKS_PER_SIDE * side {
+        side /= 2;
+    }
     while queries.div_ceil(side) * keys.div_ceil(side) > MAX_BLOCKS {
         side *= 2;
     }
@@ -226,7 +240,9 @@ impl PatternSums {
         let (first, band) = self.a_shape_parts();
         let cols = sum_at(&self.columns, &top_indices(&self.columns, m));
         let diags = sum_at(&self.diagonals, &top_indices(&self.diagonals, m));
-        let nb = self.blocks.len().div_ceil(8).max(1);
+        // An eighth of the blocks, rounded down: a head of fewer than 8 blocks has no mask within
+        // the budget (one block would be more than an eighth of it), so recalls nothing.
+        let nb = self.blocks.len() / 8;
         let blocks = sum_at(&self.blocks, &top_indices(&self.blocks, nb));
         Recalls {
             a_shape: ((first + band) / total).min(1.0),
@@ -261,8 +277,14 @@ mod tests {
 
     #[test]
     fn block_side_bounds_the_blocks() {
-        assert_eq!(block_side(100, 100), 64);
+        assert_eq!(block_side(100, 100), 16);
+        assert_eq!(block_side(128, 128), 16);
+        assert_eq!(block_side(256, 256), 32);
+        assert_eq!(block_side(1, 256), 32);
+        assert_eq!(block_side(300, 100), 32);
+        assert_eq!(block_side(512, 512), 64);
         assert_eq!(block_side(16384, 16384), 64);
+        assert_eq!(block_side(10, 10), 16);
         assert_eq!(block_side(65536, 65536), 256);
         assert!(
             65536usize.div_ceil(block_side(65536, 1 << 20))
