@@ -329,6 +329,41 @@ fn bad_arguments_exit_2() {
     assert_eq!(o.status.code(), Some(2));
 }
 
+/// Options that only shape attention recomputed from Q and K are refused beside a stored INPUT
+/// (clap lets them through there), rather than silently leaving out a softcap or the logits
+/// the user asked to see.
+#[test]
+fn qk_options_beside_stored_attention_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("OUT.png");
+    let o = out.to_str().unwrap();
+    let input = data("minilm_attn_128.npy");
+    let i = input.to_str().unwrap();
+    for (option, value) in [
+        ("--k", i),
+        ("--softmax-scale", "0.5"),
+        ("--sliding-window", "8"),
+        ("--softcap", "30"),
+        ("--values", "logits"),
+        ("--queries", "0..4"),
+    ] {
+        assert_clean_failure(
+            &["render", i, option, value, "-o", o],
+            &out,
+            &format!("{option} applies only to attention recomputed from --q/--k"),
+        );
+        let heads = attnviz(&["heads", i, option, value]);
+        assert_eq!(heads.status.code(), Some(2), "heads {option}");
+        assert!(
+            stderr(&heads).contains("minilm_attn_128.npy"),
+            "heads {option}"
+        );
+    }
+    // the default, given explicitly, changes nothing
+    let ok = attnviz(&["render", i, "--values", "probs", "-o", o]);
+    assert!(ok.status.success(), "{}", stderr(&ok));
+}
+
 #[test]
 fn unwritable_output_folder_is_reported_before_rendering() {
     let input = data("minilm_attn_128.npy");

@@ -425,6 +425,14 @@ def heads(
         qa, ka, bf16 = _qk_inputs(attn, k, qk, options)
         doc, warning = _attnviz._heads_qk(qa, ka, bf16, options, qk, figure)
     else:
+        # Stored attention is read as stored: a softcap or window the caller expects applied
+        # is refused, not silently left out (as `attnviz heads FILE --softcap C` is).
+        given = [name for name, v in (("queries", queries), ("softmax_scale", softmax_scale),
+                                      ("sliding_window", sliding_window), ("softcap", softcap))
+                 if v is not None]
+        if given:
+            raise ValueError(f"attnviz.heads: {given[0]} applies only to attention recomputed "
+                             "from queries and keys (k=, or a Capture), not to stored attention")
         arrays, stacked, bf16 = _prepare(attn, batch)
         doc, warning = _attnviz._heads(arrays, stacked, bf16, options, figure)
     _warn_cpu(warning)

@@ -53,6 +53,12 @@ def test_heads_errors_name_keywords():
         attnviz.heads(attn, layers="9")
     with pytest.raises(ValueError, match="window"):
         attnviz.heads(attn, window=0)
+    # Q/K options beside stored attention are refused, as the CLI refuses them
+    for kw in ("softcap", "sliding_window", "softmax_scale"):
+        with pytest.raises(ValueError, match=f"{kw} applies only to attention recomputed"):
+            attnviz.heads(attn, **{kw: 4})
+    with pytest.raises(ValueError, match="queries applies only"):
+        attnviz.heads(attn, queries=(0, 4))
 
 
 def test_heads_figure_equals_the_cli(cli, tmp_path):

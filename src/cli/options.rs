@@ -8,7 +8,7 @@ use attnviz::color::scale::ColorScale;
 use attnviz::figure::layout::Theme;
 use attnviz::pool::pattern::PatternOptions;
 use attnviz::pool::Causal;
-use attnviz::source::qk::{parse_queries, QkOptions, QkSource};
+use attnviz::source::qk::{parse_queries, QkOptions, QkSource, Values};
 use attnviz::{AttentionSource, Engine, Error, Gpu, RenderOptions};
 
 use super::args::{Backend, PatternArgs, QkArgs, Selection, Style};
@@ -98,6 +98,22 @@ impl QkArgs {
         };
         Ok(Some(QkSource::open(q, self.k.as_deref(), &options)?))
     }
+
+    /// The first option given that only attention recomputed from `--q` reads. clap cannot
+    /// refuse them beside INPUT itself: their `requires = "q"` counts as met when `--q`
+    /// conflicts with an argument present, and INPUT is one.
+    fn first_qk_only(&self) -> Option<&'static str> {
+        [
+            ("--k", self.k.is_some()),
+            ("--softmax-scale", self.softmax_scale.is_some()),
+            ("--sliding-window", self.sliding_window.is_some()),
+            ("--softcap", self.softcap.is_some()),
+            ("--values", self.values != Values::Probs),
+            ("--queries", self.queries.is_some()),
+        ]
+        .into_iter()
+        .find_map(|(name, given)| given.then_some(name))
+    }
 }
 
 /// What `render` and `view` draw: attention recomputed from `--q`/`--k` when given, else the
@@ -110,7 +126,19 @@ pub fn attention_source(
 ) -> anyhow::Result<Box<dyn AttentionSource>> {
     match (qk.open(causal)?, input) {
         (Some(qk), _) => Ok(Box::new(qk)),
-        (None, Some(input)) => open_file(input),
+        (None, Some(input)) => {
+            if let Some(option) = qk.first_qk_only() {
+                // Stored attention is drawn as stored: refusing beats silently ignoring a
+                // softcap, a window or `--values logits` the user expects in the figure.
+                return Err(Error::BadOption(format!(
+                    "{option} applies only to attention recomputed from --q/--k, not to stored attention \
+                     ({})",
+                    input.display()
+                ))
+                .into());
+            }
+            open_file(input)
+        }
         (None, None) => unreachable!("clap requires INPUT or --q"),
     }
 }
