@@ -243,7 +243,11 @@ impl PatternSums {
         // An eighth of the blocks, rounded down: a head of fewer than 8 blocks has no mask within
         // the budget (one block would be more than an eighth of it), so recalls nothing.
         let nb = self.blocks.len() / 8;
-        let blocks = sum_at(&self.blocks, &top_indices(&self.blocks, nb));
+        let blocks = match nb {
+            // (not an empty sum: Rust's f64 sum of nothing is -0.0, printed "-0")
+            0 => 0.0,
+            _ => sum_at(&self.blocks, &top_indices(&self.blocks, nb)),
+        };
         Recalls {
             a_shape: ((first + band) / total).min(1.0),
             vertical_slash: ((cols + diags) / total).min(1.0),
