@@ -31,7 +31,7 @@ struct PatternParams {
     keys: u32,
     sink_keys: u32,
     window: u32,
-    // block side (a multiple of 64) and blocks per block row
+    // block side (a multiple of GROUP_KEYS) and blocks per block row
     block: u32,
     blocks_w: u32,
     // f32 words per head in `profiles`: keys columns, queries + keys - 1 diagonals, blocks
@@ -50,8 +50,10 @@ struct PatternParams {
     // workgroup of keys; and where the slices' column masses start in `scratch` (`slot_of`)
     slices: u32,
     col_base: u32,
-    _pad0: u32,
-    _pad1: u32,
+    // where row 0 sits, in key indices: row q is at absolute position q + position0 (the
+    // source's diagonal: keys − queries for a head's last rows, a query slice's own)
+    position0: i32,
+    _pad: u32,
 }
 
 // One workgroup's share of its head's entropy, maximum and non-finite count, over the entries
@@ -207,7 +209,7 @@ fn masked(q: u32, k: u32) -> bool {
 
 // Absolute position of head row q.
 fn position(q: u32) -> i32 {
-    return i32(q) + i32(params.keys) - i32(params.queries);
+    return i32(q) + params.position0;
 }
 
 const WG: u32 = 64u;
@@ -858,7 +860,7 @@ fn pattern_blocks(@builtin(global_invocation_id) gid: vec3<u32>) {
 }
 
 // Invocation j (flat over workgroups (x, y)) of piece z: the diagonal at offset
-// d = a − k = j − (queries − 1), its shares from every key group it crosses in the piece. It
+// d = a − k = j − (keys − 1 − position0), its shares from every key group it crosses in the piece. It
 // leaves group g (`pattern_profiles`) after piece row i = d + 16 g + 15 − a0 (a0 the position
 // of the piece's first row): a row of the piece, or one of the 15 tail slots after it.
 @compute @workgroup_size(64)
@@ -872,7 +874,8 @@ fn pattern_diagonals(
     if j >= params.queries + params.keys - 1u {
         return;
     }
-    let d = i32(j) - i32(params.queries - 1u);
+    // (index j holds offset j − (keys − 1 − position0))
+    let d = i32(j) - (i32(params.keys) - 1 - params.position0);
     let groups = i32((params.keys + GROUP_KEYS - 1u) / GROUP_KEYS);
     let rows = i32(piece.row_count);
     let a0 = position(piece.row_start);

@@ -729,7 +729,7 @@ fn short_heads_take_statistics_from_stored_probabilities() {
 /// whose first workgroups' keys precede the first rows' diagonal (rows no key of a workgroup
 /// is seen by are skipped, and must be exactly those), the same with a sliding window of 300
 /// (rows whose window has passed a workgroup's keys skip its scores), and a head whose scores
-/// are all equal (Q = 0: every probability ties, so the largest is the first, row 0's key 0,
+/// are all equal (Q = 0: every probability ties, so the largest is the first, the slice's first row's key 0,
 /// and the entropy is ln K in every row). 2100 keys, the last 1500 of 2100 rows, d = 16; small
 /// chunks and pieces of the statistics; a row's query vectors shared through subgroups (8 and 4
 /// lanes where the adapter has 8) and loaded by every lane. Against the twin over the f64
@@ -803,7 +803,8 @@ fn qk_statistics_from_the_scores_span_key_workgroups() {
             if zero_q {
                 for g in &gpu.patterns {
                     let g = g.finish();
-                    assert_eq!(g.argmax, Some([0, 0]), "{g:?}");
+                    // (row 0 of the slice is query 600, and is named so)
+                    assert_eq!(g.argmax, Some([600, 0]), "{g:?}");
                     assert!((g.entropy - (n as f64).ln()).abs() < 1e-5, "{g:?}");
                 }
             }
@@ -982,4 +983,87 @@ fn the_profile_kernel_in_row_slices_matches_the_twin() {
         ));
     }
     assert_eq!(labels[0], labels[1]);
+}
+
+/// A `--queries A..B` slice of Q and K keeps its rows' places: the statistics measure distances
+/// from each row's own position (row `q` at `A + q` here, where Q and K are the same tokens),
+/// `argmax` names rows as the input does, the query axis is ticked `A..B` and a row is labelled
+/// by its own token. Every token attends to itself alone (Q = K = 20·I, d = 64: a score of 50
+/// on the diagonal, 0 elsewhere), so the offset a − k is 0 throughout; before rows kept their
+/// positions, the slice 40..50 of 64 was measured as the last 10 rows, 14 tokens off.
+#[test]
+fn a_query_slice_keeps_its_positions() {
+    use attnviz::cpu::pattern::head_patterns_cpu;
+    use attnviz::figure::layout::Axis;
+    use attnviz::source::qk::{QkOptions, QkSource};
+    use attnviz::RenderOptions;
+    let Some(e) = engine() else { return };
+    let n = 64;
+    let eye = Array4::from_shape_fn((1, 1, n, n), |(_, _, i, j)| if i == j { 20.0 } else { 0.0 });
+    let side = || Box::new(ArraySource::from_f32("eye", &eye)) as Box<dyn AttentionSource>;
+    let options = QkOptions {
+        queries: Some(40..50),
+        ..Default::default()
+    };
+    let qk = QkSource::new(side(), side(), &options).unwrap();
+    assert_eq!((qk.first_query(), qk.diagonal()), (40, 40));
+    let o = PatternOptions::default();
+    let render = RenderOptions::default();
+    let (_, gpu) = e.head_patterns(&qk, &render, o).unwrap();
+    let (_, cpu) = head_patterns_cpu(&qk, &render, o).unwrap();
+    for (name, p) in [("gpu", &gpu[0]), ("cpu", &cpu[0])] {
+        assert_eq!(p.top_offsets[0].0, 0, "{name}: {p:?}");
+        assert!(p.top_offsets[0].1 > 0.999_999, "{name}: {p:?}");
+        assert!(p.mean_distance < 1e-6, "{name}: {p:?}");
+        assert!(p.local_mass > 0.999_999, "{name}: {p:?}");
+        assert_eq!(p.argmax, Some([40, 40]), "{name}: {p:?}");
+        assert_eq!(p.pattern, "local", "{name}: {p:?}");
+    }
+    // The query axis ticks 40..50; a row is labelled with its own token.
+    let axes = RenderOptions {
+        axes: Some(true),
+        ..Default::default()
+    };
+    let fig = e.render(&qk, &axes).unwrap();
+    let rows: Vec<u64> = fig
+        .plan
+        .layout
+        .axis_ticks
+        .iter()
+        .filter(|t| t.axis == Axis::Query)
+        .map(|t| t.position)
+        .collect();
+    assert!(
+        !rows.is_empty() && rows.iter().all(|r| (40..50).contains(r)),
+        "{rows:?}"
+    );
+    assert_eq!(rows[0], 40);
+    let tokens = RenderOptions {
+        tokens: Some((0..n).map(|i| format!("w{i}")).collect()),
+        ..Default::default()
+    };
+    let fig = attnviz::render_cpu(&qk, &tokens).unwrap();
+    let labels: Vec<String> = fig
+        .plan
+        .layout
+        .labels
+        .iter()
+        .map(|l| l.text.string())
+        .collect();
+    // rows w40..w49 beside the cell and every key under it: w40..w49 twice, w0 once
+    assert_eq!(
+        labels.iter().filter(|l| *l == "w40").count(),
+        2,
+        "{labels:?}"
+    );
+    assert_eq!(
+        labels.iter().filter(|l| *l == "w0").count(),
+        1,
+        "{labels:?}"
+    );
+    assert_eq!(
+        labels.iter().filter(|l| *l == "w63").count(),
+        1,
+        "{labels:?}"
+    );
 }

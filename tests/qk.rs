@@ -160,8 +160,9 @@ fn c_name(src: &QkSource) -> &str {
     src.name()
 }
 
-/// A stored tensor of a query slice, with the slice's diagonal (a file cannot say where it is).
-struct Stored(ArraySource, i64);
+/// A stored tensor of a query slice, with the slice's diagonal and first row (a file cannot say
+/// where it is).
+struct Stored(ArraySource, i64, usize);
 
 impl AttentionSource for Stored {
     fn name(&self) -> &str {
@@ -179,6 +180,9 @@ impl AttentionSource for Stored {
     fn diagonal(&self) -> i64 {
         self.1
     }
+    fn first_query(&self) -> usize {
+        self.2
+    }
 }
 
 /// The GPU's probabilities of every head, stored as an ordinary in-memory tensor.
@@ -190,7 +194,7 @@ fn materialize(e: &Engine, src: &QkSource) -> Stored {
         rows.read_rows(i / s.heads, i % s.heads, 0, head).unwrap();
     }
     let stored = ArraySource::new("materialized", s, attnviz::DType::F32, bytes).unwrap();
-    Stored(stored, src.diagonal())
+    Stored(stored, src.diagonal(), src.rows().start)
 }
 
 #[test]

@@ -195,7 +195,7 @@ fn bits(a: &[Vec<Accum>]) -> Vec<[u32; 4]> {
 }
 
 /// A stored tensor with the diagonal of the Q/K source it came from.
-struct Stored(ArraySource, i64);
+struct Stored(ArraySource, i64, usize);
 
 impl AttentionSource for Stored {
     fn name(&self) -> &str {
@@ -213,6 +213,9 @@ impl AttentionSource for Stored {
     fn diagonal(&self) -> i64 {
         self.1
     }
+    fn first_query(&self) -> usize {
+        self.2
+    }
 }
 
 fn materialize(e: &Engine, src: &QkSource) -> Stored {
@@ -223,7 +226,7 @@ fn materialize(e: &Engine, src: &QkSource) -> Stored {
         rows.read_rows(i / s.heads, i % s.heads, 0, head).unwrap();
     }
     let stored = ArraySource::new("materialized", s, DType::F32, bytes).unwrap();
-    Stored(stored, src.diagonal())
+    Stored(stored, src.diagonal(), src.rows().start)
 }
 
 fn close(a: f32, b: f32, rel: f32, abs: f32) -> bool {

@@ -39,7 +39,7 @@ pub fn diff(args: &DiffArgs) -> anyhow::Result<()> {
     };
     let src = DiffSource::new(side(&a, engine.as_ref()), side(&b, engine.as_ref()))?;
     if let (Some(path), Some(tokens)) = (&args.tokens, &options.tokens) {
-        check_tokens(path, tokens, src.shape())?;
+        check_tokens(path, tokens, &src)?;
     }
     render_to(&src, &options, &args.out, args.tiles.as_deref())?;
     Ok(())

@@ -12,7 +12,7 @@ use attnviz::files::{
 };
 use attnviz::pool::Causal;
 use attnviz::source::{self, DemoModel, OpenOptions};
-use attnviz::{AttentionSource, DType, Engine, Error, Figure, RenderOptions, Shape};
+use attnviz::{AttentionSource, DType, Engine, Error, Figure, RenderOptions};
 
 use super::args::{DemoArgs, Output, RenderArgs};
 use super::options::{attention_source, read_tokens};
@@ -30,7 +30,7 @@ pub fn render(args: &RenderArgs) -> anyhow::Result<()> {
         open_file(args, input)
     })?;
     if let (Some(path), Some(tokens)) = (&args.tokens, &options.tokens) {
-        check_tokens(path, tokens, src.shape())?;
+        check_tokens(path, tokens, src.as_ref())?;
     }
     if let Some(path) = &args.stats_json {
         check_writable(path)?;
@@ -76,8 +76,15 @@ pub(super) fn open_tensor(
 
 /// A token file that does not fit the input is the file's fault: it is named by its path and
 /// ends in exit code 2, like any other bad input.
-pub(super) fn check_tokens(path: &Path, tokens: &[String], shape: Shape) -> anyhow::Result<()> {
-    if let Err(e) = attnviz::figure::axes::split_tokens(tokens, shape.queries, shape.keys) {
+pub(super) fn check_tokens(
+    path: &Path,
+    tokens: &[String],
+    src: &dyn AttentionSource,
+) -> anyhow::Result<()> {
+    let shape = src.shape();
+    if let Err(e) =
+        attnviz::figure::axes::split_tokens(tokens, shape.queries, shape.keys, src.diagonal())
+    {
         let message = e.to_string().trim_start_matches("--tokens: ").to_string();
         return Err(Error::BadInput {
             path: path.to_path_buf(),

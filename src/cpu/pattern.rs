@@ -23,13 +23,20 @@ pub struct PatternAccumulator {
 impl PatternAccumulator {
     /// Sums for a `queries` × `keys` head; `pool` says whether the causal mask is on
     /// (`Causal::On`; `Auto` counts everything, exact zeros add nothing) and where.
-    pub fn new(queries: usize, keys: usize, options: PatternOptions, pool: PoolOptions) -> Self {
-        let diagonal = (pool.causal == Causal::On)
-            .then(|| pool.diagonal.unwrap_or(keys as i64 - queries as i64));
+    /// Rows sit at `pool.diagonal` (the source's; bottom-right aligned when `None`) and are
+    /// numbered from `row0` in `argmax`.
+    pub fn new(
+        queries: usize,
+        keys: usize,
+        options: PatternOptions,
+        pool: PoolOptions,
+        row0: usize,
+    ) -> Self {
+        let position0 = pool.diagonal.unwrap_or(keys as i64 - queries as i64);
         PatternAccumulator {
             options,
-            diagonal,
-            sums: PatternSums::new(queries, keys),
+            diagonal: (pool.causal == Causal::On).then_some(position0),
+            sums: PatternSums::new(queries, keys).placed(position0, row0),
         }
     }
 
@@ -42,8 +49,9 @@ impl PatternAccumulator {
 
     fn push_row(&mut self, q: usize, row: &[f32]) {
         let s = &mut self.sums;
-        let (queries, keys, block) = (s.queries, s.keys, s.block);
-        let a = q as i64 + keys as i64 - queries as i64;
+        let (keys, block) = (s.keys, s.block);
+        let a = q as i64 + s.position0;
+        let zero = s.zero_offset();
         let blocks_w = keys.div_ceil(block);
         let (sink_keys, window) = (self.options.sink_keys as usize, self.options.window as i64);
         for (k, &v) in row.iter().enumerate() {
@@ -71,7 +79,7 @@ impl PatternAccumulator {
                 s.max = Some((v, q, k));
             }
             s.columns[k] += p;
-            s.diagonals[(a - k as i64 + queries as i64 - 1) as usize] += p;
+            s.diagonals[(a - k as i64 + zero) as usize] += p;
             s.blocks[(q / block) * blocks_w + k / block] += p;
         }
     }
@@ -91,8 +99,13 @@ pub fn pattern_cells(
     let mut bytes = vec![0u8; block_rows * row_bytes];
     let mut values = vec![0f32; block_rows * keys];
     let mut out = Vec::with_capacity(cells.len());
+    // (rows at the source's diagonal unless the caller placed them)
+    let pool = PoolOptions {
+        diagonal: pool.diagonal.or(Some(source.diagonal())),
+        ..pool
+    };
     for &(layer, head) in cells {
-        let mut acc = PatternAccumulator::new(queries, keys, options, pool);
+        let mut acc = PatternAccumulator::new(queries, keys, options, pool, source.first_query());
         let mut row = 0;
         while row < queries {
             let rows = block_rows.min(queries - row);

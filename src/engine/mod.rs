@@ -175,7 +175,16 @@ impl Engine {
 
     fn run_pool(&self, run: PoolRun<'_>, source: &dyn AttentionSource) -> Result<PooledCells> {
         let _span = tracing::info_span!("pool").entered();
-        match source.as_qk() {
+        // Rows sit at the source's diagonal unless the caller placed them (the statistics'
+        // distances and the causal mask alike), and `argmax` numbers them as the input does.
+        let run = PoolRun {
+            options: PoolOptions {
+                diagonal: run.options.diagonal.or(Some(source.diagonal())),
+                ..run.options
+            },
+            ..run
+        };
+        let mut pooled = match source.as_qk() {
             Some(qk) => crate::pool::qk::pool_qk(&self.gpu, &self.pool_pipes, &self.qk, qk, &run),
             None => {
                 // Stored attention streams through host upload slots: capped so that a fresh
@@ -186,7 +195,11 @@ impl Engine {
                 };
                 pool_cells(&self.gpu, &self.pool_pipes, source, &run)
             }
+        }?;
+        for p in &mut pooled.patterns {
+            p.row0 = source.first_query();
         }
+        Ok(pooled)
     }
 
     /// Only the pooling [`Engine::render`] does for `source` and `options`: no colour, layout,

@@ -68,4 +68,8 @@ impl AttentionSource for GpuRows<'_> {
     fn diagonal(&self) -> i64 {
         self.qk.diagonal()
     }
+
+    fn first_query(&self) -> usize {
+        self.qk.rows().start
+    }
 }

@@ -27,22 +27,27 @@ pub struct CellAxes {
     pub pad: CellPad,
 }
 
-/// The tokens of each axis: keys are the file's tokens, queries its last `queries` (a slice of
-/// queries is the end of the sequence, as in decoding).
+/// The tokens of each axis: keys are the file's tokens, and row `q` is token `q + diagonal`
+/// (the source's diagonal, [`crate::AttentionSource::diagonal`]): a file's queries are its last
+/// `queries` tokens (as in decoding), a `--queries A..B` slice of Q and K rows `A..B`.
 pub fn split_tokens(
     tokens: &[String],
     queries: usize,
     keys: usize,
+    diagonal: i64,
 ) -> Result<(&[String], &[String])> {
-    if tokens.len() != keys || queries > keys {
-        return Err(Error::BadOption(format!(
+    let first = usize::try_from(diagonal)
+        .ok()
+        .filter(|&d| d + queries <= keys);
+    match first {
+        Some(d) if tokens.len() == keys => Ok((&tokens[d..d + queries], tokens)),
+        _ => Err(Error::BadOption(format!(
             "--tokens: {}, but the input has {} and {} (one token per key expected)",
             counted(tokens.len(), "token", "tokens"),
             counted(queries, "query", "queries"),
             counted(keys, "key", "keys"),
-        )));
+        ))),
     }
-    Ok((&tokens[keys - queries..], tokens))
 }
 
 /// Cell side that gives every token a readable row: 14 px per token, at least `base`.
@@ -76,16 +81,27 @@ fn offset_of(t: u64, n: usize, along: f32) -> i32 {
 }
 
 impl CellAxes {
-    /// Index ticks at round positions on both axes: `queries` rows, `keys` columns.
-    pub fn positions(queries: usize, keys: usize, cell: &CellGeometry, m: &Metrics) -> CellAxes {
+    /// Index ticks at round positions on both axes: `queries` rows numbered from `first_query`
+    /// (a `--queries A..B` slice's rows are ticked `A..B`, as the user named them), `keys`
+    /// columns.
+    pub fn positions(
+        queries: usize,
+        keys: usize,
+        first_query: usize,
+        cell: &CellGeometry,
+        m: &Metrics,
+    ) -> CellAxes {
         let mut out = CellAxes::empty();
-        out.index_ticks(queries.max(1), keys.max(1), cell, m);
+        out.index_ticks(queries.max(1), keys.max(1), first_query, cell, m);
         out.finish(cell, m)
     }
 
+    /// Tokens beside every row and under every column where there are few enough, index ticks
+    /// (rows numbered from `first_query`) otherwise.
     pub fn new(
         q_tokens: &[String],
         k_tokens: &[String],
+        first_query: usize,
         cell: &CellGeometry,
         m: &Metrics,
     ) -> CellAxes {
@@ -119,7 +135,7 @@ impl CellAxes {
                     .push((text, label, dx, cell.display_h as i32 + gap, Axis::Key));
             }
         } else {
-            out.index_ticks(nq, nk, cell, m);
+            out.index_ticks(nq, nk, first_query, cell, m);
         }
         out.finish(cell, m)
     }
@@ -133,18 +149,20 @@ impl CellAxes {
         }
     }
 
-    /// Nice round positions of `nq` rows and `nk` columns, ticked and labelled.
-    fn index_ticks(&mut self, nq: usize, nk: usize, cell: &CellGeometry, m: &Metrics) {
+    /// Nice round positions of `nq` rows (numbered from `q0`) and `nk` columns, ticked and
+    /// labelled.
+    fn index_ticks(&mut self, nq: usize, nk: usize, q0: usize, cell: &CellGeometry, m: &Metrics) {
         let (cw, ch) = (cell.display_w as f32, cell.display_h as f32);
         let gap = gap(m);
         let px = (m.font_px * 0.6).round().max(MIN_FONT_PX);
         let tick = (px / 3.0).round().max(3.0) as i32;
-        for (n, along, axis) in [(nq, ch, Axis::Query), (nk, cw, Axis::Key)] {
-            for t in ticks(0.0, (n - 1) as f64) {
-                if t.fract() != 0.0 || t < 0.0 || t >= n as f64 {
+        for (n, first, along, axis) in [(nq, q0, ch, Axis::Query), (nk, 0, cw, Axis::Key)] {
+            let (lo, hi) = (first as f64, (first + n - 1) as f64);
+            for t in ticks(lo, hi) {
+                if t.fract() != 0.0 || t < lo || t > hi {
                     continue;
                 }
-                let at = offset_of(t as u64, n, along);
+                let at = offset_of(t as u64 - first as u64, n, along);
                 let text = Text::plain(&position_label(t as u64), px);
                 let label = text.rasterize();
                 self.positions.push((axis, t as u64, at));
@@ -292,5 +310,17 @@ mod tests {
         assert_eq!(position_label(125000), "125k");
         assert_eq!(position_label(1_000_000), "1M");
         assert_eq!(position_label(1234), "1234");
+    }
+
+    #[test]
+    fn query_tokens_follow_the_diagonal() {
+        let t: Vec<String> = (0..6).map(|i| format!("t{i}")).collect();
+        // the last rows (a file's Q < K), a slice's own rows, and rows past the tokens
+        let (q, k) = split_tokens(&t, 2, 6, 4).unwrap();
+        assert_eq!((q, k.len()), (&t[4..6], 6));
+        assert_eq!(split_tokens(&t, 2, 6, 1).unwrap().0, &t[1..3]);
+        assert!(split_tokens(&t, 2, 6, 5).is_err());
+        assert!(split_tokens(&t, 2, 6, -1).is_err());
+        assert!(split_tokens(&t[..5], 2, 6, 4).is_err());
     }
 }

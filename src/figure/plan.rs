@@ -194,23 +194,24 @@ impl Plan {
                 ));
             }
         }
-        // A capture's own tokens label its axes unless --tokens gave others; they are dropped
-        // when they do not fit (a --queries slice that is not the last rows).
+        // A capture's own tokens label its axes unless --tokens gave others (a --queries
+        // slice's rows by their own tokens); they are dropped when they do not fit (keys
+        // restricted to a part of K: the viewer's detail).
+        let diagonal = source.diagonal();
+        let split = |t| crate::figure::axes::split_tokens(t, shape.queries, shape.keys, diagonal);
         let captured = qk
             .and_then(|q| q.meta())
             .and_then(|m| m.tokens.as_deref())
             .filter(|t| {
                 options.tokens.is_none()
-                    && qk.is_some_and(|q| {
-                        q.rows().end == q.all_keys() && q.out_keys().len() == q.all_keys()
-                    })
-                    && crate::figure::axes::split_tokens(t, shape.queries, shape.keys).is_ok()
+                    && qk.is_some_and(|q| q.out_keys().len() == q.all_keys())
+                    && split(t).is_ok()
             });
         let tokens = options
             .tokens
             .as_deref()
             .or(captured)
-            .map(|t| crate::figure::axes::split_tokens(t, shape.queries, shape.keys))
+            .map(split)
             .transpose()?;
         // What a capture changed about the scores is said in the caption. An empty title
         // (`--title ""`, a script's unset variable) is none: no blank line above the grid.
@@ -247,10 +248,23 @@ impl Plan {
         // by default only when there is one cell (the seed-style grid stays bare).
         let positions = options.axes.unwrap_or(layers.len() * heads.len() == 1);
         let axes = match tokens {
-            Some((q, k)) => Some(CellAxes::new(q, k, &geometry, &metrics)),
-            None if positions => {
-                Some(CellAxes::positions(shape.queries, shape.keys, &geometry, &metrics).shared())
-            }
+            Some((q, k)) => Some(CellAxes::new(
+                q,
+                k,
+                source.first_query(),
+                &geometry,
+                &metrics,
+            )),
+            None if positions => Some(
+                CellAxes::positions(
+                    shape.queries,
+                    shape.keys,
+                    source.first_query(),
+                    &geometry,
+                    &metrics,
+                )
+                .shared(),
+            ),
             None => None,
         };
         let mut layout = Layout::grid_with(

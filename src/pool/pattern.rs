@@ -30,6 +30,12 @@ pub const RECALL_THRESHOLD: f64 = 0.6;
 /// vertical-slash mask contains the A-shape's columns and diagonals as candidates, so it almost
 /// always recalls a little more.
 pub const SIMPLER_MARGIN: f64 = 0.05;
+/// An A-shape head is `sink` only when its first keys hold more than its band by this fraction
+/// of the band: where both hold the same mass (rows that see only the first keys, as the first
+/// rows of a causal head do), the GPU's f32 sums and the CPU's f64 ones would otherwise break
+/// the tie either way. Far above the statistics' stated 1e-5 tolerance, far below any real
+/// difference.
+pub const SINK_TIE: f64 = 1e-4;
 
 /// What the pattern statistics measure: `--sink-keys` and `--window`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,6 +76,14 @@ pub fn block_side(queries: usize, keys: usize) -> usize {
 pub struct PatternSums {
     pub queries: usize,
     pub keys: usize,
+    /// Where row 0 sits, in key indices: row `q` is at absolute position `a = q + position0`.
+    /// The source's diagonal ([`crate::AttentionSource::diagonal`]): `K − Q` for a whole head
+    /// or its last rows, and a `--queries A..B` slice's own, so that its rows keep their
+    /// distances to the keys.
+    pub position0: i64,
+    /// The index of row 0 among the input's query rows (`A` for a `--queries A..B` slice), which
+    /// `argmax` reports rows by.
+    pub row0: usize,
     /// Side of the blocks of `blocks`.
     pub block: usize,
     pub row_sum: f64,
@@ -166,12 +180,14 @@ fn top_indices(values: &[f64], n: usize) -> Vec<usize> {
 }
 
 impl PatternSums {
-    /// Empty sums of a `queries` × `keys` head.
+    /// Empty sums of a `queries` × `keys` head whose rows are its last (bottom-right aligned:
+    /// `position0 = K − Q`, `row0 = 0`; [`PatternSums::placed`] says otherwise).
     pub fn new(queries: usize, keys: usize) -> PatternSums {
         let block = block_side(queries, keys);
         PatternSums {
             queries,
             keys,
+            position0: keys as i64 - queries as i64,
             block,
             columns: vec![0.0; keys],
             diagonals: vec![0.0; (queries + keys).saturating_sub(1)],
@@ -180,11 +196,26 @@ impl PatternSums {
         }
     }
 
+    /// The same sums for rows at `position0` (the source's diagonal) and numbered from `row0`.
+    pub fn placed(self, position0: i64, row0: usize) -> PatternSums {
+        PatternSums {
+            position0,
+            row0,
+            ..self
+        }
+    }
+
+    /// Index into `diagonals` of the offset `a − k = 0`: index `i` holds offset
+    /// `i − zero_offset()` (offsets `position0 − K + 1 ..= position0 + Q − 1`).
+    pub fn zero_offset(&self) -> i64 {
+        self.keys as i64 - 1 - self.position0
+    }
+
     /// The reported statistics: means over rows, the top keys and offsets, the recalls of each
     /// candidate mask and the label they give.
     pub fn finish(&self) -> HeadPattern {
         let q = self.queries.max(1) as f64;
-        let offset0 = self.queries as i64 - 1;
+        let offset0 = self.zero_offset();
         let recalls = self.recalls();
         HeadPattern {
             sink_mass: self.sink / q,
@@ -194,7 +225,7 @@ impl PatternSums {
             mean_distance: self.distance / q,
             row_sum_mean: self.row_sum / q,
             max: self.max.map(|m| m.0),
-            argmax: self.max.map(|m| [m.1, m.2]),
+            argmax: self.max.map(|m| [self.row0 + m.1, m.2]),
             top_keys: top_indices(&self.columns, TOP)
                 .into_iter()
                 .filter(|&k| self.columns[k] != 0.0)
@@ -221,9 +252,12 @@ impl PatternSums {
     fn a_shape_parts(&self) -> (f64, f64) {
         let m = self.budget();
         let first: f64 = self.columns.iter().take(m).sum();
-        let lo = self.queries.saturating_sub(m);
-        let hi = (self.queries + m - 1).min(self.diagonals.len());
-        let band: f64 = self.diagonals.get(lo..hi).map_or(0.0, |d| d.iter().sum());
+        // offsets −(m − 1) ..= m − 1, those the head has
+        let zero = self.zero_offset();
+        let len = self.diagonals.len() as i64;
+        let lo = (zero - m as i64 + 1).clamp(0, len) as usize;
+        let hi = (zero + m as i64).clamp(0, len) as usize;
+        let band: f64 = self.diagonals[lo..hi.max(lo)].iter().sum();
         (first, band)
     }
 
@@ -266,7 +300,11 @@ impl PatternSums {
         }
         if r.a_shape >= best - SIMPLER_MARGIN {
             let (first, band) = self.a_shape_parts();
-            return if first >= band { "sink" } else { "local" };
+            return if first > band * (1.0 + SINK_TIE) {
+                "sink"
+            } else {
+                "local"
+            };
         }
         if r.vertical_slash >= best - SIMPLER_MARGIN {
             return "vertical-slash";

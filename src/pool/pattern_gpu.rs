@@ -61,7 +61,8 @@ struct PatternParams {
     diag_base: u32,
     slices: u32,
     col_base: u32,
-    _pad: [u32; 2],
+    position0: i32,
+    _pad: u32,
 }
 
 /// Mirrors `PixelSums` in `shaders/pattern.wgsl`: 5 words per pooled pixel.
@@ -296,6 +297,8 @@ pub(super) struct PatternPass {
     options: PatternOptions,
     queries: usize,
     keys: usize,
+    /// Where row 0 sits ([`PatternSums::position0`]).
+    position0: i64,
     block: usize,
     dtype: DType,
 }
@@ -305,6 +308,8 @@ pub(super) struct PatternShape<'a> {
     pub(super) options: PatternOptions,
     pub(super) queries: usize,
     pub(super) keys: usize,
+    /// Where row 0 sits, in key indices: the source's diagonal ([`PatternSums::position0`]).
+    pub(super) position0: i64,
     pub(super) dtype: DType,
     /// Entries above the diagonal are masked (the piece's diagonal, as the pool pass's).
     pub(super) causal: bool,
@@ -331,6 +336,10 @@ impl PatternPass {
                 options,
                 queries: shape.queries,
                 keys: shape.keys,
+                position0: shape
+                    .options
+                    .diagonal
+                    .unwrap_or(shape.keys as i64 - shape.queries as i64),
                 dtype: shape.dtype,
                 causal: shape.options.causal == Causal::On,
                 max_rows,
@@ -410,7 +419,13 @@ impl PatternPass {
             diag_base: (shape.max_rows * groups) as u32,
             slices: slices as u32,
             col_base: col_base as u32,
-            _pad: [0; 2],
+            position0: i32::try_from(shape.position0).map_err(|_| {
+                Error::BadOption(format!(
+                    "pattern statistics: row 0 at position {} is past the GPU's 32-bit positions",
+                    shape.position0
+                ))
+            })?,
+            _pad: 0,
         };
         if scratch_bytes > max || scratch_words > u32::MAX as usize {
             return Err(Error::BadOption(format!(
@@ -458,6 +473,7 @@ impl PatternPass {
             options: shape.options,
             queries,
             keys,
+            position0: shape.position0,
             block,
             dtype: shape.dtype,
         })
@@ -623,7 +639,7 @@ impl PatternPass {
     /// the diagonals' weighted by |a − k| (each entry is in one column and one diagonal, so these
     /// are the same sums the CPU twin adds entry by entry, grouped differently).
     fn sums(&self, h: &HeadSums, profile: &[f32]) -> PatternSums {
-        let mut s = PatternSums::new(self.queries, self.keys);
+        let mut s = PatternSums::new(self.queries, self.keys).placed(self.position0, 0);
         s.entropy = -(h.p_ln_p as f64 - h.comp as f64);
         s.max = (h.seen != 0).then_some((h.max_v, h.arg_q as usize, h.arg_k as usize));
         s.non_finite = h.bad[0] as u64 | (h.bad[1] as u64) << 32;
@@ -637,9 +653,10 @@ impl PatternPass {
             .iter()
             .sum();
         let window = self.options.window as i64;
+        let zero = s.zero_offset();
         for (i, &m) in s.diagonals.iter().enumerate() {
-            // index i is offset a − k = i − (Q − 1)
-            let offset = (i as i64 - (self.queries as i64 - 1)).abs();
+            // index i is offset a − k = i − zero
+            let offset = (i as i64 - zero).abs();
             if offset < window {
                 s.local += m;
             }

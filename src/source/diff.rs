@@ -100,6 +100,10 @@ impl AttentionSource for DiffSource<'_> {
         self.a.diagonal()
     }
 
+    fn first_query(&self) -> usize {
+        self.a.first_query()
+    }
+
     fn as_diff(&self) -> Option<&DiffSource<'_>> {
         Some(self)
     }

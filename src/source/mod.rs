@@ -143,6 +143,13 @@ pub trait AttentionSource: Send + Sync {
         s.keys as i64 - s.queries as i64
     }
 
+    /// The index of row 0 among the input's query rows: `A` for attention recomputed for a
+    /// `--queries A..B` slice, 0 for a file. Index ticks on the query axis and `argmax` name rows
+    /// by it, as the user does.
+    fn first_query(&self) -> usize {
+        0
+    }
+
     /// Attention defined by queries and keys rather than stored: the GPU engine computes its
     /// rows on the device instead of calling `read_rows`.
     fn as_qk(&self) -> Option<&crate::source::qk::QkSource> {
@@ -177,6 +184,10 @@ impl<T: AttentionSource + ?Sized> AttentionSource for &T {
 
     fn diagonal(&self) -> i64 {
         (**self).diagonal()
+    }
+
+    fn first_query(&self) -> usize {
+        (**self).first_query()
     }
 
     fn as_qk(&self) -> Option<&crate::source::qk::QkSource> {

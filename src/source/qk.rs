@@ -612,6 +612,10 @@ impl AttentionSource for QkSource {
         self.diagonal()
     }
 
+    fn first_query(&self) -> usize {
+        self.rows.start
+    }
+
     fn as_qk(&self) -> Option<&QkSource> {
         Some(self)
     }

@@ -167,6 +167,10 @@ impl AttentionSource for RegionSource<'_> {
     fn diagonal(&self) -> i64 {
         self.inner.diagonal() + self.rows.start as i64 - self.keys.start as i64
     }
+
+    fn first_query(&self) -> usize {
+        self.inner.first_query() + self.rows.start
+    }
 }
 
 /// Work for the worker thread; only the newest job of each kind matters.
@@ -291,34 +295,40 @@ fn pool_region(
 }
 
 /// The hover readout for `bin`: layer, head, (q, k) and the exact value read from the source.
+/// Rows are named as the input names them (a `--queries A..B` slice's from `A`), and row `q`'s
+/// token is token `q + diagonal` (a file's queries are its last tokens).
 pub fn readout(
     source: &dyn AttentionSource,
     b: &Bin,
     reduce: Reduce,
     tokens: Option<&[String]>,
 ) -> Result<String> {
-    let token = |i: usize| {
+    let token = |i: Option<usize>| {
         tokens
-            .and_then(|t| t.get(i))
+            .zip(i)
+            .and_then(|(t, i)| t.get(i))
             .map(|t| format!(" '{t}'"))
             .unwrap_or_default()
     };
+    let (diagonal, q0) = (source.diagonal(), source.first_query());
+    let q_token = |q: usize| token(usize::try_from(q as i64 + diagonal).ok());
+    let k_token = |k: usize| token(Some(k));
     let at = match read_bin(source, b, reduce)? {
         None => "no finite value".to_string(),
         Some((v, (q, k))) if b.queries.len() * b.keys.len() == 1 => {
-            format!("q {q}{} k {k}{} = {v:.6e}", token(q), token(k))
+            format!("q {}{} k {k}{} = {v:.6e}", q0 + q, q_token(q), k_token(k))
         }
         Some((v, (q, k))) => format!(
             "q {}..{} k {}..{}: {} {v:.6e}{}",
-            b.queries.start,
-            b.queries.end,
+            q0 + b.queries.start,
+            q0 + b.queries.end,
             b.keys.start,
             b.keys.end,
             reduce.name(),
             if reduce == Reduce::Mean {
                 String::new()
             } else {
-                format!(" at q {q}{} k {k}{}", token(q), token(k))
+                format!(" at q {}{} k {k}{}", q0 + q, q_token(q), k_token(k))
             }
         ),
     };
@@ -397,5 +407,22 @@ mod tests {
         assert_eq!(v, vec![1134.0, 1135.0, 1136.0, 1144.0, 1145.0, 1146.0]);
         // (q, k) = (2 + r, 4 + c) is above the diagonal when 4 + c > 2 + r + 3.
         assert_eq!(sub.diagonal(), 3 + 2 - 4);
+    }
+
+    #[test]
+    fn the_readout_names_a_row_by_its_own_token() {
+        // 6 rows, the last of 9 tokens: row 1 is token 4
+        let a = ndarray::Array4::from_shape_fn((1, 1, 6, 9), |(_, _, q, k)| (q * 10 + k) as f32);
+        let src = ArraySource::from_f32("a", &a);
+        let tokens: Vec<String> = (0..9).map(|i| format!("t{i}")).collect();
+        let bin = Bin {
+            cell: 0,
+            layer: 0,
+            head: 0,
+            queries: 1..2,
+            keys: 2..3,
+        };
+        let text = readout(&src, &bin, Reduce::Max, Some(&tokens)).unwrap();
+        assert_eq!(text, "l = 1 h = 1  q 1 't4' k 2 't2' = 1.200000e1");
     }
 }

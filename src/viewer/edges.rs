@@ -49,7 +49,8 @@ pub fn edge_marks(
     layout: &Layout,
     view: &ViewTransform,
     window: (u32, u32),
-    shape: (usize, usize),
+    // (queries, keys, the first row's index: rows are named from it)
+    shape: (usize, usize, usize),
     tokens: Option<(&[String], &[String])>,
 ) -> Option<EdgeMarks> {
     let (ww, wh) = (window.0 as f64, window.1 as f64);
@@ -69,11 +70,12 @@ pub fn edge_marks(
     if visible(r) < 0.25 * ww * wh || !(cut || view.scale > 1.25) {
         return None;
     }
-    let (queries, keys) = shape;
-    let mut marks = axis_marks(Axis::Key, keys, (r.0, r.2), ww, tokens.map(|t| t.1));
+    let (queries, keys, first_query) = shape;
+    let mut marks = axis_marks(Axis::Key, keys, 0, (r.0, r.2), ww, tokens.map(|t| t.1));
     marks.extend(axis_marks(
         Axis::Query,
         queries,
+        first_query,
         (r.1, r.3),
         wh,
         tokens.map(|t| t.0),
@@ -81,10 +83,12 @@ pub fn edge_marks(
     (!marks.is_empty()).then_some(EdgeMarks { cell, marks })
 }
 
-/// The marks of one axis of `n` entries spanning window pixels `span` on an edge `extent` long.
+/// The marks of one axis of `n` entries (named from `first`) spanning window pixels `span` on an
+/// edge `extent` long.
 fn axis_marks(
     axis: Axis,
     n: usize,
+    first_index: usize,
     span: (f64, f64),
     extent: f64,
     tokens: Option<&[String]>,
@@ -112,11 +116,14 @@ fn axis_marks(
             .take(MAX_MARKS)
             .map(|p| mark(p, t[p].clone(), true))
             .collect(),
-        _ => ticks(first as f64, last as f64)
-            .into_iter()
-            .filter(|t| t.fract() == 0.0 && *t >= first as f64 && *t <= last as f64)
-            .map(|t| mark(t as usize, position_label(t as u64), false))
-            .collect(),
+        _ => {
+            let (lo, hi) = ((first_index + first) as f64, (first_index + last) as f64);
+            ticks(lo, hi)
+                .into_iter()
+                .filter(|t| t.fract() == 0.0 && *t >= lo && *t <= hi)
+                .map(|t| mark(t as usize - first_index, position_label(t as u64), false))
+                .collect()
+        }
     }
 }
 
@@ -130,14 +137,17 @@ impl State {
     /// Rebuilds the edge labels for the current view (after every pan, zoom and resize).
     pub(super) fn update_edges(&mut self) {
         let layout = &self.scene.plan.layout;
-        let tokens = self.tokens.as_deref().and_then(|t| {
-            crate::figure::axes::split_tokens(t, self.source_shape.0, self.source_shape.1).ok()
-        });
+        let (queries, keys) = self.source_shape;
+        let (diagonal, first_query) = self.source_rows;
+        let tokens = self
+            .tokens
+            .as_deref()
+            .and_then(|t| crate::figure::axes::split_tokens(t, queries, keys, diagonal).ok());
         let marks = edge_marks(
             layout,
             &self.view,
             self.window_size(),
-            self.source_shape,
+            (queries, keys, first_query),
             tokens,
         );
         if self.edges.as_ref().map(|e| &e.marks) == marks.as_ref() {
@@ -244,7 +254,7 @@ mod tests {
                 &layout,
                 &view,
                 (layout.width, layout.height),
-                (131072, 131072),
+                (131072, 131072, 0),
                 None
             ),
             None
@@ -258,7 +268,7 @@ mod tests {
         let window = (400, 300);
         let view = ViewTransform::fit_rect((c.x, c.y, c.width, c.height), window, 8.0)
             .zoom_about((200.0, 150.0), 16.0);
-        let m = edge_marks(&layout, &view, window, (131072, 131072), None).unwrap();
+        let m = edge_marks(&layout, &view, window, (131072, 131072, 0), None).unwrap();
         let keys: Vec<&EdgeMark> = m.marks.iter().filter(|m| m.axis == Axis::Key).collect();
         assert!(keys.len() >= 3, "{keys:?}");
         for k in &keys {
@@ -272,7 +282,7 @@ mod tests {
             offset: (view.offset.0 - 100.0, view.offset.1),
             ..view
         };
-        let p = edge_marks(&layout, &panned, window, (131072, 131072), None).unwrap();
+        let p = edge_marks(&layout, &panned, window, (131072, 131072, 0), None).unwrap();
         let first = |m: &EdgeMarks| {
             m.marks
                 .iter()
@@ -292,7 +302,14 @@ mod tests {
         let tokens: Vec<String> = (0..20).map(|i| format!("t{i}")).collect();
         let view = ViewTransform::fit_rect((c.x, c.y, c.width, c.height), window, 8.0)
             .zoom_about((150.0, 150.0), 2.0);
-        let m = edge_marks(&layout, &view, window, (20, 20), Some((&tokens, &tokens))).unwrap();
+        let m = edge_marks(
+            &layout,
+            &view,
+            window,
+            (20, 20, 0),
+            Some((&tokens, &tokens)),
+        )
+        .unwrap();
         let keys: Vec<&EdgeMark> = m.marks.iter().filter(|m| m.axis == Axis::Key).collect();
         assert!(!keys.is_empty());
         assert!(keys.iter().all(|k| k.text == format!("t{}", k.position)));

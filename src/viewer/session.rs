@@ -352,6 +352,9 @@ impl AttentionSource for Counted<'_> {
     fn diagonal(&self) -> i64 {
         self.inner.diagonal()
     }
+    fn first_query(&self) -> usize {
+        self.inner.first_query()
+    }
     fn as_qk(&self) -> Option<&QkSource> {
         self.inner.as_qk()
     }

@@ -71,6 +71,9 @@ pub(super) struct State {
     pub(super) max_scale: f64,
     /// (queries, keys) of every head.
     pub(super) source_shape: (usize, usize),
+    /// The source's diagonal (row `q` is token `q + diagonal`) and its first row's index among
+    /// the input's rows: the edge labels name rows as the figure's axes do.
+    pub(super) source_rows: (i64, usize),
     /// The hover readout drawn in the window's bottom-left corner.
     pub(super) readout: Option<Readout>,
     /// The bin the readout on screen names.
@@ -133,6 +136,7 @@ impl State {
             detail: None,
             max_scale,
             source_shape: (s.queries, s.keys),
+            source_rows: (source.diagonal(), source.first_query()),
             readout: None,
             readout_bin: None,
             edges: None,
