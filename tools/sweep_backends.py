@@ -52,8 +52,9 @@ def figures_differ(a, b):
 
 
 def stats_differ(a, b, reference=None):
-    """`reference(layer, head)`: that head's entries as drawn (rows of the query slice, f64),
-    for telling a near-tie of the maximum from a wrong `argmax` (below)."""
+    """`reference(layer, head)`: that head's entries (f64), indexed by the input's rows as
+    `argmax` names them (a `--queries A..B` slice's from A), for telling a near-tie of the
+    maximum from a wrong `argmax` (below)."""
     ha, hb = json.load(open(a))["heads"], json.load(open(b))["heads"]
     if len(ha) != len(hb):
         return f"{len(ha)} heads against {len(hb)}"
@@ -220,7 +221,10 @@ def case_qk(binary, rng, d):
                                  "--backend", "cpu", "-o", f"{d}/ref.npy"] + same + causal)
         if code != 0:
             raise RuntimeError(f"attention for the argmax check: {err}")
-        return np.load(f"{d}/ref.npy").astype(np.float64)[layer - 1, head - 1]
+        ref = np.load(f"{d}/ref.npy").astype(np.float64)[layer - 1, head - 1]
+        # (argmax names a slice's rows as Q does: row i of the slice is row A + i)
+        first = int(o[o.index("--queries") + 1].split("..")[0] or 0) if "--queries" in o else 0
+        return np.concatenate([np.full((first, ref.shape[1]), np.nan), ref])
 
     return what, both(binary, args, outputs, reference)
 

@@ -517,13 +517,25 @@ impl QkSource {
                 + sink.map_or(0.0, |s| (s - max).exp());
             for (o, k) in orow.iter_mut().zip(self.out_keys.clone()) {
                 *o = if visible.contains(&k) {
-                    ((scores[k] - max).exp() / total) as f32
+                    flush_subnormal(((scores[k] - max).exp() / total) as f32)
                 } else {
                     0.0
                 };
             }
         }
         Ok(())
+    }
+}
+
+/// A probability below f32's smallest normal number (1.2e-38) as 0: GPUs flush subnormal
+/// results (WGSL leaves them to the implementation; llvmpipe's and NVIDIA's `exp2` give 0), so
+/// the reference does too, and the two backends draw and caption the same range (a causal
+/// head's `--reduce min` read `[5.32e-40, 1]` on the CPU, `[0, 1]` on the GPU).
+fn flush_subnormal(p: f32) -> f32 {
+    if p.abs() < f32::MIN_POSITIVE {
+        0.0
+    } else {
+        p
     }
 }
 
@@ -651,6 +663,27 @@ mod tests {
             crate::source::unit(seed, (a * 31 + b) as u64, c as u64, e as u64) * 2.0 - 1.0
         });
         Box::new(ArraySource::from_f32(name, &a))
+    }
+
+    #[test]
+    fn subnormal_probabilities_are_flushed_as_gpus_flush_them() {
+        // scores 0, -92 and -80: e^-92 ≈ 1.1e-40 is subnormal in f32, e^-80 ≈ 1.8e-35 is not
+        let q = ndarray::Array4::from_elem((1, 1, 1, 1), 1.0f32);
+        let k = ndarray::Array4::from_shape_vec((1, 1, 3, 1), vec![0.0f32, -92.0, -80.0]).unwrap();
+        let opts = QkOptions {
+            softmax_scale: Some(1.0),
+            ..Default::default()
+        };
+        let s = QkSource::new(
+            Box::new(ArraySource::from_f32("q", &q)),
+            Box::new(ArraySource::from_f32("k", &k)),
+            &opts,
+        )
+        .unwrap();
+        let mut out = vec![0f32; 3];
+        s.probabilities_cpu(0, 0, 0..1, &mut out).unwrap();
+        assert_eq!(out[1].to_bits(), 0);
+        assert!(out[2] > 1e-35 && out[2].is_normal(), "{}", out[2]);
     }
 
     #[test]
