@@ -331,7 +331,8 @@ fn bad_arguments_exit_2() {
 
 /// Options that only shape attention recomputed from Q and K are refused beside a stored INPUT
 /// (clap lets them through there), rather than silently leaving out a softcap or the logits
-/// the user asked to see.
+/// the user asked to see. `--queries` is not one of them: a file's rows are sliced too, and
+/// keep their numbers (the query axis of MiniLM's rows 100.. is ticked from 100).
 #[test]
 fn qk_options_beside_stored_attention_are_refused() {
     let dir = tempfile::tempdir().unwrap();
@@ -345,7 +346,6 @@ fn qk_options_beside_stored_attention_are_refused() {
         ("--sliding-window", "8"),
         ("--softcap", "30"),
         ("--values", "logits"),
-        ("--queries", "0..4"),
     ] {
         assert_clean_failure(
             &["render", i, option, value, "-o", o],
@@ -362,6 +362,43 @@ fn qk_options_beside_stored_attention_are_refused() {
     // the default, given explicitly, changes nothing
     let ok = attnviz(&["render", i, "--values", "probs", "-o", o]);
     assert!(ok.status.success(), "{}", stderr(&ok));
+    let layout = dir.path().join("layout.json");
+    let l = layout.to_str().unwrap();
+    let sliced = attnviz(&[
+        "render",
+        i,
+        "--queries",
+        "100..",
+        "--layers",
+        "1",
+        "--heads",
+        "1",
+        "--axes",
+        "on",
+        "-o",
+        o,
+        "--layout-json",
+        l,
+    ]);
+    assert!(sliced.status.success(), "{}", stderr(&sliced));
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&layout).unwrap()).unwrap();
+    let rows: Vec<u64> = doc["axis_ticks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["axis"] == "query")
+        .map(|t| t["position"].as_u64().unwrap())
+        .collect();
+    assert!(
+        !rows.is_empty() && rows.iter().all(|r| (100..128).contains(r)),
+        "{rows:?}"
+    );
+    assert_clean_failure(
+        &["render", i, "--queries", "120..130", "-o", o],
+        &out,
+        "--queries 120..130 is not a non-empty range inside the 128 query rows",
+    );
 }
 
 #[test]

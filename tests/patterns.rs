@@ -1067,3 +1067,35 @@ fn a_query_slice_keeps_its_positions() {
         "{labels:?}"
     );
 }
+
+/// `--queries A..B` on stored attention (`QueryRows`): only those rows are read, and they keep
+/// their places as a Q/K slice's do. Each token attends to itself alone (the identity), so
+/// every offset is 0; the GPU against the twin, causal on and off.
+#[test]
+fn a_stored_query_slice_keeps_its_positions() {
+    use attnviz::cpu::pattern::head_patterns_cpu;
+    use attnviz::source::QueryRows;
+    use attnviz::RenderOptions;
+    let Some(e) = engine() else { return };
+    let n = 80;
+    let eye = Array4::from_shape_fn((1, 2, n, n), |(_, _, i, j)| if i == j { 1.0 } else { 0.0 });
+    let file = ArraySource::from_f32("eye", &eye);
+    let rows = QueryRows::new(Box::new(&file), 50..70).unwrap();
+    assert_eq!((rows.first_query(), rows.diagonal()), (50, 50));
+    for causal in [Causal::Off, Causal::On] {
+        let render = RenderOptions {
+            causal,
+            ..Default::default()
+        };
+        let o = PatternOptions::default();
+        let (_, gpu) = e.head_patterns(&rows, &render, o).unwrap();
+        let (_, cpu) = head_patterns_cpu(&rows, &render, o).unwrap();
+        for (name, p) in [("gpu", &gpu[1]), ("cpu", &cpu[1])] {
+            assert_eq!(p.top_offsets, vec![(0, 1.0)], "{causal:?} {name}: {p:?}");
+            assert_eq!(p.mean_distance, 0.0, "{causal:?} {name}: {p:?}");
+            assert_eq!(p.argmax, Some([50, 50]), "{causal:?} {name}: {p:?}");
+            assert_eq!(p.top_keys[0], (50, 0.05), "{causal:?} {name}: {p:?}");
+            assert_eq!(p.pattern, "local", "{causal:?} {name}: {p:?}");
+        }
+    }
+}

@@ -395,7 +395,10 @@ def heads(
         :class:`attnviz.Capture` (its windows, softcaps and sinks apply), whose attention is
         recomputed, never stored.
     sink_keys: ``sink_mass`` counts the first N keys. window: ``local_mass`` counts keys with
-        ``|a − k| < window``. The other options are :func:`render`'s and :func:`render_qk`'s.
+        ``|a − k| < window``. queries: only these query rows (as :func:`render_qk` takes them),
+        of stored attention too; they keep their places (distances from their own positions,
+        ``argmax`` rows numbered as in the input). The other options are :func:`render`'s and
+        :func:`render_qk`'s.
     figure: also write the summary figure ``attnviz heads --figure`` draws to this file (PNG,
         or SVG when it ends in ``.svg``): one layer × head heatmap per statistic (sink_mass,
         local_mass, entropy, mean_distance, max, row_sum_mean), each with its colorbar.
@@ -427,14 +430,15 @@ def heads(
     else:
         # Stored attention is read as stored: a softcap or window the caller expects applied
         # is refused, not silently left out (as `attnviz heads FILE --softcap C` is).
-        given = [name for name, v in (("queries", queries), ("softmax_scale", softmax_scale),
+        given = [name for name, v in (("softmax_scale", softmax_scale),
                                       ("sliding_window", sliding_window), ("softcap", softcap))
                  if v is not None]
         if given:
             raise ValueError(f"attnviz.heads: {given[0]} applies only to attention recomputed "
                              "from queries and keys (k=, or a Capture), not to stored attention")
         arrays, stacked, bf16 = _prepare(attn, batch)
-        doc, warning = _attnviz._heads(arrays, stacked, bf16, options, figure)
+        doc, warning = _attnviz._heads(arrays, stacked, bf16, options, figure,
+                                       _queries(queries))
     _warn_cpu(warning)
     doc = json.loads(doc)
     if as_array:

@@ -14,8 +14,8 @@ use attnviz::pool::Causal;
 use attnviz::source::npy::{dtype_from_descr, shape_from_dims};
 use attnviz::source::qk::{parse_queries, QkOptions, QkSource, Values};
 use attnviz::source::qk_meta::CaptureMeta;
-use attnviz::source::{ArraySource, DiffSource, SliceSource};
-use attnviz::{Colormap, DType, Norm, Reduce, RenderOptions};
+use attnviz::source::{ArraySource, DiffSource, QueryRows, SliceSource};
+use attnviz::{AttentionSource, Colormap, DType, Norm, Reduce, RenderOptions};
 use half::f16;
 use numpy::ndarray::Array3;
 use numpy::{
@@ -336,14 +336,23 @@ fn _heads(
     bf16: bool,
     options: PyOptions,
     figure: Option<PathBuf>,
+    queries: Option<String>,
 ) -> PyResult<(String, Option<String>)> {
     let render = options.render_options()?;
     let patterns = options.patterns()?;
     let input = Input::new("attn", &arrays, stacked, bf16)?;
-    let source = input.source()?;
+    let whole = input.source()?;
+    // (`queries=`: those rows, keeping their places, as `attnviz heads FILE --queries A..B`)
+    let source: Box<dyn AttentionSource + '_> = match queries.as_deref() {
+        Some(spec) => Box::new(
+            QueryRows::new(Box::new(&whole), parse_queries(spec).map_err(py_err)?)
+                .map_err(py_err)?,
+        ),
+        None => Box::new(&whole),
+    };
     py.detach(|| {
         head_stats(
-            &source,
+            source.as_ref(),
             &render,
             patterns,
             &options.backend,

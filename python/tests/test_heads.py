@@ -57,8 +57,16 @@ def test_heads_errors_name_keywords():
     for kw in ("softcap", "sliding_window", "softmax_scale"):
         with pytest.raises(ValueError, match=f"{kw} applies only to attention recomputed"):
             attnviz.heads(attn, **{kw: 4})
-    with pytest.raises(ValueError, match="queries applies only"):
-        attnviz.heads(attn, queries=(0, 4))
+    with pytest.raises(ValueError, match="not a non-empty range inside the 128 query rows"):
+        attnviz.heads(attn, queries=(120, 130))
+
+
+def test_heads_of_a_slice_of_rows_equal_the_cli(cli, tmp_path):
+    path = DATA / "minilm_attn_128.npy"
+    records = attnviz.heads(np.load(path), layers="2", queries=slice(100, None))
+    assert records == _cli_heads(cli, tmp_path, path, "--layers", "2", "--queries", "100..")
+    # rows keep their numbers: argmax names rows 100..127
+    assert all(100 <= r["argmax"][0] < 128 for r in records)
 
 
 def test_heads_figure_equals_the_cli(cli, tmp_path):

@@ -304,6 +304,8 @@ pub struct SynthQkArgs {
 }
 
 #[derive(Args)]
+// (--q is optional where INPUT may stand instead of it; here it is the input)
+#[command(mut_arg("q", |a| a.required(true)))]
 pub struct AttentionArgs {
     #[command(flatten)]
     pub qk: QkArgs,
@@ -410,8 +412,10 @@ pub struct QkArgs {
     /// the layer is), in logit units; hidden entries are masked.
     #[arg(long, requires = "q", default_value = "probs", value_parser = names(&Values::ALL.map(Values::name), Values::from_name))]
     pub values: Values,
-    /// Query rows to compute, 0-based, end excluded: A..B, A.. or ..B.
-    #[arg(long, requires = "q", value_name = "A..B")]
+    /// Query rows to compute (from --q) or read (from INPUT), 0-based, end excluded: A..B, A..
+    /// or ..B. They keep their places: the mask, the statistics' distances, the axis (A..B)
+    /// and the tokens are those of the whole head.
+    #[arg(long, value_name = "A..B")]
     pub queries: Option<String>,
 }
 

@@ -9,6 +9,7 @@ use attnviz::figure::layout::Theme;
 use attnviz::pool::pattern::PatternOptions;
 use attnviz::pool::Causal;
 use attnviz::source::qk::{parse_queries, QkOptions, QkSource, Values};
+use attnviz::source::QueryRows;
 use attnviz::{AttentionSource, Engine, Error, Gpu, RenderOptions};
 
 use super::args::{Backend, PatternArgs, QkArgs, Selection, Style};
@@ -109,15 +110,15 @@ impl QkArgs {
             ("--sliding-window", self.sliding_window.is_some()),
             ("--softcap", self.softcap.is_some()),
             ("--values", self.values != Values::Probs),
-            ("--queries", self.queries.is_some()),
         ]
         .into_iter()
         .find_map(|(name, given)| given.then_some(name))
     }
 }
 
-/// What `render` and `view` draw: attention recomputed from `--q`/`--k` when given, else the
-/// INPUT file opened by `open_file` (clap guarantees exactly one of the two).
+/// What `render`, `heads` and `view` draw: attention recomputed from `--q`/`--k` when given,
+/// else the INPUT file opened by `open_file`, only its `--queries` rows when given (clap
+/// guarantees exactly one of the two).
 pub fn attention_source(
     qk: &QkArgs,
     causal: bool,
@@ -137,7 +138,11 @@ pub fn attention_source(
                 ))
                 .into());
             }
-            open_file(input)
+            let file = open_file(input)?;
+            match &qk.queries {
+                Some(spec) => Ok(Box::new(QueryRows::new(file, parse_queries(spec)?)?)),
+                None => Ok(file),
+            }
         }
         (None, None) => unreachable!("clap requires INPUT or --q"),
     }
