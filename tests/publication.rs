@@ -519,3 +519,57 @@ fn layout_json_describes_the_figure() {
     assert!(ys.windows(2).all(|w| w[1] < w[0]));
     assert!(src.shape().keys == 32);
 }
+
+/// A flat figure (10 query rows of 64 keys, two layers): its row ticks are every other nice
+/// step where a step's labels would touch, and the colorbar's caption, longer than the bar and
+/// with no comma to break at, goes on lines between its words rather than past the figure's
+/// top.
+#[test]
+fn flat_figures_keep_their_labels_apart_and_inside() {
+    use attnviz::figure::layout::Axis;
+    let src = ArraySource::from_f32("flat", &structured(2, 3, 10, 64));
+    let options = RenderOptions {
+        axes: Some(true),
+        ..Default::default()
+    };
+    let fig = attnviz::render_cpu(&src, &options).unwrap();
+    let layout = &fig.plan.layout;
+    let cell = layout.cells[0];
+    let rows: Vec<u32> = layout
+        .axis_ticks
+        .iter()
+        .filter(|t| t.axis == Axis::Query && t.cell == 0)
+        .map(|t| t.y)
+        .collect();
+    assert!(rows.len() >= 2, "{rows:?}");
+    let label_h = layout
+        .labels
+        .iter()
+        .filter(|l| l.text.string() == "0")
+        .map(|l| l.label.height)
+        .max()
+        .unwrap();
+    assert!(
+        rows.windows(2).all(|w| w[1] - w[0] > label_h),
+        "rows at {rows:?} in a {}-px cell, labels {label_h} px high",
+        cell.height
+    );
+    for l in &layout.labels {
+        assert!(
+            l.y + l.label.height <= layout.height && l.x + l.label.width <= layout.width,
+            "{:?} at ({}, {}) leaves the {}x{} figure",
+            l.text.string(),
+            l.x,
+            l.y,
+            layout.width,
+            layout.height
+        );
+    }
+    let caption: Vec<String> = layout
+        .labels
+        .iter()
+        .map(|l| l.text.string())
+        .filter(|t| t.contains("min–max") || t.contains("normalized"))
+        .collect();
+    assert!(caption.len() >= 2, "{caption:?}");
+}

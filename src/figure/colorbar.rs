@@ -431,15 +431,24 @@ impl Layout {
     }
 }
 
-/// The caption in lines no longer than `max` pixels, broken after commas where possible.
+/// The caption in lines no longer than `max` pixels, broken after commas where possible, and
+/// between words where a comma's part alone is longer (a flat figure's bar is shorter than
+/// "per-head min–max (normalized)"; a word longer than the bar still overflows).
 fn wrap(caption: &str, px: f32, max: u32) -> Vec<String> {
     let width = |s: &str| Text::plain(s, px).rasterize().width;
     if width(caption) <= max {
         return vec![caption.to_string()];
     }
+    let parts = caption.split_inclusive(", ").flat_map(|part| {
+        if width(part.trim_end()) > max {
+            part.split_inclusive(' ').collect::<Vec<_>>()
+        } else {
+            vec![part]
+        }
+    });
     let mut lines: Vec<String> = Vec::new();
     let mut cur = String::new();
-    for part in caption.split_inclusive(", ") {
+    for part in parts {
         let candidate = format!("{cur}{part}");
         if !cur.is_empty() && width(candidate.trim_end()) > max {
             lines.push(cur.trim_end().to_string());
