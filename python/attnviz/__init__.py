@@ -183,6 +183,7 @@ def render(
     exclude_keys=None,
     title=None,
     tokens=None,
+    queries=None,
     scale_factor=1.0,
     dpi=None,
     theme="light",
@@ -200,8 +201,12 @@ def render(
         anything ``np.asarray`` reads), or a list/tuple with one (batch, H, Q, K) or (H, Q, K)
         tensor per layer, as HuggingFace returns ``outputs.attentions``.
     batch: the batch item to show from per-layer (batch, H, Q, K) tensors.
+    queries: only these query rows of every head, 0-based, end excluded (``"A..B"``, ``(A, B)``,
+        ``slice(A, B)`` or ``range(A, B)``, as ``attnviz render --queries``). They keep their
+        places: the causal mask, the statistics' distances, the query axis (ticked A..B) and
+        the tokens are the whole head's, as they would not be for ``attn[..., A:B, :]``.
     """
-    return _render(attn, batch, _options(locals())).image
+    return _render(attn, batch, _options(locals()), queries).image
 
 
 def figure(
@@ -229,6 +234,7 @@ def figure(
     exclude_keys=None,
     title=None,
     tokens=None,
+    queries=None,
     scale_factor=1.0,
     dpi=None,
     theme="light",
@@ -241,7 +247,7 @@ def figure(
     backend="auto",
 ):
     """Like :func:`render`, but returns a :class:`Figure`, which a notebook shows inline."""
-    return _render(attn, batch, _options(locals()))
+    return _render(attn, batch, _options(locals()), queries)
 
 
 def render_qk(
@@ -641,11 +647,11 @@ def _qk_options(kw):
     }
 
 
-def _render(attn, batch, options):
+def _render(attn, batch, options, queries=None):
     _headless()
     arrays, stacked, bf16 = _prepare(attn, batch)
     image, causal_applied, adapter, warning, addresses, layout, svg = _attnviz._render(
-        arrays, stacked, bf16, "attn", options)
+        arrays, stacked, bf16, "attn", options, _queries(queries))
     _warn_cpu(warning)
     fig = Figure(image, causal_applied, adapter, layout, svg)
     # Where each layer was read from: the tests check it is the caller's memory.

@@ -229,9 +229,25 @@ fn rendered(py: Python<'_>, drawn: Drawn, addresses: Vec<usize>) -> Rendered<'_>
     )
 }
 
+/// Rows `queries` (`"A..B"`) of every head of `source`, keeping their places, as the CLI's
+/// `--queries` on a file; all of them without it.
+fn query_rows<'a>(
+    source: &'a SliceSource<'_>,
+    queries: Option<&str>,
+) -> PyResult<Box<dyn AttentionSource + 'a>> {
+    Ok(match queries {
+        Some(spec) => Box::new(
+            QueryRows::new(Box::new(source), parse_queries(spec).map_err(py_err)?)
+                .map_err(py_err)?,
+        ),
+        None => Box::new(source),
+    })
+}
+
 /// Attention given as arrays: one stacked array, or one (H, Q, K) array per layer. `options`
 /// holds every keyword ([`PyOptions`]).
 #[pyfunction]
+#[pyo3(signature = (arrays, stacked, bf16, name, options, queries=None))]
 fn _render<'py>(
     py: Python<'py>,
     arrays: Vec<Bound<'py, PyAny>>,
@@ -239,17 +255,19 @@ fn _render<'py>(
     bf16: bool,
     name: &str,
     options: PyOptions,
+    queries: Option<String>,
 ) -> PyResult<Rendered<'py>> {
     let render = options.render_options()?;
     let input = Input::new(name, &arrays, stacked, bf16)?;
-    let source = input.source()?;
-    let addresses = source
+    let whole = input.source()?;
+    let addresses = whole
         .layer_bytes()
         .iter()
         .map(|l| l.as_ptr() as usize)
         .collect();
+    let source = query_rows(&whole, queries.as_deref())?;
     let drawn = py
-        .detach(|| render_and_write(&source, &render, &options))
+        .detach(|| render_and_write(source.as_ref(), &render, &options))
         .map_err(py_err)?;
     Ok(rendered(py, drawn, addresses))
 }
@@ -329,6 +347,7 @@ fn qk_source<'py>(
 
 /// `attnviz.heads` on arrays: the statistics JSON and the CPU fallback's warning.
 #[pyfunction]
+#[pyo3(signature = (arrays, stacked, bf16, options, figure, queries=None))]
 fn _heads(
     py: Python<'_>,
     arrays: Vec<Bound<'_, PyAny>>,
@@ -342,14 +361,7 @@ fn _heads(
     let patterns = options.patterns()?;
     let input = Input::new("attn", &arrays, stacked, bf16)?;
     let whole = input.source()?;
-    // (`queries=`: those rows, keeping their places, as `attnviz heads FILE --queries A..B`)
-    let source: Box<dyn AttentionSource + '_> = match queries.as_deref() {
-        Some(spec) => Box::new(
-            QueryRows::new(Box::new(&whole), parse_queries(spec).map_err(py_err)?)
-                .map_err(py_err)?,
-        ),
-        None => Box::new(&whole),
-    };
+    let source = query_rows(&whole, queries.as_deref())?;
     py.detach(|| {
         head_stats(
             source.as_ref(),

@@ -132,3 +132,16 @@ def test_heads_as_a_structured_array_hold_the_records():
     ranked = np.sort(h, order="sink_mass")[::-1]
     assert [(r["layer"], r["head"]) for r in ranked[:2]] == [
         (r["layer"], r["head"]) for r in attnviz.heads(attn, sort_by="sink_mass", top=2)]
+
+
+def test_a_slice_of_rows_renders_as_the_cli_draws_it(cli, tmp_path):
+    path = DATA / "minilm_attn_128.npy"
+    fig = attnviz.figure(np.load(path), layers="1", heads="1", queries=(100, 128), axes=True)
+    out = tmp_path / "cli.png"
+    code, err = run_cli(cli, "render", path, "--layers", "1", "--heads", "1", "--queries",
+                        "100..128", "--axes", "on", "-o", out, "--quiet")
+    assert code == 0, err
+    from PIL import Image
+    assert np.array_equal(fig.image, np.asarray(Image.open(out).convert("RGBA")))
+    rows = [t["position"] for t in fig.layout["axis_ticks"] if t["axis"] == "query"]
+    assert rows and all(100 <= r < 128 for r in rows), rows

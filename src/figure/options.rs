@@ -84,7 +84,7 @@ pub const RENDER_OPTIONS: &[RenderOption] = &[
     qk("--sliding-window", "sliding_window"),
     qk("--softcap", "softcap"),
     qk("--values", "values"),
-    qk("--queries", "queries"),
+    kw("--queries", "queries"),
     cli_only("--tensor", FILES_ONLY),
     cli_only("--shape", FILES_ONLY),
     cli_only("--dtype", FILES_ONLY),
