@@ -2,8 +2,9 @@
 """Random inputs and options, drawn on the GPU and by the CPU renderer, compared.
 
 The tests compare the two backends on inputs chosen by hand; this sweep draws them at random
-(shapes with Q ≠ K, f32 and f16, NaN entries, causal heads, every norm, reduction, scale, limit
-and colormap; Q and K with GQA, windows, softcaps, logits and query slices; `heads`; `diff`;
+(shapes with Q ≠ K, f32 and f16, NaN entries, causal heads, slices of query rows, every
+norm, reduction, scale, limit and colormap; Q and K with GQA, windows, softcaps, logits and
+query slices; `heads`; `diff`;
 `attention`'s every probability), so a driver that rounds differently (a GPU's division, its
 exp) or a corner no test names shows up as a line naming the input and the options. Nothing
 here is timed. Run on every new device (tools/device_check.sh does) and after changing a
@@ -170,7 +171,11 @@ def case_render(binary, rng, d):
          + maybe(0.15, "--center", "0.01") + maybe(0.15, "--symmetric")
          + one_of(0.2, "--colormap", ["magma", "RdBu_r", "gray", "turbo"])
          + one_of(0.2, "--axes", ["on", "off"])
-         + maybe(0.1, "--no-colorbar") + maybe(0.1, "--theme", "dark"))
+         + maybe(0.1, "--no-colorbar") + maybe(0.1, "--theme", "dark")
+         # (a slice of the file's rows, which keep their places; `reference` is the whole
+         # head, indexed by the rows argmax names)
+         + (["--queries", f"{q // 4}..{q // 2 + 1}"] if q > 4 and random.random() < 0.15
+            else []))
     outputs = {"-o": f"{d}/fig.png"}
     if random.random() < 0.15:
         o += ["--sort-by", random.choice(["sink_mass", "entropy", "max"]), "--top", "2"]
