@@ -56,6 +56,15 @@ fn sorted_grids_follow_the_head_statistics_on_gpu_and_cpu() {
             .max()
             .unwrap();
         assert!(worst <= 1, "{key:?}: GPU and CPU figures differ by {worst}");
+        // --tiles writes the heads drawn, not every head ranked
+        let tiles = e.tiles(&src, &gpu, &options).unwrap();
+        let mut named: Vec<(usize, usize)> = tiles.iter().map(|t| (t.layer, t.head)).collect();
+        let mut kept: Vec<(usize, usize)> = drawn.iter().map(|&i| cells[i]).collect();
+        named.sort();
+        kept.sort();
+        assert_eq!(named, kept, "{key:?}");
+        let cpu_tiles = attnviz::tiles_cpu(&src, &cpu, &options).unwrap();
+        assert_eq!(cpu_tiles.len(), kept.len(), "{key:?}");
     }
 }
 

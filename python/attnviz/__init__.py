@@ -148,7 +148,8 @@ _OPTION_DOC = """
     scale_factor: make the whole figure this many times larger; dpi: the same as DPI, 100 the
         default size (give one of the two).
     theme: "light" (default) or "dark"; transparent: a transparent background.
-    tiles: also write every selected head as ``tiles/l{l}_h{h}.png`` at native resolution.
+    tiles: also write every head drawn (with ``top``, those kept) as ``tiles/l{l}_h{h}.png`` at
+        native resolution.
     stats_json: also write every drawn head's pattern statistics to this JSON file (as
         ``attnviz heads --json``), computed in the same pass; sink_keys (sink mass counts the
         first N keys, default 1) and window (local mass counts |q - k| < W, default 32) tune

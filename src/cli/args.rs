@@ -79,7 +79,8 @@ pub struct RenderArgs {
     pub out: Output,
     #[command(flatten)]
     pub style: Style,
-    /// Also write every selected head as DIR/l{l}_h{h}.png at native resolution, unlabelled.
+    /// Also write every head drawn (with --top, those kept) as DIR/l{l}_h{h}.png at native
+    /// resolution, unlabelled.
     #[arg(long, value_name = "DIR")]
     pub tiles: Option<PathBuf>,
     /// One token per line (one per key): drawn beside each cell when at most 64, index ticks otherwise.

@@ -384,8 +384,9 @@ pub(crate) fn native_geometry(queries: usize, keys: usize) -> Result<CellGeometr
     })
 }
 
-/// Native-resolution tiles of every cell of `figure`, `batch(native)` cells at a time (at
-/// least one): `colour(cells, ranges, native)` pools a batch of (layer, head) cells at the
+/// Native-resolution tiles of every cell `figure` draws (with `--top`, the heads it kept, not
+/// every head it ranked: a model's 1024 heads ranked for ten), `batch(native)` cells at a time
+/// (at least one): `colour(cells, ranges, native)` pools a batch of (layer, head) cells at the
 /// native geometry and colours each with its range, returning each cell's packed RGBA. The
 /// engine and the CPU renderer differ only in that closure and the batch size.
 pub(crate) fn native_tiles(
@@ -397,10 +398,16 @@ pub(crate) fn native_tiles(
     let s = source.shape();
     let native = native_geometry(s.queries, s.keys)?;
     let batch = batch(&native).max(1);
-    let mut out = Vec::with_capacity(figure.plan.cells.len());
-    let ranges = figure.ranges.chunks(batch);
-    for (cells, ranges) in figure.plan.cells.chunks(batch).zip(ranges) {
-        for (&(layer, head), words) in cells.iter().zip(colour(cells, ranges, native)?) {
+    // (a cell ranked out by --top has no rectangle in the layout)
+    let layout = &figure.plan.layout.cells;
+    let drawn: Vec<usize> = (0..figure.plan.cells.len())
+        .filter(|&i| layout.get(i).is_none_or(|c| c.width > 0))
+        .collect();
+    let mut out = Vec::with_capacity(drawn.len());
+    for chunk in drawn.chunks(batch) {
+        let cells: Vec<(usize, usize)> = chunk.iter().map(|&i| figure.plan.cells[i]).collect();
+        let ranges: Vec<[f32; 2]> = chunk.iter().map(|&i| figure.ranges[i]).collect();
+        for (&(layer, head), words) in cells.iter().zip(colour(&cells, &ranges, native)?) {
             out.push(tile_from_words(layer, head, &native, &words));
         }
     }
