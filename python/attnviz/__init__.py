@@ -150,10 +150,10 @@ _OPTION_DOC = """
     theme: "light" (default) or "dark"; transparent: a transparent background.
     tiles: also write every head drawn (with ``top``, those kept) as ``tiles/l{l}_h{h}.png`` at
         native resolution.
-    stats_json: also write every drawn head's pattern statistics to this JSON file (as
-        ``attnviz heads --json``), computed in the same pass; sink_keys (sink mass counts the
-        first N keys, default 1) and window (local mass counts |q - k| < W, default 32) tune
-        them.
+    stats_json: also write every selected head's pattern statistics to this JSON file (as
+        ``attnviz heads --json``; with ``top``, every head ranked, not only those drawn),
+        computed in the same pass; sink_keys (sink mass counts the first N keys, default 1) and
+        window (local mass counts |a - k| < W, default 32) tune them.
     backend: "auto" (GPU, the CPU renderer with a warning when there is no adapter), "gpu" or
         "cpu".
 """
