@@ -33,12 +33,20 @@ pub fn default_side(longest: usize) -> u32 {
     }
 }
 
+/// A cell's shorter side is at least its longer side over this: a head more than 8 times longer
+/// than it is wide is drawn that wide, its entries stretched, rather than keeping its aspect, so
+/// that a decode step (one query against 500 keys) is a 32-px band of 256, not a 1-px line, and
+/// the last 10 queries of 2048 keys keep a row each instead of sharing one pixel.
+pub const MAX_ASPECT: u64 = 8;
+
 /// Entries one pooled pixel can count (`COUNT_MASK` in shaders/common.wgsl).
 pub const MAX_BIN_ENTRIES: u64 = (1 << 31) - 1;
 
 impl CellGeometry {
     /// `cell` is the side of the longer axis; `None` means [`default_side`]: 256, or a head
     /// shorter than that magnified by an integer factor. An explicit `cell` is taken as given.
+    /// The shorter axis keeps the aspect down to 1/[`MAX_ASPECT`] of the side; past that it is
+    /// that thick, each entry a whole number of pixels where it has fewer entries than pixels.
     pub fn new(queries: usize, keys: usize, cell: Option<u32>) -> Result<CellGeometry> {
         let longest = queries.max(keys) as u64;
         let side = match cell {
@@ -51,7 +59,19 @@ impl CellGeometry {
             Some(c) => c as u64,
             None => default_side(longest as usize) as u64,
         };
-        let scaled = |n: usize| ((n as u64 * side + longest / 2) / longest).max(1) as u32;
+        let thinnest = (side / MAX_ASPECT).max(1);
+        let scaled = |n: usize| {
+            let d = ((n as u64 * side + longest / 2) / longest).max(1);
+            let n = n as u64;
+            (if d >= thinnest {
+                d
+            } else if n <= thinnest {
+                // (whole pixels an entry: crisp, as magnified heads are)
+                n * thinnest.div_ceil(n)
+            } else {
+                thinnest
+            }) as u32
+        };
         let (display_w, display_h) = (scaled(keys), scaled(queries));
         let geometry = CellGeometry {
             display_w,
@@ -141,6 +161,28 @@ mod tests {
             (g.display_w, g.display_h, g.pooled_w, g.pooled_h),
             (400, 100, 40, 10)
         );
+    }
+
+    #[test]
+    fn thin_heads_are_drawn_an_eighth_as_wide_at_least() {
+        // one query against 500 keys: a row 32 px high, not 1 px
+        let g = CellGeometry::new(1, 500, None).unwrap();
+        assert_eq!(
+            (g.display_w, g.display_h, g.pooled_w, g.pooled_h),
+            (256, 32, 256, 1)
+        );
+        // the last 10 of 2048: 4 px a row (not one pixel for all ten)
+        let g = CellGeometry::new(10, 2048, None).unwrap();
+        assert_eq!((g.display_h, g.pooled_h), (40, 10));
+        // 100 rows of 4096 keys: 32 px, about 3 rows a pixel
+        let g = CellGeometry::new(100, 4096, None).unwrap();
+        assert_eq!((g.display_h, g.pooled_h), (32, 32));
+        // columns too, and an explicit cell's eighth
+        let g = CellGeometry::new(500, 1, Some(64)).unwrap();
+        assert_eq!((g.display_w, g.display_h, g.pooled_w), (8, 64, 1));
+        // 8:1 keeps its aspect
+        let g = CellGeometry::new(32, 256, None).unwrap();
+        assert_eq!((g.display_w, g.display_h), (256, 32));
     }
 
     #[test]
