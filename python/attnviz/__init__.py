@@ -551,6 +551,7 @@ def view(
     colorbar=True,
     batch=0,
     tokens=None,
+    queries=None,
     size=None,
     focus=None,
     zoom=None,
@@ -559,8 +560,8 @@ def view(
 ):
     """Opens the interactive viewer on ``attn`` and blocks until its window is closed.
 
-    Takes the inputs and options of :func:`render`, plus ``tokens`` (one string per token, named
-    in the hover readout), ``size`` ((width, height) of the window), ``focus`` ((layer, head),
+    Takes the inputs and options of :func:`render` (``queries`` too: only those rows, keeping
+    their places), plus ``tokens`` (one string per token, named in the hover readout), ``size`` ((width, height) of the window), ``focus`` ((layer, head),
     1-based: open on that head), ``zoom`` (then zoom by this factor), ``exit_after_frames`` and
     ``screenshot`` (a PNG of the last frame). Returns ``{"adapter", "frames", "frame_ms"}``
     (frame time min, median, p99).
@@ -579,7 +580,7 @@ def view(
         **_opening(size, focus, zoom),
         "exit_after_frames": exit_after_frames,
         "screenshot": None if screenshot is None else os.fspath(screenshot),
-    })
+    }, _queries(queries))
     return {"adapter": adapter, "frames": frames, "frame_ms": frame_ms}
 
 

@@ -509,6 +509,7 @@ fn _save_figure(
 /// render keywords ([`PyOptions`]), `view` the window's own. Returns (adapter, frames drawn,
 /// (min, median, p99) frame time in ms).
 #[pyfunction]
+#[pyo3(signature = (arrays, stacked, bf16, options, view, queries=None))]
 fn _view<'py>(
     py: Python<'py>,
     arrays: Vec<Bound<'py, PyAny>>,
@@ -516,6 +517,7 @@ fn _view<'py>(
     bf16: bool,
     options: PyOptions,
     view: PyViewOptions,
+    queries: Option<String>,
 ) -> PyResult<(String, u64, (f64, f64, f64))> {
     let mut render = options.render_options()?;
     // The hover readout names tokens; the figure of a window draws no token axes.
@@ -528,7 +530,8 @@ fn _view<'py>(
         ));
     }
     let input = Input::new("attn", &arrays, stacked, bf16)?;
-    let source = input.source()?;
+    let whole = input.source()?;
+    let source = query_rows(&whole, queries.as_deref())?;
     let options = attnviz::viewer::ViewerOptions {
         render,
         exit_after_frames: view.exit_after_frames,
@@ -545,7 +548,7 @@ fn _view<'py>(
                 attnviz::files::check_screenshot_path(path)?;
             }
             VIEWED.store(true, Ordering::SeqCst);
-            attnviz::viewer::run(&source, options)
+            attnviz::viewer::run(source.as_ref(), options)
         })
         .map_err(py_err)?;
     Ok((report.adapter.clone(), report.frames, report.summary()))
