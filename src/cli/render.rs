@@ -244,7 +244,7 @@ impl<'a> Job<'a> {
             .layout
             .cells
             .iter()
-            .filter(|c| c.width > 0)
+            .filter(|c| c.is_drawn())
             .count();
         let cells = if drawn < pooled {
             format!("{drawn} of {pooled} cells")

@@ -99,11 +99,7 @@ pub fn pattern_cells(
     let mut bytes = vec![0u8; block_rows * row_bytes];
     let mut values = vec![0f32; block_rows * keys];
     let mut out = Vec::with_capacity(cells.len());
-    // (rows at the source's diagonal unless the caller placed them)
-    let pool = PoolOptions {
-        diagonal: pool.diagonal.or(Some(source.diagonal())),
-        ..pool
-    };
+    let pool = pool.placed_at(source);
     for &(layer, head) in cells {
         let mut acc = PatternAccumulator::new(queries, keys, options, pool, source.first_query());
         let mut row = 0;

@@ -175,13 +175,9 @@ impl Engine {
 
     fn run_pool(&self, run: PoolRun<'_>, source: &dyn AttentionSource) -> Result<PooledCells> {
         let _span = tracing::info_span!("pool").entered();
-        // Rows sit at the source's diagonal unless the caller placed them (the statistics'
-        // distances and the causal mask alike), and `argmax` numbers them as the input does.
+        // (`argmax` numbers the rows as the input does, below)
         let run = PoolRun {
-            options: PoolOptions {
-                diagonal: run.options.diagonal.or(Some(source.diagonal())),
-                ..run.options
-            },
+            options: run.options.placed_at(source),
             ..run
         };
         let mut pooled = match source.as_qk() {

@@ -158,28 +158,31 @@ impl CellAxes {
         let tick = (px / 3.0).round().max(3.0) as i32;
         for (n, first, along, axis) in [(nq, q0, ch, Axis::Query), (nk, 0, cw, Axis::Key)] {
             let (lo, hi) = (first as f64, (first + n - 1) as f64);
-            let mut at: Vec<u64> = ticks(lo, hi)
+            let mut placed: Vec<(u64, Text, Label)> = ticks(lo, hi)
                 .into_iter()
                 .filter(|&t| t.fract() == 0.0 && t >= lo && t <= hi)
-                .map(|t| t as u64)
+                .map(|t| {
+                    let text = Text::plain(&position_label(t as u64), px);
+                    let label = text.rasterize();
+                    (t as u64, text, label)
+                })
                 .collect();
             // Every other tick dropped while labels would touch (a flat cell of a few rows, a
             // narrow one of long positions): the step doubles, and the ticks stay even.
-            let room = |t: &[u64]| -> f32 {
-                let label = |&v: &u64| Text::plain(&position_label(v), px).rasterize();
-                let size = t.iter().map(|v| match axis {
-                    Axis::Query => label(v).height as f32,
-                    Axis::Key => label(v).width as f32,
+            let room = |p: &[(u64, Text, Label)]| -> f32 {
+                let size = p.iter().map(|(_, _, l)| match axis {
+                    Axis::Query => l.height as f32,
+                    Axis::Key => l.width as f32,
                 });
                 size.fold(0.0, f32::max) + px * 0.5
             };
-            while at.len() > 2 && room(&at) > (at[1] - at[0]) as f32 * along / n as f32 {
-                at = at.into_iter().step_by(2).collect();
+            while placed.len() > 2
+                && room(&placed) > (placed[1].0 - placed[0].0) as f32 * along / n as f32
+            {
+                placed = placed.into_iter().step_by(2).collect();
             }
-            for t in at {
+            for (t, text, label) in placed {
                 let at = offset_of(t - first as u64, n, along);
-                let text = Text::plain(&position_label(t), px);
-                let label = text.rasterize();
                 self.positions.push((axis, t, at));
                 if axis == Axis::Query {
                     self.ticks.push(([-tick, at, tick, 1], axis));

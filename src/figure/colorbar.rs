@@ -348,7 +348,7 @@ impl Layout {
     /// figure. The bar spans the grid's height.
     pub fn add_colorbar(&mut self, spec: &ColorbarSpec, metrics: &Metrics) {
         // (cells ranked out by --top have no rectangle)
-        let drawn = || self.cells.iter().filter(|c| c.width > 0);
+        let drawn = || self.cells.iter().filter(|c| c.is_drawn());
         let (Some(top), Some(bottom)) = (
             drawn().map(|c| c.y).min(),
             drawn().map(|c| c.y + c.height).max(),

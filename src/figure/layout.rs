@@ -55,6 +55,13 @@ pub struct CellPlacement {
     pub head: usize,
 }
 
+impl CellPlacement {
+    /// Whether the cell is on the figure: `--top` places the cells it ranks out empty.
+    pub fn is_drawn(&self) -> bool {
+        self.width > 0
+    }
+}
+
 /// A label's text as written (kept beside its bitmap for vector export).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Text {

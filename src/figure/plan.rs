@@ -8,7 +8,7 @@ use crate::color::scale::{first_included_column, ColorScale};
 use crate::error::{Error, Result};
 use crate::figure::axes::CellAxes;
 use crate::figure::colorbar::ColorbarSpec;
-use crate::figure::layout::{CellPad, Layout, Metrics, Theme};
+use crate::figure::layout::{CellPad, CellPlacement, Layout, Metrics, Theme};
 use crate::figure::rank::SortKey;
 use crate::figure::select::parse_selection;
 use crate::figure::summary::Summary;
@@ -401,7 +401,7 @@ pub(crate) fn native_tiles(
     // (a cell ranked out by --top has no rectangle in the layout)
     let layout = &figure.plan.layout.cells;
     let drawn: Vec<usize> = (0..figure.plan.cells.len())
-        .filter(|&i| layout.get(i).is_none_or(|c| c.width > 0))
+        .filter(|&i| layout.get(i).is_none_or(CellPlacement::is_drawn))
         .collect();
     let mut out = Vec::with_capacity(drawn.len());
     for chunk in drawn.chunks(batch) {

@@ -57,7 +57,7 @@ pub fn svg_string(figure: &Figure, colormap: Colormap) -> Result<String> {
     }
     let _ = writeln!(s, r#"<g id="cells">"#);
     // (cells ranked out by --top have no rectangle)
-    for (cell, colors) in layout.cells.iter().zip(cells).filter(|(c, _)| c.width > 0) {
+    for (cell, colors) in layout.cells.iter().zip(cells).filter(|(c, _)| c.is_drawn()) {
         let png = cell_png(colors, (g.pooled_w, g.pooled_h), (cell.width, cell.height))?;
         // the summary's cells are statistics, not heads
         let name = match &figure.plan.summary {

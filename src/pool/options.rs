@@ -1,6 +1,8 @@
 //! What pooling does besides reducing: row normalization and the causal mask, and the flags
 //! they become in the pool shader.
 
+use crate::source::AttentionSource;
+
 pub(super) const FLAG_ROW_NORM: u32 = 1;
 pub(super) const FLAG_CAUSAL: u32 = 2;
 pub(super) const FLAG_AUTO_CAUSAL: u32 = 4;
@@ -32,6 +34,16 @@ pub struct PoolOptions {
 }
 
 impl PoolOptions {
+    /// These options with the rows at `source`'s diagonal unless they already say where: what
+    /// the causal mask and the statistics' distances measure from, alike on the GPU and in the
+    /// CPU twin.
+    pub fn placed_at(self, source: &dyn AttentionSource) -> PoolOptions {
+        PoolOptions {
+            diagonal: self.diagonal.or(Some(source.diagonal())),
+            ..self
+        }
+    }
+
     /// The pool pass's `FLAGS` for these options, with `window`: a cell of the run masks keys
     /// older than a sliding window (`FLAG_WINDOW`).
     pub(super) fn flags(&self, window: bool) -> u32 {

@@ -151,20 +151,7 @@ impl QkSource {
                 format!("head dimension {dim} is over the supported {MAX_DIM}"),
             ));
         }
-        let rows = match options.queries.clone() {
-            Some(r) if r.end == usize::MAX => r.start..qs.queries,
-            Some(r) => r,
-            None => 0..qs.queries,
-        };
-        if rows.start >= rows.end || rows.end > qs.queries {
-            return Err(Error::BadOption(format!(
-                "--queries {}..{} is not a non-empty range inside the {} query rows of {}",
-                rows.start,
-                rows.end,
-                qs.queries,
-                q.name()
-            )));
-        }
+        let rows = query_range(options.queries.clone(), qs.queries, q.name())?;
         if let Some(scale) = options.softmax_scale.filter(|s| !s.is_finite()) {
             return Err(Error::BadOption(format!(
                 "--softmax-scale {scale} is not a finite number"
@@ -651,6 +638,32 @@ pub fn parse_queries(spec: &str) -> Result<Range<usize>> {
         }
     };
     Ok(num(a, 0)?..num(b, usize::MAX)?)
+}
+
+/// The rows `queries` selects of an input's `total` query rows (all of them for `None`; an end
+/// of `usize::MAX`, as [`parse_queries`] gives `A..`, is the last row), or a bad option naming
+/// the input when they are none or run past its rows: Q and K's `--queries`, and a file's.
+pub fn query_range(
+    queries: Option<Range<usize>>,
+    total: usize,
+    name: &str,
+) -> Result<Range<usize>> {
+    let rows = match &queries {
+        Some(r) if r.end == usize::MAX => r.start..total,
+        Some(r) => r.clone(),
+        None => 0..total,
+    };
+    if rows.start >= rows.end || rows.end > total {
+        // (the range as given: `A..` stays open)
+        let end = queries
+            .filter(|r| r.end != usize::MAX)
+            .map_or(String::new(), |r| r.end.to_string());
+        return Err(Error::BadOption(format!(
+            "--queries {}..{end} is not a non-empty range inside the {total} query rows of {name}",
+            rows.start
+        )));
+    }
+    Ok(rows)
 }
 
 #[cfg(test)]

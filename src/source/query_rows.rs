@@ -6,7 +6,8 @@
 
 use std::ops::Range;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
+use crate::source::qk::query_range;
 use crate::source::{row_range, AttentionSource, DType, Shape};
 
 /// A query-row slice of another source.
@@ -19,28 +20,8 @@ impl<'a> QueryRows<'a> {
     /// Rows `rows` (0-based, end excluded; `usize::MAX` as the end: to the last row) of every
     /// head of `inner`; an empty range or one past the rows is a bad option naming the input.
     pub fn new(inner: Box<dyn AttentionSource + 'a>, rows: Range<usize>) -> Result<QueryRows<'a>> {
-        let queries = inner.shape().queries;
-        let end = if rows.end == usize::MAX {
-            queries
-        } else {
-            rows.end
-        };
-        if rows.start >= end || end > queries {
-            return Err(Error::BadOption(format!(
-                "--queries {}..{} is not a non-empty range inside the {queries} query rows of {}",
-                rows.start,
-                if rows.end == usize::MAX {
-                    String::new()
-                } else {
-                    rows.end.to_string()
-                },
-                inner.name()
-            )));
-        }
-        Ok(QueryRows {
-            inner,
-            rows: rows.start..end,
-        })
+        let rows = query_range(Some(rows), inner.shape().queries, inner.name())?;
+        Ok(QueryRows { inner, rows })
     }
 }
 
