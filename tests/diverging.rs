@@ -302,6 +302,18 @@ fn diff_cli_defaults_and_shape_mismatch() {
         let r = cell["range"].as_array().unwrap();
         assert_eq!(r[0].as_f64().unwrap(), -r[1].as_f64().unwrap());
     }
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!err.contains("every difference is 0"), "{err}");
+    // A file against itself: the line says they are equal, not that a mask was detected (the
+    // zeros above the diagonal are every other entry's zeros).
+    let same = dir.path().join("same.png");
+    let o = run(&[&pa, &pa, Path::new("-o"), &same]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("every difference is 0: A and B are equal") && !err.contains("causal"),
+        "{err}"
+    );
     // Different shapes: one line naming both files, exit 2, nothing written.
     let bad = dir.path().join("bad.png");
     let o = run(&[&pa, &pc, Path::new("-o"), &bad]);

@@ -435,14 +435,8 @@ def heads(
         qa, ka, bf16 = _qk_inputs(attn, k, qk, options)
         doc, warning = _attnviz._heads_qk(qa, ka, bf16, options, qk, figure)
     else:
-        # Stored attention is read as stored: a softcap or window the caller expects applied
-        # is refused, not silently left out (as `attnviz heads FILE --softcap C` is).
-        given = [name for name, v in (("softmax_scale", softmax_scale),
-                                      ("sliding_window", sliding_window), ("softcap", softcap))
-                 if v is not None]
-        if given:
-            raise ValueError(f"attnviz.heads: {given[0]} applies only to attention recomputed "
-                             "from queries and keys (k=, or a Capture), not to stored attention")
+        _stored_only("attnviz.heads", softmax_scale=softmax_scale,
+                     sliding_window=sliding_window, softcap=softcap)
         arrays, stacked, bf16 = _prepare(attn, batch)
         doc, warning = _attnviz._heads(arrays, stacked, bf16, options, figure,
                                        _queries(queries))
@@ -730,6 +724,16 @@ def _render_qk(q, k, qk, options):
         qa, ka, bf16, options, qk)
     _warn_cpu(warning)
     return Figure(image, causal_applied, adapter, layout, svg)
+
+
+def _stored_only(function, **qk_only):
+    """Stored attention is read as stored: a softcap, window, scale or value kind the caller
+    expects applied is refused, not silently left out (as `attnviz heads FILE --softcap C`
+    is). ``qk_only``: those keywords as given, None where left out."""
+    given = [name for name, v in qk_only.items() if v is not None]
+    if given:
+        raise ValueError(f"{function}: {given[0]} applies only to attention recomputed from "
+                         "queries and keys (k=, or a Capture), not to stored attention")
 
 
 def _queries(queries):

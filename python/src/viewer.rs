@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use attnviz::source::{self, ArraySource, AttentionSource, OpenOptions};
+use attnviz::source::qk::parse_queries;
+use attnviz::source::{self, ArraySource, AttentionSource, OpenOptions, QueryRows};
 use attnviz::viewer::{Event, Frame, Session, ViewerOptions};
 use numpy::PyArray3;
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
@@ -107,6 +108,21 @@ impl _Session {
     }
 }
 
+/// `source`, or only its query rows `queries` (`"A..B"`), keeping their places, as
+/// `attnviz view --queries` reads a file.
+fn rows_of(
+    source: Box<dyn AttentionSource>,
+    queries: Option<String>,
+) -> PyResult<Arc<dyn AttentionSource>> {
+    Ok(match queries {
+        Some(spec) => {
+            let rows = parse_queries(&spec).map_err(py_err)?;
+            Arc::new(QueryRows::new(source, rows).map_err(py_err)?)
+        }
+        None => Arc::from(source),
+    })
+}
+
 fn image<'py>(py: Python<'py>, frame: Frame) -> Bound<'py, PyArray3<u8>> {
     into_image(py, frame.width, frame.height, frame.rgba)
 }
@@ -115,6 +131,7 @@ fn image<'py>(py: Python<'py>, frame: Frame) -> Bound<'py, PyArray3<u8>> {
 impl _Session {
     /// A session on arrays (as `render` takes them), copied once into memory the session owns.
     #[staticmethod]
+    #[pyo3(signature = (arrays, stacked, bf16, options, opening, queries=None))]
     fn from_arrays(
         py: Python<'_>,
         arrays: Vec<Bound<'_, PyAny>>,
@@ -122,26 +139,28 @@ impl _Session {
         bf16: bool,
         options: PyOptions,
         opening: PyOpening,
+        queries: Option<String>,
     ) -> PyResult<Self> {
         let input = Input::new("attn", &arrays, stacked, bf16)?;
         let bytes: Vec<u8> = input.held.iter().flat_map(|h| h.bytes()).copied().collect();
         let source = ArraySource::new("attn", input.shape, input.dtype, bytes).map_err(py_err)?;
-        Self::open(py, Arc::new(source), &options, opening)
+        Self::open(py, rows_of(Box::new(source), queries)?, &options, opening)
     }
 
     /// A session on a file `attnviz view` reads (`.npy`, `.safetensors` with `tensor`, a raw
     /// dump), read in place.
     #[staticmethod]
-    #[pyo3(signature = (path, tensor, options, opening))]
+    #[pyo3(signature = (path, tensor, options, opening, queries=None))]
     fn from_file(
         py: Python<'_>,
         path: PathBuf,
         tensor: Option<String>,
         options: PyOptions,
         opening: PyOpening,
+        queries: Option<String>,
     ) -> PyResult<Self> {
         let source = source::open(&path, &OpenOptions { tensor }).map_err(py_err)?;
-        Self::open(py, Arc::new(source), &options, opening)
+        Self::open(py, rows_of(Box::new(source), queries)?, &options, opening)
     }
 
     /// A session recomputing attention from queries and keys (`render_qk`'s inputs).

@@ -131,6 +131,31 @@ def test_every_input_render_takes_shows_the_same_grid():
     assert np.array_equal(frames[0], frames[2])
 
 
+def test_a_slice_of_stored_query_rows_keeps_their_places():
+    a = np.load(DATA)
+    whole = attnviz.Viewer(str(DATA), size=SIZE, focus=(1, 1))
+    file = attnviz.Viewer(str(DATA), size=SIZE, focus=(1, 1), queries="100..128")
+    array = attnviz.Viewer(a, size=SIZE, focus=(1, 1), queries=slice(100, 128))
+    frames = []
+    for w in (whole, file, array):
+        assert w.settle(120)
+        frames.append(w.get_frame())
+    assert np.array_equal(frames[1], frames[2])
+    assert not np.array_equal(frames[0], frames[1])
+    # The rows under the pointer are named by their place in the head, not from 0.
+    file.handle_event(ev("pointer_move", x=SIZE[0] // 2, y=SIZE[1] // 2))
+    assert file.settle(120)
+    row = re.match(r"l = 1 h = 1  q (\d+)", file.readout or "")
+    assert row and 100 <= int(row.group(1)) < 128, file.readout
+    # Options of queries and keys are refused for stored attention, not left out.
+    with pytest.raises(ValueError, match="softcap"):
+        attnviz.Viewer(a, softcap=30.0)
+    with pytest.raises(ValueError, match="values"):
+        attnviz.Viewer(str(DATA), values="logits")
+    with pytest.raises(ValueError, match="128"):
+        attnviz.Viewer(str(DATA), queries="200..300")
+
+
 def test_queries_and_keys_and_a_scaled_display():
     rng = np.random.default_rng(0)
     q = rng.standard_normal((2, 2, 48, 16)).astype(np.float32)

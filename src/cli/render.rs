@@ -251,12 +251,24 @@ impl<'a> Job<'a> {
         } else {
             format!("{pooled} cells")
         };
+        // A difference of zeros only is the one thing to say about it: A and B agree in every
+        // head drawn (the figure is then a single colour, and `--causal auto` finds the zeros
+        // above the diagonal that a mask would be detected from).
+        let all_zero = self.src.as_diff().is_some()
+            && self.options.scale.exclude_keys == 0
+            && figure.stats.iter().any(|s| s.count > 0)
+            && figure
+                .stats
+                .iter()
+                .all(|s| s.bad_pixels == 0 && s.range().is_none_or(|r| r == (0.0, 0.0)));
         format!(
             "wrote {} ({}x{}, {cells}{}, {}) in {:.2} s",
             output.display(),
             figure.width,
             figure.height,
-            if figure.causal && self.options.causal == Causal::Auto {
+            if all_zero {
+                ", every difference is 0: A and B are equal in every head compared"
+            } else if figure.causal && self.options.causal == Causal::Auto {
                 ", causal mask detected"
             } else {
                 ""
