@@ -24,13 +24,23 @@ use crate::source::{DType, Shape};
 /// The statistics drawn, left to right: every scalar one (those `--sort-by` knows).
 pub const STATISTICS: [SortKey; 6] = SortKey::ALL;
 
+/// A statistic whose heads all lie within this fraction of its magnitude of each other is drawn
+/// as one value, titled `≈ v in every head`, not scaled over its spread: rows that sum to 1 give
+/// `row_sum_mean` within a few 1e-6 of it by rounding alone (f16 entries, f32 sums), and a
+/// colour scale over that spread would paint rounding as if it told heads apart. 1e-4 is ten
+/// times the statistics' stated tolerance between backends (1e-5) and below any difference
+/// between heads worth a colour; `attnviz heads --json` keeps every value as computed.
+pub const NEAR_EQUAL: f64 = 1e-4;
+
 /// What the summary's cells show: the selected layers (rows) and heads (columns), 0-based,
-/// and one title per cell.
+/// one title per cell, and per cell whether its heads were drawn as one value though they
+/// differ within [`NEAR_EQUAL`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct Summary {
     pub layers: Vec<usize>,
     pub heads: Vec<usize>,
     pub titles: Vec<String>,
+    pub near_equal: Vec<bool>,
 }
 
 /// A statistic's title: its key in `attnviz heads --json`, with its unit when it has one.
@@ -67,11 +77,17 @@ pub fn summary_input(
             stats.len()
         )));
     }
-    let bytes = STATISTICS
-        .iter()
-        .flat_map(|&key| stats.iter().map(move |p| key.value(p) as f32))
-        .flat_map(f32::to_le_bytes)
-        .collect();
+    let mut near_equal = Vec::new();
+    let mut bytes = Vec::new();
+    for key in STATISTICS {
+        let mut values: Vec<f32> = stats.iter().map(|p| key.value(p) as f32).collect();
+        let near = one_value(&values);
+        if let Some(v) = near {
+            values.iter_mut().filter(|x| x.is_finite()).for_each(|x| *x = v);
+        }
+        near_equal.push(near.is_some());
+        bytes.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+    }
     let shape = Shape {
         layers: 1,
         heads: STATISTICS.len(),
@@ -86,8 +102,24 @@ pub fn summary_input(
             layers,
             heads,
             titles,
+            near_equal,
         },
     ))
+}
+
+/// The one value to draw for `values` (their finite mean) when they differ, but only within
+/// [`NEAR_EQUAL`] of their magnitude; `None` when they are equal (drawn as they are) or differ
+/// by more.
+fn one_value(values: &[f32]) -> Option<f32> {
+    let finite: Vec<f64> = values
+        .iter()
+        .filter(|v| v.is_finite())
+        .map(|&v| v as f64)
+        .collect();
+    let lo = finite.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = finite.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let near = lo < hi && hi - lo <= NEAR_EQUAL * lo.abs().max(hi.abs());
+    near.then(|| (finite.iter().sum::<f64>() / finite.len() as f64) as f32)
 }
 
 /// Render options that draw [`summary_input`]'s source as the summary: every cell its own
@@ -189,8 +221,12 @@ impl Layout {
             .map(|(i, t)| match bars.and_then(|b| b.get(i)) {
                 Some(CellBar::Constant(v)) => {
                     let name = t.split(" (").next().unwrap_or(t);
+                    let is = match summary.near_equal.get(i) {
+                        Some(true) => "≈",
+                        _ => "=",
+                    };
                     with_raster(Text::plain(
-                        &format!("{name} = {} in every head", short(*v)),
+                        &format!("{name} {is} {} in every head", short(*v)),
                         m.font_px,
                     ))
                 }
@@ -295,6 +331,41 @@ mod tests {
             vec![0, 3, 7, 11, 15, 19, 23, 27, 31]
         );
         assert_eq!(labelled(1, 256.0, 18.0), vec![0]);
+    }
+
+    #[test]
+    fn rounding_alone_is_drawn_as_one_value() {
+        let cells: Vec<(usize, usize)> = (0..2).flat_map(|l| (0..3).map(move |h| (l, h))).collect();
+        let stats: Vec<HeadPattern> = (0..cells.len())
+            .map(|i| HeadPattern {
+                // rows that sum to 1 up to rounding; entropies that differ by a thousandth
+                row_sum_mean: 1.0 + (i as f64 - 2.5) * 2e-6,
+                entropy: 3.0 + i as f64 * 1e-3,
+                max: None,
+                ..Default::default()
+            })
+            .collect();
+        let (src, summary) = summary_input(&cells, &stats).unwrap();
+        let row_sums = STATISTICS.iter().position(|&k| k == SortKey::RowSumMean);
+        let entropy = STATISTICS.iter().position(|&k| k == SortKey::Entropy);
+        let (row_sums, entropy) = (row_sums.unwrap(), entropy.unwrap());
+        assert!(summary.near_equal[row_sums]);
+        assert!(!summary.near_equal[entropy]);
+        let mut bytes = vec![0u8; 6 * 4];
+        crate::source::AttentionSource::read_rows(&src, 0, row_sums, 0, &mut bytes).unwrap();
+        let drawn: Vec<f32> = bytemuck::pod_collect_to_vec(&bytes);
+        assert!(drawn.iter().all(|&v| v == drawn[0] && (v - 1.0).abs() < 1e-5), "{drawn:?}");
+        let g = CellGeometry::new(2, 3, None).unwrap();
+        let m = Metrics::for_cell(&g);
+        let mut ranges = [[0.0, 1.0]; 6];
+        ranges[row_sums] = [drawn[0], drawn[0]];
+        let bars = cell_bars(&ranges, &summary_options(summary.clone()).scale);
+        let l = Layout::summary(&summary, &g, Theme::LIGHT, &m, None, Some(&bars));
+        let texts: Vec<String> = l.labels.iter().map(|p| p.text.string()).collect();
+        assert!(
+            texts.contains(&"row_sum_mean ≈ 1 in every head".to_string()),
+            "{texts:?}"
+        );
     }
 
     #[test]
