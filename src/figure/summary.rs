@@ -83,7 +83,10 @@ pub fn summary_input(
         let mut values: Vec<f32> = stats.iter().map(|p| key.value(p) as f32).collect();
         let near = one_value(&values);
         if let Some(v) = near {
-            values.iter_mut().filter(|x| x.is_finite()).for_each(|x| *x = v);
+            values
+                .iter_mut()
+                .filter(|x| x.is_finite())
+                .for_each(|x| *x = v);
         }
         near_equal.push(near.is_some());
         bytes.extend(values.iter().flat_map(|v| v.to_le_bytes()));
@@ -354,7 +357,12 @@ mod tests {
         let mut bytes = vec![0u8; 6 * 4];
         crate::source::AttentionSource::read_rows(&src, 0, row_sums, 0, &mut bytes).unwrap();
         let drawn: Vec<f32> = bytemuck::pod_collect_to_vec(&bytes);
-        assert!(drawn.iter().all(|&v| v == drawn[0] && (v - 1.0).abs() < 1e-5), "{drawn:?}");
+        assert!(
+            drawn
+                .iter()
+                .all(|&v| v == drawn[0] && (v - 1.0).abs() < 1e-5),
+            "{drawn:?}"
+        );
         let g = CellGeometry::new(2, 3, None).unwrap();
         let m = Metrics::for_cell(&g);
         let mut ranges = [[0.0, 1.0]; 6];
