@@ -441,24 +441,6 @@ fn mismatched_q_and_k_fail_with_one_line() {
     ]);
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("--queries 9..4"));
-    // The capture given as attention (no --q): said so, rather than "pick a tensor", which
-    // would draw the queries themselves as attention (`info` describes a capture instead:
-    // tests/qk_capture.rs).
-    let (capture, png) = (p("a.safetensors"), p("x.png"));
-    for cmd in ["render", "heads"] {
-        let mut args = vec![cmd, capture.as_str()];
-        if cmd == "render" {
-            args.extend(["-o", png.as_str()]);
-        }
-        let o = attnviz_cli(&args);
-        let err = String::from_utf8_lossy(&o.stderr);
-        assert_eq!(o.status.code(), Some(2), "{cmd}: {err}");
-        assert!(
-            err.contains("holds queries and keys") && err.contains("--q FILE"),
-            "{cmd}: {err}"
-        );
-    }
-    assert!(!Path::new(&p("x.png")).exists());
     // Two captures that differ in shape: each named by its one file (not "a × a").
     let o = attnviz_cli(&[
         "diff",
@@ -590,5 +572,45 @@ fn a_short_sliding_window_on_a_long_head_equals_the_f64_reference() {
     assert!(
         worst <= 1e-5,
         "GPU differs from the f64 reference by {worst}"
+    );
+}
+
+/// A capture given as INPUT (`attnviz render cap.safetensors`, as `diff` takes one) is its
+/// attention recomputed, exactly as `--q cap.safetensors` draws it: the same PNG bytes, the same
+/// statistics, with Q/K options (`--values logits`, `--softcap`) applying, not refused.
+#[test]
+fn a_capture_given_as_input_is_drawn_as_with_q() {
+    let Some(_) = engine() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
+    let cap = p("cap.safetensors");
+    run_ok(&[
+        "synth-qk", "-o", &cap, "--seq", "48", "--heads", "2", "--dim", "8",
+    ]);
+    for extra in [
+        &["--causal", "on"][..],
+        &["--values", "logits", "--softcap", "5"],
+    ] {
+        let (a, b) = (p("a.png"), p("b.png"));
+        let mut input = vec!["render", cap.as_str(), "-o", &a];
+        input.extend(extra);
+        run_ok(&input);
+        let mut with_q = vec!["render", "--q", cap.as_str(), "-o", &b];
+        with_q.extend(extra);
+        run_ok(&with_q);
+        assert_eq!(
+            std::fs::read(&a).unwrap(),
+            std::fs::read(&b).unwrap(),
+            "{extra:?}"
+        );
+    }
+    let table = |args: &[&str]| {
+        let o = attnviz_cli(args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8(o.stdout).unwrap()
+    };
+    assert_eq!(
+        table(&["heads", &cap, "--causal", "on"]),
+        table(&["heads", "--q", &cap, "--causal", "on"])
     );
 }

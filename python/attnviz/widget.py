@@ -35,9 +35,11 @@ class Viewer(RemoteFrameBuffer):
     memory the viewer owns (pass a file for inputs too large for that). ``size`` is the frame in
     pixels (default: the figure, within 1600×1000), ``focus`` a 1-based (layer, head) to open on,
     ``zoom`` a factor about the centre after that, ``queries`` (``"A..B"``, a slice or range)
-    only those query rows of any input, keeping their places. ``values``, ``softmax_scale``,
-    ``sliding_window`` and ``softcap`` apply to queries and keys only, and stored attention
-    given them raises ``ValueError``. Other keywords are :func:`attnviz.view`'s.
+    only those query rows of any input, keeping their places. A path to a Q/K capture's file
+    (``Capture.save``, ``attnviz synth-qk``) is viewed as its attention, recomputed.
+    ``values``, ``softmax_scale``, ``sliding_window`` and ``softcap`` apply to queries and keys
+    only, and stored attention given them raises ``ValueError``. Other keywords are
+    :func:`attnviz.view`'s.
     """
 
     def __init__(
@@ -78,18 +80,18 @@ class Viewer(RemoteFrameBuffer):
                                      sliding_window=sliding_window, softcap=softcap))
             qa, ka, bf16 = _a._qk_inputs(attn, k, qk, options)
             session = _attnviz._Session.from_qk(qa, ka, bf16, options, qk, opening)
+        elif isinstance(attn, (str, os.PathLike)):
+            # (a capture's file is recomputed with the Q/K keywords; stored attention refuses them)
+            qk = _a._qk_options(dict(queries=queries, values=values, softmax_scale=softmax_scale,
+                                     sliding_window=sliding_window, softcap=softcap))
+            session = _attnviz._Session.from_file(os.fspath(attn), tensor, options, opening, qk)
         else:
             _a._stored_only("attnviz.Viewer", values=None if values == "probs" else values,
                             softmax_scale=softmax_scale, sliding_window=sliding_window,
                             softcap=softcap)
-            rows = _a._queries(queries)
-            if isinstance(attn, (str, os.PathLike)):
-                session = _attnviz._Session.from_file(os.fspath(attn), tensor, options, opening,
-                                                      rows)
-            else:
-                arrays, stacked, bf16 = _a._prepare(attn, batch)
-                session = _attnviz._Session.from_arrays(arrays, stacked, bf16, options, opening,
-                                                        rows)
+            arrays, stacked, bf16 = _a._prepare(attn, batch)
+            session = _attnviz._Session.from_arrays(arrays, stacked, bf16, options, opening,
+                                                    _a._queries(queries))
         width, height = session.size
         widget_kwargs.setdefault("css_width", "{}px".format(width))
         widget_kwargs.setdefault("css_height", "{}px".format(height))

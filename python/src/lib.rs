@@ -302,17 +302,6 @@ fn qk_source<'py>(
     render: &RenderOptions,
     qk: PyQkOptions,
 ) -> PyResult<QkSource> {
-    // A capture's settings, in the JSON its file would hold: one parser for both.
-    let meta = qk
-        .meta
-        .as_deref()
-        .map(CaptureMeta::parse)
-        .transpose()
-        .map_err(|e| bad("capture", e))?;
-    let sliding_window = qk
-        .sliding_window
-        .map(|w| usize::try_from(w).map_err(|_| bad("sliding_window", format!("{w} is negative"))))
-        .transpose()?;
     let owned = |name: &str, array: &Bound<'py, PyAny>, bf16| -> PyResult<ArraySource> {
         let input = match array.cast::<PyList>() {
             Ok(layers) => {
@@ -328,7 +317,23 @@ fn qk_source<'py>(
         ArraySource::new(name, input.shape, input.dtype, bytes).map_err(py_err)
     };
     let (q, k) = (owned("q", q, bf16.0)?, owned("k", k, bf16.1)?);
-    let qk = QkOptions {
+    QkSource::new(Box::new(q), Box::new(k), &qk_options(render, qk)?).map_err(py_err)
+}
+
+/// The library's Q/K options for the keywords in `qk`, with `render`'s mask.
+fn qk_options(render: &RenderOptions, qk: PyQkOptions) -> PyResult<QkOptions> {
+    // A capture's settings, in the JSON its file would hold: one parser for both.
+    let meta = qk
+        .meta
+        .as_deref()
+        .map(CaptureMeta::parse)
+        .transpose()
+        .map_err(|e| bad("capture", e))?;
+    let sliding_window = qk
+        .sliding_window
+        .map(|w| usize::try_from(w).map_err(|_| bad("sliding_window", format!("{w} is negative"))))
+        .transpose()?;
+    Ok(QkOptions {
         causal: render.causal == Causal::On,
         softmax_scale: qk.softmax_scale,
         sliding_window,
@@ -341,8 +346,7 @@ fn qk_source<'py>(
             .map_err(py_err)?,
         meta,
         values: choice_values(&qk.values)?,
-    };
-    QkSource::new(Box::new(q), Box::new(k), &qk).map_err(py_err)
+    })
 }
 
 /// `attnviz.heads` on arrays: the statistics JSON and the CPU fallback's warning.

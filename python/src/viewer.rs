@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use attnviz::source::qk::parse_queries;
+use attnviz::source::qk::{parse_queries, QkSource};
+use attnviz::source::safetensors::is_capture;
 use attnviz::source::{self, ArraySource, AttentionSource, OpenOptions, QueryRows};
 use attnviz::viewer::{Event, Frame, Session, ViewerOptions};
 use numpy::PyArray3;
@@ -14,7 +15,7 @@ use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 
 use crate::options::{py_err, PyOptions, PyQkOptions};
-use crate::{into_image, qk_source, Input};
+use crate::{into_image, qk_options, qk_source, Input};
 
 /// The opening view of a widget (the keywords of `attnviz.Viewer` beyond `render`'s).
 #[derive(FromPyObject)]
@@ -148,19 +149,43 @@ impl _Session {
     }
 
     /// A session on a file `attnviz view` reads (`.npy`, `.safetensors` with `tensor`, a raw
-    /// dump), read in place.
+    /// dump), read in place; or on a Q/K capture's file, its attention recomputed with the
+    /// keywords in `qk` (which stored attention refuses, as `attnviz view FILE --softcap C`
+    /// does).
     #[staticmethod]
-    #[pyo3(signature = (path, tensor, options, opening, queries=None))]
     fn from_file(
         py: Python<'_>,
         path: PathBuf,
         tensor: Option<String>,
         options: PyOptions,
         opening: PyOpening,
-        queries: Option<String>,
+        qk: PyQkOptions,
     ) -> PyResult<Self> {
+        if tensor.is_none() && is_capture(&path) {
+            let render = options.render_options()?;
+            let source = QkSource::open(&path, None, &qk_options(&render, qk)?).map_err(py_err)?;
+            return Self::open(py, Arc::new(source), &options, opening);
+        }
+        let given = [
+            ("softmax_scale", qk.softmax_scale.is_some()),
+            ("sliding_window", qk.sliding_window.is_some()),
+            ("softcap", qk.softcap.is_some()),
+            ("values", qk.values != "probs"),
+        ];
+        if let Some((name, _)) = given.iter().find(|g| g.1) {
+            return Err(PyValueError::new_err(format!(
+                "attnviz.Viewer: {name} applies only to attention recomputed from queries and \
+                 keys (k=, or a Capture), not to stored attention ({})",
+                path.display()
+            )));
+        }
         let source = source::open(&path, &OpenOptions { tensor }).map_err(py_err)?;
-        Self::open(py, rows_of(Box::new(source), queries)?, &options, opening)
+        Self::open(
+            py,
+            rows_of(Box::new(source), qk.queries)?,
+            &options,
+            opening,
+        )
     }
 
     /// A session recomputing attention from queries and keys (`render_qk`'s inputs).

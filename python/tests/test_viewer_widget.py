@@ -156,6 +156,26 @@ def test_a_slice_of_stored_query_rows_keeps_their_places():
         attnviz.Viewer(str(DATA), queries="200..300")
 
 
+def test_a_capture_file_is_viewed_as_its_attention(cli, tmp_path):
+    from safetensors.numpy import load_file
+
+    path = tmp_path / "qk.safetensors"
+    code, err = run_cli(cli, "synth-qk", "--seq", "64", "--heads", "2", "--dim", "16",
+                        "--dtype", "f32", "-o", path)
+    assert code == 0, err
+    t = load_file(str(path))
+    frames = []
+    for w in (attnviz.Viewer(str(path), size=SIZE), attnviz.Viewer(t["q"], t["k"], size=SIZE),
+              attnviz.Viewer(path, size=SIZE, softcap=2.0)):
+        assert w.settle(120)
+        frames.append(w.get_frame())
+    assert np.array_equal(frames[0], frames[1])
+    # Q/K keywords apply to a capture's file, where stored attention refuses them.
+    assert not np.array_equal(frames[0], frames[2])
+    with pytest.raises(ValueError, match="softcap"):
+        attnviz.Viewer(str(DATA), softcap=2.0)
+
+
 def test_queries_and_keys_and_a_scaled_display():
     rng = np.random.default_rng(0)
     q = rng.standard_normal((2, 2, 48, 16)).astype(np.float32)

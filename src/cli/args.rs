@@ -61,7 +61,9 @@ pub enum Command {
 
 #[derive(Args)]
 pub struct RenderArgs {
-    /// (L,H,Q,K), (H,Q,K) or (Q,K) attention: .npy (<f4, <f2) or .safetensors (F32, F16, BF16).
+    /// (L,H,Q,K), (H,Q,K) or (Q,K) attention: .npy (<f4, <f2) or .safetensors (F32, F16, BF16);
+    /// or a Q/K capture (.safetensors with tensors q and k), whose attention is recomputed as
+    /// with --q.
     #[arg(required_unless_present = "q", conflicts_with = "q")]
     pub input: Option<PathBuf>,
     #[command(flatten)]
@@ -129,7 +131,7 @@ pub struct PatternArgs {
 
 #[derive(Args)]
 pub struct HeadsArgs {
-    /// (L,H,Q,K), (H,Q,K) or (Q,K) attention, as for render.
+    /// (L,H,Q,K), (H,Q,K) or (Q,K) attention, or a Q/K capture, as for render.
     #[arg(required_unless_present = "q", conflicts_with = "q")]
     pub input: Option<PathBuf>,
     #[command(flatten)]
@@ -195,6 +197,7 @@ pub struct Selection {
 
 #[derive(Args)]
 pub struct ViewArgs {
+    /// Attention, or a Q/K capture, as for render.
     #[arg(required_unless_present = "q", conflicts_with = "q")]
     pub input: Option<PathBuf>,
     #[command(flatten)]

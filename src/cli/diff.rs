@@ -13,7 +13,9 @@ use attnviz::source::DiffSource;
 use attnviz::{AttentionSource, Colormap, Engine, Reduce, RenderOptions};
 
 use super::args::{DiffArgs, Style};
-use super::options::{is_capture, read_tokens};
+use attnviz::source::safetensors::is_capture;
+
+use super::options::read_tokens;
 use super::render::{check_tokens, open_tensor, render_to};
 
 /// One side of the difference as opened.

@@ -28,7 +28,8 @@ pub fn heads(args: &HeadsArgs) -> anyhow::Result<()> {
     attnviz::figure::rank::check(args.sort_by, args.top)?;
     let options = args.selection.options();
     let causal = options.causal == Causal::On;
-    let src = attention_source(&args.qk, causal, args.input.as_deref(), |input| {
+    let named = args.tensor.is_some() || args.shape.is_some() || args.dtype.is_some();
+    let src = attention_source(&args.qk, causal, args.input.as_deref(), named, |input| {
         open_tensor(input, &args.shape, &args.dtype, &args.tensor)
     })?;
     let patterns = args.patterns.options();

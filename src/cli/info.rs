@@ -9,7 +9,7 @@ use attnviz::source::{self, OpenOptions};
 use attnviz::{AttentionSource, Engine, HeadStats};
 
 use super::args::InfoArgs;
-use super::options::is_capture;
+use attnviz::source::safetensors::is_capture;
 
 /// `attnviz info`: the header lines, then one table row per head; for a Q/K capture, what it
 /// holds and how its attention would be recomputed (its statistics would need that done).
@@ -47,8 +47,8 @@ fn capture_info(path: &Path) -> anyhow::Result<()> {
         .map_or(0, |h| h + 1);
     println!("file:    {}", path.display());
     println!(
-        "holds:   queries and keys (a capture): render, view, heads and attention recompute its \
-         attention with --q FILE, diff takes it as an input"
+        "holds:   queries and keys (a capture): render, view, heads and diff recompute its \
+         attention from it as their input (attention: --q FILE)"
     );
     println!(
         "shape:   {} layers, {} query heads, {kv_heads} key heads, {} queries, {} keys, head \

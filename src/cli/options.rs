@@ -9,6 +9,7 @@ use attnviz::figure::layout::Theme;
 use attnviz::pool::pattern::PatternOptions;
 use attnviz::pool::Causal;
 use attnviz::source::qk::{parse_queries, QkOptions, QkSource, Values};
+use attnviz::source::safetensors::is_capture;
 use attnviz::source::QueryRows;
 use attnviz::{AttentionSource, Engine, Error, Gpu, RenderOptions};
 
@@ -88,6 +89,11 @@ impl QkArgs {
     /// The Q/K source, when --q was given.
     pub fn open(&self, causal: bool) -> anyhow::Result<Option<QkSource>> {
         let Some(q) = &self.q else { return Ok(None) };
+        self.open_capture(q, causal).map(Some)
+    }
+
+    /// The Q/K source of `q` (a capture when `--k` is not given) with these options.
+    fn open_capture(&self, q: &Path, causal: bool) -> anyhow::Result<QkSource> {
         let options = QkOptions {
             causal,
             softmax_scale: self.softmax_scale,
@@ -97,7 +103,7 @@ impl QkArgs {
             values: self.values,
             queries: self.queries.as_deref().map(parse_queries).transpose()?,
         };
-        Ok(Some(QkSource::open(q, self.k.as_deref(), &options)?))
+        Ok(QkSource::open(q, self.k.as_deref(), &options)?)
     }
 
     /// The first option given that only attention recomputed from `--q` reads. clap cannot
@@ -117,16 +123,23 @@ impl QkArgs {
 }
 
 /// What `render`, `heads` and `view` draw: attention recomputed from `--q`/`--k` when given,
-/// else the INPUT file opened by `open_file`, only its `--queries` rows when given (clap
-/// guarantees exactly one of the two).
+/// or from INPUT when it is a Q/K capture (and `named` is false: no `--tensor`, `--shape` or
+/// `--dtype` picks something else in it), else the INPUT file opened by `open_file`, only its
+/// `--queries` rows when given (clap guarantees exactly one of `--q` and INPUT).
 pub fn attention_source(
     qk: &QkArgs,
     causal: bool,
     input: Option<&Path>,
+    named: bool,
     open_file: impl FnOnce(&Path) -> anyhow::Result<Box<dyn AttentionSource>>,
 ) -> anyhow::Result<Box<dyn AttentionSource>> {
     match (qk.open(causal)?, input) {
         (Some(qk), _) => Ok(Box::new(qk)),
+        // `attnviz render capture.safetensors` means its attention, as `diff` takes it: there
+        // is nothing else in the file to draw.
+        (None, Some(input)) if !named && is_capture(input) => {
+            Ok(Box::new(qk.open_capture(input, causal)?))
+        }
         (None, Some(input)) => {
             if let Some(option) = qk.first_qk_only() {
                 // Stored attention is drawn as stored: refusing beats silently ignoring a
@@ -163,17 +176,6 @@ impl Backend {
             },
         }
     }
-}
-
-/// Whether `path` is a Q/K capture: a `.safetensors` file holding tensors `q` and `k`, as
-/// `attnviz.capture` and `attnviz synth-qk` write them (`diff` recomputes its attention, `info`
-/// describes it).
-pub fn is_capture(path: &Path) -> bool {
-    let named = |name: &str| {
-        let tensor = Some(name.into());
-        attnviz::source::open(path, &attnviz::source::OpenOptions { tensor }).is_ok()
-    };
-    attnviz::source::safetensors::is_safetensors(path) && named("q") && named("k")
 }
 
 /// Reads a token file: one token per line.

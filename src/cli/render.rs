@@ -26,7 +26,8 @@ pub fn render(args: &RenderArgs) -> anyhow::Result<()> {
         options.tokens = Some(read_tokens(path)?);
     }
     let causal = options.causal == Causal::On;
-    let src = attention_source(&args.qk, causal, args.input.as_deref(), |input| {
+    let named = args.tensor.is_some() || args.shape.is_some() || args.dtype.is_some();
+    let src = attention_source(&args.qk, causal, args.input.as_deref(), named, |input| {
         open_file(args, input)
     })?;
     if let (Some(path), Some(tokens)) = (&args.tokens, &options.tokens) {

@@ -18,7 +18,8 @@ pub fn view(args: &ViewArgs) -> anyhow::Result<()> {
     }
     let render = args.style.options();
     let causal = render.causal == Causal::On;
-    let src = attention_source(&args.qk, causal, args.input.as_deref(), |input| {
+    let named = args.tensor.is_some();
+    let src = attention_source(&args.qk, causal, args.input.as_deref(), named, |input| {
         let options = OpenOptions {
             tensor: args.tensor.clone(),
         };

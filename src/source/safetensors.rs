@@ -47,6 +47,17 @@ pub fn is_safetensors(path: &Path) -> bool {
         .is_some_and(|e| e.eq_ignore_ascii_case("safetensors"))
 }
 
+/// Whether `path` is a Q/K capture: a `.safetensors` file holding tensors `q` and `k`, as
+/// `attnviz.capture` and `attnviz synth-qk` write them. `render`, `heads`, `view`, `diff` and
+/// `attnviz.Viewer` recompute its attention when given it as their input; `info` describes it.
+pub fn is_capture(path: &Path) -> bool {
+    let named = |name: &str| {
+        let tensor = Some(name.into());
+        super::open(path, &super::OpenOptions { tensor }).is_ok()
+    };
+    is_safetensors(path) && named("q") && named("k")
+}
+
 /// The capture metadata (`attnviz.capture`'s JSON, see [`qk_meta`](super::qk_meta)) in the
 /// header of the `.safetensors` file at `path`; `None` when the file has none. Only the header
 /// is read, after its declared length is checked against the file.
@@ -242,8 +253,9 @@ fn select(meta: &Metadata, wanted: Option<&str>) -> Result<Selected, String> {
         // A capture (`attnviz.capture`, `attnviz synth-qk`): picking q or k with --tensor would
         // draw the queries themselves as if they were attention.
         return Err(
-            "file holds queries and keys (tensors q and k), not attention: give it \
-                    as --q FILE (render, view, heads, attention), or as an input of diff"
+            "file holds queries and keys (tensors q and k), not attention: its attention is \
+                    recomputed by render, view, heads and diff given it as input, and by \
+                    attention --q FILE"
                 .into(),
         );
     }
