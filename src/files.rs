@@ -1,15 +1,68 @@
 //! Files out: PNG encoding and atomic replacement (written beside the target, then renamed), so
 //! a failed run never leaves a partial or truncated figure.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::Path;
 
 use crate::error::{Error, Result};
 
+/// Whether `path` is `-`, the standard output, as for most command-line tools (`attnviz heads
+/// x.npy --json - | jq`, `attnviz render x.npy -o - | display`): written straight into, as a
+/// device is.
+pub fn is_stdout(path: &Path) -> bool {
+    path.as_os_str() == "-"
+}
+
+/// Fails when more than one of the outputs `(flag, path)` is the standard output (their bytes
+/// would interleave into one stream no reader could split).
+pub fn check_one_stdout<'f, 'p>(
+    outputs: impl IntoIterator<Item = (&'f str, &'p Path)>,
+) -> Result<()> {
+    let flags: Vec<&str> = outputs
+        .into_iter()
+        .filter(|(_, path)| is_stdout(path))
+        .map(|(flag, _)| flag)
+        .collect();
+    match flags[..] {
+        [] | [_] => Ok(()),
+        [a, b] => Err(Error::BadOption(format!(
+            "{a} and {b} both name the standard output (-): give one of them a file"
+        ))),
+        [ref most @ .., last] => Err(Error::BadOption(format!(
+            "{} and {last} all name the standard output (-): give all but one of them a file",
+            most.join(", ")
+        ))),
+    }
+}
+
+/// `path` as the messages name it: `-` is "the standard output".
+pub fn shown(path: &Path) -> std::path::Display<'_> {
+    match is_stdout(path) {
+        true => Path::new("the standard output").display(),
+        false => path.display(),
+    }
+}
+
+/// The standard output as a file of its own (a duplicate of its descriptor), after whatever
+/// Rust's own buffer holds for it is flushed, so that bytes keep their order.
+fn stdout_file() -> std::io::Result<std::fs::File> {
+    std::io::stdout().flush()?;
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsFd;
+        Ok(std::io::stdout().as_fd().try_clone_to_owned()?.into())
+    }
+    #[cfg(windows)]
+    {
+        use std::os::windows::io::AsHandle;
+        Ok(std::io::stdout().as_handle().try_clone_to_owned()?.into())
+    }
+}
+
 /// Fails early, before any GPU work, when `path` cannot be written: its folder is missing or
 /// read-only.
 pub fn check_writable(path: &Path) -> Result<()> {
-    if is_special(path) {
+    if is_stdout(path) || is_special(path) {
         // (written straight into: opening a FIFO here would wait for its reader)
         return Ok(());
     }
@@ -76,6 +129,14 @@ impl FigureFormat {
 pub fn check_figure_path(path: &Path) -> Result<FigureFormat> {
     let format = FigureFormat::of(path)?;
     check_writable(path)?;
+    if is_stdout(path) && format == FigureFormat::Png && std::io::stdout().is_terminal() {
+        // (as curl and gzip refuse: binary bytes would garble the terminal, and help no one)
+        return Err(Error::BadOption(
+            "-o -: the PNG would be written to a terminal; redirect it (-o - > fig.png) or name \
+             a file"
+                .into(),
+        ));
+    }
     Ok(format)
 }
 
@@ -277,6 +338,9 @@ fn write_atomic_with<T>(
     fill: impl FnOnce(&mut std::fs::File) -> Result<T>,
 ) -> Result<T> {
     let err = |e| output_error(path, e);
+    if is_stdout(path) {
+        return fill(&mut stdout_file().map_err(err)?);
+    }
     if is_special(path) {
         let mut file = std::fs::OpenOptions::new()
             .write(true)

@@ -562,6 +562,52 @@ fn figure_names_must_say_png_or_svg() {
     }
 }
 
+/// `-` is the standard output, as for most command-line tools: the same bytes as the file
+/// would hold (`heads --json -` in the table's place on stdout), no file named `-`, and one
+/// line, exit 2, when two outputs both name it.
+#[test]
+fn a_dash_writes_to_the_standard_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = data("minilm_attn_128.npy");
+    let input = input.to_str().unwrap();
+    let p = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
+    let in_dir = |args: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_attnviz"));
+        cmd.args(args).current_dir(dir.path());
+        if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+            cmd.env("XDG_RUNTIME_DIR", std::env::temp_dir());
+        }
+        cmd.output().unwrap()
+    };
+    let o = in_dir(&["render", input, "--layers", "1", "-o", "-", "--quiet"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let ok = attnviz(&["render", input, "--layers", "1", "-o", &p("f.png")]);
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    assert_eq!(o.stdout, std::fs::read(p("f.png")).unwrap());
+    assert!(
+        stderr(&o).starts_with("wrote the standard output ("),
+        "{}",
+        stderr(&o)
+    );
+    for flag in ["--json", "--csv"] {
+        let o = in_dir(&["heads", input, flag, "-"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let file = p("h.out");
+        assert!(attnviz(&["heads", input, flag, &file]).status.success());
+        assert_eq!(o.stdout, std::fs::read(&file).unwrap(), "{flag}");
+    }
+    let o = in_dir(&["heads", input, "--json", "-", "--csv", "-"]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("--json and --csv both name the standard output"),
+        "{err}"
+    );
+    assert!(o.stdout.is_empty());
+    assert!(!dir.path().join("-").exists());
+}
+
 /// The tensor writers refuse names that would lie about what the file holds: `synth` and
 /// `attention` write raw values under any name but `.npy`/`.safetensors`, but not under a
 /// figure's (`.png`: most likely `render`'s `-o`); `synth-qk` writes safetensors only, so its

@@ -217,7 +217,9 @@ def run(attnviz, work, rng):
     if command == "diff":
         args = [attnviz, command, path, other]
     else:
-        args = [attnviz, command] + (["--q", path] if qk and command != "info" else [path])
+        # a capture goes as --q FILE, or as the input itself (render, heads) half the time
+        as_q = qk and (command == "attention" or (command != "info" and rng.random() < 0.5))
+        args = [attnviz, command] + (["--q", path] if as_q else [path])
     if command in ("render", "diff"):
         args += ["-o", os.path.join(out_dir, "figure.png"), "--quiet"]
     elif command == "attention":

@@ -8,7 +8,10 @@ use std::path::Path;
 use attnviz::figure::stats_json::{heads_doc, write_doc};
 use attnviz::figure::summary::{summary_input, summary_options};
 use attnviz::figure::svg::write_svg;
-use attnviz::files::{check_figure_path, check_writable, write_atomic, write_png, FigureFormat};
+use attnviz::files::{
+    check_figure_path, check_one_stdout, check_writable, is_stdout, shown, write_atomic, write_png,
+    FigureFormat,
+};
 use attnviz::pool::pattern::HeadPattern;
 use attnviz::pool::Causal;
 use attnviz::{Engine, Error, RenderOptions};
@@ -25,6 +28,17 @@ pub fn heads(args: &HeadsArgs) -> anyhow::Result<()> {
     if let Some(path) = &args.figure {
         check_figure_path(path)?;
     }
+    let outputs = [
+        ("--json", &args.json),
+        ("--csv", &args.csv),
+        ("--figure", &args.figure),
+    ];
+    let outputs = outputs
+        .iter()
+        .filter_map(|(flag, path)| Some((*flag, path.as_deref()?)));
+    check_one_stdout(outputs.clone())?;
+    // (an output written to stdout takes the table's place there)
+    let table = !outputs.clone().any(|(_, path)| is_stdout(path));
     attnviz::figure::rank::check(args.sort_by, args.top)?;
     let options = args.selection.options();
     let causal = options.causal == Causal::On;
@@ -41,7 +55,9 @@ pub fn heads(args: &HeadsArgs) -> anyhow::Result<()> {
     // (the lists in the order asked for; the summary figure below has every head in its place)
     let (listed_cells, listed) =
         attnviz::figure::rank::listed(&cells, &stats, args.sort_by, args.top);
-    print_table(&listed_cells, &listed);
+    if table {
+        print_table(&listed_cells, &listed);
+    }
     if let Some(path) = &args.json {
         let doc = heads_doc(
             &listed_cells,
@@ -89,7 +105,7 @@ fn write_summary(
     }
     eprintln!(
         "wrote {} ({}x{}, {} statistics of {})",
-        path.display(),
+        shown(path),
         figure.width,
         figure.height,
         figure.plan.cells.len(),

@@ -8,7 +8,8 @@ use std::time::Instant;
 
 use anyhow::Context;
 use attnviz::files::{
-    check_figure_path, check_writable, write_png, write_png_streamed, FigureFormat, RowSink,
+    check_figure_path, check_one_stdout, check_writable, shown, write_png, write_png_streamed,
+    FigureFormat, RowSink,
 };
 use attnviz::pool::Causal;
 use attnviz::source::{self, DemoModel, OpenOptions};
@@ -33,6 +34,8 @@ pub fn render(args: &RenderArgs) -> anyhow::Result<()> {
     if let (Some(path), Some(tokens)) = (&args.tokens, &options.tokens) {
         check_tokens(path, tokens, src.as_ref())?;
     }
+    let stats_json = args.stats_json.as_deref().map(|p| ("--stats-json", p));
+    check_one_stdout(outputs(&args.out).chain(stats_json))?;
     if let Some(path) = &args.stats_json {
         check_writable(path)?;
         options.patterns = Some(args.patterns.options());
@@ -126,6 +129,7 @@ pub fn render_to(
         cell_colors: svg,
         ..options.clone()
     };
+    check_one_stdout(outputs(out))?;
     if let Some(path) = &out.layout_json {
         check_writable(path)?;
     }
@@ -146,6 +150,12 @@ pub fn render_to(
     }
     eprintln!("{}", job.summary(&out.output, &figure, start));
     Ok(figure)
+}
+
+/// The files `out` names, with their flags.
+fn outputs(out: &Output) -> impl Iterator<Item = (&'static str, &Path)> + Clone {
+    let layout = out.layout_json.as_deref().map(|p| ("--layout-json", p));
+    [("-o", out.output.as_path())].into_iter().chain(layout)
 }
 
 /// One render: the source, its options and the backend that draws every output of it (the
@@ -264,7 +274,7 @@ impl<'a> Job<'a> {
                 .all(|s| s.bad_pixels == 0 && s.range().is_none_or(|r| r == (0.0, 0.0)));
         format!(
             "wrote {} ({}x{}, {cells}{}, {}) in {:.2} s",
-            output.display(),
+            shown(output),
             figure.width,
             figure.height,
             if all_zero {

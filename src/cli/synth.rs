@@ -3,7 +3,7 @@
 //! Each streams its output block by block, so sizes past memory work.
 
 use attnviz::engine::qk_rows::GpuRows;
-use attnviz::files::check_writable;
+use attnviz::files::{check_writable, shown};
 use attnviz::source::qk_synth::QkSpec;
 use attnviz::source::{
     check_tensor_path, write_tensor, AttentionSource, Pattern, Synth, SynthSpec,
@@ -33,7 +33,7 @@ pub fn synth(args: &SynthArgs) -> anyhow::Result<()> {
     let bar = ProgressBar::new(args.quiet, "writing");
     write_tensor(&synth, &args.output, &|done, total| bar.update(done, total))?;
     bar.finish();
-    eprintln!("wrote {} ({})", args.output.display(), synth.name());
+    eprintln!("wrote {} ({})", shown(&args.output), synth.name());
     Ok(())
 }
 
@@ -63,7 +63,7 @@ pub fn synth_qk(args: &SynthQkArgs) -> anyhow::Result<()> {
     } = args;
     eprintln!(
         "wrote {} (q: {layers}x{heads}x{seq}x{dim}, k: {layers}x{}x{seq}x{dim}, {dtype})",
-        output.display(),
+        shown(output),
         spec.kv_heads
     );
     Ok(())
@@ -82,6 +82,6 @@ pub fn attention(args: &AttentionArgs) -> anyhow::Result<()> {
         None => write_tensor(&src, &args.output, &progress)?,
     }
     bar.finish();
-    eprintln!("wrote {} ({})", args.output.display(), src.shape());
+    eprintln!("wrote {} ({})", shown(&args.output), src.shape());
     Ok(())
 }
