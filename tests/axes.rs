@@ -72,13 +72,7 @@ fn one_cell_has_position_axes_by_default() {
     assert!(ticks.iter().any(|t| t.axis == Axis::Query));
     check_ticks(&f, &options, q, k);
     // Long positions read in thousands.
-    let texts: Vec<String> = f
-        .plan
-        .layout
-        .labels
-        .iter()
-        .map(|l| l.text.string())
-        .collect();
+    let texts = common::label_texts(&f.plan.layout);
     assert!(texts.iter().any(|t| t.ends_with('k')), "{texts:?}");
     // --axes off draws none, and the figure is smaller.
     let off = RenderOptions {

@@ -1043,13 +1043,7 @@ fn a_query_slice_keeps_its_positions() {
         ..Default::default()
     };
     let fig = attnviz::render_cpu(&qk, &tokens).unwrap();
-    let labels: Vec<String> = fig
-        .plan
-        .layout
-        .labels
-        .iter()
-        .map(|l| l.text.string())
-        .collect();
+    let labels = common::label_texts(&fig.plan.layout);
     // rows w40..w49 beside the cell and every key under it: w40..w49 twice, w0 once
     assert_eq!(
         labels.iter().filter(|l| *l == "w40").count(),

@@ -413,13 +413,7 @@ fn svg_has_an_image_per_cell_and_every_label_as_text() {
                 .collect()
         })
         .collect();
-    let labels: Vec<String> = fig
-        .plan
-        .layout
-        .labels
-        .iter()
-        .map(|l| l.text.string())
-        .collect();
+    let labels = common::label_texts(&fig.plan.layout);
     assert_eq!(texts, labels);
     for needle in ["h = 1", "l = 2", "A \"title\" & more", "tok<7>&", "log10"] {
         assert!(
@@ -442,13 +436,7 @@ fn tokens_or_index_ticks() {
         ..Default::default()
     };
     let fig = attnviz::render_cpu(&src, &options).unwrap();
-    let labels: Vec<String> = fig
-        .plan
-        .layout
-        .labels
-        .iter()
-        .map(|l| l.text.string())
-        .collect();
+    let labels = common::label_texts(&fig.plan.layout);
     assert!(!labels.iter().any(|l| l.starts_with('w')));
     for t in ["20", "40", "60", "80"] {
         // two axes, two cells

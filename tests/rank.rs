@@ -41,7 +41,7 @@ fn sorted_grids_follow_the_head_statistics_on_gpu_and_cpu() {
             assert_eq!((c.layer, c.head), cells[i], "true layer and head");
         }
         // Each drawn cell is labelled "l = L, h = H" with its own numbers.
-        let texts: Vec<String> = layout.labels.iter().map(|l| l.text.string()).collect();
+        let texts = common::label_texts(layout);
         for &i in &drawn {
             let (l, h) = cells[i];
             let label = format!("l = {}, h = {}", l + 1, h + 1);

@@ -45,7 +45,7 @@ fn summary_figure_on_gpu_and_cpu() {
     let layout = &gpu.plan.layout;
     assert_eq!(layout.cells.len(), STATISTICS.len());
     assert_eq!(layout.cell_colorbars.len(), STATISTICS.len());
-    let texts: Vec<String> = layout.labels.iter().map(|l| l.text.string()).collect();
+    let texts = common::label_texts(layout);
     for want in [
         "sink_mass",
         "entropy (nats)",

@@ -1,6 +1,7 @@
 //! Shared test helpers.
 #![allow(dead_code)]
 
+use attnviz::figure::layout::Layout;
 use attnviz::pool::{Causal, PoolOptions};
 use attnviz::{Engine, Gpu};
 use ndarray::Array4;
@@ -160,4 +161,9 @@ pub fn pool_modes() -> impl Iterator<Item = PoolOptions> {
                 diagonal: None,
             })
     })
+}
+
+/// Every label of `layout` as its text, in layout order: what the figure's words say.
+pub fn label_texts(layout: &Layout) -> Vec<String> {
+    layout.labels.iter().map(|l| l.text.string()).collect()
 }
