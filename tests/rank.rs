@@ -81,3 +81,86 @@ fn top_needs_sort_by() {
         .to_string();
     assert!(e.contains("--sort-by"), "{e}");
 }
+
+/// `render --sort-by` ranks by the statistics `--sink-keys` and `--window` define, as `heads`
+/// does with the same flags (it ranked by the defaults whatever they said); without
+/// `--stats-json` or `--sort-by` those flags would change nothing and are refused, as
+/// `--log-floor` is without `--scale log`.
+#[test]
+fn the_cli_ranks_by_the_statistics_its_flags_define() {
+    let Some(_) = engine() else { return };
+    let input = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/minilm_attn_128.npy"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_attnviz"))
+            .args(args)
+            .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+            .output()
+            .unwrap()
+    };
+    for (key, flag, n) in [
+        ("sink_mass", "--sink-keys", "64"),
+        ("local_mass", "--window", "2"),
+    ] {
+        let o = run(&["heads", input, "--sort-by", key, "--top", "1", flag, n]);
+        assert!(o.status.success());
+        let table = String::from_utf8(o.stdout).unwrap();
+        let first: Vec<usize> = table
+            .lines()
+            .nth(1)
+            .unwrap()
+            .split_whitespace()
+            .take(2)
+            .map(|v| v.parse().unwrap())
+            .collect();
+        let json = dir.path().join("layout.json");
+        let json = json.to_str().unwrap();
+        let png = dir.path().join("f.png");
+        let o = run(&[
+            "render",
+            input,
+            "--sort-by",
+            key,
+            "--top",
+            "1",
+            flag,
+            n,
+            "--layout-json",
+            json,
+            "-o",
+            png.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let layout: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
+        let drawn: Vec<Vec<u64>> = layout["cells"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["width"].as_u64() > Some(0))
+            .map(|c| vec![c["layer"].as_u64().unwrap(), c["head"].as_u64().unwrap()])
+            .collect();
+        assert_eq!(
+            drawn,
+            vec![vec![first[0] as u64, first[1] as u64]],
+            "{key} {flag} {n}"
+        );
+    }
+    for args in [
+        &["--sink-keys", "4"][..],
+        &["--window", "8"],
+        &["--log-floor", "1e-3"],
+    ] {
+        let png = dir.path().join("refused.png");
+        let mut all = vec!["render", input, "-o", png.to_str().unwrap()];
+        all.extend(args);
+        let o = run(&all);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(args[0]), "{err}");
+        assert!(!png.exists());
+    }
+}

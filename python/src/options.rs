@@ -131,9 +131,10 @@ impl PyOptions {
             Some(dpi) => dpi / 100.0,
             None => self.scale_factor,
         };
-        let patterns = match self.stats_json {
-            None => None,
-            Some(_) => Some(self.patterns()?),
+        // (sorting ranks by the statistics sink_keys and window define, as stats_json writes them)
+        let patterns = match (&self.stats_json, &self.sort_by) {
+            (None, None) => None,
+            _ => Some(self.patterns()?),
         };
         Ok(RenderOptions {
             layers: self.layers.clone(),

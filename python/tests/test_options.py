@@ -80,6 +80,9 @@ PARITY = [
                                                          "gamma:0.5"]),
     (dict(sort_by="entropy", top=3, cell=16), ["--sort-by", "entropy", "--top", "3",
                                                "--cell", "16"]),
+    # sorting ranks by the statistics sink_keys and window define
+    (dict(sort_by="sink_mass", top=2, sink_keys=4, cell=16),
+     ["--sort-by", "sink_mass", "--top", "2", "--sink-keys", "4", "--cell", "16"]),
 ]
 
 
@@ -173,6 +176,7 @@ def test_qk_options_match_cli(cli, tmp_path):
         (dict(clip=(50, 10)), "clip=50.0,10.0"),
         (dict(vmin=1, vmax=0), "vmin=1 must be below vmax=0"),
         (dict(log_floor=-1.0, scale="log"), "log_floor=-1"),
+        (dict(log_floor=1e-3), "log_floor applies to scale log only"),
         (dict(exclude_keys=8), "exclude_keys=0..8"),
         (dict(scale_factor=0), "scale_factor=0"),
         (dict(tokens=["a", "b"]), "tokens:"),

@@ -121,12 +121,12 @@ pub struct DiffArgs {
 /// What the pattern statistics measure.
 #[derive(Args)]
 pub struct PatternArgs {
-    /// sink_mass counts the first N keys.
-    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
-    pub sink_keys: u32,
-    /// local_mass counts keys within W positions of the query (|a - k| < W).
-    #[arg(long, value_name = "W", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
-    pub window: u32,
+    /// sink_mass counts the first N keys [default: 1].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub sink_keys: Option<u32>,
+    /// local_mass counts keys within W positions of the query (|a - k| < W) [default: 32].
+    #[arg(long, value_name = "W", value_parser = clap::value_parser!(u32).range(1..))]
+    pub window: Option<u32>,
 }
 
 #[derive(Args)]

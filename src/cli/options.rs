@@ -78,9 +78,19 @@ impl Selection {
 impl PatternArgs {
     /// The library's pattern options for `--sink-keys` and `--window`.
     pub fn options(&self) -> PatternOptions {
+        let default = PatternOptions::default();
         PatternOptions {
-            sink_keys: self.sink_keys,
-            window: self.window,
+            sink_keys: self.sink_keys.unwrap_or(default.sink_keys),
+            window: self.window.unwrap_or(default.window),
+        }
+    }
+
+    /// The first of these flags given, for `render` to refuse when it computes no statistics.
+    pub fn first_given(&self) -> Option<&'static str> {
+        match (self.sink_keys, self.window) {
+            (Some(_), _) => Some("--sink-keys"),
+            (_, Some(_)) => Some("--window"),
+            _ => None,
         }
     }
 }

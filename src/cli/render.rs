@@ -38,7 +38,17 @@ pub fn render(args: &RenderArgs) -> anyhow::Result<()> {
     check_one_stdout(outputs(&args.out).chain(stats_json))?;
     if let Some(path) = &args.stats_json {
         check_writable(path)?;
+    }
+    // (--sort-by ranks by the statistics --sink-keys and --window define, as --stats-json
+    // writes them; neither given, those two would change nothing and are refused)
+    if args.stats_json.is_some() || options.sort_by.is_some() {
         options.patterns = Some(args.patterns.options());
+    } else if let Some(flag) = args.patterns.first_given() {
+        return Err(Error::BadOption(format!(
+            "{flag} sets what the head statistics count, which render computes only with \
+             --stats-json or --sort-by"
+        ))
+        .into());
     }
     let figure = render_to(src.as_ref(), &options, &args.out, args.tiles.as_deref())?;
     if let Some(path) = &args.stats_json {

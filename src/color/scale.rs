@@ -172,6 +172,13 @@ impl ColorScale {
                     "--log-floor {f} must be a positive number"
                 )));
             }
+            if self.scale != Scale::Log {
+                // (refused rather than left unused: a floor the figure silently ignores)
+                return Err(Error::BadOption(format!(
+                    "--log-floor applies to --scale log only, not to {}",
+                    self.scale.caption().unwrap_or_else(|| "linear".into())
+                )));
+            }
         }
         Ok(())
     }
