@@ -153,7 +153,8 @@ _OPTION_DOC = """
     stats_json: also write every selected head's pattern statistics to this JSON file (as
         ``attnviz heads --json``; with ``top``, every head ranked, not only those drawn),
         computed in the same pass; sink_keys (sink mass counts the first N keys, default 1) and
-        window (local mass counts |a - k| < W, default 32) tune them.
+        window (local mass counts |a - k| < W, default 32) tune them, and the ranking of
+        ``sort_by`` (without either, they are refused: ``ValueError``).
     backend: "auto" (GPU, the CPU renderer with a warning when there is no adapter), "gpu" or
         "cpu".
 """
@@ -191,8 +192,8 @@ def render(
     transparent=False,
     tiles=None,
     stats_json=None,
-    sink_keys=1,
-    window=32,
+    sink_keys=None,
+    window=None,
     batch=0,
     backend="auto",
 ):
@@ -242,8 +243,8 @@ def figure(
     transparent=False,
     tiles=None,
     stats_json=None,
-    sink_keys=1,
-    window=32,
+    sink_keys=None,
+    window=None,
     batch=0,
     backend="auto",
 ):
@@ -288,8 +289,8 @@ def render_qk(
     transparent=False,
     tiles=None,
     stats_json=None,
-    sink_keys=1,
-    window=32,
+    sink_keys=None,
+    window=None,
     backend="auto",
 ):
     """Renders the attention ``softmax(softmax_scale · Q Kᵀ)`` recomputed on the GPU from
@@ -356,8 +357,8 @@ def figure_qk(
     transparent=False,
     tiles=None,
     stats_json=None,
-    sink_keys=1,
-    window=32,
+    sink_keys=None,
+    window=None,
     backend="auto",
 ):
     """Like :func:`render_qk`, but returns a :class:`Figure`."""
@@ -585,7 +586,7 @@ _DEFAULTS = dict(out=None, layers=None, heads=None, norm="head", colormap="virid
                  sort_by=None, top=None,
                  exclude_keys=None, title=None, tokens=None,
                  scale_factor=1.0, dpi=None, theme="light", transparent=False, tiles=None,
-                 stats_json=None, sink_keys=1, window=32, backend="auto")
+                 stats_json=None, sink_keys=None, window=None, backend="auto")
 
 
 def _options(kw):
@@ -593,6 +594,13 @@ def _options(kw):
     CLI's syntax, from a function's ``locals()``."""
     o = dict(_DEFAULTS)
     o.update((k, v) for k, v in kw.items() if k in _DEFAULTS)
+    if "stats_json" in kw and o["stats_json"] is None and o["sort_by"] is None:
+        # (a figure computes the statistics only for stats_json or sort_by: refused, as the
+        # CLI refuses --sink-keys, rather than left unused)
+        given = [name for name in ("sink_keys", "window") if o[name] is not None]
+        if given:
+            raise ValueError(f"{given[0]} sets what the head statistics count, which a figure "
+                             "computes only with stats_json or sort_by")
     return {
         "out": _path(o["out"]),
         "layers": _selection(o["layers"], "layers"),
@@ -622,8 +630,8 @@ def _options(kw):
         "transparent": bool(o["transparent"]),
         "tiles": _path(o["tiles"]),
         "stats_json": _path(o["stats_json"]),
-        "sink_keys": _int(o["sink_keys"], "sink_keys"),
-        "window": _int(o["window"], "window"),
+        "sink_keys": 1 if o["sink_keys"] is None else _int(o["sink_keys"], "sink_keys"),
+        "window": 32 if o["window"] is None else _int(o["window"], "window"),
         "backend": _str(o["backend"], "backend"),
     }
 

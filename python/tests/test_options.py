@@ -202,6 +202,8 @@ def test_bad_python_values():
         (dict(scale_factor=2, dpi=300), "scale_factor and dpi"),
         (dict(theme="sepia"), "invalid value 'sepia' for theme"),
         (dict(stats_json="x.json", window=0), "window: 0 must be a positive integer"),
+        (dict(sink_keys=4), "sink_keys sets what the head statistics count"),
+        (dict(window=8, top=None), "window sets what the head statistics count"),
     ]:
         with pytest.raises(ValueError, match=None) as e:
             attnviz.render(a, **kwargs)
