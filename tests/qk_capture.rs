@@ -318,6 +318,39 @@ fn capture_files_carry_their_metadata_and_bad_metadata_is_one_line() {
         json.contains("sliding window 4 in layer 1"),
         "caption: {json}"
     );
+    // its tokens label the axes (a taller figure: the title, naming the window, sets the
+    // width); `--axes off` leaves them out, and refuses `--tokens` beside it
+    let height = |args: &[&str]| -> u64 {
+        let o = Command::new(cli)
+            .args(["render", "--quiet"])
+            .arg(&good)
+            .args(["-o"])
+            .arg(&out)
+            .arg("--layout-json")
+            .arg(&layout)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let doc: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&layout).unwrap()).unwrap();
+        doc["height"].as_u64().unwrap()
+    };
+    let (labelled, bare) = (height(&[]), height(&["--axes", "off"]));
+    assert!(labelled > bare, "{labelled} against {bare}");
+    let words = dir.path().join("words.txt");
+    std::fs::write(&words, "w\n".repeat(12)).unwrap();
+    let o = Command::new(cli)
+        .args(["render", "--quiet", "--axes", "off", "--tokens"])
+        .arg(&words)
+        .arg(&good)
+        .arg("-o")
+        .arg(dir.path().join("refused.png"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("--axes off"), "{err}");
     // `info` describes a capture rather than refusing it (it holds no attention to sum up)
     let o = Command::new(cli).arg("info").arg(&good).output().unwrap();
     let text = String::from_utf8_lossy(&o.stdout);

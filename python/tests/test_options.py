@@ -177,6 +177,8 @@ def test_qk_options_match_cli(cli, tmp_path):
         (dict(vmin=1, vmax=0), "vmin=1 must be below vmax=0"),
         (dict(log_floor=-1.0, scale="log"), "log_floor=-1"),
         (dict(log_floor=1e-3), "log_floor applies to scale log only"),
+        (dict(vmin=0, vmax=0.5, clip=(1, 99)), "clip limits the range from the data, which vmin"),
+        (dict(tokens=TOKENS, axes="off"), "tokens labels the axes, which axes off leaves out"),
         (dict(exclude_keys=8), "exclude_keys=0..8"),
         (dict(scale_factor=0), "scale_factor=0"),
         (dict(tokens=["a", "b"]), "tokens:"),

@@ -156,6 +156,19 @@ impl ColorScale {
                     "--vmin {lo} must be below --vmax {hi}"
                 )));
             }
+            // (both limits fixed, the data's range is not read: a clip or excluded keys would
+            // change nothing but the caption, which would then claim them)
+            let unused = match (self.clip.is_some(), self.exclude_keys > 0) {
+                (true, _) => Some("--clip"),
+                (_, true) => Some("--exclude-keys"),
+                _ => None,
+            };
+            if let Some(flag) = unused {
+                return Err(Error::BadOption(format!(
+                    "{flag} limits the range from the data, which --vmin and --vmax both fix: \
+                     give one or the other"
+                )));
+            }
         }
         if self.center.is_some_and(|c| !c.is_finite()) {
             return Err(Error::BadOption("--center must be a finite number".into()));
@@ -497,5 +510,65 @@ mod tests {
             ..two
         };
         assert!(log.validate().is_err());
+    }
+
+    /// Options that would change nothing in the figure but its caption are refused, each
+    /// naming itself: a floor without a log scale, a clip or excluded keys under two fixed
+    /// limits. Each alone is fine.
+    #[test]
+    fn options_the_figure_would_ignore_are_refused() {
+        let fixed = ColorScale {
+            vmin: Some(0.0),
+            vmax: Some(0.5),
+            ..Default::default()
+        };
+        let refused = [
+            (
+                "--log-floor",
+                ColorScale {
+                    log_floor: Some(1e-3),
+                    ..Default::default()
+                },
+            ),
+            (
+                "--clip",
+                ColorScale {
+                    clip: Some([1.0, 99.0]),
+                    ..fixed.clone()
+                },
+            ),
+            (
+                "--exclude-keys",
+                ColorScale {
+                    exclude_keys: 1,
+                    ..fixed.clone()
+                },
+            ),
+        ];
+        for (flag, scale) in refused {
+            let e = scale.validate().unwrap_err().to_string();
+            assert!(e.starts_with(flag), "{e}");
+        }
+        let fine = [
+            ColorScale {
+                log_floor: Some(1e-3),
+                scale: Scale::Log,
+                ..Default::default()
+            },
+            ColorScale {
+                clip: Some([1.0, 99.0]),
+                vmin: Some(0.0),
+                ..Default::default()
+            },
+            ColorScale {
+                exclude_keys: 1,
+                vmax: Some(0.5),
+                ..Default::default()
+            },
+            fixed,
+        ];
+        for scale in fine {
+            scale.validate().unwrap();
+        }
     }
 }

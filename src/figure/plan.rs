@@ -207,12 +207,23 @@ impl Plan {
                     && qk.is_some_and(|q| q.out_keys().len() == q.all_keys())
                     && split(t).is_ok()
             });
-        let tokens = options
-            .tokens
-            .as_deref()
-            .or(captured)
-            .map(split)
-            .transpose()?;
+        // `--axes off` leaves every axis label out, a capture's tokens too; tokens given
+        // beside it would label nothing, and are refused rather than ignored.
+        if options.axes == Some(false) && options.tokens.is_some() {
+            return Err(Error::BadOption(
+                "--tokens labels the axes, which --axes off leaves out: give one or the other"
+                    .into(),
+            ));
+        }
+        let tokens = match options.axes {
+            Some(false) => None,
+            _ => options
+                .tokens
+                .as_deref()
+                .or(captured)
+                .map(split)
+                .transpose()?,
+        };
         // What a capture changed about the scores is said in the caption. An empty title
         // (`--title ""`, a script's unset variable) is none: no blank line above the grid.
         let given = options.title.as_deref().filter(|t| !t.trim().is_empty());
