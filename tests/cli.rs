@@ -562,6 +562,45 @@ fn figure_names_must_say_png_or_svg() {
     }
 }
 
+/// Options that would change nothing in the figure (or only its caption, which would then
+/// claim them) are refused, one line naming the option, exit 2, nothing written, rather than
+/// ignored.
+#[test]
+fn options_that_would_change_nothing_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = data("minilm_attn_128.npy");
+    let input = input.to_str().unwrap();
+    let tokens = dir.path().join("tokens.txt");
+    std::fs::write(&tokens, "w\n".repeat(128)).unwrap();
+    let tokens = tokens.to_str().unwrap();
+    let png = dir.path().join("refused.png");
+    for (args, needle) in [
+        (&["--sink-keys", "4"][..], "--sink-keys"),
+        (&["--window", "8"], "--window"),
+        (&["--log-floor", "1e-3"], "--log-floor"),
+        (&["--tokens", tokens, "--axes", "off"], "--axes off"),
+        (
+            &["--vmin", "0", "--vmax", "0.5", "--clip", "1,99"],
+            "--clip",
+        ),
+        (
+            &["--vmin", "0", "--vmax", "0.5", "--exclude-keys", "0..1"],
+            "--exclude-keys",
+        ),
+        (&["--norm", "row", "--exclude-keys", "0..1"], "--norm row"),
+        (&["--norm", "none", "--exclude-keys", "0..1"], "--norm none"),
+    ] {
+        let mut all = vec!["render", input, "-o", png.to_str().unwrap()];
+        all.extend(args);
+        let o = attnviz(&all);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+        assert!(!png.exists());
+    }
+}
+
 /// `-` is the standard output, as for most command-line tools: the same bytes as the file
 /// would hold (`heads --json -` in the table's place on stdout), no file named `-`, and one
 /// line, exit 2, when two outputs both name it.

@@ -243,6 +243,14 @@ impl Plan {
         let geometry = scaled_geometry(&base, shape.queries, shape.keys, f)?;
         let metrics = Metrics::for_cell(&base).scaled(f);
         let exclude = options.scale.exclude_keys;
+        if exclude > 0 && matches!(options.norm, Norm::Row | Norm::None) {
+            // (those scales are [0, 1] whatever the data: refused, not ignored)
+            return Err(Error::BadOption(format!(
+                "--exclude-keys leaves keys out of the range taken from the data, which --norm {} \
+                 does not take: use head, layer or global",
+                options.norm.name()
+            )));
+        }
         let first_column = first_included_column(shape.keys, geometry.pooled_w, exclude);
         if exclude > 0 && first_column >= geometry.pooled_w {
             return Err(Error::BadOption(format!(
