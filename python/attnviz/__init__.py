@@ -28,7 +28,7 @@ import numpy as np
 
 from . import _attnviz
 
-from .capture import Capture, capture
+from .capture import Capture, _BF16Bits, capture
 
 
 def __getattr__(name):
@@ -806,12 +806,15 @@ def _to_numpy(x, name):
     holds bfloat16 bits (as uint16: numpy has no bfloat16)."""
     if isinstance(x, np.ndarray):
         return x, False
+    if isinstance(x, _BF16Bits):  # a loaded capture's bfloat16 layer
+        return x.bits, True
     if isinstance(x, (str, bytes, os.PathLike)):
         # (numpy would take a name for a 0-d string array and fail on its dtype)
         raise ValueError(
             "{}: got the string {!r}, and this function takes arrays: for a file, np.load(path, "
-            "mmap_mode='r') reads a .npy in place (attnviz.Viewer also opens files, and the CLI "
-            "reads them: attnviz render FILE)".format(name, os.fsdecode(x)))
+            "mmap_mode='r') reads a .npy in place, attnviz.Capture.load(path) a capture's "
+            "(attnviz.Viewer also opens files, and the CLI reads them: attnviz render FILE)"
+            .format(name, os.fsdecode(x)))
     if hasattr(x, "detach") and hasattr(x, "cpu") and hasattr(x, "numpy"):  # torch.Tensor
         t = x.detach()
         if t.device.type != "cpu":

@@ -3,7 +3,8 @@
     with attnviz.capture(model) as cap:
         model(**inputs)
     cap.save("capture.safetensors", tokens=tokenizer.convert_ids_to_tokens(inputs.input_ids[0]))
-    attnviz.figure_qk(cap)                      # or: attnviz render --q capture.safetensors
+    attnviz.figure_qk(cap)                      # or: attnviz render capture.safetensors
+    cap = attnviz.Capture.load("capture.safetensors")   # later, elsewhere: the same capture
 
 The capture registers an attention function through transformers' ``AttentionInterface``. It
 records each layer's ``query`` and ``key`` exactly as the model's attention gets them (after
@@ -18,6 +19,8 @@ import json
 import os
 import struct
 import sys
+
+import numpy as np
 
 __all__ = ["capture", "Capture"]
 
@@ -48,6 +51,7 @@ class Capture:
     """
 
     def __init__(self, model, layers=None, batch=0, device="cpu"):
+        self.tokens = None
         if layers is not None:
             layers = sorted({int(i) for i in ([layers] if isinstance(layers, int) else layers)})
         self._model = model
@@ -143,11 +147,46 @@ class Capture:
         return [dict(r[2]) for r in self._ordered()]
 
     def metadata(self, tokens=None):
-        """The JSON string stored in a capture file (and passed to the renderer)."""
+        """The JSON string stored in a capture file (and passed to the renderer); ``tokens``
+        default to the capture's own (a loaded file's)."""
         meta = {"format": _FORMAT, "model": self.model, "layers": self.layers}
+        tokens = self.tokens if tokens is None else tokens
         if tokens is not None:
             meta["tokens"] = [str(t) for t in tokens]
         return json.dumps(meta)
+
+    @classmethod
+    def load(cls, path):
+        """The capture a file holds (``save``'s, or ``attnviz synth-qk``'s), its Q and K read in
+        place (memory-mapped numpy arrays, one per layer; bfloat16 kept as its bits), its
+        layers' settings and tokens as saved: what ``render_qk``, ``figure_qk``, ``heads`` and
+        ``Viewer`` take, on a machine other than the one that ran the model. A file that is
+        not a capture, or whose header does not fit its size, raises ``ValueError`` naming
+        it."""
+        path = os.fspath(path)
+        header, data_start, size = _read_header(path)
+        meta = header.get("__metadata__", {}).get("attnviz")
+        try:
+            meta = json.loads(meta) if meta is not None else {}
+            arrays = {name: _mapped(path, header, name, data_start, size) for name in ("q", "k")}
+        except (ValueError, TypeError, KeyError, AttributeError) as e:
+            raise ValueError("{}: not a capture file ({})".format(path, e)) from None
+        (q, q_bf16), (k, k_bf16) = arrays["q"], arrays["k"]
+        if q.shape[0] != k.shape[0]:
+            raise ValueError("{}: q holds {} layers, k {}".format(path, q.shape[0], k.shape[0]))
+        layers = meta.get("layers") if isinstance(meta, dict) else None
+        if not isinstance(layers, list) or len(layers) != q.shape[0]:
+            layers = [{"index": i} for i in range(q.shape[0])]
+        cap = cls.__new__(cls)
+        cap._records = {}
+        for i, settings in enumerate(layers):
+            index = settings.get("index", i) if isinstance(settings, dict) else i
+            keep = [_BF16Bits(x[i]) if bf16 else x[i] for x, bf16 in ((q, q_bf16), (k, k_bf16))]
+            cap._records[index] = (keep[0], keep[1], dict(settings, index=index))
+        cap.model = str(meta.get("model", "unknown model"))
+        cap.tokens = meta.get("tokens")
+        cap._saved = None
+        return cap
 
     def tensors(self):
         """Q as (L, H, N, d) and K as (L, H_kv, N, d), stacked on the host in their dtype."""
@@ -157,8 +196,9 @@ class Capture:
 
     def save(self, path, tokens=None):
         """Writes ``q``, ``k`` and the metadata (and ``tokens``, one per position) to one
-        ``.safetensors`` file that ``attnviz render --q PATH`` and ``attnviz view --q PATH`` read
-        with no other flag. Written atomically: no partial file on failure.
+        ``.safetensors`` file that ``attnviz render PATH``, ``attnviz view PATH`` and
+        ``Capture.load(PATH)`` read with no other flag. Written atomically: no partial file on
+        failure.
 
         The file is written layer by layer, so saving takes one layer's worth of host memory
         beyond the capture itself: stacking the layers first, as ``tensors()`` does, would
@@ -205,9 +245,77 @@ class Capture:
         if not self._records:
             return "<attnviz.Capture of {}: empty>".format(self.model)
         q, k = self.q[0], self.k[0]
+        dtype = "bfloat16" if isinstance(q, _BF16Bits) else str(q.dtype).replace("torch.", "")
         return "<attnviz.Capture of {}: {} layers, Q {}x{}x{}, K {} heads, {}>".format(
             self.model, len(self._records), q.shape[0], q.shape[1], q.shape[2], k.shape[0],
-            str(q.dtype).replace("torch.", ""))
+            dtype)
+
+
+class _BF16Bits:
+    """A loaded layer in bfloat16, which numpy has no type for: its bits, a uint16 array in
+    ``bits``, marked so that the renderer reads them as bfloat16 (``attnviz._to_numpy``)."""
+
+    __slots__ = ("bits",)
+
+    def __init__(self, bits):
+        self.bits = bits
+
+    @property
+    def shape(self):
+        return self.bits.shape
+
+    @property
+    def dtype(self):
+        return "bfloat16"
+
+
+_DTYPES = {"F32": "<f4", "F16": "<f2", "BF16": "<u2"}
+
+
+def _read_header(path):
+    """A safetensors file's header (checked against the file's size before it is read), where
+    its data starts, and the file's size."""
+    try:
+        size = os.path.getsize(path)
+        with open(path, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                raise ValueError("shorter than a safetensors header")
+            (n,) = struct.unpack("<Q", head)
+            if n > size - 8:
+                raise ValueError("its header says {} bytes, the file has {}".format(n, size - 8))
+            header = json.loads(f.read(n))
+    except OSError as e:
+        raise ValueError("{}: cannot read it ({})".format(path, e.strerror or e)) from None
+    except ValueError as e:
+        raise ValueError("{}: not a safetensors file ({})".format(path, e)) from None
+    if not isinstance(header, dict):
+        raise ValueError("{}: not a safetensors file (its header is not an object)".format(path))
+    return header, 8 + n, size
+
+
+def _mapped(path, header, name, data_start, size):
+    """Tensor ``name`` of the file as a read-only memory map, (L, H, N, d) (fewer dimensions
+    are one layer, one head), and whether it holds bfloat16 bits."""
+    info = header.get(name)
+    if not isinstance(info, dict):
+        raise ValueError("no tensor {!r}".format(name))
+    dtype = _DTYPES.get(info.get("dtype"))
+    if dtype is None:
+        raise ValueError("{} is {}, not F32, F16 or BF16".format(name, info.get("dtype")))
+    shape = [int(d) for d in info["shape"]]
+    if not 2 <= len(shape) <= 4 or min(shape) < 1:
+        raise ValueError("{} has shape {}, not (L, H, N, d)".format(name, shape))
+    start, end = (int(o) for o in info["data_offsets"])
+    count = 1
+    for d in shape:
+        count *= d
+    if end - start != count * np.dtype(dtype).itemsize or end > size - data_start or start < 0:
+        raise ValueError("{}'s bytes {}..{} do not hold {} {} values within the file".format(
+            name, start, end, count, info["dtype"]))
+    shape = [1] * (4 - len(shape)) + shape
+    return np.memmap(path, dtype=dtype, mode="r", offset=data_start + start,
+                     shape=tuple(shape)), info["dtype"] == "BF16"
 
 
 def _dispatches(model):

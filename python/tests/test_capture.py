@@ -197,6 +197,14 @@ def test_a_capture_is_saved_and_rendered_layer_by_layer(dtype, tmp_path, cli, mo
                     "--quiet", "-o", str(tmp_path / "cli.png")], check=True, capture_output=True)
     assert np.array_equal(image, read_png_file(tmp_path / "cli.png"))
 
+    # Read back (elsewhere, later): the same capture, its settings and tokens, in place.
+    loaded = attnviz.Capture.load(tmp_path / "cap.safetensors")
+    assert loaded.layers == cap.layers and loaded.model == cap.model and loaded.tokens == tokens
+    assert loaded.metadata() == cap.metadata(tokens)
+    assert "2 layers" in repr(loaded) and str(dtype).replace("torch.", "") in repr(loaded)
+    assert np.array_equal(attnviz.render_qk(loaded, cell=N), image)
+    assert attnviz.heads(loaded) == attnviz.heads(cap)
+
 
 def test_models_that_bypass_the_interface_and_bad_capture_files_are_value_errors(tmp_path, cli):
     class Plain(torch.nn.Module):
@@ -227,6 +235,17 @@ def test_models_that_bypass_the_interface_and_bad_capture_files_are_value_errors
     assert run.returncode == 2
     assert "describes 1 layers, Q and K have 2" in run.stderr and str(bad) in run.stderr
     assert len(run.stderr.strip().splitlines()) == 1
+
+    # A file that is not a capture, or whose header does not fit it: ValueError naming it.
+    short = tmp_path / "short.safetensors"
+    short.write_bytes(bad.read_bytes()[:-8])
+    attention = tmp_path / "attn.safetensors"
+    save_file({"attn": torch.zeros(2, 4, 4)}, str(attention))
+    for path, message in [(short, "do not hold"), (attention, "no tensor 'q'"),
+                          (tmp_path / "missing.safetensors", "cannot read it")]:
+        with pytest.raises(ValueError, match=message) as e:
+            attnviz.Capture.load(path)
+        assert str(path) in str(e.value)
 
     # Q/K shape mismatch from Python: ValueError.
     with pytest.raises(ValueError, match="head dimensions differ"):

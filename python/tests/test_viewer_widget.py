@@ -165,11 +165,14 @@ def test_a_capture_file_is_viewed_as_its_attention(cli, tmp_path):
     assert code == 0, err
     t = load_file(str(path))
     frames = []
+    loaded = attnviz.Capture.load(path)  # a file with no capture metadata: every default
+    assert loaded.tokens is None and len(loaded.layers) == 1
     for w in (attnviz.Viewer(str(path), size=SIZE), attnviz.Viewer(t["q"], t["k"], size=SIZE),
-              attnviz.Viewer(path, size=SIZE, softcap=2.0)):
+              attnviz.Viewer(path, size=SIZE, softcap=2.0), attnviz.Viewer(loaded, size=SIZE)):
         assert w.settle(120)
         frames.append(w.get_frame())
     assert np.array_equal(frames[0], frames[1])
+    assert np.array_equal(frames[0], frames[3])
     # Q/K keywords apply to a capture's file, where stored attention refuses them.
     assert not np.array_equal(frames[0], frames[2])
     with pytest.raises(ValueError, match="softcap"):
