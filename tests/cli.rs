@@ -601,6 +601,82 @@ fn options_that_would_change_nothing_are_refused() {
     }
 }
 
+/// A `.npy` of little-endian `descr` and `shape`, its values as `bytes` gives them.
+fn write_npy(path: &Path, descr: &str, shape: &[usize], data: &[u8]) {
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let mut header = format!(
+        "{{'descr': '{descr}', 'fortran_order': False, 'shape': ({},), }}",
+        dims.join(", ")
+    );
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend((header.len() as u16).to_le_bytes());
+    bytes.extend(header.as_bytes());
+    bytes.extend(data);
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// float64 (numpy's default) is narrowed to f32 as the rows are read: the figure and the
+/// statistics equal those of the same values saved as float32, byte for byte, on both
+/// backends, from `.npy`, `.safetensors` and a raw dump; rows of several MiB cross the
+/// reader's 1 MiB narrowing buffer.
+#[test]
+fn float64_files_draw_as_their_float32() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n);
+    let shape = [1, 2, 640, 640];
+    let n: usize = shape.iter().product();
+    let wide: Vec<f64> = (0..n)
+        .map(|i| ((i as f64 * 0.618_033_988_7).fract() + 1e-9) / 300.0)
+        .collect();
+    let f64_bytes: Vec<u8> = wide.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let f32_bytes: Vec<u8> = wide
+        .iter()
+        .flat_map(|&v| (v as f32).to_le_bytes())
+        .collect();
+    write_npy(&p("a64.npy"), "<f8", &shape, &f64_bytes);
+    write_npy(&p("a32.npy"), "<f4", &shape, &f32_bytes);
+    std::fs::write(p("a64.raw"), &f64_bytes).unwrap();
+    let views = vec![(
+        "attn",
+        safetensors::tensor::TensorView::new(safetensors::Dtype::F64, shape.to_vec(), &f64_bytes)
+            .unwrap(),
+    )];
+    safetensors::serialize_to_file(views, None, &p("a64.safetensors")).unwrap();
+    for backend in ["gpu", "cpu"] {
+        let render = |input: &Path, extra: &[&str], name: &str| -> (Vec<u8>, Vec<u8>) {
+            let (png, json) = (p(&format!("{name}.png")), p(&format!("{name}.json")));
+            let mut args = vec![
+                "render",
+                input.to_str().unwrap(),
+                "--backend",
+                backend,
+                "-o",
+                png.to_str().unwrap(),
+                "--stats-json",
+                json.to_str().unwrap(),
+            ];
+            args.extend(extra);
+            let o = attnviz(&args);
+            assert!(o.status.success(), "{name}: {}", stderr(&o));
+            (std::fs::read(png).unwrap(), std::fs::read(json).unwrap())
+        };
+        let want = render(&p("a32.npy"), &[], "a32");
+        assert!(want == render(&p("a64.npy"), &[], "a64"), "{backend}: .npy");
+        assert!(
+            want == render(&p("a64.safetensors"), &[], "st"),
+            "{backend}: .safetensors"
+        );
+        let raw = ["--shape", "1,2,640,640", "--dtype", "f64"];
+        assert!(want == render(&p("a64.raw"), &raw, "raw"), "{backend}: raw");
+    }
+    let o = attnviz(&["info", p("a64.npy").to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("dtype:   f64 (read as f32)"));
+}
+
 /// `-` is the standard output, as for most command-line tools: the same bytes as the file
 /// would hold (`heads --json -` in the table's place on stdout), no file named `-`, and one
 /// line, exit 2, when two outputs both name it.

@@ -10,7 +10,7 @@ use attnviz::cpu::HeadPooler;
 use attnviz::pool::accum::Accum;
 use attnviz::pool::geometry::{bin_edges, bin_of, CellGeometry};
 use attnviz::pool::{Causal, PoolOptions};
-use attnviz::source::{self, ArraySource, OpenOptions, Pattern, Synth, SynthSpec};
+use attnviz::source::{self, ArraySource, OpenOptions, Pattern, Stored, Synth, SynthSpec};
 use attnviz::{AttentionSource, Colormap, DType, Norm, Reduce, RenderOptions};
 use common::{engine, random, ulp_close};
 
@@ -219,7 +219,7 @@ fn synth_files_and_raw_dumps_round_trip() {
         all.extend(a);
         attnviz(&all);
         let src = if name.ends_with(".bin") {
-            source::open_raw(Path::new(&out), &[2, 3, 96, 96], DType::F16).unwrap()
+            source::open_raw(Path::new(&out), &[2, 3, 96, 96], Stored::Native(DType::F16)).unwrap()
         } else {
             source::open(Path::new(&out), &OpenOptions::default()).unwrap()
         };
@@ -251,10 +251,14 @@ fn synth_files_and_raw_dumps_round_trip() {
     ]);
     assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
     // A raw dump whose size does not match its --shape is refused.
-    let err = source::open_raw(Path::new(&p("c.bin")), &[2, 3, 96, 95], DType::F16)
-        .err()
-        .unwrap()
-        .to_string();
+    let err = source::open_raw(
+        Path::new(&p("c.bin")),
+        &[2, 3, 96, 95],
+        Stored::Native(DType::F16),
+    )
+    .err()
+    .unwrap()
+    .to_string();
     assert!(err.contains("needs"), "{err}");
 }
 

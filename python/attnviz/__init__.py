@@ -803,7 +803,16 @@ def _kind(bf16):
 
 def _to_numpy(x, name):
     """A numpy view of ``x`` (no copy for numpy arrays and CPU torch tensors) and whether it
-    holds bfloat16 bits (as uint16: numpy has no bfloat16)."""
+    holds bfloat16 bits (as uint16: numpy has no bfloat16). float64 (numpy's default) is
+    narrowed to float32 once, as the CLI narrows a float64 ``.npy`` as it reads it: the one
+    copy, half the input's size."""
+    a, bf16 = _numpy_view(x, name)
+    if a.dtype == np.float64 and a.dtype.byteorder in "=<":
+        return a.astype(np.float32), bf16
+    return a, bf16
+
+
+def _numpy_view(x, name):
     if isinstance(x, np.ndarray):
         return x, False
     if isinstance(x, _BF16Bits):  # a loaded capture's bfloat16 layer

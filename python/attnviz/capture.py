@@ -269,7 +269,7 @@ class _BF16Bits:
         return "bfloat16"
 
 
-_DTYPES = {"F32": "<f4", "F16": "<f2", "BF16": "<u2"}
+_DTYPES = {"F32": "<f4", "F16": "<f2", "BF16": "<u2", "F64": "<f8"}
 
 
 def _read_header(path):
@@ -302,7 +302,7 @@ def _mapped(path, header, name, data_start, size):
         raise ValueError("no tensor {!r}".format(name))
     dtype = _DTYPES.get(info.get("dtype"))
     if dtype is None:
-        raise ValueError("{} is {}, not F32, F16 or BF16".format(name, info.get("dtype")))
+        raise ValueError("{} is {}, not F32, F16, BF16 or F64".format(name, info.get("dtype")))
     shape = [int(d) for d in info["shape"]]
     if not 2 <= len(shape) <= 4 or min(shape) < 1:
         raise ValueError("{} has shape {}, not (L, H, N, d)".format(name, shape))

@@ -247,7 +247,6 @@ def cli_error(cli, tmp_path, array, *args):
 
 
 BAD_ARRAYS = {
-    "float64": np.zeros((4, 4)),
     "five_dim": np.zeros((1, 1, 1, 4, 4), np.float32),
     "one_dim": np.zeros(4, np.float32),
     "empty": np.zeros((2, 0, 4), np.float32),
@@ -264,6 +263,23 @@ def test_bad_arrays_raise_the_cli_message(cli, tmp_path, name):
     with pytest.raises(ValueError) as e:
         attnviz.render(a)
     assert str(e.value) == want
+
+
+def test_float64_is_narrowed_as_the_cli_narrows_a_float64_file(cli, tmp_path):
+    """numpy's default dtype: the CLI narrows a float64 .npy to float32 as it reads it, Python
+    narrows the array once; both draw what float32 draws, and list the same statistics."""
+    rng = np.random.default_rng(7)
+    a = rng.random((2, 2, 40, 40))
+    a /= a.sum(-1, keepdims=True)
+    npy = tmp_path / "a64.npy"
+    np.save(npy, a)
+    out = tmp_path / "cli.png"
+    code, err = run_cli(cli, "render", npy, "-o", out, "--quiet")
+    assert code == 0, err
+    image = attnviz.render(a)
+    assert np.array_equal(image, read_png_file(out))
+    assert np.array_equal(image, attnviz.render(a.astype(np.float32)))
+    assert attnviz.heads(a) == attnviz.heads(a.astype(np.float32))
 
 
 @pytest.mark.parametrize(

@@ -74,8 +74,8 @@ pub struct RenderArgs {
     /// Read INPUT as a raw dump of this shape (L,H,Q,K, or fewer dimensions) ...
     #[arg(long, requires = "dtype")]
     pub shape: Option<String>,
-    /// ... and element type: f32, f16 or bf16.
-    #[arg(long, requires = "shape", value_parser = ["f32", "f16", "bf16"])]
+    /// ... and element type: f32, f16, bf16, or f64 (narrowed to f32 as it is read).
+    #[arg(long, requires = "shape", value_parser = ["f32", "f16", "bf16", "f64"])]
     pub dtype: Option<String>,
     #[command(flatten)]
     pub out: Output,
@@ -142,8 +142,8 @@ pub struct HeadsArgs {
     /// Read INPUT as a raw dump of this shape (L,H,Q,K, or fewer dimensions) ...
     #[arg(long, requires = "dtype")]
     pub shape: Option<String>,
-    /// ... and element type: f32, f16 or bf16.
-    #[arg(long, requires = "shape", value_parser = ["f32", "f16", "bf16"])]
+    /// ... and element type: f32, f16, bf16, or f64 (narrowed to f32 as it is read).
+    #[arg(long, requires = "shape", value_parser = ["f32", "f16", "bf16", "f64"])]
     pub dtype: Option<String>,
     #[command(flatten)]
     pub patterns: PatternArgs,

@@ -24,7 +24,10 @@ pub fn info(args: &InfoArgs) -> anyhow::Result<()> {
     let s = src.shape();
     println!("file:    {}", src.name());
     println!("shape:   {} (layers, heads, queries, keys)", s);
-    println!("dtype:   {}", src.dtype().name());
+    match src.stored() {
+        source::Stored::F64 => println!("dtype:   f64 (read as f32)"),
+        stored => println!("dtype:   {}", stored.name()),
+    }
     let engine = args.backend.engine()?;
     println!(
         "adapter: {}",

@@ -13,7 +13,7 @@ use attnviz::files::{
 };
 use attnviz::pool::Causal;
 use attnviz::source::{self, DemoModel, OpenOptions};
-use attnviz::{AttentionSource, DType, Engine, Error, Figure, RenderOptions};
+use attnviz::{AttentionSource, Engine, Error, Figure, RenderOptions};
 
 use super::args::{DemoArgs, Output, RenderArgs};
 use super::options::{attention_source, read_tokens};
@@ -72,7 +72,7 @@ pub(super) fn open_tensor(
 ) -> anyhow::Result<Box<dyn AttentionSource>> {
     Ok(match (shape, dtype) {
         (Some(shape), Some(dtype)) => {
-            let dtype = DType::from_name(dtype).expect("clap checked the name");
+            let dtype = source::Stored::from_name(dtype).expect("clap checked the name");
             Box::new(source::open_raw(
                 input,
                 &source::parse_shape(shape)?,

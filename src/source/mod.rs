@@ -227,11 +227,54 @@ pub(crate) fn row_range(
     Ok((head * shape.queries + row_start) * row_bytes)
 }
 
+/// An element type as a file stores it: one the engine reads as it is, or float64 (numpy's
+/// default, what `np.save` of a numpy softmax writes), which the reader narrows to the f32
+/// the engine takes as the rows are read. Nothing past the reader sees float64: the GPU
+/// kernels and the CPU twin read f32, rounded once as `arr.astype(np.float32)` rounds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stored {
+    Native(DType),
+    F64,
+}
+
+impl Stored {
+    /// Bytes an element takes in the file.
+    pub fn size(self) -> usize {
+        match self {
+            Stored::Native(d) => d.size(),
+            Stored::F64 => 8,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Stored::Native(d) => d.name(),
+            Stored::F64 => "f64",
+        }
+    }
+
+    /// `f64`, or a [`DType`]'s name.
+    pub fn from_name(name: &str) -> Option<Stored> {
+        match name {
+            "f64" => Some(Stored::F64),
+            n => DType::from_name(n).map(Stored::Native),
+        }
+    }
+
+    /// The element type the reader hands on.
+    pub fn read_as(self) -> DType {
+        match self {
+            Stored::Native(d) => d,
+            Stored::F64 => DType::F32,
+        }
+    }
+}
+
 /// Where a validated tensor lives in its file: what the parsers return.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TensorLayout {
     pub shape: Shape,
-    pub dtype: DType,
+    pub dtype: Stored,
     /// Byte offset of each layer's first element.
     pub layer_offsets: Vec<u64>,
 }
@@ -268,7 +311,7 @@ pub fn open(path: &Path, options: &OpenOptions) -> Result<FileTensor> {
 }
 
 /// Opens a raw dump of little-endian values with an explicit shape (rank 2 to 4) and dtype.
-pub fn open_raw(path: &Path, dims: &[usize], dtype: DType) -> Result<FileTensor> {
+pub fn open_raw(path: &Path, dims: &[usize], dtype: Stored) -> Result<FileTensor> {
     let shape = Shape::from_dims(dims)
         .ok_or_else(|| Error::BadOption(format!("--shape {dims:?}: expected 2 to 4 dimensions")))?;
     if dims.contains(&0) {
@@ -278,7 +321,7 @@ pub fn open_raw(path: &Path, dims: &[usize], dtype: DType) -> Result<FileTensor>
     }
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
-    let expected = npy::data_bytes(dims, dtype)
+    let expected = npy::data_bytes(dims, dtype.size())
         .ok_or_else(|| Error::BadOption(format!("--shape {dims:?} overflows")))?;
     if len != expected {
         return Err(Error::bad_input(

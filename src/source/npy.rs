@@ -6,7 +6,7 @@ use std::fs::File;
 use std::io::Read;
 use std::path::Path;
 
-use super::{DType, FileTensor, Shape, TensorLayout};
+use super::{DType, FileTensor, Shape, Stored, TensorLayout};
 use crate::error::{Error, Result};
 
 const MAGIC: &[u8; 6] = b"\x93NUMPY";
@@ -16,7 +16,7 @@ const MAX_HEADER_LEN: usize = 65536;
 /// What an `.npy` header declares.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Header {
-    pub dtype: DType,
+    pub dtype: Stored,
     pub dims: Vec<usize>,
     /// Offset of the first data byte.
     pub data_offset: usize,
@@ -37,7 +37,8 @@ pub(crate) fn open(path: &Path) -> Result<FileTensor> {
 pub fn parse(prefix: &[u8], file_len: u64) -> Result<TensorLayout, String> {
     let header = parse_header(prefix)?;
     let shape = shape_from_dims(&header.dims)?;
-    let data_len = data_bytes(&header.dims, header.dtype).ok_or("declared shape overflows")?;
+    let data_len =
+        data_bytes(&header.dims, header.dtype.size()).ok_or("declared shape overflows")?;
     let expected = (header.data_offset as u64)
         .checked_add(data_len)
         .ok_or("declared shape overflows")?;
@@ -63,24 +64,36 @@ pub fn parse(prefix: &[u8], file_len: u64) -> Result<TensorLayout, String> {
     })
 }
 
-/// Bytes of data for `dims`, rejecting empty dimensions; `None` on overflow.
-pub fn data_bytes(dims: &[usize], dtype: DType) -> Option<u64> {
+/// Bytes of data for `dims` of `element` bytes each; `None` on overflow.
+pub fn data_bytes(dims: &[usize], element: usize) -> Option<u64> {
     dims.iter()
-        .try_fold(dtype.size() as u64, |acc, &d| acc.checked_mul(d as u64))
+        .try_fold(element as u64, |acc, &d| acc.checked_mul(d as u64))
 }
 
-/// The dtype of a numpy type string such as `<f4`. Public so that arrays handed over in memory
-/// (the Python bindings) are judged, and refused, in the same words as a saved `.npy`.
+/// How a `.npy` file of numpy type string `descr` stores its elements: float64 too, which the
+/// reader narrows to f32 ([`Stored`]).
+pub fn stored_from_descr(descr: &str) -> Result<Stored, String> {
+    match descr {
+        "<f8" => Ok(Stored::F64),
+        d => dtype_from_descr(d).map(Stored::Native),
+    }
+}
+
+/// The dtype of a numpy type string such as `<f4`, as read in place. Public so that arrays
+/// handed over in memory (the Python bindings, which narrow float64 themselves first) are
+/// judged, and refused, in the same words as a saved `.npy`.
 pub fn dtype_from_descr(descr: &str) -> Result<DType, String> {
     match descr {
         "<f4" => Ok(DType::F32),
         "<f2" => Ok(DType::F16),
-        ">f4" | ">f2" => Err(format!(
+        ">f4" | ">f2" | ">f8" => Err(format!(
             "big-endian dtype '{descr}' is not supported (save with arr.astype('<f4'))"
         )),
-        "<f8" | ">f8" => {
-            Err("dtype float64 ('<f8') is not supported (save with arr.astype('float32'))".into())
-        }
+        "<f8" => Err(
+            "dtype float64 ('<f8') is read from .npy files, not in place: \
+                      arr.astype('float32')"
+                .into(),
+        ),
         other if other.contains('O') => Err("object dtype is not supported".into()),
         other => Err(format!(
             "dtype '{other}' is not supported (expected '<f4' float32 or '<f2' float16)"
@@ -165,7 +178,7 @@ pub fn parse_header(bytes: &[u8]) -> Result<Header, String> {
     let descr = descr.ok_or("header has no 'descr'")?;
     let fortran = fortran.ok_or("header has no 'fortran_order'")?;
     let dims = shape.ok_or("header has no 'shape'")?;
-    let dtype = dtype_from_descr(&descr)?;
+    let dtype = stored_from_descr(&descr)?;
     if fortran && dims.len() > 1 {
         return Err("Fortran-order array is not supported (save with np.ascontiguousarray)".into());
     }
@@ -379,21 +392,40 @@ mod tests {
     fn parses_numpy_written_header() {
         let b = npy("{'descr': '<f4', 'fortran_order': False, 'shape': (6, 12, 128, 128), }");
         let h = parse_header(&b).unwrap();
-        assert_eq!(h.dtype, DType::F32);
+        assert_eq!(h.dtype, Stored::Native(DType::F32));
         assert_eq!(h.dims, vec![6, 12, 128, 128]);
         assert_eq!(h.data_offset, 128);
+    }
+
+    #[test]
+    fn float64_is_read_narrowed() {
+        let h = parse_header(&npy(
+            "{'descr': '<f8', 'fortran_order': False, 'shape': (2, 3), }",
+        ))
+        .unwrap();
+        assert_eq!(
+            (h.dtype, h.dtype.read_as(), h.dtype.size()),
+            (Stored::F64, DType::F32, 8)
+        );
+        assert!(dtype_from_descr("<f8")
+            .unwrap_err()
+            .contains("astype('float32')"));
     }
 
     #[test]
     fn rejects_what_it_cannot_read() {
         let cases = [
             (
-                "{'descr': '<f8', 'fortran_order': False, 'shape': (2, 2), }",
-                "float64",
+                "{'descr': '>f8', 'fortran_order': False, 'shape': (2, 2), }",
+                "big-endian",
             ),
             (
                 "{'descr': '>f4', 'fortran_order': False, 'shape': (2, 2), }",
                 "big-endian",
+            ),
+            (
+                "{'descr': '<i4', 'fortran_order': False, 'shape': (2, 2), }",
+                "'<i4'",
             ),
             (
                 "{'descr': '|O', 'fortran_order': False, 'shape': (2, 2), }",

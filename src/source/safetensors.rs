@@ -9,11 +9,11 @@ use safetensors::tensor::{Dtype, Metadata, TensorInfo};
 use safetensors::{SafeTensorError, SafeTensors};
 
 use super::qk_meta::{CaptureMeta, METADATA_KEY};
-use super::{DType, FileTensor, Shape, TensorLayout};
+use super::{DType, FileTensor, Shape, Stored, TensorLayout};
 use crate::error::{Error, Result};
 
 /// Shape, dtype and each layer's byte offset in the data section.
-type Selected = (Shape, DType, Vec<usize>);
+type Selected = (Shape, Stored, Vec<usize>);
 
 /// Largest JSON header we parse; real attention files have a few KiB.
 const MAX_HEADER_LEN: u64 = 16 << 20;
@@ -222,13 +222,14 @@ fn check_header_len(n: u64, file_len: u64) -> Result<(), String> {
     Ok(())
 }
 
-fn dtype_of(name: &str, info: &TensorInfo) -> Result<DType, String> {
+fn dtype_of(name: &str, info: &TensorInfo) -> Result<Stored, String> {
     match info.dtype {
-        Dtype::F32 => Ok(DType::F32),
-        Dtype::F16 => Ok(DType::F16),
-        Dtype::BF16 => Ok(DType::BF16),
+        Dtype::F32 => Ok(Stored::Native(DType::F32)),
+        Dtype::F16 => Ok(Stored::Native(DType::F16)),
+        Dtype::BF16 => Ok(Stored::Native(DType::BF16)),
+        Dtype::F64 => Ok(Stored::F64),
         other => Err(format!(
-            "tensor '{name}' has dtype {other:?} (expected F32, F16 or BF16)"
+            "tensor '{name}' has dtype {other:?} (expected F32, F16, BF16 or F64)"
         )),
     }
 }
