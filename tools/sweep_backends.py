@@ -2,7 +2,7 @@
 """Random inputs and options, drawn on the GPU and by the CPU renderer, compared.
 
 The tests compare the two backends on inputs chosen by hand; this sweep draws them at random
-(shapes with Q ≠ K, f32 and f16, NaN entries, causal heads, slices of query rows, every
+(shapes with Q ≠ K, f32, f16 and f64, NaN entries, causal heads, slices of query rows, every
 norm, reduction, scale, limit and colormap; Q and K with GQA, windows, softcaps, logits and
 query slices; `heads`; `diff`;
 `attention`'s every probability), so a driver that rounds differently (a GPU's division, its
@@ -157,8 +157,11 @@ def case_render(binary, rng, d):
         x = probabilities(rng, (layers, heads, q, k), kind == "causal")
     if random.random() < 0.2:
         x.flat[rng.integers(0, x.size)] = np.nan
-    if random.random() < 0.3:
+    r = random.random()
+    if r < 0.3:
         x = x.astype(np.float16)
+    elif r < 0.4:
+        x = x.astype(np.float64)  # (narrowed to f32 as it is read)
     np.save(f"{d}/attn.npy", x)
     o = (one_of(0.5, "--norm", ["head", "layer", "global", "row", "none"])
          + one_of(0.5, "--reduce", ["max", "mean", "min", "extreme"])

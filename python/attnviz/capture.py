@@ -189,10 +189,10 @@ class Capture:
         return cap
 
     def tensors(self):
-        """Q as (L, H, N, d) and K as (L, H_kv, N, d), stacked on the host in their dtype."""
-        import torch
-
-        return torch.stack([q.cpu() for q in self.q]), torch.stack([k.cpu() for k in self.k])
+        """Q as (L, H, N, d) and K as (L, H_kv, N, d), stacked on the host in their dtype:
+        torch tensors, or for a loaded capture numpy arrays (bfloat16 as a torch tensor, which
+        numpy has no type for)."""
+        return _stacked(self.q), _stacked(self.k)
 
     def save(self, path, tokens=None):
         """Writes ``q``, ``k`` and the metadata (and ``tokens``, one per position) to one
@@ -267,6 +267,20 @@ class _BF16Bits:
     @property
     def dtype(self):
         return "bfloat16"
+
+
+def _stacked(layers):
+    """One tensor of ``layers`` (torch tensors, numpy arrays or a loaded file's bfloat16 bits)."""
+    if isinstance(layers[0], _BF16Bits):
+        import torch
+
+        bits = np.stack([x.bits for x in layers]).view(np.int16)
+        return torch.from_numpy(bits).view(torch.bfloat16)
+    if isinstance(layers[0], np.ndarray):
+        return np.stack(layers)
+    import torch
+
+    return torch.stack([x.cpu() for x in layers])
 
 
 _DTYPES = {"F32": "<f4", "F16": "<f2", "BF16": "<u2", "F64": "<f8"}

@@ -204,6 +204,8 @@ def test_a_capture_is_saved_and_rendered_layer_by_layer(dtype, tmp_path, cli, mo
     assert "2 layers" in repr(loaded) and str(dtype).replace("torch.", "") in repr(loaded)
     assert np.array_equal(attnviz.render_qk(loaded, cell=N), image)
     assert attnviz.heads(loaded) == attnviz.heads(cap)
+    lq, lk = loaded.tensors()
+    assert torch.equal(torch.as_tensor(lq), q) and torch.equal(torch.as_tensor(lk), k)
 
 
 def test_models_that_bypass_the_interface_and_bad_capture_files_are_value_errors(tmp_path, cli):
