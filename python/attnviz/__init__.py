@@ -509,7 +509,9 @@ def diff(
     two checkpoints, before and after fine-tuning), as ``attnviz diff A B`` does, and returns a
     :class:`Figure`. The subtraction runs on the GPU as both inputs stream; neither is copied.
 
-    a, b: as :func:`render`'s ``attn`` (each may be a per-layer list); any float dtypes.
+    a, b: as :func:`render`'s ``attn`` (each may be a per-layer list); any float dtypes; or
+        an :class:`attnviz.Capture` (live or loaded), whose attention is recomputed with its
+        layers' settings, never stored (two prompts, two checkpoints at long context).
     reduce: "extreme" (default: the signed value of largest magnitude in each pixel), "mean",
         "max" or "min".
     colormap: "RdBu_r" (default) or any of ``COLORMAPS``.
@@ -520,13 +522,22 @@ def diff(
     The other options are :func:`render`'s. A shape mismatch raises ``ValueError`` naming both.
     """
     _headless()
-    sides = []
-    for x in (a, b):
-        arrays, stacked, bf16 = _prepare(x, batch)
-        sides.append({"arrays": arrays, "stacked": stacked, "bf16": bf16})
     call = _options(dict(out=out, layers=layers, heads=heads, norm=norm, colormap=colormap,
                          reduce=reduce, cell=cell, causal=causal, colorbar=colorbar,
                          center=center, backend=backend))
+    sides = []
+    for x in (a, b):
+        side = {"arrays": [], "stacked": False, "bf16": False, "q": None, "k": None,
+                "qk_bf16": None, "qk": None}
+        if isinstance(x, Capture):
+            # (its attention recomputed with its own settings, as `attnviz diff` does a file's)
+            qk = _qk_options(dict(queries=None, values="probs", softmax_scale=None,
+                                  sliding_window=None, softcap=None))
+            side["q"], side["k"], side["qk_bf16"] = _qk_inputs(x, None, qk, {"tokens": None})
+            side["qk"] = qk
+        else:
+            side["arrays"], side["stacked"], side["bf16"] = _prepare(x, batch)
+        sides.append(side)
     image, causal_applied, adapter, warning, _, layout, svg = _attnviz._diff(sides[0], sides[1],
                                                                              call)
     _warn_cpu(warning)

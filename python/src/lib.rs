@@ -9,13 +9,14 @@ mod viewer;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use attnviz::engine::qk_rows::GpuRows;
 use attnviz::figure::options::{PyBinding, RENDER_OPTIONS};
 use attnviz::pool::Causal;
 use attnviz::source::npy::{dtype_from_descr, shape_from_dims};
 use attnviz::source::qk::{parse_queries, QkOptions, QkSource, Values};
 use attnviz::source::qk_meta::CaptureMeta;
 use attnviz::source::{ArraySource, DiffSource, QueryRows, SliceSource};
-use attnviz::{AttentionSource, Colormap, DType, Norm, Reduce, RenderOptions};
+use attnviz::{AttentionSource, Colormap, DType, Engine, Norm, Reduce, RenderOptions};
 use half::f16;
 use numpy::ndarray::Array3;
 use numpy::{
@@ -27,7 +28,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 
 use options::{bad, py_err, PyOptions, PyQkOptions, PyViewOptions};
-use render::{head_stats, render_and_write, Drawn, CHUNK_BYTES};
+use render::{head_stats, render_and_write, render_and_write_with, Drawn, SourceFor, CHUNK_BYTES};
 
 /// winit creates one event loop per process; a second `view` gets a clear error instead of
 /// winit's.
@@ -423,13 +424,81 @@ fn rgba<'a>(image: &'a PyReadonlyArrayDyn<'_, u8>) -> PyResult<(&'a [u8], u32, u
 }
 
 /// One side of `attnviz.diff`, as `_prepare` hands it over: the arrays, whether they are one
-/// stacked array, and whether they hold bfloat16 bits (a dict with these keys).
+/// stacked array, and whether they hold bfloat16 bits; or for a capture (`q` given) its
+/// queries and keys as `_qk_inputs` hands them over, with their bf16 flags and the Q/K
+/// keywords holding its settings (a dict with all these keys, None where unused).
 #[derive(FromPyObject)]
 #[pyo3(from_item_all)]
 struct DiffInput<'py> {
     arrays: Vec<Bound<'py, PyAny>>,
     stacked: bool,
     bf16: bool,
+    q: Option<Bound<'py, PyAny>>,
+    k: Option<Bound<'py, PyAny>>,
+    qk_bf16: Option<(bool, bool)>,
+    qk: Option<PyQkOptions>,
+}
+
+/// Both sides of a diff as the renderer reads them, for any backend.
+struct DiffSides<'s> {
+    a: Part<'s>,
+    b: Part<'s>,
+}
+
+/// One side: its arrays in place, or a capture's Q and K.
+enum Part<'s> {
+    Slice(SliceSource<'s>),
+    Qk(&'s QkSource),
+}
+
+impl SourceFor for DiffSides<'_> {
+    fn make<'e>(
+        &'e self,
+        engine: Option<&'e Engine>,
+    ) -> Result<Box<dyn AttentionSource + 'e>, attnviz::Error> {
+        let one = |part: &'e Part<'_>| -> Box<dyn AttentionSource + 'e> {
+            match (part, engine) {
+                (Part::Slice(slice), _) => Box::new(slice),
+                (Part::Qk(q), Some(e)) => Box::new(GpuRows::new(e, q)),
+                (Part::Qk(q), None) => Box::new(*q),
+            }
+        };
+        Ok(Box::new(DiffSource::new(one(&self.a), one(&self.b))?))
+    }
+}
+
+/// A side of a diff as read: arrays in place, or a capture's attention recomputed.
+enum DiffSide<'py> {
+    Arrays(Input<'py>),
+    Qk(QkSource),
+}
+
+impl<'py> DiffSide<'py> {
+    /// What the renderer reads of this side.
+    fn part(&self) -> PyResult<Part<'_>> {
+        Ok(match self {
+            DiffSide::Arrays(input) => Part::Slice(input.source()?),
+            DiffSide::Qk(q) => Part::Qk(q),
+        })
+    }
+
+    fn new(name: &str, side: DiffInput<'py>, render: &RenderOptions) -> PyResult<Self> {
+        match (side.q, side.k, side.qk) {
+            (Some(q), Some(k), Some(qk)) => Ok(DiffSide::Qk(qk_source(
+                &q,
+                &k,
+                side.qk_bf16.unwrap_or_default(),
+                render,
+                qk,
+            )?)),
+            _ => Ok(DiffSide::Arrays(Input::new(
+                name,
+                &side.arrays,
+                side.stacked,
+                side.bf16,
+            )?)),
+        }
+    }
 }
 
 /// `A − B` of two inputs of one shape (the CLI's `attnviz diff`): symmetric about `center`
@@ -445,12 +514,18 @@ fn _diff<'py>(
     let mut render = options.render_options()?;
     render.scale.symmetric = true;
     render.scale.label = Some("A − B".into());
-    let input_a = Input::new("a", &a.arrays, a.stacked, a.bf16)?;
-    let input_b = Input::new("b", &b.arrays, b.stacked, b.bf16)?;
-    let source = DiffSource::new(Box::new(input_a.source()?), Box::new(input_b.source()?))
-        .map_err(py_err)?;
+    let (a, b) = (
+        DiffSide::new("a", a, &render)?,
+        DiffSide::new("b", b, &render)?,
+    );
+    // (arrays are read in place; a capture's attention is recomputed block by block on the
+    // engine, or by the f64 reference on the CPU, never stored)
+    let make = DiffSides {
+        a: a.part()?,
+        b: b.part()?,
+    };
     let drawn = py
-        .detach(|| render_and_write(&source, &render, &options))
+        .detach(|| render_and_write_with(&make, &render, &options))
         .map_err(py_err)?;
     Ok(rendered(py, drawn, Vec::new()))
 }

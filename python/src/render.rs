@@ -73,7 +73,7 @@ pub fn on_backend<T>(
 /// Renders on the shared engine or the CPU (see [`on_backend`]), with the native tiles when
 /// `tiles` asks for them (drawn by the same backend as the figure, as the CLI does).
 fn draw(
-    source: &dyn AttentionSource,
+    make: &dyn SourceFor,
     options: &RenderOptions,
     backend: &str,
     tiles: bool,
@@ -81,17 +81,19 @@ fn draw(
     let ((figure, tiles), adapter, warning) = on_backend(
         backend,
         |engine| {
-            let figure = engine.render(source, options)?;
+            let source = make.make(Some(engine))?;
+            let figure = engine.render(source.as_ref(), options)?;
             let tiles = match tiles {
-                true => engine.tiles(source, &figure, options)?,
+                true => engine.tiles(source.as_ref(), &figure, options)?,
                 false => Vec::new(),
             };
             Ok((figure, tiles))
         },
         || {
-            let figure = attnviz::render_cpu(source, options)?;
+            let source = make.make(None)?;
+            let figure = attnviz::render_cpu(source.as_ref(), options)?;
             let tiles = match tiles {
-                true => attnviz::tiles_cpu(source, &figure, options)?,
+                true => attnviz::tiles_cpu(source.as_ref(), &figure, options)?,
                 false => Vec::new(),
             };
             Ok((figure, tiles))
@@ -177,13 +179,41 @@ pub fn render_and_write(
     options: &RenderOptions,
     py: &PyOptions,
 ) -> Result<Drawn, Error> {
+    render_and_write_with(&Given(source), options, py)
+}
+
+/// The source made for the backend that draws it: a diff of captures recomputes their
+/// attention on the engine ([`attnviz::engine::qk_rows::GpuRows`]), on the CPU by the f64
+/// reference, as `attnviz diff` does.
+pub trait SourceFor: Sync {
+    fn make<'e>(
+        &'e self,
+        engine: Option<&'e Engine>,
+    ) -> Result<Box<dyn AttentionSource + 'e>, Error>;
+}
+
+/// A source that is the same on every backend.
+struct Given<'a>(&'a dyn AttentionSource);
+
+impl SourceFor for Given<'_> {
+    fn make<'e>(&'e self, _: Option<&'e Engine>) -> Result<Box<dyn AttentionSource + 'e>, Error> {
+        Ok(Box::new(self.0))
+    }
+}
+
+/// [`render_and_write`] of the source `make` makes for the backend.
+pub fn render_and_write_with(
+    make: &dyn SourceFor,
+    options: &RenderOptions,
+    py: &PyOptions,
+) -> Result<Drawn, Error> {
     if let Some(path) = &py.out {
         check_figure_path(path)?;
     }
     if let Some(path) = &py.stats_json {
         check_writable(path)?;
     }
-    let (figure, tiles, adapter, warning) = draw(source, options, &py.backend, py.tiles.is_some())?;
+    let (figure, tiles, adapter, warning) = draw(make, options, &py.backend, py.tiles.is_some())?;
     let svg = match py.svg() {
         true => Some(attnviz::figure::svg::svg_string(&figure, options.colormap)?),
         false => None,

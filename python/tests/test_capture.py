@@ -314,3 +314,28 @@ def test_heads_of_a_capture_equal_the_cli_on_its_file(tmp_path, cli):
                    capture_output=True)
     assert records == json.loads(out.read_text())["heads"]
     assert len(records) == 2 * 4
+
+
+def test_diff_of_two_captures_equals_the_cli_on_their_files(tmp_path, cli):
+    """Two prompts through one model: ``attnviz.diff(cap_a, cap_b)`` draws what ``attnviz diff
+    a.safetensors b.safetensors`` draws (each side's attention recomputed with its settings,
+    here a sliding window); a capture against the attention of the other, written out, too."""
+    model = _tiny("mistral-window")
+    caps = []
+    for seed in (1, 2):
+        ids = torch.randint(3, 97, (1, N), generator=torch.Generator().manual_seed(seed))
+        with torch.no_grad(), attnviz.capture(model) as cap:
+            model(ids)
+        caps.append(cap)
+    paths = [tmp_path / "a.safetensors", tmp_path / "b.safetensors"]
+    for cap, path in zip(caps, paths):
+        cap.save(path)
+    out = tmp_path / "cli.png"
+    subprocess.run([str(cli), "diff", str(paths[0]), str(paths[1]), "-o", str(out), "--quiet"],
+                   check=True, capture_output=True)
+    fig = attnviz.diff(caps[0], caps[1])
+    assert np.array_equal(fig.image, read_png_file(out))
+    assert np.array_equal(attnviz.diff(attnviz.Capture.load(paths[0]), caps[1]).image, fig.image)
+    b = _attention_from_capture(cli, paths[1], tmp_path / "b.npy")
+    mixed = attnviz.diff(caps[0], b)
+    assert np.array_equal(mixed.image, fig.image)
