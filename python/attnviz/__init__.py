@@ -444,7 +444,7 @@ def heads(
     _warn_cpu(warning)
     doc = json.loads(doc)
     if as_array:
-        return _heads_array(doc["heads"], doc["options"]["top"])
+        return _heads_array(doc["heads"], doc["options"]["top_lists"])
     return doc["heads"]
 
 

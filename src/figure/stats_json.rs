@@ -119,7 +119,9 @@ pub fn stats_doc(
             "sink_keys": patterns.sink_keys,
             "window": patterns.window,
             "causal": causal_name(causal),
-            "top": TOP,
+            // (how long `top_keys` and `top_offsets` are; not `--top`, which `heads_listed`
+            // reports)
+            "top_lists": TOP,
             "pattern_rule": {
                 "budget": "m = ceil(K/16): A-shape the first m keys and |a - k| < m, vertical-slash the m heaviest columns and diagonals, block-sparse the heaviest 1/8 of the blocks (rounded down), 64 tokens a side (32 or 16 for heads under 512 tokens, larger past 65536 blocks a head)",
                 "recall_threshold": RECALL_THRESHOLD,
