@@ -73,6 +73,15 @@ pub fn check_writable(path: &Path) -> Result<()> {
         path: path.to_path_buf(),
         source: std::io::Error::other(why),
     };
+    // (a folder, or a name ending in a separator, would fail only when the output is written,
+    // after all the work)
+    let slash = path
+        .as_os_str()
+        .to_string_lossy()
+        .ends_with(std::path::is_separator);
+    if path.is_dir() || slash {
+        return Err(fail("it names a folder: give a file name".into()));
+    }
     if !dir.exists() {
         return Err(fail(format!("its folder {} does not exist", dir.display())));
     }
@@ -91,6 +100,24 @@ pub fn check_writable(path: &Path) -> Result<()> {
         })?;
     drop(probe);
     Ok(())
+}
+
+/// Fails early, before any work, when `dir` cannot be the folder outputs go into (`--tiles`):
+/// it is something other than a folder, or the nearest part of it that exists is.
+pub fn check_folder(dir: &Path) -> Result<()> {
+    let fail = |why: String| Error::Output {
+        path: dir.to_path_buf(),
+        source: std::io::Error::other(why),
+    };
+    let existing = dir
+        .ancestors()
+        .find(|a| a.exists() || a.as_os_str().is_empty());
+    match existing {
+        Some(a) if a.as_os_str().is_empty() || a.is_dir() => Ok(()),
+        Some(a) if a == dir => Err(fail("it is a file, not a folder".into())),
+        Some(a) => Err(fail(format!("{} is a file, not a folder", a.display()))),
+        None => Ok(()),
+    }
 }
 
 /// What a figure file holds, decided by its extension: PNG (`.png`, or none) or SVG (`.svg`),

@@ -416,6 +416,38 @@ fn unwritable_output_folder_is_reported_before_rendering() {
         stderr(&o).trim(),
         "error: /nonexistent-dir/x.png: cannot write output: its folder /nonexistent-dir does not exist"
     );
+    // A folder where a file goes, or a file where the tiles' folder goes: said before any
+    // work, nothing written (the figure was written, then the tiles failed).
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("folder");
+    std::fs::create_dir(&folder).unwrap();
+    let file = dir.path().join("file.png");
+    std::fs::write(&file, b"x").unwrap();
+    let fig = dir.path().join("fig.png");
+    let (folder, file, fig) = (
+        folder.to_str().unwrap(),
+        file.to_str().unwrap(),
+        fig.to_str().unwrap(),
+    );
+    let input = input.to_str().unwrap();
+    for (args, needle) in [
+        (vec!["render", input, "-o", folder], "it names a folder"),
+        (vec!["heads", input, "--json", folder], "it names a folder"),
+        (
+            vec!["render", input, "--tiles", file, "-o", fig],
+            "it is a file, not a folder",
+        ),
+    ] {
+        let o = attnviz(&args);
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains(needle) && err.lines().count() == 1, "{err}");
+        assert!(
+            o.stdout.is_empty(),
+            "{args:?}: the table came before the error"
+        );
+        assert!(!Path::new(fig).exists());
+    }
 }
 
 /// The `wrote …` line counts the cells drawn: `--top 3` of 72 pooled and ranked says so.

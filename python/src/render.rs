@@ -8,7 +8,7 @@ use std::sync::Mutex;
 
 use attnviz::figure::layout_json::layout_json;
 use attnviz::figure::summary::{summary_input, summary_options};
-use attnviz::files::{check_figure_path, check_writable, write_png};
+use attnviz::files::{check_figure_path, check_folder, check_writable, write_png};
 use attnviz::pool::pattern::PatternOptions;
 use attnviz::{AttentionSource, Engine, Error, Figure, Gpu, RenderOptions, Tile};
 
@@ -212,6 +212,9 @@ pub fn render_and_write_with(
     }
     if let Some(path) = &py.stats_json {
         check_writable(path)?;
+    }
+    if let Some(dir) = &py.tiles {
+        check_folder(dir)?;
     }
     let (figure, tiles, adapter, warning) = draw(make, options, &py.backend, py.tiles.is_some())?;
     let svg = match py.svg() {

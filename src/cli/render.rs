@@ -8,8 +8,8 @@ use std::time::Instant;
 
 use anyhow::Context;
 use attnviz::files::{
-    check_figure_path, check_one_stdout, check_writable, shown, write_png, write_png_streamed,
-    FigureFormat, RowSink,
+    check_figure_path, check_folder, check_one_stdout, check_writable, shown, write_png,
+    write_png_streamed, FigureFormat, RowSink,
 };
 use attnviz::pool::Causal;
 use attnviz::source::{self, DemoModel, OpenOptions};
@@ -142,6 +142,9 @@ pub fn render_to(
     check_one_stdout(outputs(out))?;
     if let Some(path) = &out.layout_json {
         check_writable(path)?;
+    }
+    if let Some(dir) = tiles {
+        check_folder(dir)?;
     }
     let job = Job::new(src, options, out)?;
     // (a PNG is encoded from the rows as they are read back: no copy of the whole figure)
