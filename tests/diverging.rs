@@ -307,13 +307,34 @@ fn diff_cli_defaults_and_shape_mismatch() {
     // A file against itself: the line says they are equal, not that a mask was detected (the
     // zeros above the diagonal are every other entry's zeros).
     let same = dir.path().join("same.png");
-    let o = run(&[&pa, &pa, Path::new("-o"), &same]);
+    let same_json = dir.path().join("same.json");
+    let o = run(&[
+        &pa,
+        &pa,
+        Path::new("-o"),
+        &same,
+        Path::new("--layout-json"),
+        &same_json,
+    ]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(o.status.success(), "{err}");
     assert!(
         err.contains("every difference is 0: A and B are equal") && !err.contains("causal"),
         "{err}"
     );
+    // ...and drawn in the centre's colour (RdBu_r's middle entry), not as the most negative
+    // blue, where matplotlib's CenteredNorm puts any constant.
+    let layout: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&same_json).unwrap()).unwrap();
+    let image = rgba(&same);
+    let middle = Colormap::RdBuR.table()[128];
+    for cell in layout["cells"].as_array().unwrap() {
+        let at = |k: &str| cell[k].as_u64().unwrap() as u32;
+        let (x, y, w, h) = (at("x"), at("y"), at("width"), at("height"));
+        // (the bottom-left corner: below the diagonal that `--causal auto` finds in zeros)
+        let p = image.get_pixel(x + w / 8, y + h - 1 - h / 8);
+        assert_eq!(p.0[..3], middle[..], "cell at ({x}, {y})");
+    }
     // Different shapes: one line naming both files, exit 2, nothing written.
     let bad = dir.path().join("bad.png");
     let o = run(&[&pa, &pc, Path::new("-o"), &bad]);

@@ -235,6 +235,11 @@ impl ColorScale {
         if self.symmetric {
             let c = self.center.unwrap_or(0.0);
             let h = (c - lo).max(hi - c).abs();
+            // Every value at the centre (a difference of equal inputs): drawn in the centre's
+            // colour, as a two-slope scale draws it, over ±1. matplotlib's CenteredNorm maps
+            // any constant to the bottom of the colormap, which for `diff A A` painted "no
+            // difference" in RdBu_r's most negative blue.
+            let h = if h > 0.0 { h } else { 1.0 };
             return [c - h, c + h];
         }
         match self.center {
@@ -484,6 +489,10 @@ mod tests {
         };
         assert_eq!(sym.centred([-0.2, 0.5]), [-0.5, 0.5]);
         assert_eq!(sym.centred([0.1, 0.3]), [-0.3, 0.3]);
+        // every value at the centre: the centre's colour, not the bottom of the colormap
+        assert_eq!(sym.centred([0.0, 0.0]), [-1.0, 1.0]);
+        let r = sym.shader_range(sym.centred([0.0, 0.0]));
+        assert_eq!(sym.position(0.0, r), 0.5);
         let sym1 = ColorScale {
             center: Some(1.0),
             ..sym
