@@ -409,6 +409,47 @@ mod tests {
         assert!(s.handle(Event::Key("Escape")).unwrap(), "asks to close");
     }
 
+    /// `--top 1` of 4 heads: the grid laid out before anything is read gives way to one ranked
+    /// cell, fitted to the window again (it stayed at the grid's scale, in a corner), with no
+    /// stray pixel where the left-out cells are placed empty.
+    #[test]
+    fn the_ranked_figure_is_fitted_to_the_window() {
+        use crate::figure::rank::SortKey;
+        let options = ViewerOptions {
+            render: crate::figure::plan::RenderOptions {
+                sort_by: Some(SortKey::Entropy),
+                top: Some(1),
+                ..Default::default()
+            },
+            size: Some((800, 600)),
+            ..Default::default()
+        };
+        let mut s = Session::new(source(), options).unwrap();
+        assert!(s.settle(Duration::from_secs(60)).unwrap());
+        let figure = s.state.figure();
+        assert_eq!(
+            s.state.view,
+            super::super::transform::ViewTransform::fit(figure, (800, 600))
+        );
+        let drawn = s
+            .state
+            .scene
+            .plan
+            .layout
+            .cells
+            .iter()
+            .filter(|c| c.is_drawn());
+        assert_eq!(drawn.count(), 1);
+        let frame = s.frame().unwrap().expect("a frame");
+        let (ox, oy) = s.state.view.to_window((0.0, 0.0));
+        let at = (oy.round() as usize * 800 + ox.round() as usize) * 4;
+        assert_eq!(
+            frame.rgba[at..at + 3],
+            [255, 255, 255],
+            "the figure's corner is white"
+        );
+    }
+
     #[test]
     fn the_sort_key_orders_the_grid_by_each_statistic_and_the_readout_shows_them() {
         use crate::engine::Scene;

@@ -282,7 +282,9 @@ impl State {
     }
 
     /// The figure was read: it replaces the empty one, keeping the view and the colouring
-    /// chosen meanwhile.
+    /// chosen meanwhile. A figure of another size (`--top`'s ranked cells replace the grid
+    /// laid out before anything was read) is fitted to the window again, unless the view was
+    /// moved or a head focused meanwhile.
     fn show_scene(
         &mut self,
         mut scene: Scene,
@@ -293,10 +295,15 @@ impl State {
         if (norm, reduce, colormap) != (scene.norm, scene.reduce, scene.colormap) {
             self.engine.recolor(&mut scene, norm, reduce, colormap)?;
         }
+        let before = self.figure();
+        let opening = self.focus.is_none() && self.view == ViewTransform::fit(before, self.size);
         self.patterns = patterns;
         self.scene = scene;
         self.timings.resident = Some(started.elapsed().as_secs_f64());
-        let view = self.view;
+        let view = match opening && self.figure() != before {
+            true => ViewTransform::fit(self.figure(), self.size),
+            false => self.view,
+        };
         self.set_view(view);
         self.recolor_detail()
     }

@@ -119,7 +119,11 @@ impl ViewTransform {
         out.extend(quads.iter().map(|q| {
             let [x, y, w, h] = q.rect;
             let (x0, y0) = self.to_window((x as f64, y as f64));
-            let rect = if q.kind == KIND_CELL || q.kind == KIND_COLORBAR {
+            // (a cell `--top` left out has no size, and keeps none: a cell shrunk by the view
+            // keeps a pixel, so that it stays visible)
+            let rect = if w == 0 || h == 0 {
+                [x0.round() as i32, y0.round() as i32, 0, 0]
+            } else if q.kind == KIND_CELL || q.kind == KIND_COLORBAR {
                 let (x1, y1) = self.to_window(((x + w) as f64, (y + h) as f64));
                 let (x0, y0, x1, y1) = (x0.round(), y0.round(), x1.round(), y1.round());
                 [
@@ -142,6 +146,27 @@ mod tests {
 
     fn close(a: (f64, f64), b: (f64, f64)) -> bool {
         (a.0 - b.0).abs() < 1e-6 && (a.1 - b.1).abs() < 1e-6
+    }
+
+    /// A cell shrunk below a pixel keeps one; a cell `--top` left out (no size) keeps none
+    /// (it was a stray pixel at the figure's origin).
+    #[test]
+    fn empty_cells_stay_empty_and_small_ones_visible() {
+        let t = ViewTransform {
+            scale: 0.1,
+            offset: (5.0, 5.0),
+        };
+        let cell = |rect| Quad {
+            rect,
+            kind: KIND_CELL,
+            src: 0,
+            src_size: 0,
+            color: 0,
+        };
+        let mut out = Vec::new();
+        t.apply(&[cell([0, 0, 0, 0]), cell([20, 20, 4, 4])], &mut out);
+        assert_eq!(out[0].rect[2..], [0, 0]);
+        assert_eq!(out[1].rect[2..], [1, 1]);
     }
 
     #[test]
