@@ -30,6 +30,9 @@ pub(super) struct Timings {
     pub(super) first_frame: Option<f64>,
     /// Seconds from start until the figure was read and shown; `None` while it is read.
     pub(super) resident: Option<f64>,
+    /// Whether a figure read from the input has been shown yet (before it, the layout of
+    /// empty cells laid out before anything was read).
+    pub(super) shown: bool,
     /// Seconds from start until the first detail region was shown.
     pub(super) first_detail: Option<f64>,
     pub(super) details: u64,
@@ -282,9 +285,10 @@ impl State {
     }
 
     /// The figure was read: it replaces the empty one, keeping the view and the colouring
-    /// chosen meanwhile. A figure of another size (`--top`'s ranked cells replace the grid
-    /// laid out before anything was read) is fitted to the window again, unless the view was
-    /// moved or a head focused meanwhile.
+    /// chosen meanwhile. The first one read, when its size differs from the empty layout's
+    /// (`--sort-by` and `--top` rank the cells only once their statistics are read), is fitted
+    /// to the window again, unless the view was moved or a head focused meanwhile; later ones
+    /// (the sort key) keep the view, as the user left it.
     fn show_scene(
         &mut self,
         mut scene: Scene,
@@ -296,7 +300,10 @@ impl State {
             self.engine.recolor(&mut scene, norm, reduce, colormap)?;
         }
         let before = self.figure();
-        let opening = self.focus.is_none() && self.view == ViewTransform::fit(before, self.size);
+        let opening = !self.timings.shown
+            && self.focus.is_none()
+            && self.view == ViewTransform::fit(before, self.size);
+        self.timings.shown = true;
         self.patterns = patterns;
         self.scene = scene;
         self.timings.resident = Some(started.elapsed().as_secs_f64());
