@@ -104,10 +104,12 @@ impl State {
             self.title = self.plain_title.clone();
         }
         if !self.patterns.is_empty() && self.timings.resident.is_some() {
+            let before = self.scene.plan.layout.clone();
             self.engine
                 .reorder(&mut self.scene, &self.patterns, &self.render)?;
             let view = self.view;
             self.set_view(view);
+            self.follow_focus(&before);
             return self.recolor_detail();
         }
         self.timings.resident = None;

@@ -414,6 +414,7 @@ mod tests {
     /// stray pixel where the left-out cells are placed empty.
     #[test]
     fn the_ranked_figure_is_fitted_to_the_window() {
+        use super::super::transform::ViewTransform;
         use crate::figure::rank::SortKey;
         let options = ViewerOptions {
             render: crate::figure::plan::RenderOptions {
@@ -424,30 +425,37 @@ mod tests {
             size: Some((800, 600)),
             ..Default::default()
         };
-        let mut s = Session::new(source(), options).unwrap();
+        let mut s = Session::new(source(), options.clone()).unwrap();
         assert!(s.settle(Duration::from_secs(60)).unwrap());
         let figure = s.state.figure();
-        assert_eq!(
-            s.state.view,
-            super::super::transform::ViewTransform::fit(figure, (800, 600))
-        );
-        let drawn = s
-            .state
-            .scene
-            .plan
-            .layout
-            .cells
-            .iter()
-            .filter(|c| c.is_drawn());
-        assert_eq!(drawn.count(), 1);
+        assert_eq!(s.state.view, ViewTransform::fit(figure, (800, 600)));
+        let cells = s.state.scene.plan.layout.cells.clone();
+        assert_eq!(cells.iter().filter(|c| c.is_drawn()).count(), 1);
         let frame = s.frame().unwrap().expect("a frame");
         let (ox, oy) = s.state.view.to_window((0.0, 0.0));
         let at = (oy.round() as usize * 800 + ox.round() as usize) * 4;
-        assert_eq!(
-            frame.rgba[at..at + 3],
-            [255, 255, 255],
-            "the figure's corner is white"
-        );
+        let corner = &frame.rgba[at..at + 3];
+        assert_eq!(corner, [255, 255, 255], "the figure's corner is white");
+        // `--focus` names a head by the grid's place until the ranking is read: the view then
+        // follows the head to its ranked cell, or shows the whole figure when `--top` leaves
+        // the head out.
+        let ranked = cells.iter().position(|c| c.is_drawn()).unwrap();
+        let left_out = cells.iter().position(|c| !c.is_drawn()).unwrap();
+        for (cell, shown) in [(ranked, true), (left_out, false)] {
+            let c = cells[cell];
+            let focused = ViewerOptions {
+                focus: Some((c.layer, c.head)),
+                ..options.clone()
+            };
+            let mut f = Session::new(source(), focused).unwrap();
+            assert!(f.settle(Duration::from_secs(60)).unwrap());
+            let want = match shown {
+                true => ViewTransform::fit_rect((c.x, c.y, c.width, c.height), (800, 600), 8.0),
+                false => ViewTransform::fit(f.state.figure(), (800, 600)),
+            };
+            let head = (c.layer + 1, c.head + 1);
+            assert_eq!(f.state.view, want, "focus on l, h = {head:?}");
+        }
     }
 
     #[test]

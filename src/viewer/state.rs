@@ -305,14 +305,42 @@ impl State {
             && self.view == ViewTransform::fit(before, self.size);
         self.timings.shown = true;
         self.patterns = patterns;
-        self.scene = scene;
+        let old = std::mem::replace(&mut self.scene, scene);
         self.timings.resident = Some(started.elapsed().as_secs_f64());
         let view = match opening && self.figure() != before {
             true => ViewTransform::fit(self.figure(), self.size),
             false => self.view,
         };
         self.set_view(view);
+        self.follow_focus(&old.plan.layout);
         self.recolor_detail()
+    }
+
+    /// After the cells were laid out again (ranked by a statistic: `--sort-by`'s first read,
+    /// the sort key), the focused head has moved: the view moves with it, showing the same
+    /// part of the same head, or shows the whole figure where the new layout leaves the head
+    /// out (`--top`). `before` is the layout the view was on.
+    pub(super) fn follow_focus(&mut self, before: &crate::figure::layout::Layout) {
+        let Some(cell) = self.focus else { return };
+        let (Some(old), Some(new)) = (
+            before.cells.get(cell),
+            self.scene.plan.layout.cells.get(cell),
+        ) else {
+            return;
+        };
+        if (old.x, old.y) == (new.x, new.y) {
+            return;
+        }
+        if !new.is_drawn() {
+            return self.focus_on(None);
+        }
+        if (old.width, old.height) != (new.width, new.height) || !old.is_drawn() {
+            return self.focus_on(Some(cell));
+        }
+        let mut view = self.view;
+        view.offset.0 -= view.scale * (new.x as f64 - old.x as f64);
+        view.offset.1 -= view.scale * (new.y as f64 - old.y as f64);
+        self.set_view(view);
     }
 
     /// Whether everything a scripted run waits for before its screenshot is on screen: the
