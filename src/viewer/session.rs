@@ -458,6 +458,50 @@ mod tests {
         }
     }
 
+    /// Arrows step to the next cell on screen: the next head or layer in a grid, the next
+    /// ranked cell in a ranked figure, never a cell `--top` left out.
+    #[test]
+    fn arrows_step_through_the_cells_on_screen() {
+        use crate::figure::rank::SortKey;
+        let mut grid = Session::new(source(), ViewerOptions::default()).unwrap();
+        assert!(grid.settle(Duration::from_secs(60)).unwrap());
+        grid.state.focus_on(Some(0));
+        for (key, want) in [
+            ("ArrowRight", (0, 1)),
+            ("ArrowRight", (0, 1)),
+            ("ArrowDown", (1, 1)),
+            ("ArrowLeft", (1, 0)),
+            ("ArrowUp", (0, 0)),
+        ] {
+            grid.handle(Event::Key(key)).unwrap();
+            assert_eq!(grid.focus(), Some(want), "{key}");
+        }
+        let options = ViewerOptions {
+            render: crate::figure::plan::RenderOptions {
+                sort_by: Some(SortKey::Entropy),
+                top: Some(2),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let mut ranked = Session::new(source(), options).unwrap();
+        assert!(ranked.settle(Duration::from_secs(60)).unwrap());
+        let cells = ranked.state.scene.plan.layout.cells.clone();
+        let mut drawn: Vec<usize> = (0..cells.len()).filter(|&i| cells[i].is_drawn()).collect();
+        drawn.sort_by_key(|&i| (cells[i].y, cells[i].x));
+        let head = |i: usize| (cells[i].layer, cells[i].head);
+        ranked.state.focus_on(Some(drawn[0]));
+        for (key, want) in [
+            ("ArrowRight", drawn[1]),
+            ("ArrowRight", drawn[1]),
+            ("ArrowDown", drawn[1]),
+            ("ArrowLeft", drawn[0]),
+        ] {
+            ranked.handle(Event::Key(key)).unwrap();
+            assert_eq!(ranked.focus(), Some(head(want)), "{key}");
+        }
+    }
+
     #[test]
     fn the_sort_key_orders_the_grid_by_each_statistic_and_the_readout_shows_them() {
         use crate::engine::Scene;

@@ -255,14 +255,36 @@ impl State {
         })
     }
 
-    /// Moves the focus by (heads, layers) within the grid.
-    pub(super) fn step_focus(&mut self, dh: i64, dl: i64) {
+    /// Moves the focus one cell right (`dx` 1), left, down (`dy` 1) or up on screen: to the
+    /// nearest drawn cell that way, in the same row (column) first. In a grid that is the next
+    /// head (layer); in a figure ranked by a statistic, the next cell of the ranking, never one
+    /// `--top` left out. At the edge the focus stays.
+    pub(super) fn step_focus(&mut self, dx: i64, dy: i64) {
         let Some(cell) = self.focus else { return };
-        let cols = self.scene.plan.heads.len() as i64;
-        let rows = self.scene.plan.layers.len() as i64;
-        let (r, c) = (cell as i64 / cols, cell as i64 % cols);
-        let (r, c) = ((r + dl).clamp(0, rows - 1), (c + dh).clamp(0, cols - 1));
-        self.focus_on(Some((r * cols + c) as usize));
+        let cells = &self.scene.plan.layout.cells;
+        let Some(from) = cells.get(cell) else { return };
+        let centre = |c: &crate::figure::layout::CellPlacement| {
+            let (x, y, w, h) = (c.x as f64, c.y as f64, c.width as f64, c.height as f64);
+            (x + w / 2.0, y + h / 2.0)
+        };
+        let (fx, fy) = centre(from);
+        let next = cells
+            .iter()
+            .enumerate()
+            .filter(|&(i, c)| i != cell && c.is_drawn())
+            .filter_map(|(i, c)| {
+                let (x, y) = centre(c);
+                let (along, across) = match dx {
+                    0 => ((y - fy) * dy as f64, (x - fx).abs()),
+                    _ => ((x - fx) * dx as f64, (y - fy).abs()),
+                };
+                (along > 0.5).then_some((across, along, i))
+            })
+            .min_by(|a, b| a.0.total_cmp(&b.0).then(a.1.total_cmp(&b.1)))
+            .map(|(_, _, i)| i);
+        if let Some(next) = next {
+            self.focus_on(Some(next));
+        }
     }
 
     /// Takes what the worker finished.
