@@ -502,6 +502,22 @@ def diff(
     causal="auto",
     colorbar=True,
     center=None,
+    scale="linear",
+    log_floor=None,
+    clip=None,
+    vmin=None,
+    vmax=None,
+    axes=None,
+    sort_by=None,
+    top=None,
+    exclude_keys=None,
+    title=None,
+    tokens=None,
+    scale_factor=1.0,
+    dpi=None,
+    theme="light",
+    transparent=False,
+    tiles=None,
     batch=0,
     backend="auto",
 ):
@@ -519,12 +535,18 @@ def diff(
         as matplotlib's ``CenteredNorm``.
     causal: as :func:`render`'s; "auto" masks above the diagonal where every head of the
         difference is exactly zero there (two causal models).
-    The other options are :func:`render`'s. A shape mismatch raises ``ValueError`` naming both.
+    The other options are :func:`render`'s, as ``attnviz diff`` takes every ``render`` flag
+    (limits are symmetric about ``center`` whatever is given). A shape mismatch raises
+    ``ValueError`` naming both.
     """
     _headless()
     call = _options(dict(out=out, layers=layers, heads=heads, norm=norm, colormap=colormap,
                          reduce=reduce, cell=cell, causal=causal, colorbar=colorbar,
-                         center=center, backend=backend))
+                         center=center, scale=scale, log_floor=log_floor, clip=clip, vmin=vmin,
+                         vmax=vmax, axes=axes, sort_by=sort_by, top=top,
+                         exclude_keys=exclude_keys, title=title, tokens=tokens,
+                         scale_factor=scale_factor, dpi=dpi, theme=theme,
+                         transparent=transparent, tiles=tiles, backend=backend))
     sides = []
     for x in (a, b):
         side = {"arrays": [], "stacked": False, "bf16": False, "q": None, "k": None,

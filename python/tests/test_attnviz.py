@@ -486,12 +486,20 @@ def test_diff_matches_cli(cli, tmp_path):
     np.save(pb, b)
     for kwargs, args in [({}, []), (dict(cell=24, norm="global", reduce="mean", center=0.01),
                                     ["--cell", "24", "--norm", "global", "--reduce", "mean",
-                                     "--center", "0.01"])]:
+                                     "--center", "0.01"]),
+                         # every render keyword, as the CLI's diff takes every render flag
+                         (dict(clip=(1, 99), title="l1 − l2", axes=True, scale_factor=1.5,
+                               theme="dark", sort_by="entropy", top=4, tiles=tmp_path / "pt"),
+                          ["--clip", "1,99", "--title", "l1 − l2", "--axes", "on",
+                           "--scale-factor", "1.5", "--theme", "dark", "--sort-by", "entropy",
+                           "--top", "4", "--tiles", tmp_path / "ct"])]:
         code, err = run_cli(cli, "diff", pa, pb, "-o", png, "--quiet", *args)
         assert code == 0, err
         fig = attnviz.diff(a, b, out=tmp_path / "py.png", **kwargs)
         np.testing.assert_array_equal(fig.image, read_png_file(png))
         assert (tmp_path / "py.png").read_bytes() == png.read_bytes()
+    tiles = sorted(p.name for p in (tmp_path / "ct").iterdir())
+    assert len(tiles) == 4 and tiles == sorted(p.name for p in (tmp_path / "pt").iterdir())
 
 
 def test_diff_shape_mismatch_is_a_value_error():
