@@ -540,13 +540,7 @@ def diff(
     ``ValueError`` naming both.
     """
     _headless()
-    call = _options(dict(out=out, layers=layers, heads=heads, norm=norm, colormap=colormap,
-                         reduce=reduce, cell=cell, causal=causal, colorbar=colorbar,
-                         center=center, scale=scale, log_floor=log_floor, clip=clip, vmin=vmin,
-                         vmax=vmax, axes=axes, sort_by=sort_by, top=top,
-                         exclude_keys=exclude_keys, title=title, tokens=tokens,
-                         scale_factor=scale_factor, dpi=dpi, theme=theme,
-                         transparent=transparent, tiles=tiles, backend=backend))
+    call = _options(locals())
     sides = []
     for x in (a, b):
         side = {"arrays": [], "stacked": False, "bf16": False, "q": None, "k": None,

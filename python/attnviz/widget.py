@@ -75,23 +75,26 @@ class Viewer(RemoteFrameBuffer):
                                    reduce=reduce, cell=cell, causal=causal, colorbar=colorbar,
                                    tokens=tokens))
         opening = _a._opening(size, focus, zoom)
+        qk = _a._qk_options(dict(queries=queries, values=values, softmax_scale=softmax_scale,
+                                 sliding_window=sliding_window, softcap=softcap))
+        path = os.fspath(attn) if isinstance(attn, (str, os.PathLike)) else None
         if isinstance(attn, _a.Capture) or k is not None:
-            qk = _a._qk_options(dict(queries=queries, values=values, softmax_scale=softmax_scale,
-                                     sliding_window=sliding_window, softcap=softcap))
             qa, ka, bf16 = _a._qk_inputs(attn, k, qk, options)
             session = _attnviz._Session.from_qk(qa, ka, bf16, options, qk, opening)
-        elif isinstance(attn, (str, os.PathLike)):
-            # (a capture's file is recomputed with the Q/K keywords; stored attention refuses them)
-            qk = _a._qk_options(dict(queries=queries, values=values, softmax_scale=softmax_scale,
-                                     sliding_window=sliding_window, softcap=softcap))
-            session = _attnviz._Session.from_file(os.fspath(attn), tensor, options, opening, qk)
+        elif path is not None and tensor is None and _attnviz._is_capture(path):
+            session = _attnviz._Session.from_capture(path, options, opening, qk)
         else:
+            # Stored attention is read as stored (a capture's file is recomputed, above)
             _a._stored_only("attnviz.Viewer", values=None if values == "probs" else values,
                             softmax_scale=softmax_scale, sliding_window=sliding_window,
                             softcap=softcap)
-            arrays, stacked, bf16 = _a._prepare(attn, batch)
-            session = _attnviz._Session.from_arrays(arrays, stacked, bf16, options, opening,
-                                                    _a._queries(queries))
+            if path is not None:
+                session = _attnviz._Session.from_file(path, tensor, options, opening,
+                                                      qk["queries"])
+            else:
+                arrays, stacked, bf16 = _a._prepare(attn, batch)
+                session = _attnviz._Session.from_arrays(arrays, stacked, bf16, options, opening,
+                                                        qk["queries"])
         width, height = session.size
         widget_kwargs.setdefault("css_width", "{}px".format(width))
         widget_kwargs.setdefault("css_height", "{}px".format(height))

@@ -540,6 +540,13 @@ fn choice_values(name: &str) -> PyResult<Values> {
     })
 }
 
+/// Whether the file at `path` is a Q/K capture (`source::safetensors::is_capture`, what the
+/// CLI goes by), for `attnviz.Viewer(path)`.
+#[pyfunction]
+fn _is_capture(path: PathBuf) -> bool {
+    attnviz::source::safetensors::is_capture(&path)
+}
+
 /// PNG bytes of an H×W×4 uint8 image, encoded as the figures are written.
 #[pyfunction]
 fn _encode_png<'py>(
@@ -674,6 +681,7 @@ fn _attnviz(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_view, m)?)?;
     m.add_function(wrap_pyfunction!(_set_chunk_bytes, m)?)?;
     m.add_function(wrap_pyfunction!(_python_message, m)?)?;
+    m.add_function(wrap_pyfunction!(_is_capture, m)?)?;
     m.add_class::<viewer::_Session>()?;
     m.add("NORMS", Norm::ALL.map(Norm::name).to_vec())?;
     m.add("COLORMAPS", Colormap::ALL.map(Colormap::name).to_vec())?;

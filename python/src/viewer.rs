@@ -7,7 +7,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use attnviz::source::qk::{parse_queries, QkSource};
-use attnviz::source::safetensors::is_capture;
 use attnviz::source::{self, ArraySource, AttentionSource, OpenOptions, QueryRows};
 use attnviz::viewer::{Event, Frame, Session, ViewerOptions};
 use numpy::PyArray3;
@@ -149,43 +148,34 @@ impl _Session {
     }
 
     /// A session on a file `attnviz view` reads (`.npy`, `.safetensors` with `tensor`, a raw
-    /// dump), read in place; or on a Q/K capture's file, its attention recomputed with the
-    /// keywords in `qk` (which stored attention refuses, as `attnviz view FILE --softcap C`
-    /// does).
+    /// dump), read in place, only its query rows `queries` where given.
     #[staticmethod]
+    #[pyo3(signature = (path, tensor, options, opening, queries=None))]
     fn from_file(
         py: Python<'_>,
         path: PathBuf,
         tensor: Option<String>,
         options: PyOptions,
         opening: PyOpening,
+        queries: Option<String>,
+    ) -> PyResult<Self> {
+        let source = source::open(&path, &OpenOptions { tensor }).map_err(py_err)?;
+        Self::open(py, rows_of(Box::new(source), queries)?, &options, opening)
+    }
+
+    /// A session on a Q/K capture's file (`Capture.save`'s, `attnviz synth-qk`'s), its
+    /// attention recomputed with the keywords in `qk`, as `attnviz view FILE` does.
+    #[staticmethod]
+    fn from_capture(
+        py: Python<'_>,
+        path: PathBuf,
+        options: PyOptions,
+        opening: PyOpening,
         qk: PyQkOptions,
     ) -> PyResult<Self> {
-        if tensor.is_none() && is_capture(&path) {
-            let render = options.render_options()?;
-            let source = QkSource::open(&path, None, &qk_options(&render, qk)?).map_err(py_err)?;
-            return Self::open(py, Arc::new(source), &options, opening);
-        }
-        let given = [
-            ("softmax_scale", qk.softmax_scale.is_some()),
-            ("sliding_window", qk.sliding_window.is_some()),
-            ("softcap", qk.softcap.is_some()),
-            ("values", qk.values != "probs"),
-        ];
-        if let Some((name, _)) = given.iter().find(|g| g.1) {
-            return Err(PyValueError::new_err(format!(
-                "attnviz.Viewer: {name} applies only to attention recomputed from queries and \
-                 keys (k=, or a Capture), not to stored attention ({})",
-                path.display()
-            )));
-        }
-        let source = source::open(&path, &OpenOptions { tensor }).map_err(py_err)?;
-        Self::open(
-            py,
-            rows_of(Box::new(source), qk.queries)?,
-            &options,
-            opening,
-        )
+        let render = options.render_options()?;
+        let source = QkSource::open(&path, None, &qk_options(&render, qk)?).map_err(py_err)?;
+        Self::open(py, Arc::new(source), &options, opening)
     }
 
     /// A session recomputing attention from queries and keys (`render_qk`'s inputs).

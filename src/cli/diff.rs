@@ -9,12 +9,11 @@ use std::path::Path;
 use attnviz::engine::qk_rows::GpuRows;
 use attnviz::files::check_figure_path;
 use attnviz::source::qk::{QkOptions, QkSource};
+use attnviz::source::safetensors::is_capture;
 use attnviz::source::DiffSource;
 use attnviz::{AttentionSource, Colormap, Engine, Reduce, RenderOptions};
 
 use super::args::{DiffArgs, Style};
-use attnviz::source::safetensors::is_capture;
-
 use super::options::read_tokens;
 use super::render::{check_tokens, open_tensor, render_to};
 

@@ -5,11 +5,11 @@ use std::path::Path;
 
 use attnviz::pool::geometry::CellGeometry;
 use attnviz::source::qk::{QkOptions, QkSource};
+use attnviz::source::safetensors::is_capture;
 use attnviz::source::{self, OpenOptions};
 use attnviz::{AttentionSource, Engine, HeadStats};
 
 use super::args::InfoArgs;
-use attnviz::source::safetensors::is_capture;
 
 /// `attnviz info`: the header lines, then one table row per head; for a Q/K capture, what it
 /// holds and how its attention would be recomputed (its statistics would need that done).

@@ -104,12 +104,11 @@ impl State {
             self.title = self.plain_title.clone();
         }
         if !self.patterns.is_empty() && self.timings.resident.is_some() {
-            let before = self.scene.plan.layout.clone();
+            let before = self.scene.plan.layout.cells.clone();
             self.engine
                 .reorder(&mut self.scene, &self.patterns, &self.render)?;
-            let view = self.view;
+            let view = self.following_focus(&before, self.view);
             self.set_view(view);
-            self.follow_focus(&before);
             return self.recolor_detail();
         }
         self.timings.resident = None;

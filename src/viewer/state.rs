@@ -16,6 +16,7 @@ use super::transform::ViewTransform;
 use super::{ViewerOptions, ViewerReport};
 use crate::engine::{Engine, Overlay, Scene};
 use crate::error::Result;
+use crate::figure::layout::CellPlacement;
 use crate::figure::plan::RenderOptions;
 use crate::figure::quads::{FigureQuads, Quad};
 use crate::pool::pattern::HeadPattern;
@@ -30,9 +31,6 @@ pub(super) struct Timings {
     pub(super) first_frame: Option<f64>,
     /// Seconds from start until the figure was read and shown; `None` while it is read.
     pub(super) resident: Option<f64>,
-    /// Whether a figure read from the input has been shown yet (before it, the layout of
-    /// empty cells laid out before anything was read).
-    pub(super) shown: bool,
     /// Seconds from start until the first detail region was shown.
     pub(super) first_detail: Option<f64>,
     pub(super) details: u64,
@@ -91,6 +89,9 @@ pub(super) struct State {
     /// after the sort key): the readout shows the hovered head's.
     pub(super) patterns: Vec<HeadPattern>,
     pub(super) timings: Timings,
+    /// Whether a figure read from the input has been shown yet (before it, the layout of
+    /// empty cells laid out before anything was read).
+    pub(super) read_shown: bool,
 }
 
 impl State {
@@ -147,6 +148,7 @@ impl State {
             render: options.render.clone(),
             patterns: Vec::new(),
             timings: Timings::default(),
+            read_shown: false,
         };
         state.set_view(view);
         Ok(state)
@@ -235,13 +237,18 @@ impl State {
     /// Fills the window with cell `cell` (focus mode), or shows the whole grid for `None`.
     pub(super) fn focus_on(&mut self, cell: Option<usize>) {
         self.focus = cell;
-        let view = match cell.and_then(|c| self.scene.plan.layout.cells.get(c)) {
+        let view = self.focus_view(cell);
+        self.set_view(view);
+    }
+
+    /// The view that fills the window with `cell`, or shows the whole figure for `None`.
+    fn focus_view(&self, cell: Option<usize>) -> ViewTransform {
+        match cell.and_then(|c| self.scene.plan.layout.cells.get(c)) {
             Some(c) => {
                 ViewTransform::fit_rect((c.x, c.y, c.width, c.height), self.window_size(), 8.0)
             }
             None => ViewTransform::fit(self.figure(), self.window_size()),
-        };
-        self.set_view(view);
+        }
     }
 
     /// The cell under the cursor.
@@ -263,7 +270,7 @@ impl State {
         let Some(cell) = self.focus else { return };
         let cells = &self.scene.plan.layout.cells;
         let Some(from) = cells.get(cell) else { return };
-        let centre = |c: &crate::figure::layout::CellPlacement| {
+        let centre = |c: &CellPlacement| {
             let (x, y, w, h) = (c.x as f64, c.y as f64, c.width as f64, c.height as f64);
             (x + w / 2.0, y + h / 2.0)
         };
@@ -322,10 +329,10 @@ impl State {
             self.engine.recolor(&mut scene, norm, reduce, colormap)?;
         }
         let before = self.figure();
-        let opening = !self.timings.shown
+        let opening = !self.read_shown
             && self.focus.is_none()
             && self.view == ViewTransform::fit(before, self.size);
-        self.timings.shown = true;
+        self.read_shown = true;
         self.patterns = patterns;
         let old = std::mem::replace(&mut self.scene, scene);
         self.timings.resident = Some(started.elapsed().as_secs_f64());
@@ -333,36 +340,39 @@ impl State {
             true => ViewTransform::fit(self.figure(), self.size),
             false => self.view,
         };
+        let view = self.following_focus(&old.plan.layout.cells, view);
         self.set_view(view);
-        self.follow_focus(&old.plan.layout);
         self.recolor_detail()
     }
 
-    /// After the cells were laid out again (ranked by a statistic: `--sort-by`'s first read,
-    /// the sort key), the focused head has moved: the view moves with it, showing the same
-    /// part of the same head, or shows the whole figure where the new layout leaves the head
-    /// out (`--top`). `before` is the layout the view was on.
-    pub(super) fn follow_focus(&mut self, before: &crate::figure::layout::Layout) {
-        let Some(cell) = self.focus else { return };
-        let (Some(old), Some(new)) = (
-            before.cells.get(cell),
-            self.scene.plan.layout.cells.get(cell),
-        ) else {
-            return;
+    /// The view to show once the cells were laid out again (ranked by a statistic:
+    /// `--sort-by`'s first read, the sort key), `view` otherwise: the focused head has moved,
+    /// and the view moves with it, showing the same part of the same head, or shows the whole
+    /// figure (focus left) where the new layout leaves the head out (`--top`). `before` holds
+    /// the cells the view was on.
+    pub(super) fn following_focus(
+        &mut self,
+        before: &[CellPlacement],
+        mut view: ViewTransform,
+    ) -> ViewTransform {
+        let Some(cell) = self.focus else { return view };
+        let (Some(old), Some(new)) = (before.get(cell), self.scene.plan.layout.cells.get(cell))
+        else {
+            return view;
         };
         if (old.x, old.y) == (new.x, new.y) {
-            return;
+            return view;
         }
         if !new.is_drawn() {
-            return self.focus_on(None);
+            self.focus = None;
+            return self.focus_view(None);
         }
         if (old.width, old.height) != (new.width, new.height) || !old.is_drawn() {
-            return self.focus_on(Some(cell));
+            return self.focus_view(Some(cell));
         }
-        let mut view = self.view;
         view.offset.0 -= view.scale * (new.x as f64 - old.x as f64);
         view.offset.1 -= view.scale * (new.y as f64 - old.y as f64);
-        self.set_view(view);
+        view
     }
 
     /// Whether everything a scripted run waits for before its screenshot is on screen: the
