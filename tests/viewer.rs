@@ -189,3 +189,70 @@ fn hover_readout_is_drawn_in_the_bottom_left_corner() {
     // Text: a few hundred pixels of ink at least.
     assert!(changed > 300, "only {changed} pixels of readout");
 }
+
+/// Runs `cmd` (under a runtime folder of its own when none is set), failing on a non-zero exit.
+fn run_ok(cmd: &mut Command) -> String {
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+        cmd.env("XDG_RUNTIME_DIR", std::env::temp_dir());
+    }
+    let o = cmd.output().expect("run");
+    assert!(
+        o.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// `view` reads what `render` reads (a raw dump by `--shape` and `--dtype`) and ranks by the
+/// statistics `--sink-keys` and `--window` define, as `render --sort-by` does: the window's
+/// screenshot equals the rendered ranking, which those flags change on MiniLM.
+#[test]
+fn a_raw_dump_ranked_by_its_statistics_equals_render() {
+    use attnviz::source::{self, write_tensor};
+    let dir = tempfile::tempdir().unwrap();
+    let npy = data("minilm_attn_128.npy");
+    let raw = dir.path().join("minilm.f32");
+    let file = source::open(Path::new(&npy), &Default::default()).unwrap();
+    write_tensor(&file, &raw, &|_, _| {}).unwrap();
+    let ranking = ["--sort-by", "sink_mass", "--top", "3"];
+    let statistics = ["--sink-keys", "64", "--window", "8"];
+    let render = |name: &str, flags: &[&str]| {
+        let out = dir.path().join(name);
+        let bin = env!("CARGO_BIN_EXE_attnviz");
+        run_ok(
+            Command::new(bin)
+                .args(["render", &npy, "-o", out.to_str().unwrap()])
+                .args(flags),
+        );
+        image::open(&out).unwrap().to_rgba8()
+    };
+    let img = render("render.png", &[&ranking[..], &statistics[..]].concat());
+    assert_ne!(
+        img,
+        render("default.png", &ranking),
+        "--sink-keys 64 ranks MiniLM's heads otherwise"
+    );
+    let shot = dir.path().join("view.png");
+    let size = format!("{}x{}", img.width(), img.height());
+    run_ok(
+        Command::new("xvfb-run")
+            .args(["-a", "-s", "-screen 0 1600x1200x24"])
+            .args([env!("CARGO_BIN_EXE_attnviz"), "view", raw.to_str().unwrap()])
+            .args(["--shape", "6,12,128,128", "--dtype", "f32"])
+            .args(ranking)
+            .args(statistics)
+            .args(["--size", &size, "--exit-after-frames", "3"])
+            .args(["--screenshot", shot.to_str().unwrap()]),
+    );
+    let shot = image::open(&shot).unwrap().to_rgba8();
+    assert_eq!(shot.dimensions(), img.dimensions());
+    let worst = shot
+        .as_raw()
+        .iter()
+        .zip(img.as_raw())
+        .map(|(a, b)| a.abs_diff(*b))
+        .max()
+        .unwrap();
+    assert!(worst <= 1, "screenshot differs from render by {worst}");
+}

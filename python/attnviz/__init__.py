@@ -385,6 +385,7 @@ def heads(
     softcap=None,
     backend="auto",
     figure=None,
+    title=None,
     sort_by=None,
     top=None,
     as_array=False,
@@ -410,7 +411,9 @@ def heads(
     figure: also write the summary figure ``attnviz heads --figure`` draws to this file (PNG,
         or SVG when it ends in ``.svg``): one layer × head heatmap per statistic (sink_mass,
         local_mass, entropy, mean_distance, max, row_sum_mean), each with its colorbar.
-        It keeps every head in its place, whatever ``sort_by`` and ``top`` list.
+        It keeps every head in its place, whatever ``sort_by`` and ``top`` list. title: a line
+        above that figure (``ValueError`` without ``figure``, as ``--title`` needs
+        ``--figure``).
     sort_by: list the heads highest first by one of ``sink_mass``, ``local_mass``,
         ``entropy``, ``mean_distance``, ``max`` or ``row_sum_mean`` (ties and NaN keep layer
         and head order, NaN last), as ``attnviz heads --sort-by`` does. top: with ``sort_by``,
@@ -428,8 +431,11 @@ def heads(
     """
     _headless()
     options = _options(dict(layers=layers, heads=heads, causal=causal, sink_keys=sink_keys,
-                            window=window, backend=backend, sort_by=sort_by, top=top))
+                            window=window, backend=backend, sort_by=sort_by, top=top,
+                            title=title))
     figure = _path(figure)
+    if title is not None and figure is None:
+        raise ValueError("title is drawn above the summary figure: give figure= too")
     if isinstance(attn, Capture) or k is not None:
         qk = _qk_options(dict(queries=queries, softmax_scale=softmax_scale,
                               sliding_window=sliding_window, softcap=softcap, values="probs"))
@@ -562,6 +568,7 @@ def diff(
 
 def view(
     attn,
+    k=None,
     *,
     layers=None,
     heads=None,
@@ -571,22 +578,54 @@ def view(
     cell=None,
     causal="auto",
     colorbar=True,
+    scale="linear",
+    log_floor=None,
+    clip=None,
+    vmin=None,
+    vmax=None,
+    center=None,
+    symmetric=False,
+    axes=None,
+    sort_by=None,
+    top=None,
+    exclude_keys=None,
+    title=None,
+    scale_factor=1.0,
+    dpi=None,
+    theme="light",
+    transparent=False,
+    sink_keys=None,
+    window=None,
     batch=0,
     tokens=None,
+    tensor=None,
     queries=None,
+    values="probs",
+    softmax_scale=None,
+    sliding_window=None,
+    softcap=None,
     size=None,
     focus=None,
     zoom=None,
     exit_after_frames=None,
     screenshot=None,
 ):
-    """Opens the interactive viewer on ``attn`` and blocks until its window is closed.
+    """Opens the interactive viewer on ``attn`` and blocks until its window is closed: what
+    ``attnviz view`` opens, with its options as keywords.
 
-    Takes the inputs and options of :func:`render` (``queries`` too: only those rows, keeping
-    their places), plus ``tokens`` (one string per token, named in the hover readout), ``size`` ((width, height) of the window), ``focus`` ((layer, head),
-    1-based: open on that head), ``zoom`` (then zoom by this factor), ``exit_after_frames`` and
-    ``screenshot`` (a PNG of the last frame). Returns ``{"adapter", "frames", "frame_ms"}``
-    (frame time min, median, p99).
+    attn: what :class:`attnviz.Viewer` takes: arrays as :func:`render` takes them (read in
+        place while the window is open), a file path (``.npy``, ``.safetensors`` with
+        ``tensor=``), queries with ``k`` keys (as :func:`render_qk` takes them), an
+        :class:`attnviz.Capture`, or a capture's file, whose attention is recomputed.
+    The figure's keywords are :func:`render`'s (``scale``, ``clip``, ``sort_by``, ``top``,
+    ``theme``, ...); ``sink_keys`` and ``window`` set what the statistics count whenever the
+    viewer ranks by them (``sort_by``, or the ``o`` key). ``queries``, ``values``,
+    ``softmax_scale``, ``sliding_window`` and ``softcap`` are :func:`render_qk`'s (``queries``
+    of stored attention too: only those rows, keeping their places). Then ``tokens`` (one
+    string per token, named in the hover readout), ``size`` ((width, height) of the window),
+    ``focus`` ((layer, head), 1-based: open on that head), ``zoom`` (then zoom by this factor),
+    ``exit_after_frames`` and ``screenshot`` (a PNG of the last frame). Returns ``{"adapter",
+    "frames", "frame_ms"}`` (frame time min, median, p99).
 
     The window's event loop must run on the main thread (a plain script or a Jupyter kernel's
     cells qualify), and the windowing library allows one event loop per process: a second
@@ -594,16 +633,45 @@ def view(
     """
     if threading.current_thread() is not threading.main_thread():
         raise RuntimeError("attnviz.view must be called from the main thread")
-    arrays, stacked, bf16 = _prepare(attn, batch)
-    options = _options(dict(layers=layers, heads=heads, norm=norm, colormap=colormap,
-                            reduce=reduce, cell=cell, causal=causal, colorbar=colorbar,
-                            tokens=tokens))
-    adapter, frames, frame_ms = _attnviz._view(arrays, stacked, bf16, options, {
+    options = _options(locals())
+    qk = _qk_options(locals())
+    shown = _viewer_input("attnviz.view", attn, k, tensor, batch, options, qk)
+    script = {
         **_opening(size, focus, zoom),
         "exit_after_frames": exit_after_frames,
         "screenshot": None if screenshot is None else os.fspath(screenshot),
-    }, _queries(queries))
+    }
+    if isinstance(shown, tuple):
+        arrays, stacked, bf16 = shown
+        adapter, frames, frame_ms = _attnviz._view(options, script, arrays=arrays,
+                                                   stacked=stacked, bf16=bf16,
+                                                   queries=qk["queries"])
+    else:
+        adapter, frames, frame_ms = _attnviz._view(options, script, source=shown)
     return {"adapter": adapter, "frames": frames, "frame_ms": frame_ms}
+
+
+def _viewer_input(where, attn, k, tensor, batch, options, qk):
+    """What ``Viewer`` and ``view`` show, opened in the same ways: an ``_attnviz._Source`` for
+    queries and keys (``k``, or a Capture), a capture's file, or a file path; for arrays,
+    ``(arrays, stacked, bf16)``, which ``view`` reads in place and ``Viewer`` copies. Stored
+    attention given a keyword of recomputed attention raises ``ValueError``."""
+    _headless()
+    path = os.fspath(attn) if isinstance(attn, (str, os.PathLike)) else None
+    if isinstance(attn, Capture) or k is not None:
+        qa, ka, bf16 = _qk_inputs(attn, k, qk, options)
+        return _attnviz._Source.from_qk(qa, ka, bf16, options, qk)
+    if path is not None and tensor is None and _attnviz._is_capture(path):
+        return _attnviz._Source.from_capture(path, options, qk)
+    # Stored attention is read as stored (a capture's file is recomputed, above).
+    _stored_only(where, values=None if qk["values"] == "probs" else qk["values"],
+                 softmax_scale=qk["softmax_scale"], sliding_window=qk["sliding_window"],
+                 softcap=qk["softcap"])
+    if path is not None:
+        return _attnviz._Source.from_file(path, tensor, qk["queries"])
+    if tensor is not None:
+        raise ValueError("tensor: names a tensor of a .safetensors file; attn is not a path")
+    return _prepare(attn, batch)
 
 
 # Each keyword's default where a caller (``view``) leaves it out: the CLI's.

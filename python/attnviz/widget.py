@@ -55,6 +55,24 @@ class Viewer(RemoteFrameBuffer):
         cell=None,
         causal="auto",
         colorbar=True,
+        scale="linear",
+        log_floor=None,
+        clip=None,
+        vmin=None,
+        vmax=None,
+        center=None,
+        symmetric=False,
+        axes=None,
+        sort_by=None,
+        top=None,
+        exclude_keys=None,
+        title=None,
+        scale_factor=1.0,
+        dpi=None,
+        theme="light",
+        transparent=False,
+        sink_keys=None,
+        window=None,
         tokens=None,
         batch=0,
         size=None,
@@ -70,31 +88,14 @@ class Viewer(RemoteFrameBuffer):
     ):
         import attnviz as _a
 
-        _a._headless()
-        options = _a._options(dict(layers=layers, heads=heads, norm=norm, colormap=colormap,
-                                   reduce=reduce, cell=cell, causal=causal, colorbar=colorbar,
-                                   tokens=tokens))
+        options = _a._options(locals())
         opening = _a._opening(size, focus, zoom)
-        qk = _a._qk_options(dict(queries=queries, values=values, softmax_scale=softmax_scale,
-                                 sliding_window=sliding_window, softcap=softcap))
-        path = os.fspath(attn) if isinstance(attn, (str, os.PathLike)) else None
-        if isinstance(attn, _a.Capture) or k is not None:
-            qa, ka, bf16 = _a._qk_inputs(attn, k, qk, options)
-            session = _attnviz._Session.from_qk(qa, ka, bf16, options, qk, opening)
-        elif path is not None and tensor is None and _attnviz._is_capture(path):
-            session = _attnviz._Session.from_capture(path, options, opening, qk)
-        else:
-            # Stored attention is read as stored (a capture's file is recomputed, above)
-            _a._stored_only("attnviz.Viewer", values=None if values == "probs" else values,
-                            softmax_scale=softmax_scale, sliding_window=sliding_window,
-                            softcap=softcap)
-            if path is not None:
-                session = _attnviz._Session.from_file(path, tensor, options, opening,
-                                                      qk["queries"])
-            else:
-                arrays, stacked, bf16 = _a._prepare(attn, batch)
-                session = _attnviz._Session.from_arrays(arrays, stacked, bf16, options, opening,
-                                                        qk["queries"])
+        qk = _a._qk_options(locals())
+        shown = _a._viewer_input("attnviz.Viewer", attn, k, tensor, batch, options, qk)
+        if isinstance(shown, tuple):
+            # (arrays are copied once: the widget outlives this call)
+            shown = _attnviz._Source.from_arrays(*shown, qk["queries"])
+        session = _attnviz._Session(shown, options, opening)
         width, height = session.size
         widget_kwargs.setdefault("css_width", "{}px".format(width))
         widget_kwargs.setdefault("css_height", "{}px".format(height))

@@ -595,38 +595,42 @@ fn _save_figure(
 /// render keywords ([`PyOptions`]), `view` the window's own. Returns (adapter, frames drawn,
 /// (min, median, p99) frame time in ms).
 #[pyfunction]
-#[pyo3(signature = (arrays, stacked, bf16, options, view, queries=None))]
+#[pyo3(signature = (options, view, *, source=None, arrays=None, stacked=false, bf16=false, queries=None))]
+#[allow(clippy::too_many_arguments)]
 fn _view<'py>(
     py: Python<'py>,
-    arrays: Vec<Bound<'py, PyAny>>,
-    stacked: bool,
-    bf16: bool,
     options: PyOptions,
     view: PyViewOptions,
+    source: Option<PyRef<'py, viewer::_Source>>,
+    arrays: Option<Vec<Bound<'py, PyAny>>>,
+    stacked: bool,
+    bf16: bool,
     queries: Option<String>,
 ) -> PyResult<(String, u64, (f64, f64, f64))> {
-    let mut render = options.render_options()?;
-    // The hover readout names tokens; the figure of a window draws no token axes.
-    let tokens = render.tokens.take();
-    let focus = viewer::opening_view(view.size, view.focus, view.zoom)?;
+    let mut options = viewer::viewer_options(&options, view.size, view.focus, view.zoom)?;
+    options.exit_after_frames = view.exit_after_frames;
+    options.screenshot = view.screenshot;
     if VIEWED.load(Ordering::SeqCst) {
         return Err(PyRuntimeError::new_err(
             "attnviz.view opens one window per process (the windowing library cannot recreate \
              its event loop): restart the kernel, or call it in a new process",
         ));
     }
-    let input = Input::new("attn", &arrays, stacked, bf16)?;
-    let whole = input.source()?;
-    let source = query_rows(&whole, queries.as_deref())?;
-    let options = attnviz::viewer::ViewerOptions {
-        render,
-        exit_after_frames: view.exit_after_frames,
-        screenshot: view.screenshot,
-        size: view.size,
-        tokens,
-        focus,
-        zoom: view.zoom,
-        ..Default::default()
+    // Arrays are read where they are (the window closes before this returns); other inputs
+    // come opened, as `attnviz.Viewer` opens them.
+    let input = match &arrays {
+        Some(arrays) => Some(Input::new("attn", arrays, stacked, bf16)?),
+        None => None,
+    };
+    let whole = input.as_ref().map(Input::source).transpose()?;
+    let rows;
+    let source: &dyn AttentionSource = match (&whole, &source) {
+        (Some(whole), _) => {
+            rows = query_rows(whole, queries.as_deref())?;
+            rows.as_ref()
+        }
+        (None, Some(source)) => source.inner.as_ref(),
+        (None, None) => return Err(PyValueError::new_err("attn: nothing to view")),
     };
     let report = py
         .detach(|| {
@@ -634,7 +638,7 @@ fn _view<'py>(
                 attnviz::files::check_screenshot_path(path)?;
             }
             VIEWED.store(true, Ordering::SeqCst);
-            attnviz::viewer::run(source.as_ref(), options)
+            attnviz::viewer::run(source, options)
         })
         .map_err(py_err)?;
     Ok((report.adapter.clone(), report.frames, report.summary()))
@@ -683,6 +687,7 @@ fn _attnviz(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_python_message, m)?)?;
     m.add_function(wrap_pyfunction!(_is_capture, m)?)?;
     m.add_class::<viewer::_Session>()?;
+    m.add_class::<viewer::_Source>()?;
     m.add("NORMS", Norm::ALL.map(Norm::name).to_vec())?;
     m.add("COLORMAPS", Colormap::ALL.map(Colormap::name).to_vec())?;
     m.add("REDUCES", Reduce::ALL.map(Reduce::name).to_vec())?;

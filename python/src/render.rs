@@ -121,6 +121,7 @@ pub fn head_stats(
             figure.is_some_and(|p| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("svg")));
         let (input, summary) = summary_input(cells, stats)?;
         let options = RenderOptions {
+            title: options.title.clone(),
             cell_colors: svg,
             ..summary_options(summary)
         };

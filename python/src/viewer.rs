@@ -50,6 +50,96 @@ pub fn opening_view(
     }
 }
 
+/// The viewer's options from the keywords `attnviz.Viewer` and `attnviz.view` share: the
+/// figure's (`render`'s), what the statistics count when sorting pools them (`sink_keys`,
+/// `window`), and the opening view.
+pub fn viewer_options(
+    options: &PyOptions,
+    size: Option<(u32, u32)>,
+    focus: Option<(i64, i64)>,
+    zoom: Option<f64>,
+) -> PyResult<ViewerOptions> {
+    let mut render = options.render_options()?;
+    // The readout names the tokens; the view draws no token axes.
+    let tokens = render.tokens.take();
+    let focus = opening_view(size, focus, zoom)?;
+    Ok(ViewerOptions {
+        render,
+        size,
+        tokens,
+        focus,
+        zoom,
+        statistics: options.patterns()?,
+        ..Default::default()
+    })
+}
+
+/// What a viewer shows, opened once in the same ways for `attnviz.Viewer` and `attnviz.view`
+/// (arrays, a file, a capture's file, queries and keys), so that both take the same inputs.
+/// It owns what it reads (arrays are copied once): a widget outlives the call that made it.
+#[pyclass(module = "attnviz._attnviz", frozen)]
+pub struct _Source {
+    pub inner: Arc<dyn AttentionSource>,
+}
+
+#[pymethods]
+impl _Source {
+    /// Arrays (as `render` takes them), copied once into memory the source owns; only the query
+    /// rows `queries` (`"A..B"`) where given, keeping their places.
+    #[staticmethod]
+    #[pyo3(signature = (arrays, stacked, bf16, queries=None))]
+    fn from_arrays(
+        arrays: Vec<Bound<'_, PyAny>>,
+        stacked: bool,
+        bf16: bool,
+        queries: Option<String>,
+    ) -> PyResult<Self> {
+        let input = Input::new("attn", &arrays, stacked, bf16)?;
+        let bytes: Vec<u8> = input.held.iter().flat_map(|h| h.bytes()).copied().collect();
+        let source = ArraySource::new("attn", input.shape, input.dtype, bytes).map_err(py_err)?;
+        Ok(Self {
+            inner: rows_of(Box::new(source), queries)?,
+        })
+    }
+
+    /// A file `attnviz view` reads (`.npy`, `.safetensors` with `tensor`), read in place, only
+    /// its query rows `queries` where given.
+    #[staticmethod]
+    #[pyo3(signature = (path, tensor, queries=None))]
+    fn from_file(path: PathBuf, tensor: Option<String>, queries: Option<String>) -> PyResult<Self> {
+        let source = source::open(&path, &OpenOptions { tensor }).map_err(py_err)?;
+        Ok(Self {
+            inner: rows_of(Box::new(source), queries)?,
+        })
+    }
+
+    /// A Q/K capture's file (`Capture.save`'s, `attnviz synth-qk`'s), its attention recomputed
+    /// with the keywords in `qk`, as `attnviz view FILE` does.
+    #[staticmethod]
+    fn from_capture(path: PathBuf, options: PyOptions, qk: PyQkOptions) -> PyResult<Self> {
+        let render = options.render_options()?;
+        let source = QkSource::open(&path, None, &qk_options(&render, qk)?).map_err(py_err)?;
+        Ok(Self {
+            inner: Arc::new(source),
+        })
+    }
+
+    /// Attention recomputed from queries and keys (`render_qk`'s inputs).
+    #[staticmethod]
+    fn from_qk(
+        q: Bound<'_, PyAny>,
+        k: Bound<'_, PyAny>,
+        bf16: (bool, bool),
+        options: PyOptions,
+        qk: PyQkOptions,
+    ) -> PyResult<Self> {
+        let render = options.render_options()?;
+        Ok(Self {
+            inner: Arc::new(qk_source(&q, &k, bf16, &render, qk)?),
+        })
+    }
+}
+
 /// A viewer session without a window (see `attnviz::viewer::Session`).
 #[pyclass(module = "attnviz._attnviz")]
 pub struct _Session {
@@ -57,32 +147,6 @@ pub struct _Session {
 }
 
 impl _Session {
-    fn open(
-        py: Python<'_>,
-        source: Arc<dyn AttentionSource>,
-        options: &PyOptions,
-        opening: PyOpening,
-    ) -> PyResult<Self> {
-        let mut render = options.render_options()?;
-        // The readout names the tokens; the view draws no token axes.
-        let tokens = render.tokens.take();
-        let focus = opening_view(opening.size, opening.focus, opening.zoom)?;
-        let options = ViewerOptions {
-            render,
-            size: opening.size,
-            tokens,
-            focus,
-            zoom: opening.zoom,
-            ..Default::default()
-        };
-        let session = py
-            .detach(|| Session::new(source, options))
-            .map_err(py_err)?;
-        Ok(_Session {
-            inner: Mutex::new(session),
-        })
-    }
-
     fn lock(&self) -> PyResult<MutexGuard<'_, Session>> {
         self.inner.lock().map_err(|_| {
             PyRuntimeError::new_err("the viewer failed earlier (its lock is poisoned)")
@@ -129,69 +193,22 @@ fn image<'py>(py: Python<'py>, frame: Frame) -> Bound<'py, PyArray3<u8>> {
 
 #[pymethods]
 impl _Session {
-    /// A session on arrays (as `render` takes them), copied once into memory the session owns.
-    #[staticmethod]
-    #[pyo3(signature = (arrays, stacked, bf16, options, opening, queries=None))]
-    fn from_arrays(
+    /// A session on `source`, opened as `options` and `opening` say.
+    #[new]
+    fn new(
         py: Python<'_>,
-        arrays: Vec<Bound<'_, PyAny>>,
-        stacked: bool,
-        bf16: bool,
+        source: &_Source,
         options: PyOptions,
         opening: PyOpening,
-        queries: Option<String>,
     ) -> PyResult<Self> {
-        let input = Input::new("attn", &arrays, stacked, bf16)?;
-        let bytes: Vec<u8> = input.held.iter().flat_map(|h| h.bytes()).copied().collect();
-        let source = ArraySource::new("attn", input.shape, input.dtype, bytes).map_err(py_err)?;
-        Self::open(py, rows_of(Box::new(source), queries)?, &options, opening)
-    }
-
-    /// A session on a file `attnviz view` reads (`.npy`, `.safetensors` with `tensor`, a raw
-    /// dump), read in place, only its query rows `queries` where given.
-    #[staticmethod]
-    #[pyo3(signature = (path, tensor, options, opening, queries=None))]
-    fn from_file(
-        py: Python<'_>,
-        path: PathBuf,
-        tensor: Option<String>,
-        options: PyOptions,
-        opening: PyOpening,
-        queries: Option<String>,
-    ) -> PyResult<Self> {
-        let source = source::open(&path, &OpenOptions { tensor }).map_err(py_err)?;
-        Self::open(py, rows_of(Box::new(source), queries)?, &options, opening)
-    }
-
-    /// A session on a Q/K capture's file (`Capture.save`'s, `attnviz synth-qk`'s), its
-    /// attention recomputed with the keywords in `qk`, as `attnviz view FILE` does.
-    #[staticmethod]
-    fn from_capture(
-        py: Python<'_>,
-        path: PathBuf,
-        options: PyOptions,
-        opening: PyOpening,
-        qk: PyQkOptions,
-    ) -> PyResult<Self> {
-        let render = options.render_options()?;
-        let source = QkSource::open(&path, None, &qk_options(&render, qk)?).map_err(py_err)?;
-        Self::open(py, Arc::new(source), &options, opening)
-    }
-
-    /// A session recomputing attention from queries and keys (`render_qk`'s inputs).
-    #[staticmethod]
-    fn from_qk(
-        py: Python<'_>,
-        q: Bound<'_, PyAny>,
-        k: Bound<'_, PyAny>,
-        bf16: (bool, bool),
-        options: PyOptions,
-        qk: PyQkOptions,
-        opening: PyOpening,
-    ) -> PyResult<Self> {
-        let render = options.render_options()?;
-        let source = qk_source(&q, &k, bf16, &render, qk)?;
-        Self::open(py, Arc::new(source), &options, opening)
+        let options = viewer_options(&options, opening.size, opening.focus, opening.zoom)?;
+        let source = source.inner.clone();
+        let session = py
+            .detach(|| Session::new(source, options))
+            .map_err(py_err)?;
+        Ok(_Session {
+            inner: Mutex::new(session),
+        })
     }
 
     /// Positions in physical pixels of the frame; `primary` for the left button.

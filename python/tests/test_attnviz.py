@@ -476,6 +476,34 @@ def test_view_opens_the_window(tmp_path):
     assert read_png_file(shot).shape == (240, 320, 4)
 
 
+VIEW_QK = textwrap.dedent(
+    """
+    import sys, numpy as np, attnviz
+    rng = np.random.default_rng(0)
+    q, k = (rng.standard_normal((2, 2, 96, 16)).astype(np.float32) for _ in range(2))
+    np.save(sys.argv[2], q)
+    np.save(sys.argv[3], k)
+    attnviz.view(q, k, causal=True, sort_by="entropy", top=3, theme="dark", scale="sqrt",
+                 exit_after_frames=3, screenshot=sys.argv[1], size=(320, 240))
+    """
+)
+
+
+def test_view_takes_queries_and_keys_and_the_figures_keywords(cli, tmp_path):
+    """attnviz.view opens what `attnviz view` opens for the same queries, keys and flags (the
+    window's screenshots are equal): it takes Viewer's inputs and render's keywords."""
+    shot, q, k = tmp_path / "py.png", tmp_path / "q.npy", tmp_path / "k.npy"
+    p = subprocess.run([sys.executable, "-c", VIEW_QK, str(shot), str(q), str(k)],
+                       capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    native = tmp_path / "cli.png"
+    code, err = run_cli(cli, "view", "--q", q, "--k", k, "--causal", "--sort-by", "entropy",
+                        "--top", "3", "--theme", "dark", "--scale", "sqrt", "--size", "320x240",
+                        "--exit-after-frames", "3", "--screenshot", native)
+    assert code == 0, err
+    np.testing.assert_array_equal(read_png_file(shot), read_png_file(native))
+
+
 def test_diff_matches_cli(cli, tmp_path):
     """`attnviz.diff(a, b)` draws what `attnviz diff A B` draws (A − B on the GPU, RdBu_r,
     signed-extreme pooling, symmetric about 0 per head), reading both arrays in place."""

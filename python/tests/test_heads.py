@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import attnviz
-from conftest import run_cli
+from conftest import read_png, run_cli
 
 DATA = Path(__file__).resolve().parents[2] / "tests" / "data"
 
@@ -79,6 +79,17 @@ def test_heads_figure_equals_the_cli(cli, tmp_path):
     assert (tmp_path / "py.png").read_bytes() == (tmp_path / "cli.png").read_bytes()
     attnviz.heads(np.load(path), layers=1, figure=tmp_path / "s.svg")
     assert "<title>entropy (nats)</title>" in (tmp_path / "s.svg").read_text()
+    # title= is --title: a line above the summary, which it needs.
+    untitled = (tmp_path / "py.png").read_bytes()
+    attnviz.heads(np.load(path), heads="1-6", figure=tmp_path / "py.png", title="MiniLM")
+    code, err = run_cli(cli, "heads", path, "--heads", "1-6", "--figure", tmp_path / "cli.png",
+                        "--title", "MiniLM")
+    assert code == 0, err
+    titled = (tmp_path / "py.png").read_bytes()
+    assert titled == (tmp_path / "cli.png").read_bytes()
+    assert read_png(titled).shape[0] > read_png(untitled).shape[0], "no line above"
+    with pytest.raises(ValueError, match="figure"):
+        attnviz.heads(np.load(path), title="MiniLM")
 
 
 def test_sorted_and_topped_heads_equal_the_cli(cli, tmp_path):

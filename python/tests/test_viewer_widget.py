@@ -3,7 +3,9 @@
 session serves both), so after the same focus, zoom, pan and hover its frame equals the
 window's screenshot exactly."""
 
+import inspect
 import re
+import subprocess
 
 import numpy as np
 import pytest
@@ -216,3 +218,77 @@ def test_a_capture_is_viewed_with_its_tokens():
     assert w.get_frame().shape == (240, 320, 4)
     # The readout names the capture's tokens (the view is magnified: one entry under the pointer).
     assert re.fullmatch(r"l = 1 h = 1  q (\d+) 't\1' k (\d+) 't\2' = \S+", w.readout), w.readout
+
+
+# `attnviz view`'s flags that neither attnviz.view nor Viewer takes, and why.
+CLI_ONLY = {
+    "help": "clap's",
+    "shape": "a raw dump: Python reads it with np.fromfile and passes the array",
+    "dtype": "a raw dump, as --shape",
+    "stats": "frame times: attnviz.view returns them always",
+    "pan-per-frame": "scripted panning, for the CLI's frame-time measurements",
+    "hover": "a scripted readout: a Viewer takes pointer events",
+}
+# ... and those only the blocking window takes: a widget stays open, and Viewer.save writes
+# what it shows.
+WINDOW_ONLY = {"exit-after-frames", "screenshot"}
+
+
+def test_every_flag_of_attnviz_view_is_a_keyword(cli):
+    """attnviz.view and attnviz.Viewer take what `attnviz view` takes (its figure keywords are
+    render's), each flag as a keyword, but for the stated exceptions."""
+    help_text = subprocess.run([str(cli), "view", "--help"], capture_output=True, text=True,
+                               check=True).stdout
+    flags = set(re.findall(r"^\s+(?:-\w, )?--([a-z][a-z0-9-]*)", help_text, re.M))
+    assert {"scale", "sort-by", "sink-keys", "q", "k", "tensor", "focus"} <= flags, flags
+    renamed = {"q": "attn", "no-colorbar": "colorbar"}
+    missing = []
+    for f in (attnviz.view, attnviz.Viewer):
+        params = inspect.signature(f).parameters
+        for flag in sorted(flags - set(CLI_ONLY)):
+            if f is attnviz.Viewer and flag in WINDOW_ONLY:
+                continue
+            name = renamed.get(flag, flag.replace("-", "_"))
+            if name not in params:
+                missing.append("{} (--{}) in {}".format(name, flag, f.__name__))
+    assert not missing, missing
+
+
+# The figure's flags beyond the grid's: a scale, limits, a ranking by statistics that
+# --sink-keys defines, a title, axes and a theme.
+FIGURE = [
+    (dict(scale="sqrt", clip=(1, 99), sort_by="sink_mass", top=6, sink_keys=16,
+          title="MiniLM ranked", axes=True, theme="dark"),
+     ["--scale", "sqrt", "--clip", "1,99", "--sort-by", "sink_mass", "--top", "6",
+      "--sink-keys", "16", "--title", "MiniLM ranked", "--axes", "on", "--theme", "dark"]),
+    (dict(scale="log", log_floor=1e-3, exclude_keys=1, colormap="magma", scale_factor=1.5),
+     ["--scale", "log", "--log-floor", "0.001", "--exclude-keys", "0..1", "--colormap",
+      "magma", "--scale-factor", "1.5"]),
+]
+
+
+@pytest.mark.parametrize("kwargs,flags", FIGURE)
+def test_the_figures_keywords_draw_what_the_native_viewer_draws(cli, tmp_path, kwargs, flags):
+    w = attnviz.Viewer(str(DATA), size=SIZE, **kwargs)
+    assert w.settle(120)
+    frame = w.get_frame()
+    png = tmp_path / "native.png"
+    code, err = run_cli(cli, "view", DATA, "--size", "{}x{}".format(*SIZE), *flags,
+                        "--exit-after-frames", "1", "--screenshot", png)
+    assert code == 0, err
+    native = read_png(png.read_bytes())
+    differ = np.any(native != frame, axis=2)
+    assert not differ.any(), "{} pixels differ, first at {}".format(
+        differ.sum(), np.argwhere(differ)[0])
+    plain = attnviz.Viewer(str(DATA), size=SIZE)
+    assert plain.settle(120)
+    assert not np.array_equal(plain.get_frame(), frame), "the keywords changed nothing"
+
+
+def test_keywords_the_viewer_cannot_use_are_value_errors():
+    with pytest.raises(ValueError, match="tensor"):
+        attnviz.Viewer(np.load(DATA), tensor="attn")
+    with pytest.raises(ValueError, match="sink_keys"):
+        attnviz.Viewer(str(DATA), sink_keys=0)
+    with pytest.raises(ValueError, match="top"):
+        attnviz.Viewer(str(DATA), top=3)

@@ -68,15 +68,8 @@ pub struct RenderArgs {
     pub input: Option<PathBuf>,
     #[command(flatten)]
     pub qk: QkArgs,
-    /// Tensor to read from a .safetensors file with several.
-    #[arg(long)]
-    pub tensor: Option<String>,
-    /// Read INPUT as a raw dump of this shape (L,H,Q,K, or fewer dimensions) ...
-    #[arg(long, requires = "dtype")]
-    pub shape: Option<String>,
-    /// ... and element type: f32, f16, bf16, or f64 (narrowed to f32 as it is read).
-    #[arg(long, requires = "shape", value_parser = ["f32", "f16", "bf16", "f64"])]
-    pub dtype: Option<String>,
+    #[command(flatten)]
+    pub stored: StoredArgs,
     #[command(flatten)]
     pub out: Output,
     #[command(flatten)]
@@ -119,6 +112,21 @@ pub struct DiffArgs {
 }
 
 /// What the pattern statistics measure.
+/// How INPUT is read when it is stored attention: which tensor of a file, or a raw dump's shape
+/// and element type (`render`, `heads` and `view` alike).
+#[derive(Args)]
+pub struct StoredArgs {
+    /// Tensor to read from a .safetensors file with several.
+    #[arg(long)]
+    pub tensor: Option<String>,
+    /// Read INPUT as a raw dump of this shape (L,H,Q,K, or fewer dimensions) ...
+    #[arg(long, requires = "dtype")]
+    pub shape: Option<String>,
+    /// ... and element type: f32, f16, bf16, or f64 (narrowed to f32 as it is read).
+    #[arg(long, requires = "shape", value_parser = ["f32", "f16", "bf16", "f64"])]
+    pub dtype: Option<String>,
+}
+
 #[derive(Args)]
 pub struct PatternArgs {
     /// sink_mass counts the first N keys [default: 1].
@@ -136,15 +144,8 @@ pub struct HeadsArgs {
     pub input: Option<PathBuf>,
     #[command(flatten)]
     pub qk: QkArgs,
-    /// Tensor to read from a .safetensors file with several.
-    #[arg(long)]
-    pub tensor: Option<String>,
-    /// Read INPUT as a raw dump of this shape (L,H,Q,K, or fewer dimensions) ...
-    #[arg(long, requires = "dtype")]
-    pub shape: Option<String>,
-    /// ... and element type: f32, f16, bf16, or f64 (narrowed to f32 as it is read).
-    #[arg(long, requires = "shape", value_parser = ["f32", "f16", "bf16", "f64"])]
-    pub dtype: Option<String>,
+    #[command(flatten)]
+    pub stored: StoredArgs,
     #[command(flatten)]
     pub patterns: PatternArgs,
     /// Write the statistics as JSON: {"heads": [...], "options": {...}}.
@@ -202,8 +203,10 @@ pub struct ViewArgs {
     pub input: Option<PathBuf>,
     #[command(flatten)]
     pub qk: QkArgs,
-    #[arg(long)]
-    pub tensor: Option<String>,
+    #[command(flatten)]
+    pub stored: StoredArgs,
+    #[command(flatten)]
+    pub patterns: PatternArgs,
     #[command(flatten)]
     pub style: Style,
     /// Close after N frames, drawing continuously until then (scripts, tests, benchmarks).

@@ -13,9 +13,9 @@ use attnviz::source::safetensors::is_capture;
 use attnviz::source::DiffSource;
 use attnviz::{AttentionSource, Colormap, Engine, Reduce, RenderOptions};
 
-use super::args::{DiffArgs, Style};
+use super::args::{DiffArgs, StoredArgs, Style};
 use super::options::read_tokens;
-use super::render::{check_tokens, open_tensor, render_to};
+use super::render::{check_tokens, render_to};
 
 /// One side of the difference as opened.
 enum Input {
@@ -56,7 +56,12 @@ fn open(path: &Path, args: &DiffArgs) -> anyhow::Result<Input> {
             &QkOptions::default(),
         )?));
     }
-    Ok(Input::File(open_tensor(path, &None, &None, &args.tensor)?))
+    let stored = StoredArgs {
+        tensor: args.tensor.clone(),
+        shape: None,
+        dtype: None,
+    };
+    Ok(Input::File(stored.open(path)?))
 }
 
 /// The source of one side: a file as read, a capture's probabilities recomputed on the GPU

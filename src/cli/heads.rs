@@ -18,7 +18,6 @@ use attnviz::{Engine, Error, RenderOptions};
 
 use super::args::HeadsArgs;
 use super::options::attention_source;
-use super::render::open_tensor;
 
 /// `attnviz heads`: the table on stdout, then the JSON and CSV files asked for.
 pub fn heads(args: &HeadsArgs) -> anyhow::Result<()> {
@@ -42,9 +41,9 @@ pub fn heads(args: &HeadsArgs) -> anyhow::Result<()> {
     attnviz::figure::rank::check(args.sort_by, args.top)?;
     let options = args.selection.options();
     let causal = options.causal == Causal::On;
-    let named = args.tensor.is_some() || args.shape.is_some() || args.dtype.is_some();
+    let named = args.stored.named();
     let src = attention_source(&args.qk, causal, args.input.as_deref(), named, |input| {
-        open_tensor(input, &args.shape, &args.dtype, &args.tensor)
+        args.stored.open(input)
     })?;
     let patterns = args.patterns.options();
     let engine = args.backend.engine()?;

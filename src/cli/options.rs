@@ -10,10 +10,10 @@ use attnviz::pool::pattern::PatternOptions;
 use attnviz::pool::Causal;
 use attnviz::source::qk::{parse_queries, QkOptions, QkSource, Values};
 use attnviz::source::safetensors::is_capture;
-use attnviz::source::QueryRows;
+use attnviz::source::{self, OpenOptions, QueryRows};
 use attnviz::{AttentionSource, Engine, Error, Gpu, RenderOptions};
 
-use super::args::{Backend, PatternArgs, QkArgs, Selection, Style};
+use super::args::{Backend, PatternArgs, QkArgs, Selection, StoredArgs, Style};
 
 impl Style {
     /// The library's render options for these flags (`tokens` is left to the command, which
@@ -72,6 +72,35 @@ impl Selection {
             causal: causal(&self.causal),
             ..Default::default()
         }
+    }
+}
+
+impl StoredArgs {
+    /// Whether these flags pick something in INPUT (a tensor, or a raw reading): then a
+    /// capture given as INPUT is read as that, not recomputed.
+    pub fn named(&self) -> bool {
+        self.tensor.is_some() || self.shape.is_some() || self.dtype.is_some()
+    }
+
+    /// INPUT as a raw dump of `--shape` and `--dtype` when both are given, else as a tensor
+    /// file (`--tensor` names one in a .safetensors file with several).
+    pub fn open(&self, input: &Path) -> anyhow::Result<Box<dyn AttentionSource>> {
+        Ok(match (&self.shape, &self.dtype) {
+            (Some(shape), Some(dtype)) => {
+                let dtype = source::Stored::from_name(dtype).expect("clap checked the name");
+                Box::new(source::open_raw(
+                    input,
+                    &source::parse_shape(shape)?,
+                    dtype,
+                )?)
+            }
+            _ => Box::new(source::open(
+                input,
+                &OpenOptions {
+                    tensor: self.tensor.clone(),
+                },
+            )?),
+        })
     }
 }
 

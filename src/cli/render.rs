@@ -12,7 +12,7 @@ use attnviz::files::{
     write_png_streamed, FigureFormat, RowSink,
 };
 use attnviz::pool::Causal;
-use attnviz::source::{self, DemoModel, OpenOptions};
+use attnviz::source::DemoModel;
 use attnviz::{AttentionSource, Engine, Error, Figure, RenderOptions};
 
 use super::args::{DemoArgs, Output, RenderArgs};
@@ -27,9 +27,9 @@ pub fn render(args: &RenderArgs) -> anyhow::Result<()> {
         options.tokens = Some(read_tokens(path)?);
     }
     let causal = options.causal == Causal::On;
-    let named = args.tensor.is_some() || args.shape.is_some() || args.dtype.is_some();
+    let named = args.stored.named();
     let src = attention_source(&args.qk, causal, args.input.as_deref(), named, |input| {
-        open_file(args, input)
+        args.stored.open(input)
     })?;
     if let (Some(path), Some(tokens)) = (&args.tokens, &options.tokens) {
         check_tokens(path, tokens, src.as_ref())?;
@@ -55,37 +55,6 @@ pub fn render(args: &RenderArgs) -> anyhow::Result<()> {
         attnviz::figure::stats_json::write_figure_stats(path, &figure, &options)?;
     }
     Ok(())
-}
-
-/// INPUT as a raw dump when `--shape` and `--dtype` describe it, else as a tensor file.
-fn open_file(args: &RenderArgs, input: &Path) -> anyhow::Result<Box<dyn AttentionSource>> {
-    open_tensor(input, &args.shape, &args.dtype, &args.tensor)
-}
-
-/// INPUT as a raw dump of `shape` and `dtype` when both are given, else as a tensor file
-/// (`tensor` names one in a .safetensors file): what `render` and `heads` read.
-pub(super) fn open_tensor(
-    input: &Path,
-    shape: &Option<String>,
-    dtype: &Option<String>,
-    tensor: &Option<String>,
-) -> anyhow::Result<Box<dyn AttentionSource>> {
-    Ok(match (shape, dtype) {
-        (Some(shape), Some(dtype)) => {
-            let dtype = source::Stored::from_name(dtype).expect("clap checked the name");
-            Box::new(source::open_raw(
-                input,
-                &source::parse_shape(shape)?,
-                dtype,
-            )?)
-        }
-        _ => Box::new(source::open(
-            input,
-            &OpenOptions {
-                tensor: tensor.clone(),
-            },
-        )?),
-    })
 }
 
 /// A token file that does not fit the input is the file's fault: it is named by its path and

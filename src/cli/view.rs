@@ -4,7 +4,6 @@
 
 use attnviz::files::check_screenshot_path;
 use attnviz::pool::Causal;
-use attnviz::source::{self, OpenOptions};
 use attnviz::viewer::{ViewerOptions, ViewerReport};
 use attnviz::{Error, RenderOptions};
 
@@ -18,12 +17,9 @@ pub fn view(args: &ViewArgs) -> anyhow::Result<()> {
     }
     let render = args.style.options();
     let causal = render.causal == Causal::On;
-    let named = args.tensor.is_some();
+    let named = args.stored.named();
     let src = attention_source(&args.qk, causal, args.input.as_deref(), named, |input| {
-        let options = OpenOptions {
-            tensor: args.tensor.clone(),
-        };
-        Ok(Box::new(source::open(input, &options)?))
+        args.stored.open(input)
     })?;
     let options = viewer_options(args, render)?;
     let report = attnviz::viewer::run(src.as_ref(), options)?;
@@ -61,6 +57,7 @@ fn viewer_options(args: &ViewArgs, render: RenderOptions) -> anyhow::Result<View
         screenshot: args.screenshot.clone(),
         size,
         tokens: args.tokens.as_deref().map(read_tokens).transpose()?,
+        statistics: args.patterns.options(),
     })
 }
 

@@ -92,7 +92,7 @@ impl State {
             .position(|&k| k == self.render.sort_by)
             .map_or(0, |i| (i + 1) % cycle.len());
         self.render.sort_by = cycle[i];
-        self.render.patterns = Some(self.render.patterns.unwrap_or_default());
+        self.render.patterns = Some(self.render.patterns.unwrap_or(self.statistics));
         let name = self.render.sort_by.map_or("layer and head", SortKey::name);
         let base = self
             .plain_title

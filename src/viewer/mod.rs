@@ -30,6 +30,7 @@ pub use transform::ViewTransform;
 
 use crate::error::{Error, Result};
 use crate::figure::plan::RenderOptions;
+use crate::pool::pattern::PatternOptions;
 use crate::source::AttentionSource;
 
 /// How the viewer starts and, for scripts and tests, when it stops.
@@ -53,6 +54,22 @@ pub struct ViewerOptions {
     pub pan_per_frame: Option<(f64, f64)>,
     /// Put the cursor here (window pixels) after opening: a scripted hover readout.
     pub hover: Option<(f64, f64)>,
+    /// What the head statistics count (`--sink-keys`, `--window`) whenever the viewer pools
+    /// them: for `render.sort_by`, the sort key and the hover readout. A plain view pools none,
+    /// so these are kept here rather than in `render.patterns`, which would pool them at once.
+    pub statistics: PatternOptions,
+}
+
+impl ViewerOptions {
+    /// The figure's options as the worker pools them: with the statistics `statistics` counts
+    /// where the order asks for them.
+    pub(crate) fn figure(&self) -> RenderOptions {
+        let mut render = self.render.clone();
+        if render.sort_by.is_some() && render.patterns.is_none() {
+            render.patterns = Some(self.statistics);
+        }
+        render
+    }
 }
 
 /// What a viewer session measured.

@@ -158,7 +158,7 @@ impl Session {
         }
         // What the opening view shows first, then the whole figure.
         s.flush_detail(true);
-        s.send(Job::Scene(Box::new(options.render.clone())));
+        s.send(Job::Scene(Box::new(options.figure())));
         Ok(())
     }
 
@@ -456,6 +456,65 @@ mod tests {
             let head = (c.layer + 1, c.head + 1);
             assert_eq!(f.state.view, want, "focus on l, h = {head:?}");
         }
+    }
+
+    /// `--sink-keys` and `--window` (`ViewerOptions::statistics`) define the statistics the
+    /// viewer pools, for `--sort-by` from the start and for the sort key's first press alike:
+    /// the readout's statistics and the order are those `render --stats-json` writes with them.
+    #[test]
+    fn the_statistics_options_define_what_the_viewer_ranks_by() {
+        use crate::figure::plan::RenderOptions;
+        use crate::figure::rank::SortKey;
+        use crate::pool::pattern::PatternOptions;
+        let statistics = PatternOptions {
+            sink_keys: 8,
+            window: 4,
+        };
+        let src = source();
+        let engine = Engine::new(Gpu::new().unwrap());
+        let pooled = |patterns: PatternOptions| -> Vec<(f64, f64)> {
+            let options = RenderOptions {
+                patterns: Some(patterns),
+                ..Default::default()
+            };
+            let scene = engine.scene(src.as_ref(), &options).unwrap();
+            let p = scene.pooled.patterns.iter().map(|p| p.finish());
+            p.map(|p| (p.sink_mass, p.local_mass)).collect()
+        };
+        let want = pooled(statistics);
+        assert_ne!(
+            want,
+            pooled(PatternOptions::default()),
+            "the options matter here"
+        );
+        let shown = |s: &Session| -> Vec<(f64, f64)> {
+            let p = s.state.patterns.iter();
+            p.map(|p| (p.sink_mass, p.local_mass)).collect()
+        };
+        let sorted = ViewerOptions {
+            render: RenderOptions {
+                sort_by: Some(SortKey::SinkMass),
+                ..Default::default()
+            },
+            statistics,
+            ..Default::default()
+        };
+        let mut s = Session::new(src.clone(), sorted).unwrap();
+        assert!(s.settle(Duration::from_secs(60)).unwrap());
+        assert_eq!(shown(&s), want, "--sort-by");
+        let plain = ViewerOptions {
+            statistics,
+            ..Default::default()
+        };
+        let mut s = Session::new(src.clone(), plain).unwrap();
+        assert!(s.settle(Duration::from_secs(60)).unwrap());
+        assert!(
+            s.state.patterns.is_empty(),
+            "a plain view pools no statistics"
+        );
+        s.handle(Event::Key("o")).unwrap();
+        assert!(s.settle(Duration::from_secs(60)).unwrap());
+        assert_eq!(shown(&s), want, "the sort key");
     }
 
     /// Arrows step to the next cell on screen: the next head or layer in a grid, the next

@@ -19,7 +19,7 @@ use crate::error::Result;
 use crate::figure::layout::CellPlacement;
 use crate::figure::plan::RenderOptions;
 use crate::figure::quads::{FigureQuads, Quad};
-use crate::pool::pattern::HeadPattern;
+use crate::pool::pattern::{HeadPattern, PatternOptions};
 use crate::pool::PoolOptions;
 use crate::source::AttentionSource;
 
@@ -85,6 +85,8 @@ pub(super) struct State {
     pub(super) tokens: Option<Vec<String>>,
     /// The options of the figure last asked of the worker (the sort key cycles them).
     pub(super) render: RenderOptions,
+    /// What the statistics count when the sort key first pools them (`--sink-keys`, `--window`).
+    pub(super) statistics: PatternOptions,
     /// Per cell, the head's statistics when the figure was pooled with them (`--sort-by`, or
     /// after the sort key): the readout shows the hovered head's.
     pub(super) patterns: Vec<HeadPattern>,
@@ -145,7 +147,8 @@ impl State {
             readout_bin: None,
             edges: None,
             tokens: options.tokens.clone(),
-            render: options.render.clone(),
+            render: options.figure(),
+            statistics: options.statistics,
             patterns: Vec::new(),
             timings: Timings::default(),
             read_shown: false,
