@@ -66,7 +66,11 @@ impl State {
             "n" if self.scene.norm != Norm::Row => self.next_norm()?,
             "r" => self.toggle_reduce()?,
             "0" => self.focus_on(self.focus),
-            "o" => self.next_sort()?,
+            "o" => match self.unsortable {
+                // (said in the title, as the order is, rather than failing over a key)
+                Some(why) => self.set_plain_title(why),
+                None => self.next_sort()?,
+            },
             "s" => {
                 let path = PathBuf::from(format!("attnviz-{}.png", std::process::id()));
                 self.screenshot(&path)?;
@@ -94,15 +98,7 @@ impl State {
         self.render.sort_by = cycle[i];
         self.render.patterns = Some(self.render.patterns.unwrap_or(self.statistics));
         let name = self.render.sort_by.map_or("layer and head", SortKey::name);
-        let base = self
-            .plain_title
-            .split(" — ordered by ")
-            .next()
-            .unwrap_or_default();
-        self.plain_title = format!("{base} — ordered by {name}");
-        if self.hovered.is_none() {
-            self.title = self.plain_title.clone();
-        }
+        self.set_plain_title(&format!("ordered by {name}"));
         if !self.patterns.is_empty() && self.timings.resident.is_some() {
             let before = self.scene.plan.layout.cells.clone();
             self.engine
@@ -114,6 +110,15 @@ impl State {
         self.timings.resident = None;
         self.send(Job::Scene(Box::new(self.render.clone())));
         Ok(())
+    }
+
+    /// The title with nothing hovered: the source's name, then `what` (the order, or why
+    /// there is none).
+    fn set_plain_title(&mut self, what: &str) {
+        self.plain_title = format!("{} — {what}", self.source_title);
+        if self.hovered.is_none() {
+            self.title = self.plain_title.clone();
+        }
     }
 
     /// Pans by `windows` window heights (positive: up the figure).

@@ -517,6 +517,40 @@ mod tests {
         assert_eq!(shown(&s), want, "the sort key");
     }
 
+    /// Logits have no head statistics: the sort key says so in the title and leaves the figure
+    /// as it is (it failed the session, which closed the window over a key press).
+    #[test]
+    fn the_sort_key_on_logits_says_why_it_orders_nothing() {
+        use crate::source::qk::{QkOptions, QkSource, Values};
+        let values = |seed: usize| {
+            ndarray::Array4::from_shape_fn((1, 2, 32, 8), |(_, h, n, d)| {
+                ((h * 5 + n * 3 + d * 7 + seed) % 11) as f32 / 11.0 - 0.5
+            })
+        };
+        let qk = QkSource::new(
+            Box::new(ArraySource::from_f32("q", &values(1))),
+            Box::new(ArraySource::from_f32("k", &values(2))),
+            &QkOptions {
+                values: Values::Logits,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let mut s = Session::new(Arc::new(qk), ViewerOptions::default()).unwrap();
+        assert!(s.settle(Duration::from_secs(60)).unwrap());
+        let (frame, reads) = (s.render().unwrap(), s.reads());
+        assert!(!s.handle(Event::Key("o")).unwrap());
+        assert!(s.settle(Duration::from_secs(60)).unwrap());
+        assert!(
+            s.title().ends_with("this view shows logits"),
+            "{}",
+            s.title()
+        );
+        assert!(s.title().starts_with("attnviz: "), "{}", s.title());
+        assert_eq!(s.reads(), reads, "read again");
+        assert_eq!(s.render().unwrap(), frame);
+    }
+
     /// Arrows step to the next cell on screen: the next head or layer in a grid, the next
     /// ranked cell in a ranked figure, never a cell `--top` left out.
     #[test]

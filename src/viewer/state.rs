@@ -21,6 +21,7 @@ use crate::figure::plan::RenderOptions;
 use crate::figure::quads::{FigureQuads, Quad};
 use crate::pool::pattern::{HeadPattern, PatternOptions};
 use crate::pool::PoolOptions;
+use crate::source::qk::Values;
 use crate::source::AttentionSource;
 
 /// What a session measured so far (see [`ViewerReport`]).
@@ -61,6 +62,8 @@ pub(super) struct State {
     /// The window's title now, and with nothing hovered.
     pub(super) title: String,
     pub(super) plain_title: String,
+    /// `attnviz: ` and the source's name, which the plain title starts with.
+    pub(super) source_title: String,
     /// Where the worker's requests go.
     pub(super) jobs: Option<Sender<detail::Job>>,
     /// The detail asked for last, and when.
@@ -87,6 +90,8 @@ pub(super) struct State {
     pub(super) render: RenderOptions,
     /// What the statistics count when the sort key first pools them (`--sink-keys`, `--window`).
     pub(super) statistics: PatternOptions,
+    /// Why the sort key cannot order this figure (logits have no head statistics), if so.
+    pub(super) unsortable: Option<&'static str>,
     /// Per cell, the head's statistics when the figure was pooled with them (`--sort-by`, or
     /// after the sort key): the readout shows the hovered head's.
     pub(super) patterns: Vec<HeadPattern>,
@@ -135,6 +140,7 @@ impl State {
             focus: None,
             hovered: None,
             plain_title: title.clone(),
+            source_title: title.clone(),
             title,
             jobs: None,
             wanted: None,
@@ -149,6 +155,12 @@ impl State {
             tokens: options.tokens.clone(),
             render: options.figure(),
             statistics: options.statistics,
+            unsortable: source
+                .as_qk()
+                .filter(|q| q.values() == Values::Logits)
+                .map(|_| {
+                    "o: heads are ordered by statistics of probabilities; this view shows logits"
+                }),
             patterns: Vec::new(),
             timings: Timings::default(),
             read_shown: false,
