@@ -292,3 +292,18 @@ def test_keywords_the_viewer_cannot_use_are_value_errors():
         attnviz.Viewer(str(DATA), sink_keys=0)
     with pytest.raises(ValueError, match="top"):
         attnviz.Viewer(str(DATA), top=3)
+
+
+def test_a_screenshot_that_cannot_be_written_leaves_the_viewer_open(tmp_path, monkeypatch):
+    """``s`` saves the frame in the working folder; where that fails (here the folder is gone)
+    the title says why and the viewer goes on, rather than failing over a key press."""
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    monkeypatch.chdir(gone)
+    gone.rmdir()
+    w = attnviz.Viewer(str(DATA), size=SIZE)
+    assert w.settle(120)
+    w.handle_event(ev("key_down", key="s"))
+    assert re.fullmatch(r"attnviz: .* — s: .*attnviz-\d+\.png.*", w.title), w.title
+    w.handle_event(ev("key_down", key="c"))
+    assert w.get_frame().shape == (SIZE[1], SIZE[0], 4)

@@ -73,8 +73,14 @@ impl State {
             },
             "s" => {
                 let path = PathBuf::from(format!("attnviz-{}.png", std::process::id()));
-                self.screenshot(&path)?;
-                eprintln!("saved {}", path.display());
+                match self.screenshot(&path) {
+                    Ok(()) => eprintln!("saved {}", path.display()),
+                    // (a folder that cannot be written is no reason to close the window)
+                    Err(e) => {
+                        eprintln!("{e}");
+                        self.set_plain_title(&format!("s: {e}"));
+                    }
+                }
             }
             _ => {}
         }
