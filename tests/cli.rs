@@ -236,6 +236,22 @@ fn info_reports_shape_dtype_stats_and_adapter() {
         72,
         "{text}"
     );
+    // A raw dump of the same values, read by --shape and --dtype as render reads it: the same
+    // rows.
+    let dir = tempfile::tempdir().unwrap();
+    let raw = dir.path().join("minilm.f32");
+    let file = attnviz::source::open(&input, &Default::default()).unwrap();
+    attnviz::source::write_tensor(&file, &raw, &|_, _| {}).unwrap();
+    let raw = raw.to_str().unwrap();
+    let o = attnviz(&["info", raw, "--shape", "6,12,128,128", "--dtype", "f32"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let rows = |t: &str| -> Vec<String> {
+        let numbered = t
+            .lines()
+            .filter(|l| l.trim_start().starts_with(char::is_numeric));
+        numbered.map(str::to_string).collect()
+    };
+    assert_eq!(rows(&String::from_utf8_lossy(&o.stdout)), rows(&text));
 }
 
 /// Error runs: exit code 2, exactly one `error:` line naming the problem, and the previous

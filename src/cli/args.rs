@@ -384,11 +384,11 @@ pub struct BenchArgs {
 
 #[derive(Args)]
 pub struct InfoArgs {
-    /// Attention (.npy, .safetensors, as for render) or a Q/K capture (.safetensors).
+    /// Attention (.npy, .safetensors, or a raw dump, as for render) or a Q/K capture
+    /// (.safetensors).
     pub input: PathBuf,
-    /// Tensor to read from a .safetensors file with several.
-    #[arg(long)]
-    pub tensor: Option<String>,
+    #[command(flatten)]
+    pub stored: StoredArgs,
     /// auto: GPU, falling back to the CPU with a warning when no adapter exists.
     #[arg(long, value_enum, default_value_t = Backend::Auto)]
     pub backend: Backend,

@@ -4,9 +4,9 @@
 use std::path::Path;
 
 use attnviz::pool::geometry::CellGeometry;
+use attnviz::source;
 use attnviz::source::qk::{QkOptions, QkSource};
 use attnviz::source::safetensors::is_capture;
-use attnviz::source::{self, OpenOptions};
 use attnviz::{AttentionSource, Engine, HeadStats};
 
 use super::args::InfoArgs;
@@ -14,13 +14,10 @@ use super::args::InfoArgs;
 /// `attnviz info`: the header lines, then one table row per head; for a Q/K capture, what it
 /// holds and how its attention would be recomputed (its statistics would need that done).
 pub fn info(args: &InfoArgs) -> anyhow::Result<()> {
-    if args.tensor.is_none() && is_capture(&args.input) {
+    if !args.stored.named() && is_capture(&args.input) {
         return capture_info(&args.input);
     }
-    let options = OpenOptions {
-        tensor: args.tensor.clone(),
-    };
-    let src = source::open(&args.input, &options)?;
+    let src = args.stored.open_file(&args.input)?;
     let s = src.shape();
     println!("file:    {}", src.name());
     println!("shape:   {} (layers, heads, queries, keys)", s);

@@ -10,7 +10,7 @@ use attnviz::pool::pattern::PatternOptions;
 use attnviz::pool::Causal;
 use attnviz::source::qk::{parse_queries, QkOptions, QkSource, Values};
 use attnviz::source::safetensors::is_capture;
-use attnviz::source::{self, OpenOptions, QueryRows};
+use attnviz::source::{self, FileTensor, OpenOptions, QueryRows};
 use attnviz::{AttentionSource, Engine, Error, Gpu, RenderOptions};
 
 use super::args::{Backend, PatternArgs, QkArgs, Selection, StoredArgs, Style};
@@ -85,21 +85,22 @@ impl StoredArgs {
     /// INPUT as a raw dump of `--shape` and `--dtype` when both are given, else as a tensor
     /// file (`--tensor` names one in a .safetensors file with several).
     pub fn open(&self, input: &Path) -> anyhow::Result<Box<dyn AttentionSource>> {
+        Ok(Box::new(self.open_file(input)?))
+    }
+
+    /// [`StoredArgs::open`], as the file it reads (`info` prints what it stores).
+    pub fn open_file(&self, input: &Path) -> anyhow::Result<FileTensor> {
         Ok(match (&self.shape, &self.dtype) {
             (Some(shape), Some(dtype)) => {
                 let dtype = source::Stored::from_name(dtype).expect("clap checked the name");
-                Box::new(source::open_raw(
-                    input,
-                    &source::parse_shape(shape)?,
-                    dtype,
-                )?)
+                source::open_raw(input, &source::parse_shape(shape)?, dtype)?
             }
-            _ => Box::new(source::open(
+            _ => source::open(
                 input,
                 &OpenOptions {
                     tensor: self.tensor.clone(),
                 },
-            )?),
+            )?,
         })
     }
 }
