@@ -19,19 +19,7 @@ fn window_screenshot_equals_render() {
     let shot = dir.path().join("view.png");
     let rendered = dir.path().join("render.png");
     let input = data("minilm_attn_128.npy");
-    let run = |cmd: &mut Command| {
-        if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
-            cmd.env("XDG_RUNTIME_DIR", std::env::temp_dir());
-        }
-        let o = cmd.output().expect("run");
-        assert!(
-            o.status.success(),
-            "{cmd:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    };
-    run(Command::new(env!("CARGO_BIN_EXE_attnviz")).args([
+    run_ok(Command::new(env!("CARGO_BIN_EXE_attnviz")).args([
         "render",
         &input,
         "--layers",
@@ -46,26 +34,28 @@ fn window_screenshot_equals_render() {
     let img = image::open(&rendered).unwrap().to_rgba8();
     let size = format!("{}x{}", img.width(), img.height());
     // xvfb-run is a hard requirement here, as the GPU is: a missing one fails the test.
-    let stdout = run(Command::new("xvfb-run")
-        .args(["-a", "-s", "-screen 0 1600x1200x24"])
-        .args([
-            env!("CARGO_BIN_EXE_attnviz"),
-            "view",
-            &input,
-            "--layers",
-            "2",
-            "--heads",
-            "1-3",
-            "--colormap",
-            "magma",
-            "--size",
-            &size,
-            "--exit-after-frames",
-            "12",
-            "--stats",
-            "--screenshot",
-            shot.to_str().unwrap(),
-        ]));
+    let stdout = run_ok(
+        Command::new("xvfb-run")
+            .args(["-a", "-s", "-screen 0 1600x1200x24"])
+            .args([
+                env!("CARGO_BIN_EXE_attnviz"),
+                "view",
+                &input,
+                "--layers",
+                "2",
+                "--heads",
+                "1-3",
+                "--colormap",
+                "magma",
+                "--size",
+                &size,
+                "--exit-after-frames",
+                "12",
+                "--stats",
+                "--screenshot",
+                shot.to_str().unwrap(),
+            ]),
+    );
     assert!(stdout.contains("frames:  12"), "{stdout}");
     assert!(stdout.contains("frame time: min"), "{stdout}");
     let shot = image::open(&shot).unwrap().to_rgba8();
