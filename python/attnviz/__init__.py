@@ -14,7 +14,9 @@ keyword, or why it has none).
 
 Inputs are read where they are: a C-contiguous numpy array or CPU torch tensor is never copied
 (anything else is copied once), the per-layer tensors of ``outputs.attentions`` are never
-stacked, and the GIL is released while the GPU works. Bad input raises ``ValueError`` with the
+stacked, and a file's path is streamed from the file as the command line streams it
+(``attnviz.render("attn.safetensors", tensor="attn")``; a Q/K capture's file is recomputed).
+The GIL is released while the GPU works. Bad input raises ``ValueError`` with the
 command line's one-line message; GPU and environment problems raise ``RuntimeError``.
 """
 
@@ -186,6 +188,7 @@ def render(
     title=None,
     tokens=None,
     queries=None,
+    tensor=None,
     scale_factor=1.0,
     dpi=None,
     theme="light",
@@ -201,14 +204,18 @@ def render(
 
     attn: (L, H, Q, K), (H, Q, K) or (Q, K) float32/float16 (numpy array, CPU torch tensor, or
         anything ``np.asarray`` reads), or a list/tuple with one (batch, H, Q, K) or (H, Q, K)
-        tensor per layer, as HuggingFace returns ``outputs.attentions``.
+        tensor per layer, as HuggingFace returns ``outputs.attentions``; or the path of a file
+        ``attnviz render`` reads (``.npy``, ``.safetensors`` in f32, f16, bf16 or f64, ``tensor``
+        naming one of several), streamed from the file in bounded memory as the CLI streams
+        it, or of a Q/K capture's file, whose attention is recomputed (as :func:`render_qk`
+        with its defaults).
     batch: the batch item to show from per-layer (batch, H, Q, K) tensors.
     queries: only these query rows of every head, 0-based, end excluded (``"A..B"``, ``(A, B)``,
         ``slice(A, B)`` or ``range(A, B)``, as ``attnviz render --queries``). They keep their
         places: the causal mask, the statistics' distances, the query axis (ticked A..B) and
         the tokens are the whole head's, as they would not be for ``attn[..., A:B, :]``.
     """
-    return _render(attn, batch, _options(locals()), queries).image
+    return _render(attn, batch, _options(locals()), queries, tensor).image
 
 
 def figure(
@@ -237,6 +244,7 @@ def figure(
     title=None,
     tokens=None,
     queries=None,
+    tensor=None,
     scale_factor=1.0,
     dpi=None,
     theme="light",
@@ -249,7 +257,7 @@ def figure(
     backend="auto",
 ):
     """Like :func:`render`, but returns a :class:`Figure`, which a notebook shows inline."""
-    return _render(attn, batch, _options(locals()), queries)
+    return _render(attn, batch, _options(locals()), queries, tensor)
 
 
 def render_qk(
@@ -380,6 +388,7 @@ def heads(
     window=32,
     batch=0,
     queries=None,
+    tensor=None,
     softmax_scale=None,
     sliding_window=None,
     softcap=None,
@@ -399,10 +408,11 @@ def heads(
     one record per head (see below). ``attnviz.heads(out.attentions, sort_by="sink_mass",
     top=10)`` lists the ten heads with the most sink mass, highest first.
 
-    attn: what :func:`render` takes (arrays, HF ``outputs.attentions``); or queries with ``k``
-        the keys (as :func:`render_qk` takes them: arrays, or lists of per-layer arrays), or an
-        :class:`attnviz.Capture` (its windows, softcaps and sinks apply), whose attention is
-        recomputed, never stored.
+    attn: what :func:`render` takes (arrays, HF ``outputs.attentions``, a file's path with
+        ``tensor`` naming one of its tensors, streamed as ``attnviz heads FILE`` streams it); or
+        queries with ``k`` the keys (as :func:`render_qk` takes them: arrays, or lists of
+        per-layer arrays), or an :class:`attnviz.Capture` or its file's path (its windows,
+        softcaps and sinks apply), whose attention is recomputed, never stored.
     sink_keys: ``sink_mass`` counts the first N keys. window: ``local_mass`` counts keys with
         ``|a − k| < window``. queries: only these query rows (as :func:`render_qk` takes them),
         of stored attention too; they keep their places (distances from their own positions,
@@ -436,9 +446,12 @@ def heads(
     figure = _path(figure)
     if title is not None and figure is None:
         raise ValueError("title is drawn above the summary figure: give figure= too")
-    if isinstance(attn, Capture) or k is not None:
-        qk = _qk_options(dict(queries=queries, softmax_scale=softmax_scale,
-                              sliding_window=sliding_window, softcap=softcap, values="probs"))
+    qk = _qk_options(dict(queries=queries, softmax_scale=softmax_scale,
+                          sliding_window=sliding_window, softcap=softcap, values="probs"))
+    source = None if k is not None else _file_source("attnviz.heads", attn, tensor, options, qk)
+    if source is not None:
+        doc, warning = _attnviz._heads_source(source, options, figure)
+    elif isinstance(attn, Capture) or k is not None:
         qa, ka, bf16 = _qk_inputs(attn, k, qk, options)
         doc, warning = _attnviz._heads_qk(qa, ka, bf16, options, qk, figure)
     else:
@@ -524,6 +537,7 @@ def diff(
     theme="light",
     transparent=False,
     tiles=None,
+    tensor=None,
     batch=0,
     backend="auto",
 ):
@@ -531,9 +545,11 @@ def diff(
     two checkpoints, before and after fine-tuning), as ``attnviz diff A B`` does, and returns a
     :class:`Figure`. The subtraction runs on the GPU as both inputs stream; neither is copied.
 
-    a, b: as :func:`render`'s ``attn`` (each may be a per-layer list); any float dtypes; or
-        an :class:`attnviz.Capture` (live or loaded), whose attention is recomputed with its
-        layers' settings, never stored (two prompts, two checkpoints at long context).
+    a, b: as :func:`render`'s ``attn`` (each may be a per-layer list, or a file's path, read
+        in place, ``tensor`` naming the same tensor in both); any float dtypes; or an
+        :class:`attnviz.Capture` (live or loaded) or a capture's file, whose attention is
+        recomputed with its layers' settings, never stored (two prompts, two checkpoints at
+        long context).
     reduce: "extreme" (default: the signed value of largest magnitude in each pixel), "mean",
         "max" or "min".
     colormap: "RdBu_r" (default) or any of ``COLORMAPS``.
@@ -550,8 +566,11 @@ def diff(
     sides = []
     for x in (a, b):
         side = {"arrays": [], "stacked": False, "bf16": False, "q": None, "k": None,
-                "qk_bf16": None, "qk": None}
-        if isinstance(x, Capture):
+                "qk_bf16": None, "qk": None, "source": None}
+        side["source"] = _file_source("attnviz.diff", x, tensor, call, _qk_defaults())
+        if side["source"] is not None:
+            pass
+        elif isinstance(x, Capture):
             # (its attention recomputed with its own settings, as `attnviz diff` does a file's)
             qk = _qk_options(dict(queries=None, values="probs", softmax_scale=None,
                                   sliding_window=None, softcap=None))
@@ -651,26 +670,48 @@ def view(
     return {"adapter": adapter, "frames": frames, "frame_ms": frame_ms}
 
 
+def _qk_defaults(queries=None):
+    """The Q/K keywords at their defaults (a capture's own settings apply), but ``queries``."""
+    return _qk_options(dict(queries=queries, values="probs", softmax_scale=None,
+                            sliding_window=None, softcap=None))
+
+
+def _file_source(where, attn, tensor, options, qk):
+    """``attn`` as the file the CLI reads when it is a path (an ``_attnviz._Source``: a capture's
+    file recomputed with the Q/K keywords in ``qk``, else a tensor file read in place, only
+    ``qk["queries"]`` rows where given); None for anything else, which ``tensor`` cannot
+    name into. Stored attention given a keyword of recomputed attention raises
+    ``ValueError``."""
+    if not isinstance(attn, (str, bytes, os.PathLike)):
+        if tensor is not None:
+            raise ValueError("tensor: names a tensor of a .safetensors file; attn is not a path")
+        return None
+    path = os.fsdecode(attn)
+    if tensor is None and _attnviz._is_capture(path):
+        return _attnviz._Source.from_capture(path, options, qk)
+    _stored_only(where, values=None if qk["values"] == "probs" else qk["values"],
+                 softmax_scale=qk["softmax_scale"], sliding_window=qk["sliding_window"],
+                 softcap=qk["softcap"])
+    return _attnviz._Source.from_file(path, None if tensor is None else str(tensor),
+                                      qk["queries"])
+
+
 def _viewer_input(where, attn, k, tensor, batch, options, qk):
     """What ``Viewer`` and ``view`` show, opened in the same ways: an ``_attnviz._Source`` for
     queries and keys (``k``, or a Capture), a capture's file, or a file path; for arrays,
     ``(arrays, stacked, bf16)``, which ``view`` reads in place and ``Viewer`` copies. Stored
     attention given a keyword of recomputed attention raises ``ValueError``."""
     _headless()
-    path = os.fspath(attn) if isinstance(attn, (str, os.PathLike)) else None
     if isinstance(attn, Capture) or k is not None:
         qa, ka, bf16 = _qk_inputs(attn, k, qk, options)
         return _attnviz._Source.from_qk(qa, ka, bf16, options, qk)
-    if path is not None and tensor is None and _attnviz._is_capture(path):
-        return _attnviz._Source.from_capture(path, options, qk)
-    # Stored attention is read as stored (a capture's file is recomputed, above).
+    source = _file_source(where, attn, tensor, options, qk)
+    if source is not None:
+        return source
+    # Stored attention is read as stored.
     _stored_only(where, values=None if qk["values"] == "probs" else qk["values"],
                  softmax_scale=qk["softmax_scale"], sliding_window=qk["sliding_window"],
                  softcap=qk["softcap"])
-    if path is not None:
-        return _attnviz._Source.from_file(path, tensor, qk["queries"])
-    if tensor is not None:
-        raise ValueError("tensor: names a tensor of a .safetensors file; attn is not a path")
     return _prepare(attn, batch)
 
 
@@ -746,8 +787,14 @@ def _qk_options(kw):
     }
 
 
-def _render(attn, batch, options, queries=None):
+def _render(attn, batch, options, queries=None, tensor=None):
     _headless()
+    source = _file_source("attnviz.render", attn, tensor, options, _qk_defaults(queries))
+    if source is not None:
+        image, causal_applied, adapter, warning, addresses, layout, svg = (
+            _attnviz._render_source(source, options))
+        _warn_cpu(warning)
+        return Figure(image, causal_applied, adapter, layout, svg)
     arrays, stacked, bf16 = _prepare(attn, batch)
     image, causal_applied, adapter, warning, addresses, layout, svg = _attnviz._render(
         arrays, stacked, bf16, "attn", options, _queries(queries))
@@ -762,7 +809,10 @@ def _qk_inputs(q, k, qk, options):
     """Queries and keys as the extension takes them (two contiguous arrays, or two lists of one
     array per layer, and their bf16 flags), from ``q`` and ``k`` (arrays, or lists of layers)
     or from an :class:`attnviz.Capture` in ``q`` (its layers), whose settings go into
-    ``qk["meta"]``. Shared by render_qk, figure_qk, heads and Viewer."""
+    ``qk["meta"]``, or from the path of a capture's file in ``q`` (loaded as a Capture).
+    Shared by render_qk, figure_qk, heads and Viewer."""
+    if isinstance(q, (str, bytes, os.PathLike)) and k is None:
+        q = Capture.load(q)
     if isinstance(q, Capture):
         if k is not None:
             raise ValueError("k: a capture holds its own keys; pass the capture alone")
@@ -915,9 +965,9 @@ def _numpy_view(x, name):
     if isinstance(x, (str, bytes, os.PathLike)):
         # (numpy would take a name for a 0-d string array and fail on its dtype)
         raise ValueError(
-            "{}: got the string {!r}, and this function takes arrays: for a file, np.load(path, "
-            "mmap_mode='r') reads a .npy in place, attnviz.Capture.load(path) a capture's "
-            "(attnviz.Viewer also opens files, and the CLI reads them: attnviz render FILE)"
+            "{}: got the string {!r}, where an array goes: a file is read from its path as "
+            "attn (render, figure, heads, diff, view, Viewer) or as q alone (a capture's file), "
+            "or loaded first: np.load(path, mmap_mode='r'), attnviz.Capture.load(path)"
             .format(name, os.fsdecode(x)))
     if hasattr(x, "detach") and hasattr(x, "cpu") and hasattr(x, "numpy"):  # torch.Tensor
         t = x.detach()

@@ -8,6 +8,7 @@ mod viewer;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use attnviz::engine::qk_rows::GpuRows;
 use attnviz::figure::options::{PyBinding, RENDER_OPTIONS};
@@ -291,6 +292,22 @@ fn _render_qk<'py>(
     Ok(rendered(py, drawn, Vec::new()))
 }
 
+/// Attention the package opened (`_Source`): a file read in place as it streams, or a
+/// capture's file, its attention recomputed (the CLI's `render FILE`).
+#[pyfunction]
+fn _render_source<'py>(
+    py: Python<'py>,
+    source: &Bound<'py, viewer::_Source>,
+    options: PyOptions,
+) -> PyResult<Rendered<'py>> {
+    let render = options.render_options()?;
+    let source = source.get().inner.clone();
+    let drawn = py
+        .detach(|| render_and_write(source.as_ref(), &render, &options))
+        .map_err(py_err)?;
+    Ok(rendered(py, drawn, Vec::new()))
+}
+
 /// The Q/K source of `render_qk`'s arguments: each of `q` and `k` one array, or a list of one
 /// (H, N, d) array per layer (an `attnviz.Capture`'s layers, as it recorded them: stacking them
 /// first would hold the capture once more). `QkSource` owns its inputs (`'static` sources),
@@ -379,6 +396,29 @@ fn _heads(
     .map_err(py_err)
 }
 
+/// `attnviz.heads` on a file the package opened (`_Source`), as `attnviz heads FILE`.
+#[pyfunction]
+fn _heads_source(
+    py: Python<'_>,
+    source: &Bound<'_, viewer::_Source>,
+    options: PyOptions,
+    figure: Option<PathBuf>,
+) -> PyResult<(String, Option<String>)> {
+    let render = options.render_options()?;
+    let patterns = options.patterns()?;
+    let source = source.get().inner.clone();
+    py.detach(|| {
+        head_stats(
+            source.as_ref(),
+            &render,
+            patterns,
+            &options.backend,
+            figure.as_deref(),
+        )
+    })
+    .map_err(py_err)
+}
+
 /// `attnviz.heads` on Q and K (or a capture).
 #[pyfunction]
 fn _heads_qk(
@@ -426,7 +466,8 @@ fn rgba<'a>(image: &'a PyReadonlyArrayDyn<'_, u8>) -> PyResult<(&'a [u8], u32, u
 /// One side of `attnviz.diff`, as `_prepare` hands it over: the arrays, whether they are one
 /// stacked array, and whether they hold bfloat16 bits; or for a capture (`q` given) its
 /// queries and keys as `_qk_inputs` hands them over, with their bf16 flags and the Q/K
-/// keywords holding its settings (a dict with all these keys, None where unused).
+/// keywords holding its settings; or a file's `source` (a dict with all these keys, None
+/// where unused).
 #[derive(FromPyObject)]
 #[pyo3(from_item_all)]
 struct DiffInput<'py> {
@@ -437,6 +478,8 @@ struct DiffInput<'py> {
     k: Option<Bound<'py, PyAny>>,
     qk_bf16: Option<(bool, bool)>,
     qk: Option<PyQkOptions>,
+    /// A file the package opened (`_Source`): read in place, or a capture's recomputed.
+    source: Option<Bound<'py, viewer::_Source>>,
 }
 
 /// Both sides of a diff as the renderer reads them, for any backend.
@@ -445,10 +488,12 @@ struct DiffSides<'s> {
     b: Part<'s>,
 }
 
-/// One side: its arrays in place, or a capture's Q and K.
+/// One side: its arrays in place, a capture's Q and K, or a file the package opened (which
+/// may be a capture's file: then its Q and K).
 enum Part<'s> {
     Slice(SliceSource<'s>),
     Qk(&'s QkSource),
+    Source(&'s dyn AttentionSource),
 }
 
 impl SourceFor for DiffSides<'_> {
@@ -457,20 +502,26 @@ impl SourceFor for DiffSides<'_> {
         engine: Option<&'e Engine>,
     ) -> Result<Box<dyn AttentionSource + 'e>, attnviz::Error> {
         let one = |part: &'e Part<'_>| -> Box<dyn AttentionSource + 'e> {
-            match (part, engine) {
-                (Part::Slice(slice), _) => Box::new(slice),
-                (Part::Qk(q), Some(e)) => Box::new(GpuRows::new(e, q)),
-                (Part::Qk(q), None) => Box::new(*q),
+            // (Q/K attention is recomputed block by block on the engine where there is one)
+            let (read, qk): (&'e dyn AttentionSource, _) = match part {
+                Part::Slice(slice) => (slice, None),
+                Part::Qk(q) => (*q, Some(*q)),
+                Part::Source(s) => (*s, s.as_qk()),
+            };
+            match (qk, engine) {
+                (Some(q), Some(e)) => Box::new(GpuRows::new(e, q)),
+                _ => Box::new(read),
             }
         };
         Ok(Box::new(DiffSource::new(one(&self.a), one(&self.b))?))
     }
 }
 
-/// A side of a diff as read: arrays in place, or a capture's attention recomputed.
+/// A side of a diff as read: arrays in place, a capture's attention recomputed, or a file.
 enum DiffSide<'py> {
     Arrays(Input<'py>),
     Qk(QkSource),
+    Source(Arc<dyn AttentionSource>),
 }
 
 impl<'py> DiffSide<'py> {
@@ -479,10 +530,14 @@ impl<'py> DiffSide<'py> {
         Ok(match self {
             DiffSide::Arrays(input) => Part::Slice(input.source()?),
             DiffSide::Qk(q) => Part::Qk(q),
+            DiffSide::Source(s) => Part::Source(s.as_ref()),
         })
     }
 
     fn new(name: &str, side: DiffInput<'py>, render: &RenderOptions) -> PyResult<Self> {
+        if let Some(source) = &side.source {
+            return Ok(DiffSide::Source(source.get().inner.clone()));
+        }
         match (side.q, side.k, side.qk) {
             (Some(q), Some(k), Some(qk)) => Ok(DiffSide::Qk(qk_source(
                 &q,
@@ -677,6 +732,8 @@ fn render_options_table() -> Vec<(&'static str, &'static str, &'static str, &'st
 fn _attnviz(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(_render, m)?)?;
     m.add_function(wrap_pyfunction!(_render_qk, m)?)?;
+    m.add_function(wrap_pyfunction!(_render_source, m)?)?;
+    m.add_function(wrap_pyfunction!(_heads_source, m)?)?;
     m.add_function(wrap_pyfunction!(_diff, m)?)?;
     m.add_function(wrap_pyfunction!(_heads, m)?)?;
     m.add_function(wrap_pyfunction!(_heads_qk, m)?)?;

@@ -318,7 +318,8 @@ def test_bad_options_raise_the_cli_message(cli, tmp_path, kwargs, args):
         (np.zeros((8, 8), np.float32), dict(causal="maybe"), "invalid value 'maybe' for causal"),
         (np.zeros((8, 8), np.float32), dict(backend="tpu"), "invalid value 'tpu' for backend"),
         (np.zeros((8, 8), np.float32), dict(layers=[1.5]), "layers: expected an integer"),
-        ("not attention", {}, "attn: got the string 'not attention', and this function takes arrays"),
+        # (a string is a path: render reads files as the CLI does)
+        ("not attention", {}, "not attention: unknown file type (expected .npy or .safetensors)"),
     ],
 )
 def test_bad_python_inputs_raise_value_error(attn, kwargs, fragment):
@@ -536,12 +537,12 @@ def test_diff_shape_mismatch_is_a_value_error():
         attnviz.diff(a, attention((2, 56, 40)))
 
 
-def test_a_file_name_is_refused_with_what_to_do():
-    """A path where an array belongs is said to be one, with how to read the file, rather than
-    read as a string array ("dtype '<U8' is not supported"), by every function that takes
-    arrays."""
-    for call in (lambda p: attnviz.render(p), lambda p: attnviz.heads(p),
-                 lambda p: attnviz.diff(p, p), lambda p: attnviz.render_qk(p, p)):
+def test_a_file_name_where_an_array_goes_says_what_to_do():
+    """A path where only an array can go (keys beside queries, a layer of a list) is said to be
+    one, with how to read the file, rather than read as a string array ("dtype '<U8' is not
+    supported"). Where attention goes, a path is the file (test_files_are_read_from_their_paths
+    in test_options.py)."""
+    for call in (lambda p: attnviz.render_qk(p, p), lambda p: attnviz.render([p])):
         for path in ("attn.npy", Path("attn.npy")):
             with pytest.raises(ValueError, match=r"got the string 'attn.npy'.*mmap_mode"):
                 call(path)

@@ -10,7 +10,7 @@ import pytest
 
 import attnviz
 from attnviz import _attnviz
-from conftest import PNG_SIGNATURE, read_png, read_png_file, run_cli
+from conftest import PNG_SIGNATURE, ROOT, read_png, read_png_file, run_cli
 from test_attnviz import attention, qk_pair
 
 FUNCTIONS = {
@@ -235,3 +235,59 @@ def test_small_heads_magnified_as_the_cli_does(cli, tmp_path):
     a = attention((1, 2, 59, 59), seed=2)
     want = cli_render(cli, tmp_path, a, "cli.png")
     np.testing.assert_array_equal(attnviz.render(a), read_png_file(want))
+
+
+def test_files_are_read_from_their_paths(cli, tmp_path):
+    """A path where attention goes is the file the CLI reads, streamed from it in place: each
+    function draws and measures what its command does with the file (render, heads, diff;
+    ``tensor=`` picks one of several tensors, a capture's file is recomputed)."""
+    from safetensors.numpy import save_file
+
+    minilm = ROOT / "tests" / "data" / "minilm_attn_128.npy"
+    a = np.load(minilm)
+
+    def same_as_cli(command, args, png, function, *inputs, **kwargs):
+        out = tmp_path / "cli.png"
+        code, err = run_cli(cli, command, *inputs, *args, "-o", out, "--quiet")
+        assert code == 0, err
+        function(*inputs, out=png, **kwargs)
+        assert png.read_bytes() == out.read_bytes(), (command, inputs, kwargs)
+
+    # .npy, and the same values with query rows, as stored
+    same_as_cli("render", ["--layers", "2"], tmp_path / "a.png", attnviz.render, minilm,
+                layers=2)
+    np.testing.assert_array_equal(attnviz.render(str(minilm), layers=2),
+                                  attnviz.render(a, layers=2))
+    np.testing.assert_array_equal(attnviz.render(minilm, queries=(64, 128), heads=1),
+                                  attnviz.render(a, queries=(64, 128), heads=1))
+    # bf16 in a .safetensors file, which numpy cannot read
+    bf16 = tmp_path / "bf16.safetensors"
+    code, err = run_cli(cli, "synth", "--seq", "256", "--heads", "2", "--dtype", "bf16", "-o",
+                        bf16)
+    assert code == 0, err
+    same_as_cli("render", [], tmp_path / "b.png", attnviz.render, bf16)
+    # one tensor of several, by tensor=; without it the message names the keyword
+    two = tmp_path / "two.safetensors"
+    save_file({"first": a[:2], "second": a[2:4].astype(np.float16)}, str(two))
+    same_as_cli("render", ["--tensor", "second"], tmp_path / "c.png", attnviz.figure, two,
+                tensor="second")
+    with pytest.raises(ValueError, match="tensor="):
+        attnviz.render(two)
+    with pytest.raises(ValueError, match="tensor"):
+        attnviz.render(a, tensor="second")
+    # statistics of a file, and of a capture's file (recomputed), as attnviz heads lists them
+    qk = tmp_path / "qk.safetensors"
+    code, err = run_cli(cli, "synth-qk", "--seq", "128", "--heads", "2", "--dim", "16", "-o", qk)
+    assert code == 0, err
+    for path in (minilm, qk):
+        out = tmp_path / "heads.json"
+        code, err = run_cli(cli, "heads", path, "--json", out)
+        assert code == 0, err
+        assert attnviz.heads(path) == json.loads(out.read_text())["heads"], path
+    # a capture's file drawn as its attention, by render and by render_qk (q alone)
+    same_as_cli("render", [], tmp_path / "d.png", attnviz.render, qk)
+    np.testing.assert_array_equal(attnviz.render_qk(qk), attnviz.render(qk))
+    # the difference of two files
+    other = tmp_path / "other.npy"
+    np.save(other, a[:, ::-1].copy())
+    same_as_cli("diff", [], tmp_path / "e.png", attnviz.diff, minilm, other)

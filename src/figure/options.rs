@@ -69,7 +69,8 @@ const fn cli_only(flag: &'static str, why: &'static str) -> RenderOption {
     }
 }
 
-const FILES_ONLY: &str = "Python takes arrays, not files: read one with numpy or safetensors";
+const RAW_DUMPS: &str =
+    "a raw dump: np.memmap(path, dtype, shape=...) reads it in place, and Python takes the array";
 
 /// Every option of `attnviz render`, in `--help` order.
 pub const RENDER_OPTIONS: &[RenderOption] = &[
@@ -85,9 +86,13 @@ pub const RENDER_OPTIONS: &[RenderOption] = &[
     qk("--softcap", "softcap"),
     qk("--values", "values"),
     kw("--queries", "queries"),
-    cli_only("--tensor", FILES_ONLY),
-    cli_only("--shape", FILES_ONLY),
-    cli_only("--dtype", FILES_ONLY),
+    RenderOption {
+        flag: "--tensor",
+        python: PyBinding::Keyword("tensor"),
+        scope: Scope::Attention,
+    },
+    cli_only("--shape", RAW_DUMPS),
+    cli_only("--dtype", RAW_DUMPS),
     kw("--output", "out"),
     RenderOption {
         flag: "--layout-json",
@@ -237,8 +242,9 @@ mod tests {
                 "--exclude-keys 0..9 leaves no key in the statistics",
                 "exclude_keys=0..9 leaves no key in the statistics",
             ),
+            ("pick one with --tensor NAME", "pick one with tensor=NAME"),
             // no keyword: left as it is
-            ("pick one with --tensor NAME", "pick one with --tensor NAME"),
+            ("--shape 2,3 --dtype f32", "--shape 2,3 --dtype f32"),
             ("a -- b", "a -- b"),
         ];
         for (cli, py) in cases {
