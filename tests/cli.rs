@@ -335,6 +335,47 @@ fn broken_inputs_fail_cleanly_and_leave_the_output_alone() {
         &out,
         "unknown file type",
     );
+    // What cannot be read in place, by offset, is said to be so (a FIFO is not opened: that
+    // would wait for a writer).
+    let fifo = dir.path().join("attn");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    let folder = dir.path().join("runs");
+    std::fs::create_dir(&folder).unwrap();
+    for (input, needle) in [
+        ("-", "the standard input cannot be read in place"),
+        (fifo.to_str().unwrap(), "not a regular file"),
+        (folder.to_str().unwrap(), "a folder, not a tensor file"),
+    ] {
+        assert_clean_failure(&["render", input, "-o", o], &out, needle);
+    }
+}
+
+/// A tensor file named otherwise (`attn.bin`, a download without its extension) is read as
+/// what its first bytes say it is: the same figure as under its own name.
+#[test]
+fn a_tensor_is_read_by_its_content_when_its_name_says_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let minilm = data("minilm_attn_128.npy");
+    let safetensors = dir.path().join("minilm.safetensors");
+    let file = attnviz::source::open(&minilm, &Default::default()).unwrap();
+    attnviz::source::write_tensor(&file, &safetensors, &|_, _| {}).unwrap();
+    for (named, renamed) in [(minilm, "attn.bin"), (safetensors, "attn")] {
+        let renamed = dir.path().join(renamed);
+        std::fs::copy(&named, &renamed).unwrap();
+        let figure = |input: &Path, name: &str| {
+            let out = dir.path().join(name);
+            let args = ["render", input.to_str().unwrap(), "--layers", "2"];
+            let o = attnviz(&[&args[..], &["-o", out.to_str().unwrap()]].concat());
+            assert!(o.status.success(), "{input:?}: {}", stderr(&o));
+            std::fs::read(out).unwrap()
+        };
+        assert_eq!(
+            figure(&named, "a.png"),
+            figure(&renamed, "b.png"),
+            "{renamed:?}"
+        );
+    }
 }
 
 #[test]

@@ -319,7 +319,7 @@ def test_bad_options_raise_the_cli_message(cli, tmp_path, kwargs, args):
         (np.zeros((8, 8), np.float32), dict(backend="tpu"), "invalid value 'tpu' for backend"),
         (np.zeros((8, 8), np.float32), dict(layers=[1.5]), "layers: expected an integer"),
         # (a string is a path: render reads files as the CLI does)
-        ("not attention", {}, "not attention: unknown file type (expected .npy or .safetensors)"),
+        ("not attention", {}, "not attention: No such file or directory"),
     ],
 )
 def test_bad_python_inputs_raise_value_error(attn, kwargs, fragment):

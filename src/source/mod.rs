@@ -286,14 +286,70 @@ pub struct OpenOptions {
     pub tensor: Option<String>,
 }
 
-/// Opens `.npy` or `.safetensors` by extension.
-pub fn open(path: &Path, options: &OpenOptions) -> Result<FileTensor> {
+/// The tensor formats `open` reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileKind {
+    Npy,
+    Safetensors,
+}
+
+/// What `path` holds: by its extension, else by its first bytes (`\x93NUMPY`, or a
+/// safetensors header: a length that fits the file, then `{`), so that a tensor under another
+/// name (`attn.bin`, a download without its extension) is read as what it is. Only regular
+/// files: attnviz reads its input in place, at offsets, which a pipe or the standard input
+/// (`-`) cannot give.
+pub fn file_kind(path: &Path) -> Result<FileKind> {
     let ext = path
         .extension()
         .and_then(|e| e.to_str())
         .map(str::to_ascii_lowercase);
     match ext.as_deref() {
-        Some("npy") => {
+        Some("npy") => return Ok(FileKind::Npy),
+        Some("safetensors") => return Ok(FileKind::Safetensors),
+        _ => {}
+    }
+    // (the type before opening: opening a FIFO waits for a writer)
+    let meta = match std::fs::metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && path == Path::new("-") => {
+            return Err(Error::bad_input(
+                path,
+                "the standard input cannot be read in place: write the tensor to a file and \
+                 give its path",
+            ))
+        }
+        meta => meta.map_err(|e| Error::io(path, e))?,
+    };
+    if meta.is_dir() {
+        return Err(Error::bad_input(path, "a folder, not a tensor file"));
+    }
+    if !meta.is_file() {
+        return Err(Error::bad_input(
+            path,
+            "not a regular file (a pipe?): attnviz reads its input in place, at offsets; write \
+             the tensor to a file and give its path",
+        ));
+    }
+    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut head = [0u8; 9];
+    let n = std::io::Read::read(&mut file, &mut head).map_err(|e| Error::io(path, e))?;
+    let header_len = u64::from_le_bytes(head[..8].try_into().expect("8 bytes"));
+    if n >= 6 && head.starts_with(npy::MAGIC) {
+        Ok(FileKind::Npy)
+    } else if n == 9 && head[8] == b'{' && header_len.saturating_add(8) <= meta.len() {
+        Ok(FileKind::Safetensors)
+    } else {
+        Err(Error::bad_input(
+            path,
+            "unknown file type: neither .npy nor .safetensors, by name or by content (a raw \
+             dump is read with --shape and --dtype)",
+        ))
+    }
+}
+
+/// Opens a `.npy` or `.safetensors` file ([`file_kind`]: by extension, else by content).
+pub fn open(path: &Path, options: &OpenOptions) -> Result<FileTensor> {
+    match file_kind(path)? {
+        FileKind::Npy => {
             if options.tensor.is_some() {
                 return Err(Error::bad_input(
                     path,
@@ -302,11 +358,7 @@ pub fn open(path: &Path, options: &OpenOptions) -> Result<FileTensor> {
             }
             npy::open(path)
         }
-        Some("safetensors") => safetensors::open(path, options.tensor.as_deref()),
-        _ => Err(Error::bad_input(
-            path,
-            "unknown file type (expected .npy or .safetensors)",
-        )),
+        FileKind::Safetensors => safetensors::open(path, options.tensor.as_deref()),
     }
 }
 

@@ -9,7 +9,7 @@ use std::path::Path;
 use super::{DType, FileTensor, Shape, Stored, TensorLayout};
 use crate::error::{Error, Result};
 
-const MAGIC: &[u8; 6] = b"\x93NUMPY";
+pub(crate) const MAGIC: &[u8; 6] = b"\x93NUMPY";
 /// numpy itself refuses headers over 10 000 bytes unless told otherwise; we allow more slack.
 const MAX_HEADER_LEN: usize = 65536;
 

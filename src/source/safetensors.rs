@@ -40,11 +40,10 @@ pub(crate) fn open(path: &Path, tensor: Option<&str>) -> Result<FileTensor> {
     Ok(FileTensor::new(path, file, layout))
 }
 
-/// Whether `path` is named as a `.safetensors` file (in any case): what the readers and the
-/// Q/K writer go by.
+/// Whether `path` is a `.safetensors` file: named so (in any case; what the Q/K writer goes
+/// by for a file it is about to write), else by its content ([`super::file_kind`]).
 pub fn is_safetensors(path: &Path) -> bool {
-    path.extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("safetensors"))
+    super::file_kind(path).is_ok_and(|k| k == super::FileKind::Safetensors)
 }
 
 /// Whether `path` is a Q/K capture: a `.safetensors` file holding tensors `q` and `k`, as
