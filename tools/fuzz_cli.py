@@ -176,6 +176,9 @@ class Case:
         kind = rng.choice(["capture", "capture", "st", "npy"])
         blob = {"capture": self.capture, "st": self.attention_st, "npy": self.attention_npy}[kind]()
         suffix = ".npy" if kind == "npy" else ".safetensors"
+        if rng.random() < 0.2:
+            # (a name that says nothing: the format is read from the mutated first bytes)
+            suffix = rng.choice([".bin", ""])
         qk = kind == "capture"
         command = rng.choice(["render", "render", "heads", "info", "diff"]
                              + (["attention"] if qk else []))
