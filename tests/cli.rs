@@ -507,7 +507,8 @@ fn unwritable_output_folder_is_reported_before_rendering() {
     }
 }
 
-/// The `wrote …` line counts the cells drawn: `--top 3` of 72 pooled and ranked says so.
+/// The `wrote …` line counts the cells drawn: `--top 3` of 72 pooled and ranked says so; one
+/// is one cell.
 #[test]
 fn the_summary_counts_the_cells_top_draws() {
     let dir = tempfile::tempdir().unwrap();
@@ -524,6 +525,8 @@ fn the_summary_counts_the_cells_top_draws() {
     assert!(stderr(&o).contains(", 3 of 72 cells, "), "{}", stderr(&o));
     let o = attnviz(&[&args[..], &["--sort-by", "max"]].concat());
     assert!(stderr(&o).contains(", 72 cells, "), "{}", stderr(&o));
+    let o = attnviz(&[&args[..], &["--layers", "1", "--heads", "1"]].concat());
+    assert!(stderr(&o).contains(", 1 cell, "), "{}", stderr(&o));
 }
 
 /// `--timings`: the host's phases as an indented tree on stderr, each with its milliseconds

@@ -356,7 +356,7 @@ fn capture_files_carry_their_metadata_and_bad_metadata_is_one_line() {
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     for line in [
-        "shape:   2 layers, 2 query heads, 1 key heads, 12 queries, 12 keys, head dimension 8",
+        "shape:   2 layers, 2 query heads, 1 key head, 12 queries, 12 keys, head dimension 8",
         "model:   M",
         "tokens:  12",
         "mask:    causal, as the capture says",

@@ -448,7 +448,7 @@ def heads(
         raise ValueError("title is drawn above the summary figure: give figure= too")
     qk = _qk_options(dict(queries=queries, softmax_scale=softmax_scale,
                           sliding_window=sliding_window, softcap=softcap, values="probs"))
-    source = None if k is not None else _file_source("attnviz.heads", attn, tensor, options, qk)
+    source = _file_source("attnviz.heads", attn, tensor, options, qk, k)
     if source is not None:
         doc, warning = _attnviz._heads_source(source, options, figure)
     elif isinstance(attn, Capture) or k is not None:
@@ -676,15 +676,16 @@ def _qk_defaults(queries=None):
                             sliding_window=None, softcap=None))
 
 
-def _file_source(where, attn, tensor, options, qk):
-    """``attn`` as the file the CLI reads when it is a path (an ``_attnviz._Source``: a capture's
-    file recomputed with the Q/K keywords in ``qk``, else a tensor file read in place, only
-    ``qk["queries"]`` rows where given); None for anything else, which ``tensor`` cannot
-    name into. Stored attention given a keyword of recomputed attention raises
-    ``ValueError``."""
-    if not isinstance(attn, (str, bytes, os.PathLike)):
+def _file_source(where, attn, tensor, options, qk, k=None):
+    """``attn`` as the file the CLI reads when it is a path and no keys ``k`` come with it (an
+    ``_attnviz._Source``: a capture's file recomputed with the Q/K keywords in ``qk``, else a
+    tensor file read in place, only ``qk["queries"]`` rows where given); None for anything
+    else, which ``tensor`` cannot name into. Stored attention given a keyword of recomputed
+    attention raises ``ValueError``."""
+    if k is not None or not isinstance(attn, (str, bytes, os.PathLike)):
         if tensor is not None:
-            raise ValueError("tensor: names a tensor of a .safetensors file; attn is not a path")
+            raise ValueError("tensor: names a tensor of a .safetensors file given as attn; "
+                             "attn is not a path here")
         return None
     path = os.fsdecode(attn)
     if tensor is None and _attnviz._is_capture(path):
@@ -702,12 +703,12 @@ def _viewer_input(where, attn, k, tensor, batch, options, qk):
     ``(arrays, stacked, bf16)``, which ``view`` reads in place and ``Viewer`` copies. Stored
     attention given a keyword of recomputed attention raises ``ValueError``."""
     _headless()
+    source = _file_source(where, attn, tensor, options, qk, k)
+    if source is not None:
+        return source
     if isinstance(attn, Capture) or k is not None:
         qa, ka, bf16 = _qk_inputs(attn, k, qk, options)
         return _attnviz._Source.from_qk(qa, ka, bf16, options, qk)
-    source = _file_source(where, attn, tensor, options, qk)
-    if source is not None:
-        return source
     # Stored attention is read as stored.
     _stored_only(where, values=None if qk["values"] == "probs" else qk["values"],
                  softmax_scale=qk["softmax_scale"], sliding_window=qk["sliding_window"],

@@ -288,6 +288,9 @@ def test_the_figures_keywords_draw_what_the_native_viewer_draws(cli, tmp_path, k
 def test_keywords_the_viewer_cannot_use_are_value_errors():
     with pytest.raises(ValueError, match="tensor"):
         attnviz.Viewer(np.load(DATA), tensor="attn")
+    q = np.zeros((1, 1, 8, 4), np.float32)
+    with pytest.raises(ValueError, match="tensor"):
+        attnviz.Viewer(q, q, tensor="q")
     with pytest.raises(ValueError, match="sink_keys"):
         attnviz.Viewer(str(DATA), sink_keys=0)
     with pytest.raises(ValueError, match="top"):

@@ -50,13 +50,14 @@ fn capture_info(path: &Path) -> anyhow::Result<()> {
         "holds:   queries and keys (a capture): render, view, heads and diff recompute its \
          attention from it as their input (attention: --q FILE)"
     );
+    let n = attnviz::figure::counted;
     println!(
-        "shape:   {} layers, {} query heads, {kv_heads} key heads, {} queries, {} keys, head \
-         dimension {}",
-        s.layers,
-        s.heads,
-        s.queries,
-        src.all_keys(),
+        "shape:   {}, {}, {}, {}, {}, head dimension {}",
+        n(s.layers, "layer", "layers"),
+        n(s.heads, "query head", "query heads"),
+        n(kv_heads, "key head", "key heads"),
+        n(s.queries, "query", "queries"),
+        n(src.all_keys(), "key", "keys"),
         src.dim()
     );
     if let Some(meta) = src.meta() {

@@ -242,7 +242,7 @@ impl<'a> Job<'a> {
         let cells = if drawn < pooled {
             format!("{drawn} of {pooled} cells")
         } else {
-            format!("{pooled} cells")
+            attnviz::figure::counted(pooled, "cell", "cells")
         };
         // A difference of zeros only is the one thing to say about it: A and B agree in every
         // head drawn (the figure is then a single colour, and `--causal auto` finds the zeros
