@@ -887,7 +887,7 @@ def _stored_only(function, **qk_only):
     given = [name for name, v in qk_only.items() if v is not None]
     if given:
         raise ValueError(f"{function}: {given[0]} applies only to attention recomputed from "
-                         "queries and keys (k=, or a Capture), not to stored attention")
+                         "queries and keys (k=, a Capture or its file), not to stored attention")
 
 
 def _queries(queries):
