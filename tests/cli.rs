@@ -691,6 +691,19 @@ fn options_that_would_change_nothing_are_refused() {
         assert!(err.contains(needle), "{args:?}: {err}");
         assert!(!png.exists());
     }
+    // A raw dump has no tensors to pick from (clap's refusal, with its usage line).
+    let raw = [
+        "--shape",
+        "6,12,128,128",
+        "--dtype",
+        "f32",
+        "--tensor",
+        "attn",
+    ];
+    let o = attnviz(&[&["render", input, "-o", png.to_str().unwrap()][..], &raw].concat());
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("cannot be used with"), "{}", stderr(&o));
+    assert!(!png.exists());
 }
 
 /// A `.npy` of little-endian `descr` and `shape`, its values as `bytes` gives them.

@@ -117,7 +117,7 @@ pub struct DiffArgs {
 #[derive(Args)]
 pub struct StoredArgs {
     /// Tensor to read from a .safetensors file with several.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "shape")]
     pub tensor: Option<String>,
     /// Read INPUT as a raw dump of this shape (L,H,Q,K, or fewer dimensions) ...
     #[arg(long, requires = "dtype")]
