@@ -1156,6 +1156,24 @@ fn the_viewer_without_a_display_says_so_in_one_line() {
         err.contains("there is no display") && err.contains("attnviz render"),
         "{err}"
     );
+    // Bad input is reported before any window is asked for: a token file that does not fit
+    // (it was accepted, and the readout named nothing).
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens.txt");
+    std::fs::write(&tokens, "a\nb\n").unwrap();
+    let o = attnviz(&[
+        "view",
+        input.to_str().unwrap(),
+        "--tokens",
+        tokens.to_str().unwrap(),
+    ]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("tokens.txt: 2 tokens, but the input has 128"),
+        "{err}"
+    );
 }
 
 /// `--title ""` (a script's unset variable) draws no title, not a blank line above the grid.

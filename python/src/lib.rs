@@ -692,6 +692,8 @@ fn _view<'py>(
             if let Some(path) = &options.screenshot {
                 attnviz::files::check_screenshot_path(path)?;
             }
+            // (bad input first: the one event loop a process gets is not used up by it)
+            attnviz::viewer::check(source, &options)?;
             VIEWED.store(true, Ordering::SeqCst);
             attnviz::viewer::run(source, options)
         })

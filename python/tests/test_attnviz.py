@@ -436,6 +436,13 @@ VIEW = textwrap.dedent(
     """
     import sys, numpy as np, attnviz
     layers = [np.random.default_rng(s).random((1, 2, 64, 64), dtype=np.float32) for s in range(2)]
+    # Bad input is refused before the process's one window is asked for.
+    try:
+        attnviz.view(layers, tokens=["a", "b"])
+    except ValueError as e:
+        assert str(e).startswith("tokens: 2 tokens"), e
+    else:
+        raise AssertionError("tokens that do not fit must raise ValueError")
     # (rows 10..40 of each head, as `attnviz view --queries 10..40` shows them)
     r = attnviz.view(layers, exit_after_frames=3, screenshot=sys.argv[1], size=(320, 240),
                      focus=(2, 1), zoom=2.0, queries=(10, 40))

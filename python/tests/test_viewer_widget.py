@@ -200,6 +200,9 @@ def test_bad_input_is_a_value_error_naming_the_keyword():
         attnviz.Viewer(str(DATA), focus=(0, 1))
     with pytest.raises(ValueError, match="missing.npy"):
         attnviz.Viewer(str(DATA.with_name("missing.npy")))
+    # tokens that do not fit the input, as render refuses them (the readout named nothing)
+    with pytest.raises(ValueError, match=r"^tokens: 2 tokens, but the input has 128"):
+        attnviz.Viewer(str(DATA), tokens=["a", "b"])
 
 
 def test_a_capture_is_viewed_with_its_tokens():

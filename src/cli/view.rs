@@ -9,6 +9,7 @@ use attnviz::{Error, RenderOptions};
 
 use super::args::ViewArgs;
 use super::options::{attention_source, read_tokens};
+use super::render::check_tokens;
 
 /// `attnviz view`: opens the window, then prints the frame statistics when `--stats` asks.
 pub fn view(args: &ViewArgs) -> anyhow::Result<()> {
@@ -22,6 +23,9 @@ pub fn view(args: &ViewArgs) -> anyhow::Result<()> {
         args.stored.open(input)
     })?;
     let options = viewer_options(args, render)?;
+    if let (Some(path), Some(tokens)) = (&args.tokens, &options.tokens) {
+        check_tokens(path, tokens, src.as_ref())?;
+    }
     let report = attnviz::viewer::run(src.as_ref(), options)?;
     if args.stats {
         print_stats(&report);

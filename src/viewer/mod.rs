@@ -105,13 +105,19 @@ impl ViewerReport {
     }
 }
 
-/// Opens a window on `source` and runs until it is closed (or `exit_after_frames`).
 /// The tokens the hover readout and the edge labels name: --tokens, else a capture file's own.
-fn readout_tokens(source: &dyn AttentionSource, options: &ViewerOptions) -> Option<Vec<String>> {
-    options.tokens.clone().or_else(|| {
-        let meta = source.as_qk()?.meta()?;
-        meta.tokens.clone()
-    })
+/// Given tokens must fit the input, one per key, as `render` requires of them: a wrong file
+/// is an error, not a readout that silently names nothing.
+fn readout_tokens(
+    source: &dyn AttentionSource,
+    options: &ViewerOptions,
+) -> Result<Option<Vec<String>>> {
+    if let Some(tokens) = &options.tokens {
+        let s = source.shape();
+        crate::figure::axes::split_tokens(tokens, s.queries, s.keys, source.diagonal())?;
+        return Ok(Some(tokens.clone()));
+    }
+    Ok(source.as_qk().and_then(|q| q.meta()?.tokens.clone()))
 }
 
 /// Why no window opened, in one line: with no display to open it on (a server, a container,
@@ -134,15 +140,22 @@ pub(crate) fn window_error(e: impl std::fmt::Display) -> Error {
     Error::Window(format!("cannot open a window: {why}"))
 }
 
+/// Checks `options` against `source` as [`run`] does before it opens anything, for callers that
+/// can open one window only (`attnviz.view`): bad input must not use up the event loop.
+pub fn check(source: &dyn AttentionSource, options: &ViewerOptions) -> Result<()> {
+    readout_tokens(source, options).map(|_| ())
+}
+
+/// Opens a window on `source` and runs until it is closed (or `exit_after_frames`).
 pub fn run(source: &dyn AttentionSource, mut options: ViewerOptions) -> Result<ViewerReport> {
     let started = Instant::now();
+    // The readout and the edge labels name a capture's own tokens too.
+    options.tokens = readout_tokens(source, &options)?;
     let event_loop = EventLoop::with_user_event().build().map_err(window_error)?;
     let proxy = event_loop.create_proxy();
     let (jobs, job_rx) = channel();
     let (reply_tx, replies) = channel();
     let reads = Arc::new(AtomicU64::new(0));
-    // The readout and the edge labels name a capture's own tokens too.
-    options.tokens = readout_tokens(source, &options);
     let tokens = options.tokens.clone();
     let worker_reads = reads.clone();
     std::thread::scope(|scope| {
@@ -193,8 +206,16 @@ mod tests {
         )
         .unwrap();
         let mut options = ViewerOptions::default();
-        assert_eq!(readout_tokens(&src, &options).unwrap()[2], "c");
+        let named = |o: &ViewerOptions| readout_tokens(&src, o).unwrap().unwrap()[2].clone();
+        assert_eq!(named(&options), "c");
         options.tokens = Some(vec!["x".into(); 3]);
-        assert_eq!(readout_tokens(&src, &options).unwrap()[2], "x");
+        assert_eq!(named(&options), "x");
+        // Tokens that do not fit (one per key: 3) are refused, as render refuses them.
+        options.tokens = Some(vec!["x".into(); 2]);
+        let e = readout_tokens(&src, &options).unwrap_err().to_string();
+        assert!(
+            e.starts_with("--tokens: 2 tokens, but the input has"),
+            "{e}"
+        );
     }
 }

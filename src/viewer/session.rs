@@ -79,7 +79,7 @@ impl Session {
     /// `options` say (size, focus, zoom, hover).
     pub fn new(source: Arc<dyn AttentionSource>, mut options: ViewerOptions) -> Result<Session> {
         let engine = Arc::new(Engine::new(Gpu::new()?));
-        options.tokens = readout_tokens(source.as_ref(), &options);
+        options.tokens = readout_tokens(source.as_ref(), &options)?;
         let (jobs, job_rx) = channel();
         let (reply_tx, replies) = channel();
         let reads = Arc::new(AtomicU64::new(0));
