@@ -1174,6 +1174,27 @@ fn the_viewer_without_a_display_says_so_in_one_line() {
         err.contains("tokens.txt: 2 tokens, but the input has 128"),
         "{err}"
     );
+    // ... and a head or layer that is not there, also with no display (it said "no display")
+    for (flags, needle) in [
+        (
+            ["--focus", "9,1"],
+            "--focus 9,1: that head is not among the selected cells",
+        ),
+        (["--layers", "9"], "--layers 9: layer 9 is out of range"),
+    ] {
+        let o = Command::new(env!("CARGO_BIN_EXE_attnviz"))
+            .args(["view", input.to_str().unwrap()])
+            .args(flags)
+            .env_remove("DISPLAY")
+            .env_remove("WAYLAND_DISPLAY")
+            .env_remove("WAYLAND_SOCKET")
+            .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+            .output()
+            .unwrap();
+        let err = stderr(&o);
+        assert_eq!(o.status.code(), Some(2), "{flags:?}: {err}");
+        assert!(err.lines().count() == 1 && err.contains(needle), "{err}");
+    }
 }
 
 /// `--title ""` (a script's unset variable) draws no title, not a blank line above the grid.

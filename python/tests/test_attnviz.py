@@ -443,6 +443,12 @@ VIEW = textwrap.dedent(
         assert str(e).startswith("tokens: 2 tokens"), e
     else:
         raise AssertionError("tokens that do not fit must raise ValueError")
+    try:
+        attnviz.view(layers, focus=(3, 1))
+    except ValueError as e:
+        assert "focus=3,1: that head is not among the selected cells" in str(e), e
+    else:
+        raise AssertionError("a head that is not there must raise ValueError")
     # (rows 10..40 of each head, as `attnviz view --queries 10..40` shows them)
     r = attnviz.view(layers, exit_after_frames=3, screenshot=sys.argv[1], size=(320, 240),
                      focus=(2, 1), zoom=2.0, queries=(10, 40))

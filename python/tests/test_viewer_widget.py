@@ -198,6 +198,8 @@ def test_queries_and_keys_and_a_scaled_display():
 def test_bad_input_is_a_value_error_naming_the_keyword():
     with pytest.raises(ValueError, match="focus"):
         attnviz.Viewer(str(DATA), focus=(0, 1))
+    with pytest.raises(ValueError, match=r"^focus=9,1: that head is not among the selected"):
+        attnviz.Viewer(str(DATA), focus=(9, 1))
     with pytest.raises(ValueError, match="missing.npy"):
         attnviz.Viewer(str(DATA.with_name("missing.npy")))
     # tokens that do not fit the input, as render refuses them (the readout named nothing)

@@ -153,7 +153,17 @@ pub fn keyword(flag: &str) -> Option<&'static str> {
             PyBinding::Keyword(k) => Some(k),
             _ => None,
         })
+        .or_else(|| {
+            VIEWER_KEYWORDS
+                .iter()
+                .find(|(f, _)| *f == flag)
+                .map(|(_, k)| *k)
+        })
 }
+
+/// Flags of `attnviz view` beyond `render`'s that library messages name, and the keywords
+/// `attnviz.view` and `attnviz.Viewer` take for them.
+const VIEWER_KEYWORDS: &[(&str, &str)] = &[("--focus", "focus"), ("--zoom", "zoom")];
 
 /// A library message as a Python caller reads it: each flag with a keyword is renamed, with
 /// its value when one follows (`--layers 9: …` → `layers=9: …`, `use a larger --cell` → `use
@@ -243,6 +253,10 @@ mod tests {
                 "exclude_keys=0..9 leaves no key in the statistics",
             ),
             ("pick one with --tensor NAME", "pick one with tensor=NAME"),
+            (
+                "--focus 9,1: that head is not among the selected cells",
+                "focus=9,1: that head is not among the selected cells",
+            ),
             // no keyword: left as it is
             ("--shape 2,3 --dtype f32", "--shape 2,3 --dtype f32"),
             ("a -- b", "a -- b"),

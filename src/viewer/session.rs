@@ -139,11 +139,7 @@ impl Session {
         s.send(Job::Start(s.engine.clone()));
         if let Some((layer, head)) = options.focus {
             let Some(cell) = s.scene.plan.cells.iter().position(|&c| c == (layer, head)) else {
-                return Err(Error::BadOption(format!(
-                    "--focus {},{}: that head is not among the selected cells",
-                    layer + 1,
-                    head + 1
-                )));
+                return Err(super::focus_not_selected(layer, head));
             };
             s.focus_on(Some(cell));
         }
