@@ -39,9 +39,9 @@ class Viewer(RemoteFrameBuffer):
     (``Capture.save``, ``attnviz synth-qk``) is viewed as its attention, recomputed.
     ``values``, ``softmax_scale``, ``sliding_window`` and ``softcap`` apply to queries and keys
     only, and stored attention given them raises ``ValueError``. Other keywords are
-    :func:`attnviz.view`'s: every flag of ``attnviz view`` (the figure's are :func:`attnviz.render`'s,
-    ``scale=``, ``clip=``, ``sort_by=``, ``top=``, ``theme=``, ...), but those that script or
-    close the native window.
+    :func:`attnviz.view`'s: every flag of ``attnviz view`` (the figure's are
+    :func:`attnviz.render`'s, ``scale=``, ``clip=``, ``sort_by=``, ``top=``, ``theme=``, ...),
+    but those that script or close the native window.
     """
 
     def __init__(
