@@ -379,14 +379,24 @@ fn _heads(
     figure: Option<PathBuf>,
     queries: Option<String>,
 ) -> PyResult<(String, Option<String>)> {
-    let render = options.render_options()?;
-    let patterns = options.patterns()?;
     let input = Input::new("attn", &arrays, stacked, bf16)?;
     let whole = input.source()?;
     let source = query_rows(&whole, queries.as_deref())?;
+    heads_of(py, source.as_ref(), &options, figure)
+}
+
+/// The statistics JSON of `source` (and the CPU fallback's warning), the GIL released.
+fn heads_of(
+    py: Python<'_>,
+    source: &dyn AttentionSource,
+    options: &PyOptions,
+    figure: Option<PathBuf>,
+) -> PyResult<(String, Option<String>)> {
+    let render = options.render_options()?;
+    let patterns = options.patterns()?;
     py.detach(|| {
         head_stats(
-            source.as_ref(),
+            source,
             &render,
             patterns,
             &options.backend,
@@ -404,19 +414,7 @@ fn _heads_source(
     options: PyOptions,
     figure: Option<PathBuf>,
 ) -> PyResult<(String, Option<String>)> {
-    let render = options.render_options()?;
-    let patterns = options.patterns()?;
-    let source = source.get().inner.clone();
-    py.detach(|| {
-        head_stats(
-            source.as_ref(),
-            &render,
-            patterns,
-            &options.backend,
-            figure.as_deref(),
-        )
-    })
-    .map_err(py_err)
+    heads_of(py, source.get().inner.as_ref(), &options, figure)
 }
 
 /// `attnviz.heads` on Q and K (or a capture).
@@ -431,18 +429,8 @@ fn _heads_qk(
     figure: Option<PathBuf>,
 ) -> PyResult<(String, Option<String>)> {
     let render = options.render_options()?;
-    let patterns = options.patterns()?;
     let source = qk_source(&q, &k, bf16, &render, qk)?;
-    py.detach(|| {
-        head_stats(
-            &source,
-            &render,
-            patterns,
-            &options.backend,
-            figure.as_deref(),
-        )
-    })
-    .map_err(py_err)
+    heads_of(py, &source, &options, figure)
 }
 
 /// The figure's pixels as an (H, W, 4) uint8 array, handed to numpy without a copy.
