@@ -785,6 +785,45 @@ fn float64_files_draw_as_their_float32() {
 /// `-` is the standard output, as for most command-line tools: the same bytes as the file
 /// would hold (`heads --json -` in the table's place on stdout), no file named `-`, and one
 /// line, exit 2, when two outputs both name it.
+/// `--tokens -` reads the tokens from the standard input (a tokenizer piped in): the same
+/// figure as from their file.
+#[test]
+fn tokens_come_from_the_standard_input_as_from_a_file() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    let input = data("minilm_attn_128.npy");
+    let tokens = data("tokens_128.txt");
+    let drawn = |name: &str, from: &str, stdin: Option<&[u8]>| {
+        let out = dir.path().join(name);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_attnviz"))
+            .args([
+                "render",
+                input.to_str().unwrap(),
+                "--layers",
+                "1",
+                "--heads",
+                "1",
+            ])
+            .args(["--cell", "128", "--axes", "on", "--tokens", from, "--quiet"])
+            .args(["-o", out.to_str().unwrap()])
+            .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut pipe = child.stdin.take().unwrap();
+        pipe.write_all(stdin.unwrap_or_default()).unwrap();
+        drop(pipe);
+        let o = child.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        std::fs::read(out).unwrap()
+    };
+    let text = std::fs::read(&tokens).unwrap();
+    let from_file = drawn("file.png", tokens.to_str().unwrap(), None);
+    assert_eq!(from_file, drawn("stdin.png", "-", Some(&text)));
+}
+
 #[test]
 fn a_dash_writes_to_the_standard_output() {
     let dir = tempfile::tempdir().unwrap();

@@ -78,7 +78,7 @@ pub struct RenderArgs {
     /// resolution, unlabelled.
     #[arg(long, value_name = "DIR")]
     pub tiles: Option<PathBuf>,
-    /// One token per line (one per key): drawn beside each cell when at most 64, index ticks otherwise.
+    /// One token per line (one per key; `-`: the standard input): drawn beside each cell when at most 64, index ticks otherwise.
     #[arg(long, value_name = "FILE")]
     pub tokens: Option<PathBuf>,
     /// Also write every drawn head's pattern statistics (as `attnviz heads --json`), computed
@@ -221,7 +221,7 @@ pub struct ViewArgs {
     /// Window size in pixels, WxH (default: the figure, within 1600x1000).
     #[arg(long)]
     pub size: Option<String>,
-    /// One token per line, named in the hover readout.
+    /// One token per line (one per key; `-`: the standard input), named in the hover readout.
     #[arg(long)]
     pub tokens: Option<PathBuf>,
     /// Open in focus mode on this head: L,H (1-based).

@@ -220,9 +220,16 @@ impl Backend {
 
 /// Reads a token file: one token per line.
 pub fn read_tokens(path: &Path) -> anyhow::Result<Vec<String>> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::Io {
+    let io = |e| Error::Io {
         path: path.to_path_buf(),
         source: e,
-    })?;
+    };
+    // `-`: the standard input (`tokenize prompt.txt | attnviz render a.npy --tokens -`), as
+    // `-o -` is the standard output; a token list is small, unlike the input tensor.
+    let text = if attnviz::files::is_stdout(path) {
+        std::io::read_to_string(std::io::stdin()).map_err(io)?
+    } else {
+        std::fs::read_to_string(path).map_err(io)?
+    };
     Ok(text.lines().map(str::to_string).collect())
 }
