@@ -1180,14 +1180,19 @@ fn bench_takes_and_reports_the_row_kernel_budgets() {
 #[test]
 fn the_viewer_without_a_display_says_so_in_one_line() {
     let input = data("minilm_attn_128.npy");
-    let o = Command::new(env!("CARGO_BIN_EXE_attnviz"))
-        .args(["view", input.to_str().unwrap()])
-        .env_remove("DISPLAY")
-        .env_remove("WAYLAND_DISPLAY")
-        .env_remove("WAYLAND_SOCKET")
-        .env("XDG_RUNTIME_DIR", std::env::temp_dir())
-        .output()
-        .unwrap();
+    // `attnviz view INPUT FLAGS` where no display is set.
+    let headless = |flags: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_attnviz"))
+            .args(["view", input.to_str().unwrap()])
+            .args(flags)
+            .env_remove("DISPLAY")
+            .env_remove("WAYLAND_DISPLAY")
+            .env_remove("WAYLAND_SOCKET")
+            .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+            .output()
+            .unwrap()
+    };
+    let o = headless(&[]);
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
@@ -1200,12 +1205,7 @@ fn the_viewer_without_a_display_says_so_in_one_line() {
     let dir = tempfile::tempdir().unwrap();
     let tokens = dir.path().join("tokens.txt");
     std::fs::write(&tokens, "a\nb\n").unwrap();
-    let o = attnviz(&[
-        "view",
-        input.to_str().unwrap(),
-        "--tokens",
-        tokens.to_str().unwrap(),
-    ]);
+    let o = headless(&["--tokens", tokens.to_str().unwrap()]);
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
@@ -1221,15 +1221,7 @@ fn the_viewer_without_a_display_says_so_in_one_line() {
         ),
         (["--layers", "9"], "--layers 9: layer 9 is out of range"),
     ] {
-        let o = Command::new(env!("CARGO_BIN_EXE_attnviz"))
-            .args(["view", input.to_str().unwrap()])
-            .args(flags)
-            .env_remove("DISPLAY")
-            .env_remove("WAYLAND_DISPLAY")
-            .env_remove("WAYLAND_SOCKET")
-            .env("XDG_RUNTIME_DIR", std::env::temp_dir())
-            .output()
-            .unwrap();
+        let o = headless(&flags);
         let err = stderr(&o);
         assert_eq!(o.status.code(), Some(2), "{flags:?}: {err}");
         assert!(err.lines().count() == 1 && err.contains(needle), "{err}");
