@@ -346,4 +346,34 @@ fn diff_cli_defaults_and_shape_mismatch() {
         "{err}"
     );
     assert!(!bad.exists());
+    // --sink-keys and --window set what --sort-by ranks the differences by, as for render; with
+    // no ranking they would change nothing, and are refused.
+    let ranked = |name: &str, extra: &[&str]| {
+        let out = dir.path().join(name);
+        let mut args: Vec<&Path> = vec![&pa, &pb, Path::new("-o"), &out];
+        args.extend(["--sort-by", "sink_mass"].map(Path::new));
+        args.extend(extra.iter().map(Path::new));
+        let o = run(&args);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        std::fs::read(out).unwrap()
+    };
+    assert_ne!(
+        ranked("r1.png", &[]),
+        ranked("r2.png", &["--sink-keys", "16"])
+    );
+    let o = run(&[
+        &pa,
+        &pb,
+        Path::new("-o"),
+        &bad,
+        Path::new("--window"),
+        Path::new("8"),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--window sets what the head statistics count"),
+        "{err}"
+    );
+    assert!(!bad.exists());
 }

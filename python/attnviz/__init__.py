@@ -537,6 +537,8 @@ def diff(
     theme="light",
     transparent=False,
     tiles=None,
+    sink_keys=None,
+    window=None,
     tensor=None,
     batch=0,
     backend="auto",
@@ -558,10 +560,17 @@ def diff(
     causal: as :func:`render`'s; "auto" masks above the diagonal where every head of the
         difference is exactly zero there (two causal models).
     The other options are :func:`render`'s, as ``attnviz diff`` takes every ``render`` flag
-    (limits are symmetric about ``center`` whatever is given). A shape mismatch raises
-    ``ValueError`` naming both.
+    (limits are symmetric about ``center`` whatever is given); ``sink_keys`` and ``window`` set
+    what ``sort_by`` ranks the heads' differences by. A shape mismatch raises ``ValueError``
+    naming both.
     """
     _headless()
+    if sort_by is None:
+        given = [name for name, v in (("sink_keys", sink_keys), ("window", window))
+                 if v is not None]
+        if given:
+            raise ValueError(f"{given[0]} sets what the head statistics count, which diff "
+                             "computes only with sort_by")
     call = _options(locals())
     sides = []
     for x in (a, b):

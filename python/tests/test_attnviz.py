@@ -531,10 +531,11 @@ def test_diff_matches_cli(cli, tmp_path):
                                      "--center", "0.01"]),
                          # every render keyword, as the CLI's diff takes every render flag
                          (dict(clip=(1, 99), title="l1 − l2", axes=True, scale_factor=1.5,
-                               theme="dark", sort_by="entropy", top=4, tiles=tmp_path / "pt"),
+                               theme="dark", sort_by="sink_mass", sink_keys=8, top=4,
+                               tiles=tmp_path / "pt"),
                           ["--clip", "1,99", "--title", "l1 − l2", "--axes", "on",
-                           "--scale-factor", "1.5", "--theme", "dark", "--sort-by", "entropy",
-                           "--top", "4", "--tiles", tmp_path / "ct"])]:
+                           "--scale-factor", "1.5", "--theme", "dark", "--sort-by", "sink_mass",
+                           "--sink-keys", "8", "--top", "4", "--tiles", tmp_path / "ct"])]:
         code, err = run_cli(cli, "diff", pa, pb, "-o", png, "--quiet", *args)
         assert code == 0, err
         fig = attnviz.diff(a, b, out=tmp_path / "py.png", **kwargs)
@@ -548,6 +549,9 @@ def test_diff_shape_mismatch_is_a_value_error():
     a = attention((2, 40, 56))
     with pytest.raises(ValueError, match=r"a has shape .* but b has"):
         attnviz.diff(a, attention((2, 56, 40)))
+    # (the statistics' options rank by sort_by; without it they would change nothing)
+    with pytest.raises(ValueError, match="^window sets what the head statistics count"):
+        attnviz.diff(a, a, window=8)
 
 
 def test_a_file_name_where_an_array_goes_says_what_to_do():

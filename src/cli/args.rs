@@ -103,6 +103,8 @@ pub struct DiffArgs {
     pub out: Output,
     #[command(flatten)]
     pub style: Style,
+    #[command(flatten)]
+    pub patterns: PatternArgs,
     /// Also write every selected head's difference as DIR/l{l}_h{h}.png at native resolution.
     #[arg(long, value_name = "DIR")]
     pub tiles: Option<PathBuf>,
@@ -111,9 +113,8 @@ pub struct DiffArgs {
     pub tokens: Option<PathBuf>,
 }
 
-/// What the pattern statistics measure.
 /// How INPUT is read when it is stored attention: which tensor of a file, or a raw dump's shape
-/// and element type (`render`, `heads` and `view` alike).
+/// and element type (`render`, `heads`, `view` and `info` alike).
 #[derive(Args)]
 pub struct StoredArgs {
     /// Tensor to read from a .safetensors file with several.
@@ -127,6 +128,7 @@ pub struct StoredArgs {
     pub dtype: Option<String>,
 }
 
+/// What the pattern statistics measure.
 #[derive(Args)]
 pub struct PatternArgs {
     /// sink_mass counts the first N keys [default: 1].
