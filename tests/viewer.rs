@@ -19,42 +19,24 @@ fn window_screenshot_equals_render() {
     let shot = dir.path().join("view.png");
     let rendered = dir.path().join("render.png");
     let input = data("minilm_attn_128.npy");
-    run_ok(Command::new(env!("CARGO_BIN_EXE_attnviz")).args([
-        "render",
-        &input,
-        "--layers",
-        "2",
-        "--heads",
-        "1-3",
-        "--colormap",
-        "magma",
-        "-o",
-        rendered.to_str().unwrap(),
-    ]));
+    let figure = ["--layers", "2", "--heads", "1-3", "--colormap", "magma"];
+    let bin = env!("CARGO_BIN_EXE_attnviz");
+    run_ok(
+        Command::new(bin)
+            .args(["render", &input])
+            .args(figure)
+            .args(["-o", rendered.to_str().unwrap()]),
+    );
     let img = image::open(&rendered).unwrap().to_rgba8();
     let size = format!("{}x{}", img.width(), img.height());
     // xvfb-run is a hard requirement here, as the GPU is: a missing one fails the test.
     let stdout = run_ok(
         Command::new("xvfb-run")
             .args(["-a", "-s", "-screen 0 1600x1200x24"])
-            .args([
-                env!("CARGO_BIN_EXE_attnviz"),
-                "view",
-                &input,
-                "--layers",
-                "2",
-                "--heads",
-                "1-3",
-                "--colormap",
-                "magma",
-                "--size",
-                &size,
-                "--exit-after-frames",
-                "12",
-                "--stats",
-                "--screenshot",
-                shot.to_str().unwrap(),
-            ]),
+            .args([bin, "view", &input])
+            .args(figure)
+            .args(["--size", &size, "--exit-after-frames", "12", "--stats"])
+            .args(["--screenshot", shot.to_str().unwrap()]),
     );
     assert!(stdout.contains("frames:  12"), "{stdout}");
     assert!(stdout.contains("frame time: min"), "{stdout}");

@@ -455,8 +455,7 @@ def heads(
         qa, ka, bf16 = _qk_inputs(attn, k, qk, options)
         doc, warning = _attnviz._heads_qk(qa, ka, bf16, options, qk, figure)
     else:
-        _stored_only("attnviz.heads", softmax_scale=softmax_scale,
-                     sliding_window=sliding_window, softcap=softcap)
+        _stored_only("attnviz.heads", qk)
         arrays, stacked, bf16 = _prepare(attn, batch)
         doc, warning = _attnviz._heads(arrays, stacked, bf16, options, figure,
                                        _queries(queries))
@@ -566,11 +565,7 @@ def diff(
     """
     _headless()
     if sort_by is None:
-        given = [name for name, v in (("sink_keys", sink_keys), ("window", window))
-                 if v is not None]
-        if given:
-            raise ValueError(f"{given[0]} sets what the head statistics count, which diff "
-                             "computes only with sort_by")
+        _unused_statistics(sink_keys, window, "diff computes only with sort_by")
     call = _options(locals())
     sides = []
     for x in (a, b):
@@ -699,9 +694,7 @@ def _file_source(where, attn, tensor, options, qk, k=None):
     path = os.fsdecode(attn)
     if tensor is None and _attnviz._is_capture(path):
         return _attnviz._Source.from_capture(path, options, qk)
-    _stored_only(where, values=None if qk["values"] == "probs" else qk["values"],
-                 softmax_scale=qk["softmax_scale"], sliding_window=qk["sliding_window"],
-                 softcap=qk["softcap"])
+    _stored_only(where, qk)
     return _attnviz._Source.from_file(path, None if tensor is None else str(tensor),
                                       qk["queries"])
 
@@ -719,9 +712,7 @@ def _viewer_input(where, attn, k, tensor, batch, options, qk):
         qa, ka, bf16 = _qk_inputs(attn, k, qk, options)
         return _attnviz._Source.from_qk(qa, ka, bf16, options, qk)
     # Stored attention is read as stored.
-    _stored_only(where, values=None if qk["values"] == "probs" else qk["values"],
-                 softmax_scale=qk["softmax_scale"], sliding_window=qk["sliding_window"],
-                 softcap=qk["softcap"])
+    _stored_only(where, qk)
     return _prepare(attn, batch)
 
 
@@ -741,12 +732,9 @@ def _options(kw):
     o = dict(_DEFAULTS)
     o.update((k, v) for k, v in kw.items() if k in _DEFAULTS)
     if "stats_json" in kw and o["stats_json"] is None and o["sort_by"] is None:
-        # (a figure computes the statistics only for stats_json or sort_by: refused, as the
-        # CLI refuses --sink-keys, rather than left unused)
-        given = [name for name in ("sink_keys", "window") if o[name] is not None]
-        if given:
-            raise ValueError(f"{given[0]} sets what the head statistics count, which a figure "
-                             "computes only with stats_json or sort_by")
+        # (a figure computes the statistics only for stats_json or sort_by)
+        _unused_statistics(o["sink_keys"], o["window"],
+                           "a figure computes only with stats_json or sort_by")
     return {
         "out": _path(o["out"]),
         "layers": _selection(o["layers"], "layers"),
@@ -780,6 +768,15 @@ def _options(kw):
         "window": 32 if o["window"] is None else _int(o["window"], "window"),
         "backend": _str(o["backend"], "backend"),
     }
+
+
+def _unused_statistics(sink_keys, window, computes):
+    """``sink_keys`` or ``window`` given where nothing computes the statistics they define is
+    refused, as the CLI refuses ``--sink-keys``, rather than left unused; ``computes`` says
+    when something would."""
+    given = [name for name, v in (("sink_keys", sink_keys), ("window", window)) if v is not None]
+    if given:
+        raise ValueError(f"{given[0]} sets what the head statistics count, which {computes}")
 
 
 def _qk_options(kw):
@@ -889,11 +886,13 @@ def _render_qk(q, k, qk, options):
     return Figure(image, causal_applied, adapter, layout, svg)
 
 
-def _stored_only(function, **qk_only):
+def _stored_only(function, qk):
     """Stored attention is read as stored: a softcap, window, scale or value kind the caller
     expects applied is refused, not silently left out (as `attnviz heads FILE --softcap C`
-    is). ``qk_only``: those keywords as given, None where left out."""
-    given = [name for name, v in qk_only.items() if v is not None]
+    is). ``qk``: the Q/K keywords as ``_qk_options`` holds them (None where left out, values
+    "probs" by default)."""
+    given = [name for name in ("values", "softmax_scale", "sliding_window", "softcap")
+             if qk[name] not in (None, "probs")]
     if given:
         raise ValueError(f"{function}: {given[0]} applies only to attention recomputed from "
                          "queries and keys (k=, a Capture or its file), not to stored attention")

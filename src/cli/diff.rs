@@ -11,7 +11,7 @@ use attnviz::files::check_figure_path;
 use attnviz::source::qk::{QkOptions, QkSource};
 use attnviz::source::safetensors::is_capture;
 use attnviz::source::DiffSource;
-use attnviz::{AttentionSource, Colormap, Engine, Error, Reduce, RenderOptions};
+use attnviz::{AttentionSource, Colormap, Engine, Reduce, RenderOptions};
 
 use super::args::{DiffArgs, StoredArgs, Style};
 use super::options::read_tokens;
@@ -27,15 +27,9 @@ pub fn diff(args: &DiffArgs) -> anyhow::Result<()> {
     check_figure_path(&args.out.output)?;
     let mut options = diff_options(&args.style);
     // (--sort-by ranks the heads by the statistics of their differences, as --sink-keys and
-    // --window define them; neither given without it, as render refuses them)
-    if options.sort_by.is_some() {
-        options.patterns = Some(args.patterns.options());
-    } else if let Some(flag) = args.patterns.first_given() {
-        return Err(Error::BadOption(format!(
-            "{flag} sets what the head statistics count, which diff computes only with --sort-by"
-        ))
-        .into());
-    }
+    // --window define them)
+    let wanted = options.sort_by.is_some();
+    options.patterns = args.patterns.for_figure(wanted, "diff", "--sort-by")?;
     if let Some(path) = &args.tokens {
         options.tokens = Some(read_tokens(path)?);
     }

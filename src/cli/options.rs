@@ -115,8 +115,28 @@ impl PatternArgs {
         }
     }
 
-    /// The first of these flags given, for `render` to refuse when it computes no statistics.
-    pub fn first_given(&self) -> Option<&'static str> {
+    /// The statistics a figure computes when `wanted` (render's `--stats-json` or `--sort-by`,
+    /// diff's `--sort-by`, which `when` names); without it, `--sink-keys` or `--window` would
+    /// change nothing and is refused, naming `command` and `when`.
+    pub fn for_figure(
+        &self,
+        wanted: bool,
+        command: &str,
+        when: &str,
+    ) -> anyhow::Result<Option<PatternOptions>> {
+        match (wanted, self.first_given()) {
+            (true, _) => Ok(Some(self.options())),
+            (false, None) => Ok(None),
+            (false, Some(flag)) => Err(Error::BadOption(format!(
+                "{flag} sets what the head statistics count, which {command} computes only \
+                 with {when}"
+            ))
+            .into()),
+        }
+    }
+
+    /// The first of these flags given.
+    fn first_given(&self) -> Option<&'static str> {
         match (self.sink_keys, self.window) {
             (Some(_), _) => Some("--sink-keys"),
             (_, Some(_)) => Some("--window"),

@@ -40,16 +40,11 @@ pub fn render(args: &RenderArgs) -> anyhow::Result<()> {
         check_writable(path)?;
     }
     // (--sort-by ranks by the statistics --sink-keys and --window define, as --stats-json
-    // writes them; neither given, those two would change nothing and are refused)
-    if args.stats_json.is_some() || options.sort_by.is_some() {
-        options.patterns = Some(args.patterns.options());
-    } else if let Some(flag) = args.patterns.first_given() {
-        return Err(Error::BadOption(format!(
-            "{flag} sets what the head statistics count, which render computes only with \
-             --stats-json or --sort-by"
-        ))
-        .into());
-    }
+    // writes them)
+    let wanted = args.stats_json.is_some() || options.sort_by.is_some();
+    options.patterns = args
+        .patterns
+        .for_figure(wanted, "render", "--stats-json or --sort-by")?;
     let figure = render_to(src.as_ref(), &options, &args.out, args.tiles.as_deref())?;
     if let Some(path) = &args.stats_json {
         attnviz::figure::stats_json::write_figure_stats(path, &figure, &options)?;

@@ -140,36 +140,30 @@ pub(crate) fn window_error(e: impl std::fmt::Display) -> Error {
     Error::Window(format!("cannot open a window: {why}"))
 }
 
-/// `--focus` (0-based here) names a head the figure does not draw.
-pub(crate) fn focus_not_selected(layer: usize, head: usize) -> Error {
-    Error::BadOption(format!(
-        "--focus {},{}: that head is not among the selected cells",
-        layer + 1,
-        head + 1
-    ))
-}
-
 /// Checks `options` against `source` before anything opens: the figure's plan (selection,
-/// limits, sizes), the focused head among its cells, the tokens. [`run`] calls it before it
-/// asks for a window, so that bad input is reported as such on a machine with no display and
-/// flashes no window elsewhere; `attnviz.view` before it uses up the one event loop a process
-/// gets.
-pub fn check(source: &dyn AttentionSource, options: &ViewerOptions) -> Result<()> {
+/// limits, sizes), the focused head among its cells, the tokens; returns the tokens the
+/// readout names ([`readout_tokens`]). [`run`] and [`Session::new`] call it first, so that bad
+/// input is reported as such on a machine with no display and flashes no window elsewhere;
+/// `attnviz.view` before it uses up the one event loop a process gets.
+pub fn check(source: &dyn AttentionSource, options: &ViewerOptions) -> Result<Option<Vec<String>>> {
     let plan = crate::figure::plan::Plan::new(source, &options.figure())?;
     if let Some((layer, head)) = options.focus {
         if !plan.cells.contains(&(layer, head)) {
-            return Err(focus_not_selected(layer, head));
+            return Err(Error::BadOption(format!(
+                "--focus {},{}: that head is not among the selected cells",
+                layer + 1,
+                head + 1
+            )));
         }
     }
-    readout_tokens(source, options).map(|_| ())
+    readout_tokens(source, options)
 }
 
 /// Opens a window on `source` and runs until it is closed (or `exit_after_frames`).
 pub fn run(source: &dyn AttentionSource, mut options: ViewerOptions) -> Result<ViewerReport> {
     let started = Instant::now();
-    check(source, &options)?;
     // The readout and the edge labels name a capture's own tokens too.
-    options.tokens = readout_tokens(source, &options)?;
+    options.tokens = check(source, &options)?;
     let event_loop = EventLoop::with_user_event().build().map_err(window_error)?;
     let proxy = event_loop.create_proxy();
     let (jobs, job_rx) = channel();

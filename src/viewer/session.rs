@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use super::detail::{self, Job, Reply};
 use super::state::State;
-use super::{readout_tokens, ViewerOptions, ViewerReport};
+use super::{ViewerOptions, ViewerReport};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
@@ -79,7 +79,7 @@ impl Session {
     /// `options` say (size, focus, zoom, hover).
     pub fn new(source: Arc<dyn AttentionSource>, mut options: ViewerOptions) -> Result<Session> {
         let engine = Arc::new(Engine::new(Gpu::new()?));
-        options.tokens = readout_tokens(source.as_ref(), &options)?;
+        options.tokens = super::check(source.as_ref(), &options)?;
         let (jobs, job_rx) = channel();
         let (reply_tx, replies) = channel();
         let reads = Arc::new(AtomicU64::new(0));
@@ -137,10 +137,12 @@ impl Session {
     pub(super) fn start(&mut self, options: &ViewerOptions) -> Result<()> {
         let s = &mut self.state;
         s.send(Job::Start(s.engine.clone()));
-        if let Some((layer, head)) = options.focus {
-            let Some(cell) = s.scene.plan.cells.iter().position(|&c| c == (layer, head)) else {
-                return Err(super::focus_not_selected(layer, head));
-            };
+        // (`check` found the focused head among the cells)
+        let cells = &s.scene.plan.cells;
+        if let Some(cell) = options
+            .focus
+            .and_then(|f| cells.iter().position(|&c| c == f))
+        {
             s.focus_on(Some(cell));
         }
         if let Some(at) = options.hover {
