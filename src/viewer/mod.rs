@@ -142,7 +142,7 @@ pub(crate) fn window_error(e: impl std::fmt::Display) -> Error {
 
 /// Checks `options` against `source` before anything opens: the figure's plan (selection,
 /// limits, sizes), the focused head among its cells, the tokens; returns the tokens the
-/// readout names ([`readout_tokens`]). [`run`] and [`Session::new`] call it first, so that bad
+/// readout names (`readout_tokens`). [`run`] and [`Session::new`] call it first, so that bad
 /// input is reported as such on a machine with no display and flashes no window elsewhere;
 /// `attnviz.view` before it uses up the one event loop a process gets.
 pub fn check(source: &dyn AttentionSource, options: &ViewerOptions) -> Result<Option<Vec<String>>> {
