@@ -34,6 +34,7 @@ fn meta(heads: usize, window: usize) -> CaptureMeta {
     CaptureMeta {
         model: Some("TestModel".into()),
         tokens: None,
+        padding: None,
         layers: vec![
             LayerAttention {
                 index: Some(0),

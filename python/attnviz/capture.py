@@ -13,6 +13,12 @@ window, logit softcap, causality and sink logits, then calls the implementation 
 using (sdpa, flash, eager, ...) with the same arguments, so the model's outputs are unchanged.
 Nothing N² is formed: Q and K are O(N·d) per head, copied to ``device`` (host memory by default)
 layer by layer as they come, in their own dtype.
+
+The mask the model passes its attention says which positions of the batch item are padding
+(keys no query sees): they are left out of Q and K (``Capture.positions`` lists the others). The
+rest of that mask must be causal or bidirectional with the layer's sliding window and add
+nothing to the scores, which is what attnviz recomputes; anything else (packed sequences, a
+custom 4D mask, an ALiBi bias) makes reading the capture raise ``ValueError``.
 """
 
 import json
@@ -35,7 +41,8 @@ def capture(model, layers=None, batch=0, device="cpu"):
         ``AttentionInterface`` (Llama, Qwen, Mistral, Gemma, gpt-oss, BERT, ... in recent
         transformers); any other raises ``ValueError`` naming its class.
     layers: the model's layer indices to keep (0-based; default all).
-    batch: the batch item to keep.
+    batch: the batch item to keep, without its padding (the positions the model's attention
+        mask hides from every query).
     device: where the captured tensors go ("cpu" by default; ``None`` keeps them where they
         are, e.g. on the GPU).
     """
@@ -57,8 +64,13 @@ class Capture:
         self._model = model
         self._wanted = layers
         self._batch = int(batch)
+        if self._batch < 0:
+            raise ValueError("attnviz.capture: batch={} is not an item of a batch (0, 1, ...)"
+                             .format(batch))
         self._device = device
         self._records = {}
+        self._problems = {}
+        self._kept = None
         self._calls = 0
         self._saved = None
         self.model = type(model).__name__
@@ -80,6 +92,8 @@ class Capture:
         _register_mask(original)
         self._saved = _set_implementation(self._model, _NAME)
         self._records = {}
+        self._problems = {}
+        self._kept = None
         return self
 
     def __exit__(self, *exc):
@@ -95,21 +109,24 @@ class Capture:
             index = self._calls
         self._calls += 1
         if self._wanted is None or index in self._wanted:
-            self._record(index, module, query, key, kwargs)
+            self._record(index, module, query, key, attention_mask, kwargs)
         inner = self._inner
         if inner is None:
             inner = getattr(sys.modules[type(module).__module__], "eager_attention_forward")
         return inner(module, query, key, value, attention_mask, *args, **kwargs)
 
-    def _record(self, index, module, query, key, kwargs):
+    def _record(self, index, module, query, key, attention_mask, kwargs):
         if index in self._records:
             # A new forward pass: start over.
             self._records = {}
-        b = min(self._batch, query.shape[0] - 1)
-
-        def keep(x):
-            x = x[b].detach()
-            return x.to(self._device, copy=True) if self._device is not None else x.clone()
+            self._problems = {}
+            self._kept = None
+        if self._batch >= query.shape[0]:
+            # (recorded, not raised: raising here would end the user's forward pass)
+            self._problems[index] = "batch={}, but the model ran a batch of {}".format(
+                self._batch, query.shape[0])
+            return
+        b = self._batch
 
         scaling = kwargs.get("scaling", getattr(module, "scaling", None))
         window = kwargs.get("sliding_window", getattr(module, "sliding_window", None))
@@ -118,11 +135,28 @@ class Capture:
         causal = getattr(module, "is_causal", None)
         if kwargs.get("is_causal") is not None:
             causal = bool(kwargs["is_causal"])
-        self._records[index] = (keep(query), keep(key), {
+        window = None if not window else int(window)
+        kept, problem = _padding(attention_mask, b, query.shape[2], key.shape[2], bool(causal),
+                                 window)
+        if problem is None and self._kept is not None and not _same_kept(kept, self._kept):
+            problem = "its padding differs from layer {}'s".format(min(self._records))
+        if problem is not None:
+            self._problems[index] = ("layer {}'s attention mask {}: attnviz cannot recompute it "
+                                     "from Q and K".format(index, problem))
+        if self._kept is None:
+            self._kept = kept
+
+        def keep(x, axis_positions):
+            x = x[b].detach()
+            if axis_positions is not None:
+                x = x.index_select(1, axis_positions)
+            return x.to(self._device, copy=True) if self._device is not None else x.clone()
+
+        self._records[index] = (keep(query, kept.rows), keep(key, kept.keys), {
             "index": int(index),
             "scaling": None if scaling is None else float(scaling),
             "causal": None if causal is None else bool(causal),
-            "sliding_window": None if not window else int(window),
+            "sliding_window": window,
             "softcap": None if not softcap else float(softcap),
             "sinks": None if sinks is None else [float(s) for s in sinks.detach().float().cpu().reshape(-1)],
         })
@@ -130,6 +164,8 @@ class Capture:
     # -- what the user reads ------------------------------------------------------------------
 
     def _ordered(self):
+        if self._problems:
+            raise ValueError("attnviz.capture: " + self._problems[min(self._problems)])
         if not self._records:
             raise ValueError("attnviz.capture: nothing captured (run the model inside the with block)")
         return [self._records[i] for i in sorted(self._records)]
@@ -146,14 +182,39 @@ class Capture:
     def layers(self):
         return [dict(r[2]) for r in self._ordered()]
 
+    @property
+    def positions(self):
+        """The positions of the batch item's sequence that the capture holds, in order:
+        ``None`` when it holds all of them; a list when the model's attention mask padded some
+        out (a padded batch), which the capture leaves out of Q and K alike, since no query of
+        the item sees them."""
+        self._ordered()
+        return self._kept.positions() if self._kept is not None else None
+
     def metadata(self, tokens=None):
         """The JSON string stored in a capture file (and passed to the renderer); ``tokens``
         default to the capture's own (a loaded file's)."""
         meta = {"format": _FORMAT, "model": self.model, "layers": self.layers}
-        tokens = self.tokens if tokens is None else tokens
+        positions = self.positions
+        if positions is not None:
+            meta["padding"] = {"length": self._kept.length, "positions": positions}
+        tokens = self.tokens if tokens is None else self._kept_tokens(tokens)
         if tokens is not None:
             meta["tokens"] = [str(t) for t in tokens]
         return json.dumps(meta)
+
+    def _kept_tokens(self, tokens):
+        """``tokens`` as the capture holds them: one per position kept, whether they are given
+        for those or, from a padded batch, for the whole item (its padding then left out)."""
+        tokens = list(tokens)
+        kept = self.k[0].shape[1]
+        positions = self.positions
+        if positions is not None and len(tokens) == self._kept.length:
+            return [tokens[p] for p in positions]
+        if len(tokens) != kept:
+            whole = "" if positions is None else " ({} with the padding)".format(self._kept.length)
+            raise ValueError("tokens: {} tokens for {} positions{}".format(len(tokens), kept, whole))
+        return tokens
 
     @classmethod
     def load(cls, path):
@@ -177,8 +238,15 @@ class Capture:
         layers = meta.get("layers") if isinstance(meta, dict) else None
         if not isinstance(layers, list) or len(layers) != q.shape[0]:
             layers = [{"index": i} for i in range(q.shape[0])]
+        try:
+            kept = _Kept.saved(meta.get("padding") if isinstance(meta, dict) else None,
+                               k.shape[2])
+        except ValueError as e:
+            raise ValueError("{}: {}".format(path, e)) from None
         cap = cls.__new__(cls)
         cap._records = {}
+        cap._problems = {}
+        cap._kept = kept
         for i, settings in enumerate(layers):
             index = settings.get("index", i) if isinstance(settings, dict) else i
             keep = [_BF16Bits(x[i]) if bf16 else x[i] for x, bf16 in ((q, q_bf16), (k, k_bf16))]
@@ -207,9 +275,6 @@ class Capture:
         path = os.fspath(path)
         records = self._ordered()
         qs, ks = [r[0] for r in records], [r[1] for r in records]
-        if tokens is not None and len(tokens) != ks[0].shape[1]:
-            raise ValueError("tokens: {} tokens for {} positions".format(
-                len(tokens), ks[0].shape[1]))
         tensors = {"q": qs, "k": ks}
         header = {"__metadata__": {"attnviz": self.metadata(tokens)}}
         end = 0
@@ -249,6 +314,145 @@ class Capture:
         return "<attnviz.Capture of {}: {} layers, Q {}x{}x{}, K {} heads, {}>".format(
             self.model, len(self._records), q.shape[0], q.shape[1], q.shape[2], k.shape[0],
             dtype)
+
+
+class _Kept:
+    """The query rows and keys of the batch item a capture holds: all of them (``rows`` and
+    ``keys`` ``None``), or, where the model's attention mask padded some positions out, the
+    others, as index tensors on the mask's device (a list of positions, for a loaded file).
+    ``length`` is the item's key count with its padding."""
+
+    __slots__ = ("rows", "keys", "length")
+
+    def __init__(self, rows, keys, length):
+        self.rows, self.keys, self.length = rows, keys, length
+
+    @classmethod
+    def saved(cls, padding, keys):
+        """What a capture file's ``padding`` says was kept (``{"length": n, "positions":
+        [...]}``, which ``attnviz info`` reads too); all when it is missing. Only the positions
+        are used (the file holds the rows and keys kept), so they stay a list."""
+        if padding is None:
+            return None
+        positions = padding.get("positions") if isinstance(padding, dict) else None
+        length = padding.get("length") if isinstance(padding, dict) else None
+        if not isinstance(length, int) or not isinstance(positions, list) or not all(
+                isinstance(p, int) for p in positions):
+            raise ValueError("padding is not {\"length\": n, \"positions\": [...]}")
+        if len(positions) != keys:
+            raise ValueError("padding lists {} positions for {} keys".format(len(positions), keys))
+        if any(a >= b for a, b in zip(positions, positions[1:])) or (
+                positions and not 0 <= positions[0] <= positions[-1] < length):
+            raise ValueError("padding positions must increase and stay below its length {}"
+                             .format(length))
+        return cls(None, positions, length)
+
+    def positions(self):
+        if self.keys is None or isinstance(self.keys, list):
+            return self.keys
+        return [int(p) for p in self.keys.tolist()]
+
+
+def _same_kept(a, b):
+    if (a.keys is None) != (b.keys is None) or a.length != b.length:
+        return False
+    return a.keys is None or (a.keys.shape == b.keys.shape and bool((a.keys == b.keys).all()))
+
+
+# Rows of a mask examined at once: the check holds a block of this many entries beside the
+# model's own mask, whatever the sequence length.
+_MASK_BLOCK = 1 << 22
+
+
+def _visible(block):
+    """Which entries of a block of the model's mask let a key through: a boolean mask as it
+    is; an additive one where it is above half its dtype's lowest value (transformers writes
+    that lowest value for a hidden key, 0 for a visible one)."""
+    import torch
+
+    if block.dtype == torch.bool:
+        return block
+    return block > torch.finfo(block.dtype).min / 2
+
+
+def _padding(mask, b, q_len, k_len, causal, window):
+    """Batch item ``b``'s padding as the model's attention mask shows it, and what in that
+    mask attnviz cannot recompute (``None`` when nothing).
+
+    A key that no query sees is padding; in self-attention (as many queries as keys) the query
+    at its position is too, and both are left out. What the mask shows of the positions kept
+    must then be the mask attnviz applies (causal or not, with the layer's sliding window),
+    with no bias added to the scores: otherwise the capture could not stand for the model's
+    attention, and saying so beats drawing something else. The mask is read in blocks of rows,
+    so checking it takes a block's memory beside the mask the model built."""
+    import torch
+
+    everything = _Kept(None, None, k_len)
+    if mask is None or not isinstance(mask, torch.Tensor):
+        # No mask (the model lets the kernel apply causality), or flex attention's BlockMask,
+        # which has no entries to read without building the dense N² mask.
+        return everything, None
+    item = mask[min(b, mask.shape[0] - 1)]
+    if item.dim() == 1:
+        # Flash attention's (batch, keys) padding mask: 1 where a key is a token.
+        seen = item[:k_len].bool()
+        if bool(seen.all()):
+            return everything, None
+        keys = seen.nonzero().flatten()
+        return _Kept(keys if q_len == k_len else None, keys, k_len), None
+    if item.dim() != 3 or item.shape[-2] != q_len or item.shape[-1] < k_len:
+        return everything, "has shape {}, not (batch, heads, {}, {})".format(
+            tuple(mask.shape), q_len, k_len)
+    if item.shape[0] > 1 and not bool((item == item[:1]).all()):
+        return everything, "differs between heads"
+    item = item[0, :, :k_len]
+    step = max(1, _MASK_BLOCK // k_len)
+    keys_seen = torch.zeros(k_len, dtype=torch.bool, device=item.device)
+    rows_seen = torch.zeros(q_len, dtype=torch.bool, device=item.device)
+    for r in range(0, q_len, step):
+        block = item[r:r + step]
+        seen = _visible(block)
+        if block.dtype != torch.bool and bool(block.masked_fill(~seen, 0).any()):
+            return everything, "adds a bias to the scores (ALiBi or relative positions)"
+        keys_seen |= seen.any(0)
+        rows_seen[r:r + step] = seen.any(1)
+    keys = None if bool(keys_seen.all()) else keys_seen.nonzero().flatten()
+    if q_len == k_len:
+        rows = keys
+    else:
+        rows = None if bool(rows_seen.all()) else rows_seen.nonzero().flatten()
+    kept = _Kept(rows, keys, k_len)
+    return kept, _mask_problem(item, kept, q_len, causal, window)
+
+
+def _mask_problem(item, kept, q_len, causal, window):
+    """How the mask of the positions kept differs from attnviz's causal or sliding-window
+    mask (``None`` when it does not): row ``q`` sits at position ``q + K − Q`` and sees key
+    ``k`` when ``k`` is at most that position (causal) and less than ``window`` behind it."""
+    import torch
+
+    rows = kept.rows if kept.rows is not None else torch.arange(q_len, device=item.device)
+    keys_n = item.shape[1] if kept.keys is None else len(kept.keys)
+    shift = keys_n - len(rows)
+    key = torch.arange(keys_n, device=item.device)[None, :]
+    step = max(1, _MASK_BLOCK // keys_n)
+    for r in range(0, len(rows), step):
+        block = item.index_select(0, rows[r:r + step])
+        if kept.keys is not None:
+            block = block.index_select(1, kept.keys)
+        at = torch.arange(r, r + block.shape[0], device=item.device)[:, None] + shift
+        expected = torch.ones_like(block, dtype=torch.bool)
+        if causal:
+            expected &= key <= at
+        if window is not None:
+            expected &= key > at - window
+        if not torch.equal(_visible(block), expected):
+            kind = "causal" if causal else "bidirectional"
+            if window is not None:
+                kind += " sliding-window ({})".format(window)
+            return ("hides or shows keys that a {} mask would not (packed sequences, "
+                    "bidirectional image tokens or a custom 4D mask)".format(kind))
+    return None
 
 
 class _BF16Bits:

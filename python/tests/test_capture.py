@@ -137,6 +137,99 @@ def test_captured_attention_equals_eager(family, tmp_path, cli):
         assert np.abs(a - b).max() <= 8, "{} {}: more than one LUT step".format(family, tile)
 
 
+@pytest.mark.parametrize("implementation", ["eager", "sdpa"])
+@pytest.mark.parametrize("family", ["llama-gqa", "mistral-window", "bert"])
+def test_a_padded_batch_item_is_captured_without_its_padding(family, implementation, tmp_path,
+                                                             cli):
+    """Item 1 of a batch of two, padded on the left (decoders) or on the right (BERT): the
+    model's mask hides the padding from every query, so the capture leaves those positions out
+    of Q and K, and what attnviz recomputes from them equals the model's own attention of the
+    item's tokens, within the 1e-5 of the test above. Before, the padding was captured as if it
+    were text, and every row's probabilities were spread over keys the model never saw."""
+    model = _tiny(family)
+    model.config._attn_implementation = implementation
+    ids = torch.cat([_inputs(), _inputs().flip(1)])
+    mask = torch.ones(2, N, dtype=torch.long)
+    pad = slice(N - 7, N) if family == "bert" else slice(0, 7)
+    mask[1, pad] = 0
+    with torch.no_grad(), attnviz.capture(model, batch=1) as cap:
+        model(ids, attention_mask=mask)
+    kept = [p for p in range(N) if mask[1, p]]
+    assert cap.positions == kept
+    assert cap.q[0].shape[1] == cap.k[0].shape[1] == N - 7
+
+    model.config._attn_implementation = "eager"
+    with torch.no_grad():
+        out = model(ids, attention_mask=mask, output_attentions=True)
+    eager = np.stack([a[1].float().numpy() for a in out.attentions])[:, :, kept][:, :, :, kept]
+    path = tmp_path / "padded.safetensors"
+    # Tokens for the whole item: the capture keeps those of its positions.
+    cap.save(path, tokens=["t{}".format(i) for i in range(N)])
+    probs = _attention_from_capture(cli, path, tmp_path / "probs.npy")
+    assert probs.shape == eager.shape
+    worst = float(np.abs(probs - eager).max())
+    assert worst <= 1e-5, "{} {}: attnviz differs from eager by {}".format(
+        family, implementation, worst)
+    loaded = attnviz.Capture.load(path)
+    assert loaded.tokens == ["t{}".format(p) for p in kept]
+    assert loaded.positions == kept
+    info = subprocess.run([str(cli), "info", str(path)], check=True, capture_output=True,
+                          text=True).stdout
+    assert "padding: 7 positions of the batch item's 48 left out" in info, info
+    # Tokens for neither the positions kept nor the whole item.
+    with pytest.raises(ValueError, match=r"tokens: 5 tokens for 41 positions \(48 with the padding\)"):
+        cap.save(tmp_path / "x.safetensors", tokens=["a"] * 5)
+
+    # Item 0 of the same batch has no padding: all of it is kept.
+    with torch.no_grad(), attnviz.capture(model, batch=0) as whole:
+        model(ids, attention_mask=mask)
+    assert whole.positions is None and whole.k[0].shape[1] == N
+
+    # An item the batch does not have is an error when the capture is read, not item 1.
+    with torch.no_grad(), attnviz.capture(model, batch=2) as beyond:
+        model(ids, attention_mask=mask)
+    with pytest.raises(ValueError, match="batch=2, but the model ran a batch of 2"):
+        beyond.q
+    with pytest.raises(ValueError, match="batch=-1 is not an item"):
+        attnviz.capture(model, batch=-1)
+
+
+def test_a_mask_attnviz_cannot_recompute_is_a_value_error():
+    """Packed sequences (a block-diagonal causal mask, given to the model as a 4D mask, boolean
+    or additive) are not a causal mask with padding: the capture says so when it is read,
+    instead of drawing attention across the documents' boundary. A bias in an additive mask
+    (ALiBi) and a mask that differs between heads are refused the same way; a flash-attention
+    padding mask (batch, keys) is read as padding."""
+    from attnviz.capture import _padding
+
+    model = _tiny("llama-gqa")
+    i = torch.arange(N)
+    packed = (i[None, :] <= i[:, None]) & (i[None, :] // 24 == i[:, None] // 24)
+    additive = torch.zeros(N, N).masked_fill(~packed, torch.finfo(torch.float32).min)
+    for implementation in ["eager", "sdpa"]:
+        model.config._attn_implementation = implementation
+        for mask in [packed[None, None], additive[None, None]]:
+            with torch.no_grad(), attnviz.capture(model) as cap:
+                model(_inputs(), attention_mask=mask)
+            with pytest.raises(ValueError, match="layer 0's attention mask hides or shows keys "
+                                                 "that a causal mask would not"):
+                cap.q
+
+    causal = (i[None, :] <= i[:, None])
+    alibi = torch.where(causal, -0.5 * (i[:, None] - i[None, :]).float(),
+                        torch.finfo(torch.float32).min)
+    assert _padding(alibi[None, None], 0, N, N, True, None)[1].startswith("adds a bias")
+    per_head = torch.stack([causal, packed])[None]
+    assert _padding(per_head, 0, N, N, True, None)[1] == "differs between heads"
+    assert _padding(causal[None, None], 0, N, N, True, None)[1] is None
+    assert _padding(causal[None, None], 0, N, N, True, 8)[1].startswith(
+        "hides or shows keys that a causal sliding-window (8) mask")
+    flash = torch.ones(1, N, dtype=torch.long)
+    flash[0, :3] = 0
+    kept, problem = _padding(flash, 0, N, N, True, None)
+    assert problem is None and kept.positions() == list(range(3, N))
+
+
 def test_capture_keeps_dtype_subsets_layers_and_restores_sdpa():
     model = _tiny("llama-gqa").to(torch.bfloat16)
     model.config._attn_implementation = "sdpa"
@@ -237,6 +330,16 @@ def test_models_that_bypass_the_interface_and_bad_capture_files_are_value_errors
     assert run.returncode == 2
     assert "describes 1 layers, Q and K have 2" in run.stderr and str(bad) in run.stderr
     assert len(run.stderr.strip().splitlines()) == 1
+
+    # Padding that does not describe the keys: the CLI and Capture.load say so alike.
+    meta = json.loads(cap.metadata())
+    meta["padding"] = {"length": N + 2, "positions": list(range(2, N + 1))}
+    save_file({"q": q, "k": k}, str(bad), metadata={"attnviz": json.dumps(meta)})
+    run = subprocess.run([str(cli), "info", str(bad)], capture_output=True, text=True)
+    assert run.returncode == 2 and len(run.stderr.strip().splitlines()) == 1
+    assert "padding lists 47 positions for 48 keys" in run.stderr and str(bad) in run.stderr
+    with pytest.raises(ValueError, match="bad.safetensors: padding lists 47 positions for 48"):
+        attnviz.Capture.load(bad)
 
     # A file that is not a capture, or whose header does not fit it: ValueError naming it.
     short = tmp_path / "short.safetensors"

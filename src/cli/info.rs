@@ -67,6 +67,13 @@ fn capture_info(path: &Path) -> anyhow::Result<()> {
         if let Some(tokens) = &meta.tokens {
             println!("tokens:  {}", tokens.len());
         }
+        if let Some(p) = &meta.padding {
+            println!(
+                "padding: {} of the batch item's {} left out (its attention mask hid them)",
+                n(p.length - p.positions.len(), "position", "positions"),
+                p.length
+            );
+        }
     }
     // (the capture's own word on it, as `render --q` takes it)
     let mask = if src.causal() {

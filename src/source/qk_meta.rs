@@ -5,8 +5,12 @@
 //! ```json
 //! {"format": 1, "model": "LlamaForCausalLM", "tokens": ["<s>", "The", …],
 //!  "layers": [{"index": 0, "scaling": 0.125, "causal": true, "sliding_window": null,
-//!              "softcap": null, "sinks": null}, …]}
+//!              "softcap": null, "sinks": null}, …],
+//!  "padding": {"length": 48, "positions": [7, 8, …, 47]}}
 //! ```
+//!
+//! `padding` is there only when the model's attention mask padded positions of the captured
+//! batch item out: the capture holds the others, in order, and says which they were.
 //!
 //! Semantics (the CPU reference in `qk.rs` and both GPU paths): with a sliding window `W`, key
 //! `k` is hidden from the query at absolute position `a` when `a − k ≥ W` (keys older than the
@@ -35,12 +39,21 @@ pub struct LayerAttention {
     pub sinks: Option<Vec<f32>>,
 }
 
+/// The batch item's positions a capture holds, where its attention mask padded others out:
+/// key `i` of the capture is position `positions[i]` of an item of `length` tokens.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Padding {
+    pub length: usize,
+    pub positions: Vec<usize>,
+}
+
 /// Everything a capture file says about the model it came from.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct CaptureMeta {
     pub model: Option<String>,
     pub tokens: Option<Vec<String>>,
     pub layers: Vec<LayerAttention>,
+    pub padding: Option<Padding>,
 }
 
 impl CaptureMeta {
@@ -87,10 +100,17 @@ impl CaptureMeta {
                 .collect::<Result<_, _>>()?,
             Some(_) => return Err("capture metadata: layers is not a list".into()),
         };
+        let padding = match obj.get("padding") {
+            None | Some(Value::Null) => None,
+            Some(v) => {
+                Some(parse_padding(v).map_err(|e| format!("capture metadata: padding {e}"))?)
+            }
+        };
         Ok(CaptureMeta {
             model,
             tokens,
             layers,
+            padding,
         })
     }
 
@@ -113,6 +133,14 @@ impl CaptureMeta {
                 }
             }
         }
+        if let Some(p) = &self.padding {
+            if p.positions.len() != keys {
+                return Err(format!(
+                    "capture metadata: padding lists {} positions for {keys} keys",
+                    p.positions.len()
+                ));
+            }
+        }
         if let Some(t) = &self.tokens {
             if t.len() != keys {
                 return Err(format!(
@@ -123,6 +151,30 @@ impl CaptureMeta {
         }
         Ok(())
     }
+}
+
+/// `{"length": n, "positions": [...]}`: positions increasing, each below `n`.
+fn parse_padding(v: &Value) -> Result<Padding, String> {
+    let obj = v.as_object().ok_or("is not a JSON object")?;
+    let length = obj
+        .get("length")
+        .and_then(Value::as_u64)
+        .ok_or("has no length (a count of positions)")? as usize;
+    let positions: Vec<usize> = obj
+        .get("positions")
+        .and_then(Value::as_array)
+        .ok_or("has no list of positions")?
+        .iter()
+        .map(|p| p.as_u64().map(|p| p as usize))
+        .collect::<Option<_>>()
+        .ok_or("positions must be integers")?;
+    let increasing = positions.windows(2).all(|w| w[0] < w[1]);
+    if !increasing || positions.last().is_some_and(|&p| p >= length) {
+        return Err(format!(
+            "positions must increase and stay below its length {length}"
+        ));
+    }
+    Ok(Padding { length, positions })
 }
 
 fn parse_layer(v: &Value) -> Result<LayerAttention, String> {
@@ -228,6 +280,23 @@ mod tests {
             .unwrap_err()
             .contains("2 sink logits for 4"));
         assert!(m.check(2, 2, 5).unwrap_err().contains("2 tokens for 5"));
+        assert_eq!(m.padding, None);
+
+        // A batch item whose first 3 of 5 positions were padding.
+        let m = CaptureMeta::parse(
+            r#"{"tokens": ["a", "b"], "padding": {"length": 5, "positions": [3, 4]}}"#,
+        )
+        .unwrap();
+        let padding = Padding {
+            length: 5,
+            positions: vec![3, 4],
+        };
+        assert_eq!(m.padding, Some(padding));
+        assert!(m.check(0, 1, 2).is_ok());
+        assert!(m
+            .check(0, 1, 3)
+            .unwrap_err()
+            .contains("padding lists 2 positions for 3 keys"));
     }
 
     #[test]
@@ -241,6 +310,23 @@ mod tests {
             (r#"{"layers": [{"scaling": "x"}]}"#, "scaling \"x\""),
             (r#"{"layers": [{"sinks": [1, "a"]}]}"#, "sinks"),
             (r#"{"tokens": [1]}"#, "tokens"),
+            (r#"{"padding": [1]}"#, "padding is not a JSON object"),
+            (
+                r#"{"padding": {"positions": [1]}}"#,
+                "padding has no length",
+            ),
+            (
+                r#"{"padding": {"length": 4, "positions": [2, 1]}}"#,
+                "must increase",
+            ),
+            (
+                r#"{"padding": {"length": 2, "positions": [0, 2]}}"#,
+                "below its length 2",
+            ),
+            (
+                r#"{"padding": {"length": 2, "positions": [0, -1]}}"#,
+                "integers",
+            ),
         ] {
             let e = CaptureMeta::parse(json).unwrap_err();
             assert!(e.contains(want), "{json}: {e}");
