@@ -18,7 +18,9 @@ The mask the model passes its attention says which positions of the batch item a
 (keys no query sees): they are left out of Q and K (``Capture.positions`` lists the others). The
 rest of that mask must be causal or bidirectional with the layer's sliding window and add
 nothing to the scores, which is what attnviz recomputes; anything else (packed sequences, a
-custom 4D mask, an ALiBi bias) makes reading the capture raise ``ValueError``.
+custom 4D mask, an ALiBi bias) makes reading the capture raise ``ValueError``. Only the
+attention modules of the model (or part of it) given are recorded, one per layer index: an
+encoder-decoder is captured a stack at a time (``attnviz.capture(model.get_encoder())``).
 """
 
 import json
@@ -92,35 +94,61 @@ class Capture:
         _register_mask(original)
         self._saved = _set_implementation(self._model, _NAME)
         self._records = {}
+        self._owners = {}
         self._problems = {}
         self._kept = None
+        # Only the attention of the module given is recorded: its config may be shared with
+        # more (an encoder-decoder's encoder, captured alone, shares the decoder's config).
+        self._names = {id(m): name for name, m in self._model.named_modules()}
+        self._ran = 0
+        self._hook = None
+        if hasattr(self._model, "register_forward_pre_hook"):
+            self._hook = self._model.register_forward_pre_hook(self._forward)
         return self
 
     def __exit__(self, *exc):
         _restore_implementation(self._model, self._saved)
         self._saved = None
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
         return False
+
+    def _forward(self, *_):
+        self._ran += 1
 
     # -- what the model calls -----------------------------------------------------------------
 
     def _attention(self, module, query, key, value, attention_mask, *args, **kwargs):
-        index = getattr(module, "layer_idx", None)
-        if index is None:
-            index = self._calls
-        self._calls += 1
-        if self._wanted is None or index in self._wanted:
-            self._record(index, module, query, key, attention_mask, kwargs)
+        if id(module) in self._names:
+            index = getattr(module, "layer_idx", None)
+            if index is None:
+                index = self._calls
+            self._calls += 1
+            if self._wanted is None or index in self._wanted:
+                self._record(index, module, query, key, attention_mask, kwargs)
         inner = self._inner
         if inner is None:
             inner = getattr(sys.modules[type(module).__module__], "eager_attention_forward")
         return inner(module, query, key, value, attention_mask, *args, **kwargs)
 
     def _record(self, index, module, query, key, attention_mask, kwargs):
-        if index in self._records:
+        owner = self._owners.get(index)
+        if owner is module:
             # A new forward pass: start over.
             self._records = {}
+            self._owners = {}
             self._problems = {}
             self._kept = None
+        elif owner is not None:
+            self._problems.setdefault(index, (
+                "layer {} is run by both {} and {}: the model has more than one attention "
+                "module per layer (an encoder-decoder's stacks, or self- and cross-attention); "
+                "capture a part that runs one a layer, such as "
+                "attnviz.capture(model.get_encoder())").format(
+                    index, self._names[id(owner)], self._names[id(module)]))
+            return
+        self._owners[index] = module
         if self._batch >= query.shape[0]:
             # (recorded, not raised: raising here would end the user's forward pass)
             self._problems[index] = "batch={}, but the model ran a batch of {}".format(
@@ -166,6 +194,12 @@ class Capture:
     def _ordered(self):
         if self._problems:
             raise ValueError("attnviz.capture: " + self._problems[min(self._problems)])
+        if not self._records and getattr(self, "_ran", 0):
+            raise ValueError(
+                "attnviz.capture: {} ran, but none of its attention went through transformers' "
+                "AttentionInterface (a model that computes its scores itself, e.g. with a "
+                "relative position bias, as T5 does), so there are no queries and keys to "
+                "recompute it from".format(self.model))
         if not self._records:
             raise ValueError("attnviz.capture: nothing captured (run the model inside the with block)")
         return [self._records[i] for i in sorted(self._records)]

@@ -230,6 +230,45 @@ def test_a_mask_attnviz_cannot_recompute_is_a_value_error():
     assert problem is None and kept.positions() == list(range(3, N))
 
 
+def test_an_encoder_decoder_is_captured_one_stack_at_a_time(tmp_path, cli):
+    """BART runs an encoder, a decoder and cross-attention whose layers share indices. Keyed by
+    index alone, each stack's layer 0 replaced the one before, and the capture silently held the
+    decoder's last cross-attention: now two modules of one index are an error that names them,
+    and the encoder captured alone (``capture(model.get_encoder())``: only its own modules are
+    recorded, though the config it shares sends the decoder's attention through the capture
+    too) equals the model's encoder attentions. T5 computes its scores itself (a relative
+    position bias), so nothing reaches the interface: the error says the model ran, rather than
+    asking to run it."""
+    torch.manual_seed(0)
+    model = transformers.BartModel(transformers.BartConfig(
+        vocab_size=97, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
+        decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64,
+        max_position_embeddings=64)).eval()
+    model.config._attn_implementation = "eager"
+    inputs = dict(input_ids=_inputs()[:, :20], decoder_input_ids=_inputs()[:, :12])
+    with torch.no_grad(), attnviz.capture(model) as cap:
+        model(**inputs)
+    with pytest.raises(ValueError, match="layer 0 is run by both encoder.layers.0.self_attn and "
+                                         "decoder.layers.0.self_attn"):
+        cap.q
+    with torch.no_grad(), attnviz.capture(model.get_encoder()) as cap:
+        out = model(**inputs, output_attentions=True)
+    assert [tuple(k.shape) for k in cap.k] == [(4, 20, 8)] * 2
+    assert [l["causal"] for l in cap.layers] == [False, False]
+    cap.save(tmp_path / "encoder.safetensors")
+    probs = _attention_from_capture(cli, tmp_path / "encoder.safetensors", tmp_path / "p.npy")
+    eager = np.stack([a[0].numpy() for a in out.encoder_attentions])
+    assert float(np.abs(probs - eager).max()) <= 1e-5
+    assert model.config._attn_implementation == "eager"
+
+    t5 = transformers.T5Model(transformers.T5Config(vocab_size=97, d_model=32, d_kv=8, d_ff=64,
+                                                    num_layers=2, num_heads=4)).eval()
+    with torch.no_grad(), attnviz.capture(t5) as cap:
+        t5(**inputs)
+    with pytest.raises(ValueError, match="T5Model ran, but none of its attention went through"):
+        cap.q
+
+
 def test_capture_keeps_dtype_subsets_layers_and_restores_sdpa():
     model = _tiny("llama-gqa").to(torch.bfloat16)
     model.config._attn_implementation = "sdpa"
