@@ -8,7 +8,7 @@ use std::process::Command;
 
 use attnviz::color::scale::ColorScale;
 use attnviz::pool::geometry::{bin_edges, CellGeometry};
-use attnviz::pool::PoolOptions;
+use attnviz::pool::{Causal, PoolOptions};
 use attnviz::source::{self, ArraySource, AttentionSource, DiffSource, OpenOptions};
 use attnviz::{Colormap, DType, Norm, Reduce, RenderOptions, Shape};
 
@@ -376,4 +376,50 @@ fn diff_cli_defaults_and_shape_mismatch() {
         "{err}"
     );
     assert!(!bad.exists());
+}
+
+/// `--causal auto` on a difference asks its inputs, not the difference's values: MiniLM (which
+/// is bidirectional) against itself is 0 everywhere, and was drawn as a causal triangle; now
+/// its cells are whole, on the GPU and on the CPU alike, because row 0 of the inputs shows keys
+/// past the diagonal. Two causal inputs still give a causal difference, and so does one equal to
+/// itself.
+#[test]
+fn a_difference_is_causal_only_when_its_inputs_are() {
+    let Some(engine) = common::engine() else {
+        return;
+    };
+    let minilm = source::open(&data("minilm_attn_128.npy"), &OpenOptions::default()).unwrap();
+    let causal = |seed| {
+        let mut a = common::random(1, 2, 64, 64, seed);
+        for ((_, _, q, k), v) in a.indexed_iter_mut() {
+            if k > q {
+                *v = 0.0;
+            }
+        }
+        ArraySource::from_f32("causal", &a)
+    };
+    let (c1, c2) = (causal(3), causal(4));
+    let options = RenderOptions {
+        layers: Some("1".into()),
+        heads: Some("1-2".into()),
+        causal: Causal::Auto,
+        ..diff_options()
+    };
+    for (a, b, want, what) in [
+        (
+            &minilm as &dyn AttentionSource,
+            &minilm as &dyn AttentionSource,
+            false,
+            "MiniLM − MiniLM",
+        ),
+        (&c1, &c2, true, "two causal inputs"),
+        (&c1, &c1, true, "a causal input against itself"),
+    ] {
+        let diff = DiffSource::new(Box::new(a), Box::new(b)).unwrap();
+        let fig = engine.render(&diff, &options).unwrap();
+        let cpu = attnviz::render_cpu(&diff, &options).unwrap();
+        assert_eq!(fig.causal, want, "{what}: the GPU's mask");
+        assert_eq!(cpu.causal, want, "{what}: the CPU twin's mask");
+        assert!(fig.rgba == cpu.rgba, "{what}: GPU and CPU figures differ");
+    }
 }

@@ -72,4 +72,8 @@ impl AttentionSource for GpuRows<'_> {
     fn first_query(&self) -> usize {
         self.qk.rows().start
     }
+
+    fn masks_upper(&self) -> Option<bool> {
+        self.qk.masks_upper()
+    }
 }

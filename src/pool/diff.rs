@@ -104,7 +104,7 @@ pub(crate) fn pool_diff(
             keys: s.keys,
             dtype: DType::F32,
             geometry: run.geometry,
-            options: run.options,
+            options: run.options.settled_for(diff, run.cells)?,
             chunk_target: run.chunk_bytes,
         };
         let mut ingest = Ingest::with_patterns(gpu, pipes, shape, run.patterns)?;

@@ -512,15 +512,7 @@ impl<'g> Ingest<'g> {
         let first = (self.diagonal() + 1).clamp(0, self.keys as i64) as usize;
         let end = (first + UPPER_PROBE).min(self.keys);
         let size = self.dtype.size();
-        let upper = &bytes[first * size..end * size];
-        match size {
-            4 => upper
-                .chunks_exact(4)
-                .any(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]) << 1 != 0),
-            _ => upper
-                .chunks_exact(2)
-                .any(|h| u16::from_le_bytes([h[0], h[1]]) << 1 != 0),
-        }
+        crate::source::any_nonzero(&bytes[first * size..end * size], size)
     }
 
     /// Key `k` is above the diagonal in row `q` when `k > q + diagonal` (bottom-right aligned

@@ -44,6 +44,29 @@ impl PoolOptions {
         }
     }
 
+    /// These options for pooling `cells` of `source`: `Causal::Auto` settled as off for a
+    /// difference whose inputs show keys past the diagonal
+    /// ([`crate::source::DiffSource::inputs_show_upper`]), whatever the difference's values.
+    /// The GPU's `pool_diff` and the CPU twin's `pool_cells` both ask here.
+    pub fn settled_for(
+        self,
+        source: &dyn AttentionSource,
+        cells: &[(usize, usize)],
+    ) -> crate::error::Result<PoolOptions> {
+        let Some(diff) = source.as_diff().filter(|_| self.causal == Causal::Auto) else {
+            return Ok(self);
+        };
+        let diagonal = self.diagonal.unwrap_or(source.diagonal());
+        Ok(if diff.inputs_show_upper(cells, diagonal)? {
+            PoolOptions {
+                causal: Causal::Off,
+                ..self
+            }
+        } else {
+            self
+        })
+    }
+
     /// The pool pass's `FLAGS` for these options, with `window`: a cell of the run masks keys
     /// older than a sliding window (`FLAG_WINDOW`).
     pub(super) fn flags(&self, window: bool) -> u32 {

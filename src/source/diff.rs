@@ -5,7 +5,7 @@
 //! read once, block by block, and neither is ever held whole.
 
 use crate::error::{Error, Result};
-use crate::source::{row_range, AttentionSource, DType, Shape};
+use crate::source::{self, row_range, AttentionSource, DType, Shape};
 
 /// `A − B` of two sources of one shape (each in its own dtype). The sources may borrow (numpy
 /// arrays read in place by the Python bindings).
@@ -41,6 +41,44 @@ impl<'s> DiffSource<'s> {
     pub fn b(&self) -> &dyn AttentionSource {
         self.b.as_ref()
     }
+
+    /// Whether A or B shows a key past the causal diagonal (`k > q + diagonal`) in any of
+    /// `cells`: then `--causal auto` draws the difference unmasked, whatever its values. Decided
+    /// from the difference alone, heads equal in A and B (a model against itself, layers a
+    /// fine-tune froze) are 0 above the diagonal and were drawn as causal triangles, though
+    /// neither input is causal. A source's definition answers where it can
+    /// ([`AttentionSource::masks_upper`]); stored attention is read at row 0 of each head, where
+    /// attention that is not causal shows it (each query's neighbours). The GPU and the CPU
+    /// renderer both ask here.
+    pub fn inputs_show_upper(&self, cells: &[(usize, usize)], diagonal: i64) -> Result<bool> {
+        for src in [self.a.as_ref(), self.b.as_ref()] {
+            if shows_upper(src, cells, diagonal)? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+}
+
+/// [`DiffSource::inputs_show_upper`] for one input.
+fn shows_upper(src: &dyn AttentionSource, cells: &[(usize, usize)], diagonal: i64) -> Result<bool> {
+    if let Some(masked) = src.masks_upper() {
+        return Ok(!masked);
+    }
+    let keys = src.shape().keys;
+    let first = (diagonal + 1).clamp(0, keys as i64) as usize;
+    if first == keys {
+        return Ok(false);
+    }
+    let size = src.dtype().size();
+    let mut row = vec![0u8; keys * size];
+    for &(layer, head) in cells {
+        src.read_rows(layer, head, 0, &mut row)?;
+        if source::any_nonzero(&row[first * size..], size) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// `a − b` in f32, element by element, as IEEE arithmetic gives it (a non-finite operand gives

@@ -163,6 +163,15 @@ pub trait AttentionSource: Send + Sync {
     fn as_diff(&self) -> Option<&DiffSource<'_>> {
         None
     }
+
+    /// What the source's definition says of the keys past the causal diagonal: `Some(true)`
+    /// when every row hides them (queries and keys under a causal mask), `Some(false)` when
+    /// rows see them (queries and keys without one), `None` when only the values can tell
+    /// (stored attention). Lets a difference settle `--causal auto` from its inputs without
+    /// computing rows of them.
+    fn masks_upper(&self) -> Option<bool> {
+        None
+    }
 }
 
 /// A borrowed source is a source: what lets a caller pair sources it keeps (a `DiffSource` of a
@@ -198,6 +207,23 @@ impl<T: AttentionSource + ?Sized> AttentionSource for &T {
 
     fn as_diff(&self) -> Option<&DiffSource<'_>> {
         (**self).as_diff()
+    }
+
+    fn masks_upper(&self) -> Option<bool> {
+        (**self).masks_upper()
+    }
+}
+
+/// Whether `bytes`, little-endian values of `size` bytes (4: f32; 2: f16 or bf16), hold one
+/// that is not ±0 (NaN included): the sign bit shifted out, every other bit counts.
+pub fn any_nonzero(bytes: &[u8], size: usize) -> bool {
+    match size {
+        4 => bytes
+            .chunks_exact(4)
+            .any(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]) << 1 != 0),
+        _ => bytes
+            .chunks_exact(2)
+            .any(|h| u16::from_le_bytes([h[0], h[1]]) << 1 != 0),
     }
 }
 

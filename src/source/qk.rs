@@ -618,6 +618,12 @@ impl AttentionSource for QkSource {
     fn as_qk(&self) -> Option<&QkSource> {
         Some(self)
     }
+
+    /// A causal head's probabilities past the diagonal are 0 by definition, and a bidirectional
+    /// head's are not (a row's keys all take a share); logits mark hidden keys otherwise.
+    fn masks_upper(&self) -> Option<bool> {
+        (self.values == Values::Probs).then_some(self.causal)
+    }
 }
 
 /// Parses `A..B`, `A..` or `..B` (0-based, half-open, like a Python slice) as given to
