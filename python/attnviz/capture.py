@@ -20,11 +20,14 @@ rest of that mask must be causal or bidirectional with the layer's sliding windo
 nothing to the scores, which is what attnviz recomputes; anything else (packed sequences, a
 custom 4D mask, an ALiBi bias) makes reading the capture raise ``ValueError``. Only the
 attention modules of the model (or part of it) given are recorded, one per layer index: an
-encoder-decoder is captured a stack at a time (``attnviz.capture(model.get_encoder())``).
+encoder-decoder is captured a kind at a time (``attnviz.capture(model.get_encoder())``, or
+``modules="decoder.*.encoder_attn"`` for its cross-attention).
 """
 
+import fnmatch
 import json
 import os
+import re
 import struct
 import sys
 
@@ -36,7 +39,7 @@ _NAME = "attnviz_capture"
 _FORMAT = 1
 
 
-def capture(model, layers=None, batch=0, device="cpu"):
+def capture(model, layers=None, batch=0, device="cpu", modules=None):
     """Captures Q and K of ``model``'s attention layers while the ``with`` block runs.
 
     model: a transformers ``PreTrainedModel`` whose attention dispatches through
@@ -47,8 +50,12 @@ def capture(model, layers=None, batch=0, device="cpu"):
         mask hides from every query).
     device: where the captured tensors go ("cpu" by default; ``None`` keeps them where they
         are, e.g. on the GPU).
+    modules: which attention modules to record, a glob over their names in
+        ``model.named_modules()`` (default all): one kind per layer, where a model runs more
+        (an encoder-decoder: ``"encoder.*"``, ``"decoder.*.self_attn"``, or Whisper's
+        cross-attention ``"decoder.*.encoder_attn"``).
     """
-    return Capture(model, layers=layers, batch=batch, device=device)
+    return Capture(model, layers=layers, batch=batch, device=device, modules=modules)
 
 
 class Capture:
@@ -59,8 +66,12 @@ class Capture:
     name. A second forward pass in the same ``with`` block replaces the first.
     """
 
-    def __init__(self, model, layers=None, batch=0, device="cpu"):
+    def __init__(self, model, layers=None, batch=0, device="cpu", modules=None):
         self.tokens = None
+        if modules is not None and not isinstance(modules, str):
+            raise ValueError("attnviz.capture: modules={!r} is not a glob over module names "
+                             "(a string such as 'decoder.*.self_attn')".format(modules))
+        self._glob = modules
         if layers is not None:
             layers = sorted({int(i) for i in ([layers] if isinstance(layers, int) else layers)})
         self._model = model
@@ -100,6 +111,7 @@ class Capture:
         # Only the attention of the module given is recorded: its config may be shared with
         # more (an encoder-decoder's encoder, captured alone, shares the decoder's config).
         self._names = {id(m): name for name, m in self._model.named_modules()}
+        self._passed_over = set()
         self._ran = 0
         self._hook = None
         if hasattr(self._model, "register_forward_pre_hook"):
@@ -120,7 +132,12 @@ class Capture:
     # -- what the model calls -----------------------------------------------------------------
 
     def _attention(self, module, query, key, value, attention_mask, *args, **kwargs):
-        if id(module) in self._names:
+        name = self._names.get(id(module))
+        if name is not None and self._glob is not None and not fnmatch.fnmatchcase(
+                name, self._glob):
+            self._passed_over.add(name)
+            name = None
+        if name is not None:
             index = getattr(module, "layer_idx", None)
             if index is None:
                 index = self._calls
@@ -141,12 +158,12 @@ class Capture:
             self._problems = {}
             self._kept = None
         elif owner is not None:
+            first = self._names[id(owner)]
             self._problems.setdefault(index, (
                 "layer {} is run by both {} and {}: the model has more than one attention "
                 "module per layer (an encoder-decoder's stacks, or self- and cross-attention); "
-                "capture a part that runs one a layer, such as "
-                "attnviz.capture(model.get_encoder())").format(
-                    index, self._names[id(owner)], self._names[id(module)]))
+                "pick one kind with modules=, a glob over their names such as {!r}").format(
+                    index, first, self._names[id(module)], re.sub(r"\.\d+(\.|$)", r".*\1", first)))
             return
         self._owners[index] = module
         if self._batch >= query.shape[0]:
@@ -194,6 +211,12 @@ class Capture:
     def _ordered(self):
         if self._problems:
             raise ValueError("attnviz.capture: " + self._problems[min(self._problems)])
+        if not self._records and getattr(self, "_passed_over", None):
+            names = sorted(self._passed_over)
+            raise ValueError(
+                "attnviz.capture: no attention module that ran matched modules={!r} ({} ran: "
+                "{}{})".format(self._glob, len(names), ", ".join(names[:4]),
+                               ", ..." if len(names) > 4 else ""))
         if not self._records and getattr(self, "_ran", 0):
             raise ValueError(
                 "attnviz.capture: {} ran, but none of its attention went through transformers' "

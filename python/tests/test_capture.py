@@ -236,7 +236,8 @@ def test_an_encoder_decoder_is_captured_one_stack_at_a_time(tmp_path, cli):
     decoder's last cross-attention: now two modules of one index are an error that names them,
     and the encoder captured alone (``capture(model.get_encoder())``: only its own modules are
     recorded, though the config it shares sends the decoder's attention through the capture
-    too) equals the model's encoder attentions. T5 computes its scores itself (a relative
+    too) equals the model's encoder attentions; ``modules=`` picks the decoder's self- or
+    cross-attention, each equal to the model's. T5 computes its scores itself (a relative
     position bias), so nothing reaches the interface: the error says the model ran, rather than
     asking to run it."""
     torch.manual_seed(0)
@@ -260,6 +261,29 @@ def test_an_encoder_decoder_is_captured_one_stack_at_a_time(tmp_path, cli):
     eager = np.stack([a[0].numpy() for a in out.encoder_attentions])
     assert float(np.abs(probs - eager).max()) <= 1e-5
     assert model.config._attn_implementation == "eager"
+
+    # One kind of the decoder's attention by a glob over module names: its self-attention
+    # (causal), and its cross-attention (12 decoder queries over 20 encoder keys, bidirectional).
+    for glob, want, causal in [("decoder.*.self_attn", out.decoder_attentions, True),
+                               ("decoder.*.encoder_attn", out.cross_attentions, False)]:
+        with torch.no_grad(), attnviz.capture(model, modules=glob) as cap:
+            model(**inputs)
+        assert [l["causal"] for l in cap.layers] == [causal, causal], glob
+        cap.save(tmp_path / "part.safetensors")
+        probs = _attention_from_capture(cli, tmp_path / "part.safetensors", tmp_path / "p.npy")
+        eager = np.stack([a[0].numpy() for a in want])
+        assert probs.shape == eager.shape, glob
+        assert float(np.abs(probs - eager).max()) <= 1e-5, glob
+    with torch.no_grad(), attnviz.capture(model.get_decoder()) as cap:
+        model(**inputs)
+    with pytest.raises(ValueError, match=r"layers.0.self_attn and layers.0.encoder_attn: .* "
+                                         r"such as 'layers.\*.self_attn'"):
+        cap.q
+    with torch.no_grad(), attnviz.capture(model, modules="*.cross_attn") as cap:
+        model(**inputs)
+    with pytest.raises(ValueError, match=r"no attention module that ran matched "
+                                         r"modules='\*.cross_attn' \(6 ran: decoder.layers.0"):
+        cap.q
 
     t5 = transformers.T5Model(transformers.T5Config(vocab_size=97, d_model=32, d_kv=8, d_ff=64,
                                                     num_layers=2, num_heads=4)).eval()
