@@ -183,6 +183,9 @@ class Capture:
         window = None if not window else int(window)
         kept, problem = _padding(attention_mask, b, query.shape[2], key.shape[2], bool(causal),
                                  window)
+        if problem is None and any(kwargs.get(k) is not None for k in _PACKED):
+            # Flash attention's varlen kernels: several documents in one row of the batch.
+            problem = "packs several sequences into one (cu_seq_lens)"
         if problem is None and self._kept is not None and not _same_kept(kept, self._kept):
             problem = "its padding differs from layer {}'s".format(min(self._records))
         if problem is not None:
@@ -415,6 +418,10 @@ def _same_kept(a, b):
         return False
     return a.keys is None or (a.keys.shape == b.keys.shape and bool((a.keys == b.keys).all()))
 
+
+# The keyword arguments flash attention's varlen path gets for packed sequences (documents side
+# by side in one batch row, each attending to itself only).
+_PACKED = ("cu_seq_lens_q", "cu_seq_lens_k", "cu_seqlens_q", "cu_seqlens_k")
 
 # Rows of a mask examined at once: the check holds a block of this many entries beside the
 # model's own mask, whatever the sequence length.

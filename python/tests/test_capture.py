@@ -215,6 +215,15 @@ def test_a_mask_attnviz_cannot_recompute_is_a_value_error():
                                                  "that a causal mask would not"):
                 cap.q
 
+    # Packed for flash attention's varlen path: the boundaries come as keywords, not a mask.
+    model.config._attn_implementation = "eager"
+    with attnviz.capture(model) as cap:
+        cap._attention(model.model.layers[0].self_attn, torch.zeros(1, 4, N, 16),
+                       torch.zeros(1, 2, N, 16), torch.zeros(1, 2, N, 16), None,
+                       cu_seq_lens_q=torch.tensor([0, 24, N]), scaling=0.25)
+    with pytest.raises(ValueError, match=r"packs several sequences into one \(cu_seq_lens\)"):
+        cap.q
+
     causal = (i[None, :] <= i[:, None])
     alibi = torch.where(causal, -0.5 * (i[:, None] - i[None, :]).float(),
                         torch.finfo(torch.float32).min)
