@@ -84,7 +84,9 @@ class Capture:
         self._records = {}
         self._problems = {}
         self._kept = None
-        self._calls = 0
+        # Modules without a layer index, numbered in the order they first run, so that a second
+        # forward pass finds the same numbers and replaces the first.
+        self._order = {}
         self._saved = None
         self.model = type(model).__name__
 
@@ -140,8 +142,7 @@ class Capture:
         if name is not None:
             index = getattr(module, "layer_idx", None)
             if index is None:
-                index = self._calls
-            self._calls += 1
+                index = self._order.setdefault(id(module), len(self._order))
             if self._wanted is None or index in self._wanted:
                 self._record(index, module, query, key, attention_mask, kwargs)
         inner = self._inner

@@ -302,6 +302,24 @@ def test_an_encoder_decoder_is_captured_one_stack_at_a_time(tmp_path, cli):
         cap.q
 
 
+@pytest.mark.parametrize("indexed", [True, False])
+def test_a_second_forward_pass_replaces_the_first(indexed):
+    """As documented, with or without the modules' ``layer_idx``: modules without one are
+    numbered in the order they first run (a call counter numbered a second pass's layers 2 and
+    3, and the capture held both passes' layers side by side)."""
+    model = _tiny("bert")
+    if not indexed:
+        for module in model.modules():
+            if hasattr(module, "layer_idx"):
+                module.layer_idx = None
+    ids = _inputs()
+    with torch.no_grad(), attnviz.capture(model) as cap:
+        model(ids)
+        model(ids[:, :20])
+    assert [l["index"] for l in cap.layers] == [0, 1]
+    assert [tuple(k.shape) for k in cap.k] == [(4, 20, 16)] * 2
+
+
 def test_capture_keeps_dtype_subsets_layers_and_restores_sdpa():
     model = _tiny("llama-gqa").to(torch.bfloat16)
     model.config._attn_implementation = "sdpa"
