@@ -114,6 +114,7 @@ class Capture:
         # more (an encoder-decoder's encoder, captured alone, shares the decoder's config).
         self._names = {id(m): name for name, m in self._model.named_modules()}
         self._passed_over = set()
+        self._unwanted = set()
         self._ran = 0
         self._hook = None
         if hasattr(self._model, "register_forward_pre_hook"):
@@ -145,6 +146,8 @@ class Capture:
                 index = self._order.setdefault(id(module), len(self._order))
             if self._wanted is None or index in self._wanted:
                 self._record(index, module, query, key, attention_mask, kwargs)
+            else:
+                self._unwanted.add(index)
         inner = self._inner
         if inner is None:
             inner = getattr(sys.modules[type(module).__module__], "eager_attention_forward")
@@ -221,6 +224,9 @@ class Capture:
                 "attnviz.capture: no attention module that ran matched modules={!r} ({} ran: "
                 "{}{})".format(self._glob, len(names), ", ".join(names[:4]),
                                ", ..." if len(names) > 4 else ""))
+        if not self._records and getattr(self, "_unwanted", None):
+            raise ValueError("attnviz.capture: no layer that ran is among layers={} (the layers "
+                             "that ran: {})".format(self._wanted, _spans(self._unwanted)))
         if not self._records and getattr(self, "_ran", 0):
             raise ValueError(
                 "attnviz.capture: {} ran, but none of its attention went through transformers' "
@@ -375,6 +381,17 @@ class Capture:
         return "<attnviz.Capture of {}: {} layers, Q {}x{}x{}, K {} heads, {}>".format(
             self.model, len(self._records), q.shape[0], q.shape[1], q.shape[2], k.shape[0],
             dtype)
+
+
+def _spans(indices):
+    """Sorted integers as runs: ``0-3, 7``."""
+    runs = []
+    for i in sorted(indices):
+        if runs and i == runs[-1][1] + 1:
+            runs[-1][1] = i
+        else:
+            runs.append([i, i])
+    return ", ".join(str(a) if a == b else "{}-{}".format(a, b) for a, b in runs)
 
 
 class _Kept:

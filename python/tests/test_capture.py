@@ -301,6 +301,13 @@ def test_an_encoder_decoder_is_captured_one_stack_at_a_time(tmp_path, cli):
     with pytest.raises(ValueError, match="T5Model ran, but none of its attention went through"):
         cap.q
 
+    # Layers the model does not have: said as such, with the ones it ran.
+    with torch.no_grad(), attnviz.capture(model.get_encoder(), layers=[5, 6]) as cap:
+        model(**inputs)
+    with pytest.raises(ValueError, match=r"no layer that ran is among layers=\[5, 6\] \(the "
+                                         r"layers that ran: 0-1\)"):
+        cap.q
+
 
 @pytest.mark.parametrize("indexed", [True, False])
 def test_a_second_forward_pass_replaces_the_first(indexed):
