@@ -374,13 +374,19 @@ class Capture:
                 os.remove(tmp)
 
     def __repr__(self):
-        if not self._records:
-            return "<attnviz.Capture of {}: empty>".format(self.model)
-        q, k = self.q[0], self.k[0]
+        try:
+            records = self._ordered()
+        except ValueError as e:
+            return "<attnviz.Capture of {}: {}>".format(
+                self.model, str(e).replace("attnviz.capture: ", "", 1))
+        q, k = records[0][0], records[0][1]
         dtype = "bfloat16" if isinstance(q, _BF16Bits) else str(q.dtype).replace("torch.", "")
-        return "<attnviz.Capture of {}: {} layers, Q {}x{}x{}, K {} heads, {}>".format(
-            self.model, len(self._records), q.shape[0], q.shape[1], q.shape[2], k.shape[0],
-            dtype)
+        positions = self.positions
+        padding = "" if positions is None else ", {} of {} positions (padding left out)".format(
+            len(positions), self._kept.length)
+        return "<attnviz.Capture of {}: {} layers, Q {}x{}x{}, K {} heads, {}{}>".format(
+            self.model, len(records), q.shape[0], q.shape[1], q.shape[2], k.shape[0], dtype,
+            padding)
 
 
 def _spans(indices):

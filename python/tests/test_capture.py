@@ -156,6 +156,7 @@ def test_a_padded_batch_item_is_captured_without_its_padding(family, implementat
         model(ids, attention_mask=mask)
     kept = [p for p in range(N) if mask[1, p]]
     assert cap.positions == kept
+    assert repr(cap).endswith("41 of 48 positions (padding left out)>"), repr(cap)
     assert cap.q[0].shape[1] == cap.k[0].shape[1] == N - 7
 
     model.config._attn_implementation = "eager"
@@ -214,6 +215,7 @@ def test_a_mask_attnviz_cannot_recompute_is_a_value_error():
             with pytest.raises(ValueError, match="layer 0's attention mask hides or shows keys "
                                                  "that a causal mask would not"):
                 cap.q
+            assert "layer 0's attention mask hides" in repr(cap)  # shown, not raised
 
     # Packed for flash attention's varlen path: the boundaries come as keywords, not a mask.
     model.config._attn_implementation = "eager"
