@@ -177,6 +177,8 @@ def test_a_padded_batch_item_is_captured_without_its_padding(family, implementat
     info = subprocess.run([str(cli), "info", str(path)], check=True, capture_output=True,
                           text=True).stdout
     assert "padding: 7 positions of the batch item's 48 left out" in info, info
+    said = "none: bidirectional, as the capture says" if family == "bert" else "causal"
+    assert "mask:    " + said in info, info
     # Tokens for neither the positions kept nor the whole item.
     with pytest.raises(ValueError, match=r"tokens: 5 tokens for 41 positions \(48 with the padding\)"):
         cap.save(tmp_path / "x.safetensors", tokens=["a"] * 5)

@@ -76,8 +76,13 @@ fn capture_info(path: &Path) -> anyhow::Result<()> {
         }
     }
     // (the capture's own word on it, as `render --q` takes it)
+    let says_bidirectional = src
+        .meta()
+        .is_some_and(|m| !m.layers.is_empty() && m.layers.iter().all(|l| l.causal == Some(false)));
     let mask = if src.causal() {
         "causal, as the capture says"
+    } else if says_bidirectional {
+        "none: bidirectional, as the capture says (--causal masks it anyway)"
     } else {
         "none unless --causal is given"
     };
