@@ -506,6 +506,58 @@ def test_real_minilm_capture_equals_eager(tmp_path, cli):
     assert all(l["causal"] is False for l in cap.layers)
 
 
+def test_python_m_attnviz_capture_writes_what_the_api_captures(tmp_path, cli):
+    """``python -m attnviz capture MODEL --text-file F -o FILE``: the model's tokens, and Q and
+    K byte for byte as ``attnviz.capture`` records them in a script; ``--layers`` is 1-based as
+    the renderer's, ``--max-tokens`` truncates. Bad input is one line and exit status 2,
+    leaving no file."""
+    import sys
+
+    folder = _minilm_folder()
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    text = tmp_path / "text.txt"
+    text.write_text(TEXT, encoding="utf-8")
+
+    def capture(*args):
+        return subprocess.run([sys.executable, "-m", "attnviz", "capture", *map(str, args)],
+                              capture_output=True, text=True, env=env)
+
+    out = tmp_path / "cli.safetensors"
+    run = capture(folder, "--text-file", text, "--layers", "2,5-6", "-o", out)
+    assert run.returncode == 0, run.stderr
+    assert "wrote {} (BertModel: 3 layers".format(out) in run.stderr
+    tok = transformers.AutoTokenizer.from_pretrained(folder)
+    model = transformers.AutoModel.from_pretrained(folder).eval()
+    inputs = tok(TEXT, return_tensors="pt")
+    with torch.no_grad(), attnviz.capture(model, layers=[1, 4, 5]) as cap:
+        model(**inputs)
+    loaded = attnviz.Capture.load(out)
+    assert loaded.tokens == tok.convert_ids_to_tokens(inputs.input_ids[0])
+    assert [l["index"] for l in loaded.layers] == [1, 4, 5]
+    for got, want in zip(loaded.q + loaded.k, cap.q + cap.k):
+        assert np.array_equal(np.asarray(got), want.numpy())
+
+    run = capture(folder, "--text", TEXT, "--max-tokens", 64, "-o", out)
+    assert run.returncode == 0, run.stderr
+    assert len(attnviz.Capture.load(out).tokens) == 64
+
+    bad = tmp_path / "bad.safetensors"
+    for args, said in [
+        ((tmp_path / "no-model", "--text", "hi"), "no-model: no such model folder"),
+        ((folder, "--text", "  "), "--text: the text is empty"),
+        ((folder, "--text-file", tmp_path / "none.txt"), "none.txt: cannot read it"),
+        ((folder, "--text", "hi", "--layers", "0"), "--layers 0: layers count from 1"),
+        ((folder, "--text", "hi", "--max-tokens", "0"), "--max-tokens 0"),
+    ]:
+        run = capture(*args, "-o", bad)
+        assert run.returncode == 2, (args, run.stderr)
+        lines = run.stderr.strip().splitlines()
+        assert len(lines) == 1 and said in lines[0], (args, run.stderr)
+        assert not bad.exists()
+    run = capture(folder, "--text", "hi", "-o", tmp_path / "no" / "x.safetensors")
+    assert run.returncode == 2 and "no folder" in run.stderr
+
+
 def test_heads_of_a_capture_equal_the_cli_on_its_file(tmp_path, cli):
     model = _tiny("mistral-window")
     with torch.no_grad(), attnviz.capture(model) as cap:
