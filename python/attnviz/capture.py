@@ -185,8 +185,8 @@ class Capture:
         if kwargs.get("is_causal") is not None:
             causal = bool(kwargs["is_causal"])
         window = None if not window else int(window)
-        kept, problem = _padding(attention_mask, b, query.shape[2], key.shape[2], bool(causal),
-                                 window)
+        kept, problem, causal = _padding(attention_mask, b, query.shape[2], key.shape[2],
+                                         None if causal is None else bool(causal), window)
         if problem is None and any(kwargs.get(k) is not None for k in _PACKED):
             # Flash attention's varlen kernels: several documents in one row of the batch.
             problem = "packs several sequences into one (cu_seq_lens)"
@@ -464,8 +464,9 @@ def _visible(block):
 
 
 def _padding(mask, b, q_len, k_len, causal, window):
-    """Batch item ``b``'s padding as the model's attention mask shows it, and what in that
-    mask attnviz cannot recompute (``None`` when nothing).
+    """Batch item ``b``'s padding as the model's attention mask shows it, what in that mask
+    attnviz cannot recompute (``None`` when nothing), and whether the layer is causal: as
+    ``causal`` says, or where it is ``None`` (the module does not say), as the mask does.
 
     A key that no query sees is padding; in self-attention (as many queries as keys) the query
     at its position is too, and both are left out. What the mask shows of the positions kept
@@ -479,20 +480,20 @@ def _padding(mask, b, q_len, k_len, causal, window):
     if mask is None or not isinstance(mask, torch.Tensor):
         # No mask (the model lets the kernel apply causality), or flex attention's BlockMask,
         # which has no entries to read without building the dense N² mask.
-        return everything, None
+        return everything, None, causal
     item = mask[min(b, mask.shape[0] - 1)]
     if item.dim() == 1:
         # Flash attention's (batch, keys) padding mask: 1 where a key is a token.
         seen = item[:k_len].bool()
         if bool(seen.all()):
-            return everything, None
+            return everything, None, causal
         keys = seen.nonzero().flatten()
-        return _Kept(keys if q_len == k_len else None, keys, k_len), None
+        return _Kept(keys if q_len == k_len else None, keys, k_len), None, causal
     if item.dim() != 3 or item.shape[-2] != q_len or item.shape[-1] < k_len:
         return everything, "has shape {}, not (batch, heads, {}, {})".format(
-            tuple(mask.shape), q_len, k_len)
+            tuple(mask.shape), q_len, k_len), causal
     if item.shape[0] > 1 and not bool((item == item[:1]).all()):
-        return everything, "differs between heads"
+        return everything, "differs between heads", causal
     item = item[0, :, :k_len]
     step = max(1, _MASK_BLOCK // k_len)
     keys_seen = torch.zeros(k_len, dtype=torch.bool, device=item.device)
@@ -501,7 +502,7 @@ def _padding(mask, b, q_len, k_len, causal, window):
         block = item[r:r + step]
         seen = _visible(block)
         if block.dtype != torch.bool and bool(block.masked_fill(~seen, 0).any()):
-            return everything, "adds a bias to the scores (ALiBi or relative positions)"
+            return everything, "adds a bias to the scores (ALiBi or relative positions)", causal
         keys_seen |= seen.any(0)
         rows_seen[r:r + step] = seen.any(1)
     keys = None if bool(keys_seen.all()) else keys_seen.nonzero().flatten()
@@ -510,7 +511,12 @@ def _padding(mask, b, q_len, k_len, causal, window):
     else:
         rows = None if bool(rows_seen.all()) else rows_seen.nonzero().flatten()
     kept = _Kept(rows, keys, k_len)
-    return kept, _mask_problem(item, kept, q_len, causal, window)
+    if causal is None:
+        # The module does not say (no ``is_causal``): the mask does, if it is either.
+        if _mask_problem(item, kept, q_len, True, window) is None:
+            return kept, None, True
+        causal = False
+    return kept, _mask_problem(item, kept, q_len, causal, window), causal
 
 
 def _mask_problem(item, kept, q_len, causal, window):

@@ -239,8 +239,19 @@ def test_a_mask_attnviz_cannot_recompute_is_a_value_error():
         "hides or shows keys that a causal sliding-window (8) mask")
     flash = torch.ones(1, N, dtype=torch.long)
     flash[0, :3] = 0
-    kept, problem = _padding(flash, 0, N, N, True, None)
+    kept, problem, _ = _padding(flash, 0, N, N, True, None)
     assert problem is None and kept.positions() == list(range(3, N))
+
+    # A module that does not say whether it is causal: the mask says it.
+    assert _padding(causal[None, None], 0, N, N, None, None)[1:] == (None, True)
+    assert _padding(torch.ones(1, 1, N, N, dtype=torch.bool), 0, N, N, None, None)[1:] == (
+        None, False)
+    model.config._attn_implementation = "eager"
+    for layer in model.model.layers:
+        del layer.self_attn.is_causal
+    with torch.no_grad(), attnviz.capture(model) as cap:
+        model(_inputs())
+    assert [l["causal"] for l in cap.layers] == [True, True]
 
 
 def test_an_encoder_decoder_is_captured_one_stack_at_a_time(tmp_path, cli):
