@@ -110,6 +110,7 @@ class Capture:
         self._owners = {}
         self._problems = {}
         self._kept = None
+        self._masks = {}
         # Only the attention of the module given is recorded: its config may be shared with
         # more (an encoder-decoder's encoder, captured alone, shares the decoder's config).
         self._names = {id(m): name for name, m in self._model.named_modules()}
@@ -124,6 +125,7 @@ class Capture:
     def __exit__(self, *exc):
         _restore_implementation(self._model, self._saved)
         self._saved = None
+        self._masks = {}  # (the model's masks, N² each, are not kept past the block)
         if self._hook is not None:
             self._hook.remove()
             self._hook = None
@@ -161,6 +163,7 @@ class Capture:
             self._owners = {}
             self._problems = {}
             self._kept = None
+            self._masks = {}
         elif owner is not None:
             first = self._names[id(owner)]
             self._problems.setdefault(index, (
@@ -185,8 +188,17 @@ class Capture:
         if kwargs.get("is_causal") is not None:
             causal = bool(kwargs["is_causal"])
         window = None if not window else int(window)
-        kept, problem, causal = _padding(attention_mask, b, query.shape[2], key.shape[2],
-                                         None if causal is None else bool(causal), window)
+        causal = None if causal is None else bool(causal)
+        # Layers of one kind get the same mask tensor: read it once a pass. (The entry holds
+        # the mask, so its id cannot be reused while the entry lives.)
+        seen = (id(attention_mask), b, query.shape[2], key.shape[2], causal, window)
+        hit = self._masks.get(seen)
+        if hit is not None and hit[0] is attention_mask:
+            kept, problem, causal = hit[1]
+        else:
+            found = _padding(attention_mask, b, query.shape[2], key.shape[2], causal, window)
+            self._masks[seen] = (attention_mask, found)
+            kept, problem, causal = found
         if problem is None and any(kwargs.get(k) is not None for k in _PACKED):
             # Flash attention's varlen kernels: several documents in one row of the batch.
             problem = "packs several sequences into one (cu_seq_lens)"
