@@ -448,6 +448,7 @@ def heads(
         raise ValueError("title is drawn above the summary figure: give figure= too")
     qk = _qk_options(dict(queries=queries, softmax_scale=softmax_scale,
                           sliding_window=sliding_window, softcap=softcap, values="probs"))
+    _check_batch("attnviz.heads", attn, k, batch)
     source = _file_source("attnviz.heads", attn, tensor, options, qk, k)
     if source is not None:
         doc, warning = _attnviz._heads_source(source, options, figure)
@@ -556,8 +557,9 @@ def diff(
     colormap: "RdBu_r" (default) or any of ``COLORMAPS``.
     center: the value drawn white; limits are symmetric about it (default 0) per ``norm`` scope,
         as matplotlib's ``CenteredNorm``.
-    causal: as :func:`render`'s; "auto" masks above the diagonal where every head of the
-        difference is exactly zero there (two causal models).
+    causal: as :func:`render`'s; "auto" masks above the diagonal where both inputs are causal
+        (row 0 of every head zero past the diagonal, or a capture's own word), whatever the
+        difference's values.
     The other options are :func:`render`'s, as ``attnviz diff`` takes every ``render`` flag
     (limits are symmetric about ``center`` whatever is given); ``sink_keys`` and ``window`` set
     what ``sort_by`` ranks the heads' differences by. A shape mismatch raises ``ValueError``
@@ -571,6 +573,7 @@ def diff(
     for x in (a, b):
         side = {"arrays": [], "stacked": False, "bf16": False, "q": None, "k": None,
                 "qk_bf16": None, "qk": None, "source": None}
+        _check_batch("attnviz.diff", x, None, batch)
         side["source"] = _file_source("attnviz.diff", x, tensor, call, _qk_defaults())
         if side["source"] is not None:
             pass
@@ -705,6 +708,7 @@ def _viewer_input(where, attn, k, tensor, batch, options, qk):
     ``(arrays, stacked, bf16)``, which ``view`` reads in place and ``Viewer`` copies. Stored
     attention given a keyword of recomputed attention raises ``ValueError``."""
     _headless()
+    _check_batch(where, attn, k, batch)
     source = _file_source(where, attn, tensor, options, qk, k)
     if source is not None:
         return source
@@ -796,6 +800,7 @@ def _qk_options(kw):
 
 def _render(attn, batch, options, queries=None, tensor=None):
     _headless()
+    _check_batch("attnviz.render", attn, None, batch)
     source = _file_source("attnviz.render", attn, tensor, options, _qk_defaults(queries))
     if source is not None:
         image, causal_applied, adapter, warning, addresses, layout, svg = (
@@ -943,12 +948,34 @@ def _prepare(attn, batch):
                     raise ValueError("{}: batch {} is out of range for shape {}".format(
                         name, batch, tuple(a.shape)))
                 return a[batch]
+            if batch != 0:
+                raise ValueError("{}: batch={} picks an item of (batch, H, Q, K) layers; this "
+                                 "layer is {} and has none".format(name, batch, tuple(a.shape)))
             return a
 
         arrays, bf16 = _layer_arrays(attn, "attn", pick)
         return arrays, False, bf16
     a, bf16 = _to_numpy(attn, "attn")
     return [_contiguous(a)], True, bf16
+
+
+def _check_batch(where, attn, k, batch):
+    """``batch`` picks an item of per-layer (batch, H, Q, K) tensors, as ``outputs.attentions``
+    holds them (``_prepare`` checks each layer). Anywhere else it would be ignored, so any batch
+    but 0 raises, naming what was given instead."""
+    if k is None and isinstance(attn, (list, tuple)):
+        return
+    if isinstance(batch, (int, np.integer)) and not isinstance(batch, bool) and batch == 0:
+        return
+    if k is not None or isinstance(attn, Capture):
+        what = "queries and keys (a capture holds one batch item: attnviz.capture(batch=))"
+    elif isinstance(attn, (str, bytes, os.PathLike)):
+        what = "a file"
+    else:
+        what = "one stacked array (index it: attn[batch])"
+    raise ValueError("{}: batch={!r} picks an item of per-layer (batch, H, Q, K) tensors, as "
+                     "outputs.attentions holds them; {} has no batch axis".format(
+                         where, batch, what))
 
 
 def _kind(bf16):

@@ -312,6 +312,15 @@ def test_bad_options_raise_the_cli_message(cli, tmp_path, kwargs, args):
         ([np.zeros((1, 2, 8, 8), np.float32)], dict(batch=1),
          "attn[0]: batch 1 is out of range for shape (1, 2, 8, 8)"),
         ([np.zeros((8, 8), np.float32)], {}, "attn[0]: array has 2 dimensions (expected (batch, H, Q, K)"),
+        # batch= where there is no batch axis: it was ignored, and the first item drawn
+        (np.zeros((2, 2, 8, 8), np.float32), dict(batch=1),
+         "attnviz.render: batch=1 picks an item of per-layer (batch, H, Q, K) tensors, as "
+         "outputs.attentions holds them; one stacked array (index it: attn[batch]) has no "
+         "batch axis"),
+        ([np.zeros((2, 8, 8), np.float32)], dict(batch=1),
+         "attn[0]: batch=1 picks an item of (batch, H, Q, K) layers; this layer is (2, 8, 8)"),
+        ("not attention", dict(batch=2), "attnviz.render: batch=2 picks an item of per-layer "
+         "(batch, H, Q, K) tensors, as outputs.attentions holds them; a file has no batch axis"),
         (np.zeros((8, 8), np.float32), dict(norm="softmax"),
          "invalid value 'softmax' for norm [possible values: head, layer, global, row, none]"),
         (np.zeros((8, 8), np.float32), dict(colormap="jet"), "invalid value 'jet' for colormap"),
@@ -552,6 +561,11 @@ def test_diff_shape_mismatch_is_a_value_error():
     # (the statistics' options rank by sort_by; without it they would change nothing)
     with pytest.raises(ValueError, match="^window sets what the head statistics count"):
         attnviz.diff(a, a, window=8)
+    # batch= picks an item of per-layer lists; a stacked array has none to pick, in every entry
+    for call in (lambda **k: attnviz.diff(a, a, **k), lambda **k: attnviz.heads(a, **k),
+                 lambda **k: attnviz.heads(a, k=a, **k)):
+        with pytest.raises(ValueError, match="batch=1 picks an item of per-layer"):
+            call(batch=1)
 
 
 def test_a_file_name_where_an_array_goes_says_what_to_do():
