@@ -466,13 +466,13 @@ _MASK_BLOCK = 1 << 22
 
 def _visible(block):
     """Which entries of a block of the model's mask let a key through: a boolean mask as it
-    is; an additive one where it is above half its dtype's lowest value (transformers writes
-    that lowest value for a hidden key, 0 for a visible one)."""
+    is; an additive one where it is above -10000, the value older models add for a hidden key
+    (transformers now adds its dtype's lowest value; either makes a probability 0)."""
     import torch
 
     if block.dtype == torch.bool:
         return block
-    return block > torch.finfo(block.dtype).min / 2
+    return block > -1e4
 
 
 def _padding(mask, b, q_len, k_len, causal, window):
@@ -501,6 +501,9 @@ def _padding(mask, b, q_len, k_len, causal, window):
             return everything, None, causal
         keys = seen.nonzero().flatten()
         return _Kept(keys if q_len == k_len else None, keys, k_len), None, causal
+    if item.dim() == 3 and item.shape[-2] == 1:
+        # A padding mask broadcast over the queries, (batch, 1, 1, keys): a view of every row.
+        item = item.expand(item.shape[0], q_len, item.shape[-1])
     if item.dim() != 3 or item.shape[-2] != q_len or item.shape[-1] < k_len:
         return everything, "has shape {}, not (batch, heads, {}, {})".format(
             tuple(mask.shape), q_len, k_len), causal

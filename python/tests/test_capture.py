@@ -242,6 +242,12 @@ def test_a_mask_attnviz_cannot_recompute_is_a_value_error():
     kept, problem, _ = _padding(flash, 0, N, N, True, None)
     assert problem is None and kept.positions() == list(range(3, N))
 
+    # A key-padding mask broadcast over the queries, (batch, 1, 1, keys), as older encoders pass it.
+    # (with -10000 for a hidden key, as BERT-era code wrote it)
+    broadcast = torch.zeros(1, 1, 1, N).masked_fill(torch.arange(N) < 5, -10000.0)
+    kept, problem, _ = _padding(broadcast, 0, N, N, False, None)
+    assert problem is None and kept.positions() == list(range(5, N))
+
     # A module that does not say whether it is causal: the mask says it.
     assert _padding(causal[None, None], 0, N, N, None, None)[1:] == (None, True)
     assert _padding(torch.ones(1, 1, N, N, dtype=torch.bool), 0, N, N, None, None)[1:] == (
