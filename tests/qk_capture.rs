@@ -465,3 +465,86 @@ fn diff_of_two_captures_equals_diff_of_their_attention_files() {
         assert_eq!(read("qk"), read("npy"), "{tile}");
     }
 }
+
+/// A capture of some of a model's layers (`attnviz.capture(model, layers=[1, 4, 5])`) is shown
+/// and selected by the model's layer numbers, 2, 5 and 6: the grid's labels, `--layers`, the
+/// tiles' names, the layout and statistics JSON, `attnviz heads`, and the viewer's `--focus`.
+/// Before, they were numbered 1, 2 and 3, and `--layers 2` drew the model's layer 5.
+#[test]
+fn a_capture_of_some_layers_keeps_the_model_s_layer_numbers() {
+    let dir = tempfile::tempdir().unwrap();
+    let cli = env!("CARGO_BIN_EXE_attnviz");
+    let path = dir.path().join("some.safetensors");
+    let json = r#"{"layers": [{"index": 1, "causal": true, "sliding_window": 4},
+                              {"index": 4, "causal": true}, {"index": 5, "causal": true}]}"#;
+    write_capture(
+        &path,
+        &values(3, 2, 12, 8, 5),
+        &values(3, 1, 12, 8, 6),
+        json,
+    );
+    let run = |args: &[&str]| {
+        Command::new(cli)
+            .arg("render")
+            .arg(&path)
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap()
+    };
+    let read_json = |name: &str| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(dir.path().join(name)).unwrap()).unwrap()
+    };
+    let out = run(&["-o", "g.png", "--layout-json", "g.json", "--tiles", "t"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cells = read_json("g.json")["cells"].as_array().unwrap().clone();
+    let layers: Vec<u64> = cells.iter().map(|c| c["layer"].as_u64().unwrap()).collect();
+    assert_eq!(layers, [2, 2, 5, 5, 6, 6]);
+    assert!(dir.path().join("t/l5_h2.png").exists());
+    assert!(read_json("g.json")["title"]
+        .as_str()
+        .unwrap()
+        .contains("sliding window 4 in layer 2"));
+
+    let out = run(&["--layers", "5", "-o", "g5.png", "--stats-json", "s.json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let heads = read_json("s.json")["heads"].as_array().unwrap().clone();
+    let layers: Vec<u64> = heads.iter().map(|c| c["layer"].as_u64().unwrap()).collect();
+    assert_eq!(layers, [5, 5]);
+
+    let out = run(&["--layers", "3", "-o", "g3.png"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.trim()
+            .ends_with("--layers 3: layer 3 is not in the input, which holds layers 2, 5-6 only"),
+        "{err}"
+    );
+    assert!(!dir.path().join("g3.png").exists());
+
+    let out = Command::new(cli)
+        .args(["heads", path.to_str().unwrap(), "--csv", "-"])
+        .output()
+        .unwrap();
+    let csv = String::from_utf8_lossy(&out.stdout);
+    let firsts: Vec<&str> = csv
+        .lines()
+        .skip(1)
+        .map(|l| &l[..l.find(',').unwrap()])
+        .collect();
+    assert_eq!(firsts, ["2", "2", "5", "5", "6", "6"]);
+
+    // The viewer's --focus names the head as the figure labels it.
+    let src = QkSource::open(&path, None, &QkOptions::default()).unwrap();
+    let plan = attnviz::Plan::new(&src, &attnviz::RenderOptions::default()).unwrap();
+    assert_eq!(plan.focused_cell((4, 1)), Some(3));
+    assert_eq!(plan.focused_cell((2, 0)), None);
+}

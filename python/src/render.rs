@@ -10,7 +10,7 @@ use attnviz::figure::layout_json::layout_json;
 use attnviz::figure::summary::{summary_input, summary_options};
 use attnviz::files::{check_figure_path, check_folder, check_writable, write_png};
 use attnviz::pool::pattern::PatternOptions;
-use attnviz::{AttentionSource, Engine, Error, Figure, Gpu, RenderOptions, Tile};
+use attnviz::{AttentionSource, Engine, Error, Figure, Gpu, Plan, RenderOptions, Tile};
 
 use crate::options::PyOptions;
 
@@ -230,7 +230,7 @@ pub fn render_and_write_with(
         (None, _) => {}
     }
     if let Some(dir) = &py.tiles {
-        write_tiles(dir, &tiles)?;
+        write_tiles(dir, &tiles, &figure.plan)?;
     }
     if let Some(path) = &py.stats_json {
         attnviz::figure::stats_json::write_figure_stats(path, &figure, options)?;
@@ -246,13 +246,13 @@ pub fn render_and_write_with(
 }
 
 /// `dir/l{l}_h{h}.png` for every tile, as `render --tiles` names them.
-fn write_tiles(dir: &Path, tiles: &[Tile]) -> Result<(), Error> {
+fn write_tiles(dir: &Path, tiles: &[Tile], plan: &Plan) -> Result<(), Error> {
     std::fs::create_dir_all(dir).map_err(|source| Error::Io {
         path: dir.to_path_buf(),
         source,
     })?;
     for t in tiles {
-        let path = dir.join(format!("l{}_h{}.png", t.layer + 1, t.head + 1));
+        let path = dir.join(t.file_name(plan));
         write_png(&path, t.width, t.height, &t.rgba)?;
     }
     Ok(())

@@ -364,6 +364,11 @@ def test_capture_keeps_dtype_subsets_layers_and_restores_sdpa():
     # bf16 Q and K render as they are.
     image = attnviz.render_qk(cap, cell=N)
     assert image.shape[2] == 4
+    # The model's layer 1 (0-based) is layer 2 wherever a layer is named, and selected as such.
+    assert {r["layer"] for r in attnviz.heads(cap)} == {2}
+    assert {r["layer"] for r in attnviz.heads(cap, layers=[2])} == {2}
+    with pytest.raises(ValueError, match="layer 1 is not in the input, which holds layers 2 only"):
+        attnviz.heads(cap, layers=[1])
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

@@ -217,7 +217,7 @@ impl<'a> Job<'a> {
             None => attnviz::tiles_cpu(self.src, figure, &self.options)?,
         };
         for t in &tiles {
-            let path = dir.join(format!("l{}_h{}.png", t.layer + 1, t.head + 1));
+            let path = dir.join(t.file_name(&figure.plan));
             write_png(&path, t.width, t.height, &t.rgba)?;
         }
         Ok(())

@@ -125,5 +125,8 @@ pub fn head_patterns_cpu(
 ) -> Result<CellPatterns> {
     let plan = Plan::new(source, &options.with_patterns(patterns))?;
     let sums = pattern_cells(source, &plan.cells, patterns, plan.pool)?;
-    Ok((plan.cells, sums.iter().map(PatternSums::finish).collect()))
+    Ok((
+        plan.named_cells(&plan.cells),
+        sums.iter().map(PatternSums::finish).collect(),
+    ))
 }

@@ -591,7 +591,8 @@ impl Engine {
     /// Pattern statistics of the heads `options` selects, in the plan's cell order, from one
     /// read of them (stored attention, and probabilities stored from Q and K: the statistics
     /// alone, no pool pass; statistics from the scores themselves: the row kernel's run, which
-    /// gives the rows' lse, pools a 16-pixel cell that is not used): `attnviz heads`.
+    /// gives the rows' lse, pools a 16-pixel cell that is not used): `attnviz heads`. The cells
+    /// are named as the user knows them ([`Plan::named_cells`]).
     pub fn head_patterns(
         &self,
         source: &dyn AttentionSource,
@@ -614,7 +615,7 @@ impl Engine {
         };
         let pooled = self.run_pool(run, source)?;
         let stats = pooled.patterns.iter().map(|p| p.finish()).collect();
-        Ok((plan.cells, stats))
+        Ok((plan.named_cells(&plan.cells), stats))
     }
 
     /// Per-cell statistics only (for `info`): pools to a small grid, reads nothing else back.

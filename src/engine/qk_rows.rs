@@ -76,4 +76,8 @@ impl AttentionSource for GpuRows<'_> {
     fn masks_upper(&self) -> Option<bool> {
         self.qk.masks_upper()
     }
+
+    fn layer_number(&self, layer: usize) -> usize {
+        self.qk.layer_number(layer)
+    }
 }

@@ -207,12 +207,25 @@ pub struct CellPad {
     pub shared: bool,
 }
 
+/// Layers (or cells) of the input and the number each of the input's layers is shown by
+/// (1-based, one per layer: `Plan::layer_numbers`), which the labels print.
+#[derive(Clone, Copy, Debug)]
+pub struct Numbered<'a, T> {
+    pub items: &'a [T],
+    pub layer_numbers: &'a [usize],
+}
+
 impl Layout {
     /// The labelled grid: rows are `layers`, columns are `heads` (0-based), headed `h = N` and
-    /// `l = N` (1-based) as in the seed figure.
+    /// `l = N` (1-based) as in the seed figure. [`Layout::grid_with`] numbers the layers as the
+    /// input does (`layer_numbers`, one per layer of the input); here they are positions + 1.
     pub fn grid(layers: &[usize], heads: &[usize], cell: &CellGeometry, theme: Theme) -> Layout {
+        let numbers: Vec<usize> = (1..=layers.iter().max().map_or(0, |&l| l + 1)).collect();
         Layout::grid_with(
-            layers,
+            Numbered {
+                items: layers,
+                layer_numbers: &numbers,
+            },
             heads,
             cell,
             theme,
@@ -224,7 +237,7 @@ impl Layout {
 
     /// The grid with explicit metrics, room for per-cell axes and an optional title above it.
     pub fn grid_with(
-        layers: &[usize],
+        layers: Numbered<'_, usize>,
         heads: &[usize],
         cell: &CellGeometry,
         theme: Theme,
@@ -233,13 +246,17 @@ impl Layout {
         title: Option<&str>,
     ) -> Layout {
         let m = *m;
+        let Numbered {
+            items: layers,
+            layer_numbers,
+        } = layers;
         let col_labels: Vec<(Text, Label)> = heads
             .iter()
             .map(|&h| with_raster(math_label("h", h + 1, m.font_px)))
             .collect();
         let row_labels: Vec<(Text, Label)> = layers
             .iter()
-            .map(|&l| with_raster(math_label("l", l + 1, m.font_px)))
+            .map(|&l| with_raster(math_label("l", layer_numbers[l], m.font_px)))
             .collect();
         let title = title.map(|t| with_raster(Text::plain(t, (m.font_px * 1.2).round())));
         let title_h = title.as_ref().map_or(0, |(_, l)| l.height + m.gutter);
@@ -318,7 +335,7 @@ impl Layout {
     /// (`l = 3, h = 5`): `--sort-by`. Cells left out of `order` (`--top`) get an empty
     /// rectangle and are not drawn.
     pub fn ranked(
-        cells: &[(usize, usize)],
+        cells: Numbered<'_, (usize, usize)>,
         order: &[usize],
         columns: usize,
         cell: &CellGeometry,
@@ -327,12 +344,16 @@ impl Layout {
         title: Option<&str>,
     ) -> Layout {
         let m = *m;
+        let Numbered {
+            items: cells,
+            layer_numbers,
+        } = cells;
         let px = (m.font_px * 0.8).round();
         let label = |(l, h): (usize, usize)| {
             with_raster(Text::new(
                 &[
                     ("l", Face::Math),
-                    (&format!(" = {}, ", l + 1), Face::Regular),
+                    (&format!(" = {}, ", layer_numbers[l]), Face::Regular),
                     ("h", Face::Math),
                     (&format!(" = {}", h + 1), Face::Regular),
                 ],

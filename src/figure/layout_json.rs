@@ -25,7 +25,7 @@ pub fn layout_json(figure: &Figure, options: &RenderOptions) -> Value {
         .map(|(i, c)| {
             let st = figure.stats.get(i);
             json!({
-                "layer": c.layer + 1,
+                "layer": figure.plan.layer_number(c.layer),
                 "head": c.head + 1,
                 "x": c.x, "y": c.y, "width": c.width, "height": c.height,
                 "pooled_width": figure.plan.geometry.pooled_w,

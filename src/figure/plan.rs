@@ -8,9 +8,9 @@ use crate::color::scale::{first_included_column, ColorScale};
 use crate::error::{Error, Result};
 use crate::figure::axes::CellAxes;
 use crate::figure::colorbar::ColorbarSpec;
-use crate::figure::layout::{CellPad, CellPlacement, Layout, Metrics, Theme};
+use crate::figure::layout::{CellPad, CellPlacement, Layout, Metrics, Numbered, Theme};
 use crate::figure::rank::SortKey;
-use crate::figure::select::parse_selection;
+use crate::figure::select::{parse_numbered, parse_selection};
 use crate::figure::summary::Summary;
 use crate::pool::accum::{HeadStats, Reduce};
 use crate::pool::geometry::CellGeometry;
@@ -106,6 +106,10 @@ impl RenderOptions {
 #[derive(Clone, Debug)]
 pub struct Plan {
     pub layers: Vec<usize>,
+    /// The 1-based number each of the input's layers is shown and selected by
+    /// ([`AttentionSource::layer_number`]): a capture of some of a model's layers keeps the
+    /// model's numbers.
+    pub layer_numbers: Vec<usize>,
     pub heads: Vec<usize>,
     /// (layer, head) of each cell, row-major.
     pub cells: Vec<(usize, usize)>,
@@ -126,6 +130,29 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// The number layer `layer` (an index into the input's layers) is shown by, 1-based.
+    pub fn layer_number(&self, layer: usize) -> usize {
+        self.layer_numbers.get(layer).copied().unwrap_or(layer + 1)
+    }
+
+    /// The index in `cells` of the head the user names `(layer number − 1, head)`, 0-based
+    /// (the viewer's `--focus`).
+    pub fn focused_cell(&self, (layer, head): (usize, usize)) -> Option<usize> {
+        self.cells
+            .iter()
+            .position(|&(l, h)| self.layer_number(l) == layer + 1 && h == head)
+    }
+
+    /// `cells` as they are named to the user: each layer by its number − 1, for the writers
+    /// that print 0-based cells 1-based (statistics JSON and CSV, the heads table, the summary
+    /// figure's labels).
+    pub fn named_cells(&self, cells: &[(usize, usize)]) -> Vec<(usize, usize)> {
+        cells
+            .iter()
+            .map(|&(l, h)| (self.layer_number(l) - 1, h))
+            .collect()
+    }
+
     /// With `--sort-by`, lays the cells out in the order of their statistics (`patterns`, one
     /// per cell, from the pass that pooled them), as many to a row as the grid had heads;
     /// without, leaves the grid as it is. Call before [`Plan::add_colorbar`].
@@ -134,7 +161,10 @@ impl Plan {
         let order = crate::figure::rank::order(patterns, key, options.top);
         let theme = self.layout.theme;
         self.layout = Layout::ranked(
-            &self.cells,
+            Numbered {
+                items: &self.cells,
+                layer_numbers: &self.layer_numbers,
+            },
             &order,
             self.heads.len(),
             &self.geometry,
@@ -174,7 +204,8 @@ impl Plan {
                 "--scale-factor {f} must be a positive number"
             )));
         }
-        let layers = parse_selection(options.layers.as_deref(), shape.layers, "layer")?;
+        let layer_numbers: Vec<usize> = (0..shape.layers).map(|l| source.layer_number(l)).collect();
+        let layers = parse_numbered(options.layers.as_deref(), &layer_numbers, "layer")?;
         let heads = parse_selection(options.heads.as_deref(), shape.heads, "head")?;
         let cells = layers
             .iter()
@@ -287,7 +318,10 @@ impl Plan {
             None => None,
         };
         let mut layout = Layout::grid_with(
-            &layers,
+            Numbered {
+                items: &layers,
+                layer_numbers: &layer_numbers,
+            },
             &heads,
             &geometry,
             theme,
@@ -303,6 +337,7 @@ impl Plan {
         }
         Ok(Plan {
             layers,
+            layer_numbers,
             heads,
             cells,
             geometry,
@@ -364,6 +399,14 @@ pub struct Tile {
     pub width: u32,
     pub height: u32,
     pub rgba: Vec<u8>,
+}
+
+impl Tile {
+    /// `l{l}_h{h}.png`, the file `--tiles` writes it to (the layer by its number in `plan`),
+    /// from the command line and from Python alike.
+    pub fn file_name(&self, plan: &Plan) -> String {
+        format!("l{}_h{}.png", plan.layer_number(self.layer), self.head + 1)
+    }
 }
 
 /// `base` with its cells `f` times larger (the figure's `--scale-factor`), within the largest

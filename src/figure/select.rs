@@ -43,6 +43,58 @@ pub fn parse_selection(spec: Option<&str>, count: usize, what: &str) -> Result<V
     Ok(out)
 }
 
+/// [`parse_selection`] of layers known by `numbers` (1-based, increasing, one per layer of the
+/// input: [`crate::AttentionSource::layer_number`]): the spec names numbers, the result holds
+/// positions. Where the numbers are the positions + 1, this is `parse_selection`, messages
+/// and all.
+pub fn parse_numbered(spec: Option<&str>, numbers: &[usize], what: &str) -> Result<Vec<usize>> {
+    let identity = numbers.iter().enumerate().all(|(i, &n)| n == i + 1);
+    if identity || spec.is_none() {
+        return parse_selection(spec, numbers.len(), what);
+    }
+    let spec = spec.unwrap_or_default();
+    let top = numbers.iter().copied().max().unwrap_or(0);
+    let wanted = parse_selection(Some(spec), top, what).map_err(|_| {
+        Error::BadOption(format!(
+            "--{what}s {spec}: the input holds {what}s {} only",
+            spans(numbers)
+        ))
+    })?;
+    wanted
+        .iter()
+        .map(|&w| {
+            numbers.iter().position(|&n| n == w + 1).ok_or_else(|| {
+                Error::BadOption(format!(
+                    "--{what}s {spec}: {what} {} is not in the input, which holds {what}s {} only",
+                    w + 1,
+                    spans(numbers)
+                ))
+            })
+        })
+        .collect()
+}
+
+/// Increasing numbers as runs: `2, 5-6`.
+fn spans(numbers: &[usize]) -> String {
+    let mut runs: Vec<(usize, usize)> = Vec::new();
+    for &n in numbers {
+        match runs.last_mut() {
+            Some((_, b)) if n == *b + 1 => *b = n,
+            _ => runs.push((n, n)),
+        }
+    }
+    runs.iter()
+        .map(|&(a, b)| {
+            if a == b {
+                a.to_string()
+            } else {
+                format!("{a}-{b}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn parse_index(s: &str) -> std::result::Result<usize, String> {
     let s = s.trim();
     match s.parse::<usize>() {
@@ -93,6 +145,42 @@ mod tests {
             .to_string();
         assert!(
             err.ends_with("(the input has 8 heads, numbered 1-8)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn numbered_layers_are_selected_by_their_numbers() {
+        let numbers = [2, 5, 6];
+        assert_eq!(
+            parse_numbered(None, &numbers, "layer").unwrap(),
+            vec![0, 1, 2]
+        );
+        assert_eq!(
+            parse_numbered(Some("6,2"), &numbers, "layer").unwrap(),
+            vec![2, 0]
+        );
+        assert_eq!(
+            parse_numbered(Some("5-6"), &numbers, "layer").unwrap(),
+            vec![1, 2]
+        );
+        let err = parse_numbered(Some("3"), &numbers, "layer")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.ends_with("layer 3 is not in the input, which holds layers 2, 5-6 only"),
+            "{err}"
+        );
+        let err = parse_numbered(Some("9"), &numbers, "layer")
+            .unwrap_err()
+            .to_string();
+        assert!(err.ends_with("the input holds layers 2, 5-6 only"), "{err}");
+        // numbers that are the positions: parse_selection's messages
+        let err = parse_numbered(Some("9"), &[1, 2], "layer")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.ends_with("(the input has 2 layers, numbered 1-2)"),
             "{err}"
         );
     }

@@ -71,7 +71,7 @@ pub fn write_figure_stats(path: &Path, figure: &Figure, options: &RenderOptions)
     match options.patterns {
         Some(patterns) => write_stats_json(
             path,
-            &figure.plan.cells,
+            &figure.plan.named_cells(&figure.plan.cells),
             &figure.patterns,
             patterns,
             options.causal,

@@ -62,7 +62,11 @@ pub fn svg_string(figure: &Figure, colormap: Colormap) -> Result<String> {
         // the summary's cells are statistics, not heads
         let name = match &figure.plan.summary {
             Some(summary) => summary.titles[cell.head].clone(),
-            None => format!("l = {}, h = {}", cell.layer + 1, cell.head + 1),
+            None => format!(
+                "l = {}, h = {}",
+                figure.plan.layer_number(cell.layer),
+                cell.head + 1
+            ),
         };
         let _ = writeln!(
             s,

@@ -145,6 +145,10 @@ impl AttentionSource for DiffSource<'_> {
     fn as_diff(&self) -> Option<&DiffSource<'_>> {
         Some(self)
     }
+
+    fn layer_number(&self, layer: usize) -> usize {
+        self.a.layer_number(layer)
+    }
 }
 
 #[cfg(test)]

@@ -172,6 +172,13 @@ pub trait AttentionSource: Send + Sync {
     fn masks_upper(&self) -> Option<bool> {
         None
     }
+
+    /// The 1-based number layer `layer` (an index into this source's layers) is known by: its
+    /// position + 1, except where the source holds some of a model's layers and says which (a
+    /// capture of `layers=[1, 4, 5]` shows and selects them as layers 2, 5 and 6).
+    fn layer_number(&self, layer: usize) -> usize {
+        layer + 1
+    }
 }
 
 /// A borrowed source is a source: what lets a caller pair sources it keeps (a `DiffSource` of a
@@ -211,6 +218,10 @@ impl<T: AttentionSource + ?Sized> AttentionSource for &T {
 
     fn masks_upper(&self) -> Option<bool> {
         (**self).masks_upper()
+    }
+
+    fn layer_number(&self, layer: usize) -> usize {
+        (**self).layer_number(layer)
     }
 }
 

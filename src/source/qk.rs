@@ -323,7 +323,10 @@ impl QkSource {
             if ls.len() == self.layers {
                 String::new()
             } else {
-                let names: Vec<String> = ls.iter().map(|l| (l + 1).to_string()).collect();
+                let names: Vec<String> = ls
+                    .iter()
+                    .map(|&l| self.layer_number(l).to_string())
+                    .collect();
                 format!(
                     " in layer{} {}",
                     if ls.len() > 1 { "s" } else { "" },
@@ -623,6 +626,17 @@ impl AttentionSource for QkSource {
     /// head's are not (a row's keys all take a share); logits mark hidden keys otherwise.
     fn masks_upper(&self) -> Option<bool> {
         (self.values == Values::Probs).then_some(self.causal)
+    }
+
+    /// A capture's layers are the model's layers it names (`index`, 0-based), when it names
+    /// every one ([`CaptureMeta::check`] holds them increasing).
+    fn layer_number(&self, layer: usize) -> usize {
+        let named = self.meta().and_then(|m| {
+            let all =
+                m.layers.len() == self.shape().layers && m.layers.iter().all(|l| l.index.is_some());
+            all.then(|| m.layers[layer].index)
+        });
+        named.flatten().map_or(layer + 1, |i| i + 1)
     }
 }
 

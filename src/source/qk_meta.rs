@@ -133,6 +133,14 @@ impl CaptureMeta {
                 }
             }
         }
+        // (a capture of some layers is shown and selected by the model's layer numbers, which
+        // must therefore be distinct, and in the file's order)
+        let indices: Vec<usize> = self.layers.iter().filter_map(|l| l.index).collect();
+        if indices.windows(2).any(|w| w[0] >= w[1]) {
+            return Err(format!(
+                "capture metadata: layer indices {indices:?} do not increase"
+            ));
+        }
         if let Some(p) = &self.padding {
             if p.positions.len() != keys {
                 return Err(format!(
@@ -281,6 +289,11 @@ mod tests {
             .contains("2 sink logits for 4"));
         assert!(m.check(2, 2, 5).unwrap_err().contains("2 tokens for 5"));
         assert_eq!(m.padding, None);
+        let twice = CaptureMeta::parse(r#"{"layers": [{"index": 3}, {"index": 3}]}"#).unwrap();
+        assert!(twice
+            .check(2, 2, 2)
+            .unwrap_err()
+            .contains("layer indices [3, 3] do not increase"));
 
         // A batch item whose first 3 of 5 positions were padding.
         let m = CaptureMeta::parse(

@@ -332,7 +332,11 @@ pub fn readout(
             }
         ),
     };
-    Ok(format!("l = {} h = {}  {at}", b.layer + 1, b.head + 1))
+    Ok(format!(
+        "l = {} h = {}  {at}",
+        source.layer_number(b.layer),
+        b.head + 1
+    ))
 }
 
 #[cfg(test)]

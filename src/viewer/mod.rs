@@ -46,7 +46,9 @@ pub struct ViewerOptions {
     /// One token per line: the hover readout names the query and key tokens, and the edges of
     /// a magnified view show them where they fit.
     pub tokens: Option<Vec<String>>,
-    /// Start in focus mode on this (layer, head), 0-based.
+    /// Start in focus mode on this (layer, head), 0-based: the layer's number − 1, as the user
+    /// names it (`--focus 5,1` on a capture of layers 2, 5 and 6 is its second layer;
+    /// [`crate::figure::plan::Plan::focused_cell`]).
     pub focus: Option<(usize, usize)>,
     /// Then zoom by this factor about the window's centre.
     pub zoom: Option<f64>,
@@ -148,7 +150,7 @@ pub(crate) fn window_error(e: impl std::fmt::Display) -> Error {
 pub fn check(source: &dyn AttentionSource, options: &ViewerOptions) -> Result<Option<Vec<String>>> {
     let plan = crate::figure::plan::Plan::new(source, &options.figure())?;
     if let Some((layer, head)) = options.focus {
-        if !plan.cells.contains(&(layer, head)) {
+        if plan.focused_cell((layer, head)).is_none() {
             return Err(Error::BadOption(format!(
                 "--focus {},{}: that head is not among the selected cells",
                 layer + 1,

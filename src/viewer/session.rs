@@ -138,11 +138,7 @@ impl Session {
         let s = &mut self.state;
         s.send(Job::Start(s.engine.clone()));
         // (`check` found the focused head among the cells)
-        let cells = &s.scene.plan.cells;
-        if let Some(cell) = options
-            .focus
-            .and_then(|f| cells.iter().position(|&c| c == f))
-        {
+        if let Some(cell) = options.focus.and_then(|f| s.scene.plan.focused_cell(f)) {
             s.focus_on(Some(cell));
         }
         if let Some(at) = options.hover {
@@ -358,6 +354,12 @@ impl AttentionSource for Counted<'_> {
     }
     fn as_diff(&self) -> Option<&DiffSource<'_>> {
         self.inner.as_diff()
+    }
+    fn masks_upper(&self) -> Option<bool> {
+        self.inner.masks_upper()
+    }
+    fn layer_number(&self, layer: usize) -> usize {
+        self.inner.layer_number(layer)
     }
 }
 
