@@ -542,6 +542,16 @@ fn a_capture_of_some_layers_keeps_the_model_s_layer_numbers() {
         .collect();
     assert_eq!(firsts, ["2", "2", "5", "5", "6", "6"]);
 
+    let out = Command::new(cli)
+        .args(["info", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let info = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        info.contains("layers:  2, 5-6 of the model (shown and selected by those numbers)"),
+        "{info}"
+    );
+
     // The viewer's --focus names the head as the figure labels it.
     let src = QkSource::open(&path, None, &QkOptions::default()).unwrap();
     let plan = attnviz::Plan::new(&src, &attnviz::RenderOptions::default()).unwrap();

@@ -60,6 +60,13 @@ fn capture_info(path: &Path) -> anyhow::Result<()> {
         n(src.all_keys(), "key", "keys"),
         src.dim()
     );
+    let numbers: Vec<usize> = (0..s.layers).map(|l| src.layer_number(l)).collect();
+    if numbers.iter().enumerate().any(|(i, &n)| n != i + 1) {
+        println!(
+            "layers:  {} of the model (shown and selected by those numbers)",
+            attnviz::figure::select::spans(&numbers)
+        );
+    }
     if let Some(meta) = src.meta() {
         if let Some(model) = &meta.model {
             println!("model:   {model}");

@@ -75,7 +75,7 @@ pub fn parse_numbered(spec: Option<&str>, numbers: &[usize], what: &str) -> Resu
 }
 
 /// Increasing numbers as runs: `2, 5-6`.
-fn spans(numbers: &[usize]) -> String {
+pub fn spans(numbers: &[usize]) -> String {
     let mut runs: Vec<(usize, usize)> = Vec::new();
     for &n in numbers {
         match runs.last_mut() {
