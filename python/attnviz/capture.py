@@ -489,10 +489,17 @@ def _padding(mask, b, q_len, k_len, causal, window):
     import torch
 
     everything = _Kept(None, None, k_len)
-    if mask is None or not isinstance(mask, torch.Tensor):
-        # No mask (the model lets the kernel apply causality), or flex attention's BlockMask,
-        # which has no entries to read without building the dense N² mask.
+    if mask is None:
+        # No mask: the model lets the kernel apply causality.
         return everything, None, causal
+    if not isinstance(mask, torch.Tensor):
+        if not callable(getattr(mask, "mask_mod", None)):
+            return everything, "is a {}, which attnviz cannot read".format(
+                type(mask).__name__), causal
+        # Flex attention's BlockMask: its rule, evaluated a block of rows at a time.
+        device = getattr(getattr(mask, "kv_num_blocks", None), "device", None)
+        rows = _RuleRows(mask.mask_mod, b, q_len, k_len, device or torch.device("cpu"))
+        return _checked(rows, q_len, k_len, causal, window)
     item = mask[min(b, mask.shape[0] - 1)]
     if item.dim() == 1:
         # Flash attention's (batch, keys) padding mask: 1 where a key is a token.
@@ -509,7 +516,15 @@ def _padding(mask, b, q_len, k_len, causal, window):
             tuple(mask.shape), q_len, k_len), causal
     if item.shape[0] > 1 and not bool((item == item[:1]).all()):
         return everything, "differs between heads", causal
-    item = item[0, :, :k_len]
+    return _checked(item[0, :, :k_len], q_len, k_len, causal, window)
+
+
+def _checked(item, q_len, k_len, causal, window):
+    """:func:`_padding` of one item's (queries, keys) mask: a tensor, or the rows of a rule
+    (:class:`_RuleRows`)."""
+    import torch
+
+    everything = _Kept(None, None, k_len)
     step = max(1, _MASK_BLOCK // k_len)
     keys_seen = torch.zeros(k_len, dtype=torch.bool, device=item.device)
     rows_seen = torch.zeros(q_len, dtype=torch.bool, device=item.device)
@@ -532,6 +547,35 @@ def _padding(mask, b, q_len, k_len, causal, window):
             return kept, None, True
         causal = False
     return kept, _mask_problem(item, kept, q_len, causal, window), causal
+
+
+class _RuleRows:
+    """The (queries, keys) mask of batch item ``b`` that a flex-attention ``mask_mod`` rule
+    defines, read as a boolean tensor is read by rows (a slice, or ``index_select`` on the
+    rows): each block of rows evaluated on demand, so the dense N² mask never exists. The rule
+    is evaluated for head 0, as transformers' rules do not depend on the head."""
+
+    def __init__(self, rule, b, q_len, k_len, device):
+        import torch
+
+        self.rule, self.shape, self.device, self.dtype = rule, (q_len, k_len), device, torch.bool
+        self.b, self.h = torch.tensor(b, device=device), torch.tensor(0, device=device)
+        self._keys = torch.arange(k_len, device=device)[None, :]
+
+    def _rows(self, rows):
+        import torch
+
+        out = self.rule(self.b, self.h, rows[:, None], self._keys)
+        return torch.as_tensor(out, dtype=torch.bool).expand(len(rows), self.shape[1])
+
+    def __getitem__(self, rows):
+        import torch
+
+        return self._rows(torch.arange(self.shape[0], device=self.device)[rows])
+
+    def index_select(self, dim, rows):
+        assert dim == 0
+        return self._rows(rows.to(self.device))
 
 
 def _mask_problem(item, kept, q_len, causal, window):

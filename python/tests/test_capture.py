@@ -197,6 +197,48 @@ def test_a_padded_batch_item_is_captured_without_its_padding(family, implementat
         attnviz.capture(model, batch=-1)
 
 
+FLEX_SCRIPT = """
+import sys, numpy as np, torch, transformers, attnviz
+sys.path.insert(0, {tests!r})
+from test_capture import _tiny, _inputs, N
+model = _tiny({family!r})
+ids = torch.cat([_inputs(), _inputs().flip(1)])
+mask = torch.ones(2, N, dtype=torch.long)
+mask[1, :7] = 0
+model.config._attn_implementation = "flex_attention"
+with torch.no_grad(), attnviz.capture(model, batch=1) as cap:
+    model(ids, attention_mask=mask)
+model.config._attn_implementation = "eager"
+with torch.no_grad():
+    out = model(ids, attention_mask=mask, output_attentions=True)
+kept = list(range(7, N))
+assert cap.positions == kept, cap.positions
+eager = np.stack([a[1].float().numpy() for a in out.attentions])[:, :, kept][:, :, :, kept]
+cap.save({path!r})
+np.save({eager!r}, eager)
+"""
+
+
+@pytest.mark.parametrize("family", ["llama-gqa", "mistral-window"])
+def test_flex_attention_s_block_mask_is_read_by_its_rule(family, tmp_path, cli):
+    """Flex attention passes a ``BlockMask``, which holds no entries: its ``mask_mod`` rule is
+    evaluated a block of rows at a time, so a padded item's padding is left out as with a
+    tensor mask, and the recomputed attention equals the model's. (In a fresh process with
+    TorchDynamo off, so that flex attention runs eagerly: compiling it takes most of a minute
+    on a CPU.)"""
+    import sys
+
+    path, eager = tmp_path / "flex.safetensors", tmp_path / "eager.npy"
+    script = FLEX_SCRIPT.format(tests=os.path.dirname(__file__), family=family, path=str(path),
+                                eager=str(eager))
+    env = dict(os.environ, TORCHDYNAMO_DISABLE="1")
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
+    assert run.returncode == 0, run.stderr[-2000:]
+    probs = _attention_from_capture(cli, path, tmp_path / "probs.npy")
+    worst = float(np.abs(probs - np.load(eager)).max())
+    assert worst <= 1e-5, "{}: attnviz differs from eager by {}".format(family, worst)
+
+
 def test_a_mask_attnviz_cannot_recompute_is_a_value_error():
     """Packed sequences (a block-diagonal causal mask, given to the model as a 4D mask, boolean
     or additive) are not a causal mask with padding: the capture says so when it is read,
