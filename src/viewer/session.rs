@@ -70,8 +70,24 @@ pub struct Session {
     started: Instant,
     reads: Arc<AtomicU64>,
     /// The worker of a session that started its own (dropping the session ends it: the job
-    /// sender goes with the state).
-    _worker: Option<JoinHandle<()>>,
+    /// sender goes with the state, declared first, so it is dropped first). Last, so that it
+    /// is joined once the channels are closed.
+    _worker: Worker,
+}
+
+/// A worker thread joined when dropped: it ends within one job of its channels closing, and
+/// the engine it holds is then released before the session's drop returns, not while the
+/// process exits (a thread still tearing down a Vulkan device as the driver's own exit
+/// handlers run crashed the test executable now and then, SIGSEGV after every test passed).
+struct Worker(Option<JoinHandle<()>>);
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if let Some(worker) = self.0.take() {
+            // (a worker that panicked has reported it on its thread already)
+            let _ = worker.join();
+        }
+    }
 }
 
 impl Session {
@@ -105,7 +121,7 @@ impl Session {
             channels,
             Instant::now(),
         )?;
-        session._worker = Some(worker);
+        session._worker = Worker(Some(worker));
         session.start(&options)?;
         Ok(session)
     }
@@ -128,7 +144,7 @@ impl Session {
             replies: channels.replies,
             started,
             reads: channels.reads,
-            _worker: None,
+            _worker: Worker(None),
         })
     }
 
