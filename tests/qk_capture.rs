@@ -495,30 +495,27 @@ fn a_capture_of_some_layers_keeps_the_model_s_layer_numbers() {
     let read_json = |name: &str| -> serde_json::Value {
         serde_json::from_slice(&std::fs::read(dir.path().join(name)).unwrap()).unwrap()
     };
-    let out = run(&["-o", "g.png", "--layout-json", "g.json", "--tiles", "t"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let cells = read_json("g.json")["cells"].as_array().unwrap().clone();
-    let layers: Vec<u64> = cells.iter().map(|c| c["layer"].as_u64().unwrap()).collect();
-    assert_eq!(layers, [2, 2, 5, 5, 6, 6]);
+    // Renders with `args`, then the "layer" of each entry of `list` in the JSON file `json`.
+    let layers_in = |args: &[&str], json: &str, list: &str| -> Vec<u64> {
+        let out = run(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{err}");
+        let doc = read_json(json);
+        let entries = doc[list].as_array().unwrap();
+        entries
+            .iter()
+            .map(|c| c["layer"].as_u64().unwrap())
+            .collect()
+    };
+    let grid = ["-o", "g.png", "--layout-json", "g.json", "--tiles", "t"];
+    assert_eq!(layers_in(&grid, "g.json", "cells"), [2, 2, 5, 5, 6, 6]);
     assert!(dir.path().join("t/l5_h2.png").exists());
     assert!(read_json("g.json")["title"]
         .as_str()
         .unwrap()
         .contains("sliding window 4 in layer 2"));
-
-    let out = run(&["--layers", "5", "-o", "g5.png", "--stats-json", "s.json"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let heads = read_json("s.json")["heads"].as_array().unwrap().clone();
-    let layers: Vec<u64> = heads.iter().map(|c| c["layer"].as_u64().unwrap()).collect();
-    assert_eq!(layers, [5, 5]);
+    let five = ["--layers", "5", "-o", "g5.png", "--stats-json", "s.json"];
+    assert_eq!(layers_in(&five, "s.json", "heads"), [5, 5]);
 
     let out = run(&["--layers", "3", "-o", "g3.png"]);
     assert_eq!(out.status.code(), Some(2));
