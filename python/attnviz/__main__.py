@@ -32,6 +32,10 @@ def main(argv=None):
     c.add_argument("-o", "--output", required=True, help="the capture file (.safetensors)")
     c.add_argument("--max-tokens", type=int, metavar="N",
                    help="keep the first N tokens of the text (default: all)")
+    c.add_argument("--generate", type=int, metavar="N",
+                   help="first let the model continue the text by N tokens (greedy), then "
+                        "capture the whole sequence in one pass: the attention over what it "
+                        "wrote (a causal language model)")
     c.add_argument("--layers", metavar="LIST",
                    help="1-based layers to keep, as attnviz's --layers: 1,6 or 1-4 "
                         "(default: all)")
@@ -65,6 +69,8 @@ def _capture(args):
         raise ValueError("{}: no folder {} to write it in".format(output, folder))
     if args.max_tokens is not None and args.max_tokens < 1:
         raise ValueError("--max-tokens {}: keep at least one token".format(args.max_tokens))
+    if args.generate is not None and args.generate < 1:
+        raise ValueError("--generate {}: generate at least one token".format(args.generate))
     looks_local = os.sep in args.model or args.model.startswith(".")
     if looks_local and not os.path.isdir(args.model):
         raise ValueError("{}: no such model folder".format(args.model))
@@ -82,7 +88,12 @@ def _capture(args):
     dtype = "auto" if args.dtype == "auto" else getattr(torch, args.dtype)
     try:
         tokenizer = transformers.AutoTokenizer.from_pretrained(args.model)
-        model = transformers.AutoModel.from_pretrained(
+        # (the language-model head only where it generates: the base model's attention is
+        # the same, without the vocabulary-sized logits)
+        auto = transformers.AutoModel
+        if args.generate is not None:
+            auto = transformers.AutoModelForCausalLM
+        model = auto.from_pretrained(
             args.model, dtype=dtype, attn_implementation=args.attn_implementation)
     except (OSError, ValueError, KeyError, ImportError) as e:
         raise ValueError("{}: cannot load it ({})".format(args.model, _first_line(e))) from None
@@ -93,6 +104,14 @@ def _capture(args):
     if len(ids) == 0:
         raise ValueError("the text has no tokens")
     inputs = {name: value.to(args.device) for name, value in inputs.items()}
+    if args.generate is not None:
+        with torch.no_grad():
+            # (the ids and their mask only: a tokenizer's token_type_ids are refused by generate)
+            given = {k: v for k, v in inputs.items() if k in ("input_ids", "attention_mask")}
+            out = model.generate(**given, max_new_tokens=args.generate, do_sample=False,
+                                 min_new_tokens=args.generate)
+        ids = out[0].cpu()
+        inputs = {"input_ids": out[:1]}
     with torch.no_grad(), attnviz.capture(model, layers=layers, modules=args.modules) as cap:
         model(**inputs)
     cap.save(output, tokens=tokenizer.convert_ids_to_tokens(ids.tolist()))

@@ -605,6 +605,23 @@ def test_python_m_attnviz_capture_writes_what_the_api_captures(tmp_path, cli):
     assert run.returncode == 0, run.stderr
     assert len(attnviz.Capture.load(out).tokens) == 64
 
+    # --generate: a causal model continues the text, and the whole sequence is captured (a tiny
+    # random Llama saved beside MiniLM's tokenizer, whose vocabulary it takes).
+    decoder = tmp_path / "decoder"
+    torch.manual_seed(0)
+    transformers.LlamaForCausalLM(transformers.LlamaConfig(
+        vocab_size=tok.vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)).save_pretrained(
+            decoder)
+    tok.save_pretrained(decoder)
+    run = capture(decoder, "--text", TEXT, "--max-tokens", 20, "--generate", 6, "-o", out)
+    assert run.returncode == 0, run.stderr
+    generated = attnviz.Capture.load(out)
+    assert len(generated.tokens) == 26 and generated.k[0].shape[1] == 26
+    prompt = tok(TEXT, truncation=True, max_length=20).input_ids
+    assert generated.tokens[:20] == tok.convert_ids_to_tokens(prompt)
+    assert all(l["causal"] for l in generated.layers)
+
     bad = tmp_path / "bad.safetensors"
     for args, said in [
         ((tmp_path / "no-model", "--text", "hi"), "no-model: no such model folder"),
@@ -612,6 +629,7 @@ def test_python_m_attnviz_capture_writes_what_the_api_captures(tmp_path, cli):
         ((folder, "--text-file", tmp_path / "none.txt"), "none.txt: cannot read it"),
         ((folder, "--text", "hi", "--layers", "0"), "--layers 0: layers count from 1"),
         ((folder, "--text", "hi", "--max-tokens", "0"), "--max-tokens 0"),
+        ((folder, "--text", "hi", "--generate", "0"), "--generate 0"),
     ]:
         run = capture(*args, "-o", bad)
         assert run.returncode == 2, (args, run.stderr)
