@@ -9,6 +9,12 @@ use attnviz::source::{self, OpenOptions};
 use attnviz::{Colormap, RenderOptions};
 
 fn attnviz(args: &[&str]) -> Output {
+    command(args).output().expect("run attnviz")
+}
+
+/// The attnviz command `attnviz` runs, for tests that give it more (a working directory, a
+/// standard input).
+fn command(args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_attnviz"));
     cmd.args(args);
     // Mesa's WSI complains on stderr when this is unset; the tests check stderr line by line.
@@ -21,7 +27,7 @@ fn attnviz(args: &[&str]) -> Output {
             cmd.args(["--backend", "gpu"]);
         }
     }
-    cmd.output().expect("run attnviz")
+    cmd
 }
 
 fn stderr(o: &Output) -> String {
@@ -796,18 +802,10 @@ fn tokens_come_from_the_standard_input_as_from_a_file() {
     let tokens = data("tokens_128.txt");
     let drawn = |name: &str, from: &str, stdin: Option<&[u8]>| {
         let out = dir.path().join(name);
-        let mut child = Command::new(env!("CARGO_BIN_EXE_attnviz"))
-            .args([
-                "render",
-                input.to_str().unwrap(),
-                "--layers",
-                "1",
-                "--heads",
-                "1",
-            ])
+        let (input, out_name) = (input.to_str().unwrap(), out.to_str().unwrap());
+        let mut child = command(&["render", input, "--layers", "1", "--heads", "1"])
             .args(["--cell", "128", "--axes", "on", "--tokens", from, "--quiet"])
-            .args(["-o", out.to_str().unwrap()])
-            .env("XDG_RUNTIME_DIR", std::env::temp_dir())
+            .args(["-o", out_name])
             .stdin(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -830,14 +828,7 @@ fn a_dash_writes_to_the_standard_output() {
     let input = data("minilm_attn_128.npy");
     let input = input.to_str().unwrap();
     let p = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
-    let in_dir = |args: &[&str]| {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_attnviz"));
-        cmd.args(args).current_dir(dir.path());
-        if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
-            cmd.env("XDG_RUNTIME_DIR", std::env::temp_dir());
-        }
-        cmd.output().unwrap()
-    };
+    let in_dir = |args: &[&str]| command(args).current_dir(dir.path()).output().unwrap();
     let o = in_dir(&["render", input, "--layers", "1", "-o", "-", "--quiet"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let ok = attnviz(&["render", input, "--layers", "1", "-o", &p("f.png")]);

@@ -81,9 +81,7 @@ class Capture:
             raise ValueError("attnviz.capture: batch={} is not an item of a batch (0, 1, ...)"
                              .format(batch))
         self._device = device
-        self._records = {}
-        self._problems = {}
-        self._kept = None
+        self._start_pass()
         # Modules without a layer index, numbered in the order they first run, so that a second
         # forward pass finds the same numbers and replaces the first.
         self._order = {}
@@ -106,11 +104,7 @@ class Capture:
         AttentionInterface.register(_NAME, self._attention)
         _register_mask(original)
         self._saved = _set_implementation(self._model, _NAME)
-        self._records = {}
-        self._owners = {}
-        self._problems = {}
-        self._kept = None
-        self._masks = {}
+        self._start_pass()
         # Only the attention of the module given is recorded: its config may be shared with
         # more (an encoder-decoder's encoder, captured alone, shares the decoder's config).
         self._names = {id(m): name for name, m in self._model.named_modules()}
@@ -133,6 +127,14 @@ class Capture:
 
     def _forward(self, *_):
         self._ran += 1
+
+    def _start_pass(self):
+        """Forgets what an earlier forward pass recorded: a capture holds one pass."""
+        self._records = {}
+        self._owners = {}
+        self._problems = {}
+        self._kept = None
+        self._masks = {}
 
     # -- what the model calls -----------------------------------------------------------------
 
@@ -159,11 +161,7 @@ class Capture:
         owner = self._owners.get(index)
         if owner is module:
             # A new forward pass: start over.
-            self._records = {}
-            self._owners = {}
-            self._problems = {}
-            self._kept = None
-            self._masks = {}
+            self._start_pass()
         elif owner is not None:
             first = self._names[id(owner)]
             self._problems.setdefault(index, (
@@ -213,13 +211,15 @@ class Capture:
         def keep(x, axis_positions):
             x = x[b].detach()
             if axis_positions is not None:
+                # (index_select copies: the kept positions need no second copy)
                 x = x.index_select(1, axis_positions)
+                return x.to(self._device) if self._device is not None else x
             return x.to(self._device, copy=True) if self._device is not None else x.clone()
 
         self._records[index] = (keep(query, kept.rows), keep(key, kept.keys), {
             "index": int(index),
             "scaling": None if scaling is None else float(scaling),
-            "causal": None if causal is None else bool(causal),
+            "causal": causal,
             "sliding_window": window,
             "softcap": None if not softcap else float(softcap),
             "sinks": None if sinks is None else [float(s) for s in sinks.detach().float().cpu().reshape(-1)],
@@ -323,8 +323,7 @@ class Capture:
         except ValueError as e:
             raise ValueError("{}: {}".format(path, e)) from None
         cap = cls.__new__(cls)
-        cap._records = {}
-        cap._problems = {}
+        cap._start_pass()
         cap._kept = kept
         for i, settings in enumerate(layers):
             index = settings.get("index", i) if isinstance(settings, dict) else i

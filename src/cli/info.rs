@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use attnviz::figure::select::{numbered_by_position, spans};
 use attnviz::pool::geometry::CellGeometry;
 use attnviz::source;
 use attnviz::source::qk::{QkOptions, QkSource};
@@ -61,10 +62,10 @@ fn capture_info(path: &Path) -> anyhow::Result<()> {
         src.dim()
     );
     let numbers: Vec<usize> = (0..s.layers).map(|l| src.layer_number(l)).collect();
-    if numbers.iter().enumerate().any(|(i, &n)| n != i + 1) {
+    if !numbered_by_position(&numbers) {
         println!(
             "layers:  {} of the model (shown and selected by those numbers)",
-            attnviz::figure::select::spans(&numbers)
+            spans(&numbers)
         );
     }
     if let Some(meta) = src.meta() {

@@ -48,8 +48,7 @@ pub fn parse_selection(spec: Option<&str>, count: usize, what: &str) -> Result<V
 /// positions. Where the numbers are the positions + 1, this is `parse_selection`, messages
 /// and all.
 pub fn parse_numbered(spec: Option<&str>, numbers: &[usize], what: &str) -> Result<Vec<usize>> {
-    let identity = numbers.iter().enumerate().all(|(i, &n)| n == i + 1);
-    if identity || spec.is_none() {
+    if numbered_by_position(numbers) || spec.is_none() {
         return parse_selection(spec, numbers.len(), what);
     }
     let spec = spec.unwrap_or_default();
@@ -72,6 +71,11 @@ pub fn parse_numbered(spec: Option<&str>, numbers: &[usize], what: &str) -> Resu
             })
         })
         .collect()
+}
+
+/// Whether `numbers` are the positions + 1: the input's own numbering, nothing to say or map.
+pub fn numbered_by_position(numbers: &[usize]) -> bool {
+    numbers.iter().enumerate().all(|(i, &n)| n == i + 1)
 }
 
 /// Increasing numbers as runs: `2, 5-6`.

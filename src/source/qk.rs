@@ -104,6 +104,10 @@ pub struct LayerParams {
     pub softcap: Option<f32>,
     /// Empty, or one logit per query head.
     pub sinks: Vec<f32>,
+    /// The number the layer is shown and selected by, 1-based: the model's layer `index` + 1
+    /// where the capture names every layer's ([`CaptureMeta::check`] holds them increasing),
+    /// else its position + 1.
+    pub number: usize,
 }
 
 impl LayerParams {
@@ -182,6 +186,11 @@ impl QkSource {
                 "capture metadata mixes causal and bidirectional layers; render them apart with --layers",
             ));
         }
+        // (a capture's own layer numbers, where it names every layer)
+        let indices: Option<Vec<usize>> = meta
+            .as_ref()
+            .filter(|m| m.layers.len() == qs.layers)
+            .and_then(|m| m.layers.iter().map(|l| l.index).collect());
         let layer_params = (0..qs.layers)
             .map(|l| {
                 let m = meta.as_ref().and_then(|m| m.layers.get(l));
@@ -193,6 +202,7 @@ impl QkSource {
                     window: options.sliding_window.or(m.and_then(|m| m.sliding_window)),
                     softcap: options.softcap.or(m.and_then(|m| m.softcap)),
                     sinks: m.and_then(|m| m.sinks.clone()).unwrap_or_default(),
+                    number: indices.as_ref().map_or(l, |i| i[l]) + 1,
                 }
             })
             .collect();
@@ -628,15 +638,9 @@ impl AttentionSource for QkSource {
         (self.values == Values::Probs).then_some(self.causal)
     }
 
-    /// A capture's layers are the model's layers it names (`index`, 0-based), when it names
-    /// every one ([`CaptureMeta::check`] holds them increasing).
+    /// A capture's layers are the model's layers it names ([`LayerParams::number`]).
     fn layer_number(&self, layer: usize) -> usize {
-        let named = self.meta().and_then(|m| {
-            let all =
-                m.layers.len() == self.shape().layers && m.layers.iter().all(|l| l.index.is_some());
-            all.then(|| m.layers[layer].index)
-        });
-        named.flatten().map_or(layer + 1, |i| i + 1)
+        self.layer(layer).number
     }
 }
 
