@@ -7,9 +7,10 @@ struct Quad {
     // target pixels: x, y, width, height
     rect: vec4<i32>,
     kind: u32,
-    // cells: first colour in `colors`; labels: atlas x | (atlas y << 16)
+    // cells: first colour in `colors`; labels: atlas x | (atlas y << 16); colorbars: first
+    // LUT entry
     src: u32,
-    // cells: pooled width | (pooled height << 16)
+    // cells: pooled width | (pooled height << 16); colorbars: LUT entries spanned
     src_size: u32,
     // labels and fills: RGBA8 foreground
     color: u32,
@@ -92,8 +93,10 @@ fn fs_main(in: VsOut) -> @location(0) vec4<f32> {
         return mix(unpack4x8unorm(view.background), unpack4x8unorm(in.info.z), coverage);
     }
     if KIND == KIND_COLORBAR {
-        // top = high end of the colormap
-        let i = 255u - min(u32(p.y) * 256u / u32(in.rect.w), 255u);
+        // LUT entries src .. src + src_size, the last at the top: the whole table for a
+        // colorbar, one entry for a legend swatch. CPU twin: `draw_quads` in src/cpu/mod.rs.
+        let n = in.info.y;
+        let i = src + n - 1u - min(u32(p.y) * n / u32(in.rect.w), n - 1u);
         return unpack4x8unorm(lut[i]);
     }
     return unpack4x8unorm(in.info.z);

@@ -151,7 +151,7 @@ fn synth_kinds_named_by_heads_and_summary_figures() {
     }
     let o = attnviz(&["heads", &input, "--figure", &cpu_png, "--backend", "cpu"]);
     ok(&o);
-    assert!(String::from_utf8_lossy(&o.stderr).contains("6 statistics of 10 heads"));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("7 statistics of 10 heads"));
     let (g, c) = (
         image::open(&gpu_png).unwrap().to_rgba8(),
         image::open(&cpu_png).unwrap().to_rgba8(),

@@ -419,8 +419,9 @@ def heads(
         ``argmax`` rows numbered as in the input). The other options are :func:`render`'s and
         :func:`render_qk`'s.
     figure: also write the summary figure ``attnviz heads --figure`` draws to this file (PNG,
-        or SVG when it ends in ``.svg``): one layer × head heatmap per statistic (sink_mass,
-        local_mass, entropy, mean_distance, max, row_sum_mean), each with its colorbar.
+        or SVG when it ends in ``.svg``): one layer × head heatmap of the ``pattern`` labels,
+        with a legend, then one per statistic (sink_mass, local_mass, entropy, mean_distance,
+        max, row_sum_mean), each with its colorbar.
         It keeps every head in its place, whatever ``sort_by`` and ``top`` list. title: a line
         above that figure (``ValueError`` without ``figure``, as ``--title`` needs
         ``--figure``).

@@ -156,8 +156,9 @@ pub struct HeadsArgs {
     /// Write the statistics as CSV, one row per head.
     #[arg(long, value_name = "FILE")]
     pub csv: Option<PathBuf>,
-    /// Draw a summary figure (.png, or .svg): one layer × head heatmap per statistic
-    /// (sink_mass, local_mass, entropy, mean_distance, max, row_sum_mean), each with its colorbar.
+    /// Draw a summary figure (.png, or .svg): one layer × head heatmap of the pattern labels,
+    /// with a legend, then one per statistic (sink_mass, local_mass, entropy, mean_distance,
+    /// max, row_sum_mean), each with its colorbar.
     #[arg(long, value_name = "FILE")]
     pub figure: Option<PathBuf>,
     /// A line above the summary figure.

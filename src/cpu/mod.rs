@@ -355,7 +355,8 @@ pub fn draw_quads(figure: &FigureQuads, colors: &[Vec<u32>], colormap: Colormap)
                             o
                         }
                         KIND_COLORBAR => {
-                            let i = 255 - (py as u32 * 256 / qh as u32).min(255);
+                            let n = q.src_size;
+                            let i = q.src + n - 1 - (py as u32 * n / qh as u32).min(n - 1);
                             lut[i as usize].to_le_bytes()
                         }
                         _ => q.color.to_le_bytes(),

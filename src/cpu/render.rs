@@ -85,13 +85,14 @@ pub fn cpu_ranges(
     } else {
         stats
     };
-    resolve_ranges(norm, scale, stats, plan.heads.len(), |ranges| {
+    let ranges = resolve_ranges(norm, scale, stats, plan.heads.len(), |ranges| {
         Ok(pooled
             .iter()
             .zip(ranges)
             .map(|(p, &r)| cpu::histogram(&p.accum, w, plan.first_column, reduce, r))
             .collect())
-    })
+    })?;
+    Ok(plan.fixed_ranges(ranges))
 }
 
 /// Native-resolution tiles on the CPU, a head at a time.

@@ -316,9 +316,10 @@ impl Engine {
         } else {
             pooled.stats.clone()
         };
-        resolve_ranges(norm, scale, &stats, plan.heads.len(), |r| {
+        let ranges = resolve_ranges(norm, scale, &stats, plan.heads.len(), |r| {
             self.histograms(pooled, plan.first_column, reduce, r)
-        })
+        })?;
+        Ok(plan.fixed_ranges(ranges))
     }
 
     /// Pools, colours and lays out `source`: a figure resident on the GPU, ready to draw into

@@ -129,6 +129,9 @@ pub struct Layout {
     /// Bars of their own beside single cells (the `attnviz heads --figure` summary, where
     /// every cell is a different statistic in its own units); drawn like `colorbar`.
     pub cell_colorbars: Vec<[u32; 4]>,
+    /// Legend swatches: rectangles (x, y, w, h) in the colour of one colormap entry (the
+    /// index), so a key's colour is the one its cells are drawn in, by the same lookup.
+    pub swatches: Vec<([u32; 4], u8)>,
     /// Solid rectangles in the foreground colour (tick marks).
     pub fills: Vec<[u32; 4]>,
     /// Where each position tick of the cell axes meets its cell (for the layout JSON).
@@ -322,6 +325,7 @@ impl Layout {
             labels,
             colorbar: None,
             cell_colorbars: Vec::new(),
+            swatches: Vec::new(),
             fills: Vec::new(),
             axis_ticks: Vec::new(),
             theme,
@@ -418,6 +422,7 @@ impl Layout {
             labels,
             colorbar: None,
             cell_colorbars: Vec::new(),
+            swatches: Vec::new(),
             fills: Vec::new(),
             axis_ticks: Vec::new(),
             theme,

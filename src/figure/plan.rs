@@ -174,6 +174,15 @@ impl Plan {
         );
     }
 
+    /// `ranges` as resolved from the data, with the ones the plan fixes whatever the data: the
+    /// summary's `pattern` panel. The engine's and the CPU twin's range resolution end here.
+    pub fn fixed_ranges(&self, mut ranges: Vec<[f32; 2]>) -> Vec<[f32; 2]> {
+        if let Some(summary) = &self.summary {
+            summary.fix_ranges(&mut ranges);
+        }
+        ranges
+    }
+
     /// Adds the colorbar for `norm` once the ranges are known (they come from the data).
     pub fn add_colorbar(&mut self, norm: Norm, ranges: &[[f32; 2]], scale: &ColorScale) {
         if let Some(summary) = &self.summary {

@@ -13,6 +13,8 @@ use crate::pool::geometry::CellGeometry;
 /// Quad kinds (`KIND_*` in `shaders/compose.wgsl`): what a quad's fragment reads.
 pub const KIND_CELL: u32 = 0;
 pub const KIND_LABEL: u32 = 1;
+/// Colormap entries `src .. src + src_size` from the bottom of the quad to its top: the
+/// colorbar (all 256), or a legend swatch (one).
 pub const KIND_COLORBAR: u32 = 2;
 pub const KIND_FILL: u32 = 3;
 /// Not a kind of figure quad: the background drawn under the empty pixels of a cell export
@@ -68,12 +70,16 @@ impl FigureQuads {
                 });
             }
             if gi == 0 {
-                for &[x, y, w, h] in layout.colorbar.iter().chain(&layout.cell_colorbars) {
+                // a bar spans the whole table; a swatch is one entry of it
+                let bars = layout.colorbar.iter().chain(&layout.cell_colorbars);
+                let bars = bars.map(|&rect| (rect, 0, 256));
+                let swatches = layout.swatches.iter().map(|&(rect, i)| (rect, i as u32, 1));
+                for ([x, y, w, h], first, entries) in bars.chain(swatches) {
                     quads.push(Quad {
                         rect: [x as i32, y as i32, w as i32, h as i32],
                         kind: KIND_COLORBAR,
-                        src: 0,
-                        src_size: 0,
+                        src: first,
+                        src_size: entries,
                         color: 0,
                     });
                 }

@@ -1,12 +1,14 @@
-//! `attnviz heads --figure`: the summary figure, one layer × head heatmap per scalar head
-//! statistic (the "which heads are streaming heads" picture of DuoAttention), drawn by the same
-//! engine as every figure. The statistics become a small in-memory source whose heads are the
-//! L × H matrices ([`summary_input`]); [`summary_options`] renders it as one row of cells, each
-//! normalized on its own (`--norm head`) and given its own colorbar in the statistic's units,
+//! `attnviz heads --figure`: the summary figure, one layer × head heatmap of each head's
+//! `pattern` label, then one per scalar head statistic (the "which heads are streaming heads"
+//! picture of DuoAttention), drawn by the same engine as every figure. The statistics become a
+//! small in-memory source whose heads are the L × H matrices ([`summary_input`]);
+//! [`summary_options`] renders it as one row of cells, each normalized on its own (`--norm
+//! head`) and given its own colorbar in the statistic's units (the labels a legend instead),
 //! titled with the statistic's name and ticked `l = …` down its rows and `h = …` along its
 //! columns (1-based, the heads' true numbers when a selection was given).
 
-use crate::color::norm::Norm;
+use crate::color::colormap::lut_index;
+use crate::color::norm::{normalize, Norm};
 use crate::color::scale::ColorScale;
 use crate::error::{Error, Result};
 use crate::figure::colorbar::{short, ColorbarSpec};
@@ -16,13 +18,50 @@ use crate::figure::plan::RenderOptions;
 use crate::figure::rank::SortKey;
 use crate::figure::text::Label;
 use crate::pool::geometry::CellGeometry;
-use crate::pool::pattern::HeadPattern;
+use crate::pool::pattern::{HeadPattern, PATTERNS};
 use crate::pool::Causal;
 use crate::source::ArraySource;
 use crate::source::{DType, Shape};
 
-/// The statistics drawn, left to right: every scalar one (those `--sort-by` knows).
+/// The scalar statistics drawn, left to right after the labels: those `--sort-by` knows.
 pub const STATISTICS: [SortKey; 6] = SortKey::ALL;
+
+/// The panels: the `pattern` labels first (the figure's question, which head is which kind),
+/// then the [`STATISTICS`]; panel `i + 1` draws `STATISTICS[i]`.
+pub const PANELS: usize = STATISTICS.len() + 1;
+
+/// The panel of the `pattern` labels: each head drawn in the colour of its label, read off a
+/// legend. A label is drawn as a value on a fixed range, `PATTERNS.len() − 1` for the first
+/// of [`PATTERNS`] down to 0 for `mixed`, so the labels take colormap entries evenly spaced
+/// over the whole table (viridis: `sink` yellow, `mixed` dark violet) whichever of them the
+/// heads have; per-head min–max would give one label different colours in different figures.
+pub const PATTERN_PANEL: usize = 0;
+
+/// The value [`summary_input`] draws a head labelled `pattern` as (NaN, the bad colour, for a
+/// label not in [`PATTERNS`]).
+pub fn pattern_value(pattern: &str) -> f32 {
+    match PATTERNS.iter().position(|&p| p == pattern) {
+        Some(i) => (PATTERNS.len() - 1 - i) as f32,
+        None => f32::NAN,
+    }
+}
+
+/// The range the `pattern` panel maps onto the colormap, whatever its heads' labels.
+pub fn pattern_range() -> [f32; 2] {
+    [0.0, (PATTERNS.len() - 1) as f32]
+}
+
+/// The legend of the `pattern` panel: each label of [`PATTERNS`] with the colormap entry its
+/// heads are drawn in (the colorize pass's lookup of [`pattern_value`] on [`pattern_range`]).
+pub fn pattern_legend() -> Vec<(&'static str, u8)> {
+    PATTERNS
+        .iter()
+        .map(|&p| {
+            let index = lut_index(normalize(pattern_value(p), pattern_range()));
+            (p, index as u8)
+        })
+        .collect()
+}
 
 /// A statistic whose heads all lie within this fraction of its magnitude of each other is drawn
 /// as one value, titled `≈ v in every head`, not scaled over its spread: rows that sum to 1 give
@@ -33,14 +72,24 @@ pub const STATISTICS: [SortKey; 6] = SortKey::ALL;
 pub const NEAR_EQUAL: f64 = 1e-4;
 
 /// What the summary's cells show: the selected layers (rows) and heads (columns), 0-based,
-/// one title per cell, and per cell whether its heads were drawn as one value though they
-/// differ within [`NEAR_EQUAL`].
+/// one title per cell ([`PANELS`] of them), and per cell whether its heads were drawn as one
+/// value though they differ within [`NEAR_EQUAL`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct Summary {
     pub layers: Vec<usize>,
     pub heads: Vec<usize>,
     pub titles: Vec<String>,
     pub near_equal: Vec<bool>,
+}
+
+impl Summary {
+    /// `ranges` (one per cell, from the data) with the `pattern` panel's fixed: the GPU's and
+    /// the CPU twin's range resolution both end here.
+    pub fn fix_ranges(&self, ranges: &mut [[f32; 2]]) {
+        if let Some(r) = ranges.get_mut(PATTERN_PANEL) {
+            *r = pattern_range();
+        }
+    }
 }
 
 /// A statistic's title: its key in `attnviz heads --json`, with its unit when it has one.
@@ -53,8 +102,9 @@ pub fn title(key: SortKey) -> String {
 }
 
 /// The statistics of `cells` (row-major (layer, head) pairs of a layers × heads selection, as
-/// `attnviz heads` reports them) as a source of one layer whose heads are the [`STATISTICS`],
-/// each a layers × heads matrix of f32 (`max` is NaN where a head had no finite entry).
+/// `attnviz heads` reports them) as a source of one layer whose heads are the [`PANELS`]: the
+/// labels as [`pattern_value`]s, then the [`STATISTICS`], each a layers × heads matrix of f32
+/// (`max` is NaN where a head had no finite entry).
 pub fn summary_input(
     cells: &[(usize, usize)],
     stats: &[HeadPattern],
@@ -77,8 +127,11 @@ pub fn summary_input(
             stats.len()
         )));
     }
-    let mut near_equal = Vec::new();
-    let mut bytes = Vec::new();
+    let mut near_equal = vec![false];
+    let mut bytes: Vec<u8> = stats
+        .iter()
+        .flat_map(|p| pattern_value(p.pattern).to_le_bytes())
+        .collect();
     for key in STATISTICS {
         let mut values: Vec<f32> = stats.iter().map(|p| key.value(p) as f32).collect();
         let near = one_value(&values);
@@ -93,12 +146,14 @@ pub fn summary_input(
     }
     let shape = Shape {
         layers: 1,
-        heads: STATISTICS.len(),
+        heads: PANELS,
         queries: layers.len(),
         keys: heads.len(),
     };
     let source = ArraySource::new("head statistics", shape, DType::F32, bytes)?;
-    let titles = STATISTICS.iter().map(|&k| title(k)).collect();
+    let titles = std::iter::once("pattern".to_string())
+        .chain(STATISTICS.iter().map(|&k| title(k)))
+        .collect();
     Ok((
         source,
         Summary {
@@ -144,13 +199,18 @@ pub enum CellBar {
     /// No bar: every head has this value (a bar over no range would say nothing), which the
     /// cell's title states instead, e.g. `max = 1 in every head`.
     Constant(f64),
+    /// The labels' legend ([`pattern_legend`]): a swatch and a name per label.
+    Legend(Vec<(&'static str, u8)>),
 }
 
-/// The colorbar of each cell: its own range, in data units.
+/// What stands right of each cell: the legend of the `pattern` panel, and each statistic's own
+/// colorbar over its range, in data units.
 pub fn cell_bars(ranges: &[[f32; 2]], scale: &ColorScale) -> Vec<CellBar> {
     ranges
         .iter()
-        .map(|r| match r {
+        .enumerate()
+        .map(|(i, r)| match r {
+            _ if i == PATTERN_PANEL => CellBar::Legend(pattern_legend()),
             [lo, hi] if lo == hi => CellBar::Constant(*lo as f64),
             r => CellBar::Bar(ColorbarSpec::new(
                 Norm::Head,
@@ -183,6 +243,34 @@ fn labelled(n: usize, pitch: f32, need: f32) -> Vec<usize> {
 }
 
 impl Layout {
+    /// A legend at (`x`, `top`): per entry, top to bottom, a square swatch of its colormap
+    /// entry and its name right of it, sized as a colorbar's bar and ticks are; the figure
+    /// grows down when the legend is taller than the cells. Returns its right edge.
+    fn place_legend(&mut self, entries: &[(&str, u8)], m: &Metrics, x: u32, top: u32) -> u32 {
+        let side = (m.font_px * 0.9).round().max(10.0) as u32;
+        let small = (m.font_px * 0.8).round().max(10.0);
+        let gap = (small / 3.0).round().max(3.0) as u32;
+        let mut right = x;
+        let mut y = top;
+        for &(name, index) in entries {
+            let (text, label) = with_raster(Text::plain(name, small));
+            let pitch = side.max(label.height);
+            self.swatches
+                .push(([x, y + (pitch - side) / 2, side, side], index));
+            let lx = x + side + gap;
+            right = right.max(lx + label.width);
+            self.labels.push(PlacedLabel {
+                x: lx,
+                y: y + (pitch - label.height) / 2,
+                label,
+                text,
+            });
+            y += pitch + gap;
+        }
+        self.height = self.height.max(y - gap + m.margin);
+        right
+    }
+
     /// The summary: one cell per statistic in a row, each titled above, its rows ticked
     /// `l = …` (left of the first cell, as shared axes) and its columns `h = …` (below every
     /// cell, rotated), and, once the ranges are known, its own colorbar right of it (`bars`,
@@ -250,6 +338,7 @@ impl Layout {
             labels: Vec::new(),
             colorbar: None,
             cell_colorbars: Vec::new(),
+            swatches: Vec::new(),
             fills: Vec::new(),
             axis_ticks: Vec::new(),
             theme,
@@ -298,11 +387,17 @@ impl Layout {
                     text: text.clone(),
                 });
             }
-            if let Some(CellBar::Bar(spec)) = bars.and_then(|b| b.get(i)) {
-                let (rect, bar_right) =
-                    layout.place_colorbar(spec, m, x + cw + m.gutter, y, ch, false);
-                layout.cell_colorbars.push(rect);
-                right = right.max(bar_right);
+            match bars.and_then(|b| b.get(i)) {
+                Some(CellBar::Bar(spec)) => {
+                    let (rect, bar_right) =
+                        layout.place_colorbar(spec, m, x + cw + m.gutter, y, ch, false);
+                    layout.cell_colorbars.push(rect);
+                    right = right.max(bar_right);
+                }
+                Some(CellBar::Legend(entries)) => {
+                    right = right.max(layout.place_legend(entries, m, x + cw + m.gutter, y));
+                }
+                _ => {}
             }
             end = right;
         }
@@ -349,9 +444,8 @@ mod tests {
             })
             .collect();
         let (src, summary) = summary_input(&cells, &stats).unwrap();
-        let row_sums = STATISTICS.iter().position(|&k| k == SortKey::RowSumMean);
-        let entropy = STATISTICS.iter().position(|&k| k == SortKey::Entropy);
-        let (row_sums, entropy) = (row_sums.unwrap(), entropy.unwrap());
+        let panel = |key| 1 + STATISTICS.iter().position(|&k| k == key).unwrap();
+        let (row_sums, entropy) = (panel(SortKey::RowSumMean), panel(SortKey::Entropy));
         assert!(summary.near_equal[row_sums]);
         assert!(!summary.near_equal[entropy]);
         let mut bytes = vec![0u8; 6 * 4];
@@ -365,7 +459,7 @@ mod tests {
         );
         let g = CellGeometry::new(2, 3, None).unwrap();
         let m = Metrics::for_cell(&g);
-        let mut ranges = [[0.0, 1.0]; 6];
+        let mut ranges = [[0.0, 1.0]; PANELS];
         ranges[row_sums] = [drawn[0], drawn[0]];
         let bars = cell_bars(&ranges, &summary_options(summary.clone()).scale);
         let l = Layout::summary(&summary, &g, Theme::LIGHT, &m, None, Some(&bars));
@@ -392,15 +486,17 @@ mod tests {
         assert_eq!(summary.layers, vec![0, 2, 5]);
         assert_eq!(summary.heads.len(), 12);
         let s = crate::source::AttentionSource::shape(&src);
-        assert_eq!((s.layers, s.heads, s.queries, s.keys), (1, 6, 3, 12));
+        assert_eq!((s.layers, s.heads, s.queries, s.keys), (1, 7, 3, 12));
         let g = CellGeometry::new(3, 12, None).unwrap();
         let m = Metrics::for_cell(&g);
         let options = summary_options(summary.clone());
-        let bars = cell_bars(&[[0.0, 1.0]; 6], &options.scale);
+        let bars = cell_bars(&[[0.0, 1.0]; PANELS], &options.scale);
         let l = Layout::summary(&summary, &g, Theme::LIGHT, &m, None, Some(&bars));
-        assert_eq!((l.cells.len(), l.cell_colorbars.len()), (6, 6));
-        let mut ranges = [[0.0, 1.0]; 6];
-        ranges[4] = [1.0, 1.0];
+        // a bar per statistic, a legend of a swatch per label for the labels
+        assert_eq!((l.cells.len(), l.cell_colorbars.len()), (7, 6));
+        assert_eq!(l.swatches.len(), PATTERNS.len());
+        let mut ranges = [[0.0, 1.0]; PANELS];
+        ranges[5] = [1.0, 1.0];
         let bars = cell_bars(&ranges, &options.scale);
         let one = Layout::summary(&summary, &g, Theme::LIGHT, &m, None, Some(&bars));
         assert_eq!(one.cell_colorbars.len(), 5);
@@ -418,6 +514,7 @@ mod tests {
             .map(|c| [c.x, c.y, c.width, c.height])
             .collect();
         rects.extend(&l.cell_colorbars);
+        rects.extend(l.swatches.iter().map(|s| s.0));
         rects.extend(
             l.labels
                 .iter()
@@ -437,5 +534,37 @@ mod tests {
             }
         }
         assert!(summary_input(&cells[1..], &stats[1..]).is_err());
+    }
+
+    /// Each label is drawn as its own value on one fixed range, whichever labels the heads
+    /// have, so a label has one colour in every summary: the legend's entries are the ones
+    /// the colorize pass looks those values up at, evenly spread over the table.
+    #[test]
+    fn each_label_has_one_colour_in_every_figure() {
+        let legend = pattern_legend();
+        let names: Vec<&str> = legend.iter().map(|e| e.0).collect();
+        assert_eq!(names, PATTERNS);
+        let indices: Vec<u8> = legend.iter().map(|e| e.1).collect();
+        assert_eq!(indices, vec![255, 192, 128, 64, 0]);
+        assert!(pattern_value("streaming").is_nan());
+        // two heads, both `local`: a range from their values would be constant
+        let cells = vec![(0, 0), (0, 1)];
+        let stats = vec![
+            HeadPattern {
+                pattern: "local",
+                ..Default::default()
+            };
+            2
+        ];
+        let (src, summary) = summary_input(&cells, &stats).unwrap();
+        let mut bytes = vec![0u8; 8];
+        crate::source::AttentionSource::read_rows(&src, 0, PATTERN_PANEL, 0, &mut bytes).unwrap();
+        let drawn: Vec<f32> = bytemuck::pod_collect_to_vec(&bytes);
+        assert_eq!(drawn, vec![3.0, 3.0]);
+        let mut ranges = vec![[3.0, 3.0]; PANELS];
+        summary.fix_ranges(&mut ranges);
+        assert_eq!(ranges[PATTERN_PANEL], [0.0, 4.0]);
+        assert_eq!(ranges[1], [3.0, 3.0]);
+        assert_eq!(summary.titles[PATTERN_PANEL], "pattern");
     }
 }

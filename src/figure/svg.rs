@@ -114,6 +114,18 @@ pub fn svg_string(figure: &Figure, colormap: Colormap) -> Result<String> {
             r#"<rect id="{id}" x="{x}" y="{y}" width="{bw}" height="{bh}" fill="url(#colorbar)"/>"#
         );
     }
+    if !layout.swatches.is_empty() {
+        let lut = colormap.packed();
+        let _ = writeln!(s, r#"<g id="legend">"#);
+        for &([x, y, sw, sh], i) in &layout.swatches {
+            let fill = hex(lut[i as usize].to_le_bytes());
+            let _ = writeln!(
+                s,
+                r#"<rect x="{x}" y="{y}" width="{sw}" height="{sh}" fill="{fill}"/>"#
+            );
+        }
+        let _ = writeln!(s, "</g>");
+    }
     let fg = hex(theme.foreground);
     let _ = writeln!(s, r#"<g id="ticks" fill="{fg}">"#);
     for [x, y, fw, fh] in &layout.fills {

@@ -37,6 +37,10 @@ pub const SIMPLER_MARGIN: f64 = 0.05;
 /// difference.
 pub const SINK_TIE: f64 = 1e-4;
 
+/// Every label [`HeadPattern::pattern`] takes, in the order the summary figure's legend lists
+/// them: the four masks of the rule, simplest first, then `mixed` for heads none of them fits.
+pub const PATTERNS: [&str; 5] = ["sink", "local", "vertical-slash", "block-sparse", "mixed"];
+
 /// What the pattern statistics measure: `--sink-keys` and `--window`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PatternOptions {
