@@ -300,3 +300,120 @@ fn heads_of_logits_are_refused() {
         assert!(o.stdout.is_empty());
     }
 }
+
+/// `--pattern LABELS`: `heads` lists only the heads with those labels (the JSON says which, and
+/// how many of how many), an empty list when none has them; `render` draws only those heads
+/// and refuses a label none has (exit 2, one line naming the labels there, no figure); a
+/// word that is no label is refused by both before anything is read.
+#[test]
+fn pattern_lists_and_draws_the_heads_of_its_labels() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
+    let input = p("kinds.npy");
+    ok(&attnviz(&[
+        "synth",
+        "-o",
+        &input,
+        "--seq",
+        "512",
+        "--layers",
+        "2",
+        "--heads",
+        "5",
+        "--pattern",
+        "kinds",
+        "--quiet",
+    ]));
+    let kinds = ["sink", "local", "vertical-slash", "block-sparse", "mixed"];
+    let planted = |l: u64, h: u64| kinds[(l - 1 + h - 1) as usize % 5];
+    let listed = p("local.json");
+    ok(&attnviz(&[
+        "heads",
+        &input,
+        "--pattern",
+        "local,sink",
+        "--json",
+        &listed,
+    ]));
+    let doc = json(Path::new(&listed));
+    let heads = doc["heads"].as_array().unwrap();
+    let got: Vec<(u64, u64)> = heads
+        .iter()
+        .map(|h| (h["layer"].as_u64().unwrap(), h["head"].as_u64().unwrap()))
+        .collect();
+    let want: Vec<(u64, u64)> = (1..=2)
+        .flat_map(|l| (1..=5).map(move |h| (l, h)))
+        .filter(|&(l, h)| ["local", "sink"].contains(&planted(l, h)))
+        .collect();
+    assert_eq!(got, want);
+    assert_eq!(
+        doc["options"]["pattern"],
+        serde_json::json!(["local", "sink"])
+    );
+    assert_eq!(doc["options"]["heads_listed"], 4);
+    assert_eq!(doc["options"]["heads_computed"], 10);
+
+    // render: the same heads, each labelled with its own layer and head
+    let (png, layout) = (p("local.png"), p("layout.json"));
+    ok(&attnviz(&[
+        "render",
+        &input,
+        "--pattern",
+        "local,sink",
+        "--cell",
+        "64",
+        "-o",
+        &png,
+        "--layout-json",
+        &layout,
+        "--quiet",
+    ]));
+    let drawn: Vec<(u64, u64)> = json(Path::new(&layout))["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["width"].as_u64() > Some(0))
+        .map(|c| (c["layer"].as_u64().unwrap(), c["head"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(drawn, want);
+
+    // one layer of one head, a sink: no head is block-sparse
+    let one = p("one.npy");
+    ok(&attnviz(&[
+        "synth",
+        "-o",
+        &one,
+        "--seq",
+        "256",
+        "--pattern",
+        "kinds",
+        "--quiet",
+    ]));
+    let empty = p("empty.json");
+    let o = attnviz(&["heads", &one, "--pattern", "block-sparse", "--json", &empty]);
+    ok(&o);
+    assert_eq!(json(Path::new(&empty))["heads"], serde_json::json!([]));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("these heads: sink 1"));
+    let out = p("none.png");
+    let o = attnviz(&["render", &one, "--pattern", "block-sparse", "-o", &out]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("no head has that label (these heads: sink 1)"),
+        "{err}"
+    );
+    assert!(!Path::new(&out).exists());
+    for args in [
+        vec!["render", &one, "--pattern", "retrieval", "-o", &out],
+        vec!["heads", &one, "--pattern", "retrieval"],
+    ] {
+        let o = attnviz(&args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains("\"retrieval\" is not a pattern label"),
+            "{args:?}: {err}"
+        );
+    }
+}

@@ -1,12 +1,13 @@
 //! `--sort-by METRIC --top N`: the heads drawn in the order of their statistics (from the pass
 //! that pools them), labelled with their true layer and head; the GPU figure equals the CPU
 //! twin's (±1 per channel, as every composed figure), and the order equals `heads`'.
+//! `--pattern LABELS`: only the heads with those labels, the planted ones of a synthetic model.
 
 mod common;
 
 use attnviz::figure::rank::SortKey;
 use attnviz::pool::pattern::PatternOptions;
-use attnviz::source::ArraySource;
+use attnviz::source::{ArraySource, DType, Pattern, Synth, SynthSpec};
 use attnviz::RenderOptions;
 use common::{engine, structured};
 
@@ -147,5 +148,99 @@ fn the_cli_ranks_by_the_statistics_its_flags_define() {
             vec![vec![first[0] as u64, first[1] as u64]],
             "{key} {flag} {n}"
         );
+    }
+}
+
+/// `--pattern`: a synthetic model whose heads carry one planted kind each (in turn along the
+/// heads, shifted by one each layer) draws exactly the heads planted with the labels asked for,
+/// in layer and head order, or `--sort-by`'s; on the GPU as on the CPU twin. A label no head
+/// has is refused, naming the labels the heads have.
+#[test]
+fn pattern_draws_the_heads_of_its_labels_on_gpu_and_cpu() {
+    let Some(e) = engine() else { return };
+    let src = Synth::new(SynthSpec {
+        seq: 512,
+        layers: 2,
+        heads: 5,
+        dtype: DType::F32,
+        seed: 2,
+        causal: false,
+        pattern: Pattern::Kinds,
+    })
+    .unwrap();
+    let planted = |(l, h): (usize, usize)| src.planted(l, h).label();
+    let cells: Vec<(usize, usize)> = (0..2).flat_map(|l| (0..5).map(move |h| (l, h))).collect();
+    for (labels, sort_by) in [
+        (vec!["sink", "local"], None),
+        (vec!["vertical-slash"], Some(SortKey::LocalMass)),
+    ] {
+        let options = RenderOptions {
+            pattern: Some(labels.clone()),
+            sort_by,
+            cell: Some(64),
+            ..Default::default()
+        };
+        let gpu = e.render(&src, &options).unwrap();
+        let cpu = attnviz::render_cpu(&src, &options).unwrap();
+        let layout = &gpu.plan.layout;
+        let mut drawn: Vec<usize> = (0..layout.cells.len())
+            .filter(|&i| layout.cells[i].width > 0)
+            .collect();
+        drawn.sort_by_key(|&i| (layout.cells[i].y, layout.cells[i].x));
+        let mut want: Vec<usize> = (0..cells.len())
+            .filter(|&i| labels.contains(&planted(cells[i])))
+            .collect();
+        if let Some(key) = sort_by {
+            let stats = &gpu.patterns;
+            want.sort_by(|&a, &b| key.value(&stats[b]).total_cmp(&key.value(&stats[a])));
+        }
+        assert!(want.len() >= 2, "{labels:?}: {want:?}");
+        assert_eq!(drawn, want, "{labels:?}");
+        let texts = common::label_texts(layout);
+        for &i in &drawn {
+            let (l, h) = cells[i];
+            let label = format!("l = {}, h = {}", l + 1, h + 1);
+            assert!(texts.contains(&label), "{label} in {texts:?}");
+        }
+        assert_eq!((gpu.width, gpu.height), (cpu.width, cpu.height));
+        let worst = gpu
+            .rgba
+            .iter()
+            .zip(&cpu.rgba)
+            .map(|(a, b)| a.abs_diff(*b))
+            .max()
+            .unwrap();
+        assert!(
+            worst <= 1,
+            "{labels:?}: GPU and CPU figures differ by {worst}"
+        );
+    }
+    // a model of one head, a sink: no head is block-sparse
+    let one = Synth::new(SynthSpec {
+        seq: 512,
+        layers: 1,
+        heads: 1,
+        dtype: DType::F32,
+        seed: 2,
+        causal: false,
+        pattern: Pattern::Kinds,
+    })
+    .unwrap();
+    let options = RenderOptions {
+        pattern: Some(vec!["block-sparse"]),
+        ..Default::default()
+    };
+    for err in [
+        e.render(&one, &options).err().unwrap().to_string(),
+        attnviz::render_cpu(&one, &options)
+            .err()
+            .unwrap()
+            .to_string(),
+    ] {
+        assert!(
+            err.contains("--pattern block-sparse: no head has that label"),
+            "{err}"
+        );
+        assert!(err.contains("(these heads: sink 1)"), "{err}");
     }
 }

@@ -143,6 +143,10 @@ _OPTION_DOC = """
     sort_by: draw the heads in the order of a statistic of :func:`heads` ("sink_mass",
         "local_mass", "entropy", "mean_distance", "max", "row_sum_mean"), highest first, each
         labelled with its layer and head; top: keep only the N highest.
+    pattern: draw only the heads with this ``pattern`` label of :func:`heads` ("sink",
+        "local", "vertical-slash", "block-sparse", "mixed"), or with one of a list of them
+        (``["sink", "local"]``, or ``"sink,local"``), in layer and head order or ``sort_by``'s;
+        a label no head has raises ``ValueError`` naming the labels the heads have.
     exclude_keys: leave the first K keys (attention sinks) out of the statistics: K,
         ``range(0, K)`` or ``"0..K"``. They still render, saturated.
     title: a line above the grid.
@@ -184,6 +188,7 @@ def render(
     axes=None,
     sort_by=None,
     top=None,
+    pattern=None,
     exclude_keys=None,
     title=None,
     tokens=None,
@@ -240,6 +245,7 @@ def figure(
     axes=None,
     sort_by=None,
     top=None,
+    pattern=None,
     exclude_keys=None,
     title=None,
     tokens=None,
@@ -289,6 +295,7 @@ def render_qk(
     axes=None,
     sort_by=None,
     top=None,
+    pattern=None,
     exclude_keys=None,
     title=None,
     scale_factor=1.0,
@@ -357,6 +364,7 @@ def figure_qk(
     axes=None,
     sort_by=None,
     top=None,
+    pattern=None,
     exclude_keys=None,
     title=None,
     scale_factor=1.0,
@@ -397,6 +405,7 @@ def heads(
     title=None,
     sort_by=None,
     top=None,
+    pattern=None,
     as_array=False,
 ):
     """Which heads matter: every selected head's pattern statistics, as ``attnviz heads --json``
@@ -428,7 +437,9 @@ def heads(
     sort_by: list the heads highest first by one of ``sink_mass``, ``local_mass``,
         ``entropy``, ``mean_distance``, ``max`` or ``row_sum_mean`` (ties and NaN keep layer
         and head order, NaN last), as ``attnviz heads --sort-by`` does. top: with ``sort_by``,
-        only the N highest.
+        only the N highest. pattern: only the heads with this label, or one of these labels
+        (``"sink"``, ``["sink", "local"]``), as ``attnviz heads --pattern`` lists them (none
+        match: an empty list).
     as_array: return a numpy structured array, one record per head, with the fields of
         ``attnviz heads --csv`` (``layer``, ``head``, the scalar statistics, ``argmax`` as two
         ints, ``pattern``, ``recall_a_shape``, ``recall_vertical_slash``,
@@ -443,7 +454,7 @@ def heads(
     _headless()
     options = _options(dict(layers=layers, heads=heads, causal=causal, sink_keys=sink_keys,
                             window=window, backend=backend, sort_by=sort_by, top=top,
-                            title=title))
+                            pattern=pattern, title=title))
     figure = _path(figure)
     if title is not None and figure is None:
         raise ValueError("title is drawn above the summary figure: give figure= too")
@@ -530,6 +541,7 @@ def diff(
     axes=None,
     sort_by=None,
     top=None,
+    pattern=None,
     exclude_keys=None,
     title=None,
     tokens=None,
@@ -615,6 +627,7 @@ def view(
     axes=None,
     sort_by=None,
     top=None,
+    pattern=None,
     exclude_keys=None,
     title=None,
     scale_factor=1.0,
@@ -725,10 +738,26 @@ def _viewer_input(where, attn, k, tensor, batch, options, qk):
 _DEFAULTS = dict(out=None, layers=None, heads=None, norm="head", colormap="viridis", reduce="max",
                  cell=None, causal="auto", colorbar=True, scale="linear", log_floor=None,
                  clip=None, vmin=None, vmax=None, center=None, symmetric=False, axes=None,
-                 sort_by=None, top=None,
+                 sort_by=None, top=None, pattern=None,
                  exclude_keys=None, title=None, tokens=None,
                  scale_factor=1.0, dpi=None, theme="light", transparent=False, tiles=None,
                  stats_json=None, sink_keys=None, window=None, backend="auto")
+
+
+def _labels(pattern):
+    """``pattern=`` in the CLI's syntax: a label, a comma-separated string of them, or a list
+    (or any iterable) of labels, joined with commas; the extension checks each."""
+    if pattern is None:
+        return None
+    if isinstance(pattern, str):
+        return pattern
+    try:
+        labels = list(pattern)
+    except TypeError:
+        raise ValueError(f"pattern: expected a label or a list of labels, got {pattern!r}") from None
+    if not labels or not all(isinstance(l, str) for l in labels):
+        raise ValueError(f"pattern: expected a label or a list of labels, got {pattern!r}")
+    return ",".join(labels)
 
 
 def _options(kw):
@@ -736,10 +765,11 @@ def _options(kw):
     CLI's syntax, from a function's ``locals()``."""
     o = dict(_DEFAULTS)
     o.update((k, v) for k, v in kw.items() if k in _DEFAULTS)
-    if "stats_json" in kw and o["stats_json"] is None and o["sort_by"] is None:
-        # (a figure computes the statistics only for stats_json or sort_by)
+    if ("stats_json" in kw and o["stats_json"] is None and o["sort_by"] is None
+            and o["pattern"] is None):
+        # (a figure computes the statistics only for stats_json, sort_by or pattern)
         _unused_statistics(o["sink_keys"], o["window"],
-                           "a figure computes only with stats_json or sort_by")
+                           "a figure computes only with stats_json, sort_by or pattern")
     return {
         "out": _path(o["out"]),
         "layers": _selection(o["layers"], "layers"),
@@ -760,6 +790,7 @@ def _options(kw):
         "axes": _axes(o["axes"]),
         "sort_by": None if o["sort_by"] is None else _str(o["sort_by"], "sort_by"),
         "top": None if o["top"] is None else _int(o["top"], "top"),
+        "pattern": _labels(o["pattern"]),
         "exclude_keys": _exclude(o["exclude_keys"]),
         "title": None if o["title"] is None else str(o["title"]),
         "tokens": _tokens(o["tokens"]),

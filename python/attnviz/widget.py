@@ -67,6 +67,7 @@ class Viewer(RemoteFrameBuffer):
         axes=None,
         sort_by=None,
         top=None,
+        pattern=None,
         exclude_keys=None,
         title=None,
         scale_factor=1.0,

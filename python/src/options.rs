@@ -58,6 +58,8 @@ pub struct PyOptions {
     /// A statistic's name (`SortKey`), and how many of the highest heads to keep.
     pub sort_by: Option<String>,
     pub top: Option<i64>,
+    /// Pattern labels, comma-separated (the Python side joins a list).
+    pub pattern: Option<String>,
     /// `"0..K"`, the CLI's syntax (the Python side formats an int K).
     pub exclude_keys: Option<String>,
     pub title: Option<String>,
@@ -131,9 +133,10 @@ impl PyOptions {
             Some(dpi) => dpi / 100.0,
             None => self.scale_factor,
         };
-        // (sorting ranks by the statistics sink_keys and window define, as stats_json writes them)
-        let patterns = match (&self.stats_json, &self.sort_by) {
-            (None, None) => None,
+        // (sorting ranks by the statistics sink_keys and window define, as stats_json writes
+        // them; pattern by the labels they give)
+        let patterns = match (&self.stats_json, &self.sort_by, &self.pattern) {
+            (None, None, None) => None,
             _ => Some(self.patterns()?),
         };
         Ok(RenderOptions {
@@ -202,6 +205,12 @@ impl PyOptions {
                 .top
                 .map(|n| usize::try_from(n).map_err(|_| bad("top", format!("{n} is negative"))))
                 .transpose()?,
+            pattern: self
+                .pattern
+                .as_deref()
+                .map(attnviz::figure::rank::parse_patterns)
+                .transpose()
+                .map_err(py_err)?,
             summary: None,
         })
     }

@@ -103,7 +103,7 @@ fn draw(
 }
 
 /// `attnviz.heads`: every selected head's pattern statistics, as the JSON document `attnviz
-/// heads --json` writes (listed as `options.sort_by` and `options.top` ask), with the CPU
+/// heads --json` writes (listed as `options.sort_by`, `top` and `pattern` ask), with the CPU
 /// fallback's warning if there was one; with `figure`, also the summary figure `attnviz heads
 /// --figure` draws (PNG, or SVG by extension), by the same backend.
 pub fn head_stats(
@@ -160,14 +160,13 @@ pub fn head_stats(
         }
     }
     // (listed as `attnviz heads` lists them; the summary figure above has every head in its place)
-    let (listed_cells, listed) =
-        attnviz::figure::rank::listed(&cells, &stats, options.sort_by, options.top);
+    let (listed_cells, listed) = attnviz::figure::rank::listed(&cells, &stats, options.ranking());
     let doc = attnviz::figure::stats_json::heads_doc(
         &listed_cells,
         &listed,
         patterns,
         options.causal,
-        options.sort_by,
+        options.ranking(),
         stats.len(),
     );
     Ok((doc.to_string(), warning))

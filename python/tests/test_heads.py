@@ -114,6 +114,35 @@ def test_sorted_and_topped_heads_equal_the_cli(cli, tmp_path):
         attnviz.heads(attn, sort_by="sinks")
 
 
+def test_heads_of_some_labels_equal_the_cli(cli, tmp_path):
+    """``pattern=`` lists what ``attnviz heads --pattern`` lists, and ``render``/``figure``
+    draw only those heads; a word that is no label, and a label no head has, raise
+    ``ValueError`` naming the keyword (``heads`` lists nothing instead)."""
+    path = DATA / "minilm_attn_128.npy"
+    attn = np.load(path)
+    every = attnviz.heads(attn)
+    records = attnviz.heads(attn, pattern=["local", "sink"])
+    out = tmp_path / "cli.json"
+    code, err = run_cli(cli, "heads", path, "--pattern", "local,sink", "--json", out)
+    assert code == 0, err
+    doc = json.loads(out.read_text())
+    assert records == doc["heads"]
+    assert records == [h for h in every if h["pattern"] in ("local", "sink")]
+    assert 0 < len(records) < len(every)
+    assert attnviz.heads(attn, pattern="local") == [h for h in every if h["pattern"] == "local"]
+    fig = attnviz.figure(attn, pattern="local", cell=32)
+    drawn = sorted((c["layer"], c["head"]) for c in fig.layout["cells"] if c["width"] > 0)
+    assert drawn == sorted((h["layer"], h["head"]) for h in every if h["pattern"] == "local")
+    with pytest.raises(ValueError, match=r'pattern="retrieval": "retrieval" is not a pattern'):
+        attnviz.heads(attn, pattern="retrieval")
+    with pytest.raises(ValueError, match="pattern: expected a label or a list"):
+        attnviz.heads(attn, pattern=3)
+    if all(h["pattern"] != "block-sparse" for h in every):
+        assert attnviz.heads(attn, pattern="block-sparse") == []
+        with pytest.raises(ValueError, match="no head has that label"):
+            attnviz.figure(attn, pattern="block-sparse")
+
+
 def test_heads_as_a_structured_array_hold_the_records():
     attn = np.load(DATA / "minilm_attn_128.npy")[:2, :3]
     # a head with one NaN entry, and one with no finite entry at all

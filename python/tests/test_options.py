@@ -83,6 +83,9 @@ PARITY = [
     # sorting ranks by the statistics sink_keys and window define
     (dict(sort_by="sink_mass", top=2, sink_keys=4, cell=16),
      ["--sort-by", "sink_mass", "--top", "2", "--sink-keys", "4", "--cell", "16"]),
+    # every label: the ranked layout of every head, in grid order (a list joined with commas)
+    (dict(pattern=("sink", "local", "vertical-slash", "block-sparse", "mixed"), cell=16),
+     ["--pattern", "sink,local,vertical-slash,block-sparse,mixed", "--cell", "16"]),
 ]
 
 

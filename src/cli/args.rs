@@ -171,6 +171,10 @@ pub struct HeadsArgs {
     /// With --sort-by: list only the N highest heads.
     #[arg(long, value_name = "N")]
     pub top: Option<usize>,
+    /// List only the heads with one of these pattern labels, comma-separated: sink, local,
+    /// vertical-slash, block-sparse, mixed; the summary figure keeps every head.
+    #[arg(long, value_name = "LABELS", value_parser = lib_parser(PatternLabels::parse))]
+    pub pattern: Option<PatternLabels>,
     /// auto: GPU, falling back to the CPU with a warning when no adapter exists.
     #[arg(long, value_enum, default_value_t = Backend::Auto)]
     pub backend: Backend,
@@ -512,6 +516,11 @@ pub struct Style {
     /// With --sort-by: keep the N highest heads.
     #[arg(long, value_name = "N")]
     pub top: Option<usize>,
+    /// Draw only the heads with one of these pattern labels (attnviz heads'), comma-separated:
+    /// sink, local, vertical-slash, block-sparse, mixed; in layer and head order, or --sort-by's,
+    /// each labelled with its layer and head; the labels come from the same pass.
+    #[arg(long, value_name = "LABELS", value_parser = lib_parser(PatternLabels::parse))]
+    pub pattern: Option<PatternLabels>,
     /// Leave the first K keys (attention sinks) out of the statistics: 0..K. They still render, saturated.
     #[arg(long, value_name = "0..K", value_parser = lib_parser(ColorScale::parse_exclude))]
     pub exclude_keys: Option<usize>,
@@ -545,6 +554,21 @@ pub enum Backend {
 }
 
 /// A clap parser from a library parser (its error is the message).
+/// `--pattern`'s labels, one value to clap (a `Vec` field would be read as repeated flags).
+#[derive(Clone, Debug)]
+pub struct PatternLabels(pub Vec<&'static str>);
+
+impl PatternLabels {
+    fn parse(spec: &str) -> attnviz::Result<PatternLabels> {
+        attnviz::figure::rank::parse_patterns(spec).map(PatternLabels)
+    }
+
+    /// The labels, or `None` without the flag.
+    pub fn of(labels: &Option<PatternLabels>) -> Option<Vec<&'static str>> {
+        labels.as_ref().map(|l| l.0.clone())
+    }
+}
+
 fn lib_parser<T: Clone + Send + Sync + 'static>(
     parse: fn(&str) -> attnviz::Result<T>,
 ) -> impl Fn(&str) -> Result<T, String> + Clone + Send + Sync + 'static {

@@ -28,8 +28,10 @@ pub fn diff(args: &DiffArgs) -> anyhow::Result<()> {
     let mut options = diff_options(&args.style);
     // (--sort-by ranks the heads by the statistics of their differences, as --sink-keys and
     // --window define them)
-    let wanted = options.sort_by.is_some();
-    options.patterns = args.patterns.for_figure(wanted, "diff", "--sort-by")?;
+    let wanted = options.ranking().ranks();
+    options.patterns = args
+        .patterns
+        .for_figure(wanted, "diff", "--sort-by or --pattern")?;
     if let Some(path) = &args.tokens {
         options.tokens = Some(read_tokens(path)?);
     }

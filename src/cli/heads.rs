@@ -5,6 +5,7 @@
 use std::io::Write;
 use std::path::Path;
 
+use attnviz::figure::rank::Ranking;
 use attnviz::figure::stats_json::{heads_doc, write_doc};
 use attnviz::figure::summary::{summary_input, summary_options};
 use attnviz::figure::svg::write_svg;
@@ -16,7 +17,7 @@ use attnviz::pool::pattern::HeadPattern;
 use attnviz::pool::Causal;
 use attnviz::{Engine, Error, RenderOptions};
 
-use super::args::HeadsArgs;
+use super::args::{HeadsArgs, PatternLabels};
 use super::options::attention_source;
 
 /// `attnviz heads`: the table on stdout, then the JSON and CSV files asked for.
@@ -52,8 +53,17 @@ pub fn heads(args: &HeadsArgs) -> anyhow::Result<()> {
         None => attnviz::cpu::pattern::head_patterns_cpu(src.as_ref(), &options, patterns)?,
     };
     // (the lists in the order asked for; the summary figure below has every head in its place)
-    let (listed_cells, listed) =
-        attnviz::figure::rank::listed(&cells, &stats, args.sort_by, args.top);
+    let labels = PatternLabels::of(&args.pattern);
+    let ranking = Ranking {
+        sort_by: args.sort_by,
+        top: args.top,
+        pattern: labels.as_deref(),
+    };
+    let (listed_cells, listed) = attnviz::figure::rank::listed(&cells, &stats, ranking);
+    if let Err(e) = attnviz::figure::rank::check_matched(&stats, ranking) {
+        // an empty list is the answer, not a failure; said once, on stderr
+        eprintln!("attnviz heads: {e}");
+    }
     if table {
         print_table(&listed_cells, &listed);
     }
@@ -63,7 +73,7 @@ pub fn heads(args: &HeadsArgs) -> anyhow::Result<()> {
             &listed,
             patterns,
             options.causal,
-            args.sort_by,
+            ranking,
             stats.len(),
         );
         write_doc(path, &doc)?;

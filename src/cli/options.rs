@@ -13,7 +13,7 @@ use attnviz::source::safetensors::is_capture;
 use attnviz::source::{self, FileTensor, OpenOptions, QueryRows};
 use attnviz::{AttentionSource, Engine, Error, Gpu, RenderOptions};
 
-use super::args::{Backend, PatternArgs, QkArgs, Selection, StoredArgs, Style};
+use super::args::{Backend, PatternArgs, PatternLabels, QkArgs, Selection, StoredArgs, Style};
 
 impl Style {
     /// The library's render options for these flags (`tokens` is left to the command, which
@@ -42,6 +42,7 @@ impl Style {
             axes: self.axes.as_deref().map(|a| a == "on"),
             sort_by: self.sort_by,
             top: self.top,
+            pattern: PatternLabels::of(&self.pattern),
             title: self.title.clone(),
             tokens: None,
             scale_factor: self.dpi.map_or(self.scale_factor, |d| d / 100.0),

@@ -40,11 +40,11 @@ pub fn render(args: &RenderArgs) -> anyhow::Result<()> {
         check_writable(path)?;
     }
     // (--sort-by ranks by the statistics --sink-keys and --window define, as --stats-json
-    // writes them)
-    let wanted = args.stats_json.is_some() || options.sort_by.is_some();
-    options.patterns = args
-        .patterns
-        .for_figure(wanted, "render", "--stats-json or --sort-by")?;
+    // writes them; --pattern by the labels they give)
+    let wanted = args.stats_json.is_some() || options.ranking().ranks();
+    options.patterns =
+        args.patterns
+            .for_figure(wanted, "render", "--stats-json, --sort-by or --pattern")?;
     let figure = render_to(src.as_ref(), &options, &args.out, args.tiles.as_deref())?;
     if let Some(path) = &args.stats_json {
         attnviz::figure::stats_json::write_figure_stats(path, &figure, &options)?;

@@ -31,7 +31,7 @@ pub fn render_cpu(source: &dyn AttentionSource, options: &RenderOptions) -> Resu
             .collect(),
         None => Vec::new(),
     };
-    plan.arrange(&patterns, options);
+    plan.arrange(&patterns, options)?;
     if options.colorbar {
         plan.add_colorbar(options.norm, &ranges, &options.scale);
     }

@@ -347,9 +347,9 @@ impl Engine {
         let mut plan = Plan::new(source, options)?;
         let grid = plan.clone();
         let pooled = self.pool_contents(source, &plan, contents)?;
-        if options.sort_by.is_some() && contents == Contents::Read {
+        if options.ranking().ranks() && contents == Contents::Read {
             let patterns: Vec<_> = pooled.patterns.iter().map(|p| p.finish()).collect();
-            plan.arrange(&patterns, options);
+            plan.arrange(&patterns, options)?;
         }
         let _span = tracing::info_span!("layout.colour").entered();
         let colors = ColorizedCells::new(&self.gpu, &self.colorize, &pooled);
@@ -384,7 +384,7 @@ impl Engine {
         Ok(scene)
     }
 
-    /// Lays `scene` out again in the order `options` asks (`--sort-by` and `--top`; the plain
+    /// Lays `scene` out again in the order `options` asks (`--sort-by`, `--top`, `--pattern`; the plain
     /// grid without them) by the statistics of its cells, `patterns` (in the plan's cell
     /// order, as the scene that pooled them returned them), keeping its colouring: the
     /// layout, ranges, colorbar and compose pass are made anew, and nothing is read or pooled
@@ -403,7 +403,7 @@ impl Engine {
             )));
         }
         let mut plan = scene.grid.clone();
-        plan.arrange(patterns, options);
+        plan.arrange(patterns, options)?;
         let look = Look {
             norm: scene.norm,
             reduce: scene.reduce,

@@ -130,6 +130,7 @@ pub const RENDER_OPTIONS: &[RenderOption] = &[
     kw("--axes", "axes"),
     kw("--sort-by", "sort_by"),
     kw("--top", "top"),
+    kw("--pattern", "pattern"),
     kw("--exclude-keys", "exclude_keys"),
     kw("--title", "title"),
     kw("--scale-factor", "scale_factor"),

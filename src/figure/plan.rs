@@ -9,7 +9,7 @@ use crate::error::{Error, Result};
 use crate::figure::axes::CellAxes;
 use crate::figure::colorbar::ColorbarSpec;
 use crate::figure::layout::{CellPad, CellPlacement, Layout, Metrics, Numbered, Theme};
-use crate::figure::rank::SortKey;
+use crate::figure::rank::{Ranking, SortKey};
 use crate::figure::select::{parse_numbered, parse_selection};
 use crate::figure::summary::Summary;
 use crate::pool::accum::{HeadStats, Reduce};
@@ -59,6 +59,9 @@ pub struct RenderOptions {
     pub sort_by: Option<SortKey>,
     /// With `sort_by`: only the first N heads.
     pub top: Option<usize>,
+    /// Draw only the heads with one of these `pattern` labels ([`crate::pool::pattern::PATTERNS`]),
+    /// in grid order or `sort_by`'s, each labelled with its layer and head.
+    pub pattern: Option<Vec<&'static str>>,
     /// Lay the cells out as `attnviz heads --figure`'s summary (one statistic per cell, each
     /// with its own colorbar): see [`crate::figure::summary`].
     pub summary: Option<Summary>,
@@ -85,6 +88,7 @@ impl Default for RenderOptions {
             patterns: None,
             sort_by: None,
             top: None,
+            pattern: None,
             axes: None,
             summary: None,
         }
@@ -92,6 +96,15 @@ impl Default for RenderOptions {
 }
 
 impl RenderOptions {
+    /// How the heads are ranked and which are kept: `sort_by`, `top` and `pattern`.
+    pub fn ranking(&self) -> Ranking<'_> {
+        Ranking {
+            sort_by: self.sort_by,
+            top: self.top,
+            pattern: self.pattern.as_deref(),
+        }
+    }
+
     /// These options with the head statistics `patterns` asked for: what `attnviz heads` plans
     /// with, so that it is checked as `--stats-json` is (never on logits).
     pub fn with_patterns(&self, patterns: PatternOptions) -> RenderOptions {
@@ -153,12 +166,17 @@ impl Plan {
             .collect()
     }
 
-    /// With `--sort-by`, lays the cells out in the order of their statistics (`patterns`, one
-    /// per cell, from the pass that pooled them), as many to a row as the grid had heads;
-    /// without, leaves the grid as it is. Call before [`Plan::add_colorbar`].
-    pub fn arrange(&mut self, patterns: &[HeadPattern], options: &RenderOptions) {
-        let Some(key) = options.sort_by else { return };
-        let order = crate::figure::rank::order(patterns, key, options.top);
+    /// With `--sort-by` or `--pattern`, lays the cells out in the order of their statistics
+    /// (`patterns`, one per cell, from the pass that pooled them), or only those of the labels
+    /// asked for, as many to a row as the grid had heads; without, leaves the grid as it is.
+    /// A `--pattern` no head has is refused. Call before [`Plan::add_colorbar`].
+    pub fn arrange(&mut self, patterns: &[HeadPattern], options: &RenderOptions) -> Result<()> {
+        let ranking = options.ranking();
+        if !ranking.ranks() {
+            return Ok(());
+        }
+        crate::figure::rank::check_matched(patterns, ranking)?;
+        let order = crate::figure::rank::order(patterns, ranking);
         let theme = self.layout.theme;
         self.layout = Layout::ranked(
             Numbered {
@@ -172,6 +190,7 @@ impl Plan {
             &self.metrics,
             self.title.as_deref(),
         );
+        Ok(())
     }
 
     /// `ranges` as resolved from the data, with the ones the plan fixes whatever the data: the
@@ -228,9 +247,9 @@ impl Plan {
                     "--norm row divides each row by its largest probability; with --values logits use head, layer, global or none".into(),
                 ));
             }
-            if options.patterns.is_some() || options.sort_by.is_some() {
+            if options.patterns.is_some() || options.ranking().ranks() {
                 return Err(Error::BadOption(
-                    "the head statistics (attnviz heads, --stats-json, --sort-by) are defined on probabilities, not logits: leave --values at probs".into(),
+                    "the head statistics (attnviz heads, --stats-json, --sort-by, --pattern) are defined on probabilities, not logits: leave --values at probs".into(),
                 ));
             }
         }
@@ -356,10 +375,10 @@ impl Plan {
                 causal: options.causal,
                 diagonal: Some(source.diagonal()),
             },
-            // Sorting needs the statistics: they come from the pass that pools.
-            patterns: match options.sort_by {
-                Some(_) => Some(options.patterns.unwrap_or_default()),
-                None => options.patterns,
+            // Ranking needs the statistics: they come from the pass that pools.
+            patterns: match options.ranking().ranks() {
+                true => Some(options.patterns.unwrap_or_default()),
+                false => options.patterns,
             },
             metrics,
             first_column,

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use crate::error::Result;
 use crate::figure::plan::{Figure, RenderOptions};
-use crate::figure::rank::SortKey;
+use crate::figure::rank::Ranking;
 use crate::files::write_atomic;
 use crate::pool::pattern::{HeadPattern, PatternOptions, RECALL_THRESHOLD, SIMPLER_MARGIN, TOP};
 use crate::pool::Causal;
@@ -81,20 +81,25 @@ pub fn write_figure_stats(path: &Path, figure: &Figure, options: &RenderOptions)
 }
 
 /// `attnviz heads`' document (what Python's `attnviz.heads` returns) of the heads it lists
-/// ([`crate::figure::rank::listed`]): [`stats_doc`], and when they are sorted, what the list is,
-/// so that a file listing some heads in another order says so (`sort_by`, `heads_listed` of
+/// ([`crate::figure::rank::listed`]): [`stats_doc`], and when they are ranked, what the list is,
+/// so that a file listing some heads in another order says so (`sort_by`, `pattern`, `heads_listed` of
 /// `heads_computed`).
 pub fn heads_doc(
     listed_cells: &[(usize, usize)],
     listed: &[HeadPattern],
     patterns: PatternOptions,
     causal: Causal,
-    sort_by: Option<SortKey>,
+    ranking: Ranking,
     computed: usize,
 ) -> Value {
     let mut doc = stats_doc(listed_cells, listed, patterns, causal);
-    if let Some(key) = sort_by {
+    if let Some(key) = ranking.sort_by {
         doc["options"]["sort_by"] = key.name().into();
+    }
+    if let Some(labels) = ranking.pattern {
+        doc["options"]["pattern"] = labels.into();
+    }
+    if ranking.ranks() {
         doc["options"]["heads_listed"] = listed.len().into();
         doc["options"]["heads_computed"] = computed.into();
     }

@@ -104,7 +104,11 @@ impl State {
         self.render.sort_by = cycle[i];
         self.render.patterns = Some(self.render.patterns.unwrap_or(self.statistics));
         let name = self.render.sort_by.map_or("layer and head", SortKey::name);
-        self.set_plain_title(&format!("ordered by {name}"));
+        let only = match &self.render.pattern {
+            Some(labels) => format!(", only {}", labels.join(", ")),
+            None => String::new(),
+        };
+        self.set_plain_title(&format!("ordered by {name}{only}"));
         if !self.patterns.is_empty() && self.timings.resident.is_some() {
             let before = self.scene.plan.layout.cells.clone();
             self.engine

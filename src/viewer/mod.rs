@@ -67,7 +67,7 @@ impl ViewerOptions {
     /// where the order asks for them.
     pub(crate) fn figure(&self) -> RenderOptions {
         let mut render = self.render.clone();
-        if render.sort_by.is_some() && render.patterns.is_none() {
+        if render.ranking().ranks() && render.patterns.is_none() {
             render.patterns = Some(self.statistics);
         }
         render
