@@ -12,6 +12,7 @@ use crate::color::norm::Norm;
 use crate::error::Result;
 use crate::figure::rank::SortKey;
 use crate::pool::accum::Reduce;
+use crate::pool::pattern::PATTERNS;
 
 /// Pixels of the figure kept in the window when panning past its edge.
 const PAN_KEEP: f64 = 32.0;
@@ -71,6 +72,10 @@ impl State {
                 Some(why) => self.set_plain_title(why),
                 None => self.next_sort()?,
             },
+            "p" => match self.unsortable {
+                Some(why) => self.set_plain_title(why),
+                None => self.next_pattern()?,
+            },
             "s" => {
                 let path = PathBuf::from(format!("attnviz-{}.png", std::process::id()));
                 match self.screenshot(&path) {
@@ -120,6 +125,49 @@ impl State {
         self.timings.resident = None;
         self.send(Job::Scene(Box::new(self.render.clone())));
         Ok(())
+    }
+
+    /// Shows only the heads of the next pattern label the heads have, in the order shown
+    /// (`--pattern` one label at a time, in [`PATTERNS`]' order), then every head again. The
+    /// labels come from the statistics: the first time, the worker pools the figure again with
+    /// them (one read, every head shown) and the title asks for the key again; once the shown
+    /// figure has them, the layout alone is made again, nothing read.
+    fn next_pattern(&mut self) -> Result<()> {
+        self.render.patterns = Some(self.render.patterns.unwrap_or(self.statistics));
+        if self.patterns.is_empty() || self.timings.resident.is_none() {
+            self.set_plain_title("labelling the heads: press p again to show one label's");
+            self.timings.resident = None;
+            self.send(Job::Scene(Box::new(self.render.clone())));
+            return Ok(());
+        }
+        let has = |label: &str| self.patterns.iter().filter(|p| p.pattern == label).count();
+        let mut cycle: Vec<Option<Vec<&'static str>>> = PATTERNS
+            .iter()
+            .filter(|&&l| has(l) > 0)
+            .map(|&l| Some(vec![l]))
+            .collect();
+        cycle.push(None);
+        let i = cycle
+            .iter()
+            .position(|c| *c == self.render.pattern)
+            .map_or(0, |i| (i + 1) % cycle.len());
+        self.render.pattern = cycle[i].clone();
+        let what = match &self.render.pattern {
+            Some(labels) => format!(
+                "only {} heads ({} of {})",
+                labels.join(", "),
+                labels.iter().map(|l| has(l)).sum::<usize>(),
+                self.patterns.len()
+            ),
+            None => "every head".to_string(),
+        };
+        self.set_plain_title(&what);
+        let before = self.scene.plan.layout.cells.clone();
+        self.engine
+            .reorder(&mut self.scene, &self.patterns, &self.render)?;
+        let view = self.following_focus(&before, self.view);
+        self.set_view(view);
+        self.recolor_detail()
     }
 
     /// The title with nothing hovered: the source's name, then `what` (the order, or why

@@ -567,6 +567,56 @@ mod tests {
         assert_eq!(s.render().unwrap(), frame);
     }
 
+    /// `p` shows one pattern label's heads at a time, then every head again: the first press
+    /// pools the labels (every head still shown), each next one filters by the next label the
+    /// heads have, from what is resident (nothing read again).
+    #[test]
+    fn the_pattern_key_shows_one_label_s_heads_at_a_time() {
+        use crate::source::{DType, Pattern, Synth, SynthSpec};
+        let synth = Synth::new(SynthSpec {
+            seq: 512,
+            layers: 1,
+            heads: 5,
+            dtype: DType::F32,
+            seed: 4,
+            causal: false,
+            pattern: Pattern::Kinds,
+        })
+        .unwrap();
+        let planted: Vec<&str> = (0..5).map(|h| synth.planted(0, h).label()).collect();
+        let mut s = Session::new(Arc::new(synth), ViewerOptions::default()).unwrap();
+        assert!(s.settle(Duration::from_secs(60)).unwrap());
+        let drawn = |s: &Session| -> Vec<usize> {
+            let cells = &s.state.scene.plan.layout.cells;
+            let mut d: Vec<usize> = (0..cells.len()).filter(|&i| cells[i].is_drawn()).collect();
+            d.sort_by_key(|&i| (cells[i].y, cells[i].x));
+            d.iter().map(|&i| cells[i].head).collect()
+        };
+        s.handle(Event::Key("p")).unwrap();
+        assert!(s.settle(Duration::from_secs(60)).unwrap());
+        assert!(s.title().contains("press p again"), "{}", s.title());
+        assert_eq!(drawn(&s), vec![0, 1, 2, 3, 4]);
+        let reads = s.reads();
+        // each planted label once, in PATTERNS' order, then every head
+        for label in crate::pool::pattern::PATTERNS {
+            let want: Vec<usize> = (0..5).filter(|&h| planted[h] == label).collect();
+            assert_eq!(want.len(), 1, "{label}: {planted:?}");
+            s.handle(Event::Key("p")).unwrap();
+            assert!(s.settle(Duration::from_secs(60)).unwrap());
+            assert_eq!(drawn(&s), want, "{label}");
+            assert!(
+                s.title().contains(&format!("only {label} heads (1 of 5)")),
+                "{}",
+                s.title()
+            );
+        }
+        s.handle(Event::Key("p")).unwrap();
+        assert!(s.settle(Duration::from_secs(60)).unwrap());
+        assert_eq!(drawn(&s), vec![0, 1, 2, 3, 4]);
+        assert!(s.title().ends_with("every head"), "{}", s.title());
+        assert_eq!(s.reads(), reads, "read again");
+    }
+
     /// Arrows step to the next cell on screen: the next head or layer in a grid, the next
     /// ranked cell in a ranked figure, never a cell `--top` left out.
     #[test]

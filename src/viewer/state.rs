@@ -159,7 +159,7 @@ impl State {
                 .as_qk()
                 .filter(|q| q.values() == Values::Logits)
                 .map(|_| {
-                    "o: heads are ordered by statistics of probabilities; this view shows logits"
+                    "o, p: heads are ordered and labelled by statistics of probabilities; this view shows logits"
                 }),
             patterns: Vec::new(),
             timings: Timings::default(),
