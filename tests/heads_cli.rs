@@ -327,14 +327,24 @@ fn pattern_lists_and_draws_the_heads_of_its_labels() {
     let kinds = ["sink", "local", "vertical-slash", "block-sparse", "mixed"];
     let planted = |l: u64, h: u64| kinds[(l - 1 + h - 1) as usize % 5];
     let listed = p("local.json");
-    ok(&attnviz(&[
+    let o = attnviz(&[
         "heads",
         &input,
         "--pattern",
         "local,sink",
         "--json",
         &listed,
-    ]));
+    ]);
+    ok(&o);
+    // how every head computed divides among the labels, below the table (the sinks and local
+    // heads are the planted ones; at 512 tokens of f16 a planted block-sparse head may read as
+    // mixed)
+    assert!(
+        String::from_utf8_lossy(&o.stderr)
+            .contains("pattern labels of the 10 heads: sink 2, local 2, "),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let doc = json(Path::new(&listed));
     let heads = doc["heads"].as_array().unwrap();
     let got: Vec<(u64, u64)> = heads

@@ -60,12 +60,19 @@ pub fn heads(args: &HeadsArgs) -> anyhow::Result<()> {
         pattern: labels.as_deref(),
     };
     let (listed_cells, listed) = attnviz::figure::rank::listed(&cells, &stats, ranking);
-    if let Err(e) = attnviz::figure::rank::check_matched(&stats, ranking) {
-        // an empty list is the answer, not a failure; said once, on stderr
-        eprintln!("attnviz heads: {e}");
-    }
     if table {
         print_table(&listed_cells, &listed);
+    }
+    // Below the table, on stderr, so the table and the files stay one record a line: how the
+    // heads divide among the labels, which a 1024-line table does not show at a glance; or,
+    // for a --pattern no head has, that (an empty list is the answer, not a failure).
+    match attnviz::figure::rank::check_matched(&stats, ranking) {
+        Err(e) => eprintln!("attnviz heads: {e}"),
+        Ok(()) => eprintln!(
+            "pattern labels of the {}: {}",
+            attnviz::figure::counted(stats.len(), "head", "heads"),
+            attnviz::figure::rank::label_counts(&stats)
+        ),
     }
     if let Some(path) = &args.json {
         let doc = heads_doc(

@@ -136,6 +136,16 @@ pub fn check_matched(stats: &[HeadPattern], ranking: Ranking) -> Result<()> {
     if stats.iter().any(|p| wanted.contains(&p.pattern)) {
         return Ok(());
     }
+    Err(Error::BadOption(format!(
+        "--pattern {}: no head has that label (these heads: {})",
+        wanted.join(","),
+        label_counts(stats)
+    )))
+}
+
+/// How many of `stats`' heads have each label, in [`PATTERNS`]' order, those no head has left
+/// out: `sink 2, local 4, mixed 35`.
+pub fn label_counts(stats: &[HeadPattern]) -> String {
     let counts: Vec<String> = PATTERNS
         .iter()
         .filter_map(|&l| {
@@ -143,11 +153,7 @@ pub fn check_matched(stats: &[HeadPattern], ranking: Ranking) -> Result<()> {
             (n > 0).then(|| format!("{l} {n}"))
         })
         .collect();
-    Err(Error::BadOption(format!(
-        "--pattern {}: no head has that label (these heads: {})",
-        wanted.join(","),
-        counts.join(", ")
-    )))
+    counts.join(", ")
 }
 
 /// Heads as listed: their (layer, head) cells and their statistics, in the same order.
