@@ -556,6 +556,52 @@ fn a_capture_of_some_layers_keeps_the_model_s_layer_numbers() {
         "{info}"
     );
 
+    // A difference with a file (its layers by position) shows the capture's numbers, as A or
+    // as B; with a capture of other layers it is refused, naming both.
+    let stored = dir.path().join("stored.npy");
+    let o = Command::new(cli)
+        .args(["attention", "--q", path.to_str().unwrap(), "-o"])
+        .arg(&stored)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (capture, stored) = (path.to_str().unwrap(), stored.to_str().unwrap());
+    for (a, b) in [(capture, stored), (stored, capture)] {
+        let o = Command::new(cli)
+            .args(["diff", a, b, "-o", "d.png", "--layout-json", "d.json"])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let cells = read_json("d.json")["cells"].as_array().unwrap().clone();
+        let layers: Vec<u64> = cells.iter().map(|c| c["layer"].as_u64().unwrap()).collect();
+        assert_eq!(layers, [2, 2, 5, 5, 6, 6], "{a} − {b}");
+    }
+    let other = dir.path().join("other.safetensors");
+    let json = r#"{"layers": [{"index": 1, "causal": true}, {"index": 2, "causal": true},
+                              {"index": 5, "causal": true}]}"#;
+    write_capture(
+        &other,
+        &values(3, 2, 12, 8, 7),
+        &values(3, 1, 12, 8, 8),
+        json,
+    );
+    let o = Command::new(cli)
+        .args(["diff", capture, other.to_str().unwrap(), "-o", "x.png"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("holds the model's layers 2, 5, 6 and")
+            && err.contains(
+                "its layers 2, 3, 6: a difference subtracts each layer from the same layer"
+            ),
+        "{err}"
+    );
+    assert!(!dir.path().join("x.png").exists());
+
     // The viewer's --focus names the head as the figure labels it.
     let src = QkSource::open(&path, None, &QkOptions::default()).unwrap();
     let plan = attnviz::Plan::new(&src, &attnviz::RenderOptions::default()).unwrap();

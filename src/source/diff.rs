@@ -13,10 +13,30 @@ pub struct DiffSource<'s> {
     a: Box<dyn AttentionSource + 's>,
     b: Box<dyn AttentionSource + 's>,
     name: String,
+    /// The number each layer is shown by ([`AttentionSource::layer_number`]): the side's that
+    /// numbers its layers as a model's (a capture of some layers), else the positions + 1.
+    numbers: Vec<usize>,
+}
+
+/// Each of `src`'s layers by the number it shows it by.
+fn numbers(src: &dyn AttentionSource) -> Vec<usize> {
+    (0..src.shape().layers)
+        .map(|l| src.layer_number(l))
+        .collect()
+}
+
+/// `numbers` as a list: `1, 4, 5`.
+fn listed(numbers: &[usize]) -> String {
+    let items: Vec<String> = numbers.iter().map(usize::to_string).collect();
+    items.join(", ")
 }
 
 impl<'s> DiffSource<'s> {
-    /// Pairs two sources; their shapes must be equal ([`Error::ShapeMismatch`] names both).
+    /// Pairs two sources; their shapes must be equal ([`Error::ShapeMismatch`] names both), and
+    /// where both number their layers as a model's (captures of some layers), by the same
+    /// numbers: a difference subtracts each layer from the same layer, and B's layers 2, 3, 6
+    /// from A's 1, 4, 5 would be drawn labelled as one of them. The figure shows the layers by
+    /// the side's numbers that has them (a capture's against a file's positions).
     pub fn new(
         a: Box<dyn AttentionSource + 's>,
         b: Box<dyn AttentionSource + 's>,
@@ -30,8 +50,26 @@ impl<'s> DiffSource<'s> {
                 b_shape: sb.to_string(),
             });
         }
+        let (na, nb) = (numbers(a.as_ref()), numbers(b.as_ref()));
+        let positions: Vec<usize> = (1..=sa.layers).collect();
+        if na != nb && na != positions && nb != positions {
+            return Err(Error::BadOption(format!(
+                "{} holds the model's layers {} and {} its layers {}: a difference subtracts each \
+                 layer from the same layer; capture the same layers",
+                a.name(),
+                listed(&na),
+                b.name(),
+                listed(&nb)
+            )));
+        }
+        let numbers = if na == positions { nb } else { na };
         let name = format!("{} − {}", a.name(), b.name());
-        Ok(DiffSource { a, b, name })
+        Ok(DiffSource {
+            a,
+            b,
+            name,
+            numbers,
+        })
     }
 
     pub fn a(&self) -> &dyn AttentionSource {
@@ -147,7 +185,7 @@ impl AttentionSource for DiffSource<'_> {
     }
 
     fn layer_number(&self, layer: usize) -> usize {
-        self.a.layer_number(layer)
+        self.numbers.get(layer).copied().unwrap_or(layer + 1)
     }
 }
 
