@@ -194,7 +194,8 @@ class Capture:
         if hit is not None and hit[0] is attention_mask:
             kept, problem, causal = hit[1]
         else:
-            found = _padding(attention_mask, b, query.shape[2], key.shape[2], causal, window)
+            found = _padding(attention_mask, b, query.shape[2], key.shape[2], causal, window,
+                             heads=query.shape[1])
             self._masks[seen] = (attention_mask, found)
             kept, problem, causal = found
         if problem is None and any(kwargs.get(k) is not None for k in _PACKED):
@@ -474,7 +475,7 @@ def _visible(block):
     return block > -1e4
 
 
-def _padding(mask, b, q_len, k_len, causal, window):
+def _padding(mask, b, q_len, k_len, causal, window, heads=1):
     """Batch item ``b``'s padding as the model's attention mask shows it, what in that mask
     attnviz cannot recompute (``None`` when nothing), and whether the layer is causal: as
     ``causal`` says, or where it is ``None`` (the module does not say), as the mask does.
@@ -498,6 +499,8 @@ def _padding(mask, b, q_len, k_len, causal, window):
         # Flex attention's BlockMask: its rule, evaluated a block of rows at a time.
         device = getattr(getattr(mask, "kv_num_blocks", None), "device", None)
         rows = _RuleRows(mask.mask_mod, b, q_len, k_len, device or torch.device("cpu"))
+        if rows.differs_between_heads(heads):
+            return everything, "differs between heads", causal
         return _checked(rows, q_len, k_len, causal, window)
     item = mask[min(b, mask.shape[0] - 1)]
     if item.dim() == 1:
@@ -552,7 +555,12 @@ class _RuleRows:
     """The (queries, keys) mask of batch item ``b`` that a flex-attention ``mask_mod`` rule
     defines, read as a boolean tensor is read by rows (a slice, or ``index_select`` on the
     rows): each block of rows evaluated on demand, so the dense N² mask never exists. The rule
-    is evaluated for head 0, as transformers' rules do not depend on the head."""
+    is evaluated for head 0, as transformers' rules do not depend on the head; a rule that
+    does is found on sample rows (:meth:`differs_between_heads`) and refused as a tensor mask
+    that differs between heads is."""
+
+    #: Rows, spread over the head, on which every head's rule is compared with head 0's.
+    SAMPLE_ROWS = 64
 
     def __init__(self, rule, b, q_len, k_len, device):
         import torch
@@ -575,6 +583,23 @@ class _RuleRows:
     def index_select(self, dim, rows):
         assert dim == 0
         return self._rows(rows.to(self.device))
+
+    def differs_between_heads(self, heads):
+        """Whether the rule gives any of ``heads`` another mask than head 0's, on
+        :attr:`SAMPLE_ROWS` rows spread evenly over the queries (first and last included),
+        every key: a rule written per head (each head its own window) shows it on most rows,
+        at a cost of ``heads × SAMPLE_ROWS`` rows of the rule."""
+        import torch
+
+        q_len = self.shape[0]
+        n = min(q_len, self.SAMPLE_ROWS)
+        rows = torch.linspace(0, q_len - 1, n, device=self.device).round().long().unique()
+        first = self._rows(rows)
+        for h in range(1, heads):
+            out = self.rule(self.b, torch.tensor(h, device=self.device), rows[:, None], self._keys)
+            if not torch.equal(torch.as_tensor(out, dtype=torch.bool).expand_as(first), first):
+                return True
+        return False
 
 
 def _mask_problem(item, kept, q_len, causal, window):

@@ -276,6 +276,23 @@ def test_a_mask_attnviz_cannot_recompute_is_a_value_error():
     assert _padding(alibi[None, None], 0, N, N, True, None)[1].startswith("adds a bias")
     per_head = torch.stack([causal, packed])[None]
     assert _padding(per_head, 0, N, N, True, None)[1] == "differs between heads"
+
+    # A flex-attention rule (BlockMask.mask_mod) that depends on the head, here a sliding
+    # window in heads 1 and up only: refused as that tensor is; the same rule for every head
+    # is read. (A stand-in for the BlockMask, which needs flex attention's compiled kernels.)
+    class Rule:
+        def __init__(self, mask_mod):
+            self.mask_mod, self.kv_num_blocks = mask_mod, torch.zeros(1)
+
+    def windowed(b, h, q, k):
+        return (k <= q) & ((h == 0) | (q - k < 8))
+
+    def plain(b, h, q, k):
+        return k <= q
+
+    assert _padding(Rule(windowed), 0, N, N, True, None, heads=4)[1] == "differs between heads"
+    assert _padding(Rule(windowed), 0, N, N, True, None, heads=1)[1] is None
+    assert _padding(Rule(plain), 0, N, N, True, None, heads=4)[1] is None
     assert _padding(causal[None, None], 0, N, N, True, None)[1] is None
     assert _padding(causal[None, None], 0, N, N, True, 8)[1].startswith(
         "hides or shows keys that a causal sliding-window (8) mask")
