@@ -33,7 +33,8 @@ pub enum Command {
     /// the inputs stream: RdBu_r, symmetric about 0 per head, signed-extreme pooling by default.
     Diff(DiffArgs),
     /// Explore an attention tensor in a window: drag to pan, wheel to zoom, c/n/r to recolour,
-    /// o to order the heads by a statistic, 0 to reset, s to save a PNG, q or Esc to quit.
+    /// o to order the heads by a statistic, p to show one pattern label's heads, 0 to reset, s
+    /// to save a PNG, q or Esc to quit.
     View(ViewArgs),
     /// Render the built-in synthetic 8-layer × 8-head model (layers 1 and 8, as in the seed figure).
     Demo(DemoArgs),
