@@ -414,6 +414,12 @@ fn pattern_lists_and_draws_the_heads_of_its_labels() {
         "{err}"
     );
     assert!(!Path::new(&out).exists());
+    // a difference has no labels: refused, as Python's diff(pattern=) is
+    let o = attnviz(&["diff", &one, &one, "--pattern", "sink", "-o", &out]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("which a difference A − B"), "{err}");
+    assert!(!Path::new(&out).exists());
     for args in [
         vec!["render", &one, "--pattern", "retrieval", "-o", &out],
         vec!["heads", &one, "--pattern", "retrieval"],

@@ -137,6 +137,8 @@ def test_heads_of_some_labels_equal_the_cli(cli, tmp_path):
         attnviz.heads(attn, pattern="retrieval")
     with pytest.raises(ValueError, match="pattern: expected a label or a list"):
         attnviz.heads(attn, pattern=3)
+    with pytest.raises(ValueError, match="^pattern keeps the heads .* which a difference"):
+        attnviz.diff(attn, attn, pattern="local")
     if all(h["pattern"] != "block-sparse" for h in every):
         assert attnviz.heads(attn, pattern="block-sparse") == []
         with pytest.raises(ValueError, match="no head has that label"):

@@ -240,6 +240,16 @@ impl Plan {
             .flat_map(|&l| heads.iter().map(move |&h| (l, h)))
             .collect();
         crate::figure::rank::check(options.sort_by, options.top)?;
+        if options.pattern.is_some() && source.as_diff().is_some() {
+            // Sorting a difference by a statistic ranks the change in it (sink mass gained);
+            // a label describes one distribution, and A − B is none.
+            return Err(Error::BadOption(
+                "--pattern keeps the heads of some pattern labels, which a difference A − B \
+                 (not a distribution) has none of: label A's or B's heads with attnviz heads, \
+                 or rank the differences with --sort-by"
+                    .into(),
+            ));
+        }
         let qk = source.as_qk();
         if qk.is_some_and(|q| q.values() == crate::source::qk::Values::Logits) {
             if options.norm == Norm::Row {
