@@ -31,6 +31,33 @@ fn close(a: &Value, b: &Value, what: &str) {
     );
 }
 
+/// Writes `attnviz synth --pattern kinds` of this size to `path`: heads whose labels are known
+/// ([`planted`]).
+fn synth_kinds(path: &str, seq: usize, layers: usize, heads: usize) {
+    let (seq, layers, heads) = (seq.to_string(), layers.to_string(), heads.to_string());
+    ok(&attnviz(&[
+        "synth",
+        "-o",
+        path,
+        "--seq",
+        &seq,
+        "--layers",
+        &layers,
+        "--heads",
+        &heads,
+        "--pattern",
+        "kinds",
+        "--quiet",
+    ]));
+}
+
+/// The kind `attnviz synth --pattern kinds` plants in layer `l`, head `h` (1-based): in turn
+/// along the heads, shifted by one each layer, named as `attnviz heads` labels it.
+fn planted(l: u64, h: u64) -> &'static str {
+    let kinds = ["sink", "local", "vertical-slash", "block-sparse", "mixed"];
+    kinds[(l - 1 + h - 1) as usize % 5]
+}
+
 #[test]
 fn heads_json_csv_and_render_stats_agree() {
     let dir = tempfile::tempdir().unwrap();
@@ -117,21 +144,7 @@ fn synth_kinds_named_by_heads_and_summary_figures() {
     let dir = tempfile::tempdir().unwrap();
     let p = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
     let input = p("kinds.npy");
-    ok(&attnviz(&[
-        "synth",
-        "-o",
-        &input,
-        "--seq",
-        "1024",
-        "--layers",
-        "2",
-        "--heads",
-        "5",
-        "--pattern",
-        "kinds",
-        "--quiet",
-    ]));
-    let kinds = ["sink", "local", "vertical-slash", "block-sparse", "mixed"];
+    synth_kinds(&input, 1024, 2, 5);
     let (json_path, gpu_png, cpu_png, svg) = (p("k.json"), p("g.png"), p("c.png"), p("s.svg"));
     ok(&attnviz(&[
         "heads",
@@ -146,7 +159,7 @@ fn synth_kinds_named_by_heads_and_summary_figures() {
     let doc = json(Path::new(&json_path));
     for h in doc["heads"].as_array().unwrap() {
         let (l, hd) = (h["layer"].as_u64().unwrap(), h["head"].as_u64().unwrap());
-        let want = kinds[(l - 1 + hd - 1) as usize % 5];
+        let want = planted(l, hd);
         assert_eq!(h["pattern"], want, "l{l} h{hd}: {h}");
     }
     let o = attnviz(&["heads", &input, "--figure", &cpu_png, "--backend", "cpu"]);
@@ -310,22 +323,7 @@ fn pattern_lists_and_draws_the_heads_of_its_labels() {
     let dir = tempfile::tempdir().unwrap();
     let p = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
     let input = p("kinds.npy");
-    ok(&attnviz(&[
-        "synth",
-        "-o",
-        &input,
-        "--seq",
-        "512",
-        "--layers",
-        "2",
-        "--heads",
-        "5",
-        "--pattern",
-        "kinds",
-        "--quiet",
-    ]));
-    let kinds = ["sink", "local", "vertical-slash", "block-sparse", "mixed"];
-    let planted = |l: u64, h: u64| kinds[(l - 1 + h - 1) as usize % 5];
+    synth_kinds(&input, 512, 2, 5);
     let listed = p("local.json");
     let o = attnviz(&[
         "heads",
@@ -389,16 +387,7 @@ fn pattern_lists_and_draws_the_heads_of_its_labels() {
 
     // one layer of one head, a sink: no head is block-sparse
     let one = p("one.npy");
-    ok(&attnviz(&[
-        "synth",
-        "-o",
-        &one,
-        "--seq",
-        "256",
-        "--pattern",
-        "kinds",
-        "--quiet",
-    ]));
+    synth_kinds(&one, 256, 1, 1);
     let empty = p("empty.json");
     let o = attnviz(&["heads", &one, "--pattern", "block-sparse", "--json", &empty]);
     ok(&o);

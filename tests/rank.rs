@@ -7,9 +7,12 @@ mod common;
 
 use attnviz::figure::rank::SortKey;
 use attnviz::pool::pattern::PatternOptions;
-use attnviz::source::{ArraySource, DType, Pattern, Synth, SynthSpec};
+use attnviz::source::ArraySource;
 use attnviz::RenderOptions;
-use common::{engine, structured};
+use common::{
+    assert_labelled_with_their_heads, drawn_in_reading_order, engine, kinds, structured,
+    worst_byte_difference,
+};
 
 #[test]
 fn sorted_grids_follow_the_head_statistics_on_gpu_and_cpu() {
@@ -32,30 +35,16 @@ fn sorted_grids_follow_the_head_statistics_on_gpu_and_cpu() {
         want.truncate(top.unwrap_or(usize::MAX));
         // The drawn cells, in reading order (rows, then columns), are the ranked cells.
         let layout = &gpu.plan.layout;
-        let mut drawn: Vec<usize> = (0..layout.cells.len())
-            .filter(|&i| layout.cells[i].width > 0)
-            .collect();
-        drawn.sort_by_key(|&i| (layout.cells[i].y, layout.cells[i].x));
+        let drawn = drawn_in_reading_order(layout);
         assert_eq!(drawn, want, "{key:?}");
         for &i in &drawn {
             let c = &layout.cells[i];
             assert_eq!((c.layer, c.head), cells[i], "true layer and head");
         }
         // Each drawn cell is labelled "l = L, h = H" with its own numbers.
-        let texts = common::label_texts(layout);
-        for &i in &drawn {
-            let (l, h) = cells[i];
-            let label = format!("l = {}, h = {}", l + 1, h + 1);
-            assert!(texts.contains(&label), "{label} in {texts:?}");
-        }
+        assert_labelled_with_their_heads(layout, &cells, &drawn);
         assert_eq!((gpu.width, gpu.height), (cpu.width, cpu.height));
-        let worst = gpu
-            .rgba
-            .iter()
-            .zip(&cpu.rgba)
-            .map(|(a, b)| a.abs_diff(*b))
-            .max()
-            .unwrap();
+        let worst = worst_byte_difference(&gpu.rgba, &cpu.rgba);
         assert!(worst <= 1, "{key:?}: GPU and CPU figures differ by {worst}");
         // --tiles writes the heads drawn, not every head ranked
         let tiles = e.tiles(&src, &gpu, &options).unwrap();
@@ -158,16 +147,7 @@ fn the_cli_ranks_by_the_statistics_its_flags_define() {
 #[test]
 fn pattern_draws_the_heads_of_its_labels_on_gpu_and_cpu() {
     let Some(e) = engine() else { return };
-    let src = Synth::new(SynthSpec {
-        seq: 512,
-        layers: 2,
-        heads: 5,
-        dtype: DType::F32,
-        seed: 2,
-        causal: false,
-        pattern: Pattern::Kinds,
-    })
-    .unwrap();
+    let src = kinds(512, 2, 5, 2);
     let planted = |(l, h): (usize, usize)| src.planted(l, h).label();
     let cells: Vec<(usize, usize)> = (0..2).flat_map(|l| (0..5).map(move |h| (l, h))).collect();
     for (labels, sort_by) in [
@@ -183,10 +163,7 @@ fn pattern_draws_the_heads_of_its_labels_on_gpu_and_cpu() {
         let gpu = e.render(&src, &options).unwrap();
         let cpu = attnviz::render_cpu(&src, &options).unwrap();
         let layout = &gpu.plan.layout;
-        let mut drawn: Vec<usize> = (0..layout.cells.len())
-            .filter(|&i| layout.cells[i].width > 0)
-            .collect();
-        drawn.sort_by_key(|&i| (layout.cells[i].y, layout.cells[i].x));
+        let drawn = drawn_in_reading_order(layout);
         let mut want: Vec<usize> = (0..cells.len())
             .filter(|&i| labels.contains(&planted(cells[i])))
             .collect();
@@ -196,36 +173,16 @@ fn pattern_draws_the_heads_of_its_labels_on_gpu_and_cpu() {
         }
         assert!(want.len() >= 2, "{labels:?}: {want:?}");
         assert_eq!(drawn, want, "{labels:?}");
-        let texts = common::label_texts(layout);
-        for &i in &drawn {
-            let (l, h) = cells[i];
-            let label = format!("l = {}, h = {}", l + 1, h + 1);
-            assert!(texts.contains(&label), "{label} in {texts:?}");
-        }
+        assert_labelled_with_their_heads(layout, &cells, &drawn);
         assert_eq!((gpu.width, gpu.height), (cpu.width, cpu.height));
-        let worst = gpu
-            .rgba
-            .iter()
-            .zip(&cpu.rgba)
-            .map(|(a, b)| a.abs_diff(*b))
-            .max()
-            .unwrap();
+        let worst = worst_byte_difference(&gpu.rgba, &cpu.rgba);
         assert!(
             worst <= 1,
             "{labels:?}: GPU and CPU figures differ by {worst}"
         );
     }
     // a model of one head, a sink: no head is block-sparse
-    let one = Synth::new(SynthSpec {
-        seq: 512,
-        layers: 1,
-        heads: 1,
-        dtype: DType::F32,
-        seed: 2,
-        causal: false,
-        pattern: Pattern::Kinds,
-    })
-    .unwrap();
+    let one = kinds(512, 1, 1, 2);
     let options = RenderOptions {
         pattern: Some(vec!["block-sparse"]),
         ..Default::default()

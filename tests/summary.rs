@@ -11,9 +11,8 @@ use attnviz::figure::summary::{
     pattern_legend, summary_input, summary_options, PANELS, PATTERN_PANEL, STATISTICS,
 };
 use attnviz::pool::pattern::PatternOptions;
-use attnviz::source::{DType, Pattern, Synth, SynthSpec};
 use attnviz::{Figure, RenderOptions};
-use common::engine;
+use common::{engine, kinds, worst_byte_difference};
 
 /// The figure's RGBA at the centre of entry (`row`, `col`) of cell `i`.
 fn pixel(fig: &Figure, i: usize, row: usize, col: usize, rows: usize, cols: usize) -> u32 {
@@ -29,16 +28,7 @@ fn summary_figure_on_gpu_and_cpu() {
     let Some(e) = engine() else { return };
     // one planted kind a head, in turn along the heads, shifted by one each layer: the labels
     // differ from head to head
-    let src = Synth::new(SynthSpec {
-        seq: 1024,
-        layers: 3,
-        heads: 5,
-        dtype: DType::F32,
-        seed: 3,
-        causal: false,
-        pattern: Pattern::Kinds,
-    })
-    .unwrap();
+    let src = kinds(1024, 3, 5, 3);
     // layers 1 and 3, heads 2-5: the ticks carry the true numbers
     let selection = RenderOptions {
         layers: Some("1,3".into()),
@@ -122,13 +112,7 @@ fn summary_figure_on_gpu_and_cpu() {
         }
     }
     assert_eq!((gpu.width, gpu.height), (cpu.width, cpu.height));
-    let worst = gpu
-        .rgba
-        .iter()
-        .zip(&cpu.rgba)
-        .map(|(a, b)| a.abs_diff(*b))
-        .max()
-        .unwrap();
+    let worst = worst_byte_difference(&gpu.rgba, &cpu.rgba);
     assert!(worst <= 1, "GPU and CPU summaries differ by {worst}");
     // the vector export draws every bar
     let svg_options = RenderOptions {

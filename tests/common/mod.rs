@@ -167,3 +167,54 @@ pub fn pool_modes() -> impl Iterator<Item = PoolOptions> {
 pub fn label_texts(layout: &Layout) -> Vec<String> {
     layout.labels.iter().map(|l| l.text.string()).collect()
 }
+
+/// A synthetic model whose heads carry one planted kind each (`attnviz synth --pattern kinds`:
+/// in turn along the heads, shifted by one each layer), f32, not causal: heads whose pattern
+/// labels are known ([`attnviz::source::Synth::planted`]).
+pub fn kinds(seq: usize, layers: usize, heads: usize, seed: u64) -> attnviz::source::Synth {
+    use attnviz::source::{DType, Pattern, Synth, SynthSpec};
+    Synth::new(SynthSpec {
+        seq,
+        layers,
+        heads,
+        dtype: DType::F32,
+        seed,
+        causal: false,
+        pattern: Pattern::Kinds,
+    })
+    .unwrap()
+}
+
+/// The largest difference between two images' bytes (every channel): composed figures of the
+/// GPU and the CPU twin may differ by 1 (blending rounds).
+pub fn worst_byte_difference(a: &[u8], b: &[u8]) -> u8 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| x.abs_diff(*y))
+        .max()
+        .unwrap_or(0)
+}
+
+/// The cells `layout` draws (a ranked figure places the others empty), in reading order: rows,
+/// then columns.
+pub fn drawn_in_reading_order(layout: &Layout) -> Vec<usize> {
+    let cells = &layout.cells;
+    let mut drawn: Vec<usize> = (0..cells.len()).filter(|&i| cells[i].is_drawn()).collect();
+    drawn.sort_by_key(|&i| (cells[i].y, cells[i].x));
+    drawn
+}
+
+/// Asserts that each of `drawn` (indices into `cells`, 0-based (layer, head)) is labelled
+/// `l = L, h = H` with its own 1-based numbers, as a ranked grid labels its cells.
+pub fn assert_labelled_with_their_heads(
+    layout: &Layout,
+    cells: &[(usize, usize)],
+    drawn: &[usize],
+) {
+    let texts = label_texts(layout);
+    for &i in drawn {
+        let (l, h) = cells[i];
+        let label = format!("l = {}, h = {}", l + 1, h + 1);
+        assert!(texts.contains(&label), "{label} in {texts:?}");
+    }
+}
