@@ -212,8 +212,8 @@ def render(
         tensor per layer, as HuggingFace returns ``outputs.attentions``; or the path of a file
         ``attnviz render`` reads (``.npy``, ``.safetensors`` in f32, f16, bf16 or f64, ``tensor``
         naming one of several), streamed from the file in bounded memory as the CLI streams
-        it, or of a Q/K capture's file, whose attention is recomputed (as :func:`render_qk`
-        with its defaults).
+        it, or a Q/K capture (an :class:`attnviz.Capture`, or its file), whose attention is
+        recomputed (as :func:`render_qk` with its defaults).
     batch: the batch item to show from per-layer (batch, H, Q, K) tensors.
     queries: only these query rows of every head, 0-based, end excluded (``"A..B"``, ``(A, B)``,
         ``slice(A, B)`` or ``range(A, B)``, as ``attnviz render --queries``). They keep their
@@ -833,6 +833,12 @@ def _qk_options(kw):
 def _render(attn, batch, options, queries=None, tensor=None):
     _headless()
     _check_batch("attnviz.render", attn, None, batch)
+    if isinstance(attn, Capture):
+        # Its attention, recomputed (as render_qk with its defaults): what `attnviz render
+        # capture.safetensors`, heads(capture) and diff take a capture for.
+        if tensor is not None:
+            raise ValueError("tensor: names a tensor of a file; a capture is its Q and K")
+        return _render_qk(attn, None, _qk_defaults(queries), options)
     source = _file_source("attnviz.render", attn, tensor, options, _qk_defaults(queries))
     if source is not None:
         image, causal_applied, adapter, warning, addresses, layout, svg = (

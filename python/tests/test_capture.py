@@ -479,6 +479,12 @@ def test_a_capture_is_saved_and_rendered_layer_by_layer(dtype, tmp_path, cli, mo
     assert "2 layers" in repr(loaded) and str(dtype).replace("torch.", "") in repr(loaded)
     assert np.array_equal(attnviz.render_qk(loaded, cell=N), image)
     assert attnviz.heads(loaded) == attnviz.heads(cap)
+    # render and figure take a capture for its attention too, as heads and diff do (they
+    # read it as an array before: "object dtype is not supported")
+    assert np.array_equal(attnviz.render(cap, cell=N, tokens=tokens), image)
+    assert np.array_equal(attnviz.figure(loaded, cell=N).image, attnviz.render_qk(loaded, cell=N))
+    with pytest.raises(ValueError, match="tensor: names a tensor of a file"):
+        attnviz.render(cap, tensor="q")
     lq, lk = loaded.tensors()
     assert torch.equal(torch.as_tensor(lq), q) and torch.equal(torch.as_tensor(lk), k)
 
