@@ -312,6 +312,11 @@ def test_bad_options_raise_the_cli_message(cli, tmp_path, kwargs, args):
         ([np.zeros((1, 2, 8, 8), np.float32)], dict(batch=1),
          "attn[0]: batch 1 is out of range for shape (1, 2, 8, 8)"),
         ([np.zeros((8, 8), np.float32)], {}, "attn[0]: array has 2 dimensions (expected (batch, H, Q, K)"),
+        # torch.stack(outputs.attentions): (L, batch, H, Q, K), the batch axis named
+        (np.zeros((2, 1, 2, 8, 8), np.float32), {}, "attn: array has 5 dimensions (expected 2 "
+         "to 4: (Q,K), (H,Q,K) or (L,H,Q,K)): an (L, batch, H, Q, K) stack, as "
+         "torch.stack(outputs.attentions) makes, holds a batch axis; take one item, attn[:, b] "
+         "(or, in Python, pass outputs.attentions itself: batch=b picks the item)"),
         # batch= where there is no batch axis: it was ignored, and the first item drawn
         (np.zeros((2, 2, 8, 8), np.float32), dict(batch=1),
          "attnviz.render: batch=1 picks an item of per-layer (batch, H, Q, K) tensors, as "

@@ -112,6 +112,20 @@ impl Shape {
         })
     }
 
+    /// What to add to "not 2 to 4 dimensions" for an array of `rank` dimensions: five is what
+    /// `torch.stack(outputs.attentions)` makes, (L, batch, H, Q, K), and saying where its
+    /// batch axis is spares the user a guess.
+    pub fn rank_hint(rank: usize) -> &'static str {
+        match rank {
+            5 => {
+                ": an (L, batch, H, Q, K) stack, as torch.stack(outputs.attentions) makes, \
+                 holds a batch axis; take one item, attn[:, b] (or, in Python, pass \
+                 outputs.attentions itself: batch=b picks the item)"
+            }
+            _ => "",
+        }
+    }
+
     pub fn head_elements(&self) -> usize {
         self.queries * self.keys
     }

@@ -107,8 +107,9 @@ pub fn shape_from_dims(dims: &[usize]) -> Result<Shape, String> {
     check_not_empty(dims)?;
     Shape::from_dims(dims).ok_or_else(|| {
         format!(
-            "array has {} dimensions (expected 2 to 4: (Q,K), (H,Q,K) or (L,H,Q,K))",
-            dims.len()
+            "array has {} dimensions (expected 2 to 4: (Q,K), (H,Q,K) or (L,H,Q,K)){}",
+            dims.len(),
+            Shape::rank_hint(dims.len())
         )
     })
 }

@@ -286,7 +286,8 @@ fn shape_of(name: &str, dims: &[usize]) -> Result<Shape, String> {
     }
     Shape::from_dims(dims).ok_or_else(|| {
         format!(
-            "tensor '{name}' has shape {dims:?}: expected 2 to 4 dimensions ((Q,K), (H,Q,K) or (L,H,Q,K))"
+            "tensor '{name}' has shape {dims:?}: expected 2 to 4 dimensions ((Q,K), (H,Q,K) or (L,H,Q,K)){}",
+            Shape::rank_hint(dims.len())
         )
     })
 }
