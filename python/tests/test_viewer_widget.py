@@ -269,6 +269,8 @@ FIGURE = [
     (dict(scale="log", log_floor=1e-3, exclude_keys=1, colormap="magma", scale_factor=1.5),
      ["--scale", "log", "--log-floor", "0.001", "--exclude-keys", "0..1", "--colormap",
       "magma", "--scale-factor", "1.5"]),
+    # only the heads of two labels, as --pattern keeps them
+    (dict(pattern=["local", "sink"]), ["--pattern", "local,sink"]),
 ]
 
 
