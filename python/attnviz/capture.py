@@ -205,7 +205,8 @@ class Capture:
             problem = "its padding differs from layer {}'s".format(min(self._records))
         if problem is not None:
             self._problems[index] = ("layer {}'s attention mask {}: attnviz cannot recompute it "
-                                     "from Q and K".format(index, problem))
+                                     "from Q and K{}".format(index, problem,
+                                                             _layer_type_hint(module, index)))
         if self._kept is None:
             self._kept = kept
 
@@ -473,6 +474,33 @@ def _visible(block):
     if block.dtype == torch.bool:
         return block
     return block > -1e4
+
+
+# The attention kinds of a config's ``layer_types`` that attnviz recomputes: causal or not,
+# with the layer's sliding window.
+_RECOMPUTED_TYPES = ("full_attention", "sliding_attention")
+
+
+def _layer_type_hint(module, index):
+    """For a layer whose mask attnviz cannot recompute, what its model's config says the layer
+    is (``layer_types``: Llama 4's ``chunked_attention``, with its chunk size) and which layers
+    attnviz can take instead, as ``layers=`` names them; "" where the config does not say."""
+    config = getattr(module, "config", None)
+    types = getattr(config, "layer_types", None)
+    if not isinstance(types, (list, tuple)) or not 0 <= index < len(types):
+        return ""
+    kind = types[index]
+    if kind in _RECOMPUTED_TYPES:
+        return ""
+    chunk = getattr(config, "attention_chunk_size", None)
+    size = " (attention_chunk_size {})".format(chunk) if kind == "chunked_attention" and chunk \
+        else ""
+    usable = [i for i, t in enumerate(types) if t in _RECOMPUTED_TYPES]
+    if not usable:
+        return "; the model's config makes it a {!r} layer{}".format(kind, size)
+    return ("; the model's config makes it a {!r} layer{}, which attnviz does not recompute: "
+            "capture its {} layers instead, layers={}".format(
+                kind, size, " and ".join(sorted({types[i] for i in usable})), usable))
 
 
 def _padding(mask, b, q_len, k_len, causal, window, heads=1):

@@ -239,6 +239,38 @@ def test_flex_attention_s_block_mask_is_read_by_its_rule(family, tmp_path, cli):
     assert worst <= 1e-5, "{}: attnviz differs from eager by {}".format(family, worst)
 
 
+def test_llama4_s_chunked_layers_are_refused_naming_the_layers_it_can_take(tmp_path, cli):
+    """Llama 4 attends within chunks of tokens in three layers of four (its config's
+    ``layer_types``), a mask attnviz does not recompute: the refusal says what the layer is and
+    which layers it can take, and captured with those ``layers=``, the probabilities equal the
+    model's eager attention."""
+    torch.manual_seed(0)
+    config = transformers.Llama4TextConfig(
+        vocab_size=97, hidden_size=64, intermediate_size=96, intermediate_size_mlp=96,
+        num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+        num_local_experts=2, attention_chunk_size=16, max_position_embeddings=128)
+    model = transformers.Llama4ForCausalLM(config).eval()
+    for implementation in ["eager", "sdpa"]:
+        model.config._attn_implementation = implementation
+        with torch.no_grad(), attnviz.capture(model) as cap:
+            model(_inputs())
+        with pytest.raises(ValueError, match=r"layer 0's attention mask .* the model's config "
+                                             r"makes it a 'chunked_attention' layer "
+                                             r"\(attention_chunk_size 16\), which attnviz does "
+                                             r"not recompute: capture its full_attention layers "
+                                             r"instead, layers=\[3\]"):
+            cap.q
+        with torch.no_grad(), attnviz.capture(model, layers=[3]) as cap:
+            model(_inputs())
+        cap.save(tmp_path / "global.safetensors")
+        model.config._attn_implementation = "eager"
+        with torch.no_grad():
+            eager = model(_inputs(), output_attentions=True).attentions[3][0].numpy()
+        probs = _attention_from_capture(cli, tmp_path / "global.safetensors", tmp_path / "p.npy")
+        worst = float(np.abs(probs[0] - eager).max())
+        assert worst <= 1e-5, "{}: attnviz differs from eager by {}".format(implementation, worst)
+
+
 def test_a_mask_attnviz_cannot_recompute_is_a_value_error():
     """Packed sequences (a block-diagonal causal mask, given to the model as a 4D mask, boolean
     or additive) are not a causal mask with padding: the capture says so when it is read,
