@@ -63,7 +63,11 @@ class Capture:
 
     ``q`` and ``k`` are lists in layer order, ``layers`` a list of dicts (``index``,
     ``scaling``, ``causal``, ``sliding_window``, ``softcap``, ``sinks``), ``model`` the class
-    name. A second forward pass in the same ``with`` block replaces the first.
+    name. A second forward pass in the same ``with`` block replaces the first, unless it
+    continues it over the model's KV cache (``model.generate`` decoding a token a pass): then
+    its query rows are appended and its new keys with them, so a capture around ``generate``
+    holds the attention over the prompt and every token fed back, as one pass over them would
+    (cross-attention: every decoder step's rows over the same encoder keys).
     """
 
     def __init__(self, model, layers=None, batch=0, device="cpu", modules=None):
@@ -135,6 +139,65 @@ class Capture:
         self._problems = {}
         self._kept = None
         self._masks = {}
+        # Per layer, the query rows and keys that passes continuing this one appended, in
+        # order: joined once, when the capture is read (`_joined`), so a generation of n
+        # tokens copies each row once rather than the whole keys n times.
+        self._tails = {}
+        self._continuing = False
+        if not hasattr(self, "_broken"):
+            self._broken = None
+
+    def _keys_held(self, index):
+        """How many keys layer ``index`` holds, its appended passes' included."""
+        tail = self._tails.get(index)
+        return self._records[index][1].shape[1] + sum(k.shape[1] for k in (tail[1] if tail else []))
+
+    def _last_key(self, index):
+        """The last key layer ``index`` holds, (heads, d)."""
+        tail = self._tails.get(index)
+        keys = tail[1][-1] if tail and tail[1] else self._records[index][1]
+        return keys[:, -1]
+
+    def _continues_keys(self, index, query, key):
+        """How layer ``index``'s keys in a pass over a KV cache continue the keys it holds:
+        ``"new"`` where the cache's keys end with one new key per new query and the key before
+        those is the last one held (self-attention: a full cache holds every key before, a
+        sliding-window cache the last ones), ``"same"`` where they are the keys it holds
+        (cross-attention: every decoder step attends to the same encoder keys), else None.
+        Compared by one key, so a long generation costs no pass over all of them."""
+        q_len, k_len = query.shape[2], key.shape[2]
+        held = self._keys_held(index)
+        last = self._last_key(index)
+
+        def is_last(position):
+            key_there = key[self._batch, :, position].detach().to(last.device)
+            return key_there.shape == last.shape and bool(torch_equal(key_there, last))
+
+        if q_len < k_len and k_len - q_len <= held and is_last(k_len - q_len - 1):
+            return "new"
+        if k_len == held and is_last(k_len - 1):
+            return "same"
+        return None
+
+    def _continues(self, index, query, key):
+        """Whether a new pass, beginning at layer ``index``, continues the one recorded over
+        the model's KV cache (a decode step of ``generate``, or a chunk of a long prefill). Not
+        where the pass recorded left padding out: a padded item's positions would need
+        mapping."""
+        if index not in self._records or self._problems:
+            return False
+        everything = self._kept is None or (self._kept.rows is None and self._kept.keys is None)
+        return (everything and self._batch < query.shape[0]
+                and self._continues_keys(index, query, key) is not None)
+
+    def _joined(self):
+        """The records with every appended pass joined on."""
+        import torch
+
+        for index, (qs, ks) in self._tails.items():
+            q, k, meta = self._records[index]
+            self._records[index] = (torch.cat([q] + qs, dim=1), torch.cat([k] + ks, dim=1), meta)
+        self._tails = {}
 
     # -- what the model calls -----------------------------------------------------------------
 
@@ -160,8 +223,19 @@ class Capture:
     def _record(self, index, module, query, key, attention_mask, kwargs):
         owner = self._owners.get(index)
         if owner is module:
-            # A new forward pass: start over.
-            self._start_pass()
+            # A new forward pass: it continues the one recorded (a decode step), or starts over.
+            if self._continues(index, query, key):
+                self._owners, self._masks, self._continuing = {}, {}, True
+            else:
+                broken = self._broken
+                self._start_pass()
+                self._broken = None
+                if query.shape[2] < key.shape[2] and getattr(module, "is_causal", True):
+                    # Over a KV cache, yet not continuing: the capture would hold this pass's
+                    # few rows alone, where the user ran a generation. (The first such pass
+                    # says why; the passes after it would only say that they follow it.)
+                    self._broken = broken or _not_continued(index)
+                    self._problems[index] = self._broken
         elif owner is not None:
             first = self._names[id(owner)]
             self._problems.setdefault(index, (
@@ -201,7 +275,8 @@ class Capture:
         if problem is None and any(kwargs.get(k) is not None for k in _PACKED):
             # Flash attention's varlen kernels: several documents in one row of the batch.
             problem = "packs several sequences into one (cu_seq_lens)"
-        if problem is None and self._kept is not None and not _same_kept(kept, self._kept):
+        if (problem is None and self._kept is not None and not self._continuing
+                and not _same_kept(kept, self._kept)):
             problem = "its padding differs from layer {}'s".format(min(self._records))
         if problem is not None:
             self._problems[index] = ("layer {}'s attention mask {}: attnviz cannot recompute it "
@@ -218,6 +293,23 @@ class Capture:
                 return x.to(self._device) if self._device is not None else x
             return x.to(self._device, copy=True) if self._device is not None else x.clone()
 
+        if self._continuing:
+            # Its rows and new keys go after the pass's: where the cache gave this layer other
+            # keys (a sliding-window cache keeps only the last ones), the capture cannot stand
+            # for the passes together, and says so.
+            if index not in self._records:
+                self._problems[index] = ("layer {} ran in a later pass over the KV cache but "
+                                         "not in the first".format(index))
+                return
+            how = self._continues_keys(index, query, key)
+            if kept.rows is not None or kept.keys is not None or how is None:
+                self._problems[index] = _not_continued(index)
+                return
+            qs, ks = self._tails.setdefault(index, ([], []))
+            qs.append(keep(query, None))
+            if how == "new":
+                ks.append(keep(key[:, :, key.shape[2] - query.shape[2]:], None))
+            return
         self._records[index] = (keep(query, kept.rows), keep(key, kept.keys), {
             "index": int(index),
             "scaling": None if scaling is None else float(scaling),
@@ -249,6 +341,7 @@ class Capture:
                 "recompute it from".format(self.model))
         if not self._records:
             raise ValueError("attnviz.capture: nothing captured (run the model inside the with block)")
+        self._joined()
         return [self._records[i] for i in sorted(self._records)]
 
     @property
@@ -474,6 +567,22 @@ def _visible(block):
     if block.dtype == torch.bool:
         return block
     return block > -1e4
+
+
+def _not_continued(index):
+    """Why a forward pass over the KV cache cannot be joined to the pass before it."""
+    return ("layer {} ran a forward pass over a KV cache whose keys do not continue those the "
+            "capture holds (a padded batch item, whose positions would need mapping; beam "
+            "search, which reorders the cache; or a cache filled outside the with block): "
+            "capture the whole sequence in one forward pass, as python -m attnviz capture "
+            "--generate does".format(index))
+
+
+def torch_equal(a, b):
+    """``torch.equal``, imported where it is used (the module imports torch lazily)."""
+    import torch
+
+    return torch.equal(a, b)
 
 
 # The attention kinds of a config's ``layer_types`` that attnviz recomputes: causal or not,

@@ -239,6 +239,80 @@ def test_flex_attention_s_block_mask_is_read_by_its_rule(family, tmp_path, cli):
     assert worst <= 1e-5, "{}: attnviz differs from eager by {}".format(family, worst)
 
 
+@pytest.mark.parametrize("family", ["llama-gqa", "mistral-window"])
+@pytest.mark.parametrize("implementation", ["eager", "sdpa"])
+def test_a_capture_around_generate_holds_the_whole_sequence(family, implementation, tmp_path,
+                                                            cli):
+    """``model.generate`` decodes a token a forward pass over the KV cache: each such pass
+    continues the capture (its query rows appended, its new keys with them), so a capture around
+    ``generate`` holds the attention over the prompt and every token fed back, equal to the
+    model's eager attention of one pass over them. Mistral's sliding-window cache (window 12,
+    27 tokens) keeps only the last keys: the new ones are taken from its end. A padded batch
+    item's generation is refused (its positions would need mapping), not drawn from its last
+    step alone."""
+    model = _tiny(family)
+    model.config._attn_implementation = implementation
+    prompt = _inputs()[:, :20]
+    with torch.no_grad(), attnviz.capture(model) as cap:
+        out = model.generate(prompt, max_new_tokens=8, do_sample=False, pad_token_id=0)
+    fed = out[:, :-1]  # the last token is generated, never fed back
+    assert [q.shape[1] for q in cap.q] == [k.shape[1] for k in cap.k] == [27, 27]
+    cap.save(tmp_path / "gen.safetensors")
+    model.config._attn_implementation = "eager"
+    with torch.no_grad():
+        eager = np.stack([a[0].numpy() for a in model(fed, output_attentions=True).attentions])
+    probs = _attention_from_capture(cli, tmp_path / "gen.safetensors", tmp_path / "p.npy")
+    worst = float(np.abs(probs - eager).max())
+    assert worst <= 1e-5, "{} {}: attnviz differs from eager by {}".format(family, implementation,
+                                                                          worst)
+
+    # A second generation in the same with block starts over, as a second pass does.
+    model.config._attn_implementation = implementation
+    with torch.no_grad(), attnviz.capture(model) as cap:
+        model.generate(prompt, max_new_tokens=3, do_sample=False, pad_token_id=0)
+        model.generate(prompt[:, :10], max_new_tokens=3, do_sample=False, pad_token_id=0)
+    assert cap.q[0].shape[1] == 12
+
+    padded = torch.cat([prompt, prompt.flip(1)])
+    mask = torch.ones_like(padded)
+    mask[1, :5] = 0
+    with torch.no_grad(), attnviz.capture(model, batch=1) as cap:
+        model.generate(padded, attention_mask=mask, max_new_tokens=3, do_sample=False,
+                       pad_token_id=0)
+    with pytest.raises(ValueError, match="ran a forward pass over a KV cache whose keys do not "
+                                         "continue those the capture holds"):
+        cap.q
+
+
+def test_a_capture_around_an_encoder_decoder_s_generate_holds_every_step(tmp_path, cli):
+    """An encoder-decoder's ``generate`` (BART; Whisper's alignment heads are its
+    cross-attention) decodes a token a pass: the decoder's self-attention continues as a causal
+    model's does, and its cross-attention appends each step's query rows over the same encoder
+    keys; each equals the model's eager attention of one decoder pass over the tokens fed."""
+    torch.manual_seed(0)
+    model = transformers.BartForConditionalGeneration(transformers.BartConfig(
+        vocab_size=97, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
+        decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64,
+        max_position_embeddings=64, decoder_start_token_id=2, pad_token_id=1, bos_token_id=0,
+        eos_token_id=2, forced_eos_token_id=None)).eval()
+    source = _inputs()[:, :20]
+    for glob, field, shape in [("model.decoder.*.encoder_attn", "cross_attentions", (8, 20)),
+                               ("model.decoder.*.self_attn", "decoder_attentions", (8, 8))]:
+        model.config._attn_implementation = "sdpa"
+        with torch.no_grad(), attnviz.capture(model, modules=glob) as cap:
+            out = model.generate(source, max_new_tokens=8, min_new_tokens=8, do_sample=False,
+                                 num_beams=1)
+        model.config._attn_implementation = "eager"
+        with torch.no_grad():
+            eager = getattr(model(input_ids=source, decoder_input_ids=out[:, :-1],
+                                  output_attentions=True), field)
+        eager = np.stack([a[0].numpy() for a in eager])
+        cap.save(tmp_path / "steps.safetensors")
+        probs = _attention_from_capture(cli, tmp_path / "steps.safetensors", tmp_path / "p.npy")
+        assert probs.shape == eager.shape == (2, 4) + shape, glob
+        assert float(np.abs(probs - eager).max()) <= 1e-5, glob
+
+
 def test_llama4_s_chunked_layers_are_refused_naming_the_layers_it_can_take(tmp_path, cli):
     """Llama 4 attends within chunks of tokens in three layers of four (its config's
     ``layer_types``), a mask attnviz does not recompute: the refusal says what the layer is and
