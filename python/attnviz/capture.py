@@ -143,14 +143,15 @@ class Capture:
         # order: joined once, when the capture is read (`_joined`), so a generation of n
         # tokens copies each row once rather than the whole keys n times.
         self._tails = {}
+        self._appended = {}
         self._continuing = False
         if not hasattr(self, "_broken"):
             self._broken = None
 
     def _keys_held(self, index):
-        """How many keys layer ``index`` holds, its appended passes' included."""
-        tail = self._tails.get(index)
-        return self._records[index][1].shape[1] + sum(k.shape[1] for k in (tail[1] if tail else []))
+        """How many keys layer ``index`` holds, its appended passes' included (counted as they
+        are appended: summing the parts on every call made a generation quadratic)."""
+        return self._records[index][1].shape[1] + self._appended.get(index, 0)
 
     def _last_key(self, index):
         """The last key layer ``index`` holds, (heads, d)."""
@@ -197,7 +198,7 @@ class Capture:
         for index, (qs, ks) in self._tails.items():
             q, k, meta = self._records[index]
             self._records[index] = (torch.cat([q] + qs, dim=1), torch.cat([k] + ks, dim=1), meta)
-        self._tails = {}
+        self._tails, self._appended = {}, {}
 
     # -- what the model calls -----------------------------------------------------------------
 
@@ -309,6 +310,7 @@ class Capture:
             qs.append(keep(query, None))
             if how == "new":
                 ks.append(keep(key[:, :, key.shape[2] - query.shape[2]:], None))
+                self._appended[index] = self._appended.get(index, 0) + query.shape[2]
             return
         self._records[index] = (keep(query, kept.rows), keep(key, kept.keys), {
             "index": int(index),
