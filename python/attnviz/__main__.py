@@ -33,9 +33,9 @@ def main(argv=None):
     c.add_argument("--max-tokens", type=int, metavar="N",
                    help="keep the first N tokens of the text (default: all)")
     c.add_argument("--generate", type=int, metavar="N",
-                   help="first let the model continue the text by N tokens (greedy), then "
-                        "capture the whole sequence in one pass: the attention over what it "
-                        "wrote (a causal language model)")
+                   help="let the model continue the text by N tokens (greedy), captured as "
+                        "it generates: the attention over the text and what it wrote (a causal "
+                        "language model)")
     c.add_argument("--layers", metavar="LIST",
                    help="1-based layers to keep, as attnviz's --layers: 1,6 or 1-4 "
                         "(default: all)")
@@ -104,16 +104,23 @@ def _capture(args):
     if len(ids) == 0:
         raise ValueError("the text has no tokens")
     inputs = {name: value.to(args.device) for name, value in inputs.items()}
-    if args.generate is not None:
-        with torch.no_grad():
+    with torch.no_grad(), attnviz.capture(model, layers=layers, modules=args.modules) as cap:
+        if args.generate is None:
+            model(**inputs)
+        else:
+            # Captured as it generates: each decode step continues the capture over the KV
+            # cache, so the prompt is run once, not again after. The last token generated is
+            # never fed back; one more pass over the cache gives its row and key.
             # (the ids and their mask only: a tokenizer's token_type_ids are refused by generate)
             given = {k: v for k, v in inputs.items() if k in ("input_ids", "attention_mask")}
             out = model.generate(**given, max_new_tokens=args.generate, do_sample=False,
-                                 min_new_tokens=args.generate)
-        ids = out[0].cpu()
-        inputs = {"input_ids": out[:1]}
-    with torch.no_grad(), attnviz.capture(model, layers=layers, modules=args.modules) as cap:
-        model(**inputs)
+                                 min_new_tokens=args.generate, return_dict_in_generate=True)
+            ids = out.sequences[0].cpu()
+            if out.past_key_values is not None:
+                model(input_ids=out.sequences[:, -1:], past_key_values=out.past_key_values)
+            else:
+                # (a model that keeps no cache: the whole sequence in one pass)
+                model(input_ids=out.sequences[:1])
     cap.save(output, tokens=tokenizer.convert_ids_to_tokens(ids.tolist()))
     print("wrote {} ({}: {} layers, {} tokens)".format(
         output, cap.model, len(cap.layers), len(ids)), file=sys.stderr)

@@ -576,8 +576,8 @@ def _not_continued(index):
     return ("layer {} ran a forward pass over a KV cache whose keys do not continue those the "
             "capture holds (a padded batch item, whose positions would need mapping; beam "
             "search, which reorders the cache; or a cache filled outside the with block): "
-            "capture the whole sequence in one forward pass, as python -m attnviz capture "
-            "--generate does".format(index))
+            "capture one item's greedy or sampled generation, as python -m attnviz capture "
+            "--generate does, or the whole sequence in one forward pass".format(index))
 
 
 def torch_equal(a, b):

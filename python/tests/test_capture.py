@@ -750,6 +750,13 @@ def test_python_m_attnviz_capture_writes_what_the_api_captures(tmp_path, cli):
     prompt = tok(TEXT, truncation=True, max_length=20).input_ids
     assert generated.tokens[:20] == tok.convert_ids_to_tokens(prompt)
     assert all(l["causal"] for l in generated.layers)
+    # captured as it generated (the prompt run once), it is the attention of one pass over all
+    lm = transformers.LlamaForCausalLM.from_pretrained(decoder, attn_implementation="eager").eval()
+    with torch.no_grad():
+        ids = torch.tensor([tok.convert_tokens_to_ids(generated.tokens)])
+        eager = np.stack([a[0].numpy() for a in lm(ids, output_attentions=True).attentions])
+    probs = _attention_from_capture(cli, out, tmp_path / "generated.npy")
+    assert float(np.abs(probs - eager).max()) <= 1e-5
 
     bad = tmp_path / "bad.safetensors"
     for args, said in [
