@@ -85,6 +85,9 @@ class Capture:
             raise ValueError("attnviz.capture: batch={} is not an item of a batch (0, 1, ...)"
                              .format(batch))
         self._device = device
+        # Why a generation could not be joined, kept across its later passes (each would only
+        # say that it follows the one before), until a pass of its own starts over.
+        self._broken = None
         self._start_pass()
         # Modules without a layer index, numbered in the order they first run, so that a second
         # forward pass finds the same numbers and replaces the first.
@@ -145,8 +148,6 @@ class Capture:
         self._tails = {}
         self._appended = {}
         self._continuing = False
-        if not hasattr(self, "_broken"):
-            self._broken = None
 
     def _keys_held(self, index):
         """How many keys layer ``index`` holds, its appended passes' included (counted as they
@@ -166,13 +167,15 @@ class Capture:
         sliding-window cache the last ones), ``"same"`` where they are the keys it holds
         (cross-attention: every decoder step attends to the same encoder keys), else None.
         Compared by one key, so a long generation costs no pass over all of them."""
+        import torch
+
         q_len, k_len = query.shape[2], key.shape[2]
         held = self._keys_held(index)
         last = self._last_key(index)
 
         def is_last(position):
             key_there = key[self._batch, :, position].detach().to(last.device)
-            return key_there.shape == last.shape and bool(torch_equal(key_there, last))
+            return key_there.shape == last.shape and torch.equal(key_there, last)
 
         if q_len < k_len and k_len - q_len <= held and is_last(k_len - q_len - 1):
             return "new"
@@ -228,15 +231,14 @@ class Capture:
             if self._continues(index, query, key):
                 self._owners, self._masks, self._continuing = {}, {}, True
             else:
-                broken = self._broken
                 self._start_pass()
-                self._broken = None
                 if query.shape[2] < key.shape[2] and getattr(module, "is_causal", True):
                     # Over a KV cache, yet not continuing: the capture would hold this pass's
-                    # few rows alone, where the user ran a generation. (The first such pass
-                    # says why; the passes after it would only say that they follow it.)
-                    self._broken = broken or _not_continued(index)
+                    # few rows alone, where the user ran a generation.
+                    self._broken = self._broken or _not_continued(index)
                     self._problems[index] = self._broken
+                else:
+                    self._broken = None
         elif owner is not None:
             first = self._names[id(owner)]
             self._problems.setdefault(index, (
@@ -580,12 +582,6 @@ def _not_continued(index):
             "--generate does, or the whole sequence in one forward pass".format(index))
 
 
-def torch_equal(a, b):
-    """``torch.equal``, imported where it is used (the module imports torch lazily)."""
-    import torch
-
-    return torch.equal(a, b)
-
 
 # The attention kinds of a config's ``layer_types`` that attnviz recomputes: causal or not,
 # with the layer's sliding window.
@@ -708,10 +704,12 @@ class _RuleRows:
         self.b, self.h = torch.tensor(b, device=device), torch.tensor(0, device=device)
         self._keys = torch.arange(k_len, device=device)[None, :]
 
-    def _rows(self, rows):
+    def _rows(self, rows, head=None):
+        """The rule's mask of ``rows`` (an index tensor) for ``head`` (a tensor; head 0's
+        without), every key."""
         import torch
 
-        out = self.rule(self.b, self.h, rows[:, None], self._keys)
+        out = self.rule(self.b, self.h if head is None else head, rows[:, None], self._keys)
         return torch.as_tensor(out, dtype=torch.bool).expand(len(rows), self.shape[1])
 
     def __getitem__(self, rows):
@@ -734,11 +732,8 @@ class _RuleRows:
         n = min(q_len, self.SAMPLE_ROWS)
         rows = torch.linspace(0, q_len - 1, n, device=self.device).round().long().unique()
         first = self._rows(rows)
-        for h in range(1, heads):
-            out = self.rule(self.b, torch.tensor(h, device=self.device), rows[:, None], self._keys)
-            if not torch.equal(torch.as_tensor(out, dtype=torch.bool).expand_as(first), first):
-                return True
-        return False
+        return any(not torch.equal(self._rows(rows, torch.tensor(h, device=self.device)), first)
+                   for h in range(1, heads))
 
 
 def _mask_problem(item, kept, q_len, causal, window):

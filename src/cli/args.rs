@@ -554,7 +554,6 @@ pub enum Backend {
     Cpu,
 }
 
-/// A clap parser from a library parser (its error is the message).
 /// `--pattern`'s labels, one value to clap (a `Vec` field would be read as repeated flags).
 #[derive(Clone, Debug)]
 pub struct PatternLabels(pub Vec<&'static str>);
@@ -570,6 +569,7 @@ impl PatternLabels {
     }
 }
 
+/// A clap parser from a library parser (its error is the message).
 fn lib_parser<T: Clone + Send + Sync + 'static>(
     parse: fn(&str) -> attnviz::Result<T>,
 ) -> impl Fn(&str) -> Result<T, String> + Clone + Send + Sync + 'static {

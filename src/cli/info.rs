@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use attnviz::figure::select::{numbered_by_position, spans};
+use attnviz::figure::select::spans;
 use attnviz::pool::geometry::CellGeometry;
 use attnviz::source;
 use attnviz::source::qk::{QkOptions, QkSource};
@@ -61,8 +61,8 @@ fn capture_info(path: &Path) -> anyhow::Result<()> {
         n(src.all_keys(), "key", "keys"),
         src.dim()
     );
-    let numbers: Vec<usize> = (0..s.layers).map(|l| src.layer_number(l)).collect();
-    if !numbered_by_position(&numbers) {
+    let numbers = src.layer_numbers();
+    if !source::numbered_by_position(&numbers) {
         println!(
             "layers:  {} of the model (shown and selected by those numbers)",
             spans(&numbers)

@@ -232,7 +232,7 @@ impl Plan {
                 "--scale-factor {f} must be a positive number"
             )));
         }
-        let layer_numbers: Vec<usize> = (0..shape.layers).map(|l| source.layer_number(l)).collect();
+        let layer_numbers = source.layer_numbers();
         let layers = parse_numbered(options.layers.as_deref(), &layer_numbers, "layer")?;
         let heads = parse_selection(options.heads.as_deref(), shape.heads, "head")?;
         let cells = layers

@@ -1,6 +1,7 @@
 //! Parsing of 1-based layer/head selections such as `1,8` or `1-4,7`.
 
 use crate::error::{Error, Result};
+use crate::source::numbered_by_position;
 
 /// Parses a selection of 1-based indices into sorted-as-given, de-duplicated 0-based indices.
 /// `None` selects everything. `what` names the axis in messages ("layer", "head").
@@ -71,11 +72,6 @@ pub fn parse_numbered(spec: Option<&str>, numbers: &[usize], what: &str) -> Resu
             })
         })
         .collect()
-}
-
-/// Whether `numbers` are the positions + 1: the input's own numbering, nothing to say or map.
-pub fn numbered_by_position(numbers: &[usize]) -> bool {
-    numbers.iter().enumerate().all(|(i, &n)| n == i + 1)
 }
 
 /// Increasing numbers as runs: `2, 5-6`.

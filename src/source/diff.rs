@@ -5,7 +5,7 @@
 //! read once, block by block, and neither is ever held whole.
 
 use crate::error::{Error, Result};
-use crate::source::{self, row_range, AttentionSource, DType, Shape};
+use crate::source::{self, numbered_by_position, row_range, AttentionSource, DType, Shape};
 
 /// `A − B` of two sources of one shape (each in its own dtype). The sources may borrow (numpy
 /// arrays read in place by the Python bindings).
@@ -16,13 +16,6 @@ pub struct DiffSource<'s> {
     /// The number each layer is shown by ([`AttentionSource::layer_number`]): the side's that
     /// numbers its layers as a model's (a capture of some layers), else the positions + 1.
     numbers: Vec<usize>,
-}
-
-/// Each of `src`'s layers by the number it shows it by.
-fn numbers(src: &dyn AttentionSource) -> Vec<usize> {
-    (0..src.shape().layers)
-        .map(|l| src.layer_number(l))
-        .collect()
 }
 
 /// `numbers` as a list: `1, 4, 5`.
@@ -50,9 +43,9 @@ impl<'s> DiffSource<'s> {
                 b_shape: sb.to_string(),
             });
         }
-        let (na, nb) = (numbers(a.as_ref()), numbers(b.as_ref()));
-        let positions: Vec<usize> = (1..=sa.layers).collect();
-        if na != nb && na != positions && nb != positions {
+        let (na, nb) = (a.layer_numbers(), b.layer_numbers());
+        let (a_own, b_own) = (!numbered_by_position(&na), !numbered_by_position(&nb));
+        if na != nb && a_own && b_own {
             return Err(Error::BadOption(format!(
                 "{} holds the model's layers {} and {} its layers {}: a difference subtracts each \
                  layer from the same layer; capture the same layers",
@@ -62,7 +55,7 @@ impl<'s> DiffSource<'s> {
                 listed(&nb)
             )));
         }
-        let numbers = if na == positions { nb } else { na };
+        let numbers = if a_own { na } else { nb };
         let name = format!("{} − {}", a.name(), b.name());
         Ok(DiffSource {
             a,

@@ -193,6 +193,20 @@ pub trait AttentionSource: Send + Sync {
     fn layer_number(&self, layer: usize) -> usize {
         layer + 1
     }
+
+    /// Every layer's [`AttentionSource::layer_number`], in order: what the plan selects and
+    /// labels by, what `info` reports, what a difference compares.
+    fn layer_numbers(&self) -> Vec<usize> {
+        (0..self.shape().layers)
+            .map(|l| self.layer_number(l))
+            .collect()
+    }
+}
+
+/// Whether `numbers` ([`AttentionSource::layer_numbers`]) are the positions + 1: the input's
+/// own numbering, nothing to say or map.
+pub fn numbered_by_position(numbers: &[usize]) -> bool {
+    numbers.iter().enumerate().all(|(i, &n)| n == i + 1)
 }
 
 /// A borrowed source is a source: what lets a caller pair sources it keeps (a `DiffSource` of a

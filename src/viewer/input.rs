@@ -107,14 +107,28 @@ impl State {
             .position(|&k| k == self.render.sort_by)
             .map_or(0, |i| (i + 1) % cycle.len());
         self.render.sort_by = cycle[i];
-        self.render.patterns = Some(self.render.patterns.unwrap_or(self.statistics));
         let name = self.render.sort_by.map_or("layer and head", SortKey::name);
         let only = match &self.render.pattern {
             Some(labels) => format!(", only {}", labels.join(", ")),
             None => String::new(),
         };
         self.set_plain_title(&format!("ordered by {name}{only}"));
-        if !self.patterns.is_empty() && self.timings.resident.is_some() {
+        self.rank_again()
+    }
+
+    /// Whether the shown figure holds its statistics: then it can be ranked again from them,
+    /// nothing read.
+    fn has_statistics(&self) -> bool {
+        !self.patterns.is_empty() && self.timings.resident.is_some()
+    }
+
+    /// Lays the figure out again as `self.render` ranks it (`o` and `p`): from the resident
+    /// statistics where the shown figure has them (`Engine::reorder`, nothing read; the view,
+    /// the focus and the colouring stay), else by the worker pooling it again with them, in
+    /// one read. The statistics are turned on either way.
+    fn rank_again(&mut self) -> Result<()> {
+        self.render.patterns = Some(self.render.patterns.unwrap_or(self.statistics));
+        if self.has_statistics() {
             let before = self.scene.plan.layout.cells.clone();
             self.engine
                 .reorder(&mut self.scene, &self.patterns, &self.render)?;
@@ -133,12 +147,9 @@ impl State {
     /// them (one read, every head shown) and the title asks for the key again; once the shown
     /// figure has them, the layout alone is made again, nothing read.
     fn next_pattern(&mut self) -> Result<()> {
-        self.render.patterns = Some(self.render.patterns.unwrap_or(self.statistics));
-        if self.patterns.is_empty() || self.timings.resident.is_none() {
+        if !self.has_statistics() {
             self.set_plain_title("labelling the heads: press p again to show one label's");
-            self.timings.resident = None;
-            self.send(Job::Scene(Box::new(self.render.clone())));
-            return Ok(());
+            return self.rank_again();
         }
         let has = |label: &str| self.patterns.iter().filter(|p| p.pattern == label).count();
         let mut cycle: Vec<Option<Vec<&'static str>>> = PATTERNS
@@ -162,12 +173,7 @@ impl State {
             None => "every head".to_string(),
         };
         self.set_plain_title(&what);
-        let before = self.scene.plan.layout.cells.clone();
-        self.engine
-            .reorder(&mut self.scene, &self.patterns, &self.render)?;
-        let view = self.following_focus(&before, self.view);
-        self.set_view(view);
-        self.recolor_detail()
+        self.rank_again()
     }
 
     /// The title with nothing hovered: the source's name, then `what` (the order, or why
