@@ -120,8 +120,9 @@ struct Piece {
     // invocations); 0: the whole piece (CPU adapters, `pattern_qk`, the pooling profile
     // kernel). Written for every dispatch: src/pool/dispatch.rs, `write_params`.
     slice_rows: u32,
-    _pad1: u32,
-    _pad2: u32,
+    // attention chunks, and the position of a row's first key (the pool pass's masks)
+    chunk: u32,
+    key_position: u32,
 }
 
 // Keep in sync with `HeadSums` in src/pool/pattern_gpu.rs.

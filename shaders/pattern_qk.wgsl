@@ -42,8 +42,8 @@ struct QkPattern {
     // softmax scale × log2(e), and softcap × log2(e) (0: none)
     scale: f32,
     softcap: f32,
-    // key k is hidden from head row r when k > r + diagonal (causal) or k ≤ r + diagonal −
-    // window (window > 0)
+    // key k is hidden from head row r when k > r + diagonal (causal), k ≤ r + diagonal −
+    // window (window > 0), or k is before the chunk of r + diagonal (chunk > 0)
     diagonal: i32,
     causal: u32,
     window: u32,
@@ -51,7 +51,7 @@ struct QkPattern {
     // `lse`
     kbase: u32,
     lse_row0: u32,
-    _pad: u32,
+    chunk: u32,
 }
 
 @group(1) @binding(0) var<uniform> qk: QkPattern;
@@ -70,10 +70,26 @@ fn qk_end(r: u32) -> u32 {
 }
 
 fn qk_start(r: u32) -> u32 {
-    if qk.window == 0u {
+    if qk.window == 0u && qk.chunk == 0u {
         return 0u;
     }
-    return u32(clamp(i32(r) + qk.diagonal - i32(qk.window) + 1, 0, i32(params.keys)));
+    return u32(clamp(first_key_seen(i32(r) + qk.diagonal, qk.window, qk.chunk), 0, i32(params.keys)));
+}
+
+// The first position whose query sees no key before `key` (i32 max: none; `OlderKeys::
+// first_row_past` in src/source/qk.rs is the reference): the window's oldest key or the
+// chunk's first has passed it.
+fn first_row_past(key: i32) -> i32 {
+    var a = 2147483647;
+    if qk.window != 0u {
+        a = key + i32(qk.window) - 1;
+    }
+    if qk.chunk != 0u {
+        let c = i32(qk.chunk);
+        // (key > 0: the end of a workgroup's keys)
+        a = min(a, (key + c - 1) / c * c);
+    }
+    return a;
 }
 
 fn capped(s: vec4<f32>) -> vec4<f32> {
@@ -147,9 +163,9 @@ fn pattern_qk(
         // the first row whose end passes kw0: r + diagonal + 1 > kw0
         i_lo = u32(clamp(i32(kw0) - qk.diagonal - i32(r0), 0, i32(rows)));
     }
-    if qk.window != 0u {
-        // the first row whose window starts at kw1 or later: r + diagonal − window + 1 ≥ kw1
-        i_hi = u32(clamp(i32(kw1) + i32(qk.window) - 1 - qk.diagonal - i32(r0), i32(i_lo), i32(rows)));
+    if qk.window != 0u || qk.chunk != 0u {
+        // the first row whose window or chunk starts at kw1 or later
+        i_hi = u32(clamp(first_row_past(i32(kw1)) - qk.diagonal - i32(r0), i32(i_lo), i32(rows)));
     }
     var i = 0u;
     var slot = piece.row_max_base * groups + g;

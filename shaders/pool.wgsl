@@ -43,8 +43,10 @@ struct Piece {
     // (src/pool/dispatch.rs, `Ingest::pool_in_texture`); those past K are never read
     stride: u32,    // (to 64 bytes: a uniform array's stride is a multiple of 16)
     _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
+    // FLAG_WINDOW: attention chunks of `chunk` positions also hide the keys before entry
+    // (q, k)'s chunk, key k being at position k + key_position (qk_mask.wgsl's first_key_seen)
+    chunk: u32,
+    key_position: u32,
 }
 
 const DTYPE_F32: u32 = 0u;

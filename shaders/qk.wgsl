@@ -63,7 +63,8 @@ struct QkParams {
     softcap: f32,
     // the head's sink logit × log2(e) (FLAG_SINK)
     sink: f32,
-    _pad0: u32,
+    // attention chunks of this many positions: keys before the query's chunk are hidden; 0: none
+    chunk: u32,
     _pad1: u32,
     _pad2: u32,
 }
@@ -102,7 +103,7 @@ fn visible(r: u32) -> u32 {
 
 // The first key row `r` sees (the sliding window's oldest), at most visible(r).
 fn first_visible(r: u32) -> u32 {
-    return mask_start(r, visible(r), params.diagonal, params.window);
+    return mask_start(r, visible(r), params.diagonal, params.window, params.chunk);
 }
 
 // The base-2 logit of a dot product: scaled, then softcapped.

@@ -1,7 +1,8 @@
 // Which keys a query row of a Q/K head sees: prepended to qk.wgsl and qk_pool.wgsl so both
 // paths mask alike; src/source/qk.rs (`QkSource::visible`) is the reference. Key k is hidden
-// from row r when k > r + diagonal (causal), or when k ≤ r + diagonal − window (older than a
-// sliding window; window 0: none).
+// from row r when k > r + diagonal (causal), when k ≤ r + diagonal − window (older than a
+// sliding window; window 0: none), or when k is before the chunk of r + diagonal (attention
+// chunks of `chunk` positions; 0: none).
 
 // One past the last key row `r` sees.
 fn mask_end(r: u32, causal: bool, diagonal: i32, keys: u32) -> u32 {
@@ -12,9 +13,26 @@ fn mask_end(r: u32, causal: bool, diagonal: i32, keys: u32) -> u32 {
 }
 
 // The first key row `r` sees, at most `end` (its mask_end).
-fn mask_start(r: u32, end: u32, diagonal: i32, window: u32) -> u32 {
-    if window == 0u {
+fn mask_start(r: u32, end: u32, diagonal: i32, window: u32, chunk: u32) -> u32 {
+    if window == 0u && chunk == 0u {
         return 0u;
     }
-    return u32(clamp(i32(r) + diagonal - i32(window) + 1, 0, i32(end)));
+    return u32(clamp(first_key_seen(i32(r) + diagonal, window, chunk), 0, i32(end)));
+}
+
+// The first key position the query at position `a` sees under a sliding window of `window`
+// keys and attention chunks of `chunk` positions (0: none of either): the later of the window's
+// oldest key and the chunk's first; below 0 where it sees every key from the first. Shared by
+// the Q/K shaders' masks and the pool pass's (pool_fold.wgsl: the pool and pattern modules
+// include this file too); `OlderKeys::first` in src/source/qk.rs is the reference.
+fn first_key_seen(a: i32, window: u32, chunk: u32) -> i32 {
+    var lo = -2147483647 - 1;
+    if window != 0u {
+        lo = a - i32(window) + 1;
+    }
+    if chunk != 0u {
+        let p = max(a, 0);
+        lo = max(lo, p - p % i32(chunk));
+    }
+    return lo;
 }

@@ -85,6 +85,8 @@ struct Params {
     // prob_rows of a run that stores probabilities, with SPLIT: keys per split (a multiple of
     // 16, whole texels), instead of the columns' splits
     split_len: u32,
+    // attention chunks of this many positions: keys before the query's chunk are hidden; 0: none
+    chunk: u32,
 }
 
 @group(0) @binding(0) var<uniform> params: Params;
@@ -144,7 +146,7 @@ fn visible(r: u32) -> u32 {
 
 // The first key row `r` sees (the sliding window's oldest), at most visible(r).
 fn first_visible(r: u32) -> u32 {
-    return mask_start(r, visible(r), params.diagonal, params.window);
+    return mask_start(r, visible(r), params.diagonal, params.window, params.chunk);
 }
 
 // Softcaps four base-2 scores (SOFTCAP).

@@ -465,8 +465,8 @@ fn qk_statistics_match_the_twin_on_materialized_rows() {
 
 /// Q/K statistics from the probabilities the row kernel stores a chunk at a time
 /// (`pool::qk::tiled::pool_materialized`), against the twin over the f64 reference
-/// (`QkSource`'s own rows): a capture with a sliding window in one layer and a softcap and
-/// sinks in the other, GQA 2:1, 64 dimensions, keys over one row-kernel window and not a
+/// (`QkSource`'s own rows): a capture with a sliding window and attention chunks in one layer
+/// (each the later first key on some rows) and a softcap and sinks in the other, GQA 2:1, 64 dimensions, keys over one row-kernel window and not a
 /// multiple of four, the last 200 of 300 rows (causal, diagonal offset), chunks of 64 rows
 /// (a small `chunk_bytes`); then a NaN in Q, which sends the head down the two-pass path.
 /// Tolerance as above, the largest entry's value within it (see `check_sums`). The row kernel
@@ -476,9 +476,9 @@ fn qk_statistics_match_the_twin_on_materialized_rows() {
 /// pass's chunk texture.
 #[test]
 fn qk_statistics_from_stored_chunks_match_the_reference() {
-    stored_chunks_match_the_reference(301, Some(50), false);
+    stored_chunks_match_the_reference(301, Some(50), Some(96), false);
     // (no sliding window, the adapter's way: into a buffer copied into the chunk texture)
-    stored_chunks_match_the_reference(324, None, false);
+    stored_chunks_match_the_reference(324, None, None, false);
 }
 
 /// The same where the row kernel writes the probabilities straight into the chunk texture the
@@ -488,12 +488,18 @@ fn qk_statistics_from_stored_chunks_match_the_reference() {
 /// apart (the row's last texel carries one padding element, which no reader takes).
 #[test]
 fn qk_statistics_written_into_the_chunk_texture_match_the_reference() {
-    stored_chunks_match_the_reference(324, None, true);
-    stored_chunks_match_the_reference(323, None, true);
+    stored_chunks_match_the_reference(324, None, None, true);
+    stored_chunks_match_the_reference(323, None, None, true);
 }
 
-/// `n` tokens; `window`: layer 0's sliding window; `in_texture`: `Gpu::probs_in_texture`.
-fn stored_chunks_match_the_reference(n: usize, window: Option<usize>, in_texture: bool) {
+/// `n` tokens; `window`, `chunk`: layer 0's sliding window and attention chunks; `in_texture`:
+/// `Gpu::probs_in_texture`.
+fn stored_chunks_match_the_reference(
+    n: usize,
+    window: Option<usize>,
+    chunk: Option<usize>,
+    in_texture: bool,
+) {
     use attnviz::source::qk::{QkOptions, QkSource};
     use attnviz::source::qk_meta::{CaptureMeta, LayerAttention};
     let Some(mut e) = engine() else { return };
@@ -517,6 +523,7 @@ fn stored_chunks_match_the_reference(n: usize, window: Option<usize>, in_texture
                 index: Some(0),
                 causal: Some(true),
                 sliding_window: window,
+                attention_chunk: chunk,
                 ..Default::default()
             },
             LayerAttention {
@@ -728,7 +735,8 @@ fn short_heads_take_statistics_from_stored_probabilities() {
 /// keys of several of its workgroups (1024 keys each, a pixel of sums each): a causal head
 /// whose first workgroups' keys precede the first rows' diagonal (rows no key of a workgroup
 /// is seen by are skipped, and must be exactly those), the same with a sliding window of 300
-/// (rows whose window has passed a workgroup's keys skip its scores), and a head whose scores
+/// (rows whose window has passed a workgroup's keys skip its scores), the same in attention
+/// chunks of 700 (rows whose chunk starts past a workgroup's keys skip it), and a head whose scores
 /// are all equal (Q = 0: every probability ties, so the largest is the first, the slice's first row's key 0,
 /// and the entropy is ln K in every row). 2100 keys, the last 1500 of 2100 rows, d = 16; small
 /// chunks and pieces of the statistics; a row's query vectors shared through subgroups (8 and 4
@@ -745,7 +753,7 @@ fn qk_statistics_from_the_scores_span_key_workgroups() {
     let (n, d) = (2100, 16);
     let mut rng = common::Rng::new(11);
     let mut tensor = |zero: bool| {
-        let a = Array4::from_shape_fn((2, 1, n, d), |_| {
+        let a = Array4::from_shape_fn((3, 1, n, d), |_| {
             if zero {
                 0.0
             } else {
@@ -754,10 +762,11 @@ fn qk_statistics_from_the_scores_span_key_workgroups() {
         });
         Box::new(ArraySource::from_f32("t", &a)) as Box<dyn AttentionSource>
     };
-    let layer = |index, window| LayerAttention {
+    let layer = |index, window, chunk| LayerAttention {
         index: Some(index),
         causal: Some(true),
         sliding_window: window,
+        attention_chunk: chunk,
         ..Default::default()
     };
     let o = PatternOptions {
@@ -766,7 +775,12 @@ fn qk_statistics_from_the_scores_span_key_workgroups() {
     };
     let causal = QkOptions {
         meta: Some(CaptureMeta {
-            layers: vec![layer(0, None), layer(1, Some(300))],
+            // (chunks of 700: the rows from 600 cross two chunk edges)
+            layers: vec![
+                layer(0, None, None),
+                layer(1, Some(300), None),
+                layer(2, None, Some(700)),
+            ],
             ..Default::default()
         }),
         queries: Some(600..usize::MAX),
@@ -778,7 +792,7 @@ fn qk_statistics_from_the_scores_span_key_workgroups() {
     };
     for (name, options, zero_q) in [("causal", causal, false), ("ties", ties, true)] {
         let qk = QkSource::new(tensor(zero_q), tensor(false), &options).unwrap();
-        let cells = vec![(0, 0), (1, 0)];
+        let cells = vec![(0, 0), (1, 0), (2, 0)];
         let s = qk.shape();
         let geometry = CellGeometry::new(s.queries, s.keys, Some(16)).unwrap();
         let pool = PoolOptions {

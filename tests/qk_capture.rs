@@ -1,4 +1,4 @@
-//! A capture's per-layer settings (sliding window, softcap, sink logits, scale: see
+//! A capture's per-layer settings (sliding window, attention chunks, softcap, sink logits, scale: see
 //! src/source/qk_meta.rs) in every Q/K path: the two-pass GPU probabilities and the one-pass
 //! pooled path against the f64 CPU reference, and capture files read with their metadata.
 //!
@@ -28,9 +28,9 @@ fn values(l: usize, h: usize, n: usize, d: usize, seed: u64) -> Array4<f32> {
     Array4::from_shape_fn((l, h, n, d), |_| (rng.next_f32() * 2.0 - 1.0) * 1.5)
 }
 
-/// Two layers: layer 0 causal-style window `window` with a scale of its own; layer 1 softcapped
-/// with sink logits per query head.
-fn meta(heads: usize, window: usize) -> CaptureMeta {
+/// Two layers: layer 0 causal with a window of `window` keys or attention chunks of `chunk`
+/// (or both) and a scale of its own; layer 1 softcapped with sink logits per query head.
+fn meta(heads: usize, window: Option<usize>, chunk: Option<usize>) -> CaptureMeta {
     CaptureMeta {
         model: Some("TestModel".into()),
         tokens: None,
@@ -40,7 +40,8 @@ fn meta(heads: usize, window: usize) -> CaptureMeta {
                 index: Some(0),
                 scale: Some(0.3),
                 causal: Some(true),
-                sliding_window: Some(window),
+                sliding_window: window,
+                attention_chunk: chunk,
                 ..Default::default()
             },
             LayerAttention {
@@ -62,7 +63,8 @@ struct Case {
     nq: usize,
     nk: usize,
     d: usize,
-    window: usize,
+    window: Option<usize>,
+    chunk: Option<usize>,
     cell: u32,
 }
 
@@ -73,7 +75,7 @@ fn source(c: &Case) -> QkSource {
         Box::new(q),
         Box::new(k),
         &QkOptions {
-            meta: Some(meta(c.heads, c.window)),
+            meta: Some(meta(c.heads, c.window, c.chunk)),
             ..Default::default()
         },
     )
@@ -90,7 +92,8 @@ fn cases() -> Vec<Case> {
             nq: 200,
             nk: 200,
             d: 32,
-            window: 40,
+            window: Some(40),
+            chunk: None,
             cell: 50,
         },
         Case {
@@ -100,7 +103,8 @@ fn cases() -> Vec<Case> {
             nq: 190,
             nk: 190,
             d: 64,
-            window: 100,
+            window: Some(100),
+            chunk: None,
             cell: 23,
         },
         // A KV-cache suffix with keys in several segments: whole segments and tiles before
@@ -112,7 +116,8 @@ fn cases() -> Vec<Case> {
             nq: 70,
             nk: 9000,
             d: 8,
-            window: 3000,
+            window: Some(3000),
+            chunk: None,
             cell: 64,
         },
         // One pixel per entry.
@@ -123,7 +128,57 @@ fn cases() -> Vec<Case> {
             nq: 96,
             nk: 96,
             d: 16,
-            window: 7,
+            window: Some(7),
+            chunk: None,
+            cell: 96,
+        },
+        // Attention chunks (Llama 4's chunked layers): chunks narrower than a tile, bins and
+        // tiles the chunk edges cut through.
+        Case {
+            name: "chunks-of-48",
+            heads: 2,
+            kv_heads: 1,
+            nq: 200,
+            nk: 200,
+            d: 32,
+            window: None,
+            chunk: Some(48),
+            cell: 50,
+        },
+        // A window and chunks together: the later of their first keys.
+        Case {
+            name: "chunks-of-64-window-30-gqa",
+            heads: 4,
+            kv_heads: 2,
+            nq: 190,
+            nk: 190,
+            d: 64,
+            window: Some(30),
+            chunk: Some(64),
+            cell: 23,
+        },
+        // A KV-cache suffix whose rows cross a chunk edge (8970): rows before it see keys
+        // from 5980, rows after it from 8970; segments and splits before them skipped.
+        Case {
+            name: "suffix-long-keys-chunks-of-2990",
+            heads: 2,
+            kv_heads: 1,
+            nq: 70,
+            nk: 9000,
+            d: 8,
+            window: None,
+            chunk: Some(2990),
+            cell: 64,
+        },
+        Case {
+            name: "native-chunks-of-16",
+            heads: 1,
+            kv_heads: 1,
+            nq: 96,
+            nk: 96,
+            d: 16,
+            window: None,
+            chunk: Some(16),
             cell: 96,
         },
     ]
@@ -141,6 +196,20 @@ fn metadata_resolves_per_layer_and_the_command_line_wins() {
     assert_eq!(src.layer(1).sink(1), Some(0.5));
     assert_eq!(src.visible(0, 100), 61..101);
     assert_eq!(src.visible(1, 100), 0..101);
+    // chunks of 48: row 100 sees its chunk's keys from 96; with a window of 30 as well, the
+    // later first key of the two
+    let chunked = source(&cases()[4]);
+    assert_eq!(chunked.visible(0, 100), 96..101);
+    assert_eq!(chunked.visible(0, 47), 0..48);
+    assert_eq!(chunked.visible(0, 48), 48..49);
+    assert_eq!(chunked.visible(1, 100), 0..101);
+    let both = source(&cases()[5]);
+    assert_eq!(both.visible(0, 100), 71..101);
+    assert_eq!(both.visible(0, 130), 128..131);
+    assert_eq!(
+        chunked.applied().as_deref(),
+        Some("attention chunks of 48 in layer 1; softcap 2.5 in layer 2; sink logits in layer 2")
+    );
     assert_eq!(
         src.applied().as_deref(),
         Some("sliding window 40 in layer 1; softcap 2.5 in layer 2; sink logits in layer 2")
@@ -151,7 +220,7 @@ fn metadata_resolves_per_layer_and_the_command_line_wins() {
         Box::new(q),
         Box::new(k),
         &QkOptions {
-            meta: Some(meta(2, 40)),
+            meta: Some(meta(2, Some(40), None)),
             softmax_scale: Some(0.5),
             sliding_window: Some(10),
             softcap: Some(9.0),

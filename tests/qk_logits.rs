@@ -5,8 +5,8 @@
 //!
 //! Tolerances, and why: a logit is an f32 dot product of d terms (d = 32 here, |q|, |k| ≤ 1.5)
 //! times the scale, so it is within about 1e-5 of the f64 value (1e-5 allowed on extremes, and
-//! per entry on sums); counts are exact, hidden entries (causal, or older than a sliding
-//! window) are masked in every path. A tile may differ from the colour of the f64 value by one
+//! per entry on sums); counts are exact, hidden entries (causal, older than a sliding window,
+//! or before the query's attention chunk) are masked in every path. A tile may differ from the colour of the f64 value by one
 //! LUT step where the normalized value sits within that rounding of a step boundary (at most
 //! 1% of the entries allowed; 0 seen on lavapipe).
 
@@ -27,14 +27,16 @@ use ndarray::Array4;
 
 const N: usize = 150;
 const D: usize = 32;
+/// Layer 2's attention chunks: bins and the zoomed region's edges cut through them.
+const CHUNK: usize = 48;
 
 fn values(l: usize, h: usize, n: usize, seed: u64) -> Array4<f32> {
     let mut rng = Rng::new(seed);
     Array4::from_shape_fn((l, h, n, D), |_| (rng.next_f32() * 2.0 - 1.0) * 1.5)
 }
 
-/// Two layers, causal: layer 0 with a 40-key window, layer 1 softcapped at 2 with sinks (which
-/// logits ignore).
+/// Three layers, causal: layer 0 with a 40-key window, layer 1 softcapped at 2 with sinks (which
+/// logits ignore), layer 2 in attention chunks of [`CHUNK`].
 fn source(values_kind: Values) -> QkSource {
     let meta = CaptureMeta {
         layers: vec![
@@ -49,12 +51,17 @@ fn source(values_kind: Values) -> QkSource {
                 sinks: Some(vec![1.0, -1.0]),
                 ..Default::default()
             },
+            LayerAttention {
+                causal: Some(true),
+                attention_chunk: Some(CHUNK),
+                ..Default::default()
+            },
         ],
         ..Default::default()
     };
     QkSource::new(
-        Box::new(ArraySource::from_f32("q", &values(2, 2, N, 3))),
-        Box::new(ArraySource::from_f32("k", &values(2, 1, N, 4))),
+        Box::new(ArraySource::from_f32("q", &values(3, 2, N, 3))),
+        Box::new(ArraySource::from_f32("k", &values(3, 1, N, 4))),
         &QkOptions {
             meta: Some(meta),
             values: values_kind,
@@ -66,12 +73,12 @@ fn source(values_kind: Values) -> QkSource {
 
 /// The f64 logit of (layer, head, q, k), or `None` when hidden.
 fn logit(l: usize, h: usize, q: usize, k: usize) -> Option<f64> {
-    let (qs, ks) = (values(2, 2, N, 3), values(2, 1, N, 4));
+    let (qs, ks) = (values(3, 2, N, 3), values(3, 1, N, 4));
     let dot: f64 = (0..D)
         .map(|e| qs[[l, h, q, e]] as f64 * ks[[l, 0, k, e]] as f64)
         .sum();
     let s = dot / (D as f64).sqrt();
-    let hidden = k > q || (l == 0 && q - k >= 40);
+    let hidden = k > q || (l == 0 && q - k >= 40) || (l == 2 && k / CHUNK != q / CHUNK);
     (!hidden).then(|| if l == 1 { 2.0 * (s / 2.0).tanh() } else { s })
 }
 
@@ -92,10 +99,10 @@ fn compare(what: &str, gpu: &[Vec<Accum>], cpu: &[Vec<Accum>]) {
 }
 
 #[test]
-fn the_cpu_twin_draws_scaled_softcapped_logits_and_hides_the_window() {
+fn the_cpu_twin_draws_scaled_softcapped_logits_and_hides_the_window_and_other_chunks() {
     let src = source(Values::Logits);
     let mut row = vec![0f32; N];
-    for (l, q) in [(0, 100), (1, 100), (0, 10)] {
+    for (l, q) in [(0, 100), (1, 100), (0, 10), (2, 100), (2, 47), (2, 48)] {
         src.probabilities_cpu(l, 1, q..q + 1, &mut row).unwrap();
         for (k, &v) in row.iter().enumerate() {
             match logit(l, 1, q, k) {
@@ -104,8 +111,10 @@ fn the_cpu_twin_draws_scaled_softcapped_logits_and_hides_the_window() {
             }
         }
     }
-    assert_eq!(src.mask_window(0), Some(40));
-    assert_eq!(source(Values::Probs).mask_window(0), None);
+    assert_eq!(src.mask_older(0).window, Some(40));
+    assert_eq!(src.mask_older(2).chunk, Some(CHUNK));
+    assert!(!source(Values::Probs).mask_older(0).any());
+    assert!(!source(Values::Probs).mask_older(2).any());
 }
 
 #[test]
@@ -114,7 +123,7 @@ fn pooled_logits_from_both_gpu_paths_equal_the_f64_twin() {
     e.chunk_bytes = 30_000;
     e.qk_state_bytes = 30_000;
     let src = source(Values::Logits);
-    let cells = [(0, 0), (0, 1), (1, 0), (1, 1)];
+    let cells = [(0, 0), (0, 1), (1, 0), (1, 1), (2, 0), (2, 1)];
     let options = PoolOptions {
         causal: Causal::On,
         diagonal: Some(src.diagonal()),
@@ -140,7 +149,7 @@ fn pooled_logits_from_both_gpu_paths_equal_the_f64_twin() {
     }
     (e.gpu.qk_split_workgroups, e.gpu.row_vec4s) = (target, budget);
     // The two-pass path: a region of keys, as the viewer's zoomed detail pools it; the pool
-    // pass masks the window.
+    // pass masks the window, and the chunks from the region's first key's position.
     let region = src.region(20..140, 5..120).unwrap();
     let s = region.shape();
     let geometry = CellGeometry::new(s.queries, s.keys, Some(40)).unwrap();
@@ -154,10 +163,12 @@ fn pooled_logits_from_both_gpu_paths_equal_the_f64_twin() {
     let cpu = attnviz::cpu::pool_cells(&region, &cells, geometry, options).unwrap();
     let cpu: Vec<Vec<Accum>> = cpu.into_iter().map(|p| p.accum).collect();
     compare("two-pass region", &gpu, &cpu);
-    assert!(
-        gpu[0].iter().any(|a| a.count() == 0) && gpu[0].iter().any(|a| a.count() > 0),
-        "the region holds masked and unmasked pixels"
-    );
+    for cell in [0, 4] {
+        assert!(
+            gpu[cell].iter().any(|a| a.count() == 0) && gpu[cell].iter().any(|a| a.count() > 0),
+            "the region holds masked and unmasked pixels"
+        );
+    }
 }
 
 #[test]

@@ -276,6 +276,7 @@ def render_qk(
     values="probs",
     softmax_scale=None,
     sliding_window=None,
+    attention_chunk=None,
     softcap=None,
     layers=None,
     heads=None,
@@ -326,6 +327,9 @@ def render_qk(
     softmax_scale: default 1/√d (or the capture's per-layer scale).
     sliding_window: hide keys N or more positions older than each query, in every layer
         (default: the capture's per-layer windows, else none).
+    attention_chunk: hide the keys outside each query's chunk of N positions (Llama 4's
+        chunked layers), in every layer; causal only (default: the capture's per-layer
+        chunks, else none).
     softcap: scores become C·tanh(s/C) before the softmax, in every layer (default: the
         capture's).
     causal: "on"/True hides each query's later keys (bottom-right aligned, as in decoders);
@@ -345,6 +349,7 @@ def figure_qk(
     values="probs",
     softmax_scale=None,
     sliding_window=None,
+    attention_chunk=None,
     softcap=None,
     layers=None,
     heads=None,
@@ -399,6 +404,7 @@ def heads(
     tensor=None,
     softmax_scale=None,
     sliding_window=None,
+    attention_chunk=None,
     softcap=None,
     backend="auto",
     figure=None,
@@ -459,7 +465,8 @@ def heads(
     if title is not None and figure is None:
         raise ValueError("title is drawn above the summary figure: give figure= too")
     qk = _qk_options(dict(queries=queries, softmax_scale=softmax_scale,
-                          sliding_window=sliding_window, softcap=softcap, values="probs"))
+                          sliding_window=sliding_window, attention_chunk=attention_chunk,
+                          softcap=softcap, values="probs"))
     _check_batch("attnviz.heads", attn, k, batch)
     source = _file_source("attnviz.heads", attn, tensor, options, qk, k)
     if source is not None:
@@ -643,6 +650,7 @@ def view(
     values="probs",
     softmax_scale=None,
     sliding_window=None,
+    attention_chunk=None,
     softcap=None,
     size=None,
     focus=None,
@@ -660,7 +668,8 @@ def view(
     The figure's keywords are :func:`render`'s (``scale``, ``clip``, ``sort_by``, ``top``,
     ``theme``, ...); ``sink_keys`` and ``window`` set what the statistics count whenever the
     viewer ranks by them (``sort_by``, or the ``o`` key). ``queries``, ``values``,
-    ``softmax_scale``, ``sliding_window`` and ``softcap`` are :func:`render_qk`'s (``queries``
+    ``softmax_scale``, ``sliding_window``, ``attention_chunk`` and ``softcap`` are
+    :func:`render_qk`'s (``queries``
     of stored attention too: only those rows, keeping their places). Then ``tokens`` (one
     string per token, named in the hover readout), ``size`` ((width, height) of the window),
     ``focus`` ((layer, head), 1-based: open on that head), ``zoom`` (then zoom by this factor),
@@ -819,11 +828,12 @@ def _qk_options(kw):
     """The dict of Q/K keywords the extension reads (``PyQkOptions``); ``meta`` is filled in by
     ``_render_qk``."""
     softcap = _float(kw["softcap"], "softcap")
-    window = kw["sliding_window"]
+    window, chunk = kw["sliding_window"], kw.get("attention_chunk")
     return {
         "queries": _queries(kw["queries"]),
         "softmax_scale": _float(kw["softmax_scale"], "softmax_scale"),
         "sliding_window": None if window is None else _int(window, "sliding_window"),
+        "attention_chunk": None if chunk is None else _int(chunk, "attention_chunk"),
         "softcap": softcap,
         "values": _str(kw["values"], "values"),
         "meta": None,
@@ -934,7 +944,8 @@ def _stored_only(function, qk):
     expects applied is refused, not silently left out (as `attnviz heads FILE --softcap C`
     is). ``qk``: the Q/K keywords as ``_qk_options`` holds them (None where left out, values
     "probs" by default)."""
-    given = [name for name in ("values", "softmax_scale", "sliding_window", "softcap")
+    given = [name for name in ("values", "softmax_scale", "sliding_window", "attention_chunk",
+                               "softcap")
              if qk[name] not in (None, "probs")]
     if given:
         raise ValueError(f"{function}: {given[0]} applies only to attention recomputed from "

@@ -347,14 +347,15 @@ fn qk_options(render: &RenderOptions, qk: PyQkOptions) -> PyResult<QkOptions> {
         .map(CaptureMeta::parse)
         .transpose()
         .map_err(|e| bad("capture", e))?;
-    let sliding_window = qk
-        .sliding_window
-        .map(|w| usize::try_from(w).map_err(|_| bad("sliding_window", format!("{w} is negative"))))
-        .transpose()?;
+    let count = |n: Option<i64>, what| {
+        n.map(|n| usize::try_from(n).map_err(|_| bad(what, format!("{n} is negative"))))
+            .transpose()
+    };
     Ok(QkOptions {
         causal: render.causal == Causal::On,
         softmax_scale: qk.softmax_scale,
-        sliding_window,
+        sliding_window: count(qk.sliding_window, "sliding_window")?,
+        attention_chunk: count(qk.attention_chunk, "attention_chunk")?,
         softcap: qk.softcap,
         queries: qk
             .queries

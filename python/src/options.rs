@@ -244,6 +244,7 @@ pub struct PyQkOptions {
     pub queries: Option<String>,
     pub softmax_scale: Option<f32>,
     pub sliding_window: Option<i64>,
+    pub attention_chunk: Option<i64>,
     pub softcap: Option<f32>,
     /// `"probs"` or `"logits"`.
     pub values: String,

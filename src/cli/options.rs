@@ -159,6 +159,7 @@ impl QkArgs {
             causal,
             softmax_scale: self.softmax_scale,
             sliding_window: self.sliding_window,
+            attention_chunk: self.attention_chunk,
             softcap: self.softcap,
             meta: None,
             values: self.values,
@@ -175,6 +176,7 @@ impl QkArgs {
             ("--k", self.k.is_some()),
             ("--softmax-scale", self.softmax_scale.is_some()),
             ("--sliding-window", self.sliding_window.is_some()),
+            ("--attention-chunk", self.attention_chunk.is_some()),
             ("--softcap", self.softcap.is_some()),
             ("--values", self.values != Values::Probs),
         ]

@@ -15,6 +15,7 @@ use crate::figure::quads::{FigureQuads, KIND_CELL, KIND_COLORBAR, KIND_LABEL};
 use crate::pool::accum::{Accum, HeadStats, Reduce, BAD_BIT};
 use crate::pool::geometry::{bin_edges, bin_of, CellGeometry};
 use crate::pool::{has_upper_triangle, Causal, PoolOptions};
+use crate::source::qk::OlderKeys;
 use crate::source::AttentionSource;
 
 /// Rows read per block: bounds memory like the GPU path's chunks do.
@@ -35,9 +36,11 @@ pub struct HeadPooler {
     pub saw_upper: bool,
     /// Entries above the diagonal are left out (asked for, or detected by [`pool_cells`]).
     pub causal: bool,
-    /// Keys this many positions older than the diagonal's or more are left out too (logits
-    /// from Q and K under a sliding window, see `QkSource::mask_window`).
-    pub window: Option<usize>,
+    /// Keys before a row's sliding window or attention chunk are left out too (logits from Q
+    /// and K, see `QkSource::mask_older`), `key_position` the position of the row's first key
+    /// (a chunk's edges are positions, not offsets from the diagonal).
+    pub older: OlderKeys,
+    pub key_position: i64,
 }
 
 impl HeadPooler {
@@ -57,7 +60,8 @@ impl HeadPooler {
             },
             saw_upper: false,
             causal: options.causal == Causal::On,
-            window: None,
+            older: OlderKeys::default(),
+            key_position: 0,
         }
     }
 
@@ -76,7 +80,10 @@ impl HeadPooler {
                     .unwrap_or(self.keys as i64 - self.queries as i64);
             let above = |k: usize| k as i64 > diagonal;
             let causal = self.options.causal;
-            let low = self.window.map_or(i64::MIN, |w| diagonal - w as i64 + 1);
+            let low = match self.older.any() {
+                true => self.older.first(diagonal + self.key_position) - self.key_position,
+                false => i64::MIN,
+            };
             let masked = |k: usize| (causal == Causal::On && above(k)) || (k as i64) < low;
             let auto = causal == Causal::Auto;
             let mut saw_upper = false;
@@ -228,7 +235,10 @@ fn pool_head(
     let mut bytes = vec![0u8; block_rows * row_bytes];
     let mut values = vec![0f32; block_rows * keys];
     let mut pooler = HeadPooler::new(queries, keys, geometry, options);
-    pooler.window = source.as_qk().and_then(|qk| qk.mask_window(layer));
+    if let Some(qk) = source.as_qk() {
+        pooler.older = qk.mask_older(layer);
+        pooler.key_position = qk.out_keys().start as i64;
+    }
     let mut row = 0;
     while row < queries {
         let rows = block_rows.min(queries - row);

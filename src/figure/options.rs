@@ -83,6 +83,7 @@ pub const RENDER_OPTIONS: &[RenderOption] = &[
     qk("--k", "k"),
     qk("--softmax-scale", "softmax_scale"),
     qk("--sliding-window", "sliding_window"),
+    qk("--attention-chunk", "attention_chunk"),
     qk("--softcap", "softcap"),
     qk("--values", "values"),
     kw("--queries", "queries"),

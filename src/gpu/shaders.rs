@@ -32,6 +32,7 @@ pub const POOL: &str = concat!(
     include_str!("../../shaders/chunk.wgsl"),
     include_str!("../../shaders/accum.wgsl"),
     include_str!("../../shaders/accum_store.wgsl"),
+    include_str!("../../shaders/qk_mask.wgsl"),
     include_str!("../../shaders/pool.wgsl"),
     include_str!("../../shaders/pool_fold.wgsl")
 );
@@ -47,6 +48,7 @@ pub const PATTERN_POOL: &str = concat!(
     include_str!("../../shaders/chunk.wgsl"),
     include_str!("../../shaders/accum.wgsl"),
     include_str!("../../shaders/accum_store.wgsl"),
+    include_str!("../../shaders/qk_mask.wgsl"),
     include_str!("../../shaders/pattern.wgsl"),
     include_str!("../../shaders/pool_fold.wgsl"),
     include_str!("../../shaders/pattern_pool.wgsl")
@@ -57,6 +59,7 @@ pub const PATTERN_POOL: &str = concat!(
 pub const PATTERN_QK_TEMPLATE: &str = concat!(
     include_str!("../../shaders/common.wgsl"),
     include_str!("../../shaders/chunk.wgsl"),
+    include_str!("../../shaders/qk_mask.wgsl"),
     include_str!("../../shaders/pattern.wgsl"),
     include_str!("../../shaders/pattern_qk.wgsl")
 );

@@ -129,6 +129,8 @@ impl Ingest<'_> {
         let px = self.geometry.pooled_pixels();
         let mut row_max_base = 0;
         for (j, p) in pieces.iter().enumerate() {
+            let older = self.older.get(p.cell).copied().unwrap_or_default();
+            let (window, chunk) = older.kernel_params();
             self.params[j] = PieceParams {
                 elem_offset: (p.offset / self.dtype.size()) as u32,
                 row_start: p.row_start as u32,
@@ -138,13 +140,14 @@ impl Ingest<'_> {
                 pooled_w: self.geometry.pooled_w,
                 y_start: bin_of(&self.row_edges, p.row_start as u32),
                 row_max_base,
-                window: self.windows.get(p.cell).copied().unwrap_or(0),
+                window,
+                chunk,
+                key_position: self.key_position,
                 causal_offset: self.diagonal() as i32,
                 cell: (p.cell % self.per_group) as u32,
                 y_end: bin_of(&self.row_edges, (p.row_start + p.rows - 1) as u32) + 1,
                 stride: p.stride as u32,
                 slice_rows,
-                _pad: [0; 2],
             };
             row_max_base += p.rows as u32;
         }
@@ -185,7 +188,7 @@ impl Ingest<'_> {
             &self.gpu.device,
             self.dtype,
             options,
-            !self.windows.is_empty(),
+            !self.older.is_empty(),
             self.layout,
         );
         let n = pieces.len() as u32;
@@ -249,7 +252,7 @@ impl Ingest<'_> {
         if self.pooling_bind_groups.is_empty() {
             return None;
         }
-        let flags = self.dispatch_options().flags(!self.windows.is_empty());
+        let flags = self.dispatch_options().flags(!self.older.is_empty());
         PoolWithProfiles::choose(self.keys, self.dtype, kernel, flags)
     }
 
@@ -547,7 +550,7 @@ impl<'g> Ingest<'g> {
             pipes: self.pipes,
             dtype: self.dtype,
             options: self.options,
-            window: !self.windows.is_empty(),
+            window: !self.older.is_empty(),
             layout: self.layout,
             pattern: self.pattern.is_some(),
             pool: !self.statistics_only,

@@ -17,6 +17,7 @@ use crate::pool::pipelines::{PieceParams, PoolPipelines};
 use crate::pool::slots::{Filling, Slot, SLOT_USAGE};
 use crate::pool::stats::head_stats;
 use crate::pool::{LOOP_BUDGET, MAX_PIECES};
+use crate::source::qk::OlderKeys;
 use crate::source::DType;
 
 /// One head's rows inside an upload chunk.
@@ -75,9 +76,12 @@ pub(crate) struct Ingest<'g> {
     pub(super) slot_count: usize,
     pub(super) chunk: ChunkTexture,
     pub(super) params: Vec<PieceParams>,
-    /// Per cell, the sliding window whose older keys are masked (0: none); empty for no
-    /// windows at all. Set by the Q/K paths for logits ([`Ingest::set_windows`]).
-    pub(super) windows: Vec<u32>,
+    /// Per cell, the keys before each row's sliding window or attention chunk, which are
+    /// masked; empty where no cell hides any. Set by the Q/K paths for logits
+    /// ([`Ingest::set_older`]), with the position of a row's first key (chunks' edges are
+    /// positions).
+    pub(super) older: Vec<OlderKeys>,
+    pub(super) key_position: u32,
     /// The pool pass's bind group per accumulator group (also `fold_masked_zeros`').
     pub(super) bind_groups: Vec<wgpu::BindGroup>,
     /// Parameters, bin edges and row maxima, bound by every pool dispatch.
@@ -372,7 +376,8 @@ impl<'g> Ingest<'g> {
                 1
             },
             params: vec![PieceParams::zeroed(); MAX_PIECES],
-            windows: Vec::new(),
+            older: Vec::new(),
+            key_position: 0,
             bind_groups,
             chunk,
             buffers,
@@ -392,14 +397,16 @@ impl<'g> Ingest<'g> {
         })
     }
 
-    /// Masks keys older than `windows[cell]` (0: none) in each cell's rows, below the diagonal
-    /// of the ingest's options: pooled logits from Q and K, whose hidden entries have no value.
-    pub(crate) fn set_windows(&mut self, windows: Vec<u32>) {
-        self.windows = if windows.iter().any(|&w| w > 0) {
-            windows
+    /// Masks the keys `older[cell]` hides before each of the cell's rows (its diagonal the
+    /// ingest options'; `key_position` the position of a row's first key): pooled logits from
+    /// Q and K, whose hidden entries have no value.
+    pub(crate) fn set_older(&mut self, older: Vec<OlderKeys>, key_position: usize) {
+        self.older = if older.iter().any(OlderKeys::any) {
+            older
         } else {
             Vec::new()
         };
+        self.key_position = key_position as u32;
     }
 
     /// The accumulator buffer holding `cell`'s pooled pixels, and the cell's index in it, for

@@ -6,7 +6,8 @@ use crate::source::AttentionSource;
 pub(super) const FLAG_ROW_NORM: u32 = 1;
 pub(super) const FLAG_CAUSAL: u32 = 2;
 pub(super) const FLAG_AUTO_CAUSAL: u32 = 4;
-/// Set by the ingest when its cells have sliding windows (`Ingest::windows`).
+/// Set by the ingest when its cells hide keys before a sliding window or attention chunk
+/// (`Ingest::older`).
 pub(super) const FLAG_WINDOW: u32 = 8;
 
 /// Whether entries above the diagonal (bottom-right aligned when Q < K) are attention at all.

@@ -40,7 +40,7 @@ pub(crate) struct QkPatternParams {
     pub(crate) window: u32,
     pub(crate) kbase: u32,
     pub(crate) lse_row0: u32,
-    pub(crate) _pad: u32,
+    pub(crate) chunk: u32,
 }
 
 /// The `pattern_qk` source for heads of `d4` vec4s, windows of `rows` query rows, and query

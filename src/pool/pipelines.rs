@@ -65,7 +65,8 @@ pub(super) struct PieceParams {
     /// The pattern statistics' rows a profile invocation walks (`Piece::slice_rows` in
     /// `shaders/pattern.wgsl`; 0: the whole piece); the pool pass reads nothing here.
     pub(super) slice_rows: u32,
-    pub(super) _pad: [u32; 2],
+    pub(super) chunk: u32,
+    pub(super) key_position: u32,
 }
 
 /// The pooling pipelines of one dtype and set of flags.

@@ -7,9 +7,9 @@
 //! Semantics, shared by both paths: `p[q, k] = softmax_k(scale · Q[q] · K[k])` over the keys the
 //! query may see; with `causal`, key `k` is hidden from absolute query `q` when
 //! `k > q + (N_k − N_q)` (bottom-right aligned, as in decoders and KV-cache suffixes), and its
-//! probability is 0. A capture's per-layer settings (a scale, a sliding window, a logit softcap,
-//! sink logits: [`qk_meta`](super::qk_meta)) change the scores and the visible keys of every
-//! path alike: [`QkSource::visible`] and [`QkSource::logit`] are their definition.
+//! probability is 0. A capture's per-layer settings (a scale, a sliding window, attention chunks,
+//! a logit softcap, sink logits: [`qk_meta`](super::qk_meta)) change the scores and the visible
+//! keys of every path alike: [`QkSource::visible`] and [`QkSource::logit`] are their definition.
 
 use std::ops::Range;
 use std::path::Path;
@@ -60,6 +60,9 @@ pub struct QkOptions {
     /// Hides keys `W` or more positions older than the query, in every layer; `None` for the
     /// capture's per-layer windows.
     pub sliding_window: Option<usize>,
+    /// Hides the keys outside the query's chunk of `C` positions (Llama 4's chunked layers;
+    /// causal only), in every layer; `None` for the capture's per-layer chunks.
+    pub attention_chunk: Option<usize>,
     /// Scores become `c · tanh(s / c)`, in every layer; `None` for the capture's.
     pub softcap: Option<f32>,
     /// What the capture says about each layer (read from the file by [`QkSource::open`]);
@@ -96,11 +99,12 @@ pub struct QkSource {
 }
 
 /// One layer's settings, resolved: the command line first, then the capture's metadata, then
-/// the defaults (1/√d, no window, no softcap, no sinks).
+/// the defaults (1/√d, no window, no chunks, no softcap, no sinks).
 #[derive(Clone, Debug, PartialEq)]
 pub struct LayerParams {
     pub scale: f32,
     pub window: Option<usize>,
+    pub chunk: Option<usize>,
     pub softcap: Option<f32>,
     /// Empty, or one logit per query head.
     pub sinks: Vec<f32>,
@@ -114,6 +118,61 @@ impl LayerParams {
     /// The sink logit of query head `head`, if the layer has sinks.
     pub fn sink(&self, head: usize) -> Option<f32> {
         self.sinks.get(head).copied()
+    }
+
+    /// The keys before the query that the layer hides.
+    pub fn older(&self) -> OlderKeys {
+        OlderKeys {
+            window: self.window,
+            chunk: self.chunk,
+        }
+    }
+}
+
+/// Which keys before a query a layer hides: those older than a sliding window, those before
+/// the query's attention chunk, both or neither. The first key a query sees is a function of
+/// its position alone that never decreases along the rows, which is all the kernels' skipping
+/// of rows and keys relies on; the one place that inverts it is
+/// [`OlderKeys::first_row_past`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OlderKeys {
+    pub window: Option<usize>,
+    pub chunk: Option<usize>,
+}
+
+impl OlderKeys {
+    /// Whether any key is hidden this way.
+    pub fn any(&self) -> bool {
+        self.window.is_some() || self.chunk.is_some()
+    }
+
+    /// The window and the chunk in keys as the kernels take them, 0 for none (saturated: one
+    /// longer than any head is as good as none).
+    pub fn kernel_params(&self) -> (u32, u32) {
+        let keys = |n: Option<usize>| n.map_or(0, |n| n.min(u32::MAX as usize) as u32);
+        (keys(self.window), keys(self.chunk))
+    }
+
+    /// The first key the query at absolute position `a` sees, as a position (below 0 where it
+    /// sees every key from the first).
+    pub fn first(&self, a: i64) -> i64 {
+        let window = self.window.map_or(i64::MIN, |w| a - w as i64 + 1);
+        let chunk = self.chunk.map_or(i64::MIN, |c| {
+            let c = c as i64;
+            a.max(0) / c * c
+        });
+        window.max(chunk)
+    }
+
+    /// The first absolute position whose query sees no key before `key`: the least `a` with
+    /// `first(a) ≥ key` (`i64::MAX` when hidden keys never reach it: nothing hidden).
+    pub fn first_row_past(&self, key: i64) -> i64 {
+        let window = self.window.map_or(i64::MAX, |w| key + w as i64 - 1);
+        let chunk = self.chunk.map_or(i64::MAX, |c| match key {
+            ..=0 => i64::MIN,
+            _ => (key + c as i64 - 1) / c as i64 * c as i64,
+        });
+        window.min(chunk)
     }
 }
 
@@ -171,6 +230,11 @@ impl QkSource {
                 "--sliding-window 0 would hide every key".into(),
             ));
         }
+        if options.attention_chunk == Some(0) {
+            return Err(Error::BadOption(
+                "--attention-chunk 0 would hide every key".into(),
+            ));
+        }
         let meta = options.meta.clone();
         if let Some(m) = &meta {
             m.check(qs.layers, qs.heads, ks.queries)
@@ -200,12 +264,28 @@ impl QkSource {
                         .or(m.and_then(|m| m.scale))
                         .unwrap_or(1.0 / (dim as f32).sqrt()),
                     window: options.sliding_window.or(m.and_then(|m| m.sliding_window)),
+                    chunk: options
+                        .attention_chunk
+                        .or(m.and_then(|m| m.attention_chunk)),
                     softcap: options.softcap.or(m.and_then(|m| m.softcap)),
                     sinks: m.and_then(|m| m.sinks.clone()).unwrap_or_default(),
                     number: indices.as_ref().map_or(l, |i| i[l]) + 1,
                 }
             })
-            .collect();
+            .collect::<Vec<LayerParams>>();
+        let causal = options.causal || causal_meta.first() == Some(&true);
+        if let Some(p) = layer_params.iter().find(|p| p.chunk.is_some() && !causal) {
+            // (a bidirectional chunk would hide keys after the query too, which the kernels'
+            // causal diagonal is the only bound of)
+            return Err(Error::bad_input(
+                q.name(),
+                format!(
+                    "attention chunks ({} tokens, layer {}) need a causal mask: give --causal on",
+                    p.chunk.unwrap_or_default(),
+                    p.number
+                ),
+            ));
+        }
         Ok(QkSource {
             // (a capture holds both: its one file names it)
             name: match q.name() == k.name() {
@@ -220,9 +300,9 @@ impl QkSource {
             keys: ks.queries,
             total_queries: qs.queries,
             rows,
-            causal: options.causal || causal_meta.first() == Some(&true),
+            causal,
             values: options.values,
-            layer_params,
+            layer_params: layer_params.into(),
             meta: meta.map(Arc::new),
             q: Arc::from(q),
             k: Arc::from(k),
@@ -302,17 +382,17 @@ impl QkSource {
         self.values
     }
 
-    /// The sliding window pooling masks in layer `layer`: with logits only, since a hidden
-    /// probability is an ordinary 0 (as the model's own attention has it) but a hidden logit
-    /// has no value at all.
-    pub fn mask_window(&self, layer: usize) -> Option<usize> {
+    /// The keys before each query (a sliding window's, other chunks') that pooling masks in
+    /// layer `layer`: with logits only, since a hidden probability is an ordinary 0 (as the
+    /// model's own attention has it) but a hidden logit has no value at all.
+    pub fn mask_older(&self, layer: usize) -> OlderKeys {
         match self.values {
-            Values::Probs => None,
-            Values::Logits => self.layer(layer).window,
+            Values::Probs => OlderKeys::default(),
+            Values::Logits => self.layer(layer).older(),
         }
     }
 
-    /// Layer `layer`'s scale, window, softcap and sinks.
+    /// Layer `layer`'s scale, window, chunks, softcap and sinks.
     pub fn layer(&self, layer: usize) -> &LayerParams {
         &self.layer_params[layer]
     }
@@ -355,6 +435,13 @@ impl QkSource {
             let ls = layers_with(&|p| p.window == Some(w));
             parts.push(format!("sliding window {w}{}", which(&ls)));
         }
+        let mut chunks: Vec<usize> = self.layer_params.iter().filter_map(|p| p.chunk).collect();
+        chunks.sort_unstable();
+        chunks.dedup();
+        for c in chunks {
+            let ls = layers_with(&|p| p.chunk == Some(c));
+            parts.push(format!("attention chunks of {c}{}", which(&ls)));
+        }
         let caps = layers_with(&|p| p.softcap.is_some());
         if let Some(&l) = caps.first() {
             let c = self.layer(l).softcap.unwrap_or_default();
@@ -368,7 +455,7 @@ impl QkSource {
     }
 
     /// The keys of K computed row `r` of layer `layer` sees: up to the causal diagonal, and
-    /// from the sliding window's oldest key.
+    /// from the sliding window's oldest key or its chunk's first, whichever is later.
     pub fn visible(&self, layer: usize, r: usize) -> Range<usize> {
         let a = r as i64 + self.key_diagonal();
         let hi = if self.causal {
@@ -376,10 +463,7 @@ impl QkSource {
         } else {
             self.keys
         };
-        let lo = match self.layer(layer).window {
-            Some(w) => (a - w as i64 + 1).clamp(0, hi as i64) as usize,
-            None => 0,
-        };
+        let lo = self.layer(layer).older().first(a).clamp(0, hi as i64) as usize;
         lo..hi
     }
 
@@ -825,5 +909,71 @@ mod tests {
         assert_eq!(parse_queries("2..").unwrap(), 2..usize::MAX);
         assert_eq!(parse_queries("..5").unwrap(), 0..5);
         assert!(parse_queries("5").is_err());
+        // attention chunks hide keys before the query only: a bidirectional layer refuses them
+        let chunked = QkOptions {
+            attention_chunk: Some(4),
+            ..Default::default()
+        };
+        let r = QkSource::new(
+            array("q", 1, 1, 4, 8, 0),
+            array("k", 1, 1, 4, 8, 0),
+            &chunked,
+        );
+        assert!(r.err().unwrap().to_string().contains("need a causal mask"));
+        let zero = QkOptions {
+            attention_chunk: Some(0),
+            causal: true,
+            ..Default::default()
+        };
+        let r = QkSource::new(array("q", 1, 1, 4, 8, 0), array("k", 1, 1, 4, 8, 0), &zero);
+        assert!(r.err().unwrap().to_string().contains("--attention-chunk 0"));
+    }
+
+    /// `first_row_past` inverts `first` (the one place the kernels rely on more than its being
+    /// non-decreasing): a query sees no key before `key` exactly from that position on.
+    #[test]
+    fn the_first_row_past_a_key_is_where_first_reaches_it() {
+        let rules = [
+            OlderKeys::default(),
+            OlderKeys {
+                window: Some(7),
+                chunk: None,
+            },
+            OlderKeys {
+                window: None,
+                chunk: Some(5),
+            },
+            OlderKeys {
+                window: Some(7),
+                chunk: Some(5),
+            },
+            OlderKeys {
+                window: Some(3),
+                chunk: Some(16),
+            },
+        ];
+        for rule in rules {
+            for a in -5i64..80 {
+                assert!(
+                    rule.first(a + 1) >= rule.first(a),
+                    "{rule:?} decreases at {a}"
+                );
+            }
+            for key in 0i64..60 {
+                let past = rule.first_row_past(key);
+                for a in -5i64..80 {
+                    assert_eq!(
+                        rule.first(a) >= key,
+                        a >= past,
+                        "{rule:?} key {key} row {a}"
+                    );
+                }
+            }
+        }
+        let both = OlderKeys {
+            window: Some(7),
+            chunk: Some(5),
+        };
+        assert_eq!((both.first(12), both.first(18)), (10, 15));
     }
 }

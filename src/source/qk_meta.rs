@@ -5,7 +5,7 @@
 //! ```json
 //! {"format": 1, "model": "LlamaForCausalLM", "tokens": ["<s>", "The", …],
 //!  "layers": [{"index": 0, "scaling": 0.125, "causal": true, "sliding_window": null,
-//!              "softcap": null, "sinks": null}, …],
+//!              "attention_chunk_size": null, "softcap": null, "sinks": null}, …],
 //!  "padding": {"length": 48, "positions": [7, 8, …, 47]}}
 //! ```
 //!
@@ -14,7 +14,10 @@
 //!
 //! Semantics (the CPU reference in `qk.rs` and both GPU paths): with a sliding window `W`, key
 //! `k` is hidden from the query at absolute position `a` when `a − k ≥ W` (keys older than the
-//! window, as transformers' sliding-window masks); hidden keys get probability 0. A softcap `c`
+//! window, as transformers' sliding-window masks); with attention chunks of `C` tokens (Llama 4's
+//! chunked layers, causal), a query sees the keys of its own chunk only: key `k` is hidden from
+//! `a` when `⌊k / C⌋ ≠ ⌊a / C⌋`, chunks counted from the capture's first key (transformers counts
+//! them from an item's first token, left padding aside). Hidden keys get probability 0. A softcap `c`
 //! replaces each score `s` by `c · tanh(s / c)` before the softmax (Gemma-2). Sink logits (one
 //! per query head, gpt-oss) join each row's softmax denominator and are not drawn. The scale
 //! replaces the default `1/√d`.
@@ -34,6 +37,8 @@ pub struct LayerAttention {
     pub scale: Option<f32>,
     pub causal: Option<bool>,
     pub sliding_window: Option<usize>,
+    /// Llama 4's `attention_chunk_size`, for a chunked layer.
+    pub attention_chunk: Option<usize>,
     pub softcap: Option<f32>,
     /// One logit per query head.
     pub sinks: Option<Vec<f32>>,
@@ -248,6 +253,7 @@ fn parse_layer(v: &Value) -> Result<LayerAttention, String> {
         scale,
         causal,
         sliding_window: count("sliding_window")?,
+        attention_chunk: count("attention_chunk_size")?,
         softcap,
         sinks,
     })
@@ -262,7 +268,7 @@ mod tests {
         let m = CaptureMeta::parse(
             r#"{"format": 1, "model": "Gemma2ForCausalLM", "tokens": ["a", "b"],
                 "layers": [{"index": 3, "scaling": 0.25, "causal": true, "sliding_window": 4,
-                            "softcap": 50.0, "sinks": [0.5, -1.0]},
+                            "attention_chunk_size": 16, "softcap": 50.0, "sinks": [0.5, -1.0]},
                            {"index": 7, "scaling": null, "causal": false}]}"#,
         )
         .unwrap();
@@ -275,6 +281,7 @@ mod tests {
                 scale: Some(0.25),
                 causal: Some(true),
                 sliding_window: Some(4),
+                attention_chunk: Some(16),
                 softcap: Some(50.0),
                 sinks: Some(vec![0.5, -1.0]),
             }
@@ -319,6 +326,10 @@ mod tests {
             ("{", "not JSON"),
             (r#"{"format": 9}"#, "format 9"),
             (r#"{"layers": [{"sliding_window": 0}]}"#, "sliding_window 0"),
+            (
+                r#"{"layers": [{"attention_chunk_size": 2.5}]}"#,
+                "attention_chunk_size 2.5",
+            ),
             (r#"{"layers": [{"softcap": -1}]}"#, "softcap -1"),
             (r#"{"layers": [{"scaling": "x"}]}"#, "scaling \"x\""),
             (r#"{"layers": [{"sinks": [1, "a"]}]}"#, "sinks"),

@@ -28,7 +28,7 @@ use crate::gpu::Gpu;
 use crate::pool::accum::AccumLayout;
 use crate::pool::chunk::{max_chunk_bytes, ChunkTexture};
 use crate::pool::{Causal, Ingest, IngestShape, PoolOptions, PoolPipelines, PoolRun, PooledCells};
-use crate::source::qk::{QkSource, Values};
+use crate::source::qk::{OlderKeys, QkSource, Values};
 use crate::source::{AttentionSource, DType};
 
 const WG: u32 = 64;
@@ -57,7 +57,8 @@ struct QkParams {
     window: u32,
     softcap: f32,
     sink: f32,
-    _pad: [u32; 3],
+    chunk: u32,
+    _pad: [u32; 2],
 }
 
 const FLAG_CAUSAL: u32 = 1;
@@ -66,10 +67,11 @@ const FLAG_SINK: u32 = 4;
 const FLAG_LOGITS: u32 = 8;
 
 /// A layer's settings in the units both Q/K shaders take: scores in base 2 (scale and softcap
-/// times log2(e); softcap 0: none), the window in keys (0: none).
+/// times log2(e); softcap 0: none), the window and the attention chunks in keys (0: none).
 struct KernelLayer {
     scale: f32,
     window: u32,
+    chunk: u32,
     softcap: f32,
 }
 
@@ -77,11 +79,19 @@ impl KernelLayer {
     fn of(src: &QkSource, layer: usize) -> KernelLayer {
         use std::f32::consts::LOG2_E;
         let p = src.layer(layer);
+        let (window, chunk) = p.older().kernel_params();
         KernelLayer {
             scale: p.scale * LOG2_E,
-            window: p.window.map_or(0, |w| w.min(u32::MAX as usize) as u32),
+            window,
+            chunk,
             softcap: p.softcap.map_or(0.0, |c| c * LOG2_E),
         }
+    }
+
+    /// Whether keys before a row's first are hidden (probability 0): a sliding window or
+    /// attention chunks.
+    fn hides_older(&self) -> bool {
+        self.window > 0 || self.chunk > 0
     }
 }
 
@@ -95,6 +105,7 @@ fn layer_params(src: &QkSource, layer: usize, head: usize, base: QkParams) -> Qk
             | if sink.is_some() { FLAG_SINK } else { 0 },
         scale: k.scale,
         window: k.window,
+        chunk: k.chunk,
         softcap: k.softcap,
         sink: sink.map_or(0.0, |s| s * std::f32::consts::LOG2_E),
         ..base
@@ -348,7 +359,8 @@ impl<'a> HeadPasses<'a> {
                 window: 0,
                 softcap: 0.0,
                 sink: 0.0,
-                _pad: [0; 3],
+                chunk: 0,
+                _pad: [0; 2],
             },
             loaded_q: None,
             loaded_k: None,
@@ -516,15 +528,9 @@ pub(crate) fn pool_qk(
             options,
             chunk_target: run.chunk_bytes,
         };
-        // Logits mask the keys a sliding window hides (the one-pass path counts only what a
-        // row sees; the two-pass path's pool pass masks them).
-        let windows: Vec<u32> = cells
-            .iter()
-            .map(|&(l, _)| {
-                src.mask_window(l)
-                    .map_or(0, |w| w.min(u32::MAX as usize) as u32)
-            })
-            .collect();
+        // Logits mask the keys a sliding window or chunk hides (the one-pass path counts only
+        // what a row sees; the two-pass path's pool pass masks them).
+        let older: Vec<OlderKeys> = cells.iter().map(|&(l, _)| src.mask_older(l)).collect();
         // Narrow columns are pooled from stored probabilities, with or without statistics.
         let narrow = tiled::stores_narrow_columns(gpu, src, geometry);
         // The one-pass fold (`shaders/qk_pool.wgsl`) writes whole `Accum`s; the pool pass,
@@ -538,7 +544,7 @@ pub(crate) fn pool_qk(
         let new_ingest = || {
             let mut ingest = Ingest::with_layout(gpu, pool, shape, run.patterns, layout)
                 .map_err(|e| e.about(src.name()))?;
-            ingest.set_windows(windows.clone());
+            ingest.set_older(older.clone(), src.out_keys().start);
             // (`attnviz heads`: stored probabilities go to the statistics alone, as a stored
             // file's rows do; the fused path's figure is the row kernel's, which it needs for
             // the rows' lse anyway)

@@ -90,7 +90,8 @@ struct Params {
     split_cols: u32,
     part_stride: u32,
     split_len: u32,
-    _pad: [u32; 3],
+    chunk: u32,
+    _pad: [u32; 2],
 }
 
 /// The modes fixed per pipeline (`SOFTCAP`, `LOGITS`, `ROW_NORM` in the shader): a layer's

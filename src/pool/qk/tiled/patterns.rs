@@ -78,9 +78,9 @@ impl FusedPatterns {
                     diagonal: pass.base.diagonal,
                     causal: u32::from(src.causal()),
                     window: k.window,
+                    chunk: k.chunk,
                     kbase: (u64::from(m.kv_slot) * cuts.head_k / 16) as u32,
                     lse_row0: (z * cuts.chunk_rows + j * self.rows) as u32,
-                    _pad: 0,
                 };
                 bytes[e * self.stride..][..std::mem::size_of::<QkPatternParams>()]
                     .copy_from_slice(bytemuck::bytes_of(&p));
