@@ -62,12 +62,13 @@ class Capture:
     """Per-layer Q (H, N, d) and K (H_kv, N, d) of one forward pass, and the layers' settings.
 
     ``q`` and ``k`` are lists in layer order, ``layers`` a list of dicts (``index``,
-    ``scaling``, ``causal``, ``sliding_window``, ``softcap``, ``sinks``), ``model`` the class
-    name. A second forward pass in the same ``with`` block replaces the first, unless it
-    continues it over the model's KV cache (``model.generate`` decoding a token a pass): then
-    its query rows are appended and its new keys with them, so a capture around ``generate``
-    holds the attention over the prompt and every token fed back, as one pass over them would
-    (cross-attention: every decoder step's rows over the same encoder keys).
+    ``scaling``, ``causal``, ``sliding_window``, ``attention_chunk_size``, ``softcap``,
+    ``sinks``), ``model`` the class name. A second forward pass in the same ``with`` block
+    replaces the first, unless it continues it over the model's KV cache (``model.generate``
+    decoding a token a pass): then its query rows are appended and its new keys with them, so a
+    capture around ``generate`` holds the attention over the prompt and every token fed back,
+    as one pass over them would (cross-attention: every decoder step's rows over the same
+    encoder keys).
     """
 
     def __init__(self, model, layers=None, batch=0, device="cpu", modules=None):
@@ -264,15 +265,22 @@ class Capture:
             causal = bool(kwargs["is_causal"])
         window = None if not window else int(window)
         causal = None if causal is None else bool(causal)
+        chunk = _attention_chunk(module, index)
+        # Chunks are counted in positions: where a pass over the KV cache continues the
+        # capture, its first key is the position after those held less the cache's others.
+        first = 0
+        if chunk is not None and self._continuing and index in self._records:
+            first = self._keys_held(index) + query.shape[2] - key.shape[2]
         # Layers of one kind get the same mask tensor: read it once a pass. (The entry holds
         # the mask, so its id cannot be reused while the entry lives.)
-        seen = (id(attention_mask), b, query.shape[2], key.shape[2], causal, window)
+        seen = (id(attention_mask), b, query.shape[2], key.shape[2], causal, window, chunk,
+                first)
         hit = self._masks.get(seen)
         if hit is not None and hit[0] is attention_mask:
             kept, problem, causal = hit[1]
         else:
             found = _padding(attention_mask, b, query.shape[2], key.shape[2], causal, window,
-                             heads=query.shape[1])
+                             heads=query.shape[1], chunk=chunk, first=first)
             self._masks[seen] = (attention_mask, found)
             kept, problem, causal = found
         if problem is None and any(kwargs.get(k) is not None for k in _PACKED):
@@ -319,6 +327,7 @@ class Capture:
             "scaling": None if scaling is None else float(scaling),
             "causal": causal,
             "sliding_window": window,
+            "attention_chunk_size": chunk,
             "softcap": None if not softcap else float(softcap),
             "sinks": None if sinks is None else [float(s) for s in sinks.detach().float().cpu().reshape(-1)],
         })
@@ -584,14 +593,28 @@ def _not_continued(index):
 
 
 # The attention kinds of a config's ``layer_types`` that attnviz recomputes: causal or not,
-# with the layer's sliding window.
-_RECOMPUTED_TYPES = ("full_attention", "sliding_attention")
+# with the layer's sliding window, or in attention chunks (Llama 4).
+_RECOMPUTED_TYPES = ("full_attention", "sliding_attention", "chunked_attention")
+
+
+def _attention_chunk(module, index):
+    """Layer ``index``'s attention chunk size where its model's config makes it a
+    ``chunked_attention`` layer (Llama 4: ``layer_types`` and ``attention_chunk_size``, which
+    the attention module itself does not carry), else None."""
+    config = getattr(module, "config", None)
+    types = getattr(config, "layer_types", None)
+    if not isinstance(types, (list, tuple)) or not 0 <= index < len(types):
+        return None
+    if types[index] != "chunked_attention":
+        return None
+    chunk = getattr(config, "attention_chunk_size", None)
+    return int(chunk) if chunk else None
 
 
 def _layer_type_hint(module, index):
     """For a layer whose mask attnviz cannot recompute, what its model's config says the layer
-    is (``layer_types``: Llama 4's ``chunked_attention``, with its chunk size) and which layers
-    attnviz can take instead, as ``layers=`` names them; "" where the config does not say."""
+    is (``layer_types``, such as a kind attnviz does not know) and which layers attnviz can
+    take instead, as ``layers=`` names them; "" where the config does not say."""
     config = getattr(module, "config", None)
     types = getattr(config, "layer_types", None)
     if not isinstance(types, (list, tuple)) or not 0 <= index < len(types):
@@ -599,25 +622,24 @@ def _layer_type_hint(module, index):
     kind = types[index]
     if kind in _RECOMPUTED_TYPES:
         return ""
-    chunk = getattr(config, "attention_chunk_size", None)
-    size = " (attention_chunk_size {})".format(chunk) if kind == "chunked_attention" and chunk \
-        else ""
     usable = [i for i, t in enumerate(types) if t in _RECOMPUTED_TYPES]
     if not usable:
-        return "; the model's config makes it a {!r} layer{}".format(kind, size)
-    return ("; the model's config makes it a {!r} layer{}, which attnviz does not recompute: "
-            "capture its {} layers instead, layers={}".format(
-                kind, size, " and ".join(sorted({types[i] for i in usable})), usable))
+        return "; the model's config makes it a {!r} layer".format(kind)
+    kinds = sorted({types[i] for i in usable})
+    kinds = " and ".join(filter(None, [", ".join(kinds[:-1]), kinds[-1]]))
+    return ("; the model's config makes it a {!r} layer, which attnviz does not recompute: "
+            "capture its {} layers instead, layers={}".format(kind, kinds, usable))
 
 
-def _padding(mask, b, q_len, k_len, causal, window, heads=1):
+def _padding(mask, b, q_len, k_len, causal, window, heads=1, chunk=None, first=0):
     """Batch item ``b``'s padding as the model's attention mask shows it, what in that mask
     attnviz cannot recompute (``None`` when nothing), and whether the layer is causal: as
     ``causal`` says, or where it is ``None`` (the module does not say), as the mask does.
 
     A key that no query sees is padding; in self-attention (as many queries as keys) the query
     at its position is too, and both are left out. What the mask shows of the positions kept
-    must then be the mask attnviz applies (causal or not, with the layer's sliding window),
+    must then be the mask attnviz applies (causal or not, with the layer's sliding window or
+    attention chunks of ``chunk`` positions, the mask's first key at position ``first``),
     with no bias added to the scores: otherwise the capture could not stand for the model's
     attention, and saying so beats drawing something else. The mask is read in blocks of rows,
     so checking it takes a block's memory beside the mask the model built."""
@@ -636,7 +658,7 @@ def _padding(mask, b, q_len, k_len, causal, window, heads=1):
         rows = _RuleRows(mask.mask_mod, b, q_len, k_len, device or torch.device("cpu"))
         if rows.differs_between_heads(heads):
             return everything, "differs between heads", causal
-        return _checked(rows, q_len, k_len, causal, window)
+        return _checked(rows, q_len, k_len, causal, window, chunk, first)
     item = mask[min(b, mask.shape[0] - 1)]
     if item.dim() == 1:
         # Flash attention's (batch, keys) padding mask: 1 where a key is a token.
@@ -653,10 +675,10 @@ def _padding(mask, b, q_len, k_len, causal, window, heads=1):
             tuple(mask.shape), q_len, k_len), causal
     if item.shape[0] > 1 and not bool((item == item[:1]).all()):
         return everything, "differs between heads", causal
-    return _checked(item[0, :, :k_len], q_len, k_len, causal, window)
+    return _checked(item[0, :, :k_len], q_len, k_len, causal, window, chunk, first)
 
 
-def _checked(item, q_len, k_len, causal, window):
+def _checked(item, q_len, k_len, causal, window, chunk=None, first=0):
     """:func:`_padding` of one item's (queries, keys) mask: a tensor, or the rows of a rule
     (:class:`_RuleRows`)."""
     import torch
@@ -665,6 +687,13 @@ def _checked(item, q_len, k_len, causal, window):
     step = max(1, _MASK_BLOCK // k_len)
     keys_seen = torch.zeros(k_len, dtype=torch.bool, device=item.device)
     rows_seen = torch.zeros(q_len, dtype=torch.bool, device=item.device)
+    # Attention chunks hide a cache's keys of the chunk before from every query of a decode
+    # step: those keys are not padding (the other masks hide no key from every query of a pass
+    # whose cache holds only what they show).
+    hidden = None
+    if chunk is not None:
+        hidden = torch.ones(k_len, dtype=torch.bool, device=item.device)
+        key = torch.arange(k_len, device=item.device)[None, :]
     for r in range(0, q_len, step):
         block = item[r:r + step]
         seen = _visible(block)
@@ -672,6 +701,11 @@ def _checked(item, q_len, k_len, causal, window):
             return everything, "adds a bias to the scores (ALiBi or relative positions)", causal
         keys_seen |= seen.any(0)
         rows_seen[r:r + step] = seen.any(1)
+        if hidden is not None:
+            at = torch.arange(r, r + block.shape[0], device=item.device)[:, None] + k_len - q_len
+            hidden &= ~_shown(at, key, causal is not False, window, chunk, first).any(0)
+    if hidden is not None:
+        keys_seen |= hidden
     keys = None if bool(keys_seen.all()) else keys_seen.nonzero().flatten()
     if q_len == k_len:
         rows = keys
@@ -680,10 +714,10 @@ def _checked(item, q_len, k_len, causal, window):
     kept = _Kept(rows, keys, k_len)
     if causal is None:
         # The module does not say (no ``is_causal``): the mask does, if it is either.
-        if _mask_problem(item, kept, q_len, True, window) is None:
+        if _mask_problem(item, kept, q_len, True, window, chunk, first) is None:
             return kept, None, True
         causal = False
-    return kept, _mask_problem(item, kept, q_len, causal, window), causal
+    return kept, _mask_problem(item, kept, q_len, causal, window, chunk, first), causal
 
 
 class _RuleRows:
@@ -736,10 +770,27 @@ class _RuleRows:
                    for h in range(1, heads))
 
 
-def _mask_problem(item, kept, q_len, causal, window):
-    """How the mask of the positions kept differs from attnviz's causal or sliding-window
-    mask (``None`` when it does not): row ``q`` sits at position ``q + K − Q`` and sees key
-    ``k`` when ``k`` is at most that position (causal) and less than ``window`` behind it."""
+def _shown(at, key, causal, window, chunk, first):
+    """Which ``key`` (a row of key indices) the rows at positions ``at`` (a column) see under
+    attnviz's mask: see :func:`_mask_problem`."""
+    import torch
+
+    shown = torch.ones(at.shape[0], key.shape[1], dtype=torch.bool, device=key.device)
+    if causal:
+        shown &= key <= at
+    if window is not None:
+        shown &= key > at - window
+    if chunk is not None:
+        shown &= (key + first) // chunk == (at + first) // chunk
+    return shown
+
+
+def _mask_problem(item, kept, q_len, causal, window, chunk=None, first=0):
+    """How the mask of the positions kept differs from attnviz's causal, sliding-window or
+    chunked mask (``None`` when it does not): row ``q`` sits at position ``q + K − Q`` and sees
+    key ``k`` when ``k`` is at most that position (causal), less than ``window`` behind it, and
+    in its chunk of ``chunk`` positions, counted from ``first``, the position of key 0 (chunks
+    start at multiples of ``chunk``, as the capture's keys count them)."""
     import torch
 
     rows = kept.rows if kept.rows is not None else torch.arange(q_len, device=item.device)
@@ -752,15 +803,13 @@ def _mask_problem(item, kept, q_len, causal, window):
         if kept.keys is not None:
             block = block.index_select(1, kept.keys)
         at = torch.arange(r, r + block.shape[0], device=item.device)[:, None] + shift
-        expected = torch.ones_like(block, dtype=torch.bool)
-        if causal:
-            expected &= key <= at
-        if window is not None:
-            expected &= key > at - window
+        expected = _shown(at, key, causal, window, chunk, first)
         if not torch.equal(_visible(block), expected):
             kind = "causal" if causal else "bidirectional"
             if window is not None:
                 kind += " sliding-window ({})".format(window)
+            if chunk is not None:
+                kind += " chunked ({})".format(chunk)
             return ("hides or shows keys that a {} mask would not (packed sequences, "
                     "bidirectional image tokens or a custom 4D mask)".format(kind))
     return None

@@ -313,36 +313,97 @@ def test_a_capture_around_an_encoder_decoder_s_generate_holds_every_step(tmp_pat
         assert float(np.abs(probs - eager).max()) <= 1e-5, glob
 
 
-def test_llama4_s_chunked_layers_are_refused_naming_the_layers_it_can_take(tmp_path, cli):
-    """Llama 4 attends within chunks of tokens in three layers of four (its config's
-    ``layer_types``), a mask attnviz does not recompute: the refusal says what the layer is and
-    which layers it can take, and captured with those ``layers=``, the probabilities equal the
-    model's eager attention."""
+def _tiny_llama4():
+    """Llama 4 in miniature: layers 0-2 attend within chunks of 16 tokens (its config's
+    ``layer_types`` and ``attention_chunk_size``), layer 3 to every earlier token."""
     torch.manual_seed(0)
     config = transformers.Llama4TextConfig(
         vocab_size=97, hidden_size=64, intermediate_size=96, intermediate_size_mlp=96,
         num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
         num_local_experts=2, attention_chunk_size=16, max_position_embeddings=128)
-    model = transformers.Llama4ForCausalLM(config).eval()
-    for implementation in ["eager", "sdpa"]:
-        model.config._attn_implementation = implementation
-        with torch.no_grad(), attnviz.capture(model) as cap:
-            model(_inputs())
-        with pytest.raises(ValueError, match=r"layer 0's attention mask .* the model's config "
-                                             r"makes it a 'chunked_attention' layer "
-                                             r"\(attention_chunk_size 16\), which attnviz does "
-                                             r"not recompute: capture its full_attention layers "
-                                             r"instead, layers=\[3\]"):
-            cap.q
-        with torch.no_grad(), attnviz.capture(model, layers=[3]) as cap:
-            model(_inputs())
-        cap.save(tmp_path / "global.safetensors")
-        model.config._attn_implementation = "eager"
+    return transformers.Llama4ForCausalLM(config).eval()
+
+
+@pytest.mark.parametrize("implementation", ["eager", "sdpa"])
+def test_llama4_s_chunked_layers_equal_eager(implementation, tmp_path, cli):
+    """Every layer of Llama 4, its chunked ones included, captured in one forward pass of 48
+    tokens (three chunks) and around ``generate`` (20 tokens, then 19 more: its chunked layers'
+    caches keep the last 15 keys, which a new chunk's queries do not see and which are not
+    padding), and of a left-padded batch item, equals the model's eager attention within
+    1e-5."""
+    model = _tiny_llama4()
+    model.config._attn_implementation = implementation
+    ids = _inputs()
+    with torch.no_grad(), attnviz.capture(model) as cap:
+        model(ids)
+    assert [l["attention_chunk_size"] for l in cap.layers] == [16, 16, 16, None]
+    with torch.no_grad(), attnviz.capture(model) as steps:
+        out = model.generate(ids[:, :20], max_new_tokens=19, min_new_tokens=19, do_sample=False)
+    model.config._attn_implementation = "eager"
+    for name, captured, tokens in [("pass", cap, ids), ("generate", steps, out[:, :-1])]:
         with torch.no_grad():
-            eager = model(_inputs(), output_attentions=True).attentions[3][0].numpy()
-        probs = _attention_from_capture(cli, tmp_path / "global.safetensors", tmp_path / "p.npy")
-        worst = float(np.abs(probs[0] - eager).max())
-        assert worst <= 1e-5, "{}: attnviz differs from eager by {}".format(implementation, worst)
+            eager = np.stack([a[0].numpy() for a in model(tokens, output_attentions=True)
+                              .attentions])
+        captured.save(tmp_path / (name + ".safetensors"))
+        probs = _attention_from_capture(cli, tmp_path / (name + ".safetensors"),
+                                        tmp_path / (name + ".npy"))
+        assert probs.shape == eager.shape, name
+        worst = float(np.abs(probs - eager).max())
+        assert worst <= 1e-5, "{} {}: attnviz differs from eager by {}".format(
+            implementation, name, worst)
+        # (a chunked layer's row sees none of the chunk before: exact zeros there)
+        assert np.all(probs[0, :, 20, :16] == 0), name
+    # A left-padded batch item: transformers counts its chunks from its first token, as the
+    # capture, which holds its tokens alone, counts them.
+    model.config._attn_implementation = implementation
+    padded = torch.cat([torch.zeros(1, 7, dtype=torch.long), ids[:, :33]], 1)
+    batch = torch.cat([ids[:, :40], padded])
+    with torch.no_grad(), attnviz.capture(model, batch=1) as cap:
+        model(batch, attention_mask=(batch != 0).long())
+    model.config._attn_implementation = "eager"
+    with torch.no_grad():
+        eager = np.stack([a[0].numpy() for a in model(ids[:, :33], output_attentions=True)
+                          .attentions])
+    cap.save(tmp_path / "padded.safetensors")
+    probs = _attention_from_capture(cli, tmp_path / "padded.safetensors", tmp_path / "p.npy")
+    assert probs.shape == eager.shape
+    assert float(np.abs(probs - eager).max()) <= 1e-5, implementation
+
+
+def test_a_chunked_mask_is_read_as_its_layer_s_chunks():
+    """The mask of a chunked layer is the mask attnviz recomputes with the layer's chunks and
+    no other: read as a causal mask, or with other chunks, it is refused, naming the kind."""
+    from attnviz.capture import _padding
+
+    i = torch.arange(N)
+    chunked = (i[None, :] <= i[:, None]) & (i[None, :] // 16 == i[:, None] // 16)
+    additive = torch.zeros(N, N).masked_fill(~chunked, torch.finfo(torch.float32).min)
+    for mask in (chunked, additive):
+        mask = mask[None, None]
+        assert _padding(mask, 0, N, N, True, None, chunk=16)[1] is None
+        assert "a causal mask would not" in _padding(mask, 0, N, N, True, None)[1]
+        assert "causal chunked (8)" in _padding(mask, 0, N, N, True, None, chunk=8)[1]
+        # a decode step's cache of the last 16 keys: positions 32..47, the query at 47
+        step = mask[..., N - 1:, N - 16:]
+        kept, problem, _ = _padding(step, 0, 1, 16, True, None, chunk=16, first=N - 16)
+        assert problem is None and kept.keys is None
+        assert _padding(step, 0, 1, 16, True, None, chunk=16, first=N - 20)[1] is not None
+
+
+def test_a_layer_kind_attnviz_does_not_know_names_the_layers_it_can_take():
+    """A layer whose model's config names a kind of attention attnviz does not recompute (say,
+    linear attention) is refused saying what it is, with the layers it can take as layers=."""
+    from types import SimpleNamespace
+
+    from attnviz.capture import _layer_type_hint
+
+    module = SimpleNamespace(config=SimpleNamespace(layer_types=[
+        "full_attention", "linear_attention", "chunked_attention", "sliding_attention"]))
+    assert _layer_type_hint(module, 1) == (
+        "; the model's config makes it a 'linear_attention' layer, which attnviz does not "
+        "recompute: capture its chunked_attention, full_attention and sliding_attention "
+        "layers instead, layers=[0, 2, 3]")
+    assert _layer_type_hint(module, 2) == ""
 
 
 def test_a_mask_attnviz_cannot_recompute_is_a_value_error():
