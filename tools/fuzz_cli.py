@@ -29,8 +29,8 @@ ODD_OPTION_VALUES = ["0", "-1", "1", "3", "1e9", "4294967296", "nan", "inf", "-i
                      "0.5", "1e-40", "99999999999999999999", "2..1", "..0", "0..", "5..5", "1,8",
                      "1-0", "1,,2", "-3", "gamma:0", "gamma:-1", "gamma:nan", "0,100", "100,0",
                      "50,50", "-1,101", "nan,1"]
-VALUE_OPTIONS = ["--softmax-scale", "--sliding-window", "--softcap", "--queries", "--layers",
-                 "--heads", "--cell", "--scale", "--log-floor", "--clip", "--vmin", "--vmax",
+VALUE_OPTIONS = ["--softmax-scale", "--sliding-window", "--attention-chunk", "--softcap",
+                 "--queries", "--layers", "--heads", "--cell", "--scale", "--log-floor", "--clip", "--vmin", "--vmax",
                  "--center", "--top", "--exclude-keys", "--scale-factor", "--dpi", "--sink-keys",
                  "--window", "--title"]
 FLAGS = [["--symmetric"], ["--causal", "on"], ["--causal", "off"], ["--norm", "row"],
@@ -129,6 +129,7 @@ class Case:
             "format": 1, "model": "FuzzForCausalLM", "tokens": [f"t{i}" for i in range(tokens)],
             "layers": [{"index": i, "scaling": 0.25, "causal": True,
                         "sliding_window": rng.choice([None, 4]),
+                        "attention_chunk_size": rng.choice([None, 5]),
                         "softcap": rng.choice([None, 30.0]),
                         "sinks": rng.choice([None, [0.5] * heads])} for i in range(layers)]})}
         return self.safetensors({"q": (self.dtype, [layers, heads, tokens, dim], q),

@@ -213,6 +213,9 @@ def case_qk(binary, rng, d):
          + one_of(0.5, "--cell", ["16", "64", "100", "256"])
          + one_of(0.4, "--reduce", ["max", "mean", "min"])
          + ([] if logits else one_of(0.3, "--norm", ["row", "global", "layer"])))
+    if "--causal" in o and o[o.index("--causal") + 1] == "on":
+        # (attention chunks are causal only)
+        o += one_of(0.3, "--attention-chunk", ["1", "16", "100"])
     outputs = {"-o": f"{d}/fig.png"}
     if not logits and random.random() < 0.4:
         outputs["--stats-json"] = f"{d}/stats.json"
@@ -222,7 +225,8 @@ def case_qk(binary, rng, d):
     def reference(layer, head):
         # (`attention` on the CPU backend, the f64 reference's twin, with the same Q/K
         # options; render's `--causal auto` is causal only where a capture says so)
-        same = [a for flag in ("--sliding-window", "--softcap", "--softmax-scale", "--queries")
+        same = [a for flag in ("--sliding-window", "--attention-chunk", "--softcap",
+                               "--softmax-scale", "--queries")
                 if flag in o for a in (flag, o[o.index(flag) + 1])]
         causal = ["--causal"] if "--causal" in o and o[o.index("--causal") + 1] == "on" else []
         code, err = run(binary, ["attention", "--q", f"{d}/q.npy", "--k", f"{d}/k.npy",
@@ -279,6 +283,8 @@ def case_attention(binary, rng, d):
     o = (maybe(0.5, "--causal") + one_of(0.3, "--sliding-window", ["1", "16", "100"])
          + maybe(0.2, "--softcap", "3") + one_of(0.2, "--values", ["logits"])
          + (["--queries", f"..{nq // 2}"] if nq > 2 and random.random() < 0.2 else []))
+    if "--causal" in o:
+        o += one_of(0.3, "--attention-chunk", ["1", "16", "100"])
     what = f"attention --q {q.shape} --k {k.shape} {' '.join(o)}"
     found = both(binary, ["attention", "--q", f"{d}/q.npy", "--k", f"{d}/k.npy"] + o,
                  {"-o": f"{d}/attn.npy"})
