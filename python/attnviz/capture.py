@@ -689,9 +689,10 @@ def _checked(item, q_len, k_len, causal, window, chunk=None, first=0):
     rows_seen = torch.zeros(q_len, dtype=torch.bool, device=item.device)
     # Attention chunks hide a cache's keys of the chunk before from every query of a decode
     # step: those keys are not padding (the other masks hide no key from every query of a pass
-    # whose cache holds only what they show).
+    # whose cache holds only what they show; where there are as many queries as keys, each key
+    # is its own query's).
     hidden = None
-    if chunk is not None:
+    if chunk is not None and q_len < k_len:
         hidden = torch.ones(k_len, dtype=torch.bool, device=item.device)
         key = torch.arange(k_len, device=item.device)[None, :]
     for r in range(0, q_len, step):
