@@ -182,10 +182,14 @@ fn close_bin(run: Running) {
 fn begin_row(run: ptr<function, Running>, q: u32, r: u32, row_base: u32, first: u32) {
     (*run).first = first;
     (*run).diagonal = i32(row_base) + i32(q) + piece.causal_offset;
-    // (a piece without a window or chunks masks nothing; first_key_seen works in key positions)
-    let at = i32(q) + piece.causal_offset + i32(piece.key_position);
-    let low = first_key_seen(at, piece.window, piece.chunk) - i32(piece.key_position) + i32(row_base);
-    (*run).low = select(-2147483647 - 1, low, piece.window > 0u || piece.chunk > 0u);
+    // (only FLAG_WINDOW pipelines read it, and a piece without a window or chunks masks
+    // nothing; first_key_seen works in key positions)
+    (*run).low = -2147483647 - 1;
+    if (FLAGS & FLAG_WINDOW) != 0u && (piece.window > 0u || piece.chunk > 0u) {
+        let at = i32(q) + piece.causal_offset + i32(piece.key_position);
+        (*run).low = first_key_seen(at, piece.window, piece.chunk) - i32(piece.key_position)
+            + i32(row_base);
+    }
     if (FLAGS & FLAG_ROW_NORM) != 0u {
         let m = row_max[piece.row_max_base + r];
         (*run).zero_row = !(m > 0.0);
