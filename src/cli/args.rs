@@ -31,6 +31,8 @@ pub enum Command {
     Render(RenderArgs),
     /// Render the difference A − B of two inputs of the same shape, computed on the GPU as
     /// the inputs stream: RdBu_r, symmetric about 0 per head, signed-extreme pooling by default.
+    // (the shared style's --symmetric is always on here: not offered)
+    #[command(mut_arg("symmetric", |a| a.hide(true)))]
     Diff(DiffArgs),
     /// Explore an attention tensor in a window: drag to pan, wheel to zoom, c/n/r to recolour,
     /// o to order the heads by a statistic, p to show one pattern label's heads, 0 to reset, s
@@ -54,6 +56,8 @@ pub enum Command {
     Info(InfoArgs),
     /// Which heads matter: per-head pattern statistics (sink and local mass, entropy, mean
     /// distance, max, top keys and offsets, a pattern label), in one pass over the input.
+    // (the statistics are defined on probabilities: the Q/K options' --values is not offered)
+    #[command(mut_arg("values", |a| a.hide(true)))]
     Heads(HeadsArgs),
 }
 
