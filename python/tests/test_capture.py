@@ -315,12 +315,15 @@ def test_a_capture_around_an_encoder_decoder_s_generate_holds_every_step(tmp_pat
 
 def _tiny_llama4():
     """Llama 4 in miniature: layers 0-2 attend within chunks of 16 tokens (its config's
-    ``layer_types`` and ``attention_chunk_size``), layer 3 to every earlier token."""
+    ``layer_types`` and ``attention_chunk_size``), layer 3 to every earlier token, without RoPE
+    and with its queries scaled up from position 8 on (temperature tuning; 8192 in the real
+    models), which the capture takes as the model scaled them."""
     torch.manual_seed(0)
     config = transformers.Llama4TextConfig(
         vocab_size=97, hidden_size=64, intermediate_size=96, intermediate_size_mlp=96,
         num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
-        num_local_experts=2, attention_chunk_size=16, max_position_embeddings=128)
+        num_local_experts=2, attention_chunk_size=16, max_position_embeddings=128,
+        floor_scale=8)
     return transformers.Llama4ForCausalLM(config).eval()
 
 
@@ -354,16 +357,19 @@ def test_llama4_s_chunked_layers_equal_eager(implementation, tmp_path, cli):
         # (a chunked layer's row sees none of the chunk before: exact zeros there)
         assert np.all(probs[0, :, 20, :16] == 0), name
     # A left-padded batch item: transformers counts its chunks from its first token, as the
-    # capture, which holds its tokens alone, counts them.
+    # capture, which holds its tokens alone, counts them. (Against the model's own attention of
+    # that item without its padding: its temperature tuning scales the queries by their padded
+    # positions, so the item's attention is not that of its tokens run alone.)
     model.config._attn_implementation = implementation
     padded = torch.cat([torch.zeros(1, 7, dtype=torch.long), ids[:, :33]], 1)
     batch = torch.cat([ids[:, :40], padded])
+    mask = (batch != 0).long()
     with torch.no_grad(), attnviz.capture(model, batch=1) as cap:
-        model(batch, attention_mask=(batch != 0).long())
+        model(batch, attention_mask=mask)
     model.config._attn_implementation = "eager"
     with torch.no_grad():
-        eager = np.stack([a[0].numpy() for a in model(ids[:, :33], output_attentions=True)
-                          .attentions])
+        eager = np.stack([a[1, :, 7:, 7:].numpy() for a in model(
+            batch, attention_mask=mask, output_attentions=True).attentions])
     cap.save(tmp_path / "padded.safetensors")
     probs = _attention_from_capture(cli, tmp_path / "padded.safetensors", tmp_path / "p.npy")
     assert probs.shape == eager.shape
