@@ -90,9 +90,12 @@ class Capture:
         # say that it follows the one before), until a pass of its own starts over.
         self._broken = None
         self._start_pass()
-        # Modules without a layer index, numbered in the order they first run, so that a second
-        # forward pass finds the same numbers and replaces the first.
+        # Modules without a layer index, numbered in the order they first run (a module that
+        # runs several times in one forward pass, shared between layers as ALBERT's is, once per
+        # run), so that a second forward pass finds the same numbers and replaces the first.
         self._order = {}
+        # How many times each module has run in the model's current forward pass.
+        self._calls = {}
         self._saved = None
         self.model = type(model).__name__
 
@@ -119,6 +122,7 @@ class Capture:
         self._passed_over = set()
         self._unwanted = set()
         self._ran = 0
+        self._calls = {}
         self._hook = None
         if hasattr(self._model, "register_forward_pre_hook"):
             self._hook = self._model.register_forward_pre_hook(self._forward)
@@ -135,6 +139,29 @@ class Capture:
 
     def _forward(self, *_):
         self._ran += 1
+        self._calls = {}
+
+    def _layer_index(self, module):
+        """The layer a call of ``module``'s attention records: its ``layer_idx``, else its place
+        in the order the model's modules first ran, counting each run of a module within one
+        forward pass (ALBERT runs one module at every layer; Zamba2's shared blocks carry
+        ``layer_idx`` -1). Runs are counted within the passes the model's forward hook marks:
+        where it never fires (``forward`` called directly), each run of a module is a pass of
+        its own, as before."""
+        n = self._calls.get(id(module), 0)
+        if self._ran:
+            self._calls[id(module)] = n + 1
+        index = getattr(module, "layer_idx", None)
+        if isinstance(index, int) and index >= 0:
+            if n == 0:
+                return index
+            # (numbered after the model's own indices would mislabel them; say so instead)
+            self._problems.setdefault(index, (
+                "layer {}'s attention module ran {} times in one forward pass (shared between "
+                "layers under one layer_idx): the capture cannot tell its runs apart".format(
+                    index, n + 1)))
+            return None
+        return self._order.setdefault((id(module), n), len(self._order))
 
     def _start_pass(self):
         """Forgets what an earlier forward pass recorded: a capture holds one pass."""
@@ -213,12 +240,10 @@ class Capture:
             self._passed_over.add(name)
             name = None
         if name is not None:
-            index = getattr(module, "layer_idx", None)
-            if index is None:
-                index = self._order.setdefault(id(module), len(self._order))
-            if self._wanted is None or index in self._wanted:
+            index = self._layer_index(module)
+            if index is not None and (self._wanted is None or index in self._wanted):
                 self._record(index, module, query, key, attention_mask, kwargs)
-            else:
+            elif index is not None:
                 self._unwanted.add(index)
         inner = self._inner
         if inner is None:

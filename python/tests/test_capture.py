@@ -580,6 +580,42 @@ def test_a_second_forward_pass_replaces_the_first(indexed):
     assert [tuple(k.shape) for k in cap.k] == [(4, 20, 16)] * 2
 
 
+def test_an_attention_module_shared_between_layers_is_captured_at_each(tmp_path, cli):
+    """ALBERT runs one attention module at every layer: each run is a layer of the capture, in
+    order, equal to the model's eager attention (before, each run replaced the one before as a
+    new forward pass would, and the capture held the last layer's attention as layer 1); a
+    second pass still replaces the first. A module with a ``layer_idx`` that runs twice in one
+    pass cannot be told apart, and says so."""
+    torch.manual_seed(0)
+    config = transformers.AlbertConfig(vocab_size=97, embedding_size=32, hidden_size=64,
+                                       num_hidden_layers=3, num_attention_heads=4,
+                                       intermediate_size=96, max_position_embeddings=128)
+    model = transformers.AlbertModel(config).eval()
+    model.config._attn_implementation = "eager"
+    ids = _inputs()
+    with torch.no_grad():
+        eager = np.stack([a[0].numpy() for a in model(ids, output_attentions=True).attentions])
+        with attnviz.capture(model) as cap:
+            model(ids)
+    assert [l["index"] for l in cap.layers] == [0, 1, 2]
+    cap.save(tmp_path / "albert.safetensors")
+    probs = _attention_from_capture(cli, tmp_path / "albert.safetensors", tmp_path / "p.npy")
+    assert probs.shape == eager.shape == (3, 4, N, N)
+    assert float(np.abs(probs - eager).max()) <= 1e-5
+    with torch.no_grad(), attnviz.capture(model) as cap:
+        model(ids)
+        model(ids[:, :20])
+    assert [tuple(q.shape) for q in cap.q] == [(4, 20, 16)] * 3
+
+    llama = _tiny("llama-gqa")
+    llama.model.layers[1].self_attn = llama.model.layers[0].self_attn
+    with torch.no_grad(), attnviz.capture(llama) as cap:
+        llama(ids, use_cache=False)
+    with pytest.raises(ValueError, match=r"layer 0's attention module ran 2 times in one forward "
+                                         r"pass"):
+        cap.q
+
+
 def test_capture_keeps_dtype_subsets_layers_and_restores_sdpa():
     model = _tiny("llama-gqa").to(torch.bfloat16)
     model.config._attn_implementation = "sdpa"
