@@ -65,6 +65,8 @@ pub(super) struct PieceParams {
     /// The pattern statistics' rows a profile invocation walks (`Piece::slice_rows` in
     /// `shaders/pattern.wgsl`; 0: the whole piece); the pool pass reads nothing here.
     pub(super) slice_rows: u32,
+    /// With `window` (`FLAG_WINDOW`): the attention chunks that also hide keys, and the
+    /// position of a row's first key (a chunk's edges are positions).
     pub(super) chunk: u32,
     pub(super) key_position: u32,
 }
