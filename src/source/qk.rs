@@ -428,19 +428,20 @@ impl QkSource {
         if self.values == Values::Logits {
             parts.push("logits".to_string());
         }
-        let mut windows: Vec<usize> = self.layer_params.iter().filter_map(|p| p.window).collect();
-        windows.sort_unstable();
-        windows.dedup();
-        for w in windows {
-            let ls = layers_with(&|p| p.window == Some(w));
-            parts.push(format!("sliding window {w}{}", which(&ls)));
-        }
-        let mut chunks: Vec<usize> = self.layer_params.iter().filter_map(|p| p.chunk).collect();
-        chunks.sort_unstable();
-        chunks.dedup();
-        for c in chunks {
-            let ls = layers_with(&|p| p.chunk == Some(c));
-            parts.push(format!("attention chunks of {c}{}", which(&ls)));
+        // each window and chunk size, with the layers that have it
+        type Size = fn(&LayerParams) -> Option<usize>;
+        let sizes: [(&str, Size); 2] = [
+            ("sliding window", |p| p.window),
+            ("attention chunks of", |p| p.chunk),
+        ];
+        for (name, size) in sizes {
+            let mut values: Vec<usize> = self.layer_params.iter().filter_map(size).collect();
+            values.sort_unstable();
+            values.dedup();
+            for v in values {
+                let ls = layers_with(&|p| size(p) == Some(v));
+                parts.push(format!("{name} {v}{}", which(&ls)));
+            }
         }
         let caps = layers_with(&|p| p.softcap.is_some());
         if let Some(&l) = caps.first() {
