@@ -147,20 +147,15 @@ class Capture:
         forward pass (ALBERT runs one module at every layer; Zamba2's shared blocks carry
         ``layer_idx`` -1). Runs are counted within the passes the model's forward hook marks:
         where it never fires (``forward`` called directly), each run of a module is a pass of
-        its own, as before."""
+        its own, as it is for a module with a ``layer_idx``."""
+        index = getattr(module, "layer_idx", None)
+        if isinstance(index, int) and index >= 0:
+            # (a second run of it, as gradient checkpointing's recomputation in backward makes,
+            # is a new pass over that layer, as before)
+            return index
         n = self._calls.get(id(module), 0)
         if self._ran:
             self._calls[id(module)] = n + 1
-        index = getattr(module, "layer_idx", None)
-        if isinstance(index, int) and index >= 0:
-            if n == 0:
-                return index
-            # (numbered after the model's own indices would mislabel them; say so instead)
-            self._problems.setdefault(index, (
-                "layer {}'s attention module ran {} times in one forward pass (shared between "
-                "layers under one layer_idx): the capture cannot tell its runs apart".format(
-                    index, n + 1)))
-            return None
         return self._order.setdefault((id(module), n), len(self._order))
 
     def _start_pass(self):
@@ -207,7 +202,9 @@ class Capture:
 
         if q_len < k_len and k_len - q_len <= held and is_last(k_len - q_len - 1):
             return "new"
-        if k_len == held and is_last(k_len - 1):
+        # (fewer queries than keys: as many, over the same keys, is the pass itself again, as
+        # gradient checkpointing recomputes it in backward, and replaces it)
+        if q_len < k_len == held and is_last(k_len - 1):
             return "same"
         return None
 
@@ -241,9 +238,9 @@ class Capture:
             name = None
         if name is not None:
             index = self._layer_index(module)
-            if index is not None and (self._wanted is None or index in self._wanted):
+            if self._wanted is None or index in self._wanted:
                 self._record(index, module, query, key, attention_mask, kwargs)
-            elif index is not None:
+            else:
                 self._unwanted.add(index)
         inner = self._inner
         if inner is None:

@@ -584,8 +584,7 @@ def test_an_attention_module_shared_between_layers_is_captured_at_each(tmp_path,
     """ALBERT runs one attention module at every layer: each run is a layer of the capture, in
     order, equal to the model's eager attention (before, each run replaced the one before as a
     new forward pass would, and the capture held the last layer's attention as layer 1); a
-    second pass still replaces the first. A module with a ``layer_idx`` that runs twice in one
-    pass cannot be told apart, and says so."""
+    second pass still replaces the first."""
     torch.manual_seed(0)
     config = transformers.AlbertConfig(vocab_size=97, embedding_size=32, hidden_size=64,
                                        num_hidden_layers=3, num_attention_heads=4,
@@ -607,13 +606,23 @@ def test_an_attention_module_shared_between_layers_is_captured_at_each(tmp_path,
         model(ids[:, :20])
     assert [tuple(q.shape) for q in cap.q] == [(4, 20, 16)] * 3
 
-    llama = _tiny("llama-gqa")
-    llama.model.layers[1].self_attn = llama.model.layers[0].self_attn
-    with torch.no_grad(), attnviz.capture(llama) as cap:
-        llama(ids, use_cache=False)
-    with pytest.raises(ValueError, match=r"layer 0's attention module ran 2 times in one forward "
-                                         r"pass"):
-        cap.q
+
+def test_gradient_checkpointing_s_recomputation_is_the_pass_again(tmp_path, cli):
+    """Gradient checkpointing runs each layer's attention again in backward, over the same keys:
+    that run replaces the pass it repeats. (It was appended as a cross-attention step over the
+    same keys would be, and the capture held every row twice.)"""
+    model = _tiny("llama-gqa")
+    ids = _inputs()
+    with torch.no_grad():
+        eager = np.stack([a[0].numpy() for a in model(ids, output_attentions=True).attentions])
+    model.activation_checkpointing_enable()
+    model.train()
+    with attnviz.capture(model) as cap:
+        model(ids, labels=ids, use_cache=False).loss.backward()
+    assert [tuple(q.shape) for q in cap.q] == [(4, N, 16)] * 2
+    cap.save(tmp_path / "trained.safetensors")
+    probs = _attention_from_capture(cli, tmp_path / "trained.safetensors", tmp_path / "p.npy")
+    assert float(np.abs(probs - eager).max()) <= 1e-5
 
 
 def test_capture_keeps_dtype_subsets_layers_and_restores_sdpa():
