@@ -619,17 +619,23 @@ def _not_continued(index):
 _RECOMPUTED_TYPES = ("full_attention", "sliding_attention", "chunked_attention")
 
 
+def _layer_types(module, index):
+    """The model config's ``layer_types`` (each layer's kind of attention) where it has one
+    for layer ``index``, else None."""
+    types = getattr(getattr(module, "config", None), "layer_types", None)
+    if not isinstance(types, (list, tuple)) or not 0 <= index < len(types):
+        return None
+    return types
+
+
 def _attention_chunk(module, index):
     """Layer ``index``'s attention chunk size where its model's config makes it a
     ``chunked_attention`` layer (Llama 4: ``layer_types`` and ``attention_chunk_size``, which
     the attention module itself does not carry), else None."""
-    config = getattr(module, "config", None)
-    types = getattr(config, "layer_types", None)
-    if not isinstance(types, (list, tuple)) or not 0 <= index < len(types):
+    types = _layer_types(module, index)
+    if types is None or types[index] != "chunked_attention":
         return None
-    if types[index] != "chunked_attention":
-        return None
-    chunk = getattr(config, "attention_chunk_size", None)
+    chunk = getattr(module.config, "attention_chunk_size", None)
     return int(chunk) if chunk else None
 
 
@@ -637,9 +643,8 @@ def _layer_type_hint(module, index):
     """For a layer whose mask attnviz cannot recompute, what its model's config says the layer
     is (``layer_types``, such as a kind attnviz does not know) and which layers attnviz can
     take instead, as ``layers=`` names them; "" where the config does not say."""
-    config = getattr(module, "config", None)
-    types = getattr(config, "layer_types", None)
-    if not isinstance(types, (list, tuple)) or not 0 <= index < len(types):
+    types = _layer_types(module, index)
+    if types is None:
         return ""
     kind = types[index]
     if kind in _RECOMPUTED_TYPES:
