@@ -86,7 +86,8 @@ fn first_row_past(key: i32) -> i32 {
     }
     if qk.chunk != 0u {
         let c = i32(qk.chunk);
-        // (key > 0: the end of a workgroup's keys)
+        // (key > 0: the end of a workgroup's keys; c at most 2^30, src/source/qk.rs
+        // `OlderKeys::KERNEL_MAX`, so that the sum stays an i32)
         a = min(a, (key + c - 1) / c * c);
     }
     return a;

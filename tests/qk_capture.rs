@@ -170,6 +170,19 @@ fn cases() -> Vec<Case> {
             chunk: Some(2990),
             cell: 64,
         },
+        // A window and chunks longer than any i32 (as long as none): the kernels' saturated
+        // values hide nothing either.
+        Case {
+            name: "window-and-chunks-past-i32",
+            heads: 1,
+            kv_heads: 1,
+            nq: 64,
+            nk: 64,
+            d: 8,
+            window: Some(3_000_000_000),
+            chunk: Some(4_000_000_000),
+            cell: 32,
+        },
         Case {
             name: "native-chunks-of-16",
             heads: 1,

@@ -146,12 +146,18 @@ impl OlderKeys {
         self.window.is_some() || self.chunk.is_some()
     }
 
-    /// The window and the chunk in keys as the kernels take them, 0 for none (saturated: one
-    /// longer than any head is as good as none).
+    /// The window and the chunk in keys as the kernels take them, 0 for none, saturated at
+    /// [`OlderKeys::KERNEL_MAX`].
     pub fn kernel_params(&self) -> (u32, u32) {
-        let keys = |n: Option<usize>| n.map_or(0, |n| n.min(u32::MAX as usize) as u32);
+        let keys = |n: Option<usize>| n.map_or(0, |n| n.min(Self::KERNEL_MAX) as u32);
         (keys(self.window), keys(self.chunk))
     }
+
+    /// The largest window or chunk the kernels are given: one as long as any head hides
+    /// nothing more than a longer one, and the shaders' i32 positions plus it stay in range (a
+    /// window of 2³¹ or more keys read as a negative i32 hid every key but the diagonal's
+    /// neighbours on the GPU).
+    pub const KERNEL_MAX: usize = 1 << 30;
 
     /// The first key the query at absolute position `a` sees, as a position (below 0 where it
     /// sees every key from the first).
