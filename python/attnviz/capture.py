@@ -312,9 +312,9 @@ class Capture:
                 and not _same_kept(kept, self._kept)):
             problem = "its padding differs from layer {}'s".format(min(self._records))
         if problem is not None:
+            hint = _layer_type_hint(module, index, causal is False and window is not None)
             self._problems[index] = ("layer {}'s attention mask {}: attnviz cannot recompute it "
-                                     "from Q and K{}".format(index, problem,
-                                                             _layer_type_hint(module, index)))
+                                     "from Q and K{}".format(index, problem, hint))
         if self._kept is None:
             self._kept = kept
 
@@ -639,14 +639,22 @@ def _attention_chunk(module, index):
     return int(chunk) if chunk else None
 
 
-def _layer_type_hint(module, index):
+def _layer_type_hint(module, index, two_sided=False):
     """For a layer whose mask attnviz cannot recompute, what its model's config says the layer
     is (``layer_types``, such as a kind attnviz does not know) and which layers attnviz can
-    take instead, as ``layers=`` names them; "" where the config does not say."""
+    take instead, as ``layers=`` names them; "" where the config does not say. ``two_sided``:
+    the layer is bidirectional with a sliding window, which then hides keys after the query
+    too (ModernBERT's local layers), where attnviz's windows hide older keys only."""
     types = _layer_types(module, index)
     if types is None:
         return ""
     kind = types[index]
+    if two_sided:
+        usable = [i for i, t in enumerate(types) if t == "full_attention"]
+        return ("; its sliding window is two-sided (each query sees keys on both sides of it, as "
+                "ModernBERT's local layers do), which attnviz does not recompute{}".format(
+                    ": capture its full_attention layers instead, layers={}".format(usable)
+                    if usable else ""))
     if kind in _RECOMPUTED_TYPES:
         return ""
     usable = [i for i, t in enumerate(types) if t in _RECOMPUTED_TYPES]

@@ -412,6 +412,33 @@ def test_a_layer_kind_attnviz_does_not_know_names_the_layers_it_can_take():
     assert _layer_type_hint(module, 2) == ""
 
 
+def test_modernbert_s_two_sided_windows_are_refused_naming_its_global_layers(tmp_path, cli):
+    """ModernBERT's local layers see keys within a window on both sides of the query, which
+    attnviz's windows (older keys only) do not recompute: refused, naming the global layers,
+    which captured alone equal eager."""
+    torch.manual_seed(0)
+    config = transformers.ModernBertConfig(
+        vocab_size=97, hidden_size=64, intermediate_size=96, num_hidden_layers=3,
+        num_attention_heads=4, max_position_embeddings=128, local_attention=16,
+        global_attn_every_n_layers=3, pad_token_id=0)
+    model = transformers.ModernBertModel(config).eval()
+    model.config._attn_implementation = "eager"
+    ids = _inputs()
+    with torch.no_grad(), attnviz.capture(model) as cap:
+        model(ids)
+    with pytest.raises(ValueError, match=r"layer 1's .* its sliding window is two-sided .* "
+                                         r"capture its full_attention layers instead, "
+                                         r"layers=\[0\]"):
+        cap.q
+    with torch.no_grad():
+        eager = model(ids, output_attentions=True).attentions[0][0].numpy()
+        with attnviz.capture(model, layers=[0]) as cap:
+            model(ids)
+    cap.save(tmp_path / "global.safetensors")
+    probs = _attention_from_capture(cli, tmp_path / "global.safetensors", tmp_path / "p.npy")
+    assert float(np.abs(probs[0] - eager).max()) <= 1e-5
+
+
 def test_a_mask_attnviz_cannot_recompute_is_a_value_error():
     """Packed sequences (a block-diagonal causal mask, given to the model as a 4D mask, boolean
     or additive) are not a causal mask with padding: the capture says so when it is read,
