@@ -20,9 +20,10 @@
 // the head for workgroup x), which pattern_pixels and pattern_heads reduce at the end.
 //
 // Rows above the whole workgroup's keys (causal) are not computed (their diagonal shares are
-// 0), nor are rows whose sliding window has passed all of them (probability 0: the diagonals
-// only move on). Keys a row does not see are masked as the probabilities prob_rows stores
-// are read: past the diagonal, left out; older than the window, entries of 0.
+// 0), nor are rows whose sliding window or attention chunk has passed all of them
+// (probability 0: the diagonals only move on). Keys a row does not see are masked as the
+// probabilities prob_rows stores are read: past the diagonal, left out; before the window or
+// the chunk, entries of 0.
 //
 // QD4 (the head dimension in vec4s) and QWIN (query rows of a window), the K loads and the
 // scores are substituted when the module is built (src/pool/pattern_qk.rs); the scores are

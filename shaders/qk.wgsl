@@ -101,7 +101,8 @@ fn visible(r: u32) -> u32 {
     return mask_end(r, (params.flags & FLAG_CAUSAL) != 0u, params.diagonal, params.keys);
 }
 
-// The first key row `r` sees (the sliding window's oldest), at most visible(r).
+// The first key row `r` sees (a sliding window's oldest, or its chunk's first), at most
+// visible(r).
 fn first_visible(r: u32) -> u32 {
     return mask_start(r, visible(r), params.diagonal, params.window, params.chunk);
 }

@@ -1,5 +1,5 @@
 // Which keys a query row of a Q/K head sees: prepended to qk.wgsl and qk_pool.wgsl so both
-// paths mask alike; src/source/qk.rs (`QkSource::visible`) is the reference. Key k is hidden
+// paths mask alike (and to the pool and pattern modules, for first_key_seen); src/source/qk.rs (`QkSource::visible`) is the reference. Key k is hidden
 // from row r when k > r + diagonal (causal), when k ≤ r + diagonal − window (older than a
 // sliding window; window 0: none), or when k is before the chunk of r + diagonal (attention
 // chunks of `chunk` positions; 0: none).
