@@ -691,3 +691,103 @@ fn a_capture_of_some_layers_keeps_the_model_s_layer_numbers() {
     assert_eq!(plan.focused_cell((4, 1)), Some(3));
     assert_eq!(plan.focused_cell((2, 0)), None);
 }
+
+/// `--attention-chunk N` applies chunks to Q and K from plain files, as a capture's metadata
+/// does: the probabilities `attnviz attention` writes are those of the f64 reference with the
+/// chunks (each row's keys of earlier chunks exactly 0), the figure's caption says so, and
+/// without a causal mask the flag is one line, exit 2, and no file.
+#[test]
+fn the_command_line_s_chunks_apply_to_plain_q_and_k() {
+    let dir = tempfile::tempdir().unwrap();
+    let (q, k) = (values(1, 2, 40, 8, 3), values(1, 1, 40, 8, 4));
+    let (qp, kp) = (dir.path().join("q.npy"), dir.path().join("k.npy"));
+    for (a, path) in [(&q, &qp), (&k, &kp)] {
+        let src = ArraySource::from_f32("x", a);
+        attnviz::source::write_tensor(&src, path, &|_, _| {}).unwrap();
+    }
+    let cli = env!("CARGO_BIN_EXE_attnviz");
+    let run = |args: &[&str]| {
+        Command::new(cli)
+            .args(args)
+            .arg("--q")
+            .arg(&qp)
+            .arg("--k")
+            .arg(&kp)
+            .output()
+            .unwrap()
+    };
+    let probs = dir.path().join("p.npy");
+    let o = run(&[
+        "attention",
+        "--causal",
+        "--attention-chunk",
+        "16",
+        "-o",
+        probs.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let reference = QkSource::new(
+        Box::new(ArraySource::from_f32("q", &q)),
+        Box::new(ArraySource::from_f32("k", &k)),
+        &QkOptions {
+            causal: true,
+            attention_chunk: Some(16),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let written = attnviz::source::open(&probs, &Default::default()).unwrap();
+    let mut bytes = vec![0u8; 40 * 40 * 4];
+    let mut row = vec![0f32; 40 * 40];
+    for head in 0..2 {
+        written.read_rows(0, head, 0, &mut bytes).unwrap();
+        let gpu: Vec<f32> = bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect();
+        reference
+            .probabilities_cpu(0, head, 0..40, &mut row)
+            .unwrap();
+        for (i, (g, r)) in gpu.iter().zip(&row).enumerate() {
+            let (r_i, key) = (i / 40, i % 40);
+            if key < r_i / 16 * 16 {
+                assert_eq!(
+                    *g, 0.0,
+                    "head {head}: row {r_i} key {key} is in an earlier chunk"
+                );
+            }
+            assert!((g - r).abs() <= 1e-5, "head {head} entry {i}: {g} vs {r}");
+        }
+    }
+    let layout = dir.path().join("fig.json");
+    let o = run(&[
+        "render",
+        "--quiet",
+        "--causal",
+        "on",
+        "--attention-chunk",
+        "16",
+        "-o",
+        dir.path().join("fig.png").to_str().unwrap(),
+        "--layout-json",
+        layout.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let json = std::fs::read_to_string(&layout).unwrap();
+    assert!(json.contains("attention chunks of 16"), "caption: {json}");
+    let refused = dir.path().join("refused.png");
+    let o = run(&[
+        "render",
+        "--attention-chunk",
+        "16",
+        "-o",
+        refused.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("need a causal mask") && err.lines().count() == 1,
+        "{err}"
+    );
+    assert!(!refused.exists());
+}
