@@ -167,6 +167,16 @@ def test_qk_options_match_cli(cli, tmp_path):
     assert ">t23<" in fig.svg
     assert out.read_bytes() == svg.read_bytes()
     assert fig.svg == svg.read_text()
+    # attention chunks (causal only), the flag and the keyword alike
+    svg = tmp_path / "chunks.svg"
+    code, err = run_cli(cli, "render", "--q", tmp_path / "q.npy", "--k", tmp_path / "k.npy", "-o",
+                        svg, "--quiet", "--causal", "on", "--attention-chunk", "8")
+    assert code == 0, err
+    fig = attnviz.figure_qk(q, k, out=tmp_path / "py-chunks.svg", causal="on", attention_chunk=8)
+    assert "attention chunks of 8" in fig.svg
+    assert fig.svg == svg.read_text()
+    with pytest.raises(ValueError, match="need a causal mask"):
+        attnviz.figure_qk(q, k, attention_chunk=8)
 
 
 @pytest.mark.parametrize(
