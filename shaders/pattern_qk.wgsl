@@ -62,19 +62,14 @@ struct QkPattern {
 // per row: (lse, largest probability), from pool_row_lse
 @group(1) @binding(3) var<storage, read> lse: array<vec2<f32>>;
 
-// One past the last key head row `r` sees, and the first (qk_mask.wgsl's semantics).
+// One past the last key head row `r` sees, and the first: qk_mask.wgsl's, as the score
+// kernels mask.
 fn qk_end(r: u32) -> u32 {
-    if qk.causal == 0u {
-        return params.keys;
-    }
-    return u32(clamp(i32(r) + qk.diagonal + 1, 0, i32(params.keys)));
+    return mask_end(r, qk.causal != 0u, qk.diagonal, params.keys);
 }
 
 fn qk_start(r: u32) -> u32 {
-    if qk.window == 0u && qk.chunk == 0u {
-        return 0u;
-    }
-    return u32(clamp(first_key_seen(i32(r) + qk.diagonal, qk.window, qk.chunk), 0, i32(params.keys)));
+    return mask_start(r, qk_end(r), qk.diagonal, qk.window, qk.chunk);
 }
 
 // The first position whose query sees no key before `key` (i32 max: none; `OlderKeys::

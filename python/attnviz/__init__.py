@@ -599,8 +599,7 @@ def diff(
             pass
         elif isinstance(x, Capture):
             # (its attention recomputed with its own settings, as `attnviz diff` does a file's)
-            qk = _qk_options(dict(queries=None, values="probs", softmax_scale=None,
-                                  sliding_window=None, softcap=None))
+            qk = _qk_defaults()
             side["q"], side["k"], side["qk_bf16"] = _qk_inputs(x, None, qk, {"tokens": None})
             side["qk"] = qk
         else:
@@ -703,7 +702,7 @@ def view(
 def _qk_defaults(queries=None):
     """The Q/K keywords at their defaults (a capture's own settings apply), but ``queries``."""
     return _qk_options(dict(queries=queries, values="probs", softmax_scale=None,
-                            sliding_window=None, softcap=None))
+                            sliding_window=None, attention_chunk=None, softcap=None))
 
 
 def _file_source(where, attn, tensor, options, qk, k=None):
@@ -828,7 +827,7 @@ def _qk_options(kw):
     """The dict of Q/K keywords the extension reads (``PyQkOptions``); ``meta`` is filled in by
     ``_render_qk``."""
     softcap = _float(kw["softcap"], "softcap")
-    window, chunk = kw["sliding_window"], kw.get("attention_chunk")
+    window, chunk = kw["sliding_window"], kw["attention_chunk"]
     return {
         "queries": _queries(kw["queries"]),
         "softmax_scale": _float(kw["softmax_scale"], "softmax_scale"),

@@ -613,7 +613,6 @@ def _not_continued(index):
             "--generate does, or the whole sequence in one forward pass".format(index))
 
 
-
 # The attention kinds of a config's ``layer_types`` that attnviz recomputes: causal or not,
 # with the layer's sliding window, or in attention chunks (Llama 4).
 _RECOMPUTED_TYPES = ("full_attention", "sliding_attention", "chunked_attention")

@@ -80,10 +80,11 @@ impl HeadPooler {
                     .unwrap_or(self.keys as i64 - self.queries as i64);
             let above = |k: usize| k as i64 > diagonal;
             let causal = self.options.causal;
-            let low = match self.older.any() {
-                true => self.older.first(diagonal + self.key_position) - self.key_position,
-                false => i64::MIN,
-            };
+            // (i64::MIN where nothing before the row is hidden)
+            let low = self
+                .older
+                .first(diagonal + self.key_position)
+                .saturating_sub(self.key_position);
             let masked = |k: usize| (causal == Causal::On && above(k)) || (k as i64) < low;
             let auto = causal == Causal::Auto;
             let mut saw_upper = false;
