@@ -20,10 +20,10 @@
 // the head for workgroup x), which pattern_pixels and pattern_heads reduce at the end.
 //
 // Rows above the whole workgroup's keys (causal) are not computed (their diagonal shares are
-// 0), nor are rows whose sliding window or attention chunk has passed all of them
-// (probability 0: the diagonals only move on). Keys a row does not see are masked as the
-// probabilities prob_rows stores are read: past the diagonal, left out; before the window or
-// the chunk, entries of 0.
+// 0), nor are rows before a two-sided window reaches them, or whose sliding window or attention
+// chunk has passed all of them (probability 0: the diagonals only move on). Keys a row does not
+// see are masked as the probabilities prob_rows stores are read: past the diagonal, left out;
+// before the window or the chunk, or after a two-sided window, entries of 0.
 //
 // QD4 (the head dimension in vec4s) and QWIN (query rows of a window), the K loads and the
 // scores are substituted when the module is built (src/pool/pattern_qk.rs); the scores are
@@ -44,7 +44,8 @@ struct QkPattern {
     scale: f32,
     softcap: f32,
     // key k is hidden from head row r when k > r + diagonal (causal), k ≤ r + diagonal −
-    // window (window > 0), or k is before the chunk of r + diagonal (chunk > 0)
+    // window or, bidirectional, k ≥ r + diagonal + window (window > 0), or k is before the
+    // chunk of r + diagonal (chunk > 0)
     diagonal: i32,
     causal: u32,
     window: u32,
@@ -65,14 +66,20 @@ struct QkPattern {
 // One past the last key head row `r` sees, and the first: qk_mask.wgsl's, as the score
 // kernels mask.
 fn qk_end(r: u32) -> u32 {
-    return mask_end(r, qk.causal != 0u, qk.diagonal, params.keys);
+    return mask_end(r, qk.causal != 0u, qk.diagonal, params.keys, qk.window);
+}
+
+// One past the last key that is an entry of head row `r`: its diagonal's, or the last key's
+// (the keys after a two-sided window are entries of 0, as those before it are).
+fn qk_entries(r: u32) -> u32 {
+    return entry_end(r, qk.causal != 0u, qk.diagonal, params.keys);
 }
 
 fn qk_start(r: u32) -> u32 {
     return mask_start(r, qk_end(r), qk.diagonal, qk.window, qk.chunk);
 }
 
-// The first position whose query sees no key before `key` (i32 max: none; `OlderKeys::
+// The first position whose query sees no key before `key` (i32 max: none; `HiddenKeys::
 // first_row_past` in src/source/qk.rs is the reference): the window's oldest key or the
 // chunk's first has passed it.
 fn first_row_past(key: i32) -> i32 {
@@ -83,7 +90,7 @@ fn first_row_past(key: i32) -> i32 {
     if qk.chunk != 0u {
         let c = i32(qk.chunk);
         // (key > 0: the end of a workgroup's keys; c at most 2^30, src/source/qk.rs
-        // `OlderKeys::KERNEL_MAX`, so that the sum stays an i32)
+        // `HiddenKeys::KERNEL_MAX`, so that the sum stays an i32)
         a = min(a, (key + c - 1) / c * c);
     }
     return a;
@@ -159,6 +166,10 @@ fn pattern_qk(
     if qk.causal != 0u {
         // the first row whose end passes kw0: r + diagonal + 1 > kw0
         i_lo = u32(clamp(i32(kw0) - qk.diagonal - i32(r0), 0, i32(rows)));
+    } else if qk.window != 0u {
+        // a two-sided window's: r + diagonal + window > kw0 (the rows before see the group's
+        // keys as entries of 0, and the diagonals' sums are still 0 there: nothing moves)
+        i_lo = u32(clamp(i32(kw0) - qk.diagonal - i32(qk.window) + 1 - i32(r0), 0, i32(rows)));
     }
     if qk.window != 0u || qk.chunk != 0u {
         // the first row whose window or chunk starts at kw1 or later
@@ -181,16 +192,17 @@ fn pattern_qk(
             let qo = i * QD4;
             let lse_r = lse[qk.lse_row0 + i].x;
             // @SCORES
+            let ent = vec4<u32>(qk_entries(r));
             let vis = vec4<u32>(qk_end(r));
             let first = vec4<u32>(qk_start(r));
-            let in_a = keys_a < vis;
-            let in_b = keys_b < vis;
-            let in_c = keys_c < vis;
-            let in_d = keys_d < vis;
-            let fa = four(raw.a, lse_r, in_a, in_a & (keys_a >= first));
-            let fb = four(raw.b, lse_r, in_b, in_b & (keys_b >= first));
-            let fc = four(raw.c, lse_r, in_c, in_c & (keys_c >= first));
-            let fd = four(raw.d, lse_r, in_d, in_d & (keys_d >= first));
+            let in_a = keys_a < ent;
+            let in_b = keys_b < ent;
+            let in_c = keys_c < ent;
+            let in_d = keys_d < ent;
+            let fa = four(raw.a, lse_r, in_a, (keys_a < vis) & (keys_a >= first));
+            let fb = four(raw.b, lse_r, in_b, (keys_b < vis) & (keys_b >= first));
+            let fc = four(raw.c, lse_r, in_c, (keys_c < vis) & (keys_c >= first));
+            let fd = four(raw.d, lse_r, in_d, (keys_d < vis) & (keys_d >= first));
             let v = Keys16(fa.p, fb.p, fc.p, fd.p);
             p_ln_p += (fa.p * fa.l + fb.p * fb.l) + (fc.p * fc.l + fd.p * fd.l);
             let bad = (vec4<u32>(fa.bad) + vec4<u32>(fb.bad)) + (vec4<u32>(fc.bad) + vec4<u32>(fd.bad));

@@ -31,7 +31,8 @@ struct Piece {
     // index of the block's first row in `row_max`
     row_max_base: u32,
     // FLAG_WINDOW: entry (q, k) is masked when k < q + causal_offset - window + 1 (keys older
-    // than a sliding window: logits recomputed from Q and K)
+    // than a sliding window: logits recomputed from Q and K), and without FLAG_CAUSAL when
+    // k ≥ q + causal_offset + window too (a bidirectional layer's window is two-sided)
     window: u32,
     // entry (q, k) is above the causal diagonal when k > q + causal_offset
     causal_offset: i32,

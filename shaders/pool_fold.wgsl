@@ -66,8 +66,10 @@ struct Running {
     first: u32,
     width: u32,
     diagonal: i32,
-    // FLAG_WINDOW: the first key of the window (keys before it are masked)
+    // FLAG_WINDOW: the first key of the window (keys before it are masked), and one past its
+    // last (a bidirectional layer's two-sided window: keys from it on are masked)
     low: i32,
+    high: i32,
     // --norm row: the row's divisor, or a zero row (maximum not positive: every entry is 0)
     scale: f32,
     zero_row: bool,
@@ -81,7 +83,7 @@ struct Running {
 fn fold(run: ptr<function, Running>, bits: u32, finite: bool, e: u32) {
     var counted = (e - (*run).first) < (*run).width;
     if (FLAGS & FLAG_WINDOW) != 0u {
-        counted = counted && i32(e) >= (*run).low;
+        counted = counted && i32(e) >= (*run).low && i32(e) < (*run).high;
     }
     if (FLAGS & (FLAG_CAUSAL | FLAG_AUTO_CAUSAL)) != 0u {
         let up = i32(e) > (*run).diagonal;
@@ -185,10 +187,17 @@ fn begin_row(run: ptr<function, Running>, q: u32, r: u32, row_base: u32, first: 
     // (only FLAG_WINDOW pipelines read it, and a piece without a window or chunks masks
     // nothing; first_key_seen works in key positions)
     (*run).low = -2147483647 - 1;
+    (*run).high = 2147483647;
     if (FLAGS & FLAG_WINDOW) != 0u && (piece.window > 0u || piece.chunk > 0u) {
         let at = i32(q) + piece.causal_offset + i32(piece.key_position);
         (*run).low = first_key_seen(at, piece.window, piece.chunk) - i32(piece.key_position)
             + i32(row_base);
+        if (FLAGS & FLAG_CAUSAL) == 0u && piece.window > 0u {
+            // (a window of 2^29 keys or more hides none after the query of a head that fits
+            // a buffer; that bound keeps the sum an i32)
+            let w = i32(min(piece.window, 1u << 29u));
+            (*run).high = i32(q) + piece.causal_offset + w + i32(row_base);
+        }
     }
     if (FLAGS & FLAG_ROW_NORM) != 0u {
         let m = row_max[piece.row_max_base + r];

@@ -9,7 +9,8 @@
 // software rasterizers that cap a shader's loop iterations (llvmpipe stops at 65535) finish.
 // Scores are kept in base 2 (`scale` already holds log2(e)), so each entry costs one exp2.
 // A capture's layer settings (src/source/qk_meta.rs) apply here as in the CPU reference: keys
-// older than a sliding window are hidden (probability 0), a softcap bends each score, and a
+// older than a sliding window (or, bidirectional, as far after the query) are hidden
+// (probability 0), a softcap bends each score, and a
 // sink logit joins each row's denominator.
 //
 // D4 (the head dimension in vec4s, zero padded) is substituted when the module is built, and
@@ -57,7 +58,8 @@ struct QkParams {
     // row_stats: the keys this dispatch adds, [seg_start, seg_end)
     seg_start: u32,
     seg_end: u32,
-    // keys this many positions older than the query or more are hidden; 0: no window
+    // keys this many positions older than the query or more are hidden (and, bidirectional,
+    // as many after it: a two-sided window); 0: no window
     window: u32,
     // softcap × log2(e): scores become softcap · tanh(s / softcap); 0: none
     softcap: f32,
@@ -96,9 +98,9 @@ fn stats_at(r: u32) -> vec2<f32> {
     return bitcast<vec2<f32>>(select(word.xy, word.zw, (r & 1u) == 1u));
 }
 
-// How many leading keys row `r` sees (qk_mask.wgsl).
+// One past the last key row `r` sees (qk_mask.wgsl).
 fn visible(r: u32) -> u32 {
-    return mask_end(r, (params.flags & FLAG_CAUSAL) != 0u, params.diagonal, params.keys);
+    return mask_end(r, (params.flags & FLAG_CAUSAL) != 0u, params.diagonal, params.keys, params.window);
 }
 
 // The first key row `r` sees (a sliding window's oldest, or its chunk's first), at most

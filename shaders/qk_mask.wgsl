@@ -1,15 +1,29 @@
 // Which keys a query row of a Q/K head sees: prepended to qk.wgsl and qk_pool.wgsl so both
-// paths mask alike (and to the pool and pattern modules, for first_key_seen); src/source/qk.rs (`QkSource::visible`) is the reference. Key k is hidden
-// from row r when k > r + diagonal (causal), when k ≤ r + diagonal − window (older than a
-// sliding window; window 0: none), or when k is before the chunk of r + diagonal (attention
-// chunks of `chunk` positions; 0: none).
+// paths mask alike (and to the pool and pattern modules, for first_key_seen); src/source/qk.rs
+// (`QkSource::visible`, `HiddenKeys`) is the reference. Key k is hidden from row r, at position
+// a = r + diagonal, when k > a (causal), when a − k ≥ window (older than a sliding window;
+// window 0: none), when k − a ≥ window in a bidirectional layer (its window is two-sided, as in
+// ModernBERT's local layers), or when k is before the chunk of a (attention chunks of `chunk`
+// positions; 0: none).
 
-// One past the last key row `r` sees.
-fn mask_end(r: u32, causal: bool, diagonal: i32, keys: u32) -> u32 {
-    if !causal {
+// One past the last key row `r` sees: its causal diagonal's, its two-sided window's
+// (bidirectional, window > 0), or the head's last key's.
+fn mask_end(r: u32, causal: bool, diagonal: i32, keys: u32, window: u32) -> u32 {
+    if causal {
+        return u32(clamp(i32(r) + diagonal + 1, 0, i32(keys)));
+    }
+    if window == 0u {
         return keys;
     }
-    return u32(clamp(i32(r) + diagonal + 1, 0, i32(keys)));
+    // (window at most 2^30, `HiddenKeys::KERNEL_MAX`: the sum stays an i32)
+    return u32(clamp(i32(r) + diagonal + i32(window), 0, i32(keys)));
+}
+
+// One past the last key that is an entry of row `r`: its causal diagonal's, or the head's last
+// key's. The keys between mask_end and it are entries of probability 0 (a two-sided window's
+// later keys, as its older keys are), which pooled probabilities count and logits mask.
+fn entry_end(r: u32, causal: bool, diagonal: i32, keys: u32) -> u32 {
+    return mask_end(r, causal, diagonal, keys, 0u);
 }
 
 // The first key row `r` sees, at most `end` (its mask_end).
@@ -24,7 +38,7 @@ fn mask_start(r: u32, end: u32, diagonal: i32, window: u32, chunk: u32) -> u32 {
 // keys and attention chunks of `chunk` positions (0: none of either): the later of the window's
 // oldest key and the chunk's first; below 0 where it sees every key from the first. Shared by
 // the Q/K shaders' masks and the pool pass's (pool_fold.wgsl: the pool and pattern modules
-// include this file too); `OlderKeys::first` in src/source/qk.rs is the reference.
+// include this file too); `HiddenKeys::first` in src/source/qk.rs is the reference.
 fn first_key_seen(a: i32, window: u32, chunk: u32) -> i32 {
     var lo = -2147483647 - 1;
     if window != 0u {

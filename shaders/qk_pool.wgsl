@@ -14,8 +14,9 @@
 //                pooled accumulators with the semantics of pool.wgsl (count of unmasked
 //                entries, row order, --norm row dividing by the row's maximum).
 // A capture's layer settings (src/source/qk_meta.rs) apply as in the CPU reference: keys
-// older than a sliding window have probability 0 (counted as entries, like the two-pass path's
-// zeros) and their tiles are skipped, a softcap bends each score, a sink logit joins each
+// older than a sliding window (and, in a bidirectional layer, keys as far after the query: its
+// window is two-sided) have probability 0 (counted as entries, like the two-pass path's zeros)
+// and their tiles are skipped, a softcap bends each score, a sink logit joins each
 // row's log-sum-exp. Scores are in base 2 (`scale` holds log2(e)). Every loop is bounded (keys in segments of a
 // few thousand per dispatch: llvmpipe stops a shader's loops after 65535 iterations and
 // display drivers' watchdogs stop long dispatches).
@@ -67,7 +68,8 @@ struct Params {
     px: u32,
     // rows per head in `inter` and `row_lse`
     inter_rows: u32,
-    // keys this many positions older than the query or more are hidden; 0: no window
+    // keys this many positions older than the query or more are hidden (and, bidirectional,
+    // as many after it: a two-sided window); 0: no window
     window: u32,
     // softcap × log2(e): scores become softcap · tanh(s / softcap); 0: none
     softcap: f32,
@@ -139,9 +141,16 @@ fn q_word(i: u32) -> vec4<f32> {
 // consecutive vec4s. 16 KiB, the least any adapter offers.
 var<workgroup> smem: array<vec4<f32>, 1024>;
 
-// How many leading keys row `r` sees (qk_mask.wgsl).
+// One past the last key row `r` sees (qk_mask.wgsl).
 fn visible(r: u32) -> u32 {
-    return mask_end(r, (params.flags & FLAG_CAUSAL) != 0u, params.diagonal, params.keys);
+    return mask_end(r, (params.flags & FLAG_CAUSAL) != 0u, params.diagonal, params.keys, params.window);
+}
+
+// One past the last key that is an entry of row `r` (qk_mask.wgsl): past visible(r) in a
+// bidirectional layer with a sliding window only, whose later keys are entries of 0 as its older
+// keys are.
+fn entries(r: u32) -> u32 {
+    return entry_end(r, (params.flags & FLAG_CAUSAL) != 0u, params.diagonal, params.keys);
 }
 
 // The first key row `r` sees (a sliding window's oldest, or its chunk's first), at most
@@ -388,10 +397,12 @@ fn pool_fold(@builtin(global_invocation_id) gid: vec3<u32>) {
         return;
     }
     let c0 = col_edges[x];
-    // A row sees no fewer keys than the rows before it, so a bin past what the chunk's last
-    // row of this pixel sees is masked for all of them (half the pixels of a causal head):
-    // left as it is, its count 0 reads as "no entries yet".
-    if c0 >= visible(r_hi - 1u) {
+    // A row's entries end no earlier than the rows' before it, so a bin past the chunk's last
+    // row's of this pixel is masked for all of them (half the pixels of a causal head): left
+    // as it is, its count 0 reads as "no entries yet". (Logits' entries are the keys a row
+    // sees; probabilities' are every key up to the diagonal, a window's zeros included.)
+    let last = r_hi - 1u;
+    if c0 >= select(entries(last), visible(last), LOGITS) {
         return;
     }
     let c1 = col_edges[x + 1u];
@@ -407,7 +418,8 @@ fn pool_fold(@builtin(global_invocation_id) gid: vec3<u32>) {
         let vis = visible(r);
         // Logits count only the keys the row sees; probabilities count the window's zeros too.
         let c_first = select(c0, max(c0, first_visible(r)), LOGITS);
-        let n = i32(min(c1, vis)) - i32(c_first);
+        let c_last = select(min(c1, entries(r)), min(c1, vis), LOGITS);
+        let n = i32(c_last) - i32(c_first);
         if n > 0 && LOGITS {
             let i = z * params.inter_rows + r - params.row_start;
             let st = inter[i * params.pooled_w + x];
@@ -417,7 +429,8 @@ fn pool_fold(@builtin(global_invocation_id) gid: vec3<u32>) {
             count += u32(n);
         } else if n > 0 {
             let i = z * params.inter_rows + r - params.row_start;
-            // keys of the bin the row sees; the rest of its n entries are window zeros
+            // keys of the bin the row sees [v0, min(c1, vis)); the rest of its n entries are
+            // window zeros, before them or (two-sided) after
             let v0 = max(c0, first_visible(r));
             var hi = 0.0;
             var lo = 0.0;
@@ -426,7 +439,7 @@ fn pool_fold(@builtin(global_invocation_id) gid: vec3<u32>) {
             if min(c1, vis) > v0 {
                 let st = inter[i * params.pooled_w + x];
                 hi = exp2(st.x - rl.x);
-                lo = select(exp2(st.y - rl.x), 0.0, v0 > c0);
+                lo = select(exp2(st.y - rl.x), 0.0, v0 > c0 || c_last > min(c1, vis));
                 sum = st.z * hi;
                 if ROW_NORM {
                     hi /= rl.y;

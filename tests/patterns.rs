@@ -476,9 +476,11 @@ fn qk_statistics_match_the_twin_on_materialized_rows() {
 /// pass's chunk texture.
 #[test]
 fn qk_statistics_from_stored_chunks_match_the_reference() {
-    stored_chunks_match_the_reference(301, Some(50), Some(96), false);
+    stored_chunks_match_the_reference(301, Some(50), Some(96), false, true);
     // (no sliding window, the adapter's way: into a buffer copied into the chunk texture)
-    stored_chunks_match_the_reference(324, None, None, false);
+    stored_chunks_match_the_reference(324, None, None, false, true);
+    // bidirectional, layer 0's window two-sided: keys after it read 0 too
+    stored_chunks_match_the_reference(301, Some(50), None, false, false);
 }
 
 /// The same where the row kernel writes the probabilities straight into the chunk texture the
@@ -488,17 +490,18 @@ fn qk_statistics_from_stored_chunks_match_the_reference() {
 /// apart (the row's last texel carries one padding element, which no reader takes).
 #[test]
 fn qk_statistics_written_into_the_chunk_texture_match_the_reference() {
-    stored_chunks_match_the_reference(324, None, None, true);
-    stored_chunks_match_the_reference(323, None, None, true);
+    stored_chunks_match_the_reference(324, None, None, true, true);
+    stored_chunks_match_the_reference(323, None, None, true, true);
 }
 
 /// `n` tokens; `window`, `chunk`: layer 0's sliding window and attention chunks; `in_texture`:
-/// `Gpu::probs_in_texture`.
+/// `Gpu::probs_in_texture`; `causal`: both layers causal, or both bidirectional.
 fn stored_chunks_match_the_reference(
     n: usize,
     window: Option<usize>,
     chunk: Option<usize>,
     in_texture: bool,
+    causal: bool,
 ) {
     use attnviz::source::qk::{QkOptions, QkSource};
     use attnviz::source::qk_meta::{CaptureMeta, LayerAttention};
@@ -521,14 +524,14 @@ fn stored_chunks_match_the_reference(
         layers: vec![
             LayerAttention {
                 index: Some(0),
-                causal: Some(true),
+                causal: Some(causal),
                 sliding_window: window,
                 attention_chunk: chunk,
                 ..Default::default()
             },
             LayerAttention {
                 index: Some(1),
-                causal: Some(true),
+                causal: Some(causal),
                 softcap: Some(2.5),
                 sinks: Some((0..heads).map(|h| 1.5 - h as f32).collect()),
                 ..Default::default()
@@ -556,7 +559,7 @@ fn stored_chunks_match_the_reference(
         let s = qk.shape();
         let geometry = CellGeometry::new(s.queries, s.keys, Some(16)).unwrap();
         let pool = PoolOptions {
-            causal: Causal::On,
+            causal: if causal { Causal::On } else { Causal::Off },
             diagonal: Some(qk.diagonal()),
             ..Default::default()
         };
@@ -762,9 +765,9 @@ fn qk_statistics_from_the_scores_span_key_workgroups() {
         });
         Box::new(ArraySource::from_f32("t", &a)) as Box<dyn AttentionSource>
     };
-    let layer = |index, window, chunk| LayerAttention {
+    let layer = |index, causal, window, chunk| LayerAttention {
         index: Some(index),
-        causal: Some(true),
+        causal: Some(causal),
         sliding_window: window,
         attention_chunk: chunk,
         ..Default::default()
@@ -777,9 +780,24 @@ fn qk_statistics_from_the_scores_span_key_workgroups() {
         meta: Some(CaptureMeta {
             // (chunks of 700: the rows from 600 cross two chunk edges)
             layers: vec![
-                layer(0, None, None),
-                layer(1, Some(300), None),
-                layer(2, None, Some(700)),
+                layer(0, true, None, None),
+                layer(1, true, Some(300), None),
+                layer(2, true, None, Some(700)),
+            ],
+            ..Default::default()
+        }),
+        queries: Some(600..usize::MAX),
+        ..Default::default()
+    };
+    // Bidirectional layers with two-sided windows: rows before a window reaches a workgroup's
+    // keys (in layer 1, those before position 725 for keys 1024 on) and after it has passed
+    // them are skipped.
+    let two_sided = QkOptions {
+        meta: Some(CaptureMeta {
+            layers: vec![
+                layer(0, false, None, None),
+                layer(1, false, Some(300), None),
+                layer(2, false, Some(40), None),
             ],
             ..Default::default()
         }),
@@ -790,7 +808,11 @@ fn qk_statistics_from_the_scores_span_key_workgroups() {
         queries: Some(600..usize::MAX),
         ..Default::default()
     };
-    for (name, options, zero_q) in [("causal", causal, false), ("ties", ties, true)] {
+    for (name, options, zero_q) in [
+        ("causal", causal, false),
+        ("two-sided", two_sided, false),
+        ("ties", ties, true),
+    ] {
         let qk = QkSource::new(tensor(zero_q), tensor(false), &options).unwrap();
         let cells = vec![(0, 0), (1, 0), (2, 0)];
         let s = qk.shape();

@@ -28,9 +28,10 @@ fn values(l: usize, h: usize, n: usize, d: usize, seed: u64) -> Array4<f32> {
     Array4::from_shape_fn((l, h, n, d), |_| (rng.next_f32() * 2.0 - 1.0) * 1.5)
 }
 
-/// Two layers: layer 0 causal with a window of `window` keys or attention chunks of `chunk`
-/// (or both) and a scale of its own; layer 1 softcapped with sink logits per query head.
-fn meta(heads: usize, window: Option<usize>, chunk: Option<usize>) -> CaptureMeta {
+/// Two layers, both causal or both bidirectional: layer 0 with a window of `window` keys
+/// (two-sided where bidirectional) or attention chunks of `chunk` (or both) and a scale of its
+/// own; layer 1 softcapped with sink logits per query head.
+fn meta(heads: usize, causal: bool, window: Option<usize>, chunk: Option<usize>) -> CaptureMeta {
     CaptureMeta {
         model: Some("TestModel".into()),
         tokens: None,
@@ -39,14 +40,14 @@ fn meta(heads: usize, window: Option<usize>, chunk: Option<usize>) -> CaptureMet
             LayerAttention {
                 index: Some(0),
                 scale: Some(0.3),
-                causal: Some(true),
+                causal: Some(causal),
                 sliding_window: window,
                 attention_chunk: chunk,
                 ..Default::default()
             },
             LayerAttention {
                 index: Some(1),
-                causal: Some(true),
+                causal: Some(causal),
                 softcap: Some(2.5),
                 sinks: Some((0..heads).map(|h| 1.5 - h as f32).collect()),
                 ..Default::default()
@@ -66,6 +67,7 @@ struct Case {
     window: Option<usize>,
     chunk: Option<usize>,
     cell: u32,
+    causal: bool,
 }
 
 fn source(c: &Case) -> QkSource {
@@ -75,7 +77,7 @@ fn source(c: &Case) -> QkSource {
         Box::new(q),
         Box::new(k),
         &QkOptions {
-            meta: Some(meta(c.heads, c.window, c.chunk)),
+            meta: Some(meta(c.heads, c.causal, c.window, c.chunk)),
             ..Default::default()
         },
     )
@@ -95,6 +97,7 @@ fn cases() -> Vec<Case> {
             window: Some(40),
             chunk: None,
             cell: 50,
+            causal: true,
         },
         Case {
             name: "window-100-gqa-uneven-bins",
@@ -106,6 +109,7 @@ fn cases() -> Vec<Case> {
             window: Some(100),
             chunk: None,
             cell: 23,
+            causal: true,
         },
         // A KV-cache suffix with keys in several segments: whole segments and tiles before
         // the window are skipped.
@@ -119,6 +123,7 @@ fn cases() -> Vec<Case> {
             window: Some(3000),
             chunk: None,
             cell: 64,
+            causal: true,
         },
         // One pixel per entry.
         Case {
@@ -131,6 +136,7 @@ fn cases() -> Vec<Case> {
             window: Some(7),
             chunk: None,
             cell: 96,
+            causal: true,
         },
         // Attention chunks (Llama 4's chunked layers): chunks narrower than a tile, bins and
         // tiles the chunk edges cut through.
@@ -144,6 +150,7 @@ fn cases() -> Vec<Case> {
             window: None,
             chunk: Some(48),
             cell: 50,
+            causal: true,
         },
         // A window and chunks together: the later of their first keys.
         Case {
@@ -156,6 +163,7 @@ fn cases() -> Vec<Case> {
             window: Some(30),
             chunk: Some(64),
             cell: 23,
+            causal: true,
         },
         // A KV-cache suffix whose rows cross a chunk edge (8970): rows before it see keys
         // from 5980, rows after it from 8970; segments and splits before them skipped.
@@ -169,6 +177,7 @@ fn cases() -> Vec<Case> {
             window: None,
             chunk: Some(2990),
             cell: 64,
+            causal: true,
         },
         // A window and chunks longer than any i32 (as long as none): the kernels' saturated
         // values hide nothing either.
@@ -182,6 +191,46 @@ fn cases() -> Vec<Case> {
             window: Some(3_000_000_000),
             chunk: Some(4_000_000_000),
             cell: 32,
+            causal: true,
+        },
+        // Bidirectional layers, whose windows are two-sided (ModernBERT's local layers): keys
+        // after the window are entries of 0 as those before it are, tiles past it skipped;
+        // windows narrower than a tile and wider than a segment of keys.
+        Case {
+            name: "bidirectional-window-40-gqa",
+            heads: 4,
+            kv_heads: 2,
+            nq: 190,
+            nk: 190,
+            d: 64,
+            window: Some(40),
+            chunk: None,
+            cell: 23,
+            causal: false,
+        },
+        Case {
+            name: "bidirectional-window-700-long",
+            heads: 2,
+            kv_heads: 1,
+            nq: 3000,
+            nk: 3000,
+            d: 8,
+            window: Some(700),
+            chunk: None,
+            cell: 64,
+            causal: false,
+        },
+        Case {
+            name: "bidirectional-native-window-7",
+            heads: 1,
+            kv_heads: 1,
+            nq: 96,
+            nk: 96,
+            d: 16,
+            window: Some(7),
+            chunk: None,
+            cell: 96,
+            causal: false,
         },
         Case {
             name: "native-chunks-of-16",
@@ -193,6 +242,7 @@ fn cases() -> Vec<Case> {
             window: None,
             chunk: Some(16),
             cell: 96,
+            causal: true,
         },
     ]
 }
@@ -227,13 +277,25 @@ fn metadata_resolves_per_layer_and_the_command_line_wins() {
         src.applied().as_deref(),
         Some("sliding window 40 in layer 1; softcap 2.5 in layer 2; sink logits in layer 2")
     );
+    // a bidirectional layer's window of 40: keys less than 40 away on either side
+    let two_sided = source(&cases()[8]);
+    assert!(!two_sided.causal());
+    assert_eq!(two_sided.visible(0, 100), 61..140);
+    assert_eq!(two_sided.visible(0, 170), 131..190);
+    assert_eq!(two_sided.visible(1, 100), 0..190);
+    assert_eq!(
+        two_sided.applied().as_deref(),
+        Some(
+            "two-sided sliding window 40 in layer 1; softcap 2.5 in layer 2; sink logits in layer 2"
+        )
+    );
     let q = ArraySource::from_f32("q", &values(2, 2, 200, 32, 5));
     let k = ArraySource::from_f32("k", &values(2, 1, 200, 32, 6));
     let src = QkSource::new(
         Box::new(q),
         Box::new(k),
         &QkOptions {
-            meta: Some(meta(2, Some(40), None)),
+            meta: Some(meta(2, true, Some(40), None)),
             softmax_scale: Some(0.5),
             sliding_window: Some(10),
             softcap: Some(9.0),
@@ -310,7 +372,7 @@ fn one_pass_pooling_equals_the_f64_reference() {
         for row_norm in [false, true] {
             let options = PoolOptions {
                 row_norm,
-                causal: Causal::On,
+                causal: if c.causal { Causal::On } else { Causal::Off },
                 diagonal: Some(src.diagonal()),
             };
             let gpu = e.pool(&src, &cells, geometry, options).unwrap();

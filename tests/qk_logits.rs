@@ -38,25 +38,32 @@ fn values(l: usize, h: usize, n: usize, seed: u64) -> Array4<f32> {
 /// Three layers, causal: layer 0 with a 40-key window, layer 1 softcapped at 2 with sinks (which
 /// logits ignore), layer 2 in attention chunks of [`CHUNK`].
 fn source(values_kind: Values) -> QkSource {
+    source_of(true, values_kind)
+}
+
+/// [`source`], or bidirectional (`causal` false): layer 0's window is two-sided there, and
+/// layer 2 has no chunks (they need a causal mask).
+fn source_of(causal: bool, values_kind: Values) -> QkSource {
+    let mut layers = vec![
+        LayerAttention {
+            causal: Some(causal),
+            sliding_window: Some(40),
+            ..Default::default()
+        },
+        LayerAttention {
+            causal: Some(causal),
+            softcap: Some(2.0),
+            sinks: Some(vec![1.0, -1.0]),
+            ..Default::default()
+        },
+    ];
+    layers.push(LayerAttention {
+        causal: Some(causal),
+        attention_chunk: causal.then_some(CHUNK),
+        ..Default::default()
+    });
     let meta = CaptureMeta {
-        layers: vec![
-            LayerAttention {
-                causal: Some(true),
-                sliding_window: Some(40),
-                ..Default::default()
-            },
-            LayerAttention {
-                causal: Some(true),
-                softcap: Some(2.0),
-                sinks: Some(vec![1.0, -1.0]),
-                ..Default::default()
-            },
-            LayerAttention {
-                causal: Some(true),
-                attention_chunk: Some(CHUNK),
-                ..Default::default()
-            },
-        ],
+        layers,
         ..Default::default()
     };
     QkSource::new(
@@ -71,15 +78,23 @@ fn source(values_kind: Values) -> QkSource {
     .unwrap()
 }
 
-/// The f64 logit of (layer, head, q, k), or `None` when hidden.
-fn logit(l: usize, h: usize, q: usize, k: usize) -> Option<f64> {
+/// The f64 logit of (layer, head, q, k) of [`source_of`], or `None` when hidden.
+fn logit_of(causal: bool, l: usize, h: usize, q: usize, k: usize) -> Option<f64> {
     let (qs, ks) = (values(3, 2, N, 3), values(3, 1, N, 4));
     let dot: f64 = (0..D)
         .map(|e| qs[[l, h, q, e]] as f64 * ks[[l, 0, k, e]] as f64)
         .sum();
     let s = dot / (D as f64).sqrt();
-    let hidden = k > q || (l == 0 && q - k >= 40) || (l == 2 && k / CHUNK != q / CHUNK);
+    let hidden = match causal {
+        true => k > q || (l == 0 && q - k >= 40) || (l == 2 && k / CHUNK != q / CHUNK),
+        false => l == 0 && q.abs_diff(k) >= 40,
+    };
     (!hidden).then(|| if l == 1 { 2.0 * (s / 2.0).tanh() } else { s })
+}
+
+/// The f64 logit of (layer, head, q, k) of [`source`], or `None` when hidden.
+fn logit(l: usize, h: usize, q: usize, k: usize) -> Option<f64> {
+    logit_of(true, l, h, q, k)
 }
 
 fn compare(what: &str, gpu: &[Vec<Accum>], cpu: &[Vec<Accum>]) {
@@ -111,10 +126,22 @@ fn the_cpu_twin_draws_scaled_softcapped_logits_and_hides_the_window_and_other_ch
             }
         }
     }
-    assert_eq!(src.mask_older(0).window, Some(40));
-    assert_eq!(src.mask_older(2).chunk, Some(CHUNK));
-    assert!(!source(Values::Probs).mask_older(0).any());
-    assert!(!source(Values::Probs).mask_older(2).any());
+    assert_eq!(src.mask_hidden(0).window, Some(40));
+    assert_eq!(src.mask_hidden(2).chunk, Some(CHUNK));
+    assert!(!source(Values::Probs).mask_hidden(0).any());
+    assert!(!source(Values::Probs).mask_hidden(2).any());
+    // bidirectional: the window hides keys 40 or more positions away on both sides
+    let src = source_of(false, Values::Logits);
+    for (l, q) in [(0, 100), (0, 10), (0, 140), (1, 100)] {
+        src.probabilities_cpu(l, 1, q..q + 1, &mut row).unwrap();
+        for (k, &v) in row.iter().enumerate() {
+            match logit_of(false, l, 1, q, k) {
+                Some(x) => assert!((v as f64 - x).abs() < 1e-6, "({l}, {q}, {k}): {v} vs {x}"),
+                None => assert_eq!(v, 0.0),
+            }
+        }
+    }
+    assert!(src.mask_hidden(0).two_sided);
 }
 
 #[test]
@@ -122,10 +149,19 @@ fn pooled_logits_from_both_gpu_paths_equal_the_f64_twin() {
     let Some(mut e) = engine() else { return };
     e.chunk_bytes = 30_000;
     e.qk_state_bytes = 30_000;
-    let src = source(Values::Logits);
-    let cells = [(0, 0), (0, 1), (1, 0), (1, 1), (2, 0), (2, 1)];
+    // Causal, and bidirectional with a two-sided window in layer 0.
+    for causal in [true, false] {
+        pooled_logits_equal_the_f64_twin(&mut e, causal);
+    }
+}
+
+fn pooled_logits_equal_the_f64_twin(e: &mut attnviz::Engine, causal: bool) {
+    let src = source_of(causal, Values::Logits);
+    let mask = if causal { Causal::On } else { Causal::Off };
+    let layers = src.shape().layers;
+    let cells: Vec<(usize, usize)> = (0..layers).flat_map(|l| [(l, 0), (l, 1)]).collect();
     let options = PoolOptions {
-        causal: Causal::On,
+        causal: mask,
         diagonal: Some(src.diagonal()),
         ..Default::default()
     };
@@ -144,7 +180,8 @@ fn pooled_logits_from_both_gpu_paths_equal_the_f64_twin() {
         let gpu = gpu.read_accums(&e.gpu).unwrap();
         let cpu = attnviz::cpu::pool_cells(&src, &cells, geometry, options).unwrap();
         let cpu: Vec<Vec<Accum>> = cpu.into_iter().map(|p| p.accum).collect();
-        let what = format!("one-pass, cell {cell}, split {split}, row vec4s {vec4s}");
+        let what =
+            format!("causal {causal}: one-pass, cell {cell}, split {split}, row vec4s {vec4s}");
         compare(&what, &gpu, &cpu);
     }
     (e.gpu.qk_split_workgroups, e.gpu.row_vec4s) = (target, budget);
@@ -154,7 +191,7 @@ fn pooled_logits_from_both_gpu_paths_equal_the_f64_twin() {
     let s = region.shape();
     let geometry = CellGeometry::new(s.queries, s.keys, Some(40)).unwrap();
     let options = PoolOptions {
-        causal: Causal::On,
+        causal: mask,
         diagonal: Some(region.diagonal()),
         ..Default::default()
     };
@@ -162,8 +199,9 @@ fn pooled_logits_from_both_gpu_paths_equal_the_f64_twin() {
     let gpu = gpu.read_accums(&e.gpu).unwrap();
     let cpu = attnviz::cpu::pool_cells(&region, &cells, geometry, options).unwrap();
     let cpu: Vec<Vec<Accum>> = cpu.into_iter().map(|p| p.accum).collect();
-    compare("two-pass region", &gpu, &cpu);
-    for cell in [0, 4] {
+    compare(&format!("causal {causal}: two-pass region"), &gpu, &cpu);
+    let windowed: &[usize] = if causal { &[0, 4] } else { &[0] };
+    for &cell in windowed {
         assert!(
             gpu[cell].iter().any(|a| a.count() == 0) && gpu[cell].iter().any(|a| a.count() > 0),
             "the region holds masked and unmasked pixels"

@@ -325,8 +325,9 @@ def render_qk(
     queries: the query rows to compute, 0-based, end excluded: ``"A..B"``, ``(A, B)``,
         ``slice(A, B)`` or ``range(A, B)`` (default all).
     softmax_scale: default 1/√d (or the capture's per-layer scale).
-    sliding_window: hide keys N or more positions older than each query, in every layer
-        (default: the capture's per-layer windows, else none).
+    sliding_window: hide keys N or more positions older than each query, in every layer;
+        without a causal mask, as far after it too (a two-sided window, as in ModernBERT's
+        local layers) (default: the capture's per-layer windows, else none).
     attention_chunk: hide the keys outside each query's chunk of N positions (Llama 4's
         chunked layers), in every layer; causal only (default: the capture's per-layer
         chunks, else none).

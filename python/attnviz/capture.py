@@ -312,7 +312,7 @@ class Capture:
                 and not _same_kept(kept, self._kept)):
             problem = "its padding differs from layer {}'s".format(min(self._records))
         if problem is not None:
-            hint = _layer_type_hint(module, index, causal is False and window is not None)
+            hint = _layer_type_hint(module, index)
             self._problems[index] = ("layer {}'s attention mask {}: attnviz cannot recompute it "
                                      "from Q and K{}".format(index, problem, hint))
         if self._kept is None:
@@ -638,22 +638,14 @@ def _attention_chunk(module, index):
     return int(chunk) if chunk else None
 
 
-def _layer_type_hint(module, index, two_sided=False):
+def _layer_type_hint(module, index):
     """For a layer whose mask attnviz cannot recompute, what its model's config says the layer
     is (``layer_types``, such as a kind attnviz does not know) and which layers attnviz can
-    take instead, as ``layers=`` names them; "" where the config does not say. ``two_sided``:
-    the layer is bidirectional with a sliding window, which then hides keys after the query
-    too (ModernBERT's local layers), where attnviz's windows hide older keys only."""
+    take instead, as ``layers=`` names them; "" where the config does not say."""
     types = _layer_types(module, index)
     if types is None:
         return ""
     kind = types[index]
-    if two_sided:
-        usable = [i for i, t in enumerate(types) if t == "full_attention"]
-        return ("; its sliding window is two-sided (each query sees keys on both sides of it, as "
-                "ModernBERT's local layers do), which attnviz does not recompute{}".format(
-                    ": capture its full_attention layers instead, layers={}".format(usable)
-                    if usable else ""))
     if kind in _RECOMPUTED_TYPES:
         return ""
     usable = [i for i, t in enumerate(types) if t in _RECOMPUTED_TYPES]
@@ -815,6 +807,9 @@ def _shown(at, key, causal, window, chunk, first):
         shown &= key <= at
     if window is not None:
         shown &= key > at - window
+        if not causal:
+            # a bidirectional layer's window is two-sided (ModernBERT's local layers)
+            shown &= key < at + window
     if chunk is not None:
         shown &= (key + first) // chunk == (at + first) // chunk
     return shown
@@ -823,7 +818,8 @@ def _shown(at, key, causal, window, chunk, first):
 def _mask_problem(item, kept, q_len, causal, window, chunk=None, first=0):
     """How the mask of the positions kept differs from attnviz's causal, sliding-window or
     chunked mask (``None`` when it does not): row ``q`` sits at position ``q + K − Q`` and sees
-    key ``k`` when ``k`` is at most that position (causal), less than ``window`` behind it, and
+    key ``k`` when ``k`` is at most that position (causal), less than ``window`` behind it (and,
+    not causal, less than ``window`` ahead of it: a bidirectional window is two-sided), and
     in its chunk of ``chunk`` positions, counted from ``first``, the position of key 0 (chunks
     start at multiples of ``chunk``, as the capture's keys count them)."""
     import torch

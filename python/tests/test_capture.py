@@ -396,6 +396,24 @@ def test_a_chunked_mask_is_read_as_its_layer_s_chunks():
         assert _padding(step, 0, 1, 16, True, None, chunk=16, first=N - 20)[1] is not None
 
 
+def test_a_two_sided_window_is_read_as_a_bidirectional_layer_s_window():
+    """The mask of a bidirectional layer with a sliding window (keys less than the window away
+    on either side) is the mask attnviz recomputes for that window, and no other: read as
+    another window or as causal, it is refused, naming the kind; where the module does not say
+    whether it is causal, the mask says bidirectional."""
+    from attnviz.capture import _padding
+
+    i = torch.arange(N)
+    two_sided = (i[None, :] - i[:, None]).abs() < 9
+    additive = torch.zeros(N, N).masked_fill(~two_sided, torch.finfo(torch.float32).min)
+    for mask in (two_sided, additive):
+        mask = mask[None, None]
+        assert _padding(mask, 0, N, N, False, 9)[1] is None
+        assert "bidirectional sliding-window (8)" in _padding(mask, 0, N, N, False, 8)[1]
+        assert "causal sliding-window (9)" in _padding(mask, 0, N, N, True, 9)[1]
+        assert _padding(mask, 0, N, N, None, 9)[1:] == (None, False)
+
+
 def test_a_layer_kind_attnviz_does_not_know_names_the_layers_it_can_take():
     """A layer whose model's config names a kind of attention attnviz does not recompute (say,
     linear attention) is refused saying what it is, with the layers it can take as layers=."""
@@ -412,31 +430,43 @@ def test_a_layer_kind_attnviz_does_not_know_names_the_layers_it_can_take():
     assert _layer_type_hint(module, 2) == ""
 
 
-def test_modernbert_s_two_sided_windows_are_refused_naming_its_global_layers(tmp_path, cli):
-    """ModernBERT's local layers see keys within a window on both sides of the query, which
-    attnviz's windows (older keys only) do not recompute: refused, naming the global layers,
-    which captured alone equal eager."""
+@pytest.mark.parametrize("implementation", ["eager", "sdpa"])
+def test_modernbert_s_two_sided_windows_equal_eager(implementation, tmp_path, cli):
+    """ModernBERT's local layers see the keys within half their window on both sides of the
+    query (|a − k| ≤ 8 for local_attention=16), its global layers every key: captured together,
+    unpadded and as a right-padded item, every layer equals eager. The capture stores the
+    module's window, 9, and the layers as bidirectional; attnviz's windows are two-sided there."""
     torch.manual_seed(0)
     config = transformers.ModernBertConfig(
         vocab_size=97, hidden_size=64, intermediate_size=96, num_hidden_layers=3,
         num_attention_heads=4, max_position_embeddings=128, local_attention=16,
         global_attn_every_n_layers=3, pad_token_id=0)
     model = transformers.ModernBertModel(config).eval()
-    model.config._attn_implementation = "eager"
     ids = _inputs()
+    padded = torch.cat([ids[:, :33], torch.zeros(1, 7, dtype=torch.long)], 1)
+    batch = torch.cat([ids[:, :40], padded])
+    mask = (batch != 0).long()
+    model.config._attn_implementation = implementation
     with torch.no_grad(), attnviz.capture(model) as cap:
         model(ids)
-    with pytest.raises(ValueError, match=r"layer 1's .* its sliding window is two-sided .* "
-                                         r"capture its full_attention layers instead, "
-                                         r"layers=\[0\]"):
-        cap.q
+    with torch.no_grad(), attnviz.capture(model, batch=1) as cap_padded:
+        model(batch, attention_mask=mask)
+    model.config._attn_implementation = "eager"
     with torch.no_grad():
-        eager = model(ids, output_attentions=True).attentions[0][0].numpy()
-        with attnviz.capture(model, layers=[0]) as cap:
-            model(ids)
-    cap.save(tmp_path / "global.safetensors")
-    probs = _attention_from_capture(cli, tmp_path / "global.safetensors", tmp_path / "p.npy")
-    assert float(np.abs(probs[0] - eager).max()) <= 1e-5
+        eager = np.stack([a[0].numpy() for a in model(ids, output_attentions=True).attentions])
+        eager_padded = np.stack([a[1, :, :33, :33].numpy() for a in model(
+            batch, attention_mask=mask, output_attentions=True).attentions])
+    assert [(l["causal"], l["sliding_window"]) for l in cap.layers] == [
+        (False, None), (False, 9), (False, 9)]
+    for capture, expected, name in ((cap, eager, "whole"), (cap_padded, eager_padded, "padded")):
+        capture.save(tmp_path / (name + ".safetensors"))
+        probs = _attention_from_capture(cli, tmp_path / (name + ".safetensors"),
+                                        tmp_path / (name + ".npy"))
+        assert probs.shape == expected.shape, name
+        assert float(np.abs(probs - expected).max()) <= 1e-5, (implementation, name)
+    # the window shows: in a local layer, query 20 sees keys 12..28 and no other
+    assert probs[1, :, 20, 12:29].min() > 0
+    assert probs[1, :, 20, :12].max() == 0 and probs[1, :, 20, 29:].max() == 0
 
 
 def test_a_mask_attnviz_cannot_recompute_is_a_value_error():

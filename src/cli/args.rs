@@ -420,8 +420,9 @@ pub struct QkArgs {
     /// Score scale before the softmax (default: the capture's per-layer scale, else 1/√d).
     #[arg(long, requires = "q")]
     pub softmax_scale: Option<f32>,
-    /// Hide keys N or more positions older than each query, in every layer (default: the
-    /// capture's per-layer windows, else none).
+    /// Hide keys N or more positions older than each query, in every layer; without a causal
+    /// mask, as far after it too (a two-sided window, as in ModernBERT's local layers) (default:
+    /// the capture's per-layer windows, else none).
     #[arg(long, requires = "q", value_name = "N")]
     pub sliding_window: Option<usize>,
     /// Hide the keys outside each query's chunk of N positions (Llama 4's chunked layers),

@@ -15,7 +15,7 @@ use crate::figure::quads::{FigureQuads, KIND_CELL, KIND_COLORBAR, KIND_LABEL};
 use crate::pool::accum::{Accum, HeadStats, Reduce, BAD_BIT};
 use crate::pool::geometry::{bin_edges, bin_of, CellGeometry};
 use crate::pool::{has_upper_triangle, Causal, PoolOptions};
-use crate::source::qk::OlderKeys;
+use crate::source::qk::HiddenKeys;
 use crate::source::AttentionSource;
 
 /// Rows read per block: bounds memory like the GPU path's chunks do.
@@ -36,10 +36,10 @@ pub struct HeadPooler {
     pub saw_upper: bool,
     /// Entries above the diagonal are left out (asked for, or detected by [`pool_cells`]).
     pub causal: bool,
-    /// Keys before a row's sliding window or attention chunk are left out too (logits from Q
-    /// and K, see `QkSource::mask_older`), `key_position` the position of the row's first key
-    /// (a chunk's edges are positions, not offsets from the diagonal).
-    pub older: OlderKeys,
+    /// Keys outside a row's sliding window or before its attention chunk are left out too
+    /// (logits from Q and K, see `QkSource::mask_hidden`), `key_position` the position of the
+    /// row's first key (a chunk's edges are positions, not offsets from the diagonal).
+    pub hidden: HiddenKeys,
     pub key_position: i64,
 }
 
@@ -60,7 +60,7 @@ impl HeadPooler {
             },
             saw_upper: false,
             causal: options.causal == Causal::On,
-            older: OlderKeys::default(),
+            hidden: HiddenKeys::default(),
             key_position: 0,
         }
     }
@@ -80,12 +80,13 @@ impl HeadPooler {
                     .unwrap_or(self.keys as i64 - self.queries as i64);
             let above = |k: usize| k as i64 > diagonal;
             let causal = self.options.causal;
-            // (i64::MIN where nothing before the row is hidden)
-            let low = self
-                .older
-                .first(diagonal + self.key_position)
-                .saturating_sub(self.key_position);
-            let masked = |k: usize| (causal == Causal::On && above(k)) || (k as i64) < low;
+            // (i64::MIN where nothing before the row is hidden, i64::MAX nothing after it)
+            let at = diagonal + self.key_position;
+            let low = self.hidden.first(at).saturating_sub(self.key_position);
+            let high = self.hidden.end(at).saturating_sub(self.key_position);
+            let masked = |k: usize| {
+                (causal == Causal::On && above(k)) || (k as i64) < low || k as i64 >= high
+            };
             let auto = causal == Causal::Auto;
             let mut saw_upper = false;
             let scale = if self.options.row_norm {
@@ -237,7 +238,7 @@ fn pool_head(
     let mut values = vec![0f32; block_rows * keys];
     let mut pooler = HeadPooler::new(queries, keys, geometry, options);
     if let Some(qk) = source.as_qk() {
-        pooler.older = qk.mask_older(layer);
+        pooler.hidden = qk.mask_hidden(layer);
         pooler.key_position = qk.out_keys().start as i64;
     }
     let mut row = 0;

@@ -129,8 +129,8 @@ impl Ingest<'_> {
         let px = self.geometry.pooled_pixels();
         let mut row_max_base = 0;
         for (j, p) in pieces.iter().enumerate() {
-            let older = self.older.get(p.cell).copied().unwrap_or_default();
-            let (window, chunk) = older.kernel_params();
+            let hidden = self.hidden.get(p.cell).copied().unwrap_or_default();
+            let (window, chunk) = hidden.kernel_params();
             self.params[j] = PieceParams {
                 elem_offset: (p.offset / self.dtype.size()) as u32,
                 row_start: p.row_start as u32,
@@ -188,7 +188,7 @@ impl Ingest<'_> {
             &self.gpu.device,
             self.dtype,
             options,
-            !self.older.is_empty(),
+            !self.hidden.is_empty(),
             self.layout,
         );
         let n = pieces.len() as u32;
@@ -252,7 +252,7 @@ impl Ingest<'_> {
         if self.pooling_bind_groups.is_empty() {
             return None;
         }
-        let flags = self.dispatch_options().flags(!self.older.is_empty());
+        let flags = self.dispatch_options().flags(!self.hidden.is_empty());
         PoolWithProfiles::choose(self.keys, self.dtype, kernel, flags)
     }
 
@@ -550,7 +550,7 @@ impl<'g> Ingest<'g> {
             pipes: self.pipes,
             dtype: self.dtype,
             options: self.options,
-            window: !self.older.is_empty(),
+            window: !self.hidden.is_empty(),
             layout: self.layout,
             pattern: self.pattern.is_some(),
             pool: !self.statistics_only,

@@ -17,7 +17,7 @@ use crate::pool::pipelines::{PieceParams, PoolPipelines};
 use crate::pool::slots::{Filling, Slot, SLOT_USAGE};
 use crate::pool::stats::head_stats;
 use crate::pool::{LOOP_BUDGET, MAX_PIECES};
-use crate::source::qk::OlderKeys;
+use crate::source::qk::HiddenKeys;
 use crate::source::DType;
 
 /// One head's rows inside an upload chunk.
@@ -76,11 +76,12 @@ pub(crate) struct Ingest<'g> {
     pub(super) slot_count: usize,
     pub(super) chunk: ChunkTexture,
     pub(super) params: Vec<PieceParams>,
-    /// Per cell, the keys before each row's sliding window or attention chunk, which are
-    /// masked; empty where no cell hides any. Set by the Q/K paths for logits
-    /// ([`Ingest::set_older`]), with the position of a row's first key (chunks' edges are
+    /// Per cell, the keys outside each row's sliding window (before it, and after it where
+    /// the window is two-sided) or before its attention chunk, which are masked; empty where
+    /// no cell hides any. Set by the Q/K paths for logits
+    /// ([`Ingest::set_hidden`]), with the position of a row's first key (chunks' edges are
     /// positions).
-    pub(super) older: Vec<OlderKeys>,
+    pub(super) hidden: Vec<HiddenKeys>,
     pub(super) key_position: u32,
     /// The pool pass's bind group per accumulator group (also `fold_masked_zeros`').
     pub(super) bind_groups: Vec<wgpu::BindGroup>,
@@ -376,7 +377,7 @@ impl<'g> Ingest<'g> {
                 1
             },
             params: vec![PieceParams::zeroed(); MAX_PIECES],
-            older: Vec::new(),
+            hidden: Vec::new(),
             key_position: 0,
             bind_groups,
             chunk,
@@ -397,12 +398,16 @@ impl<'g> Ingest<'g> {
         })
     }
 
-    /// Masks the keys `older[cell]` hides before each of the cell's rows (its diagonal the
+    /// Masks the keys `hidden[cell]` hides from each of the cell's rows (its diagonal the
     /// ingest options'; `key_position` the position of a row's first key): pooled logits from
-    /// Q and K, whose hidden entries have no value.
-    pub(crate) fn set_older(&mut self, older: Vec<OlderKeys>, key_position: usize) {
-        self.older = if older.iter().any(OlderKeys::any) {
-            older
+    /// Q and K, whose hidden entries have no value. The pool pass reads a window as two-sided
+    /// where its pipeline is not causal, as a bidirectional layer's is.
+    pub(crate) fn set_hidden(&mut self, hidden: Vec<HiddenKeys>, key_position: usize) {
+        debug_assert!(hidden
+            .iter()
+            .all(|h| h.two_sided == (self.options.causal != Causal::On)));
+        self.hidden = if hidden.iter().any(HiddenKeys::any) {
+            hidden
         } else {
             Vec::new()
         };

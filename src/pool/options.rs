@@ -6,8 +6,8 @@ use crate::source::AttentionSource;
 pub(super) const FLAG_ROW_NORM: u32 = 1;
 pub(super) const FLAG_CAUSAL: u32 = 2;
 pub(super) const FLAG_AUTO_CAUSAL: u32 = 4;
-/// Set by the ingest when its cells hide keys before a sliding window or attention chunk
-/// (`Ingest::older`).
+/// Set by the ingest when its cells hide keys outside a sliding window or before an attention
+/// chunk (`Ingest::hidden`).
 pub(super) const FLAG_WINDOW: u32 = 8;
 
 /// Whether entries above the diagonal (bottom-right aligned when Q < K) are attention at all.
@@ -69,7 +69,7 @@ impl PoolOptions {
     }
 
     /// The pool pass's `FLAGS` for these options, with `window`: a cell of the run masks keys
-    /// older than a sliding window (`FLAG_WINDOW`).
+    /// outside a sliding window or attention chunk (`FLAG_WINDOW`).
     pub(super) fn flags(&self, window: bool) -> u32 {
         (if self.row_norm { FLAG_ROW_NORM } else { 0 })
             | match self.causal {

@@ -7,7 +7,8 @@
 //! Semantics, shared by both paths: `p[q, k] = softmax_k(scale · Q[q] · K[k])` over the keys the
 //! query may see; with `causal`, key `k` is hidden from absolute query `q` when
 //! `k > q + (N_k − N_q)` (bottom-right aligned, as in decoders and KV-cache suffixes), and its
-//! probability is 0. A capture's per-layer settings (a scale, a sliding window, attention chunks,
+//! probability is 0; a sliding window hides keys that far from the query, on both sides in a
+//! bidirectional layer ([`HiddenKeys`]). A capture's per-layer settings (a scale, a sliding window, attention chunks,
 //! a logit softcap, sink logits: [`qk_meta`](super::qk_meta)) change the scores and the visible
 //! keys of every path alike: [`QkSource::visible`] and [`QkSource::logit`] are their definition.
 
@@ -57,8 +58,9 @@ pub struct QkOptions {
     pub causal: bool,
     /// Multiplies every score; `None` for the capture's per-layer scale, else 1/√d.
     pub softmax_scale: Option<f32>,
-    /// Hides keys `W` or more positions older than the query, in every layer; `None` for the
-    /// capture's per-layer windows.
+    /// Hides keys `W` or more positions older than the query, in every layer (and, without
+    /// `causal`, as many positions after it: a bidirectional layer's window is two-sided, as
+    /// in ModernBERT's local layers); `None` for the capture's per-layer windows.
     pub sliding_window: Option<usize>,
     /// Hides the keys outside the query's chunk of `C` positions (Llama 4's chunked layers;
     /// causal only), in every layer; `None` for the capture's per-layer chunks.
@@ -120,34 +122,41 @@ impl LayerParams {
         self.sinks.get(head).copied()
     }
 
-    /// The keys before the query that the layer hides.
-    pub fn older(&self) -> OlderKeys {
-        OlderKeys {
+    /// The keys besides the causal ones that the layer hides, in a causal layer or not
+    /// (`causal`: a bidirectional layer's window is two-sided).
+    pub fn hidden(&self, causal: bool) -> HiddenKeys {
+        HiddenKeys {
             window: self.window,
             chunk: self.chunk,
+            two_sided: !causal,
         }
     }
 }
 
-/// Which keys before a query a layer hides: those older than a sliding window, those before
-/// the query's attention chunk, both or neither. The first key a query sees is a function of
-/// its position alone that never decreases along the rows, which is all the kernels' skipping
-/// of rows and keys relies on; the one place that inverts it is
-/// [`OlderKeys::first_row_past`].
+/// Which keys a layer hides besides the causal ones: those older than a sliding window of `W`
+/// keys (`a − k ≥ W`), and in a bidirectional layer those as far after the query too (`k − a ≥
+/// W`: ModernBERT's local layers; a causal layer's diagonal comes first), and those before the
+/// query's attention chunk. The first key a query sees, and one past its last, are functions of
+/// its position alone that never decrease along the rows, which is all the kernels' skipping of
+/// rows and keys relies on; the one place that inverts the first is
+/// [`HiddenKeys::first_row_past`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct OlderKeys {
+pub struct HiddenKeys {
     pub window: Option<usize>,
     pub chunk: Option<usize>,
+    /// The window hides keys after the query as it hides those before (a bidirectional layer).
+    /// The kernels take it from their causal flag, not as a setting of its own.
+    pub two_sided: bool,
 }
 
-impl OlderKeys {
+impl HiddenKeys {
     /// Whether any key is hidden this way.
     pub fn any(&self) -> bool {
         self.window.is_some() || self.chunk.is_some()
     }
 
     /// The window and the chunk in keys as the kernels take them, 0 for none, saturated at
-    /// [`OlderKeys::KERNEL_MAX`].
+    /// [`HiddenKeys::KERNEL_MAX`].
     pub fn kernel_params(&self) -> (u32, u32) {
         let keys = |n: Option<usize>| n.map_or(0, |n| n.min(Self::KERNEL_MAX) as u32);
         (keys(self.window), keys(self.chunk))
@@ -168,6 +177,16 @@ impl OlderKeys {
             a.max(0) / c * c
         });
         window.max(chunk)
+    }
+
+    /// One past the last key the query at absolute position `a` sees by this rule, as a
+    /// position: a two-sided window's end, else `i64::MAX` (the causal diagonal, where the
+    /// layer has one, and the last key bound it).
+    pub fn end(&self, a: i64) -> i64 {
+        match (self.two_sided, self.window) {
+            (true, Some(w)) => a.saturating_add(w as i64),
+            _ => i64::MAX,
+        }
     }
 
     /// The first absolute position whose query sees no key before `key`: the least `a` with
@@ -388,13 +407,19 @@ impl QkSource {
         self.values
     }
 
-    /// The keys before each query (a sliding window's, other chunks') that pooling masks in
-    /// layer `layer`: with logits only, since a hidden probability is an ordinary 0 (as the
-    /// model's own attention has it) but a hidden logit has no value at all.
-    pub fn mask_older(&self, layer: usize) -> OlderKeys {
+    /// The keys besides the causal ones (a sliding window's, other chunks') that layer
+    /// `layer` hides.
+    pub fn hidden(&self, layer: usize) -> HiddenKeys {
+        self.layer(layer).hidden(self.causal)
+    }
+
+    /// The keys of [`QkSource::hidden`] that pooling masks in layer `layer`: with logits only,
+    /// since a hidden probability is an ordinary 0 (as the model's own attention has it) but a
+    /// hidden logit has no value at all.
+    pub fn mask_hidden(&self, layer: usize) -> HiddenKeys {
         match self.values {
-            Values::Probs => OlderKeys::default(),
-            Values::Logits => self.layer(layer).older(),
+            Values::Probs => HiddenKeys::default(),
+            Values::Logits => self.hidden(layer),
         }
     }
 
@@ -436,10 +461,12 @@ impl QkSource {
         }
         // each window and chunk size, with the layers that have it
         type Size = fn(&LayerParams) -> Option<usize>;
-        let sizes: [(&str, Size); 2] = [
-            ("sliding window", |p| p.window),
-            ("attention chunks of", |p| p.chunk),
-        ];
+        let window = match self.causal {
+            true => "sliding window",
+            false => "two-sided sliding window",
+        };
+        let sizes: [(&str, Size); 2] =
+            [(window, |p| p.window), ("attention chunks of", |p| p.chunk)];
         for (name, size) in sizes {
             let mut values: Vec<usize> = self.layer_params.iter().filter_map(size).collect();
             values.sort_unstable();
@@ -461,16 +488,15 @@ impl QkSource {
         (!parts.is_empty()).then(|| parts.join("; "))
     }
 
-    /// The keys of K computed row `r` of layer `layer` sees: up to the causal diagonal, and
-    /// from the sliding window's oldest key or its chunk's first, whichever is later.
+    /// The keys of K computed row `r` of layer `layer` sees: up to the causal diagonal (or, in
+    /// a bidirectional layer, to its two-sided window's end), and from the sliding window's
+    /// oldest key or its chunk's first, whichever is later.
     pub fn visible(&self, layer: usize, r: usize) -> Range<usize> {
         let a = r as i64 + self.key_diagonal();
-        let hi = if self.causal {
-            (a + 1).clamp(0, self.keys as i64) as usize
-        } else {
-            self.keys
-        };
-        let lo = self.layer(layer).older().first(a).clamp(0, hi as i64) as usize;
+        let hidden = self.hidden(layer);
+        let end = if self.causal { a + 1 } else { hidden.end(a) };
+        let hi = end.clamp(0, self.keys as i64) as usize;
+        let lo = hidden.first(a).clamp(0, hi as i64) as usize;
         lo..hi
     }
 
@@ -937,33 +963,32 @@ mod tests {
     }
 
     /// `first_row_past` inverts `first` (the one place the kernels rely on more than its being
-    /// non-decreasing): a query sees no key before `key` exactly from that position on.
+    /// non-decreasing): a query sees no key before `key` exactly from that position on. A
+    /// two-sided window's end never decreases either, and is `W` past the query.
     #[test]
     fn the_first_row_past_a_key_is_where_first_reaches_it() {
+        let rule = |window, chunk, two_sided| HiddenKeys {
+            window,
+            chunk,
+            two_sided,
+        };
         let rules = [
-            OlderKeys::default(),
-            OlderKeys {
-                window: Some(7),
-                chunk: None,
-            },
-            OlderKeys {
-                window: None,
-                chunk: Some(5),
-            },
-            OlderKeys {
-                window: Some(7),
-                chunk: Some(5),
-            },
-            OlderKeys {
-                window: Some(3),
-                chunk: Some(16),
-            },
+            HiddenKeys::default(),
+            rule(Some(7), None, false),
+            rule(None, Some(5), false),
+            rule(Some(7), Some(5), false),
+            rule(Some(3), Some(16), false),
+            rule(Some(7), None, true),
         ];
         for rule in rules {
             for a in -5i64..80 {
                 assert!(
                     rule.first(a + 1) >= rule.first(a),
                     "{rule:?} decreases at {a}"
+                );
+                assert!(
+                    rule.end(a + 1) >= rule.end(a),
+                    "{rule:?} ends earlier at {a}"
                 );
             }
             for key in 0i64..60 {
@@ -977,10 +1002,12 @@ mod tests {
                 }
             }
         }
-        let both = OlderKeys {
-            window: Some(7),
-            chunk: Some(5),
-        };
+        let both = rule(Some(7), Some(5), false);
         assert_eq!((both.first(12), both.first(18)), (10, 15));
+        assert_eq!(both.end(12), i64::MAX);
+        // |a − k| < 7 in a bidirectional layer
+        let two_sided = rule(Some(7), None, true);
+        assert_eq!((two_sided.first(12), two_sided.end(12)), (6, 19));
+        assert_eq!(rule(None, None, true).end(12), i64::MAX);
     }
 }

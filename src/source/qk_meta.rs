@@ -14,7 +14,9 @@
 //!
 //! Semantics (the CPU reference in `qk.rs` and both GPU paths): with a sliding window `W`, key
 //! `k` is hidden from the query at absolute position `a` when `a − k ≥ W` (keys older than the
-//! window, as transformers' sliding-window masks); with attention chunks of `C` tokens (Llama 4's
+//! window, as transformers' sliding-window masks), and in a bidirectional layer when `k − a ≥ W`
+//! too (a two-sided window: ModernBERT's local layers, whose `sliding_window` the capture stores
+//! as the module's, half the config's `local_attention` plus one); with attention chunks of `C` tokens (Llama 4's
 //! chunked layers, causal), a query sees the keys of its own chunk only: key `k` is hidden from
 //! `a` when `⌊k / C⌋ ≠ ⌊a / C⌋`, chunks counted from the capture's first key (transformers counts
 //! them from an item's first token, left padding aside). Hidden keys get probability 0. A softcap `c`

@@ -28,7 +28,7 @@ use crate::gpu::Gpu;
 use crate::pool::accum::AccumLayout;
 use crate::pool::chunk::{max_chunk_bytes, ChunkTexture};
 use crate::pool::{Causal, Ingest, IngestShape, PoolOptions, PoolPipelines, PoolRun, PooledCells};
-use crate::source::qk::{OlderKeys, QkSource, Values};
+use crate::source::qk::{HiddenKeys, QkSource, Values};
 use crate::source::{AttentionSource, DType};
 
 const WG: u32 = 64;
@@ -79,7 +79,7 @@ impl KernelLayer {
     fn of(src: &QkSource, layer: usize) -> KernelLayer {
         use std::f32::consts::LOG2_E;
         let p = src.layer(layer);
-        let (window, chunk) = p.older().kernel_params();
+        let (window, chunk) = src.hidden(layer).kernel_params();
         KernelLayer {
             scale: p.scale * LOG2_E,
             window,
@@ -88,9 +88,10 @@ impl KernelLayer {
         }
     }
 
-    /// Whether keys before a row's first are hidden (probability 0): a sliding window or
-    /// attention chunks.
-    fn hides_older(&self) -> bool {
+    /// Whether keys a row does not see lie between keys it does or before them (probability 0,
+    /// unlike the keys past a causal diagonal): a sliding window (two-sided in a bidirectional
+    /// layer) or attention chunks.
+    fn hides_keys(&self) -> bool {
         self.window > 0 || self.chunk > 0
     }
 }
@@ -530,7 +531,7 @@ pub(crate) fn pool_qk(
         };
         // Logits mask the keys a sliding window or chunk hides (the one-pass path counts only
         // what a row sees; the two-pass path's pool pass masks them).
-        let older: Vec<OlderKeys> = cells.iter().map(|&(l, _)| src.mask_older(l)).collect();
+        let hidden: Vec<HiddenKeys> = cells.iter().map(|&(l, _)| src.mask_hidden(l)).collect();
         // Narrow columns are pooled from stored probabilities, with or without statistics.
         let narrow = tiled::stores_narrow_columns(gpu, src, geometry);
         // The one-pass fold (`shaders/qk_pool.wgsl`) writes whole `Accum`s; the pool pass,
@@ -544,7 +545,7 @@ pub(crate) fn pool_qk(
         let new_ingest = || {
             let mut ingest = Ingest::with_layout(gpu, pool, shape, run.patterns, layout)
                 .map_err(|e| e.about(src.name()))?;
-            ingest.set_older(older.clone(), src.out_keys().start);
+            ingest.set_hidden(hidden.clone(), src.out_keys().start);
             // (`attnviz heads`: stored probabilities go to the statistics alone, as a stored
             // file's rows do; the fused path's figure is the row kernel's, which it needs for
             // the rows' lse anyway)

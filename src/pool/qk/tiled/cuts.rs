@@ -99,7 +99,7 @@ pub(super) enum Output {
 fn stores_in_texture(src: &QkSource, cells: &[(usize, usize)]) -> bool {
     cells
         .iter()
-        .all(|&(layer, _)| !KernelLayer::of(src, layer).hides_older())
+        .all(|&(layer, _)| !KernelLayer::of(src, layer).hides_keys())
 }
 
 /// Elements from one row's start to the next's in the chunk texture `prob_rows` writes: the

@@ -423,7 +423,7 @@ impl<'a> OnePass<'a> {
                 // so must every masked entry read as it is.
                 // (a chunk texture is only written where no layer has a window, see
                 // `stores_in_texture`)
-                if k.hides_older() || self.cuts.output == Output::Exact {
+                if k.hides_keys() || self.cuts.output == Output::Exact {
                     // (the chunk's rows only, of each head of the batch: a reader's blocks are
                     // often far smaller than the buffer)
                     let rows = (members as usize - 1) * self.cuts.chunk_rows + len;
