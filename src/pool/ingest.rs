@@ -78,9 +78,8 @@ pub(crate) struct Ingest<'g> {
     pub(super) params: Vec<PieceParams>,
     /// Per cell, the keys outside each row's sliding window (before it, and after it where
     /// the window is two-sided) or before its attention chunk, which are masked; empty where
-    /// no cell hides any. Set by the Q/K paths for logits
-    /// ([`Ingest::set_hidden`]), with the position of a row's first key (chunks' edges are
-    /// positions).
+    /// no cell hides any. Set by the Q/K paths for logits ([`Ingest::set_hidden`]), with the
+    /// position of a row's first key (chunks' edges are positions).
     pub(super) hidden: Vec<HiddenKeys>,
     pub(super) key_position: u32,
     /// The pool pass's bind group per accumulator group (also `fold_masked_zeros`').
