@@ -754,63 +754,98 @@ fn a_capture_of_some_layers_keeps_the_model_s_layer_numbers() {
     assert_eq!(plan.focused_cell((2, 0)), None);
 }
 
+/// Q and K of one layer (two query heads, one key head, 40 tokens, d = 8) in plain `.npy`
+/// files, for the command line's own mask options.
+struct PlainQk {
+    dir: tempfile::TempDir,
+    q: Array4<f32>,
+    k: Array4<f32>,
+}
+
+impl PlainQk {
+    fn new() -> PlainQk {
+        let dir = tempfile::tempdir().unwrap();
+        let (q, k) = (values(1, 2, 40, 8, 3), values(1, 1, 40, 8, 4));
+        for (a, name) in [(&q, "q.npy"), (&k, "k.npy")] {
+            let src = ArraySource::from_f32("x", a);
+            attnviz::source::write_tensor(&src, &dir.path().join(name), &|_, _| {}).unwrap();
+        }
+        PlainQk { dir, q, k }
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).to_str().unwrap().to_string()
+    }
+
+    /// `attnviz ARGS --q q.npy --k k.npy`.
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_attnviz"))
+            .args(args)
+            .args(["--q", &self.path("q.npy"), "--k", &self.path("k.npy")])
+            .output()
+            .unwrap()
+    }
+
+    /// Each head's probabilities as `attnviz attention ARGS` writes them, with the f64
+    /// reference's under `options`.
+    fn attention(&self, args: &[&str], options: &QkOptions) -> Vec<(Vec<f32>, Vec<f32>)> {
+        let out = self.path("p.npy");
+        let o = self.run(&[&["attention", "-o", &out], args].concat());
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let reference = QkSource::new(
+            Box::new(ArraySource::from_f32("q", &self.q)),
+            Box::new(ArraySource::from_f32("k", &self.k)),
+            options,
+        )
+        .unwrap();
+        let written = attnviz::source::open(Path::new(&out), &Default::default()).unwrap();
+        let mut bytes = vec![0u8; 40 * 40 * 4];
+        (0..2)
+            .map(|head| {
+                written.read_rows(0, head, 0, &mut bytes).unwrap();
+                let gpu = bytes
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+                    .collect();
+                let mut cpu = vec![0f32; 40 * 40];
+                reference
+                    .probabilities_cpu(0, head, 0..40, &mut cpu)
+                    .unwrap();
+                (gpu, cpu)
+            })
+            .collect()
+    }
+
+    /// The caption of `attnviz render ARGS`, from its layout JSON.
+    fn caption(&self, args: &[&str]) -> String {
+        let (png, layout) = (self.path("fig.png"), self.path("fig.json"));
+        let o = self.run(
+            &[
+                &["render", "--quiet", "-o", &png, "--layout-json", &layout],
+                args,
+            ]
+            .concat(),
+        );
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        std::fs::read_to_string(&layout).unwrap()
+    }
+}
+
 /// `--attention-chunk N` applies chunks to Q and K from plain files, as a capture's metadata
 /// does: the probabilities `attnviz attention` writes are those of the f64 reference with the
 /// chunks (each row's keys of earlier chunks exactly 0), the figure's caption says so, and
 /// without a causal mask the flag is one line, exit 2, and no file.
 #[test]
 fn the_command_line_s_chunks_apply_to_plain_q_and_k() {
-    let dir = tempfile::tempdir().unwrap();
-    let (q, k) = (values(1, 2, 40, 8, 3), values(1, 1, 40, 8, 4));
-    let (qp, kp) = (dir.path().join("q.npy"), dir.path().join("k.npy"));
-    for (a, path) in [(&q, &qp), (&k, &kp)] {
-        let src = ArraySource::from_f32("x", a);
-        attnviz::source::write_tensor(&src, path, &|_, _| {}).unwrap();
-    }
-    let cli = env!("CARGO_BIN_EXE_attnviz");
-    let run = |args: &[&str]| {
-        Command::new(cli)
-            .args(args)
-            .arg("--q")
-            .arg(&qp)
-            .arg("--k")
-            .arg(&kp)
-            .output()
-            .unwrap()
+    let qk = PlainQk::new();
+    let options = QkOptions {
+        causal: true,
+        attention_chunk: Some(16),
+        ..Default::default()
     };
-    let probs = dir.path().join("p.npy");
-    let o = run(&[
-        "attention",
-        "--causal",
-        "--attention-chunk",
-        "16",
-        "-o",
-        probs.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let reference = QkSource::new(
-        Box::new(ArraySource::from_f32("q", &q)),
-        Box::new(ArraySource::from_f32("k", &k)),
-        &QkOptions {
-            causal: true,
-            attention_chunk: Some(16),
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    let written = attnviz::source::open(&probs, &Default::default()).unwrap();
-    let mut bytes = vec![0u8; 40 * 40 * 4];
-    let mut row = vec![0f32; 40 * 40];
-    for head in 0..2 {
-        written.read_rows(0, head, 0, &mut bytes).unwrap();
-        let gpu: Vec<f32> = bytes
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-            .collect();
-        reference
-            .probabilities_cpu(0, head, 0..40, &mut row)
-            .unwrap();
-        for (i, (g, r)) in gpu.iter().zip(&row).enumerate() {
+    let heads = qk.attention(&["--causal", "--attention-chunk", "16"], &options);
+    for (head, (gpu, cpu)) in heads.iter().enumerate() {
+        for (i, (g, r)) in gpu.iter().zip(cpu).enumerate() {
             let (r_i, key) = (i / 40, i % 40);
             if key < r_i / 16 * 16 {
                 assert_eq!(
@@ -821,35 +856,49 @@ fn the_command_line_s_chunks_apply_to_plain_q_and_k() {
             assert!((g - r).abs() <= 1e-5, "head {head} entry {i}: {g} vs {r}");
         }
     }
-    let layout = dir.path().join("fig.json");
-    let o = run(&[
-        "render",
-        "--quiet",
-        "--causal",
-        "on",
-        "--attention-chunk",
-        "16",
-        "-o",
-        dir.path().join("fig.png").to_str().unwrap(),
-        "--layout-json",
-        layout.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let json = std::fs::read_to_string(&layout).unwrap();
+    let json = qk.caption(&["--causal", "on", "--attention-chunk", "16"]);
     assert!(json.contains("attention chunks of 16"), "caption: {json}");
-    let refused = dir.path().join("refused.png");
-    let o = run(&[
-        "render",
-        "--attention-chunk",
-        "16",
-        "-o",
-        refused.to_str().unwrap(),
-    ]);
+    let refused = qk.path("refused.png");
+    let o = qk.run(&["render", "--attention-chunk", "16", "-o", &refused]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(
         err.contains("need a causal mask") && err.lines().count() == 1,
         "{err}"
     );
-    assert!(!refused.exists());
+    assert!(!Path::new(&refused).exists());
+}
+
+/// `--sliding-window W` without a causal mask is two-sided (a bidirectional layer's window, as
+/// in ModernBERT's local layers): `attnviz attention` writes the f64 reference's probabilities,
+/// each row's keys W or more positions away on either side exactly 0 and the rest not, and the
+/// caption names the window so; with `--causal` the same flag hides the older keys only.
+#[test]
+fn the_command_line_s_window_is_two_sided_without_a_causal_mask() {
+    let qk = PlainQk::new();
+    let options = QkOptions {
+        sliding_window: Some(6),
+        ..Default::default()
+    };
+    let heads = qk.attention(&["--sliding-window", "6"], &options);
+    for (head, (gpu, cpu)) in heads.iter().enumerate() {
+        for (i, (g, r)) in gpu.iter().zip(cpu).enumerate() {
+            let (row, key) = (i / 40, i % 40);
+            match row.abs_diff(key) >= 6 {
+                true => assert_eq!(*g, 0.0, "head {head}: row {row} key {key} is hidden"),
+                false => assert!(*g > 0.0, "head {head}: row {row} key {key} is seen"),
+            }
+            assert!((g - r).abs() <= 1e-5, "head {head} entry {i}: {g} vs {r}");
+        }
+    }
+    let json = qk.caption(&["--sliding-window", "6"]);
+    assert!(
+        json.contains("two-sided sliding window 6"),
+        "caption: {json}"
+    );
+    let json = qk.caption(&["--causal", "on", "--sliding-window", "6"]);
+    assert!(
+        json.contains("sliding window 6") && !json.contains("two-sided"),
+        "caption: {json}"
+    );
 }
