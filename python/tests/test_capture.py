@@ -59,6 +59,13 @@ def _tiny(family):
                                          num_hidden_layers=2, num_attention_heads=4,
                                          max_position_embeddings=128)
         model = transformers.BertModel(config)
+    elif family == "gemma3-bidirectional":
+        # EmbeddingGemma: Gemma-3 with bidirectional attention, whose sliding layers see keys
+        # less than sliding_window // 2 + 1 = 9 away on either side
+        config = transformers.Gemma3TextConfig(
+            num_key_value_heads=2, head_dim=16, sliding_window=16, use_bidirectional_attention=True,
+            layer_types=["sliding_attention", "full_attention"], **common)
+        model = transformers.Gemma3TextModel(config)
     else:
         raise AssertionError(family)
     model.config._attn_implementation = "eager"
@@ -78,7 +85,9 @@ def _attention_from_capture(cli, path, out):
 
 
 FAMILIES = ["llama-gqa", "qwen3-qk-norm", "mistral-window", "gemma2-softcap-window",
-            "gpt-oss-sinks", "bert"]
+            "gpt-oss-sinks", "bert", "gemma3-bidirectional"]
+# (bidirectional: no causal mask; Gemma-3's as EmbeddingGemma runs it, its window two-sided)
+BIDIRECTIONAL = ("bert", "gemma3-bidirectional")
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -99,7 +108,7 @@ def test_captured_attention_equals_eager(family, tmp_path, cli):
 
     layers = cap.layers
     assert [l["index"] for l in layers] == [0, 1]
-    assert all(l["causal"] is (family != "bert") for l in layers)
+    assert all(l["causal"] is (family not in BIDIRECTIONAL) for l in layers)
     if family == "llama-gqa":
         assert cap.k[0].shape[0] == 2 and cap.q[0].shape[0] == 4
     if family == "gpt-oss-sinks":
@@ -108,6 +117,8 @@ def test_captured_attention_equals_eager(family, tmp_path, cli):
         assert any(l["sliding_window"] == 12 for l in layers), layers
     if family == "gemma2-softcap-window":
         assert all(l["softcap"] == 1.5 for l in layers), layers
+    if family == "gemma3-bidirectional":
+        assert [l["sliding_window"] for l in layers] == [9, None], layers
 
     path = tmp_path / "capture.safetensors"
     tokens = ["t{}".format(i) for i in range(N)]
@@ -120,7 +131,7 @@ def test_captured_attention_equals_eager(family, tmp_path, cli):
 
     # The tiles drawn from Q and K equal the tiles drawn from the eager attentions.
     np.save(tmp_path / "eager.npy", eager)
-    mask = "on" if family != "bert" else "off"
+    mask = "off" if family in BIDIRECTIONAL else "on"
     for name, source in [("qk", ["--q", str(path)]), ("eager", [str(tmp_path / "eager.npy")])]:
         subprocess.run([str(cli), "render", *source, "--causal", mask, "--cell", str(N), "--quiet",
                         "-o", str(tmp_path / (name + ".png")), "--tiles", str(tmp_path / name)],
