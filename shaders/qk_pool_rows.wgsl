@@ -124,11 +124,13 @@ fn fold4(st: vec4<f32>, raw: vec4<f32>, seen: vec4<bool>) -> vec4<f32> {
 // What an invocation of the row kernels (pool_rows, prob_rows) takes of the dispatch: its head
 // of the batch `z`; per row h of its R, its row `i[h]` of the chunk (`in_chunk[h]`: a row of
 // it; the last one's index otherwise, so every lane loads a row) and index into `q` `r[h]`;
-// and the keys of the window its rows see, [lo_wg, hi): from the oldest key any row of the
-// workgroup sees (uniform) to the last any row of the invocation's subgroup sees (uniform
-// in the subgroup, whose lanes hand each other keys; each invocation its own without
-// subgroups), so that on a causal head a subgroup stops at its own rows' diagonal rather than
-// the workgroup's last row's; `live` false when that is none. When live, the rows' query
+// and the keys of the window its rows see, [lo, hi): from the oldest key any row of the
+// invocation's subgroup sees to the last any of them sees (uniform in the subgroup, whose lanes
+// hand each other keys; each invocation its own without subgroups), so that on a causal head a
+// subgroup stops at its own rows' diagonal rather than the workgroup's last row's, and under a
+// sliding window starts at its own first row's oldest key rather than the workgroup's first
+// row's (a 65-key two-sided window: 3.3× fewer keys a row with 512 rows a workgroup); `live`
+// false when that is none. When live, the rows' query
 // values are in `qrow`.
 struct RowSpan {
     z: u32,
@@ -140,7 +142,7 @@ struct RowSpan {
     i: array<u32, R>,
     in_chunk: array<bool, R>,
     r: array<u32, R>,
-    lo_wg: u32,
+    lo: u32,
     hi: u32,
     live: bool,
 }
@@ -153,7 +155,6 @@ fn row_span(wg: vec3<u32>, li: u32) -> RowSpan {
     if i0 >= params.rows {
         return sp;
     }
-    let r_first = params.row_start + i0;
     sp.seg_start = params.seg_start;
     sp.seg_end = params.seg_end;
     if SPLIT {
@@ -167,7 +168,6 @@ fn row_span(wg: vec3<u32>, li: u32) -> RowSpan {
         sp.seg_end = seg.y;
         sp.kbase = heads[sp.z].x * key_head_vec4s();
     }
-    sp.lo_wg = max(sp.seg_start, first_visible(r_first));
     // (the last key any of the lanes' rows sees: at most the workgroup's last row's)
     var own = 0u;
     for (var h = 0u; h < R; h++) {
@@ -177,9 +177,12 @@ fn row_span(wg: vec3<u32>, li: u32) -> RowSpan {
         sp.r[h] = params.row_start + min(i, params.rows - 1u);
         own = max(own, visible(sp.r[h]));
     }
+    // (the first key any of them sees: its first row's, the oldest)
+    var own_lo = first_visible(sp.r[0]);
     // @SUBGROUP_HI
+    sp.lo = max(sp.seg_start, own_lo);
     sp.hi = min(sp.seg_end, own);
-    sp.live = sp.lo_wg < sp.hi;
+    sp.live = sp.lo < sp.hi;
     if sp.live {
         let z = sp.z;
         // @QLOAD
@@ -214,13 +217,13 @@ fn pool_rows(
         return;
     }
     let z = sp.z;
-    let lo_wg = sp.lo_wg;
+    let lo = sp.lo;
     let hi = sp.hi;
     let b_end = key_bin[hi - 1u] + 1u;
     // Column edges follow from the first (bin_edges in src/pool/geometry.rs: edge b is
     // ⌊b·keys / pooled_w⌋, so each column is keys / pooled_w keys wide, one more whenever the
     // running remainder wraps): no load per column.
-    let b_first = key_bin[lo_wg];
+    let b_first = key_bin[lo];
     let width = params.keys / params.pooled_w;
     let extra = params.keys % params.pooled_w;
     var frac = (b_first * extra) % params.pooled_w;
@@ -251,7 +254,7 @@ fn pool_rows(
         let wrap = frac >= params.pooled_w;
         c1 = c0 + width + select(0u, 1u, wrap);
         frac -= select(0u, params.pooled_w, wrap);
-        let kl = max(c0, lo_wg);
+        let kl = max(c0, lo);
         let kh = min(c1, hi);
         // per row, the keys of this column and window that it sees, and its state
         var rl: array<u32, R>;
@@ -289,7 +292,7 @@ fn pool_rows(
         if rr[h].cont && rr[h].first_seen {
             inter[rr[h].inter_row + b_first] = merged(rr[h].prev, rr[h].first_st);
         }
-        if sp.in_chunk[h] && max(lo_wg, rr[h].fv) < min(hi, rr[h].vis) {
+        if sp.in_chunk[h] && max(lo, rr[h].fv) < min(hi, rr[h].vis) {
             let idx = z * params.inter_rows + sp.i[h];
             let row_m = rr[h].row_m;
             let row_l = rr[h].row_l;
@@ -398,7 +401,7 @@ fn prob_rows(
         return;
     }
     let z = sp.z;
-    let lo_wg = sp.lo_wg;
+    let lo = sp.lo;
     let hi = sp.hi;
     // per row: its lse, the keys it sees, where its probabilities start
     var lse: array<f32, R>;
@@ -408,14 +411,14 @@ fn prob_rows(
     for (var h = 0u; h < R; h++) {
         let r = sp.r[h];
         lse[h] = row_lse[z * params.inter_rows + sp.i[h]].x;
-        rl[h] = max(lo_wg, first_visible(r));
+        rl[h] = max(lo, first_visible(r));
         rh[h] = min(hi, visible(r));
         // (the batch's heads side by side, a chunk's rows each)
         base[h] = (z * params.inter_rows + sp.i[h]) * prob_stride();
     }
-    // (from a multiple of 4: the keys before lo_wg are 0 for every row, seen by none, and a
-    // texel of the chunk texture is 4 keys; windows start on a multiple of 16)
-    for (var j = lo_wg & ~3u; j < hi; j += KSTEP) {
+    // (from a multiple of 4: the keys before lo are 0 for every row of the subgroup, seen by
+    // none, and a texel of the chunk texture is 4 keys; windows start on a multiple of 16)
+    for (var j = lo & ~3u; j < hi; j += KSTEP) {
         let o = key_vec4(sp.kbase, j);
         // @PSTEP
     }

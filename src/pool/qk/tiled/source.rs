@@ -98,8 +98,8 @@ pub fn kernel_source(
             .map(|(h, p)| each(h, p, h * parts + p))
             .collect()
     };
-    // (with subgroups, a subgroup walks keys as far as the last any of its lanes' rows sees,
-    // so that every lane takes every step of the keys it hands round)
+    // (with subgroups, a subgroup walks keys from the first any of its lanes' rows sees to the
+    // last, so that every lane takes every step of the keys it hands round)
     let (shared_fn, lane_arg, subgroup_hi, step, pstep, kstep) = if shared > 0 {
         let parts = shared / 4;
         let folds = per_row(parts, &|h, p, a| {
@@ -113,7 +113,7 @@ pub fn kernel_source(
         (
             shared_scores(d4, shared, rows),
             "@builtin(subgroup_invocation_id) sg_lane: u32,",
-            "own = subgroupMax(own);",
+            "own = subgroupMax(own);\n    own_lo = subgroupMin(own_lo);",
             format!("{load}\n            {folds}"),
             format!("{load}\n        {stores}"),
             shared,
