@@ -87,13 +87,6 @@ impl KernelLayer {
             softcap: p.softcap.map_or(0.0, |c| c * LOG2_E),
         }
     }
-
-    /// Whether keys a row does not see lie between keys it does or before them (probability 0,
-    /// unlike the keys past a causal diagonal): a sliding window (two-sided in a bidirectional
-    /// layer) or attention chunks.
-    fn hides_keys(&self) -> bool {
-        self.window > 0 || self.chunk > 0
-    }
 }
 
 /// The parameters of query head (`layer`, `head`) that come from its layer's settings: base-2

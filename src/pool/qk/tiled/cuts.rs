@@ -4,7 +4,6 @@
 
 use crate::gpu::Gpu;
 use crate::pool::chunk::max_chunk_bytes;
-use crate::pool::qk::KernelLayer;
 use crate::pool::PoolRun;
 use crate::source::qk::QkSource;
 
@@ -93,13 +92,11 @@ pub(super) enum Output {
 
 /// Whether stored probabilities of `cells` can go straight into the pool pass's chunk texture
 /// (rows padded to whole texels, [`texture_stride`]; prob_rows writes whole texels), where the
-/// adapter asks for it ([`Gpu::probs_in_texture`]): where no layer has a sliding window (keys
-/// before it, which no row of a workgroup sees, would keep the texture's last chunk: a buffer
-/// is cleared before each chunk instead). Otherwise the probabilities are copied from a buffer.
+/// adapter asks for it ([`Gpu::probs_in_texture`]): where no layer has a sliding window or
+/// chunks (keys outside them, which no row of a workgroup sees, would keep the texture's last
+/// chunk: a buffer is cleared before each chunk instead). Otherwise the probabilities are copied from a buffer.
 fn stores_in_texture(src: &QkSource, cells: &[(usize, usize)]) -> bool {
-    cells
-        .iter()
-        .all(|&(layer, _)| !KernelLayer::of(src, layer).hides_keys())
+    cells.iter().all(|&(layer, _)| !src.hidden(layer).any())
 }
 
 /// Elements from one row's start to the next's in the chunk texture `prob_rows` writes: the

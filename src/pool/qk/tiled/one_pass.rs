@@ -419,11 +419,12 @@ impl<'a> OnePass<'a> {
                 // Every probability instead of the fold: the same windows, the same parameters.
                 // Keys a workgroup's rows do not see are not written: past the diagonal they are
                 // masked by every pass that reads the chunk (stale values included), but keys
-                // before a sliding window must read 0 (the statistics count them as entries), and
-                // so must every masked entry read as it is.
+                // outside a sliding window or before a chunk (`HiddenKeys`) must read 0 (the
+                // statistics count them as entries), and so must every masked entry read as it
+                // is.
                 // (a chunk texture is only written where no layer has a window, see
                 // `stores_in_texture`)
-                if k.hides_keys() || self.cuts.output == Output::Exact {
+                if src.hidden(layer).any() || self.cuts.output == Output::Exact {
                     // (the chunk's rows only, of each head of the batch: a reader's blocks are
                     // often far smaller than the buffer)
                     let rows = (members as usize - 1) * self.cuts.chunk_rows + len;
