@@ -208,6 +208,30 @@ class Capture:
             return "same"
         return None
 
+    def _shows_unwritten(self, index, query, key):
+        """Why a pass over a static cache cannot continue the capture where its mask shows the
+        cache's slots not yet written (transformers' flex attention does: the model then
+        attends to those zero keys too, which no mask attnviz applies has), else None. Seen as
+        more keys than the capture holds plus the pass's new ones, the last held among them
+        at its position; a dynamic cache never gives more."""
+        import torch
+
+        if index not in self._records:
+            return None
+        held, q_len, k_len = self._keys_held(index), query.shape[2], key.shape[2]
+        if k_len <= held + q_len:
+            return None
+        last = self._last_key(index)
+        there = key[min(self._batch, key.shape[0] - 1), :, held - 1].detach().to(last.device)
+        if there.shape != last.shape or not torch.equal(there, last):
+            return None
+        return ("layer {} ran a forward pass over a static KV cache whose mask lets its "
+                "queries see {} of the cache's slots not yet written ({} keys given, {} "
+                "written): the model attends to those empty keys too, so no mask of its tokens "
+                "stands for it; generate with sdpa or eager attention, or with a dynamic "
+                "cache".format(
+                    index, k_len - held - q_len, k_len, held + q_len))
+
     def _continues(self, index, query, key):
         """Whether a new pass, beginning at layer ``index``, continues the one recorded over
         the model's KV cache (a decode step of ``generate``, or a chunk of a long prefill). Not
@@ -218,6 +242,23 @@ class Capture:
         everything = self._kept is None or (self._kept.rows is None and self._kept.keys is None)
         return (everything and self._batch < query.shape[0]
                 and self._continues_keys(index, query, key) is not None)
+
+    def _filled(self, mask, q_len, k_len):
+        """:func:`_filled` of this pass's ``mask`` for the batch item captured, read once per
+        mask (the layers of one kind share it)."""
+        if mask is None:
+            # torch's scaled_dot_product_attention aligns is_causal top-left, query i with key
+            # i, and transformers passes it no mask for a prefill into an empty static cache:
+            # then no query sees a key past the last query's. (Flash attention aligns bottom-
+            # right, and eager always gets a mask.)
+            top_left = self._original == "sdpa" and 1 < q_len < k_len
+            return q_len if top_left else k_len
+        seen = ("filled", id(mask), q_len, k_len)
+        hit = self._masks.get(seen)
+        if hit is None or hit[0] is not mask:
+            hit = (mask, _filled(mask, self._batch, q_len, k_len))
+            self._masks[seen] = hit
+        return hit[1]
 
     def _joined(self):
         """The records with every appended pass joined on."""
@@ -248,17 +289,23 @@ class Capture:
         return inner(module, query, key, value, attention_mask, *args, **kwargs)
 
     def _record(self, index, module, query, key, attention_mask, kwargs):
+        # Over a static cache every pass gets the whole cache: its slots after the tokens are
+        # left out here, so the pass is what a dynamic cache would have given.
+        if getattr(module, "is_causal", None) is True and kwargs.get("is_causal") is not False:
+            key = key[:, :, :self._filled(attention_mask, query.shape[2], key.shape[2])]
+            # (attention_mask keeps its columns: _padding reads the first keys' only)
         owner = self._owners.get(index)
         if owner is module:
             # A new forward pass: it continues the one recorded (a decode step), or starts over.
             if self._continues(index, query, key):
                 self._owners, self._masks, self._continuing = {}, {}, True
             else:
+                unwritten = self._shows_unwritten(index, query, key)
                 self._start_pass()
                 if query.shape[2] < key.shape[2] and getattr(module, "is_causal", True):
                     # Over a KV cache, yet not continuing: the capture would hold this pass's
                     # few rows alone, where the user ran a generation.
-                    self._broken = self._broken or _not_continued(index)
+                    self._broken = self._broken or unwritten or _not_continued(index)
                     self._problems[index] = self._broken
                 else:
                     self._broken = None
@@ -702,6 +749,48 @@ def _padding(mask, b, q_len, k_len, causal, window, heads=1, chunk=None, first=0
     if item.shape[0] > 1 and not bool((item == item[:1]).all()):
         return everything, "differs between heads", causal
     return _checked(item[0, :, :k_len], q_len, k_len, causal, window, chunk, first)
+
+
+def _filled(mask, b, q_len, k_len):
+    """How many of the ``k_len`` keys a causal pass over a KV cache is given hold tokens: all of
+    them, except over a static cache (``generate(cache_implementation="static")``, which
+    ``torch.compile`` wants), where every pass gets the cache's every slot and the mask hides
+    those not yet written from each query: then the keys before the first of those. Read from
+    the mask's last row (under a causal mask the row that sees the most keys); the slots
+    after are taken as unwritten only where no row sees any of them, checked a block of rows
+    at a time. A pass with as many queries as keys is never over a cache: its hidden tail is
+    padding, left out as such by :func:`_padding`."""
+    import torch
+
+    if q_len >= k_len:
+        return k_len
+    if isinstance(mask, torch.Tensor):
+        item = mask[min(b, mask.shape[0] - 1)]
+        if item.dim() == 1:
+            # flash attention's (batch, keys) mask: the same keys for every row
+            rows = item[None, :k_len].bool()
+        elif item.dim() == 3:
+            # (heads or 1, rows or 1, keys): head 0's (_padding refuses heads that differ)
+            rows = item[0, :, :k_len]
+        else:
+            return k_len
+    elif callable(getattr(mask, "mask_mod", None)):
+        device = getattr(getattr(mask, "kv_num_blocks", None), "device", None)
+        rows = _RuleRows(mask.mask_mod, b, q_len, k_len, device or torch.device("cpu"))
+    else:
+        return k_len
+    last = _visible(rows[-1:]).reshape(-1)[:k_len].nonzero()
+    if len(last) == 0:
+        return k_len
+    filled = int(last[-1]) + 1
+    if filled == k_len:
+        return k_len
+    n = rows.shape[0]
+    step = max(1, _MASK_BLOCK // (k_len - filled))
+    for r in range(0, n, step):
+        if bool(_visible(rows[r:r + step][:, filled:k_len]).any()):
+            return k_len
+    return filled
 
 
 def _checked(item, q_len, k_len, causal, window, chunk=None, first=0):

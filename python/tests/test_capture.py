@@ -295,6 +295,81 @@ def test_a_capture_around_generate_holds_the_whole_sequence(family, implementati
         cap.q
 
 
+@pytest.mark.parametrize("family,implementation", [
+    ("llama-gqa", "sdpa"), ("llama-gqa", "eager"), ("gemma2-softcap-window", "eager")])
+def test_a_capture_over_a_static_cache_holds_the_tokens_only(family, implementation, tmp_path,
+                                                             cli):
+    """A static cache (``generate(cache_implementation="static")``, what ``torch.compile``
+    wants) gives every pass the cache's every slot, those not yet written hidden by the mask
+    (under sdpa the prefill gets no mask: torch aligns ``is_causal`` top-left). The capture
+    leaves those slots out, so it holds what a dynamic cache would give: around ``generate``,
+    equal to the model's eager attention of one pass over the tokens fed (Gemma-2's sliding
+    layers: a rolling cache of its window, 12, under a prompt of 20); around a ``StaticCache``
+    of 64 prefilled in two chunks by hand, likewise."""
+    model = _tiny(family)
+    model.config._attn_implementation = implementation
+    ids = _inputs()
+
+    def eager_of(tokens):
+        model.config._attn_implementation = "eager"
+        with torch.no_grad():
+            out = model(tokens, output_attentions=True).attentions
+        model.config._attn_implementation = implementation
+        return np.stack([a[0].numpy() for a in out])
+
+    def worst(cap, tokens, name):
+        cap.save(tmp_path / (name + ".safetensors"))
+        probs = _attention_from_capture(cli, tmp_path / (name + ".safetensors"),
+                                        tmp_path / (name + ".npy"))
+        return float(np.abs(probs - eager_of(tokens)).max())
+
+    with torch.no_grad(), attnviz.capture(model) as cap:
+        out = model.generate(ids[:, :20], max_new_tokens=8, do_sample=False, pad_token_id=0,
+                             cache_implementation="static")
+    assert [q.shape[1] for q in cap.q] == [k.shape[1] for k in cap.k] == [27, 27]
+    assert worst(cap, out[:, :-1], "generate") <= 1e-5
+
+    cache = transformers.StaticCache(config=model.config, max_cache_len=64)
+    with torch.no_grad(), attnviz.capture(model) as cap:
+        model(ids[:, :30], cache=cache, use_cache=True)
+        model(ids[:, 30:40], cache=cache, use_cache=True,
+              cache_position=torch.arange(30, 40))
+    assert [k.shape[1] for k in cap.k] == [40, 40] and cap.positions is None
+    assert worst(cap, ids[:, :40], "chunks") <= 1e-5
+
+
+STATIC_FLEX_SCRIPT = """
+import sys, torch, attnviz
+sys.path.insert(0, {tests!r})
+from test_capture import _tiny, _inputs
+model = _tiny("llama-gqa")
+model.config._attn_implementation = "flex_attention"
+with torch.no_grad(), attnviz.capture(model) as cap:
+    model.generate(_inputs()[:, :6], max_new_tokens=3, do_sample=False, pad_token_id=0,
+                   cache_implementation="static")
+try:
+    cap.q
+except ValueError as e:
+    print(e)
+"""
+
+
+def test_a_static_cache_whose_mask_shows_its_empty_slots_is_refused():
+    """Flex attention over a static cache lets a decode step's query see the slots not yet
+    written (the model attends to their zero keys: its logits differ from eager's by about
+    0.03 here): no mask of the tokens stands for that, and the capture says so, rather than
+    the generic line about keys that do not continue. (In a fresh process, TorchDynamo off.)"""
+    import sys
+
+    script = STATIC_FLEX_SCRIPT.format(tests=os.path.dirname(__file__))
+    env = dict(os.environ, TORCHDYNAMO_DISABLE="1")
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert ("layer 0 ran a forward pass over a static KV cache whose mask lets its queries see 1 "
+            "of the cache's slots not yet written (8 keys given, 7 written)") in run.stdout, \
+        run.stdout
+
+
 def test_a_capture_around_an_encoder_decoder_s_generate_holds_every_step(tmp_path, cli):
     """An encoder-decoder's ``generate`` (BART; Whisper's alignment heads are its
     cross-attention) decodes a token a pass: the decoder's self-attention continues as a causal
