@@ -49,6 +49,10 @@ def main(argv=None):
                    choices=["auto", "float32", "bfloat16", "float16"],
                    help="the model's weights (auto: as the checkpoint says); Q and K are "
                         "saved in it")
+    c.add_argument("--spill", metavar="FOLDER",
+                   help="hold the capture in files in FOLDER (on a disk), memory-mapped, not "
+                        "in host memory: for captures larger than it (attnviz.capture's "
+                        "spill=)")
     c.add_argument("--attn-implementation", default="sdpa",
                    help="the attention the model runs (sdpa, eager, flash_attention_2, ...); "
                         "the capture records what it is given, whichever it is")
@@ -74,6 +78,8 @@ def _capture(args):
     looks_local = os.sep in args.model or args.model.startswith(".")
     if looks_local and not os.path.isdir(args.model):
         raise ValueError("{}: no such model folder".format(args.model))
+    if args.spill is not None and not os.path.isdir(args.spill):
+        raise ValueError("--spill {}: no such folder".format(args.spill))
     layers = _layers(args.layers) if args.layers is not None else None
     text = _text(args)
     try:
@@ -104,7 +110,8 @@ def _capture(args):
     if len(ids) == 0:
         raise ValueError("the text has no tokens")
     inputs = {name: value.to(args.device) for name, value in inputs.items()}
-    with torch.no_grad(), attnviz.capture(model, layers=layers, modules=args.modules) as cap:
+    with torch.no_grad(), attnviz.capture(model, layers=layers, modules=args.modules,
+                                          spill=args.spill) as cap:
         if args.generate is None:
             model(**inputs)
         else:

@@ -24,6 +24,7 @@ encoder-decoder is captured a kind at a time (``attnviz.capture(model.get_encode
 ``modules="decoder.*.encoder_attn"`` for its cross-attention).
 """
 
+import atexit
 import fnmatch
 import json
 import os
@@ -39,7 +40,7 @@ _NAME = "attnviz_capture"
 _FORMAT = 1
 
 
-def capture(model, layers=None, batch=0, device="cpu", modules=None):
+def capture(model, layers=None, batch=0, device="cpu", modules=None, spill=None):
     """Captures Q and K of ``model``'s attention layers while the ``with`` block runs.
 
     model: a transformers ``PreTrainedModel`` whose attention dispatches through
@@ -54,8 +55,17 @@ def capture(model, layers=None, batch=0, device="cpu", modules=None):
         ``model.named_modules()`` (default all): one kind per layer, where a model runs more
         (an encoder-decoder: ``"encoder.*"``, ``"decoder.*.self_attn"``, or Whisper's
         cross-attention ``"decoder.*.encoder_attn"``).
+    spill: a folder (on a disk, not a RAM-backed tmpfs) where each layer's Q and K go as
+        soon as the layer has run, in files memory-mapped back (unlinked at once, so nothing
+        is left there, even by a crash): the capture then needs disk, not host memory, beyond
+        one layer, and the operating system writes its pages out and drops them as memory
+        runs short (a 128k-token capture of a 32-layer model with 32 query and 8 key heads
+        of 128 dimensions holds 43 GiB of bfloat16). Without it (the default) the capture is
+        held in memory on ``device``. The rows a ``generate`` appends are held in memory until
+        the capture is read, then joined into files there too.
     """
-    return Capture(model, layers=layers, batch=batch, device=device, modules=modules)
+    return Capture(model, layers=layers, batch=batch, device=device, modules=modules,
+                   spill=spill)
 
 
 class Capture:
@@ -71,8 +81,16 @@ class Capture:
     encoder keys).
     """
 
-    def __init__(self, model, layers=None, batch=0, device="cpu", modules=None):
+    def __init__(self, model, layers=None, batch=0, device="cpu", modules=None, spill=None):
         self.tokens = None
+        if spill is not None:
+            spill = os.fspath(spill)
+            if not os.path.isdir(spill):
+                raise ValueError("attnviz.capture: spill={!r} is not a folder".format(spill))
+            if device != "cpu":
+                raise ValueError("attnviz.capture: spill= keeps the capture in files on the "
+                                 "host, so device={!r} cannot hold it too".format(device))
+        self._spill = spill
         if modules is not None and not isinstance(modules, str):
             raise ValueError("attnviz.capture: modules={!r} is not a glob over module names "
                              "(a string such as 'decoder.*.self_attn')".format(modules))
@@ -264,9 +282,18 @@ class Capture:
         """The records with every appended pass joined on."""
         import torch
 
+        def joined(parts):
+            if self._spill is None:
+                return torch.cat(parts, dim=1)
+            shape = list(parts[0].shape)
+            shape[1] = sum(p.shape[1] for p in parts)
+            out = _spilled_empty(shape, parts[0].dtype, self._spill)
+            return torch.cat(parts, dim=1, out=out)
+
         for index, (qs, ks) in self._tails.items():
             q, k, meta = self._records[index]
-            self._records[index] = (torch.cat([q] + qs, dim=1), torch.cat([k] + ks, dim=1), meta)
+            # (one layer at a time: a spilled capture's old files go as its records do)
+            self._records[index] = (joined([q] + qs), joined([k] + ks), meta)
         self._tails, self._appended = {}, {}
 
     # -- what the model calls -----------------------------------------------------------------
@@ -365,8 +392,12 @@ class Capture:
         if self._kept is None:
             self._kept = kept
 
-        def keep(x, axis_positions):
+        def keep(x, axis_positions, spill=self._spill):
             x = x[b].detach()
+            if spill is not None:
+                if axis_positions is not None:
+                    x = x.index_select(1, axis_positions)
+                return _spilled(x, spill)
             if axis_positions is not None:
                 # (index_select copies: the kept positions need no second copy)
                 x = x.index_select(1, axis_positions)
@@ -385,13 +416,22 @@ class Capture:
             if kept.rows is not None or kept.keys is not None or how is None:
                 self._problems[index] = _not_continued(index)
                 return
+            # (in memory, spilled or not: a file a decode step and layer would be thousands
+            # of mappings; they are joined into one when the capture is read)
             qs, ks = self._tails.setdefault(index, ([], []))
-            qs.append(keep(query, None))
+            qs.append(keep(query, None, spill=None))
             if how == "new":
-                ks.append(keep(key[:, :, key.shape[2] - query.shape[2]:], None))
+                ks.append(keep(key[:, :, key.shape[2] - query.shape[2]:], None, spill=None))
                 self._appended[index] = self._appended.get(index, 0) + query.shape[2]
             return
-        self._records[index] = (keep(query, kept.rows), keep(key, kept.keys), {
+        try:
+            q, k = keep(query, kept.rows), keep(key, kept.keys)
+        except OSError as e:
+            # (recorded, not raised, as above)
+            self._problems[index] = "spill={}: cannot hold layer {} there ({})".format(
+                self._spill, index, e.strerror or e)
+            return
+        self._records[index] = (q, k, {
             "index": int(index),
             "scaling": None if scaling is None else float(scaling),
             "causal": causal,
@@ -500,6 +540,7 @@ class Capture:
         except ValueError as e:
             raise ValueError("{}: {}".format(path, e)) from None
         cap = cls.__new__(cls)
+        cap._spill = None
         cap._start_pass()
         cap._kept = kept
         for i, settings in enumerate(layers):
@@ -575,6 +616,63 @@ class Capture:
         return "<attnviz.Capture of {}: {} layers, Q {}x{}x{}, K {} heads, {}{}>".format(
             self.model, len(records), q.shape[0], q.shape[1], q.shape[2], k.shape[0], dtype,
             padding)
+
+
+def _spilled_empty(shape, dtype, folder):
+    """An uninitialised tensor of ``shape`` backed by a file in ``folder``: shared memory
+    mapped from it, so its pages are written to the file and can be dropped under memory
+    pressure. The file is given all its blocks first (``posix_fallocate``), so a full disk is
+    an ``OSError`` here and not a SIGBUS on some later write through the mapping; and it is
+    unlinked once mapped (the mapping keeps it until the tensor goes), so nothing is left
+    behind."""
+    import tempfile
+
+    import torch
+
+    count = 1
+    for d in shape:
+        count *= int(d)
+    if count == 0:
+        return torch.empty(shape, dtype=dtype)
+    fd, name = tempfile.mkstemp(prefix="attnviz-capture-", suffix=".bin", dir=folder)
+    try:
+        size = count * torch.empty((), dtype=dtype).element_size()
+        if hasattr(os, "posix_fallocate"):
+            os.posix_fallocate(fd, 0, size)
+        else:
+            os.ftruncate(fd, size)
+        os.close(fd)
+        fd = None
+        out = torch.from_file(name, shared=True, size=count, dtype=dtype)
+    finally:
+        if fd is not None:
+            os.close(fd)
+        try:
+            os.unlink(name)
+        except OSError:
+            # (a system that cannot unlink a mapped file: removed at exit instead)
+            _LEFT.append(name)
+    return out.view(shape)
+
+
+def _spilled(x, folder):
+    """``x`` copied into a tensor in a file in ``folder`` (:func:`_spilled_empty`)."""
+    out = _spilled_empty(list(x.shape), x.dtype, folder)
+    out.copy_(x)
+    return out
+
+
+# Spill files that could not be unlinked while mapped, removed when the interpreter exits.
+_LEFT = []
+
+
+@atexit.register
+def _remove_left():
+    for name in _LEFT:
+        try:
+            os.unlink(name)
+        except OSError:
+            pass
 
 
 def _spans(indices):

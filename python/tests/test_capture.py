@@ -338,6 +338,59 @@ def test_a_capture_over_a_static_cache_holds_the_tokens_only(family, implementat
     assert worst(cap, ids[:, :40], "chunks") <= 1e-5
 
 
+def test_a_spilled_capture_is_the_same_held_in_files(tmp_path, monkeypatch):
+    """``spill=FOLDER``: each layer's Q and K go to a file there as soon as it has run,
+    memory-mapped back and unlinked at once, so the capture's tensors are the files' pages (the
+    system writes them out and drops them under memory pressure) and nothing is left in the
+    folder. Saved, it is the same file as the capture held in memory, byte for byte: a padded
+    batch item (its kept positions selected into the file) and a ``generate`` (its decode steps
+    held in memory, then joined into new files when the capture is read). A full disk is a
+    ``ValueError`` naming the folder when the capture is read (not a SIGBUS on a write through
+    the mapping: the file's blocks are allocated first); a folder that is not one, or
+    ``device=`` beside it, raise at once."""
+    model = _tiny("llama-gqa")
+    spill = tmp_path / "spill"
+    spill.mkdir()
+    ids = torch.cat([_inputs(), _inputs().flip(1)])
+    mask = torch.ones_like(ids)
+    mask[1, :7] = 0
+    runs = [
+        ("padded", lambda: model(ids, attention_mask=mask), 1),
+        ("generate", lambda: model.generate(ids[:1, :20], max_new_tokens=8, do_sample=False,
+                                            pad_token_id=0), 0),
+    ]
+    for name, run, batch in runs:
+        caps = []
+        for where in (spill, None):
+            with torch.no_grad(), attnviz.capture(model, batch=batch, spill=where) as cap:
+                run()
+            cap.save(tmp_path / "{}-{}.safetensors".format(name, where is None))
+            caps.append(cap)
+        for t in caps[0].q + caps[0].k:
+            assert t.untyped_storage().filename.startswith(str(spill)), name
+        assert all(t.untyped_storage().filename is None for t in caps[1].q + caps[1].k)
+        assert list(spill.iterdir()) == [], name
+        assert ((tmp_path / "{}-False.safetensors".format(name)).read_bytes()
+                == (tmp_path / "{}-True.safetensors".format(name)).read_bytes()), name
+    assert caps[0].k[0].shape[1] == 27 and caps[0].positions is None
+
+    def full(fd, offset, size):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    with torch.no_grad(), attnviz.capture(model, spill=spill) as cap:
+        model(_inputs())
+    with pytest.raises(ValueError, match="spill={}: cannot hold layer 0 there \\(No space left "
+                                         "on device\\)".format(spill)):
+        cap.q
+    assert list(spill.iterdir()) == []
+    with pytest.raises(ValueError, match="spill='.*none' is not a folder"):
+        attnviz.capture(model, spill=tmp_path / "none")
+    with pytest.raises(ValueError, match="spill= keeps the capture in files on the host, so "
+                                         "device=None cannot hold it too"):
+        attnviz.capture(model, spill=spill, device=None)
+
+
 STATIC_FLEX_SCRIPT = """
 import sys, torch, attnviz
 sys.path.insert(0, {tests!r})
@@ -998,7 +1051,10 @@ def test_python_m_attnviz_capture_writes_what_the_api_captures(tmp_path, cli):
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)).save_pretrained(
             decoder)
     tok.save_pretrained(decoder)
-    run = capture(decoder, "--text", TEXT, "--max-tokens", 20, "--generate", 6, "-o", out)
+    spill = tmp_path / "spill"
+    spill.mkdir()
+    run = capture(decoder, "--text", TEXT, "--max-tokens", 20, "--generate", 6, "--spill", spill,
+                  "-o", out)
     assert run.returncode == 0, run.stderr
     generated = attnviz.Capture.load(out)
     assert len(generated.tokens) == 26 and generated.k[0].shape[1] == 26
@@ -1012,6 +1068,7 @@ def test_python_m_attnviz_capture_writes_what_the_api_captures(tmp_path, cli):
         eager = np.stack([a[0].numpy() for a in lm(ids, output_attentions=True).attentions])
     probs = _attention_from_capture(cli, out, tmp_path / "generated.npy")
     assert float(np.abs(probs - eager).max()) <= 1e-5
+    assert list(spill.iterdir()) == []
 
     bad = tmp_path / "bad.safetensors"
     for args, said in [
@@ -1021,6 +1078,7 @@ def test_python_m_attnviz_capture_writes_what_the_api_captures(tmp_path, cli):
         ((folder, "--text", "hi", "--layers", "0"), "--layers 0: layers count from 1"),
         ((folder, "--text", "hi", "--max-tokens", "0"), "--max-tokens 0"),
         ((folder, "--text", "hi", "--generate", "0"), "--generate 0"),
+        ((folder, "--text", "hi", "--spill", tmp_path / "none"), "--spill"),
     ]:
         run = capture(*args, "-o", bad)
         assert run.returncode == 2, (args, run.stderr)
