@@ -401,6 +401,52 @@ fn one_pass_pooling_equals_the_f64_reference() {
     (e.gpu.qk_split_workgroups, e.gpu.row_vec4s) = (target, budget);
 }
 
+/// A bidirectional layer's two-sided window of 1 leaves every key past the diagonal exactly 0,
+/// as a causal mask would; but Q and K say the layer is not causal, so under `--causal auto`
+/// (the default) those zeros are entries, counted in the pixels' means and minima, on the CPU
+/// as on the GPU. (The CPU twin once read the zeros as a causal mask detected: found by
+/// `tools/sweep_backends.py`, up to 32% of a figure's pixels apart.)
+#[test]
+fn a_window_of_one_is_not_read_as_a_causal_mask() {
+    let Some(e) = engine() else { return };
+    let c = Case {
+        name: "two-sided-1",
+        heads: 2,
+        kv_heads: 1,
+        nq: 40,
+        nk: 64,
+        d: 16,
+        window: Some(1),
+        chunk: None,
+        cell: 8,
+        causal: false,
+    };
+    let src = source(&c);
+    // (layer 0's heads: `meta` gives layer 1 no window)
+    let cells = [(0, 0), (0, 1)];
+    let geometry = CellGeometry::new(40, 64, Some(c.cell)).unwrap();
+    let options = PoolOptions {
+        causal: Causal::Auto,
+        ..Default::default()
+    };
+    let gpu = e.pool(&src, &cells, geometry, options).unwrap();
+    let gpu = gpu.read_accums(&e.gpu).unwrap();
+    let cpu = attnviz::cpu::pool_cells(&src, &cells, geometry, options).unwrap();
+    // every entry of an 8 × 8 bin counts, the zeros past the diagonal with them
+    for (cell, (x, y)) in gpu.iter().zip(&cpu).enumerate() {
+        assert!(!y.causal, "cell {cell}: read as causal");
+        // rows at positions 24..32 over keys 0..8: every entry hidden, 0
+        assert_eq!((x[0].max, y.accum[0].max), (0.0, 0.0), "cell {cell}");
+        for (i, (p, q)) in x.iter().zip(&y.accum).enumerate() {
+            assert_eq!((p.count(), q.count()), (64, 64), "cell {cell} pixel {i}");
+            assert!(
+                close(p.sum, q.sum, 1e-5) && close(p.min, q.min, 1e-6) && close(p.max, q.max, 1e-6),
+                "cell {cell} pixel {i}: {p:?} vs {q:?}"
+            );
+        }
+    }
+}
+
 /// Writes Q and K with a capture's metadata JSON as `attnviz.capture` does.
 fn write_capture(path: &Path, q: &Array4<f32>, k: &Array4<f32>, json: &str) {
     use safetensors::tensor::{Dtype, TensorView};

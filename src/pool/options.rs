@@ -45,6 +45,23 @@ impl PoolOptions {
         }
     }
 
+    /// These options for pooling heads recomputed from Q and K: masked as the source's causal
+    /// flag says, whatever `causal` says (Q and K carry no mask of their own, so there is
+    /// nothing to detect: a two-sided window of 1 leaves every key past the diagonal 0, and
+    /// the layer is still not causal), at the source's diagonal. The GPU's `pool_qk` and the
+    /// CPU twin's `pool_cells` both ask here.
+    pub fn for_qk(self, src: &crate::source::qk::QkSource) -> PoolOptions {
+        PoolOptions {
+            causal: if src.causal() {
+                Causal::On
+            } else {
+                Causal::Off
+            },
+            diagonal: Some(src.diagonal()),
+            ..self
+        }
+    }
+
     /// These options for pooling `cells` of `source`: `Causal::Auto` settled as off for a
     /// difference whose inputs show keys past the diagonal
     /// ([`crate::source::DiffSource::inputs_show_upper`]), whatever the difference's values.

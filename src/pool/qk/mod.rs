@@ -27,7 +27,7 @@ use crate::gpu::shaders;
 use crate::gpu::Gpu;
 use crate::pool::accum::AccumLayout;
 use crate::pool::chunk::{max_chunk_bytes, ChunkTexture};
-use crate::pool::{Causal, Ingest, IngestShape, PoolOptions, PoolPipelines, PoolRun, PooledCells};
+use crate::pool::{Ingest, IngestShape, PoolPipelines, PoolRun, PooledCells};
 use crate::source::qk::{HiddenKeys, QkSource, Values};
 use crate::source::{AttentionSource, DType};
 
@@ -504,15 +504,7 @@ pub(crate) fn pool_qk(
     let (cells, geometry, progress) = (run.cells, run.geometry, run.progress);
     gpu.scoped("recomputing attention from Q and K", || {
         let s = src.shape();
-        let options = PoolOptions {
-            causal: if src.causal() {
-                Causal::On
-            } else {
-                Causal::Off
-            },
-            diagonal: Some(src.diagonal()),
-            ..run.options
-        };
+        let options = run.options.for_qk(src);
         let shape = IngestShape {
             cells: cells.len(),
             queries: s.queries,
