@@ -382,11 +382,16 @@ class Capture:
         if problem is None and any(kwargs.get(k) is not None for k in _PACKED):
             # Flash attention's varlen kernels: several documents in one row of the batch.
             problem = "packs several sequences into one (cu_seq_lens)"
+        unlike_ours = problem is not None  # (the mask itself, not the capture's padding)
         if (problem is None and self._kept is not None and not self._continuing
                 and not _same_kept(kept, self._kept)):
             problem = "its padding differs from layer {}'s".format(min(self._records))
         if problem is not None:
             hint = _layer_type_hint(module, index)
+            if unlike_ours and not hint:
+                # (what the model's mask does, attnviz draws from the probabilities it made)
+                hint = ("; draw the model's own probabilities instead (output_attentions=True "
+                        "under eager attention, saved as .npy or .safetensors)")
             self._problems[index] = ("layer {}'s attention mask {}: attnviz cannot recompute it "
                                      "from Q and K{}".format(index, problem, hint))
         if self._kept is None:

@@ -626,8 +626,12 @@ def test_a_mask_attnviz_cannot_recompute_is_a_value_error():
             with torch.no_grad(), attnviz.capture(model) as cap:
                 model(_inputs(), attention_mask=mask)
             with pytest.raises(ValueError, match="layer 0's attention mask hides or shows keys "
-                                                 "that a causal mask would not"):
+                                                 "that a causal mask would not") as refused:
                 cap.q
+            # (and where the model's own probabilities are the way to draw it)
+            assert str(refused.value).endswith(
+                "cannot recompute it from Q and K; draw the model's own probabilities instead "
+                "(output_attentions=True under eager attention, saved as .npy or .safetensors)")
             assert "layer 0's attention mask hides" in repr(cap)  # shown, not raised
 
     # Packed for flash attention's varlen path: the boundaries come as keywords, not a mask.
