@@ -9,6 +9,7 @@ eager softmax; each is within a few ulp of the exact value). Tiles: equal, excep
 take the neighbouring colormap entry where a value sits within that 1e-5 of a LUT boundary.
 """
 
+import itertools
 import json
 import os
 import subprocess
@@ -427,7 +428,10 @@ def test_a_capture_around_an_encoder_decoder_s_generate_holds_every_step(tmp_pat
     """An encoder-decoder's ``generate`` (BART; Whisper's alignment heads are its
     cross-attention) decodes a token a pass: the decoder's self-attention continues as a causal
     model's does, and its cross-attention appends each step's query rows over the same encoder
-    keys; each equals the model's eager attention of one decoder pass over the tokens fed."""
+    keys; each equals the model's eager attention of one decoder pass over the tokens fed. With
+    a static cache too (Whisper's documentation recommends one, with ``torch.compile``): the
+    decoder's self-attention leaves the cache's unwritten slots out, the cross-attention has
+    none."""
     torch.manual_seed(0)
     model = transformers.BartForConditionalGeneration(transformers.BartConfig(
         vocab_size=97, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
@@ -435,12 +439,13 @@ def test_a_capture_around_an_encoder_decoder_s_generate_holds_every_step(tmp_pat
         max_position_embeddings=64, decoder_start_token_id=2, pad_token_id=1, bos_token_id=0,
         eos_token_id=2, forced_eos_token_id=None)).eval()
     source = _inputs()[:, :20]
-    for glob, field, shape in [("model.decoder.*.encoder_attn", "cross_attentions", (8, 20)),
-                               ("model.decoder.*.self_attn", "decoder_attentions", (8, 8))]:
+    for (glob, field, shape), cache in itertools.product(
+            [("model.decoder.*.encoder_attn", "cross_attentions", (8, 20)),
+             ("model.decoder.*.self_attn", "decoder_attentions", (8, 8))], [None, "static"]):
         model.config._attn_implementation = "sdpa"
         with torch.no_grad(), attnviz.capture(model, modules=glob) as cap:
             out = model.generate(source, max_new_tokens=8, min_new_tokens=8, do_sample=False,
-                                 num_beams=1)
+                                 num_beams=1, cache_implementation=cache)
         model.config._attn_implementation = "eager"
         with torch.no_grad():
             eager = getattr(model(input_ids=source, decoder_input_ids=out[:, :-1],
@@ -448,8 +453,8 @@ def test_a_capture_around_an_encoder_decoder_s_generate_holds_every_step(tmp_pat
         eager = np.stack([a[0].numpy() for a in eager])
         cap.save(tmp_path / "steps.safetensors")
         probs = _attention_from_capture(cli, tmp_path / "steps.safetensors", tmp_path / "p.npy")
-        assert probs.shape == eager.shape == (2, 4) + shape, glob
-        assert float(np.abs(probs - eager).max()) <= 1e-5, glob
+        assert probs.shape == eager.shape == (2, 4) + shape, (glob, cache)
+        assert float(np.abs(probs - eager).max()) <= 1e-5, (glob, cache)
 
 
 def _tiny_llama4():
