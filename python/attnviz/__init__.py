@@ -462,7 +462,7 @@ def heads(
     options = _options(dict(layers=layers, heads=heads, causal=causal, sink_keys=sink_keys,
                             window=window, backend=backend, sort_by=sort_by, top=top,
                             pattern=pattern, title=title))
-    figure = _path(figure)
+    figure = _path(figure, "figure")
     if title is not None and figure is None:
         raise ValueError("title is drawn above the summary figure: give figure= too")
     qk = _qk_options(dict(queries=queries, softmax_scale=softmax_scale,
@@ -807,8 +807,8 @@ def _options(kw):
         "dpi": _float(o["dpi"], "dpi"),
         "theme": _str(o["theme"], "theme"),
         "transparent": bool(o["transparent"]),
-        "tiles": _path(o["tiles"]),
-        "stats_json": _path(o["stats_json"]),
+        "tiles": _path(o["tiles"], "tiles"),
+        "stats_json": _path(o["stats_json"], "stats_json"),
         "sink_keys": 1 if o["sink_keys"] is None else _int(o["sink_keys"], "sink_keys"),
         "window": 32 if o["window"] is None else _int(o["window"], "window"),
         "backend": _str(o["backend"], "backend"),
@@ -1094,13 +1094,20 @@ def _causal(causal):
         return "on"
     if causal is False:
         return "off"
+    if not isinstance(causal, str):
+        raise ValueError("causal: expected True, False or \"auto\", not {!r}".format(causal))
     return causal
 
 
 def _int(v, what):
     if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
         raise ValueError("{}: expected an integer, not {!r}".format(what, v))
-    return int(v)
+    v = int(v)
+    # (the extension takes a 64-bit integer and checks its own bounds; past 64 bits, say so
+    # here, not as the TypeError of a failed conversion)
+    if not -(1 << 63) <= v < 1 << 63:
+        raise ValueError("{}: {} is out of range".format(what, v))
+    return v
 
 
 def _float(v, what):
@@ -1118,8 +1125,13 @@ def _str(v, what):
     return v
 
 
-def _path(p):
-    return None if p is None else os.fspath(p)
+def _path(p, what="out"):
+    if p is None:
+        return None
+    try:
+        return os.fspath(p)
+    except TypeError:
+        raise ValueError("{}: expected a path, not {!r}".format(what, p)) from None
 
 
 def _clip(clip):
@@ -1153,7 +1165,11 @@ def _tokens(tokens):
         return None
     if isinstance(tokens, str):
         raise ValueError("tokens: expected a list of strings (one per key), not a string")
-    return [str(t) for t in tokens]
+    try:
+        return [str(t) for t in tokens]
+    except TypeError:
+        raise ValueError("tokens: expected a list of strings (one per key), not {!r}".format(
+            tokens)) from None
 
 
 def _axes(axes):

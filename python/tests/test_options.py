@@ -219,10 +219,19 @@ def test_bad_python_values():
         (dict(stats_json="x.json", window=0), "window: 0 must be a positive integer"),
         (dict(sink_keys=4), "sink_keys sets what the head statistics count"),
         (dict(window=8, top=None), "window sets what the head statistics count"),
+        # (wrong kinds of value: each a ValueError naming its keyword, not the TypeError of a
+        # failed conversion in the extension, "failed to extract field PyOptions.causal")
+        (dict(causal=None), 'causal: expected True, False or "auto", not None'),
+        (dict(causal=1), 'causal: expected True, False or "auto", not 1'),
+        (dict(cell=2 ** 64), "cell: 18446744073709551616 is out of range"),
+        (dict(tokens=0.5), "tokens: expected a list of strings (one per key), not 0.5"),
+        (dict(stats_json=3), "stats_json: expected a path, not 3"),
     ]:
         with pytest.raises(ValueError, match=None) as e:
             attnviz.render(a, **kwargs)
         assert fragment in str(e.value), (kwargs, str(e.value))
+    with pytest.raises(ValueError, match="figure: expected a path, not 3"):
+        attnviz.heads(a, figure=3)
 
 
 def test_small_heads_are_magnified_by_default():
