@@ -803,7 +803,9 @@ def _options(kw):
         "exclude_keys": _exclude(o["exclude_keys"]),
         "title": None if o["title"] is None else str(o["title"]),
         "tokens": _tokens(o["tokens"]),
-        "scale_factor": _float(o["scale_factor"], "scale_factor"),
+        # (None: the default, as for dpi)
+        "scale_factor": 1.0 if o["scale_factor"] is None else _float(o["scale_factor"],
+                                                                     "scale_factor"),
         "dpi": _float(o["dpi"], "dpi"),
         "theme": _str(o["theme"], "theme"),
         "transparent": bool(o["transparent"]),

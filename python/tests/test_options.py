@@ -232,6 +232,8 @@ def test_bad_python_values():
         assert fragment in str(e.value), (kwargs, str(e.value))
     with pytest.raises(ValueError, match="figure: expected a path, not 3"):
         attnviz.heads(a, figure=3)
+    # scale_factor=None is the default, as dpi=None is
+    assert np.array_equal(attnviz.render(a, scale_factor=None), attnviz.render(a))
 
 
 def test_small_heads_are_magnified_by_default():
