@@ -91,6 +91,12 @@ def _capture(args):
 
     import attnviz
 
+    try:
+        # (before the model loads: a misspelt device is told at once)
+        torch.device(args.device)
+    except RuntimeError as e:
+        raise ValueError("--device {}: not a torch device ({})".format(
+            args.device, _first_line(e))) from None
     dtype = "auto" if args.dtype == "auto" else getattr(torch, args.dtype)
     try:
         tokenizer = transformers.AutoTokenizer.from_pretrained(args.model)
@@ -103,7 +109,11 @@ def _capture(args):
             args.model, dtype=dtype, attn_implementation=args.attn_implementation)
     except (OSError, ValueError, KeyError, ImportError) as e:
         raise ValueError("{}: cannot load it ({})".format(args.model, _first_line(e))) from None
-    model = model.to(args.device).eval()
+    try:
+        model = model.to(args.device).eval()
+    except (RuntimeError, AssertionError) as e:
+        # a device torch knows that this machine lacks (cuda without a driver)
+        raise ValueError("--device {}: {}".format(args.device, _first_line(e))) from None
     inputs = tokenizer(text, return_tensors="pt", truncation=args.max_tokens is not None,
                        max_length=args.max_tokens)
     ids = inputs["input_ids"][0]

@@ -84,7 +84,11 @@ class Capture:
     def __init__(self, model, layers=None, batch=0, device="cpu", modules=None, spill=None):
         self.tokens = None
         if spill is not None:
-            spill = os.fspath(spill)
+            try:
+                spill = os.fspath(spill)
+            except TypeError:
+                raise ValueError("attnviz.capture: spill={!r} is not a folder's path".format(
+                    spill)) from None
             if not os.path.isdir(spill):
                 raise ValueError("attnviz.capture: spill={!r} is not a folder".format(spill))
             if device != "cpu":
@@ -96,13 +100,30 @@ class Capture:
                              "(a string such as 'decoder.*.self_attn')".format(modules))
         self._glob = modules
         if layers is not None:
-            layers = sorted({int(i) for i in ([layers] if isinstance(layers, int) else layers)})
+            given = [layers] if _is_int(layers) else layers
+            try:
+                layers = sorted({int(i) for i in given if _is_int(i)})
+                whole = len(layers) == len(set(given))
+            except TypeError:
+                whole = False
+            if not whole:
+                raise ValueError("attnviz.capture: layers={!r} is not a layer index or a list of "
+                                 "them (0-based)".format(given))
         self._model = model
         self._wanted = layers
-        self._batch = int(batch)
-        if self._batch < 0:
-            raise ValueError("attnviz.capture: batch={} is not an item of a batch (0, 1, ...)"
+        if not _is_int(batch) or batch < 0:
+            raise ValueError("attnviz.capture: batch={!r} is not an item of a batch (0, 1, ...)"
                              .format(batch))
+        self._batch = int(batch)
+        if device is not None:
+            import torch
+
+            try:
+                torch.device(device)
+            except (TypeError, RuntimeError, ValueError):
+                raise ValueError("attnviz.capture: device={!r} is not a torch device (\"cpu\", "
+                                 "\"cuda:0\", ...; None keeps them where they are)".format(
+                                     device)) from None
         self._device = device
         # Why a generation could not be joined, kept across its later passes (each would only
         # say that it follows the one before), until a pass of its own starts over.
@@ -436,6 +457,12 @@ class Capture:
             self._problems[index] = "spill={}: cannot hold layer {} there ({})".format(
                 self._spill, index, e.strerror or e)
             return
+        except (RuntimeError, AssertionError) as e:
+            # a device torch knows but this machine lacks ("cuda" without CUDA), found only
+            # when a layer is copied there: recorded, not raised inside the model's forward
+            self._problems[index] = "device={!r}: cannot hold layer {} there ({})".format(
+                self._device, index, _first_line(e))
+            return
         self._records[index] = (q, k, {
             "index": int(index),
             "scaling": None if scaling is None else float(scaling),
@@ -678,6 +705,16 @@ def _remove_left():
             os.unlink(name)
         except OSError:
             pass
+
+
+def _is_int(v):
+    """Whether ``v`` is an integer (a numpy one too), not a bool."""
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def _first_line(e):
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
 
 
 def _spans(indices):

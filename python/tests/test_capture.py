@@ -392,6 +392,29 @@ def test_a_spilled_capture_is_the_same_held_in_files(tmp_path, monkeypatch):
         attnviz.capture(model, spill=spill, device=None)
 
 
+def test_bad_capture_arguments_are_value_errors():
+    """Arguments of the wrong kind are refused at once with a line naming them; a device torch
+    knows but this machine lacks is found when the first layer is copied there, and recorded
+    rather than raised inside the model's forward pass, which runs to its end."""
+    model = _tiny("llama-gqa")
+    for kwargs, said in [
+        (dict(layers=1.5), "layers=1.5 is not a layer index or a list of them"),
+        (dict(layers=["a", 1]), "layers=['a', 1] is not a layer index"),
+        (dict(batch=None), "batch=None is not an item of a batch"),
+        (dict(batch=1.0), "batch=1.0 is not an item of a batch"),
+        (dict(device="x"), "device='x' is not a torch device"),
+        (dict(spill=3), "spill=3 is not a folder's path"),
+    ]:
+        with pytest.raises(ValueError, match=None) as e:
+            attnviz.capture(model, **kwargs)
+        assert said in str(e.value), (kwargs, str(e.value))
+    with torch.no_grad(), attnviz.capture(model, device="cuda:999") as cap:
+        out = model(_inputs())
+    assert out.logits.shape == (1, N, 97)
+    with pytest.raises(ValueError, match=r"device='cuda:999': cannot hold layer 0 there"):
+        cap.q
+
+
 STATIC_FLEX_SCRIPT = """
 import sys, torch, attnviz
 sys.path.insert(0, {tests!r})
@@ -1088,6 +1111,7 @@ def test_python_m_attnviz_capture_writes_what_the_api_captures(tmp_path, cli):
         ((folder, "--text", "hi", "--max-tokens", "0"), "--max-tokens 0"),
         ((folder, "--text", "hi", "--generate", "0"), "--generate 0"),
         ((folder, "--text", "hi", "--spill", tmp_path / "none"), "--spill"),
+        ((folder, "--text", "hi", "--device", "x"), "--device x: not a torch device"),
     ]:
         run = capture(*args, "-o", bad)
         assert run.returncode == 2, (args, run.stderr)
