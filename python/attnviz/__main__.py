@@ -11,6 +11,8 @@ import argparse
 import os
 import sys
 
+from .capture import _first_line
+
 _PROG = "python -m attnviz"
 
 
@@ -175,11 +177,6 @@ def _layers(spec):
             raise ValueError("--layers {}: layers count from 1, ranges upwards".format(spec))
         out.update(range(a - 1, b))
     return sorted(out)
-
-
-def _first_line(e):
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@ encoder-decoder is captured a kind at a time (``attnviz.capture(model.get_encode
 import atexit
 import fnmatch
 import json
+import math
 import os
 import re
 import struct
@@ -229,15 +230,11 @@ class Capture:
         sliding-window cache the last ones), ``"same"`` where they are the keys it holds
         (cross-attention: every decoder step attends to the same encoder keys), else None.
         Compared by one key, so a long generation costs no pass over all of them."""
-        import torch
-
         q_len, k_len = query.shape[2], key.shape[2]
         held = self._keys_held(index)
-        last = self._last_key(index)
 
         def is_last(position):
-            key_there = key[self._batch, :, position].detach().to(last.device)
-            return key_there.shape == last.shape and torch.equal(key_there, last)
+            return self._is_last_key(index, key, position)
 
         if q_len < k_len and k_len - q_len <= held and is_last(k_len - q_len - 1):
             return "new"
@@ -247,22 +244,25 @@ class Capture:
             return "same"
         return None
 
+    def _is_last_key(self, index, key, position):
+        """Whether the pass's key at ``position`` (of the batch item captured) is the last key
+        layer ``index`` holds."""
+        import torch
+
+        last = self._last_key(index)
+        there = key[min(self._batch, key.shape[0] - 1), :, position].detach().to(last.device)
+        return there.shape == last.shape and torch.equal(there, last)
+
     def _shows_unwritten(self, index, query, key):
         """Why a pass over a static cache cannot continue the capture where its mask shows the
         cache's slots not yet written (transformers' flex attention does: the model then
         attends to those zero keys too, which no mask attnviz applies has), else None. Seen as
         more keys than the capture holds plus the pass's new ones, the last held among them
         at its position; a dynamic cache never gives more."""
-        import torch
-
         if index not in self._records:
             return None
         held, q_len, k_len = self._keys_held(index), query.shape[2], key.shape[2]
-        if k_len <= held + q_len:
-            return None
-        last = self._last_key(index)
-        there = key[min(self._batch, key.shape[0] - 1), :, held - 1].detach().to(last.device)
-        if there.shape != last.shape or not torch.equal(there, last):
+        if k_len <= held + q_len or not self._is_last_key(index, key, held - 1):
             return None
         return ("layer {} ran a forward pass over a static KV cache whose mask lets its "
                 "queries see {} of the cache's slots not yet written ({} keys given, {} "
@@ -337,9 +337,13 @@ class Capture:
         return inner(module, query, key, value, attention_mask, *args, **kwargs)
 
     def _record(self, index, module, query, key, attention_mask, kwargs):
+        causal = getattr(module, "is_causal", None)
+        if kwargs.get("is_causal") is not None:
+            causal = bool(kwargs["is_causal"])
+        causal = None if causal is None else bool(causal)
         # Over a static cache every pass gets the whole cache: its slots after the tokens are
         # left out here, so the pass is what a dynamic cache would have given.
-        if getattr(module, "is_causal", None) is True and kwargs.get("is_causal") is not False:
+        if causal:
             key = key[:, :, :self._filled(attention_mask, query.shape[2], key.shape[2])]
             # (attention_mask keeps its columns: _padding reads the first keys' only)
         owner = self._owners.get(index)
@@ -377,11 +381,7 @@ class Capture:
         window = kwargs.get("sliding_window", getattr(module, "sliding_window", None))
         softcap = kwargs.get("softcap", getattr(module, "attn_logit_softcapping", None))
         sinks = kwargs.get("s_aux", getattr(module, "sinks", None))
-        causal = getattr(module, "is_causal", None)
-        if kwargs.get("is_causal") is not None:
-            causal = bool(kwargs["is_causal"])
         window = None if not window else int(window)
-        causal = None if causal is None else bool(causal)
         chunk = _attention_chunk(module, index)
         # Chunks are counted in positions: where a pass over the KV cache continues the
         # capture, its first key is the position after those held less the cache's others.
@@ -420,15 +420,15 @@ class Capture:
 
         def keep(x, axis_positions, spill=self._spill):
             x = x[b].detach()
-            if spill is not None:
-                if axis_positions is not None:
-                    x = x.index_select(1, axis_positions)
-                return _spilled(x, spill)
-            if axis_positions is not None:
-                # (index_select copies: the kept positions need no second copy)
+            # (index_select copies: the kept positions need no second copy)
+            selected = axis_positions is not None
+            if selected:
                 x = x.index_select(1, axis_positions)
-                return x.to(self._device) if self._device is not None else x
-            return x.to(self._device, copy=True) if self._device is not None else x.clone()
+            if spill is not None:
+                return _spilled(x, spill)
+            if self._device is None:
+                return x if selected else x.clone()
+            return x.to(self._device, copy=not selected)
 
         if self._continuing:
             # Its rows and new keys go after the pass's: where the cache gave this layer other
@@ -661,9 +661,7 @@ def _spilled_empty(shape, dtype, folder):
 
     import torch
 
-    count = 1
-    for d in shape:
-        count *= int(d)
+    count = math.prod(int(d) for d in shape)
     if count == 0:
         return torch.empty(shape, dtype=dtype)
     fd, name = tempfile.mkstemp(prefix="attnviz-capture-", suffix=".bin", dir=folder)

@@ -169,10 +169,7 @@ pub fn pool_cells(
     geometry: CellGeometry,
     options: PoolOptions,
 ) -> Result<Vec<HeadPooler>> {
-    let options = match source.as_qk() {
-        Some(qk) => options.for_qk(qk),
-        None => options.settled_for(source, cells)?,
-    };
+    let options = options.settled_for(source, cells)?;
     let shape = source.shape();
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())

@@ -48,8 +48,8 @@ impl PoolOptions {
     /// These options for pooling heads recomputed from Q and K: masked as the source's causal
     /// flag says, whatever `causal` says (Q and K carry no mask of their own, so there is
     /// nothing to detect: a two-sided window of 1 leaves every key past the diagonal 0, and
-    /// the layer is still not causal), at the source's diagonal. The GPU's `pool_qk` and the
-    /// CPU twin's `pool_cells` both ask here.
+    /// the layer is still not causal), at the source's diagonal. The GPU's `pool_qk` asks
+    /// here, and the CPU twin's `pool_cells` through [`PoolOptions::settled_for`].
     pub fn for_qk(self, src: &crate::source::qk::QkSource) -> PoolOptions {
         PoolOptions {
             causal: if src.causal() {
@@ -62,7 +62,8 @@ impl PoolOptions {
         }
     }
 
-    /// These options for pooling `cells` of `source`: `Causal::Auto` settled as off for a
+    /// These options for pooling `cells` of `source`: heads recomputed from Q and K masked as
+    /// their source says ([`PoolOptions::for_qk`]), and `Causal::Auto` settled as off for a
     /// difference whose inputs show keys past the diagonal
     /// ([`crate::source::DiffSource::inputs_show_upper`]), whatever the difference's values.
     /// The GPU's `pool_diff` and the CPU twin's `pool_cells` both ask here.
@@ -71,6 +72,9 @@ impl PoolOptions {
         source: &dyn AttentionSource,
         cells: &[(usize, usize)],
     ) -> crate::error::Result<PoolOptions> {
+        if let Some(qk) = source.as_qk() {
+            return Ok(self.for_qk(qk));
+        }
         let Some(diff) = source.as_diff().filter(|_| self.causal == Causal::Auto) else {
             return Ok(self);
         };
