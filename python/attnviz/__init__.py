@@ -30,7 +30,7 @@ import numpy as np
 
 from . import _attnviz
 
-from .capture import Capture, _BF16Bits, capture
+from .capture import Capture, _BF16Bits, _is_int, capture
 
 
 def __getattr__(name):
@@ -1016,7 +1016,7 @@ def _check_batch(where, attn, k, batch):
     but 0 raises, naming what was given instead."""
     if k is None and isinstance(attn, (list, tuple)):
         return
-    if isinstance(batch, (int, np.integer)) and not isinstance(batch, bool) and batch == 0:
+    if _is_int(batch) and batch == 0:
         return
     if k is not None or isinstance(attn, Capture):
         what = "queries and keys (a capture holds one batch item: attnviz.capture(batch=))"
@@ -1082,7 +1082,7 @@ def _contiguous(a):
 def _selection(sel, what):
     if sel is None or isinstance(sel, str):
         return sel
-    if isinstance(sel, (int, np.integer)):
+    if _is_int(sel):
         return str(int(sel))
     try:
         return ",".join(str(_int(s, what)) for s in sel)
@@ -1102,7 +1102,7 @@ def _causal(causal):
 
 
 def _int(v, what):
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+    if not _is_int(v):
         raise ValueError("{}: expected an integer, not {!r}".format(what, v))
     v = int(v)
     # (the extension takes a 64-bit integer and checks its own bounds; past 64 bits, say so

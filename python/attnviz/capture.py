@@ -354,9 +354,10 @@ class Capture:
             else:
                 unwritten = self._shows_unwritten(index, query, key)
                 self._start_pass()
-                if query.shape[2] < key.shape[2] and getattr(module, "is_causal", True):
+                if query.shape[2] < key.shape[2] and causal is not False:
                     # Over a KV cache, yet not continuing: the capture would hold this pass's
-                    # few rows alone, where the user ran a generation.
+                    # few rows alone, where the user ran a generation. (A layer that says it is
+                    # not causal, cross-attention, has fewer queries than keys in every pass.)
                     self._broken = self._broken or unwritten or _not_continued(index)
                     self._problems[index] = self._broken
                 else:
@@ -587,8 +588,15 @@ class Capture:
     def tensors(self):
         """Q as (L, H, N, d) and K as (L, H_kv, N, d), stacked on the host in their dtype:
         torch tensors, or for a loaded capture numpy arrays (bfloat16 as a torch tensor, which
-        numpy has no type for)."""
-        return _stacked(self.q), _stacked(self.k)
+        numpy has no type for). A capture taken with ``spill=`` stacks into a file in that
+        folder too (memory-mapped, as its layers are), so that asking for the whole capture
+        does not bring back into memory what ``spill=`` kept out of it."""
+        q, k = self.q, self.k
+        try:
+            return _stacked(q, self._spill), _stacked(k, self._spill)
+        except OSError as e:
+            raise ValueError("spill={}: cannot stack the capture there ({})".format(
+                self._spill, e.strerror or e)) from None
 
     def save(self, path, tokens=None):
         """Writes ``q``, ``k`` and the metadata (and ``tokens``, one per position) to one
@@ -1091,8 +1099,10 @@ class _BF16Bits:
         return "bfloat16"
 
 
-def _stacked(layers):
-    """One tensor of ``layers`` (torch tensors, numpy arrays or a loaded file's bfloat16 bits)."""
+def _stacked(layers, spill=None):
+    """One tensor of ``layers`` (torch tensors, numpy arrays or a loaded file's bfloat16 bits);
+    torch tensors stacked into a file in the folder ``spill`` where one is given
+    (:func:`_spilled_empty`)."""
     if isinstance(layers[0], _BF16Bits):
         import torch
 
@@ -1102,6 +1112,9 @@ def _stacked(layers):
         return np.stack(layers)
     import torch
 
+    if spill is not None:
+        out = _spilled_empty([len(layers), *layers[0].shape], layers[0].dtype, spill)
+        return torch.stack(layers, out=out)
     return torch.stack([x.cpu() for x in layers])
 
 

@@ -345,9 +345,10 @@ def test_a_spilled_capture_is_the_same_held_in_files(tmp_path, monkeypatch):
     system writes them out and drops them under memory pressure) and nothing is left in the
     folder. Saved, it is the same file as the capture held in memory, byte for byte: a padded
     batch item (its kept positions selected into the file) and a ``generate`` (its decode steps
-    held in memory, then joined into new files when the capture is read). A full disk is a
-    ``ValueError`` naming the folder when the capture is read (not a SIGBUS on a write through
-    the mapping: the file's blocks are allocated first); a folder that is not one, or
+    held in memory, then joined into new files when the capture is read). ``tensors()``
+    stacks into one more file there, equal to the in-memory capture's stack. A full disk is a
+    ``ValueError`` naming the folder when the capture is read or stacked (not a SIGBUS on a
+    write through the mapping: the file's blocks are allocated first); a folder that is not one, or
     ``device=`` beside it, raise at once."""
     model = _tiny("llama-gqa")
     spill = tmp_path / "spill"
@@ -374,6 +375,13 @@ def test_a_spilled_capture_is_the_same_held_in_files(tmp_path, monkeypatch):
         assert ((tmp_path / "{}-False.safetensors".format(name)).read_bytes()
                 == (tmp_path / "{}-True.safetensors".format(name)).read_bytes()), name
     assert caps[0].k[0].shape[1] == 27 and caps[0].positions is None
+    # stacked into a file in the folder too, and equal to the in-memory capture's stack
+    stacked = [caps[0].tensors(), caps[1].tensors()]
+    for a, b in zip(*stacked):
+        assert a.untyped_storage().filename.startswith(str(spill))
+        assert b.untyped_storage().filename is None
+        assert torch.equal(a, b)
+    assert list(spill.iterdir()) == []
 
     def full(fd, offset, size):
         raise OSError(28, "No space left on device")
@@ -384,6 +392,14 @@ def test_a_spilled_capture_is_the_same_held_in_files(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="spill={}: cannot hold layer 0 there \\(No space left "
                                          "on device\\)".format(spill)):
         cap.q
+    assert list(spill.iterdir()) == []
+    monkeypatch.undo()
+    with torch.no_grad(), attnviz.capture(model, spill=spill) as cap:
+        model(_inputs())
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    with pytest.raises(ValueError, match="spill={}: cannot stack the capture there \\(No space "
+                                         "left on device\\)".format(spill)):
+        cap.tensors()
     assert list(spill.iterdir()) == []
     with pytest.raises(ValueError, match="spill='.*none' is not a folder"):
         attnviz.capture(model, spill=tmp_path / "none")

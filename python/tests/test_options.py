@@ -226,6 +226,9 @@ def test_bad_python_values():
         (dict(cell=2 ** 64), "cell: 18446744073709551616 is out of range"),
         (dict(tokens=0.5), "tokens: expected a list of strings (one per key), not 0.5"),
         (dict(stats_json=3), "stats_json: expected a path, not 3"),
+        # (a bool is not an index: layers=True drew layer 1)
+        (dict(layers=True), "layers: expected a selection such as"),
+        (dict(heads=[1, False]), "heads: expected an integer, not False"),
     ]:
         with pytest.raises(ValueError, match=None) as e:
             attnviz.render(a, **kwargs)
