@@ -17,7 +17,12 @@ be the same bytes.
 
 Needs torch, transformers and attnviz (./test's venv has them).
 
-Usage: python benches/capture_spill.py [--layers 32] [--seq 2048] [--runs 3] [--dir /tmp]
+With `--generate N`, a `generate` of N tokens after the `--seq` tokens of the prompt is captured
+instead (its decode steps appended to the capture as they run; the model's own KV cache on, as
+generate needs it, the same both ways), and the forward time is the generate's.
+
+Usage: python benches/capture_spill.py [--layers 32] [--seq 2048] [--generate N] [--runs 3]
+       [--dir /tmp]
 """
 import argparse
 import json
@@ -31,13 +36,13 @@ CHILD = r"""
 import json, os, sys, threading, time
 import torch, transformers
 import attnviz
-way, path, spill, layers, seq = sys.argv[1], sys.argv[2], sys.argv[3], *map(int, sys.argv[4:6])
+way, path, spill, layers, seq, gen = sys.argv[1], sys.argv[2], sys.argv[3], *map(int, sys.argv[4:7])
 torch.manual_seed(0)
 config = transformers.LlamaConfig(
     vocab_size=1000, hidden_size=256, intermediate_size=256, num_hidden_layers=layers,
-    num_attention_heads=16, num_key_value_heads=4, head_dim=64, max_position_embeddings=seq,
-    attn_implementation="sdpa")
-model = transformers.LlamaModel(config).eval()
+    num_attention_heads=16, num_key_value_heads=4, head_dim=64,
+    max_position_embeddings=seq + gen, attn_implementation="sdpa")
+model = (transformers.LlamaForCausalLM if gen else transformers.LlamaModel)(config).eval()
 ids = torch.randint(3, 1000, (1, seq))
 with torch.no_grad():
     model(ids[:, :64])  # warm-up
@@ -57,7 +62,11 @@ before = anon()
 threading.Thread(target=sample, daemon=True).start()
 start = time.perf_counter()
 with torch.no_grad(), attnviz.capture(model, spill=spill if way == "spill" else None) as cap:
-    model(ids, use_cache=False)
+    if gen:
+        model.generate(ids, max_new_tokens=gen, min_new_tokens=gen, do_sample=False,
+                       pad_token_id=0)
+    else:
+        model(ids, use_cache=False)
 cap.q  # (read, as a user does)
 forward = time.perf_counter() - start
 os.sync()
@@ -76,12 +85,18 @@ def main():
     p.add_argument("--layers", type=int, default=32)
     p.add_argument("--seq", type=int, default=2048)
     p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--generate", type=int, default=0, metavar="N",
+                   help="capture a generate of N tokens after the --seq of the prompt (the "
+                   "model's own KV cache on, as generate needs it, the same both ways)")
     p.add_argument("--dir", default=tempfile.gettempdir(),
                    help="where the saved files and the spill go (a disk, not a tmpfs)")
     a = p.parse_args()
-    size = 4 * a.layers * (16 + 4) * a.seq * 64
+    tokens = a.seq + max(a.generate - 1, 0)
+    size = 4 * a.layers * (16 + 4) * tokens * 64
     print("a capture of {} layers x 16 query heads (4 KV heads) x {} tokens x d = 64, float32: "
-          "{:.0f} MiB".format(a.layers, a.seq, size / 2**20))
+          "{:.0f} MiB{}".format(a.layers, tokens, size / 2**20,
+                                ", {} of them generated".format(a.generate - 1)
+                                if a.generate else ""))
     ways = ["memory", "spill"]
     spill = tempfile.mkdtemp(prefix="capture-spill-", dir=a.dir)
     paths = {w: os.path.join(a.dir, "capture-spill-{}.safetensors".format(w)) for w in ways}
@@ -91,7 +106,7 @@ def main():
             for way in ways:
                 out = subprocess.run(
                     [sys.executable, "-c", CHILD, way, paths[way], spill, str(a.layers),
-                     str(a.seq)], check=True, capture_output=True, text=True).stdout
+                     str(a.seq), str(a.generate)], check=True, capture_output=True, text=True).stdout
                 results[way].append(json.loads(out.strip().splitlines()[-1]))
         same = all(open(paths[w], "rb").read() == open(paths["memory"], "rb").read()
                    for w in ways)

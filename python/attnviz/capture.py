@@ -206,8 +206,9 @@ class Capture:
         self._kept = None
         self._masks = {}
         # Per layer, the query rows and keys that passes continuing this one appended, in
-        # order: joined once, when the capture is read (`_joined`), so a generation of n
-        # tokens copies each row once rather than the whole keys n times.
+        # order (`_Appended`): joined once, when the capture is read (`_joined`), so a
+        # generation of n tokens copies each row a bounded number of times rather than the
+        # whole keys n times.
         self._tails = {}
         self._appended = {}
         self._continuing = False
@@ -220,8 +221,7 @@ class Capture:
     def _last_key(self, index):
         """The last key layer ``index`` holds, (heads, d)."""
         tail = self._tails.get(index)
-        keys = tail[1][-1] if tail and tail[1] else self._records[index][1]
-        return keys[:, -1]
+        return tail[1].last() if tail and tail[1] else self._records[index][1][:, -1]
 
     def _continues_keys(self, index, query, key):
         """How layer ``index``'s keys in a pass over a KV cache continue the keys it holds:
@@ -304,6 +304,8 @@ class Capture:
         import torch
 
         def joined(parts):
+            if len(parts) == 1:
+                return parts[0]
             if self._spill is None:
                 return torch.cat(parts, dim=1)
             shape = list(parts[0].shape)
@@ -311,11 +313,17 @@ class Capture:
             out = _spilled_empty(shape, parts[0].dtype, self._spill)
             return torch.cat(parts, dim=1, out=out)
 
-        for index, (qs, ks) in self._tails.items():
+        for index, (qs, ks) in list(self._tails.items()):
             q, k, meta = self._records[index]
             # (one layer at a time: a spilled capture's old files go as its records do)
-            self._records[index] = (joined([q] + qs), joined([k] + ks), meta)
-        self._tails, self._appended = {}, {}
+            try:
+                self._records[index] = (joined([q] + qs.parts()), joined([k] + ks.parts()), meta)
+            except OSError as e:
+                raise ValueError("spill={}: cannot hold layer {} there ({})".format(
+                    self._spill, index, e.strerror or e)) from None
+            # (so that reading again after a full disk joins each layer once)
+            del self._tails[index]
+            self._appended.pop(index, None)
 
     # -- what the model calls -----------------------------------------------------------------
 
@@ -443,13 +451,17 @@ class Capture:
             if kept.rows is not None or kept.keys is not None or how is None:
                 self._problems[index] = _not_continued(index)
                 return
-            # (in memory, spilled or not: a file a decode step and layer would be thousands
-            # of mappings; they are joined into one when the capture is read)
-            qs, ks = self._tails.setdefault(index, ([], []))
-            qs.append(keep(query, None, spill=None))
-            if how == "new":
-                ks.append(keep(key[:, :, key.shape[2] - query.shape[2]:], None, spill=None))
-                self._appended[index] = self._appended.get(index, 0) + query.shape[2]
+            qs, ks = self._tails.setdefault(index, (_Appended(self._spill),
+                                                    _Appended(self._spill)))
+            try:
+                qs.append(keep(query, None, spill=None))
+                if how == "new":
+                    ks.append(keep(key[:, :, key.shape[2] - query.shape[2]:], None, spill=None))
+                    self._appended[index] = self._appended.get(index, 0) + query.shape[2]
+            except OSError as e:
+                # (recorded, not raised, as below)
+                self._problems[index] = "spill={}: cannot hold layer {} there ({})".format(
+                    self._spill, index, e.strerror or e)
             return
         try:
             q, k = keep(query, kept.rows), keep(key, kept.keys)
@@ -691,6 +703,56 @@ def _spilled_empty(shape, dtype, folder):
             # (a system that cannot unlink a mapped file: removed at exit instead)
             _LEFT.append(name)
     return out.view(shape)
+
+
+class _Appended:
+    """The rows that passes continuing a capture append to one layer's Q or K, in order along
+    the sequence (dimension 1 of its ``(heads, n, d)``). In memory, a list of the passes'
+    tensors; with ``spill=``, one file-backed buffer (:func:`_spilled_empty`), rows first,
+    grown by doubling: a file a decode step and layer would be thousands of mappings, and
+    holding the steps in memory until the capture is read would hold a long ``generate`` there
+    (a 32-layer model with 32 query and 8 key heads of 128 dimensions appends 320 KiB of bf16
+    a token), where ``spill=`` was asked to keep it out. Doubling copies each row at most
+    twice more on average."""
+
+    def __init__(self, spill):
+        self._spill = spill
+        self._parts = []
+        self._rows = None
+        self._count = 0
+
+    def append(self, x):
+        """Appends ``x``, ``(heads, t, d)`` on the host."""
+        if self._spill is None:
+            self._parts.append(x)
+            return
+        t = x.shape[1]
+        if self._rows is None or self._count + t > self._rows.shape[0]:
+            room = max(_APPENDED_ROWS, 2 * (self._count + t))
+            grown = _spilled_empty([room, x.shape[0], x.shape[2]], x.dtype, self._spill)
+            if self._count:
+                grown[:self._count] = self._rows[:self._count]
+            self._rows = grown
+        self._rows[self._count:self._count + t] = x.transpose(0, 1)
+        self._count += t
+
+    def __bool__(self):
+        return bool(self._parts) or self._count > 0
+
+    def last(self):
+        """The last row appended, ``(heads, d)``."""
+        return self._parts[-1][:, -1] if self._spill is None else self._rows[self._count - 1]
+
+    def parts(self):
+        """What was appended, as ``(heads, n, d)`` tensors in order."""
+        if self._spill is None:
+            return self._parts
+        return [self._rows[:self._count].transpose(0, 1)] if self._count else []
+
+
+# The rows a spilled layer's first appended buffer holds: a generation's first 64 tokens in one
+# file, then 2× what it holds each time it fills.
+_APPENDED_ROWS = 64
 
 
 def _spilled(x, folder):

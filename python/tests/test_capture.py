@@ -9,6 +9,7 @@ eager softmax; each is within a few ulp of the exact value). Tiles: equal, excep
 take the neighbouring colormap entry where a value sits within that 1e-5 of a LUT boundary.
 """
 
+import importlib
 import itertools
 import json
 import os
@@ -353,6 +354,8 @@ def test_a_spilled_capture_is_the_same_held_in_files(tmp_path, monkeypatch):
     model = _tiny("llama-gqa")
     spill = tmp_path / "spill"
     spill.mkdir()
+    # (the decode steps' file grows from 2 rows, so this generate's 7 steps grow it twice)
+    monkeypatch.setattr(importlib.import_module("attnviz.capture"), "_APPENDED_ROWS", 2)
     ids = torch.cat([_inputs(), _inputs().flip(1)])
     mask = torch.ones_like(ids)
     mask[1, :7] = 0
@@ -366,6 +369,14 @@ def test_a_spilled_capture_is_the_same_held_in_files(tmp_path, monkeypatch):
         for where in (spill, None):
             with torch.no_grad(), attnviz.capture(model, batch=batch, spill=where) as cap:
                 run()
+            if name == "generate":
+                # the decode steps wait in a file too (in memory, they would hold a long
+                # generation there until the capture is read), or as tensors in memory
+                tails = [t for pair in cap._tails.values() for t in pair if t]
+                assert len(tails) == 4
+                for t in tails:
+                    filename = t.last().untyped_storage().filename
+                    assert (filename is None) == (where is None), filename
             cap.save(tmp_path / "{}-{}.safetensors".format(name, where is None))
             caps.append(cap)
         for t in caps[0].q + caps[0].k:
@@ -393,6 +404,20 @@ def test_a_spilled_capture_is_the_same_held_in_files(tmp_path, monkeypatch):
                                          "on device\\)".format(spill)):
         cap.q
     assert list(spill.iterdir()) == []
+    monkeypatch.undo()
+    # a full disk during a generate: recorded, raised when the capture is read
+    fallocate, calls = os.posix_fallocate, []
+
+    def full_from_the_fifth(fd, offset, size):
+        calls.append(size)
+        return (full if len(calls) > 4 else fallocate)(fd, offset, size)
+
+    monkeypatch.setattr(os, "posix_fallocate", full_from_the_fifth)
+    with torch.no_grad(), attnviz.capture(model, spill=spill) as cap:
+        model.generate(ids[:1, :20], max_new_tokens=4, do_sample=False, pad_token_id=0)
+    with pytest.raises(ValueError, match="spill={}: cannot hold layer [01] there \\(No space "
+                                         "left on device\\)".format(spill)):
+        cap.q
     monkeypatch.undo()
     with torch.no_grad(), attnviz.capture(model, spill=spill) as cap:
         model(_inputs())
