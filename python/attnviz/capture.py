@@ -390,6 +390,16 @@ class Capture:
         window = kwargs.get("sliding_window", getattr(module, "sliding_window", None))
         softcap = kwargs.get("softcap", getattr(module, "attn_logit_softcapping", None))
         sinks = kwargs.get("s_aux", getattr(module, "sinks", None))
+        beyond = _beyond_q_and_k(kwargs, query.shape[2], key.shape[2])
+        if beyond is not None:
+            # (recorded, not raised, as above; nothing of the layer is kept)
+            self._problems[index] = (
+                "layer {} {}: attnviz cannot recompute its attention from Q and K; draw the "
+                "model's own probabilities instead (output_attentions=True under eager "
+                "attention, saved as .npy or .safetensors)".format(index, beyond))
+            return
+        if sinks is None and _is_tensor(kwargs.get("sinks")):
+            sinks = kwargs["sinks"]  # (one a head, as s_aux: _beyond_q_and_k refused others)
         window = None if not window else int(window)
         chunk = _attention_chunk(module, index)
         # Chunks are counted in positions: where a pass over the KV cache continues the
@@ -842,6 +852,47 @@ def _same_kept(a, b):
 # The keyword arguments flash attention's varlen path gets for packed sequences (documents side
 # by side in one batch row, each attending to itself only).
 _PACKED = ("cu_seq_lens_q", "cu_seq_lens_k", "cu_seqlens_q", "cu_seqlens_k")
+
+# Keyword arguments of an attention call that pick, for each query, the keys it attends to
+# (DeepSeek-V3.2's sparse attention, MiniMax's block selection): the scores of keys not picked
+# are not part of the model's attention, and nothing in Q and K says which they are.
+_KEY_SELECTIONS = ("indices", "block_indices", "topk_indices")
+
+# Keyword arguments that are positions, not scores, whatever their shape happens to be (Qwen2-
+# VL's three rows of positions, a prompt of one token).
+_POSITIONS = ("position_ids", "cache_position")
+
+
+def _is_tensor(x):
+    return hasattr(x, "shape") and hasattr(x, "dtype") and hasattr(x, "ndim")
+
+
+def _beyond_q_and_k(kwargs, q_len, k_len):
+    """What an attention call's keyword arguments add to its scores that a capture does not
+    record (it records the scale, a sliding window, a softcap and one sink a head), else None.
+    The rest of the call's arguments pass through to the model's attention untouched, so one
+    that changes the scores would make the figure silently differ from the model's attention:
+    T5's relative position bias (``position_bias``, 0.06 of probability off in a tiny T5),
+    a selection of keys per query, a sink a query (Inkling's ``sinks``), or any other tensor
+    shaped like the scores."""
+    for name in _KEY_SELECTIONS:
+        if kwargs.get(name) is not None:
+            return ("attends to a selection of keys for each query ({}=, sparse "
+                    "attention)".format(name))
+    bias = kwargs.get("position_bias")
+    if _is_tensor(bias) and bool((bias != 0).any()):
+        return ("adds a position bias to its scores (position_bias=, as T5's relative "
+                "positions do)")
+    sinks = kwargs.get("sinks")
+    if _is_tensor(sinks) and sinks.ndim > 1:
+        return "gives each query a sink of its own (sinks= of shape {})".format(
+            tuple(sinks.shape))
+    for name, v in kwargs.items():
+        if (name not in _POSITIONS and name != "position_bias" and _is_tensor(v)
+                and v.ndim >= 3 and tuple(v.shape[-2:]) == (q_len, k_len)):
+            return "passes {}=, a tensor of its scores' shape {}, to its attention".format(
+                name, tuple(v.shape))
+    return None
 
 # Rows of a mask examined at once: the check holds a block of this many entries beside the
 # model's own mask, whatever the sequence length.

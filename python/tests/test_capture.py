@@ -472,6 +472,50 @@ except ValueError as e:
 """
 
 
+def test_arguments_that_change_the_scores_are_refused():
+    """Whatever else an attention call is given passes through to the model's attention
+    untouched, so an argument that changes its scores would make the capture silently differ
+    from the model: T5's relative position bias (``position_bias``: T5EncoderModel's attention
+    reaches the interface, and its probabilities came out 0.06 off), a selection of keys per
+    query (DeepSeek-V3.2's ``indices``), a sink a query, any other tensor shaped like the scores.
+    Each is refused, naming the layer and the argument; positions and a bias of zeros are not."""
+    torch.manual_seed(0)
+    t5 = transformers.T5EncoderModel(transformers.T5Config(
+        vocab_size=97, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4)).eval()
+    t5.config._attn_implementation = "eager"
+    with torch.no_grad(), attnviz.capture(t5) as cap:
+        t5(_inputs())
+    with pytest.raises(ValueError, match=r"layer 0 adds a position bias to its scores "
+                                         r"\(position_bias=, as T5's relative positions do\): "
+                                         r"attnviz cannot recompute its attention from Q and K; "
+                                         r"draw the model's own probabilities instead"):
+        cap.q
+
+    # (a model's keyword arguments reach its attention call: Llama's eager attention ignores
+    # these, as a kernel that used them would not)
+    model = _tiny("llama-gqa")
+    ids = _inputs()
+    for extra, said in [
+        (dict(indices=torch.zeros(1, N, 8, dtype=torch.int32)),
+         r"layer 0 attends to a selection of keys for each query \(indices=, sparse attention\)"),
+        (dict(sinks=torch.zeros(1, 4, N, 1)),
+         r"layer 0 gives each query a sink of its own \(sinks= of shape \(1, 4, 48, 1\)\)"),
+        (dict(attn_bias=torch.ones(1, 4, N, N)),
+         r"layer 0 passes attn_bias=, a tensor of its scores' shape \(1, 4, 48, 48\), to its "
+         r"attention"),
+    ]:
+        with torch.no_grad(), attnviz.capture(model) as cap:
+            model(ids, **extra)
+        with pytest.raises(ValueError, match=said):
+            cap.q
+    # what does not change the scores: positions (whatever their shape) and a zero bias
+    for extra in [dict(position_ids=torch.arange(N)[None]),
+                  dict(position_bias=torch.zeros(1, 4, N, N))]:
+        with torch.no_grad(), attnviz.capture(model) as cap:
+            model(ids, **extra)
+        assert len(cap.q) == 2, extra
+
+
 def test_a_static_cache_whose_mask_shows_its_empty_slots_is_refused():
     """Flex attention over a static cache lets a decode step's query see the slots not yet
     written (the model attends to their zero keys: its logits differ from eager's by about
