@@ -150,6 +150,80 @@ def test_captured_attention_equals_eager(family, tmp_path, cli):
         assert np.abs(a - b).max() <= 8, "{} {}: more than one LUT step".format(family, tile)
 
 
+def _more_families():
+    """More architectures, each with what sets it apart from the families above: ``(model,
+    inputs, the eager attentions' field, modules=)``, built when a case runs."""
+    t = transformers
+    text = dict(vocab_size=97, hidden_size=64, intermediate_size=96, num_attention_heads=4,
+                num_key_value_heads=2, max_position_embeddings=128, pad_token_id=0,
+                bos_token_id=1, eos_token_id=2)
+    ids = dict(input_ids=_inputs()[:, :40])
+    vision = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                  intermediate_size=64, image_size=32, patch_size=8)
+    whisper = t.WhisperConfig(
+        vocab_size=97, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
+        decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, num_mel_bins=8,
+        max_source_positions=16, max_target_positions=32, pad_token_id=0,
+        decoder_start_token_id=1)
+    speech = dict(input_features=torch.randn(1, 8, 32, generator=torch.Generator().manual_seed(2)),
+                  decoder_input_ids=_inputs()[:, :10])
+    return {
+        # multi-head latent attention: Q and K of 24 dimensions (16 + 8 rotary), V of 16
+        "deepseek-v3-mla": lambda: (t.DeepseekV3ForCausalLM(t.DeepseekV3Config(
+            num_hidden_layers=2, kv_lora_rank=16, q_lora_rank=24, qk_rope_head_dim=8,
+            qk_nope_head_dim=16, v_head_dim=16, n_routed_experts=4, num_experts_per_tok=2,
+            first_k_dense_replace=1, n_group=1, topk_group=1, moe_intermediate_size=32,
+            **dict(text, num_key_value_heads=4))), ids, "attentions", None),
+        # rotary on a quarter of each head's dimensions
+        "gpt-neox-partial-rotary": lambda: (t.GPTNeoXForCausalLM(t.GPTNeoXConfig(
+            num_hidden_layers=2, rotary_pct=0.25, **text)), ids, "attentions", None),
+        # linear-attention layers between the attention ones: layers 1 and 3, as the model
+        # numbers them
+        "qwen3-next-hybrid": lambda: (t.Qwen3NextForCausalLM(t.Qwen3NextConfig(
+            num_hidden_layers=4, layer_types=["linear_attention", "full_attention"] * 2,
+            head_dim=16, linear_num_value_heads=4, linear_num_key_heads=2,
+            linear_key_head_dim=16, linear_value_head_dim=16, num_experts=4,
+            num_experts_per_tok=2, moe_intermediate_size=32, shared_expert_intermediate_size=32,
+            **text)), ids, "attentions", None),
+        "vit": lambda: (t.ViTModel(t.ViTConfig(**vision)),
+                        dict(pixel_values=torch.randn(1, 3, 32, 32,
+                                                      generator=torch.Generator().manual_seed(3))),
+                        "attentions", None),
+        # an encoder-decoder's cross-attention: 10 decoder queries over 16 encoder keys
+        "whisper-cross": lambda: (t.WhisperModel(whisper), speech, "cross_attentions",
+                                  "decoder.*.encoder_attn"),
+    }
+
+
+MORE_FAMILIES = ["deepseek-v3-mla", "gpt-neox-partial-rotary", "qwen3-next-hybrid", "vit",
+                 "whisper-cross"]
+
+
+@pytest.mark.parametrize("family", MORE_FAMILIES)
+def test_more_families_equal_eager(family, tmp_path, cli):
+    """The capture is architecture-agnostic by construction (it records what reaches
+    transformers' AttentionInterface); these pin that down where an architecture does
+    something the families above do not, so a transformers upgrade that changes what reaches
+    the interface fails here. (A probe of 40 more families on 2026-12-07 found T5's position
+    bias: test_arguments_that_change_the_scores_are_refused.)"""
+    torch.manual_seed(0)
+    model, inputs, field, modules = _more_families()[family]()
+    model.config._attn_implementation = "eager"
+    model.eval()
+    with torch.no_grad(), attnviz.capture(model, modules=modules) as cap:
+        out = model(**inputs, output_attentions=True)
+    eager = np.stack([a[0].float().numpy() for a in getattr(out, field) if a is not None])
+    cap.save(tmp_path / "capture.safetensors")
+    probs = _attention_from_capture(cli, tmp_path / "capture.safetensors", tmp_path / "p.npy")
+    assert probs.shape == eager.shape, family
+    worst = float(np.abs(probs - eager).max())
+    assert worst <= 1e-5, "{}: attnviz differs from eager by {}".format(family, worst)
+    if family == "qwen3-next-hybrid":
+        assert [l["index"] for l in cap.layers] == [1, 3]
+    if family == "deepseek-v3-mla":
+        assert cap.q[0].shape == (4, 40, 24)
+
+
 @pytest.mark.parametrize("implementation", ["eager", "sdpa"])
 @pytest.mark.parametrize("family", ["llama-gqa", "mistral-window", "bert"])
 def test_a_padded_batch_item_is_captured_without_its_padding(family, implementation, tmp_path,
