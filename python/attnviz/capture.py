@@ -165,7 +165,7 @@ class Capture:
         self._calls = {}
         self._hook = None
         if hasattr(self._model, "register_forward_pre_hook"):
-            self._hook = self._model.register_forward_pre_hook(self._forward)
+            self._hook = self._model.register_forward_pre_hook(self._forward, with_kwargs=True)
         return self
 
     def __exit__(self, *exc):
@@ -175,11 +175,17 @@ class Capture:
         if self._hook is not None:
             self._hook.remove()
             self._hook = None
+        self._cut_to_cache()
+        self._cache = None
         return False
 
-    def _forward(self, *_):
+    def _forward(self, module, args, kwargs):
         self._ran += 1
         self._calls = {}
+        self._pass_start = _cache_length(kwargs)
+        # (held until the with block ends: generate drops its cache when it returns, and
+        # the cache's length then is where the capture ends, _cut_to_cache)
+        self._cache = kwargs.get("cache", kwargs.get("past_key_values"))
 
     def _layer_index(self, module):
         """The layer a call of ``module``'s attention records: its ``layer_idx``, else its place
@@ -212,11 +218,92 @@ class Capture:
         self._tails = {}
         self._appended = {}
         self._continuing = False
+        # The position the model's KV cache says the current forward pass starts at (its
+        # length before the pass), None where the model's forward hook did not see a cache.
+        self._pass_start = getattr(self, "_pass_start", None)
+        self._cache = getattr(self, "_cache", None)
 
     def _keys_held(self, index):
         """How many keys layer ``index`` holds, its appended passes' included (counted as they
         are appended: summing the parts on every call made a generation quadratic)."""
         return self._records[index][1].shape[1] + self._appended.get(index, 0)
+
+    def _rows_held(self, index):
+        """How many query rows layer ``index`` holds, its appended passes' included."""
+        tail = self._tails.get(index)
+        return self._records[index][0].shape[1] + (len(tail[0]) if tail else 0)
+
+    def _held_key(self, index, position):
+        """The key layer ``index`` holds at ``position``, (heads, d)."""
+        k = self._records[index][1]
+        if position < k.shape[1]:
+            return k[:, position]
+        return self._tails[index][1].row(position - k.shape[1])
+
+    def _placement(self, index, query, key):
+        """Where a pass over the KV cache goes in layer ``index``: ``(how, rows, keys)``, its
+        rows and new keys appended (``how``: :meth:`_continues_keys`'s) after the layer's first
+        ``rows`` rows and ``keys`` keys, else None. Speculative decoding (``generate`` with
+        ``assistant_model=`` or ``prompt_lookup_num_tokens=``) checks several candidate
+        tokens a pass and cuts the cache back past those it rejects: the next pass starts
+        before the rows held, at the cache's length (seen by the model's forward hook,
+        ``_pass_start``), and the rows and keys after it go, so no rejected token's row stays
+        in the capture. A cut is taken where the pass's keys show it: in a causal layer
+        (self-attention) the key before its new ones is the one held at that position; in
+        one that is not (an encoder-decoder's cross-attention, whose rows alone are cut) its
+        keys are the ones held. (The layer's kind decides which, not the keys: a layer's
+        first keys depend on a token and its position alone, so a new token equal to the
+        rejected one at a position gives the same key there.)"""
+        rows, keys = self._rows_held(index), self._keys_held(index)
+        start = self._pass_start
+        if start is None or start >= rows:
+            how = self._continues_keys(index, query, key)
+            return None if how is None else (how, rows, keys)
+        import torch
+
+        q_len, k_len = query.shape[2], key.shape[2]
+        b = min(self._batch, key.shape[0] - 1)
+
+        def is_held(position, held):
+            there = key[b, :, position].detach()
+            mine = self._held_key(index, held)
+            return there.shape == mine.shape and torch.equal(there.to(mine.device), mine)
+
+        if not self._records[index][2].get("causal"):
+            if q_len < k_len == keys and is_held(k_len - 1, keys - 1):
+                return "same", start, keys
+        elif keys == rows and q_len < k_len and 0 < k_len - q_len <= start and is_held(
+                k_len - q_len - 1, start - 1):
+            return "new", start, start
+        return None
+
+    def _cut_to_cache(self):
+        """After the last pass: speculative decoding cuts the cache back past the candidates
+        its last pass rejected, and no later pass shows it. The capture ends where the cache
+        it continued ends, as it would at the next pass."""
+        end = _cache_length({"cache": self._cache})
+        if end is None or self._problems:
+            return
+        for index in self._records:
+            rows = self._rows_held(index)
+            if end < rows:
+                causal = self._records[index][2].get("causal")
+                self._cut(index, end, end if causal else self._keys_held(index))
+
+    def _cut(self, index, rows, keys):
+        """Cuts layer ``index`` back to its first ``rows`` rows and ``keys`` keys."""
+        q, k, meta = self._records[index]
+        tail = self._tails.get(index)
+
+        def cut(held, appended, n):
+            if appended is not None:
+                appended.truncate(max(n - held.shape[1], 0))
+            return held if n >= held.shape[1] else held[:, :n]
+
+        q = cut(q, tail[0] if tail else None, rows)
+        k = cut(k, tail[1] if tail else None, keys)
+        self._records[index] = (q, k, meta)
+        self._appended[index] = max(keys - k.shape[1], 0)
 
     def _last_key(self, index):
         """The last key layer ``index`` holds, (heads, d)."""
@@ -280,7 +367,7 @@ class Capture:
             return False
         everything = self._kept is None or (self._kept.rows is None and self._kept.keys is None)
         return (everything and self._batch < query.shape[0]
-                and self._continues_keys(index, query, key) is not None)
+                and self._placement(index, query, key) is not None)
 
     def _filled(self, mask, q_len, k_len):
         """:func:`_filled` of this pass's ``mask`` for the batch item captured, read once per
@@ -457,12 +544,14 @@ class Capture:
                 self._problems[index] = ("layer {} ran in a later pass over the KV cache but "
                                          "not in the first".format(index))
                 return
-            how = self._continues_keys(index, query, key)
-            if kept.rows is not None or kept.keys is not None or how is None:
+            placement = self._placement(index, query, key)
+            if kept.rows is not None or kept.keys is not None or placement is None:
                 self._problems[index] = _not_continued(index)
                 return
+            how, rows, keys = placement
             qs, ks = self._tails.setdefault(index, (_Appended(self._spill),
                                                     _Appended(self._spill)))
+            self._cut(index, rows, keys)
             try:
                 qs.append(keep(query, None, spill=None))
                 if how == "new":
@@ -733,10 +822,11 @@ class _Appended:
 
     def append(self, x):
         """Appends ``x``, ``(heads, t, d)`` on the host."""
+        t = x.shape[1]
         if self._spill is None:
             self._parts.append(x)
+            self._count += t
             return
-        t = x.shape[1]
         if self._rows is None or self._count + t > self._rows.shape[0]:
             room = max(_APPENDED_ROWS, 2 * (self._count + t))
             grown = _spilled_empty([room, x.shape[0], x.shape[2]], x.dtype, self._spill)
@@ -746,12 +836,37 @@ class _Appended:
         self._rows[self._count:self._count + t] = x.transpose(0, 1)
         self._count += t
 
-    def __bool__(self):
-        return bool(self._parts) or self._count > 0
+    def __len__(self):
+        return self._count
 
     def last(self):
         """The last row appended, ``(heads, d)``."""
-        return self._parts[-1][:, -1] if self._spill is None else self._rows[self._count - 1]
+        return self.row(self._count - 1)
+
+    def row(self, i):
+        """Row ``i`` of those appended, ``(heads, d)``."""
+        if self._spill is not None:
+            return self._rows[i]
+        for part in self._parts:
+            if i < part.shape[1]:
+                return part[:, i]
+            i -= part.shape[1]
+        raise IndexError(i)
+
+    def truncate(self, n):
+        """Keeps the first ``n`` rows."""
+        if n >= self._count:
+            return
+        self._count = n
+        if self._spill is not None:
+            return
+        kept = []
+        for part in self._parts:
+            if n <= 0:
+                break
+            kept.append(part if part.shape[1] <= n else part[:, :n])
+            n -= part.shape[1]
+        self._parts = kept
 
     def parts(self):
         """What was appended, as ``(heads, n, d)`` tensors in order."""
@@ -861,6 +976,20 @@ _KEY_SELECTIONS = ("indices", "block_indices", "topk_indices")
 # Keyword arguments that are positions, not scores, whatever their shape happens to be (Qwen2-
 # VL's three rows of positions, a prompt of one token).
 _POSITIONS = ("position_ids", "cache_position")
+
+
+def _cache_length(kwargs):
+    """The length of the KV cache a forward pass is given (``cache=``, or ``past_key_values=``
+    as transformers before 5 named it), that is the position of the pass's first query; None
+    without one, or where the cache cannot say (a model's own cache class)."""
+    cache = kwargs.get("cache", kwargs.get("past_key_values"))
+    length = getattr(cache, "get_seq_length", None)
+    if length is None:
+        return None
+    try:
+        return int(length())
+    except Exception:  # (noqa: a cache of linear-attention layers alone raises ValueError)
+        return None
 
 
 def _is_tensor(x):

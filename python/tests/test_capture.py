@@ -371,6 +371,79 @@ def test_a_capture_around_generate_holds_the_whole_sequence(family, implementati
         cap.q
 
 
+@pytest.mark.parametrize("how", ["prompt-lookup", "assistant", "assistant-spilled"])
+def test_speculative_decoding_is_captured_without_its_rejected_candidates(how, tmp_path, cli):
+    """Speculative decoding (``prompt_lookup_num_tokens=``, ``assistant_model=``) checks
+    several candidate tokens a pass and cuts the KV cache back past those it rejects. Each
+    pass's rows and keys were appended as a decode step's, so the rejected candidates' rows
+    stayed: the decoder-only capture was refused (its keys did not continue) and an
+    encoder-decoder's cross-attention silently held 17 rows for 16 tokens, the rows after the
+    first rejection shifted. Now a pass that starts before the rows held (at the cache's
+    length) cuts them back, and so does the cache's length when the with block ends (the last
+    pass's rejections): the capture equals the model's eager attention over the tokens it
+    kept, decoder-only (its prompt repeats, so prompt lookup finds candidates) and each of an
+    encoder-decoder's self- and cross-attention."""
+    spill = None
+    if how.endswith("spilled"):
+        spill = tmp_path / "spill"
+        spill.mkdir()
+    model = _tiny("llama-gqa")
+    torch.manual_seed(5)
+    config = transformers.LlamaConfig(**dict(model.config.to_dict(), num_hidden_layers=1))
+    assistant = transformers.LlamaForCausalLM(config).eval()
+    speculate = (dict(prompt_lookup_num_tokens=3) if how == "prompt-lookup"
+                 else dict(assistant_model=assistant))
+    prompt = _inputs()[:, :20]
+    prompt = torch.cat([prompt, prompt[:, :10]], 1)
+    passes = []
+    hook = model.register_forward_pre_hook(lambda m, a, k: passes.append(k["input_ids"].shape[1]),
+                                           with_kwargs=True)
+    with torch.no_grad(), attnviz.capture(model, spill=spill) as cap:
+        out = model.generate(prompt, max_new_tokens=12, min_new_tokens=12, do_sample=False,
+                             pad_token_id=0, **speculate)
+    hook.remove()
+    assert max(passes[1:]) > 1, passes  # (candidates were checked: a pass of several tokens)
+    fed = out[:, :-1]
+    assert [q.shape[1] for q in cap.q] == [k.shape[1] for k in cap.k] == [41, 41]
+    cap.save(tmp_path / "spec.safetensors")
+    with torch.no_grad():
+        eager = np.stack([a[0].numpy() for a in model(fed, output_attentions=True).attentions])
+    probs = _attention_from_capture(cli, tmp_path / "spec.safetensors", tmp_path / "p.npy")
+    assert float(np.abs(probs - eager).max()) <= 1e-5, how
+    if spill is not None:
+        assert list(spill.iterdir()) == []
+    if how != "assistant":
+        return
+
+    torch.manual_seed(0)
+    bart = dict(vocab_size=97, d_model=32, encoder_layers=1, encoder_attention_heads=4,
+                decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64,
+                max_position_embeddings=64, pad_token_id=0, bos_token_id=1, eos_token_id=2,
+                decoder_start_token_id=1, forced_eos_token_id=None)
+    model = transformers.BartForConditionalGeneration(
+        transformers.BartConfig(decoder_layers=2, **bart)).eval()
+    torch.manual_seed(7)
+    assistant = transformers.BartForConditionalGeneration(
+        transformers.BartConfig(decoder_layers=1, **bart)).eval()
+    for m in (model, assistant):
+        m.config._attn_implementation = "eager"
+    ids = _inputs()[:, :12]
+    ids = torch.cat([ids, ids], 1)
+    for glob, field in [("model.decoder.*.encoder_attn", "cross_attentions"),
+                        ("model.decoder.*.self_attn", "decoder_attentions")]:
+        with torch.no_grad(), attnviz.capture(model, modules=glob) as cap:
+            out = model.generate(ids, max_new_tokens=16, min_new_tokens=16, do_sample=False,
+                                 assistant_model=assistant)
+        cap.save(tmp_path / "bart.safetensors")
+        with torch.no_grad():
+            attentions = getattr(model(input_ids=ids, decoder_input_ids=out[:, :-1],
+                                       output_attentions=True), field)
+        eager = np.stack([a[0].numpy() for a in attentions])
+        probs = _attention_from_capture(cli, tmp_path / "bart.safetensors", tmp_path / "p.npy")
+        assert probs.shape == eager.shape == (2, 4, 16, 24 if "encoder" in glob else 16), glob
+        assert float(np.abs(probs - eager).max()) <= 1e-5, glob
+
+
 @pytest.mark.parametrize("family,implementation", [
     ("llama-gqa", "sdpa"), ("llama-gqa", "eager"), ("gemma2-softcap-window", "eager")])
 def test_a_capture_over_a_static_cache_holds_the_tokens_only(family, implementation, tmp_path,
