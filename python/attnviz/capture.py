@@ -165,7 +165,8 @@ class Capture:
         self._calls = {}
         self._hook = None
         if hasattr(self._model, "register_forward_pre_hook"):
-            self._hook = self._model.register_forward_pre_hook(self._forward, with_kwargs=True)
+            self._hook = (self._model.register_forward_pre_hook(self._forward, with_kwargs=True),
+                          self._model.register_forward_hook(self._forward_done))
         return self
 
     def __exit__(self, *exc):
@@ -173,7 +174,8 @@ class Capture:
         self._saved = None
         self._masks = {}  # (the model's masks, N² each, are not kept past the block)
         if self._hook is not None:
-            self._hook.remove()
+            for hook in self._hook:
+                hook.remove()
             self._hook = None
         self._cut_to_cache()
         self._cache = None
@@ -186,6 +188,11 @@ class Capture:
         # (held until the with block ends: generate drops its cache when it returns, and
         # the cache's length then is where the capture ends, _cut_to_cache)
         self._cache = kwargs.get("cache", kwargs.get("past_key_values"))
+
+    def _forward_done(self, *_):
+        # (a forward call the hooks do not see, ``forward`` called directly, starts nowhere
+        # known: not where the last pass seen did)
+        self._pass_start = None
 
     def _layer_index(self, module):
         """The layer a call of ``module``'s attention records: its ``layer_idx``, else its place
