@@ -262,7 +262,10 @@ class Capture:
         first keys depend on a token and its position alone, so a new token equal to the
         rejected one at a position gives the same key there.)"""
         rows, keys = self._rows_held(index), self._keys_held(index)
-        start = self._pass_start
+        start, causal = self._pass_start, self._records[index][2].get("causal")
+        pad = self._padded()
+        if start is not None and causal:
+            start -= pad  # (the cache holds a padded item's padding too)
         if start is None or start >= rows:
             how = self._continues_keys(index, query, key)
             return None if how is None else (how, rows, keys)
@@ -276,13 +279,48 @@ class Capture:
             mine = self._held_key(index, held)
             return there.shape == mine.shape and torch.equal(there.to(mine.device), mine)
 
-        if not self._records[index][2].get("causal"):
-            if q_len < k_len == keys and is_held(k_len - 1, keys - 1):
+        if not causal:
+            # (cross-attention: the cache counts the decoder's positions, the keys are the
+            # encoder's, a padded item's padding among them)
+            if q_len < k_len == keys + pad and is_held(k_len - 1, keys - 1):
                 return "same", start, keys
         elif keys == rows and q_len < k_len and 0 < k_len - q_len <= start and is_held(
                 k_len - q_len - 1, start - 1):
             return "new", start, start
         return None
+
+    def _padded(self):
+        """How many of the batch item's positions the capture leaves out as padding."""
+        kept = self._kept
+        if kept is None or kept.keys is None or isinstance(kept.keys, list):
+            return 0
+        return kept.length - kept.keys.shape[0]
+
+    def _padding_continues(self, kept, how, q_len, k_len):
+        """Whether a pass over the KV cache of a left-padded batch item keeps the capture's
+        padding (its mask ``kept``, as :func:`_padding` read it): its keys are the cache's,
+        padded as the capture's positions say, then its new ones, none padded (a decode step
+        of a padded batch's ``generate``); or, in cross-attention, the same keys as before.
+        Where it does, the capture's positions take the new ones on. Anything else (the
+        padding moved, or keys held by a sliding-window cache) is not continued."""
+        import torch
+
+        mine = self._kept
+        if mine is None or mine.keys is None:
+            return kept.rows is None and kept.keys is None
+        if kept.keys is None or isinstance(mine.keys, list):
+            return False
+        if how == "same" or (mine.length == k_len and _same_kept(kept, mine)):
+            # (cross-attention's encoder keys; or a later layer of the pass that extended them)
+            return _same_kept(kept, mine)
+        if mine.length != k_len - q_len:
+            return False
+        new = torch.arange(k_len - q_len, k_len, device=mine.keys.device)
+        want = torch.cat([mine.keys, new])
+        if kept.keys.shape != want.shape or not bool((kept.keys.to(want.device) == want).all()):
+            return False
+        self._kept = _Kept(want, want, k_len)
+        return True
 
     def _cut_to_cache(self):
         """After the last pass: speculative decoding cuts the cache back past the candidates
@@ -292,10 +330,12 @@ class Capture:
         if end is None or self._problems:
             return
         for index in self._records:
-            rows = self._rows_held(index)
-            if end < rows:
-                causal = self._records[index][2].get("causal")
-                self._cut(index, end, end if causal else self._keys_held(index))
+            causal = self._records[index][2].get("causal")
+            # (the cache counts a padded item's padding; a cross-attention's rows, the
+            # decoder's positions, have none)
+            rows = end - self._padded() if causal else end
+            if rows < self._rows_held(index):
+                self._cut(index, rows, rows if causal else self._keys_held(index))
 
     def _cut(self, index, rows, keys):
         """Cuts layer ``index`` back to its first ``rows`` rows and ``keys`` keys."""
@@ -311,6 +351,11 @@ class Capture:
         k = cut(k, tail[1] if tail else None, keys)
         self._records[index] = (q, k, meta)
         self._appended[index] = max(keys - k.shape[1], 0)
+        mine = self._kept
+        if (meta.get("causal") and self._padded() and mine.keys.shape[0] > keys):
+            # (a padded item's positions go with its keys: the first `keys` of them)
+            kept = mine.keys[:keys]
+            self._kept = _Kept(kept, kept, int(kept[-1]) + 1 if keys else self._padded())
 
     def _last_key(self, index):
         """The last key layer ``index`` holds, (heads, d)."""
@@ -325,7 +370,8 @@ class Capture:
         (cross-attention: every decoder step attends to the same encoder keys), else None.
         Compared by one key, so a long generation costs no pass over all of them."""
         q_len, k_len = query.shape[2], key.shape[2]
-        held = self._keys_held(index)
+        # (counted as the cache does: a padded item's padding is in it, and not in the capture)
+        held = self._keys_held(index) + self._padded()
 
         def is_last(position):
             return self._is_last_key(index, key, position)
@@ -356,6 +402,7 @@ class Capture:
         if index not in self._records:
             return None
         held, q_len, k_len = self._keys_held(index), query.shape[2], key.shape[2]
+        held += self._padded()
         if k_len <= held + q_len or not self._is_last_key(index, key, held - 1):
             return None
         return ("layer {} ran a forward pass over a static KV cache whose mask lets its "
@@ -372,9 +419,9 @@ class Capture:
         mapping."""
         if index not in self._records or self._problems:
             return False
-        everything = self._kept is None or (self._kept.rows is None and self._kept.keys is None)
-        return (everything and self._batch < query.shape[0]
-                and self._placement(index, query, key) is not None)
+        # (a padded item's generation continues where its padding stays before its tokens:
+        # checked against the pass's mask, _padding_continues)
+        return self._batch < query.shape[0] and self._placement(index, query, key) is not None
 
     def _filled(self, mask, q_len, k_len):
         """:func:`_filled` of this pass's ``mask`` for the batch item captured, read once per
@@ -552,13 +599,15 @@ class Capture:
                                          "not in the first".format(index))
                 return
             placement = self._placement(index, query, key)
-            if kept.rows is not None or kept.keys is not None or placement is None:
+            if placement is not None:
+                how, rows, keys = placement
+                self._cut(index, rows, keys)
+            if placement is None or not self._padding_continues(
+                    kept, how, query.shape[2], key.shape[2]):
                 self._problems[index] = _not_continued(index)
                 return
-            how, rows, keys = placement
             qs, ks = self._tails.setdefault(index, (_Appended(self._spill),
                                                     _Appended(self._spill)))
-            self._cut(index, rows, keys)
             try:
                 qs.append(keep(query, None, spill=None))
                 if how == "new":
@@ -1049,8 +1098,9 @@ def _visible(block):
 def _not_continued(index):
     """Why a forward pass over the KV cache cannot be joined to the pass before it."""
     return ("layer {} ran a forward pass over a KV cache whose keys do not continue those the "
-            "capture holds (a padded batch item, whose positions would need mapping; beam "
-            "search, which reorders the cache; or a cache filled outside the with block): "
+            "capture holds (a padded batch item under a sliding-window cache, which drops its "
+            "padding as the window moves; beam search, which reorders the cache; or a cache "
+            "filled outside the with block): "
             "capture one item's greedy or sampled generation, as python -m attnviz capture "
             "--generate does, or the whole sequence in one forward pass".format(index))
 

@@ -334,9 +334,11 @@ def test_a_capture_around_generate_holds_the_whole_sequence(family, implementati
     continues the capture (its query rows appended, its new keys with them), so a capture around
     ``generate`` holds the attention over the prompt and every token fed back, equal to the
     model's eager attention of one pass over them. Mistral's sliding-window cache (window 12,
-    27 tokens) keeps only the last keys: the new ones are taken from its end. A padded batch
-    item's generation is refused (its positions would need mapping), not drawn from its last
-    step alone."""
+    27 tokens) keeps only the last keys: the new ones are taken from its end. A left-padded
+    batch item's generation (a batch of prompts) is captured as its tokens alone, its padding
+    left out of every step (Llama: equal to the eager attention of the item without its
+    padding); under a sliding-window cache, which drops the padding as the window moves, it is
+    refused, not drawn from its last step alone."""
     model = _tiny(family)
     model.config._attn_implementation = implementation
     prompt = _inputs()[:, :20]
@@ -364,11 +366,21 @@ def test_a_capture_around_generate_holds_the_whole_sequence(family, implementati
     mask = torch.ones_like(padded)
     mask[1, :5] = 0
     with torch.no_grad(), attnviz.capture(model, batch=1) as cap:
-        model.generate(padded, attention_mask=mask, max_new_tokens=3, do_sample=False,
-                       pad_token_id=0)
-    with pytest.raises(ValueError, match="ran a forward pass over a KV cache whose keys do not "
-                                         "continue those the capture holds"):
-        cap.q
+        out = model.generate(padded, attention_mask=mask, max_new_tokens=8, do_sample=False,
+                             pad_token_id=0)
+    if family == "mistral-window":
+        with pytest.raises(ValueError, match="ran a forward pass over a KV cache whose keys do "
+                                             "not continue those the capture holds"):
+            cap.q
+        return
+    assert cap.positions == list(range(5, 27)) and cap.k[0].shape[1] == 22
+    cap.save(tmp_path / "padded.safetensors")
+    model.config._attn_implementation = "eager"
+    with torch.no_grad():
+        attentions = model(out[1:, 5:-1], output_attentions=True).attentions
+    eager = np.stack([a[0].numpy() for a in attentions])
+    probs = _attention_from_capture(cli, tmp_path / "padded.safetensors", tmp_path / "p.npy")
+    assert float(np.abs(probs - eager).max()) <= 1e-5, implementation
 
 
 @pytest.mark.parametrize("how", ["prompt-lookup", "assistant", "assistant-spilled"])
@@ -686,7 +698,9 @@ def test_a_capture_around_an_encoder_decoder_s_generate_holds_every_step(tmp_pat
     keys; each equals the model's eager attention of one decoder pass over the tokens fed. With
     a static cache too (Whisper's documentation recommends one, with ``torch.compile``): the
     decoder's self-attention leaves the cache's unwritten slots out, the cross-attention has
-    none."""
+    none. A left-padded batch item's too: its cross-attention left out the encoder's padding
+    and started over at every step (one row for eight tokens, silently), and now holds every
+    step's row over the item's 14 encoder keys."""
     torch.manual_seed(0)
     model = transformers.BartForConditionalGeneration(transformers.BartConfig(
         vocab_size=97, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
@@ -710,6 +724,27 @@ def test_a_capture_around_an_encoder_decoder_s_generate_holds_every_step(tmp_pat
         probs = _attention_from_capture(cli, tmp_path / "steps.safetensors", tmp_path / "p.npy")
         assert probs.shape == eager.shape == (2, 4) + shape, (glob, cache)
         assert float(np.abs(probs - eager).max()) <= 1e-5, (glob, cache)
+
+    # item 1 of a batch whose second source is left-padded by 6: compared with the model's own
+    # attention for it in that batch (BART's encoder positions count the padding)
+    sources = torch.cat([source, source.flip(1)])
+    mask = torch.ones_like(sources)
+    mask[1, :6] = 0
+    for glob, field, shape in [("model.decoder.*.encoder_attn", "cross_attentions", (8, 14)),
+                               ("model.decoder.*.self_attn", "decoder_attentions", (8, 8))]:
+        model.config._attn_implementation = "sdpa"
+        with torch.no_grad(), attnviz.capture(model, modules=glob, batch=1) as cap:
+            out = model.generate(sources, attention_mask=mask, max_new_tokens=8,
+                                 min_new_tokens=8, do_sample=False, num_beams=1)
+        model.config._attn_implementation = "eager"
+        with torch.no_grad():
+            eager = getattr(model(input_ids=sources, attention_mask=mask,
+                                  decoder_input_ids=out[:, :-1], output_attentions=True), field)
+        eager = np.stack([a[1].numpy() for a in eager])[..., -shape[1]:]
+        cap.save(tmp_path / "padded.safetensors")
+        probs = _attention_from_capture(cli, tmp_path / "padded.safetensors", tmp_path / "p.npy")
+        assert probs.shape == eager.shape == (2, 4) + shape, glob
+        assert float(np.abs(probs - eager).max()) <= 1e-5, glob
 
 
 def _tiny_llama4():
