@@ -179,15 +179,48 @@ class Capture:
             self._hook = None
         self._cut_to_cache()
         self._cache = None
+        for cache in self._watched:
+            try:
+                del cache.reorder_cache  # (the class's own again)
+            except AttributeError:
+                pass
+        self._watched = []
         return False
 
     def _forward(self, module, args, kwargs):
         self._ran += 1
         self._calls = {}
         self._pass_start = _cache_length(kwargs)
+        cache = kwargs.get("cache", kwargs.get("past_key_values"))
+        if cache is not self._cache:
+            self._reordered = None  # (another cache: another generation)
         # (held until the with block ends: generate drops its cache when it returns, and
         # the cache's length then is where the capture ends, _cut_to_cache)
-        self._cache = kwargs.get("cache", kwargs.get("past_key_values"))
+        self._cache = cache
+        self._watch_reorders(cache)
+
+    def _watch_reorders(self, cache):
+        """Watches ``cache`` for beam search's reordering (``reorder_cache(beam_idx)``, which
+        ``generate`` calls between passes): where batch item ``batch`` takes another beam's
+        history, the rows held are no longer its sequence's. A causal layer sees it in its
+        keys, but a cross-attention's keys are the encoder's, the same for every beam, and its
+        rows came from whichever beams held the item's place in turn (a BART's, 0.002 off)."""
+        original = getattr(cache, "reorder_cache", None)
+        if not callable(original) or getattr(original, "_attnviz", None) is self:
+            return
+
+        def reorder(beam_idx, *args, **kwargs):
+            b = self._batch
+            if self._reordered is None and b < len(beam_idx) and int(beam_idx[b]) != b:
+                self._reordered = int(beam_idx[b])
+            return original(beam_idx, *args, **kwargs)
+
+        reorder._attnviz = self
+        try:
+            cache.reorder_cache = reorder
+        except (AttributeError, TypeError):
+            return
+        self._watched.append(cache)
 
     def _forward_done(self, *_):
         # (a forward call the hooks do not see, ``forward`` called directly, starts nowhere
@@ -229,6 +262,10 @@ class Capture:
         # length before the pass), None where the model's forward hook did not see a cache.
         self._pass_start = getattr(self, "_pass_start", None)
         self._cache = getattr(self, "_cache", None)
+        # The beam whose history beam search gave the batch item captured, since its cache
+        # was first seen (None: none); the caches watched for it.
+        self._reordered = getattr(self, "_reordered", None)
+        self._watched = getattr(self, "_watched", [])
 
     def _keys_held(self, index):
         """How many keys layer ``index`` holds, its appended passes' included (counted as they
@@ -498,12 +535,15 @@ class Capture:
         owner = self._owners.get(index)
         if owner is module:
             # A new forward pass: it continues the one recorded (a decode step), or starts over.
-            if self._continues(index, query, key):
+            if self._reordered is None and self._continues(index, query, key):
                 self._owners, self._masks, self._continuing = {}, {}, True
             else:
                 unwritten = self._shows_unwritten(index, query, key)
                 self._start_pass()
-                if query.shape[2] < key.shape[2] and causal is not False:
+                if self._reordered is not None:
+                    self._broken = _reordered(index, self._batch, self._reordered)
+                    self._problems[index] = self._broken
+                elif query.shape[2] < key.shape[2] and causal is not False:
                     # Over a KV cache, yet not continuing: the capture would hold this pass's
                     # few rows alone, where the user ran a generation. (A layer that says it is
                     # not causal, cross-attention, has fewer queries than keys in every pass.)
@@ -1093,6 +1133,15 @@ def _visible(block):
     if block.dtype == torch.bool:
         return block
     return block > -1e4
+
+
+def _reordered(index, batch, beam):
+    """Why a pass after beam search gave the batch item captured another beam's history cannot
+    be joined to the passes before it."""
+    return ("layer {} ran a forward pass after beam search gave batch item {} the history of "
+            "beam {}: the rows held before belong to another sequence; capture greedy or "
+            "sampled generation (num_beams=1), or the whole sequence in one forward "
+            "pass".format(index, batch, beam))
 
 
 def _not_continued(index):

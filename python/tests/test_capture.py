@@ -700,7 +700,9 @@ def test_a_capture_around_an_encoder_decoder_s_generate_holds_every_step(tmp_pat
     decoder's self-attention leaves the cache's unwritten slots out, the cross-attention has
     none. A left-padded batch item's too: its cross-attention left out the encoder's padding
     and started over at every step (one row for eight tokens, silently), and now holds every
-    step's row over the item's 14 encoder keys."""
+    step's row over the item's 14 encoder keys. Beam search that gives the item another beam's
+    history is refused, by the cross-attention too, whose keys cannot show it (its rows came
+    from whichever beam held the item's place, 0.002 off the returned sequence's)."""
     torch.manual_seed(0)
     model = transformers.BartForConditionalGeneration(transformers.BartConfig(
         vocab_size=97, d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
@@ -745,6 +747,14 @@ def test_a_capture_around_an_encoder_decoder_s_generate_holds_every_step(tmp_pat
         probs = _attention_from_capture(cli, tmp_path / "padded.safetensors", tmp_path / "p.npy")
         assert probs.shape == eager.shape == (2, 4) + shape, glob
         assert float(np.abs(probs - eager).max()) <= 1e-5, glob
+
+    for glob in ("model.decoder.*.encoder_attn", "model.decoder.*.self_attn"):
+        with torch.no_grad(), attnviz.capture(model, modules=glob) as cap:
+            model.generate(source, max_new_tokens=8, min_new_tokens=8, do_sample=False,
+                           num_beams=3)
+        with pytest.raises(ValueError, match=r"layer 0 ran a forward pass after beam search gave "
+                                             r"batch item 0 the history of beam [12]: "):
+            cap.q
 
 
 def _tiny_llama4():
