@@ -258,6 +258,10 @@ class Capture:
         self._tails = {}
         self._appended = {}
         self._continuing = False
+        # Passes that continued this one, counted at their first layer; and the padded
+        # positions held before the latest of them (_padding_continues).
+        self._passes = 0
+        self._kept_before = (None, None)
         # The position the model's KV cache says the current forward pass starts at (its
         # length before the pass), None where the model's forward hook did not see a cache.
         self._pass_start = getattr(self, "_pass_start", None)
@@ -335,28 +339,40 @@ class Capture:
 
     def _padding_continues(self, kept, how, q_len, k_len):
         """Whether a pass over the KV cache of a left-padded batch item keeps the capture's
-        padding (its mask ``kept``, as :func:`_padding` read it): its keys are the cache's,
-        padded as the capture's positions say, then its new ones, none padded (a decode step
-        of a padded batch's ``generate``); or, in cross-attention, the same keys as before.
-        Where it does, the capture's positions take the new ones on. Anything else (the
-        padding moved, or keys held by a sliding-window cache) is not continued."""
+        padding (its mask ``kept``, as :func:`_padding` read it): its keys are the cache's
+        last ones, padded as the capture's positions say (all of them, or a sliding window's
+        last), then its new ones, none padded (a decode step of a padded batch's
+        ``generate``); or, in cross-attention, the same keys as before. Where it does, the
+        capture's positions take the new ones on, once a pass (its later layers, a window's
+        or not, are checked against the positions before it). Anything else (the padding
+        moved) is not continued."""
         import torch
 
         mine = self._kept
         if mine is None or mine.keys is None:
             return kept.rows is None and kept.keys is None
-        if kept.keys is None or isinstance(mine.keys, list):
+        if isinstance(mine.keys, list):
             return False
-        if how == "same" or (mine.length == k_len and _same_kept(kept, mine)):
-            # (cross-attention's encoder keys; or a later layer of the pass that extended them)
-            return _same_kept(kept, mine)
-        if mine.length != k_len - q_len:
+        if how == "same":
+            return _same_kept(kept, mine)  # (cross-attention's encoder keys)
+        if self._kept_before[0] == self._passes:
+            mine = self._kept_before[1]
+        else:
+            self._kept_before = (self._passes, mine)
+        old = k_len - q_len
+        if old > mine.length:
             return False
-        new = torch.arange(k_len - q_len, k_len, device=mine.keys.device)
-        want = torch.cat([mine.keys, new])
-        if kept.keys.shape != want.shape or not bool((kept.keys.to(want.device) == want).all()):
+        # the pass's keys: the cache's last `old` positions, then its new ones
+        first = mine.length - old
+        held = mine.keys[mine.keys >= first] - first
+        want = torch.cat([held, torch.arange(old, k_len, device=held.device)])
+        # (none of the pass's keys padded: a window past the padding)
+        seen = torch.arange(k_len, device=held.device) if kept.keys is None else kept.keys
+        if seen.shape != want.shape or not bool((seen.to(want.device) == want).all()):
             return False
-        self._kept = _Kept(want, want, k_len)
+        positions = torch.cat([mine.keys, torch.arange(mine.length, mine.length + q_len,
+                                                       device=held.device)])
+        self._kept = _Kept(positions, positions, mine.length + q_len)
         return True
 
     def _cut_to_cache(self):
@@ -537,6 +553,7 @@ class Capture:
             # A new forward pass: it continues the one recorded (a decode step), or starts over.
             if self._reordered is None and self._continues(index, query, key):
                 self._owners, self._masks, self._continuing = {}, {}, True
+                self._passes += 1
             else:
                 unwritten = self._shows_unwritten(index, query, key)
                 self._start_pass()
@@ -1147,9 +1164,8 @@ def _reordered(index, batch, beam):
 def _not_continued(index):
     """Why a forward pass over the KV cache cannot be joined to the pass before it."""
     return ("layer {} ran a forward pass over a KV cache whose keys do not continue those the "
-            "capture holds (a padded batch item under a sliding-window cache, which drops its "
-            "padding as the window moves; beam search, which reorders the cache; or a cache "
-            "filled outside the with block): "
+            "capture holds (a padded batch item whose padding moved; beam search, which "
+            "reorders the cache; or a cache filled outside the with block): "
             "capture one item's greedy or sampled generation, as python -m attnviz capture "
             "--generate does, or the whole sequence in one forward pass".format(index))
 
