@@ -26,6 +26,7 @@ encoder-decoder is captured a kind at a time (``attnviz.capture(model.get_encode
 
 import atexit
 import fnmatch
+import itertools
 import json
 import math
 import os
@@ -38,6 +39,7 @@ import numpy as np
 __all__ = ["capture", "Capture"]
 
 _NAME = "attnviz_capture"
+_NAMES = itertools.count()
 _FORMAT = 1
 
 
@@ -150,11 +152,18 @@ class Capture:
             raise ValueError(
                 "attnviz.capture: {} does not dispatch its attention through transformers' "
                 "AttentionInterface, so its queries and keys cannot be captured".format(self.model))
-        self._original = original
         self._inner = _implementation(original)
-        AttentionInterface.register(_NAME, self._attention)
-        _register_mask(original)
-        self._saved = _set_implementation(self._model, _NAME)
+        # (a capture inside another of the same model wraps that one's function: the kind of
+        # attention underneath is the one that capture wrapped)
+        wrapped = getattr(self._inner, "__self__", None)
+        self._original = wrapped._original if isinstance(wrapped, Capture) else original
+        # A name of its own: one shared name let a second capture (of another model, or the
+        # same) take the first one's calls, and kept the last capture, Q and K and all,
+        # referenced by transformers' registry after its block (unregistered on exit now).
+        self._name = "{}_{}".format(_NAME, next(_NAMES))
+        AttentionInterface.register(self._name, self._attention)
+        _register_mask(original, self._name)
+        self._saved = _set_implementation(self._model, self._name)
         self._start_pass()
         # Only the attention of the module given is recorded: its config may be shared with
         # more (an encoder-decoder's encoder, captured alone, shares the decoder's config).
@@ -172,6 +181,7 @@ class Capture:
     def __exit__(self, *exc):
         _restore_implementation(self._model, self._saved)
         self._saved = None
+        _unregister(self._name)
         self._masks = {}  # (the model's masks, N² each, are not kept past the block)
         if self._hook is not None:
             for hook in self._hook:
@@ -1553,9 +1563,9 @@ def _implementation(name):
         raise ValueError("attnviz.capture: unknown attention implementation {!r}".format(name))
 
 
-def _register_mask(original):
-    """Gives the capture's implementation the mask format of the one it wraps, so the wrapped
-    function gets exactly the mask it would have had."""
+def _register_mask(original, name):
+    """Gives the capture's implementation ``name`` the mask format of the one it wraps, so the
+    wrapped function gets exactly the mask it would have had."""
     try:
         from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
     except ImportError:
@@ -1564,7 +1574,25 @@ def _register_mask(original):
         fn = ALL_MASK_ATTENTION_FUNCTIONS[original]
     except KeyError:
         return
-    AttentionMaskInterface.register(_NAME, fn)
+    AttentionMaskInterface.register(name, fn)
+
+
+def _unregister(name):
+    """Removes implementation ``name`` from transformers' registries of attention and mask
+    functions, which have no public way to: what they hold would keep the capture alive."""
+    from transformers import AttentionInterface
+
+    interfaces = [AttentionInterface]
+    try:
+        from transformers.masking_utils import AttentionMaskInterface
+
+        interfaces.append(AttentionMaskInterface)
+    except ImportError:
+        pass
+    for interface in interfaces:
+        mapping = getattr(interface, "_global_mapping", None)
+        if isinstance(mapping, dict):
+            mapping.pop(name, None)
 
 
 def _configs(model):

@@ -627,6 +627,38 @@ except ValueError as e:
 """
 
 
+def test_captures_side_by_side_nested_and_released():
+    """Each capture registers its attention function under a name of its own and removes it
+    when its block ends. With one shared name, a second capture (of another model: a main
+    model and its assistant) took the first one's calls, which then ran under the second
+    model's implementation and were not recorded; and transformers' registry kept the last
+    capture, its Q and K with it, alive after the user let it go."""
+    import gc
+    import weakref
+
+    from transformers import AttentionInterface
+
+    model = _tiny("llama-gqa")  # eager
+    other = _tiny("mistral-window")
+    other.config._attn_implementation = "sdpa"
+    ids = _inputs()
+    with torch.no_grad():
+        plain = [model(ids).logits, other(ids).logits]
+    with torch.no_grad(), attnviz.capture(model) as a, attnviz.capture(other) as b:
+        outs = [model(ids).logits, other(ids).logits]
+    assert [len(a.q), len(b.q)] == [2, 2] and all(map(torch.equal, plain, outs))
+    # a capture inside another of the same model: both hold what they were asked for
+    with torch.no_grad(), attnviz.capture(model) as a, attnviz.capture(model, layers=[1]) as b:
+        model(ids)
+    assert [l["index"] for l in b.layers] == [1] and torch.equal(a.q[1], b.q[0])
+    assert model.config._attn_implementation == "eager"
+    held = weakref.ref(a)
+    del a, b
+    gc.collect()
+    assert held() is None
+    assert not [k for k in AttentionInterface() if k.startswith("attnviz")]
+
+
 def test_arguments_that_change_the_scores_are_refused():
     """Whatever else an attention call is given passes through to the model's attention
     untouched, so an argument that changes its scores would make the capture silently differ
