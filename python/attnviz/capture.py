@@ -963,17 +963,19 @@ class _Appended:
         return self._count
 
     def last(self):
-        """The last row appended, ``(heads, d)``."""
-        return self.row(self._count - 1)
+        """The last row appended, ``(heads, d)``: read at every decode step, so at once."""
+        return self._parts[-1][:, -1] if self._spill is None else self._rows[self._count - 1]
 
     def row(self, i):
-        """Row ``i`` of those appended, ``(heads, d)``."""
+        """Row ``i`` of those appended, ``(heads, d)``; found from the end, where a rewind of
+        speculative decoding looks (a few candidates back)."""
         if self._spill is not None:
             return self._rows[i]
-        for part in self._parts:
-            if i < part.shape[1]:
-                return part[:, i]
-            i -= part.shape[1]
+        end = self._count
+        for part in reversed(self._parts):
+            end -= part.shape[1]
+            if i >= end:
+                return part[:, i - end]
         raise IndexError(i)
 
     def truncate(self, n):
