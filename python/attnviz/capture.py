@@ -272,6 +272,7 @@ class Capture:
         # positions held before the latest of them (_padding_continues).
         self._passes = 0
         self._kept_before = (None, None)
+        self._continued = set()  # (the layers those passes appended to)
         # The position the model's KV cache says the current forward pass starts at (its
         # length before the pass), None where the model's forward hook did not see a cache.
         self._pass_start = getattr(self, "_pass_start", None)
@@ -394,6 +395,11 @@ class Capture:
             return
         for index in self._records:
             causal = self._records[index][2].get("causal")
+            if not causal and index not in self._continued:
+                # (a layer that is not causal is in the cache's positions only where passes
+                # over the cache continued it, cross-attention; an encoder's ran once, over
+                # its own positions, and its rows are not the decoder's)
+                continue
             # (the cache counts a padded item's padding; a cross-attention's rows, the
             # decoder's positions, have none)
             rows = end - self._padded() if causal else end
@@ -675,6 +681,7 @@ class Capture:
                 return
             qs, ks = self._tails.setdefault(index, (_Appended(self._spill),
                                                     _Appended(self._spill)))
+            self._continued.add(index)
             try:
                 qs.append(keep(query, None, spill=None))
                 if how == "new":

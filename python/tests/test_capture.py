@@ -776,6 +776,14 @@ def test_a_capture_around_an_encoder_decoder_s_generate_holds_every_step(tmp_pat
         assert probs.shape == eager.shape == (2, 4) + shape, glob
         assert float(np.abs(probs - eager).max()) <= 1e-5, glob
 
+    # the encoder around generate: it runs once, over its own 20 positions, which the decoder's
+    # cache (8 positions when the block ends) says nothing of
+    with torch.no_grad(), attnviz.capture(model, modules="model.encoder.*") as cap:
+        model.generate(source, max_new_tokens=8, min_new_tokens=8, do_sample=False,
+                       num_beams=1)
+    assert [tuple(q.shape[1:2]) + tuple(k.shape[1:2]) for q, k in zip(cap.q, cap.k)] == [
+        (20, 20)] * 2
+
     for glob in ("model.decoder.*.encoder_attn", "model.decoder.*.self_attn"):
         with torch.no_grad(), attnviz.capture(model, modules=glob) as cap:
             model.generate(source, max_new_tokens=8, min_new_tokens=8, do_sample=False,
