@@ -1120,7 +1120,9 @@ def _cache_length(kwargs):
         return None
     try:
         return int(length())
-    except Exception:  # (noqa: a cache of linear-attention layers alone raises ValueError)
+    except Exception:
+        # (a cache of linear-attention layers alone raises ValueError; a model's own cache
+        # class may raise anything: then the pass's start is unknown, as without a cache)
         return None
 
 
@@ -1154,6 +1156,7 @@ def _beyond_q_and_k(kwargs, q_len, k_len):
             return "passes {}=, a tensor of its scores' shape {}, to its attention".format(
                 name, tuple(v.shape))
     return None
+
 
 # Rows of a mask examined at once: the check holds a block of this many entries beside the
 # model's own mask, whatever the sequence length.
