@@ -200,8 +200,8 @@ class Capture:
     def _forward(self, module, args, kwargs):
         self._ran += 1
         self._calls = {}
-        self._pass_start = _cache_length(kwargs)
         cache = kwargs.get("cache", kwargs.get("past_key_values"))
+        self._pass_start = _cache_length(cache)
         if cache is not self._cache:
             self._reordered = None  # (another cache: another generation)
         # (held until the with block ends: generate drops its cache when it returns, and
@@ -321,23 +321,14 @@ class Capture:
         if start is None or start >= rows:
             how = self._continues_keys(index, query, key)
             return None if how is None else (how, rows, keys)
-        import torch
-
         q_len, k_len = query.shape[2], key.shape[2]
-        b = min(self._batch, key.shape[0] - 1)
-
-        def is_held(position, held):
-            there = key[b, :, position].detach()
-            mine = self._held_key(index, held)
-            return there.shape == mine.shape and torch.equal(there.to(mine.device), mine)
-
         if not causal:
             # (cross-attention: the cache counts the decoder's positions, the keys are the
             # encoder's, a padded item's padding among them)
-            if q_len < k_len == keys + pad and is_held(k_len - 1, keys - 1):
+            if q_len < k_len == keys + pad and self._holds_key(index, key, k_len - 1):
                 return "same", start, keys
-        elif keys == rows and q_len < k_len and 0 < k_len - q_len <= start and is_held(
-                k_len - q_len - 1, start - 1):
+        elif keys == rows and q_len < k_len and 0 < k_len - q_len <= start and self._holds_key(
+                index, key, k_len - q_len - 1, start - 1):
             return "new", start, start
         return None
 
@@ -348,7 +339,7 @@ class Capture:
             return 0
         return kept.length - kept.keys.shape[0]
 
-    def _padding_continues(self, kept, how, q_len, k_len):
+    def _padding_continues(self, kept, how, q_len, k_len, keys):
         """Whether a pass over the KV cache of a left-padded batch item keeps the capture's
         padding (its mask ``kept``, as :func:`_padding` read it): its keys are the cache's
         last ones, padded as the capture's positions say (all of them, or a sliding window's
@@ -356,7 +347,8 @@ class Capture:
         ``generate``); or, in cross-attention, the same keys as before. Where it does, the
         capture's positions take the new ones on, once a pass (its later layers, a window's
         or not, are checked against the positions before it). Anything else (the padding
-        moved) is not continued."""
+        moved) is not continued. ``keys``: the kept keys the pass follows (fewer than held
+        where speculative decoding's rejections were cut)."""
         import torch
 
         mine = self._kept
@@ -369,6 +361,8 @@ class Capture:
         if self._kept_before[0] == self._passes:
             mine = self._kept_before[1]
         else:
+            self._cut_kept(keys)
+            mine = self._kept
             self._kept_before = (self._passes, mine)
         old = k_len - q_len
         if old > mine.length:
@@ -390,9 +384,12 @@ class Capture:
         """After the last pass: speculative decoding cuts the cache back past the candidates
         its last pass rejected, and no later pass shows it. The capture ends where the cache
         it continued ends, as it would at the next pass."""
-        end = _cache_length({"cache": self._cache})
+        end = _cache_length(self._cache)
         if end is None or self._problems:
             return
+        # (the cache counts a padded item's padding; a cross-attention's rows, the decoder's
+        # positions, have none)
+        kept, causal_cut = end - self._padded(), False
         for index in self._records:
             causal = self._records[index][2].get("causal")
             if not causal and index not in self._continued:
@@ -400,11 +397,12 @@ class Capture:
                 # over the cache continued it, cross-attention; an encoder's ran once, over
                 # its own positions, and its rows are not the decoder's)
                 continue
-            # (the cache counts a padded item's padding; a cross-attention's rows, the
-            # decoder's positions, have none)
-            rows = end - self._padded() if causal else end
+            rows = kept if causal else end
             if rows < self._rows_held(index):
                 self._cut(index, rows, rows if causal else self._keys_held(index))
+                causal_cut = causal_cut or causal
+        if causal_cut:
+            self._cut_kept(kept)  # (a cross-attention's positions are the encoder's)
 
     def _cut(self, index, rows, keys):
         """Cuts layer ``index`` back to its first ``rows`` rows and ``keys`` keys."""
@@ -420,11 +418,20 @@ class Capture:
         k = cut(k, tail[1] if tail else None, keys)
         self._records[index] = (q, k, meta)
         self._appended[index] = max(keys - k.shape[1], 0)
+
+    def _cut_kept(self, keys):
+        """Cuts a padded item's positions back to the first ``keys`` it kept, as its causal
+        layers were cut: once a cut, not a layer at a time."""
         mine = self._kept
-        if (meta.get("causal") and self._padded() and mine.keys.shape[0] > keys):
-            # (a padded item's positions go with its keys: the first `keys` of them)
+        if self._padded() and mine.keys.shape[0] > keys:
             kept = mine.keys[:keys]
             self._kept = _Kept(kept, kept, int(kept[-1]) + 1 if keys else self._padded())
+
+    def _spill_problem(self, index, e):
+        """Why layer ``index`` is not held in the ``spill=`` folder (``e``, the OSError: a full
+        disk), recorded during the model's pass or raised when the capture is read."""
+        return "spill={}: cannot hold layer {} there ({})".format(
+            self._spill, index, e.strerror or e)
 
     def _last_key(self, index):
         """The last key layer ``index`` holds, (heads, d)."""
@@ -443,7 +450,7 @@ class Capture:
         held = self._keys_held(index) + self._padded()
 
         def is_last(position):
-            return self._is_last_key(index, key, position)
+            return self._holds_key(index, key, position)
 
         if q_len < k_len and k_len - q_len <= held and is_last(k_len - q_len - 1):
             return "new"
@@ -453,14 +460,14 @@ class Capture:
             return "same"
         return None
 
-    def _is_last_key(self, index, key, position):
-        """Whether the pass's key at ``position`` (of the batch item captured) is the last key
-        layer ``index`` holds."""
+    def _holds_key(self, index, key, position, held=None):
+        """Whether the pass's key at ``position`` (of the batch item captured) is the key layer
+        ``index`` holds at ``held`` (its last, by default)."""
         import torch
 
-        last = self._last_key(index)
-        there = key[min(self._batch, key.shape[0] - 1), :, position].detach().to(last.device)
-        return there.shape == last.shape and torch.equal(there, last)
+        mine = self._last_key(index) if held is None else self._held_key(index, held)
+        there = key[min(self._batch, key.shape[0] - 1), :, position].detach().to(mine.device)
+        return there.shape == mine.shape and torch.equal(there, mine)
 
     def _shows_unwritten(self, index, query, key):
         """Why a pass over a static cache cannot continue the capture where its mask shows the
@@ -472,7 +479,7 @@ class Capture:
             return None
         held, q_len, k_len = self._keys_held(index), query.shape[2], key.shape[2]
         held += self._padded()
-        if k_len <= held + q_len or not self._is_last_key(index, key, held - 1):
+        if k_len <= held + q_len or not self._holds_key(index, key, held - 1):
             return None
         return ("layer {} ran a forward pass over a static KV cache whose mask lets its "
                 "queries see {} of the cache's slots not yet written ({} keys given, {} "
@@ -482,15 +489,14 @@ class Capture:
                     index, k_len - held - q_len, k_len, held + q_len))
 
     def _continues(self, index, query, key):
-        """Whether a new pass, beginning at layer ``index``, continues the one recorded over
-        the model's KV cache (a decode step of ``generate``, or a chunk of a long prefill). Not
-        where the pass recorded left padding out: a padded item's positions would need
-        mapping."""
-        if index not in self._records or self._problems:
-            return False
-        # (a padded item's generation continues where its padding stays before its tokens:
-        # checked against the pass's mask, _padding_continues)
-        return self._batch < query.shape[0] and self._placement(index, query, key) is not None
+        """Where a new pass, beginning at layer ``index``, continues the one recorded over the
+        model's KV cache (a decode step of ``generate``, or a chunk of a long prefill): its
+        :meth:`_placement` in that layer, else None (it starts over). A padded item's padding
+        is checked against the pass's mask later, :meth:`_padding_continues`."""
+        if (index not in self._records or self._problems or self._reordered is not None
+                or self._batch >= query.shape[0]):
+            return None
+        return self._placement(index, query, key)
 
     def _filled(self, mask, q_len, k_len):
         """:func:`_filled` of this pass's ``mask`` for the batch item captured, read once per
@@ -529,8 +535,7 @@ class Capture:
             try:
                 self._records[index] = (joined([q] + qs.parts()), joined([k] + ks.parts()), meta)
             except OSError as e:
-                raise ValueError("spill={}: cannot hold layer {} there ({})".format(
-                    self._spill, index, e.strerror or e)) from None
+                raise ValueError(self._spill_problem(index, e)) from None
             # (so that reading again after a full disk joins each layer once)
             del self._tails[index]
             self._appended.pop(index, None)
@@ -565,9 +570,11 @@ class Capture:
             key = key[:, :, :self._filled(attention_mask, query.shape[2], key.shape[2])]
             # (attention_mask keeps its columns: _padding reads the first keys' only)
         owner = self._owners.get(index)
+        placement = None  # (where the pass's first layer goes, found once)
         if owner is module:
             # A new forward pass: it continues the one recorded (a decode step), or starts over.
-            if self._reordered is None and self._continues(index, query, key):
+            placement = self._continues(index, query, key)
+            if placement is not None:
                 self._owners, self._masks, self._continuing = {}, {}, True
                 self._passes += 1
             else:
@@ -671,12 +678,13 @@ class Capture:
                 self._problems[index] = ("layer {} ran in a later pass over the KV cache but "
                                          "not in the first".format(index))
                 return
-            placement = self._placement(index, query, key)
+            if placement is None:
+                placement = self._placement(index, query, key)
             if placement is not None:
                 how, rows, keys = placement
                 self._cut(index, rows, keys)
             if placement is None or not self._padding_continues(
-                    kept, how, query.shape[2], key.shape[2]):
+                    kept, how, query.shape[2], key.shape[2], keys):
                 self._problems[index] = _not_continued(index)
                 return
             qs, ks = self._tails.setdefault(index, (_Appended(self._spill),
@@ -688,16 +696,13 @@ class Capture:
                     ks.append(keep(key[:, :, key.shape[2] - query.shape[2]:], None, spill=None))
                     self._appended[index] = self._appended.get(index, 0) + query.shape[2]
             except OSError as e:
-                # (recorded, not raised, as below)
-                self._problems[index] = "spill={}: cannot hold layer {} there ({})".format(
-                    self._spill, index, e.strerror or e)
+                self._problems[index] = self._spill_problem(index, e)  # (as below)
             return
         try:
             q, k = keep(query, kept.rows), keep(key, kept.keys)
         except OSError as e:
             # (recorded, not raised, as above)
-            self._problems[index] = "spill={}: cannot hold layer {} there ({})".format(
-                self._spill, index, e.strerror or e)
+            self._problems[index] = self._spill_problem(index, e)
             return
         except (RuntimeError, AssertionError) as e:
             # a device torch knows but this machine lacks ("cuda" without CUDA), found only
@@ -1110,11 +1115,10 @@ _KEY_SELECTIONS = ("indices", "block_indices", "topk_indices")
 _POSITIONS = ("position_ids", "cache_position")
 
 
-def _cache_length(kwargs):
+def _cache_length(cache):
     """The length of the KV cache a forward pass is given (``cache=``, or ``past_key_values=``
     as transformers before 5 named it), that is the position of the pass's first query; None
     without one, or where the cache cannot say (a model's own cache class)."""
-    cache = kwargs.get("cache", kwargs.get("past_key_values"))
     length = getattr(cache, "get_seq_length", None)
     if length is None:
         return None
