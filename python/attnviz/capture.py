@@ -136,8 +136,11 @@ class Capture:
         # runs several times in one forward pass, shared between layers as ALBERT's is, once per
         # run), so that a second forward pass finds the same numbers and replaces the first.
         self._order = {}
-        # How many times each module has run in the model's current forward pass.
-        self._calls = {}
+        # How many times each module has run in the model's current forward pass, and how many
+        # attention calls it has made in its current run (_module_call).
+        self._runs = {}
+        self._in_run = {}
+        self._module_hooks = {}
         self._saved = None
         self.model = type(model).__name__
 
@@ -171,7 +174,7 @@ class Capture:
         self._passed_over = set()
         self._unwanted = set()
         self._ran = 0
-        self._calls = {}
+        self._runs, self._in_run, self._module_hooks = {}, {}, {}
         self._hook = None
         if hasattr(self._model, "register_forward_pre_hook"):
             self._hook = (self._model.register_forward_pre_hook(self._forward, with_kwargs=True),
@@ -187,6 +190,10 @@ class Capture:
             for hook in self._hook:
                 hook.remove()
             self._hook = None
+        for hook in self._module_hooks.values():
+            if hook is not None:
+                hook.remove()
+        self._module_hooks = {}
         self._cut_to_cache()
         self._cache = None
         for cache in self._watched:
@@ -199,7 +206,7 @@ class Capture:
 
     def _forward(self, module, args, kwargs):
         self._ran += 1
-        self._calls = {}
+        self._runs, self._in_run = {}, {}
         cache = kwargs.get("cache", kwargs.get("past_key_values"))
         self._pass_start = _cache_length(cache)
         if cache is not self._cache:
@@ -237,22 +244,49 @@ class Capture:
         # known: not where the last pass seen did)
         self._pass_start = None
 
-    def _layer_index(self, module):
-        """The layer a call of ``module``'s attention records: its ``layer_idx``, else its place
-        in the order the model's modules first ran, counting each run of a module within one
-        forward pass (ALBERT runs one module at every layer; Zamba2's shared blocks carry
-        ``layer_idx`` -1). Runs are counted within the passes the model's forward hook marks:
-        where it never fires (``forward`` called directly), each run of a module is a pass of
-        its own, as it is for a module with a ``layer_idx``."""
+    def _layer_index(self, module, name):
+        """The layer a call of ``module`` (named ``name`` in the model) records: its
+        ``layer_idx``, else its place among the modules of its stack (the modules whose names
+        differ in their numbers alone: ``encoder.layers.*.attention``) in the order they first
+        ran, counting each run of a module within one forward pass (ALBERT runs one module at
+        every layer; Zamba2's shared blocks carry ``layer_idx`` -1). Every module of the stack
+        is counted, captured or not, so that ``modules='*layers.2.*'`` records layer 2, not 0,
+        and a vision tower's blocks and a language model's layers count from 0 each. Runs are
+        counted within the passes the model's forward hook marks: where it never fires
+        (``forward`` called directly), each run of a module is a pass of its own, as it is for
+        a module with a ``layer_idx``."""
         index = getattr(module, "layer_idx", None)
         if isinstance(index, int) and index >= 0:
             # (a second run of it, as gradient checkpointing's recomputation in backward makes,
             # is a new pass over that layer, as before)
             return index
-        n = self._calls.get(id(module), 0)
-        if self._ran:
-            self._calls[id(module)] = n + 1
-        return self._order.setdefault((id(module), n), len(self._order))
+        n = self._runs.get(id(module), 1) - 1 if self._ran else 0
+        order = self._order.setdefault(_stack(name), {})
+        return order.setdefault((id(module), n), len(order))
+
+    def _module_call(self, module):
+        """Which call of its attention this is within ``module``'s current forward run, from 1:
+        a vision tower's attention runs once for each image, video frame or window (Qwen2-VL's,
+        Qwen2.5-VL's and some thirty others' do, under every implementation but flash
+        attention), and those calls are parts of one layer, not layers. Each module is watched
+        by a forward pre-hook of its own from its first call on (which marks that run itself)
+        until the with block ends."""
+        key = id(module)
+        if key not in self._module_hooks:
+            try:
+                self._module_hooks[key] = module.register_forward_pre_hook(self._module_runs)
+            except AttributeError:
+                self._module_hooks[key] = None
+            self._module_runs(module)
+        elif key not in self._runs:
+            self._module_runs(module)  # (its forward called directly, past its hook)
+        self._in_run[key] += 1
+        return self._in_run[key]
+
+    def _module_runs(self, module, *_):
+        key = id(module)
+        self._runs[key] = self._runs.get(key, 0) + 1
+        self._in_run[key] = 0
 
     def _start_pass(self):
         """Forgets what an earlier forward pass recorded: a capture holds one pass."""
@@ -544,16 +578,18 @@ class Capture:
 
     def _attention(self, module, query, key, value, attention_mask, *args, **kwargs):
         name = self._names.get(id(module))
-        if name is not None and self._glob is not None and not fnmatch.fnmatchcase(
-                name, self._glob):
-            self._passed_over.add(name)
-            name = None
         if name is not None:
-            index = self._layer_index(module)
-            if self._wanted is None or index in self._wanted:
-                self._record(index, module, query, key, attention_mask, kwargs)
-            else:
+            part = self._module_call(module)
+            index = self._layer_index(module, name)
+            if self._glob is not None and not fnmatch.fnmatchcase(name, self._glob):
+                self._passed_over.add(name)
+            elif self._wanted is not None and index not in self._wanted:
                 self._unwanted.add(index)
+            elif part > 1:
+                # (recorded, not raised: raising here would end the user's forward pass)
+                self._problems[index] = _in_parts(index, name, part)
+            else:
+                self._record(index, module, query, key, attention_mask, kwargs)
         inner = self._inner
         if inner is None:
             inner = getattr(sys.modules[type(module).__module__], "eager_attention_forward")
@@ -597,7 +633,7 @@ class Capture:
                 "layer {} is run by both {} and {}: the model has more than one attention "
                 "module per layer (an encoder-decoder's stacks, or self- and cross-attention); "
                 "pick one kind with modules=, a glob over their names such as {!r}").format(
-                    index, first, self._names[id(module)], re.sub(r"\.\d+(\.|$)", r".*\1", first)))
+                    index, first, self._names[id(module)], _stack(first)))
             return
         self._owners[index] = module
         if self._batch >= query.shape[0]:
@@ -646,7 +682,8 @@ class Capture:
         unlike_ours = problem is not None  # (the mask itself, not the capture's padding)
         if (problem is None and self._kept is not None and not self._continuing
                 and not _same_kept(kept, self._kept)):
-            problem = "its padding differs from layer {}'s".format(min(self._records))
+            problem = "marks other positions as padding than layer {}'s does".format(
+                min(self._records))
         if problem is not None:
             hint = _layer_type_hint(module, index)
             if unlike_ours and not hint:
@@ -1194,6 +1231,22 @@ def _not_continued(index):
             "reorders the cache; or a cache filled outside the with block): "
             "capture one item's greedy or sampled generation, as python -m attnviz capture "
             "--generate does, or the whole sequence in one forward pass".format(index))
+
+
+def _stack(name):
+    """The stack of layers the module named ``name`` belongs to: its name with each number in
+    it a wildcard (``encoder.layers.*.attention``), as a glob for ``modules=``."""
+    return re.sub(r"\.\d+(\.|$)", r".*\1", name)
+
+
+def _in_parts(index, name, parts):
+    """Why a layer whose attention ran as several calls in one run of its module is not
+    captured: each call is one part of the sequence (an image, a video frame, a window), the
+    layer a block-diagonal attention over them that no one call's Q and K stand for."""
+    return ("layer {} ({}) ran its attention in {} parts, one call for each (the images, video "
+            "frames or windows a vision tower attends within, as Qwen2-VL's does): attnviz "
+            "recomputes a layer from one call's queries and keys; give the model one image, or "
+            "capture other modules with modules=".format(index, name, parts))
 
 
 # The attention kinds of a config's ``layer_types`` that attnviz recomputes: causal or not,

@@ -1148,6 +1148,77 @@ def test_an_attention_module_shared_between_layers_is_captured_at_each(tmp_path,
     assert [tuple(q.shape) for q in cap.q] == [(4, 20, 16)] * 3
 
 
+def _tiny_qwen2_vl():
+    """A Qwen2-VL of three vision blocks and two text layers, eager, with the inputs of
+    ``images`` images of 8 × 8 patches (16 tokens each after merging) as its processor gives
+    them."""
+    config = transformers.Qwen2VLConfig(
+        text_config=dict(vocab_size=200, hidden_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, intermediate_size=64,
+                         rope_parameters=dict(rope_type="default", mrope_section=[2, 3, 3],
+                                              rope_theta=10000.0)),
+        vision_config=dict(depth=3, embed_dim=32, hidden_size=64, num_heads=4, mlp_ratio=2,
+                           patch_size=4, spatial_merge_size=2, temporal_patch_size=2,
+                           in_channels=3, out_hidden_size=64),
+        image_token_id=199, video_token_id=198, vision_start_token_id=197)
+    model = transformers.Qwen2VLForConditionalGeneration(config).eval()
+    for c in (model.config, model.config.vision_config, model.config.text_config):
+        c._attn_implementation = "eager"
+
+    def inputs(images):
+        ids = torch.tensor([[5, 6] + ([197] + [199] * 16 + [7]) * images + [8, 9]])
+        return dict(input_ids=ids, pixel_values=torch.randn(64 * images, 96),
+                    image_grid_thw=torch.tensor([[1, 8, 8]] * images),
+                    mm_token_type_ids=(ids == 199).long())
+
+    return model, inputs
+
+
+def test_a_layer_run_in_parts_is_refused_and_layers_keep_their_numbers(tmp_path, cli):
+    """A vision tower's attention that runs once for each image (Qwen2-VL's and some thirty
+    others' under every implementation but flash attention) is one layer in parts, not a layer
+    a part: two images of one size made six layers of a three-block tower, layer 2 being block
+    1's first image, and no error. Now it is refused, naming the module and its parts. With one
+    image each block runs once and equals its eager attention (the model's own function,
+    watched). A module without a layer index is numbered among its stack's, captured or not:
+    ``modules='model.visual.blocks.2.*'`` records layer 2 (it recorded layer 0)."""
+    import transformers.models.qwen2_vl.modeling_qwen2_vl as qwen2_vl
+
+    torch.manual_seed(0)
+    model, inputs = _tiny_qwen2_vl()
+    with torch.no_grad(), attnviz.capture(model, modules="*visual*") as cap:
+        model(**inputs(2))
+    with pytest.raises(ValueError, match=r"^attnviz.capture: layer 0 \(model.visual.blocks.0.attn"
+                       r"\) ran its attention in 2 parts, one call for each"):
+        cap.layers
+
+    eager, original = [], qwen2_vl.eager_attention_forward
+
+    def watched(module, *args, **kwargs):
+        out, weights = original(module, *args, **kwargs)
+        eager.append(weights[0].numpy())
+        return out, weights
+
+    one = inputs(1)
+    qwen2_vl.eager_attention_forward = watched
+    try:
+        with torch.no_grad(), attnviz.capture(model, modules="*visual*") as cap:
+            model(**one)
+    finally:
+        qwen2_vl.eager_attention_forward = original
+    assert [l["index"] for l in cap.layers] == [0, 1, 2]
+    cap.save(tmp_path / "vision.safetensors")
+    probs = _attention_from_capture(cli, tmp_path / "vision.safetensors", tmp_path / "p.npy")
+    assert probs.shape == (3, 4, 64, 64)
+    assert float(np.abs(probs - np.stack(eager[:3])).max()) <= 1e-5
+
+    block_2 = cap.k[2]
+    with torch.no_grad(), attnviz.capture(model, modules="model.visual.blocks.2.*") as cap:
+        model(**one)
+    assert [l["index"] for l in cap.layers] == [2]
+    assert torch.equal(cap.k[0], block_2)
+
+
 def test_gradient_checkpointing_s_recomputation_is_the_pass_again(tmp_path, cli):
     """Gradient checkpointing runs each layer's attention again in backward, over the same keys:
     that run replaces the pass it repeats. (It was appended as a cross-attention step over the
