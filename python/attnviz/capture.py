@@ -112,6 +112,13 @@ class Capture:
             if not whole:
                 raise ValueError("attnviz.capture: layers={!r} is not a layer index or a list of "
                                  "them (0-based)".format(given))
+        # torch.compile's wrapper holds the model: its config, modules and forward hooks are
+        # the model's, and the compiled code calls the attention function the config names, so
+        # the capture is installed on the model itself (the wrapper has no config, and was
+        # refused as a model that does not dispatch through the interface).
+        inner = getattr(model, "_orig_mod", None)
+        if inner is not None and type(model).__name__ == "OptimizedModule":
+            model = inner
         self._model = model
         self._wanted = layers
         if not _is_int(batch) or batch < 0:
@@ -158,13 +165,13 @@ class Capture:
         self._inner = _implementation(original)
         # (a capture inside another of the same model wraps that one's function: the kind of
         # attention underneath is the one that capture wrapped)
-        wrapped = getattr(self._inner, "__self__", None)
+        wrapped = getattr(getattr(self._inner, "__wrapped__", self._inner), "__self__", None)
         self._original = wrapped._original if isinstance(wrapped, Capture) else original
         # A name of its own: one shared name let a second capture (of another model, or the
         # same) take the first one's calls, and kept the last capture, Q and K and all,
         # referenced by transformers' registry after its block (unregistered on exit now).
         self._name = "{}_{}".format(_NAME, next(_NAMES))
-        AttentionInterface.register(self._name, self._attention)
+        AttentionInterface.register(self._name, _eager_python(self._attention))
         _register_mask(original, self._name)
         self._saved = _set_implementation(self._model, self._name)
         self._start_pass()
@@ -1617,6 +1624,17 @@ def _dispatches(model):
     if can_set is not None:
         return bool(can_set())
     return bool(getattr(type(model), "_supports_attention_backend", False))
+
+
+def _eager_python(function):
+    """``function`` run as Python under ``torch.compile`` too: the compiled model calls it
+    where its attention is, and what it records (dictionaries, copies, a mask read to the
+    host) is the capture's own bookkeeping, not the model's to trace; torch then breaks the
+    model's graph at each call, as reading the mask did anyway."""
+    import torch
+
+    disable = getattr(getattr(torch, "compiler", None), "disable", None)
+    return function if disable is None else disable(function)
 
 
 def _implementation(name):

@@ -627,6 +627,29 @@ except ValueError as e:
 """
 
 
+def test_a_compiled_model_is_captured(tmp_path, cli):
+    """``attnviz.capture(torch.compile(model))`` captures the model inside the wrapper, and its
+    compiled forward calls the capture as Python (torch.compiler.disable): the same attention
+    as the model's eager one, pass after pass. It was refused, the wrapper having no config,
+    as a model that does not dispatch through the interface. (torch.compile's default backend,
+    inductor: about 20 s of code generation on two cores the first time.)"""
+    torch._dynamo.reset()
+    model = _tiny("llama-gqa")
+    ids = _inputs()
+    with torch.no_grad():
+        eager = np.stack([a[0].numpy() for a in model(ids, output_attentions=True).attentions])
+    compiled = torch.compile(model)
+    for run in range(2):
+        with torch.no_grad(), attnviz.capture(compiled) as cap:
+            compiled(ids)
+        cap.save(tmp_path / "compiled.safetensors")
+        probs = _attention_from_capture(cli, tmp_path / "compiled.safetensors",
+                                        tmp_path / "p.npy")
+        assert probs.shape == eager.shape
+        assert float(np.abs(probs - eager).max()) <= 1e-5, run
+    assert model.config._attn_implementation == "eager"  # (restored on the model itself)
+
+
 def test_captures_side_by_side_nested_and_released():
     """Each capture registers its attention function under a name of its own and removes it
     when its block ends. With one shared name, a second capture (of another model: a main
