@@ -43,7 +43,7 @@ _NAMES = itertools.count()
 _FORMAT = 1
 
 
-def capture(model, layers=None, batch=0, device="cpu", modules=None, spill=None):
+def capture(model, layers=None, batch=0, device="cpu", modules=None, spill=None, part=None):
     """Captures Q and K of ``model``'s attention layers while the ``with`` block runs.
 
     model: a transformers ``PreTrainedModel`` whose attention dispatches through
@@ -66,9 +66,14 @@ def capture(model, layers=None, batch=0, device="cpu", modules=None, spill=None)
         of 128 dimensions holds 43 GiB of bfloat16). Without it (the default) the capture is
         held in memory on ``device``. The rows a ``generate`` appends are held in memory until
         the capture is read, then joined into files there too.
+    part: which part to keep of a layer whose attention runs in parts, one call for each
+        (0-based; default: none, and such a layer raises ``ValueError``): a vision tower's
+        blocks attend within each image, video frame or window on its own (Qwen2-VL's,
+        Qwen2.5-VL's, GLM-4V's), so ``part=1`` captures the second image's attention at every
+        block. Layers that run in one part are kept whole with ``part=0``.
     """
     return Capture(model, layers=layers, batch=batch, device=device, modules=modules,
-                   spill=spill)
+                   spill=spill, part=part)
 
 
 class Capture:
@@ -84,8 +89,13 @@ class Capture:
     encoder keys).
     """
 
-    def __init__(self, model, layers=None, batch=0, device="cpu", modules=None, spill=None):
+    def __init__(self, model, layers=None, batch=0, device="cpu", modules=None, spill=None,
+                 part=None):
         self.tokens = None
+        if part is not None and (not _is_int(part) or part < 0):
+            raise ValueError("attnviz.capture: part={!r} is not a part of a layer run in parts "
+                             "(0, 1, ...; None: no layer may run in parts)".format(part))
+        self._part = None if part is None else int(part)
         if spill is not None:
             try:
                 spill = os.fspath(spill)
@@ -143,11 +153,12 @@ class Capture:
         # runs several times in one forward pass, shared between layers as ALBERT's is, once per
         # run), so that a second forward pass finds the same numbers and replaces the first.
         self._order = {}
-        # How many times each module has run in the model's current forward pass, and how many
-        # attention calls it has made in its current run (_module_call).
-        self._runs = {}
-        self._in_run = {}
+        # Modules' runs and attention calls, counted by hooks of their own (_module_call).
         self._module_hooks = {}
+        self._stack_owner = {}
+        self._in_pass = False
+        self._runs, self._calls, self._owner_runs, self._pass_runs = {}, {}, {}, {}
+        self._last_runs, self._outside = {}, {}
         self._saved = None
         self.model = type(model).__name__
 
@@ -177,11 +188,14 @@ class Capture:
         self._start_pass()
         # Only the attention of the module given is recorded: its config may be shared with
         # more (an encoder-decoder's encoder, captured alone, shares the decoder's config).
-        self._names = {id(m): name for name, m in self._model.named_modules()}
+        self._by_name = dict(self._model.named_modules())
+        self._names = {id(m): name for name, m in self._by_name.items()}
         self._passed_over = set()
         self._unwanted = set()
         self._ran = 0
-        self._runs, self._in_run, self._module_hooks = {}, {}, {}
+        self._module_hooks, self._stack_owner, self._in_pass = {}, {}, False
+        self._runs, self._calls, self._owner_runs, self._pass_runs = {}, {}, {}, {}
+        self._last_runs, self._outside = {}, {}
         self._hook = None
         if hasattr(self._model, "register_forward_pre_hook"):
             self._hook = (self._model.register_forward_pre_hook(self._forward, with_kwargs=True),
@@ -201,6 +215,7 @@ class Capture:
             if hook is not None:
                 hook.remove()
         self._module_hooks = {}
+        self._by_name = {}
         self._cut_to_cache()
         self._cache = None
         for cache in self._watched:
@@ -213,7 +228,8 @@ class Capture:
 
     def _forward(self, module, args, kwargs):
         self._ran += 1
-        self._runs, self._in_run = {}, {}
+        self._in_pass = True
+        self._runs, self._calls, self._owner_runs, self._pass_runs = {}, {}, {}, {}
         cache = kwargs.get("cache", kwargs.get("past_key_values"))
         self._pass_start = _cache_length(cache)
         if cache is not self._cache:
@@ -250,56 +266,86 @@ class Capture:
         # (a forward call the hooks do not see, ``forward`` called directly, starts nowhere
         # known: not where the last pass seen did)
         self._pass_start = None
+        # (runs after it, gradient checkpointing's in backward, are mapped onto its runs)
+        self._in_pass = False
+        self._last_runs, self._outside = self._pass_runs, {}
+        self._runs, self._calls = {}, {}
 
-    def _layer_index(self, module, name):
+    def _layer_index(self, module, name, run):
         """The layer a call of ``module`` (named ``name`` in the model) records: its
         ``layer_idx``, else its place among the modules of its stack (the modules whose names
         differ in their numbers alone: ``encoder.layers.*.attention``) in the order they first
-        ran, counting each run of a module within one forward pass (ALBERT runs one module at
-        every layer; Zamba2's shared blocks carry ``layer_idx`` -1). Every module of the stack
-        is counted, captured or not, so that ``modules='*layers.2.*'`` records layer 2, not 0,
-        and a vision tower's blocks and a language model's layers count from 0 each. Runs are
-        counted within the passes the model's forward hook marks: where it never fires
-        (``forward`` called directly), each run of a module is a pass of its own, as it is for
-        a module with a ``layer_idx``."""
+        ran, counting each ``run`` of a module within one run of the module that holds the
+        stack (ALBERT runs one module at every layer; Zamba2's shared blocks carry
+        ``layer_idx`` -1). Every module of the stack is counted, captured or not, so that
+        ``modules='*layers.2.*'`` records layer 2, not 0, and a vision tower's blocks and a
+        language model's layers count from 0 each."""
         index = getattr(module, "layer_idx", None)
         if isinstance(index, int) and index >= 0:
             # (a second run of it, as gradient checkpointing's recomputation in backward makes,
             # is a new pass over that layer, as before)
             return index
-        n = self._runs.get(id(module), 1) - 1 if self._ran else 0
         order = self._order.setdefault(_stack(name), {})
-        return order.setdefault((id(module), n), len(order))
+        return order.setdefault((id(module), run), len(order))
 
-    def _module_call(self, module):
-        """Which call of its attention this is within ``module``'s current forward run, from 1:
-        a vision tower's attention runs once for each image, video frame or window (Qwen2-VL's,
-        Qwen2.5-VL's and some thirty others' do, under every implementation but flash
-        attention), and those calls are parts of one layer, not layers. Each module is watched
-        by a forward pre-hook of its own from its first call on (which marks that run itself)
-        until the with block ends."""
+    def _module_call(self, module, name):
+        """``(run, part)`` of this attention call of ``module``: which run of the module it is
+        within the current run of the module that holds its stack (0 but where one module
+        serves several layers, as ALBERT's does: :meth:`_layer_index`), and which call of that
+        run's layer it is within the model's forward pass, from 1. A vision tower's attention
+        runs once for each image, video frame or window (Qwen2-VL's, Qwen2.5-VL's and some
+        thirty others' do, under every implementation but flash attention), and the tower runs
+        again for a video after the images: those calls are parts of one layer, not layers.
+        Before, each was counted as a run of a shared module, a layer of its own; and so was
+        gradient checkpointing's recomputation of a module without a layer index in backward
+        (a ViT's 3 layers captured as 6). Runs outside the model's forward pass, which that
+        recomputation is, are mapped onto the last pass's in reverse, the order backward runs
+        them; where the model's forward hook never fires (``forward`` called directly), each
+        run of a module is a pass of its own. Each module, and the module holding its stack,
+        is watched by a forward pre-hook from the module's first call on (that call marks the
+        run it is in) until the with block ends."""
         key = id(module)
         if key not in self._module_hooks:
-            try:
-                self._module_hooks[key] = module.register_forward_pre_hook(self._module_runs)
-            except AttributeError:
-                self._module_hooks[key] = None
-            self._module_runs(module)
+            owner = self._by_name.get(_stack_owner(name))
+            self._stack_owner[key] = None if owner is None else id(owner)
+            if owner is not None and id(owner) not in self._module_hooks:
+                self._module_hooks[id(owner)] = _pre_hook(owner, self._owner_ran)
+                self._owner_ran(owner)  # (it is running: its module is)
+            self._module_hooks[key] = _pre_hook(module, self._module_ran)
+            self._module_ran(module)
         elif key not in self._runs:
-            self._module_runs(module)  # (its forward called directly, past its hook)
-        self._in_run[key] += 1
-        return self._in_run[key]
+            self._module_ran(module)  # (its forward called directly, past its hook)
+        run = self._runs[key][1] - 1
+        part = self._calls[(key, run)] = self._calls.get((key, run), 0) + 1
+        return run, part
 
-    def _module_runs(self, module, *_):
+    def _owner_ran(self, owner, *_):
+        if self._in_pass:
+            self._owner_runs[id(owner)] = self._owner_runs.get(id(owner), 0) + 1
+
+    def _module_ran(self, module, *_):
         key = id(module)
-        self._runs[key] = self._runs.get(key, 0) + 1
-        self._in_run[key] = 0
+        if not self._in_pass:
+            done = self._outside[key] = self._outside.get(key, 0) + 1
+            runs = self._last_runs.get(key, 1)
+            run = runs - 1 - (done - 1) % runs
+            self._runs[key] = (None, run + 1)
+            self._calls[(key, run)] = 0
+            return
+        seen = self._owner_runs.get(self._stack_owner.get(key), 0)
+        last = self._runs.get(key)
+        count = last[1] + 1 if last is not None and last[0] == seen else 1
+        self._runs[key] = (seen, count)
+        self._pass_runs[key] = max(count, self._pass_runs.get(key, 0))
 
     def _start_pass(self):
         """Forgets what an earlier forward pass recorded: a capture holds one pass."""
         self._records = {}
         self._owners = {}
         self._problems = {}
+        # Per layer, its module's name and the parts its latest run made (a vision tower's
+        # images: _module_call), for part=.
+        self._parts = {}
         self._kept = None
         self._masks = {}
         # Per layer, the query rows and keys that passes continuing this one appended, in
@@ -586,17 +632,19 @@ class Capture:
     def _attention(self, module, query, key, value, attention_mask, *args, **kwargs):
         name = self._names.get(id(module))
         if name is not None:
-            part = self._module_call(module)
-            index = self._layer_index(module, name)
+            run, part = self._module_call(module, name)
+            index = self._layer_index(module, name, run)
             if self._glob is not None and not fnmatch.fnmatchcase(name, self._glob):
                 self._passed_over.add(name)
             elif self._wanted is not None and index not in self._wanted:
                 self._unwanted.add(index)
-            elif part > 1:
+            elif self._part is None and part > 1:
                 # (recorded, not raised: raising here would end the user's forward pass)
                 self._problems[index] = _in_parts(index, name, part)
             else:
-                self._record(index, module, query, key, attention_mask, kwargs)
+                if part == (self._part or 0) + 1:
+                    self._record(index, module, query, key, attention_mask, kwargs)
+                self._parts[index] = (name, part)  # (after: a new pass forgets the last's)
         inner = self._inner
         if inner is None:
             inner = getattr(sys.modules[type(module).__module__], "eager_attention_forward")
@@ -687,11 +735,21 @@ class Capture:
             # Flash attention's varlen kernels: several documents in one row of the batch.
             problem = "packs several sequences into one (cu_seq_lens)"
         unlike_ours = problem is not None  # (the mask itself, not the capture's padding)
+        other = None  # (another sequence than the first layer's, said in its own words)
         if (problem is None and self._kept is not None and not self._continuing
                 and not _same_kept(kept, self._kept)):
-            problem = "marks other positions as padding than layer {}'s does".format(
-                min(self._records))
-        if problem is not None:
+            first = min(self._records)
+            if kept.length != self._kept.length:
+                # (not padding: a vision tower's window blocks beside its full-attention ones,
+                # under part=)
+                other = ("layer {} attends over {} positions, layer {} over {}: the layers of "
+                         "a capture attend over one sequence; capture the layers of one length "
+                         "with modules=".format(index, kept.length, first, self._kept.length))
+            else:
+                problem = "marks other positions as padding than layer {}'s does".format(first)
+        if other is not None:
+            self._problems[index] = other
+        elif problem is not None:
             hint = _layer_type_hint(module, index)
             if unlike_ours and not hint:
                 # (what the model's mask does, attnviz draws from the probabilities it made)
@@ -767,6 +825,11 @@ class Capture:
     # -- what the user reads ------------------------------------------------------------------
 
     def _ordered(self):
+        if self._part:
+            for index, (name, parts) in self._parts.items():
+                if parts <= self._part:
+                    self._problems.setdefault(index, _too_few_parts(index, name, parts,
+                                                                    self._part))
         if self._problems:
             raise ValueError("attnviz.capture: " + self._problems[min(self._problems)])
         if not self._records and getattr(self, "_passed_over", None):
@@ -864,6 +927,7 @@ class Capture:
             raise ValueError("{}: {}".format(path, e)) from None
         cap = cls.__new__(cls)
         cap._spill = None
+        cap._part = None
         cap._start_pass()
         cap._kept = kept
         for i, settings in enumerate(layers):
@@ -1246,14 +1310,45 @@ def _stack(name):
     return re.sub(r"\.\d+(\.|$)", r".*\1", name)
 
 
+def _stack_owner(name):
+    """The name of the module that holds the stack ``name`` is in: the parent of the first
+    numbered list in it (``model.visual`` for ``model.visual.blocks.0.attn``), else the
+    module's parent ("" is the model)."""
+    parts = name.split(".")
+    numbered = [i for i, p in enumerate(parts) if p.isdigit()]
+    return ".".join(parts[:numbered[0] - 1] if numbered else parts[:-1])
+
+
+def _pre_hook(module, hook):
+    """``hook`` registered to run before each forward run of ``module``; None where it takes
+    no hooks."""
+    try:
+        return module.register_forward_pre_hook(hook)
+    except AttributeError:
+        return None
+
+
 def _in_parts(index, name, parts):
     """Why a layer whose attention ran as several calls in one run of its module is not
     captured: each call is one part of the sequence (an image, a video frame, a window), the
     layer a block-diagonal attention over them that no one call's Q and K stand for."""
     return ("layer {} ({}) ran its attention in {} parts, one call for each (the images, video "
             "frames or windows a vision tower attends within, as Qwen2-VL's does): attnviz "
-            "recomputes a layer from one call's queries and keys; give the model one image, or "
-            "capture other modules with modules=".format(index, name, parts))
+            "recomputes a layer from one call's queries and keys; capture one part with "
+            "part= (part=0 the first image's), give the model one image, or capture other "
+            "modules with modules=".format(index, name, parts))
+
+
+def _too_few_parts(index, name, parts, part):
+    """Why ``part=`` finds nothing to keep of layer ``index``."""
+    return ("layer {} ({}) ran its attention in {} part{}, so part={} (the {} part) is not "
+            "there: capture the modules that run in that many with modules=".format(
+                index, name, parts, "" if parts == 1 else "s", part, _ordinal(part + 1)))
+
+
+def _ordinal(n):
+    return "{}{}".format(n, "th" if 10 <= n % 100 <= 20 else
+                         {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th"))
 
 
 # The attention kinds of a config's ``layer_types`` that attnviz recomputes: causal or not,

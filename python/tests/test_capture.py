@@ -600,6 +600,8 @@ def test_bad_capture_arguments_are_value_errors():
         (dict(batch=1.0), "batch=1.0 is not an item of a batch"),
         (dict(device="x"), "device='x' is not a torch device"),
         (dict(spill=3), "spill=3 is not a folder's path"),
+        (dict(part=-1), "part=-1 is not a part of a layer run in parts"),
+        (dict(part="1"), "part='1' is not a part of a layer run in parts"),
     ]:
         with pytest.raises(ValueError, match=None) as e:
             attnviz.capture(model, **kwargs)
@@ -1188,22 +1190,31 @@ def _tiny_qwen2_vl():
     for c in (model.config, model.config.vision_config, model.config.text_config):
         c._attn_implementation = "eager"
 
-    def inputs(images):
-        ids = torch.tensor([[5, 6] + ([197] + [199] * 16 + [7]) * images + [8, 9]])
-        return dict(input_ids=ids, pixel_values=torch.randn(64 * images, 96),
-                    image_grid_thw=torch.tensor([[1, 8, 8]] * images),
-                    mm_token_type_ids=(ids == 199).long())
+    def inputs(images, video=False):
+        """``images`` images of 8 × 8 patches (16 tokens each after merging), and with
+        ``video`` a video of two frames of 4 × 4 patches (4 tokens each)."""
+        ids = [5, 6] + ([197] + [199] * 16 + [7]) * images + ([197] + [198] * 8 + [7]) * video
+        ids = torch.tensor([ids + [8, 9]])
+        given = dict(input_ids=ids, pixel_values=torch.randn(64 * images, 96),
+                     image_grid_thw=torch.tensor([[1, 8, 8]] * images),
+                     mm_token_type_ids=(ids == 199).long() + 2 * (ids == 198).long())
+        if video:
+            given.update(pixel_values_videos=torch.randn(32, 96),
+                         video_grid_thw=torch.tensor([[2, 4, 4]]))
+        return given
 
     return model, inputs
 
 
-def test_a_layer_run_in_parts_is_refused_and_layers_keep_their_numbers(tmp_path, cli):
+def test_a_layer_run_in_parts_is_refused_or_one_part_kept_and_layers_keep_their_numbers(
+        tmp_path, cli):
     """A vision tower's attention that runs once for each image (Qwen2-VL's and some thirty
-    others' under every implementation but flash attention) is one layer in parts, not a layer
-    a part: two images of one size made six layers of a three-block tower, layer 2 being block
-    1's first image, and no error. Now it is refused, naming the module and its parts. With one
-    image each block runs once and equals its eager attention (the model's own function,
-    watched). A module without a layer index is numbered among its stack's, captured or not:
+    others' under every implementation but flash attention), and again for a video's frames,
+    is one layer in parts, not a layer a part: two images of one size made six layers of a
+    three-block tower, layer 2 being block 1's first image, and no error. Now it is refused,
+    naming the module and its parts, and ``part=i`` keeps the i-th at every block: each equals
+    its eager attention (the model's own function, watched), as does each block of a single
+    image. A module without a layer index is numbered among its stack's, captured or not:
     ``modules='model.visual.blocks.2.*'`` records layer 2 (it recorded layer 0)."""
     import transformers.models.qwen2_vl.modeling_qwen2_vl as qwen2_vl
 
@@ -1241,23 +1252,94 @@ def test_a_layer_run_in_parts_is_refused_and_layers_keep_their_numbers(tmp_path,
     assert [l["index"] for l in cap.layers] == [2]
     assert torch.equal(cap.k[0], block_2)
 
+    # Two images and a video of two frames: the tower runs twice (the images, then the
+    # video), each block in four parts in all.
+    both = inputs(2, video=True)
+    with torch.no_grad(), attnviz.capture(model, modules="*visual*") as cap:
+        model(**both)
+    with pytest.raises(ValueError, match=r"layer 0 \(model.visual.blocks.0.attn\) ran its "
+                                         r"attention in 4 parts"):
+        cap.q
+    for part, tokens in [(0, 64), (1, 64), (2, 16), (3, 16)]:
+        del eager[:]
+        qwen2_vl.eager_attention_forward = watched
+        try:
+            with torch.no_grad(), attnviz.capture(model, modules="*visual*", part=part) as cap:
+                model(**both)
+        finally:
+            qwen2_vl.eager_attention_forward = original
+        assert [l["index"] for l in cap.layers] == [0, 1, 2], part
+        path = tmp_path / "part{}.safetensors".format(part)
+        cap.save(path)
+        probs = _attention_from_capture(cli, path, tmp_path / "p.npy")
+        # (the calls in order: blocks 0-2 over the images, 2 parts each, then over the video)
+        calls = [eager[(part // 2) * 6 + block * 2 + part % 2] for block in range(3)]
+        assert probs.shape == (3, 4, tokens, tokens), part
+        assert float(np.abs(probs - np.stack(calls)).max()) <= 1e-5, part
+    with torch.no_grad(), attnviz.capture(model, modules="*visual*", part=4) as cap:
+        model(**both)
+    with pytest.raises(ValueError, match=r"layer 0 \(model.visual.blocks.0.attn\) ran its "
+                                         r"attention in 4 parts, so part=4 \(the 5th part\) is "
+                                         r"not there"):
+        cap.q
 
-def test_gradient_checkpointing_s_recomputation_is_the_pass_again(tmp_path, cli):
+
+@pytest.mark.parametrize("kind", ["llama", "vit"])
+def test_gradient_checkpointing_s_recomputation_is_the_pass_again(kind, tmp_path, cli):
     """Gradient checkpointing runs each layer's attention again in backward, over the same keys:
     that run replaces the pass it repeats. (It was appended as a cross-attention step over the
-    same keys would be, and the capture held every row twice.)"""
-    model = _tiny("llama-gqa")
-    ids = _inputs()
+    same keys would be, and the capture held every row twice.) A ViT's modules have no layer
+    index: their runs in backward are mapped onto the pass's, where they were counted as more
+    layers (its 3 layers captured as 6)."""
+    if kind == "vit":
+        torch.manual_seed(0)
+        model = transformers.ViTForImageClassification(transformers.ViTConfig(
+            hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64,
+            image_size=32, patch_size=8, num_labels=3))
+        model.config._attn_implementation = "eager"
+        inputs, layers = dict(pixel_values=torch.randn(1, 3, 32, 32)), 3
+        labels = dict(labels=torch.tensor([1]))
+    else:
+        model = _tiny("llama-gqa")
+        inputs, layers = dict(input_ids=_inputs()), 2
+        labels = dict(labels=inputs["input_ids"], use_cache=False)
+    model.eval()
     with torch.no_grad():
-        eager = np.stack([a[0].numpy() for a in model(ids, output_attentions=True).attentions])
-    model.activation_checkpointing_enable()
+        eager = np.stack([a[0].numpy() for a in model(**inputs, output_attentions=True).attentions])
+    model.gradient_checkpointing_enable()
+    model.train()
+    with attnviz.capture(model) as cap:
+        model(**inputs, **labels).loss.backward()
+    assert [l["index"] for l in cap.layers] == list(range(layers))
+    cap.save(tmp_path / "trained.safetensors")
+    probs = _attention_from_capture(cli, tmp_path / "trained.safetensors", tmp_path / "p.npy")
+    assert probs.shape == eager.shape
+    assert float(np.abs(probs - eager).max()) <= 1e-5
+
+
+def test_a_shared_module_s_recomputation_is_mapped_onto_its_layers():
+    """Zamba2 runs one shared attention block at its hybrid layers (3 here, no layer index):
+    gradient checkpointing runs it again at each in backward, in reverse, and the capture maps
+    those runs onto the layers they repeat, each layer's Q and K those of the forward pass.
+    (They were counted as 3 more layers.)"""
+    torch.manual_seed(0)
+    config = transformers.Zamba2Config(
+        vocab_size=97, hidden_size=64, num_hidden_layers=6, num_attention_heads=4,
+        num_key_value_heads=4, intermediate_size=96, mamba_d_state=8, mamba_headdim=16,
+        n_mamba_heads=8, mamba_ngroups=1, num_mem_blocks=1, use_mem_rope=True,
+        layers_block_type=["mamba", "hybrid"] * 3, max_position_embeddings=128)
+    model = transformers.Zamba2ForCausalLM(config).eval()
+    model.config._attn_implementation = "eager"
+    ids = _inputs()[:, :20]
+    with torch.no_grad(), attnviz.capture(model) as forward:
+        model(ids)
+    model.gradient_checkpointing_enable()
     model.train()
     with attnviz.capture(model) as cap:
         model(ids, labels=ids, use_cache=False).loss.backward()
-    assert [tuple(q.shape) for q in cap.q] == [(4, N, 16)] * 2
-    cap.save(tmp_path / "trained.safetensors")
-    probs = _attention_from_capture(cli, tmp_path / "trained.safetensors", tmp_path / "p.npy")
-    assert float(np.abs(probs - eager).max()) <= 1e-5
+    assert [l["index"] for l in cap.layers] == [l["index"] for l in forward.layers] == [0, 1, 2]
+    for mine, theirs in zip(cap.q + cap.k, forward.q + forward.k):
+        assert torch.equal(mine, theirs)
 
 
 def test_capture_keeps_dtype_subsets_layers_and_restores_sdpa():
