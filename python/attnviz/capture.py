@@ -122,13 +122,7 @@ class Capture:
             if not whole:
                 raise ValueError("attnviz.capture: layers={!r} is not a layer index or a list of "
                                  "them (0-based)".format(given))
-        # torch.compile's wrapper holds the model: its config, modules and forward hooks are
-        # the model's, and the compiled code calls the attention function the config names, so
-        # the capture is installed on the model itself (the wrapper has no config, and was
-        # refused as a model that does not dispatch through the interface).
-        inner = getattr(model, "_orig_mod", None)
-        if inner is not None and type(model).__name__ == "OptimizedModule":
-            model = inner
+        model = _held_model(model)
         self._model = model
         self._wanted = layers
         if not _is_int(batch) or batch < 0:
@@ -1710,6 +1704,41 @@ def _mapped(path, header, name, data_start, size):
     shape = [1] * (4 - len(shape)) + shape
     return np.memmap(path, dtype=dtype, mode="r", offset=data_start + start,
                      shape=tuple(shape)), info["dtype"] == "BF16"
+
+
+def _held_model(model):
+    """The transformers model to capture in ``model``: ``model`` itself, or the one model a
+    wrapper holds, where the user's object is not a transformers model but holds one, as
+    torch.compile's wrapper (``_orig_mod``), a SentenceTransformer (``0.auto_model``) and
+    PEFT's adapters (``base_model.model``) do. The held model's config, modules and forward
+    hooks are what the capture installs itself on, and its module names are what
+    ``modules=`` matches. (Each wrapper was refused as a model that does not dispatch through
+    the interface.) A wrapper holding several raises ``ValueError`` naming them."""
+    try:
+        from transformers import PreTrainedModel
+    except ImportError:
+        return model
+    if isinstance(model, PreTrainedModel) or not hasattr(model, "named_modules"):
+        return model
+    held = []
+    for name, module in model.named_modules():
+        if isinstance(module, PreTrainedModel) and not any(
+                name.startswith(outer + ".") for outer, _ in held):
+            held.append((name, module))
+    if len(held) > 1:
+        raise ValueError(
+            "attnviz.capture: {} holds {} transformers models ({}): pass the one to capture, "
+            "e.g. attnviz.capture(model{})".format(
+                type(model).__name__, len(held),
+                ", ".join("{} ({})".format(n, type(m).__name__) for n, m in held[:4]),
+                _attribute_path(held[0][0])))
+    return held[0][1] if held else model
+
+
+def _attribute_path(name):
+    """``name`` of ``named_modules()`` as Python reaches it from its holder (``0.auto_model``
+    as ``[0].auto_model``, ``encoder`` as ``.encoder``)."""
+    return re.sub(r"(^|\.)(\d+)(?=\.|$)", r"[\2]", "." + name).replace(".[", "[")
 
 
 def _dispatches(model):

@@ -652,6 +652,45 @@ def test_a_compiled_model_is_captured(tmp_path, cli):
     assert model.config._attn_implementation == "eager"  # (restored on the model itself)
 
 
+def test_a_wrapped_model_is_captured_and_a_wrapper_of_two_is_refused(tmp_path, cli):
+    """A wrapper that is not a transformers model but holds one (a SentenceTransformer holds
+    its BERT as ``[0].auto_model``; PEFT's adapters as ``base_model.model``): the capture is of
+    the model it holds, equal to its eager attention, its modules named as the held model
+    names them. It was refused as a model that does not dispatch through the interface. A
+    wrapper of two models names both."""
+
+    class Embedder(torch.nn.Module):
+        """What sentence-transformers builds: the model, then a mean over its tokens."""
+
+        def __init__(self, model):
+            super().__init__()
+            self.body = torch.nn.ModuleList([torch.nn.ModuleDict(dict(auto_model=model))])
+
+        def forward(self, ids):
+            return self.body[0]["auto_model"](ids).last_hidden_state.mean(1)
+
+    model = _tiny("bert")
+    ids = _inputs()
+    with torch.no_grad():
+        eager = np.stack([a[0].numpy() for a in model(ids, output_attentions=True).attentions])
+    wrapper = Embedder(model)
+    with torch.no_grad(), attnviz.capture(wrapper, modules="encoder.*") as cap:
+        wrapper(ids)
+    assert cap.model == "BertModel"
+    cap.save(tmp_path / "wrapped.safetensors")
+    probs = _attention_from_capture(cli, tmp_path / "wrapped.safetensors", tmp_path / "p.npy")
+    assert probs.shape == eager.shape
+    assert float(np.abs(probs - eager).max()) <= 1e-5
+    assert model.config._attn_implementation == "eager"
+
+    pair = torch.nn.ModuleDict(dict(student=_tiny("bert"), teacher=_tiny("llama-gqa")))
+    with pytest.raises(ValueError, match=r"^attnviz.capture: ModuleDict holds 2 transformers "
+                                         r"models \(student \(BertModel\), teacher "
+                                         r"\(LlamaForCausalLM\)\): pass the one to capture, e.g. "
+                                         r"attnviz.capture\(model.student\)"):
+        attnviz.capture(pair)
+
+
 def test_captures_side_by_side_nested_and_released():
     """Each capture registers its attention function under a name of its own and removes it
     when its block ends. With one shared name, a second capture (of another model: a main
