@@ -51,7 +51,9 @@ def capture(model, layers=None, batch=0, device="cpu", modules=None, spill=None,
         transformers); any other raises ``ValueError`` naming its class.
     layers: the model's layer indices to keep (0-based; default all).
     batch: the batch item to keep, without its padding (the positions the model's attention
-        mask hides from every query).
+        mask hides from every query). A vision tower given several images at once (LLaVA's,
+        Idefics3's) runs them as a batch: ``batch=1`` keeps the second image's attention
+        there (one that runs them one after another takes ``part=``).
     device: where the captured tensors go ("cpu" by default; ``None`` keeps them where they
         are, e.g. on the GPU).
     modules: which attention modules to record, a glob over their names in
