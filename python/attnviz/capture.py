@@ -1312,7 +1312,7 @@ def _stack_owner(name):
     module's parent ("" is the model)."""
     parts = name.split(".")
     numbered = [i for i, p in enumerate(parts) if p.isdigit()]
-    return ".".join(parts[:numbered[0] - 1] if numbered else parts[:-1])
+    return ".".join(parts[:max(numbered[0] - 1, 0)] if numbered else parts[:-1])
 
 
 def _pre_hook(module, hook):
