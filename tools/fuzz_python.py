@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """Keyword fuzzing of the Python package: `attnviz.render`, `figure`, `heads`, `diff` and
-`render_qk` on small random inputs, each call given one to three of its keywords set to values
+`render_qk` on small random inputs, and `attnviz.capture` around a tiny random Llama where
+torch and transformers are installed (the capture read after the model ran, as a user reads
+it), each call given one to three of its keywords set to values
 a user might pass by mistake (None, negative, huge past 64 bits, NaN, infinities, malformed
 strings, lists, tuples, ranges, dicts, bytes, numpy scalars). A call must return, or raise
 `ValueError`; any other exception (the `TypeError` of a failed conversion in the extension, a
@@ -62,6 +64,9 @@ def main():
     functions = [(attnviz.render, lambda: (attention(),)), (attnviz.figure, lambda: (attention(),)),
                  (attnviz.heads, lambda: (attention(),)), (attnviz.diff, two),
                  (attnviz.render_qk, qk)]
+    captured = _capture_run()
+    if captured is not None:
+        functions.append((captured, lambda: ()))
     failed = returned = 0
     for i in range(args.cases):
         fn, inputs = rng.choice(functions)
@@ -81,6 +86,33 @@ def main():
     print("{} cases (seed {}; {} returned, {} raised ValueError): {} failed".format(
         args.cases, args.seed, returned, args.cases - returned - failed, failed))
     sys.exit(1 if failed else 0)
+
+
+def _capture_run():
+    """``capture(**kwargs)``: a tiny random Llama run under ``attnviz.capture(model,
+    **kwargs)`` and its capture read; None without torch and transformers."""
+    try:
+        import torch
+        import transformers
+    except ImportError:
+        return None
+    transformers.logging.set_verbosity_error()
+    torch.manual_seed(0)
+    model = transformers.LlamaForCausalLM(transformers.LlamaConfig(
+        vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=32)).eval()
+    ids = torch.arange(3, 11)[None]
+    defaults = inspect.signature(attnviz.capture).parameters
+
+    def capture(*, layers=defaults["layers"].default, batch=0, device="cpu", modules=None,
+                spill=None, part=None):
+        with torch.no_grad(), attnviz.capture(model, layers=layers, batch=batch, device=device,
+                                              modules=modules, spill=spill, part=part) as cap:
+            model(ids)
+        return cap.layers, cap.q, cap.k
+
+    capture.__name__ = "capture"
+    return capture
 
 
 if __name__ == "__main__":
