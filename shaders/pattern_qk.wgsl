@@ -66,7 +66,7 @@ struct QkPattern {
 // One past the last key head row `r` sees, and the first: qk_mask.wgsl's, as the score
 // kernels mask.
 fn qk_end(r: u32) -> u32 {
-    return mask_end(r, qk.causal != 0u, qk.diagonal, params.keys, qk.window);
+    return mask_end(r, qk.causal != 0u, qk.diagonal, params.keys, qk.window, qk.chunk);
 }
 
 // One past the last key that is an entry of head row `r`: its diagonal's, or the last key's
@@ -166,10 +166,18 @@ fn pattern_qk(
     if qk.causal != 0u {
         // the first row whose end passes kw0: r + diagonal + 1 > kw0
         i_lo = u32(clamp(i32(kw0) - qk.diagonal - i32(r0), 0, i32(rows)));
-    } else if qk.window != 0u {
-        // a two-sided window's: r + diagonal + window > kw0 (the rows before see the group's
-        // keys as entries of 0, and the diagonals' sums are still 0 there: nothing moves)
-        i_lo = u32(clamp(i32(kw0) - qk.diagonal - i32(qk.window) + 1 - i32(r0), 0, i32(rows)));
+    } else {
+        // a two-sided window's, r + diagonal + window > kw0, and a bidirectional chunk's,
+        // whose end passes kw0 from the chunk of kw0 on (the rows before see the group's keys
+        // as entries of 0, and the diagonals' sums are still 0 there: nothing moves)
+        var lo = 0;
+        if qk.window != 0u {
+            lo = i32(kw0) - qk.diagonal - i32(qk.window) + 1 - i32(r0);
+        }
+        if qk.chunk != 0u && kw0 >= qk.chunk {
+            lo = max(lo, i32(kw0 / qk.chunk * qk.chunk) - qk.diagonal - i32(r0));
+        }
+        i_lo = u32(clamp(lo, 0, i32(rows)));
     }
     if qk.window != 0u || qk.chunk != 0u {
         // the first row whose window or chunk starts at kw1 or later

@@ -100,7 +100,7 @@ fn stats_at(r: u32) -> vec2<f32> {
 
 // One past the last key row `r` sees (qk_mask.wgsl).
 fn visible(r: u32) -> u32 {
-    return mask_end(r, (params.flags & FLAG_CAUSAL) != 0u, params.diagonal, params.keys, params.window);
+    return mask_end(r, (params.flags & FLAG_CAUSAL) != 0u, params.diagonal, params.keys, params.window, params.chunk);
 }
 
 // The first key row `r` sees (a sliding window's oldest, or its chunk's first), at most

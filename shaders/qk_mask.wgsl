@@ -3,27 +3,38 @@
 // (`QkSource::visible`, `HiddenKeys`) is the reference. Key k is hidden from row r, at position
 // a = r + diagonal, when k > a (causal), when a − k ≥ window (older than a sliding window;
 // window 0: none), when k − a ≥ window in a bidirectional layer (its window is two-sided, as in
-// ModernBERT's local layers), or when k is before the chunk of a (attention chunks of `chunk`
-// positions; 0: none).
+// ModernBERT's local layers), or when k is outside the chunk of a (attention chunks of `chunk`
+// positions, 0: none; before it in a causal layer, before or after it in a bidirectional one:
+// a vision tower attending within each of its video's frames).
 
-// One past the last key row `r` sees: its causal diagonal's, its two-sided window's
-// (bidirectional, window > 0), or the head's last key's.
-fn mask_end(r: u32, causal: bool, diagonal: i32, keys: u32, window: u32) -> u32 {
+// One past the last key row `r` sees: its causal diagonal's, or the earlier of its two-sided
+// window's and its chunk's (bidirectional; window, chunk 0: none), or the head's last key's.
+fn mask_end(r: u32, causal: bool, diagonal: i32, keys: u32, window: u32, chunk: u32) -> u32 {
     if causal {
         return u32(clamp(i32(r) + diagonal + 1, 0, i32(keys)));
     }
-    if window == 0u {
+    if window == 0u && chunk == 0u {
         return keys;
     }
-    // (window at most 2^30, `HiddenKeys::KERNEL_MAX`: the sum stays an i32)
-    return u32(clamp(i32(r) + diagonal + i32(window), 0, i32(keys)));
+    // (window and chunk at most 2^30, `HiddenKeys::KERNEL_MAX`, and positions below 2^30: the
+    // sums stay i32s)
+    let a = i32(r) + diagonal;
+    var end = i32(keys);
+    if window != 0u {
+        end = min(end, a + i32(window));
+    }
+    if chunk != 0u {
+        let p = max(a, 0);
+        end = min(end, p - p % i32(chunk) + i32(chunk));
+    }
+    return u32(clamp(end, 0, i32(keys)));
 }
 
 // One past the last key that is an entry of row `r`: its causal diagonal's, or the head's last
 // key's. The keys between mask_end and it are entries of probability 0 (a two-sided window's
 // later keys, as its older keys are), which pooled probabilities count and logits mask.
 fn entry_end(r: u32, causal: bool, diagonal: i32, keys: u32) -> u32 {
-    return mask_end(r, causal, diagonal, keys, 0u);
+    return mask_end(r, causal, diagonal, keys, 0u, 0u);
 }
 
 // The first key row `r` sees, at most `end` (its mask_end).

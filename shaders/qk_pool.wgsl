@@ -143,7 +143,7 @@ var<workgroup> smem: array<vec4<f32>, 1024>;
 
 // One past the last key row `r` sees (qk_mask.wgsl).
 fn visible(r: u32) -> u32 {
-    return mask_end(r, (params.flags & FLAG_CAUSAL) != 0u, params.diagonal, params.keys, params.window);
+    return mask_end(r, (params.flags & FLAG_CAUSAL) != 0u, params.diagonal, params.keys, params.window, params.chunk);
 }
 
 // One past the last key that is an entry of row `r` (qk_mask.wgsl): past visible(r) in a

@@ -804,6 +804,20 @@ fn qk_statistics_from_the_scores_span_key_workgroups() {
         queries: Some(600..usize::MAX),
         ..Default::default()
     };
+    // Bidirectional chunks, alone and with a two-sided window: rows before a workgroup's
+    // keys' chunk (and its window) are skipped, and after it.
+    let blocks = QkOptions {
+        meta: Some(CaptureMeta {
+            layers: vec![
+                layer(0, false, None, Some(700)),
+                layer(1, false, Some(300), Some(512)),
+                layer(2, false, None, Some(1000)),
+            ],
+            ..Default::default()
+        }),
+        queries: Some(600..usize::MAX),
+        ..Default::default()
+    };
     let ties = QkOptions {
         queries: Some(600..usize::MAX),
         ..Default::default()
@@ -811,6 +825,7 @@ fn qk_statistics_from_the_scores_span_key_workgroups() {
     for (name, options, zero_q) in [
         ("causal", causal, false),
         ("two-sided", two_sided, false),
+        ("bidirectional chunks", blocks, false),
         ("ties", ties, true),
     ] {
         let qk = QkSource::new(tensor(zero_q), tensor(false), &options).unwrap();

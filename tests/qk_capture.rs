@@ -244,6 +244,46 @@ fn cases() -> Vec<Case> {
             cell: 96,
             causal: true,
         },
+        // Bidirectional chunks (a vision tower attending within each video frame, captured as
+        // one layer): each row sees its own chunk's keys on both sides, the rest entries of 0;
+        // chunks narrower than a tile and wider than a segment of keys, a last chunk cut
+        // short, and with a two-sided window inside them.
+        Case {
+            name: "bidirectional-chunks-64-gqa",
+            heads: 4,
+            kv_heads: 2,
+            nq: 190,
+            nk: 190,
+            d: 64,
+            window: None,
+            chunk: Some(64),
+            cell: 23,
+            causal: false,
+        },
+        Case {
+            name: "bidirectional-chunks-1000-window-300-long",
+            heads: 2,
+            kv_heads: 1,
+            nq: 3000,
+            nk: 3000,
+            d: 8,
+            window: Some(300),
+            chunk: Some(1000),
+            cell: 64,
+            causal: false,
+        },
+        Case {
+            name: "bidirectional-native-chunks-16",
+            heads: 1,
+            kv_heads: 1,
+            nq: 96,
+            nk: 96,
+            d: 16,
+            window: None,
+            chunk: Some(16),
+            cell: 96,
+            causal: false,
+        },
     ]
 }
 
@@ -879,8 +919,9 @@ impl PlainQk {
 
 /// `--attention-chunk N` applies chunks to Q and K from plain files, as a capture's metadata
 /// does: the probabilities `attnviz attention` writes are those of the f64 reference with the
-/// chunks (each row's keys of earlier chunks exactly 0), the figure's caption says so, and
-/// without a causal mask the flag is one line, exit 2, and no file.
+/// chunks (each row's keys of earlier chunks exactly 0), the figure's caption says so; without
+/// a causal mask each row sees its own chunk's keys alone, on both sides (a block-diagonal
+/// attention: the keys of every other chunk exactly 0, its own not; until 2026-12-07 refused).
 #[test]
 fn the_command_line_s_chunks_apply_to_plain_q_and_k() {
     let qk = PlainQk::new();
@@ -904,15 +945,21 @@ fn the_command_line_s_chunks_apply_to_plain_q_and_k() {
     }
     let json = qk.caption(&["--causal", "on", "--attention-chunk", "16"]);
     assert!(json.contains("attention chunks of 16"), "caption: {json}");
-    let refused = qk.path("refused.png");
-    let o = qk.run(&["render", "--attention-chunk", "16", "-o", &refused]);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "{err}");
-    assert!(
-        err.contains("need a causal mask") && err.lines().count() == 1,
-        "{err}"
-    );
-    assert!(!Path::new(&refused).exists());
+    let options = QkOptions {
+        attention_chunk: Some(16),
+        ..Default::default()
+    };
+    let heads = qk.attention(&["--attention-chunk", "16"], &options);
+    for (head, (gpu, cpu)) in heads.iter().enumerate() {
+        for (i, (g, r)) in gpu.iter().zip(cpu).enumerate() {
+            let (row, key) = (i / 40, i % 40);
+            match key / 16 == row / 16 {
+                true => assert!(*g > 0.0, "head {head}: row {row} key {key} is in its chunk"),
+                false => assert_eq!(*g, 0.0, "head {head}: row {row} key {key} is not"),
+            }
+            assert!((g - r).abs() <= 1e-5, "head {head} entry {i}: {g} vs {r}");
+        }
+    }
 }
 
 /// `--sliding-window W` without a causal mask is two-sided (a bidirectional layer's window, as

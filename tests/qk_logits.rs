@@ -42,7 +42,7 @@ fn source(values_kind: Values) -> QkSource {
 }
 
 /// [`source`], or bidirectional (`causal` false): layer 0's window is two-sided there, and
-/// layer 2 has no chunks (they need a causal mask).
+/// layer 2's chunks hide the keys after the query's chunk too (a block-diagonal attention).
 fn source_of(causal: bool, values_kind: Values) -> QkSource {
     let mut layers = vec![
         LayerAttention {
@@ -59,7 +59,7 @@ fn source_of(causal: bool, values_kind: Values) -> QkSource {
     ];
     layers.push(LayerAttention {
         causal: Some(causal),
-        attention_chunk: causal.then_some(CHUNK),
+        attention_chunk: Some(CHUNK),
         ..Default::default()
     });
     let meta = CaptureMeta {
@@ -87,7 +87,7 @@ fn logit_of(causal: bool, l: usize, h: usize, q: usize, k: usize) -> Option<f64>
     let s = dot / (D as f64).sqrt();
     let hidden = match causal {
         true => k > q || (l == 0 && q - k >= 40) || (l == 2 && k / CHUNK != q / CHUNK),
-        false => l == 0 && q.abs_diff(k) >= 40,
+        false => (l == 0 && q.abs_diff(k) >= 40) || (l == 2 && k / CHUNK != q / CHUNK),
     };
     (!hidden).then(|| if l == 1 { 2.0 * (s / 2.0).tanh() } else { s })
 }
@@ -130,9 +130,18 @@ fn the_cpu_twin_draws_scaled_softcapped_logits_and_hides_the_window_and_other_ch
     assert_eq!(src.mask_hidden(2).chunk, Some(CHUNK));
     assert!(!source(Values::Probs).mask_hidden(0).any());
     assert!(!source(Values::Probs).mask_hidden(2).any());
-    // bidirectional: the window hides keys 40 or more positions away on both sides
+    // bidirectional: the window hides keys 40 or more positions away on both sides, the
+    // chunks the keys of other chunks on both sides
     let src = source_of(false, Values::Logits);
-    for (l, q) in [(0, 100), (0, 10), (0, 140), (1, 100)] {
+    for (l, q) in [
+        (0, 100),
+        (0, 10),
+        (0, 140),
+        (1, 100),
+        (2, 100),
+        (2, 47),
+        (2, 48),
+    ] {
         src.probabilities_cpu(l, 1, q..q + 1, &mut row).unwrap();
         for (k, &v) in row.iter().enumerate() {
             match logit_of(false, l, 1, q, k) {
@@ -142,6 +151,7 @@ fn the_cpu_twin_draws_scaled_softcapped_logits_and_hides_the_window_and_other_ch
         }
     }
     assert!(src.mask_hidden(0).two_sided);
+    assert_eq!(src.mask_hidden(2).chunk, Some(CHUNK));
 }
 
 #[test]
@@ -149,7 +159,8 @@ fn pooled_logits_from_both_gpu_paths_equal_the_f64_twin() {
     let Some(mut e) = engine() else { return };
     e.chunk_bytes = 30_000;
     e.qk_state_bytes = 30_000;
-    // Causal, and bidirectional with a two-sided window in layer 0.
+    // Causal, and bidirectional with a two-sided window in layer 0 and two-sided chunks in
+    // layer 2.
     for causal in [true, false] {
         pooled_logits_equal_the_f64_twin(&mut e, causal);
     }

@@ -213,9 +213,8 @@ def case_qk(binary, rng, d):
          + one_of(0.5, "--cell", ["16", "64", "100", "256"])
          + one_of(0.4, "--reduce", ["max", "mean", "min"])
          + ([] if logits else one_of(0.3, "--norm", ["row", "global", "layer"])))
-    if "--causal" in o and o[o.index("--causal") + 1] == "on":
-        # (attention chunks are causal only)
-        o += one_of(0.3, "--attention-chunk", ["1", "16", "100"])
+    # (attention chunks: before each query's own under a causal mask, on both sides without)
+    o += one_of(0.3, "--attention-chunk", ["1", "16", "100"])
     outputs = {"-o": f"{d}/fig.png"}
     if not logits and random.random() < 0.4:
         outputs["--stats-json"] = f"{d}/stats.json"

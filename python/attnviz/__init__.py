@@ -328,9 +328,10 @@ def render_qk(
     sliding_window: hide keys N or more positions older than each query, in every layer;
         without a causal mask, as far after it too (a two-sided window, as in ModernBERT's
         local layers) (default: the capture's per-layer windows, else none).
-    attention_chunk: hide the keys outside each query's chunk of N positions (Llama 4's
-        chunked layers), in every layer; causal only (default: the capture's per-layer
-        chunks, else none).
+    attention_chunk: hide the keys outside each query's chunk of N positions, in every
+        layer: before it under a causal mask (Llama 4's chunked layers), before and after it
+        without one (a vision tower attending within each video frame) (default: the
+        capture's per-layer chunks, else none).
     softcap: scores become C·tanh(s/C) before the softmax, in every layer (default: the
         capture's).
     causal: "on"/True hides each query's later keys (bottom-right aligned, as in decoders);

@@ -167,7 +167,8 @@ def test_qk_options_match_cli(cli, tmp_path):
     assert ">t23<" in fig.svg
     assert out.read_bytes() == svg.read_bytes()
     assert fig.svg == svg.read_text()
-    # attention chunks (causal only), the flag and the keyword alike
+    # attention chunks, the flag and the keyword alike (without a causal mask, each query's
+    # own chunk on both sides: a block-diagonal attention)
     svg = tmp_path / "chunks.svg"
     code, err = run_cli(cli, "render", "--q", tmp_path / "q.npy", "--k", tmp_path / "k.npy", "-o",
                         svg, "--quiet", "--causal", "on", "--attention-chunk", "8")
@@ -175,8 +176,13 @@ def test_qk_options_match_cli(cli, tmp_path):
     fig = attnviz.figure_qk(q, k, out=tmp_path / "py-chunks.svg", causal="on", attention_chunk=8)
     assert "attention chunks of 8" in fig.svg
     assert fig.svg == svg.read_text()
-    with pytest.raises(ValueError, match="need a causal mask"):
-        attnviz.figure_qk(q, k, attention_chunk=8)
+    svg = tmp_path / "blocks.svg"
+    code, err = run_cli(cli, "render", "--q", tmp_path / "q.npy", "--k", tmp_path / "k.npy", "-o",
+                        svg, "--quiet", "--attention-chunk", "8")
+    assert code == 0, err
+    fig = attnviz.figure_qk(q, k, out=tmp_path / "py-blocks.svg", attention_chunk=8)
+    assert "attention chunks of 8" in fig.svg
+    assert fig.svg == svg.read_text()
 
 
 @pytest.mark.parametrize(

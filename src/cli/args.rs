@@ -425,8 +425,10 @@ pub struct QkArgs {
     /// the capture's per-layer windows, else none).
     #[arg(long, requires = "q", value_name = "N")]
     pub sliding_window: Option<usize>,
-    /// Hide the keys outside each query's chunk of N positions (Llama 4's chunked layers),
-    /// in every layer; causal only (default: the capture's per-layer chunks, else none).
+    /// Hide the keys outside each query's chunk of N positions, in every layer: before it under
+    /// a causal mask (Llama 4's chunked layers), before and after it without one (a vision
+    /// tower attending within each video frame) (default: the capture's per-layer chunks, else
+    /// none).
     #[arg(long, requires = "q", value_name = "N")]
     pub attention_chunk: Option<usize>,
     /// Scores become C·tanh(s/C) before the softmax, in every layer (default: the capture's).

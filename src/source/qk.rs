@@ -62,8 +62,9 @@ pub struct QkOptions {
     /// `causal`, as many positions after it: a bidirectional layer's window is two-sided, as
     /// in ModernBERT's local layers); `None` for the capture's per-layer windows.
     pub sliding_window: Option<usize>,
-    /// Hides the keys outside the query's chunk of `C` positions (Llama 4's chunked layers;
-    /// causal only), in every layer; `None` for the capture's per-layer chunks.
+    /// Hides the keys outside the query's chunk of `C` positions, in every layer: before it
+    /// in a causal layer (Llama 4's chunked layers), before and after it in a bidirectional
+    /// one (a vision tower within each video frame); `None` for the capture's per-layer chunks.
     pub attention_chunk: Option<usize>,
     /// Scores become `c · tanh(s / c)`, in every layer; `None` for the capture's.
     pub softcap: Option<f32>,
@@ -135,8 +136,10 @@ impl LayerParams {
 
 /// Which keys a layer hides besides the causal ones: those older than a sliding window of `W`
 /// keys (`a − k ≥ W`), and in a bidirectional layer those as far after the query too (`k − a ≥
-/// W`: ModernBERT's local layers; a causal layer's diagonal comes first), and those before the
-/// query's attention chunk. The first key a query sees, and one past its last, are functions of
+/// W`: ModernBERT's local layers; a causal layer's diagonal comes first), and those outside the
+/// query's attention chunk: before it, and in a bidirectional layer after it too (a vision
+/// tower that attends within each video frame or image of one size, captured as one layer in
+/// chunks of the frame's tokens). The first key a query sees, and one past its last, are functions of
 /// its position alone that never decrease along the rows, which is all the kernels' skipping of
 /// rows and keys relies on; the one place that inverts the first is
 /// [`HiddenKeys::first_row_past`].
@@ -144,8 +147,9 @@ impl LayerParams {
 pub struct HiddenKeys {
     pub window: Option<usize>,
     pub chunk: Option<usize>,
-    /// The window hides keys after the query as it hides those before (a bidirectional layer).
-    /// The kernels take it from their causal flag, not as a setting of its own.
+    /// The window and the chunk hide keys after the query as they hide those before (a
+    /// bidirectional layer). The kernels take it from their causal flag, not as a setting of
+    /// its own.
     pub two_sided: bool,
 }
 
@@ -180,13 +184,18 @@ impl HiddenKeys {
     }
 
     /// One past the last key the query at absolute position `a` sees by this rule, as a
-    /// position: a two-sided window's end, else `i64::MAX` (the causal diagonal, where the
-    /// layer has one, and the last key bound it).
+    /// position: the earlier of a two-sided window's end and a bidirectional chunk's, else
+    /// `i64::MAX` (the causal diagonal, where the layer has one, and the last key bound it).
     pub fn end(&self, a: i64) -> i64 {
-        match (self.two_sided, self.window) {
-            (true, Some(w)) => a.saturating_add(w as i64),
-            _ => i64::MAX,
+        if !self.two_sided {
+            return i64::MAX;
         }
+        let window = self.window.map_or(i64::MAX, |w| a.saturating_add(w as i64));
+        let chunk = self.chunk.map_or(i64::MAX, |c| {
+            let c = c as i64;
+            a.max(0) / c * c + c
+        });
+        window.min(chunk)
     }
 
     /// The first absolute position whose query sees no key before `key`: the least `a` with
@@ -299,18 +308,6 @@ impl QkSource {
             })
             .collect::<Vec<LayerParams>>();
         let causal = options.causal || causal_meta.first() == Some(&true);
-        if let Some(p) = layer_params.iter().find(|p| p.chunk.is_some() && !causal) {
-            // (a bidirectional chunk would hide keys after the query too, which the kernels'
-            // causal diagonal is the only bound of)
-            return Err(Error::bad_input(
-                q.name(),
-                format!(
-                    "attention chunks ({} tokens, layer {}) need a causal mask: give --causal on",
-                    p.chunk.unwrap_or_default(),
-                    p.number
-                ),
-            ));
-        }
         Ok(QkSource {
             // (a capture holds both: its one file names it)
             name: match q.name() == k.name() {
@@ -489,8 +486,9 @@ impl QkSource {
     }
 
     /// The keys of K computed row `r` of layer `layer` sees: up to the causal diagonal (or, in
-    /// a bidirectional layer, to its two-sided window's end), and from the sliding window's
-    /// oldest key or its chunk's first, whichever is later.
+    /// a bidirectional layer, to its two-sided window's end or its chunk's, whichever is
+    /// earlier), and from the sliding window's oldest key or its chunk's first, whichever is
+    /// later.
     pub fn visible(&self, layer: usize, r: usize) -> Range<usize> {
         let a = r as i64 + self.key_diagonal();
         let hidden = self.hidden(layer);
@@ -942,17 +940,23 @@ mod tests {
         assert_eq!(parse_queries("2..").unwrap(), 2..usize::MAX);
         assert_eq!(parse_queries("..5").unwrap(), 0..5);
         assert!(parse_queries("5").is_err());
-        // attention chunks hide keys before the query only: a bidirectional layer refuses them
+        // attention chunks of a bidirectional layer hide the keys after the chunk too: each
+        // row sees its own chunk's keys, before and after it (until 2026-12-07 refused)
         let chunked = QkOptions {
             attention_chunk: Some(4),
             ..Default::default()
         };
-        let r = QkSource::new(
-            array("q", 1, 1, 4, 8, 0),
-            array("k", 1, 1, 4, 8, 0),
+        let src = QkSource::new(
+            array("q", 1, 1, 10, 8, 0),
+            array("k", 1, 1, 10, 8, 0),
             &chunked,
+        )
+        .unwrap();
+        let seen: Vec<_> = (0..10).map(|r| src.visible(0, r)).collect();
+        assert_eq!(
+            seen,
+            [0..4, 0..4, 0..4, 0..4, 4..8, 4..8, 4..8, 4..8, 8..10, 8..10]
         );
-        assert!(r.err().unwrap().to_string().contains("need a causal mask"));
         let zero = QkOptions {
             attention_chunk: Some(0),
             causal: true,
@@ -979,6 +983,9 @@ mod tests {
             rule(Some(7), Some(5), false),
             rule(Some(3), Some(16), false),
             rule(Some(7), None, true),
+            rule(None, Some(5), true),
+            rule(Some(3), Some(5), true),
+            rule(Some(7), Some(5), true),
         ];
         for rule in rules {
             for a in -5i64..80 {

@@ -19,7 +19,9 @@
 //! as the module's, half the config's `local_attention` plus one); with attention chunks of `C` tokens (Llama 4's
 //! chunked layers, causal), a query sees the keys of its own chunk only: key `k` is hidden from
 //! `a` when `⌊k / C⌋ ≠ ⌊a / C⌋`, chunks counted from the capture's first key (transformers counts
-//! them from an item's first token, left padding aside). Hidden keys get probability 0. A softcap `c`
+//! them from an item's first token, left padding aside); in a bidirectional layer that hides the
+//! keys after the query's chunk too (a vision tower's attention within each video frame or
+//! window, which the capture joins into one layer so). Hidden keys get probability 0. A softcap `c`
 //! replaces each score `s` by `c · tanh(s / c)` before the softmax (Gemma-2). Sink logits (one
 //! per query head, gpt-oss) join each row's softmax denominator and are not drawn. The scale
 //! replaces the default `1/√d`.
