@@ -69,10 +69,12 @@ def capture(model, layers=None, batch=0, device="cpu", modules=None, spill=None,
         held in memory on ``device``. The rows a ``generate`` appends are held in memory until
         the capture is read, then joined into files there too.
     part: which part to keep of a layer whose attention runs in parts, one call for each
-        (0-based; default: none, and such a layer raises ``ValueError``): a vision tower's
-        blocks attend within each image, video frame or window on its own (Qwen2-VL's,
-        Qwen2.5-VL's, GLM-4V's), so ``part=1`` captures the second image's attention at every
-        block. Layers that run in one part are kept whole with ``part=0``.
+        (0-based): a vision tower's blocks attend within each image, video frame or window on
+        its own (Qwen2-VL's, Qwen2.5-VL's, GLM-4V's), so ``part=1`` captures the second
+        image's attention at every block. By default (None) parts of one size are joined into
+        one bidirectional layer in attention chunks of that size (its block-diagonal
+        attention), and parts of other sizes raise ``ValueError``. Layers that run in one part
+        are kept whole with ``part=0``.
     """
     return Capture(model, layers=layers, batch=batch, device=device, modules=modules,
                    spill=spill, part=part)
@@ -340,8 +342,9 @@ class Capture:
         self._owners = {}
         self._problems = {}
         # Per layer, its module's name and the parts its latest run made (a vision tower's
-        # images: _module_call), for part=.
+        # images: _module_call), for part=; and the sizes of the parts joined (_join_part).
         self._parts = {}
+        self._part_sizes = {}
         self._kept = None
         self._masks = {}
         # Per layer, the query rows and keys that passes continuing this one appended, in
@@ -635,8 +638,7 @@ class Capture:
             elif self._wanted is not None and index not in self._wanted:
                 self._unwanted.add(index)
             elif self._part is None and part > 1:
-                # (recorded, not raised: raising here would end the user's forward pass)
-                self._problems[index] = _in_parts(index, name, part)
+                self._join_part(index, name, part, query, key, attention_mask)
             else:
                 if part == (self._part or 0) + 1:
                     self._record(index, module, query, key, attention_mask, kwargs)
@@ -645,6 +647,36 @@ class Capture:
         if inner is None:
             inner = getattr(sys.modules[type(module).__module__], "eager_attention_forward")
         return inner(module, query, key, value, attention_mask, *args, **kwargs)
+
+    def _join_part(self, index, name, part, query, key, attention_mask):
+        """Appends part ``part`` of layer ``index``'s attention (its module's ``part``-th call
+        in the pass, a vision tower's next image or video frame) to the layer: parts of one
+        size, each attending within itself, are the layer's attention chunks in a
+        bidirectional layer (``_ordered`` settles them). Parts that are not (a causal layer's,
+        a window's, a mask's, a generation's) are refused, as parts of other sizes are."""
+        record = self._records.get(index)
+        if record is None:
+            return  # (its first part's problem says why)
+        meta = record[2]
+        sizes = self._part_sizes.setdefault(index, [record[0].shape[1]])
+        if (meta.get("causal") or meta.get("sliding_window") or meta.get("attention_chunk_size")
+                or self._continuing or attention_mask is not None or index in self._tails
+                and len(sizes) == 1 or query.shape[2] != key.shape[2]
+                or self._batch >= query.shape[0]):
+            # (recorded, not raised: raising here would end the user's forward pass)
+            self._problems[index] = _in_parts(index, name, part)
+            return
+        sizes.append(query.shape[2])
+        b = self._batch
+        qs, ks = self._tails.setdefault(index, (_Appended(self._spill), _Appended(self._spill)))
+        try:
+            for tail, x in ((qs, query), (ks, key)):
+                x = x[b].detach()
+                tail.append(x.clone() if self._device is None else x.to(self._device, copy=True))
+        except OSError as e:
+            self._problems[index] = self._spill_problem(index, e)
+            return
+        self._appended[index] = self._appended.get(index, 0) + key.shape[2]
 
     def _record(self, index, module, query, key, attention_mask, kwargs):
         causal = getattr(module, "is_causal", None)
@@ -731,21 +763,13 @@ class Capture:
             # Flash attention's varlen kernels: several documents in one row of the batch.
             problem = "packs several sequences into one (cu_seq_lens)"
         unlike_ours = problem is not None  # (the mask itself, not the capture's padding)
-        other = None  # (another sequence than the first layer's, said in its own words)
+        # (a layer of another length is another sequence, or a part of one, joined with its
+        # other parts: _ordered compares the lengths once the layers are whole)
         if (problem is None and self._kept is not None and not self._continuing
-                and not _same_kept(kept, self._kept)):
-            first = min(self._records)
-            if kept.length != self._kept.length:
-                # (not padding: a vision tower's window blocks beside its full-attention ones,
-                # under part=)
-                other = ("layer {} attends over {} positions, layer {} over {}: the layers of "
-                         "a capture attend over one sequence; capture the layers of one length "
-                         "with modules=".format(index, kept.length, first, self._kept.length))
-            else:
-                problem = "marks other positions as padding than layer {}'s does".format(first)
-        if other is not None:
-            self._problems[index] = other
-        elif problem is not None:
+                and kept.length == self._kept.length and not _same_kept(kept, self._kept)):
+            problem = "marks other positions as padding than layer {}'s does".format(
+                min(self._records))
+        if problem is not None:
             hint = _layer_type_hint(module, index)
             if unlike_ours and not hint:
                 # (what the model's mask does, attnviz draws from the probabilities it made)
@@ -826,6 +850,25 @@ class Capture:
                 if parts <= self._part:
                     self._problems.setdefault(index, _too_few_parts(index, name, parts,
                                                                     self._part))
+        for index, sizes in self._part_sizes.items():
+            if index in self._problems or index not in self._records:
+                continue
+            if len(set(sizes)) > 1:
+                self._problems[index] = _in_parts(index, self._parts[index][0], len(sizes),
+                                                  sizes)
+            else:
+                # (each part attends within itself: the joined layer's chunks)
+                self._records[index][2]["attention_chunk_size"] = sizes[0]
+        if self._records and not self._problems:
+            lengths = {i: self._keys_held(i) for i in self._records}
+            first = min(lengths)
+            for index in sorted(lengths):
+                if lengths[index] != lengths[first]:
+                    self._problems[index] = (
+                        "layer {} attends over {} positions, layer {} over {}: the layers of a "
+                        "capture attend over one sequence; capture the layers of one length with "
+                        "modules=".format(index, lengths[index], first, lengths[first]))
+                    break
         if self._problems:
             raise ValueError("attnviz.capture: " + self._problems[min(self._problems)])
         if not self._records and getattr(self, "_passed_over", None):
@@ -1324,15 +1367,24 @@ def _pre_hook(module, hook):
         return None
 
 
-def _in_parts(index, name, parts):
-    """Why a layer whose attention ran as several calls in one run of its module is not
-    captured: each call is one part of the sequence (an image, a video frame, a window), the
-    layer a block-diagonal attention over them that no one call's Q and K stand for."""
-    return ("layer {} ({}) ran its attention in {} parts, one call for each (the images, video "
-            "frames or windows a vision tower attends within, as Qwen2-VL's does): attnviz "
-            "recomputes a layer from one call's queries and keys; capture one part with "
-            "part= (part=0 the first image's), give the model one image, or capture other "
-            "modules with modules=".format(index, name, parts))
+def _in_parts(index, name, parts, sizes=None):
+    """Why a layer whose attention ran as several calls in one pass is not captured: each call
+    is one part of the sequence (an image, a video frame, a window), the layer a
+    block-diagonal attention over them, which attnviz draws as one layer in attention chunks
+    where the parts are of one size and attend within themselves."""
+    of = "" if sizes is None else " of {} positions".format(_listed(sizes))
+    return ("layer {} ({}) ran its attention in {} parts{}, one call for each (the images, "
+            "video frames or windows a vision tower attends within, as Qwen2-VL's does): "
+            "attnviz draws parts of one size, each attending within itself, as one layer in "
+            "attention chunks, and no other; capture one part with part= (part=0 the first "
+            "image's), give the model images of one size, or capture other modules with "
+            "modules=".format(index, name, parts, of))
+
+
+def _listed(sizes):
+    """``[64, 64, 16]`` as "64, 64 and 16" (the first 6, then "...")."""
+    words = [str(s) for s in sizes[:6]] + (["..."] if len(sizes) > 6 else [])
+    return words[0] if len(words) == 1 else "{} and {}".format(", ".join(words[:-1]), words[-1])
 
 
 def _too_few_parts(index, name, parts, part):

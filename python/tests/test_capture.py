@@ -1245,32 +1245,46 @@ def _tiny_qwen2_vl():
     return model, inputs
 
 
-def test_a_layer_run_in_parts_is_refused_or_one_part_kept_and_layers_keep_their_numbers(
+def test_a_layer_run_in_parts_is_joined_or_one_part_kept_and_layers_keep_their_numbers(
         tmp_path, cli):
     """A vision tower's attention that runs once for each image (Qwen2-VL's and some thirty
     others' under every implementation but flash attention), and again for a video's frames,
     is one layer in parts, not a layer a part: two images of one size made six layers of a
-    three-block tower, layer 2 being block 1's first image, and no error. Now it is refused,
-    naming the module and its parts, and ``part=i`` keeps the i-th at every block: each equals
-    its eager attention (the model's own function, watched), as does each block of a single
-    image. A module without a layer index is numbered among its stack's, captured or not:
+    three-block tower, layer 2 being block 1's first image, and no error. Now parts of one size
+    are joined into one bidirectional layer in attention chunks of that size, equal to the
+    block-diagonal of the parts' eager attention (the model's own function, watched); parts of
+    other sizes are refused, naming the module and the sizes, and ``part=i`` keeps the i-th at
+    every block, each equal to its eager attention, as is each block of a single image. A
+    module without a layer index is numbered among its stack's, captured or not:
     ``modules='model.visual.blocks.2.*'`` records layer 2 (it recorded layer 0)."""
     import transformers.models.qwen2_vl.modeling_qwen2_vl as qwen2_vl
 
     torch.manual_seed(0)
     model, inputs = _tiny_qwen2_vl()
-    with torch.no_grad(), attnviz.capture(model, modules="*visual*") as cap:
-        model(**inputs(2))
-    with pytest.raises(ValueError, match=r"^attnviz.capture: layer 0 \(model.visual.blocks.0.attn"
-                       r"\) ran its attention in 2 parts, one call for each"):
-        cap.layers
-
     eager, original = [], qwen2_vl.eager_attention_forward
 
     def watched(module, *args, **kwargs):
         out, weights = original(module, *args, **kwargs)
         eager.append(weights[0].numpy())
         return out, weights
+
+    qwen2_vl.eager_attention_forward = watched
+    try:
+        with torch.no_grad(), attnviz.capture(model, modules="*visual*") as cap:
+            model(**inputs(2))
+    finally:
+        qwen2_vl.eager_attention_forward = original
+    assert [(l["index"], l["causal"], l["attention_chunk_size"]) for l in cap.layers] == [
+        (0, False, 64), (1, False, 64), (2, False, 64)]
+    assert cap.q[0].shape == (4, 128, 8)
+    cap.save(tmp_path / "joined.safetensors")
+    probs = _attention_from_capture(cli, tmp_path / "joined.safetensors", tmp_path / "p.npy")
+    blocks = np.zeros((3, 4, 128, 128), np.float32)
+    for b in range(3):
+        blocks[b, :, :64, :64], blocks[b, :, 64:, 64:] = eager[2 * b], eager[2 * b + 1]
+    assert probs.shape == (3, 4, 128, 128)
+    assert float(np.abs(probs - blocks).max()) <= 1e-5
+    del eager[:]
 
     one = inputs(1)
     qwen2_vl.eager_attention_forward = watched
@@ -1297,7 +1311,7 @@ def test_a_layer_run_in_parts_is_refused_or_one_part_kept_and_layers_keep_their_
     with torch.no_grad(), attnviz.capture(model, modules="*visual*") as cap:
         model(**both)
     with pytest.raises(ValueError, match=r"layer 0 \(model.visual.blocks.0.attn\) ran its "
-                                         r"attention in 4 parts"):
+                                         r"attention in 4 parts of 64, 64, 16 and 16 positions"):
         cap.q
     for part, tokens in [(0, 64), (1, 64), (2, 16), (3, 16)]:
         del eager[:]
@@ -1321,6 +1335,57 @@ def test_a_layer_run_in_parts_is_refused_or_one_part_kept_and_layers_keep_their_
                                          r"attention in 4 parts, so part=4 \(the 5th part\) is "
                                          r"not there"):
         cap.q
+
+
+def test_a_window_attention_vision_tower_is_captured_whole(tmp_path, cli):
+    """Qwen2.5-VL's vision tower attends within windows of 16 tokens in most blocks (one call
+    a window, the windows contiguous after the tower reorders its patches) and over the whole
+    image in its full-attention blocks: captured whole, the window blocks are bidirectional
+    layers in chunks of 16 and the full one has none, each equal to its eager attention (the
+    window blocks' the block-diagonal of their windows'), on an image of 6 windows."""
+    import transformers.models.qwen2_5_vl.modeling_qwen2_5_vl as qwen2_5_vl
+
+    torch.manual_seed(0)
+    config = transformers.Qwen2_5_VLConfig(
+        text_config=dict(vocab_size=200, hidden_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, intermediate_size=64,
+                         rope_parameters=dict(rope_type="default", mrope_section=[2, 3, 3],
+                                              rope_theta=10000.0)),
+        vision_config=dict(depth=3, hidden_size=32, num_heads=4, patch_size=4,
+                           spatial_merge_size=2, temporal_patch_size=2, in_channels=3,
+                           out_hidden_size=64, intermediate_size=64, window_size=16,
+                           fullatt_block_indexes=[1]),
+        image_token_id=199, video_token_id=198, vision_start_token_id=197)
+    model = transformers.Qwen2_5_VLForConditionalGeneration(config).eval()
+    for c in (model.config, model.config.vision_config, model.config.text_config):
+        c._attn_implementation = "eager"
+    ids = torch.tensor([[5, 197] + [199] * 24 + [7, 8]])
+    eager, original = [], qwen2_5_vl.eager_attention_forward
+    towers = {id(m) for name, m in model.named_modules() if "visual" in name}
+
+    def watched(module, *args, **kwargs):
+        out, weights = original(module, *args, **kwargs)
+        if id(module) in towers:
+            eager.append(weights[0].numpy())
+        return out, weights
+
+    qwen2_5_vl.eager_attention_forward = watched
+    try:
+        with torch.no_grad(), attnviz.capture(model, modules="*visual*") as cap:
+            model(input_ids=ids, pixel_values=torch.randn(96, 96),
+                  image_grid_thw=torch.tensor([[1, 8, 12]]), mm_token_type_ids=(ids == 199).long())
+    finally:
+        qwen2_5_vl.eager_attention_forward = original
+    assert [l["attention_chunk_size"] for l in cap.layers] == [16, None, 16]
+    cap.save(tmp_path / "tower.safetensors")
+    probs = _attention_from_capture(cli, tmp_path / "tower.safetensors", tmp_path / "p.npy")
+    expected = np.zeros((3, 4, 96, 96), np.float32)
+    expected[1] = eager[6]
+    for b, calls in ((0, eager[:6]), (2, eager[7:])):
+        for w, part in enumerate(calls):
+            expected[b, :, 16 * w:16 * w + 16, 16 * w:16 * w + 16] = part
+    assert len(eager) == 13 and probs.shape == expected.shape
+    assert float(np.abs(probs - expected).max()) <= 1e-5
 
 
 @pytest.mark.parametrize("kind", ["llama", "vit"])
