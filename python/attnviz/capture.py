@@ -1763,8 +1763,8 @@ def _mapped(path, header, name, data_start, size):
 def _held_model(model):
     """The transformers model to capture in ``model``: ``model`` itself, or the one model a
     wrapper holds, where the user's object is not a transformers model but holds one, as
-    torch.compile's wrapper (``_orig_mod``), a SentenceTransformer (``0.auto_model``) and
-    PEFT's adapters (``base_model.model``) do. The held model's config, modules and forward
+    torch.compile's wrapper (``_orig_mod``), a SentenceTransformer (``0.auto_model``), PEFT's
+    adapters (``base_model.model``) and a transformers pipeline (``model``) do. The held model's config, modules and forward
     hooks are what the capture installs itself on, and its module names are what
     ``modules=`` matches. (Each wrapper was refused as a model that does not dispatch through
     the interface.) A wrapper holding several raises ``ValueError`` naming them."""
@@ -1772,8 +1772,12 @@ def _held_model(model):
         from transformers import PreTrainedModel
     except ImportError:
         return model
-    if isinstance(model, PreTrainedModel) or not hasattr(model, "named_modules"):
+    if isinstance(model, PreTrainedModel):
         return model
+    if not hasattr(model, "named_modules"):
+        # (a transformers pipeline: not a module, its model at .model)
+        inner = getattr(model, "model", None)
+        return inner if isinstance(inner, PreTrainedModel) else model
     held = []
     for name, module in model.named_modules():
         if isinstance(module, PreTrainedModel) and not any(

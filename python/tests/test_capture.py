@@ -1632,6 +1632,27 @@ def test_real_minilm_capture_equals_eager(tmp_path, cli):
     assert all(l["causal"] is False for l in cap.layers)
 
 
+def test_a_pipeline_is_captured_as_its_model(tmp_path, cli):
+    """``attnviz.capture(pipeline(...))`` around the pipeline's call: the capture is of the
+    pipeline's model (it was refused as a model that does not dispatch through the
+    interface), equal to the model's eager attention on the same tokens."""
+    folder = _minilm_folder()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    pipe = transformers.pipeline("feature-extraction", model=folder, device="cpu")
+    with torch.no_grad(), attnviz.capture(pipe) as cap:
+        pipe(TEXT[:200])
+    assert cap.model == "BertModel"
+    tok = transformers.AutoTokenizer.from_pretrained(folder)
+    model = transformers.AutoModel.from_pretrained(folder, attn_implementation="eager").eval()
+    with torch.no_grad():
+        out = model(**tok(TEXT[:200], return_tensors="pt"), output_attentions=True)
+    eager = np.stack([a[0].numpy() for a in out.attentions])
+    cap.save(tmp_path / "pipe.safetensors")
+    probs = _attention_from_capture(cli, tmp_path / "pipe.safetensors", tmp_path / "p.npy")
+    assert probs.shape == eager.shape
+    assert float(np.abs(probs - eager).max()) <= 1e-5
+
+
 def test_python_m_attnviz_capture_writes_what_the_api_captures(tmp_path, cli):
     """``python -m attnviz capture MODEL --text-file F -o FILE``: the model's tokens, and Q and
     K byte for byte as ``attnviz.capture`` records them in a script; ``--layers`` is 1-based as
