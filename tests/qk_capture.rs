@@ -85,7 +85,7 @@ fn source(c: &Case) -> QkSource {
 }
 
 fn cases() -> Vec<Case> {
-    vec![
+    let mut cases = vec![
         // Windows smaller than a tile and larger, bins the window cuts through.
         Case {
             name: "window-40",
@@ -272,19 +272,19 @@ fn cases() -> Vec<Case> {
             cell: 64,
             causal: false,
         },
-        Case {
-            name: "bidirectional-native-chunks-16",
-            heads: 1,
-            kv_heads: 1,
-            nq: 96,
-            nk: 96,
-            d: 16,
-            window: None,
-            chunk: Some(16),
-            cell: 96,
-            causal: false,
-        },
-    ]
+    ];
+    // the native chunks of 16 above, in a bidirectional layer
+    let native = cases
+        .iter()
+        .find(|c| c.name == "native-chunks-of-16")
+        .cloned()
+        .unwrap();
+    cases.push(Case {
+        name: "bidirectional-native-chunks-16",
+        causal: false,
+        ..native
+    });
+    cases
 }
 
 #[test]
@@ -950,12 +950,18 @@ fn the_command_line_s_chunks_apply_to_plain_q_and_k() {
         ..Default::default()
     };
     let heads = qk.attention(&["--attention-chunk", "16"], &options);
+    assert_hidden_exactly(&heads, |row, key| key / 16 != row / 16);
+}
+
+/// Each head's probabilities (`PlainQk::attention`'s 40 × 40, written and reference) equal the
+/// reference within 1e-5, exactly 0 where `hidden(row, key)` and above 0 elsewhere.
+fn assert_hidden_exactly(heads: &[(Vec<f32>, Vec<f32>)], hidden: impl Fn(usize, usize) -> bool) {
     for (head, (gpu, cpu)) in heads.iter().enumerate() {
         for (i, (g, r)) in gpu.iter().zip(cpu).enumerate() {
             let (row, key) = (i / 40, i % 40);
-            match key / 16 == row / 16 {
-                true => assert!(*g > 0.0, "head {head}: row {row} key {key} is in its chunk"),
-                false => assert_eq!(*g, 0.0, "head {head}: row {row} key {key} is not"),
+            match hidden(row, key) {
+                true => assert_eq!(*g, 0.0, "head {head}: row {row} key {key} is hidden"),
+                false => assert!(*g > 0.0, "head {head}: row {row} key {key} is seen"),
             }
             assert!((g - r).abs() <= 1e-5, "head {head} entry {i}: {g} vs {r}");
         }
@@ -974,16 +980,7 @@ fn the_command_line_s_window_is_two_sided_without_a_causal_mask() {
         ..Default::default()
     };
     let heads = qk.attention(&["--sliding-window", "6"], &options);
-    for (head, (gpu, cpu)) in heads.iter().enumerate() {
-        for (i, (g, r)) in gpu.iter().zip(cpu).enumerate() {
-            let (row, key) = (i / 40, i % 40);
-            match row.abs_diff(key) >= 6 {
-                true => assert_eq!(*g, 0.0, "head {head}: row {row} key {key} is hidden"),
-                false => assert!(*g > 0.0, "head {head}: row {row} key {key} is seen"),
-            }
-            assert!((g - r).abs() <= 1e-5, "head {head} entry {i}: {g} vs {r}");
-        }
-    }
+    assert_hidden_exactly(&heads, |row, key| row.abs_diff(key) >= 6);
     let json = qk.caption(&["--sliding-window", "6"]);
     assert!(
         json.contains("two-sided sliding window 6"),
