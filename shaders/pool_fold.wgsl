@@ -200,10 +200,8 @@ fn begin_row(run: ptr<function, Running>, q: u32, r: u32, row_base: u32, first: 
         }
         if (FLAGS & FLAG_CAUSAL) == 0u && piece.chunk > 0u {
             // a bidirectional chunk's end (HiddenKeys::end), in key positions as `low` is
-            let c = i32(min(piece.chunk, 1u << 29u));
-            let p = max(at, 0);
-            (*run).high = min((*run).high, p - p % c + c - i32(piece.key_position)
-                + i32(row_base));
+            let end = chunk_first(at, piece.chunk) + i32(piece.chunk);
+            (*run).high = min((*run).high, end - i32(piece.key_position) + i32(row_base));
         }
     }
     if (FLAGS & FLAG_ROW_NORM) != 0u {

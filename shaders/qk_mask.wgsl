@@ -24,8 +24,7 @@ fn mask_end(r: u32, causal: bool, diagonal: i32, keys: u32, window: u32, chunk: 
         end = min(end, a + i32(window));
     }
     if chunk != 0u {
-        let p = max(a, 0);
-        end = min(end, p - p % i32(chunk) + i32(chunk));
+        end = min(end, chunk_first(a, chunk) + i32(chunk));
     }
     return u32(clamp(end, 0, i32(keys)));
 }
@@ -56,8 +55,14 @@ fn first_key_seen(a: i32, window: u32, chunk: u32) -> i32 {
         lo = a - i32(window) + 1;
     }
     if chunk != 0u {
-        let p = max(a, 0);
-        lo = max(lo, p - p % i32(chunk));
+        lo = max(lo, chunk_first(a, chunk));
     }
     return lo;
+}
+
+// The first position of the attention chunk (of `chunk` positions, counted from 0) that
+// position `a` is in; positions before 0 are in the first (`HiddenKeys::chunk_first`).
+fn chunk_first(a: i32, chunk: u32) -> i32 {
+    let p = max(a, 0);
+    return p - p % i32(chunk);
 }

@@ -102,16 +102,16 @@ def _capture_run():
         vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=32)).eval()
     ids = torch.arange(3, 11)[None]
-    defaults = inspect.signature(attnviz.capture).parameters
 
-    def capture(*, layers=defaults["layers"].default, batch=0, device="cpu", modules=None,
-                spill=None, part=None):
-        with torch.no_grad(), attnviz.capture(model, layers=layers, batch=batch, device=device,
-                                              modules=modules, spill=spill, part=part) as cap:
+    def capture(**kwargs):
+        with torch.no_grad(), attnviz.capture(model, **kwargs) as cap:
             model(ids)
         return cap.layers, cap.q, cap.k
 
-    capture.__name__ = "capture"
+    # (its keywords are attnviz.capture's, whichever they are, as keyword-only parameters)
+    keywords = list(inspect.signature(attnviz.capture).parameters.values())[1:]
+    capture.__signature__ = inspect.Signature(
+        [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in keywords])
     return capture
 
 

@@ -151,12 +151,9 @@ class Capture:
         # runs several times in one forward pass, shared between layers as ALBERT's is, once per
         # run), so that a second forward pass finds the same numbers and replaces the first.
         self._order = {}
-        # Modules' runs and attention calls, counted by hooks of their own (_module_call).
+        # (modules' runs and attention calls are counted by hooks of their own while the with
+        # block lasts, _module_call: set up on entry)
         self._module_hooks = {}
-        self._stack_owner = {}
-        self._in_pass = False
-        self._runs, self._calls, self._owner_runs, self._pass_runs = {}, {}, {}, {}
-        self._last_runs, self._outside = {}, {}
         self._saved = None
         self.model = type(model).__name__
 
@@ -191,9 +188,9 @@ class Capture:
         self._passed_over = set()
         self._unwanted = set()
         self._ran = 0
-        self._module_hooks, self._stack_owner, self._in_pass = {}, {}, False
-        self._runs, self._calls, self._owner_runs, self._pass_runs = {}, {}, {}, {}
+        self._module_hooks, self._owner_of, self._in_pass = {}, {}, False
         self._last_runs, self._outside = {}, {}
+        self._count_runs_afresh()
         self._hook = None
         if hasattr(self._model, "register_forward_pre_hook"):
             self._hook = (self._model.register_forward_pre_hook(self._forward, with_kwargs=True),
@@ -227,7 +224,7 @@ class Capture:
     def _forward(self, module, args, kwargs):
         self._ran += 1
         self._in_pass = True
-        self._runs, self._calls, self._owner_runs, self._pass_runs = {}, {}, {}, {}
+        self._count_runs_afresh()
         cache = kwargs.get("cache", kwargs.get("past_key_values"))
         self._pass_start = _cache_length(cache)
         if cache is not self._cache:
@@ -267,7 +264,12 @@ class Capture:
         # (runs after it, gradient checkpointing's in backward, are mapped onto its runs)
         self._in_pass = False
         self._last_runs, self._outside = self._pass_runs, {}
-        self._runs, self._calls = {}, {}
+        self._count_runs_afresh()
+
+    def _count_runs_afresh(self):
+        """Forgets the runs and calls counted (_module_call): at a forward pass's start, and at
+        its end, where the runs after it are counted on their own."""
+        self._runs, self._calls, self._owner_runs, self._pass_runs = {}, {}, {}, {}
 
     def _layer_index(self, module, name, run):
         """The layer a call of ``module`` (named ``name`` in the model) records: its
@@ -305,7 +307,7 @@ class Capture:
         key = id(module)
         if key not in self._module_hooks:
             owner = self._by_name.get(_stack_owner(name))
-            self._stack_owner[key] = None if owner is None else id(owner)
+            self._owner_of[key] = None if owner is None else id(owner)
             if owner is not None and id(owner) not in self._module_hooks:
                 self._module_hooks[id(owner)] = _pre_hook(owner, self._owner_ran)
                 self._owner_ran(owner)  # (it is running: its module is)
@@ -330,7 +332,7 @@ class Capture:
             self._runs[key] = (None, run + 1)
             self._calls[(key, run)] = 0
             return
-        seen = self._owner_runs.get(self._stack_owner.get(key), 0)
+        seen = self._owner_runs.get(self._owner_of.get(key), 0)
         last = self._runs.get(key)
         count = last[1] + 1 if last is not None and last[0] == seen else 1
         self._runs[key] = (seen, count)
@@ -660,23 +662,35 @@ class Capture:
         meta = record[2]
         sizes = self._part_sizes.setdefault(index, [record[0].shape[1]])
         if (meta.get("causal") or meta.get("sliding_window") or meta.get("attention_chunk_size")
-                or self._continuing or attention_mask is not None or index in self._tails
-                and len(sizes) == 1 or query.shape[2] != key.shape[2]
+                or self._continuing or attention_mask is not None
+                or query.shape[2] != key.shape[2]
                 or self._batch >= query.shape[0]):
             # (recorded, not raised: raising here would end the user's forward pass)
             self._problems[index] = _in_parts(index, name, part)
             return
         sizes.append(query.shape[2])
-        b = self._batch
         qs, ks = self._tails.setdefault(index, (_Appended(self._spill), _Appended(self._spill)))
         try:
-            for tail, x in ((qs, query), (ks, key)):
-                x = x[b].detach()
-                tail.append(x.clone() if self._device is None else x.to(self._device, copy=True))
+            qs.append(self._keep(query))
+            ks.append(self._keep(key))
         except OSError as e:
             self._problems[index] = self._spill_problem(index, e)
             return
         self._appended[index] = self._appended.get(index, 0) + key.shape[2]
+
+    def _keep(self, x, axis_positions=None, spill=None):
+        """The batch item's copy of ``x`` (a call's query or key), at ``axis_positions`` along
+        its sequence (None: all), in the ``spill`` folder or on ``device``."""
+        x = x[self._batch].detach()
+        # (index_select copies: the kept positions need no second copy)
+        selected = axis_positions is not None
+        if selected:
+            x = x.index_select(1, axis_positions)
+        if spill is not None:
+            return _spilled(x, spill)
+        if self._device is None:
+            return x if selected else x.clone()
+        return x.to(self._device, copy=not selected)
 
     def _record(self, index, module, query, key, attention_mask, kwargs):
         causal = getattr(module, "is_causal", None)
@@ -780,18 +794,6 @@ class Capture:
         if self._kept is None:
             self._kept = kept
 
-        def keep(x, axis_positions, spill=self._spill):
-            x = x[b].detach()
-            # (index_select copies: the kept positions need no second copy)
-            selected = axis_positions is not None
-            if selected:
-                x = x.index_select(1, axis_positions)
-            if spill is not None:
-                return _spilled(x, spill)
-            if self._device is None:
-                return x if selected else x.clone()
-            return x.to(self._device, copy=not selected)
-
         if self._continuing:
             # Its rows and new keys go after the pass's: where the cache gave this layer other
             # keys (a sliding-window cache keeps only the last ones), the capture cannot stand
@@ -813,15 +815,16 @@ class Capture:
                                                     _Appended(self._spill)))
             self._continued.add(index)
             try:
-                qs.append(keep(query, None, spill=None))
+                qs.append(self._keep(query))
                 if how == "new":
-                    ks.append(keep(key[:, :, key.shape[2] - query.shape[2]:], None, spill=None))
+                    ks.append(self._keep(key[:, :, key.shape[2] - query.shape[2]:]))
                     self._appended[index] = self._appended.get(index, 0) + query.shape[2]
             except OSError as e:
                 self._problems[index] = self._spill_problem(index, e)  # (as below)
             return
         try:
-            q, k = keep(query, kept.rows), keep(key, kept.keys)
+            q = self._keep(query, kept.rows, self._spill)
+            k = self._keep(key, kept.keys, self._spill)
         except OSError as e:
             # (recorded, not raised, as above)
             self._problems[index] = self._spill_problem(index, e)

@@ -9,6 +9,8 @@ eager softmax; each is within a few ulp of the exact value). Tiles: equal, excep
 take the neighbouring colormap entry where a value sits within that 1e-5 of a LUT boundary.
 """
 
+import contextlib
+import fnmatch
 import importlib
 import itertools
 import json
@@ -1245,6 +1247,29 @@ def _tiny_qwen2_vl():
     return model, inputs
 
 
+@contextlib.contextmanager
+def _eager_weights(modeling, model, glob):
+    """The attention probabilities of each call of ``modeling``'s (a transformers model
+    module's) ``eager_attention_forward`` by the modules of ``model`` named by ``glob``, batch
+    item 0, in the order of the calls, while the block lasts: the model's own attention."""
+    original = modeling.eager_attention_forward
+    watched_modules = {id(m) for name, m in model.named_modules()
+                       if fnmatch.fnmatchcase(name, glob)}
+    weights = []
+
+    def watched(module, *args, **kwargs):
+        out, w = original(module, *args, **kwargs)
+        if id(module) in watched_modules:
+            weights.append(w[0].numpy())
+        return out, w
+
+    modeling.eager_attention_forward = watched
+    try:
+        yield weights
+    finally:
+        modeling.eager_attention_forward = original
+
+
 def test_a_layer_run_in_parts_is_joined_or_one_part_kept_and_layers_keep_their_numbers(
         tmp_path, cli):
     """A vision tower's attention that runs once for each image (Qwen2-VL's and some thirty
@@ -1261,19 +1286,9 @@ def test_a_layer_run_in_parts_is_joined_or_one_part_kept_and_layers_keep_their_n
 
     torch.manual_seed(0)
     model, inputs = _tiny_qwen2_vl()
-    eager, original = [], qwen2_vl.eager_attention_forward
-
-    def watched(module, *args, **kwargs):
-        out, weights = original(module, *args, **kwargs)
-        eager.append(weights[0].numpy())
-        return out, weights
-
-    qwen2_vl.eager_attention_forward = watched
-    try:
-        with torch.no_grad(), attnviz.capture(model, modules="*visual*") as cap:
-            model(**inputs(2))
-    finally:
-        qwen2_vl.eager_attention_forward = original
+    with _eager_weights(qwen2_vl, model, "*visual*") as eager, torch.no_grad(), \
+            attnviz.capture(model, modules="*visual*") as cap:
+        model(**inputs(2))
     assert [(l["index"], l["causal"], l["attention_chunk_size"]) for l in cap.layers] == [
         (0, False, 64), (1, False, 64), (2, False, 64)]
     assert cap.q[0].shape == (4, 128, 8)
@@ -1284,15 +1299,11 @@ def test_a_layer_run_in_parts_is_joined_or_one_part_kept_and_layers_keep_their_n
         blocks[b, :, :64, :64], blocks[b, :, 64:, 64:] = eager[2 * b], eager[2 * b + 1]
     assert probs.shape == (3, 4, 128, 128)
     assert float(np.abs(probs - blocks).max()) <= 1e-5
-    del eager[:]
 
     one = inputs(1)
-    qwen2_vl.eager_attention_forward = watched
-    try:
-        with torch.no_grad(), attnviz.capture(model, modules="*visual*") as cap:
-            model(**one)
-    finally:
-        qwen2_vl.eager_attention_forward = original
+    with _eager_weights(qwen2_vl, model, "*visual*") as eager, torch.no_grad(), \
+            attnviz.capture(model, modules="*visual*") as cap:
+        model(**one)
     assert [l["index"] for l in cap.layers] == [0, 1, 2]
     cap.save(tmp_path / "vision.safetensors")
     probs = _attention_from_capture(cli, tmp_path / "vision.safetensors", tmp_path / "p.npy")
@@ -1314,13 +1325,9 @@ def test_a_layer_run_in_parts_is_joined_or_one_part_kept_and_layers_keep_their_n
                                          r"attention in 4 parts of 64, 64, 16 and 16 positions"):
         cap.q
     for part, tokens in [(0, 64), (1, 64), (2, 16), (3, 16)]:
-        del eager[:]
-        qwen2_vl.eager_attention_forward = watched
-        try:
-            with torch.no_grad(), attnviz.capture(model, modules="*visual*", part=part) as cap:
-                model(**both)
-        finally:
-            qwen2_vl.eager_attention_forward = original
+        with _eager_weights(qwen2_vl, model, "*visual*") as eager, torch.no_grad(), \
+                attnviz.capture(model, modules="*visual*", part=part) as cap:
+            model(**both)
         assert [l["index"] for l in cap.layers] == [0, 1, 2], part
         path = tmp_path / "part{}.safetensors".format(part)
         cap.save(path)
@@ -1360,22 +1367,10 @@ def test_a_window_attention_vision_tower_is_captured_whole(tmp_path, cli):
     for c in (model.config, model.config.vision_config, model.config.text_config):
         c._attn_implementation = "eager"
     ids = torch.tensor([[5, 197] + [199] * 24 + [7, 8]])
-    eager, original = [], qwen2_5_vl.eager_attention_forward
-    towers = {id(m) for name, m in model.named_modules() if "visual" in name}
-
-    def watched(module, *args, **kwargs):
-        out, weights = original(module, *args, **kwargs)
-        if id(module) in towers:
-            eager.append(weights[0].numpy())
-        return out, weights
-
-    qwen2_5_vl.eager_attention_forward = watched
-    try:
-        with torch.no_grad(), attnviz.capture(model, modules="*visual*") as cap:
-            model(input_ids=ids, pixel_values=torch.randn(96, 96),
-                  image_grid_thw=torch.tensor([[1, 8, 12]]), mm_token_type_ids=(ids == 199).long())
-    finally:
-        qwen2_5_vl.eager_attention_forward = original
+    with _eager_weights(qwen2_5_vl, model, "*visual*") as eager, torch.no_grad(), \
+            attnviz.capture(model, modules="*visual*") as cap:
+        model(input_ids=ids, pixel_values=torch.randn(96, 96),
+              image_grid_thw=torch.tensor([[1, 8, 12]]), mm_token_type_ids=(ids == 199).long())
     assert [l["attention_chunk_size"] for l in cap.layers] == [16, None, 16]
     cap.save(tmp_path / "tower.safetensors")
     probs = _attention_from_capture(cli, tmp_path / "tower.safetensors", tmp_path / "p.npy")

@@ -176,10 +176,7 @@ impl HiddenKeys {
     /// sees every key from the first).
     pub fn first(&self, a: i64) -> i64 {
         let window = self.window.map_or(i64::MIN, |w| a - w as i64 + 1);
-        let chunk = self.chunk.map_or(i64::MIN, |c| {
-            let c = c as i64;
-            a.max(0) / c * c
-        });
+        let chunk = self.chunk.map_or(i64::MIN, |c| Self::chunk_first(a, c));
         window.max(chunk)
     }
 
@@ -191,11 +188,17 @@ impl HiddenKeys {
             return i64::MAX;
         }
         let window = self.window.map_or(i64::MAX, |w| a.saturating_add(w as i64));
-        let chunk = self.chunk.map_or(i64::MAX, |c| {
-            let c = c as i64;
-            a.max(0) / c * c + c
-        });
+        let chunk = self
+            .chunk
+            .map_or(i64::MAX, |c| Self::chunk_first(a, c) + c as i64);
         window.min(chunk)
+    }
+
+    /// The first position of the attention chunk of `c` positions (counted from 0) that
+    /// position `a` is in; positions before 0 are in the first.
+    fn chunk_first(a: i64, c: usize) -> i64 {
+        let c = c as i64;
+        a.max(0) / c * c
     }
 
     /// The first absolute position whose query sees no key before `key`: the least `a` with
