@@ -36,6 +36,8 @@ const FLAG_RESUME: u32 = 2u;
 const FLAG_SINK: u32 = 4u;
 // probabilities writes each visible entry's logit (natural units) instead of its probability
 const FLAG_LOGITS: u32 = 8u;
+// each row's keys come from `ranges` (a layer with bidirectional spans), not the mask's rules
+const FLAG_RANGED: u32 = 16u;
 const LN2: f32 = 0.6931471805599453;
 
 struct QkParams {
@@ -84,6 +86,10 @@ struct QkParams {
 @group(0) @binding(5) var q_tex: texture_storage_2d<rgba32uint, read>;
 @group(0) @binding(6) var k_tex: texture_storage_2d<rgba32uint, read>;
 @group(0) @binding(7) var stats_tex: texture_storage_2d<rgba32uint, read>;
+// FLAG_RANGED: per position a of the keys, [first, end) of the keys its query sees
+// (`QkSource::key_ranges`: causal under bidirectional spans, Gemma-3's images or PaliGemma's
+// prefix, which no rule of qk_mask.wgsl describes); a placeholder otherwise.
+@group(0) @binding(8) var<storage, read> ranges: array<vec2<u32>>;
 fn q_at(i: u32) -> vec4<f32> {
     return bitcast<vec4<f32>>(chunk_word(q_tex, i));
 }
@@ -98,15 +104,31 @@ fn stats_at(r: u32) -> vec2<f32> {
     return bitcast<vec2<f32>>(select(word.xy, word.zw, (r & 1u) == 1u));
 }
 
-// One past the last key row `r` sees (qk_mask.wgsl).
+// One past the last key row `r` sees (qk_mask.wgsl, or the row's range).
 fn visible(r: u32) -> u32 {
+    if (params.flags & FLAG_RANGED) != 0u {
+        return row_range(r).y;
+    }
     return mask_end(r, (params.flags & FLAG_CAUSAL) != 0u, params.diagonal, params.keys, params.window, params.chunk);
 }
 
 // The first key row `r` sees (a sliding window's oldest, or its chunk's first), at most
 // visible(r).
 fn first_visible(r: u32) -> u32 {
+    if (params.flags & FLAG_RANGED) != 0u {
+        return row_range(r).x;
+    }
     return mask_start(r, visible(r), params.diagonal, params.window, params.chunk);
+}
+
+// FLAG_RANGED: the keys row `r` sees, from the table by its position; none before the first
+// key's position (a row no key precedes, as causal has it).
+fn row_range(r: u32) -> vec2<u32> {
+    let a = i32(r) + params.diagonal;
+    if a < 0 {
+        return vec2<u32>(0u, 0u);
+    }
+    return ranges[min(u32(a), params.keys - 1u)];
 }
 
 // The base-2 logit of a dot product: scaled, then softcapped.

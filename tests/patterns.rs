@@ -1144,3 +1144,69 @@ fn a_stored_query_slice_keeps_its_positions() {
         }
     }
 }
+
+/// Q/K statistics of layers with bidirectional spans (Gemma-3's images, PaliGemma's prefix;
+/// the two-pass kernels read each row's keys from a table, `QkSource::key_ranges`), against the
+/// twin over the f64 reference: a window the spans' keys pass through in layer 0, sinks and a
+/// softcap in layer 1, a KV-cache suffix whose first row is inside a span; hidden keys are
+/// entries of 0 (the layer is drawn bidirectional), so nothing is masked. Tolerance as above.
+#[test]
+fn qk_statistics_with_bidirectional_spans_match_the_reference() {
+    use attnviz::source::qk::{QkOptions, QkSource};
+    use attnviz::source::qk_meta::{CaptureMeta, LayerAttention};
+    let Some(mut e) = engine() else { return };
+    e.chunk_bytes = 20_000;
+    let (heads, kv_heads, d, n) = (4, 2, 32, 300);
+    let mut rng = common::Rng::new(21);
+    let mut tensor = |h: usize| {
+        let a = Array4::from_shape_fn((2, h, n, d), |_| rng.next_f32() * 2.0 - 1.0);
+        Box::new(ArraySource::from_f32("t", &a)) as Box<dyn AttentionSource>
+    };
+    let spans = Some(vec![(0, 40), (90, 180), (250, 252)]);
+    let meta = CaptureMeta {
+        layers: vec![
+            LayerAttention {
+                index: Some(0),
+                causal: Some(true),
+                sliding_window: Some(20),
+                bidirectional_spans: spans.clone(),
+                ..Default::default()
+            },
+            LayerAttention {
+                index: Some(1),
+                causal: Some(true),
+                softcap: Some(2.5),
+                sinks: Some((0..heads).map(|h| 1.5 - h as f32).collect()),
+                bidirectional_spans: spans,
+                ..Default::default()
+            },
+        ],
+        ..Default::default()
+    };
+    let options = QkOptions {
+        meta: Some(meta),
+        queries: Some(101..usize::MAX),
+        ..Default::default()
+    };
+    let qk = QkSource::new(tensor(heads), tensor(kv_heads), &options).unwrap();
+    assert!(qk.ranged() && !qk.causal());
+    let cells: Vec<_> = (0..2)
+        .flat_map(|l| (0..heads).map(move |h| (l, h)))
+        .collect();
+    let s = qk.shape();
+    let geometry = CellGeometry::new(s.queries, s.keys, Some(16)).unwrap();
+    let pool = PoolOptions {
+        causal: Causal::Off,
+        diagonal: Some(qk.diagonal()),
+        ..Default::default()
+    };
+    let o = PatternOptions {
+        sink_keys: 3,
+        window: 5,
+    };
+    let cpu = pattern_cells(&qk, &cells, o, pool).unwrap();
+    let gpu = e.pool_with(&qk, &cells, geometry, pool, Some(o)).unwrap();
+    for (i, (g, c)) in gpu.patterns.iter().zip(&cpu).enumerate() {
+        check_sums(&format!("spans, cell {i}"), g, c, false);
+    }
+}

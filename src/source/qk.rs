@@ -95,6 +95,10 @@ pub struct QkSource {
     /// Keys whose probabilities are produced (the softmax still runs over every key).
     out_keys: Range<usize>,
     causal: bool,
+    /// Some layer has bidirectional spans (a capture's `bidirectional_spans`): every layer is
+    /// then causal under its spans, drawn as a bidirectional one whose hidden keys have
+    /// probability 0 (`causal` is false), its keys per row from [`QkSource::visible`].
+    ranged: bool,
     values: Values,
     /// Per layer of Q.
     layer_params: Arc<[LayerParams]>,
@@ -115,12 +119,21 @@ pub struct LayerParams {
     /// where the capture names every layer's ([`CaptureMeta::check`] holds them increasing),
     /// else its position + 1.
     pub number: usize,
+    /// Runs `[s, e)` of positions that attend to each other both ways on top of the causal
+    /// mask (Gemma-3's images, PaliGemma's prefix: `qk_meta`), increasing and disjoint.
+    pub spans: Vec<(usize, usize)>,
 }
 
 impl LayerParams {
     /// The sink logit of query head `head`, if the layer has sinks.
     pub fn sink(&self, head: usize) -> Option<f32> {
         self.sinks.get(head).copied()
+    }
+
+    /// The bidirectional span position `a` is in, if any.
+    pub fn span_of(&self, a: i64) -> Option<(usize, usize)> {
+        let i = self.spans.partition_point(|&(_, e)| e as i64 <= a);
+        self.spans.get(i).copied().filter(|&(s, _)| s as i64 <= a)
     }
 
     /// The keys besides the causal ones that the layer hides, in a causal layer or not
@@ -307,10 +320,29 @@ impl QkSource {
                     softcap: options.softcap.or(m.and_then(|m| m.softcap)),
                     sinks: m.and_then(|m| m.sinks.clone()).unwrap_or_default(),
                     number: indices.as_ref().map_or(l, |i| i[l]) + 1,
+                    spans: m
+                        .and_then(|m| m.bidirectional_spans.clone())
+                        .unwrap_or_default(),
                 }
             })
             .collect::<Vec<LayerParams>>();
         let causal = options.causal || causal_meta.first() == Some(&true);
+        let ranged = layer_params.iter().any(|p| !p.spans.is_empty());
+        if ranged {
+            // (the metadata's own check holds each layer with spans causal and unchunked)
+            let problem = if !causal {
+                Some("bidirectional spans in a layer that is not causal")
+            } else if layer_params.iter().any(|p| p.chunk.is_some()) {
+                Some("bidirectional spans and attention chunks")
+            } else if options.values == Values::Logits {
+                Some("logits of layers with bidirectional spans: the pool pass does not yet mask their hidden keys row by row; draw probabilities")
+            } else {
+                None
+            };
+            if let Some(p) = problem {
+                return Err(Error::bad_input(q.name(), format!("cannot draw {p}")));
+            }
+        }
         Ok(QkSource {
             // (a capture holds both: its one file names it)
             name: match q.name() == k.name() {
@@ -325,7 +357,8 @@ impl QkSource {
             keys: ks.queries,
             total_queries: qs.queries,
             rows,
-            causal,
+            causal: causal && !ranged,
+            ranged,
             values: options.values,
             layer_params: layer_params.into(),
             meta: meta.map(Arc::new),
@@ -410,7 +443,26 @@ impl QkSource {
     /// The keys besides the causal ones (a sliding window's, other chunks') that layer
     /// `layer` hides.
     pub fn hidden(&self, layer: usize) -> HiddenKeys {
-        self.layer(layer).hidden(self.causal)
+        self.layer(layer).hidden(self.causal || self.ranged)
+    }
+
+    /// Whether the layers' keys per row come from bidirectional spans ([`QkSource::visible`];
+    /// see the field's docs): the kernels then read them from a table by position
+    /// ([`QkSource::key_ranges`]) instead of computing them.
+    pub fn ranged(&self) -> bool {
+        self.ranged
+    }
+
+    /// Per position `a` of the keys, the keys its query sees in layer `layer`
+    /// ([`QkSource::visible_at`]) as `[first, end)`: the table the Q/K kernels read for a
+    /// layer with bidirectional spans.
+    pub fn key_ranges(&self, layer: usize) -> Vec<[u32; 2]> {
+        (0..self.keys as i64)
+            .map(|a| {
+                let r = self.visible_at(layer, a);
+                [r.start as u32, r.end as u32]
+            })
+            .collect()
     }
 
     /// The keys of [`QkSource::hidden`] that pooling masks in layer `layer`: with logits only,
@@ -461,7 +513,7 @@ impl QkSource {
         }
         // each window and chunk size, with the layers that have it
         type Size = fn(&LayerParams) -> Option<usize>;
-        let window = match self.causal {
+        let window = match self.causal || self.ranged {
             true => "sliding window",
             false => "two-sided sliding window",
         };
@@ -485,6 +537,24 @@ impl QkSource {
         if !sinks.is_empty() {
             parts.push(format!("sink logits{}", which(&sinks)));
         }
+        let spanned = layers_with(&|p| !p.spans.is_empty());
+        if let Some(&l) = spanned.first() {
+            // (the first layer's spans: a model's layers share its images' or prefix's)
+            let spans = &self.layer(l).spans;
+            let mut named: Vec<String> = spans
+                .iter()
+                .take(3)
+                .map(|(s, e)| format!("[{s}, {e})"))
+                .collect();
+            if spans.len() > 3 {
+                named.push(format!("{} more", spans.len() - 3));
+            }
+            parts.push(format!(
+                "bidirectional spans {}{}",
+                named.join(", "),
+                which(&spanned)
+            ));
+        }
         (!parts.is_empty()).then(|| parts.join("; "))
     }
 
@@ -493,11 +563,27 @@ impl QkSource {
     /// earlier), and from the sliding window's oldest key or its chunk's first, whichever is
     /// later.
     pub fn visible(&self, layer: usize, r: usize) -> Range<usize> {
-        let a = r as i64 + self.key_diagonal();
+        self.visible_at(layer, r as i64 + self.key_diagonal())
+    }
+
+    /// [`QkSource::visible`] of the query at position `a`. Under bidirectional spans (a causal
+    /// layer's) the query of a span also sees every key of its span: keys up to the span's
+    /// end, and from its start where a sliding window would begin later (transformers ORs the
+    /// span mask with the causal, sliding-window one). Both ends still never decrease along the
+    /// rows, which the kernels' skipping relies on: inside a span the first is the earlier of
+    /// the span's start and the window's, and past the span the window's has passed both.
+    pub fn visible_at(&self, layer: usize, a: i64) -> Range<usize> {
         let hidden = self.hidden(layer);
-        let end = if self.causal { a + 1 } else { hidden.end(a) };
+        let (mut first, mut end) = match self.causal || self.ranged {
+            true => (hidden.first(a), a + 1),
+            false => (hidden.first(a), hidden.end(a)),
+        };
+        if let Some((s, e)) = self.layer(layer).span_of(a) {
+            first = first.min(s as i64);
+            end = end.max(e as i64);
+        }
         let hi = end.clamp(0, self.keys as i64) as usize;
-        let lo = hidden.first(a).clamp(0, hi as i64) as usize;
+        let lo = first.clamp(0, hi as i64) as usize;
         lo..hi
     }
 

@@ -5,7 +5,8 @@
 //! ```json
 //! {"format": 1, "model": "LlamaForCausalLM", "tokens": ["<s>", "The", …],
 //!  "layers": [{"index": 0, "scaling": 0.125, "causal": true, "sliding_window": null,
-//!              "attention_chunk_size": null, "softcap": null, "sinks": null}, …],
+//!              "attention_chunk_size": null, "softcap": null, "sinks": null,
+//!              "bidirectional_spans": [[1, 257]]}, …],
 //!  "padding": {"length": 48, "positions": [7, 8, …, 47]}}
 //! ```
 //!
@@ -25,6 +26,14 @@
 //! replaces each score `s` by `c · tanh(s / c)` before the softmax (Gemma-2). Sink logits (one
 //! per query head, gpt-oss) join each row's softmax denominator and are not drawn. The scale
 //! replaces the default `1/√d`.
+//!
+//! `bidirectional_spans` (a causal layer's, without attention chunks) are runs of positions
+//! `[s, e)` that attend to each other both ways on top of the causal mask: Gemma-3's images,
+//! PaliGemma's prefix (transformers' `or_mask_function` of their token types). The query at `a`,
+//! `s ≤ a < e`, also sees keys `a < k < e` (and, under a sliding window, every key of its span).
+//! Such a layer is drawn as a bidirectional one whose hidden keys have probability 0, as the
+//! model's own attention written to a file is (`--causal auto` sees its entries above the
+//! diagonal): see `QkSource::visible`.
 
 use serde_json::Value;
 
@@ -46,6 +55,9 @@ pub struct LayerAttention {
     pub softcap: Option<f32>,
     /// One logit per query head.
     pub sinks: Option<Vec<f32>>,
+    /// Runs `[s, e)` of positions attending to each other both ways (see the module docs):
+    /// increasing, disjoint, each of two positions or more.
+    pub bidirectional_spans: Option<Vec<(usize, usize)>>,
 }
 
 /// The batch item's positions a capture holds, where its attention mask padded others out:
@@ -133,6 +145,18 @@ impl CaptureMeta {
             ));
         }
         for (i, l) in self.layers.iter().enumerate() {
+            if let Some(&(_, end)) = l.bidirectional_spans.as_ref().and_then(|s| s.last()) {
+                if end > keys {
+                    return Err(format!(
+                        "capture metadata, layer {i}: a bidirectional span ends at {end}, past the {keys} keys"
+                    ));
+                }
+                if l.causal != Some(true) || l.attention_chunk.is_some() {
+                    return Err(format!(
+                        "capture metadata, layer {i}: bidirectional spans need a causal layer without attention chunks"
+                    ));
+                }
+            }
             if let Some(s) = &l.sinks {
                 if s.len() != heads {
                     return Err(format!(
@@ -260,7 +284,31 @@ fn parse_layer(v: &Value) -> Result<LayerAttention, String> {
         attention_chunk: count("attention_chunk_size")?,
         softcap,
         sinks,
+        bidirectional_spans: field("bidirectional_spans").map(parse_spans).transpose()?,
     })
+}
+
+/// `[[s, e], …]`: each `s < e − 1`, each span after the one before.
+fn parse_spans(v: &Value) -> Result<Vec<(usize, usize)>, String> {
+    let spans: Vec<(usize, usize)> = v
+        .as_array()
+        .and_then(|a| {
+            a.iter()
+                .map(|p| match p.as_array().map(Vec::as_slice) {
+                    Some([s, e]) => Some((s.as_u64()? as usize, e.as_u64()? as usize)),
+                    _ => None,
+                })
+                .collect()
+        })
+        .ok_or("bidirectional_spans is not a list of [start, end] position pairs")?;
+    let ordered =
+        spans.iter().all(|&(s, e)| s + 1 < e) && spans.windows(2).all(|w| w[0].1 <= w[1].0);
+    if !ordered {
+        return Err(format!(
+            "bidirectional_spans {v} are not increasing, disjoint spans of two positions or more"
+        ));
+    }
+    Ok(spans)
 }
 
 #[cfg(test)]
@@ -288,6 +336,7 @@ mod tests {
                 attention_chunk: Some(16),
                 softcap: Some(50.0),
                 sinks: Some(vec![0.5, -1.0]),
+                bidirectional_spans: None,
             }
         );
         assert_eq!(m.layers[1].scale, None);
@@ -337,6 +386,18 @@ mod tests {
             (r#"{"layers": [{"softcap": -1}]}"#, "softcap -1"),
             (r#"{"layers": [{"scaling": "x"}]}"#, "scaling \"x\""),
             (r#"{"layers": [{"sinks": [1, "a"]}]}"#, "sinks"),
+            (
+                r#"{"layers": [{"bidirectional_spans": [[0, 4], [3, 6]]}]}"#,
+                "not increasing, disjoint",
+            ),
+            (
+                r#"{"layers": [{"bidirectional_spans": [[2, 3]]}]}"#,
+                "two positions or more",
+            ),
+            (
+                r#"{"layers": [{"bidirectional_spans": [0, 4]}]}"#,
+                "[start, end] position pairs",
+            ),
             (r#"{"tokens": [1]}"#, "tokens"),
             (r#"{"padding": [1]}"#, "padding is not a JSON object"),
             (

@@ -65,6 +65,7 @@ const FLAG_CAUSAL: u32 = 1;
 const FLAG_RESUME: u32 = 2;
 const FLAG_SINK: u32 = 4;
 const FLAG_LOGITS: u32 = 8;
+const FLAG_RANGED: u32 = 16;
 
 /// A layer's settings in the units both Q/K shaders take: scores in base 2 (scale and softcap
 /// times log2(e); softcap 0: none), the window and the attention chunks in keys (0: none).
@@ -95,7 +96,7 @@ fn layer_params(src: &QkSource, layer: usize, head: usize, base: QkParams) -> Qk
     let sink = src.layer(layer).sink(head);
     let k = KernelLayer::of(src, layer);
     QkParams {
-        flags: (base.flags & (FLAG_CAUSAL | FLAG_LOGITS))
+        flags: (base.flags & (FLAG_CAUSAL | FLAG_LOGITS | FLAG_RANGED))
             | if sink.is_some() { FLAG_SINK } else { 0 },
         scale: k.scale,
         window: k.window,
@@ -128,7 +129,7 @@ impl QkPipelines {
             .or_insert_with(|| {
                 use Binding::*;
                 // params, Q, K, row statistics, probabilities out; the texture copies of Q,
-                // K and the statistics the passes read
+                // K and the statistics the passes read; the rows' key ranges
                 let kernel = Kernel::compute(
                     device,
                     "attnviz.qk",
@@ -142,6 +143,7 @@ impl QkPipelines {
                         Chunk,
                         Chunk,
                         Chunk,
+                        BufReadOnly,
                     ],
                 );
                 Arc::new(Kernels {
@@ -233,10 +235,14 @@ struct HeadPasses<'a> {
     k_tex: ChunkTexture,
     stats_tex: ChunkTexture,
     params: wgpu::Buffer,
+    /// Per position, the keys its query sees in the layer of `loaded_ranges` (a source with
+    /// bidirectional spans: [`QkSource::key_ranges`]); 16 unread bytes otherwise.
+    ranges: wgpu::Buffer,
     bind_group: wgpu::BindGroup,
     base: QkParams,
     loaded_q: Option<(usize, usize)>,
     loaded_k: Option<(usize, usize)>,
+    loaded_ranges: Option<usize>,
     /// Host staging for one head's Q or K, reused.
     scratch: Vec<f32>,
 }
@@ -300,6 +306,10 @@ impl<'a> HeadPasses<'a> {
             std::mem::size_of::<QkParams>() as u64,
             wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
         );
+        let ranges = storage(
+            "attnviz.qk.key_ranges",
+            if src.ranged() { keys * 8 } else { 16 },
+        );
         let kernels = pipes.kernels(device, d4 as u32);
         let bind_group = kernels.kernel.bind_group(
             device,
@@ -316,6 +326,7 @@ impl<'a> HeadPasses<'a> {
                 wgpu::BindingResource::TextureView(&q_tex.view),
                 wgpu::BindingResource::TextureView(&k_tex.view),
                 wgpu::BindingResource::TextureView(&stats_tex.view),
+                ranges.as_entire_binding(),
             ],
         );
         Ok(HeadPasses {
@@ -332,6 +343,7 @@ impl<'a> HeadPasses<'a> {
             k_tex,
             stats_tex,
             params,
+            ranges,
             bind_group,
             base: QkParams {
                 rows: 0,
@@ -342,7 +354,8 @@ impl<'a> HeadPasses<'a> {
                         FLAG_LOGITS
                     } else {
                         0
-                    },
+                    }
+                    | if src.ranged() { FLAG_RANGED } else { 0 },
                 diagonal: src.key_diagonal() as i32,
                 scale: 0.0,
                 out_offset: 0,
@@ -358,6 +371,7 @@ impl<'a> HeadPasses<'a> {
             },
             loaded_q: None,
             loaded_k: None,
+            loaded_ranges: None,
             scratch: Vec::new(),
         })
     }
@@ -371,6 +385,13 @@ impl<'a> HeadPasses<'a> {
             let values = src.queries_f32(layer, head, rows)?;
             self.upload(&values, src.dim(), self.rows, true);
             self.loaded_q = Some((layer, head));
+        }
+        if src.ranged() && self.loaded_ranges != Some(layer) {
+            let table = src.key_ranges(layer);
+            self.gpu
+                .queue
+                .write_buffer(&self.ranges, 0, bytemuck::cast_slice(&table));
+            self.loaded_ranges = Some(layer);
         }
         let kv = (layer, src.kv_head(head));
         if self.loaded_k != Some(kv) {

@@ -111,13 +111,15 @@ struct Mode {
 /// Whether [`pool_into`] takes `src` into `geometry` on `gpu`: every key is output (the
 /// viewer's zoomed regions normalize over keys they do not show, and go the two-pass way), the
 /// pooled width fits one loop, one head's Q and K fit a binding, and the adapter offers the
-/// workgroup the kernel needs.
+/// workgroup the kernel needs. Not for layers with bidirectional spans ([`QkSource::ranged`]),
+/// whose keys per row only the two-pass kernels read from a table so far.
 pub(crate) fn applies(gpu: &Gpu, src: &QkSource, geometry: CellGeometry) -> bool {
     let l = &gpu.limits;
     let (d4, _) = padded(src.dim());
     let head =
         |n: usize| (n * d4 as usize * 16) as u64 <= gpu.max_binding().min(max_chunk_bytes(gpu));
     src.out_keys() == (0..src.all_keys())
+        && !src.ranged()
         && geometry.pooled_w <= MAX_POOLED_W
         && head(src.rows().len())
         && head(src.all_keys())

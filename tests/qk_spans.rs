@@ -1,0 +1,381 @@
+//! Bidirectional spans (a capture's `bidirectional_spans`: Gemma-3's images, PaliGemma's
+//! prefix; src/source/qk_meta.rs): in a causal layer the queries of a span also see the keys
+//! after them in it. Checked in every Q/K path that takes them, against the f64 CPU reference:
+//! the two-pass GPU probabilities, pooled figures, and `attnviz attention` and `render` of a
+//! capture file.
+//!
+//! Tolerances, and why: probabilities within 1e-5 of the f64 reference (f32 scores, as for
+//! plain Q/K); pooled extremes and sums within 1e-5 per entry (the same f32 probabilities,
+//! summed in the same order on both sides but from f32 against f64 scores). Counts, and which
+//! entries are exactly 0, are exact.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Command;
+
+use attnviz::pool::accum::Accum;
+use attnviz::pool::geometry::CellGeometry;
+use attnviz::pool::{Causal, PoolOptions};
+use attnviz::source::qk::{QkOptions, QkSource, Values};
+use attnviz::source::qk_meta::{CaptureMeta, LayerAttention};
+use attnviz::source::ArraySource;
+use attnviz::AttentionSource;
+use common::{engine, Rng};
+use ndarray::Array4;
+
+fn values(l: usize, h: usize, n: usize, d: usize, seed: u64) -> Array4<f32> {
+    let mut rng = Rng::new(seed);
+    Array4::from_shape_fn((l, h, n, d), |_| (rng.next_f32() * 2.0 - 1.0) * 1.5)
+}
+
+/// Two causal layers with the same spans: layer 0 with a sliding window of `window` keys
+/// (which a span's keys pass through), layer 1 softcapped with sink logits per query head.
+fn meta(heads: usize, window: Option<usize>, spans: &[(usize, usize)]) -> CaptureMeta {
+    let spans = Some(spans.to_vec());
+    CaptureMeta {
+        layers: vec![
+            LayerAttention {
+                index: Some(0),
+                scale: Some(0.3),
+                causal: Some(true),
+                sliding_window: window,
+                bidirectional_spans: spans.clone(),
+                ..Default::default()
+            },
+            LayerAttention {
+                index: Some(1),
+                causal: Some(true),
+                softcap: Some(2.5),
+                sinks: Some((0..heads).map(|h| 1.5 - h as f32).collect()),
+                bidirectional_spans: spans,
+                ..Default::default()
+            },
+        ],
+        ..Default::default()
+    }
+}
+
+struct Case {
+    name: &'static str,
+    heads: usize,
+    kv_heads: usize,
+    nq: usize,
+    nk: usize,
+    d: usize,
+    window: Option<usize>,
+    spans: &'static [(usize, usize)],
+    cell: u32,
+}
+
+fn source(c: &Case) -> QkSource {
+    let q = ArraySource::from_f32("q", &values(2, c.heads, c.nq, c.d, 5));
+    let k = ArraySource::from_f32("k", &values(2, c.kv_heads, c.nk, c.d, 6));
+    QkSource::new(
+        Box::new(q),
+        Box::new(k),
+        &QkOptions {
+            meta: Some(meta(c.heads, c.window, c.spans)),
+            ..Default::default()
+        },
+    )
+    .unwrap()
+}
+
+fn cases() -> Vec<Case> {
+    vec![
+        // A prefix (PaliGemma), an image across a workgroup's 64 rows, a span of two; with a
+        // window narrower than the spans.
+        Case {
+            name: "prefix-and-images-window-5-gqa",
+            heads: 4,
+            kv_heads: 2,
+            nq: 200,
+            nk: 200,
+            d: 32,
+            window: Some(5),
+            spans: &[(0, 20), (40, 104), (150, 152)],
+            cell: 23,
+        },
+        // A KV-cache suffix whose first query is inside a span; keys in two segments, a span
+        // across the segments' edge (8192).
+        Case {
+            name: "suffix-long-keys-span-across-segments",
+            heads: 2,
+            kv_heads: 1,
+            nq: 900,
+            nk: 9000,
+            d: 8,
+            window: Some(3000),
+            spans: &[(7000, 8200), (8500, 8600)],
+            cell: 64,
+        },
+        // One pixel per entry.
+        Case {
+            name: "native",
+            heads: 1,
+            kv_heads: 1,
+            nq: 96,
+            nk: 96,
+            d: 16,
+            window: None,
+            spans: &[(10, 30), (30, 33), (70, 96)],
+            cell: 96,
+        },
+    ]
+}
+
+#[test]
+fn a_span_s_queries_see_its_later_keys_and_the_layer_is_drawn_bidirectional() {
+    let src = source(&cases()[0]);
+    assert!(src.ranged());
+    assert!(!src.causal(), "drawn as a bidirectional layer");
+    // layer 0, window 5: inside a span from the earlier of its start and the window's, to
+    // its end; outside one as causal with the window
+    assert_eq!(src.visible(0, 10), 0..20);
+    assert_eq!(src.visible(0, 25), 21..26);
+    assert_eq!(src.visible(0, 41), 37..104);
+    assert_eq!(src.visible(0, 103), 40..104);
+    assert_eq!(src.visible(0, 104), 100..105);
+    assert_eq!(src.visible(0, 150), 146..152);
+    // layer 1, no window
+    assert_eq!(src.visible(1, 10), 0..20);
+    assert_eq!(src.visible(1, 60), 0..104);
+    assert_eq!(src.visible(1, 199), 0..200);
+    assert_eq!(
+        src.applied().as_deref(),
+        Some(
+            "sliding window 5 in layer 1; softcap 2.5 in layer 2; sink logits in layer 2; \
+             bidirectional spans [0, 20), [40, 104), [150, 152)"
+        )
+    );
+    // (the table the kernels read is visible() by position)
+    let table = src.key_ranges(0);
+    assert_eq!(table.len(), 200);
+    assert_eq!(table[41], [37, 104]);
+    // a suffix: row 0 is position 8100, in the span [7000, 8200), whose start its window of
+    // 3000 already reaches
+    let suffix = source(&cases()[1]);
+    assert_eq!(suffix.visible(0, 0), 5101..8200);
+    assert_eq!(suffix.visible(0, 100), 5201..8201);
+}
+
+#[test]
+fn spans_are_refused_where_they_cannot_be_drawn_in_one_line() {
+    let q = || Box::new(ArraySource::from_f32("q", &values(1, 1, 40, 8, 1)));
+    let k = || Box::new(ArraySource::from_f32("k", &values(1, 1, 40, 8, 2)));
+    let layer = |causal: bool, chunk: Option<usize>, spans: Vec<(usize, usize)>| CaptureMeta {
+        layers: vec![LayerAttention {
+            causal: Some(causal),
+            attention_chunk: chunk,
+            bidirectional_spans: Some(spans),
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    for (meta, values, want) in [
+        (layer(false, None, vec![(0, 4)]), Values::Probs, "causal"),
+        (layer(true, Some(8), vec![(0, 4)]), Values::Probs, "chunks"),
+        (
+            layer(true, None, vec![(30, 41)]),
+            Values::Probs,
+            "past the 40 keys",
+        ),
+        (layer(true, None, vec![(0, 4)]), Values::Logits, "logits"),
+    ] {
+        let options = QkOptions {
+            meta: Some(meta),
+            values,
+            ..Default::default()
+        };
+        let e = QkSource::new(q(), k(), &options)
+            .err()
+            .expect(want)
+            .to_string();
+        assert!(e.contains(want) && !e.contains('\n'), "{want}: {e}");
+    }
+}
+
+#[test]
+fn two_pass_probabilities_equal_the_f64_reference() {
+    let Some(e) = engine() else { return };
+    for c in cases() {
+        let src = source(&c);
+        let s = src.shape();
+        let mut worst = 0f32;
+        for layer in 0..2 {
+            for head in 0..s.heads {
+                let rows = 0..s.queries;
+                let gpu = e.qk_probabilities(&src, layer, head, rows.clone()).unwrap();
+                let mut cpu = vec![0f32; s.queries * s.keys];
+                src.probabilities_cpu(layer, head, rows, &mut cpu).unwrap();
+                for (i, (g, r)) in gpu.iter().zip(&cpu).enumerate() {
+                    let (row, key) = (i / s.keys, i % s.keys);
+                    let seen = src.visible(layer, row).contains(&key);
+                    assert_eq!(*g > 0.0, seen, "{}: entry {i} of {layer}/{head}", c.name);
+                    worst = worst.max((g - r).abs());
+                }
+            }
+        }
+        assert!(worst <= 1e-5, "{}: GPU differs by {worst}", c.name);
+        eprintln!("{}: max |gpu - f64| = {worst:e}", c.name);
+    }
+}
+
+#[test]
+fn pooled_figures_equal_the_f64_reference() {
+    let Some(e) = engine() else { return };
+    for c in cases() {
+        let src = source(&c);
+        let s = src.shape();
+        let cells: Vec<(usize, usize)> = (0..2)
+            .flat_map(|l| (0..s.heads).map(move |h| (l, h)))
+            .collect();
+        let geometry = CellGeometry::new(s.queries, s.keys, Some(c.cell)).unwrap();
+        for (row_norm, causal) in [
+            (false, Causal::Off),
+            (true, Causal::Off),
+            (false, Causal::Auto),
+        ] {
+            let options = PoolOptions {
+                row_norm,
+                causal,
+                diagonal: Some(src.diagonal()),
+            };
+            let gpu = e.pool(&src, &cells, geometry, options).unwrap();
+            let gpu = gpu.read_accums(&e.gpu).unwrap();
+            let cpu = attnviz::cpu::pool_cells(&src, &cells, geometry, options).unwrap();
+            let cpu: Vec<Vec<Accum>> = cpu.into_iter().map(|p| p.accum).collect();
+            for (cell, (x, y)) in gpu.iter().zip(&cpu).enumerate() {
+                for (i, (p, q)) in x.iter().zip(y).enumerate() {
+                    let what = format!("{} row_norm={row_norm} cell {cell} pixel {i}", c.name);
+                    // every entry counts: the hidden ones are probabilities of 0
+                    assert_eq!(p.count(), q.count(), "{what}: count");
+                    let n = p.count() as f32;
+                    let ok = (p.max - q.max).abs() <= 1e-5
+                        && (p.min - q.min).abs() <= 1e-5
+                        && (p.sum - q.sum).abs() <= 1e-5 * n;
+                    assert!(ok, "{what}: {p:?} vs {q:?}");
+                }
+            }
+        }
+    }
+}
+
+/// Writes Q and K with a capture's metadata JSON as `attnviz.capture` does.
+fn write_capture(path: &Path, q: &Array4<f32>, k: &Array4<f32>, json: &str) {
+    use safetensors::tensor::{Dtype, TensorView};
+    let bytes = |a: &Array4<f32>| -> Vec<u8> { a.iter().flat_map(|v| v.to_le_bytes()).collect() };
+    let (qb, kb) = (bytes(q), bytes(k));
+    let tensors = vec![
+        (
+            "q",
+            TensorView::new(Dtype::F32, q.shape().to_vec(), &qb).unwrap(),
+        ),
+        (
+            "k",
+            TensorView::new(Dtype::F32, k.shape().to_vec(), &kb).unwrap(),
+        ),
+    ];
+    let metadata = HashMap::from([("attnviz".to_string(), json.to_string())]);
+    safetensors::serialize_to_file(tensors, Some(metadata), path).unwrap();
+}
+
+/// A capture file with spans renders with no flag: `attnviz attention` writes the f64
+/// reference's probabilities, exactly 0 where a row does not see a key (above the diagonal
+/// outside its span) and above 0 elsewhere; the figure's caption names the spans; and bad
+/// spans are one line, exit 2.
+#[test]
+fn a_capture_file_s_spans_apply_on_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let (q, k) = (values(1, 2, 40, 8, 3), values(1, 1, 40, 8, 4));
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let json = |spans: &str| {
+        format!(
+            r#"{{"format": 1, "model": "PaliGemmaForConditionalGeneration", "layers": [
+                {{"index": 0, "causal": true, "bidirectional_spans": {spans}}}]}}"#
+        )
+    };
+    write_capture(
+        Path::new(&path("cap.safetensors")),
+        &q,
+        &k,
+        &json("[[0, 12], [20, 30]]"),
+    );
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_attnviz"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let o = run(&[
+        "attention",
+        "--q",
+        &path("cap.safetensors"),
+        "-o",
+        &path("p.npy"),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let reference = QkSource::open(
+        Path::new(&path("cap.safetensors")),
+        None,
+        &Default::default(),
+    )
+    .unwrap();
+    let written = attnviz::source::open(Path::new(&path("p.npy")), &Default::default()).unwrap();
+    let mut bytes = vec![0u8; 40 * 40 * 4];
+    for head in 0..2 {
+        written.read_rows(0, head, 0, &mut bytes).unwrap();
+        let mut cpu = vec![0f32; 40 * 40];
+        reference
+            .probabilities_cpu(0, head, 0..40, &mut cpu)
+            .unwrap();
+        for (i, (b, r)) in bytes.chunks_exact(4).zip(&cpu).enumerate() {
+            let g = f32::from_le_bytes(b.try_into().unwrap());
+            let (row, key) = (i / 40, i % 40);
+            let span = |s: usize, e: usize| (s..e).contains(&row) && (s..e).contains(&key);
+            let seen = key <= row || span(0, 12) || span(20, 30);
+            assert_eq!(g > 0.0, seen, "head {head}: row {row} key {key}");
+            assert!((g - r).abs() <= 1e-5, "head {head} entry {i}: {g} vs {r}");
+        }
+    }
+    let o = run(&[
+        "render",
+        "--quiet",
+        "--q",
+        &path("cap.safetensors"),
+        "-o",
+        &path("fig.png"),
+        "--layout-json",
+        &path("fig.json"),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let layout = std::fs::read_to_string(path("fig.json")).unwrap();
+    assert!(
+        layout.contains("bidirectional spans [0, 12), [20, 30)"),
+        "{layout}"
+    );
+    write_capture(
+        Path::new(&path("bad.safetensors")),
+        &q,
+        &k,
+        &json("[[0, 12], [5, 30]]"),
+    );
+    let o = run(&[
+        "render",
+        "--quiet",
+        "--q",
+        &path("bad.safetensors"),
+        "-o",
+        &path("bad.png"),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("bad.safetensors") && err.contains("disjoint"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(!Path::new(&path("bad.png")).exists());
+}
