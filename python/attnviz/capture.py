@@ -887,10 +887,13 @@ class Capture:
         prefix whole, under a mask that shows every query every key), become one span; and
         this pass's rows (``causal`` False: its mask shows them all of its keys, those before
         them causally) one span of its own, returned in its keys kept (``kept`` of ``k_len``)
-        as the spans it found are. A window or chunks of a bidirectional layer reach ahead of
-        a query in ways no span stands for: refused."""
+        as the spans it found are. A window or chunks of a bidirectional layer, or of such a
+        pass's rows, reach ahead of a query in ways no span stands for: refused. (A pass of
+        one query, a decode step, is causal whatever its mask is read as: its query is the
+        last position.)"""
         meta = self._records[index][2]
-        if meta["sliding_window"] or meta["attention_chunk_size"]:
+        bidirectional = not meta["causal"] or (not causal and q_len >= 2)
+        if bidirectional and (meta["sliding_window"] or meta["attention_chunk_size"]):
             self._problems[index] = (
                 "layer {} is bidirectional with a sliding window or attention chunks, and a "
                 "forward pass over the KV cache appended keys to it: its queries before never "
@@ -1674,16 +1677,16 @@ def _checked(item, q_len, k_len, causal, window, chunk=None, first=0):
     # A causal mask that shows more, each query the keys of its span too (an image's tokens,
     # a prefix): the layer is causal with those spans, whatever its module says (PaliGemma's
     # say ``is_causal`` False, its config asking for bidirectional attention, while its mask
-    # is the prefix-LM's).
+    # is the prefix-LM's; or causal with none, given no ``token_type_ids``).
     spans = _bidirectional_spans(item, kept, q_len, window, chunk, first)
     if spans is None:
         return kept, problem, causal, None
-    if chunk is not None:
+    if chunk is not None and spans:
         return kept, ("shows each query the keys of its span of positions ({}) besides its "
                       "causal chunk's ({}): attnviz recomputes such spans (bidirectional image "
                       "tokens, a prefix) in causal layers without attention chunks only".format(
                           _listed(["{}..{}".format(a, b) for a, b in spans]), chunk)), causal, None
-    return kept, None, True, spans
+    return kept, None, True, spans or None
 
 
 class _RuleRows:
@@ -1809,8 +1812,8 @@ def _bidirectional_spans(item, kept, q_len, window, chunk=None, first=0):
     position ``a`` in ``[s, e)`` sees every key of its span besides what the causal mask (with
     the layer's window and chunks) shows it, as transformers' ``or_mask_function`` and
     ``block_sequence_ids`` give an image's tokens (Gemma-3, Gemma-4) or a prefix (PaliGemma's
-    prefix-LM, whose one span is its image and prompt); ``None`` where no such spans make it
-    the mask.
+    prefix-LM, whose one span is its image and prompt); ``[]`` where the mask is causal with
+    none; ``None`` where no such spans make it the mask.
 
     Read from the rows alone: each row's end (1 + the last key it sees) is past its position
     only in a span, and the same for the rows of one span, ``e``; a maximal run of rows that
@@ -1842,7 +1845,9 @@ def _bidirectional_spans(item, kept, q_len, window, chunk=None, first=0):
     at = torch.arange(n, device=item.device) + shift
     ahead = (ends > at + 1).nonzero().flatten()
     if len(ahead) == 0:
-        return None
+        # (none: a causal mask, or not one at all; [] for a causal one, which a layer whose
+        # module says it is not causal was checked against as bidirectional first)
+        return [] if _mask_problem(item, kept, q_len, True, window, chunk, first) is None else None
     end = ends[ahead]
     # a run starts where the row before it does not look ahead, or to another end
     starts = torch.ones(len(ahead), dtype=torch.bool, device=item.device)

@@ -1930,26 +1930,36 @@ def test_gemma3_s_image_spans_are_drawn_as_eager(tmp_path, cli):
     assert probs.shape == eager.shape
     worst = float(np.abs(probs - eager).max())
     assert worst <= 1e-5, "attnviz differs from eager by {}".format(worst)
+    # The package's extension too, given the capture (its metadata as JSON): the heads'
+    # statistics of the attention it recomputes are those of the eager attention.
+    mine, theirs = attnviz.heads(cap), attnviz.heads(eager.astype(np.float32))
+    assert len(mine) == len(theirs) == 8
+    for a, b in zip(mine, theirs):
+        for stat in ("sink_mass", "local_mass", "entropy", "mean_distance", "row_sum_mean"):
+            assert abs(a[stat] - b[stat]) <= 1e-4, (a["layer"], a["head"], stat, a[stat],
+                                                    b[stat])
 
 
 def _paligemma_capture(implementation, generate):
     """PaliGemma's language model captured under ``implementation`` over its prefix of 21
-    tokens (the image and the prompt) and 3 of the suffix, in one pass or (``generate``)
-    around ``generate`` of 4 tokens from the prefix alone; with the eager probabilities of one
-    pass over the same tokens."""
+    tokens (the image and the prompt) and 3 of the suffix, in one pass, or around ``generate``
+    from a prompt of the prefix and ``generate - 1`` tokens of the suffix (``generate`` of 1:
+    the prefix alone) to the same length; with the eager probabilities of one pass over the
+    same tokens."""
     import transformers.models.gemma.modeling_gemma as gemma
 
     model, inputs = _tiny_paligemma()
     _implementation(model, implementation)
     if generate:
+        given = inputs(generate - 1)
+        new = 5 - generate
         with torch.no_grad(), attnviz.capture(model, modules="*language_model*") as cap:
-            out = model.generate(**inputs(0), max_new_tokens=4, min_new_tokens=4,
+            out = model.generate(**given, max_new_tokens=new, min_new_tokens=new,
                                  do_sample=False)
-        given = inputs(0)
         given["input_ids"] = out[:, :-1]  # (the last token is generated, never fed back)
         given["attention_mask"] = torch.ones_like(given["input_ids"])
         given["token_type_ids"] = torch.cat([given["token_type_ids"],
-                                             torch.ones(1, 3, dtype=torch.long)], 1)
+                                             torch.ones(1, new - 1, dtype=torch.long)], 1)
     else:
         given = inputs(3)
         with torch.no_grad(), attnviz.capture(model, modules="*language_model*") as cap:
@@ -1961,14 +1971,18 @@ def _paligemma_capture(implementation, generate):
 
 
 @pytest.mark.parametrize("implementation", ["eager", "sdpa"])
-@pytest.mark.parametrize("generate", [False, True])
+@pytest.mark.parametrize("generate", [0, 1, 3])
 def test_paligemma_s_prefix_is_a_bidirectional_span(implementation, generate, tmp_path):
     """PaliGemma's prefix-LM mask (the image and prompt bidirectional, the suffix causal) is a
     causal layer with one span, the prefix 0..21, though its modules say ``is_causal`` False
     (its config's ``use_bidirectional_attention``): the mask is what its attention applies,
     under eager and sdpa alike. Around ``generate`` the prefill's span is kept and the decode
     steps' rows, causal, are appended: the capture equals the eager attention of one pass over
-    the prefix and the tokens fed back (as the suffix). Recomputed with numpy, within 1e-6."""
+    the prefix and the tokens fed back (as the suffix). A prompt that is the prefix alone has a
+    mask that shows every query every key, a bidirectional layer, until the first decode step
+    appends a key its queries never saw: then it is causal with the prompt as its span.
+    Recomputed with numpy, within 1e-6. Given no ``token_type_ids`` PaliGemma's eager mask is
+    causal, and so is the layer."""
     model, cap, eager = _paligemma_capture(implementation, generate)
     assert all(not l.self_attn.is_causal for l in model.model.language_model.layers)
     layers = cap.layers
@@ -1982,12 +1996,23 @@ def test_paligemma_s_prefix_is_a_bidirectional_span(implementation, generate, tm
     loaded = attnviz.Capture.load(tmp_path / "paligemma.safetensors")
     assert [l["bidirectional_spans"] for l in loaded.layers] == [[[0, 21]]] * 2
 
+    if not generate:
+        _, inputs = _tiny_paligemma()
+        given = dict(inputs(3), token_type_ids=None)
+        _implementation(model, implementation)
+        with torch.no_grad(), attnviz.capture(model, modules="*language_model*") as cap:
+            model(**given)
+        # (under sdpa transformers passes no mask for a causal one, and sdpa then takes the
+        # module's is_causal, False: the model attends bidirectionally, as the capture says)
+        assert [(l["causal"], "bidirectional_spans" in l) for l in cap.layers] == [
+            (implementation == "eager", False)] * 2
+
 
 def test_paligemma_s_prefix_is_drawn_as_eager(tmp_path, cli):
     """``attnviz attention`` on PaliGemma's capture around ``generate`` equals the eager
     attention of one pass over its tokens, within 1e-5 (once the engine reads the layers'
     ``bidirectional_spans``)."""
-    _, cap, eager = _paligemma_capture("sdpa", True)
+    _, cap, eager = _paligemma_capture("sdpa", 1)
     cap.save(tmp_path / "paligemma.safetensors")
     probs = _attention_from_capture(cli, tmp_path / "paligemma.safetensors", tmp_path / "p.npy")
     assert probs.shape == eager.shape
@@ -2071,3 +2096,39 @@ def test_a_mask_that_shows_more_than_spans_is_refused():
     with torch.no_grad(), attnviz.capture(model) as cap:
         model(_inputs(), attention_mask=spans[None, None])
     assert [l["bidirectional_spans"] for l in cap.layers] == [[[5, 12], [20, 30]]] * 2
+
+
+@pytest.mark.parametrize("implementation", ["eager", "sdpa"])
+def test_gemma3_s_image_spans_around_generate_of_a_padded_item(implementation):
+    """Around ``generate`` for a batch of two, the second left-padded by 3: the prefill's spans
+    are counted in the positions kept (the images at 3..7 and 12..16 of the item's tokens),
+    the decode steps' rows appended causal, and the capture's Q and K with those spans give
+    the eager attention of one pass over the item's tokens without its padding (numpy,
+    float64, within 1e-6)."""
+    import transformers.models.gemma3.modeling_gemma3 as gemma3
+
+    model, inputs = _tiny_gemma3_vlm()
+    plain, padded = inputs(0), inputs(3)
+    # (item 0: the same tokens and 3 more, unpadded)
+    ids = torch.cat([torch.cat([plain["input_ids"], torch.tensor([[12, 13, 14]])], 1),
+                     padded["input_ids"]])
+    given = dict(input_ids=ids, attention_mask=torch.cat([torch.ones(1, 22, dtype=torch.long),
+                                                          padded["attention_mask"]]),
+                 token_type_ids=(ids == IMAGE).long(),
+                 pixel_values=torch.cat([plain["pixel_values"]] * 2))
+    _implementation(model, implementation)
+    with torch.no_grad(), attnviz.capture(model, batch=1, modules="*language_model*") as cap:
+        out = model.generate(**given, max_new_tokens=4, min_new_tokens=4, do_sample=False)
+    fed = out[1:, 3:-1]
+    assert cap.positions == list(range(3, 3 + 22))
+    layers = cap.layers
+    assert [l["bidirectional_spans"] for l in layers] == [[[3, 7], [12, 16]]] * 2
+    _implementation(model, "eager")
+    with _eager_weights(gemma3, model, "*language_model*") as eager, torch.no_grad():
+        model(input_ids=fed, token_type_ids=(fed == IMAGE).long(),
+              pixel_values=plain["pixel_values"])
+    eager = np.stack(eager)
+    probs = np.stack([_spans_attention(q, k, l) for q, k, l in zip(cap.q, cap.k, layers)])
+    assert probs.shape == eager.shape == (2, 4, 22, 22)
+    worst = float(np.abs(probs - eager).max())
+    assert worst <= 1e-6, "{}: differs from eager by {}".format(implementation, worst)
