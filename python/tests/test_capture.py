@@ -2132,3 +2132,46 @@ def test_gemma3_s_image_spans_around_generate_of_a_padded_item(implementation):
     assert probs.shape == eager.shape == (2, 4, 22, 22)
     worst = float(np.abs(probs - eager).max())
     assert worst <= 1e-6, "{}: differs from eager by {}".format(implementation, worst)
+
+
+GEMMA3_FLEX_SCRIPT = """
+import sys, torch, attnviz
+sys.path.insert(0, {tests!r})
+from test_capture import _tiny_gemma3_vlm, _implementation
+model, inputs = _tiny_gemma3_vlm()
+_implementation(model, "flex_attention")
+with torch.no_grad(), attnviz.capture(model, modules="*language_model*") as cap:
+    model(**inputs(3))
+cap.save({path!r})
+"""
+
+
+def test_gemma3_s_image_spans_under_flex_attention():
+    """Under flex attention the mask is a ``BlockMask`` whose rule (transformers' or-mask of
+    the image blocks, and the padding) is read a block of rows at a time: the same spans, in
+    the positions kept, and the capture's Q and K with them give the eager attention (numpy,
+    float64, within 1e-6). (A fresh process with TorchDynamo off, as in the test of flex
+    attention's padding above.)"""
+    import sys
+    import tempfile
+
+    import transformers.models.gemma3.modeling_gemma3 as gemma3
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "flex.safetensors")
+        script = GEMMA3_FLEX_SCRIPT.format(tests=os.path.dirname(__file__), path=path)
+        env = dict(os.environ, TORCHDYNAMO_DISABLE="1")
+        run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                             env=env)
+        assert run.returncode == 0, run.stderr[-2000:]
+        cap = attnviz.Capture.load(path)
+        layers = cap.layers
+        assert cap.positions == list(range(3, 22))
+        assert [l["bidirectional_spans"] for l in layers] == [[[3, 7], [12, 16]]] * 2
+        probs = np.stack([_spans_attention(q, k, l) for q, k, l in zip(cap.q, cap.k, layers)])
+    model, inputs = _tiny_gemma3_vlm()
+    with _eager_weights(gemma3, model, "*language_model*") as eager, torch.no_grad():
+        model(**inputs(3))
+    eager = np.stack(eager)[:, :, 3:, 3:]
+    worst = float(np.abs(probs - eager).max())
+    assert worst <= 1e-6, "flex: differs from eager by {}".format(worst)
