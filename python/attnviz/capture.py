@@ -17,8 +17,13 @@ layer by layer as they come, in their own dtype.
 The mask the model passes its attention says which positions of the batch item are padding
 (keys no query sees): they are left out of Q and K (``Capture.positions`` lists the others). The
 rest of that mask must be causal or bidirectional with the layer's sliding window and add
-nothing to the scores, which is what attnviz recomputes; anything else (packed sequences, a
-custom 4D mask, an ALiBi bias) makes reading the capture raise ``ValueError``. Only the
+nothing to the scores, which is what attnviz recomputes. A causal layer's mask may also show
+the queries of a span of positions every key of their span (Gemma-3's bidirectional image
+tokens, PaliGemma's prefix-LM: transformers' ``block_sequence_ids`` or ``or_mask_function``):
+the layer's ``bidirectional_spans`` list them, ``[[s, e], ...]`` in the capture's positions,
+and attnviz recomputes them with it. Anything else (packed sequences, a custom 4D mask, an
+ALiBi bias, spans in a layer of attention chunks) makes reading the capture raise
+``ValueError``. Only the
 attention modules of the model (or part of it) given are recorded, one per layer index: an
 encoder-decoder is captured a kind at a time (``attnviz.capture(model.get_encoder())``, or
 ``modules="decoder.*.encoder_attn"`` for its cross-attention).
@@ -85,7 +90,9 @@ class Capture:
 
     ``q`` and ``k`` are lists in layer order, ``layers`` a list of dicts (``index``,
     ``scaling``, ``causal``, ``sliding_window``, ``attention_chunk_size``, ``softcap``,
-    ``sinks``), ``model`` the class name. A second forward pass in the same ``with`` block
+    ``sinks``, and ``bidirectional_spans`` in a causal layer whose mask has them: sorted,
+    disjoint ``[s, e]`` of the capture's positions, the query at each ``a`` in ``[s, e)``
+    seeing the keys to ``e`` too), ``model`` the class name. A second forward pass in the same ``with`` block
     replaces the first, unless it continues it over the model's KV cache (``model.generate``
     decoding a token a pass): then its query rows are appended and its new keys with them, so a
     capture around ``generate`` holds the attention over the prompt and every token fed back,
@@ -506,6 +513,20 @@ class Capture:
         k = cut(k, tail[1] if tail else None, keys)
         self._records[index] = (q, k, meta)
         self._appended[index] = max(keys - k.shape[1], 0)
+        spans = meta.get("bidirectional_spans")
+        if spans:
+            # Spans of the rows cut go with them. One the cut goes through had rows that saw
+            # keys now gone (a rejected candidate's), which no mask of the rows kept stands for.
+            through = [sp for sp in spans if sp[0] < rows < sp[1]]
+            if through:
+                self._problems[index] = (
+                    "layer {}'s bidirectional span {}..{} lost its last positions to a cut of "
+                    "the KV cache (speculative decoding's rejected candidates): its rows saw "
+                    "keys the capture no longer holds; capture the whole sequence in one "
+                    "forward pass".format(index, *through[0]))
+            spans[:] = [sp for sp in spans if sp[1] <= rows]
+            if not spans:
+                del meta["bidirectional_spans"]
 
     def _cut_kept(self, keys):
         """Cuts a padded item's positions back to the first ``keys`` it kept, as its causal
@@ -767,12 +788,12 @@ class Capture:
                 first)
         hit = self._masks.get(seen)
         if hit is not None and hit[0] is attention_mask:
-            kept, problem, causal = hit[1]
+            kept, problem, causal, spans = hit[1]
         else:
             found = _padding(attention_mask, b, query.shape[2], key.shape[2], causal, window,
                              heads=query.shape[1], chunk=chunk, first=first)
             self._masks[seen] = (attention_mask, found)
-            kept, problem, causal = found
+            kept, problem, causal, spans = found
         if problem is None and any(kwargs.get(k) is not None for k in _PACKED):
             # Flash attention's varlen kernels: several documents in one row of the batch.
             problem = "packs several sequences into one (cu_seq_lens)"
@@ -811,6 +832,11 @@ class Capture:
                     kept, how, query.shape[2], key.shape[2], keys):
                 self._problems[index] = _not_continued(index)
                 return
+            if how == "new" and not (causal and self._records[index][2]["causal"]):
+                spans = self._as_causal(index, causal, spans, kept, query.shape[2],
+                                        key.shape[2])
+                if index in self._problems:
+                    return
             qs, ks = self._tails.setdefault(index, (_Appended(self._spill),
                                                     _Appended(self._spill)))
             self._continued.add(index)
@@ -821,6 +847,9 @@ class Capture:
                     self._appended[index] = self._appended.get(index, 0) + query.shape[2]
             except OSError as e:
                 self._problems[index] = self._spill_problem(index, e)  # (as below)
+                return
+            if spans:
+                self._append_spans(index, spans, kept, key.shape[2])
             return
         try:
             q = self._keep(query, kept.rows, self._spill)
@@ -835,7 +864,7 @@ class Capture:
             self._problems[index] = "device={!r}: cannot hold layer {} there ({})".format(
                 self._device, index, _first_line(e))
             return
-        self._records[index] = (q, k, {
+        meta = {
             "index": int(index),
             "scaling": None if scaling is None else float(scaling),
             "causal": causal,
@@ -843,7 +872,63 @@ class Capture:
             "attention_chunk_size": chunk,
             "softcap": None if not softcap else float(softcap),
             "sinks": None if sinks is None else [float(s) for s in sinks.detach().float().cpu().reshape(-1)],
-        })
+        }
+        if spans:
+            # (only where there are some: a reader that does not know the key meets it only
+            # in a capture that needs it)
+            meta["bidirectional_spans"] = spans
+        self._records[index] = (q, k, meta)
+
+    def _as_causal(self, index, causal, spans, kept, q_len, k_len):
+        """A pass that appends new keys to layer ``index`` (a decode step, a chunk of a
+        prefill) where the layer, or the pass's mask, is bidirectional: the queries before
+        never saw the new keys, so the layer is causal, with what was bidirectional as a span.
+        The first pass's positions, all of which its queries saw (a prompt that is PaliGemma's
+        prefix whole, under a mask that shows every query every key), become one span; and
+        this pass's rows (``causal`` False: its mask shows them all of its keys, those before
+        them causally) one span of its own, returned in its keys kept (``kept`` of ``k_len``)
+        as the spans it found are. A window or chunks of a bidirectional layer, or of such a
+        pass's rows, reach ahead of a query in ways no span stands for: refused. (A pass of
+        one query, a decode step, is causal whatever its mask is read as: its query is the
+        last position.)"""
+        meta = self._records[index][2]
+        bidirectional = not meta["causal"] or (not causal and q_len >= 2)
+        if bidirectional and (meta["sliding_window"] or meta["attention_chunk_size"]):
+            self._problems[index] = (
+                "layer {} is bidirectional with a sliding window or attention chunks, and a "
+                "forward pass over the KV cache appended keys to it: its queries before never "
+                "saw those keys, which no mask attnviz applies stands for; capture the whole "
+                "sequence in one forward pass".format(index))
+            return None
+        if not meta["causal"]:
+            meta["causal"] = True
+            held = self._keys_held(index)
+            if held >= 2:
+                meta["bidirectional_spans"] = [[0, held]]
+        if not causal:
+            keys_n = k_len if kept.keys is None else len(kept.keys)
+            spans = [[keys_n - q_len, keys_n]] if q_len >= 2 else None
+        return spans
+
+    def _append_spans(self, index, spans, kept, k_len):
+        """Adds the bidirectional spans that a pass continuing layer ``index`` showed (in its
+        keys kept, ``kept`` of ``k_len``) to the layer's, in the capture's positions: its keys
+        kept are the capture's last (:meth:`_padding_continues` saw to it), and a span lies in
+        its rows, the positions it appended (a span is what its rows see: one that an image cut
+        between two passes began in the pass before holds the rows of this pass that see
+        ahead)."""
+        keys_n = k_len if kept.keys is None else len(kept.keys)
+        meta = self._records[index][2]
+        held = meta.setdefault("bidirectional_spans", [])
+        shifted = _shifted_spans(spans, self._keys_held(index) - keys_n)
+        if held and shifted[0][0] < held[-1][1]:
+            # (rows before the pass's: it replaced rows held, which a cut should have gone)
+            self._problems[index] = ("layer {}'s bidirectional spans in a pass over the KV "
+                                     "cache overlap those before it ({}..{} and {}..{}): "
+                                     "capture the whole sequence in one forward pass".format(
+                                         index, held[-1][0], held[-1][1], *shifted[0]))
+            return
+        held.extend(shifted)
 
     # -- what the user reads ------------------------------------------------------------------
 
@@ -904,7 +989,11 @@ class Capture:
 
     @property
     def layers(self):
-        return [dict(r[2]) for r in self._ordered()]
+        out = [dict(r[2]) for r in self._ordered()]
+        for layer in out:
+            if layer.get("bidirectional_spans"):
+                layer["bidirectional_spans"] = [list(sp) for sp in layer["bidirectional_spans"]]
+        return out
 
     @property
     def positions(self):
@@ -1448,48 +1537,54 @@ def _layer_type_hint(module, index):
 
 def _padding(mask, b, q_len, k_len, causal, window, heads=1, chunk=None, first=0):
     """Batch item ``b``'s padding as the model's attention mask shows it, what in that mask
-    attnviz cannot recompute (``None`` when nothing), and whether the layer is causal: as
-    ``causal`` says, or where it is ``None`` (the module does not say), as the mask does.
+    attnviz cannot recompute (``None`` when nothing), whether the layer is causal (as
+    ``causal`` says, or where it is ``None``, the module not saying, as the mask does) and the
+    layer's bidirectional spans (``[[s, e], ...]`` in the positions kept, or ``None``).
 
     A key that no query sees is padding; in self-attention (as many queries as keys) the query
     at its position is too, and both are left out. What the mask shows of the positions kept
     must then be the mask attnviz applies (causal or not, with the layer's sliding window or
     attention chunks of ``chunk`` positions, the mask's first key at position ``first``),
     with no bias added to the scores: otherwise the capture could not stand for the model's
-    attention, and saying so beats drawing something else. The mask is read in blocks of rows,
-    so checking it takes a block's memory beside the mask the model built."""
+    attention, and saying so beats drawing something else. A causal mask (one of a window
+    too, not of chunks) may show each query of a span of positions the span's later keys as
+    well (:func:`_bidirectional_spans`: Gemma-3's images, PaliGemma's prefix); such a mask
+    makes the layer causal with those spans even where its module says it is not (PaliGemma's
+    does), as a full mask, tensor or rule, is what the model's attention applies. The mask is
+    read in blocks of rows, so checking it takes a block's memory beside the mask the model
+    built."""
     import torch
 
     everything = _Kept(None, None, k_len)
     if mask is None:
         # No mask: the model lets the kernel apply causality.
-        return everything, None, causal
+        return everything, None, causal, None
     if not isinstance(mask, torch.Tensor):
         if not callable(getattr(mask, "mask_mod", None)):
             return everything, "is a {}, which attnviz cannot read".format(
-                type(mask).__name__), causal
+                type(mask).__name__), causal, None
         # Flex attention's BlockMask: its rule, evaluated a block of rows at a time.
         device = getattr(getattr(mask, "kv_num_blocks", None), "device", None)
         rows = _RuleRows(mask.mask_mod, b, q_len, k_len, device or torch.device("cpu"))
         if rows.differs_between_heads(heads):
-            return everything, "differs between heads", causal
+            return everything, "differs between heads", causal, None
         return _checked(rows, q_len, k_len, causal, window, chunk, first)
     item = mask[min(b, mask.shape[0] - 1)]
     if item.dim() == 1:
         # Flash attention's (batch, keys) padding mask: 1 where a key is a token.
         seen = item[:k_len].bool()
         if bool(seen.all()):
-            return everything, None, causal
+            return everything, None, causal, None
         keys = seen.nonzero().flatten()
-        return _Kept(keys if q_len == k_len else None, keys, k_len), None, causal
+        return _Kept(keys if q_len == k_len else None, keys, k_len), None, causal, None
     if item.dim() == 3 and item.shape[-2] == 1:
         # A padding mask broadcast over the queries, (batch, 1, 1, keys): a view of every row.
         item = item.expand(item.shape[0], q_len, item.shape[-1])
     if item.dim() != 3 or item.shape[-2] != q_len or item.shape[-1] < k_len:
         return everything, "has shape {}, not (batch, heads, {}, {})".format(
-            tuple(mask.shape), q_len, k_len), causal
+            tuple(mask.shape), q_len, k_len), causal, None
     if item.shape[0] > 1 and not bool((item == item[:1]).all()):
-        return everything, "differs between heads", causal
+        return everything, "differs between heads", causal, None
     return _checked(item[0, :, :k_len], q_len, k_len, causal, window, chunk, first)
 
 
@@ -1556,7 +1651,8 @@ def _checked(item, q_len, k_len, causal, window, chunk=None, first=0):
         block = item[r:r + step]
         seen = _visible(block)
         if block.dtype != torch.bool and bool(block.masked_fill(~seen, 0).any()):
-            return everything, "adds a bias to the scores (ALiBi or relative positions)", causal
+            return (everything, "adds a bias to the scores (ALiBi or relative positions)",
+                    causal, None)
         keys_seen |= seen.any(0)
         rows_seen[r:r + step] = seen.any(1)
         if hidden is not None:
@@ -1573,9 +1669,24 @@ def _checked(item, q_len, k_len, causal, window, chunk=None, first=0):
     if causal is None:
         # The module does not say (no ``is_causal``): the mask does, if it is either.
         if _mask_problem(item, kept, q_len, True, window, chunk, first) is None:
-            return kept, None, True
+            return kept, None, True, None
         causal = False
-    return kept, _mask_problem(item, kept, q_len, causal, window, chunk, first), causal
+    problem = _mask_problem(item, kept, q_len, causal, window, chunk, first)
+    if problem is None:
+        return kept, None, causal, None
+    # A causal mask that shows more, each query the keys of its span too (an image's tokens,
+    # a prefix): the layer is causal with those spans, whatever its module says (PaliGemma's
+    # say ``is_causal`` False, its config asking for bidirectional attention, while its mask
+    # is the prefix-LM's; or causal with none, given no ``token_type_ids``).
+    spans = _bidirectional_spans(item, kept, q_len, window, chunk, first)
+    if spans is None:
+        return kept, problem, causal, None
+    if chunk is not None and spans:
+        return kept, ("shows each query the keys of its span of positions ({}) besides its "
+                      "causal chunk's ({}): attnviz recomputes such spans (bidirectional image "
+                      "tokens, a prefix) in causal layers without attention chunks only".format(
+                          _listed(["{}..{}".format(a, b) for a, b in spans]), chunk)), causal, None
+    return kept, None, True, spans or None
 
 
 class _RuleRows:
@@ -1628,9 +1739,11 @@ class _RuleRows:
                    for h in range(1, heads))
 
 
-def _shown(at, key, causal, window, chunk, first):
+def _shown(at, key, causal, window, chunk, first, span_of=None):
     """Which ``key`` (a row of key indices) the rows at positions ``at`` (a column) see under
-    attnviz's mask: see :func:`_mask_problem`."""
+    attnviz's mask: see :func:`_mask_problem`. ``span_of``: each position's bidirectional span
+    (its index in the layer's spans, -1 outside them; :func:`_span_ids`), whose keys a query
+    in the span sees besides those the mask shows it."""
     import torch
 
     shown = torch.ones(at.shape[0], key.shape[1], dtype=torch.bool, device=key.device)
@@ -1643,29 +1756,45 @@ def _shown(at, key, causal, window, chunk, first):
             shown &= key < at + window
     if chunk is not None:
         shown &= (key + first) // chunk == (at + first) // chunk
+    if span_of is not None:
+        mine = span_of[at]
+        shown |= (mine >= 0) & (mine == span_of[key])
     return shown
 
 
-def _mask_problem(item, kept, q_len, causal, window, chunk=None, first=0):
+def _span_ids(spans, n, device):
+    """Each of ``n`` positions' span among ``spans`` (``[[s, e], ...]``, sorted and disjoint)
+    as its index there, -1 outside every span: O(n), beside the mask's blocks."""
+    import torch
+
+    ids = torch.full((n,), -1, dtype=torch.long, device=device)
+    for i, (s, e) in enumerate(spans):
+        ids[s:e] = i
+    return ids
+
+
+def _mask_problem(item, kept, q_len, causal, window, chunk=None, first=0, spans=None):
     """How the mask of the positions kept differs from attnviz's causal, sliding-window or
     chunked mask (``None`` when it does not): row ``q`` sits at position ``q + K − Q`` and sees
     key ``k`` when ``k`` is at most that position (causal), less than ``window`` behind it (and,
     not causal, less than ``window`` ahead of it: a bidirectional window is two-sided), and
     in its chunk of ``chunk`` positions, counted from ``first``, the position of key 0 (chunks
-    start at multiples of ``chunk``, as the capture's keys count them)."""
+    start at multiples of ``chunk``, as the capture's keys count them); or, with ``spans``
+    (``[[s, e], ...]`` in the positions kept), when both it and ``k`` are in one span."""
     import torch
 
     rows = kept.rows if kept.rows is not None else torch.arange(q_len, device=item.device)
     keys_n = item.shape[1] if kept.keys is None else len(kept.keys)
     shift = keys_n - len(rows)
     key = torch.arange(keys_n, device=item.device)[None, :]
+    span_of = None if not spans else _span_ids(spans, keys_n, item.device)
     step = max(1, _MASK_BLOCK // keys_n)
     for r in range(0, len(rows), step):
         block = item.index_select(0, rows[r:r + step])
         if kept.keys is not None:
             block = block.index_select(1, kept.keys)
         at = torch.arange(r, r + block.shape[0], device=item.device)[:, None] + shift
-        expected = _shown(at, key, causal, window, chunk, first)
+        expected = _shown(at, key, causal, window, chunk, first, span_of)
         if not torch.equal(_visible(block), expected):
             kind = "causal" if causal else "bidirectional"
             if window is not None:
@@ -1675,6 +1804,66 @@ def _mask_problem(item, kept, q_len, causal, window, chunk=None, first=0):
             return ("hides or shows keys that a {} mask would not (packed sequences, "
                     "bidirectional image tokens or a custom 4D mask)".format(kind))
     return None
+
+
+def _bidirectional_spans(item, kept, q_len, window, chunk=None, first=0):
+    """The bidirectional spans of a causal mask (``[[s, e], ...]``, in the positions kept,
+    sorted and disjoint, each of two positions or more) that make it the model's: a query at a
+    position ``a`` in ``[s, e)`` sees every key of its span besides what the causal mask (with
+    the layer's window and chunks) shows it, as transformers' ``or_mask_function`` and
+    ``block_sequence_ids`` give an image's tokens (Gemma-3, Gemma-4) or a prefix (PaliGemma's
+    prefix-LM, whose one span is its image and prompt); ``[]`` where the mask is causal with
+    none; ``None`` where no such spans make it the mask.
+
+    Read from the rows alone: each row's end (1 + the last key it sees) is past its position
+    only in a span, and the same for the rows of one span, ``e``; a maximal run of rows that
+    look ahead to one ``e`` from the row at ``s`` is the span ``[s, e)`` (its last row, at
+    ``e - 1``, looks no further than a causal row). A span is what its rows see, so a mask
+    whose padding was left out is read as the capture holds it: the span of the positions kept.
+    Then the whole mask is compared with the causal mask and these spans, as
+    :func:`_mask_problem` compares any mask: spans that overlap, a row that sees ahead
+    outside a span, a span's row that does not see all of it, or any other difference is no
+    set of spans. Two passes over the mask a block of rows at a time (the ends as int32, a
+    quarter of the block's rows, so a block takes :data:`_MASK_BLOCK` bytes as the boolean
+    block does), and the ends O(N)."""
+    import torch
+
+    rows = kept.rows if kept.rows is not None else torch.arange(q_len, device=item.device)
+    keys_n = item.shape[1] if kept.keys is None else len(kept.keys)
+    n = len(rows)
+    if n == 0 or keys_n == 0:
+        return None
+    shift = keys_n - n
+    ends = torch.empty(n, dtype=torch.int32, device=item.device)
+    after = torch.arange(1, keys_n + 1, dtype=torch.int32, device=item.device)[None, :]
+    step = max(1, _MASK_BLOCK // (4 * keys_n))
+    for r in range(0, n, step):
+        block = item.index_select(0, rows[r:r + step])
+        if kept.keys is not None:
+            block = block.index_select(1, kept.keys)
+        ends[r:r + block.shape[0]] = torch.where(_visible(block), after, 0).amax(1)
+    at = torch.arange(n, device=item.device) + shift
+    ahead = (ends > at + 1).nonzero().flatten()
+    if len(ahead) == 0:
+        # (none: a causal mask, or not one at all; [] for a causal one, which a layer whose
+        # module says it is not causal was checked against as bidirectional first)
+        return [] if _mask_problem(item, kept, q_len, True, window, chunk, first) is None else None
+    end = ends[ahead]
+    # a run starts where the row before it does not look ahead, or to another end
+    starts = torch.ones(len(ahead), dtype=torch.bool, device=item.device)
+    starts[1:] = (ahead[1:] != ahead[:-1] + 1) | (end[1:] != end[:-1])
+    spans = [[int(s), int(e)] for s, e in zip((at[ahead][starts]).tolist(),
+                                               end[starts].tolist())]
+    if any(b[0] < a[1] for a, b in zip(spans, spans[1:])):
+        return None  # (overlapping: a row sees ahead past the next span's first row)
+    if _mask_problem(item, kept, q_len, True, window, chunk, first, spans) is not None:
+        return None
+    return spans
+
+
+def _shifted_spans(spans, by):
+    """``spans`` moved ``by`` positions along."""
+    return [[s + by, e + by] for s, e in spans]
 
 
 class _BF16Bits:

@@ -937,7 +937,7 @@ def test_a_chunked_mask_is_read_as_its_layer_s_chunks():
         assert "causal chunked (8)" in _padding(mask, 0, N, N, True, None, chunk=8)[1]
         # a decode step's cache of the last 16 keys: positions 32..47, the query at 47
         step = mask[..., N - 1:, N - 16:]
-        kept, problem, _ = _padding(step, 0, 1, 16, True, None, chunk=16, first=N - 16)
+        kept, problem, _, _ = _padding(step, 0, 1, 16, True, None, chunk=16, first=N - 16)
         assert problem is None and kept.keys is None
         assert _padding(step, 0, 1, 16, True, None, chunk=16, first=N - 20)[1] is not None
 
@@ -957,7 +957,7 @@ def test_a_two_sided_window_is_read_as_a_bidirectional_layer_s_window():
         assert _padding(mask, 0, N, N, False, 9)[1] is None
         assert "bidirectional sliding-window (8)" in _padding(mask, 0, N, N, False, 8)[1]
         assert "causal sliding-window (9)" in _padding(mask, 0, N, N, True, 9)[1]
-        assert _padding(mask, 0, N, N, None, 9)[1:] == (None, False)
+        assert _padding(mask, 0, N, N, None, 9)[1:] == (None, False, None)
 
 
 def test_a_layer_kind_attnviz_does_not_know_names_the_layers_it_can_take():
@@ -1078,19 +1078,19 @@ def test_a_mask_attnviz_cannot_recompute_is_a_value_error():
         "hides or shows keys that a causal sliding-window (8) mask")
     flash = torch.ones(1, N, dtype=torch.long)
     flash[0, :3] = 0
-    kept, problem, _ = _padding(flash, 0, N, N, True, None)
+    kept, problem, _, _ = _padding(flash, 0, N, N, True, None)
     assert problem is None and kept.positions() == list(range(3, N))
 
     # A key-padding mask broadcast over the queries, (batch, 1, 1, keys), as older encoders pass it.
     # (with -10000 for a hidden key, as BERT-era code wrote it)
     broadcast = torch.zeros(1, 1, 1, N).masked_fill(torch.arange(N) < 5, -10000.0)
-    kept, problem, _ = _padding(broadcast, 0, N, N, False, None)
+    kept, problem, _, _ = _padding(broadcast, 0, N, N, False, None)
     assert problem is None and kept.positions() == list(range(5, N))
 
     # A module that does not say whether it is causal: the mask says it.
-    assert _padding(causal[None, None], 0, N, N, None, None)[1:] == (None, True)
+    assert _padding(causal[None, None], 0, N, N, None, None)[1:] == (None, True, None)
     assert _padding(torch.ones(1, 1, N, N, dtype=torch.bool), 0, N, N, None, None)[1:] == (
-        None, False)
+        None, False, None)
     model.config._attn_implementation = "eager"
     for layer in model.model.layers:
         del layer.self_attn.is_causal
@@ -1768,3 +1768,410 @@ def test_diff_of_two_captures_equals_the_cli_on_their_files(tmp_path, cli):
     b = _attention_from_capture(cli, paths[1], tmp_path / "b.npy")
     mixed = attnviz.diff(caps[0], b)
     assert np.array_equal(mixed.image, fig.image)
+
+
+# -- bidirectional spans: Gemma-3's image tokens, PaliGemma's prefix ----------------------------
+
+IMAGE, BOI, EOI = 299, 297, 298
+
+
+def _tiny_gemma3_vlm():
+    """A Gemma-3 with images: a one-block SigLIP tower over 16 × 16 images of 4 × 4 patches,
+    pooled to 4 tokens an image, and two text layers, sliding (window 8, longer than an
+    image's 4 tokens) then full; eager. ``inputs(pad)``: two images among text, ``pad``
+    padding positions on the left."""
+    torch.manual_seed(0)
+    config = transformers.Gemma3Config(
+        text_config=dict(vocab_size=300, hidden_size=64, intermediate_size=96,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         head_dim=16, max_position_embeddings=256, sliding_window=8,
+                         layer_types=["sliding_attention", "full_attention"]),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                           num_attention_heads=2, image_size=16, patch_size=4),
+        mm_tokens_per_image=4, image_token_id=IMAGE, boi_token_id=BOI, eoi_token_id=EOI)
+    model = transformers.Gemma3ForConditionalGeneration(config).eval()
+    _implementation(model, "eager")
+
+    def inputs(pad=0):
+        ids = [5, 6, BOI] + [IMAGE] * 4 + [EOI, 7, 8, 9, BOI] + [IMAGE] * 4 + [EOI, 10, 11]
+        ids = torch.tensor([[0] * pad + ids])
+        mask = torch.ones_like(ids)
+        mask[:, :pad] = 0
+        return dict(input_ids=ids, attention_mask=mask, token_type_ids=(ids == IMAGE).long(),
+                    pixel_values=torch.randn(2, 3, 16, 16,
+                                             generator=torch.Generator().manual_seed(4)))
+
+    return model, inputs
+
+
+def _tiny_paligemma():
+    """A PaliGemma: a one-block SigLIP tower over a 16 × 16 image of 4 × 4 patches (16 image
+    tokens), and two Gemma layers; eager. Its config asks for bidirectional attention
+    (``use_bidirectional_attention``, as PaliGemma's always does), so its attention modules say
+    ``is_causal`` False, while its mask is the prefix-LM's: causal, the prefix (the image and
+    the prompt, ``token_type_ids`` 0) bidirectional. ``inputs(suffix)``: the image, a prompt of
+    5 tokens, then ``suffix`` tokens of the suffix (``token_type_ids`` 1)."""
+    torch.manual_seed(0)
+    config = transformers.PaliGemmaConfig(
+        text_config=dict(vocab_size=300, hidden_size=64, intermediate_size=96,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         head_dim=16, max_position_embeddings=256),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                           num_attention_heads=2, image_size=16, patch_size=4),
+        image_token_id=IMAGE, projection_dim=64)
+    model = transformers.PaliGemmaForConditionalGeneration(config).eval()
+    _implementation(model, "eager")
+
+    def inputs(suffix=3):
+        ids = torch.tensor([[IMAGE] * 16 + [2, 5, 6, 7, 1] + [8, 9, 10, 11, 12][:suffix]])
+        types = torch.zeros_like(ids)
+        types[:, 21:] = 1
+        return dict(input_ids=ids, token_type_ids=types, attention_mask=torch.ones_like(ids),
+                    pixel_values=torch.randn(1, 3, 16, 16,
+                                             generator=torch.Generator().manual_seed(4)))
+
+    return model, inputs
+
+
+def _implementation(model, name):
+    for c in (model.config, model.config.vision_config, model.config.text_config):
+        c._attn_implementation = name
+
+
+def _spans_attention(q, k, layer):
+    """The attention a capture's layer stands for, recomputed in float64 with numpy alone
+    (independent of the engine): softmax of ``q · kᵀ · scaling`` (grouped keys repeated to the
+    query heads, the logit softcap where there is one) over the keys its mask shows, the query
+    at position ``a = row + K - Q`` seeing key ``k`` where ``k <= a`` (and ``a - k < window``)
+    or both are in one of ``bidirectional_spans``."""
+    q = q.double().numpy() if isinstance(q, torch.Tensor) else np.asarray(q, np.float64)
+    k = k.double().numpy() if isinstance(k, torch.Tensor) else np.asarray(k, np.float64)
+    k = np.repeat(k, q.shape[0] // k.shape[0], axis=0)
+    scores = np.einsum("hqd,hkd->hqk", q, k) * layer["scaling"]
+    if layer.get("softcap"):
+        scores = layer["softcap"] * np.tanh(scores / layer["softcap"])
+    n_q, n_k = q.shape[1], k.shape[1]
+    at = np.arange(n_q)[:, None] + n_k - n_q
+    key = np.arange(n_k)[None, :]
+    shown = key <= at
+    if layer.get("sliding_window"):
+        shown &= at - key < layer["sliding_window"]
+    span_of = np.full(n_k, -1)
+    for i, (s, e) in enumerate(layer.get("bidirectional_spans") or []):
+        span_of[s:e] = i
+    shown |= (span_of[at] >= 0) & (span_of[at] == span_of[key])
+    scores = np.where(shown, scores, -np.inf)
+    scores -= scores.max(-1, keepdims=True)
+    p = np.exp(scores)
+    return p / p.sum(-1, keepdims=True)
+
+
+def _gemma3_spans_capture(implementation, pad):
+    """Gemma-3's language model captured under ``implementation`` with ``pad`` positions of
+    left padding, and its eager attention probabilities of the positions kept (the model's own
+    function watched, in a second pass under eager)."""
+    import transformers.models.gemma3.modeling_gemma3 as gemma3
+
+    model, inputs = _tiny_gemma3_vlm()
+    given = inputs(pad)
+    _implementation(model, implementation)
+    with torch.no_grad(), attnviz.capture(model, modules="*language_model*") as cap:
+        model(**given)
+    _implementation(model, "eager")
+    with _eager_weights(gemma3, model, "*language_model*") as eager, torch.no_grad():
+        model(**given)
+    eager = np.stack(eager)[:, :, pad:, pad:]
+    return cap, eager
+
+
+@pytest.mark.parametrize("implementation", ["eager", "sdpa"])
+@pytest.mark.parametrize("pad", [0, 3])
+def test_gemma3_s_image_tokens_are_bidirectional_spans(implementation, pad, tmp_path):
+    """Gemma-3 lets each image's tokens see one another (``token_type_ids``, its mask's
+    ``block_sequence_ids``): its layers were refused as a mask attnviz cannot recompute. Now a
+    causal mask that shows more only within such spans is read as the layer's
+    ``bidirectional_spans``, the image tokens' runs (3..7 and 12..16), in its sliding layer and
+    its full one, in the positions the capture holds (``pad`` positions of left padding left
+    out); the capture's Q and K, with those spans, give the model's own eager probabilities
+    (recomputed in float64 with numpy: within 1e-6 of torch's float32 softmax). The spans go
+    into the capture's file and come back from it."""
+    cap, eager = _gemma3_spans_capture(implementation, pad)
+    layers = cap.layers
+    spans = [[3, 7], [12, 16]]
+    assert [(l["index"], l["causal"], l["sliding_window"], l["bidirectional_spans"])
+            for l in layers] == [(0, True, 8, spans), (1, True, None, spans)]
+    assert cap.positions == (None if not pad else list(range(pad, pad + 19)))
+    probs = np.stack([_spans_attention(q, k, l) for q, k, l in zip(cap.q, cap.k, layers)])
+    assert probs.shape == eager.shape == (2, 4, 19, 19)
+    worst = float(np.abs(probs - eager).max())
+    assert worst <= 1e-6, "{}: spans' attention differs from eager by {}".format(
+        implementation, worst)
+    # (the spans matter: without them the image tokens' rows differ)
+    plain = _spans_attention(cap.q[1], cap.k[1], dict(layers[1], bidirectional_spans=None))
+    assert float(np.abs(plain - eager[1]).max()) > 0.01
+
+    path = tmp_path / "gemma3.safetensors"
+    cap.save(path)
+    assert [l["bidirectional_spans"] for l in json.loads(cap.metadata())["layers"]] == [spans] * 2
+    loaded = attnviz.Capture.load(path)
+    assert [l["bidirectional_spans"] for l in loaded.layers] == [spans] * 2
+
+
+def test_gemma3_s_image_spans_are_drawn_as_eager(tmp_path, cli):
+    """The engine recomputes a capture with ``bidirectional_spans`` as the model attended:
+    ``attnviz attention`` on Gemma-3's capture (two images, the left-padded batch item) equals
+    the model's eager probabilities within the 1e-5 of the tests above. (It needs the engine to
+    read the layers' ``bidirectional_spans``: one that ignores them draws the image tokens'
+    rows causal.)"""
+    cap, eager = _gemma3_spans_capture("sdpa", 3)
+    path = tmp_path / "gemma3.safetensors"
+    cap.save(path)
+    probs = _attention_from_capture(cli, path, tmp_path / "p.npy")
+    assert probs.shape == eager.shape
+    worst = float(np.abs(probs - eager).max())
+    assert worst <= 1e-5, "attnviz differs from eager by {}".format(worst)
+    # The package's extension too, given the capture (its metadata as JSON): the heads'
+    # statistics of the attention it recomputes are those of the eager attention.
+    mine, theirs = attnviz.heads(cap), attnviz.heads(eager.astype(np.float32))
+    assert len(mine) == len(theirs) == 8
+    for a, b in zip(mine, theirs):
+        for stat in ("sink_mass", "local_mass", "entropy", "mean_distance", "row_sum_mean"):
+            assert abs(a[stat] - b[stat]) <= 1e-4, (a["layer"], a["head"], stat, a[stat],
+                                                    b[stat])
+
+
+def _paligemma_capture(implementation, generate):
+    """PaliGemma's language model captured under ``implementation`` over its prefix of 21
+    tokens (the image and the prompt) and 3 of the suffix, in one pass, or around ``generate``
+    from a prompt of the prefix and ``generate - 1`` tokens of the suffix (``generate`` of 1:
+    the prefix alone) to the same length; with the eager probabilities of one pass over the
+    same tokens."""
+    import transformers.models.gemma.modeling_gemma as gemma
+
+    model, inputs = _tiny_paligemma()
+    _implementation(model, implementation)
+    if generate:
+        given = inputs(generate - 1)
+        new = 5 - generate
+        with torch.no_grad(), attnviz.capture(model, modules="*language_model*") as cap:
+            out = model.generate(**given, max_new_tokens=new, min_new_tokens=new,
+                                 do_sample=False)
+        given["input_ids"] = out[:, :-1]  # (the last token is generated, never fed back)
+        given["attention_mask"] = torch.ones_like(given["input_ids"])
+        given["token_type_ids"] = torch.cat([given["token_type_ids"],
+                                             torch.ones(1, new - 1, dtype=torch.long)], 1)
+    else:
+        given = inputs(3)
+        with torch.no_grad(), attnviz.capture(model, modules="*language_model*") as cap:
+            model(**given)
+    _implementation(model, "eager")
+    with _eager_weights(gemma, model, "*language_model*") as eager, torch.no_grad():
+        model(**given)
+    return model, cap, np.stack(eager)
+
+
+@pytest.mark.parametrize("implementation", ["eager", "sdpa"])
+@pytest.mark.parametrize("generate", [0, 1, 3])
+def test_paligemma_s_prefix_is_a_bidirectional_span(implementation, generate, tmp_path):
+    """PaliGemma's prefix-LM mask (the image and prompt bidirectional, the suffix causal) is a
+    causal layer with one span, the prefix 0..21, though its modules say ``is_causal`` False
+    (its config's ``use_bidirectional_attention``): the mask is what its attention applies,
+    under eager and sdpa alike. Around ``generate`` the prefill's span is kept and the decode
+    steps' rows, causal, are appended: the capture equals the eager attention of one pass over
+    the prefix and the tokens fed back (as the suffix). A prompt that is the prefix alone has a
+    mask that shows every query every key, a bidirectional layer, until the first decode step
+    appends a key its queries never saw: then it is causal with the prompt as its span.
+    Recomputed with numpy, within 1e-6. Given no ``token_type_ids`` PaliGemma's eager mask is
+    causal, and so is the layer."""
+    model, cap, eager = _paligemma_capture(implementation, generate)
+    assert all(not l.self_attn.is_causal for l in model.model.language_model.layers)
+    layers = cap.layers
+    assert [(l["causal"], l["bidirectional_spans"]) for l in layers] == [(True, [[0, 21]])] * 2
+    probs = np.stack([_spans_attention(q, k, l) for q, k, l in zip(cap.q, cap.k, layers)])
+    assert probs.shape == eager.shape == (2, 4, 24, 24)
+    worst = float(np.abs(probs - eager).max())
+    assert worst <= 1e-6, "{} {}: differs from eager by {}".format(implementation, generate,
+                                                                   worst)
+    cap.save(tmp_path / "paligemma.safetensors")
+    loaded = attnviz.Capture.load(tmp_path / "paligemma.safetensors")
+    assert [l["bidirectional_spans"] for l in loaded.layers] == [[[0, 21]]] * 2
+
+    if not generate:
+        _, inputs = _tiny_paligemma()
+        given = dict(inputs(3), token_type_ids=None)
+        _implementation(model, implementation)
+        with torch.no_grad(), attnviz.capture(model, modules="*language_model*") as cap:
+            model(**given)
+        # (under sdpa transformers passes no mask for a causal one, and sdpa then takes the
+        # module's is_causal, False: the model attends bidirectionally, as the capture says)
+        assert [(l["causal"], "bidirectional_spans" in l) for l in cap.layers] == [
+            (implementation == "eager", False)] * 2
+
+
+def test_paligemma_s_prefix_is_drawn_as_eager(tmp_path, cli):
+    """``attnviz attention`` on PaliGemma's capture around ``generate`` equals the eager
+    attention of one pass over its tokens, within 1e-5 (once the engine reads the layers'
+    ``bidirectional_spans``)."""
+    _, cap, eager = _paligemma_capture("sdpa", 1)
+    cap.save(tmp_path / "paligemma.safetensors")
+    probs = _attention_from_capture(cli, tmp_path / "paligemma.safetensors", tmp_path / "p.npy")
+    assert probs.shape == eager.shape
+    worst = float(np.abs(probs - eager).max())
+    assert worst <= 1e-5, "attnviz differs from eager by {}".format(worst)
+
+
+def test_a_mask_that_shows_more_than_spans_is_refused():
+    """Only spans are read out of a causal mask that shows more: a key shown to one query out
+    of its span, a span's query missing one of its keys, spans that overlap, keys shown ahead
+    beyond a window's reach (Gemma-3's sliding layers hide a long image's far keys: its window
+    applies to the span too), and spans in a layer of attention chunks are each refused as a
+    mask attnviz cannot recompute, through the model too. A flex-attention rule of spans is
+    read as the tensor is; a span of padding left out is counted in the positions kept."""
+    from attnviz.capture import _padding
+
+    i = torch.arange(N)
+    causal = i[None, :] <= i[:, None]
+    group = torch.full((N,), -1)
+    group[5:12], group[20:30] = 0, 1
+    span = (group[:, None] == group[None, :]) & (group[:, None] >= 0)
+    spans = causal | span
+    assert _padding(spans[None, None], 0, N, N, True, None)[1:] == (None, True,
+                                                                   [[5, 12], [20, 30]])
+    # (an additive mask, and a layer whose module says it is not causal or does not say)
+    additive = torch.zeros(N, N).masked_fill(~spans, torch.finfo(torch.float32).min)
+    for said in (True, False, None):
+        assert _padding(additive[None, None], 0, N, N, said, None)[1:] == (
+            None, True, [[5, 12], [20, 30]])
+
+    refused = "hides or shows keys that a causal mask would not"
+    extra = spans.clone()
+    extra[3, 40] = True  # (a row out of every span sees ahead)
+    another = spans.clone()
+    another[7, 10] = False  # (a span's row misses a key of its span)
+    overlap = spans.clone()
+    overlap[8, 12:15] = True  # (a row of the first span sees into the keys after it)
+    for mask in (extra, another, overlap):
+        assert _padding(mask[None, None], 0, N, N, True, None)[1].startswith(refused)
+    torch.manual_seed(5)
+    noisy = spans | (torch.rand(N, N) < 0.01)
+    assert _padding(noisy[None, None], 0, N, N, True, None)[1].startswith(refused)
+
+    window = 4  # (shorter than the spans: their far keys hidden, as Gemma-3's window does)
+    gemma3_sliding = (i[:, None] - i[None, :] < window) & spans
+    assert _padding(gemma3_sliding[None, None], 0, N, N, True, window)[1].startswith(
+        "hides or shows keys that a causal sliding-window (4) mask")
+    # (the window on the causal part alone, the spans whole, as transformers' or-mask makes)
+    or_mask = ((i[:, None] - i[None, :] < window) & causal) | span
+    assert _padding(or_mask[None, None], 0, N, N, True, window)[1:] == (
+        None, True, [[5, 12], [20, 30]])
+
+    chunked = (causal & (i[:, None] // 16 == i[None, :] // 16)) | span
+    problem = _padding(chunked[None, None], 0, N, N, True, None, chunk=16)[1]
+    assert problem.startswith("shows each query the keys of its span of positions (5..12 and "
+                              "20..30) besides its causal chunk's (16)"), problem
+
+    # A flex-attention rule: read a block of rows at a time, as the tensor.
+    class Rule:
+        def __init__(self, mask_mod):
+            self.mask_mod, self.kv_num_blocks = mask_mod, torch.zeros(1)
+
+    def rule(b, h, q, k):
+        return (k <= q) | ((group[q] >= 0) & (group[q] == group[k]))
+
+    assert _padding(Rule(rule), 0, N, N, True, None, heads=4)[1:] == (None, True,
+                                                                      [[5, 12], [20, 30]])
+    # Left padding of 3: the spans in the positions kept.
+    padded = spans.clone()
+    padded[:, :3] = False
+    kept, problem, causal_, found = _padding(padded[None, None], 0, N, N, True, None)
+    assert (problem, causal_, found) == (None, True, [[2, 9], [17, 27]])
+    assert kept.positions() == list(range(3, N))
+
+    # Through a model: a 4D mask of spans with one key more is refused when the capture is read.
+    model = _tiny("llama-gqa")
+    with torch.no_grad(), attnviz.capture(model) as cap:
+        model(_inputs(), attention_mask=extra[None, None])
+    with pytest.raises(ValueError, match="layer 0's attention mask " + refused):
+        cap.q
+    with torch.no_grad(), attnviz.capture(model) as cap:
+        model(_inputs(), attention_mask=spans[None, None])
+    assert [l["bidirectional_spans"] for l in cap.layers] == [[[5, 12], [20, 30]]] * 2
+
+
+@pytest.mark.parametrize("implementation", ["eager", "sdpa"])
+def test_gemma3_s_image_spans_around_generate_of_a_padded_item(implementation):
+    """Around ``generate`` for a batch of two, the second left-padded by 3: the prefill's spans
+    are counted in the positions kept (the images at 3..7 and 12..16 of the item's tokens),
+    the decode steps' rows appended causal, and the capture's Q and K with those spans give
+    the eager attention of one pass over the item's tokens without its padding (numpy,
+    float64, within 1e-6)."""
+    import transformers.models.gemma3.modeling_gemma3 as gemma3
+
+    model, inputs = _tiny_gemma3_vlm()
+    plain, padded = inputs(0), inputs(3)
+    # (item 0: the same tokens and 3 more, unpadded)
+    ids = torch.cat([torch.cat([plain["input_ids"], torch.tensor([[12, 13, 14]])], 1),
+                     padded["input_ids"]])
+    given = dict(input_ids=ids, attention_mask=torch.cat([torch.ones(1, 22, dtype=torch.long),
+                                                          padded["attention_mask"]]),
+                 token_type_ids=(ids == IMAGE).long(),
+                 pixel_values=torch.cat([plain["pixel_values"]] * 2))
+    _implementation(model, implementation)
+    with torch.no_grad(), attnviz.capture(model, batch=1, modules="*language_model*") as cap:
+        out = model.generate(**given, max_new_tokens=4, min_new_tokens=4, do_sample=False)
+    fed = out[1:, 3:-1]
+    assert cap.positions == list(range(3, 3 + 22))
+    layers = cap.layers
+    assert [l["bidirectional_spans"] for l in layers] == [[[3, 7], [12, 16]]] * 2
+    _implementation(model, "eager")
+    with _eager_weights(gemma3, model, "*language_model*") as eager, torch.no_grad():
+        model(input_ids=fed, token_type_ids=(fed == IMAGE).long(),
+              pixel_values=plain["pixel_values"])
+    eager = np.stack(eager)
+    probs = np.stack([_spans_attention(q, k, l) for q, k, l in zip(cap.q, cap.k, layers)])
+    assert probs.shape == eager.shape == (2, 4, 22, 22)
+    worst = float(np.abs(probs - eager).max())
+    assert worst <= 1e-6, "{}: differs from eager by {}".format(implementation, worst)
+
+
+GEMMA3_FLEX_SCRIPT = """
+import sys, torch, attnviz
+sys.path.insert(0, {tests!r})
+from test_capture import _tiny_gemma3_vlm, _implementation
+model, inputs = _tiny_gemma3_vlm()
+_implementation(model, "flex_attention")
+with torch.no_grad(), attnviz.capture(model, modules="*language_model*") as cap:
+    model(**inputs(3))
+cap.save({path!r})
+"""
+
+
+def test_gemma3_s_image_spans_under_flex_attention():
+    """Under flex attention the mask is a ``BlockMask`` whose rule (transformers' or-mask of
+    the image blocks, and the padding) is read a block of rows at a time: the same spans, in
+    the positions kept, and the capture's Q and K with them give the eager attention (numpy,
+    float64, within 1e-6). (A fresh process with TorchDynamo off, as in the test of flex
+    attention's padding above.)"""
+    import sys
+    import tempfile
+
+    import transformers.models.gemma3.modeling_gemma3 as gemma3
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "flex.safetensors")
+        script = GEMMA3_FLEX_SCRIPT.format(tests=os.path.dirname(__file__), path=path)
+        env = dict(os.environ, TORCHDYNAMO_DISABLE="1")
+        run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                             env=env)
+        assert run.returncode == 0, run.stderr[-2000:]
+        cap = attnviz.Capture.load(path)
+        layers = cap.layers
+        assert cap.positions == list(range(3, 22))
+        assert [l["bidirectional_spans"] for l in layers] == [[[3, 7], [12, 16]]] * 2
+        probs = np.stack([_spans_attention(q, k, l) for q, k, l in zip(cap.q, cap.k, layers)])
+    model, inputs = _tiny_gemma3_vlm()
+    with _eager_weights(gemma3, model, "*language_model*") as eager, torch.no_grad():
+        model(**inputs(3))
+    eager = np.stack(eager)[:, :, 3:, 3:]
+    worst = float(np.abs(probs - eager).max())
+    assert worst <= 1e-6, "flex: differs from eager by {}".format(worst)
