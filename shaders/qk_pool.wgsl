@@ -33,6 +33,9 @@ const TQ: u32 = 64u;
 const TK: u32 = 64u;
 const WG: u32 = 64u;
 const FLAG_CAUSAL: u32 = 1u;
+// each row's keys come from the table after `key_bin` (a layer with bidirectional spans), not
+// from the mask's rules
+const FLAG_RANGED: u32 = 2u;
 // The modes of a run, fixed per pipeline rather than read from `params`: software
 // rasterizers run both sides of every branch, so a runtime test leaves, for example, the
 // softcap's tanh on every score of every model (10% of the row kernel on llvmpipe), and GPUs
@@ -97,7 +100,10 @@ struct Params {
 // per head of the batch (workgroup z): its key head's slot in `k`, its cell's index in `accum`,
 // its sink logit × log2(e) as f32 bits (-F32_MAX: none), unused
 @group(0) @binding(3) var<storage, read> heads: array<vec4<u32>>;
-// per key: its pooled column
+// per key: its pooled column; then, FLAG_RANGED, per position a of the keys, the first key its
+// query sees and one past its last (`QkSource::key_ranges`: causal under bidirectional spans,
+// Gemma-3's images or PaliGemma's prefix, which no rule of qk_mask.wgsl describes; in the
+// buffer that holds the keys' columns, as the layer's own, so the kernel takes no binding more)
 @group(0) @binding(4) var<storage, read> key_bin: array<u32>;
 @group(0) @binding(5) var<storage, read> col_edges: array<u32>;
 @group(0) @binding(6) var<storage, read> row_edges: array<u32>;
@@ -143,7 +149,21 @@ var<workgroup> smem: array<vec4<f32>, 1024>;
 
 // One past the last key row `r` sees (qk_mask.wgsl).
 fn visible(r: u32) -> u32 {
+    if (params.flags & FLAG_RANGED) != 0u {
+        return row_range(r).y;
+    }
     return mask_end(r, (params.flags & FLAG_CAUSAL) != 0u, params.diagonal, params.keys, params.window, params.chunk);
+}
+
+// FLAG_RANGED: the keys row `r` sees, from the table by its position; none before the first
+// key's position (a row no key precedes, as causal has it).
+fn row_range(r: u32) -> vec2<u32> {
+    let a = i32(r) + params.diagonal;
+    if a < 0 {
+        return vec2<u32>(0u, 0u);
+    }
+    let at = params.keys + 2u * min(u32(a), params.keys - 1u);
+    return vec2<u32>(key_bin[at], key_bin[at + 1u]);
 }
 
 // One past the last key that is an entry of row `r` (qk_mask.wgsl): past visible(r) in a
@@ -156,6 +176,9 @@ fn entries(r: u32) -> u32 {
 // The first key row `r` sees (a sliding window's oldest, or its chunk's first), at most
 // visible(r).
 fn first_visible(r: u32) -> u32 {
+    if (params.flags & FLAG_RANGED) != 0u {
+        return row_range(r).x;
+    }
     return mask_start(r, visible(r), params.diagonal, params.window, params.chunk);
 }
 

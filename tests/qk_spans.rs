@@ -1,8 +1,9 @@
 //! Bidirectional spans (a capture's `bidirectional_spans`: Gemma-3's images, PaliGemma's
 //! prefix; src/source/qk_meta.rs): in a causal layer the queries of a span also see the keys
 //! after them in it. Checked in every Q/K path that takes them, against the f64 CPU reference:
-//! the two-pass GPU probabilities, pooled figures, and `attnviz attention` and `render` of a
-//! capture file.
+//! the probabilities the row kernel stores and the two-pass kernels' (both read each row's keys
+//! from a table by position), pooled figures on every score kernel, and `attnviz attention` and
+//! `render` of a capture file.
 //!
 //! Tolerances, and why: probabilities within 1e-5 of the f64 reference (f32 scores, as for
 //! plain Q/K); pooled extremes and sums within 1e-5 per entry (the same f32 probabilities,
@@ -197,36 +198,73 @@ fn spans_are_refused_where_they_cannot_be_drawn_in_one_line() {
     }
 }
 
+/// Every probability, from the row kernel (whole rows) and from the two-pass kernels (a region
+/// of keys from the second: the row kernel takes whole rows only).
 #[test]
-fn two_pass_probabilities_equal_the_f64_reference() {
+fn probabilities_equal_the_f64_reference() {
     let Some(e) = engine() else { return };
     for c in cases() {
-        let src = source(&c);
-        let s = src.shape();
-        let mut worst = 0f32;
-        for layer in 0..2 {
-            for head in 0..s.heads {
-                let rows = 0..s.queries;
-                let gpu = e.qk_probabilities(&src, layer, head, rows.clone()).unwrap();
-                let mut cpu = vec![0f32; s.queries * s.keys];
-                src.probabilities_cpu(layer, head, rows, &mut cpu).unwrap();
-                for (i, (g, r)) in gpu.iter().zip(&cpu).enumerate() {
-                    let (row, key) = (i / s.keys, i % s.keys);
-                    let seen = src.visible(layer, row).contains(&key);
-                    assert_eq!(*g > 0.0, seen, "{}: entry {i} of {layer}/{head}", c.name);
-                    worst = worst.max((g - r).abs());
+        let whole = source(&c);
+        let s = whole.shape();
+        for (src, what) in [
+            (source(&c), "row kernel"),
+            (whole.region(0..s.queries, 1..s.keys).unwrap(), "two-pass"),
+        ] {
+            let s = src.shape();
+            let mut worst = 0f32;
+            for layer in 0..2 {
+                for head in 0..s.heads {
+                    let rows = 0..s.queries;
+                    let gpu = e.qk_probabilities(&src, layer, head, rows.clone()).unwrap();
+                    let mut cpu = vec![0f32; s.queries * s.keys];
+                    src.probabilities_cpu(layer, head, rows, &mut cpu).unwrap();
+                    for (i, (g, r)) in gpu.iter().zip(&cpu).enumerate() {
+                        let (row, key) = (i / s.keys, src.out_keys().start + i % s.keys);
+                        let seen = src.visible(layer, row).contains(&key);
+                        assert_eq!(
+                            *g > 0.0,
+                            seen,
+                            "{} {what}: entry {i} of {layer}/{head}",
+                            c.name
+                        );
+                        worst = worst.max((g - r).abs());
+                    }
                 }
             }
+            assert!(worst <= 1e-5, "{} {what}: GPU differs by {worst}", c.name);
+            eprintln!("{} {what}: max |gpu - f64| = {worst:e}", c.name);
         }
-        assert!(worst <= 1e-5, "{}: GPU differs by {worst}", c.name);
-        eprintln!("{}: max |gpu - f64| = {worst:e}", c.name);
     }
 }
 
+/// Pooled figures on each score kernel (the row kernel, and the tiled one GPUs give d = 128),
+/// each with a window or segment of keys per dispatch and with the keys split across
+/// workgroups, and from stored probabilities (narrow columns, the default here).
 #[test]
 fn pooled_figures_equal_the_f64_reference() {
-    let Some(e) = engine() else { return };
-    for c in cases() {
+    let Some(mut e) = engine() else { return };
+    let (target, budget, store) = (
+        e.gpu.qk_split_workgroups,
+        e.gpu.row_vec4s,
+        e.gpu.qk_store_keys,
+    );
+    let runs = [
+        (target, budget, store),
+        (0, budget, 0),
+        (1 << 20, budget, 0),
+        (0, 0, 0),
+        (1 << 20, 0, 0),
+    ];
+    for (c, run) in cases()
+        .into_iter()
+        .flat_map(|c| runs.map(|r| (c.name, r)))
+        .filter_map(|(name, r)| cases().into_iter().find(|c| c.name == name).map(|c| (c, r)))
+    {
+        (
+            e.gpu.qk_split_workgroups,
+            e.gpu.row_vec4s,
+            e.gpu.qk_store_keys,
+        ) = run;
         let src = source(&c);
         let s = src.shape();
         let cells: Vec<(usize, usize)> = (0..2)
@@ -249,7 +287,10 @@ fn pooled_figures_equal_the_f64_reference() {
             let cpu: Vec<Vec<Accum>> = cpu.into_iter().map(|p| p.accum).collect();
             for (cell, (x, y)) in gpu.iter().zip(&cpu).enumerate() {
                 for (i, (p, q)) in x.iter().zip(y).enumerate() {
-                    let what = format!("{} row_norm={row_norm} cell {cell} pixel {i}", c.name);
+                    let what = format!(
+                        "{} {run:?} row_norm={row_norm} cell {cell} pixel {i}",
+                        c.name
+                    );
                     // every entry counts: the hidden ones are probabilities of 0
                     assert_eq!(p.count(), q.count(), "{what}: count");
                     let n = p.count() as f32;
@@ -261,6 +302,11 @@ fn pooled_figures_equal_the_f64_reference() {
             }
         }
     }
+    (
+        e.gpu.qk_split_workgroups,
+        e.gpu.row_vec4s,
+        e.gpu.qk_store_keys,
+    ) = (target, budget, store);
 }
 
 /// Writes Q and K with a capture's metadata JSON as `attnviz.capture` does.

@@ -86,7 +86,11 @@ impl RunBuffers {
         };
         let lse_bytes = (batch * rows * 8 * parts).next_multiple_of(16);
         let col_edges = bin_edges(keys, geometry.pooled_w);
-        let key_bin: Vec<u32> = (0..keys as u32).map(|k| bin_of(&col_edges, k)).collect();
+        let mut key_bin: Vec<u32> = (0..keys as u32).map(|k| bin_of(&col_edges, k)).collect();
+        if src.ranged() {
+            // (room for a layer's key ranges after the columns: `OnePass::upload_batch`)
+            key_bin.resize(3 * keys, 0);
+        }
         let in_buffer = cuts.output != Output::Pooled && !cuts.probs_texture;
         let stride = cuts.prob_stride(keys);
         let prob_bytes = (batch * rows * stride as u64 * 4).next_multiple_of(16);
@@ -121,7 +125,12 @@ impl RunBuffers {
                     | wgpu::BufferUsages::COPY_DST,
             ),
             heads: buffer("attnviz.qk_pool.heads", batch * 16),
-            key_bin: init("attnviz.qk_pool.key_bin", &key_bin),
+            key_bin: storage_buffer_init(
+                device,
+                "attnviz.qk_pool.key_bin",
+                bytemuck::cast_slice(&key_bin),
+                wgpu::BufferUsages::COPY_DST,
+            ),
             col_edges: init("attnviz.qk_pool.col_edges", &col_edges),
             row_edges: init("attnviz.qk_pool.row_edges", row_edges),
             inter: buffer("attnviz.qk_pool.inter", inter_bytes),

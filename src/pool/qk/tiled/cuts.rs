@@ -96,7 +96,7 @@ pub(super) enum Output {
 /// chunks (keys outside them, which no row of a workgroup sees, would keep the texture's last
 /// chunk: a buffer is cleared before each chunk instead). Otherwise the probabilities are copied from a buffer.
 fn stores_in_texture(src: &QkSource, cells: &[(usize, usize)]) -> bool {
-    cells.iter().all(|&(layer, _)| !src.hidden(layer).any())
+    !src.ranged() && cells.iter().all(|&(layer, _)| !src.hidden(layer).any())
 }
 
 /// Elements from one row's start to the next's in the chunk texture `prob_rows` writes: the

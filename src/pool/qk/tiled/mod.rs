@@ -111,15 +111,13 @@ struct Mode {
 /// Whether [`pool_into`] takes `src` into `geometry` on `gpu`: every key is output (the
 /// viewer's zoomed regions normalize over keys they do not show, and go the two-pass way), the
 /// pooled width fits one loop, one head's Q and K fit a binding, and the adapter offers the
-/// workgroup the kernel needs. Not for layers with bidirectional spans ([`QkSource::ranged`]),
-/// whose keys per row only the two-pass kernels read from a table so far.
+/// workgroup the kernel needs.
 pub(crate) fn applies(gpu: &Gpu, src: &QkSource, geometry: CellGeometry) -> bool {
     let l = &gpu.limits;
     let (d4, _) = padded(src.dim());
     let head =
         |n: usize| (n * d4 as usize * 16) as u64 <= gpu.max_binding().min(max_chunk_bytes(gpu));
     src.out_keys() == (0..src.all_keys())
-        && !src.ranged()
         && geometry.pooled_w <= MAX_POOLED_W
         && head(src.rows().len())
         && head(src.all_keys())
@@ -161,7 +159,10 @@ pub(crate) fn pattern_rows(
     let aligned = head_q.is_multiple_of(u64::from(gpu.limits.min_uniform_buffer_offset_alignment))
         && (16 * d4 as usize * 16)
             .is_multiple_of(gpu.limits.min_uniform_buffer_offset_alignment as usize);
+    // (not under bidirectional spans: the statistics' score pass, `shaders/pattern_qk.wgsl`,
+    // has no table of each row's keys)
     let takes = applies(gpu, src, geometry)
+        && !src.ranged()
         && src.all_keys() >= gpu.pattern_qk_min_keys as usize
         && window_keys(gpu, d4) > 0
         && src.values() == Values::Probs

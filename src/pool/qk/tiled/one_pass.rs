@@ -18,6 +18,7 @@ use super::pipelines::{Kernels, Pipes, Then, TiledPipelines};
 use super::{Mode, Params, SEG_KEYS, TK, TQ};
 
 const FLAG_CAUSAL: u32 = 1;
+const FLAG_RANGED: u32 = 2;
 
 /// One pooling run of the one-pass path: what every batch shares.
 pub(super) struct OnePass<'a> {
@@ -44,6 +45,9 @@ pub(super) struct OnePass<'a> {
     /// copy goes into the batch's first chunk's submission rather than one of its own (a
     /// whole model at short context made one a batch).
     q_pending: u64,
+    /// The layer whose key ranges `key_bin` holds after the columns (a source with
+    /// bidirectional spans, [`QkSource::key_ranges`]).
+    ranges_of: Option<usize>,
 }
 
 impl<'a> OnePass<'a> {
@@ -74,7 +78,8 @@ impl<'a> OnePass<'a> {
             base: Params {
                 q_rows: rows as u32,
                 keys: src.all_keys() as u32,
-                flags: if src.causal() { FLAG_CAUSAL } else { 0 },
+                flags: if src.causal() { FLAG_CAUSAL } else { 0 }
+                    | if src.ranged() { FLAG_RANGED } else { 0 },
                 diagonal: src.key_diagonal() as i32,
                 pooled_w: geometry.pooled_w,
                 px: geometry.pooled_pixels() as u32,
@@ -89,6 +94,7 @@ impl<'a> OnePass<'a> {
             scratch: Vec::new(),
             head_f32: F32Rows::default(),
             q_pending: 0,
+            ranges_of: None,
         }
     }
 
@@ -202,6 +208,14 @@ impl<'a> OnePass<'a> {
             self.upload(&k, slot as u64 * self.cuts.head_k, values);
         }
         self.head_f32 = buf;
+        if src.ranged() && self.ranges_of != Some(layer) {
+            let table = src.key_ranges(layer);
+            let at = (src.all_keys() * 4) as u64;
+            self.gpu
+                .queue
+                .write_buffer(&self.buffers.key_bin, at, bytemuck::cast_slice(&table));
+            self.ranges_of = Some(layer);
+        }
         // Sink logits in base 2; -f32::MAX (none) adds exp2(-MAX) = 0 to the denominator.
         let params = src.layer(layer);
         let table: Vec<[u32; 4]> = batch
@@ -424,7 +438,7 @@ impl<'a> OnePass<'a> {
                 // is.
                 // (a chunk texture is only written where no layer has a window, see
                 // `stores_in_texture`)
-                if src.hidden(layer).any() || self.cuts.output == Output::Exact {
+                if src.hidden(layer).any() || src.ranged() || self.cuts.output == Output::Exact {
                     // (the chunk's rows only, of each head of the batch: a reader's blocks are
                     // often far smaller than the buffer)
                     let rows = (members as usize - 1) * self.cuts.chunk_rows + len;
