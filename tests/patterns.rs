@@ -1153,7 +1153,6 @@ fn a_stored_query_slice_keeps_its_positions() {
 #[test]
 fn qk_statistics_with_bidirectional_spans_match_the_reference() {
     use attnviz::source::qk::{QkOptions, QkSource};
-    use attnviz::source::qk_meta::{CaptureMeta, LayerAttention};
     let Some(mut e) = engine() else { return };
     e.chunk_bytes = 20_000;
     let (heads, kv_heads, d, n) = (4, 2, 32, 300);
@@ -1162,27 +1161,7 @@ fn qk_statistics_with_bidirectional_spans_match_the_reference() {
         let a = Array4::from_shape_fn((2, h, n, d), |_| rng.next_f32() * 2.0 - 1.0);
         Box::new(ArraySource::from_f32("t", &a)) as Box<dyn AttentionSource>
     };
-    let spans = Some(vec![(0, 40), (90, 180), (250, 252)]);
-    let meta = CaptureMeta {
-        layers: vec![
-            LayerAttention {
-                index: Some(0),
-                causal: Some(true),
-                sliding_window: Some(20),
-                bidirectional_spans: spans.clone(),
-                ..Default::default()
-            },
-            LayerAttention {
-                index: Some(1),
-                causal: Some(true),
-                softcap: Some(2.5),
-                sinks: Some((0..heads).map(|h| 1.5 - h as f32).collect()),
-                bidirectional_spans: spans,
-                ..Default::default()
-            },
-        ],
-        ..Default::default()
-    };
+    let meta = common::spans_meta(heads, Some(20), &[(0, 40), (90, 180), (250, 252)]);
     let options = QkOptions {
         meta: Some(meta),
         queries: Some(101..usize::MAX),

@@ -9,7 +9,6 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::process::Command;
 
@@ -20,7 +19,7 @@ use attnviz::source::qk::{QkOptions, QkSource};
 use attnviz::source::qk_meta::{CaptureMeta, LayerAttention};
 use attnviz::source::ArraySource;
 use attnviz::AttentionSource;
-use common::{engine, Rng};
+use common::{engine, write_capture, Rng};
 use ndarray::Array4;
 
 fn values(l: usize, h: usize, n: usize, d: usize, seed: u64) -> Array4<f32> {
@@ -485,25 +484,6 @@ fn a_window_of_one_is_not_read_as_a_causal_mask() {
             );
         }
     }
-}
-
-/// Writes Q and K with a capture's metadata JSON as `attnviz.capture` does.
-fn write_capture(path: &Path, q: &Array4<f32>, k: &Array4<f32>, json: &str) {
-    use safetensors::tensor::{Dtype, TensorView};
-    let bytes = |a: &Array4<f32>| -> Vec<u8> { a.iter().flat_map(|v| v.to_le_bytes()).collect() };
-    let (qb, kb) = (bytes(q), bytes(k));
-    let tensors = vec![
-        (
-            "q",
-            TensorView::new(Dtype::F32, q.shape().to_vec(), &qb).unwrap(),
-        ),
-        (
-            "k",
-            TensorView::new(Dtype::F32, k.shape().to_vec(), &kb).unwrap(),
-        ),
-    ];
-    let metadata = HashMap::from([("attnviz".to_string(), json.to_string())]);
-    safetensors::serialize_to_file(tensors, Some(metadata), path).unwrap();
 }
 
 #[test]

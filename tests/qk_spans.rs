@@ -12,7 +12,6 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::process::Command;
 
@@ -23,39 +22,12 @@ use attnviz::source::qk::{QkOptions, QkSource, Values};
 use attnviz::source::qk_meta::{CaptureMeta, LayerAttention};
 use attnviz::source::ArraySource;
 use attnviz::AttentionSource;
-use common::{engine, Rng};
+use common::{engine, spans_meta, write_capture, Rng};
 use ndarray::Array4;
 
 fn values(l: usize, h: usize, n: usize, d: usize, seed: u64) -> Array4<f32> {
     let mut rng = Rng::new(seed);
     Array4::from_shape_fn((l, h, n, d), |_| (rng.next_f32() * 2.0 - 1.0) * 1.5)
-}
-
-/// Two causal layers with the same spans: layer 0 with a sliding window of `window` keys
-/// (which a span's keys pass through), layer 1 softcapped with sink logits per query head.
-fn meta(heads: usize, window: Option<usize>, spans: &[(usize, usize)]) -> CaptureMeta {
-    let spans = Some(spans.to_vec());
-    CaptureMeta {
-        layers: vec![
-            LayerAttention {
-                index: Some(0),
-                scale: Some(0.3),
-                causal: Some(true),
-                sliding_window: window,
-                bidirectional_spans: spans.clone(),
-                ..Default::default()
-            },
-            LayerAttention {
-                index: Some(1),
-                causal: Some(true),
-                softcap: Some(2.5),
-                sinks: Some((0..heads).map(|h| 1.5 - h as f32).collect()),
-                bidirectional_spans: spans,
-                ..Default::default()
-            },
-        ],
-        ..Default::default()
-    }
 }
 
 struct Case {
@@ -77,7 +49,7 @@ fn source(c: &Case) -> QkSource {
         Box::new(q),
         Box::new(k),
         &QkOptions {
-            meta: Some(meta(c.heads, c.window, c.spans)),
+            meta: Some(spans_meta(c.heads, c.window, c.spans)),
             ..Default::default()
         },
     )
@@ -307,25 +279,6 @@ fn pooled_figures_equal_the_f64_reference() {
         e.gpu.row_vec4s,
         e.gpu.qk_store_keys,
     ) = (target, budget, store);
-}
-
-/// Writes Q and K with a capture's metadata JSON as `attnviz.capture` does.
-fn write_capture(path: &Path, q: &Array4<f32>, k: &Array4<f32>, json: &str) {
-    use safetensors::tensor::{Dtype, TensorView};
-    let bytes = |a: &Array4<f32>| -> Vec<u8> { a.iter().flat_map(|v| v.to_le_bytes()).collect() };
-    let (qb, kb) = (bytes(q), bytes(k));
-    let tensors = vec![
-        (
-            "q",
-            TensorView::new(Dtype::F32, q.shape().to_vec(), &qb).unwrap(),
-        ),
-        (
-            "k",
-            TensorView::new(Dtype::F32, k.shape().to_vec(), &kb).unwrap(),
-        ),
-    ];
-    let metadata = HashMap::from([("attnviz".to_string(), json.to_string())]);
-    safetensors::serialize_to_file(tensors, Some(metadata), path).unwrap();
 }
 
 /// A capture file with spans renders with no flag: `attnviz attention` writes the f64

@@ -218,3 +218,55 @@ pub fn assert_labelled_with_their_heads(
         assert!(texts.contains(&label), "{label} in {texts:?}");
     }
 }
+
+/// Writes Q and K with a capture's metadata JSON as `attnviz.capture` does.
+pub fn write_capture(path: &std::path::Path, q: &Array4<f32>, k: &Array4<f32>, json: &str) {
+    use safetensors::tensor::{Dtype, TensorView};
+    let bytes = |a: &Array4<f32>| -> Vec<u8> { a.iter().flat_map(|v| v.to_le_bytes()).collect() };
+    let (qb, kb) = (bytes(q), bytes(k));
+    let tensors = vec![
+        (
+            "q",
+            TensorView::new(Dtype::F32, q.shape().to_vec(), &qb).unwrap(),
+        ),
+        (
+            "k",
+            TensorView::new(Dtype::F32, k.shape().to_vec(), &kb).unwrap(),
+        ),
+    ];
+    let metadata = std::collections::HashMap::from([("attnviz".to_string(), json.to_string())]);
+    safetensors::serialize_to_file(tensors, Some(metadata), path).unwrap();
+}
+
+/// A capture's metadata for two causal layers with bidirectional `spans` (Gemma-3's images,
+/// PaliGemma's prefix): layer 0 with a scale of its own and a sliding window of `window` keys,
+/// layer 1 softcapped with a sink logit per query head.
+pub fn spans_meta(
+    heads: usize,
+    window: Option<usize>,
+    spans: &[(usize, usize)],
+) -> attnviz::source::qk_meta::CaptureMeta {
+    use attnviz::source::qk_meta::{CaptureMeta, LayerAttention};
+    let spans = Some(spans.to_vec());
+    CaptureMeta {
+        layers: vec![
+            LayerAttention {
+                index: Some(0),
+                scale: Some(0.3),
+                causal: Some(true),
+                sliding_window: window,
+                bidirectional_spans: spans.clone(),
+                ..Default::default()
+            },
+            LayerAttention {
+                index: Some(1),
+                causal: Some(true),
+                softcap: Some(2.5),
+                sinks: Some((0..heads).map(|h| 1.5 - h as f32).collect()),
+                bidirectional_spans: spans,
+                ..Default::default()
+            },
+        ],
+        ..Default::default()
+    }
+}
