@@ -355,6 +355,42 @@ fn a_capture_file_s_spans_apply_on_the_command_line() {
         layout.contains("bidirectional spans [0, 12), [20, 30)"),
         "{layout}"
     );
+    // The statistics of both backends under `--causal on` (the capture is drawn bidirectional
+    // whatever the command line asks: the CPU twin once masked the keys past the diagonal,
+    // spans' included; found by tools/sweep_backends.py, local_mass 3% apart)
+    let stats = |backend: &str| -> Vec<f64> {
+        let out = path(&format!("{backend}.json"));
+        let o = run(&[
+            "heads",
+            "--q",
+            &path("cap.safetensors"),
+            "--causal",
+            "on",
+            "--backend",
+            backend,
+            "--json",
+            &out,
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+        v["heads"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|h| {
+                ["local_mass", "entropy", "mean_distance"].map(|k| h[k].as_f64().unwrap())
+            })
+            .collect()
+    };
+    let (gpu, cpu) = (stats("gpu"), stats("cpu"));
+    assert_eq!(gpu.len(), 6);
+    for (g, c) in gpu.iter().zip(&cpu) {
+        assert!(
+            (g - c).abs() <= 1e-5 * c.abs().max(1.0),
+            "{gpu:?} vs {cpu:?}"
+        );
+    }
     write_capture(
         Path::new(&path("bad.safetensors")),
         &q,

@@ -3,8 +3,8 @@
 
 The tests compare the two backends on inputs chosen by hand; this sweep draws them at random
 (shapes with Q ≠ K, f32, f16 and f64, NaN entries, causal heads, slices of query rows, every
-norm, reduction, scale, limit and colormap; Q and K with GQA, windows, softcaps, logits and
-query slices; `heads`; `diff`;
+norm, reduction, scale, limit and colormap; Q and K with GQA, windows, softcaps, logits,
+query slices and a capture's bidirectional spans; `heads`; `diff`;
 `attention`'s every probability), so a driver that rounds differently (a GPU's division, its
 exp) or a corner no test names shows up as a line naming the input and the options. Nothing
 here is timed. Run on every new device (tools/device_check.sh does) and after changing a
@@ -18,7 +18,8 @@ figure's pixels differ by more than 8 in a channel (one or two LUT steps of viri
 tolerance for GPUs that round a division differently), when a statistic differs by more than
 1e-5 relative (the statistics' stated tolerance; `pattern`, `argmax` and `non_finite` exactly),
 or when an entry `attention` writes differs by more than 1e-5 (relative for logits above 1).
-Exit status 1 when any case failed. Needs numpy and Pillow.
+Exit status 1 when any case failed. Needs numpy and Pillow (and safetensors for the Q/K cases
+written as captures, with bidirectional spans; left out without it).
 """
 
 import argparse
@@ -32,6 +33,11 @@ import tempfile
 
 import numpy as np
 from PIL import Image
+
+try:
+    from safetensors.numpy import save_file
+except ImportError:  # (the spans cases need a capture file; the rest do not)
+    save_file = None
 
 STATS = ("sink_mass", "local_mass", "entropy", "mean_distance", "row_sum_mean", "max")
 EXACT = ("pattern", "non_finite", "argmax")
@@ -204,7 +210,20 @@ def case_qk(binary, rng, d):
         q.flat[rng.integers(0, q.size)] = np.nan
     np.save(f"{d}/q.npy", q)
     np.save(f"{d}/k.npy", k)
-    logits = random.random() < 0.2
+    # A capture whose causal layers have bidirectional spans (Gemma-3's images, PaliGemma's
+    # prefix): 1 to 3 disjoint runs of two positions or more; no logits or attention chunks,
+    # which such a capture refuses.
+    spans = None
+    if save_file is not None and nk >= 4 and random.random() < 0.25:
+        cuts = sorted(random.sample(range(nk + 1), 2 * random.randint(1, min(3, nk // 4))))
+        spans = [[a, b] for a, b in zip(cuts[::2], cuts[1::2]) if b - a >= 2] or [[0, 2]]
+        meta = {"format": 1, "layers": [{"index": i, "causal": True,
+                                          "bidirectional_spans": spans} for i in range(layers)]}
+        save_file({"q": q, "k": k}, f"{d}/cap.safetensors",
+                  metadata={"attnviz": json.dumps(meta)})
+    qk_args = (["--q", f"{d}/cap.safetensors"] if spans else
+               ["--q", f"{d}/q.npy", "--k", f"{d}/k.npy"])
+    logits = spans is None and random.random() < 0.2
     o = (one_of(0.5, "--causal", ["on", "off", "auto"])
          + one_of(0.3, "--sliding-window", ["1", "8", "50"])
          + maybe(0.2, "--softcap", "5") + maybe(0.2, "--softmax-scale", "0.3")
@@ -214,12 +233,14 @@ def case_qk(binary, rng, d):
          + one_of(0.4, "--reduce", ["max", "mean", "min"])
          + ([] if logits else one_of(0.3, "--norm", ["row", "global", "layer"])))
     # (attention chunks: before each query's own under a causal mask, on both sides without)
-    o += one_of(0.3, "--attention-chunk", ["1", "16", "100"])
+    if spans is None:
+        o += one_of(0.3, "--attention-chunk", ["1", "16", "100"])
     outputs = {"-o": f"{d}/fig.png"}
     if not logits and random.random() < 0.4:
         outputs["--stats-json"] = f"{d}/stats.json"
-    what = f"render --q {q.shape} {q.dtype} --k {k.shape} {' '.join(o)}"
-    args = ["render", "--q", f"{d}/q.npy", "--k", f"{d}/k.npy", "--quiet"] + o
+    what = (f"render --q {q.shape} {q.dtype} --k {k.shape} {' '.join(o)}"
+            + (f" (a capture, bidirectional spans {spans})" if spans else ""))
+    args = ["render"] + qk_args + ["--quiet"] + o
 
     def reference(layer, head):
         # (`attention` on the CPU backend, the f64 reference's twin, with the same Q/K
@@ -228,8 +249,8 @@ def case_qk(binary, rng, d):
                                "--softmax-scale", "--queries")
                 if flag in o for a in (flag, o[o.index(flag) + 1])]
         causal = ["--causal"] if "--causal" in o and o[o.index("--causal") + 1] == "on" else []
-        code, err = run(binary, ["attention", "--q", f"{d}/q.npy", "--k", f"{d}/k.npy",
-                                 "--backend", "cpu", "-o", f"{d}/ref.npy"] + same + causal)
+        code, err = run(binary, ["attention"] + qk_args
+                        + ["--backend", "cpu", "-o", f"{d}/ref.npy"] + same + causal)
         if code != 0:
             raise RuntimeError(f"attention for the argmax check: {err}")
         ref = np.load(f"{d}/ref.npy").astype(np.float64)[layer - 1, head - 1]

@@ -99,7 +99,10 @@ pub fn pattern_cells(
     let mut bytes = vec![0u8; block_rows * row_bytes];
     let mut values = vec![0f32; block_rows * keys];
     let mut out = Vec::with_capacity(cells.len());
-    let pool = pool.placed_at(source);
+    // (a head from Q and K masked as its source says, whatever the command line asked, as the
+    // GPU's statistics are: a capture with bidirectional spans is drawn bidirectional under
+    // `--causal on` too)
+    let pool = pool.settled_for(source, cells)?.placed_at(source);
     for &(layer, head) in cells {
         let mut acc = PatternAccumulator::new(queries, keys, options, pool, source.first_query());
         let mut row = 0;
