@@ -186,3 +186,9 @@ fn fold_pixels(px: ptr<function, LanePixels>, i: u32, e0: u32, words: array<vec4
         (*px).d = d;
     }
 }
+
+// The pool pass's table of each position's keys (pool_fold.wgsl, KEY_RANGES): never read here,
+// since only logits have one and the statistics take no logits.
+fn key_range(base: u32, at: i32) -> vec2<i32> {
+    return vec2<i32>(-2147483647 - 1, 2147483647);
+}

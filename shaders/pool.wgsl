@@ -76,6 +76,20 @@ var<private> piece: Piece;
 @group(0) @binding(6) var<storage, read_write> cell_flags: array<atomic<u32>>;
 // per pooled pixel (FLAG_AUTO_CAUSAL only): exact zeros above the diagonal set aside
 @group(0) @binding(7) var<storage, read_write> zeros: array<u32>;
+// Per position of a layer's keys, the first key its row sees and one past its last (logits of
+// a layer with bidirectional spans: `QkSource::mask_ranges`), layer after layer; a placeholder
+// otherwise.
+@group(0) @binding(8) var<storage, read> key_ranges: array<vec2<u32>>;
+
+// The keys the row at position `at` sees, from the table whose first entry is `base`
+// (pool_fold.wgsl, KEY_RANGES); none before the first key's position.
+fn key_range(base: u32, at: i32) -> vec2<i32> {
+    if at < 0 {
+        return vec2<i32>(0, 0);
+    }
+    let i = min(base + u32(at), arrayLength(&key_ranges) - 1u);
+    return vec2<i32>(key_ranges[i]);
+}
 
 // Word `w` of the chunk.
 fn word(w: u32) -> vec4<u32> {

@@ -179,6 +179,11 @@ fn close_bin(run: Running) {
     }
 }
 
+// `Piece::window` of a piece whose rows' keys come from a table (`key_range`, whose first entry
+// `Piece::chunk` names) rather than a window and chunks: no window reaches it (at most 2^30
+// keys, `HiddenKeys::KERNEL_MAX`).
+const KEY_RANGES: u32 = 0xffffffffu;
+
 // Sets `run` up for head row q (piece row r, element `row_base` of the chunk): its bin starts
 // at element `first`; the row's diagonal, window and --norm row divisor.
 fn begin_row(run: ptr<function, Running>, q: u32, r: u32, row_base: u32, first: u32) {
@@ -188,7 +193,13 @@ fn begin_row(run: ptr<function, Running>, q: u32, r: u32, row_base: u32, first: 
     // nothing; first_key_seen works in key positions)
     (*run).low = -2147483647 - 1;
     (*run).high = 2147483647;
-    if (FLAGS & FLAG_WINDOW) != 0u && (piece.window > 0u || piece.chunk > 0u) {
+    if (FLAGS & FLAG_WINDOW) != 0u && piece.window == KEY_RANGES {
+        // a layer with bidirectional spans: the keys the row sees, from the table by position
+        // whose first entry `chunk` names (key_range, of the module this file is appended to)
+        let seen = key_range(piece.chunk, i32(q) + piece.causal_offset + i32(piece.key_position));
+        (*run).low = seen.x - i32(piece.key_position) + i32(row_base);
+        (*run).high = seen.y - i32(piece.key_position) + i32(row_base);
+    } else if (FLAGS & FLAG_WINDOW) != 0u && (piece.window > 0u || piece.chunk > 0u) {
         let at = i32(q) + piece.causal_offset + i32(piece.key_position);
         (*run).low = first_key_seen(at, piece.window, piece.chunk) - i32(piece.key_position)
             + i32(row_base);

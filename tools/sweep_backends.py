@@ -211,8 +211,8 @@ def case_qk(binary, rng, d):
     np.save(f"{d}/q.npy", q)
     np.save(f"{d}/k.npy", k)
     # A capture whose causal layers have bidirectional spans (Gemma-3's images, PaliGemma's
-    # prefix): 1 to 3 disjoint runs of two positions or more; no logits or attention chunks,
-    # which such a capture refuses.
+    # prefix): 1 to 3 disjoint runs of two positions or more; no attention chunks, which such
+    # a capture refuses.
     spans = None
     if save_file is not None and nk >= 4 and random.random() < 0.25:
         cuts = sorted(random.sample(range(nk + 1), 2 * random.randint(1, min(3, nk // 4))))
@@ -223,7 +223,7 @@ def case_qk(binary, rng, d):
                   metadata={"attnviz": json.dumps(meta)})
     qk_args = (["--q", f"{d}/cap.safetensors"] if spans else
                ["--q", f"{d}/q.npy", "--k", f"{d}/k.npy"])
-    logits = spans is None and random.random() < 0.2
+    logits = random.random() < 0.2
     o = (one_of(0.5, "--causal", ["on", "off", "auto"])
          + one_of(0.3, "--sliding-window", ["1", "8", "50"])
          + maybe(0.2, "--softcap", "5") + maybe(0.2, "--softmax-scale", "0.3")

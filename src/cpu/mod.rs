@@ -41,6 +41,9 @@ pub struct HeadPooler {
     /// row's first key (a chunk's edges are positions, not offsets from the diagonal).
     pub hidden: HiddenKeys,
     pub key_position: i64,
+    /// Instead of `hidden`, the keys each position's row sees (`QkSource::mask_ranges`: logits
+    /// of a layer with bidirectional spans), indexed by position.
+    pub ranges: Option<Vec<[u32; 2]>>,
 }
 
 impl HeadPooler {
@@ -62,6 +65,7 @@ impl HeadPooler {
             causal: options.causal == Causal::On,
             hidden: HiddenKeys::default(),
             key_position: 0,
+            ranges: None,
         }
     }
 
@@ -82,8 +86,21 @@ impl HeadPooler {
             let causal = self.options.causal;
             // (i64::MIN where nothing before the row is hidden, i64::MAX nothing after it)
             let at = diagonal + self.key_position;
-            let low = self.hidden.first(at).saturating_sub(self.key_position);
-            let high = self.hidden.end(at).saturating_sub(self.key_position);
+            let (low, high) = match &self.ranges {
+                // (a row before the first key's position sees none, as causal has it)
+                Some(table) => {
+                    let [lo, hi] = usize::try_from(at)
+                        .ok()
+                        .and_then(|a| table.get(a.min(table.len().saturating_sub(1))))
+                        .copied()
+                        .unwrap_or([0, 0]);
+                    (lo as i64 - self.key_position, hi as i64 - self.key_position)
+                }
+                None => (
+                    self.hidden.first(at).saturating_sub(self.key_position),
+                    self.hidden.end(at).saturating_sub(self.key_position),
+                ),
+            };
             let masked = |k: usize| {
                 (causal == Causal::On && above(k)) || (k as i64) < low || k as i64 >= high
             };
@@ -239,6 +256,7 @@ fn pool_head(
     let mut pooler = HeadPooler::new(queries, keys, geometry, options);
     if let Some(qk) = source.as_qk() {
         pooler.hidden = qk.mask_hidden(layer);
+        pooler.ranges = qk.mask_ranges(layer);
         pooler.key_position = qk.out_keys().start as i64;
     }
     let mut row = 0;

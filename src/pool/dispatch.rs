@@ -100,6 +100,7 @@ pub(super) fn pool_bind_group(
             buffers.row_max.as_entire_binding(),
             g.flags.as_entire_binding(),
             g.zeros.as_entire_binding(),
+            buffers.key_ranges.as_entire_binding(),
         ],
     )
 }
@@ -130,7 +131,12 @@ impl Ingest<'_> {
         let mut row_max_base = 0;
         for (j, p) in pieces.iter().enumerate() {
             let hidden = self.hidden.get(p.cell).copied().unwrap_or_default();
-            let (window, chunk) = hidden.kernel_params();
+            // (a cell with key ranges: its table's first entry, `KEY_RANGES` in
+            // shaders/pool_fold.wgsl)
+            let (window, chunk) = match self.range_base.get(p.cell).copied().flatten() {
+                Some(base) => (u32::MAX, base),
+                None => hidden.kernel_params(),
+            };
             self.params[j] = PieceParams {
                 elem_offset: (p.offset / self.dtype.size()) as u32,
                 row_start: p.row_start as u32,
@@ -188,7 +194,7 @@ impl Ingest<'_> {
             &self.gpu.device,
             self.dtype,
             options,
-            !self.hidden.is_empty(),
+            self.masks_keys(),
             self.layout,
         );
         let n = pieces.len() as u32;
@@ -252,7 +258,7 @@ impl Ingest<'_> {
         if self.pooling_bind_groups.is_empty() {
             return None;
         }
-        let flags = self.dispatch_options().flags(!self.hidden.is_empty());
+        let flags = self.dispatch_options().flags(self.masks_keys());
         PoolWithProfiles::choose(self.keys, self.dtype, kernel, flags)
     }
 
@@ -550,7 +556,7 @@ impl<'g> Ingest<'g> {
             pipes: self.pipes,
             dtype: self.dtype,
             options: self.options,
-            window: !self.hidden.is_empty(),
+            window: self.masks_keys(),
             layout: self.layout,
             pattern: self.pattern.is_some(),
             pool: !self.statistics_only,

@@ -82,6 +82,10 @@ pub(crate) struct Ingest<'g> {
     /// position of a row's first key (chunks' edges are positions).
     pub(super) hidden: Vec<HiddenKeys>,
     pub(super) key_position: u32,
+    /// Per cell, where its layer's table of each position's keys starts in
+    /// `PassBuffers::key_ranges` ([`Ingest::set_key_ranges`]: logits of a layer with
+    /// bidirectional spans); empty where no cell has one.
+    pub(super) range_base: Vec<Option<u32>>,
     /// The pool pass's bind group per accumulator group (also `fold_masked_zeros`').
     pub(super) bind_groups: Vec<wgpu::BindGroup>,
     /// Parameters, bin edges and row maxima, bound by every pool dispatch.
@@ -242,6 +246,8 @@ pub(super) struct PassBuffers {
     pub(super) row_edges: wgpu::Buffer,
     pub(super) col_edges: wgpu::Buffer,
     pub(super) row_max: wgpu::Buffer,
+    /// The cells' layers' key ranges ([`Ingest::set_key_ranges`]), else 16 unread bytes.
+    pub(super) key_ranges: wgpu::Buffer,
 }
 
 impl PassBuffers {
@@ -276,6 +282,12 @@ impl PassBuffers {
                 } else {
                     4
                 },
+                wgpu::BufferUsages::STORAGE,
+            ),
+            key_ranges: buffer(
+                device,
+                "attnviz.pool.key_ranges",
+                16,
                 wgpu::BufferUsages::STORAGE,
             ),
         }
@@ -378,6 +390,7 @@ impl<'g> Ingest<'g> {
             params: vec![PieceParams::zeroed(); MAX_PIECES],
             hidden: Vec::new(),
             key_position: 0,
+            range_base: Vec::new(),
             bind_groups,
             chunk,
             buffers,
@@ -413,6 +426,48 @@ impl<'g> Ingest<'g> {
             Vec::new()
         };
         self.key_position = key_position as u32;
+    }
+
+    /// Masks, instead of a window and chunks, the keys outside `tables[cell]` (each position's
+    /// first key and one past its last, `QkSource::mask_ranges`: logits of a layer with
+    /// bidirectional spans) from each of the cell's rows; cells of one layer share their table
+    /// (compared by address). The tables go into one buffer, the bind groups made again with it.
+    pub(crate) fn set_key_ranges(&mut self, tables: &[Option<std::sync::Arc<[[u32; 2]]>>]) {
+        if tables.iter().all(Option::is_none) {
+            return;
+        }
+        let mut data: Vec<[u32; 2]> = Vec::new();
+        let mut placed: Vec<(*const [u32; 2], u32)> = Vec::new();
+        self.range_base = tables
+            .iter()
+            .map(|t| {
+                t.as_ref().map(|t| {
+                    let key = t.as_ptr();
+                    match placed.iter().find(|(p, _)| *p == key) {
+                        Some(&(_, base)) => base,
+                        None => {
+                            let base = data.len() as u32;
+                            data.extend_from_slice(t);
+                            placed.push((key, base));
+                            base
+                        }
+                    }
+                })
+            })
+            .collect();
+        self.buffers.key_ranges = storage_buffer_init(
+            &self.gpu.device,
+            "attnviz.pool.key_ranges",
+            bytemuck::cast_slice(&data),
+            wgpu::BufferUsages::empty(),
+        );
+        self.bind_groups = (0..self.groups.len()).map(|g| self.bind_group(g)).collect();
+    }
+
+    /// Whether some cell masks keys besides the causal ones (a window, chunks or key ranges:
+    /// the pool pass's `FLAG_WINDOW` pipelines).
+    pub(super) fn masks_keys(&self) -> bool {
+        !self.hidden.is_empty() || self.range_base.iter().any(Option::is_some)
     }
 
     /// The accumulator buffer holding `cell`'s pooled pixels, and the cell's index in it, for

@@ -115,7 +115,7 @@ impl PoolPipelines {
     pub(crate) fn new(device: &wgpu::Device) -> PoolPipelines {
         use Binding::*;
         // params, the chunk texture, row edges, column edges, accumulators, row maxima, cell
-        // flags, zeros
+        // flags, zeros, the rows' key ranges
         let kernel = Kernel::compute(
             device,
             "attnviz.pool",
@@ -129,6 +129,7 @@ impl PoolPipelines {
                 Buffer,
                 Buffer,
                 Buffer,
+                BufReadOnly,
             ],
         );
         // params, accumulators, statistics out, per-block partials

@@ -334,8 +334,6 @@ impl QkSource {
                 Some("bidirectional spans in a layer that is not causal")
             } else if layer_params.iter().any(|p| p.chunk.is_some()) {
                 Some("bidirectional spans and attention chunks")
-            } else if options.values == Values::Logits {
-                Some("logits of layers with bidirectional spans: the pool pass does not yet mask their hidden keys row by row; draw probabilities")
             } else {
                 None
             };
@@ -470,9 +468,17 @@ impl QkSource {
     /// hidden logit has no value at all.
     pub fn mask_hidden(&self, layer: usize) -> HiddenKeys {
         match self.values {
-            Values::Probs => HiddenKeys::default(),
-            Values::Logits => self.hidden(layer),
+            // (a layer with bidirectional spans masks by its table, `mask_ranges`)
+            Values::Logits if !self.ranged => self.hidden(layer),
+            _ => HiddenKeys::default(),
         }
+    }
+
+    /// [`QkSource::key_ranges`] of layer `layer` where pooling masks them: logits of a layer
+    /// with bidirectional spans (as [`QkSource::mask_hidden`] is for windows and chunks, which
+    /// such a layer's table already holds).
+    pub fn mask_ranges(&self, layer: usize) -> Option<Vec<[u32; 2]>> {
+        (self.ranged && self.values == Values::Logits).then(|| self.key_ranges(layer))
     }
 
     /// Layer `layer`'s scale, window, chunks, softcap and sinks.
