@@ -358,17 +358,17 @@ fn two_pass_probabilities_equal_the_f64_reference() {
         let mut worst = 0f32;
         for layer in 0..2 {
             for head in 0..s.heads {
-                let rows = 0..s.queries;
-                let gpu = e.qk_probabilities(&src, layer, head, rows.clone()).unwrap();
-                let mut cpu = vec![0f32; s.queries * s.keys];
-                src.probabilities_cpu(layer, head, rows, &mut cpu).unwrap();
-                for (i, (g, r)) in gpu.iter().zip(&cpu).enumerate() {
-                    let (row, key) = (i / s.keys, i % s.keys);
-                    if !src.visible(layer, row).contains(&key) {
-                        assert_eq!(*g, 0.0, "{}: hidden entry {i} of {layer}/{head}", c.name);
-                    }
-                    worst = worst.max((g - r).abs());
-                }
+                let (gpu, w) =
+                    common::qk_probabilities_checked(&e, &src, layer, head, |row, key, g| {
+                        if !src.visible(layer, row).contains(&key) {
+                            assert_eq!(
+                                g, 0.0,
+                                "{}: hidden entry {row}, {key} of {layer}/{head}",
+                                c.name
+                            );
+                        }
+                    });
+                worst = worst.max(w);
                 // Sinks take their share of each row: the rows of layer 1 sum to less than 1.
                 let sum: f32 = gpu[..s.keys].iter().sum();
                 if layer == 1 {

@@ -97,22 +97,6 @@ fn logit(l: usize, h: usize, q: usize, k: usize) -> Option<f64> {
     logit_of(true, l, h, q, k)
 }
 
-fn compare(what: &str, gpu: &[Vec<Accum>], cpu: &[Vec<Accum>]) {
-    for (cell, (x, y)) in gpu.iter().zip(cpu).enumerate() {
-        for (i, (p, q)) in x.iter().zip(y).enumerate() {
-            assert_eq!(p.count(), q.count(), "{what}: cell {cell} pixel {i} count");
-            if p.count() == 0 {
-                continue;
-            }
-            let n = p.count() as f32;
-            let ok = (p.max - q.max).abs() <= 1e-5
-                && (p.min - q.min).abs() <= 1e-5
-                && (p.sum - q.sum).abs() <= 1e-5 * n;
-            assert!(ok, "{what}: cell {cell} pixel {i}: {p:?} vs {q:?}");
-        }
-    }
-}
-
 #[test]
 fn the_cpu_twin_draws_scaled_softcapped_logits_and_hides_the_window_and_other_chunks() {
     let src = source(Values::Logits);
@@ -193,7 +177,7 @@ fn pooled_logits_equal_the_f64_twin(e: &mut attnviz::Engine, causal: bool) {
         let cpu: Vec<Vec<Accum>> = cpu.into_iter().map(|p| p.accum).collect();
         let what =
             format!("causal {causal}: one-pass, cell {cell}, split {split}, row vec4s {vec4s}");
-        compare(&what, &gpu, &cpu);
+        common::assert_accums_close(&what, &gpu, &cpu);
     }
     (e.gpu.qk_split_workgroups, e.gpu.row_vec4s) = (target, budget);
     // The two-pass path: a region of keys, as the viewer's zoomed detail pools it; the pool
@@ -210,7 +194,7 @@ fn pooled_logits_equal_the_f64_twin(e: &mut attnviz::Engine, causal: bool) {
     let gpu = gpu.read_accums(&e.gpu).unwrap();
     let cpu = attnviz::cpu::pool_cells(&region, &cells, geometry, options).unwrap();
     let cpu: Vec<Vec<Accum>> = cpu.into_iter().map(|p| p.accum).collect();
-    compare(&format!("causal {causal}: two-pass region"), &gpu, &cpu);
+    common::assert_accums_close(&format!("causal {causal}: two-pass region"), &gpu, &cpu);
     let windowed: &[usize] = if causal { &[0, 4] } else { &[0] };
     for &cell in windowed {
         assert!(

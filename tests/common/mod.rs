@@ -270,3 +270,55 @@ pub fn spans_meta(
         ..Default::default()
     }
 }
+
+/// Each cell's pixels from the GPU against the CPU twin's: equal counts, and extremes and
+/// sums within 1e-5 per entry (the same values folded in another order); empty pixels' extremes
+/// are the producer's initial values.
+pub fn assert_accums_close(
+    what: &str,
+    gpu: &[Vec<attnviz::pool::accum::Accum>],
+    cpu: &[Vec<attnviz::pool::accum::Accum>],
+) {
+    for (cell, (x, y)) in gpu.iter().zip(cpu).enumerate() {
+        for (i, (p, q)) in x.iter().zip(y).enumerate() {
+            assert_eq!(p.count(), q.count(), "{what}: cell {cell} pixel {i} count");
+            if p.count() == 0 {
+                continue;
+            }
+            let n = p.count() as f32;
+            let ok = (p.max - q.max).abs() <= 1e-5
+                && (p.min - q.min).abs() <= 1e-5
+                && (p.sum - q.sum).abs() <= 1e-5 * n;
+            assert!(ok, "{what}: cell {cell} pixel {i}: {p:?} vs {q:?}");
+        }
+    }
+}
+
+/// Every probability of query head (`layer`, `head`) of `src` as the GPU computes it, each
+/// entry checked by `check(row, key, value)` (`key` an index into K), and the largest
+/// difference from the f64 reference's.
+pub fn qk_probabilities_checked(
+    e: &Engine,
+    src: &attnviz::source::qk::QkSource,
+    layer: usize,
+    head: usize,
+    check: impl Fn(usize, usize, f32),
+) -> (Vec<f32>, f32) {
+    let s = attnviz::AttentionSource::shape(src);
+    let rows = 0..s.queries;
+    let gpu = e.qk_probabilities(src, layer, head, rows.clone()).unwrap();
+    let mut cpu = vec![0f32; s.queries * s.keys];
+    src.probabilities_cpu(layer, head, rows, &mut cpu).unwrap();
+    let mut worst = 0f32;
+    for (i, (g, r)) in gpu.iter().zip(&cpu).enumerate() {
+        check(i / s.keys, src.out_keys().start + i % s.keys, *g);
+        worst = worst.max((g - r).abs());
+    }
+    (gpu, worst)
+}
+
+/// Q or K of `l` layers, `h` heads, `n` rows of `d` values, uniform in ±1.5 from `seed`.
+pub fn qk_values(l: usize, h: usize, n: usize, d: usize, seed: u64) -> Array4<f32> {
+    let mut rng = Rng::new(seed);
+    Array4::from_shape_fn((l, h, n, d), |_| (rng.next_f32() * 2.0 - 1.0) * 1.5)
+}
