@@ -723,6 +723,17 @@ class Capture:
         if causal:
             key = key[:, :, :self._filled(attention_mask, query.shape[2], key.shape[2])]
             # (attention_mask keeps its columns: _padding reads the first keys' only)
+        elif causal is False and attention_mask is not None:
+            # A module that says it is not causal over a static cache (PaliGemma's, whose mask
+            # is the prefix-LM's): the slots after the tokens are left out where the written
+            # ones end at the pass's last query, as a self-attention pass over a cache's do
+            # (its new keys are its queries'); a cross-attention's keys, an encoder's tokens,
+            # end there only by chance, and then only its padding would go, as _padding would
+            # leave it out.
+            filled = self._filled(attention_mask, query.shape[2], key.shape[2])
+            before = (self._keys_held(index) + self._padded()) if index in self._records else 0
+            if filled < key.shape[2] and filled == before + query.shape[2]:
+                key = key[:, :, :filled]
         owner = self._owners.get(index)
         placement = None  # (where the pass's first layer goes, found once)
         if owner is module:

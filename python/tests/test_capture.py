@@ -1940,7 +1940,7 @@ def test_gemma3_s_image_spans_are_drawn_as_eager(tmp_path, cli):
                                                     b[stat])
 
 
-def _paligemma_capture(implementation, generate):
+def _paligemma_capture(implementation, generate, cache=None):
     """PaliGemma's language model captured under ``implementation`` over its prefix of 21
     tokens (the image and the prompt) and 3 of the suffix, in one pass, or around ``generate``
     from a prompt of the prefix and ``generate - 1`` tokens of the suffix (``generate`` of 1:
@@ -1955,7 +1955,7 @@ def _paligemma_capture(implementation, generate):
         new = 5 - generate
         with torch.no_grad(), attnviz.capture(model, modules="*language_model*") as cap:
             out = model.generate(**given, max_new_tokens=new, min_new_tokens=new,
-                                 do_sample=False)
+                                 do_sample=False, cache_implementation=cache)
         given["input_ids"] = out[:, :-1]  # (the last token is generated, never fed back)
         given["attention_mask"] = torch.ones_like(given["input_ids"])
         given["token_type_ids"] = torch.cat([given["token_type_ids"],
@@ -2006,6 +2006,24 @@ def test_paligemma_s_prefix_is_a_bidirectional_span(implementation, generate, tm
         # module's is_causal, False: the model attends bidirectionally, as the capture says)
         assert [(l["causal"], "bidirectional_spans" in l) for l in cap.layers] == [
             (implementation == "eager", False)] * 2
+
+
+@pytest.mark.parametrize("implementation", ["eager", "sdpa"])
+@pytest.mark.parametrize("generate", [1, 3])
+def test_paligemma_around_generate_over_a_static_cache(implementation, generate):
+    """Over a static cache (``cache_implementation="static"``, as ``torch.compile`` wants)
+    every pass gets the cache's every slot, and PaliGemma's modules say ``is_causal`` False: the
+    slots not yet written are left out as a causal module's are (where the written ones end at
+    the pass's last query), so the capture is the one pass's attention, span and all. (Until
+    2026-12-08 a prompt of the prefix alone was refused as a cache that does not continue the
+    capture, and one with suffix tokens kept the last decode step's row alone, silently.)"""
+    _, cap, eager = _paligemma_capture(implementation, generate, cache="static")
+    layers = cap.layers
+    assert [l["bidirectional_spans"] for l in layers] == [[[0, 21]]] * 2
+    probs = np.stack([_spans_attention(q, k, l) for q, k, l in zip(cap.q, cap.k, layers)])
+    assert probs.shape == eager.shape == (2, 4, 24, 24)
+    worst = float(np.abs(probs - eager).max())
+    assert worst <= 1e-6, "differs from eager by {}".format(worst)
 
 
 def test_paligemma_s_prefix_is_drawn_as_eager(tmp_path, cli):
