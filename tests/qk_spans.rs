@@ -382,6 +382,47 @@ fn a_capture_file_s_spans_apply_on_the_command_line() {
         layout.contains("bidirectional spans [0, 12), [20, 30)"),
         "{layout}"
     );
+    // The same spans on plain Q and K with --bidirectional-spans: the same bytes; and the flag
+    // without a causal mask, or with bad spans, one line, exit 2
+    for (a, name) in [(&q, "q.npy"), (&k, "k.npy")] {
+        let src = ArraySource::from_f32("x", a);
+        attnviz::source::write_tensor(&src, Path::new(&path(name)), &|_, _| {}).unwrap();
+    }
+    let plain = |extra: &[&str]| {
+        run(&[
+            &["attention", "--q", &path("q.npy"), "--k", &path("k.npy")],
+            extra,
+            &["-o", &path("flag.npy")],
+        ]
+        .concat())
+    };
+    let o = plain(&["--causal", "--bidirectional-spans", "0:12,20:30"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        std::fs::read(path("flag.npy")).unwrap(),
+        std::fs::read(path("p.npy")).unwrap()
+    );
+    for (extra, want) in [
+        (&["--bidirectional-spans", "0:12"][..], "not causal"),
+        (
+            &["--causal", "--bidirectional-spans", "0:12,5:9"][..],
+            "disjoint",
+        ),
+        (
+            &["--causal", "--bidirectional-spans", "0:41"][..],
+            "past the 40 keys",
+        ),
+    ] {
+        let o = plain(extra);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{extra:?}: {err}");
+        // (clap's own errors add a line pointing at --help)
+        let lines = err
+            .lines()
+            .filter(|l| !l.is_empty() && !l.starts_with("For more information"))
+            .count();
+        assert!(err.contains(want) && lines == 1, "{err}");
+    }
     // The statistics of both backends under `--causal on` (the capture is drawn bidirectional
     // whatever the command line asks: the CPU twin once masked the keys past the diagonal,
     // spans' included; found by tools/sweep_backends.py, local_mass 3% apart)

@@ -28,8 +28,10 @@ ODD_VALUES = [0, -1, 1, 3, 64, 65, 2**31, 2**32 + 1, 2**63, -2**63, 10**30, 1e30
 ODD_OPTION_VALUES = ["0", "-1", "1", "3", "1e9", "4294967296", "nan", "inf", "-inf", "", "x",
                      "0.5", "1e-40", "99999999999999999999", "2..1", "..0", "0..", "5..5", "1,8",
                      "1-0", "1,,2", "-3", "gamma:0", "gamma:-1", "gamma:nan", "0,100", "100,0",
-                     "50,50", "-1,101", "nan,1"]
+                     "50,50", "-1,101", "nan,1", "0:4", "4:0", "3:3", "0:4,2:6", "1:3,5:8",
+                     "0:99999999999999999999", ":", "0:4,"]
 VALUE_OPTIONS = ["--softmax-scale", "--sliding-window", "--attention-chunk", "--softcap",
+                 "--bidirectional-spans",
                  "--queries", "--layers", "--heads", "--cell", "--scale", "--log-floor", "--clip", "--vmin", "--vmax",
                  "--center", "--top", "--exclude-keys", "--scale-factor", "--dpi", "--sink-keys",
                  "--window", "--title"]
@@ -131,7 +133,9 @@ class Case:
                         "sliding_window": rng.choice([None, 4]),
                         "attention_chunk_size": rng.choice([None, 5]),
                         "softcap": rng.choice([None, 30.0]),
-                        "sinks": rng.choice([None, [0.5] * heads])} for i in range(layers)]})}
+                        "sinks": rng.choice([None, [0.5] * heads]),
+                        "bidirectional_spans": rng.choice([None, [[0, 4]], [[1, 3], [5, 8]]])}
+                       for i in range(layers)]})}
         return self.safetensors({"q": (self.dtype, [layers, heads, tokens, dim], q),
                                  "k": (self.dtype, [layers, kv, tokens, dim], k)}, meta)
 

@@ -278,6 +278,7 @@ def render_qk(
     sliding_window=None,
     attention_chunk=None,
     softcap=None,
+    bidirectional_spans=None,
     layers=None,
     heads=None,
     norm="head",
@@ -334,6 +335,11 @@ def render_qk(
         capture's per-layer chunks, else none).
     softcap: scores become C·tanh(s/C) before the softmax, in every layer (default: the
         capture's).
+    bidirectional_spans: runs of positions ``[(s, e), ...]`` (end excluded) that attend to
+        each other both ways on top of the causal mask, in every layer: the query at ``a``,
+        ``s <= a < e``, also sees the keys up to ``e`` (Gemma-3's image tokens, PaliGemma's
+        prefix; needs ``causal="on"`` or a causal capture) (default: the capture's per-layer
+        spans).
     causal: "on"/True hides each query's later keys (bottom-right aligned, as in decoders);
         "auto" (default) and "off" compute full attention.
     The other options are :func:`render`'s.
@@ -353,6 +359,7 @@ def figure_qk(
     sliding_window=None,
     attention_chunk=None,
     softcap=None,
+    bidirectional_spans=None,
     layers=None,
     heads=None,
     norm="head",
@@ -408,6 +415,7 @@ def heads(
     sliding_window=None,
     attention_chunk=None,
     softcap=None,
+    bidirectional_spans=None,
     backend="auto",
     figure=None,
     title=None,
@@ -468,7 +476,8 @@ def heads(
         raise ValueError("title is drawn above the summary figure: give figure= too")
     qk = _qk_options(dict(queries=queries, softmax_scale=softmax_scale,
                           sliding_window=sliding_window, attention_chunk=attention_chunk,
-                          softcap=softcap, values="probs"))
+                          softcap=softcap, bidirectional_spans=bidirectional_spans,
+                          values="probs"))
     _check_batch("attnviz.heads", attn, k, batch)
     source = _file_source("attnviz.heads", attn, tensor, options, qk, k)
     if source is not None:
@@ -653,6 +662,7 @@ def view(
     sliding_window=None,
     attention_chunk=None,
     softcap=None,
+    bidirectional_spans=None,
     size=None,
     focus=None,
     zoom=None,
@@ -669,7 +679,8 @@ def view(
     The figure's keywords are :func:`render`'s (``scale``, ``clip``, ``sort_by``, ``top``,
     ``theme``, ...); ``sink_keys`` and ``window`` set what the statistics count whenever the
     viewer ranks by them (``sort_by``, or the ``o`` key). ``queries``, ``values``,
-    ``softmax_scale``, ``sliding_window``, ``attention_chunk`` and ``softcap`` are
+    ``softmax_scale``, ``sliding_window``, ``attention_chunk``, ``softcap`` and
+    ``bidirectional_spans`` are
     :func:`render_qk`'s (``queries``
     of stored attention too: only those rows, keeping their places). Then ``tokens`` (one
     string per token, named in the hover readout), ``size`` ((width, height) of the window),
@@ -704,7 +715,8 @@ def view(
 def _qk_defaults(queries=None):
     """The Q/K keywords at their defaults (a capture's own settings apply), but ``queries``."""
     return _qk_options(dict(queries=queries, values="probs", softmax_scale=None,
-                            sliding_window=None, attention_chunk=None, softcap=None))
+                            sliding_window=None, attention_chunk=None, softcap=None,
+                            bidirectional_spans=None))
 
 
 def _file_source(where, attn, tensor, options, qk, k=None):
@@ -838,9 +850,28 @@ def _qk_options(kw):
         "sliding_window": None if window is None else _int(window, "sliding_window"),
         "attention_chunk": None if chunk is None else _int(chunk, "attention_chunk"),
         "softcap": softcap,
+        "bidirectional_spans": _spans(kw["bidirectional_spans"]),
         "values": _str(kw["values"], "values"),
         "meta": None,
     }
+
+
+def _spans(spans):
+    """``bidirectional_spans`` (pairs ``(s, e)`` of integers) in the CLI's ``S:E,S:E``
+    syntax, whose parser checks them as it checks ``--bidirectional-spans``; None as None."""
+    if spans is None:
+        return None
+    if isinstance(spans, (str, bytes)) or not hasattr(spans, "__iter__"):
+        raise ValueError("bidirectional_spans: expected pairs (start, end), not {!r}".format(
+            spans))
+    pairs = []
+    for span in spans:
+        if isinstance(span, (str, bytes)) or not hasattr(span, "__len__") or len(span) != 2:
+            raise ValueError("bidirectional_spans: {!r} is not a pair (start, end)".format(span))
+        pairs.append("{}:{}".format(*(_int(v, "bidirectional_spans") for v in span)))
+    if not pairs:
+        raise ValueError("bidirectional_spans: no spans given (leave it out for none)")
+    return ",".join(pairs)
 
 
 def _render(attn, batch, options, queries=None, tensor=None):
@@ -948,7 +979,7 @@ def _stored_only(function, qk):
     is). ``qk``: the Q/K keywords as ``_qk_options`` holds them (None where left out, values
     "probs" by default)."""
     given = [name for name in ("values", "softmax_scale", "sliding_window", "attention_chunk",
-                               "softcap")
+                               "softcap", "bidirectional_spans")
              if qk[name] not in (None, "probs")]
     if given:
         raise ValueError(f"{function}: {given[0]} applies only to attention recomputed from "

@@ -37,8 +37,8 @@ class Viewer(RemoteFrameBuffer):
     ``zoom`` a factor about the centre after that, ``queries`` (``"A..B"``, a slice or range)
     only those query rows of any input, keeping their places. A path to a Q/K capture's file
     (``Capture.save``, ``attnviz synth-qk``) is viewed as its attention, recomputed.
-    ``values``, ``softmax_scale``, ``sliding_window``, ``attention_chunk`` and ``softcap`` apply
-    to queries and keys
+    ``values``, ``softmax_scale``, ``sliding_window``, ``attention_chunk``, ``softcap`` and
+    ``bidirectional_spans`` apply to queries and keys
     only, and stored attention given them raises ``ValueError``. Other keywords are
     :func:`attnviz.view`'s: every flag of ``attnviz view`` (the figure's are
     :func:`attnviz.render`'s, ``scale=``, ``clip=``, ``sort_by=``, ``top=``, ``theme=``, ...),
@@ -89,6 +89,7 @@ class Viewer(RemoteFrameBuffer):
         sliding_window=None,
         attention_chunk=None,
         softcap=None,
+        bidirectional_spans=None,
         **widget_kwargs,
     ):
         import attnviz as _a

@@ -357,6 +357,12 @@ fn qk_options(render: &RenderOptions, qk: PyQkOptions) -> PyResult<QkOptions> {
         sliding_window: count(qk.sliding_window, "sliding_window")?,
         attention_chunk: count(qk.attention_chunk, "attention_chunk")?,
         softcap: qk.softcap,
+        bidirectional_spans: qk
+            .bidirectional_spans
+            .as_deref()
+            .map(attnviz::source::qk_meta::parse_spans_arg)
+            .transpose()
+            .map_err(|e| bad("bidirectional_spans", e))?,
         queries: qk
             .queries
             .as_deref()

@@ -246,6 +246,8 @@ pub struct PyQkOptions {
     pub sliding_window: Option<i64>,
     pub attention_chunk: Option<i64>,
     pub softcap: Option<f32>,
+    /// `"S:E,S:E"`, the CLI's syntax.
+    pub bidirectional_spans: Option<String>,
     /// `"probs"` or `"logits"`.
     pub values: String,
     /// A capture's settings, in the JSON its file would hold.

@@ -183,6 +183,27 @@ def test_qk_options_match_cli(cli, tmp_path):
     fig = attnviz.figure_qk(q, k, out=tmp_path / "py-blocks.svg", attention_chunk=8)
     assert "attention chunks of 8" in fig.svg
     assert fig.svg == svg.read_text()
+    # bidirectional spans (a prefix, an image's tokens), the flag and the keyword alike; and
+    # their errors, the flag's one line and the keyword's ValueError
+    svg = tmp_path / "spans.svg"
+    code, err = run_cli(cli, "render", "--q", tmp_path / "q.npy", "--k", tmp_path / "k.npy", "-o",
+                        svg, "--quiet", "--causal", "on", "--bidirectional-spans", "0:5,10:16")
+    assert code == 0, err
+    fig = attnviz.figure_qk(q, k, out=tmp_path / "py-spans.svg", causal="on",
+                            bidirectional_spans=[(0, 5), (10, 16)])
+    assert "bidirectional spans [0, 5), [10, 16)" in fig.svg
+    assert fig.svg == svg.read_text()
+    code, err = run_cli(cli, "render", "--q", tmp_path / "q.npy", "--k", tmp_path / "k.npy", "-o",
+                        tmp_path / "bad.svg", "--quiet", "--causal", "on",
+                        "--bidirectional-spans", "0:5,3:16")
+    lines = [l for l in err.splitlines() if l and not l.startswith("For more information")]
+    assert code == 2 and "disjoint" in err and len(lines) == 1, err
+    for spans, want in [([(0, 5), (3, 16)], "disjoint"), ([(0, 30)], "past the 24 keys"),
+                        ([5], "not a pair"), ("0:5", "expected pairs"), ([], "no spans")]:
+        with pytest.raises(ValueError, match=want):
+            attnviz.figure_qk(q, k, causal="on", bidirectional_spans=spans)
+    with pytest.raises(ValueError, match="not causal"):
+        attnviz.figure_qk(q, k, bidirectional_spans=[(0, 5)])
 
 
 @pytest.mark.parametrize(

@@ -434,6 +434,11 @@ pub struct QkArgs {
     /// Scores become C·tanh(s/C) before the softmax, in every layer (default: the capture's).
     #[arg(long, requires = "q", value_name = "C")]
     pub softcap: Option<f32>,
+    /// Runs of positions that attend to each other both ways on top of the causal mask, in
+    /// every layer: the query at A, S ≤ A < E, also sees the keys up to E (Gemma-3's image
+    /// tokens, PaliGemma's prefix); end excluded (default: the capture's per-layer spans).
+    #[arg(long, requires = "q", value_name = "S:E,...", value_parser = spans)]
+    pub bidirectional_spans: Option<Spans>,
     /// Draw the softmax probabilities, or the pre-softmax logits scale·q·k (softcapped where
     /// the layer is), in logit units; hidden entries are masked.
     #[arg(long, requires = "q", default_value = "probs", value_parser = names(&Values::ALL.map(Values::name), Values::from_name))]
@@ -595,6 +600,15 @@ fn names<T: Clone + Send + Sync + 'static>(
     use clap::builder::TypedValueParser;
     clap::builder::PossibleValuesParser::new(all.to_vec())
         .map(move |s: String| from_name(&s).expect("clap only passes listed names"))
+}
+
+/// `--bidirectional-spans`' value: one argument holding every span (a `Vec` field would be
+/// read by clap as the flag given several times).
+#[derive(Clone, Debug)]
+pub struct Spans(pub Vec<(usize, usize)>);
+
+fn spans(text: &str) -> Result<Spans, String> {
+    attnviz::source::qk_meta::parse_spans_arg(text).map(Spans)
 }
 
 #[cfg(test)]

@@ -161,6 +161,7 @@ impl QkArgs {
             sliding_window: self.sliding_window,
             attention_chunk: self.attention_chunk,
             softcap: self.softcap,
+            bidirectional_spans: self.bidirectional_spans.as_ref().map(|s| s.0.clone()),
             meta: None,
             values: self.values,
             queries: self.queries.as_deref().map(parse_queries).transpose()?,
@@ -178,6 +179,7 @@ impl QkArgs {
             ("--sliding-window", self.sliding_window.is_some()),
             ("--attention-chunk", self.attention_chunk.is_some()),
             ("--softcap", self.softcap.is_some()),
+            ("--bidirectional-spans", self.bidirectional_spans.is_some()),
             ("--values", self.values != Values::Probs),
         ]
         .into_iter()

@@ -85,6 +85,7 @@ pub const RENDER_OPTIONS: &[RenderOption] = &[
     qk("--sliding-window", "sliding_window"),
     qk("--attention-chunk", "attention_chunk"),
     qk("--softcap", "softcap"),
+    qk("--bidirectional-spans", "bidirectional_spans"),
     qk("--values", "values"),
     kw("--queries", "queries"),
     RenderOption {

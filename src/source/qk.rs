@@ -68,6 +68,10 @@ pub struct QkOptions {
     pub attention_chunk: Option<usize>,
     /// Scores become `c · tanh(s / c)`, in every layer; `None` for the capture's.
     pub softcap: Option<f32>,
+    /// Runs `[s, e)` of positions attending to each other both ways on top of the causal mask
+    /// (Gemma-3's images, PaliGemma's prefix; see `qk_meta`), in every layer; `None` for the
+    /// capture's per-layer spans.
+    pub bidirectional_spans: Option<Vec<(usize, usize)>>,
     /// What the capture says about each layer (read from the file by [`QkSource::open`]);
     /// the options above win over it.
     pub meta: Option<CaptureMeta>,
@@ -320,18 +324,30 @@ impl QkSource {
                     softcap: options.softcap.or(m.and_then(|m| m.softcap)),
                     sinks: m.and_then(|m| m.sinks.clone()).unwrap_or_default(),
                     number: indices.as_ref().map_or(l, |i| i[l]) + 1,
-                    spans: m
-                        .and_then(|m| m.bidirectional_spans.clone())
+                    spans: options
+                        .bidirectional_spans
+                        .clone()
+                        .or_else(|| m.and_then(|m| m.bidirectional_spans.clone()))
                         .unwrap_or_default(),
                 }
             })
             .collect::<Vec<LayerParams>>();
         let causal = options.causal || causal_meta.first() == Some(&true);
+        if let Some(spans) = &options.bidirectional_spans {
+            crate::source::qk_meta::check_spans(spans)
+                .map_err(|e| Error::BadOption(format!("--bidirectional-spans {e}")))?;
+            if let Some(&(_, end)) = spans.last().filter(|&&(_, e)| e > ks.queries) {
+                return Err(Error::BadOption(format!(
+                    "--bidirectional-spans: a span ends at {end}, past the {} keys",
+                    ks.queries
+                )));
+            }
+        }
         let ranged = layer_params.iter().any(|p| !p.spans.is_empty());
         if ranged {
             // (the metadata's own check holds each layer with spans causal and unchunked)
             let problem = if !causal {
-                Some("bidirectional spans in a layer that is not causal")
+                Some("bidirectional spans in a layer that is not causal (--causal on)")
             } else if layer_params.iter().any(|p| p.chunk.is_some()) {
                 Some("bidirectional spans and attention chunks")
             } else {

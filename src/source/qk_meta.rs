@@ -301,13 +301,34 @@ fn parse_spans(v: &Value) -> Result<Vec<(usize, usize)>, String> {
                 .collect()
         })
         .ok_or("bidirectional_spans is not a list of [start, end] position pairs")?;
-    let ordered =
-        spans.iter().all(|&(s, e)| s + 1 < e) && spans.windows(2).all(|w| w[0].1 <= w[1].0);
-    if !ordered {
-        return Err(format!(
-            "bidirectional_spans {v} are not increasing, disjoint spans of two positions or more"
-        ));
+    check_spans(&spans).map_err(|e| format!("bidirectional_spans {v} {e}"))?;
+    Ok(spans)
+}
+
+/// Why `spans` are not bidirectional spans as a capture's metadata and `--bidirectional-spans`
+/// give them: increasing, disjoint, each of two positions or more.
+pub fn check_spans(spans: &[(usize, usize)]) -> Result<(), String> {
+    let ordered = spans.iter().all(|&(s, e)| s.saturating_add(1) < e)
+        && spans.windows(2).all(|w| w[0].1 <= w[1].0);
+    match ordered {
+        true => Ok(()),
+        false => Err("are not increasing, disjoint spans of two positions or more".into()),
     }
+}
+
+/// `--bidirectional-spans`' `S:E,S:E,...` (end excluded), checked as [`check_spans`] does.
+pub fn parse_spans_arg(text: &str) -> Result<Vec<(usize, usize)>, String> {
+    let spans = text
+        .split(',')
+        .map(|span| {
+            let (s, e) = span.trim().split_once(':')?;
+            Some((s.trim().parse().ok()?, e.trim().parse().ok()?))
+        })
+        .collect::<Option<Vec<(usize, usize)>>>()
+        .ok_or_else(|| {
+            format!("{text:?} is not a list of spans S:E,S:E,... (positions, end excluded)")
+        })?;
+    check_spans(&spans).map_err(|e| format!("{text:?} {e}"))?;
     Ok(spans)
 }
 
