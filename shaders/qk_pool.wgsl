@@ -33,9 +33,6 @@ const TQ: u32 = 64u;
 const TK: u32 = 64u;
 const WG: u32 = 64u;
 const FLAG_CAUSAL: u32 = 1u;
-// each row's keys come from the table after `key_bin` (a layer with bidirectional spans), not
-// from the mask's rules
-const FLAG_RANGED: u32 = 2u;
 // The modes of a run, fixed per pipeline rather than read from `params`: software
 // rasterizers run both sides of every branch, so a runtime test leaves, for example, the
 // softcap's tanh on every score of every model (10% of the row kernel on llvmpipe), and GPUs
@@ -45,6 +42,10 @@ const FLAG_RANGED: u32 = 2u;
 override SOFTCAP: bool = false;
 override LOGITS: bool = false;
 override ROW_NORM: bool = false;
+// RANGED: each row's keys come from the table after `key_bin` (a layer with bidirectional
+// spans), not from the mask's rules (a test per row in every kernel, which llvmpipe would run
+// both sides of).
+override RANGED: bool = false;
 const LN2: f32 = 0.6931471805599453;
 
 struct Params {
@@ -100,7 +101,7 @@ struct Params {
 // per head of the batch (workgroup z): its key head's slot in `k`, its cell's index in `accum`,
 // its sink logit × log2(e) as f32 bits (-F32_MAX: none), unused
 @group(0) @binding(3) var<storage, read> heads: array<vec4<u32>>;
-// per key: its pooled column; then, FLAG_RANGED, per position a of the keys, the first key its
+// per key: its pooled column; then, RANGED, per position a of the keys, the first key its
 // query sees and one past its last (`QkSource::key_ranges`: causal under bidirectional spans,
 // Gemma-3's images or PaliGemma's prefix, which no rule of qk_mask.wgsl describes; in the
 // buffer that holds the keys' columns, as the layer's own, so the kernel takes no binding more)
@@ -149,13 +150,13 @@ var<workgroup> smem: array<vec4<f32>, 1024>;
 
 // One past the last key row `r` sees (qk_mask.wgsl).
 fn visible(r: u32) -> u32 {
-    if (params.flags & FLAG_RANGED) != 0u {
+    if RANGED {
         return row_range(r).y;
     }
     return mask_end(r, (params.flags & FLAG_CAUSAL) != 0u, params.diagonal, params.keys, params.window, params.chunk);
 }
 
-// FLAG_RANGED: the keys row `r` sees, from the table by its position; none before the first
+// RANGED: the keys row `r` sees, from the table by its position; none before the first
 // key's position (a row no key precedes, as causal has it).
 fn row_range(r: u32) -> vec2<u32> {
     let a = i32(r) + params.diagonal;
@@ -176,7 +177,7 @@ fn entries(r: u32) -> u32 {
 // The first key row `r` sees (a sliding window's oldest, or its chunk's first), at most
 // visible(r).
 fn first_visible(r: u32) -> u32 {
-    if (params.flags & FLAG_RANGED) != 0u {
+    if RANGED {
         return row_range(r).x;
     }
     return mask_start(r, visible(r), params.diagonal, params.window, params.chunk);

@@ -94,8 +94,9 @@ struct Params {
     _pad: [u32; 2],
 }
 
-/// The modes fixed per pipeline (`SOFTCAP`, `LOGITS`, `ROW_NORM` in the shader): a layer's
-/// softcap, and the run's values and normalization.
+/// The modes fixed per pipeline (`SOFTCAP`, `LOGITS`, `ROW_NORM`, `SPLIT`, `RANGED` in the
+/// shader): a layer's softcap, and the run's values, normalization, split keys and table of
+/// each row's keys.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 struct Mode {
     softcap: bool,
@@ -106,6 +107,9 @@ struct Mode {
     /// The score kernels take every key of a chunk in one dispatch, split among workgroups
     /// ([`cuts::Cuts::splits`]).
     split: bool,
+    /// Each row's keys come from its table by position (bidirectional spans,
+    /// [`QkSource::ranged`]).
+    ranged: bool,
 }
 
 /// Whether [`pool_into`] takes `src` into `geometry` on `gpu`: every key is output (the

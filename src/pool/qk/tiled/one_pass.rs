@@ -18,7 +18,6 @@ use super::pipelines::{Kernels, Pipes, Then, TiledPipelines};
 use super::{Mode, Params, SEG_KEYS, TK, TQ};
 
 const FLAG_CAUSAL: u32 = 1;
-const FLAG_RANGED: u32 = 2;
 
 /// One pooling run of the one-pass path: what every batch shares.
 pub(super) struct OnePass<'a> {
@@ -78,8 +77,7 @@ impl<'a> OnePass<'a> {
             base: Params {
                 q_rows: rows as u32,
                 keys: src.all_keys() as u32,
-                flags: if src.causal() { FLAG_CAUSAL } else { 0 }
-                    | if src.ranged() { FLAG_RANGED } else { 0 },
+                flags: if src.causal() { FLAG_CAUSAL } else { 0 },
                 diagonal: src.key_diagonal() as i32,
                 pooled_w: geometry.pooled_w,
                 px: geometry.pooled_pixels() as u32,
@@ -285,6 +283,7 @@ impl<'a> OnePass<'a> {
                 row_norm: self.row_norm && self.cuts.output == Output::Pooled,
                 materialize: self.cuts.output != Output::Pooled,
                 split: self.cuts.splits > 1,
+                ranged: self.src.ranged(),
             },
         )
     }

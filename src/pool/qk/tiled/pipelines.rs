@@ -51,6 +51,7 @@ impl Kernels {
                     ("LOGITS", flag(mode.logits)),
                     ("ROW_NORM", flag(mode.row_norm)),
                     ("SPLIT", flag(mode.split)),
+                    ("RANGED", flag(mode.ranged)),
                 ];
                 let k = &self.kernel;
                 let p = |entry| k.specialized(device, entry, &constants);
