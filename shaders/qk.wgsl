@@ -124,11 +124,11 @@ fn first_visible(r: u32) -> u32 {
 // FLAG_RANGED: the keys row `r` sees, from the table by its position; none before the first
 // key's position (a row no key precedes, as causal has it).
 fn row_range(r: u32) -> vec2<u32> {
-    let a = i32(r) + params.diagonal;
+    let a = table_position(r, params.diagonal, params.keys);
     if a < 0 {
         return vec2<u32>(0u, 0u);
     }
-    return ranges[min(u32(a), params.keys - 1u)];
+    return ranges[a];
 }
 
 // The base-2 logit of a dot product: scaled, then softcapped.

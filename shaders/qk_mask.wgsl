@@ -60,6 +60,17 @@ fn first_key_seen(a: i32, window: u32, chunk: u32) -> i32 {
     return lo;
 }
 
+// Where row `r` (at position r + diagonal) reads a table of each position's keys
+// (`QkSource::key_ranges`, bidirectional spans): its position, at most the last key's; -1 before
+// the first key's position, a row that sees no key (as causal has it).
+fn table_position(r: u32, diagonal: i32, keys: u32) -> i32 {
+    let a = i32(r) + diagonal;
+    if a < 0 {
+        return -1;
+    }
+    return min(a, i32(keys) - 1);
+}
+
 // The first position of the attention chunk (of `chunk` positions, counted from 0) that
 // position `a` is in; positions before 0 are in the first (`HiddenKeys::chunk_first`).
 fn chunk_first(a: i32, chunk: u32) -> i32 {

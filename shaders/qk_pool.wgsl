@@ -159,11 +159,11 @@ fn visible(r: u32) -> u32 {
 // RANGED: the keys row `r` sees, from the table by its position; none before the first
 // key's position (a row no key precedes, as causal has it).
 fn row_range(r: u32) -> vec2<u32> {
-    let a = i32(r) + params.diagonal;
+    let a = table_position(r, params.diagonal, params.keys);
     if a < 0 {
         return vec2<u32>(0u, 0u);
     }
-    let at = params.keys + 2u * min(u32(a), params.keys - 1u);
+    let at = params.keys + 2u * u32(a);
     return vec2<u32>(key_bin[at], key_bin[at + 1u]);
 }
 

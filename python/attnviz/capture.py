@@ -382,6 +382,14 @@ class Capture:
         are appended: summing the parts on every call made a generation quadratic)."""
         return self._records[index][1].shape[1] + self._appended.get(index, 0)
 
+    def _cache_held(self, index):
+        """How many keys the model's KV cache holds for layer ``index`` as far as the capture
+        knows: the keys it holds and a padded item's padding (in the cache, left out of the
+        capture); 0 before the layer's first pass."""
+        if index not in self._records:
+            return 0
+        return self._keys_held(index) + self._padded()
+
     def _rows_held(self, index):
         """How many query rows layer ``index`` holds, its appended passes' included."""
         tail = self._tails.get(index)
@@ -556,7 +564,7 @@ class Capture:
         Compared by one key, so a long generation costs no pass over all of them."""
         q_len, k_len = query.shape[2], key.shape[2]
         # (counted as the cache does: a padded item's padding is in it, and not in the capture)
-        held = self._keys_held(index) + self._padded()
+        held = self._cache_held(index)
 
         def is_last(position):
             return self._holds_key(index, key, position)
@@ -586,8 +594,7 @@ class Capture:
         at its position; a dynamic cache never gives more."""
         if index not in self._records:
             return None
-        held, q_len, k_len = self._keys_held(index), query.shape[2], key.shape[2]
-        held += self._padded()
+        held, q_len, k_len = self._cache_held(index), query.shape[2], key.shape[2]
         if k_len <= held + q_len or not self._holds_key(index, key, held - 1):
             return None
         return ("layer {} ran a forward pass over a static KV cache whose mask lets its "
@@ -731,7 +738,7 @@ class Capture:
             # end there only by chance, and then only its padding would go, as _padding would
             # leave it out.
             filled = self._filled(attention_mask, query.shape[2], key.shape[2])
-            before = (self._keys_held(index) + self._padded()) if index in self._records else 0
+            before = self._cache_held(index)
             if filled < key.shape[2] and filled == before + query.shape[2]:
                 key = key[:, :, :filled]
         owner = self._owners.get(index)

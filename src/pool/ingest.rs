@@ -428,33 +428,25 @@ impl<'g> Ingest<'g> {
         self.key_position = key_position as u32;
     }
 
-    /// Masks, instead of a window and chunks, the keys outside `tables[cell]` (each position's
-    /// first key and one past its last, `QkSource::mask_ranges`: logits of a layer with
-    /// bidirectional spans) from each of the cell's rows; cells of one layer share their table
-    /// (compared by address). The tables go into one buffer, the bind groups made again with it.
-    pub(crate) fn set_key_ranges(&mut self, tables: &[Option<std::sync::Arc<[[u32; 2]]>>]) {
-        if tables.iter().all(Option::is_none) {
+    /// Masks, instead of a window and chunks, the keys outside `tables[table_of[cell]]` (each
+    /// position's first key and one past its last, `QkSource::mask_ranges`: logits of a layer
+    /// with bidirectional spans) from each of the cell's rows, where the cell names a table
+    /// (cells of one layer share theirs). The tables go into one buffer, the bind groups made
+    /// again with it.
+    pub(crate) fn set_key_ranges(&mut self, tables: &[Vec<[u32; 2]>], table_of: &[Option<usize>]) {
+        if tables.is_empty() {
             return;
         }
-        let mut data: Vec<[u32; 2]> = Vec::new();
-        let mut placed: Vec<(*const [u32; 2], u32)> = Vec::new();
-        self.range_base = tables
+        let bases: Vec<u32> = tables
             .iter()
-            .map(|t| {
-                t.as_ref().map(|t| {
-                    let key = t.as_ptr();
-                    match placed.iter().find(|(p, _)| *p == key) {
-                        Some(&(_, base)) => base,
-                        None => {
-                            let base = data.len() as u32;
-                            data.extend_from_slice(t);
-                            placed.push((key, base));
-                            base
-                        }
-                    }
-                })
+            .scan(0, |at, t| {
+                let base = *at;
+                *at += t.len() as u32;
+                Some(base)
             })
             .collect();
+        self.range_base = table_of.iter().map(|t| t.map(|t| bases[t])).collect();
+        let data = tables.concat();
         self.buffers.key_ranges = storage_buffer_init(
             &self.gpu.device,
             "attnviz.pool.key_ranges",

@@ -538,17 +538,21 @@ pub(crate) fn pool_qk(
         // Logits mask the keys a sliding window or chunk hides (the one-pass path counts only
         // what a row sees; the two-pass path's pool pass masks them).
         let hidden: Vec<HiddenKeys> = cells.iter().map(|&(l, _)| src.mask_hidden(l)).collect();
-        // (and, for a layer with bidirectional spans, each position's keys: one table a layer)
-        let mut tables: std::collections::HashMap<usize, Option<Arc<[[u32; 2]]>>> =
-            Default::default();
-        let ranges: Vec<Option<Arc<[[u32; 2]]>>> = cells
+        // (and, for a layer with bidirectional spans, each position's keys: one table a layer,
+        // which each of its cells names)
+        let (mut tables, mut layer_of_table) = (Vec::new(), Vec::new());
+        let table_of: Vec<Option<usize>> = cells
             .iter()
-            .map(|&(l, _)| {
-                tables
-                    .entry(l)
-                    .or_insert_with(|| src.mask_ranges(l).map(Arc::from))
-                    .clone()
-            })
+            .map(
+                |&(l, _)| match layer_of_table.iter().position(|&t| t == l) {
+                    Some(t) => Some(t),
+                    None => src.mask_ranges(l).map(|table| {
+                        tables.push(table);
+                        layer_of_table.push(l);
+                        tables.len() - 1
+                    }),
+                },
+            )
             .collect();
         // Narrow columns are pooled from stored probabilities, with or without statistics.
         let narrow = tiled::stores_narrow_columns(gpu, src, geometry);
@@ -564,7 +568,7 @@ pub(crate) fn pool_qk(
             let mut ingest = Ingest::with_layout(gpu, pool, shape, run.patterns, layout)
                 .map_err(|e| e.about(src.name()))?;
             ingest.set_hidden(hidden.clone(), src.out_keys().start);
-            ingest.set_key_ranges(&ranges);
+            ingest.set_key_ranges(&tables, &table_of);
             // (`attnviz heads`: stored probabilities go to the statistics alone, as a stored
             // file's rows do; the fused path's figure is the row kernel's, which it needs for
             // the rows' lse anyway)
