@@ -36,6 +36,10 @@ const QD4: u32 = 16u;
 const QWIN: u32 = 256u;
 // Scores pass through softcap · tanh(s / softcap) (the layer has a softcap).
 override QK_SOFTCAP: bool = false;
+// Each row's keys come from a table by position (`QkSource::key_ranges`: a layer with
+// bidirectional spans, Gemma-3's images or PaliGemma's prefix, which no rule of qk_mask.wgsl
+// describes), in `key_bin` from `qk.ranges`, as the one-pass kernels read it.
+override QK_RANGED: bool = false;
 
 // Keep in sync with `QkPatternParams` in src/pool/pattern_qk.rs. One per dispatch, at a
 // dynamic offset.
@@ -54,6 +58,12 @@ struct QkPattern {
     kbase: u32,
     lse_row0: u32,
     chunk: u32,
+    // QK_RANGED: where the table of each position's keys starts in `key_bin` (u32s: first key
+    // seen, one past the last, a position after another)
+    ranges: u32,
+    pad0: u32,
+    pad1: u32,
+    pad2: u32,
 }
 
 @group(1) @binding(0) var<uniform> qk: QkPattern;
@@ -62,11 +72,47 @@ struct QkPattern {
 @group(1) @binding(2) var<storage, read> kvec: array<vec4<f32>>;
 // per row: (lse, largest probability), from pool_row_lse
 @group(1) @binding(3) var<storage, read> lse: array<vec2<f32>>;
+// the one-pass kernels' keys' columns, then (QK_RANGED) the layer's table of keys by position
+@group(1) @binding(4) var<storage, read> key_bin: array<u32>;
 
-// One past the last key head row `r` sees, and the first: qk_mask.wgsl's, as the score
-// kernels mask.
+// One past the last key head row `r` sees, and the first: qk_mask.wgsl's, or the table's, as
+// the score kernels mask.
 fn qk_end(r: u32) -> u32 {
+    if QK_RANGED {
+        return row_range(r).y;
+    }
     return mask_end(r, qk.causal != 0u, qk.diagonal, params.keys, qk.window, qk.chunk);
+}
+
+// QK_RANGED: the keys row `r` sees, [first, end), from the table by its position; none before
+// the first key's position (as qk_pool.wgsl's row_range).
+fn row_range(r: u32) -> vec2<u32> {
+    let a = table_position(r, qk.diagonal, params.keys);
+    if a < 0 {
+        return vec2<u32>(0u, 0u);
+    }
+    let at = qk.ranges + 2u * u32(a);
+    return vec2<u32>(key_bin[at], key_bin[at + 1u]);
+}
+
+// QK_RANGED: the first of the piece's `rows` rows from `r0` whose range ends after `key`
+// (`edge` 1) or starts at `key` or later (`edge` 0); `rows` where none does. Both ends never
+// decrease from one row to the next (`QkSource::visible_at` argues it), so a binary search
+// finds it: a dozen loads of the table a workgroup where the causal rule is one subtraction.
+fn first_row_where(r0: u32, rows: u32, key: u32, edge: u32) -> u32 {
+    var lo = 0u;
+    var hi = rows;
+    while lo < hi {
+        let mid = (lo + hi) / 2u;
+        let range = row_range(r0 + mid);
+        let past = select(range.x >= key, range.y > key, edge == 1u);
+        if past {
+            hi = mid;
+        } else {
+            lo = mid + 1u;
+        }
+    }
+    return lo;
 }
 
 // One past the last key that is an entry of head row `r`: its diagonal's, or the last key's
@@ -76,6 +122,9 @@ fn qk_entries(r: u32) -> u32 {
 }
 
 fn qk_start(r: u32) -> u32 {
+    if QK_RANGED {
+        return row_range(r).x;
+    }
     return mask_start(r, qk_end(r), qk.diagonal, qk.window, qk.chunk);
 }
 
@@ -163,7 +212,12 @@ fn pattern_qk(
     let r0 = piece.row_start;
     var i_lo = 0u;
     var i_hi = rows;
-    if qk.causal != 0u {
+    if QK_RANGED {
+        // the first row that sees a key from kw0 on, and the first whose keys all start at
+        // kw1 or later (the rows between see none of the group's keys: entries of 0)
+        i_lo = first_row_where(r0, rows, kw0, 1u);
+        i_hi = max(i_lo, first_row_where(r0, rows, kw1, 0u));
+    } else if qk.causal != 0u {
         // the first row whose end passes kw0: r + diagonal + 1 > kw0
         i_lo = u32(clamp(i32(kw0) - qk.diagonal - i32(r0), 0, i32(rows)));
     } else {
@@ -179,7 +233,7 @@ fn pattern_qk(
         }
         i_lo = u32(clamp(lo, 0, i32(rows)));
     }
-    if qk.window != 0u || qk.chunk != 0u {
+    if !QK_RANGED && (qk.window != 0u || qk.chunk != 0u) {
         // the first row whose window or chunk starts at kw1 or later
         i_hi = u32(clamp(first_row_past(i32(kw1)) - qk.diagonal - i32(r0), i32(i_lo), i32(rows)));
     }

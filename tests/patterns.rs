@@ -1150,42 +1150,80 @@ fn a_stored_query_slice_keeps_its_positions() {
 /// twin over the f64 reference: a window the spans' keys pass through in layer 0, sinks and a
 /// softcap in layer 1, a KV-cache suffix whose first row is inside a span; hidden keys are
 /// entries of 0 (the layer is drawn bidirectional), so nothing is masked. Tolerance as above.
+/// From stored probabilities and from the scores (`pool::pattern_qk`, whose workgroups find
+/// the rows that see their keys in the table): 300 keys, one workgroup of that kernel, and
+/// 2100, three, with a span across the first's last key (rows before it reach the second's
+/// keys) and, in layer 0, rows whose window has left the first's; and 1100 from the first row.
 #[test]
 fn qk_statistics_with_bidirectional_spans_match_the_reference() {
     use attnviz::source::qk::{QkOptions, QkSource};
     let Some(mut e) = engine() else { return };
-    e.chunk_bytes = 20_000;
-    let (heads, kv_heads, d, n) = (4, 2, 32, 300);
-    let mut rng = common::Rng::new(21);
-    let mut tensor = |h: usize| {
-        let a = Array4::from_shape_fn((2, h, n, d), |_| rng.next_f32() * 2.0 - 1.0);
-        Box::new(ArraySource::from_f32("t", &a)) as Box<dyn AttentionSource>
-    };
-    let meta = common::spans_meta(heads, Some(20), &[(0, 40), (90, 180), (250, 252)]);
-    let options = QkOptions {
-        meta: Some(meta),
-        queries: Some(101..usize::MAX),
-        ..Default::default()
-    };
-    let qk = QkSource::new(tensor(heads), tensor(kv_heads), &options).unwrap();
-    assert!(qk.ranged() && !qk.causal());
-    let cells: Vec<_> = (0..2)
-        .flat_map(|l| (0..heads).map(move |h| (l, h)))
-        .collect();
-    let s = qk.shape();
-    let geometry = CellGeometry::new(s.queries, s.keys, Some(16)).unwrap();
-    let pool = PoolOptions {
-        causal: Causal::Off,
-        diagonal: Some(qk.diagonal()),
-        ..Default::default()
-    };
-    let o = PatternOptions {
-        sink_keys: 3,
-        window: 5,
-    };
-    let cpu = pattern_cells(&qk, &cells, o, pool).unwrap();
-    let gpu = e.pool_with(&qk, &cells, geometry, pool, Some(o)).unwrap();
-    for (i, (g, c)) in gpu.patterns.iter().zip(&cpu).enumerate() {
-        check_sums(&format!("spans, cell {i}"), g, c, false);
+    // (heads of a few hundred keys through the key kernel too)
+    e.gpu.pattern_qk_min_keys = 0;
+    assert!(e.gpu.time_passes(true));
+    let key_budget = e.gpu.pattern_key_vec4s;
+    let (heads, kv_heads, d) = (4, 2, 32);
+    // (keys, the first query, spans, and chunk bytes: pieces of 16 and 32 rows, and of as many
+    // as a window of Q holds)
+    type Spans = &'static [(usize, usize)];
+    let cases: [(usize, usize, Spans, u64); 3] = [
+        (300, 101, &[(0, 40), (90, 180), (250, 252)], 20_000),
+        (
+            2100,
+            980,
+            &[(0, 40), (1000, 1100), (2090, 2092)],
+            2100 * 4 * 40,
+        ),
+        (1100, 0, &[(100, 356)], 1100 * 4 * 4096),
+    ];
+    for (n, first, spans, chunk_bytes) in cases {
+        e.chunk_bytes = chunk_bytes;
+        let mut rng = common::Rng::new(21);
+        let mut tensor = |h: usize| {
+            let a = Array4::from_shape_fn((2, h, n, d), |_| rng.next_f32() * 2.0 - 1.0);
+            Box::new(ArraySource::from_f32("t", &a)) as Box<dyn AttentionSource>
+        };
+        let meta = common::spans_meta(heads, Some(20), spans);
+        let options = QkOptions {
+            meta: Some(meta),
+            queries: Some(first..usize::MAX),
+            ..Default::default()
+        };
+        let qk = QkSource::new(tensor(heads), tensor(kv_heads), &options).unwrap();
+        assert!(qk.ranged() && !qk.causal());
+        let cells: Vec<_> = (0..2)
+            .flat_map(|l| (0..heads).map(move |h| (l, h)))
+            .collect();
+        let s = qk.shape();
+        let geometry = CellGeometry::new(s.queries, s.keys, Some(16)).unwrap();
+        let pool = PoolOptions {
+            causal: Causal::Off,
+            diagonal: Some(qk.diagonal()),
+            ..Default::default()
+        };
+        let o = PatternOptions {
+            sink_keys: 3,
+            window: 5,
+        };
+        let cpu = pattern_cells(&qk, &cells, o, pool).unwrap();
+        // stored probabilities (no K vectors in the key kernel's budget), then the scores
+        for keys in [0, key_budget.max(4 * d as u32)] {
+            e.gpu.pattern_key_vec4s = keys;
+            e.gpu.pass_times().unwrap();
+            let gpu = e.pool_with(&qk, &cells, geometry, pool, Some(o)).unwrap();
+            let labels = common::passes_run(&e.gpu);
+            let fused = labels.contains(&"attnviz.pattern.qk");
+            assert_eq!(fused, keys > 0, "{n} keys, key vec4s {keys}: {labels:?}");
+            for (i, (g, c)) in gpu.patterns.iter().zip(&cpu).enumerate() {
+                check_sums(
+                    &format!("spans, {n} keys, key vec4s {keys}, cell {i}"),
+                    g,
+                    c,
+                    false,
+                );
+            }
+        }
     }
+    e.gpu.pattern_key_vec4s = key_budget;
+    e.gpu.time_passes(false);
 }

@@ -41,6 +41,10 @@ pub(crate) struct QkPatternParams {
     pub(crate) kbase: u32,
     pub(crate) lse_row0: u32,
     pub(crate) chunk: u32,
+    /// Where the layer's table of keys by position starts in `key_bin` (u32s), under
+    /// bidirectional spans.
+    pub(crate) ranges: u32,
+    pub(crate) _pad: [u32; 3],
 }
 
 /// The `pattern_qk` source for heads of `d4` vec4s, windows of `rows` query rows, and query
@@ -112,10 +116,11 @@ pub fn source(d4: u32, rows: u32, shared: u32) -> String {
 }
 
 /// One `pattern_qk` module (a head dimension, a window of rows, subgroup lanes sharing a row's
-/// loads) and its pipelines, without and with the softcap.
+/// loads) and its pipelines, by [`QkPatternPass::variant`]: without and with the softcap, and
+/// with rows' keys by the rules or from a table (bidirectional spans).
 struct QkPatternKernel {
     kernel: Kernel,
-    pipelines: [OnceLock<wgpu::ComputePipeline>; 2],
+    pipelines: [OnceLock<wgpu::ComputePipeline>; 4],
 }
 
 /// The `pattern_qk` kernels, made on first use per (head dimension in vec4s, window rows,
@@ -130,6 +135,8 @@ pub(crate) struct QkPatternKernels {
 pub(crate) struct QkPatternPass {
     kernel: Arc<QkPatternKernel>,
     softcap: bool,
+    /// Each row's keys from a table (`QkSource::key_ranges`), not the mask's rules.
+    ranged: bool,
     /// Bytes of Q bound at once: [`window_rows`] rows (a piece's rows at most).
     window_bytes: u64,
 }
@@ -137,8 +144,9 @@ pub(crate) struct QkPatternPass {
 impl QkPatternKernels {
     /// The pass for heads of `d4` vec4s on `gpu` (a window of [`window_rows`] rows; a row's
     /// loads shared by [`Gpu::subgroup_keys`] lanes of a subgroup), with the softcap or not
-    /// (its pipeline compiled on first use, or by [`QkPatternPass::warm`]).
-    pub(crate) fn pass(&self, gpu: &Gpu, d4: u32, softcap: bool) -> QkPatternPass {
+    /// (its pipeline compiled on first use, or by [`QkPatternPass::warm`]), its rows' keys from
+    /// a table (`ranged`) or not.
+    pub(crate) fn pass(&self, gpu: &Gpu, d4: u32, softcap: bool, ranged: bool) -> QkPatternPass {
         let (rows, shared) = (window_rows(gpu, d4), gpu.subgroup_keys);
         let device = &gpu.device;
         let kernel = {
@@ -146,13 +154,20 @@ impl QkPatternKernels {
             map.entry((d4, rows as u32, shared))
                 .or_insert_with(|| {
                     use Binding::*;
-                    // the dispatch's parameters, its window of Q, K, the rows' lse
+                    // the dispatch's parameters, its window of Q, K, the rows' lse, the keys'
+                    // columns and table
                     Arc::new(QkPatternKernel {
                         kernel: Kernel::compute(
                             device,
                             "attnviz.pattern_qk",
                             &source(d4, rows as u32, shared),
-                            &[UniformWindow, UniformWindow, BufReadOnly, BufReadOnly],
+                            &[
+                                UniformWindow,
+                                UniformWindow,
+                                BufReadOnly,
+                                BufReadOnly,
+                                BufReadOnly,
+                            ],
                         ),
                         pipelines: Default::default(),
                     })
@@ -162,6 +177,7 @@ impl QkPatternKernels {
         QkPatternPass {
             kernel,
             softcap,
+            ranged,
             window_bytes: (rows * d4 as usize * 16) as u64,
         }
     }
@@ -179,8 +195,12 @@ impl QkPatternPass {
         device: &wgpu::Device,
         pattern: &PatternPipelines,
     ) -> &wgpu::ComputePipeline {
-        self.kernel.pipelines[usize::from(self.softcap)].get_or_init(|| {
-            let constants = [("QK_SOFTCAP", if self.softcap { 1.0 } else { 0.0 })];
+        let flag = |on: bool| if on { 1.0 } else { 0.0 };
+        self.kernel.pipelines[self.variant()].get_or_init(|| {
+            let constants = [
+                ("QK_SOFTCAP", flag(self.softcap)),
+                ("QK_RANGED", flag(self.ranged)),
+            ];
             self.kernel.kernel.pipeline_after(
                 device,
                 pattern.kernel(device),
@@ -190,9 +210,16 @@ impl QkPatternPass {
         })
     }
 
+    /// The pipeline's index among its module's: softcap, then table.
+    fn variant(&self) -> usize {
+        usize::from(self.softcap) | usize::from(self.ranged) << 1
+    }
+
     /// Group 1 of the pass: `params` (a [`QkPatternParams`] per dispatch, at dynamic offsets),
     /// `q` (each head's query rows, d4 vec4s a row, read a window of [`window_rows`] rows at a
-    /// time: the buffer holds one more past its last row), `k` and the rows' `lse`.
+    /// time: the buffer holds one more past its last row), `k`, the rows' `lse` and the
+    /// one-pass run's `key_bin` (its keys' columns, then a layer's table of keys by position
+    /// under bidirectional spans).
     pub(crate) fn bind_group(
         &self,
         device: &wgpu::Device,
@@ -200,6 +227,7 @@ impl QkPatternPass {
         q: &wgpu::Buffer,
         k: &wgpu::Buffer,
         lse: &wgpu::Buffer,
+        key_bin: &wgpu::Buffer,
     ) -> wgpu::BindGroup {
         let window = |buffer, size: u64| {
             wgpu::BindingResource::Buffer(wgpu::BufferBinding {
@@ -215,6 +243,7 @@ impl QkPatternPass {
                 window(q, self.window_bytes),
                 k.as_entire_binding(),
                 lse.as_entire_binding(),
+                key_bin.as_entire_binding(),
             ],
         )
     }
@@ -230,9 +259,10 @@ impl Ingest<'_> {
         (rows > 0).then_some(rows)
     }
 
-    /// The `pattern_qk` pass for heads of `d4` vec4s, with the softcap or not.
-    pub(crate) fn qk_pattern_pass(&self, d4: u32, softcap: bool) -> QkPatternPass {
-        self.pipes.pattern.qk.pass(self.gpu, d4, softcap)
+    /// The `pattern_qk` pass for heads of `d4` vec4s, with the softcap or not, its rows' keys
+    /// from a table or not.
+    pub(crate) fn qk_pattern_pass(&self, d4: u32, softcap: bool, ranged: bool) -> QkPatternPass {
+        self.pipes.pattern.qk.pass(self.gpu, d4, softcap, ranged)
     }
 
     /// The pattern statistics of `rows` rows of `cell` from `row_start` (at most
@@ -279,11 +309,11 @@ impl Ingest<'_> {
 mod tests {
     use super::*;
 
-    /// The dispatch parameters are read at dynamic offsets as `QkPattern` (32 bytes: see
+    /// The dispatch parameters are read at dynamic offsets as `QkPattern` (48 bytes: see
     /// `tests/shaders.rs`).
     #[test]
-    fn params_are_32_bytes() {
-        assert_eq!(std::mem::size_of::<QkPatternParams>(), 32);
+    fn params_are_48_bytes() {
+        assert_eq!(std::mem::size_of::<QkPatternParams>(), 48);
     }
 
     /// Every score is written out with constant indices: no loop over keys or dimensions is

@@ -163,10 +163,7 @@ pub(crate) fn pattern_rows(
     let aligned = head_q.is_multiple_of(u64::from(gpu.limits.min_uniform_buffer_offset_alignment))
         && (16 * d4 as usize * 16)
             .is_multiple_of(gpu.limits.min_uniform_buffer_offset_alignment as usize);
-    // (not under bidirectional spans: the statistics' score pass, `shaders/pattern_qk.wgsl`,
-    // has no table of each row's keys)
     let takes = applies(gpu, src, geometry)
-        && !src.ranged()
         && src.all_keys() >= gpu.pattern_qk_min_keys as usize
         && window_keys(gpu, d4) > 0
         && src.values() == Values::Probs
@@ -281,7 +278,7 @@ fn pool_run(
                 scope.spawn(move || {
                     p.pattern
                         .qk
-                        .pass(g, d4, softcap)
+                        .pass(g, d4, softcap, src.ranged())
                         .warm(&g.device, &p.pattern)
                 });
             }

@@ -37,8 +37,8 @@ impl FusedPatterns {
             wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
         );
         let b = &pass.buffers;
-        let qp = ingest.qk_pattern_pass(pass.cuts.d4, false);
-        let bind_group = qp.bind_group(&gpu.device, &params, &b.q, &b.k, &b.row_lse);
+        let qp = ingest.qk_pattern_pass(pass.cuts.d4, false, false);
+        let bind_group = qp.bind_group(&gpu.device, &params, &b.q, &b.k, &b.row_lse, &b.key_bin);
         FusedPatterns {
             params,
             stride,
@@ -64,7 +64,7 @@ impl FusedPatterns {
         let cell = |m: &Member| first + (m.accum - accum0) as usize;
         let (src, cuts) = (pass.src, &pass.cuts);
         let k = KernelLayer::of(src, batch.layer);
-        let qp = ingest.qk_pattern_pass(cuts.d4, k.softcap != 0.0);
+        let qp = ingest.qk_pattern_pass(cuts.d4, k.softcap != 0.0, src.ranged());
         let pieces = len.div_ceil(self.rows);
         let mut bytes = vec![0u8; batch.members.len() * pieces * self.stride];
         let mut calls = Vec::with_capacity(batch.members.len() * pieces);
@@ -79,6 +79,9 @@ impl FusedPatterns {
                     causal: u32::from(src.causal()),
                     window: k.window,
                     chunk: k.chunk,
+                    // (after the keys' columns: `OnePass::upload_batch`)
+                    ranges: src.all_keys() as u32,
+                    _pad: [0; 3],
                     kbase: (u64::from(m.kv_slot) * cuts.head_k / 16) as u32,
                     lse_row0: (z * cuts.chunk_rows + j * self.rows) as u32,
                 };
