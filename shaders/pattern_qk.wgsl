@@ -84,15 +84,9 @@ fn qk_end(r: u32) -> u32 {
     return mask_end(r, qk.causal != 0u, qk.diagonal, params.keys, qk.window, qk.chunk);
 }
 
-// QK_RANGED: the keys row `r` sees, [first, end), from the table by its position; none before
-// the first key's position (as qk_pool.wgsl's row_range).
+// QK_RANGED: the keys row `r` sees, [first, end), from the table (qk_table.wgsl).
 fn row_range(r: u32) -> vec2<u32> {
-    let a = table_position(r, qk.diagonal, params.keys);
-    if a < 0 {
-        return vec2<u32>(0u, 0u);
-    }
-    let at = qk.ranges + 2u * u32(a);
-    return vec2<u32>(key_bin[at], key_bin[at + 1u]);
+    return table_range(qk.ranges, r, qk.diagonal, params.keys);
 }
 
 // QK_RANGED: the first of the piece's `rows` rows from `r0` whose range ends after `key`

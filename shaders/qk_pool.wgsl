@@ -156,15 +156,9 @@ fn visible(r: u32) -> u32 {
     return mask_end(r, (params.flags & FLAG_CAUSAL) != 0u, params.diagonal, params.keys, params.window, params.chunk);
 }
 
-// RANGED: the keys row `r` sees, from the table by its position; none before the first
-// key's position (a row no key precedes, as causal has it).
+// RANGED: the keys row `r` sees, from the table after the keys' columns (qk_table.wgsl).
 fn row_range(r: u32) -> vec2<u32> {
-    let a = table_position(r, params.diagonal, params.keys);
-    if a < 0 {
-        return vec2<u32>(0u, 0u);
-    }
-    let at = params.keys + 2u * u32(a);
-    return vec2<u32>(key_bin[at], key_bin[at + 1u]);
+    return table_range(params.keys, r, params.diagonal, params.keys);
 }
 
 // One past the last key that is an entry of row `r` (qk_mask.wgsl): past visible(r) in a

@@ -61,7 +61,8 @@ pub const PATTERN_QK_TEMPLATE: &str = concat!(
     include_str!("../../shaders/chunk.wgsl"),
     include_str!("../../shaders/qk_mask.wgsl"),
     include_str!("../../shaders/pattern.wgsl"),
-    include_str!("../../shaders/pattern_qk.wgsl")
+    include_str!("../../shaders/pattern_qk.wgsl"),
+    include_str!("../../shaders/qk_table.wgsl")
 );
 /// Normalization and colormap lookup.
 pub const COLORIZE: &str = with_common!(accum "colorize.wgsl");
@@ -92,7 +93,8 @@ pub const QK_POOL_TEMPLATE: &str = concat!(
     include_str!("../../shaders/chunk.wgsl"),
     include_str!("../../shaders/qk_mask.wgsl"),
     include_str!("../../shaders/qk_pool.wgsl"),
-    include_str!("../../shaders/qk_pool_rows.wgsl")
+    include_str!("../../shaders/qk_pool_rows.wgsl"),
+    include_str!("../../shaders/qk_table.wgsl")
 );
 
 /// The lines `pool::qk` puts in place of the template's `@PROBS_OUT` section for runs whose
