@@ -310,8 +310,8 @@ fn pooled_equal(e: &attnviz::Engine, src: &QkSource, cell: u32, what: &str) {
 
 /// A capture file with spans renders with no flag: `attnviz attention` writes the f64
 /// reference's probabilities, exactly 0 where a row does not see a key (above the diagonal
-/// outside its span) and above 0 elsewhere; the figure's caption names the spans; and bad
-/// spans are one line, exit 2.
+/// outside its span) and above 0 elsewhere; the figure's caption and `info` name the spans;
+/// and bad spans are one line, exit 2.
 #[test]
 fn a_capture_file_s_spans_apply_on_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
@@ -381,6 +381,17 @@ fn a_capture_file_s_spans_apply_on_the_command_line() {
     assert!(
         layout.contains("bidirectional spans [0, 12), [20, 30)"),
         "{layout}"
+    );
+    // `info` says the mask is causal but for the spans (the layer is drawn bidirectional, so
+    // the source is not `causal()`; before 2026-12-08 it said there was no mask), and names
+    // them
+    let o = run(&["info", &path("cap.safetensors")]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        out.contains("mask:    causal but for the bidirectional spans below, as the capture says")
+            && out.contains("also:    bidirectional spans [0, 12), [20, 30)"),
+        "{out}"
     );
     // The same spans on plain Q and K with --bidirectional-spans: the same bytes; and the flag
     // without a causal mask, or with bad spans, one line, exit 2

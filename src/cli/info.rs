@@ -89,6 +89,9 @@ fn capture_info(path: &Path) -> anyhow::Result<()> {
         .is_some_and(|m| !m.layers.is_empty() && m.layers.iter().all(|l| l.causal == Some(false)));
     let mask = if src.causal() {
         "causal, as the capture says"
+    } else if src.ranged() {
+        // (drawn as a bidirectional layer whose hidden keys are probabilities of 0)
+        "causal but for the bidirectional spans below, as the capture says"
     } else if says_bidirectional {
         "none: bidirectional, as the capture says (--causal masks it anyway)"
     } else {
