@@ -38,6 +38,7 @@ import os
 import re
 import struct
 import sys
+import warnings
 
 import numpy as np
 
@@ -188,6 +189,8 @@ class Capture:
         _register_mask(original, self._name)
         self._saved = _set_implementation(self._model, self._name)
         self._start_pass()
+        # (warned once a block, _sinks_left_out)
+        self._sinks_warned = False
         # Only the attention of the module given is recorded: its config may be shared with
         # more (an encoder-decoder's encoder, captured alone, shares the decoder's config).
         self._by_name = dict(self._model.named_modules())
@@ -793,6 +796,9 @@ class Capture:
             return
         if sinks is None and _is_tensor(kwargs.get("sinks")):
             sinks = kwargs["sinks"]  # (one a head, as s_aux: _beyond_q_and_k refused others)
+        if sinks is not None and not self._sinks_warned and _drops_sinks(self._original):
+            self._sinks_warned = True
+            warnings.warn(_sinks_left_out(self.model, self._original), stacklevel=2)
         window = None if not window else int(window)
         chunk = _attention_chunk(module, index)
         # Chunks are counted in positions: where a pass over the KV cache continues the
@@ -2040,6 +2046,32 @@ def _implementation(name):
         return AttentionInterface()[name]
     except KeyError:
         raise ValueError("attnviz.capture: unknown attention implementation {!r}".format(name))
+
+
+def _drops_sinks(name):
+    """Whether implementation ``name`` leaves a layer's sink logits out: its function takes
+    neither ``s_aux`` nor ``sinks`` (transformers' ``sdpa_attention_forward``, which takes
+    them into ``**kwargs`` and drops them). Eager is each model's own, which applies them."""
+    import inspect
+
+    try:
+        fn = _implementation(name)
+        if fn is None:
+            return False
+        params = inspect.signature(fn).parameters
+    except (ValueError, TypeError):
+        return False  # (no signature to read: nothing said)
+    return "s_aux" not in params and "sinks" not in params
+
+
+def _sinks_left_out(model, name):
+    """Why a capture under implementation ``name`` of a model with sink logits is not the
+    model's attention."""
+    return ("attnviz.capture: {}'s attention has sink logits, which its {!r} attention "
+            "leaves out: this run is not the model as trained (its outputs, and every layer's "
+            "Q and K after the first), and the capture applies the sinks to them; load the "
+            "model with attn_implementation=\"eager\" (or a kernel that takes sinks) to "
+            "capture its attention".format(model, name))
 
 
 def _register_mask(original, name):

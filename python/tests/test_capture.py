@@ -16,6 +16,7 @@ import itertools
 import json
 import os
 import subprocess
+import warnings
 
 import numpy as np
 import pytest
@@ -150,6 +151,37 @@ def test_captured_attention_equals_eager(family, tmp_path, cli):
         assert differ.mean() <= 0.002, "{} {}: {} pixels differ".format(family, tile,
                                                                          int(differ.sum()))
         assert np.abs(a - b).max() <= 8, "{} {}: more than one LUT step".format(family, tile)
+
+
+def test_sinks_an_implementation_leaves_out_are_warned_of_once():
+    """gpt-oss under sdpa: transformers' ``sdpa_attention_forward`` takes no sink logits (they
+    go into its ``**kwargs``), so the run is not the model as trained, while the capture applies
+    the sinks the module holds. The capture says so in a warning, once a block (two passes of
+    two layers: one), naming the model and the implementation; under eager, which applies
+    them, nothing is said. Before 2026-12-08 nothing was said either way."""
+    model = _tiny("gpt-oss-sinks")
+    ids = _inputs()
+
+    def ours(record):
+        return [str(w.message) for w in record if "sink logits" in str(w.message)]
+
+    model.config._attn_implementation = "sdpa"
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        with torch.no_grad(), attnviz.capture(model) as cap:
+            model(ids)
+            model(ids)
+    said = ours(record)
+    assert len(said) == 1, said
+    assert "GptOssForCausalLM" in said[0] and "'sdpa'" in said[0], said
+    assert "attn_implementation=\"eager\"" in said[0], said
+    assert all(len(l["sinks"]) == 4 for l in cap.layers)
+    model.config._attn_implementation = "eager"
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        with torch.no_grad(), attnviz.capture(model):
+            model(ids)
+    assert ours(record) == []
 
 
 def _more_families():
