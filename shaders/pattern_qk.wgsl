@@ -21,9 +21,11 @@
 //
 // Rows above the whole workgroup's keys (causal) are not computed (their diagonal shares are
 // 0), nor are rows before a two-sided window reaches them, or whose sliding window or attention
-// chunk has passed all of them (probability 0: the diagonals only move on). Keys a row does not
-// see are masked as the probabilities prob_rows stores are read: past the diagonal, left out;
-// before the window or the chunk, or after a two-sided window, entries of 0.
+// chunk has passed all of them (probability 0: the diagonals only move on); under bidirectional
+// spans, whose table gives each row its keys (QK_RANGED), likewise the rows whose keys end before
+// the workgroup's or start after them. Keys a row does not see are masked as the probabilities
+// prob_rows stores are read: past the diagonal, left out; before the window or the chunk, or
+// after a two-sided window, or outside a row's range from the table, entries of 0.
 //
 // QD4 (the head dimension in vec4s) and QWIN (query rows of a window), the K loads and the
 // scores are substituted when the module is built (src/pool/pattern_qk.rs); the scores are
@@ -208,7 +210,8 @@ fn pattern_qk(
     var i_hi = rows;
     if QK_RANGED {
         // the first row that sees a key from kw0 on, and the first whose keys all start at
-        // kw1 or later (the rows between see none of the group's keys: entries of 0)
+        // kw1 or later (the rows before the one and from the other on see none of the group's
+        // keys: entries of 0)
         i_lo = first_row_where(r0, rows, kw0, 1u);
         i_hi = max(i_lo, first_row_where(r0, rows, kw1, 0u));
     } else if qk.causal != 0u {
