@@ -624,7 +624,7 @@ fn short_heads_take_fewer_rows_a_lane() {
     let rows = |gpu: &attnviz::Gpu, d: usize, queries: usize| {
         row_kernel_shape(gpu, d, queries).map(|s| s.rows)
     };
-    // CPU adapters' budgets: 8 rows at d = 64 and 128
+    // a budget of 256 vec4s (CPU adapters' from 2026-12-06 to 12-08): 8 rows at d = 64 and 128
     (gpu.row_vec4s, gpu.row_min_rows, gpu.fit_rows_to_heads) = (256, 1, true);
     for d in [64, 128] {
         for (queries, want) in [
@@ -639,7 +639,7 @@ fn short_heads_take_fewer_rows_a_lane() {
             assert_eq!(rows(gpu, d, queries), Some(want), "d = {d}, {queries} rows");
         }
     }
-    // the budget caps it first (d = 128 in 128 vec4s: 4 rows)
+    // the budget caps it first (d = 128 in CPU adapters' 128 vec4s: 4 rows)
     gpu.row_vec4s = 128;
     assert_eq!(rows(gpu, 128, 32768), Some(4));
     assert_eq!(rows(gpu, 64, 32768), Some(8));

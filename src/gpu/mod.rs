@@ -26,14 +26,17 @@ pub struct Gpu {
     /// Vec4s of query values one invocation of the Q/K row kernel may hold (its query rows, `d / 4`
     /// each): it takes as many rows as fit, a power of two up to 8, and each key it loads then
     /// feeds that many rows' scores (short heads take fewer: [`Gpu::fit_rows_to_heads`]). GPUs: 32
-    /// (128 floats; past that their register files spill and fewer waves fit). CPU adapters: 256 (8
-    /// rows at d = 128), where lanes are SIMD registers whose spills land in L1 and each key's load
-    /// is a per-lane gather plus broadcasts that cost more than the arithmetic they feed (measured
-    /// on llvmpipe: d = 64, 4 rows a lane 20% faster than 2 and 27% than 1, 8 rows (4 keys a step)
-    /// 20% faster than 4 rows (8 keys); d = 128, 4 rows 20% faster than 2, and 8 rows 16% faster
-    /// than 4 (2026-12-06, `attnviz bench --only qk-model`, medians of five alternating pairs:
-    /// 22.9% of the FMA probe against 19.7%)). Tests set it to compare the row counts; 0 turns the
-    /// row kernel off (the tiled kernel takes every head width).
+    /// (128 floats; past that their register files spill and fewer waves fit). CPU adapters: 128
+    /// (8 rows at d = 64, 4 at d = 80 to 128), where lanes are SIMD registers whose spills land in
+    /// L1 and each key's load is a per-lane gather plus broadcasts that cost more than the
+    /// arithmetic they feed (measured on llvmpipe: d = 64, 4 rows a lane 20% faster than 2 and 27%
+    /// than 1, 8 rows (4 keys a step) 20% faster than 4 rows (8 keys); d = 128, 4 rows 20% faster
+    /// than 2. 8 rows at d = 128 (a budget of 256, 2026-12-06 to 12-08) scored 16% faster than 4
+    /// on an AMD EPYC host then, but 8–12% slower on an Intel Xeon host on 2026-12-08, after the
+    /// subgroups' own diagonals, and their kernel takes 235 ms to compile against 82 in every
+    /// process: a fresh `render --q` of a 16384-token head, d = 128, 2.69–2.85 s against 2.28–2.49
+    /// s at 4 rows, causal 1.66–1.69 against 1.35–1.44 s). Tests set it to compare the row counts;
+    /// 0 turns the row kernel off (the tiled kernel takes every head width).
     pub row_vec4s: u32,
     /// Whether the Q/K row kernel takes fewer query rows a lane than [`Gpu::row_vec4s`] holds
     /// for heads too short to fill a workgroup with them (64 lanes × rows a lane), though
@@ -327,7 +330,7 @@ impl Gpu {
             self.qk_split_workgroups,
             self.pattern_slice_rows,
         ) = match kind {
-            QkBudgets::Cpu => (256, 256, CPU_QK_STATE_BYTES, 1, 0, 0),
+            QkBudgets::Cpu => (128, 256, CPU_QK_STATE_BYTES, 1, 0, 0),
             QkBudgets::Gpu => (32, 0, GPU_QK_STATE_BYTES, 2, GPU_QK_SPLIT_WORKGROUPS, 64),
         };
     }
