@@ -27,9 +27,9 @@ pub struct Gpu {
     /// each): it takes as many rows as fit, a power of two up to 8, and each key it loads then
     /// feeds that many rows' scores (short heads take fewer: [`Gpu::fit_rows_to_heads`]). GPUs: 32
     /// (128 floats; past that their register files spill and fewer waves fit). CPU adapters: 128
-    /// (8 rows at d = 64, 4 at d = 80 to 128), where lanes are SIMD registers whose spills land in
-    /// L1 and each key's load is a per-lane gather plus broadcasts that cost more than the
-    /// arithmetic they feed (measured on llvmpipe: d = 64, 4 rows a lane 20% faster than 2 and 27%
+    /// (8 rows up to d = 64, 4 past it up to 128, 2 up to 256), where lanes are SIMD registers
+    /// whose spills land in L1 and each key's load is a per-lane gather plus broadcasts that cost
+    /// more than the arithmetic they feed (measured on llvmpipe: d = 64, 4 rows a lane 20% faster than 2 and 27%
     /// than 1, 8 rows (4 keys a step) 20% faster than 4 rows (8 keys); d = 128, 4 rows 20% faster
     /// than 2. 8 rows at d = 128 (a budget of 256, 2026-12-06 to 12-08) scored 16% faster than 4
     /// on an AMD EPYC host then, but 8–12% slower on an Intel Xeon host on 2026-12-08, after the
