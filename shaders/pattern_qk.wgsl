@@ -77,13 +77,14 @@ struct QkPattern {
 // the one-pass kernels' keys' columns, then (QK_RANGED) the layer's table of keys by position
 @group(1) @binding(4) var<storage, read> key_bin: array<u32>;
 
-// One past the last key head row `r` sees, and the first: qk_mask.wgsl's, or the table's, as
-// the score kernels mask.
-fn qk_end(r: u32) -> u32 {
+// The keys head row `r` sees, [first, end): qk_mask.wgsl's rules, or the table's (QK_RANGED),
+// as the score kernels mask. (One call a row: the rules' end once, the table read once.)
+fn qk_seen(r: u32) -> vec2<u32> {
     if QK_RANGED {
-        return row_range(r).y;
+        return row_range(r);
     }
-    return mask_end(r, qk.causal != 0u, qk.diagonal, params.keys, qk.window, qk.chunk);
+    let end = mask_end(r, qk.causal != 0u, qk.diagonal, params.keys, qk.window, qk.chunk);
+    return vec2<u32>(mask_start(r, end, qk.diagonal, qk.window, qk.chunk), end);
 }
 
 // QK_RANGED: the keys row `r` sees, [first, end), from the table (qk_table.wgsl).
@@ -115,13 +116,6 @@ fn first_row_where(r0: u32, rows: u32, key: u32, edge: u32) -> u32 {
 // (the keys after a two-sided window are entries of 0, as those before it are).
 fn qk_entries(r: u32) -> u32 {
     return entry_end(r, qk.causal != 0u, qk.diagonal, params.keys);
-}
-
-fn qk_start(r: u32) -> u32 {
-    if QK_RANGED {
-        return row_range(r).x;
-    }
-    return mask_start(r, qk_end(r), qk.diagonal, qk.window, qk.chunk);
 }
 
 // The first position whose query sees no key before `key` (i32 max: none; `HiddenKeys::
@@ -252,8 +246,9 @@ fn pattern_qk(
             let lse_r = lse[qk.lse_row0 + i].x;
             // @SCORES
             let ent = vec4<u32>(qk_entries(r));
-            let vis = vec4<u32>(qk_end(r));
-            let first = vec4<u32>(qk_start(r));
+            let seen = qk_seen(r);
+            let vis = vec4<u32>(seen.y);
+            let first = vec4<u32>(seen.x);
             let in_a = keys_a < ent;
             let in_b = keys_b < ent;
             let in_c = keys_c < ent;

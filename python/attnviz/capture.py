@@ -189,7 +189,10 @@ class Capture:
         _register_mask(original, self._name)
         self._saved = _set_implementation(self._model, self._name)
         self._start_pass()
-        # (warned once a block, _sinks_left_out)
+        # Whether the implementation underneath leaves sink logits out, asked once a block (a
+        # signature read, not one per attention call), and whether that was said yet
+        # (_sinks_left_out)
+        self._sinks_dropped = _drops_sinks(self._original)
         self._sinks_warned = False
         # Only the attention of the module given is recorded: its config may be shared with
         # more (an encoder-decoder's encoder, captured alone, shares the decoder's config).
@@ -796,7 +799,7 @@ class Capture:
             return
         if sinks is None and _is_tensor(kwargs.get("sinks")):
             sinks = kwargs["sinks"]  # (one a head, as s_aux: _beyond_q_and_k refused others)
-        if sinks is not None and not self._sinks_warned and _drops_sinks(self._original):
+        if sinks is not None and self._sinks_dropped and not self._sinks_warned:
             self._sinks_warned = True
             warnings.warn(_sinks_left_out(self.model, self._original), stacklevel=2)
         window = None if not window else int(window)
